@@ -1,0 +1,415 @@
+/**
+ * A strict DER reader and a small DER writer: the only ASN.1 code in the core.
+ *
+ * The reader refuses BER (indefinite lengths, non-minimal lengths, high tag numbers it does
+ * not need) because X.509 signatures cover DER bytes and lenient parsing is where
+ * certificate-confusion attacks live. It never copies: nodes point into the input buffer.
+ * @module
+ */
+
+import { MalformedInput } from "../errors.ts";
+
+/** Universal tags used by X.509. */
+export const Tag = {
+  BOOLEAN: 0x01,
+  INTEGER: 0x02,
+  BIT_STRING: 0x03,
+  OCTET_STRING: 0x04,
+  NULL: 0x05,
+  OID: 0x06,
+  ENUMERATED: 0x0a,
+  UTF8_STRING: 0x0c,
+  PRINTABLE_STRING: 0x13,
+  T61_STRING: 0x14,
+  IA5_STRING: 0x16,
+  UTC_TIME: 0x17,
+  GENERALIZED_TIME: 0x18,
+  UNIVERSAL_STRING: 0x1c,
+  BMP_STRING: 0x1e,
+  SEQUENCE: 0x30,
+  SET: 0x31,
+} as const;
+
+/** One TLV inside a buffer. `tag` is the identifier octet (class, constructed bit, number). */
+export interface DerNode {
+  readonly tag: number;
+  /** Offset of the identifier octet. */
+  readonly start: number;
+  /** Offset of the first content octet. */
+  readonly contentStart: number;
+  /** Offset just past the last content octet. */
+  readonly end: number;
+  readonly buffer: Uint8Array;
+}
+
+/** Context-specific tag number `n`, primitive or constructed. */
+export function contextTag(n: number, constructed: boolean): number {
+  return 0x80 | (constructed ? 0x20 : 0) | n;
+}
+
+export function isConstructed(node: DerNode): boolean {
+  return (node.tag & 0x20) !== 0;
+}
+
+/** The content octets of a node. */
+export function contentOf(node: DerNode): Uint8Array {
+  return node.buffer.subarray(node.contentStart, node.end);
+}
+
+/** The whole TLV encoding of a node. */
+export function encodingOf(node: DerNode): Uint8Array {
+  return node.buffer.subarray(node.start, node.end);
+}
+
+/** Reads one TLV at `offset`, within `limit`. */
+export function readNode(
+  buffer: Uint8Array,
+  offset = 0,
+  limit = buffer.length,
+  what = "DER",
+): DerNode {
+  if (offset >= limit) throw new MalformedInput(what, "unexpected end of data");
+  const tag = buffer[offset];
+  if ((tag & 0x1f) === 0x1f) throw new MalformedInput(what, "high tag numbers are not supported");
+  let p = offset + 1;
+  if (p >= limit) throw new MalformedInput(what, "truncated length");
+  let length = buffer[p++];
+  if (length & 0x80) {
+    const count = length & 0x7f;
+    if (count === 0) throw new MalformedInput(what, "indefinite length is not DER");
+    if (count > 4) throw new MalformedInput(what, "length too large");
+    if (p + count > limit) throw new MalformedInput(what, "truncated length");
+    if (buffer[p] === 0) throw new MalformedInput(what, "non-minimal length encoding");
+    length = 0;
+    for (let i = 0; i < count; i++) length = length * 256 + buffer[p++];
+    if (length < 0x80) throw new MalformedInput(what, "non-minimal length encoding");
+  }
+  const end = p + length;
+  if (end > limit) throw new MalformedInput(what, "content runs past the end of its container");
+  return { tag, start: offset, contentStart: p, end, buffer };
+}
+
+/** Parses a buffer that must hold exactly one TLV: trailing bytes are an error. */
+export function parseDer(buffer: Uint8Array, what = "DER"): DerNode {
+  const node = readNode(buffer, 0, buffer.length, what);
+  if (node.end !== buffer.length) {
+    throw new MalformedInput(what, `${buffer.length - node.end} trailing bytes after the DER value`);
+  }
+  return node;
+}
+
+/** The children of a constructed node, in order. */
+export function childrenOf(node: DerNode, what = "DER"): DerNode[] {
+  if (!isConstructed(node)) throw new MalformedInput(what, "expected a constructed value");
+  const out: DerNode[] = [];
+  let p = node.contentStart;
+  while (p < node.end) {
+    const child = readNode(node.buffer, p, node.end, what);
+    out.push(child);
+    p = child.end;
+  }
+  return out;
+}
+
+/** Asserts a node's tag, naming the field in the error. */
+export function expectTag(node: DerNode | undefined, tag: number, field: string): DerNode {
+  if (!node) throw new MalformedInput(field, "missing");
+  if (node.tag !== tag) {
+    throw new MalformedInput(
+      field,
+      `expected tag 0x${tag.toString(16)}, found 0x${node.tag.toString(16)}`,
+    );
+  }
+  return node;
+}
+
+/** A SEQUENCE's children, checking the tag. */
+export function sequenceOf(node: DerNode | undefined, field: string): DerNode[] {
+  return childrenOf(expectTag(node, Tag.SEQUENCE, field), field);
+}
+
+/** DER INTEGER content as a bigint; refuses non-minimal encodings. */
+export function readBigInt(node: DerNode, field = "INTEGER"): bigint {
+  const bytes = integerBytes(node, field);
+  let value = 0n;
+  for (const b of bytes) value = (value << 8n) | BigInt(b);
+  if (bytes[0] & 0x80) value -= 1n << BigInt(bytes.length * 8);
+  return value;
+}
+
+/** DER INTEGER content octets (two's complement, minimal), after checking the encoding. */
+export function integerBytes(node: DerNode, field = "INTEGER"): Uint8Array {
+  if (node.tag !== Tag.INTEGER && node.tag !== Tag.ENUMERATED && (node.tag & 0xc0) === 0) {
+    throw new MalformedInput(field, "expected an INTEGER");
+  }
+  const bytes = contentOf(node);
+  if (bytes.length === 0) throw new MalformedInput(field, "empty INTEGER");
+  if (
+    bytes.length > 1 &&
+    ((bytes[0] === 0 && (bytes[1] & 0x80) === 0) || (bytes[0] === 0xff && (bytes[1] & 0x80) !== 0))
+  ) {
+    throw new MalformedInput(field, "non-minimal INTEGER encoding");
+  }
+  return bytes;
+}
+
+/** A small non-negative INTEGER as a number. */
+export function readSmallInt(node: DerNode, field = "INTEGER"): number {
+  const value = readBigInt(node, field);
+  if (value < 0n || value > 0x7fffffffn) throw new MalformedInput(field, "integer out of range");
+  return Number(value);
+}
+
+/** OBJECT IDENTIFIER in dotted form. */
+export function readOid(node: DerNode, field = "OBJECT IDENTIFIER"): string {
+  expectTag(node, Tag.OID, field);
+  const bytes = contentOf(node);
+  if (bytes.length === 0) throw new MalformedInput(field, "empty OID");
+  const arcs: bigint[] = [];
+  let value = 0n;
+  let fresh = true;
+  for (let i = 0; i < bytes.length; i++) {
+    const b = bytes[i];
+    if (fresh && b === 0x80) throw new MalformedInput(field, "non-minimal OID arc");
+    value = (value << 7n) | BigInt(b & 0x7f);
+    fresh = false;
+    if ((b & 0x80) === 0) {
+      arcs.push(value);
+      value = 0n;
+      fresh = true;
+    } else if (i === bytes.length - 1) {
+      throw new MalformedInput(field, "truncated OID arc");
+    }
+  }
+  const first = arcs[0] < 80n ? arcs[0] / 40n : 2n;
+  const second = arcs[0] - first * 40n;
+  return [first, second, ...arcs.slice(1)].join(".");
+}
+
+/** BOOLEAN: DER allows only 0x00 and 0xFF. */
+export function readBoolean(node: DerNode, field = "BOOLEAN"): boolean {
+  expectTag(node, Tag.BOOLEAN, field);
+  const bytes = contentOf(node);
+  if (bytes.length !== 1 || (bytes[0] !== 0 && bytes[0] !== 0xff)) {
+    throw new MalformedInput(field, "BOOLEAN must be one octet, 0x00 or 0xFF");
+  }
+  return bytes[0] === 0xff;
+}
+
+/** BIT STRING: the unused-bit count and the bit bytes. */
+export function readBitString(
+  node: DerNode,
+  field = "BIT STRING",
+): { unusedBits: number; bytes: Uint8Array } {
+  const content = contentOf(node);
+  if ((node.tag & 0x1f) !== Tag.BIT_STRING && (node.tag & 0xc0) === 0) {
+    throw new MalformedInput(field, "expected a BIT STRING");
+  }
+  if (content.length === 0) throw new MalformedInput(field, "empty BIT STRING");
+  const unusedBits = content[0];
+  if (unusedBits > 7 || (content.length === 1 && unusedBits !== 0)) {
+    throw new MalformedInput(field, "invalid unused-bit count");
+  }
+  const bytes = content.subarray(1);
+  if (unusedBits && (bytes[bytes.length - 1] & ((1 << unusedBits) - 1)) !== 0) {
+    throw new MalformedInput(field, "unused bits must be zero in DER");
+  }
+  return { unusedBits, bytes };
+}
+
+/** Bit `i` (0 = most significant bit of the first byte) of a BIT STRING. */
+export function bitAt(bytes: Uint8Array, i: number): boolean {
+  const byte = bytes[i >> 3];
+  return byte !== undefined && (byte & (0x80 >> (i & 7))) !== 0;
+}
+
+const TIME_UTC = /^(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})Z$/;
+const TIME_GENERALIZED = /^(\d{4})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})Z$/;
+
+/** UTCTime or GeneralizedTime in the RFC 5280 4.1.2.5 profile (seconds, `Z`, no fractions). */
+export function readTime(node: DerNode, field = "Time"): Date {
+  const text = latin1(contentOf(node));
+  let m: RegExpExecArray | null;
+  let year: number;
+  if (node.tag === Tag.UTC_TIME) {
+    m = TIME_UTC.exec(text);
+    if (!m) throw new MalformedInput(field, `UTCTime ${JSON.stringify(text)} is not YYMMDDHHMMSSZ`);
+    const yy = Number(m[1]);
+    year = yy >= 50 ? 1900 + yy : 2000 + yy;
+  } else if (node.tag === Tag.GENERALIZED_TIME) {
+    m = TIME_GENERALIZED.exec(text);
+    if (!m) {
+      throw new MalformedInput(
+        field,
+        `GeneralizedTime ${JSON.stringify(text)} is not YYYYMMDDHHMMSSZ`,
+      );
+    }
+    year = Number(m[1]);
+  } else {
+    throw new MalformedInput(field, "expected UTCTime or GeneralizedTime");
+  }
+  const [month, day, hour, minute, second] = m.slice(2).map(Number);
+  const ms = Date.UTC(year, month - 1, day, hour, minute, second);
+  const date = new Date(ms);
+  if (
+    month < 1 || month > 12 || date.getUTCDate() !== day || hour > 23 || minute > 59 ||
+    second > 59 || year < 0
+  ) {
+    throw new MalformedInput(field, `${JSON.stringify(text)} is not a valid date`);
+  }
+  if (year < 100) date.setUTCFullYear(year);
+  return date;
+}
+
+/** Decodes a string type's content (UTF8, Printable, IA5, T61 as Latin-1, BMP, Universal). */
+export function readString(node: DerNode, field = "string"): string {
+  const bytes = contentOf(node);
+  switch (node.tag) {
+    case Tag.UTF8_STRING:
+      try {
+        return new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+      } catch (cause) {
+        throw new MalformedInput(field, "invalid UTF-8", { cause });
+      }
+    case Tag.PRINTABLE_STRING:
+    case Tag.IA5_STRING:
+    case Tag.T61_STRING:
+      return latin1(bytes);
+    case Tag.BMP_STRING: {
+      if (bytes.length % 2) throw new MalformedInput(field, "odd-length BMPString");
+      let s = "";
+      for (let i = 0; i < bytes.length; i += 2) s += String.fromCharCode((bytes[i] << 8) | bytes[i + 1]);
+      return s;
+    }
+    case Tag.UNIVERSAL_STRING: {
+      if (bytes.length % 4) throw new MalformedInput(field, "UniversalString length not a multiple of 4");
+      let s = "";
+      for (let i = 0; i < bytes.length; i += 4) {
+        s += String.fromCodePoint(
+          ((bytes[i] << 24) | (bytes[i + 1] << 16) | (bytes[i + 2] << 8) | bytes[i + 3]) >>> 0,
+        );
+      }
+      return s;
+    }
+    default:
+      return latin1(bytes);
+  }
+}
+
+export function latin1(bytes: Uint8Array): string {
+  let s = "";
+  for (let i = 0; i < bytes.length; i++) s += String.fromCharCode(bytes[i]);
+  return s;
+}
+
+// ---- writer ----
+
+function lengthOctets(length: number): number[] {
+  if (length < 0x80) return [length];
+  const out: number[] = [];
+  for (let n = length; n > 0; n = Math.floor(n / 256)) out.unshift(n & 0xff);
+  return [0x80 | out.length, ...out];
+}
+
+/** Concatenates byte arrays. */
+export function concat(parts: readonly Uint8Array[]): Uint8Array {
+  let total = 0;
+  for (const p of parts) total += p.length;
+  const out = new Uint8Array(total);
+  let o = 0;
+  for (const p of parts) {
+    out.set(p, o);
+    o += p.length;
+  }
+  return out;
+}
+
+/** Encodes one TLV. */
+export function tlv(tag: number, ...content: Uint8Array[]): Uint8Array {
+  const body = content.length === 1 ? content[0] : concat(content);
+  const header = [tag, ...lengthOctets(body.length)];
+  const out = new Uint8Array(header.length + body.length);
+  out.set(header, 0);
+  out.set(body, header.length);
+  return out;
+}
+
+export const seq = (...items: Uint8Array[]): Uint8Array => tlv(Tag.SEQUENCE, ...items);
+export const set = (...items: Uint8Array[]): Uint8Array => tlv(Tag.SET, ...items);
+export const octetString = (bytes: Uint8Array): Uint8Array => tlv(Tag.OCTET_STRING, bytes);
+export const nullValue = (): Uint8Array => new Uint8Array([Tag.NULL, 0]);
+export const bool = (value: boolean): Uint8Array => tlv(Tag.BOOLEAN, new Uint8Array([value ? 0xff : 0]));
+export const utf8String = (s: string): Uint8Array => tlv(Tag.UTF8_STRING, new TextEncoder().encode(s));
+export const ia5String = (s: string): Uint8Array => tlv(Tag.IA5_STRING, new TextEncoder().encode(s));
+export const printableString = (s: string): Uint8Array =>
+  tlv(Tag.PRINTABLE_STRING, new TextEncoder().encode(s));
+
+/** Explicitly tagged `[n]` wrapper. */
+export const explicit = (n: number, inner: Uint8Array): Uint8Array => tlv(contextTag(n, true), inner);
+
+/** BIT STRING with no unused bits. */
+export const bitString = (bytes: Uint8Array): Uint8Array =>
+  tlv(Tag.BIT_STRING, new Uint8Array([0]), bytes);
+
+/** BIT STRING of named bits (KeyUsage), DER: trailing zero bits trimmed. */
+export function namedBits(bits: readonly number[]): Uint8Array {
+  const max = Math.max(...bits);
+  const bytes = new Uint8Array((max >> 3) + 1);
+  for (const b of bits) bytes[b >> 3] |= 0x80 >> (b & 7);
+  const unused = 7 - (max & 7);
+  return tlv(Tag.BIT_STRING, new Uint8Array([unused]), bytes);
+}
+
+/** INTEGER from a non-negative bigint, or from unsigned big-endian magnitude bytes. */
+export function integer(value: bigint | number | Uint8Array): Uint8Array {
+  let bytes: Uint8Array;
+  if (value instanceof Uint8Array) {
+    let i = 0;
+    while (i < value.length - 1 && value[i] === 0) i++;
+    bytes = value.subarray(i);
+  } else {
+    let v = BigInt(value);
+    if (v < 0n) throw new RangeError("negative INTEGER encoding is not needed here");
+    const out: number[] = [];
+    do {
+      out.unshift(Number(v & 0xffn));
+      v >>= 8n;
+    } while (v > 0n);
+    bytes = new Uint8Array(out);
+  }
+  if (bytes.length === 0) bytes = new Uint8Array([0]);
+  if (bytes[0] & 0x80) bytes = concat([new Uint8Array([0]), bytes]);
+  return tlv(Tag.INTEGER, bytes);
+}
+
+/** OBJECT IDENTIFIER from dotted form. */
+export function oid(dotted: string): Uint8Array {
+  const cached = oidCache.get(dotted);
+  if (cached) return cached;
+  const arcs = dotted.split(".").map((a) => BigInt(a));
+  const out: number[] = [];
+  const push = (v: bigint) => {
+    const chunk: number[] = [Number(v & 0x7fn)];
+    for (v >>= 7n; v > 0n; v >>= 7n) chunk.unshift(Number(v & 0x7fn) | 0x80);
+    out.push(...chunk);
+  };
+  push(arcs[0] * 40n + arcs[1]);
+  for (const a of arcs.slice(2)) push(a);
+  const encoded = tlv(Tag.OID, new Uint8Array(out));
+  oidCache.set(dotted, encoded);
+  return encoded;
+}
+const oidCache = new Map<string, Uint8Array>();
+
+/** UTCTime through 2049, GeneralizedTime from 2050 (RFC 5280 4.1.2.5). Milliseconds are dropped. */
+export function time(date: Date): Uint8Array {
+  const y = date.getUTCFullYear();
+  const p2 = (n: number) => String(n).padStart(2, "0");
+  const rest = `${p2(date.getUTCMonth() + 1)}${p2(date.getUTCDate())}${p2(date.getUTCHours())}${
+    p2(date.getUTCMinutes())
+  }${p2(date.getUTCSeconds())}Z`;
+  if (y >= 1950 && y < 2050) {
+    return tlv(Tag.UTC_TIME, new TextEncoder().encode(`${p2(y % 100)}${rest}`));
+  }
+  return tlv(Tag.GENERALIZED_TIME, new TextEncoder().encode(`${String(y).padStart(4, "0")}${rest}`));
+}

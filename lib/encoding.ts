@@ -1,0 +1,72 @@
+/**
+ * Byte encodings the core needs (base64, base64url, hex) on web standards alone.
+ * @module
+ */
+
+import { MalformedInput } from "./errors.ts";
+
+const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
+
+/** Standard base64 of bytes. */
+export function toBase64(bytes: Uint8Array): string {
+  let binary = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) {
+    binary += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  }
+  return btoa(binary);
+}
+
+/** Decodes standard base64, refusing any character outside the alphabet. */
+export function fromBase64(text: string, what = "base64"): Uint8Array {
+  if (!BASE64.test(text) || text.length % 4 === 1) {
+    throw new MalformedInput(what, "not valid base64");
+  }
+  let binary: string;
+  try {
+    binary = atob(text);
+  } catch (cause) {
+    throw new MalformedInput(what, "not valid base64", { cause });
+  }
+  const out = new Uint8Array(binary.length);
+  for (let i = 0; i < binary.length; i++) out[i] = binary.charCodeAt(i);
+  return out;
+}
+
+/** base64url without padding (RFC 7515). */
+export function toBase64Url(bytes: Uint8Array): string {
+  return toBase64(bytes).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+}
+
+/** Decodes base64url with or without padding. */
+export function fromBase64Url(text: string, what = "base64url"): Uint8Array {
+  if (!/^[A-Za-z0-9_-]*={0,2}$/.test(text)) throw new MalformedInput(what, "not valid base64url");
+  const b64 = text.replace(/=+$/, "").replace(/-/g, "+").replace(/_/g, "/");
+  return fromBase64(b64 + "===".slice((b64.length + 3) % 4), what);
+}
+
+/** Lowercase hex of bytes. */
+export function toHex(bytes: Uint8Array): string {
+  let s = "";
+  for (const b of bytes) s += b.toString(16).padStart(2, "0");
+  return s;
+}
+
+/** Bytes from hex (even length, case-insensitive). */
+export function fromHex(hex: string, what = "hex"): Uint8Array {
+  if (hex.length % 2 || !/^[0-9a-fA-F]*$/.test(hex)) throw new MalformedInput(what, "not valid hex");
+  const out = new Uint8Array(hex.length / 2);
+  for (let i = 0; i < out.length; i++) out[i] = parseInt(hex.slice(i * 2, i * 2 + 2), 16);
+  return out;
+}
+
+/** Byte-wise equality. */
+export function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+/** Copies a view into its own ArrayBuffer, the form WebCrypto's types ask for. */
+export function toArrayBuffer(bytes: Uint8Array): ArrayBuffer {
+  return bytes.slice().buffer as ArrayBuffer;
+}

@@ -1,0 +1,340 @@
+/**
+ * X.509 certificate parsing (RFC 5280 4.1) into a read-only model the validator and the CA
+ * share. Parsing is strict DER; extensions are decoded once, here.
+ * @module
+ */
+
+import {
+  bitAt,
+  childrenOf,
+  contentOf,
+  contextTag,
+  type DerNode,
+  encodingOf,
+  expectTag,
+  integerBytes,
+  parseDer,
+  readBitString,
+  readBoolean,
+  readOid,
+  readSmallInt,
+  readTime,
+  Tag,
+} from "../asn1/der.ts";
+import { OID } from "../asn1/oids.ts";
+import { toHex } from "../encoding.ts";
+import { MalformedInput } from "../errors.ts";
+import { derBlocks } from "../pem.ts";
+import { type GeneralName, parseGeneralName, parseGeneralNames } from "./general-name.ts";
+import { type Name, parseName } from "./name.ts";
+
+/** AlgorithmIdentifier: the OID and the DER of its parameters, if any. */
+export interface AlgorithmIdentifier {
+  oid: string;
+  parameters?: Uint8Array;
+  der: Uint8Array;
+}
+
+/** One extension as it appears in the certificate. */
+export interface Extension {
+  oid: string;
+  critical: boolean;
+  value: Uint8Array;
+}
+
+/** Key usage bits by name (RFC 5280 4.2.1.3). */
+export const KeyUsage = {
+  digitalSignature: 0,
+  nonRepudiation: 1,
+  keyEncipherment: 2,
+  dataEncipherment: 3,
+  keyAgreement: 4,
+  keyCertSign: 5,
+  cRLSign: 6,
+  encipherOnly: 7,
+  decipherOnly: 8,
+} as const;
+export type KeyUsageName = keyof typeof KeyUsage;
+
+/** A GeneralSubtree of a name constraint. */
+export interface GeneralSubtree {
+  base: GeneralName;
+  minimum: number;
+  maximum?: number;
+}
+
+/** A DistributionPoint of the CRL distribution points extension (RFC 5280 4.2.1.13). */
+export interface DistributionPoint {
+  fullName?: GeneralName[];
+  relativeName?: Uint8Array;
+  reasons?: Uint8Array;
+  crlIssuer?: GeneralName[];
+}
+
+/** A parsed certificate. Raw encodings are kept for signatures and matching. */
+export interface Certificate {
+  der: Uint8Array;
+  tbs: Uint8Array;
+  version: number;
+  /** Serial number content octets (two's complement, as encoded). */
+  serialBytes: Uint8Array;
+  /** Serial number as lowercase hex of its content octets. */
+  serialNumber: string;
+  signatureAlgorithm: AlgorithmIdentifier;
+  tbsSignatureAlgorithm: AlgorithmIdentifier;
+  signature: Uint8Array;
+  issuer: Name;
+  subject: Name;
+  notBefore: Date;
+  notAfter: Date;
+  /** DER of SubjectPublicKeyInfo. */
+  spki: Uint8Array;
+  publicKeyAlgorithm: AlgorithmIdentifier;
+  publicKey: Uint8Array;
+  issuerUniqueId?: Uint8Array;
+  subjectUniqueId?: Uint8Array;
+  extensions: Extension[];
+  basicConstraints?: { ca: boolean; pathLength?: number };
+  /** Key usage bits asserted, undefined when the extension is absent. */
+  keyUsage?: Set<KeyUsageName>;
+  /** EKU OIDs, undefined when the extension is absent. */
+  extendedKeyUsage?: string[];
+  subjectAltName?: GeneralName[];
+  subjectKeyIdentifier?: Uint8Array;
+  authorityKeyIdentifier?: Uint8Array;
+  nameConstraints?: { permitted?: GeneralSubtree[]; excluded?: GeneralSubtree[] };
+  crlDistributionPoints?: DistributionPoint[];
+}
+
+/** Parses one or more certificates from PEM text or one from DER bytes. */
+export function parseCertificates(input: string | Uint8Array, what = "certificate"): Certificate[] {
+  return derBlocks(input, ["CERTIFICATE"], what).map((der) => parseCertificate(der, what));
+}
+
+const KEY_USAGE_NAMES = Object.keys(KeyUsage) as KeyUsageName[];
+
+/** Parses one DER certificate. Throws {@link MalformedInput} with the offending field. */
+export function parseCertificate(der: Uint8Array, what = "certificate"): Certificate {
+  const root = parseDer(der, what);
+  const [tbsNode, sigAlgNode, sigNode, extra] = sequenceChildren(root, what);
+  if (!sigNode || extra) throw new MalformedInput(what, "Certificate must have exactly three fields");
+  const tbs = sequenceChildren(tbsNode, `${what} tbsCertificate`);
+  let i = 0;
+  let version = 1;
+  if (tbs[0]?.tag === contextTag(0, true)) {
+    const [v, more] = childrenOf(tbs[0], `${what} version`);
+    if (!v || more) throw new MalformedInput(`${what} version`, "malformed");
+    version = readSmallInt(expectTag(v, Tag.INTEGER, `${what} version`), `${what} version`) + 1;
+    // DER: DEFAULT values are omitted, so an explicit v1 is an encoding error.
+    if (version === 1) throw new MalformedInput(`${what} version`, "explicit v1 is not DER");
+    if (version > 3) throw new MalformedInput(`${what} version`, `unknown version ${version}`);
+    i++;
+  }
+  const serialNode = expectTag(tbs[i++], Tag.INTEGER, `${what} serialNumber`);
+  const serialBytes = integerBytes(serialNode, `${what} serialNumber`);
+  const tbsSignatureAlgorithm = parseAlgorithmIdentifier(tbs[i++], `${what} signature`);
+  const issuer = parseName(tbs[i++] ?? missing(`${what} issuer`), `${what} issuer`);
+  const validity = sequenceChildren(tbs[i++], `${what} validity`);
+  if (validity.length !== 2) throw new MalformedInput(`${what} validity`, "must hold two times");
+  const notBefore = readTime(validity[0], `${what} notBefore`);
+  const notAfter = readTime(validity[1], `${what} notAfter`);
+  const subject = parseName(tbs[i++] ?? missing(`${what} subject`), `${what} subject`);
+  const spkiNode = tbs[i++];
+  const [pkAlgNode, pkNode, pkExtra] = sequenceChildren(spkiNode, `${what} subjectPublicKeyInfo`);
+  if (!pkNode || pkExtra) throw new MalformedInput(`${what} subjectPublicKeyInfo`, "malformed");
+  const publicKeyAlgorithm = parseAlgorithmIdentifier(pkAlgNode, `${what} public key algorithm`);
+  const publicKey = readBitString(expectTag(pkNode, Tag.BIT_STRING, `${what} public key`)).bytes;
+
+  const cert: Certificate = {
+    der,
+    tbs: encodingOf(tbsNode),
+    version,
+    serialBytes,
+    serialNumber: toHex(serialBytes),
+    signatureAlgorithm: parseAlgorithmIdentifier(sigAlgNode, `${what} signatureAlgorithm`),
+    tbsSignatureAlgorithm,
+    signature: readBitString(expectTag(sigNode, Tag.BIT_STRING, `${what} signature`)).bytes,
+    issuer,
+    subject,
+    notBefore,
+    notAfter,
+    spki: encodingOf(spkiNode),
+    publicKeyAlgorithm,
+    publicKey,
+    extensions: [],
+  };
+  if (tbs[i]?.tag === contextTag(1, false)) {
+    if (version < 2) throw new MalformedInput(what, "issuerUniqueID requires v2 or v3");
+    cert.issuerUniqueId = contentOf(tbs[i++]);
+  }
+  if (tbs[i]?.tag === contextTag(2, false)) {
+    if (version < 2) throw new MalformedInput(what, "subjectUniqueID requires v2 or v3");
+    cert.subjectUniqueId = contentOf(tbs[i++]);
+  }
+  if (tbs[i]?.tag === contextTag(3, true)) {
+    if (version !== 3) throw new MalformedInput(what, "extensions require v3");
+    const [exts, more] = childrenOf(tbs[i++], `${what} extensions`);
+    if (!exts || more) throw new MalformedInput(`${what} extensions`, "malformed");
+    cert.extensions = parseExtensions(exts, what);
+    decodeExtensions(cert, what);
+  }
+  if (i !== tbs.length) throw new MalformedInput(what, "unexpected fields at the end of tbsCertificate");
+  return cert;
+}
+
+/** Parses an Extensions SEQUENCE; refuses an empty list and duplicate OIDs (RFC 5280 4.2). */
+export function parseExtensions(node: DerNode, what: string): Extension[] {
+  const list = sequenceChildren(node, `${what} extensions`);
+  if (list.length === 0) throw new MalformedInput(`${what} extensions`, "empty Extensions");
+  const seen = new Set<string>();
+  return list.map((ext) => {
+    const f = sequenceChildren(ext, `${what} extension`);
+    const id = readOid(f[0] ?? missing(`${what} extension`), `${what} extension`);
+    if (seen.has(id)) throw new MalformedInput(`${what} extensions`, `duplicate extension ${id}`);
+    seen.add(id);
+    let critical = false;
+    let k = 1;
+    if (f[k]?.tag === Tag.BOOLEAN) {
+      critical = readBoolean(f[k++], `${what} extension ${id} critical`);
+      // DER: DEFAULT FALSE must be omitted.
+      if (!critical) throw new MalformedInput(`${what} extension ${id}`, "explicit critical FALSE is not DER");
+    }
+    const value = expectTag(f[k++], Tag.OCTET_STRING, `${what} extension ${id} value`);
+    if (k !== f.length) throw new MalformedInput(`${what} extension ${id}`, "extra fields");
+    return { oid: id, critical, value: contentOf(value) };
+  });
+}
+
+function decodeExtensions(cert: Certificate, what: string): void {
+  for (const ext of cert.extensions) {
+    const field = `${what} extension ${ext.oid}`;
+    switch (ext.oid) {
+      case OID.basicConstraints: {
+        const f = sequenceChildren(parseDer(ext.value, field), field);
+        let ca = false;
+        let k = 0;
+        if (f[k]?.tag === Tag.BOOLEAN) {
+          ca = readBoolean(f[k++], field);
+          if (!ca) throw new MalformedInput(field, "explicit cA FALSE is not DER");
+        }
+        let pathLength: number | undefined;
+        if (f[k]?.tag === Tag.INTEGER) pathLength = readSmallInt(f[k++], field);
+        if (k !== f.length) throw new MalformedInput(field, "unexpected fields");
+        cert.basicConstraints = { ca, pathLength };
+        break;
+      }
+      case OID.keyUsage: {
+        const { bytes } = readBitString(expectTag(parseDer(ext.value, field), Tag.BIT_STRING, field), field);
+        cert.keyUsage = new Set(KEY_USAGE_NAMES.filter((name) => bitAt(bytes, KeyUsage[name])));
+        break;
+      }
+      case OID.extKeyUsage: {
+        const ids = sequenceChildren(parseDer(ext.value, field), field).map((n) => readOid(n, field));
+        if (ids.length === 0) throw new MalformedInput(field, "empty ExtKeyUsageSyntax");
+        cert.extendedKeyUsage = ids;
+        break;
+      }
+      case OID.subjectAltName: {
+        const names = parseGeneralNames(expectTag(parseDer(ext.value, field), Tag.SEQUENCE, field), field);
+        if (names.length === 0) throw new MalformedInput(field, "empty subjectAltName");
+        cert.subjectAltName = names;
+        break;
+      }
+      case OID.subjectKeyIdentifier:
+        cert.subjectKeyIdentifier = contentOf(expectTag(parseDer(ext.value, field), Tag.OCTET_STRING, field));
+        break;
+      case OID.authorityKeyIdentifier: {
+        for (const f of sequenceChildren(parseDer(ext.value, field), field)) {
+          if (f.tag === contextTag(0, false)) cert.authorityKeyIdentifier = contentOf(f);
+        }
+        break;
+      }
+      case OID.nameConstraints:
+        cert.nameConstraints = parseNameConstraints(parseDer(ext.value, field), field);
+        break;
+      case OID.crlDistributionPoints:
+        cert.crlDistributionPoints = sequenceChildren(parseDer(ext.value, field), field).map((dp) =>
+          parseDistributionPoint(dp, field)
+        );
+        break;
+    }
+  }
+}
+
+function parseNameConstraints(
+  node: DerNode,
+  field: string,
+): { permitted?: GeneralSubtree[]; excluded?: GeneralSubtree[] } {
+  const out: { permitted?: GeneralSubtree[]; excluded?: GeneralSubtree[] } = {};
+  for (const part of sequenceChildren(node, field)) {
+    const subtrees = childrenOf(part, field).map((st) => {
+      const [base, ...rest] = sequenceChildren(st, field);
+      const subtree: GeneralSubtree = {
+        base: parseGeneralName(base ?? missing(field), field),
+        minimum: 0,
+      };
+      for (const r of rest) {
+        const value = readSmallInt({ ...r, tag: Tag.INTEGER }, field);
+        if (r.tag === contextTag(0, false)) subtree.minimum = value;
+        else if (r.tag === contextTag(1, false)) subtree.maximum = value;
+        else throw new MalformedInput(field, "unexpected GeneralSubtree field");
+      }
+      return subtree;
+    });
+    // RFC 5280 4.2.1.10: a present subtree list must not be empty.
+    if (subtrees.length === 0) throw new MalformedInput(field, "empty GeneralSubtrees");
+    if (part.tag === contextTag(0, true)) out.permitted = subtrees;
+    else if (part.tag === contextTag(1, true)) out.excluded = subtrees;
+    else throw new MalformedInput(field, "unexpected NameConstraints field");
+  }
+  if (!out.permitted && !out.excluded) throw new MalformedInput(field, "empty NameConstraints");
+  return out;
+}
+
+/** Parses a DistributionPoint (also used by the CRL issuing distribution point). */
+export function parseDistributionPoint(node: DerNode, field: string): DistributionPoint {
+  const dp: DistributionPoint = {};
+  for (const f of sequenceChildren(node, field)) {
+    if (f.tag === contextTag(0, true)) {
+      const [name] = childrenOf(f, field);
+      if (name?.tag === contextTag(0, true)) dp.fullName = parseGeneralNames(name, field);
+      else if (name?.tag === contextTag(1, true)) dp.relativeName = encodingOf(name);
+    } else if (f.tag === contextTag(1, false)) dp.reasons = contentOf(f);
+    else if (f.tag === contextTag(2, true)) dp.crlIssuer = parseGeneralNames(f, field);
+  }
+  return dp;
+}
+
+/** Parses an AlgorithmIdentifier. */
+export function parseAlgorithmIdentifier(node: DerNode | undefined, field: string): AlgorithmIdentifier {
+  const [id, params, extra] = sequenceChildren(node, field);
+  if (!id || extra) throw new MalformedInput(field, "malformed AlgorithmIdentifier");
+  return {
+    oid: readOid(id, field),
+    parameters: params ? encodingOf(params) : undefined,
+    der: encodingOf(node!),
+  };
+}
+
+function sequenceChildren(node: DerNode | undefined, field: string): DerNode[] {
+  return childrenOf(expectTag(node, Tag.SEQUENCE, field), field);
+}
+
+function missing(field: string): never {
+  throw new MalformedInput(field, "missing");
+}
+
+/** The extension with this OID, if present. */
+export function extensionOf(cert: Certificate, oid: string): Extension | undefined {
+  return cert.extensions.find((e) => e.oid === oid);
+}
+
+/** The URI SANs of a certificate. */
+export function uriSans(cert: Certificate): string[] {
+  return (cert.subjectAltName ?? []).flatMap((n) => (n.type === "uri" ? [n.value] : []));
+}
+
+/** True when the certificate is self-issued (RFC 5280 6.1: subject and issuer match). */
+export function isSelfIssued(cert: Certificate): boolean {
+  return cert.subject.key === cert.issuer.key;
+}

@@ -1,0 +1,120 @@
+/**
+ * GeneralName (RFC 5280 4.2.1.6): the names in SAN, name constraints and CRL distribution
+ * points.
+ * @module
+ */
+
+import { childrenOf, contentOf, contextTag, type DerNode, latin1, readOid, tlv } from "../asn1/der.ts";
+import { MalformedInput } from "../errors.ts";
+import { type Name, parseName } from "./name.ts";
+
+/** A decoded GeneralName. IP addresses are raw bytes (4 or 16, or 8/32 in name constraints). */
+export type GeneralName =
+  | { type: "dns"; value: string }
+  | { type: "uri"; value: string }
+  | { type: "email"; value: string }
+  | { type: "ip"; value: Uint8Array }
+  | { type: "directory"; value: Name }
+  | { type: "other"; tag: number; oid?: string; der: Uint8Array };
+
+/** Parses one GeneralName. IA5String forms are checked to be ASCII. */
+export function parseGeneralName(node: DerNode, field = "GeneralName"): GeneralName {
+  const number = node.tag & 0x1f;
+  switch (node.tag) {
+    case contextTag(1, false):
+      return { type: "email", value: ia5(node, field) };
+    case contextTag(2, false):
+      return { type: "dns", value: ia5(node, field) };
+    case contextTag(6, false):
+      return { type: "uri", value: ia5(node, field) };
+    case contextTag(7, false):
+      return { type: "ip", value: contentOf(node) };
+    case contextTag(4, true): {
+      const [inner, extra] = childrenOf(node, field);
+      if (!inner || extra) throw new MalformedInput(field, "directoryName must hold one Name");
+      return { type: "directory", value: parseName(inner, field) };
+    }
+    case contextTag(0, true): {
+      const [typeId] = childrenOf(node, field);
+      return {
+        type: "other",
+        tag: 0,
+        oid: typeId ? readOid(typeId, field) : undefined,
+        der: node.buffer.subarray(node.start, node.end),
+      };
+    }
+    default:
+      if ((node.tag & 0xc0) !== 0x80 || number > 8) {
+        throw new MalformedInput(field, `unknown GeneralName tag 0x${node.tag.toString(16)}`);
+      }
+      return { type: "other", tag: number, der: node.buffer.subarray(node.start, node.end) };
+  }
+}
+
+function ia5(node: DerNode, field: string): string {
+  const bytes = contentOf(node);
+  for (const b of bytes) {
+    if (b > 0x7f) throw new MalformedInput(field, "IA5String holds a non-ASCII byte");
+  }
+  return latin1(bytes);
+}
+
+/** Parses a GeneralNames SEQUENCE. */
+export function parseGeneralNames(node: DerNode, field = "GeneralNames"): GeneralName[] {
+  return childrenOf(node, field).map((n) => parseGeneralName(n, field));
+}
+
+/** Encodes a URI GeneralName. */
+export const uriName = (uri: string): Uint8Array => tlv(contextTag(6, false), new TextEncoder().encode(uri));
+/** Encodes a DNS GeneralName. */
+export const dnsName = (name: string): Uint8Array => tlv(contextTag(2, false), new TextEncoder().encode(name));
+/** Encodes an IP GeneralName. */
+export const ipName = (bytes: Uint8Array): Uint8Array => tlv(contextTag(7, false), bytes);
+
+/** Formats an IP address's bytes (4 or 16). */
+export function formatIp(bytes: Uint8Array): string {
+  if (bytes.length === 4) return bytes.join(".");
+  const groups: string[] = [];
+  for (let i = 0; i + 1 < bytes.length; i += 2) groups.push(((bytes[i] << 8) | bytes[i + 1]).toString(16));
+  return groups.join(":");
+}
+
+/** Parses an IPv4 or IPv6 address into bytes, or returns undefined if it is neither. */
+export function parseIp(text: string): Uint8Array | undefined {
+  const v4 = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(text);
+  if (v4) {
+    const parts = v4.slice(1).map(Number);
+    if (parts.some((p, i) => p > 255 || (v4[i + 1].length > 1 && v4[i + 1][0] === "0"))) return undefined;
+    return new Uint8Array(parts);
+  }
+  if (!text.includes(":")) return undefined;
+  let head = text;
+  let tail = "";
+  let tailV4: Uint8Array | undefined;
+  const lastColon = text.lastIndexOf(":");
+  if (text.slice(lastColon + 1).includes(".")) {
+    tailV4 = parseIp(text.slice(lastColon + 1));
+    if (!tailV4 || tailV4.length !== 4) return undefined;
+    text = text.slice(0, lastColon + 1) + "0:0";
+  }
+  const double = text.indexOf("::");
+  if (double !== text.lastIndexOf("::")) return undefined;
+  [head, tail] = double >= 0 ? [text.slice(0, double), text.slice(double + 2)] : [text, ""];
+  const parse = (s: string) => (s === "" ? [] : s.split(":"));
+  const h = parse(head);
+  const t = parse(tail);
+  const groups = [...h, ...t];
+  if (groups.some((g) => !/^[0-9a-fA-F]{1,4}$/.test(g))) return undefined;
+  if (double < 0 ? groups.length !== 8 : groups.length > 7) return undefined;
+  const out = new Uint8Array(16);
+  const fill = (gs: string[], at: number) =>
+    gs.forEach((g, i) => {
+      const v = parseInt(g, 16);
+      out[(at + i) * 2] = v >> 8;
+      out[(at + i) * 2 + 1] = v & 0xff;
+    });
+  fill(h, 0);
+  fill(t, 8 - t.length);
+  if (tailV4) out.set(tailV4, 12);
+  return out;
+}

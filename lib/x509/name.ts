@@ -1,0 +1,108 @@
+/**
+ * X.501 distinguished names: parsing, RFC 5280 7.1 comparison keys, and encoding.
+ * @module
+ */
+
+import {
+  childrenOf,
+  type DerNode,
+  encodingOf,
+  expectTag,
+  oid,
+  printableString,
+  readOid,
+  readString,
+  seq,
+  set,
+  Tag,
+  utf8String,
+} from "../asn1/der.ts";
+import { OID } from "../asn1/oids.ts";
+import { MalformedInput } from "../errors.ts";
+
+/** One attribute of a relative distinguished name. */
+export interface NameAttribute {
+  type: string;
+  /** The string tag the value was encoded with. */
+  tag: number;
+  value: string;
+}
+
+/** A parsed Name. `key` compares names the way RFC 5280 7.1 asks (case and space folded). */
+export interface Name {
+  der: Uint8Array;
+  rdns: NameAttribute[][];
+  key: string;
+}
+
+const SHORT: Record<string, string> = {
+  [OID.commonName]: "CN",
+  [OID.countryName]: "C",
+  [OID.organizationName]: "O",
+  [OID.organizationalUnitName]: "OU",
+  [OID.serialNumber]: "serialNumber",
+  [OID.emailAddress]: "emailAddress",
+  "2.5.4.7": "L",
+  "2.5.4.8": "ST",
+  "0.9.2342.19200300.100.1.25": "DC",
+};
+
+const STRING_TAGS = new Set<number>([
+  Tag.UTF8_STRING,
+  Tag.PRINTABLE_STRING,
+  Tag.IA5_STRING,
+  Tag.T61_STRING,
+  Tag.BMP_STRING,
+  Tag.UNIVERSAL_STRING,
+]);
+
+/** Parses a Name (SEQUENCE OF RDN, each a SET OF AttributeTypeAndValue). */
+export function parseName(node: DerNode, field = "Name"): Name {
+  expectTag(node, Tag.SEQUENCE, field);
+  const rdns: NameAttribute[][] = [];
+  for (const rdn of childrenOf(node, field)) {
+    expectTag(rdn, Tag.SET, field);
+    const attrs = childrenOf(rdn, field);
+    if (attrs.length === 0) throw new MalformedInput(field, "empty RelativeDistinguishedName");
+    rdns.push(attrs.map((atv) => {
+      const [type, value, extra] = childrenOf(expectTag(atv, Tag.SEQUENCE, field), field);
+      if (!type || !value || extra) throw new MalformedInput(field, "bad AttributeTypeAndValue");
+      return { type: readOid(type, field), tag: value.tag, value: readString(value, field) };
+    }));
+  }
+  return { der: encodingOf(node), rdns, key: nameKey(rdns) };
+}
+
+/** RFC 5280 7.1 / RFC 4518 in practice: fold case and inner whitespace of string values. */
+function nameKey(rdns: NameAttribute[][]): string {
+  return rdns.map((rdn) =>
+    rdn.map((a) => {
+      const v = STRING_TAGS.has(a.tag) ? a.value.trim().replace(/\s+/g, " ").toLowerCase() : a.value;
+      return `${a.type}=${JSON.stringify(v)}`;
+    }).sort().join("+")
+  ).join(",");
+}
+
+/** A readable one-line form, e.g. `O=example.org, CN=root`. */
+export function formatName(name: Name): string {
+  return name.rdns.map((rdn) => rdn.map((a) => `${SHORT[a.type] ?? a.type}=${a.value}`).join("+"))
+    .join(", ");
+}
+
+/** Encodes a Name from attributes in order, each its own RDN, as UTF8String values. */
+export function encodeName(attributes: ReadonlyArray<readonly [type: string, value: string]>): Uint8Array {
+  return seq(
+    ...attributes.map(([type, value]) =>
+      set(seq(oid(type), type === OID.countryName ? printableString(value) : utf8String(value)))
+    ),
+  );
+}
+
+/** Name attribute OIDs by the short names users write in `subject` options. */
+export const NAME_ATTRIBUTE: Readonly<Record<string, string>> = {
+  CN: OID.commonName,
+  C: OID.countryName,
+  O: OID.organizationName,
+  OU: OID.organizationalUnitName,
+  serialNumber: OID.serialNumber,
+};

@@ -1,0 +1,257 @@
+/**
+ * Signature algorithms of X.509 (RFC 5280 4.1.1.2, RFC 3279, RFC 4055, RFC 8410) mapped to
+ * WebCrypto, for signing with a CA or CSR key and for verifying certificate, CSR and CRL
+ * signatures.
+ * @module
+ */
+
+import {
+  childrenOf,
+  concat,
+  contextTag,
+  type DerNode,
+  expectTag,
+  integerBytes,
+  nullValue,
+  oid,
+  parseDer,
+  readOid,
+  readSmallInt,
+  seq,
+  Tag,
+} from "../asn1/der.ts";
+import { OID } from "../asn1/oids.ts";
+import { toArrayBuffer, toHex } from "../encoding.ts";
+import { MalformedInput, RuntimeUnsupported, UnsupportedAlgorithm } from "../errors.ts";
+import { keyAlgorithmOf } from "../keys.ts";
+import type { AlgorithmIdentifier } from "./certificate.ts";
+
+/** Something that signs TBS bytes: a WebCrypto key, or a KMS/HSM behind the same shape. */
+export interface Signer {
+  /** DER AlgorithmIdentifier of the signatures this signer makes. */
+  readonly algorithmIdentifier: Uint8Array;
+  /** SubjectPublicKeyInfo DER of the signing key. */
+  readonly spki: Uint8Array;
+  sign(data: Uint8Array): Promise<Uint8Array>;
+}
+
+/** Builds a {@link Signer} over a WebCrypto private key and its public key. */
+export async function keySigner(privateKey: CryptoKey, publicKey: CryptoKey): Promise<Signer> {
+  const algorithm = keyAlgorithmOf(privateKey);
+  const spki = new Uint8Array(await crypto.subtle.exportKey("spki", publicKey));
+  let algorithmIdentifier: Uint8Array;
+  let params: EcdsaParams | Algorithm;
+  let isEcdsa = false;
+  let size = 0;
+  switch (algorithm) {
+    case "ECDSA-P256":
+      algorithmIdentifier = seq(oid(OID.ecdsaWithSha256));
+      params = { name: "ECDSA", hash: "SHA-256" };
+      isEcdsa = true;
+      size = 32;
+      break;
+    case "ECDSA-P384":
+      algorithmIdentifier = seq(oid(OID.ecdsaWithSha384));
+      params = { name: "ECDSA", hash: "SHA-384" };
+      isEcdsa = true;
+      size = 48;
+      break;
+    case "Ed25519":
+      algorithmIdentifier = seq(oid(OID.ed25519));
+      params = { name: "Ed25519" };
+      break;
+    default:
+      algorithmIdentifier = seq(oid(OID.sha256WithRSA), nullValue());
+      params = { name: "RSASSA-PKCS1-v1_5" };
+  }
+  return {
+    algorithmIdentifier,
+    spki,
+    async sign(data) {
+      const raw = new Uint8Array(await crypto.subtle.sign(params, privateKey, toArrayBuffer(data)));
+      return isEcdsa ? ecdsaRawToDer(raw, size) : raw;
+    },
+  };
+}
+
+/** ECDSA r||s (WebCrypto's form) to the DER Ecdsa-Sig-Value X.509 carries. */
+export function ecdsaRawToDer(raw: Uint8Array, size: number): Uint8Array {
+  const int = (bytes: Uint8Array) => {
+    let i = 0;
+    while (i < bytes.length - 1 && bytes[i] === 0) i++;
+    let v = bytes.subarray(i);
+    if (v[0] & 0x80) v = concat([new Uint8Array([0]), v]);
+    return concat([new Uint8Array([Tag.INTEGER, v.length]), v]);
+  };
+  const body = concat([int(raw.subarray(0, size)), int(raw.subarray(size))]);
+  const len = body.length < 0x80 ? [body.length] : [0x81, body.length];
+  return concat([new Uint8Array([Tag.SEQUENCE, ...len]), body]);
+}
+
+function ecdsaDerToRaw(der: Uint8Array, size: number): Uint8Array {
+  const [r, s, extra] = childrenOf(expectTag(parseDer(der, "ECDSA signature"), Tag.SEQUENCE, "ECDSA signature"));
+  if (!r || !s || extra) throw new MalformedInput("ECDSA signature", "expected SEQUENCE { r, s }");
+  const out = new Uint8Array(size * 2);
+  for (const [k, node] of [[0, r], [1, s]] as const) {
+    const bytes = integerBytes(expectTag(node, Tag.INTEGER, "ECDSA signature"), "ECDSA signature");
+    if (bytes[0] & 0x80) throw new MalformedInput("ECDSA signature", "negative r or s");
+    const v = bytes[0] === 0 ? bytes.subarray(1) : bytes;
+    if (v.length > size) throw new MalformedInput("ECDSA signature", "r or s too large");
+    out.set(v, k * size + size - v.length);
+  }
+  return out;
+}
+
+const HASH_BY_OID: Record<string, string> = {
+  [OID.sha256]: "SHA-256",
+  [OID.sha384]: "SHA-384",
+  [OID.sha512]: "SHA-512",
+};
+
+interface VerifyPlan {
+  importParams: RsaHashedImportParams | EcKeyImportParams | { name: string };
+  verifyParams: RsaPssParams | EcdsaParams | { name: string };
+  ecdsaSize?: number;
+}
+
+function curveOf(publicKeyAlgorithm: AlgorithmIdentifier): { name: string; size: number } {
+  const params = publicKeyAlgorithm.parameters;
+  const curve = params && params[0] === Tag.OID ? readOid(parseDer(params, "EC parameters")) : undefined;
+  if (curve === OID.p256) return { name: "P-256", size: 32 };
+  if (curve === OID.p384) return { name: "P-384", size: 48 };
+  if (curve === OID.p521) return { name: "P-521", size: 66 };
+  throw new UnsupportedAlgorithm(`EC curve ${curve ?? "(explicit parameters)"}`);
+}
+
+function planFor(signatureAlgorithm: AlgorithmIdentifier, publicKeyAlgorithm: AlgorithmIdentifier): VerifyPlan {
+  const sig = signatureAlgorithm.oid;
+  const key = publicKeyAlgorithm.oid;
+  const rsaHash: Record<string, string> = {
+    [OID.sha256WithRSA]: "SHA-256",
+    [OID.sha384WithRSA]: "SHA-384",
+    [OID.sha512WithRSA]: "SHA-512",
+  };
+  const ecHash: Record<string, string> = {
+    [OID.ecdsaWithSha256]: "SHA-256",
+    [OID.ecdsaWithSha384]: "SHA-384",
+    [OID.ecdsaWithSha512]: "SHA-512",
+  };
+  if (rsaHash[sig]) {
+    // RFC 4055 5: the parameters MUST be NULL (absent is tolerated by most verifiers).
+    const p = signatureAlgorithm.parameters;
+    if (p && !(p.length === 2 && p[0] === Tag.NULL && p[1] === 0)) {
+      throw new MalformedInput("signature algorithm", "RSA PKCS#1 parameters must be NULL");
+    }
+    if (key !== OID.rsaEncryption) throw new UnsupportedAlgorithm(`${sig} with a ${key} key`);
+    return {
+      importParams: { name: "RSASSA-PKCS1-v1_5", hash: rsaHash[sig] },
+      verifyParams: { name: "RSASSA-PKCS1-v1_5" },
+    };
+  }
+  if (ecHash[sig]) {
+    // RFC 5758 3.2: ecdsa-with-SHA2 parameters MUST be absent.
+    if (signatureAlgorithm.parameters) {
+      throw new MalformedInput("signature algorithm", "ECDSA parameters must be absent");
+    }
+    if (key !== OID.ecPublicKey) throw new UnsupportedAlgorithm(`${sig} with a ${key} key`);
+    const curve = curveOf(publicKeyAlgorithm);
+    return {
+      importParams: { name: "ECDSA", namedCurve: curve.name },
+      verifyParams: { name: "ECDSA", hash: ecHash[sig] },
+      ecdsaSize: curve.size,
+    };
+  }
+  if (sig === OID.ed25519) {
+    if (signatureAlgorithm.parameters) throw new MalformedInput("signature algorithm", "Ed25519 parameters must be absent");
+    if (key !== OID.ed25519) throw new UnsupportedAlgorithm(`Ed25519 signature with a ${key} key`);
+    return { importParams: { name: "Ed25519" }, verifyParams: { name: "Ed25519" } };
+  }
+  if (sig === OID.rsassaPss) {
+    if (key !== OID.rsaEncryption && key !== OID.rsassaPss) throw new UnsupportedAlgorithm(`RSASSA-PSS with a ${key} key`);
+    const { hash, saltLength } = parsePssParams(signatureAlgorithm.parameters);
+    return {
+      importParams: { name: "RSA-PSS", hash },
+      verifyParams: { name: "RSA-PSS", saltLength } as RsaPssParams,
+    };
+  }
+  if (sig === OID.sha1WithRSA || sig === OID.ecdsaWithSha1) {
+    throw new UnsupportedAlgorithm("SHA-1 signatures", "refused as insecure");
+  }
+  throw new UnsupportedAlgorithm(`signature algorithm ${sig}`);
+}
+
+// RFC 4055 3.1 RSASSA-PSS-params; SHA-1 defaults are refused.
+function parsePssParams(params: Uint8Array | undefined): { hash: string; saltLength: number } {
+  if (!params) throw new UnsupportedAlgorithm("RSASSA-PSS with default (SHA-1) parameters");
+  const fields = childrenOf(expectTag(parseDer(params, "PSS parameters"), Tag.SEQUENCE, "PSS parameters"));
+  let hash: string | undefined;
+  let mgfHash: string | undefined;
+  let saltLength = 20;
+  const hashOf = (node: DerNode) => {
+    const [id] = childrenOf(expectTag(node, Tag.SEQUENCE, "PSS hash"));
+    return HASH_BY_OID[readOid(id)];
+  };
+  for (const f of fields) {
+    const [inner] = childrenOf(f, "PSS parameters");
+    if (f.tag === contextTag(0, true)) hash = hashOf(inner);
+    else if (f.tag === contextTag(1, true)) {
+      const [mgfId, mgfParams] = childrenOf(expectTag(inner, Tag.SEQUENCE, "PSS MGF"));
+      if (readOid(mgfId) !== OID.mgf1 || !mgfParams) throw new UnsupportedAlgorithm("PSS mask generation other than MGF1");
+      mgfHash = hashOf(mgfParams);
+    } else if (f.tag === contextTag(2, true)) saltLength = readSmallInt(inner, "PSS saltLength");
+    else if (f.tag === contextTag(3, true)) {
+      if (readSmallInt(inner, "PSS trailerField") !== 1) throw new UnsupportedAlgorithm("PSS trailerField other than 1");
+    }
+  }
+  if (!hash || !mgfHash) throw new UnsupportedAlgorithm("RSASSA-PSS with SHA-1");
+  if (hash !== mgfHash) throw new UnsupportedAlgorithm("RSASSA-PSS with different message and MGF1 hashes");
+  return { hash, saltLength };
+}
+
+const keyCache = new Map<string, Promise<CryptoKey>>();
+const KEY_CACHE_LIMIT = 512;
+
+/**
+ * Verifies `signature` over `data` with the public key `spki` under `signatureAlgorithm`.
+ * Returns false for a signature that does not verify; throws {@link UnsupportedAlgorithm} or
+ * {@link MalformedInput} for algorithms or encodings it refuses.
+ */
+export async function verifySignature(
+  signatureAlgorithm: AlgorithmIdentifier,
+  spki: Uint8Array,
+  publicKeyAlgorithm: AlgorithmIdentifier,
+  data: Uint8Array,
+  signature: Uint8Array,
+): Promise<boolean> {
+  const plan = planFor(signatureAlgorithm, publicKeyAlgorithm);
+  const cacheKey = `${JSON.stringify(plan.importParams)}:${toHex(spki)}`;
+  let key = keyCache.get(cacheKey);
+  if (!key) {
+    key = crypto.subtle.importKey("spki", toArrayBuffer(spki), plan.importParams, false, ["verify"]);
+    if (keyCache.size >= KEY_CACHE_LIMIT) keyCache.delete(keyCache.keys().next().value!);
+    keyCache.set(cacheKey, key);
+    key.catch(() => keyCache.delete(cacheKey));
+  }
+  let imported: CryptoKey;
+  try {
+    imported = await key;
+  } catch (cause) {
+    if (cause instanceof DOMException && cause.name === "NotSupportedError") {
+      throw new RuntimeUnsupported(`${plan.importParams.name} public keys`, { cause });
+    }
+    throw new MalformedInput("public key", "WebCrypto could not import it", { cause });
+  }
+  let sig = signature;
+  if (plan.ecdsaSize) {
+    try {
+      sig = ecdsaDerToRaw(signature, plan.ecdsaSize);
+    } catch {
+      return false;
+    }
+  }
+  try {
+    return await crypto.subtle.verify(plan.verifyParams, imported, toArrayBuffer(sig), toArrayBuffer(data));
+  } catch {
+    return false;
+  }
+}

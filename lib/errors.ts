@@ -25,6 +25,15 @@ export class MeshAuthError extends Error {
   }
 }
 
+/** An argument is out of its allowed range or of the wrong shape. */
+export class InvalidArgument extends MeshAuthError {
+  static override code = "ERR_INVALID_ARGUMENT";
+  override code = InvalidArgument.code;
+  constructor(readonly argument: string, reason: string) {
+    super(`invalid ${argument}: ${reason}`);
+  }
+}
+
 /** A string is not a valid SPIFFE ID or trust domain name; `reason` says which rule it broke. */
 export class InvalidSpiffeId extends MeshAuthError {
   static override code = "ERR_SPIFFE_ID_INVALID";
@@ -87,8 +96,7 @@ export type CsrRejection =
   | "multiple-uri-sans"
   | "not-spiffe"
   | "weak-key"
-  | "unsupported-algorithm"
-  | "unsupported-extension";
+  | "unsupported-algorithm";
 
 /** A certificate signing request is malformed or breaks the X509-SVID request rules. */
 export class InvalidCsr extends MeshAuthError {

@@ -73,7 +73,10 @@ export async function generateKeyPair(
   const params = generationParams(algorithm);
   let pair: CryptoKeyPair;
   try {
-    pair = (await crypto.subtle.generateKey(params, options.extractable ?? true, ["sign", "verify"])) as CryptoKeyPair;
+    pair = (await crypto.subtle.generateKey(params, options.extractable ?? true, [
+      "sign",
+      "verify",
+    ])) as CryptoKeyPair;
   } catch (cause) {
     throw new RuntimeUnsupported(`key generation for ${algorithm}`, { cause });
   }
@@ -117,7 +120,11 @@ export async function importPrivateKeyPem(
 ): Promise<KeyPair> {
   const der = derBlock(pem, ["PRIVATE KEY", "EC PRIVATE KEY", "RSA PRIVATE KEY"], "private key");
   const label = pem.match(/-----BEGIN ([A-Z ]+)-----/)?.[1];
-  const pkcs8 = label === "EC PRIVATE KEY" ? sec1ToPkcs8(der) : label === "RSA PRIVATE KEY" ? pkcs1ToPkcs8(der) : der;
+  const pkcs8 = label === "EC PRIVATE KEY"
+    ? sec1ToPkcs8(der)
+    : label === "RSA PRIVATE KEY"
+    ? pkcs1ToPkcs8(der)
+    : der;
   return await importPkcs8(pkcs8, options.extractable ?? true);
 }
 
@@ -145,7 +152,9 @@ async function importPkcs8(pkcs8: Uint8Array, extractable: boolean): Promise<Key
     const jwk = await crypto.subtle.exportKey("jwk", full);
     const publicJwk: JsonWebKey = { kty: jwk.kty, crv: jwk.crv, x: jwk.x, y: jwk.y, n: jwk.n, e: jwk.e };
     const publicKey = await crypto.subtle.importKey("jwk", publicJwk, params, true, ["verify"]);
-    privateKey = extractable ? full : await crypto.subtle.importKey("pkcs8", toArrayBuffer(pkcs8), params, false, ["sign"]);
+    privateKey = extractable
+      ? full
+      : await crypto.subtle.importKey("pkcs8", toArrayBuffer(pkcs8), params, false, ["sign"]);
     const pair: KeyPair = { privateKey, publicKey, algorithm: keyAlgorithmOf(privateKey) };
     return pair;
   } catch (cause) {

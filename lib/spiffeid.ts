@@ -25,7 +25,9 @@ const SEGMENT_CHARS = /^[a-zA-Z0-9._-]+$/;
 
 function trustDomainProblem(name: string): string | undefined {
   if (name.length === 0) return "trust domain is empty";
-  if (name.length > MAX_TRUST_DOMAIN_BYTES) return `trust domain is longer than ${MAX_TRUST_DOMAIN_BYTES} bytes`;
+  if (name.length > MAX_TRUST_DOMAIN_BYTES) {
+    return `trust domain is longer than ${MAX_TRUST_DOMAIN_BYTES} bytes`;
+  }
   if (name.includes(":")) return "trust domain must not carry a port";
   if (name.includes("@")) return "trust domain must not carry userinfo";
   if (!TD_CHARS.test(name)) {
@@ -118,7 +120,11 @@ export class SpiffeId {
   }
 
   /** `spiffe://<td>/ns/<namespace>/sa/<serviceAccount>`, Istio's identity for a service account. */
-  static fromServiceAccount(trustDomain: TrustDomain | string, namespace: string, serviceAccount: string): SpiffeId {
+  static fromServiceAccount(
+    trustDomain: TrustDomain | string,
+    namespace: string,
+    serviceAccount: string,
+  ): SpiffeId {
     const td = typeof trustDomain === "string" ? TrustDomain.parse(trustDomain) : trustDomain;
     return SpiffeId.fromSegments(td, "ns", namespace, "sa", serviceAccount);
   }

@@ -1,0 +1,108 @@
+/**
+ * Authorizers in the go-spiffe style (`spiffetls/tlsconfig`): after a peer's chain verifies,
+ * an authorizer decides whether that identity may be talked to. Secure naming is one such
+ * authorizer, built from a table of which identities may run which service.
+ *
+ * @example
+ * ```ts
+ * import { authorizeOneOf, SecureNaming, SpiffeId } from "meshauth";
+ * const naming = new SecureNaming({
+ *   "photos.default.svc.cluster.local": ["spiffe://cluster.local/ns/default/sa/photos"],
+ * });
+ * naming.check("photos.default.svc.cluster.local", SpiffeId.parse("spiffe://cluster.local/ns/default/sa/photos"));
+ * const onlyFrontend = authorizeOneOf("spiffe://cluster.local/ns/web/sa/frontend");
+ * ```
+ * @module
+ */
+
+import { SecureNamingError, UnauthorizedPeer } from "./errors.ts";
+import { SpiffeId, TrustDomain } from "./spiffeid.ts";
+import type { Certificate } from "./x509/certificate.ts";
+
+/**
+ * Decides whether a verified peer may be talked to; throws {@link UnauthorizedPeer} when
+ * not. `chain` is the verified chain, leaf first, for authorizers that look further.
+ */
+export type Authorizer = (peerId: SpiffeId, chain?: readonly Certificate[]) => void;
+
+type IdLike = SpiffeId | string;
+
+function toId(id: IdLike): SpiffeId {
+  return typeof id === "string" ? SpiffeId.parse(id) : id;
+}
+
+/** Allows any verified peer. Use only where verification of the chain is all you need. */
+export function authorizeAny(): Authorizer {
+  return () => {};
+}
+
+/** Allows exactly one identity. */
+export function authorizeId(allowed: IdLike): Authorizer {
+  const id = toId(allowed);
+  return (peer) => {
+    if (!peer.equals(id)) throw new UnauthorizedPeer(peer.toString(), `expected ${id}`);
+  };
+}
+
+/** Allows any of the listed identities. */
+export function authorizeOneOf(...allowed: IdLike[]): Authorizer {
+  const ids = new Set(allowed.map((a) => toId(a).toString()));
+  return (peer) => {
+    if (!ids.has(peer.toString())) throw new UnauthorizedPeer(peer.toString(), "not in the allowed set");
+  };
+}
+
+/** Allows any identity of a trust domain. */
+export function authorizeMemberOf(trustDomain: TrustDomain | string): Authorizer {
+  const td = typeof trustDomain === "string" ? TrustDomain.parse(trustDomain) : trustDomain;
+  return (peer) => {
+    if (!peer.memberOf(td)) {
+      throw new UnauthorizedPeer(peer.toString(), `not a member of trust domain ${td.name}`);
+    }
+  };
+}
+
+/**
+ * Secure naming: which SPIFFE IDs may run which service. A client about to talk to a
+ * service checks that the server's identity is one of these; a service missing from the
+ * table has no allowed identity (deny by default).
+ */
+export class SecureNaming {
+  #table = new Map<string, Set<string>>();
+
+  constructor(table: Record<string, readonly IdLike[]> | Map<string, readonly IdLike[]> = {}) {
+    const entries = table instanceof Map ? [...table.entries()] : Object.entries(table);
+    for (const [service, ids] of entries) this.set(service, ids);
+  }
+
+  /** Replaces the identities allowed to run `service`. */
+  set(service: string, ids: readonly IdLike[]): void {
+    this.#table.set(service, new Set(ids.map((id) => toId(id).toString())));
+  }
+
+  /** Removes a service from the table. */
+  delete(service: string): boolean {
+    return this.#table.delete(service);
+  }
+
+  /** The identities allowed to run `service`. */
+  allowedIds(service: string): SpiffeId[] {
+    return [...(this.#table.get(service) ?? [])].map((s) => SpiffeId.parse(s));
+  }
+
+  /** True when `peerId` may run `service`. */
+  allows(service: string, peerId: IdLike): boolean {
+    return this.#table.get(service)?.has(toId(peerId).toString()) ?? false;
+  }
+
+  /** Throws {@link SecureNamingError} unless `peerId` may run `service`. */
+  check(service: string, peerId: IdLike): void {
+    const id = toId(peerId);
+    if (!this.allows(service, id)) throw new SecureNamingError(service, id.toString());
+  }
+
+  /** The authorizer a TLS client uses when it dials `service`. */
+  authorizerFor(service: string): Authorizer {
+    return (peer) => this.check(service, peer);
+  }
+}

@@ -1,0 +1,451 @@
+/**
+ * The certificate authority: a root or intermediate that issues X509-SVIDs from CSRs, makes
+ * intermediates, publishes its trust bundle and signs CRLs. Istio's Citadel and SPIRE's
+ * server do this for Go; here it is WebCrypto, so it runs anywhere.
+ *
+ * @example
+ * ```ts
+ * import { CertificateAuthority, createCsr, generateKeyPair, SpiffeId } from "meshauth";
+ * const root = await CertificateAuthority.createRoot({ trustDomain: "cluster.local" });
+ * const ca = await root.createIntermediate({ ttlSeconds: 30 * 86400 });
+ * const id = SpiffeId.fromServiceAccount("cluster.local", "default", "photos");
+ * const keys = await generateKeyPair();
+ * const svid = await ca.issue(await createCsr({ keys, id }), { id });
+ * svid.chainPem; // leaf + intermediate, verifiable against root.bundle()
+ * ```
+ * @module
+ */
+
+import { childrenOf, expectTag, parseDer, readBitString, Tag } from "./asn1/der.ts";
+import { EKU_BY_NAME, OID } from "./asn1/oids.ts";
+import { TrustBundle } from "./bundle.ts";
+import {
+  keyIdentifier,
+  randomSerial,
+  type RevocationReason,
+  type RevokedCertificate,
+  signCertificate,
+  signCrl,
+} from "./certificate-template.ts";
+import { parseCsr } from "./csr.ts";
+import { bytesEqual, fromHex, toHex } from "./encoding.ts";
+import {
+  IdentityMismatch,
+  InvalidArgument,
+  InvalidKey,
+  IssuanceRefused,
+  TtlExceedsMaximum,
+} from "./errors.ts";
+import { exportPrivateKeyPem, generateKeyPair, importPrivateKeyPem, type KeyAlgorithm } from "./keys.ts";
+import { encodePem } from "./pem.ts";
+import { SpiffeId, TrustDomain } from "./spiffeid.ts";
+import { type Certificate, parseCertificates, uriSans } from "./x509/certificate.ts";
+import { encodeName, NAME_ATTRIBUTE } from "./x509/name.ts";
+import { keySigner, type Signer } from "./x509/signature.ts";
+
+/** Istio's and Linkerd's default workload certificate lifetime. */
+export const DEFAULT_LEAF_TTL_SECONDS = 24 * 3600;
+/** Istio's default maximum workload certificate lifetime. */
+export const DEFAULT_MAX_LEAF_TTL_SECONDS = 90 * 24 * 3600;
+/** Istio's self-signed root lifetime. */
+export const DEFAULT_ROOT_TTL_SECONDS = 10 * 365 * 24 * 3600;
+/** notBefore is backdated by this much so peers with slightly slow clocks accept new SVIDs. */
+export const DEFAULT_BACKDATE_SECONDS = 30;
+
+/** Issuance policy of a CA. */
+export interface IssuancePolicy {
+  /** Lifetime of a leaf when the request does not say. Default 24 h. */
+  defaultTtlSeconds?: number;
+  /** Longest leaf lifetime a request may ask for; above it issuance is refused. Default 90 days. */
+  maxTtlSeconds?: number;
+  /** How far notBefore is set in the past. Default 30 s. */
+  backdateSeconds?: number;
+  /** The clock; tests pass a fixed one. */
+  now?: () => Date;
+}
+
+/** Options of {@link CertificateAuthority.createRoot}. */
+export interface CreateRootOptions extends IssuancePolicy {
+  trustDomain: TrustDomain | string;
+  keyAlgorithm?: KeyAlgorithm;
+  ttlSeconds?: number;
+  /** Subject attributes by short name (`O`, `OU`, `CN`, `C`); default `O=<trust domain>, CN=meshauth root CA`. */
+  subject?: Record<string, string>;
+  /** Path length constraint of the root; unlimited by default. */
+  pathLen?: number;
+}
+
+/** Options of {@link CertificateAuthority.load}. */
+export interface LoadOptions extends IssuancePolicy {
+  /** The CA's certificate first, then its issuers (Istio's `cert-chain.pem`/`ca-cert.pem`). */
+  certificateChainPem: string;
+  privateKeyPem: string;
+  /** The roots (Istio's `root-cert.pem`); by default the chain's last, self-signed certificate. */
+  trustBundlePem?: string;
+  /** Needed only when the CA certificate has no `spiffe://<trust-domain>` URI SAN. */
+  trustDomain?: TrustDomain | string;
+}
+
+/** Options of {@link CertificateAuthority.fromSigner}: a CA whose key lives elsewhere (KMS, HSM). */
+export interface FromSignerOptions extends Omit<LoadOptions, "privateKeyPem"> {
+  signer: Signer;
+}
+
+/** Options of {@link CertificateAuthority.issue}. */
+export interface IssueOptions {
+  /** The identity the caller was authorized for; the CSR must name exactly this ID. */
+  id?: SpiffeId | string;
+  ttlSeconds?: number;
+  /** DNS names the caller may have; every DNS SAN of the CSR must be one of them. */
+  dnsNames?: string[];
+}
+
+/** An issued X509-SVID. */
+export interface IssuedCertificate {
+  id: SpiffeId;
+  certificatePem: string;
+  certificateDer: Uint8Array;
+  /** The leaf followed by the CA's intermediates (not the roots, which come from the bundle). */
+  chainPem: string;
+  /** Hex of the serial number's content octets. */
+  serialNumber: string;
+  notBefore: Date;
+  notAfter: Date;
+}
+
+/** Options of {@link CertificateAuthority.createCrl}. */
+export interface CreateCrlOptions {
+  revoked: RevokedCertificate[];
+  nextUpdateSeconds: number;
+  /** Monotonic CRL number; by default the current time in milliseconds. */
+  crlNumber?: bigint | number;
+  thisUpdate?: Date;
+}
+
+/** A certificate authority able to issue X509-SVIDs. */
+export class CertificateAuthority {
+  readonly trustDomain: TrustDomain;
+  /** This CA's certificate. */
+  readonly certificate: Certificate;
+  /** This CA's certificate and its issuers below the trust anchors. */
+  readonly certificateChain: readonly Certificate[];
+  readonly #signer: Signer;
+  readonly #privateKey?: CryptoKey;
+  readonly #bundle: TrustBundle;
+  readonly #policy: Required<Omit<IssuancePolicy, "now">> & { now: () => Date };
+  readonly #subjectKeyIdentifier: Promise<Uint8Array>;
+  readonly #chainSuffixPem: string;
+
+  private constructor(args: {
+    trustDomain: TrustDomain;
+    chain: Certificate[];
+    bundle: TrustBundle;
+    signer: Signer;
+    privateKey?: CryptoKey;
+    policy: IssuancePolicy;
+  }) {
+    this.trustDomain = args.trustDomain;
+    this.certificate = args.chain[0];
+    this.certificateChain = args.chain.filter((c) => !args.bundle.hasAuthority(c));
+    this.#signer = args.signer;
+    this.#privateKey = args.privateKey;
+    this.#bundle = args.bundle;
+    this.#policy = {
+      defaultTtlSeconds: args.policy.defaultTtlSeconds ?? DEFAULT_LEAF_TTL_SECONDS,
+      maxTtlSeconds: args.policy.maxTtlSeconds ?? DEFAULT_MAX_LEAF_TTL_SECONDS,
+      backdateSeconds: args.policy.backdateSeconds ?? DEFAULT_BACKDATE_SECONDS,
+      now: args.policy.now ?? (() => new Date()),
+    };
+    if (this.#policy.defaultTtlSeconds > this.#policy.maxTtlSeconds) {
+      throw new IssuanceRefused(
+        `default TTL ${this.#policy.defaultTtlSeconds}s is above the maximum ${this.#policy.maxTtlSeconds}s`,
+      );
+    }
+    this.#subjectKeyIdentifier = this.certificate.subjectKeyIdentifier
+      ? Promise.resolve(this.certificate.subjectKeyIdentifier)
+      : keyIdentifier(this.certificate.publicKey);
+    this.#chainSuffixPem = this.certificateChain.map((c) => encodePem("CERTIFICATE", c.der)).join("");
+  }
+
+  /** Creates a self-signed root CA for a trust domain with a fresh key. */
+  static async createRoot(options: CreateRootOptions): Promise<CertificateAuthority> {
+    const trustDomain = toTrustDomain(options.trustDomain);
+    const keys = await generateKeyPair(options.keyAlgorithm ?? "ECDSA-P256");
+    const signer = await keySigner(keys.privateKey, keys.publicKey);
+    const now = (options.now ?? (() => new Date()))();
+    const subject = subjectName(options.subject ?? { O: trustDomain.name, CN: "meshauth root CA" });
+    const ski = await keyIdentifier(subjectPublicKeyBits(signer.spki));
+    const der = await signCertificate({
+      serial: randomSerial(),
+      issuer: subject,
+      subject,
+      notBefore: new Date(now.getTime() - (options.backdateSeconds ?? DEFAULT_BACKDATE_SECONDS) * 1000),
+      notAfter: new Date(
+        now.getTime() + positiveSeconds(options.ttlSeconds ?? DEFAULT_ROOT_TTL_SECONDS, "ttlSeconds") * 1000,
+      ),
+      spki: signer.spki,
+      ca: { pathLength: options.pathLen },
+      keyUsage: ["keyCertSign", "cRLSign"],
+      uris: [trustDomain.id().toString()],
+      subjectKeyIdentifier: ski,
+      authorityKeyIdentifier: ski,
+    }, signer);
+    const [cert] = parseCertificates(der);
+    return new CertificateAuthority({
+      trustDomain,
+      chain: [cert],
+      bundle: new TrustBundle(trustDomain, [cert], { sequence: 1 }),
+      signer,
+      privateKey: keys.privateKey,
+      policy: options,
+    });
+  }
+
+  /** Loads an operator's CA (root or intermediate, like Istio's `cacerts`) from PEM. */
+  static async load(options: LoadOptions): Promise<CertificateAuthority> {
+    const keys = await importPrivateKeyPem(options.privateKeyPem);
+    const signer = await keySigner(keys.privateKey, keys.publicKey);
+    return CertificateAuthority.#assemble({ ...options, signer }, keys.privateKey);
+  }
+
+  /** A CA whose signing key is held by a {@link Signer} (pluggable key management). */
+  static fromSigner(options: FromSignerOptions): Promise<CertificateAuthority> {
+    return Promise.resolve(CertificateAuthority.#assemble(options));
+  }
+
+  static #assemble(options: FromSignerOptions, privateKey?: CryptoKey): CertificateAuthority {
+    const chain = parseCertificates(options.certificateChainPem, "CA certificate chain");
+    const ca = chain[0];
+    if (!bytesEqual(ca.spki, options.signer.spki)) {
+      throw new InvalidKey("the private key does not belong to the CA certificate (first in the chain)");
+    }
+    if (!ca.basicConstraints?.ca || (ca.keyUsage && !ca.keyUsage.has("keyCertSign"))) {
+      throw new IssuanceRefused("the certificate is not a CA certificate allowed to sign certificates");
+    }
+    const fromSan = uriSans(ca).map((u) => {
+      try {
+        return SpiffeId.parse(u);
+      } catch {
+        return undefined;
+      }
+    }).find((id) => id && id.path === "")?.trustDomain;
+    const trustDomain = options.trustDomain ? toTrustDomain(options.trustDomain) : fromSan;
+    if (!trustDomain) {
+      throw new IssuanceRefused(
+        "the CA certificate has no spiffe://<trust-domain> URI SAN; pass trustDomain",
+      );
+    }
+    if (fromSan && !fromSan.equals(trustDomain)) {
+      throw new IssuanceRefused(`the CA certificate belongs to ${fromSan.name}, not ${trustDomain.name}`);
+    }
+    let roots: Certificate[];
+    if (options.trustBundlePem) roots = parseCertificates(options.trustBundlePem, "trust bundle");
+    else {
+      const last = chain[chain.length - 1];
+      if (last.subject.key !== last.issuer.key) {
+        throw new IssuanceRefused("the chain does not end in a self-signed root; pass trustBundlePem");
+      }
+      roots = [last];
+    }
+    return new CertificateAuthority({
+      trustDomain,
+      chain,
+      bundle: new TrustBundle(trustDomain, roots, { sequence: 1 }),
+      signer: options.signer,
+      privateKey,
+      policy: options,
+    });
+  }
+
+  /** This CA's certificate as PEM. */
+  get certificatePem(): string {
+    return encodePem("CERTIFICATE", this.certificate.der);
+  }
+
+  /** When this CA's certificate expires. */
+  get notAfter(): Date {
+    return this.certificate.notAfter;
+  }
+
+  /** The trust bundle (roots) that verifies what this CA issues. A copy: changing it changes nothing here. */
+  bundle(): TrustBundle {
+    return this.#bundle.clone();
+  }
+
+  /** Creates an intermediate CA below this one with a fresh key. */
+  async createIntermediate(
+    options: {
+      ttlSeconds: number;
+      keyAlgorithm?: KeyAlgorithm;
+      pathLen?: number;
+      subject?: Record<string, string>;
+    },
+  ): Promise<CertificateAuthority> {
+    const parentPathLen = this.certificate.basicConstraints?.pathLength;
+    if (parentPathLen === 0) {
+      throw new IssuanceRefused("this CA's path length constraint (0) forbids intermediates");
+    }
+    const pathLen = options.pathLen ?? 0;
+    if (parentPathLen !== undefined && pathLen > parentPathLen - 1) {
+      throw new IssuanceRefused(`pathLen ${pathLen} exceeds what this CA allows (${parentPathLen - 1})`);
+    }
+    const keys = await generateKeyPair(options.keyAlgorithm ?? "ECDSA-P256");
+    const signer = await keySigner(keys.privateKey, keys.publicKey);
+    const { notBefore, notAfter } = this.#validity(positiveSeconds(options.ttlSeconds, "ttlSeconds"));
+    const der = await signCertificate({
+      serial: randomSerial(),
+      issuer: this.certificate.subject.der,
+      subject: subjectName(options.subject ?? { O: this.trustDomain.name, CN: "meshauth intermediate CA" }),
+      notBefore,
+      notAfter,
+      spki: signer.spki,
+      ca: { pathLength: pathLen },
+      keyUsage: ["keyCertSign", "cRLSign"],
+      uris: [this.trustDomain.id().toString()],
+      subjectKeyIdentifier: await keyIdentifier(subjectPublicKeyBits(signer.spki)),
+      authorityKeyIdentifier: await this.#subjectKeyIdentifier,
+    }, this.#signer);
+    const [cert] = parseCertificates(der);
+    return new CertificateAuthority({
+      trustDomain: this.trustDomain,
+      chain: [cert, ...this.certificateChain],
+      bundle: this.#bundle.clone(),
+      signer,
+      privateKey: keys.privateKey,
+      policy: this.#policy,
+    });
+  }
+
+  /**
+   * Issues an X509-SVID for a CSR. With `id`, the CSR must name exactly that identity (the
+   * one the caller authenticated as); the ID must belong to this CA's trust domain.
+   */
+  async issue(csr: string | Uint8Array, options: IssueOptions = {}): Promise<IssuedCertificate> {
+    const request = await parseCsr(csr);
+    if (options.id !== undefined) {
+      const authorized = typeof options.id === "string" ? SpiffeId.parse(options.id) : options.id;
+      if (!request.id.equals(authorized)) {
+        throw new IdentityMismatch(request.id.toString(), authorized.toString());
+      }
+    }
+    if (!request.id.memberOf(this.trustDomain)) {
+      throw new IssuanceRefused(`${request.id} is not in this CA's trust domain ${this.trustDomain.name}`);
+    }
+    if (options.dnsNames) {
+      const extra = request.dnsNames.filter((n) => !options.dnsNames!.includes(n));
+      if (extra.length) {
+        throw new IssuanceRefused(`the CSR asks for DNS names it may not have: ${extra.join(", ")}`);
+      }
+    }
+    const ttl = positiveSeconds(options.ttlSeconds ?? this.#policy.defaultTtlSeconds, "ttlSeconds");
+    if (ttl > this.#policy.maxTtlSeconds) throw new TtlExceedsMaximum(ttl, this.#policy.maxTtlSeconds);
+    const { notBefore, notAfter } = this.#validity(ttl);
+    const serial = randomSerial();
+    const rsa = request.keyAlgorithm.startsWith("RSA");
+    const der = await signCertificate({
+      serial,
+      issuer: this.certificate.subject.der,
+      subject: encodeName([[OID.organizationName, this.trustDomain.name]]),
+      notBefore,
+      notAfter,
+      spki: request.spki,
+      keyUsage: rsa ? ["digitalSignature", "keyEncipherment"] : ["digitalSignature"],
+      extendedKeyUsage: [EKU_BY_NAME.serverAuth, EKU_BY_NAME.clientAuth],
+      uris: [request.id.toString()],
+      dnsNames: request.dnsNames,
+      subjectKeyIdentifier: await keyIdentifier(subjectPublicKeyBits(request.spki)),
+      authorityKeyIdentifier: await this.#subjectKeyIdentifier,
+    }, this.#signer);
+    const certificatePem = encodePem("CERTIFICATE", der);
+    return {
+      id: request.id,
+      certificatePem,
+      certificateDer: der,
+      chainPem: certificatePem + this.#chainSuffixPem,
+      serialNumber: toHex(serial),
+      notBefore,
+      notAfter,
+    };
+  }
+
+  /** Signs a CRL (PEM, `X509 CRL`) listing revoked serial numbers of certificates this CA issued. */
+  async createCrl(options: CreateCrlOptions): Promise<string> {
+    const thisUpdate = options.thisUpdate ?? this.#policy.now();
+    const nextUpdateSeconds = positiveSeconds(options.nextUpdateSeconds, "nextUpdateSeconds");
+    const revoked = options.revoked.map((r) => {
+      if (!/^[0-9a-f]+$/i.test(r.serialNumber) || r.serialNumber.length % 2) {
+        throw new IssuanceRefused(`serial number ${JSON.stringify(r.serialNumber)} is not hex`);
+      }
+      return { serial: fromHex(r.serialNumber), revokedAt: r.revokedAt, reason: r.reason };
+    });
+    const der = await signCrl({
+      issuer: this.certificate.subject.der,
+      thisUpdate,
+      nextUpdate: new Date(thisUpdate.getTime() + nextUpdateSeconds * 1000),
+      revoked,
+      crlNumber: BigInt(options.crlNumber ?? thisUpdate.getTime()),
+      authorityKeyIdentifier: await this.#subjectKeyIdentifier,
+    }, this.#signer);
+    return encodePem("X509 CRL", der);
+  }
+
+  /** Exports the CA as PEM (chain, key, bundle). The key must have been extractable. */
+  async exportPem(): Promise<{ certificateChainPem: string; privateKeyPem: string; trustBundlePem: string }> {
+    if (!this.#privateKey) {
+      throw new InvalidKey("this CA's key is held by an external signer and cannot be exported");
+    }
+    const chain = [this.certificate, ...this.certificateChain.slice(1)];
+    return {
+      certificateChainPem: chain.map((c) => encodePem("CERTIFICATE", c.der)).join(""),
+      privateKeyPem: await exportPrivateKeyPem(this.#privateKey),
+      trustBundlePem: this.#bundle.toPem(),
+    };
+  }
+
+  #validity(ttlSeconds: number): { notBefore: Date; notAfter: Date } {
+    const now = this.#policy.now().getTime();
+    if (now >= this.certificate.notAfter.getTime()) {
+      throw new IssuanceRefused(`the CA certificate expired at ${this.certificate.notAfter.toISOString()}`);
+    }
+    const notBefore = Math.max(
+      now - this.#policy.backdateSeconds * 1000,
+      this.certificate.notBefore.getTime(),
+    );
+    // X509-SVID: never valid past the issuing CA; the actual notAfter is returned to the caller.
+    const notAfter = Math.min(now + ttlSeconds * 1000, this.certificate.notAfter.getTime());
+    return { notBefore: new Date(notBefore), notAfter: new Date(notAfter) };
+  }
+}
+
+function toTrustDomain(td: TrustDomain | string): TrustDomain {
+  return typeof td === "string" ? TrustDomain.parse(td) : td;
+}
+
+function positiveSeconds(value: number, name: string): number {
+  if (!Number.isSafeInteger(value) || value <= 0) {
+    throw new InvalidArgument(name, `must be a positive whole number of seconds, got ${value}`);
+  }
+  return value;
+}
+
+function subjectName(attributes: Record<string, string>): Uint8Array {
+  return encodeName(
+    Object.entries(attributes).map(([name, value]) => {
+      const type = NAME_ATTRIBUTE[name];
+      if (!type) {
+        throw new InvalidArgument(
+          "subject",
+          `unknown attribute ${name}; use one of ${Object.keys(NAME_ATTRIBUTE).join(", ")}`,
+        );
+      }
+      return [type, value] as const;
+    }),
+  );
+}
+
+function subjectPublicKeyBits(spki: Uint8Array): Uint8Array {
+  const [, key] = childrenOf(expectTag(parseDer(spki, "public key"), Tag.SEQUENCE, "public key"));
+  return readBitString(key).bytes;
+}
+
+export type { RevocationReason, RevokedCertificate };

@@ -1,0 +1,179 @@
+/**
+ * Encodes the certificates and CRLs the CA signs: the X509-SVID leaf profile, CA
+ * certificates, and v2 CRLs (RFC 5280 4 and 5; SPIFFE X509-SVID spec 4).
+ * @module
+ */
+
+import {
+  bitString,
+  bool,
+  contextTag,
+  explicit,
+  integer,
+  namedBits,
+  octetString,
+  oid,
+  seq,
+  time,
+  tlv,
+} from "./asn1/der.ts";
+import { OID } from "./asn1/oids.ts";
+import { toArrayBuffer } from "./encoding.ts";
+import { KeyUsage, type KeyUsageName } from "./x509/certificate.ts";
+import type { Signer } from "./x509/signature.ts";
+import { dnsName, uriName } from "./x509/general-name.ts";
+
+/** What differs between the certificates the CA signs. */
+export interface CertificateTemplate {
+  serial: Uint8Array;
+  issuer: Uint8Array;
+  subject: Uint8Array;
+  notBefore: Date;
+  notAfter: Date;
+  spki: Uint8Array;
+  /** `undefined` for a leaf (CA:FALSE); a CA with an optional path length otherwise. */
+  ca?: { pathLength?: number };
+  keyUsage: KeyUsageName[];
+  extendedKeyUsage?: string[];
+  uris: string[];
+  dnsNames?: string[];
+  subjectKeyIdentifier: Uint8Array;
+  authorityKeyIdentifier?: Uint8Array;
+}
+
+function extension(id: string, critical: boolean, value: Uint8Array): Uint8Array {
+  return critical ? seq(oid(id), bool(true), octetString(value)) : seq(oid(id), octetString(value));
+}
+
+/** Signs a certificate from a template and returns its DER. */
+export async function signCertificate(template: CertificateTemplate, signer: Signer): Promise<Uint8Array> {
+  const t = template;
+  const sans = [...t.uris.map(uriName), ...(t.dnsNames ?? []).map(dnsName)];
+  const subjectIsEmpty = t.subject.length === 2;
+  const extensions = [
+    // RFC 5280 4.2.1.9: CA:FALSE is the DEFAULT, so a leaf's BasicConstraints is an empty SEQUENCE.
+    extension(
+      OID.basicConstraints,
+      true,
+      t.ca ? seq(bool(true), ...(t.ca.pathLength === undefined ? [] : [integer(t.ca.pathLength)])) : seq(),
+    ),
+    extension(OID.keyUsage, true, namedBits(t.keyUsage.map((k) => KeyUsage[k]))),
+    ...(t.extendedKeyUsage ? [extension(OID.extKeyUsage, false, seq(...t.extendedKeyUsage.map(oid)))] : []),
+    extension(OID.subjectKeyIdentifier, false, octetString(t.subjectKeyIdentifier)),
+    ...(t.authorityKeyIdentifier
+      ? [
+        extension(
+          OID.authorityKeyIdentifier,
+          false,
+          seq(tlv(contextTag(0, false), t.authorityKeyIdentifier)),
+        ),
+      ]
+      : []),
+    ...(sans.length ? [extension(OID.subjectAltName, subjectIsEmpty, seq(...sans))] : []),
+  ];
+  const tbs = seq(
+    explicit(0, integer(2)),
+    tlv(0x02, t.serial),
+    signer.algorithmIdentifier,
+    t.issuer,
+    seq(time(t.notBefore), time(t.notAfter)),
+    t.subject,
+    t.spki,
+    explicit(3, seq(...extensions)),
+  );
+  return seq(tbs, signer.algorithmIdentifier, bitString(await signer.sign(tbs)));
+}
+
+/** One revoked certificate in a CRL. */
+export interface RevokedCertificate {
+  /** Serial number as hex (as `issue` returns it). */
+  serialNumber: string;
+  revokedAt: Date;
+  reason?: RevocationReason;
+}
+
+/** CRLReason (RFC 5280 5.3.1). */
+export type RevocationReason =
+  | "unspecified"
+  | "keyCompromise"
+  | "cACompromise"
+  | "affiliationChanged"
+  | "superseded"
+  | "cessationOfOperation"
+  | "certificateHold"
+  | "removeFromCRL"
+  | "privilegeWithdrawn"
+  | "aACompromise";
+
+const REASON_CODES: Record<RevocationReason, number> = {
+  unspecified: 0,
+  keyCompromise: 1,
+  cACompromise: 2,
+  affiliationChanged: 3,
+  superseded: 4,
+  cessationOfOperation: 5,
+  certificateHold: 6,
+  removeFromCRL: 8,
+  privilegeWithdrawn: 9,
+  aACompromise: 10,
+};
+
+/** The names of every {@link RevocationReason}. */
+export const REVOCATION_REASONS = Object.keys(REASON_CODES) as RevocationReason[];
+
+/** Signs a v2 CRL and returns its DER. */
+export async function signCrl(
+  crl: {
+    issuer: Uint8Array;
+    thisUpdate: Date;
+    nextUpdate: Date;
+    revoked: { serial: Uint8Array; revokedAt: Date; reason?: RevocationReason }[];
+    crlNumber: bigint;
+    authorityKeyIdentifier: Uint8Array;
+  },
+  signer: Signer,
+): Promise<Uint8Array> {
+  const entries = crl.revoked.map((r) =>
+    seq(
+      tlv(0x02, r.serial),
+      time(r.revokedAt),
+      // RFC 5280 5.3.1: omit reasonCode rather than encode "unspecified".
+      ...(r.reason && r.reason !== "unspecified"
+        ? [seq(extension(OID.reasonCode, false, tlv(0x0a, new Uint8Array([REASON_CODES[r.reason]]))))]
+        : []),
+    )
+  );
+  const tbs = seq(
+    integer(1),
+    signer.algorithmIdentifier,
+    crl.issuer,
+    time(crl.thisUpdate),
+    time(crl.nextUpdate),
+    ...(entries.length ? [seq(...entries)] : []),
+    explicit(
+      0,
+      seq(
+        extension(
+          OID.authorityKeyIdentifier,
+          false,
+          seq(tlv(contextTag(0, false), crl.authorityKeyIdentifier)),
+        ),
+        extension(OID.crlNumber, false, integer(crl.crlNumber)),
+      ),
+    ),
+  );
+  return seq(tbs, signer.algorithmIdentifier, bitString(await signer.sign(tbs)));
+}
+
+/** RFC 5280 4.2.1.2 method 1: SHA-1 of the subjectPublicKey BIT STRING's bits. */
+export async function keyIdentifier(publicKeyBits: Uint8Array): Promise<Uint8Array> {
+  return new Uint8Array(await crypto.subtle.digest("SHA-1", toArrayBuffer(publicKeyBits)));
+}
+
+/** A random positive serial number of 128 bits' length (CA/B BR 7.1: at least 64 random bits). */
+export function randomSerial(): Uint8Array {
+  const serial = crypto.getRandomValues(new Uint8Array(16));
+  serial[0] &= 0x7f;
+  if (serial[0] === 0) serial[0] = 0x01;
+  return serial;
+}

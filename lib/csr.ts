@@ -1,0 +1,253 @@
+/**
+ * PKCS#10 certificate signing requests (RFC 2986) for X509-SVIDs: a workload makes its key
+ * where it runs and sends only this request; the CA checks it strictly.
+ *
+ * @example
+ * ```ts
+ * import { createCsr, generateKeyPair, parseCsr, SpiffeId } from "meshauth";
+ * const keys = await generateKeyPair();
+ * const csrPem = await createCsr({ keys, id: SpiffeId.parse("spiffe://cluster.local/ns/default/sa/photos") });
+ * const request = await parseCsr(csrPem); // { id, dnsNames, publicKey, keyAlgorithm, spki }
+ * ```
+ * @module
+ */
+
+import {
+  childrenOf,
+  contentOf,
+  contextTag,
+  type DerNode,
+  encodingOf,
+  expectTag,
+  integer,
+  oid,
+  parseDer,
+  readBitString,
+  readOid,
+  readSmallInt,
+  seq,
+  set,
+  Tag,
+  tlv,
+} from "./asn1/der.ts";
+import { OID } from "./asn1/oids.ts";
+import { fromBase64, toArrayBuffer } from "./encoding.ts";
+import { InvalidCsr, MalformedInput, MeshAuthError, UnsupportedAlgorithm } from "./errors.ts";
+import type { KeyAlgorithm, KeyPair } from "./keys.ts";
+import { encodePem } from "./pem.ts";
+import { SpiffeId } from "./spiffeid.ts";
+import { parseAlgorithmIdentifier, parseExtensions } from "./x509/certificate.ts";
+import { dnsName, parseGeneralNames, uriName } from "./x509/general-name.ts";
+import { keySigner, verifySignature } from "./x509/signature.ts";
+
+/** What a valid X509-SVID CSR asks for. */
+export interface CertificateRequest {
+  /** The SPIFFE ID, the CSR's only URI SAN. */
+  id: SpiffeId;
+  /** DNS SANs, if any. */
+  dnsNames: string[];
+  /** The requester's public key, imported for verification. */
+  publicKey: CryptoKey;
+  keyAlgorithm: KeyAlgorithm;
+  /** SubjectPublicKeyInfo DER, as the issued certificate will carry it. */
+  spki: Uint8Array;
+  /** The CSR's DER. */
+  der: Uint8Array;
+}
+
+/** Options of {@link createCsr}. */
+export interface CreateCsrOptions {
+  keys: Pick<KeyPair, "privateKey" | "publicKey">;
+  id: SpiffeId | string;
+  dnsNames?: string[];
+}
+
+/** Makes a PKCS#10 CSR, in PEM, whose only URI SAN is the SPIFFE ID. */
+export async function createCsr(options: CreateCsrOptions): Promise<string> {
+  const id = typeof options.id === "string" ? SpiffeId.parse(options.id) : options.id;
+  const signer = await keySigner(options.keys.privateKey, options.keys.publicKey);
+  const san = seq(uriName(id.toString()), ...(options.dnsNames ?? []).map(dnsName));
+  // An empty subject requires a critical SAN (RFC 5280 4.2.1.6).
+  const extensions = seq(
+    seq(oid(OID.subjectAltName), tlv(Tag.BOOLEAN, new Uint8Array([0xff])), tlv(Tag.OCTET_STRING, san)),
+  );
+  const attributes = tlv(contextTag(0, true), seq(oid(OID.extensionRequest), set(extensions)));
+  const info = seq(integer(0), seq(), signer.spki, attributes);
+  const signature = await signer.sign(info);
+  const der = seq(info, signer.algorithmIdentifier, tlv(Tag.BIT_STRING, new Uint8Array([0]), signature));
+  return encodePem("CERTIFICATE REQUEST", der);
+}
+
+const PEM_CSR =
+  /^\s*-----BEGIN (NEW )?CERTIFICATE REQUEST-----([A-Za-z0-9+/=\s]*)-----END (NEW )?CERTIFICATE REQUEST-----\s*$/;
+
+/**
+ * Parses and verifies a CSR (PEM or DER). Refuses a bad signature, no URI SAN, several URI
+ * SANs, a non-SPIFFE URI, RSA under 2048 bits, algorithms outside {@link KeyAlgorithm},
+ * trailing bytes, and anything that is not a CSR, each with {@link InvalidCsr} and a reason.
+ */
+export async function parseCsr(input: string | Uint8Array): Promise<CertificateRequest> {
+  const der = csrDer(input);
+  let info: DerNode[];
+  let infoNode: DerNode;
+  let sigAlgNode: DerNode;
+  let signature: Uint8Array;
+  try {
+    const [i, a, s, extra] = childrenOf(expectTag(parseDer(der, "CSR"), Tag.SEQUENCE, "CSR"), "CSR");
+    if (!s || extra) throw new MalformedInput("CSR", "CertificationRequest must have three fields");
+    infoNode = i;
+    sigAlgNode = a;
+    info = childrenOf(expectTag(i, Tag.SEQUENCE, "CSR info"), "CSR info");
+    signature = readBitString(expectTag(s, Tag.BIT_STRING, "CSR signature"), "CSR signature").bytes;
+    if (info.length !== 4) {
+      throw new MalformedInput("CSR info", "expected version, subject, key and attributes");
+    }
+    if (readSmallInt(expectTag(info[0], Tag.INTEGER, "CSR version")) !== 0) {
+      throw new MalformedInput("CSR version", "must be v1 (0)");
+    }
+    expectTag(info[1], Tag.SEQUENCE, "CSR subject");
+    expectTag(info[3], contextTag(0, true), "CSR attributes");
+  } catch (cause) {
+    throw asCsrError(cause);
+  }
+  const spkiNode = info[2];
+  const spki = encodingOf(spkiNode);
+  const { keyAlgorithm, importParams } = inspectKey(spkiNode);
+
+  let valid: boolean;
+  try {
+    const sigAlg = parseAlgorithmIdentifier(sigAlgNode, "CSR signature algorithm");
+    const [algNode] = childrenOf(spkiNode, "CSR key");
+    valid = await verifySignature(
+      sigAlg,
+      spki,
+      parseAlgorithmIdentifier(algNode, "CSR key algorithm"),
+      encodingOf(infoNode),
+      signature,
+    );
+  } catch (cause) {
+    if (cause instanceof UnsupportedAlgorithm) {
+      throw new InvalidCsr("unsupported-algorithm", cause.message, { cause });
+    }
+    throw asCsrError(cause);
+  }
+  if (!valid) throw new InvalidCsr("signature", "the CSR's signature does not verify with its own key");
+
+  const { id, dnsNames } = requestedNames(info[3]);
+  const publicKey = await crypto.subtle.importKey("spki", toArrayBuffer(spki), importParams, true, [
+    "verify",
+  ]);
+  return { id, dnsNames, publicKey, keyAlgorithm, spki, der };
+}
+
+function csrDer(input: string | Uint8Array): Uint8Array {
+  if (input instanceof Uint8Array) return input;
+  if (typeof input !== "string") throw new InvalidCsr("malformed", "expected PEM text or DER bytes");
+  const m = PEM_CSR.exec(input);
+  if (!m || m[1] !== m[3]) {
+    throw new InvalidCsr(
+      "malformed",
+      "expected exactly one PEM block labelled CERTIFICATE REQUEST and nothing else",
+    );
+  }
+  try {
+    return fromBase64(m[2].replace(/\s+/g, ""), "CSR PEM body");
+  } catch (cause) {
+    throw asCsrError(cause);
+  }
+}
+
+function inspectKey(
+  spkiNode: DerNode,
+): { keyAlgorithm: KeyAlgorithm; importParams: EcKeyImportParams | RsaHashedImportParams | Algorithm } {
+  try {
+    const [algNode, keyNode] = childrenOf(expectTag(spkiNode, Tag.SEQUENCE, "CSR key"), "CSR key");
+    const [idNode, params] = childrenOf(
+      expectTag(algNode, Tag.SEQUENCE, "CSR key algorithm"),
+      "CSR key algorithm",
+    );
+    const algOid = readOid(idNode);
+    if (algOid === OID.ecPublicKey) {
+      const curve = params?.tag === Tag.OID ? readOid(params) : undefined;
+      if (curve === OID.p256) {
+        return { keyAlgorithm: "ECDSA-P256", importParams: { name: "ECDSA", namedCurve: "P-256" } };
+      }
+      if (curve === OID.p384) {
+        return { keyAlgorithm: "ECDSA-P384", importParams: { name: "ECDSA", namedCurve: "P-384" } };
+      }
+      throw new InvalidCsr("unsupported-algorithm", `EC curve ${curve ?? "(explicit)"} is not supported`);
+    }
+    if (algOid === OID.rsaEncryption) {
+      const key = readBitString(expectTag(keyNode, Tag.BIT_STRING, "CSR key")).bytes;
+      const [n] = childrenOf(expectTag(parseDer(key, "RSA key"), Tag.SEQUENCE, "RSA key"));
+      const bits = bitLength(contentOf(expectTag(n, Tag.INTEGER, "RSA modulus")));
+      if (bits < 2048) {
+        throw new InvalidCsr("weak-key", `RSA key of ${bits} bits; at least 2048 are required`);
+      }
+      if (bits > 4096) {
+        throw new InvalidCsr("unsupported-algorithm", `RSA key of ${bits} bits; at most 4096 are supported`);
+      }
+      const size = bits <= 2048 ? 2048 : bits <= 3072 ? 3072 : 4096;
+      return {
+        keyAlgorithm: `RSA-${size}` as KeyAlgorithm,
+        importParams: { name: "RSASSA-PKCS1-v1_5", hash: "SHA-256" },
+      };
+    }
+    if (algOid === OID.ed25519) return { keyAlgorithm: "Ed25519", importParams: { name: "Ed25519" } };
+    throw new InvalidCsr("unsupported-algorithm", `public key algorithm ${algOid} is not supported`);
+  } catch (cause) {
+    throw asCsrError(cause);
+  }
+}
+
+function bitLength(magnitude: Uint8Array): number {
+  let i = 0;
+  while (i < magnitude.length && magnitude[i] === 0) i++;
+  if (i === magnitude.length) return 0;
+  return (magnitude.length - i - 1) * 8 + (32 - Math.clz32(magnitude[i]));
+}
+
+function requestedNames(attributes: DerNode): { id: SpiffeId; dnsNames: string[] } {
+  let sans: ReturnType<typeof parseGeneralNames> | undefined;
+  try {
+    for (const attr of childrenOf(attributes, "CSR attributes")) {
+      const [typeNode, values] = childrenOf(expectTag(attr, Tag.SEQUENCE, "CSR attribute"), "CSR attribute");
+      if (readOid(typeNode) !== OID.extensionRequest) continue;
+      const [exts] = childrenOf(expectTag(values, Tag.SET, "extensionRequest"), "extensionRequest");
+      for (const ext of parseExtensions(exts, "CSR")) {
+        if (ext.oid === OID.subjectAltName) {
+          sans = parseGeneralNames(
+            expectTag(parseDer(ext.value, "CSR SAN"), Tag.SEQUENCE, "CSR SAN"),
+            "CSR SAN",
+          );
+        }
+      }
+    }
+  } catch (cause) {
+    throw asCsrError(cause);
+  }
+  const uris = (sans ?? []).flatMap((n) => (n.type === "uri" ? [n.value] : []));
+  if (uris.length === 0) {
+    throw new InvalidCsr("no-uri-san", "the CSR has no URI SAN; an X509-SVID needs its SPIFFE ID there");
+  }
+  if (uris.length > 1) {
+    throw new InvalidCsr(
+      "multiple-uri-sans",
+      `the CSR has ${uris.length} URI SANs; an X509-SVID has exactly one`,
+    );
+  }
+  let id: SpiffeId;
+  try {
+    id = SpiffeId.parse(uris[0]);
+  } catch (cause) {
+    throw new InvalidCsr("not-spiffe", cause instanceof Error ? cause.message : "not a SPIFFE ID", { cause });
+  }
+  const dnsNames = (sans ?? []).flatMap((n) => (n.type === "dns" ? [n.value] : []));
+  return { id, dnsNames };
+}
+
+function asCsrError(cause: unknown): MeshAuthError {
+  if (cause instanceof InvalidCsr) return cause;
+  const message = cause instanceof Error ? cause.message : String(cause);
+  return new InvalidCsr("malformed", message, { cause });
+}

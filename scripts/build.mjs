@@ -1,0 +1,290 @@
+#!/usr/bin/env node
+// Builds what `npm publish` ships and what the edge runs:
+//   dist/mod.js, dist/ca-server/mod.js, dist/agent/mod.js, dist/cli.js   ESM for Node (dependencies external)
+//   dist/types/**.d.ts                                                    types (tsc --emitDeclarationOnly)
+//   dist/edge/meshauth.js                                                 the core as one minified ESM file
+//                                                                         for Workers, Deno, Bun and browsers
+// The core is built first and on its own: a missing or broken ca-server/ or agent/ never stops it.
+//
+// After building, a consumer in a temporary directory imports "meshauth" and must type-check
+// against dist/types and run against dist/mod.js; the edge bundle must export what mod.ts does.
+//
+// usage: node scripts/build.mjs [--check-size] [--skip-types]
+//   --check-size  print the edge bundle's size (raw, minified, gzipped) and fail above the budget
+//   --skip-types  JavaScript only (no tsc, no consumer check)
+import { spawnSync } from "node:child_process";
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
+import { tmpdir } from "node:os";
+import { join, relative, resolve } from "node:path";
+import { gzipSync } from "node:zlib";
+import * as esbuild from "esbuild";
+import { nodeGlobalReferences, sourceHints } from "../tests/workerd/node-globals.mjs";
+
+const root = resolve(new URL("..", import.meta.url).pathname);
+const dist = join(root, "dist");
+const EDGE_BUDGET_GZIP_BYTES = 150 * 1024;
+
+const args = process.argv.slice(2);
+const checkSize = args.includes("--check-size");
+const skipTypes = args.includes("--skip-types");
+
+const exists = (file) => existsSync(join(root, file));
+const kb = (bytes) => `${(bytes / 1024).toFixed(1)} KB`;
+
+// Entries for Node. Optional ones are built only when their source exists.
+const nodeEntries = [
+  { in: "mod.ts", out: "mod.js", core: true },
+  { in: "ca-server/mod.ts", out: "ca-server/mod.js" },
+  { in: "agent/mod.ts", out: "agent/mod.js" },
+  { in: "ca-server/cli.ts", out: "cli.js", banner: "#!/usr/bin/env node" },
+];
+
+async function buildNode(entry) {
+  await esbuild.build({
+    entryPoints: [join(root, entry.in)],
+    outfile: join(dist, entry.out),
+    bundle: true,
+    format: "esm",
+    platform: "node",
+    target: "node20",
+    packages: "external",
+    sourcemap: "linked",
+    banner: entry.banner ? { js: entry.banner } : undefined,
+    logLevel: "warning",
+    absWorkingDir: root,
+  });
+}
+
+// esbuild plugin for the edge bundle: no Node built-in may be reached, whatever its spelling.
+const noNodeBuiltins = {
+  name: "no-node-builtins",
+  setup(build) {
+    build.onResolve({ filter: /^node:/ }, (a) => ({
+      errors: [{
+        text: `${a.path} imported by ${
+          relative(root, a.importer)
+        }: the edge bundle cannot use Node built-ins`,
+      }],
+    }));
+  },
+};
+
+async function buildEdge() {
+  const options = {
+    entryPoints: [join(root, "mod.ts")],
+    bundle: true,
+    format: "esm",
+    platform: "neutral",
+    target: "es2022",
+    conditions: ["workerd", "worker", "browser"],
+    mainFields: ["module", "main"],
+    treeShaking: true,
+    metafile: true,
+    logLevel: "warning",
+    absWorkingDir: root,
+    plugins: [noNodeBuiltins],
+  };
+  const raw = await esbuild.build({ ...options, write: false, minify: false });
+  const min = await esbuild.build({
+    ...options,
+    outfile: join(dist, "edge/meshauth.js"),
+    minify: true,
+    sourcemap: "linked",
+    legalComments: "eof",
+  });
+  const code = readFileSync(join(dist, "edge/meshauth.js"), "utf8");
+  const output = min.metafile.outputs["dist/edge/meshauth.js"];
+  const problems = [];
+  for (const imp of output.imports) problems.push(`imports ${imp.path}, which is not bundled`);
+  for (const ref of nodeGlobalReferences(code)) {
+    problems.push(
+      `refers to the Node global ${ref.name}${ref.guarded ? " (typeof probe)" : ""}: ...${ref.snippet}...`,
+    );
+  }
+  if (problems.length) {
+    const inputs = Object.keys(min.metafile.inputs).filter((f) => !f.includes("node_modules"));
+    const hints = sourceHints(inputs, (f) => readFileSync(join(root, f), "utf8"));
+    throw new Error(
+      `the edge bundle is not a plain web module:\n  ${problems.join("\n  ")}\n  ${hints.join("\n  ")}`,
+    );
+  }
+  return {
+    rawBytes: raw.outputFiles[0].contents.byteLength,
+    minBytes: Buffer.byteLength(code),
+    gzipBytes: gzipSync(code, { level: 9 }).byteLength,
+    inputs: Object.keys(min.metafile.inputs).length,
+  };
+}
+
+function run(cmd, cmdArgs, options = {}) {
+  const result = spawnSync(cmd, cmdArgs, { stdio: "inherit", cwd: root, timeout: 300_000, ...options });
+  if (result.error) throw result.error;
+  return result.status ?? 1;
+}
+
+// tsc keeps `.ts` in the specifiers of the .d.ts files it writes; consumers resolve `.js`.
+function rewriteDeclarationSpecifiers(dir) {
+  if (!existsSync(dir)) return;
+  for (const name of readdirSync(dir)) {
+    const file = join(dir, name);
+    if (statSync(file).isDirectory()) rewriteDeclarationSpecifiers(file);
+    else if (name.endsWith(".d.ts")) {
+      const text = readFileSync(file, "utf8");
+      const rewritten = text.replace(
+        /((?:from|import)\s*\(?\s*["'])(\.{1,2}\/[^"']+)\.ts(["'])/g,
+        "$1$2.js$3",
+      );
+      if (rewritten !== text) writeFileSync(file, rewritten);
+    }
+  }
+}
+
+// Types: the core alone first, against web-only types (no @types/node), which also proves
+// that lib/ names no Node global; then ca-server/ and agent/, when they exist, with Node's.
+function buildTypes() {
+  const tsc = join(root, "node_modules/.bin/tsc");
+  const failures = [];
+  if (run(tsc, ["-p", "tsconfig.build.json"]) !== 0) failures.push("core types (tsconfig.build.json)");
+  const serverEntries = ["ca-server/mod.ts", "agent/mod.ts", "ca-server/cli.ts"].filter(exists);
+  if (serverEntries.length) {
+    // tsc takes files from a config only; this one lives in dist/, so its paths are relative to it.
+    const config = join(dist, "tsconfig.server.json");
+    writeFileSync(
+      config,
+      JSON.stringify({
+        extends: "../tsconfig.build.json",
+        compilerOptions: { rootDir: "..", outDir: "types", types: ["node"] },
+        files: serverEntries.map((f) => `../${f}`),
+      }),
+    );
+    const status = run(tsc, ["-p", config]);
+    rmSync(config, { force: true });
+    if (status !== 0) failures.push(`types of ${serverEntries.join(", ")}`);
+  }
+  return failures;
+}
+
+// A consumer in a temporary directory that imports "meshauth" as npm users do, type-checked
+// against the package built here (linked into its node_modules).
+function verifyConsumer() {
+  const dir = mkdtempSync(join(tmpdir(), "meshauth-consumer-"));
+  try {
+    mkdirSync(join(dir, "node_modules"));
+    symlinkSync(root, join(dir, "node_modules/meshauth"), "dir");
+    writeFileSync(join(dir, "package.json"), JSON.stringify({ type: "module", private: true }));
+    writeFileSync(
+      join(dir, "consumer.ts"),
+      [
+        `import { CertificateAuthority, MeshAuthError, SpiffeId, TrustBundle } from "meshauth";`,
+        `const id: SpiffeId = SpiffeId.parse("spiffe://example.org/ns/default/sa/web");`,
+        `const name: string = id.trustDomain.name;`,
+        `const code: string = MeshAuthError.code;`,
+        `export async function bundleOf(): Promise<TrustBundle> {`,
+        `  const ca = await CertificateAuthority.createRoot({ trustDomain: name });`,
+        `  return ca.bundle();`,
+        `}`,
+        `export { code };`,
+        ``,
+      ].join("\n"),
+    );
+    writeFileSync(
+      join(dir, "tsconfig.json"),
+      JSON.stringify({
+        compilerOptions: {
+          target: "ES2022",
+          module: "NodeNext",
+          moduleResolution: "NodeNext",
+          lib: ["ES2023", "DOM"],
+          strict: true,
+          noEmit: true,
+          types: [],
+        },
+        files: ["consumer.ts"],
+      }),
+    );
+    if (run(join(root, "node_modules/.bin/tsc"), ["-p", join(dir, "tsconfig.json")]) !== 0) return false;
+    // And the built JavaScript loads in Node through the package's exports.
+    const probe = `import { SpiffeId } from "meshauth"; ` +
+      `if (SpiffeId.parse("spiffe://example.org/x").path !== "/x") process.exit(1);`;
+    return run(process.execPath, ["--input-type=module", "-e", probe], { cwd: dir }) === 0;
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+async function main() {
+  const failures = [];
+  rmSync(dist, { recursive: true, force: true });
+
+  for (const entry of nodeEntries) {
+    if (!exists(entry.in)) {
+      if (entry.core) throw new Error(`${entry.in} is missing`);
+      console.log(`skip   dist/${entry.out} (${entry.in} does not exist yet)`);
+      continue;
+    }
+    try {
+      await buildNode(entry);
+      console.log(`built  dist/${entry.out}`);
+    } catch (err) {
+      if (entry.core) throw err;
+      failures.push(`dist/${entry.out}: ${err.message}`);
+    }
+  }
+
+  const edge = await buildEdge();
+  console.log(`built  dist/edge/meshauth.js (${edge.inputs} inputs, no imports, no Node globals)`);
+
+  if (!skipTypes) failures.push(...buildTypes());
+  rewriteDeclarationSpecifiers(join(dist, "types"));
+  if (!skipTypes) console.log("built  dist/types/");
+  if (!skipTypes) {
+    if (verifyConsumer()) {
+      console.log(`ok     a consumer's import { SpiffeId } from "meshauth" type-checks and runs`);
+    } else failures.push(`a consumer importing "meshauth" does not type-check or run`);
+  }
+  const edgeExports = Object.keys(await import(join(dist, "edge/meshauth.js"))).sort();
+  const coreExports = Object.keys(await import(join(dist, "mod.js"))).sort();
+  if (edgeExports.join() !== coreExports.join()) {
+    failures.push("dist/edge/meshauth.js and dist/mod.js export different names");
+  } else console.log(`ok     dist/edge/meshauth.js loads and exports the core's ${coreExports.length} names`);
+
+  if (checkSize) {
+    const within = edge.gzipBytes <= EDGE_BUDGET_GZIP_BYTES;
+    console.log(
+      `edge bundle dist/edge/meshauth.js: raw ${kb(edge.rawBytes)}, minified ${kb(edge.minBytes)}, ` +
+        `gzipped ${kb(edge.gzipBytes)} (budget ${kb(EDGE_BUDGET_GZIP_BYTES)} gzipped: ` +
+        `${
+          within ? `${((edge.gzipBytes / EDGE_BUDGET_GZIP_BYTES) * 100).toFixed(0)}% used` : "OVER BUDGET"
+        })`,
+    );
+    if (!within) {
+      failures.push(
+        `edge bundle is ${kb(edge.gzipBytes)} gzipped, over the ${kb(EDGE_BUDGET_GZIP_BYTES)} budget`,
+      );
+    }
+  }
+
+  if (failures.length) {
+    console.error(`build failed:\n  ${failures.join("\n  ")}`);
+    return 1;
+  }
+  return 0;
+}
+
+let exitCode = 1;
+try {
+  exitCode = await main();
+} catch (err) {
+  console.error(err?.errors?.length ? err.message : err?.stack ?? err);
+}
+process.exit(exitCode);

@@ -40,11 +40,17 @@ function pathProblem(path: string): string | undefined {
   if (path === "") return undefined;
   if (!path.startsWith("/")) return "path must start with /";
   for (const segment of path.slice(1).split("/")) {
-    if (segment === "") return "path must not contain empty segments or a trailing slash";
-    if (segment === "." || segment === "..") return "path must not contain dot segments";
-    if (!SEGMENT_CHARS.test(segment)) {
-      return "path segment characters are limited to letters, numbers, dots, dashes, and underscores";
-    }
+    const problem = segmentProblem(segment);
+    if (problem) return problem;
+  }
+  return undefined;
+}
+
+function segmentProblem(segment: string): string | undefined {
+  if (segment === "") return "path must not contain empty segments or a trailing slash";
+  if (segment === "." || segment === "..") return "path must not contain dot segments";
+  if (!SEGMENT_CHARS.test(segment)) {
+    return "path segment characters are limited to letters, numbers, dots, dashes, and underscores";
   }
   return undefined;
 }
@@ -129,11 +135,19 @@ export class SpiffeId {
     return SpiffeId.fromSegments(td, "ns", namespace, "sa", serviceAccount);
   }
 
-  /** Builds an ID from path segments, validating each. */
+  /**
+   * Builds an ID from path segments, validating each on its own: a segment holding `/`
+   * (say a namespace `default/sa/admin`) would otherwise forge a different identity.
+   */
   static fromSegments(trustDomain: TrustDomain, ...segments: string[]): SpiffeId {
     const path = segments.map((s) => `/${s}`).join("");
-    const problem = pathProblem(path);
-    if (problem) throw new InvalidSpiffeId(`${SCHEME}${trustDomain.name}${path}`, problem);
+    for (const segment of segments) {
+      const problem = typeof segment === "string" ? segmentProblem(segment) : "segments must be strings";
+      if (problem) throw new InvalidSpiffeId(`${SCHEME}${trustDomain.name}${path}`, problem);
+    }
+    if (new TextEncoder().encode(`${SCHEME}${trustDomain.name}${path}`).length > MAX_ID_BYTES) {
+      throw new InvalidSpiffeId(`${SCHEME}${trustDomain.name}${path}`, `longer than ${MAX_ID_BYTES} bytes`);
+    }
     return new SpiffeId(trustDomain, path);
   }
 

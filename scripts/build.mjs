@@ -59,6 +59,9 @@ async function buildNode(entry) {
     target: "node20",
     packages: "external",
     sourcemap: "linked",
+    // Error classes name themselves with `new.target.name`; esbuild renames classes that
+    // refer to themselves (and minifies names), so names must be kept explicitly.
+    keepNames: true,
     banner: entry.banner ? { js: entry.banner } : undefined,
     logLevel: "warning",
     absWorkingDir: root,
@@ -89,6 +92,7 @@ async function buildEdge() {
     conditions: ["workerd", "worker", "browser"],
     mainFields: ["module", "main"],
     treeShaking: true,
+    keepNames: true,
     metafile: true,
     logLevel: "warning",
     absWorkingDir: root,

@@ -76,6 +76,8 @@ const bundleOptions = {
   target: "es2022",
   conditions: ["workerd", "worker", "browser"],
   mainFields: ["module", "main"],
+  // Error classes name themselves with `new.target.name`; keep esbuild from renaming them.
+  keepNames: true,
   logLevel: "silent",
   absWorkingDir: root,
 };

@@ -74,3 +74,17 @@ export {
   SecureNaming,
 } from "./lib/authorize.ts";
 export { type RenewalOptions, renewalTime } from "./lib/rotation.ts";
+export {
+  type AuthorizationPolicy,
+  parsePolicy,
+  type PolicyCondition,
+  type PolicyOperation,
+  type PolicyRule,
+  type PolicySource,
+} from "./lib/policy/model.ts";
+export {
+  type PolicyDecision,
+  PolicyEngine,
+  type PolicyEngineOptions,
+  type PolicyRequest,
+} from "./lib/policy/evaluate.ts";

@@ -173,6 +173,7 @@ export type VerificationCode =
   | "ERR_CERT_NOT_CA"
   | "ERR_PATH_LENGTH_EXCEEDED"
   | "ERR_CHAIN_TOO_LONG"
+  | "ERR_PATH_BUILDING_LIMIT"
   | "ERR_KEY_USAGE"
   | "ERR_EXTENDED_KEY_USAGE"
   | "ERR_NAME_CONSTRAINTS"
@@ -200,6 +201,15 @@ export class SecureNamingError extends UnauthorizedPeer {
   override code = SecureNamingError.code;
   constructor(readonly service: string, peerId: string) {
     super(peerId, `it may not run service ${JSON.stringify(service)}`);
+  }
+}
+
+/** An authorization policy denied a request; `reason` and `policy` say which decision. */
+export class PolicyDenied extends MeshAuthError {
+  static override code = "ERR_POLICY_DENIED";
+  override code = PolicyDenied.code;
+  constructor(readonly reason: string, readonly policy?: string) {
+    super(policy ? `request denied by policy ${policy}` : `request denied (${reason})`);
   }
 }
 

@@ -1,0 +1,161 @@
+/**
+ * The one policy evaluator: deny before allow, and deny by default.
+ *
+ * @example
+ * ```ts
+ * import { PolicyEngine, SpiffeId } from "meshauth";
+ * const engine = new PolicyEngine([
+ *   { name: "no-admin", action: "DENY", rules: [{ to: [{ operation: { paths: ["/admin*"] } }] }] },
+ *   {
+ *     name: "frontend-reads",
+ *     action: "ALLOW",
+ *     rules: [{
+ *       from: [{ source: { principals: ["spiffe://cluster.local/ns/web/sa/frontend"] } }],
+ *       to: [{ operation: { methods: ["GET"], paths: ["/photos/*"] } }],
+ *     }],
+ *   },
+ * ]);
+ * engine.evaluate({ peerId: SpiffeId.parse("spiffe://cluster.local/ns/web/sa/frontend"), method: "GET", path: "/photos/1" });
+ * // { allowed: true, reason: "allowed", policy: "frontend-reads", ruleIndex: 0 }
+ * ```
+ * @module
+ */
+
+import { PolicyDenied } from "../errors.ts";
+import type { SpiffeId } from "../spiffeid.ts";
+import {
+  type AuthorizationPolicy,
+  parsePolicy,
+  type PolicyCondition,
+  type PolicyOperation,
+  type PolicyRule,
+  type PolicySource,
+} from "./model.ts";
+
+/** The facts a decision is made on. Absent facts match no positive pattern. */
+export interface PolicyRequest {
+  /** The peer's verified SPIFFE ID (from mutual TLS). */
+  peerId?: SpiffeId;
+  /** The end user's principal (`<iss>/<sub>`), once end-user JWTs are verified. */
+  requestPrincipal?: string;
+  host?: string;
+  method?: string;
+  path?: string;
+  port?: number | string;
+  /** Attributes `when` conditions refer to, e.g. `{ "request.headers[x-env]": "prod", "source.ip": "10.0.0.1" }`. */
+  attributes?: Record<string, string | readonly string[] | undefined>;
+}
+
+/** What was decided and why; the audit record of a request. */
+export interface PolicyDecision {
+  allowed: boolean;
+  reason: "denied" | "allowed" | "no-allow-policy-matched" | "default";
+  /** The policy that decided, when one did. */
+  policy?: string;
+  ruleIndex?: number;
+}
+
+/** Options of {@link PolicyEngine}. */
+export interface PolicyEngineOptions {
+  /** The decision when no ALLOW policy exists at all. Default `"DENY"` (deny by default). */
+  defaultAction?: "ALLOW" | "DENY";
+}
+
+/** Evaluates requests against a set of policies. */
+export class PolicyEngine {
+  readonly #deny: AuthorizationPolicy[];
+  readonly #allow: AuthorizationPolicy[];
+  readonly #defaultAction: "ALLOW" | "DENY";
+
+  /** Policies are checked with {@link parsePolicy} so a malformed one fails here, not per request. */
+  constructor(policies: readonly unknown[], options: PolicyEngineOptions = {}) {
+    const parsed = policies.map(parsePolicy);
+    this.#deny = parsed.filter((p) => p.action === "DENY");
+    this.#allow = parsed.filter((p) => p.action === "ALLOW");
+    this.#defaultAction = options.defaultAction ?? "DENY";
+  }
+
+  /** Decides: any matching DENY denies; then any matching ALLOW allows; otherwise deny. */
+  evaluate(request: PolicyRequest): PolicyDecision {
+    for (const policy of this.#deny) {
+      const ruleIndex = matchingRule(policy, request);
+      if (ruleIndex !== undefined) {
+        return { allowed: false, reason: "denied", policy: policy.name, ruleIndex };
+      }
+    }
+    if (this.#allow.length === 0) return { allowed: this.#defaultAction === "ALLOW", reason: "default" };
+    for (const policy of this.#allow) {
+      const ruleIndex = matchingRule(policy, request);
+      if (ruleIndex !== undefined) {
+        return { allowed: true, reason: "allowed", policy: policy.name, ruleIndex };
+      }
+    }
+    return { allowed: false, reason: "no-allow-policy-matched" };
+  }
+
+  /** Like {@link evaluate}, but throws {@link PolicyDenied} when the request is not allowed. */
+  check(request: PolicyRequest): PolicyDecision {
+    const decision = this.evaluate(request);
+    if (!decision.allowed) throw new PolicyDenied(decision.reason, decision.policy);
+    return decision;
+  }
+}
+
+function matchingRule(policy: AuthorizationPolicy, request: PolicyRequest): number | undefined {
+  const rules = policy.rules ?? [];
+  for (let i = 0; i < rules.length; i++) if (ruleMatches(rules[i], request)) return i;
+  return undefined;
+}
+
+function ruleMatches(rule: PolicyRule, request: PolicyRequest): boolean {
+  if (rule.from && !rule.from.some((f) => sourceMatches(f.source, request))) return false;
+  if (rule.to && !rule.to.some((t) => operationMatches(t.operation, request))) return false;
+  return (rule.when ?? []).every((c) => conditionMatches(c, request));
+}
+
+function sourceMatches(source: PolicySource, request: PolicyRequest): boolean {
+  const principal = request.peerId?.toString() ?? "";
+  const namespace = request.peerId?.serviceAccount()?.namespace ?? "";
+  const trustDomain = request.peerId?.trustDomain.name ?? "";
+  return field(source.principals, source.notPrincipals, [principal]) &&
+    field(source.namespaces, source.notNamespaces, [namespace]) &&
+    field(source.trustDomains, source.notTrustDomains, [trustDomain]) &&
+    field(source.requestPrincipals, source.notRequestPrincipals, [request.requestPrincipal ?? ""]);
+}
+
+function operationMatches(operation: PolicyOperation, request: PolicyRequest): boolean {
+  const host = (request.host ?? "").toLowerCase();
+  const lower = (list?: string[]) => list?.map((h) => h.toLowerCase());
+  const ports = (list?: (number | string)[]) => list?.map(String);
+  return field(lower(operation.hosts), lower(operation.notHosts), [host]) &&
+    field(operation.methods, operation.notMethods, [request.method ?? ""]) &&
+    field(operation.paths, operation.notPaths, [request.path ?? ""]) &&
+    field(ports(operation.ports), ports(operation.notPorts), [
+      request.port === undefined ? "" : String(request.port),
+    ]);
+}
+
+function conditionMatches(condition: PolicyCondition, request: PolicyRequest): boolean {
+  const raw = request.attributes?.[condition.key];
+  const values = raw === undefined ? [""] : typeof raw === "string" ? [raw] : [...raw];
+  return field(condition.values, condition.notValues, values);
+}
+
+/** A positive list must match one of the values; a negative list must match none. */
+function field(
+  positive: readonly string[] | undefined,
+  negative: readonly string[] | undefined,
+  values: string[],
+): boolean {
+  if (positive && !values.some((v) => positive.some((p) => patternMatches(p, v)))) return false;
+  if (negative && values.some((v) => negative.some((p) => patternMatches(p, v)))) return false;
+  return true;
+}
+
+/** Istio's string match: `*` (present), `abc*` (prefix), `*abc` (suffix), or exact. */
+export function patternMatches(pattern: string, value: string): boolean {
+  if (pattern === "*") return value !== "";
+  if (pattern.endsWith("*")) return value.startsWith(pattern.slice(0, -1));
+  if (pattern.startsWith("*")) return value.endsWith(pattern.slice(1));
+  return value === pattern;
+}

@@ -210,11 +210,19 @@ function bitLength(magnitude: Uint8Array): number {
 function requestedNames(attributes: DerNode): { id: SpiffeId; dnsNames: string[] } {
   let sans: ReturnType<typeof parseGeneralNames> | undefined;
   try {
+    let seenExtensionRequest = false;
     for (const attr of childrenOf(attributes, "CSR attributes")) {
       const [typeNode, values] = childrenOf(expectTag(attr, Tag.SEQUENCE, "CSR attribute"), "CSR attribute");
       if (readOid(typeNode) !== OID.extensionRequest) continue;
-      const [exts] = childrenOf(expectTag(values, Tag.SET, "extensionRequest"), "extensionRequest");
-      for (const ext of parseExtensions(exts, "CSR")) {
+      // RFC 2985 5.4.2: extensionRequest is single-valued, and an attribute type appears once.
+      // Reading only one of several would let a CSR carry URI SANs the checks below never see.
+      if (seenExtensionRequest) throw new MalformedInput("CSR attributes", "more than one extensionRequest");
+      seenExtensionRequest = true;
+      const exts = childrenOf(expectTag(values, Tag.SET, "extensionRequest"), "extensionRequest");
+      if (exts.length !== 1) {
+        throw new MalformedInput("extensionRequest", `expected exactly one value, found ${exts.length}`);
+      }
+      for (const ext of parseExtensions(exts[0], "CSR")) {
         if (ext.oid === OID.subjectAltName) {
           sans = parseGeneralNames(
             expectTag(parseDer(ext.value, "CSR SAN"), Tag.SEQUENCE, "CSR SAN"),

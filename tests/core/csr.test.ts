@@ -1,0 +1,340 @@
+import { describe, test } from "node:test";
+import assert from "node:assert/strict";
+import {
+  CertificateAuthority,
+  createCsr,
+  type CsrRejection,
+  decodePem,
+  encodePem,
+  exportSpki,
+  generateKeyPair,
+  InvalidCsr,
+  KEY_ALGORITHMS,
+  type KeyAlgorithm,
+  type KeyPair,
+  keySigner,
+  parseCsr,
+  SpiffeId,
+} from "../../mod.ts";
+import {
+  buildCsr,
+  extension,
+  extensionRequest,
+  fakeSpki,
+  flipByte,
+  rsaSigner,
+  sanExtension,
+} from "../support/csr-builder.ts";
+
+const generated = new Map<KeyAlgorithm, Promise<KeyPair>>();
+function keysFor(algorithm: KeyAlgorithm): Promise<KeyPair> {
+  if (!generated.has(algorithm)) generated.set(algorithm, generateKeyPair(algorithm));
+  return generated.get(algorithm)!;
+}
+
+const ID = "spiffe://cluster.local/ns/default/sa/photos";
+const OTHER_ID = "spiffe://cluster.local/ns/default/sa/admin";
+
+function rejection(reason: CsrRejection) {
+  return (err: unknown) => {
+    assert.ok(err instanceof InvalidCsr, `expected InvalidCsr, got ${err}`);
+    assert.equal(err.code, "ERR_CSR_INVALID");
+    assert.equal(err.reason, reason, err.message);
+    return true;
+  };
+}
+
+async function signerFor(algorithm: KeyAlgorithm) {
+  const keys = await keysFor(algorithm);
+  return await keySigner(keys.privateKey, keys.publicKey);
+}
+
+function derOf(pem: string): Uint8Array {
+  return decodePem(pem)[0].der;
+}
+
+describe("createCsr and parseCsr", () => {
+  for (const algorithm of KEY_ALGORITHMS) {
+    test(`round-trip a ${algorithm} CSR`, async () => {
+      const keys = await keysFor(algorithm);
+      const request = await parseCsr(await createCsr({ keys, id: SpiffeId.parse(ID) }));
+      assert.equal(request.id.toString(), ID);
+      assert.deepEqual(request.dnsNames, []);
+      assert.equal(request.keyAlgorithm, algorithm);
+      assert.deepEqual(request.spki, await exportSpki(keys.publicKey));
+      assert.deepEqual(await exportSpki(request.publicKey), await exportSpki(keys.publicKey));
+    });
+  }
+
+  test("createCsr writes one PEM block labelled CERTIFICATE REQUEST", async () => {
+    const blocks = decodePem(await createCsr({ keys: await keysFor("ECDSA-P256"), id: ID }));
+    assert.deepEqual(blocks.map((b) => b.label), ["CERTIFICATE REQUEST"]);
+  });
+
+  test("createCsr accepts the ID as a string", async () => {
+    const request = await parseCsr(await createCsr({ keys: await keysFor("ECDSA-P256"), id: ID }));
+    assert.ok(request.id.equals(ID));
+  });
+
+  test("createCsr refuses an invalid SPIFFE ID", async () => {
+    await assert.rejects(createCsr({ keys: await keysFor("ECDSA-P256"), id: "spiffe://cluster.local/" }), {
+      code: "ERR_SPIFFE_ID_INVALID",
+    });
+  });
+
+  test("round-trip DNS names next to the SPIFFE ID", async () => {
+    const dnsNames = ["photos.default.svc", "photos.default.svc.cluster.local"];
+    const request = await parseCsr(await createCsr({ keys: await keysFor("ECDSA-P256"), id: ID, dnsNames }));
+    assert.deepEqual(request.dnsNames, dnsNames);
+    assert.equal(request.id.toString(), ID);
+  });
+
+  test("parseCsr accepts DER bytes", async () => {
+    const pem = await createCsr({ keys: await keysFor("Ed25519"), id: ID });
+    const request = await parseCsr(derOf(pem));
+    assert.equal(request.id.toString(), ID);
+    assert.deepEqual(request.der, derOf(pem));
+  });
+
+  test("parseCsr accepts the legacy NEW CERTIFICATE REQUEST label", async () => {
+    const der = derOf(await createCsr({ keys: await keysFor("ECDSA-P256"), id: ID }));
+    const request = await parseCsr(encodePem("NEW CERTIFICATE REQUEST", der));
+    assert.equal(request.id.toString(), ID);
+  });
+
+  test("parseCsr accepts a well-formed CSR from the test builder", async () => {
+    const der = await buildCsr({
+      signer: await signerFor("ECDSA-P384"),
+      uris: [ID],
+      dnsNames: ["a.example"],
+    });
+    const request = await parseCsr(der);
+    assert.equal(request.id.toString(), ID);
+    assert.deepEqual(request.dnsNames, ["a.example"]);
+  });
+});
+
+describe("parseCsr rejects", () => {
+  for (const algorithm of KEY_ALGORITHMS) {
+    test(`a ${algorithm} CSR with a flipped signature byte`, async () => {
+      const der = derOf(await createCsr({ keys: await keysFor(algorithm), id: ID }));
+      await assert.rejects(parseCsr(flipByte(der, -1)), rejection("signature"));
+    });
+  }
+
+  test("a CSR whose requested ID was changed after signing", async () => {
+    const der = derOf(await createCsr({ keys: await keysFor("ECDSA-P256"), id: ID }));
+    const text = new TextEncoder().encode("photos");
+    const at = der.findIndex((_, i) => text.every((b, k) => der[i + k] === b));
+    const tampered = der.slice();
+    tampered[at] = "q".charCodeAt(0);
+    await assert.rejects(parseCsr(tampered), rejection("signature"));
+  });
+
+  test("a CSR signed by a key other than the one it carries", async () => {
+    const der = await buildCsr({
+      signer: await signerFor("ECDSA-P256"),
+      spki: await exportSpki((await generateKeyPair("ECDSA-P256")).publicKey),
+      uris: [ID],
+    });
+    await assert.rejects(parseCsr(der), rejection("signature"));
+  });
+
+  test("a CSR with no URI SAN (DNS names only)", async () => {
+    const der = await buildCsr({ signer: await signerFor("ECDSA-P256"), dnsNames: ["photos.example"] });
+    await assert.rejects(parseCsr(der), rejection("no-uri-san"));
+  });
+
+  test("a CSR with no attributes at all", async () => {
+    const der = await buildCsr({ signer: await signerFor("ECDSA-P256"), attributes: [] });
+    await assert.rejects(parseCsr(der), rejection("no-uri-san"));
+  });
+
+  test("a CSR whose extension request has no subjectAltName", async () => {
+    const keyUsage = extension("2.5.29.15", new Uint8Array([0x03, 0x02, 0x07, 0x80]));
+    const der = await buildCsr({
+      signer: await signerFor("ECDSA-P256"),
+      attributes: [extensionRequest([keyUsage])],
+    });
+    await assert.rejects(parseCsr(der), rejection("no-uri-san"));
+  });
+
+  test("a CSR with two URI SANs", async () => {
+    const der = await buildCsr({ signer: await signerFor("ECDSA-P256"), uris: [ID, OTHER_ID] });
+    await assert.rejects(parseCsr(der), rejection("multiple-uri-sans"));
+  });
+
+  test("a CSR with a SPIFFE and a non-SPIFFE URI SAN", async () => {
+    const der = await buildCsr({ signer: await signerFor("ECDSA-P256"), uris: [ID, "https://example.org/"] });
+    await assert.rejects(parseCsr(der), rejection("multiple-uri-sans"));
+  });
+
+  test("a CSR with two extension requests, each naming one URI", async () => {
+    const der = await buildCsr({
+      signer: await signerFor("ECDSA-P256"),
+      attributes: [
+        extensionRequest([sanExtension({ uris: [ID] })]),
+        extensionRequest([sanExtension({ uris: [OTHER_ID] })]),
+      ],
+    });
+    await assert.rejects(parseCsr(der), rejection("malformed"));
+  });
+
+  test("a CSR with an extension request holding two values, each naming one URI", async () => {
+    const der = await buildCsr({
+      signer: await signerFor("ECDSA-P256"),
+      attributes: [extensionRequest([sanExtension({ uris: [ID] })], [sanExtension({ uris: [OTHER_ID] })])],
+    });
+    await assert.rejects(parseCsr(der), rejection("malformed"));
+  });
+
+  test("a CSR with two subjectAltName extensions", async () => {
+    const der = await buildCsr({
+      signer: await signerFor("ECDSA-P256"),
+      attributes: [extensionRequest([sanExtension({ uris: [ID] }), sanExtension({ uris: [OTHER_ID] })])],
+    });
+    await assert.rejects(parseCsr(der), rejection("malformed"));
+  });
+
+  test("a CSR whose only URI is not a spiffe URI", async () => {
+    const der = await buildCsr({
+      signer: await signerFor("ECDSA-P256"),
+      uris: ["https://cluster.local/ns/default"],
+    });
+    await assert.rejects(parseCsr(der), rejection("not-spiffe"));
+  });
+
+  test("a CSR whose spiffe URI breaks the SPIFFE-ID rules", async () => {
+    const der = await buildCsr({
+      signer: await signerFor("ECDSA-P256"),
+      uris: ["spiffe://Cluster.local/x/"],
+    });
+    await assert.rejects(parseCsr(der), rejection("not-spiffe"));
+  });
+
+  test("a CSR with a 1024-bit RSA key", async () => {
+    const keys = await crypto.subtle.generateKey(
+      {
+        name: "RSASSA-PKCS1-v1_5",
+        modulusLength: 1024,
+        publicExponent: new Uint8Array([1, 0, 1]),
+        hash: "SHA-256",
+      },
+      true,
+      ["sign", "verify"],
+    ) as CryptoKeyPair;
+    const der = await buildCsr({ signer: await rsaSigner(keys), uris: [ID] });
+    await assert.rejects(parseCsr(der), rejection("weak-key"));
+  });
+
+  test("a CSR signed with SHA-1", async () => {
+    const keys = await crypto.subtle.generateKey(
+      {
+        name: "RSASSA-PKCS1-v1_5",
+        modulusLength: 2048,
+        publicExponent: new Uint8Array([1, 0, 1]),
+        hash: "SHA-1",
+      },
+      true,
+      ["sign", "verify"],
+    ) as CryptoKeyPair;
+    const der = await buildCsr({ signer: await rsaSigner(keys), uris: [ID] });
+    await assert.rejects(parseCsr(der), rejection("unsupported-algorithm"));
+  });
+
+  test("a CSR with a P-521 key", async () => {
+    const spki = fakeSpki("1.2.840.10045.2.1", "1.3.132.0.35", new Uint8Array(133).fill(4, 0, 1));
+    const der = await buildCsr({ signer: await signerFor("ECDSA-P256"), spki, uris: [ID] });
+    await assert.rejects(parseCsr(der), rejection("unsupported-algorithm"));
+  });
+
+  test("a CSR with an Ed448 key", async () => {
+    const spki = fakeSpki("1.3.101.113", undefined, new Uint8Array(57).fill(9));
+    const der = await buildCsr({ signer: await signerFor("Ed25519"), spki, uris: [ID] });
+    await assert.rejects(parseCsr(der), rejection("unsupported-algorithm"));
+  });
+
+  test("a CSR with an RSA key over 4096 bits", async () => {
+    const modulus = new Uint8Array(1025).fill(0xc3);
+    modulus[0] = 0;
+    // RSAPublicKey { modulus (8192 bits), publicExponent 65537 } written by hand.
+    const rsaKey = new Uint8Array([
+      0x30,
+      0x82,
+      0x04,
+      0x0a,
+      0x02,
+      0x82,
+      0x04,
+      0x01,
+      ...modulus,
+      0x02,
+      0x03,
+      1,
+      0,
+      1,
+    ]);
+    const spki = fakeSpki("1.2.840.113549.1.1.1", undefined, rsaKey);
+    const der = await buildCsr({ signer: await signerFor("RSA-2048"), spki, uris: [ID] });
+    await assert.rejects(parseCsr(der), rejection("unsupported-algorithm"));
+  });
+
+  test("a CSR whose signature algorithm does not match its key", async () => {
+    const rsa = await signerFor("RSA-2048");
+    const der = await buildCsr({
+      signer: await signerFor("ECDSA-P256"),
+      signatureAlgorithm: rsa.algorithmIdentifier,
+      uris: [ID],
+    });
+    await assert.rejects(parseCsr(der), rejection("unsupported-algorithm"));
+  });
+
+  test("a CSR of a version other than v1", async () => {
+    const der = await buildCsr({ signer: await signerFor("ECDSA-P256"), uris: [ID], version: 1 });
+    await assert.rejects(parseCsr(der), rejection("malformed"));
+  });
+
+  test("trailing bytes after the DER", async () => {
+    const der = derOf(await createCsr({ keys: await keysFor("ECDSA-P256"), id: ID }));
+    const padded = new Uint8Array([...der, 0x00, 0x00]);
+    await assert.rejects(parseCsr(padded), rejection("malformed"));
+    await assert.rejects(parseCsr(encodePem("CERTIFICATE REQUEST", padded)), rejection("malformed"));
+  });
+
+  test("text around the PEM block", async () => {
+    const pem = await createCsr({ keys: await keysFor("ECDSA-P256"), id: ID });
+    await assert.rejects(parseCsr(`Certificate Request:\n${pem}`), rejection("malformed"));
+  });
+
+  test("two CSRs in one PEM", async () => {
+    const pem = await createCsr({ keys: await keysFor("ECDSA-P256"), id: ID });
+    await assert.rejects(parseCsr(pem + pem), rejection("malformed"));
+  });
+
+  test("a certificate, as PEM and as DER", async () => {
+    const ca = await CertificateAuthority.createRoot({ trustDomain: "cluster.local" });
+    await assert.rejects(parseCsr(ca.certificatePem), rejection("malformed"));
+    await assert.rejects(parseCsr(derOf(ca.certificatePem)), rejection("malformed"));
+  });
+
+  test("random bytes", async () => {
+    const bytes = crypto.getRandomValues(new Uint8Array(300));
+    bytes[0] = 0x30;
+    await assert.rejects(parseCsr(bytes), rejection("malformed"));
+    await assert.rejects(parseCsr(encodePem("CERTIFICATE REQUEST", bytes)), rejection("malformed"));
+  });
+
+  test("an empty string and empty bytes", async () => {
+    await assert.rejects(parseCsr(""), rejection("malformed"));
+    await assert.rejects(parseCsr(new Uint8Array()), rejection("malformed"));
+  });
+
+  test("a PEM body that is not base64", async () => {
+    const pem = "-----BEGIN CERTIFICATE REQUEST-----\nMII=B\n-----END CERTIFICATE REQUEST-----\n";
+    await assert.rejects(parseCsr(pem), rejection("malformed"));
+  });
+
+  test("a value that is neither text nor bytes", async () => {
+    await assert.rejects(parseCsr(42 as unknown as string), rejection("malformed"));
+  });
+});

@@ -102,6 +102,18 @@ export interface Certificate {
   subjectAltName?: GeneralName[];
   subjectKeyIdentifier?: Uint8Array;
   authorityKeyIdentifier?: Uint8Array;
+  /** authorityCertIssuer of the AKI extension, when present. */
+  authorityCertIssuer?: GeneralName[];
+  /** authorityCertSerialNumber of the AKI extension (content octets), when present. */
+  authorityCertSerialNumber?: Uint8Array;
+  /** Policy OIDs of the certificate policies extension (RFC 5280 4.2.1.4). */
+  certificatePolicies?: string[];
+  /** Policy mappings (RFC 5280 4.2.1.5), issuer domain to subject domain. */
+  policyMappings?: Array<{ issuerDomainPolicy: string; subjectDomainPolicy: string }>;
+  /** Policy constraints (RFC 5280 4.2.1.11): skip counts, each optional. */
+  policyConstraints?: { requireExplicitPolicy?: number; inhibitPolicyMapping?: number };
+  /** inhibitAnyPolicy skip count (RFC 5280 4.2.1.14). */
+  inhibitAnyPolicy?: number;
   nameConstraints?: { permitted?: GeneralSubtree[]; excluded?: GeneralSubtree[] };
   crlDistributionPoints?: DistributionPoint[];
 }
@@ -197,7 +209,9 @@ export function parseExtensions(node: DerNode, what: string): Extension[] {
     if (f[k]?.tag === Tag.BOOLEAN) {
       critical = readBoolean(f[k++], `${what} extension ${id} critical`);
       // DER: DEFAULT FALSE must be omitted.
-      if (!critical) throw new MalformedInput(`${what} extension ${id}`, "explicit critical FALSE is not DER");
+      if (!critical) {
+        throw new MalformedInput(`${what} extension ${id}`, "explicit critical FALSE is not DER");
+      }
     }
     const value = expectTag(f[k++], Tag.OCTET_STRING, `${what} extension ${id} value`);
     if (k !== f.length) throw new MalformedInput(`${what} extension ${id}`, "extra fields");
@@ -244,11 +258,64 @@ function decodeExtensions(cert: Certificate, what: string): void {
         cert.subjectKeyIdentifier = contentOf(expectTag(parseDer(ext.value, field), Tag.OCTET_STRING, field));
         break;
       case OID.authorityKeyIdentifier: {
+        // RFC 5280 4.2.1.1: [0] keyIdentifier, [1] authorityCertIssuer, [2] serial, in order.
+        let last = -1;
         for (const f of sequenceChildren(parseDer(ext.value, field), field)) {
+          const number = f.tag & 0x1f;
+          if (number <= last) throw new MalformedInput(field, "AuthorityKeyIdentifier fields out of order");
+          last = number;
           if (f.tag === contextTag(0, false)) cert.authorityKeyIdentifier = contentOf(f);
+          else if (f.tag === contextTag(1, true)) cert.authorityCertIssuer = parseGeneralNames(f, field);
+          else if (f.tag === contextTag(2, false)) {
+            cert.authorityCertSerialNumber = integerBytes({ ...f, tag: Tag.INTEGER }, field);
+          } else throw new MalformedInput(field, "unexpected AuthorityKeyIdentifier field");
         }
         break;
       }
+      case OID.certificatePolicies: {
+        const ids = sequenceChildren(parseDer(ext.value, field), field).map((info) => {
+          const [id] = sequenceChildren(info, field);
+          return readOid(id ?? missing(field), field);
+        });
+        if (ids.length === 0) throw new MalformedInput(field, "empty certificatePolicies");
+        if (new Set(ids).size !== ids.length) throw new MalformedInput(field, "a policy appears twice");
+        cert.certificatePolicies = ids;
+        break;
+      }
+      case OID.policyMappings: {
+        const pairs = sequenceChildren(parseDer(ext.value, field), field).map((m) => {
+          const [from, to, extra] = sequenceChildren(m, field);
+          if (!from || !to || extra) throw new MalformedInput(field, "malformed policy mapping");
+          return { issuerDomainPolicy: readOid(from, field), subjectDomainPolicy: readOid(to, field) };
+        });
+        if (pairs.length === 0) throw new MalformedInput(field, "empty policyMappings");
+        cert.policyMappings = pairs;
+        break;
+      }
+      case OID.policyConstraints: {
+        const constraints: { requireExplicitPolicy?: number; inhibitPolicyMapping?: number } = {};
+        let last = -1;
+        for (const f of sequenceChildren(parseDer(ext.value, field), field)) {
+          const number = f.tag & 0x1f;
+          if ((f.tag & 0xe0) !== 0x80 || number > 1 || number <= last) {
+            throw new MalformedInput(field, "unexpected PolicyConstraints field");
+          }
+          last = number;
+          const value = readSmallInt({ ...f, tag: Tag.INTEGER }, field);
+          if (number === 0) constraints.requireExplicitPolicy = value;
+          else constraints.inhibitPolicyMapping = value;
+        }
+        // RFC 5280 4.2.1.11: the two fields MUST NOT both be absent.
+        if (last < 0) throw new MalformedInput(field, "empty PolicyConstraints");
+        cert.policyConstraints = constraints;
+        break;
+      }
+      case OID.inhibitAnyPolicy:
+        cert.inhibitAnyPolicy = readSmallInt(
+          expectTag(parseDer(ext.value, field), Tag.INTEGER, field),
+          field,
+        );
+        break;
       case OID.nameConstraints:
         cert.nameConstraints = parseNameConstraints(parseDer(ext.value, field), field);
         break;

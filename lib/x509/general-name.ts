@@ -67,16 +67,35 @@ export function parseGeneralNames(node: DerNode, field = "GeneralNames"): Genera
 /** Encodes a URI GeneralName. */
 export const uriName = (uri: string): Uint8Array => tlv(contextTag(6, false), new TextEncoder().encode(uri));
 /** Encodes a DNS GeneralName. */
-export const dnsName = (name: string): Uint8Array => tlv(contextTag(2, false), new TextEncoder().encode(name));
+export const dnsName = (name: string): Uint8Array =>
+  tlv(contextTag(2, false), new TextEncoder().encode(name));
 /** Encodes an IP GeneralName. */
 export const ipName = (bytes: Uint8Array): Uint8Array => tlv(contextTag(7, false), bytes);
 
-/** Formats an IP address's bytes (4 or 16). */
+/**
+ * Formats an IP address's bytes (4 or 16) in canonical text: dotted decimal, or RFC 5952
+ * section 4 for IPv6 (lowercase, no leading zeros, the longest run of two or more zero
+ * groups compressed to `::`, the first such run on a tie).
+ */
 export function formatIp(bytes: Uint8Array): string {
-  if (bytes.length === 4) return bytes.join(".");
-  const groups: string[] = [];
-  for (let i = 0; i + 1 < bytes.length; i += 2) groups.push(((bytes[i] << 8) | bytes[i + 1]).toString(16));
-  return groups.join(":");
+  if (bytes.length !== 16) return Array.from(bytes).join(".");
+  const groups: number[] = [];
+  for (let i = 0; i < 16; i += 2) groups.push((bytes[i] << 8) | bytes[i + 1]);
+  let bestStart = -1;
+  let bestLength = 1;
+  for (let i = 0; i < 8;) {
+    if (groups[i] !== 0) {
+      i++;
+      continue;
+    }
+    let j = i;
+    while (j < 8 && groups[j] === 0) j++;
+    if (j - i > bestLength) [bestStart, bestLength] = [i, j - i];
+    i = j;
+  }
+  const hex = (gs: number[]) => gs.map((g) => g.toString(16)).join(":");
+  if (bestStart < 0) return hex(groups);
+  return `${hex(groups.slice(0, bestStart))}::${hex(groups.slice(bestStart + bestLength))}`;
 }
 
 /** Parses an IPv4 or IPv6 address into bytes, or returns undefined if it is neither. */

@@ -75,12 +75,20 @@ export function parseName(node: DerNode, field = "Name"): Name {
 
 /** RFC 5280 7.1 / RFC 4518 in practice: fold case and inner whitespace of string values. */
 function nameKey(rdns: NameAttribute[][]): string {
-  return rdns.map((rdn) =>
-    rdn.map((a) => {
-      const v = STRING_TAGS.has(a.tag) ? a.value.trim().replace(/\s+/g, " ").toLowerCase() : a.value;
-      return `${a.type}=${JSON.stringify(v)}`;
-    }).sort().join("+")
-  ).join(",");
+  return rdns.map(rdnKey).join(",");
+}
+
+/** The comparison key of one relative distinguished name (attribute order does not matter). */
+export function rdnKey(rdn: readonly NameAttribute[]): string {
+  return rdn.map((a) => {
+    const v = STRING_TAGS.has(a.tag) ? a.value.trim().replace(/\s+/g, " ").toLowerCase() : a.value;
+    return `${a.type}=${JSON.stringify(v)}`;
+  }).sort().join("+");
+}
+
+/** The values of every attribute of `type` in a name, in order (e.g. all common names). */
+export function attributeValues(name: Name, type: string): string[] {
+  return name.rdns.flatMap((rdn) => rdn.filter((a) => a.type === type).map((a) => a.value));
 }
 
 /** A readable one-line form, e.g. `O=example.org, CN=root`. */

@@ -1,0 +1,210 @@
+/**
+ * `verifyChain`: RFC 5280 path building and validation for a leaf certificate against a
+ * set of trust anchors, with the intermediates the peer sent. See `path-builder.ts` for how
+ * candidate paths are found and `validate-path.ts` for what makes one valid.
+ * @module
+ */
+
+import { latin1 } from "../asn1/der.ts";
+import { EKU_BY_NAME, OID } from "../asn1/oids.ts";
+import { type Certificate, parseCertificates } from "../x509/certificate.ts";
+import { type Crl, parseCrl } from "../x509/crl.ts";
+import { MeshAuthError, VerificationError } from "../errors.ts";
+import { buildPath } from "./path-builder.ts";
+import { type SignatureCache, SignatureChecker } from "./signatures.ts";
+import { type PathRequirements, validatePath } from "./validate-path.ts";
+
+/** A certificate as users have it: PEM text (one or more blocks), DER bytes, or parsed. */
+export type CertificateInput = string | Uint8Array | Certificate;
+
+/** Options of {@link verifyChain}. */
+export interface VerifyChainOptions {
+  /** The certificate to validate. PEM with several blocks: the first is the leaf, the rest intermediates. */
+  leaf: CertificateInput;
+  /** Untrusted certificates the path may use (what the peer sent after its leaf). */
+  intermediates?: CertificateInput | readonly CertificateInput[];
+  /** Trust anchors. */
+  roots: CertificateInput | readonly CertificateInput[];
+  /** Validation time; defaults to now. Compared at whole seconds, as certificates encode it. */
+  at?: Date;
+  /** TLS role the leaf must be fit for: its EKU (if any) must allow it, and its key usage. */
+  purpose?: "serverAuth" | "clientAuth";
+  /** DNS name the leaf must carry in its subjectAltName (wildcards per RFC 6125 / CABF). */
+  dnsName?: string;
+  /** IP address (v4 or v6 text) the leaf must carry in its subjectAltName. */
+  ipAddress?: string;
+  /** Most non-self-issued intermediates between leaf and anchor; default 8. */
+  maxDepth?: number;
+  /** Further EKUs the leaf must allow, by name (`"serverAuth"`, ...) or OID. */
+  extendedKeyUsage?: readonly string[];
+  /** CRLs (PEM or DER) to check revocation against. */
+  crls?: ReadonlyArray<string | Uint8Array | Crl>;
+  /** Remembers verified signatures across calls (see {@link SignatureCache}). */
+  cache?: SignatureCache;
+}
+
+/** A validated path. */
+export interface VerifiedChain {
+  /** Leaf first, trust anchor last. */
+  path: Certificate[];
+  leaf: Certificate;
+  /** The trust anchor the path ends at. */
+  root: Certificate;
+  /** Earliest notAfter on the path: when this validation stops holding. */
+  notAfter: Date;
+}
+
+const DEFAULT_MAX_DEPTH = 8;
+/** Signature checks one call may make (Go's crypto/x509 allows 100). */
+const SIGNATURE_BUDGET = 100;
+
+/**
+ * Builds and validates a path from `leaf` to one of `roots`. Resolves with the path or
+ * throws a {@link VerificationError} whose `code` says why no valid path exists.
+ *
+ * @example
+ * ```ts
+ * import { verifyChain } from "meshauth";
+ * const { path, notAfter } = await verifyChain({
+ *   leaf: serverPem, intermediates: chainPem, roots: rootsPem,
+ *   purpose: "serverAuth", dnsName: "api.example.com",
+ * });
+ * ```
+ */
+export async function verifyChain(options: VerifyChainOptions): Promise<VerifiedChain> {
+  const leafCerts = parseInput(options.leaf, "leaf certificate", true);
+  const leaf = leafCerts[0];
+  const intermediates = dedupe([...leafCerts.slice(1), ...parseList(options.intermediates, "intermediate")]);
+  const anchors = dedupe(parseList(options.roots, "trusted root"));
+  if (anchors.length === 0) {
+    throw new VerificationError("ERR_CERT_UNTRUSTED", "no usable trust anchors were given");
+  }
+  const req = requirements(options);
+  const signatures = new SignatureChecker(SIGNATURE_BUDGET, options.cache);
+  const path = await buildPath({
+    leaf,
+    intermediates,
+    anchors,
+    atSeconds: req.atSeconds,
+    maxDepth: req.maxDepth,
+    signatures,
+    validate: async (candidate) => {
+      try {
+        await validatePath(candidate, req, signatures);
+      } catch (err) {
+        if (err instanceof VerificationError || !(err instanceof MeshAuthError)) throw err;
+        // A lazily read field that turns out malformed is a malformed certificate.
+        throw new VerificationError("ERR_CERT_MALFORMED", err.message, undefined, { cause: err });
+      }
+    },
+  });
+  const notAfter = new Date(Math.min(...path.map((c) => c.notAfter.getTime())));
+  return { path, leaf, root: path[path.length - 1], notAfter };
+}
+
+function requirements(options: VerifyChainOptions): PathRequirements {
+  const at = options.at ?? new Date();
+  if (!(at instanceof Date) || Number.isNaN(at.getTime())) {
+    throw new VerificationError("ERR_CERT_MALFORMED", "option `at` is not a valid Date");
+  }
+  const maxDepth = options.maxDepth ?? DEFAULT_MAX_DEPTH;
+  if (!Number.isInteger(maxDepth) || maxDepth < 0) {
+    throw new VerificationError(
+      "ERR_CHAIN_TOO_LONG",
+      `option maxDepth ${maxDepth} is not a non-negative integer`,
+    );
+  }
+  const requiredEkus = new Set<string>();
+  if (options.purpose === "serverAuth") requiredEkus.add(OID.serverAuth);
+  else if (options.purpose === "clientAuth") requiredEkus.add(OID.clientAuth);
+  else if (options.purpose !== undefined) {
+    throw new VerificationError(
+      "ERR_EXTENDED_KEY_USAGE",
+      `unknown purpose ${JSON.stringify(options.purpose)}`,
+    );
+  }
+  for (const name of options.extendedKeyUsage ?? []) {
+    const oid = EKU_BY_NAME[name] ?? (/^\d+(\.\d+)+$/.test(name) ? name : undefined);
+    if (!oid) {
+      throw new VerificationError(
+        "ERR_EXTENDED_KEY_USAGE",
+        `unknown extended key usage ${JSON.stringify(name)}`,
+      );
+    }
+    // Requiring anyExtendedKeyUsage asks for no particular purpose.
+    if (oid !== OID.anyExtendedKeyUsage) requiredEkus.add(oid);
+  }
+  const crls = (options.crls ?? []).map((input, i) => {
+    if (typeof input !== "string" && !(input instanceof Uint8Array)) return input;
+    try {
+      return parseCrl(input, `CRL #${i}`);
+    } catch (cause) {
+      throw new VerificationError("ERR_CRL_INVALID", messageOf(cause), undefined, { cause });
+    }
+  });
+  return {
+    atSeconds: Math.floor(at.getTime() / 1000),
+    purpose: options.purpose,
+    requiredEkus: [...requiredEkus],
+    maxDepth,
+    dnsName: options.dnsName,
+    ipAddress: options.ipAddress,
+    crls,
+  };
+}
+
+/** Parses one input; a failure is ERR_CERT_MALFORMED. */
+function parseInput(input: CertificateInput, what: string, isLeaf: boolean): Certificate[] {
+  if (typeof input !== "string" && !(input instanceof Uint8Array)) {
+    if (input && typeof input === "object" && input.der instanceof Uint8Array) return [input];
+    throw new VerificationError(
+      "ERR_CERT_MALFORMED",
+      `${what}: expected PEM text, DER bytes or a parsed certificate`,
+    );
+  }
+  try {
+    return parseCertificates(input, what);
+  } catch (cause) {
+    throw new VerificationError("ERR_CERT_MALFORMED", messageOf(cause), isLeaf ? 0 : undefined, { cause });
+  }
+}
+
+/**
+ * Parses a list of untrusted or trusted certificates. One that does not parse is left out
+ * rather than failing the call: it cannot be on a valid path, and an unrelated bad
+ * certificate must not stop a good path from being found.
+ */
+function parseList(input: VerifyChainOptions["intermediates"], what: string): Certificate[] {
+  if (input === undefined) return [];
+  const items = Array.isArray(input) ? input : [input as CertificateInput];
+  return items.flatMap((item, i) => {
+    if (typeof item === "string") {
+      // Each PEM block on its own, so one bad block does not drop its neighbours.
+      const blocks = item.match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g);
+      if (blocks && blocks.length > 1) return blocks.flatMap((b, j) => tryParse(b, `${what} #${i}.${j}`));
+    }
+    return tryParse(item, `${what} #${i}`);
+  });
+}
+
+function tryParse(item: CertificateInput, what: string): Certificate[] {
+  try {
+    return parseInput(item, what, false);
+  } catch {
+    return [];
+  }
+}
+
+function dedupe(certs: Certificate[]): Certificate[] {
+  const seen = new Set<string>();
+  return certs.filter((c) => {
+    const key = latin1(c.der);
+    if (seen.has(key)) return false;
+    seen.add(key);
+    return true;
+  });
+}
+
+function messageOf(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}

@@ -1,0 +1,248 @@
+/**
+ * Name constraints (RFC 5280 4.2.1.10 and 6.1.3(b)-(c)): every name a certificate carries
+ * must lie inside every permitted subtree of its type and outside every excluded subtree,
+ * for each CA above it on the path. DNS, IP, URI, email and directory names are processed;
+ * a constraint on any other name form fails a certificate that carries such a name.
+ * @module
+ */
+
+import { OID } from "../asn1/oids.ts";
+import type { Certificate, GeneralSubtree } from "../x509/certificate.ts";
+import { formatIp, type GeneralName } from "../x509/general-name.ts";
+import { attributeValues, type Name, rdnKey } from "../x509/name.ts";
+import { VerificationError } from "../errors.ts";
+import { describe } from "./describe.ts";
+import { isDnsName } from "./peer-name.ts";
+
+/**
+ * Bound on name-by-subtree comparisons for one certificate (Go's crypto/x509 uses the same
+ * order of magnitude): past it the certificate is refused rather than risk quadratic work.
+ */
+const MAX_COMPARISONS = 1 << 18;
+
+/** The constraints of one CA, as they apply to the certificates below it. */
+export interface ConstraintSet {
+  issuer: Certificate;
+  permitted?: GeneralSubtree[];
+  excluded?: GeneralSubtree[];
+}
+
+type NameForm = "dns" | "ip" | "uri" | "email" | "directory" | "other";
+
+/**
+ * Checks the names of `cert` (at `index` on the path) against each constraint set of the
+ * CAs above it. `isLeaf` marks the end-entity, whose subject common names count as DNS
+ * names when it has no DNS SAN.
+ */
+export function checkNameConstraints(
+  cert: Certificate,
+  index: number,
+  constraints: readonly ConstraintSet[],
+  isLeaf: boolean,
+): void {
+  if (constraints.length === 0) return;
+  const names = namesOf(cert, isLeaf);
+  let comparisons = 0;
+  for (const set of constraints) {
+    comparisons += names.length * ((set.permitted?.length ?? 0) + (set.excluded?.length ?? 0));
+  }
+  if (comparisons > MAX_COMPARISONS) {
+    throw refuse(
+      cert,
+      index,
+      `${comparisons} name constraint comparisons exceed the limit of ${MAX_COMPARISONS}`,
+    );
+  }
+  for (const set of constraints) {
+    for (const name of names) {
+      const form = formOf(name);
+      const permitted = (set.permitted ?? []).filter((s) => formOf(s.base) === form);
+      const excluded = (set.excluded ?? []).filter((s) => formOf(s.base) === form);
+      if (form === "other") {
+        if (permitted.length || excluded.length) {
+          throw refuse(
+            cert,
+            index,
+            `${describe(set.issuer)} constrains a name form the validator does not process`,
+          );
+        }
+        continue;
+      }
+      for (const subtree of excluded) {
+        if (matches(subtree.base, name, "excluded", cert, index)) {
+          throw refuse(cert, index, `${show(name)} is excluded by ${describe(set.issuer)}`);
+        }
+      }
+      if (permitted.length && !permitted.some((s) => matches(s.base, name, "permitted", cert, index))) {
+        throw refuse(cert, index, `${show(name)} is outside the names permitted by ${describe(set.issuer)}`);
+      }
+    }
+  }
+}
+
+/** The constraints a CA certificate adds, after checking each subtree is well-formed. */
+export function constraintSetOf(cert: Certificate, index: number): ConstraintSet | undefined {
+  const nc = cert.nameConstraints;
+  if (!nc) return undefined;
+  for (const subtree of [...(nc.permitted ?? []), ...(nc.excluded ?? [])]) {
+    // RFC 5280 4.2.1.10: minimum MUST be zero and maximum MUST be absent.
+    if (subtree.minimum !== 0 || subtree.maximum !== undefined) {
+      throw refuse(cert, index, "a GeneralSubtree with minimum or maximum set");
+    }
+    const why = malformedConstraint(subtree.base);
+    if (why) throw refuse(cert, index, `malformed ${subtree.base.type} constraint: ${why}`);
+  }
+  return { issuer: cert, permitted: nc.permitted, excluded: nc.excluded };
+}
+
+function malformedConstraint(base: GeneralName): string | undefined {
+  switch (base.type) {
+    case "dns":
+      // RFC 5280: "host.example.com"; no wildcards, no leading period (that form is URI-only).
+      if (base.value !== "" && !isDnsName(base.value)) return JSON.stringify(base.value);
+      return undefined;
+    case "ip": {
+      if (base.value.length !== 8 && base.value.length !== 32) return `${base.value.length} octets`;
+      const mask = base.value.subarray(base.value.length / 2);
+      let seenZero = false;
+      for (const byte of mask) {
+        for (let bit = 7; bit >= 0; bit--) {
+          const one = (byte >> bit) & 1;
+          if (one && seenZero) return "mask is not a CIDR prefix";
+          if (!one) seenZero = true;
+        }
+      }
+      return undefined;
+    }
+    case "uri": {
+      const host = base.value.startsWith(".") ? base.value.slice(1) : base.value;
+      return isDnsName(host) ? undefined : JSON.stringify(base.value);
+    }
+    default:
+      return undefined;
+  }
+}
+
+function formOf(name: GeneralName): NameForm {
+  return name.type === "other" ? "other" : name.type;
+}
+
+/** The names constraints apply to: SANs, the subject DN, subject email addresses. */
+function namesOf(cert: Certificate, isLeaf: boolean): GeneralName[] {
+  const sans = cert.subjectAltName ?? [];
+  const names: GeneralName[] = [...sans];
+  if (cert.subject.rdns.length > 0) names.push({ type: "directory", value: cert.subject });
+  // RFC 5280 4.2.1.10: emailAddress attributes in the subject are checked as rfc822Names.
+  for (const email of attributeValues(cert.subject, OID.emailAddress)) {
+    names.push({ type: "email", value: email });
+  }
+  if (isLeaf && !sans.some((n) => n.type === "dns")) {
+    for (const cn of attributeValues(cert.subject, OID.commonName)) {
+      if (isDnsName(cn, true)) names.push({ type: "dns", value: cn });
+    }
+  }
+  return names;
+}
+
+function matches(
+  base: GeneralName,
+  name: GeneralName,
+  kind: "permitted" | "excluded",
+  cert: Certificate,
+  index: number,
+): boolean {
+  if (base.type === "other") return false;
+  switch (name.type) {
+    case "dns": {
+      if (!isDnsName(name.value, true)) {
+        throw refuse(cert, index, `malformed DNS name ${JSON.stringify(name.value)}`);
+      }
+      return dnsWithin(name.value.toLowerCase(), (base.value as string).toLowerCase(), kind);
+    }
+    case "ip": {
+      const net = base.value as Uint8Array;
+      if (net.length !== name.value.length * 2) return false;
+      const half = name.value.length;
+      for (let i = 0; i < half; i++) {
+        if ((name.value[i] & net[half + i]) !== (net[i] & net[half + i])) return false;
+      }
+      return true;
+    }
+    case "email":
+      return emailWithin(name.value, base.value as string, cert, index);
+    case "uri": {
+      const host = uriHost(name.value);
+      if (host === undefined) {
+        throw refuse(cert, index, `URI ${JSON.stringify(name.value)} has no host to constrain`);
+      }
+      const constraint = (base.value as string).toLowerCase();
+      return constraint.startsWith(".") ? host.endsWith(constraint) : host === constraint;
+    }
+    case "directory":
+      return directoryWithin(name.value, base.value as Name);
+    default:
+      return false;
+  }
+}
+
+/**
+ * DNS subtree membership. A wildcard SAN `*.S` stands for every name one label below S
+ * (CVE-2025-61727): it is permitted only when all of them are, and excluded when any is.
+ */
+function dnsWithin(name: string, constraint: string, kind: "permitted" | "excluded"): boolean {
+  const inside = (n: string) => constraint === "" || n === constraint || n.endsWith(`.${constraint}`);
+  if (!name.startsWith("*.")) return inside(name);
+  const base = name.slice(2);
+  if (inside(base)) return true;
+  if (kind === "permitted") return false;
+  // Excluded: does the wildcard produce the constraint itself (one label above S)?
+  if (!constraint.endsWith(`.${base}`)) return false;
+  const label = constraint.slice(0, -(base.length + 1));
+  return label.length > 0 && !label.includes(".");
+}
+
+function emailWithin(address: string, constraint: string, cert: Certificate, index: number): boolean {
+  const at = address.lastIndexOf("@");
+  if (at <= 0 || at === address.length - 1) {
+    throw refuse(cert, index, `malformed email ${JSON.stringify(address)}`);
+  }
+  const local = address.slice(0, at);
+  const host = address.slice(at + 1).toLowerCase();
+  const c = constraint.toLowerCase();
+  if (constraint.includes("@")) {
+    // A whole mailbox: local part compared exactly (asterisks are literal), host case-folded.
+    const cAt = constraint.lastIndexOf("@");
+    return constraint.slice(0, cAt) === local && constraint.slice(cAt + 1).toLowerCase() === host;
+  }
+  if (c.startsWith(".")) return host.endsWith(c);
+  return host === c;
+}
+
+function uriHost(uri: string): string | undefined {
+  const m = /^[a-z][a-z0-9+.-]*:\/\/(?:[^@/?#]*@)?(\[[^\]]*\]|[^:/?#]*)/i.exec(uri);
+  if (!m || m[1] === "" || m[1].startsWith("[")) return undefined;
+  return m[1].toLowerCase();
+}
+
+/** RFC 5280 7.1: the constraint's RDNs are a prefix of the name's, compared RDN by RDN. */
+function directoryWithin(name: Name, constraint: Name): boolean {
+  if (constraint.rdns.length > name.rdns.length) return false;
+  return constraint.rdns.every((rdn, i) => rdnKey(rdn) === rdnKey(name.rdns[i]));
+}
+
+function show(name: GeneralName): string {
+  switch (name.type) {
+    case "directory":
+      return "subject distinguished name";
+    case "ip":
+      return `IP address ${formatIp(name.value)}`;
+    case "other":
+      return "an otherName";
+    default:
+      return `${name.type} name ${JSON.stringify(name.value)}`;
+  }
+}
+
+function refuse(cert: Certificate, index: number, why: string): VerificationError {
+  return new VerificationError("ERR_NAME_CONSTRAINTS", `${describe(cert)}: ${why}`, index);
+}

@@ -1,0 +1,133 @@
+/**
+ * Path building (RFC 4158 in spirit): from the leaf, depth-first over candidate issuers,
+ * trust anchors before intermediates, each candidate matched by issuer name and, where both
+ * sides carry one, by key identifier, its signature checked before the path is extended.
+ * When a path reaches an anchor it is validated as a whole; on failure the builder backtracks
+ * and tries the next candidate, so one bad cross-sign or expired intermediate does not hide a
+ * good path ("chain of pain"). Loops are cut (no certificate, and no subject and key pair,
+ * twice on a path) and the work is bounded by the signature-check budget and a visit cap.
+ * @module
+ */
+
+import { type Certificate, isSelfIssued } from "../x509/certificate.ts";
+import { bytesEqual } from "../encoding.ts";
+import { VerificationError } from "../errors.ts";
+import { describe } from "./describe.ts";
+import type { SignatureChecker } from "./signatures.ts";
+
+/** Longest path (leaf and anchor included) the builder will consider, whatever maxDepth says. */
+const MAX_PATH_CERTIFICATES = 24;
+/** Most candidate issuers the builder will look at in one call. */
+const MAX_CANDIDATE_VISITS = 2048;
+
+export interface BuildInput {
+  leaf: Certificate;
+  intermediates: readonly Certificate[];
+  anchors: readonly Certificate[];
+  atSeconds: number;
+  /** Most non-self-issued intermediates on a path. */
+  maxDepth: number;
+  signatures: SignatureChecker;
+  /** Validates a complete candidate path; throws a VerificationError to reject it. */
+  validate(path: readonly Certificate[]): Promise<void>;
+}
+
+/** Finds a path, leaf first and anchor last, that `validate` accepts, or throws why not. */
+export async function buildPath(input: BuildInput): Promise<Certificate[]> {
+  const builder = new Builder(input);
+  const path = await builder.extend([input.leaf], 0);
+  if (path) return path;
+  throw builder.failure();
+}
+
+class Builder {
+  #visits = 0;
+  #rejected?: VerificationError;
+  #badSignature?: VerificationError;
+  #deadEnd?: Certificate;
+  #deadEndLength = 0;
+
+  constructor(readonly input: BuildInput) {}
+
+  async extend(path: Certificate[], depth: number): Promise<Certificate[] | undefined> {
+    const current = path[path.length - 1];
+    let found = false;
+    for (const anchor of this.candidates(current, this.input.anchors, path)) {
+      found = true;
+      if (!(await this.signedBy(current, anchor, path.length - 1))) continue;
+      const candidate = [...path, anchor];
+      try {
+        await this.input.validate(candidate);
+        return candidate;
+      } catch (err) {
+        if (!(err instanceof VerificationError) || err.code === "ERR_PATH_BUILDING_LIMIT") throw err;
+        this.#rejected ??= err;
+      }
+    }
+    if (path.length + 1 < MAX_PATH_CERTIFICATES) {
+      for (const next of this.candidates(current, this.input.intermediates, path)) {
+        found = true;
+        const nextDepth = depth + (isSelfIssued(next) ? 0 : 1);
+        if (nextDepth > this.input.maxDepth) {
+          this.#rejected ??= new VerificationError(
+            "ERR_CHAIN_TOO_LONG",
+            `reaching a trust anchor needs more than the maximum depth of ${this.input.maxDepth} intermediates`,
+          );
+          continue;
+        }
+        if (!(await this.signedBy(current, next, path.length - 1))) continue;
+        const result = await this.extend([...path, next], nextDepth);
+        if (result) return result;
+      }
+    }
+    if (!found && path.length > this.#deadEndLength) {
+      this.#deadEnd = current;
+      this.#deadEndLength = path.length;
+    }
+    return undefined;
+  }
+
+  /** Certificates in `pool` that may have issued `cert`, best first, none already on `path`. */
+  candidates(cert: Certificate, pool: readonly Certificate[], path: readonly Certificate[]): Certificate[] {
+    const out = pool.filter((c) => {
+      if (c.subject.key !== cert.issuer.key) return false;
+      if (cert.authorityKeyIdentifier && c.subjectKeyIdentifier) {
+        if (!bytesEqual(cert.authorityKeyIdentifier, c.subjectKeyIdentifier)) return false;
+      }
+      // RFC 4158 5.2: a loop repeats a certificate, or the same subject with the same key.
+      return !path.some((p) => p === c || (p.subject.key === c.subject.key && bytesEqual(p.spki, c.spki)));
+    });
+    this.#visits += out.length;
+    if (this.#visits > MAX_CANDIDATE_VISITS) {
+      throw new VerificationError(
+        "ERR_PATH_BUILDING_LIMIT",
+        `path building gave up after considering ${MAX_CANDIDATE_VISITS} candidate issuers`,
+      );
+    }
+    // Prefer issuers that are currently valid (the expired cross-sign goes last).
+    const at = this.input.atSeconds * 1000;
+    const current = (c: Certificate) => c.notBefore.getTime() <= at && at <= c.notAfter.getTime() ? 0 : 1;
+    return out.sort((a, b) => current(a) - current(b));
+  }
+
+  async signedBy(cert: Certificate, issuer: Certificate, index: number): Promise<boolean> {
+    if (await this.input.signatures.verifies(cert, issuer)) return true;
+    this.#badSignature ??= new VerificationError(
+      "ERR_CERT_SIGNATURE_INVALID",
+      `${describe(cert)}: signature does not verify with the key of ${describe(issuer)}`,
+      index,
+    );
+    return false;
+  }
+
+  /** The most telling reason no path was found. */
+  failure(): VerificationError {
+    if (this.#rejected) return this.#rejected;
+    if (this.#badSignature) return this.#badSignature;
+    const cert = this.#deadEnd ?? this.input.leaf;
+    return new VerificationError(
+      "ERR_CERT_UNTRUSTED",
+      `no path to a trust anchor: no trusted or intermediate certificate issued ${describe(cert)}`,
+    );
+  }
+}

@@ -1,0 +1,201 @@
+/**
+ * Per-certificate profile rules a certificate must meet before it may sit on a validated
+ * path: encoding rules RFC 5280 states as MUSTs, extension criticality, consistency between
+ * basic constraints and key usage, and the public keys meshauth accepts. Rules that depend on
+ * the position in the path take the certificate's role.
+ * @module
+ */
+
+import { childrenOf, contentOf, expectTag, parseDer, Tag } from "../asn1/der.ts";
+import { OID } from "../asn1/oids.ts";
+import type { Certificate } from "../x509/certificate.ts";
+import { bytesEqual } from "../encoding.ts";
+import { MeshAuthError, VerificationError } from "../errors.ts";
+import { describe } from "./describe.ts";
+
+/** Where a certificate sits on a path: the leaf, a CA below the anchor, or the trust anchor. */
+export type CertificateRole = "leaf" | "intermediate" | "anchor";
+
+/** Extensions the validator processes; a critical extension outside this set fails the path. */
+const UNDERSTOOD_EXTENSIONS = new Set<string>([
+  OID.basicConstraints,
+  OID.keyUsage,
+  OID.extKeyUsage,
+  OID.subjectAltName,
+  OID.nameConstraints,
+  OID.subjectKeyIdentifier,
+  OID.authorityKeyIdentifier,
+  OID.certificatePolicies,
+  OID.policyMappings,
+  OID.policyConstraints,
+  OID.inhibitAnyPolicy,
+  OID.crlDistributionPoints,
+]);
+
+/**
+ * Checks the rules of one certificate in the role it plays on a candidate path. Throws a
+ * {@link VerificationError} naming the certificate and the rule.
+ */
+export function checkProfile(cert: Certificate, role: CertificateRole, index: number): void {
+  const fail = (code: Parameters<typeof failure>[0], why: string): never => {
+    throw failure(code, `${describe(cert)}: ${why}`, index);
+  };
+  // CABF 7.1.1 and every modern verifier: only v3 certificates are valid on a path.
+  if (cert.version !== 3) fail("ERR_CERT_MALFORMED", `X.509 version ${cert.version}, only v3 is accepted`);
+  // RFC 5280 4.1.1.2: signatureAlgorithm MUST equal tbsCertificate.signature.
+  if (!bytesEqual(cert.signatureAlgorithm.der, cert.tbsSignatureAlgorithm.der)) {
+    fail("ERR_CERT_MALFORMED", "signatureAlgorithm differs from the algorithm inside tbsCertificate");
+  }
+  // RFC 5280 4.1.2.2: a positive integer of at most 20 octets. A trust anchor's serial is
+  // never looked at (anchors are configured, not issued to us), and old roots use zero.
+  const serial = cert.serialBytes;
+  if (role !== "anchor") {
+    if (serial[0] & 0x80) fail("ERR_CERT_MALFORMED", "negative serial number");
+    if (serial.every((b) => b === 0)) fail("ERR_CERT_MALFORMED", "serial number is zero");
+    if (serial.length > 20 && !(serial.length === 21 && serial[0] === 0)) {
+      fail("ERR_CERT_MALFORMED", `serial number of ${serial.length} octets (at most 20)`);
+    }
+  }
+  for (const ext of cert.extensions) {
+    if (ext.critical && !UNDERSTOOD_EXTENSIONS.has(ext.oid)) {
+      fail("ERR_UNHANDLED_CRITICAL_EXTENSION", `unhandled critical extension ${ext.oid}`);
+    }
+  }
+  const extension = (oid: string) => cert.extensions.find((e) => e.oid === oid);
+  // RFC 5280 4.2.1.1 and 4.2.1.2: both key identifier extensions MUST be non-critical.
+  if (extension(OID.authorityKeyIdentifier)?.critical) {
+    fail("ERR_CERT_MALFORMED", "critical authorityKeyIdentifier");
+  }
+  if (extension(OID.subjectKeyIdentifier)?.critical) {
+    fail("ERR_CERT_MALFORMED", "critical subjectKeyIdentifier");
+  }
+  // RFC 5280 4.2.1.11: policy constraints MUST be critical.
+  const policyConstraints = extension(OID.policyConstraints);
+  if (policyConstraints && !policyConstraints.critical) {
+    fail("ERR_CERT_MALFORMED", "non-critical policyConstraints");
+  }
+
+  const isCa = cert.basicConstraints?.ca === true;
+  // RFC 5280 4.2.1.1: every certificate but a self-signed one carries the issuer's key id.
+  if (cert.subject.key !== cert.issuer.key && !extension(OID.authorityKeyIdentifier)) {
+    fail("ERR_CERT_MALFORMED", "missing authorityKeyIdentifier (required unless self-signed)");
+  }
+  if (extension(OID.authorityKeyIdentifier)) {
+    if (!cert.authorityKeyIdentifier) {
+      fail("ERR_CERT_MALFORMED", "authorityKeyIdentifier without keyIdentifier");
+    }
+    // CABF 7.1.2.1.3 / 7.1.2.2.5: a CA's AKI names the key only, never issuer and serial.
+    if (isCa && (cert.authorityCertIssuer || cert.authorityCertSerialNumber)) {
+      fail("ERR_CERT_MALFORMED", "CA authorityKeyIdentifier carries authorityCertIssuer or serial");
+    }
+  }
+  // RFC 5280 4.2.1.3 and 4.2.1.9: keyCertSign and cA go together.
+  if (cert.keyUsage?.has("keyCertSign") && !isCa) {
+    fail("ERR_KEY_USAGE", "keyUsage asserts keyCertSign but basicConstraints does not assert cA");
+  }
+  if (isCa && cert.keyUsage && !cert.keyUsage.has("keyCertSign")) {
+    fail("ERR_KEY_USAGE", "basicConstraints asserts cA but keyUsage lacks keyCertSign");
+  }
+  if (isCa) {
+    // RFC 5280 4.1.2.6: a CA's subject MUST be a non-empty distinguished name.
+    if (cert.subject.rdns.length === 0) fail("ERR_CERT_MALFORMED", "CA certificate with an empty subject");
+    // RFC 5280 4.2.1.2: every CA certificate carries a subject key identifier.
+    if (!cert.subjectKeyIdentifier) fail("ERR_CERT_MALFORMED", "CA certificate without subjectKeyIdentifier");
+  }
+  // RFC 5280 4.2.1.10: name constraints MUST be used only in a CA certificate.
+  if (cert.nameConstraints && !isCa) {
+    fail("ERR_NAME_CONSTRAINTS", "nameConstraints in a certificate that is not a CA");
+  }
+  for (const name of cert.subjectAltName ?? []) {
+    if (name.type === "ip" && name.value.length !== 4 && name.value.length !== 16) {
+      fail("ERR_CERT_MALFORMED", `subjectAltName iPAddress of ${name.value.length} octets`);
+    }
+  }
+  if (role === "leaf") {
+    // RFC 5280 4.2.1.6 and CABF 7.1.2.7.12: SAN is critical exactly when the subject is empty.
+    const san = extension(OID.subjectAltName);
+    if (cert.subject.rdns.length === 0 && !san?.critical) {
+      fail("ERR_CERT_MALFORMED", "empty subject without a critical subjectAltName");
+    }
+    if (cert.subject.rdns.length > 0 && san?.critical) {
+      fail("ERR_CERT_MALFORMED", "critical subjectAltName with a non-empty subject");
+    }
+  } else {
+    // RFC 5280 6.1.4(k): a certificate that signs certificates must assert cA.
+    if (!cert.basicConstraints) fail("ERR_CERT_NOT_CA", "issuing certificate without basicConstraints");
+    if (!isCa) fail("ERR_CERT_NOT_CA", "issuing certificate whose basicConstraints does not assert cA");
+  }
+  checkPublicKey(cert, index);
+}
+
+/**
+ * The public keys meshauth accepts anywhere on a path: EC on P-256, P-384 or P-521, RSA of
+ * at least 2048 bits in whole bytes (CABF 6.1.5), Ed25519.
+ */
+function checkPublicKey(cert: Certificate, index: number): void {
+  const algorithm = cert.publicKeyAlgorithm;
+  const reject = (why: string): never => {
+    throw failure("ERR_ALGORITHM_UNSUPPORTED", `${describe(cert)}: ${why}`, index);
+  };
+  switch (algorithm.oid) {
+    case OID.ecPublicKey: {
+      const params = algorithm.parameters;
+      if (!params || params[0] !== Tag.OID) reject("EC key without a named curve");
+      const curve = readCurve(params!);
+      if (curve !== OID.p256 && curve !== OID.p384 && curve !== OID.p521) reject(`EC key on curve ${curve}`);
+      return;
+    }
+    case OID.rsaEncryption:
+    case OID.rsassaPss: {
+      const bits = rsaModulusBits(cert.publicKey);
+      if (bits < 2048) reject(`RSA key of ${bits} bits (at least 2048)`);
+      if (bits % 8 !== 0) reject(`RSA key of ${bits} bits (not a whole number of bytes)`);
+      return;
+    }
+    case OID.ed25519:
+      if (algorithm.parameters) reject("Ed25519 key with parameters");
+      return;
+    default:
+      reject(`public key algorithm ${algorithm.oid}`);
+  }
+}
+
+function readCurve(params: Uint8Array): string {
+  const node = parseDer(params, "EC parameters");
+  const bytes = contentOf(expectTag(node, Tag.OID, "EC parameters"));
+  // Compare encodings: the three accepted curves.
+  const known: Array<[string, number[]]> = [
+    [OID.p256, [0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07]],
+    [OID.p384, [0x2b, 0x81, 0x04, 0x00, 0x22]],
+    [OID.p521, [0x2b, 0x81, 0x04, 0x00, 0x23]],
+  ];
+  for (const [oid, encoding] of known) if (bytesEqual(bytes, new Uint8Array(encoding))) return oid;
+  return "(unsupported)";
+}
+
+/** Bit length of an RSAPublicKey's modulus. */
+function rsaModulusBits(publicKey: Uint8Array): number {
+  const [modulus] = childrenOf(
+    expectTag(parseDer(publicKey, "RSA public key"), Tag.SEQUENCE, "RSA public key"),
+  );
+  const bytes = contentOf(expectTag(modulus, Tag.INTEGER, "RSA modulus"));
+  let i = 0;
+  while (i < bytes.length && bytes[i] === 0) i++;
+  if (i === bytes.length) return 0;
+  return (bytes.length - i - 1) * 8 + (32 - Math.clz32(bytes[i]));
+}
+
+function failure(
+  code: ConstructorParameters<typeof VerificationError>[0],
+  message: string,
+  index: number,
+): VerificationError {
+  return new VerificationError(code, message, index);
+}
+
+/** Wraps a parse failure found while reading an extension into ERR_CERT_MALFORMED. */
+export function malformed(cert: Certificate, cause: unknown, index?: number): VerificationError {
+  if (cause instanceof VerificationError) return cause;
+  const detail = cause instanceof MeshAuthError ? cause.message : String(cause);
+  return new VerificationError("ERR_CERT_MALFORMED", `${describe(cert)}: ${detail}`, index, { cause });
+}

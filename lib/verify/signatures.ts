@@ -1,0 +1,102 @@
+/**
+ * Signature checks during path building: a budget so a pathological input cannot make the
+ * builder verify without end, and an optional cache of signatures already verified, keyed by
+ * the full signed object and the issuer's key, so a repeated intermediate costs nothing.
+ * @module
+ */
+
+import { latin1 } from "../asn1/der.ts";
+import type { AlgorithmIdentifier, Certificate } from "../x509/certificate.ts";
+import { verifySignature } from "../x509/signature.ts";
+import { MeshAuthError, VerificationError } from "../errors.ts";
+
+/** Something signed: a certificate or a CRL. */
+export interface Signed {
+  der: Uint8Array;
+  tbs: Uint8Array;
+  signatureAlgorithm: AlgorithmIdentifier;
+  signature: Uint8Array;
+}
+
+/**
+ * Remembers signatures that verified, across calls. Only successes are kept, keyed by the
+ * signed object's whole DER and the issuer's SubjectPublicKeyInfo, so a hit means exactly
+ * these bytes verified under exactly this key. Bounded: the oldest entries are dropped.
+ *
+ * @example
+ * ```ts
+ * import { SignatureCache, verifyChain } from "meshauth";
+ * const cache = new SignatureCache();
+ * await verifyChain({ leaf, intermediates, roots, cache }); // verifies 2 signatures
+ * await verifyChain({ leaf: other, intermediates, roots, cache }); // verifies 1
+ * ```
+ */
+export class SignatureCache {
+  #verified = new Set<string>();
+  constructor(readonly maxEntries = 1024) {}
+
+  /** Number of remembered signatures. */
+  get size(): number {
+    return this.#verified.size;
+  }
+
+  has(signed: Signed, issuer: Certificate): boolean {
+    return this.#verified.has(keyOf(signed, issuer));
+  }
+
+  add(signed: Signed, issuer: Certificate): void {
+    if (this.#verified.size >= this.maxEntries) {
+      this.#verified.delete(this.#verified.values().next().value!);
+    }
+    this.#verified.add(keyOf(signed, issuer));
+  }
+}
+
+function keyOf(signed: Signed, issuer: Certificate): string {
+  return `${latin1(signed.der)}\u0000${latin1(issuer.spki)}`;
+}
+
+/** Per-call signature checking with a budget and an optional shared cache. */
+export class SignatureChecker {
+  #results = new Map<Signed, Map<Certificate, Promise<boolean>>>();
+  checks = 0;
+  constructor(readonly budget: number, readonly cache?: SignatureCache) {}
+
+  /** Whether `signed` verifies under `issuer`'s key. Unsupported algorithms verify as false. */
+  verifies(signed: Signed, issuer: Certificate): Promise<boolean> {
+    let byIssuer = this.#results.get(signed);
+    if (!byIssuer) this.#results.set(signed, byIssuer = new Map());
+    let result = byIssuer.get(issuer);
+    if (!result) {
+      result = this.#verify(signed, issuer);
+      byIssuer.set(issuer, result);
+    }
+    return result;
+  }
+
+  async #verify(signed: Signed, issuer: Certificate): Promise<boolean> {
+    if (this.cache?.has(signed, issuer)) return true;
+    if (++this.checks > this.budget) {
+      throw new VerificationError(
+        "ERR_PATH_BUILDING_LIMIT",
+        `path building gave up after ${this.budget} signature checks`,
+      );
+    }
+    let ok: boolean;
+    try {
+      ok = await verifySignature(
+        signed.signatureAlgorithm,
+        issuer.spki,
+        issuer.publicKeyAlgorithm,
+        signed.tbs,
+        signed.signature,
+      );
+    } catch (cause) {
+      // An algorithm or key we refuse cannot vouch for anything; report it as unverified.
+      if (cause instanceof MeshAuthError) ok = false;
+      else throw cause;
+    }
+    if (ok) this.cache?.add(signed, issuer);
+    return ok;
+  }
+}

@@ -403,7 +403,9 @@ export class CertificateAuthority {
   }
 
   #validity(ttlSeconds: number): { notBefore: Date; notAfter: Date } {
-    const now = this.#policy.now().getTime();
+    // Certificates carry whole seconds: working in them keeps the returned notBefore and
+    // notAfter equal to what the certificate says.
+    const now = Math.floor(this.#policy.now().getTime() / 1000) * 1000;
     if (now >= this.certificate.notAfter.getTime()) {
       throw new IssuanceRefused(`the CA certificate expired at ${this.certificate.notAfter.toISOString()}`);
     }

@@ -184,7 +184,7 @@ export class CertificateAuthority {
         now.getTime() + positiveSeconds(options.ttlSeconds ?? DEFAULT_ROOT_TTL_SECONDS, "ttlSeconds") * 1000,
       ),
       spki: signer.spki,
-      ca: { pathLength: options.pathLen },
+      ca: { pathLength: pathLength(options.pathLen) },
       keyUsage: ["keyCertSign", "cRLSign"],
       uris: [trustDomain.id().toString()],
       subjectKeyIdentifier: ski,
@@ -281,11 +281,11 @@ export class CertificateAuthority {
       subject?: Record<string, string>;
     },
   ): Promise<CertificateAuthority> {
+    const pathLen = pathLength(options.pathLen) ?? 0;
     const parentPathLen = this.certificate.basicConstraints?.pathLength;
     if (parentPathLen === 0) {
       throw new IssuanceRefused("this CA's path length constraint (0) forbids intermediates");
     }
-    const pathLen = options.pathLen ?? 0;
     if (parentPathLen !== undefined && pathLen > parentPathLen - 1) {
       throw new IssuanceRefused(`pathLen ${pathLen} exceeds what this CA allows (${parentPathLen - 1})`);
     }
@@ -426,6 +426,14 @@ function toTrustDomain(td: TrustDomain | string): TrustDomain {
 function positiveSeconds(value: number, name: string): number {
   if (!Number.isSafeInteger(value) || value <= 0) {
     throw new InvalidArgument(name, `must be a positive whole number of seconds, got ${value}`);
+  }
+  return value;
+}
+
+function pathLength(value: number | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  if (!Number.isSafeInteger(value) || value < 0) {
+    throw new InvalidArgument("pathLen", `must be a non-negative whole number, got ${value}`);
   }
   return value;
 }

@@ -1,0 +1,351 @@
+/**
+ * `createCaApp(options)`: the CA's HTTP API as a Hono app that does not know which runtime
+ * serves it. Dependencies (authorities, store, authenticators, clock) come in through
+ * options; how to read the TLS client certificate and the client address is the serving
+ * adapter's business, passed in as two functions.
+ *
+ * @example
+ * ```ts
+ * import { createCaApp } from "meshauth/ca-server";
+ * // authorities, store and authenticators come from the server's setup (see main.ts)
+ * const app = createCaApp({ authorities, store, authenticators });
+ * const response = await app.request("/healthz");
+ * ```
+ * @module
+ */
+
+import { type Context, Hono } from "hono";
+import { decodePem, encodePem } from "../mod.ts";
+import type { Authorities } from "./authorities.ts";
+import type { Authenticator, Credentials, Principal } from "./auth/principal.ts";
+import { type Logger, silentLogger } from "./logger.ts";
+import { CaMetrics } from "./metrics.ts";
+import { Problem, type ProblemCode } from "./problems.ts";
+import { RateLimiter, type RateLimitOptions } from "./rate-limit.ts";
+import {
+  MAX_BODY_BYTES,
+  optionalPositiveInteger,
+  optionalString,
+  readJsonObject,
+  requireString,
+} from "./request-body.ts";
+import { CaService } from "./service.ts";
+import { isRevocationReason } from "./store/records.ts";
+import { type CaStore, REVOCATION_REASONS, type RevocationSelector } from "./store/store.ts";
+
+/** Options of {@link createCaApp}. */
+export interface CaAppOptions {
+  authorities: Authorities;
+  store: CaStore;
+  /** Tried in order; the first that recognises the request's credentials decides. */
+  authenticators: Authenticator[];
+  logger?: Logger;
+  metrics?: CaMetrics;
+  /** Per-identity limit on issuance and administrative requests; `false` turns it off. */
+  rateLimit?: RateLimitOptions | false;
+  crlNextUpdateSeconds?: number;
+  /** Largest request body accepted. Default 64 KiB. */
+  maxBodyBytes?: number;
+  /** DNS names an identity may carry; none by default. */
+  allowedDnsNames?: (spiffeId: string) => readonly string[];
+  /** The TLS client certificate chain (PEM, leaf first) of the request, if any. */
+  clientCertificate?: (c: Context) => string | undefined;
+  /** The client's network address, for rate-limiting unauthenticated failures. */
+  clientAddress?: (c: Context) => string | undefined;
+  now?: () => Date;
+}
+
+const SERIAL = /^[0-9a-f]{2,64}$/;
+
+/** Builds the CA's Hono app. */
+export function createCaApp(options: CaAppOptions): Hono {
+  const logger = options.logger ?? silentLogger;
+  const metrics = options.metrics ?? new CaMetrics();
+  const { authorities, store } = options;
+  const service = new CaService({
+    authorities,
+    store,
+    logger,
+    metrics,
+    crlNextUpdateSeconds: options.crlNextUpdateSeconds,
+    allowedDnsNames: options.allowedDnsNames,
+    now: options.now,
+  });
+  const limiter = options.rateLimit === false
+    ? undefined
+    : new RateLimiter(options.rateLimit ?? { requestsPerSecond: 5, burst: 50 });
+  const maxBodyBytes = options.maxBodyBytes ?? MAX_BODY_BYTES;
+  const app = new Hono();
+
+  function limit(key: string): void {
+    const verdict = limiter?.take(key);
+    if (verdict && !verdict.allowed) {
+      throw new Problem(
+        "ERR_RATE_LIMITED",
+        `too many requests from ${key}; retry in ${verdict.retryAfterSeconds}s`,
+        {
+          retryAfterSeconds: verdict.retryAfterSeconds,
+        },
+      );
+    }
+  }
+
+  async function authenticate(c: Context): Promise<Principal> {
+    const credentials: Credentials = {};
+    const authorization = c.req.header("authorization");
+    if (authorization !== undefined) {
+      const m = /^Bearer +([^\s]+)\s*$/i.exec(authorization);
+      if (!m) throw new Problem("ERR_UNAUTHENTICATED", "the Authorization header must be `Bearer <token>`");
+      credentials.bearerToken = m[1];
+    }
+    credentials.clientCertificateChainPem = options.clientCertificate?.(c);
+    try {
+      for (const authenticator of options.authenticators) {
+        const principal = await authenticator.authenticate(credentials);
+        if (principal) {
+          limit(principal.requester);
+          return principal;
+        }
+      }
+    } catch (err) {
+      // Failed attempts count against the client's address, which slows token guessing.
+      if (err instanceof Problem && err.status === 401) {
+        limit(`address:${options.clientAddress?.(c) ?? "unknown"}`);
+      }
+      throw err;
+    }
+    if (credentials.bearerToken) {
+      throw new Problem("ERR_TOKEN_INVALID", "the bearer token is of no kind this CA accepts");
+    }
+    throw new Problem(
+      "ERR_UNAUTHENTICATED",
+      "send a join token or Kubernetes service-account token as `Authorization: Bearer`, or a client SVID",
+    );
+  }
+
+  async function authenticateAdmin(c: Context): Promise<Principal> {
+    const principal = await authenticate(c);
+    if (!principal.isAdmin) {
+      throw new Problem("ERR_FORBIDDEN", `${principal.requester} is not an administrator`);
+    }
+    return principal;
+  }
+
+  app.onError(async (err, c) => {
+    const problem = err instanceof Problem
+      ? err
+      : new Problem("ERR_INTERNAL", "the server failed to handle the request");
+    if (!(err instanceof Problem)) logger.error("request failed", { path: c.req.path, error: err });
+    metrics.denied(problem.code);
+    metrics.request(problem.status);
+    if (c.req.method === "POST" || c.req.path === "/v1/certificates") {
+      await service.audit("denied", requesterOf(c), {
+        path: c.req.path,
+        code: problem.code,
+        detail: problem.detail,
+      })
+        .catch((auditErr) => logger.error("audit write failed", { error: auditErr }));
+    }
+    logger.info("denied", { path: c.req.path, code: problem.code, status: problem.status });
+    const retry = problem.extensions.retryAfterSeconds;
+    return problem.toResponse(typeof retry === "number" ? { "retry-after": String(retry) } : {});
+  });
+  app.notFound((c) => {
+    metrics.request(404);
+    return new Problem("ERR_NOT_FOUND", `no route ${c.req.method} ${c.req.path}`).toResponse();
+  });
+
+  // The principal is kept on the context so a denial's audit entry names who was denied.
+  const principals = new WeakMap<Request, string>();
+  const requesterOf = (c: Context) => principals.get(c.req.raw) ?? "anonymous";
+  const remember = (c: Context, principal: Principal) => principals.set(c.req.raw, principal.requester);
+
+  app.post("/v1/certificates", async (c) => {
+    const body = await readJsonObject(c.req.raw, maxBodyBytes);
+    const principal = await authenticate(c);
+    remember(c, principal);
+    const csr = requireString(body, "csr");
+    const ttlSeconds = optionalPositiveInteger(body, "ttlSeconds");
+    const issued = await service.issue(principal, csr, ttlSeconds);
+    metrics.request(201);
+    return c.json(
+      {
+        spiffeId: issued.spiffeId,
+        serialNumber: issued.serialNumber,
+        expiresAt: issued.notAfter.toISOString(),
+        certificateChain: decodePem(issued.chainPem).map((b) => encodePem(b.label, b.der)),
+        trustBundle: issued.trustBundlePem,
+      },
+      201,
+      { "cache-control": "no-store" },
+    );
+  });
+
+  app.get("/v1/certificates", async (c) => {
+    const principal = await authenticateAdmin(c);
+    remember(c, principal);
+    const spiffeId = c.req.query("spiffeId");
+    const limitParam = c.req.query("limit");
+    const limitCount = limitParam === undefined ? 100 : Number(limitParam);
+    if (!Number.isSafeInteger(limitCount) || limitCount < 1 || limitCount > 1000) {
+      throw new Problem("ERR_INVALID_FIELD", "limit must be a whole number from 1 to 1000", {
+        field: "limit",
+      });
+    }
+    const at = options.now?.() ?? new Date();
+    const [certificates, revocations] = await Promise.all([
+      store.listCertificates({ spiffeId, limit: limitCount }),
+      store.listRevocations(at),
+    ]);
+    const revoked = new Map(revocations.map((r) => [r.serialNumber, r]));
+    metrics.request(200);
+    return c.json(
+      {
+        certificates: certificates.map((cert) => ({
+          serialNumber: cert.serialNumber,
+          spiffeId: cert.spiffeId,
+          notBefore: cert.notBefore.toISOString(),
+          notAfter: cert.notAfter.toISOString(),
+          issuedAt: cert.issuedAt.toISOString(),
+          requester: cert.requester,
+          method: cert.method,
+          isRevoked: revoked.has(cert.serialNumber),
+          revocationReason: revoked.get(cert.serialNumber)?.reason,
+        })),
+      },
+      200,
+      { "cache-control": "no-store" },
+    );
+  });
+
+  app.post("/v1/revocations", async (c) => {
+    const body = await readJsonObject(c.req.raw, maxBodyBytes);
+    const principal = await authenticateAdmin(c);
+    remember(c, principal);
+    const serialNumber = optionalString(body, "serialNumber")?.toLowerCase();
+    const spiffeId = optionalString(body, "spiffeId");
+    const reason = requireString(body, "reason");
+    if (!isRevocationReason(reason)) {
+      throw new Problem("ERR_INVALID_FIELD", `reason must be one of ${REVOCATION_REASONS.join(", ")}`, {
+        field: "reason",
+      });
+    }
+    let selector: RevocationSelector;
+    if (serialNumber !== undefined && spiffeId === undefined) {
+      if (!SERIAL.test(serialNumber)) {
+        throw new Problem(
+          "ERR_INVALID_FIELD",
+          "serialNumber must be the certificate's serial number in hex",
+          {
+            field: "serialNumber",
+          },
+        );
+      }
+      selector = { serialNumber, reason };
+    } else if (spiffeId !== undefined && serialNumber === undefined) {
+      selector = { spiffeId, reason };
+    } else {
+      throw new Problem("ERR_MISSING_FIELD", "give exactly one of serialNumber and spiffeId", {
+        field: "serialNumber|spiffeId",
+      });
+    }
+    const revoked = await service.revoke(principal, selector);
+    metrics.request(200);
+    return c.json(
+      {
+        revoked: revoked.map((r) => ({
+          serialNumber: r.serialNumber,
+          spiffeId: r.spiffeId,
+          revokedAt: r.revokedAt.toISOString(),
+          reason: r.reason,
+        })),
+      },
+      200,
+      { "cache-control": "no-store" },
+    );
+  });
+
+  app.get("/v1/bundle", (c) => bundleResponse(c, "jwks"));
+  app.get("/v1/bundle.pem", (c) => bundleResponse(c, "pem"));
+
+  function bundleResponse(c: Context, format: "jwks" | "pem"): Response {
+    const bundle = authorities.bundle();
+    const etag = `"${bundle.sequence}-${
+      authorities.published().map((a) => a.record.id.slice(0, 8)).join(".")
+    }"`;
+    const headers: Record<string, string> = {
+      "cache-control": `public, max-age=${Math.min(300, bundle.refreshHintSeconds ?? 300)}`,
+      etag,
+      "spiffe-bundle-sequence": String(bundle.sequence),
+    };
+    metrics.request(200);
+    if (c.req.header("if-none-match") === etag) return new Response(null, { status: 304, headers });
+    if (format === "pem") {
+      return new Response(bundle.toPem(), {
+        headers: { ...headers, "content-type": "application/x-pem-file" },
+      });
+    }
+    return new Response(JSON.stringify(bundle.toJwks()), {
+      headers: { ...headers, "content-type": "application/json" },
+    });
+  }
+
+  app.get("/v1/crl", async (c) => {
+    const { der, maxAgeSeconds } = await service.crl(c.req.query("authority"));
+    metrics.request(200);
+    return new Response(der as Uint8Array<ArrayBuffer>, {
+      headers: {
+        "content-type": "application/pkix-crl",
+        "cache-control": `public, max-age=${maxAgeSeconds}`,
+      },
+    });
+  });
+
+  app.get("/healthz", (c) => {
+    metrics.request(200);
+    return c.json({ status: "ok" });
+  });
+
+  app.get("/readyz", async (c) => {
+    try {
+      authorities.active();
+      await store.revocationRevision();
+    } catch (err) {
+      throw new Problem("ERR_NOT_READY", `not ready: ${(err as Error).message}`);
+    }
+    metrics.request(200);
+    return c.json({ status: "ready" });
+  });
+
+  app.get("/metrics", () => {
+    metrics.setCaCertificates(
+      authorities.published().map((a) => ({ id: a.record.id, notAfter: a.ca.notAfter })),
+    );
+    return new Response(metrics.render(), {
+      headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" },
+    });
+  });
+
+  // Known paths with another method: 405 with Allow, rather than a misleading 404.
+  const allowed: Record<string, string> = {
+    "/v1/certificates": "GET, POST",
+    "/v1/revocations": "POST",
+    "/v1/bundle": "GET",
+    "/v1/bundle.pem": "GET",
+    "/v1/crl": "GET",
+    "/healthz": "GET",
+    "/readyz": "GET",
+    "/metrics": "GET",
+  };
+  for (const [path, allow] of Object.entries(allowed)) {
+    app.all(path, (c) => {
+      metrics.request(405);
+      return new Problem("ERR_METHOD_NOT_ALLOWED", `${c.req.method} is not allowed on ${path}`, { allow })
+        .toResponse({ allow });
+    });
+  }
+  return app;
+}
+
+/** Every problem code the app may answer, for documentation and tests. */
+export type { ProblemCode };

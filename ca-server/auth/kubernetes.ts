@@ -1,0 +1,162 @@
+/**
+ * Kubernetes service-account tokens: validated offline against the cluster issuer's JWKS
+ * (signature, issuer, audience, expiry, with `jose`) or online through the TokenReview API,
+ * and mapped to `spiffe://<td>/ns/<namespace>/sa/<name>` as Istio does.
+ *
+ * @example
+ * ```ts
+ * import { KubernetesAuthenticator } from "meshauth/ca-server";
+ * const k8s = new KubernetesAuthenticator({
+ *   trustDomain: "cluster.local",
+ *   issuer: "https://kubernetes.default.svc.cluster.local",
+ *   audiences: ["meshauth"],
+ *   jwks: { keys: [] },
+ * });
+ * ```
+ * @module
+ */
+
+import {
+  createLocalJWKSet,
+  createRemoteJWKSet,
+  errors as joseErrors,
+  type JSONWebKeySet,
+  jwtVerify,
+  type JWTVerifyGetKey,
+} from "jose";
+import { SpiffeId } from "../../mod.ts";
+import { Problem } from "../problems.ts";
+import type { Authenticator, Credentials, Principal } from "./principal.ts";
+
+/** TokenReview settings: the API server and the reviewer's own bearer token. */
+export interface TokenReviewOptions {
+  /** The API server's base URL (`https://kubernetes.default.svc`). */
+  url: string;
+  /** A token allowed to create TokenReviews. */
+  reviewerToken: string;
+  /** The fetch to call it with (to add a CA for the API server's certificate). */
+  fetch?: typeof fetch;
+  timeoutMs?: number;
+}
+
+/** Options of {@link KubernetesAuthenticator}: `jwks`, `jwksUrl` or `tokenReview`. */
+export interface KubernetesAuthenticatorOptions {
+  trustDomain: string;
+  /** The `iss` of the cluster's service-account tokens (offline validation). */
+  issuer?: string;
+  /** Audiences the token must carry (one of). */
+  audiences: string[];
+  /** The issuer's JWKS, as JSON (offline validation). */
+  jwks?: JSONWebKeySet;
+  /** Where to fetch the issuer's JWKS (offline validation, cached by `jose`). */
+  jwksUrl?: string;
+  tokenReview?: TokenReviewOptions;
+  /** Seconds of clock skew tolerated on `exp`/`nbf`. Default 30. */
+  clockToleranceSeconds?: number;
+  now?: () => Date;
+}
+
+const JWT = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/;
+const SERVICE_ACCOUNT_USER = /^system:serviceaccount:([^:]+):([^:]+)$/;
+
+/** Authenticates Kubernetes service-account JWTs. */
+export class KubernetesAuthenticator implements Authenticator {
+  readonly method = "kubernetes" as const;
+  readonly #keys?: JWTVerifyGetKey;
+
+  constructor(readonly options: KubernetesAuthenticatorOptions) {
+    if (options.jwks) this.#keys = createLocalJWKSet(options.jwks);
+    else if (options.jwksUrl) this.#keys = createRemoteJWKSet(new URL(options.jwksUrl));
+    else if (!options.tokenReview) {
+      throw new Error("Kubernetes authentication needs jwks, jwksUrl or tokenReview");
+    }
+    if (this.#keys && !options.issuer) {
+      throw new Error("offline Kubernetes token validation needs the issuer");
+    }
+  }
+
+  async authenticate(credentials: Credentials): Promise<Principal | undefined> {
+    const token = credentials.bearerToken;
+    if (!token || !JWT.test(token)) return undefined;
+    const user = this.#keys ? await this.#verifyOffline(token) : await this.#review(token);
+    const m = SERVICE_ACCOUNT_USER.exec(user);
+    if (!m) {
+      throw new Problem(
+        "ERR_TOKEN_INVALID",
+        `the token's subject ${JSON.stringify(user)} is not a service account`,
+      );
+    }
+    let id: string;
+    try {
+      id = SpiffeId.fromServiceAccount(this.options.trustDomain, m[1], m[2]).toString();
+    } catch {
+      throw new Problem("ERR_TOKEN_INVALID", "the service account's name cannot be part of a SPIFFE ID");
+    }
+    return { method: "kubernetes", requester: id, allowedIds: [id], isAdmin: false };
+  }
+
+  async #verifyOffline(token: string): Promise<string> {
+    try {
+      const { payload } = await jwtVerify(token, this.#keys!, {
+        issuer: this.options.issuer,
+        audience: this.options.audiences,
+        clockTolerance: this.options.clockToleranceSeconds ?? 30,
+        currentDate: this.options.now?.(),
+        algorithms: ["RS256", "RS384", "RS512", "ES256", "ES384", "PS256"],
+        requiredClaims: ["exp", "sub"],
+      });
+      return String(payload.sub);
+    } catch (err) {
+      if (err instanceof joseErrors.JWTExpired) {
+        throw new Problem("ERR_TOKEN_EXPIRED", "the service-account token has expired");
+      }
+      if (err instanceof joseErrors.JOSEError) {
+        throw new Problem("ERR_TOKEN_INVALID", `the service-account token is not valid (${err.code})`);
+      }
+      throw err;
+    }
+  }
+
+  async #review(token: string): Promise<string> {
+    const review = this.options.tokenReview!;
+    const doFetch = review.fetch ?? fetch;
+    let response: Response;
+    try {
+      response = await doFetch(new URL("/apis/authentication.k8s.io/v1/tokenreviews", review.url), {
+        method: "POST",
+        headers: { "content-type": "application/json", authorization: `Bearer ${review.reviewerToken}` },
+        body: JSON.stringify({
+          apiVersion: "authentication.k8s.io/v1",
+          kind: "TokenReview",
+          spec: { token, audiences: this.options.audiences },
+        }),
+        signal: AbortSignal.timeout(review.timeoutMs ?? 5000),
+      });
+    } catch (cause) {
+      throw new Problem(
+        "ERR_NOT_READY",
+        `the Kubernetes TokenReview API is unreachable: ${(cause as Error).message}`,
+      );
+    }
+    if (!response.ok) {
+      await response.body?.cancel();
+      throw new Problem("ERR_NOT_READY", `the Kubernetes TokenReview API answered ${response.status}`);
+    }
+    const body = await response.json() as {
+      status?: {
+        authenticated?: boolean;
+        user?: { username?: string };
+        audiences?: string[];
+        error?: string;
+      };
+    };
+    if (!body.status?.authenticated || !body.status.user?.username) {
+      throw new Problem("ERR_TOKEN_INVALID", "Kubernetes did not authenticate the service-account token");
+    }
+    const audiences = body.status.audiences;
+    if (audiences && !audiences.some((a) => this.options.audiences.includes(a))) {
+      throw new Problem("ERR_TOKEN_INVALID", "the service-account token is not meant for this CA");
+    }
+    return body.status.user.username;
+  }
+}

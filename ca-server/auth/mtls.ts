@@ -1,0 +1,75 @@
+/**
+ * Mutual TLS: a caller presenting a currently valid, unrevoked X509-SVID from this CA may
+ * renew that same identity. A node agent's SVID also lets it request its node's workloads,
+ * and an administrator's SVID lets it use the administrative API.
+ *
+ * @example
+ * ```ts
+ * import { MtlsAuthenticator } from "meshauth/ca-server";
+ * // authorities, store and nodeWorkloads come from the server's setup
+ * const mtls = new MtlsAuthenticator({ authorities, store, nodeWorkloads, admins: [] });
+ * ```
+ * @module
+ */
+
+import * as core from "../../mod.ts";
+const verifySvid = (core as any).verifySvid as (
+  chain: string,
+  bundle: unknown,
+  o: unknown,
+) => Promise<{ id: core.SpiffeId; chain: core.Certificate[] }>;
+import type { Authorities } from "../authorities.ts";
+import { Problem } from "../problems.ts";
+import type { CaStore } from "../store/store.ts";
+import type { Authenticator, Credentials, NodeWorkloads, Principal } from "./principal.ts";
+
+/** Options of {@link MtlsAuthenticator}. */
+export interface MtlsAuthenticatorOptions {
+  authorities: Authorities;
+  store: CaStore;
+  nodeWorkloads: NodeWorkloads;
+  /** SPIFFE IDs allowed to use the administrative API. */
+  admins: readonly string[];
+  now?: () => Date;
+}
+
+const NODE_PATH = /^\/node\/([^/]+)$/;
+
+/** Authenticates TLS client certificates issued by this CA. */
+export class MtlsAuthenticator implements Authenticator {
+  readonly method = "mtls" as const;
+  constructor(readonly options: MtlsAuthenticatorOptions) {}
+
+  async authenticate(credentials: Credentials): Promise<Principal | undefined> {
+    const chainPem = credentials.clientCertificateChainPem;
+    if (!chainPem) return undefined;
+    const at = this.options.now?.() ?? new Date();
+    let verified: Awaited<ReturnType<typeof verifySvid>>;
+    try {
+      verified = await verifySvid(chainPem, this.options.authorities.bundle(at), {
+        at,
+        purpose: "clientAuth",
+      });
+    } catch (err) {
+      throw new Problem(
+        "ERR_CLIENT_CERT_INVALID",
+        `the client certificate is not a valid SVID of this trust domain: ${(err as Error).message}`,
+      );
+    }
+    const leaf = verified.chain[0];
+    if (await this.options.store.isRevoked(leaf.serialNumber)) {
+      throw new Problem(
+        "ERR_CLIENT_CERT_REVOKED",
+        `the client certificate ${leaf.serialNumber} has been revoked`,
+        {
+          serialNumber: leaf.serialNumber,
+        },
+      );
+    }
+    const id = verified.id.toString();
+    const isAdmin = this.options.admins.includes(id);
+    const node = NODE_PATH.exec(verified.id.path)?.[1];
+    const allowedIds = node ? [id, ...(await this.options.nodeWorkloads(node))] : [id];
+    return { method: "mtls", requester: id, allowedIds, isAdmin, node };
+  }
+}

@@ -1,0 +1,159 @@
+/**
+ * The CA's authorities over time, for rotation without downtime. Each authority (a root, or an
+ * intermediate under a root) has an `activeFrom`; the newest one whose time has come signs.
+ * A new authority is published in the trust bundle as soon as it is added, so holders learn
+ * the new root during the overlap before it signs anything; the old one stays in the bundle
+ * until every certificate it issued has expired (its retirement plus the longest leaf
+ * lifetime), then leaves.
+ *
+ * @example
+ * ```ts
+ * import { Authorities, MemoryKeyManager } from "meshauth/ca-server";
+ * const authorities = await Authorities.load(new MemoryKeyManager(), { trustDomain: "example.org" });
+ * ```
+ * @module
+ */
+
+import { CertificateAuthority, type IssuancePolicy, TrustBundle, TrustDomain } from "../mod.ts";
+import type { AuthorityRecord, KeyManager } from "./keys/key-manager.ts";
+
+/** One loaded authority. */
+export interface LoadedAuthority {
+  record: AuthorityRecord;
+  ca: CertificateAuthority;
+  /** The trust anchors of this authority's chain. */
+  roots: TrustBundle;
+}
+
+/** Settings of {@link Authorities.load}. */
+export interface AuthoritiesOptions {
+  trustDomain: TrustDomain | string;
+  policy?: IssuancePolicy;
+  /** How long a bundle holder should wait before refetching. Default 300 s. */
+  refreshHintSeconds?: number;
+  now?: () => Date;
+}
+
+/** Thrown when no authority can sign (none configured, none active yet, all expired). */
+export class NoActiveAuthority extends Error {
+  readonly code = "ERR_NO_ACTIVE_AUTHORITY";
+  constructor(message: string) {
+    super(message);
+    this.name = "NoActiveAuthority";
+  }
+}
+
+/** Every authority the key manager holds, and which signs now. */
+export class Authorities {
+  #loaded: LoadedAuthority[] = [];
+  readonly #options: AuthoritiesOptions;
+  readonly trustDomain: TrustDomain;
+
+  private constructor(readonly keyManager: KeyManager, options: AuthoritiesOptions) {
+    this.#options = options;
+    this.trustDomain = typeof options.trustDomain === "string"
+      ? TrustDomain.parse(options.trustDomain)
+      : options.trustDomain;
+  }
+
+  /** Loads every authority from `keyManager`. */
+  static async load(keyManager: KeyManager, options: AuthoritiesOptions): Promise<Authorities> {
+    const authorities = new Authorities(keyManager, options);
+    await authorities.reload();
+    return authorities;
+  }
+
+  /** Re-reads the key manager (after another process added an authority). */
+  async reload(): Promise<void> {
+    const loaded: LoadedAuthority[] = [];
+    for (const record of await this.keyManager.list()) {
+      const existing = this.#loaded.find((l) => l.record.id === record.id);
+      if (existing) {
+        loaded.push(existing);
+        continue;
+      }
+      const ca = await CertificateAuthority.fromSigner({
+        certificateChainPem: record.certificateChainPem,
+        trustBundlePem: record.trustBundlePem,
+        trustDomain: this.trustDomain,
+        signer: await this.keyManager.signer(record.id),
+        ...this.#options.policy,
+        now: this.#options.now,
+      });
+      if (!ca.trustDomain.equals(this.trustDomain)) {
+        throw new NoActiveAuthority(
+          `authority ${record.id} belongs to trust domain ${ca.trustDomain.name}, not ${this.trustDomain.name}`,
+        );
+      }
+      loaded.push({ record, ca, roots: ca.bundle() });
+    }
+    this.#loaded = loaded;
+  }
+
+  /** Every loaded authority, oldest first. */
+  all(): readonly LoadedAuthority[] {
+    return this.#loaded;
+  }
+
+  #now(): Date {
+    return this.#options.now?.() ?? new Date();
+  }
+
+  /** The authority that signs at `at`: the newest active one whose certificate is valid. */
+  active(at = this.#now()): LoadedAuthority {
+    const candidates = this.#loaded.filter((l) =>
+      l.record.activeFrom <= at && l.ca.certificate.notBefore <= at && l.ca.notAfter > at
+    );
+    const newest =
+      candidates.sort((a, b) => b.record.activeFrom.getTime() - a.record.activeFrom.getTime())[0];
+    if (!newest) {
+      throw new NoActiveAuthority(
+        this.#loaded.length === 0
+          ? "no CA authority is configured; run `meshauth ca init`"
+          : "no CA authority is active and valid now",
+      );
+    }
+    return newest;
+  }
+
+  /** The authority that issued `authorityId`'s certificates, if still loaded. */
+  get(authorityId: string): LoadedAuthority | undefined {
+    return this.#loaded.find((l) => l.record.id === authorityId);
+  }
+
+  /** When an authority stops being needed in the bundle: its successor's start plus the longest leaf. */
+  #retiredAfter(authority: LoadedAuthority): Date | undefined {
+    const successor = this.#loaded
+      .filter((l) => l.record.activeFrom > authority.record.activeFrom)
+      .sort((a, b) => a.record.activeFrom.getTime() - b.record.activeFrom.getTime())[0];
+    if (!successor) return undefined;
+    const maxLeafSeconds = this.#options.policy?.maxTtlSeconds ?? 90 * 24 * 3600;
+    return new Date(successor.record.activeFrom.getTime() + maxLeafSeconds * 1000);
+  }
+
+  /** The authorities whose roots are published at `at`. */
+  published(at = this.#now()): LoadedAuthority[] {
+    return this.#loaded.filter((l) => {
+      const retired = this.#retiredAfter(l);
+      return l.ca.notAfter > at && (!retired || retired > at);
+    });
+  }
+
+  /**
+   * The trust bundle at `at`: the roots of every published authority. Its sequence grows each
+   * time the set changes (an authority added or retired), as SPIFFE bundle endpoints expect.
+   */
+  bundle(at = this.#now()): TrustBundle {
+    const published = this.published(at);
+    const retiredCount = this.#loaded.filter((l) => {
+      const retired = this.#retiredAfter(l);
+      return (retired && retired <= at) || l.ca.notAfter <= at;
+    }).length;
+    const bundle = new TrustBundle(this.trustDomain, [], {
+      sequence: this.#loaded.length + retiredCount,
+      refreshHintSeconds: this.#options.refreshHintSeconds ?? 300,
+    });
+    for (const l of published) for (const root of l.roots.x509Authorities()) bundle.addAuthority(root);
+    return bundle;
+  }
+}

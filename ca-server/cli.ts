@@ -1,0 +1,331 @@
+/**
+ * The `meshauth` command line: `meshauth ca init|serve|revoke|token create|rotate|export-key`.
+ * Every command takes `--config <file>` (YAML or JSON) and honours `MESHAUTH_*` environment
+ * overrides; `--help` on any of them says what it does.
+ *
+ * @module
+ */
+
+import { readFile, writeFile } from "node:fs/promises";
+import { realpathSync } from "node:fs";
+import { pathToFileURL } from "node:url";
+import { parseArgs } from "node:util";
+import {
+  CertificateAuthority,
+  createCsr,
+  exportPrivateKeyPem,
+  generateKeyPair,
+  type KeyAlgorithm,
+} from "../mod.ts";
+import { createJoinToken } from "./auth/join-token.ts";
+import { type CaConfig, ConfigError, ENV_OVERRIDES, loadConfig } from "./config.ts";
+import { jsonLogger } from "./logger.ts";
+import { runCaServer } from "./serve.ts";
+import { initRoot, loadAuthorities, openKeyManager, openStore } from "./setup.ts";
+import { isRevocationReason } from "./store/records.ts";
+import { REVOCATION_REASONS, type RevocationSelector } from "./store/store.ts";
+
+const COMMON = `Common options:
+  --config <file>   YAML or JSON configuration (see docs/ca-server.md)
+  --help            this text
+Environment overrides: ${Object.keys(ENV_OVERRIDES).join(", ")}`;
+
+const HELP: Record<string, string> = {
+  "": `usage: meshauth ca <command> [options]
+
+Commands:
+  ca init           create the CA's root (or import an intermediate, or write a CSR for an offline root)
+  ca serve          serve the CA's HTTP API
+  ca revoke         revoke a certificate by serial number, or every certificate of a SPIFFE ID
+  ca token create   create a join token for a workload, a node agent or an administrator
+  ca rotate         add a new root that signs after an overlap period
+  ca export-key     print an authority's private key (PKCS#8 PEM): the only way a key leaves
+
+Run "meshauth ca <command> --help" for a command's options.`,
+  init: `usage: meshauth ca init [options]
+
+Creates the CA's first authority in the key directory, unless one exists.
+  --trust-domain <td>       the trust domain (default from the configuration)
+  --key-algorithm <alg>     ECDSA-P256 (default), ECDSA-P384, RSA-2048, RSA-3072, RSA-4096, Ed25519
+  --ttl-seconds <n>         lifetime of the root
+  --csr <file>              instead: make a key and write a CSR for an offline root to sign (key kept in <file>.key, mode 0600)
+  --chain <file>            instead: import an intermediate: its chain (intermediate first) ...
+  --key <file>              ... its private key ...
+  --bundle <file>           ... and the root(s) that verify it
+${COMMON}`,
+  serve: `usage: meshauth ca serve [options]
+
+Serves the API (TLS on 127.0.0.1:8443 by default). Stops on SIGINT or SIGTERM.
+${COMMON}`,
+  revoke: `usage: meshauth ca revoke (--serial <hex> | --spiffe-id <id>) --reason <reason> [options]
+
+Revokes directly in the store; running servers put it in their next CRL.
+  --reason <reason>   one of ${REVOCATION_REASONS.join(", ")}
+${COMMON}`,
+  token: `usage: meshauth ca token create (--spiffe-id <id> | --node <name> | --admin) [options]
+
+Prints a new join token once; the store keeps only its hash.
+  --ttl-seconds <n>   lifetime (default 3600)
+  --reusable          may be used more than once (administrator tokens always are)
+${COMMON}`,
+  rotate: `usage: meshauth ca rotate [options]
+
+Adds a new root now; it is published in the bundle at once and signs after the overlap.
+  --overlap-seconds <n>   how long both roots are published before the new one signs (default 86400)
+  --key-algorithm <alg>   key of the new root
+${COMMON}`,
+  "export-key": `usage: meshauth ca export-key --authority <id> [options]
+
+Prints the private key of one authority as PKCS#8 PEM.
+${COMMON}`,
+};
+
+class UsageError extends Error {}
+
+function positiveInt(value: string | undefined, name: string): number | undefined {
+  if (value === undefined) return undefined;
+  if (!/^\d+$/.test(value) || Number(value) <= 0) {
+    throw new UsageError(`${name} must be a positive whole number`);
+  }
+  return Number(value);
+}
+
+async function configFrom(values: { config?: string; "trust-domain"?: string }): Promise<CaConfig> {
+  return await loadConfig({
+    path: values.config,
+    env: process.env,
+    overrides: { trustDomain: values["trust-domain"] },
+  });
+}
+
+const commonOptions = {
+  config: { type: "string" },
+  help: { type: "boolean" },
+} as const;
+
+async function init(args: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      ...commonOptions,
+      "trust-domain": { type: "string" },
+      "key-algorithm": { type: "string" },
+      "ttl-seconds": { type: "string" },
+      csr: { type: "string" },
+      chain: { type: "string" },
+      key: { type: "string" },
+      bundle: { type: "string" },
+    },
+  });
+  if (values.help) return console.log(HELP.init);
+  const config = await configFrom(values);
+  const keyManager = openKeyManager(config);
+  const keyAlgorithm = values["key-algorithm"] as KeyAlgorithm | undefined;
+  if (values.csr) {
+    const keys = await generateKeyPair(keyAlgorithm ?? config.ca.keyAlgorithm);
+    const csr = await createCsr({ keys, id: `spiffe://${config.trustDomain}` });
+    await writeFile(`${values.csr}.key`, await exportPrivateKeyPem(keys.privateKey), { mode: 0o600 });
+    await writeFile(values.csr, csr);
+    console.log(
+      `wrote ${values.csr} (key in ${values.csr}.key); have the offline root sign it as a CA, then run
+  meshauth ca init --chain <signed chain> --key ${values.csr}.key --bundle <root.pem>`,
+    );
+    return;
+  }
+  const existing = await keyManager.list();
+  if (values.chain || values.key) {
+    if (!values.chain || !values.key) throw new UsageError("--chain and --key go together");
+    const certificateChainPem = await readFile(values.chain, "utf8");
+    const privateKeyPem = await readFile(values.key, "utf8");
+    const trustBundlePem = values.bundle ? await readFile(values.bundle, "utf8") : undefined;
+    // Loading checks that the key matches the certificate and that it is a CA of this trust domain.
+    await CertificateAuthority.load({
+      certificateChainPem,
+      privateKeyPem,
+      trustBundlePem,
+      trustDomain: config.trustDomain,
+    });
+    const record = await keyManager.add({
+      certificateChainPem,
+      privateKeyPem,
+      trustBundlePem,
+      activeFrom: new Date(),
+    });
+    console.log(`imported authority ${record.id} for ${config.trustDomain} into ${config.keys.dir}`);
+    return;
+  }
+  if (existing.length > 0) {
+    console.log(
+      `${config.keys.dir} already holds ${existing.length} authorit${
+        existing.length === 1 ? "y" : "ies"
+      }; nothing to do`,
+    );
+    return;
+  }
+  const record = await initRoot(config, keyManager, {
+    keyAlgorithm,
+    ttlSeconds: positiveInt(values["ttl-seconds"], "--ttl-seconds"),
+  });
+  console.log(`created root ${record.id} for ${config.trustDomain} in ${config.keys.dir}`);
+}
+
+async function serve(args: string[]): Promise<void> {
+  const { values } = parseArgs({ args, options: commonOptions });
+  if (values.help) return console.log(HELP.serve);
+  const config = await configFrom(values);
+  await runCaServer(config, jsonLogger({ level: config.log.level }));
+}
+
+async function revoke(args: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      ...commonOptions,
+      serial: { type: "string" },
+      "spiffe-id": { type: "string" },
+      reason: { type: "string" },
+    },
+  });
+  if (values.help) return console.log(HELP.revoke);
+  const reason = values.reason ?? "";
+  if (!isRevocationReason(reason)) {
+    throw new UsageError(`--reason must be one of ${REVOCATION_REASONS.join(", ")}`);
+  }
+  let selector: RevocationSelector;
+  if (values.serial && !values["spiffe-id"]) selector = { serialNumber: values.serial.toLowerCase(), reason };
+  else if (values["spiffe-id"] && !values.serial) selector = { spiffeId: values["spiffe-id"], reason };
+  else throw new UsageError("give exactly one of --serial and --spiffe-id");
+  const config = await configFrom(values);
+  const store = await openStore(config);
+  try {
+    if ("serialNumber" in selector && !(await store.findCertificate(selector.serialNumber))) {
+      throw new UsageError(`this CA issued no certificate with serial number ${selector.serialNumber}`);
+    }
+    const revoked = await store.revoke(selector, new Date());
+    await store.appendAudit({
+      at: new Date(),
+      action: "revoked",
+      requester: `cli:${process.env.USER ?? process.getuid?.() ?? "unknown"}`,
+      details: { selector, serialNumbers: revoked.map((r) => r.serialNumber) },
+    });
+    console.log(JSON.stringify({ revoked }, null, 2));
+  } finally {
+    await store.close();
+  }
+}
+
+async function token(args: string[]): Promise<void> {
+  const [sub, ...rest] = args;
+  const { values } = parseArgs({
+    args: rest,
+    options: {
+      ...commonOptions,
+      "spiffe-id": { type: "string" },
+      node: { type: "string" },
+      admin: { type: "boolean" },
+      "ttl-seconds": { type: "string" },
+      reusable: { type: "boolean" },
+    },
+  });
+  if (values.help || sub !== "create") {
+    console.log(HELP.token);
+    if (sub !== "create" && !values.help) {
+      throw new UsageError(`unknown token command ${JSON.stringify(sub ?? "")}`);
+    }
+    return;
+  }
+  const kinds = [values["spiffe-id"], values.node, values.admin].filter((v) => v !== undefined);
+  if (kinds.length !== 1) throw new UsageError("give exactly one of --spiffe-id, --node and --admin");
+  const config = await configFrom(values);
+  if (values["spiffe-id"] && !values["spiffe-id"].startsWith(`spiffe://${config.trustDomain}/`)) {
+    throw new UsageError(`--spiffe-id must be in the trust domain ${config.trustDomain}`);
+  }
+  if (values.node && !/^[A-Za-z0-9._-]+$/.test(values.node)) {
+    throw new UsageError("--node may hold letters, digits, '.', '_', '-'");
+  }
+  const store = await openStore(config);
+  try {
+    const { token, record } = await createJoinToken(store, {
+      role: values.admin ? "admin" : values.node ? "node" : "workload",
+      spiffeId: values["spiffe-id"],
+      node: values.node,
+      ttlSeconds: positiveInt(values["ttl-seconds"], "--ttl-seconds") ?? 3600,
+      isSingleUse: values.admin ? false : !values.reusable,
+    });
+    await store.appendAudit({
+      at: new Date(),
+      action: "token-created",
+      requester: `cli:${process.env.USER ?? process.getuid?.() ?? "unknown"}`,
+      details: { tokenId: record.id, role: record.role, spiffeId: record.spiffeId, node: record.node },
+    });
+    console.log(token);
+  } finally {
+    await store.close();
+  }
+}
+
+async function rotate(args: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args,
+    options: { ...commonOptions, "overlap-seconds": { type: "string" }, "key-algorithm": { type: "string" } },
+  });
+  if (values.help) return console.log(HELP.rotate);
+  const config = await configFrom(values);
+  const keyManager = openKeyManager(config);
+  await loadAuthorities(config, keyManager);
+  const overlap = positiveInt(values["overlap-seconds"], "--overlap-seconds") ?? 86400;
+  const activeFrom = new Date(Date.now() + overlap * 1000);
+  const record = await initRoot(config, keyManager, {
+    keyAlgorithm: values["key-algorithm"] as KeyAlgorithm | undefined,
+    activeFrom,
+  });
+  console.log(
+    `added root ${record.id}; published now, signs from ${activeFrom.toISOString()}. Restart servers to load it.`,
+  );
+}
+
+async function exportKey(args: string[]): Promise<void> {
+  const { values } = parseArgs({ args, options: { ...commonOptions, authority: { type: "string" } } });
+  if (values.help) return console.log(HELP["export-key"]);
+  if (!values.authority) {
+    throw new UsageError("--authority <id> is required (the ids are in the key directory)");
+  }
+  const config = await configFrom(values);
+  process.stdout.write(await openKeyManager(config).exportPrivateKeyPem(values.authority));
+}
+
+/** Runs the CLI with `argv` (without the node and script paths). */
+export async function runCli(argv: string[]): Promise<number> {
+  const [group, command, ...rest] = argv;
+  try {
+    if (group !== "ca" || command === undefined || command === "--help" || command === "help") {
+      console.log(HELP[""]);
+      return group === "ca" || group === "--help" || group === undefined ? 0 : 2;
+    }
+    const commands: Record<string, (args: string[]) => Promise<void>> = {
+      init,
+      serve,
+      revoke,
+      token,
+      rotate,
+      "export-key": exportKey,
+    };
+    const run = commands[command];
+    if (!run) throw new UsageError(`unknown command "ca ${command}"\n\n${HELP[""]}`);
+    await run(rest);
+    return 0;
+  } catch (err) {
+    if (err instanceof ConfigError) console.error(`meshauth: ${err.message}`);
+    else if (err instanceof UsageError || (err as { code?: string }).code?.startsWith("ERR_PARSE_ARGS")) {
+      console.error(`meshauth: ${(err as Error).message}`);
+      return 2;
+    } else console.error(`meshauth: ${(err as Error).message}`);
+    return 1;
+  }
+}
+
+// Run when executed (node ca-server/cli.ts, or the built bin), not when imported.
+if (process.argv[1] && import.meta.url === pathToFileURL(realpathSync(process.argv[1])).href) {
+  const code = await runCli(process.argv.slice(2));
+  if (code !== 0 || !process.argv.slice(2).includes("serve")) process.exitCode = code;
+}

@@ -1,0 +1,65 @@
+/**
+ * `npm start`: a development CA with no configuration. On first run it makes a root for the
+ * trust domain `meshauth.local` in `./.meshauth/`; every run it serves TLS on
+ * https://localhost:8443 (127.0.0.1 only), creates a single-use join token for the demo
+ * identity and prints how to obtain a certificate with curl. `MESHAUTH_*` variables override
+ * the defaults (see `meshauth ca serve --help`).
+ *
+ * @module
+ */
+
+import cluster from "node:cluster";
+import { writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { createJoinToken } from "./auth/join-token.ts";
+import { ConfigError, loadConfig } from "./config.ts";
+import { jsonLogger } from "./logger.ts";
+import { runCaServer } from "./serve.ts";
+import { initRoot, loadAuthorities, openKeyManager, openStore } from "./setup.ts";
+
+/** The shell commands that get a certificate for `spiffeId` with `token` from `url`. */
+export function demoInstructions(url: string, bundlePath: string, spiffeId: string, token: string): string {
+  return [
+    `# 1. a key and a CSR naming ${spiffeId}:`,
+    `openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout demo.key -out demo.csr \\`,
+    `  -subj "/O=demo" -addext "subjectAltName=URI:${spiffeId}"`,
+    `# 2. the certificate, with the single-use join token (valid 1 hour):`,
+    `curl --cacert ${bundlePath} -H "Authorization: Bearer ${token}" -H "Content-Type: application/json" \\`,
+    `  --data "{\\"csr\\": \\"$(awk '{printf "%s\\\\n", $0}' demo.csr)\\"}" ${url}/v1/certificates`,
+  ].join("\n");
+}
+
+async function main(): Promise<void> {
+  const config = await loadConfig({ env: process.env });
+  const logger = jsonLogger({ level: config.log.level });
+  if (cluster.isWorker) return await runCaServer(config, logger);
+
+  const keyManager = openKeyManager(config);
+  if ((await keyManager.list()).length === 0) {
+    const record = await initRoot(config, keyManager);
+    logger.info("created a development root CA", {
+      trustDomain: config.trustDomain,
+      authority: record.id,
+      keys: config.keys.dir,
+    });
+  }
+  const authorities = await loadAuthorities(config, keyManager);
+  const bundlePath = join(config.dataDir, "bundle.pem");
+  await writeFile(bundlePath, authorities.bundle().toPem());
+  const store = await openStore(config);
+  const spiffeId = `spiffe://${config.trustDomain}/demo`;
+  const { token } = await createJoinToken(store, { role: "workload", spiffeId, ttlSeconds: 3600 });
+  await store.close();
+
+  await runCaServer(config, logger, (url) => {
+    console.log(`\nmeshauth development CA for ${config.trustDomain} at ${url} (state in ${config.dataDir})`);
+    console.log(`trust bundle: ${bundlePath}  (also ${url}/v1/bundle.pem)\n`);
+    console.log(demoInstructions(url, bundlePath, spiffeId, token));
+    console.log("\nStop with Ctrl-C.\n");
+  });
+}
+
+main().catch((err) => {
+  console.error(err instanceof ConfigError ? err.message : `meshauth: ${(err as Error).message}`);
+  process.exit(1);
+});

@@ -1,0 +1,83 @@
+/**
+ * meshauth's certificate authority server: `createCaApp(options)` returns a Hono app (any
+ * runtime) serving the `/v1` API (CSR signing, trust bundle, CRL, revocation), with
+ * authenticators (join tokens, Kubernetes service-account tokens, mTLS renewal, node agents),
+ * stores (embedded file store, PostgreSQL), key managers, and a Node server with TLS.
+ *
+ * @example
+ * ```ts
+ * import { loadConfig, startCaServer } from "meshauth/ca-server";
+ * const server = await startCaServer(await loadConfig({ env: process.env }));
+ * console.log(`CA at ${server.url}`);
+ * ```
+ * @module
+ */
+
+export { type CaAppOptions, createCaApp } from "./app.ts";
+export {
+  Authorities,
+  type AuthoritiesOptions,
+  type LoadedAuthority,
+  NoActiveAuthority,
+} from "./authorities.ts";
+export {
+  type AuthenticationMethod,
+  type Authenticator,
+  type Credentials,
+  type NodeWorkloads,
+  type Principal,
+  staticNodeWorkloads,
+} from "./auth/principal.ts";
+export {
+  constantTimeEqual,
+  createJoinToken,
+  isJoinToken,
+  JoinTokenAuthenticator,
+  type JoinTokenAuthenticatorOptions,
+  type JoinTokenRequest,
+  nodeIdOf,
+} from "./auth/join-token.ts";
+export {
+  KubernetesAuthenticator,
+  type KubernetesAuthenticatorOptions,
+  type TokenReviewOptions,
+} from "./auth/kubernetes.ts";
+export { MtlsAuthenticator, type MtlsAuthenticatorOptions } from "./auth/mtls.ts";
+export { type CaConfig, ConfigError, ENV_OVERRIDES, isLoopback, loadConfig } from "./config.ts";
+export {
+  authorityIdOf,
+  type AuthorityRecord,
+  type KeyManager,
+  MemoryKeyManager,
+  type NewAuthority,
+  pemSigner,
+} from "./keys/key-manager.ts";
+export { FileKeyManager, KeyFileError } from "./keys/file-key-manager.ts";
+export { jsonLogger, type Logger, type LogLevel, silentLogger } from "./logger.ts";
+export { CaMetrics } from "./metrics.ts";
+export {
+  nodeClientAddress,
+  nodeClientCertificate,
+  type RunningCaServer,
+  startCaServer,
+} from "./node-server.ts";
+export { Problem, type ProblemBody, type ProblemCode, PROBLEMS } from "./problems.ts";
+export { RateLimiter, type RateLimitOptions } from "./rate-limit.ts";
+export { MAX_BODY_BYTES } from "./request-body.ts";
+export { runCaServer } from "./serve.ts";
+export { CaService, type CaServiceOptions, type IssuanceResult } from "./service.ts";
+export { buildAuthenticators, initRoot, loadAuthorities, openKeyManager, openStore } from "./setup.ts";
+export { FileStore } from "./store/file-store.ts";
+export { PostgresStore, type PostgresStoreOptions } from "./store/postgres-store.ts";
+export {
+  type AuditEvent,
+  type CaStore,
+  type IssuedCertificate,
+  type JoinTokenRecord,
+  type JoinTokenRole,
+  type Revocation,
+  REVOCATION_REASONS,
+  type RevocationReason,
+  type RevocationSelector,
+  StoreError,
+} from "./store/store.ts";

@@ -1,0 +1,309 @@
+/**
+ * The embedded store: a data directory that survives crashes and is safe to share between
+ * processes on one host (the CA's workers and the CLI).
+ *
+ * - `certificates.jsonl` and `audit.jsonl`: append-only journals with group commit
+ *   (`write` then `fdatasync` before a request is answered).
+ * - `state.json`: revocations, the CRL number and join tokens, replaced atomically by writing
+ *   a temporary file, `fsync`ing it, renaming it over the old one and `fsync`ing the directory,
+ *   so an interrupted write leaves the previous state intact.
+ * - `state.lock`: a lock file (`O_EXCL`) held while state is read, changed and written.
+ *
+ * @example
+ * ```ts
+ * import { FileStore } from "meshauth/ca-server";
+ * const store = new FileStore("./.meshauth/store");
+ * await store.open();
+ * ```
+ * @module
+ */
+
+import { mkdir, open, readFile, rename, stat, unlink } from "node:fs/promises";
+import { join } from "node:path";
+import { Journal } from "./journal.ts";
+import {
+  type AuditEvent,
+  type CaStore,
+  type IssuedCertificate,
+  type JoinTokenRecord,
+  type Revocation,
+  type RevocationSelector,
+  StoreError,
+} from "./store.ts";
+import { isRevocationReason, reviveDates } from "./records.ts";
+
+interface State {
+  version: 1;
+  revision: number;
+  crlNumber: string;
+  revocations: Revocation[];
+  joinTokens: JoinTokenRecord[];
+}
+
+const EMPTY_STATE: State = { version: 1, revision: 0, crlNumber: "0", revocations: [], joinTokens: [] };
+const LOCK_WAIT_MS = 10_000;
+const STALE_LOCK_MS = 30_000;
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+/** {@link CaStore} in a data directory. */
+export class FileStore implements CaStore {
+  readonly description: string;
+  readonly #certificates: Journal;
+  readonly #audit: Journal;
+  readonly #statePath: string;
+  readonly #lockPath: string;
+  #state: State = EMPTY_STATE;
+  #stateStamp = "";
+  #bySerial = new Map<string, IssuedCertificate>();
+  #byId = new Map<string, Set<string>>();
+  #auditTail: AuditEvent[] = [];
+  #localLock: Promise<unknown> = Promise.resolve();
+
+  constructor(readonly dir: string) {
+    this.description = `file:${dir}`;
+    this.#certificates = new Journal(join(dir, "certificates.jsonl"));
+    this.#audit = new Journal(join(dir, "audit.jsonl"));
+    this.#statePath = join(dir, "state.json");
+    this.#lockPath = join(dir, "state.lock");
+  }
+
+  async open(): Promise<void> {
+    await mkdir(this.dir, { recursive: true, mode: 0o700 });
+    await this.#certificates.open();
+    await this.#audit.open();
+    await this.#reloadState();
+  }
+
+  async close(): Promise<void> {
+    await this.#certificates.close();
+    await this.#audit.close();
+  }
+
+  async recordIssuance(certificate: IssuedCertificate): Promise<void> {
+    await this.#certificates.append(certificate);
+  }
+
+  async findCertificate(serialNumber: string): Promise<IssuedCertificate | undefined> {
+    await this.#catchUpCertificates();
+    return this.#bySerial.get(serialNumber);
+  }
+
+  async listCertificates(query: { spiffeId?: string; limit?: number }): Promise<IssuedCertificate[]> {
+    await this.#catchUpCertificates();
+    const limit = query.limit ?? 1000;
+    const serials = query.spiffeId ? [...(this.#byId.get(query.spiffeId) ?? [])] : [...this.#bySerial.keys()];
+    const out: IssuedCertificate[] = [];
+    for (let i = serials.length - 1; i >= 0 && out.length < limit; i--) {
+      out.push(this.#bySerial.get(serials[i])!);
+    }
+    return out;
+  }
+
+  revoke(selector: RevocationSelector, at: Date): Promise<Revocation[]> {
+    return this.#mutate(async (state) => {
+      await this.#catchUpCertificates();
+      const already = new Set(state.revocations.map((r) => r.serialNumber));
+      const targets = "serialNumber" in selector
+        ? [this.#bySerial.get(selector.serialNumber)].filter((c) => c !== undefined)
+        : [...(this.#byId.get(selector.spiffeId) ?? [])].map((s) => this.#bySerial.get(s)!)
+          .filter((c) => c.notAfter > at);
+      const added: Revocation[] = targets.filter((c) => !already.has(c.serialNumber)).map((c) => ({
+        serialNumber: c.serialNumber,
+        spiffeId: c.spiffeId,
+        revokedAt: at,
+        reason: selector.reason,
+        notAfter: c.notAfter,
+        authorityId: c.authorityId,
+      }));
+      if (added.length > 0) {
+        state.revocations.push(...added);
+        state.revision++;
+      }
+      return added;
+    });
+  }
+
+  async listRevocations(at: Date): Promise<Revocation[]> {
+    await this.#reloadStateIfChanged();
+    return this.#state.revocations.filter((r) => r.notAfter > at);
+  }
+
+  async isRevoked(serialNumber: string): Promise<boolean> {
+    await this.#reloadStateIfChanged();
+    return this.#state.revocations.some((r) => r.serialNumber === serialNumber);
+  }
+
+  async revocationRevision(): Promise<number> {
+    await this.#reloadStateIfChanged();
+    return this.#state.revision;
+  }
+
+  nextCrlNumber(): Promise<bigint> {
+    return this.#mutate((state) => {
+      const next = BigInt(state.crlNumber) + 1n;
+      state.crlNumber = next.toString();
+      return Promise.resolve(next);
+    });
+  }
+
+  async saveJoinToken(token: JoinTokenRecord): Promise<void> {
+    await this.#mutate((state) => {
+      state.joinTokens = state.joinTokens.filter((t) => t.id !== token.id);
+      state.joinTokens.push(token);
+      return Promise.resolve();
+    });
+  }
+
+  async findJoinToken(id: string): Promise<JoinTokenRecord | undefined> {
+    await this.#reloadStateIfChanged();
+    return this.#state.joinTokens.find((t) => t.id === id);
+  }
+
+  markJoinTokenUsed(id: string, at: Date): Promise<boolean> {
+    return this.#mutate((state) => {
+      const token = state.joinTokens.find((t) => t.id === id);
+      if (!token || token.usedAt) return Promise.resolve(false);
+      token.usedAt = at;
+      return Promise.resolve(true);
+    });
+  }
+
+  async appendAudit(event: AuditEvent): Promise<void> {
+    await this.#audit.append(event);
+  }
+
+  async readAudit(limit: number): Promise<AuditEvent[]> {
+    await this.#audit.readNew((record) => {
+      this.#auditTail.push(reviveDates(record) as AuditEvent);
+      if (this.#auditTail.length > 10_000) this.#auditTail.splice(0, this.#auditTail.length - 10_000);
+    });
+    return this.#auditTail.slice(-limit);
+  }
+
+  async #catchUpCertificates(): Promise<void> {
+    await this.#certificates.readNew((record) => {
+      const cert = reviveDates(record) as IssuedCertificate;
+      if (typeof cert.serialNumber !== "string" || typeof cert.spiffeId !== "string") return;
+      this.#bySerial.set(cert.serialNumber, cert);
+      let serials = this.#byId.get(cert.spiffeId);
+      if (!serials) this.#byId.set(cert.spiffeId, serials = new Set());
+      serials.add(cert.serialNumber);
+    });
+  }
+
+  async #reloadStateIfChanged(): Promise<void> {
+    let stamp = "";
+    try {
+      const s = await stat(this.#statePath);
+      stamp = `${s.ino}:${s.size}:${s.mtimeMs}`;
+    } catch {
+      stamp = "";
+    }
+    if (stamp !== this.#stateStamp) await this.#reloadState();
+  }
+
+  async #reloadState(): Promise<void> {
+    let text: string;
+    try {
+      const s = await stat(this.#statePath);
+      text = await readFile(this.#statePath, "utf8");
+      this.#stateStamp = `${s.ino}:${s.size}:${s.mtimeMs}`;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+      this.#state = structuredClone(EMPTY_STATE);
+      this.#stateStamp = "";
+      return;
+    }
+    let parsed: State;
+    try {
+      parsed = reviveDates(JSON.parse(text)) as State;
+    } catch (cause) {
+      throw new StoreError(`${this.#statePath} is not valid JSON; restore it from a backup`, { cause });
+    }
+    if (parsed.version !== 1 || !Array.isArray(parsed.revocations) || !Array.isArray(parsed.joinTokens)) {
+      throw new StoreError(`${this.#statePath} has an unknown layout (version ${parsed.version})`);
+    }
+    parsed.revocations = parsed.revocations.filter((r) => isRevocationReason(r.reason));
+    this.#state = parsed;
+  }
+
+  // Serialised within the process by a promise chain and across processes by the lock file.
+  #mutate<T>(change: (state: State) => Promise<T>): Promise<T> {
+    const run = this.#localLock.then(async () => {
+      await this.#acquireLock();
+      try {
+        await this.#reloadState();
+        const draft = structuredClone(this.#state);
+        const result = await change(draft);
+        await this.#writeState(draft);
+        return result;
+      } finally {
+        await unlink(this.#lockPath).catch(() => {});
+      }
+    });
+    this.#localLock = run.catch(() => {});
+    return run;
+  }
+
+  async #acquireLock(): Promise<void> {
+    const deadline = Date.now() + LOCK_WAIT_MS;
+    for (let attempt = 0;; attempt++) {
+      try {
+        const handle = await open(this.#lockPath, "wx", 0o600);
+        await handle.writeFile(`${process.pid}\n`);
+        await handle.close();
+        return;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+      }
+      try {
+        const holder = Number.parseInt(await readFile(this.#lockPath, "utf8"), 10);
+        const age = Date.now() - (await stat(this.#lockPath)).mtimeMs;
+        // A lock left by a process that died (or hung past any sane write) is broken.
+        if ((Number.isInteger(holder) && holder > 0 && !isAlive(holder)) || age > STALE_LOCK_MS) {
+          await unlink(this.#lockPath).catch(() => {});
+          continue;
+        }
+      } catch {
+        // The holder released it between our open and read: try again.
+      }
+      if (Date.now() > deadline) {
+        throw new StoreError(`could not lock ${this.#lockPath} within ${LOCK_WAIT_MS / 1000}s`);
+      }
+      await sleep(Math.min(50, 2 + attempt));
+    }
+  }
+
+  async #writeState(state: State): Promise<void> {
+    const tmp = `${this.#statePath}.${process.pid}.tmp`;
+    const handle = await open(tmp, "w", 0o600);
+    try {
+      await handle.writeFile(JSON.stringify(state));
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+    await rename(tmp, this.#statePath);
+    const dir = await open(this.dir, "r");
+    try {
+      await dir.sync();
+    } finally {
+      await dir.close();
+    }
+    this.#state = state;
+    const s = await stat(this.#statePath);
+    this.#stateStamp = `${s.ino}:${s.size}:${s.mtimeMs}`;
+  }
+}

@@ -1,0 +1,5 @@
+// The API suite against a real PostgreSQL that the test starts and stops.
+import { defineApiSuite } from "./api-suite.ts";
+import { startPostgres } from "./postgres.ts";
+
+defineApiSuite("PostgreSQL", startPostgres);

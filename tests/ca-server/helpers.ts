@@ -1,0 +1,203 @@
+// Test helpers for the CA server: start real CA processes on 127.0.0.1 (ephemeral ports),
+// talk to them over HTTP (fetch) or TLS (curl), and make keys, CSRs and tokens.
+import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createCsr, exportPrivateKeyPem, generateKeyPair, type KeyPair } from "../../mod.ts";
+import { createJoinToken, FileStore, PostgresStore } from "../../ca-server/mod.ts";
+import type { CaStore, JoinTokenRequest } from "../../ca-server/mod.ts";
+
+export const ROOT = new URL("../..", import.meta.url).pathname;
+export const TRUST_DOMAIN = "test.example";
+
+declare const Deno: unknown;
+/** The Node that runs CA processes: this one under Node, the PATH's under Deno. */
+export const NODE = typeof Deno === "undefined" ? process.execPath : "node";
+
+export interface CaProcess {
+  url: string;
+  port: number;
+  logs: string[];
+  stop(): Promise<void>;
+}
+
+/** Runs a command to completion (bounded by `timeoutMs`) and returns its output. */
+export function run(
+  cmd: string,
+  args: string[],
+  options: { input?: string; timeoutMs?: number; cwd?: string } = {},
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = execFile(cmd, args, {
+      cwd: options.cwd ?? ROOT,
+      timeout: options.timeoutMs ?? 30_000,
+      maxBuffer: 16 * 1024 * 1024,
+      encoding: "utf8",
+    }, (err, stdout, stderr) => {
+      const code = err
+        ? (typeof (err as { code?: unknown }).code === "number" ? (err as { code: number }).code : 1)
+        : 0;
+      resolve({ code, stdout, stderr });
+    });
+    if (options.input !== undefined) child.stdin?.end(options.input);
+  });
+}
+
+/** Runs the `meshauth` CLI in a Node process. */
+export function cli(
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(NODE, ["--import", "tsx", "ca-server/cli.ts", ...args], {
+      cwd: ROOT,
+      env: { ...process.env, ...env },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d) => stdout += d);
+    child.stderr.on("data", (d) => stderr += d);
+    const timer = setTimeout(() => child.kill("SIGKILL"), 60_000);
+    child.on("exit", (code) => {
+      clearTimeout(timer);
+      resolve({ code: code ?? 1, stdout, stderr });
+    });
+  });
+}
+
+/** Starts `meshauth ca serve --config <configPath>` and waits (at most 30 s) until it listens. */
+export function startCa(configPath: string, env: Record<string, string> = {}): Promise<CaProcess> {
+  const child: ChildProcess = spawn(NODE, [
+    "--import",
+    "tsx",
+    "ca-server/cli.ts",
+    "ca",
+    "serve",
+    "--config",
+    configPath,
+  ], {
+    cwd: ROOT,
+    env: { ...process.env, ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  const logs: string[] = [];
+  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  const stop = async () => {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    child.kill("SIGTERM");
+    const timer = setTimeout(() => child.kill("SIGKILL"), 5000);
+    await exited;
+    clearTimeout(timer);
+  };
+  return new Promise((resolve, reject) => {
+    let buffered = "";
+    const timer = setTimeout(() => {
+      void stop();
+      reject(new Error(`CA did not start within 30s:\n${logs.join("\n")}`));
+    }, 30_000);
+    const onLine = (line: string) => {
+      logs.push(line);
+      try {
+        const entry = JSON.parse(line);
+        if (entry.msg === "listening") {
+          clearTimeout(timer);
+          resolve({ url: entry.url, port: entry.port, logs, stop });
+        }
+      } catch {
+        // not a log line
+      }
+    };
+    child.stdout!.on("data", (d) => {
+      buffered += d;
+      const lines = buffered.split("\n");
+      buffered = lines.pop()!;
+      lines.forEach(onLine);
+    });
+    child.stderr!.on("data", (d) => logs.push(String(d)));
+    child.once("exit", (code) => {
+      clearTimeout(timer);
+      reject(new Error(`CA exited with ${code} before listening:\n${logs.join("\n")}`));
+    });
+  });
+}
+
+/** A temporary directory, removed by the returned function. */
+export async function tempDir(
+  prefix = "meshauth-ca-",
+): Promise<{ path: string; remove: () => Promise<void> }> {
+  const path = await mkdtemp(join(tmpdir(), prefix));
+  return { path, remove: () => rm(path, { recursive: true, force: true }) };
+}
+
+/** Writes a JSON config for a CA in `dir`. */
+export async function writeConfig(dir: string, config: Record<string, unknown>): Promise<string> {
+  const path = join(dir, "ca.json");
+  await writeFile(
+    path,
+    JSON.stringify({ trustDomain: TRUST_DOMAIN, dataDir: join(dir, "data"), ...config }, null, 2),
+  );
+  return path;
+}
+
+/** Opens the store a config names (for making tokens from the test, as `ca token create` does). */
+export async function openTestStore(dir: string, postgresUrl?: string): Promise<CaStore> {
+  const store = postgresUrl
+    ? new PostgresStore({ connectionString: postgresUrl, maxConnections: 2 })
+    : new FileStore(join(dir, "data", "store"));
+  await store.open();
+  return store;
+}
+
+/** Creates a join token directly in a store. */
+export async function token(
+  store: CaStore,
+  request: Partial<JoinTokenRequest> & Pick<JoinTokenRequest, "role">,
+): Promise<string> {
+  return (await createJoinToken(store, { ttlSeconds: 600, ...request })).token;
+}
+
+/** A fresh key and a CSR for `id`. */
+export async function csrFor(
+  id: string,
+  keys?: KeyPair,
+): Promise<{ csr: string; keys: KeyPair; keyPem: string }> {
+  const k = keys ?? await generateKeyPair("ECDSA-P256");
+  return { csr: await createCsr({ keys: k, id }), keys: k, keyPem: await exportPrivateKeyPem(k.privateKey) };
+}
+
+/** POSTs JSON to a plain-HTTP CA. */
+export async function postJson(
+  url: string,
+  body: unknown,
+  headers: Record<string, string> = {},
+): Promise<{ status: number; json: any; headers: Headers }> {
+  const response = await fetch(url, {
+    method: "POST",
+    headers: { "content-type": "application/json", ...headers },
+    body: typeof body === "string" ? body : JSON.stringify(body),
+  });
+  const text = await response.text();
+  return { status: response.status, json: text ? JSON.parse(text) : undefined, headers: response.headers };
+}
+
+/** A curl call; returns status, content type and body. */
+export async function curl(
+  args: string[],
+  options: { input?: string } = {},
+): Promise<{ status: number; contentType: string; body: string; stderr: string }> {
+  const r = await run(
+    "curl",
+    ["-sS", "--max-time", "15", "-w", "\n%{http_code}\t%{content_type}", ...args],
+    options,
+  );
+  const cut = r.stdout.lastIndexOf("\n");
+  const [status, contentType] = r.stdout.slice(cut + 1).split("\t");
+  return {
+    status: Number(status),
+    contentType: contentType ?? "",
+    body: r.stdout.slice(0, cut),
+    stderr: r.stderr,
+  };
+}

@@ -1,0 +1,296 @@
+// The CA server's parts on their own: configuration, key files, the file store's crash
+// safety, join tokens, the rate limiter and problem bodies.
+import assert from "node:assert/strict";
+import { appendFile, chmod, mkdir, readFile, stat, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { describe, it } from "node:test";
+import { CertificateAuthority } from "../../mod.ts";
+import {
+  ConfigError,
+  constantTimeEqual,
+  createJoinToken,
+  FileKeyManager,
+  FileStore,
+  JoinTokenAuthenticator,
+  KeyFileError,
+  loadConfig,
+  Problem,
+  RateLimiter,
+  staticNodeWorkloads,
+} from "../../ca-server/mod.ts";
+import { tempDir } from "./helpers.ts";
+
+describe("loadConfig", () => {
+  it("gives development defaults with no file", async () => {
+    const config = await loadConfig({ env: {}, cwd: "/srv" });
+    assert.equal(config.listen.host, "127.0.0.1");
+    assert.equal(config.listen.port, 8443);
+    assert.equal(config.listen.plainHttp, false);
+    assert.equal(config.dataDir, "/srv/.meshauth");
+    assert.deepEqual(config.store, { kind: "file" });
+  });
+
+  it("reads YAML and lets the environment override it", async () => {
+    const dir = await tempDir();
+    try {
+      const path = join(dir.path, "ca.yaml");
+      await writeFile(path, "trustDomain: prod.example\nlisten:\n  port: 9443\n");
+      const config = await loadConfig({
+        path,
+        env: { MESHAUTH_LISTEN_PORT: "9555", MESHAUTH_STORE_URL: "postgres://db/meshauth" },
+      });
+      assert.equal(config.trustDomain, "prod.example");
+      assert.equal(config.listen.port, 9555);
+      assert.deepEqual(config.store, { kind: "postgres", url: "postgres://db/meshauth", maxConnections: 10 });
+    } finally {
+      await dir.remove();
+    }
+  });
+
+  it("reports every bad field with its path", async () => {
+    const dir = await tempDir();
+    try {
+      const path = join(dir.path, "ca.json");
+      await writeFile(
+        path,
+        JSON.stringify({
+          trustDomain: "Bad Domain",
+          listen: { port: "http" },
+          store: { kind: "mysql" },
+          colour: 1,
+        }),
+      );
+      const err = await loadConfig({ path, env: {} }).catch((e) => e);
+      assert.ok(err instanceof ConfigError);
+      assert.equal(err.problems.length, 4, err.message);
+      assert.match(err.message, /trustDomain: invalid trust domain/);
+      assert.match(err.message, /listen\.port: expected a whole number/);
+      assert.match(err.message, /store\.kind: expected "file" or "postgres"/);
+      assert.match(err.message, /colour: unknown field/);
+    } finally {
+      await dir.remove();
+    }
+  });
+
+  it("refuses plain HTTP on a non-loopback address", async () => {
+    const err = await loadConfig({
+      env: {},
+      overrides: { "listen.plainHttp": true, "listen.host": "0.0.0.0" },
+    })
+      .catch((e) => e);
+    assert.ok(err instanceof ConfigError);
+    assert.match(err.message, /plain HTTP is allowed only on a loopback address/);
+  });
+
+  it("says what is wrong with a file that is not YAML", async () => {
+    const dir = await tempDir();
+    try {
+      const path = join(dir.path, "ca.yaml");
+      await writeFile(path, "listen: [unclosed\n");
+      await assert.rejects(loadConfig({ path, env: {} }), /not valid YAML/);
+    } finally {
+      await dir.remove();
+    }
+  });
+});
+
+describe("FileKeyManager", () => {
+  it("writes the key with mode 0600 and signs with it", async () => {
+    const dir = await tempDir();
+    try {
+      const keys = new FileKeyManager(join(dir.path, "keys"));
+      const root = await CertificateAuthority.createRoot({ trustDomain: "keys.example" });
+      const record = await keys.add({ ...(await root.exportPem()), activeFrom: new Date() });
+      assert.equal((await stat(join(dir.path, "keys", `${record.id}.key.pem`))).mode & 0o777, 0o600);
+      const signer = await keys.signer(record.id);
+      assert.ok((await signer.sign(new Uint8Array([1, 2, 3]))).length > 0);
+      assert.equal((await keys.list())[0].id, record.id);
+    } finally {
+      await dir.remove();
+    }
+  });
+
+  it("refuses a key file that group or others can read", async () => {
+    const dir = await tempDir();
+    try {
+      const keys = new FileKeyManager(join(dir.path, "keys"));
+      const root = await CertificateAuthority.createRoot({ trustDomain: "keys.example" });
+      const record = await keys.add({ ...(await root.exportPem()), activeFrom: new Date() });
+      await chmod(join(dir.path, "keys", `${record.id}.key.pem`), 0o644);
+      const fresh = new FileKeyManager(join(dir.path, "keys"));
+      await assert.rejects(
+        fresh.signer(record.id),
+        (err) => err instanceof KeyFileError && /mode 644/.test(err.message),
+      );
+    } finally {
+      await dir.remove();
+    }
+  });
+});
+
+describe("FileStore", () => {
+  const cert = (serialNumber: string, spiffeId = "spiffe://s.example/a") => ({
+    serialNumber,
+    spiffeId,
+    notBefore: new Date(),
+    notAfter: new Date(Date.now() + 3600_000),
+    issuedAt: new Date(),
+    requester: spiffeId,
+    method: "join-token",
+    authorityId: "a1",
+  });
+
+  it("keeps what was committed when a crash tore the journal's last line", async () => {
+    const dir = await tempDir();
+    try {
+      const store = new FileStore(dir.path);
+      await store.open();
+      await store.recordIssuance(cert("01"));
+      await store.close();
+      // A crash in the middle of an append leaves half a line.
+      await appendFile(join(dir.path, "certificates.jsonl"), '{"serialNumber":"02","spi');
+      const reopened = new FileStore(dir.path);
+      await reopened.open();
+      await reopened.recordIssuance(cert("03"));
+      const serials = (await reopened.listCertificates({})).map((c) => c.serialNumber).sort();
+      assert.deepEqual(serials, ["01", "03"]);
+      await reopened.close();
+    } finally {
+      await dir.remove();
+    }
+  });
+
+  it("keeps the previous state when a write was interrupted before its rename", async () => {
+    const dir = await tempDir();
+    try {
+      const store = new FileStore(dir.path);
+      await store.open();
+      await store.recordIssuance(cert("0a"));
+      await store.revoke({ serialNumber: "0a", reason: "superseded" }, new Date());
+      await store.close();
+      // The temporary file of an interrupted write is ignored; state.json is whole.
+      await writeFile(join(dir.path, `state.json.99999.tmp`), '{"version":1,"revis');
+      const reopened = new FileStore(dir.path);
+      await reopened.open();
+      assert.equal(await reopened.isRevoked("0a"), true);
+      assert.equal(await reopened.revocationRevision(), 1);
+      await reopened.close();
+    } finally {
+      await dir.remove();
+    }
+  });
+
+  it("gives unique increasing CRL numbers to two stores on one directory", async () => {
+    const dir = await tempDir();
+    try {
+      const a = new FileStore(dir.path);
+      const b = new FileStore(dir.path);
+      await a.open();
+      await b.open();
+      const numbers = await Promise.all(
+        Array.from({ length: 20 }, (_, i) => (i % 2 ? a : b).nextCrlNumber()),
+      );
+      assert.equal(new Set(numbers).size, 20);
+      assert.equal(numbers.reduce((m, n) => (n > m ? n : m), 0n), 20n);
+      await a.close();
+      await b.close();
+    } finally {
+      await dir.remove();
+    }
+  });
+
+  it("spends a single-use token once across two stores on one directory", async () => {
+    const dir = await tempDir();
+    try {
+      const a = new FileStore(dir.path);
+      const b = new FileStore(dir.path);
+      await a.open();
+      await b.open();
+      const { record } = await createJoinToken(a, {
+        role: "workload",
+        spiffeId: "spiffe://s.example/x",
+        ttlSeconds: 60,
+      });
+      const results = await Promise.all([
+        a.markJoinTokenUsed(record.id, new Date()),
+        b.markJoinTokenUsed(record.id, new Date()),
+      ]);
+      assert.deepEqual(results.sort(), [false, true]);
+      await a.close();
+      await b.close();
+    } finally {
+      await dir.remove();
+    }
+  });
+
+  it("stores join tokens only as a hash of their secret", async () => {
+    const dir = await tempDir();
+    try {
+      const store = new FileStore(dir.path);
+      await store.open();
+      const { token } = await createJoinToken(store, { role: "admin", ttlSeconds: 60 });
+      await store.close();
+      const state = await readFile(join(dir.path, "state.json"), "utf8");
+      assert.ok(!state.includes(token.split(".")[1]));
+    } finally {
+      await dir.remove();
+    }
+  });
+});
+
+describe("JoinTokenAuthenticator", () => {
+  it("maps a node token to the node's identity and its workloads", async () => {
+    const dir = await tempDir();
+    try {
+      const store = new FileStore(dir.path);
+      await store.open();
+      const { token } = await createJoinToken(store, { role: "node", node: "n1", ttlSeconds: 60 });
+      const auth = new JoinTokenAuthenticator({
+        store,
+        trustDomain: "n.example",
+        nodeWorkloads: staticNodeWorkloads({ n1: ["spiffe://n.example/w1"] }),
+      });
+      const principal = await auth.authenticate({ bearerToken: token });
+      assert.deepEqual(principal?.allowedIds, ["spiffe://n.example/node/n1", "spiffe://n.example/w1"]);
+      assert.equal(await auth.authenticate({ bearerToken: "eyJ.a.b" }), undefined);
+      await store.close();
+    } finally {
+      await mkdir(dir.path, { recursive: true });
+      await dir.remove();
+    }
+  });
+
+  it("compares digests without regard to where they differ", () => {
+    assert.equal(constantTimeEqual(new Uint8Array([1, 2, 3]), new Uint8Array([1, 2, 3])), true);
+    assert.equal(constantTimeEqual(new Uint8Array([1, 2, 3]), new Uint8Array([1, 2, 4])), false);
+    assert.equal(constantTimeEqual(new Uint8Array([1, 2]), new Uint8Array([1, 2, 0])), false);
+  });
+});
+
+describe("RateLimiter", () => {
+  it("allows a burst, then refuses until tokens refill", () => {
+    let now = 0;
+    const limiter = new RateLimiter({ requestsPerSecond: 2, burst: 3, now: () => now });
+    assert.deepEqual([1, 2, 3, 4].map(() => limiter.take("a").allowed), [true, true, true, false]);
+    assert.equal(limiter.take("b").allowed, true, "keys are independent");
+    now = 500;
+    assert.equal(limiter.take("a").allowed, true);
+  });
+});
+
+describe("Problem", () => {
+  it("renders an RFC 9457 body with a stable code", async () => {
+    const response = new Problem("ERR_MISSING_FIELD", "no csr", { field: "csr" }).toResponse();
+    assert.equal(response.status, 400);
+    assert.equal(response.headers.get("content-type"), "application/problem+json");
+    const body = await response.json();
+    assert.deepEqual(body, {
+      type: "urn:meshauth:problem:missing-field",
+      title: "A required field is missing",
+      status: 400,
+      detail: "no csr",
+      code: "ERR_MISSING_FIELD",
+      field: "csr",
+    });
+  });
+});

@@ -226,8 +226,12 @@ export function bitAt(bytes: Uint8Array, i: number): boolean {
 const TIME_UTC = /^(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})Z$/;
 const TIME_GENERALIZED = /^(\d{4})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})Z$/;
 
-/** UTCTime or GeneralizedTime in the RFC 5280 4.1.2.5 profile (seconds, `Z`, no fractions). */
-export function readTime(node: DerNode, field = "Time"): Date {
+/**
+ * UTCTime or GeneralizedTime in the RFC 5280 4.1.2.5 profile (seconds, `Z`, no fractions).
+ * With `utcTimeThrough2049`, a GeneralizedTime for a year 1950 to 2049 is refused, as RFC
+ * 5280 4.1.2.5 and 5.1.2.4 require UTCTime there.
+ */
+export function readTime(node: DerNode, field = "Time", utcTimeThrough2049 = false): Date {
   const text = latin1(contentOf(node));
   let m: RegExpExecArray | null;
   let year: number;
@@ -245,6 +249,9 @@ export function readTime(node: DerNode, field = "Time"): Date {
       );
     }
     year = Number(m[1]);
+    if (utcTimeThrough2049 && year >= 1950 && year < 2050) {
+      throw new MalformedInput(field, `GeneralizedTime for ${year}: dates through 2049 are UTCTime`);
+    }
   } else {
     throw new MalformedInput(field, "expected UTCTime or GeneralizedTime");
   }
@@ -348,8 +355,7 @@ export const printableString = (s: string): Uint8Array =>
 export const explicit = (n: number, inner: Uint8Array): Uint8Array => tlv(contextTag(n, true), inner);
 
 /** BIT STRING with no unused bits. */
-export const bitString = (bytes: Uint8Array): Uint8Array =>
-  tlv(Tag.BIT_STRING, new Uint8Array([0]), bytes);
+export const bitString = (bytes: Uint8Array): Uint8Array => tlv(Tag.BIT_STRING, new Uint8Array([0]), bytes);
 
 /** BIT STRING of named bits (KeyUsage), DER: trailing zero bits trimmed. */
 export function namedBits(bits: readonly number[]): Uint8Array {

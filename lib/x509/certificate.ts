@@ -116,6 +116,8 @@ export interface Certificate {
   inhibitAnyPolicy?: number;
   nameConstraints?: { permitted?: GeneralSubtree[]; excluded?: GeneralSubtree[] };
   crlDistributionPoints?: DistributionPoint[];
+  /** Authority information access (RFC 5280 4.2.2.1): access method OID and location. */
+  authorityInfoAccess?: Array<{ method: string; location: GeneralName }>;
 }
 
 /** Parses one or more certificates from PEM text or one from DER bytes. */
@@ -146,6 +148,8 @@ export function parseCertificate(der: Uint8Array, what = "certificate"): Certifi
   const serialBytes = integerBytes(serialNode, `${what} serialNumber`);
   const tbsSignatureAlgorithm = parseAlgorithmIdentifier(tbs[i++], `${what} signature`);
   const issuer = parseName(tbs[i++] ?? missing(`${what} issuer`), `${what} issuer`);
+  // RFC 5280 4.1.2.4: the issuer field MUST contain a non-empty distinguished name.
+  if (issuer.rdns.length === 0) throw new MalformedInput(`${what} issuer`, "empty issuer name");
   const validity = sequenceChildren(tbs[i++], `${what} validity`);
   if (validity.length !== 2) throw new MalformedInput(`${what} validity`, "must hold two times");
   const notBefore = readTime(validity[0], `${what} notBefore`);
@@ -319,11 +323,25 @@ function decodeExtensions(cert: Certificate, what: string): void {
       case OID.nameConstraints:
         cert.nameConstraints = parseNameConstraints(parseDer(ext.value, field), field);
         break;
-      case OID.crlDistributionPoints:
-        cert.crlDistributionPoints = sequenceChildren(parseDer(ext.value, field), field).map((dp) =>
+      case OID.crlDistributionPoints: {
+        const points = sequenceChildren(parseDer(ext.value, field), field).map((dp) =>
           parseDistributionPoint(dp, field)
         );
+        if (points.length === 0) throw new MalformedInput(field, "empty CRLDistributionPoints");
+        cert.crlDistributionPoints = points;
         break;
+      }
+      case OID.authorityInfoAccess: {
+        // RFC 5280 4.2.2.1: SEQUENCE SIZE (1..MAX) OF AccessDescription.
+        const descriptions = sequenceChildren(parseDer(ext.value, field), field).map((ad) => {
+          const [method, location, extra] = sequenceChildren(ad, field);
+          if (!method || !location || extra) throw new MalformedInput(field, "malformed AccessDescription");
+          return { method: readOid(method, field), location: parseGeneralName(location, field) };
+        });
+        if (descriptions.length === 0) throw new MalformedInput(field, "empty AuthorityInfoAccessSyntax");
+        cert.authorityInfoAccess = descriptions;
+        break;
+      }
     }
   }
 }

@@ -120,10 +120,10 @@ export function parseCrl(input: string | Uint8Array, what = "CRL"): Crl {
   }
   const tbsSignatureAlgorithm = parseAlgorithmIdentifier(tbs[i++], `${what} signature`);
   const issuer = parseName(tbs[i++] ?? missing(`${what} issuer`), `${what} issuer`);
-  const thisUpdate = readTime(tbs[i++] ?? missing(`${what} thisUpdate`), `${what} thisUpdate`);
+  const thisUpdate = readTime(tbs[i++] ?? missing(`${what} thisUpdate`), `${what} thisUpdate`, true);
   let nextUpdate: Date | undefined;
   if (tbs[i]?.tag === Tag.UTC_TIME || tbs[i]?.tag === Tag.GENERALIZED_TIME) {
-    nextUpdate = readTime(tbs[i++], `${what} nextUpdate`);
+    nextUpdate = readTime(tbs[i++], `${what} nextUpdate`, true);
   }
   const crl: Crl = {
     der,
@@ -161,7 +161,7 @@ function parseEntry(node: DerNode, version: number, field: string): RevokedCerti
   }
   const entry: RevokedCertificate = {
     serialNumber: toHex(integerBytes(expectTag(serial, Tag.INTEGER, field), field)),
-    revocationDate: readTime(date, `${field} revocationDate`),
+    revocationDate: readTime(date, `${field} revocationDate`, true),
     extensions: [],
   };
   if (exts) {

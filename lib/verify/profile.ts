@@ -120,10 +120,29 @@ export function checkProfile(cert: Certificate, role: CertificateRole, index: nu
     if (cert.subject.rdns.length > 0 && san?.critical) {
       fail("ERR_CERT_MALFORMED", "critical subjectAltName with a non-empty subject");
     }
+    // rustls-webpki and CABF 7.1.2.7.8: a CA certificate is not an end entity. Presenting one
+    // as a peer would let its holder's key stand for a whole CA.
+    if (isCa) {
+      fail("ERR_LEAF_IS_CA", "a CA certificate (basicConstraints cA) cannot be the end-entity certificate");
+    }
   } else {
-    // RFC 5280 6.1.4(k): a certificate that signs certificates must assert cA.
+    // RFC 5280 6.1.4(k) and 4.2.1.9: a certificate that signs certificates asserts cA, in a
+    // basicConstraints extension marked critical.
     if (!cert.basicConstraints) fail("ERR_CERT_NOT_CA", "issuing certificate without basicConstraints");
     if (!isCa) fail("ERR_CERT_NOT_CA", "issuing certificate whose basicConstraints does not assert cA");
+    if (!extension(OID.basicConstraints)!.critical) {
+      fail("ERR_CERT_MALFORMED", "CA basicConstraints is not critical");
+    }
+  }
+  // CABF 7.1.2.1.3: a self-signed anchor's authority key identifier is its own key identifier.
+  if (
+    role === "anchor" && cert.subject.key === cert.issuer.key && cert.authorityKeyIdentifier &&
+    cert.subjectKeyIdentifier && !bytesEqual(cert.authorityKeyIdentifier, cert.subjectKeyIdentifier)
+  ) {
+    fail(
+      "ERR_CERT_MALFORMED",
+      "self-signed root whose authorityKeyIdentifier differs from its subjectKeyIdentifier",
+    );
   }
   checkPublicKey(cert, index);
 }

@@ -29,7 +29,9 @@ const UNDERSTOOD_ENTRY_EXTENSIONS = new Set<string>([OID.reasonCode, OID.invalid
 
 /**
  * Checks every certificate of `path` but the trust anchor against the CRLs in scope for it.
- * Throws ERR_CERT_REVOKED or ERR_CRL_INVALID.
+ * When CRLs of a certificate's issuer were given, one of them must cover the certificate
+ * (a partitioned CRL for another partition proves nothing). Throws ERR_CERT_REVOKED,
+ * ERR_CRL_INVALID or ERR_REVOCATION_UNKNOWN.
  */
 export async function checkRevocation(
   path: readonly Certificate[],
@@ -41,9 +43,13 @@ export async function checkRevocation(
   for (let i = 0; i < path.length - 1; i++) {
     const cert = path[i];
     const issuer = path[i + 1];
-    for (const crl of crls) {
-      if (crl.issuer.key !== cert.issuer.key || !covers(crl, cert)) continue;
+    const fromIssuer = crls.filter((crl) => crl.issuer.key === cert.issuer.key);
+    if (fromIssuer.length === 0) continue;
+    let covered = false;
+    for (const crl of fromIssuer) {
       await checkCrl(crl, issuer, atSeconds, signatures);
+      if (!covers(crl, cert)) continue;
+      covered = true;
       const entry = crl.revoked.find((r) => r.serialNumber === cert.serialNumber);
       if (entry) {
         throw new VerificationError(
@@ -54,6 +60,13 @@ export async function checkRevocation(
           i,
         );
       }
+    }
+    if (!covered) {
+      throw new VerificationError(
+        "ERR_REVOCATION_UNKNOWN",
+        `${describe(cert)}: no CRL given for its issuer covers it (issuing distribution point scope)`,
+        i,
+      );
     }
   }
 }
@@ -91,7 +104,11 @@ async function checkCrl(
       bad(`unhandled critical extension ${ext.oid}`);
     }
   }
+  const serials = new Set<string>();
   for (const entry of crl.revoked) {
+    // A serial listed twice is ambiguous about when and why it was revoked.
+    if (serials.has(entry.serialNumber)) bad(`serial ${entry.serialNumber} is listed twice`);
+    serials.add(entry.serialNumber);
     for (const ext of entry.extensions) {
       // A certificateIssuer entry extension makes this an indirect CRL.
       if (ext.critical && !UNDERSTOOD_ENTRY_EXTENSIONS.has(ext.oid)) {
@@ -103,28 +120,44 @@ async function checkCrl(
   const crlNumber = crl.extensions.find((e) => e.oid === OID.crlNumber);
   if (!crlNumber) bad("missing CRL number");
   if (crlNumber!.critical) bad("critical CRL number");
-  if (crl.issuingDistributionPoint?.indirectCrl) bad("indirect CRLs are not supported");
+  const idp = crl.issuingDistributionPoint;
+  if (idp?.indirectCrl) bad("indirect CRLs are not supported");
+  // CABF 7.2.2.1: a partition is named by URIs in fullName, nothing else.
+  if (idp?.distributionPoint?.fullName?.some((n) => n.type !== "uri")) {
+    bad("issuing distribution point names something other than a URI");
+  }
   if (Math.floor(crl.thisUpdate.getTime() / 1000) > atSeconds) {
     bad(`not valid before ${crl.thisUpdate.toISOString()}`);
   }
-  if (crl.nextUpdate && Math.floor(crl.nextUpdate.getTime() / 1000) < atSeconds) {
-    bad(`stale since ${crl.nextUpdate.toISOString()}`);
+  // RFC 5280 5.1.2.5: conforming CRLs carry nextUpdate; without it staleness is unknowable.
+  if (!crl.nextUpdate) bad("missing nextUpdate");
+  if (Math.floor(crl.nextUpdate!.getTime() / 1000) < atSeconds) {
+    bad(`stale since ${crl.nextUpdate!.toISOString()}`);
   }
 }
 
-/** RFC 5280 6.3.3(b): does the CRL's issuing distribution point cover this certificate? */
+/**
+ * RFC 5280 6.3.3(b): does the CRL's issuing distribution point cover this certificate? A
+ * partition named relative to the issuer, or one covering only some reasons, is not matched:
+ * meshauth needs a complete CRL for the certificate.
+ */
 function covers(crl: Crl, cert: Certificate): boolean {
   const idp = crl.issuingDistributionPoint;
   if (!idp) return true;
   const isCa = cert.basicConstraints?.ca === true;
   if (idp.onlyContainsUserCerts && isCa) return false;
   if (idp.onlyContainsCACerts && !isCa) return false;
-  if (idp.onlyContainsAttributeCerts) return false;
-  const names = idp.distributionPoint?.fullName;
-  if (!names) return true;
-  return (cert.crlDistributionPoints ?? []).some((dp: DistributionPoint) =>
-    (dp.fullName ?? dp.crlIssuer ?? []).some((a) => names.some((b) => sameName(a, b)))
-  );
+  if (idp.onlyContainsAttributeCerts || idp.onlySomeReasons) return false;
+  const point = idp.distributionPoint;
+  if (!point) return true;
+  const names = point.fullName;
+  if (!names) return false;
+  return (cert.crlDistributionPoints ?? []).some((dp: DistributionPoint) => {
+    const dpNames = dp.fullName ?? dp.crlIssuer ?? [];
+    // CABF 7.1.2.11.2: a distribution point is named by URIs only, compared byte for byte.
+    if (dpNames.some((n) => n.type !== "uri")) return false;
+    return dpNames.some((a) => names.some((b) => sameName(a, b)));
+  });
 }
 
 function sameName(a: GeneralName, b: GeneralName): boolean {

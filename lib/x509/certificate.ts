@@ -159,7 +159,7 @@ export function parseCertificate(der: Uint8Array, what = "certificate"): Certifi
   const [pkAlgNode, pkNode, pkExtra] = sequenceChildren(spkiNode, `${what} subjectPublicKeyInfo`);
   if (!pkNode || pkExtra) throw new MalformedInput(`${what} subjectPublicKeyInfo`, "malformed");
   const publicKeyAlgorithm = parseAlgorithmIdentifier(pkAlgNode, `${what} public key algorithm`);
-  const publicKey = readBitString(expectTag(pkNode, Tag.BIT_STRING, `${what} public key`)).bytes;
+  const publicKey = octetAligned(pkNode, `${what} public key`);
 
   const cert: Certificate = {
     der,
@@ -169,7 +169,7 @@ export function parseCertificate(der: Uint8Array, what = "certificate"): Certifi
     serialNumber: toHex(serialBytes),
     signatureAlgorithm: parseAlgorithmIdentifier(sigAlgNode, `${what} signatureAlgorithm`),
     tbsSignatureAlgorithm,
-    signature: readBitString(expectTag(sigNode, Tag.BIT_STRING, `${what} signature`)).bytes,
+    signature: octetAligned(sigNode, `${what} signature`),
     issuer,
     subject,
     notBefore,
@@ -196,6 +196,16 @@ export function parseCertificate(der: Uint8Array, what = "certificate"): Certifi
   }
   if (i !== tbs.length) throw new MalformedInput(what, "unexpected fields at the end of tbsCertificate");
   return cert;
+}
+
+/**
+ * A BIT STRING that carries whole octets (a signature or a public key): an unused-bit count
+ * other than zero would give one signature several encodings of the same certificate.
+ */
+export function octetAligned(node: DerNode | undefined, field: string): Uint8Array {
+  const { unusedBits, bytes } = readBitString(expectTag(node, Tag.BIT_STRING, field), field);
+  if (unusedBits !== 0) throw new MalformedInput(field, "BIT STRING of whole octets has unused bits");
+  return bytes;
 }
 
 /** Parses an Extensions SEQUENCE; refuses an empty list and duplicate OIDs (RFC 5280 4.2). */

@@ -14,6 +14,9 @@ export const SKIPPED_FEATURES: Readonly<Record<string, string>> = {
     "CABF's subscriber EKU rules (EKU required, never critical, never anyExtendedKeyUsage, none on roots) " +
     "are not applied: meshauth follows RFC 5280 4.2.1.12 and Go (no EKU extension means no restriction), " +
     "because X509-SVIDs from other issuers may omit it",
+  "has-mldsa":
+    "ML-DSA (RFC 9881) signatures cannot be verified: WebCrypto on the runtimes the core targets " +
+    "(Node 20 and 22, Deno, Bun, workerd) has no ML-DSA, and the core uses WebCrypto only",
   "rfc5280-incompatible-with-webpki":
     "where RFC 5280 and the Web PKI disagree meshauth takes the Web PKI side: a non-critical " +
     "nameConstraints extension is accepted (CABF 7.1.2.5.2) and still enforced",

@@ -254,6 +254,8 @@ function decodeExtensions(cert: Certificate, what: string): void {
       case OID.keyUsage: {
         const { bytes } = readBitString(expectTag(parseDer(ext.value, field), Tag.BIT_STRING, field), field);
         cert.keyUsage = new Set(KEY_USAGE_NAMES.filter((name) => bitAt(bytes, KeyUsage[name])));
+        // RFC 5280 4.2.1.3: when the extension appears, at least one bit MUST be set.
+        if (cert.keyUsage.size === 0) throw new MalformedInput(field, "keyUsage with no bit set");
         break;
       }
       case OID.extKeyUsage: {

@@ -19,16 +19,18 @@ export interface Signed {
 }
 
 /**
- * Remembers signatures that verified, across calls. Only successes are kept, keyed by the
- * signed object's whole DER and the issuer's SubjectPublicKeyInfo, so a hit means exactly
- * these bytes verified under exactly this key. Bounded: the oldest entries are dropped.
+ * Remembers signatures that verified, across calls: those on CA certificates (the
+ * intermediates every peer sends) and on CRLs, which recur; leaves change with every peer
+ * and would only churn it. Entries are keyed by the signed object's whole DER and the
+ * issuer's SubjectPublicKeyInfo, so a hit means exactly these bytes verified under exactly
+ * this key. Bounded: the oldest entries are dropped first.
  *
  * @example
  * ```ts
  * import { SignatureCache, verifyChain } from "meshauth";
  * const cache = new SignatureCache();
- * await verifyChain({ leaf, intermediates, roots, cache }); // verifies 2 signatures
- * await verifyChain({ leaf: other, intermediates, roots, cache }); // verifies 1
+ * await verifyChain({ leaf, intermediates, roots, cache }); // verifies leaf and intermediate
+ * await verifyChain({ leaf: other, intermediates, roots, cache }); // verifies the leaf only
  * ```
  */
 export class SignatureCache {
@@ -50,6 +52,11 @@ export class SignatureCache {
     }
     this.#verified.add(keyOf(signed, issuer));
   }
+}
+
+/** CA certificates and CRLs come back again and again; leaves do not. */
+function recurs(signed: Signed): boolean {
+  return "revoked" in signed || (signed as Partial<Certificate>).basicConstraints?.ca === true;
 }
 
 function keyOf(signed: Signed, issuer: Certificate): string {
@@ -96,7 +103,7 @@ export class SignatureChecker {
       if (cause instanceof MeshAuthError) ok = false;
       else throw cause;
     }
-    if (ok) this.cache?.add(signed, issuer);
+    if (ok && recurs(signed)) this.cache?.add(signed, issuer);
     return ok;
   }
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
-// Runs the core's tests (tests/core/*.test.ts) and the edge example's tests
-// (tests/examples/*.test.ts) inside Cloudflare's workerd, as plain Workers: Node
+// Runs the core's tests (tests/core/*.test.ts), the WebCrypto algorithm checks
+// (tests/workerd/*.test.ts) and the edge example's tests (tests/examples/*.test.ts) inside
+// Cloudflare's workerd, as plain Workers: Node
 // compatibility is off (flags no_nodejs_compat, no_nodejs_compat_v2), so a Node API that
 // leaks into lib/ fails here even though Node, Deno and Bun all provide it.
 //
@@ -51,6 +52,7 @@ function workerCapable(file) {
 
 const groups = adhoc.length ? [{ name: "adhoc", files: adhoc.map((f) => relative(root, resolve(f))) }] : [
   { name: "core", files: testFiles("tests/core") },
+  { name: "webcrypto", files: testFiles("tests/workerd") },
   { name: "examples", files: testFiles("tests/examples").filter(workerCapable) },
 ].filter((g) => g.files.length);
 

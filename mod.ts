@@ -53,11 +53,7 @@ export {
   type IssueOptions,
   type LoadOptions,
 } from "./lib/ca.ts";
-export {
-  REVOCATION_REASONS,
-  type RevocationReason,
-  type RevokedCertificate,
-} from "./lib/certificate-template.ts";
+export { type Revocation, REVOCATION_REASONS, type RevocationReason } from "./lib/certificate-template.ts";
 export {
   BundleSet,
   type SpiffeBundleDocument,
@@ -88,3 +84,24 @@ export {
   type PolicyEngineOptions,
   type PolicyRequest,
 } from "./lib/policy/evaluate.ts";
+export {
+  type CertificateInput,
+  type VerifiedChain,
+  verifyChain,
+  type VerifyChainOptions,
+} from "./lib/verify/chain.ts";
+export {
+  type SvidChainInput,
+  type VerifiedSvid,
+  verifySvid,
+  type VerifySvidOptions,
+} from "./lib/verify/svid.ts";
+export { SignatureCache } from "./lib/verify/signatures.ts";
+export {
+  type Crl,
+  CrlReason,
+  type CrlReasonName,
+  type IssuingDistributionPoint,
+  parseCrl,
+  type RevokedCertificate,
+} from "./lib/x509/crl.ts";

@@ -22,8 +22,7 @@ import { TrustBundle } from "./bundle.ts";
 import {
   keyIdentifier,
   randomSerial,
-  type RevocationReason,
-  type RevokedCertificate,
+  type Revocation,
   signCertificate,
   signCrl,
 } from "./certificate-template.ts";
@@ -115,7 +114,7 @@ export interface IssuedCertificate {
 
 /** Options of {@link CertificateAuthority.createCrl}. */
 export interface CreateCrlOptions {
-  revoked: RevokedCertificate[];
+  revoked: Revocation[];
   nextUpdateSeconds: number;
   /** Monotonic CRL number; by default the current time in milliseconds. */
   crlNumber?: bigint | number;
@@ -457,5 +456,3 @@ function subjectPublicKeyBits(spki: Uint8Array): Uint8Array {
   const [, key] = childrenOf(expectTag(parseDer(spki, "public key"), Tag.SEQUENCE, "public key"));
   return readBitString(key).bytes;
 }
-
-export type { RevocationReason, RevokedCertificate };

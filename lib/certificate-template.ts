@@ -20,6 +20,7 @@ import {
 import { OID } from "./asn1/oids.ts";
 import { toArrayBuffer } from "./encoding.ts";
 import { KeyUsage, type KeyUsageName } from "./x509/certificate.ts";
+import { CrlReason, type CrlReasonName } from "./x509/crl.ts";
 import type { Signer } from "./x509/signature.ts";
 import { dnsName, uriName } from "./x509/general-name.ts";
 
@@ -84,42 +85,19 @@ export async function signCertificate(template: CertificateTemplate, signer: Sig
   return seq(tbs, signer.algorithmIdentifier, bitString(await signer.sign(tbs)));
 }
 
-/** One revoked certificate in a CRL. */
-export interface RevokedCertificate {
+/** A revocation to list in a CRL. */
+export interface Revocation {
   /** Serial number as hex (as `issue` returns it). */
   serialNumber: string;
   revokedAt: Date;
   reason?: RevocationReason;
 }
 
-/** CRLReason (RFC 5280 5.3.1). */
-export type RevocationReason =
-  | "unspecified"
-  | "keyCompromise"
-  | "cACompromise"
-  | "affiliationChanged"
-  | "superseded"
-  | "cessationOfOperation"
-  | "certificateHold"
-  | "removeFromCRL"
-  | "privilegeWithdrawn"
-  | "aACompromise";
-
-const REASON_CODES: Record<RevocationReason, number> = {
-  unspecified: 0,
-  keyCompromise: 1,
-  cACompromise: 2,
-  affiliationChanged: 3,
-  superseded: 4,
-  cessationOfOperation: 5,
-  certificateHold: 6,
-  removeFromCRL: 8,
-  privilegeWithdrawn: 9,
-  aACompromise: 10,
-};
+/** CRLReason (RFC 5280 5.3.1) by name. */
+export type RevocationReason = CrlReasonName;
 
 /** The names of every {@link RevocationReason}. */
-export const REVOCATION_REASONS = Object.keys(REASON_CODES) as RevocationReason[];
+export const REVOCATION_REASONS = Object.keys(CrlReason) as RevocationReason[];
 
 /** Signs a v2 CRL and returns its DER. */
 export async function signCrl(
@@ -139,7 +117,7 @@ export async function signCrl(
       time(r.revokedAt),
       // RFC 5280 5.3.1: omit reasonCode rather than encode "unspecified".
       ...(r.reason && r.reason !== "unspecified"
-        ? [seq(extension(OID.reasonCode, false, tlv(0x0a, new Uint8Array([REASON_CODES[r.reason]]))))]
+        ? [seq(extension(OID.reasonCode, false, tlv(0x0a, new Uint8Array([CrlReason[r.reason]]))))]
         : []),
     )
   );

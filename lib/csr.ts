@@ -31,14 +31,14 @@ import {
   tlv,
 } from "./asn1/der.ts";
 import { OID } from "./asn1/oids.ts";
-import { fromBase64, toArrayBuffer } from "./encoding.ts";
+import { fromBase64 } from "./encoding.ts";
 import { InvalidCsr, MalformedInput, MeshAuthError, UnsupportedAlgorithm } from "./errors.ts";
 import type { KeyAlgorithm, KeyPair } from "./keys.ts";
 import { encodePem } from "./pem.ts";
 import { SpiffeId } from "./spiffeid.ts";
 import { parseAlgorithmIdentifier, parseExtensions } from "./x509/certificate.ts";
 import { dnsName, parseGeneralNames, uriName } from "./x509/general-name.ts";
-import { keySigner, verifySignature } from "./x509/signature.ts";
+import { importVerificationKey, keySigner } from "./x509/signature.ts";
 
 /** What a valid X509-SVID CSR asks for. */
 export interface CertificateRequest {
@@ -112,19 +112,21 @@ export async function parseCsr(input: string | Uint8Array): Promise<CertificateR
   }
   const spkiNode = info[2];
   const spki = encodingOf(spkiNode);
-  const { keyAlgorithm, importParams } = inspectKey(spkiNode);
+  const keyAlgorithm = inspectKey(spkiNode);
 
+  let publicKey: CryptoKey;
   let valid: boolean;
   try {
     const sigAlg = parseAlgorithmIdentifier(sigAlgNode, "CSR signature algorithm");
     const [algNode] = childrenOf(spkiNode, "CSR key");
-    valid = await verifySignature(
+    // Not the cached verifySignature: every CSR brings a new key, which would only churn the cache.
+    const verifier = await importVerificationKey(
       sigAlg,
       spki,
       parseAlgorithmIdentifier(algNode, "CSR key algorithm"),
-      encodingOf(infoNode),
-      signature,
     );
+    publicKey = verifier.key;
+    valid = await verifier.verify(encodingOf(infoNode), signature);
   } catch (cause) {
     if (cause instanceof UnsupportedAlgorithm) {
       throw new InvalidCsr("unsupported-algorithm", cause.message, { cause });
@@ -134,9 +136,6 @@ export async function parseCsr(input: string | Uint8Array): Promise<CertificateR
   if (!valid) throw new InvalidCsr("signature", "the CSR's signature does not verify with its own key");
 
   const { id, dnsNames } = requestedNames(info[3]);
-  const publicKey = await crypto.subtle.importKey("spki", toArrayBuffer(spki), importParams, true, [
-    "verify",
-  ]);
   return { id, dnsNames, publicKey, keyAlgorithm, spki, der };
 }
 
@@ -157,9 +156,8 @@ function csrDer(input: string | Uint8Array): Uint8Array {
   }
 }
 
-function inspectKey(
-  spkiNode: DerNode,
-): { keyAlgorithm: KeyAlgorithm; importParams: EcKeyImportParams | RsaHashedImportParams | Algorithm } {
+/** The key's algorithm, refusing what an X509-SVID may not carry. */
+function inspectKey(spkiNode: DerNode): KeyAlgorithm {
   try {
     const [algNode, keyNode] = childrenOf(expectTag(spkiNode, Tag.SEQUENCE, "CSR key"), "CSR key");
     const [idNode, params] = childrenOf(
@@ -169,12 +167,8 @@ function inspectKey(
     const algOid = readOid(idNode);
     if (algOid === OID.ecPublicKey) {
       const curve = params?.tag === Tag.OID ? readOid(params) : undefined;
-      if (curve === OID.p256) {
-        return { keyAlgorithm: "ECDSA-P256", importParams: { name: "ECDSA", namedCurve: "P-256" } };
-      }
-      if (curve === OID.p384) {
-        return { keyAlgorithm: "ECDSA-P384", importParams: { name: "ECDSA", namedCurve: "P-384" } };
-      }
+      if (curve === OID.p256) return "ECDSA-P256";
+      if (curve === OID.p384) return "ECDSA-P384";
       throw new InvalidCsr("unsupported-algorithm", `EC curve ${curve ?? "(explicit)"} is not supported`);
     }
     if (algOid === OID.rsaEncryption) {
@@ -188,12 +182,9 @@ function inspectKey(
         throw new InvalidCsr("unsupported-algorithm", `RSA key of ${bits} bits; at most 4096 are supported`);
       }
       const size = bits <= 2048 ? 2048 : bits <= 3072 ? 3072 : 4096;
-      return {
-        keyAlgorithm: `RSA-${size}` as KeyAlgorithm,
-        importParams: { name: "RSASSA-PKCS1-v1_5", hash: "SHA-256" },
-      };
+      return `RSA-${size}` as KeyAlgorithm;
     }
-    if (algOid === OID.ed25519) return { keyAlgorithm: "Ed25519", importParams: { name: "Ed25519" } };
+    if (algOid === OID.ed25519) return "Ed25519";
     throw new InvalidCsr("unsupported-algorithm", `public key algorithm ${algOid} is not supported`);
   } catch (cause) {
     throw asCsrError(cause);

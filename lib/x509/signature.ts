@@ -15,6 +15,7 @@ import {
   nullValue,
   oid,
   parseDer,
+  readBitString,
   readOid,
   readSmallInt,
   seq,
@@ -89,7 +90,9 @@ export function ecdsaRawToDer(raw: Uint8Array, size: number): Uint8Array {
 }
 
 function ecdsaDerToRaw(der: Uint8Array, size: number): Uint8Array {
-  const [r, s, extra] = childrenOf(expectTag(parseDer(der, "ECDSA signature"), Tag.SEQUENCE, "ECDSA signature"));
+  const [r, s, extra] = childrenOf(
+    expectTag(parseDer(der, "ECDSA signature"), Tag.SEQUENCE, "ECDSA signature"),
+  );
   if (!r || !s || extra) throw new MalformedInput("ECDSA signature", "expected SEQUENCE { r, s }");
   const out = new Uint8Array(size * 2);
   for (const [k, node] of [[0, r], [1, s]] as const) {
@@ -123,7 +126,10 @@ function curveOf(publicKeyAlgorithm: AlgorithmIdentifier): { name: string; size:
   throw new UnsupportedAlgorithm(`EC curve ${curve ?? "(explicit parameters)"}`);
 }
 
-function planFor(signatureAlgorithm: AlgorithmIdentifier, publicKeyAlgorithm: AlgorithmIdentifier): VerifyPlan {
+function planFor(
+  signatureAlgorithm: AlgorithmIdentifier,
+  publicKeyAlgorithm: AlgorithmIdentifier,
+): VerifyPlan {
   const sig = signatureAlgorithm.oid;
   const key = publicKeyAlgorithm.oid;
   const rsaHash: Record<string, string> = {
@@ -162,12 +168,16 @@ function planFor(signatureAlgorithm: AlgorithmIdentifier, publicKeyAlgorithm: Al
     };
   }
   if (sig === OID.ed25519) {
-    if (signatureAlgorithm.parameters) throw new MalformedInput("signature algorithm", "Ed25519 parameters must be absent");
+    if (signatureAlgorithm.parameters) {
+      throw new MalformedInput("signature algorithm", "Ed25519 parameters must be absent");
+    }
     if (key !== OID.ed25519) throw new UnsupportedAlgorithm(`Ed25519 signature with a ${key} key`);
     return { importParams: { name: "Ed25519" }, verifyParams: { name: "Ed25519" } };
   }
   if (sig === OID.rsassaPss) {
-    if (key !== OID.rsaEncryption && key !== OID.rsassaPss) throw new UnsupportedAlgorithm(`RSASSA-PSS with a ${key} key`);
+    if (key !== OID.rsaEncryption && key !== OID.rsassaPss) {
+      throw new UnsupportedAlgorithm(`RSASSA-PSS with a ${key} key`);
+    }
     const { hash, saltLength } = parsePssParams(signatureAlgorithm.parameters);
     return {
       importParams: { name: "RSA-PSS", hash },
@@ -196,11 +206,15 @@ function parsePssParams(params: Uint8Array | undefined): { hash: string; saltLen
     if (f.tag === contextTag(0, true)) hash = hashOf(inner);
     else if (f.tag === contextTag(1, true)) {
       const [mgfId, mgfParams] = childrenOf(expectTag(inner, Tag.SEQUENCE, "PSS MGF"));
-      if (readOid(mgfId) !== OID.mgf1 || !mgfParams) throw new UnsupportedAlgorithm("PSS mask generation other than MGF1");
+      if (readOid(mgfId) !== OID.mgf1 || !mgfParams) {
+        throw new UnsupportedAlgorithm("PSS mask generation other than MGF1");
+      }
       mgfHash = hashOf(mgfParams);
     } else if (f.tag === contextTag(2, true)) saltLength = readSmallInt(inner, "PSS saltLength");
     else if (f.tag === contextTag(3, true)) {
-      if (readSmallInt(inner, "PSS trailerField") !== 1) throw new UnsupportedAlgorithm("PSS trailerField other than 1");
+      if (readSmallInt(inner, "PSS trailerField") !== 1) {
+        throw new UnsupportedAlgorithm("PSS trailerField other than 1");
+      }
     }
   }
   if (!hash || !mgfHash) throw new UnsupportedAlgorithm("RSASSA-PSS with SHA-1");
@@ -211,10 +225,49 @@ function parsePssParams(params: Uint8Array | undefined): { hash: string; saltLen
 const keyCache = new Map<string, Promise<CryptoKey>>();
 const KEY_CACHE_LIMIT = 512;
 
+/** A public key imported for one signature algorithm. */
+export interface VerificationKey {
+  key: CryptoKey;
+  /** Verifies a signature in its X.509 encoding (DER for ECDSA). */
+  verify(data: Uint8Array, signature: Uint8Array): Promise<boolean>;
+}
+
+/**
+ * Imports `spki` for verifying signatures of `signatureAlgorithm`. EC and Ed25519 keys are
+ * imported from their raw point: OpenSSL 3.0's SPKI decoder (Node 20) costs several times
+ * more than the point import, and a CA imports one new key per CSR.
+ */
+export async function importVerificationKey(
+  signatureAlgorithm: AlgorithmIdentifier,
+  spki: Uint8Array,
+  publicKeyAlgorithm: AlgorithmIdentifier,
+): Promise<VerificationKey> {
+  const plan = planFor(signatureAlgorithm, publicKeyAlgorithm);
+  const key = await importPlanned(plan, spki);
+  return { key, verify: (data, signature) => verifyPlanned(plan, key, data, signature) };
+}
+
+// Public keys are extractable: nothing about them is secret, and callers export them.
+async function importPlanned(plan: VerifyPlan, spki: Uint8Array): Promise<CryptoKey> {
+  try {
+    if (plan.importParams.name === "ECDSA" || plan.importParams.name === "Ed25519") {
+      const [, keyBits] = childrenOf(expectTag(parseDer(spki, "public key"), Tag.SEQUENCE, "public key"));
+      const point = readBitString(expectTag(keyBits, Tag.BIT_STRING, "public key")).bytes;
+      return await crypto.subtle.importKey("raw", toArrayBuffer(point), plan.importParams, true, ["verify"]);
+    }
+    return await crypto.subtle.importKey("spki", toArrayBuffer(spki), plan.importParams, true, ["verify"]);
+  } catch (cause) {
+    if (cause instanceof DOMException && cause.name === "NotSupportedError") {
+      throw new RuntimeUnsupported(`${plan.importParams.name} public keys`, { cause });
+    }
+    throw new MalformedInput("public key", "WebCrypto could not import it", { cause });
+  }
+}
+
 /**
  * Verifies `signature` over `data` with the public key `spki` under `signatureAlgorithm`.
  * Returns false for a signature that does not verify; throws {@link UnsupportedAlgorithm} or
- * {@link MalformedInput} for algorithms or encodings it refuses.
+ * {@link MalformedInput} for algorithms or encodings it refuses. Imported keys are cached.
  */
 export async function verifySignature(
   signatureAlgorithm: AlgorithmIdentifier,
@@ -227,20 +280,20 @@ export async function verifySignature(
   const cacheKey = `${JSON.stringify(plan.importParams)}:${toHex(spki)}`;
   let key = keyCache.get(cacheKey);
   if (!key) {
-    key = crypto.subtle.importKey("spki", toArrayBuffer(spki), plan.importParams, false, ["verify"]);
+    key = importPlanned(plan, spki);
     if (keyCache.size >= KEY_CACHE_LIMIT) keyCache.delete(keyCache.keys().next().value!);
     keyCache.set(cacheKey, key);
     key.catch(() => keyCache.delete(cacheKey));
   }
-  let imported: CryptoKey;
-  try {
-    imported = await key;
-  } catch (cause) {
-    if (cause instanceof DOMException && cause.name === "NotSupportedError") {
-      throw new RuntimeUnsupported(`${plan.importParams.name} public keys`, { cause });
-    }
-    throw new MalformedInput("public key", "WebCrypto could not import it", { cause });
-  }
+  return verifyPlanned(plan, await key, data, signature);
+}
+
+async function verifyPlanned(
+  plan: VerifyPlan,
+  imported: CryptoKey,
+  data: Uint8Array,
+  signature: Uint8Array,
+): Promise<boolean> {
   let sig = signature;
   if (plan.ecdsaSize) {
     try {

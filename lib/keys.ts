@@ -16,7 +16,7 @@ import { childrenOf, expectTag, integer, octetString, oid, parseDer, readOid, se
 import { OID } from "./asn1/oids.ts";
 import { toArrayBuffer } from "./encoding.ts";
 import { InvalidKey, MalformedInput, RuntimeUnsupported, UnsupportedAlgorithm } from "./errors.ts";
-import { derBlock, encodePem } from "./pem.ts";
+import { decodePem, encodePem, type PemBlock } from "./pem.ts";
 
 /** Key algorithms meshauth issues and accepts for SVIDs. */
 export type KeyAlgorithm = "ECDSA-P256" | "ECDSA-P384" | "RSA-2048" | "RSA-3072" | "RSA-4096" | "Ed25519";
@@ -118,14 +118,33 @@ export async function importPrivateKeyPem(
   pem: string,
   options: { extractable?: boolean } = {},
 ): Promise<KeyPair> {
-  const der = derBlock(pem, ["PRIVATE KEY", "EC PRIVATE KEY", "RSA PRIVATE KEY"], "private key");
-  const label = pem.match(/-----BEGIN ([A-Z ]+)-----/)?.[1];
+  const { label, der } = privateKeyBlock(pem);
   const pkcs8 = label === "EC PRIVATE KEY"
     ? sec1ToPkcs8(der)
     : label === "RSA PRIVATE KEY"
     ? pkcs1ToPkcs8(der)
     : der;
   return await importPkcs8(pkcs8, options.extractable ?? true);
+}
+
+const PRIVATE_KEY_LABELS = ["PRIVATE KEY", "EC PRIVATE KEY", "RSA PRIVATE KEY"];
+
+function privateKeyBlock(pem: string): PemBlock {
+  if (typeof pem !== "string") throw new MalformedInput("private key", "expected PEM text");
+  // `openssl ecparam -genkey` writes the curve as an EC PARAMETERS block before the key;
+  // OpenSSL skips it when it reads the key, and so does this.
+  const blocks = decodePem(pem, "private key").filter((b) => b.label !== "EC PARAMETERS");
+  if (blocks.length === 0) throw new MalformedInput("private key", "no PEM block found");
+  if (blocks.length !== 1) {
+    throw new MalformedInput("private key", `expected one PEM block, found ${blocks.length}`);
+  }
+  if (!PRIVATE_KEY_LABELS.includes(blocks[0].label)) {
+    throw new MalformedInput(
+      "private key",
+      `unexpected PEM block ${blocks[0].label} (wanted ${PRIVATE_KEY_LABELS.join(" or ")})`,
+    );
+  }
+  return blocks[0];
 }
 
 async function importPkcs8(pkcs8: Uint8Array, extractable: boolean): Promise<KeyPair> {

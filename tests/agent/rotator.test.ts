@@ -1,0 +1,131 @@
+// The agent's SVID rotation against a real CA server on 127.0.0.1 over TLS: bootstrap with a
+// single-use join token, renew over mutual TLS with the SVID it holds, deliver files atomically.
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtemp, readFile, rm, stat } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { importPrivateKeyPem, parseCertificates, SpiffeId, TrustBundle, verifySvid } from "../../mod.ts";
+import {
+  createJoinToken,
+  initRoot,
+  loadConfig,
+  openKeyManager,
+  type RunningCaServer,
+  silentLogger,
+  startCaServer,
+} from "../../ca-server/mod.ts";
+import { CaClient, CaRequestFailed, CaUnavailable, SvidRotator } from "../../agent/mod.ts";
+
+const TRUST_DOMAIN = "agent.test";
+const id = SpiffeId.fromServiceAccount(TRUST_DOMAIN, "default", "photos");
+let dir: string;
+let server: RunningCaServer;
+let bundlePem: string;
+
+before(async () => {
+  dir = await mkdtemp(join(tmpdir(), "meshauth-agent-"));
+  const config = await loadConfig({
+    overrides: {
+      trustDomain: TRUST_DOMAIN,
+      dataDir: join(dir, "ca"),
+      "listen.host": "127.0.0.1",
+      "listen.port": 0,
+    },
+  });
+  await initRoot(config, openKeyManager(config));
+  server = await startCaServer(config, { logger: silentLogger });
+  bundlePem = server.authorities.bundle().toPem();
+});
+
+after(async () => {
+  await server?.close();
+  await rm(dir, { recursive: true, force: true });
+});
+
+async function joinToken(isSingleUse = true): Promise<string> {
+  return (await createJoinToken(server.store, {
+    role: "workload",
+    spiffeId: id.toString(),
+    ttlSeconds: 600,
+    isSingleUse,
+  }))
+    .token;
+}
+
+test("the rotator bootstraps with a join token and writes a verifiable SVID, key 0600", async () => {
+  const out = join(dir, "photos");
+  const rotator = new SvidRotator({
+    id,
+    client: new CaClient({ url: server.url, caCertificatesPem: bundlePem }),
+    credential: { kind: "token", token: await joinToken() },
+    directory: out,
+  });
+  try {
+    const held = await rotator.start();
+    const chain = await readFile(join(out, "svid.pem"), "utf8");
+    const verified = await verifySvid(
+      chain,
+      TrustBundle.fromPem(TRUST_DOMAIN, await readFile(join(out, "bundle.pem"), "utf8")),
+    );
+    assert.equal(verified.id.toString(), id.toString());
+    assert.equal((await stat(join(out, "svid_key.pem"))).mode & 0o777, 0o600);
+    const key = await importPrivateKeyPem(await readFile(join(out, "svid_key.pem"), "utf8"));
+    const spki = new Uint8Array(await crypto.subtle.exportKey("spki", key.publicKey));
+    assert.deepEqual(spki, parseCertificates(chain)[0].spki);
+    assert.ok(held.expiresAt > held.notBefore);
+  } finally {
+    rotator.stop();
+  }
+});
+
+test("after the single-use token is spent, the rotator renews over mTLS with its current SVID", async () => {
+  const rotator = new SvidRotator({
+    id,
+    client: new CaClient({ url: server.url, caCertificatesPem: bundlePem }),
+    credential: { kind: "token", token: await joinToken(true) },
+  });
+  try {
+    const first = await rotator.start();
+    const second = await rotator.rotate();
+    assert.notEqual(second.serialNumber, first.serialNumber);
+    assert.notEqual(second.privateKeyPem, first.privateKeyPem);
+  } finally {
+    rotator.stop();
+  }
+});
+
+test("a spent single-use token is refused with the CA's problem code", async () => {
+  const token = await joinToken(true);
+  const client = new CaClient({ url: server.url, caCertificatesPem: bundlePem });
+  const first = new SvidRotator({ id, client, credential: { kind: "token", token }, renewWithSvid: false });
+  await first.start();
+  first.stop();
+  await assert.rejects(
+    first.rotate(),
+    (err: unknown) => err instanceof CaRequestFailed && err.status === 401,
+  );
+});
+
+test("a rotator asking for an identity its token is not bound to is refused", async () => {
+  const other = SpiffeId.fromServiceAccount(TRUST_DOMAIN, "default", "other");
+  const rotator = new SvidRotator({
+    id: other,
+    client: new CaClient({ url: server.url, caCertificatesPem: bundlePem }),
+    credential: { kind: "token", token: await joinToken() },
+  });
+  await assert.rejects(
+    rotator.start(),
+    (err: unknown) => err instanceof CaRequestFailed && err.status === 403,
+  );
+});
+
+test("a CA that does not answer is reported as unavailable, not as a crash", async () => {
+  const client = new CaClient({ url: "https://127.0.0.1:1", caCertificatesPem: bundlePem, timeoutMs: 2000 });
+  await assert.rejects(client.trustBundlePem(), (err: unknown) => err instanceof CaUnavailable);
+});
+
+test("the client refuses a CA whose serving certificate it does not trust", async () => {
+  const client = new CaClient({ url: server.url, timeoutMs: 5000 });
+  await assert.rejects(client.trustBundlePem(), (err: unknown) => err instanceof CaUnavailable);
+});

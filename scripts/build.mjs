@@ -12,8 +12,9 @@
 // usage: node scripts/build.mjs [--check-size] [--skip-types]
 //   --check-size  print the edge bundle's size (raw, minified, gzipped) and fail above the budget
 //   --skip-types  JavaScript only (no tsc, no consumer check)
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import {
+  cpSync,
   existsSync,
   mkdirSync,
   mkdtempSync,
@@ -130,6 +131,18 @@ async function buildEdge() {
   };
 }
 
+function runAsync(cmd, cmdArgs) {
+  return new Promise((resolve) => {
+    const child = spawn(cmd, cmdArgs, { stdio: "inherit", cwd: root });
+    const timer = setTimeout(() => child.kill("SIGKILL"), 300_000);
+    child.on("error", () => resolve(1));
+    child.on("exit", (code) => {
+      clearTimeout(timer);
+      resolve(code ?? 1);
+    });
+  });
+}
+
 function run(cmd, cmdArgs, options = {}) {
   const result = spawnSync(cmd, cmdArgs, { stdio: "inherit", cwd: root, timeout: 300_000, ...options });
   if (result.error) throw result.error;
@@ -153,34 +166,45 @@ function rewriteDeclarationSpecifiers(dir) {
   }
 }
 
-// Types: the core alone first, against web-only types (no @types/node), which also proves
-// that lib/ names no Node global; then ca-server/ and agent/, when they exist, with Node's.
-function buildTypes() {
+// Types: the core against web-only types (no @types/node), which also proves that lib/ names
+// no Node global; ca-server/ and agent/, when they exist, with Node's types. The two tsc runs
+// go in parallel; the second writes to a side directory and only its own folders are kept.
+async function buildTypes() {
   const tsc = join(root, "node_modules/.bin/tsc");
   const failures = [];
-  if (run(tsc, ["-p", "tsconfig.build.json"]) !== 0) failures.push("core types (tsconfig.build.json)");
+  const core = runAsync(tsc, ["-p", "tsconfig.build.json"]);
   const serverEntries = ["ca-server/mod.ts", "agent/mod.ts", "ca-server/cli.ts"].filter(exists);
+  let server = Promise.resolve(0);
+  const sideDir = join(dist, ".types-server");
+  const config = join(dist, "tsconfig.server.json");
   if (serverEntries.length) {
     // tsc takes files from a config only; this one lives in dist/, so its paths are relative to it.
-    const config = join(dist, "tsconfig.server.json");
     writeFileSync(
       config,
       JSON.stringify({
         extends: "../tsconfig.build.json",
-        compilerOptions: { rootDir: "..", outDir: "types", types: ["node"] },
+        compilerOptions: { rootDir: "..", outDir: ".types-server", types: ["node"] },
         files: serverEntries.map((f) => `../${f}`),
       }),
     );
-    const status = run(tsc, ["-p", config]);
-    rmSync(config, { force: true });
-    if (status !== 0) failures.push(`types of ${serverEntries.join(", ")}`);
+    server = runAsync(tsc, ["-p", config]);
   }
+  if ((await core) !== 0) failures.push("core types (tsconfig.build.json)");
+  if ((await server) !== 0) failures.push(`types of ${serverEntries.join(", ")}`);
+  for (const folder of ["ca-server", "agent"]) {
+    if (existsSync(join(sideDir, folder))) {
+      cpSync(join(sideDir, folder), join(dist, "types", folder), { recursive: true });
+    }
+  }
+  rmSync(sideDir, { recursive: true, force: true });
+  rmSync(config, { force: true });
   return failures;
 }
 
 // A consumer in a temporary directory that imports "meshauth" as npm users do, type-checked
 // against the package built here (linked into its node_modules).
 function verifyConsumer() {
+  const subpaths = ["ca-server", "agent"].filter((sub) => existsSync(join(dist, "types", sub, "mod.d.ts")));
   const dir = mkdtempSync(join(tmpdir(), "meshauth-consumer-"));
   try {
     mkdirSync(join(dir, "node_modules"));
@@ -198,6 +222,8 @@ function verifyConsumer() {
         `  return ca.bundle();`,
         `}`,
         `export { code };`,
+        // The subpath packages, when built, resolve with their types too.
+        ...subpaths.map((sub, i) => `export * as subpath${i} from "meshauth/${sub}";`),
         ``,
       ].join("\n"),
     );
@@ -211,7 +237,10 @@ function verifyConsumer() {
           lib: ["ES2023", "DOM"],
           strict: true,
           noEmit: true,
-          types: [],
+          skipLibCheck: false,
+          // Node's types only when a Node-only subpath is imported; the core needs none.
+          types: subpaths.length ? ["node"] : [],
+          typeRoots: [join(root, "node_modules/@types")],
         },
         files: ["consumer.ts"],
       }),
@@ -248,12 +277,12 @@ async function main() {
   const edge = await buildEdge();
   console.log(`built  dist/edge/meshauth.js (${edge.inputs} inputs, no imports, no Node globals)`);
 
-  if (!skipTypes) failures.push(...buildTypes());
+  if (!skipTypes) failures.push(...(await buildTypes()));
   rewriteDeclarationSpecifiers(join(dist, "types"));
   if (!skipTypes) console.log("built  dist/types/");
   if (!skipTypes) {
     if (verifyConsumer()) {
-      console.log(`ok     a consumer's import { SpiffeId } from "meshauth" type-checks and runs`);
+      console.log(`ok     a consumer importing "meshauth" and its subpaths type-checks, and "meshauth" runs`);
     } else failures.push(`a consumer importing "meshauth" does not type-check or run`);
   }
   const edgeExports = Object.keys(await import(join(dist, "edge/meshauth.js"))).sort();

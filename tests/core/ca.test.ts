@@ -19,10 +19,12 @@ import {
   keySigner,
   parseCertificate,
   parseCertificates,
+  parseCrl,
   SpiffeId,
   TtlExceedsMaximum,
   uriSans,
   verifySignature,
+  verifySvid,
 } from "../../mod.ts";
 
 const generated = new Map<KeyAlgorithm, Promise<KeyPair>>();
@@ -502,6 +504,27 @@ describe("intermediate CAs", () => {
   });
 });
 
+describe("issued chains pass verifySvid", () => {
+  for (const algorithm of KEY_ALGORITHMS) {
+    test(`a ${algorithm} leaf from an intermediate verifies against the root bundle`, async () => {
+      const rootCa = await fixedRoot();
+      const intermediate = await rootCa.createIntermediate({ ttlSeconds: 30 * DAY });
+      const svid = await intermediate.issue(await csrFor(algorithm), { id: ID });
+      const verified = await verifySvid(svid.chainPem, rootCa.bundle(), { at: NOW, purpose: "serverAuth" });
+      assert.ok(verified.id.equals(ID));
+      assert.equal(verified.notAfter.getTime(), svid.notAfter.getTime());
+    });
+  }
+
+  test("a loaded CA's leaves verify against the original bundle", async () => {
+    const original = await fixedRoot();
+    const loaded = await CertificateAuthority.load({ ...(await original.exportPem()), now: () => NOW });
+    const svid = await loaded.issue(await csrFor());
+    const verified = await verifySvid(svid.chainPem, original.bundle(), { at: NOW, purpose: "clientAuth" });
+    assert.ok(verified.id.equals(ID));
+  });
+});
+
 describe("CertificateAuthority.load", () => {
   test("an exported root loads and issues leaves its original certificate verifies", async () => {
     const original = await fixedRoot();
@@ -607,6 +630,72 @@ describe("createCrl", () => {
       nextUpdateSeconds: HOUR,
     });
     assert.deepEqual(decodePem(pem).map((b) => b.label), ["X509 CRL"]);
+  });
+
+  async function crlWithOneRevocation() {
+    const ca = await (await fixedRoot()).createIntermediate({ ttlSeconds: 30 * DAY });
+    const svid = await ca.issue(await csrFor());
+    const revokedAt = new Date(NOW.getTime() - HOUR * 1000);
+    const pem = await ca.createCrl({
+      revoked: [{ serialNumber: svid.serialNumber, revokedAt, reason: "keyCompromise" }],
+      nextUpdateSeconds: 6 * HOUR,
+      crlNumber: 42,
+    });
+    return { ca, svid, revokedAt, crl: parseCrl(pem), pem };
+  }
+
+  test("lists the revoked serial number with its date and reason", async () => {
+    const { svid, revokedAt, crl } = await crlWithOneRevocation();
+    assert.equal(crl.revoked.length, 1);
+    assert.equal(crl.revoked[0].serialNumber, svid.serialNumber);
+    assert.equal(crl.revoked[0].revocationDate.getTime(), revokedAt.getTime());
+    assert.equal(crl.revoked[0].reason, "keyCompromise");
+  });
+
+  test("is a v2 CRL of the CA, with its key identifier, the CRL number and both update times", async () => {
+    const { ca, crl } = await crlWithOneRevocation();
+    assert.equal(crl.version, 2);
+    assert.equal(crl.issuer.key, ca.certificate.subject.key);
+    assert.deepEqual(crl.authorityKeyIdentifier, ca.certificate.subjectKeyIdentifier);
+    assert.equal(crl.crlNumber, 42n);
+    assert.equal(crl.thisUpdate.getTime(), NOW.getTime());
+    assert.equal(crl.nextUpdate?.getTime(), NOW.getTime() + 6 * HOUR * 1000);
+  });
+
+  test("is signed by the CA's key", async () => {
+    const { ca, crl } = await crlWithOneRevocation();
+    const issuer = ca.certificate;
+    assert.ok(
+      await verifySignature(
+        crl.signatureAlgorithm,
+        issuer.spki,
+        issuer.publicKeyAlgorithm,
+        crl.tbs,
+        crl.signature,
+      ),
+    );
+  });
+
+  test("leaves out an unspecified reason", async () => {
+    const pem = await (await fixedRoot()).createCrl({
+      revoked: [{ serialNumber: "0a0b0c", revokedAt: NOW, reason: "unspecified" }],
+      nextUpdateSeconds: HOUR,
+    });
+    const [entry] = parseCrl(pem).revoked;
+    assert.equal(entry.serialNumber, "0a0b0c");
+    assert.equal(entry.reason, undefined);
+  });
+
+  test("with nothing revoked lists nothing", async () => {
+    const crl = parseCrl(await (await fixedRoot()).createCrl({ revoked: [], nextUpdateSeconds: HOUR }));
+    assert.deepEqual(crl.revoked, []);
+  });
+
+  test("makes verifySvid refuse the revoked leaf with ERR_CERT_REVOKED", async () => {
+    const { svid, pem } = await crlWithOneRevocation();
+    await assert.rejects(verifySvid(svid.chainPem, (await fixedRoot()).bundle(), { at: NOW, crls: [pem] }), {
+      code: "ERR_CERT_REVOKED",
+    });
   });
 
   test("refuses a serial number that is not hex", async () => {

@@ -12,12 +12,7 @@
  * @module
  */
 
-import * as core from "../../mod.ts";
-const verifySvid = (core as any).verifySvid as (
-  chain: string,
-  bundle: unknown,
-  o: unknown,
-) => Promise<{ id: core.SpiffeId; chain: core.Certificate[] }>;
+import { SignatureCache, verifySvid } from "../../mod.ts";
 import type { Authorities } from "../authorities.ts";
 import { Problem } from "../problems.ts";
 import type { CaStore } from "../store/store.ts";
@@ -38,6 +33,8 @@ const NODE_PATH = /^\/node\/([^/]+)$/;
 /** Authenticates TLS client certificates issued by this CA. */
 export class MtlsAuthenticator implements Authenticator {
   readonly method = "mtls" as const;
+  // Renewals present the same CA certificates again and again: verify each signature once.
+  readonly #signatures = new SignatureCache();
   constructor(readonly options: MtlsAuthenticatorOptions) {}
 
   async authenticate(credentials: Credentials): Promise<Principal | undefined> {

@@ -6,9 +6,7 @@ import { readdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { exportJWK, generateKeyPair as generateJwtKeys, SignJWT } from "jose";
-import * as core from "../../mod.ts";
-const { TrustBundle } = core;
-const verifySvid = (core as any).verifySvid;
+import { TrustBundle, verifySvid } from "../../mod.ts";
 import type { CaStore } from "../../ca-server/mod.ts";
 import {
   type CaProcess,

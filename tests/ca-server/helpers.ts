@@ -69,15 +69,12 @@ export function cli(
 
 /** Starts `meshauth ca serve --config <configPath>` and waits (at most 30 s) until it listens. */
 export function startCa(configPath: string, env: Record<string, string> = {}): Promise<CaProcess> {
-  const child: ChildProcess = spawn(NODE, [
-    "--import",
-    "tsx",
-    "ca-server/cli.ts",
-    "ca",
-    "serve",
-    "--config",
-    configPath,
-  ], {
+  return startNodeServer(["ca-server/cli.ts", "ca", "serve", "--config", configPath], env);
+}
+
+/** Starts a Node script of the CA server and waits (at most 30 s) for its "listening" log line. */
+export function startNodeServer(args: string[], env: Record<string, string> = {}): Promise<CaProcess> {
+  const child: ChildProcess = spawn(NODE, ["--import", "tsx", ...args], {
     cwd: ROOT,
     env: { ...process.env, ...env },
     stdio: ["ignore", "pipe", "pipe"],

@@ -1,0 +1,135 @@
+// Two CA processes sharing one PostgreSQL: a certificate issued by one and revoked through the
+// other appears in both CRLs, and their CRL numbers never repeat.
+import assert from "node:assert/strict";
+import { readdir, readFile, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import type { CaStore } from "../../ca-server/mod.ts";
+import {
+  type CaProcess,
+  cli,
+  csrFor,
+  curl,
+  openTestStore,
+  run,
+  startCa,
+  tempDir,
+  token,
+  TRUST_DOMAIN,
+  writeConfig,
+} from "./helpers.ts";
+import { startPostgres, type TestPostgres } from "./postgres.ts";
+
+describe("two CA replicas on one PostgreSQL", () => {
+  let dir: { path: string; remove(): Promise<void> };
+  let db: TestPostgres;
+  let replicas: CaProcess[] = [];
+  let store: CaStore;
+  let rootPath: string;
+
+  before(async () => {
+    dir = await tempDir();
+    db = await startPostgres();
+    const config = await writeConfig(dir.path, {
+      listen: { host: "127.0.0.1", port: 0 },
+      store: { kind: "postgres", url: db.url },
+      log: { level: "info" },
+    });
+    const init = await cli(["ca", "init", "--config", config]);
+    assert.equal(init.code, 0, init.stderr);
+    const keysDir = join(dir.path, "data", "keys");
+    const record = JSON.parse(
+      await readFile(join(keysDir, (await readdir(keysDir)).find((n) => n.endsWith(".json"))!), "utf8"),
+    );
+    rootPath = join(dir.path, "root.pem");
+    await writeFile(rootPath, record.certificateChainPem);
+    // Both start together: the schema migration must happen once, under the advisory lock.
+    replicas = await Promise.all([startCa(config), startCa(config)]);
+    store = await openTestStore(dir.path, db.url);
+  });
+
+  after(async () => {
+    await Promise.all(replicas.map((r) => r.stop()));
+    await store?.close();
+    await db?.stop();
+    await dir?.remove();
+  });
+
+  async function crlText(replica: CaProcess): Promise<string> {
+    const path = join(dir.path, `crl-${replica.port}.der`);
+    const fetched = await run("curl", ["-sS", "--cacert", rootPath, "-o", path, `${replica.url}/v1/crl`]);
+    assert.equal(fetched.code, 0, fetched.stderr);
+    const text = await run("openssl", ["crl", "-inform", "DER", "-in", path, "-noout", "-text"]);
+    assert.equal(text.code, 0, text.stderr);
+    return text.stdout;
+  }
+
+  function crlNumber(text: string): bigint {
+    return BigInt(/X509v3 CRL Number: *\n\s*(\d+)/.exec(text)![1]);
+  }
+
+  it("puts a certificate issued by one and revoked through the other in both CRLs", async () => {
+    const [a, b] = replicas;
+    const beforeA = crlNumber(await crlText(a));
+    const beforeB = crlNumber(await crlText(b));
+    assert.notEqual(beforeA, beforeB, "CRL numbers are unique across replicas");
+
+    const id = `spiffe://${TRUST_DOMAIN}/ns/shared/sa/app`;
+    const t = await token(store, { role: "workload", spiffeId: id });
+    const issued = await curl([
+      "--cacert",
+      rootPath,
+      "-H",
+      `Authorization: Bearer ${t}`,
+      "-H",
+      "Content-Type: application/json",
+      "--data-binary",
+      "@-",
+      `${a.url}/v1/certificates`,
+    ], { input: JSON.stringify({ csr: (await csrFor(id)).csr }) });
+    assert.equal(issued.status, 201, issued.body);
+    const serial: string = JSON.parse(issued.body).serialNumber;
+
+    const admin = await token(store, { role: "admin" });
+    const revoked = await curl([
+      "--cacert",
+      rootPath,
+      "-H",
+      `Authorization: Bearer ${admin}`,
+      "-H",
+      "Content-Type: application/json",
+      "--data-binary",
+      "@-",
+      `${b.url}/v1/revocations`,
+    ], { input: JSON.stringify({ serialNumber: serial, reason: "keyCompromise" }) });
+    assert.equal(revoked.status, 200, revoked.body);
+
+    const afterA = await crlText(a);
+    const afterB = await crlText(b);
+    for (const text of [afterA, afterB]) {
+      assert.match(text.toUpperCase(), new RegExp(`SERIAL NUMBER: ${serial.toUpperCase()}`));
+    }
+    const numbers = [beforeA, beforeB, crlNumber(afterA), crlNumber(afterB)];
+    assert.equal(new Set(numbers).size, 4, `CRL numbers repeat: ${numbers}`);
+    assert.ok(crlNumber(afterA) > beforeA && crlNumber(afterB) > beforeB, "CRL numbers increase");
+  });
+
+  it("spends a single-use token once even when both replicas are asked at once", async () => {
+    const id = `spiffe://${TRUST_DOMAIN}/ns/shared/sa/race`;
+    const t = await token(store, { role: "workload", spiffeId: id });
+    const results = await Promise.all(replicas.map(async (replica) =>
+      (await curl([
+        "--cacert",
+        rootPath,
+        "-H",
+        `Authorization: Bearer ${t}`,
+        "-H",
+        "Content-Type: application/json",
+        "--data-binary",
+        "@-",
+        `${replica.url}/v1/certificates`,
+      ], { input: JSON.stringify({ csr: (await csrFor(id)).csr }) })).status
+    ));
+    assert.deepEqual(results.sort(), [201, 401]);
+  });
+});

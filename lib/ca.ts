@@ -330,6 +330,11 @@ export class CertificateAuthority {
     if (!request.id.memberOf(this.trustDomain)) {
       throw new IssuanceRefused(`${request.id} is not in this CA's trust domain ${this.trustDomain.name}`);
     }
+    // X509-SVID 3.1: a leaf's SPIFFE ID has a non-root path; the bare trust domain ID names
+    // the trust domain (and its signing certificates), never a workload.
+    if (request.id.path === "") {
+      throw new IssuanceRefused(`${request.id} is a trust domain ID; a leaf SVID's ID must have a path`);
+    }
     if (options.dnsNames) {
       const extra = request.dnsNames.filter((n) => !options.dnsNames!.includes(n));
       if (extra.length) {

@@ -309,6 +309,14 @@ describe("issuance rules", () => {
     });
   });
 
+  test("a CSR for the trust domain's own ID is refused: a leaf's ID needs a path", async () => {
+    const tdId = SpiffeId.parse(`spiffe://${TD}`);
+    await assert.rejects((await fixedRoot()).issue(await csrFor("ECDSA-P256", tdId)), {
+      code: "ERR_ISSUANCE_REFUSED",
+      message: /path/,
+    });
+  });
+
   test("DNS names the caller may have are issued", async () => {
     const csr = await csrFor("ECDSA-P256", ID, ["photos.default.svc"]);
     const svid = await (await fixedRoot()).issue(csr, { dnsNames: ["photos.default.svc", "x.example"] });

@@ -374,13 +374,23 @@ export class CertificateAuthority {
 
   /** Signs a CRL (PEM, `X509 CRL`) listing revoked serial numbers of certificates this CA issued. */
   async createCrl(options: CreateCrlOptions): Promise<string> {
-    const thisUpdate = options.thisUpdate ?? this.#policy.now();
+    const thisUpdate = validDate(options.thisUpdate ?? this.#policy.now(), "thisUpdate");
     const nextUpdateSeconds = positiveSeconds(options.nextUpdateSeconds, "nextUpdateSeconds");
     const revoked = options.revoked.map((r) => {
       if (!/^[0-9a-f]+$/i.test(r.serialNumber) || r.serialNumber.length % 2) {
         throw new IssuanceRefused(`serial number ${JSON.stringify(r.serialNumber)} is not hex`);
       }
-      return { serial: fromHex(r.serialNumber), revokedAt: r.revokedAt, reason: r.reason };
+      const serial = fromHex(r.serialNumber);
+      // The hex is a serial's DER content octets, as issue() returns them; a redundant
+      // leading byte would make the CRL's INTEGER non-DER and match no certificate.
+      if (
+        serial.length > 1 &&
+        ((serial[0] === 0 && serial[1] < 0x80) || (serial[0] === 0xff && serial[1] >= 0x80))
+      ) {
+        throw new IssuanceRefused(`serial number ${r.serialNumber} has a redundant leading byte`);
+      }
+      validDate(r.revokedAt, "revokedAt");
+      return { serial, revokedAt: r.revokedAt, reason: r.reason };
     });
     const der = await signCrl({
       issuer: this.certificate.subject.der,
@@ -430,6 +440,13 @@ function toTrustDomain(td: TrustDomain | string): TrustDomain {
 function positiveSeconds(value: number, name: string): number {
   if (!Number.isSafeInteger(value) || value <= 0) {
     throw new InvalidArgument(name, `must be a positive whole number of seconds, got ${value}`);
+  }
+  return value;
+}
+
+function validDate(value: Date, name: string): Date {
+  if (!(value instanceof Date) || Number.isNaN(value.getTime())) {
+    throw new InvalidArgument(name, `must be a valid Date, got ${String(value)}`);
   }
   return value;
 }

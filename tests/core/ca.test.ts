@@ -716,6 +716,26 @@ describe("createCrl", () => {
     );
   });
 
+  test("refuses a serial number with a leading zero byte no certificate can have", async () => {
+    await assert.rejects(
+      (await fixedRoot()).createCrl({
+        revoked: [{ serialNumber: "0001", revokedAt: NOW }],
+        nextUpdateSeconds: HOUR,
+      }),
+      { code: "ERR_ISSUANCE_REFUSED" },
+    );
+  });
+
+  test("refuses a revocation date that is not a date", async () => {
+    await assert.rejects(
+      (await fixedRoot()).createCrl({
+        revoked: [{ serialNumber: "0a", revokedAt: new Date("yesterday") }],
+        nextUpdateSeconds: HOUR,
+      }),
+      { code: "ERR_INVALID_ARGUMENT" },
+    );
+  });
+
   test("refuses a nextUpdateSeconds that is not positive", async () => {
     await assert.rejects((await fixedRoot()).createCrl({ revoked: [], nextUpdateSeconds: 0 }), {
       code: "ERR_INVALID_ARGUMENT",

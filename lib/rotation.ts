@@ -39,6 +39,10 @@ export function renewalTime(
   const start = validity.notBefore.getTime();
   const lifetime = validity.notAfter.getTime() - start;
   if (!(lifetime > 0)) throw new InvalidArgument("validity", "notAfter must be after notBefore");
-  const random = options.random ?? Math.random;
-  return new Date(start + Math.floor(lifetime * (ratio - jitter * random())));
+  const draw = (options.random ?? Math.random)();
+  // A draw outside [0, 1) would move renewal before notBefore or past the ratio.
+  if (!(draw >= 0 && draw < 1)) {
+    throw new InvalidArgument("random", `must return a number in [0, 1), got ${draw}`);
+  }
+  return new Date(start + Math.floor(lifetime * (ratio - jitter * draw)));
 }

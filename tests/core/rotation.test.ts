@@ -74,6 +74,15 @@ describe("renewalTime", () => {
     assert.throws(() => renewalTime({ notBefore: notAfter, notAfter: notBefore }), invalidArgument);
   });
 
+  for (const draw of [1, -0.1, 7, Number.NaN]) {
+    test(`refuses a random source that returns ${draw}`, () => {
+      assert.throws(() => renewalTime(validity, { random: () => draw }), {
+        ...invalidArgument,
+        argument: "random",
+      });
+    });
+  }
+
   test("refuses an invalid date", () => {
     assert.throws(() => renewalTime({ notBefore, notAfter: new Date("not a date") }), invalidArgument);
   });

@@ -179,8 +179,9 @@ export class CertificateAuthority {
       issuer: subject,
       subject,
       notBefore: new Date(now.getTime() - (options.backdateSeconds ?? DEFAULT_BACKDATE_SECONDS) * 1000),
-      notAfter: new Date(
-        now.getTime() + positiveSeconds(options.ttlSeconds ?? DEFAULT_ROOT_TTL_SECONDS, "ttlSeconds") * 1000,
+      notAfter: rootNotAfter(
+        now,
+        positiveSeconds(options.ttlSeconds ?? DEFAULT_ROOT_TTL_SECONDS, "ttlSeconds"),
       ),
       spki: signer.spki,
       ca: { pathLength: pathLength(options.pathLen) },
@@ -442,6 +443,17 @@ function positiveSeconds(value: number, name: string): number {
     throw new InvalidArgument(name, `must be a positive whole number of seconds, got ${value}`);
   }
   return value;
+}
+
+/** RFC 5280 4.1.2.5: GeneralizedTime has four year digits, so validity ends by 9999-12-31. */
+const LAST_X509_TIME = Date.UTC(9999, 11, 31, 23, 59, 59);
+
+function rootNotAfter(now: Date, ttlSeconds: number): Date {
+  const notAfter = now.getTime() + ttlSeconds * 1000;
+  if (!(notAfter <= LAST_X509_TIME)) {
+    throw new InvalidArgument("ttlSeconds", `${ttlSeconds}s would end after 9999-12-31T23:59:59Z`);
+  }
+  return new Date(notAfter);
 }
 
 function validDate(value: Date, name: string): Date {

@@ -380,6 +380,10 @@ describe("root CAs", () => {
     assert.equal(ca.notAfter.getTime(), NOW.getTime() + 30 * DAY * 1000);
   });
 
+  test("refuse a lifetime that would end after the last time X.509 can express", async () => {
+    await assert.rejects(root({ ttlSeconds: 8000 * 365 * DAY }), { code: "ERR_INVALID_ARGUMENT" });
+  });
+
   test("refuse an invalid trust domain", async () => {
     await assert.rejects(CertificateAuthority.createRoot({ trustDomain: "Cluster.local" }), {
       code: "ERR_TRUST_DOMAIN_INVALID",

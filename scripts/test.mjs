@@ -38,8 +38,17 @@ function files(dir, pattern) {
 function steps() {
   const tests = files("tests", /\.test\.ts$/);
   const coreTests = files("tests/core", /\.test\.ts$/);
-  const typed = ["mod.ts", "ca-server/mod.ts", "agent/mod.ts", ...files("tests", /\.ts$/), ...files("bench", /\.ts$/),
-    ...files("scripts", /\.ts$/), ...files("examples", /\.ts$/), ...files("ca-server", /\.ts$/), ...files("agent", /\.ts$/)]
+  const typed = [
+    "mod.ts",
+    "ca-server/mod.ts",
+    "agent/mod.ts",
+    ...files("tests", /\.ts$/),
+    ...files("bench", /\.ts$/),
+    ...files("scripts", /\.ts$/),
+    ...files("examples", /\.ts$/),
+    ...files("ca-server", /\.ts$/),
+    ...files("agent", /\.ts$/),
+  ]
     .filter((f, i, all) => existsSync(join(root, f)) && all.indexOf(f) === i);
   const list = [
     { name: "system", run: ensureSystemPackages },
@@ -50,7 +59,10 @@ function steps() {
     { name: "deno", cmd: [bin("deno"), "test", "-A", "--quiet", ...tests] },
   ];
   if (existsSync(node24)) {
-    list.push({ name: "node24", cmd: [node24, "--import", "tsx", "--test", "--test-concurrency=1", ...tests] });
+    list.push({
+      name: "node24",
+      cmd: [node24, "--import", "tsx", "--test", "--test-concurrency=1", ...tests],
+    });
   }
   if (existsSync(join(root, "scripts/conformance.ts"))) {
     list.push({ name: "conformance", cmd: [process.execPath, "--import", "tsx", "scripts/conformance.ts"] });
@@ -85,13 +97,19 @@ function ensureSystemPackages() {
   if (!postgresBinDir()) missing.push("postgresql");
   if (missing.length === 0) return 0;
   if (process.getuid?.() !== 0) {
-    console.error(`missing system packages: ${missing.join(" ")}; install them (apt-get install ${missing.join(" ")}) or run as root`);
+    console.error(
+      `missing system packages: ${missing.join(" ")}; install them (apt-get install ${
+        missing.join(" ")
+      }) or run as root`,
+    );
     return 1;
   }
   console.log(`installing system packages: ${missing.join(" ")}`);
   const env = { ...process.env, DEBIAN_FRONTEND: "noninteractive" };
   let r = spawnSync("apt-get", ["update", "-qq"], { stdio: "inherit", env });
-  if (r.status === 0) r = spawnSync("apt-get", ["install", "-y", "-qq", ...missing], { stdio: "inherit", env });
+  if (r.status === 0) {
+    r = spawnSync("apt-get", ["install", "-y", "-qq", ...missing], { stdio: "inherit", env });
+  }
   if (r.status !== 0) console.error(`could not install ${missing.join(" ")} with apt-get`);
   return r.status ?? 1;
 }
@@ -102,10 +120,12 @@ for (const step of steps()) {
   if ((only && !only.includes(step.name)) || skip.includes(step.name)) continue;
   const t0 = Date.now();
   console.log(`\n==> ${step.name}`);
-  const status = step.run
-    ? step.run()
-    : spawnSync(step.cmd[0], step.cmd.slice(1), { stdio: "inherit", cwd: root, env: { ...process.env, NO_COLOR: "1" } })
-      .status;
+  const status = step.run ? step.run() : spawnSync(step.cmd[0], step.cmd.slice(1), {
+    stdio: "inherit",
+    cwd: root,
+    env: { ...process.env, NO_COLOR: "1" },
+  })
+    .status;
   const seconds = ((Date.now() - t0) / 1000).toFixed(1);
   results.push({ name: step.name, ok: status === 0, seconds });
   console.log(`<== ${step.name}: ${status === 0 ? "ok" : `FAILED (exit ${status})`} in ${seconds}s`);

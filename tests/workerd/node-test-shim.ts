@@ -89,15 +89,37 @@ function parseArgs<F>(
   return { name, options, fn };
 }
 
-type Registrar = {
-  (name?: unknown, optionsOrFn?: unknown, fn?: unknown): Promise<void>;
-  skip: (name?: unknown, optionsOrFn?: unknown, fn?: unknown) => Promise<void>;
-  todo: (name?: unknown, optionsOrFn?: unknown, fn?: unknown) => Promise<void>;
-  only: (name?: unknown, optionsOrFn?: unknown, fn?: unknown) => Promise<void>;
+/** `test`/`it` and their `.skip`, `.todo`, `.only`. */
+export interface TestRegistrarFn {
+  (name: string, fn?: TestFn): Promise<void>;
+  (name: string, options: TestOptions, fn?: TestFn): Promise<void>;
+  (fn: TestFn): Promise<void>;
+}
+/** `test`/`it` with their variants. */
+export type TestRegistrar = TestRegistrarFn & {
+  skip: TestRegistrarFn;
+  todo: TestRegistrarFn;
+  only: TestRegistrarFn;
 };
 
-function makeTest(): Registrar {
-  const register = (extra: TestOptions) => (a?: unknown, b?: unknown, c?: unknown): Promise<void> => {
+type SuiteFn = () => unknown;
+/** `describe`/`suite` and their `.skip`, `.todo`, `.only`. */
+export interface SuiteRegistrarFn {
+  (name: string, fn?: SuiteFn): Promise<void>;
+  (name: string, options: TestOptions, fn?: SuiteFn): Promise<void>;
+  (fn: SuiteFn): Promise<void>;
+}
+/** `describe`/`suite` with their variants. */
+export type SuiteRegistrar = SuiteRegistrarFn & {
+  skip: SuiteRegistrarFn;
+  todo: SuiteRegistrarFn;
+  only: SuiteRegistrarFn;
+};
+
+type Register = (a?: unknown, b?: unknown, c?: unknown) => Promise<void>;
+
+function makeTest(): TestRegistrar {
+  const register = (extra: TestOptions): Register => (a, b, c) => {
     const { name, options, fn } = parseArgs<TestFn>(a, b, c);
     current.children.push({ kind: "test", name, options: { ...options, ...extra }, fn });
     return Promise.resolve();
@@ -106,12 +128,12 @@ function makeTest(): Registrar {
     skip: register({ skip: true }),
     todo: register({ todo: true }),
     only: register({ only: true }),
-  });
+  }) as TestRegistrar;
 }
 
-function makeDescribe(): Registrar {
-  const register = (extra: TestOptions) => (a?: unknown, b?: unknown, c?: unknown): Promise<void> => {
-    const { name, options, fn } = parseArgs<() => unknown>(a, b, c);
+function makeDescribe(): SuiteRegistrar {
+  const register = (extra: TestOptions): Register => (a, b, c) => {
+    const { name, options, fn } = parseArgs<SuiteFn>(a, b, c);
     const suite = newSuite(name, { ...options, ...extra });
     current.children.push(suite);
     const parent = current;
@@ -128,17 +150,17 @@ function makeDescribe(): Registrar {
     skip: register({ skip: true }),
     todo: register({ todo: true }),
     only: register({ only: true }),
-  });
+  }) as SuiteRegistrar;
 }
 
 /** `node:test`'s `test`. */
-export const test: Registrar = makeTest();
+export const test: TestRegistrar = makeTest();
 /** `node:test`'s `it`. */
-export const it: Registrar = test;
+export const it: TestRegistrar = test;
 /** `node:test`'s `describe`. */
-export const describe: Registrar = makeDescribe();
+export const describe: SuiteRegistrar = makeDescribe();
 /** `node:test`'s `suite`. */
-export const suite: Registrar = describe;
+export const suite: SuiteRegistrar = describe;
 /** Runs once before the tests of the enclosing suite (or file). */
 export function before(fn: HookFn): void {
   current.before.push(fn);

@@ -10,6 +10,9 @@ import {
   TrustDomain,
 } from "../../mod.ts";
 
+// Big RSA keys take seconds to make (more on a busy machine): above Bun's 5 s default.
+const SLOW = { timeout: 120_000 };
+
 const TD = "cluster.local";
 const invalidBundle = { name: "InvalidBundle", code: "ERR_BUNDLE_INVALID" };
 
@@ -27,12 +30,12 @@ async function twoRootBundle(): Promise<TrustBundle> {
 }
 
 describe("TrustBundle PEM", () => {
-  test("fromPem then toPem gives back the same PEM", async () => {
+  test("fromPem then toPem gives back the same PEM", SLOW, async () => {
     const pem = (await rootCa("ECDSA-P256")).certificatePem + (await rootCa("Ed25519")).certificatePem;
     assert.equal(TrustBundle.fromPem(TD, pem).toPem(), pem);
   });
 
-  test("fromPem keeps the trust domain and the options", async () => {
+  test("fromPem keeps the trust domain and the options", SLOW, async () => {
     const bundle = TrustBundle.fromPem(TD, (await rootCa()).certificatePem, {
       sequence: 3,
       refreshHintSeconds: 60,
@@ -50,21 +53,21 @@ describe("TrustBundle PEM", () => {
     );
   });
 
-  test("fromPem refuses an invalid trust domain", async () => {
+  test("fromPem refuses an invalid trust domain", SLOW, async () => {
     const pem = (await rootCa()).certificatePem;
     assert.throws(() => TrustBundle.fromPem("Cluster.local", pem), {
       code: "ERR_TRUST_DOMAIN_INVALID",
     });
   });
 
-  test("duplicates are kept once", async () => {
+  test("duplicates are kept once", SLOW, async () => {
     const pem = (await rootCa()).certificatePem;
     assert.equal(TrustBundle.fromPem(TD, pem + pem).x509Authorities().length, 1);
   });
 });
 
 describe("TrustBundle SPIFFE JWKS", () => {
-  test("toJwks writes one x509-svid key per authority with its certificate in x5c", async () => {
+  test("toJwks writes one x509-svid key per authority with its certificate in x5c", SLOW, async () => {
     const bundle = await twoRootBundle();
     const doc = bundle.toJwks();
     assert.equal(doc.keys.length, 2);
@@ -76,18 +79,18 @@ describe("TrustBundle SPIFFE JWKS", () => {
     }
   });
 
-  test("toJwks writes the sequence and the refresh hint", async () => {
+  test("toJwks writes the sequence and the refresh hint", SLOW, async () => {
     const doc = (await twoRootBundle()).toJwks();
     assert.equal(doc.spiffe_sequence, 7);
     assert.equal(doc.spiffe_refresh_hint, 300);
   });
 
-  test("toJwks leaves out a refresh hint that was never set", async () => {
+  test("toJwks leaves out a refresh hint that was never set", SLOW, async () => {
     const doc = new TrustBundle(TD, [(await rootCa()).certificatePem]).toJwks();
     assert.equal("spiffe_refresh_hint" in doc, false);
   });
 
-  test("EC keys carry kty, crv, x and y", async () => {
+  test("EC keys carry kty, crv, x and y", SLOW, async () => {
     const [key] = new TrustBundle(TD, [(await rootCa("ECDSA-P384")).certificatePem]).toJwks().keys;
     assert.equal(key.kty, "EC");
     assert.equal(key.crv, "P-384");
@@ -95,21 +98,21 @@ describe("TrustBundle SPIFFE JWKS", () => {
     assert.match(key.y!, /^[A-Za-z0-9_-]{64}$/);
   });
 
-  test("RSA keys carry kty, n and e", async () => {
+  test("RSA keys carry kty, n and e", SLOW, async () => {
     const [key] = new TrustBundle(TD, [(await rootCa("RSA-2048")).certificatePem]).toJwks().keys;
     assert.equal(key.kty, "RSA");
     assert.equal(key.e, "AQAB");
     assert.match(key.n!, /^[A-Za-z0-9_-]{342}$/);
   });
 
-  test("Ed25519 keys carry kty OKP, crv and x", async () => {
+  test("Ed25519 keys carry kty OKP, crv and x", SLOW, async () => {
     const [key] = new TrustBundle(TD, [(await rootCa("Ed25519")).certificatePem]).toJwks().keys;
     assert.equal(key.kty, "OKP");
     assert.equal(key.crv, "Ed25519");
     assert.match(key.x!, /^[A-Za-z0-9_-]{43}$/);
   });
 
-  test("fromJwks(toJwks()) gives back the same authorities, sequence and refresh hint", async () => {
+  test("fromJwks(toJwks()) gives back the same authorities, sequence and refresh hint", SLOW, async () => {
     const bundle = await twoRootBundle();
     const again = TrustBundle.fromJwks(TD, bundle.toJwks());
     assert.deepEqual(again.x509Authorities().map((c) => c.der), bundle.x509Authorities().map((c) => c.der));
@@ -117,20 +120,20 @@ describe("TrustBundle SPIFFE JWKS", () => {
     assert.equal(again.refreshHintSeconds, 300);
   });
 
-  test("fromJwks reads JSON text", async () => {
+  test("fromJwks reads JSON text", SLOW, async () => {
     const bundle = await twoRootBundle();
     const again = TrustBundle.fromJwks(TD, JSON.stringify(bundle.toJwks()));
     assert.equal(again.toPem(), bundle.toPem());
   });
 
-  test("fromJwks accepts a key with only use and x5c", async () => {
+  test("fromJwks accepts a key with only use and x5c", SLOW, async () => {
     const x5c = (await twoRootBundle()).toJwks().keys[0].x5c!;
     const bundle = TrustBundle.fromJwks(TD, { keys: [{ kty: "EC", use: "x509-svid", x5c }] });
     assert.equal(bundle.x509Authorities().length, 1);
     assert.equal(bundle.sequence, 0);
   });
 
-  test("fromJwks keeps jwt-svid keys and writes them back", async () => {
+  test("fromJwks keeps jwt-svid keys and writes them back", SLOW, async () => {
     const doc = (await twoRootBundle()).toJwks();
     const jwtKey = { kty: "EC", use: "jwt-svid", kid: "k1", crv: "P-256", x: "AA", y: "AA" };
     doc.keys.push(jwtKey);
@@ -140,7 +143,7 @@ describe("TrustBundle SPIFFE JWKS", () => {
     assert.deepEqual(bundle.toJwks().keys.at(-1), jwtKey);
   });
 
-  test("fromJwks refuses a key whose parameters do not match its x5c certificate", async () => {
+  test("fromJwks refuses a key whose parameters do not match its x5c certificate", SLOW, async () => {
     const doc = (await twoRootBundle()).toJwks();
     const other = new TrustBundle(TD, [(await rootCa("ECDSA-P256", "other.example")).certificatePem])
       .toJwks();
@@ -148,13 +151,13 @@ describe("TrustBundle SPIFFE JWKS", () => {
     assert.throws(() => TrustBundle.fromJwks(TD, doc), { ...invalidBundle, message: /x does not match/ });
   });
 
-  test("fromJwks refuses a key whose kty does not match its x5c certificate", async () => {
+  test("fromJwks refuses a key whose kty does not match its x5c certificate", SLOW, async () => {
     const doc = (await twoRootBundle()).toJwks();
     doc.keys[0].kty = "RSA";
     assert.throws(() => TrustBundle.fromJwks(TD, doc), { ...invalidBundle, message: /kty/ });
   });
 
-  test("fromJwks refuses an x509-svid key with two certificates in x5c", async () => {
+  test("fromJwks refuses an x509-svid key with two certificates in x5c", SLOW, async () => {
     const doc = (await twoRootBundle()).toJwks();
     doc.keys[0].x5c = [doc.keys[0].x5c![0], doc.keys[1].x5c![0]];
     assert.throws(() => TrustBundle.fromJwks(TD, doc), { ...invalidBundle, message: /exactly one x5c/ });
@@ -186,7 +189,7 @@ describe("TrustBundle SPIFFE JWKS", () => {
     assert.throws(() => TrustBundle.fromJwks(TD, doc), invalidBundle);
   });
 
-  test("fromJwks refuses an unknown key use", async () => {
+  test("fromJwks refuses an unknown key use", SLOW, async () => {
     const doc = (await twoRootBundle()).toJwks();
     doc.keys[0].use = "sig";
     assert.throws(() => TrustBundle.fromJwks(TD, doc), { ...invalidBundle, message: /use/ });
@@ -204,7 +207,7 @@ describe("TrustBundle SPIFFE JWKS", () => {
 });
 
 describe("TrustBundle authorities", () => {
-  test("addAuthority adds a certificate and bumps the sequence", async () => {
+  test("addAuthority adds a certificate and bumps the sequence", SLOW, async () => {
     const bundle = new TrustBundle(TD, [(await rootCa("ECDSA-P256")).certificatePem], { sequence: 1 });
     const added = await rootCa("Ed25519");
     bundle.addAuthority(added.certificatePem);
@@ -213,7 +216,7 @@ describe("TrustBundle authorities", () => {
     assert.equal(bundle.x509Authorities().length, 2);
   });
 
-  test("adding an authority already held changes nothing", async () => {
+  test("adding an authority already held changes nothing", SLOW, async () => {
     const pem = (await rootCa()).certificatePem;
     const bundle = new TrustBundle(TD, [pem], { sequence: 1 });
     bundle.addAuthority(pem);
@@ -221,7 +224,7 @@ describe("TrustBundle authorities", () => {
     assert.equal(bundle.x509Authorities().length, 1);
   });
 
-  test("removeAuthority removes a certificate and bumps the sequence", async () => {
+  test("removeAuthority removes a certificate and bumps the sequence", SLOW, async () => {
     const bundle = await twoRootBundle();
     const removed = (await rootCa("RSA-2048")).certificate;
     bundle.removeAuthority(removed);
@@ -230,7 +233,7 @@ describe("TrustBundle authorities", () => {
     assert.equal(bundle.x509Authorities().length, 1);
   });
 
-  test("removing an authority not held changes nothing", async () => {
+  test("removing an authority not held changes nothing", SLOW, async () => {
     const bundle = await twoRootBundle();
     bundle.removeAuthority((await rootCa("Ed25519")).certificate);
     assert.equal(bundle.sequence, 7);
@@ -242,13 +245,13 @@ describe("TrustBundle authorities", () => {
     assert.throws(() => bundle.addAuthority("junk"), invalidBundle);
   });
 
-  test("x509Authorities returns a copy", async () => {
+  test("x509Authorities returns a copy", SLOW, async () => {
     const bundle = await twoRootBundle();
     bundle.x509Authorities().pop();
     assert.equal(bundle.x509Authorities().length, 2);
   });
 
-  test("clone shares nothing mutable", async () => {
+  test("clone shares nothing mutable", SLOW, async () => {
     const bundle = await twoRootBundle();
     const copy = bundle.clone();
     copy.removeAuthority((await rootCa("RSA-2048")).certificate);
@@ -257,7 +260,7 @@ describe("TrustBundle authorities", () => {
     assert.equal(copy.sequence, 8);
   });
 
-  test("the authorities PEM decodes to CERTIFICATE blocks", async () => {
+  test("the authorities PEM decodes to CERTIFICATE blocks", SLOW, async () => {
     const blocks = decodePem((await twoRootBundle()).toPem());
     assert.deepEqual(blocks.map((b) => b.label), ["CERTIFICATE", "CERTIFICATE"]);
   });
@@ -271,21 +274,21 @@ describe("BundleSet", () => {
     );
   }
 
-  test("get finds a bundle by trust domain name or value", async () => {
+  test("get finds a bundle by trust domain name or value", SLOW, async () => {
     const set = await federation();
     assert.equal(set.get("partner.example")?.trustDomain.name, "partner.example");
     assert.equal(set.get(TrustDomain.parse(TD))?.trustDomain.name, TD);
   });
 
-  test("get accepts a trust domain ID", async () => {
+  test("get accepts a trust domain ID", SLOW, async () => {
     assert.equal((await federation()).get("spiffe://partner.example")?.trustDomain.name, "partner.example");
   });
 
-  test("get returns undefined for an unknown trust domain", async () => {
+  test("get returns undefined for an unknown trust domain", SLOW, async () => {
     assert.equal((await federation()).get("unknown.example"), undefined);
   });
 
-  test("remove deletes a trust domain's bundle and says whether it was there", async () => {
+  test("remove deletes a trust domain's bundle and says whether it was there", SLOW, async () => {
     const set = await federation();
     assert.equal(set.remove("partner.example"), true);
     assert.equal(set.get("partner.example"), undefined);
@@ -293,7 +296,7 @@ describe("BundleSet", () => {
     assert.deepEqual(set.trustDomains().map((td) => td.name), [TD]);
   });
 
-  test("add replaces the bundle of the same trust domain", async () => {
+  test("add replaces the bundle of the same trust domain", SLOW, async () => {
     const set = await federation();
     const replacement = new TrustBundle(TD, [], { sequence: 42 });
     set.add(replacement);
@@ -301,7 +304,7 @@ describe("BundleSet", () => {
     assert.equal(set.bundles().length, 2);
   });
 
-  test("trustDomains lists every trust domain held", async () => {
+  test("trustDomains lists every trust domain held", SLOW, async () => {
     assert.deepEqual((await federation()).trustDomains().map((td) => td.name).sort(), [
       TD,
       "partner.example",

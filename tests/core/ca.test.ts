@@ -27,6 +27,9 @@ import {
   verifySvid,
 } from "../../mod.ts";
 
+// Big RSA keys take seconds to make (more on a busy machine): above Bun's 5 s default.
+const SLOW = { timeout: 120_000 };
+
 const generated = new Map<KeyAlgorithm, Promise<KeyPair>>();
 function keysFor(algorithm: KeyAlgorithm): Promise<KeyPair> {
   if (!generated.has(algorithm)) generated.set(algorithm, generateKeyPair(algorithm));
@@ -92,12 +95,12 @@ async function sha1(bytes: Uint8Array): Promise<Uint8Array> {
 }
 
 describe("issued X509-SVIDs follow the profile", () => {
-  test("exactly one URI SAN, the SPIFFE ID", async () => {
+  test("exactly one URI SAN, the SPIFFE ID", SLOW, async () => {
     const leaf = await issuedLeaf();
     assert.deepEqual(uriSans(leaf), [ID.toString()]);
   });
 
-  test("basic constraints CA:FALSE, marked critical", async () => {
+  test("basic constraints CA:FALSE, marked critical", SLOW, async () => {
     const leaf = await issuedLeaf();
     assert.equal(leaf.basicConstraints?.ca, false);
     assert.equal(leaf.basicConstraints?.pathLength, undefined);
@@ -105,7 +108,7 @@ describe("issued X509-SVIDs follow the profile", () => {
   });
 
   for (const algorithm of ["ECDSA-P256", "ECDSA-P384", "Ed25519"] as const) {
-    test(`key usage digitalSignature only, critical, for a ${algorithm} key`, async () => {
+    test(`key usage digitalSignature only, critical, for a ${algorithm} key`, SLOW, async () => {
       const leaf = await issuedLeaf(algorithm);
       assert.deepEqual([...leaf.keyUsage!], ["digitalSignature"]);
       assert.equal(isCritical(leaf, OID.keyUsage), true);
@@ -113,31 +116,35 @@ describe("issued X509-SVIDs follow the profile", () => {
   }
 
   for (const algorithm of ["RSA-2048", "RSA-3072", "RSA-4096"] as const) {
-    test(`key usage digitalSignature and keyEncipherment, critical, for a ${algorithm} key`, async () => {
-      const leaf = await issuedLeaf(algorithm);
-      assert.deepEqual([...leaf.keyUsage!].sort(), ["digitalSignature", "keyEncipherment"]);
-      assert.equal(isCritical(leaf, OID.keyUsage), true);
-    });
+    test(
+      `key usage digitalSignature and keyEncipherment, critical, for a ${algorithm} key`,
+      SLOW,
+      async () => {
+        const leaf = await issuedLeaf(algorithm);
+        assert.deepEqual([...leaf.keyUsage!].sort(), ["digitalSignature", "keyEncipherment"]);
+        assert.equal(isCritical(leaf, OID.keyUsage), true);
+      },
+    );
   }
 
-  test("extended key usage serverAuth and clientAuth", async () => {
+  test("extended key usage serverAuth and clientAuth", SLOW, async () => {
     const leaf = await issuedLeaf();
     assert.deepEqual(leaf.extendedKeyUsage, [OID.serverAuth, OID.clientAuth]);
   });
 
-  test("subject key identifier is the SHA-1 of the leaf's public key", async () => {
+  test("subject key identifier is the SHA-1 of the leaf's public key", SLOW, async () => {
     const leaf = await issuedLeaf();
     assert.deepEqual(leaf.subjectKeyIdentifier, await sha1(leaf.publicKey));
   });
 
-  test("authority key identifier is the issuing CA's subject key identifier", async () => {
+  test("authority key identifier is the issuing CA's subject key identifier", SLOW, async () => {
     const leaf = await issuedLeaf();
     const ca = (await fixedRoot()).certificate;
     assert.ok(ca.subjectKeyIdentifier);
     assert.deepEqual(leaf.authorityKeyIdentifier, ca.subjectKeyIdentifier);
   });
 
-  test("serial number is positive and 128 bits long", async () => {
+  test("serial number is positive and 128 bits long", SLOW, async () => {
     for (let i = 0; i < 20; i++) {
       const leaf = await issuedLeaf();
       assert.equal(leaf.serialBytes.length, 16);
@@ -146,7 +153,7 @@ describe("issued X509-SVIDs follow the profile", () => {
     }
   });
 
-  test("serial numbers are random", async () => {
+  test("serial numbers are random", SLOW, async () => {
     const ca = await fixedRoot();
     const csr = await csrFor();
     const serials = new Set<string>();
@@ -154,33 +161,33 @@ describe("issued X509-SVIDs follow the profile", () => {
     assert.equal(serials.size, 20);
   });
 
-  test("serialNumber is the hex of the certificate's serial", async () => {
+  test("serialNumber is the hex of the certificate's serial", SLOW, async () => {
     const svid = await (await fixedRoot()).issue(await csrFor());
     assert.equal(svid.serialNumber, parseCertificate(svid.certificateDer).serialNumber);
     assert.match(svid.serialNumber, /^[0-9a-f]{32}$/);
   });
 
-  test("version 3, issued by the CA's subject, with the trust domain as organization", async () => {
+  test("version 3, issued by the CA's subject, with the trust domain as organization", SLOW, async () => {
     const leaf = await issuedLeaf();
     assert.equal(leaf.version, 3);
     assert.equal(leaf.issuer.key, (await fixedRoot()).certificate.subject.key);
     assert.equal(formatName(leaf.subject), `O=${TD}`);
   });
 
-  test("notBefore is backdated by 30 seconds", async () => {
+  test("notBefore is backdated by 30 seconds", SLOW, async () => {
     const svid = await (await fixedRoot()).issue(await csrFor());
     const leaf = parseCertificate(svid.certificateDer);
     assert.equal(leaf.notBefore.getTime(), NOW.getTime() - 30_000);
     assert.equal(svid.notBefore.getTime(), leaf.notBefore.getTime());
   });
 
-  test("the backdate is configurable", async () => {
+  test("the backdate is configurable", SLOW, async () => {
     const ca = await root({ backdateSeconds: 300 });
     const svid = await ca.issue(await csrFor());
     assert.equal(svid.notBefore.getTime(), NOW.getTime() - 300_000);
   });
 
-  test("the default lifetime is 24 hours", async () => {
+  test("the default lifetime is 24 hours", SLOW, async () => {
     assert.equal(DEFAULT_LEAF_TTL_SECONDS, DAY);
     const svid = await (await fixedRoot()).issue(await csrFor());
     const leaf = parseCertificate(svid.certificateDer);
@@ -188,27 +195,31 @@ describe("issued X509-SVIDs follow the profile", () => {
     assert.equal(svid.notAfter.getTime(), leaf.notAfter.getTime());
   });
 
-  test("issue returns the validity the certificate carries when the clock has milliseconds", async () => {
-    const at = new Date("2026-06-01T12:00:00.750Z");
-    const ca = await CertificateAuthority.createRoot({ trustDomain: TD, now: () => at });
-    const svid = await ca.issue(await csrFor());
-    const leaf = parseCertificate(svid.certificateDer);
-    assert.equal(svid.notBefore.getTime(), leaf.notBefore.getTime());
-    assert.equal(svid.notAfter.getTime(), leaf.notAfter.getTime());
-  });
+  test(
+    "issue returns the validity the certificate carries when the clock has milliseconds",
+    SLOW,
+    async () => {
+      const at = new Date("2026-06-01T12:00:00.750Z");
+      const ca = await CertificateAuthority.createRoot({ trustDomain: TD, now: () => at });
+      const svid = await ca.issue(await csrFor());
+      const leaf = parseCertificate(svid.certificateDer);
+      assert.equal(svid.notBefore.getTime(), leaf.notBefore.getTime());
+      assert.equal(svid.notAfter.getTime(), leaf.notAfter.getTime());
+    },
+  );
 
-  test("certificatePem and certificateDer are the same certificate", async () => {
+  test("certificatePem and certificateDer are the same certificate", SLOW, async () => {
     const svid = await (await fixedRoot()).issue(await csrFor());
     assert.deepEqual(decodePem(svid.certificatePem)[0].der, svid.certificateDer);
   });
 
-  test("the id field is the CSR's SPIFFE ID", async () => {
+  test("the id field is the CSR's SPIFFE ID", SLOW, async () => {
     const svid = await (await fixedRoot()).issue(await csrFor());
     assert.ok(svid.id.equals(ID));
   });
 
   for (const algorithm of KEY_ALGORITHMS) {
-    test(`a ${algorithm} leaf carries the CSR's key and verifies under the CA's key`, async () => {
+    test(`a ${algorithm} leaf carries the CSR's key and verifies under the CA's key`, SLOW, async () => {
       const ca = await fixedRoot();
       const svid = await ca.issue(await csrFor(algorithm));
       const leaf = parseCertificate(svid.certificateDer);
@@ -224,19 +235,19 @@ async function keySignerSpki(algorithm: KeyAlgorithm): Promise<Uint8Array> {
 }
 
 describe("issuance rules", () => {
-  test("a requested lifetime below the maximum is honoured", async () => {
+  test("a requested lifetime below the maximum is honoured", SLOW, async () => {
     const svid = await (await fixedRoot()).issue(await csrFor(), { ttlSeconds: HOUR });
     assert.equal(svid.notAfter.getTime(), NOW.getTime() + HOUR * 1000);
   });
 
-  test("a lifetime equal to the maximum is issued", async () => {
+  test("a lifetime equal to the maximum is issued", SLOW, async () => {
     const svid = await (await fixedRoot()).issue(await csrFor(), {
       ttlSeconds: DEFAULT_MAX_LEAF_TTL_SECONDS,
     });
     assert.equal(svid.notAfter.getTime(), NOW.getTime() + DEFAULT_MAX_LEAF_TTL_SECONDS * 1000);
   });
 
-  test("a lifetime above the maximum is refused with ERR_TTL_EXCEEDS_MAXIMUM", async () => {
+  test("a lifetime above the maximum is refused with ERR_TTL_EXCEEDS_MAXIMUM", SLOW, async () => {
     const ca = await root({ maxTtlSeconds: 2 * DAY });
     const err = await ca.issue(await csrFor(), { ttlSeconds: 2 * DAY + 1 }).catch((e) => e);
     assert.ok(err instanceof TtlExceedsMaximum);
@@ -246,20 +257,20 @@ describe("issuance rules", () => {
     assert.equal(err.maximumSeconds, 2 * DAY);
   });
 
-  test("a default lifetime above the maximum is refused when the CA is made", async () => {
+  test("a default lifetime above the maximum is refused when the CA is made", SLOW, async () => {
     await assert.rejects(root({ defaultTtlSeconds: 2 * DAY, maxTtlSeconds: DAY }), {
       code: "ERR_ISSUANCE_REFUSED",
     });
   });
 
-  test("a configured default lifetime is used when the request gives none", async () => {
+  test("a configured default lifetime is used when the request gives none", SLOW, async () => {
     const ca = await root({ defaultTtlSeconds: 4 * HOUR });
     const svid = await ca.issue(await csrFor());
     assert.equal(svid.notAfter.getTime(), NOW.getTime() + 4 * HOUR * 1000);
   });
 
   for (const ttlSeconds of [0, -60, 1.5, Number.NaN]) {
-    test(`a lifetime of ${ttlSeconds} seconds is refused as an invalid argument`, async () => {
+    test(`a lifetime of ${ttlSeconds} seconds is refused as an invalid argument`, SLOW, async () => {
       await assert.rejects((await fixedRoot()).issue(await csrFor(), { ttlSeconds }), {
         name: "InvalidArgument",
         code: "ERR_INVALID_ARGUMENT",
@@ -267,7 +278,7 @@ describe("issuance rules", () => {
     });
   }
 
-  test("notAfter never passes the issuing CA's notAfter", async () => {
+  test("notAfter never passes the issuing CA's notAfter", SLOW, async () => {
     const parent = await fixedRoot();
     const ca = await parent.createIntermediate({ ttlSeconds: 2 * HOUR });
     const svid = await ca.issue(await csrFor(), { ttlSeconds: DAY });
@@ -275,30 +286,34 @@ describe("issuance rules", () => {
     assert.equal(parseCertificate(svid.certificateDer).notAfter.getTime(), ca.notAfter.getTime());
   });
 
-  test("an expired CA refuses to issue", async () => {
+  test("an expired CA refuses to issue", SLOW, async () => {
     let clock = NOW;
     const ca = await CertificateAuthority.createRoot({ trustDomain: TD, ttlSeconds: DAY, now: () => clock });
     clock = new Date(NOW.getTime() + 2 * DAY * 1000);
     await assert.rejects(ca.issue(await csrFor()), { code: "ERR_ISSUANCE_REFUSED", message: /expired/ });
   });
 
-  test("a CSR naming another ID than the authorized one is refused with ERR_IDENTITY_MISMATCH", async () => {
-    const other = SpiffeId.fromServiceAccount(TD, "default", "admin");
-    const err = await (await fixedRoot()).issue(await csrFor("ECDSA-P256", other), { id: ID }).catch((e) =>
-      e
-    );
-    assert.ok(err instanceof IdentityMismatch);
-    assert.equal(err.code, "ERR_IDENTITY_MISMATCH");
-    assert.equal(err.requested, other.toString());
-    assert.equal(err.authorized, ID.toString());
-  });
+  test(
+    "a CSR naming another ID than the authorized one is refused with ERR_IDENTITY_MISMATCH",
+    SLOW,
+    async () => {
+      const other = SpiffeId.fromServiceAccount(TD, "default", "admin");
+      const err = await (await fixedRoot()).issue(await csrFor("ECDSA-P256", other), { id: ID }).catch((e) =>
+        e
+      );
+      assert.ok(err instanceof IdentityMismatch);
+      assert.equal(err.code, "ERR_IDENTITY_MISMATCH");
+      assert.equal(err.requested, other.toString());
+      assert.equal(err.authorized, ID.toString());
+    },
+  );
 
-  test("the authorized ID may be given as a string", async () => {
+  test("the authorized ID may be given as a string", SLOW, async () => {
     const svid = await (await fixedRoot()).issue(await csrFor(), { id: ID.toString() });
     assert.ok(svid.id.equals(ID));
   });
 
-  test("a CSR for another trust domain is refused", async () => {
+  test("a CSR for another trust domain is refused", SLOW, async () => {
     const foreign = SpiffeId.parse("spiffe://partner.example/ns/default/sa/photos");
     await assert.rejects((await fixedRoot()).issue(await csrFor("ECDSA-P256", foreign)), {
       code: "ERR_ISSUANCE_REFUSED",
@@ -309,7 +324,7 @@ describe("issuance rules", () => {
     });
   });
 
-  test("a CSR for the trust domain's own ID is refused: a leaf's ID needs a path", async () => {
+  test("a CSR for the trust domain's own ID is refused: a leaf's ID needs a path", SLOW, async () => {
     const tdId = SpiffeId.parse(`spiffe://${TD}`);
     await assert.rejects((await fixedRoot()).issue(await csrFor("ECDSA-P256", tdId)), {
       code: "ERR_ISSUANCE_REFUSED",
@@ -317,7 +332,7 @@ describe("issuance rules", () => {
     });
   });
 
-  test("DNS names the caller may have are issued", async () => {
+  test("DNS names the caller may have are issued", SLOW, async () => {
     const csr = await csrFor("ECDSA-P256", ID, ["photos.default.svc"]);
     const svid = await (await fixedRoot()).issue(csr, { dnsNames: ["photos.default.svc", "x.example"] });
     const names = parseCertificate(svid.certificateDer).subjectAltName!;
@@ -325,7 +340,7 @@ describe("issuance rules", () => {
     assert.deepEqual(uriSans(parseCertificate(svid.certificateDer)), [ID.toString()]);
   });
 
-  test("DNS names the caller may not have are refused", async () => {
+  test("DNS names the caller may not have are refused", SLOW, async () => {
     const csr = await csrFor("ECDSA-P256", ID, ["photos.default.svc", "bank.example"]);
     await assert.rejects((await fixedRoot()).issue(csr, { dnsNames: ["photos.default.svc"] }), {
       code: "ERR_ISSUANCE_REFUSED",
@@ -333,22 +348,26 @@ describe("issuance rules", () => {
     });
   });
 
-  test("an invalid CSR is refused with ERR_CSR_INVALID", async () => {
+  test("an invalid CSR is refused with ERR_CSR_INVALID", SLOW, async () => {
     await assert.rejects((await fixedRoot()).issue("not a CSR"), { code: "ERR_CSR_INVALID" });
   });
 });
 
 describe("root CAs", () => {
-  test("carry CA:TRUE (critical), keyCertSign and cRLSign (critical) and the trust domain ID", async () => {
-    const ca = (await fixedRoot()).certificate;
-    assert.equal(ca.basicConstraints?.ca, true);
-    assert.equal(isCritical(ca, OID.basicConstraints), true);
-    assert.deepEqual([...ca.keyUsage!].sort(), ["cRLSign", "keyCertSign"]);
-    assert.equal(isCritical(ca, OID.keyUsage), true);
-    assert.deepEqual(uriSans(ca), [`spiffe://${TD}`]);
-  });
+  test(
+    "carry CA:TRUE (critical), keyCertSign and cRLSign (critical) and the trust domain ID",
+    SLOW,
+    async () => {
+      const ca = (await fixedRoot()).certificate;
+      assert.equal(ca.basicConstraints?.ca, true);
+      assert.equal(isCritical(ca, OID.basicConstraints), true);
+      assert.deepEqual([...ca.keyUsage!].sort(), ["cRLSign", "keyCertSign"]);
+      assert.equal(isCritical(ca, OID.keyUsage), true);
+      assert.deepEqual(uriSans(ca), [`spiffe://${TD}`]);
+    },
+  );
 
-  test("are self-signed, with matching subject and authority key identifiers", async () => {
+  test("are self-signed, with matching subject and authority key identifiers", SLOW, async () => {
     const ca = (await fixedRoot()).certificate;
     assert.equal(ca.subject.key, ca.issuer.key);
     assert.ok(await signedBy(ca, ca));
@@ -356,42 +375,42 @@ describe("root CAs", () => {
     assert.deepEqual(ca.authorityKeyIdentifier, ca.subjectKeyIdentifier);
   });
 
-  test("have no path length limit unless asked", async () => {
+  test("have no path length limit unless asked", SLOW, async () => {
     assert.equal((await fixedRoot()).certificate.basicConstraints?.pathLength, undefined);
     assert.equal((await root({ pathLen: 2 })).certificate.basicConstraints?.pathLength, 2);
   });
 
-  test("have the default subject, or the one given", async () => {
+  test("have the default subject, or the one given", SLOW, async () => {
     assert.equal(formatName((await fixedRoot()).certificate.subject), `O=${TD}, CN=meshauth root CA`);
     const custom = await root({ subject: { C: "DE", O: "Example", CN: "Mesh Root" } });
     assert.equal(formatName(custom.certificate.subject), "C=DE, O=Example, CN=Mesh Root");
   });
 
-  test("refuse an unknown subject attribute", async () => {
+  test("refuse an unknown subject attribute", SLOW, async () => {
     await assert.rejects(root({ subject: { XX: "y" } }), { code: "ERR_INVALID_ARGUMENT" });
   });
 
-  test("refuse a negative path length", async () => {
+  test("refuse a negative path length", SLOW, async () => {
     await assert.rejects(root({ pathLen: -1 }), { code: "ERR_INVALID_ARGUMENT" });
   });
 
-  test("live for the lifetime asked", async () => {
+  test("live for the lifetime asked", SLOW, async () => {
     const ca = await root({ ttlSeconds: 30 * DAY });
     assert.equal(ca.notAfter.getTime(), NOW.getTime() + 30 * DAY * 1000);
   });
 
-  test("refuse a lifetime that would end after the last time X.509 can express", async () => {
+  test("refuse a lifetime that would end after the last time X.509 can express", SLOW, async () => {
     await assert.rejects(root({ ttlSeconds: 8000 * 365 * DAY }), { code: "ERR_INVALID_ARGUMENT" });
   });
 
-  test("refuse an invalid trust domain", async () => {
+  test("refuse an invalid trust domain", SLOW, async () => {
     await assert.rejects(CertificateAuthority.createRoot({ trustDomain: "Cluster.local" }), {
       code: "ERR_TRUST_DOMAIN_INVALID",
     });
   });
 
   for (const keyAlgorithm of ["ECDSA-P256", "ECDSA-P384", "RSA-2048", "Ed25519"] as const) {
-    test(`with a ${keyAlgorithm} key sign leaves that verify`, async () => {
+    test(`with a ${keyAlgorithm} key sign leaves that verify`, SLOW, async () => {
       const ca = await root({ keyAlgorithm });
       const leaf = parseCertificate((await ca.issue(await csrFor())).certificateDer);
       assert.ok(await signedBy(leaf, ca.certificate));
@@ -399,7 +418,7 @@ describe("root CAs", () => {
     });
   }
 
-  test("bundle() holds the root and is a copy", async () => {
+  test("bundle() holds the root and is a copy", SLOW, async () => {
     const ca = await fixedRoot();
     const bundle = ca.bundle();
     assert.deepEqual(bundle.x509Authorities().map((c) => c.der), [ca.certificate.der]);
@@ -408,14 +427,14 @@ describe("root CAs", () => {
     assert.equal(ca.bundle().x509Authorities().length, 1);
   });
 
-  test("leaves from a root carry only the leaf in chainPem", async () => {
+  test("leaves from a root carry only the leaf in chainPem", SLOW, async () => {
     const svid = await (await fixedRoot()).issue(await csrFor());
     assert.equal(decodePem(svid.chainPem).length, 1);
   });
 });
 
 describe("intermediate CAs", () => {
-  test("root -> intermediate -> leaf: each certificate is signed by the next", async () => {
+  test("root -> intermediate -> leaf: each certificate is signed by the next", SLOW, async () => {
     const rootCa = await fixedRoot();
     const intermediate = await rootCa.createIntermediate({ ttlSeconds: 30 * DAY });
     const svid = await intermediate.issue(await csrFor(), { id: ID });
@@ -430,7 +449,7 @@ describe("intermediate CAs", () => {
     assert.deepEqual(ca.authorityKeyIdentifier, rootCa.certificate.subjectKeyIdentifier);
   });
 
-  test("carry CA:TRUE with pathLen 0 by default, CA key usages and the trust domain ID", async () => {
+  test("carry CA:TRUE with pathLen 0 by default, CA key usages and the trust domain ID", SLOW, async () => {
     const intermediate = await (await fixedRoot()).createIntermediate({ ttlSeconds: DAY });
     const cert = intermediate.certificate;
     assert.deepEqual(cert.basicConstraints, { ca: true, pathLength: 0 });
@@ -440,19 +459,19 @@ describe("intermediate CAs", () => {
     assert.equal(intermediate.trustDomain.name, TD);
   });
 
-  test("share the root's bundle", async () => {
+  test("share the root's bundle", SLOW, async () => {
     const rootCa = await fixedRoot();
     const intermediate = await rootCa.createIntermediate({ ttlSeconds: DAY });
     assert.deepEqual(intermediate.bundle().x509Authorities().map((c) => c.der), [rootCa.certificate.der]);
   });
 
-  test("never outlive their parent", async () => {
+  test("never outlive their parent", SLOW, async () => {
     const parent = await root({ ttlSeconds: 10 * DAY });
     const intermediate = await parent.createIntermediate({ ttlSeconds: 100 * DAY });
     assert.equal(intermediate.notAfter.getTime(), parent.notAfter.getTime());
   });
 
-  test("use the key algorithm asked for", async () => {
+  test("use the key algorithm asked for", SLOW, async () => {
     const intermediate = await (await fixedRoot()).createIntermediate({
       ttlSeconds: DAY,
       keyAlgorithm: "Ed25519",
@@ -460,24 +479,24 @@ describe("intermediate CAs", () => {
     assert.equal(intermediate.certificate.publicKeyAlgorithm.oid, "1.3.101.112");
   });
 
-  test("may have a larger pathLen under a root without a limit", async () => {
+  test("may have a larger pathLen under a root without a limit", SLOW, async () => {
     const intermediate = await (await fixedRoot()).createIntermediate({ ttlSeconds: DAY, pathLen: 3 });
     assert.equal(intermediate.certificate.basicConstraints?.pathLength, 3);
   });
 
-  test("cannot be made under a CA with pathLen 0", async () => {
+  test("cannot be made under a CA with pathLen 0", SLOW, async () => {
     const parent = await root({ pathLen: 0 });
     await assert.rejects(parent.createIntermediate({ ttlSeconds: DAY }), { code: "ERR_ISSUANCE_REFUSED" });
   });
 
-  test("cannot be made under an intermediate with the default pathLen 0", async () => {
+  test("cannot be made under an intermediate with the default pathLen 0", SLOW, async () => {
     const intermediate = await (await fixedRoot()).createIntermediate({ ttlSeconds: DAY });
     await assert.rejects(intermediate.createIntermediate({ ttlSeconds: HOUR }), {
       code: "ERR_ISSUANCE_REFUSED",
     });
   });
 
-  test("cannot have a pathLen at or above their parent's", async () => {
+  test("cannot have a pathLen at or above their parent's", SLOW, async () => {
     const parent = await root({ pathLen: 1 });
     await assert.rejects(parent.createIntermediate({ ttlSeconds: DAY, pathLen: 1 }), {
       code: "ERR_ISSUANCE_REFUSED",
@@ -486,7 +505,7 @@ describe("intermediate CAs", () => {
     assert.equal(ok.certificate.basicConstraints?.pathLength, 0);
   });
 
-  test("refuse a negative or fractional pathLen", async () => {
+  test("refuse a negative or fractional pathLen", SLOW, async () => {
     const parent = await fixedRoot();
     await assert.rejects(parent.createIntermediate({ ttlSeconds: DAY, pathLen: -1 }), {
       code: "ERR_INVALID_ARGUMENT",
@@ -496,13 +515,13 @@ describe("intermediate CAs", () => {
     });
   });
 
-  test("refuse a lifetime that is not a positive whole number of seconds", async () => {
+  test("refuse a lifetime that is not a positive whole number of seconds", SLOW, async () => {
     await assert.rejects((await fixedRoot()).createIntermediate({ ttlSeconds: 0 }), {
       code: "ERR_INVALID_ARGUMENT",
     });
   });
 
-  test("two levels deep: the leaf's chain holds both intermediates", async () => {
+  test("two levels deep: the leaf's chain holds both intermediates", SLOW, async () => {
     const rootCa = await fixedRoot();
     const upper = await rootCa.createIntermediate({ ttlSeconds: 30 * DAY, pathLen: 1 });
     const lower = await upper.createIntermediate({ ttlSeconds: 10 * DAY });
@@ -518,7 +537,7 @@ describe("intermediate CAs", () => {
 
 describe("issued chains pass verifySvid", () => {
   for (const algorithm of KEY_ALGORITHMS) {
-    test(`a ${algorithm} leaf from an intermediate verifies against the root bundle`, async () => {
+    test(`a ${algorithm} leaf from an intermediate verifies against the root bundle`, SLOW, async () => {
       const rootCa = await fixedRoot();
       const intermediate = await rootCa.createIntermediate({ ttlSeconds: 30 * DAY });
       const svid = await intermediate.issue(await csrFor(algorithm), { id: ID });
@@ -528,7 +547,7 @@ describe("issued chains pass verifySvid", () => {
     });
   }
 
-  test("a loaded CA's leaves verify against the original bundle", async () => {
+  test("a loaded CA's leaves verify against the original bundle", SLOW, async () => {
     const original = await fixedRoot();
     const loaded = await CertificateAuthority.load({ ...(await original.exportPem()), now: () => NOW });
     const svid = await loaded.issue(await csrFor());
@@ -538,7 +557,7 @@ describe("issued chains pass verifySvid", () => {
 });
 
 describe("CertificateAuthority.load", () => {
-  test("an exported root loads and issues leaves its original certificate verifies", async () => {
+  test("an exported root loads and issues leaves its original certificate verifies", SLOW, async () => {
     const original = await fixedRoot();
     const loaded = await CertificateAuthority.load({ ...(await original.exportPem()), now: () => NOW });
     assert.equal(loaded.trustDomain.name, TD);
@@ -548,7 +567,7 @@ describe("CertificateAuthority.load", () => {
     assert.deepEqual(leaf.authorityKeyIdentifier, original.certificate.subjectKeyIdentifier);
   });
 
-  test("an exported intermediate loads and issues leaves chained to the root", async () => {
+  test("an exported intermediate loads and issues leaves chained to the root", SLOW, async () => {
     const rootCa = await fixedRoot();
     const intermediate = await rootCa.createIntermediate({ ttlSeconds: 30 * DAY });
     const exported = await intermediate.exportPem();
@@ -561,7 +580,7 @@ describe("CertificateAuthority.load", () => {
     assert.deepEqual(loaded.bundle().toPem(), rootCa.bundle().toPem());
   });
 
-  test("a chain ending in its root needs no separate bundle", async () => {
+  test("a chain ending in its root needs no separate bundle", SLOW, async () => {
     const rootCa = await fixedRoot();
     const intermediate = await rootCa.createIntermediate({ ttlSeconds: DAY });
     const { privateKeyPem } = await intermediate.exportPem();
@@ -574,7 +593,7 @@ describe("CertificateAuthority.load", () => {
     assert.equal(decodePem((await loaded.issue(await csrFor())).chainPem).length, 2);
   });
 
-  test("a chain without its root and without a bundle is refused", async () => {
+  test("a chain without its root and without a bundle is refused", SLOW, async () => {
     const intermediate = await (await fixedRoot()).createIntermediate({ ttlSeconds: DAY });
     const { privateKeyPem } = await intermediate.exportPem();
     await assert.rejects(
@@ -583,16 +602,20 @@ describe("CertificateAuthority.load", () => {
     );
   });
 
-  test("a private key that does not match the certificate is refused with ERR_KEY_INVALID", async () => {
-    const { certificateChainPem } = await (await fixedRoot()).exportPem();
-    const privateKeyPem = await exportPrivateKeyPem((await generateKeyPair()).privateKey);
-    await assert.rejects(CertificateAuthority.load({ certificateChainPem, privateKeyPem }), {
-      name: "InvalidKey",
-      code: "ERR_KEY_INVALID",
-    });
-  });
+  test(
+    "a private key that does not match the certificate is refused with ERR_KEY_INVALID",
+    SLOW,
+    async () => {
+      const { certificateChainPem } = await (await fixedRoot()).exportPem();
+      const privateKeyPem = await exportPrivateKeyPem((await generateKeyPair()).privateKey);
+      await assert.rejects(CertificateAuthority.load({ certificateChainPem, privateKeyPem }), {
+        name: "InvalidKey",
+        code: "ERR_KEY_INVALID",
+      });
+    },
+  );
 
-  test("a leaf certificate is refused as a CA", async () => {
+  test("a leaf certificate is refused as a CA", SLOW, async () => {
     const keys = await keysFor("ECDSA-P256");
     const svid = await (await fixedRoot()).issue(await csrFor());
     await assert.rejects(
@@ -605,14 +628,14 @@ describe("CertificateAuthority.load", () => {
     );
   });
 
-  test("a trust domain other than the certificate's is refused", async () => {
+  test("a trust domain other than the certificate's is refused", SLOW, async () => {
     const exported = await (await fixedRoot()).exportPem();
     await assert.rejects(CertificateAuthority.load({ ...exported, trustDomain: "partner.example" }), {
       code: "ERR_ISSUANCE_REFUSED",
     });
   });
 
-  test("a private key that is not PEM is refused", async () => {
+  test("a private key that is not PEM is refused", SLOW, async () => {
     const { certificateChainPem } = await (await fixedRoot()).exportPem();
     await assert.rejects(CertificateAuthority.load({ certificateChainPem, privateKeyPem: "nope" }), {
       code: "ERR_MALFORMED_INPUT",
@@ -621,7 +644,7 @@ describe("CertificateAuthority.load", () => {
 });
 
 describe("CertificateAuthority.fromSigner", () => {
-  test("issues with an external signer, and refuses to export its key", async () => {
+  test("issues with an external signer, and refuses to export its key", SLOW, async () => {
     const original = await fixedRoot();
     const { certificateChainPem, privateKeyPem } = await original.exportPem();
     const keys = await importPrivateKeyPem(privateKeyPem, { extractable: false });
@@ -634,7 +657,7 @@ describe("CertificateAuthority.fromSigner", () => {
 });
 
 describe("createCrl", () => {
-  test("returns one X509 CRL PEM block", async () => {
+  test("returns one X509 CRL PEM block", SLOW, async () => {
     const ca = await fixedRoot();
     const svid = await ca.issue(await csrFor());
     const pem = await ca.createCrl({
@@ -656,7 +679,7 @@ describe("createCrl", () => {
     return { ca, svid, revokedAt, crl: parseCrl(pem), pem };
   }
 
-  test("lists the revoked serial number with its date and reason", async () => {
+  test("lists the revoked serial number with its date and reason", SLOW, async () => {
     const { svid, revokedAt, crl } = await crlWithOneRevocation();
     assert.equal(crl.revoked.length, 1);
     assert.equal(crl.revoked[0].serialNumber, svid.serialNumber);
@@ -664,17 +687,21 @@ describe("createCrl", () => {
     assert.equal(crl.revoked[0].reason, "keyCompromise");
   });
 
-  test("is a v2 CRL of the CA, with its key identifier, the CRL number and both update times", async () => {
-    const { ca, crl } = await crlWithOneRevocation();
-    assert.equal(crl.version, 2);
-    assert.equal(crl.issuer.key, ca.certificate.subject.key);
-    assert.deepEqual(crl.authorityKeyIdentifier, ca.certificate.subjectKeyIdentifier);
-    assert.equal(crl.crlNumber, 42n);
-    assert.equal(crl.thisUpdate.getTime(), NOW.getTime());
-    assert.equal(crl.nextUpdate?.getTime(), NOW.getTime() + 6 * HOUR * 1000);
-  });
+  test(
+    "is a v2 CRL of the CA, with its key identifier, the CRL number and both update times",
+    SLOW,
+    async () => {
+      const { ca, crl } = await crlWithOneRevocation();
+      assert.equal(crl.version, 2);
+      assert.equal(crl.issuer.key, ca.certificate.subject.key);
+      assert.deepEqual(crl.authorityKeyIdentifier, ca.certificate.subjectKeyIdentifier);
+      assert.equal(crl.crlNumber, 42n);
+      assert.equal(crl.thisUpdate.getTime(), NOW.getTime());
+      assert.equal(crl.nextUpdate?.getTime(), NOW.getTime() + 6 * HOUR * 1000);
+    },
+  );
 
-  test("is signed by the CA's key", async () => {
+  test("is signed by the CA's key", SLOW, async () => {
     const { ca, crl } = await crlWithOneRevocation();
     const issuer = ca.certificate;
     assert.ok(
@@ -688,7 +715,7 @@ describe("createCrl", () => {
     );
   });
 
-  test("leaves out an unspecified reason", async () => {
+  test("leaves out an unspecified reason", SLOW, async () => {
     const pem = await (await fixedRoot()).createCrl({
       revoked: [{ serialNumber: "0a0b0c", revokedAt: NOW, reason: "unspecified" }],
       nextUpdateSeconds: HOUR,
@@ -698,19 +725,19 @@ describe("createCrl", () => {
     assert.equal(entry.reason, undefined);
   });
 
-  test("with nothing revoked lists nothing", async () => {
+  test("with nothing revoked lists nothing", SLOW, async () => {
     const crl = parseCrl(await (await fixedRoot()).createCrl({ revoked: [], nextUpdateSeconds: HOUR }));
     assert.deepEqual(crl.revoked, []);
   });
 
-  test("makes verifySvid refuse the revoked leaf with ERR_CERT_REVOKED", async () => {
+  test("makes verifySvid refuse the revoked leaf with ERR_CERT_REVOKED", SLOW, async () => {
     const { svid, pem } = await crlWithOneRevocation();
     await assert.rejects(verifySvid(svid.chainPem, (await fixedRoot()).bundle(), { at: NOW, crls: [pem] }), {
       code: "ERR_CERT_REVOKED",
     });
   });
 
-  test("refuses a serial number that is not hex", async () => {
+  test("refuses a serial number that is not hex", SLOW, async () => {
     await assert.rejects(
       (await fixedRoot()).createCrl({
         revoked: [{ serialNumber: "xyz1", revokedAt: NOW }],
@@ -720,7 +747,7 @@ describe("createCrl", () => {
     );
   });
 
-  test("refuses a serial number with a leading zero byte no certificate can have", async () => {
+  test("refuses a serial number with a leading zero byte no certificate can have", SLOW, async () => {
     await assert.rejects(
       (await fixedRoot()).createCrl({
         revoked: [{ serialNumber: "0001", revokedAt: NOW }],
@@ -730,7 +757,7 @@ describe("createCrl", () => {
     );
   });
 
-  test("refuses a revocation date that is not a date", async () => {
+  test("refuses a revocation date that is not a date", SLOW, async () => {
     await assert.rejects(
       (await fixedRoot()).createCrl({
         revoked: [{ serialNumber: "0a", revokedAt: new Date("yesterday") }],
@@ -740,7 +767,7 @@ describe("createCrl", () => {
     );
   });
 
-  test("refuses a nextUpdateSeconds that is not positive", async () => {
+  test("refuses a nextUpdateSeconds that is not positive", SLOW, async () => {
     await assert.rejects((await fixedRoot()).createCrl({ revoked: [], nextUpdateSeconds: 0 }), {
       code: "ERR_INVALID_ARGUMENT",
     });

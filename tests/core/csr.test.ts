@@ -26,6 +26,9 @@ import {
   sanExtension,
 } from "../support/csr-builder.ts";
 
+// Big RSA keys take seconds to make (more on a busy machine): above Bun's 5 s default.
+const SLOW = { timeout: 120_000 };
+
 const generated = new Map<KeyAlgorithm, Promise<KeyPair>>();
 function keysFor(algorithm: KeyAlgorithm): Promise<KeyPair> {
   if (!generated.has(algorithm)) generated.set(algorithm, generateKeyPair(algorithm));
@@ -55,7 +58,7 @@ function derOf(pem: string): Uint8Array {
 
 describe("createCsr and parseCsr", () => {
   for (const algorithm of KEY_ALGORITHMS) {
-    test(`round-trip a ${algorithm} CSR`, async () => {
+    test(`round-trip a ${algorithm} CSR`, SLOW, async () => {
       const keys = await keysFor(algorithm);
       const request = await parseCsr(await createCsr({ keys, id: SpiffeId.parse(ID) }));
       assert.equal(request.id.toString(), ID);
@@ -66,43 +69,43 @@ describe("createCsr and parseCsr", () => {
     });
   }
 
-  test("createCsr writes one PEM block labelled CERTIFICATE REQUEST", async () => {
+  test("createCsr writes one PEM block labelled CERTIFICATE REQUEST", SLOW, async () => {
     const blocks = decodePem(await createCsr({ keys: await keysFor("ECDSA-P256"), id: ID }));
     assert.deepEqual(blocks.map((b) => b.label), ["CERTIFICATE REQUEST"]);
   });
 
-  test("createCsr accepts the ID as a string", async () => {
+  test("createCsr accepts the ID as a string", SLOW, async () => {
     const request = await parseCsr(await createCsr({ keys: await keysFor("ECDSA-P256"), id: ID }));
     assert.ok(request.id.equals(ID));
   });
 
-  test("createCsr refuses an invalid SPIFFE ID", async () => {
+  test("createCsr refuses an invalid SPIFFE ID", SLOW, async () => {
     await assert.rejects(createCsr({ keys: await keysFor("ECDSA-P256"), id: "spiffe://cluster.local/" }), {
       code: "ERR_SPIFFE_ID_INVALID",
     });
   });
 
-  test("round-trip DNS names next to the SPIFFE ID", async () => {
+  test("round-trip DNS names next to the SPIFFE ID", SLOW, async () => {
     const dnsNames = ["photos.default.svc", "photos.default.svc.cluster.local"];
     const request = await parseCsr(await createCsr({ keys: await keysFor("ECDSA-P256"), id: ID, dnsNames }));
     assert.deepEqual(request.dnsNames, dnsNames);
     assert.equal(request.id.toString(), ID);
   });
 
-  test("parseCsr accepts DER bytes", async () => {
+  test("parseCsr accepts DER bytes", SLOW, async () => {
     const pem = await createCsr({ keys: await keysFor("Ed25519"), id: ID });
     const request = await parseCsr(derOf(pem));
     assert.equal(request.id.toString(), ID);
     assert.deepEqual(request.der, derOf(pem));
   });
 
-  test("parseCsr accepts the legacy NEW CERTIFICATE REQUEST label", async () => {
+  test("parseCsr accepts the legacy NEW CERTIFICATE REQUEST label", SLOW, async () => {
     const der = derOf(await createCsr({ keys: await keysFor("ECDSA-P256"), id: ID }));
     const request = await parseCsr(encodePem("NEW CERTIFICATE REQUEST", der));
     assert.equal(request.id.toString(), ID);
   });
 
-  test("parseCsr accepts a well-formed CSR from the test builder", async () => {
+  test("parseCsr accepts a well-formed CSR from the test builder", SLOW, async () => {
     const der = await buildCsr({
       signer: await signerFor("ECDSA-P384"),
       uris: [ID],
@@ -116,13 +119,13 @@ describe("createCsr and parseCsr", () => {
 
 describe("parseCsr rejects", () => {
   for (const algorithm of KEY_ALGORITHMS) {
-    test(`a ${algorithm} CSR with a flipped signature byte`, async () => {
+    test(`a ${algorithm} CSR with a flipped signature byte`, SLOW, async () => {
       const der = derOf(await createCsr({ keys: await keysFor(algorithm), id: ID }));
       await assert.rejects(parseCsr(flipByte(der, -1)), rejection("signature"));
     });
   }
 
-  test("a CSR whose requested ID was changed after signing", async () => {
+  test("a CSR whose requested ID was changed after signing", SLOW, async () => {
     const der = derOf(await createCsr({ keys: await keysFor("ECDSA-P256"), id: ID }));
     const text = new TextEncoder().encode("photos");
     const at = der.findIndex((_, i) => text.every((b, k) => der[i + k] === b));
@@ -131,7 +134,7 @@ describe("parseCsr rejects", () => {
     await assert.rejects(parseCsr(tampered), rejection("signature"));
   });
 
-  test("a CSR signed by a key other than the one it carries", async () => {
+  test("a CSR signed by a key other than the one it carries", SLOW, async () => {
     const der = await buildCsr({
       signer: await signerFor("ECDSA-P256"),
       spki: await exportSpki((await generateKeyPair("ECDSA-P256")).publicKey),
@@ -140,17 +143,17 @@ describe("parseCsr rejects", () => {
     await assert.rejects(parseCsr(der), rejection("signature"));
   });
 
-  test("a CSR with no URI SAN (DNS names only)", async () => {
+  test("a CSR with no URI SAN (DNS names only)", SLOW, async () => {
     const der = await buildCsr({ signer: await signerFor("ECDSA-P256"), dnsNames: ["photos.example"] });
     await assert.rejects(parseCsr(der), rejection("no-uri-san"));
   });
 
-  test("a CSR with no attributes at all", async () => {
+  test("a CSR with no attributes at all", SLOW, async () => {
     const der = await buildCsr({ signer: await signerFor("ECDSA-P256"), attributes: [] });
     await assert.rejects(parseCsr(der), rejection("no-uri-san"));
   });
 
-  test("a CSR whose extension request has no subjectAltName", async () => {
+  test("a CSR whose extension request has no subjectAltName", SLOW, async () => {
     const keyUsage = extension("2.5.29.15", new Uint8Array([0x03, 0x02, 0x07, 0x80]));
     const der = await buildCsr({
       signer: await signerFor("ECDSA-P256"),
@@ -159,17 +162,17 @@ describe("parseCsr rejects", () => {
     await assert.rejects(parseCsr(der), rejection("no-uri-san"));
   });
 
-  test("a CSR with two URI SANs", async () => {
+  test("a CSR with two URI SANs", SLOW, async () => {
     const der = await buildCsr({ signer: await signerFor("ECDSA-P256"), uris: [ID, OTHER_ID] });
     await assert.rejects(parseCsr(der), rejection("multiple-uri-sans"));
   });
 
-  test("a CSR with a SPIFFE and a non-SPIFFE URI SAN", async () => {
+  test("a CSR with a SPIFFE and a non-SPIFFE URI SAN", SLOW, async () => {
     const der = await buildCsr({ signer: await signerFor("ECDSA-P256"), uris: [ID, "https://example.org/"] });
     await assert.rejects(parseCsr(der), rejection("multiple-uri-sans"));
   });
 
-  test("a CSR with two extension requests, each naming one URI", async () => {
+  test("a CSR with two extension requests, each naming one URI", SLOW, async () => {
     const der = await buildCsr({
       signer: await signerFor("ECDSA-P256"),
       attributes: [
@@ -180,7 +183,7 @@ describe("parseCsr rejects", () => {
     await assert.rejects(parseCsr(der), rejection("malformed"));
   });
 
-  test("a CSR with an extension request holding two values, each naming one URI", async () => {
+  test("a CSR with an extension request holding two values, each naming one URI", SLOW, async () => {
     const der = await buildCsr({
       signer: await signerFor("ECDSA-P256"),
       attributes: [extensionRequest([sanExtension({ uris: [ID] })], [sanExtension({ uris: [OTHER_ID] })])],
@@ -188,7 +191,7 @@ describe("parseCsr rejects", () => {
     await assert.rejects(parseCsr(der), rejection("malformed"));
   });
 
-  test("a CSR with two subjectAltName extensions", async () => {
+  test("a CSR with two subjectAltName extensions", SLOW, async () => {
     const der = await buildCsr({
       signer: await signerFor("ECDSA-P256"),
       attributes: [extensionRequest([sanExtension({ uris: [ID] }), sanExtension({ uris: [OTHER_ID] })])],
@@ -196,7 +199,7 @@ describe("parseCsr rejects", () => {
     await assert.rejects(parseCsr(der), rejection("malformed"));
   });
 
-  test("a CSR whose only URI is not a spiffe URI", async () => {
+  test("a CSR whose only URI is not a spiffe URI", SLOW, async () => {
     const der = await buildCsr({
       signer: await signerFor("ECDSA-P256"),
       uris: ["https://cluster.local/ns/default"],
@@ -204,7 +207,7 @@ describe("parseCsr rejects", () => {
     await assert.rejects(parseCsr(der), rejection("not-spiffe"));
   });
 
-  test("a CSR whose spiffe URI breaks the SPIFFE-ID rules", async () => {
+  test("a CSR whose spiffe URI breaks the SPIFFE-ID rules", SLOW, async () => {
     const der = await buildCsr({
       signer: await signerFor("ECDSA-P256"),
       uris: ["spiffe://Cluster.local/x/"],
@@ -212,7 +215,7 @@ describe("parseCsr rejects", () => {
     await assert.rejects(parseCsr(der), rejection("not-spiffe"));
   });
 
-  test("a CSR with a 1024-bit RSA key", async () => {
+  test("a CSR with a 1024-bit RSA key", SLOW, async () => {
     const keys = await crypto.subtle.generateKey(
       {
         name: "RSASSA-PKCS1-v1_5",
@@ -227,7 +230,7 @@ describe("parseCsr rejects", () => {
     await assert.rejects(parseCsr(der), rejection("weak-key"));
   });
 
-  test("a CSR signed with SHA-1", async () => {
+  test("a CSR signed with SHA-1", SLOW, async () => {
     const keys = await crypto.subtle.generateKey(
       {
         name: "RSASSA-PKCS1-v1_5",
@@ -242,19 +245,19 @@ describe("parseCsr rejects", () => {
     await assert.rejects(parseCsr(der), rejection("unsupported-algorithm"));
   });
 
-  test("a CSR with a P-521 key", async () => {
+  test("a CSR with a P-521 key", SLOW, async () => {
     const spki = fakeSpki("1.2.840.10045.2.1", "1.3.132.0.35", new Uint8Array(133).fill(4, 0, 1));
     const der = await buildCsr({ signer: await signerFor("ECDSA-P256"), spki, uris: [ID] });
     await assert.rejects(parseCsr(der), rejection("unsupported-algorithm"));
   });
 
-  test("a CSR with an Ed448 key", async () => {
+  test("a CSR with an Ed448 key", SLOW, async () => {
     const spki = fakeSpki("1.3.101.113", undefined, new Uint8Array(57).fill(9));
     const der = await buildCsr({ signer: await signerFor("Ed25519"), spki, uris: [ID] });
     await assert.rejects(parseCsr(der), rejection("unsupported-algorithm"));
   });
 
-  test("a CSR with an RSA key over 4096 bits", async () => {
+  test("a CSR with an RSA key over 4096 bits", SLOW, async () => {
     const modulus = new Uint8Array(1025).fill(0xc3);
     modulus[0] = 0;
     // RSAPublicKey { modulus (8192 bits), publicExponent 65537 } written by hand.
@@ -279,7 +282,7 @@ describe("parseCsr rejects", () => {
     await assert.rejects(parseCsr(der), rejection("unsupported-algorithm"));
   });
 
-  test("a CSR whose signature algorithm does not match its key", async () => {
+  test("a CSR whose signature algorithm does not match its key", SLOW, async () => {
     const rsa = await signerFor("RSA-2048");
     const der = await buildCsr({
       signer: await signerFor("ECDSA-P256"),
@@ -289,52 +292,52 @@ describe("parseCsr rejects", () => {
     await assert.rejects(parseCsr(der), rejection("unsupported-algorithm"));
   });
 
-  test("a CSR of a version other than v1", async () => {
+  test("a CSR of a version other than v1", SLOW, async () => {
     const der = await buildCsr({ signer: await signerFor("ECDSA-P256"), uris: [ID], version: 1 });
     await assert.rejects(parseCsr(der), rejection("malformed"));
   });
 
-  test("trailing bytes after the DER", async () => {
+  test("trailing bytes after the DER", SLOW, async () => {
     const der = derOf(await createCsr({ keys: await keysFor("ECDSA-P256"), id: ID }));
     const padded = new Uint8Array([...der, 0x00, 0x00]);
     await assert.rejects(parseCsr(padded), rejection("malformed"));
     await assert.rejects(parseCsr(encodePem("CERTIFICATE REQUEST", padded)), rejection("malformed"));
   });
 
-  test("text around the PEM block", async () => {
+  test("text around the PEM block", SLOW, async () => {
     const pem = await createCsr({ keys: await keysFor("ECDSA-P256"), id: ID });
     await assert.rejects(parseCsr(`Certificate Request:\n${pem}`), rejection("malformed"));
   });
 
-  test("two CSRs in one PEM", async () => {
+  test("two CSRs in one PEM", SLOW, async () => {
     const pem = await createCsr({ keys: await keysFor("ECDSA-P256"), id: ID });
     await assert.rejects(parseCsr(pem + pem), rejection("malformed"));
   });
 
-  test("a certificate, as PEM and as DER", async () => {
+  test("a certificate, as PEM and as DER", SLOW, async () => {
     const ca = await CertificateAuthority.createRoot({ trustDomain: "cluster.local" });
     await assert.rejects(parseCsr(ca.certificatePem), rejection("malformed"));
     await assert.rejects(parseCsr(derOf(ca.certificatePem)), rejection("malformed"));
   });
 
-  test("random bytes", async () => {
+  test("random bytes", SLOW, async () => {
     const bytes = crypto.getRandomValues(new Uint8Array(300));
     bytes[0] = 0x30;
     await assert.rejects(parseCsr(bytes), rejection("malformed"));
     await assert.rejects(parseCsr(encodePem("CERTIFICATE REQUEST", bytes)), rejection("malformed"));
   });
 
-  test("an empty string and empty bytes", async () => {
+  test("an empty string and empty bytes", SLOW, async () => {
     await assert.rejects(parseCsr(""), rejection("malformed"));
     await assert.rejects(parseCsr(new Uint8Array()), rejection("malformed"));
   });
 
-  test("a PEM body that is not base64", async () => {
+  test("a PEM body that is not base64", SLOW, async () => {
     const pem = "-----BEGIN CERTIFICATE REQUEST-----\nMII=B\n-----END CERTIFICATE REQUEST-----\n";
     await assert.rejects(parseCsr(pem), rejection("malformed"));
   });
 
-  test("a value that is neither text nor bytes", async () => {
+  test("a value that is neither text nor bytes", SLOW, async () => {
     await assert.rejects(parseCsr(42 as unknown as string), rejection("malformed"));
   });
 });

@@ -13,6 +13,9 @@ import {
   type KeyPair,
 } from "../../mod.ts";
 
+// Big RSA keys take seconds to make (more on a busy machine): above Bun's 5 s default.
+const SLOW = { timeout: 120_000 };
+
 // Key generation is slow for large RSA keys: each algorithm's pair is made once per file.
 const generated = new Map<KeyAlgorithm, Promise<KeyPair>>();
 function keysFor(algorithm: KeyAlgorithm): Promise<KeyPair> {
@@ -33,14 +36,14 @@ const malformed = { name: "MalformedInput", code: "ERR_MALFORMED_INPUT" };
 const invalidKey = { name: "InvalidKey", code: "ERR_KEY_INVALID" };
 
 describe("generateKeyPair", () => {
-  test("makes ECDSA P-256 keys by default", async () => {
+  test("makes ECDSA P-256 keys by default", SLOW, async () => {
     const keys = await generateKeyPair();
     assert.equal(keys.algorithm, "ECDSA-P256");
     assert.equal(keyAlgorithmOf(keys.privateKey), "ECDSA-P256");
   });
 
   for (const algorithm of KEY_ALGORITHMS) {
-    test(`makes a ${algorithm} pair whose private key signs and public key verifies`, async () => {
+    test(`makes a ${algorithm} pair whose private key signs and public key verifies`, SLOW, async () => {
       const keys = await keysFor(algorithm);
       assert.equal(keys.algorithm, algorithm);
       assert.equal(keyAlgorithmOf(keys.privateKey), algorithm);
@@ -51,14 +54,14 @@ describe("generateKeyPair", () => {
     });
   }
 
-  test("refuses an unknown algorithm with ERR_ALGORITHM_UNSUPPORTED", async () => {
+  test("refuses an unknown algorithm with ERR_ALGORITHM_UNSUPPORTED", SLOW, async () => {
     await assert.rejects(generateKeyPair("DSA-1024" as KeyAlgorithm), {
       name: "UnsupportedAlgorithm",
       code: "ERR_ALGORITHM_UNSUPPORTED",
     });
   });
 
-  test("keeps the private key inside WebCrypto when asked", async () => {
+  test("keeps the private key inside WebCrypto when asked", SLOW, async () => {
     const keys = await generateKeyPair("ECDSA-P256", { extractable: false });
     assert.equal(keys.privateKey.extractable, false);
     await assert.rejects(exportPrivateKeyPem(keys.privateKey), { ...invalidKey, message: /not extractable/ });
@@ -67,7 +70,7 @@ describe("generateKeyPair", () => {
 
 describe("exportPrivateKeyPem and importPrivateKeyPem", () => {
   for (const algorithm of KEY_ALGORITHMS) {
-    test(`round-trips a ${algorithm} key through PKCS#8 PEM`, async () => {
+    test(`round-trips a ${algorithm} key through PKCS#8 PEM`, SLOW, async () => {
       const keys = await keysFor(algorithm);
       const pem = await exportPrivateKeyPem(keys.privateKey);
       const [block, extra] = decodePem(pem);
@@ -82,61 +85,61 @@ describe("exportPrivateKeyPem and importPrivateKeyPem", () => {
     });
   }
 
-  test("imports a non-extractable key when asked", async () => {
+  test("imports a non-extractable key when asked", SLOW, async () => {
     const pem = await exportPrivateKeyPem((await keysFor("ECDSA-P256")).privateKey);
     const imported = await importPrivateKeyPem(pem, { extractable: false });
     assert.equal(imported.privateKey.extractable, false);
   });
 
-  test("export refuses a public key", async () => {
+  test("export refuses a public key", SLOW, async () => {
     await assert.rejects(exportPrivateKeyPem((await keysFor("ECDSA-P256")).publicKey), invalidKey);
   });
 
-  test("import refuses an empty string", async () => {
+  test("import refuses an empty string", SLOW, async () => {
     await assert.rejects(importPrivateKeyPem(""), { ...malformed, message: /no PEM block/ });
   });
 
-  test("import refuses text with no PEM block", async () => {
+  test("import refuses text with no PEM block", SLOW, async () => {
     await assert.rejects(importPrivateKeyPem("not a key"), malformed);
   });
 
-  test("import refuses a PEM body that is not base64", async () => {
+  test("import refuses a PEM body that is not base64", SLOW, async () => {
     const pem = "-----BEGIN PRIVATE KEY-----\nnot*base64!\n-----END PRIVATE KEY-----\n";
     await assert.rejects(importPrivateKeyPem(pem), malformed);
   });
 
-  test("import refuses mismatched BEGIN and END labels", async () => {
+  test("import refuses mismatched BEGIN and END labels", SLOW, async () => {
     const pem = "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END CERTIFICATE-----\n";
     await assert.rejects(importPrivateKeyPem(pem), malformed);
   });
 
-  test("import refuses a PEM block of another kind", async () => {
+  test("import refuses a PEM block of another kind", SLOW, async () => {
     const pem = encodePem("CERTIFICATE", new Uint8Array([0x30, 0x00]));
     await assert.rejects(importPrivateKeyPem(pem), { ...malformed, message: /CERTIFICATE/ });
   });
 
-  test("import refuses an encrypted private key", async () => {
+  test("import refuses an encrypted private key", SLOW, async () => {
     const pem = encodePem("ENCRYPTED PRIVATE KEY", new Uint8Array([0x30, 0x00]));
     await assert.rejects(importPrivateKeyPem(pem), malformed);
   });
 
-  test("import refuses two keys in one PEM", async () => {
+  test("import refuses two keys in one PEM", SLOW, async () => {
     const one = await exportPrivateKeyPem((await keysFor("ECDSA-P256")).privateKey);
     await assert.rejects(importPrivateKeyPem(one + one), { ...malformed, message: /one PEM block/ });
   });
 
-  test("import refuses bytes that are not DER", async () => {
+  test("import refuses bytes that are not DER", SLOW, async () => {
     const pem = encodePem("PRIVATE KEY", new TextEncoder().encode("hello, world"));
     await assert.rejects(importPrivateKeyPem(pem), invalidKey);
   });
 
-  test("import refuses a truncated PKCS#8 key", async () => {
+  test("import refuses a truncated PKCS#8 key", SLOW, async () => {
     const [block] = decodePem(await exportPrivateKeyPem((await keysFor("ECDSA-P256")).privateKey));
     const pem = encodePem("PRIVATE KEY", block.der.subarray(0, block.der.length - 10));
     await assert.rejects(importPrivateKeyPem(pem), invalidKey);
   });
 
-  test("import refuses an EC key whose private scalar is zero", async () => {
+  test("import refuses an EC key whose private scalar is zero", SLOW, async () => {
     const [block] = decodePem(await exportPrivateKeyPem((await keysFor("ECDSA-P256")).privateKey));
     const der = block.der.slice();
     // ECPrivateKey { version 1, privateKey OCTET STRING (32) ... }: zero the scalar.
@@ -149,17 +152,17 @@ describe("exportPrivateKeyPem and importPrivateKeyPem", () => {
     await assert.rejects(importPrivateKeyPem(encodePem("PRIVATE KEY", der)), invalidKey);
   });
 
-  test("import refuses an SEC 1 key that is not SEC 1", async () => {
+  test("import refuses an SEC 1 key that is not SEC 1", SLOW, async () => {
     const pem = encodePem("EC PRIVATE KEY", new Uint8Array([0x30, 0x03, 0x02, 0x01, 0x01]));
     await assert.rejects(importPrivateKeyPem(pem), invalidKey);
   });
 
-  test("import refuses a PKCS#1 key that is not PKCS#1", async () => {
+  test("import refuses a PKCS#1 key that is not PKCS#1", SLOW, async () => {
     const pem = encodePem("RSA PRIVATE KEY", new Uint8Array([0x30, 0x03, 0x02, 0x01, 0x00]));
     await assert.rejects(importPrivateKeyPem(pem), invalidKey);
   });
 
-  test("import refuses a key of an unsupported algorithm", async () => {
+  test("import refuses a key of an unsupported algorithm", SLOW, async () => {
     // PKCS#8 with the X25519 OID (1.3.101.110): a key meshauth does not sign with.
     const der = new Uint8Array([
       0x30,

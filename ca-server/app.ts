@@ -15,7 +15,6 @@
  */
 
 import { type Context, Hono } from "hono";
-import { decodePem, encodePem } from "../mod.ts";
 import type { Authorities } from "./authorities.ts";
 import type { Authenticator, Credentials, Principal } from "./auth/principal.ts";
 import { type Logger, silentLogger } from "./logger.ts";
@@ -56,6 +55,7 @@ export interface CaAppOptions {
 }
 
 const SERIAL = /^[0-9a-f]{2,64}$/;
+const PEM_BLOCK = /-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----\n?/g;
 
 /** Builds the CA's Hono app. */
 export function createCaApp(options: CaAppOptions): Hono {
@@ -173,7 +173,7 @@ export function createCaApp(options: CaAppOptions): Hono {
         spiffeId: issued.spiffeId,
         serialNumber: issued.serialNumber,
         expiresAt: issued.notAfter.toISOString(),
-        certificateChain: decodePem(issued.chainPem).map((b) => encodePem(b.label, b.der)),
+        certificateChain: issued.chainPem.match(PEM_BLOCK) ?? [],
         trustBundle: issued.trustBundlePem,
       },
       201,
@@ -270,6 +270,7 @@ export function createCaApp(options: CaAppOptions): Hono {
 
   function bundleResponse(c: Context, format: "jwks" | "pem"): Response {
     const bundle = authorities.bundle();
+    const pem = authorities.bundlePem();
     const etag = `"${bundle.sequence}-${
       authorities.published().map((a) => a.record.id.slice(0, 8)).join(".")
     }"`;
@@ -281,7 +282,7 @@ export function createCaApp(options: CaAppOptions): Hono {
     metrics.request(200);
     if (c.req.header("if-none-match") === etag) return new Response(null, { status: 304, headers });
     if (format === "pem") {
-      return new Response(bundle.toPem(), {
+      return new Response(pem, {
         headers: { ...headers, "content-type": "application/x-pem-file" },
       });
     }

@@ -46,6 +46,7 @@ export class NoActiveAuthority extends Error {
 /** Every authority the key manager holds, and which signs now. */
 export class Authorities {
   #loaded: LoadedAuthority[] = [];
+  #bundleCache?: { key: string; bundle: TrustBundle; pem: string };
   readonly #options: AuthoritiesOptions;
   readonly trustDomain: TrustDomain;
 
@@ -144,16 +145,32 @@ export class Authorities {
    * time the set changes (an authority added or retired), as SPIFFE bundle endpoints expect.
    */
   bundle(at = this.#now()): TrustBundle {
+    return this.#cachedBundle(at).bundle.clone();
+  }
+
+  /** {@link bundle} as PEM. */
+  bundlePem(at = this.#now()): string {
+    return this.#cachedBundle(at).pem;
+  }
+
+  // Every issuance answers the bundle: build it only when the published set changes.
+  #cachedBundle(at: Date): { key: string; bundle: TrustBundle; pem: string } {
     const published = this.published(at);
     const retiredCount = this.#loaded.filter((l) => {
       const retired = this.#retiredAfter(l);
       return (retired && retired <= at) || l.ca.notAfter <= at;
     }).length;
+    const sequence = this.#loaded.length + retiredCount;
+    const key = `${sequence}:${published.map((l) => l.record.id).join(",")}`;
+    if (this.#bundleCache?.key === key) return this.#bundleCache;
     const bundle = new TrustBundle(this.trustDomain, [], {
-      sequence: this.#loaded.length + retiredCount,
+      sequence,
       refreshHintSeconds: this.#options.refreshHintSeconds ?? 300,
     });
     for (const l of published) for (const root of l.roots.x509Authorities()) bundle.addAuthority(root);
-    return bundle;
+    // addAuthority bumps the sequence; ours counts changes over time instead.
+    bundle.sequence = sequence;
+    this.#bundleCache = { key, bundle, pem: bundle.toPem() };
+    return this.#bundleCache;
   }
 }

@@ -17,11 +17,8 @@ import {
   generateKeyPair,
   type KeyAlgorithm,
 } from "../mod.ts";
-import { createJoinToken } from "./auth/join-token.ts";
 import { type CaConfig, ConfigError, ENV_OVERRIDES, loadConfig } from "./config.ts";
 import { jsonLogger } from "./logger.ts";
-import { runCaServer } from "./serve.ts";
-import { initRoot, loadAuthorities, openKeyManager, openStore } from "./setup.ts";
 import { isRevocationReason } from "./store/records.ts";
 import { REVOCATION_REASONS, type RevocationSelector } from "./store/store.ts";
 
@@ -98,6 +95,9 @@ async function configFrom(values: { config?: string; "trust-domain"?: string }):
   });
 }
 
+// The server, stores and crypto load only for the commands that use them, so --help is quick.
+const setup = () => import("./setup.ts");
+
 const commonOptions = {
   config: { type: "string" },
   help: { type: "boolean" },
@@ -119,6 +119,7 @@ async function init(args: string[]): Promise<void> {
   });
   if (values.help) return console.log(HELP.init);
   const config = await configFrom(values);
+  const { initRoot, openKeyManager } = await setup();
   const keyManager = openKeyManager(config);
   const keyAlgorithm = values["key-algorithm"] as KeyAlgorithm | undefined;
   if (values.csr) {
@@ -173,6 +174,7 @@ async function serve(args: string[]): Promise<void> {
   const { values } = parseArgs({ args, options: commonOptions });
   if (values.help) return console.log(HELP.serve);
   const config = await configFrom(values);
+  const { runCaServer } = await import("./serve.ts");
   await runCaServer(config, jsonLogger({ level: config.log.level }));
 }
 
@@ -196,7 +198,7 @@ async function revoke(args: string[]): Promise<void> {
   else if (values["spiffe-id"] && !values.serial) selector = { spiffeId: values["spiffe-id"], reason };
   else throw new UsageError("give exactly one of --serial and --spiffe-id");
   const config = await configFrom(values);
-  const store = await openStore(config);
+  const store = await (await setup()).openStore(config);
   try {
     if ("serialNumber" in selector && !(await store.findCertificate(selector.serialNumber))) {
       throw new UsageError(`this CA issued no certificate with serial number ${selector.serialNumber}`);
@@ -243,7 +245,8 @@ async function token(args: string[]): Promise<void> {
   if (values.node && !/^[A-Za-z0-9._-]+$/.test(values.node)) {
     throw new UsageError("--node may hold letters, digits, '.', '_', '-'");
   }
-  const store = await openStore(config);
+  const store = await (await setup()).openStore(config);
+  const { createJoinToken } = await import("./auth/join-token.ts");
   try {
     const { token, record } = await createJoinToken(store, {
       role: values.admin ? "admin" : values.node ? "node" : "workload",
@@ -271,6 +274,7 @@ async function rotate(args: string[]): Promise<void> {
   });
   if (values.help) return console.log(HELP.rotate);
   const config = await configFrom(values);
+  const { initRoot, loadAuthorities, openKeyManager } = await setup();
   const keyManager = openKeyManager(config);
   await loadAuthorities(config, keyManager);
   const overlap = positiveInt(values["overlap-seconds"], "--overlap-seconds") ?? 86400;
@@ -280,7 +284,7 @@ async function rotate(args: string[]): Promise<void> {
     activeFrom,
   });
   console.log(
-    `added root ${record.id}; published now, signs from ${activeFrom.toISOString()}. Restart servers to load it.`,
+    `added root ${record.id}; published now, signs from ${activeFrom.toISOString()}; running servers load it within 30 s.`,
   );
 }
 
@@ -291,7 +295,7 @@ async function exportKey(args: string[]): Promise<void> {
     throw new UsageError("--authority <id> is required (the ids are in the key directory)");
   }
   const config = await configFrom(values);
-  process.stdout.write(await openKeyManager(config).exportPrivateKeyPem(values.authority));
+  process.stdout.write(await (await setup()).openKeyManager(config).exportPrivateKeyPem(values.authority));
 }
 
 /** Runs the CLI with `argv` (without the node and script paths). */

@@ -29,6 +29,8 @@ import { CaMetrics } from "./metrics.ts";
 import { buildAuthenticators, loadAuthorities, openKeyManager, openStore } from "./setup.ts";
 import type { CaStore } from "./store/store.ts";
 
+const AUTHORITY_RELOAD_MS = 30_000;
+
 /** A running CA server. */
 export interface RunningCaServer {
   /** `https://localhost:<port>` (or `http://127.0.0.1:<port>` for plain HTTP). */
@@ -124,6 +126,7 @@ export async function startCaServer(
   });
 
   let renewal: ReturnType<typeof setTimeout> | undefined;
+  let currentCredentials = { key: "", cert: "" };
   let server: HttpServer | HttpsServer;
   if (config.listen.plainHttp) {
     server = serve({
@@ -133,6 +136,7 @@ export async function startCaServer(
     }) as HttpServer;
   } else {
     const credentials = await servingCredentials(authorities, store, config);
+    currentCredentials = { key: credentials.key, cert: credentials.cert };
     const https = serve({
       fetch: app.fetch,
       port: config.listen.port,
@@ -144,7 +148,7 @@ export async function startCaServer(
         // Ask for a client SVID but let the app decide: renewal uses it, issuance with a token does not.
         requestCert: true,
         rejectUnauthorized: false,
-        ca: authorities.bundle().toPem(),
+        ca: authorities.bundlePem(),
         minVersion: "TLSv1.2",
         maxHeaderSize: 16 * 1024,
       },
@@ -155,7 +159,8 @@ export async function startCaServer(
       renewal = setTimeout(async () => {
         try {
           const next = await servingCredentials(authorities, store, config);
-          https.setSecureContext({ key: next.key, cert: next.cert, ca: authorities.bundle().toPem() });
+          currentCredentials = { key: next.key, cert: next.cert };
+          https.setSecureContext({ ...currentCredentials, ca: authorities.bundlePem() });
           logger.info("serving certificate renewed", { notAfter: next.notAfter.toISOString() });
           scheduleRenewal(next.notBefore, next.notAfter);
         } catch (err) {
@@ -167,6 +172,23 @@ export async function startCaServer(
     };
     scheduleRenewal(credentials.notBefore, credentials.notAfter);
   }
+  // Authorities added by `meshauth ca rotate` (or another replica) are picked up without a restart.
+  const reload = setInterval(async () => {
+    const before = authorities.bundlePem();
+    try {
+      await authorities.reload();
+    } catch (err) {
+      logger.error("reloading CA authorities failed", { error: err });
+      return;
+    }
+    if (authorities.bundlePem() !== before) {
+      logger.info("trust bundle changed", { authorities: authorities.published().map((a) => a.record.id) });
+      if (!config.listen.plainHttp) {
+        (server as HttpsServer).setSecureContext({ ...currentCredentials, ca: authorities.bundlePem() });
+      }
+    }
+  }, AUTHORITY_RELOAD_MS);
+  reload.unref?.();
   // Slow clients cannot hold a connection open: whole request 15 s, headers 10 s, idle 5 s.
   server.requestTimeout = 15_000;
   server.headersTimeout = 10_000;
@@ -200,6 +222,7 @@ export async function startCaServer(
       if (closed) return;
       closed = true;
       if (renewal) clearTimeout(renewal);
+      clearInterval(reload);
       await new Promise<void>((resolve) => {
         server.close(() => resolve());
         server.closeAllConnections?.();

@@ -124,7 +124,7 @@ export class CaService {
       serialNumber: record.serialNumber,
       notAfter: issued.notAfter,
       chainPem: issued.chainPem,
-      trustBundlePem: this.#o.authorities.bundle().toPem(),
+      trustBundlePem: this.#o.authorities.bundlePem(),
     };
   }
 

@@ -43,6 +43,7 @@ interface State {
 const EMPTY_STATE: State = { version: 1, revision: 0, crlNumber: "0", revocations: [], joinTokens: [] };
 const LOCK_WAIT_MS = 10_000;
 const STALE_LOCK_MS = 30_000;
+const STATE_RECHECK_MS = 100;
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
@@ -66,6 +67,7 @@ export class FileStore implements CaStore {
   readonly #lockPath: string;
   #state: State = EMPTY_STATE;
   #stateStamp = "";
+  #stateCheckedMs = 0;
   #bySerial = new Map<string, IssuedCertificate>();
   #byId = new Map<string, Set<string>>();
   #auditTail: AuditEvent[] = [];
@@ -203,7 +205,12 @@ export class FileStore implements CaStore {
     });
   }
 
+  // Another process's change (a CLI revocation, another worker) is seen within STATE_RECHECK_MS;
+  // this process's own changes are seen at once, and changes under the lock always re-read.
   async #reloadStateIfChanged(): Promise<void> {
+    const now = Date.now();
+    if (now - this.#stateCheckedMs < STATE_RECHECK_MS) return;
+    this.#stateCheckedMs = now;
     let stamp = "";
     try {
       const s = await stat(this.#statePath);

@@ -44,8 +44,31 @@ export function run(
   });
 }
 
+/**
+ * Runs the `meshauth` CLI in this process (as `runCli`, output captured): fast, and the same
+ * code as the executable. `cliProcess` runs the real executable.
+ */
+export async function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  const { runCli } = await import("../../ca-server/cli.ts");
+  const out: string[] = [];
+  const err: string[] = [];
+  const { log, error } = console;
+  const write = process.stdout.write;
+  console.log = (...parts: unknown[]) => out.push(`${parts.join(" ")}\n`);
+  console.error = (...parts: unknown[]) => err.push(`${parts.join(" ")}\n`);
+  process.stdout.write = ((chunk: string) => out.push(String(chunk)) > 0) as typeof process.stdout.write;
+  try {
+    const code = await runCli(args);
+    return { code, stdout: out.join(""), stderr: err.join("") };
+  } finally {
+    console.log = log;
+    console.error = error;
+    process.stdout.write = write;
+  }
+}
+
 /** Runs the `meshauth` CLI in a Node process. */
-export function cli(
+export function cliProcess(
   args: string[],
   env: Record<string, string> = {},
 ): Promise<{ code: number; stdout: string; stderr: string }> {

@@ -1,0 +1,215 @@
+// The `meshauth ca` command line: help, config errors, tokens, revocation while a server runs,
+// an intermediate signed by an offline root (OpenSSL), key export and rotation.
+import assert from "node:assert/strict";
+import { readdir, readFile, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import {
+  type CaProcess,
+  cli,
+  cliProcess,
+  csrFor,
+  curl,
+  run,
+  startCa,
+  tempDir,
+  TRUST_DOMAIN,
+  writeConfig,
+} from "./helpers.ts";
+
+describe("meshauth ca (CLI)", () => {
+  let dir: { path: string; remove(): Promise<void> };
+  let config: string;
+  let ca: CaProcess | undefined;
+
+  before(async () => {
+    dir = await tempDir();
+    config = await writeConfig(dir.path, {
+      listen: { host: "127.0.0.1", port: 0, plainHttp: true },
+      log: { level: "info" },
+    });
+  });
+
+  after(async () => {
+    await ca?.stop();
+    await dir?.remove();
+  });
+
+  it("explains itself with --help", async () => {
+    const top = await cliProcess(["ca", "--help"]);
+    assert.equal(top.code, 0);
+    for (const command of ["init", "serve", "revoke", "token create", "rotate", "export-key"]) {
+      assert.match(top.stdout, new RegExp(`ca ${command}`));
+    }
+    const serve = await cli(["ca", "serve", "--help"]);
+    assert.equal(serve.code, 0);
+    assert.match(serve.stdout, /usage: meshauth ca serve/);
+    assert.match(serve.stdout, /MESHAUTH_LISTEN_PORT/);
+    const unknown = await cli(["ca", "launch"]);
+    assert.equal(unknown.code, 2);
+    assert.match(unknown.stderr, /unknown command "ca launch"/);
+  });
+
+  it("names each problem of a bad config file", async () => {
+    const bad = join(dir.path, "bad.yaml");
+    await writeFile(bad, "trustDomain: UPPER.example\nlisten:\n  port: 99999\n");
+    const r = await cli(["ca", "init", "--config", bad]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /invalid configuration \(.*bad\.yaml\)/);
+    assert.match(r.stderr, /trustDomain: /);
+    assert.match(r.stderr, /listen\.port: expected a whole number from 0 to 65535, got 99999/);
+  });
+
+  it("imports an intermediate signed by an offline root with OpenSSL", async () => {
+    const csrPath = join(dir.path, "intermediate.csr");
+    const made = await cli(["ca", "init", "--config", config, "--csr", csrPath]);
+    assert.equal(made.code, 0, made.stderr);
+    const root = join(dir.path, "offline-root");
+    const gen = await run("openssl", [
+      "req",
+      "-x509",
+      "-newkey",
+      "ec",
+      "-pkeyopt",
+      "ec_paramgen_curve:P-256",
+      "-nodes",
+      "-keyout",
+      `${root}.key`,
+      "-out",
+      `${root}.pem`,
+      "-days",
+      "30",
+      "-subj",
+      "/O=offline/CN=offline root",
+      "-addext",
+      "basicConstraints=critical,CA:TRUE",
+      "-addext",
+      "keyUsage=critical,keyCertSign,cRLSign",
+      "-addext",
+      `subjectAltName=URI:spiffe://${TRUST_DOMAIN}`,
+    ]); // deno-fmt-ignore
+    assert.equal(gen.code, 0, gen.stderr);
+    await writeFile(
+      join(dir.path, "ext.cnf"),
+      `basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\n` +
+        `subjectAltName=URI:spiffe://${TRUST_DOMAIN}\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n`,
+    );
+    const signed = await run("openssl", [
+      "x509",
+      "-req",
+      "-in",
+      csrPath,
+      "-CA",
+      `${root}.pem`,
+      "-CAkey",
+      `${root}.key`,
+      "-CAcreateserial",
+      "-days",
+      "10",
+      "-out",
+      join(dir.path, "intermediate.pem"),
+      "-extfile",
+      join(dir.path, "ext.cnf"),
+    ]); // deno-fmt-ignore
+    assert.equal(signed.code, 0, signed.stderr);
+    const imported = await cli([
+      "ca",
+      "init",
+      "--config",
+      config,
+      "--chain",
+      join(dir.path, "intermediate.pem"),
+      "--key",
+      `${csrPath}.key`,
+      "--bundle",
+      `${root}.pem`,
+    ]); // deno-fmt-ignore
+    assert.equal(imported.code, 0, imported.stderr);
+    assert.match(imported.stdout, /imported authority [0-9a-f]{32}/);
+  });
+
+  it("creates a join token that a running server honours, and revokes while it runs", async () => {
+    ca = await startCa(config);
+    const id = `spiffe://${TRUST_DOMAIN}/cli/app`;
+    const created = await cli(["ca", "token", "create", "--config", config, "--spiffe-id", id]);
+    assert.equal(created.code, 0, created.stderr);
+    const t = created.stdout.trim();
+    assert.match(t, /^[0-9a-f]{16}\.[A-Za-z0-9_-]{43}$/);
+
+    const issued = await curl([
+      "-H",
+      `Authorization: Bearer ${t}`,
+      "-H",
+      "Content-Type: application/json",
+      "--data-binary",
+      "@-",
+      `${ca.url}/v1/certificates`,
+    ], { input: JSON.stringify({ csr: (await csrFor(id)).csr }) }); // deno-fmt-ignore
+    assert.equal(issued.status, 201, issued.body);
+    const answer = JSON.parse(issued.body);
+    assert.equal(answer.certificateChain.length, 2, "leaf and the imported intermediate");
+    const work = join(dir.path, "verify");
+    await run("mkdir", ["-p", work]);
+    await writeFile(join(work, "leaf.pem"), answer.certificateChain[0]);
+    await writeFile(join(work, "chain.pem"), answer.certificateChain[1]);
+    await writeFile(join(work, "bundle.pem"), answer.trustBundle);
+    const verified = await run("openssl", [
+      "verify",
+      "-CAfile",
+      join(work, "bundle.pem"),
+      "-untrusted",
+      join(work, "chain.pem"),
+      join(work, "leaf.pem"),
+    ]); // deno-fmt-ignore
+    assert.equal(verified.code, 0, verified.stderr + verified.stdout);
+
+    const revoked = await cli([
+      "ca",
+      "revoke",
+      "--config",
+      config,
+      "--serial",
+      answer.serialNumber,
+      "--reason",
+      "superseded",
+    ]);
+    assert.equal(revoked.code, 0, revoked.stderr);
+    const crlPath = join(dir.path, "cli-crl.der");
+    // The server sees another process's revocation within a fraction of a second.
+    let text = "";
+    for (
+      let attempt = 0;
+      attempt < 20 && !text.toUpperCase().includes(answer.serialNumber.toUpperCase());
+      attempt++
+    ) {
+      await new Promise((resolve) => setTimeout(resolve, 150));
+      await run("curl", ["-sS", "-o", crlPath, `${ca.url}/v1/crl`]);
+      text = (await run("openssl", ["crl", "-inform", "DER", "-in", crlPath, "-noout", "-text"])).stdout;
+    }
+    assert.match(text.toUpperCase(), new RegExp(`SERIAL NUMBER: ${answer.serialNumber.toUpperCase()}`));
+    const badReason = await cli([
+      "ca",
+      "revoke",
+      "--config",
+      config,
+      "--serial",
+      answer.serialNumber,
+      "--reason",
+      "oops",
+    ]);
+    assert.equal(badReason.code, 2);
+    assert.match(badReason.stderr, /--reason must be one of/);
+  });
+
+  it("exports a key only when asked, and adds a rotated root", async () => {
+    const keysDir = join(dir.path, "data", "keys");
+    const ids = (await readdir(keysDir)).filter((n) => n.endsWith(".json")).map((n) => n.slice(0, -5));
+    const exported = await cli(["ca", "export-key", "--config", config, "--authority", ids[0]]);
+    assert.equal(exported.code, 0, exported.stderr);
+    assert.equal(exported.stdout, await readFile(join(keysDir, `${ids[0]}.key.pem`), "utf8"));
+    const rotated = await cli(["ca", "rotate", "--config", config, "--overlap-seconds", "3600"]);
+    assert.equal(rotated.code, 0, rotated.stderr);
+    assert.match(rotated.stdout, /added root [0-9a-f]{32}; published now/);
+    assert.equal((await readdir(keysDir)).filter((n) => n.endsWith(".json")).length, ids.length + 1);
+  });
+});

@@ -50,7 +50,7 @@ const nodeEntries = [
   { in: "ca-server/cli.ts", out: "cli.js", banner: "#!/usr/bin/env node" },
 ];
 
-async function buildNode(entry) {
+async function buildNode(entry, keepNames) {
   await esbuild.build({
     entryPoints: [join(root, entry.in)],
     outfile: join(dist, entry.out),
@@ -60,9 +60,7 @@ async function buildNode(entry) {
     target: "node20",
     packages: "external",
     sourcemap: "linked",
-    // Error classes name themselves with `new.target.name`; esbuild renames classes that
-    // refer to themselves (and minifies names), so names must be kept explicitly.
-    keepNames: true,
+    keepNames,
     banner: entry.banner ? { js: entry.banner } : undefined,
     logLevel: "warning",
     absWorkingDir: root,
@@ -83,7 +81,7 @@ const noNodeBuiltins = {
   },
 };
 
-async function buildEdge() {
+async function buildEdge(keepNames) {
   const options = {
     entryPoints: [join(root, "mod.ts")],
     bundle: true,
@@ -93,7 +91,7 @@ async function buildEdge() {
     conditions: ["workerd", "worker", "browser"],
     mainFields: ["module", "main"],
     treeShaking: true,
-    keepNames: true,
+    keepNames,
     metafile: true,
     logLevel: "warning",
     absWorkingDir: root,
@@ -255,9 +253,75 @@ function verifyConsumer() {
   }
 }
 
+// Errors must keep their names through bundling. A bundler renames classes (esbuild writes
+// `var X = class _X`, a minifier `class r`), so an error class that takes its name from the
+// class (`new.target.name`) needs esbuild's keepNames, and keepNames costs consumers
+// tree-shaking: the static blocks it adds to every class count as side effects. So the build
+// keeps names only while a plain minified bundle of mod.ts gets them wrong.
+async function errorNamesSurviveBundling() {
+  const result = await esbuild.build({
+    entryPoints: [join(root, "mod.ts")],
+    bundle: true,
+    format: "esm",
+    platform: "neutral",
+    mainFields: ["module", "main"],
+    minify: true,
+    write: false,
+    logLevel: "silent",
+    absWorkingDir: root,
+  });
+  const dir = mkdtempSync(join(tmpdir(), "meshauth-names-"));
+  try {
+    writeFileSync(join(dir, "probe.mjs"), result.outputFiles[0].text);
+    return errorNameProblems(await import(join(dir, "probe.mjs"))).length === 0;
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** Exported error classes whose instances do not carry the export's name. */
+function errorNameProblems(module) {
+  const problems = [];
+  for (const [name, value] of Object.entries(module)) {
+    if (typeof value !== "function" || !(value === Error || value.prototype instanceof Error)) continue;
+    let instance;
+    try {
+      instance = Reflect.construct(value, ["ERR_PROBE", "probe", "probe", "probe"]);
+    } catch {
+      continue;
+    }
+    if (instance.name !== name) problems.push(`${name} instances are named ${JSON.stringify(instance.name)}`);
+  }
+  return problems;
+}
+
+// How much of the edge bundle a consumer that needs one small export still ships.
+async function shakenSize(exportName) {
+  const result = await esbuild.build({
+    stdin: {
+      contents: `export { ${exportName} } from ${JSON.stringify(join(dist, "edge/meshauth.js"))};`,
+      resolveDir: root,
+    },
+    bundle: true,
+    format: "esm",
+    platform: "neutral",
+    minify: true,
+    write: false,
+    logLevel: "silent",
+  });
+  return result.outputFiles[0].contents.byteLength;
+}
+
 async function main() {
   const failures = [];
   rmSync(dist, { recursive: true, force: true });
+  const keepNames = !(await errorNamesSurviveBundling());
+  if (keepNames) {
+    console.log(
+      "note   lib/errors.ts names errors after their classes, which bundlers rename: building with " +
+        'keepNames, so consumers cannot tree-shake the bundles (declare `override name = "X"` in each error class)',
+    );
+  }
 
   for (const entry of nodeEntries) {
     if (!exists(entry.in)) {
@@ -266,7 +330,7 @@ async function main() {
       continue;
     }
     try {
-      await buildNode(entry);
+      await buildNode(entry, keepNames);
       console.log(`built  dist/${entry.out}`);
     } catch (err) {
       if (entry.core) throw err;
@@ -274,7 +338,7 @@ async function main() {
     }
   }
 
-  const edge = await buildEdge();
+  const edge = await buildEdge(keepNames);
   console.log(`built  dist/edge/meshauth.js (${edge.inputs} inputs, no imports, no Node globals)`);
 
   if (!skipTypes) failures.push(...(await buildTypes()));
@@ -290,8 +354,19 @@ async function main() {
   if (edgeExports.join() !== coreExports.join()) {
     failures.push("dist/edge/meshauth.js and dist/mod.js export different names");
   } else console.log(`ok     dist/edge/meshauth.js loads and exports the core's ${coreExports.length} names`);
+  for (const file of ["mod.js", "edge/meshauth.js"]) {
+    const problems = errorNameProblems(await import(join(dist, file)));
+    if (problems.length) failures.push(`dist/${file}: ${problems.join(", ")}`);
+  }
 
   if (checkSize) {
+    const shaken = await shakenSize("SpiffeId");
+    console.log(
+      `tree-shaking: a consumer of SpiffeId alone ships ${kb(shaken)} of the edge bundle's ${
+        kb(edge.minBytes)
+      }` +
+        (keepNames ? " (names kept, see the note above)" : ""),
+    );
     const within = edge.gzipBytes <= EDGE_BUDGET_GZIP_BYTES;
     console.log(
       `edge bundle dist/edge/meshauth.js: raw ${kb(edge.rawBytes)}, minified ${kb(edge.minBytes)}, ` +

@@ -149,10 +149,25 @@ export class CertificateAuthority {
     this.#signer = args.signer;
     this.#privateKey = args.privateKey;
     this.#bundle = args.bundle;
+    // Checked here, once: a NaN maximum would make every `ttl > max` comparison false and
+    // let any lifetime through.
+    const backdateSeconds = args.policy.backdateSeconds ?? DEFAULT_BACKDATE_SECONDS;
+    if (!Number.isSafeInteger(backdateSeconds) || backdateSeconds < 0) {
+      throw new InvalidArgument(
+        "backdateSeconds",
+        `must be a non-negative whole number, got ${backdateSeconds}`,
+      );
+    }
     this.#policy = {
-      defaultTtlSeconds: args.policy.defaultTtlSeconds ?? DEFAULT_LEAF_TTL_SECONDS,
-      maxTtlSeconds: args.policy.maxTtlSeconds ?? DEFAULT_MAX_LEAF_TTL_SECONDS,
-      backdateSeconds: args.policy.backdateSeconds ?? DEFAULT_BACKDATE_SECONDS,
+      defaultTtlSeconds: positiveSeconds(
+        args.policy.defaultTtlSeconds ?? DEFAULT_LEAF_TTL_SECONDS,
+        "defaultTtlSeconds",
+      ),
+      maxTtlSeconds: positiveSeconds(
+        args.policy.maxTtlSeconds ?? DEFAULT_MAX_LEAF_TTL_SECONDS,
+        "maxTtlSeconds",
+      ),
+      backdateSeconds,
       now: args.policy.now ?? (() => new Date()),
     };
     if (this.#policy.defaultTtlSeconds > this.#policy.maxTtlSeconds) {

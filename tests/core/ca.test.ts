@@ -263,6 +263,22 @@ describe("issuance rules", () => {
     });
   });
 
+  for (
+    const [name, policy] of [
+      ["a NaN maximum lifetime", { maxTtlSeconds: Number.NaN }],
+      ["a negative maximum lifetime", { maxTtlSeconds: -1 }],
+      ["a zero default lifetime", { defaultTtlSeconds: 0 }],
+    ] as const
+  ) {
+    test(`a CA with ${name} is refused when it is made`, SLOW, async () => {
+      await assert.rejects(root(policy), { code: "ERR_INVALID_ARGUMENT" });
+    });
+  }
+
+  test("a negative backdate is refused when the CA is made", SLOW, async () => {
+    await assert.rejects(root({ backdateSeconds: -60 }), { code: "ERR_INVALID_ARGUMENT" });
+  });
+
   test("a configured default lifetime is used when the request gives none", SLOW, async () => {
     const ca = await root({ defaultTtlSeconds: 4 * HOUR });
     const svid = await ca.issue(await csrFor());

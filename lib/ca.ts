@@ -413,7 +413,7 @@ export class CertificateAuthority {
       thisUpdate,
       nextUpdate: new Date(thisUpdate.getTime() + nextUpdateSeconds * 1000),
       revoked,
-      crlNumber: BigInt(options.crlNumber ?? thisUpdate.getTime()),
+      crlNumber: crlNumber(options.crlNumber ?? thisUpdate.getTime()),
       authorityKeyIdentifier: await this.#subjectKeyIdentifier,
     }, this.#signer);
     return encodePem("X509 CRL", der);
@@ -469,6 +469,16 @@ function rootNotAfter(now: Date, ttlSeconds: number): Date {
     throw new InvalidArgument("ttlSeconds", `${ttlSeconds}s would end after 9999-12-31T23:59:59Z`);
   }
   return new Date(notAfter);
+}
+
+/** RFC 5280 5.2.3: a non-negative integer of at most 20 octets. */
+function crlNumber(value: bigint | number): bigint {
+  const isWhole = typeof value === "bigint" || Number.isSafeInteger(value);
+  const n = isWhole ? BigInt(value) : -1n;
+  if (n < 0n || n >= 1n << 159n) {
+    throw new InvalidArgument("crlNumber", `must be a whole number from 0 to 2^159 - 1, got ${value}`);
+  }
+  return n;
 }
 
 function validDate(value: Date, name: string): Date {

@@ -783,6 +783,15 @@ describe("createCrl", () => {
     );
   });
 
+  test("refuses a negative or fractional CRL number", SLOW, async () => {
+    const ca = await fixedRoot();
+    for (const crlNumber of [-1, 1.5, -1n]) {
+      await assert.rejects(ca.createCrl({ revoked: [], nextUpdateSeconds: HOUR, crlNumber }), {
+        code: "ERR_INVALID_ARGUMENT",
+      });
+    }
+  });
+
   test("refuses a nextUpdateSeconds that is not positive", SLOW, async () => {
     await assert.rejects((await fixedRoot()).createCrl({ revoked: [], nextUpdateSeconds: 0 }), {
       code: "ERR_INVALID_ARGUMENT",

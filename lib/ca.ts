@@ -23,6 +23,7 @@ import {
   keyIdentifier,
   randomSerial,
   type Revocation,
+  REVOCATION_REASONS,
   signCertificate,
   signCrl,
 } from "./certificate-template.ts";
@@ -406,6 +407,16 @@ export class CertificateAuthority {
         throw new IssuanceRefused(`serial number ${r.serialNumber} has a redundant leading byte`);
       }
       validDate(r.revokedAt, "revokedAt");
+      if (r.reason !== undefined && !REVOCATION_REASONS.includes(r.reason)) {
+        throw new InvalidArgument("reason", `${JSON.stringify(r.reason)} is not a CRL reason`);
+      }
+      // RFC 5280 5.3.1: removeFromCRL appears only in delta CRLs, and this CA signs full ones.
+      if (r.reason === "removeFromCRL") {
+        throw new InvalidArgument(
+          "reason",
+          "removeFromCRL belongs in delta CRLs; leave the serial out instead",
+        );
+      }
       return { serial, revokedAt: r.revokedAt, reason: r.reason };
     });
     const der = await signCrl({

@@ -20,6 +20,7 @@ import {
   parseCertificate,
   parseCertificates,
   parseCrl,
+  type RevocationReason,
   SpiffeId,
   TtlExceedsMaximum,
   uriSans,
@@ -781,6 +782,20 @@ describe("createCrl", () => {
       }),
       { code: "ERR_INVALID_ARGUMENT" },
     );
+  });
+
+  test("refuses a reason that is not a CRL reason", SLOW, async () => {
+    const revoked = [{ serialNumber: "0a", revokedAt: NOW, reason: "bogus" as RevocationReason }];
+    await assert.rejects((await fixedRoot()).createCrl({ revoked, nextUpdateSeconds: HOUR }), {
+      code: "ERR_INVALID_ARGUMENT",
+    });
+  });
+
+  test("refuses removeFromCRL, which only a delta CRL may carry", SLOW, async () => {
+    const revoked = [{ serialNumber: "0a", revokedAt: NOW, reason: "removeFromCRL" as const }];
+    await assert.rejects((await fixedRoot()).createCrl({ revoked, nextUpdateSeconds: HOUR }), {
+      code: "ERR_INVALID_ARGUMENT",
+    });
   });
 
   test("refuses a negative or fractional CRL number", SLOW, async () => {

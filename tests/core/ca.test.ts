@@ -27,6 +27,7 @@ import {
   verifySignature,
   verifySvid,
 } from "../../mod.ts";
+import { buildCsr, extension, extensionRequest, sanExtension } from "../support/csr-builder.ts";
 
 // Big RSA keys take seconds to make (more on a busy machine): above Bun's 5 s default.
 const SLOW = { timeout: 120_000 };
@@ -347,6 +348,23 @@ describe("issuance rules", () => {
       code: "ERR_ISSUANCE_REFUSED",
       message: /path/,
     });
+  });
+
+  test("a CSR asking for CA:TRUE and keyCertSign still gets the leaf profile", SLOW, async () => {
+    const keys = await keysFor("ECDSA-P256");
+    const der = await buildCsr({
+      signer: await keySigner(keys.privateKey, keys.publicKey),
+      attributes: [
+        extensionRequest([
+          sanExtension({ uris: [ID.toString()] }),
+          extension(OID.basicConstraints, new Uint8Array([0x30, 0x03, 0x01, 0x01, 0xff])),
+          extension(OID.keyUsage, new Uint8Array([0x03, 0x02, 0x01, 0x06])),
+        ]),
+      ],
+    });
+    const leaf = parseCertificate((await (await fixedRoot()).issue(der)).certificateDer);
+    assert.equal(leaf.basicConstraints?.ca, false);
+    assert.deepEqual([...leaf.keyUsage!], ["digitalSignature"]);
   });
 
   test("DNS names the caller may have are issued", SLOW, async () => {

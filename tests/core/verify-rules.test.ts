@@ -1,0 +1,163 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { verifyChain } from "../../lib/verify/chain.ts";
+import { VerificationError } from "../../lib/errors.ts";
+import { contextTag, integer, oid, seq, tlv } from "../../lib/asn1/der.ts";
+import { OID } from "../../lib/asn1/oids.ts";
+import { dnsName, uriName } from "../../lib/x509/general-name.ts";
+import { encodeName } from "../../lib/x509/name.ts";
+import { generateKeyPair } from "../../lib/keys.ts";
+import { issue, type Issued } from "../support/cert-factory.ts";
+
+async function rejects(promise: Promise<unknown>, code: string): Promise<VerificationError> {
+  try {
+    await promise;
+  } catch (err) {
+    assert.ok(err instanceof VerificationError, `expected a VerificationError, got ${err}`);
+    assert.equal(err.code, code, err.message);
+    return err;
+  }
+  assert.fail(`expected ${code}, but verification succeeded`);
+}
+
+const leafUnder = (issuer: Issued, name = "svc.example.com") =>
+  issue({ name: "", sans: [dnsName(name)], issuer });
+const policies = (...ids: string[]) => ({
+  oid: OID.certificatePolicies,
+  value: seq(...ids.map((id) => seq(oid(id)))),
+});
+
+test("verifyChain refuses a CA certificate presented as the leaf", async () => {
+  const root = await issue({ name: "Root", ca: true });
+  const ca = await issue({ name: "CA", ca: true, issuer: root, sans: [dnsName("ca.example.com")] });
+  await rejects(verifyChain({ leaf: ca.pem, roots: root.pem, dnsName: "ca.example.com" }), "ERR_LEAF_IS_CA");
+});
+
+test("verifyChain refuses a leaf without an authority key identifier", async () => {
+  const root = await issue({ name: "Root", ca: true });
+  const leaf = await issue({ name: "", sans: [dnsName("a.example.com")], issuer: root, omit: ["aki"] });
+  await rejects(verifyChain({ leaf: leaf.pem, roots: root.pem }), "ERR_CERT_MALFORMED");
+});
+
+test("verifyChain refuses a CA without a subject key identifier", async () => {
+  const root = await issue({ name: "Root", ca: true, omit: ["ski"] });
+  await rejects(verifyChain({ leaf: (await leafUnder(root)).pem, roots: root.pem }), "ERR_CERT_MALFORMED");
+});
+
+test("verifyChain does not count a self-issued intermediate against pathLen or maxDepth", async () => {
+  const root = await issue({ name: "Root", ca: true });
+  const ica = await issue({ name: "ICA", ca: true, issuer: root, pathLen: 0 });
+  const rolled = await issue({ name: "ICA", ca: true, issuer: ica });
+  const leaf = await leafUnder(rolled);
+  const options = { leaf: leaf.pem, intermediates: [ica.pem, rolled.pem], roots: root.pem };
+  const result = await verifyChain({ ...options, maxDepth: 1 });
+  assert.equal(result.path.length, 4);
+  await rejects(verifyChain({ ...options, maxDepth: 0 }), "ERR_CHAIN_TOO_LONG");
+});
+
+test("verifyChain gives up quickly on 100 look-alike intermediates that reach no anchor", async () => {
+  const root = await issue({ name: "Root", ca: true });
+  const keys = await generateKeyPair();
+  const first = await issue({ name: "Loop CA", ca: true, keys });
+  const intermediates: Issued[] = [first];
+  for (let i = 1; i < 100; i++) {
+    intermediates.push(
+      await issue({ name: "Loop CA", ca: true, keys, issuer: intermediates[i - 1], omit: ["aki"] }),
+    );
+  }
+  const leaf = await leafUnder(intermediates[99]);
+  const started = Date.now();
+  const err = await rejects(
+    verifyChain({ leaf: leaf.pem, intermediates: intermediates.map((c) => c.pem), roots: root.pem }),
+    "ERR_CERT_UNTRUSTED",
+  );
+  assert.ok(Date.now() - started < 5000, `took ${Date.now() - started} ms: ${err.message}`);
+});
+
+test("verifyChain applies URI name constraints to the trust domain of a SPIFFE ID", async () => {
+  const root = await issue({
+    name: "Root",
+    ca: true,
+    nameConstraints: { permitted: [uriName("cluster.local")] },
+  });
+  const inside = await issue({ name: "", sans: [uriName("spiffe://cluster.local/ns/a/sa/b")], issuer: root });
+  const outside = await issue({ name: "", sans: [uriName("spiffe://evil.example/ns/a/sa/b")], issuer: root });
+  await verifyChain({ leaf: inside.pem, roots: root.pem });
+  await rejects(verifyChain({ leaf: outside.pem, roots: root.pem }), "ERR_NAME_CONSTRAINTS");
+});
+
+test("verifyChain applies directory name constraints to the subject, by RDN prefix", async () => {
+  const permitted = tlv(contextTag(4, true), encodeName([[OID.organizationName, "Mesh"]]));
+  const root = await issue({ name: "Root", ca: true, nameConstraints: { permitted: [permitted] } });
+  const subjectOf = (org: string) => encodeName([[OID.organizationName, org], [OID.commonName, "svc"]]);
+  // The factory names subjects by CN only: "CN=x" lies outside O=Mesh, and a directoryName SAN
+  // carries the organisation for the cases inside.
+  const outsideSubject = await issue({ name: "x", sans: [dnsName("a.example.com")], issuer: root });
+  const dnSan = (org: string) => tlv(contextTag(4, true), subjectOf(org));
+  const good = await issue({ name: "", sans: [dnSan("MESH")], issuer: root });
+  const bad = await issue({ name: "", sans: [dnSan("Other")], issuer: root });
+  await verifyChain({ leaf: good.pem, roots: root.pem });
+  await rejects(verifyChain({ leaf: bad.pem, roots: root.pem }), "ERR_NAME_CONSTRAINTS");
+  await rejects(verifyChain({ leaf: outsideSubject.pem, roots: root.pem }), "ERR_NAME_CONSTRAINTS");
+});
+
+test("verifyChain treats an email constraint's asterisk literally", async () => {
+  const email = (s: string) => tlv(contextTag(1, false), new TextEncoder().encode(s));
+  const root = await issue({
+    name: "Root",
+    ca: true,
+    nameConstraints: { permitted: [email("*@example.com")] },
+  });
+  const literal = await issue({ name: "", sans: [email("*@example.com")], issuer: root });
+  const user = await issue({ name: "", sans: [email("user@example.com")], issuer: root });
+  await verifyChain({ leaf: literal.pem, roots: root.pem });
+  await rejects(verifyChain({ leaf: user.pem, roots: root.pem }), "ERR_NAME_CONSTRAINTS");
+});
+
+test("verifyChain refuses a malformed DNS name constraint", async () => {
+  const root = await issue({
+    name: "Root",
+    ca: true,
+    nameConstraints: { permitted: [dnsName(".example.com")] },
+  });
+  await rejects(verifyChain({ leaf: (await leafUnder(root)).pem, roots: root.pem }), "ERR_NAME_CONSTRAINTS");
+});
+
+test("verifyChain refuses a path whose CA requires an explicit policy the leaf does not assert", async () => {
+  const requireExplicit = {
+    oid: OID.policyConstraints,
+    critical: true,
+    value: seq(tlv(contextTag(0, false), integer(0).subarray(2))),
+  };
+  const root = await issue({ name: "Root", ca: true });
+  const ica = await issue({
+    name: "ICA",
+    ca: true,
+    issuer: root,
+    extensions: [requireExplicit, policies("2.5.29.32.0")],
+  });
+  const bare = await leafUnder(ica);
+  const withPolicy = await issue({
+    name: "",
+    sans: [dnsName("svc.example.com")],
+    issuer: ica,
+    extensions: [policies("2.23.140.1.2.1")],
+  });
+  const options = { intermediates: ica.pem, roots: root.pem };
+  await verifyChain({ ...options, leaf: withPolicy.pem });
+  await rejects(verifyChain({ ...options, leaf: bare.pem }), "ERR_POLICY");
+});
+
+test("verifyChain refuses a non-critical policy constraints extension", async () => {
+  const root = await issue({ name: "Root", ca: true });
+  const ica = await issue({
+    name: "ICA",
+    ca: true,
+    issuer: root,
+    extensions: [{ oid: OID.policyConstraints, value: seq(tlv(contextTag(0, false), new Uint8Array([3]))) }],
+  });
+  await rejects(
+    verifyChain({ leaf: (await leafUnder(ica)).pem, intermediates: ica.pem, roots: root.pem }),
+    "ERR_CERT_MALFORMED",
+  );
+});

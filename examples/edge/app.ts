@@ -33,6 +33,7 @@ import {
   type Authorizer,
   MeshAuthError,
   PolicyEngine,
+  SignatureCache,
   type SpiffeId,
   UnauthorizedPeer,
   VerificationError,
@@ -72,6 +73,11 @@ export interface EdgeAppOptions {
   handler?: EdgeHandler;
   /** The clock, in milliseconds since the epoch. */
   now?: () => number;
+  /**
+   * Signatures already verified, so a caller's intermediate (and a repeat caller's leaf) is
+   * not verified again on every request. Bounded; one per app by default.
+   */
+  signatureCache?: SignatureCache;
 }
 
 /** The problem codes the edge answers. */
@@ -125,6 +131,7 @@ export function createEdgeApp(options: EdgeAppOptions): Hono<EdgeEnv> {
   const header = options.clientCertHeader ?? ENVOY_XFCC;
   const now = options.now ?? Date.now;
   const handler = options.handler ?? echo;
+  const cache = options.signatureCache ?? new SignatureCache();
   const app = new Hono<EdgeEnv>();
 
   app.get("/healthz", (c) => c.json({ status: "ok", bundles: options.bundles.status() }));
@@ -149,7 +156,11 @@ export function createEdgeApp(options: EdgeAppOptions): Hono<EdgeEnv> {
     }
     let peer: Peer;
     try {
-      const verified = await verifySvid(chainPem, bundles, { at: new Date(now()), purpose: "clientAuth" });
+      const verified = await verifySvid(chainPem, bundles, {
+        at: new Date(now()),
+        purpose: "clientAuth",
+        cache,
+      });
       peer = { id: verified.id, notAfter: verified.notAfter };
     } catch (err) {
       if (err instanceof VerificationError || err instanceof MeshAuthError) {

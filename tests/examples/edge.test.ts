@@ -4,7 +4,14 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { Hono } from "hono";
-import { authorizeId, CertificateAuthority, createCsr, generateKeyPair, SpiffeId } from "../../mod.ts";
+import {
+  authorizeId,
+  CertificateAuthority,
+  createCsr,
+  generateKeyPair,
+  SignatureCache,
+  SpiffeId,
+} from "../../mod.ts";
 import { createEdgeApp, type EdgeAppOptions } from "../../examples/edge/app.ts";
 import { BundleCache, bundleEndpoint, type FetchLike } from "../../examples/edge/bundle-cache.ts";
 import { clientChainPem, ENVOY_XFCC, parseXfcc } from "../../examples/edge/client-cert.ts";
@@ -106,6 +113,17 @@ describe("edge example: authentication", () => {
       headers: { "x-client-cert": encodeURIComponent(leaf) },
     });
     assert.equal(response.status, 200);
+  });
+
+  test("remembers verified signatures across requests", async () => {
+    const signatureCache = new SignatureCache();
+    const { app } = await edge({ signatureCache });
+    const headers = { "x-forwarded-client-cert": xfcc(await (await mesh()).svid(WEB)) };
+    assert.equal((await app.request("/photos/1", { headers })).status, 200);
+    const remembered = signatureCache.size;
+    assert.ok(remembered > 0);
+    assert.equal((await app.request("/photos/2", { headers })).status, 200);
+    assert.equal(signatureCache.size, remembered);
   });
 
   test("answers 401 ERR_CLIENT_CERT_MISSING without a forwarded certificate", async () => {

@@ -269,6 +269,43 @@ describe("CSRs between meshauth and OpenSSL", () => {
     });
   }
 
+  test("parseCsr accepts an openssl req CSR signed with RSA-PSS", async () => {
+    const key = file("key.pem", "");
+    opensslOk("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", key);
+    const csr = file("req.pem", "");
+    opensslOk(
+      "req",
+      "-new",
+      "-key",
+      key,
+      "-subj",
+      "/",
+      "-addext",
+      `subjectAltName=URI:${ID}`,
+      "-sha256",
+      "-sigopt",
+      "rsa_padding_mode:pss",
+      "-sigopt",
+      "rsa_pss_saltlen:32",
+      "-out",
+      csr,
+    );
+    const request = await parseCsr(readFileSync(csr, "utf8"));
+    assert.equal(request.keyAlgorithm, "RSA-2048");
+    assert.equal(request.id.toString(), ID.toString());
+  });
+
+  test("parseCsr refuses an openssl req CSR with an RSA-PSS-only key as unsupported", async () => {
+    const key = file("key.pem", "");
+    opensslOk("genpkey", "-algorithm", "RSA-PSS", "-pkeyopt", "rsa_keygen_bits:2048", "-out", key);
+    const csr = file("req.pem", "");
+    opensslOk("req", "-new", "-key", key, "-subj", "/", "-addext", `subjectAltName=URI:${ID}`, "-out", csr);
+    await assert.rejects(parseCsr(readFileSync(csr, "utf8")), {
+      code: "ERR_CSR_INVALID",
+      reason: "unsupported-algorithm",
+    });
+  });
+
   test("parseCsr rejects an openssl req CSR with a DNS name but no URI SAN", async () => {
     const key = file("key.pem", "");
     opensslOk("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", key);

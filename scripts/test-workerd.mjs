@@ -16,6 +16,7 @@
 //   --keep leaves the generated bundles and config in the temp directory and prints it.
 import { spawn } from "node:child_process";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { SourceMap } from "node:module";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, relative, resolve } from "node:path";
@@ -109,9 +110,21 @@ async function bundleGroup(group, outDir) {
     ...bundleOptions,
     stdin: { contents: entry, resolveDir: root, sourcefile: `${group.name}-worker.ts`, loader: "ts" },
     outfile,
+    sourcemap: "external",
+    sourcesContent: false,
     plugins: [nodeBuiltinsPlugin()],
   });
-  return outfile;
+  return new SourceMap(JSON.parse(readFileSync(`${outfile}.map`, "utf8")));
+}
+
+// Stack frames in the bundle ("worker.js:267:9") mapped back to the test's or the core's source.
+function sourcePositions(stack, sourceMap, outDir) {
+  return stack.replace(/worker\.js:(\d+):(\d+)/g, (frame, line, column) => {
+    const entry = sourceMap?.findEntry(Number(line) - 1, Number(column) - 1);
+    if (!entry?.originalSource) return frame;
+    const source = relative(root, resolve(outDir, entry.originalSource.replace(/^file:\/\//, "")));
+    return `${source}:${entry.originalLine + 1}:${entry.originalColumn + 1}`;
+  });
 }
 
 // mod.ts on its own, minified: no `node:` import may resolve (no built-in is external on the
@@ -215,7 +228,7 @@ function stop(child) {
   });
 }
 
-function printResult(r) {
+function printResult(r, mapStack) {
   const seconds = (r.durationMs / 1000).toFixed(2);
   if (r.status === "passed") console.log(`  ok     ${r.name} (${seconds}s)`);
   else if (r.status === "skipped") console.log(`  skip   ${r.name}${r.message ? ` # ${r.message}` : ""}`);
@@ -224,7 +237,10 @@ function printResult(r) {
     console.log(`  FAIL   ${r.name} (${seconds}s)`);
     const e = r.error ?? {};
     console.log(`         ${e.name ?? "Error"}${e.code ? ` [${e.code}]` : ""}: ${e.message}`);
-    if (e.stack) console.log(e.stack.split("\n").slice(1, 6).map((l) => `         ${l.trim()}`).join("\n"));
+    if (e.stack) {
+      const frames = mapStack(e.stack).split("\n").slice(1).filter((l) => !l.includes("tests/workerd/"));
+      if (frames.length) console.log(frames.slice(0, 5).map((l) => `         ${l.trim()}`).join("\n"));
+    }
   }
   for (const d of r.diagnostics ?? []) console.log(`         # ${d}`);
 }
@@ -242,8 +258,8 @@ async function main() {
   try {
     const workers = [];
     for (const group of groups) {
-      await bundleGroup(group, outDir);
-      workers.push({ name: group.name, port: await freePort(), files: group.files });
+      const sourceMap = await bundleGroup(group, outDir);
+      workers.push({ name: group.name, port: await freePort(), files: group.files, sourceMap });
     }
     const configPath = join(outDir, "config.capnp");
     writeFileSync(configPath, capnpConfig(workers));
@@ -285,7 +301,7 @@ async function main() {
           }];
         }
         for (const r of results) {
-          printResult(r);
+          printResult(r, (stack) => sourcePositions(stack, worker.sourceMap, outDir));
           counts[r.status]++;
           if (r.status === "failed") failures.push(`${file}: ${r.name}`);
         }

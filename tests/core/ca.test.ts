@@ -582,6 +582,57 @@ describe("issued chains pass verifySvid", () => {
     });
   }
 
+  async function intermediateSvid() {
+    const rootCa = await fixedRoot();
+    const intermediate = await rootCa.createIntermediate({ ttlSeconds: 30 * DAY });
+    return { rootCa, svid: await intermediate.issue(await csrFor(), { id: ID }) };
+  }
+
+  test("an issued leaf is refused once expired", SLOW, async () => {
+    const { rootCa, svid } = await intermediateSvid();
+    const at = new Date(svid.notAfter.getTime() + 1000);
+    await assert.rejects(verifySvid(svid.chainPem, rootCa.bundle(), { at }), { code: "ERR_CERT_EXPIRED" });
+  });
+
+  test("an issued leaf is refused before its notBefore", SLOW, async () => {
+    const { rootCa, svid } = await intermediateSvid();
+    const at = new Date(svid.notBefore.getTime() - 1000);
+    await assert.rejects(verifySvid(svid.chainPem, rootCa.bundle(), { at }), {
+      code: "ERR_CERT_NOT_YET_VALID",
+    });
+  });
+
+  test("an issued leaf is refused against another trust domain's bundle", SLOW, async () => {
+    const { svid } = await intermediateSvid();
+    const foreign = await CertificateAuthority.createRoot({ trustDomain: "partner.example", now: () => NOW });
+    await assert.rejects(verifySvid(svid.chainPem, foreign.bundle(), { at: NOW }), {
+      code: "ERR_TRUST_DOMAIN_UNKNOWN",
+    });
+  });
+
+  test(
+    "an issued leaf is refused under a root of its own trust domain that did not issue it",
+    SLOW,
+    async () => {
+      const { svid } = await intermediateSvid();
+      const impostor = await root();
+      await assert.rejects(verifySvid(svid.chainPem, impostor.bundle(), { at: NOW }), {
+        code: "ERR_CERT_UNTRUSTED",
+      });
+    },
+  );
+
+  test("an issued leaf with a flipped signature byte is refused", SLOW, async () => {
+    const { rootCa, svid } = await intermediateSvid();
+    const [leaf, ...rest] = parseCertificates(svid.chainPem);
+    const tampered = leaf.der.slice();
+    tampered[tampered.length - 1] ^= 0x01;
+    await assert.rejects(
+      verifySvid([tampered, ...rest.map((c) => c.der)], rootCa.bundle(), { at: NOW }),
+      { code: "ERR_CERT_SIGNATURE_INVALID" },
+    );
+  });
+
   test("a loaded CA's leaves verify against the original bundle", SLOW, async () => {
     const original = await fixedRoot();
     const loaded = await CertificateAuthority.load({ ...(await original.exportPem()), now: () => NOW });

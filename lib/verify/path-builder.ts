@@ -1,6 +1,6 @@
 /**
- * Path building (RFC 4158 in spirit): from the leaf, depth-first over candidate issuers,
- * trust anchors before intermediates, each candidate matched by issuer name and, where both
+ * Path building (RFC 4158 in spirit): from the leaf, depth-first with iterative deepening over
+ * candidate issuers, each candidate matched by issuer name and, where both
  * sides carry one, by key identifier, its signature checked before the path is extended.
  * When a path reaches an anchor it is validated as a whole; on failure the builder backtracks
  * and tries the next candidate, so one bad cross-sign or expired intermediate does not hide a
@@ -17,8 +17,8 @@ import type { SignatureChecker } from "./signatures.ts";
 
 /** Longest path (leaf and anchor included) the builder will consider, whatever maxDepth says. */
 const MAX_PATH_CERTIFICATES = 24;
-/** Most candidate issuers the builder will look at in one call. */
-const MAX_CANDIDATE_VISITS = 2048;
+/** Most candidate issuers the builder will look at in one call, over all deepening passes. */
+const MAX_CANDIDATE_VISITS = 4096;
 
 export interface BuildInput {
   leaf: Certificate;
@@ -32,15 +32,26 @@ export interface BuildInput {
   validate(path: readonly Certificate[]): Promise<void>;
 }
 
-/** Finds a path, leaf first and anchor last, that `validate` accepts, or throws why not. */
+/**
+ * Finds a path, leaf first and anchor last, that `validate` accepts, or throws why not.
+ * Iterative deepening: all paths of two certificates are tried before any of three, and so
+ * on, so the shortest valid path wins (fewest constraints, latest expiry) even when a
+ * cross-signed detour is found first depth-first.
+ */
 export async function buildPath(input: BuildInput): Promise<Certificate[]> {
   const builder = new Builder(input);
-  const path = await builder.extend([input.leaf], 0);
-  if (path) return path;
+  for (let length = 2; length <= MAX_PATH_CERTIFICATES; length++) {
+    builder.truncated = false;
+    const path = await builder.extend([input.leaf], 0, length);
+    if (path) return path;
+    if (!builder.truncated) break;
+  }
   throw builder.failure();
 }
 
 class Builder {
+  /** Whether the last pass left candidates unexplored because of its length. */
+  truncated = false;
   #visits = 0;
   #rejected?: VerificationError;
   #badSignature?: VerificationError;
@@ -49,40 +60,42 @@ class Builder {
 
   constructor(readonly input: BuildInput) {}
 
-  async extend(path: Certificate[], depth: number): Promise<Certificate[] | undefined> {
+  /** Paths of exactly `length` certificates that extend `path`. */
+  async extend(path: Certificate[], depth: number, length: number): Promise<Certificate[] | undefined> {
     const current = path[path.length - 1];
-    let found = false;
-    for (const anchor of this.candidates(current, this.input.anchors, path)) {
-      found = true;
-      if (!(await this.signedBy(current, anchor, path.length - 1))) continue;
-      const candidate = [...path, anchor];
-      try {
-        await this.input.validate(candidate);
-        return candidate;
-      } catch (err) {
-        if (!(err instanceof VerificationError) || err.code === "ERR_PATH_BUILDING_LIMIT") throw err;
-        this.#rejected ??= err;
-      }
-    }
-    if (path.length + 1 < MAX_PATH_CERTIFICATES) {
-      for (const next of this.candidates(current, this.input.intermediates, path)) {
-        found = true;
-        const nextDepth = depth + (isSelfIssued(next) ? 0 : 1);
-        if (nextDepth > this.input.maxDepth) {
-          this.#rejected ??= new VerificationError(
-            "ERR_CHAIN_TOO_LONG",
-            `reaching a trust anchor needs more than the maximum depth of ${this.input.maxDepth} intermediates`,
-          );
-          continue;
-        }
-        if (!(await this.signedBy(current, next, path.length - 1))) continue;
-        const result = await this.extend([...path, next], nextDepth);
-        if (result) return result;
-      }
-    }
-    if (!found && path.length > this.#deadEndLength) {
+    const anchors = this.candidates(current, this.input.anchors, path);
+    const intermediates = this.candidates(current, this.input.intermediates, path);
+    if (anchors.length === 0 && intermediates.length === 0 && path.length > this.#deadEndLength) {
       this.#deadEnd = current;
       this.#deadEndLength = path.length;
+    }
+    if (path.length + 1 === length) {
+      if (intermediates.length) this.truncated = true;
+      for (const anchor of anchors) {
+        if (!(await this.signedBy(current, anchor, path.length - 1))) continue;
+        const candidate = [...path, anchor];
+        try {
+          await this.input.validate(candidate);
+          return candidate;
+        } catch (err) {
+          if (!(err instanceof VerificationError) || err.code === "ERR_PATH_BUILDING_LIMIT") throw err;
+          this.#rejected ??= err;
+        }
+      }
+      return undefined;
+    }
+    for (const next of intermediates) {
+      const nextDepth = depth + (isSelfIssued(next) ? 0 : 1);
+      if (nextDepth > this.input.maxDepth) {
+        this.#rejected ??= new VerificationError(
+          "ERR_CHAIN_TOO_LONG",
+          `reaching a trust anchor needs more than the maximum depth of ${this.input.maxDepth} intermediates`,
+        );
+        continue;
+      }
+      if (!(await this.signedBy(current, next, path.length - 1))) continue;
+      const result = await this.extend([...path, next], nextDepth, length);
+      if (result) return result;
     }
     return undefined;
   }

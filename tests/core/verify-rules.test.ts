@@ -161,3 +161,31 @@ test("verifyChain refuses a non-critical policy constraints extension", async ()
     "ERR_CERT_MALFORMED",
   );
 });
+
+test("verifyChain finds the direct path through mutually cross-signed CAs (CVE-2024-0567)", async () => {
+  const rootA = await issue({ name: "Root A", ca: true });
+  const selfB = await issue({ name: "Root B", ca: true });
+  const selfC = await issue({ name: "Root C", ca: true });
+  const cross = (subject: Issued, name: string, issuer: Issued) =>
+    issue({ name, ca: true, keys: subject.keys, issuer });
+  const a1 = await issue({ name: "Intermediate A1", ca: true, issuer: rootA });
+  const mesh = [
+    a1,
+    await cross(rootA, "Root A", selfB),
+    await cross(rootA, "Root A", selfC),
+    await cross(selfB, "Root B", rootA),
+    await cross(selfB, "Root B", selfC),
+    await cross(selfC, "Root C", rootA),
+    await cross(selfC, "Root C", selfB),
+    await issue({ name: "Intermediate B1", ca: true, issuer: selfB }),
+    await issue({ name: "Intermediate C1", ca: true, issuer: selfC }),
+  ];
+  const leaf = await leafUnder(a1, "cve-2024-0567.example.com");
+  const result = await verifyChain({
+    leaf: leaf.pem,
+    intermediates: mesh.map((c) => c.pem),
+    roots: rootA.pem,
+    dnsName: "cve-2024-0567.example.com",
+  });
+  assert.deepEqual(result.path.map((c) => c.serialNumber), [leaf, a1, rootA].map((c) => c.cert.serialNumber));
+});

@@ -165,26 +165,43 @@ export function readOid(node: DerNode, field = "OBJECT IDENTIFIER"): string {
   expectTag(node, Tag.OID, field);
   const bytes = contentOf(node);
   if (bytes.length === 0) throw new MalformedInput(field, "empty OID");
-  const arcs: bigint[] = [];
-  let value = 0n;
+  // The same few dozen OIDs recur in every certificate: remember their text.
+  const key = latin1(bytes);
+  const known = oidText.get(key);
+  if (known) return known;
+  const arcs: Array<number | bigint> = [];
+  let value = 0;
+  let big: bigint | undefined;
   let fresh = true;
   for (let i = 0; i < bytes.length; i++) {
     const b = bytes[i];
     if (fresh && b === 0x80) throw new MalformedInput(field, "non-minimal OID arc");
-    value = (value << 7n) | BigInt(b & 0x7f);
     fresh = false;
+    // Arcs past 2^46 (UUID OIDs under 2.25) continue as bigint.
+    if (big === undefined && value >= 2 ** 46) big = BigInt(value);
+    if (big === undefined) value = value * 128 + (b & 0x7f);
+    else big = (big << 7n) | BigInt(b & 0x7f);
     if ((b & 0x80) === 0) {
-      arcs.push(value);
-      value = 0n;
+      arcs.push(big ?? value);
+      value = 0;
+      big = undefined;
       fresh = true;
     } else if (i === bytes.length - 1) {
       throw new MalformedInput(field, "truncated OID arc");
     }
   }
-  const first = arcs[0] < 80n ? arcs[0] / 40n : 2n;
-  const second = arcs[0] - first * 40n;
-  return [first, second, ...arcs.slice(1)].join(".");
+  const head = arcs[0];
+  let text: string;
+  if (typeof head === "number") {
+    const first = head < 80 ? Math.floor(head / 40) : 2;
+    text = [first, head - first * 40, ...arcs.slice(1)].join(".");
+  } else {
+    text = ["2", String(head - 80n), ...arcs.slice(1)].join(".");
+  }
+  if (oidText.size < 4096) oidText.set(key, text);
+  return text;
 }
+const oidText = new Map<string, string>();
 
 /** BOOLEAN: DER allows only 0x00 and 0xFF. */
 export function readBoolean(node: DerNode, field = "BOOLEAN"): boolean {

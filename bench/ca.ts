@@ -10,7 +10,7 @@
 // issuance and its audit entry durably (fdatasync) before answering; cfssl signs with its
 // default profile from an unauthenticated request and records nothing.
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
-import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
@@ -311,12 +311,11 @@ try {
   if (!theirs) {
     console.log("\ncfssl is not installed (apt-get install golang-cfssl) so there is no comparison.");
   }
-  const leaves = await readdir(join(dir, "meshauth", "store")).catch(() => []);
-  if (leaves.length === 0) console.log("warning: the meshauth store is empty");
-  const journal = await readFile(join(dir, "meshauth", "store", "certificates.jsonl"), "utf8").catch(() =>
-    ""
+  const journal = await readFile(join(dir, "meshauth", "store", "journal.jsonl"), "utf8").catch(() => "");
+  const recorded = journal.split("\n").filter((line) => line.startsWith('{"kind":"certificate"')).length;
+  console.log(
+    `\nmeshauth recorded ${recorded} issuances (and as many audit entries) durably during the run.`,
   );
-  console.log(`\nmeshauth recorded ${journal.split("\n").length - 1} issuances durably during the run.`);
 } finally {
   await rm(dir, { recursive: true, force: true });
 }

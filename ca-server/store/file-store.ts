@@ -2,8 +2,10 @@
  * The embedded store: a data directory that survives crashes and is safe to share between
  * processes on one host (the CA's workers and the CLI).
  *
- * - `certificates.jsonl` and `audit.jsonl`: append-only journals with group commit
- *   (`write` then `fdatasync` before a request is answered).
+ * - `journal.jsonl`: the append-only journal of issued certificates and audit events, with
+ *   group commit (one `write` and one `fdatasync` for every record that arrived meanwhile,
+ *   before any of their requests is answered). One file, so an issuance and its audit entry
+ *   cost one `fdatasync` between them.
  * - `state.json`: revocations, the CRL number and join tokens, replaced atomically by writing
  *   a temporary file, `fsync`ing it, renaming it over the old one and `fsync`ing the directory,
  *   so an interrupted write leaves the previous state intact.
@@ -44,6 +46,7 @@ const EMPTY_STATE: State = { version: 1, revision: 0, crlNumber: "0", revocation
 const LOCK_WAIT_MS = 10_000;
 const STALE_LOCK_MS = 30_000;
 const STATE_RECHECK_MS = 100;
+const AUDIT_TAIL = 10_000;
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
@@ -61,8 +64,7 @@ function isAlive(pid: number): boolean {
 /** {@link CaStore} in a data directory. */
 export class FileStore implements CaStore {
   readonly description: string;
-  readonly #certificates: Journal;
-  readonly #audit: Journal;
+  readonly #journal: Journal;
   readonly #statePath: string;
   readonly #lockPath: string;
   #state: State = EMPTY_STATE;
@@ -75,35 +77,32 @@ export class FileStore implements CaStore {
 
   constructor(readonly dir: string) {
     this.description = `file:${dir}`;
-    this.#certificates = new Journal(join(dir, "certificates.jsonl"));
-    this.#audit = new Journal(join(dir, "audit.jsonl"));
+    this.#journal = new Journal(join(dir, "journal.jsonl"));
     this.#statePath = join(dir, "state.json");
     this.#lockPath = join(dir, "state.lock");
   }
 
   async open(): Promise<void> {
     await mkdir(this.dir, { recursive: true, mode: 0o700 });
-    await this.#certificates.open();
-    await this.#audit.open();
+    await this.#journal.open();
     await this.#reloadState();
   }
 
   async close(): Promise<void> {
-    await this.#certificates.close();
-    await this.#audit.close();
+    await this.#journal.close();
   }
 
   async recordIssuance(certificate: IssuedCertificate): Promise<void> {
-    await this.#certificates.append(certificate);
+    await this.#journal.append({ kind: "certificate", ...certificate });
   }
 
   async findCertificate(serialNumber: string): Promise<IssuedCertificate | undefined> {
-    await this.#catchUpCertificates();
+    await this.#catchUp();
     return this.#bySerial.get(serialNumber);
   }
 
   async listCertificates(query: { spiffeId?: string; limit?: number }): Promise<IssuedCertificate[]> {
-    await this.#catchUpCertificates();
+    await this.#catchUp();
     const limit = query.limit ?? 1000;
     const serials = query.spiffeId ? [...(this.#byId.get(query.spiffeId) ?? [])] : [...this.#bySerial.keys()];
     const out: IssuedCertificate[] = [];
@@ -115,7 +114,7 @@ export class FileStore implements CaStore {
 
   revoke(selector: RevocationSelector, at: Date): Promise<Revocation[]> {
     return this.#mutate(async (state) => {
-      await this.#catchUpCertificates();
+      await this.#catchUp();
       const already = new Set(state.revocations.map((r) => r.serialNumber));
       const targets = "serialNumber" in selector
         ? [this.#bySerial.get(selector.serialNumber)].filter((c) => c !== undefined)
@@ -170,6 +169,10 @@ export class FileStore implements CaStore {
 
   async findJoinToken(id: string): Promise<JoinTokenRecord | undefined> {
     await this.#reloadStateIfChanged();
+    const found = this.#state.joinTokens.find((t) => t.id === id);
+    if (found) return found;
+    // A token created a moment ago by `ca token create` must work at once.
+    await this.#reloadStateIfChanged(true);
     return this.#state.joinTokens.find((t) => t.id === id);
   }
 
@@ -183,21 +186,29 @@ export class FileStore implements CaStore {
   }
 
   async appendAudit(event: AuditEvent): Promise<void> {
-    await this.#audit.append(event);
+    await this.#journal.append({ kind: "audit", ...event });
   }
 
   async readAudit(limit: number): Promise<AuditEvent[]> {
-    await this.#audit.readNew((record) => {
-      this.#auditTail.push(reviveDates(record) as AuditEvent);
-      if (this.#auditTail.length > 10_000) this.#auditTail.splice(0, this.#auditTail.length - 10_000);
-    });
+    await this.#catchUp();
     return this.#auditTail.slice(-limit);
   }
 
-  async #catchUpCertificates(): Promise<void> {
-    await this.#certificates.readNew((record) => {
-      const cert = reviveDates(record) as IssuedCertificate;
-      if (typeof cert.serialNumber !== "string" || typeof cert.spiffeId !== "string") return;
+  // Reads what any process appended since the last call into the in-memory indexes.
+  async #catchUp(): Promise<void> {
+    await this.#journal.readNew((record) => {
+      const { kind, ...fields } = reviveDates(record) as { kind?: string } & Record<string, unknown>;
+      if (kind === "audit") {
+        this.#auditTail.push(fields as unknown as AuditEvent);
+        if (this.#auditTail.length > AUDIT_TAIL) {
+          this.#auditTail.splice(0, this.#auditTail.length - AUDIT_TAIL);
+        }
+        return;
+      }
+      const cert = fields as unknown as IssuedCertificate;
+      if (
+        kind !== "certificate" || typeof cert.serialNumber !== "string" || typeof cert.spiffeId !== "string"
+      ) return;
       this.#bySerial.set(cert.serialNumber, cert);
       let serials = this.#byId.get(cert.spiffeId);
       if (!serials) this.#byId.set(cert.spiffeId, serials = new Set());
@@ -207,9 +218,9 @@ export class FileStore implements CaStore {
 
   // Another process's change (a CLI revocation, another worker) is seen within STATE_RECHECK_MS;
   // this process's own changes are seen at once, and changes under the lock always re-read.
-  async #reloadStateIfChanged(): Promise<void> {
+  async #reloadStateIfChanged(force = false): Promise<void> {
     const now = Date.now();
-    if (now - this.#stateCheckedMs < STATE_RECHECK_MS) return;
+    if (!force && now - this.#stateCheckedMs < STATE_RECHECK_MS) return;
     this.#stateCheckedMs = now;
     let stamp = "";
     try {

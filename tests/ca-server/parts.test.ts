@@ -4,8 +4,15 @@ import assert from "node:assert/strict";
 import { appendFile, chmod, mkdir, readFile, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, it } from "node:test";
-import { CertificateAuthority } from "../../mod.ts";
 import {
+  CertificateAuthority,
+  createCsr,
+  generateKeyPair,
+  type KeyAlgorithm,
+  verifySvid,
+} from "../../mod.ts";
+import {
+  Authorities,
   ConfigError,
   constantTimeEqual,
   createJoinToken,
@@ -110,6 +117,31 @@ describe("FileKeyManager", () => {
     }
   });
 
+  for (const algorithm of ["ECDSA-P256", "ECDSA-P384", "Ed25519", "RSA-2048"] as KeyAlgorithm[]) {
+    it(`signs certificates that verify with an ${algorithm} CA key (node:crypto signer)`, async () => {
+      const dir = await tempDir();
+      try {
+        const keys = new FileKeyManager(join(dir.path, "keys"));
+        const root = await CertificateAuthority.createRoot({
+          trustDomain: "keys.example",
+          keyAlgorithm: algorithm,
+        });
+        await keys.add({ ...(await root.exportPem()), activeFrom: new Date(Date.now() - 1000) });
+        const authorities = await Authorities.load(keys, { trustDomain: "keys.example" });
+        const id = "spiffe://keys.example/w";
+        const svid = await authorities.active().ca.issue(
+          await createCsr({ keys: await generateKeyPair(), id }),
+          { id },
+        );
+        assert.equal((await verifySvid(svid.chainPem, authorities.bundle())).id.toString(), id);
+        const crl = await authorities.active().ca.createCrl({ revoked: [], nextUpdateSeconds: 60 });
+        assert.match(crl, /BEGIN X509 CRL/);
+      } finally {
+        await dir.remove();
+      }
+    });
+  }
+
   it("refuses a key file that group or others can read", async () => {
     const dir = await tempDir();
     try {
@@ -148,7 +180,7 @@ describe("FileStore", () => {
       await store.recordIssuance(cert("01"));
       await store.close();
       // A crash in the middle of an append leaves half a line.
-      await appendFile(join(dir.path, "certificates.jsonl"), '{"serialNumber":"02","spi');
+      await appendFile(join(dir.path, "journal.jsonl"), '{"kind":"certificate","serialNumber":"02","spi');
       const reopened = new FileStore(dir.path);
       await reopened.open();
       await reopened.recordIssuance(cert("03"));

@@ -36,7 +36,6 @@ import {
   SignatureCache,
   type SpiffeId,
   UnauthorizedPeer,
-  VerificationError,
   verifySvid,
 } from "../../mod.ts";
 import { type BundleCache, BundleUnavailable } from "./bundle-cache.ts";
@@ -163,7 +162,8 @@ export function createEdgeApp(options: EdgeAppOptions): Hono<EdgeEnv> {
       });
       peer = { id: verified.id, notAfter: verified.notAfter };
     } catch (err) {
-      if (err instanceof VerificationError || err instanceof MeshAuthError) {
+      // A VerificationError, or a MeshAuthError about the input (a malformed chain, say).
+      if (err instanceof MeshAuthError) {
         return problem("ERR_CLIENT_CERT_INVALID", err.message, { reason: err.code });
       }
       throw err;

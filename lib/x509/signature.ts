@@ -12,6 +12,7 @@ import {
   type DerNode,
   expectTag,
   integerBytes,
+  latin1,
   nullValue,
   oid,
   parseDer,
@@ -22,7 +23,7 @@ import {
   Tag,
 } from "../asn1/der.ts";
 import { OID } from "../asn1/oids.ts";
-import { toArrayBuffer, toHex } from "../encoding.ts";
+import { toArrayBuffer } from "../encoding.ts";
 import { MalformedInput, RuntimeUnsupported, UnsupportedAlgorithm } from "../errors.ts";
 import { keyAlgorithmOf } from "../keys.ts";
 import type { AlgorithmIdentifier } from "./certificate.ts";
@@ -277,7 +278,8 @@ export async function verifySignature(
   signature: Uint8Array,
 ): Promise<boolean> {
   const plan = planFor(signatureAlgorithm, publicKeyAlgorithm);
-  const cacheKey = `${JSON.stringify(plan.importParams)}:${toHex(spki)}`;
+  const params = plan.importParams as { name: string; hash?: string; namedCurve?: string };
+  const cacheKey = `${params.name}/${params.hash ?? params.namedCurve ?? ""}:${latin1(spki)}`;
   let key = keyCache.get(cacheKey);
   if (!key) {
     key = importPlanned(plan, spki);

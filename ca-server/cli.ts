@@ -49,6 +49,7 @@ Creates the CA's first authority in the key directory, unless one exists.
   --chain <file>            instead: import an intermediate: its chain (intermediate first) ...
   --key <file>              ... its private key ...
   --bundle <file>           ... and the root(s) that verify it
+  --overlap-seconds <n>     with --chain, when a CA already signs: publish the new one now, sign with it after n seconds
 ${COMMON}`,
   serve: `usage: meshauth ca serve [options]
 
@@ -115,6 +116,7 @@ async function init(args: string[]): Promise<void> {
       chain: { type: "string" },
       key: { type: "string" },
       bundle: { type: "string" },
+      "overlap-seconds": { type: "string" },
     },
   });
   if (values.help) return console.log(HELP.init);

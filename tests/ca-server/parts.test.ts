@@ -310,6 +310,26 @@ describe("RateLimiter", () => {
   });
 });
 
+describe("createCaApp", () => {
+  it("imports no node: module, directly or through ca-server files", async () => {
+    const root = new URL("../../ca-server/", import.meta.url);
+    const seen = new Set<string>();
+    const nodeImports: string[] = [];
+    const visit = async (url: URL) => {
+      if (seen.has(url.href) || !url.href.startsWith(root.href)) return;
+      seen.add(url.href);
+      const text = await readFile(url, "utf8");
+      for (const m of text.matchAll(/^(?:import|export)[^"']*?from\s+["']([^"']+)["']/gm)) {
+        if (m[1].startsWith("node:")) nodeImports.push(`${url.pathname}: ${m[1]}`);
+        else if (m[1].startsWith(".")) await visit(new URL(m[1], url));
+      }
+    };
+    await visit(new URL("app.ts", root));
+    assert.ok(seen.size > 5, `walked ${seen.size} files`);
+    assert.deepEqual(nodeImports, []);
+  });
+});
+
 describe("Problem", () => {
   it("renders an RFC 9457 body with a stable code", async () => {
     const response = new Problem("ERR_MISSING_FIELD", "no csr", { field: "csr" }).toResponse();

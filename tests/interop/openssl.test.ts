@@ -50,6 +50,19 @@ function opensslOk(...args: string[]): string {
   return output;
 }
 
+// OpenSSL keys are made once per file and kind, like the WebCrypto ones below.
+const opensslKeys = new Map<string, string>();
+/** The path of a key `openssl genpkey <args>` made. */
+function opensslKey(...args: string[]): string {
+  const kind = args.join(" ");
+  if (!opensslKeys.has(kind)) {
+    const key = file("key.pem", "");
+    opensslOk("genpkey", ...args, "-out", key);
+    opensslKeys.set(kind, key);
+  }
+  return opensslKeys.get(kind)!;
+}
+
 // Each algorithm's key pair is made once per file (RSA-4096 takes seconds).
 const generated = new Map<KeyAlgorithm, Promise<KeyPair>>();
 function keysFor(algorithm: KeyAlgorithm): Promise<KeyPair> {
@@ -254,8 +267,7 @@ describe("CSRs between meshauth and OpenSSL", () => {
 
   for (const [algorithm, genpkey] of OPENSSL_KEYS) {
     test(`parseCsr accepts an openssl req CSR with a ${algorithm} key, and the CA issues it`, async () => {
-      const key = file("key.pem", "");
-      opensslOk("genpkey", ...genpkey, "-out", key);
+      const key = opensslKey(...genpkey);
       const csr = file("req.pem", "");
       opensslOk("req", "-new", "-key", key, "-subj", "/", "-addext", `subjectAltName=URI:${ID}`, "-out", csr);
       const request = await parseCsr(readFileSync(csr, "utf8"));
@@ -270,8 +282,7 @@ describe("CSRs between meshauth and OpenSSL", () => {
   }
 
   test("parseCsr accepts an openssl req CSR signed with RSA-PSS", async () => {
-    const key = file("key.pem", "");
-    opensslOk("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", key);
+    const key = opensslKey("-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048");
     const csr = file("req.pem", "");
     opensslOk(
       "req",
@@ -296,8 +307,7 @@ describe("CSRs between meshauth and OpenSSL", () => {
   });
 
   test("parseCsr refuses an openssl req CSR with an RSA-PSS-only key as unsupported", async () => {
-    const key = file("key.pem", "");
-    opensslOk("genpkey", "-algorithm", "RSA-PSS", "-pkeyopt", "rsa_keygen_bits:2048", "-out", key);
+    const key = opensslKey("-algorithm", "RSA-PSS", "-pkeyopt", "rsa_keygen_bits:2048");
     const csr = file("req.pem", "");
     opensslOk("req", "-new", "-key", key, "-subj", "/", "-addext", `subjectAltName=URI:${ID}`, "-out", csr);
     await assert.rejects(parseCsr(readFileSync(csr, "utf8")), {
@@ -307,8 +317,7 @@ describe("CSRs between meshauth and OpenSSL", () => {
   });
 
   test("parseCsr rejects an openssl req CSR with a DNS name but no URI SAN", async () => {
-    const key = file("key.pem", "");
-    opensslOk("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", key);
+    const key = opensslKey("-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256");
     const csr = file("req.pem", "");
     opensslOk(
       "req",
@@ -329,8 +338,7 @@ describe("CSRs between meshauth and OpenSSL", () => {
   });
 
   test("parseCsr rejects an openssl req CSR with a 1024-bit RSA key", async () => {
-    const key = file("key.pem", "");
-    opensslOk("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:1024", "-out", key);
+    const key = opensslKey("-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:1024");
     const csr = file("req.pem", "");
     opensslOk("req", "-new", "-key", key, "-subj", "/", "-addext", `subjectAltName=URI:${ID}`, "-out", csr);
     await assert.rejects(parseCsr(readFileSync(csr, "utf8")), {
@@ -453,8 +461,7 @@ describe("keys between meshauth and OpenSSL", () => {
 
   for (const [algorithm, args] of GENPKEY) {
     test(`importPrivateKeyPem reads an openssl genpkey ${algorithm} key (PKCS#8)`, async () => {
-      const key = file("key.pem", "");
-      opensslOk("genpkey", ...args, "-out", key);
+      const key = opensslKey(...args);
       const keys = await importPrivateKeyPem(readFileSync(key, "utf8"));
       assert.equal(keys.algorithm, algorithm);
       await sameKey(key, keys);
@@ -479,8 +486,9 @@ describe("keys between meshauth and OpenSSL", () => {
     await sameKey(file("key.pem", pem), keys);
   });
 
-  test("importPrivateKeyPem reads an openssl genrsa -traditional key (PKCS#1)", async () => {
-    const pem = opensslOk("genrsa", "-traditional", "2048").replace(/^[^-]*/, "");
+  test("importPrivateKeyPem reads an RSA key openssl writes as PKCS#1 (-traditional)", async () => {
+    const rsaKey = opensslKey("-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048");
+    const pem = opensslOk("rsa", "-in", rsaKey, "-traditional").replace(/^[^-]*/, "");
     assert.match(pem, /BEGIN RSA PRIVATE KEY/);
     const keys = await importPrivateKeyPem(pem);
     assert.equal(keys.algorithm, "RSA-2048");
@@ -488,24 +496,21 @@ describe("keys between meshauth and OpenSSL", () => {
   });
 
   test("an imported OpenSSL key makes CSRs openssl req -verify accepts", async () => {
-    const key = file("key.pem", "");
-    opensslOk("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-384", "-out", key);
+    const key = opensslKey("-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-384");
     const keys = await importPrivateKeyPem(readFileSync(key, "utf8"));
     const csr = file("req.pem", await createCsr({ keys, id: ID }));
     opensslOk("req", "-verify", "-noout", "-in", csr);
   });
 
   test("importPrivateKeyPem refuses a 1024-bit RSA key with ERR_ALGORITHM_UNSUPPORTED", async () => {
-    const key = file("key.pem", "");
-    opensslOk("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:1024", "-out", key);
+    const key = opensslKey("-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:1024");
     await assert.rejects(importPrivateKeyPem(readFileSync(key, "utf8")), {
       code: "ERR_ALGORITHM_UNSUPPORTED",
     });
   });
 
   test("importPrivateKeyPem refuses a P-521 key with ERR_ALGORITHM_UNSUPPORTED", async () => {
-    const key = file("key.pem", "");
-    opensslOk("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-521", "-out", key);
+    const key = opensslKey("-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-521");
     await assert.rejects(importPrivateKeyPem(readFileSync(key, "utf8")), {
       code: "ERR_ALGORITHM_UNSUPPORTED",
     });

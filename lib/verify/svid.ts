@@ -74,6 +74,16 @@ export async function verifySvid(
     crls: options.crls,
     cache: options.cache,
   });
+  // X509-SVID 3.2 and 4.3: a signing certificate the peer sent asserts keyCertSign.
+  verified.path.slice(1, -1).forEach((ca, i) => {
+    if (!ca.keyUsage?.has("keyCertSign")) {
+      throw new VerificationError(
+        "ERR_SVID_INVALID",
+        `${describe(ca)}: an X509-SVID signing certificate must assert the keyCertSign key usage`,
+        i + 1,
+      );
+    }
+  });
   return { id, chain: verified.path, notAfter: verified.notAfter };
 }
 
@@ -90,6 +100,8 @@ function svidId(leaf: Certificate): SpiffeId {
   } catch (cause) {
     invalid(`URI SAN ${JSON.stringify(uris[0])} is not a SPIFFE ID`, cause);
   }
+  // X509-SVID 5.2: a leaf names a workload, never the trust domain itself.
+  if (id!.path === "") invalid(`SPIFFE ID ${id} of a leaf SVID must have a path`);
   // X509-SVID 4.1 and 4.3: a leaf SVID is not a CA and can neither certify nor sign CRLs.
   if (leaf.basicConstraints?.ca) invalid("a leaf SVID must not be a CA (basicConstraints cA is set)");
   if (!leaf.keyUsage?.has("digitalSignature")) {

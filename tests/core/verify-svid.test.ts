@@ -72,6 +72,19 @@ test("verifySvid rejects a URI SAN that is not a SPIFFE ID", async () => {
   await rejects(verifySvid(chainPem, bundle), "ERR_SVID_INVALID");
 });
 
+test("verifySvid rejects a leaf whose SPIFFE ID is the trust domain itself", async () => {
+  const { bundle, chainPem } = await svid({ sans: [uriName("spiffe://cluster.local")] });
+  await rejects(verifySvid(chainPem, bundle), "ERR_SVID_INVALID");
+});
+
+test("verifySvid rejects an intermediate without the keyCertSign key usage", async () => {
+  const root = await issue({ name: "Root", ca: true });
+  const intermediate = await issue({ name: "Int", ca: true, issuer: root, omit: ["keyUsage"] });
+  const leaf = await issue({ name: "", sans: [uriName(ID)], issuer: intermediate });
+  const bundle = new TrustBundle("cluster.local", [root.pem]);
+  await rejects(verifySvid([leaf.der, intermediate.der], bundle), "ERR_SVID_INVALID");
+});
+
 test("verifySvid rejects a CA certificate as the leaf", async () => {
   const { bundle, chainPem } = await svid({ ca: true });
   await rejects(verifySvid(chainPem, bundle), "ERR_SVID_INVALID");

@@ -85,11 +85,24 @@ export async function generateKeyPair(
 
 /** The meshauth algorithm name of a WebCrypto key. */
 export function keyAlgorithmOf(key: CryptoKey): KeyAlgorithm {
-  const alg = key.algorithm as { name: string; namedCurve?: string; modulusLength?: number };
+  const alg = key.algorithm as {
+    name: string;
+    namedCurve?: string;
+    modulusLength?: number;
+    hash?: { name: string };
+  };
   if (alg.name === "ECDSA" && alg.namedCurve === "P-256") return "ECDSA-P256";
   if (alg.name === "ECDSA" && alg.namedCurve === "P-384") return "ECDSA-P384";
   if (alg.name === "Ed25519") return "Ed25519";
-  if ((alg.name === "RSASSA-PKCS1-v1_5" || alg.name === "RSA-PSS") && alg.modulusLength) {
+  if (alg.name === "RSASSA-PKCS1-v1_5" && alg.modulusLength) {
+    // WebCrypto binds an RSA key to one hash; meshauth's RSA algorithms sign sha256WithRSA,
+    // so a key bound to another hash would make signatures that do not verify.
+    if (alg.hash?.name !== "SHA-256") {
+      throw new UnsupportedAlgorithm(
+        `RSASSA-PKCS1-v1_5 with ${alg.hash?.name ?? "no hash"}`,
+        "RSA keys must be bound to SHA-256",
+      );
+    }
     const name = `RSA-${alg.modulusLength}` as KeyAlgorithm;
     if (KEY_ALGORITHMS.includes(name)) return name;
   }

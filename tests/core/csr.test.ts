@@ -6,6 +6,7 @@ import {
   type CsrRejection,
   decodePem,
   encodePem,
+  exportPrivateKeyPem,
   exportSpki,
   generateKeyPair,
   InvalidCsr,
@@ -77,6 +78,21 @@ describe("createCsr and parseCsr", () => {
   test("createCsr accepts the ID as a string", SLOW, async () => {
     const request = await parseCsr(await createCsr({ keys: await keysFor("ECDSA-P256"), id: ID }));
     assert.ok(request.id.equals(ID));
+  });
+
+  test("createCsr refuses an RSA key bound to another hash than SHA-256", SLOW, async () => {
+    const keys = await keysFor("RSA-2048");
+    const [block] = decodePem(await exportPrivateKeyPem(keys.privateKey));
+    const sha384 = await crypto.subtle.importKey(
+      "pkcs8",
+      block.der.slice(),
+      { name: "RSASSA-PKCS1-v1_5", hash: "SHA-384" },
+      true,
+      ["sign"],
+    );
+    await assert.rejects(createCsr({ keys: { privateKey: sha384, publicKey: keys.publicKey }, id: ID }), {
+      code: "ERR_ALGORITHM_UNSUPPORTED",
+    });
   });
 
   test("createCsr refuses an invalid SPIFFE ID", SLOW, async () => {

@@ -68,6 +68,32 @@ describe("generateKeyPair", () => {
   });
 });
 
+describe("keyAlgorithmOf", () => {
+  async function rsaKeyAs(params: RsaHashedImportParams): Promise<CryptoKey> {
+    const [block] = decodePem(await exportPrivateKeyPem((await keysFor("RSA-2048")).privateKey));
+    return await crypto.subtle.importKey("pkcs8", block.der.slice(), params, true, ["sign"]);
+  }
+
+  test("names an RSA key bound to PKCS#1 v1.5 and SHA-256 by its size", SLOW, async () => {
+    const key = await rsaKeyAs({ name: "RSASSA-PKCS1-v1_5", hash: "SHA-256" });
+    assert.equal(keyAlgorithmOf(key), "RSA-2048");
+  });
+
+  test(
+    "refuses an RSA key bound to SHA-384, which meshauth would sign with the wrong hash",
+    SLOW,
+    async () => {
+      const key = await rsaKeyAs({ name: "RSASSA-PKCS1-v1_5", hash: "SHA-384" });
+      assert.throws(() => keyAlgorithmOf(key), { code: "ERR_ALGORITHM_UNSUPPORTED" });
+    },
+  );
+
+  test("refuses an RSA-PSS key", SLOW, async () => {
+    const key = await rsaKeyAs({ name: "RSA-PSS", hash: "SHA-256" });
+    assert.throws(() => keyAlgorithmOf(key), { code: "ERR_ALGORITHM_UNSUPPORTED" });
+  });
+});
+
 describe("exportPrivateKeyPem and importPrivateKeyPem", () => {
   for (const algorithm of KEY_ALGORITHMS) {
     test(`round-trips a ${algorithm} key through PKCS#8 PEM`, SLOW, async () => {

@@ -30,7 +30,8 @@ export interface CaConfig {
     /** Extra DNS names for the serving certificate (`localhost` is always there). */
     dnsNames: string[];
   };
-  store: { kind: "file" } | { kind: "postgres"; url: string; maxConnections: number };
+  /** `fsync: false` (file store): acknowledge once the kernel has the journal, sync once a second. */
+  store: { kind: "file"; fsync: boolean } | { kind: "postgres"; url: string; maxConnections: number };
   keys: { kind: "file"; dir: string };
   issuance: { defaultTtlSeconds: number; maxTtlSeconds: number };
   ca: { keyAlgorithm: KeyAlgorithm; ttlSeconds: number };
@@ -234,7 +235,7 @@ function validate(raw: Raw, source: string, cwd: string): CaConfig {
 
   const storeRaw = obj("store", raw.store);
   const kind = str("store.kind", storeRaw.kind, "file");
-  let store: CaConfig["store"] = { kind: "file" };
+  let store: CaConfig["store"] = { kind: "file", fsync: bool("store.fsync", storeRaw.fsync, true) };
   if (kind === "postgres") {
     store = {
       kind: "postgres",

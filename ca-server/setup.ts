@@ -25,7 +25,7 @@ import type { CaStore } from "./store/store.ts";
 export async function openStore(config: CaConfig): Promise<CaStore> {
   const store = config.store.kind === "postgres"
     ? new PostgresStore({ connectionString: config.store.url, maxConnections: config.store.maxConnections })
-    : new FileStore(join(config.dataDir, "store"));
+    : new FileStore(join(config.dataDir, "store"), { isDurable: config.store.fsync });
   await store.open();
   return store;
 }

@@ -75,9 +75,10 @@ export class FileStore implements CaStore {
   #auditTail: AuditEvent[] = [];
   #localLock: Promise<unknown> = Promise.resolve();
 
-  constructor(readonly dir: string) {
+  /** `isDurable: false` trades the last second of journal on a machine crash for latency (see {@link Journal}). */
+  constructor(readonly dir: string, options: { isDurable?: boolean } = {}) {
     this.description = `file:${dir}`;
-    this.#journal = new Journal(join(dir, "journal.jsonl"));
+    this.#journal = new Journal(join(dir, "journal.jsonl"), options);
     this.#statePath = join(dir, "state.json");
     this.#lockPath = join(dir, "state.lock");
   }

@@ -34,7 +34,7 @@ describe("loadConfig", () => {
     assert.equal(config.listen.port, 8443);
     assert.equal(config.listen.plainHttp, false);
     assert.equal(config.dataDir, "/srv/.meshauth");
-    assert.deepEqual(config.store, { kind: "file" });
+    assert.deepEqual(config.store, { kind: "file", fsync: true });
   });
 
   it("reads YAML and lets the environment override it", async () => {

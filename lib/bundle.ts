@@ -17,7 +17,7 @@
 import { childrenOf, contentOf, expectTag, parseDer, readOid, Tag } from "./asn1/der.ts";
 import { OID } from "./asn1/oids.ts";
 import { bytesEqual, fromBase64, toBase64, toBase64Url } from "./encoding.ts";
-import { InvalidBundle, MeshAuthError } from "./errors.ts";
+import { InvalidArgument, InvalidBundle, MeshAuthError } from "./errors.ts";
 import { encodePem } from "./pem.ts";
 import { TrustDomain } from "./spiffeid.ts";
 import { type Certificate, parseCertificate, parseCertificates } from "./x509/certificate.ts";
@@ -69,8 +69,10 @@ export class TrustBundle {
   ) {
     this.trustDomain = typeof trustDomain === "string" ? TrustDomain.parse(trustDomain) : trustDomain;
     for (const a of authorities) for (const cert of toCertificates(a)) this.#add(cert);
-    this.sequence = options.sequence ?? 0;
-    this.refreshHintSeconds = options.refreshHintSeconds;
+    this.sequence = wholeNumber(options.sequence ?? 0, "sequence");
+    this.refreshHintSeconds = options.refreshHintSeconds === undefined
+      ? undefined
+      : wholeNumber(options.refreshHintSeconds, "refreshHintSeconds");
   }
 
   /** A bundle from PEM text holding one or more CA certificates. */
@@ -240,6 +242,14 @@ export class BundleSet {
   bundles(): TrustBundle[] {
     return [...this.#bundles.values()];
   }
+}
+
+/** The SPIFFE bundle format writes the sequence and refresh hint as non-negative integers. */
+function wholeNumber(value: number, name: string): number {
+  if (!Number.isSafeInteger(value) || value < 0) {
+    throw new InvalidArgument(name, `must be a non-negative whole number, got ${value}`);
+  }
+  return value;
 }
 
 function toCertificates(input: CertificateInput): Certificate[] {

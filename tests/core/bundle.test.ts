@@ -206,6 +206,21 @@ describe("TrustBundle SPIFFE JWKS", () => {
   });
 });
 
+describe("TrustBundle options", () => {
+  for (
+    const [name, options] of [
+      ["a negative sequence", { sequence: -1 }],
+      ["a fractional sequence", { sequence: 1.5 }],
+      ["a NaN refresh hint", { refreshHintSeconds: Number.NaN }],
+      ["a negative refresh hint", { refreshHintSeconds: -30 }],
+    ] as const
+  ) {
+    test(`refuse ${name}, which toJwks could not write`, () => {
+      assert.throws(() => new TrustBundle(TD, [], options), { code: "ERR_INVALID_ARGUMENT" });
+    });
+  }
+});
+
 describe("TrustBundle authorities", () => {
   test("addAuthority adds a certificate and bumps the sequence", SLOW, async () => {
     const bundle = new TrustBundle(TD, [(await rootCa("ECDSA-P256")).certificatePem], { sequence: 1 });

@@ -15,7 +15,7 @@
  * @module
  */
 
-import { SecureNamingError, UnauthorizedPeer } from "./errors.ts";
+import { InvalidArgument, SecureNamingError, UnauthorizedPeer } from "./errors.ts";
 import { SpiffeId, TrustDomain } from "./spiffeid.ts";
 import type { Certificate } from "./x509/certificate.ts";
 
@@ -77,6 +77,9 @@ export class SecureNaming {
 
   /** Replaces the identities allowed to run `service`. */
   set(service: string, ids: readonly IdLike[]): void {
+    if (!Array.isArray(ids)) {
+      throw new InvalidArgument(`identities of ${JSON.stringify(service)}`, "expected a list of SPIFFE IDs");
+    }
     this.#table.set(service, new Set(ids.map((id) => toId(id).toString())));
   }
 

@@ -141,6 +141,11 @@ describe("SecureNaming", () => {
     });
   });
 
+  test("a table entry that is not a list of IDs is refused with ERR_INVALID_ARGUMENT", () => {
+    const table = { [SERVICE]: PHOTOS.toString() } as unknown as Record<string, string[]>;
+    assert.throws(() => new SecureNaming(table), { code: "ERR_INVALID_ARGUMENT" });
+  });
+
   test("authorizerFor gives an authorizer for one service", () => {
     const authorize = naming().authorizerFor(SERVICE);
     assert.doesNotThrow(() => authorize(PHOTOS));

@@ -61,6 +61,20 @@ function isAlive(pid: number): boolean {
   }
 }
 
+// Expired tokens and the revocations of long-expired certificates serve no one: the CRL
+// leaves them out already (RFC 5280 3.3) and the journal keeps the history.
+const TOKEN_RETENTION_MS = 24 * 3600_000;
+const REVOCATION_RETENTION_MS = 30 * 24 * 3600_000;
+
+function prune(state: State, now: Date): void {
+  state.joinTokens = state.joinTokens.filter((t) =>
+    t.expiresAt.getTime() + TOKEN_RETENTION_MS > now.getTime()
+  );
+  state.revocations = state.revocations.filter((r) =>
+    r.notAfter.getTime() + REVOCATION_RETENTION_MS > now.getTime()
+  );
+}
+
 /** {@link CaStore} in a data directory. */
 export class FileStore implements CaStore {
   readonly description: string;
@@ -73,6 +87,7 @@ export class FileStore implements CaStore {
   #bySerial = new Map<string, IssuedCertificate>();
   #byId = new Map<string, Set<string>>();
   #auditTail: AuditEvent[] = [];
+  #revokedSerials: { state?: State; serials: Set<string> } = { serials: new Set() };
   #localLock: Promise<unknown> = Promise.resolve();
 
   /** `isDurable: false` trades the last second of journal on a machine crash for latency (see {@link Journal}). */
@@ -144,7 +159,13 @@ export class FileStore implements CaStore {
 
   async isRevoked(serialNumber: string): Promise<boolean> {
     await this.#reloadStateIfChanged();
-    return this.#state.revocations.some((r) => r.serialNumber === serialNumber);
+    if (this.#revokedSerials.state !== this.#state) {
+      this.#revokedSerials = {
+        state: this.#state,
+        serials: new Set(this.#state.revocations.map((r) => r.serialNumber)),
+      };
+    }
+    return this.#revokedSerials.serials.has(serialNumber);
   }
 
   async revocationRevision(): Promise<number> {
@@ -266,6 +287,7 @@ export class FileStore implements CaStore {
         await this.#reloadState();
         const draft = structuredClone(this.#state);
         const result = await change(draft);
+        prune(draft, new Date());
         await this.#writeState(draft);
         return result;
       } finally {

@@ -98,7 +98,11 @@ export async function parseCsr(input: string | Uint8Array): Promise<CertificateR
     infoNode = i;
     sigAlgNode = a;
     info = childrenOf(expectTag(i, Tag.SEQUENCE, "CSR info"), "CSR info");
-    signature = readBitString(expectTag(s, Tag.BIT_STRING, "CSR signature"), "CSR signature").bytes;
+    const signatureBits = readBitString(expectTag(s, Tag.BIT_STRING, "CSR signature"), "CSR signature");
+    // A signature is whole octets; accepting "unused bits" would let one signed request have
+    // several encodings.
+    if (signatureBits.unusedBits !== 0) throw new MalformedInput("CSR signature", "has unused bits");
+    signature = signatureBits.bytes;
     if (info.length !== 4) {
       throw new MalformedInput("CSR info", "expected version, subject, key and attributes");
     }

@@ -141,6 +141,21 @@ describe("parseCsr rejects", () => {
     });
   }
 
+  test("a signature BIT STRING that claims unused bits", SLOW, async () => {
+    // An Ed25519 signature is 64 bytes: BIT STRING 03 41 00 <64 bytes> ends the CSR. Find one
+    // whose last bit is 0, so that "1 unused bit" is well-formed and the signature unchanged.
+    let der: Uint8Array;
+    let attempt = 0;
+    do {
+      const names = [`n${attempt++}.example`];
+      der = derOf(await createCsr({ keys: await keysFor("Ed25519"), id: ID, dnsNames: names }));
+    } while (der[der.length - 1] & 1);
+    assert.deepEqual([...der.subarray(der.length - 67, der.length - 64)], [0x03, 0x41, 0x00]);
+    const malleated = der.slice();
+    malleated[der.length - 65] = 1;
+    await assert.rejects(parseCsr(malleated), rejection("malformed"));
+  });
+
   test("a CSR whose requested ID was changed after signing", SLOW, async () => {
     const der = derOf(await createCsr({ keys: await keysFor("ECDSA-P256"), id: ID }));
     const text = new TextEncoder().encode("photos");

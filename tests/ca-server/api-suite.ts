@@ -375,6 +375,86 @@ export function defineApiSuite(
       assert.equal((await call("GET", "/healthz")).status, 200, "the server still serves after bad input");
     });
 
+    it("survives hostile bodies: chunked oversize, invalid UTF-8, arrays, prototype keys", async () => {
+      const t = await token(store, {
+        role: "workload",
+        spiffeId: `spiffe://${TRUST_DOMAIN}/hostile`,
+        isSingleUse: false,
+      });
+      const chunked = await call("POST", "/v1/certificates", {
+        body: JSON.stringify({ csr: "y".repeat(80 * 1024) }),
+        token: t,
+        headers: ["Transfer-Encoding: chunked"],
+      });
+      assertProblem(chunked, 413, "ERR_BODY_TOO_LARGE");
+      const encoder = new TextEncoder();
+      const invalidUtf8 = new Uint8Array([
+        ...encoder.encode('{"csr": "'),
+        0xff,
+        0xfe,
+        ...encoder.encode('"}'),
+      ]);
+      const badUtf8 = await curl([
+        "--cacert",
+        bundlePath,
+        "-H",
+        `Authorization: Bearer ${t}`,
+        "-H",
+        "Content-Type: application/json",
+        "--data-binary",
+        "@-",
+        `${ca.url}/v1/certificates`,
+      ], { input: invalidUtf8 }); // deno-fmt-ignore
+      assert.equal(badUtf8.status, 400, badUtf8.body);
+      assert.equal(JSON.parse(badUtf8.body).code, "ERR_MALFORMED_JSON");
+      assertProblem(
+        await call("POST", "/v1/certificates", { body: "[1,2]", token: t }),
+        400,
+        "ERR_MALFORMED_JSON",
+      );
+      assertProblem(
+        await call("POST", "/v1/certificates", { body: "null", token: t }),
+        400,
+        "ERR_MALFORMED_JSON",
+      );
+      assertProblem(
+        await call("POST", "/v1/certificates", { body: '{"__proto__": {"csr": "x"}}', token: t }),
+        400,
+        "ERR_MISSING_FIELD",
+      );
+      const bundle = await curl([
+        "--cacert",
+        bundlePath,
+        "-H",
+        'If-None-Match: "nope"',
+        `${ca.url}/v1/bundle`,
+      ]);
+      assert.equal(bundle.status, 200);
+      assert.equal((await call("GET", "/readyz")).status, 200, "the server is still ready");
+    });
+
+    it("answers 304 to a bundle request with the current ETag", async () => {
+      const first = await run("curl", [
+        "-sS",
+        "-D",
+        "-",
+        "-o",
+        "/dev/null",
+        "--cacert",
+        bundlePath,
+        `${ca.url}/v1/bundle`,
+      ]);
+      const etag = /etag: (".*")/i.exec(first.stdout)![1];
+      const again = await curl([
+        "--cacert",
+        bundlePath,
+        "-H",
+        `If-None-Match: ${etag}`,
+        `${ca.url}/v1/bundle`,
+      ]);
+      assert.equal(again.status, 304);
+    });
+
     it("keeps the administrative API for administrators", async () => {
       const t = await token(store, {
         role: "workload",

@@ -26,7 +26,7 @@ export interface CaProcess {
 export function run(
   cmd: string,
   args: string[],
-  options: { input?: string; timeoutMs?: number; cwd?: string } = {},
+  options: { input?: string | Uint8Array; timeoutMs?: number; cwd?: string } = {},
 ): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
     const child = execFile(cmd, args, {
@@ -205,7 +205,7 @@ export async function postJson(
 /** A curl call; returns status, content type and body. */
 export async function curl(
   args: string[],
-  options: { input?: string } = {},
+  options: { input?: string | Uint8Array } = {},
 ): Promise<{ status: number; contentType: string; body: string; stderr: string }> {
   const r = await run(
     "curl",

@@ -1,11 +1,10 @@
 /**
  * X.509 certificate parsing (RFC 5280 4.1) into a read-only model the validator and the CA
- * share. Parsing is strict DER; extensions are decoded once, here.
+ * share. Parsing is strict DER; extensions are decoded once, by `extensions.ts`.
  * @module
  */
 
 import {
-  bitAt,
   childrenOf,
   contentOf,
   contextTag,
@@ -21,12 +20,21 @@ import {
   readTime,
   Tag,
 } from "../asn1/der.ts";
-import { OID } from "../asn1/oids.ts";
 import { toHex } from "../encoding.ts";
 import { MalformedInput } from "../errors.ts";
 import { derBlocks } from "../pem.ts";
-import { type GeneralName, parseGeneralName, parseGeneralNames } from "./general-name.ts";
+import {
+  decodeExtensions,
+  type DistributionPoint,
+  type GeneralSubtree,
+  KeyUsage,
+  type KeyUsageName,
+} from "./extensions.ts";
+import type { GeneralName } from "./general-name.ts";
 import { type Name, parseName } from "./name.ts";
+
+export { decodeExtensions, type DistributionPoint, type GeneralSubtree, KeyUsage, type KeyUsageName };
+export { parseDistributionPoint } from "./extensions.ts";
 
 /** AlgorithmIdentifier: the OID and the DER of its parameters, if any. */
 export interface AlgorithmIdentifier {
@@ -40,35 +48,6 @@ export interface Extension {
   oid: string;
   critical: boolean;
   value: Uint8Array;
-}
-
-/** Key usage bits by name (RFC 5280 4.2.1.3). */
-export const KeyUsage = {
-  digitalSignature: 0,
-  nonRepudiation: 1,
-  keyEncipherment: 2,
-  dataEncipherment: 3,
-  keyAgreement: 4,
-  keyCertSign: 5,
-  cRLSign: 6,
-  encipherOnly: 7,
-  decipherOnly: 8,
-} as const;
-export type KeyUsageName = keyof typeof KeyUsage;
-
-/** A GeneralSubtree of a name constraint. */
-export interface GeneralSubtree {
-  base: GeneralName;
-  minimum: number;
-  maximum?: number;
-}
-
-/** A DistributionPoint of the CRL distribution points extension (RFC 5280 4.2.1.13). */
-export interface DistributionPoint {
-  fullName?: GeneralName[];
-  relativeName?: Uint8Array;
-  reasons?: Uint8Array;
-  crlIssuer?: GeneralName[];
 }
 
 /** A parsed certificate. Raw encodings are kept for signatures and matching. */
@@ -124,8 +103,6 @@ export interface Certificate {
 export function parseCertificates(input: string | Uint8Array, what = "certificate"): Certificate[] {
   return derBlocks(input, ["CERTIFICATE"], what).map((der) => parseCertificate(der, what));
 }
-
-const KEY_USAGE_NAMES = Object.keys(KeyUsage) as KeyUsageName[];
 
 /** Parses one DER certificate. Throws {@link MalformedInput} with the offending field. */
 export function parseCertificate(der: Uint8Array, what = "certificate"): Certificate {
@@ -231,175 +208,6 @@ export function parseExtensions(node: DerNode, what: string): Extension[] {
     if (k !== f.length) throw new MalformedInput(`${what} extension ${id}`, "extra fields");
     return { oid: id, critical, value: contentOf(value) };
   });
-}
-
-function decodeExtensions(cert: Certificate, what: string): void {
-  for (const ext of cert.extensions) {
-    const field = `${what} extension ${ext.oid}`;
-    switch (ext.oid) {
-      case OID.basicConstraints: {
-        const f = sequenceChildren(parseDer(ext.value, field), field);
-        let ca = false;
-        let k = 0;
-        if (f[k]?.tag === Tag.BOOLEAN) {
-          ca = readBoolean(f[k++], field);
-          if (!ca) throw new MalformedInput(field, "explicit cA FALSE is not DER");
-        }
-        let pathLength: number | undefined;
-        if (f[k]?.tag === Tag.INTEGER) pathLength = readSmallInt(f[k++], field);
-        if (k !== f.length) throw new MalformedInput(field, "unexpected fields");
-        cert.basicConstraints = { ca, pathLength };
-        break;
-      }
-      case OID.keyUsage: {
-        const { bytes } = readBitString(expectTag(parseDer(ext.value, field), Tag.BIT_STRING, field), field);
-        cert.keyUsage = new Set(KEY_USAGE_NAMES.filter((name) => bitAt(bytes, KeyUsage[name])));
-        // RFC 5280 4.2.1.3: when the extension appears, at least one bit MUST be set.
-        if (cert.keyUsage.size === 0) throw new MalformedInput(field, "keyUsage with no bit set");
-        break;
-      }
-      case OID.extKeyUsage: {
-        const ids = sequenceChildren(parseDer(ext.value, field), field).map((n) => readOid(n, field));
-        if (ids.length === 0) throw new MalformedInput(field, "empty ExtKeyUsageSyntax");
-        cert.extendedKeyUsage = ids;
-        break;
-      }
-      case OID.subjectAltName: {
-        const names = parseGeneralNames(expectTag(parseDer(ext.value, field), Tag.SEQUENCE, field), field);
-        if (names.length === 0) throw new MalformedInput(field, "empty subjectAltName");
-        cert.subjectAltName = names;
-        break;
-      }
-      case OID.subjectKeyIdentifier:
-        cert.subjectKeyIdentifier = contentOf(expectTag(parseDer(ext.value, field), Tag.OCTET_STRING, field));
-        break;
-      case OID.authorityKeyIdentifier: {
-        // RFC 5280 4.2.1.1: [0] keyIdentifier, [1] authorityCertIssuer, [2] serial, in order.
-        let last = -1;
-        for (const f of sequenceChildren(parseDer(ext.value, field), field)) {
-          const number = f.tag & 0x1f;
-          if (number <= last) throw new MalformedInput(field, "AuthorityKeyIdentifier fields out of order");
-          last = number;
-          if (f.tag === contextTag(0, false)) cert.authorityKeyIdentifier = contentOf(f);
-          else if (f.tag === contextTag(1, true)) cert.authorityCertIssuer = parseGeneralNames(f, field);
-          else if (f.tag === contextTag(2, false)) {
-            cert.authorityCertSerialNumber = integerBytes({ ...f, tag: Tag.INTEGER }, field);
-          } else throw new MalformedInput(field, "unexpected AuthorityKeyIdentifier field");
-        }
-        break;
-      }
-      case OID.certificatePolicies: {
-        const ids = sequenceChildren(parseDer(ext.value, field), field).map((info) => {
-          const [id] = sequenceChildren(info, field);
-          return readOid(id ?? missing(field), field);
-        });
-        if (ids.length === 0) throw new MalformedInput(field, "empty certificatePolicies");
-        if (new Set(ids).size !== ids.length) throw new MalformedInput(field, "a policy appears twice");
-        cert.certificatePolicies = ids;
-        break;
-      }
-      case OID.policyMappings: {
-        const pairs = sequenceChildren(parseDer(ext.value, field), field).map((m) => {
-          const [from, to, extra] = sequenceChildren(m, field);
-          if (!from || !to || extra) throw new MalformedInput(field, "malformed policy mapping");
-          return { issuerDomainPolicy: readOid(from, field), subjectDomainPolicy: readOid(to, field) };
-        });
-        if (pairs.length === 0) throw new MalformedInput(field, "empty policyMappings");
-        cert.policyMappings = pairs;
-        break;
-      }
-      case OID.policyConstraints: {
-        const constraints: { requireExplicitPolicy?: number; inhibitPolicyMapping?: number } = {};
-        let last = -1;
-        for (const f of sequenceChildren(parseDer(ext.value, field), field)) {
-          const number = f.tag & 0x1f;
-          if ((f.tag & 0xe0) !== 0x80 || number > 1 || number <= last) {
-            throw new MalformedInput(field, "unexpected PolicyConstraints field");
-          }
-          last = number;
-          const value = readSmallInt({ ...f, tag: Tag.INTEGER }, field);
-          if (number === 0) constraints.requireExplicitPolicy = value;
-          else constraints.inhibitPolicyMapping = value;
-        }
-        // RFC 5280 4.2.1.11: the two fields MUST NOT both be absent.
-        if (last < 0) throw new MalformedInput(field, "empty PolicyConstraints");
-        cert.policyConstraints = constraints;
-        break;
-      }
-      case OID.inhibitAnyPolicy:
-        cert.inhibitAnyPolicy = readSmallInt(
-          expectTag(parseDer(ext.value, field), Tag.INTEGER, field),
-          field,
-        );
-        break;
-      case OID.nameConstraints:
-        cert.nameConstraints = parseNameConstraints(parseDer(ext.value, field), field);
-        break;
-      case OID.crlDistributionPoints: {
-        const points = sequenceChildren(parseDer(ext.value, field), field).map((dp) =>
-          parseDistributionPoint(dp, field)
-        );
-        if (points.length === 0) throw new MalformedInput(field, "empty CRLDistributionPoints");
-        cert.crlDistributionPoints = points;
-        break;
-      }
-      case OID.authorityInfoAccess: {
-        // RFC 5280 4.2.2.1: SEQUENCE SIZE (1..MAX) OF AccessDescription.
-        const descriptions = sequenceChildren(parseDer(ext.value, field), field).map((ad) => {
-          const [method, location, extra] = sequenceChildren(ad, field);
-          if (!method || !location || extra) throw new MalformedInput(field, "malformed AccessDescription");
-          return { method: readOid(method, field), location: parseGeneralName(location, field) };
-        });
-        if (descriptions.length === 0) throw new MalformedInput(field, "empty AuthorityInfoAccessSyntax");
-        cert.authorityInfoAccess = descriptions;
-        break;
-      }
-    }
-  }
-}
-
-function parseNameConstraints(
-  node: DerNode,
-  field: string,
-): { permitted?: GeneralSubtree[]; excluded?: GeneralSubtree[] } {
-  const out: { permitted?: GeneralSubtree[]; excluded?: GeneralSubtree[] } = {};
-  for (const part of sequenceChildren(node, field)) {
-    const subtrees = childrenOf(part, field).map((st) => {
-      const [base, ...rest] = sequenceChildren(st, field);
-      const subtree: GeneralSubtree = {
-        base: parseGeneralName(base ?? missing(field), field),
-        minimum: 0,
-      };
-      for (const r of rest) {
-        const value = readSmallInt({ ...r, tag: Tag.INTEGER }, field);
-        if (r.tag === contextTag(0, false)) subtree.minimum = value;
-        else if (r.tag === contextTag(1, false)) subtree.maximum = value;
-        else throw new MalformedInput(field, "unexpected GeneralSubtree field");
-      }
-      return subtree;
-    });
-    // RFC 5280 4.2.1.10: a present subtree list must not be empty.
-    if (subtrees.length === 0) throw new MalformedInput(field, "empty GeneralSubtrees");
-    if (part.tag === contextTag(0, true)) out.permitted = subtrees;
-    else if (part.tag === contextTag(1, true)) out.excluded = subtrees;
-    else throw new MalformedInput(field, "unexpected NameConstraints field");
-  }
-  if (!out.permitted && !out.excluded) throw new MalformedInput(field, "empty NameConstraints");
-  return out;
-}
-
-/** Parses a DistributionPoint (also used by the CRL issuing distribution point). */
-export function parseDistributionPoint(node: DerNode, field: string): DistributionPoint {
-  const dp: DistributionPoint = {};
-  for (const f of sequenceChildren(node, field)) {
-    if (f.tag === contextTag(0, true)) {
-      const [name] = childrenOf(f, field);
-      if (name?.tag === contextTag(0, true)) dp.fullName = parseGeneralNames(name, field);
-      else if (name?.tag === contextTag(1, true)) dp.relativeName = encodingOf(name);
-    } else if (f.tag === contextTag(1, false)) dp.reasons = contentOf(f);
-    else if (f.tag === contextTag(2, true)) dp.crlIssuer = parseGeneralNames(f, field);
-  }
-  return dp;
 }
 
 /** Parses an AlgorithmIdentifier. */

@@ -1,0 +1,239 @@
+/**
+ * Certificate extensions (RFC 5280 4.2): the decoders that turn the raw extension list of a
+ * certificate into the fields of the `Certificate` model, and the types of those fields.
+ * @module
+ */
+
+import {
+  bitAt,
+  childrenOf,
+  contentOf,
+  contextTag,
+  type DerNode,
+  encodingOf,
+  expectTag,
+  integerBytes,
+  parseDer,
+  readBitString,
+  readBoolean,
+  readOid,
+  readSmallInt,
+  Tag,
+} from "../asn1/der.ts";
+import { OID } from "../asn1/oids.ts";
+import { MalformedInput } from "../errors.ts";
+import type { Certificate } from "./certificate.ts";
+import { type GeneralName, parseGeneralName, parseGeneralNames } from "./general-name.ts";
+
+/** Key usage bits by name (RFC 5280 4.2.1.3). */
+export const KeyUsage = {
+  digitalSignature: 0,
+  nonRepudiation: 1,
+  keyEncipherment: 2,
+  dataEncipherment: 3,
+  keyAgreement: 4,
+  keyCertSign: 5,
+  cRLSign: 6,
+  encipherOnly: 7,
+  decipherOnly: 8,
+} as const;
+export type KeyUsageName = keyof typeof KeyUsage;
+
+/** A GeneralSubtree of a name constraint. */
+export interface GeneralSubtree {
+  base: GeneralName;
+  minimum: number;
+  maximum?: number;
+}
+
+/** A DistributionPoint of the CRL distribution points extension (RFC 5280 4.2.1.13). */
+export interface DistributionPoint {
+  fullName?: GeneralName[];
+  relativeName?: Uint8Array;
+  reasons?: Uint8Array;
+  crlIssuer?: GeneralName[];
+}
+
+/**
+ * Decodes the extensions the core uses into the fields of `cert`, strictly: a present
+ * extension that is malformed, empty where RFC 5280 requires content, or out of order throws
+ * {@link MalformedInput} naming the extension.
+ */
+export function decodeExtensions(cert: Certificate, what: string): void {
+  for (const ext of cert.extensions) {
+    const field = `${what} extension ${ext.oid}`;
+    switch (ext.oid) {
+      case OID.basicConstraints: {
+        const f = sequenceChildren(parseDer(ext.value, field), field);
+        let ca = false;
+        let k = 0;
+        if (f[k]?.tag === Tag.BOOLEAN) {
+          ca = readBoolean(f[k++], field);
+          if (!ca) throw new MalformedInput(field, "explicit cA FALSE is not DER");
+        }
+        let pathLength: number | undefined;
+        if (f[k]?.tag === Tag.INTEGER) pathLength = readSmallInt(f[k++], field);
+        if (k !== f.length) throw new MalformedInput(field, "unexpected fields");
+        cert.basicConstraints = { ca, pathLength };
+        break;
+      }
+      case OID.keyUsage: {
+        const { bytes } = readBitString(expectTag(parseDer(ext.value, field), Tag.BIT_STRING, field), field);
+        cert.keyUsage = new Set(KEY_USAGE_NAMES.filter((name) => bitAt(bytes, KeyUsage[name])));
+        // RFC 5280 4.2.1.3: when the extension appears, at least one bit MUST be set.
+        if (cert.keyUsage.size === 0) throw new MalformedInput(field, "keyUsage with no bit set");
+        break;
+      }
+      case OID.extKeyUsage: {
+        const ids = sequenceChildren(parseDer(ext.value, field), field).map((n) => readOid(n, field));
+        if (ids.length === 0) throw new MalformedInput(field, "empty ExtKeyUsageSyntax");
+        cert.extendedKeyUsage = ids;
+        break;
+      }
+      case OID.subjectAltName: {
+        const names = parseGeneralNames(expectTag(parseDer(ext.value, field), Tag.SEQUENCE, field), field);
+        if (names.length === 0) throw new MalformedInput(field, "empty subjectAltName");
+        cert.subjectAltName = names;
+        break;
+      }
+      case OID.subjectKeyIdentifier:
+        cert.subjectKeyIdentifier = contentOf(expectTag(parseDer(ext.value, field), Tag.OCTET_STRING, field));
+        break;
+      case OID.authorityKeyIdentifier: {
+        // RFC 5280 4.2.1.1: [0] keyIdentifier, [1] authorityCertIssuer, [2] serial, in order.
+        let last = -1;
+        for (const f of sequenceChildren(parseDer(ext.value, field), field)) {
+          const number = f.tag & 0x1f;
+          if (number <= last) throw new MalformedInput(field, "AuthorityKeyIdentifier fields out of order");
+          last = number;
+          if (f.tag === contextTag(0, false)) cert.authorityKeyIdentifier = contentOf(f);
+          else if (f.tag === contextTag(1, true)) cert.authorityCertIssuer = parseGeneralNames(f, field);
+          else if (f.tag === contextTag(2, false)) {
+            cert.authorityCertSerialNumber = integerBytes({ ...f, tag: Tag.INTEGER }, field);
+          } else throw new MalformedInput(field, "unexpected AuthorityKeyIdentifier field");
+        }
+        break;
+      }
+      case OID.certificatePolicies: {
+        const ids = sequenceChildren(parseDer(ext.value, field), field).map((info) => {
+          const [id] = sequenceChildren(info, field);
+          return readOid(id ?? missing(field), field);
+        });
+        if (ids.length === 0) throw new MalformedInput(field, "empty certificatePolicies");
+        if (new Set(ids).size !== ids.length) throw new MalformedInput(field, "a policy appears twice");
+        cert.certificatePolicies = ids;
+        break;
+      }
+      case OID.policyMappings: {
+        const pairs = sequenceChildren(parseDer(ext.value, field), field).map((m) => {
+          const [from, to, extra] = sequenceChildren(m, field);
+          if (!from || !to || extra) throw new MalformedInput(field, "malformed policy mapping");
+          return { issuerDomainPolicy: readOid(from, field), subjectDomainPolicy: readOid(to, field) };
+        });
+        if (pairs.length === 0) throw new MalformedInput(field, "empty policyMappings");
+        cert.policyMappings = pairs;
+        break;
+      }
+      case OID.policyConstraints: {
+        const constraints: { requireExplicitPolicy?: number; inhibitPolicyMapping?: number } = {};
+        let last = -1;
+        for (const f of sequenceChildren(parseDer(ext.value, field), field)) {
+          const number = f.tag & 0x1f;
+          if ((f.tag & 0xe0) !== 0x80 || number > 1 || number <= last) {
+            throw new MalformedInput(field, "unexpected PolicyConstraints field");
+          }
+          last = number;
+          const value = readSmallInt({ ...f, tag: Tag.INTEGER }, field);
+          if (number === 0) constraints.requireExplicitPolicy = value;
+          else constraints.inhibitPolicyMapping = value;
+        }
+        // RFC 5280 4.2.1.11: the two fields MUST NOT both be absent.
+        if (last < 0) throw new MalformedInput(field, "empty PolicyConstraints");
+        cert.policyConstraints = constraints;
+        break;
+      }
+      case OID.inhibitAnyPolicy:
+        cert.inhibitAnyPolicy = readSmallInt(
+          expectTag(parseDer(ext.value, field), Tag.INTEGER, field),
+          field,
+        );
+        break;
+      case OID.nameConstraints:
+        cert.nameConstraints = parseNameConstraints(parseDer(ext.value, field), field);
+        break;
+      case OID.crlDistributionPoints: {
+        const points = sequenceChildren(parseDer(ext.value, field), field).map((dp) =>
+          parseDistributionPoint(dp, field)
+        );
+        if (points.length === 0) throw new MalformedInput(field, "empty CRLDistributionPoints");
+        cert.crlDistributionPoints = points;
+        break;
+      }
+      case OID.authorityInfoAccess: {
+        // RFC 5280 4.2.2.1: SEQUENCE SIZE (1..MAX) OF AccessDescription.
+        const descriptions = sequenceChildren(parseDer(ext.value, field), field).map((ad) => {
+          const [method, location, extra] = sequenceChildren(ad, field);
+          if (!method || !location || extra) throw new MalformedInput(field, "malformed AccessDescription");
+          return { method: readOid(method, field), location: parseGeneralName(location, field) };
+        });
+        if (descriptions.length === 0) throw new MalformedInput(field, "empty AuthorityInfoAccessSyntax");
+        cert.authorityInfoAccess = descriptions;
+        break;
+      }
+    }
+  }
+}
+
+function parseNameConstraints(
+  node: DerNode,
+  field: string,
+): { permitted?: GeneralSubtree[]; excluded?: GeneralSubtree[] } {
+  const out: { permitted?: GeneralSubtree[]; excluded?: GeneralSubtree[] } = {};
+  for (const part of sequenceChildren(node, field)) {
+    const subtrees = childrenOf(part, field).map((st) => {
+      const [base, ...rest] = sequenceChildren(st, field);
+      const subtree: GeneralSubtree = {
+        base: parseGeneralName(base ?? missing(field), field),
+        minimum: 0,
+      };
+      for (const r of rest) {
+        const value = readSmallInt({ ...r, tag: Tag.INTEGER }, field);
+        if (r.tag === contextTag(0, false)) subtree.minimum = value;
+        else if (r.tag === contextTag(1, false)) subtree.maximum = value;
+        else throw new MalformedInput(field, "unexpected GeneralSubtree field");
+      }
+      return subtree;
+    });
+    // RFC 5280 4.2.1.10: a present subtree list must not be empty.
+    if (subtrees.length === 0) throw new MalformedInput(field, "empty GeneralSubtrees");
+    if (part.tag === contextTag(0, true)) out.permitted = subtrees;
+    else if (part.tag === contextTag(1, true)) out.excluded = subtrees;
+    else throw new MalformedInput(field, "unexpected NameConstraints field");
+  }
+  if (!out.permitted && !out.excluded) throw new MalformedInput(field, "empty NameConstraints");
+  return out;
+}
+
+/** Parses a DistributionPoint (also used by the CRL issuing distribution point). */
+export function parseDistributionPoint(node: DerNode, field: string): DistributionPoint {
+  const dp: DistributionPoint = {};
+  for (const f of sequenceChildren(node, field)) {
+    if (f.tag === contextTag(0, true)) {
+      const [name] = childrenOf(f, field);
+      if (name?.tag === contextTag(0, true)) dp.fullName = parseGeneralNames(name, field);
+      else if (name?.tag === contextTag(1, true)) dp.relativeName = encodingOf(name);
+    } else if (f.tag === contextTag(1, false)) dp.reasons = contentOf(f);
+    else if (f.tag === contextTag(2, true)) dp.crlIssuer = parseGeneralNames(f, field);
+  }
+  return dp;
+}
+
+const KEY_USAGE_NAMES = Object.keys(KeyUsage) as KeyUsageName[];
+
+function sequenceChildren(node: DerNode | undefined, field: string): DerNode[] {
+  return childrenOf(expectTag(node, Tag.SEQUENCE, field), field);
+}
+
+function missing(field: string): never {
+  throw new MalformedInput(field, "missing");
+}

@@ -72,6 +72,12 @@ const SIGNATURE_BUDGET = 100;
  * ```
  */
 export async function verifyChain(options: VerifyChainOptions): Promise<VerifiedChain> {
+  if (!options || typeof options !== "object") {
+    throw new VerificationError(
+      "ERR_CERT_MALFORMED",
+      "verifyChain needs an options object with leaf and roots",
+    );
+  }
   const leafCerts = parseInput(options.leaf, "leaf certificate", true);
   const leaf = leafCerts[0];
   const intermediates = dedupe([...leafCerts.slice(1), ...parseList(options.intermediates, "intermediate")]);

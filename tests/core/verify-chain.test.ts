@@ -261,3 +261,10 @@ test("verifyChain with a SignatureCache remembers the intermediate's signature, 
   assert.ok(cache.has(intermediate.cert, root.cert));
   assert.ok(!cache.has(leaf.cert, intermediate.cert));
 });
+
+test("verifyChain answers a missing options object or leaf with ERR_CERT_MALFORMED, not a TypeError", async () => {
+  const { root } = await threeLevelChain();
+  await rejects(verifyChain(undefined as never), "ERR_CERT_MALFORMED");
+  await rejects(verifyChain({ leaf: undefined as never, roots: root.pem }), "ERR_CERT_MALFORMED");
+  await rejects(verifyChain({ leaf: 42 as never, roots: root.pem }), "ERR_CERT_MALFORMED");
+});

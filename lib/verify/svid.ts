@@ -114,6 +114,9 @@ function svidId(leaf: Certificate): SpiffeId {
 
 function bundleFor(bundles: TrustBundle | BundleSet, id: SpiffeId): TrustBundle {
   const trustDomain = id.trustDomain;
+  if (!bundles || typeof bundles !== "object") {
+    throw new VerificationError("ERR_TRUST_DOMAIN_UNKNOWN", `no trust bundles given to verify ${id}`, 0);
+  }
   const bundle = "x509Authorities" in bundles
     ? (bundles.trustDomain.equals(trustDomain) ? bundles : undefined)
     : bundles.get(trustDomain);

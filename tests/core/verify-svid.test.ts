@@ -51,6 +51,11 @@ test("verifySvid rejects an SVID of a trust domain it holds no bundle for", asyn
   await rejects(verifySvid(chainPem, new BundleSet()), "ERR_TRUST_DOMAIN_UNKNOWN");
 });
 
+test("verifySvid answers missing bundles with ERR_TRUST_DOMAIN_UNKNOWN, not a TypeError", async () => {
+  const { chainPem } = await svid();
+  await rejects(verifySvid(chainPem, undefined as never), "ERR_TRUST_DOMAIN_UNKNOWN");
+});
+
 test("verifySvid does not accept roots of another trust domain for this one", async () => {
   const { chainPem } = await svid();
   const stranger = await issue({ name: "Stranger Root", ca: true });

@@ -231,11 +231,10 @@ async function token(args: string[]): Promise<void> {
       reusable: { type: "boolean" },
     },
   });
-  if (values.help || sub !== "create") {
+  const isHelp = values.help || sub === "--help" || sub === "help";
+  if (isHelp || sub !== "create") {
     console.log(HELP.token);
-    if (sub !== "create" && !values.help) {
-      throw new UsageError(`unknown token command ${JSON.stringify(sub ?? "")}`);
-    }
+    if (!isHelp) throw new UsageError(`unknown token command ${JSON.stringify(sub ?? "")}`);
     return;
   }
   const kinds = [values["spiffe-id"], values.node, values.admin].filter((v) => v !== undefined);

@@ -45,6 +45,9 @@ describe("meshauth ca (CLI)", () => {
     assert.equal(serve.code, 0);
     assert.match(serve.stdout, /usage: meshauth ca serve/);
     assert.match(serve.stdout, /MESHAUTH_LISTEN_PORT/);
+    const token = await cli(["ca", "token", "--help"]);
+    assert.equal(token.code, 0, token.stderr);
+    assert.match(token.stdout, /usage: meshauth ca token create/);
     const unknown = await cli(["ca", "launch"]);
     assert.equal(unknown.code, 2);
     assert.match(unknown.stderr, /unknown command "ca launch"/);

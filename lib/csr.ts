@@ -163,20 +163,33 @@ function csrDer(input: string | Uint8Array): Uint8Array {
 /** The key's algorithm, refusing what an X509-SVID may not carry. */
 function inspectKey(spkiNode: DerNode): KeyAlgorithm {
   try {
-    const [algNode, keyNode] = childrenOf(expectTag(spkiNode, Tag.SEQUENCE, "CSR key"), "CSR key");
+    const [algNode, keyNode, extra] = childrenOf(expectTag(spkiNode, Tag.SEQUENCE, "CSR key"), "CSR key");
+    if (!keyNode || extra) throw new MalformedInput("CSR key", "SubjectPublicKeyInfo must have two fields");
     const [idNode, params] = childrenOf(
       expectTag(algNode, Tag.SEQUENCE, "CSR key algorithm"),
       "CSR key algorithm",
     );
+    // The CA copies this SubjectPublicKeyInfo into the certificate as it is, so it must be in
+    // the one encoding every verifier reads: whole octets, and uncompressed EC points.
+    const keyBits = readBitString(expectTag(keyNode, Tag.BIT_STRING, "CSR key"), "CSR key");
+    if (keyBits.unusedBits !== 0) {
+      throw new MalformedInput("CSR key", "the public key BIT STRING has unused bits");
+    }
+    const key = keyBits.bytes;
     const algOid = readOid(idNode);
     if (algOid === OID.ecPublicKey) {
       const curve = params?.tag === Tag.OID ? readOid(params) : undefined;
-      if (curve === OID.p256) return "ECDSA-P256";
-      if (curve === OID.p384) return "ECDSA-P384";
-      throw new InvalidCsr("unsupported-algorithm", `EC curve ${curve ?? "(explicit)"} is not supported`);
+      const size = curve === OID.p256 ? 32 : curve === OID.p384 ? 48 : 0;
+      if (!size) {
+        throw new InvalidCsr("unsupported-algorithm", `EC curve ${curve ?? "(explicit)"} is not supported`);
+      }
+      // RFC 5480 2.2: the uncompressed form is the one all implementations support.
+      if (key[0] !== 0x04 || key.length !== 1 + 2 * size) {
+        throw new InvalidCsr("unsupported-algorithm", "EC public keys must be uncompressed points");
+      }
+      return size === 32 ? "ECDSA-P256" : "ECDSA-P384";
     }
     if (algOid === OID.rsaEncryption) {
-      const key = readBitString(expectTag(keyNode, Tag.BIT_STRING, "CSR key")).bytes;
       const [n] = childrenOf(expectTag(parseDer(key, "RSA key"), Tag.SEQUENCE, "RSA key"));
       const bits = bitLength(contentOf(expectTag(n, Tag.INTEGER, "RSA modulus")));
       if (bits < 2048) {

@@ -15,6 +15,7 @@ import {
   type KeyPair,
   keySigner,
   parseCsr,
+  type Signer,
   SpiffeId,
 } from "../../mod.ts";
 import {
@@ -244,6 +245,30 @@ describe("parseCsr rejects", () => {
       uris: ["spiffe://Cluster.local/x/"],
     });
     await assert.rejects(parseCsr(der), rejection("not-spiffe"));
+  });
+
+  test("a CSR whose public key BIT STRING claims unused bits", SLOW, async () => {
+    // Ed25519 SubjectPublicKeyInfo: ... 03 21 00 <32 key bytes>. Find a key whose last bit is 0.
+    let signer: Signer;
+    do {
+      const keys = await generateKeyPair("Ed25519");
+      signer = await keySigner(keys.privateKey, keys.publicKey);
+    } while (signer.spki[signer.spki.length - 1] & 1);
+    const spki = signer.spki.slice();
+    assert.deepEqual([...spki.subarray(spki.length - 35, spki.length - 32)], [0x03, 0x21, 0x00]);
+    spki[spki.length - 33] = 1;
+    await assert.rejects(parseCsr(await buildCsr({ signer, spki, uris: [ID] })), rejection("malformed"));
+  });
+
+  test("a CSR with a compressed EC point", SLOW, async () => {
+    const signer = await signerFor("ECDSA-P256");
+    const point = signer.spki.subarray(signer.spki.length - 65);
+    const compressed = new Uint8Array([0x02 | (point[64] & 1), ...point.subarray(1, 33)]);
+    const spki = fakeSpki("1.2.840.10045.2.1", "1.2.840.10045.3.1.7", compressed);
+    await assert.rejects(
+      parseCsr(await buildCsr({ signer, spki, uris: [ID] })),
+      rejection("unsupported-algorithm"),
+    );
   });
 
   test("a CSR with a 1024-bit RSA key", SLOW, async () => {

@@ -165,10 +165,11 @@ function inspectKey(spkiNode: DerNode): KeyAlgorithm {
   try {
     const [algNode, keyNode, extra] = childrenOf(expectTag(spkiNode, Tag.SEQUENCE, "CSR key"), "CSR key");
     if (!keyNode || extra) throw new MalformedInput("CSR key", "SubjectPublicKeyInfo must have two fields");
-    const [idNode, params] = childrenOf(
+    const [idNode, params, extraParams] = childrenOf(
       expectTag(algNode, Tag.SEQUENCE, "CSR key algorithm"),
       "CSR key algorithm",
     );
+    if (extraParams) throw new MalformedInput("CSR key algorithm", "unexpected fields");
     // The CA copies this SubjectPublicKeyInfo into the certificate as it is, so it must be in
     // the one encoding every verifier reads: whole octets, and uncompressed EC points.
     const keyBits = readBitString(expectTag(keyNode, Tag.BIT_STRING, "CSR key"), "CSR key");
@@ -190,6 +191,10 @@ function inspectKey(spkiNode: DerNode): KeyAlgorithm {
       return size === 32 ? "ECDSA-P256" : "ECDSA-P384";
     }
     if (algOid === OID.rsaEncryption) {
+      // RFC 3279 2.3.1: the parameters MUST be NULL (Go's crypto/x509 refuses keys without).
+      if (params?.tag !== Tag.NULL || params.end !== params.contentStart) {
+        throw new MalformedInput("CSR key algorithm", "rsaEncryption parameters must be NULL");
+      }
       const [n] = childrenOf(expectTag(parseDer(key, "RSA key"), Tag.SEQUENCE, "RSA key"));
       const bits = bitLength(contentOf(expectTag(n, Tag.INTEGER, "RSA modulus")));
       if (bits < 2048) {
@@ -201,7 +206,11 @@ function inspectKey(spkiNode: DerNode): KeyAlgorithm {
       const size = bits <= 2048 ? 2048 : bits <= 3072 ? 3072 : 4096;
       return `RSA-${size}` as KeyAlgorithm;
     }
-    if (algOid === OID.ed25519) return "Ed25519";
+    if (algOid === OID.ed25519) {
+      // RFC 8410 3: the parameters MUST be absent.
+      if (params) throw new MalformedInput("CSR key algorithm", "Ed25519 parameters must be absent");
+      return "Ed25519";
+    }
     throw new InvalidCsr("unsupported-algorithm", `public key algorithm ${algOid} is not supported`);
   } catch (cause) {
     throw asCsrError(cause);

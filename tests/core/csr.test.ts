@@ -24,6 +24,7 @@ import {
   extensionRequest,
   fakeSpki,
   flipByte,
+  nullValue,
   rsaSigner,
   sanExtension,
 } from "../support/csr-builder.ts";
@@ -271,6 +272,23 @@ describe("parseCsr rejects", () => {
     );
   });
 
+  test("a CSR with an RSA key whose algorithm parameters are not NULL", SLOW, async () => {
+    const signer = await signerFor("RSA-2048");
+    // rsaEncryption SPKI: 30 82 01 22 30 0d 06 09 <oid> 05 00 03 82 01 0f 00 <RSAPublicKey>
+    const rsaPublicKey = signer.spki.subarray(24);
+    assert.equal(rsaPublicKey[0], 0x30);
+    for (const parameters of [undefined, "1.2.840.10045.3.1.7"]) {
+      const spki = fakeSpki("1.2.840.113549.1.1.1", parameters, rsaPublicKey);
+      await assert.rejects(parseCsr(await buildCsr({ signer, spki, uris: [ID] })), rejection("malformed"));
+    }
+  });
+
+  test("a CSR with an Ed25519 key that carries algorithm parameters", SLOW, async () => {
+    const signer = await signerFor("Ed25519");
+    const spki = fakeSpki("1.3.101.112", nullValue(), signer.spki.subarray(signer.spki.length - 32));
+    await assert.rejects(parseCsr(await buildCsr({ signer, spki, uris: [ID] })), rejection("malformed"));
+  });
+
   test("a CSR with a 1024-bit RSA key", SLOW, async () => {
     const keys = await crypto.subtle.generateKey(
       {
@@ -333,7 +351,7 @@ describe("parseCsr rejects", () => {
       0,
       1,
     ]);
-    const spki = fakeSpki("1.2.840.113549.1.1.1", undefined, rsaKey);
+    const spki = fakeSpki("1.2.840.113549.1.1.1", nullValue(), rsaKey);
     const der = await buildCsr({ signer: await signerFor("RSA-2048"), spki, uris: [ID] });
     await assert.rejects(parseCsr(der), rejection("unsupported-algorithm"));
   });

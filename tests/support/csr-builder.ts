@@ -96,14 +96,22 @@ export async function rsaSigner(keys: CryptoKeyPair): Promise<Signer> {
   };
 }
 
-/** A SubjectPublicKeyInfo with any algorithm OID, parameters and key bytes (never a real key). */
+/**
+ * A SubjectPublicKeyInfo with any algorithm OID, parameters (an OID, or raw DER such as
+ * `nullValue()`) and key bytes.
+ */
 export function fakeSpki(
   algorithmOid: string,
-  parametersOid: string | undefined,
+  parameters: string | Uint8Array | undefined,
   key: Uint8Array,
 ): Uint8Array {
-  return seq(seq(oid(algorithmOid), ...(parametersOid ? [oid(parametersOid)] : [])), bitString(key));
+  const params = parameters === undefined
+    ? []
+    : [typeof parameters === "string" ? oid(parameters) : parameters];
+  return seq(seq(oid(algorithmOid), ...params), bitString(key));
 }
+
+export { nullValue };
 
 /** A copy of `der` with the bits of byte `index` (negative counts from the end) inverted. */
 export function flipByte(der: Uint8Array, index: number): Uint8Array {

@@ -114,6 +114,17 @@ test("verifyChain refuses a CRL whose signature does not verify", async () => {
   );
 });
 
+test("verifyChain leaves aside a CRL of another key of the same CA and uses the current key's CRL", async () => {
+  const { root, leaf, options } = await rootAndLeaf();
+  const oldKey = await issue({ name: "CRL Root", ca: true });
+  const crls = [
+    await issueCrl(oldKey, { revoked: [{ serial: serialOf(leaf) }] }),
+    await issueCrl(root),
+  ];
+  await verifyChain({ ...options, crls });
+  await rejects(verifyChain({ ...options, crls: [crls[0]] }), "ERR_REVOCATION_UNKNOWN");
+});
+
 test("verifyChain refuses a stale CRL and one not yet valid", async () => {
   const { root, options } = await rootAndLeaf();
   const stale = await issueCrl(root, {

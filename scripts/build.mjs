@@ -26,7 +26,7 @@ import {
   writeFileSync,
 } from "node:fs";
 import { tmpdir } from "node:os";
-import { join, relative, resolve } from "node:path";
+import { dirname, join, relative, resolve } from "node:path";
 import { gzipSync } from "node:zlib";
 import * as esbuild from "esbuild";
 import { nodeGlobalReferences, sourceHints } from "../tests/workerd/node-globals.mjs";
@@ -51,9 +51,10 @@ const nodeEntries = [
 ];
 
 async function buildNode(entry, keepNames) {
-  await esbuild.build({
+  const outfile = join(dist, entry.out);
+  const result = await esbuild.build({
     entryPoints: [join(root, entry.in)],
-    outfile: join(dist, entry.out),
+    outfile,
     bundle: true,
     format: "esm",
     platform: "node",
@@ -61,10 +62,37 @@ async function buildNode(entry, keepNames) {
     packages: "external",
     sourcemap: "linked",
     keepNames,
+    metafile: true,
     banner: entry.banner ? { js: entry.banner } : undefined,
     logLevel: "warning",
     absWorkingDir: root,
+    plugins: entry.core ? [] : [importCoreFromDist(outfile)],
   });
+  // One copy of the core per install: `instanceof MeshAuthError` and SpiffeId values must mean
+  // the same in "meshauth" and in "meshauth/ca-server".
+  const copied = Object.keys(result.metafile.inputs).filter((f) => f === "mod.ts" || f.startsWith("lib/"));
+  if (!entry.core && copied.length) {
+    throw new Error(`dist/${entry.out} holds a copy of the core (${copied[0]}, ...)`);
+  }
+}
+
+// esbuild plugin for ca-server/, agent/ and the CLI: `../mod.ts` becomes an import of the built
+// core (dist/mod.js) instead of a second copy of it inside their bundles.
+function importCoreFromDist(outfile) {
+  const coreSource = join(root, "mod.ts");
+  let specifier = relative(dirname(outfile), join(dist, "mod.js"));
+  if (!specifier.startsWith(".")) specifier = `./${specifier}`;
+  return {
+    name: "import-core-from-dist",
+    setup(build) {
+      build.onResolve({ filter: /mod\.ts$/ }, (a) => {
+        if (a.kind !== "entry-point" && resolve(a.resolveDir, a.path) === coreSource) {
+          return { path: specifier, external: true };
+        }
+        return undefined;
+      });
+    },
+  };
 }
 
 // esbuild plugin for the edge bundle: no Node built-in may be reached, whatever its spelling.
@@ -250,9 +278,10 @@ function verifyConsumer() {
       }),
     );
     if (run(join(root, "node_modules/.bin/tsc"), ["-p", join(dir, "tsconfig.json")]) !== 0) return false;
-    // And the built JavaScript loads in Node through the package's exports.
+    // And the built JavaScript loads in Node through the package's exports, subpaths included.
     const probe = `import { SpiffeId } from "meshauth"; ` +
-      `if (SpiffeId.parse("spiffe://example.org/x").path !== "/x") process.exit(1);`;
+      `if (SpiffeId.parse("spiffe://example.org/x").path !== "/x") process.exit(1); ` +
+      subpaths.map((sub) => `await import("meshauth/${sub}"); `).join("");
     return run(process.execPath, ["--input-type=module", "-e", probe], { cwd: dir }) === 0;
   } finally {
     rmSync(dir, { recursive: true, force: true });
@@ -352,7 +381,7 @@ async function main() {
   if (!skipTypes) console.log("built  dist/types/");
   if (!skipTypes) {
     if (verifyConsumer()) {
-      console.log(`ok     a consumer importing "meshauth" and its subpaths type-checks, and "meshauth" runs`);
+      console.log(`ok     a consumer importing "meshauth" and its subpaths type-checks and runs`);
     } else failures.push(`a consumer importing "meshauth" does not type-check or run`);
   }
   const edgeExports = Object.keys(await import(join(dist, "edge/meshauth.js"))).sort();

@@ -49,19 +49,24 @@ export function bundleEndpoint(options: BundleEndpointOptions): BundleSource {
     : options.trustDomain;
   const url = String(options.url);
   const timeoutMs = options.timeoutMs ?? 5_000;
+  // The CA tags its bundle (ETag); an unchanged bundle then costs a 304 and no parsing.
+  let last: { etag: string; bundle: TrustBundle } | undefined;
   return {
     trustDomain,
     async fetchBundle() {
       const fetchBundleDocument = options.fetch ?? fetch;
-      const response = await fetchBundleDocument(url, {
-        headers: { accept: "application/json" },
-        signal: AbortSignal.timeout(timeoutMs),
-      });
+      const headers: Record<string, string> = { accept: "application/json" };
+      if (last) headers["if-none-match"] = last.etag;
+      const response = await fetchBundleDocument(url, { headers, signal: AbortSignal.timeout(timeoutMs) });
+      if (response.status === 304 && last) return last.bundle;
       if (!response.ok) {
         await response.body?.cancel();
         throw new Error(`GET ${url} answered ${response.status}`);
       }
-      return TrustBundle.fromJwks(trustDomain, await response.text());
+      const bundle = TrustBundle.fromJwks(trustDomain, await response.text());
+      const etag = response.headers.get("etag");
+      last = etag ? { etag, bundle } : undefined;
+      return bundle;
     },
   };
 }

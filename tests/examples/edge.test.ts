@@ -60,14 +60,23 @@ function mesh(): Promise<Mesh> {
   return meshPromise;
 }
 
-/** The CA's bundle endpoint as a Hono app, with a switch to make it fail and a hit counter. */
+/**
+ * The CA's bundle endpoint as a Hono app, tagging the bundle with an ETag as the CA server
+ * does, with a switch to make it fail and counters of requests and 304 answers.
+ */
 function caStub(root: CertificateAuthority, refreshHintSeconds = 60) {
-  const state = { hits: 0, failing: false };
+  const state = { hits: 0, notModified: 0, failing: false };
   const ca = new Hono();
   ca.get("/v1/bundle", (c) => {
     state.hits++;
     if (state.failing) return c.json({ error: "down" }, 500);
-    return c.json({ ...root.bundle().toJwks(), spiffe_refresh_hint: refreshHintSeconds });
+    const bundle = root.bundle();
+    const etag = `"${bundle.sequence}"`;
+    if (c.req.header("if-none-match") === etag) {
+      state.notModified++;
+      return c.body(null, 304, { etag });
+    }
+    return c.json({ ...bundle.toJwks(), spiffe_refresh_hint: refreshHintSeconds }, 200, { etag });
   });
   const fetch: FetchLike = (input, init) => Promise.resolve(ca.request(input, init));
   return { state, fetch };
@@ -228,6 +237,7 @@ describe("edge example: trust bundle", () => {
     clock.ms += 61_000;
     assert.equal((await app.request("/photos/3", { headers })).status, 200);
     assert.equal(stub.state.hits, 2);
+    assert.equal(stub.state.notModified, 1, "the refetch revalidates with If-None-Match");
   });
 
   test("keeps using the cached bundle while the CA is down, within the staleness bound", async () => {

@@ -10,7 +10,7 @@ import { childrenOf, contentOf, expectTag, parseDer, Tag } from "../asn1/der.ts"
 import { OID } from "../asn1/oids.ts";
 import type { Certificate } from "../x509/certificate.ts";
 import { bytesEqual } from "../encoding.ts";
-import { MeshAuthError, VerificationError } from "../errors.ts";
+import { VerificationError } from "../errors.ts";
 import { describe } from "./describe.ts";
 
 /** Where a certificate sits on a path: the leaf, a CA below the anchor, or the trust anchor. */
@@ -210,11 +210,4 @@ function failure(
   index: number,
 ): VerificationError {
   return new VerificationError(code, message, index);
-}
-
-/** Wraps a parse failure found while reading an extension into ERR_CERT_MALFORMED. */
-export function malformed(cert: Certificate, cause: unknown, index?: number): VerificationError {
-  if (cause instanceof VerificationError) return cause;
-  const detail = cause instanceof MeshAuthError ? cause.message : String(cause);
-  return new VerificationError("ERR_CERT_MALFORMED", `${describe(cert)}: ${detail}`, index, { cause });
 }

@@ -42,10 +42,12 @@ export class SignatureCache {
     return this.#verified.size;
   }
 
+  /** Whether exactly `signed` is remembered as verified under `issuer`'s key. */
   has(signed: Signed, issuer: Certificate): boolean {
     return this.#verified.has(keyOf(signed, issuer));
   }
 
+  /** Remembers that `signed` verified under `issuer`'s key, dropping the oldest entry when full. */
   add(signed: Signed, issuer: Certificate): void {
     if (this.#verified.size >= this.maxEntries) {
       this.#verified.delete(this.#verified.values().next().value!);

@@ -143,6 +143,18 @@ export class PostgresStore implements CaStore {
     this.#pool.on("error", () => {});
   }
 
+  // Any database failure reaches the app as a StoreError, which it answers with 503.
+  async #query<R extends pg.QueryResultRow = Record<string, any>>(
+    text: string,
+    values?: unknown[],
+  ): Promise<pg.QueryResult<R>> {
+    try {
+      return await this.#pool.query<R>(text, values);
+    } catch (cause) {
+      throw new StoreError(`PostgreSQL: ${(cause as Error).message}`, { cause });
+    }
+  }
+
   async open(): Promise<void> {
     let client: pg.PoolClient;
     try {
@@ -183,7 +195,7 @@ export class PostgresStore implements CaStore {
   }
 
   async recordIssuance(c: IssuedCertificate): Promise<void> {
-    await this.#pool.query(
+    await this.#query(
       `INSERT INTO meshauth_certificates
          (serial_number, spiffe_id, not_before, not_after, issued_at, requester, method, authority_id)
        VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
@@ -192,7 +204,7 @@ export class PostgresStore implements CaStore {
   }
 
   async findCertificate(serialNumber: string): Promise<IssuedCertificate | undefined> {
-    const { rows } = await this.#pool.query<CertificateRow>(
+    const { rows } = await this.#query<CertificateRow>(
       "SELECT * FROM meshauth_certificates WHERE serial_number = $1",
       [serialNumber],
     );
@@ -202,11 +214,11 @@ export class PostgresStore implements CaStore {
   async listCertificates(query: { spiffeId?: string; limit?: number }): Promise<IssuedCertificate[]> {
     const limit = query.limit ?? 1000;
     const { rows } = query.spiffeId
-      ? await this.#pool.query<CertificateRow>(
+      ? await this.#query<CertificateRow>(
         "SELECT * FROM meshauth_certificates WHERE spiffe_id = $1 ORDER BY issued_at DESC LIMIT $2",
         [query.spiffeId, limit],
       )
-      : await this.#pool.query<CertificateRow>(
+      : await this.#query<CertificateRow>(
         "SELECT * FROM meshauth_certificates ORDER BY issued_at DESC LIMIT $1",
         [limit],
       );
@@ -218,7 +230,7 @@ export class PostgresStore implements CaStore {
     // insert it once (ON CONFLICT), and each replica learns which rows it added.
     const where = "serialNumber" in selector ? "serial_number = $1" : "spiffe_id = $1 AND not_after > $2";
     const key = "serialNumber" in selector ? selector.serialNumber : selector.spiffeId;
-    const { rows } = await this.#pool.query<RevocationRow>(
+    const { rows } = await this.#query<RevocationRow>(
       `INSERT INTO meshauth_revocations (serial_number, spiffe_id, revoked_at, reason, not_after, authority_id)
        SELECT serial_number, spiffe_id, $2::timestamptz, $3::text, not_after, authority_id
          FROM meshauth_certificates WHERE ${where}
@@ -230,7 +242,7 @@ export class PostgresStore implements CaStore {
   }
 
   async listRevocations(at: Date): Promise<Revocation[]> {
-    const { rows } = await this.#pool.query<RevocationRow>(
+    const { rows } = await this.#query<RevocationRow>(
       "SELECT * FROM meshauth_revocations WHERE not_after > $1 ORDER BY revision",
       [at],
     );
@@ -238,7 +250,7 @@ export class PostgresStore implements CaStore {
   }
 
   async isRevoked(serialNumber: string): Promise<boolean> {
-    const { rowCount } = await this.#pool.query(
+    const { rowCount } = await this.#query(
       "SELECT 1 FROM meshauth_revocations WHERE serial_number = $1",
       [serialNumber],
     );
@@ -246,19 +258,19 @@ export class PostgresStore implements CaStore {
   }
 
   async revocationRevision(): Promise<number> {
-    const { rows } = await this.#pool.query<{ revision: string | null }>(
+    const { rows } = await this.#query<{ revision: string | null }>(
       "SELECT max(revision) AS revision FROM meshauth_revocations",
     );
     return Number(rows[0]?.revision ?? 0);
   }
 
   async nextCrlNumber(): Promise<bigint> {
-    const { rows } = await this.#pool.query<{ n: string }>("SELECT nextval('meshauth_crl_number') AS n");
+    const { rows } = await this.#query<{ n: string }>("SELECT nextval('meshauth_crl_number') AS n");
     return BigInt(rows[0].n);
   }
 
   async saveJoinToken(t: JoinTokenRecord): Promise<void> {
-    await this.#pool.query(
+    await this.#query(
       `INSERT INTO meshauth_join_tokens
          (id, secret_sha256, role, spiffe_id, node, expires_at, single_use, used_at, created_at)
        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
@@ -280,7 +292,7 @@ export class PostgresStore implements CaStore {
   }
 
   async findJoinToken(id: string): Promise<JoinTokenRecord | undefined> {
-    const { rows } = await this.#pool.query("SELECT * FROM meshauth_join_tokens WHERE id = $1", [id]);
+    const { rows } = await this.#query("SELECT * FROM meshauth_join_tokens WHERE id = $1", [id]);
     const r = rows[0];
     if (!r) return undefined;
     return {
@@ -297,7 +309,7 @@ export class PostgresStore implements CaStore {
   }
 
   async markJoinTokenUsed(id: string, at: Date): Promise<boolean> {
-    const { rowCount } = await this.#pool.query(
+    const { rowCount } = await this.#query(
       "UPDATE meshauth_join_tokens SET used_at = $2 WHERE id = $1 AND used_at IS NULL",
       [id, at],
     );
@@ -305,14 +317,14 @@ export class PostgresStore implements CaStore {
   }
 
   async appendAudit(e: AuditEvent): Promise<void> {
-    await this.#pool.query(
+    await this.#query(
       "INSERT INTO meshauth_audit (at, action, requester, details) VALUES ($1, $2, $3, $4)",
       [e.at, e.action, e.requester, JSON.stringify(e.details)],
     );
   }
 
   async readAudit(limit: number): Promise<AuditEvent[]> {
-    const { rows } = await this.#pool.query(
+    const { rows } = await this.#query(
       "SELECT at, action, requester, details FROM meshauth_audit ORDER BY id DESC LIMIT $1",
       [limit],
     );

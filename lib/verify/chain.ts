@@ -80,10 +80,14 @@ export async function verifyChain(options: VerifyChainOptions): Promise<Verified
   }
   const leafCerts = parseInput(options.leaf, "leaf certificate", true);
   const leaf = leafCerts[0];
-  const intermediates = dedupe([...leafCerts.slice(1), ...parseList(options.intermediates, "intermediate")]);
-  const anchors = dedupe(parseList(options.roots, "trusted root"));
+  const unparsed: string[] = [];
+  const intermediates = dedupe([
+    ...leafCerts.slice(1),
+    ...parseList(options.intermediates, "intermediate", unparsed),
+  ]);
+  const anchors = dedupe(parseList(options.roots, "trusted root", unparsed));
   if (anchors.length === 0) {
-    throw new VerificationError("ERR_CERT_UNTRUSTED", "no usable trust anchors were given");
+    throw new VerificationError("ERR_CERT_UNTRUSTED", `no usable trust anchors were given${note(unparsed)}`);
   }
   const req = requirements(options);
   const signatures = new SignatureChecker(SIGNATURE_BUDGET, options.cache);
@@ -94,18 +98,32 @@ export async function verifyChain(options: VerifyChainOptions): Promise<Verified
     atSeconds: req.atSeconds,
     maxDepth: req.maxDepth,
     signatures,
-    validate: async (candidate) => {
-      try {
-        await validatePath(candidate, req, signatures);
-      } catch (err) {
-        if (err instanceof VerificationError || !(err instanceof MeshAuthError)) throw err;
-        // A lazily read field that turns out malformed is a malformed certificate.
-        throw new VerificationError("ERR_CERT_MALFORMED", err.message, undefined, { cause: err });
-      }
-    },
+    validate: (candidate) => validate(candidate, req, signatures),
+  }).catch((err) => {
+    // Say which inputs were left out: a certificate that did not parse may be the missing link.
+    if (err instanceof VerificationError && err.code === "ERR_CERT_UNTRUSTED" && unparsed.length) {
+      throw new VerificationError(err.code, `${err.message}${note(unparsed)}`, err.certificateIndex, {
+        cause: err,
+      });
+    }
+    throw err;
   });
   const notAfter = new Date(Math.min(...path.map((c) => c.notAfter.getTime())));
   return { path, leaf, root: path[path.length - 1], notAfter };
+}
+
+/** validatePath, with a lazily read field that turns out malformed reported as a malformed certificate. */
+async function validate(
+  candidate: readonly Certificate[],
+  req: PathRequirements,
+  signatures: SignatureChecker,
+): Promise<void> {
+  try {
+    await validatePath(candidate, req, signatures);
+  } catch (err) {
+    if (err instanceof VerificationError || !(err instanceof MeshAuthError)) throw err;
+    throw new VerificationError("ERR_CERT_MALFORMED", err.message, undefined, { cause: err });
+  }
 }
 
 function requirements(options: VerifyChainOptions): PathRequirements {
@@ -180,25 +198,37 @@ function parseInput(input: CertificateInput, what: string, isLeaf: boolean): Cer
  * rather than failing the call: it cannot be on a valid path, and an unrelated bad
  * certificate must not stop a good path from being found.
  */
-function parseList(input: VerifyChainOptions["intermediates"], what: string): Certificate[] {
+function parseList(
+  input: VerifyChainOptions["intermediates"],
+  what: string,
+  unparsed: string[],
+): Certificate[] {
   if (input === undefined) return [];
   const items = Array.isArray(input) ? input : [input as CertificateInput];
   return items.flatMap((item, i) => {
     if (typeof item === "string") {
       // Each PEM block on its own, so one bad block does not drop its neighbours.
       const blocks = item.match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g);
-      if (blocks && blocks.length > 1) return blocks.flatMap((b, j) => tryParse(b, `${what} #${i}.${j}`));
+      if (blocks && blocks.length > 1) {
+        return blocks.flatMap((b, j) => tryParse(b, `${what} #${i}.${j}`, unparsed));
+      }
     }
-    return tryParse(item, `${what} #${i}`);
+    return tryParse(item, `${what} #${i}`, unparsed);
   });
 }
 
-function tryParse(item: CertificateInput, what: string): Certificate[] {
+function tryParse(item: CertificateInput, what: string, unparsed: string[]): Certificate[] {
   try {
     return parseInput(item, what, false);
-  } catch {
+  } catch (err) {
+    unparsed.push(messageOf(err));
     return [];
   }
+}
+
+function note(unparsed: readonly string[]): string {
+  if (unparsed.length === 0) return "";
+  return ` (${unparsed.length} given certificate(s) could not be parsed and were left out: ${unparsed[0]})`;
 }
 
 function dedupe(certs: Certificate[]): Certificate[] {

@@ -268,3 +268,12 @@ test("verifyChain answers a missing options object or leaf with ERR_CERT_MALFORM
   await rejects(verifyChain({ leaf: undefined as never, roots: root.pem }), "ERR_CERT_MALFORMED");
   await rejects(verifyChain({ leaf: 42 as never, roots: root.pem }), "ERR_CERT_MALFORMED");
 });
+
+test("verifyChain names intermediates it could not parse when no path is found", async () => {
+  const { root, leaf } = await threeLevelChain();
+  const err = await rejects(
+    verifyChain({ leaf: leaf.pem, intermediates: [new Uint8Array([0x30, 0x01, 0x00])], roots: root.pem }),
+    "ERR_CERT_UNTRUSTED",
+  );
+  assert.match(err.message, /could not be parsed/);
+});

@@ -7,6 +7,7 @@ import { run, tempDir } from "./helpers.ts";
 
 export interface TestPostgres {
   url: string;
+  /** Stops the server and removes its files; later calls do nothing. */
   stop(): Promise<void>;
 }
 
@@ -79,9 +80,12 @@ export async function startPostgres(): Promise<TestPostgres> {
     "meshauth",
   ]);
   if (created.code !== 0) throw new Error(`createdb failed: ${created.stderr}`);
+  let stopped = false;
   return {
     url: `postgres://meshauth@127.0.0.1:${port}/meshauth`,
     async stop() {
+      if (stopped) return;
+      stopped = true;
       await as(join(bin, "pg_ctl"), ["-D", data, "-m", "fast", "-w", "-t", "30", "stop"]);
       await dir.remove();
     },

@@ -50,7 +50,7 @@ describe("two CA replicas on one PostgreSQL", () => {
 
   after(async () => {
     await Promise.all(replicas.map((r) => r.stop()));
-    await store?.close();
+    await store?.close().catch(() => {});
     await db?.stop();
     await dir?.remove();
   });
@@ -131,5 +131,15 @@ describe("two CA replicas on one PostgreSQL", () => {
       ], { input: JSON.stringify({ csr: (await csrFor(id)).csr }) })).status
     ));
     assert.deepEqual(results.sort(), [201, 401]);
+  });
+
+  it("answers 503 ERR_NOT_READY, and stays up, when the database goes away", async () => {
+    await store.close();
+    await db.stop();
+    const ready = await curl(["--cacert", rootPath, `${replicas[0].url}/readyz`]);
+    assert.equal(ready.status, 503, ready.body);
+    assert.equal(JSON.parse(ready.body).code, "ERR_NOT_READY");
+    const health = await curl(["--cacert", rootPath, `${replicas[1].url}/healthz`]);
+    assert.equal(health.status, 200);
   });
 });

@@ -14,7 +14,13 @@
  * @module
  */
 
-import { CertificateAuthority, type IssuancePolicy, TrustBundle, TrustDomain } from "../mod.ts";
+import {
+  CertificateAuthority,
+  DEFAULT_MAX_LEAF_TTL_SECONDS,
+  type IssuancePolicy,
+  TrustBundle,
+  TrustDomain,
+} from "../mod.ts";
 import type { AuthorityRecord, KeyManager } from "./keys/key-manager.ts";
 
 /** One loaded authority. */
@@ -91,6 +97,11 @@ export class Authorities {
     this.#loaded = loaded;
   }
 
+  /** The longest leaf lifetime the authorities issue. */
+  get maxTtlSeconds(): number {
+    return this.#options.policy?.maxTtlSeconds ?? DEFAULT_MAX_LEAF_TTL_SECONDS;
+  }
+
   /** Every loaded authority, oldest first. */
   all(): readonly LoadedAuthority[] {
     return this.#loaded;
@@ -128,8 +139,7 @@ export class Authorities {
       .filter((l) => l.record.activeFrom > authority.record.activeFrom)
       .sort((a, b) => a.record.activeFrom.getTime() - b.record.activeFrom.getTime())[0];
     if (!successor) return undefined;
-    const maxLeafSeconds = this.#options.policy?.maxTtlSeconds ?? 90 * 24 * 3600;
-    return new Date(successor.record.activeFrom.getTime() + maxLeafSeconds * 1000);
+    return new Date(successor.record.activeFrom.getTime() + this.maxTtlSeconds * 1000);
   }
 
   /** The authorities whose roots are published at `at`. */

@@ -82,6 +82,16 @@ export class CaService {
         if (!principal.allowedIds.includes(authorizedId)) {
           throw new IdentityMismatch(authorizedId, principal.allowedIds.join(", ") || "no identity");
         }
+        // Everything the signing could refuse is checked before a single-use token is spent.
+        const maxTtlSeconds = this.#o.authorities.maxTtlSeconds;
+        if (ttlSeconds !== undefined && ttlSeconds > maxTtlSeconds) {
+          throw new TtlExceedsMaximum(ttlSeconds, maxTtlSeconds);
+        }
+        const allowedDns = this.#o.allowedDnsNames?.(authorizedId) ?? [];
+        const extraDns = request.dnsNames.filter((n) => !allowedDns.includes(n));
+        if (extraDns.length) {
+          throw new IssuanceRefused(`the CSR asks for DNS names it may not have: ${extraDns.join(", ")}`);
+        }
         await principal.consume?.();
       }
     } catch (err) {

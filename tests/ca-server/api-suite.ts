@@ -221,6 +221,18 @@ export function defineApiSuite(
       assertProblem(await call("POST", "/v1/certificates", { body: { csr } }), 401, "ERR_UNAUTHENTICATED");
     });
 
+    it("refuses a lifetime above the maximum without spending a single-use token", async () => {
+      const id = `spiffe://${TRUST_DOMAIN}/patient`;
+      const t = await token(store, { role: "workload", spiffeId: id });
+      const { csr } = await csrFor(id);
+      assertProblem(
+        await call("POST", "/v1/certificates", { body: { csr, ttlSeconds: 999_999 }, token: t }),
+        400,
+        "ERR_TTL_EXCEEDS_MAXIMUM",
+      );
+      assert.equal((await call("POST", "/v1/certificates", { body: { csr }, token: t })).status, 201);
+    });
+
     it("refuses a CSR naming another identity, without spending the token", async () => {
       const id = `spiffe://${TRUST_DOMAIN}/mine`;
       const t = await token(store, { role: "workload", spiffeId: id });

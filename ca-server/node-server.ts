@@ -160,7 +160,11 @@ export async function startCaServer(
         try {
           const next = await servingCredentials(authorities, store, config);
           currentCredentials = { key: next.key, cert: next.cert };
-          https.setSecureContext({ ...currentCredentials, ca: authorities.bundlePem() });
+          https.setSecureContext({
+            ...currentCredentials,
+            ca: authorities.bundlePem(),
+            minVersion: "TLSv1.2",
+          });
           logger.info("serving certificate renewed", { notAfter: next.notAfter.toISOString() });
           scheduleRenewal(next.notBefore, next.notAfter);
         } catch (err) {
@@ -184,7 +188,11 @@ export async function startCaServer(
     if (authorities.bundlePem() !== before) {
       logger.info("trust bundle changed", { authorities: authorities.published().map((a) => a.record.id) });
       if (!config.listen.plainHttp) {
-        (server as HttpsServer).setSecureContext({ ...currentCredentials, ca: authorities.bundlePem() });
+        (server as HttpsServer).setSecureContext({
+          ...currentCredentials,
+          ca: authorities.bundlePem(),
+          minVersion: "TLSv1.2",
+        });
       }
     }
   }, AUTHORITY_RELOAD_MS);

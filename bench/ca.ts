@@ -198,8 +198,9 @@ async function benchMeshauth(root: string, csrs: string[], fsync: boolean): Prom
   const server = await startProcess(
     SERVER_NODE,
     ["--import", "tsx", "ca-server/cli.ts", "ca", "serve", "--config", configPath],
-    /"msg":"listening"/,
-    { MESHAUTH_LOG_LEVEL: "info" },
+    /$^/,
+    {},
+    port,
   );
   try {
     // With several workers, give the others a moment to listen too.

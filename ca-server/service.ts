@@ -129,6 +129,12 @@ export class CaService {
       }),
     ]);
     this.#o.metrics.issued(principal.method, (performance.now() - started) / 1000);
+    this.#o.logger.info("issued", {
+      serialNumber: record.serialNumber,
+      spiffeId: record.spiffeId,
+      requester: principal.requester,
+      method: principal.method,
+    });
     return {
       spiffeId: record.spiffeId,
       serialNumber: record.serialNumber,

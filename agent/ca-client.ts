@@ -39,6 +39,7 @@ export interface IssuedSvid {
 /** The CA answered with an error; `code` and `status` come from its problem+json body. */
 export class CaRequestFailed extends MeshAuthError {
   static override code = "ERR_CA_REQUEST_FAILED";
+  override name = "CaRequestFailed";
   override code = CaRequestFailed.code;
   constructor(readonly status: number, readonly problemCode: string | undefined, detail: string) {
     super(`the CA refused the request (HTTP ${status}${problemCode ? `, ${problemCode}` : ""}): ${detail}`);
@@ -48,6 +49,7 @@ export class CaRequestFailed extends MeshAuthError {
 /** The CA could not be reached, or answered something that is not the API. */
 export class CaUnavailable extends MeshAuthError {
   static override code = "ERR_CA_UNAVAILABLE";
+  override name = "CaUnavailable";
   override code = CaUnavailable.code;
   constructor(readonly url: string, reason: string, options?: ErrorOptions) {
     super(`the CA at ${url} is unavailable: ${reason}`, options);

@@ -18,9 +18,12 @@
 /** Base class of every error meshauth throws. */
 export class MeshAuthError extends Error {
   static code = "ERR_MESHAUTH";
+  override name = "MeshAuthError";
   code: string = MeshAuthError.code;
   constructor(message: string, options?: ErrorOptions) {
     super(message, options);
+    // Subclasses outside the core that do not declare `name` still get their own; the core's
+    // classes declare it, because bundlers rename classes and would rename the errors too.
     this.name = new.target.name;
   }
 }
@@ -28,6 +31,7 @@ export class MeshAuthError extends Error {
 /** An argument is out of its allowed range or of the wrong shape. */
 export class InvalidArgument extends MeshAuthError {
   static override code = "ERR_INVALID_ARGUMENT";
+  override name = "InvalidArgument";
   override code = InvalidArgument.code;
   constructor(readonly argument: string, reason: string) {
     super(`invalid ${argument}: ${reason}`);
@@ -37,6 +41,7 @@ export class InvalidArgument extends MeshAuthError {
 /** A string is not a valid SPIFFE ID or trust domain name; `reason` says which rule it broke. */
 export class InvalidSpiffeId extends MeshAuthError {
   static override code = "ERR_SPIFFE_ID_INVALID";
+  override name = "InvalidSpiffeId";
   override code = InvalidSpiffeId.code;
   constructor(readonly input: string, readonly reason: string) {
     super(`invalid SPIFFE ID ${JSON.stringify(truncate(input))}: ${reason}`);
@@ -46,6 +51,7 @@ export class InvalidSpiffeId extends MeshAuthError {
 /** A string is not a valid trust domain name. */
 export class InvalidTrustDomain extends MeshAuthError {
   static override code = "ERR_TRUST_DOMAIN_INVALID";
+  override name = "InvalidTrustDomain";
   override code = InvalidTrustDomain.code;
   constructor(readonly input: string, readonly reason: string) {
     super(`invalid trust domain ${JSON.stringify(truncate(input))}: ${reason}`);
@@ -55,6 +61,7 @@ export class InvalidTrustDomain extends MeshAuthError {
 /** Bytes or text that should be PEM or DER of a given kind are not. */
 export class MalformedInput extends MeshAuthError {
   static override code = "ERR_MALFORMED_INPUT";
+  override name = "MalformedInput";
   override code = MalformedInput.code;
   constructor(readonly what: string, readonly reason: string, options?: ErrorOptions) {
     super(`malformed ${what}: ${reason}`, options);
@@ -64,6 +71,7 @@ export class MalformedInput extends MeshAuthError {
 /** A key or signature algorithm meshauth does not support (or refuses, like RSA under 2048 bits). */
 export class UnsupportedAlgorithm extends MeshAuthError {
   static override code = "ERR_ALGORITHM_UNSUPPORTED";
+  override name = "UnsupportedAlgorithm";
   override code = UnsupportedAlgorithm.code;
   constructor(readonly algorithm: string, readonly reason = "not supported") {
     super(`algorithm ${algorithm}: ${reason}`);
@@ -73,6 +81,7 @@ export class UnsupportedAlgorithm extends MeshAuthError {
 /** The JavaScript runtime lacks a WebCrypto capability meshauth needs for this call. */
 export class RuntimeUnsupported extends MeshAuthError {
   static override code = "ERR_RUNTIME_UNSUPPORTED";
+  override name = "RuntimeUnsupported";
   override code = RuntimeUnsupported.code;
   constructor(readonly capability: string, options?: ErrorOptions) {
     super(`this runtime's WebCrypto does not support ${capability}`, options);
@@ -82,6 +91,7 @@ export class RuntimeUnsupported extends MeshAuthError {
 /** A private key could not be imported or used. */
 export class InvalidKey extends MeshAuthError {
   static override code = "ERR_KEY_INVALID";
+  override name = "InvalidKey";
   override code = InvalidKey.code;
   constructor(readonly reason: string, options?: ErrorOptions) {
     super(`invalid key: ${reason}`, options);
@@ -101,6 +111,7 @@ export type CsrRejection =
 /** A certificate signing request is malformed or breaks the X509-SVID request rules. */
 export class InvalidCsr extends MeshAuthError {
   static override code = "ERR_CSR_INVALID";
+  override name = "InvalidCsr";
   override code = InvalidCsr.code;
   constructor(readonly reason: CsrRejection, detail: string, options?: ErrorOptions) {
     super(`invalid CSR (${reason}): ${detail}`, options);
@@ -110,6 +121,7 @@ export class InvalidCsr extends MeshAuthError {
 /** The CSR names an identity other than the one the caller was authorized for. */
 export class IdentityMismatch extends MeshAuthError {
   static override code = "ERR_IDENTITY_MISMATCH";
+  override name = "IdentityMismatch";
   override code = IdentityMismatch.code;
   constructor(readonly requested: string, readonly authorized: string) {
     super(`CSR names ${requested} but the caller is authorized only for ${authorized}`);
@@ -119,6 +131,7 @@ export class IdentityMismatch extends MeshAuthError {
 /** A certificate authority operation was refused (TTL above the maximum, CA expired, bad options). */
 export class IssuanceRefused extends MeshAuthError {
   static override code = "ERR_ISSUANCE_REFUSED";
+  override name = "IssuanceRefused";
   override code = IssuanceRefused.code;
   constructor(readonly reason: string) {
     super(`issuance refused: ${reason}`);
@@ -128,6 +141,7 @@ export class IssuanceRefused extends MeshAuthError {
 /** A requested lifetime is above the configured maximum; meshauth never silently shortens it. */
 export class TtlExceedsMaximum extends IssuanceRefused {
   static override code = "ERR_TTL_EXCEEDS_MAXIMUM";
+  override name = "TtlExceedsMaximum";
   override code = TtlExceedsMaximum.code;
   constructor(readonly requestedSeconds: number, readonly maximumSeconds: number) {
     super(`requested lifetime ${requestedSeconds}s exceeds the maximum of ${maximumSeconds}s`);
@@ -137,6 +151,7 @@ export class TtlExceedsMaximum extends IssuanceRefused {
 /** A trust bundle (PEM or SPIFFE JWKS) is malformed or inconsistent. */
 export class InvalidBundle extends MeshAuthError {
   static override code = "ERR_BUNDLE_INVALID";
+  override name = "InvalidBundle";
   override code = InvalidBundle.code;
   constructor(readonly reason: string, options?: ErrorOptions) {
     super(`invalid trust bundle: ${reason}`, options);
@@ -150,6 +165,7 @@ export class InvalidBundle extends MeshAuthError {
  */
 export class VerificationError extends MeshAuthError {
   static override code = "ERR_VERIFICATION";
+  override name = "VerificationError";
   override code: string = VerificationError.code;
   constructor(
     code: VerificationCode,
@@ -190,6 +206,7 @@ export type VerificationCode =
 /** A verified peer is not allowed by an authorizer (go-spiffe's `tlsconfig.Authorizer`). */
 export class UnauthorizedPeer extends MeshAuthError {
   static override code = "ERR_PEER_UNAUTHORIZED";
+  override name = "UnauthorizedPeer";
   override code: string = UnauthorizedPeer.code;
   constructor(readonly peerId: string, reason: string) {
     super(`peer ${peerId} is not authorized: ${reason}`);
@@ -199,6 +216,7 @@ export class UnauthorizedPeer extends MeshAuthError {
 /** Secure naming: the peer's identity is not one allowed to run the target service. */
 export class SecureNamingError extends UnauthorizedPeer {
   static override code = "ERR_SECURE_NAMING";
+  override name = "SecureNamingError";
   override code = SecureNamingError.code;
   constructor(readonly service: string, peerId: string) {
     super(peerId, `it may not run service ${JSON.stringify(service)}`);
@@ -208,6 +226,7 @@ export class SecureNamingError extends UnauthorizedPeer {
 /** An authorization policy denied a request; `reason` and `policy` say which decision. */
 export class PolicyDenied extends MeshAuthError {
   static override code = "ERR_POLICY_DENIED";
+  override name = "PolicyDenied";
   override code = PolicyDenied.code;
   constructor(readonly reason: string, readonly policy?: string) {
     super(policy ? `request denied by policy ${policy}` : `request denied (${reason})`);

@@ -67,8 +67,17 @@ function steps() {
   if (existsSync(join(root, "scripts/conformance.ts"))) {
     list.push({ name: "conformance", cmd: [process.execPath, "--import", "tsx", "scripts/conformance.ts"] });
   }
-  if (coreTests.length && existsSync(bin("bun"))) {
-    list.push({ name: "bun", cmd: [bin("bun"), "--no-install", "test", ...coreTests.map((f) => `./${f}`)] });
+  // Bun runs what is runtime-agnostic: the core, the harness's own checks, and the edge example.
+  const bunTests = [
+    ...coreTests,
+    ...files("tests/workerd", /\.test\.ts$/),
+    ...files("tests/examples", /\.test\.ts$/),
+  ];
+  if (bunTests.length && existsSync(bin("bun"))) {
+    list.push({
+      name: "bun",
+      cmd: [bin("bun"), "--no-install", "test", "--timeout", "120000", ...bunTests.map((f) => `./${f}`)],
+    });
   }
   if (existsSync(join(root, "scripts/test-workerd.mjs"))) {
     list.push({ name: "workerd", cmd: [process.execPath, "scripts/test-workerd.mjs"] });

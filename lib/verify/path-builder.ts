@@ -125,11 +125,21 @@ class Builder {
 
   async signedBy(cert: Certificate, issuer: Certificate, index: number): Promise<boolean> {
     if (await this.input.signatures.verifies(cert, issuer)) return true;
-    this.#badSignature ??= new VerificationError(
-      "ERR_CERT_SIGNATURE_INVALID",
-      `${describe(cert)}: signature does not verify with the key of ${describe(issuer)}`,
-      index,
-    );
+    const unsupported = this.input.signatures.unsupported(cert, issuer);
+    this.#badSignature ??= unsupported
+      ? new VerificationError(
+        "ERR_ALGORITHM_UNSUPPORTED",
+        `${describe(cert)}: its signature cannot be checked with the key of ${
+          describe(issuer)
+        }: ${unsupported.message}`,
+        index,
+        { cause: unsupported },
+      )
+      : new VerificationError(
+        "ERR_CERT_SIGNATURE_INVALID",
+        `${describe(cert)}: signature does not verify with the key of ${describe(issuer)}`,
+        index,
+      );
     return false;
   }
 

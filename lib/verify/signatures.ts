@@ -68,6 +68,7 @@ function keyOf(signed: Signed, issuer: Certificate): string {
 /** Per-call signature checking with a budget and an optional shared cache. */
 export class SignatureChecker {
   #results = new Map<Signed, Map<Certificate, Promise<boolean>>>();
+  #unsupported = new Map<Signed, Map<Certificate, MeshAuthError>>();
   checks = 0;
   constructor(readonly budget: number, readonly cache?: SignatureCache) {}
 
@@ -81,6 +82,14 @@ export class SignatureChecker {
       byIssuer.set(issuer, result);
     }
     return result;
+  }
+
+  /**
+   * Why a signature that did not verify could not be checked at all (an algorithm or key
+   * meshauth or the runtime refuses), or undefined when it was checked and is wrong.
+   */
+  unsupported(signed: Signed, issuer: Certificate): MeshAuthError | undefined {
+    return this.#unsupported.get(signed)?.get(issuer);
   }
 
   async #verify(signed: Signed, issuer: Certificate): Promise<boolean> {
@@ -101,9 +110,13 @@ export class SignatureChecker {
         signed.signature,
       );
     } catch (cause) {
-      // An algorithm or key we refuse cannot vouch for anything; report it as unverified.
-      if (cause instanceof MeshAuthError) ok = false;
-      else throw cause;
+      // An algorithm or key we refuse cannot vouch for anything; report it as unverified,
+      // and remember why so the error can say so.
+      if (!(cause instanceof MeshAuthError)) throw cause;
+      let byIssuer = this.#unsupported.get(signed);
+      if (!byIssuer) this.#unsupported.set(signed, byIssuer = new Map());
+      byIssuer.set(issuer, cause);
+      ok = false;
     }
     if (ok && recurs(signed)) this.cache?.add(signed, issuer);
     return ok;

@@ -176,9 +176,14 @@ function planFor(
     return { importParams: { name: "Ed25519" }, verifyParams: { name: "Ed25519" } };
   }
   if (sig === OID.rsassaPss) {
-    if (key !== OID.rsaEncryption && key !== OID.rsassaPss) {
-      throw new UnsupportedAlgorithm(`RSASSA-PSS with a ${key} key`);
+    if (key === OID.rsassaPss) {
+      // No runtime's WebCrypto imports an RSA key whose SPKI says id-RSASSA-PSS.
+      throw new UnsupportedAlgorithm(
+        "RSA keys encoded as id-RSASSA-PSS",
+        "WebCrypto imports only rsaEncryption keys",
+      );
     }
+    if (key !== OID.rsaEncryption) throw new UnsupportedAlgorithm(`RSASSA-PSS with a ${key} key`);
     const { hash, saltLength } = parsePssParams(signatureAlgorithm.parameters);
     return {
       importParams: { name: "RSA-PSS", hash },

@@ -40,8 +40,8 @@ import { exportPrivateKeyPem, generateKeyPair, importPrivateKeyPem, type KeyAlgo
 import { encodePem } from "./pem.ts";
 import { SpiffeId, TrustDomain } from "./spiffeid.ts";
 import { type Certificate, parseCertificates, uriSans } from "./x509/certificate.ts";
-import { encodeName, NAME_ATTRIBUTE } from "./x509/name.ts";
-import { keySigner, type Signer } from "./x509/signature.ts";
+import { encodeName, formatName, NAME_ATTRIBUTE } from "./x509/name.ts";
+import { keySigner, type Signer, verifySignature } from "./x509/signature.ts";
 
 /** Istio's and Linkerd's default workload certificate lifetime. */
 export const DEFAULT_LEAF_TTL_SECONDS = 24 * 3600;
@@ -221,12 +221,54 @@ export class CertificateAuthority {
   static async load(options: LoadOptions): Promise<CertificateAuthority> {
     const keys = await importPrivateKeyPem(options.privateKeyPem);
     const signer = await keySigner(keys.privateKey, keys.publicKey);
-    return CertificateAuthority.#assemble({ ...options, signer }, keys.privateKey);
+    return await CertificateAuthority.#assemble({ ...options, signer }, keys.privateKey).#checkChain();
   }
 
   /** A CA whose signing key is held by a {@link Signer} (pluggable key management). */
-  static fromSigner(options: FromSignerOptions): Promise<CertificateAuthority> {
-    return Promise.resolve(CertificateAuthority.#assemble(options));
+  static async fromSigner(options: FromSignerOptions): Promise<CertificateAuthority> {
+    return await CertificateAuthority.#assemble(options).#checkChain();
+  }
+
+  /**
+   * An operator's CA must chain to its trust bundle and be valid now, as Istio checks plugged-in
+   * `cacerts`: otherwise every leaf it issued would fail verification far from the mistake.
+   */
+  async #checkChain(): Promise<CertificateAuthority> {
+    const now = this.#policy.now();
+    const path = [this.certificate, ...this.certificateChain.slice(1)];
+    for (const cert of path) {
+      if (now < cert.notBefore || now > cert.notAfter) {
+        throw new IssuanceRefused(
+          `certificate "${formatName(cert.subject)}" of the CA chain is not valid at ${now.toISOString()}`,
+        );
+      }
+    }
+    if (this.#bundle.hasAuthority(this.certificate)) return this;
+    for (const [i, cert] of path.entries()) {
+      const issuers = i + 1 < path.length ? [path[i + 1]] : this.#bundle.x509Authorities();
+      let isSigned = false;
+      for (const issuer of issuers) {
+        isSigned = issuer.subject.key === cert.issuer.key &&
+          await verifySignature(
+            cert.signatureAlgorithm,
+            issuer.spki,
+            issuer.publicKeyAlgorithm,
+            cert.tbs,
+            cert.signature,
+          );
+        if (isSigned) break;
+      }
+      if (!isSigned) {
+        throw new IssuanceRefused(
+          `the CA certificate does not chain to the trust bundle: "${
+            formatName(cert.subject)
+          }" is not signed by ${
+            i + 1 < path.length ? "the next certificate of the chain" : "a certificate of the trust bundle"
+          }`,
+        );
+      }
+    }
+    return this;
   }
 
   static #assemble(options: FromSignerOptions, privateKey?: CryptoKey): CertificateAuthority {

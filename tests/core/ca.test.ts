@@ -689,6 +689,67 @@ describe("CertificateAuthority.load", () => {
   });
 
   test(
+    "an intermediate loaded with the bundle of a root that did not issue it is refused",
+    SLOW,
+    async () => {
+      const intermediate = await (await fixedRoot()).createIntermediate({ ttlSeconds: DAY });
+      const { certificateChainPem, privateKeyPem } = await intermediate.exportPem();
+      const otherRoot = await root();
+      await assert.rejects(
+        CertificateAuthority.load({
+          certificateChainPem,
+          privateKeyPem,
+          trustBundlePem: otherRoot.certificatePem,
+          now: () => NOW,
+        }),
+        { code: "ERR_ISSUANCE_REFUSED", message: /does not chain/ },
+      );
+    },
+  );
+
+  test("a chain missing the intermediate between the CA and its root is refused", SLOW, async () => {
+    const rootCa = await fixedRoot();
+    const upper = await rootCa.createIntermediate({ ttlSeconds: 30 * DAY, pathLen: 1 });
+    const lower = await upper.createIntermediate({ ttlSeconds: DAY });
+    const { privateKeyPem, trustBundlePem } = await lower.exportPem();
+    await assert.rejects(
+      CertificateAuthority.load({
+        certificateChainPem: lower.certificatePem,
+        privateKeyPem,
+        trustBundlePem,
+        now: () => NOW,
+      }),
+      { code: "ERR_ISSUANCE_REFUSED", message: /does not chain/ },
+    );
+  });
+
+  test("an expired intermediate is refused when it is loaded", SLOW, async () => {
+    const intermediate = await (await fixedRoot()).createIntermediate({ ttlSeconds: DAY });
+    const later = new Date(NOW.getTime() + 2 * DAY * 1000);
+    await assert.rejects(
+      CertificateAuthority.load({ ...(await intermediate.exportPem()), now: () => later }),
+      {
+        code: "ERR_ISSUANCE_REFUSED",
+      },
+    );
+  });
+
+  test("fromSigner also refuses a chain that does not reach the bundle", SLOW, async () => {
+    const intermediate = await (await fixedRoot()).createIntermediate({ ttlSeconds: DAY });
+    const { certificateChainPem, privateKeyPem } = await intermediate.exportPem();
+    const keys = await importPrivateKeyPem(privateKeyPem);
+    await assert.rejects(
+      CertificateAuthority.fromSigner({
+        certificateChainPem,
+        signer: await keySigner(keys.privateKey, keys.publicKey),
+        trustBundlePem: (await root()).certificatePem,
+        now: () => NOW,
+      }),
+      { code: "ERR_ISSUANCE_REFUSED" },
+    );
+  });
+
+  test(
     "a private key that does not match the certificate is refused with ERR_KEY_INVALID",
     SLOW,
     async () => {

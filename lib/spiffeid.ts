@@ -63,7 +63,14 @@ export class TrustDomain {
   static parse(input: string): TrustDomain {
     if (typeof input !== "string") throw new InvalidTrustDomain(String(input), "expected a string");
     if (input.startsWith(SCHEME)) {
-      const id = SpiffeId.parse(input);
+      let id: SpiffeId;
+      try {
+        id = SpiffeId.parse(input);
+      } catch (cause) {
+        // One error type per parser: callers of TrustDomain.parse branch on ERR_TRUST_DOMAIN_INVALID.
+        if (cause instanceof InvalidSpiffeId) throw new InvalidTrustDomain(input, cause.reason);
+        throw cause;
+      }
       if (id.path !== "") throw new InvalidTrustDomain(input, "a trust domain ID has no path");
       return id.trustDomain;
     }

@@ -160,6 +160,12 @@ describe("TrustDomain", () => {
     assert.equal(TrustDomain.parse("spiffe://example.org").name, "example.org");
   });
 
+  test("parse rejects an invalid trust domain ID with ERR_TRUST_DOMAIN_INVALID", () => {
+    for (const s of ["spiffe://Example.org", "spiffe://example.org:443", "spiffe://", "spiffe://a@b"]) {
+      assert.throws(() => TrustDomain.parse(s), invalidTrustDomain, s);
+    }
+  });
+
   test("parse rejects a trust domain ID with a path", () => {
     assert.throws(() => TrustDomain.parse("spiffe://example.org/x"), invalidTrustDomain);
   });

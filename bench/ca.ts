@@ -10,7 +10,7 @@
 // issuance and its audit entry durably (fdatasync) before answering; cfssl signs with its
 // default profile from an unauthenticated request and records nothing.
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
-import { existsSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -43,6 +43,41 @@ interface Result {
   p50Ms: number;
   p99Ms: number;
   errors: number;
+  /** Server CPU time (all its processes) per certificate: the figure load on the machine disturbs least. */
+  cpuMsPerCert: number;
+}
+
+/** CPU milliseconds used so far by `rootPid` and its descendants (Linux /proc; NaN elsewhere). */
+function processTreeCpuMs(rootPid: number): number {
+  try {
+    const procs = readdirSync("/proc").filter((d) => /^\d+$/.test(d)).flatMap((pid) => {
+      try {
+        const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+        const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+        return [{
+          pid: Number(pid),
+          ppid: Number(fields[1]),
+          ticks: Number(fields[11]) + Number(fields[12]),
+        }];
+      } catch {
+        return [];
+      }
+    });
+    const tree = new Set([rootPid]);
+    for (let grew = true; grew;) {
+      grew = false;
+      for (const p of procs) {
+        if (tree.has(p.ppid) && !tree.has(p.pid)) {
+          tree.add(p.pid);
+          grew = true;
+        }
+      }
+    }
+    // USER_HZ is 100 on Linux.
+    return procs.filter((p) => tree.has(p.pid)).reduce((sum, p) => sum + p.ticks, 0) * 10;
+  } catch {
+    return NaN;
+  }
 }
 
 function percentile(sorted: number[], p: number): number {
@@ -57,6 +92,7 @@ async function load(
   headers: Record<string, string>,
   concurrency: number,
   expectStatus: number,
+  serverPid: number,
 ): Promise<Result> {
   const pool = new Pool(origin, { connections: concurrency, pipelining: 1, keepAliveTimeout: 10_000 });
   const latencies: number[] = [];
@@ -81,8 +117,10 @@ async function load(
   };
   await runFor(1000, false);
   const started = performance.now();
+  const cpuBefore = processTreeCpuMs(serverPid);
   await runFor(SECONDS * 1000, true);
   const elapsed = (performance.now() - started) / 1000;
+  const cpuMs = processTreeCpuMs(serverPid) - cpuBefore;
   await pool.close();
   latencies.sort((a, b) => a - b);
   return {
@@ -91,6 +129,7 @@ async function load(
     p50Ms: percentile(latencies, 50),
     p99Ms: percentile(latencies, 99),
     errors,
+    cpuMsPerCert: cpuMs / Math.max(1, latencies.length),
   };
 }
 
@@ -209,11 +248,19 @@ async function benchMeshauth(root: string, csrs: string[], fsync: boolean): Prom
     const headers = { "content-type": "application/json", authorization: `Bearer ${token}` };
     const results: Result[] = [];
     for (const c of LEVELS) {
-      const r = await load(`http://127.0.0.1:${port}`, "/v1/certificates", bodies, headers, c, 201);
+      const r = await load(
+        `http://127.0.0.1:${port}`,
+        "/v1/certificates",
+        bodies,
+        headers,
+        c,
+        201,
+        server.pid!,
+      );
       console.log(
         `  meshauth (fsync ${fsync ? "per batch" : "off"}) c=${c}: ${r.perSecond.toFixed(0)}/s p50 ${
           r.p50Ms.toFixed(2)
-        } ms p99 ${r.p99Ms.toFixed(2)} ms`,
+        } ms p99 ${r.p99Ms.toFixed(2)} ms, server CPU ${r.cpuMsPerCert.toFixed(2)} ms/cert`,
       );
       results.push(r);
     }
@@ -276,11 +323,12 @@ async function benchCfssl(dir: string, csrs: string[]): Promise<Result[] | undef
         { "content-type": "application/json" },
         c,
         200,
+        server.pid!,
       );
       console.log(
         `  cfssl c=${c}: ${r.perSecond.toFixed(0)}/s p50 ${r.p50Ms.toFixed(2)} ms p99 ${
           r.p99Ms.toFixed(2)
-        } ms`,
+        } ms, server CPU ${r.cpuMsPerCert.toFixed(2)} ms/cert`,
       );
       results.push(r);
     }
@@ -323,6 +371,15 @@ try {
       `${String(r.concurrency).padStart(11)} | ${cell(r)} | ${cell(fast[i])} | ${cell(c)} | ${ratio(r, c)}, ${
         ratio(fast[i], c)
       }`,
+    );
+  }
+  console.log("\nserver CPU per certificate (ms; less sensitive to other load on the machine than certs/s):");
+  for (const [i, r] of durable.entries()) {
+    const c = theirs?.[i];
+    console.log(
+      `${String(r.concurrency).padStart(11)} | meshauth ${fmt(r.cpuMsPerCert, 2)} (fsync), ${
+        fmt(fast[i].cpuMsPerCert, 2)
+      } (no fsync) | cfssl ${c ? fmt(c.cpuMsPerCert, 2) : "-"}`,
     );
   }
   const errors = [...durable, ...fast].reduce((n, r) => n + r.errors, 0);

@@ -5,6 +5,7 @@
  * @module
  */
 
+import { createHash } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { request as httpsRequest } from "node:https";
 import { join } from "node:path";
@@ -73,7 +74,12 @@ export async function buildAuthenticators(
 ): Promise<Authenticator[]> {
   const nodeWorkloads = staticNodeWorkloads(config.nodes);
   const list: Authenticator[] = [
-    new JoinTokenAuthenticator({ store, trustDomain: config.trustDomain, nodeWorkloads }),
+    new JoinTokenAuthenticator({
+      store,
+      trustDomain: config.trustDomain,
+      nodeWorkloads,
+      sha256: (bytes) => createHash("sha256").update(bytes).digest(),
+    }),
   ];
   const k8s = config.kubernetes;
   if (k8s) {

@@ -550,6 +550,10 @@ function pathLength(value: number | undefined): number | undefined {
 }
 
 function subjectName(attributes: Record<string, string>): Uint8Array {
+  // RFC 5280 4.1.2.4: the issuer of what this CA signs MUST be a non-empty name.
+  if (Object.keys(attributes).length === 0) {
+    throw new InvalidArgument("subject", "a CA's subject cannot be empty");
+  }
   return encodeName(
     Object.entries(attributes).map(([name, value]) => {
       const type = NAME_ATTRIBUTE[name];

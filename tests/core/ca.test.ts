@@ -425,6 +425,17 @@ describe("root CAs", () => {
     await assert.rejects(root({ subject: { XX: "y" } }), { code: "ERR_INVALID_ARGUMENT" });
   });
 
+  test(
+    "refuse an empty subject, which every certificate they sign would carry as its issuer",
+    SLOW,
+    async () => {
+      await assert.rejects(root({ subject: {} }), { code: "ERR_INVALID_ARGUMENT" });
+      await assert.rejects((await fixedRoot()).createIntermediate({ ttlSeconds: DAY, subject: {} }), {
+        code: "ERR_INVALID_ARGUMENT",
+      });
+    },
+  );
+
   test("refuse a negative path length", SLOW, async () => {
     await assert.rejects(root({ pathLen: -1 }), { code: "ERR_INVALID_ARGUMENT" });
   });

@@ -62,7 +62,7 @@ export class CaService {
     return this.#o.now?.() ?? new Date();
   }
 
-  /** Audits an event; a failing audit write is logged, never hidden. */
+  /** Appends an audit event. A request whose audit entry cannot be written fails with it. */
   async audit(action: string, requester: string, details: Record<string, unknown>): Promise<void> {
     await this.#o.store.appendAudit({ at: this.#now(), action, requester, details });
   }

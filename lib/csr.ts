@@ -32,7 +32,13 @@ import {
 } from "./asn1/der.ts";
 import { OID } from "./asn1/oids.ts";
 import { fromBase64 } from "./encoding.ts";
-import { InvalidCsr, MalformedInput, MeshAuthError, UnsupportedAlgorithm } from "./errors.ts";
+import {
+  InvalidArgument,
+  InvalidCsr,
+  MalformedInput,
+  MeshAuthError,
+  UnsupportedAlgorithm,
+} from "./errors.ts";
 import type { KeyAlgorithm, KeyPair } from "./keys.ts";
 import { encodePem } from "./pem.ts";
 import { SpiffeId } from "./spiffeid.ts";
@@ -65,6 +71,11 @@ export interface CreateCsrOptions {
 /** Makes a PKCS#10 CSR, in PEM, whose only URI SAN is the SPIFFE ID. */
 export async function createCsr(options: CreateCsrOptions): Promise<string> {
   const id = typeof options.id === "string" ? SpiffeId.parse(options.id) : options.id;
+  for (const name of options.dnsNames ?? []) {
+    if (!isHostname(name)) {
+      throw new InvalidArgument("dnsNames", `${JSON.stringify(name)} is not an ASCII host name`);
+    }
+  }
   const signer = await keySigner(options.keys.privateKey, options.keys.publicKey);
   const san = seq(uriName(id.toString()), ...(options.dnsNames ?? []).map(dnsName));
   // An empty subject requires a critical SAN (RFC 5280 4.2.1.6).
@@ -76,6 +87,20 @@ export async function createCsr(options: CreateCsrOptions): Promise<string> {
   const signature = await signer.sign(info);
   const der = seq(info, signer.algorithmIdentifier, tlv(Tag.BIT_STRING, new Uint8Array([0]), signature));
   return encodePem("CERTIFICATE REQUEST", der);
+}
+
+const LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/i;
+
+/**
+ * RFC 5280 4.2.1.6: a dNSName is in the preferred name syntax (RFC 1034 3.5, letters, digits
+ * and inner hyphens, RFC 1123 allowing a leading digit), optionally with a leading `*.` label.
+ * IA5String holds ASCII only, so a U-label would make a CSR no parser accepts.
+ */
+function isHostname(name: string): boolean {
+  if (typeof name !== "string" || name.length === 0 || name.length > 253) return false;
+  const labels = name.split(".");
+  if (labels[0] === "*" && labels.length > 1) labels.shift();
+  return labels.every((label) => LABEL.test(label));
 }
 
 const PEM_CSR =

@@ -97,6 +97,32 @@ describe("createCsr and parseCsr", () => {
     });
   });
 
+  for (
+    const name of [
+      "bücher.example",
+      "two words.example",
+      "",
+      "a..b",
+      "-lead.example",
+      `${"a".repeat(64)}.example`,
+    ]
+  ) {
+    test(`createCsr refuses the DNS name ${JSON.stringify(name)}`, SLOW, async () => {
+      await assert.rejects(createCsr({ keys: await keysFor("ECDSA-P256"), id: ID, dnsNames: [name] }), {
+        code: "ERR_INVALID_ARGUMENT",
+      });
+    });
+  }
+
+  test("createCsr accepts a wildcard DNS name", SLOW, async () => {
+    const csr = await createCsr({
+      keys: await keysFor("ECDSA-P256"),
+      id: ID,
+      dnsNames: ["*.photos.example"],
+    });
+    assert.deepEqual((await parseCsr(csr)).dnsNames, ["*.photos.example"]);
+  });
+
   test("createCsr refuses an invalid SPIFFE ID", SLOW, async () => {
     await assert.rejects(createCsr({ keys: await keysFor("ECDSA-P256"), id: "spiffe://cluster.local/" }), {
       code: "ERR_SPIFFE_ID_INVALID",

@@ -293,6 +293,10 @@ function requestedNames(attributes: DerNode): { id: SpiffeId; dnsNames: string[]
     throw new InvalidCsr("not-spiffe", cause instanceof Error ? cause.message : "not a SPIFFE ID", { cause });
   }
   const dnsNames = (sans ?? []).flatMap((n) => (n.type === "dns" ? [n.value] : []));
+  const badName = dnsNames.find((name) => !isHostname(name));
+  if (badName !== undefined) {
+    throw new InvalidCsr("malformed", `DNS SAN ${JSON.stringify(badName)} is not a host name`);
+  }
   return { id, dnsNames };
 }
 

@@ -258,6 +258,13 @@ describe("parseCsr rejects", () => {
     await assert.rejects(parseCsr(der), rejection("malformed"));
   });
 
+  test("a CSR with a DNS SAN that is not a host name", SLOW, async () => {
+    for (const name of ["two words.example", "*.*.example", "a..b", ""]) {
+      const der = await buildCsr({ signer: await signerFor("ECDSA-P256"), uris: [ID], dnsNames: [name] });
+      await assert.rejects(parseCsr(der), rejection("malformed"), name);
+    }
+  });
+
   test("a CSR whose only URI is not a spiffe URI", SLOW, async () => {
     const der = await buildCsr({
       signer: await signerFor("ECDSA-P256"),

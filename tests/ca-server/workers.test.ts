@@ -1,0 +1,93 @@
+// Two worker processes (node:cluster) serving one port on one embedded file store: what one
+// worker issues the other lists, and a revocation through either reaches every worker's CRL.
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import type { CaStore } from "../../ca-server/mod.ts";
+import {
+  type CaProcess,
+  cli,
+  csrFor,
+  openTestStore,
+  postJson,
+  run,
+  startCa,
+  tempDir,
+  token,
+  TRUST_DOMAIN,
+  writeConfig,
+} from "./helpers.ts";
+
+describe("CA with two worker processes on one file store", () => {
+  let dir: { path: string; remove(): Promise<void> };
+  let ca: CaProcess;
+  let store: CaStore;
+
+  before(async () => {
+    dir = await tempDir();
+    const config = await writeConfig(dir.path, {
+      listen: { host: "127.0.0.1", port: 0, plainHttp: true },
+      workers: 2,
+      rateLimit: false,
+      log: { level: "info" },
+    });
+    const init = await cli(["ca", "init", "--config", config]);
+    assert.equal(init.code, 0, init.stderr);
+    ca = await startCa(config);
+    // Both workers announce themselves; wait (bounded) for the second.
+    for (let i = 0; i < 100 && ca.logs.filter((l) => l.includes('"msg":"listening"')).length < 2; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    store = await openTestStore(dir.path);
+  });
+
+  after(async () => {
+    await ca?.stop();
+    await store?.close();
+    await dir?.remove();
+  });
+
+  it("lists, revokes and publishes in the CRL across workers", async () => {
+    const id = `spiffe://${TRUST_DOMAIN}/ns/cluster/sa/app`;
+    const t = await token(store, { role: "workload", spiffeId: id, isSingleUse: false });
+    const serials = await Promise.all(Array.from({ length: 12 }, async () => {
+      const reply = await postJson(`${ca.url}/v1/certificates`, { csr: (await csrFor(id)).csr }, {
+        authorization: `Bearer ${t}`,
+        connection: "close",
+      });
+      assert.equal(reply.status, 201, JSON.stringify(reply.json));
+      return reply.json.serialNumber as string;
+    }));
+    const admin = await token(store, { role: "admin" });
+    const listed = await fetch(`${ca.url}/v1/certificates?spiffeId=${encodeURIComponent(id)}&limit=100`, {
+      headers: { authorization: `Bearer ${admin}`, connection: "close" },
+    }).then((r) => r.json());
+    assert.deepEqual(
+      listed.certificates.map((c: { serialNumber: string }) => c.serialNumber).sort(),
+      [...serials].sort(),
+    );
+
+    const revoked = await postJson(`${ca.url}/v1/revocations`, {
+      serialNumber: serials[0],
+      reason: "keyCompromise",
+    }, {
+      authorization: `Bearer ${admin}`,
+    });
+    assert.equal(revoked.status, 200);
+    // Fresh connections land on either worker; each must list the serial (within its 100 ms recheck).
+    for (let i = 0; i < 6; i++) {
+      let text = "";
+      for (let attempt = 0; attempt < 10 && !text.includes(serials[0].toUpperCase()); attempt++) {
+        if (attempt) await new Promise((resolve) => setTimeout(resolve, 60));
+        const crlPath = `${dir.path}/crl-${i}.der`;
+        await run("curl", ["-sS", "-H", "Connection: close", "-o", crlPath, `${ca.url}/v1/crl`]);
+        text = (await run("openssl", ["crl", "-inform", "DER", "-in", crlPath, "-noout", "-text"])).stdout
+          .toUpperCase();
+      }
+      assert.ok(
+        text.includes(`SERIAL NUMBER: ${serials[0].toUpperCase()}`),
+        `CRL ${i} lacks the revoked serial`,
+      );
+    }
+    assert.ok(ca.logs.filter((l) => l.includes('"msg":"listening"')).length >= 2, "two workers listened");
+  });
+});

@@ -96,7 +96,7 @@ export interface IssueOptions {
   /** The identity the caller was authorized for; the CSR must name exactly this ID. */
   id?: SpiffeId | string;
   ttlSeconds?: number;
-  /** DNS names the caller may have; every DNS SAN of the CSR must be one of them. */
+  /** DNS names the caller may have; every DNS SAN of the CSR must be one of them (none by default). */
   dnsNames?: string[];
 }
 
@@ -394,11 +394,10 @@ export class CertificateAuthority {
     if (request.id.path === "") {
       throw new IssuanceRefused(`${request.id} is a trust domain ID; a leaf SVID's ID must have a path`);
     }
-    if (options.dnsNames) {
-      const extra = request.dnsNames.filter((n) => !options.dnsNames!.includes(n));
-      if (extra.length) {
-        throw new IssuanceRefused(`the CSR asks for DNS names it may not have: ${extra.join(", ")}`);
-      }
+    // Deny by default: a DNS SAN is issued only when the caller was authorized for it.
+    const extra = request.dnsNames.filter((n) => !(options.dnsNames ?? []).includes(n));
+    if (extra.length) {
+      throw new IssuanceRefused(`the CSR asks for DNS names it may not have: ${extra.join(", ")}`);
     }
     const ttl = positiveSeconds(options.ttlSeconds ?? this.#policy.defaultTtlSeconds, "ttlSeconds");
     if (ttl > this.#policy.maxTtlSeconds) throw new TtlExceedsMaximum(ttl, this.#policy.maxTtlSeconds);

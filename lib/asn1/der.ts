@@ -7,7 +7,7 @@
  * @module
  */
 
-import { MalformedInput } from "../errors.ts";
+import { InvalidArgument, MalformedInput } from "../errors.ts";
 
 /** Universal tags used by X.509. */
 export const Tag = {
@@ -396,7 +396,7 @@ export function integer(value: bigint | number | Uint8Array): Uint8Array {
     bytes = value.subarray(i);
   } else {
     let v = BigInt(value);
-    if (v < 0n) throw new RangeError("negative INTEGER encoding is not needed here");
+    if (v < 0n) throw new InvalidArgument("INTEGER", `negative values are not encoded here, got ${v}`);
     const out: number[] = [];
     do {
       out.unshift(Number(v & 0xffn));

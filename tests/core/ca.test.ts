@@ -383,6 +383,14 @@ describe("issuance rules", () => {
     });
   });
 
+  test("DNS names are refused when the caller is authorized for none (deny by default)", SLOW, async () => {
+    const csr = await csrFor("ECDSA-P256", ID, ["photos.default.svc"]);
+    await assert.rejects((await fixedRoot()).issue(csr), {
+      code: "ERR_ISSUANCE_REFUSED",
+      message: /photos\.default\.svc/,
+    });
+  });
+
   test("an invalid CSR is refused with ERR_CSR_INVALID", SLOW, async () => {
     await assert.rejects((await fixedRoot()).issue("not a CSR"), { code: "ERR_CSR_INVALID" });
   });

@@ -19,7 +19,7 @@ export type CaCredential =
 export interface CaClientOptions {
   /** The CA's base URL, e.g. `https://127.0.0.1:8443`. */
   url: string;
-  /** PEM roots to trust for the CA's serving certificate (its own trust bundle). */
+  /** PEM roots to trust for the CA's serving certificate (its own trust bundle); required for https. */
   caCertificatesPem?: string;
   /** Per-request timeout. Default 10 s. */
   timeoutMs?: number;
@@ -62,10 +62,29 @@ export class CaClient {
   readonly #options: CaClientOptions;
 
   constructor(options: CaClientOptions) {
-    this.#url = new URL(options.url);
-    if (this.#url.protocol !== "https:" && this.#url.protocol !== "http:") {
-      throw new InvalidArgument("url", `the CA URL must be http(s), got ${options.url}`);
+    let url: URL;
+    try {
+      url = new URL(options.url);
+    } catch {
+      throw new InvalidArgument("url", `the CA URL ${JSON.stringify(options.url)} is not a URL`);
     }
+    if (url.protocol === "http:") {
+      // A bearer token in clear text, and a trust bundle an attacker on the path could replace.
+      if (!isLoopback(url.hostname)) {
+        throw new InvalidArgument("url", `plain HTTP is allowed only to a loopback CA, not ${url.host}`);
+      }
+    } else if (url.protocol === "https:") {
+      // The CA is trusted through its own bundle, never through the public web PKI.
+      if (!options.caCertificatesPem) {
+        throw new InvalidArgument(
+          "caCertificatesPem",
+          "an https CA URL needs the CA's trust bundle to verify it",
+        );
+      }
+    } else {
+      throw new InvalidArgument("url", `the CA URL must be https (or http on loopback), got ${url.protocol}`);
+    }
+    this.#url = url;
     this.#options = options;
   }
 
@@ -123,6 +142,9 @@ export class CaClient {
     ) => {
       if (credential?.kind === "token") {
         const token = typeof credential.token === "function" ? await credential.token() : credential.token;
+        if (typeof token !== "string" || !/^[\x21-\x7e]+$/.test(token)) {
+          throw new InvalidArgument("token", "a bearer token is one run of visible ASCII characters");
+        }
         headers.authorization = `Bearer ${token}`;
       }
       const tlsOptions = isTls
@@ -193,4 +215,9 @@ function concatChunks(chunks: Uint8Array[]): Uint8Array {
 function problem(status: number, json: unknown): CaRequestFailed {
   const p = (json ?? {}) as { code?: string; detail?: string; title?: string };
   return new CaRequestFailed(status, p.code, p.detail ?? p.title ?? "no detail");
+}
+
+function isLoopback(hostname: string): boolean {
+  return hostname === "localhost" || hostname === "[::1]" ||
+    /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(hostname);
 }

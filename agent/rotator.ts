@@ -10,14 +10,16 @@
 import {
   createCsr,
   exportPrivateKeyPem,
+  exportSpki,
   generateKeyPair,
   IdentityMismatch,
+  InvalidKey,
   type KeyAlgorithm,
-  parseCertificates,
   type RenewalOptions,
   renewalTime,
   SpiffeId,
-  uriSans,
+  TrustBundle,
+  verifySvid,
 } from "../mod.ts";
 import type { CaClient, CaCredential, IssuedSvid } from "./ca-client.ts";
 import { writeSvidFiles } from "./svid-files.ts";
@@ -58,6 +60,7 @@ export class SvidRotator {
   #current?: HeldSvid;
   #timer?: ReturnType<typeof setTimeout>;
   #stopped = false;
+  #rotation: Promise<unknown> = Promise.resolve();
   #failures = 0;
 
   constructor(options: SvidRotatorOptions) {
@@ -84,17 +87,35 @@ export class SvidRotator {
     this.#timer = undefined;
   }
 
-  /** Gets a new SVID now, delivers it, and schedules the next renewal. */
-  async rotate(): Promise<HeldSvid> {
+  /**
+   * Gets a new SVID now, delivers it, and schedules the next renewal. Calls are serialized,
+   * so a timer and a manual rotation never interleave their writes.
+   */
+  rotate(): Promise<HeldSvid> {
+    const next = this.#rotation.catch(() => undefined).then(() => this.#rotateOnce());
+    this.#rotation = next;
+    return next;
+  }
+
+  async #rotateOnce(): Promise<HeldSvid> {
     const keys = await generateKeyPair(this.#options.keyAlgorithm ?? "ECDSA-P256");
     const csr = await createCsr({ keys, id: this.id });
     const issued = await this.#options.client.requestCertificate(csr, this.#credential(), {
       ttlSeconds: this.#options.ttlSeconds,
     });
-    const [leaf] = parseCertificates(issued.certificateChainPem, "issued certificate chain");
-    const leafId = uriSans(leaf)[0];
-    if (!issued.spiffeId.equals(this.id) || leafId !== this.id.toString()) {
-      throw new IdentityMismatch(leafId ?? issued.spiffeId.toString(), this.id.toString());
+    // Nothing is delivered unless it is an SVID for this identity, for this key, that the
+    // bundle delivered with it verifies.
+    const verified = await verifySvid(
+      issued.certificateChainPem,
+      TrustBundle.fromPem(this.id.trustDomain, issued.trustBundlePem),
+    );
+    if (!issued.spiffeId.equals(this.id) || !verified.id.equals(this.id)) {
+      throw new IdentityMismatch(verified.id.toString(), this.id.toString());
+    }
+    const leaf = verified.chain[0];
+    const spki = await exportSpki(keys.publicKey);
+    if (leaf.spki.length !== spki.length || leaf.spki.some((b, i) => b !== spki[i])) {
+      throw new InvalidKey("the CA issued a certificate for a key other than the one this agent generated");
     }
     const held: HeldSvid = {
       ...issued,

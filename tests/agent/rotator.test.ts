@@ -5,7 +5,14 @@ import assert from "node:assert/strict";
 import { mkdtemp, readFile, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { importPrivateKeyPem, parseCertificates, SpiffeId, TrustBundle, verifySvid } from "../../mod.ts";
+import {
+  CertificateAuthority,
+  importPrivateKeyPem,
+  parseCertificates,
+  SpiffeId,
+  TrustBundle,
+  verifySvid,
+} from "../../mod.ts";
 import {
   createJoinToken,
   initRoot,
@@ -125,7 +132,62 @@ test("a CA that does not answer is reported as unavailable, not as a crash", asy
   await assert.rejects(client.trustBundlePem(), (err: unknown) => err instanceof CaUnavailable);
 });
 
-test("the client refuses a CA whose serving certificate it does not trust", async () => {
-  const client = new CaClient({ url: server.url, timeoutMs: 5000 });
+test("the client refuses a CA whose serving certificate its bundle does not verify", async () => {
+  const otherRoot = await CertificateAuthority.createRoot({ trustDomain: "elsewhere.test" });
+  const client = new CaClient({
+    url: server.url,
+    caCertificatesPem: otherRoot.bundle().toPem(),
+    timeoutMs: 5000,
+  });
   await assert.rejects(client.trustBundlePem(), (err: unknown) => err instanceof CaUnavailable);
+});
+
+test("the client refuses plain HTTP to a CA that is not on loopback, and https without the CA's bundle", () => {
+  const code = (fn: () => unknown) => {
+    try {
+      fn();
+    } catch (err) {
+      return (err as { code?: string }).code;
+    }
+    return "no error";
+  };
+  assert.equal(code(() => new CaClient({ url: "http://ca.example:8080" })), "ERR_INVALID_ARGUMENT");
+  assert.equal(code(() => new CaClient({ url: "https://ca.example:8443" })), "ERR_INVALID_ARGUMENT");
+  assert.equal(code(() => new CaClient({ url: "not a url" })), "ERR_INVALID_ARGUMENT");
+  assert.equal(code(() => new CaClient({ url: "ftp://127.0.0.1" })), "ERR_INVALID_ARGUMENT");
+  assert.equal(code(() => new CaClient({ url: "http://127.0.0.1:8080" })), "no error");
+});
+
+test("a token with a line break is refused before anything is sent", async () => {
+  const client = new CaClient({ url: server.url, caCertificatesPem: bundlePem });
+  await assert.rejects(
+    client.requestCertificate("csr", { kind: "token", token: "abc\r\nX-Injected: 1" }),
+    { code: "ERR_INVALID_ARGUMENT" },
+  );
+});
+
+test("concurrent rotations are serialized: the files on disk always hold a matching key and certificate", async () => {
+  const out = join(dir, "race");
+  const rotator = new SvidRotator({
+    id,
+    client: new CaClient({ url: server.url, caCertificatesPem: bundlePem }),
+    credential: { kind: "token", token: await joinToken(false) },
+    renewWithSvid: false,
+    directory: out,
+  });
+  try {
+    const results = await Promise.all([
+      rotator.rotate(),
+      rotator.rotate(),
+      rotator.rotate(),
+      rotator.rotate(),
+    ]);
+    assert.equal(new Set(results.map((r) => r.serialNumber)).size, 4);
+    const key = await importPrivateKeyPem(await readFile(join(out, "svid_key.pem"), "utf8"));
+    const spki = new Uint8Array(await crypto.subtle.exportKey("spki", key.publicKey));
+    assert.deepEqual(spki, parseCertificates(await readFile(join(out, "svid.pem"), "utf8"))[0].spki);
+    assert.equal(rotator.current?.serialNumber, results[3].serialNumber);
+  } finally {
+    rotator.stop();
+  }
 });

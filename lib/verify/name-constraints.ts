@@ -118,6 +118,13 @@ function malformedConstraint(base: GeneralName): string | undefined {
       const host = base.value.startsWith(".") ? base.value.slice(1) : base.value;
       return isDnsName(host) ? undefined : JSON.stringify(base.value);
     }
+    case "email": {
+      // A mailbox ("user@host"), a host, or a domain below which any host matches (".host").
+      if (base.value === "") return undefined;
+      const at = base.value.lastIndexOf("@");
+      const host = at !== -1 ? base.value.slice(at + 1) : base.value.replace(/^\./, "");
+      return at !== 0 && isDnsName(host) ? undefined : JSON.stringify(base.value);
+    }
     default:
       return undefined;
   }
@@ -173,7 +180,11 @@ function matches(
     case "uri": {
       const host = uriHost(name.value);
       if (host === undefined) {
-        throw refuse(cert, index, `URI ${JSON.stringify(name.value)} has no host to constrain`);
+        throw refuse(
+          cert,
+          index,
+          `URI ${JSON.stringify(name.value)} has no DNS host that URI constraints can be checked against`,
+        );
       }
       const constraint = (base.value as string).toLowerCase();
       return constraint.startsWith(".") ? host.endsWith(constraint) : host === constraint;
@@ -208,6 +219,11 @@ function emailWithin(address: string, constraint: string, cert: Certificate, ind
   }
   const local = address.slice(0, at);
   const host = address.slice(at + 1).toLowerCase();
+  // An absolute ("good.com.") or empty-label ("good..com") domain would slip past a suffix
+  // comparison while mail systems deliver to the excluded host; Go refuses these too.
+  if (!isDnsName(host)) {
+    throw refuse(cert, index, `email ${JSON.stringify(address)} has a domain that is not a DNS name`);
+  }
   const c = constraint.toLowerCase();
   if (constraint.includes("@")) {
     // A whole mailbox: local part compared exactly (asterisks are literal), host case-folded.
@@ -218,10 +234,30 @@ function emailWithin(address: string, constraint: string, cert: Certificate, ind
   return host === c;
 }
 
+/**
+ * The host of a URI's authority (RFC 3986 3.2), lowercased, when it is a DNS name, else
+ * undefined so the URI is refused rather than compared. Anything URL parsers read in
+ * different ways fails: WHATWG URL takes "https://good.com\@evil.com/" as host good.com,
+ * and "good%2ecom" as good.com. IP literals never match a domain constraint (Go refuses
+ * them as well).
+ */
 function uriHost(uri: string): string | undefined {
-  const m = /^[a-z][a-z0-9+.-]*:\/\/(?:[^@/?#]*@)?(\[[^\]]*\]|[^:/?#]*)/i.exec(uri);
-  if (!m || m[1] === "" || m[1].startsWith("[")) return undefined;
-  return m[1].toLowerCase();
+  const scheme = /^[a-z][a-z0-9+.-]*:\/\//i.exec(uri);
+  // Printable ASCII only: no whitespace, control characters or backslashes anywhere.
+  if (!scheme || !/^[\x21-\x7e]*$/.test(uri) || uri.includes("\\")) return undefined;
+  const rest = uri.slice(scheme[0].length);
+  const end = rest.search(/[/?#]/);
+  const authority = end === -1 ? rest : rest.slice(0, end);
+  const at = authority.indexOf("@");
+  if (at !== authority.lastIndexOf("@")) return undefined;
+  const userinfo = authority.slice(0, Math.max(at, 0));
+  if (!/^(?:[a-z0-9._~!$&'()*+,;=:-]|%[0-9a-f]{2})*$/i.test(userinfo)) return undefined;
+  const hostAndPort = authority.slice(at + 1);
+  const colon = hostAndPort.indexOf(":");
+  const host = colon === -1 ? hostAndPort : hostAndPort.slice(0, colon);
+  const port = colon === -1 ? "" : hostAndPort.slice(colon + 1);
+  if (!/^[0-9]*$/.test(port) || !isDnsName(host)) return undefined;
+  return host.toLowerCase();
 }
 
 /** RFC 5280 7.1: the constraint's RDNs are a prefix of the name's, compared RDN by RDN. */

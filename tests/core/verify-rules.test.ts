@@ -86,6 +86,50 @@ test("verifyChain applies URI name constraints to the trust domain of a SPIFFE I
   await rejects(verifyChain({ leaf: outside.pem, roots: root.pem }), "ERR_NAME_CONSTRAINTS");
 });
 
+test("verifyChain refuses URI SANs whose host URL parsers read differently under a URI constraint", async () => {
+  const root = await issue({ name: "Root", ca: true, nameConstraints: { excluded: [uriName("good.com")] } });
+  for (
+    const san of [
+      "https://good.com\\@evil.com/x",
+      "https://good.com./x",
+      "https://good%2ecom/x",
+      "https://[::1]/x",
+    ]
+  ) {
+    const leaf = await issue({ name: "", sans: [uriName(san)], issuer: root });
+    await rejects(verifyChain({ leaf: leaf.pem, roots: root.pem }), "ERR_NAME_CONSTRAINTS");
+  }
+});
+
+test("verifyChain reads the host of a URI SAN past its userinfo and port", async () => {
+  const root = await issue({ name: "Root", ca: true, nameConstraints: { excluded: [uriName("good.com")] } });
+  const excluded = await issue({
+    name: "",
+    sans: [uriName("https://evil.com@GOOD.com:8443/x")],
+    issuer: root,
+  });
+  const elsewhere = await issue({
+    name: "",
+    sans: [uriName("https://good.com@evil.com:8443/x")],
+    issuer: root,
+  });
+  await rejects(verifyChain({ leaf: excluded.pem, roots: root.pem }), "ERR_NAME_CONSTRAINTS");
+  await verifyChain({ leaf: elsewhere.pem, roots: root.pem });
+});
+
+test("verifyChain refuses email SANs whose domain is not a DNS name under an email constraint", async () => {
+  const email = (s: string) => tlv(contextTag(1, false), new TextEncoder().encode(s));
+  const root = await issue({ name: "Root", ca: true, nameConstraints: { excluded: [email("good.com")] } });
+  for (const san of ["a@good.com.", "a@good..com"]) {
+    const leaf = await issue({ name: "", sans: [email(san)], issuer: root });
+    await rejects(verifyChain({ leaf: leaf.pem, roots: root.pem }), "ERR_NAME_CONSTRAINTS");
+  }
+  await verifyChain({
+    leaf: (await issue({ name: "", sans: [email("a@evil.com")], issuer: root })).pem,
+    roots: root.pem,
+  });
+});
+
 test("verifyChain applies directory name constraints to the subject, by RDN prefix", async () => {
   const permitted = tlv(contextTag(4, true), encodeName([[OID.organizationName, "Mesh"]]));
   const root = await issue({ name: "Root", ca: true, nameConstraints: { permitted: [permitted] } });

@@ -14,7 +14,7 @@
  * @module
  */
 
-import { childrenOf, contentOf, expectTag, parseDer, readOid, Tag } from "./asn1/der.ts";
+import { childrenOf, contentOf, type DerNode, expectTag, parseDer, readOid, Tag } from "./asn1/der.ts";
 import { OID } from "./asn1/oids.ts";
 import { bytesEqual, fromBase64, toBase64, toBase64Url } from "./encoding.ts";
 import { InvalidArgument, InvalidBundle, MeshAuthError } from "./errors.ts";
@@ -118,9 +118,9 @@ export class TrustBundle {
         bundle.jwtAuthorities.push(key);
         return;
       }
-      if (key.use !== "x509-svid") {
-        throw new InvalidBundle(`key ${i} has unsupported use ${JSON.stringify(key.use)}`);
-      }
+      // SPIFFE Trust Domain and Bundle 4.2.2: a key whose use is unknown is ignored, so a
+      // bundle carrying a newer SVID type still works for the types known here.
+      if (key.use !== "x509-svid") return;
       if (!Array.isArray(key.x5c) || key.x5c.length !== 1 || typeof key.x5c[0] !== "string") {
         throw new InvalidBundle(`x509-svid key ${i} must have exactly one x5c certificate`);
       }
@@ -279,8 +279,10 @@ export function jwkOfCertificate(
       : curve === OID.p521
       ? "P-521"
       : undefined;
-    if (!crv || key[0] !== 4) throw new InvalidBundle(`unsupported EC key on curve ${curve}`);
-    const size = (key.length - 1) / 2;
+    const size = { "P-256": 32, "P-384": 48, "P-521": 66 }[crv ?? "P-256"];
+    if (!crv || key[0] !== 4 || key.length !== 1 + 2 * size) {
+      throw new InvalidBundle(`unsupported EC key on curve ${curve} (only uncompressed points)`);
+    }
     return {
       kty: "EC",
       crv,
@@ -289,7 +291,15 @@ export function jwkOfCertificate(
     };
   }
   if (alg.oid === OID.rsaEncryption) {
-    const [n, e] = childrenOf(expectTag(parseDer(key, "RSA public key"), Tag.SEQUENCE, "RSA public key"));
+    let n: DerNode, e: DerNode;
+    try {
+      const fields = childrenOf(expectTag(parseDer(key, "RSA public key"), Tag.SEQUENCE, "RSA public key"));
+      if (fields.length !== 2) throw new InvalidBundle("an RSA public key is SEQUENCE { n, e }");
+      [n, e] = fields.map((f) => expectTag(f, Tag.INTEGER, "RSA public key"));
+    } catch (cause) {
+      if (cause instanceof InvalidBundle) throw cause;
+      throw new InvalidBundle("malformed RSA public key", { cause });
+    }
     const strip = (b: Uint8Array) => (b[0] === 0 ? b.subarray(1) : b);
     return { kty: "RSA", n: toBase64Url(strip(contentOf(n))), e: toBase64Url(strip(contentOf(e))) };
   }

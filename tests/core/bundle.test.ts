@@ -4,11 +4,16 @@ import {
   BundleSet,
   CertificateAuthority,
   decodePem,
+  generateKeyPair,
   type KeyAlgorithm,
   type SpiffeBundleDocument,
   TrustBundle,
   TrustDomain,
 } from "../../mod.ts";
+import { bitString, explicit, integer, nullValue, oid, seq, time } from "../../lib/asn1/der.ts";
+import { OID } from "../../lib/asn1/oids.ts";
+import { encodeName } from "../../lib/x509/name.ts";
+import { keySigner } from "../../lib/x509/signature.ts";
 
 // Big RSA keys take seconds to make (more on a busy machine): above Bun's 5 s default.
 const SLOW = { timeout: 120_000 };
@@ -189,10 +194,10 @@ describe("TrustBundle SPIFFE JWKS", () => {
     assert.throws(() => TrustBundle.fromJwks(TD, doc), invalidBundle);
   });
 
-  test("fromJwks refuses an unknown key use", SLOW, async () => {
+  test("fromJwks leaves out a key with an unknown use and keeps the others", SLOW, async () => {
     const doc = (await twoRootBundle()).toJwks();
     doc.keys[0].use = "sig";
-    assert.throws(() => TrustBundle.fromJwks(TD, doc), { ...invalidBundle, message: /use/ });
+    assert.equal(TrustBundle.fromJwks(TD, doc).x509Authorities().length, 1);
   });
 
   test("fromJwks refuses a negative or fractional sequence and refresh hint", () => {
@@ -324,5 +329,39 @@ describe("BundleSet", () => {
       TD,
       "partner.example",
     ]);
+  });
+});
+
+describe("TrustBundle hostile and future keys", () => {
+  test("fromJwks ignores a key whose use it does not know (SPIFFE bundle spec 4.2.2)", SLOW, async () => {
+    const root = await rootCa();
+    const doc = root.bundle().toJwks();
+    doc.keys.push({ kty: "EC", use: "some-future-svid", crv: "P-256", x: "AA", y: "AA" });
+    const bundle = TrustBundle.fromJwks(TD, doc);
+    assert.equal(bundle.x509Authorities().length, 1);
+    assert.equal(bundle.jwtAuthorities.length, 0);
+  });
+
+  test("a certificate whose RSA key is not SEQUENCE { n, e } gives ERR_BUNDLE_INVALID, not a TypeError", async () => {
+    const keys = await generateKeyPair();
+    const ca = await keySigner(keys.privateKey, keys.publicKey);
+    const name = encodeName([[OID.commonName, "bad rsa"]]);
+    const spki = seq(seq(oid(OID.rsaEncryption), nullValue()), bitString(seq()));
+    const tbs = seq(
+      explicit(0, integer(2)),
+      integer(5),
+      ca.algorithmIdentifier,
+      name,
+      seq(time(new Date(Date.now() - 3600e3)), time(new Date(Date.now() + 3600e3))),
+      name,
+      spki,
+    );
+    const der = seq(tbs, ca.algorithmIdentifier, bitString(await ca.sign(tbs)));
+    const x5c = btoa(String.fromCharCode(...der));
+    assert.throws(
+      () => TrustBundle.fromJwks(TD, { keys: [{ kty: "RSA", use: "x509-svid", x5c: [x5c] }] }),
+      invalidBundle,
+    );
+    assert.throws(() => new TrustBundle(TD, [der]).toJwks(), invalidBundle);
   });
 });

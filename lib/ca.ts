@@ -395,7 +395,8 @@ export class CertificateAuthority {
       throw new IssuanceRefused(`${request.id} is a trust domain ID; a leaf SVID's ID must have a path`);
     }
     // Deny by default: a DNS SAN is issued only when the caller was authorized for it.
-    const extra = request.dnsNames.filter((n) => !(options.dnsNames ?? []).includes(n));
+    const allowedDns = (options.dnsNames ?? []).map((n) => n.toLowerCase());
+    const extra = request.dnsNames.filter((n) => !allowedDns.includes(n));
     if (extra.length) {
       throw new IssuanceRefused(`the CSR asks for DNS names it may not have: ${extra.join(", ")}`);
     }

@@ -45,6 +45,7 @@ import { SpiffeId } from "./spiffeid.ts";
 import { parseAlgorithmIdentifier, parseExtensions } from "./x509/certificate.ts";
 import { dnsName, parseGeneralNames, uriName } from "./x509/general-name.ts";
 import { importVerificationKey, keySigner } from "./x509/signature.ts";
+import { isDnsName } from "./verify/peer-name.ts";
 
 /** What a valid X509-SVID CSR asks for. */
 export interface CertificateRequest {
@@ -72,8 +73,8 @@ export interface CreateCsrOptions {
 export async function createCsr(options: CreateCsrOptions): Promise<string> {
   const id = typeof options.id === "string" ? SpiffeId.parse(options.id) : options.id;
   for (const name of options.dnsNames ?? []) {
-    if (!isHostname(name)) {
-      throw new InvalidArgument("dnsNames", `${JSON.stringify(name)} is not an ASCII host name`);
+    if (typeof name !== "string" || !isDnsName(name, true)) {
+      throw new InvalidArgument("dnsNames", `${JSON.stringify(name)} is not an ASCII DNS name`);
     }
   }
   const signer = await keySigner(options.keys.privateKey, options.keys.publicKey);
@@ -87,20 +88,6 @@ export async function createCsr(options: CreateCsrOptions): Promise<string> {
   const signature = await signer.sign(info);
   const der = seq(info, signer.algorithmIdentifier, tlv(Tag.BIT_STRING, new Uint8Array([0]), signature));
   return encodePem("CERTIFICATE REQUEST", der);
-}
-
-const LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/i;
-
-/**
- * RFC 5280 4.2.1.6: a dNSName is in the preferred name syntax (RFC 1034 3.5, letters, digits
- * and inner hyphens, RFC 1123 allowing a leading digit), optionally with a leading `*.` label.
- * IA5String holds ASCII only, so a U-label would make a CSR no parser accepts.
- */
-function isHostname(name: string): boolean {
-  if (typeof name !== "string" || name.length === 0 || name.length > 253) return false;
-  const labels = name.split(".");
-  if (labels[0] === "*" && labels.length > 1) labels.shift();
-  return labels.every((label) => LABEL.test(label));
 }
 
 const PEM_CSR =
@@ -225,11 +212,14 @@ function inspectKey(spkiNode: DerNode): KeyAlgorithm {
       if (bits < 2048) {
         throw new InvalidCsr("weak-key", `RSA key of ${bits} bits; at least 2048 are required`);
       }
-      if (bits > 4096) {
-        throw new InvalidCsr("unsupported-algorithm", `RSA key of ${bits} bits; at most 4096 are supported`);
+      // Exactly the sizes meshauth issues for, which every verifier (ours included) accepts.
+      if (bits !== 2048 && bits !== 3072 && bits !== 4096) {
+        throw new InvalidCsr(
+          "unsupported-algorithm",
+          `RSA key of ${bits} bits; 2048, 3072 or 4096 are supported`,
+        );
       }
-      const size = bits <= 2048 ? 2048 : bits <= 3072 ? 3072 : 4096;
-      return `RSA-${size}` as KeyAlgorithm;
+      return `RSA-${bits}` as KeyAlgorithm;
     }
     if (algOid === OID.ed25519) {
       // RFC 8410 3: the parameters MUST be absent.
@@ -292,8 +282,9 @@ function requestedNames(attributes: DerNode): { id: SpiffeId; dnsNames: string[]
   } catch (cause) {
     throw new InvalidCsr("not-spiffe", cause instanceof Error ? cause.message : "not a SPIFFE ID", { cause });
   }
-  const dnsNames = (sans ?? []).flatMap((n) => (n.type === "dns" ? [n.value] : []));
-  const badName = dnsNames.find((name) => !isHostname(name));
+  // DNS names compare case-insensitively; the CA issues and matches them lowercase.
+  const dnsNames = (sans ?? []).flatMap((n) => (n.type === "dns" ? [n.value.toLowerCase()] : []));
+  const badName = dnsNames.find((name) => !isDnsName(name, true));
   if (badName !== undefined) {
     throw new InvalidCsr("malformed", `DNS SAN ${JSON.stringify(badName)} is not a host name`);
   }

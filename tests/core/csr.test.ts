@@ -448,3 +448,22 @@ describe("parseCsr rejects", () => {
     await assert.rejects(parseCsr(42 as unknown as string), rejection("malformed"));
   });
 });
+
+describe("DNS names in CSRs", () => {
+  test("parseCsr gives DNS names lowercase", async () => {
+    const csr = await buildCsr({
+      signer: await signerFor("ECDSA-P256"),
+      uris: [ID],
+      dnsNames: ["Photos.Example.COM"],
+    });
+    assert.deepEqual((await parseCsr(csr)).dnsNames, ["photos.example.com"]);
+  });
+
+  test("an IP address written as a DNS name is refused by createCsr and parseCsr", async () => {
+    await assert.rejects(createCsr({ keys: await keysFor("ECDSA-P256"), id: ID, dnsNames: ["10.0.0.1"] }), {
+      code: "ERR_INVALID_ARGUMENT",
+    });
+    const csr = await buildCsr({ signer: await signerFor("ECDSA-P256"), uris: [ID], dnsNames: ["10.0.0.1"] });
+    await assert.rejects(parseCsr(csr), { code: "ERR_CSR_INVALID" });
+  });
+});

@@ -6,7 +6,7 @@ import { execFileSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { VerificationError, verifyChain } from "../../mod.ts";
+import { parseCsr, VerificationError, verifyChain } from "../../mod.ts";
 
 let dir: string;
 const openssl = (...args: string[]) => execFileSync("openssl", args, { cwd: dir, stdio: "pipe" });
@@ -92,4 +92,24 @@ test("a leaf signed with SHA-1 is refused with ERR_ALGORITHM_UNSUPPORTED", async
     verifyChain({ leaf: readFileSync(join(dir, "sha1.pem"), "utf8"), roots: root }),
     (err: unknown) => err instanceof VerificationError && err.code === "ERR_ALGORITHM_UNSUPPORTED",
   );
+});
+
+test("parseCsr refuses an RSA key of an odd size (2056 bits) that verifiers would refuse later", async () => {
+  openssl("genpkey", "-algorithm", "rsa", "-pkeyopt", "rsa_keygen_bits:2056", "-out", "odd.key");
+  openssl(
+    "req",
+    "-new",
+    "-key",
+    "odd.key",
+    "-subj",
+    "/O=odd",
+    "-addext",
+    "subjectAltName=URI:spiffe://example.org/odd",
+    "-out",
+    "odd.csr",
+  );
+  await assert.rejects(parseCsr(readFileSync(join(dir, "odd.csr"), "utf8")), {
+    code: "ERR_CSR_INVALID",
+    reason: "unsupported-algorithm",
+  });
 });

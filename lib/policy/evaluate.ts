@@ -32,15 +32,27 @@ import {
   type PolicySource,
 } from "./model.ts";
 
-/** The facts a decision is made on. Absent facts match no positive pattern. */
+/**
+ * The facts a decision is made on. A fact left out (or empty) is absent: it matches no positive
+ * pattern (`principals: ["*"]` does not match a caller without identity) and is none of the values
+ * of any negative list (`notPrincipals: ["*"]` matches it).
+ */
 export interface PolicyRequest {
   /** The peer's verified SPIFFE ID (from mutual TLS). */
   peerId?: SpiffeId;
   /** The end user's principal (`<iss>/<sub>`), once end-user JWTs are verified. */
   requestPrincipal?: string;
+  /** The host (authority) without port; compared case-insensitively. */
   host?: string;
+  /** The HTTP method as sent (`GET`); compared case-sensitively. */
   method?: string;
+  /**
+   * The request path, already normalized and without query string or fragment. Istio has Envoy
+   * normalize it before matching (RFC 3986 section 6: `.` and `..` segments removed, and `//`
+   * merged if so configured); do the same, or `/public/../admin` escapes a `DENY` on `/admin*`.
+   */
   path?: string;
+  /** The destination port. Compared as a decimal string, so `"8080"` and `8080` match but `"08080"` does not. */
   port?: number | string;
   /** Attributes `when` conditions refer to, e.g. `{ "request.headers[x-env]": "prod", "source.ip": "10.0.0.1" }`. */
   attributes?: Record<string, string | readonly string[] | undefined>;
@@ -114,38 +126,40 @@ function ruleMatches(rule: PolicyRule, request: PolicyRequest): boolean {
 }
 
 function sourceMatches(source: PolicySource, request: PolicyRequest): boolean {
-  const principal = request.peerId?.toString() ?? "";
-  const namespace = request.peerId?.serviceAccount()?.namespace ?? "";
-  const trustDomain = request.peerId?.trustDomain.name ?? "";
-  return field(source.principals, source.notPrincipals, [principal]) &&
-    field(source.namespaces, source.notNamespaces, [namespace]) &&
-    field(source.trustDomains, source.notTrustDomains, [trustDomain]) &&
-    field(source.requestPrincipals, source.notRequestPrincipals, [request.requestPrincipal ?? ""]);
+  const id = request.peerId;
+  return field(source.principals, source.notPrincipals, fact(id?.toString())) &&
+    field(source.namespaces, source.notNamespaces, fact(id?.serviceAccount()?.namespace)) &&
+    field(source.trustDomains, source.notTrustDomains, fact(id?.trustDomain.name)) &&
+    field(source.requestPrincipals, source.notRequestPrincipals, fact(request.requestPrincipal));
 }
 
 function operationMatches(operation: PolicyOperation, request: PolicyRequest): boolean {
-  const host = (request.host ?? "").toLowerCase();
-  const lower = (list?: string[]) => list?.map((h) => h.toLowerCase());
-  const ports = (list?: (number | string)[]) => list?.map(String);
-  return field(lower(operation.hosts), lower(operation.notHosts), [host]) &&
-    field(operation.methods, operation.notMethods, [request.method ?? ""]) &&
-    field(operation.paths, operation.notPaths, [request.path ?? ""]) &&
-    field(ports(operation.ports), ports(operation.notPorts), [
-      request.port === undefined ? "" : String(request.port),
-    ]);
+  const lower = (list?: readonly string[]) => list?.map((h) => h.toLowerCase());
+  const decimal = (list?: readonly (number | string)[]) => list?.map(String);
+  return field(lower(operation.hosts), lower(operation.notHosts), fact(request.host?.toLowerCase())) &&
+    field(operation.methods, operation.notMethods, fact(request.method)) &&
+    field(operation.paths, operation.notPaths, fact(request.path)) &&
+    field(decimal(operation.ports), decimal(operation.notPorts), fact(request.port?.toString()));
 }
 
 function conditionMatches(condition: PolicyCondition, request: PolicyRequest): boolean {
-  const raw = request.attributes?.[condition.key];
-  const values = raw === undefined ? [""] : typeof raw === "string" ? [raw] : [...raw];
+  const attributes = request.attributes;
+  // Own properties only: a key such as `constructor` must not find Object.prototype's.
+  const raw = attributes && Object.hasOwn(attributes, condition.key) ? attributes[condition.key] : undefined;
+  const values = Array.isArray(raw) ? raw.filter((v) => typeof v === "string" && v !== "") : fact(raw);
   return field(condition.values, condition.notValues, values);
 }
 
-/** A positive list must match one of the values; a negative list must match none. */
+/** The values of a fact: none when it is absent, so that absence never rides on a pattern. */
+function fact(value: unknown): string[] {
+  return typeof value === "string" && value !== "" ? [value] : [];
+}
+
+/** A positive list must match one of the values; a negative list must match none of them. */
 function field(
   positive: readonly string[] | undefined,
   negative: readonly string[] | undefined,
-  values: string[],
+  values: readonly string[],
 ): boolean {
   if (positive && !values.some((v) => positive.some((p) => patternMatches(p, v)))) return false;
   if (negative && values.some((v) => negative.some((p) => patternMatches(p, v)))) return false;

@@ -2,6 +2,11 @@
  * The authorization policy model, in the shape of Istio's AuthorizationPolicy: policies with
  * an action (ALLOW or DENY) and rules of sources (`from`), operations (`to`) and conditions
  * (`when`). Values match exactly, by prefix (`abc*`), by suffix (`*abc`), or by presence (`*`).
+ *
+ * {@link parsePolicy} refuses, as Istio's validation does, what would silently widen a policy or
+ * make it never match: empty `from`, `to` and `when` lists, empty sources and operations, empty
+ * pattern lists, empty patterns, `*` inside a pattern, a condition without values, lower-case
+ * methods and ports outside 1-65535.
  * @module
  */
 
@@ -10,50 +15,54 @@ import { InvalidArgument } from "../errors.ts";
 /** Who is calling: the peer's verified identity and where it comes from. */
 export interface PolicySource {
   /** SPIFFE IDs (patterns allowed) of the peer. */
-  principals?: string[];
-  notPrincipals?: string[];
+  principals?: readonly string[];
+  notPrincipals?: readonly string[];
   /** Kubernetes namespaces, from `/ns/<namespace>/sa/<sa>` identities. */
-  namespaces?: string[];
-  notNamespaces?: string[];
+  namespaces?: readonly string[];
+  notNamespaces?: readonly string[];
   /** Trust domains of the peer. */
-  trustDomains?: string[];
-  notTrustDomains?: string[];
+  trustDomains?: readonly string[];
+  notTrustDomains?: readonly string[];
   /** End-user JWT principals (`<iss>/<sub>`), for the end-user authentication to come. */
-  requestPrincipals?: string[];
-  notRequestPrincipals?: string[];
+  requestPrincipals?: readonly string[];
+  notRequestPrincipals?: readonly string[];
 }
 
 /** What is being done. */
 export interface PolicyOperation {
-  hosts?: string[];
-  notHosts?: string[];
-  methods?: string[];
-  notMethods?: string[];
-  paths?: string[];
-  notPaths?: string[];
-  ports?: (number | string)[];
-  notPorts?: (number | string)[];
+  /** Host names, compared case-insensitively. */
+  hosts?: readonly string[];
+  notHosts?: readonly string[];
+  /** Upper-case method names (`GET`), compared case-sensitively as HTTP does. */
+  methods?: readonly string[];
+  notMethods?: readonly string[];
+  /** Normalized paths without query string, as in {@link PolicyRequest.path}. */
+  paths?: readonly string[];
+  notPaths?: readonly string[];
+  /** Port numbers 1-65535, as numbers or decimal strings (`8080` or `"8080"`); no patterns. */
+  ports?: readonly (number | string)[];
+  notPorts?: readonly (number | string)[];
 }
 
-/** A condition on a request attribute (`request.headers[x-env]`, `source.ip`, ...). */
+/** A condition on a request attribute (`request.headers[x-env]`, `source.ip`, ...); needs `values` or `notValues`. */
 export interface PolicyCondition {
   key: string;
-  values?: string[];
-  notValues?: string[];
+  values?: readonly string[];
+  notValues?: readonly string[];
 }
 
 /** A rule matches when one of its sources, one of its operations, and all of its conditions match. */
 export interface PolicyRule {
-  from?: { source: PolicySource }[];
-  to?: { operation: PolicyOperation }[];
-  when?: PolicyCondition[];
+  from?: readonly { source: PolicySource }[];
+  to?: readonly { operation: PolicyOperation }[];
+  when?: readonly PolicyCondition[];
 }
 
 /** One policy. An ALLOW policy without rules allows nothing; a DENY policy without rules denies nothing. */
 export interface AuthorizationPolicy {
   name: string;
   action: "ALLOW" | "DENY";
-  rules?: PolicyRule[];
+  rules?: readonly PolicyRule[];
 }
 
 const SOURCE_FIELDS = [
@@ -77,76 +86,150 @@ const OPERATION_FIELDS = [
   "notPorts",
 ] as const;
 
+/** RFC 9110 5.6.2 token characters, without lower case (methods are case-sensitive) and `*` (the wildcard). */
+const METHOD = /^[A-Z0-9!#$%&'+.^_`|~-]+$/;
+const PORT = /^[1-9][0-9]{0,4}$/;
+
 /**
- * Checks a policy document (for example parsed from JSON or YAML) and returns it typed.
+ * Checks a policy document (for example parsed from JSON or YAML) and returns a deep copy of
+ * it, typed and frozen, so that changing the document afterwards changes no decision.
  * Unknown fields are refused: a misspelt `notPrincipal` must not silently widen a policy.
+ *
+ * @example
+ * ```ts
+ * import { parsePolicy } from "meshauth";
+ * const policy = parsePolicy(JSON.parse('{"name":"no-admin","action":"DENY","rules":[{"to":[{"operation":{"paths":["/admin*"]}}]}]}'));
+ * Object.isFrozen(policy); // true
+ * ```
  */
 export function parsePolicy(input: unknown): AuthorizationPolicy {
-  const where = (path: string) => `policy${path}`;
-  const policy = object(input, where(""));
-  allowOnly(policy, ["name", "action", "rules"], where(""));
+  const policy = object(input, "policy");
+  allowOnly(policy, ["name", "action", "rules"], "policy");
   if (typeof policy.name !== "string" || policy.name === "") {
-    throw new InvalidArgument(where(".name"), "must be a non-empty string");
+    throw new InvalidArgument("policy.name", "must be a non-empty string");
   }
   const name = policy.name;
   if (policy.action !== "ALLOW" && policy.action !== "DENY") {
     throw new InvalidArgument(`policy ${name} action`, "must be ALLOW or DENY");
   }
   const rules = policy.rules === undefined ? [] : array(policy.rules, `policy ${name} rules`);
-  return {
+  return Object.freeze({
     name,
     action: policy.action,
-    rules: rules.map((r, i) => {
-      const at = `policy ${name} rules[${i}]`;
-      const rule = object(r, at);
-      allowOnly(rule, ["from", "to", "when"], at);
-      const out: PolicyRule = {};
-      if (rule.from !== undefined) {
-        out.from = array(rule.from, `${at}.from`).map((f, j) => {
-          const entry = object(f, `${at}.from[${j}]`);
-          allowOnly(entry, ["source"], `${at}.from[${j}]`);
-          const source = object(entry.source, `${at}.from[${j}].source`);
-          allowOnly(source, SOURCE_FIELDS, `${at}.from[${j}].source`);
-          for (const k of SOURCE_FIELDS) {
-            if (source[k] !== undefined) strings(source[k], `${at}.from[${j}].source.${k}`);
-          }
-          return { source: source as PolicySource };
-        });
-      }
-      if (rule.to !== undefined) {
-        out.to = array(rule.to, `${at}.to`).map((t, j) => {
-          const entry = object(t, `${at}.to[${j}]`);
-          allowOnly(entry, ["operation"], `${at}.to[${j}]`);
-          const operation = object(entry.operation, `${at}.to[${j}].operation`);
-          allowOnly(operation, OPERATION_FIELDS, `${at}.to[${j}].operation`);
-          for (const k of OPERATION_FIELDS) {
-            if (operation[k] === undefined) continue;
-            if (k === "ports" || k === "notPorts") {
-              for (const p of array(operation[k], `${at}.to[${j}].operation.${k}`)) {
-                if (typeof p !== "number" && typeof p !== "string") {
-                  throw new InvalidArgument(`${at}.to[${j}].operation.${k}`, "ports are numbers or strings");
-                }
-              }
-            } else strings(operation[k], `${at}.to[${j}].operation.${k}`);
-          }
-          return { operation: operation as PolicyOperation };
-        });
-      }
-      if (rule.when !== undefined) {
-        out.when = array(rule.when, `${at}.when`).map((w, j) => {
-          const condition = object(w, `${at}.when[${j}]`);
-          allowOnly(condition, ["key", "values", "notValues"], `${at}.when[${j}]`);
-          if (typeof condition.key !== "string" || condition.key === "") {
-            throw new InvalidArgument(`${at}.when[${j}].key`, "must be a non-empty string");
-          }
-          if (condition.values !== undefined) strings(condition.values, `${at}.when[${j}].values`);
-          if (condition.notValues !== undefined) strings(condition.notValues, `${at}.when[${j}].notValues`);
-          return condition as unknown as PolicyCondition;
-        });
-      }
-      return out;
-    }),
-  };
+    rules: Object.freeze(rules.map((r, i) => parseRule(r, `policy ${name} rules[${i}]`))),
+  });
+}
+
+function parseRule(input: unknown, at: string): PolicyRule {
+  const rule = object(input, at);
+  allowOnly(rule, ["from", "to", "when"], at);
+  const out: PolicyRule = {};
+  if (rule.from !== undefined) {
+    out.from = nonEmpty(rule.from, `${at}.from`).map((f, j) => {
+      const entry = object(f, `${at}.from[${j}]`);
+      allowOnly(entry, ["source"], `${at}.from[${j}]`);
+      return Object.freeze({ source: parseSource(entry.source, `${at}.from[${j}].source`) });
+    });
+  }
+  if (rule.to !== undefined) {
+    out.to = nonEmpty(rule.to, `${at}.to`).map((t, j) => {
+      const entry = object(t, `${at}.to[${j}]`);
+      allowOnly(entry, ["operation"], `${at}.to[${j}]`);
+      return Object.freeze({ operation: parseOperation(entry.operation, `${at}.to[${j}].operation`) });
+    });
+  }
+  if (rule.when !== undefined) {
+    out.when = nonEmpty(rule.when, `${at}.when`).map((w, j) => parseCondition(w, `${at}.when[${j}]`));
+  }
+  for (const list of [out.from, out.to, out.when]) if (list) Object.freeze(list);
+  return Object.freeze(out);
+}
+
+function parseSource(input: unknown, at: string): PolicySource {
+  const source = object(input, at);
+  allowOnly(source, SOURCE_FIELDS, at);
+  const out: Record<string, readonly string[]> = {};
+  for (const k of SOURCE_FIELDS) {
+    if (source[k] !== undefined) out[k] = patterns(source[k], `${at}.${k}`);
+  }
+  // Istio: an empty source would match every caller, the unauthenticated one included.
+  if (Object.keys(out).length === 0) throw new InvalidArgument(at, "must set at least one field");
+  return Object.freeze(out) as PolicySource;
+}
+
+function parseOperation(input: unknown, at: string): PolicyOperation {
+  const operation = object(input, at);
+  allowOnly(operation, OPERATION_FIELDS, at);
+  const out: Record<string, readonly (string | number)[]> = {};
+  for (const k of OPERATION_FIELDS) {
+    const value = operation[k];
+    if (value === undefined) continue;
+    if (k === "ports" || k === "notPorts") out[k] = ports(value, `${at}.${k}`);
+    else if (k === "methods" || k === "notMethods") out[k] = methods(value, `${at}.${k}`);
+    else if (k === "paths" || k === "notPaths") out[k] = paths(value, `${at}.${k}`);
+    else out[k] = patterns(value, `${at}.${k}`);
+  }
+  if (Object.keys(out).length === 0) throw new InvalidArgument(at, "must set at least one field");
+  return Object.freeze(out) as PolicyOperation;
+}
+
+function parseCondition(input: unknown, at: string): PolicyCondition {
+  const condition = object(input, at);
+  allowOnly(condition, ["key", "values", "notValues"], at);
+  if (typeof condition.key !== "string" || condition.key === "") {
+    throw new InvalidArgument(`${at}.key`, "must be a non-empty string");
+  }
+  const out: PolicyCondition = { key: condition.key };
+  if (condition.values !== undefined) out.values = patterns(condition.values, `${at}.values`);
+  if (condition.notValues !== undefined) out.notValues = patterns(condition.notValues, `${at}.notValues`);
+  // A condition with only a key would hold for every request.
+  if (!out.values && !out.notValues) throw new InvalidArgument(at, "must set values or notValues");
+  return Object.freeze(out);
+}
+
+/** A non-empty list of non-empty patterns, each exact, `*`, `prefix*` or `*suffix` (Istio's rule). */
+function patterns(value: unknown, at: string): readonly string[] {
+  const list = nonEmpty(value, at);
+  list.forEach((p, i) => {
+    if (typeof p !== "string") throw new InvalidArgument(at, "must be an array of strings");
+    if (p === "") throw new InvalidArgument(`${at}[${i}]`, "must not be empty");
+    const inner = p === "*" ? "" : p.startsWith("*") ? p.slice(1) : p.endsWith("*") ? p.slice(0, -1) : p;
+    if (inner.includes("*")) {
+      throw new InvalidArgument(`${at}[${i}]`, "* is allowed only alone, as a prefix or as a suffix");
+    }
+  });
+  return Object.freeze([...list] as string[]);
+}
+
+function methods(value: unknown, at: string): readonly string[] {
+  const list = patterns(value, at);
+  list.forEach((m, i) => {
+    const name = m === "*" ? "GET" : m.replace(/^\*|\*$/, "");
+    if (!METHOD.test(name)) throw new InvalidArgument(`${at}[${i}]`, "must be an upper-case method name");
+  });
+  return list;
+}
+
+function paths(value: unknown, at: string): readonly string[] {
+  const list = patterns(value, at);
+  list.forEach((p, i) => {
+    // Requests are matched on the path alone, so a pattern with a query or fragment never matches.
+    if (p.includes("?") || p.includes("#")) {
+      throw new InvalidArgument(`${at}[${i}]`, "must be a path without query or fragment");
+    }
+  });
+  return list;
+}
+
+function ports(value: unknown, at: string): readonly (number | string)[] {
+  const list = nonEmpty(value, at);
+  list.forEach((p, i) => {
+    const decimal = typeof p === "number" ? String(p) : p;
+    if (typeof decimal !== "string" || !PORT.test(decimal) || Number(decimal) > 65535) {
+      throw new InvalidArgument(`${at}[${i}]`, "must be a port number from 1 to 65535");
+    }
+  });
+  return Object.freeze([...list] as (number | string)[]);
 }
 
 function object(value: unknown, at: string): Record<string, unknown> {
@@ -161,10 +244,11 @@ function array(value: unknown, at: string): unknown[] {
   return value;
 }
 
-function strings(value: unknown, at: string): string[] {
+/** Istio refuses empty lists: an empty `from` or `to` would read as "any", an empty pattern list as "none". */
+function nonEmpty(value: unknown, at: string): unknown[] {
   const list = array(value, at);
-  if (list.some((v) => typeof v !== "string")) throw new InvalidArgument(at, "must be an array of strings");
-  return list as string[];
+  if (list.length === 0) throw new InvalidArgument(at, "must not be empty");
+  return list;
 }
 
 function allowOnly(value: Record<string, unknown>, fields: readonly string[], at: string): void {

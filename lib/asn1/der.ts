@@ -98,8 +98,18 @@ export function parseDer(buffer: Uint8Array, what = "DER"): DerNode {
   return node;
 }
 
+/**
+ * The node itself, or MalformedInput naming `field` when it is absent: destructuring a
+ * SEQUENCE that a peer made too short yields undefined, which must not reach `.tag`.
+ */
+export function present(node: DerNode | undefined, field: string): DerNode {
+  if (!node) throw new MalformedInput(field, "missing");
+  return node;
+}
+
 /** The children of a constructed node, in order. */
-export function childrenOf(node: DerNode, what = "DER"): DerNode[] {
+export function childrenOf(node: DerNode | undefined, what = "DER"): DerNode[] {
+  node = present(node, what);
   if (!isConstructed(node)) throw new MalformedInput(what, "expected a constructed value");
   const out: DerNode[] = [];
   let p = node.contentStart;
@@ -113,7 +123,7 @@ export function childrenOf(node: DerNode, what = "DER"): DerNode[] {
 
 /** Asserts a node's tag, naming the field in the error. */
 export function expectTag(node: DerNode | undefined, tag: number, field: string): DerNode {
-  if (!node) throw new MalformedInput(field, "missing");
+  node = present(node, field);
   if (node.tag !== tag) {
     throw new MalformedInput(
       field,
@@ -129,7 +139,7 @@ export function sequenceOf(node: DerNode | undefined, field: string): DerNode[] 
 }
 
 /** DER INTEGER content as a bigint; refuses non-minimal encodings. */
-export function readBigInt(node: DerNode, field = "INTEGER"): bigint {
+export function readBigInt(node: DerNode | undefined, field = "INTEGER"): bigint {
   const bytes = integerBytes(node, field);
   let value = 0n;
   for (const b of bytes) value = (value << 8n) | BigInt(b);
@@ -138,7 +148,8 @@ export function readBigInt(node: DerNode, field = "INTEGER"): bigint {
 }
 
 /** DER INTEGER content octets (two's complement, minimal), after checking the encoding. */
-export function integerBytes(node: DerNode, field = "INTEGER"): Uint8Array {
+export function integerBytes(node: DerNode | undefined, field = "INTEGER"): Uint8Array {
+  node = present(node, field);
   if (node.tag !== Tag.INTEGER && node.tag !== Tag.ENUMERATED && (node.tag & 0xc0) === 0) {
     throw new MalformedInput(field, "expected an INTEGER");
   }
@@ -154,15 +165,15 @@ export function integerBytes(node: DerNode, field = "INTEGER"): Uint8Array {
 }
 
 /** A small non-negative INTEGER as a number. */
-export function readSmallInt(node: DerNode, field = "INTEGER"): number {
+export function readSmallInt(node: DerNode | undefined, field = "INTEGER"): number {
   const value = readBigInt(node, field);
   if (value < 0n || value > 0x7fffffffn) throw new MalformedInput(field, "integer out of range");
   return Number(value);
 }
 
 /** OBJECT IDENTIFIER in dotted form. */
-export function readOid(node: DerNode, field = "OBJECT IDENTIFIER"): string {
-  expectTag(node, Tag.OID, field);
+export function readOid(node: DerNode | undefined, field = "OBJECT IDENTIFIER"): string {
+  node = expectTag(node, Tag.OID, field);
   const bytes = contentOf(node);
   if (bytes.length === 0) throw new MalformedInput(field, "empty OID");
   // The same few dozen OIDs recur in every certificate: remember their text.
@@ -204,8 +215,8 @@ export function readOid(node: DerNode, field = "OBJECT IDENTIFIER"): string {
 const oidText = new Map<string, string>();
 
 /** BOOLEAN: DER allows only 0x00 and 0xFF. */
-export function readBoolean(node: DerNode, field = "BOOLEAN"): boolean {
-  expectTag(node, Tag.BOOLEAN, field);
+export function readBoolean(node: DerNode | undefined, field = "BOOLEAN"): boolean {
+  node = expectTag(node, Tag.BOOLEAN, field);
   const bytes = contentOf(node);
   if (bytes.length !== 1 || (bytes[0] !== 0 && bytes[0] !== 0xff)) {
     throw new MalformedInput(field, "BOOLEAN must be one octet, 0x00 or 0xFF");
@@ -215,9 +226,10 @@ export function readBoolean(node: DerNode, field = "BOOLEAN"): boolean {
 
 /** BIT STRING: the unused-bit count and the bit bytes. */
 export function readBitString(
-  node: DerNode,
+  node: DerNode | undefined,
   field = "BIT STRING",
 ): { unusedBits: number; bytes: Uint8Array } {
+  node = present(node, field);
   const content = contentOf(node);
   if ((node.tag & 0x1f) !== Tag.BIT_STRING && (node.tag & 0xc0) === 0) {
     throw new MalformedInput(field, "expected a BIT STRING");
@@ -248,7 +260,8 @@ const TIME_GENERALIZED = /^(\d{4})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})Z$/;
  * With `utcTimeThrough2049`, a GeneralizedTime for a year 1950 to 2049 is refused, as RFC
  * 5280 4.1.2.5 and 5.1.2.4 require UTCTime there.
  */
-export function readTime(node: DerNode, field = "Time", utcTimeThrough2049 = false): Date {
+export function readTime(node: DerNode | undefined, field = "Time", utcTimeThrough2049 = false): Date {
+  node = present(node, field);
   const text = latin1(contentOf(node));
   let m: RegExpExecArray | null;
   let year: number;
@@ -286,7 +299,8 @@ export function readTime(node: DerNode, field = "Time", utcTimeThrough2049 = fal
 }
 
 /** Decodes a string type's content (UTF8, Printable, IA5, T61 as Latin-1, BMP, Universal). */
-export function readString(node: DerNode, field = "string"): string {
+export function readString(node: DerNode | undefined, field = "string"): string {
+  node = present(node, field);
   const bytes = contentOf(node);
   switch (node.tag) {
     case Tag.UTF8_STRING:

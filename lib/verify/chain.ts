@@ -71,7 +71,26 @@ const SIGNATURE_BUDGET = 100;
  * });
  * ```
  */
-export async function verifyChain(options: VerifyChainOptions): Promise<VerifiedChain> {
+export function verifyChain(options: VerifyChainOptions): Promise<VerifiedChain> {
+  return verifyChainUnguarded(options).catch(refuseUnexpected);
+}
+
+/**
+ * The last line of defence: an error that is not a MeshAuthError (a TypeError from a parser
+ * that missed a case on hostile input) still reaches the caller as a refused certificate,
+ * so a peer can never turn a handshake into a crash or a 500.
+ */
+export function refuseUnexpected(err: unknown): never {
+  if (err instanceof MeshAuthError) throw err;
+  throw new VerificationError(
+    "ERR_CERT_MALFORMED",
+    `a certificate could not be processed: ${messageOf(err)}`,
+    undefined,
+    { cause: err },
+  );
+}
+
+async function verifyChainUnguarded(options: VerifyChainOptions): Promise<VerifiedChain> {
   if (!options || typeof options !== "object") {
     throw new VerificationError(
       "ERR_CERT_MALFORMED",

@@ -11,7 +11,7 @@ import { SpiffeId } from "../spiffeid.ts";
 import { type Certificate, parseCertificates, uriSans } from "../x509/certificate.ts";
 import type { Crl } from "../x509/crl.ts";
 import { MeshAuthError, VerificationError } from "../errors.ts";
-import { verifyChain } from "./chain.ts";
+import { refuseUnexpected, verifyChain } from "./chain.ts";
 import { describe } from "./describe.ts";
 import type { SignatureCache } from "./signatures.ts";
 
@@ -53,10 +53,18 @@ export interface VerifiedSvid {
  * console.log(id.toString()); // spiffe://cluster.local/ns/default/sa/photos
  * ```
  */
-export async function verifySvid(
+export function verifySvid(
   chain: SvidChainInput,
   bundles: TrustBundle | BundleSet,
   options: VerifySvidOptions = {},
+): Promise<VerifiedSvid> {
+  return verifySvidUnguarded(chain, bundles, options).catch(refuseUnexpected);
+}
+
+async function verifySvidUnguarded(
+  chain: SvidChainInput,
+  bundles: TrustBundle | BundleSet,
+  options: VerifySvidOptions,
 ): Promise<VerifiedSvid> {
   const certs = parseChain(chain);
   if (certs.length === 0) {

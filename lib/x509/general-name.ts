@@ -4,7 +4,16 @@
  * @module
  */
 
-import { childrenOf, contentOf, contextTag, type DerNode, latin1, readOid, tlv } from "../asn1/der.ts";
+import {
+  childrenOf,
+  contentOf,
+  contextTag,
+  type DerNode,
+  latin1,
+  present,
+  readOid,
+  tlv,
+} from "../asn1/der.ts";
 import { MalformedInput } from "../errors.ts";
 import { type Name, parseName } from "./name.ts";
 
@@ -18,7 +27,8 @@ export type GeneralName =
   | { type: "other"; tag: number; oid?: string; der: Uint8Array };
 
 /** Parses one GeneralName. IA5String forms are checked to be ASCII. */
-export function parseGeneralName(node: DerNode, field = "GeneralName"): GeneralName {
+export function parseGeneralName(node: DerNode | undefined, field = "GeneralName"): GeneralName {
+  node = present(node, field);
   const number = node.tag & 0x1f;
   switch (node.tag) {
     case contextTag(1, false):

@@ -196,31 +196,39 @@ function planFor(
   throw new UnsupportedAlgorithm(`signature algorithm ${sig}`);
 }
 
-// RFC 4055 3.1 RSASSA-PSS-params; SHA-1 defaults are refused.
+// RFC 4055 3.1 RSASSA-PSS-params; SHA-1 defaults are refused. Each field is an explicit tag
+// around exactly one value, in tag order, at most once: anything else is malformed.
 function parsePssParams(params: Uint8Array | undefined): { hash: string; saltLength: number } {
   if (!params) throw new UnsupportedAlgorithm("RSASSA-PSS with default (SHA-1) parameters");
-  const fields = childrenOf(expectTag(parseDer(params, "PSS parameters"), Tag.SEQUENCE, "PSS parameters"));
+  const field = "PSS parameters";
+  const fields = childrenOf(expectTag(parseDer(params, field), Tag.SEQUENCE, field), field);
   let hash: string | undefined;
   let mgfHash: string | undefined;
   let saltLength = 20;
-  const hashOf = (node: DerNode) => {
-    const [id] = childrenOf(expectTag(node, Tag.SEQUENCE, "PSS hash"));
-    return HASH_BY_OID[readOid(id)];
+  const hashOf = (node: DerNode | undefined, what: string) => {
+    const [id] = childrenOf(expectTag(node, Tag.SEQUENCE, what), what);
+    return HASH_BY_OID[readOid(id, what)];
   };
+  let last = -1;
   for (const f of fields) {
-    const [inner] = childrenOf(f, "PSS parameters");
-    if (f.tag === contextTag(0, true)) hash = hashOf(inner);
-    else if (f.tag === contextTag(1, true)) {
-      const [mgfId, mgfParams] = childrenOf(expectTag(inner, Tag.SEQUENCE, "PSS MGF"));
-      if (readOid(mgfId) !== OID.mgf1 || !mgfParams) {
+    const number = f.tag & 0x1f;
+    if (f.tag !== contextTag(number, true) || number > 3 || number <= last) {
+      throw new MalformedInput(field, `unexpected field 0x${f.tag.toString(16)}`);
+    }
+    last = number;
+    const inner = childrenOf(f, field);
+    if (inner.length !== 1) throw new MalformedInput(field, `[${number}] must hold exactly one value`);
+    if (number === 0) hash = hashOf(inner[0], "PSS hash");
+    else if (number === 1) {
+      const [mgfId, mgfParams, extra] = childrenOf(expectTag(inner[0], Tag.SEQUENCE, "PSS MGF"), "PSS MGF");
+      if (extra) throw new MalformedInput("PSS MGF", "extra fields");
+      if (readOid(mgfId, "PSS MGF") !== OID.mgf1 || !mgfParams) {
         throw new UnsupportedAlgorithm("PSS mask generation other than MGF1");
       }
-      mgfHash = hashOf(mgfParams);
-    } else if (f.tag === contextTag(2, true)) saltLength = readSmallInt(inner, "PSS saltLength");
-    else if (f.tag === contextTag(3, true)) {
-      if (readSmallInt(inner, "PSS trailerField") !== 1) {
-        throw new UnsupportedAlgorithm("PSS trailerField other than 1");
-      }
+      mgfHash = hashOf(mgfParams, "PSS MGF1 hash");
+    } else if (number === 2) saltLength = readSmallInt(inner[0], "PSS saltLength");
+    else if (readSmallInt(inner[0], "PSS trailerField") !== 1) {
+      throw new UnsupportedAlgorithm("PSS trailerField other than 1");
     }
   }
   if (!hash || !mgfHash) throw new UnsupportedAlgorithm("RSASSA-PSS with SHA-1");

@@ -27,7 +27,8 @@ import {
   signCertificate,
   signCrl,
 } from "./certificate-template.ts";
-import { parseCsr } from "./csr.ts";
+import { createCsr, parseCsr } from "./csr.ts";
+import { verifySvid } from "./verify/svid.ts";
 import { bytesEqual, fromHex, toHex } from "./encoding.ts";
 import {
   IdentityMismatch,
@@ -35,13 +36,14 @@ import {
   InvalidKey,
   IssuanceRefused,
   TtlExceedsMaximum,
+  VerificationError,
 } from "./errors.ts";
 import { exportPrivateKeyPem, generateKeyPair, importPrivateKeyPem, type KeyAlgorithm } from "./keys.ts";
 import { encodePem } from "./pem.ts";
 import { SpiffeId, TrustDomain } from "./spiffeid.ts";
 import { type Certificate, parseCertificates, uriSans } from "./x509/certificate.ts";
 import { encodeName, formatName, NAME_ATTRIBUTE } from "./x509/name.ts";
-import { keySigner, type Signer, verifySignature } from "./x509/signature.ts";
+import { keySigner, type Signer } from "./x509/signature.ts";
 
 /** Istio's and Linkerd's default workload certificate lifetime. */
 export const DEFAULT_LEAF_TTL_SECONDS = 24 * 3600;
@@ -230,43 +232,31 @@ export class CertificateAuthority {
   }
 
   /**
-   * An operator's CA must chain to its trust bundle and be valid now, as Istio checks plugged-in
-   * `cacerts`: otherwise every leaf it issued would fail verification far from the mistake.
+   * A plugged-in CA proves itself before it is used, with the one chain validator every peer
+   * uses: it issues a short-lived probe SVID and verifies it against its bundle. A chain that
+   * misses an intermediate, does not reach the bundle, has expired, or breaks a constraint
+   * (pathLen, key usage, a non-CA issuer) is refused here rather than in every peer.
    */
   async #checkChain(): Promise<CertificateAuthority> {
     const now = this.#policy.now();
-    const path = [this.certificate, ...this.certificateChain.slice(1)];
-    for (const cert of path) {
+    for (const cert of [this.certificate, ...this.certificateChain]) {
       if (now < cert.notBefore || now > cert.notAfter) {
         throw new IssuanceRefused(
           `certificate "${formatName(cert.subject)}" of the CA chain is not valid at ${now.toISOString()}`,
         );
       }
     }
-    if (this.#bundle.hasAuthority(this.certificate)) return this;
-    for (const [i, cert] of path.entries()) {
-      const issuers = i + 1 < path.length ? [path[i + 1]] : this.#bundle.x509Authorities();
-      let isSigned = false;
-      for (const issuer of issuers) {
-        isSigned = issuer.subject.key === cert.issuer.key &&
-          await verifySignature(
-            cert.signatureAlgorithm,
-            issuer.spki,
-            issuer.publicKeyAlgorithm,
-            cert.tbs,
-            cert.signature,
-          );
-        if (isSigned) break;
-      }
-      if (!isSigned) {
-        throw new IssuanceRefused(
-          `the CA certificate does not chain to the trust bundle: "${
-            formatName(cert.subject)
-          }" is not signed by ${
-            i + 1 < path.length ? "the next certificate of the chain" : "a certificate of the trust bundle"
-          }`,
-        );
-      }
+    const keys = await generateKeyPair("ECDSA-P256");
+    const id = SpiffeId.fromSegments(this.trustDomain, "meshauth", "ca-probe");
+    const probe = await this.issue(await createCsr({ keys, id }), {
+      id,
+      ttlSeconds: Math.min(60, this.#policy.maxTtlSeconds),
+    });
+    try {
+      await verifySvid(probe.chainPem, this.#bundle, { at: now });
+    } catch (cause) {
+      if (!(cause instanceof VerificationError)) throw cause;
+      throw new IssuanceRefused(`the CA certificate does not chain to the trust bundle: ${cause.message}`);
     }
     return this;
   }

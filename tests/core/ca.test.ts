@@ -28,6 +28,8 @@ import {
   verifySvid,
 } from "../../mod.ts";
 import { buildCsr, extension, extensionRequest, sanExtension } from "../support/csr-builder.ts";
+import { issue, type Issued } from "../support/cert-factory.ts";
+import { uriName } from "../../lib/x509/general-name.ts";
 
 // Big RSA keys take seconds to make (more on a busy machine): above Bun's 5 s default.
 const SLOW = { timeout: 120_000 };
@@ -959,6 +961,44 @@ describe("createCrl", () => {
   test("refuses a nextUpdateSeconds that is not positive", SLOW, async () => {
     await assert.rejects((await fixedRoot()).createCrl({ revoked: [], nextUpdateSeconds: 0 }), {
       code: "ERR_INVALID_ARGUMENT",
+    });
+  });
+});
+
+describe("a plugged-in CA is checked with the verifier every peer uses", () => {
+  const td = "spiffe://example.org";
+  async function loads(chain: Issued[], root: Issued): Promise<unknown> {
+    return await CertificateAuthority.load({
+      certificateChainPem: chain.map((c) => c.pem).join("") + root.pem,
+      privateKeyPem: await exportPrivateKeyPem(chain[0].keys.privateKey),
+    });
+  }
+
+  test("a chain whose middle certificate is not a CA is refused", SLOW, async () => {
+    const root = await issue({ name: "Root", ca: true, sans: [uriName(td)] });
+    const mid = await issue({ name: "Not a CA", issuer: root, keyUsage: ["digitalSignature"] });
+    const ca = await issue({ name: "Issuing CA", ca: true, issuer: mid, sans: [uriName(td)] });
+    await assert.rejects(loads([ca, mid], root), { code: "ERR_ISSUANCE_REFUSED", message: /Not a CA/ });
+  });
+
+  test("an issuing CA without a key usage extension is refused (X509-SVID 4.3)", SLOW, async () => {
+    const root = await issue({ name: "Root", ca: true, sans: [uriName(td)] });
+    const ca = await issue({
+      name: "Issuing CA",
+      ca: true,
+      issuer: root,
+      keyUsage: null,
+      sans: [uriName(td)],
+    });
+    await assert.rejects(loads([ca], root), { code: "ERR_ISSUANCE_REFUSED" });
+  });
+
+  test("an intermediate below a root with pathLen 0 is refused", SLOW, async () => {
+    const root = await issue({ name: "Root", ca: true, pathLen: 0, sans: [uriName(td)] });
+    const ca = await issue({ name: "Issuing CA", ca: true, issuer: root, sans: [uriName(td)] });
+    await assert.rejects(loads([ca], root), {
+      code: "ERR_ISSUANCE_REFUSED",
+      message: /allows 0 intermediates/,
     });
   });
 });

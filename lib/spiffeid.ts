@@ -90,10 +90,12 @@ export class TrustDomain {
     return SpiffeId.parse(`${SCHEME}${this.name}`);
   }
 
+  /** True when `other` is the same trust domain. */
   equals(other: TrustDomain): boolean {
     return other instanceof TrustDomain && other.name === this.name;
   }
 
+  /** The name, so trust domains serialize as plain strings. */
   toJSON(): string {
     return this.name;
   }
@@ -158,14 +160,17 @@ export class SpiffeId {
     return new SpiffeId(trustDomain, path);
   }
 
+  /** The ID as a URI, `spiffe://<trust-domain><path>`. */
   toString(): string {
     return `${SCHEME}${this.trustDomain.name}${this.path}`;
   }
 
+  /** The URI, so IDs serialize as plain strings. */
   toJSON(): string {
     return this.toString();
   }
 
+  /** True when `other` (an ID or its string form) is the same ID; a string that is not a valid ID is never equal. */
   equals(other: SpiffeId | string): boolean {
     const o = typeof other === "string" ? tryParse(other) : other;
     return o instanceof SpiffeId && o.trustDomain.name === this.trustDomain.name && o.path === this.path;

@@ -12,22 +12,76 @@ export interface PemBlock {
   der: Uint8Array;
 }
 
-const BLOCK = /-----BEGIN ([A-Z0-9 ]+)-----([\s\S]*?)-----END ([A-Z0-9 ]+)-----/g;
+/** One PEM block as found in text, before its body is decoded. */
+export interface PemSpan {
+  /** The BEGIN line's label. */
+  label: string;
+  /** The END line's label; a well-formed block has the same as `label`. */
+  endLabel: string;
+  /** The text between the BEGIN and END lines. */
+  body: string;
+  /** The whole block, BEGIN line to END line. */
+  text: string;
+}
+
+const BEGIN = "-----BEGIN ";
+const END = "-----END ";
+const DASHES = "-----";
+
+/**
+ * Finds the PEM blocks in `text`: each BEGIN line is paired with the first END line after it.
+ * A linear scan, not a regular expression: a lazy match from every BEGIN line that has no END
+ * rescans the rest of the input, which makes a peer's chain of BEGIN lines cost quadratic time.
+ */
+export function scanPem(text: string): PemSpan[] {
+  const spans: PemSpan[] = [];
+  let from = 0;
+  while (true) {
+    const begin = text.indexOf(BEGIN, from);
+    if (begin === -1) break;
+    const label = labelAt(text, begin + BEGIN.length);
+    if (label === undefined) {
+      from = begin + 1;
+      continue;
+    }
+    const bodyStart = begin + BEGIN.length + label.length + DASHES.length;
+    let end = text.indexOf(END, bodyStart);
+    let endLabel: string | undefined;
+    while (end !== -1 && (endLabel = labelAt(text, end + END.length)) === undefined) {
+      end = text.indexOf(END, end + 1);
+    }
+    // No END after this BEGIN means none after any later BEGIN either.
+    if (end === -1 || endLabel === undefined) break;
+    const blockEnd = end + END.length + endLabel.length + DASHES.length;
+    spans.push({ label, endLabel, body: text.slice(bodyStart, end), text: text.slice(begin, blockEnd) });
+    from = blockEnd;
+  }
+  return spans;
+}
+
+/** The label (`[A-Z0-9 ]+`) starting at `at` when `-----` follows it, else undefined. */
+function labelAt(text: string, at: number): string | undefined {
+  let i = at;
+  while (i < text.length && isLabelChar(text.charCodeAt(i))) i++;
+  if (i === at || !text.startsWith(DASHES, i)) return undefined;
+  return text.slice(at, i);
+}
+
+function isLabelChar(c: number): boolean {
+  return (c >= 0x41 && c <= 0x5a) || (c >= 0x30 && c <= 0x39) || c === 0x20;
+}
 
 /**
  * Decodes every PEM block in `text`. Text between blocks is ignored (as OpenSSL does, so
  * `openssl x509 -text` output works); a block whose body is not base64 is an error.
  */
 export function decodePem(text: string, what = "PEM"): PemBlock[] {
-  const blocks: PemBlock[] = [];
-  for (const m of text.matchAll(BLOCK)) {
-    if (m[1] !== m[3]) {
-      throw new MalformedInput(what, `BEGIN ${m[1]} closed by END ${m[3]}`);
+  return scanPem(text).map(({ label, endLabel, body }) => {
+    if (label !== endLabel) {
+      throw new MalformedInput(what, `BEGIN ${label} closed by END ${endLabel}`);
     }
-    const body = m[2].replace(/[ \t\r\n]/g, "");
-    blocks.push({ label: m[1], der: fromBase64(body, `${what} (${m[1]})`) });
-  }
-  return blocks;
+    return { label, der: fromBase64(body.replace(/[ \t\r\n]/g, ""), `${what} (${label})`) };
+  });
 }
 
 /** Encodes DER as PEM with 64-character lines. */

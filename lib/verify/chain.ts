@@ -6,6 +6,7 @@
  */
 
 import { latin1 } from "../asn1/der.ts";
+import { scanPem } from "../pem.ts";
 import { EKU_BY_NAME, OID } from "../asn1/oids.ts";
 import { type Certificate, parseCertificates } from "../x509/certificate.ts";
 import { type Crl, parseCrl } from "../x509/crl.ts";
@@ -227,9 +228,9 @@ function parseList(
   return items.flatMap((item, i) => {
     if (typeof item === "string") {
       // Each PEM block on its own, so one bad block does not drop its neighbours.
-      const blocks = item.match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g);
-      if (blocks && blocks.length > 1) {
-        return blocks.flatMap((b, j) => tryParse(b, `${what} #${i}.${j}`, unparsed));
+      const blocks = scanPem(item);
+      if (blocks.length > 1) {
+        return blocks.flatMap((b, j) => tryParse(b.text, `${what} #${i}.${j}`, unparsed));
       }
     }
     return tryParse(item, `${what} #${i}`, unparsed);

@@ -61,3 +61,27 @@ describe("decodePem", () => {
     }
   });
 });
+
+describe("decodePem on hostile input", () => {
+  const beginLines = "-----BEGIN CERTIFICATE-----\n".repeat((1 << 20) / 28);
+
+  test("finds no block in 1 MiB of BEGIN lines without an END", () => {
+    assert.deepEqual(decodePem(beginLines), []);
+  });
+
+  test("refuses 1 MiB of BEGIN lines closed by one END, as a body that is not base64", () => {
+    assert.throws(() => decodePem(`${beginLines}AAAA\n-----END CERTIFICATE-----\n`), malformed);
+  });
+
+  test("pairs a BEGIN line with the first END line after it", () => {
+    const text = `-----BEGIN CERTIFICATE-----\nAAAA\n-----END X509 CRL-----\n${
+      encodePem("CERTIFICATE", bytes(3))
+    }`;
+    assert.throws(() => decodePem(text), malformed);
+  });
+
+  test("skips BEGIN and END lines whose label is not a PEM label", () => {
+    const text = `-----END lower-----\n-----BEGIN certificate-----\n${encodePem("CERTIFICATE", bytes(3))}`;
+    assert.deepEqual(decodePem(text).map((b) => b.der), [bytes(3)]);
+  });
+});

@@ -277,3 +277,15 @@ test("verifyChain names intermediates it could not parse when no path is found",
   );
   assert.match(err.message, /could not be parsed/);
 });
+
+test("verifyChain refuses 1 MiB of PEM BEGIN lines as a leaf and ignores them among intermediates", async () => {
+  const { root, intermediate, leaf } = await threeLevelChain();
+  const beginLines = "-----BEGIN CERTIFICATE-----\n".repeat((1 << 20) / 28);
+  await rejects(verifyChain({ leaf: beginLines, roots: root.pem }), "ERR_CERT_MALFORMED");
+  const result = await verifyChain({
+    leaf: leaf.pem,
+    intermediates: [beginLines, `${intermediate.pem}${root.pem}${beginLines}`],
+    roots: root.pem,
+  });
+  assert.equal(result.path.length, 3);
+});

@@ -11,6 +11,7 @@ import { EKU_BY_NAME, OID } from "../asn1/oids.ts";
 import { type Certificate, parseCertificates } from "../x509/certificate.ts";
 import { type Crl, parseCrl } from "../x509/crl.ts";
 import { MeshAuthError, VerificationError } from "../errors.ts";
+import { ComparisonBudget } from "./name-constraints.ts";
 import { buildPath } from "./path-builder.ts";
 import { type SignatureCache, SignatureChecker } from "./signatures.ts";
 import { type PathRequirements, validatePath } from "./validate-path.ts";
@@ -111,6 +112,7 @@ async function verifyChainUnguarded(options: VerifyChainOptions): Promise<Verifi
   }
   const req = requirements(options);
   const signatures = new SignatureChecker(SIGNATURE_BUDGET, options.cache);
+  const comparisons = new ComparisonBudget();
   const path = await buildPath({
     leaf,
     intermediates,
@@ -118,7 +120,7 @@ async function verifyChainUnguarded(options: VerifyChainOptions): Promise<Verifi
     atSeconds: req.atSeconds,
     maxDepth: req.maxDepth,
     signatures,
-    validate: (candidate) => validate(candidate, req, signatures),
+    validate: (candidate) => validate(candidate, req, signatures, comparisons),
   }).catch((err) => {
     // Say which inputs were left out: a certificate that did not parse may be the missing link.
     if (err instanceof VerificationError && err.code === "ERR_CERT_UNTRUSTED" && unparsed.length) {
@@ -137,9 +139,10 @@ async function validate(
   candidate: readonly Certificate[],
   req: PathRequirements,
   signatures: SignatureChecker,
+  comparisons: ComparisonBudget,
 ): Promise<void> {
   try {
-    await validatePath(candidate, req, signatures);
+    await validatePath(candidate, req, signatures, comparisons);
   } catch (err) {
     if (err instanceof VerificationError || !(err instanceof MeshAuthError)) throw err;
     throw new VerificationError("ERR_CERT_MALFORMED", err.message, undefined, { cause: err });

@@ -15,66 +15,99 @@ import { describe } from "./describe.ts";
 import { isDnsName } from "./peer-name.ts";
 
 /**
- * Bound on name-by-subtree comparisons for one certificate (Go's crypto/x509 uses the same
- * order of magnitude): past it the certificate is refused rather than risk quadratic work.
+ * Bound on name-by-subtree comparisons for one verification, over every path it tries (Go's
+ * crypto/x509 uses the same order of magnitude per certificate): past it the certificate is
+ * refused rather than risk quadratic work.
  */
 const MAX_COMPARISONS = 1 << 18;
 
-/** The constraints of one CA, as they apply to the certificates below it. */
-export interface ConstraintSet {
-  issuer: Certificate;
-  permitted?: GeneralSubtree[];
-  excluded?: GeneralSubtree[];
+/** The name constraint comparisons one verifyChain call may still spend, over all its paths. */
+export class ComparisonBudget {
+  remaining = MAX_COMPARISONS;
 }
 
 type NameForm = "dns" | "ip" | "uri" | "email" | "directory" | "other";
 
+/** A subtree base with its text lowercased once, and an email mailbox split at its "@". */
+interface Subtree {
+  base: GeneralName;
+  /** DNS name, URI host or email host or domain, lowercased. */
+  host: string;
+  /** The local part of an email mailbox constraint, compared exactly. */
+  local?: string;
+}
+
+/** The constraints of one CA, as they apply to the certificates below it, grouped by name form. */
+export interface ConstraintSet {
+  issuer: Certificate;
+  byForm: Map<NameForm, { permitted: Subtree[]; excluded: Subtree[] }>;
+}
+
+/** A name of a certificate, validated and lowercased once for all the subtrees it meets. */
+interface CheckedName {
+  name: GeneralName;
+  form: NameForm;
+  /** DNS name, URI host or email domain, lowercased. */
+  host: string;
+  /** The local part of an email address. */
+  local?: string;
+  /** Why the name cannot be checked against a constraint of its form. */
+  problem?: string;
+}
+
 /**
  * Checks the names of `cert` (at `index` on the path) against each constraint set of the
- * CAs above it. `isLeaf` marks the end-entity, whose subject common names count as DNS
- * names when it has no DNS SAN.
+ * CAs above it, spending comparisons from `budget`. `isLeaf` marks the end-entity, whose
+ * subject common names count as DNS names when it has no DNS SAN.
  */
 export function checkNameConstraints(
   cert: Certificate,
   index: number,
   constraints: readonly ConstraintSet[],
   isLeaf: boolean,
+  budget: ComparisonBudget = new ComparisonBudget(),
 ): void {
   if (constraints.length === 0) return;
-  const names = namesOf(cert, isLeaf);
+  const names = namesOf(cert, isLeaf).map(checkName);
   let comparisons = 0;
   for (const set of constraints) {
-    comparisons += names.length * ((set.permitted?.length ?? 0) + (set.excluded?.length ?? 0));
+    for (const name of names) {
+      const subtrees = set.byForm.get(name.form);
+      if (subtrees) comparisons += subtrees.permitted.length + subtrees.excluded.length;
+    }
   }
-  if (comparisons > MAX_COMPARISONS) {
+  if (comparisons > budget.remaining) {
     throw refuse(
       cert,
       index,
-      `${comparisons} name constraint comparisons exceed the limit of ${MAX_COMPARISONS}`,
+      `${comparisons} name constraint comparisons exceed the ${budget.remaining} left of the ` +
+        `limit of ${MAX_COMPARISONS} per verification`,
     );
   }
+  budget.remaining -= comparisons;
   for (const set of constraints) {
     for (const name of names) {
-      const form = formOf(name);
-      const permitted = (set.permitted ?? []).filter((s) => formOf(s.base) === form);
-      const excluded = (set.excluded ?? []).filter((s) => formOf(s.base) === form);
-      if (form === "other") {
-        if (permitted.length || excluded.length) {
-          throw refuse(
-            cert,
-            index,
-            `${describe(set.issuer)} constrains a name form the validator does not process`,
-          );
-        }
-        continue;
+      const subtrees = set.byForm.get(name.form);
+      if (!subtrees) continue;
+      if (name.form === "other") {
+        throw refuse(
+          cert,
+          index,
+          `${describe(set.issuer)} constrains a name form the validator does not process`,
+        );
       }
-      for (const subtree of excluded) {
-        if (matches(subtree.base, name, "excluded", cert, index)) {
-          throw refuse(cert, index, `${show(name)} is excluded by ${describe(set.issuer)}`);
+      if (name.problem) throw refuse(cert, index, name.problem);
+      for (const subtree of subtrees.excluded) {
+        if (within(name, subtree, "excluded")) {
+          throw refuse(cert, index, `${show(name.name)} is excluded by ${describe(set.issuer)}`);
         }
       }
-      if (permitted.length && !permitted.some((s) => matches(s.base, name, "permitted", cert, index))) {
-        throw refuse(cert, index, `${show(name)} is outside the names permitted by ${describe(set.issuer)}`);
+      if (subtrees.permitted.length && !permittedBy(name, subtrees.permitted)) {
+        throw refuse(
+          cert,
+          index,
+          `${show(name.name)} is outside the names permitted by ${describe(set.issuer)}`,
+        );
       }
     }
   }
@@ -92,7 +125,29 @@ export function constraintSetOf(cert: Certificate, index: number): ConstraintSet
     const why = malformedConstraint(subtree.base);
     if (why) throw refuse(cert, index, `malformed ${subtree.base.type} constraint: ${why}`);
   }
-  return { issuer: cert, permitted: nc.permitted, excluded: nc.excluded };
+  const byForm: ConstraintSet["byForm"] = new Map();
+  const add = (list: GeneralSubtree[] | undefined, kind: "permitted" | "excluded") => {
+    for (const { base } of list ?? []) {
+      const form = formOf(base);
+      let group = byForm.get(form);
+      if (!group) byForm.set(form, group = { permitted: [], excluded: [] });
+      group[kind].push(subtreeOf(base));
+    }
+  };
+  add(nc.permitted, "permitted");
+  add(nc.excluded, "excluded");
+  return { issuer: cert, byForm };
+}
+
+function subtreeOf(base: GeneralName): Subtree {
+  if (base.type === "email") {
+    const at = base.value.lastIndexOf("@");
+    if (at !== -1) {
+      return { base, local: base.value.slice(0, at), host: base.value.slice(at + 1).toLowerCase() };
+    }
+  }
+  const text = base.type === "dns" || base.type === "uri" || base.type === "email" ? base.value : "";
+  return { base, host: text.toLowerCase() };
 }
 
 function malformedConstraint(base: GeneralName): string | undefined {
@@ -151,21 +206,53 @@ function namesOf(cert: Certificate, isLeaf: boolean): GeneralName[] {
   return names;
 }
 
-function matches(
-  base: GeneralName,
-  name: GeneralName,
-  kind: "permitted" | "excluded",
-  cert: Certificate,
-  index: number,
-): boolean {
+/** Validates and lowercases a name once; a name that cannot be compared carries its problem. */
+function checkName(name: GeneralName): CheckedName {
+  const form = formOf(name);
+  switch (name.type) {
+    case "dns":
+      return isDnsName(name.value, true)
+        ? { name, form, host: name.value.toLowerCase() }
+        : { name, form, host: "", problem: `malformed DNS name ${JSON.stringify(name.value)}` };
+    case "uri": {
+      const host = uriHost(name.value);
+      if (host !== undefined) return { name, form, host };
+      const problem = `URI ${JSON.stringify(name.value)} has no DNS host to check against URI constraints`;
+      return { name, form, host: "", problem };
+    }
+    case "email": {
+      const at = name.value.lastIndexOf("@");
+      const host = name.value.slice(at + 1).toLowerCase();
+      if (at <= 0 || at === name.value.length - 1) {
+        return { name, form, host: "", problem: `malformed email ${JSON.stringify(name.value)}` };
+      }
+      // An absolute ("good.com.") or empty-label ("good..com") domain would slip past a suffix
+      // comparison while mail systems deliver to the excluded host; Go refuses these too.
+      if (!isDnsName(host)) {
+        const problem = `email ${JSON.stringify(name.value)} has a domain that is not a DNS name`;
+        return { name, form, host: "", problem };
+      }
+      return { name, form, host, local: name.value.slice(0, at) };
+    }
+    default:
+      return { name, form, host: "" };
+  }
+}
+
+function permittedBy(name: CheckedName, permitted: readonly Subtree[]): boolean {
+  for (const subtree of permitted) {
+    if (within(name, subtree, "permitted")) return true;
+  }
+  return false;
+}
+
+function within(checked: CheckedName, subtree: Subtree, kind: "permitted" | "excluded"): boolean {
+  const { name } = checked;
+  const { base } = subtree;
   if (base.type === "other") return false;
   switch (name.type) {
-    case "dns": {
-      if (!isDnsName(name.value, true)) {
-        throw refuse(cert, index, `malformed DNS name ${JSON.stringify(name.value)}`);
-      }
-      return dnsWithin(name.value.toLowerCase(), (base.value as string).toLowerCase(), kind);
-    }
+    case "dns":
+      return dnsWithin(checked.host, subtree.host, kind);
     case "ip": {
       const net = base.value as Uint8Array;
       if (net.length !== name.value.length * 2) return false;
@@ -176,19 +263,17 @@ function matches(
       return true;
     }
     case "email":
-      return emailWithin(name.value, base.value as string, cert, index);
-    case "uri": {
-      const host = uriHost(name.value);
-      if (host === undefined) {
-        throw refuse(
-          cert,
-          index,
-          `URI ${JSON.stringify(name.value)} has no DNS host that URI constraints can be checked against`,
-        );
+      // A whole mailbox: local part compared exactly (asterisks are literal), host case-folded.
+      if (subtree.local !== undefined) {
+        return subtree.local === checked.local && subtree.host === checked.host;
       }
-      const constraint = (base.value as string).toLowerCase();
-      return constraint.startsWith(".") ? host.endsWith(constraint) : host === constraint;
-    }
+      return subtree.host.startsWith(".")
+        ? checked.host.endsWith(subtree.host)
+        : checked.host === subtree.host;
+    case "uri":
+      return subtree.host.startsWith(".")
+        ? checked.host.endsWith(subtree.host)
+        : checked.host === subtree.host;
     case "directory":
       return directoryWithin(name.value, base.value as Name);
     default:
@@ -201,10 +286,9 @@ function matches(
  * (CVE-2025-61727): it is permitted only when all of them are, and excluded when any is.
  */
 function dnsWithin(name: string, constraint: string, kind: "permitted" | "excluded"): boolean {
-  const inside = (n: string) => constraint === "" || n === constraint || n.endsWith(`.${constraint}`);
-  if (!name.startsWith("*.")) return inside(name);
+  if (!name.startsWith("*.")) return dnsInside(name, constraint);
   const base = name.slice(2);
-  if (inside(base)) return true;
+  if (dnsInside(base, constraint)) return true;
   if (kind === "permitted") return false;
   // Excluded: does the wildcard produce the constraint itself (one label above S)?
   if (!constraint.endsWith(`.${base}`)) return false;
@@ -212,26 +296,11 @@ function dnsWithin(name: string, constraint: string, kind: "permitted" | "exclud
   return label.length > 0 && !label.includes(".");
 }
 
-function emailWithin(address: string, constraint: string, cert: Certificate, index: number): boolean {
-  const at = address.lastIndexOf("@");
-  if (at <= 0 || at === address.length - 1) {
-    throw refuse(cert, index, `malformed email ${JSON.stringify(address)}`);
-  }
-  const local = address.slice(0, at);
-  const host = address.slice(at + 1).toLowerCase();
-  // An absolute ("good.com.") or empty-label ("good..com") domain would slip past a suffix
-  // comparison while mail systems deliver to the excluded host; Go refuses these too.
-  if (!isDnsName(host)) {
-    throw refuse(cert, index, `email ${JSON.stringify(address)} has a domain that is not a DNS name`);
-  }
-  const c = constraint.toLowerCase();
-  if (constraint.includes("@")) {
-    // A whole mailbox: local part compared exactly (asterisks are literal), host case-folded.
-    const cAt = constraint.lastIndexOf("@");
-    return constraint.slice(0, cAt) === local && constraint.slice(cAt + 1).toLowerCase() === host;
-  }
-  if (c.startsWith(".")) return host.endsWith(c);
-  return host === c;
+/** `name` is `constraint` or below it; the empty constraint holds every name. */
+function dnsInside(name: string, constraint: string): boolean {
+  if (constraint === "" || name === constraint) return true;
+  const dot = name.length - constraint.length - 1;
+  return dot > 0 && name.charCodeAt(dot) === 0x2e && name.endsWith(constraint);
 }
 
 /**

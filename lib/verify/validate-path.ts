@@ -12,7 +12,12 @@ import { type Certificate, isSelfIssued } from "../x509/certificate.ts";
 import type { Crl } from "../x509/crl.ts";
 import { VerificationError } from "../errors.ts";
 import { describe } from "./describe.ts";
-import { checkNameConstraints, type ConstraintSet, constraintSetOf } from "./name-constraints.ts";
+import {
+  checkNameConstraints,
+  ComparisonBudget,
+  type ConstraintSet,
+  constraintSetOf,
+} from "./name-constraints.ts";
 import { checkPeerName } from "./peer-name.ts";
 import { checkPolicies } from "./policies.ts";
 import { checkProfile } from "./profile.ts";
@@ -33,11 +38,15 @@ export interface PathRequirements {
   crls: readonly Crl[];
 }
 
-/** Throws a {@link VerificationError} when `path` is not valid for `req`. */
+/**
+ * Throws a {@link VerificationError} when `path` is not valid for `req`. `comparisons` is the
+ * name constraint budget, shared by the paths one verification tries.
+ */
 export async function validatePath(
   path: readonly Certificate[],
   req: PathRequirements,
   signatures: SignatureChecker,
+  comparisons: ComparisonBudget = new ComparisonBudget(),
 ): Promise<void> {
   const last = path.length - 1;
   for (let i = 0; i <= last; i++) {
@@ -70,7 +79,9 @@ export async function validatePath(
   for (let k = last; k >= 0; k--) {
     const cert = path[k];
     // RFC 5280 6.1.3(b): self-issued CAs are exempt, the final certificate is not.
-    if (k < last && (k === 0 || !isSelfIssued(cert))) checkNameConstraints(cert, k, constraints, k === 0);
+    if (k < last && (k === 0 || !isSelfIssued(cert))) {
+      checkNameConstraints(cert, k, constraints, k === 0, comparisons);
+    }
     if (k > 0) {
       const set = constraintSetOf(cert, k);
       if (set) constraints.push(set);

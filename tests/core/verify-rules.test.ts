@@ -130,6 +130,33 @@ test("verifyChain refuses email SANs whose domain is not a DNS name under an ema
   });
 });
 
+test("verifyChain checks 500 DNS SANs against 500 permitted subtrees", async () => {
+  const permitted = Array.from({ length: 500 }, (_, i) => dnsName(`zone${i}.example.com`));
+  const root = await issue({ name: "Root", ca: true, nameConstraints: { permitted } });
+  const sans = Array.from({ length: 500 }, (_, i) => dnsName(`host.ZONE${499 - i}.example.com`));
+  await verifyChain({ leaf: (await issue({ name: "", sans, issuer: root })).pem, roots: root.pem });
+  const outside = await issue({
+    name: "",
+    sans: [...sans.slice(1), dnsName("host.zone500.example.com")],
+    issuer: root,
+  });
+  await rejects(verifyChain({ leaf: outside.pem, roots: root.pem }), "ERR_NAME_CONSTRAINTS");
+});
+
+test("verifyChain bounds name constraint comparisons per verification, not per certificate", async () => {
+  // 300 names x 512 subtrees is under the bound for each certificate, but not for both.
+  const permitted = Array.from({ length: 512 }, (_, i) => dnsName(`zone${i}.example.com`));
+  const root = await issue({ name: "Root", ca: true, nameConstraints: { permitted } });
+  const sans = Array.from({ length: 300 }, (_, i) => dnsName(`host${i}.zone0.example.com`));
+  const ica = await issue({ name: "ICA", ca: true, issuer: root, sans });
+  const leaf = await issue({ name: "", sans, issuer: ica });
+  const err = await rejects(
+    verifyChain({ leaf: leaf.pem, intermediates: ica.pem, roots: root.pem }),
+    "ERR_NAME_CONSTRAINTS",
+  );
+  assert.match(err.message, /comparisons/);
+});
+
 test("verifyChain applies directory name constraints to the subject, by RDN prefix", async () => {
   const permitted = tlv(contextTag(4, true), encodeName([[OID.organizationName, "Mesh"]]));
   const root = await issue({ name: "Root", ca: true, nameConstraints: { permitted: [permitted] } });

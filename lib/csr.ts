@@ -40,7 +40,7 @@ import {
   UnsupportedAlgorithm,
 } from "./errors.ts";
 import type { KeyAlgorithm, KeyPair } from "./keys.ts";
-import { encodePem } from "./pem.ts";
+import { encodePem, scanPem } from "./pem.ts";
 import { SpiffeId } from "./spiffeid.ts";
 import { parseAlgorithmIdentifier, parseExtensions } from "./x509/certificate.ts";
 import { dnsName, parseGeneralNames, uriName } from "./x509/general-name.ts";
@@ -89,9 +89,6 @@ export async function createCsr(options: CreateCsrOptions): Promise<string> {
   const der = seq(info, signer.algorithmIdentifier, tlv(Tag.BIT_STRING, new Uint8Array([0]), signature));
   return encodePem("CERTIFICATE REQUEST", der);
 }
-
-const PEM_CSR =
-  /^\s*-----BEGIN (NEW )?CERTIFICATE REQUEST-----([A-Za-z0-9+/=\s]*)-----END (NEW )?CERTIFICATE REQUEST-----\s*$/;
 
 /**
  * Parses and verifies a CSR (PEM or DER). Refuses a bad signature, no URI SAN, several URI
@@ -158,15 +155,21 @@ export async function parseCsr(input: string | Uint8Array): Promise<CertificateR
 function csrDer(input: string | Uint8Array): Uint8Array {
   if (input instanceof Uint8Array) return input;
   if (typeof input !== "string") throw new InvalidCsr("malformed", "expected PEM text or DER bytes");
-  const m = PEM_CSR.exec(input);
-  if (!m || m[1] !== m[3]) {
+  const blocks = scanPem(input);
+  const [block] = blocks;
+  const isCsrLabel = (label: string) =>
+    label === "CERTIFICATE REQUEST" || label === "NEW CERTIFICATE REQUEST";
+  if (
+    blocks.length !== 1 || !isCsrLabel(block.label) || block.endLabel !== block.label ||
+    input.trim() !== block.text
+  ) {
     throw new InvalidCsr(
       "malformed",
       "expected exactly one PEM block labelled CERTIFICATE REQUEST and nothing else",
     );
   }
   try {
-    return fromBase64(m[2].replace(/\s+/g, ""), "CSR PEM body");
+    return fromBase64(block.body.replace(/\s+/g, ""), "CSR PEM body");
   } catch (cause) {
     throw asCsrError(cause);
   }

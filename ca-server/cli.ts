@@ -126,7 +126,12 @@ async function init(args: string[]): Promise<void> {
   const keyAlgorithm = values["key-algorithm"] as KeyAlgorithm | undefined;
   if (values.csr) {
     const keys = await generateKeyPair(keyAlgorithm ?? config.ca.keyAlgorithm);
-    const csr = await createCsr({ keys, id: `spiffe://${config.trustDomain}` });
+    const csr = await createCsr({
+      keys,
+      id: `spiffe://${config.trustDomain}`,
+      // The intermediate's subject is the issuer name of every SVID it signs: never empty.
+      subject: { O: config.trustDomain, CN: "meshauth intermediate CA" },
+    });
     await writeFile(`${values.csr}.key`, await exportPrivateKeyPem(keys.privateKey), { mode: 0o600 });
     await writeFile(values.csr, csr);
     console.log(

@@ -42,7 +42,7 @@ import { exportPrivateKeyPem, generateKeyPair, importPrivateKeyPem, type KeyAlgo
 import { encodePem } from "./pem.ts";
 import { SpiffeId, TrustDomain } from "./spiffeid.ts";
 import { type Certificate, parseCertificates, uriSans } from "./x509/certificate.ts";
-import { encodeName, formatName, NAME_ATTRIBUTE } from "./x509/name.ts";
+import { encodeName, encodeSubject, formatName } from "./x509/name.ts";
 import { keySigner, type Signer } from "./x509/signature.ts";
 
 /** Istio's and Linkerd's default workload certificate lifetime. */
@@ -544,18 +544,7 @@ function subjectName(attributes: Record<string, string>): Uint8Array {
   if (Object.keys(attributes).length === 0) {
     throw new InvalidArgument("subject", "a CA's subject cannot be empty");
   }
-  return encodeName(
-    Object.entries(attributes).map(([name, value]) => {
-      const type = NAME_ATTRIBUTE[name];
-      if (!type) {
-        throw new InvalidArgument(
-          "subject",
-          `unknown attribute ${name}; use one of ${Object.keys(NAME_ATTRIBUTE).join(", ")}`,
-        );
-      }
-      return [type, value] as const;
-    }),
-  );
+  return encodeSubject(attributes);
 }
 
 function subjectPublicKeyBits(spki: Uint8Array): Uint8Array {

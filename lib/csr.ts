@@ -44,6 +44,7 @@ import { encodePem, scanPem } from "./pem.ts";
 import { SpiffeId } from "./spiffeid.ts";
 import { parseAlgorithmIdentifier, parseExtensions } from "./x509/certificate.ts";
 import { dnsName, parseGeneralNames, uriName } from "./x509/general-name.ts";
+import { encodeSubject } from "./x509/name.ts";
 import { importVerificationKey, keySigner } from "./x509/signature.ts";
 import { isDnsName } from "./verify/peer-name.ts";
 
@@ -67,6 +68,12 @@ export interface CreateCsrOptions {
   keys: Pick<KeyPair, "privateKey" | "publicKey">;
   id: SpiffeId | string;
   dnsNames?: string[];
+  /**
+   * Subject attributes by short name (`O`, `CN`, ...); empty by default, as an X509-SVID
+   * needs none. A CSR for an intermediate CA needs one: its subject becomes the issuer name
+   * of everything it signs, which RFC 5280 4.1.2.4 requires to be non-empty.
+   */
+  subject?: Record<string, string>;
 }
 
 /** Makes a PKCS#10 CSR, in PEM, whose only URI SAN is the SPIFFE ID. */
@@ -84,7 +91,12 @@ export async function createCsr(options: CreateCsrOptions): Promise<string> {
     seq(oid(OID.subjectAltName), tlv(Tag.BOOLEAN, new Uint8Array([0xff])), tlv(Tag.OCTET_STRING, san)),
   );
   const attributes = tlv(contextTag(0, true), seq(oid(OID.extensionRequest), set(extensions)));
-  const info = seq(integer(0), seq(), signer.spki, attributes);
+  const info = seq(
+    integer(0),
+    options.subject ? encodeSubject(options.subject) : seq(),
+    signer.spki,
+    attributes,
+  );
   const signature = await signer.sign(info);
   const der = seq(info, signer.algorithmIdentifier, tlv(Tag.BIT_STRING, new Uint8Array([0]), signature));
   return encodePem("CERTIFICATE REQUEST", der);

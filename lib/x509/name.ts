@@ -18,7 +18,7 @@ import {
   utf8String,
 } from "../asn1/der.ts";
 import { OID } from "../asn1/oids.ts";
-import { MalformedInput } from "../errors.ts";
+import { InvalidArgument, MalformedInput } from "../errors.ts";
 
 /** One attribute of a relative distinguished name. */
 export interface NameAttribute {
@@ -114,3 +114,25 @@ export const NAME_ATTRIBUTE: Readonly<Record<string, string>> = {
   OU: OID.organizationalUnitName,
   serialNumber: OID.serialNumber,
 };
+
+/**
+ * Encodes a subject from attributes by short name (`O`, `OU`, `CN`, `C`, `serialNumber`),
+ * in the order given; an unknown name is refused with {@link InvalidArgument}.
+ */
+export function encodeSubject(attributes: Record<string, string>): Uint8Array {
+  return encodeName(
+    Object.entries(attributes).map(([name, value]) => {
+      const type = NAME_ATTRIBUTE[name];
+      if (!type) {
+        throw new InvalidArgument(
+          "subject",
+          `unknown attribute ${name}; use one of ${Object.keys(NAME_ATTRIBUTE).join(", ")}`,
+        );
+      }
+      if (typeof value !== "string" || value === "") {
+        throw new InvalidArgument("subject", `attribute ${name} needs a non-empty string value`);
+      }
+      return [type, value] as const;
+    }),
+  );
+}

@@ -467,3 +467,23 @@ describe("DNS names in CSRs", () => {
     await assert.rejects(parseCsr(csr), { code: "ERR_CSR_INVALID" });
   });
 });
+
+describe("CSR subjects", () => {
+  test("createCsr writes the subject it is given, for an intermediate CA's CSR", async () => {
+    const csr = await createCsr({
+      keys: await keysFor("ECDSA-P256"),
+      id: "spiffe://cluster.local",
+      subject: { O: "cluster.local", CN: "meshauth intermediate CA" },
+    });
+    const der = decodePem(csr)[0].der;
+    const text = new TextDecoder().decode(der);
+    assert.match(text, /meshauth intermediate CA/);
+    assert.equal((await parseCsr(csr)).id.toString(), "spiffe://cluster.local");
+  });
+
+  test("createCsr refuses an unknown subject attribute", async () => {
+    await assert.rejects(createCsr({ keys: await keysFor("ECDSA-P256"), id: ID, subject: { X: "y" } }), {
+      code: "ERR_INVALID_ARGUMENT",
+    });
+  });
+});

@@ -24,7 +24,7 @@ export class MeshAuthError extends Error {
     super(message, options);
     // Subclasses outside the core that do not declare `name` still get their own; the core's
     // classes declare it, because bundlers rename classes and would rename the errors too.
-    this.name = new.target.name;
+    if (new.target !== MeshAuthError) this.name = new.target.name;
   }
 }
 

@@ -18,6 +18,7 @@ import {
   CertificateAuthority,
   DEFAULT_MAX_LEAF_TTL_SECONDS,
   type IssuancePolicy,
+  MeshAuthError,
   TrustBundle,
   TrustDomain,
 } from "../mod.ts";
@@ -41,11 +42,12 @@ export interface AuthoritiesOptions {
 }
 
 /** Thrown when no authority can sign (none configured, none active yet, all expired). */
-export class NoActiveAuthority extends Error {
-  readonly code = "ERR_NO_ACTIVE_AUTHORITY";
+export class NoActiveAuthority extends MeshAuthError {
+  static override code = "ERR_NO_ACTIVE_AUTHORITY";
+  override code = NoActiveAuthority.code;
+  override name = "NoActiveAuthority";
   constructor(message: string) {
     super(message);
-    this.name = "NoActiveAuthority";
   }
 }
 

@@ -14,7 +14,7 @@
 import { readFile } from "node:fs/promises";
 import { isAbsolute, resolve } from "node:path";
 import { parse as parseYaml } from "yaml";
-import { KEY_ALGORITHMS, type KeyAlgorithm, SpiffeId, TrustDomain } from "../mod.ts";
+import { KEY_ALGORITHMS, type KeyAlgorithm, MeshAuthError, SpiffeId, TrustDomain } from "../mod.ts";
 import type { LogLevel } from "./logger.ts";
 
 /** The validated configuration. */
@@ -57,11 +57,12 @@ export interface CaConfig {
 }
 
 /** A configuration that cannot be used; `problems` lists each field and what was wrong. */
-export class ConfigError extends Error {
-  readonly code = "ERR_CONFIG";
+export class ConfigError extends MeshAuthError {
+  static override code = "ERR_CONFIG";
+  override code = ConfigError.code;
+  override name = "ConfigError";
   constructor(readonly source: string, readonly problems: string[]) {
     super(`invalid configuration (${source}):\n${problems.map((p) => `  - ${p}`).join("\n")}`);
-    this.name = "ConfigError";
   }
 }
 

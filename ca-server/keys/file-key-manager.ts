@@ -23,13 +23,15 @@ import {
   type NewAuthority,
   pemSigner,
 } from "./key-manager.ts";
+import { MeshAuthError } from "../../mod.ts";
 
 /** Thrown when a key file is missing, unreadable or too widely readable. */
-export class KeyFileError extends Error {
-  readonly code = "ERR_KEY_FILE";
+export class KeyFileError extends MeshAuthError {
+  static override code = "ERR_KEY_FILE";
+  override code = KeyFileError.code;
+  override name = "KeyFileError";
   constructor(message: string) {
     super(message);
-    this.name = "KeyFileError";
   }
 }
 

@@ -6,6 +6,8 @@
  * @module
  */
 
+import { MeshAuthError } from "../../mod.ts";
+
 /** RFC 5280 5.3.1 CRL reason codes the server accepts, by name. */
 export const REVOCATION_REASONS = [
   "unspecified",
@@ -120,10 +122,11 @@ export interface CaStore {
 }
 
 /** Thrown when the store cannot be opened or is used by another process in a way it forbids. */
-export class StoreError extends Error {
-  readonly code = "ERR_STORE";
+export class StoreError extends MeshAuthError {
+  static override code = "ERR_STORE";
+  override code = StoreError.code;
+  override name = "StoreError";
   constructor(message: string, options?: ErrorOptions) {
     super(message, options);
-    this.name = "StoreError";
   }
 }

@@ -15,7 +15,7 @@
  */
 
 import { childrenOf, contentOf, type DerNode, expectTag, parseDer, readOid, Tag } from "./asn1/der.ts";
-import { OID } from "./asn1/oids.ts";
+import { EC_CURVES, OID } from "./asn1/oids.ts";
 import { bytesEqual, fromBase64, toBase64, toBase64Url } from "./encoding.ts";
 import { InvalidArgument, InvalidBundle, MeshAuthError } from "./errors.ts";
 import { encodePem } from "./pem.ts";
@@ -272,14 +272,9 @@ export function jwkOfCertificate(
   const key = cert.publicKey;
   if (alg.oid === OID.ecPublicKey) {
     const curve = alg.parameters ? readOid(parseDer(alg.parameters)) : "";
-    const crv = curve === OID.p256
-      ? "P-256"
-      : curve === OID.p384
-      ? "P-384"
-      : curve === OID.p521
-      ? "P-521"
-      : undefined;
-    const size = { "P-256": 32, "P-384": 48, "P-521": 66 }[crv ?? "P-256"];
+    const known = EC_CURVES[curve];
+    const crv = known?.name;
+    const size = known?.size ?? 0;
     if (!crv || key[0] !== 4 || key.length !== 1 + 2 * size) {
       throw new InvalidBundle(`unsupported EC key on curve ${curve} (only uncompressed points)`);
     }

@@ -14,7 +14,6 @@
 
 import {
   childrenOf,
-  contentOf,
   contextTag,
   type DerNode,
   encodingOf,
@@ -30,7 +29,7 @@ import {
   Tag,
   tlv,
 } from "./asn1/der.ts";
-import { OID } from "./asn1/oids.ts";
+import { EC_CURVES, OID } from "./asn1/oids.ts";
 import { fromBase64 } from "./encoding.ts";
 import {
   InvalidArgument,
@@ -45,6 +44,7 @@ import { SpiffeId } from "./spiffeid.ts";
 import { parseAlgorithmIdentifier, parseExtensions } from "./x509/certificate.ts";
 import { dnsName, parseGeneralNames, uriName } from "./x509/general-name.ts";
 import { encodeSubject } from "./x509/name.ts";
+import { rsaModulusBits } from "./x509/public-key.ts";
 import { importVerificationKey, keySigner } from "./x509/signature.ts";
 import { isDnsName } from "./verify/peer-name.ts";
 
@@ -207,7 +207,8 @@ function inspectKey(spkiNode: DerNode): KeyAlgorithm {
     const algOid = readOid(idNode);
     if (algOid === OID.ecPublicKey) {
       const curve = params?.tag === Tag.OID ? readOid(params) : undefined;
-      const size = curve === OID.p256 ? 32 : curve === OID.p384 ? 48 : 0;
+      // P-521 verifies, but meshauth issues for the key algorithms it can also make.
+      const size = curve === OID.p256 || curve === OID.p384 ? EC_CURVES[curve].size : 0;
       if (!size) {
         throw new InvalidCsr("unsupported-algorithm", `EC curve ${curve ?? "(explicit)"} is not supported`);
       }
@@ -222,8 +223,7 @@ function inspectKey(spkiNode: DerNode): KeyAlgorithm {
       if (params?.tag !== Tag.NULL || params.end !== params.contentStart) {
         throw new MalformedInput("CSR key algorithm", "rsaEncryption parameters must be NULL");
       }
-      const [n] = childrenOf(expectTag(parseDer(key, "RSA key"), Tag.SEQUENCE, "RSA key"));
-      const bits = bitLength(contentOf(expectTag(n, Tag.INTEGER, "RSA modulus")));
+      const bits = rsaModulusBits(key);
       if (bits < 2048) {
         throw new InvalidCsr("weak-key", `RSA key of ${bits} bits; at least 2048 are required`);
       }
@@ -245,13 +245,6 @@ function inspectKey(spkiNode: DerNode): KeyAlgorithm {
   } catch (cause) {
     throw asCsrError(cause);
   }
-}
-
-function bitLength(magnitude: Uint8Array): number {
-  let i = 0;
-  while (i < magnitude.length && magnitude[i] === 0) i++;
-  if (i === magnitude.length) return 0;
-  return (magnitude.length - i - 1) * 8 + (32 - Math.clz32(magnitude[i]));
 }
 
 function requestedNames(attributes: DerNode): { id: SpiffeId; dnsNames: string[] } {

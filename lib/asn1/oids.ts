@@ -82,3 +82,10 @@ export const EKU_BY_NAME: Readonly<Record<string, string>> = {
   ocspSigning: OID.ocspSigning,
   anyExtendedKeyUsage: OID.anyExtendedKeyUsage,
 };
+
+/** The named EC curves meshauth knows, by OID: WebCrypto's name and the coordinate size in bytes. */
+export const EC_CURVES: Readonly<Record<string, { name: "P-256" | "P-384" | "P-521"; size: number }>> = {
+  [OID.p256]: { name: "P-256", size: 32 },
+  [OID.p384]: { name: "P-384", size: 48 },
+  [OID.p521]: { name: "P-521", size: 66 },
+};

@@ -6,8 +6,9 @@
  * @module
  */
 
-import { childrenOf, contentOf, expectTag, parseDer, Tag } from "../asn1/der.ts";
-import { OID } from "../asn1/oids.ts";
+import { parseDer, readOid, Tag } from "../asn1/der.ts";
+import { EC_CURVES, OID } from "../asn1/oids.ts";
+import { rsaModulusBits } from "../x509/public-key.ts";
 import type { Certificate } from "../x509/certificate.ts";
 import { bytesEqual } from "../encoding.ts";
 import { VerificationError } from "../errors.ts";
@@ -160,8 +161,13 @@ function checkPublicKey(cert: Certificate, index: number): void {
     case OID.ecPublicKey: {
       const params = algorithm.parameters;
       if (!params || params[0] !== Tag.OID) reject("EC key without a named curve");
-      const curve = readCurve(params!);
-      if (curve !== OID.p256 && curve !== OID.p384 && curve !== OID.p521) reject(`EC key on curve ${curve}`);
+      let curve = "(malformed)";
+      try {
+        curve = readOid(parseDer(params!, "EC parameters"), "EC parameters");
+      } catch {
+        // An unreadable curve is as unsupported as an unknown one.
+      }
+      if (!EC_CURVES[curve]) reject(`EC key on curve ${curve}`);
       return;
     }
     case OID.rsaEncryption:
@@ -177,31 +183,6 @@ function checkPublicKey(cert: Certificate, index: number): void {
     default:
       reject(`public key algorithm ${algorithm.oid}`);
   }
-}
-
-function readCurve(params: Uint8Array): string {
-  const node = parseDer(params, "EC parameters");
-  const bytes = contentOf(expectTag(node, Tag.OID, "EC parameters"));
-  // Compare encodings: the three accepted curves.
-  const known: Array<[string, number[]]> = [
-    [OID.p256, [0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07]],
-    [OID.p384, [0x2b, 0x81, 0x04, 0x00, 0x22]],
-    [OID.p521, [0x2b, 0x81, 0x04, 0x00, 0x23]],
-  ];
-  for (const [oid, encoding] of known) if (bytesEqual(bytes, new Uint8Array(encoding))) return oid;
-  return "(unsupported)";
-}
-
-/** Bit length of an RSAPublicKey's modulus. */
-function rsaModulusBits(publicKey: Uint8Array): number {
-  const [modulus] = childrenOf(
-    expectTag(parseDer(publicKey, "RSA public key"), Tag.SEQUENCE, "RSA public key"),
-  );
-  const bytes = contentOf(expectTag(modulus, Tag.INTEGER, "RSA modulus"));
-  let i = 0;
-  while (i < bytes.length && bytes[i] === 0) i++;
-  if (i === bytes.length) return 0;
-  return (bytes.length - i - 1) * 8 + (32 - Math.clz32(bytes[i]));
 }
 
 function failure(

@@ -13,11 +13,13 @@ import {
   expectTag,
   integerBytes,
   parseDer,
+  present,
   readBitString,
   readBoolean,
   readOid,
   readSmallInt,
   readTime,
+  sequenceOf,
   Tag,
 } from "../asn1/der.ts";
 import { toHex } from "../encoding.ts";
@@ -107,9 +109,9 @@ export function parseCertificates(input: string | Uint8Array, what = "certificat
 /** Parses one DER certificate. Throws {@link MalformedInput} with the offending field. */
 export function parseCertificate(der: Uint8Array, what = "certificate"): Certificate {
   const root = parseDer(der, what);
-  const [tbsNode, sigAlgNode, sigNode, extra] = sequenceChildren(root, what);
+  const [tbsNode, sigAlgNode, sigNode, extra] = sequenceOf(root, what);
   if (!sigNode || extra) throw new MalformedInput(what, "Certificate must have exactly three fields");
-  const tbs = sequenceChildren(tbsNode, `${what} tbsCertificate`);
+  const tbs = sequenceOf(tbsNode, `${what} tbsCertificate`);
   let i = 0;
   let version = 1;
   if (tbs[0]?.tag === contextTag(0, true)) {
@@ -124,16 +126,16 @@ export function parseCertificate(der: Uint8Array, what = "certificate"): Certifi
   const serialNode = expectTag(tbs[i++], Tag.INTEGER, `${what} serialNumber`);
   const serialBytes = integerBytes(serialNode, `${what} serialNumber`);
   const tbsSignatureAlgorithm = parseAlgorithmIdentifier(tbs[i++], `${what} signature`);
-  const issuer = parseName(tbs[i++] ?? missing(`${what} issuer`), `${what} issuer`);
+  const issuer = parseName(present(tbs[i++], `${what} issuer`), `${what} issuer`);
   // RFC 5280 4.1.2.4: the issuer field MUST contain a non-empty distinguished name.
   if (issuer.rdns.length === 0) throw new MalformedInput(`${what} issuer`, "empty issuer name");
-  const validity = sequenceChildren(tbs[i++], `${what} validity`);
+  const validity = sequenceOf(tbs[i++], `${what} validity`);
   if (validity.length !== 2) throw new MalformedInput(`${what} validity`, "must hold two times");
   const notBefore = readTime(validity[0], `${what} notBefore`);
   const notAfter = readTime(validity[1], `${what} notAfter`);
-  const subject = parseName(tbs[i++] ?? missing(`${what} subject`), `${what} subject`);
+  const subject = parseName(present(tbs[i++], `${what} subject`), `${what} subject`);
   const spkiNode = tbs[i++];
-  const [pkAlgNode, pkNode, pkExtra] = sequenceChildren(spkiNode, `${what} subjectPublicKeyInfo`);
+  const [pkAlgNode, pkNode, pkExtra] = sequenceOf(spkiNode, `${what} subjectPublicKeyInfo`);
   if (!pkNode || pkExtra) throw new MalformedInput(`${what} subjectPublicKeyInfo`, "malformed");
   const publicKeyAlgorithm = parseAlgorithmIdentifier(pkAlgNode, `${what} public key algorithm`);
   const publicKey = octetAligned(pkNode, `${what} public key`);
@@ -187,12 +189,12 @@ export function octetAligned(node: DerNode | undefined, field: string): Uint8Arr
 
 /** Parses an Extensions SEQUENCE; refuses an empty list and duplicate OIDs (RFC 5280 4.2). */
 export function parseExtensions(node: DerNode, what: string): Extension[] {
-  const list = sequenceChildren(node, `${what} extensions`);
+  const list = sequenceOf(node, `${what} extensions`);
   if (list.length === 0) throw new MalformedInput(`${what} extensions`, "empty Extensions");
   const seen = new Set<string>();
   return list.map((ext) => {
-    const f = sequenceChildren(ext, `${what} extension`);
-    const id = readOid(f[0] ?? missing(`${what} extension`), `${what} extension`);
+    const f = sequenceOf(ext, `${what} extension`);
+    const id = readOid(present(f[0], `${what} extension`), `${what} extension`);
     if (seen.has(id)) throw new MalformedInput(`${what} extensions`, `duplicate extension ${id}`);
     seen.add(id);
     let critical = false;
@@ -212,21 +214,13 @@ export function parseExtensions(node: DerNode, what: string): Extension[] {
 
 /** Parses an AlgorithmIdentifier. */
 export function parseAlgorithmIdentifier(node: DerNode | undefined, field: string): AlgorithmIdentifier {
-  const [id, params, extra] = sequenceChildren(node, field);
+  const [id, params, extra] = sequenceOf(node, field);
   if (!id || extra) throw new MalformedInput(field, "malformed AlgorithmIdentifier");
   return {
     oid: readOid(id, field),
     parameters: params ? encodingOf(params) : undefined,
     der: encodingOf(node!),
   };
-}
-
-function sequenceChildren(node: DerNode | undefined, field: string): DerNode[] {
-  return childrenOf(expectTag(node, Tag.SEQUENCE, field), field);
-}
-
-function missing(field: string): never {
-  throw new MalformedInput(field, "missing");
 }
 
 /** The extension with this OID, if present. */

@@ -21,10 +21,12 @@ import {
   expectTag,
   integerBytes,
   parseDer,
+  present,
   readBigInt,
   readBoolean,
   readSmallInt,
   readTime,
+  sequenceOf,
   Tag,
 } from "../asn1/der.ts";
 import { OID } from "../asn1/oids.ts";
@@ -108,9 +110,9 @@ const REASON_NAMES = Object.fromEntries(Object.entries(CrlReason).map(([k, v]) =
 /** Parses one CRL from PEM (`X509 CRL` or `CRL`) or DER. Throws {@link MalformedInput}. */
 export function parseCrl(input: string | Uint8Array, what = "CRL"): Crl {
   const der = derBlock(input, ["X509 CRL", "CRL"], what);
-  const [tbsNode, sigAlgNode, sigNode, extra] = children(parseDer(der, what), what);
+  const [tbsNode, sigAlgNode, sigNode, extra] = sequenceOf(parseDer(der, what), what);
   if (!sigNode || extra) throw new MalformedInput(what, "CertificateList must have exactly three fields");
-  const tbs = children(tbsNode, `${what} tbsCertList`);
+  const tbs = sequenceOf(tbsNode, `${what} tbsCertList`);
   let i = 0;
   let version = 1;
   if (tbs[i]?.tag === Tag.INTEGER) {
@@ -119,8 +121,8 @@ export function parseCrl(input: string | Uint8Array, what = "CRL"): Crl {
     if (version !== 2) throw new MalformedInput(`${what} version`, `unknown version ${version}`);
   }
   const tbsSignatureAlgorithm = parseAlgorithmIdentifier(tbs[i++], `${what} signature`);
-  const issuer = parseName(tbs[i++] ?? missing(`${what} issuer`), `${what} issuer`);
-  const thisUpdate = readTime(tbs[i++] ?? missing(`${what} thisUpdate`), `${what} thisUpdate`, true);
+  const issuer = parseName(present(tbs[i++], `${what} issuer`), `${what} issuer`);
+  const thisUpdate = readTime(present(tbs[i++], `${what} thisUpdate`), `${what} thisUpdate`, true);
   let nextUpdate: Date | undefined;
   if (tbs[i]?.tag === Tag.UTC_TIME || tbs[i]?.tag === Tag.GENERALIZED_TIME) {
     nextUpdate = readTime(tbs[i++], `${what} nextUpdate`, true);
@@ -139,7 +141,7 @@ export function parseCrl(input: string | Uint8Array, what = "CRL"): Crl {
     extensions: [],
   };
   if (tbs[i]?.tag === Tag.SEQUENCE) {
-    crl.revoked = children(tbs[i++], `${what} revokedCertificates`).map((entry) =>
+    crl.revoked = sequenceOf(tbs[i++], `${what} revokedCertificates`).map((entry) =>
       parseEntry(entry, version, `${what} revoked entry`)
     );
   }
@@ -155,7 +157,7 @@ export function parseCrl(input: string | Uint8Array, what = "CRL"): Crl {
 }
 
 function parseEntry(node: DerNode, version: number, field: string): RevokedCertificate {
-  const [serial, date, exts, extra] = children(node, field);
+  const [serial, date, exts, extra] = sequenceOf(node, field);
   if (!serial || !date || extra) {
     throw new MalformedInput(field, "expected serial, date and optional extensions");
   }
@@ -195,7 +197,7 @@ function decodeCrlExtensions(crl: Crl, what: string): void {
         crl.deltaCrlIndicator = readCrlNumber(ext.value, field);
         break;
       case OID.authorityKeyIdentifier:
-        for (const f of children(parseDer(ext.value, field), field)) {
+        for (const f of sequenceOf(parseDer(ext.value, field), field)) {
           if (f.tag === contextTag(0, false)) crl.authorityKeyIdentifier = contentOf(f);
         }
         break;
@@ -232,7 +234,7 @@ function parseIdp(node: DerNode, field: string): IssuingDistributionPoint {
     return true;
   };
   let last = -1;
-  for (const f of children(node, field)) {
+  for (const f of sequenceOf(node, field)) {
     const number = f.tag & 0x1f;
     if ((f.tag & 0xc0) !== 0x80 || number <= last) throw new MalformedInput(field, "unexpected field order");
     last = number;
@@ -252,12 +254,4 @@ function parseIdp(node: DerNode, field: string): IssuingDistributionPoint {
   const only = [idp.onlyContainsUserCerts, idp.onlyContainsCACerts, idp.onlyContainsAttributeCerts];
   if (only.filter(Boolean).length > 1) throw new MalformedInput(field, "more than one onlyContains flag");
   return idp;
-}
-
-function children(node: DerNode | undefined, field: string): DerNode[] {
-  return childrenOf(expectTag(node, Tag.SEQUENCE, field), field);
-}
-
-function missing(field: string): never {
-  throw new MalformedInput(field, "missing");
 }

@@ -14,10 +14,12 @@ import {
   expectTag,
   integerBytes,
   parseDer,
+  present,
   readBitString,
   readBoolean,
   readOid,
   readSmallInt,
+  sequenceOf,
   Tag,
 } from "../asn1/der.ts";
 import { OID } from "../asn1/oids.ts";
@@ -64,7 +66,7 @@ export function decodeExtensions(cert: Certificate, what: string): void {
     const field = `${what} extension ${ext.oid}`;
     switch (ext.oid) {
       case OID.basicConstraints: {
-        const f = sequenceChildren(parseDer(ext.value, field), field);
+        const f = sequenceOf(parseDer(ext.value, field), field);
         let ca = false;
         let k = 0;
         if (f[k]?.tag === Tag.BOOLEAN) {
@@ -85,7 +87,7 @@ export function decodeExtensions(cert: Certificate, what: string): void {
         break;
       }
       case OID.extKeyUsage: {
-        const ids = sequenceChildren(parseDer(ext.value, field), field).map((n) => readOid(n, field));
+        const ids = sequenceOf(parseDer(ext.value, field), field).map((n) => readOid(n, field));
         if (ids.length === 0) throw new MalformedInput(field, "empty ExtKeyUsageSyntax");
         cert.extendedKeyUsage = ids;
         break;
@@ -102,7 +104,7 @@ export function decodeExtensions(cert: Certificate, what: string): void {
       case OID.authorityKeyIdentifier: {
         // RFC 5280 4.2.1.1: [0] keyIdentifier, [1] authorityCertIssuer, [2] serial, in order.
         let last = -1;
-        for (const f of sequenceChildren(parseDer(ext.value, field), field)) {
+        for (const f of sequenceOf(parseDer(ext.value, field), field)) {
           const number = f.tag & 0x1f;
           if (number <= last) throw new MalformedInput(field, "AuthorityKeyIdentifier fields out of order");
           last = number;
@@ -115,9 +117,9 @@ export function decodeExtensions(cert: Certificate, what: string): void {
         break;
       }
       case OID.certificatePolicies: {
-        const ids = sequenceChildren(parseDer(ext.value, field), field).map((info) => {
-          const [id] = sequenceChildren(info, field);
-          return readOid(id ?? missing(field), field);
+        const ids = sequenceOf(parseDer(ext.value, field), field).map((info) => {
+          const [id] = sequenceOf(info, field);
+          return readOid(present(id, field), field);
         });
         if (ids.length === 0) throw new MalformedInput(field, "empty certificatePolicies");
         if (new Set(ids).size !== ids.length) throw new MalformedInput(field, "a policy appears twice");
@@ -125,8 +127,8 @@ export function decodeExtensions(cert: Certificate, what: string): void {
         break;
       }
       case OID.policyMappings: {
-        const pairs = sequenceChildren(parseDer(ext.value, field), field).map((m) => {
-          const [from, to, extra] = sequenceChildren(m, field);
+        const pairs = sequenceOf(parseDer(ext.value, field), field).map((m) => {
+          const [from, to, extra] = sequenceOf(m, field);
           if (!from || !to || extra) throw new MalformedInput(field, "malformed policy mapping");
           return { issuerDomainPolicy: readOid(from, field), subjectDomainPolicy: readOid(to, field) };
         });
@@ -137,7 +139,7 @@ export function decodeExtensions(cert: Certificate, what: string): void {
       case OID.policyConstraints: {
         const constraints: { requireExplicitPolicy?: number; inhibitPolicyMapping?: number } = {};
         let last = -1;
-        for (const f of sequenceChildren(parseDer(ext.value, field), field)) {
+        for (const f of sequenceOf(parseDer(ext.value, field), field)) {
           const number = f.tag & 0x1f;
           if ((f.tag & 0xe0) !== 0x80 || number > 1 || number <= last) {
             throw new MalformedInput(field, "unexpected PolicyConstraints field");
@@ -162,7 +164,7 @@ export function decodeExtensions(cert: Certificate, what: string): void {
         cert.nameConstraints = parseNameConstraints(parseDer(ext.value, field), field);
         break;
       case OID.crlDistributionPoints: {
-        const points = sequenceChildren(parseDer(ext.value, field), field).map((dp) =>
+        const points = sequenceOf(parseDer(ext.value, field), field).map((dp) =>
           parseDistributionPoint(dp, field)
         );
         if (points.length === 0) throw new MalformedInput(field, "empty CRLDistributionPoints");
@@ -171,8 +173,8 @@ export function decodeExtensions(cert: Certificate, what: string): void {
       }
       case OID.authorityInfoAccess: {
         // RFC 5280 4.2.2.1: SEQUENCE SIZE (1..MAX) OF AccessDescription.
-        const descriptions = sequenceChildren(parseDer(ext.value, field), field).map((ad) => {
-          const [method, location, extra] = sequenceChildren(ad, field);
+        const descriptions = sequenceOf(parseDer(ext.value, field), field).map((ad) => {
+          const [method, location, extra] = sequenceOf(ad, field);
           if (!method || !location || extra) throw new MalformedInput(field, "malformed AccessDescription");
           return { method: readOid(method, field), location: parseGeneralName(location, field) };
         });
@@ -189,11 +191,11 @@ function parseNameConstraints(
   field: string,
 ): { permitted?: GeneralSubtree[]; excluded?: GeneralSubtree[] } {
   const out: { permitted?: GeneralSubtree[]; excluded?: GeneralSubtree[] } = {};
-  for (const part of sequenceChildren(node, field)) {
+  for (const part of sequenceOf(node, field)) {
     const subtrees = childrenOf(part, field).map((st) => {
-      const [base, ...rest] = sequenceChildren(st, field);
+      const [base, ...rest] = sequenceOf(st, field);
       const subtree: GeneralSubtree = {
-        base: parseGeneralName(base ?? missing(field), field),
+        base: parseGeneralName(present(base, field), field),
         minimum: 0,
       };
       for (const r of rest) {
@@ -217,7 +219,7 @@ function parseNameConstraints(
 /** Parses a DistributionPoint (also used by the CRL issuing distribution point). */
 export function parseDistributionPoint(node: DerNode, field: string): DistributionPoint {
   const dp: DistributionPoint = {};
-  for (const f of sequenceChildren(node, field)) {
+  for (const f of sequenceOf(node, field)) {
     if (f.tag === contextTag(0, true)) {
       const [name] = childrenOf(f, field);
       if (name?.tag === contextTag(0, true)) dp.fullName = parseGeneralNames(name, field);
@@ -229,11 +231,3 @@ export function parseDistributionPoint(node: DerNode, field: string): Distributi
 }
 
 const KEY_USAGE_NAMES = Object.keys(KeyUsage) as KeyUsageName[];
-
-function sequenceChildren(node: DerNode | undefined, field: string): DerNode[] {
-  return childrenOf(expectTag(node, Tag.SEQUENCE, field), field);
-}
-
-function missing(field: string): never {
-  throw new MalformedInput(field, "missing");
-}

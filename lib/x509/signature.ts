@@ -7,10 +7,10 @@
 
 import {
   childrenOf,
-  concat,
   contextTag,
   type DerNode,
   expectTag,
+  integer,
   integerBytes,
   latin1,
   nullValue,
@@ -22,7 +22,7 @@ import {
   seq,
   Tag,
 } from "../asn1/der.ts";
-import { OID } from "../asn1/oids.ts";
+import { EC_CURVES, OID } from "../asn1/oids.ts";
 import { toArrayBuffer } from "../encoding.ts";
 import { MalformedInput, RuntimeUnsupported, UnsupportedAlgorithm } from "../errors.ts";
 import { keyAlgorithmOf } from "../keys.ts";
@@ -78,16 +78,7 @@ export async function keySigner(privateKey: CryptoKey, publicKey: CryptoKey): Pr
 
 /** ECDSA r||s (WebCrypto's form) to the DER Ecdsa-Sig-Value X.509 carries. */
 export function ecdsaRawToDer(raw: Uint8Array, size: number): Uint8Array {
-  const int = (bytes: Uint8Array) => {
-    let i = 0;
-    while (i < bytes.length - 1 && bytes[i] === 0) i++;
-    let v = bytes.subarray(i);
-    if (v[0] & 0x80) v = concat([new Uint8Array([0]), v]);
-    return concat([new Uint8Array([Tag.INTEGER, v.length]), v]);
-  };
-  const body = concat([int(raw.subarray(0, size)), int(raw.subarray(size))]);
-  const len = body.length < 0x80 ? [body.length] : [0x81, body.length];
-  return concat([new Uint8Array([Tag.SEQUENCE, ...len]), body]);
+  return seq(integer(raw.subarray(0, size)), integer(raw.subarray(size)));
 }
 
 function ecdsaDerToRaw(der: Uint8Array, size: number): Uint8Array {
@@ -121,9 +112,8 @@ interface VerifyPlan {
 function curveOf(publicKeyAlgorithm: AlgorithmIdentifier): { name: string; size: number } {
   const params = publicKeyAlgorithm.parameters;
   const curve = params && params[0] === Tag.OID ? readOid(parseDer(params, "EC parameters")) : undefined;
-  if (curve === OID.p256) return { name: "P-256", size: 32 };
-  if (curve === OID.p384) return { name: "P-384", size: 48 };
-  if (curve === OID.p521) return { name: "P-521", size: 66 };
+  const known = curve === undefined ? undefined : EC_CURVES[curve];
+  if (known) return known;
   throw new UnsupportedAlgorithm(`EC curve ${curve ?? "(explicit parameters)"}`);
 }
 

@@ -39,8 +39,21 @@ export {
 } from "./lib/x509/certificate.ts";
 export { formatName, type Name } from "./lib/x509/name.ts";
 export { type GeneralName } from "./lib/x509/general-name.ts";
-export { keySigner, type Signer, verifySignature } from "./lib/x509/signature.ts";
-export { type CertificateRequest, createCsr, type CreateCsrOptions, parseCsr } from "./lib/csr.ts";
+export { keySigner, signatureScheme, type Signer, verifySignature } from "./lib/x509/signature.ts";
+export {
+  type CryptoProvider,
+  type HashAlgorithm,
+  type SignatureCheck,
+  type SignatureScheme,
+  webCryptoProvider,
+} from "./lib/x509/crypto-provider.ts";
+export {
+  type CertificateRequest,
+  createCsr,
+  type CreateCsrOptions,
+  parseCsr,
+  type ParseCsrOptions,
+} from "./lib/csr.ts";
 export {
   CertificateAuthority,
   type CreateCrlOptions,

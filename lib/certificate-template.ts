@@ -18,9 +18,9 @@ import {
   tlv,
 } from "./asn1/der.ts";
 import { OID } from "./asn1/oids.ts";
-import { toArrayBuffer } from "./encoding.ts";
 import { KeyUsage, type KeyUsageName } from "./x509/certificate.ts";
 import { CrlReason, type CrlReasonName } from "./x509/crl.ts";
+import { type CryptoProvider, webCryptoProvider } from "./x509/crypto-provider.ts";
 import type { Signer } from "./x509/signature.ts";
 import { dnsName, uriName } from "./x509/general-name.ts";
 
@@ -144,8 +144,11 @@ export async function signCrl(
 }
 
 /** RFC 5280 4.2.1.2 method 1: SHA-1 of the subjectPublicKey BIT STRING's bits. */
-export async function keyIdentifier(publicKeyBits: Uint8Array): Promise<Uint8Array> {
-  return new Uint8Array(await crypto.subtle.digest("SHA-1", toArrayBuffer(publicKeyBits)));
+export function keyIdentifier(
+  publicKeyBits: Uint8Array,
+  provider: CryptoProvider = webCryptoProvider,
+): Promise<Uint8Array> {
+  return provider.digest("SHA-1", publicKeyBits);
 }
 
 /** A random positive serial number of 128 bits' length (CA/B BR 7.1: at least 64 random bits). */

@@ -7,7 +7,7 @@
  * import { createCsr, generateKeyPair, parseCsr, SpiffeId } from "meshauth";
  * const keys = await generateKeyPair();
  * const csrPem = await createCsr({ keys, id: SpiffeId.parse("spiffe://cluster.local/ns/default/sa/photos") });
- * const request = await parseCsr(csrPem); // { id, dnsNames, publicKey, keyAlgorithm, spki }
+ * const request = await parseCsr(csrPem); // { id, dnsNames, keyAlgorithm, spki, der }
  * ```
  * @module
  */
@@ -45,7 +45,8 @@ import { parseAlgorithmIdentifier, parseExtensions } from "./x509/certificate.ts
 import { dnsName, parseGeneralNames, uriName } from "./x509/general-name.ts";
 import { encodeSubject } from "./x509/name.ts";
 import { rsaModulusBits } from "./x509/public-key.ts";
-import { importVerificationKey, keySigner } from "./x509/signature.ts";
+import { type CryptoProvider, webCryptoProvider } from "./x509/crypto-provider.ts";
+import { keySigner, signatureScheme } from "./x509/signature.ts";
 import { isDnsName } from "./verify/peer-name.ts";
 
 /** What a valid X509-SVID CSR asks for. */
@@ -54,13 +55,17 @@ export interface CertificateRequest {
   id: SpiffeId;
   /** DNS SANs, if any. */
   dnsNames: string[];
-  /** The requester's public key, imported for verification. */
-  publicKey: CryptoKey;
   keyAlgorithm: KeyAlgorithm;
   /** SubjectPublicKeyInfo DER, as the issued certificate will carry it. */
   spki: Uint8Array;
   /** The CSR's DER. */
   der: Uint8Array;
+}
+
+/** Options of {@link parseCsr}. */
+export interface ParseCsrOptions {
+  /** Verifies the CSR's signature; WebCrypto by default. */
+  crypto?: CryptoProvider;
 }
 
 /** Options of {@link createCsr}. */
@@ -107,7 +112,10 @@ export async function createCsr(options: CreateCsrOptions): Promise<string> {
  * SANs, a non-SPIFFE URI, RSA under 2048 bits, algorithms outside {@link KeyAlgorithm},
  * trailing bytes, and anything that is not a CSR, each with {@link InvalidCsr} and a reason.
  */
-export async function parseCsr(input: string | Uint8Array): Promise<CertificateRequest> {
+export async function parseCsr(
+  input: string | Uint8Array,
+  options: ParseCsrOptions = {},
+): Promise<CertificateRequest> {
   const der = csrDer(input);
   let info: DerNode[];
   let infoNode: DerNode;
@@ -139,19 +147,18 @@ export async function parseCsr(input: string | Uint8Array): Promise<CertificateR
   const spki = encodingOf(spkiNode);
   const keyAlgorithm = inspectKey(spkiNode);
 
-  let publicKey: CryptoKey;
   let valid: boolean;
   try {
     const sigAlg = parseAlgorithmIdentifier(sigAlgNode, "CSR signature algorithm");
     const [algNode] = childrenOf(spkiNode, "CSR key");
-    // Not the cached verifySignature: every CSR brings a new key, which would only churn the cache.
-    const verifier = await importVerificationKey(
-      sigAlg,
+    const scheme = signatureScheme(sigAlg, parseAlgorithmIdentifier(algNode, "CSR key algorithm"));
+    // Every CSR brings a new key, so it is not marked as reused: it would only churn a cache.
+    valid = await (options.crypto ?? webCryptoProvider).verify({
+      scheme,
       spki,
-      parseAlgorithmIdentifier(algNode, "CSR key algorithm"),
-    );
-    publicKey = verifier.key;
-    valid = await verifier.verify(encodingOf(infoNode), signature);
+      data: encodingOf(infoNode),
+      signature,
+    });
   } catch (cause) {
     if (cause instanceof UnsupportedAlgorithm) {
       throw new InvalidCsr("unsupported-algorithm", cause.message, { cause });
@@ -161,7 +168,7 @@ export async function parseCsr(input: string | Uint8Array): Promise<CertificateR
   if (!valid) throw new InvalidCsr("signature", "the CSR's signature does not verify with its own key");
 
   const { id, dnsNames } = requestedNames(info[3]);
-  return { id, dnsNames, publicKey, keyAlgorithm, spki, der };
+  return { id, dnsNames, keyAlgorithm, spki, der };
 }
 
 function csrDer(input: string | Uint8Array): Uint8Array {

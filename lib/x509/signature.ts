@@ -11,12 +11,9 @@ import {
   type DerNode,
   expectTag,
   integer,
-  integerBytes,
-  latin1,
   nullValue,
   oid,
   parseDer,
-  readBitString,
   readOid,
   readSmallInt,
   seq,
@@ -24,9 +21,10 @@ import {
 } from "../asn1/der.ts";
 import { EC_CURVES, OID } from "../asn1/oids.ts";
 import { toArrayBuffer } from "../encoding.ts";
-import { MalformedInput, RuntimeUnsupported, UnsupportedAlgorithm } from "../errors.ts";
+import { MalformedInput, UnsupportedAlgorithm } from "../errors.ts";
 import { keyAlgorithmOf } from "../keys.ts";
 import type { AlgorithmIdentifier } from "./certificate.ts";
+import { type CryptoProvider, type SignatureScheme, webCryptoProvider } from "./crypto-provider.ts";
 
 /** Something that signs TBS bytes: a WebCrypto key, or a KMS/HSM behind the same shape. */
 export interface Signer {
@@ -81,54 +79,37 @@ export function ecdsaRawToDer(raw: Uint8Array, size: number): Uint8Array {
   return seq(integer(raw.subarray(0, size)), integer(raw.subarray(size)));
 }
 
-function ecdsaDerToRaw(der: Uint8Array, size: number): Uint8Array {
-  const [r, s, extra] = childrenOf(
-    expectTag(parseDer(der, "ECDSA signature"), Tag.SEQUENCE, "ECDSA signature"),
-  );
-  if (!r || !s || extra) throw new MalformedInput("ECDSA signature", "expected SEQUENCE { r, s }");
-  const out = new Uint8Array(size * 2);
-  for (const [k, node] of [[0, r], [1, s]] as const) {
-    const bytes = integerBytes(expectTag(node, Tag.INTEGER, "ECDSA signature"), "ECDSA signature");
-    if (bytes[0] & 0x80) throw new MalformedInput("ECDSA signature", "negative r or s");
-    const v = bytes[0] === 0 ? bytes.subarray(1) : bytes;
-    if (v.length > size) throw new MalformedInput("ECDSA signature", "r or s too large");
-    out.set(v, k * size + size - v.length);
-  }
-  return out;
-}
-
-const HASH_BY_OID: Record<string, string> = {
+const HASH_BY_OID: Record<string, "SHA-256" | "SHA-384" | "SHA-512"> = {
   [OID.sha256]: "SHA-256",
   [OID.sha384]: "SHA-384",
   [OID.sha512]: "SHA-512",
 };
 
-interface VerifyPlan {
-  importParams: RsaHashedImportParams | EcKeyImportParams | { name: string };
-  verifyParams: RsaPssParams | EcdsaParams | { name: string };
-  ecdsaSize?: number;
-}
-
-function curveOf(publicKeyAlgorithm: AlgorithmIdentifier): { name: string; size: number } {
+function curveOf(publicKeyAlgorithm: AlgorithmIdentifier): "P-256" | "P-384" | "P-521" {
   const params = publicKeyAlgorithm.parameters;
   const curve = params && params[0] === Tag.OID ? readOid(parseDer(params, "EC parameters")) : undefined;
   const known = curve === undefined ? undefined : EC_CURVES[curve];
-  if (known) return known;
+  if (known) return known.name;
   throw new UnsupportedAlgorithm(`EC curve ${curve ?? "(explicit parameters)"}`);
 }
 
-function planFor(
+/**
+ * The scheme that checks a signature of `signatureAlgorithm` made by a key of
+ * `publicKeyAlgorithm`; throws {@link UnsupportedAlgorithm} or {@link MalformedInput} for
+ * pairs and encodings meshauth refuses (SHA-1, mismatched key types, bad parameters).
+ */
+export function signatureScheme(
   signatureAlgorithm: AlgorithmIdentifier,
   publicKeyAlgorithm: AlgorithmIdentifier,
-): VerifyPlan {
+): SignatureScheme {
   const sig = signatureAlgorithm.oid;
   const key = publicKeyAlgorithm.oid;
-  const rsaHash: Record<string, string> = {
+  const rsaHash: Record<string, "SHA-256" | "SHA-384" | "SHA-512"> = {
     [OID.sha256WithRSA]: "SHA-256",
     [OID.sha384WithRSA]: "SHA-384",
     [OID.sha512WithRSA]: "SHA-512",
   };
-  const ecHash: Record<string, string> = {
+  const ecHash: Record<string, "SHA-256" | "SHA-384" | "SHA-512"> = {
     [OID.ecdsaWithSha256]: "SHA-256",
     [OID.ecdsaWithSha384]: "SHA-384",
     [OID.ecdsaWithSha512]: "SHA-512",
@@ -140,10 +121,7 @@ function planFor(
       throw new MalformedInput("signature algorithm", "RSA PKCS#1 parameters must be NULL");
     }
     if (key !== OID.rsaEncryption) throw new UnsupportedAlgorithm(`${sig} with a ${key} key`);
-    return {
-      importParams: { name: "RSASSA-PKCS1-v1_5", hash: rsaHash[sig] },
-      verifyParams: { name: "RSASSA-PKCS1-v1_5" },
-    };
+    return { name: "RSASSA-PKCS1-v1_5", hash: rsaHash[sig] };
   }
   if (ecHash[sig]) {
     // RFC 5758 3.2: ecdsa-with-SHA2 parameters MUST be absent.
@@ -151,19 +129,14 @@ function planFor(
       throw new MalformedInput("signature algorithm", "ECDSA parameters must be absent");
     }
     if (key !== OID.ecPublicKey) throw new UnsupportedAlgorithm(`${sig} with a ${key} key`);
-    const curve = curveOf(publicKeyAlgorithm);
-    return {
-      importParams: { name: "ECDSA", namedCurve: curve.name },
-      verifyParams: { name: "ECDSA", hash: ecHash[sig] },
-      ecdsaSize: curve.size,
-    };
+    return { name: "ECDSA", hash: ecHash[sig], namedCurve: curveOf(publicKeyAlgorithm) };
   }
   if (sig === OID.ed25519) {
     if (signatureAlgorithm.parameters) {
       throw new MalformedInput("signature algorithm", "Ed25519 parameters must be absent");
     }
     if (key !== OID.ed25519) throw new UnsupportedAlgorithm(`Ed25519 signature with a ${key} key`);
-    return { importParams: { name: "Ed25519" }, verifyParams: { name: "Ed25519" } };
+    return { name: "Ed25519" };
   }
   if (sig === OID.rsassaPss) {
     if (key === OID.rsassaPss) {
@@ -175,10 +148,7 @@ function planFor(
     }
     if (key !== OID.rsaEncryption) throw new UnsupportedAlgorithm(`RSASSA-PSS with a ${key} key`);
     const { hash, saltLength } = parsePssParams(signatureAlgorithm.parameters);
-    return {
-      importParams: { name: "RSA-PSS", hash },
-      verifyParams: { name: "RSA-PSS", saltLength } as RsaPssParams,
-    };
+    return { name: "RSA-PSS", hash, saltLength };
   }
   if (sig === OID.sha1WithRSA || sig === OID.ecdsaWithSha1) {
     throw new UnsupportedAlgorithm("SHA-1 signatures", "refused as insecure");
@@ -188,11 +158,13 @@ function planFor(
 
 // RFC 4055 3.1 RSASSA-PSS-params; SHA-1 defaults are refused. Each field is an explicit tag
 // around exactly one value, in tag order, at most once: anything else is malformed.
-function parsePssParams(params: Uint8Array | undefined): { hash: string; saltLength: number } {
+function parsePssParams(
+  params: Uint8Array | undefined,
+): { hash: "SHA-256" | "SHA-384" | "SHA-512"; saltLength: number } {
   if (!params) throw new UnsupportedAlgorithm("RSASSA-PSS with default (SHA-1) parameters");
   const field = "PSS parameters";
   const fields = childrenOf(expectTag(parseDer(params, field), Tag.SEQUENCE, field), field);
-  let hash: string | undefined;
+  let hash: "SHA-256" | "SHA-384" | "SHA-512" | undefined;
   let mgfHash: string | undefined;
   let saltLength = 20;
   const hashOf = (node: DerNode | undefined, what: string) => {
@@ -226,90 +198,20 @@ function parsePssParams(params: Uint8Array | undefined): { hash: string; saltLen
   return { hash, saltLength };
 }
 
-const keyCache = new Map<string, Promise<CryptoKey>>();
-const KEY_CACHE_LIMIT = 512;
-
-/** A public key imported for one signature algorithm. */
-export interface VerificationKey {
-  key: CryptoKey;
-  /** Verifies a signature in its X.509 encoding (DER for ECDSA). */
-  verify(data: Uint8Array, signature: Uint8Array): Promise<boolean>;
-}
-
-/**
- * Imports `spki` for verifying signatures of `signatureAlgorithm`. EC and Ed25519 keys are
- * imported from their raw point: OpenSSL 3.0's SPKI decoder (Node 20) costs several times
- * more than the point import, and a CA imports one new key per CSR.
- */
-export async function importVerificationKey(
-  signatureAlgorithm: AlgorithmIdentifier,
-  spki: Uint8Array,
-  publicKeyAlgorithm: AlgorithmIdentifier,
-): Promise<VerificationKey> {
-  const plan = planFor(signatureAlgorithm, publicKeyAlgorithm);
-  const key = await importPlanned(plan, spki);
-  return { key, verify: (data, signature) => verifyPlanned(plan, key, data, signature) };
-}
-
-// Public keys are extractable: nothing about them is secret, and callers export them.
-async function importPlanned(plan: VerifyPlan, spki: Uint8Array): Promise<CryptoKey> {
-  try {
-    if (plan.importParams.name === "ECDSA" || plan.importParams.name === "Ed25519") {
-      const [, keyBits] = childrenOf(expectTag(parseDer(spki, "public key"), Tag.SEQUENCE, "public key"));
-      const point = readBitString(expectTag(keyBits, Tag.BIT_STRING, "public key")).bytes;
-      return await crypto.subtle.importKey("raw", toArrayBuffer(point), plan.importParams, true, ["verify"]);
-    }
-    return await crypto.subtle.importKey("spki", toArrayBuffer(spki), plan.importParams, true, ["verify"]);
-  } catch (cause) {
-    if (cause instanceof DOMException && cause.name === "NotSupportedError") {
-      throw new RuntimeUnsupported(`${plan.importParams.name} public keys`, { cause });
-    }
-    throw new MalformedInput("public key", "WebCrypto could not import it", { cause });
-  }
-}
-
 /**
  * Verifies `signature` over `data` with the public key `spki` under `signatureAlgorithm`.
  * Returns false for a signature that does not verify; throws {@link UnsupportedAlgorithm} or
- * {@link MalformedInput} for algorithms or encodings it refuses. Imported keys are cached.
+ * {@link MalformedInput} for algorithms or encodings it refuses. The key is treated as one
+ * that verifies again (a CA's), so a provider may keep its import.
  */
-export async function verifySignature(
+export function verifySignature(
   signatureAlgorithm: AlgorithmIdentifier,
   spki: Uint8Array,
   publicKeyAlgorithm: AlgorithmIdentifier,
   data: Uint8Array,
   signature: Uint8Array,
+  provider: CryptoProvider = webCryptoProvider,
 ): Promise<boolean> {
-  const plan = planFor(signatureAlgorithm, publicKeyAlgorithm);
-  const params = plan.importParams as { name: string; hash?: string; namedCurve?: string };
-  const cacheKey = `${params.name}/${params.hash ?? params.namedCurve ?? ""}:${latin1(spki)}`;
-  let key = keyCache.get(cacheKey);
-  if (!key) {
-    key = importPlanned(plan, spki);
-    if (keyCache.size >= KEY_CACHE_LIMIT) keyCache.delete(keyCache.keys().next().value!);
-    keyCache.set(cacheKey, key);
-    key.catch(() => keyCache.delete(cacheKey));
-  }
-  return verifyPlanned(plan, await key, data, signature);
-}
-
-async function verifyPlanned(
-  plan: VerifyPlan,
-  imported: CryptoKey,
-  data: Uint8Array,
-  signature: Uint8Array,
-): Promise<boolean> {
-  let sig = signature;
-  if (plan.ecdsaSize) {
-    try {
-      sig = ecdsaDerToRaw(signature, plan.ecdsaSize);
-    } catch {
-      return false;
-    }
-  }
-  try {
-    return await crypto.subtle.verify(plan.verifyParams, imported, toArrayBuffer(sig), toArrayBuffer(data));
-  } catch {
-    return false;
-  }
+  const scheme = signatureScheme(signatureAlgorithm, publicKeyAlgorithm);
+  return provider.verify({ scheme, spki, data, signature, isKeyReused: true });
 }

@@ -151,9 +151,18 @@ export function keyIdentifier(
   return provider.digest("SHA-1", publicKeyBits);
 }
 
+const serialPool = new Uint8Array(4096);
+let serialPoolOffset = serialPool.length;
+
 /** A random positive serial number of 128 bits' length (CA/B BR 7.1: at least 64 random bits). */
 export function randomSerial(): Uint8Array {
-  const serial = crypto.getRandomValues(new Uint8Array(16));
+  // Drawn from a pool filled 4 KiB at a time: one getRandomValues call per issuance cost
+  // more than the rest of the serial's handling. Serials are public; no byte is used twice.
+  if (serialPoolOffset + 16 > serialPool.length) {
+    crypto.getRandomValues(serialPool);
+    serialPoolOffset = 0;
+  }
+  const serial = serialPool.slice(serialPoolOffset, serialPoolOffset += 16);
   serial[0] &= 0x7f;
   if (serial[0] === 0) serial[0] = 0x01;
   return serial;

@@ -16,6 +16,7 @@
 
 import {
   CertificateAuthority,
+  type CryptoProvider,
   DEFAULT_MAX_LEAF_TTL_SECONDS,
   type IssuancePolicy,
   MeshAuthError,
@@ -38,6 +39,8 @@ export interface AuthoritiesOptions {
   policy?: IssuancePolicy;
   /** How long a bundle holder should wait before refetching. Default 300 s. */
   refreshHintSeconds?: number;
+  /** Checks CSR signatures and hashes keys; WebCrypto by default, node:crypto from the Node entry. */
+  crypto?: CryptoProvider;
   now?: () => Date;
 }
 
@@ -87,6 +90,7 @@ export class Authorities {
         trustDomain: this.trustDomain,
         signer: await this.keyManager.signer(record.id),
         ...this.#options.policy,
+        crypto: this.#options.crypto,
         now: this.#options.now,
       });
       if (!ca.trustDomain.equals(this.trustDomain)) {

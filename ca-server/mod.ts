@@ -52,7 +52,8 @@ export {
   type NewAuthority,
   pemSigner,
 } from "./keys/key-manager.ts";
-export { FileKeyManager, KeyFileError, nodeSigner } from "./keys/file-key-manager.ts";
+export { FileKeyManager, KeyFileError } from "./keys/file-key-manager.ts";
+export { nodeCryptoProvider, nodeSigner } from "./keys/node-crypto.ts";
 export { jsonLogger, type Logger, type LogLevel, silentLogger } from "./logger.ts";
 export { CaMetrics } from "./metrics.ts";
 export {

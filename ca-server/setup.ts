@@ -5,7 +5,6 @@
  * @module
  */
 
-import { createHash } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { request as httpsRequest } from "node:https";
 import { join } from "node:path";
@@ -17,6 +16,7 @@ import { MtlsAuthenticator } from "./auth/mtls.ts";
 import { type Authenticator, staticNodeWorkloads } from "./auth/principal.ts";
 import type { CaConfig } from "./config.ts";
 import { FileKeyManager } from "./keys/file-key-manager.ts";
+import { nodeCryptoProvider } from "./keys/node-crypto.ts";
 import type { AuthorityRecord, KeyManager } from "./keys/key-manager.ts";
 import { FileStore } from "./store/file-store.ts";
 import { PostgresStore } from "./store/postgres-store.ts";
@@ -44,6 +44,7 @@ export function loadAuthorities(config: CaConfig, keyManager: KeyManager): Promi
       defaultTtlSeconds: config.issuance.defaultTtlSeconds,
       maxTtlSeconds: config.issuance.maxTtlSeconds,
     },
+    crypto: nodeCryptoProvider,
   });
 }
 
@@ -78,7 +79,7 @@ export async function buildAuthenticators(
       store,
       trustDomain: config.trustDomain,
       nodeWorkloads,
-      sha256: (bytes) => createHash("sha256").update(bytes).digest(),
+      crypto: nodeCryptoProvider,
     }),
   ];
   const k8s = config.kubernetes;

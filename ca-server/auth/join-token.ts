@@ -14,6 +14,7 @@
  * @module
  */
 
+import { type CryptoProvider, webCryptoProvider } from "../../mod.ts";
 import { Problem } from "../problems.ts";
 import type { CaStore, JoinTokenRecord, JoinTokenRole } from "../store/store.ts";
 import type { Authenticator, Credentials, NodeWorkloads, Principal } from "./principal.ts";
@@ -101,10 +102,10 @@ export interface JoinTokenAuthenticatorOptions {
   trustDomain: string;
   nodeWorkloads: NodeWorkloads;
   /**
-   * SHA-256 of the presented secret. WebCrypto's by default; the Node entry passes
-   * node:crypto's synchronous one, which spares every request a trip to the thread pool.
+   * Hashes the presented secret. WebCrypto by default; the Node entry passes node:crypto,
+   * which spares every request a trip to the thread pool.
    */
-  sha256?: (bytes: Uint8Array) => Uint8Array | Promise<Uint8Array>;
+  crypto?: CryptoProvider;
   now?: () => Date;
 }
 
@@ -121,9 +122,7 @@ export class JoinTokenAuthenticator implements Authenticator {
     const record = await this.options.store.findJoinToken(id);
     // Hash even when the id is unknown, so both paths take the same time.
     const secretBytes = new TextEncoder().encode(secret);
-    const presented = this.options.sha256
-      ? await this.options.sha256(secretBytes)
-      : new Uint8Array(await crypto.subtle.digest("SHA-256", secretBytes));
+    const presented = await (this.options.crypto ?? webCryptoProvider).digest("SHA-256", secretBytes);
     const expected = record ? fromHex(record.secretSha256) : new Uint8Array(32);
     if (!record || !constantTimeEqual(presented, expected)) {
       throw new Problem("ERR_TOKEN_INVALID", "the join token is not one this CA issued", { tokenId: id });

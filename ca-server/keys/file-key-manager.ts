@@ -12,17 +12,11 @@
  * @module
  */
 
-import { createPrivateKey, sign as nodeSign } from "node:crypto";
 import { chmod, mkdir, open, readdir, readFile, rename, stat } from "node:fs/promises";
 import { join } from "node:path";
 import type { Signer } from "../../mod.ts";
-import {
-  authorityIdOf,
-  type AuthorityRecord,
-  type KeyManager,
-  type NewAuthority,
-  pemSigner,
-} from "./key-manager.ts";
+import { nodeSigner } from "./node-crypto.ts";
+import { authorityIdOf, type AuthorityRecord, type KeyManager, type NewAuthority } from "./key-manager.ts";
 import { MeshAuthError } from "../../mod.ts";
 
 /** Thrown when a key file is missing, unreadable or too widely readable. */
@@ -46,23 +40,6 @@ async function writeFileAtomic(path: string, text: string, mode: number): Promis
     await handle.close();
   }
   await rename(tmp, path);
-}
-
-/**
- * A {@link Signer} on node:crypto: the same signatures as the WebCrypto signer (DER ECDSA,
- * PKCS#1 v1.5 RSA, Ed25519), made synchronously without WebCrypto's per-call job, which
- * roughly halves the CPU an issuance spends signing.
- */
-export async function nodeSigner(privateKeyPem: string): Promise<Signer> {
-  const reference = await pemSigner(privateKeyPem);
-  const key = createPrivateKey(privateKeyPem);
-  const curve = key.asymmetricKeyDetails?.namedCurve;
-  const hash = key.asymmetricKeyType === "ed25519" ? null : curve === "secp384r1" ? "sha384" : "sha256";
-  return {
-    algorithmIdentifier: reference.algorithmIdentifier,
-    spki: reference.spki,
-    sign: (data) => Promise.resolve(new Uint8Array(nodeSign(hash, data, { key, dsaEncoding: "der" }))),
-  };
 }
 
 /** {@link KeyManager} over a directory of key files. */

@@ -24,13 +24,44 @@ export async function readJsonObject(
       `expected Content-Type application/json, got ${JSON.stringify(type)}`,
     );
   }
-  const declared = Number(request.headers.get("content-length") ?? "0");
-  if (declared > maxBytes) {
+  const lengthHeader = request.headers.get("content-length") ?? "";
+  const declared = /^\d+$/.test(lengthHeader) ? Number(lengthHeader) : undefined;
+  if (declared !== undefined && declared > maxBytes) {
     await request.body?.cancel().catch(() => {});
     throw new Problem("ERR_BODY_TOO_LARGE", `the body is ${declared} bytes; the limit is ${maxBytes}`, {
       limitBytes: maxBytes,
     });
   }
+  // With a declared length, HTTP framing bounds the body (and it is within the limit, checked
+  // above), so it is read in one piece: on Node this skips building a Web stream. Without
+  // one (chunked), the limit is enforced while the bytes arrive.
+  const bytes = declared !== undefined
+    ? new Uint8Array(await request.arrayBuffer())
+    : await readLimited(request, maxBytes);
+  if (bytes.byteLength > maxBytes) {
+    throw new Problem("ERR_BODY_TOO_LARGE", `the body is over the limit of ${maxBytes} bytes`, {
+      limitBytes: maxBytes,
+    });
+  }
+  let text: string;
+  try {
+    text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+  } catch {
+    throw new Problem("ERR_MALFORMED_JSON", "the body is not UTF-8");
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (err) {
+    throw new Problem("ERR_MALFORMED_JSON", `the body is not valid JSON: ${(err as Error).message}`);
+  }
+  if (value === null || typeof value !== "object" || Array.isArray(value)) {
+    throw new Problem("ERR_MALFORMED_JSON", "the body must be a JSON object");
+  }
+  return value as Record<string, unknown>;
+}
+
+async function readLimited(request: Request, maxBytes: number): Promise<Uint8Array> {
   const chunks: Uint8Array[] = [];
   let size = 0;
   if (request.body) {
@@ -54,22 +85,7 @@ export async function readJsonObject(
     bytes.set(c, offset);
     offset += c.byteLength;
   }
-  let text: string;
-  try {
-    text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
-  } catch {
-    throw new Problem("ERR_MALFORMED_JSON", "the body is not UTF-8");
-  }
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch (err) {
-    throw new Problem("ERR_MALFORMED_JSON", `the body is not valid JSON: ${(err as Error).message}`);
-  }
-  if (value === null || typeof value !== "object" || Array.isArray(value)) {
-    throw new Problem("ERR_MALFORMED_JSON", "the body must be a JSON object");
-  }
-  return value as Record<string, unknown>;
+  return bytes;
 }
 
 /** A required string field. */

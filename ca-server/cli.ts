@@ -301,7 +301,8 @@ async function exportKey(args: string[]): Promise<void> {
     throw new UsageError("--authority <id> is required (the ids are in the key directory)");
   }
   const config = await configFrom(values);
-  process.stdout.write(await (await setup()).openKeyManager(config).exportPrivateKeyPem(values.authority));
+  // A PEM ends in one newline, which console.log gives back.
+  console.log((await (await setup()).openKeyManager(config).exportPrivateKeyPem(values.authority)).trimEnd());
 }
 
 /** Runs the CLI with `argv` (without the node and script paths). */

@@ -53,17 +53,14 @@ export async function cli(args: string[]): Promise<{ code: number; stdout: strin
   const out: string[] = [];
   const err: string[] = [];
   const { log, error } = console;
-  const write = process.stdout.write;
   console.log = (...parts: unknown[]) => out.push(`${parts.join(" ")}\n`);
   console.error = (...parts: unknown[]) => err.push(`${parts.join(" ")}\n`);
-  process.stdout.write = ((chunk: string) => out.push(String(chunk)) > 0) as typeof process.stdout.write;
   try {
     const code = await runCli(args);
     return { code, stdout: out.join(""), stderr: err.join("") };
   } finally {
     console.log = log;
     console.error = error;
-    process.stdout.write = write;
   }
 }
 

@@ -15,6 +15,8 @@
 
 import { InvalidSpiffeId, InvalidTrustDomain } from "./errors.ts";
 
+const UTF8 = new TextEncoder();
+
 const SCHEME = "spiffe://";
 /** SPIFFE-ID 2.1: a URI of at most 2048 bytes. */
 const MAX_ID_BYTES = 2048;
@@ -109,7 +111,7 @@ export class SpiffeId {
   static parse(input: string): SpiffeId {
     if (typeof input !== "string") throw new InvalidSpiffeId(String(input), "expected a string");
     if (input === "") throw new InvalidSpiffeId(input, "cannot be empty");
-    if (new TextEncoder().encode(input).length > MAX_ID_BYTES) {
+    if (UTF8.encode(input).length > MAX_ID_BYTES) {
       throw new InvalidSpiffeId(input, `longer than ${MAX_ID_BYTES} bytes`);
     }
     if (!input.startsWith(SCHEME)) {
@@ -154,7 +156,7 @@ export class SpiffeId {
       const problem = typeof segment === "string" ? segmentProblem(segment) : "segments must be strings";
       if (problem) throw new InvalidSpiffeId(`${SCHEME}${trustDomain.name}${path}`, problem);
     }
-    if (new TextEncoder().encode(`${SCHEME}${trustDomain.name}${path}`).length > MAX_ID_BYTES) {
+    if (UTF8.encode(`${SCHEME}${trustDomain.name}${path}`).length > MAX_ID_BYTES) {
       throw new InvalidSpiffeId(`${SCHEME}${trustDomain.name}${path}`, `longer than ${MAX_ID_BYTES} bytes`);
     }
     return new SpiffeId(trustDomain, path);

@@ -346,13 +346,6 @@ export function latin1(bytes: Uint8Array): string {
 
 // ---- writer ----
 
-function lengthOctets(length: number): number[] {
-  if (length < 0x80) return [length];
-  const out: number[] = [];
-  for (let n = length; n > 0; n = Math.floor(n / 256)) out.unshift(n & 0xff);
-  return [0x80 | out.length, ...out];
-}
-
 /** Concatenates byte arrays. */
 export function concat(parts: readonly Uint8Array[]): Uint8Array {
   let total = 0;
@@ -366,13 +359,31 @@ export function concat(parts: readonly Uint8Array[]): Uint8Array {
   return out;
 }
 
-/** Encodes one TLV. */
+/** Encodes one TLV, writing the header and every part of the content straight into one buffer. */
 export function tlv(tag: number, ...content: Uint8Array[]): Uint8Array {
-  const body = content.length === 1 ? content[0] : concat(content);
-  const header = [tag, ...lengthOctets(body.length)];
-  const out = new Uint8Array(header.length + body.length);
-  out.set(header, 0);
-  out.set(body, header.length);
+  let length = 0;
+  for (const part of content) length += part.length;
+  const lengthSize = length < 0x80
+    ? 1
+    : length < 0x100
+    ? 2
+    : length < 0x10000
+    ? 3
+    : length < 0x1000000
+    ? 4
+    : 5;
+  const out = new Uint8Array(1 + lengthSize + length);
+  out[0] = tag;
+  if (lengthSize === 1) out[1] = length;
+  else {
+    out[1] = 0x80 | (lengthSize - 1);
+    for (let i = lengthSize, n = length; i > 1; i--, n = Math.floor(n / 256)) out[i] = n & 0xff;
+  }
+  let offset = 1 + lengthSize;
+  for (const part of content) {
+    out.set(part, offset);
+    offset += part.length;
+  }
   return out;
 }
 
@@ -381,10 +392,10 @@ export const set = (...items: Uint8Array[]): Uint8Array => tlv(Tag.SET, ...items
 export const octetString = (bytes: Uint8Array): Uint8Array => tlv(Tag.OCTET_STRING, bytes);
 export const nullValue = (): Uint8Array => new Uint8Array([Tag.NULL, 0]);
 export const bool = (value: boolean): Uint8Array => tlv(Tag.BOOLEAN, new Uint8Array([value ? 0xff : 0]));
-export const utf8String = (s: string): Uint8Array => tlv(Tag.UTF8_STRING, new TextEncoder().encode(s));
-export const ia5String = (s: string): Uint8Array => tlv(Tag.IA5_STRING, new TextEncoder().encode(s));
-export const printableString = (s: string): Uint8Array =>
-  tlv(Tag.PRINTABLE_STRING, new TextEncoder().encode(s));
+const UTF8 = new TextEncoder();
+export const utf8String = (s: string): Uint8Array => tlv(Tag.UTF8_STRING, UTF8.encode(s));
+export const ia5String = (s: string): Uint8Array => tlv(Tag.IA5_STRING, UTF8.encode(s));
+export const printableString = (s: string): Uint8Array => tlv(Tag.PRINTABLE_STRING, UTF8.encode(s));
 
 /** Explicitly tagged `[n]` wrapper. */
 export const explicit = (n: number, inner: Uint8Array): Uint8Array => tlv(contextTag(n, true), inner);
@@ -450,7 +461,7 @@ export function time(date: Date): Uint8Array {
     p2(date.getUTCMinutes())
   }${p2(date.getUTCSeconds())}Z`;
   if (y >= 1950 && y < 2050) {
-    return tlv(Tag.UTC_TIME, new TextEncoder().encode(`${p2(y % 100)}${rest}`));
+    return tlv(Tag.UTC_TIME, UTF8.encode(`${p2(y % 100)}${rest}`));
   }
-  return tlv(Tag.GENERALIZED_TIME, new TextEncoder().encode(`${String(y).padStart(4, "0")}${rest}`));
+  return tlv(Tag.GENERALIZED_TIME, UTF8.encode(`${String(y).padStart(4, "0")}${rest}`));
 }

@@ -17,6 +17,8 @@ import {
 import { MalformedInput } from "../errors.ts";
 import { type Name, parseName } from "./name.ts";
 
+const UTF8 = new TextEncoder();
+
 /** A decoded GeneralName. IP addresses are raw bytes (4 or 16, or 8/32 in name constraints). */
 export type GeneralName =
   | { type: "dns"; value: string }
@@ -75,10 +77,9 @@ export function parseGeneralNames(node: DerNode, field = "GeneralNames"): Genera
 }
 
 /** Encodes a URI GeneralName. */
-export const uriName = (uri: string): Uint8Array => tlv(contextTag(6, false), new TextEncoder().encode(uri));
+export const uriName = (uri: string): Uint8Array => tlv(contextTag(6, false), UTF8.encode(uri));
 /** Encodes a DNS GeneralName. */
-export const dnsName = (name: string): Uint8Array =>
-  tlv(contextTag(2, false), new TextEncoder().encode(name));
+export const dnsName = (name: string): Uint8Array => tlv(contextTag(2, false), UTF8.encode(name));
 /** Encodes an IP GeneralName. */
 export const ipName = (bytes: Uint8Array): Uint8Array => tlv(contextTag(7, false), bytes);
 

@@ -2,7 +2,11 @@
 // and reports certificates per second and p50/p99 latency, side by side in the same run with
 // CloudFlare's cfssl (`cfssl serve`, Debian's golang-cfssl) when it is installed, as a ratio.
 //
-//   npm run bench:ca [-- --seconds 5 --workers 2 --store file]
+//   npm run bench:ca [-- --seconds 5 --workers 2 --concurrency 1,8,32]
+//
+// All servers run at once and are loaded in turn, one second each, round after round, so a
+// change in the machine's speed (this one is a VM whose speed drifts by a third within a
+// minute) falls on all of them alike instead of on whichever ran last.
 //
 // Both servers sign P-256 CSRs with a P-256 CA over plain HTTP on 127.0.0.1 (TLS would cost
 // both the same). meshauth issues the full X509-SVID profile (URI SAN, critical CA:FALSE and
@@ -30,8 +34,10 @@ const { values } = parseArgs({
 if (values.help) {
   console.log(`usage: npm run bench:ca [-- --seconds 5 --workers 2 --concurrency 1,8,32]
 
-Loads a meshauth CA server (and cfssl, when installed) on 127.0.0.1 and prints certificates per
-second, p50/p99 latency and server CPU per certificate at each concurrency, with the ratio.`);
+Loads a meshauth CA server, with and without fsync per batch, and cfssl (when installed) on
+127.0.0.1 and prints certificates per second, p50/p99 latency and server CPU per certificate at
+each concurrency, with the ratio. All servers run at once and take turns, one second each, for
+--seconds rounds per level.`);
   process.exit(0);
 }
 const SECONDS = Number(values.seconds);
@@ -92,53 +98,75 @@ function percentile(sorted: number[], p: number): number {
   return sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] : NaN;
 }
 
-/** Runs `concurrency` request loops for SECONDS (after a 1 s warm-up); every loop is bounded by the deadline. */
-async function load(
-  origin: string,
-  path: string,
-  bodies: string[],
-  headers: Record<string, string>,
-  concurrency: number,
-  expectStatus: number,
-  serverPid: number,
-): Promise<Result> {
-  const pool = new Pool(origin, { connections: concurrency, pipelining: 1, keepAliveTimeout: 10_000 });
-  const latencies: number[] = [];
-  let errors = 0;
-  let n = 0;
-  const runFor = async (ms: number, record: boolean) => {
+/** A server under test: where to send which requests, and whose CPU to count. */
+interface Target {
+  name: string;
+  origin: string;
+  path: string;
+  bodies: string[];
+  headers: Record<string, string>;
+  expectStatus: number;
+  pid: number;
+}
+
+/** One concurrency level: each target gets `concurrency` request loops, one second at a time, in turn. */
+async function measure(targets: Target[], concurrency: number): Promise<Result[]> {
+  const state = targets.map((target) => ({
+    target,
+    pool: new Pool(target.origin, { connections: concurrency, pipelining: 1, keepAliveTimeout: 10_000 }),
+    latencies: [] as number[],
+    errors: 0,
+    seconds: 0,
+    cpuMs: 0,
+    n: 0,
+  }));
+  const runFor = async (s: (typeof state)[number], ms: number, record: boolean) => {
+    const { target, pool } = s;
     const deadline = performance.now() + ms;
     await Promise.all(Array.from({ length: concurrency }, async () => {
       while (performance.now() < deadline) {
-        const body = bodies[n++ % bodies.length];
+        const body = target.bodies[s.n++ % target.bodies.length];
         const t0 = performance.now();
         try {
-          const response = await pool.request({ method: "POST", path, headers, body });
+          const response = await pool.request({
+            method: "POST",
+            path: target.path,
+            headers: target.headers,
+            body,
+          });
           await response.body.dump();
-          if (response.statusCode !== expectStatus) throw new Error(`status ${response.statusCode}`);
-          if (record) latencies.push(performance.now() - t0);
+          if (response.statusCode !== target.expectStatus) throw new Error(`status ${response.statusCode}`);
+          if (record) s.latencies.push(performance.now() - t0);
         } catch {
-          if (record) errors++;
+          if (record) s.errors++;
         }
       }
     }));
   };
-  await runFor(1000, false);
-  const started = performance.now();
-  const cpuBefore = processTreeCpuMs(serverPid);
-  await runFor(SECONDS * 1000, true);
-  const elapsed = (performance.now() - started) / 1000;
-  const cpuMs = processTreeCpuMs(serverPid) - cpuBefore;
-  await pool.close();
-  latencies.sort((a, b) => a - b);
-  return {
-    concurrency,
-    perSecond: latencies.length / elapsed,
-    p50Ms: percentile(latencies, 50),
-    p99Ms: percentile(latencies, 99),
-    errors,
-    cpuMsPerCert: cpuMs / Math.max(1, latencies.length),
-  };
+  for (const s of state) await runFor(s, 1000, false);
+  for (let round = 0; round < SECONDS; round++) {
+    // Rotate who goes first, so no server always follows the same one.
+    for (let i = 0; i < state.length; i++) {
+      const s = state[(round + i) % state.length];
+      const started = performance.now();
+      const cpuBefore = processTreeCpuMs(s.target.pid);
+      await runFor(s, 1000, true);
+      s.cpuMs += processTreeCpuMs(s.target.pid) - cpuBefore;
+      s.seconds += (performance.now() - started) / 1000;
+    }
+  }
+  return await Promise.all(state.map(async (s) => {
+    await s.pool.close();
+    s.latencies.sort((a, b) => a - b);
+    return {
+      concurrency,
+      perSecond: s.latencies.length / s.seconds,
+      p50Ms: percentile(s.latencies, 50),
+      p99Ms: percentile(s.latencies, 99),
+      errors: s.errors,
+      cpuMsPerCert: s.cpuMs / Math.max(1, s.latencies.length),
+    };
+  }));
 }
 
 async function isListening(port: number): Promise<boolean> {
@@ -207,7 +235,13 @@ async function stop(child: ChildProcess): Promise<void> {
   clearTimeout(timer);
 }
 
-async function benchMeshauth(root: string, csrs: string[], fsync: boolean): Promise<Result[]> {
+/** A running server under test, and how to stop it. */
+interface Started {
+  target: Target;
+  server: ChildProcess;
+}
+
+async function startMeshauth(root: string, csrs: string[], fsync: boolean): Promise<Started> {
   const dir = join(root, fsync ? "durable" : "no-fsync");
   await mkdir(dir, { recursive: true });
   const port = 18_000 + Math.floor(Math.random() * 2000);
@@ -249,36 +283,23 @@ async function benchMeshauth(root: string, csrs: string[], fsync: boolean): Prom
     {},
     port,
   );
-  try {
-    // With several workers, give the others a moment to listen too.
-    await new Promise((resolve) => setTimeout(resolve, 1500));
-    const bodies = csrs.map((csr) => JSON.stringify({ csr }));
-    const headers = { "content-type": "application/json", authorization: `Bearer ${token}` };
-    const results: Result[] = [];
-    for (const c of LEVELS) {
-      const r = await load(
-        `http://127.0.0.1:${port}`,
-        "/v1/certificates",
-        bodies,
-        headers,
-        c,
-        201,
-        server.pid!,
-      );
-      console.log(
-        `  meshauth (fsync ${fsync ? "per batch" : "off"}) c=${c}: ${r.perSecond.toFixed(0)}/s p50 ${
-          r.p50Ms.toFixed(2)
-        } ms p99 ${r.p99Ms.toFixed(2)} ms, server CPU ${r.cpuMsPerCert.toFixed(2)} ms/cert`,
-      );
-      results.push(r);
-    }
-    return results;
-  } finally {
-    await stop(server);
-  }
+  // With several workers, give the others a moment to listen too.
+  await new Promise((resolve) => setTimeout(resolve, 1500));
+  return {
+    server,
+    target: {
+      name: `meshauth (fsync ${fsync ? "per batch" : "off"})`,
+      origin: `http://127.0.0.1:${port}`,
+      path: "/v1/certificates",
+      bodies: csrs.map((csr) => JSON.stringify({ csr })),
+      headers: { "content-type": "application/json", authorization: `Bearer ${token}` },
+      expectStatus: 201,
+      pid: server.pid!,
+    },
+  };
 }
 
-async function benchCfssl(dir: string, csrs: string[]): Promise<Result[] | undefined> {
+async function startCfssl(dir: string, csrs: string[]): Promise<Started | undefined> {
   try {
     execFileSync("cfssl", ["version"], { stdio: "ignore" });
   } catch {
@@ -320,46 +341,52 @@ async function benchCfssl(dir: string, csrs: string[]): Promise<Result[] | undef
     {},
     port,
   );
-  try {
-    const bodies = csrs.map((csr) => JSON.stringify({ certificate_request: csr }));
-    const results: Result[] = [];
-    for (const c of LEVELS) {
-      const r = await load(
-        `http://127.0.0.1:${port}`,
-        "/api/v1/cfssl/sign",
-        bodies,
-        { "content-type": "application/json" },
-        c,
-        200,
-        server.pid!,
-      );
-      console.log(
-        `  cfssl c=${c}: ${r.perSecond.toFixed(0)}/s p50 ${r.p50Ms.toFixed(2)} ms p99 ${
-          r.p99Ms.toFixed(2)
-        } ms, server CPU ${r.cpuMsPerCert.toFixed(2)} ms/cert`,
-      );
-      results.push(r);
-    }
-    return results;
-  } finally {
-    await stop(server);
-  }
+  return {
+    server,
+    target: {
+      name: "cfssl",
+      origin: `http://127.0.0.1:${port}`,
+      path: "/api/v1/cfssl/sign",
+      bodies: csrs.map((csr) => JSON.stringify({ certificate_request: csr })),
+      headers: { "content-type": "application/json" },
+      expectStatus: 200,
+      pid: server.pid!,
+    },
+  };
 }
 
 const dir = await mkdtemp(join(tmpdir(), "meshauth-bench-ca-"));
+const started: Started[] = [];
 try {
   // Distinct keys, so neither server can profit from caching one public key.
   const csrs = await Promise.all(
     Array.from({ length: 256 }, async () => createCsr({ keys: await generateKeyPair(), id: ID })),
   );
   console.log(
-    `bench/ca: ${SECONDS}s per level after 1s warm-up; meshauth with ${WORKERS} worker(s), file store, on ${
-      execFileSync(SERVER_NODE, ["--version"]).toString().trim()
-    }`,
+    `bench/ca: ${SECONDS} one-second slices per server and level, taken in turn, after a 1s warm-up; ` +
+      `meshauth with ${WORKERS} worker(s), file store, on ${
+        execFileSync(SERVER_NODE, ["--version"]).toString().trim()
+      }`,
   );
-  const durable = await benchMeshauth(dir, csrs, true);
-  const fast = await benchMeshauth(dir, csrs, false);
-  const theirs = await benchCfssl(dir, csrs);
+  started.push(await startMeshauth(dir, csrs, true), await startMeshauth(dir, csrs, false));
+  const cfssl = await startCfssl(dir, csrs);
+  if (cfssl) started.push(cfssl);
+  const durable: Result[] = [];
+  const fast: Result[] = [];
+  const theirs: Result[] | undefined = cfssl ? [] : undefined;
+  for (const c of LEVELS) {
+    const results = await measure(started.map((s) => s.target), c);
+    for (const [i, r] of results.entries()) {
+      console.log(
+        `  ${started[i].target.name} c=${c}: ${r.perSecond.toFixed(0)}/s p50 ${r.p50Ms.toFixed(2)} ms p99 ${
+          r.p99Ms.toFixed(2)
+        } ms, server CPU ${r.cpuMsPerCert.toFixed(2)} ms/cert`,
+      );
+    }
+    durable.push(results[0]);
+    fast.push(results[1]);
+    theirs?.push(results[2]);
+  }
   const fmt = (n: number, d = 0) => (Number.isFinite(n) ? n.toFixed(d) : "-");
   const cell = (r: Result | undefined) =>
     r
@@ -403,5 +430,6 @@ try {
     `\nmeshauth (fsync per batch) recorded ${recorded} issuances and their audit entries durably during its run.`,
   );
 } finally {
+  for (const s of started) await stop(s.server);
   await rm(dir, { recursive: true, force: true });
 }

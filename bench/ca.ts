@@ -109,8 +109,38 @@ interface Target {
   pid: number;
 }
 
+// The least CPU any Node CA can spend on one certificate here: node:crypto alone importing the
+// CSR's P-256 key, verifying its signature and signing, in a loop on one core of the server's
+// Node. Measured between slices, so it drifts with the machine as the servers do.
+const FLOOR_SCRIPT = `
+const c = require("node:crypto");
+const ca = c.generateKeyPairSync("ec", { namedCurve: "P-256" }).privateKey;
+const keys = Array.from({ length: 16 }, () => c.generateKeyPairSync("ec", { namedCurve: "P-256" }));
+const pems = keys.map((k) => k.publicKey.export({ type: "spki", format: "pem" }));
+const data = c.randomBytes(400);
+const sigs = keys.map((k) => c.sign("sha256", data, k.privateKey));
+let n = 0;
+const t0 = process.cpuUsage();
+for (const end = Date.now() + 500; Date.now() < end;) {
+  const i = n++ % 16;
+  if (!c.verify("sha256", data, c.createPublicKey(pems[i]), sigs[i])) throw new Error("verify");
+  c.sign("sha256", data, ca);
+}
+const used = process.cpuUsage(t0);
+console.log(JSON.stringify({ n, cpuUs: used.user + used.system }));
+`;
+
+/** CPU milliseconds node:crypto alone spends per certificate right now (see FLOOR_SCRIPT). */
+function cryptoFloorMs(): number {
+  const { n, cpuUs } = JSON.parse(execFileSync(SERVER_NODE, ["-e", FLOOR_SCRIPT]).toString());
+  return cpuUs / 1000 / n;
+}
+
 /** One concurrency level: each target gets `concurrency` request loops, one second at a time, in turn. */
-async function measure(targets: Target[], concurrency: number): Promise<Result[]> {
+async function measure(
+  targets: Target[],
+  concurrency: number,
+): Promise<{ results: Result[]; floorMs: number }> {
   const state = targets.map((target) => ({
     target,
     pool: new Pool(target.origin, { connections: concurrency, pipelining: 1, keepAliveTimeout: 10_000 }),
@@ -144,6 +174,7 @@ async function measure(targets: Target[], concurrency: number): Promise<Result[]
     }));
   };
   for (const s of state) await runFor(s, 1000, false);
+  const floors: number[] = [];
   for (let round = 0; round < SECONDS; round++) {
     // Rotate who goes first, so no server always follows the same one.
     for (let i = 0; i < state.length; i++) {
@@ -154,8 +185,10 @@ async function measure(targets: Target[], concurrency: number): Promise<Result[]
       s.cpuMs += processTreeCpuMs(s.target.pid) - cpuBefore;
       s.seconds += (performance.now() - started) / 1000;
     }
+    floors.push(cryptoFloorMs());
   }
-  return await Promise.all(state.map(async (s) => {
+  const floorMs = floors.reduce((a, b) => a + b, 0) / floors.length;
+  const results = await Promise.all(state.map(async (s) => {
     await s.pool.close();
     s.latencies.sort((a, b) => a - b);
     return {
@@ -167,6 +200,7 @@ async function measure(targets: Target[], concurrency: number): Promise<Result[]
       cpuMsPerCert: s.cpuMs / Math.max(1, s.latencies.length),
     };
   }));
+  return { results, floorMs };
 }
 
 async function isListening(port: number): Promise<boolean> {
@@ -373,9 +407,11 @@ try {
   if (cfssl) started.push(cfssl);
   const durable: Result[] = [];
   const fast: Result[] = [];
+  const floors: number[] = [];
   const theirs: Result[] | undefined = cfssl ? [] : undefined;
   for (const c of LEVELS) {
-    const results = await measure(started.map((s) => s.target), c);
+    const { results, floorMs } = await measure(started.map((s) => s.target), c);
+    floors.push(floorMs);
     for (const [i, r] of results.entries()) {
       console.log(
         `  ${started[i].target.name} c=${c}: ${r.perSecond.toFixed(0)}/s p50 ${r.p50Ms.toFixed(2)} ms p99 ${
@@ -417,6 +453,17 @@ try {
       } (no fsync) | cfssl ${c ? fmt(c.cpuMsPerCert, 2) : "-"}`,
     );
   }
+  const floorMs = floors.reduce((a, b) => a + b, 0) / floors.length;
+  console.log(
+    `\nnode:crypto floor: importing a P-256 CSR key, verifying it and signing cost ${
+      fmt(floorMs, 3)
+    } ms of CPU per certificate on this machine during the run, so no Node CA can pass ${
+      fmt(2000 / floorMs)
+    } certs/s on its 2 cores, even with no HTTP, no store and no client. Share of meshauth's CPU per certificate ` +
+      `that is this floor: ${
+        durable.map((r, i) => `c=${r.concurrency} ${fmt((100 * floorMs) / fast[i].cpuMsPerCert)}%`).join(", ")
+      } (no fsync).`,
+  );
   const errors = [...durable, ...fast].reduce((n, r) => n + r.errors, 0);
   if (errors) console.log(`\nmeshauth answered ${errors} requests with something other than 201`);
   if (!theirs) {

@@ -23,6 +23,8 @@ export class Journal {
   #fd?: number;
   /** Appended in this turn, not yet written. */
   #unwritten: (Waiter & { line: string })[] = [];
+  /** A write stopped part-way through a line. */
+  #isTorn = false;
   /** Written, waiting for the next `fdatasync`. */
   #unsynced: Waiter[] = [];
   #isSyncing = false;
@@ -98,12 +100,18 @@ export class Journal {
     this.#unwritten = [];
     try {
       if (this.#fd === undefined) throw new Error(`journal ${this.path} is not open`);
-      const bytes = new TextEncoder().encode(
-        batch.length === 1 ? batch[0].line : batch.map((b) => b.line).join(""),
-      );
+      const lines = batch.length === 1 ? batch[0].line : batch.map((b) => b.line).join("");
+      // After a write that failed part-way (a full disk), start on a line of our own.
+      const bytes = new TextEncoder().encode(this.#isTorn ? `\n${lines}` : lines);
       // One write(2) with O_APPEND lands whole at the end, even with other processes appending.
-      let written = writeSync(this.#fd, bytes);
-      while (written < bytes.length) written += writeSync(this.#fd, bytes, written);
+      let written = 0;
+      try {
+        while (written < bytes.length) written += writeSync(this.#fd, bytes, written);
+      } catch (err) {
+        if (written > 0) this.#isTorn = true;
+        throw err;
+      }
+      this.#isTorn = false;
     } catch (err) {
       for (const waiter of batch) waiter.reject(err);
       return;

@@ -12,8 +12,8 @@
  * @module
  */
 
-import { childrenOf, expectTag, integerBytes, parseDer, readBitString, Tag } from "../asn1/der.ts";
-import { latin1 } from "../asn1/der.ts";
+import { childrenOf, expectTag, integerBytes, latin1, parseDer, readBitString, Tag } from "../asn1/der.ts";
+import { EC_CURVES } from "../asn1/oids.ts";
 import { toArrayBuffer } from "../encoding.ts";
 import { MalformedInput, RuntimeUnsupported } from "../errors.ts";
 
@@ -53,8 +53,8 @@ export interface CryptoProvider {
   digest(algorithm: HashAlgorithm, data: Uint8Array): Promise<Uint8Array>;
 }
 
-/** Coordinate size of each curve: ECDSA's `r` and `s` are this long in WebCrypto's form. */
-const CURVE_SIZE = { "P-256": 32, "P-384": 48, "P-521": 66 } as const;
+/** Coordinate size of each curve by name: ECDSA's `r` and `s` are this long in WebCrypto's form. */
+const CURVE_SIZE = Object.fromEntries(Object.values(EC_CURVES).map((c) => [c.name, c.size]));
 
 /** ECDSA's DER `Ecdsa-Sig-Value` to WebCrypto's fixed-size `r || s`; throws if it is not minimal DER. */
 function ecdsaDerToRaw(der: Uint8Array, size: number): Uint8Array {

@@ -55,6 +55,7 @@ export {
   type ParseCsrOptions,
 } from "./lib/csr.ts";
 export {
+  type CaCryptoOptions,
   CertificateAuthority,
   type CreateCrlOptions,
   type CreateRootOptions,

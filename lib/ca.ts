@@ -67,15 +67,8 @@ export interface IssuancePolicy {
   now?: () => Date;
 }
 
-/** Options of {@link CertificateAuthority.createRoot}. */
-export interface CreateRootOptions extends IssuancePolicy {
-  trustDomain: TrustDomain | string;
-  keyAlgorithm?: KeyAlgorithm;
-  ttlSeconds?: number;
-  /** Subject attributes by short name (`O`, `OU`, `CN`, `C`); default `O=<trust domain>, CN=meshauth root CA`. */
-  subject?: Record<string, string>;
-  /** Path length constraint of the root; unlimited by default. */
-  pathLen?: number;
+/** How a CA checks CSRs: the part of its options that is not policy. */
+export interface CaCryptoOptions {
   /**
    * Checks CSR signatures and hashes keys; WebCrypto by default. The CA server on Node passes
    * a node:crypto provider, which costs about half the CPU per CSR.
@@ -83,8 +76,19 @@ export interface CreateRootOptions extends IssuancePolicy {
   crypto?: CryptoProvider;
 }
 
+/** Options of {@link CertificateAuthority.createRoot}. */
+export interface CreateRootOptions extends IssuancePolicy, CaCryptoOptions {
+  trustDomain: TrustDomain | string;
+  keyAlgorithm?: KeyAlgorithm;
+  ttlSeconds?: number;
+  /** Subject attributes by short name (`O`, `OU`, `CN`, `C`); default `O=<trust domain>, CN=meshauth root CA`. */
+  subject?: Record<string, string>;
+  /** Path length constraint of the root; unlimited by default. */
+  pathLen?: number;
+}
+
 /** Options of {@link CertificateAuthority.load}. */
-export interface LoadOptions extends IssuancePolicy {
+export interface LoadOptions extends IssuancePolicy, CaCryptoOptions {
   /** The CA's certificate first, then its issuers (Istio's `cert-chain.pem`/`ca-cert.pem`). */
   certificateChainPem: string;
   privateKeyPem: string;
@@ -92,11 +96,6 @@ export interface LoadOptions extends IssuancePolicy {
   trustBundlePem?: string;
   /** Needed only when the CA certificate has no `spiffe://<trust-domain>` URI SAN. */
   trustDomain?: TrustDomain | string;
-  /**
-   * Checks CSR signatures and hashes keys; WebCrypto by default. The CA server on Node passes
-   * a node:crypto provider, which costs about half the CPU per CSR.
-   */
-  crypto?: CryptoProvider;
 }
 
 /** Options of {@link CertificateAuthority.fromSigner}: a CA whose key lives elsewhere (KMS, HSM). */

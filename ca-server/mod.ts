@@ -54,14 +54,10 @@ export {
 } from "./keys/key-manager.ts";
 export { FileKeyManager, KeyFileError } from "./keys/file-key-manager.ts";
 export { nodeCryptoProvider, nodeSigner } from "./keys/node-crypto.ts";
+export { clientAddress, clientCertificate, listen, type Listener, type ListenOptions } from "./listeners.ts";
 export { jsonLogger, type Logger, type LogLevel, silentLogger } from "./logger.ts";
 export { CaMetrics } from "./metrics.ts";
-export {
-  nodeClientAddress,
-  nodeClientCertificate,
-  type RunningCaServer,
-  startCaServer,
-} from "./node-server.ts";
+export { type RunningCaServer, startCaServer } from "./node-server.ts";
 export { Problem, type ProblemBody, type ProblemCode, PROBLEMS } from "./problems.ts";
 export { RateLimiter, type RateLimitOptions } from "./rate-limit.ts";
 export { MAX_BODY_BYTES } from "./request-body.ts";

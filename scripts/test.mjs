@@ -80,6 +80,16 @@ function steps() {
       cmd: [bin("bun"), "--no-install", "test", "--timeout", "120000", ...bunTests.map((f) => `./${f}`)],
     });
   }
+  // The CA server also runs on Bun (Bun.serve, or node:tls under node:http for client
+  // certificates): its suites again, with every server process they start on Bun.
+  const caServerTests = files("tests/ca-server", /\.test\.ts$/);
+  if (caServerTests.length && existsSync(bin("bun"))) {
+    list.push({
+      name: "bun-ca",
+      cmd: [process.execPath, "--import", "tsx", "--test", "--test-concurrency=1", ...caServerTests],
+      env: { MESHAUTH_TEST_CA_RUNTIME: "bun" },
+    });
+  }
   if (existsSync(join(root, "scripts/test-workerd.mjs"))) {
     list.push({ name: "workerd", cmd: [process.execPath, "scripts/test-workerd.mjs"] });
   }
@@ -140,7 +150,7 @@ for (const step of steps()) {
   const status = step.run ? step.run() : spawnSync(step.cmd[0], step.cmd.slice(1), {
     stdio: "inherit",
     cwd: root,
-    env: { ...process.env, NO_COLOR: "1" },
+    env: { ...process.env, NO_COLOR: "1", ...step.env },
   })
     .status;
   const seconds = ((Date.now() - t0) / 1000).toFixed(1);

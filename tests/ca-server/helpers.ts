@@ -14,6 +14,13 @@ export const TRUST_DOMAIN = "test.example";
 declare const Deno: unknown;
 /** The Node that runs CA processes: this one under Node, the PATH's under Deno. */
 export const NODE = typeof Deno === "undefined" ? process.execPath : "node";
+/**
+ * The command that runs CA server processes: Node (with tsx), or Bun when
+ * `MESHAUTH_TEST_CA_RUNTIME=bun` (npm test's `bun-ca` step runs the server suites so).
+ */
+export const SERVER_COMMAND: [string, ...string[]] = process.env.MESHAUTH_TEST_CA_RUNTIME === "bun"
+  ? [join(ROOT, "node_modules/.bin/bun")]
+  : [NODE, "--import", "tsx"];
 
 export interface CaProcess {
   url: string;
@@ -89,12 +96,12 @@ export function cliProcess(
 
 /** Starts `meshauth ca serve --config <configPath>` and waits (at most 30 s) until it listens. */
 export function startCa(configPath: string, env: Record<string, string> = {}): Promise<CaProcess> {
-  return startNodeServer(["ca-server/cli.ts", "ca", "serve", "--config", configPath], env);
+  return startServer(["ca-server/cli.ts", "ca", "serve", "--config", configPath], env);
 }
 
-/** Starts a Node script of the CA server and waits (at most 30 s) for its "listening" log line. */
-export function startNodeServer(args: string[], env: Record<string, string> = {}): Promise<CaProcess> {
-  const child: ChildProcess = spawn(NODE, ["--import", "tsx", ...args], {
+/** Starts a script of the CA server and waits (at most 30 s) for its "listening" log line. */
+export function startServer(args: string[], env: Record<string, string> = {}): Promise<CaProcess> {
+  const child: ChildProcess = spawn(SERVER_COMMAND[0], [...SERVER_COMMAND.slice(1), ...args], {
     cwd: ROOT,
     env: { ...process.env, ...env },
     stdio: ["ignore", "pipe", "pipe"],

@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { type CaProcess, run, startNodeServer, tempDir } from "./helpers.ts";
+import { type CaProcess, run, startServer, tempDir } from "./helpers.ts";
 
 async function waitFor(logs: string[], pattern: RegExp, timeoutMs = 10_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -22,7 +22,7 @@ describe("npm start", () => {
 
   before(async () => {
     dir = await tempDir();
-    ca = await startNodeServer(["ca-server/main.ts"], env());
+    ca = await startServer(["ca-server/main.ts"], env());
     await waitFor(ca.logs, /Stop with Ctrl-C/);
   });
 
@@ -101,7 +101,7 @@ describe("npm start", () => {
   it("keeps the same root across restarts", async () => {
     const before = await readFile(join(dir.path, ".meshauth", "bundle.pem"), "utf8");
     await ca.stop();
-    ca = await startNodeServer(["ca-server/main.ts"], env());
+    ca = await startServer(["ca-server/main.ts"], env());
     await waitFor(ca.logs, /Stop with Ctrl-C/);
     assert.ok(!ca.logs.some((l) => l.includes("created a development root CA")));
     assert.equal(await readFile(join(dir.path, ".meshauth", "bundle.pem"), "utf8"), before);

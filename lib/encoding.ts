@@ -13,8 +13,22 @@ const ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789
 // certificate per issuance.
 const PAIRS: string[] = Array.from({ length: 4096 }, (_, v) => ALPHABET[v >> 6] + ALPHABET[v & 63]);
 
+// ES2026's native codecs (Bun, Deno, and Node from 25): several times faster than the code
+// below where a runtime has them. Inputs are validated before they reach them.
+interface NativeCodecs {
+  toBase64?: (this: Uint8Array) => string;
+  toHex?: (this: Uint8Array) => string;
+}
+interface NativeDecoders {
+  fromBase64?: (text: string) => Uint8Array;
+  fromHex?: (text: string) => Uint8Array;
+}
+const native = Uint8Array.prototype as NativeCodecs;
+const nativeDecode = Uint8Array as NativeDecoders;
+
 /** Standard base64 of bytes. */
 export function toBase64(bytes: Uint8Array): string {
+  if (native.toBase64) return native.toBase64.call(bytes);
   let out = "";
   const whole = bytes.length - (bytes.length % 3);
   let i = 0;
@@ -34,6 +48,13 @@ export function toBase64(bytes: Uint8Array): string {
 export function fromBase64(text: string, what = "base64"): Uint8Array {
   if (!BASE64.test(text) || text.length % 4 === 1) {
     throw new MalformedInput(what, "not valid base64");
+  }
+  if (nativeDecode.fromBase64) {
+    try {
+      return nativeDecode.fromBase64(text);
+    } catch (cause) {
+      throw new MalformedInput(what, "not valid base64", { cause });
+    }
   }
   let binary: string;
   try {
@@ -60,6 +81,7 @@ export function fromBase64Url(text: string, what = "base64url"): Uint8Array {
 
 /** Lowercase hex of bytes. */
 export function toHex(bytes: Uint8Array): string {
+  if (native.toHex) return native.toHex.call(bytes);
   let s = "";
   for (const b of bytes) s += b.toString(16).padStart(2, "0");
   return s;
@@ -68,6 +90,7 @@ export function toHex(bytes: Uint8Array): string {
 /** Bytes from hex (even length, case-insensitive). */
 export function fromHex(hex: string, what = "hex"): Uint8Array {
   if (hex.length % 2 || !/^[0-9a-fA-F]*$/.test(hex)) throw new MalformedInput(what, "not valid hex");
+  if (nativeDecode.fromHex) return nativeDecode.fromHex(hex);
   const out = new Uint8Array(hex.length / 2);
   for (let i = 0; i < out.length; i++) out[i] = parseInt(hex.slice(i * 2, i * 2 + 2), 16);
   return out;

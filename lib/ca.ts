@@ -119,6 +119,8 @@ export interface IssuedCertificate {
   certificateDer: Uint8Array;
   /** The leaf followed by the CA's intermediates (not the roots, which come from the bundle). */
   chainPem: string;
+  /** The same chain, one PEM per certificate. */
+  chainPems: string[];
   /** Hex of the serial number's content octets. */
   serialNumber: string;
   notBefore: Date;
@@ -147,6 +149,9 @@ export class CertificateAuthority {
   readonly #policy: Required<Omit<IssuancePolicy, "now">> & { now: () => Date };
   readonly #subjectKeyIdentifier: Promise<Uint8Array>;
   readonly #chainSuffixPem: string;
+  readonly #chainSuffixPems: string[];
+  /** Every leaf's subject: O=<trust domain>. */
+  #leafSubject?: Uint8Array;
   readonly #crypto: CryptoProvider;
 
   private constructor(args: {
@@ -194,7 +199,8 @@ export class CertificateAuthority {
     this.#subjectKeyIdentifier = this.certificate.subjectKeyIdentifier
       ? Promise.resolve(this.certificate.subjectKeyIdentifier)
       : keyIdentifier(this.certificate.publicKey, this.#crypto);
-    this.#chainSuffixPem = this.certificateChain.map((c) => encodePem("CERTIFICATE", c.der)).join("");
+    this.#chainSuffixPems = this.certificateChain.map((c) => encodePem("CERTIFICATE", c.der));
+    this.#chainSuffixPem = this.#chainSuffixPems.join("");
   }
 
   /** Creates a self-signed root CA for a trust domain with a fresh key. */
@@ -414,7 +420,7 @@ export class CertificateAuthority {
     const der = await signCertificate({
       serial,
       issuer: this.certificate.subject.der,
-      subject: encodeName([[OID.organizationName, this.trustDomain.name]]),
+      subject: this.#leafSubject ??= encodeName([[OID.organizationName, this.trustDomain.name]]),
       notBefore,
       notAfter,
       spki: request.spki,
@@ -431,6 +437,7 @@ export class CertificateAuthority {
       certificatePem,
       certificateDer: der,
       chainPem: certificatePem + this.#chainSuffixPem,
+      chainPems: [certificatePem, ...this.#chainSuffixPems],
       serialNumber: toHex(serial),
       notBefore,
       notAfter,

@@ -46,6 +46,30 @@ function extension(id: string, critical: boolean, value: Uint8Array): Uint8Array
   return critical ? seq(oid(id), bool(true), octetString(value)) : seq(oid(id), octetString(value));
 }
 
+// A CA signs the same few extensions again and again (CA:FALSE, one key usage, both EKUs, its
+// own key identifier); they are encoded once. Keys are small strings from a fixed vocabulary,
+// so the map stays small; it is bounded anyway.
+const encoded = new Map<string, Uint8Array>();
+const ENCODED_LIMIT = 256;
+function once(key: string, encode: () => Uint8Array): Uint8Array {
+  let der = encoded.get(key);
+  if (!der) {
+    der = encode();
+    if (encoded.size >= ENCODED_LIMIT) encoded.clear();
+    encoded.set(key, der);
+  }
+  return der;
+}
+const authorityKeyIds = new WeakMap<Uint8Array, Uint8Array>();
+function authorityKeyIdExtension(keyId: Uint8Array): Uint8Array {
+  let der = authorityKeyIds.get(keyId);
+  if (!der) {
+    der = extension(OID.authorityKeyIdentifier, false, seq(tlv(contextTag(0, false), keyId)));
+    authorityKeyIds.set(keyId, der);
+  }
+  return der;
+}
+
 /** Signs a certificate from a template and returns its DER. */
 export async function signCertificate(template: CertificateTemplate, signer: Signer): Promise<Uint8Array> {
   const t = template;
@@ -53,23 +77,24 @@ export async function signCertificate(template: CertificateTemplate, signer: Sig
   const subjectIsEmpty = t.subject.length === 2;
   const extensions = [
     // RFC 5280 4.2.1.9: CA:FALSE is the DEFAULT, so a leaf's BasicConstraints is an empty SEQUENCE.
-    extension(
-      OID.basicConstraints,
-      true,
-      t.ca ? seq(bool(true), ...(t.ca.pathLength === undefined ? [] : [integer(t.ca.pathLength)])) : seq(),
+    once(`bc:${t.ca ? `ca:${t.ca.pathLength ?? ""}` : "leaf"}`, () =>
+      extension(
+        OID.basicConstraints,
+        true,
+        t.ca ? seq(bool(true), ...(t.ca.pathLength === undefined ? [] : [integer(t.ca.pathLength)])) : seq(),
+      )),
+    once(
+      `ku:${t.keyUsage.join(",")}`,
+      () => extension(OID.keyUsage, true, namedBits(t.keyUsage.map((k) => KeyUsage[k]))),
     ),
-    extension(OID.keyUsage, true, namedBits(t.keyUsage.map((k) => KeyUsage[k]))),
-    ...(t.extendedKeyUsage ? [extension(OID.extKeyUsage, false, seq(...t.extendedKeyUsage.map(oid)))] : []),
-    extension(OID.subjectKeyIdentifier, false, octetString(t.subjectKeyIdentifier)),
-    ...(t.authorityKeyIdentifier
-      ? [
-        extension(
-          OID.authorityKeyIdentifier,
-          false,
-          seq(tlv(contextTag(0, false), t.authorityKeyIdentifier)),
-        ),
-      ]
+    ...(t.extendedKeyUsage
+      ? [once(
+        `eku:${t.extendedKeyUsage.join(",")}`,
+        () => extension(OID.extKeyUsage, false, seq(...t.extendedKeyUsage!.map(oid))),
+      )]
       : []),
+    extension(OID.subjectKeyIdentifier, false, octetString(t.subjectKeyIdentifier)),
+    ...(t.authorityKeyIdentifier ? [authorityKeyIdExtension(t.authorityKeyIdentifier)] : []),
     ...(sans.length ? [extension(OID.subjectAltName, subjectIsEmpty, seq(...sans))] : []),
   ];
   const tbs = seq(

@@ -59,7 +59,9 @@ function segmentProblem(segment: string): string | undefined {
 
 /** A SPIFFE trust domain: the root of a set of identities that share authorities. */
 export class TrustDomain {
-  private constructor(readonly name: string) {}
+  private constructor(readonly name: string) {
+    Object.freeze(this);
+  }
 
   /** Parses a trust domain name (`example.org`) or a trust domain ID (`spiffe://example.org`). */
   static parse(input: string): TrustDomain {
@@ -103,12 +105,29 @@ export class TrustDomain {
   }
 }
 
+/** Recent parses, by input string. */
+const parsed = new Map<string, SpiffeId>();
+const PARSED_LIMIT = 1024;
+
 /** A validated SPIFFE ID. Instances are immutable; compare with {@link SpiffeId.equals}. */
 export class SpiffeId {
-  private constructor(readonly trustDomain: TrustDomain, readonly path: string) {}
+  private constructor(readonly trustDomain: TrustDomain, readonly path: string) {
+    Object.freeze(this);
+  }
 
   /** Parses `spiffe://<trust-domain>[/<path>]`, refusing anything the spec forbids. */
   static parse(input: string): SpiffeId {
+    // A CA parses the same few IDs on every request (the CSR's, the caller's); instances are
+    // frozen, so one can serve every parse of its string.
+    const known = typeof input === "string" ? parsed.get(input) : undefined;
+    if (known) return known;
+    const id = SpiffeId.#parseUncached(input);
+    if (parsed.size >= PARSED_LIMIT) parsed.clear();
+    parsed.set(input, id);
+    return id;
+  }
+
+  static #parseUncached(input: string): SpiffeId {
     if (typeof input !== "string") throw new InvalidSpiffeId(String(input), "expected a string");
     if (input === "") throw new InvalidSpiffeId(input, "cannot be empty");
     if (UTF8.encode(input).length > MAX_ID_BYTES) {

@@ -27,6 +27,7 @@ export {
   type KeyPair,
 } from "./lib/keys.ts";
 export { decodePem, encodePem, type PemBlock } from "./lib/pem.ts";
+export { fromBase64Url, fromHex, toBase64Url, toHex } from "./lib/encoding.ts";
 export {
   type AlgorithmIdentifier,
   type Certificate,

@@ -14,22 +14,12 @@
  * @module
  */
 
-import { type CryptoProvider, webCryptoProvider } from "../../mod.ts";
+import { type CryptoProvider, fromHex, toBase64Url, toHex, webCryptoProvider } from "../../mod.ts";
 import { Problem } from "../problems.ts";
 import type { CaStore, JoinTokenRecord, JoinTokenRole } from "../store/store.ts";
 import type { Authenticator, Credentials, NodeWorkloads, Principal } from "./principal.ts";
 
 const TOKEN = /^([0-9a-f]{16})\.([A-Za-z0-9_-]{43})$/;
-
-function hex(bytes: Uint8Array): string {
-  return [...bytes].map((b) => b.toString(16).padStart(2, "0")).join("");
-}
-
-function base64Url(bytes: Uint8Array): string {
-  let s = "";
-  for (const b of bytes) s += String.fromCharCode(b);
-  return btoa(s).replaceAll("+", "-").replaceAll("/", "_").replace(/=+$/, "");
-}
 
 async function sha256(text: string): Promise<Uint8Array> {
   return new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text)));
@@ -74,12 +64,12 @@ export async function createJoinToken(
   if (!Number.isSafeInteger(request.ttlSeconds) || request.ttlSeconds <= 0) {
     throw new Error(`ttlSeconds must be a positive whole number, got ${request.ttlSeconds}`);
   }
-  const id = hex(crypto.getRandomValues(new Uint8Array(8)));
-  const secret = base64Url(crypto.getRandomValues(new Uint8Array(32)));
+  const id = toHex(crypto.getRandomValues(new Uint8Array(8)));
+  const secret = toBase64Url(crypto.getRandomValues(new Uint8Array(32)));
   const now = request.now ?? new Date();
   const record: JoinTokenRecord = {
     id,
-    secretSha256: hex(await sha256(secret)),
+    secretSha256: toHex(await sha256(secret)),
     role: request.role,
     spiffeId: request.spiffeId,
     node: request.node,
@@ -123,7 +113,9 @@ export class JoinTokenAuthenticator implements Authenticator {
     // Hash even when the id is unknown, so both paths take the same time.
     const secretBytes = new TextEncoder().encode(secret);
     const presented = await (this.options.crypto ?? webCryptoProvider).digest("SHA-256", secretBytes);
-    const expected = record ? fromHex(record.secretSha256) : new Uint8Array(32);
+    const expected = record && /^[0-9a-f]{64}$/.test(record.secretSha256)
+      ? fromHex(record.secretSha256)
+      : new Uint8Array(32);
     if (!record || !constantTimeEqual(presented, expected)) {
       throw new Problem("ERR_TOKEN_INVALID", "the join token is not one this CA issued", { tokenId: id });
     }
@@ -170,10 +162,4 @@ export class JoinTokenAuthenticator implements Authenticator {
     }
     throw new Problem("ERR_TOKEN_INVALID", "the join token's record is incomplete", { tokenId: id });
   }
-}
-
-function fromHex(text: string): Uint8Array {
-  const out = new Uint8Array(text.length >> 1);
-  for (let i = 0; i < out.length; i++) out[i] = Number.parseInt(text.slice(i * 2, i * 2 + 2), 16);
-  return out;
 }

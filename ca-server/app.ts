@@ -55,7 +55,6 @@ export interface CaAppOptions {
 }
 
 const SERIAL = /^[0-9a-f]{2,64}$/;
-const PEM_BLOCK = /-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----\n?/g;
 
 /** Builds the CA's Hono app. */
 export function createCaApp(options: CaAppOptions): Hono {
@@ -177,7 +176,7 @@ export function createCaApp(options: CaAppOptions): Hono {
         spiffeId: issued.spiffeId,
         serialNumber: issued.serialNumber,
         expiresAt: issued.notAfter.toISOString(),
-        certificateChain: issued.chainPem.match(PEM_BLOCK) ?? [],
+        certificateChain: issued.chainPems,
         trustBundle: issued.trustBundlePem,
       },
       201,

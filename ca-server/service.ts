@@ -40,6 +40,8 @@ export interface IssuanceResult {
   serialNumber: string;
   notAfter: Date;
   chainPem: string;
+  /** The same chain, one PEM per certificate. */
+  chainPems: string[];
   trustBundlePem: string;
 }
 
@@ -140,6 +142,7 @@ export class CaService {
       serialNumber: record.serialNumber,
       notAfter: issued.notAfter,
       chainPem: issued.chainPem,
+      chainPems: issued.chainPems,
       trustBundlePem: this.#o.authorities.bundlePem(),
     };
   }

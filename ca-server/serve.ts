@@ -7,6 +7,7 @@
  */
 
 import cluster from "node:cluster";
+import { createServer } from "node:net";
 import type { CaConfig } from "./config.ts";
 import type { Logger } from "./logger.ts";
 import { type RunningCaServer, startCaServer } from "./node-server.ts";
@@ -51,7 +52,13 @@ async function runPrimary(
   onListening?: (url: string) => void,
 ): Promise<void> {
   let stopping = false;
-  const workers = Array.from({ length: config.workers }, () => cluster.fork());
+  // Node's workers share the primary's socket, so port 0 is one port for all. Bun's listen on
+  // their own sockets with SO_REUSEPORT, so the primary picks the port they all take.
+  const isBun = "Bun" in globalThis;
+  const env = isBun && config.listen.port === 0
+    ? { MESHAUTH_LISTEN_PORT: String(await freePort(config.listen.host)) }
+    : {};
+  const workers = Array.from({ length: config.workers }, () => cluster.fork(env));
   let listening = 0;
   await new Promise<void>((resolve, reject) => {
     for (const worker of workers) {
@@ -90,4 +97,14 @@ async function runPrimary(
   };
   process.once("SIGINT", () => stop("SIGINT"));
   process.once("SIGTERM", () => stop("SIGTERM"));
+}
+
+/** A port free on `host` right now. */
+function freePort(host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const probe = createServer().once("error", reject).listen(0, host, () => {
+      const address = probe.address();
+      probe.close(() => resolve(typeof address === "object" && address ? address.port : 0));
+    });
+  });
 }

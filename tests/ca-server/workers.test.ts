@@ -46,6 +46,13 @@ describe("CA with two worker processes on one file store", () => {
     await dir?.remove();
   });
 
+  it("listens with both workers on one port, though the config asked for any (port 0)", () => {
+    const ports = ca.logs.filter((l) => l.includes('"msg":"listening"')).map((l) => JSON.parse(l).port);
+    assert.equal(ports.length, 2);
+    assert.equal(ports[0], ports[1]);
+    assert.equal(ports[0], ca.port);
+  });
+
   it("lists, revokes and publishes in the CRL across workers", async () => {
     const id = `spiffe://${TRUST_DOMAIN}/ns/cluster/sa/app`;
     const t = await token(store, { role: "workload", spiffeId: id, isSingleUse: false });

@@ -3,7 +3,9 @@
  * node:http or node:https. On Bun: `Bun.serve` for plain HTTP (about a fifth less CPU per
  * certificate than Bun's node:http), and for TLS a node:tls server handing its sockets to
  * node:http, because neither `Bun.serve` nor Bun's node:https lets the app read the client's
- * certificate. Every listener limits header size, body size and time.
+ * certificate. Every listener limits header size and time; the app limits bodies itself (it
+ * reads no more than 64 KiB, from a declared length or as chunks arrive), so that every
+ * oversized body gets its problem answer rather than a runtime's bare 413.
  *
  * @module
  */
@@ -46,9 +48,6 @@ const REQUEST_TIMEOUT_MS = 15_000;
 const HEADERS_TIMEOUT_MS = 10_000;
 const KEEP_ALIVE_TIMEOUT_MS = 5_000;
 const MAX_HEADER_BYTES = 16 * 1024;
-// The app refuses bodies over its own limit (64 KiB by default) with a problem body; the
-// runtime's limit is only a backstop above it.
-const BACKSTOP_BODY_BYTES = 1024 * 1024;
 
 interface BunServer {
   port: number;
@@ -60,7 +59,6 @@ interface BunRuntime {
     hostname: string;
     port: number;
     reusePort?: boolean;
-    maxRequestBodySize?: number;
     idleTimeout?: number;
     fetch(request: Request, server: BunServer): Response | Promise<Response>;
   }): BunServer;
@@ -165,7 +163,6 @@ function listenBunServe(bun: BunRuntime, app: Hono, options: ListenOptions): Lis
     port: options.port,
     // node:cluster does not share a Bun.serve socket between workers; the kernel does.
     reusePort: options.isShared ?? false,
-    maxRequestBodySize: BACKSTOP_BODY_BYTES,
     // Seconds without a byte before Bun closes the connection.
     idleTimeout: HEADERS_TIMEOUT_MS / 1000,
     fetch: (request, bunServer) => app.fetch(request, { bunServer } satisfies ListenerBindings),

@@ -148,4 +148,56 @@ describe("CA on plain HTTP with TokenReview", () => {
     assert.ok(statuses.slice(3).includes(429), `statuses ${statuses}`);
     assert.match(retryAfter ?? "", /^\d+$/);
   });
+
+  it("answers oversized, chunked and malformed bodies with problem bodies, and keeps serving", async () => {
+    const id = `spiffe://${TRUST_DOMAIN}/ns/apps/sa/hostile`;
+    const t = await token(store, { role: "workload", spiffeId: id, isSingleUse: false });
+    const post = async (body: BodyInit, headers: Record<string, string> = {}) => {
+      const response = await fetch(`${ca.url}/v1/certificates`, {
+        method: "POST",
+        headers: { "content-type": "application/json", authorization: `Bearer ${t}`, ...headers },
+        body,
+        duplex: "half",
+      } as RequestInit);
+      return {
+        status: response.status,
+        type: response.headers.get("content-type"),
+        json: await response.json(),
+      };
+    };
+    const chunks = (text: string) =>
+      new ReadableStream<Uint8Array>({
+        start(controller) {
+          const bytes = new TextEncoder().encode(text);
+          for (let i = 0; i < bytes.length; i += 8192) controller.enqueue(bytes.subarray(i, i + 8192));
+          controller.close();
+        },
+      });
+    for (
+      const [what, reply, status, code] of [
+        ["70 KiB", await post(JSON.stringify({ csr: "x".repeat(70 * 1024) })), 413, "ERR_BODY_TOO_LARGE"],
+        [
+          "2 MiB",
+          await post(JSON.stringify({ csr: "x".repeat(2 * 1024 * 1024) })),
+          413,
+          "ERR_BODY_TOO_LARGE",
+        ],
+        [
+          "chunked 80 KiB",
+          await post(chunks(JSON.stringify({ csr: "y".repeat(80 * 1024) }))),
+          413,
+          "ERR_BODY_TOO_LARGE",
+        ],
+        ["malformed JSON", await post('{"csr": '), 400, "ERR_MALFORMED_JSON"],
+      ] as const
+    ) {
+      assert.equal(reply.status, status, what);
+      assert.match(reply.type ?? "", /^application\/problem\+json/, what);
+      assert.equal(reply.json.code, code, what);
+    }
+    const good = await postJson(`${ca.url}/v1/certificates`, { csr: (await csrFor(id)).csr }, {
+      authorization: `Bearer ${t}`,
+    });
+    assert.equal(good.status, 201);
+  });
 });

@@ -10,7 +10,12 @@
  * @module
  */
 
-import { createServer as createHttpServer, type Server as HttpServer } from "node:http";
+import {
+  createServer as createHttpServer,
+  type IncomingMessage,
+  type Server as HttpServer,
+  type ServerResponse,
+} from "node:http";
 import { createServer as createHttpsServer, type Server as HttpsServer } from "node:https";
 import {
   createServer as createTlsServer,
@@ -30,6 +35,18 @@ export interface ListenOptions {
   tls?: SecureContextOptions & { key: string; cert: string; ca: string };
   /** Several processes share the port (node:cluster workers). */
   isShared?: boolean;
+  /** Time limits; the defaults suit a CA. */
+  limits?: Partial<TimeLimits>;
+}
+
+/** How long a client may take, in milliseconds. */
+export interface TimeLimits {
+  /** From connecting (or the previous response) to the end of a request's headers. Default 10 s. */
+  headersMs: number;
+  /** For a whole request (node:http counts from its first byte; the Bun TLS path from its headers). Default 15 s. */
+  requestMs: number;
+  /** Between the end of a response and the next request's headers. Default 5 s. */
+  keepAliveMs: number;
 }
 
 /** A listening server under the app. */
@@ -43,10 +60,8 @@ export interface Listener {
   close(): Promise<void>;
 }
 
-// Slow clients cannot hold a connection: whole request 15 s, headers 10 s, idle 5 s.
-const REQUEST_TIMEOUT_MS = 15_000;
-const HEADERS_TIMEOUT_MS = 10_000;
-const KEEP_ALIVE_TIMEOUT_MS = 5_000;
+// Slow clients cannot hold a connection: headers 10 s, whole request 15 s, idle 5 s.
+const DEFAULT_LIMITS: TimeLimits = { headersMs: 10_000, requestMs: 15_000, keepAliveMs: 5_000 };
 const MAX_HEADER_BYTES = 16 * 1024;
 
 interface BunServer {
@@ -93,10 +108,16 @@ export function clientAddress(c: Context): string | undefined {
   return env?.incoming?.socket?.remoteAddress ?? env?.bunServer?.requestIP(c.req.raw)?.address;
 }
 
-function limitTime(server: HttpServer): void {
-  server.requestTimeout = REQUEST_TIMEOUT_MS;
-  server.headersTimeout = HEADERS_TIMEOUT_MS;
-  server.keepAliveTimeout = KEEP_ALIVE_TIMEOUT_MS;
+// node:http enforces headersTimeout and requestTimeout when it sweeps its connections, every
+// 30 s by default; a sweep a second keeps the limits close to what they say.
+function checkingInterval(limits: TimeLimits): number {
+  return Math.max(50, Math.min(1000, limits.headersMs / 2, limits.requestMs / 2));
+}
+
+function limitTime(server: HttpServer, limits: TimeLimits): void {
+  server.requestTimeout = limits.requestMs;
+  server.headersTimeout = limits.headersMs;
+  server.keepAliveTimeout = limits.keepAliveMs;
   server.maxRequestsPerSocket = 10_000;
 }
 
@@ -122,12 +143,13 @@ function closeHttp(server: HttpServer): Promise<void> {
 /** Serves `app` as `options` ask, on whichever runtime this is. */
 export async function listen(app: Hono, options: ListenOptions): Promise<Listener> {
   const bun = bunRuntime();
-  if (bun && !options.tls) return listenBunServe(bun, app, options);
-  if (bun && options.tls) return await listenTlsThenHttp(app, options);
-  return await listenNode(app, options);
+  const limits = { ...DEFAULT_LIMITS, ...options.limits };
+  if (bun && !options.tls) return listenBunServe(bun, app, options, limits);
+  if (bun && options.tls) return await listenTlsThenHttp(app, options, limits);
+  return await listenNode(app, options, limits);
 }
 
-async function listenNode(app: Hono, options: ListenOptions): Promise<Listener> {
+async function listenNode(app: Hono, options: ListenOptions, limits: TimeLimits): Promise<Listener> {
   const server = (options.tls
     ? serve({
       fetch: app.fetch,
@@ -136,6 +158,7 @@ async function listenNode(app: Hono, options: ListenOptions): Promise<Listener> 
       createServer: createHttpsServer,
       serverOptions: {
         ...options.tls,
+        connectionsCheckingInterval: checkingInterval(limits),
         // Ask for a client SVID but let the app decide: renewal uses it, issuance with a token does not.
         requestCert: true,
         rejectUnauthorized: false,
@@ -146,9 +169,12 @@ async function listenNode(app: Hono, options: ListenOptions): Promise<Listener> 
       fetch: app.fetch,
       port: options.port,
       hostname: options.host,
-      serverOptions: { maxHeaderSize: MAX_HEADER_BYTES },
+      serverOptions: {
+        maxHeaderSize: MAX_HEADER_BYTES,
+        connectionsCheckingInterval: checkingInterval(limits),
+      },
     })) as HttpServer | HttpsServer;
-  limitTime(server);
+  limitTime(server, limits);
   return {
     port: await listening(server),
     kind: options.tls ? "node:https" : "node:http",
@@ -157,14 +183,15 @@ async function listenNode(app: Hono, options: ListenOptions): Promise<Listener> 
   };
 }
 
-function listenBunServe(bun: BunRuntime, app: Hono, options: ListenOptions): Listener {
+function listenBunServe(bun: BunRuntime, app: Hono, options: ListenOptions, limits: TimeLimits): Listener {
   const server = bun.serve({
     hostname: options.host,
     port: options.port,
     // node:cluster does not share a Bun.serve socket between workers; the kernel does.
     reusePort: options.isShared ?? false,
-    // Seconds without a byte before Bun closes the connection.
-    idleTimeout: HEADERS_TIMEOUT_MS / 1000,
+    // Seconds without a byte before Bun closes the connection (its only limit; plain HTTP is
+    // served on loopback alone).
+    idleTimeout: Math.max(1, Math.ceil(limits.headersMs / 1000)),
     fetch: (request, bunServer) => app.fetch(request, { bunServer } satisfies ListenerBindings),
   });
   return {
@@ -177,24 +204,39 @@ function listenBunServe(bun: BunRuntime, app: Hono, options: ListenOptions): Lis
   };
 }
 
-async function listenTlsThenHttp(app: Hono, options: ListenOptions): Promise<Listener> {
+async function listenTlsThenHttp(app: Hono, options: ListenOptions, limits: TimeLimits): Promise<Listener> {
   const http = createHttpServer({ maxHeaderSize: MAX_HEADER_BYTES }, getRequestListener(app.fetch));
-  limitTime(http);
+  limitTime(http, limits);
+  // node:http's timers do not run for connections it did not accept itself (on Bun), so each
+  // connection gets a fixed deadline here: its headers, then its request, then the keep-alive
+  // wait, each from when it starts. A byte now and then does not move a deadline.
+  const deadlines = new Map<TLSSocket, ReturnType<typeof setTimeout>>();
+  const setDeadline = (socket: TLSSocket, ms: number) => {
+    clearTimeout(deadlines.get(socket));
+    deadlines.set(socket, setTimeout(() => socket.destroy(), ms));
+  };
+  http.on("request", (request: IncomingMessage, response: ServerResponse) => {
+    const socket = request.socket as TLSSocket;
+    if (!deadlines.has(socket)) return;
+    setDeadline(socket, limits.requestMs);
+    response.once("finish", () => {
+      if (deadlines.has(socket)) setDeadline(socket, limits.keepAliveMs);
+    });
+  });
+  let isClosing = false;
   const tls = createTlsServer({
     ...options.tls,
     requestCert: true,
     rejectUnauthorized: false,
-    handshakeTimeout: HEADERS_TIMEOUT_MS,
+    handshakeTimeout: limits.headersMs,
   }, (socket) => {
-    // node:http's own timers run only for connections it accepted itself; this one bounds
-    // every connection handed over, idle or trickling.
-    socket.setTimeout(REQUEST_TIMEOUT_MS, () => socket.destroy());
+    if (isClosing) return socket.destroy();
+    setDeadline(socket, limits.headersMs);
+    socket.once("close", () => {
+      clearTimeout(deadlines.get(socket));
+      deadlines.delete(socket);
+    });
     http.emit("connection", socket);
-  });
-  const sockets = new Set<TLSSocket>();
-  tls.on("secureConnection", (socket: TLSSocket) => {
-    sockets.add(socket);
-    socket.once("close", () => sockets.delete(socket));
   });
   tls.listen(options.port, options.host);
   return {
@@ -203,8 +245,9 @@ async function listenTlsThenHttp(app: Hono, options: ListenOptions): Promise<Lis
     setSecureContext: (context) => tls.setSecureContext(context),
     close: () =>
       new Promise<void>((resolve) => {
+        isClosing = true;
         tls.close(() => resolve());
-        for (const socket of sockets) socket.destroy();
+        for (const socket of deadlines.keys()) socket.destroy();
         http.closeAllConnections?.();
       }),
   };

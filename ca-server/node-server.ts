@@ -130,14 +130,20 @@ export async function startCaServer(
         }, Math.min(delay, 2 ** 31 - 1));
         renewal.unref?.();
       };
+      server = await listen(app, {
+        host: config.listen.host,
+        port: config.listen.port,
+        tls: secureContext(),
+        isShared: cluster.isWorker,
+      });
       scheduleRenewal(credentials.notBefore, credentials.notAfter);
+    } else {
+      server = await listen(app, {
+        host: config.listen.host,
+        port: config.listen.port,
+        isShared: cluster.isWorker,
+      });
     }
-    server = await listen(app, {
-      host: config.listen.host,
-      port: config.listen.port,
-      tls: config.listen.plainHttp ? undefined : secureContext(),
-      isShared: cluster.isWorker,
-    });
   } catch (err) {
     if (renewal) clearTimeout(renewal);
     await store.close();

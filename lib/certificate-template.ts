@@ -18,6 +18,7 @@ import {
   tlv,
 } from "./asn1/der.ts";
 import { OID } from "./asn1/oids.ts";
+import { toHex } from "./encoding.ts";
 import { KeyUsage, type KeyUsageName } from "./x509/certificate.ts";
 import { CrlReason, type CrlReasonName } from "./x509/crl.ts";
 import { type CryptoProvider, webCryptoProvider } from "./x509/crypto-provider.ts";
@@ -60,14 +61,11 @@ function once(key: string, encode: () => Uint8Array): Uint8Array {
   }
   return der;
 }
-const authorityKeyIds = new WeakMap<Uint8Array, Uint8Array>();
 function authorityKeyIdExtension(keyId: Uint8Array): Uint8Array {
-  let der = authorityKeyIds.get(keyId);
-  if (!der) {
-    der = extension(OID.authorityKeyIdentifier, false, seq(tlv(contextTag(0, false), keyId)));
-    authorityKeyIds.set(keyId, der);
-  }
-  return der;
+  return once(
+    `aki:${toHex(keyId)}`,
+    () => extension(OID.authorityKeyIdentifier, false, seq(tlv(contextTag(0, false), keyId))),
+  );
 }
 
 /** Signs a certificate from a template and returns its DER. */

@@ -238,7 +238,8 @@ async function listenTlsThenHttp(app: Hono, options: ListenOptions, limits: Time
     });
     http.emit("connection", socket);
   });
-  tls.listen(options.port, options.host);
+  // Bun's node:cluster workers bind their own sockets; SO_REUSEPORT lets them share the port.
+  tls.listen({ port: options.port, host: options.host, reusePort: options.isShared ?? false });
   return {
     port: await listening(tls),
     kind: "node:tls+node:http",

@@ -6,8 +6,7 @@
  * @module
  */
 
-import cluster from "node:cluster";
-import { createServer } from "node:net";
+import cluster, { type Worker } from "node:cluster";
 import type { CaConfig } from "./config.ts";
 import type { Logger } from "./logger.ts";
 import { type RunningCaServer, startCaServer } from "./node-server.ts";
@@ -52,39 +51,49 @@ async function runPrimary(
   onListening?: (url: string) => void,
 ): Promise<void> {
   let stopping = false;
-  // Node's workers share the primary's socket, so port 0 is one port for all. Bun's listen on
-  // their own sockets with SO_REUSEPORT, so the primary picks the port they all take.
-  const isBun = "Bun" in globalThis;
-  const env = isBun && config.listen.port === 0
-    ? { MESHAUTH_LISTEN_PORT: String(await freePort(config.listen.host)) }
-    : {};
-  const workers = Array.from({ length: config.workers }, () => cluster.fork(env));
+  const workers: Worker[] = [];
   let listening = 0;
-  await new Promise<void>((resolve, reject) => {
-    for (const worker of workers) {
-      worker.on("message", (message: { listening?: string }) => {
-        if (message?.listening && ++listening === workers.length) {
-          onListening?.(message.listening);
-          resolve();
-        }
-      });
-      worker.on("exit", (code) => {
-        if (stopping) return;
-        logger.error("CA worker exited", { pid: worker.process.pid, code });
-        if (listening < workers.length) {
-          reject(new Error(`a CA worker exited with code ${code} while starting`));
-        } else {
-          stopping = true;
-          for (const w of workers) w.kill("SIGTERM");
-          process.exitCode = 1;
-        }
-      });
+  /** Forks `count` workers and resolves with the URL once they all listen. */
+  const fork = (count: number, env: Record<string, string>) =>
+    new Promise<string>((resolve, reject) => {
+      let started = 0;
+      for (let i = 0; i < count; i++) {
+        const worker = cluster.fork(env);
+        workers.push(worker);
+        worker.on("message", (message: { listening?: string }) => {
+          if (!message?.listening) return;
+          listening++;
+          if (++started === count) resolve(message.listening);
+        });
+        worker.on("exit", (code) => {
+          if (stopping) return;
+          logger.error("CA worker exited", { pid: worker.process.pid, code });
+          if (listening < config.workers) {
+            reject(new Error(`a CA worker exited with code ${code} while starting`));
+          } else {
+            stopping = true;
+            for (const w of workers) w.kill("SIGTERM");
+            process.exitCode = 1;
+          }
+        });
+      }
+    });
+  try {
+    let url: string;
+    // Node's workers share the primary's socket, so port 0 is one port for all. Bun's each
+    // bind their own with SO_REUSEPORT: the first takes a port, and the others join it.
+    if ("Bun" in globalThis && config.listen.port === 0) {
+      const first = await fork(1, {});
+      url = await fork(config.workers - 1, { MESHAUTH_LISTEN_PORT: new URL(first).port });
+    } else {
+      url = await fork(config.workers, {});
     }
-  }).catch((err) => {
+    onListening?.(url);
+  } catch (err) {
     stopping = true;
     for (const w of workers) w.kill("SIGTERM");
     throw err;
-  });
+  }
   const stop = (signal: string) => {
     stopping = true;
     logger.info("stopping workers", { signal });
@@ -97,14 +106,4 @@ async function runPrimary(
   };
   process.once("SIGINT", () => stop("SIGINT"));
   process.once("SIGTERM", () => stop("SIGTERM"));
-}
-
-/** A port free on `host` right now. */
-function freePort(host: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const probe = createServer().once("error", reject).listen(0, host, () => {
-      const address = probe.address();
-      probe.close(() => resolve(typeof address === "object" && address ? address.port : 0));
-    });
-  });
 }

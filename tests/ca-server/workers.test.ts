@@ -98,3 +98,48 @@ describe("CA with two worker processes on one file store", () => {
     assert.ok(ca.logs.filter((l) => l.includes('"msg":"listening"')).length >= 2, "two workers listened");
   });
 });
+
+describe("CA with two worker processes over TLS", () => {
+  let dir: { path: string; remove(): Promise<void> };
+  let ca: CaProcess;
+
+  before(async () => {
+    dir = await tempDir();
+    const config = await writeConfig(dir.path, {
+      listen: { host: "127.0.0.1", port: 0 },
+      workers: 2,
+      log: { level: "info" },
+    });
+    const init = await cli(["ca", "init", "--config", config]);
+    assert.equal(init.code, 0, init.stderr);
+    ca = await startCa(config);
+    for (let i = 0; i < 100 && ca.logs.filter((l) => l.includes('"msg":"listening"')).length < 2; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  });
+
+  after(async () => {
+    await ca?.stop();
+    await dir?.remove();
+  });
+
+  it("listens with both workers on one port, and answers over TLS", async () => {
+    const ports = ca.logs.filter((l) => l.includes('"msg":"listening"')).map((l) => JSON.parse(l).port);
+    assert.equal(ports.length, 2, ca.logs.join("\n"));
+    assert.equal(ports[0], ports[1]);
+    for (let i = 0; i < 4; i++) {
+      const health = await run("curl", [
+        "-sk",
+        "--max-time",
+        "10",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        `${ca.url}/healthz`,
+      ]);
+      assert.equal(health.code, 0, health.stderr);
+      assert.equal(health.stdout, "200");
+    }
+  });
+});

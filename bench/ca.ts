@@ -318,22 +318,34 @@ async function startMeshauth(
     isSingleUse: false,
   });
   await store.close();
-  const server = await startProcess(
-    ...command(runtime, "ca-server/cli.ts", ["ca", "serve", "--config", configPath]),
-    /$^/,
-    {},
+  return await startIssuer(
+    `meshauth on ${runtime}, fsync ${fsync ? "per batch" : "off"}`,
+    command(runtime, "ca-server/cli.ts", ["ca", "serve", "--config", configPath]),
     port,
+    csrs,
+    { authorization: `Bearer ${token}` },
   );
+}
+
+/** Starts a server that answers `POST /v1/certificates` with 201, and waits until its workers listen. */
+async function startIssuer(
+  name: string,
+  [cmd, args]: [string, string[]],
+  port: number,
+  csrs: string[],
+  headers: Record<string, string> = {},
+): Promise<Started> {
+  const server = await startProcess(cmd, args, /$^/, {}, port);
   // With several workers, give the others a moment to listen too.
   await new Promise((resolve) => setTimeout(resolve, 1500));
   return {
     server,
     target: {
-      name: `meshauth on ${runtime}, fsync ${fsync ? "per batch" : "off"}`,
+      name,
       origin: `http://127.0.0.1:${port}`,
       path: "/v1/certificates",
       bodies: csrs.map((csr) => JSON.stringify({ csr })),
-      headers: { "content-type": "application/json", authorization: `Bearer ${token}` },
+      headers: { "content-type": "application/json", ...headers },
       expectStatus: 201,
       pid: server.pid!,
     },
@@ -342,25 +354,12 @@ async function startMeshauth(
 
 async function startFloor(csrs: string[], runtime: Runtime): Promise<Started> {
   const port = await freePort();
-  const server = await startProcess(
-    ...command(runtime, "bench/ca-floor-server.ts", ["--port", String(port), "--workers", String(WORKERS)]),
-    /$^/,
-    {},
+  return await startIssuer(
+    `floor on ${runtime} (JSON + crypto only)`,
+    command(runtime, "bench/ca-floor-server.ts", ["--port", String(port), "--workers", String(WORKERS)]),
     port,
+    csrs,
   );
-  await new Promise((resolve) => setTimeout(resolve, 1500));
-  return {
-    server,
-    target: {
-      name: `floor on ${runtime} (JSON + crypto only)`,
-      origin: `http://127.0.0.1:${port}`,
-      path: "/v1/certificates",
-      bodies: csrs.map((csr) => JSON.stringify({ csr })),
-      headers: { "content-type": "application/json" },
-      expectStatus: 201,
-      pid: server.pid!,
-    },
-  };
 }
 
 async function startCfssl(dir: string, csrs: string[]): Promise<Started | undefined> {

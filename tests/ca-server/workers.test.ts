@@ -17,6 +17,13 @@ import {
   writeConfig,
 } from "./helpers.ts";
 
+/** Both workers announce themselves; waits (at most 5 s) for the second. */
+async function bothListening(ca: CaProcess): Promise<void> {
+  for (let i = 0; i < 100 && ca.logs.filter((l) => l.includes('"msg":"listening"')).length < 2; i++) {
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
 describe("CA with two worker processes on one file store", () => {
   let dir: { path: string; remove(): Promise<void> };
   let ca: CaProcess;
@@ -33,10 +40,7 @@ describe("CA with two worker processes on one file store", () => {
     const init = await cli(["ca", "init", "--config", config]);
     assert.equal(init.code, 0, init.stderr);
     ca = await startCa(config);
-    // Both workers announce themselves; wait (bounded) for the second.
-    for (let i = 0; i < 100 && ca.logs.filter((l) => l.includes('"msg":"listening"')).length < 2; i++) {
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
+    await bothListening(ca);
     store = await openTestStore(dir.path);
   });
 
@@ -113,9 +117,7 @@ describe("CA with two worker processes over TLS", () => {
     const init = await cli(["ca", "init", "--config", config]);
     assert.equal(init.code, 0, init.stderr);
     ca = await startCa(config);
-    for (let i = 0; i < 100 && ca.logs.filter((l) => l.includes('"msg":"listening"')).length < 2; i++) {
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
+    await bothListening(ca);
   });
 
   after(async () => {

@@ -43,9 +43,11 @@ describe("renewalTime", () => {
   });
 
   test("without a random source stays within the default bounds", () => {
+    // Up to 10% off, rounded down to the millisecond: a draw within about 1e-7 of 1 lands on
+    // the 40% mark itself, so the bound is inclusive (a CI run once drew one).
     for (let i = 0; i < 50; i++) {
       const t = renewalTime(validity).getTime();
-      assert.ok(t <= at(0.5) && t > at(0.4));
+      assert.ok(t <= at(0.5) && t >= at(0.4), `${new Date(t).toISOString()}`);
     }
   });
 

@@ -110,42 +110,35 @@ export async function startCaServer(
     minVersion: "TLSv1.2" as const,
   });
   let server: Listener;
+  const scheduleRenewal = (notBefore: Date, notAfter: Date) => {
+    const delay = Math.max(60_000, (notAfter.getTime() - notBefore.getTime()) / 2);
+    renewal = setTimeout(async () => {
+      try {
+        const next = await servingCredentials(authorities, store, config);
+        currentCredentials = { key: next.key, cert: next.cert };
+        server.setSecureContext(secureContext());
+        logger.info("serving certificate renewed", { notAfter: next.notAfter.toISOString() });
+        scheduleRenewal(next.notBefore, next.notAfter);
+      } catch (err) {
+        logger.error("serving certificate renewal failed", { error: err });
+        scheduleRenewal(new Date(), new Date(Date.now() + 120_000));
+      }
+    }, Math.min(delay, 2 ** 31 - 1));
+    renewal.unref?.();
+  };
   try {
-    if (!config.listen.plainHttp) {
-      const credentials = await servingCredentials(authorities, store, config);
-      currentCredentials = { key: credentials.key, cert: credentials.cert };
-      const scheduleRenewal = (notBefore: Date, notAfter: Date) => {
-        const delay = Math.max(60_000, (notAfter.getTime() - notBefore.getTime()) / 2);
-        renewal = setTimeout(async () => {
-          try {
-            const next = await servingCredentials(authorities, store, config);
-            currentCredentials = { key: next.key, cert: next.cert };
-            server.setSecureContext(secureContext());
-            logger.info("serving certificate renewed", { notAfter: next.notAfter.toISOString() });
-            scheduleRenewal(next.notBefore, next.notAfter);
-          } catch (err) {
-            logger.error("serving certificate renewal failed", { error: err });
-            scheduleRenewal(new Date(), new Date(Date.now() + 120_000));
-          }
-        }, Math.min(delay, 2 ** 31 - 1));
-        renewal.unref?.();
-      };
-      server = await listen(app, {
-        host: config.listen.host,
-        port: config.listen.port,
-        tls: secureContext(),
-        isShared: cluster.isWorker,
-      });
-      scheduleRenewal(credentials.notBefore, credentials.notAfter);
-    } else {
-      server = await listen(app, {
-        host: config.listen.host,
-        port: config.listen.port,
-        isShared: cluster.isWorker,
-      });
-    }
+    const credentials = config.listen.plainHttp
+      ? undefined
+      : await servingCredentials(authorities, store, config);
+    if (credentials) currentCredentials = { key: credentials.key, cert: credentials.cert };
+    server = await listen(app, {
+      host: config.listen.host,
+      port: config.listen.port,
+      tls: credentials ? secureContext() : undefined,
+      isShared: cluster.isWorker,
+    });
+    if (credentials) scheduleRenewal(credentials.notBefore, credentials.notAfter);
   } catch (err) {
-    if (renewal) clearTimeout(renewal);
     await store.close();
     throw err;
   }

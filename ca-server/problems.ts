@@ -17,6 +17,7 @@ export const PROBLEMS = {
   ERR_INVALID_FIELD: { status: 400, title: "A field has the wrong type or value" },
   ERR_UNSUPPORTED_MEDIA_TYPE: { status: 415, title: "The request body must be application/json" },
   ERR_BODY_TOO_LARGE: { status: 413, title: "The request body is larger than the server accepts" },
+  ERR_BODY_INCOMPLETE: { status: 400, title: "The connection closed before the whole request body arrived" },
   ERR_CSR_INVALID: {
     status: 400,
     title: "The csr field is not a valid X509-SVID certificate signing request",

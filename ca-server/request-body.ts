@@ -35,9 +35,16 @@ export async function readJsonObject(
   // With a declared length, HTTP framing bounds the body (and it is within the limit, checked
   // above), so it is read in one piece: on Node this skips building a Web stream. Without
   // one (chunked), the limit is enforced while the bytes arrive.
-  const bytes = declared !== undefined
-    ? new Uint8Array(await request.arrayBuffer())
-    : await readLimited(request, maxBytes);
+  let bytes: Uint8Array;
+  try {
+    bytes = declared !== undefined
+      ? new Uint8Array(await request.arrayBuffer())
+      : await readLimited(request, maxBytes);
+  } catch (err) {
+    if (err instanceof Problem) throw err;
+    // The client went away mid-body (or sent broken framing): its fault, not the server's.
+    throw new Problem("ERR_BODY_INCOMPLETE", "the connection closed before the whole request body arrived");
+  }
   if (bytes.byteLength > maxBytes) {
     throw new Problem("ERR_BODY_TOO_LARGE", `the body is over the limit of ${maxBytes} bytes`, {
       limitBytes: maxBytes,

@@ -2,6 +2,7 @@
 // TokenReview API, per-identity rate limits, and DNS SANs refused unless configured.
 import assert from "node:assert/strict";
 import { createServer, type Server } from "node:http";
+import { connect } from "node:net";
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -199,5 +200,31 @@ describe("CA on plain HTTP with TokenReview", () => {
       authorization: `Bearer ${t}`,
     });
     assert.equal(good.status, 201);
+  });
+
+  it("logs a client that hangs up mid-body as an incomplete body, not a server failure", async () => {
+    const before = ca.logs.length;
+    const socket = connect(ca.port, "127.0.0.1");
+    await new Promise<void>((resolve) => socket.once("connect", resolve));
+    socket.write(
+      "POST /v1/certificates HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n" +
+        'Content-Length: 1000\r\n\r\n{"csr": "',
+    );
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    socket.destroy();
+    let denial: { code?: string; level?: string } | undefined;
+    for (let i = 0; i < 100 && !denial; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      denial = ca.logs.slice(before).map((line) => {
+        try {
+          return JSON.parse(line);
+        } catch {
+          return {};
+        }
+      }).find((entry) => entry.msg === "denied");
+    }
+    assert.equal(denial?.code, "ERR_BODY_INCOMPLETE", ca.logs.slice(before).join("\n"));
+    const since = ca.logs.slice(before).join("\n");
+    assert.doesNotMatch(since, /"level":"error"|request failed|ERR_INTERNAL|Error: aborted/);
   });
 });

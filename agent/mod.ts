@@ -27,10 +27,5 @@ export {
   type IssuedSvid,
 } from "./ca-client.ts";
 export { type HeldSvid, SvidRotator, type SvidRotatorOptions } from "./rotator.ts";
-export {
-  DEFAULT_SVID_FILE_NAMES,
-  type SvidFileNames,
-  type SvidFiles,
-  writeFileAtomic,
-  writeSvidFiles,
-} from "./svid-files.ts";
+export { DEFAULT_SVID_FILE_NAMES, type SvidFileNames, type SvidFiles, writeSvidFiles } from "./svid-files.ts";
+export { writeFileAtomic } from "../node/atomic-file.ts";

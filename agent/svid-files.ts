@@ -6,8 +6,9 @@
  * @module
  */
 
-import { constants, promises as fs } from "node:fs";
+import { promises as fs } from "node:fs";
 import { join } from "node:path";
+import { writeFileAtomic } from "../node/atomic-file.ts";
 
 /** File names inside the delivery directory. */
 export interface SvidFileNames {
@@ -43,36 +44,4 @@ export async function writeSvidFiles(
   await writeFileAtomic(join(directory, names.trustBundle), files.trustBundlePem, 0o644);
   await writeFileAtomic(join(directory, names.privateKey), files.privateKeyPem, 0o600);
   await writeFileAtomic(join(directory, names.certificateChain), files.certificateChainPem, 0o644);
-}
-
-/** Replaces `path` with `content` atomically and durably, with the given mode. */
-export async function writeFileAtomic(
-  path: string,
-  content: string | Uint8Array,
-  mode: number,
-): Promise<void> {
-  const temporary = `${path}.${crypto.randomUUID()}.tmp`;
-  const handle = await fs.open(temporary, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, mode);
-  try {
-    await handle.writeFile(content);
-    await handle.chmod(mode);
-    await handle.sync();
-  } catch (error) {
-    await handle.close();
-    await fs.rm(temporary, { force: true });
-    throw error;
-  }
-  await handle.close();
-  try {
-    await fs.rename(temporary, path);
-  } catch (error) {
-    await fs.rm(temporary, { force: true });
-    throw error;
-  }
-  const dir = await fs.open(join(path, ".."), constants.O_RDONLY);
-  try {
-    await dir.sync();
-  } finally {
-    await dir.close();
-  }
 }

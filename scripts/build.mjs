@@ -217,7 +217,7 @@ async function buildTypes() {
   }
   if ((await core) !== 0) failures.push("core types (tsconfig.build.json)");
   if ((await server) !== 0) failures.push(`types of ${serverEntries.join(", ")}`);
-  for (const folder of ["ca-server", "agent"]) {
+  for (const folder of ["ca-server", "agent", "node"]) {
     if (existsSync(join(sideDir, folder))) {
       cpSync(join(sideDir, folder), join(dist, "types", folder), { recursive: true });
     }
@@ -256,6 +256,14 @@ function verifyConsumer() {
         `TrustBundle.fromJwks({ keys: [] });`,
         // The subpath packages, when built, resolve with their types too.
         ...subpaths.map((sub, i) => `export * as subpath${i} from "meshauth/${sub}";`),
+        // A re-export from the shared node/ folder resolves with its types as well.
+        ...(subpaths.includes("agent")
+          ? [
+            `import { writeFileAtomic } from "meshauth/agent";`,
+            `// @ts-expect-error writeFileAtomic takes a path first`,
+            `writeFileAtomic(1, "x", 0o600);`,
+          ]
+          : []),
         ``,
       ].join("\n"),
     );

@@ -12,7 +12,8 @@
  * @module
  */
 
-import { chmod, mkdir, open, readdir, readFile, rename, stat } from "node:fs/promises";
+import { chmod, mkdir, readdir, readFile, stat } from "node:fs/promises";
+import { writeFileAtomic } from "../../node/atomic-file.ts";
 import { join } from "node:path";
 import type { Signer } from "../../mod.ts";
 import { nodeSigner } from "./node-crypto.ts";
@@ -27,19 +28,6 @@ export class KeyFileError extends MeshAuthError {
   constructor(message: string) {
     super(message);
   }
-}
-
-async function writeFileAtomic(path: string, text: string, mode: number): Promise<void> {
-  const tmp = `${path}.${process.pid}.tmp`;
-  const handle = await open(tmp, "w", mode);
-  try {
-    await handle.chmod(mode);
-    await handle.writeFile(text);
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-  await rename(tmp, path);
 }
 
 /** {@link KeyManager} over a directory of key files. */

@@ -20,8 +20,9 @@
  * @module
  */
 
-import { mkdir, open, readFile, rename, stat, unlink } from "node:fs/promises";
+import { mkdir, open, readFile, stat, unlink } from "node:fs/promises";
 import { join } from "node:path";
+import { writeFileAtomic } from "../../node/atomic-file.ts";
 import { Journal } from "./journal.ts";
 import {
   type AuditEvent,
@@ -328,21 +329,7 @@ export class FileStore implements CaStore {
   }
 
   async #writeState(state: State): Promise<void> {
-    const tmp = `${this.#statePath}.${process.pid}.tmp`;
-    const handle = await open(tmp, "w", 0o600);
-    try {
-      await handle.writeFile(JSON.stringify(state));
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
-    await rename(tmp, this.#statePath);
-    const dir = await open(this.dir, "r");
-    try {
-      await dir.sync();
-    } finally {
-      await dir.close();
-    }
+    await writeFileAtomic(this.#statePath, JSON.stringify(state), 0o600);
     this.#state = state;
     const s = await stat(this.#statePath);
     this.#stateStamp = `${s.ino}:${s.size}:${s.mtimeMs}`;

@@ -1,0 +1,48 @@
+// writeFileAtomic: what the CA's key and state files and the agent's SVID files rely on.
+import assert from "node:assert/strict";
+import { mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { writeFileAtomic } from "../../node/atomic-file.ts";
+
+describe("writeFileAtomic", () => {
+  let dir: string;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), "meshauth-atomic-"));
+  });
+  after(() => rm(dir, { recursive: true, force: true }));
+
+  it("writes the content with exactly the mode asked for, whatever the umask", async () => {
+    const previous = process.umask(0o077);
+    try {
+      await writeFileAtomic(join(dir, "bundle.pem"), "bundle\n", 0o644);
+    } finally {
+      process.umask(previous);
+    }
+    await writeFileAtomic(join(dir, "key.pem"), new TextEncoder().encode("key\n"), 0o600);
+    assert.equal((await stat(join(dir, "bundle.pem"))).mode & 0o777, 0o644);
+    assert.equal((await stat(join(dir, "key.pem"))).mode & 0o777, 0o600);
+    assert.equal(await readFile(join(dir, "key.pem"), "utf8"), "key\n");
+  });
+
+  it("replaces a file whole and leaves no temporary file behind", async () => {
+    const path = join(dir, "state.json");
+    await writeFile(path, "old");
+    await Promise.all(Array.from({ length: 8 }, (_, i) => writeFileAtomic(path, `new ${i}`, 0o600)));
+    assert.match(await readFile(path, "utf8"), /^new [0-7]$/);
+    assert.deepEqual((await readdir(dir)).filter((f) => f.endsWith(".tmp")), []);
+  });
+
+  it("keeps the old content and cleans up when the write fails", async () => {
+    const path = join(dir, "kept.txt");
+    await writeFile(path, "old");
+    await assert.rejects(writeFileAtomic(path, 42 as unknown as string, 0o600));
+    assert.equal(await readFile(path, "utf8"), "old");
+    assert.deepEqual((await readdir(dir)).filter((f) => f.endsWith(".tmp")), []);
+  });
+
+  it("fails without a trace when the directory does not exist", async () => {
+    await assert.rejects(writeFileAtomic(join(dir, "missing", "x"), "x", 0o600), { code: "ENOENT" });
+  });
+});

@@ -4,10 +4,10 @@
  * @module
  */
 
+import { contextTag } from "./asn1/der.ts";
 import {
   bitString,
   bool,
-  contextTag,
   explicit,
   integer,
   namedBits,
@@ -16,7 +16,7 @@ import {
   seq,
   time,
   tlv,
-} from "./asn1/der.ts";
+} from "./asn1/der-writer.ts";
 import { OID } from "./asn1/oids.ts";
 import { toHex } from "./encoding.ts";
 import { KeyUsage, type KeyUsageName } from "./x509/certificate.ts";

@@ -18,17 +18,13 @@ import {
   type DerNode,
   encodingOf,
   expectTag,
-  integer,
-  oid,
   parseDer,
   readBitString,
   readOid,
   readSmallInt,
-  seq,
-  set,
   Tag,
-  tlv,
 } from "./asn1/der.ts";
+import { integer, oid, seq, set, tlv } from "./asn1/der-writer.ts";
 import { EC_CURVES, OID } from "./asn1/oids.ts";
 import { fromBase64 } from "./encoding.ts";
 import {

@@ -12,7 +12,8 @@
  * @module
  */
 
-import { childrenOf, expectTag, integer, octetString, oid, parseDer, readOid, seq, Tag } from "./asn1/der.ts";
+import { childrenOf, expectTag, parseDer, readOid, Tag } from "./asn1/der.ts";
+import { integer, octetString, oid, seq } from "./asn1/der-writer.ts";
 import { OID } from "./asn1/oids.ts";
 import { toArrayBuffer } from "./encoding.ts";
 import { InvalidKey, MalformedInput, RuntimeUnsupported, UnsupportedAlgorithm } from "./errors.ts";

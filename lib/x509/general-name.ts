@@ -4,16 +4,8 @@
  * @module
  */
 
-import {
-  childrenOf,
-  contentOf,
-  contextTag,
-  type DerNode,
-  latin1,
-  present,
-  readOid,
-  tlv,
-} from "../asn1/der.ts";
+import { childrenOf, contentOf, contextTag, type DerNode, latin1, present, readOid } from "../asn1/der.ts";
+import { tlv } from "../asn1/der-writer.ts";
 import { MalformedInput } from "../errors.ts";
 import { type Name, parseName } from "./name.ts";
 

@@ -3,20 +3,8 @@
  * @module
  */
 
-import {
-  childrenOf,
-  type DerNode,
-  encodingOf,
-  expectTag,
-  oid,
-  printableString,
-  readOid,
-  readString,
-  seq,
-  set,
-  Tag,
-  utf8String,
-} from "../asn1/der.ts";
+import { childrenOf, type DerNode, encodingOf, expectTag, readOid, readString, Tag } from "../asn1/der.ts";
+import { oid, printableString, seq, set, utf8String } from "../asn1/der-writer.ts";
 import { OID } from "../asn1/oids.ts";
 import { InvalidArgument, MalformedInput } from "../errors.ts";
 

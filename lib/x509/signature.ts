@@ -10,15 +10,12 @@ import {
   contextTag,
   type DerNode,
   expectTag,
-  integer,
-  nullValue,
-  oid,
   parseDer,
   readOid,
   readSmallInt,
-  seq,
   Tag,
 } from "../asn1/der.ts";
+import { integer, nullValue, oid, seq } from "../asn1/der-writer.ts";
 import { EC_CURVES, OID } from "../asn1/oids.ts";
 import { toArrayBuffer } from "../encoding.ts";
 import { MalformedInput, UnsupportedAlgorithm } from "../errors.ts";

@@ -10,7 +10,7 @@ import {
   TrustBundle,
   TrustDomain,
 } from "../../mod.ts";
-import { bitString, explicit, integer, nullValue, oid, seq, time } from "../../lib/asn1/der.ts";
+import { bitString, explicit, integer, nullValue, oid, seq, time } from "../../lib/asn1/der-writer.ts";
 import { OID } from "../../lib/asn1/oids.ts";
 import { encodeName } from "../../lib/x509/name.ts";
 import { keySigner } from "../../lib/x509/signature.ts";

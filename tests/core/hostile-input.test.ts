@@ -1,16 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import {
-  contextTag,
-  explicit,
-  integer,
-  oid,
-  parseDer,
-  readBigInt,
-  readSmallInt,
-  seq,
-  tlv,
-} from "../../lib/asn1/der.ts";
+import { contextTag, parseDer, readBigInt, readSmallInt } from "../../lib/asn1/der.ts";
+import { explicit, integer, oid, seq, tlv } from "../../lib/asn1/der-writer.ts";
 import { OID } from "../../lib/asn1/oids.ts";
 import { MalformedInput, MeshAuthError, VerificationError } from "../../lib/errors.ts";
 import { verifyChain } from "../../lib/verify/chain.ts";

@@ -5,10 +5,10 @@
  * @module
  */
 
+import { contextTag } from "../../lib/asn1/der.ts";
 import {
   bitString,
   bool,
-  contextTag,
   explicit,
   integer,
   namedBits,
@@ -17,7 +17,7 @@ import {
   seq,
   time,
   tlv,
-} from "../../lib/asn1/der.ts";
+} from "../../lib/asn1/der-writer.ts";
 import { OID } from "../../lib/asn1/oids.ts";
 import { encodePem } from "../../lib/pem.ts";
 import { generateKeyPair, type KeyAlgorithm, type KeyPair } from "../../lib/keys.ts";

@@ -5,10 +5,10 @@
  * @module
  */
 
+import { contextTag } from "../../lib/asn1/der.ts";
 import {
   bitString,
   bool,
-  contextTag,
   integer,
   nullValue,
   octetString,
@@ -16,7 +16,7 @@ import {
   seq,
   set,
   tlv,
-} from "../../lib/asn1/der.ts";
+} from "../../lib/asn1/der-writer.ts";
 import { OID } from "../../lib/asn1/oids.ts";
 import { toArrayBuffer } from "../../lib/encoding.ts";
 import { dnsName, uriName } from "../../lib/x509/general-name.ts";

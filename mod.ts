@@ -55,9 +55,9 @@ export {
   parseCsr,
   type ParseCsrOptions,
 } from "./lib/csr.ts";
+export { CertificateAuthority } from "./lib/ca.ts";
 export {
   type CaCryptoOptions,
-  CertificateAuthority,
   type CreateCrlOptions,
   type CreateRootOptions,
   DEFAULT_LEAF_TTL_SECONDS,
@@ -67,7 +67,7 @@ export {
   type IssuedCertificate,
   type IssueOptions,
   type LoadOptions,
-} from "./lib/ca.ts";
+} from "./lib/ca-options.ts";
 export { type Revocation, REVOCATION_REASONS, type RevocationReason } from "./lib/certificate-template.ts";
 export {
   BundleSet,

@@ -41,8 +41,8 @@ export async function readJsonObject(
       ? new Uint8Array(await request.arrayBuffer())
       : await readLimited(request, maxBytes);
   } catch (err) {
-    if (err instanceof Problem) throw err;
-    // The client went away mid-body (or sent broken framing): its fault, not the server's.
+    // The client went away mid-body: its doing, not the server's. Anything else is a bug.
+    if (err instanceof Problem || !(request.signal.aborted || isHangUp(err))) throw err;
     throw new Problem("ERR_BODY_INCOMPLETE", "the connection closed before the whole request body arrived");
   }
   if (bytes.byteLength > maxBytes) {
@@ -66,6 +66,12 @@ export async function readJsonObject(
     throw new Problem("ERR_MALFORMED_JSON", "the body must be a JSON object");
   }
   return value as Record<string, unknown>;
+}
+
+/** How a body read fails when the client hangs up: Node's `aborted`, Bun's AbortError. */
+function isHangUp(err: unknown): boolean {
+  const { code, name } = (err ?? {}) as { code?: unknown; name?: unknown };
+  return code === "ECONNRESET" || name === "AbortError";
 }
 
 async function readLimited(request: Request, maxBytes: number): Promise<Uint8Array> {

@@ -1,5 +1,5 @@
 /**
- * What a {@link CertificateAuthority} takes and answers: its defaults, option and result
+ * What a `CertificateAuthority` takes and answers: its defaults, option and result
  * types, and the checks of its arguments (lifetimes, path lengths, CRL entries), each of which
  * throws {@link InvalidArgument} or {@link IssuanceRefused} naming the argument.
  * @module
@@ -44,7 +44,7 @@ export interface CaCryptoOptions {
   crypto?: CryptoProvider;
 }
 
-/** Options of {@link CertificateAuthority.createRoot}. */
+/** Options of `CertificateAuthority.createRoot`. */
 export interface CreateRootOptions extends IssuancePolicy, CaCryptoOptions {
   trustDomain: TrustDomain | string;
   keyAlgorithm?: KeyAlgorithm;
@@ -55,7 +55,7 @@ export interface CreateRootOptions extends IssuancePolicy, CaCryptoOptions {
   pathLen?: number;
 }
 
-/** Options of {@link CertificateAuthority.load}. */
+/** Options of `CertificateAuthority.load`. */
 export interface LoadOptions extends IssuancePolicy, CaCryptoOptions {
   /** The CA's certificate first, then its issuers (Istio's `cert-chain.pem`/`ca-cert.pem`). */
   certificateChainPem: string;
@@ -66,12 +66,12 @@ export interface LoadOptions extends IssuancePolicy, CaCryptoOptions {
   trustDomain?: TrustDomain | string;
 }
 
-/** Options of {@link CertificateAuthority.fromSigner}: a CA whose key lives elsewhere (KMS, HSM). */
+/** Options of `CertificateAuthority.fromSigner`: a CA whose key lives elsewhere (KMS, HSM). */
 export interface FromSignerOptions extends Omit<LoadOptions, "privateKeyPem"> {
   signer: Signer;
 }
 
-/** Options of {@link CertificateAuthority.issue}. */
+/** Options of `CertificateAuthority.issue`. */
 export interface IssueOptions {
   /** The identity the caller was authorized for; the CSR must name exactly this ID. */
   id?: SpiffeId | string;
@@ -95,7 +95,7 @@ export interface IssuedCertificate {
   notAfter: Date;
 }
 
-/** Options of {@link CertificateAuthority.createCrl}. */
+/** Options of `CertificateAuthority.createCrl`. */
 export interface CreateCrlOptions {
   revoked: Revocation[];
   nextUpdateSeconds: number;
@@ -104,6 +104,7 @@ export interface CreateCrlOptions {
   thisUpdate?: Date;
 }
 
+/** A lifetime in whole seconds, above zero. */
 export function positiveSeconds(value: number, name: string): number {
   if (!Number.isSafeInteger(value) || value <= 0) {
     throw new InvalidArgument(name, `must be a positive whole number of seconds, got ${value}`);
@@ -114,6 +115,7 @@ export function positiveSeconds(value: number, name: string): number {
 /** RFC 5280 4.1.2.5: GeneralizedTime has four year digits, so validity ends by 9999-12-31. */
 const LAST_X509_TIME = Date.UTC(9999, 11, 31, 23, 59, 59);
 
+/** A root's notAfter, `ttlSeconds` from `now`; refused past what X.509 times can say. */
 export function rootNotAfter(now: Date, ttlSeconds: number): Date {
   const notAfter = now.getTime() + ttlSeconds * 1000;
   if (!(notAfter <= LAST_X509_TIME)) {
@@ -132,6 +134,7 @@ export function crlNumber(value: bigint | number): bigint {
   return n;
 }
 
+/** A Date that holds a time (not `Invalid Date`). */
 export function validDate(value: Date, name: string): Date {
   if (!(value instanceof Date) || Number.isNaN(value.getTime())) {
     throw new InvalidArgument(name, `must be a valid Date, got ${String(value)}`);
@@ -139,6 +142,7 @@ export function validDate(value: Date, name: string): Date {
   return value;
 }
 
+/** A path length constraint: absent, or a whole number from 0. */
 export function pathLength(value: number | undefined): number | undefined {
   if (value === undefined) return undefined;
   if (!Number.isSafeInteger(value) || value < 0) {

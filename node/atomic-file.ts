@@ -15,12 +15,16 @@
  */
 
 import { constants, promises as fs } from "node:fs";
-import { dirname } from "node:path";
+import { basename, dirname, join } from "node:path";
+
+/** `<name>.<uuid>.tmp`: the temporary files this module makes, and only those. */
+const TEMPORARY = /^(.+)\.[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.tmp$/;
 
 /**
  * Replaces `path` with `content` atomically and durably, with file mode `mode`. The temporary
  * file is created exclusively with that mode, so a private key is never readable by others,
- * not even for a moment, and it is removed if any step fails.
+ * not even for a moment. If writing or renaming fails, the temporary file is removed and
+ * `path` keeps its old content.
  */
 export async function writeFileAtomic(
   path: string,
@@ -28,28 +32,54 @@ export async function writeFileAtomic(
   mode: number,
 ): Promise<void> {
   const temporary = `${path}.${crypto.randomUUID()}.tmp`;
-  const handle = await fs.open(temporary, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, mode);
   try {
-    // The umask may have narrowed the mode; a key must be exactly 0600, a bundle readable.
-    await handle.chmod(mode);
-    await handle.writeFile(content);
-    await handle.sync();
-  } catch (error) {
-    await handle.close();
-    await fs.rm(temporary, { force: true });
-    throw error;
-  }
-  await handle.close();
-  try {
+    const handle = await fs.open(temporary, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, mode);
+    try {
+      // The umask may have narrowed the mode; a key must be exactly 0600, a bundle readable.
+      await handle.chmod(mode);
+      await handle.writeFile(content);
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
     await fs.rename(temporary, path);
   } catch (error) {
-    await fs.rm(temporary, { force: true });
+    await fs.rm(temporary, { force: true }).catch(() => {});
     throw error;
   }
-  const directory = await fs.open(dirname(path), constants.O_RDONLY);
+  await syncDirectory(dirname(path));
+}
+
+/** Makes a rename in `directory` durable, where the file system can. */
+async function syncDirectory(directory: string): Promise<void> {
+  const handle = await fs.open(directory, constants.O_RDONLY);
   try {
-    await directory.sync();
+    await handle.sync();
+  } catch (error) {
+    // Some file systems (network and FUSE mounts) cannot fsync a directory; the rename
+    // has happened, and is as durable there as it can be.
+    const code = (error as { code?: string }).code;
+    if (code !== "EINVAL" && code !== "ENOTSUP" && code !== "EISDIR") throw error;
   } finally {
-    await directory.close();
+    await handle.close();
   }
+}
+
+/**
+ * Removes the temporary files that a crash in the middle of {@link writeFileAtomic} left in
+ * `directory` (a key's may hold private key material), if older than `olderThanMs`, so that
+ * a write still in progress in another process is left alone. Answers how many it removed.
+ */
+export async function removeStaleTemporaries(directory: string, olderThanMs = 60_000): Promise<number> {
+  let removed = 0;
+  const cutoff = Date.now() - olderThanMs;
+  for (const name of await fs.readdir(directory).catch(() => [] as string[])) {
+    if (!TEMPORARY.test(basename(name))) continue;
+    const path = join(directory, name);
+    const stat = await fs.lstat(path).catch(() => undefined);
+    if (!stat?.isFile() || stat.mtimeMs > cutoff) continue;
+    await fs.rm(path, { force: true });
+    removed++;
+  }
+  return removed;
 }

@@ -13,7 +13,7 @@
  */
 
 import { chmod, mkdir, readdir, readFile, stat } from "node:fs/promises";
-import { writeFileAtomic } from "../../node/atomic-file.ts";
+import { removeStaleTemporaries, writeFileAtomic } from "../../node/atomic-file.ts";
 import { join } from "node:path";
 import type { Signer } from "../../mod.ts";
 import { nodeSigner } from "./node-crypto.ts";
@@ -47,6 +47,8 @@ export class FileKeyManager implements KeyManager {
       if ((err as NodeJS.ErrnoException).code === "ENOENT") return [];
       throw err;
     }
+    // A key file half-written when a process crashed holds key material: remove it.
+    await removeStaleTemporaries(this.dir);
     const records: AuthorityRecord[] = [];
     for (const name of names.filter((n) => n.endsWith(".json")).sort()) {
       const raw = JSON.parse(await readFile(join(this.dir, name), "utf8"));

@@ -22,7 +22,7 @@
 
 import { mkdir, open, readFile, stat, unlink } from "node:fs/promises";
 import { join } from "node:path";
-import { writeFileAtomic } from "../../node/atomic-file.ts";
+import { removeStaleTemporaries, writeFileAtomic } from "../../node/atomic-file.ts";
 import { Journal } from "./journal.ts";
 import {
   type AuditEvent,
@@ -101,6 +101,8 @@ export class FileStore implements CaStore {
 
   async open(): Promise<void> {
     await mkdir(this.dir, { recursive: true, mode: 0o700 });
+    // What a crash in the middle of a state write left behind.
+    await removeStaleTemporaries(this.dir);
     await this.#journal.open();
     await this.#reloadState();
   }

@@ -1,7 +1,8 @@
 // The CA server's parts on their own: configuration, key files, the file store's crash
 // safety, join tokens, the rate limiter and problem bodies.
 import assert from "node:assert/strict";
-import { appendFile, chmod, mkdir, readFile, stat, writeFile } from "node:fs/promises";
+import { existsSync } from "node:fs";
+import { appendFile, chmod, mkdir, readFile, stat, utimes, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import {
@@ -201,11 +202,16 @@ describe("FileStore", () => {
       await store.revoke({ serialNumber: "0a", reason: "superseded" }, new Date());
       await store.close();
       // The temporary file of an interrupted write is ignored; state.json is whole.
-      await writeFile(join(dir.path, `state.json.99999.tmp`), '{"version":1,"revis');
+      const torn = join(dir.path, "state.json.0b9e2a4c-8f0e-4c8e-9d6a-2f4b7c1e5a3d.tmp");
+      await writeFile(torn, '{"version":1,"revis');
+      const longAgo = new Date(Date.now() - 3600_000);
+      await utimes(torn, longAgo, longAgo);
       const reopened = new FileStore(dir.path);
       await reopened.open();
       assert.equal(await reopened.isRevoked("0a"), true);
       assert.equal(await reopened.revocationRevision(), 1);
+      // ... and removed, as old as it is.
+      assert.equal(existsSync(torn), false);
       await reopened.close();
     } finally {
       await dir.remove();

@@ -203,7 +203,7 @@ describe("CA on plain HTTP with TokenReview", () => {
   });
 
   it("logs a client that hangs up mid-body as an incomplete body, not a server failure", async () => {
-    const before = ca.logs.length;
+    const first = ca.logs.length;
     const socket = connect(ca.port, "127.0.0.1");
     await new Promise<void>((resolve) => socket.once("connect", resolve));
     socket.write(
@@ -215,7 +215,7 @@ describe("CA on plain HTTP with TokenReview", () => {
     let denial: { code?: string; level?: string } | undefined;
     for (let i = 0; i < 100 && !denial; i++) {
       await new Promise((resolve) => setTimeout(resolve, 50));
-      denial = ca.logs.slice(before).map((line) => {
+      denial = ca.logs.slice(first).map((line) => {
         try {
           return JSON.parse(line);
         } catch {
@@ -223,8 +223,8 @@ describe("CA on plain HTTP with TokenReview", () => {
         }
       }).find((entry) => entry.msg === "denied");
     }
-    assert.equal(denial?.code, "ERR_BODY_INCOMPLETE", ca.logs.slice(before).join("\n"));
-    const since = ca.logs.slice(before).join("\n");
+    assert.equal(denial?.code, "ERR_BODY_INCOMPLETE", ca.logs.slice(first).join("\n"));
+    const since = ca.logs.slice(first).join("\n");
     assert.doesNotMatch(since, /"level":"error"|request failed|ERR_INTERNAL|Error: aborted/);
   });
 });

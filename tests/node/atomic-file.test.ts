@@ -1,10 +1,10 @@
 // writeFileAtomic: what the CA's key and state files and the agent's SVID files rely on.
 import assert from "node:assert/strict";
-import { mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, rm, stat, utimes, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { writeFileAtomic } from "../../node/atomic-file.ts";
+import { removeStaleTemporaries, writeFileAtomic } from "../../node/atomic-file.ts";
 
 describe("writeFileAtomic", () => {
   let dir: string;
@@ -44,5 +44,22 @@ describe("writeFileAtomic", () => {
 
   it("fails without a trace when the directory does not exist", async () => {
     await assert.rejects(writeFileAtomic(join(dir, "missing", "x"), "x", 0o600), { code: "ENOENT" });
+  });
+
+  it("sweeps only its own stale temporary files", async () => {
+    const sweep = await mkdtemp(join(dir, "sweep-"));
+    const stale = join(sweep, "ca.key.pem.3f2b8a10-1c2d-4e5f-8a9b-0c1d2e3f4a5b.tmp");
+    const fresh = join(sweep, "ca.key.pem.4a5b6c7d-1c2d-4e5f-8a9b-0c1d2e3f4a5b.tmp");
+    const foreign = join(sweep, "notes.1234.tmp");
+    for (const path of [stale, fresh, foreign]) await writeFile(path, "x");
+    const longAgo = new Date(Date.now() - 3600_000);
+    await utimes(stale, longAgo, longAgo);
+    await utimes(foreign, longAgo, longAgo);
+    assert.equal(await removeStaleTemporaries(sweep), 1);
+    assert.deepEqual(
+      (await readdir(sweep)).sort(),
+      [fresh, foreign].map((p) => p.slice(sweep.length + 1)).sort(),
+    );
+    assert.equal(await removeStaleTemporaries(join(dir, "no-such-directory")), 0);
   });
 });

@@ -122,16 +122,31 @@ export async function loadConfig(
       throw new ConfigError(source, ["the top level must be a mapping"]);
     }
   }
+  const fromEnv = new Map<string, string>();
   for (const [name, path] of Object.entries(ENV_OVERRIDES)) {
     const value = options.env?.[name];
     if (value === undefined || value === "") continue;
     if (name === "MESHAUTH_STORE_URL") setPath(raw, "store.kind", "postgres");
     setPath(raw, path, value);
+    fromEnv.set(path, name);
   }
   for (const [path, value] of Object.entries(options.overrides ?? {})) {
     if (value !== undefined) setPath(raw, path, value);
   }
-  return validate(raw, source, cwd);
+  try {
+    return validate(raw, source, cwd);
+  } catch (err) {
+    if (!(err instanceof ConfigError) || fromEnv.size === 0) throw err;
+    // A bad value that came from the environment is reported under its variable's name.
+    throw new ConfigError(
+      source,
+      err.problems.map((problem) => {
+        const path = problem.slice(0, problem.indexOf(":"));
+        const name = fromEnv.get(path);
+        return name ? `${path} (from ${name})${problem.slice(path.length)}` : problem;
+      }),
+    );
+  }
 }
 
 function validate(raw: Raw, source: string, cwd: string): CaConfig {
@@ -182,11 +197,17 @@ function validate(raw: Raw, source: string, cwd: string): CaConfig {
     problems.push(`${path}: expected true or false, got ${JSON.stringify(value)}`);
     return fallback;
   };
-  const obj = (path: string, value: unknown): Raw => {
+  /** A mapping whose keys must all be in `fields`: a misspelt key is an error, not a default. */
+  const obj = (path: string, value: unknown, fields?: readonly string[], alternative = ""): Raw => {
     if (value === undefined) return {};
     if (typeof value !== "object" || value === null || Array.isArray(value)) {
-      problems.push(`${path}: expected a mapping`);
+      problems.push(`${path}: expected a mapping${alternative}`);
       return {};
+    }
+    for (const key of Object.keys(value)) {
+      if (fields && !fields.includes(key)) {
+        problems.push(`${path}.${key}: unknown field (known: ${fields.join(", ")})`);
+      }
     }
     return value as Raw;
   };
@@ -223,7 +244,7 @@ function validate(raw: Raw, source: string, cwd: string): CaConfig {
   }
   const dataDir = dir(str("dataDir", raw.dataDir, ".meshauth"));
 
-  const listenRaw = obj("listen", raw.listen);
+  const listenRaw = obj("listen", raw.listen, ["host", "port", "plainHttp", "dnsNames"]);
   const listen = {
     host: str("listen.host", listenRaw.host, "127.0.0.1"),
     port: int("listen.port", listenRaw.port, 8443, 0, 65535),
@@ -234,7 +255,7 @@ function validate(raw: Raw, source: string, cwd: string): CaConfig {
     problems.push(`listen.plainHttp: plain HTTP is allowed only on a loopback address, not ${listen.host}`);
   }
 
-  const storeRaw = obj("store", raw.store);
+  const storeRaw = obj("store", raw.store, ["kind", "fsync", "url", "maxConnections"]);
   const kind = str("store.kind", storeRaw.kind, "file");
   let store: CaConfig["store"] = { kind: "file", fsync: bool("store.fsync", storeRaw.fsync, true) };
   if (kind === "postgres") {
@@ -247,13 +268,13 @@ function validate(raw: Raw, source: string, cwd: string): CaConfig {
     problems.push(`store.kind: expected "file" or "postgres", got ${JSON.stringify(kind)}`);
   }
 
-  const keysRaw = obj("keys", raw.keys);
+  const keysRaw = obj("keys", raw.keys, ["kind", "dir"]);
   if (keysRaw.kind !== undefined && keysRaw.kind !== "file") {
     problems.push(`keys.kind: only "file" is supported`);
   }
   const keys = { kind: "file" as const, dir: dir(str("keys.dir", keysRaw.dir, `${dataDir}/keys`)) };
 
-  const issuanceRaw = obj("issuance", raw.issuance);
+  const issuanceRaw = obj("issuance", raw.issuance, ["defaultTtlSeconds", "maxTtlSeconds"]);
   const issuance = {
     defaultTtlSeconds: int(
       "issuance.defaultTtlSeconds",
@@ -268,7 +289,7 @@ function validate(raw: Raw, source: string, cwd: string): CaConfig {
     problems.push("issuance.defaultTtlSeconds: must not exceed issuance.maxTtlSeconds");
   }
 
-  const caRaw = obj("ca", raw.ca);
+  const caRaw = obj("ca", raw.ca, ["keyAlgorithm", "ttlSeconds"]);
   const keyAlgorithm = str("ca.keyAlgorithm", caRaw.keyAlgorithm, "ECDSA-P256") as KeyAlgorithm;
   if (!KEY_ALGORITHMS.includes(keyAlgorithm)) {
     problems.push(
@@ -280,7 +301,7 @@ function validate(raw: Raw, source: string, cwd: string): CaConfig {
     ttlSeconds: int("ca.ttlSeconds", caRaw.ttlSeconds, 10 * 365 * 86400, 3600, 30 * 365 * 86400),
   };
 
-  const crlRaw = obj("crl", raw.crl);
+  const crlRaw = obj("crl", raw.crl, ["nextUpdateSeconds"]);
   const crl = {
     nextUpdateSeconds: int("crl.nextUpdateSeconds", crlRaw.nextUpdateSeconds, 3600, 60, 7 * 86400),
   };
@@ -288,7 +309,7 @@ function validate(raw: Raw, source: string, cwd: string): CaConfig {
   let rateLimit: CaConfig["rateLimit"] = { requestsPerSecond: 5, burst: 50 };
   if (raw.rateLimit === false || raw.rateLimit === "false") rateLimit = false;
   else {
-    const r = obj("rateLimit", raw.rateLimit);
+    const r = obj("rateLimit", raw.rateLimit, ["requestsPerSecond", "burst"], " or false");
     rateLimit = {
       requestsPerSecond: int("rateLimit.requestsPerSecond", r.requestsPerSecond, 5, 1, 1_000_000),
       burst: int("rateLimit.burst", r.burst, 50, 1, 1_000_000),
@@ -301,7 +322,7 @@ function validate(raw: Raw, source: string, cwd: string): CaConfig {
     if (!/^[A-Za-z0-9._-]+$/.test(name)) {
       problems.push(`nodes.${name}: a node name may hold letters, digits, ".", "_", "-"`);
     }
-    nodes[name] = spiffeIds(`nodes.${name}.workloads`, obj(`nodes.${name}`, value).workloads);
+    nodes[name] = spiffeIds(`nodes.${name}.workloads`, obj(`nodes.${name}`, value, ["workloads"]).workloads);
   }
   const dnsRaw = obj("dnsNames", raw.dnsNames);
   const dnsNames: Record<string, string[]> = {};
@@ -309,8 +330,16 @@ function validate(raw: Raw, source: string, cwd: string): CaConfig {
 
   let kubernetes: CaConfig["kubernetes"];
   if (raw.kubernetes !== undefined) {
-    const k = obj("kubernetes", raw.kubernetes);
-    const tr = k.tokenReview === undefined ? undefined : obj("kubernetes.tokenReview", k.tokenReview);
+    const k = obj("kubernetes", raw.kubernetes, [
+      "issuer",
+      "audiences",
+      "jwksFile",
+      "jwksUrl",
+      "tokenReview",
+    ]);
+    const tr = k.tokenReview === undefined
+      ? undefined
+      : obj("kubernetes.tokenReview", k.tokenReview, ["url", "tokenFile", "caFile"]);
     kubernetes = {
       issuer: k.issuer === undefined ? undefined : str("kubernetes.issuer", k.issuer),
       audiences: strings("kubernetes.audiences", k.audiences),
@@ -331,7 +360,7 @@ function validate(raw: Raw, source: string, cwd: string): CaConfig {
     }
   }
 
-  const logRaw = obj("log", raw.log);
+  const logRaw = obj("log", raw.log, ["level"]);
   const level = str("log.level", logRaw.level, "info") as LogLevel;
   if (!["debug", "info", "warn", "error"].includes(level)) {
     problems.push(`log.level: expected debug, info, warn or error, got ${JSON.stringify(level)}`);

@@ -80,6 +80,43 @@ describe("loadConfig", () => {
     }
   });
 
+  it("refuses misspelt keys at every depth, and names the variable of a bad environment value", async () => {
+    const dir = await tempDir();
+    try {
+      const path = join(dir.path, "ca.yaml");
+      await writeFile(
+        path,
+        [
+          "listen: { port: 0, prot: 1 }",
+          "issuance: { defaultTTL: 60 }",
+          "store: { urll: x }",
+          "nodes: { node-a: { workload: [] } }",
+          "kubernetes: { audiences: [a], jwksUrl: https://k, issuer: https://k, tokenreview: {} }",
+          "log: { format: json }",
+          "rateLimit: yes",
+          "",
+        ].join("\n"),
+      );
+      const err = await loadConfig({ path, env: { MESHAUTH_WORKERS: "many" } }).catch((e) => e);
+      assert.ok(err instanceof ConfigError);
+      for (
+        const expected of [
+          /listen\.prot: unknown field/,
+          /issuance\.defaultTTL: unknown field \(known: defaultTtlSeconds, maxTtlSeconds\)/,
+          /store\.urll: unknown field/,
+          /nodes\.node-a\.workload: unknown field/,
+          /kubernetes\.tokenreview: unknown field/,
+          /log\.format: unknown field/,
+          /rateLimit: expected a mapping or false/,
+          /workers \(from MESHAUTH_WORKERS\): expected a whole number/,
+        ]
+      ) assert.match(err.message, expected);
+      assert.equal(err.problems.length, 8, err.message);
+    } finally {
+      await dir.remove();
+    }
+  });
+
   it("refuses plain HTTP on a non-loopback address", async () => {
     const err = await loadConfig({
       env: {},

@@ -28,9 +28,8 @@ import {
   readJsonObject,
   requireString,
 } from "./request-body.ts";
-import { CaService } from "./service.ts";
-import { isRevocationReason } from "./store/records.ts";
-import { type CaStore, REVOCATION_REASONS, type RevocationSelector } from "./store/store.ts";
+import { CaService, revocationSelector } from "./service.ts";
+import type { CaStore } from "./store/store.ts";
 
 /** Options of {@link createCaApp}. */
 export interface CaAppOptions {
@@ -53,8 +52,6 @@ export interface CaAppOptions {
   clientAddress?: (c: Context) => string | undefined;
   now?: () => Date;
 }
-
-const SERIAL = /^[0-9a-f]{2,64}$/;
 
 /** Builds the CA's Hono app. */
 export function createCaApp(options: CaAppOptions): Hono {
@@ -225,33 +222,11 @@ export function createCaApp(options: CaAppOptions): Hono {
     const body = await readJsonObject(c.req.raw, maxBodyBytes);
     const principal = await authenticateAdmin(c);
     remember(c, principal);
-    const serialNumber = optionalString(body, "serialNumber")?.toLowerCase();
-    const spiffeId = optionalString(body, "spiffeId");
-    const reason = requireString(body, "reason");
-    if (!isRevocationReason(reason)) {
-      throw new Problem("ERR_INVALID_FIELD", `reason must be one of ${REVOCATION_REASONS.join(", ")}`, {
-        field: "reason",
-      });
-    }
-    let selector: RevocationSelector;
-    if (serialNumber !== undefined && spiffeId === undefined) {
-      if (!SERIAL.test(serialNumber)) {
-        throw new Problem(
-          "ERR_INVALID_FIELD",
-          "serialNumber must be the certificate's serial number in hex",
-          {
-            field: "serialNumber",
-          },
-        );
-      }
-      selector = { serialNumber, reason };
-    } else if (spiffeId !== undefined && serialNumber === undefined) {
-      selector = { spiffeId, reason };
-    } else {
-      throw new Problem("ERR_MISSING_FIELD", "give exactly one of serialNumber and spiffeId", {
-        field: "serialNumber|spiffeId",
-      });
-    }
+    const selector = revocationSelector({
+      serialNumber: optionalString(body, "serialNumber"),
+      spiffeId: optionalString(body, "spiffeId"),
+      reason: requireString(body, "reason"),
+    }, authorities.trustDomain);
     const revoked = await service.revoke(principal, selector);
     metrics.request(200);
     return c.json(

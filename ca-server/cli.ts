@@ -16,10 +16,12 @@ import {
   exportPrivateKeyPem,
   generateKeyPair,
   type KeyAlgorithm,
+  TrustDomain,
 } from "../mod.ts";
 import { type CaConfig, ConfigError, ENV_OVERRIDES, loadConfig } from "./config.ts";
 import { jsonLogger } from "./logger.ts";
-import { isRevocationReason } from "./store/records.ts";
+import { Problem } from "./problems.ts";
+import { revocationSelector } from "./service.ts";
 import { REVOCATION_REASONS, type RevocationSelector } from "./store/store.ts";
 
 const COMMON = `Common options:
@@ -58,11 +60,16 @@ ${COMMON}`,
   revoke: `usage: meshauth ca revoke (--serial <hex> | --spiffe-id <id>) --reason <reason> [options]
 
 Revokes directly in the store; running servers put it in their next CRL.
+  --serial <hex>      one certificate, by serial number (as the API answers it, or OpenSSL's AB:CD:... form)
+  --spiffe-id <id>    every unexpired certificate of this SPIFFE ID (of this CA's trust domain)
   --reason <reason>   one of ${REVOCATION_REASONS.join(", ")}
 ${COMMON}`,
   token: `usage: meshauth ca token create (--spiffe-id <id> | --node <name> | --admin) [options]
 
 Prints a new join token once; the store keeps only its hash.
+  --spiffe-id <id>    for a workload: the one SPIFFE ID it may obtain
+  --node <name>       for a node agent: the node's ID and the workloads configured on that node
+  --admin             for an administrator: the revocation and listing API
   --ttl-seconds <n>   lifetime (default 3600)
   --reusable          may be used more than once (administrator tokens always are)
 ${COMMON}`,
@@ -196,15 +203,27 @@ async function revoke(args: string[]): Promise<void> {
     },
   });
   if (values.help) return console.log(HELP.revoke);
-  const reason = values.reason ?? "";
-  if (!isRevocationReason(reason)) {
-    throw new UsageError(`--reason must be one of ${REVOCATION_REASONS.join(", ")}`);
+  if ((values.serial === undefined) === (values["spiffe-id"] === undefined)) {
+    throw new UsageError("give exactly one of --serial and --spiffe-id");
   }
-  let selector: RevocationSelector;
-  if (values.serial && !values["spiffe-id"]) selector = { serialNumber: values.serial.toLowerCase(), reason };
-  else if (values["spiffe-id"] && !values.serial) selector = { spiffeId: values["spiffe-id"], reason };
-  else throw new UsageError("give exactly one of --serial and --spiffe-id");
   const config = await configFrom(values);
+  let selector: RevocationSelector;
+  try {
+    selector = revocationSelector({
+      serialNumber: values.serial,
+      spiffeId: values["spiffe-id"],
+      reason: values.reason,
+    }, TrustDomain.parse(config.trustDomain));
+  } catch (err) {
+    if (!(err instanceof Problem)) throw err;
+    // The API's messages name its fields; here they are flags.
+    const flags: Record<string, string> = {
+      serialNumber: "--serial",
+      spiffeId: "--spiffe-id",
+      reason: "--reason",
+    };
+    throw new UsageError(err.detail.replace(/^\w+/, (field) => flags[field] ?? field));
+  }
   const store = await (await setup()).openStore(config);
   try {
     if ("serialNumber" in selector && !(await store.findCertificate(selector.serialNumber))) {

@@ -12,6 +12,8 @@ import {
   IssuanceRefused,
   MalformedInput,
   parseCsr,
+  SpiffeId,
+  type TrustDomain,
   TtlExceedsMaximum,
 } from "../mod.ts";
 import type { Authorities } from "./authorities.ts";
@@ -19,7 +21,57 @@ import type { Principal } from "./auth/principal.ts";
 import type { Logger } from "./logger.ts";
 import type { CaMetrics } from "./metrics.ts";
 import { Problem } from "./problems.ts";
-import type { CaStore, Revocation, RevocationSelector } from "./store/store.ts";
+import { isRevocationReason } from "./store/records.ts";
+import { type CaStore, type Revocation, REVOCATION_REASONS, type RevocationSelector } from "./store/store.ts";
+
+/** What a revocation request names, as the API and the CLI take it. */
+export interface RevocationRequest {
+  serialNumber?: string;
+  spiffeId?: string;
+  reason?: string;
+}
+
+/**
+ * Checks a revocation request: exactly one of a serial number (hex, with or without the colons
+ * OpenSSL prints) and a SPIFFE ID of `trustDomain`, and a CRL reason. A typo must fail loudly:
+ * a request that names nothing this CA could have issued would otherwise revoke nothing, quietly.
+ */
+export function revocationSelector(request: RevocationRequest, trustDomain: TrustDomain): RevocationSelector {
+  const { serialNumber, spiffeId, reason } = request;
+  if (reason === undefined || !isRevocationReason(reason)) {
+    throw new Problem("ERR_INVALID_FIELD", `reason must be one of ${REVOCATION_REASONS.join(", ")}`, {
+      field: "reason",
+    });
+  }
+  if ((serialNumber === undefined) === (spiffeId === undefined)) {
+    throw new Problem(
+      serialNumber === undefined ? "ERR_MISSING_FIELD" : "ERR_INVALID_FIELD",
+      "give exactly one of serialNumber and spiffeId",
+      { field: "serialNumber|spiffeId" },
+    );
+  }
+  if (serialNumber !== undefined) {
+    const hex = serialNumber.replaceAll(":", "").toLowerCase();
+    if (!/^[0-9a-f]{2,64}$/.test(hex) || hex.length % 2) {
+      throw new Problem("ERR_INVALID_FIELD", "serialNumber must be the certificate's serial number in hex", {
+        field: "serialNumber",
+      });
+    }
+    return { serialNumber: hex, reason };
+  }
+  let id: SpiffeId;
+  try {
+    id = SpiffeId.parse(spiffeId!);
+  } catch (err) {
+    throw new Problem("ERR_INVALID_FIELD", `spiffeId: ${(err as Error).message}`, { field: "spiffeId" });
+  }
+  if (!id.memberOf(trustDomain)) {
+    throw new Problem("ERR_INVALID_FIELD", `spiffeId must be in this CA's trust domain ${trustDomain.name}`, {
+      field: "spiffeId",
+    });
+  }
+  return { spiffeId: id.toString(), reason };
+}
 
 /** Options of {@link CaService}. */
 export interface CaServiceOptions {

@@ -567,6 +567,35 @@ export function defineApiSuite(
       );
     });
 
+    it("refuses a revocation that could name nothing this CA issued, and takes OpenSSL's serial form", async () => {
+      const admin = await token(store, { role: "admin" });
+      const cases: [Record<string, string>, string][] = [
+        [{ spiffeId: "notanid", reason: "superseded" }, "spiffeId"],
+        [{ spiffeId: "spiffe://elsewhere.example/ns/a/sa/b", reason: "superseded" }, "spiffeId"],
+        [
+          { serialNumber: "0a", spiffeId: `spiffe://${TRUST_DOMAIN}/x`, reason: "superseded" },
+          "serialNumber|spiffeId",
+        ],
+        [{ serialNumber: "abc", reason: "superseded" }, "serialNumber"],
+      ];
+      for (const [body, field] of cases) {
+        const reply = await call("POST", "/v1/revocations", { body, token: admin });
+        assertProblem(reply, 400, "ERR_INVALID_FIELD");
+        assert.equal(reply.json.field, field, reply.body);
+      }
+      const issued = await issueWithToken(`spiffe://${TRUST_DOMAIN}/ns/shop/sa/colon`);
+      const serialNumber: string = issued.reply.json.serialNumber;
+      const opensslForm = serialNumber.toUpperCase().match(/../g)!.join(":");
+      const revoked = await call("POST", "/v1/revocations", {
+        body: { serialNumber: opensslForm, reason: "keyCompromise" },
+        token: admin,
+      });
+      assert.equal(revoked.status, 200, revoked.body);
+      assert.deepEqual(revoked.json.revoked.map((r: { serialNumber: string }) => r.serialNumber), [
+        serialNumber,
+      ]);
+    });
+
     it("writes issuances, denials and revocations to the audit trail with the requester", async () => {
       const events = await store.readAudit(1000);
       const issued = events.find((e) =>

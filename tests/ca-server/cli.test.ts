@@ -202,6 +202,22 @@ describe("meshauth ca (CLI)", () => {
     ]);
     assert.equal(badReason.code, 2);
     assert.match(badReason.stderr, /--reason must be one of/);
+    for (
+      const [id, message] of [["notanid", /--spiffe-id: /], ["spiffe://elsewhere.example/x", /trust domain/]]
+    ) {
+      const typo = await cli([
+        "ca",
+        "revoke",
+        "--config",
+        config,
+        "--spiffe-id",
+        id as string,
+        "--reason",
+        "superseded",
+      ]);
+      assert.equal(typo.code, 2, typo.stdout);
+      assert.match(typo.stderr, message as RegExp);
+    }
   });
 
   it("exports a key only when asked, and adds a rotated root", async () => {

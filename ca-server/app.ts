@@ -87,6 +87,21 @@ export function createCaApp(options: CaAppOptions): Hono {
   }
 
   async function authenticate(c: Context): Promise<Principal> {
+    try {
+      const principal = await findPrincipal(c);
+      limit(principal.requester);
+      return principal;
+    } catch (err) {
+      // Every failed attempt counts against the client's address, whatever was wrong with
+      // it: that slows token guessing and probing alike.
+      if (err instanceof Problem && err.status === 401) {
+        limit(`address:${options.clientAddress?.(c) ?? "unknown"}`);
+      }
+      throw err;
+    }
+  }
+
+  async function findPrincipal(c: Context): Promise<Principal> {
     const credentials: Credentials = {};
     const authorization = c.req.header("authorization");
     if (authorization !== undefined) {
@@ -95,20 +110,9 @@ export function createCaApp(options: CaAppOptions): Hono {
       credentials.bearerToken = m[1];
     }
     credentials.clientCertificateChainPem = options.clientCertificate?.(c);
-    try {
-      for (const authenticator of options.authenticators) {
-        const principal = await authenticator.authenticate(credentials);
-        if (principal) {
-          limit(principal.requester);
-          return principal;
-        }
-      }
-    } catch (err) {
-      // Failed attempts count against the client's address, which slows token guessing.
-      if (err instanceof Problem && err.status === 401) {
-        limit(`address:${options.clientAddress?.(c) ?? "unknown"}`);
-      }
-      throw err;
+    for (const authenticator of options.authenticators) {
+      const principal = await authenticator.authenticate(credentials);
+      if (principal) return principal;
     }
     if (credentials.bearerToken) {
       throw new Problem("ERR_TOKEN_INVALID", "the bearer token is of no kind this CA accepts");

@@ -227,4 +227,17 @@ describe("CA on plain HTTP with TokenReview", () => {
     const since = ca.logs.slice(first).join("\n");
     assert.doesNotMatch(since, /"level":"error"|request failed|ERR_INTERNAL|Error: aborted/);
   });
+
+  // Last in this suite: it spends the loopback address's budget for failed attempts.
+  it("counts every failed authentication against the client's address", async () => {
+    const statuses: number[] = [];
+    for (const authorization of ["Bearer bad.bad", "Bearer not-a-token", "Basic x", "Bearer bad.bad"]) {
+      for (let i = 0; i < 2; i++) {
+        const reply = await postJson(`${ca.url}/v1/certificates`, { csr: "x" }, { authorization });
+        statuses.push(reply.status);
+      }
+    }
+    assert.ok(statuses.every((s) => s === 401 || s === 429), `statuses ${statuses}`);
+    assert.deepEqual(statuses.slice(-3), [429, 429, 429], `statuses ${statuses}`);
+  });
 });

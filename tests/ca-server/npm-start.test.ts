@@ -2,10 +2,11 @@
 // openssl + curl lines obtain a certificate that `openssl verify` accepts against /v1/bundle.pem,
 // and whose /v1/crl `openssl crl` reads.
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { type CaProcess, run, startServer, tempDir } from "./helpers.ts";
+import { type CaProcess, ROOT, run, startServer, tempDir } from "./helpers.ts";
 
 async function waitFor(logs: string[], pattern: RegExp, timeoutMs = 10_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -105,5 +106,46 @@ describe("npm start", () => {
     await waitFor(ca.logs, /Stop with Ctrl-C/);
     assert.ok(!ca.logs.some((l) => l.includes("created a development root CA")));
     assert.equal(await readFile(join(dir.path, ".meshauth", "bundle.pem"), "utf8"), before);
+  });
+});
+
+describe("npm start under a supervisor", () => {
+  it("stops the CA when npm itself gets SIGTERM", async () => {
+    const dir = await tempDir();
+    let group: number | undefined;
+    try {
+      const npm = spawn("npm", ["start", "--silent"], {
+        cwd: ROOT,
+        env: { ...process.env, MESHAUTH_DATA_DIR: join(dir.path, ".meshauth"), MESHAUTH_LISTEN_PORT: "0" },
+        stdio: ["ignore", "pipe", "pipe"],
+        // Its own process group, so that a CA left behind can be killed with the group below.
+        detached: true,
+      });
+      group = npm.pid;
+      // The CA writes to the same pipe: it closes only when npm and the CA have both exited.
+      const closed = new Promise<void>((resolve) => npm.stdout!.once("close", () => resolve()));
+      let output = "";
+      npm.stdout!.on("data", (d) => output += d);
+      npm.stderr!.on("data", (d) => output += d);
+      const deadline = Date.now() + 60_000;
+      while (!output.includes("Stop with Ctrl-C") && Date.now() < deadline && npm.exitCode === null) {
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      assert.match(output, /Stop with Ctrl-C/);
+      npm.kill("SIGTERM");
+      const timedOut = await Promise.race([
+        closed.then(() => false),
+        new Promise<boolean>((resolve) => setTimeout(() => resolve(true), 10_000)),
+      ]);
+      assert.equal(timedOut, false, `the CA outlived npm:\n${output}`);
+      assert.match(output, /"msg":"stopping","signal":"SIGTERM"/);
+    } finally {
+      try {
+        if (group) process.kill(-group, "SIGKILL");
+      } catch {
+        // The group is gone, as it should be.
+      }
+      await dir.remove();
+    }
   });
 });

@@ -7,7 +7,7 @@
  */
 
 import { readFile, writeFile } from "node:fs/promises";
-import { realpathSync } from "node:fs";
+import { readFileSync, realpathSync } from "node:fs";
 import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 import {
@@ -40,7 +40,7 @@ Commands:
   ca rotate         add a new root that signs after an overlap period
   ca export-key     print an authority's private key (PKCS#8 PEM): the only way a key leaves
 
-Run "meshauth ca <command> --help" for a command's options.`,
+Run "meshauth ca <command> --help" for a command's options; "meshauth --version" for the version.`,
   init: `usage: meshauth ca init [options]
 
 Creates the CA's first authority in the key directory, unless one exists.
@@ -325,13 +325,33 @@ async function exportKey(args: string[]): Promise<void> {
 }
 
 /** Runs the CLI with `argv` (without the node and script paths). */
+/** The package's version, from the package.json one level up (from ca-server/ and from dist/ alike). */
+function packageVersion(): string {
+  try {
+    return JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")).version;
+  } catch {
+    return "(unknown version)";
+  }
+}
+
 export async function runCli(argv: string[]): Promise<number> {
   const [group, command, ...rest] = argv;
   try {
-    if (group !== "ca" || command === undefined || command === "--help" || command === "help") {
-      console.log(HELP[""]);
-      return group === "ca" || group === "--help" || group === undefined ? 0 : 2;
+    const isHelp = (word?: string) => word === "--help" || word === "-h" || word === "help";
+    if (group === "--version" || group === "-v" || group === "version") {
+      console.log(`meshauth ${packageVersion()}`);
+      return 0;
     }
+    if (isHelp(group) || (group === "ca" && isHelp(command))) {
+      console.log(HELP[""]);
+      return 0;
+    }
+    if (group !== "ca") {
+      throw new UsageError(
+        `${group === undefined ? "no command" : `unknown command "${group}"`}\n\n${HELP[""]}`,
+      );
+    }
+    if (command === undefined) throw new UsageError(`no command after "ca"\n\n${HELP[""]}`);
     const commands: Record<string, (args: string[]) => Promise<void>> = {
       init,
       serve,

@@ -51,6 +51,27 @@ describe("meshauth ca (CLI)", () => {
     const unknown = await cli(["ca", "launch"]);
     assert.equal(unknown.code, 2);
     assert.match(unknown.stderr, /unknown command "ca launch"/);
+    for (const help of [["--help"], ["-h"], ["help"], ["ca", "-h"], ["ca", "help"]]) {
+      const r = await cli(help);
+      assert.equal(r.code, 0, help.join(" "));
+      assert.match(r.stdout, /usage: meshauth ca <command>/);
+    }
+    for (
+      const [args, message] of [[[], /no command/], [["ca"], /no command after "ca"/], [
+        ["cx"],
+        /"cx"/,
+      ]] as const
+    ) {
+      const r = await cli([...args]);
+      assert.equal(r.code, 2, args.join(" "));
+      assert.match(r.stderr, message);
+    }
+    const version = await cli(["--version"]);
+    assert.equal(version.code, 0);
+    const { version: expected } = JSON.parse(
+      await readFile(new URL("../../package.json", import.meta.url), "utf8"),
+    );
+    assert.equal(version.stdout.trim(), `meshauth ${expected}`);
   });
 
   it("names each problem of a bad config file", async () => {

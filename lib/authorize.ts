@@ -27,10 +27,6 @@ export type Authorizer = (peerId: SpiffeId, chain?: readonly Certificate[]) => v
 
 type IdLike = SpiffeId | string;
 
-function toId(id: IdLike): SpiffeId {
-  return typeof id === "string" ? SpiffeId.parse(id) : id;
-}
-
 /** Allows any verified peer. Use only where verification of the chain is all you need. */
 export function authorizeAny(): Authorizer {
   return () => {};
@@ -38,25 +34,27 @@ export function authorizeAny(): Authorizer {
 
 /** Allows exactly one identity. */
 export function authorizeId(allowed: IdLike): Authorizer {
-  const id = toId(allowed);
+  const id = SpiffeId.from(allowed);
   return (peer) => {
-    if (!peer.equals(id)) throw new UnauthorizedPeer(peer.toString(), `expected ${id}`);
+    if (!SpiffeId.from(peer).equals(id)) throw new UnauthorizedPeer(String(peer), `expected ${id}`);
   };
 }
 
 /** Allows any of the listed identities. */
 export function authorizeOneOf(...allowed: IdLike[]): Authorizer {
-  const ids = new Set(allowed.map((a) => toId(a).toString()));
+  const ids = new Set(allowed.map((a) => SpiffeId.from(a).toString()));
   return (peer) => {
-    if (!ids.has(peer.toString())) throw new UnauthorizedPeer(peer.toString(), "not in the allowed set");
+    if (!ids.has(SpiffeId.from(peer).toString())) {
+      throw new UnauthorizedPeer(String(peer), "not in the allowed set");
+    }
   };
 }
 
 /** Allows any identity of a trust domain. */
 export function authorizeMemberOf(trustDomain: TrustDomain | string): Authorizer {
-  const td = typeof trustDomain === "string" ? TrustDomain.parse(trustDomain) : trustDomain;
+  const td = TrustDomain.from(trustDomain);
   return (peer) => {
-    if (!peer.memberOf(td)) {
+    if (!SpiffeId.from(peer).memberOf(td)) {
       throw new UnauthorizedPeer(peer.toString(), `not a member of trust domain ${td.name}`);
     }
   };
@@ -80,7 +78,7 @@ export class SecureNaming {
     if (!Array.isArray(ids)) {
       throw new InvalidArgument(`identities of ${JSON.stringify(service)}`, "expected a list of SPIFFE IDs");
     }
-    this.#table.set(service, new Set(ids.map((id) => toId(id).toString())));
+    this.#table.set(service, new Set(ids.map((id) => SpiffeId.from(id).toString())));
   }
 
   /** Removes a service from the table. */
@@ -95,12 +93,12 @@ export class SecureNaming {
 
   /** True when `peerId` may run `service`. */
   allows(service: string, peerId: IdLike): boolean {
-    return this.#table.get(service)?.has(toId(peerId).toString()) ?? false;
+    return this.#table.get(service)?.has(SpiffeId.from(peerId).toString()) ?? false;
   }
 
   /** Throws {@link SecureNamingError} unless `peerId` may run `service`. */
   check(service: string, peerId: IdLike): void {
-    const id = toId(peerId);
+    const id = SpiffeId.from(peerId);
     if (!this.allows(service, id)) throw new SecureNamingError(service, id.toString());
   }
 

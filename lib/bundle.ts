@@ -67,7 +67,7 @@ export class TrustBundle {
     authorities: readonly CertificateInput[] = [],
     options: TrustBundleOptions = {},
   ) {
-    this.trustDomain = typeof trustDomain === "string" ? TrustDomain.parse(trustDomain) : trustDomain;
+    this.trustDomain = TrustDomain.from(trustDomain);
     for (const a of authorities) for (const cert of toCertificates(a)) this.#add(cert);
     this.sequence = wholeNumber(options.sequence ?? 0, "sequence");
     this.refreshHintSeconds = options.refreshHintSeconds === undefined
@@ -77,13 +77,14 @@ export class TrustBundle {
 
   /** A bundle from PEM text holding one or more CA certificates. */
   static fromPem(trustDomain: TrustDomain | string, pem: string, options?: TrustBundleOptions): TrustBundle {
+    const td = TrustDomain.from(trustDomain);
     let certs: Certificate[];
     try {
       certs = parseCertificates(pem, "trust bundle certificate");
     } catch (cause) {
       throw new InvalidBundle(cause instanceof Error ? cause.message : "unreadable PEM", { cause });
     }
-    return new TrustBundle(trustDomain, certs, options);
+    return new TrustBundle(td, certs, options);
   }
 
   /**
@@ -91,7 +92,11 @@ export class TrustBundle {
    * "x509-svid"` must carry exactly one certificate in `x5c` whose public key matches the
    * JWK's parameters; `jwt-svid` keys are kept in `jwtAuthorities`; other uses are refused.
    */
-  static fromJwks(trustDomain: TrustDomain | string, document: SpiffeBundleDocument | string): TrustBundle {
+  static fromJwks(
+    trustDomainOrName: TrustDomain | string,
+    document: SpiffeBundleDocument | string,
+  ): TrustBundle {
+    const trustDomain = TrustDomain.from(trustDomainOrName);
     let doc: SpiffeBundleDocument;
     try {
       doc = typeof document === "string" ? JSON.parse(document) : document;
@@ -223,13 +228,13 @@ export class BundleSet {
 
   /** The bundle for a trust domain, if known. */
   get(trustDomain: TrustDomain | string): TrustBundle | undefined {
-    const name = typeof trustDomain === "string" ? TrustDomain.parse(trustDomain).name : trustDomain.name;
+    const name = TrustDomain.from(trustDomain).name;
     return this.#bundles.get(name);
   }
 
   /** Removes a trust domain's bundle. */
   remove(trustDomain: TrustDomain | string): boolean {
-    const name = typeof trustDomain === "string" ? TrustDomain.parse(trustDomain).name : trustDomain.name;
+    const name = TrustDomain.from(trustDomain).name;
     return this.#bundles.delete(name);
   }
 

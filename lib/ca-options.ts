@@ -75,6 +75,10 @@ export interface FromSignerOptions extends Omit<LoadOptions, "privateKeyPem"> {
 export interface IssueOptions {
   /** The identity the caller was authorized for; the CSR must name exactly this ID. */
   id?: SpiffeId | string;
+  /**
+   * Lifetime; above the policy's maximum, issuance is refused. A leaf never outlives its CA
+   * (X509-SVID): the CA's own notAfter caps it, and {@link IssuedCertificate.notAfter} says so.
+   */
   ttlSeconds?: number;
   /** DNS names the caller may have; every DNS SAN of the CSR must be one of them (none by default). */
   dnsNames?: string[];
@@ -155,9 +159,12 @@ export function pathLength(value: number | undefined): number | undefined {
 export function crlEntries(
   revoked: readonly Revocation[],
 ): { serial: Uint8Array; revokedAt: Date; reason?: Revocation["reason"] }[] {
+  if (!Array.isArray(revoked)) throw new InvalidArgument("revoked", "must be a list of revocations");
   return revoked.map((r) => {
-    if (!/^[0-9a-f]+$/i.test(r.serialNumber) || r.serialNumber.length % 2) {
-      throw new IssuanceRefused(`serial number ${JSON.stringify(r.serialNumber)} is not hex`);
+    if (
+      typeof r?.serialNumber !== "string" || !/^[0-9a-f]+$/i.test(r.serialNumber) || r.serialNumber.length % 2
+    ) {
+      throw new IssuanceRefused(`serial number ${JSON.stringify(r?.serialNumber)} is not hex`);
     }
     const serial = fromHex(r.serialNumber);
     // The hex is a serial's DER content octets, as issue() returns them; a redundant

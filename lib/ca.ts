@@ -47,6 +47,7 @@ import {
   InvalidArgument,
   InvalidKey,
   IssuanceRefused,
+  optionsOf,
   TtlExceedsMaximum,
   VerificationError,
 } from "./errors.ts";
@@ -127,7 +128,8 @@ export class CertificateAuthority {
 
   /** Creates a self-signed root CA for a trust domain with a fresh key. */
   static async createRoot(options: CreateRootOptions): Promise<CertificateAuthority> {
-    const trustDomain = toTrustDomain(options.trustDomain);
+    optionsOf(options);
+    const trustDomain = TrustDomain.from(options.trustDomain);
     const keys = await generateKeyPair(options.keyAlgorithm ?? "ECDSA-P256");
     const signer = await keySigner(keys.privateKey, keys.publicKey);
     const now = (options.now ?? (() => new Date()))();
@@ -163,6 +165,7 @@ export class CertificateAuthority {
 
   /** Loads an operator's CA (root or intermediate, like Istio's `cacerts`) from PEM. */
   static async load(options: LoadOptions): Promise<CertificateAuthority> {
+    optionsOf(options);
     const keys = await importPrivateKeyPem(options.privateKeyPem);
     const signer = await keySigner(keys.privateKey, keys.publicKey);
     return await CertificateAuthority.#assemble({ ...options, signer }, keys.privateKey).#checkChain();
@@ -170,6 +173,7 @@ export class CertificateAuthority {
 
   /** A CA whose signing key is held by a {@link Signer} (pluggable key management). */
   static async fromSigner(options: FromSignerOptions): Promise<CertificateAuthority> {
+    optionsOf(options);
     return await CertificateAuthority.#assemble(options).#checkChain();
   }
 
@@ -219,7 +223,7 @@ export class CertificateAuthority {
         return undefined;
       }
     }).find((id) => id && id.path === "")?.trustDomain;
-    const trustDomain = options.trustDomain ? toTrustDomain(options.trustDomain) : fromSan;
+    const trustDomain = options.trustDomain ? TrustDomain.from(options.trustDomain) : fromSan;
     if (!trustDomain) {
       throw new IssuanceRefused(
         "the CA certificate has no spiffe://<trust-domain> URI SAN; pass trustDomain",
@@ -272,7 +276,7 @@ export class CertificateAuthority {
       subject?: Record<string, string>;
     },
   ): Promise<CertificateAuthority> {
-    const pathLen = pathLength(options.pathLen) ?? 0;
+    const pathLen = pathLength(optionsOf(options).pathLen) ?? 0;
     const parentPathLen = this.certificate.basicConstraints?.pathLength;
     if (parentPathLen === 0) {
       throw new IssuanceRefused("this CA's path length constraint (0) forbids intermediates");
@@ -313,9 +317,10 @@ export class CertificateAuthority {
    * one the caller authenticated as); the ID must belong to this CA's trust domain.
    */
   async issue(csr: string | Uint8Array, options: IssueOptions = {}): Promise<IssuedCertificate> {
+    optionsOf(options);
     const request = await parseCsr(csr, { crypto: this.#crypto });
     if (options.id !== undefined) {
-      const authorized = typeof options.id === "string" ? SpiffeId.parse(options.id) : options.id;
+      const authorized = SpiffeId.from(options.id);
       if (!request.id.equals(authorized)) {
         throw new IdentityMismatch(request.id.toString(), authorized.toString());
       }
@@ -368,6 +373,7 @@ export class CertificateAuthority {
 
   /** Signs a CRL (PEM, `X509 CRL`) listing revoked serial numbers of certificates this CA issued. */
   async createCrl(options: CreateCrlOptions): Promise<string> {
+    optionsOf(options);
     const thisUpdate = validDate(options.thisUpdate ?? this.#policy.now(), "thisUpdate");
     const nextUpdateSeconds = positiveSeconds(options.nextUpdateSeconds, "nextUpdateSeconds");
     const revoked = crlEntries(options.revoked);
@@ -410,10 +416,6 @@ export class CertificateAuthority {
     const notAfter = Math.min(now + ttlSeconds * 1000, this.certificate.notAfter.getTime());
     return { notBefore: new Date(notBefore), notAfter: new Date(notAfter) };
   }
-}
-
-function toTrustDomain(td: TrustDomain | string): TrustDomain {
-  return typeof td === "string" ? TrustDomain.parse(td) : td;
 }
 
 function subjectName(attributes: Record<string, string>): Uint8Array {

@@ -32,6 +32,7 @@ import {
   InvalidCsr,
   MalformedInput,
   MeshAuthError,
+  optionsOf,
   UnsupportedAlgorithm,
 } from "./errors.ts";
 import type { KeyAlgorithm, KeyPair } from "./keys.ts";
@@ -79,7 +80,10 @@ export interface CreateCsrOptions {
 
 /** Makes a PKCS#10 CSR, in PEM, whose only URI SAN is the SPIFFE ID. */
 export async function createCsr(options: CreateCsrOptions): Promise<string> {
-  const id = typeof options.id === "string" ? SpiffeId.parse(options.id) : options.id;
+  const id = SpiffeId.from(optionsOf(options).id);
+  if (!options.keys?.privateKey || !options.keys.publicKey) {
+    throw new InvalidArgument("keys", "expected a key pair (from generateKeyPair or importPrivateKeyPem)");
+  }
   for (const name of options.dnsNames ?? []) {
     if (typeof name !== "string" || !isDnsName(name, true)) {
       throw new InvalidArgument("dnsNames", `${JSON.stringify(name)} is not an ASCII DNS name`);

@@ -89,7 +89,9 @@ export function toHex(bytes: Uint8Array): string {
 
 /** Bytes from hex (even length, case-insensitive). */
 export function fromHex(hex: string, what = "hex"): Uint8Array {
-  if (hex.length % 2 || !/^[0-9a-fA-F]*$/.test(hex)) throw new MalformedInput(what, "not valid hex");
+  if (typeof hex !== "string" || hex.length % 2 || !/^[0-9a-fA-F]*$/.test(hex)) {
+    throw new MalformedInput(what, "not valid hex");
+  }
   if (nativeDecode.fromHex) return nativeDecode.fromHex(hex);
   const out = new Uint8Array(hex.length / 2);
   for (let i = 0; i < out.length; i++) out[i] = parseInt(hex.slice(i * 2, i * 2 + 2), 16);

@@ -38,6 +38,17 @@ export class InvalidArgument extends MeshAuthError {
   }
 }
 
+/**
+ * The options object of a call, checked before any field is read: a caller from JavaScript
+ * who passes nothing or a number gets this error, not a TypeError from deep inside.
+ */
+export function optionsOf<T extends object>(value: T, name = "options"): T {
+  if (value === null || typeof value !== "object" || Array.isArray(value)) {
+    throw new InvalidArgument(name, `expected an object, got ${value === null ? "null" : typeof value}`);
+  }
+  return value;
+}
+
 /** A string is not a valid SPIFFE ID or trust domain name; `reason` says which rule it broke. */
 export class InvalidSpiffeId extends MeshAuthError {
   static override code = "ERR_SPIFFE_ID_INVALID";

@@ -4,7 +4,7 @@
  */
 
 import { fromBase64, toBase64 } from "./encoding.ts";
-import { MalformedInput } from "./errors.ts";
+import { InvalidArgument, MalformedInput } from "./errors.ts";
 
 /** One PEM block: its label (`CERTIFICATE`, `PRIVATE KEY`, ...) and DER bytes. */
 export interface PemBlock {
@@ -76,6 +76,7 @@ function isLabelChar(c: number): boolean {
  * `openssl x509 -text` output works); a block whose body is not base64 is an error.
  */
 export function decodePem(text: string, what = "PEM"): PemBlock[] {
+  if (typeof text !== "string") throw new MalformedInput(what, "expected PEM text");
   return scanPem(text).map(({ label, endLabel, body }) => {
     if (label !== endLabel) {
       throw new MalformedInput(what, `BEGIN ${label} closed by END ${endLabel}`);
@@ -86,6 +87,14 @@ export function decodePem(text: string, what = "PEM"): PemBlock[] {
 
 /** Encodes DER as PEM with 64-character lines. */
 export function encodePem(label: string, der: Uint8Array): string {
+  if (!(der instanceof Uint8Array)) throw new InvalidArgument("der", "expected DER bytes (a Uint8Array)");
+  // RFC 7468 3: printable characters but "-", words separated by single spaces.
+  if (typeof label !== "string" || !/^[!-,.-~]+( [!-,.-~]+)*$/.test(label)) {
+    throw new InvalidArgument(
+      "label",
+      `expected a PEM label such as CERTIFICATE, got ${JSON.stringify(label)}`,
+    );
+  }
   // 48 bytes make one 64-character line: encoding line by line spares slicing one long string.
   let body = "";
   for (let i = 0; i < der.length; i += 48) body += `${toBase64(der.subarray(i, i + 48))}\n`;

@@ -10,7 +10,7 @@
  * @module
  */
 
-import { InvalidArgument } from "./errors.ts";
+import { InvalidArgument, optionsOf } from "./errors.ts";
 
 /** Options of {@link renewalTime}. */
 export interface RenewalOptions {
@@ -30,11 +30,18 @@ export function renewalTime(
   validity: { notBefore: Date; notAfter: Date },
   options: RenewalOptions = {},
 ): Date {
+  optionsOf(options);
   const ratio = options.ratio ?? 0.5;
   const jitter = options.jitter ?? 0.1;
   if (!(ratio > 0 && ratio <= 1)) throw new InvalidArgument("ratio", `must be in (0, 1], got ${ratio}`);
   if (!(jitter >= 0 && jitter < ratio)) {
     throw new InvalidArgument("jitter", `must be in [0, ratio), got ${jitter}`);
+  }
+  if (!(validity?.notBefore instanceof Date) || !(validity.notAfter instanceof Date)) {
+    throw new InvalidArgument(
+      "validity",
+      "expected { notBefore, notAfter } Dates, as issued certificates have",
+    );
   }
   const start = validity.notBefore.getTime();
   const lifetime = validity.notAfter.getTime() - start;

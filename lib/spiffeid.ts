@@ -65,7 +65,9 @@ export class TrustDomain {
 
   /** Parses a trust domain name (`example.org`) or a trust domain ID (`spiffe://example.org`). */
   static parse(input: string): TrustDomain {
-    if (typeof input !== "string") throw new InvalidTrustDomain(String(input), "expected a string");
+    if (typeof input !== "string") {
+      throw new InvalidTrustDomain(String(input), "expected a trust domain name or a TrustDomain");
+    }
     if (input.startsWith(SCHEME)) {
       let id: SpiffeId;
       try {
@@ -82,6 +84,14 @@ export class TrustDomain {
     const problem = trustDomainProblem(input);
     if (problem) throw new InvalidTrustDomain(input, problem);
     return new TrustDomain(input);
+  }
+
+  /**
+   * A trust domain from either form the API takes: a `TrustDomain`, returned as it is, or a
+   * name or trust domain ID, parsed. Anything else is refused with ERR_TRUST_DOMAIN_INVALID.
+   */
+  static from(value: TrustDomain | string): TrustDomain {
+    return value instanceof TrustDomain ? value : TrustDomain.parse(value);
   }
 
   /** The trust domain name. */
@@ -116,6 +126,14 @@ export class SpiffeId {
   }
 
   /** Parses `spiffe://<trust-domain>[/<path>]`, refusing anything the spec forbids. */
+  /**
+   * An ID from either form the API takes: a `SpiffeId`, returned as it is, or a string,
+   * parsed. Anything else is refused with ERR_SPIFFE_ID_INVALID.
+   */
+  static from(value: SpiffeId | string): SpiffeId {
+    return value instanceof SpiffeId ? value : SpiffeId.parse(value);
+  }
+
   static parse(input: string): SpiffeId {
     // A CA parses the same few IDs on every request (the CSR's, the caller's); instances are
     // frozen, so one can serve every parse of its string.
@@ -161,7 +179,7 @@ export class SpiffeId {
     namespace: string,
     serviceAccount: string,
   ): SpiffeId {
-    const td = typeof trustDomain === "string" ? TrustDomain.parse(trustDomain) : trustDomain;
+    const td = TrustDomain.from(trustDomain);
     return SpiffeId.fromSegments(td, "ns", namespace, "sa", serviceAccount);
   }
 
@@ -169,7 +187,8 @@ export class SpiffeId {
    * Builds an ID from path segments, validating each on its own: a segment holding `/`
    * (say a namespace `default/sa/admin`) would otherwise forge a different identity.
    */
-  static fromSegments(trustDomain: TrustDomain, ...segments: string[]): SpiffeId {
+  static fromSegments(trustDomainOrName: TrustDomain | string, ...segments: string[]): SpiffeId {
+    const trustDomain = TrustDomain.from(trustDomainOrName);
     const path = segments.map((s) => `/${s}`).join("");
     for (const segment of segments) {
       const problem = typeof segment === "string" ? segmentProblem(segment) : "segments must be strings";
@@ -199,7 +218,7 @@ export class SpiffeId {
 
   /** True when this ID belongs to `trustDomain`. */
   memberOf(trustDomain: TrustDomain | string): boolean {
-    const td = typeof trustDomain === "string" ? TrustDomain.parse(trustDomain) : trustDomain;
+    const td = TrustDomain.from(trustDomain);
     return this.trustDomain.equals(td);
   }
 

@@ -21,7 +21,7 @@
  * @module
  */
 
-import { PolicyDenied } from "../errors.ts";
+import { InvalidArgument, optionsOf, PolicyDenied } from "../errors.ts";
 import type { SpiffeId } from "../spiffeid.ts";
 import {
   type AuthorizationPolicy,
@@ -81,6 +81,8 @@ export class PolicyEngine {
 
   /** Policies are checked with {@link parsePolicy} so a malformed one fails here, not per request. */
   constructor(policies: readonly unknown[], options: PolicyEngineOptions = {}) {
+    if (!Array.isArray(policies)) throw new InvalidArgument("policies", "expected a list of policies");
+    optionsOf(options);
     const parsed = policies.map(parsePolicy);
     this.#deny = parsed.filter((p) => p.action === "DENY");
     this.#allow = parsed.filter((p) => p.action === "ALLOW");

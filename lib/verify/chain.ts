@@ -10,7 +10,7 @@ import { scanPem } from "../pem.ts";
 import { EKU_BY_NAME, OID } from "../asn1/oids.ts";
 import { type Certificate, parseCertificates } from "../x509/certificate.ts";
 import { type Crl, parseCrl } from "../x509/crl.ts";
-import { MeshAuthError, VerificationError } from "../errors.ts";
+import { InvalidArgument, MeshAuthError, VerificationError } from "../errors.ts";
 import { ComparisonBudget } from "./name-constraints.ts";
 import { buildPath } from "./path-builder.ts";
 import { type SignatureCache, SignatureChecker } from "./signatures.ts";
@@ -94,10 +94,7 @@ export function refuseUnexpected(err: unknown): never {
 
 async function verifyChainUnguarded(options: VerifyChainOptions): Promise<VerifiedChain> {
   if (!options || typeof options !== "object") {
-    throw new VerificationError(
-      "ERR_CERT_MALFORMED",
-      "verifyChain needs an options object with leaf and roots",
-    );
+    throw new InvalidArgument("options", "verifyChain needs an options object with leaf and roots");
   }
   const leafCerts = parseInput(options.leaf, "leaf certificate", true);
   const leaf = leafCerts[0];
@@ -152,37 +149,42 @@ async function validate(
 function requirements(options: VerifyChainOptions): PathRequirements {
   const at = options.at ?? new Date();
   if (!(at instanceof Date) || Number.isNaN(at.getTime())) {
-    throw new VerificationError("ERR_CERT_MALFORMED", "option `at` is not a valid Date");
+    throw new InvalidArgument("at", "must be a valid Date");
   }
   const maxDepth = options.maxDepth ?? DEFAULT_MAX_DEPTH;
   if (!Number.isInteger(maxDepth) || maxDepth < 0) {
-    throw new VerificationError(
-      "ERR_CHAIN_TOO_LONG",
-      `option maxDepth ${maxDepth} is not a non-negative integer`,
-    );
+    throw new InvalidArgument("maxDepth", `must be a whole number from 0, got ${maxDepth}`);
   }
   const requiredEkus = new Set<string>();
   if (options.purpose === "serverAuth") requiredEkus.add(OID.serverAuth);
   else if (options.purpose === "clientAuth") requiredEkus.add(OID.clientAuth);
   else if (options.purpose !== undefined) {
-    throw new VerificationError(
-      "ERR_EXTENDED_KEY_USAGE",
-      `unknown purpose ${JSON.stringify(options.purpose)}`,
+    throw new InvalidArgument(
+      "purpose",
+      `must be serverAuth or clientAuth, got ${JSON.stringify(options.purpose)}`,
     );
+  }
+  if (options.extendedKeyUsage !== undefined && !Array.isArray(options.extendedKeyUsage)) {
+    throw new InvalidArgument("extendedKeyUsage", "must be a list of EKU names or OIDs");
   }
   for (const name of options.extendedKeyUsage ?? []) {
     const oid = EKU_BY_NAME[name] ?? (/^\d+(\.\d+)+$/.test(name) ? name : undefined);
     if (!oid) {
-      throw new VerificationError(
-        "ERR_EXTENDED_KEY_USAGE",
-        `unknown extended key usage ${JSON.stringify(name)}`,
-      );
+      throw new InvalidArgument("extendedKeyUsage", `unknown extended key usage ${JSON.stringify(name)}`);
     }
     // Requiring anyExtendedKeyUsage asks for no particular purpose.
     if (oid !== OID.anyExtendedKeyUsage) requiredEkus.add(oid);
   }
+  if (options.crls !== undefined && !Array.isArray(options.crls)) {
+    throw new InvalidArgument("crls", "must be a list of CRLs (PEM, DER or parsed)");
+  }
   const crls = (options.crls ?? []).map((input, i) => {
-    if (typeof input !== "string" && !(input instanceof Uint8Array)) return input;
+    if (typeof input !== "string" && !(input instanceof Uint8Array)) {
+      if (!isParsedCrl(input)) {
+        throw new InvalidArgument(`crls[${i}]`, "must be PEM text, DER bytes or a parsed CRL");
+      }
+      return input;
+    }
     try {
       return parseCrl(input, `CRL #${i}`);
     } catch (cause) {
@@ -266,4 +268,12 @@ function dedupe(certs: Certificate[]): Certificate[] {
 
 function messageOf(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
+}
+
+/** The shape `parseCrl` answers, checked where a caller hands one in already parsed. */
+function isParsedCrl(value: unknown): value is Crl {
+  const crl = value as Partial<Crl> | null;
+  return typeof crl === "object" && crl !== null && crl.der instanceof Uint8Array &&
+    crl.tbs instanceof Uint8Array && crl.signature instanceof Uint8Array && Array.isArray(crl.revoked) &&
+    crl.thisUpdate instanceof Date && typeof crl.issuer === "object" && crl.issuer !== null;
 }

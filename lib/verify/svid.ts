@@ -10,7 +10,7 @@ import type { BundleSet, TrustBundle } from "../bundle.ts";
 import { SpiffeId } from "../spiffeid.ts";
 import { type Certificate, parseCertificates, uriSans } from "../x509/certificate.ts";
 import type { Crl } from "../x509/crl.ts";
-import { MeshAuthError, VerificationError } from "../errors.ts";
+import { MeshAuthError, optionsOf, VerificationError } from "../errors.ts";
 import { refuseUnexpected, verifyChain } from "./chain.ts";
 import { describe } from "./describe.ts";
 import type { SignatureCache } from "./signatures.ts";
@@ -66,6 +66,7 @@ async function verifySvidUnguarded(
   bundles: TrustBundle | BundleSet,
   options: VerifySvidOptions,
 ): Promise<VerifiedSvid> {
+  optionsOf(options);
   const certs = parseChain(chain);
   if (certs.length === 0) {
     throw new VerificationError("ERR_CERT_MALFORMED", "the SVID chain holds no certificate");

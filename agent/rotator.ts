@@ -64,7 +64,7 @@ export class SvidRotator {
   #failures = 0;
 
   constructor(options: SvidRotatorOptions) {
-    this.id = typeof options.id === "string" ? SpiffeId.parse(options.id) : options.id;
+    this.id = SpiffeId.from(options.id);
     this.#options = options;
   }
 

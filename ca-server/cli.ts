@@ -19,6 +19,7 @@ import {
   TrustDomain,
 } from "../mod.ts";
 import { type CaConfig, ConfigError, ENV_OVERRIDES, loadConfig } from "./config.ts";
+import { authorityIdOf } from "./keys/key-manager.ts";
 import { jsonLogger } from "./logger.ts";
 import { Problem } from "./problems.ts";
 import { revocationSelector } from "./service.ts";
@@ -148,6 +149,8 @@ async function init(args: string[]): Promise<void> {
     return;
   }
   const existing = await keyManager.list();
+  const overlap = positiveInt(values["overlap-seconds"], "--overlap-seconds");
+  if (overlap !== undefined && !values.chain) throw new UsageError("--overlap-seconds goes with --chain");
   if (values.chain || values.key) {
     if (!values.chain || !values.key) throw new UsageError("--chain and --key go together");
     const certificateChainPem = await readFile(values.chain, "utf8");
@@ -160,13 +163,20 @@ async function init(args: string[]): Promise<void> {
       trustBundlePem,
       trustDomain: config.trustDomain,
     });
-    const record = await keyManager.add({
-      certificateChainPem,
-      privateKeyPem,
-      trustBundlePem,
-      activeFrom: new Date(),
-    });
-    console.log(`imported authority ${record.id} for ${config.trustDomain} into ${config.keys.dir}`);
+    const id = await authorityIdOf(certificateChainPem);
+    if (existing.some((r) => r.id === id)) {
+      throw new UsageError(
+        `authority ${id} is already imported; importing it again would move when it signs`,
+      );
+    }
+    // With an overlap, the new authority is published at once and signs only after it, so
+    // clients have the time to pick up its roots.
+    const activeFrom = new Date(Date.now() + (overlap ?? 0) * 1000);
+    const record = await keyManager.add({ certificateChainPem, privateKeyPem, trustBundlePem, activeFrom });
+    console.log(
+      `imported authority ${record.id} for ${config.trustDomain} into ${config.keys.dir}; ` +
+        (overlap ? `published now, signs from ${activeFrom.toISOString()}` : "signs now"),
+    );
     return;
   }
   if (existing.length > 0) {

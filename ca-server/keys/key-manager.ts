@@ -15,7 +15,7 @@
  * @module
  */
 
-import { importPrivateKeyPem, keySigner, type Signer } from "../../mod.ts";
+import { importPrivateKeyPem, keySigner, type Signer, toHex } from "../../mod.ts";
 
 /** One CA authority the server knows: its certificate chain and when it starts signing. */
 export interface AuthorityRecord {
@@ -56,7 +56,7 @@ export interface KeyManager {
 export async function authorityIdOf(certificateChainPem: string): Promise<string> {
   const body = certificateChainPem.split("-----END CERTIFICATE-----")[0];
   const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(body.replace(/\s+/g, "")));
-  return [...new Uint8Array(digest).subarray(0, 16)].map((b) => b.toString(16).padStart(2, "0")).join("");
+  return toHex(new Uint8Array(digest).subarray(0, 16));
 }
 
 /** A signer over a PEM private key, imported non-extractable. */

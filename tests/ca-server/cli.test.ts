@@ -150,6 +150,55 @@ describe("meshauth ca (CLI)", () => {
     ]); // deno-fmt-ignore
     assert.equal(imported.code, 0, imported.stderr);
     assert.match(imported.stdout, /imported authority [0-9a-f]{32}/);
+    const importArgs = (chain: string, key: string) => [
+      "ca",
+      "init",
+      "--config",
+      config,
+      "--chain",
+      chain,
+      "--key",
+      key,
+      "--bundle",
+      `${root}.pem`,
+    ];
+    const again = await cli(importArgs(join(dir.path, "intermediate.pem"), `${csrPath}.key`));
+    assert.equal(again.code, 2);
+    assert.match(again.stderr, /already imported/);
+
+    // The next intermediate, imported while the first signs: published now, signing after the overlap.
+    const nextCsr = join(dir.path, "next.csr");
+    assert.equal((await cli(["ca", "init", "--config", config, "--csr", nextCsr])).code, 0);
+    const nextSigned = await run("openssl", [
+      "x509",
+      "-req",
+      "-in",
+      nextCsr,
+      "-CA",
+      `${root}.pem`,
+      "-CAkey",
+      `${root}.key`,
+      "-CAcreateserial",
+      "-days",
+      "10",
+      "-out",
+      join(dir.path, "next.pem"),
+      "-extfile",
+      join(dir.path, "ext.cnf"),
+    ]); // deno-fmt-ignore
+    assert.equal(nextSigned.code, 0, nextSigned.stderr);
+    const nextArgs = importArgs(join(dir.path, "next.pem"), `${nextCsr}.key`);
+    const banana = await cli([...nextArgs, "--overlap-seconds", "banana"]);
+    assert.equal(banana.code, 2);
+    assert.match(banana.stderr, /--overlap-seconds must be a positive whole number/);
+    const before = Date.now();
+    const overlapped = await cli([...nextArgs, "--overlap-seconds", "3600"]);
+    assert.equal(overlapped.code, 0, overlapped.stderr);
+    const id = /imported authority ([0-9a-f]{32})/.exec(overlapped.stdout)![1];
+    assert.match(overlapped.stdout, /published now, signs from /);
+    const record = JSON.parse(await readFile(join(dir.path, "data", "keys", `${id}.json`), "utf8"));
+    const activeFrom = new Date(record.activeFrom).getTime();
+    assert.ok(activeFrom >= before + 3600_000 && activeFrom <= Date.now() + 3600_000, record.activeFrom);
   });
 
   it("creates a join token that a running server honours, and revokes while it runs", async () => {

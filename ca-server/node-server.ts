@@ -16,7 +16,7 @@
  */
 
 import cluster from "node:cluster";
-import { createCsr, exportPrivateKeyPem, generateKeyPair, SpiffeId } from "../mod.ts";
+import { createCsr, exportPrivateKeyPem, generateKeyPair, renewalTime, SpiffeId } from "../mod.ts";
 import { createCaApp } from "./app.ts";
 import type { Authorities } from "./authorities.ts";
 import { type CaConfig, isLoopback } from "./config.ts";
@@ -111,7 +111,9 @@ export async function startCaServer(
   });
   let server: Listener;
   const scheduleRenewal = (notBefore: Date, notAfter: Date) => {
-    const delay = Math.max(60_000, (notAfter.getTime() - notBefore.getTime()) / 2);
+    // Half-life, as workloads renew (the backdated notBefore counts: it is part of the
+    // lifetime), and never less than a second from now, so a failing store cannot spin.
+    const delay = Math.max(1000, renewalTime({ notBefore, notAfter }).getTime() - Date.now());
     renewal = setTimeout(async () => {
       try {
         const next = await servingCredentials(authorities, store, config);

@@ -1,0 +1,68 @@
+// The CA's own TLS serving certificate is renewed at half its life, well before it expires,
+// even with the shortest lifetime the configuration allows (60 s, plus the 30 s backdating).
+import assert from "node:assert/strict";
+import { connect } from "node:tls";
+import { after, before, describe, it } from "node:test";
+import { type CaProcess, cli, startCa, tempDir, writeConfig } from "./helpers.ts";
+
+/** The notAfter of the certificate the CA serves now. */
+function servedNotAfter(port: number): Promise<Date> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(
+      { host: "127.0.0.1", port, servername: "localhost", rejectUnauthorized: false },
+      () => {
+        const validTo = socket.getPeerCertificate().valid_to;
+        socket.destroy();
+        resolve(new Date(validTo));
+      },
+    );
+    socket.once("error", reject);
+    socket.setTimeout(5000, () => socket.destroy(new Error("TLS handshake timed out")));
+  });
+}
+
+describe("the serving certificate", () => {
+  let dir: { path: string; remove(): Promise<void> };
+  let ca: CaProcess;
+
+  before(async () => {
+    dir = await tempDir();
+    const config = await writeConfig(dir.path, {
+      listen: { host: "127.0.0.1", port: 0 },
+      issuance: { defaultTtlSeconds: 60, maxTtlSeconds: 60 },
+      log: { level: "info" },
+    });
+    assert.equal((await cli(["ca", "init", "--config", config])).code, 0);
+    ca = await startCa(config);
+  });
+
+  after(async () => {
+    await ca?.stop();
+    await dir?.remove();
+  });
+
+  it("is renewed before it expires, and the new one is served", async () => {
+    const first = await servedNotAfter(ca.port);
+    assert.ok(
+      first.getTime() - Date.now() <= 61_000,
+      `a 60 s serving certificate, got ${first.toISOString()}`,
+    );
+    let renewed: { time: string; notAfter: string } | undefined;
+    while (!renewed && Date.now() < first.getTime() + 5000) {
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      renewed = ca.logs.map((line) => {
+        try {
+          return JSON.parse(line);
+        } catch {
+          return undefined;
+        }
+      }).find((entry) => entry?.msg === "serving certificate renewed");
+    }
+    assert.ok(renewed, `no renewal by ${first.toISOString()}:\n${ca.logs.join("\n")}`);
+    // Half-life with up to 10% jitter: at 40-50% of 90 s from the backdated notBefore, so at
+    // least half a minute before the old certificate expires.
+    assert.ok(new Date(renewed.time).getTime() < first.getTime() - 30_000, JSON.stringify(renewed));
+    assert.ok(new Date(renewed.notAfter) > first);
+    assert.ok((await servedNotAfter(ca.port)) > first);
+  });
+});

@@ -71,6 +71,9 @@ const MIGRATIONS: string[] = [
      $$ BEGIN RAISE EXCEPTION 'meshauth_audit is append-only'; END $$;
    CREATE TRIGGER meshauth_audit_append_only BEFORE UPDATE OR DELETE ON meshauth_audit
      FOR EACH ROW EXECUTE FUNCTION meshauth_audit_append_only();`,
+  // TRUNCATE fires no row triggers: refuse it too.
+  `CREATE TRIGGER meshauth_audit_no_truncate BEFORE TRUNCATE ON meshauth_audit
+     FOR EACH STATEMENT EXECUTE FUNCTION meshauth_audit_append_only();`,
 ];
 
 // Any constant works; it only has to be the same in every replica.

@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import { readdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import pg from "pg";
 import type { CaStore } from "../../ca-server/mod.ts";
 import {
   type CaProcess,
@@ -131,6 +132,28 @@ describe("two CA replicas on one PostgreSQL", () => {
       ], { input: JSON.stringify({ csr: (await csrFor(id)).csr }) })).status
     ));
     assert.deepEqual(results.sort(), [201, 401]);
+  });
+
+  it("keeps the audit trail append-only at the database: UPDATE, DELETE and TRUNCATE fail", async () => {
+    const client = new pg.Client({ connectionString: db.url });
+    await client.connect();
+    try {
+      const { rows } = await client.query("SELECT count(*)::int AS n FROM meshauth_audit");
+      assert.ok(rows[0].n > 0);
+      for (
+        const statement of [
+          "UPDATE meshauth_audit SET requester = 'someone else'",
+          "DELETE FROM meshauth_audit",
+          "TRUNCATE meshauth_audit",
+        ]
+      ) {
+        await assert.rejects(client.query(statement), /meshauth_audit is append-only/, statement);
+      }
+      const remaining = await client.query("SELECT count(*)::int AS n FROM meshauth_audit");
+      assert.equal(remaining.rows[0].n, rows[0].n);
+    } finally {
+      await client.end();
+    }
   });
 
   it("answers 503 ERR_NOT_READY, and stays up, when the database goes away", async () => {

@@ -16,6 +16,7 @@ import {
   exportPrivateKeyPem,
   generateKeyPair,
   type KeyAlgorithm,
+  SpiffeId,
   TrustDomain,
 } from "../mod.ts";
 import { type CaConfig, ConfigError, ENV_OVERRIDES, loadConfig } from "./config.ts";
@@ -87,6 +88,16 @@ ${COMMON}`,
 };
 
 class UsageError extends Error {}
+
+/** Running servers reload authorities every 30 s: a shorter overlap publishes and signs at once. */
+function warnShortOverlap(seconds: number): void {
+  if (seconds < 60) {
+    console.error(
+      `meshauth: warning: servers pick up a new authority within 30 s, so an overlap of ${seconds}s leaves ` +
+        "clients little or no time to fetch its root before it signs",
+    );
+  }
+}
 
 function positiveInt(value: string | undefined, name: string): number | undefined {
   if (value === undefined) return undefined;
@@ -169,6 +180,7 @@ async function init(args: string[]): Promise<void> {
         `authority ${id} is already imported; importing it again would move when it signs`,
       );
     }
+    if (overlap !== undefined) warnShortOverlap(overlap);
     // With an overlap, the new authority is published at once and signs only after it, so
     // clients have the time to pick up its roots.
     const activeFrom = new Date(Date.now() + (overlap ?? 0) * 1000);
@@ -274,11 +286,25 @@ async function token(args: string[]): Promise<void> {
   const kinds = [values["spiffe-id"], values.node, values.admin].filter((v) => v !== undefined);
   if (kinds.length !== 1) throw new UsageError("give exactly one of --spiffe-id, --node and --admin");
   const config = await configFrom(values);
-  if (values["spiffe-id"] && !values["spiffe-id"].startsWith(`spiffe://${config.trustDomain}/`)) {
-    throw new UsageError(`--spiffe-id must be in the trust domain ${config.trustDomain}`);
+  if (values["spiffe-id"] !== undefined) {
+    let id: SpiffeId;
+    try {
+      id = SpiffeId.parse(values["spiffe-id"]);
+    } catch (err) {
+      throw new UsageError(`--spiffe-id: ${(err as Error).message}`);
+    }
+    if (!id.memberOf(config.trustDomain) || id.path === "") {
+      throw new UsageError(`--spiffe-id must be a workload ID in the trust domain ${config.trustDomain}`);
+    }
   }
   if (values.node && !/^[A-Za-z0-9._-]+$/.test(values.node)) {
     throw new UsageError("--node may hold letters, digits, '.', '_', '-'");
+  }
+  if (values.node && !(values.node in config.nodes)) {
+    console.error(
+      `meshauth: warning: the configuration lists no workloads for node ${values.node} (nodes:), so its ` +
+        "token obtains only the node's own ID",
+    );
   }
   const store = await (await setup()).openStore(config);
   const { createJoinToken } = await import("./auth/join-token.ts");
@@ -313,6 +339,7 @@ async function rotate(args: string[]): Promise<void> {
   const keyManager = openKeyManager(config);
   await loadAuthorities(config, keyManager);
   const overlap = positiveInt(values["overlap-seconds"], "--overlap-seconds") ?? 86400;
+  warnShortOverlap(overlap);
   const activeFrom = new Date(Date.now() + overlap * 1000);
   const record = await initRoot(config, keyManager, {
     keyAlgorithm: values["key-algorithm"] as KeyAlgorithm | undefined,

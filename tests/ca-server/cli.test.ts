@@ -290,6 +290,23 @@ describe("meshauth ca (CLI)", () => {
     }
   });
 
+  it("checks a token's identity with the SPIFFE ID parser, and warns about a node with no workloads", async () => {
+    for (
+      const id of [
+        `spiffe://${TRUST_DOMAIN}/a/../b`,
+        `spiffe://${TRUST_DOMAIN}`,
+        "spiffe://elsewhere.example/a",
+      ]
+    ) {
+      const refused = await cli(["ca", "token", "create", "--config", config, "--spiffe-id", id]);
+      assert.equal(refused.code, 2, id);
+      assert.match(refused.stderr, /--spiffe-id/);
+    }
+    const node = await cli(["ca", "token", "create", "--config", config, "--node", "node-unlisted"]);
+    assert.equal(node.code, 0, node.stderr);
+    assert.match(node.stderr, /warning: the configuration lists no workloads for node node-unlisted/);
+  });
+
   it("exports a key only when asked, and adds a rotated root", async () => {
     const keysDir = join(dir.path, "data", "keys");
     const ids = (await readdir(keysDir)).filter((n) => n.endsWith(".json")).map((n) => n.slice(0, -5));
@@ -298,7 +315,11 @@ describe("meshauth ca (CLI)", () => {
     assert.equal(exported.stdout, await readFile(join(keysDir, `${ids[0]}.key.pem`), "utf8"));
     const rotated = await cli(["ca", "rotate", "--config", config, "--overlap-seconds", "3600"]);
     assert.equal(rotated.code, 0, rotated.stderr);
+    assert.equal(rotated.stderr, "");
     assert.match(rotated.stdout, /added root [0-9a-f]{32}; published now/);
     assert.equal((await readdir(keysDir)).filter((n) => n.endsWith(".json")).length, ids.length + 1);
+    const hurried = await cli(["ca", "rotate", "--config", config, "--overlap-seconds", "5"]);
+    assert.equal(hurried.code, 0, hurried.stderr);
+    assert.match(hurried.stderr, /warning: servers pick up a new authority within 30 s/);
   });
 });

@@ -91,7 +91,13 @@ export class TrustDomain {
    * name or trust domain ID, parsed. Anything else is refused with ERR_TRUST_DOMAIN_INVALID.
    */
   static from(value: TrustDomain | string): TrustDomain {
-    return value instanceof TrustDomain ? value : TrustDomain.parse(value);
+    if (value instanceof TrustDomain) return value;
+    // One from another copy of meshauth: its name is parsed again, so it is still validated.
+    const foreign = value as { name?: unknown } | null;
+    if (typeof foreign === "object" && foreign !== null && typeof foreign.name === "string") {
+      return TrustDomain.parse(foreign.name);
+    }
+    return TrustDomain.parse(value);
   }
 
   /** The trust domain name. */
@@ -106,7 +112,8 @@ export class TrustDomain {
 
   /** True when `other` is the same trust domain. */
   equals(other: TrustDomain): boolean {
-    return other instanceof TrustDomain && other.name === this.name;
+    // By name, not by class: a trust domain from another copy of meshauth is the same one.
+    return typeof other?.name === "string" && other.name === this.name;
   }
 
   /** The name, so trust domains serialize as plain strings. */
@@ -125,15 +132,25 @@ export class SpiffeId {
     Object.freeze(this);
   }
 
-  /** Parses `spiffe://<trust-domain>[/<path>]`, refusing anything the spec forbids. */
   /**
    * An ID from either form the API takes: a `SpiffeId`, returned as it is, or a string,
-   * parsed. Anything else is refused with ERR_SPIFFE_ID_INVALID.
+   * parsed. A SpiffeId from another copy of meshauth (two versions installed, or the edge
+   * bundle next to the package) is parsed again from its text, so it is still validated.
+   * Anything else is refused with ERR_SPIFFE_ID_INVALID.
    */
   static from(value: SpiffeId | string): SpiffeId {
-    return value instanceof SpiffeId ? value : SpiffeId.parse(value);
+    if (value instanceof SpiffeId) return value;
+    const foreign = value as { trustDomain?: unknown; path?: unknown } | null;
+    if (
+      typeof foreign === "object" && foreign !== null && typeof foreign.path === "string" &&
+      foreign.trustDomain
+    ) {
+      return SpiffeId.parse(String(foreign));
+    }
+    return SpiffeId.parse(value);
   }
 
+  /** Parses `spiffe://<trust-domain>[/<path>]`, refusing anything the spec forbids. */
   static parse(input: string): SpiffeId {
     // A CA parses the same few IDs on every request (the CSR's, the caller's); instances are
     // frozen, so one can serve every parse of its string.
@@ -212,8 +229,10 @@ export class SpiffeId {
 
   /** True when `other` (an ID or its string form) is the same ID; a string that is not a valid ID is never equal. */
   equals(other: SpiffeId | string): boolean {
+    // By value, not by class: an ID from another copy of meshauth names the same workload.
     const o = typeof other === "string" ? tryParse(other) : other;
-    return o instanceof SpiffeId && o.trustDomain.name === this.trustDomain.name && o.path === this.path;
+    return typeof o?.trustDomain?.name === "string" && o.trustDomain.name === this.trustDomain.name &&
+      o.path === this.path;
   }
 
   /** True when this ID belongs to `trustDomain`. */

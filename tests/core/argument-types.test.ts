@@ -152,3 +152,23 @@ test("identities and PEM of the wrong type are refused with their own codes", as
     );
   }
 });
+
+test("an ID or trust domain from another copy of meshauth is taken after validating it again", async () => {
+  // What an instance from a second installed copy (or the edge bundle) looks like from here.
+  const foreignTd = { name: "args.example", toString: () => "args.example" };
+  const foreignId = { trustDomain: foreignTd, path: "/web", toString: () => "spiffe://args.example/web" };
+  const id = SpiffeId.from(junk(foreignId));
+  assert.ok(id instanceof SpiffeId);
+  assert.equal(id.toString(), "spiffe://args.example/web");
+  assert.ok(id.equals(junk(foreignId)));
+  assert.ok(id.trustDomain.equals(junk(foreignTd)));
+  authorizeId(junk(foreignId))(id);
+  authorizeMemberOf(junk(foreignTd))(junk(foreignId));
+  assert.equal(
+    SpiffeId.fromServiceAccount(junk(foreignTd), "ns", "sa").toString(),
+    "spiffe://args.example/ns/ns/sa/sa",
+  );
+  // Still validated: a forged one is refused as a bad ID would be.
+  const forged = { trustDomain: { name: "x" }, path: "/a", toString: () => "spiffe://EVIL..COM/a" };
+  await refusedWith("forged SpiffeId", () => SpiffeId.from(junk(forged)), "ERR_SPIFFE_ID_INVALID");
+});

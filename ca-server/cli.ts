@@ -162,6 +162,9 @@ async function init(args: string[]): Promise<void> {
   const existing = await keyManager.list();
   const overlap = positiveInt(values["overlap-seconds"], "--overlap-seconds");
   if (overlap !== undefined && !values.chain) throw new UsageError("--overlap-seconds goes with --chain");
+  if (overlap !== undefined && existing.length === 0) {
+    throw new UsageError("--overlap-seconds is for a CA that already signs; this one has no authority yet");
+  }
   if (values.chain || values.key) {
     if (!values.chain || !values.key) throw new UsageError("--chain and --key go together");
     const certificateChainPem = await readFile(values.chain, "utf8");
@@ -300,7 +303,7 @@ async function token(args: string[]): Promise<void> {
   if (values.node && !/^[A-Za-z0-9._-]+$/.test(values.node)) {
     throw new UsageError("--node may hold letters, digits, '.', '_', '-'");
   }
-  if (values.node && !(values.node in config.nodes)) {
+  if (values.node && !Object.hasOwn(config.nodes, values.node)) {
     console.error(
       `meshauth: warning: the configuration lists no workloads for node ${values.node} (nodes:), so its ` +
         "token obtains only the node's own ID",
@@ -361,7 +364,6 @@ async function exportKey(args: string[]): Promise<void> {
   console.log((await (await setup()).openKeyManager(config).exportPrivateKeyPem(values.authority)).trimEnd());
 }
 
-/** Runs the CLI with `argv` (without the node and script paths). */
 /** The package's version, from the package.json one level up (from ca-server/ and from dist/ alike). */
 function packageVersion(): string {
   try {
@@ -371,6 +373,7 @@ function packageVersion(): string {
   }
 }
 
+/** Runs the CLI with `argv` (without the node and script paths). */
 export async function runCli(argv: string[]): Promise<number> {
   const [group, command, ...rest] = argv;
   try {

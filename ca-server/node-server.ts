@@ -112,8 +112,9 @@ export async function startCaServer(
   let server: Listener;
   const scheduleRenewal = (notBefore: Date, notAfter: Date) => {
     // Half-life, as workloads renew (the backdated notBefore counts: it is part of the
-    // lifetime), and never less than a second from now, so a failing store cannot spin.
-    const delay = Math.max(1000, renewalTime({ notBefore, notAfter }).getTime() - Date.now());
+    // lifetime), and never sooner than 10 s from now, so renewals near the CA's own expiry
+    // (which caps the lifetime) cannot follow one another every second.
+    const delay = Math.max(10_000, renewalTime({ notBefore, notAfter }).getTime() - Date.now());
     renewal = setTimeout(async () => {
       try {
         const next = await servingCredentials(authorities, store, config);

@@ -84,6 +84,29 @@ describe("meshauth ca (CLI)", () => {
     assert.match(r.stderr, /listen\.port: expected a whole number from 0 to 65535, got 99999/);
   });
 
+  it("refuses an overlap for a CA that has no authority yet: it could not start until the overlap ends", async () => {
+    const fresh = await tempDir();
+    try {
+      const freshConfig = await writeConfig(fresh.path, {});
+      const r = await cli([
+        "ca",
+        "init",
+        "--config",
+        freshConfig,
+        "--chain",
+        "x.pem",
+        "--key",
+        "x.key",
+        "--overlap-seconds",
+        "60",
+      ]); // deno-fmt-ignore
+      assert.equal(r.code, 2);
+      assert.match(r.stderr, /--overlap-seconds is for a CA that already signs/);
+    } finally {
+      await fresh.remove();
+    }
+  });
+
   it("imports an intermediate signed by an offline root with OpenSSL", async () => {
     const csrPath = join(dir.path, "intermediate.csr");
     const made = await cli(["ca", "init", "--config", config, "--csr", csrPath]);

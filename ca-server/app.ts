@@ -240,6 +240,8 @@ export function createCaApp(options: CaAppOptions): Hono {
           spiffeId: r.spiffeId,
           revokedAt: r.revokedAt.toISOString(),
           reason: r.reason,
+          notAfter: r.notAfter.toISOString(),
+          authorityId: r.authorityId,
         })),
       },
       200,

@@ -594,6 +594,13 @@ export function defineApiSuite(
       assert.deepEqual(revoked.json.revoked.map((r: { serialNumber: string }) => r.serialNumber), [
         serialNumber,
       ]);
+      // The same fields as `meshauth ca revoke` prints.
+      const [entry] = revoked.json.revoked;
+      assert.equal(entry.spiffeId, `spiffe://${TRUST_DOMAIN}/ns/shop/sa/colon`);
+      assert.equal(entry.reason, "keyCompromise");
+      assert.equal(entry.notAfter, issued.reply.json.expiresAt);
+      assert.match(entry.authorityId, /^[0-9a-f]{32}$/);
+      assert.ok(!Number.isNaN(Date.parse(entry.revokedAt)));
     });
 
     it("writes issuances, denials and revocations to the audit trail with the requester", async () => {

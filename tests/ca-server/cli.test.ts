@@ -141,38 +141,27 @@ describe("meshauth ca (CLI)", () => {
       `basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\n` +
         `subjectAltName=URI:spiffe://${TRUST_DOMAIN}\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n`,
     );
-    const signed = await run("openssl", [
-      "x509",
-      "-req",
-      "-in",
-      csrPath,
-      "-CA",
-      `${root}.pem`,
-      "-CAkey",
-      `${root}.key`,
-      "-CAcreateserial",
-      "-days",
-      "10",
-      "-out",
-      join(dir.path, "intermediate.pem"),
-      "-extfile",
-      join(dir.path, "ext.cnf"),
-    ]); // deno-fmt-ignore
-    assert.equal(signed.code, 0, signed.stderr);
-    const imported = await cli([
-      "ca",
-      "init",
-      "--config",
-      config,
-      "--chain",
-      join(dir.path, "intermediate.pem"),
-      "--key",
-      `${csrPath}.key`,
-      "--bundle",
-      `${root}.pem`,
-    ]); // deno-fmt-ignore
-    assert.equal(imported.code, 0, imported.stderr);
-    assert.match(imported.stdout, /imported authority [0-9a-f]{32}/);
+    // The offline root signs an intermediate CSR, and `ca init --chain` imports the result.
+    const signWithRoot = async (csr: string, out: string) => {
+      const signed = await run("openssl", [
+        "x509",
+        "-req",
+        "-in",
+        csr,
+        "-CA",
+        `${root}.pem`,
+        "-CAkey",
+        `${root}.key`,
+        "-CAcreateserial",
+        "-days",
+        "10",
+        "-out",
+        out,
+        "-extfile",
+        join(dir.path, "ext.cnf"),
+      ]);
+      assert.equal(signed.code, 0, signed.stderr);
+    };
     const importArgs = (chain: string, key: string) => [
       "ca",
       "init",
@@ -185,6 +174,10 @@ describe("meshauth ca (CLI)", () => {
       "--bundle",
       `${root}.pem`,
     ];
+    await signWithRoot(csrPath, join(dir.path, "intermediate.pem"));
+    const imported = await cli(importArgs(join(dir.path, "intermediate.pem"), `${csrPath}.key`));
+    assert.equal(imported.code, 0, imported.stderr);
+    assert.match(imported.stdout, /imported authority [0-9a-f]{32}/);
     const again = await cli(importArgs(join(dir.path, "intermediate.pem"), `${csrPath}.key`));
     assert.equal(again.code, 2);
     assert.match(again.stderr, /already imported/);
@@ -192,24 +185,7 @@ describe("meshauth ca (CLI)", () => {
     // The next intermediate, imported while the first signs: published now, signing after the overlap.
     const nextCsr = join(dir.path, "next.csr");
     assert.equal((await cli(["ca", "init", "--config", config, "--csr", nextCsr])).code, 0);
-    const nextSigned = await run("openssl", [
-      "x509",
-      "-req",
-      "-in",
-      nextCsr,
-      "-CA",
-      `${root}.pem`,
-      "-CAkey",
-      `${root}.key`,
-      "-CAcreateserial",
-      "-days",
-      "10",
-      "-out",
-      join(dir.path, "next.pem"),
-      "-extfile",
-      join(dir.path, "ext.cnf"),
-    ]); // deno-fmt-ignore
-    assert.equal(nextSigned.code, 0, nextSigned.stderr);
+    await signWithRoot(nextCsr, join(dir.path, "next.pem"));
     const nextArgs = importArgs(join(dir.path, "next.pem"), `${nextCsr}.key`);
     const banana = await cli([...nextArgs, "--overlap-seconds", "banana"]);
     assert.equal(banana.code, 2);

@@ -34,6 +34,7 @@ export class KeyFileError extends MeshAuthError {
 export class FileKeyManager implements KeyManager {
   readonly description: string;
   readonly #signers = new Map<string, Promise<Signer>>();
+  #swept = false;
 
   constructor(readonly dir: string) {
     this.description = `file:${dir}`;
@@ -47,8 +48,12 @@ export class FileKeyManager implements KeyManager {
       if ((err as NodeJS.ErrnoException).code === "ENOENT") return [];
       throw err;
     }
-    // A key file half-written when a process crashed holds key material: remove it.
-    await removeStaleTemporaries(this.dir);
+    // A key file half-written when a process crashed holds key material: remove it, once
+    // (servers call list() again at every reload).
+    if (!this.#swept) {
+      this.#swept = true;
+      await removeStaleTemporaries(this.dir);
+    }
     const records: AuthorityRecord[] = [];
     for (const name of names.filter((n) => n.endsWith(".json")).sort()) {
       const raw = JSON.parse(await readFile(join(this.dir, name), "utf8"));

@@ -42,6 +42,7 @@ export {
   type KubernetesAuthenticatorOptions,
   type TokenReviewOptions,
 } from "./auth/kubernetes.ts";
+export { fetchTrustingCa, projectedToken } from "./auth/kubernetes-client.ts";
 export { MtlsAuthenticator, type MtlsAuthenticatorOptions } from "./auth/mtls.ts";
 export { type CaConfig, ConfigError, ENV_OVERRIDES, isLoopback, loadConfig } from "./config.ts";
 export {
@@ -56,25 +57,33 @@ export { FileKeyManager, KeyFileError } from "./keys/file-key-manager.ts";
 export { nodeCryptoProvider, nodeSigner } from "./keys/node-crypto.ts";
 export { clientAddress, clientCertificate, listen, type Listener, type ListenOptions } from "./listeners.ts";
 export { jsonLogger, type Logger, type LogLevel, silentLogger } from "./logger.ts";
-export { CaMetrics } from "./metrics.ts";
+export {
+  CaMetrics,
+  type GroupFacts,
+  mergeSnapshots,
+  type MetricsSnapshot,
+  renderMetrics,
+} from "./metrics.ts";
 export { type RunningCaServer, startCaServer } from "./node-server.ts";
 export { Problem, type ProblemBody, type ProblemCode, PROBLEMS } from "./problems.ts";
-export { RateLimiter, type RateLimitOptions } from "./rate-limit.ts";
+export { type RateLimit, RateLimiter, type RateLimitOptions, type RateVerdict } from "./rate-limit.ts";
 export { MAX_BODY_BYTES } from "./request-body.ts";
 export { runCaServer } from "./serve.ts";
-export { CaService, type CaServiceOptions, type IssuanceResult } from "./service.ts";
+export { boundedDetails, CaService, type CaServiceOptions, type IssuanceResult } from "./service.ts";
 export { buildAuthenticators, initRoot, loadAuthorities, openKeyManager, openStore } from "./setup.ts";
-export { FileStore } from "./store/file-store.ts";
+export { FileStore, type FileStoreOptions } from "./store/file-store.ts";
 export { PostgresStore, type PostgresStoreOptions } from "./store/postgres-store.ts";
 export {
+  ACCEPTED_REVOCATION_REASONS,
+  type AcceptedRevocationReason,
   type AuditEvent,
   type CaStore,
-  type IssuedCertificate,
+  type CertificateRecord,
+  type CrlClaim,
   type JoinTokenRecord,
   type JoinTokenRole,
-  type Revocation,
-  REVOCATION_REASONS,
-  type RevocationReason,
+  type RevocationOutcome,
+  type RevocationRecord,
   type RevocationSelector,
   StoreError,
 } from "./store/store.ts";

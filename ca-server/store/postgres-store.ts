@@ -1,8 +1,14 @@
 /**
  * {@link CaStore} on PostgreSQL (`pg`), for several CA replicas sharing one database. The
  * schema is created and migrated at `open()` under an advisory lock, so replicas starting
- * together migrate once. CRL numbers come from a sequence: unique and increasing across every
- * replica.
+ * together migrate once.
+ *
+ * One row, `meshauth_crl_state`, orders what must not interleave: a revocation locks it, adds
+ * its entries and counts one more revision; a CRL takes the next number from it and reads the
+ * revocations in the same transaction, while holding it. So CRL numbers are unique and
+ * increasing across replicas, a CRL with a higher number never lacks an entry that a lower one
+ * has, and the revision grows in commit order (a `bigserial` does not: its values commit out of
+ * order, so a cache keyed on its maximum can miss a revocation that committed late).
  *
  * @example
  * ```ts
@@ -14,13 +20,16 @@
  */
 
 import pg from "pg";
+import type { RateLimit, RateLimitOptions, RateVerdict } from "../rate-limit.ts";
 import {
+  type AcceptedRevocationReason,
   type AuditEvent,
   type CaStore,
-  type IssuedCertificate,
+  type CertificateRecord,
+  type CrlClaim,
   type JoinTokenRecord,
-  type Revocation,
-  type RevocationReason,
+  type RevocationOutcome,
+  type RevocationRecord,
   type RevocationSelector,
   StoreError,
 } from "./store.ts";
@@ -74,6 +83,25 @@ const MIGRATIONS: string[] = [
   // TRUNCATE fires no row triggers: refuse it too.
   `CREATE TRIGGER meshauth_audit_no_truncate BEFORE TRUNCATE ON meshauth_audit
      FOR EACH STATEMENT EXECUTE FUNCTION meshauth_audit_append_only();`,
+  // The row that orders revocations and CRL numbers (see the module's description), carrying
+  // on from the sequence's number; and token buckets shared by every replica.
+  `CREATE TABLE meshauth_crl_state (
+     id boolean PRIMARY KEY DEFAULT true CHECK (id),
+     crl_number bigint NOT NULL,
+     revocation_revision bigint NOT NULL,
+     revocations_total bigint NOT NULL
+   );
+   INSERT INTO meshauth_crl_state (crl_number, revocation_revision, revocations_total)
+     SELECT (SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM meshauth_crl_number),
+            (SELECT count(*) FROM meshauth_revocations),
+            (SELECT count(*) FROM meshauth_revocations);
+   CREATE UNLOGGED TABLE meshauth_rate_limits (
+     key text PRIMARY KEY,
+     tokens double precision NOT NULL,
+     last_allowed boolean NOT NULL,
+     updated_at timestamptz NOT NULL
+   );
+   CREATE INDEX meshauth_rate_limits_updated_at ON meshauth_rate_limits (updated_at);`,
 ];
 
 // Any constant works; it only has to be the same in every replica.
@@ -97,7 +125,7 @@ interface CertificateRow {
   authority_id: string;
 }
 
-function certificateOf(row: CertificateRow): IssuedCertificate {
+function certificateOf(row: CertificateRow): CertificateRecord {
   return {
     serialNumber: row.serial_number,
     spiffeId: row.spiffe_id,
@@ -119,12 +147,12 @@ interface RevocationRow {
   authority_id: string;
 }
 
-function revocationOf(row: RevocationRow): Revocation {
+function revocationOf(row: RevocationRow): RevocationRecord {
   return {
     serialNumber: row.serial_number,
     spiffeId: row.spiffe_id,
     revokedAt: row.revoked_at,
-    reason: row.reason as RevocationReason,
+    reason: row.reason as AcceptedRevocationReason,
     notAfter: row.not_after,
     authorityId: row.authority_id,
   };
@@ -155,6 +183,28 @@ export class PostgresStore implements CaStore {
       return await this.#pool.query<R>(text, values);
     } catch (cause) {
       throw new StoreError(`PostgreSQL: ${(cause as Error).message}`, { cause });
+    }
+  }
+
+  // Runs `work` in one transaction on one connection; any failure rolls it back.
+  async #transaction<T>(work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+    let client: pg.PoolClient;
+    try {
+      client = await this.#pool.connect();
+    } catch (cause) {
+      throw new StoreError(`cannot connect to PostgreSQL: ${(cause as Error).message}`, { cause });
+    }
+    try {
+      await client.query("BEGIN");
+      const result = await work(client);
+      await client.query("COMMIT");
+      return result;
+    } catch (cause) {
+      await client.query("ROLLBACK").catch(() => {});
+      if (cause instanceof StoreError) throw cause;
+      throw new StoreError(`PostgreSQL: ${(cause as Error).message}`, { cause });
+    } finally {
+      client.release();
     }
   }
 
@@ -197,7 +247,7 @@ export class PostgresStore implements CaStore {
     await this.#pool.end();
   }
 
-  async recordIssuance(c: IssuedCertificate): Promise<void> {
+  async recordIssuance(c: CertificateRecord): Promise<void> {
     await this.#query(
       `INSERT INTO meshauth_certificates
          (serial_number, spiffe_id, not_before, not_after, issued_at, requester, method, authority_id)
@@ -206,7 +256,7 @@ export class PostgresStore implements CaStore {
     );
   }
 
-  async findCertificate(serialNumber: string): Promise<IssuedCertificate | undefined> {
+  async findCertificate(serialNumber: string): Promise<CertificateRecord | undefined> {
     const { rows } = await this.#query<CertificateRow>(
       "SELECT * FROM meshauth_certificates WHERE serial_number = $1",
       [serialNumber],
@@ -214,7 +264,7 @@ export class PostgresStore implements CaStore {
     return rows[0] ? certificateOf(rows[0]) : undefined;
   }
 
-  async listCertificates(query: { spiffeId?: string; limit?: number }): Promise<IssuedCertificate[]> {
+  async listCertificates(query: { spiffeId?: string; limit?: number }): Promise<CertificateRecord[]> {
     const limit = query.limit ?? 1000;
     const { rows } = query.spiffeId
       ? await this.#query<CertificateRow>(
@@ -228,23 +278,38 @@ export class PostgresStore implements CaStore {
     return rows.map(certificateOf);
   }
 
-  async revoke(selector: RevocationSelector, at: Date): Promise<Revocation[]> {
-    // One statement: concurrent revocations of the same certificate from two replicas
-    // insert it once (ON CONFLICT), and each replica learns which rows it added.
+  revoke(selector: RevocationSelector, at: Date): Promise<RevocationOutcome> {
     const where = "serialNumber" in selector ? "serial_number = $1" : "spiffe_id = $1 AND not_after > $2";
     const key = "serialNumber" in selector ? selector.serialNumber : selector.spiffeId;
-    const { rows } = await this.#query<RevocationRow>(
-      `INSERT INTO meshauth_revocations (serial_number, spiffe_id, revoked_at, reason, not_after, authority_id)
-       SELECT serial_number, spiffe_id, $2::timestamptz, $3::text, not_after, authority_id
-         FROM meshauth_certificates WHERE ${where}
-       ON CONFLICT (serial_number) DO NOTHING
-       RETURNING serial_number, spiffe_id, revoked_at, reason, not_after, authority_id`,
-      [key, at, selector.reason],
-    );
-    return rows.map(revocationOf);
+    return this.#transaction(async (client) => {
+      // The state row first: revocations and CRL claims take their turns on it.
+      await client.query("SELECT 1 FROM meshauth_crl_state FOR UPDATE");
+      const before = await client.query<RevocationRow>(
+        `SELECT * FROM meshauth_revocations WHERE ${
+          where.replace("not_after > $2", "not_after > $2::timestamptz")
+        }`,
+        "serialNumber" in selector ? [key] : [key, at],
+      );
+      const { rows } = await client.query<RevocationRow>(
+        `INSERT INTO meshauth_revocations (serial_number, spiffe_id, revoked_at, reason, not_after, authority_id)
+         SELECT serial_number, spiffe_id, $2::timestamptz, $3::text, not_after, authority_id
+           FROM meshauth_certificates WHERE ${where}
+         ON CONFLICT (serial_number) DO NOTHING
+         RETURNING serial_number, spiffe_id, revoked_at, reason, not_after, authority_id`,
+        [key, at, selector.reason],
+      );
+      if (rows.length > 0) {
+        await client.query(
+          `UPDATE meshauth_crl_state SET revocation_revision = revocation_revision + 1,
+             revocations_total = revocations_total + $1`,
+          [rows.length],
+        );
+      }
+      return { revoked: rows.map(revocationOf), alreadyRevoked: before.rows.map(revocationOf) };
+    });
   }
 
-  async listRevocations(at: Date): Promise<Revocation[]> {
+  async listRevocations(at: Date): Promise<RevocationRecord[]> {
     const { rows } = await this.#query<RevocationRow>(
       "SELECT * FROM meshauth_revocations WHERE not_after > $1 ORDER BY revision",
       [at],
@@ -261,15 +326,36 @@ export class PostgresStore implements CaStore {
   }
 
   async revocationRevision(): Promise<number> {
-    const { rows } = await this.#query<{ revision: string | null }>(
-      "SELECT max(revision) AS revision FROM meshauth_revocations",
+    const { rows } = await this.#query<{ revision: string }>(
+      "SELECT revocation_revision AS revision FROM meshauth_crl_state",
     );
-    return Number(rows[0]?.revision ?? 0);
+    return Number(rows[0].revision);
   }
 
-  async nextCrlNumber(): Promise<bigint> {
-    const { rows } = await this.#query<{ n: string }>("SELECT nextval('meshauth_crl_number') AS n");
-    return BigInt(rows[0].n);
+  async revocationsTotal(): Promise<number> {
+    const { rows } = await this.#query<{ total: string }>(
+      "SELECT revocations_total AS total FROM meshauth_crl_state",
+    );
+    return Number(rows[0].total);
+  }
+
+  nextCrl(at: Date): Promise<CrlClaim> {
+    return this.#transaction(async (client) => {
+      // Holding the row until commit: a later claim reads the revocations after this one did.
+      const { rows: [state] } = await client.query<{ crl_number: string; revision: string }>(
+        `UPDATE meshauth_crl_state SET crl_number = crl_number + 1
+         RETURNING crl_number, revocation_revision AS revision`,
+      );
+      const { rows } = await client.query<RevocationRow>(
+        "SELECT * FROM meshauth_revocations WHERE not_after > $1 ORDER BY revision",
+        [at],
+      );
+      return {
+        crlNumber: BigInt(state.crl_number),
+        revision: Number(state.revision),
+        revocations: rows.map(revocationOf),
+      };
+    });
   }
 
   async saveJoinToken(t: JoinTokenRecord): Promise<void> {
@@ -326,6 +412,11 @@ export class PostgresStore implements CaStore {
     );
   }
 
+  /** Token buckets in `meshauth_rate_limits`, shared by every replica on this database. */
+  sharedRateLimit(options: RateLimitOptions): RateLimit {
+    return new PostgresRateLimit((text, values) => this.#query(text, values), options);
+  }
+
   async readAudit(limit: number): Promise<AuditEvent[]> {
     const { rows } = await this.#query(
       "SELECT at, action, requester, details FROM meshauth_audit ORDER BY id DESC LIMIT $1",
@@ -337,5 +428,59 @@ export class PostgresStore implements CaStore {
       requester: r.requester,
       details: r.details,
     }));
+  }
+}
+
+type Query = (text: string, values: unknown[]) => Promise<pg.QueryResult<Record<string, any>>>;
+
+// The bucket's tokens now ($2 the burst, $3 the rate), from the row as it was (SET reads old values).
+const REFILLED =
+  "least($2::float8, b.tokens + extract(epoch FROM now() - b.updated_at)::float8 * $3::float8)";
+
+// Buckets full again for a minute are forgotten; they would start full anyway.
+const FORGET_AFTER_SECONDS = 60;
+
+/** The token-bucket rule of {@link takeToken}, as one statement on a row per key. */
+class PostgresRateLimit implements RateLimit {
+  #lastPruneMs = 0;
+  constructor(readonly query: Query, readonly options: RateLimitOptions) {}
+
+  async take(key: string): Promise<RateVerdict> {
+    const { requestsPerSecond, burst } = this.options;
+    this.#prune();
+    // The row's lock orders concurrent takes of one key, on any replica.
+    const { rows: [bucket] } = await this.query(
+      `INSERT INTO meshauth_rate_limits AS b (key, tokens, last_allowed, updated_at)
+         VALUES ($1, $2::float8 - 1, true, now())
+       ON CONFLICT (key) DO UPDATE SET
+         tokens = CASE WHEN ${REFILLED} >= 1 THEN ${REFILLED} - 1 ELSE ${REFILLED} END,
+         last_allowed = ${REFILLED} >= 1,
+         updated_at = now()
+       RETURNING b.tokens, b.last_allowed`,
+      [key, burst, requestsPerSecond],
+    );
+    if (bucket.last_allowed) return { allowed: true, retryAfterSeconds: 0 };
+    return {
+      allowed: false,
+      retryAfterSeconds: Math.max(1, Math.ceil((1 - Number(bucket.tokens)) / requestsPerSecond)),
+    };
+  }
+
+  async refund(key: string): Promise<void> {
+    await this.query(
+      "UPDATE meshauth_rate_limits SET tokens = least($2::float8, tokens + 1) WHERE key = $1",
+      [key, this.options.burst],
+    );
+  }
+
+  #prune(): void {
+    const nowMs = Date.now();
+    if (nowMs - this.#lastPruneMs < 60_000) return;
+    this.#lastPruneMs = nowMs;
+    const fullAfter = this.options.burst / this.options.requestsPerSecond + FORGET_AFTER_SECONDS;
+    this.query(
+      "DELETE FROM meshauth_rate_limits WHERE updated_at < now() - make_interval(secs => $1)",
+      [fullAfter],
+    ).catch(() => {});
   }
 }

@@ -27,6 +27,7 @@ import {
   type CaStore,
   type RevocationOutcome,
   type RevocationSelector,
+  type SignedCrl,
 } from "./store/store.ts";
 
 /** What a revocation request names, as the API and the CLI take it. */
@@ -106,13 +107,6 @@ export interface IssuanceResult {
   trustBundlePem: string;
 }
 
-interface CachedCrl {
-  /** The store's revocation revision the CRL's entries are from. */
-  revision: number;
-  der: Uint8Array;
-  thisUpdate: number;
-}
-
 /** Longest string an audit entry keeps of a field: what a client sent is bounded, however long it was. */
 export const AUDIT_FIELD_CHARS = 256;
 
@@ -135,7 +129,9 @@ export function boundedDetails(details: Record<string, unknown>): Record<string,
 /** The CA's operations. */
 export class CaService {
   readonly #o: CaServiceOptions;
-  readonly #crls = new Map<string, Promise<CachedCrl>>();
+  /** The newest CRL this process has, per authority. */
+  readonly #crls = new Map<string, SignedCrl>();
+  readonly #signing = new Map<string, Promise<SignedCrl>>();
 
   constructor(options: CaServiceOptions) {
     this.#o = options;
@@ -283,43 +279,49 @@ export class CaService {
   }
 
   /**
-   * The CRL (DER) of one authority, the active one by default. It is signed anew when a
-   * revocation happened since (the store's revision tells, exactly, on any replica) and after
-   * half of its validity.
+   * The CRL (DER) of one authority, the active one by default: the newest stored CRL, which any
+   * process of the CA signs anew (and stores) when a revocation happened since (the store's
+   * revision tells, exactly) or after half of its validity. Every process serves that one CRL,
+   * so a client never gets a lower CRL number after a higher one.
    */
   async crl(authorityId?: string): Promise<{ der: Uint8Array; maxAgeSeconds: number }> {
     const authority = authorityId ? this.#o.authorities.get(authorityId) : this.#o.authorities.active();
     if (!authority) throw new Problem("ERR_NOT_FOUND", `no CA authority ${authorityId}`);
-    const nextUpdateSeconds = this.#o.crlNextUpdateSeconds ?? 3600;
-    const revision = await this.#o.store.revocationRevision();
     const id = authority.record.id;
-    let crl: CachedCrl | undefined;
-    for (let attempt = 0; attempt < 3; attempt++) {
-      const current = this.#crls.get(id);
-      crl = current ? await current.catch(() => undefined) : undefined;
-      const isFresh = crl && crl.revision >= revision &&
-        this.#now().getTime() - crl.thisUpdate < (nextUpdateSeconds * 1000) / 2;
-      if (isFresh) break;
-      // Requests arriving together share one signing.
-      let next = this.#crls.get(id);
-      if (next === current) {
-        next = this.#signCrl(authority, nextUpdateSeconds);
-        this.#crls.set(id, next);
+    const halfLifeMs = ((this.#o.crlNextUpdateSeconds ?? 3600) * 1000) / 2;
+    const { revision, latest } = await this.#o.store.crlStatus(id);
+    let crl: SignedCrl | undefined;
+    if (
+      latest && latest.revision >= revision &&
+      this.#now().getTime() - latest.thisUpdate.getTime() < halfLifeMs
+    ) {
+      crl = this.#crls.get(id);
+      if (!crl || crl.crlNumber < latest.crlNumber) {
+        crl = await this.#o.store.latestCrl(id);
+        if (crl) this.#crls.set(id, crl);
       }
-      crl = await next!;
-      if (crl.revision >= revision) break;
     }
-    const age = (this.#now().getTime() - crl!.thisUpdate) / 1000;
+    // Signed again until it holds the revocations that completed before this request (a
+    // signing already under way may have read them before the last one).
+    for (let attempt = 0; !crl || crl.revision < revision; attempt++) {
+      if (attempt === 3) throw new Problem("ERR_NOT_READY", "the CRL changes faster than it can be signed");
+      // Requests arriving together share one signing.
+      let signing = this.#signing.get(id);
+      if (!signing) {
+        signing = this.#signCrl(authority).finally(() => this.#signing.delete(id));
+        this.#signing.set(id, signing);
+      }
+      crl = await signing;
+      this.#crls.set(id, crl);
+    }
+    const ageSeconds = (this.#now().getTime() - crl.thisUpdate.getTime()) / 1000;
     return {
-      der: crl!.der,
-      maxAgeSeconds: Math.max(0, Math.floor(Math.min(60, nextUpdateSeconds / 2 - age))),
+      der: crl.der,
+      maxAgeSeconds: Math.max(0, Math.floor(Math.min(60, halfLifeMs / 1000 - ageSeconds))),
     };
   }
 
-  async #signCrl(
-    authority: ReturnType<Authorities["active"]>,
-    nextUpdateSeconds: number,
-  ): Promise<CachedCrl> {
+  async #signCrl(authority: ReturnType<Authorities["active"]>): Promise<SignedCrl> {
     const thisUpdate = this.#now();
     // The number and the entries together: a later number never lacks an earlier one's entry.
     const claim = await this.#o.store.nextCrl(thisUpdate);
@@ -328,7 +330,7 @@ export class CaService {
       .map((r) => ({ serialNumber: r.serialNumber, revokedAt: r.revokedAt, reason: r.reason }));
     const pem = await authority.ca.createCrl({
       revoked,
-      nextUpdateSeconds,
+      nextUpdateSeconds: this.#o.crlNextUpdateSeconds ?? 3600,
       crlNumber: claim.crlNumber,
       thisUpdate,
     });
@@ -337,6 +339,13 @@ export class CaService {
       crlNumber: claim.crlNumber.toString(),
       entries: revoked.length,
     });
-    return { revision: claim.revision, der: decodePem(pem)[0].der, thisUpdate: thisUpdate.getTime() };
+    // Another process may have stored a newer one meanwhile: then that one is served.
+    return await this.#o.store.saveCrl({
+      authorityId: authority.record.id,
+      crlNumber: claim.crlNumber,
+      revision: claim.revision,
+      thisUpdate,
+      der: decodePem(pem)[0].der,
+    });
   }
 }

@@ -30,6 +30,7 @@ import { removeStaleTemporaries } from "../../node/atomic-file.ts";
 import type { Logger } from "../logger.ts";
 import { AUDIT_PREFIX, readAuditTail } from "./audit-tail.ts";
 import { CertificateIndex, recordOf } from "./certificate-index.ts";
+import { CrlFiles } from "./crl-files.ts";
 import { FileLock } from "./file-lock.ts";
 import { Journal } from "./journal.ts";
 import { parseLine, startsWith } from "./lines.ts";
@@ -40,10 +41,12 @@ import type {
   CaStore,
   CertificateRecord,
   CrlClaim,
+  CrlStatus,
   JoinTokenRecord,
   RevocationOutcome,
   RevocationRecord,
   RevocationSelector,
+  SignedCrl,
 } from "./store.ts";
 
 /** Options of {@link FileStore}. */
@@ -74,6 +77,7 @@ export class FileStore implements CaStore {
   readonly #now: () => Date;
   readonly #journal: Journal;
   readonly #state: StateFile;
+  readonly #crls: CrlFiles;
   readonly #stateLock: FileLock;
   readonly #compactionLock: FileLock;
   #index: CertificateIndex;
@@ -99,6 +103,7 @@ export class FileStore implements CaStore {
     this.#index = new CertificateIndex(this.#options.retainExpiredSeconds * 1000);
     this.#journal = new Journal(dir, { isDurable: this.#options.isDurable, onLine: (l) => this.#apply(l) });
     this.#state = new StateFile(join(dir, "state.json"));
+    this.#crls = new CrlFiles(join(dir, "crls"));
     this.#stateLock = new FileLock(join(dir, "locks", "state"));
     this.#compactionLock = new FileLock(join(dir, "locks", "compaction"));
   }
@@ -134,6 +139,7 @@ export class FileStore implements CaStore {
     await this.#localLock;
     await this.#journal.close();
     this.#state.close();
+    this.#crls.close();
   }
 
   // A journal line into the index. Audit lines are recognised by their first bytes and never parsed.
@@ -320,6 +326,28 @@ export class FileStore implements CaStore {
     });
   }
 
+  crlStatus(authorityId: string): Promise<CrlStatus> {
+    const latest = this.#crls.latest(authorityId);
+    return Promise.resolve({
+      revision: this.#state.current().revision,
+      latest: latest &&
+        {
+          authorityId,
+          crlNumber: latest.crlNumber,
+          revision: latest.revision,
+          thisUpdate: latest.thisUpdate,
+        },
+    });
+  }
+
+  latestCrl(authorityId: string): Promise<SignedCrl | undefined> {
+    return Promise.resolve(this.#crls.latest(authorityId));
+  }
+
+  saveCrl(crl: SignedCrl): Promise<SignedCrl> {
+    return this.#locked(() => this.#crls.save(crl));
+  }
+
   async saveJoinToken(token: JoinTokenRecord): Promise<void> {
     await this.#mutate((state) => {
       state.joinTokens = state.joinTokens.filter((t) => t.id !== token.id);
@@ -354,20 +382,26 @@ export class FileStore implements CaStore {
   }
 
   // Serialised within the process by a promise chain and across processes by the lock.
-  #mutate<T>(change: (state: State) => Promise<T>): Promise<T> {
+  #locked<T>(work: () => Promise<T>): Promise<T> {
     const run = this.#localLock.then(async () => {
       const held = await this.#stateLock.acquire(LOCK_WAIT_MS);
       try {
-        const draft = structuredClone(this.#state.current());
-        const result = await change(draft);
-        prune(draft, this.#now());
-        await this.#state.write(draft);
-        return result;
+        return await work();
       } finally {
         held.release();
       }
     });
     this.#localLock = run.catch(() => {});
     return run;
+  }
+
+  #mutate<T>(change: (state: State) => Promise<T>): Promise<T> {
+    return this.#locked(async () => {
+      const draft = structuredClone(this.#state.current());
+      const result = await change(draft);
+      prune(draft, this.#now());
+      await this.#state.write(draft);
+      return result;
+    });
   }
 }

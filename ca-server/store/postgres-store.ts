@@ -27,10 +27,12 @@ import {
   type CaStore,
   type CertificateRecord,
   type CrlClaim,
+  type CrlStatus,
   type JoinTokenRecord,
   type RevocationOutcome,
   type RevocationRecord,
   type RevocationSelector,
+  type SignedCrl,
   StoreError,
 } from "./store.ts";
 
@@ -101,7 +103,14 @@ const MIGRATIONS: string[] = [
      last_allowed boolean NOT NULL,
      updated_at timestamptz NOT NULL
    );
-   CREATE INDEX meshauth_rate_limits_updated_at ON meshauth_rate_limits (updated_at);`,
+   CREATE INDEX meshauth_rate_limits_updated_at ON meshauth_rate_limits (updated_at);
+   CREATE TABLE meshauth_crls (
+     authority_id text PRIMARY KEY,
+     crl_number bigint NOT NULL,
+     revision bigint NOT NULL,
+     this_update timestamptz NOT NULL,
+     der bytea NOT NULL
+   );`,
 ];
 
 // Any constant works; it only has to be the same in every replica.
@@ -356,6 +365,53 @@ export class PostgresStore implements CaStore {
         revocations: rows.map(revocationOf),
       };
     });
+  }
+
+  async crlStatus(authorityId: string): Promise<CrlStatus> {
+    const { rows: [row] } = await this.#query<
+      { revision: string; crl_number: string | null; crl_revision: string | null; this_update: Date | null }
+    >(
+      `SELECT s.revocation_revision AS revision, c.crl_number, c.revision AS crl_revision, c.this_update
+         FROM meshauth_crl_state s LEFT JOIN meshauth_crls c ON c.authority_id = $1`,
+      [authorityId],
+    );
+    return {
+      revision: Number(row.revision),
+      latest: row.crl_number === null ? undefined : {
+        authorityId,
+        crlNumber: BigInt(row.crl_number),
+        revision: Number(row.crl_revision),
+        thisUpdate: row.this_update!,
+      },
+    };
+  }
+
+  async latestCrl(authorityId: string): Promise<SignedCrl | undefined> {
+    const { rows: [row] } = await this.#query<
+      { crl_number: string; revision: string; this_update: Date; der: Uint8Array }
+    >("SELECT crl_number, revision, this_update, der FROM meshauth_crls WHERE authority_id = $1", [
+      authorityId,
+    ]);
+    return row && {
+      authorityId,
+      crlNumber: BigInt(row.crl_number),
+      revision: Number(row.revision),
+      thisUpdate: row.this_update,
+      der: new Uint8Array(row.der),
+    };
+  }
+
+  async saveCrl(crl: SignedCrl): Promise<SignedCrl> {
+    // Only a higher number replaces the stored CRL: every replica then serves the newest.
+    await this.#query(
+      `INSERT INTO meshauth_crls (authority_id, crl_number, revision, this_update, der)
+         VALUES ($1, $2, $3, $4, $5)
+       ON CONFLICT (authority_id) DO UPDATE SET crl_number = EXCLUDED.crl_number,
+         revision = EXCLUDED.revision, this_update = EXCLUDED.this_update, der = EXCLUDED.der
+         WHERE meshauth_crls.crl_number < EXCLUDED.crl_number`,
+      [crl.authorityId, crl.crlNumber.toString(), crl.revision, crl.thisUpdate, Buffer.from(crl.der)],
+    );
+    return (await this.latestCrl(crl.authorityId))!;
   }
 
   async saveJoinToken(t: JoinTokenRecord): Promise<void> {

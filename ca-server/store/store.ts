@@ -64,6 +64,22 @@ export interface CrlClaim {
   revocations: RevocationRecord[];
 }
 
+/** A CRL as signed and stored, so every process serves the same one: the newest. */
+export interface SignedCrl {
+  authorityId: string;
+  crlNumber: bigint;
+  /** The revocation revision its entries are from. */
+  revision: number;
+  thisUpdate: Date;
+  der: Uint8Array;
+}
+
+/** What decides whether the stored CRL still serves: the current revision, and the stored CRL's. */
+export interface CrlStatus {
+  revision: number;
+  latest?: Omit<SignedCrl, "der">;
+}
+
 /** Who a join token lets in. */
 export type JoinTokenRole = "workload" | "node" | "admin";
 
@@ -138,6 +154,15 @@ export interface CaStore {
    * lacks an entry that one with a lower number has.
    */
   nextCrl(at: Date): Promise<CrlClaim>;
+  /** The revocation revision and the newest stored CRL of `authorityId` (without its DER), in one read. */
+  crlStatus(authorityId: string): Promise<CrlStatus>;
+  /** The newest stored CRL of `authorityId`. */
+  latestCrl(authorityId: string): Promise<SignedCrl | undefined>;
+  /**
+   * Stores `crl` unless one with a higher number is stored already; answers the newest stored,
+   * so a process that signed an older one serves the newer instead.
+   */
+  saveCrl(crl: SignedCrl): Promise<SignedCrl>;
 
   saveJoinToken(token: JoinTokenRecord): Promise<void>;
   findJoinToken(id: string): Promise<JoinTokenRecord | undefined>;

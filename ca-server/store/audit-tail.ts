@@ -46,7 +46,8 @@ export async function readAuditTail(paths: string[], limit: number): Promise<Aud
   const newestFirst: AuditEvent[] = [];
   const seen = new Set<string>();
   for (const path of paths) {
-    const events = await newestIn(path, limit - newestFirst.length);
+    // As many as asked for from each file: some may be copies of events already taken.
+    const events = await newestIn(path, limit);
     for (let i = events.length - 1; i >= 0 && newestFirst.length < limit; i--) {
       const { id, ...event } = events[i];
       // Written twice across a segment rotation: the id tells.

@@ -59,7 +59,11 @@ export interface FileStoreOptions {
   keepSegments?: number;
   /** How long an expired certificate can still be found, listed and revoked. Default 1 day. */
   retainExpiredSeconds?: number;
-  /** Whether this process compacts; a short-lived one (the CLI) leaves it to the servers. Default true. */
+  /**
+   * Whether this process compacts and loads the certificate index at `open()` (servers: true, the
+   * default). A short-lived one (the CLI) leaves compaction to the servers and loads the index
+   * only if a command needs it, so `meshauth ca token create` does not read the journal.
+   */
   isCompacting?: boolean;
   logger?: Logger;
   now?: () => Date;
@@ -83,6 +87,7 @@ export class FileStore implements CaStore {
   #index: CertificateIndex;
   #revokedSerials: { state?: State; serials: Set<string> } = { serials: new Set() };
   #localLock: Promise<unknown> = Promise.resolve();
+  #loaded?: Promise<void>;
   #reloading?: Promise<void>;
   #compacting?: Promise<boolean>;
   #maintaining?: Promise<void>;
@@ -116,16 +121,19 @@ export class FileStore implements CaStore {
   async open(): Promise<void> {
     const started = performance.now();
     mkdirSync(this.dir, { recursive: true, mode: 0o700 });
-    // What a crash in the middle of a state or snapshot write left behind.
+    // What a crash in the middle of a state, snapshot or CRL write left behind.
     await removeStaleTemporaries(this.dir);
+    await removeStaleTemporaries(join(this.dir, "crls"));
     this.#state.current();
     this.#journal.open();
-    await this.#load();
-    this.#options.logger?.info("store opened", {
-      store: this.description,
-      certificates: this.#index.size,
-      ms: Math.round(performance.now() - started),
-    });
+    if (this.#options.isCompacting) {
+      await this.#ensureLoaded();
+      this.#options.logger?.info("store opened", {
+        store: this.description,
+        certificates: this.#index.size,
+        ms: Math.round(performance.now() - started),
+      });
+    }
     this.#timer = setInterval(() => void this.#maintain(), MAINTENANCE_MS);
     (this.#timer as { unref?: () => void }).unref?.();
     if (this.#options.isCompacting) void this.#maintain();
@@ -177,8 +185,17 @@ export class FileStore implements CaStore {
     }
   }
 
+  #ensureLoaded(): Promise<void> {
+    this.#loaded ??= this.#load().catch((err) => {
+      this.#loaded = undefined;
+      throw err;
+    });
+    return this.#loaded;
+  }
+
   // Reads what any process appended since the last call into the index.
   async #catchUp(): Promise<void> {
+    await this.#ensureLoaded();
     await this.#reloading;
     if ((await this.#journal.catchUp()) === "ok") return;
     // So far behind that segments it needed were compacted away: start again from the snapshot.
@@ -190,6 +207,8 @@ export class FileStore implements CaStore {
   }
 
   #maintain(): Promise<void> {
+    // A process that has not needed the index (the CLI creating a token) does not load it.
+    if (!this.#loaded && !this.#options.isCompacting) return Promise.resolve();
     this.#maintaining ??= (async () => {
       try {
         await this.#catchUp();

@@ -15,7 +15,7 @@ import { readFile } from "node:fs/promises";
 import { isAbsolute, resolve } from "node:path";
 import { parse as parseYaml } from "yaml";
 import { KEY_ALGORITHMS, type KeyAlgorithm, MeshAuthError, SpiffeId, TrustDomain } from "../mod.ts";
-import type { LogLevel } from "./logger.ts";
+import type { LogLevel } from "../internal/mod.ts";
 
 /** The validated configuration. */
 export interface CaConfig {

@@ -18,7 +18,7 @@ import {
 } from "../mod.ts";
 import type { Authorities } from "./authorities.ts";
 import type { Principal } from "./auth/principal.ts";
-import type { Logger } from "./logger.ts";
+import type { Logger } from "../internal/mod.ts";
 import type { CaMetrics } from "./metrics.ts";
 import { Problem } from "./problems.ts";
 import { isRevocationReason } from "./store/records.ts";

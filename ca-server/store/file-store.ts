@@ -22,7 +22,7 @@
 
 import { mkdir, open, readFile, stat, unlink } from "node:fs/promises";
 import { join } from "node:path";
-import { removeStaleTemporaries, writeFileAtomic } from "../../node/atomic-file.ts";
+import { removeStaleTemporaries, writeFileAtomic } from "../../internal/mod.ts";
 import { Journal } from "./journal.ts";
 import {
   type AuditEvent,

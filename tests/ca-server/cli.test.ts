@@ -51,7 +51,13 @@ describe("meshauth ca (CLI)", () => {
     const unknown = await cli(["ca", "launch"]);
     assert.equal(unknown.code, 2);
     assert.match(unknown.stderr, /unknown command "ca launch"/);
-    for (const help of [["--help"], ["-h"], ["help"], ["ca", "-h"], ["ca", "help"]]) {
+    for (const help of [["--help"], ["-h"], ["help"]]) {
+      const r = await cli(help);
+      assert.equal(r.code, 0, help.join(" "));
+      assert.match(r.stdout, /usage: meshauth <group> <command>/);
+      assert.match(r.stdout, /ca +the certificate authority/);
+    }
+    for (const help of [["ca", "--help"], ["ca", "-h"], ["ca", "help"]]) {
       const r = await cli(help);
       assert.equal(r.code, 0, help.join(" "));
       assert.match(r.stdout, /usage: meshauth ca <command>/);
@@ -66,6 +72,12 @@ describe("meshauth ca (CLI)", () => {
       assert.equal(r.code, 2, args.join(" "));
       assert.match(r.stderr, message);
     }
+    const misspelt = await cli(["ca", "init", "--trust-domian", "x.example"]);
+    assert.equal(misspelt.code, 2);
+    assert.match(misspelt.stderr, /unknown option --trust-domian; did you mean "--trust-domain"\?/);
+    const nearCommand = await cli(["ca", "servee"]);
+    assert.equal(nearCommand.code, 2);
+    assert.match(nearCommand.stderr, /unknown command "ca servee"; did you mean "serve"\?/);
     const version = await cli(["--version"]);
     assert.equal(version.code, 0);
     const { version: expected } = JSON.parse(

@@ -1,4 +1,4 @@
-// `npm start` (ca-server/main.ts): a development CA with no configuration whose printed
+// `npm start` (cli/dev-ca.ts): a development CA with no configuration whose printed
 // openssl + curl lines obtain a certificate that `openssl verify` accepts against /v1/bundle.pem,
 // and whose /v1/crl `openssl crl` reads.
 import assert from "node:assert/strict";
@@ -23,7 +23,7 @@ describe("npm start", () => {
 
   before(async () => {
     dir = await tempDir();
-    ca = await startServer(["ca-server/main.ts"], env());
+    ca = await startServer(["cli/dev-ca.ts"], env());
     await waitFor(ca.logs, /Stop with Ctrl-C/);
   });
 
@@ -102,7 +102,7 @@ describe("npm start", () => {
   it("keeps the same root across restarts", async () => {
     const before = await readFile(join(dir.path, ".meshauth", "bundle.pem"), "utf8");
     await ca.stop();
-    ca = await startServer(["ca-server/main.ts"], env());
+    ca = await startServer(["cli/dev-ca.ts"], env());
     await waitFor(ca.logs, /Stop with Ctrl-C/);
     assert.ok(!ca.logs.some((l) => l.includes("created a development root CA")));
     assert.equal(await readFile(join(dir.path, ".meshauth", "bundle.pem"), "utf8"), before);

@@ -16,7 +16,6 @@ import {
   KEY_ALGORITHMS,
   type KeyAlgorithm,
   type KeyPair,
-  keySigner,
   parseCertificate,
   parseCertificates,
   parseCrl,
@@ -27,6 +26,7 @@ import {
   verifySignature,
   verifySvid,
 } from "../../mod.ts";
+import { keySigner } from "../../lib/x509/signature.ts";
 import { buildCsr, extension, extensionRequest, sanExtension } from "../support/csr-builder.ts";
 import { issue, type Issued } from "../support/cert-factory.ts";
 import { uriName } from "../../lib/x509/general-name.ts";

@@ -7,16 +7,16 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as esbuild from "esbuild";
+import { requireRuntime, skipUnlessRuntime } from "../runtimes/runtimes.mjs";
 import { CertificateAuthority, createCsr, generateKeyPair, SpiffeId } from "../../mod.ts";
 
 const root = new URL("../..", import.meta.url).pathname;
-const bin = (name: string) => join(root, "node_modules/.bin", name);
 const TD = "example.org";
 const WEB = SpiffeId.fromServiceAccount(TD, "default", "web");
 const STARTUP_TIMEOUT_MS = 30_000;
@@ -129,10 +129,15 @@ const env = () => ({ MESHAUTH_TRUST_DOMAIN: TD, MESHAUTH_BUNDLE_URL: bundleUrl }
 describe("edge example entries", { timeout: 120_000 }, () => {
   test(
     "deno.ts serves the edge app under Deno",
-    { skip: !existsSync(bin("deno")), timeout: 60_000 },
+    { skip: skipUnlessRuntime("deno"), timeout: 60_000 },
     async () => {
       const port = await freePort();
-      const started = start(bin("deno"), ["run", "--allow-net", "--allow-env", "examples/edge/deno.ts"], {
+      const started = start(requireRuntime("deno"), [
+        "run",
+        "--allow-net",
+        "--allow-env",
+        "examples/edge/deno.ts",
+      ], {
         ...env(),
         PORT: String(port),
         NO_COLOR: "1",
@@ -143,10 +148,10 @@ describe("edge example entries", { timeout: 120_000 }, () => {
 
   test(
     "bun.ts serves the edge app under Bun",
-    { skip: !existsSync(bin("bun")), timeout: 60_000 },
+    { skip: skipUnlessRuntime("bun"), timeout: 60_000 },
     async () => {
       const port = await freePort();
-      const started = start(bin("bun"), ["--no-install", "examples/edge/bun.ts"], {
+      const started = start(requireRuntime("bun"), ["--no-install", "examples/edge/bun.ts"], {
         ...env(),
         PORT: String(port),
       });
@@ -155,7 +160,7 @@ describe("edge example entries", { timeout: 120_000 }, () => {
   );
 
   test("worker.ts serves the edge app under workerd, the CA behind a service binding", {
-    skip: !existsSync(bin("workerd")),
+    skip: skipUnlessRuntime("workerd"),
     timeout: 60_000,
   }, async () => {
     await esbuild.build({
@@ -192,7 +197,7 @@ const edge :Workerd.Worker = (
 );
 `,
     );
-    const started = start(bin("workerd"), ["serve", join(workDir, "edge.capnp")], {});
+    const started = start(requireRuntime("workerd"), ["serve", join(workDir, "edge.capnp")], {});
     await checkEntry(`http://127.0.0.1:${port}`, started);
   });
 });

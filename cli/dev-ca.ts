@@ -11,11 +11,11 @@
 import cluster from "node:cluster";
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { createJoinToken } from "./auth/join-token.ts";
-import { ConfigError, loadConfig } from "./config.ts";
-import { jsonLogger } from "./logger.ts";
-import { runCaServer } from "./serve.ts";
-import { initRoot, loadAuthorities, openKeyManager, openStore } from "./setup.ts";
+import { createJoinToken } from "../ca-server/auth/join-token.ts";
+import { ConfigError, loadConfig } from "../ca-server/config.ts";
+import { jsonLogger } from "../internal/mod.ts";
+import { runCaServer } from "../ca-server/workers.ts";
+import { initRoot, loadAuthorities, openKeyManager, openStore } from "../ca-server/from-config.ts";
 
 /** The shell commands that get a certificate for `spiffeId` with `token` from `url`. */
 export function demoInstructions(url: string, bundlePath: string, spiffeId: string, token: string): string {

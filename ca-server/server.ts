@@ -1,6 +1,6 @@
 /**
  * Serving the CA app as a process, on Node or Bun (the sockets are chosen per runtime in
- * `listeners.ts`): TLS by default with a serving certificate the CA issues to itself (renewed
+ * `http-listener.ts`): TLS by default with a serving certificate the CA issues to itself (renewed
  * at half its life), client certificates requested (and verified by the app, not by the TLS
  * layer, so a missing one is not a handshake failure), plain HTTP only on loopback when
  * asked, and time and size limits on the listener.
@@ -20,10 +20,10 @@ import { createCsr, exportPrivateKeyPem, generateKeyPair, renewalTime, SpiffeId 
 import { createCaApp } from "./app.ts";
 import type { Authorities } from "./authorities.ts";
 import { type CaConfig, isLoopback } from "./config.ts";
-import { clientAddress, clientCertificate, listen, type Listener } from "./listeners.ts";
-import { jsonLogger, type Logger } from "./logger.ts";
+import { clientAddress, clientCertificate, listen, type Listener } from "./http-listener.ts";
+import { jsonLogger, type Logger } from "../internal/mod.ts";
 import { CaMetrics } from "./metrics.ts";
-import { buildAuthenticators, loadAuthorities, openKeyManager, openStore } from "./setup.ts";
+import { buildAuthenticators, loadAuthorities, openKeyManager, openStore } from "./from-config.ts";
 import type { CaStore } from "./store/store.ts";
 
 const AUTHORITY_RELOAD_MS = 30_000;

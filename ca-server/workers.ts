@@ -8,8 +8,8 @@
 
 import cluster, { type Worker } from "node:cluster";
 import type { CaConfig } from "./config.ts";
-import type { Logger } from "./logger.ts";
-import { type RunningCaServer, startCaServer } from "./node-server.ts";
+import type { Logger } from "../internal/mod.ts";
+import { type RunningCaServer, startCaServer } from "./server.ts";
 
 /**
  * Serves until a signal arrives. In the primary of a multi-worker setup, forks the workers

@@ -14,3 +14,10 @@ export { keySigner, signatureScheme } from "../lib/x509/signature.ts";
 export { webCryptoProvider } from "../lib/x509/crypto-provider.ts";
 export { removeStaleTemporaries, writeFileAtomic } from "./atomic-file.ts";
 export { jsonLogger, type Logger, type LogLevel, silentLogger } from "./logger.ts";
+export {
+  ConfigError,
+  type ConfigSources,
+  FieldReader,
+  loadConfigFile,
+  type RawConfig,
+} from "./config-file.ts";

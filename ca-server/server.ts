@@ -16,6 +16,8 @@
  */
 
 import cluster from "node:cluster";
+import { isIP } from "node:net";
+import { networkInterfaces } from "node:os";
 import { createCsr, exportPrivateKeyPem, generateKeyPair, renewalTime, SpiffeId } from "../mod.ts";
 import { createCaApp } from "./app.ts";
 import type { Authorities } from "./authorities.ts";
@@ -30,13 +32,49 @@ const AUTHORITY_RELOAD_MS = 30_000;
 
 /** A running CA server. */
 export interface RunningCaServer {
-  /** `https://localhost:<port>` (or `http://127.0.0.1:<port>` for plain HTTP). */
+  /** `https://<host>:<port>` (or `http://` for plain HTTP), with `127.0.0.1` for a wildcard host. */
   url: string;
   port: number;
   authorities: Authorities;
   store: CaStore;
   /** Stops accepting connections, ends open ones and closes the store. */
   close(): Promise<void>;
+}
+
+const WILDCARD_HOSTS = new Set(["0.0.0.0", "::", "[::]"]);
+
+/**
+ * The names a client may use to reach a listener on `host`, all of which the serving
+ * certificate must carry: `localhost`, the configured DNS names, and every IP address the
+ * listener answers on (each interface's address for a wildcard host).
+ */
+export function servingNames(host: string, extraDnsNames: readonly string[]): {
+  dnsNames: string[];
+  ipAddresses: string[];
+} {
+  const dnsNames = [...new Set(["localhost", ...extraDnsNames.map((n) => n.toLowerCase())])];
+  let ipAddresses: string[];
+  if (WILDCARD_HOSTS.has(host)) {
+    ipAddresses = Object.values(networkInterfaces()).flatMap((list) =>
+      (list ?? []).filter((i) => host === "0.0.0.0" ? i.family === "IPv4" : true).map((i) =>
+        i.address.replace(/%.*$/, "")
+      )
+    );
+  } else if (host === "localhost") {
+    ipAddresses = ["127.0.0.1", "::1"];
+  } else if (isIP(host.replace(/^\[|\]$/g, ""))) {
+    ipAddresses = [host.replace(/^\[|\]$/g, "")];
+  } else {
+    ipAddresses = [];
+    if (!dnsNames.includes(host.toLowerCase())) dnsNames.push(host.toLowerCase());
+  }
+  return { dnsNames, ipAddresses: [...new Set(ipAddresses)] };
+}
+
+/** How a client on this machine reaches a listener on `host`. */
+function urlHost(host: string): string {
+  if (WILDCARD_HOSTS.has(host)) return "127.0.0.1";
+  return isIP(host) === 6 ? `[${host}]` : host;
 }
 
 async function servingCredentials(
@@ -46,11 +84,12 @@ async function servingCredentials(
 ): Promise<{ key: string; cert: string; notAfter: Date; notBefore: Date }> {
   const id = SpiffeId.fromSegments(authorities.trustDomain, "meshauth", "ca-server");
   const keys = await generateKeyPair("ECDSA-P256");
-  const dnsNames = ["localhost", ...config.listen.dnsNames];
+  const { dnsNames, ipAddresses } = servingNames(config.listen.host, config.listen.dnsNames);
   const authority = authorities.active();
-  const issued = await authority.ca.issue(await createCsr({ keys, id, dnsNames }), {
+  const issued = await authority.ca.issue(await createCsr({ keys, id, dnsNames, ipAddresses }), {
     id,
     dnsNames,
+    ipAddresses,
     ttlSeconds: Math.min(86400, config.issuance.maxTtlSeconds),
   });
   await store.recordIssuance({
@@ -161,7 +200,7 @@ export async function startCaServer(
   }, AUTHORITY_RELOAD_MS);
   reload.unref?.();
   const port = server.port;
-  const url = config.listen.plainHttp ? `http://${config.listen.host}:${port}` : `https://localhost:${port}`;
+  const url = `${config.listen.plainHttp ? "http" : "https"}://${urlHost(config.listen.host)}:${port}`;
   logger.info("listening", {
     url,
     port,

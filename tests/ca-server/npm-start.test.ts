@@ -34,7 +34,7 @@ describe("npm start", () => {
 
   it("creates a development root on first run and listens with TLS on 127.0.0.1", () => {
     assert.ok(ca.logs.some((l) => l.includes("created a development root CA")));
-    assert.match(ca.url, /^https:\/\/localhost:\d+$/);
+    assert.match(ca.url, /^https:\/\/127\.0\.0\.1:\d+$/);
     const listening = JSON.parse(ca.logs.find((l) => l.includes('"msg":"listening"'))!);
     assert.equal(listening.host, "127.0.0.1");
     assert.equal(listening.tls, true);

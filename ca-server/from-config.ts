@@ -5,10 +5,11 @@
  * @module
  */
 
-import { readFile } from "node:fs/promises";
+import { mkdir, readFile } from "node:fs/promises";
 import { request as httpsRequest } from "node:https";
 import { join } from "node:path";
 import { CertificateAuthority, type KeyAlgorithm } from "../mod.ts";
+import { writeFileAtomic } from "../internal/mod.ts";
 import { Authorities } from "./authorities.ts";
 import { JoinTokenAuthenticator } from "./auth/join-token.ts";
 import { KubernetesAuthenticator } from "./auth/kubernetes.ts";
@@ -46,6 +47,19 @@ export function loadAuthorities(config: CaConfig, keyManager: KeyManager): Promi
     },
     crypto: nodeCryptoProvider,
   });
+}
+
+/** Where the CA keeps a copy of its trust bundle for clients: `<dataDir>/bundle.pem`. */
+export function trustBundlePath(config: CaConfig): string {
+  return join(config.dataDir, "bundle.pem");
+}
+
+/** Writes the trust bundle (every published root) to {@link trustBundlePath}; answers the path. */
+export async function writeTrustBundle(config: CaConfig, authorities: Authorities): Promise<string> {
+  const path = trustBundlePath(config);
+  await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
+  await writeFileAtomic(path, authorities.bundlePem(), 0o644);
+  return path;
 }
 
 /** Creates a self-signed root and stores it as an authority that signs from now. */

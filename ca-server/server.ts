@@ -25,7 +25,14 @@ import { type CaConfig, isLoopback } from "./config.ts";
 import { clientAddress, clientCertificate, listen, type Listener } from "./http-listener.ts";
 import { jsonLogger, type Logger } from "../internal/mod.ts";
 import { CaMetrics } from "./metrics.ts";
-import { buildAuthenticators, loadAuthorities, openKeyManager, openStore } from "./from-config.ts";
+import {
+  buildAuthenticators,
+  loadAuthorities,
+  openKeyManager,
+  openStore,
+  trustBundlePath,
+  writeTrustBundle,
+} from "./from-config.ts";
 import type { CaStore } from "./store/store.ts";
 
 const AUTHORITY_RELOAD_MS = 30_000;
@@ -77,11 +84,20 @@ function urlHost(host: string): string {
   return isIP(host) === 6 ? `[${host}]` : host;
 }
 
+interface ServingCredentials {
+  key: string;
+  cert: string;
+  notAfter: Date;
+  notBefore: Date;
+  /** Recorded in the store once the certificate is served, so a failed start writes nothing. */
+  record: () => Promise<void>;
+}
+
 async function servingCredentials(
   authorities: Authorities,
   store: CaStore,
   config: CaConfig,
-): Promise<{ key: string; cert: string; notAfter: Date; notBefore: Date }> {
+): Promise<ServingCredentials> {
   const id = SpiffeId.fromSegments(authorities.trustDomain, "meshauth", "ca-server");
   const keys = await generateKeyPair("ECDSA-P256");
   const { dnsNames, ipAddresses } = servingNames(config.listen.host, config.listen.dnsNames);
@@ -92,21 +108,23 @@ async function servingCredentials(
     ipAddresses,
     ttlSeconds: Math.min(86400, config.issuance.maxTtlSeconds),
   });
-  await store.recordIssuance({
-    serialNumber: issued.serialNumber,
-    spiffeId: id.toString(),
-    notBefore: issued.notBefore,
-    notAfter: issued.notAfter,
-    issuedAt: new Date(),
-    requester: "ca-server",
-    method: "self",
-    authorityId: authority.record.id,
-  });
+  const issuedAt = new Date();
   return {
     key: await exportPrivateKeyPem(keys.privateKey),
     cert: issued.chainPem,
     notBefore: issued.notBefore,
     notAfter: issued.notAfter,
+    record: () =>
+      store.recordIssuance({
+        serialNumber: issued.serialNumber,
+        spiffeId: id.toString(),
+        notBefore: issued.notBefore,
+        notAfter: issued.notAfter,
+        issuedAt,
+        requester: "ca-server",
+        method: "self",
+        authorityId: authority.record.id,
+      }),
   };
 }
 
@@ -157,6 +175,7 @@ export async function startCaServer(
     renewal = setTimeout(async () => {
       try {
         const next = await servingCredentials(authorities, store, config);
+        await next.record();
         currentCredentials = { key: next.key, cert: next.cert };
         server.setSecureContext(secureContext());
         logger.info("serving certificate renewed", { notAfter: next.notAfter.toISOString() });
@@ -168,10 +187,9 @@ export async function startCaServer(
     }, Math.min(delay, 2 ** 31 - 1));
     renewal.unref?.();
   };
+  let credentials: ServingCredentials | undefined;
   try {
-    const credentials = config.listen.plainHttp
-      ? undefined
-      : await servingCredentials(authorities, store, config);
+    credentials = config.listen.plainHttp ? undefined : await servingCredentials(authorities, store, config);
     if (credentials) currentCredentials = { key: credentials.key, cert: credentials.cert };
     server = await listen(app, {
       host: config.listen.host,
@@ -179,8 +197,18 @@ export async function startCaServer(
       tls: credentials ? secureContext() : undefined,
       isShared: cluster.isWorker,
     });
-    if (credentials) scheduleRenewal(credentials.notBefore, credentials.notAfter);
   } catch (err) {
+    await store.close();
+    throw err;
+  }
+  try {
+    if (credentials) {
+      await credentials.record();
+      scheduleRenewal(credentials.notBefore, credentials.notAfter);
+    }
+    await writeTrustBundle(config, authorities);
+  } catch (err) {
+    await server.close();
     await store.close();
     throw err;
   }
@@ -196,6 +224,9 @@ export async function startCaServer(
     if (authorities.bundlePem() !== before) {
       logger.info("trust bundle changed", { authorities: authorities.published().map((a) => a.record.id) });
       if (!config.listen.plainHttp) server.setSecureContext(secureContext());
+      await writeTrustBundle(config, authorities).catch((err) =>
+        logger.error("writing the trust bundle file failed", { path: trustBundlePath(config), error: err })
+      );
     }
   }, AUTHORITY_RELOAD_MS);
   reload.unref?.();
@@ -207,6 +238,8 @@ export async function startCaServer(
     host: config.listen.host,
     tls: !config.listen.plainHttp,
     trustDomain: config.trustDomain,
+    trustBundle: trustBundlePath(config),
+    keys: config.keys.dir,
     store: store.description,
     server: server.kind,
     authority: authorities.active().record.id,

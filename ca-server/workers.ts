@@ -7,6 +7,7 @@
  */
 
 import cluster, { type Worker } from "node:cluster";
+import { MeshAuthError } from "../mod.ts";
 import type { CaConfig } from "./config.ts";
 import type { Logger } from "../internal/mod.ts";
 import { type RunningCaServer, startCaServer } from "./server.ts";
@@ -18,7 +19,7 @@ import { type RunningCaServer, startCaServer } from "./server.ts";
 export async function runCaServer(
   config: CaConfig,
   logger: Logger,
-  onListening?: (url: string) => void,
+  onListening?: (url: string) => void | Promise<void>,
 ): Promise<void> {
   if (config.workers > 1 && cluster.isPrimary) {
     await runPrimary(config, logger, onListening);
@@ -28,13 +29,13 @@ export async function runCaServer(
   try {
     server = await startCaServer(config, { logger });
   } catch (err) {
-    logger.error("CA server failed to start", { error: err });
+    reportStartFailure(err, logger);
     process.exitCode = 1;
     if (cluster.isWorker) process.exit(1);
     return;
   }
   if (cluster.isWorker) process.send?.({ listening: server.url });
-  else onListening?.(server.url);
+  else await onListening?.(server.url);
   const stop = async (signal: string) => {
     logger.info("stopping", { signal });
     await server.close().catch((err) => logger.error("error while stopping", { error: err }));
@@ -45,10 +46,23 @@ export async function runCaServer(
   if (cluster.isWorker) process.once("disconnect", () => void stop("disconnect"));
 }
 
+/**
+ * A start that fails for a reason the operator can fix (a port in use, a trust domain that
+ * does not match the keys) is one line on stderr that says what to change; anything else is
+ * logged with its details.
+ */
+function reportStartFailure(err: unknown, logger: Logger): void {
+  if (err instanceof MeshAuthError && err.code !== "ERR_MESHAUTH") {
+    console.error(`meshauth: ${err.message}`);
+    return;
+  }
+  logger.error("CA server failed to start", { error: err });
+}
+
 async function runPrimary(
   config: CaConfig,
   logger: Logger,
-  onListening?: (url: string) => void,
+  onListening?: (url: string) => void | Promise<void>,
 ): Promise<void> {
   let stopping = false;
   const workers: Worker[] = [];
@@ -88,7 +102,7 @@ async function runPrimary(
     } else {
       url = await fork(config.workers, {});
     }
-    onListening?.(url);
+    await onListening?.(url);
   } catch (err) {
     stopping = true;
     for (const w of workers) w.kill("SIGTERM");

@@ -17,7 +17,8 @@ import {
   TrustDomain,
 } from "../mod.ts";
 import { type CaConfig, ENV_OVERRIDES, loadConfig } from "../ca-server/config.ts";
-import { authorityIdOf } from "../ca-server/keys/key-manager.ts";
+import { checkTrustDomain } from "../ca-server/authorities.ts";
+import { authorityIdOf, type KeyManager } from "../ca-server/keys/key-manager.ts";
 import { jsonLogger } from "../internal/mod.ts";
 import { didYouMean, isHelp, parseFlags, reportCliError, UsageError } from "./args.ts";
 import { Problem } from "../ca-server/problems.ts";
@@ -153,6 +154,7 @@ async function init(args: string[]): Promise<void> {
     return;
   }
   const existing = await keyManager.list();
+  checkTrustDomain(existing, config.trustDomain, keyManager);
   const overlap = positiveInt(values["overlap-seconds"], "--overlap-seconds");
   if (overlap !== undefined && !values.chain) throw new UsageError("--overlap-seconds goes with --chain");
   if (overlap !== undefined && existing.length === 0) {
@@ -185,21 +187,33 @@ async function init(args: string[]): Promise<void> {
       `imported authority ${record.id} for ${config.trustDomain} into ${config.keys.dir}; ` +
         (overlap ? `published now, signs from ${activeFrom.toISOString()}` : "signs now"),
     );
+    await reportTrustBundle(config, keyManager);
     return;
   }
   if (existing.length > 0) {
     console.log(
       `${config.keys.dir} already holds ${existing.length} authorit${
         existing.length === 1 ? "y" : "ies"
-      }; nothing to do`,
+      } for ${config.trustDomain}; nothing to create`,
     );
+    await reportTrustBundle(config, keyManager);
     return;
   }
   const record = await initRoot(config, keyManager, {
     keyAlgorithm,
     ttlSeconds: positiveInt(values["ttl-seconds"], "--ttl-seconds"),
   });
-  console.log(`created root ${record.id} for ${config.trustDomain} in ${config.keys.dir}`);
+  console.log(`created root ${record.id} for ${config.trustDomain}`);
+  console.log(`  root certificate and key: ${config.keys.dir} (the key file is mode 0600; back it up)`);
+  await reportTrustBundle(config, keyManager);
+  console.log(`next: meshauth ca serve${values.config ? ` --config ${values.config}` : ""}`);
+}
+
+/** Writes `<dataDir>/bundle.pem` and says where it is. */
+async function reportTrustBundle(config: CaConfig, keyManager: KeyManager): Promise<void> {
+  const { loadAuthorities, writeTrustBundle } = await setup();
+  const path = await writeTrustBundle(config, await loadAuthorities(config, keyManager));
+  console.log(`  trust bundle: ${path} (give it to clients; the CA also serves it at /v1/bundle.pem)`);
 }
 
 async function serve(args: string[]): Promise<void> {

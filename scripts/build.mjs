@@ -15,6 +15,7 @@
 //   --skip-types  JavaScript only (no tsc, no consumer check)
 import { spawn, spawnSync } from "node:child_process";
 import {
+  chmodSync,
   cpSync,
   existsSync,
   mkdirSync,
@@ -79,6 +80,8 @@ async function buildNode(entry, keepNames) {
   });
   // One copy of the core per install: `instanceof MeshAuthError` and SpiffeId values must mean
   // the same in "meshauth" and in "meshauth/ca-server".
+  // The CLI runs as a program (npx meshauth, or the path itself) in a checkout too.
+  if (entry.banner) chmodSync(outfile, 0o755);
   const copied = Object.keys(result.metafile.inputs).filter((f) =>
     f === "mod.ts" || f.startsWith("lib/") || f.startsWith("internal/")
   );

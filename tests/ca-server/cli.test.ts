@@ -11,6 +11,7 @@ import {
   csrFor,
   curl,
   run,
+  SERVER_COMMAND,
   startCa,
   tempDir,
   TRUST_DOMAIN,
@@ -114,6 +115,40 @@ describe("meshauth ca (CLI)", () => {
       ]); // deno-fmt-ignore
       assert.equal(r.code, 2);
       assert.match(r.stderr, /--overlap-seconds is for a CA that already signs/);
+    } finally {
+      await fresh.remove();
+    }
+  });
+
+  it("init says where the root and the trust bundle are, writes the bundle, and refuses another trust domain", async () => {
+    const fresh = await tempDir();
+    try {
+      const freshConfig = await writeConfig(fresh.path, {});
+      const first = await cli(["ca", "init", "--config", freshConfig]);
+      assert.equal(first.code, 0, first.stderr);
+      const bundlePath = join(fresh.path, "data", "bundle.pem");
+      assert.match(first.stdout, new RegExp(`trust bundle: ${bundlePath.replaceAll(".", "\\.")}`));
+      assert.match(first.stdout, /root certificate and key: .*keys/);
+      assert.match(await readFile(bundlePath, "utf8"), /BEGIN CERTIFICATE/);
+      const again = await cli(["ca", "init", "--config", freshConfig]);
+      assert.equal(again.code, 0, again.stderr);
+      assert.match(again.stdout, /already holds 1 authority/);
+      const other = await cli(["ca", "init", "--config", freshConfig, "--trust-domain", "other.example"]);
+      assert.equal(other.code, 1);
+      assert.match(
+        other.stderr,
+        /trust domain mismatch: the configuration names other\.example, but .* holds a CA for/,
+      );
+      const serve = await run(
+        SERVER_COMMAND[0],
+        [...SERVER_COMMAND.slice(1), "cli/main.ts", "ca", "serve", "--config", freshConfig],
+        { env: { ...process.env, MESHAUTH_TRUST_DOMAIN: "other.example" } },
+      );
+      assert.equal(serve.code, 1);
+      assert.match(
+        serve.stderr.trim(),
+        /^meshauth: trust domain mismatch: the configuration names other\.example[^\n]*$/,
+      );
     } finally {
       await fresh.remove();
     }

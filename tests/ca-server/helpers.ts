@@ -34,11 +34,17 @@ export interface CaProcess {
 export function run(
   cmd: string,
   args: string[],
-  options: { input?: string | Uint8Array; timeoutMs?: number; cwd?: string } = {},
+  options: {
+    input?: string | Uint8Array;
+    timeoutMs?: number;
+    cwd?: string;
+    env?: Record<string, string | undefined>;
+  } = {},
 ): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
     const child = execFile(cmd, args, {
       cwd: options.cwd ?? ROOT,
+      env: options.env ?? process.env,
       timeout: options.timeoutMs ?? 30_000,
       maxBuffer: 16 * 1024 * 1024,
       encoding: "utf8",

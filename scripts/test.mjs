@@ -40,7 +40,8 @@ function files(dir, pattern) {
 }
 
 function steps() {
-  const tests = files("tests", /\.test\.ts$/);
+  // tests/package packs and installs the package from the registry: once per run, on Node.
+  const tests = files("tests", /\.test\.ts$/).filter((f) => !f.startsWith("tests/package/"));
   const coreTests = files("tests/core", /\.test\.ts$/);
   const typed = [
     "mod.ts",
@@ -102,6 +103,10 @@ function steps() {
   if (existsSync(join(root, "scripts/build.mjs"))) {
     list.push({ name: "build", cmd: [process.execPath, "scripts/build.mjs", "--check-size"] });
   }
+  list.push({
+    name: "package",
+    cmd: [process.execPath, "--import", "tsx", "--test", ...files("tests/package", /\.test\.ts$/)],
+  });
   return list;
 }
 

@@ -40,8 +40,10 @@ function files(dir, pattern) {
 }
 
 function steps() {
-  // tests/package packs and installs the package from the registry: once per run, on Node.
-  const tests = files("tests", /\.test\.ts$/).filter((f) => !f.startsWith("tests/package/"));
+  // tests/package packs and installs the package from the registry, and tests/docs runs every
+  // code block on each runtime itself: once per run each, on Node, as steps of their own.
+  const ownSteps = ["tests/package/", "tests/docs/"];
+  const tests = files("tests", /\.test\.ts$/).filter((f) => !ownSteps.some((dir) => f.startsWith(dir)));
   const coreTests = files("tests/core", /\.test\.ts$/);
   const typed = [
     "mod.ts",
@@ -103,6 +105,11 @@ function steps() {
   if (existsSync(join(root, "scripts/build.mjs"))) {
     list.push({ name: "build", cmd: [process.execPath, "scripts/build.mjs", "--check-size"] });
   }
+  list.push({
+    name: "docs",
+    cmd: [process.execPath, "--import", "tsx", "--test", ...files("tests/docs", /\.test\.ts$/)],
+    runtime: deno,
+  });
   list.push({
     name: "package",
     cmd: [process.execPath, "--import", "tsx", "--test", ...files("tests/package", /\.test\.ts$/)],

@@ -148,7 +148,7 @@ before(async () => {
   bundleJwks = jwks.stdout;
 });
 
-after(async () => {
+after(() => {
   caProcess?.kill("SIGTERM");
   if (project) rmSync(project, { recursive: true, force: true });
 });

@@ -14,7 +14,27 @@
  * @module
  */
 
-export * from "./lib/errors.ts";
+export {
+  type CsrRejection,
+  IdentityMismatch,
+  InvalidArgument,
+  InvalidBundle,
+  InvalidCsr,
+  InvalidKey,
+  InvalidSpiffeId,
+  InvalidTrustDomain,
+  IssuanceRefused,
+  MalformedInput,
+  MeshAuthError,
+  PolicyDenied,
+  RuntimeUnsupported,
+  SecureNamingError,
+  TtlExceedsMaximum,
+  UnauthorizedPeer,
+  UnsupportedAlgorithm,
+  type VerificationCode,
+  VerificationError,
+} from "./lib/errors.ts";
 export { SpiffeId, TrustDomain } from "./lib/spiffeid.ts";
 export {
   exportPrivateKeyPem,
@@ -27,7 +47,6 @@ export {
   type KeyPair,
 } from "./lib/keys.ts";
 export { decodePem, encodePem, type PemBlock } from "./lib/pem.ts";
-export { fromBase64Url, fromHex, toBase64Url, toHex } from "./lib/encoding.ts";
 export {
   type AlgorithmIdentifier,
   type Certificate,
@@ -40,13 +59,12 @@ export {
 } from "./lib/x509/certificate.ts";
 export { formatName, type Name } from "./lib/x509/name.ts";
 export { type GeneralName } from "./lib/x509/general-name.ts";
-export { keySigner, signatureScheme, type Signer, verifySignature } from "./lib/x509/signature.ts";
+export { type Signer, verifySignature } from "./lib/x509/signature.ts";
 export {
   type CryptoProvider,
   type HashAlgorithm,
   type SignatureCheck,
   type SignatureScheme,
-  webCryptoProvider,
 } from "./lib/x509/crypto-provider.ts";
 export {
   type CertificateRequest,

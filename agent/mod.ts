@@ -28,4 +28,4 @@ export {
 } from "./ca-client.ts";
 export { type HeldSvid, SvidRotator, type SvidRotatorOptions } from "./rotator.ts";
 export { DEFAULT_SVID_FILE_NAMES, type SvidFileNames, type SvidFiles, writeSvidFiles } from "./svid-files.ts";
-export { writeFileAtomic } from "../node/atomic-file.ts";
+export { writeFileAtomic } from "../internal/mod.ts";

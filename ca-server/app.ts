@@ -7,7 +7,7 @@
  * @example
  * ```ts
  * import { createCaApp } from "meshauth/ca-server";
- * // authorities, store and authenticators come from the server's setup (see main.ts)
+ * // authorities, store and authenticators come from the server's setup (see from-config.ts)
  * const app = createCaApp({ authorities, store, authenticators });
  * const response = await app.request("/healthz");
  * ```
@@ -17,7 +17,7 @@
 import { type Context, Hono } from "hono";
 import type { Authorities } from "./authorities.ts";
 import type { Authenticator, Credentials, Principal } from "./auth/principal.ts";
-import { type Logger, silentLogger } from "./logger.ts";
+import { type Logger, silentLogger } from "../internal/mod.ts";
 import { CaMetrics, type MetricsSnapshot, renderMetrics } from "./metrics.ts";
 import { Problem, type ProblemCode } from "./problems.ts";
 import { type RateLimit, RateLimiter, type RateLimitOptions } from "./rate-limit.ts";

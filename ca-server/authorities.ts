@@ -20,8 +20,11 @@ import {
   DEFAULT_MAX_LEAF_TTL_SECONDS,
   type IssuancePolicy,
   MeshAuthError,
+  parseCertificates,
+  SpiffeId,
   TrustBundle,
   TrustDomain,
+  uriSans,
 } from "../mod.ts";
 import type { AuthorityRecord, KeyManager } from "./keys/key-manager.ts";
 
@@ -54,6 +57,51 @@ export class NoActiveAuthority extends MeshAuthError {
   }
 }
 
+/** The key manager holds a CA of another trust domain than the one configured. */
+export class TrustDomainMismatch extends NoActiveAuthority {
+  static override code = "ERR_TRUST_DOMAIN_MISMATCH";
+  override code = TrustDomainMismatch.code;
+  override name = "TrustDomainMismatch";
+  constructor(
+    readonly configured: string,
+    readonly found: string,
+    readonly authorityId: string,
+    where: string,
+  ) {
+    super(
+      `trust domain mismatch: the configuration names ${configured}, but ${where} holds a CA for ${found} ` +
+        `(authority ${authorityId}); set trustDomain to ${found}, or use another data directory for ${configured}`,
+    );
+  }
+}
+
+/** The trust domain of an authority record: its CA certificate's SPIFFE ID, `spiffe://<td>`. */
+export function trustDomainOfAuthority(
+  record: Pick<AuthorityRecord, "certificateChainPem">,
+): string | undefined {
+  const [ca] = parseCertificates(record.certificateChainPem);
+  const [uri] = ca ? uriSans(ca) : [];
+  try {
+    return uri ? SpiffeId.parse(uri).trustDomain.name : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Throws {@link TrustDomainMismatch} unless every record (of `keyManager`) is of `trustDomain`. */
+export function checkTrustDomain(
+  records: readonly AuthorityRecord[],
+  trustDomain: string,
+  keyManager: KeyManager,
+): void {
+  for (const record of records) {
+    const found = trustDomainOfAuthority(record);
+    if (found !== undefined && found !== trustDomain) {
+      throw new TrustDomainMismatch(trustDomain, found, record.id, keyManager.description);
+    }
+  }
+}
+
 /** Every authority the key manager holds, and which signs now. */
 export class Authorities {
   #loaded: LoadedAuthority[] = [];
@@ -77,8 +125,10 @@ export class Authorities {
 
   /** Re-reads the key manager (after another process added an authority). */
   async reload(): Promise<void> {
+    const records = await this.keyManager.list();
+    checkTrustDomain(records, this.trustDomain.name, this.keyManager);
     const loaded: LoadedAuthority[] = [];
-    for (const record of await this.keyManager.list()) {
+    for (const record of records) {
       const existing = this.#loaded.find((l) => l.record.id === record.id);
       if (existing) {
         loaded.push(existing);

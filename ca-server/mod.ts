@@ -55,8 +55,14 @@ export {
 } from "./keys/key-manager.ts";
 export { FileKeyManager, KeyFileError } from "./keys/file-key-manager.ts";
 export { nodeCryptoProvider, nodeSigner } from "./keys/node-crypto.ts";
-export { clientAddress, clientCertificate, listen, type Listener, type ListenOptions } from "./listeners.ts";
-export { jsonLogger, type Logger, type LogLevel, silentLogger } from "./logger.ts";
+export {
+  clientAddress,
+  clientCertificate,
+  listen,
+  type Listener,
+  type ListenOptions,
+} from "./http-listener.ts";
+export { jsonLogger, type Logger, type LogLevel, silentLogger } from "../internal/mod.ts";
 export {
   CaMetrics,
   type GroupFacts,
@@ -64,13 +70,13 @@ export {
   type MetricsSnapshot,
   renderMetrics,
 } from "./metrics.ts";
-export { type RunningCaServer, startCaServer } from "./node-server.ts";
+export { type RunningCaServer, startCaServer } from "./server.ts";
 export { Problem, type ProblemBody, type ProblemCode, PROBLEMS } from "./problems.ts";
 export { type RateLimit, RateLimiter, type RateLimitOptions, type RateVerdict } from "./rate-limit.ts";
 export { MAX_BODY_BYTES } from "./request-body.ts";
-export { runCaServer } from "./serve.ts";
+export { runCaServer } from "./workers.ts";
 export { boundedDetails, CaService, type CaServiceOptions, type IssuanceResult } from "./service.ts";
-export { buildAuthenticators, initRoot, loadAuthorities, openKeyManager, openStore } from "./setup.ts";
+export { buildAuthenticators, initRoot, loadAuthorities, openKeyManager, openStore } from "./from-config.ts";
 export { FileStore, type FileStoreOptions } from "./store/file-store.ts";
 export { PostgresStore, type PostgresStoreOptions } from "./store/postgres-store.ts";
 export {

@@ -18,7 +18,7 @@ import {
 } from "../mod.ts";
 import type { Authorities } from "./authorities.ts";
 import type { Principal } from "./auth/principal.ts";
-import type { Logger } from "./logger.ts";
+import type { Logger } from "../internal/mod.ts";
 import type { CaMetrics } from "./metrics.ts";
 import { Problem } from "./problems.ts";
 import { isAcceptedReason } from "./store/records.ts";
@@ -110,7 +110,7 @@ export interface IssuanceResult {
 /** Longest string an audit entry keeps of a field: what a client sent is bounded, however long it was. */
 export const AUDIT_FIELD_CHARS = 256;
 
-/** `details` with every string cut to {@link AUDIT_FIELD_CHARS} (at any depth), so an entry stays small. */
+/** `details` with every string cut to 256 characters (at any depth), so an entry stays small. */
 export function boundedDetails(details: Record<string, unknown>): Record<string, unknown> {
   const bound = (value: unknown, depth: number): unknown => {
     if (typeof value === "string") {

@@ -82,6 +82,8 @@ export interface IssueOptions {
   ttlSeconds?: number;
   /** DNS names the caller may have; every DNS SAN of the CSR must be one of them (none by default). */
   dnsNames?: string[];
+  /** IP addresses the caller may have; every IP SAN of the CSR must be one of them (none by default). */
+  ipAddresses?: string[];
 }
 
 /** An issued X509-SVID. */

@@ -56,6 +56,7 @@ import { encodePem } from "./pem.ts";
 import { SpiffeId, TrustDomain } from "./spiffeid.ts";
 import { type Certificate, parseCertificates, uriSans } from "./x509/certificate.ts";
 import { encodeName, encodeSubject, formatName } from "./x509/name.ts";
+import { formatIp, parseIp } from "./x509/general-name.ts";
 import { type CryptoProvider, webCryptoProvider } from "./x509/crypto-provider.ts";
 import { keySigner, type Signer } from "./x509/signature.ts";
 
@@ -339,6 +340,12 @@ export class CertificateAuthority {
     if (extra.length) {
       throw new IssuanceRefused(`the CSR asks for DNS names it may not have: ${extra.join(", ")}`);
     }
+    // Compared as bytes, so that `::1` and `0:0:0:0:0:0:0:1` are one address.
+    const allowedIps = (options.ipAddresses ?? []).map((text) => formatIp(parseIp(text) ?? new Uint8Array()));
+    const extraIps = request.ipAddresses.filter((ip) => !allowedIps.includes(ip));
+    if (extraIps.length) {
+      throw new IssuanceRefused(`the CSR asks for IP addresses it may not have: ${extraIps.join(", ")}`);
+    }
     const ttl = positiveSeconds(options.ttlSeconds ?? this.#policy.defaultTtlSeconds, "ttlSeconds");
     if (ttl > this.#policy.maxTtlSeconds) throw new TtlExceedsMaximum(ttl, this.#policy.maxTtlSeconds);
     const { notBefore, notAfter } = this.#validity(ttl);
@@ -355,6 +362,7 @@ export class CertificateAuthority {
       extendedKeyUsage: [EKU_BY_NAME.serverAuth, EKU_BY_NAME.clientAuth],
       uris: [request.id.toString()],
       dnsNames: request.dnsNames,
+      ipAddresses: request.ipAddresses.map((ip) => parseIp(ip)!),
       subjectKeyIdentifier: await keyIdentifier(subjectPublicKeyBits(request.spki), this.#crypto),
       authorityKeyIdentifier: await this.#subjectKeyIdentifier,
     }, this.#signer);

@@ -23,7 +23,7 @@ import { KeyUsage, type KeyUsageName } from "./x509/certificate.ts";
 import { CrlReason, type CrlReasonName } from "./x509/crl.ts";
 import { type CryptoProvider, webCryptoProvider } from "./x509/crypto-provider.ts";
 import type { Signer } from "./x509/signature.ts";
-import { dnsName, uriName } from "./x509/general-name.ts";
+import { dnsName, ipName, uriName } from "./x509/general-name.ts";
 
 /** What differs between the certificates the CA signs. */
 export interface CertificateTemplate {
@@ -39,6 +39,8 @@ export interface CertificateTemplate {
   extendedKeyUsage?: string[];
   uris: string[];
   dnsNames?: string[];
+  /** IP address SANs, 4 or 16 bytes each. */
+  ipAddresses?: Uint8Array[];
   subjectKeyIdentifier: Uint8Array;
   authorityKeyIdentifier?: Uint8Array;
 }
@@ -71,7 +73,11 @@ function authorityKeyIdExtension(keyId: Uint8Array): Uint8Array {
 /** Signs a certificate from a template and returns its DER. */
 export async function signCertificate(template: CertificateTemplate, signer: Signer): Promise<Uint8Array> {
   const t = template;
-  const sans = [...t.uris.map(uriName), ...(t.dnsNames ?? []).map(dnsName)];
+  const sans = [
+    ...t.uris.map(uriName),
+    ...(t.dnsNames ?? []).map(dnsName),
+    ...(t.ipAddresses ?? []).map(ipName),
+  ];
   const subjectIsEmpty = t.subject.length === 2;
   const extensions = [
     // RFC 5280 4.2.1.9: CA:FALSE is the DEFAULT, so a leaf's BasicConstraints is an empty SEQUENCE.

@@ -39,7 +39,7 @@ import type { KeyAlgorithm, KeyPair } from "./keys.ts";
 import { encodePem, scanPem } from "./pem.ts";
 import { SpiffeId } from "./spiffeid.ts";
 import { parseAlgorithmIdentifier, parseExtensions } from "./x509/certificate.ts";
-import { dnsName, parseGeneralNames, uriName } from "./x509/general-name.ts";
+import { dnsName, formatIp, ipName, parseGeneralNames, parseIp, uriName } from "./x509/general-name.ts";
 import { encodeSubject } from "./x509/name.ts";
 import { rsaModulusBits } from "./x509/public-key.ts";
 import { type CryptoProvider, webCryptoProvider } from "./x509/crypto-provider.ts";
@@ -52,6 +52,8 @@ export interface CertificateRequest {
   id: SpiffeId;
   /** DNS SANs, if any. */
   dnsNames: string[];
+  /** IP address SANs, if any, in text form (`127.0.0.1`, `::1`). */
+  ipAddresses: string[];
   keyAlgorithm: KeyAlgorithm;
   /** SubjectPublicKeyInfo DER, as the issued certificate will carry it. */
   spki: Uint8Array;
@@ -70,6 +72,8 @@ export interface CreateCsrOptions {
   keys: Pick<KeyPair, "privateKey" | "publicKey">;
   id: SpiffeId | string;
   dnsNames?: string[];
+  /** IP address SANs (`127.0.0.1`, `::1`), for a server reached by address. */
+  ipAddresses?: string[];
   /**
    * Subject attributes by short name (`O`, `CN`, ...); empty by default, as an X509-SVID
    * needs none. A CSR for an intermediate CA needs one: its subject becomes the issuer name
@@ -89,8 +93,15 @@ export async function createCsr(options: CreateCsrOptions): Promise<string> {
       throw new InvalidArgument("dnsNames", `${JSON.stringify(name)} is not an ASCII DNS name`);
     }
   }
+  const addresses = (options.ipAddresses ?? []).map((text) => {
+    const address = typeof text === "string" ? parseIp(text) : undefined;
+    if (!address) {
+      throw new InvalidArgument("ipAddresses", `${JSON.stringify(text)} is not an IPv4 or IPv6 address`);
+    }
+    return address;
+  });
   const signer = await keySigner(options.keys.privateKey, options.keys.publicKey);
-  const san = seq(uriName(id.toString()), ...(options.dnsNames ?? []).map(dnsName));
+  const san = seq(uriName(id.toString()), ...(options.dnsNames ?? []).map(dnsName), ...addresses.map(ipName));
   // An empty subject requires a critical SAN (RFC 5280 4.2.1.6).
   const extensions = seq(
     seq(oid(OID.subjectAltName), tlv(Tag.BOOLEAN, new Uint8Array([0xff])), tlv(Tag.OCTET_STRING, san)),
@@ -167,8 +178,8 @@ export async function parseCsr(
   }
   if (!valid) throw new InvalidCsr("signature", "the CSR's signature does not verify with its own key");
 
-  const { id, dnsNames } = requestedNames(info[3]);
-  return { id, dnsNames, keyAlgorithm, spki, der };
+  const { id, dnsNames, ipAddresses } = requestedNames(info[3]);
+  return { id, dnsNames, ipAddresses, keyAlgorithm, spki, der };
 }
 
 function csrDer(input: string | Uint8Array): Uint8Array {
@@ -254,7 +265,7 @@ function inspectKey(spkiNode: DerNode): KeyAlgorithm {
   }
 }
 
-function requestedNames(attributes: DerNode): { id: SpiffeId; dnsNames: string[] } {
+function requestedNames(attributes: DerNode): { id: SpiffeId; dnsNames: string[]; ipAddresses: string[] } {
   let sans: ReturnType<typeof parseGeneralNames> | undefined;
   try {
     let seenExtensionRequest = false;
@@ -303,7 +314,11 @@ function requestedNames(attributes: DerNode): { id: SpiffeId; dnsNames: string[]
   if (badName !== undefined) {
     throw new InvalidCsr("malformed", `DNS SAN ${JSON.stringify(badName)} is not a host name`);
   }
-  return { id, dnsNames };
+  const addresses = (sans ?? []).flatMap((n) => (n.type === "ip" ? [n.value] : []));
+  if (addresses.some((a) => a.length !== 4 && a.length !== 16)) {
+    throw new InvalidCsr("malformed", "an IP address SAN must be 4 or 16 bytes");
+  }
+  return { id, dnsNames, ipAddresses: addresses.map(formatIp) };
 }
 
 function asCsrError(cause: unknown): MeshAuthError {

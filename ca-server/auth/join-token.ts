@@ -14,7 +14,8 @@
  * @module
  */
 
-import { type CryptoProvider, fromHex, toBase64Url, toHex, webCryptoProvider } from "../../mod.ts";
+import type { CryptoProvider } from "../../mod.ts";
+import { fromHex, toBase64Url, toHex, webCryptoProvider } from "../../internal/mod.ts";
 import { Problem } from "../problems.ts";
 import type { CaStore, JoinTokenRecord, JoinTokenRole } from "../store/store.ts";
 import type { Authenticator, Credentials, NodeWorkloads, Principal } from "./principal.ts";

@@ -13,7 +13,7 @@
  */
 
 import { chmod, mkdir, readdir, readFile, stat } from "node:fs/promises";
-import { removeStaleTemporaries, writeFileAtomic } from "../../node/atomic-file.ts";
+import { removeStaleTemporaries, writeFileAtomic } from "../../internal/mod.ts";
 import { join } from "node:path";
 import type { Signer } from "../../mod.ts";
 import { nodeSigner } from "./node-crypto.ts";

@@ -15,7 +15,8 @@
  * @module
  */
 
-import { importPrivateKeyPem, keySigner, type Signer, toHex } from "../../mod.ts";
+import { importPrivateKeyPem, type Signer } from "../../mod.ts";
+import { keySigner, toHex } from "../../internal/mod.ts";
 
 /** One CA authority the server knows: its certificate chain and when it starts signing. */
 export interface AuthorityRecord {

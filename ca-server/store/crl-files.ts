@@ -9,7 +9,7 @@
 
 import { closeSync, fstatSync, mkdirSync, openSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
-import { writeFileAtomic } from "../../node/atomic-file.ts";
+import { writeFileAtomic } from "../../internal/mod.ts";
 import { type SignedCrl, StoreError } from "./store.ts";
 
 interface Loaded {

@@ -26,8 +26,7 @@
 
 import { mkdirSync, unlinkSync } from "node:fs";
 import { join } from "node:path";
-import { removeStaleTemporaries } from "../../node/atomic-file.ts";
-import type { Logger } from "../logger.ts";
+import { type Logger, removeStaleTemporaries } from "../../internal/mod.ts";
 import { AUDIT_PREFIX, readAuditTail } from "./audit-tail.ts";
 import { CertificateIndex, recordOf } from "./certificate-index.ts";
 import { CrlFiles } from "./crl-files.ts";
@@ -51,7 +50,7 @@ import type {
 
 /** Options of {@link FileStore}. */
 export interface FileStoreOptions {
-  /** `false` trades the last second of journal on a machine crash for latency (see {@link Journal}). */
+  /** `false` trades the last second of journal on a machine crash for latency (see `journal.ts`). */
   isDurable?: boolean;
   /** Compact once `journal.jsonl` passes this many bytes. Default 64 MiB. */
   segmentBytes?: number;

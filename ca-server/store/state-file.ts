@@ -12,7 +12,7 @@
  */
 
 import { closeSync, fstatSync, openSync, readFileSync, statSync } from "node:fs";
-import { writeFileAtomic } from "../../node/atomic-file.ts";
+import { writeFileAtomic } from "../../internal/mod.ts";
 import { isAcceptedReason, reviveDates } from "./records.ts";
 import { type JoinTokenRecord, type RevocationRecord, StoreError } from "./store.ts";
 

@@ -133,7 +133,20 @@ export function createEdgeApp(options: EdgeAppOptions): Hono<EdgeEnv> {
   const cache = options.signatureCache ?? new SignatureCache();
   const app = new Hono<EdgeEnv>();
 
-  app.get("/healthz", (c) => c.json({ status: "ok", bundles: options.bundles.status() }));
+  // Healthy means able to verify a caller: with no trust bundle there is nothing to verify
+  // against, so the proxy in front should not send traffic yet.
+  app.get("/healthz", async (c) => {
+    try {
+      await options.bundles.bundles();
+    } catch (err) {
+      return c.json({
+        status: "no-bundle",
+        reason: (err as Error).message,
+        bundles: options.bundles.status(),
+      }, 503);
+    }
+    return c.json({ status: "ok", bundles: options.bundles.status() });
+  });
 
   app.use("*", async (c, next) => {
     let chainPem: string | undefined;

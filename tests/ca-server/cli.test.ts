@@ -11,6 +11,7 @@ import {
   csrFor,
   curl,
   run,
+  SERVER_COMMAND,
   startCa,
   tempDir,
   TRUST_DOMAIN,
@@ -51,7 +52,13 @@ describe("meshauth ca (CLI)", () => {
     const unknown = await cli(["ca", "launch"]);
     assert.equal(unknown.code, 2);
     assert.match(unknown.stderr, /unknown command "ca launch"/);
-    for (const help of [["--help"], ["-h"], ["help"], ["ca", "-h"], ["ca", "help"]]) {
+    for (const help of [["--help"], ["-h"], ["help"]]) {
+      const r = await cli(help);
+      assert.equal(r.code, 0, help.join(" "));
+      assert.match(r.stdout, /usage: meshauth <group> <command>/);
+      assert.match(r.stdout, /ca +the certificate authority/);
+    }
+    for (const help of [["ca", "--help"], ["ca", "-h"], ["ca", "help"]]) {
       const r = await cli(help);
       assert.equal(r.code, 0, help.join(" "));
       assert.match(r.stdout, /usage: meshauth ca <command>/);
@@ -66,6 +73,12 @@ describe("meshauth ca (CLI)", () => {
       assert.equal(r.code, 2, args.join(" "));
       assert.match(r.stderr, message);
     }
+    const misspelt = await cli(["ca", "init", "--trust-domian", "x.example"]);
+    assert.equal(misspelt.code, 2);
+    assert.match(misspelt.stderr, /unknown option --trust-domian; did you mean "--trust-domain"\?/);
+    const nearCommand = await cli(["ca", "servee"]);
+    assert.equal(nearCommand.code, 2);
+    assert.match(nearCommand.stderr, /unknown command "ca servee"; did you mean "serve"\?/);
     const version = await cli(["--version"]);
     assert.equal(version.code, 0);
     const { version: expected } = JSON.parse(
@@ -102,6 +115,40 @@ describe("meshauth ca (CLI)", () => {
       ]); // deno-fmt-ignore
       assert.equal(r.code, 2);
       assert.match(r.stderr, /--overlap-seconds is for a CA that already signs/);
+    } finally {
+      await fresh.remove();
+    }
+  });
+
+  it("init says where the root and the trust bundle are, writes the bundle, and refuses another trust domain", async () => {
+    const fresh = await tempDir();
+    try {
+      const freshConfig = await writeConfig(fresh.path, {});
+      const first = await cli(["ca", "init", "--config", freshConfig]);
+      assert.equal(first.code, 0, first.stderr);
+      const bundlePath = join(fresh.path, "data", "bundle.pem");
+      assert.match(first.stdout, new RegExp(`trust bundle: ${bundlePath.replaceAll(".", "\\.")}`));
+      assert.match(first.stdout, /root certificate and key: .*keys/);
+      assert.match(await readFile(bundlePath, "utf8"), /BEGIN CERTIFICATE/);
+      const again = await cli(["ca", "init", "--config", freshConfig]);
+      assert.equal(again.code, 0, again.stderr);
+      assert.match(again.stdout, /already holds 1 authority/);
+      const other = await cli(["ca", "init", "--config", freshConfig, "--trust-domain", "other.example"]);
+      assert.equal(other.code, 1);
+      assert.match(
+        other.stderr,
+        /trust domain mismatch: the configuration names other\.example, but .* holds a CA for/,
+      );
+      const serve = await run(
+        SERVER_COMMAND[0],
+        [...SERVER_COMMAND.slice(1), "cli/main.ts", "ca", "serve", "--config", freshConfig],
+        { env: { ...process.env, MESHAUTH_TRUST_DOMAIN: "other.example" } },
+      );
+      assert.equal(serve.code, 1);
+      assert.match(
+        serve.stderr.trim(),
+        /^meshauth: trust domain mismatch: the configuration names other\.example[^\n]*$/,
+      );
     } finally {
       await fresh.remove();
     }

@@ -4,6 +4,7 @@ import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { requireRuntime } from "../runtimes/runtimes.mjs";
 import { createCsr, exportPrivateKeyPem, generateKeyPair, type KeyPair } from "../../mod.ts";
 import { createJoinToken, FileStore, PostgresStore } from "../../ca-server/mod.ts";
 import type { CaStore, JoinTokenRequest } from "../../ca-server/mod.ts";
@@ -19,7 +20,7 @@ export const NODE = typeof Deno === "undefined" ? process.execPath : "node";
  * `MESHAUTH_TEST_CA_RUNTIME=bun` (npm test's `bun-ca` step runs the server suites so).
  */
 export const SERVER_COMMAND: [string, ...string[]] = process.env.MESHAUTH_TEST_CA_RUNTIME === "bun"
-  ? [join(ROOT, "node_modules/.bin/bun")]
+  ? [requireRuntime("bun")]
   : [NODE, "--import", "tsx"];
 
 export interface CaProcess {
@@ -36,11 +37,17 @@ export interface CaProcess {
 export function run(
   cmd: string,
   args: string[],
-  options: { input?: string | Uint8Array; timeoutMs?: number; cwd?: string } = {},
+  options: {
+    input?: string | Uint8Array;
+    timeoutMs?: number;
+    cwd?: string;
+    env?: Record<string, string | undefined>;
+  } = {},
 ): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
     const child = execFile(cmd, args, {
       cwd: options.cwd ?? ROOT,
+      env: options.env ?? process.env,
       timeout: options.timeoutMs ?? 30_000,
       maxBuffer: 16 * 1024 * 1024,
       encoding: "utf8",
@@ -59,7 +66,7 @@ export function run(
  * code as the executable. `cliProcess` runs the real executable.
  */
 export async function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const { runCli } = await import("../../ca-server/cli.ts");
+  const { runCli } = await import("../../cli/main.ts");
   const out: string[] = [];
   const err: string[] = [];
   const { log, error } = console;
@@ -80,7 +87,7 @@ export function cliProcess(
   env: Record<string, string> = {},
 ): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    const child = spawn(NODE, ["--import", "tsx", "ca-server/cli.ts", ...args], {
+    const child = spawn(NODE, ["--import", "tsx", "cli/main.ts", ...args], {
       cwd: ROOT,
       env: { ...process.env, ...env },
       stdio: ["ignore", "pipe", "pipe"],
@@ -99,7 +106,7 @@ export function cliProcess(
 
 /** Starts `meshauth ca serve --config <configPath>` and waits (at most 30 s) until it listens. */
 export function startCa(configPath: string, env: Record<string, string> = {}): Promise<CaProcess> {
-  return startServer(["ca-server/cli.ts", "ca", "serve", "--config", configPath], env);
+  return startServer(["cli/main.ts", "ca", "serve", "--config", configPath], env);
 }
 
 /** Starts a script of the CA server and waits (at most 30 s) for its "listening" log line. */

@@ -12,8 +12,8 @@ import {
   type SignatureScheme,
   SpiffeId,
   verifySvid,
-  webCryptoProvider,
 } from "../../mod.ts";
+import { webCryptoProvider } from "../../internal/mod.ts";
 import { nodeCryptoProvider, nodeSigner } from "../../ca-server/mod.ts";
 
 const DATA = new TextEncoder().encode("a TBSCertificate, more or less");

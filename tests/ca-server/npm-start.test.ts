@@ -1,12 +1,12 @@
-// `npm start` (ca-server/main.ts): a development CA with no configuration whose printed
+// `npm start` (cli/dev-ca.ts): a development CA with no configuration whose printed
 // openssl + curl lines obtain a certificate that `openssl verify` accepts against /v1/bundle.pem,
 // and whose /v1/crl `openssl crl` reads.
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { readFile, writeFile } from "node:fs/promises";
+import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { type CaProcess, ROOT, run, startServer, tempDir } from "./helpers.ts";
+import { type CaProcess, ROOT, run, SERVER_COMMAND, startServer, tempDir } from "./helpers.ts";
 
 async function waitFor(logs: string[], pattern: RegExp, timeoutMs = 10_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -23,7 +23,7 @@ describe("npm start", () => {
 
   before(async () => {
     dir = await tempDir();
-    ca = await startServer(["ca-server/main.ts"], env());
+    ca = await startServer(["cli/dev-ca.ts"], env());
     await waitFor(ca.logs, /Stop with Ctrl-C/);
   });
 
@@ -34,13 +34,13 @@ describe("npm start", () => {
 
   it("creates a development root on first run and listens with TLS on 127.0.0.1", () => {
     assert.ok(ca.logs.some((l) => l.includes("created a development root CA")));
-    assert.match(ca.url, /^https:\/\/localhost:\d+$/);
+    assert.match(ca.url, /^https:\/\/127\.0\.0\.1:\d+$/);
     const listening = JSON.parse(ca.logs.find((l) => l.includes('"msg":"listening"'))!);
     assert.equal(listening.host, "127.0.0.1");
     assert.equal(listening.tls, true);
   });
 
-  it("prints commands that obtain a certificate openssl verifies against /v1/bundle.pem", async () => {
+  it("prints commands that save a key and a certificate openssl verifies against the bundle", async () => {
     const printed = ca.logs.join("\n");
     const start = printed.indexOf("# 1.");
     const commands = printed.slice(start, printed.indexOf("Stop with Ctrl-C")).trim();
@@ -48,9 +48,15 @@ describe("npm start", () => {
     await run("mkdir", ["-p", work]);
     const r = await run("sh", ["-c", commands], { cwd: work });
     assert.equal(r.code, 0, r.stderr);
-    const answer = JSON.parse(r.stdout);
+    assert.match(r.stdout, /demo\.crt: OK/);
+    const answer = JSON.parse(await readFile(join(work, "demo.json"), "utf8"));
     assert.equal(answer.spiffeId, "spiffe://meshauth.local/demo");
-    await writeFile(join(work, "leaf.pem"), answer.certificateChain[0]);
+    const chain = await readFile(join(work, "demo.crt"), "utf8");
+    assert.equal(chain, answer.certificateChain.join(""));
+    // The key file matches the certificate.
+    const keyPub = await run("openssl", ["pkey", "-in", join(work, "demo.key"), "-pubout"]);
+    const certPub = await run("openssl", ["x509", "-in", join(work, "demo.crt"), "-noout", "-pubkey"]);
+    assert.equal(keyPub.stdout, certPub.stdout);
 
     const bundle = await run("curl", [
       "-sS",
@@ -59,17 +65,29 @@ describe("npm start", () => {
       `${ca.url}/v1/bundle.pem`,
     ]);
     assert.equal(bundle.code, 0, bundle.stderr);
-    await writeFile(join(work, "bundle.pem"), bundle.stdout);
-    const verified = await run("openssl", [
-      "verify",
-      "-CAfile",
-      join(work, "bundle.pem"),
-      join(work, "leaf.pem"),
-    ]);
-    assert.equal(verified.code, 0, verified.stderr);
-    assert.match(verified.stdout, /leaf\.pem: OK/);
-    const text = await run("openssl", ["x509", "-in", join(work, "leaf.pem"), "-noout", "-text"]);
+    assert.equal(bundle.stdout, await readFile(join(dir.path, ".meshauth", "bundle.pem"), "utf8"));
+    const text = await run("openssl", ["x509", "-in", join(work, "demo.crt"), "-noout", "-text"]);
     assert.match(text.stdout, /URI:spiffe:\/\/meshauth\.local\/demo/);
+  });
+
+  it("a second start on a port in use is one line naming the port and the setting, and writes nothing", async () => {
+    const statePath = join(dir.path, ".meshauth", "store", "state.json");
+    const before = await readFile(statePath, "utf8");
+    const second = await run(SERVER_COMMAND[0], [...SERVER_COMMAND.slice(1), "cli/dev-ca.ts"], {
+      env: {
+        ...process.env,
+        MESHAUTH_DATA_DIR: join(dir.path, ".meshauth"),
+        MESHAUTH_LISTEN_PORT: String(ca.port),
+      },
+    });
+    assert.equal(second.code, 1);
+    const lines = second.stderr.trim().split("\n");
+    assert.equal(lines.length, 1, second.stderr);
+    assert.match(
+      lines[0],
+      new RegExp(`127\\.0\\.0\\.1:${ca.port}.*in use.*listen\\.port.*MESHAUTH_LISTEN_PORT`),
+    );
+    assert.equal(await readFile(statePath, "utf8"), before, "no join token was created");
   });
 
   it("serves a CRL that openssl crl reads and verifies", async () => {
@@ -102,7 +120,7 @@ describe("npm start", () => {
   it("keeps the same root across restarts", async () => {
     const before = await readFile(join(dir.path, ".meshauth", "bundle.pem"), "utf8");
     await ca.stop();
-    ca = await startServer(["ca-server/main.ts"], env());
+    ca = await startServer(["cli/dev-ca.ts"], env());
     await waitFor(ca.logs, /Stop with Ctrl-C/);
     assert.ok(!ca.logs.some((l) => l.includes("created a development root CA")));
     assert.equal(await readFile(join(dir.path, ".meshauth", "bundle.pem"), "utf8"), before);

@@ -61,6 +61,22 @@ describe("loadConfig", () => {
     }
   });
 
+  it("resolves relative paths in a file against the file's directory, from the environment against the shell's", async () => {
+    const dir = await tempDir();
+    try {
+      const path = join(dir.path, "etc", "ca.yaml");
+      await mkdir(join(dir.path, "etc"));
+      await writeFile(path, "dataDir: state\nkeys:\n  dir: ../keys\n");
+      const fromFile = await loadConfig({ path, env: {}, cwd: "/somewhere/else" });
+      assert.equal(fromFile.dataDir, join(dir.path, "etc", "state"));
+      assert.equal(fromFile.keys.dir, join(dir.path, "keys"));
+      const fromEnv = await loadConfig({ path, env: { MESHAUTH_DATA_DIR: "here" }, cwd: "/somewhere/else" });
+      assert.equal(fromEnv.dataDir, "/somewhere/else/here");
+    } finally {
+      await dir.remove();
+    }
+  });
+
   it("reports every bad field with its path", async () => {
     const dir = await tempDir();
     try {

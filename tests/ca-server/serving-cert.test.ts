@@ -1,9 +1,15 @@
-// The CA's own TLS serving certificate is renewed at half its life, well before it expires,
-// even with the shortest lifetime the configuration allows (60 s, plus the 30 s backdating).
+// The CA's own TLS serving certificate names every address it listens on, and is renewed at
+// half its life, well before it expires, even with the shortest lifetime the configuration
+// allows (60 s, plus the 30 s backdating).
 import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { promisify } from "node:util";
+import { join } from "node:path";
 import { connect } from "node:tls";
 import { after, before, describe, it } from "node:test";
 import { type CaProcess, cli, startCa, tempDir, writeConfig } from "./helpers.ts";
+
+const run = promisify(execFile);
 
 /** The notAfter of the certificate the CA serves now. */
 function servedNotAfter(port: number): Promise<Date> {
@@ -39,6 +45,34 @@ describe("the serving certificate", () => {
   after(async () => {
     await ca?.stop();
     await dir?.remove();
+  });
+
+  it("verifies as https://127.0.0.1 and https://localhost with the trust bundle (curl, host name checked)", async () => {
+    const bundle = join(dir.path, "fetched-bundle.pem");
+    await run("curl", ["-sSk", "-o", bundle, `https://127.0.0.1:${ca.port}/v1/bundle.pem`]);
+    for (const host of ["127.0.0.1", "localhost"]) {
+      const { stdout } = await run("curl", [
+        "-sS",
+        "--cacert",
+        bundle,
+        "--resolve",
+        `localhost:${ca.port}:127.0.0.1`,
+        `https://${host}:${ca.port}/v1/bundle.pem`,
+      ]);
+      assert.match(stdout, /BEGIN CERTIFICATE/, host);
+    }
+    // A name the certificate does not carry is refused, so the check above is a real one.
+    await assert.rejects(
+      run("curl", [
+        "-sS",
+        "--cacert",
+        bundle,
+        "--resolve",
+        `ca.other:${ca.port}:127.0.0.1`,
+        `https://ca.other:${ca.port}/v1/bundle.pem`,
+      ]),
+      /SSL|certificate|subject/i,
+    );
   });
 
   it("is renewed before it expires, and the new one is served", async () => {

@@ -7,7 +7,8 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, it } from "node:test";
-import { parseCrl, toHex } from "../../mod.ts";
+import { parseCrl } from "../../mod.ts";
+import { toHex } from "../../internal/mod.ts";
 import {
   type CaProcess,
   cli,

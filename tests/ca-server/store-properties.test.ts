@@ -7,7 +7,8 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import fc from "fast-check";
-import { parseCrl, toHex } from "../../mod.ts";
+import { parseCrl } from "../../mod.ts";
+import { toHex } from "../../internal/mod.ts";
 import type { CaStore } from "../../ca-server/mod.ts";
 import {
   type CaProcess,

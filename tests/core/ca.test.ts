@@ -16,10 +16,10 @@ import {
   KEY_ALGORITHMS,
   type KeyAlgorithm,
   type KeyPair,
-  keySigner,
   parseCertificate,
   parseCertificates,
   parseCrl,
+  parseCsr,
   type RevocationReason,
   SpiffeId,
   TtlExceedsMaximum,
@@ -27,6 +27,7 @@ import {
   verifySignature,
   verifySvid,
 } from "../../mod.ts";
+import { keySigner } from "../../lib/x509/signature.ts";
 import { buildCsr, extension, extensionRequest, sanExtension } from "../support/csr-builder.ts";
 import { issue, type Issued } from "../support/cert-factory.ts";
 import { uriName } from "../../lib/x509/general-name.ts";
@@ -384,6 +385,49 @@ describe("issuance rules", () => {
       message: /bank\.example/,
     });
   });
+
+  test("IP addresses the caller may have are issued, compared as addresses", SLOW, async () => {
+    const keys = await keysFor("ECDSA-P256");
+    const csr = await createCsr({ keys, id: ID, ipAddresses: ["127.0.0.1", "::1"] });
+    assert.deepEqual((await parseCsr(csr)).ipAddresses, ["127.0.0.1", "::1"]);
+    const svid = await (await fixedRoot()).issue(csr, { ipAddresses: ["0:0:0:0:0:0:0:1", "127.0.0.1"] });
+    const ips = parseCertificate(svid.certificateDer).subjectAltName!.filter((n) => n.type === "ip");
+    assert.deepEqual(ips.map((n) => [...n.value]), [[127, 0, 0, 1], [
+      0,
+      0,
+      0,
+      0,
+      0,
+      0,
+      0,
+      0,
+      0,
+      0,
+      0,
+      0,
+      0,
+      0,
+      0,
+      1,
+    ]]);
+  });
+
+  test(
+    "IP addresses are refused unless the caller may have them; bad ones are an argument error",
+    SLOW,
+    async () => {
+      const keys = await keysFor("ECDSA-P256");
+      const csr = await createCsr({ keys, id: ID, ipAddresses: ["10.0.0.7"] });
+      await assert.rejects((await fixedRoot()).issue(csr), {
+        code: "ERR_ISSUANCE_REFUSED",
+        message: /10\.0\.0\.7/,
+      });
+      await assert.rejects(createCsr({ keys, id: ID, ipAddresses: ["localhost"] }), {
+        code: "ERR_INVALID_ARGUMENT",
+        message: /"localhost" is not an IPv4 or IPv6 address/,
+      });
+    },
+  );
 
   test("DNS names are refused when the caller is authorized for none (deny by default)", SLOW, async () => {
     const csr = await csrFor("ECDSA-P256", ID, ["photos.default.svc"]);

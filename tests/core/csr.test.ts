@@ -13,11 +13,11 @@ import {
   KEY_ALGORITHMS,
   type KeyAlgorithm,
   type KeyPair,
-  keySigner,
   parseCsr,
   type Signer,
   SpiffeId,
 } from "../../mod.ts";
+import { keySigner } from "../../lib/x509/signature.ts";
 import {
   buildCsr,
   extension,

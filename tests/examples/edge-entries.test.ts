@@ -1,52 +1,78 @@
-// The edge example's runtime entries, started for real: examples/edge/deno.ts under Deno,
-// examples/edge/bun.ts under Bun and examples/edge/worker.ts under workerd (Node
-// compatibility off, the CA reached through a service binding). Each fetches the bundle from
-// a CA stub on 127.0.0.1 and must answer 200 for a valid SVID and 401 without one.
+// The edge example's "Run it", as a reader would follow it: the development CA of `npm start`
+// (TLS, its bundle in .meshauth/bundle.pem), the README's `export` line, and each of its
+// runtime lines (Deno with --cert, Bun with NODE_EXTRA_CA_CERTS, workerd through
+// examples/edge/workerd.mjs and a service binding), each started for real. Every entry must
+// say /healthz ok once it has the bundle, answer 200 with the caller's SPIFFE ID for an SVID
+// the CA issued (by the commands `npm start` prints), and 401 without one.
 // This file spawns processes, so it runs where node:child_process exists (Node, Deno, Bun),
 // not inside workerd.
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { type ChildProcess, spawn } from "node:child_process";
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { createServer, type Server } from "node:http";
+import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
-import * as esbuild from "esbuild";
-import { CertificateAuthority, createCsr, generateKeyPair, SpiffeId } from "../../mod.ts";
+import { dirname, join } from "node:path";
+import { RUNTIME_BINARIES, skipUnlessRuntime } from "../runtimes/runtimes.mjs";
 
 const root = new URL("../..", import.meta.url).pathname;
-const bin = (name: string) => join(root, "node_modules/.bin", name);
-const TD = "example.org";
-const WEB = SpiffeId.fromServiceAccount(TD, "default", "web");
 const STARTUP_TIMEOUT_MS = 30_000;
+const DEMO_ID = "spiffe://meshauth.local/demo";
+/** The CA runs on Node, as `npm start` does, whichever runtime runs this file. */
+const NODE = "Deno" in globalThis || "Bun" in globalThis ? "node" : process.execPath;
 
-let caServer: Server | undefined;
-let bundleUrl = "";
-let caPort = 0;
-let webChainPem = "";
-let workDir = "";
+/** The README's "Run it" block: its `export` settings and its runtime lines. */
+function runIt(): { env: Record<string, string>; lines: string[] } {
+  const readme = readFileSync(join(root, "examples/edge/README.md"), "utf8");
+  const section = readme.slice(readme.indexOf("## Run it"));
+  const block = /```sh\n([\s\S]*?)```/.exec(section)![1].split("\n").map((l) => l.replace(/\s+#.*$/, ""));
+  const exportLine = block.find((l) => l.startsWith("export "))!;
+  const env = Object.fromEntries(
+    exportLine.slice(7).split(/\s+/).map((kv) => kv.split("=") as [string, string]),
+  );
+  const lines = block.filter((l) => /examples\/edge\//.test(l));
+  assert.equal(lines.length, 3, `three runtime lines in the README's Run it:\n${block.join("\n")}`);
+  return { env, lines };
+}
 
-before(async () => {
-  const ca = await CertificateAuthority.createRoot({ trustDomain: TD });
-  const intermediate = await ca.createIntermediate({ ttlSeconds: 86_400 });
-  const keys = await generateKeyPair();
-  webChainPem = (await intermediate.issue(await createCsr({ keys, id: WEB }), { id: WEB })).chainPem;
-  const jwks = JSON.stringify(ca.bundle().toJwks());
-  caServer = createServer((req, res) => {
-    if (req.url === "/v1/bundle") res.writeHead(200, { "content-type": "application/json" }).end(jwks);
-    else res.writeHead(404).end();
+interface Started {
+  child: ChildProcess;
+  output: () => string;
+}
+
+function start(command: string, env: Record<string, string>): Started {
+  // Each line runs in its own process group, so stopping it stops what it started (workerd).
+  const child = spawn("sh", ["-c", command], {
+    cwd: root,
+    env: { ...process.env, ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+    detached: true,
   });
-  await new Promise<void>((resolve) => caServer!.listen(0, "127.0.0.1", resolve));
-  caPort = (caServer.address() as AddressInfo).port;
-  bundleUrl = `http://127.0.0.1:${caPort}/v1/bundle`;
-  workDir = mkdtempSync(join(tmpdir(), "meshauth-edge-entries-"));
-});
+  let log = "";
+  child.stdout?.on("data", (chunk) => (log += chunk));
+  child.stderr?.on("data", (chunk) => (log += chunk));
+  return { child, output: () => log.slice(-4_000) };
+}
 
-after(async () => {
-  await new Promise((resolve) => caServer?.close(resolve) ?? resolve(undefined));
-  if (workDir) rmSync(workDir, { recursive: true, force: true });
-});
+function stop({ child }: Started): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => {
+    const kill = (signal: NodeJS.Signals) => {
+      try {
+        process.kill(-child.pid!, signal);
+      } catch {
+        // already gone
+      }
+    };
+    const timer = setTimeout(() => kill("SIGKILL"), 5_000);
+    child.once("exit", () => {
+      clearTimeout(timer);
+      resolve();
+    });
+    kill("SIGTERM");
+  });
+}
 
 function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -59,63 +85,86 @@ function freePort(): Promise<number> {
   });
 }
 
-interface Started {
-  child: ChildProcess;
-  output: () => string;
-}
-
-function start(command: string, args: string[], env: Record<string, string>): Started {
-  const child = spawn(command, args, {
-    cwd: root,
-    env: { ...process.env, ...env },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  let log = "";
-  child.stdout?.on("data", (chunk) => (log += chunk));
-  child.stderr?.on("data", (chunk) => (log += chunk));
-  return { child, output: () => log.slice(-4_000) };
-}
-
-function stop({ child }: Started): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => child.kill("SIGKILL"), 5_000);
-    child.once("exit", () => {
-      clearTimeout(timer);
-      resolve();
-    });
-    child.kill("SIGTERM");
-  });
-}
-
-async function waitForHealth(base: string, started: Started): Promise<void> {
+async function waitFor(check: () => Promise<boolean> | boolean, what: string, started: Started) {
   const deadline = Date.now() + STARTUP_TIMEOUT_MS;
   while (Date.now() < deadline) {
     if (started.child.exitCode !== null) {
-      throw new Error(`the entry exited with ${started.child.exitCode}:\n${started.output()}`);
+      throw new Error(`${what}: the process exited with ${started.child.exitCode}:\n${started.output()}`);
     }
     try {
-      const response = await fetch(`${base}/healthz`, { signal: AbortSignal.timeout(2_000) });
-      await response.body?.cancel();
-      if (response.ok) return;
+      if (await check()) return;
     } catch {
-      // not listening yet
+      // not answering yet
     }
     await new Promise((resolve) => setTimeout(resolve, 150));
   }
-  throw new Error(`${base} did not answer within ${STARTUP_TIMEOUT_MS} ms:\n${started.output()}`);
+  throw new Error(`${what} within ${STARTUP_TIMEOUT_MS} ms:\n${started.output()}`);
 }
 
-async function checkEntry(base: string, started: Started): Promise<void> {
+let workDir = "";
+let ca: Started | undefined;
+let caPort = 0;
+let demoChainPem = "";
+
+before(async () => {
+  workDir = mkdtempSync(join(tmpdir(), "meshauth-edge-entries-"));
+  ca = start(`${JSON.stringify(NODE)} --import tsx cli/dev-ca.ts`, {
+    MESHAUTH_DATA_DIR: join(workDir, ".meshauth"),
+    MESHAUTH_LISTEN_PORT: "0",
+  });
+  await waitFor(() => ca!.output().includes("Stop with Ctrl-C"), "npm start's CA did not start", ca);
+  const printed = ca.output();
+  caPort = Number(/https:\/\/127\.0\.0\.1:(\d+)/.exec(printed)![1]);
+  // The commands npm start prints get the demo identity's key and certificate.
+  const commands = printed.slice(printed.indexOf("# 1."), printed.indexOf("Stop with Ctrl-C"));
+  mkdirSync(join(workDir, "demo"));
+  await new Promise<void>((resolve, reject) =>
+    execFile("sh", ["-c", commands], { cwd: join(workDir, "demo") }, (err, _out, stderr) => {
+      if (err) reject(new Error(`${err.message}\n${stderr}`));
+      else resolve();
+    })
+  );
+  demoChainPem = readFileSync(join(workDir, "demo", "demo.crt"), "utf8");
+});
+
+after(async () => {
+  if (ca) await stop(ca);
+  if (workDir) rmSync(workDir, { recursive: true, force: true });
+});
+
+async function checkEntry(line: string) {
+  const { env } = runIt();
+  const port = await freePort();
+  // The README's own values, with this test's CA port and data directory.
+  const command = line.replaceAll(".meshauth/", `${join(workDir, ".meshauth")}/`);
+  const settings = Object.fromEntries(
+    Object.entries(env).map(([name, value]) => [name, value.replace(":8443/", `:${caPort}/`)]),
+  );
+  const started = start(command, {
+    ...settings,
+    PORT: String(port),
+    NO_COLOR: "1",
+    // The runtimes npm test installs stand for the reader's deno and bun.
+    PATH: `${dirname(RUNTIME_BINARIES.deno)}:${process.env.PATH}`,
+  });
+  const base = `http://127.0.0.1:${port}`;
   try {
-    await waitForHealth(base, started);
-    const xfcc = `Chain="${encodeURIComponent(webChainPem)}"`;
+    await waitFor(
+      async () => {
+        const response = await fetch(`${base}/healthz`, { signal: AbortSignal.timeout(2_000) });
+        const body = await response.json();
+        return response.status === 200 && body.status === "ok";
+      },
+      `${base}/healthz did not say ok`,
+      started,
+    );
+    const xfcc = `Chain="${encodeURIComponent(demoChainPem)}"`;
     const allowed = await fetch(`${base}/whoami`, {
       headers: { "x-forwarded-client-cert": xfcc },
       signal: AbortSignal.timeout(10_000),
     });
     assert.equal(allowed.status, 200, `${await allowed.clone().text()}\n${started.output()}`);
-    assert.equal((await allowed.json()).id, WEB.toString());
+    assert.equal((await allowed.json()).id, DEMO_ID);
     const anonymous = await fetch(`${base}/whoami`, { signal: AbortSignal.timeout(10_000) });
     assert.equal(anonymous.status, 401);
     assert.equal((await anonymous.json()).code, "ERR_CLIENT_CERT_MISSING");
@@ -124,75 +173,22 @@ async function checkEntry(base: string, started: Started): Promise<void> {
   }
 }
 
-const env = () => ({ MESHAUTH_TRUST_DOMAIN: TD, MESHAUTH_BUNDLE_URL: bundleUrl });
+describe("edge example: the README's Run it, against npm start's CA", { timeout: 180_000 }, () => {
+  const { lines } = runIt();
+  const lineFor = (needle: string) => lines.find((l) => l.includes(needle))!;
 
-describe("edge example entries", { timeout: 120_000 }, () => {
-  test(
-    "deno.ts serves the edge app under Deno",
-    { skip: !existsSync(bin("deno")), timeout: 60_000 },
-    async () => {
-      const port = await freePort();
-      const started = start(bin("deno"), ["run", "--allow-net", "--allow-env", "examples/edge/deno.ts"], {
-        ...env(),
-        PORT: String(port),
-        NO_COLOR: "1",
-      });
-      await checkEntry(`http://127.0.0.1:${port}`, started);
-    },
-  );
-
-  test(
-    "bun.ts serves the edge app under Bun",
-    { skip: !existsSync(bin("bun")), timeout: 60_000 },
-    async () => {
-      const port = await freePort();
-      const started = start(bin("bun"), ["--no-install", "examples/edge/bun.ts"], {
-        ...env(),
-        PORT: String(port),
-      });
-      await checkEntry(`http://127.0.0.1:${port}`, started);
-    },
-  );
-
-  test("worker.ts serves the edge app under workerd, the CA behind a service binding", {
-    skip: !existsSync(bin("workerd")),
+  test("deno.ts under Deno, trusting the CA with --cert", {
+    skip: skipUnlessRuntime("deno"),
     timeout: 60_000,
-  }, async () => {
-    await esbuild.build({
-      entryPoints: [join(root, "examples/edge/worker.ts")],
-      outfile: join(workDir, "edge.js"),
-      bundle: true,
-      format: "esm",
-      platform: "neutral",
-      conditions: ["workerd", "worker", "browser"],
-      mainFields: ["module", "main"],
-      keepNames: true,
-      logLevel: "silent",
-    });
-    const port = await freePort();
-    writeFileSync(
-      join(workDir, "edge.capnp"),
-      `using Workerd = import "/workerd/workerd.capnp";
-const config :Workerd.Config = (
-  services = [
-    (name = "edge", worker = .edge),
-    (name = "ca", external = (address = "127.0.0.1:${caPort}", http = ())),
-  ],
-  sockets = [ (name = "http", address = "127.0.0.1:${port}", http = (), service = "edge") ],
-);
-const edge :Workerd.Worker = (
-  modules = [ (name = "worker.js", esModule = embed "edge.js") ],
-  compatibilityDate = "2026-11-01",
-  compatibilityFlags = ["no_nodejs_compat", "no_nodejs_compat_v2"],
-  bindings = [
-    (name = "MESHAUTH_TRUST_DOMAIN", text = "${TD}"),
-    (name = "MESHAUTH_BUNDLE_URL", text = "http://ca.internal/v1/bundle"),
-    (name = "CA", service = "ca"),
-  ],
-);
-`,
-    );
-    const started = start(bin("workerd"), ["serve", join(workDir, "edge.capnp")], {});
-    await checkEntry(`http://127.0.0.1:${port}`, started);
-  });
+  }, () => checkEntry(lineFor("deno.ts")));
+
+  test("bun.ts under Bun, trusting the CA with NODE_EXTRA_CA_CERTS", {
+    skip: skipUnlessRuntime("bun"),
+    timeout: 60_000,
+  }, () => checkEntry(lineFor("bun.ts")));
+
+  test("worker.ts in workerd (workerd.mjs), the CA behind a service binding over TLS", {
+    skip: skipUnlessRuntime("workerd"),
+    timeout: 60_000,
+  }, () => checkEntry(lineFor("workerd.mjs")));
 });

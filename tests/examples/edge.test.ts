@@ -262,10 +262,18 @@ describe("edge example: trust bundle", () => {
     assert.equal(response.status, 503);
   });
 
-  test("serves /healthz without a client certificate", async () => {
-    const { app } = await edge();
+  test("serves /healthz without a client certificate, ok only once a bundle is loaded", async () => {
+    const { app, stub } = await edge();
+    stub.state.failing = true;
+    const unavailable = await app.request("/healthz");
+    assert.equal(unavailable.status, 503);
+    assert.equal((await unavailable.json()).status, "no-bundle");
+    stub.state.failing = false;
     const response = await app.request("/healthz");
     assert.equal(response.status, 200);
+    const body = await response.json();
+    assert.equal(body.status, "ok");
+    assert.equal(body.bundles.length, 1);
   });
 });
 

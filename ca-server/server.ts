@@ -1,6 +1,6 @@
 /**
  * Serving the CA app as a process, on Node or Bun (the sockets are chosen per runtime in
- * `listeners.ts`): TLS by default with a serving certificate the CA issues to itself (renewed
+ * `http-listener.ts`): TLS by default with a serving certificate the CA issues to itself (renewed
  * at half its life), client certificates requested (and verified by the app, not by the TLS
  * layer, so a missing one is not a handshake failure), plain HTTP only on loopback when
  * asked, and time and size limits on the listener.
@@ -16,22 +16,31 @@
  */
 
 import cluster from "node:cluster";
+import { isIP } from "node:net";
+import { networkInterfaces } from "node:os";
 import { createCsr, exportPrivateKeyPem, generateKeyPair, renewalTime, SpiffeId } from "../mod.ts";
 import { createCaApp } from "./app.ts";
 import type { Authorities } from "./authorities.ts";
 import { type CaConfig, isLoopback } from "./config.ts";
-import { clientAddress, clientCertificate, listen, type Listener } from "./listeners.ts";
-import { jsonLogger, type Logger } from "./logger.ts";
+import { clientAddress, clientCertificate, listen, type Listener } from "./http-listener.ts";
+import { jsonLogger, type Logger } from "../internal/mod.ts";
 import { CaMetrics } from "./metrics.ts";
 import { WorkerGroup } from "./process-group.ts";
-import { buildAuthenticators, loadAuthorities, openKeyManager, openStore } from "./setup.ts";
+import {
+  buildAuthenticators,
+  loadAuthorities,
+  openKeyManager,
+  openStore,
+  trustBundlePath,
+  writeTrustBundle,
+} from "./from-config.ts";
 import type { CaStore } from "./store/store.ts";
 
 const AUTHORITY_RELOAD_MS = 30_000;
 
 /** A running CA server. */
 export interface RunningCaServer {
-  /** `https://localhost:<port>` (or `http://127.0.0.1:<port>` for plain HTTP). */
+  /** `https://<host>:<port>` (or `http://` for plain HTTP), with `127.0.0.1` for a wildcard host. */
   url: string;
   port: number;
   authorities: Authorities;
@@ -40,35 +49,83 @@ export interface RunningCaServer {
   close(): Promise<void>;
 }
 
+const WILDCARD_HOSTS = new Set(["0.0.0.0", "::", "[::]"]);
+
+/**
+ * The names a client may use to reach a listener on `host`, all of which the serving
+ * certificate must carry: `localhost`, the configured DNS names, and every IP address the
+ * listener answers on (each interface's address for a wildcard host).
+ */
+export function servingNames(host: string, extraDnsNames: readonly string[]): {
+  dnsNames: string[];
+  ipAddresses: string[];
+} {
+  const dnsNames = [...new Set(["localhost", ...extraDnsNames.map((n) => n.toLowerCase())])];
+  let ipAddresses: string[];
+  if (WILDCARD_HOSTS.has(host)) {
+    ipAddresses = Object.values(networkInterfaces()).flatMap((list) =>
+      (list ?? []).filter((i) => host === "0.0.0.0" ? i.family === "IPv4" : true).map((i) =>
+        i.address.replace(/%.*$/, "")
+      )
+    );
+  } else if (host === "localhost") {
+    ipAddresses = ["127.0.0.1", "::1"];
+  } else if (isIP(host.replace(/^\[|\]$/g, ""))) {
+    ipAddresses = [host.replace(/^\[|\]$/g, "")];
+  } else {
+    ipAddresses = [];
+    if (!dnsNames.includes(host.toLowerCase())) dnsNames.push(host.toLowerCase());
+  }
+  return { dnsNames, ipAddresses: [...new Set(ipAddresses)] };
+}
+
+/** How a client on this machine reaches a listener on `host`. */
+function urlHost(host: string): string {
+  if (WILDCARD_HOSTS.has(host)) return "127.0.0.1";
+  return isIP(host) === 6 ? `[${host}]` : host;
+}
+
+interface ServingCredentials {
+  key: string;
+  cert: string;
+  notAfter: Date;
+  notBefore: Date;
+  /** Recorded in the store once the certificate is served, so a failed start writes nothing. */
+  record: () => Promise<void>;
+}
+
 async function servingCredentials(
   authorities: Authorities,
   store: CaStore,
   config: CaConfig,
-): Promise<{ key: string; cert: string; notAfter: Date; notBefore: Date }> {
+): Promise<ServingCredentials> {
   const id = SpiffeId.fromSegments(authorities.trustDomain, "meshauth", "ca-server");
   const keys = await generateKeyPair("ECDSA-P256");
-  const dnsNames = ["localhost", ...config.listen.dnsNames];
+  const { dnsNames, ipAddresses } = servingNames(config.listen.host, config.listen.dnsNames);
   const authority = authorities.active();
-  const issued = await authority.ca.issue(await createCsr({ keys, id, dnsNames }), {
+  const issued = await authority.ca.issue(await createCsr({ keys, id, dnsNames, ipAddresses }), {
     id,
     dnsNames,
+    ipAddresses,
     ttlSeconds: Math.min(86400, config.issuance.maxTtlSeconds),
   });
-  await store.recordIssuance({
-    serialNumber: issued.serialNumber,
-    spiffeId: id.toString(),
-    notBefore: issued.notBefore,
-    notAfter: issued.notAfter,
-    issuedAt: new Date(),
-    requester: "ca-server",
-    method: "self",
-    authorityId: authority.record.id,
-  });
+  const issuedAt = new Date();
   return {
     key: await exportPrivateKeyPem(keys.privateKey),
     cert: issued.chainPem,
     notBefore: issued.notBefore,
     notAfter: issued.notAfter,
+    record: () =>
+      store.recordIssuance({
+        serialNumber: issued.serialNumber,
+        spiffeId: id.toString(),
+        notBefore: issued.notBefore,
+        notAfter: issued.notAfter,
+        issuedAt,
+        requester: "ca-server",
+        method: "self",
+        authorityId: authority.record.id,
+      }),
   };
 }
 
@@ -128,6 +185,7 @@ export async function startCaServer(
     renewal = setTimeout(async () => {
       try {
         const next = await servingCredentials(authorities, store, config);
+        await next.record();
         currentCredentials = { key: next.key, cert: next.cert };
         server.setSecureContext(secureContext());
         logger.info("serving certificate renewed", { notAfter: next.notAfter.toISOString() });
@@ -139,10 +197,9 @@ export async function startCaServer(
     }, Math.min(delay, 2 ** 31 - 1));
     renewal.unref?.();
   };
+  let credentials: ServingCredentials | undefined;
   try {
-    const credentials = config.listen.plainHttp
-      ? undefined
-      : await servingCredentials(authorities, store, config);
+    credentials = config.listen.plainHttp ? undefined : await servingCredentials(authorities, store, config);
     if (credentials) currentCredentials = { key: credentials.key, cert: credentials.cert };
     server = await listen(app, {
       host: config.listen.host,
@@ -150,8 +207,18 @@ export async function startCaServer(
       tls: credentials ? secureContext() : undefined,
       isShared: cluster.isWorker,
     });
-    if (credentials) scheduleRenewal(credentials.notBefore, credentials.notAfter);
   } catch (err) {
+    await store.close();
+    throw err;
+  }
+  try {
+    if (credentials) {
+      await credentials.record();
+      scheduleRenewal(credentials.notBefore, credentials.notAfter);
+    }
+    await writeTrustBundle(config, authorities);
+  } catch (err) {
+    await server.close();
     await store.close();
     throw err;
   }
@@ -167,17 +234,22 @@ export async function startCaServer(
     if (authorities.bundlePem() !== before) {
       logger.info("trust bundle changed", { authorities: authorities.published().map((a) => a.record.id) });
       if (!config.listen.plainHttp) server.setSecureContext(secureContext());
+      await writeTrustBundle(config, authorities).catch((err) =>
+        logger.error("writing the trust bundle file failed", { path: trustBundlePath(config), error: err })
+      );
     }
   }, AUTHORITY_RELOAD_MS);
   reload.unref?.();
   const port = server.port;
-  const url = config.listen.plainHttp ? `http://${config.listen.host}:${port}` : `https://localhost:${port}`;
+  const url = `${config.listen.plainHttp ? "http" : "https"}://${urlHost(config.listen.host)}:${port}`;
   logger.info("listening", {
     url,
     port,
     host: config.listen.host,
     tls: !config.listen.plainHttp,
     trustDomain: config.trustDomain,
+    trustBundle: trustBundlePath(config),
+    keys: config.keys.dir,
     store: store.description,
     server: server.kind,
     authority: authorities.active().record.id,

@@ -8,10 +8,11 @@
  */
 
 import cluster, { type Worker } from "node:cluster";
+import { MeshAuthError } from "../mod.ts";
 import type { CaConfig } from "./config.ts";
-import type { Logger } from "./logger.ts";
-import { type RunningCaServer, startCaServer } from "./node-server.ts";
+import type { Logger } from "../internal/mod.ts";
 import { servePrimaryGroup } from "./process-group.ts";
+import { type RunningCaServer, startCaServer } from "./server.ts";
 
 /**
  * Serves until a signal arrives. In the primary of a multi-worker setup, forks the workers
@@ -20,7 +21,7 @@ import { servePrimaryGroup } from "./process-group.ts";
 export async function runCaServer(
   config: CaConfig,
   logger: Logger,
-  onListening?: (url: string) => void,
+  onListening?: (url: string) => void | Promise<void>,
 ): Promise<void> {
   if (config.workers > 1 && cluster.isPrimary) {
     await runPrimary(config, logger, onListening);
@@ -30,13 +31,13 @@ export async function runCaServer(
   try {
     server = await startCaServer(config, { logger });
   } catch (err) {
-    logger.error("CA server failed to start", { error: err });
+    reportStartFailure(err, logger);
     process.exitCode = 1;
     if (cluster.isWorker) process.exit(1);
     return;
   }
   if (cluster.isWorker) process.send?.({ listening: server.url });
-  else onListening?.(server.url);
+  else await onListening?.(server.url);
   const stop = async (signal: string) => {
     logger.info("stopping", { signal });
     await server.close().catch((err) => logger.error("error while stopping", { error: err }));
@@ -47,10 +48,23 @@ export async function runCaServer(
   if (cluster.isWorker) process.once("disconnect", () => void stop("disconnect"));
 }
 
+/**
+ * A start that fails for a reason the operator can fix (a port in use, a trust domain that
+ * does not match the keys) is one line on stderr that says what to change; anything else is
+ * logged with its details.
+ */
+function reportStartFailure(err: unknown, logger: Logger): void {
+  if (err instanceof MeshAuthError && err.code !== "ERR_MESHAUTH") {
+    console.error(`meshauth: ${err.message}`);
+    return;
+  }
+  logger.error("CA server failed to start", { error: err });
+}
+
 async function runPrimary(
   config: CaConfig,
   logger: Logger,
-  onListening?: (url: string) => void,
+  onListening?: (url: string) => void | Promise<void>,
 ): Promise<void> {
   let stopping = false;
   // The workers' shared rate-limit buckets and metrics live here.
@@ -92,7 +106,7 @@ async function runPrimary(
     } else {
       url = await fork(config.workers, {});
     }
-    onListening?.(url);
+    await onListening?.(url);
   } catch (err) {
     stopping = true;
     for (const w of workers) w.kill("SIGTERM");

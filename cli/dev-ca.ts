@@ -9,23 +9,25 @@
  */
 
 import cluster from "node:cluster";
-import { writeFile } from "node:fs/promises";
-import { join } from "node:path";
-import { createJoinToken } from "./auth/join-token.ts";
-import { ConfigError, loadConfig } from "./config.ts";
-import { jsonLogger } from "./logger.ts";
-import { runCaServer } from "./serve.ts";
-import { initRoot, loadAuthorities, openKeyManager, openStore } from "./setup.ts";
+import { createJoinToken } from "../ca-server/auth/join-token.ts";
+import { loadConfig } from "../ca-server/config.ts";
+import { jsonLogger } from "../internal/mod.ts";
+import { runCaServer } from "../ca-server/workers.ts";
+import { initRoot, openKeyManager, openStore, trustBundlePath } from "../ca-server/from-config.ts";
 
-/** The shell commands that get a certificate for `spiffeId` with `token` from `url`. */
+/** The shell commands that get a certificate for `spiffeId` with `token` from `url`, into files. */
 export function demoInstructions(url: string, bundlePath: string, spiffeId: string, token: string): string {
   return [
-    `# 1. a key and a CSR naming ${spiffeId}:`,
+    `# 1. a key (demo.key) and a CSR naming ${spiffeId}:`,
     `openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout demo.key -out demo.csr \\`,
     `  -subj "/O=demo" -addext "subjectAltName=URI:${spiffeId}"`,
-    `# 2. the certificate, with the single-use join token (valid 1 hour):`,
-    `curl --cacert ${bundlePath} -H "Authorization: Bearer ${token}" -H "Content-Type: application/json" \\`,
+    `# 2. the certificate, with the single-use join token (valid 1 hour); the CA answers JSON:`,
+    `curl -sS --fail-with-body --cacert ${bundlePath} -o demo.json \\`,
+    `  -H "Authorization: Bearer ${token}" -H "Content-Type: application/json" \\`,
     `  --data "{\\"csr\\": \\"$(awk '{printf "%s\\\\n", $0}' demo.csr)\\"}" ${url}/v1/certificates`,
+    `# 3. its certificate chain into demo.crt, beside demo.key, and a check against the trust bundle:`,
+    `node -e 'const fs = require("fs"); fs.writeFileSync("demo.crt", JSON.parse(fs.readFileSync("demo.json", "utf8")).certificateChain.join(""))'`,
+    `openssl verify -CAfile ${bundlePath} -untrusted demo.crt demo.crt`,
   ].join("\n");
 }
 
@@ -43,16 +45,19 @@ async function main(): Promise<void> {
       keys: config.keys.dir,
     });
   }
-  const authorities = await loadAuthorities(config, keyManager);
-  const bundlePath = join(config.dataDir, "bundle.pem");
-  await writeFile(bundlePath, authorities.bundle().toPem());
-  const store = await openStore(config);
-  const spiffeId = `spiffe://${config.trustDomain}/demo`;
-  const { token } = await createJoinToken(store, { role: "workload", spiffeId, ttlSeconds: 3600 });
-  await store.close();
-
-  await runCaServer(config, logger, (url) => {
+  // The join token is made once the CA listens: a start that fails (a port in use) writes nothing.
+  await runCaServer(config, logger, async (url) => {
+    const store = await openStore(config);
+    const spiffeId = `spiffe://${config.trustDomain}/demo`;
+    let token: string;
+    try {
+      ({ token } = await createJoinToken(store, { role: "workload", spiffeId, ttlSeconds: 3600 }));
+    } finally {
+      await store.close();
+    }
+    const bundlePath = trustBundlePath(config);
     console.log(`\nmeshauth development CA for ${config.trustDomain} at ${url} (state in ${config.dataDir})`);
+    console.log(`root key and certificate: ${config.keys.dir}`);
     console.log(`trust bundle: ${bundlePath}  (also ${url}/v1/bundle.pem)\n`);
     console.log(demoInstructions(url, bundlePath, spiffeId, token));
     console.log("\nStop with Ctrl-C.\n");
@@ -60,6 +65,6 @@ async function main(): Promise<void> {
 }
 
 main().catch((err) => {
-  console.error(err instanceof ConfigError ? err.message : `meshauth: ${(err as Error).message}`);
+  console.error(`meshauth: ${(err as Error).message}`);
   process.exit(1);
 });

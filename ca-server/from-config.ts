@@ -5,9 +5,10 @@
  * @module
  */
 
-import { readFile } from "node:fs/promises";
+import { mkdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { CertificateAuthority, type KeyAlgorithm } from "../mod.ts";
+import { type Logger, writeFileAtomic } from "../internal/mod.ts";
 import { Authorities } from "./authorities.ts";
 import { JoinTokenAuthenticator } from "./auth/join-token.ts";
 import { KubernetesAuthenticator } from "./auth/kubernetes.ts";
@@ -15,7 +16,6 @@ import { fetchTrustingCa, projectedToken } from "./auth/kubernetes-client.ts";
 import { MtlsAuthenticator } from "./auth/mtls.ts";
 import { type Authenticator, staticNodeWorkloads } from "./auth/principal.ts";
 import type { CaConfig } from "./config.ts";
-import type { Logger } from "./logger.ts";
 import { FileKeyManager } from "./keys/file-key-manager.ts";
 import { nodeCryptoProvider } from "./keys/node-crypto.ts";
 import type { AuthorityRecord, KeyManager } from "./keys/key-manager.ts";
@@ -60,6 +60,19 @@ export function loadAuthorities(config: CaConfig, keyManager: KeyManager): Promi
     },
     crypto: nodeCryptoProvider,
   });
+}
+
+/** Where the CA keeps a copy of its trust bundle for clients: `<dataDir>/bundle.pem`. */
+export function trustBundlePath(config: CaConfig): string {
+  return join(config.dataDir, "bundle.pem");
+}
+
+/** Writes the trust bundle (every published root) to {@link trustBundlePath}; answers the path. */
+export async function writeTrustBundle(config: CaConfig, authorities: Authorities): Promise<string> {
+  const path = trustBundlePath(config);
+  await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
+  await writeFileAtomic(path, authorities.bundlePem(), 0o644);
+  return path;
 }
 
 /** Creates a self-signed root and stores it as an authority that signs from now. */

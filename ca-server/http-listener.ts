@@ -24,7 +24,7 @@ import {
 } from "node:tls";
 import { getRequestListener, type HttpBindings, serve } from "@hono/node-server";
 import type { Context, Hono } from "hono";
-import { encodePem } from "../mod.ts";
+import { encodePem, MeshAuthError } from "../mod.ts";
 import type { TLSSocket } from "node:tls";
 
 /** Where and how to listen. */
@@ -140,13 +140,57 @@ function closeHttp(server: HttpServer): Promise<void> {
   });
 }
 
+/** The listener could not take its address; the message names the port and the setting. */
+export class ListenError extends MeshAuthError {
+  static override code = "ERR_LISTEN";
+  override code = ListenError.code;
+  override name = "ListenError";
+  constructor(readonly host: string, readonly port: number, readonly reason: string, options?: ErrorOptions) {
+    super(
+      `cannot listen on ${host}:${port}: ${reason}; set listen.port in the configuration ` +
+        `(or MESHAUTH_LISTEN_PORT) to another port, or 0 for any free one`,
+      options,
+    );
+  }
+}
+
+function listenError(err: unknown, options: ListenOptions): unknown {
+  const code = (err as { code?: string })?.code;
+  const message = String((err as Error)?.message ?? err);
+  if (code === "EADDRINUSE" || /EADDRINUSE|address already in use|in use/i.test(message)) {
+    return new ListenError(options.host, options.port, "the port is already in use by another process", {
+      cause: err,
+    });
+  }
+  if (code === "EACCES" || /EACCES|permission denied/i.test(message)) {
+    return new ListenError(
+      options.host,
+      options.port,
+      "permission denied (ports below 1024 need privileges)",
+      {
+        cause: err,
+      },
+    );
+  }
+  if (code === "EADDRNOTAVAIL") {
+    return new ListenError(options.host, options.port, `this machine has no address ${options.host}`, {
+      cause: err,
+    });
+  }
+  return err;
+}
+
 /** Serves `app` as `options` ask, on whichever runtime this is. */
 export async function listen(app: Hono, options: ListenOptions): Promise<Listener> {
   const bun = bunRuntime();
   const limits = { ...DEFAULT_LIMITS, ...options.limits };
-  if (bun && !options.tls) return listenBunServe(bun, app, options, limits);
-  if (bun && options.tls) return await listenTlsThenHttp(app, options, limits);
-  return await listenNode(app, options, limits);
+  try {
+    if (bun && !options.tls) return listenBunServe(bun, app, options, limits);
+    if (bun && options.tls) return await listenTlsThenHttp(app, options, limits);
+    return await listenNode(app, options, limits);
+  } catch (err) {
+    throw listenError(err, options);
+  }
 }
 
 async function listenNode(app: Hono, options: ListenOptions, limits: TimeLimits): Promise<Listener> {

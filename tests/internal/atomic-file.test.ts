@@ -4,7 +4,7 @@ import { mkdtemp, readdir, readFile, rm, stat, utimes, writeFile } from "node:fs
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { removeStaleTemporaries, writeFileAtomic } from "../../node/atomic-file.ts";
+import { removeStaleTemporaries, writeFileAtomic } from "../../internal/atomic-file.ts";
 
 describe("writeFileAtomic", () => {
   let dir: string;

@@ -7,9 +7,6 @@
  */
 
 import { readFile, writeFile } from "node:fs/promises";
-import { readFileSync, realpathSync } from "node:fs";
-import { pathToFileURL } from "node:url";
-import { parseArgs } from "node:util";
 import {
   CertificateAuthority,
   createCsr,
@@ -19,12 +16,14 @@ import {
   SpiffeId,
   TrustDomain,
 } from "../mod.ts";
-import { type CaConfig, ConfigError, ENV_OVERRIDES, loadConfig } from "./config.ts";
-import { authorityIdOf } from "./keys/key-manager.ts";
-import { jsonLogger } from "./logger.ts";
-import { Problem } from "./problems.ts";
-import { revocationSelector } from "./service.ts";
-import { ACCEPTED_REVOCATION_REASONS, type RevocationSelector } from "./store/store.ts";
+import { type CaConfig, ENV_OVERRIDES, loadConfig } from "../ca-server/config.ts";
+import { checkTrustDomain } from "../ca-server/authorities.ts";
+import { authorityIdOf, type KeyManager } from "../ca-server/keys/key-manager.ts";
+import { jsonLogger } from "../internal/mod.ts";
+import { didYouMean, isHelp, parseFlags, reportCliError, UsageError } from "./args.ts";
+import { Problem } from "../ca-server/problems.ts";
+import { revocationSelector } from "../ca-server/service.ts";
+import { ACCEPTED_REVOCATION_REASONS, type RevocationSelector } from "../ca-server/store/store.ts";
 
 const COMMON = `Common options:
   --config <file>   YAML or JSON configuration (see docs/ca-server.md)
@@ -89,8 +88,6 @@ Prints the private key of one authority as PKCS#8 PEM.
 ${COMMON}`,
 };
 
-class UsageError extends Error {}
-
 /** Running servers reload authorities every 30 s: a shorter overlap publishes and signs at once. */
 function warnShortOverlap(seconds: number): void {
   if (seconds < 60) {
@@ -118,7 +115,7 @@ async function configFrom(values: { config?: string; "trust-domain"?: string }):
 }
 
 // The server, stores and crypto load only for the commands that use them, so --help is quick.
-const setup = () => import("./setup.ts");
+const setup = () => import("../ca-server/from-config.ts");
 
 const commonOptions = {
   config: { type: "string" },
@@ -126,19 +123,16 @@ const commonOptions = {
 } as const;
 
 async function init(args: string[]): Promise<void> {
-  const { values } = parseArgs({
-    args,
-    options: {
-      ...commonOptions,
-      "trust-domain": { type: "string" },
-      "key-algorithm": { type: "string" },
-      "ttl-seconds": { type: "string" },
-      csr: { type: "string" },
-      chain: { type: "string" },
-      key: { type: "string" },
-      bundle: { type: "string" },
-      "overlap-seconds": { type: "string" },
-    },
+  const { values } = parseFlags(args, {
+    ...commonOptions,
+    "trust-domain": { type: "string" },
+    "key-algorithm": { type: "string" },
+    "ttl-seconds": { type: "string" },
+    csr: { type: "string" },
+    chain: { type: "string" },
+    key: { type: "string" },
+    bundle: { type: "string" },
+    "overlap-seconds": { type: "string" },
   });
   if (values.help) return console.log(HELP.init);
   const config = await configFrom(values);
@@ -162,6 +156,7 @@ async function init(args: string[]): Promise<void> {
     return;
   }
   const existing = await keyManager.list();
+  checkTrustDomain(existing, config.trustDomain, keyManager);
   const overlap = positiveInt(values["overlap-seconds"], "--overlap-seconds");
   if (overlap !== undefined && !values.chain) throw new UsageError("--overlap-seconds goes with --chain");
   if (overlap !== undefined && existing.length === 0) {
@@ -194,40 +189,49 @@ async function init(args: string[]): Promise<void> {
       `imported authority ${record.id} for ${config.trustDomain} into ${config.keys.dir}; ` +
         (overlap ? `published now, signs from ${activeFrom.toISOString()}` : "signs now"),
     );
+    await reportTrustBundle(config, keyManager);
     return;
   }
   if (existing.length > 0) {
     console.log(
       `${config.keys.dir} already holds ${existing.length} authorit${
         existing.length === 1 ? "y" : "ies"
-      }; nothing to do`,
+      } for ${config.trustDomain}; nothing to create`,
     );
+    await reportTrustBundle(config, keyManager);
     return;
   }
   const record = await initRoot(config, keyManager, {
     keyAlgorithm,
     ttlSeconds: positiveInt(values["ttl-seconds"], "--ttl-seconds"),
   });
-  console.log(`created root ${record.id} for ${config.trustDomain} in ${config.keys.dir}`);
+  console.log(`created root ${record.id} for ${config.trustDomain}`);
+  console.log(`  root certificate and key: ${config.keys.dir} (the key file is mode 0600; back it up)`);
+  await reportTrustBundle(config, keyManager);
+  console.log(`next: meshauth ca serve${values.config ? ` --config ${values.config}` : ""}`);
+}
+
+/** Writes `<dataDir>/bundle.pem` and says where it is. */
+async function reportTrustBundle(config: CaConfig, keyManager: KeyManager): Promise<void> {
+  const { loadAuthorities, writeTrustBundle } = await setup();
+  const path = await writeTrustBundle(config, await loadAuthorities(config, keyManager));
+  console.log(`  trust bundle: ${path} (give it to clients; the CA also serves it at /v1/bundle.pem)`);
 }
 
 async function serve(args: string[]): Promise<void> {
-  const { values } = parseArgs({ args, options: commonOptions });
+  const { values } = parseFlags(args, commonOptions);
   if (values.help) return console.log(HELP.serve);
   const config = await configFrom(values);
-  const { runCaServer } = await import("./serve.ts");
+  const { runCaServer } = await import("../ca-server/workers.ts");
   await runCaServer(config, jsonLogger({ level: config.log.level }));
 }
 
 async function revoke(args: string[]): Promise<void> {
-  const { values } = parseArgs({
-    args,
-    options: {
-      ...commonOptions,
-      serial: { type: "string" },
-      "spiffe-id": { type: "string" },
-      reason: { type: "string" },
-    },
+  const { values } = parseFlags(args, {
+    ...commonOptions,
+    serial: { type: "string" },
+    "spiffe-id": { type: "string" },
+    reason: { type: "string" },
   });
   if (values.help) return console.log(HELP.revoke);
   if ((values.serial === undefined) === (values["spiffe-id"] === undefined)) {
@@ -292,21 +296,18 @@ async function revoke(args: string[]): Promise<void> {
 
 async function token(args: string[]): Promise<void> {
   const [sub, ...rest] = args;
-  const { values } = parseArgs({
-    args: rest,
-    options: {
-      ...commonOptions,
-      "spiffe-id": { type: "string" },
-      node: { type: "string" },
-      admin: { type: "boolean" },
-      "ttl-seconds": { type: "string" },
-      reusable: { type: "boolean" },
-    },
+  const { values } = parseFlags(rest, {
+    ...commonOptions,
+    "spiffe-id": { type: "string" },
+    node: { type: "string" },
+    admin: { type: "boolean" },
+    "ttl-seconds": { type: "string" },
+    reusable: { type: "boolean" },
   });
-  const isHelp = values.help || sub === "--help" || sub === "help";
-  if (isHelp || sub !== "create") {
+  const wantsHelp = values.help || sub === "--help" || sub === "help";
+  if (wantsHelp || sub !== "create") {
     console.log(HELP.token);
-    if (!isHelp) throw new UsageError(`unknown token command ${JSON.stringify(sub ?? "")}`);
+    if (!wantsHelp) throw new UsageError(`unknown token command ${JSON.stringify(sub ?? "")}`);
     return;
   }
   const kinds = [values["spiffe-id"], values.node, values.admin].filter((v) => v !== undefined);
@@ -333,7 +334,7 @@ async function token(args: string[]): Promise<void> {
     );
   }
   const store = await (await setup()).openStore(config, { isCompacting: false });
-  const { createJoinToken } = await import("./auth/join-token.ts");
+  const { createJoinToken } = await import("../ca-server/auth/join-token.ts");
   try {
     const { token, record } = await createJoinToken(store, {
       role: values.admin ? "admin" : values.node ? "node" : "workload",
@@ -355,9 +356,10 @@ async function token(args: string[]): Promise<void> {
 }
 
 async function rotate(args: string[]): Promise<void> {
-  const { values } = parseArgs({
-    args,
-    options: { ...commonOptions, "overlap-seconds": { type: "string" }, "key-algorithm": { type: "string" } },
+  const { values } = parseFlags(args, {
+    ...commonOptions,
+    "overlap-seconds": { type: "string" },
+    "key-algorithm": { type: "string" },
   });
   if (values.help) return console.log(HELP.rotate);
   const config = await configFrom(values);
@@ -377,7 +379,7 @@ async function rotate(args: string[]): Promise<void> {
 }
 
 async function exportKey(args: string[]): Promise<void> {
-  const { values } = parseArgs({ args, options: { ...commonOptions, authority: { type: "string" } } });
+  const { values } = parseFlags(args, { ...commonOptions, authority: { type: "string" } });
   if (values.help) return console.log(HELP["export-key"]);
   if (!values.authority) {
     throw new UsageError("--authority <id> is required (the ids are in the key directory)");
@@ -387,34 +389,15 @@ async function exportKey(args: string[]): Promise<void> {
   console.log((await (await setup()).openKeyManager(config).exportPrivateKeyPem(values.authority)).trimEnd());
 }
 
-/** The package's version, from the package.json one level up (from ca-server/ and from dist/ alike). */
-function packageVersion(): string {
+/** Runs `meshauth ca <args>`; answers the exit code (2 for a usage error). */
+export async function runCaCommand(args: string[]): Promise<number> {
+  const [command, ...rest] = args;
   try {
-    return JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")).version;
-  } catch {
-    return "(unknown version)";
-  }
-}
-
-/** Runs the CLI with `argv` (without the node and script paths). */
-export async function runCli(argv: string[]): Promise<number> {
-  const [group, command, ...rest] = argv;
-  try {
-    const isHelp = (word?: string) => word === "--help" || word === "-h" || word === "help";
-    if (group === "--version" || group === "-v" || group === "version") {
-      console.log(`meshauth ${packageVersion()}`);
-      return 0;
-    }
-    if (isHelp(group) || (group === "ca" && isHelp(command))) {
+    if (command === undefined || isHelp(command)) {
+      if (command === undefined) throw new UsageError(`no command after "ca"\n\n${HELP[""]}`);
       console.log(HELP[""]);
       return 0;
     }
-    if (group !== "ca") {
-      throw new UsageError(
-        `${group === undefined ? "no command" : `unknown command "${group}"`}\n\n${HELP[""]}`,
-      );
-    }
-    if (command === undefined) throw new UsageError(`no command after "ca"\n\n${HELP[""]}`);
     const commands: Record<string, (args: string[]) => Promise<void>> = {
       init,
       serve,
@@ -424,21 +407,14 @@ export async function runCli(argv: string[]): Promise<number> {
       "export-key": exportKey,
     };
     const run = commands[command];
-    if (!run) throw new UsageError(`unknown command "ca ${command}"\n\n${HELP[""]}`);
+    if (!run) {
+      throw new UsageError(
+        `unknown command "ca ${command}"${didYouMean(command, Object.keys(commands))}\n\n${HELP[""]}`,
+      );
+    }
     await run(rest);
     return 0;
   } catch (err) {
-    if (err instanceof ConfigError) console.error(`meshauth: ${err.message}`);
-    else if (err instanceof UsageError || (err as { code?: string }).code?.startsWith("ERR_PARSE_ARGS")) {
-      console.error(`meshauth: ${(err as Error).message}`);
-      return 2;
-    } else console.error(`meshauth: ${(err as Error).message}`);
-    return 1;
+    return reportCliError(err);
   }
-}
-
-// Run when executed (node ca-server/cli.ts, or the built bin), not when imported.
-if (process.argv[1] && import.meta.url === pathToFileURL(realpathSync(process.argv[1])).href) {
-  const code = await runCli(process.argv.slice(2));
-  if (code !== 0 || !process.argv.slice(2).includes("serve")) process.exitCode = code;
 }

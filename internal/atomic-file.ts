@@ -3,8 +3,7 @@
  * write a temporary file beside it, fsync it, rename it over the old one, fsync the directory.
  * The CA's keys and state and the agent's SVID files are written this way.
  *
- * `node/` holds what the Node-side entries (`ca-server/`, `agent/`) share; the core in `lib/`
- * never imports it.
+ * `ca-server/` and `agent/` reach it through `internal/mod.ts`; the core in `lib/` never does.
  *
  * @example
  * ```ts

@@ -1,0 +1,23 @@
+/**
+ * The internal entry: what `ca-server/` and `agent/` share that is not meshauth's public API.
+ * Core helpers they need beyond `mod.ts` (argument checks, codecs, the WebCrypto signer and
+ * provider), durable file replacement, and the JSON logger. The package's `exports` do not
+ * name it, so users cannot depend on it; the build links it to the same core as `mod.ts`, so
+ * `instanceof` and caches mean one thing across entries.
+ *
+ * @module
+ */
+
+export { optionsOf } from "../lib/errors.ts";
+export { bytesEqual, fromBase64Url, fromHex, toBase64Url, toHex } from "../lib/encoding.ts";
+export { keySigner, signatureScheme } from "../lib/x509/signature.ts";
+export { webCryptoProvider } from "../lib/x509/crypto-provider.ts";
+export { removeStaleTemporaries, writeFileAtomic } from "./atomic-file.ts";
+export { jsonLogger, type Logger, type LogLevel, silentLogger } from "./logger.ts";
+export {
+  ConfigError,
+  type ConfigSources,
+  FieldReader,
+  loadConfigFile,
+  type RawConfig,
+} from "./config-file.ts";

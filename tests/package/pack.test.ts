@@ -1,0 +1,110 @@
+// The published package, as a user gets it: `npm pack`, then `npm install <tarball>` into an
+// empty project. It must import through each of its entries, and bring no JavaScript runtime
+// with it (Node, Deno, Bun and workerd are tools of meshauth's own test run, installed from
+// tests/runtimes/, never dependencies of the package). Runs once per `npm test`, on Node, as
+// its own step (scripts/test.mjs), since it installs from the registry.
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { mkdtemp, readdir, rm, stat, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { promisify } from "node:util";
+
+const ROOT = new URL("../..", import.meta.url).pathname;
+const run = promisify(execFile);
+/** Package names (and name prefixes) that would put a runtime into a user's node_modules. */
+const RUNTIME_PACKAGES = [
+  /^node-(linux|darwin|win)/,
+  /^deno$/,
+  /^@deno\//,
+  /^bun$/,
+  /^@oven\//,
+  /^workerd$/,
+  /^@cloudflare\/workerd/,
+];
+
+async function packagesIn(modules: string): Promise<string[]> {
+  const names: string[] = [];
+  for (const entry of await readdir(modules).catch(() => [])) {
+    if (entry.startsWith(".")) continue;
+    if (entry.startsWith("@")) {
+      for (const inner of await readdir(join(modules, entry))) names.push(`${entry}/${inner}`);
+    } else names.push(entry);
+  }
+  return names;
+}
+
+async function sizeOf(path: string): Promise<number> {
+  const info = await stat(path);
+  if (!info.isDirectory()) return info.size;
+  let total = 0;
+  for (const entry of await readdir(path)) total += await sizeOf(join(path, entry));
+  return total;
+}
+
+describe("the published package", { timeout: 300_000 }, () => {
+  let work = "";
+  let project = "";
+
+  before(async () => {
+    work = await mkdtemp(join(tmpdir(), "meshauth-pack-"));
+    const { stdout } = await run("npm", ["pack", "--json", "--pack-destination", work], {
+      cwd: ROOT,
+      maxBuffer: 64 * 1024 * 1024,
+    });
+    const [{ filename }] = JSON.parse(stdout.slice(stdout.indexOf("[")));
+    project = join(work, "app");
+    await run("mkdir", ["-p", project]);
+    await writeFile(
+      join(project, "package.json"),
+      JSON.stringify({ name: "app", private: true, type: "module" }),
+    );
+    await run(
+      "npm",
+      ["install", "--no-audit", "--no-fund", "--prefer-offline", "--loglevel=error", join(work, filename)],
+      { cwd: project, maxBuffer: 64 * 1024 * 1024 },
+    );
+  });
+
+  after(async () => {
+    if (work) await rm(work, { recursive: true, force: true });
+  });
+
+  it("imports meshauth, meshauth/ca-server and meshauth/agent", async () => {
+    const probe = [
+      `import { SpiffeId, MeshAuthError } from "meshauth";`,
+      `import { createCaApp } from "meshauth/ca-server";`,
+      `import { CaClient } from "meshauth/agent";`,
+      `if (SpiffeId.parse("spiffe://example.org/x").path !== "/x") process.exit(1);`,
+      `if (typeof createCaApp !== "function" || typeof CaClient !== "function") process.exit(2);`,
+      `console.log(MeshAuthError.code);`,
+    ].join("\n");
+    const { stdout } = await run(process.execPath, ["--input-type=module", "-e", probe], { cwd: project });
+    assert.equal(stdout.trim(), "ERR_MESHAUTH");
+  });
+
+  it("runs its CLI with the user's Node, and brings no runtime binaries", async (t) => {
+    const modules = join(project, "node_modules");
+    const installed = await packagesIn(modules);
+    assert.ok(installed.includes("meshauth"), installed.join(", "));
+    const runtimes = installed.filter((name) => RUNTIME_PACKAGES.some((pattern) => pattern.test(name)));
+    assert.deepEqual(runtimes, [], `runtime packages installed with meshauth: ${runtimes.join(", ")}`);
+    const bins = await readdir(join(modules, ".bin"));
+    for (const shadow of ["node", "deno", "bun", "workerd"]) {
+      assert.ok(!bins.includes(shadow), `.bin/${shadow}`);
+    }
+    const { stdout } = await run(join(modules, ".bin", "meshauth"), ["--version"], { cwd: project });
+    assert.match(stdout, /^meshauth \d+\.\d+\.\d+/);
+    const total = await sizeOf(modules);
+    const own = await sizeOf(join(modules, "meshauth"));
+    t.diagnostic(
+      `installed size: node_modules ${
+        (total / 1024 / 1024).toFixed(1)
+      } MB in ${installed.length} packages, ` +
+        `meshauth itself ${(own / 1024 / 1024).toFixed(1)} MB`,
+    );
+    // A guard against a runtime slipping in under a name the list above does not know.
+    assert.ok(total < 60 * 1024 * 1024, `node_modules is ${(total / 1024 / 1024).toFixed(1)} MB`);
+  });
+});

@@ -86,10 +86,12 @@ export {
   type CaStore,
   type CertificateRecord,
   type CrlClaim,
+  type CrlStatus,
   type JoinTokenRecord,
   type JoinTokenRole,
   type RevocationOutcome,
   type RevocationRecord,
   type RevocationSelector,
+  type SignedCrl,
   StoreError,
 } from "./store/store.ts";

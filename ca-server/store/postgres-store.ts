@@ -20,7 +20,8 @@
  */
 
 import pg from "pg";
-import type { RateLimit, RateLimitOptions, RateVerdict } from "../rate-limit.ts";
+import type { RateLimit, RateLimitOptions } from "../rate-limit.ts";
+import { PostgresRateLimit } from "./postgres-rate-limit.ts";
 import {
   type AcceptedRevocationReason,
   type AuditEvent,
@@ -35,83 +36,7 @@ import {
   type SignedCrl,
   StoreError,
 } from "./store.ts";
-
-// Each entry migrates the schema from version i to i + 1; entries are never edited once shipped.
-const MIGRATIONS: string[] = [
-  `CREATE TABLE meshauth_certificates (
-     serial_number text PRIMARY KEY,
-     spiffe_id text NOT NULL,
-     not_before timestamptz NOT NULL,
-     not_after timestamptz NOT NULL,
-     issued_at timestamptz NOT NULL,
-     requester text NOT NULL,
-     method text NOT NULL,
-     authority_id text NOT NULL
-   );
-   CREATE INDEX meshauth_certificates_spiffe_id ON meshauth_certificates (spiffe_id, issued_at);
-   CREATE TABLE meshauth_revocations (
-     serial_number text PRIMARY KEY,
-     spiffe_id text NOT NULL,
-     revoked_at timestamptz NOT NULL,
-     reason text NOT NULL,
-     not_after timestamptz NOT NULL,
-     authority_id text NOT NULL,
-     revision bigserial NOT NULL
-   );
-   CREATE SEQUENCE meshauth_crl_number;
-   CREATE TABLE meshauth_join_tokens (
-     id text PRIMARY KEY,
-     secret_sha256 text NOT NULL,
-     role text NOT NULL,
-     spiffe_id text,
-     node text,
-     expires_at timestamptz NOT NULL,
-     single_use boolean NOT NULL,
-     used_at timestamptz,
-     created_at timestamptz NOT NULL
-   );
-   CREATE TABLE meshauth_audit (
-     id bigserial PRIMARY KEY,
-     at timestamptz NOT NULL,
-     action text NOT NULL,
-     requester text NOT NULL,
-     details jsonb NOT NULL
-   );
-   -- The audit trail is append-only: refuse updates and deletes at the database.
-   CREATE FUNCTION meshauth_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS
-     $$ BEGIN RAISE EXCEPTION 'meshauth_audit is append-only'; END $$;
-   CREATE TRIGGER meshauth_audit_append_only BEFORE UPDATE OR DELETE ON meshauth_audit
-     FOR EACH ROW EXECUTE FUNCTION meshauth_audit_append_only();`,
-  // TRUNCATE fires no row triggers: refuse it too.
-  `CREATE TRIGGER meshauth_audit_no_truncate BEFORE TRUNCATE ON meshauth_audit
-     FOR EACH STATEMENT EXECUTE FUNCTION meshauth_audit_append_only();`,
-  // The row that orders revocations and CRL numbers (see the module's description), carrying
-  // on from the sequence's number; and token buckets shared by every replica.
-  `CREATE TABLE meshauth_crl_state (
-     id boolean PRIMARY KEY DEFAULT true CHECK (id),
-     crl_number bigint NOT NULL,
-     revocation_revision bigint NOT NULL,
-     revocations_total bigint NOT NULL
-   );
-   INSERT INTO meshauth_crl_state (crl_number, revocation_revision, revocations_total)
-     SELECT (SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM meshauth_crl_number),
-            (SELECT count(*) FROM meshauth_revocations),
-            (SELECT count(*) FROM meshauth_revocations);
-   CREATE UNLOGGED TABLE meshauth_rate_limits (
-     key text PRIMARY KEY,
-     tokens double precision NOT NULL,
-     last_allowed boolean NOT NULL,
-     updated_at timestamptz NOT NULL
-   );
-   CREATE INDEX meshauth_rate_limits_updated_at ON meshauth_rate_limits (updated_at);
-   CREATE TABLE meshauth_crls (
-     authority_id text PRIMARY KEY,
-     crl_number bigint NOT NULL,
-     revision bigint NOT NULL,
-     this_update timestamptz NOT NULL,
-     der bytea NOT NULL
-   );`,
-];
+import { MIGRATIONS } from "./postgres-schema.ts";
 
 // Any constant works; it only has to be the same in every replica.
 const MIGRATION_LOCK = 0x6d657368;
@@ -484,59 +409,5 @@ export class PostgresStore implements CaStore {
       requester: r.requester,
       details: r.details,
     }));
-  }
-}
-
-type Query = (text: string, values: unknown[]) => Promise<pg.QueryResult<Record<string, any>>>;
-
-// The bucket's tokens now ($2 the burst, $3 the rate), from the row as it was (SET reads old values).
-const REFILLED =
-  "least($2::float8, b.tokens + extract(epoch FROM now() - b.updated_at)::float8 * $3::float8)";
-
-// Buckets full again for a minute are forgotten; they would start full anyway.
-const FORGET_AFTER_SECONDS = 60;
-
-/** The token-bucket rule of {@link takeToken}, as one statement on a row per key. */
-class PostgresRateLimit implements RateLimit {
-  #lastPruneMs = 0;
-  constructor(readonly query: Query, readonly options: RateLimitOptions) {}
-
-  async take(key: string): Promise<RateVerdict> {
-    const { requestsPerSecond, burst } = this.options;
-    this.#prune();
-    // The row's lock orders concurrent takes of one key, on any replica.
-    const { rows: [bucket] } = await this.query(
-      `INSERT INTO meshauth_rate_limits AS b (key, tokens, last_allowed, updated_at)
-         VALUES ($1, $2::float8 - 1, true, now())
-       ON CONFLICT (key) DO UPDATE SET
-         tokens = CASE WHEN ${REFILLED} >= 1 THEN ${REFILLED} - 1 ELSE ${REFILLED} END,
-         last_allowed = ${REFILLED} >= 1,
-         updated_at = now()
-       RETURNING b.tokens, b.last_allowed`,
-      [key, burst, requestsPerSecond],
-    );
-    if (bucket.last_allowed) return { allowed: true, retryAfterSeconds: 0 };
-    return {
-      allowed: false,
-      retryAfterSeconds: Math.max(1, Math.ceil((1 - Number(bucket.tokens)) / requestsPerSecond)),
-    };
-  }
-
-  async refund(key: string): Promise<void> {
-    await this.query(
-      "UPDATE meshauth_rate_limits SET tokens = least($2::float8, tokens + 1) WHERE key = $1",
-      [key, this.options.burst],
-    );
-  }
-
-  #prune(): void {
-    const nowMs = Date.now();
-    if (nowMs - this.#lastPruneMs < 60_000) return;
-    this.#lastPruneMs = nowMs;
-    const fullAfter = this.options.burst / this.options.requestsPerSecond + FORGET_AFTER_SECONDS;
-    this.query(
-      "DELETE FROM meshauth_rate_limits WHERE updated_at < now() - make_interval(secs => $1)",
-      [fullAfter],
-    ).catch(() => {});
   }
 }

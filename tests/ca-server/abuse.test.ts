@@ -68,56 +68,59 @@ describe("the address limit comes before the credentials", () => {
     await keys.add({ ...(await root.exportPem()), activeFrom: new Date(Date.now() - 1000) });
     const authorities = await Authorities.load(keys, { trustDomain: "abuse.example" });
     const dir = await tempDir();
-    const store = new FileStore(dir.path);
-    await store.open();
-    let checked = 0;
-    const guessing: Authenticator = {
-      method: "join-token",
-      authenticate: (credentials) => {
-        checked++;
-        if (credentials.bearerToken !== "right") return Promise.reject(new Error("unreachable"));
-        return Promise.resolve({
-          method: "join-token",
-          requester: "spiffe://abuse.example/w",
-          allowedIds: [],
-          isAdmin: false,
-        });
-      },
-    };
-    // A wrong guess is refused by the authenticator as invalid.
-    const authenticators: Authenticator[] = [{
-      method: "join-token",
-      authenticate: async (credentials) => {
-        if (credentials.bearerToken === "wrong") {
+    try {
+      const store = new FileStore(dir.path);
+      await store.open();
+      let checked = 0;
+      const guessing: Authenticator = {
+        method: "join-token",
+        authenticate: (credentials) => {
           checked++;
-          const { Problem } = await import("../../ca-server/mod.ts");
-          throw new Problem("ERR_TOKEN_INVALID", "wrong");
-        }
-        return undefined;
-      },
-    }, guessing];
-    const app = createCaApp({
-      authorities,
-      store,
-      authenticators,
-      rateLimit: { requestsPerSecond: 1, burst: 3 },
-      clientAddress: () => "198.51.100.7",
-    });
-    const send = (bearer: string) =>
-      app.request("/v1/revocations", {
-        method: "POST",
-        headers: { authorization: `Bearer ${bearer}`, "content-type": "application/json" },
-        body: "{}",
+          if (credentials.bearerToken !== "right") return Promise.reject(new Error("unreachable"));
+          return Promise.resolve({
+            method: "join-token",
+            requester: "spiffe://abuse.example/w",
+            allowedIds: [],
+            isAdmin: false,
+          });
+        },
+      };
+      // A wrong guess is refused by the authenticator as invalid.
+      const authenticators: Authenticator[] = [{
+        method: "join-token",
+        authenticate: async (credentials) => {
+          if (credentials.bearerToken === "wrong") {
+            checked++;
+            const { Problem } = await import("../../ca-server/mod.ts");
+            throw new Problem("ERR_TOKEN_INVALID", "wrong");
+          }
+          return undefined;
+        },
+      }, guessing];
+      const app = createCaApp({
+        authorities,
+        store,
+        authenticators,
+        rateLimit: { requestsPerSecond: 1, burst: 3 },
+        clientAddress: () => "198.51.100.7",
       });
-    for (let i = 0; i < 3; i++) assert.equal((await send("wrong")).status, 401);
-    const checkedBefore = checked;
-    const right = await send("right");
-    assert.equal(right.status, 429, "a right guess from a throttled address is refused too");
-    assert.equal((await right.json()).code, "ERR_RATE_LIMITED");
-    assert.equal((await send("wrong")).status, 429);
-    assert.equal(checked, checkedBefore, "no credential was looked at once the address was throttled");
-    await store.close();
-    await dir.remove();
+      const send = (bearer: string) =>
+        app.request("/v1/revocations", {
+          method: "POST",
+          headers: { authorization: `Bearer ${bearer}`, "content-type": "application/json" },
+          body: "{}",
+        });
+      for (let i = 0; i < 3; i++) assert.equal((await send("wrong")).status, 401);
+      const checkedBefore = checked;
+      const right = await send("right");
+      assert.equal(right.status, 429, "a right guess from a throttled address is refused too");
+      assert.equal((await right.json()).code, "ERR_RATE_LIMITED");
+      assert.equal((await send("wrong")).status, 429);
+      assert.equal(checked, checkedBefore, "no credential was looked at once the address was throttled");
+      await store.close();
+    } finally {
+      await dir.remove();
+    }
   });
 
   it("over HTTP: a right token from a throttled address gets 429, and is not spent", async () => {

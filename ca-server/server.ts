@@ -34,6 +34,7 @@ import {
   writeTrustBundle,
 } from "./from-config.ts";
 import type { CaStore } from "./store/store.ts";
+import { type KubernetesIntegration, startKubernetesIntegration } from "./kubernetes/integration.ts";
 
 const AUTHORITY_RELOAD_MS = 30_000;
 
@@ -146,10 +147,17 @@ export async function startCaServer(
     await store.close();
     throw err;
   }
+  let kubernetes: KubernetesIntegration | undefined;
+  try {
+    kubernetes = startKubernetesIntegration(config, { authorities, store, logger });
+  } catch (err) {
+    await store.close();
+    throw err;
+  }
   const app = createCaApp({
     authorities,
     store,
-    authenticators: await buildAuthenticators(config, store, authorities),
+    authenticators: await buildAuthenticators(config, store, authorities, kubernetes),
     logger,
     metrics: options.metrics ?? new CaMetrics(),
     rateLimit: config.rateLimit,
@@ -198,6 +206,7 @@ export async function startCaServer(
       isShared: cluster.isWorker,
     });
   } catch (err) {
+    await kubernetes?.close();
     await store.close();
     throw err;
   }
@@ -209,6 +218,7 @@ export async function startCaServer(
     await writeTrustBundle(config, authorities);
   } catch (err) {
     await server.close();
+    await kubernetes?.close();
     await store.close();
     throw err;
   }
@@ -255,6 +265,7 @@ export async function startCaServer(
       closed = true;
       if (renewal) clearTimeout(renewal);
       clearInterval(reload);
+      await kubernetes?.close();
       await server.close();
       await store.close();
     },

@@ -88,7 +88,11 @@ subjects:
     assert.equal(created.type, "Opaque");
     const read = await core.readNamespacedSecret({ name: "s1", namespace: "photo-ns" });
     assert.equal(read.data?.a, "YQ==");
-    const patched = await core.patchNamespacedSecret({ name: "s1", namespace: "photo-ns", body: [{ op: "add", path: "/data/b", value: "Yg==" }] });
+    const patched = await core.patchNamespacedSecret({
+      name: "s1",
+      namespace: "photo-ns",
+      body: [{ op: "add", path: "/data/b", value: "Yg==" }],
+    });
     assert.deepEqual(patched.data, { a: "YQ==", b: "Yg==" });
     // A write at an old resource version is a 409 Conflict with the API server's Status.
     await assert.rejects(
@@ -101,13 +105,20 @@ subjects:
         return true;
       },
     );
-    await core.replaceNamespacedSecret({ name: "s1", namespace: "photo-ns", body: { ...patched, data: { c: "Yw==" } } });
-    await core.deleteNamespacedSecret({ name: "s1", namespace: "photo-ns" });
-    await assert.rejects(core.readNamespacedSecret({ name: "s1", namespace: "photo-ns" }), (err: ApiException<string>) => {
-      assert.equal(err.code, 404);
-      assert.equal(JSON.parse(err.body).reason, "NotFound");
-      return true;
+    await core.replaceNamespacedSecret({
+      name: "s1",
+      namespace: "photo-ns",
+      body: { ...patched, data: { c: "Yw==" } },
     });
+    await core.deleteNamespacedSecret({ name: "s1", namespace: "photo-ns" });
+    await assert.rejects(
+      core.readNamespacedSecret({ name: "s1", namespace: "photo-ns" }),
+      (err: ApiException<string>) => {
+        assert.equal(err.code, 404);
+        assert.equal(JSON.parse(err.body).reason, "NotFound");
+        return true;
+      },
+    );
   });
 
   test("a list pages at one resource version, and a field selector filters pods by node", async () => {
@@ -115,7 +126,10 @@ subjects:
     for (let i = 0; i < 5; i++) {
       await core.createNamespacedPod({
         namespace: "photo-ns",
-        body: { metadata: { name: `p${i}` }, spec: { nodeName: i % 2 ? "node-b" : "node-a", containers: [{ name: "c", image: "x" }] } },
+        body: {
+          metadata: { name: `p${i}` },
+          spec: { nodeName: i % 2 ? "node-b" : "node-a", containers: [{ name: "c", image: "x" }] },
+        },
       });
     }
     const first = await core.listNamespacedPod({ namespace: "photo-ns", limit: 2 });
@@ -123,22 +137,38 @@ subjects:
     assert.ok(first.metadata?._continue);
     // A change between pages does not show in the rest of the list: it is served at page one's version.
     await core.deleteNamespacedPod({ namespace: "photo-ns", name: "p4" });
-    const rest = await core.listNamespacedPod({ namespace: "photo-ns", limit: 10, _continue: first.metadata!._continue });
-    assert.deepEqual([...first.items, ...rest.items].map((p) => p.metadata?.name), ["p0", "p1", "p2", "p3", "p4"]);
+    const rest = await core.listNamespacedPod({
+      namespace: "photo-ns",
+      limit: 10,
+      _continue: first.metadata!._continue,
+    });
+    assert.deepEqual([...first.items, ...rest.items].map((p) => p.metadata?.name), [
+      "p0",
+      "p1",
+      "p2",
+      "p3",
+      "p4",
+    ]);
     assert.equal(rest.metadata?.resourceVersion, first.metadata?.resourceVersion);
     const onA = await core.listPodForAllNamespaces({ fieldSelector: "spec.nodeName=node-a" });
     assert.deepEqual(onA.items.map((p) => p.metadata?.name), ["p0", "p2"]);
-    await assert.rejects(core.listPodForAllNamespaces({ fieldSelector: "spec.color=blue" }), (err: ApiException<string>) => {
-      assert.equal(err.code, 400);
-      return true;
-    });
+    await assert.rejects(
+      core.listPodForAllNamespaces({ fieldSelector: "spec.color=blue" }),
+      (err: ApiException<string>) => {
+        assert.equal(err.code, 400);
+        return true;
+      },
+    );
   });
 
   test("a watch replays from a resource version, streams changes, and sends bookmarks", async () => {
     const core = admin.makeApiClient(CoreV1Api);
     const list = await core.listNamespacedConfigMap({ namespace: "photo-ns" });
     const from = list.metadata!.resourceVersion!;
-    await core.createNamespacedConfigMap({ namespace: "photo-ns", body: { metadata: { name: "c1" }, data: { k: "1" } } });
+    await core.createNamespacedConfigMap({
+      namespace: "photo-ns",
+      body: { metadata: { name: "c1" }, data: { k: "1" } },
+    });
     const watching = watchUntil(
       admin,
       "/api/v1/namespaces/photo-ns/configmaps",
@@ -146,7 +176,11 @@ subjects:
       (events) => events.some((e) => e.type === "BOOKMARK") && events.some((e) => e.type === "DELETED"),
     );
     await new Promise((r) => setTimeout(r, 50));
-    await core.patchNamespacedConfigMap({ namespace: "photo-ns", name: "c1", body: [{ op: "replace", path: "/data/k", value: "2" }] });
+    await core.patchNamespacedConfigMap({
+      namespace: "photo-ns",
+      name: "c1",
+      body: [{ op: "replace", path: "/data/k", value: "2" }],
+    });
     await core.deleteNamespacedConfigMap({ namespace: "photo-ns", name: "c1" });
     const { events } = await watching;
     const changes = events.filter((e) => e.type !== "BOOKMARK");
@@ -162,7 +196,9 @@ subjects:
     const old = (await core.listNamespacedConfigMap({ namespace: "photo-ns" })).metadata!.resourceVersion!;
     await core.createNamespacedConfigMap({ namespace: "photo-ns", body: { metadata: { name: "c2" } } });
     server.compact();
-    const { events } = await watchUntil(admin, "/api/v1/namespaces/photo-ns/configmaps", { resourceVersion: old }, (e) => e.length > 0);
+    const { events } = await watchUntil(admin, "/api/v1/namespaces/photo-ns/configmaps", {
+      resourceVersion: old,
+    }, (e) => e.length > 0);
     assert.equal(events[0].type, "ERROR");
     assert.equal(events[0].object.code, 410);
     assert.equal(events[0].object.reason, "Expired");
@@ -186,8 +222,14 @@ subjects:
         return true;
       },
     );
-    await assert.rejects(api.get("/api/v1/namespaces/default/secrets"), (err: KubernetesApiError) => err.status === 403);
-    await assert.rejects(api.get("/api/v1/secrets"), (err: KubernetesApiError) => /at the cluster scope/.test(err.message));
+    await assert.rejects(
+      api.get("/api/v1/namespaces/default/secrets"),
+      (err: KubernetesApiError) => err.status === 403,
+    );
+    await assert.rejects(
+      api.get("/api/v1/secrets"),
+      (err: KubernetesApiError) => /at the cluster scope/.test(err.message),
+    );
     const unknown = new KubernetesApi(clientFor("not-a-token"));
     await assert.rejects(unknown.get("/api/v1/namespaces"), (err: KubernetesApiError) => err.status === 401);
   });

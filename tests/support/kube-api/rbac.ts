@@ -45,7 +45,8 @@ function subjectMatches(subject: Subject, user: UserInfo, bindingNamespace?: str
 }
 
 function ruleAllows(rule: PolicyRule, request: AuthorizationRequest): boolean {
-  const has = (list: string[] | undefined, value: string) => (list ?? []).some((v) => v === "*" || v === value);
+  const has = (list: string[] | undefined, value: string) =>
+    (list ?? []).some((v) => v === "*" || v === value);
   if (!has(rule.verbs, request.verb)) return false;
   if (!has(rule.apiGroups, request.group)) return false;
   if (!has(rule.resources, request.resource)) return false;
@@ -71,7 +72,10 @@ const BUILTIN_FOR_AUTHENTICATED: PolicyRule[] = [
 
 export function authorize(source: RbacSource, user: UserInfo, request: AuthorizationRequest): boolean {
   if (user.groups.includes("system:masters")) return true;
-  if (user.groups.includes("system:authenticated") && BUILTIN_FOR_AUTHENTICATED.some((r) => ruleAllows(r, request))) {
+  if (
+    user.groups.includes("system:authenticated") &&
+    BUILTIN_FOR_AUTHENTICATED.some((r) => ruleAllows(r, request))
+  ) {
     return true;
   }
   const rulesOf = (ref: { kind?: string; name?: string }, namespace?: string): PolicyRule[] => {
@@ -82,7 +86,9 @@ export function authorize(source: RbacSource, user: UserInfo, request: Authoriza
   for (const binding of source.clusterRoleBindings()) {
     const subjects = (binding.subjects as Subject[] | undefined) ?? [];
     if (!subjects.some((s) => subjectMatches(s, user))) continue;
-    if (rulesOf(binding.roleRef as { kind?: string; name?: string }).some((r) => ruleAllows(r, request))) return true;
+    if (rulesOf(binding.roleRef as { kind?: string; name?: string }).some((r) => ruleAllows(r, request))) {
+      return true;
+    }
   }
   if (request.namespace) {
     for (const binding of source.roleBindings(request.namespace)) {

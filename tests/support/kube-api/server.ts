@@ -20,7 +20,7 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseAllDocuments } from "yaml";
-import { authorize, type AuthorizationRequest, type RbacSource, type UserInfo } from "./rbac.ts";
+import { type AuthorizationRequest, authorize, type RbacSource, type UserInfo } from "./rbac.ts";
 import {
   apiGroupList,
   apiResourceList,
@@ -100,10 +100,25 @@ export class KubeApiServer {
     const cert = join(this.#dir, "server.crt");
     // OpenSSL makes the serving certificate: an independent peer, as the real one is.
     execFileSync("openssl", [
-      "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-      "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=kube-apiserver",
-      "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes.default.svc",
-      "-addext", "basicConstraints=critical,CA:TRUE",
+      "req",
+      "-x509",
+      "-newkey",
+      "ec",
+      "-pkeyopt",
+      "ec_paramgen_curve:P-256",
+      "-nodes",
+      "-keyout",
+      key,
+      "-out",
+      cert,
+      "-days",
+      "2",
+      "-subj",
+      "/CN=kube-apiserver",
+      "-addext",
+      "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes.default.svc",
+      "-addext",
+      "basicConstraints=critical,CA:TRUE",
     ], { stdio: "ignore" });
     this.caPem = readFileSync(cert, "utf8");
     this.adminToken = `admin-${randomUUID()}`;
@@ -114,7 +129,9 @@ export class KubeApiServer {
     this.#server.keepAliveTimeout = 5000;
     await new Promise<void>((resolve) => this.#server!.listen(0, "127.0.0.1", resolve));
     this.url = `https://127.0.0.1:${(this.#server.address() as { port: number }).port}`;
-    for (const name of ["default", "kube-system"]) this.seed({ apiVersion: "v1", kind: "Namespace", metadata: { name } });
+    for (const name of ["default", "kube-system"]) {
+      this.seed({ apiVersion: "v1", kind: "Namespace", metadata: { name } });
+    }
     return this;
   }
 
@@ -158,7 +175,10 @@ export class KubeApiServer {
   seed(object: KubeObject): KubeObject {
     const resource = this.#resourceOfObject(object);
     const namespace = resource.namespaced ? object.metadata.namespace ?? "default" : undefined;
-    const stored = this.#prepareNew(resource, { ...structuredClone(object), metadata: { ...object.metadata, namespace } });
+    const stored = this.#prepareNew(resource, {
+      ...structuredClone(object),
+      metadata: { ...object.metadata, namespace },
+    });
     return this.store.write(resource, stored, namespace, stored.metadata.name!).object;
   }
 
@@ -178,7 +198,11 @@ export class KubeApiServer {
 
   /** A projected service-account token, as the kubelet gets it through TokenRequest. */
   tokenFor(request: Omit<TokenRequest, "serviceAccountUid">): Promise<string> {
-    const sa = this.store.current(this.#resource("", "serviceaccounts"), request.namespace, request.serviceAccount);
+    const sa = this.store.current(
+      this.#resource("", "serviceaccounts"),
+      request.namespace,
+      request.serviceAccount,
+    );
     if (!sa) throw new Error(`no service account ${request.namespace}/${request.serviceAccount}`);
     return this.tokens.issue({ ...request, serviceAccountUid: sa.metadata.uid! });
   }
@@ -186,24 +210,28 @@ export class KubeApiServer {
   /** A kubeconfig file (in a temporary directory) that reaches this server with `token`. */
   writeKubeconfig(token: string, dir = this.#dir): string {
     const path = join(dir, `kubeconfig-${randomUUID()}.yaml`);
-    writeFileSync(path, [
-      "apiVersion: v1",
-      "kind: Config",
-      "clusters:",
-      "- name: test",
-      "  cluster:",
-      `    server: ${this.url}`,
-      `    certificate-authority-data: ${Buffer.from(this.caPem).toString("base64")}`,
-      "users:",
-      "- name: user",
-      "  user:",
-      `    token: ${token}`,
-      "contexts:",
-      "- name: test",
-      "  context: {cluster: test, user: user}",
-      "current-context: test",
-      "",
-    ].join("\n"), { mode: 0o600 });
+    writeFileSync(
+      path,
+      [
+        "apiVersion: v1",
+        "kind: Config",
+        "clusters:",
+        "- name: test",
+        "  cluster:",
+        `    server: ${this.url}`,
+        `    certificate-authority-data: ${Buffer.from(this.caPem).toString("base64")}`,
+        "users:",
+        "- name: user",
+        "  user:",
+        `    token: ${token}`,
+        "contexts:",
+        "- name: test",
+        "  context: {cluster: test, user: user}",
+        "current-context: test",
+        "",
+      ].join("\n"),
+      { mode: 0o600 },
+    );
     return path;
   }
 
@@ -220,7 +248,9 @@ export class KubeApiServer {
       const user = await this.#authenticate(req);
       await this.#route(req, res, url, user);
     } catch (err) {
-      const failure = err instanceof ApiFailure ? err : new ApiFailure(500, "InternalError", String((err as Error)?.stack ?? err));
+      const failure = err instanceof ApiFailure
+        ? err
+        : new ApiFailure(500, "InternalError", String((err as Error)?.stack ?? err));
       if (!res.headersSent) this.#json(res, failure.code, failure.body());
       else res.destroy();
     }
@@ -237,7 +267,9 @@ export class KubeApiServer {
     let size = 0;
     for await (const chunk of req) {
       size += (chunk as Buffer).length;
-      if (size > MAX_BODY) throw new ApiFailure(413, "RequestEntityTooLarge", "the request body is too large");
+      if (size > MAX_BODY) {
+        throw new ApiFailure(413, "RequestEntityTooLarge", "the request body is too large");
+      }
       chunks.push(chunk as Buffer);
     }
     const text = Buffer.concat(chunks).toString("utf8");
@@ -245,7 +277,9 @@ export class KubeApiServer {
     try {
       return JSON.parse(text);
     } catch {
-      throw badRequest("the body of the request was in an unknown format - accepted media types include: application/json");
+      throw badRequest(
+        "the body of the request was in an unknown format - accepted media types include: application/json",
+      );
     }
   }
 
@@ -265,7 +299,8 @@ export class KubeApiServer {
     return {
       serviceAccountUid: (ns: string, name: string) =>
         this.store.current(this.#resource("", "serviceaccounts"), ns, name)?.metadata.uid,
-      podUid: (ns: string, name: string) => this.store.current(this.#resource("", "pods"), ns, name)?.metadata.uid,
+      podUid: (ns: string, name: string) =>
+        this.store.current(this.#resource("", "pods"), ns, name)?.metadata.uid,
     };
   }
 
@@ -291,7 +326,14 @@ export class KubeApiServer {
       status: allowed ? 200 : 403,
     });
     if (!allowed) {
-      throw forbidden(user.username, request.verb, request.resource, request.group, request.namespace, request.name);
+      throw forbidden(
+        user.username,
+        request.verb,
+        request.resource,
+        request.group,
+        request.namespace,
+        request.name,
+      );
     }
   }
 
@@ -300,11 +342,23 @@ export class KubeApiServer {
     const method = req.method ?? "GET";
     // Discovery and the issuer's documents: any authenticated user (system:discovery).
     if (method === "GET") {
-      if (url.pathname === "/api") return this.#json(res, 200, { kind: "APIVersions", versions: ["v1"], serverAddressByClientCIDRs: [] });
+      if (url.pathname === "/api") {
+        return this.#json(res, 200, {
+          kind: "APIVersions",
+          versions: ["v1"],
+          serverAddressByClientCIDRs: [],
+        });
+      }
       if (url.pathname === "/apis") return this.#json(res, 200, apiGroupList());
       if (url.pathname === "/openid/v1/jwks") return this.#json(res, 200, this.tokens.jwks());
       if (url.pathname === "/.well-known/openid-configuration") {
-        return this.#json(res, 200, { issuer: ISSUER, jwks_uri: `${this.url}/openid/v1/jwks`, response_types_supported: ["id_token"], subject_types_supported: ["public"], id_token_signing_alg_values_supported: ["ES256"] });
+        return this.#json(res, 200, {
+          issuer: ISSUER,
+          jwks_uri: `${this.url}/openid/v1/jwks`,
+          response_types_supported: ["id_token"],
+          subject_types_supported: ["public"],
+          id_token_signing_alg_values_supported: ["ES256"],
+        });
       }
     }
     let group: string;
@@ -319,7 +373,9 @@ export class KubeApiServer {
     }
     if (rest.length === 0 && method === "GET") {
       const list = apiResourceList(group, version);
-      if (list.resources.length === 0) throw new ApiFailure(404, "NotFound", "the server could not find the requested resource");
+      if (list.resources.length === 0) {
+        throw new ApiFailure(404, "NotFound", "the server could not find the requested resource");
+      }
       return this.#json(res, 200, list);
     }
     let namespace: string | undefined;
@@ -360,7 +416,11 @@ export class KubeApiServer {
       authz("create", undefined);
       const body = await this.#body(req);
       if (resource.isReview) return this.#json(res, 201, await this.#review(resource, body));
-      return this.#json(res, 201, this.#view(resource, version, this.#create(resource, version, namespace, body as KubeObject, user)));
+      return this.#json(
+        res,
+        201,
+        this.#view(resource, version, this.#create(resource, version, namespace, body as KubeObject, user)),
+      );
     }
     if (method === "POST" && subresource === "token") {
       authz("create");
@@ -369,7 +429,11 @@ export class KubeApiServer {
     if (method === "PUT" && name) {
       authz("update");
       const body = await this.#body(req) as KubeObject;
-      return this.#json(res, 200, this.#view(resource, version, this.#update(resource, namespace, name, body, subresource, user)));
+      return this.#json(
+        res,
+        200,
+        this.#view(resource, version, this.#update(resource, namespace, name, body, subresource, user)),
+      );
     }
     if (method === "PATCH" && name) {
       authz("patch");
@@ -382,9 +446,17 @@ export class KubeApiServer {
       } else if (/json-patch\+json/.test(type)) {
         patched = jsonPatch(current, await this.#body(req) as unknown as JsonPatchOperation[]);
       } else {
-        throw new ApiFailure(415, "UnsupportedMediaType", `the server does not support patches of type ${type}`);
+        throw new ApiFailure(
+          415,
+          "UnsupportedMediaType",
+          `the server does not support patches of type ${type}`,
+        );
       }
-      return this.#json(res, 200, this.#view(resource, version, this.#update(resource, namespace, name, patched, subresource, user)));
+      return this.#json(
+        res,
+        200,
+        this.#view(resource, version, this.#update(resource, namespace, name, patched, subresource, user)),
+      );
     }
     if (method === "DELETE" && name) {
       authz("delete");
@@ -393,15 +465,27 @@ export class KubeApiServer {
       if (!current) throw notFound(plural, name, group);
       const pre = body.preconditions ?? {};
       if (pre.uid && pre.uid !== current.metadata.uid) {
-        throw new ApiFailure(409, "Conflict", `Precondition failed: UID in precondition: ${pre.uid}, UID in object meta: ${current.metadata.uid}`);
+        throw new ApiFailure(
+          409,
+          "Conflict",
+          `Precondition failed: UID in precondition: ${pre.uid}, UID in object meta: ${current.metadata.uid}`,
+        );
       }
       if (pre.resourceVersion && pre.resourceVersion !== current.metadata.resourceVersion) {
-        throw new ApiFailure(409, "Conflict", `Precondition failed: ResourceVersion in precondition: ${pre.resourceVersion}, ResourceVersion in object meta: ${current.metadata.resourceVersion}`);
+        throw new ApiFailure(
+          409,
+          "Conflict",
+          `Precondition failed: ResourceVersion in precondition: ${pre.resourceVersion}, ResourceVersion in object meta: ${current.metadata.resourceVersion}`,
+        );
       }
       const event = this.store.write(resource, null, namespace, name);
       return this.#json(res, 200, this.#view(resource, version, event.object));
     }
-    throw new ApiFailure(405, "MethodNotAllowed", `the server does not allow this method on the requested resource`);
+    throw new ApiFailure(
+      405,
+      "MethodNotAllowed",
+      `the server does not allow this method on the requested resource`,
+    );
   }
 
   // ---- objects ---------------------------------------------------------------------------
@@ -411,8 +495,12 @@ export class KubeApiServer {
   }
 
   #resourceOfObject(object: KubeObject): ResourceType {
-    const [group, version] = object.apiVersion!.includes("/") ? object.apiVersion!.split("/") : ["", object.apiVersion!];
-    const resource = RESOURCES.find((r) => r.group === group && r.kind === object.kind && r.versions.includes(version));
+    const [group, version] = object.apiVersion!.includes("/")
+      ? object.apiVersion!.split("/")
+      : ["", object.apiVersion!];
+    const resource = RESOURCES.find((r) =>
+      r.group === group && r.kind === object.kind && r.versions.includes(version)
+    );
     if (!resource) throw new Error(`the test API server does not serve ${object.apiVersion} ${object.kind}`);
     return resource;
   }
@@ -432,7 +520,9 @@ export class KubeApiServer {
 
   #prepareNew(resource: ResourceType, object: KubeObject): KubeObject {
     const metadata = object.metadata ?? {};
-    if (!metadata.name && metadata.generateName) metadata.name = `${metadata.generateName}${randomUUID().slice(0, 5)}`;
+    if (!metadata.name && metadata.generateName) {
+      metadata.name = `${metadata.generateName}${randomUUID().slice(0, 5)}`;
+    }
     return {
       ...object,
       metadata: {
@@ -444,27 +534,44 @@ export class KubeApiServer {
     };
   }
 
-  #create(resource: ResourceType, version: string, namespace: string | undefined, body: KubeObject, user: UserInfo): KubeObject {
+  #create(
+    resource: ResourceType,
+    version: string,
+    namespace: string | undefined,
+    body: KubeObject,
+    user: UserInfo,
+  ): KubeObject {
     if (!body?.metadata) throw badRequest("metadata is required");
     if (resource.namespaced) {
       namespace ??= body.metadata.namespace ?? "default";
       if (body.metadata.namespace && body.metadata.namespace !== namespace) {
-        throw badRequest("the namespace of the provided object does not match the namespace sent on the request");
+        throw badRequest(
+          "the namespace of the provided object does not match the namespace sent on the request",
+        );
       }
-      if (!this.store.current(this.#resource("", "namespaces"), undefined, namespace)) throw notFound("namespaces", namespace);
+      if (!this.store.current(this.#resource("", "namespaces"), undefined, namespace)) {
+        throw notFound("namespaces", namespace);
+      }
     }
     const object = this.#prepareNew(resource, { ...body, metadata: { ...body.metadata, namespace } });
     const name = object.metadata.name;
     if (!name || !/^[a-z0-9]([-a-z0-9.:]*[a-z0-9])?$/.test(name) || name.length > 253) {
-      throw invalid(resource.kind, resource.group, name ?? "", [{ field: "metadata.name", message: `Invalid value: ${JSON.stringify(name)}: a lowercase RFC 1123 subdomain is required` }]);
+      throw invalid(resource.kind, resource.group, name ?? "", [{
+        field: "metadata.name",
+        message: `Invalid value: ${JSON.stringify(name)}: a lowercase RFC 1123 subdomain is required`,
+      }]);
     }
-    if (this.store.current(resource, namespace, name)) throw alreadyExists(resource.plural, name, resource.group);
+    if (this.store.current(resource, namespace, name)) {
+      throw alreadyExists(resource.plural, name, resource.group);
+    }
     delete object.apiVersion;
     delete object.kind;
     if (resource.plural === "podcertificaterequests") this.#admitPodCertificateRequest(version, object);
     if (resource.plural === "clustertrustbundles") this.#admitClusterTrustBundle(object, user);
     if (resource.plural === "secrets") object.type ??= "Opaque";
-    if (resource.subresources?.includes("status") && resource.plural !== "pods" && resource.plural !== "nodes") {
+    if (
+      resource.subresources?.includes("status") && resource.plural !== "pods" && resource.plural !== "nodes"
+    ) {
       delete object.status; // a create does not set status, except where the API allows it
     }
     return this.store.write(resource, object, namespace, name).object;
@@ -508,12 +615,20 @@ export class KubeApiServer {
       };
       delete next.apiVersion;
       delete next.kind;
-      if (resource.subresources?.includes("status") && resource.plural !== "namespaces") next.status = current.status;
+      if (resource.subresources?.includes("status") && resource.plural !== "namespaces") {
+        next.status = current.status;
+      }
       if (resource.plural === "secrets" && (next.type ?? "Opaque") !== (current.type ?? "Opaque")) {
         throw invalid("Secret", "", name, [{ field: "type", message: "Invalid value: field is immutable" }]);
       }
-      if (resource.plural === "podcertificaterequests" && JSON.stringify(next.spec) !== JSON.stringify(current.spec)) {
-        throw invalid(resource.kind, resource.group, name, [{ field: "spec", message: "Forbidden: immutable" }]);
+      if (
+        resource.plural === "podcertificaterequests" &&
+        JSON.stringify(next.spec) !== JSON.stringify(current.spec)
+      ) {
+        throw invalid(resource.kind, resource.group, name, [{
+          field: "spec",
+          message: "Forbidden: immutable",
+        }]);
       }
       if (resource.plural === "clustertrustbundles") this.#admitClusterTrustBundle(next, user);
       if (JSON.stringify(next.spec) !== JSON.stringify(current.spec) && current.metadata.generation) {
@@ -528,15 +643,28 @@ export class KubeApiServer {
     const allowed = [signerName, `${domain}/*`].some((name) =>
       authorize(this.#rbac(), user, { verb, group: "certificates.k8s.io", resource: "signers", name })
     );
-    this.requests.push({ user: user.username, verb, group: "certificates.k8s.io", resource: "signers", name: signerName, status: allowed ? 200 : 403 });
+    this.requests.push({
+      user: user.username,
+      verb,
+      group: "certificates.k8s.io",
+      resource: "signers",
+      name: signerName,
+      status: allowed ? 200 : 403,
+    });
     if (!allowed) {
-      throw new ApiFailure(403, "Forbidden", `spec.signerName: Forbidden: User "${user.username}" is not permitted to "${verb}" for signer "${signerName}"`);
+      throw new ApiFailure(
+        403,
+        "Forbidden",
+        `spec.signerName: Forbidden: User "${user.username}" is not permitted to "${verb}" for signer "${signerName}"`,
+      );
     }
   }
 
   #admitClusterTrustBundle(object: KubeObject, user: UserInfo): void {
     const causes = validateClusterTrustBundle(object);
-    if (causes.length) throw invalid("ClusterTrustBundle", "certificates.k8s.io", object.metadata.name ?? "", causes);
+    if (causes.length) {
+      throw invalid("ClusterTrustBundle", "certificates.k8s.io", object.metadata.name ?? "", causes);
+    }
     const signerName = (object.spec as { signerName?: string }).signerName;
     if (signerName) this.#requireSignerVerb(user, "attest", signerName);
   }
@@ -544,8 +672,20 @@ export class KubeApiServer {
   #admitPodCertificateRequest(version: string, object: KubeObject): void {
     const spec = (object.spec ?? {}) as Record<string, unknown>;
     const causes: Array<{ field: string; message: string }> = [];
-    for (const field of ["signerName", "podName", "podUID", "serviceAccountName", "serviceAccountUID", "nodeName", "nodeUID"]) {
-      if (typeof spec[field] !== "string" || !spec[field]) causes.push({ field: `spec.${field}`, message: "Required value" });
+    for (
+      const field of [
+        "signerName",
+        "podName",
+        "podUID",
+        "serviceAccountName",
+        "serviceAccountUID",
+        "nodeName",
+        "nodeUID",
+      ]
+    ) {
+      if (typeof spec[field] !== "string" || !spec[field]) {
+        causes.push({ field: `spec.${field}`, message: "Required value" });
+      }
     }
     if (version === "v1") {
       delete spec.pkixPublicKey;
@@ -553,13 +693,20 @@ export class KubeApiServer {
     }
     spec.maxExpirationSeconds ??= 86400;
     const max = Number(spec.maxExpirationSeconds);
-    if (!(max >= 3600 && max <= 91 * 86400)) causes.push({ field: "spec.maxExpirationSeconds", message: "must be in the range [3600, 7862400]" });
+    if (!(max >= 3600 && max <= 91 * 86400)) {
+      causes.push({ field: "spec.maxExpirationSeconds", message: "must be in the range [3600, 7862400]" });
+    }
     const { error } = requestedSpki(spec, true);
     if (error) causes.push(error);
     if (!spec.stubPKCS10Request && spec.pkixPublicKey && !proofOfPossessionHolds(spec)) {
-      causes.push({ field: "spec.proofOfPossession", message: "Invalid value: could not verify proof-of-possession signature" });
+      causes.push({
+        field: "spec.proofOfPossession",
+        message: "Invalid value: could not verify proof-of-possession signature",
+      });
     }
-    if (causes.length) throw invalid("PodCertificateRequest", "certificates.k8s.io", object.metadata.name ?? "", causes);
+    if (causes.length) {
+      throw invalid("PodCertificateRequest", "certificates.k8s.io", object.metadata.name ?? "", causes);
+    }
     object.spec = spec;
   }
 
@@ -595,11 +742,15 @@ export class KubeApiServer {
       const match = url.searchParams.get("resourceVersionMatch");
       if (rv && rv !== "0" && match === "Exact") {
         atRevision = Number(rv);
-        if (atRevision < this.store.compactedRevision) throw expired(`too old resource version: ${rv} (${this.store.compactedRevision})`);
+        if (atRevision < this.store.compactedRevision) {
+          throw expired(`too old resource version: ${rv} (${this.store.compactedRevision})`);
+        }
       }
     }
     const keyOf = (o: KubeObject) => `${o.metadata.namespace ?? ""}/${o.metadata.name}`;
-    const all = this.store.list(resource, namespace, atRevision).filter(matches).filter((o) => keyOf(o) > after);
+    const all = this.store.list(resource, namespace, atRevision).filter(matches).filter((o) =>
+      keyOf(o) > after
+    );
     const page = limit > 0 ? all.slice(0, limit) : all;
     const more = limit > 0 && all.length > limit;
     return {
@@ -609,7 +760,9 @@ export class KubeApiServer {
         resourceVersion: String(atRevision),
         ...(more
           ? {
-            continue: Buffer.from(JSON.stringify({ rv: atRevision, after: keyOf(page.at(-1)!) })).toString("base64"),
+            continue: Buffer.from(JSON.stringify({ rv: atRevision, after: keyOf(page.at(-1)!) })).toString(
+              "base64",
+            ),
             remainingItemCount: all.length - page.length,
           }
           : {}),
@@ -622,14 +775,22 @@ export class KubeApiServer {
     };
   }
 
-  #watch(res: ServerResponse, resource: ResourceType, version: string, namespace: string | undefined, url: URL): void {
+  #watch(
+    res: ServerResponse,
+    resource: ResourceType,
+    version: string,
+    namespace: string | undefined,
+    url: URL,
+  ): void {
     const matches = this.#selectors(resource, url);
     const rvParam = url.searchParams.get("resourceVersion") ?? "";
     const bookmarks = url.searchParams.get("allowWatchBookmarks") === "true";
     const timeoutSeconds = Number(url.searchParams.get("timeoutSeconds") ?? 0);
     const inScope = (o: KubeObject) => namespace === undefined || o.metadata.namespace === namespace;
     const fromRevision = rvParam === "" || rvParam === "0" ? undefined : Number(rvParam);
-    if (fromRevision !== undefined && !Number.isFinite(fromRevision)) throw badRequest(`invalid resource version: ${rvParam}`);
+    if (fromRevision !== undefined && !Number.isFinite(fromRevision)) {
+      throw badRequest(`invalid resource version: ${rvParam}`);
+    }
     const replay = fromRevision === undefined ? [] : this.store.eventsSince(fromRevision);
     if (replay === undefined && this.#options.goneAsHttpStatus) {
       throw expired(`too old resource version: ${fromRevision} (${this.store.compactedRevision})`);
@@ -640,7 +801,10 @@ export class KubeApiServer {
     };
     if (replay === undefined) {
       // The watch cache's answer to a compacted version: one ERROR event, then the end.
-      send("ERROR", expired(`too old resource version: ${fromRevision} (${this.store.compactedRevision})`).body());
+      send(
+        "ERROR",
+        expired(`too old resource version: ${fromRevision} (${this.store.compactedRevision})`).body(),
+      );
       res.end();
       return;
     }
@@ -650,12 +814,15 @@ export class KubeApiServer {
       const before = event.previous !== undefined && matches(event.previous);
       let type: string | undefined = event.type;
       // With a selector, an object moving out of it is DELETED and one moving in is ADDED.
-      if (event.type === "MODIFIED") type = now && before ? "MODIFIED" : now ? "ADDED" : before ? "DELETED" : undefined;
-      else if (!now) type = undefined;
+      if (event.type === "MODIFIED") {
+        type = now && before ? "MODIFIED" : now ? "ADDED" : before ? "DELETED" : undefined;
+      } else if (!now) type = undefined;
       if (type) send(type, this.#view(resource, version, event.object));
     };
     if (fromRevision === undefined) {
-      for (const o of this.store.list(resource, namespace).filter(matches)) send("ADDED", this.#view(resource, version, o));
+      for (const o of this.store.list(resource, namespace).filter(matches)) {
+        send("ADDED", this.#view(resource, version, o));
+      }
     } else {
       for (const event of replay) deliver(event);
     }
@@ -697,18 +864,30 @@ export class KubeApiServer {
     const status = "error" in result
       ? { authenticated: false, user: {}, error: result.error }
       : { authenticated: true, user: result.user, audiences: result.audiences };
-    return { kind: "TokenReview", apiVersion: "authentication.k8s.io/v1", metadata: { creationTimestamp: null }, spec, status };
+    return {
+      kind: "TokenReview",
+      apiVersion: "authentication.k8s.io/v1",
+      metadata: { creationTimestamp: null },
+      spec,
+      status,
+    };
   }
 
   async #tokenRequest(namespace: string, name: string, body: Record<string, unknown>) {
     const sa = this.store.current(this.#resource("", "serviceaccounts"), namespace, name);
     if (!sa) throw notFound("serviceaccounts", name);
-    const spec = (body.spec ?? {}) as { audiences?: string[]; expirationSeconds?: number; boundObjectRef?: { kind?: string; name?: string; uid?: string } };
+    const spec = (body.spec ?? {}) as {
+      audiences?: string[];
+      expirationSeconds?: number;
+      boundObjectRef?: { kind?: string; name?: string; uid?: string };
+    };
     let pod: { name: string; uid: string } | undefined;
     let node: { name: string; uid: string } | undefined;
     if (spec.boundObjectRef?.kind === "Pod") {
       const p = this.store.current(this.#resource("", "pods"), namespace, spec.boundObjectRef.name ?? "");
-      if (!p || p.metadata.uid !== spec.boundObjectRef.uid) throw notFound("pods", spec.boundObjectRef.name ?? "");
+      if (!p || p.metadata.uid !== spec.boundObjectRef.uid) {
+        throw notFound("pods", spec.boundObjectRef.name ?? "");
+      }
       pod = { name: p.metadata.name!, uid: p.metadata.uid! };
       const nodeName = (p.spec as { nodeName?: string }).nodeName;
       const n = nodeName ? this.store.current(this.#resource("", "nodes"), undefined, nodeName) : undefined;
@@ -729,7 +908,13 @@ export class KubeApiServer {
       apiVersion: "authentication.k8s.io/v1",
       metadata: { name, namespace, creationTimestamp: null },
       spec: { ...spec, expirationSeconds },
-      status: { token, expirationTimestamp: new Date(Date.now() + expirationSeconds * 1000).toISOString().replace(/\.\d{3}Z$/, "Z") },
+      status: {
+        token,
+        expirationTimestamp: new Date(Date.now() + expirationSeconds * 1000).toISOString().replace(
+          /\.\d{3}Z$/,
+          "Z",
+        ),
+      },
     };
   }
 }
@@ -758,13 +943,16 @@ interface JsonPatchOperation {
 export function jsonPatch<T>(target: T, operations: JsonPatchOperation[]): T {
   if (!Array.isArray(operations)) throw badRequest("a JSON patch is a list of operations");
   const doc = structuredClone(target) as unknown;
-  const pointer = (path: string) => path.split("/").slice(1).map((p) => p.replaceAll("~1", "/").replaceAll("~0", "~"));
+  const pointer = (path: string) =>
+    path.split("/").slice(1).map((p) => p.replaceAll("~1", "/").replaceAll("~0", "~"));
   const parentOf = (path: string): [Record<string, unknown> | unknown[], string] => {
     const parts = pointer(path);
     let node = doc as Record<string, unknown>;
     for (const part of parts.slice(0, -1)) {
       node = node?.[part] as Record<string, unknown>;
-      if (typeof node !== "object" || node === null) throw new ApiFailure(422, "Invalid", `the path ${path} does not exist`);
+      if (typeof node !== "object" || node === null) {
+        throw new ApiFailure(422, "Invalid", `the path ${path} does not exist`);
+      }
     }
     return [node, parts.at(-1)!];
   };
@@ -789,7 +977,9 @@ export function jsonPatch<T>(target: T, operations: JsonPatchOperation[]): T {
       remove(op.path);
       add(op.path, op.value);
     } else if (op.op === "test") {
-      if (JSON.stringify(get(op.path)) !== JSON.stringify(op.value)) throw new ApiFailure(422, "Invalid", `test failed at ${op.path}`);
+      if (JSON.stringify(get(op.path)) !== JSON.stringify(op.value)) {
+        throw new ApiFailure(422, "Invalid", `test failed at ${op.path}`);
+      }
     } else if (op.op === "move" || op.op === "copy") {
       const value = structuredClone(get(op.from!));
       if (op.op === "move") remove(op.from!);

@@ -96,7 +96,9 @@ export function forbidden(
   namespace: string | undefined,
   name?: string,
 ): ApiFailure {
-  const resource = name ? `${plural} "${name}" is forbidden` : `${plural}${group ? `.${group}` : ""} is forbidden`;
+  const resource = name
+    ? `${plural} "${name}" is forbidden`
+    : `${plural}${group ? `.${group}` : ""} is forbidden`;
   const where = namespace ? `in the namespace "${namespace}"` : "at the cluster scope";
   return new ApiFailure(
     403,

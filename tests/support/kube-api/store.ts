@@ -57,7 +57,12 @@ export class ObjectStore {
     return out.sort(([a], [b]) => a < b ? -1 : a > b ? 1 : 0).map(([, o]) => structuredClone(o));
   }
 
-  write(resource: ResourceType, object: KubeObject | null, namespace: string | undefined, name: string): StoreEvent {
+  write(
+    resource: ResourceType,
+    object: KubeObject | null,
+    namespace: string | undefined,
+    name: string,
+  ): StoreEvent {
     const key = storageKey(resource, namespace, name);
     const versions = this.#history.get(key) ?? [];
     const previous = versions.at(-1)?.object ?? undefined;

@@ -96,27 +96,34 @@ export class TokenIssuer {
       }));
     } catch (err) {
       const code = (err as { code?: string }).code;
-      if (code === "ERR_JWT_EXPIRED") return { error: "[invalid bearer token, service account token has expired]" };
+      if (code === "ERR_JWT_EXPIRED") {
+        return { error: "[invalid bearer token, service account token has expired]" };
+      }
       return { error: "[invalid bearer token, square/go-jose: error in cryptographic primitive]" };
     }
     const tokenAudiences = Array.isArray(payload.aud) ? payload.aud as string[] : [String(payload.aud)];
     const valid = wanted.filter((a) => tokenAudiences.includes(a));
     if (valid.length === 0) {
       return {
-        error: `[invalid bearer token, token audiences ${JSON.stringify(tokenAudiences)} is invalid for the target audiences ${
-          JSON.stringify(wanted)
-        }]`,
+        error: `[invalid bearer token, token audiences ${
+          JSON.stringify(tokenAudiences)
+        } is invalid for the target audiences ${JSON.stringify(wanted)}]`,
       };
     }
     const bound = payload["kubernetes.io"] as BoundClaims;
     const saUid = bindings.serviceAccountUid(bound.namespace, bound.serviceaccount.name);
     if (saUid !== bound.serviceaccount.uid) {
-      return { error: `[invalid bearer token, service account ${bound.namespace}/${bound.serviceaccount.name} has been deleted]` };
+      return {
+        error:
+          `[invalid bearer token, service account ${bound.namespace}/${bound.serviceaccount.name} has been deleted]`,
+      };
     }
     if (bound.pod && bindings.podUid(bound.namespace, bound.pod.name) !== bound.pod.uid) {
       return { error: `[invalid bearer token, pod ${bound.namespace}/${bound.pod.name} has been deleted]` };
     }
-    const extra: Record<string, string[]> = { "authentication.kubernetes.io/credential-id": [`JTI=${payload.jti}`] };
+    const extra: Record<string, string[]> = {
+      "authentication.kubernetes.io/credential-id": [`JTI=${payload.jti}`],
+    };
     if (bound.pod) {
       extra["authentication.kubernetes.io/pod-name"] = [bound.pod.name];
       extra["authentication.kubernetes.io/pod-uid"] = [bound.pod.uid];
@@ -129,11 +136,14 @@ export class TokenIssuer {
       user: {
         username: `system:serviceaccount:${bound.namespace}:${bound.serviceaccount.name}`,
         uid: bound.serviceaccount.uid,
-        groups: ["system:serviceaccounts", `system:serviceaccounts:${bound.namespace}`, "system:authenticated"],
+        groups: [
+          "system:serviceaccounts",
+          `system:serviceaccounts:${bound.namespace}`,
+          "system:authenticated",
+        ],
         extra,
       },
       audiences: valid,
     };
   }
 }
-

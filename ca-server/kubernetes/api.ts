@@ -184,7 +184,11 @@ export class KubernetesApi {
     // minute, as client-go does, so a rotated token is picked up.
     await this.kubeConfig.applyToHTTPSOptions(requestOptions);
     const body = options.body === undefined ? undefined : JSON.stringify(options.body);
-    if (body !== undefined) requestOptions.headers["content-type"] = "application/json";
+    if (body !== undefined) {
+      requestOptions.headers["content-type"] = "application/json";
+      // Node sends a DELETE's body unframed unless its length is given.
+      requestOptions.headers["content-length"] = String(Buffer.byteLength(body));
+    }
     const { status, text } = await this.#send(url, requestOptions, body).catch((cause: Error) => {
       throw new KubernetesApiError(0, "Unreachable", cause.message, method, path, { cause });
     });

@@ -284,7 +284,6 @@ export class Reflector<T> {
           return;
         }
         if (sawEvent) this.#failures = 0;
-        this.stats.resumes++;
         // A stream that ends at once, twice running, is backed off like a failure.
         this.#schedule(sawEvent ? 0 : this.#backoffMs(), () => this.#resume());
       },
@@ -300,6 +299,7 @@ export class Reflector<T> {
 
   async #resume(): Promise<void> {
     if (!this.#resourceVersion) return await this.#relist();
+    this.stats.resumes++;
     await this.#startWatch();
   }
 

@@ -70,6 +70,7 @@ export interface RecordedRequest {
 
 interface OpenWatch {
   res: ServerResponse;
+  stalled?: boolean;
   close(): void;
 }
 
@@ -152,6 +153,14 @@ export class KubeApiServer {
       w.res.destroy();
     }
     return count;
+  }
+
+  /**
+   * Stalls every open watch: events stop reaching them (a partitioned or wedged stream) until
+   * they are dropped. What happens meanwhile is only found again by a list.
+   */
+  stallWatches(): void {
+    for (const w of this.#watches) w.stalled = true;
   }
 
   /** Forgets all history (etcd compaction): watches resuming from an older version get 410. */
@@ -796,8 +805,9 @@ export class KubeApiServer {
       throw expired(`too old resource version: ${fromRevision} (${this.store.compactedRevision})`);
     }
     res.writeHead(200, { "content-type": "application/json", "transfer-encoding": "chunked" });
+    let watch: OpenWatch | undefined;
     const send = (type: string, object: KubeObject | Record<string, unknown>) => {
-      res.write(`${JSON.stringify({ type, object })}\n`);
+      if (!watch?.stalled) res.write(`${JSON.stringify({ type, object })}\n`);
     };
     if (replay === undefined) {
       // The watch cache's answer to a compacted version: one ERROR event, then the end.
@@ -837,22 +847,23 @@ export class KubeApiServer {
         });
       }, this.#options.bookmarkIntervalMs ?? 1000));
     }
-    const watch: OpenWatch = {
+    const open: OpenWatch = {
       res,
       close: () => {
         unsubscribe();
         for (const t of timers) clearInterval(t);
-        this.#watches.delete(watch);
+        this.#watches.delete(open);
       },
     };
+    watch = open;
     if (timeoutSeconds > 0) {
       timers.push(setTimeout(() => {
-        watch.close();
+        open.close();
         res.end();
       }, timeoutSeconds * 1000) as unknown as ReturnType<typeof setInterval>);
     }
-    this.#watches.add(watch);
-    res.on("close", () => watch.close());
+    this.#watches.add(open);
+    res.on("close", () => open.close());
   }
 
   // ---- reviews and tokens ------------------------------------------------------------------

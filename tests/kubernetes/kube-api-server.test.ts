@@ -24,7 +24,7 @@ interface Event {
 function watchUntil(
   kc: KubeConfig,
   path: string,
-  query: Record<string, unknown>,
+  query: Record<string, string | number | boolean | undefined>,
   until: (events: Event[]) => boolean,
 ): Promise<{ events: Event[]; error: (Error & { statusCode?: number }) | null }> {
   return new Promise((resolve, reject) => {

@@ -168,7 +168,7 @@ describe("examples/kubernetes manifests", () => {
   });
 
   test("the CA's configuration in its ConfigMap loads, with the Kubernetes keys it documents", async () => {
-    const config = all.find((m) => m.object.metadata.name === "meshauth-ca-config")!.object as {
+    const config = all.find((m) => m.object.metadata.name === "meshauth-ca-config")!.object as unknown as {
       data: Record<string, string>;
     };
     const dir = await tempDir("meshauth-manifest-");

@@ -184,7 +184,7 @@ export class KubeApiServer {
   seed(object: KubeObject): KubeObject {
     const resource = this.#resourceOfObject(object);
     const namespace = resource.namespaced ? object.metadata.namespace ?? "default" : undefined;
-    const stored = this.#prepareNew(resource, {
+    const stored = this.#prepareNew({
       ...structuredClone(object),
       metadata: { ...object.metadata, namespace },
     });
@@ -192,7 +192,7 @@ export class KubeApiServer {
   }
 
   /** Applies every document of YAML manifests as the admin, as `kubectl apply` creates them. */
-  async apply(yamlText: string): Promise<KubeObject[]> {
+  apply(yamlText: string): KubeObject[] {
     const out: KubeObject[] = [];
     for (const doc of parseAllDocuments(yamlText)) {
       const object = doc.toJS() as KubeObject | null;
@@ -527,7 +527,7 @@ export class KubeApiServer {
     };
   }
 
-  #prepareNew(resource: ResourceType, object: KubeObject): KubeObject {
+  #prepareNew(object: KubeObject): KubeObject {
     const metadata = object.metadata ?? {};
     if (!metadata.name && metadata.generateName) {
       metadata.name = `${metadata.generateName}${randomUUID().slice(0, 5)}`;
@@ -562,7 +562,7 @@ export class KubeApiServer {
         throw notFound("namespaces", namespace);
       }
     }
-    const object = this.#prepareNew(resource, { ...body, metadata: { ...body.metadata, namespace } });
+    const object = this.#prepareNew({ ...body, metadata: { ...body.metadata, namespace } });
     const name = object.metadata.name;
     if (!name || !/^[a-z0-9]([-a-z0-9.:]*[a-z0-9])?$/.test(name) || name.length > 253) {
       throw invalid(resource.kind, resource.group, name ?? "", [{
@@ -805,15 +805,22 @@ export class KubeApiServer {
       throw expired(`too old resource version: ${fromRevision} (${this.store.compactedRevision})`);
     }
     res.writeHead(200, { "content-type": "application/json", "transfer-encoding": "chunked" });
-    let watch: OpenWatch | undefined;
+    const cleanups: Array<() => void> = [];
+    const open: OpenWatch = {
+      res,
+      close: () => {
+        for (const cleanup of cleanups.splice(0)) cleanup();
+        this.#watches.delete(open);
+      },
+    };
     const send = (type: string, object: KubeObject | Record<string, unknown>) => {
-      if (!watch?.stalled) res.write(`${JSON.stringify({ type, object })}\n`);
+      if (!open.stalled) res.write(`${JSON.stringify({ type, object })}\n`);
     };
     if (replay === undefined) {
       // The watch cache's answer to a compacted version: one ERROR event, then the end.
       send(
         "ERROR",
-        expired(`too old resource version: ${fromRevision} (${this.store.compactedRevision})`).body(),
+        { ...expired(`too old resource version: ${fromRevision} (${this.store.compactedRevision})`).body() },
       );
       res.end();
       return;
@@ -836,8 +843,9 @@ export class KubeApiServer {
     } else {
       for (const event of replay) deliver(event);
     }
-    const unsubscribe = this.store.subscribe(deliver);
+    cleanups.push(this.store.subscribe(deliver));
     const timers: Array<ReturnType<typeof setInterval>> = [];
+    cleanups.push(() => timers.forEach((t) => clearInterval(t)));
     if (bookmarks) {
       timers.push(setInterval(() => {
         send("BOOKMARK", {
@@ -847,15 +855,6 @@ export class KubeApiServer {
         });
       }, this.#options.bookmarkIntervalMs ?? 1000));
     }
-    const open: OpenWatch = {
-      res,
-      close: () => {
-        unsubscribe();
-        for (const t of timers) clearInterval(t);
-        this.#watches.delete(open);
-      },
-    };
-    watch = open;
     if (timeoutSeconds > 0) {
       timers.push(setTimeout(() => {
         open.close();

@@ -111,13 +111,10 @@ async function podCertificateRequest(
     ...(overrides.legacyOnly ? {} : { stubPKCS10Request: der.toString("base64") }),
     ...(version === "v1beta1"
       ? {
-        pkixPublicKey: publicKey.export({ format: "der", type: "spki" }).toString("base64"),
-        proofOfPossession: sign(
-          "sha256",
-          Buffer.from(podUID),
-          createPrivateKey(privateKey.export({ format: "pem", type: "pkcs8" })),
-        )
-          .toString("base64"),
+        pkixPublicKey: Buffer.from(publicKey.export({ format: "der", type: "spki" })).toString("base64"),
+        proofOfPossession: Buffer.from(
+          sign("sha256", Buffer.from(podUID), createPrivateKey(privateKey.export({ format: "pem", type: "pkcs8" }))),
+        ).toString("base64"),
       }
       : {}),
     ...overrides.spec,

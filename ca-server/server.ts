@@ -34,7 +34,7 @@ import {
   writeTrustBundle,
 } from "./from-config.ts";
 import type { CaStore } from "./store/store.ts";
-import { type KubernetesIntegration, startKubernetesIntegration } from "./kubernetes/integration.ts";
+import type { KubernetesIntegration } from "./kubernetes/integration.ts";
 
 const AUTHORITY_RELOAD_MS = 30_000;
 
@@ -149,7 +149,11 @@ export async function startCaServer(
   }
   let kubernetes: KubernetesIntegration | undefined;
   try {
-    kubernetes = startKubernetesIntegration(config, { authorities, store, logger });
+    // Loaded only when asked for: @kubernetes/client-node is heavy to import.
+    if (config.kubernetes?.api) {
+      const { startKubernetesIntegration } = await import("./kubernetes/integration.ts");
+      kubernetes = startKubernetesIntegration(config, { authorities, store, logger });
+    }
   } catch (err) {
     await store.close();
     throw err;

@@ -87,7 +87,10 @@ export class ServiceAccountTokenAuthenticator implements Authenticator {
     // Checked on the unverified claims only to refuse early; the review below decides.
     const tolerance = (this.#o.clockToleranceSeconds ?? 30) * 1000;
     if (typeof claims.exp !== "number") {
-      throw new Problem("ERR_TOKEN_INVALID", "the service-account token has no expiry (exp); use a projected token");
+      throw new Problem(
+        "ERR_TOKEN_INVALID",
+        "the service-account token has no expiry (exp); use a projected token",
+      );
     }
     if (claims.exp * 1000 + tolerance <= now) {
       throw new Problem("ERR_TOKEN_EXPIRED", "the service-account token has expired");

@@ -113,7 +113,11 @@ async function podCertificateRequest(
       ? {
         pkixPublicKey: Buffer.from(publicKey.export({ format: "der", type: "spki" })).toString("base64"),
         proofOfPossession: Buffer.from(
-          sign("sha256", Buffer.from(podUID), createPrivateKey(privateKey.export({ format: "pem", type: "pkcs8" }))),
+          sign(
+            "sha256",
+            Buffer.from(podUID),
+            createPrivateKey(privateKey.export({ format: "pem", type: "pkcs8" })),
+          ),
         ).toString("base64"),
       }
       : {}),

@@ -149,7 +149,21 @@ export class PodCertificateSigner {
   async #reconcile(uid: string): Promise<void> {
     const found = this.#find(uid);
     if (!found || this.#done.has(uid)) return;
-    const { version, request } = found;
+    let { version, request } = found;
+    // Both versions show one stored object, and v1's view lacks v1beta1's pkixPublicKey and
+    // proofOfPossession: when v1's watch saw it first, read it through v1beta1, which shows all.
+    if (version === "v1" && this.#reflectors.has("v1beta1")) {
+      try {
+        request = await this.#o.api.get<PodCertificateRequest>(
+          `/apis/${GROUP}/v1beta1/namespaces/${request.metadata.namespace}/podcertificaterequests/${request.metadata.name}`,
+        );
+        version = "v1beta1";
+      } catch (err) {
+        if (err instanceof KubernetesApiError && err.isNotFound) return;
+        throw err;
+      }
+      if (isFinished(request)) return;
+    }
     const decision = await this.#decide(request, version);
     const now = this.#o.now?.() ?? new Date();
     let status: Record<string, unknown>;

@@ -308,7 +308,7 @@ describe("the CA on Kubernetes", () => {
 
   test("the same for v1beta1: issued with pkixPublicKey and its proof, denied for a bad proof or another node", async () => {
     const legacy = await podCertificateRequest("v1beta1", pods.frontend, { legacyOnly: true });
-    assert.deepEqual(pick(legacy), { type: "Issued", reason: "Issued" });
+    assert.deepEqual(pick(legacy), { type: "Issued", reason: "Issued" }, legacy.status.conditions[0].message);
     writeFileSync(join(dir.path, "ctb.pem"), await trustBundle());
     const verified = await openssl(
       ["verify", "-CAfile", join(dir.path, "ctb.pem")],

@@ -34,6 +34,7 @@ import {
   writeTrustBundle,
 } from "./from-config.ts";
 import type { CaStore } from "./store/store.ts";
+import type { KubernetesIntegration } from "./kubernetes/integration.ts";
 
 const AUTHORITY_RELOAD_MS = 30_000;
 
@@ -146,10 +147,21 @@ export async function startCaServer(
     await store.close();
     throw err;
   }
+  let kubernetes: KubernetesIntegration | undefined;
+  try {
+    // Loaded only when asked for: @kubernetes/client-node is heavy to import.
+    if (config.kubernetes?.api) {
+      const { startKubernetesIntegration } = await import("./kubernetes/integration.ts");
+      kubernetes = startKubernetesIntegration(config, { authorities, store, logger });
+    }
+  } catch (err) {
+    await store.close();
+    throw err;
+  }
   const app = createCaApp({
     authorities,
     store,
-    authenticators: await buildAuthenticators(config, store, authorities),
+    authenticators: await buildAuthenticators(config, store, authorities, kubernetes),
     logger,
     metrics: options.metrics ?? new CaMetrics(),
     rateLimit: config.rateLimit,
@@ -198,6 +210,7 @@ export async function startCaServer(
       isShared: cluster.isWorker,
     });
   } catch (err) {
+    await kubernetes?.close();
     await store.close();
     throw err;
   }
@@ -209,6 +222,7 @@ export async function startCaServer(
     await writeTrustBundle(config, authorities);
   } catch (err) {
     await server.close();
+    await kubernetes?.close();
     await store.close();
     throw err;
   }
@@ -255,6 +269,7 @@ export async function startCaServer(
       closed = true;
       if (renewal) clearTimeout(renewal);
       clearInterval(reload);
+      await kubernetes?.close();
       await server.close();
       await store.close();
     },

@@ -104,7 +104,9 @@ describe("the published package", { timeout: 300_000 }, () => {
       } MB in ${installed.length} packages, ` +
         `meshauth itself ${(own / 1024 / 1024).toFixed(1)} MB`,
     );
-    // A guard against a runtime slipping in under a name the list above does not know.
-    assert.ok(total < 60 * 1024 * 1024, `node_modules is ${(total / 1024 / 1024).toFixed(1)} MB`);
+    // A guard against a runtime slipping in under a name the list above does not know (each is
+    // 100 MB or more). @kubernetes/client-node, the CA's Kubernetes client, is about 57 MB of it,
+    // nearly all its generated API.
+    assert.ok(total < 120 * 1024 * 1024, `node_modules is ${(total / 1024 / 1024).toFixed(1)} MB`);
   });
 });

@@ -13,7 +13,12 @@ COPY ca-server ca-server
 COPY agent agent
 COPY cli cli
 COPY scripts/build.mjs scripts/build.mjs
-RUN node scripts/build.mjs --skip-types && npm prune --omit=dev --ignore-scripts --no-audit --no-fund
+COPY tests/workerd/node-globals.mjs tests/workerd/node-globals.mjs
+# The image runs the CA on Kubernetes, so it takes the optional peer @kubernetes/client-node too.
+RUN node scripts/build.mjs --skip-types \
+  && npm prune --omit=dev --ignore-scripts --no-audit --no-fund \
+  && npm install --no-save --omit=dev --ignore-scripts --no-audit --no-fund \
+    "@kubernetes/client-node@$(node -p 'require("./package.json").peerDependencies["@kubernetes/client-node"]')"
 
 # Run: Node, the built CLI and its production dependencies; no compiler, no npm cache.
 FROM node:20-bookworm-slim

@@ -88,7 +88,9 @@ export {
   KubernetesApi,
   KubernetesApiError,
   type KubernetesApiOptions,
+  KubernetesClientMissing,
   type KubernetesStatus,
+  loadKubernetesClient,
   type WatchEvent,
 } from "./kubernetes/api.ts";
 export { type KubernetesControllersConfig } from "./kubernetes/config.ts";

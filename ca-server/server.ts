@@ -152,7 +152,7 @@ export async function startCaServer(
     // Loaded only when asked for: @kubernetes/client-node is heavy to import.
     if (config.kubernetes?.api) {
       const { startKubernetesIntegration } = await import("./kubernetes/integration.ts");
-      kubernetes = startKubernetesIntegration(config, { authorities, store, logger });
+      kubernetes = await startKubernetesIntegration(config, { authorities, store, logger });
     }
   } catch (err) {
     await store.close();

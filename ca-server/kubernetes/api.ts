@@ -17,7 +17,37 @@
 
 import { Agent as HttpAgent, request as httpRequest } from "node:http";
 import { Agent as HttpsAgent, request as httpsRequest, type RequestOptions } from "node:https";
-import { KubeConfig, Watch } from "@kubernetes/client-node";
+import type { KubeConfig, Watch } from "@kubernetes/client-node";
+import { MeshAuthError } from "../../mod.ts";
+
+/** `@kubernetes/client-node` is missing: it is an optional peer dependency, for the CA on Kubernetes only. */
+export class KubernetesClientMissing extends MeshAuthError {
+  static override code = "ERR_KUBERNETES_CLIENT_MISSING";
+  override code = KubernetesClientMissing.code;
+  override name = "KubernetesClientMissing";
+  constructor(options?: ErrorOptions) {
+    super(
+      "kubernetes.api needs the package @kubernetes/client-node 1.4, an optional peer dependency of meshauth: " +
+        "npm install @kubernetes/client-node@~1.4.0",
+      options,
+    );
+  }
+}
+
+let clientNode: Promise<typeof import("@kubernetes/client-node")> | undefined;
+
+/**
+ * Loads `@kubernetes/client-node` on first use. It is heavy (tens of megabytes of generated
+ * models) and only the Kubernetes integration needs it, so it is an optional peer dependency
+ * that `meshauth/ca-server` never imports up front.
+ */
+export function loadKubernetesClient(): Promise<typeof import("@kubernetes/client-node")> {
+  clientNode ??= import("@kubernetes/client-node").catch((cause) => {
+    clientNode = undefined;
+    throw new KubernetesClientMissing({ cause });
+  });
+  return clientNode;
+}
 
 /** Where the API server is and who the CA is to it. */
 export interface KubernetesApiOptions {
@@ -100,7 +130,7 @@ const MAX_RESPONSE_BYTES = 64 * 1024 * 1024;
 export class KubernetesApi {
   readonly #agent: HttpsAgent | HttpAgent;
   readonly #timeoutMs: number;
-  readonly #watch: Watch;
+  #watch?: Promise<Watch>;
 
   constructor(readonly kubeConfig: KubeConfig, options: { requestTimeoutMs?: number } = {}) {
     const cluster = kubeConfig.getCurrentCluster();
@@ -110,14 +140,14 @@ export class KubernetesApi {
     this.#agent = this.server.startsWith("http:")
       ? new HttpAgent({ keepAlive: true, maxSockets: 16 })
       : new HttpsAgent({ keepAlive: true, maxSockets: 16 });
-    this.#watch = new Watch(kubeConfig);
   }
 
   /** The API server's base URL. */
   readonly server: string;
 
   /** Loads a kubeconfig file, or the in-cluster service account when none is named. */
-  static fromOptions(options: KubernetesApiOptions = {}): KubernetesApi {
+  static async fromOptions(options: KubernetesApiOptions = {}): Promise<KubernetesApi> {
+    const { KubeConfig } = await loadKubernetesClient();
     const kubeConfig = new KubeConfig();
     if (options.kubeconfig) kubeConfig.loadFromFile(options.kubeconfig);
     else kubeConfig.loadFromCluster();
@@ -152,13 +182,14 @@ export class KubernetesApi {
    * server closed the stream, an error otherwise, `statusCode` 410 when the resource version
    * is too old). Answers the controller that aborts it.
    */
-  watch(
+  async watch(
     path: string,
     query: Record<string, string | number | boolean | undefined>,
     onEvent: (event: WatchEvent) => void,
     onDone: (err: (Error & { statusCode?: number }) | null) => void,
   ): Promise<AbortController> {
-    return this.#watch.watch(
+    this.#watch ??= loadKubernetesClient().then(({ Watch }) => new Watch(this.kubeConfig));
+    return (await this.#watch).watch(
       path,
       query,
       (type: string, object: unknown) => onEvent({ type: type as WatchEvent["type"], object }),

@@ -46,14 +46,14 @@ export interface KubernetesIntegration {
 }
 
 /** Starts what `config.kubernetes` asks for; undefined when it names no API server. */
-export function startKubernetesIntegration(
+export async function startKubernetesIntegration(
   config: CaConfig,
   parts: { authorities: Authorities; store: CaStore; logger: Logger; identity?: string },
-): KubernetesIntegration | undefined {
+): Promise<KubernetesIntegration | undefined> {
   const k8s = config.kubernetes;
   if (!k8s?.api) return undefined;
   const { authorities, store, logger } = parts;
-  const api = KubernetesApi.fromOptions({
+  const api = await KubernetesApi.fromOptions({
     kubeconfig: k8s.api.kubeconfig,
     context: k8s.api.context,
     requestTimeoutMs: k8s.api.requestTimeoutSeconds * 1000,

@@ -11,7 +11,7 @@
  * @example
  * ```ts
  * import { KubernetesApi, PodIndex, silentLogger } from "meshauth/ca-server";
- * const pods = new PodIndex({ api: KubernetesApi.fromOptions(), trustDomain: "cluster.local", logger: silentLogger });
+ * const pods = new PodIndex({ api: await KubernetesApi.fromOptions(), trustDomain: "cluster.local", logger: silentLogger });
  * pods.start();
  * const ids = await pods.nodeWorkloads("node-a"); // ["spiffe://cluster.local/ns/photo-ns/sa/photo-frontend", ...]
  * ```

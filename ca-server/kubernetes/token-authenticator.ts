@@ -11,7 +11,7 @@
  * @example
  * ```ts
  * import { KubernetesApi, PodIndex, ServiceAccountTokenAuthenticator, silentLogger } from "meshauth/ca-server";
- * const api = KubernetesApi.fromOptions();
+ * const api = await KubernetesApi.fromOptions();
  * const pods = new PodIndex({ api, trustDomain: "cluster.local", logger: silentLogger });
  * const tokens = new ServiceAccountTokenAuthenticator({
  *   api, trustDomain: "cluster.local", audiences: ["meshauth"],

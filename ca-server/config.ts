@@ -20,6 +20,11 @@ import {
   type LogLevel,
   type RawConfig,
 } from "../internal/mod.ts";
+import {
+  KUBERNETES_CONTROLLER_KEYS,
+  type KubernetesControllersConfig,
+  readKubernetesControllers,
+} from "./kubernetes/config.ts";
 
 export { ConfigError };
 
@@ -62,7 +67,8 @@ export interface CaConfig {
   nodes: Record<string, string[]>;
   /** SPIFFE ID to the DNS names its certificates may carry. */
   dnsNames: Record<string, string[]>;
-  kubernetes?: {
+  /** Service-account tokens, and (with `api`) the controllers of ca-server/kubernetes/. */
+  kubernetes?: KubernetesControllersConfig & {
     issuer?: string;
     audiences: string[];
     jwksFile?: string;
@@ -249,6 +255,7 @@ function validate(raw: RawConfig, fields: FieldReader): CaConfig {
       "jwksUrl",
       "jwksCaFile",
       "tokenReview",
+      ...KUBERNETES_CONTROLLER_KEYS,
     ]);
     const tr = k.tokenReview === undefined
       ? undefined
@@ -264,10 +271,15 @@ function validate(raw: RawConfig, fields: FieldReader): CaConfig {
         tokenFile: fields.path("kubernetes.tokenReview.tokenFile", tr.tokenFile),
         caFile: tr.caFile === undefined ? undefined : fields.path("kubernetes.tokenReview.caFile", tr.caFile),
       },
+      ...readKubernetesControllers(fields, k, { maxTtlSeconds: issuance.maxTtlSeconds }),
     };
     if (kubernetes.audiences.length === 0) fields.problem("kubernetes.audiences: list at least one audience");
-    if (!kubernetes.jwksFile && !kubernetes.jwksUrl && !kubernetes.tokenReview) {
-      fields.problem("kubernetes: set jwksFile, jwksUrl or tokenReview");
+    if (kubernetes.api && (kubernetes.jwksFile || kubernetes.jwksUrl || kubernetes.tokenReview)) {
+      fields.problem(
+        "kubernetes.api: tokens are reviewed through the API server; remove jwksFile, jwksUrl and tokenReview",
+      );
+    } else if (!kubernetes.api && !kubernetes.jwksFile && !kubernetes.jwksUrl && !kubernetes.tokenReview) {
+      fields.problem("kubernetes: set api, jwksFile, jwksUrl or tokenReview");
     }
     if (kubernetes.jwksCaFile && !kubernetes.jwksUrl) {
       fields.problem("kubernetes.jwksCaFile: goes with jwksUrl (it verifies that server)");

@@ -14,8 +14,9 @@ import { JoinTokenAuthenticator } from "./auth/join-token.ts";
 import { KubernetesAuthenticator } from "./auth/kubernetes.ts";
 import { fetchTrustingCa, projectedToken } from "./auth/kubernetes-client.ts";
 import { MtlsAuthenticator } from "./auth/mtls.ts";
-import { type Authenticator, staticNodeWorkloads } from "./auth/principal.ts";
+import { type Authenticator, type NodeWorkloads, staticNodeWorkloads } from "./auth/principal.ts";
 import type { CaConfig } from "./config.ts";
+import type { KubernetesIntegration } from "./kubernetes/integration.ts";
 import { FileKeyManager } from "./keys/file-key-manager.ts";
 import { nodeCryptoProvider } from "./keys/node-crypto.ts";
 import type { AuthorityRecord, KeyManager } from "./keys/key-manager.ts";
@@ -94,13 +95,22 @@ export async function initRoot(
   });
 }
 
-/** The authenticators the configuration asks for, in the order they are tried. */
+/**
+ * The authenticators the configuration asks for, in the order they are tried. With a running
+ * Kubernetes integration, projected tokens are reviewed by the API server, and a node's
+ * workloads are those of the configuration's `nodes` table and the pods scheduled on it.
+ */
 export async function buildAuthenticators(
   config: CaConfig,
   store: CaStore,
   authorities: Authorities,
+  kubernetes?: KubernetesIntegration,
 ): Promise<Authenticator[]> {
-  const nodeWorkloads = staticNodeWorkloads(config.nodes);
+  const table = staticNodeWorkloads(config.nodes);
+  const fromPods = kubernetes?.nodeWorkloads;
+  const nodeWorkloads: NodeWorkloads = fromPods
+    ? async (node) => [...new Set([...await table(node), ...await fromPods(node)])]
+    : table;
   const list: Authenticator[] = [
     new JoinTokenAuthenticator({
       store,
@@ -110,7 +120,9 @@ export async function buildAuthenticators(
     }),
   ];
   const k8s = config.kubernetes;
-  if (k8s) {
+  if (kubernetes) {
+    list.push(kubernetes.authenticator);
+  } else if (k8s && !k8s.api) {
     list.push(
       new KubernetesAuthenticator({
         trustDomain: config.trustDomain,

@@ -95,3 +95,39 @@ export {
   type SignedCrl,
   StoreError,
 } from "./store/store.ts";
+export {
+  KubernetesApi,
+  KubernetesApiError,
+  type KubernetesApiOptions,
+  KubernetesClientMissing,
+  type KubernetesStatus,
+  loadKubernetesClient,
+  type WatchEvent,
+} from "./kubernetes/api.ts";
+export { type KubernetesControllersConfig } from "./kubernetes/config.ts";
+export { type KubernetesIntegration, startKubernetesIntegration } from "./kubernetes/integration.ts";
+export { type LeaderElectionOptions, LeaderElector } from "./kubernetes/leader-election.ts";
+export { PodIndex, type PodIndexOptions, type PodRecord } from "./kubernetes/pod-index.ts";
+export { Reflector, type ReflectorHandler, type ReflectorOptions } from "./kubernetes/reflector.ts";
+export {
+  ServiceAccountTokenAuthenticator,
+  type ServiceAccountTokenAuthenticatorOptions,
+} from "./kubernetes/token-authenticator.ts";
+export {
+  secretNameOf,
+  ServiceAccountSecretsController,
+  type ServiceAccountSecretsOptions,
+  SVID_SECRET_TYPE,
+} from "./kubernetes/service-account-secrets.ts";
+export {
+  PodCertificateSigner,
+  type PodCertificateSignerOptions,
+} from "./kubernetes/pod-certificate-signer.ts";
+export {
+  type PodCertificateRequest,
+  RequestDenied,
+  requestedKey,
+  verifyProofOfPossession,
+} from "./kubernetes/pod-certificate-request.ts";
+export { clusterTrustBundleName, ClusterTrustBundlePublisher } from "./kubernetes/cluster-trust-bundle.ts";
+export { ControllerIssuer } from "./kubernetes/issuer.ts";

@@ -35,6 +35,7 @@ import {
   writeTrustBundle,
 } from "./from-config.ts";
 import type { CaStore } from "./store/store.ts";
+import type { KubernetesIntegration } from "./kubernetes/integration.ts";
 
 const AUTHORITY_RELOAD_MS = 30_000;
 
@@ -147,6 +148,17 @@ export async function startCaServer(
     await store.close();
     throw err;
   }
+  let kubernetes: KubernetesIntegration | undefined;
+  try {
+    // Loaded only when asked for: @kubernetes/client-node is heavy to import.
+    if (config.kubernetes?.api) {
+      const { startKubernetesIntegration } = await import("./kubernetes/integration.ts");
+      kubernetes = await startKubernetesIntegration(config, { authorities, store, logger });
+    }
+  } catch (err) {
+    await store.close();
+    throw err;
+  }
   const metrics = options.metrics ?? new CaMetrics();
   // A worker's limits and metrics are the whole CA's: the store's buckets when it shares them
   // across replicas (PostgreSQL), else the primary's; its metrics are reported with the others'.
@@ -157,7 +169,7 @@ export async function startCaServer(
   const app = createCaApp({
     authorities,
     store,
-    authenticators: await buildAuthenticators(config, store, authorities),
+    authenticators: await buildAuthenticators(config, store, authorities, kubernetes),
     logger,
     metrics,
     rateLimit: config.rateLimit,
@@ -208,6 +220,7 @@ export async function startCaServer(
       isShared: cluster.isWorker,
     });
   } catch (err) {
+    await kubernetes?.close();
     await store.close();
     throw err;
   }
@@ -219,6 +232,7 @@ export async function startCaServer(
     await writeTrustBundle(config, authorities);
   } catch (err) {
     await server.close();
+    await kubernetes?.close();
     await store.close();
     throw err;
   }
@@ -265,6 +279,7 @@ export async function startCaServer(
       closed = true;
       if (renewal) clearTimeout(renewal);
       clearInterval(reload);
+      await kubernetes?.close();
       await server.close();
       await store.close();
     },

@@ -9,6 +9,7 @@
  */
 
 export { optionsOf } from "../lib/errors.ts";
+export { type KeyRequest, parseKeyRequest, publicKeyAlgorithm } from "../lib/csr.ts";
 export { bytesEqual, fromBase64Url, fromHex, toBase64Url, toHex } from "../lib/encoding.ts";
 export { keySigner, signatureScheme } from "../lib/x509/signature.ts";
 export { webCryptoProvider } from "../lib/x509/crypto-provider.ts";

@@ -39,7 +39,7 @@ import {
   validDate,
 } from "./ca-options.ts";
 import { keyIdentifier, randomSerial, signCertificate, signCrl } from "./certificate-template.ts";
-import { createCsr, parseCsr } from "./csr.ts";
+import { type CertificateRequest, createCsr, parseCsr, publicKeyAlgorithm } from "./csr.ts";
 import { verifySvid } from "./verify/svid.ts";
 import { bytesEqual, toHex } from "./encoding.ts";
 import {
@@ -346,7 +346,37 @@ export class CertificateAuthority {
     if (extraIps.length) {
       throw new IssuanceRefused(`the CSR asks for IP addresses it may not have: ${extraIps.join(", ")}`);
     }
-    const ttl = positiveSeconds(options.ttlSeconds ?? this.#policy.defaultTtlSeconds, "ttlSeconds");
+    return await this.#sign(request, options.ttlSeconds);
+  }
+
+  /**
+   * Issues an X509-SVID for `options.id` to a bare public key (SubjectPublicKeyInfo DER), for
+   * a caller that has proven the key's possession some other way: a Kubernetes signer that
+   * checked a PodCertificateRequest's `proofOfPossession` or `stubPKCS10Request`. The
+   * certificate carries the ID and no other name. Prefer {@link issue}, where the CSR's own
+   * signature is the proof.
+   */
+  async issueToPublicKey(
+    spki: Uint8Array,
+    options: Omit<IssueOptions, "dnsNames" | "ipAddresses"> & { id: SpiffeId | string },
+  ): Promise<IssuedCertificate> {
+    optionsOf(options);
+    const keyAlgorithm = publicKeyAlgorithm(spki);
+    const id = SpiffeId.from(options.id);
+    if (!id.memberOf(this.trustDomain)) {
+      throw new IssuanceRefused(`${id} is not in this CA's trust domain ${this.trustDomain.name}`);
+    }
+    if (id.path === "") {
+      throw new IssuanceRefused(`${id} is a trust domain ID; a leaf SVID's ID must have a path`);
+    }
+    return await this.#sign({ id, keyAlgorithm, spki, dnsNames: [], ipAddresses: [] }, options.ttlSeconds);
+  }
+
+  async #sign(
+    request: Pick<CertificateRequest, "id" | "keyAlgorithm" | "spki" | "dnsNames" | "ipAddresses">,
+    ttlSeconds: number | undefined,
+  ): Promise<IssuedCertificate> {
+    const ttl = positiveSeconds(ttlSeconds ?? this.#policy.defaultTtlSeconds, "ttlSeconds");
     if (ttl > this.#policy.maxTtlSeconds) throw new TtlExceedsMaximum(ttl, this.#policy.maxTtlSeconds);
     const { notBefore, notAfter } = this.#validity(ttl);
     const serial = randomSerial();

@@ -127,6 +127,53 @@ export async function parseCsr(
   input: string | Uint8Array,
   options: ParseCsrOptions = {},
 ): Promise<CertificateRequest> {
+  const { attributes, keyAlgorithm, spki, der } = await readRequest(input, options);
+  const { id, dnsNames, ipAddresses } = requestedNames(attributes);
+  return { id, dnsNames, ipAddresses, keyAlgorithm, spki, der };
+}
+
+/** What a PKCS#10 request proves on its own: possession of the key it carries. */
+export interface KeyRequest {
+  keyAlgorithm: KeyAlgorithm;
+  /** SubjectPublicKeyInfo DER. */
+  spki: Uint8Array;
+  /** The request's DER. */
+  der: Uint8Array;
+}
+
+/**
+ * Parses a PKCS#10 request for its key alone: the structure, the key (one meshauth issues
+ * for) and the self-signature are checked as {@link parseCsr} checks them, and the subject
+ * and requested extensions are not read. This is what a Kubernetes PodCertificateRequest's
+ * `stubPKCS10Request` is: an otherwise empty request whose signature proves the pod's key.
+ */
+export async function parseKeyRequest(
+  input: string | Uint8Array,
+  options: ParseCsrOptions = {},
+): Promise<KeyRequest> {
+  const { keyAlgorithm, spki, der } = await readRequest(input, options);
+  return { keyAlgorithm, spki, der };
+}
+
+/**
+ * The algorithm of a SubjectPublicKeyInfo (DER) that meshauth issues for, refusing others
+ * with {@link InvalidCsr} (`unsupported-algorithm`, `weak-key` or `malformed`).
+ */
+export function publicKeyAlgorithm(spki: Uint8Array): KeyAlgorithm {
+  if (!(spki instanceof Uint8Array)) throw new InvalidArgument("spki", "expected DER bytes");
+  let node: DerNode;
+  try {
+    node = parseDer(spki, "public key");
+  } catch (cause) {
+    throw asCsrError(cause);
+  }
+  return inspectKey(node);
+}
+
+async function readRequest(
+  input: string | Uint8Array,
+  options: ParseCsrOptions,
+): Promise<{ attributes: DerNode; keyAlgorithm: KeyAlgorithm; spki: Uint8Array; der: Uint8Array }> {
   const der = csrDer(input);
   let info: DerNode[];
   let infoNode: DerNode;
@@ -178,8 +225,7 @@ export async function parseCsr(
   }
   if (!valid) throw new InvalidCsr("signature", "the CSR's signature does not verify with its own key");
 
-  const { id, dnsNames, ipAddresses } = requestedNames(info[3]);
-  return { id, dnsNames, ipAddresses, keyAlgorithm, spki, der };
+  return { attributes: info[3], keyAlgorithm, spki, der };
 }
 
 function csrDer(input: string | Uint8Array): Uint8Array {

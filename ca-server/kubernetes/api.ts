@@ -1,0 +1,273 @@
+/**
+ * The CA's connection to the Kubernetes API server, on `@kubernetes/client-node`: its
+ * `KubeConfig` (a kubeconfig file, or the pod's own service account in the cluster, whose
+ * projected token it re-reads as the kubelet rotates it) and its `Watch` (the chunked stream
+ * of JSON watch events). Requests are plain JSON over one keep-alive agent, so that every
+ * field of a resource reaches the controllers as the API server sent it (the typed models of
+ * client-node 1.4 predate PodCertificateRequest's v1beta1 and v1 fields and would drop them).
+ *
+ * @example
+ * ```ts
+ * import { KubernetesApi } from "meshauth/ca-server";
+ * const api = KubernetesApi.fromOptions({ kubeconfig: "/etc/meshauth/kubeconfig" });
+ * const pod = await api.get<{ spec: { nodeName?: string } }>("/api/v1/namespaces/photo-ns/pods/web-0");
+ * ```
+ * @module
+ */
+
+import { Agent as HttpAgent, request as httpRequest } from "node:http";
+import { Agent as HttpsAgent, request as httpsRequest, type RequestOptions } from "node:https";
+import type { KubeConfig, Watch } from "@kubernetes/client-node";
+import { MeshAuthError } from "../../mod.ts";
+
+/** `@kubernetes/client-node` is missing: it is an optional peer dependency, for the CA on Kubernetes only. */
+export class KubernetesClientMissing extends MeshAuthError {
+  static override code = "ERR_KUBERNETES_CLIENT_MISSING";
+  override code = KubernetesClientMissing.code;
+  override name = "KubernetesClientMissing";
+  constructor(options?: ErrorOptions) {
+    super(
+      "kubernetes.api needs the package @kubernetes/client-node 1.4, an optional peer dependency of meshauth: " +
+        "npm install @kubernetes/client-node@~1.4.0",
+      options,
+    );
+  }
+}
+
+let clientNode: Promise<typeof import("@kubernetes/client-node")> | undefined;
+
+/**
+ * Loads `@kubernetes/client-node` on first use. It is heavy (tens of megabytes of generated
+ * models) and only the Kubernetes integration needs it, so it is an optional peer dependency
+ * that `meshauth/ca-server` never imports up front.
+ */
+export function loadKubernetesClient(): Promise<typeof import("@kubernetes/client-node")> {
+  clientNode ??= import("@kubernetes/client-node").catch((cause) => {
+    clientNode = undefined;
+    throw new KubernetesClientMissing({ cause });
+  });
+  return clientNode;
+}
+
+/** Where the API server is and who the CA is to it. */
+export interface KubernetesApiOptions {
+  /** A kubeconfig file; without one, the pod's service account (in-cluster). */
+  kubeconfig?: string;
+  /** The kubeconfig context to use; its current context by default. */
+  context?: string;
+  /** Per-request timeout (watches excepted). Default 10 s. */
+  requestTimeoutMs?: number;
+}
+
+/** A Kubernetes `Status` object, as the API server answers failures. */
+export interface KubernetesStatus {
+  kind?: "Status";
+  apiVersion?: string;
+  status?: "Failure" | "Success";
+  message?: string;
+  reason?: string;
+  code?: number;
+  details?: Record<string, unknown>;
+}
+
+/** A request the API server refused (or that never reached it: `status` 0). */
+export class KubernetesApiError extends Error {
+  override name = "KubernetesApiError";
+  constructor(
+    readonly status: number,
+    /** The Status object's `reason` (`NotFound`, `AlreadyExists`, `Conflict`, `Expired`, `Forbidden`...). */
+    readonly reason: string,
+    message: string,
+    readonly method: string,
+    readonly path: string,
+    options?: ErrorOptions,
+  ) {
+    super(`${method} ${path}: ${status ? `${status} ${reason}: ` : ""}${message}`, options);
+  }
+
+  get isNotFound(): boolean {
+    return this.status === 404;
+  }
+  /** A write lost a race: the object changed (409 Conflict) or already exists (409 AlreadyExists). */
+  get isConflict(): boolean {
+    return this.status === 409;
+  }
+  /** The resource version or continue token is older than the API server keeps (410 Gone). */
+  get isGone(): boolean {
+    return this.status === 410;
+  }
+}
+
+/** One watch event, as the API server streams it. */
+export interface WatchEvent<T = unknown> {
+  type: "ADDED" | "MODIFIED" | "DELETED" | "BOOKMARK" | "ERROR";
+  object: T;
+}
+
+/** Object metadata, the part of every resource the controllers read. */
+export interface ObjectMeta {
+  name?: string;
+  namespace?: string;
+  uid?: string;
+  resourceVersion?: string;
+  generation?: number;
+  labels?: Record<string, string>;
+  annotations?: Record<string, string>;
+  ownerReferences?: Array<Record<string, unknown>>;
+  deletionTimestamp?: string;
+  creationTimestamp?: string;
+}
+
+/** A list answer. */
+export interface ListResult<T> {
+  metadata: { resourceVersion?: string; continue?: string };
+  items: T[];
+}
+
+const MAX_RESPONSE_BYTES = 64 * 1024 * 1024;
+
+/** A JSON client for the Kubernetes API. */
+export class KubernetesApi {
+  readonly #agent: HttpsAgent | HttpAgent;
+  readonly #timeoutMs: number;
+  #watch?: Promise<Watch>;
+
+  constructor(readonly kubeConfig: KubeConfig, options: { requestTimeoutMs?: number } = {}) {
+    const cluster = kubeConfig.getCurrentCluster();
+    if (!cluster) throw new Error("the kubeconfig names no current cluster");
+    this.server = cluster.server.replace(/\/+$/, "");
+    this.#timeoutMs = options.requestTimeoutMs ?? 10_000;
+    this.#agent = this.server.startsWith("http:")
+      ? new HttpAgent({ keepAlive: true, maxSockets: 16 })
+      : new HttpsAgent({ keepAlive: true, maxSockets: 16 });
+  }
+
+  /** The API server's base URL. */
+  readonly server: string;
+
+  /** Loads a kubeconfig file, or the in-cluster service account when none is named. */
+  static async fromOptions(options: KubernetesApiOptions = {}): Promise<KubernetesApi> {
+    const { KubeConfig } = await loadKubernetesClient();
+    const kubeConfig = new KubeConfig();
+    if (options.kubeconfig) kubeConfig.loadFromFile(options.kubeconfig);
+    else kubeConfig.loadFromCluster();
+    if (options.context) kubeConfig.setCurrentContext(options.context);
+    return new KubernetesApi(kubeConfig, options);
+  }
+
+  /** GET a resource or a collection. */
+  get<T>(path: string, query: Record<string, string | number | boolean | undefined> = {}): Promise<T> {
+    return this.request<T>("GET", path, { query });
+  }
+
+  /** POST a new object to a collection (or a review to its endpoint). */
+  create<T>(path: string, body: unknown): Promise<T> {
+    return this.request<T>("POST", path, { body });
+  }
+
+  /** PUT an object (its `metadata.resourceVersion` makes the write conditional). */
+  replace<T>(path: string, body: unknown): Promise<T> {
+    return this.request<T>("PUT", path, { body });
+  }
+
+  /** DELETE an object; `preconditions` make it conditional on a uid or resource version. */
+  delete(path: string, preconditions?: { uid?: string; resourceVersion?: string }): Promise<unknown> {
+    return this.request("DELETE", path, {
+      body: preconditions ? { kind: "DeleteOptions", apiVersion: "v1", preconditions } : undefined,
+    });
+  }
+
+  /**
+   * Starts a watch on a collection; `onEvent` gets each event, `onDone` the end (null when the
+   * server closed the stream, an error otherwise, `statusCode` 410 when the resource version
+   * is too old). Answers the controller that aborts it.
+   */
+  async watch(
+    path: string,
+    query: Record<string, string | number | boolean | undefined>,
+    onEvent: (event: WatchEvent) => void,
+    onDone: (err: (Error & { statusCode?: number }) | null) => void,
+  ): Promise<AbortController> {
+    this.#watch ??= loadKubernetesClient().then(({ Watch }) => new Watch(this.kubeConfig));
+    return (await this.#watch).watch(
+      path,
+      query,
+      (type: string, object: unknown) => onEvent({ type: type as WatchEvent["type"], object }),
+      onDone,
+    );
+  }
+
+  /** One request; a non-2xx answer throws {@link KubernetesApiError} with the Status it carried. */
+  async request<T>(
+    method: string,
+    path: string,
+    options: { query?: Record<string, string | number | boolean | undefined>; body?: unknown } = {},
+  ): Promise<T> {
+    const url = new URL(this.server + path);
+    for (const [key, value] of Object.entries(options.query ?? {})) {
+      if (value !== undefined && value !== "") url.searchParams.set(key, String(value));
+    }
+    const requestOptions: RequestOptions & { headers: Record<string, string> } = {
+      method,
+      headers: { accept: "application/json" },
+    };
+    // The authenticator runs on every call: a projected token file is read again once a
+    // minute, as client-go does, so a rotated token is picked up.
+    await this.kubeConfig.applyToHTTPSOptions(requestOptions);
+    const body = options.body === undefined ? undefined : JSON.stringify(options.body);
+    if (body !== undefined) {
+      requestOptions.headers["content-type"] = "application/json";
+      // Node sends a DELETE's body unframed unless its length is given.
+      requestOptions.headers["content-length"] = String(Buffer.byteLength(body));
+    }
+    const { status, text } = await this.#send(url, requestOptions, body).catch((cause: Error) => {
+      throw new KubernetesApiError(0, "Unreachable", cause.message, method, path, { cause });
+    });
+    if (status >= 200 && status < 300) return (text ? JSON.parse(text) : {}) as T;
+    let parsed: KubernetesStatus = {};
+    try {
+      parsed = JSON.parse(text);
+    } catch {
+      // not a Status object: keep the status code alone
+    }
+    throw new KubernetesApiError(
+      status,
+      parsed.reason ?? "Unknown",
+      parsed.message ?? text.slice(0, 200),
+      method,
+      path,
+    );
+  }
+
+  #send(
+    url: URL,
+    options: RequestOptions,
+    body: string | undefined,
+  ): Promise<{ status: number; text: string }> {
+    const send = url.protocol === "http:" ? httpRequest : httpsRequest;
+    return new Promise((resolve, reject) => {
+      const req = send(url, { ...options, agent: this.#agent, timeout: this.#timeoutMs }, (res) => {
+        const chunks: Buffer[] = [];
+        let size = 0;
+        res.on("data", (chunk: Buffer) => {
+          size += chunk.length;
+          if (size > MAX_RESPONSE_BYTES) req.destroy(new Error(`response over ${MAX_RESPONSE_BYTES} bytes`));
+          else chunks.push(chunk);
+        });
+        res.on(
+          "end",
+          () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString("utf8") }),
+        );
+        res.on("error", reject);
+      });
+      req.on("timeout", () => req.destroy(new Error(`no answer within ${this.#timeoutMs} ms`)));
+      req.on("error", reject);
+      req.end(body);
+    });
+  }
+
+  /** Closes idle connections. */
+  close(): void {
+    this.#agent.destroy();
+  }
+}

@@ -1,0 +1,143 @@
+/**
+ * The CA's Kubernetes side, from its configuration: the API client, the pod index behind node
+ * authorization, the projected-token authenticator, and, under leader election, the
+ * controllers that write to the cluster (service-account Secrets, the Pod Certificates signer,
+ * its ClusterTrustBundle). Every CA process reads; one at a time writes.
+ *
+ * @example
+ * ```ts
+ * import { loadConfig, startKubernetesIntegration } from "meshauth/ca-server";
+ * // authorities, store and logger come from the server's setup (see server.ts)
+ * const kubernetes = await startKubernetesIntegration(await loadConfig({ path: "ca.yaml" }), { authorities, store, logger });
+ * ```
+ * @module
+ */
+
+import { hostname } from "node:os";
+import type { Logger } from "../../internal/mod.ts";
+import type { Authorities } from "../authorities.ts";
+import type { NodeWorkloads } from "../auth/principal.ts";
+import type { CaConfig } from "../config.ts";
+import type { CaStore } from "../store/store.ts";
+import { KubernetesApi } from "./api.ts";
+import { ClusterTrustBundlePublisher } from "./cluster-trust-bundle.ts";
+import { ControllerIssuer } from "./issuer.ts";
+import { LeaderElector } from "./leader-election.ts";
+import { PodCertificateSigner } from "./pod-certificate-signer.ts";
+import { PodIndex } from "./pod-index.ts";
+import { ServiceAccountSecretsController } from "./service-account-secrets.ts";
+import { ServiceAccountTokenAuthenticator } from "./token-authenticator.ts";
+
+/** What a running integration offers the rest of the CA. */
+export interface KubernetesIntegration {
+  api: KubernetesApi;
+  /** Node authorization from the API server (when `nodeAuthorization.enabled`). */
+  nodeWorkloads?: NodeWorkloads;
+  pods?: PodIndex;
+  authenticator: ServiceAccountTokenAuthenticator;
+  elector: LeaderElector;
+  /** The leader's controllers while this process leads. */
+  readonly controllers: {
+    serviceAccountSecrets?: ServiceAccountSecretsController;
+    podCertificates?: PodCertificateSigner;
+    clusterTrustBundle?: ClusterTrustBundlePublisher;
+  };
+  close(): Promise<void>;
+}
+
+/** Starts what `config.kubernetes` asks for; undefined when it names no API server. */
+export async function startKubernetesIntegration(
+  config: CaConfig,
+  parts: { authorities: Authorities; store: CaStore; logger: Logger; identity?: string },
+): Promise<KubernetesIntegration | undefined> {
+  const k8s = config.kubernetes;
+  if (!k8s?.api) return undefined;
+  const { authorities, store, logger } = parts;
+  const api = await KubernetesApi.fromOptions({
+    kubeconfig: k8s.api.kubeconfig,
+    context: k8s.api.context,
+    requestTimeoutMs: k8s.api.requestTimeoutSeconds * 1000,
+  });
+  let pods: PodIndex | undefined;
+  if (k8s.nodeAuthorization.enabled) {
+    pods = new PodIndex({
+      api,
+      trustDomain: config.trustDomain,
+      logger,
+      maxPods: k8s.nodeAuthorization.maxPods,
+    });
+    pods.start();
+  }
+  const lookups = pods ?? new PodIndex({ api, trustDomain: config.trustDomain, logger });
+  const authenticator = new ServiceAccountTokenAuthenticator({
+    api,
+    trustDomain: config.trustDomain,
+    audiences: k8s.audiences,
+    agentServiceAccounts: k8s.nodeAuthorization.enabled ? k8s.nodeAuthorization.agentServiceAccounts : [],
+    pods: lookups,
+    nodeWorkloads: pods?.nodeWorkloads ?? (() => []),
+  });
+
+  const controllers: KubernetesIntegration["controllers"] = {};
+  const issuer = new ControllerIssuer({ authorities, store, logger });
+  const elector = new LeaderElector({
+    api,
+    ...k8s.leaderElection,
+    identity: parts.identity ?? `${hostname()}_${process.pid}`,
+    logger,
+    onStartedLeading: async (signal) => {
+      if (k8s.serviceAccountSecrets.enabled) {
+        controllers.serviceAccountSecrets = new ServiceAccountSecretsController({
+          api,
+          issuer,
+          authorities,
+          trustDomain: config.trustDomain,
+          settings: k8s.serviceAccountSecrets,
+          logger,
+        });
+        await controllers.serviceAccountSecrets.start(signal);
+      }
+      if (k8s.podCertificates.enabled) {
+        if (k8s.podCertificates.clusterTrustBundle) {
+          controllers.clusterTrustBundle = new ClusterTrustBundlePublisher({
+            api,
+            authorities,
+            signerName: k8s.podCertificates.signerName,
+            apiVersion: k8s.podCertificates.clusterTrustBundle,
+            logger,
+          });
+          await controllers.clusterTrustBundle.start(signal);
+        }
+        controllers.podCertificates = new PodCertificateSigner({
+          api,
+          issuer,
+          pods: lookups,
+          trustDomain: config.trustDomain,
+          settings: k8s.podCertificates,
+          logger,
+        });
+        await controllers.podCertificates.start(signal);
+      }
+    },
+    onStoppedLeading: () => {
+      controllers.serviceAccountSecrets = undefined;
+      controllers.podCertificates = undefined;
+      controllers.clusterTrustBundle = undefined;
+    },
+  });
+  if (k8s.serviceAccountSecrets.enabled || k8s.podCertificates.enabled) elector.start();
+
+  return {
+    api,
+    pods,
+    nodeWorkloads: pods?.nodeWorkloads,
+    authenticator,
+    elector,
+    controllers,
+    async close() {
+      await elector.stop();
+      pods?.stop();
+      api.close();
+    },
+  };
+}

@@ -1,0 +1,191 @@
+/**
+ * Reading a KEP-4317 PodCertificateRequest (`certificates.k8s.io` v1beta1 or v1) for the
+ * signer: which key it asks a certificate for, and the proof that the requester holds it.
+ *
+ * In v1 the key comes from `stubPKCS10Request`, an otherwise empty PKCS#10 request signed with
+ * the pod's key. A v1beta1 request from a 1.35 kubelet carries `pkixPublicKey` and
+ * `proofOfPossession` (the pod UID's ASCII bytes signed with that key: ECDSA over SHA-256 in
+ * ASN.1 form, RSASSA-PSS over SHA-256, or Ed25519); from 1.36 on it also carries the stub
+ * request. The API server checks these on creation; the signer checks them again, so a request
+ * written past admission still cannot obtain a certificate for a key nobody proved.
+ *
+ * @module
+ */
+
+import { constants, createPublicKey, verify } from "node:crypto";
+import { bytesEqual, type KeyRequest, parseKeyRequest, publicKeyAlgorithm } from "../../internal/mod.ts";
+import { InvalidCsr, type KeyAlgorithm } from "../../mod.ts";
+import type { ObjectMeta } from "./api.ts";
+
+/** The `certificates.k8s.io` versions that serve PodCertificateRequests. */
+export type PodCertificateApiVersion = "v1beta1" | "v1";
+
+/** A PodCertificateRequest as the API server sends it (both versions' fields). */
+export interface PodCertificateRequest {
+  apiVersion?: string;
+  kind?: string;
+  metadata: ObjectMeta;
+  spec: {
+    signerName: string;
+    podName: string;
+    podUID: string;
+    serviceAccountName: string;
+    serviceAccountUID: string;
+    nodeName: string;
+    nodeUID: string;
+    maxExpirationSeconds?: number;
+    /** base64 DER (v1, and v1beta1 from Kubernetes 1.36). */
+    stubPKCS10Request?: string;
+    /** base64 DER SubjectPublicKeyInfo (v1beta1 only). */
+    pkixPublicKey?: string;
+    /** base64 signature of the pod UID (v1beta1 only). */
+    proofOfPossession?: string;
+    unverifiedUserAnnotations?: Record<string, string>;
+  };
+  status?: {
+    conditions?: Array<{ type: string; status: string; reason?: string; message?: string }>;
+    certificateChain?: string;
+  };
+}
+
+/** A reason to deny, as the condition's `reason` says it. */
+export class RequestDenied extends Error {
+  override name = "RequestDenied";
+  constructor(readonly reason: string, message: string) {
+    super(message);
+  }
+}
+
+/** The key types KEP-4317 names, as meshauth names them (undefined: not issued for). */
+const KEY_TYPES: Record<string, string> = {
+  "ECDSA-P256": "ECDSAP256",
+  "ECDSA-P384": "ECDSAP384",
+  "RSA-3072": "RSA3072",
+  "RSA-4096": "RSA4096",
+  "Ed25519": "ED25519",
+};
+
+const SUPPORTED_MESSAGE = "this signer issues for ECDSAP256, ECDSAP384, RSA3072, RSA4096 and ED25519 keys; " +
+  "ECDSAP256 is suggested";
+
+/** True once the request has an Issued, Denied or Failed condition (or a chain). */
+export function isFinished(request: Pick<PodCertificateRequest, "status">): boolean {
+  return Boolean(request.status?.certificateChain) ||
+    (request.status?.conditions ?? []).some((c) =>
+      (c.type === "Issued" || c.type === "Denied" || c.type === "Failed") && c.status === "True"
+    );
+}
+
+function decodeBase64(field: string, value: string): Uint8Array {
+  if (!/^[A-Za-z0-9+/]*={0,2}$/.test(value) || value.length % 4 !== 0) {
+    throw new RequestDenied("InvalidRequest", `spec.${field} is not base64`);
+  }
+  const binary = atob(value);
+  const bytes = new Uint8Array(binary.length);
+  for (let i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i);
+  return bytes;
+}
+
+/** The algorithm of a key the signer issues for; a Denied UnsupportedKeyType otherwise. */
+function supportedAlgorithm(read: () => KeyAlgorithm): KeyAlgorithm {
+  let algorithm: KeyAlgorithm;
+  try {
+    algorithm = read();
+  } catch (err) {
+    if (err instanceof InvalidCsr && (err.reason === "unsupported-algorithm" || err.reason === "weak-key")) {
+      throw new RequestDenied("UnsupportedKeyType", `${err.message}; ${SUPPORTED_MESSAGE}`);
+    }
+    throw err;
+  }
+  // KEP-4317 allows no RSA key under 3072 bits.
+  if (!KEY_TYPES[algorithm]) {
+    throw new RequestDenied("UnsupportedKeyType", `${algorithm} keys: ${SUPPORTED_MESSAGE}`);
+  }
+  return algorithm;
+}
+
+/** Verifies `proofOfPossession`: the pod UID's ASCII bytes signed with the key of `spki`. */
+export function verifyProofOfPossession(
+  spki: Uint8Array,
+  algorithm: KeyAlgorithm,
+  podUid: string,
+  signature: Uint8Array,
+): boolean {
+  const key = createPublicKey({ key: Buffer.from(spki), format: "der", type: "spki" });
+  const data = new TextEncoder().encode(podUid);
+  try {
+    if (algorithm === "Ed25519") return verify(null, data, key, signature);
+    if (algorithm.startsWith("ECDSA")) {
+      // Go's ecdsa.SignASN1 over sha256(podUID), whatever the curve.
+      return verify("sha256", data, { key, dsaEncoding: "der" }, signature);
+    }
+    // Go's rsa.SignPSS with nil options signs with the longest salt; verify accepts any.
+    return verify("sha256", data, {
+      key,
+      padding: constants.RSA_PKCS1_PSS_PADDING,
+      saltLength: constants.RSA_PSS_SALTLEN_AUTO,
+    }, signature);
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The key a request asks a certificate for, with its proof checked: a {@link RequestDenied}
+ * (`InvalidStubPKCS10Request`, `InvalidProofOfPossession`, `UnsupportedKeyType`,
+ * `InvalidRequest`) when it is not proven.
+ */
+export async function requestedKey(
+  request: PodCertificateRequest,
+  version: PodCertificateApiVersion,
+): Promise<{ spki: Uint8Array; keyAlgorithm: KeyAlgorithm }> {
+  const spec = request.spec;
+  let stub: KeyRequest | undefined;
+  if (spec.stubPKCS10Request) {
+    const der = decodeBase64("stubPKCS10Request", spec.stubPKCS10Request);
+    try {
+      stub = await parseKeyRequest(der);
+    } catch (err) {
+      if (err instanceof InvalidCsr && err.reason === "signature") {
+        throw new RequestDenied(
+          "InvalidStubPKCS10Request",
+          "spec.stubPKCS10Request is not signed by the key it carries",
+        );
+      }
+      supportedAlgorithm(() => {
+        throw err;
+      });
+      throw new RequestDenied(
+        "InvalidStubPKCS10Request",
+        `spec.stubPKCS10Request: ${(err as Error).message}`,
+      );
+    }
+    supportedAlgorithm(() => stub!.keyAlgorithm);
+  }
+  if (version === "v1") {
+    if (!stub) throw new RequestDenied("InvalidRequest", "spec.stubPKCS10Request is required");
+    return { spki: stub.spki, keyAlgorithm: stub.keyAlgorithm };
+  }
+  if (!spec.pkixPublicKey) {
+    if (!stub) {
+      throw new RequestDenied("InvalidRequest", "spec.pkixPublicKey or spec.stubPKCS10Request is required");
+    }
+    return { spki: stub.spki, keyAlgorithm: stub.keyAlgorithm };
+  }
+  const spki = decodeBase64("pkixPublicKey", spec.pkixPublicKey);
+  const keyAlgorithm = supportedAlgorithm(() => publicKeyAlgorithm(spki));
+  const proof = decodeBase64("proofOfPossession", spec.proofOfPossession ?? "");
+  if (!verifyProofOfPossession(spki, keyAlgorithm, spec.podUID, proof)) {
+    throw new RequestDenied(
+      "InvalidProofOfPossession",
+      "spec.proofOfPossession is not the pod UID signed with spec.pkixPublicKey's key",
+    );
+  }
+  if (stub && !bytesEqual(stub.spki, spki)) {
+    throw new RequestDenied(
+      "InvalidRequest",
+      "spec.stubPKCS10Request and spec.pkixPublicKey carry different keys",
+    );
+  }
+  return { spki, keyAlgorithm };
+}

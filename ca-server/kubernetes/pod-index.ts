@@ -1,0 +1,191 @@
+/**
+ * Where pods run, from the API server: one watch of all pods (list + watch with resource
+ * versions, as the {@link Reflector} keeps it), of which the CA keeps five strings per pod,
+ * indexed by node. It answers {@link NodeWorkloads} for the node authenticators (an agent on
+ * node N may obtain `spiffe://<td>/ns/X/sa/Y` only while a pod running as Y in X is scheduled
+ * on N, by `spec.nodeName`), and looks up single pods for the Pod Certificates signer and the
+ * agent-token authenticator. Until the cache is synced, or when the cluster has more pods than
+ * `maxPods`, a node's pods are listed from the API server with the field selector
+ * `spec.nodeName=<node>` instead: the answer is never made from an incomplete cache.
+ *
+ * @example
+ * ```ts
+ * import { KubernetesApi, PodIndex, silentLogger } from "meshauth/ca-server";
+ * const pods = new PodIndex({ api: await KubernetesApi.fromOptions(), trustDomain: "cluster.local", logger: silentLogger });
+ * pods.start();
+ * const ids = await pods.nodeWorkloads("node-a"); // ["spiffe://cluster.local/ns/photo-ns/sa/photo-frontend", ...]
+ * ```
+ * @module
+ */
+
+import { SpiffeId } from "../../mod.ts";
+import type { Logger } from "../../internal/mod.ts";
+import type { NodeWorkloads } from "../auth/principal.ts";
+import { Problem } from "../problems.ts";
+import { type KubernetesApi, KubernetesApiError, type ListResult, type ObjectMeta } from "./api.ts";
+import { Reflector } from "./reflector.ts";
+
+/** What the CA keeps of a pod. */
+export interface PodRecord {
+  namespace: string;
+  name: string;
+  uid: string;
+  nodeName: string;
+  serviceAccountName: string;
+  /** `Pending`, `Running`, ... (`Succeeded` and `Failed` pods are not kept). */
+  phase: string;
+}
+
+/** The parts of a Pod the index reads. */
+export interface PodObject {
+  metadata?: ObjectMeta;
+  spec?: { nodeName?: string; serviceAccountName?: string };
+  status?: { phase?: string };
+}
+
+/** Options of {@link PodIndex}. */
+export interface PodIndexOptions {
+  api: KubernetesApi;
+  trustDomain: string;
+  logger: Logger;
+  /** The most pods cached; beyond it nodes are answered by per-node lists. Default 200,000. */
+  maxPods?: number;
+  /** A node's pods listed from the API server at most this many (bounds one answer). Default 2,000. */
+  maxPodsPerNode?: number;
+}
+
+/** A pod that has finished no longer holds its identity. */
+function isDone(phase: string | undefined): boolean {
+  return phase === "Succeeded" || phase === "Failed";
+}
+
+/** The record of a pod placed on a node and not finished; undefined otherwise. */
+export function podRecord(pod: PodObject): PodRecord | undefined {
+  const nodeName = pod.spec?.nodeName;
+  if (!nodeName || !pod.metadata?.name || !pod.metadata.namespace || isDone(pod.status?.phase)) {
+    return undefined;
+  }
+  return {
+    namespace: pod.metadata.namespace,
+    name: pod.metadata.name,
+    uid: pod.metadata.uid ?? "",
+    nodeName,
+    // A pod that names no service account runs as "default".
+    serviceAccountName: pod.spec?.serviceAccountName || "default",
+    phase: pod.status?.phase ?? "Pending",
+  };
+}
+
+/** Pods by node, from one cluster-wide watch. */
+export class PodIndex {
+  readonly #o: PodIndexOptions;
+  readonly #reflector: Reflector<PodRecord>;
+  readonly #byNode = new Map<string, Set<string>>();
+
+  constructor(options: PodIndexOptions) {
+    this.#o = options;
+    this.#reflector = new Reflector<PodRecord>({
+      api: options.api,
+      name: "pods",
+      path: "/api/v1/pods",
+      project: (object) => podRecord(object as PodObject),
+      maxObjects: options.maxPods ?? 200_000,
+      logger: options.logger,
+      handler: {
+        upsert: (key, pod, previous) => {
+          if (previous && previous.nodeName !== pod.nodeName) this.#unindex(key, previous);
+          let keys = this.#byNode.get(pod.nodeName);
+          if (!keys) this.#byNode.set(pod.nodeName, keys = new Set());
+          keys.add(key);
+        },
+        remove: (key, pod) => this.#unindex(key, pod),
+      },
+    });
+  }
+
+  #unindex(key: string, pod: PodRecord): void {
+    const keys = this.#byNode.get(pod.nodeName);
+    keys?.delete(key);
+    if (keys?.size === 0) this.#byNode.delete(pod.nodeName);
+  }
+
+  /** The reflector underneath (its stats, its sync state). */
+  get reflector(): Reflector<PodRecord> {
+    return this.#reflector;
+  }
+
+  start(): void {
+    this.#reflector.start();
+  }
+
+  stop(): void {
+    this.#reflector.stop();
+  }
+
+  /** True when answers come from the cache. */
+  get isCacheComplete(): boolean {
+    return this.#reflector.isSynced && !this.#reflector.isOverflowed;
+  }
+
+  /** The pods scheduled on `node` and not finished. */
+  async podsOn(node: string): Promise<PodRecord[]> {
+    if (this.isCacheComplete) {
+      return [...this.#byNode.get(node) ?? []].map((key) => this.#reflector.get(key)!).filter(Boolean);
+    }
+    const pods: PodRecord[] = [];
+    let continueToken: string | undefined;
+    const max = this.#o.maxPodsPerNode ?? 2000;
+    do {
+      const page = await this.#o.api.get<ListResult<PodObject>>("/api/v1/pods", {
+        fieldSelector: `spec.nodeName=${node}`,
+        limit: 500,
+        continue: continueToken,
+      });
+      for (const item of page.items ?? []) {
+        const record = podRecord(item);
+        if (record && record.nodeName === node) pods.push(record);
+      }
+      continueToken = page.metadata?.continue || undefined;
+    } while (continueToken && pods.length < max);
+    return pods;
+  }
+
+  /**
+   * The SPIFFE IDs of the pods on `node`: `spiffe://<td>/ns/<namespace>/sa/<service account>`.
+   * Pass it as the node authenticators' {@link NodeWorkloads}.
+   */
+  readonly nodeWorkloads: NodeWorkloads = async (node) => {
+    const ids = new Set<string>();
+    let pods: PodRecord[];
+    try {
+      pods = await this.podsOn(node);
+    } catch (err) {
+      throw new Problem(
+        "ERR_NOT_READY",
+        `listing the pods of node ${node} failed: ${(err as Error).message}`,
+      );
+    }
+    for (const pod of pods) {
+      try {
+        ids.add(
+          SpiffeId.fromServiceAccount(this.#o.trustDomain, pod.namespace, pod.serviceAccountName).toString(),
+        );
+      } catch {
+        // A name that cannot be part of a SPIFFE ID grants nothing.
+      }
+    }
+    return [...ids];
+  };
+
+  /** One pod, read from the API server (authoritative: for decisions about that pod alone). */
+  async getPod(namespace: string, name: string): Promise<(PodObject & { metadata: ObjectMeta }) | undefined> {
+    try {
+      return await this.#o.api.get(
+        `/api/v1/namespaces/${encodeURIComponent(namespace)}/pods/${encodeURIComponent(name)}`,
+      );
+    } catch (err) {
+      if (err instanceof KubernetesApiError && err.isNotFound) return undefined;
+      throw err;
+    }
+  }
+}

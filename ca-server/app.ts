@@ -117,11 +117,12 @@ export function createCaApp(options: CaAppOptions): Hono {
       principal = await findPrincipal(c);
     } catch (err) {
       // The server's own failure (the TokenReview API unreachable) is not the client's.
-      if (!(err instanceof Problem && err.status === 401)) void settle(limiter?.refund(address));
+      if (!(err instanceof Problem && err.status === 401)) await settle(limiter?.refund(address));
       await c.req.raw.body?.cancel().catch(() => {});
       throw err;
     }
-    void settle(limiter?.refund(address));
+    // Awaited: the token is back before the answer, so the next request finds it.
+    await settle(limiter?.refund(address));
     await limit(c, principal.requester);
     return principal;
   }

@@ -18,9 +18,9 @@ import { type Context, Hono } from "hono";
 import type { Authorities } from "./authorities.ts";
 import type { Authenticator, Credentials, Principal } from "./auth/principal.ts";
 import { type Logger, silentLogger } from "../internal/mod.ts";
-import { CaMetrics } from "./metrics.ts";
+import { CaMetrics, type MetricsSnapshot, renderMetrics } from "./metrics.ts";
 import { Problem, type ProblemCode } from "./problems.ts";
-import { RateLimiter, type RateLimitOptions } from "./rate-limit.ts";
+import { type RateLimit, RateLimiter, type RateLimitOptions } from "./rate-limit.ts";
 import {
   MAX_BODY_BYTES,
   optionalPositiveInteger,
@@ -29,7 +29,7 @@ import {
   requireString,
 } from "./request-body.ts";
 import { CaService, revocationSelector } from "./service.ts";
-import type { CaStore } from "./store/store.ts";
+import type { CaStore, RevocationRecord } from "./store/store.ts";
 
 /** Options of {@link createCaApp}. */
 export interface CaAppOptions {
@@ -39,8 +39,18 @@ export interface CaAppOptions {
   authenticators: Authenticator[];
   logger?: Logger;
   metrics?: CaMetrics;
-  /** Per-identity limit on issuance and administrative requests; `false` turns it off. */
+  /**
+   * Limit on issuance and administrative requests, per client address before the credentials
+   * are looked at and per identity after; `false` turns it off.
+   */
   rateLimit?: RateLimitOptions | false;
+  /**
+   * Where the buckets of {@link rateLimit} are kept when the CA is several processes (the
+   * primary's for node:cluster workers, the database's for replicas); this process by default.
+   */
+  rateLimiter?: RateLimit;
+  /** The counts of every process of the CA, this one's included; this process's alone by default. */
+  metricsOfGroup?: () => Promise<MetricsSnapshot[]>;
   crlNextUpdateSeconds?: number;
   /** Largest request body accepted. Default 64 KiB. */
   maxBodyBytes?: number;
@@ -69,36 +79,56 @@ export function createCaApp(options: CaAppOptions): Hono {
   });
   const limiter = options.rateLimit === false
     ? undefined
-    : new RateLimiter(options.rateLimit ?? { requestsPerSecond: 5, burst: 50 });
+    : options.rateLimiter ?? new RateLimiter(options.rateLimit ?? { requestsPerSecond: 5, burst: 50 });
   const maxBodyBytes = options.maxBodyBytes ?? MAX_BODY_BYTES;
   const app = new Hono();
+  /** The bucket that refused a request, for its denial's audit entry. */
+  const limitedKeys = new WeakMap<Request, string>();
 
-  function limit(key: string): void {
-    const verdict = limiter?.take(key);
+  async function limit(c: Context, key: string): Promise<void> {
+    const verdict = await limiter?.take(key);
     if (verdict && !verdict.allowed) {
+      limitedKeys.set(c.req.raw, key);
       throw new Problem(
         "ERR_RATE_LIMITED",
         `too many requests from ${key}; retry in ${verdict.retryAfterSeconds}s`,
-        {
-          retryAfterSeconds: verdict.retryAfterSeconds,
-        },
+        { retryAfterSeconds: verdict.retryAfterSeconds },
       );
     }
   }
 
+  /**
+   * Throttles, then authenticates. Each request first takes a token from its address's bucket,
+   * before its credentials are looked at: a throttled address is refused before any token is
+   * verified or certificate parsed, whether its guess was right or wrong. A request that
+   * authenticates gets its address's token back and takes one from its identity's bucket
+   * instead; a failed one keeps it spent, so failures slow guessing and probing from an address.
+   */
   async function authenticate(c: Context): Promise<Principal> {
+    const address = `address:${options.clientAddress?.(c) ?? "unknown"}`;
     try {
-      const principal = await findPrincipal(c);
-      limit(principal.requester);
-      return principal;
+      await limit(c, address);
     } catch (err) {
-      // Every failed attempt counts against the client's address, whatever was wrong with
-      // it: that slows token guessing and probing alike.
-      if (err instanceof Problem && err.status === 401) {
-        limit(`address:${options.clientAddress?.(c) ?? "unknown"}`);
-      }
+      await c.req.raw.body?.cancel().catch(() => {});
       throw err;
     }
+    let principal: Principal;
+    try {
+      principal = await findPrincipal(c);
+    } catch (err) {
+      // The server's own failure (the TokenReview API unreachable) is not the client's.
+      if (!(err instanceof Problem && err.status === 401)) await settle(limiter?.refund(address));
+      await c.req.raw.body?.cancel().catch(() => {});
+      throw err;
+    }
+    // Awaited: the token is back before the answer, so the next request finds it.
+    await settle(limiter?.refund(address));
+    await limit(c, principal.requester);
+    return principal;
+  }
+
+  function settle(result: void | Promise<void>): Promise<void> {
+    return Promise.resolve(result).catch((err) => logger.error("rate limit refund failed", { error: err }));
   }
 
   async function findPrincipal(c: Context): Promise<Principal> {
@@ -131,7 +161,19 @@ export function createCaApp(options: CaAppOptions): Hono {
     return principal;
   }
 
-  app.onError(async (err, c) => {
+  /** Addresses and identities whose last throttling was audited, and when: one entry a minute each. */
+  const auditedThrottles = new Map<string, number>();
+  function isThrottleAudited(key: string): boolean {
+    const nowMs = Date.now();
+    const last = auditedThrottles.get(key);
+    if (last !== undefined && nowMs - last < 60_000) return false;
+    auditedThrottles.delete(key);
+    if (auditedThrottles.size >= 10_000) auditedThrottles.delete(auditedThrottles.keys().next().value!);
+    auditedThrottles.set(key, nowMs);
+    return true;
+  }
+
+  app.onError((err, c) => {
     const code = (err as { code?: string }).code;
     // A missing authority or an unreachable store is the server's state, not the client's fault.
     const problem = err instanceof Problem
@@ -142,15 +184,22 @@ export function createCaApp(options: CaAppOptions): Hono {
     if (!(err instanceof Problem)) logger.error("request failed", { path: c.req.path, error: err });
     metrics.denied(problem.code);
     metrics.request(problem.status);
-    if (c.req.method === "POST" || c.req.path === "/v1/certificates") {
-      await service.audit("denied", requesterOf(c), {
+    // What the client did, bounded (service.audit cuts every string), and not awaited: a
+    // refused request does not wait for the disk. A client over its rate is audited once a
+    // minute, not at every refusal, so a flood cannot turn into a flood of audit entries.
+    const limitedKey = limitedKeys.get(c.req.raw);
+    const isAudited = (c.req.method === "POST" || c.req.path === "/v1/certificates") &&
+      (limitedKey === undefined || isThrottleAudited(limitedKey));
+    if (isAudited) {
+      void service.audit("denied", requesterOf(c), {
         path: c.req.path,
         code: problem.code,
         detail: problem.detail,
+        address: options.clientAddress?.(c),
       })
         .catch((auditErr) => logger.error("audit write failed", { error: auditErr }));
     }
-    logger.info("denied", { path: c.req.path, code: problem.code, status: problem.status });
+    logger.info("denied", { path: c.req.path.slice(0, 256), code: problem.code, status: problem.status });
     const retry = problem.extensions.retryAfterSeconds;
     return problem.toResponse(typeof retry === "number" ? { "retry-after": String(retry) } : {});
   });
@@ -164,10 +213,11 @@ export function createCaApp(options: CaAppOptions): Hono {
   const requesterOf = (c: Context) => principals.get(c.req.raw) ?? "anonymous";
   const remember = (c: Context, principal: Principal) => principals.set(c.req.raw, principal.requester);
 
+  // Authentication comes before the body: an unauthenticated client's body is never read.
   app.post("/v1/certificates", async (c) => {
-    const body = await readJsonObject(c.req.raw, maxBodyBytes);
     const principal = await authenticate(c);
     remember(c, principal);
+    const body = await readJsonObject(c.req.raw, maxBodyBytes);
     const csr = requireString(body, "csr");
     const ttlSeconds = optionalPositiveInteger(body, "ttlSeconds");
     const issued = await service.issue(principal, csr, ttlSeconds);
@@ -223,27 +273,26 @@ export function createCaApp(options: CaAppOptions): Hono {
   });
 
   app.post("/v1/revocations", async (c) => {
-    const body = await readJsonObject(c.req.raw, maxBodyBytes);
     const principal = await authenticateAdmin(c);
     remember(c, principal);
+    const body = await readJsonObject(c.req.raw, maxBodyBytes);
     const selector = revocationSelector({
       serialNumber: optionalString(body, "serialNumber"),
       spiffeId: optionalString(body, "spiffeId"),
       reason: requireString(body, "reason"),
     }, authorities.trustDomain);
-    const revoked = await service.revoke(principal, selector);
+    const outcome = await service.revoke(principal, selector);
     metrics.request(200);
+    const entry = (r: RevocationRecord) => ({
+      serialNumber: r.serialNumber,
+      spiffeId: r.spiffeId,
+      revokedAt: r.revokedAt.toISOString(),
+      reason: r.reason,
+      notAfter: r.notAfter.toISOString(),
+      authorityId: r.authorityId,
+    });
     return c.json(
-      {
-        revoked: revoked.map((r) => ({
-          serialNumber: r.serialNumber,
-          spiffeId: r.spiffeId,
-          revokedAt: r.revokedAt.toISOString(),
-          reason: r.reason,
-          notAfter: r.notAfter.toISOString(),
-          authorityId: r.authorityId,
-        })),
-      },
+      { revoked: outcome.revoked.map(entry), alreadyRevoked: outcome.alreadyRevoked.map(entry) },
       200,
       { "cache-control": "no-store" },
     );
@@ -302,11 +351,16 @@ export function createCaApp(options: CaAppOptions): Hono {
     return c.json({ status: "ready" });
   });
 
-  app.get("/metrics", () => {
-    metrics.setCaCertificates(
-      authorities.published().map((a) => ({ id: a.record.id, notAfter: a.ca.notAfter })),
-    );
-    return new Response(metrics.render(), {
+  app.get("/metrics", async () => {
+    const snapshots = options.metricsOfGroup
+      ? await options.metricsOfGroup().catch((err) => {
+        logger.error("collecting the workers' metrics failed", { error: err });
+        return [metrics.snapshot()];
+      })
+      : [metrics.snapshot()];
+    const revocationsTotal = await store.revocationsTotal().catch(() => undefined);
+    const caCertificates = authorities.published().map((a) => ({ id: a.record.id, notAfter: a.ca.notAfter }));
+    return new Response(renderMetrics(snapshots, { revocationsTotal, caCertificates }), {
       headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" },
     });
   });

@@ -41,8 +41,20 @@ export interface CaConfig {
     /** Extra DNS names for the serving certificate (`localhost` is always there). */
     dnsNames: string[];
   };
-  /** `fsync: false` (file store): acknowledge once the kernel has the journal, sync once a second. */
-  store: { kind: "file"; fsync: boolean } | { kind: "postgres"; url: string; maxConnections: number };
+  /**
+   * The file store: `fsync: false` acknowledges once the kernel has the journal and syncs once a
+   * second; the journal is compacted past `segmentBytes`, keeping `keepSegments` archived segments
+   * (0: all); expired certificates stay findable for `retainExpiredSeconds`.
+   */
+  store:
+    | {
+      kind: "file";
+      fsync: boolean;
+      segmentBytes: number;
+      keepSegments: number;
+      retainExpiredSeconds: number;
+    }
+    | { kind: "postgres"; url: string; maxConnections: number };
   keys: { kind: "file"; dir: string };
   issuance: { defaultTtlSeconds: number; maxTtlSeconds: number };
   ca: { keyAlgorithm: KeyAlgorithm; ttlSeconds: number };
@@ -61,6 +73,8 @@ export interface CaConfig {
     audiences: string[];
     jwksFile?: string;
     jwksUrl?: string;
+    /** The CA certificate(s) that verify `jwksUrl`'s server (the cluster's `ca.crt`). */
+    jwksCaFile?: string;
     tokenReview?: { url: string; tokenFile: string; caFile?: string };
   };
   log: { level: LogLevel };
@@ -139,9 +153,29 @@ function validate(raw: RawConfig, fields: FieldReader): CaConfig {
     fields.problem(`listen.plainHttp: plain HTTP is allowed only on a loopback address, not ${listen.host}`);
   }
 
-  const storeRaw = obj("store", raw.store, ["kind", "fsync", "url", "maxConnections"]);
+  const storeRaw = obj("store", raw.store, [
+    "kind",
+    "fsync",
+    "segmentBytes",
+    "keepSegments",
+    "retainExpiredSeconds",
+    "url",
+    "maxConnections",
+  ]);
   const kind = str("store.kind", storeRaw.kind, "file");
-  let store: CaConfig["store"] = { kind: "file", fsync: bool("store.fsync", storeRaw.fsync, true) };
+  let store: CaConfig["store"] = {
+    kind: "file",
+    fsync: bool("store.fsync", storeRaw.fsync, true),
+    segmentBytes: int("store.segmentBytes", storeRaw.segmentBytes, 64 * 1024 * 1024, 4096, 2 ** 40),
+    keepSegments: int("store.keepSegments", storeRaw.keepSegments, 32, 0, 1_000_000),
+    retainExpiredSeconds: int(
+      "store.retainExpiredSeconds",
+      storeRaw.retainExpiredSeconds,
+      86400,
+      0,
+      366 * 86400,
+    ),
+  };
   if (kind === "postgres") {
     store = {
       kind: "postgres",
@@ -219,6 +253,7 @@ function validate(raw: RawConfig, fields: FieldReader): CaConfig {
       "audiences",
       "jwksFile",
       "jwksUrl",
+      "jwksCaFile",
       "tokenReview",
       ...KUBERNETES_CONTROLLER_KEYS,
     ]);
@@ -230,6 +265,7 @@ function validate(raw: RawConfig, fields: FieldReader): CaConfig {
       audiences: strings("kubernetes.audiences", k.audiences),
       jwksFile: k.jwksFile === undefined ? undefined : fields.path("kubernetes.jwksFile", k.jwksFile),
       jwksUrl: k.jwksUrl === undefined ? undefined : str("kubernetes.jwksUrl", k.jwksUrl),
+      jwksCaFile: k.jwksCaFile === undefined ? undefined : fields.path("kubernetes.jwksCaFile", k.jwksCaFile),
       tokenReview: tr && {
         url: str("kubernetes.tokenReview.url", tr.url),
         tokenFile: fields.path("kubernetes.tokenReview.tokenFile", tr.tokenFile),
@@ -244,6 +280,9 @@ function validate(raw: RawConfig, fields: FieldReader): CaConfig {
       );
     } else if (!kubernetes.api && !kubernetes.jwksFile && !kubernetes.jwksUrl && !kubernetes.tokenReview) {
       fields.problem("kubernetes: set api, jwksFile, jwksUrl or tokenReview");
+    }
+    if (kubernetes.jwksCaFile && !kubernetes.jwksUrl) {
+      fields.problem("kubernetes.jwksCaFile: goes with jwksUrl (it verifies that server)");
     }
     if ((kubernetes.jwksFile || kubernetes.jwksUrl) && !kubernetes.issuer) {
       fields.problem("kubernetes.issuer: required to validate tokens offline");

@@ -6,13 +6,13 @@
  */
 
 import { mkdir, readFile } from "node:fs/promises";
-import { request as httpsRequest } from "node:https";
 import { join } from "node:path";
 import { CertificateAuthority, type KeyAlgorithm } from "../mod.ts";
-import { writeFileAtomic } from "../internal/mod.ts";
+import { type Logger, writeFileAtomic } from "../internal/mod.ts";
 import { Authorities } from "./authorities.ts";
 import { JoinTokenAuthenticator } from "./auth/join-token.ts";
 import { KubernetesAuthenticator } from "./auth/kubernetes.ts";
+import { fetchTrustingCa, projectedToken } from "./auth/kubernetes-client.ts";
 import { MtlsAuthenticator } from "./auth/mtls.ts";
 import { type Authenticator, type NodeWorkloads, staticNodeWorkloads } from "./auth/principal.ts";
 import type { CaConfig } from "./config.ts";
@@ -24,11 +24,24 @@ import { FileStore } from "./store/file-store.ts";
 import { PostgresStore } from "./store/postgres-store.ts";
 import type { CaStore } from "./store/store.ts";
 
-/** Opens the configured store. */
-export async function openStore(config: CaConfig): Promise<CaStore> {
+/**
+ * Opens the configured store. A short-lived process (the CLI) passes `isCompacting: false`:
+ * compacting the file store is the servers' work.
+ */
+export async function openStore(
+  config: CaConfig,
+  options: { logger?: Logger; isCompacting?: boolean } = {},
+): Promise<CaStore> {
   const store = config.store.kind === "postgres"
     ? new PostgresStore({ connectionString: config.store.url, maxConnections: config.store.maxConnections })
-    : new FileStore(join(config.dataDir, "store"), { isDurable: config.store.fsync });
+    : new FileStore(join(config.dataDir, "store"), {
+      isDurable: config.store.fsync,
+      segmentBytes: config.store.segmentBytes,
+      keepSegments: config.store.keepSegments,
+      retainExpiredSeconds: config.store.retainExpiredSeconds,
+      isCompacting: options.isCompacting,
+      logger: options.logger,
+    });
   await store.open();
   return store;
 }
@@ -117,10 +130,14 @@ export async function buildAuthenticators(
         audiences: k8s.audiences,
         jwks: k8s.jwksFile ? JSON.parse(await readFile(k8s.jwksFile, "utf8")) : undefined,
         jwksUrl: k8s.jwksUrl,
+        jwksFetch: k8s.jwksCaFile ? fetchTrustingCa(await readFile(k8s.jwksCaFile, "utf8")) : undefined,
         tokenReview: k8s.tokenReview && {
           url: k8s.tokenReview.url,
-          reviewerToken: (await readFile(k8s.tokenReview.tokenFile, "utf8")).trim(),
-          fetch: k8s.tokenReview.caFile ? await fetchTrusting(k8s.tokenReview.caFile) : undefined,
+          // Read at start (a missing file fails the start), then again whenever it is rotated.
+          reviewerToken: checkedToken(projectedToken(k8s.tokenReview.tokenFile)),
+          fetch: k8s.tokenReview.caFile
+            ? fetchTrustingCa(await readFile(k8s.tokenReview.caFile, "utf8"))
+            : undefined,
         },
       }),
     );
@@ -129,27 +146,7 @@ export async function buildAuthenticators(
   return list;
 }
 
-// A fetch over node:https that trusts the API server's CA, for TokenReview calls.
-async function fetchTrusting(caFile: string): Promise<typeof fetch> {
-  const ca = await readFile(caFile, "utf8");
-  return ((input: string | URL | Request, init: RequestInit = {}) =>
-    new Promise<Response>((resolvePromise, reject) => {
-      const request = httpsRequest(String(input), {
-        method: init.method ?? "GET",
-        headers: init.headers as Record<string, string>,
-        ca,
-        timeout: 5000,
-      }, (response) => {
-        const chunks: Buffer[] = [];
-        response.on("data", (chunk: Buffer) => chunks.push(chunk));
-        response.on(
-          "end",
-          () => resolvePromise(new Response(Buffer.concat(chunks), { status: response.statusCode })),
-        );
-        response.on("error", reject);
-      });
-      request.on("timeout", () => request.destroy(new Error("TokenReview request timed out")));
-      request.on("error", reject);
-      request.end(init.body as string | undefined);
-    })) as typeof fetch;
+function checkedToken(read: () => string): () => string {
+  read();
+  return read;
 }

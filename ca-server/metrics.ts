@@ -1,14 +1,19 @@
 /**
  * The CA's Prometheus metrics, written in the text exposition format (version 0.0.4):
- * issuances, denials by reason, revocations, an issuance latency histogram and the expiry of
- * each CA certificate.
+ * issuances, denials by reason, HTTP responses, an issuance latency histogram, revocations and
+ * the expiry of each CA certificate.
+ *
+ * Each process counts what it served in a {@link CaMetrics}; `/metrics` reports the whole CA
+ * process group: the node:cluster workers' counts are merged ({@link mergeSnapshots}), and the
+ * revocation count comes from the store, so it includes `meshauth ca revoke` and every process
+ * that shares the store.
  *
  * @example
  * ```ts
- * import { CaMetrics } from "meshauth/ca-server";
+ * import { CaMetrics, renderMetrics } from "meshauth/ca-server";
  * const metrics = new CaMetrics();
  * metrics.issued("join-token", 0.0012);
- * console.log(metrics.render());
+ * console.log(renderMetrics([metrics.snapshot()], { revocationsTotal: 0, caCertificates: [] }));
  * ```
  * @module
  */
@@ -19,82 +24,122 @@ function escapeLabel(v: string): string {
   return v.replaceAll("\\", "\\\\").replaceAll("\n", "\\n").replaceAll('"', '\\"');
 }
 
-/** Counters and the histogram the server updates, rendered on `GET /metrics`. */
+/** One process's counts, as plain JSON (they travel between processes). */
+export interface MetricsSnapshot {
+  issued: Record<string, number>;
+  denied: Record<string, number>;
+  responses: Record<string, number>;
+  /** Issuances at or under each of the histogram's bounds (cumulative, as Prometheus has them). */
+  latencyBuckets: number[];
+  latencySum: number;
+  latencyCount: number;
+}
+
+/** What the process group reports besides its counts. */
+export interface GroupFacts {
+  /** Revocations recorded in the store, by any process; omitted when the store cannot say. */
+  revocationsTotal?: number;
+  /** The CA certificates whose expiry is reported. */
+  caCertificates: { id: string; notAfter: Date }[];
+}
+
+function count(map: Record<string, number>, key: string, by = 1): void {
+  map[key] = (map[key] ?? 0) + by;
+}
+
+/** The counters and the histogram one process updates. */
 export class CaMetrics {
-  readonly #issued = new Map<string, number>();
-  readonly #denied = new Map<string, number>();
-  #revoked = 0;
-  #requests = new Map<string, number>();
-  readonly #bucketCounts = new Array<number>(LATENCY_BUCKETS_SECONDS.length).fill(0);
-  #latencySum = 0;
-  #latencyCount = 0;
-  #caExpiry: { id: string; notAfter: Date }[] = [];
+  readonly #snapshot: MetricsSnapshot = {
+    issued: Object.create(null),
+    denied: Object.create(null),
+    responses: Object.create(null),
+    latencyBuckets: new Array<number>(LATENCY_BUCKETS_SECONDS.length).fill(0),
+    latencySum: 0,
+    latencyCount: 0,
+  };
 
   /** One certificate issued to a caller authenticated by `method`, taking `seconds`. */
   issued(method: string, seconds: number): void {
-    this.#issued.set(method, (this.#issued.get(method) ?? 0) + 1);
+    const s = this.#snapshot;
+    count(s.issued, method);
     for (let i = 0; i < LATENCY_BUCKETS_SECONDS.length; i++) {
-      if (seconds <= LATENCY_BUCKETS_SECONDS[i]) this.#bucketCounts[i]++;
+      if (seconds <= LATENCY_BUCKETS_SECONDS[i]) s.latencyBuckets[i]++;
     }
-    this.#latencySum += seconds;
-    this.#latencyCount++;
+    s.latencySum += seconds;
+    s.latencyCount++;
   }
 
   /** One request denied, by problem code. */
   denied(code: string): void {
-    this.#denied.set(code, (this.#denied.get(code) ?? 0) + 1);
-  }
-
-  /** `count` certificates revoked. */
-  revoked(count: number): void {
-    this.#revoked += count;
+    count(this.#snapshot.denied, code);
   }
 
   /** One HTTP response with `status`. */
   request(status: number): void {
-    const key = String(status);
-    this.#requests.set(key, (this.#requests.get(key) ?? 0) + 1);
+    count(this.#snapshot.responses, String(status));
   }
 
-  /** The CA certificates whose expiry is reported. */
-  setCaCertificates(certificates: { id: string; notAfter: Date }[]): void {
-    this.#caExpiry = certificates;
+  /** A copy of the counts so far. */
+  snapshot(): MetricsSnapshot {
+    return structuredClone(this.#snapshot);
   }
+}
 
-  /** The metrics in Prometheus text format. */
-  render(): string {
-    const lines: string[] = [];
-    const counter = (name: string, help: string, label: string, values: Map<string, number>) => {
-      lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} counter`);
-      for (const [k, v] of values) lines.push(`${name}{${label}="${escapeLabel(k)}"} ${v}`);
-    };
-    counter("meshauth_ca_certificates_issued_total", "Certificates issued.", "method", this.#issued);
-    counter("meshauth_ca_denials_total", "Requests denied, by reason.", "reason", this.#denied);
-    counter("meshauth_ca_http_responses_total", "HTTP responses, by status.", "status", this.#requests);
+/** The counts of several processes added up. */
+export function mergeSnapshots(snapshots: readonly MetricsSnapshot[]): MetricsSnapshot {
+  const total = new CaMetrics().snapshot();
+  for (const s of snapshots) {
+    for (const [k, v] of Object.entries(s.issued)) count(total.issued, k, v);
+    for (const [k, v] of Object.entries(s.denied)) count(total.denied, k, v);
+    for (const [k, v] of Object.entries(s.responses)) count(total.responses, k, v);
+    s.latencyBuckets.forEach((v, i) => total.latencyBuckets[i] += v);
+    total.latencySum += s.latencySum;
+    total.latencyCount += s.latencyCount;
+  }
+  return total;
+}
+
+/** The metrics of `snapshots` (one per process of the group) in Prometheus text format. */
+export function renderMetrics(snapshots: readonly MetricsSnapshot[], facts: GroupFacts): string {
+  const s = mergeSnapshots(snapshots);
+  const lines: string[] = [];
+  const counter = (name: string, help: string, label: string, values: Record<string, number>) => {
+    lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} counter`);
+    for (const [k, v] of Object.entries(values)) lines.push(`${name}{${label}="${escapeLabel(k)}"} ${v}`);
+  };
+  counter("meshauth_ca_certificates_issued_total", "Certificates issued.", "method", s.issued);
+  counter("meshauth_ca_denials_total", "Requests denied, by reason.", "reason", s.denied);
+  counter("meshauth_ca_http_responses_total", "HTTP responses, by status.", "status", s.responses);
+  if (facts.revocationsTotal !== undefined) {
     lines.push(
-      "# HELP meshauth_ca_revocations_total Certificates revoked.",
+      "# HELP meshauth_ca_revocations_total Certificates revoked, by any process sharing the store (the CLI included).",
       "# TYPE meshauth_ca_revocations_total counter",
-      `meshauth_ca_revocations_total ${this.#revoked}`,
-      "# HELP meshauth_ca_issuance_duration_seconds Time to authenticate, sign and record one certificate.",
-      "# TYPE meshauth_ca_issuance_duration_seconds histogram",
+      `meshauth_ca_revocations_total ${facts.revocationsTotal}`,
     );
-    LATENCY_BUCKETS_SECONDS.forEach((le, i) => {
-      lines.push(`meshauth_ca_issuance_duration_seconds_bucket{le="${le}"} ${this.#bucketCounts[i]}`);
-    });
-    lines.push(
-      `meshauth_ca_issuance_duration_seconds_bucket{le="+Inf"} ${this.#latencyCount}`,
-      `meshauth_ca_issuance_duration_seconds_sum ${this.#latencySum}`,
-      `meshauth_ca_issuance_duration_seconds_count ${this.#latencyCount}`,
-      "# HELP meshauth_ca_certificate_expiry_timestamp_seconds When each CA certificate in the bundle expires.",
-      "# TYPE meshauth_ca_certificate_expiry_timestamp_seconds gauge",
-    );
-    for (const { id, notAfter } of this.#caExpiry) {
-      lines.push(
-        `meshauth_ca_certificate_expiry_timestamp_seconds{authority="${escapeLabel(id)}"} ${
-          Math.floor(notAfter.getTime() / 1000)
-        }`,
-      );
-    }
-    return `${lines.join("\n")}\n`;
   }
+  lines.push(
+    "# HELP meshauth_ca_issuance_duration_seconds Time to authenticate, sign and record one certificate.",
+    "# TYPE meshauth_ca_issuance_duration_seconds histogram",
+  );
+  LATENCY_BUCKETS_SECONDS.forEach((le, i) => {
+    lines.push(`meshauth_ca_issuance_duration_seconds_bucket{le="${le}"} ${s.latencyBuckets[i]}`);
+  });
+  lines.push(
+    `meshauth_ca_issuance_duration_seconds_bucket{le="+Inf"} ${s.latencyCount}`,
+    `meshauth_ca_issuance_duration_seconds_sum ${s.latencySum}`,
+    `meshauth_ca_issuance_duration_seconds_count ${s.latencyCount}`,
+    "# HELP meshauth_ca_processes Processes whose counts this report adds up.",
+    "# TYPE meshauth_ca_processes gauge",
+    `meshauth_ca_processes ${snapshots.length}`,
+    "# HELP meshauth_ca_certificate_expiry_timestamp_seconds When each CA certificate in the bundle expires.",
+    "# TYPE meshauth_ca_certificate_expiry_timestamp_seconds gauge",
+  );
+  for (const { id, notAfter } of facts.caCertificates) {
+    lines.push(
+      `meshauth_ca_certificate_expiry_timestamp_seconds{authority="${escapeLabel(id)}"} ${
+        Math.floor(notAfter.getTime() / 1000)
+      }`,
+    );
+  }
+  return `${lines.join("\n")}\n`;
 }

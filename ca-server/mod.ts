@@ -42,6 +42,7 @@ export {
   type KubernetesAuthenticatorOptions,
   type TokenReviewOptions,
 } from "./auth/kubernetes.ts";
+export { fetchTrustingCa, projectedToken } from "./auth/kubernetes-client.ts";
 export { MtlsAuthenticator, type MtlsAuthenticatorOptions } from "./auth/mtls.ts";
 export { type CaConfig, ConfigError, ENV_OVERRIDES, isLoopback, loadConfig } from "./config.ts";
 export {
@@ -62,26 +63,36 @@ export {
   type ListenOptions,
 } from "./http-listener.ts";
 export { jsonLogger, type Logger, type LogLevel, silentLogger } from "../internal/mod.ts";
-export { CaMetrics } from "./metrics.ts";
+export {
+  CaMetrics,
+  type GroupFacts,
+  mergeSnapshots,
+  type MetricsSnapshot,
+  renderMetrics,
+} from "./metrics.ts";
 export { type RunningCaServer, startCaServer } from "./server.ts";
 export { Problem, type ProblemBody, type ProblemCode, PROBLEMS } from "./problems.ts";
-export { RateLimiter, type RateLimitOptions } from "./rate-limit.ts";
+export { type RateLimit, RateLimiter, type RateLimitOptions, type RateVerdict } from "./rate-limit.ts";
 export { MAX_BODY_BYTES } from "./request-body.ts";
 export { runCaServer } from "./workers.ts";
-export { CaService, type CaServiceOptions, type IssuanceResult } from "./service.ts";
+export { boundedDetails, CaService, type CaServiceOptions, type IssuanceResult } from "./service.ts";
 export { buildAuthenticators, initRoot, loadAuthorities, openKeyManager, openStore } from "./from-config.ts";
-export { FileStore } from "./store/file-store.ts";
+export { FileStore, type FileStoreOptions } from "./store/file-store.ts";
 export { PostgresStore, type PostgresStoreOptions } from "./store/postgres-store.ts";
 export {
+  ACCEPTED_REVOCATION_REASONS,
+  type AcceptedRevocationReason,
   type AuditEvent,
   type CaStore,
-  type IssuedCertificate,
+  type CertificateRecord,
+  type CrlClaim,
+  type CrlStatus,
   type JoinTokenRecord,
   type JoinTokenRole,
-  type Revocation,
-  REVOCATION_REASONS,
-  type RevocationReason,
+  type RevocationOutcome,
+  type RevocationRecord,
   type RevocationSelector,
+  type SignedCrl,
   StoreError,
 } from "./store/store.ts";
 export {

@@ -1,7 +1,9 @@
 /**
- * Per-identity rate limiting: a token bucket per key (a SPIFFE ID, or a client address for
- * requests that fail authentication), refilled continuously. The table of buckets is bounded
- * so a flood of distinct keys cannot exhaust memory.
+ * Rate limiting: a token bucket per key (a SPIFFE ID, or a client address), refilled
+ * continuously. {@link RateLimiter} keeps the buckets in this process; a CA of several
+ * processes shares one set of buckets through a {@link RateLimit} of another kind (the
+ * primary's buckets for node:cluster workers, a table for PostgreSQL replicas), so the limit
+ * holds for the whole CA and not once per process.
  *
  * @example
  * ```ts
@@ -24,13 +26,50 @@ export interface RateLimitOptions {
   now?: () => number;
 }
 
+/** A bucket's answer. */
+export interface RateVerdict {
+  allowed: boolean;
+  /** When refused, how long until a token is back. */
+  retryAfterSeconds: number;
+}
+
+/** Token buckets, wherever they are kept. */
+export interface RateLimit {
+  /** Takes one token for `key`; when none is left, says how long to wait. */
+  take(key: string): RateVerdict | Promise<RateVerdict>;
+  /** Gives back a token taken for `key` (a request that turned out not to count). */
+  refund(key: string): void | Promise<void>;
+}
+
 interface Bucket {
   tokens: number;
   updatedMs: number;
 }
 
-/** Token buckets keyed by identity. */
-export class RateLimiter {
+/** The token-bucket rule, shared by every implementation: refill, then take one if there is one. */
+export function takeToken(
+  bucket: Bucket | undefined,
+  nowMs: number,
+  options: Pick<RateLimitOptions, "requestsPerSecond" | "burst">,
+): { bucket: Bucket; verdict: RateVerdict } {
+  const { requestsPerSecond, burst } = options;
+  const tokens = bucket
+    ? Math.min(burst, bucket.tokens + (Math.max(0, nowMs - bucket.updatedMs) / 1000) * requestsPerSecond)
+    : burst;
+  if (tokens >= 1) {
+    return {
+      bucket: { tokens: tokens - 1, updatedMs: nowMs },
+      verdict: { allowed: true, retryAfterSeconds: 0 },
+    };
+  }
+  return {
+    bucket: { tokens, updatedMs: nowMs },
+    verdict: { allowed: false, retryAfterSeconds: Math.max(1, Math.ceil((1 - tokens) / requestsPerSecond)) },
+  };
+}
+
+/** Token buckets keyed by identity, in this process. */
+export class RateLimiter implements RateLimit {
   readonly #buckets = new Map<string, Bucket>();
   readonly #options: Required<RateLimitOptions>;
 
@@ -38,27 +77,19 @@ export class RateLimiter {
     this.#options = { maxKeys: 100_000, now: () => Date.now(), ...options };
   }
 
-  /** Takes one token for `key`; when none is left, says how long to wait. */
-  take(key: string): { allowed: boolean; retryAfterSeconds: number } {
-    const { requestsPerSecond, burst, maxKeys, now } = this.#options;
-    const t = now();
-    let bucket = this.#buckets.get(key);
-    if (bucket) {
-      this.#buckets.delete(key);
-      bucket.tokens = Math.min(burst, bucket.tokens + ((t - bucket.updatedMs) / 1000) * requestsPerSecond);
-      bucket.updatedMs = t;
-    } else {
-      bucket = { tokens: burst, updatedMs: t };
-      if (this.#buckets.size >= maxKeys) this.#buckets.delete(this.#buckets.keys().next().value!);
-    }
+  take(key: string): RateVerdict {
+    const { maxKeys, now } = this.#options;
+    const previous = this.#buckets.get(key);
+    if (previous) this.#buckets.delete(key);
+    else if (this.#buckets.size >= maxKeys) this.#buckets.delete(this.#buckets.keys().next().value!);
+    const { bucket, verdict } = takeToken(previous, now(), this.#options);
+    // Re-inserted, so the map's order is least recently used first.
     this.#buckets.set(key, bucket);
-    if (bucket.tokens >= 1) {
-      bucket.tokens -= 1;
-      return { allowed: true, retryAfterSeconds: 0 };
-    }
-    return {
-      allowed: false,
-      retryAfterSeconds: Math.max(1, Math.ceil((1 - bucket.tokens) / requestsPerSecond)),
-    };
+    return verdict;
+  }
+
+  refund(key: string): void {
+    const bucket = this.#buckets.get(key);
+    if (bucket) bucket.tokens = Math.min(this.#options.burst, bucket.tokens + 1);
   }
 }

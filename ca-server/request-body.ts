@@ -21,7 +21,9 @@ export async function readJsonObject(
     await request.body?.cancel().catch(() => {});
     throw new Problem(
       "ERR_UNSUPPORTED_MEDIA_TYPE",
-      `expected Content-Type application/json, got ${JSON.stringify(type)}`,
+      `expected Content-Type application/json, got ${JSON.stringify(type.slice(0, 100))}${
+        type.length > 100 ? ` (${type.length} characters)` : ""
+      }`,
     );
   }
   const lengthHeader = request.headers.get("content-length") ?? "";

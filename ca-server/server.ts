@@ -25,6 +25,7 @@ import { type CaConfig, isLoopback } from "./config.ts";
 import { clientAddress, clientCertificate, listen, type Listener } from "./http-listener.ts";
 import { jsonLogger, type Logger } from "../internal/mod.ts";
 import { CaMetrics } from "./metrics.ts";
+import { WorkerGroup } from "./process-group.ts";
 import {
   buildAuthenticators,
   loadAuthorities,
@@ -138,7 +139,7 @@ export async function startCaServer(
   if (config.listen.plainHttp && !isLoopback(config.listen.host)) {
     throw new Error(`plain HTTP is allowed only on loopback, not ${config.listen.host}`);
   }
-  const store = await openStore(config);
+  const store = await openStore(config, { logger });
   let authorities: Authorities;
   try {
     authorities = await loadAuthorities(config, openKeyManager(config));
@@ -158,13 +159,22 @@ export async function startCaServer(
     await store.close();
     throw err;
   }
+  const metrics = options.metrics ?? new CaMetrics();
+  // A worker's limits and metrics are the whole CA's: the store's buckets when it shares them
+  // across replicas (PostgreSQL), else the primary's; its metrics are reported with the others'.
+  const group = cluster.isWorker ? new WorkerGroup(metrics) : undefined;
+  const rateLimiter = config.rateLimit === false
+    ? undefined
+    : store.sharedRateLimit?.(config.rateLimit) ?? group?.rateLimit();
   const app = createCaApp({
     authorities,
     store,
     authenticators: await buildAuthenticators(config, store, authorities, kubernetes),
     logger,
-    metrics: options.metrics ?? new CaMetrics(),
+    metrics,
     rateLimit: config.rateLimit,
+    rateLimiter,
+    metricsOfGroup: group && (() => group.metricsOfGroup()),
     crlNextUpdateSeconds: config.crl.nextUpdateSeconds,
     allowedDnsNames: (id) => config.dnsNames[id] ?? [],
     clientCertificate,

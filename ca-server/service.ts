@@ -21,8 +21,14 @@ import type { Principal } from "./auth/principal.ts";
 import type { Logger } from "../internal/mod.ts";
 import type { CaMetrics } from "./metrics.ts";
 import { Problem } from "./problems.ts";
-import { isRevocationReason } from "./store/records.ts";
-import { type CaStore, type Revocation, REVOCATION_REASONS, type RevocationSelector } from "./store/store.ts";
+import { isAcceptedReason } from "./store/records.ts";
+import {
+  ACCEPTED_REVOCATION_REASONS,
+  type CaStore,
+  type RevocationOutcome,
+  type RevocationSelector,
+  type SignedCrl,
+} from "./store/store.ts";
 
 /** What a revocation request names, as the API and the CLI take it. */
 export interface RevocationRequest {
@@ -38,10 +44,14 @@ export interface RevocationRequest {
  */
 export function revocationSelector(request: RevocationRequest, trustDomain: TrustDomain): RevocationSelector {
   const { serialNumber, spiffeId, reason } = request;
-  if (reason === undefined || !isRevocationReason(reason)) {
-    throw new Problem("ERR_INVALID_FIELD", `reason must be one of ${REVOCATION_REASONS.join(", ")}`, {
-      field: "reason",
-    });
+  if (reason === undefined || !isAcceptedReason(reason)) {
+    throw new Problem(
+      "ERR_INVALID_FIELD",
+      `reason must be one of ${ACCEPTED_REVOCATION_REASONS.join(", ")}`,
+      {
+        field: "reason",
+      },
+    );
   }
   if ((serialNumber === undefined) === (spiffeId === undefined)) {
     throw new Problem(
@@ -97,16 +107,31 @@ export interface IssuanceResult {
   trustBundlePem: string;
 }
 
-interface CachedCrl {
-  key: string;
-  der: Uint8Array;
-  thisUpdate: number;
+/** Longest string an audit entry keeps of a field: what a client sent is bounded, however long it was. */
+export const AUDIT_FIELD_CHARS = 256;
+
+/** `details` with every string cut to 256 characters (at any depth), so an entry stays small. */
+export function boundedDetails(details: Record<string, unknown>): Record<string, unknown> {
+  const bound = (value: unknown, depth: number): unknown => {
+    if (typeof value === "string") {
+      return value.length <= AUDIT_FIELD_CHARS
+        ? value
+        : `${value.slice(0, AUDIT_FIELD_CHARS)}... (${value.length - AUDIT_FIELD_CHARS} more characters)`;
+    }
+    if (value === null || typeof value !== "object") return value;
+    if (depth > 3) return "(nested too deep)";
+    if (Array.isArray(value)) return value.map((v) => bound(v, depth + 1));
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k.slice(0, 64), bound(v, depth + 1)]));
+  };
+  return bound(details, 0) as Record<string, unknown>;
 }
 
 /** The CA's operations. */
 export class CaService {
   readonly #o: CaServiceOptions;
-  readonly #crls = new Map<string, Promise<CachedCrl>>();
+  /** The newest CRL this process has, per authority. */
+  readonly #crls = new Map<string, SignedCrl>();
+  readonly #signing = new Map<string, Promise<SignedCrl>>();
 
   constructor(options: CaServiceOptions) {
     this.#o = options;
@@ -116,9 +141,17 @@ export class CaService {
     return this.#o.now?.() ?? new Date();
   }
 
-  /** Appends an audit event. A request whose audit entry cannot be written fails with it. */
+  /**
+   * Appends an audit event, its strings bounded ({@link boundedDetails}). A request whose audit
+   * entry cannot be written fails with it.
+   */
   async audit(action: string, requester: string, details: Record<string, unknown>): Promise<void> {
-    await this.#o.store.appendAudit({ at: this.#now(), action, requester, details });
+    await this.#o.store.appendAudit({
+      at: this.#now(),
+      action,
+      requester: requester.slice(0, AUDIT_FIELD_CHARS),
+      details: boundedDetails(details),
+    });
   }
 
   /** Signs `csrPem` for `principal` if the CSR names an identity the principal may obtain. */
@@ -218,71 +251,101 @@ export class CaService {
     return err;
   }
 
-  /** Revokes what `selector` names; answers the entries newly revoked. */
-  async revoke(principal: Principal, selector: RevocationSelector): Promise<Revocation[]> {
-    if ("serialNumber" in selector && !(await this.#o.store.findCertificate(selector.serialNumber))) {
+  /** Revokes what `selector` names; answers the entries newly revoked and those revoked before. */
+  async revoke(principal: Principal, selector: RevocationSelector): Promise<RevocationOutcome> {
+    const store = this.#o.store;
+    if (
+      "serialNumber" in selector && !(await store.findCertificate(selector.serialNumber)) &&
+      !(await store.isRevoked(selector.serialNumber))
+    ) {
       throw new Problem(
         "ERR_NOT_FOUND",
-        `this CA issued no certificate with serial number ${selector.serialNumber}`,
+        `this CA has no certificate with serial number ${selector.serialNumber} (it never issued it, or it expired long ago)`,
       );
     }
-    const revoked = await this.#o.store.revoke(selector, this.#now());
+    const outcome = await store.revoke(selector, this.#now());
     await this.audit("revoked", principal.requester, {
       selector,
-      serialNumbers: revoked.map((r) => r.serialNumber),
+      serialNumbers: outcome.revoked.map((r) => r.serialNumber),
+      alreadyRevoked: outcome.alreadyRevoked.map((r) => r.serialNumber),
     });
-    this.#o.metrics.revoked(revoked.length);
     this.#o.logger.info("revoked", {
       requester: principal.requester,
-      count: revoked.length,
+      count: outcome.revoked.length,
+      alreadyRevoked: outcome.alreadyRevoked.length,
       reason: selector.reason,
     });
-    return revoked;
+    return outcome;
   }
 
-  /** The CRL (DER) of one authority, the active one by default; signed anew when stale. */
+  /**
+   * The CRL (DER) of one authority, the active one by default: the newest stored CRL, which any
+   * process of the CA signs anew (and stores) when a revocation happened since (the store's
+   * revision tells, exactly) or after half of its validity. Every process serves that one CRL,
+   * so a client never gets a lower CRL number after a higher one.
+   */
   async crl(authorityId?: string): Promise<{ der: Uint8Array; maxAgeSeconds: number }> {
     const authority = authorityId ? this.#o.authorities.get(authorityId) : this.#o.authorities.active();
     if (!authority) throw new Problem("ERR_NOT_FOUND", `no CA authority ${authorityId}`);
-    const nextUpdateSeconds = this.#o.crlNextUpdateSeconds ?? 3600;
-    const revision = await this.#o.store.revocationRevision();
-    const key = `${authority.record.id}:${revision}`;
     const id = authority.record.id;
-    const current = this.#crls.get(id);
-    let crl = current ? await current.catch(() => undefined) : undefined;
-    const now = this.#now().getTime();
-    if (!crl || crl.key !== key || now - crl.thisUpdate >= (nextUpdateSeconds * 1000) / 2) {
-      // Requests arriving together share one signing.
-      let next = this.#crls.get(id);
-      if (next === current) {
-        next = this.#signCrl(authority, key, nextUpdateSeconds);
-        this.#crls.set(id, next);
+    const halfLifeMs = ((this.#o.crlNextUpdateSeconds ?? 3600) * 1000) / 2;
+    const { revision, latest } = await this.#o.store.crlStatus(id);
+    let crl: SignedCrl | undefined;
+    if (
+      latest && latest.revision >= revision &&
+      this.#now().getTime() - latest.thisUpdate.getTime() < halfLifeMs
+    ) {
+      crl = this.#crls.get(id);
+      if (!crl || crl.crlNumber < latest.crlNumber) {
+        crl = await this.#o.store.latestCrl(id);
+        if (crl) this.#crls.set(id, crl);
       }
-      crl = await next!;
     }
-    const age = (now - crl.thisUpdate) / 1000;
+    // Signed again until it holds the revocations that completed before this request (a
+    // signing already under way may have read them before the last one).
+    for (let attempt = 0; !crl || crl.revision < revision; attempt++) {
+      if (attempt === 3) throw new Problem("ERR_NOT_READY", "the CRL changes faster than it can be signed");
+      // Requests arriving together share one signing.
+      let signing = this.#signing.get(id);
+      if (!signing) {
+        signing = this.#signCrl(authority).finally(() => this.#signing.delete(id));
+        this.#signing.set(id, signing);
+      }
+      crl = await signing;
+      this.#crls.set(id, crl);
+    }
+    const ageSeconds = (this.#now().getTime() - crl.thisUpdate.getTime()) / 1000;
     return {
       der: crl.der,
-      maxAgeSeconds: Math.max(0, Math.floor(Math.min(60, nextUpdateSeconds / 2 - age))),
+      maxAgeSeconds: Math.max(0, Math.floor(Math.min(60, halfLifeMs / 1000 - ageSeconds))),
     };
   }
 
-  async #signCrl(
-    authority: ReturnType<Authorities["active"]>,
-    key: string,
-    nextUpdateSeconds: number,
-  ): Promise<CachedCrl> {
+  async #signCrl(authority: ReturnType<Authorities["active"]>): Promise<SignedCrl> {
     const thisUpdate = this.#now();
-    const revoked = (await this.#o.store.listRevocations(thisUpdate))
+    // The number and the entries together: a later number never lacks an earlier one's entry.
+    const claim = await this.#o.store.nextCrl(thisUpdate);
+    const revoked = claim.revocations
       .filter((r) => r.authorityId === authority.record.id)
       .map((r) => ({ serialNumber: r.serialNumber, revokedAt: r.revokedAt, reason: r.reason }));
-    const crlNumber = await this.#o.store.nextCrlNumber();
-    const pem = await authority.ca.createCrl({ revoked, nextUpdateSeconds, crlNumber, thisUpdate });
+    const pem = await authority.ca.createCrl({
+      revoked,
+      nextUpdateSeconds: this.#o.crlNextUpdateSeconds ?? 3600,
+      crlNumber: claim.crlNumber,
+      thisUpdate,
+    });
     this.#o.logger.info("CRL signed", {
       authority: authority.record.id,
-      crlNumber: crlNumber.toString(),
+      crlNumber: claim.crlNumber.toString(),
       entries: revoked.length,
     });
-    return { key, der: decodePem(pem)[0].der, thisUpdate: thisUpdate.getTime() };
+    // Another process may have stored a newer one meanwhile: then that one is served.
+    return await this.#o.store.saveCrl({
+      authorityId: authority.record.id,
+      crlNumber: claim.crlNumber,
+      revision: claim.revision,
+      thisUpdate,
+      der: decodePem(pem)[0].der,
+    });
   }
 }

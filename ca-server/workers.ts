@@ -1,6 +1,7 @@
 /**
  * Running the CA as a process: one server, or `workers` of them sharing the port through
- * `node:cluster` (the embedded store and PostgreSQL are both safe for several processes),
+ * `node:cluster` (the embedded store and PostgreSQL are both safe for several processes, and
+ * the primary keeps the workers' rate limits and gathers their metrics: `process-group.ts`),
  * stopped cleanly on SIGINT and SIGTERM.
  *
  * @module
@@ -10,6 +11,7 @@ import cluster, { type Worker } from "node:cluster";
 import { MeshAuthError } from "../mod.ts";
 import type { CaConfig } from "./config.ts";
 import type { Logger } from "../internal/mod.ts";
+import { servePrimaryGroup } from "./process-group.ts";
 import { type RunningCaServer, startCaServer } from "./server.ts";
 
 /**
@@ -65,6 +67,8 @@ async function runPrimary(
   onListening?: (url: string) => void | Promise<void>,
 ): Promise<void> {
   let stopping = false;
+  // The workers' shared rate-limit buckets and metrics live here.
+  servePrimaryGroup(config.rateLimit);
   const workers: Worker[] = [];
   let listening = 0;
   /** Forks `count` workers and resolves with the URL once they all listen. */

@@ -23,7 +23,7 @@ import { jsonLogger } from "../internal/mod.ts";
 import { didYouMean, isHelp, parseFlags, reportCliError, UsageError } from "./args.ts";
 import { Problem } from "../ca-server/problems.ts";
 import { revocationSelector } from "../ca-server/service.ts";
-import { REVOCATION_REASONS, type RevocationSelector } from "../ca-server/store/store.ts";
+import { ACCEPTED_REVOCATION_REASONS, type RevocationSelector } from "../ca-server/store/store.ts";
 
 const COMMON = `Common options:
   --config <file>   YAML or JSON configuration (see docs/ca-server.md)
@@ -63,7 +63,9 @@ ${COMMON}`,
 Revokes directly in the store; running servers put it in their next CRL.
   --serial <hex>      one certificate, by serial number (as the API answers it, or OpenSSL's AB:CD:... form)
   --spiffe-id <id>    every unexpired certificate of this SPIFFE ID (of this CA's trust domain)
-  --reason <reason>   one of ${REVOCATION_REASONS.join(", ")}
+  --reason <reason>   one of ${ACCEPTED_REVOCATION_REASONS.join(", ")}
+Prints {"revoked": [...], "alreadyRevoked": [...]}; a certificate revoked before is left as it was
+(its first reason stands), and said so on stderr.
 ${COMMON}`,
   token: `usage: meshauth ca token create (--spiffe-id <id> | --node <name> | --admin) [options]
 
@@ -253,19 +255,40 @@ async function revoke(args: string[]): Promise<void> {
     };
     throw new UsageError(err.detail.replace(/^\w+/, (field) => flags[field] ?? field));
   }
-  const store = await (await setup()).openStore(config);
+  const store = await (await setup()).openStore(config, { isCompacting: false });
   try {
-    if ("serialNumber" in selector && !(await store.findCertificate(selector.serialNumber))) {
-      throw new UsageError(`this CA issued no certificate with serial number ${selector.serialNumber}`);
+    if (
+      "serialNumber" in selector && !(await store.findCertificate(selector.serialNumber)) &&
+      !(await store.isRevoked(selector.serialNumber))
+    ) {
+      throw new UsageError(
+        `this CA has no certificate with serial number ${selector.serialNumber} (it never issued it, or it expired long ago)`,
+      );
     }
-    const revoked = await store.revoke(selector, new Date());
+    const outcome = await store.revoke(selector, new Date());
     await store.appendAudit({
       at: new Date(),
       action: "revoked",
       requester: `cli:${process.env.USER ?? process.getuid?.() ?? "unknown"}`,
-      details: { selector, serialNumbers: revoked.map((r) => r.serialNumber) },
+      details: {
+        selector,
+        serialNumbers: outcome.revoked.map((r) => r.serialNumber),
+        alreadyRevoked: outcome.alreadyRevoked.map((r) => r.serialNumber),
+      },
     });
-    console.log(JSON.stringify({ revoked }, null, 2));
+    console.log(JSON.stringify(outcome, null, 2));
+    for (const r of outcome.alreadyRevoked) {
+      console.error(
+        `meshauth: ${r.serialNumber} was already revoked at ${r.revokedAt.toISOString()} (${r.reason}); left as it was`,
+      );
+    }
+    if (outcome.revoked.length === 0 && outcome.alreadyRevoked.length === 0) {
+      console.error(
+        `meshauth: ${
+          "spiffeId" in selector ? selector.spiffeId : ""
+        } has no unexpired certificate; nothing revoked`,
+      );
+    }
   } finally {
     await store.close();
   }
@@ -310,7 +333,7 @@ async function token(args: string[]): Promise<void> {
         "token obtains only the node's own ID",
     );
   }
-  const store = await (await setup()).openStore(config);
+  const store = await (await setup()).openStore(config, { isCompacting: false });
   const { createJoinToken } = await import("../ca-server/auth/join-token.ts");
   try {
     const { token, record } = await createJoinToken(store, {

@@ -19,6 +19,7 @@
 import {
   createLocalJWKSet,
   createRemoteJWKSet,
+  customFetch,
   errors as joseErrors,
   type JSONWebKeySet,
   jwtVerify,
@@ -32,8 +33,13 @@ import type { Authenticator, Credentials, Principal } from "./principal.ts";
 export interface TokenReviewOptions {
   /** The API server's base URL (`https://kubernetes.default.svc`). */
   url: string;
-  /** A token allowed to create TokenReviews. */
-  reviewerToken: string;
+  /**
+   * A token allowed to create TokenReviews, or a function answering the current one: a
+   * projected service-account token is rotated by the kubelet (hourly, typically), so it is
+   * read from its file again rather than once (`projectedToken` in `kubernetes-client.ts`).
+   * When the API server answers 401, the function is asked again and the review retried once.
+   */
+  reviewerToken: string | (() => string | Promise<string>);
   /** The fetch to call it with (to add a CA for the API server's certificate). */
   fetch?: typeof fetch;
   timeoutMs?: number;
@@ -50,6 +56,8 @@ export interface KubernetesAuthenticatorOptions {
   jwks?: JSONWebKeySet;
   /** Where to fetch the issuer's JWKS (offline validation, cached by `jose`). */
   jwksUrl?: string;
+  /** The fetch for `jwksUrl`, to trust the cluster's CA certificate (`fetchTrustingCa`). */
+  jwksFetch?: typeof fetch;
   tokenReview?: TokenReviewOptions;
   /** Seconds of clock skew tolerated on `exp`/`nbf`. Default 30. */
   clockToleranceSeconds?: number;
@@ -66,8 +74,13 @@ export class KubernetesAuthenticator implements Authenticator {
 
   constructor(readonly options: KubernetesAuthenticatorOptions) {
     if (options.jwks) this.#keys = createLocalJWKSet(options.jwks);
-    else if (options.jwksUrl) this.#keys = createRemoteJWKSet(new URL(options.jwksUrl));
-    else if (!options.tokenReview) {
+    else if (options.jwksUrl) {
+      const jwksFetch = options.jwksFetch;
+      this.#keys = createRemoteJWKSet(
+        new URL(options.jwksUrl),
+        jwksFetch ? { [customFetch]: (url, init) => jwksFetch(url, init) } : {},
+      );
+    } else if (!options.tokenReview) {
       throw new Error("Kubernetes authentication needs jwks, jwksUrl or tokenReview");
     }
     if (this.#keys && !options.issuer) {
@@ -119,24 +132,14 @@ export class KubernetesAuthenticator implements Authenticator {
 
   async #review(token: string): Promise<string> {
     const review = this.options.tokenReview!;
-    const doFetch = review.fetch ?? fetch;
-    let response: Response;
-    try {
-      response = await doFetch(new URL("/apis/authentication.k8s.io/v1/tokenreviews", review.url), {
-        method: "POST",
-        headers: { "content-type": "application/json", authorization: `Bearer ${review.reviewerToken}` },
-        body: JSON.stringify({
-          apiVersion: "authentication.k8s.io/v1",
-          kind: "TokenReview",
-          spec: { token, audiences: this.options.audiences },
-        }),
-        signal: AbortSignal.timeout(review.timeoutMs ?? 5000),
-      });
-    } catch (cause) {
-      throw new Problem(
-        "ERR_NOT_READY",
-        `the Kubernetes TokenReview API is unreachable: ${(cause as Error).message}`,
-      );
+    const reviewerToken = typeof review.reviewerToken === "string"
+      ? () => review.reviewerToken as string
+      : review.reviewerToken;
+    let response = await this.#askReview(token, await reviewerToken());
+    // The reviewer's own token was rotated since it was read: read it again, once.
+    if (response.status === 401 && typeof review.reviewerToken !== "string") {
+      await response.body?.cancel();
+      response = await this.#askReview(token, await reviewerToken());
     }
     if (!response.ok) {
       await response.body?.cancel();
@@ -153,10 +156,38 @@ export class KubernetesAuthenticator implements Authenticator {
     if (!body.status?.authenticated || !body.status.user?.username) {
       throw new Problem("ERR_TOKEN_INVALID", "Kubernetes did not authenticate the service-account token");
     }
+    // The CA asked for its audiences. An answer without them means the token is the API
+    // server's (Kubernetes says so of an empty status.audiences), or an authenticator that
+    // ignores audiences answered: either way not a token meant for this CA.
     const audiences = body.status.audiences;
-    if (audiences && !audiences.some((a) => this.options.audiences.includes(a))) {
-      throw new Problem("ERR_TOKEN_INVALID", "the service-account token is not meant for this CA");
+    if (!Array.isArray(audiences) || !audiences.some((a) => this.options.audiences.includes(a))) {
+      throw new Problem(
+        "ERR_TOKEN_INVALID",
+        "the service-account token is not meant for this CA (the TokenReview answer names none of its audiences)",
+      );
     }
     return body.status.user.username;
+  }
+
+  async #askReview(token: string, reviewerToken: string): Promise<Response> {
+    const review = this.options.tokenReview!;
+    const doFetch = review.fetch ?? fetch;
+    try {
+      return await doFetch(new URL("/apis/authentication.k8s.io/v1/tokenreviews", review.url), {
+        method: "POST",
+        headers: { "content-type": "application/json", authorization: `Bearer ${reviewerToken}` },
+        body: JSON.stringify({
+          apiVersion: "authentication.k8s.io/v1",
+          kind: "TokenReview",
+          spec: { token, audiences: this.options.audiences },
+        }),
+        signal: AbortSignal.timeout(review.timeoutMs ?? 5000),
+      });
+    } catch (cause) {
+      throw new Problem(
+        "ERR_NOT_READY",
+        `the Kubernetes TokenReview API is unreachable: ${(cause as Error).message}`,
+      );
+    }
   }
 }

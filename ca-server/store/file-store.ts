@@ -1,15 +1,19 @@
 /**
- * The embedded store: a data directory that survives crashes and is safe to share between
- * processes on one host (the CA's workers and the CLI).
+ * The embedded store: a data directory that survives crashes and is safe to share between the
+ * processes of one host (the CA's workers, a second CA, the CLI).
  *
- * - `journal.jsonl`: the append-only journal of issued certificates and audit events, with
- *   group commit (one `write` and one `fdatasync` for every record that arrived meanwhile,
- *   before any of their requests is answered). One file, so an issuance and its audit entry
- *   cost one `fdatasync` between them.
- * - `state.json`: revocations, the CRL number and join tokens, replaced atomically by writing
- *   a temporary file, `fsync`ing it, renaming it over the old one and `fsync`ing the directory,
- *   so an interrupted write leaves the previous state intact.
- * - `state.lock`: a lock file (`O_EXCL`) held while state is read, changed and written.
+ * - `journal.jsonl` and `archive/segment-<n>.jsonl`: the journal of issued certificates and
+ *   audit events ({@link Journal}), with group commit. An issuance and its audit entry share
+ *   one `fdatasync`.
+ * - `snapshot.jsonl`: the certificates still of use at the last compaction ({@link writeSnapshot}).
+ *   Start-up reads it, then the segments archived after it, then `journal.jsonl`.
+ * - `state.json`: revocations, the CRL number, join tokens ({@link StateFile}), replaced whole
+ *   under `locks/state` ({@link FileLock}).
+ *
+ * Compaction: once `journal.jsonl` passes `segmentBytes`, one process (under `locks/compaction`)
+ * archives it, writes a new snapshot and removes the oldest archived segments past
+ * `keepSegments`; the archive is the audit trail's history. Certificates expired for longer than
+ * `retainExpiredSeconds` leave memory and the next snapshot; the archive keeps them.
  *
  * @example
  * ```ts
@@ -20,168 +24,346 @@
  * @module
  */
 
-import { mkdir, open, readFile, stat, unlink } from "node:fs/promises";
+import { mkdirSync, unlinkSync } from "node:fs";
 import { join } from "node:path";
-import { removeStaleTemporaries, writeFileAtomic } from "../../internal/mod.ts";
+import { type Logger, removeStaleTemporaries } from "../../internal/mod.ts";
+import { AUDIT_PREFIX, readAuditTail } from "./audit-tail.ts";
+import { CertificateIndex, recordOf } from "./certificate-index.ts";
+import { CrlFiles } from "./crl-files.ts";
+import { FileLock } from "./file-lock.ts";
 import { Journal } from "./journal.ts";
-import {
-  type AuditEvent,
-  type CaStore,
-  type IssuedCertificate,
-  type JoinTokenRecord,
-  type Revocation,
-  type RevocationSelector,
-  StoreError,
+import { parseLine, startsWith } from "./lines.ts";
+import { readSnapshot, snapshotSegment, writeSnapshot } from "./snapshot.ts";
+import { prune, type State, StateFile } from "./state-file.ts";
+import type {
+  AuditEvent,
+  CaStore,
+  CertificateRecord,
+  CrlClaim,
+  CrlStatus,
+  JoinTokenRecord,
+  RevocationOutcome,
+  RevocationRecord,
+  RevocationSelector,
+  SignedCrl,
 } from "./store.ts";
-import { isRevocationReason, reviveDates } from "./records.ts";
 
-interface State {
-  version: 1;
-  revision: number;
-  crlNumber: string;
-  revocations: Revocation[];
-  joinTokens: JoinTokenRecord[];
+/** Options of {@link FileStore}. */
+export interface FileStoreOptions {
+  /** `false` trades the last second of journal on a machine crash for latency (see `journal.ts`). */
+  isDurable?: boolean;
+  /** Compact once `journal.jsonl` passes this many bytes. Default 64 MiB. */
+  segmentBytes?: number;
+  /** Archived journal segments kept (the audit trail's history); 0 keeps every one. Default 32. */
+  keepSegments?: number;
+  /** How long an expired certificate can still be found, listed and revoked. Default 1 day. */
+  retainExpiredSeconds?: number;
+  /**
+   * Whether this process compacts and loads the certificate index at `open()` (servers: true, the
+   * default). A short-lived one (the CLI) leaves compaction to the servers and loads the index
+   * only if a command needs it, so `meshauth ca token create` does not read the journal.
+   */
+  isCompacting?: boolean;
+  logger?: Logger;
+  now?: () => Date;
 }
 
-const EMPTY_STATE: State = { version: 1, revision: 0, crlNumber: "0", revocations: [], joinTokens: [] };
 const LOCK_WAIT_MS = 10_000;
-const STALE_LOCK_MS = 30_000;
-const STATE_RECHECK_MS = 100;
-const AUDIT_TAIL = 10_000;
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "EPERM";
-  }
-}
-
-// Expired tokens and the revocations of long-expired certificates serve no one: the CRL
-// leaves them out already (RFC 5280 3.3) and the journal keeps the history.
-const TOKEN_RETENTION_MS = 24 * 3600_000;
-const REVOCATION_RETENTION_MS = 30 * 24 * 3600_000;
-
-function prune(state: State, now: Date): void {
-  state.joinTokens = state.joinTokens.filter((t) =>
-    t.expiresAt.getTime() + TOKEN_RETENTION_MS > now.getTime()
-  );
-  state.revocations = state.revocations.filter((r) =>
-    r.notAfter.getTime() + REVOCATION_RETENTION_MS > now.getTime()
-  );
-}
+const MAINTENANCE_MS = 1000;
+const EVICTION_MS = 60_000;
+const RELOAD_ATTEMPTS = 5;
 
 /** {@link CaStore} in a data directory. */
 export class FileStore implements CaStore {
   readonly description: string;
+  readonly #options: Required<Omit<FileStoreOptions, "logger" | "now">> & Pick<FileStoreOptions, "logger">;
+  readonly #now: () => Date;
   readonly #journal: Journal;
-  readonly #statePath: string;
-  readonly #lockPath: string;
-  #state: State = EMPTY_STATE;
-  #stateStamp = "";
-  #stateCheckedMs = 0;
-  #bySerial = new Map<string, IssuedCertificate>();
-  #byId = new Map<string, Set<string>>();
-  #auditTail: AuditEvent[] = [];
+  readonly #state: StateFile;
+  readonly #crls: CrlFiles;
+  readonly #stateLock: FileLock;
+  readonly #compactionLock: FileLock;
+  #index: CertificateIndex;
   #revokedSerials: { state?: State; serials: Set<string> } = { serials: new Set() };
   #localLock: Promise<unknown> = Promise.resolve();
+  #loaded?: Promise<void>;
+  #reloading?: Promise<void>;
+  #compacting?: Promise<boolean>;
+  #maintaining?: Promise<void>;
+  #timer?: ReturnType<typeof setInterval>;
+  #lastEvictionMs = 0;
 
-  /** `isDurable: false` trades the last second of journal on a machine crash for latency (see {@link Journal}). */
-  constructor(readonly dir: string, options: { isDurable?: boolean } = {}) {
+  constructor(readonly dir: string, options: FileStoreOptions = {}) {
     this.description = `file:${dir}`;
-    this.#journal = new Journal(join(dir, "journal.jsonl"), options);
-    this.#statePath = join(dir, "state.json");
-    this.#lockPath = join(dir, "state.lock");
+    this.#options = {
+      isDurable: options.isDurable ?? true,
+      segmentBytes: options.segmentBytes ?? 64 * 1024 * 1024,
+      keepSegments: options.keepSegments ?? 32,
+      retainExpiredSeconds: options.retainExpiredSeconds ?? 86400,
+      isCompacting: options.isCompacting ?? true,
+      logger: options.logger,
+    };
+    this.#now = options.now ?? (() => new Date());
+    this.#index = new CertificateIndex(this.#options.retainExpiredSeconds * 1000);
+    this.#journal = new Journal(dir, { isDurable: this.#options.isDurable, onLine: (l) => this.#apply(l) });
+    this.#state = new StateFile(join(dir, "state.json"));
+    this.#crls = new CrlFiles(join(dir, "crls"));
+    this.#stateLock = new FileLock(join(dir, "locks", "state"));
+    this.#compactionLock = new FileLock(join(dir, "locks", "compaction"));
+  }
+
+  /** Certificates in memory now. */
+  get certificateCount(): number {
+    return this.#index.size;
   }
 
   async open(): Promise<void> {
-    await mkdir(this.dir, { recursive: true, mode: 0o700 });
-    // What a crash in the middle of a state write left behind.
+    const started = performance.now();
+    mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+    // What a crash in the middle of a state, snapshot or CRL write left behind.
     await removeStaleTemporaries(this.dir);
-    await this.#journal.open();
-    await this.#reloadState();
+    await removeStaleTemporaries(join(this.dir, "crls"));
+    this.#state.current();
+    this.#journal.open();
+    if (this.#options.isCompacting) {
+      await this.#ensureLoaded();
+      this.#options.logger?.info("store opened", {
+        store: this.description,
+        certificates: this.#index.size,
+        ms: Math.round(performance.now() - started),
+      });
+    }
+    this.#timer = setInterval(() => void this.#maintain(), MAINTENANCE_MS);
+    (this.#timer as { unref?: () => void }).unref?.();
+    if (this.#options.isCompacting) void this.#maintain();
   }
 
   async close(): Promise<void> {
+    if (this.#timer) clearInterval(this.#timer);
+    this.#timer = undefined;
+    await this.#maintaining;
+    await this.#compacting?.catch(() => {});
+    await this.#localLock;
     await this.#journal.close();
+    this.#state.close();
+    this.#crls.close();
   }
 
-  async recordIssuance(certificate: IssuedCertificate): Promise<void> {
+  // A journal line into the index. Audit lines are recognised by their first bytes and never parsed.
+  #apply(line: Uint8Array): void {
+    if (startsWith(line, AUDIT_PREFIX)) return;
+    const r = parseLine(line) as Record<string, unknown> | undefined;
+    if (r?.kind !== "certificate" || typeof r.serialNumber !== "string" || typeof r.spiffeId !== "string") {
+      return;
+    }
+    this.#index.add({
+      serialNumber: r.serialNumber,
+      spiffeId: r.spiffeId,
+      notBefore: Date.parse(r.notBefore as string),
+      notAfter: Date.parse(r.notAfter as string),
+      issuedAt: Date.parse(r.issuedAt as string),
+      requester: String(r.requester),
+      method: String(r.method),
+      authorityId: String(r.authorityId),
+    }, this.#now().getTime());
+  }
+
+  // The index from the snapshot, the segments archived after it and the current one. A
+  // compaction elsewhere may remove a segment before it is read: then again from its snapshot.
+  async #load(): Promise<void> {
+    for (let attempt = 1;; attempt++) {
+      this.#index = new CertificateIndex(this.#options.retainExpiredSeconds * 1000);
+      const nowMs = this.#now().getTime();
+      const segment = await readSnapshot(this.dir, (c) => this.#index.add(c, nowMs));
+      this.#journal.readArchivesAfter(segment ?? 0);
+      if ((await this.#journal.catchUp()) === "ok") return;
+      if (attempt === RELOAD_ATTEMPTS) {
+        throw new Error(`${this.dir}: journal segments vanished while loading`);
+      }
+      await this.#journal.restartReading();
+    }
+  }
+
+  #ensureLoaded(): Promise<void> {
+    this.#loaded ??= this.#load().catch((err) => {
+      this.#loaded = undefined;
+      throw err;
+    });
+    return this.#loaded;
+  }
+
+  // Reads what any process appended since the last call into the index.
+  async #catchUp(): Promise<void> {
+    await this.#ensureLoaded();
+    await this.#reloading;
+    if ((await this.#journal.catchUp()) === "ok") return;
+    // So far behind that segments it needed were compacted away: start again from the snapshot.
+    this.#reloading ??= (async () => {
+      await this.#journal.restartReading();
+      await this.#load();
+    })().finally(() => this.#reloading = undefined);
+    await this.#reloading;
+  }
+
+  #maintain(): Promise<void> {
+    // A process that has not needed the index (the CLI creating a token) does not load it.
+    if (!this.#loaded && !this.#options.isCompacting) return Promise.resolve();
+    this.#maintaining ??= (async () => {
+      try {
+        await this.#catchUp();
+        const nowMs = this.#now().getTime();
+        if (nowMs - this.#lastEvictionMs >= EVICTION_MS) {
+          this.#lastEvictionMs = nowMs;
+          this.#index.evict(nowMs);
+        }
+        if (this.#options.isCompacting && this.#journal.currentSize() >= this.#options.segmentBytes) {
+          await this.compact();
+        }
+      } catch (err) {
+        this.#options.logger?.error("store maintenance failed", { store: this.description, error: err });
+      }
+    })().finally(() => this.#maintaining = undefined);
+    return this.#maintaining;
+  }
+
+  /**
+   * Archives the current journal segment and writes a snapshot, unless another process is
+   * doing so or (without `force`) the segment is under `segmentBytes`. Answers whether it did.
+   */
+  compact(options: { force?: boolean } = {}): Promise<boolean> {
+    this.#compacting ??= this.#compact(options.force ?? false).finally(() => this.#compacting = undefined);
+    return this.#compacting;
+  }
+
+  async #compact(force: boolean): Promise<boolean> {
+    const held = this.#compactionLock.tryAcquire();
+    if (!held) return false;
+    try {
+      const size = this.#journal.currentSize();
+      if (size === 0 || (!force && size < this.#options.segmentBytes)) return false;
+      const started = performance.now();
+      const archived = this.#journal.archivedSegments();
+      const seq = Math.max(snapshotSegment(this.dir), archived.at(-1)?.seq ?? 0) + 1;
+      this.#journal.rotate(seq);
+      // Everything up to the end of the archived segment, into the index, then out to the snapshot.
+      await this.#catchUp();
+      this.#index.evict(this.#now().getTime());
+      await writeSnapshot(this.dir, seq, this.#index.all());
+      const segments = this.#journal.archivedSegments();
+      const excess = this.#options.keepSegments > 0 ? segments.length - this.#options.keepSegments : 0;
+      for (const segment of segments.slice(0, Math.max(0, excess))) {
+        if (segment.seq <= seq) unlinkSync(segment.path);
+      }
+      this.#options.logger?.info("store compacted", {
+        store: this.description,
+        segment: seq,
+        certificates: this.#index.size,
+        removedSegments: Math.max(0, excess),
+        ms: Math.round(performance.now() - started),
+      });
+      return true;
+    } finally {
+      held.release();
+    }
+  }
+
+  async recordIssuance(certificate: CertificateRecord): Promise<void> {
     await this.#journal.append({ kind: "certificate", ...certificate });
   }
 
-  async findCertificate(serialNumber: string): Promise<IssuedCertificate | undefined> {
+  async findCertificate(serialNumber: string): Promise<CertificateRecord | undefined> {
     await this.#catchUp();
-    return this.#bySerial.get(serialNumber);
+    const found = this.#index.get(serialNumber);
+    return found && recordOf(found);
   }
 
-  async listCertificates(query: { spiffeId?: string; limit?: number }): Promise<IssuedCertificate[]> {
+  async listCertificates(query: { spiffeId?: string; limit?: number }): Promise<CertificateRecord[]> {
     await this.#catchUp();
-    const limit = query.limit ?? 1000;
-    const serials = query.spiffeId ? [...(this.#byId.get(query.spiffeId) ?? [])] : [...this.#bySerial.keys()];
-    const out: IssuedCertificate[] = [];
-    for (let i = serials.length - 1; i >= 0 && out.length < limit; i--) {
-      out.push(this.#bySerial.get(serials[i])!);
-    }
-    return out;
+    return this.#index.newest(query.limit ?? 1000, query.spiffeId).map(recordOf);
   }
 
-  revoke(selector: RevocationSelector, at: Date): Promise<Revocation[]> {
+  revoke(selector: RevocationSelector, at: Date): Promise<RevocationOutcome> {
     return this.#mutate(async (state) => {
       await this.#catchUp();
-      const already = new Set(state.revocations.map((r) => r.serialNumber));
-      const targets = "serialNumber" in selector
-        ? [this.#bySerial.get(selector.serialNumber)].filter((c) => c !== undefined)
-        : [...(this.#byId.get(selector.spiffeId) ?? [])].map((s) => this.#bySerial.get(s)!)
-          .filter((c) => c.notAfter > at);
-      const added: Revocation[] = targets.filter((c) => !already.has(c.serialNumber)).map((c) => ({
+      const existing = new Map(state.revocations.map((r) => [r.serialNumber, r]));
+      let targets = "serialNumber" in selector
+        ? [this.#index.get(selector.serialNumber)].filter((c) => c !== undefined)
+        : this.#index.ofIdentity(selector.spiffeId).filter((c) => c.notAfter > at.getTime());
+      const alreadyRevoked = targets.flatMap((c) => existing.get(c.serialNumber) ?? []);
+      // A revoked certificate may have left the index; its revocation is still known.
+      if ("serialNumber" in selector && targets.length === 0 && existing.has(selector.serialNumber)) {
+        alreadyRevoked.push(existing.get(selector.serialNumber)!);
+      }
+      targets = targets.filter((c) => !existing.has(c.serialNumber));
+      const revoked: RevocationRecord[] = targets.map((c) => ({
         serialNumber: c.serialNumber,
         spiffeId: c.spiffeId,
         revokedAt: at,
         reason: selector.reason,
-        notAfter: c.notAfter,
+        notAfter: new Date(c.notAfter),
         authorityId: c.authorityId,
       }));
-      if (added.length > 0) {
-        state.revocations.push(...added);
+      if (revoked.length > 0) {
+        state.revocations.push(...revoked);
         state.revision++;
+        state.revocationsTotal = (state.revocationsTotal ?? 0) + revoked.length;
       }
-      return added;
+      return { revoked, alreadyRevoked };
     });
   }
 
-  async listRevocations(at: Date): Promise<Revocation[]> {
-    await this.#reloadStateIfChanged();
-    return this.#state.revocations.filter((r) => r.notAfter > at);
+  listRevocations(at: Date): Promise<RevocationRecord[]> {
+    return Promise.resolve(this.#state.current().revocations.filter((r) => r.notAfter > at));
   }
 
-  async isRevoked(serialNumber: string): Promise<boolean> {
-    await this.#reloadStateIfChanged();
-    if (this.#revokedSerials.state !== this.#state) {
-      this.#revokedSerials = {
-        state: this.#state,
-        serials: new Set(this.#state.revocations.map((r) => r.serialNumber)),
-      };
+  isRevoked(serialNumber: string): Promise<boolean> {
+    const state = this.#state.current();
+    if (this.#revokedSerials.state !== state) {
+      this.#revokedSerials = { state, serials: new Set(state.revocations.map((r) => r.serialNumber)) };
     }
-    return this.#revokedSerials.serials.has(serialNumber);
+    return Promise.resolve(this.#revokedSerials.serials.has(serialNumber));
   }
 
-  async revocationRevision(): Promise<number> {
-    await this.#reloadStateIfChanged();
-    return this.#state.revision;
+  revocationRevision(): Promise<number> {
+    return Promise.resolve(this.#state.current().revision);
   }
 
-  nextCrlNumber(): Promise<bigint> {
+  revocationsTotal(): Promise<number> {
+    return Promise.resolve(this.#state.current().revocationsTotal ?? 0);
+  }
+
+  nextCrl(at: Date): Promise<CrlClaim> {
     return this.#mutate((state) => {
-      const next = BigInt(state.crlNumber) + 1n;
-      state.crlNumber = next.toString();
-      return Promise.resolve(next);
+      const crlNumber = BigInt(state.crlNumber) + 1n;
+      state.crlNumber = crlNumber.toString();
+      return Promise.resolve({
+        crlNumber,
+        revision: state.revision,
+        revocations: state.revocations.filter((r) => r.notAfter > at),
+      });
     });
+  }
+
+  crlStatus(authorityId: string): Promise<CrlStatus> {
+    const latest = this.#crls.latest(authorityId);
+    return Promise.resolve({
+      revision: this.#state.current().revision,
+      latest: latest &&
+        {
+          authorityId,
+          crlNumber: latest.crlNumber,
+          revision: latest.revision,
+          thisUpdate: latest.thisUpdate,
+        },
+    });
+  }
+
+  latestCrl(authorityId: string): Promise<SignedCrl | undefined> {
+    return Promise.resolve(this.#crls.latest(authorityId));
+  }
+
+  saveCrl(crl: SignedCrl): Promise<SignedCrl> {
+    return this.#locked(() => this.#crls.save(crl));
   }
 
   async saveJoinToken(token: JoinTokenRecord): Promise<void> {
@@ -192,13 +374,8 @@ export class FileStore implements CaStore {
     });
   }
 
-  async findJoinToken(id: string): Promise<JoinTokenRecord | undefined> {
-    await this.#reloadStateIfChanged();
-    const found = this.#state.joinTokens.find((t) => t.id === id);
-    if (found) return found;
-    // A token created a moment ago by `ca token create` must work at once.
-    await this.#reloadStateIfChanged(true);
-    return this.#state.joinTokens.find((t) => t.id === id);
+  findJoinToken(id: string): Promise<JoinTokenRecord | undefined> {
+    return Promise.resolve(this.#state.current().joinTokens.find((t) => t.id === id));
   }
 
   markJoinTokenUsed(id: string, at: Date): Promise<boolean> {
@@ -211,129 +388,38 @@ export class FileStore implements CaStore {
   }
 
   async appendAudit(event: AuditEvent): Promise<void> {
-    await this.#journal.append({ kind: "audit", ...event });
+    // The id tells the two copies apart that a rotation can leave of one event.
+    const id = Array.from(crypto.getRandomValues(new Uint8Array(8)), (b) => b.toString(16).padStart(2, "0"))
+      .join("");
+    await this.#journal.append({ kind: "audit", id, ...event });
   }
 
-  async readAudit(limit: number): Promise<AuditEvent[]> {
-    await this.#catchUp();
-    return this.#auditTail.slice(-limit);
+  readAudit(limit: number): Promise<AuditEvent[]> {
+    const archived = this.#journal.archivedSegments().reverse().map((s) => s.path);
+    return readAuditTail([this.#journal.path, ...archived], limit);
   }
 
-  // Reads what any process appended since the last call into the in-memory indexes.
-  async #catchUp(): Promise<void> {
-    await this.#journal.readNew((record) => {
-      const { kind, ...fields } = reviveDates(record) as { kind?: string } & Record<string, unknown>;
-      if (kind === "audit") {
-        this.#auditTail.push(fields as unknown as AuditEvent);
-        if (this.#auditTail.length > AUDIT_TAIL) {
-          this.#auditTail.splice(0, this.#auditTail.length - AUDIT_TAIL);
-        }
-        return;
-      }
-      const cert = fields as unknown as IssuedCertificate;
-      if (
-        kind !== "certificate" || typeof cert.serialNumber !== "string" || typeof cert.spiffeId !== "string"
-      ) return;
-      this.#bySerial.set(cert.serialNumber, cert);
-      let serials = this.#byId.get(cert.spiffeId);
-      if (!serials) this.#byId.set(cert.spiffeId, serials = new Set());
-      serials.add(cert.serialNumber);
-    });
-  }
-
-  // Another process's change (a CLI revocation, another worker) is seen within STATE_RECHECK_MS;
-  // this process's own changes are seen at once, and changes under the lock always re-read.
-  async #reloadStateIfChanged(force = false): Promise<void> {
-    const now = Date.now();
-    if (!force && now - this.#stateCheckedMs < STATE_RECHECK_MS) return;
-    this.#stateCheckedMs = now;
-    let stamp = "";
-    try {
-      const s = await stat(this.#statePath);
-      stamp = `${s.ino}:${s.size}:${s.mtimeMs}`;
-    } catch {
-      stamp = "";
-    }
-    if (stamp !== this.#stateStamp) await this.#reloadState();
-  }
-
-  async #reloadState(): Promise<void> {
-    let text: string;
-    try {
-      const s = await stat(this.#statePath);
-      text = await readFile(this.#statePath, "utf8");
-      this.#stateStamp = `${s.ino}:${s.size}:${s.mtimeMs}`;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
-      this.#state = structuredClone(EMPTY_STATE);
-      this.#stateStamp = "";
-      return;
-    }
-    let parsed: State;
-    try {
-      parsed = reviveDates(JSON.parse(text)) as State;
-    } catch (cause) {
-      throw new StoreError(`${this.#statePath} is not valid JSON; restore it from a backup`, { cause });
-    }
-    if (parsed.version !== 1 || !Array.isArray(parsed.revocations) || !Array.isArray(parsed.joinTokens)) {
-      throw new StoreError(`${this.#statePath} has an unknown layout (version ${parsed.version})`);
-    }
-    parsed.revocations = parsed.revocations.filter((r) => isRevocationReason(r.reason));
-    this.#state = parsed;
-  }
-
-  // Serialised within the process by a promise chain and across processes by the lock file.
-  #mutate<T>(change: (state: State) => Promise<T>): Promise<T> {
+  // Serialised within the process by a promise chain and across processes by the lock.
+  #locked<T>(work: () => Promise<T>): Promise<T> {
     const run = this.#localLock.then(async () => {
-      await this.#acquireLock();
+      const held = await this.#stateLock.acquire(LOCK_WAIT_MS);
       try {
-        await this.#reloadState();
-        const draft = structuredClone(this.#state);
-        const result = await change(draft);
-        prune(draft, new Date());
-        await this.#writeState(draft);
-        return result;
+        return await work();
       } finally {
-        await unlink(this.#lockPath).catch(() => {});
+        held.release();
       }
     });
     this.#localLock = run.catch(() => {});
     return run;
   }
 
-  async #acquireLock(): Promise<void> {
-    const deadline = Date.now() + LOCK_WAIT_MS;
-    for (let attempt = 0;; attempt++) {
-      try {
-        const handle = await open(this.#lockPath, "wx", 0o600);
-        await handle.writeFile(`${process.pid}\n`);
-        await handle.close();
-        return;
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
-      }
-      try {
-        const holder = Number.parseInt(await readFile(this.#lockPath, "utf8"), 10);
-        const age = Date.now() - (await stat(this.#lockPath)).mtimeMs;
-        // A lock left by a process that died (or hung past any sane write) is broken.
-        if ((Number.isInteger(holder) && holder > 0 && !isAlive(holder)) || age > STALE_LOCK_MS) {
-          await unlink(this.#lockPath).catch(() => {});
-          continue;
-        }
-      } catch {
-        // The holder released it between our open and read: try again.
-      }
-      if (Date.now() > deadline) {
-        throw new StoreError(`could not lock ${this.#lockPath} within ${LOCK_WAIT_MS / 1000}s`);
-      }
-      await sleep(Math.min(50, 2 + attempt));
-    }
-  }
-
-  async #writeState(state: State): Promise<void> {
-    await writeFileAtomic(this.#statePath, JSON.stringify(state), 0o600);
-    this.#state = state;
-    const s = await stat(this.#statePath);
-    this.#stateStamp = `${s.ino}:${s.size}:${s.mtimeMs}`;
+  #mutate<T>(change: (state: State) => Promise<T>): Promise<T> {
+    return this.#locked(async () => {
+      const draft = structuredClone(this.#state.current());
+      const result = await change(draft);
+      prune(draft, this.#now());
+      await this.#state.write(draft);
+      return result;
+    });
   }
 }

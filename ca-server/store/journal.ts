@@ -1,86 +1,196 @@
 /**
- * An append-only file of JSON lines with group commit. Each record is written at once with
- * one synchronous `write` (an `O_APPEND` write of a few hundred bytes into the page cache
- * takes microseconds, where a trip through the thread pool costs over 100 µs of CPU), and the
- * records written meanwhile are made durable together by one `fdatasync`, off the event loop.
- * Each caller's promise settles only once its line is on disk. A crash can at worst leave a
- * torn last line, which readers skip and the next writer fences off with a newline, so what
- * was committed before is never damaged.
+ * An append-only journal of JSON lines, in segments, with group commit, that several processes
+ * append to and read at once.
+ *
+ * Writing: each batch of records is one synchronous `O_APPEND` write (a few hundred bytes into
+ * the page cache take microseconds, where a trip through the thread pool costs over 100 µs of
+ * CPU), and the batches written meanwhile are made durable together by one `fdatasync`, off
+ * the event loop. Each caller's promise settles only once its line is on disk. A crash can at
+ * worst leave a torn last line, which readers skip and the next writer fences off with a
+ * newline, so what was committed before is never damaged.
+ *
+ * Segments: `journal.jsonl` is the current segment. Compaction renames it to
+ * `archive/segment-<seq>.jsonl` ({@link Journal.rotate}), and the next write creates a new one.
+ * A writer checks after each write that the file it wrote to is still the current segment; if
+ * it was archived meanwhile, the writer writes the same lines again to the new one, so a record
+ * is never only in a segment that readers have finished with (it may then be in both: records
+ * are idempotent, a certificate by its serial and an audit event by its id).
+ *
+ * Reading: {@link Journal.catchUp} hands every complete line appended since the last call (by
+ * any process) to the consumer, in bounded chunks, following the segments as they are archived.
+ * Calls are serialised: one that arrives while a read runs waits for the next read, which
+ * starts after it arrived, so it sees everything appended before it was called.
  *
  * @module
  */
 
-import { closeSync, fdatasync, fstatSync, openSync, readSync, writeSync } from "node:fs";
-import { open, stat } from "node:fs/promises";
+import {
+  closeSync,
+  fdatasync,
+  fstatSync,
+  fsyncSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readSync,
+  renameSync,
+  statSync,
+  writeSync,
+} from "node:fs";
+import { dirname, join } from "node:path";
+import { readLines } from "./lines.ts";
 
 interface Waiter {
   resolve: () => void;
   reject: (err: unknown) => void;
 }
 
-/** One append-only JSON-lines file. Several processes may append to the same file. */
+/** An archived segment. */
+export interface Segment {
+  seq: number;
+  path: string;
+}
+
+/** What a read found: `lost` when the reader fell so far behind that segments it needed are gone. */
+export type CatchUpResult = "ok" | "lost";
+
+const SEGMENT_NAME = /^segment-(\d{10})\.jsonl$/;
+
+function isMissing(err: unknown): boolean {
+  return (err as NodeJS.ErrnoException).code === "ENOENT";
+}
+
+function inodeOf(path: string): number | undefined {
+  try {
+    return statSync(path).ino;
+  } catch (err) {
+    if (isMissing(err)) return undefined;
+    throw err;
+  }
+}
+
+/** Makes renames in `directory` durable, where the file system can. */
+export function syncDirectory(directory: string): void {
+  const fd = openSync(directory, "r");
+  try {
+    fsyncSync(fd);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code !== "EINVAL" && code !== "ENOTSUP" && code !== "EISDIR") throw err;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Opens `path` for appending and fences off a torn last line. */
+function openForAppend(path: string): number {
+  const fd = openSync(path, "a", 0o600);
+  try {
+    const size = fstatSync(fd).size;
+    if (size > 0) {
+      const last = new Uint8Array(1);
+      const reader = openSync(path, "r");
+      try {
+        readSync(reader, last, 0, 1, size - 1);
+      } finally {
+        closeSync(reader);
+      }
+      // A torn line from a crash: start the next record on a line of its own.
+      if (last[0] !== 0x0a) writeSync(fd, "\n");
+    }
+    return fd;
+  } catch (err) {
+    closeSync(fd);
+    throw err;
+  }
+}
+
+/** One journal: the current segment `<dir>/journal.jsonl` and the archived ones. */
 export class Journal {
+  readonly path: string;
+  readonly archiveDir: string;
+  readonly #isDurable: boolean;
+  readonly #onLine: (line: Uint8Array) => void;
   #fd?: number;
+  #ino = 0;
   /** Appended in this turn, not yet written. */
   #unwritten: (Waiter & { line: string })[] = [];
   /** A write stopped part-way through a line. */
   #isTorn = false;
   /** Written, waiting for the next `fdatasync`. */
   #unsynced: Waiter[] = [];
+  /** Segments this writer wrote to before they were archived: synced, then closed. */
+  #retired: number[] = [];
   #isSyncing = false;
-  /** Called once no `fdatasync` is running or needed. */
   #onIdle: (() => void)[] = [];
-  #readOffset = 0;
   #syncTimer?: ReturnType<typeof setInterval>;
-  readonly #isDurable: boolean;
+  #reader?: { fd: number; ino: number; offset: number };
+  /** Archived segments to read before the reader's file. */
+  #pending: Segment[] = [];
+  #running?: Promise<CatchUpResult>;
+  #queued?: Promise<CatchUpResult>;
 
   /**
    * With `isDurable: false`, an append settles once the kernel has the bytes (a crash of the
    * process loses nothing, a crash of the machine loses at most the last second) and
    * `fdatasync` runs once a second instead of once per group.
    */
-  constructor(readonly path: string, options: { isDurable?: boolean } = {}) {
+  constructor(readonly dir: string, options: { isDurable?: boolean; onLine: (line: Uint8Array) => void }) {
+    this.path = join(dir, "journal.jsonl");
+    this.archiveDir = join(dir, "archive");
     this.#isDurable = options.isDurable ?? true;
+    this.#onLine = options.onLine;
   }
 
-  open(): Promise<void> {
-    const fd = openSync(this.path, "a", 0o600);
-    try {
-      const size = fstatSync(fd).size;
-      if (size > 0) {
-        const last = new Uint8Array(1);
-        const reader = openSync(this.path, "r");
-        try {
-          readSync(reader, last, 0, 1, size - 1);
-        } finally {
-          closeSync(reader);
-        }
-        // A torn line from a crash: fence it off so the next record starts on its own line.
-        if (last[0] !== 0x0a) writeSync(fd, "\n");
-      }
-    } catch (err) {
-      closeSync(fd);
-      throw err;
-    }
-    this.#fd = fd;
+  /** Opens the current segment for appending (creating it) and for reading from its start. */
+  open(): void {
+    this.#fd = openForAppend(this.path);
+    this.#ino = fstatSync(this.#fd).ino;
+    const fd = openSync(this.path, "r");
+    this.#reader = { fd, ino: fstatSync(fd).ino, offset: 0 };
     if (!this.#isDurable) {
       this.#syncTimer = setInterval(() => {
         if (this.#fd !== undefined) fdatasync(this.#fd, () => {});
       }, 1000);
       (this.#syncTimer as { unref?: () => void }).unref?.();
     }
-    return Promise.resolve();
+  }
+
+  /** Starts reading again from the start of the current segment (after {@link catchUp} answered `lost`). */
+  async restartReading(): Promise<void> {
+    await this.#running?.catch(() => {});
+    await this.#queued?.catch(() => {});
+    if (this.#reader) closeSync(this.#reader.fd);
+    this.#reader = undefined;
+    this.#pending = [];
+    try {
+      const fd = openSync(this.path, "r");
+      this.#reader = { fd, ino: fstatSync(fd).ino, offset: 0 };
+    } catch (err) {
+      if (!isMissing(err)) throw err;
+    }
+  }
+
+  /** Has the next {@link catchUp} read the archived segments after `seq` first (start-up from a snapshot). */
+  readArchivesAfter(seq: number): void {
+    this.#pending = this.archivedSegments().filter((s) => s.seq > seq);
   }
 
   async close(): Promise<void> {
     if (this.#unwritten.length > 0) this.#write();
     if (this.#isSyncing) await new Promise<void>((resolve) => this.#onIdle.push(resolve));
     if (this.#syncTimer) clearInterval(this.#syncTimer);
+    await this.#running?.catch(() => {});
+    await this.#queued?.catch(() => {});
     const fd = this.#fd;
     this.#fd = undefined;
-    if (fd === undefined) return;
-    await new Promise<void>((resolve) => fdatasync(fd, () => resolve()));
-    closeSync(fd);
+    if (fd !== undefined) {
+      await new Promise<void>((resolve) => fdatasync(fd, () => resolve()));
+      closeSync(fd);
+    }
+    for (const old of this.#retired.splice(0)) closeSync(old);
+    if (this.#reader) closeSync(this.#reader.fd);
+    this.#reader = undefined;
   }
 
   /** Appends one record; resolves when it is durable. */
@@ -94,6 +204,40 @@ export class Journal {
     });
   }
 
+  /** Bytes in the current segment. */
+  currentSize(): number {
+    try {
+      return statSync(this.path).size;
+    } catch (err) {
+      if (isMissing(err)) return 0;
+      throw err;
+    }
+  }
+
+  #writeAll(bytes: Uint8Array): void {
+    let written = 0;
+    try {
+      while (written < bytes.length) written += writeSync(this.#fd!, bytes, written);
+    } catch (err) {
+      if (written > 0) this.#isTorn = true;
+      throw err;
+    }
+    this.#isTorn = false;
+  }
+
+  /** Switches the writer to the current segment after its own was archived. */
+  #reopen(): void {
+    if (this.#fd !== undefined) {
+      if (this.#isDurable) this.#retired.push(this.#fd);
+      else {
+        const old = this.#fd;
+        fdatasync(old, () => closeSync(old));
+      }
+    }
+    this.#fd = openForAppend(this.path);
+    this.#ino = fstatSync(this.#fd).ino;
+  }
+
   #write(): void {
     const batch = this.#unwritten;
     if (batch.length === 0) return;
@@ -104,14 +248,14 @@ export class Journal {
       // After a write that failed part-way (a full disk), start on a line of our own.
       const bytes = new TextEncoder().encode(this.#isTorn ? `\n${lines}` : lines);
       // One write(2) with O_APPEND lands whole at the end, even with other processes appending.
-      let written = 0;
-      try {
-        while (written < bytes.length) written += writeSync(this.#fd, bytes, written);
-      } catch (err) {
-        if (written > 0) this.#isTorn = true;
-        throw err;
+      this.#writeAll(bytes);
+      // If the segment was archived before the write ended, a reader may have finished with it:
+      // the lines go to the current segment as well.
+      for (let attempt = 0; this.#ino !== inodeOf(this.path); attempt++) {
+        if (attempt === 10) throw new Error(`journal ${this.path} keeps being rotated`);
+        this.#reopen();
+        this.#writeAll(bytes);
       }
-      this.#isTorn = false;
     } catch (err) {
       for (const waiter of batch) waiter.reject(err);
       return;
@@ -124,51 +268,138 @@ export class Journal {
     if (!this.#isSyncing) this.#sync();
   }
 
-  /** One `fdatasync` for every record written before it started; repeats while more arrive. */
+  /** One `fdatasync` per file for every record written before it started; repeats while more arrive. */
   #sync(): void {
     const group = this.#unsynced;
     this.#unsynced = [];
+    const retired = this.#retired;
+    this.#retired = [];
+    const fds = [this.#fd!, ...retired];
     this.#isSyncing = true;
-    fdatasync(this.#fd!, (err) => {
-      for (const waiter of group) err ? waiter.reject(err) : waiter.resolve();
+    let pending = fds.length;
+    let failure: unknown;
+    const done = () => {
+      for (const old of retired) closeSync(old);
+      for (const waiter of group) failure ? waiter.reject(failure) : waiter.resolve();
       this.#isSyncing = false;
       if (this.#unsynced.length > 0) this.#sync();
       else for (const idle of this.#onIdle.splice(0)) idle();
-    });
+    };
+    for (const fd of fds) {
+      fdatasync(fd, (err) => {
+        failure ??= err ?? undefined;
+        if (--pending === 0) done();
+      });
+    }
+  }
+
+  /** The archived segments, oldest first. */
+  archivedSegments(): Segment[] {
+    let names: string[];
+    try {
+      names = readdirSync(this.archiveDir);
+    } catch (err) {
+      if (isMissing(err)) return [];
+      throw err;
+    }
+    return names.flatMap((name) => {
+      const m = SEGMENT_NAME.exec(name);
+      return m ? [{ seq: Number(m[1]), path: join(this.archiveDir, name) }] : [];
+    }).sort((a, b) => a.seq - b.seq);
   }
 
   /**
-   * Reads the complete lines appended since the last call (by any process) and hands each
-   * parsed record to `onRecord`. Lines that do not parse (torn by a crash) are skipped.
+   * Archives the current segment as number `seq` and starts a new one. Only a process holding
+   * the compaction lock calls this.
    */
-  async readNew(onRecord: (record: unknown) => void): Promise<void> {
-    let size: number;
-    try {
-      size = (await stat(this.path)).size;
-    } catch {
-      return;
+  rotate(seq: number): string {
+    mkdirSync(this.archiveDir, { recursive: true, mode: 0o700 });
+    const archived = join(this.archiveDir, `segment-${String(seq).padStart(10, "0")}.jsonl`);
+    renameSync(this.path, archived);
+    closeSync(openSync(this.path, "a", 0o600));
+    syncDirectory(this.archiveDir);
+    syncDirectory(dirname(this.path));
+    if (this.#fd !== undefined && this.#unwritten.length === 0) this.#reopen();
+    return archived;
+  }
+
+  /** Reads what was appended since the last call (see the module's description). */
+  catchUp(): Promise<CatchUpResult> {
+    if (!this.#running) {
+      this.#running = this.#read().finally(() => this.#running = undefined);
+      return this.#running;
     }
-    if (size <= this.#readOffset) return;
-    const reader = await open(this.path, "r");
+    this.#queued ??= this.#running.catch(() => {}).then(() => {
+      this.#queued = undefined;
+      return this.catchUp();
+    });
+    return this.#queued;
+  }
+
+  async #readWhole(path: string): Promise<boolean> {
+    let fd: number;
     try {
-      const bytes = new Uint8Array(size - this.#readOffset);
-      const { bytesRead } = await reader.read(bytes, 0, bytes.length, this.#readOffset);
-      const lastNewline = bytes.subarray(0, bytesRead).lastIndexOf(0x0a);
-      if (lastNewline < 0) return;
-      const text = new TextDecoder().decode(bytes.subarray(0, lastNewline));
-      this.#readOffset += lastNewline + 1;
-      for (const line of text.split("\n")) {
-        if (line === "") continue;
-        let record: unknown;
-        try {
-          record = JSON.parse(line);
-        } catch {
-          continue;
-        }
-        onRecord(record);
-      }
+      fd = openSync(path, "r");
+    } catch (err) {
+      if (isMissing(err)) return false;
+      throw err;
+    }
+    try {
+      await readLines(fd, 0, this.#onLine);
     } finally {
-      await reader.close();
+      closeSync(fd);
+    }
+    return true;
+  }
+
+  async #read(): Promise<CatchUpResult> {
+    while (this.#pending.length > 0) {
+      if (!(await this.#readWhole(this.#pending[0].path))) return "lost";
+      this.#pending.shift();
+    }
+    for (;;) {
+      const reader = this.#reader;
+      if (!reader) {
+        try {
+          const fd = openSync(this.path, "r");
+          this.#reader = { fd, ino: fstatSync(fd).ino, offset: 0 };
+          continue;
+        } catch (err) {
+          if (isMissing(err)) return "ok";
+          throw err;
+        }
+      }
+      reader.offset = await readLines(reader.fd, reader.offset, this.#onLine);
+      const current = inodeOf(this.path);
+      // Missing: archived a moment ago, and the next segment is not there yet.
+      if (current === undefined || current === reader.ino) return "ok";
+      // What reached the old segment before writers noticed it was archived.
+      reader.offset = await readLines(reader.fd, reader.offset, this.#onLine);
+      closeSync(reader.fd);
+      this.#reader = undefined;
+      let next: number | undefined;
+      try {
+        next = openSync(this.path, "r");
+      } catch (err) {
+        if (!isMissing(err)) throw err;
+      }
+      const nextIno = next === undefined ? undefined : fstatSync(next).ino;
+      // The segments archived after ours and before the one now current.
+      const segments = this.archivedSegments().map((s) => ({ ...s, ino: inodeOf(s.path) }));
+      const ours = segments.findIndex((s) => s.ino === reader.ino);
+      if (ours < 0) {
+        if (next !== undefined) closeSync(next);
+        return "lost";
+      }
+      for (const segment of segments.slice(ours + 1)) {
+        if (segment.ino === nextIno) break;
+        if (!(await this.#readWhole(segment.path))) {
+          if (next !== undefined) closeSync(next);
+          return "lost";
+        }
+      }
+      if (next === undefined) return "ok";
+      this.#reader = { fd: next, ino: nextIno!, offset: 0 };
     }
   }
 }

@@ -1,8 +1,14 @@
 /**
  * {@link CaStore} on PostgreSQL (`pg`), for several CA replicas sharing one database. The
  * schema is created and migrated at `open()` under an advisory lock, so replicas starting
- * together migrate once. CRL numbers come from a sequence: unique and increasing across every
- * replica.
+ * together migrate once.
+ *
+ * One row, `meshauth_crl_state`, orders what must not interleave: a revocation locks it, adds
+ * its entries and counts one more revision; a CRL takes the next number from it and reads the
+ * revocations in the same transaction, while holding it. So CRL numbers are unique and
+ * increasing across replicas, a CRL with a higher number never lacks an entry that a lower one
+ * has, and the revision grows in commit order (a `bigserial` does not: its values commit out of
+ * order, so a cache keyed on its maximum can miss a revocation that committed late).
  *
  * @example
  * ```ts
@@ -14,67 +20,23 @@
  */
 
 import pg from "pg";
+import type { RateLimit, RateLimitOptions } from "../rate-limit.ts";
+import { PostgresRateLimit } from "./postgres-rate-limit.ts";
 import {
+  type AcceptedRevocationReason,
   type AuditEvent,
   type CaStore,
-  type IssuedCertificate,
+  type CertificateRecord,
+  type CrlClaim,
+  type CrlStatus,
   type JoinTokenRecord,
-  type Revocation,
-  type RevocationReason,
+  type RevocationOutcome,
+  type RevocationRecord,
   type RevocationSelector,
+  type SignedCrl,
   StoreError,
 } from "./store.ts";
-
-// Each entry migrates the schema from version i to i + 1; entries are never edited once shipped.
-const MIGRATIONS: string[] = [
-  `CREATE TABLE meshauth_certificates (
-     serial_number text PRIMARY KEY,
-     spiffe_id text NOT NULL,
-     not_before timestamptz NOT NULL,
-     not_after timestamptz NOT NULL,
-     issued_at timestamptz NOT NULL,
-     requester text NOT NULL,
-     method text NOT NULL,
-     authority_id text NOT NULL
-   );
-   CREATE INDEX meshauth_certificates_spiffe_id ON meshauth_certificates (spiffe_id, issued_at);
-   CREATE TABLE meshauth_revocations (
-     serial_number text PRIMARY KEY,
-     spiffe_id text NOT NULL,
-     revoked_at timestamptz NOT NULL,
-     reason text NOT NULL,
-     not_after timestamptz NOT NULL,
-     authority_id text NOT NULL,
-     revision bigserial NOT NULL
-   );
-   CREATE SEQUENCE meshauth_crl_number;
-   CREATE TABLE meshauth_join_tokens (
-     id text PRIMARY KEY,
-     secret_sha256 text NOT NULL,
-     role text NOT NULL,
-     spiffe_id text,
-     node text,
-     expires_at timestamptz NOT NULL,
-     single_use boolean NOT NULL,
-     used_at timestamptz,
-     created_at timestamptz NOT NULL
-   );
-   CREATE TABLE meshauth_audit (
-     id bigserial PRIMARY KEY,
-     at timestamptz NOT NULL,
-     action text NOT NULL,
-     requester text NOT NULL,
-     details jsonb NOT NULL
-   );
-   -- The audit trail is append-only: refuse updates and deletes at the database.
-   CREATE FUNCTION meshauth_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS
-     $$ BEGIN RAISE EXCEPTION 'meshauth_audit is append-only'; END $$;
-   CREATE TRIGGER meshauth_audit_append_only BEFORE UPDATE OR DELETE ON meshauth_audit
-     FOR EACH ROW EXECUTE FUNCTION meshauth_audit_append_only();`,
-  // TRUNCATE fires no row triggers: refuse it too.
-  `CREATE TRIGGER meshauth_audit_no_truncate BEFORE TRUNCATE ON meshauth_audit
-     FOR EACH STATEMENT EXECUTE FUNCTION meshauth_audit_append_only();`,
-];
+import { MIGRATIONS } from "./postgres-schema.ts";
 
 // Any constant works; it only has to be the same in every replica.
 const MIGRATION_LOCK = 0x6d657368;
@@ -97,7 +59,7 @@ interface CertificateRow {
   authority_id: string;
 }
 
-function certificateOf(row: CertificateRow): IssuedCertificate {
+function certificateOf(row: CertificateRow): CertificateRecord {
   return {
     serialNumber: row.serial_number,
     spiffeId: row.spiffe_id,
@@ -119,12 +81,12 @@ interface RevocationRow {
   authority_id: string;
 }
 
-function revocationOf(row: RevocationRow): Revocation {
+function revocationOf(row: RevocationRow): RevocationRecord {
   return {
     serialNumber: row.serial_number,
     spiffeId: row.spiffe_id,
     revokedAt: row.revoked_at,
-    reason: row.reason as RevocationReason,
+    reason: row.reason as AcceptedRevocationReason,
     notAfter: row.not_after,
     authorityId: row.authority_id,
   };
@@ -155,6 +117,28 @@ export class PostgresStore implements CaStore {
       return await this.#pool.query<R>(text, values);
     } catch (cause) {
       throw new StoreError(`PostgreSQL: ${(cause as Error).message}`, { cause });
+    }
+  }
+
+  // Runs `work` in one transaction on one connection; any failure rolls it back.
+  async #transaction<T>(work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+    let client: pg.PoolClient;
+    try {
+      client = await this.#pool.connect();
+    } catch (cause) {
+      throw new StoreError(`cannot connect to PostgreSQL: ${(cause as Error).message}`, { cause });
+    }
+    try {
+      await client.query("BEGIN");
+      const result = await work(client);
+      await client.query("COMMIT");
+      return result;
+    } catch (cause) {
+      await client.query("ROLLBACK").catch(() => {});
+      if (cause instanceof StoreError) throw cause;
+      throw new StoreError(`PostgreSQL: ${(cause as Error).message}`, { cause });
+    } finally {
+      client.release();
     }
   }
 
@@ -197,7 +181,7 @@ export class PostgresStore implements CaStore {
     await this.#pool.end();
   }
 
-  async recordIssuance(c: IssuedCertificate): Promise<void> {
+  async recordIssuance(c: CertificateRecord): Promise<void> {
     await this.#query(
       `INSERT INTO meshauth_certificates
          (serial_number, spiffe_id, not_before, not_after, issued_at, requester, method, authority_id)
@@ -206,7 +190,7 @@ export class PostgresStore implements CaStore {
     );
   }
 
-  async findCertificate(serialNumber: string): Promise<IssuedCertificate | undefined> {
+  async findCertificate(serialNumber: string): Promise<CertificateRecord | undefined> {
     const { rows } = await this.#query<CertificateRow>(
       "SELECT * FROM meshauth_certificates WHERE serial_number = $1",
       [serialNumber],
@@ -214,7 +198,7 @@ export class PostgresStore implements CaStore {
     return rows[0] ? certificateOf(rows[0]) : undefined;
   }
 
-  async listCertificates(query: { spiffeId?: string; limit?: number }): Promise<IssuedCertificate[]> {
+  async listCertificates(query: { spiffeId?: string; limit?: number }): Promise<CertificateRecord[]> {
     const limit = query.limit ?? 1000;
     const { rows } = query.spiffeId
       ? await this.#query<CertificateRow>(
@@ -228,23 +212,38 @@ export class PostgresStore implements CaStore {
     return rows.map(certificateOf);
   }
 
-  async revoke(selector: RevocationSelector, at: Date): Promise<Revocation[]> {
-    // One statement: concurrent revocations of the same certificate from two replicas
-    // insert it once (ON CONFLICT), and each replica learns which rows it added.
+  revoke(selector: RevocationSelector, at: Date): Promise<RevocationOutcome> {
     const where = "serialNumber" in selector ? "serial_number = $1" : "spiffe_id = $1 AND not_after > $2";
     const key = "serialNumber" in selector ? selector.serialNumber : selector.spiffeId;
-    const { rows } = await this.#query<RevocationRow>(
-      `INSERT INTO meshauth_revocations (serial_number, spiffe_id, revoked_at, reason, not_after, authority_id)
-       SELECT serial_number, spiffe_id, $2::timestamptz, $3::text, not_after, authority_id
-         FROM meshauth_certificates WHERE ${where}
-       ON CONFLICT (serial_number) DO NOTHING
-       RETURNING serial_number, spiffe_id, revoked_at, reason, not_after, authority_id`,
-      [key, at, selector.reason],
-    );
-    return rows.map(revocationOf);
+    return this.#transaction(async (client) => {
+      // The state row first: revocations and CRL claims take their turns on it.
+      await client.query("SELECT 1 FROM meshauth_crl_state FOR UPDATE");
+      const before = await client.query<RevocationRow>(
+        `SELECT * FROM meshauth_revocations WHERE ${
+          where.replace("not_after > $2", "not_after > $2::timestamptz")
+        }`,
+        "serialNumber" in selector ? [key] : [key, at],
+      );
+      const { rows } = await client.query<RevocationRow>(
+        `INSERT INTO meshauth_revocations (serial_number, spiffe_id, revoked_at, reason, not_after, authority_id)
+         SELECT serial_number, spiffe_id, $2::timestamptz, $3::text, not_after, authority_id
+           FROM meshauth_certificates WHERE ${where}
+         ON CONFLICT (serial_number) DO NOTHING
+         RETURNING serial_number, spiffe_id, revoked_at, reason, not_after, authority_id`,
+        [key, at, selector.reason],
+      );
+      if (rows.length > 0) {
+        await client.query(
+          `UPDATE meshauth_crl_state SET revocation_revision = revocation_revision + 1,
+             revocations_total = revocations_total + $1`,
+          [rows.length],
+        );
+      }
+      return { revoked: rows.map(revocationOf), alreadyRevoked: before.rows.map(revocationOf) };
+    });
   }
 
-  async listRevocations(at: Date): Promise<Revocation[]> {
+  async listRevocations(at: Date): Promise<RevocationRecord[]> {
     const { rows } = await this.#query<RevocationRow>(
       "SELECT * FROM meshauth_revocations WHERE not_after > $1 ORDER BY revision",
       [at],
@@ -261,15 +260,83 @@ export class PostgresStore implements CaStore {
   }
 
   async revocationRevision(): Promise<number> {
-    const { rows } = await this.#query<{ revision: string | null }>(
-      "SELECT max(revision) AS revision FROM meshauth_revocations",
+    const { rows } = await this.#query<{ revision: string }>(
+      "SELECT revocation_revision AS revision FROM meshauth_crl_state",
     );
-    return Number(rows[0]?.revision ?? 0);
+    return Number(rows[0].revision);
   }
 
-  async nextCrlNumber(): Promise<bigint> {
-    const { rows } = await this.#query<{ n: string }>("SELECT nextval('meshauth_crl_number') AS n");
-    return BigInt(rows[0].n);
+  async revocationsTotal(): Promise<number> {
+    const { rows } = await this.#query<{ total: string }>(
+      "SELECT revocations_total AS total FROM meshauth_crl_state",
+    );
+    return Number(rows[0].total);
+  }
+
+  nextCrl(at: Date): Promise<CrlClaim> {
+    return this.#transaction(async (client) => {
+      // Holding the row until commit: a later claim reads the revocations after this one did.
+      const { rows: [state] } = await client.query<{ crl_number: string; revision: string }>(
+        `UPDATE meshauth_crl_state SET crl_number = crl_number + 1
+         RETURNING crl_number, revocation_revision AS revision`,
+      );
+      const { rows } = await client.query<RevocationRow>(
+        "SELECT * FROM meshauth_revocations WHERE not_after > $1 ORDER BY revision",
+        [at],
+      );
+      return {
+        crlNumber: BigInt(state.crl_number),
+        revision: Number(state.revision),
+        revocations: rows.map(revocationOf),
+      };
+    });
+  }
+
+  async crlStatus(authorityId: string): Promise<CrlStatus> {
+    const { rows: [row] } = await this.#query<
+      { revision: string; crl_number: string | null; crl_revision: string | null; this_update: Date | null }
+    >(
+      `SELECT s.revocation_revision AS revision, c.crl_number, c.revision AS crl_revision, c.this_update
+         FROM meshauth_crl_state s LEFT JOIN meshauth_crls c ON c.authority_id = $1`,
+      [authorityId],
+    );
+    return {
+      revision: Number(row.revision),
+      latest: row.crl_number === null ? undefined : {
+        authorityId,
+        crlNumber: BigInt(row.crl_number),
+        revision: Number(row.crl_revision),
+        thisUpdate: row.this_update!,
+      },
+    };
+  }
+
+  async latestCrl(authorityId: string): Promise<SignedCrl | undefined> {
+    const { rows: [row] } = await this.#query<
+      { crl_number: string; revision: string; this_update: Date; der: Uint8Array }
+    >("SELECT crl_number, revision, this_update, der FROM meshauth_crls WHERE authority_id = $1", [
+      authorityId,
+    ]);
+    return row && {
+      authorityId,
+      crlNumber: BigInt(row.crl_number),
+      revision: Number(row.revision),
+      thisUpdate: row.this_update,
+      der: new Uint8Array(row.der),
+    };
+  }
+
+  async saveCrl(crl: SignedCrl): Promise<SignedCrl> {
+    // Only a higher number replaces the stored CRL: every replica then serves the newest.
+    await this.#query(
+      `INSERT INTO meshauth_crls (authority_id, crl_number, revision, this_update, der)
+         VALUES ($1, $2, $3, $4, $5)
+       ON CONFLICT (authority_id) DO UPDATE SET crl_number = EXCLUDED.crl_number,
+         revision = EXCLUDED.revision, this_update = EXCLUDED.this_update, der = EXCLUDED.der
+         WHERE meshauth_crls.crl_number < EXCLUDED.crl_number`,
+      [crl.authorityId, crl.crlNumber.toString(), crl.revision, crl.thisUpdate, Buffer.from(crl.der)],
+    );
+    return (await this.latestCrl(crl.authorityId))!;
   }
 
   async saveJoinToken(t: JoinTokenRecord): Promise<void> {
@@ -324,6 +391,11 @@ export class PostgresStore implements CaStore {
       "INSERT INTO meshauth_audit (at, action, requester, details) VALUES ($1, $2, $3, $4)",
       [e.at, e.action, e.requester, JSON.stringify(e.details)],
     );
+  }
+
+  /** Token buckets in `meshauth_rate_limits`, shared by every replica on this database. */
+  sharedRateLimit(options: RateLimitOptions): RateLimit {
+    return new PostgresRateLimit((text, values) => this.#query(text, values), options);
   }
 
   async readAudit(limit: number): Promise<AuditEvent[]> {

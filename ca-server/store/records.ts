@@ -3,7 +3,7 @@
  * @module
  */
 
-import { REVOCATION_REASONS, type RevocationReason } from "./store.ts";
+import { ACCEPTED_REVOCATION_REASONS, type AcceptedRevocationReason } from "./store.ts";
 
 const DATE_FIELDS = new Set([
   "notBefore",
@@ -30,6 +30,6 @@ export function reviveDates(value: unknown): unknown {
 }
 
 /** True when `value` names an RFC 5280 reason the server accepts. */
-export function isRevocationReason(value: unknown): value is RevocationReason {
-  return typeof value === "string" && (REVOCATION_REASONS as readonly string[]).includes(value);
+export function isAcceptedReason(value: unknown): value is AcceptedRevocationReason {
+  return typeof value === "string" && (ACCEPTED_REVOCATION_REASONS as readonly string[]).includes(value);
 }

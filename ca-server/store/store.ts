@@ -6,24 +6,26 @@
  * @module
  */
 
-import { MeshAuthError } from "../../mod.ts";
+import { MeshAuthError, type Revocation, REVOCATION_REASONS, type RevocationReason } from "../../mod.ts";
+import type { RateLimit, RateLimitOptions } from "../rate-limit.ts";
 
-/** RFC 5280 5.3.1 CRL reason codes the server accepts, by name. */
-export const REVOCATION_REASONS = [
-  "unspecified",
-  "keyCompromise",
-  "cACompromise",
-  "affiliationChanged",
-  "superseded",
-  "cessationOfOperation",
-  "privilegeWithdrawn",
-] as const;
+// A hold can be lifted (this CA never un-revokes), removeFromCRL belongs to delta CRLs and
+// aACompromise to attribute authorities: none of them revokes an X509-SVID for good.
+const NOT_ACCEPTED: readonly RevocationReason[] = ["certificateHold", "removeFromCRL", "aACompromise"];
 
-/** A CRL reason name. */
-export type RevocationReason = (typeof REVOCATION_REASONS)[number];
+/** The RFC 5280 5.3.1 reasons (from the core's list) that the server accepts for a revocation. */
+export const ACCEPTED_REVOCATION_REASONS = REVOCATION_REASONS.filter((r) =>
+  !NOT_ACCEPTED.includes(r)
+) as readonly AcceptedRevocationReason[];
 
-/** One certificate the CA issued. */
-export interface IssuedCertificate {
+/** A CRL reason the server accepts. */
+export type AcceptedRevocationReason = Exclude<
+  RevocationReason,
+  "certificateHold" | "removeFromCRL" | "aACompromise"
+>;
+
+/** One certificate the CA issued, as the store keeps it. */
+export interface CertificateRecord {
   /** Lowercase hex of the serial number. */
   serialNumber: string;
   spiffeId: string;
@@ -37,15 +39,45 @@ export interface IssuedCertificate {
   authorityId: string;
 }
 
-/** One revoked certificate. */
-export interface Revocation {
-  serialNumber: string;
+/** One revoked certificate: the CRL entry, and what the store needs to keep and expire it. */
+export interface RevocationRecord extends Revocation {
+  reason: AcceptedRevocationReason;
   spiffeId: string;
-  revokedAt: Date;
-  reason: RevocationReason;
   /** The certificate's expiry: once past, the entry may leave the CRL (RFC 5280 3.3). */
   notAfter: Date;
   authorityId: string;
+}
+
+/** What a revocation did: the entries it added, and those that were revoked before. */
+export interface RevocationOutcome {
+  revoked: RevocationRecord[];
+  /** Certificates the selector named that were already revoked, as they were revoked then. */
+  alreadyRevoked: RevocationRecord[];
+}
+
+/** A CRL number taken together with the revocations that CRL must list. */
+export interface CrlClaim {
+  crlNumber: bigint;
+  /** The {@link CaStore.revocationRevision} these revocations are from. */
+  revision: number;
+  /** Revocations of certificates not expired at the claim's `at`, of every authority. */
+  revocations: RevocationRecord[];
+}
+
+/** A CRL as signed and stored, so every process serves the same one: the newest. */
+export interface SignedCrl {
+  authorityId: string;
+  crlNumber: bigint;
+  /** The revocation revision its entries are from. */
+  revision: number;
+  thisUpdate: Date;
+  der: Uint8Array;
+}
+
+/** What decides whether the stored CRL still serves: the current revision, and the stored CRL's. */
+export interface CrlStatus {
+  revision: number;
+  latest?: Omit<SignedCrl, "der">;
 }
 
 /** Who a join token lets in. */
@@ -73,7 +105,7 @@ export interface AuditEvent {
   at: Date;
   /** `issued`, `denied`, `revoked`, `token-created`, `authority-added`. */
   action: string;
-  /** The authenticated requester (a SPIFFE ID, `token:<id>`, `cli`), or `anonymous`. */
+  /** The authenticated requester (a SPIFFE ID, `token:<id>`, `cli:<user>`), or `anonymous`. */
   requester: string;
   /** Fields of the event: serial numbers, SPIFFE IDs, reasons, problem codes. */
   details: Record<string, unknown>;
@@ -81,10 +113,13 @@ export interface AuditEvent {
 
 /** What a revocation request selects. */
 export type RevocationSelector =
-  | { serialNumber: string; reason: RevocationReason }
-  | { spiffeId: string; reason: RevocationReason };
+  | { serialNumber: string; reason: AcceptedRevocationReason }
+  | { spiffeId: string; reason: AcceptedRevocationReason };
 
-/** Persistent CA state. Every method is safe to call concurrently. */
+/**
+ * Persistent CA state. Every method is safe to call concurrently, from several processes
+ * sharing the store, and reads see every change that completed before they were called.
+ */
 export interface CaStore {
   /** A short name for logs (`file:/path`, `postgres`). */
   readonly description: string;
@@ -92,33 +127,58 @@ export interface CaStore {
   open(): Promise<void>;
   close(): Promise<void>;
 
-  recordIssuance(certificate: IssuedCertificate): Promise<void>;
-  findCertificate(serialNumber: string): Promise<IssuedCertificate | undefined>;
+  recordIssuance(certificate: CertificateRecord): Promise<void>;
+  findCertificate(serialNumber: string): Promise<CertificateRecord | undefined>;
   /** Issued certificates, newest first, optionally for one SPIFFE ID. */
-  listCertificates(query: { spiffeId?: string; limit?: number }): Promise<IssuedCertificate[]>;
+  listCertificates(query: { spiffeId?: string; limit?: number }): Promise<CertificateRecord[]>;
 
   /**
-   * Revokes one serial, or every unexpired certificate of one SPIFFE ID at `at`. Returns the
-   * entries newly revoked (already revoked ones are left as they were).
+   * Revokes one serial, or every unexpired certificate of one SPIFFE ID, at `at`. Entries
+   * already revoked are left as they were and answered in `alreadyRevoked`.
    */
-  revoke(selector: RevocationSelector, at: Date): Promise<Revocation[]>;
+  revoke(selector: RevocationSelector, at: Date): Promise<RevocationOutcome>;
   /** Revocations whose certificates have not expired at `at`. */
-  listRevocations(at: Date): Promise<Revocation[]>;
+  listRevocations(at: Date): Promise<RevocationRecord[]>;
   isRevoked(serialNumber: string): Promise<boolean>;
-  /** A number that grows whenever the revocation set changes, for cache invalidation. */
+  /**
+   * A number that grows whenever the revocation set changes, for cache invalidation. It grows
+   * in the order changes commit, so a value read after a revocation completed is never one
+   * from before it.
+   */
   revocationRevision(): Promise<number>;
-  /** The next CRL number: unique and increasing across every replica sharing the store. */
-  nextCrlNumber(): Promise<bigint>;
+  /** How many certificates were ever revoked through this store, by any process. */
+  revocationsTotal(): Promise<number>;
+  /**
+   * Takes the next CRL number (unique and increasing across every process sharing the store)
+   * and, atomically with it, the revocations that CRL lists: a CRL with a higher number never
+   * lacks an entry that one with a lower number has.
+   */
+  nextCrl(at: Date): Promise<CrlClaim>;
+  /** The revocation revision and the newest stored CRL of `authorityId` (without its DER), in one read. */
+  crlStatus(authorityId: string): Promise<CrlStatus>;
+  /** The newest stored CRL of `authorityId`. */
+  latestCrl(authorityId: string): Promise<SignedCrl | undefined>;
+  /**
+   * Stores `crl` unless one with a higher number is stored already; answers the newest stored,
+   * so a process that signed an older one serves the newer instead.
+   */
+  saveCrl(crl: SignedCrl): Promise<SignedCrl>;
 
   saveJoinToken(token: JoinTokenRecord): Promise<void>;
   findJoinToken(id: string): Promise<JoinTokenRecord | undefined>;
   /** Marks a single-use token used; false when it already was (by any replica). */
   markJoinTokenUsed(id: string, at: Date): Promise<boolean>;
 
-  /** Appends to the audit trail; nothing ever rewrites or deletes an entry. */
+  /** Appends to the audit trail; nothing rewrites an entry (the file store rotates old ones out). */
   appendAudit(event: AuditEvent): Promise<void>;
   /** The last `limit` audit events, oldest first. */
   readAudit(limit: number): Promise<AuditEvent[]>;
+
+  /**
+   * A rate limiter shared by every process using this store (PostgreSQL: all replicas), when
+   * the store can offer one.
+   */
+  sharedRateLimit?(options: RateLimitOptions): RateLimit;
 }
 
 /** Thrown when the store cannot be opened or is used by another process in a way it forbids. */

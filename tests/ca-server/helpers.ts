@@ -26,8 +26,11 @@ export const SERVER_COMMAND: [string, ...string[]] = process.env.MESHAUTH_TEST_C
 export interface CaProcess {
   url: string;
   port: number;
+  pid: number;
   logs: string[];
   stop(): Promise<void>;
+  /** Sends `signal` (SIGKILL by default) and waits until the process has exited. */
+  kill(signal?: NodeJS.Signals): Promise<void>;
 }
 
 /** Runs a command to completion (bounded by `timeoutMs`) and returns its output. */
@@ -122,6 +125,11 @@ export function startServer(args: string[], env: Record<string, string> = {}): P
     await exited;
     clearTimeout(timer);
   };
+  const kill = async (signal: NodeJS.Signals = "SIGKILL") => {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    child.kill(signal);
+    await exited;
+  };
   return new Promise((resolve, reject) => {
     let buffered = "";
     const timer = setTimeout(() => {
@@ -134,7 +142,7 @@ export function startServer(args: string[], env: Record<string, string> = {}): P
         const entry = JSON.parse(line);
         if (entry.msg === "listening") {
           clearTimeout(timer);
-          resolve({ url: entry.url, port: entry.port, logs, stop });
+          resolve({ url: entry.url, port: entry.port, pid: child.pid!, logs, stop, kill });
         }
       } catch {
         // not a log line

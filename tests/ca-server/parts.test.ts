@@ -35,7 +35,13 @@ describe("loadConfig", () => {
     assert.equal(config.listen.port, 8443);
     assert.equal(config.listen.plainHttp, false);
     assert.equal(config.dataDir, "/srv/.meshauth");
-    assert.deepEqual(config.store, { kind: "file", fsync: true });
+    assert.deepEqual(config.store, {
+      kind: "file",
+      fsync: true,
+      segmentBytes: 64 * 1024 * 1024,
+      keepSegments: 32,
+      retainExpiredSeconds: 86400,
+    });
   });
 
   it("reads YAML and lets the environment override it", async () => {
@@ -279,7 +285,7 @@ describe("FileStore", () => {
       await a.open();
       await b.open();
       const numbers = await Promise.all(
-        Array.from({ length: 20 }, (_, i) => (i % 2 ? a : b).nextCrlNumber()),
+        Array.from({ length: 20 }, async (_, i) => (await (i % 2 ? a : b).nextCrl(new Date())).crlNumber),
       );
       assert.equal(new Set(numbers).size, 20);
       assert.equal(numbers.reduce((m, n) => (n > m ? n : m), 0n), 20n);

@@ -151,12 +151,17 @@ describe("CA on plain HTTP with TokenReview", () => {
   });
 
   it("answers oversized, chunked and malformed bodies with problem bodies, and keeps serving", async () => {
-    const id = `spiffe://${TRUST_DOMAIN}/ns/apps/sa/hostile`;
-    const t = await token(store, { role: "workload", spiffeId: id, isSingleUse: false });
+    // Each body comes from an identity of its own: a refused body counts against its sender's
+    // rate (burst 3 here), as any request it authenticated does.
+    let n = 0;
     const post = async (body: BodyInit, headers: Record<string, string> = {}) => {
+      const sender = await token(store, {
+        role: "workload",
+        spiffeId: `spiffe://${TRUST_DOMAIN}/ns/apps/sa/hostile-${n++}`,
+      });
       const response = await fetch(`${ca.url}/v1/certificates`, {
         method: "POST",
-        headers: { "content-type": "application/json", authorization: `Bearer ${t}`, ...headers },
+        headers: { "content-type": "application/json", authorization: `Bearer ${sender}`, ...headers },
         body,
         duplex: "half",
       } as RequestInit);
@@ -196,6 +201,8 @@ describe("CA on plain HTTP with TokenReview", () => {
       assert.match(reply.type ?? "", /^application\/problem\+json/, what);
       assert.equal(reply.json.code, code, what);
     }
+    const id = `spiffe://${TRUST_DOMAIN}/ns/apps/sa/hostile`;
+    const t = await token(store, { role: "workload", spiffeId: id });
     const good = await postJson(`${ca.url}/v1/certificates`, { csr: (await csrFor(id)).csr }, {
       authorization: `Bearer ${t}`,
     });
@@ -203,12 +210,17 @@ describe("CA on plain HTTP with TokenReview", () => {
   });
 
   it("logs a client that hangs up mid-body as an incomplete body, not a server failure", async () => {
+    // Authenticated: the body of a request without credentials is never read.
+    const t = await token(store, {
+      role: "workload",
+      spiffeId: `spiffe://${TRUST_DOMAIN}/ns/apps/sa/quitter`,
+    });
     const first = ca.logs.length;
     const socket = connect(ca.port, "127.0.0.1");
     await new Promise<void>((resolve) => socket.once("connect", resolve));
     socket.write(
       "POST /v1/certificates HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n" +
-        'Content-Length: 1000\r\n\r\n{"csr": "',
+        `Authorization: Bearer ${t}\r\nContent-Length: 1000\r\n\r\n{"csr": "`,
     );
     await new Promise((resolve) => setTimeout(resolve, 100));
     socket.destroy();

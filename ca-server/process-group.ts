@@ -1,0 +1,153 @@
+/**
+ * One CA of several node:cluster processes: the workers keep their rate-limit buckets in the
+ * primary and report their metrics through it, so a limit holds for the whole CA (not once per
+ * worker) and `/metrics` answers for every worker, whichever one is asked.
+ *
+ * A worker asks the primary over the cluster's IPC channel: one message per bucket operation
+ * (a few tens of microseconds), and for `/metrics` one round in which the primary collects a
+ * snapshot from every worker.
+ *
+ * @module
+ */
+
+import cluster, { type Worker } from "node:cluster";
+import type { CaMetrics, MetricsSnapshot } from "./metrics.ts";
+import { type RateLimit, RateLimiter, type RateLimitOptions, type RateVerdict } from "./rate-limit.ts";
+
+const CHANNEL = "meshauth:process-group";
+const ASK_TIMEOUT_MS = 5000;
+const COLLECT_TIMEOUT_MS = 2000;
+
+type Message =
+  | { channel: typeof CHANNEL; kind: "take" | "refund"; id: number; key: string }
+  | { channel: typeof CHANNEL; kind: "metrics"; id: number }
+  | { channel: typeof CHANNEL; kind: "snapshot-request"; id: number }
+  | { channel: typeof CHANNEL; kind: "snapshot"; id: number; snapshot: MetricsSnapshot }
+  | { channel: typeof CHANNEL; kind: "reply"; id: number; value: unknown };
+
+function isMessage(value: unknown): value is Message {
+  return (value as { channel?: unknown } | null)?.channel === CHANNEL;
+}
+
+/** A worker's side: asks the primary. */
+export class WorkerGroup {
+  #nextId = 1;
+  readonly #pending = new Map<number, { resolve: (value: unknown) => void; reject: (err: Error) => void }>();
+
+  constructor(readonly metrics: CaMetrics) {
+    process.on("message", (message: unknown) => {
+      if (!isMessage(message)) return;
+      if (message.kind === "snapshot-request") {
+        this.#send({ channel: CHANNEL, kind: "snapshot", id: message.id, snapshot: metrics.snapshot() });
+      } else if (message.kind === "reply") {
+        this.#pending.get(message.id)?.resolve(message.value);
+        this.#pending.delete(message.id);
+      }
+    });
+  }
+
+  #send(message: Message): void {
+    if (!process.send) throw new Error("not a node:cluster worker");
+    process.send(message);
+  }
+
+  #ask<T>(message: { kind: "take" | "refund"; key: string } | { kind: "metrics" }): Promise<T> {
+    const id = this.#nextId++;
+    return new Promise<T>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#pending.delete(id);
+        reject(
+          new Error(`the CA's primary process did not answer a ${message.kind} within ${ASK_TIMEOUT_MS} ms`),
+        );
+      }, ASK_TIMEOUT_MS);
+      this.#pending.set(id, {
+        resolve: (value) => {
+          clearTimeout(timer);
+          resolve(value as T);
+        },
+        reject,
+      });
+      try {
+        this.#send({ channel: CHANNEL, id, ...message } as Message);
+      } catch (err) {
+        clearTimeout(timer);
+        this.#pending.delete(id);
+        reject(err as Error);
+      }
+    });
+  }
+
+  /** The primary's buckets. */
+  rateLimit(): RateLimit {
+    return {
+      take: (key) => this.#ask<RateVerdict>({ kind: "take", key }),
+      refund: async (key) => {
+        await this.#ask({ kind: "refund", key });
+      },
+    };
+  }
+
+  /** Every worker's counts (this one's included). */
+  metricsOfGroup(): Promise<MetricsSnapshot[]> {
+    return this.#ask<MetricsSnapshot[]>({ kind: "metrics" });
+  }
+}
+
+/** The primary's side: keeps the buckets and gathers the workers' metrics. */
+export function servePrimaryGroup(rateLimit: RateLimitOptions | false): void {
+  const limiter = rateLimit === false ? undefined : new RateLimiter(rateLimit);
+  let nextCollection = 1;
+  const collections = new Map<
+    number,
+    { snapshots: MetricsSnapshot[]; finish: () => void; expected: number }
+  >();
+  const reply = (worker: Worker, id: number, value: unknown) => {
+    try {
+      worker.send({ channel: CHANNEL, kind: "reply", id, value } satisfies Message);
+    } catch {
+      // The worker has gone; nobody is waiting.
+    }
+  };
+  cluster.on("message", (worker: Worker, message: unknown) => {
+    if (!isMessage(message)) return;
+    switch (message.kind) {
+      case "take":
+        return reply(
+          worker,
+          message.id,
+          limiter?.take(message.key) ?? { allowed: true, retryAfterSeconds: 0 },
+        );
+      case "refund":
+        limiter?.refund(message.key);
+        return reply(worker, message.id, null);
+      case "snapshot": {
+        const collection = collections.get(message.id);
+        collection?.snapshots.push(message.snapshot);
+        if (collection && collection.snapshots.length === collection.expected) collection.finish();
+        return;
+      }
+      case "metrics": {
+        const id = nextCollection++;
+        const workers = Object.values(cluster.workers ?? {}).filter((w): w is Worker => !!w?.isConnected());
+        const snapshots: MetricsSnapshot[] = [];
+        // A worker that does not answer in time (busy, or exiting) is left out of this report.
+        const timer = setTimeout(() => finish(), COLLECT_TIMEOUT_MS);
+        const finish = () => {
+          clearTimeout(timer);
+          if (!collections.delete(id)) return;
+          reply(worker, message.id, snapshots);
+        };
+        collections.set(id, { snapshots, finish, expected: workers.length });
+        for (const w of workers) {
+          try {
+            w.send({ channel: CHANNEL, kind: "snapshot-request", id } satisfies Message);
+          } catch {
+            collections.get(id)!.expected--;
+          }
+        }
+        if (snapshots.length >= collections.get(id)!.expected) finish();
+        return;
+      }
+    }
+  });
+}

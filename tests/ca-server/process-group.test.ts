@@ -1,0 +1,198 @@
+// A CA of several processes behaves as one: two node:cluster workers share their rate limits
+// and report their metrics together; two replicas on PostgreSQL share their rate limits; a
+// revocation made with `meshauth ca revoke` is counted in meshauth_ca_revocations_total, and
+// revoking a certificate twice says it was already revoked.
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import type { CaStore } from "../../ca-server/mod.ts";
+import {
+  type CaProcess,
+  cli,
+  csrFor,
+  openTestStore,
+  startCa,
+  tempDir,
+  token,
+  TRUST_DOMAIN,
+  writeConfig,
+} from "./helpers.ts";
+import { startPostgres, type TestPostgres } from "./postgres.ts";
+
+const RATE = { requestsPerSecond: 1, burst: 4 };
+
+/** A request on a connection of its own, so that it may land on any worker. */
+async function post(url: string, body: unknown, bearer?: string): Promise<{ status: number; json: any }> {
+  const response = await fetch(url, {
+    method: "POST",
+    headers: {
+      "content-type": "application/json",
+      connection: "close",
+      ...(bearer ? { authorization: `Bearer ${bearer}` } : {}),
+    },
+    body: JSON.stringify(body),
+  });
+  return { status: response.status, json: await response.json() };
+}
+
+async function metric(url: string, name: string): Promise<number> {
+  const text = await (await fetch(`${url}/metrics`, { headers: { connection: "close" } })).text();
+  const line = text.split("\n").find((l) => l.startsWith(`${name} `) || l.startsWith(`${name}{`));
+  return line ? Number(line.slice(line.lastIndexOf(" ") + 1)) : 0;
+}
+
+/**
+ * Twelve issuances for one identity, one after another (so that only the identity's bucket,
+ * not the address's, can refuse them), each on a connection of its own, alternating over
+ * `urls`: the statuses.
+ */
+async function burstOfOneIdentity(urls: string[], store: CaStore, name: string): Promise<number[]> {
+  const id = `spiffe://${TRUST_DOMAIN}/group/${name}`;
+  const t = await token(store, { role: "workload", spiffeId: id, isSingleUse: false });
+  const { csr } = await csrFor(id);
+  const statuses: number[] = [];
+  for (let i = 0; i < 12; i++) {
+    statuses.push((await post(`${urls[i % urls.length]}/v1/certificates`, { csr }, t)).status);
+  }
+  return statuses;
+}
+
+describe("a CA of two worker processes on one file store", () => {
+  let dir: { path: string; remove(): Promise<void> };
+  let config: string;
+  let ca: CaProcess;
+  let store: CaStore;
+
+  before(async () => {
+    dir = await tempDir();
+    config = await writeConfig(dir.path, {
+      listen: { host: "127.0.0.1", port: 0, plainHttp: true },
+      workers: 2,
+      rateLimit: RATE,
+      log: { level: "info" },
+    });
+    assert.equal((await cli(["ca", "init", "--config", config])).code, 0);
+    ca = await startCa(config);
+    for (let i = 0; i < 100 && ca.logs.filter((l) => l.includes('"msg":"listening"')).length < 2; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    store = await openTestStore(dir.path);
+  });
+
+  after(async () => {
+    await ca?.stop();
+    await store?.close();
+    await dir?.remove();
+  });
+
+  it("holds an identity to its rate across both workers, not to twice it", async () => {
+    const statuses = await burstOfOneIdentity([ca.url], store, "one-identity");
+    const accepted = statuses.filter((s) => s === 201).length;
+    // The burst, and at most one more token refilled while the requests ran.
+    assert.ok(accepted >= RATE.burst && accepted <= RATE.burst + 1, `statuses ${statuses}`);
+    assert.ok(statuses.every((s) => s === 201 || s === 429), `statuses ${statuses}`);
+  });
+
+  it("reports every worker's counts on /metrics, whichever worker answers", async () => {
+    const before = await metric(ca.url, "meshauth_ca_certificates_issued_total");
+    for (let i = 0; i < 6; i++) {
+      const id = `spiffe://${TRUST_DOMAIN}/group/metered-${i}`;
+      const reply = await post(
+        `${ca.url}/v1/certificates`,
+        { csr: (await csrFor(id)).csr },
+        await token(store, {
+          role: "workload",
+          spiffeId: id,
+        }),
+      );
+      assert.equal(reply.status, 201, JSON.stringify(reply.json));
+    }
+    const seen = await Promise.all(
+      Array.from({ length: 6 }, () => metric(ca.url, "meshauth_ca_certificates_issued_total")),
+    );
+    assert.deepEqual(seen, Array(6).fill(before + 6));
+    assert.equal(await metric(ca.url, "meshauth_ca_processes"), 2);
+  });
+
+  it("counts a revocation made with `meshauth ca revoke`, and says when one was revoked already", async () => {
+    const id = `spiffe://${TRUST_DOMAIN}/group/revoked-by-cli`;
+    const issued = await post(
+      `${ca.url}/v1/certificates`,
+      { csr: (await csrFor(id)).csr },
+      await token(store, {
+        role: "workload",
+        spiffeId: id,
+      }),
+    );
+    const serial: string = issued.json.serialNumber;
+    const before = await metric(ca.url, "meshauth_ca_revocations_total");
+    const revoke = ["ca", "revoke", "--config", config, "--serial", serial, "--reason", "keyCompromise"];
+    const first = await cli(revoke);
+    assert.equal(first.code, 0, first.stderr);
+    assert.deepEqual(JSON.parse(first.stdout).revoked.map((r: { serialNumber: string }) => r.serialNumber), [
+      serial,
+    ]);
+    const seen = await Promise.all(
+      Array.from({ length: 4 }, () => metric(ca.url, "meshauth_ca_revocations_total")),
+    );
+    assert.deepEqual(seen, Array(4).fill(before + 1));
+    const again = await cli(revoke);
+    assert.equal(again.code, 0, again.stderr);
+    assert.deepEqual(JSON.parse(again.stdout).revoked, []);
+    assert.equal(JSON.parse(again.stdout).alreadyRevoked[0].serialNumber, serial);
+    assert.match(again.stderr, new RegExp(`${serial} was already revoked at .* \\(keyCompromise\\)`));
+    assert.equal(await metric(ca.url, "meshauth_ca_revocations_total"), before + 1);
+  });
+
+  // Last: it spends the loopback address's budget.
+  it("holds an address to its rate across both workers", async () => {
+    const replies = await Promise.all(
+      Array.from({ length: 12 }, () => post(`${ca.url}/v1/certificates`, { csr: "x" })),
+    );
+    const statuses = replies.map((r) => r.status);
+    const refused = statuses.filter((s) => s === 401).length;
+    assert.ok(refused >= RATE.burst && refused <= RATE.burst + 1, `statuses ${statuses}`);
+    assert.ok(statuses.every((s) => s === 401 || s === 429), `statuses ${statuses}`);
+  });
+});
+
+describe("two CA replicas on one PostgreSQL", () => {
+  let dir: { path: string; remove(): Promise<void> };
+  let db: TestPostgres;
+  let replicas: CaProcess[] = [];
+  let store: CaStore;
+
+  before(async () => {
+    dir = await tempDir();
+    db = await startPostgres();
+    const config = await writeConfig(dir.path, {
+      listen: { host: "127.0.0.1", port: 0, plainHttp: true },
+      store: { kind: "postgres", url: db.url },
+      rateLimit: RATE,
+      log: { level: "info" },
+    });
+    assert.equal((await cli(["ca", "init", "--config", config])).code, 0);
+    replicas = await Promise.all([startCa(config), startCa(config)]);
+    store = await openTestStore(dir.path, db.url);
+  });
+
+  after(async () => {
+    await Promise.all(replicas.map((r) => r.stop()));
+    await store?.close();
+    await db?.stop();
+    await dir?.remove();
+  });
+
+  it("holds an identity to its rate across both replicas", async () => {
+    const statuses = await burstOfOneIdentity(replicas.map((r) => r.url), store, "replicated");
+    const accepted = statuses.filter((s) => s === 201).length;
+    assert.ok(accepted >= RATE.burst && accepted <= RATE.burst + 1, `statuses ${statuses}`);
+  });
+
+  it("holds an address to its rate across both replicas", async () => {
+    const replies = await Promise.all(
+      Array.from({ length: 12 }, (_, i) => post(`${replicas[i % 2].url}/v1/certificates`, { csr: "x" })),
+    );
+    const refused = replies.filter((r) => r.status === 401).length;
+    assert.ok(refused >= RATE.burst && refused <= RATE.burst + 1, `statuses ${replies.map((r) => r.status)}`);
+  });
+});

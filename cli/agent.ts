@@ -1,0 +1,78 @@
+/**
+ * `meshauth agent --config agent.yaml`: runs the node agent until SIGTERM or SIGINT.
+ * `--check` validates the configuration and the workload entries and exits. Every key is in
+ * `docs/agent.md`; `MESHAUTH_*` variables override the file.
+ *
+ * @module
+ */
+
+import { AGENT_ENV_OVERRIDES, type AgentConfig, loadAgentConfig } from "../agent/config.ts";
+import { isHelp, parseFlags, reportCliError, UsageError } from "./args.ts";
+
+const HELP = `usage: meshauth agent --config <file> [options]
+
+Runs the node agent: gets the node's identity with a join token (meshauth ca token create
+--node <name>), then a certificate for every workload on the node (static in the file, and
+drop-in files in workloadsDir), written into each workload's directory and renewed. Serves
+/healthz, /readyz and /metrics on 127.0.0.1:8444. Stops on SIGTERM or SIGINT.
+
+Options:
+  --config <file>   YAML or JSON configuration (every key: docs/agent.md)
+  --check           validate the configuration and the workload entries, print them, exit
+                    (1 when an entry is skipped)
+  --help            this text
+Environment overrides: ${Object.keys(AGENT_ENV_OVERRIDES).join(", ")}`;
+
+function describe(config: AgentConfig): string {
+  const lines = [
+    `configuration is valid: node ${config.node.name} of ${config.trustDomain}, CA ${config.ca.url}`,
+    `state directory ${config.stateDir}; status port ${config.listen.host}:${config.listen.port}`,
+    ...config.workloads.map((w) => `  workload ${w.name}: ${w.spiffeId} -> ${w.directory} (${w.layout})`),
+  ];
+  if (config.workloadsDir) lines.push(`  and the drop-in files in ${config.workloadsDir}`);
+  for (const p of config.workloadProblems) {
+    lines.push(`  skipped ${[p.file, p.field].filter(Boolean).join(" ")}: ${p.message}`);
+  }
+  return lines.join("\n");
+}
+
+/** Runs `meshauth agent <args>`; answers the exit code once the agent stops (2 for a usage error). */
+export async function runAgentCommand(args: string[]): Promise<number> {
+  try {
+    if (isHelp(args[0])) {
+      console.log(HELP);
+      return 0;
+    }
+    const { values } = parseFlags(args, {
+      config: { type: "string" },
+      check: { type: "boolean" },
+      help: { type: "boolean" },
+    });
+    if (values.help) {
+      console.log(HELP);
+      return 0;
+    }
+    if (values.config === undefined && process.env.MESHAUTH_NODE_NAME === undefined) {
+      throw new UsageError(`--config <file> is required (or the MESHAUTH_* variables)\n\n${HELP}`);
+    }
+    const config = await loadAgentConfig({ path: values.config, env: process.env });
+    if (values.check) {
+      console.log(describe(config));
+      return config.workloadProblems.length ? 1 : 0;
+    }
+    const { startAgentDaemon } = await import("../agent/daemon.ts");
+    const running = await startAgentDaemon(config);
+    await new Promise<void>((resolve) => {
+      const stop = () => {
+        process.off("SIGTERM", stop);
+        process.off("SIGINT", stop);
+        void running.close().then(resolve);
+      };
+      process.on("SIGTERM", stop);
+      process.on("SIGINT", stop);
+    });
+    return 0;
+  } catch (err) {
+    return reportCliError(err);
+  }
+}

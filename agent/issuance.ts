@@ -35,6 +35,11 @@ export interface SvidRequest {
   credential: CaCredential;
   keyAlgorithm?: KeyAlgorithm;
   ttlSeconds?: number;
+  /**
+   * Parses the bundle the CA answers with, answering the parse and the PEM to keep: a caller
+   * issuing many SVIDs reuses one parse and one string for all that carry the same bundle.
+   */
+  parseBundle?: (pem: string) => { bundle: TrustBundle; pem: string };
 }
 
 /** Makes a key, sends its CSR, and checks what comes back before anyone can use it. */
@@ -43,10 +48,12 @@ export async function obtainSvid(request: SvidRequest): Promise<HeldSvid> {
   const keys = await generateKeyPair(request.keyAlgorithm ?? "ECDSA-P256");
   const csr = await createCsr({ keys, id });
   const issued = await client.requestCertificate(csr, request.credential, { ttlSeconds: request.ttlSeconds });
-  const verified = await verifySvid(
-    issued.certificateChainPem,
-    TrustBundle.fromPem(id.trustDomain, issued.trustBundlePem),
-  );
+  const { bundle, pem: trustBundlePem } = request.parseBundle?.(issued.trustBundlePem) ??
+    { bundle: TrustBundle.fromPem(id.trustDomain, issued.trustBundlePem), pem: issued.trustBundlePem };
+  if (!bundle.trustDomain.equals(id.trustDomain)) {
+    throw new IdentityMismatch(bundle.trustDomain.name, id.trustDomain.name);
+  }
+  const verified = await verifySvid(issued.certificateChainPem, bundle);
   if (!issued.spiffeId.equals(id) || !verified.id.equals(id)) {
     throw new IdentityMismatch(verified.id.toString(), id.toString());
   }
@@ -56,6 +63,7 @@ export async function obtainSvid(request: SvidRequest): Promise<HeldSvid> {
   }
   return {
     ...issued,
+    trustBundlePem,
     spiffeId: SpiffeId.from(id),
     serialNumber: leaf.serialNumber,
     privateKeyPem: await exportPrivateKeyPem(keys.privateKey),

@@ -36,7 +36,7 @@ import {
   type KeyAlgorithm,
   type RenewalOptions,
   SpiffeId,
-  type TrustBundle,
+  TrustBundle,
   TrustDomain,
   verifySvid,
 } from "../mod.ts";
@@ -95,6 +95,8 @@ export interface NodeAgentOptions {
   maxRefreshSeconds?: number;
   /** Workloads writing files at once. Default 16. */
   maxConcurrentWrites?: number;
+  /** Issuances under way at once (the CA client bounds requests in flight itself). Default 8. */
+  maxConcurrentIssuances?: number;
   logger?: Logger;
   metrics?: AgentMetrics;
   /**
@@ -127,6 +129,10 @@ export class NodeAgent {
   readonly #bySource = new Map<string, readonly WorkloadSpec[]>();
   readonly #listeners = new Set<(event: AgentEvent) => void>();
   readonly #writes: ConcurrencyLimit;
+  readonly #issuances: ConcurrencyLimit;
+  /** Workloads whose files hold no valid certificate: readiness in O(1) as thousands deliver. */
+  readonly #notReady = new Set<string>();
+  #lastBundle?: { pem: string; bundle: TrustBundle };
   readonly #reportedConflicts = new Set<string>();
   #records = new Map<string, WorkloadRecord>();
   readonly #issuers = new Set<string>();
@@ -146,6 +152,7 @@ export class NodeAgent {
     this.metrics = options.metrics ?? new AgentMetrics();
     this.#state = new StateStore(options.stateDir);
     this.#writes = new ConcurrencyLimit(options.maxConcurrentWrites ?? 16);
+    this.#issuances = new ConcurrencyLimit(options.maxConcurrentIssuances ?? 8);
     this.#trust = new TrustRefresher({
       client: options.client,
       trustDomain,
@@ -393,6 +400,7 @@ export class NodeAgent {
     for (const [name, credential] of this.#workloads) {
       if (wanted.has(name)) continue;
       this.#workloads.delete(name);
+      this.#notReady.delete(name);
       removals.push(
         credential.remove().then(
           () => {
@@ -425,6 +433,13 @@ export class NodeAgent {
         trustBundle: () => this.#trust.bundle,
         state: this.#state,
         writes: this.#writes,
+        issuances: this.#issuances,
+        parseBundle: (pem) => {
+          if (this.#lastBundle?.pem !== pem) {
+            this.#lastBundle = { pem, bundle: TrustBundle.fromPem(this.nodeId.trustDomain, pem) };
+          }
+          return this.#lastBundle;
+        },
         renewal: this.#o.renewal,
         backoff: this.#o.backoff,
         logger: this.#logger,
@@ -434,6 +449,8 @@ export class NodeAgent {
           void this.#watchIssuer(svid);
         },
         onDelivered: (w) => {
+          if (w.isReady) this.#notReady.delete(w.name);
+          else this.#notReady.add(w.name);
           this.#emit({
             type: "delivered",
             workload: w.name,
@@ -445,6 +462,7 @@ export class NodeAgent {
         },
       });
       this.#workloads.set(name, credential);
+      this.#notReady.add(name);
       const record = this.#records.get(name);
       this.#records.delete(name);
       // Moved while the agent was down: the SVID still serves, the old directory is cleared.
@@ -539,12 +557,14 @@ export class NodeAgent {
 
   #checkReady(): void {
     if (!this.#sourcesStarted || this.#isStopped) return;
-    const { isReady, waitingFor } = this.readiness();
+    // Every delivery calls this: decide from the set of workloads not ready, in O(1).
+    const node = this.#node.current;
+    const isReady = this.#notReady.size === 0 && !!node && node.expiresAt.getTime() > Date.now();
     if (isReady && !this.#wasReady) {
       this.#logger.info("ready", { workloads: this.#workloads.size });
       this.#emit({ type: "ready" });
     } else if (!isReady && this.#wasReady) {
-      this.#logger.warn("not ready", { waitingFor: waitingFor.slice(0, 20) });
+      this.#logger.warn("not ready", { waitingFor: this.readiness().waitingFor.slice(0, 20) });
     }
     this.#wasReady = isReady;
   }

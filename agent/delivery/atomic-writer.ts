@@ -161,8 +161,7 @@ export async function writeGeneration(
   const current = generation.slice(directory.length + 1);
   try {
     await syncDirectory(directory);
-    await linkVisibleNames(directory, files.map((f) => f.name));
-    await removeStale(directory, current);
+    await tidy(directory, files.map((f) => f.name), current);
   } catch (err) {
     throw failed(directory, err);
   }
@@ -174,12 +173,18 @@ function failed(directory: string, err: unknown): MeshAuthError {
   return new DeliveryFailed(directory, e.code, String(e.message ?? err).split("\n")[0]);
 }
 
-/** Makes each visible name a symlink through `..data`, and removes those of names no longer delivered. */
-async function linkVisibleNames(directory: string, names: readonly string[]): Promise<void> {
+/**
+ * After a swap, in one listing of the directory: makes each visible name a symlink through
+ * `..data`, removes the links of names no longer delivered, and removes generations other
+ * than `current` with the leftovers of interrupted writes.
+ */
+async function tidy(directory: string, names: readonly string[], current: string): Promise<void> {
+  const entries = await fs.readdir(directory, { withFileTypes: true });
+  const byName = new Map(entries.map((e) => [e.name, e]));
   for (const name of names) {
     const path = join(directory, name);
     const target = `${DATA}/${name}`;
-    const existing = await fs.lstat(path).catch(() => undefined);
+    const existing = byName.get(name);
     if (existing?.isSymbolicLink() && (await fs.readlink(path)) === target) continue;
     if (existing?.isDirectory()) throw new DeliveryRefused(directory, `${name} is a directory`);
     // A new link replaces whatever had the name (a plain file from an older writer) in one rename.
@@ -187,24 +192,24 @@ async function linkVisibleNames(directory: string, names: readonly string[]): Pr
     await fs.symlink(target, tmp);
     await fs.rename(tmp, path);
   }
-  for (const entry of await fs.readdir(directory)) {
-    if (entry.startsWith("..") || names.includes(entry)) continue;
-    const path = join(directory, entry);
-    const stat = await fs.lstat(path).catch(() => undefined);
-    if (stat?.isSymbolicLink() && (await fs.readlink(path)).startsWith(`${DATA}/`)) await fs.unlink(path);
+  for (const entry of entries) {
+    const path = join(directory, entry.name);
+    if (entry.name.startsWith("..")) {
+      if (entry.name !== DATA && entry.name !== current && isLeftover(entry.name)) {
+        await fs.rm(path, { recursive: true, force: true });
+      }
+    } else if (
+      !names.includes(entry.name) && entry.isSymbolicLink() &&
+      (await fs.readlink(path)).startsWith(`${DATA}/`)
+    ) {
+      await fs.unlink(path);
+    }
   }
 }
 
-/** Removes generations other than `current`, and leftovers of an interrupted write. */
-async function removeStale(directory: string, current: string): Promise<void> {
-  for (const entry of await fs.readdir(directory)) {
-    if (!entry.startsWith("..") || entry === DATA || entry === current) continue;
-    if (
-      entry === DATA_TMP || VISIBLE_TMP.test(entry) || /^\.\.\d{4}_\d\d_\d\d_\d\d_\d\d_\d\d\./.test(entry)
-    ) {
-      await fs.rm(join(directory, entry), { recursive: true, force: true });
-    }
-  }
+/** A generation, or the temporary link of an interrupted swap. */
+function isLeftover(name: string): boolean {
+  return name === DATA_TMP || VISIBLE_TMP.test(name) || /^\.\.\d{4}_\d\d_\d\d_\d\d_\d\d_\d\d\./.test(name);
 }
 
 /**
@@ -253,7 +258,9 @@ export async function removeDelivery(directory: string): Promise<void> {
       if (stat?.isSymbolicLink() && (await fs.readlink(path)).startsWith(`${DATA}/`)) await fs.unlink(path);
     }
     await fs.rm(join(directory, DATA), { force: true });
-    await removeStale(directory, "");
+    for (const entry of await fs.readdir(directory)) {
+      if (isLeftover(entry)) await fs.rm(join(directory, entry), { recursive: true, force: true });
+    }
     await fs.rmdir(directory).catch(() => {});
   } catch (err) {
     throw failed(directory, err);

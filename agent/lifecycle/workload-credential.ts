@@ -35,6 +35,13 @@ export interface LifecycleContext {
   state: StateStore;
   /** Bounds how many workloads write files at once. */
   writes: ConcurrencyLimit;
+  /**
+   * Bounds how many issuances (key, CSR, request, checks) are under way at once, so that a
+   * thousand workloads starting together wait as closures, not as a thousand keys and CSRs.
+   */
+  issuances: ConcurrencyLimit;
+  /** Parses a trust bundle, reusing the last parse (and string) of the same PEM. */
+  parseBundle?: (pem: string) => { bundle: TrustBundle; pem: string };
   renewal?: RenewalOptions;
   backoff?: BackoffOptions;
   logger: Logger;
@@ -240,13 +247,16 @@ export class WorkloadCredential {
     let svid: HeldSvid;
     try {
       const credential = await this.#ctx.nodeCredential();
-      svid = await obtainSvid({
-        client: this.#ctx.client,
-        id: spec.spiffeId,
-        credential,
-        keyAlgorithm: spec.keyAlgorithm,
-        ttlSeconds: spec.ttlSeconds,
-      });
+      svid = await this.#ctx.issuances.run(() =>
+        obtainSvid({
+          client: this.#ctx.client,
+          id: spec.spiffeId,
+          credential,
+          keyAlgorithm: spec.keyAlgorithm,
+          ttlSeconds: spec.ttlSeconds,
+          parseBundle: this.#ctx.parseBundle,
+        })
+      );
     } catch (err) {
       if (this.#isStopped) return;
       this.#issueFailed(reason, err);

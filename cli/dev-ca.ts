@@ -3,7 +3,8 @@
  * trust domain `meshauth.local` in `./.meshauth/`; every run it serves TLS on
  * https://localhost:8443 (127.0.0.1 only), creates a single-use join token for the demo
  * identity and prints how to obtain a certificate with curl. `MESHAUTH_*` variables override
- * the defaults (see `meshauth ca serve --help`).
+ * the defaults (see `meshauth ca serve --help`); `npm start -- --config ca.yaml` starts from a
+ * configuration file (to place workloads on nodes for `meshauth agent`, say).
  *
  * @module
  */
@@ -14,6 +15,7 @@ import { join } from "node:path";
 import { createJoinToken } from "../ca-server/auth/join-token.ts";
 import { ConfigError, loadConfig } from "../ca-server/config.ts";
 import { jsonLogger } from "../internal/mod.ts";
+import { parseFlags, reportCliError, UsageError } from "./args.ts";
 import { runCaServer } from "../ca-server/workers.ts";
 import { initRoot, loadAuthorities, openKeyManager, openStore } from "../ca-server/from-config.ts";
 
@@ -30,7 +32,18 @@ export function demoInstructions(url: string, bundlePath: string, spiffeId: stri
 }
 
 async function main(): Promise<void> {
-  const config = await loadConfig({ env: process.env });
+  const { values } = parseFlags(process.argv.slice(2), {
+    config: { type: "string" },
+    help: { type: "boolean" },
+  });
+  if (values.help) {
+    console.log(`usage: npm start [-- --config <file>]
+
+A development CA: a root for meshauth.local in ./.meshauth on first run, TLS on https://localhost:8443.
+  --config <file>   a CA configuration (docs/ca-server.md), e.g. with nodes: for meshauth agent`);
+    return;
+  }
+  const config = await loadConfig({ path: values.config, env: process.env });
   const logger = jsonLogger({ level: config.log.level });
   if (cluster.isWorker) return await runCaServer(config, logger);
 
@@ -60,6 +73,7 @@ async function main(): Promise<void> {
 }
 
 main().catch((err) => {
+  if (err instanceof UsageError) process.exit(reportCliError(err));
   console.error(err instanceof ConfigError ? err.message : `meshauth: ${(err as Error).message}`);
   process.exit(1);
 });

@@ -339,7 +339,6 @@ export class WorkloadCredential {
       return;
     }
     this.#deliveryBackoff.reset();
-    this.#markDelivered(svid, trustBundlePem);
     this.#ctx.logger.info("delivered", {
       workload: this.name,
       spiffeId: spec.spiffeId.toString(),
@@ -347,6 +346,7 @@ export class WorkloadCredential {
       serialNumber: svid.serialNumber,
       notAfter: svid.expiresAt.toISOString(),
     });
+    this.#markDelivered(svid, trustBundlePem);
   }
 
   #markDelivered(svid: HeldSvid, trustBundlePem = this.#ctx.trustBundlePem()): void {

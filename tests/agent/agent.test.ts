@@ -211,7 +211,7 @@ describe("rotation with short lifetimes", () => {
     const mismatches: string[] = [];
     const serials = new Map<string, Set<string>>(names.map((n) => [n, new Set()]));
     let reads = 0;
-    const deadline = Date.now() + 12_000;
+    const deadline = Date.now() + 8000;
     const reader = async (name: string) => {
       const directory = join(dir.path, name);
       const layout = name === "fast-c"

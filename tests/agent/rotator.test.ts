@@ -200,6 +200,7 @@ test("concurrent rotations are serialized: the files on disk always hold a match
 async function onlyStart(
   keepAlive: boolean,
   watchMs: number,
+  enoughRotations = Infinity,
 ): Promise<{ lines: string[]; exitedAfterMs?: number }> {
   const script = join(dir, `only-start-${keepAlive}.mts`);
   const agentModule = new URL("../../agent/mod.ts", import.meta.url).pathname;
@@ -231,11 +232,17 @@ await rotator.start();
     stdio: ["ignore", "pipe", "inherit"],
   });
   const lines: string[] = [];
-  child.stdout.on("data", (d) => lines.push(...String(d).trim().split("\n")));
+  let enough: () => void = () => {};
+  const seenEnough = new Promise<undefined>((resolve) => enough = () => resolve(undefined));
+  child.stdout.on("data", (d) => {
+    lines.push(...String(d).trim().split("\n"));
+    if (lines.filter((l) => l.startsWith("rotated")).length >= enoughRotations) enough();
+  });
   const exited = new Promise<number>((resolve) => child.once("exit", () => resolve(Date.now() - started)));
   const watching = new AbortController();
   const exitedAfterMs = await Promise.race([
     exited,
+    seenEnough,
     sleep(watchMs, undefined, { signal: watching.signal }),
   ]);
   watching.abort();
@@ -247,8 +254,9 @@ await rotator.start();
 }
 
 test("a script that only starts the rotator stays alive and renews", async () => {
-  // 35 s certificates, backdated 30 s: renewed about 3.5 s after issuance.
-  const { lines, exitedAfterMs } = await onlyStart(true, 9000);
+  // 35 s certificates, backdated 30 s: renewed about 3.5 s after issuance (the old code's
+  // unref'd timer let such a script exit after about a second, before any renewal).
+  const { lines, exitedAfterMs } = await onlyStart(true, 9000, 2);
   assert.equal(exitedAfterMs, undefined, `the script exited after ${exitedAfterMs} ms: ${lines.join("; ")}`);
   assert.ok(lines.filter((l) => l.startsWith("rotated")).length >= 2, lines.join("; "));
 });

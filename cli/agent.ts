@@ -81,16 +81,28 @@ export async function runAgentCommand(args: string[]): Promise<number> {
     }
     keepYoungGenerationSmall();
     const { startAgentDaemon } = await import("../agent/daemon.ts");
-    const running = await startAgentDaemon(config);
-    await new Promise<void>((resolve) => {
-      const stop = () => {
-        process.off("SIGTERM", stop);
-        process.off("SIGINT", stop);
-        void running.close().then(resolve);
-      };
-      process.on("SIGTERM", stop);
-      process.on("SIGINT", stop);
-    });
+    // Signals are handled from the start. A stop before the agent runs (a node bootstrapping
+    // against a CA that does not answer yet) exits at once: every file it writes is replaced
+    // atomically, so an exit at any moment is as safe as it is after a SIGKILL.
+    let running: Awaited<ReturnType<typeof startAgentDaemon>> | undefined;
+    let stopped!: () => void;
+    const isStopped = new Promise<void>((resolve) => stopped = resolve);
+    const stop = () => {
+      process.off("SIGTERM", stop);
+      process.off("SIGINT", stop);
+      if (running) void running.close().then(stopped);
+      else process.exit(0);
+    };
+    process.on("SIGTERM", stop);
+    process.on("SIGINT", stop);
+    try {
+      running = await startAgentDaemon(config);
+    } catch (err) {
+      process.off("SIGTERM", stop);
+      process.off("SIGINT", stop);
+      throw err;
+    }
+    await isStopped;
     return 0;
   } catch (err) {
     return reportCliError(err);

@@ -138,6 +138,16 @@ export class WorkloadCredential {
           })
         );
         this.#delivered = undefined;
+        // The stored record names where the files are, for a restart to clean up after.
+        const held = this.#held;
+        if (held && !reissue) {
+          await this.#ctx.state.saveWorkload({
+            name: spec.name,
+            directory: spec.directory,
+            keyAlgorithm: spec.keyAlgorithm,
+            svid: held,
+          });
+        }
       });
     }
     if (reissue) this.issueNow("changed");

@@ -452,6 +452,42 @@ describe("workloads that come and go", () => {
     }
   });
 
+  test("conflicting entries are reported with file and field; the first one is served", async () => {
+    const drop = join(dir.path, "conflicts.d");
+    await mkdir(drop);
+    const shared = join(dir.path, "conflict", "shared");
+    await writeFile(join(drop, "two.yaml"), `spiffeId: ${idOf("two")}\ndirectory: ${shared}\n`);
+    await writeFile(
+      join(drop, "one.yaml"),
+      `spiffeId: ${idOf("one")}\ndirectory: ${join(dir.path, "conflict", "x")}\n`,
+    );
+    const running = await startAgent(ca, {
+      stateDir: join(dir.path, "state-conflict"),
+      sources: [
+        new StaticSource([workload("one", shared)]),
+        new DirectorySource({ directory: drop, trustDomain: TRUST_DOMAIN }),
+      ],
+    });
+    try {
+      await waitFor("the static workload", () => running.agent.readiness().isReady);
+      const problems = running.events.flatMap((e) => (e.type === "problem" ? [e.problem] : []));
+      const byFile = new Map(problems.map((p) => [p.file, p]));
+      assert.equal(byFile.get(join(drop, "one.yaml"))?.field, "name");
+      assert.match(
+        byFile.get(join(drop, "one.yaml"))!.message,
+        /the workload name one is already defined by static/,
+      );
+      assert.equal(byFile.get(join(drop, "two.yaml"))?.field, "directory");
+      assert.match(byFile.get(join(drop, "two.yaml"))!.message, /already used by workload one/);
+      assert.deepEqual(running.agent.workloads().map((w) => w.name), ["one"]);
+      assert.ok(
+        running.logs.entries.some((e) => e.msg === "workload entry skipped" && e.field === "directory"),
+      );
+    } finally {
+      await running.stop();
+    }
+  });
+
   test("a restart serves the stored certificates at once, before the CA answers, and re-issues none", async () => {
     const stateDir = join(dir.path, "state-restart");
     const specs = ["one", "two"].map((n) => workload(n, join(dir.path, "restart", n)));

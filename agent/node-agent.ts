@@ -209,10 +209,11 @@ export class NodeAgent {
   }
 
   /**
-   * Opens the state directory, restores or obtains the node identity, starts the sources and
-   * every workload (still-valid stored certificates are delivered at once, before the CA is
-   * asked), then keeps the trust bundle and CRLs current. Throws when the node identity cannot
-   * be obtained without an operator (a spent or missing join token).
+   * Opens the state directory, starts the sources and every workload (still-valid stored
+   * certificates are delivered at once, before the CA is asked, even when the node's own SVID
+   * must first be obtained again), restores or obtains the node identity, then keeps the trust
+   * bundle and CRLs current. Throws when the node identity cannot be obtained without an
+   * operator (a spent or missing join token); the files delivered stay.
    */
   async start(): Promise<void> {
     if (this.#isStarted) return;
@@ -223,7 +224,6 @@ export class NodeAgent {
       await this.#state.open();
       await this.#trust.load();
       this.#records = await this.#state.loadWorkloads();
-      await this.#node.start();
       const sink: WorkloadSink = {
         replace: (source, workloads) => {
           this.#bySource.set(source, workloads);
@@ -236,6 +236,8 @@ export class NodeAgent {
       await this.#scheduleReconcile();
       // Stored records no source names any more: their workloads went while the agent was down.
       await this.#removeOrphans();
+      // Issuances wait for this; restored certificates did not.
+      await this.#node.start();
       this.#trust.start();
       this.#checkReady();
     } catch (err) {

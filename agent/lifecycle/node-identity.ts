@@ -62,6 +62,8 @@ export class NodeIdentity {
   readonly #backoff: Backoff;
   #waiters: { resolve: (c: CaCredential) => void; reject: (e: unknown) => void }[] = [];
   #renewing?: Promise<void>;
+  /** Until start() has the first SVID, callers of credential() wait for it rather than race it. */
+  #isStarting = true;
 
   constructor(options: NodeIdentityOptions) {
     this.#o = options;
@@ -80,19 +82,28 @@ export class NodeIdentity {
    * cannot be reached is retried until it answers or the agent stops.
    */
   async start(): Promise<void> {
-    const stored = await this.#o.state.loadNode();
-    if (
-      stored && stored.spiffeId.equals(this.#o.id) && this.#isValid(stored) && await this.#o.isTrusted(stored)
-    ) {
-      this.#set(stored);
-      this.#o.logger.info("node identity restored", {
-        spiffeId: stored.spiffeId.toString(),
-        serialNumber: stored.serialNumber,
-        notAfter: stored.expiresAt.toISOString(),
-      });
-      this.#scheduleRenewal();
-      return;
+    try {
+      const stored = await this.#o.state.loadNode();
+      if (
+        stored && stored.spiffeId.equals(this.#o.id) && this.#isValid(stored) &&
+        await this.#o.isTrusted(stored)
+      ) {
+        this.#set(stored);
+        this.#o.logger.info("node identity restored", {
+          spiffeId: stored.spiffeId.toString(),
+          serialNumber: stored.serialNumber,
+          notAfter: stored.expiresAt.toISOString(),
+        });
+        this.#scheduleRenewal();
+        return;
+      }
+      await this.#bootstrap();
+    } finally {
+      this.#isStarting = false;
     }
+  }
+
+  async #bootstrap(): Promise<void> {
     for (;;) {
       try {
         await this.#obtain("initial");
@@ -126,7 +137,7 @@ export class NodeIdentity {
     }
     if (this.#isStopped) return Promise.reject(new Error("the agent is stopping"));
     // Expired (the agent was down, or renewal failed for its whole life): get a new one.
-    this.renewNow("expired");
+    if (!this.#isStarting) this.renewNow("expired");
     return new Promise((resolve, reject) => this.#waiters.push({ resolve, reject }));
   }
 

@@ -211,7 +211,7 @@ describe("rotation with short lifetimes", () => {
     const mismatches: string[] = [];
     const serials = new Map<string, Set<string>>(names.map((n) => [n, new Set()]));
     let reads = 0;
-    const deadline = Date.now() + 8000;
+    const deadline = Date.now() + 7000;
     const reader = async (name: string) => {
       const directory = join(dir.path, name);
       const layout = name === "fast-c"
@@ -371,7 +371,7 @@ describe("revocation and root rotation", () => {
   });
 
   test("a root rotation reaches every workload directory without a restart", async () => {
-    const r = await cli(["ca", "rotate", "--config", ca.configPath, "--overlap-seconds", "3"]);
+    const r = await cli(["ca", "rotate", "--config", ca.configPath, "--overlap-seconds", "2"]);
     assert.equal(r.code, 0, r.stderr);
     // The server picks up new authorities every 30 s; this does now what its timer would do.
     await ca.server.authorities.reload();
@@ -391,7 +391,7 @@ describe("revocation and root rotation", () => {
     assert.equal(running.agent.trustBundlePem(), bundlePem);
 
     // Once the new root signs, new certificates chain to it and verify against the delivered bundle.
-    await new Promise((resolve) => setTimeout(resolve, 3000));
+    await new Promise((resolve) => setTimeout(resolve, 2000));
     const oldSerial = running.agent.svid("beta")!.serialNumber;
     const revoked = await cli([
       "ca",

@@ -168,11 +168,11 @@ listen: { port: 0 }
   });
 
   test("SIGKILL at any moment leaves every directory with a matching key and certificate", async () => {
-    for (let i = 0; i < 5; i++) {
+    for (let i = 0; i < 4; i++) {
       running = startAgentProcess(configPath);
       await waitFor("start", () => running!.logs.some((l) => l.msg === "listening"), 30_000);
       // Anywhere in the start-up, a renewal or a bundle refresh (certificates renew every ~3.5 s).
-      await new Promise((resolve) => setTimeout(resolve, Math.floor(Math.random() * 2500)));
+      await new Promise((resolve) => setTimeout(resolve, Math.floor(Math.random() * 2000)));
       running.child.kill("SIGKILL");
       await running.exited;
       await assertEveryDirectoryMatches();

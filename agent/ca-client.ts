@@ -1,30 +1,61 @@
 /**
- * The node agent's client of the CA server's `/v1` API: sends a CSR, authenticated by a
- * bearer token (join token or Kubernetes service-account token) or by the workload's current
- * SVID over mutual TLS, and gets back the certificate chain and the trust bundle. It never
- * sends a private key.
+ * The agent's client of the CA server's `/v1` API, on `undici`: it sends CSRs (authenticated by
+ * a bearer token, or over mutual TLS by an SVID it holds), and fetches the trust bundle and the
+ * CRLs. It never sends a private key.
+ *
+ * Each credential gets its own small pool of keep-alive connections (one by default): a TLS
+ * connection carries the client certificate it was opened with, so connections are never
+ * shared between credentials, and a node agent renewing a thousand workloads with its one node
+ * SVID reuses one connection. Requests in flight are bounded across every pool
+ * (`maxConcurrentRequests`); the rest wait in order, so a thousand workloads starting at once
+ * never become a thousand simultaneous requests. Every request has a deadline.
+ *
+ * @example
+ * ```ts
+ * import { CaClient } from "meshauth/agent";
+ * const client = new CaClient({ url: "https://localhost:8443", caCertificatesPem: bundlePem });
+ * const bundle = await client.trustBundle();
+ * ```
  * @module
  */
 
-import { request as httpsRequest } from "node:https";
-import { request as httpRequest } from "node:http";
+import { createHash } from "node:crypto";
+import { Pool } from "undici";
 import { InvalidArgument, MeshAuthError, SpiffeId } from "../mod.ts";
+import { ConcurrencyLimit } from "./concurrency.ts";
 
 /** How the client authenticates to the CA. */
 export type CaCredential =
-  | { kind: "token"; token: string | (() => string | Promise<string>) }
+  | { kind: "token"; token: string | (() => string | undefined | Promise<string | undefined>) }
   | { kind: "mtls"; certificateChainPem: string; privateKeyPem: string };
+
+/** Which API call a request was, for metrics. */
+export type CaEndpoint = "certificates" | "bundle" | "crl";
+
+/** One finished CA request, reported to {@link CaClientOptions.onResponse}. */
+export interface CaRequestObservation {
+  endpoint: CaEndpoint;
+  seconds: number;
+  /** The HTTP status, or the kind of failure (`timeout`, `connect`, `tls`, `answer`). */
+  outcome: string;
+}
 
 /** Options of {@link CaClient}. */
 export interface CaClientOptions {
-  /** The CA's base URL, e.g. `https://127.0.0.1:8443`. */
+  /** The CA's base URL, e.g. `https://localhost:8443`. */
   url: string;
   /** PEM roots to trust for the CA's serving certificate (its own trust bundle); required for https. */
   caCertificatesPem?: string;
-  /** Per-request timeout. Default 10 s. */
+  /** Deadline of one request, from waiting for a connection to the last byte. Default 10 s. */
   timeoutMs?: number;
   /** Largest response body accepted. Default 1 MiB. */
   maxResponseBytes?: number;
+  /** Requests in flight at once, across every credential. Default 4. */
+  maxConcurrentRequests?: number;
+  /** Keep-alive connections per credential. Default 1. */
+  connectionsPerCredential?: number;
+  /** Called after every request (metrics). */
+  onResponse?: (observation: CaRequestObservation) => void;
 }
 
 /** A certificate the CA issued, as the API answers it. */
@@ -36,30 +67,110 @@ export interface IssuedSvid {
   trustBundlePem: string;
 }
 
-/** The CA answered with an error; `code` and `status` come from its problem+json body. */
+/** The trust bundle as `GET /v1/bundle.pem` answers it. */
+export type TrustBundleAnswer =
+  | { isModified: true; pem: string; etag?: string; sequence?: number; maxAgeSeconds?: number }
+  | { isModified: false; maxAgeSeconds?: number };
+
+/** The CA answered with an error; `status` and `problemCode` come from its problem+json body. */
 export class CaRequestFailed extends MeshAuthError {
   static override code = "ERR_CA_REQUEST_FAILED";
   override name = "CaRequestFailed";
   override code = CaRequestFailed.code;
-  constructor(readonly status: number, readonly problemCode: string | undefined, detail: string) {
+  constructor(
+    readonly status: number,
+    readonly problemCode: string | undefined,
+    detail: string,
+    /** From a `Retry-After` header (429, 503), in seconds. */
+    readonly retryAfterSeconds?: number,
+  ) {
     super(`the CA refused the request (HTTP ${status}${problemCode ? `, ${problemCode}` : ""}): ${detail}`);
   }
 }
 
-/** The CA could not be reached, or answered something that is not the API. */
+/** How a request to the CA failed before an API answer came back. */
+export type CaUnavailableKind = "connect" | "timeout" | "tls" | "answer" | "closed";
+
+/**
+ * The CA could not be reached, did not answer in time, failed the TLS handshake (its serving
+ * certificate not trusted or not naming the host), or answered something that is not the API.
+ * The message is one line; the underlying error's code is in `causeCode`. The raw error is not
+ * attached: a TLS error carries the peer's whole certificate, which `console.error` would print.
+ */
 export class CaUnavailable extends MeshAuthError {
   static override code = "ERR_CA_UNAVAILABLE";
   override name = "CaUnavailable";
   override code = CaUnavailable.code;
-  constructor(readonly url: string, reason: string, options?: ErrorOptions) {
-    super(`the CA at ${url} is unavailable: ${reason}`, options);
+  constructor(
+    readonly url: string,
+    readonly kind: CaUnavailableKind,
+    reason: string,
+    readonly causeCode?: string,
+  ) {
+    super(`the CA at ${url} is unavailable: ${reason}`);
   }
 }
+
+/** A bearer token was asked for and there is none: the variable or file that holds it is unset or empty. */
+export class TokenMissing extends MeshAuthError {
+  static override code = "ERR_TOKEN_MISSING";
+  override name = "TokenMissing";
+  override code = TokenMissing.code;
+  constructor(hint = "") {
+    super(`the bearer token is missing: it is unset or empty${hint}`);
+  }
+}
+
+const VISIBLE_ASCII = /^[\x21-\x7e]+$/;
+
+/**
+ * Checks a credential before anything is sent: a token given as a string must be present and
+ * be one run of visible ASCII (a line break would let it inject a header). A token given as a
+ * function is checked each time it is read.
+ */
+export function checkCredential(credential: CaCredential): void {
+  if (credential === null || typeof credential !== "object") {
+    throw new InvalidArgument("credential", 'expected { kind: "token", token } or { kind: "mtls", ... }');
+  }
+  if (credential.kind === "token") {
+    if (typeof credential.token !== "function") checkToken(credential.token);
+  } else if (credential.kind === "mtls") {
+    if (typeof credential.certificateChainPem !== "string" || typeof credential.privateKeyPem !== "string") {
+      throw new InvalidArgument(
+        "credential",
+        "an mtls credential needs certificateChainPem and privateKeyPem",
+      );
+    }
+  } else {
+    throw new InvalidArgument(
+      "credential.kind",
+      `expected "token" or "mtls", got ${JSON.stringify(credential)}`,
+    );
+  }
+}
+
+function checkToken(token: unknown): string {
+  if (token === undefined || token === null || (typeof token === "string" && token.trim() === "")) {
+    throw new TokenMissing();
+  }
+  if (typeof token !== "string" || !VISIBLE_ASCII.test(token)) {
+    throw new InvalidArgument("token", "a bearer token is one run of visible ASCII characters");
+  }
+  return token;
+}
+
+const MAX_POOLS = 16;
 
 /** A client of one CA server. */
 export class CaClient {
   readonly #url: URL;
   readonly #options: CaClientOptions;
+  readonly #limit: ConcurrencyLimit;
+  #caCertificatesPem: string | undefined;
+  // Least recently used first; each pool is bound to one credential.
+  readonly #pools = new Map<string, Pool>();
+  readonly #observers = new Set<(observation: CaRequestObservation) => void>();
+  #isClosed = false;
 
   constructor(options: CaClientOptions) {
     let url: URL;
@@ -84,8 +195,41 @@ export class CaClient {
     } else {
       throw new InvalidArgument("url", `the CA URL must be https (or http on loopback), got ${url.protocol}`);
     }
+    if (url.pathname !== "/" || url.search || url.hash) {
+      throw new InvalidArgument("url", `the CA URL is an origin (scheme, host, port), not ${options.url}`);
+    }
     this.#url = url;
     this.#options = options;
+    this.#caCertificatesPem = options.caCertificatesPem;
+    this.#limit = new ConcurrencyLimit(options.maxConcurrentRequests ?? 4);
+    if (options.onResponse) this.#observers.add(options.onResponse);
+  }
+
+  /** Calls `observer` after every request (metrics); answers a function that stops it. */
+  observe(observer: (observation: CaRequestObservation) => void): () => void {
+    this.#observers.add(observer);
+    return () => this.#observers.delete(observer);
+  }
+
+  /** The CA's origin. */
+  get url(): string {
+    return this.#url.origin;
+  }
+
+  /** Requests in flight now, and waiting for a slot. */
+  get load(): { running: number; waiting: number } {
+    return { running: this.#limit.running, waiting: this.#limit.waiting };
+  }
+
+  /**
+   * Trusts `pem` for the CA's serving certificate from now on (after a root rotation the CA's
+   * serving certificate chains to the new root). Open connections finish what they carry.
+   */
+  setTrustAnchors(pem: string): void {
+    if (pem === this.#caCertificatesPem) return;
+    this.#caCertificatesPem = pem;
+    for (const pool of this.#pools.values()) void pool.close().catch(() => {});
+    this.#pools.clear();
   }
 
   /** Sends a CSR and returns the issued SVID. */
@@ -94,127 +238,267 @@ export class CaClient {
     credential: CaCredential,
     options: { ttlSeconds?: number } = {},
   ): Promise<IssuedSvid> {
+    checkCredential(credential);
     const body = JSON.stringify({
       csr: csrPem,
       ...(options.ttlSeconds ? { ttlSeconds: options.ttlSeconds } : {}),
     });
-    const { status, json } = await this.#call("POST", "/v1/certificates", body, credential);
-    if (status !== 201) throw problem(status, json);
-    const answer = json as Record<string, unknown>;
-    const chain = answer.certificateChain;
+    const answer = await this.#request("certificates", "POST", "/v1/certificates", credential, body);
+    if (answer.status !== 201) throw problem(answer);
+    const json = answer.json as Record<string, unknown> | undefined;
+    const chain = json?.certificateChain;
     if (
-      typeof answer.spiffeId !== "string" || typeof answer.serialNumber !== "string" ||
-      typeof answer.expiresAt !== "string" || !Array.isArray(chain) ||
-      chain.some((c) => typeof c !== "string") ||
-      typeof answer.trustBundle !== "string"
+      !json || typeof json.spiffeId !== "string" || typeof json.serialNumber !== "string" ||
+      typeof json.expiresAt !== "string" || !Array.isArray(chain) || chain.length === 0 ||
+      chain.some((c) => typeof c !== "string") || typeof json.trustBundle !== "string"
     ) {
-      throw new CaUnavailable(this.#url.origin, "the issuance answer is missing fields");
+      throw new CaUnavailable(
+        this.#url.origin,
+        "answer",
+        "the issuance answer is not the API's (fields missing)",
+      );
+    }
+    let spiffeId: SpiffeId;
+    try {
+      spiffeId = SpiffeId.parse(json.spiffeId);
+    } catch {
+      throw new CaUnavailable(this.#url.origin, "answer", "the issuance answer names no valid SPIFFE ID");
     }
     return {
-      spiffeId: SpiffeId.parse(answer.spiffeId),
-      serialNumber: answer.serialNumber,
-      expiresAt: new Date(answer.expiresAt),
+      spiffeId,
+      serialNumber: json.serialNumber,
+      expiresAt: new Date(json.expiresAt),
       certificateChainPem: (chain as string[]).map((c) => (c.endsWith("\n") ? c : `${c}\n`)).join(""),
-      trustBundlePem: answer.trustBundle,
+      trustBundlePem: json.trustBundle,
+    };
+  }
+
+  /**
+   * Fetches the trust bundle (PEM). With the `etag` of the copy held, an unchanged bundle
+   * answers `isModified: false` and costs no body. `maxAgeSeconds` is the CA's caching hint.
+   */
+  async trustBundle(etag?: string): Promise<TrustBundleAnswer> {
+    const answer = await this.#request("bundle", "GET", "/v1/bundle.pem", undefined, undefined, {
+      ...(etag ? { "if-none-match": etag } : {}),
+    });
+    const maxAgeSeconds = maxAgeOf(answer.headers["cache-control"]);
+    if (answer.status === 304) return { isModified: false, maxAgeSeconds };
+    if (answer.status !== 200) throw problem(answer);
+    const pem = answer.text;
+    if (!pem.includes("-----BEGIN CERTIFICATE-----")) {
+      throw new CaUnavailable(this.#url.origin, "answer", "the trust bundle answer holds no certificate");
+    }
+    const sequence = Number(header(answer.headers, "spiffe-bundle-sequence"));
+    return {
+      isModified: true,
+      pem,
+      etag: header(answer.headers, "etag"),
+      sequence: Number.isSafeInteger(sequence) ? sequence : undefined,
+      maxAgeSeconds,
     };
   }
 
   /** Fetches the trust bundle as PEM. */
   async trustBundlePem(): Promise<string> {
-    const { status, text, json } = await this.#call("GET", "/v1/bundle.pem");
-    if (status !== 200) throw problem(status, json);
-    return text;
+    const answer = await this.trustBundle();
+    return answer.isModified ? answer.pem : "";
   }
 
-  #call(
-    method: string,
+  /** Fetches the CRL (DER) of one authority (the active one without `authorityId`). */
+  async crl(authorityId?: string): Promise<{ der: Uint8Array; maxAgeSeconds?: number }> {
+    if (authorityId !== undefined && !/^[0-9a-f]{32}$/.test(authorityId)) {
+      throw new InvalidArgument("authorityId", "expected 32 hex digits, as the CA names its authorities");
+    }
+    const path = authorityId ? `/v1/crl?authority=${authorityId}` : "/v1/crl";
+    const answer = await this.#request("crl", "GET", path);
+    if (answer.status !== 200) throw problem(answer);
+    return { der: answer.bytes, maxAgeSeconds: maxAgeOf(answer.headers["cache-control"]) };
+  }
+
+  /** Closes every connection; requests after this fail. */
+  async close(): Promise<void> {
+    this.#isClosed = true;
+    const pools = [...this.#pools.values()];
+    this.#pools.clear();
+    await Promise.all(pools.map((pool) => pool.close().catch(() => {})));
+  }
+
+  #pool(credential: CaCredential | undefined): Pool {
+    const key = credential?.kind === "mtls"
+      ? `mtls:${createHash("sha256").update(credential.certificateChainPem).digest("hex")}`
+      : "anonymous";
+    let pool = this.#pools.get(key);
+    if (pool) {
+      this.#pools.delete(key);
+      this.#pools.set(key, pool);
+      return pool;
+    }
+    const timeoutMs = this.#options.timeoutMs ?? 10_000;
+    const isIp = /^[\d.]+$|^\[/.test(this.#url.hostname);
+    pool = new Pool(this.#url.origin, {
+      connections: this.#options.connectionsPerCredential ?? 1,
+      pipelining: 1,
+      headersTimeout: timeoutMs,
+      bodyTimeout: timeoutMs,
+      connect: {
+        timeout: timeoutMs,
+        ...(this.#url.protocol === "https:"
+          ? {
+            ca: this.#caCertificatesPem,
+            minVersion: "TLSv1.2" as const,
+            // SNI carries host names only (RFC 6066 3).
+            ...(isIp ? {} : { servername: this.#url.hostname }),
+            ...(credential?.kind === "mtls"
+              ? { cert: credential.certificateChainPem, key: credential.privateKeyPem }
+              : {}),
+          }
+          : {}),
+      },
+    });
+    this.#pools.set(key, pool);
+    if (this.#pools.size > MAX_POOLS) {
+      const [oldestKey, oldest] = this.#pools.entries().next().value as [string, Pool];
+      this.#pools.delete(oldestKey);
+      void oldest.close().catch(() => {});
+    }
+    return pool;
+  }
+
+  #request(
+    endpoint: CaEndpoint,
+    method: "GET" | "POST",
     path: string,
-    body?: string,
     credential?: CaCredential,
-  ): Promise<{ status: number; text: string; json: unknown }> {
-    const url = new URL(path, this.#url);
-    const isTls = url.protocol === "https:";
-    const headers: Record<string, string> = { accept: "application/json, application/problem+json" };
-    if (body) headers["content-type"] = "application/json";
-    const send = async (
-      resolve: (v: { status: number; text: string; json: unknown }) => void,
-      reject: (e: unknown) => void,
-    ) => {
-      if (credential?.kind === "token") {
-        const token = typeof credential.token === "function" ? await credential.token() : credential.token;
-        if (typeof token !== "string" || !/^[\x21-\x7e]+$/.test(token)) {
-          throw new InvalidArgument("token", "a bearer token is one run of visible ASCII characters");
+    body?: string,
+    extraHeaders: Record<string, string> = {},
+  ): Promise<Answer> {
+    return this.#limit.run(async () => {
+      const started = performance.now();
+      let outcome = "error";
+      try {
+        if (this.#isClosed) throw new CaUnavailable(this.#url.origin, "closed", "the client was closed");
+        const headers: Record<string, string> = {
+          accept: "application/json, application/problem+json, application/x-pem-file, application/pkix-crl",
+          ...extraHeaders,
+        };
+        if (body !== undefined) headers["content-type"] = "application/json";
+        if (credential?.kind === "token") {
+          const token = typeof credential.token === "function" ? await credential.token() : credential.token;
+          headers.authorization = `Bearer ${checkToken(token)}`;
         }
-        headers.authorization = `Bearer ${token}`;
+        const answer = await this.#send(this.#pool(credential), method, path, headers, body);
+        outcome = String(answer.status);
+        return answer;
+      } catch (err) {
+        if (err instanceof CaUnavailable) outcome = err.kind;
+        throw err;
+      } finally {
+        const observation = { endpoint, seconds: (performance.now() - started) / 1000, outcome };
+        for (const observer of this.#observers) observer(observation);
       }
-      const tlsOptions = isTls
-        ? {
-          ca: this.#options.caCertificatesPem,
-          ...(credential?.kind === "mtls"
-            ? { cert: credential.certificateChainPem, key: credential.privateKeyPem }
-            : {}),
-        }
-        : {};
-      const req = (isTls ? httpsRequest : httpRequest)(url, {
-        method,
-        headers,
-        timeout: this.#options.timeoutMs ?? 10_000,
-        ...tlsOptions,
-      }, (res) => {
-        const limit = this.#options.maxResponseBytes ?? 1 << 20;
-        const chunks: Uint8Array[] = [];
-        let size = 0;
-        res.on("data", (chunk: Uint8Array) => {
-          size += chunk.length;
-          if (size > limit) {
-            req.destroy(new CaUnavailable(url.origin, `answer larger than ${limit} bytes`));
-            return;
-          }
-          chunks.push(chunk);
-        });
-        res.on("end", () => {
-          const text = new TextDecoder().decode(concatChunks(chunks));
-          let json: unknown;
-          try {
-            json = text && /json/.test(res.headers["content-type"] ?? "") ? JSON.parse(text) : undefined;
-          } catch {
-            json = undefined;
-          }
-          resolve({ status: res.statusCode ?? 0, text, json });
-        });
-        res.on("error", reject);
-      });
-      req.on("timeout", () => req.destroy(new CaUnavailable(url.origin, "request timed out")));
-      req.on(
-        "error",
-        (cause) =>
-          reject(
-            cause instanceof MeshAuthError
-              ? cause
-              : new CaUnavailable(url.origin, String(cause.message), { cause }),
-          ),
-      );
-      req.end(body);
-    };
-    return new Promise((resolve, reject) => {
-      send(resolve, reject).catch(reject);
     });
   }
-}
 
-function concatChunks(chunks: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
-  let offset = 0;
-  for (const c of chunks) {
-    out.set(c, offset);
-    offset += c.length;
+  async #send(
+    pool: Pool,
+    method: "GET" | "POST",
+    path: string,
+    headers: Record<string, string>,
+    body: string | undefined,
+  ): Promise<Answer> {
+    const timeoutMs = this.#options.timeoutMs ?? 10_000;
+    const signal = AbortSignal.timeout(timeoutMs);
+    const limit = this.#options.maxResponseBytes ?? 1 << 20;
+    const origin = this.#url.origin;
+    let response: Awaited<ReturnType<Pool["request"]>>;
+    try {
+      response = await pool.request({ path, method, headers, body, signal });
+    } catch (err) {
+      throw unavailable(origin, err, signal.aborted, timeoutMs);
+    }
+    const chunks: Uint8Array[] = [];
+    let size = 0;
+    try {
+      for await (const chunk of response.body) {
+        size += (chunk as Uint8Array).length;
+        if (size > limit) {
+          response.body.destroy();
+          throw new CaUnavailable(origin, "answer", `the answer is larger than ${limit} bytes`);
+        }
+        chunks.push(chunk as Uint8Array);
+      }
+    } catch (err) {
+      if (err instanceof CaUnavailable) throw err;
+      throw unavailable(origin, err, signal.aborted, timeoutMs);
+    }
+    const bytes = new Uint8Array(size);
+    let offset = 0;
+    for (const chunk of chunks) {
+      bytes.set(chunk, offset);
+      offset += chunk.length;
+    }
+    const text = new TextDecoder().decode(bytes);
+    let json: unknown;
+    if (/json/.test(header(response.headers, "content-type") ?? "")) {
+      try {
+        json = JSON.parse(text);
+      } catch {
+        json = undefined;
+      }
+    }
+    return { status: response.statusCode, headers: response.headers, bytes, text, json };
   }
-  return out;
 }
 
-function problem(status: number, json: unknown): CaRequestFailed {
-  const p = (json ?? {}) as { code?: string; detail?: string; title?: string };
-  return new CaRequestFailed(status, p.code, p.detail ?? p.title ?? "no detail");
+interface Answer {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  bytes: Uint8Array;
+  text: string;
+  json: unknown;
+}
+
+function header(headers: Answer["headers"], name: string): string | undefined {
+  const value = headers[name];
+  return Array.isArray(value) ? value[0] : value;
+}
+
+function maxAgeOf(cacheControl: string | string[] | undefined): number | undefined {
+  const text = Array.isArray(cacheControl) ? cacheControl.join(",") : cacheControl ?? "";
+  const m = /(?:^|,)\s*max-age=(\d+)/i.exec(text);
+  return m ? Number(m[1]) : undefined;
+}
+
+function problem(answer: Answer): CaRequestFailed {
+  const p = (answer.json ?? {}) as { code?: unknown; detail?: unknown; title?: unknown };
+  const detail = typeof p.detail === "string"
+    ? p.detail
+    : typeof p.title === "string"
+    ? p.title
+    : answer.text.slice(0, 200).split("\n")[0] || "no detail";
+  const retryAfter = Number(header(answer.headers, "retry-after"));
+  return new CaRequestFailed(
+    answer.status,
+    typeof p.code === "string" && /^ERR_[A-Z_]{1,60}$/.test(p.code) ? p.code : undefined,
+    detail,
+    Number.isFinite(retryAfter) && retryAfter >= 0 ? retryAfter : undefined,
+  );
+}
+
+const TLS_CODES = /^(ERR_TLS_|ERR_SSL_|CERT_|UNABLE_TO_|DEPTH_ZERO|SELF_SIGNED|HOSTNAME_MISMATCH)/;
+
+/** One line from any failure below the API: what kind, and the cause's code and first line. */
+function unavailable(origin: string, err: unknown, isTimedOut: boolean, timeoutMs: number): CaUnavailable {
+  const e = err as { code?: unknown; message?: unknown; name?: unknown };
+  const code = typeof e?.code === "string" ? e.code : undefined;
+  const message = String(e?.message ?? err).split("\n")[0].trim();
+  if (isTimedOut || /TIMEOUT/.test(code ?? "") || e?.name === "TimeoutError") {
+    return new CaUnavailable(origin, "timeout", `no answer within ${timeoutMs / 1000}s`, code);
+  }
+  if (code && TLS_CODES.test(code)) {
+    return new CaUnavailable(origin, "tls", `TLS: ${message} (${code})`, code);
+  }
+  return new CaUnavailable(origin, "connect", code ? `${message} (${code})` : message, code);
 }
 
 function isLoopback(hostname: string): boolean {

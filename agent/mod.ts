@@ -1,19 +1,30 @@
 /**
- * The node agent (`meshauth/agent`): what istio-agent does next to workloads. Today it keeps
- * an identity's X509-SVID fresh against the CA server and delivers it as files; workload
- * sources (static configuration, Kubernetes) and the mTLS proxy build on these pieces.
+ * The node agent (`meshauth/agent`): what istio-agent, ztunnel and SPIRE's agent do on a node.
+ * It runs once per node (`meshauth agent --config agent.yaml`, see `docs/agent.md`), holds the
+ * node's identity, makes each workload's key on the node and has the CA sign its CSR as the
+ * node, writes the files atomically into the workload's directory, renews them, and keeps the
+ * trust bundle and CRLs current.
+ *
+ * - {@link NodeAgent}: the agent itself, with every SVID reachable in memory and its changes as
+ *   events (for an in-process mTLS proxy). {@link startAgentDaemon} runs it from a
+ *   configuration with its status port.
+ * - Workload sources: {@link StaticSource}, {@link DirectorySource}, and the
+ *   {@link WorkloadSource} interface for others (Kubernetes pods, a CSI node plugin).
+ * - Delivery: {@link writeGeneration} (Kubernetes' `..data` swap) and the file layouts.
+ * - {@link CaClient} (on undici) and {@link SvidRotator}, to keep one identity fresh in a
+ *   program of your own.
  *
  * @example
  * ```ts
  * import { CaClient, SvidRotator } from "meshauth/agent";
- * const client = new CaClient({ url: "https://127.0.0.1:8443", caCertificatesPem: bundlePem });
+ * const client = new CaClient({ url: "https://localhost:8443", caCertificatesPem: bundlePem });
  * const rotator = new SvidRotator({
- *   id: "spiffe://cluster.local/ns/default/sa/photos",
+ *   id: "spiffe://meshauth.local/demo",
  *   client,
- *   credential: { kind: "token", token: process.env.MESHAUTH_JOIN_TOKEN! },
- *   directory: "/var/run/secrets/meshauth/photos",
+ *   credential: { kind: "token", token: process.env.MESHAUTH_JOIN_TOKEN },
+ *   directory: "/var/run/secrets/meshauth/demo",
  * });
- * await rotator.start(); // writes svid.pem, svid_key.pem (0600), bundle.pem; renews at ~half-life
+ * await rotator.start(); // svid.pem, svid_key.pem (0600), svid_bundle.pem; renews at ~half-life until stop()
  * ```
  * @module
  */
@@ -22,10 +33,65 @@ export {
   CaClient,
   type CaClientOptions,
   type CaCredential,
+  type CaEndpoint,
   CaRequestFailed,
+  type CaRequestObservation,
   CaUnavailable,
+  type CaUnavailableKind,
+  checkCredential,
   type IssuedSvid,
+  TokenMissing,
+  type TrustBundleAnswer,
 } from "./ca-client.ts";
-export { type HeldSvid, SvidRotator, type SvidRotatorOptions } from "./rotator.ts";
-export { DEFAULT_SVID_FILE_NAMES, type SvidFileNames, type SvidFiles, writeSvidFiles } from "./svid-files.ts";
+export { ConcurrencyLimit } from "./concurrency.ts";
+export { type HeldSvid, obtainSvid, type SvidRequest } from "./issuance.ts";
+export { SvidRotator, type SvidRotatorOptions } from "./rotator.ts";
+export { type AgentEvent, NodeAgent, type NodeAgentOptions, type WorkloadStatus } from "./node-agent.ts";
+export { AGENT_ENV_OVERRIDES, type AgentConfig, loadAgentConfig } from "./config.ts";
+export { AgentSetupError, type RunningAgent, startAgentDaemon } from "./daemon.ts";
+export { type OpsServer, type OpsTarget, startOpsServer, StatusPortInUse } from "./ops-server.ts";
+export {
+  AgentMetrics,
+  type AgentStatusReader,
+  EXPIRY_WARNING_FRACTION,
+  type HeldCertificateStatus,
+  isExpiring,
+} from "./metrics.ts";
+export type {
+  WorkloadOrigin,
+  WorkloadProblem,
+  WorkloadSink,
+  WorkloadSource,
+  WorkloadSpec,
+} from "./sources/source.ts";
+export { StaticSource } from "./sources/static.ts";
+export { DirectorySource, type DirectorySourceOptions } from "./sources/directory.ts";
+export { WORKLOAD_DEFAULTS, type WorkloadDefaults } from "./sources/workload-entry.ts";
+export {
+  DeliveryFailed,
+  DeliveryRefused,
+  type FileOwner,
+  type PayloadFile,
+  prepareDirectory,
+  readGeneration,
+  removeDelivery,
+  writeGeneration,
+} from "./delivery/atomic-writer.ts";
+export {
+  credentialFiles,
+  type Credentials,
+  type DeliveryOptions,
+  type FileLayout,
+  LAYOUT_NAMES,
+  type LayoutName,
+  LAYOUTS,
+} from "./delivery/layouts.ts";
+export { Backoff, type BackoffOptions } from "./lifecycle/backoff.ts";
+export { NodeBootstrapFailed, renewalMoment } from "./lifecycle/node-identity.ts";
+export {
+  StateDirectoryUnsafe,
+  StateStore,
+  type TrustRecord,
+  type WorkloadRecord,
+} from "./lifecycle/state-store.ts";
 export { writeFileAtomic } from "../internal/mod.ts";

@@ -1,35 +1,29 @@
 /**
- * Keeps one identity's X509-SVID fresh: makes a key where the workload runs, sends only a CSR
- * to the CA, delivers the result (files, or a callback for the proxy), and renews at the
- * moment {@link renewalTime} picks, retrying with capped exponential backoff on failure.
- * After the first issuance, renewals authenticate with the current SVID over mutual TLS, so
- * a single-use join token is enough to bootstrap.
+ * Keeps one identity's X509-SVID fresh, for a program that holds its own identity (the node
+ * agent does this for every workload on a node): makes a key where it runs, sends only a CSR,
+ * delivers the result (atomically into a directory, and to a callback, e.g. to reload a TLS
+ * context), and renews at the moment {@link renewalMoment} picks, retrying with capped
+ * exponential backoff on failure. After the first issuance, renewals authenticate with the
+ * current SVID over mutual TLS, so a single-use join token is enough to bootstrap.
+ *
+ * While started, the rotator keeps the process alive (like a server does) so that a script
+ * that only starts it goes on renewing; call {@link SvidRotator.stop} to let it exit, or pass
+ * `keepAlive: false` when something else keeps the process alive.
+ *
  * @module
  */
 
-import {
-  createCsr,
-  exportPrivateKeyPem,
-  exportSpki,
-  generateKeyPair,
-  IdentityMismatch,
-  InvalidKey,
-  type KeyAlgorithm,
-  type RenewalOptions,
-  renewalTime,
-  SpiffeId,
-  TrustBundle,
-  verifySvid,
-} from "../mod.ts";
-import type { CaClient, CaCredential, IssuedSvid } from "./ca-client.ts";
-import { writeSvidFiles } from "./svid-files.ts";
+import { type KeyAlgorithm, type RenewalOptions, SpiffeId } from "../mod.ts";
+import { type CaClient, type CaCredential, checkCredential } from "./ca-client.ts";
+import { writeGeneration } from "./delivery/atomic-writer.ts";
+import { credentialFiles, type LayoutName } from "./delivery/layouts.ts";
+import { type HeldSvid, obtainSvid } from "./issuance.ts";
+import { Backoff } from "./lifecycle/backoff.ts";
+import { retryAfterMs } from "./lifecycle/failure.ts";
+import { renewalMoment } from "./lifecycle/node-identity.ts";
+import { callAt, holdProcessOpen, type Timer } from "./lifecycle/timer.ts";
 
-/** An SVID with the private key that belongs to it. */
-export interface HeldSvid extends IssuedSvid {
-  privateKeyPem: string;
-  /** The leaf's notBefore (the CA backdates it a little). */
-  notBefore: Date;
-}
+export type { HeldSvid };
 
 /** Options of {@link SvidRotator}. */
 export interface SvidRotatorOptions {
@@ -42,8 +36,14 @@ export interface SvidRotatorOptions {
   keyAlgorithm?: KeyAlgorithm;
   ttlSeconds?: number;
   renewal?: RenewalOptions;
-  /** Write svid.pem, svid_key.pem and bundle.pem here on every rotation. */
+  /**
+   * Deliver the files here on every rotation, a whole generation at a time (a `..data`
+   * symlink swapped to it, as Kubernetes does): `svid.pem`, `svid_key.pem` (0600) and
+   * `svid_bundle.pem` by default.
+   */
   directory?: string;
+  /** File names in `directory`: the SPIFFE helper's by default, or Istio's. */
+  layout?: LayoutName;
   /** Called after every rotation (for example to reload a TLS context). */
   onRotate?: (svid: HeldSvid) => void | Promise<void>;
   /** Called when a rotation attempt fails; it will be retried. */
@@ -51,6 +51,8 @@ export interface SvidRotatorOptions {
   /** Backoff bounds for failed attempts. Default 1 s to 60 s. */
   retryInitialMs?: number;
   retryMaxMs?: number;
+  /** Keep the process alive while started (default true). */
+  keepAlive?: boolean;
 }
 
 /** Keeps one SVID current until stopped. */
@@ -58,14 +60,18 @@ export class SvidRotator {
   readonly id: SpiffeId;
   #options: SvidRotatorOptions;
   #current?: HeldSvid;
-  #timer?: ReturnType<typeof setTimeout>;
+  #timer?: Timer;
   #stopped = false;
   #rotation: Promise<unknown> = Promise.resolve();
-  #failures = 0;
+  readonly #backoff: Backoff;
+  #release?: () => void;
 
   constructor(options: SvidRotatorOptions) {
     this.id = SpiffeId.from(options.id);
+    // An unset token fails here, naming what is missing, not at the first request.
+    checkCredential(options.credential);
     this.#options = options;
+    this.#backoff = new Backoff({ initialMs: options.retryInitialMs, maxMs: options.retryMaxMs });
   }
 
   /** The SVID held now, if any. */
@@ -77,14 +83,19 @@ export class SvidRotator {
   async start(): Promise<HeldSvid> {
     this.#stopped = false;
     const svid = await this.rotate();
+    if ((this.#options.keepAlive ?? true) && !this.#release && !this.#stopped) {
+      this.#release = holdProcessOpen();
+    }
     return svid;
   }
 
-  /** Stops renewing. The files already written stay. */
+  /** Stops renewing and lets the process exit. The files already written stay. */
   stop(): void {
     this.#stopped = true;
-    if (this.#timer) clearTimeout(this.#timer);
+    this.#timer?.cancel();
     this.#timer = undefined;
+    this.#release?.();
+    this.#release = undefined;
   }
 
   /**
@@ -98,44 +109,23 @@ export class SvidRotator {
   }
 
   async #rotateOnce(): Promise<HeldSvid> {
-    const keys = await generateKeyPair(this.#options.keyAlgorithm ?? "ECDSA-P256");
-    const csr = await createCsr({ keys, id: this.id });
-    const issued = await this.#options.client.requestCertificate(csr, this.#credential(), {
+    const held = await obtainSvid({
+      client: this.#options.client,
+      id: this.id,
+      credential: this.#credential(),
+      keyAlgorithm: this.#options.keyAlgorithm,
       ttlSeconds: this.#options.ttlSeconds,
     });
-    // Nothing is delivered unless it is an SVID for this identity, for this key, that the
-    // bundle delivered with it verifies.
-    const verified = await verifySvid(
-      issued.certificateChainPem,
-      TrustBundle.fromPem(this.id.trustDomain, issued.trustBundlePem),
-    );
-    if (!issued.spiffeId.equals(this.id) || !verified.id.equals(this.id)) {
-      throw new IdentityMismatch(verified.id.toString(), this.id.toString());
-    }
-    const leaf = verified.chain[0];
-    const spki = await exportSpki(keys.publicKey);
-    if (leaf.spki.length !== spki.length || leaf.spki.some((b, i) => b !== spki[i])) {
-      throw new InvalidKey("the CA issued a certificate for a key other than the one this agent generated");
-    }
-    const held: HeldSvid = {
-      ...issued,
-      privateKeyPem: await exportPrivateKeyPem(keys.privateKey),
-      notBefore: leaf.notBefore,
-      expiresAt: leaf.notAfter,
-    };
     if (this.#options.directory) {
-      await writeSvidFiles(this.#options.directory, {
-        certificateChainPem: held.certificateChainPem,
-        privateKeyPem: held.privateKeyPem,
-        trustBundlePem: held.trustBundlePem,
-      });
+      await writeGeneration(
+        this.#options.directory,
+        credentialFiles(held, { layout: this.#options.layout ?? "spiffe-helper", keyFileMode: 0o600 }),
+      );
     }
     this.#current = held;
-    this.#failures = 0;
+    this.#backoff.reset();
     await this.#options.onRotate?.(held);
-    this.#schedule(
-      renewalTime({ notBefore: held.notBefore, notAfter: held.expiresAt }, this.#options.renewal),
-    );
+    this.#schedule(renewalMoment(held, this.#options.renewal));
     return held;
   }
 
@@ -153,20 +143,13 @@ export class SvidRotator {
 
   #schedule(at: Date): void {
     if (this.#stopped) return;
-    if (this.#timer) clearTimeout(this.#timer);
-    // setTimeout's delay is a 32-bit millisecond count; longer waits are re-armed.
-    const delay = Math.min(Math.max(0, at.getTime() - Date.now()), 0x7fffffff);
-    this.#timer = setTimeout(() => {
-      if (Date.now() < at.getTime()) return this.#schedule(at);
+    this.#timer?.cancel();
+    this.#timer = callAt(at, () => {
       this.rotate().catch((error) => {
-        const initial = this.#options.retryInitialMs ?? 1000;
-        const max = this.#options.retryMaxMs ?? 60_000;
-        const backoff = Math.min(max, initial * 2 ** this.#failures++);
-        const retryIn = Math.floor(backoff / 2 + Math.random() * backoff / 2);
+        const retryIn = this.#backoff.next(retryAfterMs(error));
         this.#options.onError?.(error, retryIn);
         this.#schedule(new Date(Date.now() + retryIn));
       });
-    }, delay);
-    (this.#timer as { unref?: () => void }).unref?.();
+    });
   }
 }

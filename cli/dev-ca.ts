@@ -3,7 +3,8 @@
  * trust domain `meshauth.local` in `./.meshauth/`; every run it serves TLS on
  * https://localhost:8443 (127.0.0.1 only), creates a single-use join token for the demo
  * identity and prints how to obtain a certificate with curl. `MESHAUTH_*` variables override
- * the defaults (see `meshauth ca serve --help`).
+ * the defaults (see `meshauth ca serve --help`); `npm start -- --config ca.yaml` starts from a
+ * configuration file (to place workloads on nodes for `meshauth agent`, say).
  *
  * @module
  */
@@ -12,6 +13,7 @@ import cluster from "node:cluster";
 import { createJoinToken } from "../ca-server/auth/join-token.ts";
 import { loadConfig } from "../ca-server/config.ts";
 import { jsonLogger } from "../internal/mod.ts";
+import { parseFlags, reportCliError } from "./args.ts";
 import { runCaServer } from "../ca-server/workers.ts";
 import { initRoot, openKeyManager, openStore, trustBundlePath } from "../ca-server/from-config.ts";
 
@@ -32,7 +34,18 @@ export function demoInstructions(url: string, bundlePath: string, spiffeId: stri
 }
 
 async function main(): Promise<void> {
-  const config = await loadConfig({ env: process.env });
+  const { values } = parseFlags(process.argv.slice(2), {
+    config: { type: "string" },
+    help: { type: "boolean" },
+  });
+  if (values.help) {
+    console.log(`usage: npm start [-- --config <file>]
+
+A development CA: a root for meshauth.local in ./.meshauth on first run, TLS on https://127.0.0.1:8443.
+  --config <file>   a CA configuration (docs/ca-server.md), e.g. with nodes: for meshauth agent`);
+    return;
+  }
+  const config = await loadConfig({ path: values.config, env: process.env });
   const logger = jsonLogger({ level: config.log.level });
   if (cluster.isWorker) return await runCaServer(config, logger);
 
@@ -65,6 +78,5 @@ async function main(): Promise<void> {
 }
 
 main().catch((err) => {
-  console.error(`meshauth: ${(err as Error).message}`);
-  process.exit(1);
+  process.exit(reportCliError(err));
 });

@@ -1,5 +1,6 @@
 /**
- * The `meshauth` command line: `meshauth ca ...` runs and manages the CA (see `cli/ca.ts`).
+ * The `meshauth` command line: `meshauth ca ...` runs and manages the CA (see `cli/ca.ts`),
+ * `meshauth agent ...` runs the node agent (see `cli/agent.ts`).
  * `meshauth --help` lists the command groups, `meshauth <group> --help` their commands.
  *
  * @module
@@ -13,12 +14,14 @@ const HELP = `usage: meshauth <group> <command> [options]
 
 Groups:
   ca       the certificate authority: init, serve, revoke, token create, rotate, export-key
+  agent    the node agent: certificates for the workloads of a node, written and renewed
 
 Run "meshauth <group> --help" for its commands; "meshauth --version" for the version.`;
 
 /** The command groups, each loaded only when used, so that --help and --version are quick. */
 const GROUPS: Record<string, () => Promise<(args: string[]) => Promise<number>>> = {
   ca: async () => (await import("./ca.ts")).runCaCommand,
+  agent: async () => (await import("./agent.ts")).runAgentCommand,
 };
 
 /** Runs the CLI with `argv` (without the node and script paths); answers the exit code. */

@@ -1,7 +1,8 @@
 /**
  * The internal entry: what `ca-server/` and `agent/` share that is not meshauth's public API.
  * Core helpers they need beyond `mod.ts` (argument checks, codecs, the WebCrypto signer and
- * provider), durable file replacement, and the JSON logger. The package's `exports` do not
+ * provider), authority ids, durable file replacement, the JSON logger, the configuration
+ * reader and Prometheus metrics. The package's `exports` do not
  * name it, so users cannot depend on it; the build links it to the same core as `mod.ts`, so
  * `instanceof` and caches mean one thing across entries.
  *
@@ -13,6 +14,7 @@ export { type KeyRequest, parseKeyRequest, publicKeyAlgorithm } from "../lib/csr
 export { bytesEqual, fromBase64Url, fromHex, toBase64Url, toHex } from "../lib/encoding.ts";
 export { keySigner, signatureScheme } from "../lib/x509/signature.ts";
 export { webCryptoProvider } from "../lib/x509/crypto-provider.ts";
+export { authorityIdOf } from "./authority-id.ts";
 export { removeStaleTemporaries, writeFileAtomic } from "./atomic-file.ts";
 export { jsonLogger, type Logger, type LogLevel, silentLogger } from "./logger.ts";
 export {
@@ -22,3 +24,4 @@ export {
   loadConfigFile,
   type RawConfig,
 } from "./config-file.ts";
+export { Counter, Gauge, Histogram, type Labels, MetricsRegistry } from "./prometheus.ts";

@@ -78,6 +78,9 @@ async function buildNode(entry, keepNames) {
     absWorkingDir: root,
     plugins: entry.core ? [] : [importCoreFromDist(outfile)],
   });
+  // The bin must stay executable when a checkout rebuilds it (`npm run build`): npm sets the bit
+  // only when it installs, and `npx meshauth` would fail with "Permission denied".
+  if (entry.banner) chmodSync(outfile, 0o755);
   // One copy of the core per install: `instanceof MeshAuthError` and SpiffeId values must mean
   // the same in "meshauth" and in "meshauth/ca-server".
   // The CLI runs as a program (npx meshauth, or the path itself) in a checkout too.

@@ -16,7 +16,9 @@
  */
 
 import { importPrivateKeyPem, type Signer } from "../../mod.ts";
-import { keySigner, toHex } from "../../internal/mod.ts";
+import { authorityIdOf, keySigner } from "../../internal/mod.ts";
+
+export { authorityIdOf };
 
 /** One CA authority the server knows: its certificate chain and when it starts signing. */
 export interface AuthorityRecord {
@@ -51,13 +53,6 @@ export interface KeyManager {
   add(authority: NewAuthority): Promise<AuthorityRecord>;
   /** The private key as PKCS#8 PEM: only for an operator's explicit export. */
   exportPrivateKeyPem(id: string): Promise<string>;
-}
-
-/** An authority id from the CA certificate's DER. */
-export async function authorityIdOf(certificateChainPem: string): Promise<string> {
-  const body = certificateChainPem.split("-----END CERTIFICATE-----")[0];
-  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(body.replace(/\s+/g, "")));
-  return toHex(new Uint8Array(digest).subarray(0, 16));
 }
 
 /** A signer over a PEM private key, imported non-extractable. */

@@ -2,7 +2,9 @@
 // single-use join token, renew over mutual TLS with the SVID it holds, deliver files atomically.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtemp, readFile, rm, stat } from "node:fs/promises";
+import { spawn } from "node:child_process";
+import { setTimeout as sleep } from "node:timers/promises";
+import { mkdtemp, readFile, readlink, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
@@ -60,20 +62,22 @@ async function joinToken(isSingleUse = true): Promise<string> {
     .token;
 }
 
-test("the rotator bootstraps with a join token and writes a verifiable SVID, key 0600", async () => {
+test("the rotator bootstraps with a join token and delivers a verifiable SVID through ..data, key 0600", async () => {
   const out = join(dir, "photos");
   const rotator = new SvidRotator({
     id,
     client: new CaClient({ url: server.url, caCertificatesPem: bundlePem }),
     credential: { kind: "token", token: await joinToken() },
     directory: out,
+    keepAlive: false,
   });
   try {
     const held = await rotator.start();
+    assert.equal(await readlink(join(out, "svid.pem")), "..data/svid.pem");
     const chain = await readFile(join(out, "svid.pem"), "utf8");
     const verified = await verifySvid(
       chain,
-      TrustBundle.fromPem(TRUST_DOMAIN, await readFile(join(out, "bundle.pem"), "utf8")),
+      TrustBundle.fromPem(TRUST_DOMAIN, await readFile(join(out, "svid_bundle.pem"), "utf8")),
     );
     assert.equal(verified.id.toString(), id.toString());
     assert.equal((await stat(join(out, "svid_key.pem"))).mode & 0o777, 0o600);
@@ -190,4 +194,75 @@ test("concurrent rotations are serialized: the files on disk always hold a match
   } finally {
     rotator.stop();
   }
+});
+
+/** Runs a script that only starts a rotator; answers its output lines and whether it exited. */
+async function onlyStart(
+  keepAlive: boolean,
+  watchMs: number,
+  enoughRotations = Infinity,
+): Promise<{ lines: string[]; exitedAfterMs?: number }> {
+  const script = join(dir, `only-start-${keepAlive}.mts`);
+  const agentModule = new URL("../../agent/mod.ts", import.meta.url).pathname;
+  await writeFile(
+    script,
+    `import { CaClient, SvidRotator } from ${JSON.stringify(agentModule)};
+const rotator = new SvidRotator({
+  id: process.env.TEST_ID!,
+  client: new CaClient({ url: process.env.TEST_URL!, caCertificatesPem: process.env.TEST_BUNDLE }),
+  credential: { kind: "token", token: process.env.TEST_TOKEN },
+  ttlSeconds: 35,
+  ${keepAlive ? "" : "keepAlive: false,"}
+  onRotate: (svid) => console.log("rotated", svid.serialNumber),
+});
+await rotator.start();
+`,
+  );
+  const node = typeof (globalThis as { Deno?: unknown }).Deno === "undefined" ? process.execPath : "node";
+  const started = Date.now();
+  const child = spawn(node, ["--import", "tsx", script], {
+    cwd: new URL("../..", import.meta.url).pathname,
+    env: {
+      ...process.env,
+      TEST_ID: id.toString(),
+      TEST_URL: server.url,
+      TEST_BUNDLE: bundlePem,
+      TEST_TOKEN: await joinToken(),
+    },
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  const lines: string[] = [];
+  let enough: () => void = () => {};
+  const seenEnough = new Promise<undefined>((resolve) => enough = () => resolve(undefined));
+  child.stdout.on("data", (d) => {
+    lines.push(...String(d).trim().split("\n"));
+    if (lines.filter((l) => l.startsWith("rotated")).length >= enoughRotations) enough();
+  });
+  const exited = new Promise<number>((resolve) => child.once("exit", () => resolve(Date.now() - started)));
+  const watching = new AbortController();
+  const exitedAfterMs = await Promise.race([
+    exited,
+    seenEnough,
+    sleep(watchMs, undefined, { signal: watching.signal }),
+  ]);
+  watching.abort();
+  if (exitedAfterMs === undefined) {
+    child.kill("SIGTERM");
+    await exited;
+  }
+  return { lines, exitedAfterMs };
+}
+
+test("a script that only starts the rotator stays alive and renews", async () => {
+  // 35 s certificates, backdated 30 s: renewed about 3.5 s after issuance (the old code's
+  // unref'd timer let such a script exit after about a second, before any renewal).
+  const { lines, exitedAfterMs } = await onlyStart(true, 9000, 2);
+  assert.equal(exitedAfterMs, undefined, `the script exited after ${exitedAfterMs} ms: ${lines.join("; ")}`);
+  assert.ok(lines.filter((l) => l.startsWith("rotated")).length >= 2, lines.join("; "));
+});
+
+test("with keepAlive false the rotator does not hold the process open", async () => {
+  const { lines, exitedAfterMs } = await onlyStart(false, 15_000);
+  assert.notEqual(exitedAfterMs, undefined, "the script exited by itself");
+  assert.equal(lines.filter((l) => l.startsWith("rotated")).length, 1);
 });

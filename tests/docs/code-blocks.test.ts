@@ -12,7 +12,8 @@
 //   ts worker           a Workers module: its default export's fetch() gets a request carrying
 //                       demo.crt (URL-encoded, in x-client-cert) and env.BUNDLE_JWKS from that CA
 // A block that uses `Deno.` runs on Deno only, `Bun.` on Bun only; one that imports
-// meshauth/ca-server or meshauth/agent (Node-only entries) on Node and Bun.
+// meshauth/agent on Node (the agent's CA client is undici, which Bun only shims), and one
+// that imports meshauth/ca-server on Node and Bun.
 // Runs once per `npm test`, as its own step (scripts/test.mjs).
 import assert from "node:assert/strict";
 import { execFile, spawn } from "node:child_process";
@@ -71,7 +72,9 @@ function blocks(): Block[] {
         ? ["deno"]
         : /\bBun\./.test(code)
         ? ["bun"]
-        : /from "meshauth\/(ca-server|agent)"/.test(code)
+        : /from "meshauth\/agent"/.test(code)
+        ? ["node"]
+        : /from "meshauth\/ca-server"/.test(code)
         ? ["node", "bun"]
         : ["node", "deno", "bun"];
       found.push({ file, line: text.slice(0, match.index).split("\n").length, mode, code, runtimes });

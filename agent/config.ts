@@ -1,0 +1,259 @@
+/**
+ * The agent's configuration (`meshauth agent --config agent.yaml`): a YAML or JSON file, then
+ * `MESHAUTH_*` environment overrides, read by the same reader as the CA's, so every problem is
+ * named by its path, a misspelt key is refused, and a bad environment value is named by its
+ * variable. Relative paths in the file resolve against the file's directory.
+ *
+ * A malformed entry of `workloads:` does not stop the agent: it is reported (file and field)
+ * and skipped, and the others are served. Every other problem refuses the configuration.
+ * Every key is described in `docs/agent.md`.
+ *
+ * @example
+ * ```ts
+ * import { loadAgentConfig } from "meshauth/agent";
+ * const config = await loadAgentConfig({ path: "agent.yaml", env: process.env });
+ * ```
+ * @module
+ */
+
+import { KEY_ALGORITHMS, type KeyAlgorithm, TrustDomain } from "../mod.ts";
+import {
+  type ConfigSources,
+  FieldReader,
+  loadConfigFile,
+  type LogLevel,
+  type RawConfig,
+} from "../internal/mod.ts";
+import type { WorkloadProblem, WorkloadSpec } from "./sources/source.ts";
+import {
+  problemOf,
+  readWorkloadDefaults,
+  readWorkloadEntry,
+  type WorkloadDefaults,
+} from "./sources/workload-entry.ts";
+
+/** The validated configuration. */
+export interface AgentConfig {
+  trustDomain: string;
+  ca: {
+    url: string;
+    /** The CA's roots, to verify it before the first bundle is fetched. */
+    trustBundleFile: string;
+    timeoutSeconds: number;
+    maxConcurrentRequests: number;
+    connectionsPerCredential: number;
+  };
+  node: {
+    name: string;
+    joinToken?: string;
+    joinTokenFile?: string;
+    keyAlgorithm: KeyAlgorithm;
+    ttlSeconds?: number;
+  };
+  stateDir: string;
+  workloadsDir?: string;
+  workloadDefaults: WorkloadDefaults;
+  /** The valid entries of `workloads:`. */
+  workloads: WorkloadSpec[];
+  /** The entries of `workloads:` that were skipped, and why. */
+  workloadProblems: WorkloadProblem[];
+  renewal: { ratio: number; jitter: number; retryInitialSeconds: number; retryMaxSeconds: number };
+  refresh: { minSeconds: number; maxSeconds: number };
+  delivery: { maxConcurrentWrites: number };
+  listen: { host: string; port: number };
+  log: { level: LogLevel };
+}
+
+/** Environment variables that override the file, and the fields they set. */
+export const AGENT_ENV_OVERRIDES: Record<string, string> = {
+  MESHAUTH_TRUST_DOMAIN: "trustDomain",
+  MESHAUTH_CA_URL: "ca.url",
+  MESHAUTH_CA_BUNDLE_FILE: "ca.trustBundleFile",
+  MESHAUTH_NODE_NAME: "node.name",
+  MESHAUTH_JOIN_TOKEN: "node.joinToken",
+  MESHAUTH_JOIN_TOKEN_FILE: "node.joinTokenFile",
+  MESHAUTH_AGENT_STATE_DIR: "stateDir",
+  MESHAUTH_AGENT_WORKLOADS_DIR: "workloadsDir",
+  MESHAUTH_AGENT_LISTEN_HOST: "listen.host",
+  MESHAUTH_AGENT_LISTEN_PORT: "listen.port",
+  MESHAUTH_LOG_LEVEL: "log.level",
+};
+
+const TOP_LEVEL = [
+  "trustDomain",
+  "ca",
+  "node",
+  "stateDir",
+  "workloadsDir",
+  "workloadDefaults",
+  "workloads",
+  "renewal",
+  "refresh",
+  "delivery",
+  "listen",
+  "log",
+] as const;
+
+/** Reads, overrides and validates. `path` may be omitted (defaults plus environment). */
+export function loadAgentConfig(sources: ConfigSources = {}): Promise<AgentConfig> {
+  return loadConfigFile(sources, AGENT_ENV_OVERRIDES, (raw, fields) => validate(raw, fields, sources.path));
+}
+
+function ratio(fields: FieldReader, path: string, value: unknown, fallback: number, max: number): number {
+  if (value === undefined) return fallback;
+  const n = typeof value === "string" && /^\d*\.?\d+$/.test(value) ? Number(value) : value;
+  if (typeof n !== "number" || !(n >= 0 && n <= max)) {
+    fields.problem(`${path}: expected a number from 0 to ${max}, got ${JSON.stringify(value)}`);
+    return fallback;
+  }
+  return n;
+}
+
+function validate(raw: RawConfig, fields: FieldReader, file: string | undefined): AgentConfig {
+  fields.knownKeys(raw, TOP_LEVEL);
+  const str = fields.str.bind(fields);
+  const int = fields.int.bind(fields);
+  const obj = fields.obj.bind(fields);
+
+  const trustDomainName = str("trustDomain", raw.trustDomain, "meshauth.local");
+  let trustDomain: TrustDomain | undefined;
+  try {
+    trustDomain = TrustDomain.parse(trustDomainName);
+  } catch (err) {
+    fields.problem(`trustDomain: ${(err as Error).message}`);
+  }
+
+  const caRaw = obj("ca", raw.ca, [
+    "url",
+    "trustBundleFile",
+    "timeoutSeconds",
+    "maxConcurrentRequests",
+    "connectionsPerCredential",
+  ]);
+  const ca = {
+    url: str("ca.url", caRaw.url, "https://localhost:8443"),
+    trustBundleFile: fields.path("ca.trustBundleFile", caRaw.trustBundleFile, ".meshauth/bundle.pem"),
+    timeoutSeconds: int("ca.timeoutSeconds", caRaw.timeoutSeconds, 10, 1, 300),
+    maxConcurrentRequests: int("ca.maxConcurrentRequests", caRaw.maxConcurrentRequests, 4, 1, 256),
+    connectionsPerCredential: int("ca.connectionsPerCredential", caRaw.connectionsPerCredential, 1, 1, 64),
+  };
+  try {
+    const url = new URL(ca.url);
+    if (url.protocol !== "https:" && url.protocol !== "http:") {
+      fields.problem(`ca.url: expected an https:// URL, got ${JSON.stringify(ca.url)}`);
+    } else if (url.pathname !== "/" || url.search || url.hash) {
+      fields.problem(
+        `ca.url: the CA's origin (scheme, host and port) without a path, got ${JSON.stringify(ca.url)}`,
+      );
+    }
+  } catch {
+    fields.problem(`ca.url: not a URL: ${JSON.stringify(ca.url)}`);
+  }
+
+  const nodeRaw = obj("node", raw.node, ["name", "joinToken", "joinTokenFile", "keyAlgorithm", "ttlSeconds"]);
+  const nodeName = str("node.name", nodeRaw.name);
+  if (nodeName && !/^[A-Za-z0-9._-]+$/.test(nodeName)) {
+    fields.problem(
+      `node.name: a node name may hold letters, digits, ".", "_", "-", got ${JSON.stringify(nodeName)}`,
+    );
+  }
+  const node = {
+    name: nodeName,
+    joinToken: fields.optionalStr("node.joinToken", nodeRaw.joinToken),
+    joinTokenFile: nodeRaw.joinTokenFile === undefined
+      ? undefined
+      : fields.path("node.joinTokenFile", nodeRaw.joinTokenFile),
+    keyAlgorithm: fields.oneOf("node.keyAlgorithm", nodeRaw.keyAlgorithm, KEY_ALGORITHMS, "ECDSA-P256"),
+    ttlSeconds: nodeRaw.ttlSeconds === undefined
+      ? undefined
+      : int("node.ttlSeconds", nodeRaw.ttlSeconds, 0, 60, 366 * 86400),
+  };
+  if (node.joinToken !== undefined && node.joinTokenFile !== undefined) {
+    fields.problem("node.joinToken: give node.joinToken or node.joinTokenFile, not both");
+  }
+
+  const stateDir = fields.path("stateDir", raw.stateDir, ".meshauth/agent");
+  const workloadsDir = raw.workloadsDir === undefined
+    ? undefined
+    : fields.path("workloadsDir", raw.workloadsDir);
+  const workloadDefaults = readWorkloadDefaults(fields, raw.workloadDefaults);
+
+  const workloads: WorkloadSpec[] = [];
+  const workloadProblems: WorkloadProblem[] = [];
+  if (raw.workloads !== undefined && !Array.isArray(raw.workloads)) {
+    fields.problem("workloads: expected a list of workload entries");
+  } else if (trustDomain) {
+    (raw.workloads as unknown[] | undefined ?? []).forEach((entry, i) => {
+      // Each entry has its own reader: its problems skip it, they do not refuse the file.
+      const entryFields = new FieldReader(fields.fileDir, fields.cwd, fields.fromShell);
+      const origin = { source: "static", file, field: `workloads[${i}]` };
+      const spec = readWorkloadEntry(entryFields, entry, {
+        trustDomain: trustDomain!,
+        defaults: workloadDefaults,
+        origin,
+        prefix: `workloads[${i}]`,
+      });
+      if (spec) workloads.push(spec);
+      for (const text of entryFields.problems) {
+        workloadProblems.push({ ...problemOf(origin, text) });
+      }
+    });
+  }
+
+  const renewalRaw = obj("renewal", raw.renewal, [
+    "ratio",
+    "jitter",
+    "retryInitialSeconds",
+    "retryMaxSeconds",
+  ]);
+  const renewal = {
+    ratio: ratio(fields, "renewal.ratio", renewalRaw.ratio, 0.5, 0.9),
+    jitter: ratio(fields, "renewal.jitter", renewalRaw.jitter, 0.1, 0.5),
+    retryInitialSeconds: int("renewal.retryInitialSeconds", renewalRaw.retryInitialSeconds, 1, 1, 3600),
+    retryMaxSeconds: int("renewal.retryMaxSeconds", renewalRaw.retryMaxSeconds, 60, 1, 86400),
+  };
+  if (renewal.ratio <= 0) fields.problem("renewal.ratio: must be above 0");
+  if (renewal.jitter >= renewal.ratio) fields.problem("renewal.jitter: must be below renewal.ratio");
+  if (renewal.retryInitialSeconds > renewal.retryMaxSeconds) {
+    fields.problem("renewal.retryInitialSeconds: must not exceed renewal.retryMaxSeconds");
+  }
+
+  const refreshRaw = obj("refresh", raw.refresh, ["minSeconds", "maxSeconds"]);
+  const refresh = {
+    minSeconds: int("refresh.minSeconds", refreshRaw.minSeconds, 5, 1, 3600),
+    maxSeconds: int("refresh.maxSeconds", refreshRaw.maxSeconds, 300, 1, 86400),
+  };
+  if (refresh.minSeconds > refresh.maxSeconds) {
+    fields.problem("refresh.minSeconds: must not exceed refresh.maxSeconds");
+  }
+
+  const deliveryRaw = obj("delivery", raw.delivery, ["maxConcurrentWrites"]);
+  const delivery = {
+    maxConcurrentWrites: int("delivery.maxConcurrentWrites", deliveryRaw.maxConcurrentWrites, 16, 1, 256),
+  };
+
+  const listenRaw = obj("listen", raw.listen, ["host", "port"]);
+  const listen = {
+    host: str("listen.host", listenRaw.host, "127.0.0.1"),
+    port: int("listen.port", listenRaw.port, 8444, 0, 65535),
+  };
+
+  const logRaw = obj("log", raw.log, ["level"]);
+  const level = fields.oneOf("log.level", logRaw.level, ["debug", "info", "warn", "error"] as const, "info");
+
+  return {
+    trustDomain: trustDomainName,
+    ca,
+    node,
+    stateDir,
+    workloadsDir,
+    workloadDefaults,
+    workloads,
+    workloadProblems,
+    renewal,
+    refresh,
+    delivery,
+    listen,
+    log: { level },
+  };
+}

@@ -1,0 +1,207 @@
+/**
+ * The agent's state directory: its node SVID, the trust bundle it last fetched, and each
+ * workload's key and certificate, so that a restarted agent serves every still-valid
+ * certificate at once, before the CA answers, and does not re-issue them all.
+ *
+ * ```
+ * <stateDir>/node.json             the node SVID and its key       (0600)
+ * <stateDir>/trust.json            the trust bundle, its ETag      (0600)
+ * <stateDir>/workloads/<name>.json one workload's SVID and key     (0600)
+ * ```
+ *
+ * Each record is one file replaced atomically, so a key and its certificate are always stored
+ * together. The directory is made 0700, and one that others can reach is refused: it holds
+ * every private key of the node.
+ *
+ * @module
+ */
+
+import { promises as fs } from "node:fs";
+import { join } from "node:path";
+import { KEY_ALGORITHMS, type KeyAlgorithm, MeshAuthError, SpiffeId } from "../../mod.ts";
+import { removeStaleTemporaries, writeFileAtomic } from "../../internal/mod.ts";
+import type { HeldSvid } from "../issuance.ts";
+
+/** The state directory cannot be used. */
+export class StateDirectoryUnsafe extends MeshAuthError {
+  static override code = "ERR_STATE_DIRECTORY_UNSAFE";
+  override name = "StateDirectoryUnsafe";
+  override code = StateDirectoryUnsafe.code;
+  constructor(readonly directory: string, reason: string) {
+    super(`the state directory ${directory} ${reason}`);
+  }
+}
+
+/** A workload's stored SVID, and where its files were delivered. */
+export interface WorkloadRecord {
+  name: string;
+  directory: string;
+  /** The algorithm of the stored key (a changed setting means a new key). */
+  keyAlgorithm?: KeyAlgorithm;
+  svid: HeldSvid;
+}
+
+/** The trust bundle as last fetched. */
+export interface TrustRecord {
+  bundlePem: string;
+  etag?: string;
+  sequence?: number;
+}
+
+interface StoredSvid {
+  spiffeId: string;
+  serialNumber: string;
+  notBefore: string;
+  notAfter: string;
+  certificateChainPem: string;
+  privateKeyPem: string;
+  trustBundlePem: string;
+}
+
+function store(svid: HeldSvid): StoredSvid {
+  return {
+    spiffeId: svid.spiffeId.toString(),
+    serialNumber: svid.serialNumber,
+    notBefore: svid.notBefore.toISOString(),
+    notAfter: svid.expiresAt.toISOString(),
+    certificateChainPem: svid.certificateChainPem,
+    privateKeyPem: svid.privateKeyPem,
+    trustBundlePem: svid.trustBundlePem,
+  };
+}
+
+function revive(value: unknown): HeldSvid | undefined {
+  const s = value as Partial<StoredSvid> | undefined;
+  if (
+    !s || typeof s.spiffeId !== "string" || typeof s.serialNumber !== "string" ||
+    typeof s.notBefore !== "string" || typeof s.notAfter !== "string" ||
+    typeof s.certificateChainPem !== "string" || typeof s.privateKeyPem !== "string" ||
+    typeof s.trustBundlePem !== "string"
+  ) return undefined;
+  const notBefore = new Date(s.notBefore);
+  const expiresAt = new Date(s.notAfter);
+  if (Number.isNaN(notBefore.getTime()) || Number.isNaN(expiresAt.getTime())) return undefined;
+  try {
+    return {
+      spiffeId: SpiffeId.parse(s.spiffeId),
+      serialNumber: s.serialNumber,
+      notBefore,
+      expiresAt,
+      certificateChainPem: s.certificateChainPem,
+      privateKeyPem: s.privateKeyPem,
+      trustBundlePem: s.trustBundlePem,
+    };
+  } catch {
+    return undefined;
+  }
+}
+
+/** The agent's records on disk. */
+export class StateStore {
+  constructor(readonly directory: string) {}
+
+  /** Creates the directory (0700) if missing and refuses one that others can reach. */
+  async open(): Promise<void> {
+    await fs.mkdir(join(this.directory, "workloads"), { recursive: true, mode: 0o700 });
+    const stat = await fs.lstat(this.directory);
+    if (!stat.isDirectory()) throw new StateDirectoryUnsafe(this.directory, "is not a directory");
+    if (stat.mode & 0o077) {
+      throw new StateDirectoryUnsafe(
+        this.directory,
+        `is open to others (mode ${
+          (stat.mode & 0o777).toString(8).padStart(4, "0")
+        }) but holds private keys; ` +
+          `chmod 700 it`,
+      );
+    }
+    await removeStaleTemporaries(this.directory);
+    await removeStaleTemporaries(join(this.directory, "workloads"));
+  }
+
+  async #read(path: string): Promise<unknown> {
+    try {
+      return JSON.parse(await fs.readFile(path, "utf8"));
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** The node's SVID, if stored. */
+  async loadNode(): Promise<HeldSvid | undefined> {
+    return revive(((await this.#read(join(this.directory, "node.json"))) as { svid?: unknown })?.svid);
+  }
+
+  /** Stores the node's SVID. */
+  async saveNode(svid: HeldSvid): Promise<void> {
+    await writeFileAtomic(
+      join(this.directory, "node.json"),
+      JSON.stringify({ version: 1, svid: store(svid) }),
+      0o600,
+    );
+  }
+
+  /** The trust bundle last fetched, if stored. */
+  async loadTrust(): Promise<TrustRecord | undefined> {
+    const t = (await this.#read(join(this.directory, "trust.json"))) as Partial<TrustRecord> | undefined;
+    if (typeof t?.bundlePem !== "string") return undefined;
+    return {
+      bundlePem: t.bundlePem,
+      etag: typeof t.etag === "string" ? t.etag : undefined,
+      sequence: typeof t.sequence === "number" ? t.sequence : undefined,
+    };
+  }
+
+  /** Stores the trust bundle. */
+  async saveTrust(record: TrustRecord): Promise<void> {
+    await writeFileAtomic(
+      join(this.directory, "trust.json"),
+      JSON.stringify({ version: 1, ...record }),
+      0o600,
+    );
+  }
+
+  /** Every stored workload record; unreadable ones are skipped (their workloads get new SVIDs). */
+  async loadWorkloads(): Promise<Map<string, WorkloadRecord>> {
+    const out = new Map<string, WorkloadRecord>();
+    const dir = join(this.directory, "workloads");
+    for (const file of await fs.readdir(dir)) {
+      if (!file.endsWith(".json")) continue;
+      const raw = (await this.#read(join(dir, file))) as {
+        name?: unknown;
+        directory?: unknown;
+        keyAlgorithm?: unknown;
+        svid?: unknown;
+      };
+      const svid = revive(raw?.svid);
+      if (
+        !svid || typeof raw?.name !== "string" || typeof raw.directory !== "string" ||
+        `${raw.name}.json` !== file
+      ) {
+        continue;
+      }
+      const keyAlgorithm = KEY_ALGORITHMS.find((a) => a === raw.keyAlgorithm);
+      out.set(raw.name, { name: raw.name, directory: raw.directory, keyAlgorithm, svid });
+    }
+    return out;
+  }
+
+  /** Stores one workload's SVID (before its files are delivered, so a crash between loses nothing). */
+  async saveWorkload(record: WorkloadRecord): Promise<void> {
+    await writeFileAtomic(
+      join(this.directory, "workloads", `${record.name}.json`),
+      JSON.stringify({
+        version: 1,
+        name: record.name,
+        directory: record.directory,
+        keyAlgorithm: record.keyAlgorithm,
+        svid: store(record.svid),
+      }),
+      0o600,
+    );
+  }
+
+  /** Forgets a workload. */
+  async removeWorkload(name: string): Promise<void> {
+    await fs.rm(join(this.directory, "workloads", `${name}.json`), { force: true });
+  }
+}

@@ -1,0 +1,304 @@
+/**
+ * Keeping the trust bundle and the CRLs current: the bundle is fetched from the CA on its
+ * caching hint (`Cache-Control: max-age`, with `If-None-Match` so an unchanged bundle costs no
+ * body), bounded by the configured minimum and maximum; a change is stored, trusted for the
+ * CA's own serving certificate from then on, and handed to the agent, which writes it into
+ * every workload's directory, so a root rotation reaches workloads with no restart.
+ *
+ * The CRL of each authority that issued a certificate the agent holds is fetched the same way,
+ * checked by the core's chain validator (its signature, issuer and validity), and handed on
+ * with its revoked serial numbers; a held certificate found there is re-issued at once.
+ *
+ * @module
+ */
+
+import {
+  type Crl,
+  encodePem,
+  parseCertificates,
+  parseCrl,
+  TrustBundle,
+  type TrustDomain,
+  VerificationError,
+  verifySvid,
+} from "../../mod.ts";
+import { authorityIdOf, bytesEqual, type Logger } from "../../internal/mod.ts";
+import type { CaClient } from "../ca-client.ts";
+import type { AgentMetrics } from "../metrics.ts";
+import { Backoff, type BackoffOptions } from "./backoff.ts";
+import { causeOf, messageOf, retryAfterMs } from "./failure.ts";
+import type { StateStore } from "./state-store.ts";
+import { callAfter, type Timer } from "./timer.ts";
+
+/** A certificate the agent holds, as the CRL check needs it. */
+export interface HeldCertificate {
+  certificateChainPem: string;
+  serialNumber: string;
+  expiresAt: Date;
+}
+
+/** Options of {@link TrustRefresher}. */
+export interface TrustRefresherOptions {
+  client: CaClient;
+  trustDomain: TrustDomain;
+  state: StateStore;
+  /** The roots configured to trust the CA with; always trusted for its serving certificate. */
+  bootstrapBundlePem: string;
+  /** Bounds on the wait between fetches, whatever the CA's hint says. */
+  minRefreshMs: number;
+  maxRefreshMs: number;
+  backoff?: BackoffOptions;
+  logger: Logger;
+  metrics: AgentMetrics;
+  /** Every certificate held now (the node's and the workloads'). */
+  heldCertificates: () => Iterable<HeldCertificate>;
+  onBundle: (bundle: TrustBundle, pem: string, sequence: number | undefined) => void;
+  onCrl: (authorityId: string, crl: Crl, revokedSerials: ReadonlySet<string>) => void;
+}
+
+interface HeldCrl {
+  crl: Crl;
+  revoked: Set<string>;
+}
+
+/** The trust bundle and CRLs, kept current. */
+export class TrustRefresher {
+  readonly #o: TrustRefresherOptions;
+  #pem = "";
+  #bundle?: TrustBundle;
+  #etag?: string;
+  #sequence?: number;
+  readonly #crls = new Map<string, HeldCrl>();
+  readonly #issuerIds = new WeakMap<HeldCertificate, Promise<string | undefined>>();
+  #bundleTimer?: Timer;
+  #crlTimer?: Timer;
+  readonly #bundleBackoff: Backoff;
+  readonly #crlBackoff: Backoff;
+  #isStopped = false;
+  #bundleFetch?: Promise<void>;
+  #crlFetch?: Promise<void>;
+
+  constructor(options: TrustRefresherOptions) {
+    this.#o = options;
+    this.#bundleBackoff = new Backoff(options.backoff);
+    this.#crlBackoff = new Backoff(options.backoff);
+  }
+
+  /** The trust bundle as PEM. */
+  get pem(): string {
+    return this.#pem;
+  }
+
+  /** The trust bundle. */
+  get bundle(): TrustBundle {
+    return this.#bundle ?? TrustBundle.fromPem(this.#o.trustDomain, this.#o.bootstrapBundlePem);
+  }
+
+  /** Its sequence number, when the CA gave one. */
+  get sequence(): number | undefined {
+    return this.#sequence;
+  }
+
+  /** The verified CRLs, by authority id. */
+  crls(): ReadonlyMap<string, Crl> {
+    return new Map([...this.#crls].map(([id, held]) => [id, held.crl]));
+  }
+
+  /** Starts from the stored bundle (or the configured one), before the CA is asked. */
+  async load(): Promise<void> {
+    const stored = await this.#o.state.loadTrust();
+    let pem = this.#o.bootstrapBundlePem;
+    if (stored) {
+      try {
+        TrustBundle.fromPem(this.#o.trustDomain, stored.bundlePem);
+        pem = stored.bundlePem;
+        this.#etag = stored.etag;
+        this.#sequence = stored.sequence;
+      } catch {
+        // A damaged record: the configured bundle, and a fetch, replace it.
+      }
+    }
+    this.#use(pem);
+  }
+
+  /** Fetches the bundle now and then on the CA's hint; CRLs likewise. */
+  start(): void {
+    this.#isStopped = false;
+    this.refreshBundle();
+    this.refreshCrls();
+  }
+
+  stop(): Promise<void> {
+    this.#isStopped = true;
+    this.#bundleTimer?.cancel();
+    this.#crlTimer?.cancel();
+    return Promise.all([this.#bundleFetch, this.#crlFetch]).then(() => {});
+  }
+
+  /** Fetches the bundle now (unless a fetch is under way). */
+  refreshBundle(): Promise<void> {
+    if (this.#bundleFetch || this.#isStopped) return this.#bundleFetch ?? Promise.resolve();
+    this.#bundleTimer?.cancel();
+    this.#bundleFetch = this.#fetchBundle().finally(() => this.#bundleFetch = undefined);
+    return this.#bundleFetch;
+  }
+
+  /** Fetches the CRLs of the authorities of held certificates now (unless under way). */
+  refreshCrls(): Promise<void> {
+    if (this.#crlFetch || this.#isStopped) return this.#crlFetch ?? Promise.resolve();
+    this.#crlTimer?.cancel();
+    this.#crlFetch = this.#fetchCrls().finally(() => this.#crlFetch = undefined);
+    return this.#crlFetch;
+  }
+
+  #use(pem: string): TrustBundle {
+    const bundle = TrustBundle.fromPem(this.#o.trustDomain, pem);
+    this.#pem = pem;
+    this.#bundle = bundle;
+    // The bundle the operator configured stays trusted for the CA itself, with the fetched one.
+    this.#o.client.setTrustAnchors(
+      pem === this.#o.bootstrapBundlePem ? pem : `${this.#o.bootstrapBundlePem.trimEnd()}\n${pem}`,
+    );
+    return bundle;
+  }
+
+  #delay(maxAgeSeconds: number | undefined): number {
+    const hinted = maxAgeSeconds === undefined ? this.#o.maxRefreshMs : maxAgeSeconds * 1000;
+    const bounded = Math.min(this.#o.maxRefreshMs, Math.max(this.#o.minRefreshMs, hinted));
+    // A tenth of jitter, so agents started together do not stay in step.
+    return Math.floor(bounded * (0.9 + Math.random() * 0.1));
+  }
+
+  async #fetchBundle(): Promise<void> {
+    let wait: number;
+    try {
+      const answer = await this.#o.client.trustBundle(this.#etag);
+      this.#bundleBackoff.reset();
+      wait = this.#delay(answer.maxAgeSeconds);
+      if (answer.isModified && normalize(answer.pem) !== normalize(this.#pem)) {
+        let bundle: TrustBundle;
+        try {
+          bundle = TrustBundle.fromPem(this.#o.trustDomain, answer.pem);
+        } catch (err) {
+          throw new Error(`the CA's trust bundle does not parse: ${messageOf(err)}`);
+        }
+        this.#etag = answer.etag;
+        this.#sequence = answer.sequence;
+        await this.#o.state.saveTrust({
+          bundlePem: answer.pem,
+          etag: answer.etag,
+          sequence: answer.sequence,
+        });
+        this.#use(answer.pem);
+        this.#o.metrics.trustBundleUpdates.inc();
+        this.#o.logger.info("trust bundle changed", {
+          sequence: answer.sequence,
+          roots: bundle.x509Authorities().length,
+        });
+        this.#o.onBundle(bundle, answer.pem, answer.sequence);
+        // A new authority may mean new CRLs to watch.
+        void this.refreshCrls();
+      } else if (answer.isModified) {
+        this.#etag = answer.etag;
+      }
+    } catch (err) {
+      wait = this.#bundleBackoff.next(retryAfterMs(err));
+      this.#o.logger.warn("trust bundle refresh failed", {
+        cause: causeOf(err),
+        error: messageOf(err),
+        retryInSeconds: Math.round(wait / 1000),
+      });
+    }
+    if (!this.#isStopped) this.#bundleTimer = callAfter(wait, () => void this.refreshBundle());
+  }
+
+  /**
+   * The id of the authority that issued `held`: the chain's second certificate when the CA
+   * sends one (an intermediate), else the bundle's root that signed the leaf.
+   */
+  issuerIdOf(held: HeldCertificate): Promise<string | undefined> {
+    let id = this.#issuerIds.get(held);
+    if (!id) {
+      id = this.#findIssuerId(held.certificateChainPem).catch(() => undefined);
+      this.#issuerIds.set(held, id);
+    }
+    return id;
+  }
+
+  async #findIssuerId(chainPem: string): Promise<string | undefined> {
+    const blocks = chainPem.split("-----END CERTIFICATE-----");
+    if (blocks.length >= 3) return await authorityIdOf(`${blocks[1].trim()}\n-----END CERTIFICATE-----\n`);
+    const leaf = parseCertificates(chainPem)[0];
+    const root = this.bundle.x509Authorities().find((r) =>
+      r.subject.key === leaf.issuer.key &&
+      (!leaf.authorityKeyIdentifier || !r.subjectKeyIdentifier ||
+        bytesEqual(leaf.authorityKeyIdentifier, r.subjectKeyIdentifier))
+    );
+    return root ? await authorityIdOf(encodePem("CERTIFICATE", root.der)) : undefined;
+  }
+
+  async #fetchCrls(): Promise<void> {
+    // The newest held certificate of each issuer is the one a CRL is checked against.
+    const samples = new Map<string, HeldCertificate>();
+    for (const held of this.#o.heldCertificates()) {
+      const id = await this.issuerIdOf(held);
+      if (!id) continue;
+      const sample = samples.get(id);
+      if (!sample || sample.expiresAt < held.expiresAt) samples.set(id, held);
+    }
+    let wait = this.#o.maxRefreshMs;
+    let failed: unknown;
+    for (const [authorityId, sample] of samples) {
+      try {
+        const answer = await this.#o.client.crl(authorityId);
+        wait = Math.min(wait, this.#delay(answer.maxAgeSeconds));
+        await this.#accept(authorityId, answer.der, sample);
+      } catch (err) {
+        failed = err;
+        this.#o.logger.warn("CRL refresh failed", {
+          authority: authorityId,
+          cause: causeOf(err),
+          error: messageOf(err),
+        });
+      }
+    }
+    for (const id of this.#crls.keys()) if (!samples.has(id)) this.#crls.delete(id);
+    if (failed) wait = Math.min(wait, this.#crlBackoff.next(retryAfterMs(failed)));
+    else this.#crlBackoff.reset();
+    if (samples.size === 0) wait = Math.min(wait, this.#o.minRefreshMs * 2);
+    if (!this.#isStopped) this.#crlTimer = callAfter(wait, () => void this.refreshCrls());
+  }
+
+  async #accept(authorityId: string, der: Uint8Array, sample: HeldCertificate): Promise<void> {
+    const crl = parseCrl(der);
+    const previous = this.#crls.get(authorityId);
+    if (previous && previous.crl.crlNumber === crl.crlNumber && bytesEqual(previous.crl.der, crl.der)) return;
+    if (
+      previous?.crl.crlNumber !== undefined && crl.crlNumber !== undefined &&
+      crl.crlNumber < previous.crl.crlNumber
+    ) {
+      // RFC 5280 5.2.3: CRL numbers only grow; an older CRL (a stale replica) changes nothing.
+      return;
+    }
+    try {
+      await verifySvid(sample.certificateChainPem, this.bundle, { crls: [crl] });
+    } catch (err) {
+      if (!(err instanceof VerificationError && err.code === "ERR_CERT_REVOKED")) {
+        throw new Error(`the CRL does not verify: ${messageOf(err)}`);
+      }
+    }
+    const revoked = new Set(crl.revoked.map((r) => r.serialNumber));
+    this.#crls.set(authorityId, { crl, revoked });
+    this.#o.metrics.crlUpdates.inc({ authority: authorityId });
+    this.#o.logger.debug("CRL updated", {
+      authority: authorityId,
+      crlNumber: crl.crlNumber?.toString(),
+      entries: revoked.size,
+    });
+    this.#o.onCrl(authorityId, crl, revoked);
+  }
+}
+
+function normalize(pem: string): string {
+  return pem.replace(/\s+/g, "");
+}

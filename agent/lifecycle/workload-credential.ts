@@ -1,0 +1,409 @@
+/**
+ * One workload's certificate, from first issuance to removal: issue (key made here, CSR sent
+ * as the node), store, deliver, renew at {@link renewalMoment}, retry failures with capped
+ * exponential backoff while the current files stay in place, warn when the certificate nears
+ * its end, re-deliver when the trust bundle changes, re-issue at once when revoked, and delete
+ * the files when the workload goes. Operations on one workload run one at a time.
+ *
+ * @module
+ */
+
+import { verifySvid } from "../../mod.ts";
+import type { Logger } from "../../internal/mod.ts";
+import type { CaClient, CaCredential } from "../ca-client.ts";
+import type { ConcurrencyLimit } from "../concurrency.ts";
+import { readGeneration, removeDelivery, writeGeneration } from "../delivery/atomic-writer.ts";
+import { credentialFiles, LAYOUTS } from "../delivery/layouts.ts";
+import { type HeldSvid, obtainSvid } from "../issuance.ts";
+import { type AgentMetrics, EXPIRY_WARNING_FRACTION } from "../metrics.ts";
+import type { WorkloadSpec } from "../sources/source.ts";
+import { Backoff, type BackoffOptions } from "./backoff.ts";
+import { causeOf, isRefusal, messageOf, retryAfterMs } from "./failure.ts";
+import { renewalMoment } from "./node-identity.ts";
+import type { StateStore, WorkloadRecord } from "./state-store.ts";
+import { callAfter, callAt, type Timer } from "./timer.ts";
+import type { RenewalOptions, TrustBundle } from "../../mod.ts";
+
+/** What every workload's lifecycle shares. */
+export interface LifecycleContext {
+  client: CaClient;
+  /** The node's credential; waits while the node has none. */
+  nodeCredential: () => Promise<CaCredential>;
+  /** The trust bundle now, as PEM and parsed. */
+  trustBundlePem: () => string;
+  trustBundle: () => TrustBundle;
+  state: StateStore;
+  /** Bounds how many workloads write files at once. */
+  writes: ConcurrencyLimit;
+  /**
+   * Bounds how many issuances (key, CSR, request, checks) are under way at once, so that a
+   * thousand workloads starting together wait as closures, not as a thousand keys and CSRs.
+   */
+  issuances: ConcurrencyLimit;
+  /** Parses a trust bundle, reusing the last parse (and string) of the same PEM. */
+  parseBundle?: (pem: string) => { bundle: TrustBundle; pem: string };
+  renewal?: RenewalOptions;
+  backoff?: BackoffOptions;
+  logger: Logger;
+  metrics: AgentMetrics;
+  /** A new SVID is held (in memory and in the state directory). */
+  onSvid: (credential: WorkloadCredential, svid: HeldSvid) => void;
+  /** The workload's files changed (delivered, or removed). */
+  onDelivered: (credential: WorkloadCredential) => void;
+}
+
+/** What the workload's files hold now. */
+export interface DeliveredCertificate {
+  serialNumber: string;
+  notBefore: Date;
+  notAfter: Date;
+  trustBundlePem: string;
+}
+
+/** One workload's certificate lifecycle. */
+export class WorkloadCredential {
+  #spec: WorkloadSpec;
+  readonly #ctx: LifecycleContext;
+  #held?: HeldSvid;
+  #delivered?: DeliveredCertificate;
+  #queue: Promise<void> = Promise.resolve();
+  #renewTimer?: Timer;
+  #retryTimer?: Timer;
+  #deliveryTimer?: Timer;
+  #warnTimer?: Timer;
+  readonly #issueBackoff: Backoff;
+  readonly #deliveryBackoff: Backoff;
+  #isStopped = false;
+  /** An issuance is queued and not yet started: more triggers join it rather than pile up. */
+  #isIssueQueued = false;
+
+  constructor(spec: WorkloadSpec, context: LifecycleContext) {
+    this.#spec = spec;
+    this.#ctx = context;
+    this.#issueBackoff = new Backoff(context.backoff);
+    this.#deliveryBackoff = new Backoff(context.backoff);
+  }
+
+  get spec(): WorkloadSpec {
+    return this.#spec;
+  }
+
+  get name(): string {
+    return this.#spec.name;
+  }
+
+  /** The newest SVID held, delivered or not. */
+  get held(): HeldSvid | undefined {
+    return this.#held;
+  }
+
+  /** What the files hold now. */
+  get delivered(): DeliveredCertificate | undefined {
+    return this.#delivered;
+  }
+
+  /** True when the files hold a certificate that is valid now. */
+  get isReady(): boolean {
+    return !!this.#delivered && this.#delivered.notAfter.getTime() > Date.now();
+  }
+
+  /**
+   * Starts from a stored record when it still serves (delivering it if the files do not hold
+   * it), else issues. Resolves once the record is restored or refused; an issuance goes on.
+   */
+  start(record?: WorkloadRecord): Promise<void> {
+    return new Promise((resolve) => {
+      this.#enqueue(async () => {
+        try {
+          if (!(record && await this.#restore(record))) this.issueNow("initial");
+        } finally {
+          resolve();
+        }
+      });
+    });
+  }
+
+  /** The workload's definition changed. */
+  update(spec: WorkloadSpec): void {
+    const before = this.#spec;
+    this.#spec = spec;
+    const reissue = !before.spiffeId.equals(spec.spiffeId) || before.keyAlgorithm !== spec.keyAlgorithm;
+    if (before.directory !== spec.directory) {
+      this.#enqueue(async () => {
+        await removeDelivery(before.directory).catch((err) =>
+          this.#ctx.logger.warn("removing files from the old directory failed", {
+            workload: this.name,
+            directory: before.directory,
+            error: messageOf(err),
+          })
+        );
+        this.#delivered = undefined;
+        // The stored record names where the files are, for a restart to clean up after.
+        const held = this.#held;
+        if (held && !reissue) {
+          await this.#ctx.state.saveWorkload({
+            name: spec.name,
+            directory: spec.directory,
+            keyAlgorithm: spec.keyAlgorithm,
+            svid: held,
+          });
+        }
+      });
+    }
+    if (reissue) this.issueNow("changed");
+    else this.#enqueue(() => this.#deliver());
+  }
+
+  /** The trust bundle changed: the files get it too. */
+  trustBundleChanged(): void {
+    this.#enqueue(() => this.#deliver());
+  }
+
+  /** Re-issues now (revoked, or asked), unless an issuance is already pending. */
+  issueNow(reason: string): void {
+    if (this.#isStopped || this.#isIssueQueued) return;
+    this.#renewTimer?.cancel();
+    this.#retryTimer?.cancel();
+    this.#isIssueQueued = true;
+    this.#enqueue(() => {
+      this.#isIssueQueued = false;
+      return this.#issue(reason);
+    });
+  }
+
+  /** The serial of `held` is revoked: replace it at once. */
+  revoked(serialNumber: string): void {
+    if (this.#held?.serialNumber !== serialNumber && this.#delivered?.serialNumber !== serialNumber) return;
+    this.#ctx.metrics.revocations.inc();
+    this.#ctx.logger.warn("certificate revoked; re-issuing", {
+      workload: this.name,
+      spiffeId: this.#spec.spiffeId.toString(),
+      serialNumber,
+    });
+    this.issueNow("revoked");
+  }
+
+  /** Stops the schedules; files and state stay (the agent is stopping, not the workload). */
+  async stop(): Promise<void> {
+    this.#isStopped = true;
+    for (const t of [this.#renewTimer, this.#retryTimer, this.#deliveryTimer, this.#warnTimer]) t?.cancel();
+    await this.#queue;
+  }
+
+  /** The workload is gone: its files and its stored record are deleted. */
+  async remove(): Promise<void> {
+    await this.stop();
+    await removeDelivery(this.#spec.directory);
+    await this.#ctx.state.removeWorkload(this.name);
+    this.#delivered = undefined;
+    this.#held = undefined;
+  }
+
+  #enqueue(operation: () => Promise<void>): void {
+    this.#queue = this.#queue.then(() => (this.#isStopped ? undefined : operation())).catch((err) => {
+      this.#ctx.logger.error("workload operation failed", { workload: this.name, error: messageOf(err) });
+    });
+  }
+
+  /** Serves a stored SVID if it still can; answers whether it did. */
+  async #restore(record: WorkloadRecord): Promise<boolean> {
+    if (await this.#reusable(record)) {
+      this.#held = record.svid;
+      this.#ctx.onSvid(this, record.svid);
+      const names = LAYOUTS[this.#spec.layout];
+      const files = await readGeneration(this.#spec.directory, [
+        names.certificateChain,
+        names.privateKey,
+        names.trustBundle,
+      ]);
+      if (
+        files?.get(names.certificateChain) === record.svid.certificateChainPem &&
+        files.get(names.privateKey) === record.svid.privateKeyPem &&
+        files.get(names.trustBundle) === this.#ctx.trustBundlePem()
+      ) {
+        this.#markDelivered(record.svid);
+      } else {
+        await this.#deliver();
+      }
+      this.#ctx.logger.info("certificate restored from the state directory", {
+        workload: this.name,
+        spiffeId: this.#spec.spiffeId.toString(),
+        serialNumber: record.svid.serialNumber,
+        notAfter: record.svid.expiresAt.toISOString(),
+      });
+      this.#scheduleRenewal();
+      return true;
+    }
+    return false;
+  }
+
+  /** A stored SVID serves if it is this identity's, unexpired, and the current bundle verifies it. */
+  async #reusable(record: WorkloadRecord): Promise<boolean> {
+    const svid = record.svid;
+    if (!svid.spiffeId.equals(this.#spec.spiffeId) || svid.expiresAt.getTime() <= Date.now() + 1000) {
+      return false;
+    }
+    if ((record.keyAlgorithm ?? this.#spec.keyAlgorithm) !== this.#spec.keyAlgorithm) return false;
+    try {
+      await verifySvid(svid.certificateChainPem, this.#ctx.trustBundle());
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  async #issue(reason: string): Promise<void> {
+    const spec = this.#spec;
+    let svid: HeldSvid;
+    try {
+      const credential = await this.#ctx.nodeCredential();
+      svid = await this.#ctx.issuances.run(() =>
+        obtainSvid({
+          client: this.#ctx.client,
+          id: spec.spiffeId,
+          credential,
+          keyAlgorithm: spec.keyAlgorithm,
+          ttlSeconds: spec.ttlSeconds,
+          parseBundle: this.#ctx.parseBundle,
+        })
+      );
+    } catch (err) {
+      if (this.#isStopped) return;
+      this.#issueFailed(reason, err);
+      return;
+    }
+    this.#issueBackoff.reset();
+    this.#held = svid;
+    this.#ctx.metrics.renewals.inc({ kind: "workload", reason });
+    try {
+      // Stored before delivery: after a crash in between, the restart delivers this one.
+      await this.#ctx.state.saveWorkload({
+        name: spec.name,
+        directory: spec.directory,
+        keyAlgorithm: spec.keyAlgorithm,
+        svid,
+      });
+    } catch (err) {
+      this.#ctx.logger.error("storing the certificate in the state directory failed", {
+        workload: spec.name,
+        cause: causeOf(err),
+        error: messageOf(err),
+      });
+    }
+    this.#ctx.onSvid(this, svid);
+    await this.#deliver();
+    this.#scheduleRenewal();
+  }
+
+  #issueFailed(reason: string, err: unknown): void {
+    const cause = causeOf(err);
+    this.#ctx.metrics.renewalFailures.inc({ kind: "workload", cause });
+    const refused = isRefusal(err);
+    // A refusal needs an operator (the workload not placed on this node, say): ask at the
+    // slowest pace so the fix is picked up, without hammering the CA meanwhile.
+    const wait = this.#issueBackoff.next(
+      Math.max(retryAfterMs(err), refused ? (this.#ctx.backoff?.maxMs ?? 60_000) / 2 : 0),
+    );
+    const current = this.#delivered;
+    const fields = {
+      workload: this.name,
+      spiffeId: this.#spec.spiffeId.toString(),
+      reason,
+      cause,
+      error: messageOf(err),
+      certificateSecondsLeft: current ? Math.round((current.notAfter.getTime() - Date.now()) / 1000) : null,
+      retryInSeconds: Math.round(wait / 1000),
+    };
+    if (refused) this.#ctx.logger.error("the CA refused the workload's certificate", fields);
+    else this.#ctx.logger.warn("obtaining the workload's certificate failed", fields);
+    this.#retryTimer = callAfter(wait, () => this.issueNow(reason));
+  }
+
+  async #deliver(): Promise<void> {
+    const svid = this.#held;
+    if (!svid || this.#isStopped) return;
+    this.#deliveryTimer?.cancel();
+    const spec = this.#spec;
+    const trustBundlePem = this.#ctx.trustBundlePem();
+    const files = credentialFiles(
+      { certificateChainPem: svid.certificateChainPem, privateKeyPem: svid.privateKeyPem, trustBundlePem },
+      spec,
+    );
+    try {
+      await this.#ctx.writes.run(() => writeGeneration(spec.directory, files, spec.owner));
+    } catch (err) {
+      const cause = causeOf(err);
+      this.#ctx.metrics.deliveryFailures.inc({ cause });
+      const wait = this.#deliveryBackoff.next();
+      this.#ctx.logger.error("delivering the workload's files failed; previous files kept", {
+        workload: this.name,
+        directory: spec.directory,
+        cause,
+        error: messageOf(err),
+        certificateSecondsLeft: this.#delivered
+          ? Math.round((this.#delivered.notAfter.getTime() - Date.now()) / 1000)
+          : null,
+        retryInSeconds: Math.round(wait / 1000),
+      });
+      this.#deliveryTimer = callAfter(wait, () => this.#enqueue(() => this.#deliver()));
+      return;
+    }
+    this.#deliveryBackoff.reset();
+    this.#ctx.logger.info("delivered", {
+      workload: this.name,
+      spiffeId: spec.spiffeId.toString(),
+      directory: spec.directory,
+      serialNumber: svid.serialNumber,
+      notAfter: svid.expiresAt.toISOString(),
+    });
+    this.#markDelivered(svid, trustBundlePem);
+  }
+
+  #markDelivered(svid: HeldSvid, trustBundlePem = this.#ctx.trustBundlePem()): void {
+    this.#delivered = {
+      serialNumber: svid.serialNumber,
+      notBefore: svid.notBefore,
+      notAfter: svid.expiresAt,
+      trustBundlePem,
+    };
+    this.#scheduleWarning();
+    this.#ctx.onDelivered(this);
+  }
+
+  #scheduleRenewal(): void {
+    const svid = this.#held;
+    if (!svid || this.#isStopped) return;
+    this.#renewTimer?.cancel();
+    this.#renewTimer = callAt(renewalMoment(svid, this.#ctx.renewal), () => this.issueNow("renewal"));
+  }
+
+  /** A warning (and a metric) when the delivered certificate has 20% of its life left, and at expiry. */
+  #scheduleWarning(): void {
+    const delivered = this.#delivered;
+    this.#warnTimer?.cancel();
+    if (!delivered || this.#isStopped) return;
+    const lifetime = delivered.notAfter.getTime() - delivered.notBefore.getTime();
+    const warnAt = delivered.notAfter.getTime() - lifetime * EXPIRY_WARNING_FRACTION;
+    this.#warnTimer = callAt(warnAt, () => {
+      if (this.#delivered !== delivered) return;
+      this.#ctx.metrics.expiryWarnings.inc();
+      this.#ctx.logger.warn("certificate expires soon and is not yet renewed", {
+        workload: this.name,
+        spiffeId: this.#spec.spiffeId.toString(),
+        serialNumber: delivered.serialNumber,
+        notAfter: delivered.notAfter.toISOString(),
+        certificateSecondsLeft: Math.round((delivered.notAfter.getTime() - Date.now()) / 1000),
+      });
+      this.#warnTimer = callAt(delivered.notAfter, () => {
+        if (this.#delivered !== delivered) return;
+        this.#ctx.logger.error("certificate expired; the workload has no valid certificate", {
+          workload: this.name,
+          spiffeId: this.#spec.spiffeId.toString(),
+          serialNumber: delivered.serialNumber,
+          notAfter: delivered.notAfter.toISOString(),
+        });
+        this.#ctx.onDelivered(this);
+      });
+    });
+  }
+}

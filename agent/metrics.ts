@@ -1,0 +1,159 @@
+/**
+ * The agent's Prometheus metrics: certificates held and seconds to expiry per workload,
+ * renewals and failures by cause, expiry warnings, trust bundle and CRL updates, delivery
+ * failures, skipped workload entries, and the latency of each kind of CA request. Gauges are
+ * read from the agent when scraped.
+ *
+ * @example
+ * ```ts
+ * import { AgentMetrics } from "meshauth/agent";
+ * const metrics = new AgentMetrics();
+ * console.log(metrics.render());
+ * ```
+ * @module
+ */
+
+import { MetricsRegistry } from "../internal/mod.ts";
+import type { CaRequestObservation } from "./ca-client.ts";
+
+const LATENCY_BUCKETS_SECONDS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
+/** A certificate the agent holds, as the gauges report it. */
+export interface HeldCertificateStatus {
+  workload: string;
+  spiffeId: string;
+  notBefore: Date;
+  notAfter: Date;
+}
+
+/** What the gauges read at scrape time. */
+export interface AgentStatusReader {
+  workloadCount(): number;
+  /** The certificate delivered to each workload that has one. */
+  certificates(): Iterable<HeldCertificateStatus>;
+  node(): HeldCertificateStatus | undefined;
+  trustBundleSequence(): number | undefined;
+}
+
+/** The fraction of its lifetime left under which a certificate is reported as expiring. */
+export const EXPIRY_WARNING_FRACTION = 0.2;
+
+/** Counters and histograms the agent updates; gauges read through {@link AgentMetrics.attach}. */
+export class AgentMetrics {
+  readonly registry = new MetricsRegistry();
+  #status?: AgentStatusReader;
+
+  readonly renewals = this.registry.counter(
+    "meshauth_agent_renewals_total",
+    "Certificates obtained, by kind (workload, node) and reason (initial, renewal, revoked, changed).",
+  );
+  readonly renewalFailures = this.registry.counter(
+    "meshauth_agent_renewal_failures_total",
+    "Failed attempts to obtain a certificate, by kind and cause (ERR_* problem code, http_<status>, " +
+      "timeout, connect, tls, answer, invalid).",
+  );
+  readonly deliveryFailures = this.registry.counter(
+    "meshauth_agent_delivery_failures_total",
+    "Failed writes of a workload's files (previous files kept), by cause (errno or ERR_* code).",
+  );
+  readonly expiryWarnings = this.registry.counter(
+    "meshauth_agent_expiry_warnings_total",
+    "Certificates that came within 20% of their lifetime of expiring without being renewed.",
+  );
+  readonly trustBundleUpdates = this.registry.counter(
+    "meshauth_agent_trust_bundle_updates_total",
+    "Trust bundle changes fetched from the CA.",
+  );
+  readonly crlUpdates = this.registry.counter(
+    "meshauth_agent_crl_updates_total",
+    "New CRLs fetched from the CA, by authority.",
+  );
+  readonly revocations = this.registry.counter(
+    "meshauth_agent_revoked_certificates_total",
+    "Held certificates found in a CRL (each is re-issued at once).",
+  );
+  readonly workloadProblems = this.registry.counter(
+    "meshauth_agent_workload_problems_total",
+    "Workload entries skipped as malformed or conflicting, by source.",
+  );
+  readonly caRequests = this.registry.histogram(
+    "meshauth_agent_ca_request_duration_seconds",
+    "CA requests by endpoint and outcome (HTTP status or failure kind), including time queued.",
+    LATENCY_BUCKETS_SECONDS,
+  );
+
+  constructor() {
+    const status = () => this.#status;
+    this.registry.gauge("meshauth_agent_workloads", "Workloads configured on this node.", () => [
+      { value: status()?.workloadCount() ?? 0 },
+    ]);
+    this.registry.gauge(
+      "meshauth_agent_certificates",
+      "Workload certificates held and delivered that are valid now.",
+      () => {
+        const now = Date.now();
+        let count = 0;
+        for (const c of status()?.certificates() ?? []) if (c.notAfter.getTime() > now) count++;
+        return [{ value: count }];
+      },
+    );
+    this.registry.gauge(
+      "meshauth_agent_certificates_expiring",
+      "Certificates within 20% of their lifetime of expiring (renewal is overdue).",
+      () => {
+        let count = 0;
+        for (const c of status()?.certificates() ?? []) if (isExpiring(c)) count++;
+        return [{ value: count }];
+      },
+    );
+    this.registry.gauge(
+      "meshauth_agent_certificate_expiry_seconds",
+      "Seconds until the certificate delivered to each workload expires (negative: expired).",
+      () =>
+        [...(status()?.certificates() ?? [])].map((c) => ({
+          labels: { workload: c.workload, spiffe_id: c.spiffeId },
+          value: Math.round((c.notAfter.getTime() - Date.now()) / 1000),
+        })),
+    );
+    this.registry.gauge(
+      "meshauth_agent_node_certificate_expiry_seconds",
+      "Seconds until the node's own SVID expires.",
+      () => {
+        const node = status()?.node();
+        return node ? [{ value: Math.round((node.notAfter.getTime() - Date.now()) / 1000) }] : [];
+      },
+    );
+    this.registry.gauge(
+      "meshauth_agent_trust_bundle_sequence",
+      "Sequence number of the trust bundle delivered.",
+      () => {
+        const sequence = status()?.trustBundleSequence();
+        return sequence === undefined ? [] : [{ value: sequence }];
+      },
+    );
+  }
+
+  /** Where the gauges read from. */
+  attach(status: AgentStatusReader): void {
+    this.#status = status;
+  }
+
+  /** Records one CA request (pass as the client's `onResponse`). */
+  readonly caRequest = (observation: CaRequestObservation): void => {
+    this.caRequests.observe(
+      { endpoint: observation.endpoint, outcome: observation.outcome },
+      observation.seconds,
+    );
+  };
+
+  /** The metrics in the Prometheus text format. */
+  render(): string {
+    return this.registry.render();
+  }
+}
+
+/** True when `certificate` has less than 20% of its lifetime left. */
+export function isExpiring(certificate: { notBefore: Date; notAfter: Date }, now = Date.now()): boolean {
+  const lifetime = certificate.notAfter.getTime() - certificate.notBefore.getTime();
+  return certificate.notAfter.getTime() - now < lifetime * EXPIRY_WARNING_FRACTION;
+}

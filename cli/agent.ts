@@ -1,0 +1,110 @@
+/**
+ * `meshauth agent --config agent.yaml`: runs the node agent until SIGTERM or SIGINT.
+ * `--check` validates the configuration and the workload entries and exits. Every key is in
+ * `docs/agent.md`; `MESHAUTH_*` variables override the file.
+ *
+ * @module
+ */
+
+import { setFlagsFromString } from "node:v8";
+import { AGENT_ENV_OVERRIDES, type AgentConfig, loadAgentConfig } from "../agent/config.ts";
+import { isHelp, parseFlags, reportCliError, UsageError } from "./args.ts";
+
+const HELP = `usage: meshauth agent --config <file> [options]
+
+Runs the node agent: gets the node's identity with a join token (meshauth ca token create
+--node <name>), then a certificate for every workload on the node (static in the file, and
+drop-in files in workloadsDir), written into each workload's directory and renewed. Serves
+/healthz, /readyz and /metrics on 127.0.0.1:8444. Stops on SIGTERM or SIGINT.
+
+Options:
+  --config <file>   YAML or JSON configuration (every key: docs/agent.md)
+  --check           validate the configuration and the workload entries, print them, exit
+                    (1 when an entry is skipped)
+  --help            this text
+Environment overrides: ${Object.keys(AGENT_ENV_OVERRIDES).join(", ")}`;
+
+function describe(config: AgentConfig): string {
+  const lines = [
+    `configuration is valid: node ${config.node.name} of ${config.trustDomain}, CA ${config.ca.url}`,
+    `state directory ${config.stateDir}; status port ${config.listen.host}:${config.listen.port}`,
+    ...config.workloads.map((w) => `  workload ${w.name}: ${w.spiffeId} -> ${w.directory} (${w.layout})`),
+  ];
+  if (config.workloadsDir) lines.push(`  and the drop-in files in ${config.workloadsDir}`);
+  for (const p of config.workloadProblems) {
+    lines.push(`  skipped ${[p.file, p.field].filter(Boolean).join(" ")}: ${p.message}`);
+  }
+  return lines.join("\n");
+}
+
+/**
+ * The agent holds its workloads' certificates for hours and allocates little in between, but
+ * the burst of a thousand first issuances makes V8 grow its young generation from 2 MB to its
+ * maximum (32 MB on Node 20, 64 MB on Node 24), which it then keeps: most of the agent's RSS
+ * above idle. Holding the young generation at its initial size costs a few more scavenges
+ * (measured in bench/agent.ts) and saves that memory on every node. A semi-space size given
+ * in NODE_OPTIONS or on the command line is left as the operator set it.
+ */
+function keepYoungGenerationSmall(): void {
+  const given = `${process.env.NODE_OPTIONS ?? ""} ${process.execArgv.join(" ")}`;
+  if (/semi[-_]space/.test(given)) return;
+  try {
+    setFlagsFromString("--semi-space-growth-factor=1");
+  } catch {
+    // A runtime without V8 flags keeps its own defaults.
+  }
+}
+
+/** Runs `meshauth agent <args>`; answers the exit code once the agent stops (2 for a usage error). */
+export async function runAgentCommand(args: string[]): Promise<number> {
+  try {
+    if (isHelp(args[0])) {
+      console.log(HELP);
+      return 0;
+    }
+    const { values } = parseFlags(args, {
+      config: { type: "string" },
+      check: { type: "boolean" },
+      help: { type: "boolean" },
+    });
+    if (values.help) {
+      console.log(HELP);
+      return 0;
+    }
+    if (values.config === undefined && process.env.MESHAUTH_NODE_NAME === undefined) {
+      throw new UsageError(`--config <file> is required (or the MESHAUTH_* variables)\n\n${HELP}`);
+    }
+    const config = await loadAgentConfig({ path: values.config, env: process.env });
+    if (values.check) {
+      console.log(describe(config));
+      return config.workloadProblems.length ? 1 : 0;
+    }
+    keepYoungGenerationSmall();
+    const { startAgentDaemon } = await import("../agent/daemon.ts");
+    // Signals are handled from the start. A stop before the agent runs (a node bootstrapping
+    // against a CA that does not answer yet) exits at once: every file it writes is replaced
+    // atomically, so an exit at any moment is as safe as it is after a SIGKILL.
+    let running: Awaited<ReturnType<typeof startAgentDaemon>> | undefined;
+    let stopped!: () => void;
+    const isStopped = new Promise<void>((resolve) => stopped = resolve);
+    const stop = () => {
+      process.off("SIGTERM", stop);
+      process.off("SIGINT", stop);
+      if (running) void running.close().then(stopped);
+      else process.exit(0);
+    };
+    process.on("SIGTERM", stop);
+    process.on("SIGINT", stop);
+    try {
+      running = await startAgentDaemon(config);
+    } catch (err) {
+      process.off("SIGTERM", stop);
+      process.off("SIGINT", stop);
+      throw err;
+    }
+    await isStopped;
+    return 0;
+  } catch (err) {
+    return reportCliError(err);
+  }
+}

@@ -1,0 +1,146 @@
+/**
+ * Prometheus metrics in the text exposition format (version 0.0.4): counters, gauges and
+ * histograms with labels, and gauges read at scrape time from a callback, so a value such as
+ * "seconds until expiry" is computed when asked rather than kept fresh by a timer.
+ *
+ * @example
+ * ```ts
+ * const registry = new MetricsRegistry();
+ * const renewals = registry.counter("meshauth_agent_renewals_total", "Certificates renewed.", ["kind"]);
+ * renewals.inc({ kind: "workload" });
+ * console.log(registry.render());
+ * ```
+ * @module
+ */
+
+/** Label values by label name. */
+export type Labels = Record<string, string>;
+
+function escapeLabel(value: string): string {
+  return value.replaceAll("\\", "\\\\").replaceAll("\n", "\\n").replaceAll('"', '\\"');
+}
+
+function labelText(labels: Labels): string {
+  const entries = Object.entries(labels);
+  return entries.length ? `{${entries.map(([k, v]) => `${k}="${escapeLabel(v)}"`).join(",")}}` : "";
+}
+
+function formatNumber(value: number): string {
+  if (Number.isNaN(value)) return "NaN";
+  if (value === Infinity) return "+Inf";
+  if (value === -Infinity) return "-Inf";
+  return String(value);
+}
+
+interface Metric {
+  render(lines: string[]): void;
+}
+
+/** A value that only goes up, per label set. */
+export class Counter implements Metric {
+  readonly #values = new Map<string, { labels: Labels; value: number }>();
+  constructor(readonly name: string, readonly help: string) {}
+
+  /** Adds `amount` (default 1) to the series of `labels`. */
+  inc(labels: Labels = {}, amount = 1): void {
+    const key = labelText(labels);
+    const series = this.#values.get(key);
+    if (series) series.value += amount;
+    else this.#values.set(key, { labels, value: amount });
+  }
+
+  /** The current value of one series (0 if never incremented). */
+  value(labels: Labels = {}): number {
+    return this.#values.get(labelText(labels))?.value ?? 0;
+  }
+
+  render(lines: string[]): void {
+    lines.push(`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} counter`);
+    for (const { labels, value } of this.#values.values()) {
+      lines.push(`${this.name}${labelText(labels)} ${formatNumber(value)}`);
+    }
+  }
+}
+
+/** A value read at scrape time: `collect` answers every series. */
+export class Gauge implements Metric {
+  constructor(
+    readonly name: string,
+    readonly help: string,
+    readonly collect: () => Iterable<{ labels?: Labels; value: number }>,
+  ) {}
+
+  render(lines: string[]): void {
+    lines.push(`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} gauge`);
+    for (const { labels, value } of this.collect()) {
+      lines.push(`${this.name}${labelText(labels ?? {})} ${formatNumber(value)}`);
+    }
+  }
+}
+
+/** Observations counted into fixed buckets, per label set. */
+export class Histogram implements Metric {
+  readonly #series = new Map<string, { labels: Labels; buckets: number[]; sum: number; count: number }>();
+  constructor(readonly name: string, readonly help: string, readonly bucketBounds: readonly number[]) {}
+
+  /** Records one observation of `value`. */
+  observe(labels: Labels, value: number): void {
+    const key = labelText(labels);
+    let series = this.#series.get(key);
+    if (!series) {
+      series = { labels, buckets: new Array<number>(this.bucketBounds.length).fill(0), sum: 0, count: 0 };
+      this.#series.set(key, series);
+    }
+    for (let i = 0; i < this.bucketBounds.length; i++) {
+      if (value <= this.bucketBounds[i]) series.buckets[i]++;
+    }
+    series.sum += value;
+    series.count++;
+  }
+
+  render(lines: string[]): void {
+    lines.push(`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} histogram`);
+    for (const { labels, buckets, sum, count } of this.#series.values()) {
+      this.bucketBounds.forEach((le, i) => {
+        lines.push(`${this.name}_bucket${labelText({ ...labels, le: String(le) })} ${buckets[i]}`);
+      });
+      lines.push(
+        `${this.name}_bucket${labelText({ ...labels, le: "+Inf" })} ${count}`,
+        `${this.name}_sum${labelText(labels)} ${formatNumber(sum)}`,
+        `${this.name}_count${labelText(labels)} ${count}`,
+      );
+    }
+  }
+}
+
+/** The metrics of one process, rendered together on `GET /metrics`. */
+export class MetricsRegistry {
+  readonly #metrics: Metric[] = [];
+
+  /** A new counter. */
+  counter(name: string, help: string): Counter {
+    return this.#add(new Counter(name, help));
+  }
+
+  /** A new gauge read from `collect` at every scrape. */
+  gauge(name: string, help: string, collect: Gauge["collect"]): Gauge {
+    return this.#add(new Gauge(name, help, collect));
+  }
+
+  /** A new histogram with the given upper bounds. */
+  histogram(name: string, help: string, bucketBounds: readonly number[]): Histogram {
+    return this.#add(new Histogram(name, help, bucketBounds));
+  }
+
+  #add<M extends Metric>(metric: M): M {
+    this.#metrics.push(metric);
+    return metric;
+  }
+
+  /** Every metric in the text exposition format. */
+  render(): string {
+    const lines: string[] = [];
+    for (const metric of this.#metrics) metric.render(lines);
+    return `${lines.join("\n")}\n`;
+  }
+}

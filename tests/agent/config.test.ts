@@ -1,0 +1,210 @@
+// `meshauth agent`'s configuration and command line: YAML or JSON, environment overrides,
+// misspelt keys refused by path, bad workload entries reported by file and field and skipped
+// (the others kept), usage errors with exit code 2 and the nearest flag, --help and --check.
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { loadAgentConfig } from "../../agent/mod.ts";
+import { ConfigError } from "../../internal/mod.ts";
+import { cli } from "../ca-server/helpers.ts";
+import { tempDir } from "./helpers.ts";
+
+let dir: { path: string; remove(): Promise<void> };
+before(async () => {
+  dir = await tempDir("meshauth-agent-config-");
+});
+after(() => dir?.remove());
+
+async function write(name: string, text: string): Promise<string> {
+  const path = join(dir.path, name);
+  await writeFile(path, text);
+  return path;
+}
+
+const problemsOf = async (promise: Promise<unknown>): Promise<string[]> => {
+  try {
+    await promise;
+  } catch (err) {
+    if (err instanceof ConfigError) return err.problems;
+    throw err;
+  }
+  return [];
+};
+
+describe("loadAgentConfig", () => {
+  test("a YAML file with workloads: defaults applied, relative paths against the file's directory", async () => {
+    const path = await write(
+      "agent.yaml",
+      `trustDomain: prod.example
+ca: { url: "https://ca.prod.example:8443", trustBundleFile: ca-bundle.pem }
+node: { name: node-a, joinTokenFile: node.token }
+stateDir: state
+workloadDefaults: { layout: spiffe-helper, keyFileMode: "0640", gid: 2000 }
+workloads:
+  - name: web
+    spiffeId: spiffe://prod.example/ns/shop/sa/web
+    directory: run/web
+  - name: db
+    spiffeId: spiffe://prod.example/ns/shop/sa/db
+    directory: /run/db
+    layout: istio
+    keyFileMode: "0600"
+    ttlSeconds: 3600
+    combinedFile: tls.pem
+`,
+    );
+    const config = await loadAgentConfig({ path, env: {} });
+    assert.equal(config.ca.trustBundleFile, join(dir.path, "ca-bundle.pem"));
+    assert.equal(config.node.joinTokenFile, join(dir.path, "node.token"));
+    assert.equal(config.stateDir, join(dir.path, "state"));
+    assert.equal(config.workloads.length, 2);
+    const [web, db] = config.workloads;
+    assert.equal(web.directory, join(dir.path, "run/web"));
+    assert.equal(web.layout, "spiffe-helper");
+    assert.equal(web.keyFileMode, 0o640);
+    assert.equal(web.owner.gid, 2000);
+    assert.equal(web.keyAlgorithm, "ECDSA-P256");
+    assert.deepEqual(web.origin, { source: "static", file: path, field: "workloads[0]" });
+    assert.equal(db.layout, "istio");
+    assert.equal(db.keyFileMode, 0o600);
+    assert.equal(db.ttlSeconds, 3600);
+    assert.equal(db.combinedFile, "tls.pem");
+    assert.deepEqual(config.workloadProblems, []);
+  });
+
+  test("JSON works the same, and the environment overrides the file", async () => {
+    const path = await write(
+      "agent.json",
+      JSON.stringify({ node: { name: "from-file" }, listen: { port: 9000 } }),
+    );
+    const config = await loadAgentConfig({
+      path,
+      env: {
+        MESHAUTH_NODE_NAME: "node-b",
+        MESHAUTH_CA_URL: "https://localhost:9443",
+        MESHAUTH_AGENT_LISTEN_PORT: "0",
+        MESHAUTH_AGENT_STATE_DIR: "relative/state",
+      },
+      cwd: "/somewhere",
+    });
+    assert.equal(config.node.name, "node-b");
+    assert.equal(config.ca.url, "https://localhost:9443");
+    assert.equal(config.listen.port, 0);
+    // A path from the environment means what it means in the shell.
+    assert.equal(config.stateDir, "/somewhere/relative/state");
+  });
+
+  test("misspelt keys are refused by their path, at every depth, all at once", async () => {
+    const path = await write(
+      "misspelt.yaml",
+      `node: { name: n, joinTokn: x }
+ca: { URL: https://x }
+refesh: { maxSeconds: 1 }
+workloadDefaults: { layuot: istio }
+`,
+    );
+    const problems = await problemsOf(loadAgentConfig({ path, env: {} }));
+    assert.ok(problems.some((p) => p.startsWith("node.joinTokn: unknown field")), problems.join("\n"));
+    assert.ok(problems.some((p) => p.startsWith("ca.URL: unknown field")));
+    assert.ok(problems.some((p) => p.startsWith("refesh: unknown field")));
+    assert.ok(problems.some((p) => p.startsWith("workloadDefaults.layuot: unknown field")));
+  });
+
+  test("a bad value from the environment is named by its variable", async () => {
+    const problems = await problemsOf(
+      loadAgentConfig({ env: { MESHAUTH_NODE_NAME: "n", MESHAUTH_AGENT_LISTEN_PORT: "99999" } }),
+    );
+    assert.ok(
+      problems.some((p) => p.startsWith("listen.port (from MESHAUTH_AGENT_LISTEN_PORT):")),
+      problems.join(),
+    );
+  });
+
+  test("a missing node name and a CA URL with a path are refused", async () => {
+    const path = await write("bad.yaml", `ca: { url: "https://ca.example/v1" }\n`);
+    const problems = await problemsOf(loadAgentConfig({ path, env: {} }));
+    assert.ok(problems.includes("node.name: required"), problems.join());
+    assert.ok(problems.some((p) => p.startsWith("ca.url: the CA's origin")));
+  });
+
+  test("bad workload entries are reported with file and field and skipped; the others stay", async () => {
+    const path = await write(
+      "entries.yaml",
+      `node: { name: n }
+workloads:
+  - { name: good, spiffeId: spiffe://meshauth.local/good, directory: /run/good }
+  - { name: foreign, spiffeId: spiffe://elsewhere.example/x, directory: /run/x }
+  - { name: modes, spiffeId: spiffe://meshauth.local/m, directory: /run/m, keyFileMode: 0644 }
+  - { name: "../evil", spiffeId: spiffe://meshauth.local/e, directory: /run/e }
+  - { name: typo, spiffeId: spiffe://meshauth.local/t, direktory: /run/t }
+  - { name: open, spiffeId: spiffe://meshauth.local/o, directory: /run/o, keyFileMode: "0644" }
+`,
+    );
+    const config = await loadAgentConfig({ path, env: {} });
+    assert.deepEqual(config.workloads.map((w) => w.name), ["good"]);
+    const byField = new Map(config.workloadProblems.map((p) => [p.field, p]));
+    assert.ok(config.workloadProblems.every((p) => p.file === path));
+    assert.match(byField.get("workloads[1].spiffeId")!.message, /not in this agent's trust domain/);
+    assert.match(byField.get("workloads[2].keyFileMode")!.message, /in quotes.*YAML reads an unquoted 0600/);
+    assert.match(byField.get("workloads[3].name")!.message, /not a workload name/);
+    assert.match(byField.get("workloads[4].direktory")!.message, /unknown field/);
+    assert.match(byField.get("workloads[4].directory")!.message, /required/);
+    assert.match(byField.get("workloads[5].keyFileMode")!.message, /others read the private key/);
+  });
+});
+
+describe("meshauth agent (command line)", () => {
+  test("--help describes the command, the options and the environment, with exit code 0", async () => {
+    const r = await cli(["agent", "--help"]);
+    assert.equal(r.code, 0);
+    assert.match(r.stdout, /usage: meshauth agent --config <file>/);
+    assert.match(r.stdout, /MESHAUTH_JOIN_TOKEN/);
+    const top = await cli(["--help"]);
+    assert.match(top.stdout, /agent {4}the node agent/);
+  });
+
+  test("an unknown flag is a usage error (exit 2) naming the nearest flag", async () => {
+    const r = await cli(["agent", "--confg", "x.yaml"]);
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /unknown option --confg; did you mean "--config"\?/);
+  });
+
+  test("no configuration at all is a usage error", async () => {
+    const saved = process.env.MESHAUTH_NODE_NAME;
+    delete process.env.MESHAUTH_NODE_NAME;
+    try {
+      const r = await cli(["agent"]);
+      assert.equal(r.code, 2);
+      assert.match(r.stderr, /--config <file> is required/);
+    } finally {
+      if (saved !== undefined) process.env.MESHAUTH_NODE_NAME = saved;
+    }
+  });
+
+  test("--check prints the workloads and the skipped entries, and exits 1 when one is skipped", async () => {
+    const path = await write(
+      "check.yaml",
+      `node: { name: node-a }
+workloads:
+  - { name: web, spiffeId: spiffe://meshauth.local/web, directory: /run/web }
+  - { name: db, spiffeId: not-an-id, directory: /run/db }
+`,
+    );
+    const r = await cli(["agent", "--config", path, "--check"]);
+    assert.equal(r.code, 1);
+    assert.match(r.stdout, /workload web: spiffe:\/\/meshauth.local\/web -> \/run\/web \(istio\)/);
+    assert.match(
+      r.stdout,
+      new RegExp(`skipped ${path.replaceAll("/", "\\/")} workloads\\[1\\]\\.spiffeId: `),
+    );
+  });
+
+  test("an invalid configuration exits 1 with every problem by path", async () => {
+    const path = await write("invalid.yaml", "node: { name: 'a b' }\nlisten: { port: -1 }\n");
+    const r = await cli(["agent", "--config", path]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /node\.name: a node name may hold/);
+    assert.match(r.stderr, /listen\.port: expected a whole number from 0 to 65535/);
+  });
+});

@@ -1,0 +1,244 @@
+// Delivery into a workload directory the way Kubernetes projects a Secret: generations behind a
+// `..data` symlink swapped by rename, visible names through it, modes and owners, refusal of
+// directories others can write, cleanup, and a failed write (a full file system, or one the
+// agent may not write) that keeps the previous files.
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { chmod, lstat, mkdir, readdir, readFile, readlink, stat, symlink, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import {
+  credentialFiles,
+  DeliveryFailed,
+  DeliveryRefused,
+  LAYOUTS,
+  readGeneration,
+  removeDelivery,
+  writeGeneration,
+} from "../../agent/mod.ts";
+import { tempDir } from "./helpers.ts";
+
+let dir: { path: string; remove(): Promise<void> };
+before(async () => {
+  dir = await tempDir("meshauth-delivery-");
+});
+after(() => dir?.remove());
+
+const credentials = (n: number) => ({
+  certificateChainPem: `chain ${n}\n`,
+  privateKeyPem: `key ${n}\n`,
+  trustBundlePem: `bundle ${n}\n`,
+});
+
+describe("writeGeneration", () => {
+  test("Istio's layout: visible names are symlinks through ..data to one generation; the key is 0600", async () => {
+    const target = join(dir.path, "istio");
+    await writeGeneration(target, credentialFiles(credentials(1), { layout: "istio", keyFileMode: 0o600 }));
+    const names = (await readdir(target)).sort();
+    assert.equal(names.filter((n) => n.startsWith("..2")).length, 1);
+    assert.deepEqual(names.filter((n) => !n.startsWith("..")), [
+      "cert-chain.pem",
+      "key.pem",
+      "root-cert.pem",
+    ]);
+    for (const name of ["cert-chain.pem", "key.pem", "root-cert.pem"]) {
+      assert.ok((await lstat(join(target, name))).isSymbolicLink());
+      assert.equal(await readlink(join(target, name)), `..data/${name}`);
+    }
+    assert.match(await readlink(join(target, "..data")), /^\.\.\d{4}_\d\d_\d\d_\d\d_\d\d_\d\d\./);
+    assert.equal(await readFile(join(target, "key.pem"), "utf8"), "key 1\n");
+    assert.equal((await stat(join(target, "key.pem"))).mode & 0o777, 0o600);
+    assert.equal((await stat(join(target, "cert-chain.pem"))).mode & 0o777, 0o644);
+  });
+
+  test("the SPIFFE helper's layout and a combined file holding the chain then the key", async () => {
+    const target = join(dir.path, "helper");
+    await writeGeneration(
+      target,
+      credentialFiles(credentials(1), {
+        layout: "spiffe-helper",
+        keyFileMode: 0o640,
+        combinedFile: "tls.pem",
+      }),
+    );
+    assert.deepEqual((await readdir(target)).filter((n) => !n.startsWith("..")).sort(), [
+      "svid.pem",
+      "svid_bundle.pem",
+      "svid_key.pem",
+      "tls.pem",
+    ]);
+    assert.equal(await readFile(join(target, "tls.pem"), "utf8"), "chain 1\nkey 1\n");
+    assert.equal((await stat(join(target, "tls.pem"))).mode & 0o777, 0o640);
+    assert.equal((await stat(join(target, "svid_key.pem"))).mode & 0o777, 0o640);
+  });
+
+  test("a new generation replaces the old one, which is removed", async () => {
+    const target = join(dir.path, "generations");
+    const options = { layout: "istio" as const, keyFileMode: 0o600 };
+    await writeGeneration(target, credentialFiles(credentials(1), options));
+    const first = await readlink(join(target, "..data"));
+    await writeGeneration(target, credentialFiles(credentials(2), options));
+    const second = await readlink(join(target, "..data"));
+    assert.notEqual(first, second);
+    assert.deepEqual((await readdir(target)).filter((n) => n.startsWith("..2")), [second.slice(0)]);
+    assert.equal(await readFile(join(target, "cert-chain.pem"), "utf8"), "chain 2\n");
+  });
+
+  test("a layout change removes the visible names of the old layout", async () => {
+    const target = join(dir.path, "relayout");
+    await writeGeneration(target, credentialFiles(credentials(1), { layout: "istio", keyFileMode: 0o600 }));
+    await writeGeneration(
+      target,
+      credentialFiles(credentials(1), { layout: "spiffe-helper", keyFileMode: 0o600 }),
+    );
+    assert.deepEqual((await readdir(target)).filter((n) => !n.startsWith("..")).sort(), [
+      "svid.pem",
+      "svid_bundle.pem",
+      "svid_key.pem",
+    ]);
+  });
+
+  test("the leftovers of a write killed half-way (a generation, ..data_tmp) are swept by the next", async () => {
+    const target = join(dir.path, "leftovers");
+    const options = { layout: "istio" as const, keyFileMode: 0o600 };
+    await writeGeneration(target, credentialFiles(credentials(1), options));
+    await mkdir(join(target, "..2020_01_01_00_00_00.abcdef"));
+    await writeFile(join(target, "..2020_01_01_00_00_00.abcdef", "key.pem"), "half");
+    await symlink("..2020_01_01_00_00_00.abcdef", join(target, "..data_tmp"));
+    await writeGeneration(target, credentialFiles(credentials(2), options));
+    const hidden = (await readdir(target)).filter((n) => n.startsWith(".."));
+    assert.deepEqual(hidden.sort(), ["..data", await readlink(join(target, "..data"))].sort());
+  });
+
+  test("a plain file from an older writer is replaced by the visible symlink", async () => {
+    const target = join(dir.path, "plain");
+    await mkdir(target);
+    await writeFile(join(target, "key.pem"), "old plain key");
+    await writeGeneration(target, credentialFiles(credentials(3), { layout: "istio", keyFileMode: 0o600 }));
+    assert.ok((await lstat(join(target, "key.pem"))).isSymbolicLink());
+    assert.equal(await readFile(join(target, "key.pem"), "utf8"), "key 3\n");
+  });
+
+  test("a directory others can write is refused, and nothing is written into it", async () => {
+    const target = join(dir.path, "open");
+    await mkdir(target);
+    await chmod(target, 0o777);
+    await assert.rejects(
+      writeGeneration(target, credentialFiles(credentials(1), { layout: "istio", keyFileMode: 0o600 })),
+      (err: unknown) =>
+        err instanceof DeliveryRefused && /others can write to it \(mode 0777\)/.test(err.message),
+    );
+    assert.deepEqual(await readdir(target), []);
+  });
+
+  test("a symlink in place of the directory is refused", async () => {
+    const real = join(dir.path, "real");
+    await mkdir(real);
+    await symlink(real, join(dir.path, "link"));
+    await assert.rejects(
+      writeGeneration(
+        join(dir.path, "link"),
+        credentialFiles(credentials(1), { layout: "istio", keyFileMode: 0o600 }),
+      ),
+      DeliveryRefused,
+    );
+  });
+
+  test("files get the workload's owner and group", async (t) => {
+    if (process.getuid?.() !== 0) {
+      // chown to another user needs root (CAP_CHOWN), which the CI containers have.
+      t.diagnostic("not root: checking that the refusal is reported instead");
+      await assert.rejects(
+        writeGeneration(join(dir.path, "owned"), [{ name: "key.pem", content: "k", mode: 0o600 }], {
+          uid: 4321,
+        }),
+        (err: unknown) => err instanceof DeliveryFailed && err.causeCode === "EPERM",
+      );
+      return;
+    }
+    const target = join(dir.path, "owned");
+    await writeGeneration(target, credentialFiles(credentials(1), { layout: "istio", keyFileMode: 0o600 }), {
+      uid: 4321,
+      gid: 8765,
+    });
+    for (const name of ["key.pem", "cert-chain.pem"]) {
+      const s = await stat(join(target, name));
+      assert.equal(s.uid, 4321);
+      assert.equal(s.gid, 8765);
+    }
+  });
+
+  test("a file name that could escape the directory is refused", async () => {
+    await assert.rejects(
+      writeGeneration(join(dir.path, "names"), [{ name: "../x", content: "", mode: 0o600 }]),
+      DeliveryRefused,
+    );
+    await assert.rejects(
+      writeGeneration(join(dir.path, "names"), [{ name: "..data", content: "", mode: 0o600 }]),
+      DeliveryRefused,
+    );
+  });
+});
+
+describe("a write that fails keeps the previous files", () => {
+  // Root ignores permissions, so as root the failure is a real full file system: a small tmpfs
+  // filled up. Without root, a directory the agent may not write.
+  const asRoot = process.getuid?.() === 0;
+  let mount: string;
+  before(async () => {
+    mount = join(dir.path, "small");
+    await mkdir(mount);
+    if (asRoot) {
+      const r = spawnSync("mount", ["-t", "tmpfs", "-o", "size=64k,mode=0755", "tmpfs", mount]);
+      assert.equal(r.status, 0, `mounting a tmpfs failed: ${r.stderr}`);
+    }
+  });
+  after(() => {
+    if (asRoot) spawnSync("umount", [mount]);
+  });
+
+  test("the write fails with its cause, the old generation stays whole, and a retry succeeds", async () => {
+    const target = join(mount, "workload");
+    const options = { layout: "istio" as const, keyFileMode: 0o600 };
+    await writeGeneration(target, credentialFiles(credentials(1), options));
+    const before = await readlink(join(target, "..data"));
+    const filler = join(mount, "filler");
+    if (asRoot) await writeFile(filler, new Uint8Array(60 * 1024)).catch(() => {});
+    else await chmod(target, 0o555);
+    const big = { ...credentials(2), certificateChainPem: "x".repeat(16 * 1024) };
+    await assert.rejects(
+      writeGeneration(target, credentialFiles(big, options)),
+      (err: unknown) => err instanceof DeliveryFailed && /ENOSPC|EACCES/.test(err.causeCode ?? ""),
+    );
+    assert.equal(await readlink(join(target, "..data")), before);
+    const files = await readGeneration(target, Object.values(LAYOUTS.istio));
+    assert.equal(files?.get("key.pem"), "key 1\n");
+    assert.equal(files?.get("cert-chain.pem"), "chain 1\n");
+    assert.deepEqual((await readdir(target)).filter((n) => n.startsWith("..2")), [before]);
+
+    if (asRoot) await writeFile(filler, "");
+    else await chmod(target, 0o755);
+    await writeGeneration(target, credentialFiles(big, options));
+    assert.equal(
+      (await readGeneration(target, ["cert-chain.pem"]))?.get("cert-chain.pem"),
+      big.certificateChainPem,
+    );
+  });
+});
+
+describe("removeDelivery", () => {
+  test("deletes the visible links, ..data and the generations, then the empty directory", async () => {
+    const target = join(dir.path, "removed");
+    await writeGeneration(target, credentialFiles(credentials(1), { layout: "istio", keyFileMode: 0o600 }));
+    await removeDelivery(target);
+    await assert.rejects(stat(target), { code: "ENOENT" });
+  });
+
+  test("leaves files it did not write, and the directory that holds them", async () => {
+    const target = join(dir.path, "shared");
+    await writeGeneration(target, credentialFiles(credentials(1), { layout: "istio", keyFileMode: 0o600 }));
+    await writeFile(join(target, "app.conf"), "the workload's own");
+    await removeDelivery(target);
+    assert.deepEqual(await readdir(target), ["app.conf"]);
+  });
+});

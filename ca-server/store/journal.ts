@@ -5,9 +5,10 @@
  * Writing: each batch of records is one synchronous `O_APPEND` write (a few hundred bytes into
  * the page cache take microseconds, where a trip through the thread pool costs over 100 µs of
  * CPU), and the batches written meanwhile are made durable together by one `fdatasync`, off
- * the event loop. Each caller's promise settles only once its line is on disk. A crash can at
- * worst leave a torn last line, which readers skip and the next writer fences off with a
- * newline, so what was committed before is never damaged.
+ * the event loop. Each caller's promise settles only once its line is on disk. A crash (or a
+ * full disk) can at worst leave a torn line; every batch starts with a newline, so the next
+ * record, whichever process writes it, is never glued to a torn one, and readers skip the torn
+ * line and the empty ones.
  *
  * Segments: `journal.jsonl` is the current segment. Compaction renames it to
  * `archive/segment-<seq>.jsonl` ({@link Journal.rotate}), and the next write creates a new one.
@@ -32,7 +33,6 @@ import {
   mkdirSync,
   openSync,
   readdirSync,
-  readSync,
   renameSync,
   statSync,
   writeSync,
@@ -82,29 +82,6 @@ export function syncDirectory(directory: string): void {
   }
 }
 
-/** Opens `path` for appending and fences off a torn last line. */
-function openForAppend(path: string): number {
-  const fd = openSync(path, "a", 0o600);
-  try {
-    const size = fstatSync(fd).size;
-    if (size > 0) {
-      const last = new Uint8Array(1);
-      const reader = openSync(path, "r");
-      try {
-        readSync(reader, last, 0, 1, size - 1);
-      } finally {
-        closeSync(reader);
-      }
-      // A torn line from a crash: start the next record on a line of its own.
-      if (last[0] !== 0x0a) writeSync(fd, "\n");
-    }
-    return fd;
-  } catch (err) {
-    closeSync(fd);
-    throw err;
-  }
-}
-
 /** One journal: the current segment `<dir>/journal.jsonl` and the archived ones. */
 export class Journal {
   readonly path: string;
@@ -115,8 +92,6 @@ export class Journal {
   #ino = 0;
   /** Appended in this turn, not yet written. */
   #unwritten: (Waiter & { line: string })[] = [];
-  /** A write stopped part-way through a line. */
-  #isTorn = false;
   /** Written, waiting for the next `fdatasync`. */
   #unsynced: Waiter[] = [];
   /** Segments this writer wrote to before they were archived: synced, then closed. */
@@ -144,7 +119,7 @@ export class Journal {
 
   /** Opens the current segment for appending (creating it) and for reading from its start. */
   open(): void {
-    this.#fd = openForAppend(this.path);
+    this.#fd = openSync(this.path, "a", 0o600);
     this.#ino = fstatSync(this.#fd).ino;
     const fd = openSync(this.path, "r");
     this.#reader = { fd, ino: fstatSync(fd).ino, offset: 0 };
@@ -216,13 +191,7 @@ export class Journal {
 
   #writeAll(bytes: Uint8Array): void {
     let written = 0;
-    try {
-      while (written < bytes.length) written += writeSync(this.#fd!, bytes, written);
-    } catch (err) {
-      if (written > 0) this.#isTorn = true;
-      throw err;
-    }
-    this.#isTorn = false;
+    while (written < bytes.length) written += writeSync(this.#fd!, bytes, written);
   }
 
   /** Switches the writer to the current segment after its own was archived. */
@@ -234,7 +203,7 @@ export class Journal {
         fdatasync(old, () => closeSync(old));
       }
     }
-    this.#fd = openForAppend(this.path);
+    this.#fd = openSync(this.path, "a", 0o600);
     this.#ino = fstatSync(this.#fd).ino;
   }
 
@@ -244,9 +213,8 @@ export class Journal {
     this.#unwritten = [];
     try {
       if (this.#fd === undefined) throw new Error(`journal ${this.path} is not open`);
-      const lines = batch.length === 1 ? batch[0].line : batch.map((b) => b.line).join("");
-      // After a write that failed part-way (a full disk), start on a line of our own.
-      const bytes = new TextEncoder().encode(this.#isTorn ? `\n${lines}` : lines);
+      // On a line of its own, even after a line another process (or a failed write) tore.
+      const bytes = new TextEncoder().encode(`\n${batch.map((b) => b.line).join("")}`);
       // One write(2) with O_APPEND lands whole at the end, even with other processes appending.
       this.#writeAll(bytes);
       // If the segment was archived before the write ended, a reader may have finished with it:

@@ -1,7 +1,15 @@
 // The embedded file store on its own: concurrent reads, other processes' changes, compaction
 // (crash-safe, concurrent with appends), eviction of expired certificates, the audit tail.
 import assert from "node:assert/strict";
-import { existsSync, readdirSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
+import {
+  appendFileSync,
+  existsSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, it } from "node:test";
@@ -90,6 +98,26 @@ describe("FileStore reads", () => {
       assert.deepEqual(byId.alreadyRevoked.map((r) => r.serialNumber), ["0a"]);
       assert.equal(await store.revocationsTotal(), 2);
       await store.close();
+    });
+  });
+});
+
+describe("FileStore writes", () => {
+  it("keeps an acknowledged record that follows a line another process tore", async () => {
+    await withDir(async (dir) => {
+      const store = new FileStore(dir);
+      await store.open();
+      await store.recordIssuance(cert("01"));
+      // Another process that died in the middle of its write: a line without its newline.
+      appendFileSync(join(dir, "journal.jsonl"), '{"kind":"certificate","serialNumber":"ee","spiff');
+      await store.recordIssuance(cert("02"));
+      await store.close();
+      const fresh = new FileStore(dir);
+      await fresh.open();
+      assert.equal((await fresh.findCertificate("02"))?.serialNumber, "02", "the record after the torn line");
+      assert.ok(await fresh.findCertificate("01"));
+      assert.equal(fresh.certificateCount, 2);
+      await fresh.close();
     });
   });
 });

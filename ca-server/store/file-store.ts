@@ -26,7 +26,7 @@
 
 import { mkdirSync, unlinkSync } from "node:fs";
 import { join } from "node:path";
-import { type Logger, removeStaleTemporaries } from "../../internal/mod.ts";
+import { type Logger, removeStaleTemporaries, toHex } from "../../internal/mod.ts";
 import { AUDIT_PREFIX, readAuditTail } from "./audit-tail.ts";
 import { CertificateIndex, recordOf } from "./certificate-index.ts";
 import { CrlFiles } from "./crl-files.ts";
@@ -244,16 +244,14 @@ export class FileStore implements CaStore {
       const started = performance.now();
       const archived = this.#journal.archivedSegments();
       const seq = Math.max(snapshotSegment(this.dir), archived.at(-1)?.seq ?? 0) + 1;
-      this.#journal.rotate(seq);
+      await this.#journal.rotate(seq);
       // Everything up to the end of the archived segment, into the index, then out to the snapshot.
       await this.#catchUp();
       this.#index.evict(this.#now().getTime());
       await writeSnapshot(this.dir, seq, this.#index.all());
       const segments = this.#journal.archivedSegments();
       const excess = this.#options.keepSegments > 0 ? segments.length - this.#options.keepSegments : 0;
-      for (const segment of segments.slice(0, Math.max(0, excess))) {
-        if (segment.seq <= seq) unlinkSync(segment.path);
-      }
+      for (const segment of segments.slice(0, Math.max(0, excess))) unlinkSync(segment.path);
       this.#options.logger?.info("store compacted", {
         store: this.description,
         segment: seq,
@@ -389,8 +387,7 @@ export class FileStore implements CaStore {
 
   async appendAudit(event: AuditEvent): Promise<void> {
     // The id tells the two copies apart that a rotation can leave of one event.
-    const id = Array.from(crypto.getRandomValues(new Uint8Array(8)), (b) => b.toString(16).padStart(2, "0"))
-      .join("");
+    const id = toHex(crypto.getRandomValues(new Uint8Array(8)));
     await this.#journal.append({ kind: "audit", id, ...event });
   }
 

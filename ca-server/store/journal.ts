@@ -29,7 +29,6 @@ import {
   closeSync,
   fdatasync,
   fstatSync,
-  fsyncSync,
   mkdirSync,
   openSync,
   readdirSync,
@@ -38,6 +37,7 @@ import {
   writeSync,
 } from "node:fs";
 import { dirname, join } from "node:path";
+import { syncDirectory } from "../../internal/mod.ts";
 import { readLines } from "./lines.ts";
 
 interface Waiter {
@@ -66,19 +66,6 @@ function inodeOf(path: string): number | undefined {
   } catch (err) {
     if (isMissing(err)) return undefined;
     throw err;
-  }
-}
-
-/** Makes renames in `directory` durable, where the file system can. */
-export function syncDirectory(directory: string): void {
-  const fd = openSync(directory, "r");
-  try {
-    fsyncSync(fd);
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code !== "EINVAL" && code !== "ENOTSUP" && code !== "EISDIR") throw err;
-  } finally {
-    closeSync(fd);
   }
 }
 
@@ -280,14 +267,14 @@ export class Journal {
    * Archives the current segment as number `seq` and starts a new one. Only a process holding
    * the compaction lock calls this.
    */
-  rotate(seq: number): string {
+  async rotate(seq: number): Promise<string> {
     mkdirSync(this.archiveDir, { recursive: true, mode: 0o700 });
     const archived = join(this.archiveDir, `segment-${String(seq).padStart(10, "0")}.jsonl`);
     renameSync(this.path, archived);
     closeSync(openSync(this.path, "a", 0o600));
-    syncDirectory(this.archiveDir);
-    syncDirectory(dirname(this.path));
     if (this.#fd !== undefined && this.#unwritten.length === 0) this.#reopen();
+    await syncDirectory(this.archiveDir);
+    await syncDirectory(dirname(this.path));
     return archived;
   }
 
@@ -337,12 +324,13 @@ export class Journal {
           throw err;
         }
       }
-      reader.offset = await readLines(reader.fd, reader.offset, this.#onLine);
+      // Which segment is current is asked before ours is read to its end. If ours was archived
+      // by then, this read finds every line written to it before; a line written to it after
+      // was written again to the next segment by its writer (see #write), which is read next.
       const current = inodeOf(this.path);
+      reader.offset = await readLines(reader.fd, reader.offset, this.#onLine);
       // Missing: archived a moment ago, and the next segment is not there yet.
       if (current === undefined || current === reader.ino) return "ok";
-      // What reached the old segment before writers noticed it was archived.
-      reader.offset = await readLines(reader.fd, reader.offset, this.#onLine);
       closeSync(reader.fd);
       this.#reader = undefined;
       let next: number | undefined;

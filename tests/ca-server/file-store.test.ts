@@ -205,6 +205,42 @@ describe("FileStore compaction", () => {
     });
   });
 
+  it("writes a record again to the next segment when its segment was archived under it; each is read once", async () => {
+    await withDir(async (dir) => {
+      // Three processes' stores: one that only writes, one that compacts, one that only reads.
+      const writer = new FileStore(dir, { isCompacting: false });
+      const compactor = new FileStore(dir, { keepSegments: 0 });
+      const reader = new FileStore(dir, { isCompacting: false });
+      await Promise.all([writer.open(), compactor.open(), reader.open()]);
+      const event = (n: number) => ({ at: new Date(), action: "issued", requester: "test", details: { n } });
+      await writer.recordIssuance(cert("01"));
+      await writer.appendAudit(event(1));
+      // The reader has read the first segment to its end before it is archived.
+      assert.ok(await reader.findCertificate("01"));
+      assert.equal(await compactor.compact({ force: true }), true);
+      // The writer still has the archived segment open: its next write (an issuance and its
+      // audit entry, one batch) lands there, and then, once it sees the segment was archived,
+      // again in the new one.
+      await Promise.all([writer.recordIssuance(cert("02")), writer.appendAudit(event(2))]);
+      const archived = readFileSync(join(dir, "archive", "segment-0000000001.jsonl"), "utf8");
+      const current = readFileSync(join(dir, "journal.jsonl"), "utf8");
+      for (const text of [archived, current]) {
+        assert.ok(text.includes('"serialNumber":"02"') && text.includes('"n":2'), "written to both segments");
+      }
+      // The snapshot holds the first segment as it was when compacted, without "02".
+      assert.ok(!readFileSync(join(dir, "snapshot.jsonl"), "utf8").includes('"02"'));
+      const fresh = new FileStore(dir, { isCompacting: false });
+      await fresh.open();
+      for (const store of [fresh, reader, compactor]) {
+        const listed = (await store.listCertificates({})).map((c) => c.serialNumber);
+        assert.deepEqual(listed, ["02", "01"], "each certificate found, once");
+      }
+      const audit = await fresh.readAudit(10);
+      assert.deepEqual(audit.map((e) => e.details.n), [1, 2], "each audit event once");
+      await Promise.all([writer.close(), compactor.close(), reader.close(), fresh.close()]);
+    });
+  });
+
   it("keeps every record when another process compacts while this one appends", async () => {
     await withDir(async (dir) => {
       const writer = new FileStore(dir, { isCompacting: false });

@@ -4,8 +4,9 @@
  * worker) and `/metrics` answers for every worker, whichever one is asked.
  *
  * A worker asks the primary over the cluster's IPC channel: one message per bucket operation
- * (a few tens of microseconds), and for `/metrics` one round in which the primary collects a
- * snapshot from every worker.
+ * (a few tens of microseconds; an authenticated request makes two: its address's token, then
+ * the exchange of that token for one of its identity's), and for `/metrics` one round in
+ * which the primary collects a snapshot from every worker.
  *
  * @module
  */
@@ -19,7 +20,8 @@ const ASK_TIMEOUT_MS = 5000;
 const COLLECT_TIMEOUT_MS = 2000;
 
 type Message =
-  | { channel: typeof CHANNEL; kind: "take" | "refund"; id: number; key: string }
+  | { channel: typeof CHANNEL; kind: "take"; id: number; key: string }
+  | { channel: typeof CHANNEL; kind: "exchange"; id: number; from: string; to: string }
   | { channel: typeof CHANNEL; kind: "metrics"; id: number }
   | { channel: typeof CHANNEL; kind: "snapshot-request"; id: number }
   | { channel: typeof CHANNEL; kind: "snapshot"; id: number; snapshot: MetricsSnapshot }
@@ -51,7 +53,11 @@ export class WorkerGroup {
     process.send(message);
   }
 
-  #ask<T>(message: { kind: "take" | "refund"; key: string } | { kind: "metrics" }): Promise<T> {
+  #ask<T>(
+    message: { kind: "take"; key: string } | { kind: "exchange"; from: string; to: string } | {
+      kind: "metrics";
+    },
+  ): Promise<T> {
     const id = this.#nextId++;
     return new Promise<T>((resolve, reject) => {
       const timer = setTimeout(() => {
@@ -81,9 +87,7 @@ export class WorkerGroup {
   rateLimit(): RateLimit {
     return {
       take: (key) => this.#ask<RateVerdict>({ kind: "take", key }),
-      refund: async (key) => {
-        await this.#ask({ kind: "refund", key });
-      },
+      exchange: (from, to) => this.#ask<RateVerdict>({ kind: "exchange", from, to }),
     };
   }
 
@@ -117,9 +121,12 @@ export function servePrimaryGroup(rateLimit: RateLimitOptions | false): void {
           message.id,
           limiter?.take(message.key) ?? { allowed: true, retryAfterSeconds: 0 },
         );
-      case "refund":
-        limiter?.refund(message.key);
-        return reply(worker, message.id, null);
+      case "exchange":
+        return reply(
+          worker,
+          message.id,
+          limiter?.exchange(message.from, message.to) ?? { allowed: true, retryAfterSeconds: 0 },
+        );
       case "snapshot": {
         const collection = collections.get(message.id);
         collection?.snapshots.push(message.snapshot);

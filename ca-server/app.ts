@@ -18,7 +18,7 @@ import { type Context, Hono } from "hono";
 import type { Authorities } from "./authorities.ts";
 import type { Authenticator, Credentials, Principal } from "./auth/principal.ts";
 import { type Logger, silentLogger } from "../internal/mod.ts";
-import { CaMetrics, type MetricsSnapshot, renderMetrics } from "./metrics.ts";
+import { CaMetrics, type GroupMetrics, renderMetrics } from "./metrics.ts";
 import { Problem, type ProblemCode } from "./problems.ts";
 import {
   LocallyFilteredRateLimit,
@@ -57,7 +57,7 @@ export interface CaAppOptions {
    */
   rateLimiter?: RateLimit;
   /** The counts of every process of the CA, this one's included; this process's alone by default. */
-  metricsOfGroup?: () => Promise<MetricsSnapshot[]>;
+  metricsOfGroup?: () => Promise<GroupMetrics>;
   crlNextUpdateSeconds?: number;
   /** Largest request body accepted. Default 64 KiB. */
   maxBodyBytes?: number;
@@ -350,17 +350,19 @@ export function createCaApp(options: CaAppOptions): Hono {
   });
 
   app.get("/metrics", async () => {
-    const snapshots = options.metricsOfGroup
+    const alone = (): GroupMetrics => ({ snapshots: [metrics.snapshot()], processes: 1 });
+    const group = options.metricsOfGroup
       ? await options.metricsOfGroup().catch((err) => {
         logger.error("collecting the workers' metrics failed", { error: err });
-        return [metrics.snapshot()];
+        return alone();
       })
-      : [metrics.snapshot()];
+      : alone();
     const revocationsTotal = await store.revocationsTotal().catch(() => undefined);
     const caCertificates = authorities.published().map((a) => ({ id: a.record.id, notAfter: a.ca.notAfter }));
-    return new Response(renderMetrics(snapshots, { revocationsTotal, caCertificates }), {
-      headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" },
-    });
+    return new Response(
+      renderMetrics(group.snapshots, { revocationsTotal, caCertificates, processes: group.processes }),
+      { headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" } },
+    );
   });
 
   // Known paths with another method: 405 with Allow, rather than a misleading 404.

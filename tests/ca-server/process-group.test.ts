@@ -3,6 +3,7 @@
 // revocation made with `meshauth ca revoke` is counted in meshauth_ca_revocations_total, and
 // revoking a certificate twice says it was already revoked.
 import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
 import { after, before, describe, it } from "node:test";
 import type { CaStore } from "../../ca-server/mod.ts";
 import {
@@ -44,6 +45,19 @@ function valueOf(text: string, name: string): number {
 
 async function metric(url: string, name: string): Promise<number> {
   return valueOf(await (await fetch(`${url}/metrics`, { headers: { connection: "close" } })).text(), name);
+}
+
+/** The /metrics text, or nothing after 10 s without an answer. */
+async function metricsText(url: string): Promise<string | undefined> {
+  try {
+    const response = await fetch(`${url}/metrics`, {
+      headers: { connection: "close" },
+      signal: AbortSignal.timeout(10_000),
+    });
+    return await response.text();
+  } catch {
+    return undefined;
+  }
 }
 
 /**
@@ -114,6 +128,35 @@ describe("a CA of two worker processes on one file store", () => {
     );
     assert.deepEqual(seen, Array(6).fill(before + 6));
     assert.equal(await metric(ca.url, "meshauth_ca_processes"), 2);
+  });
+
+  it("never lowers a counter on /metrics while a worker does not answer", async () => {
+    const before = await metric(ca.url, "meshauth_ca_certificates_issued_total");
+    assert.ok(before >= 10, `${before} issued so far, by both workers`);
+    const workers = readFileSync(`/proc/${ca.pid}/task/${ca.pid}/children`, "utf8").trim().split(/\s+/).map(
+      Number,
+    );
+    assert.equal(workers.length, 2, `workers ${workers}`);
+    // Each in turn: at least one of them issued some of the certificates counted so far.
+    for (const pid of workers) {
+      process.kill(pid, "SIGSTOP");
+      try {
+        // A connection handed to the stopped worker waits: the first answer is the other's,
+        // once the primary has given up waiting for the stopped one's counts.
+        const reads = Array.from({ length: 3 }, () => metricsText(ca.url));
+        const text = await Promise.any(reads.map((r) => r.then((t) => t ?? Promise.reject())));
+        const issued = valueOf(text, "meshauth_ca_certificates_issued_total");
+        assert.ok(
+          issued >= before,
+          `issued went down from ${before} to ${issued} with worker ${pid} stopped`,
+        );
+        assert.equal(valueOf(text, "meshauth_ca_processes"), 2);
+        process.kill(pid, "SIGCONT");
+        await Promise.all(reads);
+      } finally {
+        process.kill(pid, "SIGCONT");
+      }
+    }
   });
 
   it("counts a revocation made with `meshauth ca revoke`, and says when one was revoked already", async () => {

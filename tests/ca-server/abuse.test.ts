@@ -52,15 +52,11 @@ function postFrom(
   });
 }
 
-/** Bytes in the store's journal, archived segments included. */
+/** Bytes in the store's journals (the refusals' included), archived segments included. */
 function journalBytes(storeDir: string): number {
-  let total = statSync(join(storeDir, "journal.jsonl")).size;
-  try {
-    for (const name of readdirSync(join(storeDir, "archive"))) {
-      total += statSync(join(storeDir, "archive", name)).size;
-    }
-  } catch {
-    // Nothing archived yet.
+  let total = 0;
+  for (const name of readdirSync(storeDir, { recursive: true }) as string[]) {
+    if (/(^|\/)(journal|segment-\d+)\.jsonl$/.test(name)) total += statSync(join(storeDir, name)).size;
   }
   return total;
 }

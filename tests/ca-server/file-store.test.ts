@@ -284,6 +284,59 @@ describe("FileStore compaction", () => {
   });
 });
 
+describe("FileStore audit trail", () => {
+  it("keeps refusals apart and bounded, so a flood of them never pushes issuances and revocations out", async () => {
+    await withDir(async (dir) => {
+      const segmentBytes = 8 * 1024;
+      const store = new FileStore(dir, { segmentBytes, keepSegments: 2, isCompacting: false });
+      await store.open();
+      const at = new Date();
+      for (let i = 0; i < 5; i++) {
+        await store.recordIssuance(cert(serialOf(i)));
+        await store.appendAudit({
+          at,
+          action: "issued",
+          requester: "w",
+          details: { serialNumber: serialOf(i) },
+        });
+      }
+      await store.appendAudit({
+        at,
+        action: "revoked",
+        requester: "admin",
+        details: { serialNumber: serialOf(0) },
+      });
+      // Refused requests from ever new addresses (one IPv6 address each), compacted as the
+      // servers' maintenance does between them.
+      for (let round = 0; round < 30; round++) {
+        await Promise.all(Array.from({ length: 20 }, (_, i) =>
+          store.appendAudit({
+            at: new Date(),
+            action: "denied",
+            requester: "anonymous",
+            details: {
+              path: "/v1/certificates",
+              code: "ERR_TOKEN_INVALID",
+              address: `2001:db8::${round}:${i}`,
+            },
+          })));
+        await store.compact();
+      }
+      const audit = await store.readAudit(100_000);
+      assert.equal(audit.filter((e) => e.action === "issued").length, 5, "every issuance is still there");
+      assert.equal(audit.filter((e) => e.action === "revoked").length, 1, "the revocation is still there");
+      assert.ok(audit.some((e) => e.details.address === "2001:db8::29:19"), "the newest refusals are there");
+      assert.ok(audit.length < 5 + 1 + 600, "the oldest refusals have been rotated out");
+      let denialBytes = 0;
+      for (const name of readdirSync(join(dir, "denials"), { recursive: true }) as string[]) {
+        if (name.endsWith(".jsonl")) denialBytes += statSync(join(dir, "denials", name)).size;
+      }
+      assert.ok(denialBytes <= 3 * segmentBytes, `${denialBytes} bytes of refusals kept`);
+      await store.close();
+    });
+  });
+});
+
 describe("FileStore eviction", () => {
   it("forgets certificates expired for longer than the retention; the archive keeps them", async () => {
     await withDir(async (dir) => {

@@ -34,7 +34,7 @@ import {
   readJsonObject,
   requireString,
 } from "./request-body.ts";
-import { CaService, revocationSelector } from "./service.ts";
+import { CaService, parseSerialNumber, revocationSelector } from "./service.ts";
 import type { CaStore, RevocationRecord } from "./store/store.ts";
 
 /** Options of {@link createCaApp}. */
@@ -244,9 +244,12 @@ export function createCaApp(options: CaAppOptions): Hono {
         field: "limit",
       });
     }
+    const serialNumber = c.req.query("serialNumber");
     const at = options.now?.() ?? new Date();
     const [certificates, revocations] = await Promise.all([
-      store.listCertificates({ spiffeId, limit: limitCount }),
+      serialNumber === undefined
+        ? store.listCertificates({ spiffeId, limit: limitCount })
+        : store.findCertificate(parseSerialNumber(serialNumber)).then((found) => found ? [found] : []),
       store.listRevocations(at),
     ]);
     const revoked = new Map(revocations.map((r) => [r.serialNumber, r]));

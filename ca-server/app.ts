@@ -53,7 +53,7 @@ export interface CaAppOptions {
   /**
    * Where the buckets of {@link rateLimit} are kept when the CA is several processes (the
    * primary's for node:cluster workers, the database's for replicas), with this process's own
-   * in front ({@link LocallyFilteredRateLimit}); this process by default.
+   * in front (`LocallyFilteredRateLimit` in `rate-limit.ts`); this process by default.
    */
   rateLimiter?: RateLimit;
   /** The counts of every process of the CA, this one's included; this process's alone by default. */

@@ -18,9 +18,15 @@ import { type Context, Hono } from "hono";
 import type { Authorities } from "./authorities.ts";
 import type { Authenticator, Credentials, Principal } from "./auth/principal.ts";
 import { type Logger, silentLogger } from "../internal/mod.ts";
-import { CaMetrics, type MetricsSnapshot, renderMetrics } from "./metrics.ts";
+import { CaMetrics, type GroupMetrics, renderMetrics } from "./metrics.ts";
 import { Problem, type ProblemCode } from "./problems.ts";
-import { type RateLimit, RateLimiter, type RateLimitOptions } from "./rate-limit.ts";
+import {
+  LocallyFilteredRateLimit,
+  type RateLimit,
+  RateLimiter,
+  type RateLimitOptions,
+  type RateVerdict,
+} from "./rate-limit.ts";
 import {
   MAX_BODY_BYTES,
   optionalPositiveInteger,
@@ -28,7 +34,7 @@ import {
   readJsonObject,
   requireString,
 } from "./request-body.ts";
-import { CaService, revocationSelector } from "./service.ts";
+import { CaService, parseSerialNumber, revocationSelector } from "./service.ts";
 import type { CaStore, RevocationRecord } from "./store/store.ts";
 
 /** Options of {@link createCaApp}. */
@@ -46,11 +52,12 @@ export interface CaAppOptions {
   rateLimit?: RateLimitOptions | false;
   /**
    * Where the buckets of {@link rateLimit} are kept when the CA is several processes (the
-   * primary's for node:cluster workers, the database's for replicas); this process by default.
+   * primary's for node:cluster workers, the database's for replicas), with this process's own
+   * in front (`LocallyFilteredRateLimit` in `rate-limit.ts`); this process by default.
    */
   rateLimiter?: RateLimit;
   /** The counts of every process of the CA, this one's included; this process's alone by default. */
-  metricsOfGroup?: () => Promise<MetricsSnapshot[]>;
+  metricsOfGroup?: () => Promise<GroupMetrics>;
   crlNextUpdateSeconds?: number;
   /** Largest request body accepted. Default 64 KiB. */
   maxBodyBytes?: number;
@@ -77,58 +84,49 @@ export function createCaApp(options: CaAppOptions): Hono {
     allowedDnsNames: options.allowedDnsNames,
     now: options.now,
   });
-  const limiter = options.rateLimit === false
+  const rateLimit = options.rateLimit === false
     ? undefined
-    : options.rateLimiter ?? new RateLimiter(options.rateLimit ?? { requestsPerSecond: 5, burst: 50 });
+    : options.rateLimit ?? { requestsPerSecond: 5, burst: 50 };
+  // Shared buckets (the primary's, the database's) get this process's own in front of them.
+  const limiter = rateLimit &&
+    (options.rateLimiter
+      ? new LocallyFilteredRateLimit(options.rateLimiter, rateLimit)
+      : new RateLimiter(rateLimit));
   const maxBodyBytes = options.maxBodyBytes ?? MAX_BODY_BYTES;
   const app = new Hono();
   /** The bucket that refused a request, for its denial's audit entry. */
   const limitedKeys = new WeakMap<Request, string>();
 
-  async function limit(c: Context, key: string): Promise<void> {
-    const verdict = await limiter?.take(key);
-    if (verdict && !verdict.allowed) {
-      limitedKeys.set(c.req.raw, key);
-      throw new Problem(
-        "ERR_RATE_LIMITED",
-        `too many requests from ${key}; retry in ${verdict.retryAfterSeconds}s`,
-        { retryAfterSeconds: verdict.retryAfterSeconds },
-      );
-    }
+  function refuseIfLimited(c: Context, key: string, verdict: RateVerdict | undefined): void {
+    if (!verdict || verdict.allowed) return;
+    limitedKeys.set(c.req.raw, key);
+    throw new Problem(
+      "ERR_RATE_LIMITED",
+      `too many requests from ${key}; retry in ${verdict.retryAfterSeconds}s`,
+      { retryAfterSeconds: verdict.retryAfterSeconds },
+    );
   }
 
   /**
    * Throttles, then authenticates. Each request first takes a token from its address's bucket,
    * before its credentials are looked at: a throttled address is refused before any token is
    * verified or certificate parsed, whether its guess was right or wrong. A request that
-   * authenticates gets its address's token back and takes one from its identity's bucket
-   * instead; a failed one keeps it spent, so failures slow guessing and probing from an address.
+   * authenticates moves its charge to its identity's bucket (one exchange); one that fails
+   * for any reason, the server's own included (the TokenReview API down), keeps its address's
+   * token spent, so failures slow guessing and probing, and a flood meets the limit.
    */
   async function authenticate(c: Context): Promise<Principal> {
     const address = `address:${options.clientAddress?.(c) ?? "unknown"}`;
-    try {
-      await limit(c, address);
-    } catch (err) {
-      await c.req.raw.body?.cancel().catch(() => {});
-      throw err;
-    }
     let principal: Principal;
     try {
+      refuseIfLimited(c, address, await limiter?.take(address));
       principal = await findPrincipal(c);
     } catch (err) {
-      // The server's own failure (the TokenReview API unreachable) is not the client's.
-      if (!(err instanceof Problem && err.status === 401)) await settle(limiter?.refund(address));
       await c.req.raw.body?.cancel().catch(() => {});
       throw err;
     }
-    // Awaited: the token is back before the answer, so the next request finds it.
-    await settle(limiter?.refund(address));
-    await limit(c, principal.requester);
+    refuseIfLimited(c, principal.requester, await limiter?.exchange(address, principal.requester));
     return principal;
-  }
-
-  function settle(result: void | Promise<void>): Promise<void> {
-    return Promise.resolve(result).catch((err) => logger.error("rate limit refund failed", { error: err }));
   }
 
   async function findPrincipal(c: Context): Promise<Principal> {
@@ -246,9 +244,12 @@ export function createCaApp(options: CaAppOptions): Hono {
         field: "limit",
       });
     }
+    const serialNumber = c.req.query("serialNumber");
     const at = options.now?.() ?? new Date();
     const [certificates, revocations] = await Promise.all([
-      store.listCertificates({ spiffeId, limit: limitCount }),
+      serialNumber === undefined
+        ? store.listCertificates({ spiffeId, limit: limitCount })
+        : store.findCertificate(parseSerialNumber(serialNumber)).then((found) => found ? [found] : []),
       store.listRevocations(at),
     ]);
     const revoked = new Map(revocations.map((r) => [r.serialNumber, r]));
@@ -352,17 +353,19 @@ export function createCaApp(options: CaAppOptions): Hono {
   });
 
   app.get("/metrics", async () => {
-    const snapshots = options.metricsOfGroup
+    const alone = (): GroupMetrics => ({ snapshots: [metrics.snapshot()], processes: 1 });
+    const group = options.metricsOfGroup
       ? await options.metricsOfGroup().catch((err) => {
         logger.error("collecting the workers' metrics failed", { error: err });
-        return [metrics.snapshot()];
+        return alone();
       })
-      : [metrics.snapshot()];
+      : alone();
     const revocationsTotal = await store.revocationsTotal().catch(() => undefined);
     const caCertificates = authorities.published().map((a) => ({ id: a.record.id, notAfter: a.ca.notAfter }));
-    return new Response(renderMetrics(snapshots, { revocationsTotal, caCertificates }), {
-      headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" },
-    });
+    return new Response(
+      renderMetrics(group.snapshots, { revocationsTotal, caCertificates, processes: group.processes }),
+      { headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" } },
+    );
   });
 
   // Known paths with another method: 405 with Allow, rather than a misleading 404.

@@ -229,7 +229,8 @@ function validate(raw: RawConfig, fields: FieldReader): CaConfig {
   else {
     const r = obj("rateLimit", raw.rateLimit, ["requestsPerSecond", "burst"], " or false");
     rateLimit = {
-      requestsPerSecond: int("rateLimit.requestsPerSecond", r.requestsPerSecond, 5, 1, 1_000_000),
+      // Fractions for slow rates: 0.1 is one request every 10 s.
+      requestsPerSecond: fields.num("rateLimit.requestsPerSecond", r.requestsPerSecond, 5, 0.001, 1_000_000),
       burst: int("rateLimit.burst", r.burst, 50, 1, 1_000_000),
     };
   }

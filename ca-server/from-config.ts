@@ -146,7 +146,7 @@ export async function buildAuthenticators(
   return list;
 }
 
-function checkedToken(read: () => string): () => string {
+function checkedToken<R extends () => string>(read: R): R {
   read();
   return read;
 }

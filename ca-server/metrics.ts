@@ -6,7 +6,8 @@
  * Each process counts what it served in a {@link CaMetrics}; `/metrics` reports the whole CA
  * process group: the node:cluster workers' counts are merged ({@link mergeSnapshots}), and the
  * revocation count comes from the store, so it includes `meshauth ca revoke` and every process
- * that shares the store.
+ * that shares the store. The primary keeps the last counts each worker reported, an exited
+ * one's included, so a sum never goes down when a worker is slow to answer or has gone.
  *
  * @example
  * ```ts
@@ -35,8 +36,18 @@ export interface MetricsSnapshot {
   latencyCount: number;
 }
 
+/** The counts of a process group: the last each process reported, and how many are running. */
+export interface GroupMetrics {
+  /** One per process that reported (exited ones' may come added up as one). */
+  snapshots: MetricsSnapshot[];
+  /** Processes running now. */
+  processes: number;
+}
+
 /** What the process group reports besides its counts. */
 export interface GroupFacts {
+  /** Processes running now; the number of snapshots when omitted. */
+  processes?: number;
   /** Revocations recorded in the store, by any process; omitted when the store cannot say. */
   revocationsTotal?: number;
   /** The CA certificates whose expiry is reported. */
@@ -128,9 +139,9 @@ export function renderMetrics(snapshots: readonly MetricsSnapshot[], facts: Grou
     `meshauth_ca_issuance_duration_seconds_bucket{le="+Inf"} ${s.latencyCount}`,
     `meshauth_ca_issuance_duration_seconds_sum ${s.latencySum}`,
     `meshauth_ca_issuance_duration_seconds_count ${s.latencyCount}`,
-    "# HELP meshauth_ca_processes Processes whose counts this report adds up.",
+    "# HELP meshauth_ca_processes CA processes running; the counters add up every one's, exited ones' included.",
     "# TYPE meshauth_ca_processes gauge",
-    `meshauth_ca_processes ${snapshots.length}`,
+    `meshauth_ca_processes ${facts.processes ?? snapshots.length}`,
     "# HELP meshauth_ca_certificate_expiry_timestamp_seconds When each CA certificate in the bundle expires.",
     "# TYPE meshauth_ca_certificate_expiry_timestamp_seconds gauge",
   );

@@ -66,6 +66,7 @@ export { jsonLogger, type Logger, type LogLevel, silentLogger } from "../interna
 export {
   CaMetrics,
   type GroupFacts,
+  type GroupMetrics,
   mergeSnapshots,
   type MetricsSnapshot,
   renderMetrics,

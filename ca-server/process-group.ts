@@ -4,14 +4,17 @@
  * worker) and `/metrics` answers for every worker, whichever one is asked.
  *
  * A worker asks the primary over the cluster's IPC channel: one message per bucket operation
- * (a few tens of microseconds), and for `/metrics` one round in which the primary collects a
- * snapshot from every worker.
+ * (a few tens of microseconds; an authenticated request makes two: its address's token, then
+ * the exchange of that token for one of its identity's), and for `/metrics` one round in
+ * which the primary collects a snapshot from every worker. The primary keeps the last snapshot
+ * of each worker: one that does not answer within 2 s is reported with its last counts, and
+ * an exited one's last counts stay in the sum, so a counter never goes down.
  *
  * @module
  */
 
 import cluster, { type Worker } from "node:cluster";
-import type { CaMetrics, MetricsSnapshot } from "./metrics.ts";
+import { type CaMetrics, type GroupMetrics, mergeSnapshots, type MetricsSnapshot } from "./metrics.ts";
 import { type RateLimit, RateLimiter, type RateLimitOptions, type RateVerdict } from "./rate-limit.ts";
 
 const CHANNEL = "meshauth:process-group";
@@ -19,7 +22,8 @@ const ASK_TIMEOUT_MS = 5000;
 const COLLECT_TIMEOUT_MS = 2000;
 
 type Message =
-  | { channel: typeof CHANNEL; kind: "take" | "refund"; id: number; key: string }
+  | { channel: typeof CHANNEL; kind: "take"; id: number; key: string }
+  | { channel: typeof CHANNEL; kind: "exchange"; id: number; from: string; to: string }
   | { channel: typeof CHANNEL; kind: "metrics"; id: number }
   | { channel: typeof CHANNEL; kind: "snapshot-request"; id: number }
   | { channel: typeof CHANNEL; kind: "snapshot"; id: number; snapshot: MetricsSnapshot }
@@ -51,7 +55,11 @@ export class WorkerGroup {
     process.send(message);
   }
 
-  #ask<T>(message: { kind: "take" | "refund"; key: string } | { kind: "metrics" }): Promise<T> {
+  #ask<T>(
+    message: { kind: "take"; key: string } | { kind: "exchange"; from: string; to: string } | {
+      kind: "metrics";
+    },
+  ): Promise<T> {
     const id = this.#nextId++;
     return new Promise<T>((resolve, reject) => {
       const timer = setTimeout(() => {
@@ -81,26 +89,25 @@ export class WorkerGroup {
   rateLimit(): RateLimit {
     return {
       take: (key) => this.#ask<RateVerdict>({ kind: "take", key }),
-      refund: async (key) => {
-        await this.#ask({ kind: "refund", key });
-      },
+      exchange: (from, to) => this.#ask<RateVerdict>({ kind: "exchange", from, to }),
     };
   }
 
   /** Every worker's counts (this one's included). */
-  metricsOfGroup(): Promise<MetricsSnapshot[]> {
-    return this.#ask<MetricsSnapshot[]>({ kind: "metrics" });
+  metricsOfGroup(): Promise<GroupMetrics> {
+    return this.#ask<GroupMetrics>({ kind: "metrics" });
   }
 }
 
 /** The primary's side: keeps the buckets and gathers the workers' metrics. */
 export function servePrimaryGroup(rateLimit: RateLimitOptions | false): void {
   const limiter = rateLimit === false ? undefined : new RateLimiter(rateLimit);
+  /** Each running worker's last snapshot, by worker id. */
+  const lastSnapshots = new Map<number, MetricsSnapshot>();
+  /** Exited workers' last snapshots, added up. */
+  let exited: MetricsSnapshot | undefined;
   let nextCollection = 1;
-  const collections = new Map<
-    number,
-    { snapshots: MetricsSnapshot[]; finish: () => void; expected: number }
-  >();
+  const collections = new Map<number, { answered: number; expected: number; finish: () => void }>();
   const reply = (worker: Worker, id: number, value: unknown) => {
     try {
       worker.send({ channel: CHANNEL, kind: "reply", id, value } satisfies Message);
@@ -108,6 +115,12 @@ export function servePrimaryGroup(rateLimit: RateLimitOptions | false): void {
       // The worker has gone; nobody is waiting.
     }
   };
+  cluster.on("exit", (worker: Worker) => {
+    const last = lastSnapshots.get(worker.id);
+    if (!last) return;
+    lastSnapshots.delete(worker.id);
+    exited = mergeSnapshots(exited ? [exited, last] : [last]);
+  });
   cluster.on("message", (worker: Worker, message: unknown) => {
     if (!isMessage(message)) return;
     switch (message.kind) {
@@ -117,35 +130,40 @@ export function servePrimaryGroup(rateLimit: RateLimitOptions | false): void {
           message.id,
           limiter?.take(message.key) ?? { allowed: true, retryAfterSeconds: 0 },
         );
-      case "refund":
-        limiter?.refund(message.key);
-        return reply(worker, message.id, null);
+      case "exchange":
+        return reply(
+          worker,
+          message.id,
+          limiter?.exchange(message.from, message.to) ?? { allowed: true, retryAfterSeconds: 0 },
+        );
       case "snapshot": {
+        // Kept even when it comes too late for its collection: the next report has it.
+        if (worker.isConnected()) lastSnapshots.set(worker.id, message.snapshot);
         const collection = collections.get(message.id);
-        collection?.snapshots.push(message.snapshot);
-        if (collection && collection.snapshots.length === collection.expected) collection.finish();
+        if (collection && ++collection.answered === collection.expected) collection.finish();
         return;
       }
       case "metrics": {
         const id = nextCollection++;
         const workers = Object.values(cluster.workers ?? {}).filter((w): w is Worker => !!w?.isConnected());
-        const snapshots: MetricsSnapshot[] = [];
-        // A worker that does not answer in time (busy, or exiting) is left out of this report.
+        // A worker that does not answer in time (busy, or exiting) is reported with its last counts.
         const timer = setTimeout(() => finish(), COLLECT_TIMEOUT_MS);
         const finish = () => {
           clearTimeout(timer);
           if (!collections.delete(id)) return;
-          reply(worker, message.id, snapshots);
+          const snapshots = [...lastSnapshots.values(), ...(exited ? [exited] : [])];
+          reply(worker, message.id, { snapshots, processes: workers.length } satisfies GroupMetrics);
         };
-        collections.set(id, { snapshots, finish, expected: workers.length });
+        const collection = { answered: 0, expected: workers.length, finish };
+        collections.set(id, collection);
         for (const w of workers) {
           try {
             w.send({ channel: CHANNEL, kind: "snapshot-request", id } satisfies Message);
           } catch {
-            collections.get(id)!.expected--;
+            collection.expected--;
           }
         }
-        if (snapshots.length >= collections.get(id)!.expected) finish();
+        if (collection.answered >= collection.expected) finish();
         return;
       }
     }

@@ -3,7 +3,9 @@
  * continuously. {@link RateLimiter} keeps the buckets in this process; a CA of several
  * processes shares one set of buckets through a {@link RateLimit} of another kind (the
  * primary's buckets for node:cluster workers, a table for PostgreSQL replicas), so the limit
- * holds for the whole CA and not once per process.
+ * holds for the whole CA and not once per process. {@link LocallyFilteredRateLimit} puts a
+ * copy of this process's own requests in front of shared buckets, so a flood from one address
+ * is refused without a round trip per request.
  *
  * @example
  * ```ts
@@ -37,8 +39,13 @@ export interface RateVerdict {
 export interface RateLimit {
   /** Takes one token for `key`; when none is left, says how long to wait. */
   take(key: string): RateVerdict | Promise<RateVerdict>;
-  /** Gives back a token taken for `key` (a request that turned out not to count). */
-  refund(key: string): void | Promise<void>;
+  /**
+   * Gives back the token taken for `from` and takes one for `to`, as one operation (one
+   * message to the primary, one statement on PostgreSQL): a request's charge moves from its
+   * client address to the identity it authenticated as. `from` gets its token back whatever
+   * the verdict, which is `to`'s.
+   */
+  exchange(from: string, to: string): RateVerdict | Promise<RateVerdict>;
 }
 
 interface Bucket {
@@ -88,8 +95,42 @@ export class RateLimiter implements RateLimit {
     return verdict;
   }
 
+  exchange(from: string, to: string): RateVerdict {
+    this.refund(from);
+    return this.take(to);
+  }
+
+  /** Gives back a token taken for `key`. */
   refund(key: string): void {
     const bucket = this.#buckets.get(key);
     if (bucket) bucket.tokens = Math.min(this.#options.burst, bucket.tokens + 1);
+  }
+}
+
+/**
+ * Shared buckets (another process's or a database's) behind buckets in this process that
+ * count this process's own requests. A key whose requests to this process alone have spent
+ * its bucket is refused here, without asking the shared buckets: an address flooding this
+ * process costs it no round trip per request. Everything else is decided by the shared
+ * buckets, so the limit still holds for the whole CA. The local buckets count every request
+ * they let through (the shared buckets may refuse some), and give a token back when
+ * {@link exchange} moves a request's charge on.
+ */
+export class LocallyFilteredRateLimit implements RateLimit {
+  readonly #local: RateLimiter;
+
+  constructor(readonly shared: RateLimit, options: RateLimitOptions) {
+    this.#local = new RateLimiter(options);
+  }
+
+  async take(key: string): Promise<RateVerdict> {
+    const local = this.#local.take(key);
+    if (!local.allowed) return local;
+    return await this.shared.take(key);
+  }
+
+  async exchange(from: string, to: string): Promise<RateVerdict> {
+    this.#local.refund(from);
+    return await this.shared.exchange(from, to);
   }
 }

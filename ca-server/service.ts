@@ -38,6 +38,20 @@ export interface RevocationRequest {
 }
 
 /**
+ * A serial number as the store keeps it (lowercase hex) from hex with or without the colons
+ * OpenSSL prints; anything else is a `400 ERR_INVALID_FIELD` naming `serialNumber`.
+ */
+export function parseSerialNumber(serialNumber: string): string {
+  const hex = serialNumber.replaceAll(":", "").toLowerCase();
+  if (!/^[0-9a-f]{2,64}$/.test(hex) || hex.length % 2) {
+    throw new Problem("ERR_INVALID_FIELD", "serialNumber must be the certificate's serial number in hex", {
+      field: "serialNumber",
+    });
+  }
+  return hex;
+}
+
+/**
  * Checks a revocation request: exactly one of a serial number (hex, with or without the colons
  * OpenSSL prints) and a SPIFFE ID of `trustDomain`, and a CRL reason. A typo must fail loudly:
  * a request that names nothing this CA could have issued would otherwise revoke nothing, quietly.
@@ -60,15 +74,7 @@ export function revocationSelector(request: RevocationRequest, trustDomain: Trus
       { field: "serialNumber|spiffeId" },
     );
   }
-  if (serialNumber !== undefined) {
-    const hex = serialNumber.replaceAll(":", "").toLowerCase();
-    if (!/^[0-9a-f]{2,64}$/.test(hex) || hex.length % 2) {
-      throw new Problem("ERR_INVALID_FIELD", "serialNumber must be the certificate's serial number in hex", {
-        field: "serialNumber",
-      });
-    }
-    return { serialNumber: hex, reason };
-  }
+  if (serialNumber !== undefined) return { serialNumber: parseSerialNumber(serialNumber), reason };
   let id: SpiffeId;
   try {
     id = SpiffeId.parse(spiffeId!);

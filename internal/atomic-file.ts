@@ -19,15 +19,18 @@ import { basename, dirname, join } from "node:path";
 /** `<name>.<uuid>.tmp`: the temporary files this module makes, and only those. */
 const TEMPORARY = /^(.+)\.[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.tmp$/;
 
+const encoder = new TextEncoder();
+
 /**
  * Replaces `path` with `content` atomically and durably, with file mode `mode`. The temporary
  * file is created exclusively with that mode, so a private key is never readable by others,
  * not even for a moment. If writing or renaming fails, the temporary file is removed and
- * `path` keeps its old content.
+ * `path` keeps its old content. Content too large to hold at once (a store's snapshot) comes
+ * as an async iterable of chunks, written one after another.
  */
 export async function writeFileAtomic(
   path: string,
-  content: string | Uint8Array,
+  content: string | Uint8Array | AsyncIterable<string | Uint8Array>,
   mode: number,
 ): Promise<void> {
   const temporary = `${path}.${crypto.randomUUID()}.tmp`;
@@ -36,7 +39,13 @@ export async function writeFileAtomic(
     try {
       // The umask may have narrowed the mode; a key must be exactly 0600, a bundle readable.
       await handle.chmod(mode);
-      await handle.writeFile(content);
+      const chunks = typeof content === "string" || content instanceof Uint8Array ? [content] : content;
+      for await (const chunk of chunks) {
+        const bytes = typeof chunk === "string" ? encoder.encode(chunk) : chunk;
+        for (let offset = 0; offset < bytes.length;) {
+          offset += (await handle.write(bytes, offset)).bytesWritten;
+        }
+      }
       await handle.sync();
     } finally {
       await handle.close();
@@ -50,7 +59,7 @@ export async function writeFileAtomic(
 }
 
 /** Makes a rename in `directory` durable, where the file system can. */
-async function syncDirectory(directory: string): Promise<void> {
+export async function syncDirectory(directory: string): Promise<void> {
   const handle = await fs.open(directory, constants.O_RDONLY);
   try {
     await handle.sync();

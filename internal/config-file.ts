@@ -178,6 +178,17 @@ export class FieldReader {
     return n;
   }
 
+  /** A number from `min` to `max`, fractions allowed (decimal digits in a string count). */
+  num(path: string, value: unknown, fallback: number, min: number, max: number): number {
+    if (value === undefined) return fallback;
+    const n = typeof value === "string" && /^\d+(\.\d+)?$/.test(value) ? Number(value) : value;
+    if (typeof n !== "number" || !Number.isFinite(n) || n < min || n > max) {
+      this.problems.push(`${path}: expected a number from ${min} to ${max}, got ${JSON.stringify(value)}`);
+      return fallback;
+    }
+    return n;
+  }
+
   /** true or false (also "true"/"false"/"1"/"0" from the environment). */
   bool(path: string, value: unknown, fallback: boolean): boolean {
     if (value === undefined) return fallback;

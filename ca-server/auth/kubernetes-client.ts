@@ -69,15 +69,17 @@ export function fetchTrustingCa(caPem: string, timeoutMs = 5000): typeof fetch {
 
 /**
  * The token in `path`, read again whenever the file was replaced (the kubelet swaps a
- * projected token's directory atomically when it rotates it, which changes the inode).
+ * projected token's directory atomically when it rotates it, which changes the inode), and
+ * whenever the caller asks with `{ reread: true }` (the API server refused the token: the file
+ * may hold a newer one that the check on the file's inode, size and time did not notice).
  */
-export function projectedToken(path: string): () => string {
+export function projectedToken(path: string): (options?: { reread?: boolean }) => string {
   let seen = "";
   let token = "";
-  return () => {
+  return (options = {}) => {
     const s = statSync(path);
     const stamp = `${s.ino}:${s.size}:${s.mtimeMs}`;
-    if (stamp !== seen) {
+    if (stamp !== seen || options.reread) {
       token = readFileSync(path, "utf8").trim();
       seen = stamp;
     }

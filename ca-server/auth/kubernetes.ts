@@ -26,6 +26,7 @@ import {
   type JWTVerifyGetKey,
 } from "jose";
 import { SpiffeId } from "../../mod.ts";
+import { CircuitBreaker } from "../circuit-breaker.ts";
 import { Problem } from "../problems.ts";
 import type { Authenticator, Credentials, Principal } from "./principal.ts";
 
@@ -37,9 +38,10 @@ export interface TokenReviewOptions {
    * A token allowed to create TokenReviews, or a function answering the current one: a
    * projected service-account token is rotated by the kubelet (hourly, typically), so it is
    * read from its file again rather than once (`projectedToken` in `kubernetes-client.ts`).
-   * When the API server answers 401, the function is asked again and the review retried once.
+   * When the API server answers 401, the function is asked with `{ reread: true }` (read the
+   * file, not a cached copy), and the review is retried once if the token changed.
    */
-  reviewerToken: string | (() => string | Promise<string>);
+  reviewerToken: string | ((options?: { reread?: boolean }) => string | Promise<string>);
   /** The fetch to call it with (to add a CA for the API server's certificate). */
   fetch?: typeof fetch;
   timeoutMs?: number;
@@ -71,8 +73,13 @@ const SERVICE_ACCOUNT_USER = /^system:serviceaccount:([^:]+):([^:]+)$/;
 export class KubernetesAuthenticator implements Authenticator {
   readonly method = "kubernetes" as const;
   readonly #keys?: JWTVerifyGetKey;
+  readonly #breaker: CircuitBreaker;
 
   constructor(readonly options: KubernetesAuthenticatorOptions) {
+    // After 5 failures in a row, the API is left alone for 1 s, then 2, 4 ... up to 30.
+    this.#breaker = new CircuitBreaker("the Kubernetes TokenReview API", {
+      now: options.now && (() => options.now!().getTime()),
+    });
     if (options.jwks) this.#keys = createLocalJWKSet(options.jwks);
     else if (options.jwksUrl) {
       const jwksFetch = options.jwksFetch;
@@ -132,19 +139,26 @@ export class KubernetesAuthenticator implements Authenticator {
 
   async #review(token: string): Promise<string> {
     const review = this.options.tokenReview!;
+    this.#breaker.admit();
     const reviewerToken = typeof review.reviewerToken === "string"
-      ? () => review.reviewerToken as string
-      : review.reviewerToken;
-    let response = await this.#askReview(token, await reviewerToken());
-    // The reviewer's own token was rotated since it was read: read it again, once.
+      ? review.reviewerToken
+      : await review.reviewerToken();
+    let response = await this.#askReview(token, reviewerToken);
+    // The reviewer's own token was rotated or revoked since it was read: read its file again
+    // (not the copy kept), and retry once with what it holds now, if that is another token.
     if (response.status === 401 && typeof review.reviewerToken !== "string") {
-      await response.body?.cancel();
-      response = await this.#askReview(token, await reviewerToken());
+      const reread = await review.reviewerToken({ reread: true });
+      if (reread !== reviewerToken) {
+        await response.body?.cancel();
+        response = await this.#askReview(token, reread);
+      }
     }
     if (!response.ok) {
+      this.#breaker.failed();
       await response.body?.cancel();
       throw new Problem("ERR_NOT_READY", `the Kubernetes TokenReview API answered ${response.status}`);
     }
+    this.#breaker.succeeded();
     const body = await response.json() as {
       status?: {
         authenticated?: boolean;
@@ -184,6 +198,7 @@ export class KubernetesAuthenticator implements Authenticator {
         signal: AbortSignal.timeout(review.timeoutMs ?? 5000),
       });
     } catch (cause) {
+      this.#breaker.failed();
       throw new Problem(
         "ERR_NOT_READY",
         `the Kubernetes TokenReview API is unreachable: ${(cause as Error).message}`,

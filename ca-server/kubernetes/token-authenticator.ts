@@ -25,6 +25,7 @@ import { SpiffeId } from "../../mod.ts";
 import { fromBase64Url, toHex } from "../../internal/mod.ts";
 import { nodeIdOf } from "../auth/join-token.ts";
 import type { Authenticator, Credentials, NodeWorkloads, Principal } from "../auth/principal.ts";
+import { CircuitBreaker } from "../circuit-breaker.ts";
 import { Problem } from "../problems.ts";
 import type { KubernetesApi } from "./api.ts";
 import type { PodIndex } from "./pod-index.ts";
@@ -72,10 +73,15 @@ export class ServiceAccountTokenAuthenticator implements Authenticator {
   readonly method = "kubernetes" as const;
   readonly #o: ServiceAccountTokenAuthenticatorOptions;
   readonly #reviews = new Map<string, { user: NonNullable<TokenReviewStatus["user"]>; until: number }>();
+  readonly #breaker: CircuitBreaker;
 
   constructor(options: ServiceAccountTokenAuthenticatorOptions) {
     if (options.audiences.length === 0) throw new Error("a token authenticator needs at least one audience");
     this.#o = options;
+    // After 5 failures in a row, the API is left alone for 1 s, then 2, 4 ... up to 30.
+    this.#breaker = new CircuitBreaker("the Kubernetes TokenReview API", {
+      now: options.now && (() => options.now!().getTime()),
+    });
   }
 
   async authenticate(credentials: Credentials): Promise<Principal | undefined> {
@@ -147,6 +153,7 @@ export class ServiceAccountTokenAuthenticator implements Authenticator {
     const cached = this.#reviews.get(digest);
     if (cached && cached.until > now) return cached.user;
     let status: TokenReviewStatus | undefined;
+    this.#breaker.admit();
     try {
       status = (await this.#o.api.create<{ status?: TokenReviewStatus }>(
         "/apis/authentication.k8s.io/v1/tokenreviews",
@@ -156,7 +163,9 @@ export class ServiceAccountTokenAuthenticator implements Authenticator {
           spec: { token, audiences: [...this.#o.audiences] },
         },
       )).status;
+      this.#breaker.succeeded();
     } catch (err) {
+      this.#breaker.failed();
       throw new Problem("ERR_NOT_READY", `the Kubernetes TokenReview API failed: ${(err as Error).message}`);
     }
     if (!status?.authenticated || !status.user?.username) {

@@ -5,6 +5,10 @@
  * - `journal.jsonl` and `archive/segment-<n>.jsonl`: the journal of issued certificates and
  *   audit events ({@link Journal}), with group commit. An issuance and its audit entry share
  *   one `fdatasync`.
+ * - `denials/journal.jsonl` and `denials/archive/segment-<n>.jsonl`: refused requests (`denied`
+ *   audit events), a journal of their own, rotated at `segmentBytes` with one archived segment
+ *   kept, so that a flood of refusals from any number of addresses can never push issuances
+ *   and revocations out of the archive.
  * - `snapshot.jsonl`: the certificates still of use at the last compaction ({@link writeSnapshot}).
  *   Start-up reads it, then the segments archived after it, then `journal.jsonl`.
  * - `state.json`: revocations, the CRL number, join tokens ({@link StateFile}), replaced whole
@@ -26,7 +30,7 @@
 
 import { mkdirSync, unlinkSync } from "node:fs";
 import { join } from "node:path";
-import { type Logger, removeStaleTemporaries } from "../../internal/mod.ts";
+import { type Logger, removeStaleTemporaries, toHex } from "../../internal/mod.ts";
 import { AUDIT_PREFIX, readAuditTail } from "./audit-tail.ts";
 import { CertificateIndex, recordOf } from "./certificate-index.ts";
 import { CrlFiles } from "./crl-files.ts";
@@ -79,6 +83,7 @@ export class FileStore implements CaStore {
   readonly #options: Required<Omit<FileStoreOptions, "logger" | "now">> & Pick<FileStoreOptions, "logger">;
   readonly #now: () => Date;
   readonly #journal: Journal;
+  readonly #denials: Journal;
   readonly #state: StateFile;
   readonly #crls: CrlFiles;
   readonly #stateLock: FileLock;
@@ -106,6 +111,11 @@ export class FileStore implements CaStore {
     this.#now = options.now ?? (() => new Date());
     this.#index = new CertificateIndex(this.#options.retainExpiredSeconds * 1000);
     this.#journal = new Journal(dir, { isDurable: this.#options.isDurable, onLine: (l) => this.#apply(l) });
+    // Written and read back by readAudit alone: nothing in it goes into the index.
+    this.#denials = new Journal(join(dir, "denials"), {
+      isDurable: this.#options.isDurable,
+      onLine: () => {},
+    });
     this.#state = new StateFile(join(dir, "state.json"));
     this.#crls = new CrlFiles(join(dir, "crls"));
     this.#stateLock = new FileLock(join(dir, "locks", "state"));
@@ -125,6 +135,8 @@ export class FileStore implements CaStore {
     await removeStaleTemporaries(join(this.dir, "crls"));
     this.#state.current();
     this.#journal.open();
+    mkdirSync(this.#denials.dir, { recursive: true, mode: 0o700 });
+    this.#denials.open();
     if (this.#options.isCompacting) {
       await this.#ensureLoaded();
       this.#options.logger?.info("store opened", {
@@ -145,6 +157,7 @@ export class FileStore implements CaStore {
     await this.#compacting?.catch(() => {});
     await this.#localLock;
     await this.#journal.close();
+    await this.#denials.close();
     this.#state.close();
     this.#crls.close();
   }
@@ -216,9 +229,10 @@ export class FileStore implements CaStore {
           this.#lastEvictionMs = nowMs;
           this.#index.evict(nowMs);
         }
-        if (this.#options.isCompacting && this.#journal.currentSize() >= this.#options.segmentBytes) {
-          await this.compact();
-        }
+        const segmentBytes = this.#options.segmentBytes;
+        const isFull = this.#journal.currentSize() >= segmentBytes ||
+          this.#denials.currentSize() >= segmentBytes;
+        if (this.#options.isCompacting && isFull) await this.compact();
       } catch (err) {
         this.#options.logger?.error("store maintenance failed", { store: this.description, error: err });
       }
@@ -229,6 +243,7 @@ export class FileStore implements CaStore {
   /**
    * Archives the current journal segment and writes a snapshot, unless another process is
    * doing so or (without `force`) the segment is under `segmentBytes`. Answers whether it did.
+   * Rotates the refusals' journal too once it passes `segmentBytes`.
    */
   compact(options: { force?: boolean } = {}): Promise<boolean> {
     this.#compacting ??= this.#compact(options.force ?? false).finally(() => this.#compacting = undefined);
@@ -239,21 +254,20 @@ export class FileStore implements CaStore {
     const held = this.#compactionLock.tryAcquire();
     if (!held) return false;
     try {
+      await this.#rotateDenials();
       const size = this.#journal.currentSize();
       if (size === 0 || (!force && size < this.#options.segmentBytes)) return false;
       const started = performance.now();
       const archived = this.#journal.archivedSegments();
       const seq = Math.max(snapshotSegment(this.dir), archived.at(-1)?.seq ?? 0) + 1;
-      this.#journal.rotate(seq);
+      await this.#journal.rotate(seq);
       // Everything up to the end of the archived segment, into the index, then out to the snapshot.
       await this.#catchUp();
       this.#index.evict(this.#now().getTime());
       await writeSnapshot(this.dir, seq, this.#index.all());
       const segments = this.#journal.archivedSegments();
       const excess = this.#options.keepSegments > 0 ? segments.length - this.#options.keepSegments : 0;
-      for (const segment of segments.slice(0, Math.max(0, excess))) {
-        if (segment.seq <= seq) unlinkSync(segment.path);
-      }
+      for (const segment of segments.slice(0, Math.max(0, excess))) unlinkSync(segment.path);
       this.#options.logger?.info("store compacted", {
         store: this.description,
         segment: seq,
@@ -265,6 +279,14 @@ export class FileStore implements CaStore {
     } finally {
       held.release();
     }
+  }
+
+  // The refusals: the current segment and one archived, about twice segmentBytes at most.
+  async #rotateDenials(): Promise<void> {
+    if (this.#denials.currentSize() < this.#options.segmentBytes) return;
+    const archived = this.#denials.archivedSegments();
+    await this.#denials.rotate((archived.at(-1)?.seq ?? 0) + 1);
+    for (const segment of archived) unlinkSync(segment.path);
   }
 
   async recordIssuance(certificate: CertificateRecord): Promise<void> {
@@ -389,14 +411,20 @@ export class FileStore implements CaStore {
 
   async appendAudit(event: AuditEvent): Promise<void> {
     // The id tells the two copies apart that a rotation can leave of one event.
-    const id = Array.from(crypto.getRandomValues(new Uint8Array(8)), (b) => b.toString(16).padStart(2, "0"))
-      .join("");
-    await this.#journal.append({ kind: "audit", id, ...event });
+    const id = toHex(crypto.getRandomValues(new Uint8Array(8)));
+    await (event.action === "denied" ? this.#denials : this.#journal).append({ kind: "audit", id, ...event });
   }
 
-  readAudit(limit: number): Promise<AuditEvent[]> {
-    const archived = this.#journal.archivedSegments().reverse().map((s) => s.path);
-    return readAuditTail([this.#journal.path, ...archived], limit);
+  async readAudit(limit: number): Promise<AuditEvent[]> {
+    const pathsOf = (
+      journal: Journal,
+    ) => [journal.path, ...journal.archivedSegments().reverse().map((s) => s.path)];
+    const [history, denials] = await Promise.all([
+      readAuditTail(pathsOf(this.#journal), limit),
+      readAuditTail(pathsOf(this.#denials), limit),
+    ]);
+    // Each is oldest first; together, in the order they happened.
+    return [...history, ...denials].sort((a, b) => a.at.getTime() - b.at.getTime()).slice(-limit);
   }
 
   // Serialised within the process by a promise chain and across processes by the lock.

@@ -5,9 +5,10 @@
  * Writing: each batch of records is one synchronous `O_APPEND` write (a few hundred bytes into
  * the page cache take microseconds, where a trip through the thread pool costs over 100 µs of
  * CPU), and the batches written meanwhile are made durable together by one `fdatasync`, off
- * the event loop. Each caller's promise settles only once its line is on disk. A crash can at
- * worst leave a torn last line, which readers skip and the next writer fences off with a
- * newline, so what was committed before is never damaged.
+ * the event loop. Each caller's promise settles only once its line is on disk. A crash (or a
+ * full disk) can at worst leave a torn line; every batch starts with a newline, so the next
+ * record, whichever process writes it, is never glued to a torn one, and readers skip the torn
+ * line and the empty ones.
  *
  * Segments: `journal.jsonl` is the current segment. Compaction renames it to
  * `archive/segment-<seq>.jsonl` ({@link Journal.rotate}), and the next write creates a new one.
@@ -28,16 +29,15 @@ import {
   closeSync,
   fdatasync,
   fstatSync,
-  fsyncSync,
   mkdirSync,
   openSync,
   readdirSync,
-  readSync,
   renameSync,
   statSync,
   writeSync,
 } from "node:fs";
 import { dirname, join } from "node:path";
+import { syncDirectory } from "../../internal/mod.ts";
 import { readLines } from "./lines.ts";
 
 interface Waiter {
@@ -69,42 +69,6 @@ function inodeOf(path: string): number | undefined {
   }
 }
 
-/** Makes renames in `directory` durable, where the file system can. */
-export function syncDirectory(directory: string): void {
-  const fd = openSync(directory, "r");
-  try {
-    fsyncSync(fd);
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code !== "EINVAL" && code !== "ENOTSUP" && code !== "EISDIR") throw err;
-  } finally {
-    closeSync(fd);
-  }
-}
-
-/** Opens `path` for appending and fences off a torn last line. */
-function openForAppend(path: string): number {
-  const fd = openSync(path, "a", 0o600);
-  try {
-    const size = fstatSync(fd).size;
-    if (size > 0) {
-      const last = new Uint8Array(1);
-      const reader = openSync(path, "r");
-      try {
-        readSync(reader, last, 0, 1, size - 1);
-      } finally {
-        closeSync(reader);
-      }
-      // A torn line from a crash: start the next record on a line of its own.
-      if (last[0] !== 0x0a) writeSync(fd, "\n");
-    }
-    return fd;
-  } catch (err) {
-    closeSync(fd);
-    throw err;
-  }
-}
-
 /** One journal: the current segment `<dir>/journal.jsonl` and the archived ones. */
 export class Journal {
   readonly path: string;
@@ -115,8 +79,6 @@ export class Journal {
   #ino = 0;
   /** Appended in this turn, not yet written. */
   #unwritten: (Waiter & { line: string })[] = [];
-  /** A write stopped part-way through a line. */
-  #isTorn = false;
   /** Written, waiting for the next `fdatasync`. */
   #unsynced: Waiter[] = [];
   /** Segments this writer wrote to before they were archived: synced, then closed. */
@@ -144,7 +106,7 @@ export class Journal {
 
   /** Opens the current segment for appending (creating it) and for reading from its start. */
   open(): void {
-    this.#fd = openForAppend(this.path);
+    this.#fd = openSync(this.path, "a", 0o600);
     this.#ino = fstatSync(this.#fd).ino;
     const fd = openSync(this.path, "r");
     this.#reader = { fd, ino: fstatSync(fd).ino, offset: 0 };
@@ -216,13 +178,7 @@ export class Journal {
 
   #writeAll(bytes: Uint8Array): void {
     let written = 0;
-    try {
-      while (written < bytes.length) written += writeSync(this.#fd!, bytes, written);
-    } catch (err) {
-      if (written > 0) this.#isTorn = true;
-      throw err;
-    }
-    this.#isTorn = false;
+    while (written < bytes.length) written += writeSync(this.#fd!, bytes, written);
   }
 
   /** Switches the writer to the current segment after its own was archived. */
@@ -234,7 +190,7 @@ export class Journal {
         fdatasync(old, () => closeSync(old));
       }
     }
-    this.#fd = openForAppend(this.path);
+    this.#fd = openSync(this.path, "a", 0o600);
     this.#ino = fstatSync(this.#fd).ino;
   }
 
@@ -244,9 +200,8 @@ export class Journal {
     this.#unwritten = [];
     try {
       if (this.#fd === undefined) throw new Error(`journal ${this.path} is not open`);
-      const lines = batch.length === 1 ? batch[0].line : batch.map((b) => b.line).join("");
-      // After a write that failed part-way (a full disk), start on a line of our own.
-      const bytes = new TextEncoder().encode(this.#isTorn ? `\n${lines}` : lines);
+      // On a line of its own, even after a line another process (or a failed write) tore.
+      const bytes = new TextEncoder().encode(`\n${batch.map((b) => b.line).join("")}`);
       // One write(2) with O_APPEND lands whole at the end, even with other processes appending.
       this.#writeAll(bytes);
       // If the segment was archived before the write ended, a reader may have finished with it:
@@ -312,14 +267,14 @@ export class Journal {
    * Archives the current segment as number `seq` and starts a new one. Only a process holding
    * the compaction lock calls this.
    */
-  rotate(seq: number): string {
+  async rotate(seq: number): Promise<string> {
     mkdirSync(this.archiveDir, { recursive: true, mode: 0o700 });
     const archived = join(this.archiveDir, `segment-${String(seq).padStart(10, "0")}.jsonl`);
     renameSync(this.path, archived);
     closeSync(openSync(this.path, "a", 0o600));
-    syncDirectory(this.archiveDir);
-    syncDirectory(dirname(this.path));
     if (this.#fd !== undefined && this.#unwritten.length === 0) this.#reopen();
+    await syncDirectory(this.archiveDir);
+    await syncDirectory(dirname(this.path));
     return archived;
   }
 
@@ -369,12 +324,13 @@ export class Journal {
           throw err;
         }
       }
-      reader.offset = await readLines(reader.fd, reader.offset, this.#onLine);
+      // Which segment is current is asked before ours is read to its end. If ours was archived
+      // by then, this read finds every line written to it before; a line written to it after
+      // was written again to the next segment by its writer (see #write), which is read next.
       const current = inodeOf(this.path);
+      reader.offset = await readLines(reader.fd, reader.offset, this.#onLine);
       // Missing: archived a moment ago, and the next segment is not there yet.
       if (current === undefined || current === reader.ino) return "ok";
-      // What reached the old segment before writers noticed it was archived.
-      reader.offset = await readLines(reader.fd, reader.offset, this.#onLine);
       closeSync(reader.fd);
       this.#reader = undefined;
       let next: number | undefined;

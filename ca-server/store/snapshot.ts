@@ -9,17 +9,17 @@
  * ["5f3a...","spiffe://td/ns/a/sa/b",1764583200000,1764586800000,1764583230000,"token:ab12...","join-token","9c1d..."]
  * ```
  *
- * `segment` is the last archived journal segment whose records it holds. It is written beside
- * under a temporary name, synced and renamed over the old one, so a crash leaves one whole
- * snapshot or the other.
+ * `segment` is the last archived journal segment whose records it holds. It is replaced with
+ * `writeFileAtomic` (a temporary file beside it, synced and renamed over the old one), so a
+ * crash leaves one whole snapshot or the other, and the next open sweeps the temporary file.
  *
  * @module
  */
 
-import { closeSync, fdatasync, openSync, readSync, renameSync, rmSync, writeSync } from "node:fs";
+import { closeSync, openSync, readSync } from "node:fs";
 import { join } from "node:path";
+import { writeFileAtomic } from "../../internal/mod.ts";
 import type { IndexedCertificate } from "./certificate-index.ts";
-import { syncDirectory } from "./journal.ts";
 import { parseLine, readLines } from "./lines.ts";
 import { StoreError } from "./store.ts";
 
@@ -32,47 +32,32 @@ export async function writeSnapshot(
   segment: number,
   certificates: Iterable<IndexedCertificate>,
 ): Promise<void> {
-  const path = join(dir, NAME);
-  // The name writeFileAtomic uses, so an interrupted snapshot is swept at the next open.
-  const temporary = `${path}.${crypto.randomUUID()}.tmp`;
-  const fd = openSync(temporary, "wx", 0o600);
-  try {
-    writeSync(fd, `${JSON.stringify({ version: 1, segment, createdAt: new Date().toISOString() })}\n`);
-    let lines: string[] = [];
-    for (const c of certificates) {
-      lines.push(
-        JSON.stringify([
-          c.serialNumber,
-          c.spiffeId,
-          c.notBefore,
-          c.notAfter,
-          c.issuedAt,
-          c.requester,
-          c.method,
-          c.authorityId,
-        ]),
-      );
-      if (lines.length === LINES_PER_WRITE) {
-        writeSync(fd, `${lines.join("\n")}\n`);
-        lines = [];
-        // Serving goes on while a large snapshot is written.
-        await new Promise((resolve) => setImmediate(resolve));
-      }
+  await writeFileAtomic(join(dir, NAME), snapshotChunks(segment, certificates), 0o600);
+}
+
+/** The snapshot's lines, some thousands at a time: serving goes on while a large one is written. */
+async function* snapshotChunks(segment: number, certificates: Iterable<IndexedCertificate>) {
+  yield `${JSON.stringify({ version: 1, segment, createdAt: new Date().toISOString() })}\n`;
+  let lines: string[] = [];
+  for (const c of certificates) {
+    lines.push(
+      JSON.stringify([
+        c.serialNumber,
+        c.spiffeId,
+        c.notBefore,
+        c.notAfter,
+        c.issuedAt,
+        c.requester,
+        c.method,
+        c.authorityId,
+      ]),
+    );
+    if (lines.length === LINES_PER_WRITE) {
+      yield `${lines.join("\n")}\n`;
+      lines = [];
     }
-    if (lines.length > 0) writeSync(fd, `${lines.join("\n")}\n`);
-    await new Promise<void>((resolve, reject) => fdatasync(fd, (err) => err ? reject(err) : resolve()));
-    closeSync(fd);
-    renameSync(temporary, path);
-  } catch (err) {
-    try {
-      closeSync(fd);
-    } catch {
-      // Closed already.
-    }
-    rmSync(temporary, { force: true });
-    throw err;
   }
-  syncDirectory(dir);
+  if (lines.length > 0) yield `${lines.join("\n")}\n`;
 }
 
 /**

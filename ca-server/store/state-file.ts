@@ -3,17 +3,14 @@
  * only ever replaced whole (write a temporary file, fsync, rename, fsync the directory), under
  * the store's lock, so an interrupted write leaves the previous state intact.
  *
- * Readers see every replacement that completed before they asked: each read compares the
- * inode of `state.json` with that of the copy it parsed last, which it keeps open, so the
- * inode number cannot be handed to a newer file while it is compared (a check on size and
- * modification time misses two writes within one clock tick).
+ * Readers see every replacement that completed before they asked ({@link ReplacedFile}).
  *
  * @module
  */
 
-import { closeSync, fstatSync, openSync, readFileSync, statSync } from "node:fs";
 import { writeFileAtomic } from "../../internal/mod.ts";
 import { isAcceptedReason, reviveDates } from "./records.ts";
+import { ReplacedFile } from "./replaced-file.ts";
 import { type JoinTokenRecord, type RevocationRecord, StoreError } from "./store.ts";
 
 /** The content of `state.json`. */
@@ -49,41 +46,17 @@ export function prune(state: State, now: Date): void {
 
 /** `state.json`, as last replaced by any process. */
 export class StateFile {
-  #fd?: number;
-  #ino?: number;
-  #state: State = emptyState();
+  readonly #file: ReplacedFile<State>;
+  /** One object while there is no file, so callers can cache what they derive from it. */
+  readonly #empty = emptyState();
 
-  constructor(readonly path: string) {}
+  constructor(readonly path: string) {
+    this.#file = new ReplacedFile(path, (text) => this.#parse(text));
+  }
 
   /** The current state (do not change it: {@link write} a changed copy under the lock). */
   current(): State {
-    let ino: number | undefined;
-    try {
-      ino = statSync(this.path).ino;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
-    }
-    if (ino !== this.#ino) this.#load();
-    return this.#state;
-  }
-
-  #load(): void {
-    let fd: number;
-    try {
-      fd = openSync(this.path, "r");
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
-      this.#replace(undefined, undefined, emptyState());
-      return;
-    }
-    let state: State;
-    try {
-      state = this.#parse(readFileSync(fd, "utf8"));
-    } catch (err) {
-      closeSync(fd);
-      throw err;
-    }
-    this.#replace(fd, fstatSync(fd).ino, state);
+    return this.#file.current() ?? this.#empty;
   }
 
   #parse(text: string): State {
@@ -102,22 +75,13 @@ export class StateFile {
     return parsed;
   }
 
-  #replace(fd: number | undefined, ino: number | undefined, state: State): void {
-    if (this.#fd !== undefined) closeSync(this.#fd);
-    this.#fd = fd;
-    this.#ino = ino;
-    this.#state = state;
-  }
-
   /** Replaces `state.json` with `state`; call only under the store's lock. */
   async write(state: State): Promise<void> {
     await writeFileAtomic(this.path, JSON.stringify(state), 0o600);
-    // Under the lock nobody else writes: the file now there is this one.
-    const fd = openSync(this.path, "r");
-    this.#replace(fd, fstatSync(fd).ino, state);
+    this.#file.written(state);
   }
 
   close(): void {
-    this.#replace(undefined, undefined, this.#state);
+    this.#file.close();
   }
 }

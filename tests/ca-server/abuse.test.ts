@@ -15,6 +15,10 @@ import {
   createCaApp,
   FileStore,
   MemoryKeyManager,
+  Problem,
+  type RateLimit,
+  RateLimiter,
+  type RateLimitOptions,
 } from "../../ca-server/mod.ts";
 import {
   type CaProcess,
@@ -48,15 +52,11 @@ function postFrom(
   });
 }
 
-/** Bytes in the store's journal, archived segments included. */
+/** Bytes in the store's journals (the refusals' included), archived segments included. */
 function journalBytes(storeDir: string): number {
-  let total = statSync(join(storeDir, "journal.jsonl")).size;
-  try {
-    for (const name of readdirSync(join(storeDir, "archive"))) {
-      total += statSync(join(storeDir, "archive", name)).size;
-    }
-  } catch {
-    // Nothing archived yet.
+  let total = 0;
+  for (const name of readdirSync(storeDir, { recursive: true }) as string[]) {
+    if (/(^|\/)(journal|segment-\d+)\.jsonl$/.test(name)) total += statSync(join(storeDir, name)).size;
   }
   return total;
 }
@@ -101,7 +101,8 @@ describe("the address limit comes before the credentials", () => {
         authorities,
         store,
         authenticators,
-        rateLimit: { requestsPerSecond: 1, burst: 3 },
+        // A clock that stands still: no token comes back while the test runs.
+        rateLimit: { requestsPerSecond: 1, burst: 3, now: () => 0 },
         clientAddress: () => "198.51.100.7",
       });
       const send = (bearer: string) =>
@@ -127,7 +128,8 @@ describe("the address limit comes before the credentials", () => {
     const dir = await tempDir();
     const config = await writeConfig(dir.path, {
       listen: { host: "127.0.0.1", port: 0, plainHttp: true },
-      rateLimit: { requestsPerSecond: 1, burst: 3 },
+      // One token in 1000 s: none comes back while the test runs.
+      rateLimit: { requestsPerSecond: 0.001, burst: 3 },
       log: { level: "info" },
     });
     assert.equal((await cli(["ca", "init", "--config", config])).code, 0);
@@ -137,30 +139,125 @@ describe("the address limit comes before the credentials", () => {
       const id = `spiffe://${TRUST_DOMAIN}/abuse/right`;
       const right = await token(store, { role: "workload", spiffeId: id });
       const wrong = `${right.split(".")[0]}.${"A".repeat(43)}`;
-      const { csr } = await csrFor(id);
+      const body = JSON.stringify({ csr: (await csrFor(id)).csr });
+      const headers = (bearer: string) => ({
+        "content-type": "application/json",
+        authorization: `Bearer ${bearer}`,
+      });
       const guesses = await Promise.all(
-        Array.from(
-          { length: 3 },
-          () => postJson(`${ca.url}/v1/certificates`, { csr }, { authorization: `Bearer ${wrong}` }),
-        ),
+        Array.from({ length: 3 }, () => postFrom("127.0.0.3", ca.url, headers(wrong), body)),
       );
-      assert.deepEqual(guesses.map((g) => g.status), [401, 401, 401]);
-      const throttled = await postJson(`${ca.url}/v1/certificates`, { csr }, {
-        authorization: `Bearer ${right}`,
-      });
-      assert.equal(throttled.status, 429, JSON.stringify(throttled.json));
-      await sleep(Number(throttled.headers.get("retry-after")) * 1000 + 100);
-      const later = await postJson(`${ca.url}/v1/certificates`, { csr }, {
-        authorization: `Bearer ${right}`,
-      });
-      assert.equal(later.status, 201, "the single-use token was not spent by the refused request");
+      assert.deepEqual(guesses, [401, 401, 401]);
+      assert.equal(await postFrom("127.0.0.3", ca.url, headers(right), body), 429);
+      // From another address, whose bucket is full: the token was not spent by the refusal.
+      assert.equal(await postFrom("127.0.0.4", ca.url, headers(right), body), 201);
     } finally {
       await ca.stop();
       await store.close();
       await dir.remove();
     }
   });
+
+  it("throttles an address whose requests fail on the server's side (503) like any failure", async () => {
+    let reviews = 0;
+    const unavailable: Authenticator = {
+      method: "kubernetes",
+      authenticate: () => {
+        reviews++;
+        return Promise.reject(new Problem("ERR_NOT_READY", "the Kubernetes TokenReview API answered 503"));
+      },
+    };
+    const { app, close } = await inProcessCa([unavailable], { requestsPerSecond: 1, burst: 3, now: () => 0 });
+    try {
+      const statuses: number[] = [];
+      for (let i = 0; i < 20; i++) statuses.push((await send(app, "x.y.z")).status);
+      assert.deepEqual(statuses, [...Array(3).fill(503), ...Array(17).fill(429)]);
+      assert.equal(reviews, 3, "the authenticator was asked only while the address had tokens");
+    } finally {
+      await close();
+    }
+  });
+
+  it("costs an authenticated request one take and one exchange of shared buckets", async () => {
+    const calls: string[] = [];
+    const primary = new RateLimiter({ requestsPerSecond: 1, burst: 3, now: () => 0 });
+    // Stands for the primary's or the database's buckets: every call is a round trip.
+    const shared: RateLimit = {
+      take: (key) => (calls.push(`take ${key}`), primary.take(key)),
+      exchange: (from, to) => (calls.push(`exchange ${from} ${to}`), primary.exchange(from, to)),
+    };
+    const right: Authenticator = {
+      method: "join-token",
+      authenticate: ({ bearerToken }) => {
+        if (bearerToken !== "right") return Promise.reject(new Problem("ERR_TOKEN_INVALID", "wrong"));
+        return Promise.resolve({
+          method: "join-token",
+          requester: "spiffe://abuse.example/w",
+          allowedIds: [],
+          isAdmin: false,
+        });
+      },
+    };
+    const { app, close } = await inProcessCa(
+      [right],
+      { requestsPerSecond: 1, burst: 3, now: () => 0 },
+      shared,
+    );
+    try {
+      assert.equal((await send(app, "right")).status, 400, "authenticated (the body is empty)");
+      assert.deepEqual(calls, [
+        "take address:198.51.100.7",
+        "exchange address:198.51.100.7 spiffe://abuse.example/w",
+      ]);
+      calls.length = 0;
+      const statuses: number[] = [];
+      for (let i = 0; i < 20; i++) statuses.push((await send(app, "wrong")).status);
+      assert.deepEqual(statuses, [...Array(3).fill(401), ...Array(17).fill(429)]);
+      assert.equal(calls.length, 3, "once over its limit here, the address is refused without a round trip");
+    } finally {
+      await close();
+    }
+  });
 });
+
+/** A CA app in this process, for one client address (198.51.100.7). */
+async function inProcessCa(
+  authenticators: Authenticator[],
+  rateLimit: RateLimitOptions,
+  rateLimiter?: RateLimit,
+): Promise<{ app: ReturnType<typeof createCaApp>; close: () => Promise<void> }> {
+  const keys = new MemoryKeyManager();
+  const root = await CertificateAuthority.createRoot({ trustDomain: "abuse.example" });
+  await keys.add({ ...(await root.exportPem()), activeFrom: new Date(Date.now() - 1000) });
+  const authorities = await Authorities.load(keys, { trustDomain: "abuse.example" });
+  const dir = await tempDir();
+  const store = new FileStore(dir.path);
+  await store.open();
+  const app = createCaApp({
+    authorities,
+    store,
+    authenticators,
+    rateLimit,
+    rateLimiter,
+    clientAddress: () => "198.51.100.7",
+  });
+  return {
+    app,
+    close: async () => {
+      await store.close();
+      await dir.remove();
+    },
+  };
+}
+
+/** An issuance request with a bearer token and an empty JSON body. */
+function send(app: ReturnType<typeof createCaApp>, bearer: string): Promise<Response> {
+  return Promise.resolve(app.request("/v1/certificates", {
+    method: "POST",
+    headers: { authorization: `Bearer ${bearer}`, "content-type": "application/json" },
+    body: "{}",
+  }));
+}
 
 describe("a burst of unauthenticated and malformed requests", () => {
   let dir: { path: string; remove(): Promise<void> };

@@ -485,6 +485,25 @@ export function defineApiSuite(
       assertProblem(await call("GET", "/v1/certificates"), 401, "ERR_UNAUTHENTICATED");
     });
 
+    it("finds a certificate by its serial number (hex, or OpenSSL's AB:CD form)", async () => {
+      const admin = await token(store, { role: "admin" });
+      const id = `spiffe://${TRUST_DOMAIN}/ns/shop/sa/looked-up`;
+      const serial: string = (await issueWithToken(id)).reply.json.serialNumber;
+      const colons = serial.toUpperCase().match(/../g)!.join(":");
+      for (const query of [serial, colons]) {
+        const found = await call("GET", `/v1/certificates?serialNumber=${query}`, { token: admin });
+        assert.equal(found.status, 200, found.body);
+        assert.deepEqual(found.json.certificates.map((c: { spiffeId: string }) => c.spiffeId), [id]);
+      }
+      const none = await call("GET", "/v1/certificates?serialNumber=0badc0de", { token: admin });
+      assert.deepEqual(none.json.certificates, []);
+      assertProblem(
+        await call("GET", "/v1/certificates?serialNumber=xyz", { token: admin }),
+        400,
+        "ERR_INVALID_FIELD",
+      );
+    });
+
     it("revokes by serial number: listed, in the next CRL, and refused for mTLS", async () => {
       const admin = await token(store, { role: "admin" });
       const id = `spiffe://${TRUST_DOMAIN}/ns/shop/sa/compromised`;

@@ -1,7 +1,15 @@
 // The embedded file store on its own: concurrent reads, other processes' changes, compaction
 // (crash-safe, concurrent with appends), eviction of expired certificates, the audit tail.
 import assert from "node:assert/strict";
-import { existsSync, readdirSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
+import {
+  appendFileSync,
+  existsSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, it } from "node:test";
@@ -94,6 +102,26 @@ describe("FileStore reads", () => {
   });
 });
 
+describe("FileStore writes", () => {
+  it("keeps an acknowledged record that follows a line another process tore", async () => {
+    await withDir(async (dir) => {
+      const store = new FileStore(dir);
+      await store.open();
+      await store.recordIssuance(cert("01"));
+      // Another process that died in the middle of its write: a line without its newline.
+      appendFileSync(join(dir, "journal.jsonl"), '{"kind":"certificate","serialNumber":"ee","spiff');
+      await store.recordIssuance(cert("02"));
+      await store.close();
+      const fresh = new FileStore(dir);
+      await fresh.open();
+      assert.equal((await fresh.findCertificate("02"))?.serialNumber, "02", "the record after the torn line");
+      assert.ok(await fresh.findCertificate("01"));
+      assert.equal(fresh.certificateCount, 2);
+      await fresh.close();
+    });
+  });
+});
+
 describe("FileStore in a short-lived process", () => {
   it("loads the certificate index only when an operation needs it", async () => {
     await withDir(async (dir) => {
@@ -177,6 +205,42 @@ describe("FileStore compaction", () => {
     });
   });
 
+  it("writes a record again to the next segment when its segment was archived under it; each is read once", async () => {
+    await withDir(async (dir) => {
+      // Three processes' stores: one that only writes, one that compacts, one that only reads.
+      const writer = new FileStore(dir, { isCompacting: false });
+      const compactor = new FileStore(dir, { keepSegments: 0 });
+      const reader = new FileStore(dir, { isCompacting: false });
+      await Promise.all([writer.open(), compactor.open(), reader.open()]);
+      const event = (n: number) => ({ at: new Date(), action: "issued", requester: "test", details: { n } });
+      await writer.recordIssuance(cert("01"));
+      await writer.appendAudit(event(1));
+      // The reader has read the first segment to its end before it is archived.
+      assert.ok(await reader.findCertificate("01"));
+      assert.equal(await compactor.compact({ force: true }), true);
+      // The writer still has the archived segment open: its next write (an issuance and its
+      // audit entry, one batch) lands there, and then, once it sees the segment was archived,
+      // again in the new one.
+      await Promise.all([writer.recordIssuance(cert("02")), writer.appendAudit(event(2))]);
+      const archived = readFileSync(join(dir, "archive", "segment-0000000001.jsonl"), "utf8");
+      const current = readFileSync(join(dir, "journal.jsonl"), "utf8");
+      for (const text of [archived, current]) {
+        assert.ok(text.includes('"serialNumber":"02"') && text.includes('"n":2'), "written to both segments");
+      }
+      // The snapshot holds the first segment as it was when compacted, without "02".
+      assert.ok(!readFileSync(join(dir, "snapshot.jsonl"), "utf8").includes('"02"'));
+      const fresh = new FileStore(dir, { isCompacting: false });
+      await fresh.open();
+      for (const store of [fresh, reader, compactor]) {
+        const listed = (await store.listCertificates({})).map((c) => c.serialNumber);
+        assert.deepEqual(listed, ["02", "01"], "each certificate found, once");
+      }
+      const audit = await fresh.readAudit(10);
+      assert.deepEqual(audit.map((e) => e.details.n), [1, 2], "each audit event once");
+      await Promise.all([writer.close(), compactor.close(), reader.close(), fresh.close()]);
+    });
+  });
+
   it("keeps every record when another process compacts while this one appends", async () => {
     await withDir(async (dir) => {
       const writer = new FileStore(dir, { isCompacting: false });
@@ -216,6 +280,59 @@ describe("FileStore compaction", () => {
       const audit = await fresh.readAudit(40);
       assert.deepEqual(audit.map((e) => e.details.batch), Array.from({ length: 40 }, (_, i) => i));
       await Promise.all([writer.close(), compactor.close(), fresh.close()]);
+    });
+  });
+});
+
+describe("FileStore audit trail", () => {
+  it("keeps refusals apart and bounded, so a flood of them never pushes issuances and revocations out", async () => {
+    await withDir(async (dir) => {
+      const segmentBytes = 8 * 1024;
+      const store = new FileStore(dir, { segmentBytes, keepSegments: 2, isCompacting: false });
+      await store.open();
+      const at = new Date();
+      for (let i = 0; i < 5; i++) {
+        await store.recordIssuance(cert(serialOf(i)));
+        await store.appendAudit({
+          at,
+          action: "issued",
+          requester: "w",
+          details: { serialNumber: serialOf(i) },
+        });
+      }
+      await store.appendAudit({
+        at,
+        action: "revoked",
+        requester: "admin",
+        details: { serialNumber: serialOf(0) },
+      });
+      // Refused requests from ever new addresses (one IPv6 address each), compacted as the
+      // servers' maintenance does between them.
+      for (let round = 0; round < 30; round++) {
+        await Promise.all(Array.from({ length: 20 }, (_, i) =>
+          store.appendAudit({
+            at: new Date(),
+            action: "denied",
+            requester: "anonymous",
+            details: {
+              path: "/v1/certificates",
+              code: "ERR_TOKEN_INVALID",
+              address: `2001:db8::${round}:${i}`,
+            },
+          })));
+        await store.compact();
+      }
+      const audit = await store.readAudit(100_000);
+      assert.equal(audit.filter((e) => e.action === "issued").length, 5, "every issuance is still there");
+      assert.equal(audit.filter((e) => e.action === "revoked").length, 1, "the revocation is still there");
+      assert.ok(audit.some((e) => e.details.address === "2001:db8::29:19"), "the newest refusals are there");
+      assert.ok(audit.length < 5 + 1 + 600, "the oldest refusals have been rotated out");
+      let denialBytes = 0;
+      for (const name of readdirSync(join(dir, "denials"), { recursive: true }) as string[]) {
+        if (name.endsWith(".jsonl")) denialBytes += statSync(join(dir, "denials", name)).size;
+      }
+      assert.ok(denialBytes <= 3 * segmentBytes, `${denialBytes} bytes of refusals kept`);
+      await store.close();
     });
   });
 });

@@ -1,20 +1,26 @@
 // Several processes on one data directory, killed with SIGKILL at random points, some while
 // they hold the store's lock: at most one process ever holds it (fixtures/lock-holder.ts
 // checks from inside), and two CA servers on one data directory never repeat a CRL number,
-// never accept a single-use token twice and never lose an issued certificate.
+// never accept a single-use token twice and never lose an issued certificate. Processes that
+// share a host name but not a pid namespace (containers of one pod) never take each other's
+// lock for dead.
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
-import { readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync, readdirSync, readFileSync, statSync, utimesSync, writeFileSync } from "node:fs";
+import { hostname } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import { parseCrl } from "../../mod.ts";
 import { toHex } from "../../internal/mod.ts";
+import { FileLock } from "../../ca-server/store/file-lock.ts";
+import { isCi } from "../runtimes/runtimes.mjs";
 import {
   type CaProcess,
   cli,
   csrFor,
   openTestStore,
   ROOT,
+  run,
   SERVER_COMMAND,
   startCa,
   tempDir,
@@ -100,6 +106,115 @@ describe("the file store's lock, with holders killed at random points", () => {
       );
       assert.ok(entries > 200, `only ${entries} entries`);
       assert.ok(killsWhileHolding >= 5, `only ${killsWhileHolding} of ${kills} kills hit a holder`);
+    } finally {
+      await dir.remove();
+    }
+  });
+});
+
+/** A new pid namespace (with its own /proc) for the command; its processes die with `unshare`. */
+const UNSHARE = ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child"];
+
+/** Runs fixtures/lock-once.ts (in a pid namespace of its own with `isolated`): its first line. */
+function lockOnce(
+  dir: string,
+  mode: "hold" | "try",
+  isolated: boolean,
+): { child: ChildProcess; line: Promise<string>; exited: Promise<void> } {
+  const command = [...(isolated ? UNSHARE : []), ...SERVER_COMMAND, "tests/ca-server/fixtures/lock-once.ts"];
+  const child = spawn(command[0], [...command.slice(1), dir, mode], {
+    cwd: ROOT,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  let stderr = "";
+  child.stderr!.on("data", (d) => stderr += d);
+  const line = new Promise<string>((resolve, reject) => {
+    let out = "";
+    const timer = setTimeout(
+      () => reject(new Error(`lock-once ${mode} printed nothing in 30 s: ${stderr}`)),
+      30_000,
+    );
+    child.stdout!.on("data", (d) => {
+      out += d;
+      if (!out.includes("\n")) return;
+      clearTimeout(timer);
+      resolve(out.slice(0, out.indexOf("\n")));
+    });
+    child.once("exit", (code) => {
+      clearTimeout(timer);
+      reject(new Error(`lock-once ${mode} exited with ${code} before a line: ${stderr}`));
+    });
+  });
+  return { child, line, exited };
+}
+
+describe("the file store's lock across pid namespaces on one host", () => {
+  for (const holderIsolated of [false, true]) {
+    const [holderWhere, contenderWhere] = holderIsolated
+      ? ["a pid namespace of its own", "the host's"]
+      : ["the host's pid namespace", "a pid namespace of its own"];
+    it(`is not taken from a holder in ${holderWhere} by a process in ${contenderWhere}`, async (t) => {
+      // Root and util-linux make one here; a CI runner without them must say so, not pass.
+      const probe = await run("unshare", [...UNSHARE.slice(1), "true"]);
+      if (probe.code !== 0) {
+        const reason = `unshare cannot make a pid namespace here: ${probe.stderr.trim()}`;
+        if (isCi) assert.fail(reason);
+        t.skip(reason);
+        return;
+      }
+      const dir = await tempDir();
+      const holder = lockOnce(join(dir.path, "lock"), "hold", holderIsolated);
+      try {
+        assert.equal(await holder.line, "held");
+        const contender = lockOnce(join(dir.path, "lock"), "try", !holderIsolated);
+        const outcome = await contender.line;
+        await contender.exited;
+        assert.match(outcome, /^busy: .*held by pid \d+ in pid namespace \d+/);
+        assert.equal(readdirSync(join(dir.path, "lock")).length, 1, "the holder's file is still there");
+      } finally {
+        holder.child.kill("SIGKILL");
+        await holder.exited;
+        await dir.remove();
+      }
+    });
+  }
+
+  it("takes a foreign holder's file for dead only once it has gone untouched for staleMs", async () => {
+    const dir = await tempDir();
+    try {
+      const lockDir = join(dir.path, "lock");
+      mkdirSync(lockDir);
+      // A holder on this host in another pid namespace, with a pid that is free here.
+      const foreign = join(
+        lockDir,
+        `${encodeURIComponent(hostname())}~0123456789ab~4026599999~999999~1~00.lock`,
+      );
+      writeFileSync(foreign, "");
+      const lock = new FileLock(lockDir, { staleMs: 2000 });
+      assert.equal(lock.tryAcquire(), undefined, "a fresh foreign file counts as held");
+      const old = new Date(Date.now() - 3000);
+      utimesSync(foreign, old, old);
+      const held = lock.tryAcquire();
+      assert.ok(held, "a foreign file untouched for longer than staleMs is broken");
+      assert.deepEqual(readdirSync(lockDir).filter((n) => n.includes("4026599999")), []);
+      held.release();
+    } finally {
+      await dir.remove();
+    }
+  });
+
+  it("keeps its own file fresh while it holds the lock", async () => {
+    const dir = await tempDir();
+    try {
+      const lockDir = join(dir.path, "lock");
+      const held = await new FileLock(lockDir, { staleMs: 600 }).acquire();
+      const [name] = readdirSync(lockDir);
+      const old = new Date(Date.now() - 10_000);
+      utimesSync(join(lockDir, name), old, old);
+      await sleep(300);
+      assert.ok(Date.now() - statSync(join(lockDir, name)).mtimeMs < 600, "touched within staleMs");
+      held.release();
     } finally {
       await dir.remove();
     }

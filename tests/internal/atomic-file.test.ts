@@ -42,6 +42,21 @@ describe("writeFileAtomic", () => {
     assert.deepEqual((await readdir(dir)).filter((f) => f.endsWith(".tmp")), []);
   });
 
+  it("writes content that comes in chunks, and keeps the old content when a chunk fails", async () => {
+    const path = join(dir, "snapshot.jsonl");
+    async function* chunks(fail: boolean) {
+      yield "header\n";
+      yield new TextEncoder().encode("a\n");
+      if (fail) throw new Error("the source failed");
+      yield "b\n";
+    }
+    await writeFileAtomic(path, chunks(false), 0o600);
+    assert.equal(await readFile(path, "utf8"), "header\na\nb\n");
+    await assert.rejects(writeFileAtomic(path, chunks(true), 0o600), /the source failed/);
+    assert.equal(await readFile(path, "utf8"), "header\na\nb\n");
+    assert.deepEqual((await readdir(dir)).filter((f) => f.endsWith(".tmp")), []);
+  });
+
   it("fails without a trace when the directory does not exist", async () => {
     await assert.rejects(writeFileAtomic(join(dir, "missing", "x"), "x", 0o600), { code: "ENOENT" });
   });

@@ -76,6 +76,7 @@ export class WorkloadCredential {
   #isStopped = false;
   /** An issuance is queued and not yet started: more triggers join it rather than pile up. */
   #isIssueQueued = false;
+  #lastFailure?: string;
 
   constructor(spec: WorkloadSpec, context: LifecycleContext) {
     this.#spec = spec;
@@ -100,6 +101,11 @@ export class WorkloadCredential {
   /** What the files hold now. */
   get delivered(): DeliveredCertificate | undefined {
     return this.#delivered;
+  }
+
+  /** Why the last issuance or delivery failed (`cause: message`), until one succeeds. */
+  get lastFailure(): string | undefined {
+    return this.#lastFailure;
   }
 
   /** True when the files hold a certificate that is valid now. */
@@ -273,6 +279,7 @@ export class WorkloadCredential {
       return;
     }
     this.#issueBackoff.reset();
+    this.#lastFailure = undefined;
     this.#held = svid;
     this.#ctx.metrics.renewals.inc({ kind: "workload", reason });
     try {
@@ -299,6 +306,7 @@ export class WorkloadCredential {
     const cause = causeOf(err);
     this.#ctx.metrics.renewalFailures.inc({ kind: "workload", cause });
     const refused = isRefusal(err);
+    this.#lastFailure = `${cause}: ${messageOf(err)}`;
     // A refusal needs an operator (the workload not placed on this node, say): ask at the
     // slowest pace so the fix is picked up, without hammering the CA meanwhile.
     const wait = this.#issueBackoff.next(
@@ -334,6 +342,7 @@ export class WorkloadCredential {
     } catch (err) {
       const cause = causeOf(err);
       this.#ctx.metrics.deliveryFailures.inc({ cause });
+      this.#lastFailure = `${cause}: ${messageOf(err)}`;
       const wait = this.#deliveryBackoff.next();
       this.#ctx.logger.error("delivering the workload's files failed; previous files kept", {
         workload: this.name,
@@ -349,6 +358,7 @@ export class WorkloadCredential {
       return;
     }
     this.#deliveryBackoff.reset();
+    this.#lastFailure = undefined;
     this.#ctx.logger.info("delivered", {
       workload: this.name,
       spiffeId: spec.spiffeId.toString(),

@@ -33,6 +33,7 @@ function recordingSink(): WorkloadSink & {
     last: () => sets.at(-1) ?? [],
     replace: (_source, workloads) => sets.push([...workloads]),
     problem: (p) => problems.push(p),
+    delivered: () => Promise.resolve(),
   };
 }
 

@@ -24,6 +24,9 @@ import type { StateStore, WorkloadRecord } from "./state-store.ts";
 import { callAfter, callAt, type Timer } from "./timer.ts";
 import type { RenewalOptions, TrustBundle } from "../../mod.ts";
 
+/** How long a new workload's refusals are retried at the normal backoff rather than the slowest. */
+const JUST_ADDED_MS = 30_000;
+
 /** What every workload's lifecycle shares. */
 export interface LifecycleContext {
   client: CaClient;
@@ -77,6 +80,7 @@ export class WorkloadCredential {
   /** An issuance is queued and not yet started: more triggers join it rather than pile up. */
   #isIssueQueued = false;
   #lastFailure?: string;
+  readonly #addedAt = Date.now();
 
   constructor(spec: WorkloadSpec, context: LifecycleContext) {
     this.#spec = spec;
@@ -308,9 +312,12 @@ export class WorkloadCredential {
     const refused = isRefusal(err);
     this.#lastFailure = `${cause}: ${messageOf(err)}`;
     // A refusal needs an operator (the workload not placed on this node, say): ask at the
-    // slowest pace so the fix is picked up, without hammering the CA meanwhile.
+    // slowest pace so the fix is picked up, without hammering the CA meanwhile. Except for a
+    // workload just added: a pod the agent saw scheduled may reach the CA's view of the node
+    // a moment later, and its first certificate should not wait half a minute for that.
+    const isJustAdded = !this.#held && Date.now() - this.#addedAt < JUST_ADDED_MS;
     const wait = this.#issueBackoff.next(
-      Math.max(retryAfterMs(err), refused ? (this.#ctx.backoff?.maxMs ?? 60_000) / 2 : 0),
+      Math.max(retryAfterMs(err), refused && !isJustAdded ? (this.#ctx.backoff?.maxMs ?? 60_000) / 2 : 0),
     );
     const current = this.#delivered;
     const fields = {

@@ -420,6 +420,27 @@ describe("the agent on Kubernetes", { timeout: 180_000 }, () => {
     assert.deepEqual(await readdir(join(dir.path, "state/csi-volumes")), []);
   });
 
+  test("an agent that restarts keeps serving the volumes it published, and unpublishes them after", async () => {
+    const p = await pod("photo-ns", "photo-backend-3", "photo-backend", "node-a");
+    const request = publishRequest(p);
+    await csi.call(csi.node, "NodePublishVolume", request);
+    const before = await readOneGeneration(request.targetPath);
+    await running!.close();
+    running = await startAgentDaemon(config, { logger });
+    const workload = running.agent.workloads().find((w) => w.name === `csi.${request.volumeId}`);
+    assert.ok(workload?.isReady, "the volume is served again, from the state directory");
+    await eventually("a rotation after the restart", async () => {
+      const now = await readOneGeneration(request.targetPath);
+      return serialOf(now.chainPem) !== serialOf(before.chainPem) || undefined;
+    }, 20_000);
+    await csi.call(csi.node, "NodeUnpublishVolume", {
+      volumeId: request.volumeId,
+      targetPath: request.targetPath,
+    });
+    assert.ok(!existsSync(request.targetPath));
+    assert.deepEqual(await readdir(join(dir.path, "state/csi-volumes")), []);
+  });
+
   test("the agent did all this with only agent-rbac.yaml's grants, and the API server refused it nothing", () => {
     const made = cluster.server.requestsBy(AGENT_USER);
     assert.ok(made.length > 0);

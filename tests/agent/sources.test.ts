@@ -31,7 +31,9 @@ function recordingSink(): WorkloadSink & {
     sets,
     problems,
     last: () => sets.at(-1) ?? [],
-    replace: (_source, workloads) => sets.push([...workloads]),
+    replace: (_source, workloads) => {
+      sets.push([...workloads]);
+    },
     problem: (p) => problems.push(p),
     delivered: () => Promise.resolve(),
   };

@@ -82,7 +82,7 @@ export {
 } from "./sources/kubernetes.ts";
 export { type AgentKubernetesConfig, type CsiVolumeMedium } from "./sources/kubernetes-config.ts";
 export { CsiNodePlugin, type CsiNodePluginOptions } from "./sources/csi/node-plugin.ts";
-export { CsiRpcError, GrpcMissing, loadGrpc } from "./sources/csi/grpc-server.ts";
+export { GrpcMissing } from "./sources/csi/grpc-server.ts";
 export { ProtobufInvalid } from "./sources/csi/protobuf.ts";
 export {
   KubernetesApi,

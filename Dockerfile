@@ -14,11 +14,13 @@ COPY agent agent
 COPY cli cli
 COPY scripts/build.mjs scripts/build.mjs
 COPY tests/workerd/node-globals.mjs tests/workerd/node-globals.mjs
-# The image runs the CA on Kubernetes, so it takes the optional peer @kubernetes/client-node too.
+# The image runs the CA and the agent on Kubernetes, so it takes the optional peers too:
+# @kubernetes/client-node (both) and @grpc/grpc-js (the agent's CSI node plugin).
 RUN node scripts/build.mjs --skip-types \
   && npm prune --omit=dev --ignore-scripts --no-audit --no-fund \
   && npm install --no-save --omit=dev --ignore-scripts --no-audit --no-fund \
-    "@kubernetes/client-node@$(node -p 'require("./package.json").peerDependencies["@kubernetes/client-node"]')"
+    "@kubernetes/client-node@$(node -p 'require("./package.json").peerDependencies["@kubernetes/client-node"]')" \
+    "@grpc/grpc-js@$(node -p 'require("./package.json").peerDependencies["@grpc/grpc-js"]')"
 
 # Run: Node, the built CLI and its production dependencies; no compiler, no npm cache.
 FROM node:20-bookworm-slim

@@ -24,6 +24,7 @@ import {
   type LogLevel,
   type RawConfig,
 } from "../internal/mod.ts";
+import { type AgentKubernetesConfig, readAgentKubernetes } from "./sources/kubernetes-config.ts";
 import type { WorkloadProblem, WorkloadSpec } from "./sources/source.ts";
 import {
   problemOf,
@@ -47,11 +48,18 @@ export interface AgentConfig {
     name: string;
     joinToken?: string;
     joinTokenFile?: string;
+    /**
+     * The agent's projected service-account token (audience-bound, rotated by the kubelet),
+     * read each time the node must authenticate without its SVID.
+     */
+    serviceAccountTokenFile?: string;
     keyAlgorithm: KeyAlgorithm;
     ttlSeconds?: number;
   };
   stateDir: string;
   workloadsDir?: string;
+  /** Pods and CSI volumes from the Kubernetes API (absent: no Kubernetes). */
+  kubernetes?: AgentKubernetesConfig;
   workloadDefaults: WorkloadDefaults;
   /** The valid entries of `workloads:`. */
   workloads: WorkloadSpec[];
@@ -72,6 +80,7 @@ export const AGENT_ENV_OVERRIDES: Record<string, string> = {
   MESHAUTH_NODE_NAME: "node.name",
   MESHAUTH_JOIN_TOKEN: "node.joinToken",
   MESHAUTH_JOIN_TOKEN_FILE: "node.joinTokenFile",
+  MESHAUTH_SERVICE_ACCOUNT_TOKEN_FILE: "node.serviceAccountTokenFile",
   MESHAUTH_AGENT_STATE_DIR: "stateDir",
   MESHAUTH_AGENT_WORKLOADS_DIR: "workloadsDir",
   MESHAUTH_AGENT_LISTEN_HOST: "listen.host",
@@ -85,6 +94,7 @@ const TOP_LEVEL = [
   "node",
   "stateDir",
   "workloadsDir",
+  "kubernetes",
   "workloadDefaults",
   "workloads",
   "renewal",
@@ -150,7 +160,14 @@ function validate(raw: RawConfig, fields: FieldReader, file: string | undefined)
     fields.problem(`ca.url: not a URL: ${JSON.stringify(ca.url)}`);
   }
 
-  const nodeRaw = obj("node", raw.node, ["name", "joinToken", "joinTokenFile", "keyAlgorithm", "ttlSeconds"]);
+  const nodeRaw = obj("node", raw.node, [
+    "name",
+    "joinToken",
+    "joinTokenFile",
+    "serviceAccountTokenFile",
+    "keyAlgorithm",
+    "ttlSeconds",
+  ]);
   const nodeName = str("node.name", nodeRaw.name);
   if (nodeName && !/^[A-Za-z0-9._-]+$/.test(nodeName)) {
     fields.problem(
@@ -163,13 +180,25 @@ function validate(raw: RawConfig, fields: FieldReader, file: string | undefined)
     joinTokenFile: nodeRaw.joinTokenFile === undefined
       ? undefined
       : fields.path("node.joinTokenFile", nodeRaw.joinTokenFile),
+    serviceAccountTokenFile: nodeRaw.serviceAccountTokenFile === undefined
+      ? undefined
+      : fields.path("node.serviceAccountTokenFile", nodeRaw.serviceAccountTokenFile),
     keyAlgorithm: fields.oneOf("node.keyAlgorithm", nodeRaw.keyAlgorithm, KEY_ALGORITHMS, "ECDSA-P256"),
     ttlSeconds: nodeRaw.ttlSeconds === undefined
       ? undefined
       : int("node.ttlSeconds", nodeRaw.ttlSeconds, 0, 60, 366 * 86400),
   };
-  if (node.joinToken !== undefined && node.joinTokenFile !== undefined) {
-    fields.problem("node.joinToken: give node.joinToken or node.joinTokenFile, not both");
+  const credentials = (["joinToken", "joinTokenFile", "serviceAccountTokenFile"] as const).filter((key) =>
+    node[key] !== undefined
+  );
+  if (credentials.length > 1) {
+    fields.problem(
+      `node.${
+        credentials[0]
+      }: give one of node.joinToken, node.joinTokenFile and node.serviceAccountTokenFile, not ${
+        credentials.map((key) => `node.${key}`).join(" and ")
+      }`,
+    );
   }
 
   const stateDir = fields.path("stateDir", raw.stateDir, ".meshauth/agent");
@@ -177,6 +206,7 @@ function validate(raw: RawConfig, fields: FieldReader, file: string | undefined)
     ? undefined
     : fields.path("workloadsDir", raw.workloadsDir);
   const workloadDefaults = readWorkloadDefaults(fields, raw.workloadDefaults);
+  const kubernetes = readAgentKubernetes(fields, raw.kubernetes);
 
   const workloads: WorkloadSpec[] = [];
   const workloadProblems: WorkloadProblem[] = [];
@@ -247,6 +277,7 @@ function validate(raw: RawConfig, fields: FieldReader, file: string | undefined)
     node,
     stateDir,
     workloadsDir,
+    kubernetes,
     workloadDefaults,
     workloads,
     workloadProblems,

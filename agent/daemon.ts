@@ -12,14 +12,18 @@
  * @module
  */
 
+import { readFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
-import { jsonLogger, type Logger } from "../internal/mod.ts";
+import { join } from "node:path";
+import { jsonLogger, KubernetesApi, type Logger } from "../internal/mod.ts";
 import { CaClient } from "./ca-client.ts";
 import type { AgentConfig } from "./config.ts";
 import { AgentMetrics } from "./metrics.ts";
 import { NodeAgent } from "./node-agent.ts";
 import { startOpsServer } from "./ops-server.ts";
+import { CsiNodePlugin } from "./sources/csi/node-plugin.ts";
 import { DirectorySource } from "./sources/directory.ts";
+import { KubernetesPodSource } from "./sources/kubernetes.ts";
 import type { WorkloadSource } from "./sources/source.ts";
 import { StaticSource } from "./sources/static.ts";
 import { MeshAuthError } from "../mod.ts";
@@ -41,13 +45,75 @@ export class AgentSetupError extends MeshAuthError {
   override code = AgentSetupError.code;
 }
 
-async function readTokenFile(path: string): Promise<string | undefined> {
+/** Reads a token file each time it is needed: a kubelet or an operator may have replaced it. */
+async function readTokenFile(key: string, path: string): Promise<string | undefined> {
   try {
     return (await readFile(path, "utf8")).trim() || undefined;
   } catch (err) {
     if ((err as { code?: string }).code === "ENOENT") return undefined;
-    throw new AgentSetupError(`cannot read node.joinTokenFile ${path}: ${(err as Error).message}`);
+    throw new AgentSetupError(`cannot read ${key} ${path}: ${(err as Error).message}`);
   }
+}
+
+/** The Kubernetes sources the configuration asks for, on one API client. */
+async function kubernetesSources(
+  config: AgentConfig,
+  logger: Logger,
+): Promise<{ sources: WorkloadSource[]; api?: KubernetesApi }> {
+  const k8s = config.kubernetes;
+  if (!k8s || (!k8s.pods.enabled && !k8s.csi.enabled)) return { sources: [] };
+  const api = await KubernetesApi.fromOptions({
+    kubeconfig: k8s.api.kubeconfig,
+    context: k8s.api.context,
+    requestTimeoutMs: k8s.api.requestTimeoutSeconds * 1000,
+  });
+  const sources: WorkloadSource[] = [];
+  if (k8s.pods.enabled) {
+    sources.push(
+      new KubernetesPodSource({
+        api,
+        nodeName: config.node.name,
+        trustDomain: config.trustDomain,
+        directory: k8s.pods.directory,
+        defaults: config.workloadDefaults,
+        logger,
+      }),
+    );
+  }
+  if (k8s.csi.enabled) {
+    sources.push(
+      new CsiNodePlugin({
+        api,
+        nodeName: config.node.name,
+        trustDomain: config.trustDomain,
+        socket: k8s.csi.socket,
+        driverName: k8s.csi.driverName,
+        vendorVersion: packageVersion(),
+        kubeletDir: k8s.csi.kubeletDir,
+        dataDir: k8s.csi.dataDir,
+        stateDir: join(config.stateDir, "csi-volumes"),
+        medium: k8s.csi.medium,
+        defaults: config.workloadDefaults,
+        publishTimeoutMs: k8s.csi.publishTimeoutSeconds * 1000,
+        maxVolumes: k8s.csi.maxVolumes,
+        logger,
+      }),
+    );
+  }
+  return { sources, api };
+}
+
+/** meshauth's version, from its package.json (beside the sources, or above dist/agent/). */
+function packageVersion(): string {
+  for (const path of ["../package.json", "../../package.json"]) {
+    try {
+      const pkg = JSON.parse(readFileSync(new URL(path, import.meta.url), "utf8"));
+      if (pkg.name === "meshauth") return pkg.version;
+    } catch {
+      // not there: the other layout
+    }
+  }
+  return "unknown";
 }
 
 /** Starts the agent that `config` describes. */
@@ -90,11 +156,19 @@ export async function startAgentDaemon(
       }),
     );
   }
-  const { joinToken, joinTokenFile } = config.node;
+  const kubernetes = await kubernetesSources(config, logger);
+  sources.push(...kubernetes.sources);
+  const { joinToken, joinTokenFile, serviceAccountTokenFile } = config.node;
   const agent = new NodeAgent({
     trustDomain: config.trustDomain,
     nodeName: config.node.name,
-    bootstrapToken: () => joinToken ?? (joinTokenFile ? readTokenFile(joinTokenFile) : undefined),
+    bootstrapToken: () =>
+      joinToken ??
+        (joinTokenFile
+          ? readTokenFile("node.joinTokenFile", joinTokenFile)
+          : serviceAccountTokenFile
+          ? readTokenFile("node.serviceAccountTokenFile", serviceAccountTokenFile)
+          : undefined),
     client,
     trustBundlePem: bundlePem,
     stateDir: config.stateDir,
@@ -130,6 +204,7 @@ export async function startAgentDaemon(
     await agent.start();
   } catch (err) {
     await ops.close();
+    kubernetes.api?.close();
     throw err;
   }
   logger.info("agent started", {
@@ -138,6 +213,7 @@ export async function startAgentDaemon(
     stateDir: config.stateDir,
     workloads: agent.workloads().length,
     workloadsDir: config.workloadsDir,
+    kubernetes: kubernetes.sources.map((source) => source.name),
   });
   let closing: Promise<void> | undefined;
   return {
@@ -149,6 +225,7 @@ export async function startAgentDaemon(
         isRunning = false;
         await agent.stop();
         await ops.close();
+        kubernetes.api?.close();
         logger.info("stopped", {});
       })();
       return closing;

@@ -8,8 +8,9 @@
  * - {@link NodeAgent}: the agent itself, with every SVID reachable in memory and its changes as
  *   events (for an in-process mTLS proxy). {@link startAgentDaemon} runs it from a
  *   configuration with its status port.
- * - Workload sources: {@link StaticSource}, {@link DirectorySource}, and the
- *   {@link WorkloadSource} interface for others (Kubernetes pods, a CSI node plugin).
+ * - Workload sources: {@link StaticSource}, {@link DirectorySource}, the pods of this node
+ *   ({@link KubernetesPodSource}), the CSI node plugin for pod volumes ({@link CsiNodePlugin}),
+ *   and the {@link WorkloadSource} interface for others.
  * - Delivery: {@link writeGeneration} (Kubernetes' `..data` swap) and the file layouts.
  * - {@link CaClient} (on undici) and {@link SvidRotator}, to keep one identity fresh in a
  *   program of your own.
@@ -46,7 +47,13 @@ export {
 export { ConcurrencyLimit } from "./concurrency.ts";
 export { type HeldSvid, obtainSvid, type SvidRequest } from "./issuance.ts";
 export { SvidRotator, type SvidRotatorOptions } from "./rotator.ts";
-export { type AgentEvent, NodeAgent, type NodeAgentOptions, type WorkloadStatus } from "./node-agent.ts";
+export {
+  type AgentEvent,
+  NodeAgent,
+  type NodeAgentOptions,
+  WorkloadNotDelivered,
+  type WorkloadStatus,
+} from "./node-agent.ts";
 export { AGENT_ENV_OVERRIDES, type AgentConfig, loadAgentConfig } from "./config.ts";
 export { AgentSetupError, type RunningAgent, startAgentDaemon } from "./daemon.ts";
 export { type OpsServer, type OpsTarget, startOpsServer, StatusPortInUse } from "./ops-server.ts";
@@ -66,6 +73,23 @@ export type {
 } from "./sources/source.ts";
 export { StaticSource } from "./sources/static.ts";
 export { DirectorySource, type DirectorySourceOptions } from "./sources/directory.ts";
+export {
+  COMBINED_FILE_ANNOTATION,
+  INJECT_ANNOTATION,
+  KubernetesPodSource,
+  type KubernetesPodSourceOptions,
+  LAYOUT_ANNOTATION,
+} from "./sources/kubernetes.ts";
+export { type AgentKubernetesConfig, type CsiVolumeMedium } from "./sources/kubernetes-config.ts";
+export { CsiNodePlugin, type CsiNodePluginOptions } from "./sources/csi/node-plugin.ts";
+export { GrpcMissing } from "./sources/csi/grpc-server.ts";
+export { ProtobufInvalid } from "./sources/csi/protobuf.ts";
+export {
+  KubernetesApi,
+  KubernetesApiError,
+  type KubernetesApiOptions,
+  KubernetesClientMissing,
+} from "../internal/mod.ts";
 export { WORKLOAD_DEFAULTS, type WorkloadDefaults } from "./sources/workload-entry.ts";
 export {
   DeliveryFailed,

@@ -34,6 +34,7 @@ import { resolve, sep } from "node:path";
 import {
   type Crl,
   type KeyAlgorithm,
+  MeshAuthError,
   type RenewalOptions,
   SpiffeId,
   TrustBundle,
@@ -73,6 +74,16 @@ export type AgentEvent =
   | { type: "problem"; problem: WorkloadProblem }
   /** Every workload has a valid certificate in its files. */
   | { type: "ready" };
+
+/** A workload's files do not hold a valid certificate (yet), and why. */
+export class WorkloadNotDelivered extends MeshAuthError {
+  static override code = "ERR_WORKLOAD_NOT_DELIVERED";
+  override name = "WorkloadNotDelivered";
+  override code = WorkloadNotDelivered.code;
+  constructor(readonly workload: string, readonly reason: string) {
+    super(`workload ${workload} has no certificate in its files: ${reason}`);
+  }
+}
 
 /** Options of {@link NodeAgent}. */
 export interface NodeAgentOptions {
@@ -227,9 +238,11 @@ export class NodeAgent {
       const sink: WorkloadSink = {
         replace: (source, workloads) => {
           this.#bySource.set(source, workloads);
-          if (this.#isStarted && this.#sourcesStarted) this.#scheduleReconcile();
+          // Before every source has sent its first set, start() applies them all at once.
+          return this.#isStarted && this.#sourcesStarted ? this.#scheduleReconcile() : Promise.resolve();
         },
         problem: (problem) => this.#problem(problem),
+        delivered: (name, signal) => this.#delivered(name, signal),
       };
       for (const source of this.#o.sources) await source.start(sink);
       this.#sourcesStarted = true;
@@ -324,6 +337,40 @@ export class NodeAgent {
   async refreshTrust(): Promise<void> {
     await this.#trust.refreshBundle();
     await this.#trust.refreshCrls();
+  }
+
+  #delivered(name: string, signal?: AbortSignal): Promise<void> {
+    const workload = this.#workloads.get(name);
+    if (!workload) {
+      return Promise.reject(
+        new WorkloadNotDelivered(name, "the agent does not hold it (an entry that conflicts with another?)"),
+      );
+    }
+    if (workload.isReady) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const finish = (settle: () => void) => {
+        unsubscribe();
+        signal?.removeEventListener("abort", onAbort);
+        settle();
+      };
+      const onAbort = () =>
+        finish(() =>
+          reject(
+            new WorkloadNotDelivered(
+              name,
+              this.#workloads.get(name)?.lastFailure ?? "no certificate yet (the CA has not answered)",
+            ),
+          )
+        );
+      const unsubscribe = this.subscribe((event) => {
+        if (event.type === "delivered" && event.workload === name && event.isValid) finish(resolve);
+        else if (event.type === "removed" && event.workload === name) {
+          finish(() => reject(new WorkloadNotDelivered(name, "it was removed")));
+        }
+      });
+      if (signal?.aborted) onAbort();
+      else signal?.addEventListener("abort", onAbort, { once: true });
+    });
   }
 
   #emit(event: AgentEvent): void {

@@ -104,12 +104,12 @@ export {
   type KubernetesStatus,
   loadKubernetesClient,
   type WatchEvent,
-} from "./kubernetes/api.ts";
+} from "../internal/mod.ts";
 export { type KubernetesControllersConfig } from "./kubernetes/config.ts";
 export { type KubernetesIntegration, startKubernetesIntegration } from "./kubernetes/integration.ts";
 export { type LeaderElectionOptions, LeaderElector } from "./kubernetes/leader-election.ts";
 export { PodIndex, type PodIndexOptions, type PodRecord } from "./kubernetes/pod-index.ts";
-export { Reflector, type ReflectorHandler, type ReflectorOptions } from "./kubernetes/reflector.ts";
+export { Reflector, type ReflectorHandler, type ReflectorOptions } from "../internal/mod.ts";
 export {
   ServiceAccountTokenAuthenticator,
   type ServiceAccountTokenAuthenticatorOptions,

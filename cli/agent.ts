@@ -13,9 +13,11 @@ import { isHelp, parseFlags, reportCliError, UsageError } from "./args.ts";
 const HELP = `usage: meshauth agent --config <file> [options]
 
 Runs the node agent: gets the node's identity with a join token (meshauth ca token create
---node <name>), then a certificate for every workload on the node (static in the file, and
-drop-in files in workloadsDir), written into each workload's directory and renewed. Serves
-/healthz, /readyz and /metrics on 127.0.0.1:8444. Stops on SIGTERM or SIGINT.
+--node <name>) or, on Kubernetes, its projected service-account token, then a certificate for
+every workload on the node (static in the file, drop-in files in workloadsDir, annotated pods
+of the node, and CSI volumes of driver meshauth.io), written into each workload's directory
+and renewed. Serves /healthz, /readyz and /metrics on 127.0.0.1:8444. Stops on SIGTERM or
+SIGINT.
 
 Options:
   --config <file>   YAML or JSON configuration (every key: docs/agent.md)
@@ -31,6 +33,13 @@ function describe(config: AgentConfig): string {
     ...config.workloads.map((w) => `  workload ${w.name}: ${w.spiffeId} -> ${w.directory} (${w.layout})`),
   ];
   if (config.workloadsDir) lines.push(`  and the drop-in files in ${config.workloadsDir}`);
+  const k8s = config.kubernetes;
+  if (k8s?.pods.enabled) {
+    lines.push(`  and the annotated pods of node ${config.node.name}, in ${k8s.pods.directory}`);
+  }
+  if (k8s?.csi.enabled) {
+    lines.push(`  and the CSI volumes of driver ${k8s.csi.driverName}, served on ${k8s.csi.socket}`);
+  }
   for (const p of config.workloadProblems) {
     lines.push(`  skipped ${[p.file, p.field].filter(Boolean).join(" ")}: ${p.message}`);
   }

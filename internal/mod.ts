@@ -25,3 +25,15 @@ export {
   type RawConfig,
 } from "./config-file.ts";
 export { Counter, Gauge, Histogram, type Labels, MetricsRegistry } from "./prometheus.ts";
+export {
+  KubernetesApi,
+  KubernetesApiError,
+  type KubernetesApiOptions,
+  KubernetesClientMissing,
+  type KubernetesStatus,
+  type ListResult,
+  loadKubernetesClient,
+  type ObjectMeta,
+  type WatchEvent,
+} from "./kubernetes/api.ts";
+export { keyOf, Reflector, type ReflectorHandler, type ReflectorOptions } from "./kubernetes/reflector.ts";

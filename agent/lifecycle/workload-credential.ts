@@ -24,6 +24,9 @@ import type { StateStore, WorkloadRecord } from "./state-store.ts";
 import { callAfter, callAt, type Timer } from "./timer.ts";
 import type { RenewalOptions, TrustBundle } from "../../mod.ts";
 
+/** How long a new workload's refusals are retried at the normal backoff rather than the slowest. */
+const JUST_ADDED_MS = 30_000;
+
 /** What every workload's lifecycle shares. */
 export interface LifecycleContext {
   client: CaClient;
@@ -76,6 +79,8 @@ export class WorkloadCredential {
   #isStopped = false;
   /** An issuance is queued and not yet started: more triggers join it rather than pile up. */
   #isIssueQueued = false;
+  #lastFailure?: string;
+  readonly #addedAt = Date.now();
 
   constructor(spec: WorkloadSpec, context: LifecycleContext) {
     this.#spec = spec;
@@ -100,6 +105,11 @@ export class WorkloadCredential {
   /** What the files hold now. */
   get delivered(): DeliveredCertificate | undefined {
     return this.#delivered;
+  }
+
+  /** Why the last issuance or delivery failed (`cause: message`), until one succeeds. */
+  get lastFailure(): string | undefined {
+    return this.#lastFailure;
   }
 
   /** True when the files hold a certificate that is valid now. */
@@ -273,6 +283,7 @@ export class WorkloadCredential {
       return;
     }
     this.#issueBackoff.reset();
+    this.#lastFailure = undefined;
     this.#held = svid;
     this.#ctx.metrics.renewals.inc({ kind: "workload", reason });
     try {
@@ -299,10 +310,14 @@ export class WorkloadCredential {
     const cause = causeOf(err);
     this.#ctx.metrics.renewalFailures.inc({ kind: "workload", cause });
     const refused = isRefusal(err);
+    this.#lastFailure = `${cause}: ${messageOf(err)}`;
     // A refusal needs an operator (the workload not placed on this node, say): ask at the
-    // slowest pace so the fix is picked up, without hammering the CA meanwhile.
+    // slowest pace so the fix is picked up, without hammering the CA meanwhile. Except for a
+    // workload just added: a pod the agent saw scheduled may reach the CA's view of the node
+    // a moment later, and its first certificate should not wait half a minute for that.
+    const isJustAdded = !this.#held && Date.now() - this.#addedAt < JUST_ADDED_MS;
     const wait = this.#issueBackoff.next(
-      Math.max(retryAfterMs(err), refused ? (this.#ctx.backoff?.maxMs ?? 60_000) / 2 : 0),
+      Math.max(retryAfterMs(err), refused && !isJustAdded ? (this.#ctx.backoff?.maxMs ?? 60_000) / 2 : 0),
     );
     const current = this.#delivered;
     const fields = {
@@ -334,6 +349,7 @@ export class WorkloadCredential {
     } catch (err) {
       const cause = causeOf(err);
       this.#ctx.metrics.deliveryFailures.inc({ cause });
+      this.#lastFailure = `${cause}: ${messageOf(err)}`;
       const wait = this.#deliveryBackoff.next();
       this.#ctx.logger.error("delivering the workload's files failed; previous files kept", {
         workload: this.name,
@@ -349,6 +365,7 @@ export class WorkloadCredential {
       return;
     }
     this.#deliveryBackoff.reset();
+    this.#lastFailure = undefined;
     this.#ctx.logger.info("delivered", {
       workload: this.name,
       spiffeId: spec.spiffeId.toString(),

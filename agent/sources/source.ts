@@ -58,10 +58,21 @@ export interface WorkloadProblem extends WorkloadOrigin {
 
 /** What a source reports to. */
 export interface WorkloadSink {
-  /** The complete set of workloads `source` defines now; it replaces the set sent before. */
-  replace(source: string, workloads: readonly WorkloadSpec[]): void;
+  /**
+   * The complete set of workloads `source` defines now; it replaces the set sent before.
+   * Resolves once the agent has applied it: the files of workloads no longer in any set are
+   * deleted, and new workloads are started (their files follow; see {@link delivered}).
+   */
+  replace(source: string, workloads: readonly WorkloadSpec[]): void | Promise<void>;
   /** An entry of `source` that was skipped (malformed), reported once per change. */
   problem(problem: WorkloadProblem): void;
+  /**
+   * Resolves once workload `name` (sent in a set that {@link replace} has applied) has a valid
+   * certificate in its files. Rejects at once when the agent does not hold it (a conflicting
+   * entry), when it is removed meanwhile, and when `signal` aborts, with the reason its files
+   * are not there yet (the CA's refusal, a failed write).
+   */
+  delivered(name: string, signal?: AbortSignal): Promise<void>;
 }
 
 /** A place workloads are defined. */

@@ -10,9 +10,8 @@
  * @module
  */
 
-import type { Logger } from "../../internal/mod.ts";
+import { type KubernetesApi, KubernetesApiError, type Logger, type ObjectMeta } from "../../internal/mod.ts";
 import type { Authorities } from "../authorities.ts";
-import { type KubernetesApi, KubernetesApiError, type ObjectMeta } from "./api.ts";
 
 /** The ClusterTrustBundle name for a signer: its name with `/` as `:`, then `:trust-bundle`. */
 export function clusterTrustBundleName(signerName: string): string {

@@ -14,12 +14,11 @@
  */
 
 import { hostname } from "node:os";
-import type { Logger } from "../../internal/mod.ts";
+import { KubernetesApi, type Logger } from "../../internal/mod.ts";
 import type { Authorities } from "../authorities.ts";
 import type { NodeWorkloads } from "../auth/principal.ts";
 import type { CaConfig } from "../config.ts";
 import type { CaStore } from "../store/store.ts";
-import { KubernetesApi } from "./api.ts";
 import { ClusterTrustBundlePublisher } from "./cluster-trust-bundle.ts";
 import { ControllerIssuer } from "./issuer.ts";
 import { LeaderElector } from "./leader-election.ts";

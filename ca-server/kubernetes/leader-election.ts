@@ -10,8 +10,7 @@
  * @module
  */
 
-import type { Logger } from "../../internal/mod.ts";
-import { type KubernetesApi, KubernetesApiError, type ObjectMeta } from "./api.ts";
+import { type KubernetesApi, KubernetesApiError, type Logger, type ObjectMeta } from "../../internal/mod.ts";
 
 /** Settings of {@link LeaderElector}. */
 export interface LeaderElectionOptions {

@@ -13,9 +13,14 @@
  */
 
 import { constants, createPublicKey, verify } from "node:crypto";
-import { bytesEqual, type KeyRequest, parseKeyRequest, publicKeyAlgorithm } from "../../internal/mod.ts";
+import {
+  bytesEqual,
+  type KeyRequest,
+  type ObjectMeta,
+  parseKeyRequest,
+  publicKeyAlgorithm,
+} from "../../internal/mod.ts";
 import { InvalidCsr, type KeyAlgorithm } from "../../mod.ts";
-import type { ObjectMeta } from "./api.ts";
 
 /** The `certificates.k8s.io` versions that serve PodCertificateRequests. */
 export type PodCertificateApiVersion = "v1beta1" | "v1";

@@ -15,8 +15,13 @@
  */
 
 import { IssuanceRefused, renewalTime, SpiffeId, TtlExceedsMaximum } from "../../mod.ts";
-import type { Logger } from "../../internal/mod.ts";
-import { type KubernetesApi, KubernetesApiError, type ObjectMeta } from "./api.ts";
+import {
+  type KubernetesApi,
+  KubernetesApiError,
+  type Logger,
+  type ObjectMeta,
+  Reflector,
+} from "../../internal/mod.ts";
 import type { KubernetesControllersConfig } from "./config.ts";
 import type { ControllerIssuer } from "./issuer.ts";
 import {
@@ -27,7 +32,6 @@ import {
   requestedKey,
 } from "./pod-certificate-request.ts";
 import type { PodIndex } from "./pod-index.ts";
-import { Reflector } from "./reflector.ts";
 import { WorkQueue } from "./work-queue.ts";
 
 const GROUP = "certificates.k8s.io";

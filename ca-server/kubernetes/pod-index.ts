@@ -19,11 +19,16 @@
  */
 
 import { SpiffeId } from "../../mod.ts";
-import type { Logger } from "../../internal/mod.ts";
+import {
+  type KubernetesApi,
+  KubernetesApiError,
+  type ListResult,
+  type Logger,
+  type ObjectMeta,
+  Reflector,
+} from "../../internal/mod.ts";
 import type { NodeWorkloads } from "../auth/principal.ts";
 import { Problem } from "../problems.ts";
-import { type KubernetesApi, KubernetesApiError, type ListResult, type ObjectMeta } from "./api.ts";
-import { Reflector } from "./reflector.ts";
 
 /** What the CA keeps of a pod. */
 export interface PodRecord {

@@ -17,13 +17,17 @@
  */
 
 import { renewalTime, SpiffeId } from "../../mod.ts";
-import { toHex } from "../../internal/mod.ts";
-import type { Logger } from "../../internal/mod.ts";
+import {
+  type KubernetesApi,
+  KubernetesApiError,
+  type Logger,
+  type ObjectMeta,
+  Reflector,
+  toHex,
+} from "../../internal/mod.ts";
 import type { Authorities } from "../authorities.ts";
-import { type KubernetesApi, KubernetesApiError, type ObjectMeta } from "./api.ts";
 import type { ControllerIssuer } from "./issuer.ts";
 import type { KubernetesControllersConfig } from "./config.ts";
-import { Reflector } from "./reflector.ts";
 import { WorkQueue } from "./work-queue.ts";
 
 /** The Secret type the CA manages. */

@@ -22,12 +22,11 @@
  */
 
 import { SpiffeId } from "../../mod.ts";
-import { fromBase64Url, toHex } from "../../internal/mod.ts";
+import { fromBase64Url, type KubernetesApi, toHex } from "../../internal/mod.ts";
 import { nodeIdOf } from "../auth/join-token.ts";
 import type { Authenticator, Credentials, NodeWorkloads, Principal } from "../auth/principal.ts";
 import { CircuitBreaker } from "../circuit-breaker.ts";
 import { Problem } from "../problems.ts";
-import type { KubernetesApi } from "./api.ts";
 import type { PodIndex } from "./pod-index.ts";
 
 /** Options of {@link ServiceAccountTokenAuthenticator}. */

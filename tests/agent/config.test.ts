@@ -128,6 +128,62 @@ workloadDefaults: { layuot: istio }
     assert.ok(problems.some((p) => p.startsWith("ca.url: the CA's origin")));
   });
 
+  test("the kubernetes section: defaults, relative paths, and the projected token as the node's credential", async () => {
+    const path = await write(
+      "k8s.yaml",
+      `node: { name: node-a, serviceAccountTokenFile: token }
+kubernetes:
+  api: {}
+  pods: { enabled: true }
+  csi: { enabled: true, socket: plugin/csi.sock, medium: memory }
+`,
+    );
+    const config = await loadAgentConfig({ path, env: {} });
+    assert.equal(config.node.serviceAccountTokenFile, join(dir.path, "token"));
+    assert.deepEqual(config.kubernetes, {
+      api: { kubeconfig: undefined, context: undefined, requestTimeoutSeconds: 10 },
+      pods: { enabled: true, directory: "/var/run/meshauth/pods" },
+      csi: {
+        enabled: true,
+        driverName: "meshauth.io",
+        socket: join(dir.path, "plugin/csi.sock"),
+        kubeletDir: "/var/lib/kubelet",
+        dataDir: "/csi/volumes",
+        medium: "memory",
+        publishTimeoutSeconds: 60,
+        maxVolumes: 1000,
+      },
+    });
+    const env = await loadAgentConfig({
+      path,
+      env: { MESHAUTH_SERVICE_ACCOUNT_TOKEN_FILE: "/var/run/secrets/meshauth/token" },
+    });
+    assert.equal(env.node.serviceAccountTokenFile, "/var/run/secrets/meshauth/token");
+  });
+
+  test("two node credentials, a misspelt kubernetes key and a bad medium are refused by path", async () => {
+    const path = await write(
+      "k8s-bad.yaml",
+      `node: { name: node-a, joinTokenFile: a, serviceAccountTokenFile: b }
+kubernetes:
+  pods: { enabeld: true }
+  csi: { medium: ramdisk, driverName: "-bad-" }
+`,
+    );
+    const problems = await problemsOf(loadAgentConfig({ path, env: {} }));
+    assert.ok(
+      problems.some((p) =>
+        /^node\.joinTokenFile: give one of .*not node\.joinTokenFile and node\.serviceAccountTokenFile/.test(
+          p,
+        )
+      ),
+      problems.join("\n"),
+    );
+    assert.ok(problems.some((p) => /^kubernetes\.pods\.enabeld: /.test(p)), problems.join("\n"));
+    assert.ok(problems.some((p) => /^kubernetes\.csi\.medium: /.test(p)), problems.join("\n"));
+    assert.ok(problems.some((p) => /^kubernetes\.csi\.driverName: /.test(p)), problems.join("\n"));
+  });
+
   test("bad workload entries are reported with file and field and skipped; the others stay", async () => {
     const path = await write(
       "entries.yaml",

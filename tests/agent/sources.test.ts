@@ -31,8 +31,11 @@ function recordingSink(): WorkloadSink & {
     sets,
     problems,
     last: () => sets.at(-1) ?? [],
-    replace: (_source, workloads) => sets.push([...workloads]),
+    replace: (_source, workloads) => {
+      sets.push([...workloads]);
+    },
     problem: (p) => problems.push(p),
+    delivered: () => Promise.resolve(),
   };
 }
 

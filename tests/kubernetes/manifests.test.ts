@@ -12,6 +12,7 @@ import * as models from "kubernetes-models";
 import { parseAllDocuments } from "yaml";
 import { parsePolicy, PolicyEngine, SpiffeId } from "../../mod.ts";
 import { loadConfig } from "../../ca-server/mod.ts";
+import { loadAgentConfig } from "../../agent/mod.ts";
 import { tempDir } from "../ca-server/helpers.ts";
 
 const ROOT = new URL("../..", import.meta.url).pathname;
@@ -190,6 +191,74 @@ describe("examples/kubernetes manifests", () => {
       assert.deepEqual(loaded.kubernetes?.nodeAuthorization.agentServiceAccounts, [
         "meshauth-system/meshauth-agent",
       ]);
+    } finally {
+      await dir.remove();
+    }
+  });
+
+  test("the agent's configuration in its ConfigMap loads, and every path it names is one the DaemonSet mounts", async () => {
+    const configMap = all.find((m) => m.object.metadata.name === "meshauth-agent-config")!
+      .object as unknown as {
+        data: Record<string, string>;
+      };
+    const agent = workloads(all).find((w) => w.object.kind === "DaemonSet")!;
+    const containers = agent.pod.containers as any[];
+    const [container, registrar] = containers;
+    const volumes = agent.pod.volumes as any[];
+    const mountOf = (path: string) => {
+      const mounts = (container.volumeMounts as any[]).filter((m) =>
+        path === m.mountPath || path.startsWith(`${m.mountPath}/`)
+      );
+      const mount = mounts.sort((a, b) => b.mountPath.length - a.mountPath.length)[0];
+      assert.ok(mount, `${path} is in a volume the agent mounts`);
+      return { mount, volume: volumes.find((v) => v.name === mount.name) };
+    };
+    const dir = await tempDir("meshauth-manifest-");
+    try {
+      const path = join(dir.path, "agent.yaml");
+      writeFileSync(path, configMap.data["agent.yaml"]);
+      // The DaemonSet gives the node's name from the downward API.
+      assert.deepEqual(
+        container.env.find((e: any) => e.name === "MESHAUTH_NODE_NAME")?.valueFrom,
+        { fieldRef: { fieldPath: "spec.nodeName" } },
+      );
+      const config = await loadAgentConfig({ path, env: { MESHAUTH_NODE_NAME: "node-a" } });
+      const k8s = config.kubernetes!;
+      assert.ok(k8s.pods.enabled && k8s.csi.enabled);
+      // The projected token: its audience is one the CA accepts.
+      const token = mountOf(config.node.serviceAccountTokenFile!);
+      const projected = token.volume.projected.sources[0].serviceAccountToken;
+      assert.equal(`${token.mount.mountPath}/${projected.path}`, config.node.serviceAccountTokenFile);
+      const caConfig = all.find((m) => m.object.metadata.name === "meshauth-ca-config")!.object as any;
+      assert.match(caConfig.data["ca.yaml"], new RegExp(`audiences: \\[${projected.audience}\\]`));
+      assert.equal(
+        config.ca.trustBundleFile,
+        `${mountOf(config.ca.trustBundleFile).mount.mountPath}/bundle.pem`,
+      );
+      // The CSI socket: where the registrar calls it and where the kubelet is told to.
+      const socket = mountOf(k8s.csi.socket);
+      assert.equal(socket.mount.mountPropagation, "Bidirectional");
+      assert.ok(registrar.args.includes(`--csi-address=${k8s.csi.socket}`));
+      const hostSocket = `${socket.volume.hostPath.path}${
+        k8s.csi.socket.slice(socket.mount.mountPath.length)
+      }`;
+      assert.ok(registrar.args.includes(`--kubelet-registration-path=${hostSocket}`));
+      assert.equal(hostSocket, `/var/lib/kubelet/plugins/${k8s.csi.driverName}/csi.sock`);
+      const registration = (registrar.volumeMounts as any[]).find((m) => m.mountPath === "/registration");
+      assert.equal(
+        volumes.find((v) => v.name === registration.name).hostPath.path,
+        "/var/lib/kubelet/plugins_registry",
+      );
+      // The volumes' tmpfs and the pods' target paths propagate to the host.
+      assert.equal(mountOf(k8s.csi.dataDir).mount.mountPropagation, "Bidirectional");
+      const podsDir = mountOf(`${k8s.csi.kubeletDir}/pods/uid/volumes`);
+      assert.equal(podsDir.mount.mountPropagation, "Bidirectional");
+      assert.equal(podsDir.volume.hostPath.path, `${k8s.csi.kubeletDir}/pods`);
+      assert.equal(mountOf(k8s.pods.directory).volume.hostPath.path, k8s.pods.directory);
+      assert.equal(mountOf(config.stateDir).volume.hostPath.path, config.stateDir);
+      // The CSIDriver is the driver the plugin serves.
+      const driver = all.find((m) => m.object.kind === "CSIDriver")!.object;
+      assert.equal(driver.metadata.name, k8s.csi.driverName);
     } finally {
       await dir.remove();
     }

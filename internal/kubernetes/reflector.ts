@@ -12,7 +12,7 @@
  * @module
  */
 
-import type { Logger } from "../../internal/mod.ts";
+import type { Logger } from "../logger.ts";
 import { type KubernetesApi, KubernetesApiError, type ListResult, type ObjectMeta } from "./api.ts";
 
 /** What a reflector tells its owner. */

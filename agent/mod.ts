@@ -29,3 +29,19 @@ export {
 export { type HeldSvid, SvidRotator, type SvidRotatorOptions } from "./rotator.ts";
 export { DEFAULT_SVID_FILE_NAMES, type SvidFileNames, type SvidFiles, writeSvidFiles } from "./svid-files.ts";
 export { writeFileAtomic } from "../internal/mod.ts";
+export { type SocketAddress } from "./proxy/address.ts";
+export { type AuditRecord } from "./proxy/audit.ts";
+export {
+  type InboundConfig,
+  loadProxyConfig,
+  type OutboundConfig,
+  type ProxyConfig,
+  type ProxyLimits,
+  type ProxyMode,
+  type ProxyTlsConfig,
+  readProxyConfig,
+} from "./proxy/config.ts";
+export { type CredentialSource, type SvidCredential } from "./proxy/credentials.ts";
+export { ProxyMetrics } from "./proxy/metrics.ts";
+export { PolicyFileError } from "./proxy/policy-files.ts";
+export { MeshProxy, type MeshProxyOptions } from "./proxy/proxy.ts";

@@ -30,6 +30,8 @@ export interface AuditRecord {
   dryRun?: { decision: "allow" | "deny"; policy?: string; ruleIndex?: number; reason: string };
   /** The peer's verified SPIFFE ID; absent for plain text or an unverified peer. */
   peerId?: string;
+  /** The serial number (hex) of the peer's verified SVID. */
+  peerSerial?: string;
   /** What the peer presented, when it did not verify (the validator's code and message). */
   error?: { code: string; message: string };
   /** Where the peer connected from. */

@@ -54,6 +54,7 @@ export interface HttpListenerView {
   /** The audit fields of a connection. */
   auditFields(connection: ProxyConnection): {
     peerId?: string;
+    peerSerial?: string;
     source?: string;
     destination: string;
     transport: "mtls" | "plaintext";

@@ -276,6 +276,7 @@ export class InboundListener implements WorkloadObserver {
   #auditFields(connection: ProxyConnection) {
     return {
       peerId: connection.peer?.id.toString(),
+      peerSerial: connection.peer?.serialNumber,
       source: connection.remoteAddress,
       destination: formatAddress(this.config.forward),
       transport: connection.transport,

@@ -26,6 +26,11 @@ function labelText(labels: Labels): string {
   return entries.length ? `{${entries.map(([k, v]) => `${k}="${escapeLabel(v)}"`).join(",")}}` : "";
 }
 
+/** The identity of a label set, whatever order its labels were written in. */
+function seriesKey(labels: Labels): string {
+  return labelText(Object.fromEntries(Object.entries(labels).sort(([a], [b]) => a < b ? -1 : a > b ? 1 : 0)));
+}
+
 /** A counter per label set. */
 export class CounterFamily {
   readonly #series = new Map<string, { labels: Labels; value: number }>();
@@ -33,7 +38,7 @@ export class CounterFamily {
 
   /** Adds `amount` (default 1). */
   inc(labels: Labels, amount = 1): void {
-    const key = labelText(labels);
+    const key = seriesKey(labels);
     const series = this.#series.get(key);
     if (series) series.value += amount;
     else this.#series.set(key, { labels, value: amount });
@@ -41,7 +46,7 @@ export class CounterFamily {
 
   /** The value of one series; 0 when it was never incremented. */
   value(labels: Labels): number {
-    return this.#series.get(labelText(labels))?.value ?? 0;
+    return this.#series.get(seriesKey(labels))?.value ?? 0;
   }
 
   /** The sum over every series whose labels include `match`. */
@@ -67,7 +72,7 @@ export class HistogramFamily {
   constructor(readonly name: string, readonly help: string, readonly bounds: readonly number[]) {}
 
   observe(labels: Labels, value: number): void {
-    const key = labelText(labels);
+    const key = seriesKey(labels);
     let series = this.#series.get(key);
     if (!series) {
       this.#series.set(

@@ -219,6 +219,7 @@ export class OutboundListener implements WorkloadObserver {
   #auditFields(connection: ProxyConnection) {
     return {
       peerId: connection.peer?.id.toString(),
+      peerSerial: connection.peer?.serialNumber,
       source: connection.remoteAddress,
       destination: formatAddress(this.config.upstream),
       transport: "mtls" as const,

@@ -28,6 +28,8 @@ import {
 /** A peer whose SVID verified. */
 export interface VerifiedPeer {
   id: SpiffeId;
+  /** The leaf's serial number (hex), for the audit log. */
+  serialNumber: string;
   /** The chain as the peer sent it (leaf first), to verify it again later. */
   chain: readonly Uint8Array[];
   /** SHA-256 of the leaf's DER is what XFCC carries; the leaf itself is here. */
@@ -185,7 +187,10 @@ export class PeerVerifier {
     for (const crl of this.#crls) {
       if (crl.nextUpdate) validUntilMs = Math.min(validUntilMs, crl.nextUpdate.getTime());
     }
-    return { peer: { id: verified.id, chain, leaf: chain[0] }, validUntilMs };
+    return {
+      peer: { id: verified.id, serialNumber: verified.chain[0].serialNumber, chain, leaf: chain[0] },
+      validUntilMs,
+    };
   }
 
   #rememberIntermediates(chain: readonly Uint8Array[]): void {

@@ -52,11 +52,32 @@ export interface TestSvid extends SvidCredential {
 /** A CA (an intermediate under a root, as in production) that issues SVIDs and CRLs. */
 export class TestCa {
   readonly revoked: Revocation[] = [];
-  private constructor(readonly root: CertificateAuthority, readonly ca: CertificateAuthority) {}
+  private constructor(
+    readonly root: CertificateAuthority,
+    readonly ca: CertificateAuthority,
+    readonly clock: { offsetMs: number },
+  ) {}
 
+  /** A root and an intermediate, made three hours ago so the tests can issue SVIDs that have expired. */
   static async create(trustDomain = TRUST_DOMAIN): Promise<TestCa> {
-    const root = await CertificateAuthority.createRoot({ trustDomain });
-    return new TestCa(root, await root.createIntermediate({ ttlSeconds: 86400 }));
+    const clock = { offsetMs: -3 * 3600_000 };
+    const root = await CertificateAuthority.createRoot({
+      trustDomain,
+      now: () => new Date(Date.now() + clock.offsetMs),
+    });
+    const ca = await root.createIntermediate({ ttlSeconds: 86400 });
+    clock.offsetMs = 0;
+    return new TestCa(root, ca, clock);
+  }
+
+  /** An SVID that expired an hour ago. */
+  async issueExpired(id: string): Promise<TestSvid> {
+    this.clock.offsetMs = -2 * 3600_000;
+    try {
+      return await this.issue(id, 3600);
+    } finally {
+      this.clock.offsetMs = 0;
+    }
   }
 
   bundle(): TrustBundle {
@@ -280,4 +301,65 @@ export async function until(check: () => boolean | Promise<boolean>, timeoutMs =
     if (Date.now() > deadline) throw new Error("condition not met in time");
     await new Promise((r) => setTimeout(r, 10));
   }
+}
+
+/** A long-lived client connection to an echo service: send and read back, and learn when it closes. */
+export interface OpenStream {
+  send(message: string): Promise<string>;
+  /** Resolves with the time (performance.now()) the connection closed. */
+  closed: Promise<number>;
+  isClosed(): boolean;
+  destroy(): void;
+}
+
+/** Opens a connection to `port` (an outbound listener in front of an echo service). */
+export function openStream(target: { port: number } | { path: string }): Promise<OpenStream> {
+  return new Promise((resolve, reject) => {
+    const socket = "path" in target ? connect(target.path) : connect(target.port, "127.0.0.1");
+    let buffered = "";
+    let waiter: { length: number; resolve: (s: string) => void; reject: (e: Error) => void } | undefined;
+    let isClosed = false;
+    const closed = new Promise<number>((done) => {
+      socket.on("close", () => {
+        isClosed = true;
+        waiter?.reject(new Error("closed before the reply"));
+        done(performance.now());
+      });
+    });
+    socket.on("error", () => {});
+    socket.on("data", (d) => {
+      buffered += d;
+      if (waiter && buffered.length >= waiter.length) {
+        const reply = buffered.slice(0, waiter.length);
+        buffered = buffered.slice(waiter.length);
+        const w = waiter;
+        waiter = undefined;
+        w.resolve(reply);
+      }
+    });
+    socket.once("connect", () =>
+      resolve({
+        send: (message) =>
+          new Promise((res, rej) => {
+            if (isClosed) return rej(new Error("closed"));
+            waiter = { length: message.length, resolve: res, reject: rej };
+            socket.write(message);
+          }),
+        closed,
+        isClosed: () => isClosed,
+        destroy: () => socket.destroy(),
+      }));
+    socket.once("error", reject);
+  });
+}
+
+/** `promise`, or a failure naming `what` after `timeoutMs`: a test that fails must not hang. */
+export function within<T>(promise: Promise<T>, timeoutMs: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout>;
+  return Promise.race([
+    promise,
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`${what}: not within ${timeoutMs} ms`)), timeoutMs);
+    }),
+  ]).finally(() => clearTimeout(timer));
 }

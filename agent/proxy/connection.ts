@@ -80,6 +80,15 @@ export class ProxyConnection {
     socket.once("close", () => this.close());
   }
 
+  /**
+   * Hands `from`'s place to `to`: a raw socket that TLS now wraps is closed through its TLS
+   * socket only (destroying both frees the one handle twice).
+   */
+  replace(from: Socket, to: Socket): void {
+    this.#sockets = this.#sockets.filter((s) => s !== from);
+    this.add(to);
+  }
+
   /** Calls `listener` once the connection is closed. */
   onClosed(listener: (connection: ProxyConnection) => void): void {
     if (this.#isClosed) listener(this);

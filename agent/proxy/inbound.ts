@@ -212,7 +212,9 @@ export class InboundListener implements WorkloadObserver {
       socket.destroy();
       return;
     }
-    connection.add(socket);
+    // From now on the TLS socket owns the raw one: destroying both at once frees the handle under
+    // TLS (a use-after-free in node:tls), so the connection closes through the TLS socket only.
+    connection.replace(raw, socket);
     socket.pause();
     connection.isResumed = socket.isSessionReused();
     if (connection.isResumed) this.context.metrics.resumed.inc({ listener: this.name, direction: "inbound" });
@@ -333,6 +335,7 @@ export class InboundListener implements WorkloadObserver {
     const raw = (socket as unknown as { _parent?: Socket })._parent;
     const connection = raw && this.#byRawSocket.get(raw);
     if (!connection || connection.isClosed) return;
+    connection.replace(raw, socket);
     if (PLAINTEXT_ERRORS.has(err.code ?? "")) {
       recordDecision(this.context, {
         listener: this.name,

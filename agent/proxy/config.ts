@@ -14,6 +14,7 @@
  */
 
 import { type ConfigSources, type FieldReader, loadConfigFile, type RawConfig } from "../../internal/mod.ts";
+import { join } from "node:path";
 import { isLoopbackHost, parseAddress, type SocketAddress } from "./address.ts";
 
 /** STRICT accepts mutual TLS only; PERMISSIVE also plain text on the same port (for migration). */
@@ -113,11 +114,24 @@ const DNS_NAME =
   /^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
 const DAY = 86400;
 
+/** Where the section sits and what it defaults to. */
+export interface ReadProxyConfigOptions {
+  /** The section's path in the file, for messages. Default `proxy`. */
+  at?: string;
+  /** The agent's state directory: the audit log defaults to `<stateDir>/proxy-audit.jsonl`. */
+  stateDir?: string;
+}
+
 /**
- * Validates the `proxy:` section (`raw`, found at `at`) with the agent's reader. Answers the
- * configuration; problems go to `fields` (the caller reports them all at once).
+ * Validates the `proxy:` section (`raw`) with the agent's reader. Answers the configuration;
+ * problems go to `fields` (the caller reports them all at once).
  */
-export function readProxyConfig(fields: FieldReader, raw: unknown, at = "proxy"): ProxyConfig {
+export function readProxyConfig(
+  fields: FieldReader,
+  raw: unknown,
+  options: ReadProxyConfigOptions = {},
+): ProxyConfig {
+  const at = options.at ?? "proxy";
   const section = fields.obj(at, raw, TOP);
   const mode = fields.oneOf(`${at}.mode`, section.mode, ["STRICT", "PERMISSIVE"] as const, "STRICT");
   const limitsRaw = fields.obj(`${at}.limits`, section.limits, LIMITS);
@@ -294,9 +308,22 @@ export function readProxyConfig(fields: FieldReader, raw: unknown, at = "proxy")
     return listen && forward ? [config] : [];
   });
 
+  // A daemon's working directory is no place for its audit log: the state directory is, or the file says where.
+  let auditLog = "";
+  if (section.auditLog !== undefined || options.stateDir !== undefined) {
+    auditLog = fields.path(
+      `${at}.auditLog`,
+      section.auditLog,
+      join(options.stateDir ?? "", "proxy-audit.jsonl"),
+    );
+  } else if (outbound.length + inbound.length > 0) {
+    fields.problem(
+      `${at}.auditLog: required (or the agent's stateDir, where it defaults to proxy-audit.jsonl)`,
+    );
+  }
   return {
     mode,
-    auditLog: fields.path(`${at}.auditLog`, section.auditLog, "meshauth-proxy-audit.jsonl"),
+    auditLog,
     policyReloadIntervalSeconds: fields.int(
       `${at}.policyReloadIntervalSeconds`,
       section.policyReloadIntervalSeconds,
@@ -316,5 +343,8 @@ export function readProxyConfig(fields: FieldReader, raw: unknown, at = "proxy")
  * agent's and is not looked at here). Throws a `ConfigError` listing every problem.
  */
 export function loadProxyConfig(sources: ConfigSources = {}): Promise<ProxyConfig> {
-  return loadConfigFile(sources, {}, (raw: RawConfig, fields) => readProxyConfig(fields, raw.proxy));
+  return loadConfigFile(sources, {}, (raw: RawConfig, fields) =>
+    readProxyConfig(fields, raw.proxy, {
+      stateDir: raw.stateDir === undefined ? undefined : fields.path("stateDir", raw.stateDir),
+    }));
 }

@@ -69,6 +69,13 @@ export class ProxyConnection {
     return this.#closeReason;
   }
 
+  /** Bytes the proxy holds for this connection now (read and not yet written on). */
+  get bufferedBytes(): number {
+    let total = 0;
+    for (const socket of this.#sockets) total += socket.writableLength + socket.readableLength;
+    return total;
+  }
+
   /** Adds a socket: its error or close closes the connection. */
   add(socket: Socket): void {
     if (this.#isClosed) {
@@ -95,15 +102,15 @@ export class ProxyConnection {
     else this.#onClosed.push(listener);
   }
 
-  /** Pipes `peer` and `local` into each other; `idleTimeoutMs` without a byte either way closes both. */
-  relay(peer: Socket, local: Socket, idleTimeoutMs: number): void {
+  /** Pipes `peer` and `local` into each other; `idleTimeoutMs` without a byte either way calls `onIdle`. */
+  relay(peer: Socket, local: Socket, idleTimeoutMs: number, onIdle: () => void): void {
     if (this.#isClosed) return;
     peer.setNoDelay(true);
     local.setNoDelay(true);
     peer.pipe(local);
     local.pipe(peer);
     // Reads and writes both restart a socket's timer, so one socket's timer sees both directions.
-    local.setTimeout(idleTimeoutMs, () => this.close("idle"));
+    local.setTimeout(idleTimeoutMs, onIdle);
     peer.resume();
     local.resume();
   }

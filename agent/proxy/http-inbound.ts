@@ -246,7 +246,11 @@ export class HttpInbound {
     local.once("connect", () => {
       local.write(text);
       if (head.length) local.write(head);
-      decision.connection!.relay(socket, local, this.context.limits.idleTimeoutSeconds * 1000);
+      const connection = decision.connection!;
+      connection.relay(socket, local, this.context.limits.idleTimeoutSeconds * 1000, () => {
+        this.context.metrics.closed.inc({ listener: this.config.name, reason: "idle" });
+        connection.close("idle");
+      });
     });
   }
 }

@@ -85,6 +85,13 @@ export class InboundListener implements WorkloadObserver {
     return this.#connections.size;
   }
 
+  /** Bytes held for open connections now. */
+  get bufferedBytes(): number {
+    let total = 0;
+    for (const connection of this.#connections) total += connection.bufferedBytes;
+    return total;
+  }
+
   /** Starts listening; answers the bound address. */
   async listen(): Promise<SocketAddress> {
     this.#stopObserving = this.workload.observe(this);
@@ -305,7 +312,12 @@ export class InboundListener implements WorkloadObserver {
     connection.add(local);
     local.once("connect", () => {
       this.#established(connection);
-      connection.relay(peerSocket, local, this.context.limits.idleTimeoutSeconds * 1000);
+      connection.relay(
+        peerSocket,
+        local,
+        this.context.limits.idleTimeoutSeconds * 1000,
+        () => this.#closeConnection(connection, "idle"),
+      );
     });
     connection.onClosed(() => {
       this.context.metrics.bytes.inc({ listener: this.name, direction: "from_peer" }, local.bytesWritten);

@@ -66,6 +66,13 @@ export class OutboundListener implements WorkloadObserver {
     return this.#connections.size;
   }
 
+  /** Bytes held for open connections now. */
+  get bufferedBytes(): number {
+    let total = 0;
+    for (const connection of this.#connections) total += connection.bufferedBytes;
+    return total;
+  }
+
   async listen(): Promise<SocketAddress> {
     this.#stopObserving = this.workload.observe(this);
     this.#address = await listenOn(this.#server, this.config.listen);
@@ -203,7 +210,12 @@ export class OutboundListener implements WorkloadObserver {
     });
     this.#count("allowed");
     this.context.metrics.establishSeconds.observe({ direction: "outbound" }, connection.established());
-    connection.relay(tls, app, this.context.limits.idleTimeoutSeconds * 1000);
+    connection.relay(
+      tls,
+      app,
+      this.context.limits.idleTimeoutSeconds * 1000,
+      () => this.#closeConnection(connection, "idle"),
+    );
     connection.onClosed(() => {
       this.context.metrics.bytes.inc({ listener: this.name, direction: "to_peer" }, app.bytesRead);
       this.context.metrics.bytes.inc({ listener: this.name, direction: "from_peer" }, app.bytesWritten);

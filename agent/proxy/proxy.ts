@@ -84,6 +84,11 @@ export class MeshProxy {
         ].map(([labels, value]) => [labels, value]),
     );
     this.metrics.gauge(
+      "meshauth_proxy_buffered_bytes",
+      "Bytes the proxy holds for open connections (read, not yet written on), by listener.",
+      () => [...this.#inbound, ...this.#outbound].map((l) => [{ listener: l.name }, l.bufferedBytes]),
+    );
+    this.metrics.gauge(
       "meshauth_proxy_post_quantum_offered",
       `1 when ${POST_QUANTUM_GROUP} is offered first, 0 when only classical groups are.`,
       () => [[{}, this.groups[0] === POST_QUANTUM_GROUP ? 1 : 0]],
@@ -166,6 +171,11 @@ export class MeshProxy {
       if (listener.address) out[listener.name] = listener.address;
     }
     return out;
+  }
+
+  /** Bytes held for open connections now, over every listener: bounded by backpressure. */
+  bufferedBytes(): number {
+    return [...this.#inbound, ...this.#outbound].reduce((sum, l) => sum + l.bufferedBytes, 0);
   }
 
   /** Attaches (or, with undefined, detaches) a workload's credentials. */

@@ -84,10 +84,15 @@ export class TestCa {
     return this.root.bundle();
   }
 
-  async issue(id: string, ttlSeconds = 3600): Promise<TestSvid> {
+  /** An SVID for `id`; `ipAddresses` adds IP SANs (for clients such as curl that check the address). */
+  async issue(id: string, ttlSeconds = 3600, ipAddresses?: string[]): Promise<TestSvid> {
     const keys = await generateKeyPair();
     const spiffeId = SpiffeId.parse(id);
-    const issued = await this.ca.issue(await createCsr({ keys, id: spiffeId }), { id: spiffeId, ttlSeconds });
+    const issued = await this.ca.issue(await createCsr({ keys, id: spiffeId, ipAddresses }), {
+      id: spiffeId,
+      ttlSeconds,
+      ipAddresses,
+    });
     return {
       id,
       serialNumber: issued.serialNumber,

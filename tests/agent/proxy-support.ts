@@ -119,6 +119,8 @@ export class TestSource extends EventEmitter implements CredentialSource {
     public crlList: Crl[] = [],
   ) {
     super();
+    // One source feeds several proxies in a test file.
+    this.setMaxListeners(100);
   }
 
   current(): SvidCredential | undefined {
@@ -240,11 +242,15 @@ export async function httpEcho(
   };
 }
 
-/** A plain TCP client: sends `message`, answers what came back before the server closed or `waitMs` passed. */
+/**
+ * A plain TCP client: sends `message`, answers what came back before the server closed or
+ * `waitMs` passed; by default it stops as soon as as many bytes as it sent came back.
+ */
 export function exchange(
   target: { port: number } | { path: string },
   message: string,
   waitMs = 3000,
+  options: { untilClosed?: boolean } = {},
 ): Promise<{ reply: string; closed: boolean }> {
   return new Promise((resolve) => {
     const socket = "path" in target ? connect(target.path) : connect(target.port, "127.0.0.1");
@@ -258,7 +264,7 @@ export function exchange(
     socket.on("connect", () => socket.write(message));
     socket.on("data", (d) => {
       reply += d;
-      if (reply.length >= message.length) done(false);
+      if (!options.untilClosed && reply.length >= message.length) done(false);
     });
     socket.on("close", () => done(true));
     socket.on("error", () => done(true));
@@ -367,4 +373,48 @@ export function within<T>(promise: Promise<T>, timeoutMs: number, what: string):
       timer = setTimeout(() => reject(new Error(`${what}: not within ${timeoutMs} ms`)), timeoutMs);
     }),
   ]).finally(() => clearTimeout(timer));
+}
+
+/**
+ * Whether this runtime's node:tls resumes mutual-TLS sessions, the client presenting a
+ * certificate (Node does; Deno's does not, though it resumes server-only TLS). Found by trying.
+ */
+export async function runtimeResumesSessions(): Promise<boolean> {
+  const { connect: tlsConnect, createServer: createTlsServer } = await import("node:tls");
+  const ca = await TestCa.create();
+  const svid = await ca.issue(IDS.backend);
+  const client = await ca.issue(IDS.frontend);
+  const server = createTlsServer({
+    cert: svid.certificateChainPem,
+    key: svid.privateKeyPem,
+    requestCert: true,
+    rejectUnauthorized: false,
+  }, (s) => s.end("x"));
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const port = (server.address() as { port: number }).port;
+  let session: Buffer | undefined;
+  let reused = false;
+  try {
+    for (let i = 0; i < 2; i++) {
+      await new Promise<void>((resolve) => {
+        const socket = tlsConnect({
+          host: "127.0.0.1",
+          port,
+          rejectUnauthorized: false,
+          session,
+          cert: client.certificateChainPem,
+          key: client.privateKeyPem,
+        });
+        socket.on("session", (s: Buffer) => session = s);
+        socket.on("secureConnect", () => reused ||= socket.isSessionReused());
+        socket.on("data", () => {});
+        socket.on("close", () => resolve());
+        socket.on("error", () => resolve());
+        setTimeout(() => socket.destroy(), 2000);
+      });
+    }
+  } finally {
+    server.close();
+  }
+  return reused;
 }

@@ -160,6 +160,9 @@ export class InboundListener implements WorkloadObserver {
   }
 
   #accept(socket: Socket): void {
+    // Before the handshake: OpenSSL writes its flights and session tickets in several writes,
+    // which Nagle's algorithm would hold for the peer's delayed ACK (40 ms).
+    socket.setNoDelay(true);
     const limits = this.context.limits;
     const connection = new ProxyConnection(this.context.nextConnectionId(), "mtls", socket);
     if (this.#connections.size >= limits.maxConnections) {
@@ -298,7 +301,7 @@ export class InboundListener implements WorkloadObserver {
     const forward = this.config.forward;
     const local = "path" in forward
       ? connect({ path: forward.path, allowHalfOpen: true })
-      : connect({ host: forward.host, port: forward.port, allowHalfOpen: true });
+      : connect({ host: forward.host, port: forward.port, allowHalfOpen: true, noDelay: true });
     // Before connection.add: its own error handler closes the connection, and this one reports why.
     local.once("error", (err) => {
       if (!local.connecting) return;

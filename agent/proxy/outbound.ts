@@ -111,6 +111,7 @@ export class OutboundListener implements WorkloadObserver {
   }
 
   #accept(app: Socket): void {
+    app.setNoDelay(true);
     const limits = this.context.limits;
     const context = this.workload.clientContext;
     if (this.#connections.size >= limits.maxConnections || !context) {
@@ -137,6 +138,8 @@ export class OutboundListener implements WorkloadObserver {
       rejectUnauthorized: false,
       checkServerIdentity: () => undefined,
       session: offered?.ticket,
+      // From the first byte: Nagle's algorithm would hold handshake flights for a delayed ACK.
+      noDelay: true,
       // A FIN from the upstream ends only its direction (node:tls has the option; its types lag).
       allowHalfOpen: true,
     } as ConnectionOptions);

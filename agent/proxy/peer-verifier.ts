@@ -13,6 +13,7 @@
  */
 
 import { Buffer } from "node:buffer";
+import type { X509Certificate } from "node:crypto";
 import type { TLSSocket } from "node:tls";
 import {
   type BundleSet,
@@ -50,6 +51,19 @@ const MAX_CHAIN = 10;
 
 /** The chain a TLS peer sent, leaf first, as DER; empty when it sent none. */
 export function peerChain(socket: TLSSocket): Uint8Array[] {
+  // getPeerX509Certificate is lazy (a few microseconds); getPeerCertificate(true) decodes every
+  // field of every certificate into objects (tens), and is the fallback for runtimes without it.
+  if (typeof socket.getPeerX509Certificate === "function") {
+    const chain: Uint8Array[] = [];
+    let cert = socket.getPeerX509Certificate();
+    while (cert && chain.length < MAX_CHAIN) {
+      chain.push(cert.raw);
+      const issuer: X509Certificate | undefined = cert.issuerCertificate;
+      if (!issuer || issuer.raw.equals(cert.raw)) break;
+      cert = issuer;
+    }
+    return chain;
+  }
   const leaf = socket.getPeerCertificate(true);
   if (!leaf || !leaf.raw) return [];
   const chain: Uint8Array[] = [leaf.raw];

@@ -54,13 +54,14 @@ export function peerChain(socket: TLSSocket): Uint8Array[] {
   // getPeerX509Certificate is lazy (a few microseconds); getPeerCertificate(true) decodes every
   // field of every certificate into objects (tens), and is the fallback for runtimes without it.
   if (typeof socket.getPeerX509Certificate === "function") {
-    const chain: Uint8Array[] = [];
-    let cert = socket.getPeerX509Certificate();
-    while (cert && chain.length < MAX_CHAIN) {
-      chain.push(cert.raw);
-      const issuer: X509Certificate | undefined = cert.issuerCertificate;
-      if (!issuer || issuer.raw.equals(cert.raw)) break;
-      cert = issuer;
+    // issuerCertificate walks what the peer sent, in order; a certificate sent twice (OpenSSL's
+    // s_client sends the leaf again when -cert_chain holds it) is kept once.
+    const chain: Buffer[] = [];
+    let cert: X509Certificate | undefined = socket.getPeerX509Certificate();
+    for (let i = 0; cert && i < MAX_CHAIN; i++) {
+      const raw = cert.raw;
+      if (!chain.some((c) => c.equals(raw))) chain.push(raw);
+      cert = cert.issuerCertificate;
     }
     return chain;
   }

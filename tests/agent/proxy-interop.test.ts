@@ -54,6 +54,7 @@ function runUntil(
     child.stdout.on("data", onData);
     child.stderr.on("data", onData);
     child.on("exit", finish);
+    child.stdin.on("error", () => {});
     child.stdin.write(input);
   });
 }
@@ -73,6 +74,8 @@ function run(
         resolve({ code: err ? (typeof err.code === "number" ? err.code : 1) : 0, stdout, stderr });
       },
     );
+    // A command that exits before reading its input must not crash the test with EPIPE.
+    child.stdin?.on("error", () => {});
     child.stdin?.end(input ?? "");
   });
 }

@@ -6,9 +6,12 @@
  * SPIFFE ID must be one allowed to serve this service. Anything else closes both sides, and
  * is audited and counted.
  *
- * Session tickets are kept with the chain that was verified when they were issued; a resumed
- * session is verified again from that chain against the bundle, CRLs and naming map of now.
- * A new SVID of the workload drops the tickets, so new connections present the new one.
+ * The newest session ticket is kept with the chain that was verified when it was issued, and
+ * offered by every new connection (as HAProxy's and Envoy's clients reuse theirs: single use
+ * protects 0-RTT data and privacy between unlinked sessions, neither of which a mesh has); a
+ * resumed session is verified again from that chain against the bundle, CRLs and naming map of
+ * now. A new SVID of the workload drops the ticket, so new connections present the new SVID; a
+ * resumed session that fails verification drops it too.
  *
  * @module
  */
@@ -29,14 +32,14 @@ interface HeldSession {
   chain: readonly Uint8Array[];
 }
 
-/** Tickets kept per listener; each is used once (RFC 8446 C.4), newest first. */
-const MAX_SESSIONS = 8;
+/** Tickets that arrive before the connection's server is verified are held this many at most. */
+const MAX_PENDING_TICKETS = 4;
 
 /** One outbound listener. */
 export class OutboundListener implements WorkloadObserver {
   readonly #server: Server;
   readonly #connections = new Set<ProxyConnection>();
-  #sessions: HeldSession[] = [];
+  #session?: HeldSession;
   #address?: SocketAddress;
   #stopObserving?: () => void;
   #revalidation?: Promise<void>;
@@ -81,7 +84,7 @@ export class OutboundListener implements WorkloadObserver {
 
   /** Tickets were issued to the old SVID: new connections must present the new one. */
   credentialChanged(): void {
-    this.#sessions = [];
+    this.#session = undefined;
   }
 
   trustChanged(): void {
@@ -127,7 +130,7 @@ export class OutboundListener implements WorkloadObserver {
       this.#count("handshake_failed");
       this.#closeConnection(connection, "handshake_timeout");
     });
-    const offered = this.context.sessionResumption ? this.#sessions.shift() : undefined;
+    const offered = this.context.sessionResumption ? this.#session : undefined;
     const upstream = this.config.upstream;
     const tls = tlsConnect({
       host: upstream.host,
@@ -162,7 +165,7 @@ export class OutboundListener implements WorkloadObserver {
     tls.on("session", (ticket: Buffer) => {
       if (!this.context.sessionResumption) return;
       if (verifiedChain) this.#keep(ticket, verifiedChain);
-      else if (tickets.length < MAX_SESSIONS) tickets.push(ticket);
+      else if (tickets.length < MAX_PENDING_TICKETS) tickets.push(ticket);
     });
     tls.once("secureConnect", () => {
       tls.setTimeout(0);
@@ -190,12 +193,14 @@ export class OutboundListener implements WorkloadObserver {
     try {
       peer = await this.workload.verifier.verify(chain, "serverAuth");
     } catch (err) {
+      this.#forget(offered);
       this.#refuse(connection, "unverified", err as Error);
       return undefined;
     }
     if (connection.isClosed) return undefined;
     connection.peer = peer;
     if (!this.naming.allows(this.config.service, peer.id)) {
+      this.#forget(offered);
       this.#refuse(connection, "secure_naming");
       return undefined;
     }
@@ -227,8 +232,12 @@ export class OutboundListener implements WorkloadObserver {
   }
 
   #keep(ticket: Buffer, chain: readonly Uint8Array[]): void {
-    this.#sessions.unshift({ ticket, chain });
-    if (this.#sessions.length > MAX_SESSIONS) this.#sessions.length = MAX_SESSIONS;
+    this.#session = { ticket, chain };
+  }
+
+  /** A ticket whose server no longer verifies is not offered again. */
+  #forget(session: HeldSession | undefined): void {
+    if (session && this.#session === session) this.#session = undefined;
   }
 
   #auditFields(connection: ProxyConnection) {

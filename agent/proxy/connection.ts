@@ -9,6 +9,7 @@
  */
 
 import type { Socket } from "node:net";
+import type { OwnBufferReads } from "./own-buffer-reads.ts";
 import type { VerifiedPeer } from "./peer-verifier.ts";
 
 /** Why the proxy closed a connection. */
@@ -102,13 +103,24 @@ export class ProxyConnection {
     else this.#onClosed.push(listener);
   }
 
-  /** Pipes `peer` and `local` into each other; `idleTimeoutMs` without a byte either way calls `onIdle`. */
-  relay(peer: Socket, local: Socket, idleTimeoutMs: number, onIdle: () => void): void {
+  /**
+   * Pipes `peer` and `local` into each other; `idleTimeoutMs` without a byte either way calls
+   * `onIdle`. A socket the proxy opened with {@link OwnBufferReads} is read through them.
+   */
+  relay(
+    peer: Socket,
+    local: Socket,
+    idleTimeoutMs: number,
+    onIdle: () => void,
+    reads: { peer?: OwnBufferReads; local?: OwnBufferReads } = {},
+  ): void {
     if (this.#isClosed) return;
     peer.setNoDelay(true);
     local.setNoDelay(true);
-    peer.pipe(local);
-    local.pipe(peer);
+    if (reads.peer) reads.peer.pipeTo(local);
+    else peer.pipe(local);
+    if (reads.local) reads.local.pipeTo(peer);
+    else local.pipe(peer);
     // Reads and writes both restart a socket's timer, so one socket's timer sees both directions.
     local.setTimeout(idleTimeoutMs, onIdle);
     peer.resume();

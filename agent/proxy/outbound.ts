@@ -23,6 +23,7 @@ import { formatAddress, type SocketAddress } from "./address.ts";
 import type { OutboundConfig } from "./config.ts";
 import { type CloseReason, ProxyConnection } from "./connection.ts";
 import { type ListenerContext, listenOn, recordDecision } from "./listener-context.ts";
+import { OwnBufferReads, TLS_READ_BYTES } from "./own-buffer-reads.ts";
 import { peerChain, type VerifiedPeer } from "./peer-verifier.ts";
 import type { ProxyWorkload, WorkloadObserver } from "./workload.ts";
 
@@ -132,6 +133,7 @@ export class OutboundListener implements WorkloadObserver {
     });
     const offered = this.context.sessionResumption ? this.#session : undefined;
     const upstream = this.config.upstream;
+    const reads = new OwnBufferReads(TLS_READ_BYTES);
     const tls = tlsConnect({
       host: upstream.host,
       port: upstream.port,
@@ -145,7 +147,9 @@ export class OutboundListener implements WorkloadObserver {
       noDelay: true,
       // A FIN from the upstream ends only its direction (node:tls has the option; its types lag).
       allowHalfOpen: true,
+      onread: reads.onread,
     } as ConnectionOptions);
+    reads.attach(tls);
     // Before connection.add: its own error handler closes the connection, and this one reports why.
     tls.once("error", (err: NodeJS.ErrnoException) => {
       if (connection.peer || connection.isClosed) return;
@@ -169,7 +173,7 @@ export class OutboundListener implements WorkloadObserver {
     });
     tls.once("secureConnect", () => {
       tls.setTimeout(0);
-      void this.#secured(connection, app, tls, offered).then((chain) => {
+      void this.#secured(connection, app, tls, offered, reads).then((chain) => {
         if (!chain) return;
         verifiedChain = chain;
         for (const ticket of tickets.splice(0)) this.#keep(ticket, chain);
@@ -183,6 +187,7 @@ export class OutboundListener implements WorkloadObserver {
     app: Socket,
     tls: TLSSocket,
     offered: HeldSession | undefined,
+    reads: OwnBufferReads,
   ): Promise<readonly Uint8Array[] | undefined> {
     if (connection.isClosed) return undefined;
     connection.isResumed = tls.isSessionReused();
@@ -223,6 +228,7 @@ export class OutboundListener implements WorkloadObserver {
       app,
       this.context.limits.idleTimeoutSeconds * 1000,
       () => this.#closeConnection(connection, "idle"),
+      { peer: reads },
     );
     connection.onClosed(() => {
       this.context.metrics.bytes.inc({ listener: this.name, direction: "to_peer" }, app.bytesRead);

@@ -25,7 +25,7 @@ import { formatAddress, type SocketAddress } from "./address.ts";
 import type { InboundConfig } from "./config.ts";
 import { type CloseReason, ProxyConnection } from "./connection.ts";
 import { HttpInbound } from "./http-inbound.ts";
-import { OwnBufferReads, TCP_READ_BYTES } from "./own-buffer-reads.ts";
+import { isOwnBufferReadSafe, OwnBufferReads } from "./own-buffer-reads.ts";
 import { type ListenerContext, listenOn, recordDecision, verdictFields } from "./listener-context.ts";
 import { peerChain, type VerifiedPeer } from "./peer-verifier.ts";
 import type { ListenerPolicy } from "./policy-files.ts";
@@ -300,17 +300,12 @@ export class InboundListener implements WorkloadObserver {
 
   #forward(peerSocket: Socket, connection: ProxyConnection): void {
     const forward = this.config.forward;
-    const reads = new OwnBufferReads(TCP_READ_BYTES);
+    const reads = isOwnBufferReadSafe ? OwnBufferReads.direct() : undefined;
+    const onread = reads?.onread;
     const local = "path" in forward
-      ? connect({ path: forward.path, allowHalfOpen: true, onread: reads.onread })
-      : connect({
-        host: forward.host,
-        port: forward.port,
-        allowHalfOpen: true,
-        noDelay: true,
-        onread: reads.onread,
-      });
-    reads.attach(local);
+      ? connect({ path: forward.path, allowHalfOpen: true, onread })
+      : connect({ host: forward.host, port: forward.port, allowHalfOpen: true, noDelay: true, onread });
+    reads?.attach(local);
     // Before connection.add: its own error handler closes the connection, and this one reports why.
     local.once("error", (err) => {
       if (!local.connecting) return;

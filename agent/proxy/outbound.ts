@@ -23,7 +23,7 @@ import { formatAddress, type SocketAddress } from "./address.ts";
 import type { OutboundConfig } from "./config.ts";
 import { type CloseReason, ProxyConnection } from "./connection.ts";
 import { type ListenerContext, listenOn, recordDecision } from "./listener-context.ts";
-import { OwnBufferReads, TLS_READ_BYTES } from "./own-buffer-reads.ts";
+import { isOwnBufferReadSafe, OwnBufferReads } from "./own-buffer-reads.ts";
 import { peerChain, type VerifiedPeer } from "./peer-verifier.ts";
 import type { ProxyWorkload, WorkloadObserver } from "./workload.ts";
 
@@ -133,7 +133,7 @@ export class OutboundListener implements WorkloadObserver {
     });
     const offered = this.context.sessionResumption ? this.#session : undefined;
     const upstream = this.config.upstream;
-    const reads = new OwnBufferReads(TLS_READ_BYTES);
+    const reads = isOwnBufferReadSafe ? OwnBufferReads.slots() : undefined;
     const tls = tlsConnect({
       host: upstream.host,
       port: upstream.port,
@@ -147,9 +147,9 @@ export class OutboundListener implements WorkloadObserver {
       noDelay: true,
       // A FIN from the upstream ends only its direction (node:tls has the option; its types lag).
       allowHalfOpen: true,
-      onread: reads.onread,
+      onread: reads?.onread,
     } as ConnectionOptions);
-    reads.attach(tls);
+    reads?.attach(tls);
     // Before connection.add: its own error handler closes the connection, and this one reports why.
     tls.once("error", (err: NodeJS.ErrnoException) => {
       if (connection.peer || connection.isClosed) return;
@@ -187,7 +187,7 @@ export class OutboundListener implements WorkloadObserver {
     app: Socket,
     tls: TLSSocket,
     offered: HeldSession | undefined,
-    reads: OwnBufferReads,
+    reads: OwnBufferReads | undefined,
   ): Promise<readonly Uint8Array[] | undefined> {
     if (connection.isClosed) return undefined;
     connection.isResumed = tls.isSessionReused();

@@ -14,7 +14,7 @@
 
 import { Buffer } from "node:buffer";
 import type { X509Certificate } from "node:crypto";
-import type { TLSSocket } from "node:tls";
+import type { DetailedPeerCertificate, TLSSocket } from "node:tls";
 import {
   type BundleSet,
   type Crl,
@@ -49,30 +49,32 @@ const MAX_LEAVES = 10_000;
 /** The most certificates a peer chain may hold (leaf included). */
 const MAX_CHAIN = 10;
 
-/** The chain a TLS peer sent, leaf first, as DER; empty when it sent none. */
+/** The chain a TLS peer sent, leaf first, as DER (each certificate once); empty when it sent none. */
 export function peerChain(socket: TLSSocket): Uint8Array[] {
+  const chain: Buffer[] = [];
+  const add = (raw: Buffer | undefined) => {
+    if (raw && chain.length < MAX_CHAIN && !chain.some((c) => c.equals(raw))) chain.push(raw);
+  };
   // getPeerX509Certificate is lazy (a few microseconds); getPeerCertificate(true) decodes every
-  // field of every certificate into objects (tens), and is the fallback for runtimes without it.
+  // field of every certificate into objects (tens of microseconds), and is the fallback.
   if (typeof socket.getPeerX509Certificate === "function") {
-    // issuerCertificate walks what the peer sent, in order; a certificate sent twice (OpenSSL's
-    // s_client sends the leaf again when -cert_chain holds it) is kept once.
-    const chain: Buffer[] = [];
+    // issuerCertificate walks what the peer sent, in order. A certificate sent twice (OpenSSL's
+    // s_client sends the leaf again when -cert_chain holds it) is kept once; Deno's walk stops
+    // at such a repeat, so then the other API is asked too.
     let cert: X509Certificate | undefined = socket.getPeerX509Certificate();
+    let sawRepeat = false;
     for (let i = 0; cert && i < MAX_CHAIN; i++) {
-      const raw = cert.raw;
-      if (!chain.some((c) => c.equals(raw))) chain.push(raw);
+      const before = chain.length;
+      add(cert.raw);
+      sawRepeat ||= chain.length === before;
       cert = cert.issuerCertificate;
     }
-    return chain;
+    if (!sawRepeat) return chain;
   }
-  const leaf = socket.getPeerCertificate(true);
-  if (!leaf || !leaf.raw) return [];
-  const chain: Uint8Array[] = [leaf.raw];
-  let cert = leaf;
-  while (cert.issuerCertificate && cert.issuerCertificate !== cert && chain.length < MAX_CHAIN) {
-    cert = cert.issuerCertificate;
-    if (!cert.raw) break;
-    chain.push(cert.raw);
+  let legacy: DetailedPeerCertificate | undefined = socket.getPeerCertificate(true);
+  for (let i = 0; legacy?.raw && i < MAX_CHAIN; i++) {
+    add(legacy.raw);
+    legacy = legacy.issuerCertificate === legacy ? undefined : legacy.issuerCertificate;
   }
   return chain;
 }

@@ -280,3 +280,42 @@ test(
     }
   },
 );
+
+test(
+  "every byte arrives intact through a reader that stalls again and again (buffers are never reused early)",
+  {
+    timeout: 60_000,
+  },
+  async () => {
+    const payload = randomBytes(24 * 1024 * 1024);
+    const service = createServer((s) => {
+      s.on("error", () => {});
+      s.end(payload);
+    });
+    await new Promise<void>((resolve) => service.listen(0, "127.0.0.1", resolve));
+    closers.push(() => new Promise<void>((resolve) => service.close(() => resolve())));
+    const port = (service.address() as { port: number }).port;
+    const { target } = await pair("stalls", `127.0.0.1:${port}`);
+    const socket = "path" in target ? connect(target.path) : connect(target.port, "127.0.0.1");
+    try {
+      const hash = createHash("sha256");
+      let received = 0;
+      let sinceStall = 0;
+      socket.on("data", (d) => {
+        hash.update(d);
+        received += d.length;
+        sinceStall += d.length;
+        if (sinceStall > 128 * 1024) {
+          sinceStall = 0;
+          socket.pause();
+          setTimeout(() => socket.resume(), 1);
+        }
+      });
+      await until(() => received >= payload.length, 30_000);
+      assert.equal(received, payload.length);
+      assert.equal(hash.digest("hex"), createHash("sha256").update(payload).digest("hex"));
+    } finally {
+      socket.destroy();
+    }
+  },
+);

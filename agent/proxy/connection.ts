@@ -9,7 +9,7 @@
  */
 
 import type { Socket } from "node:net";
-import type { OwnBufferReads } from "./own-buffer-reads.ts";
+import type { PooledReads } from "./pooled-reads.ts";
 import type { VerifiedPeer } from "./peer-verifier.ts";
 
 /** Why the proxy closed a connection. */
@@ -105,14 +105,14 @@ export class ProxyConnection {
 
   /**
    * Pipes `peer` and `local` into each other; `idleTimeoutMs` without a byte either way calls
-   * `onIdle`. A socket the proxy opened with {@link OwnBufferReads} is read through them.
+   * `onIdle`. A socket the proxy opened with {@link PooledReads} is read through them.
    */
   relay(
     peer: Socket,
     local: Socket,
     idleTimeoutMs: number,
     onIdle: () => void,
-    reads: { peer?: OwnBufferReads; local?: OwnBufferReads } = {},
+    reads: { peer?: PooledReads; local?: PooledReads } = {},
   ): void {
     if (this.#isClosed) return;
     peer.setNoDelay(true);

@@ -25,7 +25,7 @@ import { formatAddress, type SocketAddress } from "./address.ts";
 import type { InboundConfig } from "./config.ts";
 import { type CloseReason, ProxyConnection } from "./connection.ts";
 import { HttpInbound } from "./http-inbound.ts";
-import { isOwnBufferReadSafe, OwnBufferReads } from "./own-buffer-reads.ts";
+import { canPoolReads, PooledReads } from "./pooled-reads.ts";
 import { type ListenerContext, listenOn, recordDecision, verdictFields } from "./listener-context.ts";
 import { peerChain, type VerifiedPeer } from "./peer-verifier.ts";
 import type { ListenerPolicy } from "./policy-files.ts";
@@ -300,7 +300,7 @@ export class InboundListener implements WorkloadObserver {
 
   #forward(peerSocket: Socket, connection: ProxyConnection): void {
     const forward = this.config.forward;
-    const reads = isOwnBufferReadSafe ? OwnBufferReads.direct() : undefined;
+    const reads = canPoolReads ? PooledReads.forTcp() : undefined;
     const onread = reads?.onread;
     const local = "path" in forward
       ? connect({ path: forward.path, allowHalfOpen: true, onread })

@@ -23,7 +23,7 @@ import { formatAddress, type SocketAddress } from "./address.ts";
 import type { OutboundConfig } from "./config.ts";
 import { type CloseReason, ProxyConnection } from "./connection.ts";
 import { type ListenerContext, listenOn, recordDecision } from "./listener-context.ts";
-import { isOwnBufferReadSafe, OwnBufferReads } from "./own-buffer-reads.ts";
+import { canPoolReads, PooledReads } from "./pooled-reads.ts";
 import { peerChain, type VerifiedPeer } from "./peer-verifier.ts";
 import type { ProxyWorkload, WorkloadObserver } from "./workload.ts";
 
@@ -133,7 +133,7 @@ export class OutboundListener implements WorkloadObserver {
     });
     const offered = this.context.sessionResumption ? this.#session : undefined;
     const upstream = this.config.upstream;
-    const reads = isOwnBufferReadSafe ? OwnBufferReads.slots() : undefined;
+    const reads = canPoolReads ? PooledReads.forTls() : undefined;
     const tls = tlsConnect({
       host: upstream.host,
       port: upstream.port,
@@ -187,7 +187,7 @@ export class OutboundListener implements WorkloadObserver {
     app: Socket,
     tls: TLSSocket,
     offered: HeldSession | undefined,
-    reads: OwnBufferReads | undefined,
+    reads: PooledReads | undefined,
   ): Promise<readonly Uint8Array[] | undefined> {
     if (connection.isClosed) return undefined;
     connection.isResumed = tls.isSessionReused();

@@ -16,6 +16,10 @@
 //   handshakes      the same with resumption off on both sides: a full handshake per request
 //   bulk            one connection, as many MB/s as the upstream can push through for --bulk-seconds
 // and the CPU the two sidecars used (all their processes and threads), per request or per MB.
+// Each ratio is taken within a round (peers measured back to back) and its median over rounds
+// printed: throughput to HAProxy, stunnel and the floor, and CPU efficiency (their CPU per unit
+// over meshauth's) to HAProxy and the floor. On a machine others share, throughput follows the
+// share of the cores the sidecars get; CPU per unit is what their load disturbs least.
 //
 // Every pair uses the same groups (X25519, as Debian's HAProxy and stunnel have no ML-KEM), TLS
 // 1.3 and the same certificates: P-256 SVIDs from a meshauth CA, with an intermediate.
@@ -654,29 +658,48 @@ try {
     `\ndirect to the upstream at c=1: p50 ${direct.p50Ms.toFixed(3)} ms, p99 ${direct.p99Ms.toFixed(3)} ms`,
   );
   console.log(
-    `${"measure".padEnd(24)} ${"peer".padEnd(9)} ${"median".padStart(10)} ${"x haproxy".padStart(9)} ${
-      "x stunnel".padStart(9)
-    } ${"x floor".padStart(8)} ${"CPU".padStart(14)}  rounds`,
+    `${"".padEnd(34)} ${"median".padStart(12)} ${"throughput ratio to".padStart(26)}  ${
+      "sidecar CPU".padStart(12)
+    } ${"CPU efficiency to".padStart(19)}`,
   );
+  console.log(
+    `${"measure".padEnd(24)} ${"peer".padEnd(9)} ${"".padStart(12)}${"haproxy".padStart(9)}${
+      "stunnel".padStart(9)
+    }${"floor".padStart(9)} ${"per unit".padStart(13)} ${"haproxy".padStart(9)} ${
+      "floor".padStart(9)
+    }  rounds`,
+  );
+  // Ratios are taken within each round (the peers measured back to back, in the same conditions),
+  // then their median over rounds; CPU per unit is the sidecars' own CPU, what others' load
+  // disturbs least.
+  const roundRatio = (pair: string, peer: string, measure: Measure, of: "value" | "cpu") => {
+    const ours = samples.get(`${pair}/${measure}`) ?? [];
+    const theirs = samples.get(`${peer}/${measure}`) ?? [];
+    return median(
+      ours.map((s, i) =>
+        of === "value" ? s.value / theirs[i].value : theirs[i].cpuMsPerUnit / s.cpuMsPerUnit
+      ),
+    );
+  };
   for (const measure of ONLY) {
-    const haproxy = summary("haproxy", measure).value;
-    const stunnel = summary("stunnel", measure).value;
-    const floor = summary("floor", measure).value;
     for (const pair of pairs) {
       const s = summary(pair.name, measure);
       const cpu = measure === "bulk" ? s.cpu : s.cpu * 1000;
+      const ratios = ["haproxy", "stunnel", "floor"].map((peer) =>
+        roundRatio(pair.name, peer, measure, "value").toFixed(2).padStart(9)
+      ).join("");
       console.log(
         `${label[measure].padEnd(24)} ${pair.name.padEnd(9)} ${
-          `${s.value.toFixed(0)} ${unit[measure]}`.padStart(10)
-        } ${(s.value / haproxy).toFixed(2).padStart(9)} ${(s.value / stunnel).toFixed(2).padStart(9)} ${
-          (s.value / floor).toFixed(2).padStart(8)
-        } ${`${cpu.toFixed(measure === "bulk" ? 2 : 0)} ${cpuUnit[measure]}`.padStart(14)}  ${
+          `${s.value.toFixed(0)} ${unit[measure]}`.padStart(12)
+        }${ratios} ${`${cpu.toFixed(measure === "bulk" ? 2 : 0)} ${cpuUnit[measure]}`.padStart(13)} ${
+          roundRatio(pair.name, "haproxy", measure, "cpu").toFixed(2).padStart(9)
+        } ${roundRatio(pair.name, "floor", measure, "cpu").toFixed(2).padStart(9)}  ${
           s.all.map((v) => v.toFixed(0)).join(" ")
         }${s.errors ? `  errors ${s.errors}` : ""}`,
       );
       if (measure === "keepalive") {
         console.log(
-          `${"".padEnd(24)} ${"".padEnd(9)} added latency at c=1: p50 ${s.p50.toFixed(3)} ms, p99 ${
+          `${"".padEnd(24)} ${"".padEnd(9)} latency added at c=1: p50 ${s.p50.toFixed(3)} ms, p99 ${
             s.p99.toFixed(3)
           } ms`,
         );

@@ -3,148 +3,27 @@
 // CA's CRL as the agent does (here every 100 ms), and `POST /v1/revocations` while a connection
 // is open. The revoked peer's open connection is closed and its next connection refused, at the
 // server's proxy (a revoked client) and at the client's proxy (a revoked server); the times from
-// the POST to each are reported.
+// the POST to each are reported (bench/proxy-revocation.ts measures them over many samples).
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { EventEmitter } from "node:events";
-import { request } from "node:https";
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import {
-  createCsr,
-  type Crl,
-  exportPrivateKeyPem,
-  generateKeyPair,
-  parseCrl,
-  SpiffeId,
-  TrustBundle,
-} from "../../mod.ts";
-import {
-  createJoinToken,
-  initRoot,
-  loadConfig,
-  openKeyManager,
-  type RunningCaServer,
-  silentLogger,
-  startCaServer,
-} from "../../ca-server/mod.ts";
-import { CaClient, type CredentialSource, type SvidCredential } from "../../agent/mod.ts";
-import { echoServer, exchange, openStream, startProxy, until, within } from "./proxy-support.ts";
+import { echoServer, exchange, openStream, startProxy, tempDir, until, within } from "./proxy-support.ts";
+import { type CaFollowingSource, TestCaServer } from "./proxy-ca-support.ts";
 
 const TRUST_DOMAIN = "revocation.test";
 const FRONTEND = `spiffe://${TRUST_DOMAIN}/ns/photo-ns/sa/photo-frontend`;
 const BACKEND = `spiffe://${TRUST_DOMAIN}/ns/photo-ns/sa/photo-backend`;
 
-let dir: string;
-let ca: RunningCaServer;
-let bundlePem: string;
-
-/** GET or POST to the CA over TLS, trusting its bundle. */
-function caCall(
-  method: string,
-  path: string,
-  body?: unknown,
-  token?: string,
-): Promise<{ status: number; body: Uint8Array }> {
-  return new Promise((resolve, reject) => {
-    const req = request(new URL(path, ca.url), {
-      method,
-      ca: bundlePem,
-      headers: {
-        ...(body ? { "content-type": "application/json" } : {}),
-        ...(token ? { authorization: `Bearer ${token}` } : {}),
-      },
-    }, (res) => {
-      const chunks: Uint8Array[] = [];
-      res.on("data", (c) => chunks.push(c));
-      res.on("end", () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks) }));
-    });
-    req.on("error", reject);
-    req.end(body ? JSON.stringify(body) : undefined);
-  });
-}
-
-/** A workload's SVID from the CA, and its CRL as the agent follows it (polled every `pollMs`). */
-class CaFollowingSource extends EventEmitter implements CredentialSource {
-  #crls: Crl[] = [];
-  #der = "";
-  #timer?: ReturnType<typeof setInterval>;
-  constructor(readonly svid: SvidCredential & { serialNumber: string }, readonly bundle: TrustBundle) {
-    super();
-  }
-
-  static async issue(id: string): Promise<CaFollowingSource> {
-    const token =
-      (await createJoinToken(ca.store, { role: "workload", spiffeId: id, ttlSeconds: 600 })).token;
-    const keys = await generateKeyPair();
-    const client = new CaClient({ url: ca.url, caCertificatesPem: bundlePem });
-    const issued = await client.requestCertificate(await createCsr({ keys, id: SpiffeId.parse(id) }), {
-      kind: "token",
-      token,
-    });
-    const source = new CaFollowingSource(
-      {
-        certificateChainPem: issued.certificateChainPem,
-        privateKeyPem: await exportPrivateKeyPem(keys.privateKey),
-        serialNumber: issued.serialNumber,
-      },
-      TrustBundle.fromPem(TRUST_DOMAIN, issued.trustBundlePem),
-    );
-    await source.poll();
-    return source;
-  }
-
-  follow(pollMs: number): void {
-    this.#timer = setInterval(() => void this.poll(), pollMs);
-  }
-
-  stop(): void {
-    clearInterval(this.#timer);
-  }
-
-  async poll(): Promise<void> {
-    const answer = await caCall("GET", "/v1/crl").catch(() => undefined);
-    if (answer?.status !== 200) return;
-    const der = Buffer.from(answer.body).toString("base64");
-    if (der === this.#der) return;
-    this.#der = der;
-    this.#crls = [parseCrl(answer.body)];
-    this.emit("change");
-  }
-
-  current(): SvidCredential {
-    return this.svid;
-  }
-
-  trustBundle(): TrustBundle {
-    return this.bundle;
-  }
-
-  crls(): readonly Crl[] {
-    return this.#crls;
-  }
-}
+let dir: { path: string; remove: () => Promise<void> };
+let ca: TestCaServer;
 
 before(async () => {
-  dir = await mkdtemp(join(tmpdir(), "meshauth-proxy-revocation-"));
-  const config = await loadConfig({
-    overrides: {
-      trustDomain: TRUST_DOMAIN,
-      dataDir: join(dir, "ca"),
-      "listen.host": "127.0.0.1",
-      "listen.port": 0,
-      rateLimit: false,
-    },
-  });
-  await initRoot(config, openKeyManager(config));
-  ca = await startCaServer(config, { logger: silentLogger });
-  bundlePem = ca.authorities.bundle().toPem();
+  dir = await tempDir();
+  ca = await TestCaServer.start(TRUST_DOMAIN);
 });
 
 after(async () => {
-  await ca?.close();
-  await rm(dir, { recursive: true, force: true });
+  await ca?.stop();
+  await dir?.remove();
 });
 
 test(
@@ -155,11 +34,11 @@ test(
   async (t) => {
     const echo = await echoServer();
     const sources = {
-      client: await CaFollowingSource.issue(FRONTEND),
-      server: await CaFollowingSource.issue(BACKEND),
+      client: await ca.issue(FRONTEND),
+      server: await ca.issue(BACKEND),
       // A second pair whose server is revoked: the client's proxy must notice.
-      client2: await CaFollowingSource.issue(FRONTEND),
-      server2: await CaFollowingSource.issue(BACKEND),
+      client2: await ca.issue(FRONTEND),
+      server2: await ca.issue(BACKEND),
     };
     for (const source of Object.values(sources)) source.follow(100);
     const servers = await startProxy(
@@ -181,7 +60,7 @@ test(
           },
         ],
       },
-      dir,
+      dir.path,
       sources,
     );
     const clients = await startProxy(
@@ -205,21 +84,17 @@ test(
           },
         ],
       },
-      dir,
+      dir.path,
       sources,
     );
     try {
-      const admin = (await createJoinToken(ca.store, { role: "admin", ttlSeconds: 600 })).token;
+      const admin = await ca.adminToken();
       const measure = async (outbound: string, revoked: CaFollowingSource, where: string) => {
         const target = { port: clients.port(outbound) };
         const stream = await openStream(target);
         assert.equal(await stream.send("before"), "before");
         const postedAt = performance.now();
-        const answer = await caCall("POST", "/v1/revocations", {
-          serialNumber: revoked.svid.serialNumber,
-          reason: "keyCompromise",
-        }, admin);
-        assert.equal(answer.status, 200, Buffer.from(answer.body).toString());
+        await ca.revoke(revoked.svid.serialNumber, admin);
         const closedAt = await within(stream.closed, 10_000, `the open connection at ${where} closed`);
         let refusedAt = 0;
         await until(async () => {

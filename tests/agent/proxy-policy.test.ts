@@ -393,3 +393,56 @@ test("a dry-run policy is logged and counted, not enforced", { timeout: 30_000 }
     1,
   );
 });
+
+test("HTTP mode: a WebSocket-style upgrade is decided like any request, then piped both ways", {
+  timeout: 30_000,
+}, async () => {
+  const { createServer: createHttpServer } = await import("node:http");
+  const service = createHttpServer((_req, res) => res.end("no upgrade"));
+  let seenXfcc: string | undefined;
+  service.on("upgrade", (req, socket, head: Buffer) => {
+    seenXfcc = req.headers["x-forwarded-client-cert"] as string | undefined;
+    socket.write("HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n");
+    // Bytes that came with the request head arrive in `head`; the rest through the socket.
+    socket.write(head);
+    socket.pipe(socket);
+  });
+  await new Promise<void>((resolve) => service.listen(0, "127.0.0.1", resolve));
+  closers.push(() => {
+    service.closeAllConnections();
+    return new Promise<void>((resolve) => service.close(() => resolve()));
+  });
+  const file = await policyFile(
+    "http-upgrade.yaml",
+    `policies:
+  - name: chat-only
+    action: ALLOW
+    rules:
+      - to: [{ operation: { paths: ["/chat"] } }]
+`,
+  );
+  const servicePort = (service.address() as { port: number }).port;
+  const { port } = await pair(
+    "http-upgrade",
+    { protocol: "http", policies: [file] },
+    `127.0.0.1:${servicePort}`,
+  );
+  const upgrade = (path: string) =>
+    exchange(
+      { port },
+      `GET ${path} HTTP/1.1\r\nhost: backend\r\nconnection: upgrade\r\nupgrade: echo\r\nx-forwarded-client-cert: URI=forged\r\n\r\nping`,
+      3000,
+      { untilClosed: path !== "/chat" },
+    );
+  const allowed = await exchange(
+    { port },
+    "GET /chat HTTP/1.1\r\nhost: backend\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\nping",
+    2000,
+    { untilClosed: true },
+  );
+  assert.match(allowed.reply, /^HTTP\/1\.1 101 Switching Protocols\r\n[\s\S]*\r\n\r\nping$/);
+  assert.match(seenXfcc ?? "", new RegExp(`URI=${IDS.frontend}$`));
+  const denied = await upgrade("/admin");
+  assert.match(denied.reply, /^HTTP\/1\.1 403 Forbidden/);
+  assert.equal(denied.closed, true);
+});

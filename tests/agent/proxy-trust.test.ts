@@ -292,3 +292,131 @@ test(
     }
   },
 );
+
+test(
+  "a change to the secure-naming table closes open connections to a server no longer allowed, and refuses its resumed session",
+  {
+    timeout: 30_000,
+  },
+  async () => {
+    const p = await pair("naming-change");
+    try {
+      assert.equal((await exchange({ port: p.port }, "full")).reply, "full");
+      const stream = await openStream({ port: p.port });
+      assert.equal(await stream.send("open"), "open");
+      await p.clientProxy.setAllowedIds("backend", [IDS.datastore]);
+      await within(stream.closed, 5000, "the connection to the server no longer allowed closed");
+      assert.equal(
+        p.clientProxy.metrics.closed.value({ listener: "naming-change-out", reason: "secure_naming" }),
+        1,
+      );
+      const { reply, closed } = await exchange({ port: p.port }, "after");
+      assert.equal(reply, "");
+      assert.equal(closed, true);
+      const refusal = (await records("naming-change-out")).findLast((r) => r.decision === "deny");
+      assert.equal(refusal.reason, "secure-naming");
+      if (!resumption) assert.equal(refusal.resumed, true, "the refused connection was a resumed session");
+    } finally {
+      await p.stop();
+    }
+  },
+);
+
+test("a peer whose SVID expires while its connection is open is closed at the next revalidation", {
+  timeout: 30_000,
+}, async () => {
+  const shortLived = await ca.issue(IDS.frontend, 2);
+  const client = new TestSource(shortLived, ca.bundle());
+  const server = new TestSource(await ca.issue(IDS.backend), ca.bundle());
+  const servers = await startProxy(
+    {
+      limits: { revalidateIntervalSeconds: 1 },
+      inbound: [{
+        name: "expiring-in",
+        workload: "server",
+        listen: "127.0.0.1:0",
+        forward: `127.0.0.1:${echo.port}`,
+        defaultAction: "ALLOW",
+      }],
+    },
+    dir.path,
+    { server },
+  );
+  const clients = await startProxy(
+    {
+      outbound: [{
+        name: "expiring-out",
+        workload: "client",
+        listen: 0,
+        upstream: `127.0.0.1:${servers.port("expiring-in")}`,
+        allowedIds: [IDS.backend],
+      }],
+    },
+    dir.path,
+    { client },
+  );
+  try {
+    const stream = await openStream({ port: clients.port("expiring-out") });
+    assert.equal(await stream.send("while valid"), "while valid");
+    await within(stream.closed, 10_000, "the connection of the expired peer closed");
+    const closing = (await records("expiring-in")).find((r) => r.decision === "deny");
+    assert.equal(closing.error.code, "ERR_CERT_EXPIRED");
+    assert.equal(servers.proxy.metrics.closed.value({ listener: "expiring-in", reason: "unverified" }), 1);
+  } finally {
+    await clients.proxy.stop();
+    await servers.proxy.stop();
+  }
+});
+
+test(
+  "a workload without an SVID has its listeners refuse connections until one arrives",
+  { timeout: 30_000 },
+  async () => {
+    const client = new TestSource(await ca.issue(IDS.frontend), ca.bundle());
+    const server = new TestSource(undefined, ca.bundle());
+    const servers = await startProxy(
+      {
+        inbound: [{
+          name: "waiting-in",
+          workload: "server",
+          listen: "127.0.0.1:0",
+          forward: `127.0.0.1:${echo.port}`,
+          defaultAction: "ALLOW",
+        }],
+      },
+      dir.path,
+      { server },
+    );
+    const clients = await startProxy(
+      {
+        outbound: [{
+          name: "waiting-out",
+          workload: "client",
+          listen: 0,
+          upstream: `127.0.0.1:${servers.port("waiting-in")}`,
+          allowedIds: [IDS.backend],
+        }],
+      },
+      dir.path,
+      { client },
+    );
+    try {
+      const port = clients.port("waiting-out");
+      assert.equal((await exchange({ port }, "too early")).closed, true);
+      assert.equal(
+        servers.proxy.metrics.connections.value({
+          listener: "waiting-in",
+          direction: "inbound",
+          transport: "mtls",
+          outcome: "no_credential",
+        }),
+        1,
+      );
+      server.update({ credential: await ca.issue(IDS.backend) });
+      assert.equal((await exchange({ port }, "in time")).reply, "in time");
+    } finally {
+      await clients.proxy.stop();
+      await servers.proxy.stop();
+    }
+  },
+);

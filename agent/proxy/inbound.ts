@@ -51,6 +51,7 @@ export class InboundListener implements WorkloadObserver {
   #stopObserving?: () => void;
   #revalidation?: Promise<void>;
   #revalidateAgain = false;
+  readonly #sessionIdContext: string;
 
   constructor(
     readonly config: InboundConfig,
@@ -61,6 +62,10 @@ export class InboundListener implements WorkloadObserver {
     this.#server = createNetServer(
       { allowHalfOpen: true, pauseOnConnect: true },
       (socket) => this.#accept(socket),
+    );
+    this.#sessionIdContext = createHash("sha256").update(`meshauth-proxy:${config.name}`).digest("hex").slice(
+      0,
+      32,
     );
     if (config.protocol === "http") {
       this.#http = new HttpInbound(config, policy, context, {
@@ -111,11 +116,9 @@ export class InboundListener implements WorkloadObserver {
       rejectUnauthorized: false,
       ticketKeys: Buffer.from(this.context.ticketKeys),
       sessionTimeout: this.context.sessionTimeoutSeconds,
-      // The same in every worker, so a session from one is resumed by another.
-      sessionIdContext: createHash("sha256").update(`meshauth-proxy:${this.config.name}`).digest("hex").slice(
-        0,
-        32,
-      ),
+      // Fixed per listener: node:tls's default is derived from process.argv, which would tie
+      // sessions to how the process was started.
+      sessionIdContext: this.#sessionIdContext,
       secureOptions: this.context.sessionResumption ? 0 : cryptoConstants.SSL_OP_NO_TICKET,
     };
     if (this.#tlsServer) {

@@ -20,7 +20,7 @@ export interface ListenerContext {
   limits: ProxyLimits;
   sessionResumption: boolean;
   sessionTimeoutSeconds: number;
-  /** Session ticket keys (48 bytes), the same for every listener and worker of the proxy. */
+  /** Session ticket keys (48 bytes), made at start, the same for every listener of the proxy. */
   ticketKeys: Uint8Array;
   logger: Logger;
   metrics: ProxyMetrics;

@@ -232,6 +232,8 @@ export class MeshProxy {
     clearInterval(this.#revalidateTimer);
     clearInterval(this.#reloadTimer);
     await Promise.all([...this.#inbound, ...this.#outbound].map((l) => l.close()));
+    this.#inbound.length = 0;
+    this.#outbound.length = 0;
     for (const workload of this.#workloads.values()) workload.detach();
     await this.#audit.close();
     this.#isStarted = false;

@@ -119,3 +119,19 @@ export {
   type WorkloadRecord,
 } from "./lifecycle/state-store.ts";
 export { writeFileAtomic } from "../internal/mod.ts";
+export { type SocketAddress } from "./proxy/address.ts";
+export { type AuditRecord } from "./proxy/audit.ts";
+export {
+  type InboundConfig,
+  loadProxyConfig,
+  type OutboundConfig,
+  type ProxyConfig,
+  type ProxyLimits,
+  type ProxyMode,
+  type ProxyTlsConfig,
+  readProxyConfig,
+} from "./proxy/config.ts";
+export { type CredentialSource, type SvidCredential } from "./proxy/credentials.ts";
+export { ProxyMetrics } from "./proxy/metrics.ts";
+export { PolicyFileError } from "./proxy/policy-files.ts";
+export { MeshProxy, type MeshProxyOptions } from "./proxy/proxy.ts";

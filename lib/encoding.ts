@@ -105,7 +105,11 @@ export function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
   return true;
 }
 
-/** Copies a view into its own ArrayBuffer, the form WebCrypto's types ask for. */
+/**
+ * Copies a view into its own ArrayBuffer, the form WebCrypto's types ask for. A new plain
+ * Uint8Array, not `slice()`: a subclass's slice may answer a view of a shared pool (Node's
+ * Buffer does), whose `.buffer` holds other bytes around these.
+ */
 export function toArrayBuffer(bytes: Uint8Array): ArrayBuffer {
-  return bytes.slice().buffer as ArrayBuffer;
+  return new Uint8Array(bytes).buffer as ArrayBuffer;
 }

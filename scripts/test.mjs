@@ -15,7 +15,8 @@ if (args.includes("--help")) {
   console.log(`usage: npm test [-- --only=step,step] [--skip=step,step]
 
 Runs, in order: ${steps().map((s) => s.name).join(", ")}.
-System packages the tests need (openssl, curl, postgresql) are installed with apt-get when
+System packages the tests need (openssl, curl, postgresql, redis-server, redis-tools,
+stunnel4, haproxy, wrk) are installed with apt-get when
 missing and running as root; otherwise the missing ones are named and the run stops.
 The extra runtimes (Node 24, Deno, Bun, workerd) are installed on first use into
 tests/runtimes/node_modules from tests/runtimes/package-lock.json. With CI=true a runtime
@@ -133,6 +134,12 @@ function ensureSystemPackages() {
   if (!have("openssl")) missing.push("openssl");
   if (!have("curl")) missing.push("curl");
   if (!postgresBinDir()) missing.push("postgresql");
+  // The proxy's interop tests and bench/proxy.ts: independent peers and load generators.
+  if (!have("redis-server")) missing.push("redis-server");
+  if (!have("redis-cli") || !have("redis-benchmark")) missing.push("redis-tools");
+  if (!have("stunnel4")) missing.push("stunnel4");
+  if (!have("haproxy")) missing.push("haproxy");
+  if (!have("wrk")) missing.push("wrk");
   if (missing.length === 0) return 0;
   if (process.getuid?.() !== 0) {
     console.error(

@@ -148,3 +148,23 @@ test("verifySvid turns an unparseable chain into ERR_CERT_MALFORMED", async () =
   );
   await rejects(verifySvid([], bundle), "ERR_CERT_MALFORMED");
 });
+
+/** Bytes inside a larger pool whose slice() is a view, as Node's Buffer.slice() is. */
+class PooledBytes extends Uint8Array {
+  override slice(start?: number, end?: number): PooledBytes {
+    return this.subarray(start, end) as PooledBytes;
+  }
+}
+
+/** `der` as a view into the middle of a larger PooledBytes. */
+function pooledView(der: Uint8Array): PooledBytes {
+  const pool = new PooledBytes(der.length + 64);
+  pool.set(der, 32);
+  return pool.subarray(32, 32 + der.length) as PooledBytes;
+}
+
+test("verifySvid checks DER given as views into a larger buffer whose slice() shares it (Node's Buffer)", async () => {
+  const { bundle, leaf, intermediate } = await svid();
+  const verified = await verifySvid([pooledView(leaf.der), pooledView(intermediate.der)], bundle);
+  assert.equal(verified.id.toString(), ID);
+});

@@ -1,0 +1,86 @@
+/**
+ * Where a proxy listener listens or a connection goes: a TCP address (`host` and `port`) or a
+ * Unix domain socket (`path`). Configuration writes either form as a string (`127.0.0.1:15001`,
+ * `[::1]:15001`, `unix:/run/app.sock`), as a mapping (`{ host, port }`, `{ path }`), or as a
+ * bare port number, which means the default host.
+ *
+ * @module
+ */
+
+import { isIP } from "node:net";
+
+/** A TCP endpoint or a Unix domain socket. */
+export type SocketAddress = { host: string; port: number } | { path: string };
+
+/** True for a Unix domain socket address. */
+export function isUnixAddress(address: SocketAddress): address is { path: string } {
+  return "path" in address;
+}
+
+/** `host:port`, `[v6]:port` or `unix:/path`: the address as configuration writes it. */
+export function formatAddress(address: SocketAddress): string {
+  if (isUnixAddress(address)) return `unix:${address.path}`;
+  return isIP(address.host) === 6 ? `[${address.host}]:${address.port}` : `${address.host}:${address.port}`;
+}
+
+/** True for loopback hosts (the only ones a plain-text outbound listener may use). */
+export function isLoopbackHost(host: string): boolean {
+  return /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host) || host === "::1" || host === "localhost";
+}
+
+const HOST_PORT = /^(?:\[([0-9A-Fa-f:.]+)\]|([^:[\]\s]+)):(\d{1,5})$/;
+
+/**
+ * Reads an address from configuration; answers a problem message (without the field path)
+ * instead when the value is not one. `defaultHost` is used for a bare port number.
+ */
+export function parseAddress(
+  value: unknown,
+  defaultHost: string,
+  resolvePath: (path: string) => string = (path) => path,
+): SocketAddress | string {
+  const unix = (path: string): SocketAddress | string => {
+    if (path === "") return "a Unix socket path must not be empty";
+    const absolute = resolvePath(path);
+    // Linux limits sun_path to 108 bytes with the terminating NUL.
+    if (absolute.length > 107) {
+      return `a Unix socket path has at most 107 characters, ${absolute} has ${absolute.length}`;
+    }
+    return { path: absolute };
+  };
+  if (typeof value === "number") return tcp(defaultHost, value);
+  if (typeof value === "string") {
+    if (value.startsWith("unix:")) return unix(value.slice(5));
+    if (/^\d+$/.test(value)) return tcp(defaultHost, Number(value));
+    const match = HOST_PORT.exec(value);
+    if (!match) return `expected host:port, [ipv6]:port or unix:/path, got ${JSON.stringify(value)}`;
+    return tcp(match[1] ?? match[2], Number(match[3]));
+  }
+  if (value && typeof value === "object" && !Array.isArray(value)) {
+    const fields = value as Record<string, unknown>;
+    const keys = Object.keys(fields);
+    if ("path" in fields) {
+      if (keys.length !== 1) return "a Unix socket address has only path";
+      return typeof fields.path === "string" ? unix(fields.path) : "path: expected a string";
+    }
+    const unknown = keys.filter((k) => k !== "host" && k !== "port");
+    if (unknown.length) return `unknown field ${unknown[0]} (known: host, port, path)`;
+    const port = typeof fields.port === "string" && /^\d+$/.test(fields.port)
+      ? Number(fields.port)
+      : fields.port;
+    if (fields.host !== undefined && typeof fields.host !== "string") return "host: expected a string";
+    if (typeof port !== "number") return "port: required, a whole number from 0 to 65535";
+    return tcp((fields.host as string | undefined) ?? defaultHost, port);
+  }
+  return `expected an address (host:port, unix:/path, or a mapping), got ${JSON.stringify(value)}`;
+}
+
+function tcp(host: string, port: number): SocketAddress | string {
+  if (!Number.isSafeInteger(port) || port < 0 || port > 65535) {
+    return `port: expected a whole number from 0 to 65535, got ${port}`;
+  }
+  if (host === "" || /\s/.test(host)) {
+    return `host: expected a host name or IP address, got ${JSON.stringify(host)}`;
+  }
+  return { host, port };
+}

@@ -1,0 +1,56 @@
+/**
+ * What the proxy needs from whoever holds a workload's certificates (the node agent, or a
+ * test): the SVID to present, the trust bundle and CRLs to verify peers with, and a signal when
+ * any of them changes. The proxy reads the three again on every `change`, swaps its TLS context
+ * when the SVID changed, and verifies every open connection again when the bundle or CRLs did.
+ *
+ * @example
+ * ```ts
+ * import { EventEmitter } from "node:events";
+ * import type { CredentialSource } from "meshauth/agent";
+ * class AgentWorkloadSource extends EventEmitter implements CredentialSource {
+ *   constructor(readonly agent: NodeAgent, readonly workload: string) {
+ *     super();
+ *     agent.subscribe((event) => {
+ *       if (event.type === "bundle" || event.type === "crl" || (event.type === "svid" && event.workload === workload)) {
+ *         this.emit("change");
+ *       }
+ *     });
+ *   }
+ *   current() {
+ *     return this.agent.svid(this.workload);
+ *   }
+ *   trustBundle() {
+ *     return this.agent.trustBundle();
+ *   }
+ *   crls() {
+ *     return [...this.agent.crls().values()];
+ *   }
+ * }
+ * ```
+ * @module
+ */
+
+import type { BundleSet, Crl, TrustBundle } from "../../mod.ts";
+
+/** A workload's X509-SVID with its key, as PEM. */
+export interface SvidCredential {
+  /** The SVID, leaf first, then the intermediates to send (not the root). */
+  certificateChainPem: string;
+  /** The leaf's private key (PKCS#8 PEM). */
+  privateKeyPem: string;
+}
+
+/** One workload's credentials and verification material, kept current by its holder. */
+export interface CredentialSource {
+  /** The SVID to present now; undefined while the workload has none (its listeners refuse connections). */
+  current(): SvidCredential | undefined;
+  /** The roots peers' SVIDs must chain to: one trust domain's, or several (federation). */
+  trustBundle(): TrustBundle | BundleSet;
+  /** The CRLs in force (parsed with `parseCrl`); `verifySvid` checks each one's signature and freshness. */
+  crls(): readonly Crl[];
+  /** Subscribes to changes of any of the three. */
+  on(event: "change", listener: () => void): unknown;
+  /** Unsubscribes. */
+  off(event: "change", listener: () => void): unknown;
+}

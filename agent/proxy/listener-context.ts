@@ -1,0 +1,84 @@
+/**
+ * What every listener of a proxy shares: its settings, logger, metrics, audit log, and the
+ * counter that numbers connections. Also the one place a decision is recorded, in the audit
+ * log and in the metrics together, so the two never disagree.
+ *
+ * @module
+ */
+
+import type { Server } from "node:net";
+import type { Logger } from "../../internal/mod.ts";
+import type { PolicyDecision } from "../../mod.ts";
+import { type SocketAddress } from "./address.ts";
+import type { AuditLog, AuditRecord } from "./audit.ts";
+import type { ProxyLimits } from "./config.ts";
+import type { ProxyMetrics } from "./metrics.ts";
+import type { Verdict } from "./policy-files.ts";
+
+/** Shared by the listeners of one proxy. */
+export interface ListenerContext {
+  limits: ProxyLimits;
+  sessionResumption: boolean;
+  sessionTimeoutSeconds: number;
+  /** Session ticket keys (48 bytes), made at start, the same for every listener of the proxy. */
+  ticketKeys: Uint8Array;
+  logger: Logger;
+  metrics: ProxyMetrics;
+  audit: AuditLog;
+  nextConnectionId(): number;
+}
+
+/** The decision fields of an audit record, from a verdict. */
+export function verdictFields(
+  verdict: Verdict,
+): Pick<AuditRecord, "decision" | "reason" | "policy" | "ruleIndex" | "dryRun"> {
+  const { decision, dryRun } = verdict;
+  return {
+    decision: decision.allowed ? "allow" : "deny",
+    reason: reasonOf(decision),
+    ...(decision.policy !== undefined ? { policy: decision.policy, ruleIndex: decision.ruleIndex } : {}),
+    ...(dryRun
+      ? {
+        dryRun: {
+          decision: dryRun.allowed ? "allow" as const : "deny" as const,
+          reason: reasonOf(dryRun),
+          ...(dryRun.policy !== undefined ? { policy: dryRun.policy, ruleIndex: dryRun.ruleIndex } : {}),
+        },
+      }
+      : {}),
+  };
+}
+
+function reasonOf(decision: PolicyDecision): string {
+  return decision.reason === "denied" || decision.reason === "allowed" ? "policy" : decision.reason;
+}
+
+/** Records a decision in the audit log and the metrics. */
+export function recordDecision(context: ListenerContext, record: Omit<AuditRecord, "time">): void {
+  context.audit.append({ time: new Date().toISOString(), ...record });
+  const labels = { listener: record.listener, decision: record.decision, policy: record.policy ?? "" };
+  context.metrics.decisions.inc(labels);
+  if (record.dryRun) {
+    context.metrics.dryRunDecisions.inc({
+      listener: record.listener,
+      decision: record.dryRun.decision,
+      policy: record.dryRun.policy ?? "",
+    });
+  }
+}
+
+/** Starts `server` on `address`; resolves with the address it listens on (the port chosen for 0). */
+export function listenOn(server: Server, address: SocketAddress): Promise<SocketAddress> {
+  return new Promise((resolve, reject) => {
+    server.once("error", reject);
+    const onListening = () => {
+      server.off("error", reject);
+      const bound = server.address();
+      resolve(
+        typeof bound === "object" && bound !== null ? { host: bound.address, port: bound.port } : address,
+      );
+    };
+    if ("path" in address) server.listen({ path: address.path }, onListening);
+    else server.listen({ host: address.host, port: address.port }, onListening);
+  });
+}

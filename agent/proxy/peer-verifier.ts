@@ -1,0 +1,233 @@
+/**
+ * Verifying a peer's X509-SVID with the core's one chain validator, `verifySvid`, against the
+ * current trust bundle and CRLs. node:tls is told to verify nothing (`rejectUnauthorized:
+ * false`, no `ca`): OpenSSL only proves that the peer holds the key of the certificate it
+ * sent, and every decision about that certificate is made here.
+ *
+ * Answers are remembered per chain (its exact bytes) for as long as they can hold: until the
+ * bundle or a CRL changes (which starts a new generation and forgets them all), the earliest
+ * notAfter on the path, or the earliest nextUpdate of a CRL. A remembered answer is therefore
+ * the answer `verifySvid` would give again now; it spares the work, never the check.
+ *
+ * @module
+ */
+
+import { Buffer } from "node:buffer";
+import type { X509Certificate } from "node:crypto";
+import type { DetailedPeerCertificate, TLSSocket } from "node:tls";
+import {
+  type BundleSet,
+  type Crl,
+  parseCertificates,
+  SignatureCache,
+  type SpiffeId,
+  type TrustBundle,
+  VerificationError,
+  verifySvid,
+} from "../../mod.ts";
+
+/** A peer whose SVID verified. */
+export interface VerifiedPeer {
+  id: SpiffeId;
+  /** The leaf's serial number (hex), for the audit log. */
+  serialNumber: string;
+  /** The chain as the peer sent it (leaf first), to verify it again later. */
+  chain: readonly Uint8Array[];
+  /** SHA-256 of the leaf's DER is what XFCC carries; the leaf itself is here. */
+  leaf: Uint8Array;
+}
+
+interface Remembered {
+  answer: Promise<VerifiedPeer>;
+  validUntilMs: number;
+}
+
+/** Most remembered answers; the oldest go first. */
+const MAX_REMEMBERED = 10_000;
+/** Most leaves whose intermediates are kept for resumed sessions. */
+const MAX_LEAVES = 10_000;
+/** The most certificates a peer chain may hold (leaf included). */
+const MAX_CHAIN = 10;
+
+/** The chain a TLS peer sent, leaf first, as DER (each certificate once); empty when it sent none. */
+export function peerChain(socket: TLSSocket): Uint8Array[] {
+  const chain: Buffer[] = [];
+  const add = (raw: Buffer | undefined) => {
+    if (raw && chain.length < MAX_CHAIN && !chain.some((c) => c.equals(raw))) chain.push(raw);
+  };
+  // getPeerX509Certificate is lazy (a few microseconds); getPeerCertificate(true) decodes every
+  // field of every certificate into objects (tens of microseconds), and is the fallback.
+  if (typeof socket.getPeerX509Certificate === "function") {
+    // issuerCertificate walks what the peer sent, in order. A certificate sent twice (OpenSSL's
+    // s_client sends the leaf again when -cert_chain holds it) is kept once; Deno's walk stops
+    // at such a repeat, so then the other API is asked too.
+    let cert: X509Certificate | undefined = socket.getPeerX509Certificate();
+    let sawRepeat = false;
+    for (let i = 0; cert && i < MAX_CHAIN; i++) {
+      const before = chain.length;
+      add(cert.raw);
+      sawRepeat ||= chain.length === before;
+      cert = cert.issuerCertificate;
+    }
+    if (!sawRepeat) return chain;
+  }
+  let legacy: DetailedPeerCertificate | undefined = socket.getPeerCertificate(true);
+  for (let i = 0; legacy?.raw && i < MAX_CHAIN; i++) {
+    add(legacy.raw);
+    legacy = legacy.issuerCertificate === legacy ? undefined : legacy.issuerCertificate;
+  }
+  return chain;
+}
+
+/** Verifies peers of one workload against that workload's bundle and CRLs. */
+export class PeerVerifier {
+  #bundle: TrustBundle | BundleSet;
+  #crls: readonly Crl[];
+  #fingerprint: string;
+  #generation = 0;
+  #remembered = new Map<string, Remembered>();
+  /** Intermediates a leaf came with, for sessions resumed without them. */
+  #intermediatesByLeaf = new Map<string, readonly Uint8Array[]>();
+  /** Intermediates of the workload's own chain: the usual ones when peers share its CA. */
+  #ownIntermediates: readonly Uint8Array[] = [];
+  readonly #signatures = new SignatureCache();
+  readonly #now: () => number;
+
+  constructor(bundle: TrustBundle | BundleSet, crls: readonly Crl[], now: () => number = Date.now) {
+    this.#bundle = bundle;
+    this.#crls = crls;
+    this.#fingerprint = fingerprintOf(bundle, crls);
+    this.#now = now;
+  }
+
+  /** Changes with every new bundle or CRL set. */
+  get generation(): number {
+    return this.#generation;
+  }
+
+  /** Takes the current bundle and CRLs; true when they differ from those held (answers are forgotten). */
+  update(bundle: TrustBundle | BundleSet, crls: readonly Crl[]): boolean {
+    const fingerprint = fingerprintOf(bundle, crls);
+    this.#bundle = bundle;
+    this.#crls = crls;
+    if (fingerprint === this.#fingerprint) return false;
+    this.#fingerprint = fingerprint;
+    this.#generation++;
+    this.#remembered.clear();
+    return true;
+  }
+
+  /** The intermediates of the workload's own SVID (PEM chain, leaf first). */
+  setOwnChain(certificateChainPem: string): void {
+    try {
+      this.#ownIntermediates = parseCertificates(certificateChainPem).slice(1).map((c) => c.der);
+    } catch {
+      this.#ownIntermediates = [];
+    }
+  }
+
+  /**
+   * A resumed TLS session carries the peer's leaf but not the intermediates it sent; these are
+   * the ones it came with when it was verified in full, else the workload's own. They are
+   * untrusted inputs to path building either way: a wrong one only fails the path.
+   */
+  withIntermediates(leaf: Uint8Array): Uint8Array[] {
+    return [leaf, ...(this.#intermediatesByLeaf.get(latin1(leaf)) ?? this.#ownIntermediates)];
+  }
+
+  /**
+   * Verifies `chain` for `purpose` against the bundle and CRLs current when it resolves: one
+   * that changed while it ran is applied by verifying again. Throws the validator's
+   * {@link VerificationError}.
+   */
+  async verify(chain: readonly Uint8Array[], purpose: "serverAuth" | "clientAuth"): Promise<VerifiedPeer> {
+    for (let attempt = 0;; attempt++) {
+      const generation = this.#generation;
+      const peer = await this.#verifyOnce(chain, purpose);
+      // A sweep of open connections ran while this one was not yet open: it must not slip past it.
+      if (generation === this.#generation) return peer;
+      if (attempt === 3) {
+        throw new VerificationError(
+          "ERR_REVOCATION_UNKNOWN",
+          "the trust bundle or CRLs kept changing during verification",
+        );
+      }
+    }
+  }
+
+  #verifyOnce(chain: readonly Uint8Array[], purpose: "serverAuth" | "clientAuth"): Promise<VerifiedPeer> {
+    if (chain.length === 0) {
+      return Promise.reject(new VerificationError("ERR_CERT_MALFORMED", "the peer sent no certificate"));
+    }
+    if (chain.length > MAX_CHAIN) {
+      return Promise.reject(
+        new VerificationError("ERR_PATH_BUILDING_LIMIT", `the peer sent ${chain.length} certificates`),
+      );
+    }
+    const key = `${purpose}\u0000${chain.map(latin1).join("\u0000")}`;
+    const now = this.#now();
+    const known = this.#remembered.get(key);
+    if (known && known.validUntilMs > now) return known.answer;
+    if (known) this.#remembered.delete(key);
+    const generation = this.#generation;
+    const entry: Remembered = { answer: Promise.resolve() as never, validUntilMs: Infinity };
+    entry.answer = this.#verifyNow(chain, purpose, now).then(({ peer, validUntilMs }) => {
+      entry.validUntilMs = validUntilMs;
+      if (chain.length > 1) this.#rememberIntermediates(chain);
+      return peer;
+    }, (err) => {
+      if (this.#remembered.get(key) === entry) this.#remembered.delete(key);
+      throw err;
+    });
+    // An answer computed under an older bundle or CRL set is not remembered.
+    if (generation === this.#generation) {
+      if (this.#remembered.size >= MAX_REMEMBERED) {
+        this.#remembered.delete(this.#remembered.keys().next().value!);
+      }
+      this.#remembered.set(key, entry);
+    }
+    return entry.answer;
+  }
+
+  async #verifyNow(
+    chain: readonly Uint8Array[],
+    purpose: "serverAuth" | "clientAuth",
+    nowMs: number,
+  ): Promise<{ peer: VerifiedPeer; validUntilMs: number }> {
+    const verified = await verifySvid(chain, this.#bundle, {
+      at: new Date(nowMs),
+      crls: this.#crls,
+      purpose,
+      cache: this.#signatures,
+    });
+    let validUntilMs = verified.notAfter.getTime();
+    for (const crl of this.#crls) {
+      if (crl.nextUpdate) validUntilMs = Math.min(validUntilMs, crl.nextUpdate.getTime());
+    }
+    return {
+      peer: { id: verified.id, serialNumber: verified.chain[0].serialNumber, chain, leaf: chain[0] },
+      validUntilMs,
+    };
+  }
+
+  #rememberIntermediates(chain: readonly Uint8Array[]): void {
+    const leafKey = latin1(chain[0]);
+    if (this.#intermediatesByLeaf.has(leafKey)) return;
+    if (this.#intermediatesByLeaf.size >= MAX_LEAVES) {
+      this.#intermediatesByLeaf.delete(this.#intermediatesByLeaf.keys().next().value!);
+    }
+    this.#intermediatesByLeaf.set(leafKey, chain.slice(1));
+  }
+}
+
+function latin1(der: Uint8Array): string {
+  return Buffer.from(der.buffer, der.byteOffset, der.byteLength).toString("latin1");
+}
+
+function fingerprintOf(bundle: TrustBundle | BundleSet, crls: readonly Crl[]): string {
+  const bundles = "x509Authorities" in bundle ? [bundle] : bundle.bundles();
+  const parts = bundles
+    .map((b) => `${b.trustDomain.name}=${b.x509Authorities().map((c) => latin1(c.der)).join("|")}`)
+    .sort();
+  return `${parts.join("\n")}\n#${crls.map((c) => latin1(c.der)).join("|")}`;
+}

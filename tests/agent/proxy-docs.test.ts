@@ -1,0 +1,81 @@
+// docs/proxy.md says what the proxy does; this keeps its non-TypeScript blocks honest (the
+// TypeScript ones run in tests/docs): the agent.yaml example is a valid proxy: section with the
+// values the text gives, the policy example loads for a TCP listener, and the refusal quoted for an
+// HTTP field on a TCP listener is the message the proxy writes.
+import { before, test } from "node:test";
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { loadProxyConfig } from "../../agent/mod.ts";
+import { ListenerPolicy } from "../../agent/proxy/policy-files.ts";
+import { tempDir } from "./proxy-support.ts";
+
+const doc = readFileSync(new URL("../../docs/proxy.md", import.meta.url), "utf8");
+/** The fenced blocks of `language` (`""` for unlabelled ones), in order. */
+function blocks(language: string): string[] {
+  const found: string[] = [];
+  let open: { language: string; lines: string[] } | undefined;
+  for (const line of doc.split("\n")) {
+    if (!line.startsWith("```")) {
+      open?.lines.push(line);
+    } else if (open) {
+      if (open.language === language) found.push(`${open.lines.join("\n")}\n`);
+      open = undefined;
+    } else open = { language: line.slice(3).trim(), lines: [] };
+  }
+  return found;
+}
+
+let dir: string;
+
+before(async () => {
+  dir = (await tempDir()).path;
+});
+
+test("the agent.yaml block of docs/proxy.md is a valid proxy: section with the documented defaults and values", async () => {
+  const block = blocks("yaml").find((b) => b.startsWith("# agent.yaml"));
+  assert.ok(block, "docs/proxy.md has an agent.yaml block");
+  await writeFile(join(dir, "agent.yaml"), block);
+  const config = await loadProxyConfig({ path: join(dir, "agent.yaml") });
+  assert.equal(config.auditLog, "/var/log/meshauth/proxy-audit.jsonl");
+  assert.equal(config.outbound[0].service, "photo-backend");
+  assert.deepEqual(config.inbound[0].forward, { host: "127.0.0.1", port: 8080 });
+  assert.equal(config.inbound[0].protocol, "http");
+  assert.equal(config.limits.idleTimeoutSeconds, 3600);
+});
+
+test("the policy block of docs/proxy.md loads for a TCP listener", async () => {
+  const block = blocks("yaml").find((b) => b.startsWith("# policy for a tcp listener"));
+  assert.ok(block);
+  await writeFile(join(dir, "policy.yaml"), block);
+  const policy = await ListenerPolicy.load({
+    listener: "datastore",
+    files: [join(dir, "policy.yaml")],
+    protocol: "tcp",
+    defaultAction: "DENY",
+  });
+  assert.deepEqual(policy.policyNames, [
+    "backend-reads-datastore",
+    "only-from-the-cluster-network",
+    "would-refuse-the-batch-jobs",
+  ]);
+});
+
+test("the refusal docs/proxy.md quotes is the one the proxy writes", async () => {
+  const quoted = blocks("").find((b) => b.includes("is an HTTP\nfield"));
+  assert.ok(quoted);
+  const file = "/etc/meshauth/policies/datastore.yaml";
+  const local = join(dir, "datastore.yaml");
+  await writeFile(
+    local,
+    `policies:\n  - name: get-only\n    action: ALLOW\n    rules:\n      - to: [{ operation: { methods: ["GET"] } }]\n`,
+  );
+  await assert.rejects(
+    ListenerPolicy.load({ listener: "datastore", files: [local], protocol: "tcp", defaultAction: "DENY" }),
+    (err: Error) => {
+      assert.equal(err.message.replace(local, file), quoted.replace(/\s+/g, " ").trim());
+      return true;
+    },
+  );
+});

@@ -46,9 +46,10 @@ export interface AuditRecord {
   path?: string;
 }
 
-/** Appends audit records to a file. */
+/** Appends audit records to a file, and hands each to the subscribers in this process. */
 export class AuditLog {
   #fd = -1;
+  readonly #listeners = new Set<(record: AuditRecord) => void>();
   #pending: string[] = [];
   #pendingBytes = 0;
   #isWriting = false;
@@ -69,9 +70,22 @@ export class AuditLog {
     this.#fd = openSync(this.path, "a", 0o640);
   }
 
+  /** Calls `listener` with every record appended from now on; answers a function that unsubscribes. */
+  subscribe(listener: (record: AuditRecord) => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
   /** Queues one record. */
   append(record: AuditRecord): void {
     if (this.#fd < 0) return;
+    for (const listener of this.#listeners) {
+      try {
+        listener(record);
+      } catch {
+        // A subscriber's failure is its own: the record is written all the same.
+      }
+    }
     const line = `${JSON.stringify(record)}\n`;
     if (this.#pendingBytes + line.length > this.maxPendingBytes) {
       this.#dropped++;

@@ -2,7 +2,8 @@
  * Running the CA as a process: one server, or `workers` of them sharing the port through
  * `node:cluster` (the embedded store and PostgreSQL are both safe for several processes, and
  * the primary keeps the workers' rate limits and gathers their metrics: `process-group.ts`),
- * stopped cleanly on SIGINT and SIGTERM.
+ * stopped cleanly on SIGINT and SIGTERM. SIGHUP reads the authorities again at once (after
+ * `meshauth ca rotate`), in every worker.
  *
  * @module
  */
@@ -45,6 +46,10 @@ export async function runCaServer(
   };
   process.once("SIGINT", () => void stop("SIGINT"));
   process.once("SIGTERM", () => void stop("SIGTERM"));
+  process.on("SIGHUP", () => {
+    logger.info("reloading authorities", { signal: "SIGHUP" });
+    void server.reloadAuthorities();
+  });
   if (cluster.isWorker) process.once("disconnect", () => void stop("disconnect"));
 }
 
@@ -124,4 +129,7 @@ async function runPrimary(
   };
   process.once("SIGINT", () => stop("SIGINT"));
   process.once("SIGTERM", () => stop("SIGTERM"));
+  process.on("SIGHUP", () => {
+    for (const w of workers) if (!w.isDead()) w.process.kill("SIGHUP");
+  });
 }

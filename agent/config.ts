@@ -25,6 +25,8 @@ import {
   type RawConfig,
 } from "../internal/mod.ts";
 import { type AgentKubernetesConfig, readAgentKubernetes } from "./sources/kubernetes-config.ts";
+import { isLoopbackHost } from "./proxy/address.ts";
+import { type ProxyConfig, readProxyConfig } from "./proxy/config.ts";
 import type { WorkloadProblem, WorkloadSpec } from "./sources/source.ts";
 import {
   problemOf,
@@ -68,7 +70,10 @@ export interface AgentConfig {
   renewal: { ratio: number; jitter: number; retryInitialSeconds: number; retryMaxSeconds: number };
   refresh: { minSeconds: number; maxSeconds: number };
   delivery: { maxConcurrentWrites: number };
-  listen: { host: string; port: number };
+  /** The mutual-TLS proxy in front of the node's workloads (absent: no proxy). */
+  proxy?: ProxyConfig;
+  /** The status port; `statusPage` adds the live page at `/` (loopback only). */
+  listen: { host: string; port: number; statusPage: boolean };
   log: { level: LogLevel };
 }
 
@@ -85,6 +90,7 @@ export const AGENT_ENV_OVERRIDES: Record<string, string> = {
   MESHAUTH_AGENT_WORKLOADS_DIR: "workloadsDir",
   MESHAUTH_AGENT_LISTEN_HOST: "listen.host",
   MESHAUTH_AGENT_LISTEN_PORT: "listen.port",
+  MESHAUTH_AGENT_STATUS_PAGE: "listen.statusPage",
   MESHAUTH_LOG_LEVEL: "log.level",
 };
 
@@ -100,6 +106,7 @@ const TOP_LEVEL = [
   "renewal",
   "refresh",
   "delivery",
+  "proxy",
   "listen",
   "log",
 ] as const;
@@ -262,11 +269,19 @@ function validate(raw: RawConfig, fields: FieldReader, file: string | undefined)
     maxConcurrentWrites: int("delivery.maxConcurrentWrites", deliveryRaw.maxConcurrentWrites, 16, 1, 256),
   };
 
-  const listenRaw = obj("listen", raw.listen, ["host", "port"]);
+  const listenRaw = obj("listen", raw.listen, ["host", "port", "statusPage"]);
   const listen = {
     host: str("listen.host", listenRaw.host, "127.0.0.1"),
     port: int("listen.port", listenRaw.port, 8444, 0, 65535),
+    statusPage: fields.bool("listen.statusPage", listenRaw.statusPage, false),
   };
+  // The page shows every workload and every authorization decision of the node, unauthenticated.
+  if (listen.statusPage && !isLoopbackHost(listen.host)) {
+    fields.problem(
+      `listen.statusPage: the status page shows the node's workloads and authorization decisions to anyone who reaches it; it is served on a loopback listen.host only, not ${listen.host}`,
+    );
+  }
+  const proxy = raw.proxy === undefined ? undefined : readProxyConfig(fields, raw.proxy, { stateDir });
 
   const logRaw = obj("log", raw.log, ["level"]);
   const level = fields.oneOf("log.level", logRaw.level, ["debug", "info", "warn", "error"] as const, "info");
@@ -284,6 +299,7 @@ function validate(raw: RawConfig, fields: FieldReader, file: string | undefined)
     renewal,
     refresh,
     delivery,
+    proxy,
     listen,
     log: { level },
   };

@@ -60,6 +60,8 @@ import type { WorkloadProblem, WorkloadSink, WorkloadSource, WorkloadSpec } from
 export type AgentEvent =
   /** A workload has a new SVID (in memory and stored; its files follow in a `delivered` event). */
   | { type: "svid"; workload: string; spiffeId: SpiffeId; svid: HeldSvid }
+  /** Obtaining a workload's SVID failed (`cause` as in the metrics); it is retried on the backoff. */
+  | { type: "issue-failed"; workload: string; cause: string; message: string }
   /** A workload's files now hold this certificate (or it expired there, `isValid` false). */
   | { type: "delivered"; workload: string; directory: string; serialNumber: string; isValid: boolean }
   /** A workload is gone; its files are deleted. */
@@ -333,6 +335,37 @@ export class NodeAgent {
     return { isReady: waitingFor.length === 0, waitingFor };
   }
 
+  /**
+   * Replaces a workload's key and certificate now, as its renewal would: a new key made here,
+   * a CSR, the CA's signature, then its files. Resolves with the new SVID once held (its files
+   * follow in a `delivered` event); rejects with {@link WorkloadNotDelivered} when the agent
+   * does not hold the workload or the CA refuses.
+   */
+  renew(workload: string): Promise<HeldSvid> {
+    const credential = this.#workloads.get(workload);
+    if (!credential || !this.#isStarted || this.#isStopped) {
+      const why = credential ? "the agent is not running" : "the agent does not hold it";
+      return Promise.reject(new WorkloadNotDelivered(workload, why));
+    }
+    const before = credential.held?.serialNumber;
+    return new Promise((resolve, reject) => {
+      const unsubscribe = this.subscribe((event) => {
+        if (event.type === "svid" && event.workload === workload && event.svid.serialNumber !== before) {
+          unsubscribe();
+          resolve(event.svid);
+        } else if (event.type === "issue-failed" && event.workload === workload) {
+          // Retried on the workload's backoff; the caller hears of the first failure.
+          unsubscribe();
+          reject(new WorkloadNotDelivered(workload, `${event.cause}: ${event.message}`));
+        } else if (event.type === "removed" && event.workload === workload) {
+          unsubscribe();
+          reject(new WorkloadNotDelivered(workload, "it was removed"));
+        }
+      });
+      credential.issueNow("requested");
+    });
+  }
+
   /** Fetches the trust bundle and CRLs now instead of at the next scheduled refresh. */
   async refreshTrust(): Promise<void> {
     await this.#trust.refreshBundle();
@@ -496,6 +529,9 @@ export class NodeAgent {
         onSvid: (w, svid) => {
           this.#emit({ type: "svid", workload: w.name, spiffeId: w.spec.spiffeId, svid });
           void this.#watchIssuer(svid);
+        },
+        onIssueFailed: (w, cause, message) => {
+          this.#emit({ type: "issue-failed", workload: w.name, cause, message });
         },
         onDelivered: (w) => {
           if (w.isReady) this.#notReady.delete(w.name);

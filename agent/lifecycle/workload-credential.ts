@@ -53,6 +53,8 @@ export interface LifecycleContext {
   onSvid: (credential: WorkloadCredential, svid: HeldSvid) => void;
   /** The workload's files changed (delivered, or removed). */
   onDelivered: (credential: WorkloadCredential) => void;
+  /** An issuance failed (it is retried on the backoff). */
+  onIssueFailed?: (credential: WorkloadCredential, cause: string, message: string) => void;
 }
 
 /** What the workload's files hold now. */
@@ -331,6 +333,7 @@ export class WorkloadCredential {
     };
     if (refused) this.#ctx.logger.error("the CA refused the workload's certificate", fields);
     else this.#ctx.logger.warn("obtaining the workload's certificate failed", fields);
+    this.#ctx.onIssueFailed?.(this, cause, messageOf(err));
     this.#retryTimer = callAfter(wait, () => this.issueNow(reason));
   }
 

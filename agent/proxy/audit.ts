@@ -66,7 +66,9 @@ export class AuditLog {
 
   /** Opens (creating, mode 0640) for appending. */
   async open(): Promise<void> {
-    await mkdir(dirname(this.path), { recursive: true });
+    // A directory made here is the owner's alone: by default it is the agent's state
+    // directory, which must not be open to others (it holds keys).
+    await mkdir(dirname(this.path), { recursive: true, mode: 0o700 });
     this.#fd = openSync(this.path, "a", 0o640);
   }
 

@@ -50,7 +50,9 @@ export async function runCaServer(
     logger.info("reloading authorities", { signal: "SIGHUP" });
     void server.reloadAuthorities();
   });
-  if (cluster.isWorker) process.once("disconnect", () => void stop("disconnect"));
+  // A worker, or a server its parent spawned with an IPC channel (npm start's mesh), stops
+  // when the channel closes: the parent is gone, however it ended.
+  if (cluster.isWorker || process.connected) process.once("disconnect", () => void stop("disconnect"));
 }
 
 /**

@@ -32,8 +32,10 @@ export const STATUS_PAGE_HTML = `<!doctype html>
   .left { color: var(--muted); font-size: 12px; white-space: nowrap; }
   .badge { display: inline-block; min-width: 52px; text-align: center; padding: 1px 6px; border-radius: 4px;
     font-size: 11.5px; font-weight: 700; color: #fff; background: var(--muted); }
-  .allow { background: var(--ok); } .deny { background: var(--deny); } .rotated, .issued { background: #0969da; }
-  .revoked { background: var(--warn); } .bundle { background: #8250df; } .failed { background: var(--deny); }
+  .badge.allow { background: var(--ok); } .badge.deny, .badge.failed { background: var(--deny); }
+  .badge.rotated, .badge.issued { background: #0969da; } .badge.revoked { background: var(--warn); }
+  .badge.bundle { background: #8250df; }
+  tr.decision.deny > td { background: rgba(207,34,46,.07); }
   .fresh { animation: fresh 2s ease-out; }
   @keyframes fresh { from { background: rgba(9,105,218,.18); } to { background: transparent; } }
   #state { float: right; font-size: 12px; color: var(--muted); }
@@ -59,7 +61,7 @@ export const STATUS_PAGE_HTML = `<!doctype html>
 </table>
 <h2>Authorization decisions and events <span class="sub" id="dropped"></span></h2>
 <table id="events">
-  <thead><tr><th>Time</th><th></th><th>Where</th><th>Who</th><th>Why</th></tr></thead>
+  <thead><tr><th>Time</th><th></th><th>Where</th><th>Peer (caller, or server for outbound)</th><th>Why</th></tr></thead>
   <tbody></tbody>
 </table>
 <script src="/status.js"></script>
@@ -140,7 +142,7 @@ export const STATUS_PAGE_SCRIPT = `"use strict";
       const r = event.record;
       const badge = td(); badge.append(span(r.decision === "allow" ? "ALLOW" : "DENY", "badge " + r.decision));
       const where = r.listener + " (" + r.direction + ")" + (r.method ? " " + r.method + " " + r.path : "");
-      let why = r.reason;
+      let why = r.reason.replaceAll("-", " ");
       if (r.policy) why = "policy " + r.policy + (r.ruleIndex !== undefined ? ", rule " + r.ruleIndex : "");
       if (r.error) why += ": " + r.error.code;
       const tr = row([time, badge, td(where), td(r.peerId || (r.transport === "plaintext" ? "plain text" : "unverified"), "id"), td(why, "why")]);

@@ -118,7 +118,7 @@ export async function startApps(layout: MeshLayout): Promise<Record<WorkloadName
       (err) => json(res, 502, { error: `the datastore did not answer: ${(err as Error).message}` }),
     );
   });
-  const frontend = await listen(layout, "photo-frontend", (req, res) => {
+  const frontend = await listen(layout, "photo-frontend", (_req, res) => {
     getJson(layout.ports.frontendToBackend, "/photos").then(
       (answer) => {
         const text = `photos (from photo-backend, from the datastore):\n${

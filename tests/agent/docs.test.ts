@@ -1,6 +1,6 @@
 // docs/agent.md's walkthrough, run as written: every shell block between the doc-test markers,
 // in order, in a fresh directory, the background ones (the CA, the agent) left running until
-// their line appears. `npm start` and `npx meshauth` run what package.json says they run (its
+// their line appears. `npm run ca` and `npx meshauth` run what package.json says they run (its
 // start script and its bin's source), so that the state stays in the temporary directory; the
 // two fixed ports of the text (8443, 8444) become the free ones the processes took.
 import { after, test } from "node:test";
@@ -108,14 +108,14 @@ function listeningUrl(lines: string[]): string {
   throw new Error(`no listening line in:\n${lines.join("\n")}`);
 }
 
-test("docs/agent.md: from npm start's CA to an agent delivering two workloads' files, as written", async () => {
+test("docs/agent.md: from npm run ca's CA to an agent delivering two workloads' files, as written", async () => {
   const markdown = await readFile(join(ROOT, "docs/agent.md"), "utf8");
   const blocks = walkthrough(markdown);
   assert.equal(blocks.length, 6, "the walkthrough's six steps");
 
-  // What `npm start` and `npx meshauth` run in a checkout, by package.json and the build.
+  // What `npm run ca` and `npx meshauth` run in a checkout, by package.json and the build.
   const pkg = JSON.parse(await readFile(join(ROOT, "package.json"), "utf8"));
-  assert.equal(pkg.scripts.start, "exec node --import tsx cli/dev-ca.ts");
+  assert.equal(pkg.scripts.ca, "exec node --import tsx cli/dev-ca.ts");
   assert.equal(pkg.bin.meshauth, "./dist/cli.js");
   assert.match(
     await readFile(join(ROOT, "scripts/build.mjs"), "utf8"),
@@ -127,7 +127,7 @@ test("docs/agent.md: from npm start's CA to an agent delivering two workloads' f
   const tsx = createRequire(join(ROOT, "package.json")).resolve("tsx");
   const shims = {
     npm:
-      `[ "$1" = start ] || exit 127\nshift\n[ "$1" = "--" ] && shift\nexec node --import "${tsx}" "${ROOT}cli/dev-ca.ts" "$@"`,
+      `[ "$1 $2" = "run ca" ] || exit 127\nshift 2\n[ "$1" = "--" ] && shift\nexec node --import "${tsx}" "${ROOT}cli/dev-ca.ts" "$@"`,
     npx: `[ "$1" = meshauth ] || exit 127\nshift\nexec node --import "${tsx}" "${ROOT}cli/main.ts" "$@"`,
   };
   for (const [name, body] of Object.entries(shims)) {
@@ -148,7 +148,7 @@ test("docs/agent.md: from npm start's CA to an agent delivering two workloads' f
     if (block.waitFor) {
       const lines = await startBackground(script, work.path, env, block.waitFor);
       const url = new URL(listeningUrl(lines));
-      if (script.includes("npm start")) {
+      if (script.includes("npm run ca")) {
         ports["8443"] = url.port;
         env.MESHAUTH_CA_URL = url.origin;
       } else ports["8444"] = url.port;

@@ -1,4 +1,4 @@
-// `npm start` (cli/dev-ca.ts): a development CA with no configuration whose printed
+// `npm run ca` (cli/dev-ca.ts): a development CA with no configuration whose printed
 // openssl + curl lines obtain a certificate that `openssl verify` accepts against /v1/bundle.pem,
 // and whose /v1/crl `openssl crl` reads.
 import assert from "node:assert/strict";
@@ -16,7 +16,7 @@ async function waitFor(logs: string[], pattern: RegExp, timeoutMs = 10_000): Pro
   }
 }
 
-describe("npm start", () => {
+describe("npm run ca", () => {
   let dir: { path: string; remove(): Promise<void> };
   let ca: CaProcess;
   const env = () => ({ MESHAUTH_DATA_DIR: join(dir.path, ".meshauth"), MESHAUTH_LISTEN_PORT: "0" });
@@ -127,12 +127,12 @@ describe("npm start", () => {
   });
 });
 
-describe("npm start under a supervisor", () => {
+describe("npm run ca under a supervisor", () => {
   it("stops the CA when npm itself gets SIGTERM", async () => {
     const dir = await tempDir();
     let group: number | undefined;
     try {
-      const npm = spawn("npm", ["start", "--silent"], {
+      const npm = spawn("npm", ["run", "ca", "--silent"], {
         cwd: ROOT,
         env: { ...process.env, MESHAUTH_DATA_DIR: join(dir.path, ".meshauth"), MESHAUTH_LISTEN_PORT: "0" },
         stdio: ["ignore", "pipe", "pipe"],

@@ -58,7 +58,7 @@ import type { WorkloadProblem, WorkloadSink, WorkloadSource, WorkloadSpec } from
 
 /** Something that happened in the agent, for in-process consumers (an mTLS proxy, a status page). */
 export type AgentEvent =
-  /** A workload has a new SVID (in memory and stored; its files follow in a `delivered` event). */
+  /** A workload has a new SVID: `svid()` answers it from now on (it is stored next; its files follow in a `delivered` event). */
   | { type: "svid"; workload: string; spiffeId: SpiffeId; svid: HeldSvid }
   /** Obtaining a workload's SVID failed (`cause` as in the metrics); it is retried on the backoff. */
   | { type: "issue-failed"; workload: string; cause: string; message: string }
@@ -364,6 +364,18 @@ export class NodeAgent {
       });
       credential.issueNow("requested");
     });
+  }
+
+  /**
+   * Follows, from now on, the CRLs of the authority that issued a peer's chain (PEM, leaf
+   * first; it must chain to the trust bundle), and fetches them now; resolves once they are in
+   * {@link NodeAgent.crls} (a `crl` event), or once the fetch failed. The agent otherwise follows
+   * the authorities of the certificates it holds, so a peer renewed onto a new authority before
+   * this node would be refused for want of its CRL; the proxy asks for it then. Peers' authorities
+   * are followed while the peer's certificate is valid, at most 16 of them.
+   */
+  fetchCrlsFor(peerChainPem: string): Promise<void> {
+    return this.#trust.followPeer(peerChainPem);
   }
 
   /** Fetches the trust bundle and CRLs now instead of at the next scheduled refresh. */

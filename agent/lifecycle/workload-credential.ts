@@ -288,6 +288,9 @@ export class WorkloadCredential {
     this.#lastFailure = undefined;
     this.#held = svid;
     this.#ctx.metrics.renewals.inc({ kind: "workload", reason });
+    // In-memory consumers (the proxy) hear of it as soon as svid() answers it, not an fsync later:
+    // until then a proxy would go on presenting the certificate it replaces, perhaps a revoked one.
+    this.#ctx.onSvid(this, svid);
     try {
       // Stored before delivery: after a crash in between, the restart delivers this one.
       await this.#ctx.state.saveWorkload({
@@ -303,7 +306,6 @@ export class WorkloadCredential {
         error: messageOf(err),
       });
     }
-    this.#ctx.onSvid(this, svid);
     await this.#deliver();
     this.#scheduleRenewal();
   }

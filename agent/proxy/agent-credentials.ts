@@ -46,6 +46,11 @@ export class AgentCredentialSource extends EventEmitter implements CredentialSou
     return [...this.agent.crls().values()];
   }
 
+  /** Has the agent follow the CRLs of the authority that issued a peer's chain. */
+  fetchCrlsFor(peerChainPem: string): Promise<void> {
+    return this.agent.fetchCrlsFor(peerChainPem);
+  }
+
   /** Stops following the agent. */
   close(): void {
     this.#unsubscribe();

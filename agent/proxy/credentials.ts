@@ -39,6 +39,13 @@ export interface CredentialSource {
   trustBundle(): TrustBundle | BundleSet;
   /** The CRLs in force (parsed with `parseCrl`); `verifySvid` checks each one's signature and freshness. */
   crls(): readonly Crl[];
+  /**
+   * Optional: fetches the CRLs of the authority that issued a peer's chain (PEM, leaf first),
+   * which the holder does not follow yet; resolves once they are in `crls()` (a `change` is
+   * signalled), or once that failed. The proxy asks when a peer's certificate comes from an
+   * authority it has no CRL for, a new root or intermediate after a rotation, say.
+   */
+  fetchCrlsFor?(peerChainPem: string): Promise<void>;
   /** Subscribes to changes of any of the three. */
   on(event: "change", listener: () => void): unknown;
   /** Unsubscribes. */

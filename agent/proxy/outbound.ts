@@ -10,8 +10,9 @@
  * offered by every new connection (as HAProxy's and Envoy's clients reuse theirs: single use
  * protects 0-RTT data and privacy between unlinked sessions, neither of which a mesh has); a
  * resumed session is verified again from that chain against the bundle, CRLs and naming map of
- * now. A new SVID of the workload drops the ticket, so new connections present the new SVID; a
- * resumed session that fails verification drops it too.
+ * now. A new SVID of the workload drops the ticket, so new connections present the new SVID, and
+ * a ticket of a connection opened with an earlier SVID is never kept (it arrives after the
+ * handshake, possibly after the change); a resumed session that fails verification drops it too.
  *
  * @module
  */
@@ -41,6 +42,8 @@ export class OutboundListener implements WorkloadObserver {
   readonly #server: Server;
   readonly #connections = new Set<ProxyConnection>();
   #session?: HeldSession;
+  /** Counts the workload's SVIDs put in service: a ticket is kept only from the current one's connections. */
+  #credentialGeneration = 0;
   #address?: SocketAddress;
   #stopObserving?: () => void;
   #revalidation?: Promise<void>;
@@ -86,6 +89,7 @@ export class OutboundListener implements WorkloadObserver {
   /** Tickets were issued to the old SVID: new connections must present the new one. */
   credentialChanged(): void {
     this.#session = undefined;
+    this.#credentialGeneration++;
   }
 
   trustChanged(): void {
@@ -132,6 +136,7 @@ export class OutboundListener implements WorkloadObserver {
       this.#closeConnection(connection, "handshake_timeout");
     });
     const offered = this.context.sessionResumption ? this.#session : undefined;
+    const generation = this.#credentialGeneration;
     const upstream = this.config.upstream;
     const reads = canPoolReads ? PooledReads.forTls() : undefined;
     const tls = tlsConnect({
@@ -168,7 +173,7 @@ export class OutboundListener implements WorkloadObserver {
     let verifiedChain: readonly Uint8Array[] | undefined;
     tls.on("session", (ticket: Buffer) => {
       if (!this.context.sessionResumption) return;
-      if (verifiedChain) this.#keep(ticket, verifiedChain);
+      if (verifiedChain) this.#keep(ticket, verifiedChain, generation);
       else if (tickets.length < MAX_PENDING_TICKETS) tickets.push(ticket);
     });
     tls.once("secureConnect", () => {
@@ -176,7 +181,7 @@ export class OutboundListener implements WorkloadObserver {
       void this.#secured(connection, app, tls, offered, reads).then((chain) => {
         if (!chain) return;
         verifiedChain = chain;
-        for (const ticket of tickets.splice(0)) this.#keep(ticket, chain);
+        for (const ticket of tickets.splice(0)) this.#keep(ticket, chain, generation);
       });
     });
   }
@@ -196,7 +201,7 @@ export class OutboundListener implements WorkloadObserver {
     const chain = connection.isResumed && offered ? offered.chain : peerChain(tls);
     let peer: VerifiedPeer;
     try {
-      peer = await this.workload.verifier.verify(chain, "serverAuth");
+      peer = await this.workload.verifyPeer(chain, "serverAuth");
     } catch (err) {
       this.#forget(offered);
       this.#refuse(connection, "unverified", err as Error);
@@ -237,7 +242,13 @@ export class OutboundListener implements WorkloadObserver {
     return chain;
   }
 
-  #keep(ticket: Buffer, chain: readonly Uint8Array[]): void {
+  /**
+   * Keeps the newest ticket, unless its connection presented an SVID that is no longer in
+   * service: resuming it would present that SVID again (revoked, perhaps), and the server would
+   * refuse the connection for it.
+   */
+  #keep(ticket: Buffer, chain: readonly Uint8Array[], generation: number): void {
+    if (generation !== this.#credentialGeneration) return;
     this.#session = { ticket, chain };
   }
 
@@ -279,7 +290,7 @@ export class OutboundListener implements WorkloadObserver {
     let reason: CloseReason | undefined;
     let error: Error | undefined;
     try {
-      await this.workload.verifier.verify(peer.chain, "serverAuth");
+      await this.workload.verifyPeer(peer.chain, "serverAuth");
       if (!this.naming.allows(this.config.service, peer.id)) reason = "secure_naming";
     } catch (err) {
       error = err as Error;

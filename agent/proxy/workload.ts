@@ -9,11 +9,11 @@
  */
 
 import { createSecureContext, type SecureContext, type SecureContextOptions } from "node:tls";
-import { BundleSet, parseCertificates, uriSans } from "../../mod.ts";
+import { BundleSet, encodePem, parseCertificates, uriSans, VerificationError } from "../../mod.ts";
 import type { Logger } from "../../internal/mod.ts";
 import type { CredentialSource, SvidCredential } from "./credentials.ts";
 import type { ProxyMetrics } from "./metrics.ts";
-import { PeerVerifier } from "./peer-verifier.ts";
+import { PeerVerifier, type VerifiedPeer } from "./peer-verifier.ts";
 import { contextOptions } from "./tls-settings.ts";
 
 /** What a workload tells the listeners that use it. */
@@ -69,6 +69,32 @@ export class ProxyWorkload {
   observe(observer: WorkloadObserver): () => void {
     this.#observers.add(observer);
     return () => this.#observers.delete(observer);
+  }
+
+  /**
+   * Verifies a peer's chain. When its certificate comes from an authority whose CRL the source
+   * does not follow yet (after a root or intermediate rotation, a peer renewed onto the new
+   * authority before this node did), the source is asked to fetch it, once, and the chain is
+   * verified again with it: revocation is still checked, and the rotation does not cut the
+   * peer off until this node happens to hold a certificate of the new authority.
+   */
+  async verifyPeer(
+    chain: readonly Uint8Array[],
+    purpose: "clientAuth" | "serverAuth",
+  ): Promise<VerifiedPeer> {
+    try {
+      return await this.verifier.verify(chain, purpose);
+    } catch (err) {
+      const source = this.#source;
+      if (
+        !(err instanceof VerificationError && err.code === "ERR_REVOCATION_UNKNOWN") || !source?.fetchCrlsFor
+      ) {
+        throw err;
+      }
+      await source.fetchCrlsFor(chain.map((der) => encodePem("CERTIFICATE", der)).join(""));
+      this.refresh();
+      return await this.verifier.verify(chain, purpose);
+    }
   }
 
   /** Reads the source again and applies what changed. */

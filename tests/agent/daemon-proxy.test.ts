@@ -2,13 +2,17 @@
 // agent whose proxy presents the SVIDs that agent obtained, with a real HTTP service behind the
 // server's inbound listener. A request crosses both proxies as the client workload; a renewal
 // reaches the proxy with no restart; one /metrics carries the agent's and the proxy's metrics,
-// each family once; the status page's data, its stream, and its refusal of a foreign Host.
+// each family once; the status page's data, its stream, and its refusal of a foreign Host. And
+// two rotations under load: a revoked client's replacement is what the next connections
+// present (a TLS session ticket of the revoked SVID is never resumed), and a client renewed
+// onto a new root is not refused for want of the new authority's CRL.
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { request } from "node:http";
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { loadAgentConfig, type RunningAgent, startAgentDaemon } from "../../agent/mod.ts";
+import { initRoot, openKeyManager } from "../../ca-server/mod.ts";
 import { httpEcho, httpGet } from "./proxy-support.ts";
 import {
   recordingLogger,
@@ -178,6 +182,25 @@ ${proxy}`;
     }
   });
 
+  test("the proxy hears of a new SVID the moment the agent answers it, not after it is stored", async () => {
+    const told: string[] = [];
+    const unsubscribe = client.agent.subscribe((event) => {
+      if (event.type === "svid" && event.workload === "photo-frontend") told.push(event.svid.serialNumber);
+    });
+    try {
+      const before = client.agent.svid("photo-frontend")!.serialNumber;
+      const renewal = client.agent.renew("photo-frontend");
+      // Every turn of the event loop until svid() answers the new one: the event came first.
+      while (client.agent.svid("photo-frontend")!.serialNumber === before) {
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+      assert.deepEqual(told, [client.agent.svid("photo-frontend")!.serialNumber]);
+      await renewal;
+    } finally {
+      unsubscribe();
+    }
+  });
+
   test("one /metrics holds the agent's and the proxy's metrics, each family once", async () => {
     const text = (await statusGet(server.statusUrl, "/metrics")).text;
     assert.match(text, /^meshauth_agent_workloads 1$/m);
@@ -245,6 +268,92 @@ ${proxy}`;
       assert.match(events.join(""), /event: workloads/);
     } finally {
       req.destroy();
+    }
+  });
+
+  test("after a revocation, the next connections present the replacement: no ticket of the revoked SVID is resumed", async () => {
+    // Connections open, one after another from four clients, as the SVID changes under them: a
+    // ticket that arrives for a connection opened with the old SVID must not be offered again.
+    for (let round = 0; round < 3; round++) {
+      let isLoading = true;
+      const failures: string[] = [];
+      const load = async () => {
+        while (isLoading) {
+          const answer = await httpGet(outboundPort, "/photos").catch((err: Error) => ({
+            status: 0,
+            text: err.message,
+          }));
+          if (answer.status !== 200) failures.push(`${answer.status} ${answer.text}`);
+        }
+      };
+      const clients = [load(), load(), load(), load()];
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      const revoked = client.agent.svid("photo-frontend")!.serialNumber;
+      const renewed = await client.agent.renew("photo-frontend");
+      await ca.server.store.revoke({ serialNumber: revoked, reason: "keyCompromise" }, new Date());
+      await server.agent.refreshTrust();
+      await waitFor(
+        "the server's proxy to know the revocation",
+        () =>
+          [...server.agent.crls().values()].some((crl) =>
+            crl.revoked.some((r) => r.serialNumber === revoked)
+          ),
+      );
+      // Whatever was in flight settles; from here on, only the replacement is presented.
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      failures.length = 0;
+      const presented: string[] = [];
+      const unsubscribe = server.proxy!.subscribe((record) => presented.push(String(record.peerSerial)));
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      isLoading = false;
+      await Promise.all(clients);
+      unsubscribe();
+      assert.deepEqual(failures, [], `round ${round}`);
+      assert.ok(presented.length > 0);
+      assert.deepEqual([...new Set(presented)], [renewed.serialNumber], `round ${round}`);
+    }
+  });
+
+  test("a client renewed onto a new root before the server's node is verified against the new authority's CRL, not refused", async () => {
+    // The new root has the old one's name: a CRL of the old key is out of scope for it, so
+    // without the new authority's CRL the server's proxy cannot tell whether it is revoked.
+    const activeFrom = new Date(Date.now() + 1500);
+    await initRoot(ca.config, openKeyManager(ca.config), { activeFrom });
+    await ca.server.reloadAuthorities();
+    await Promise.all([server.agent.refreshTrust(), client.agent.refreshTrust()]);
+    await new Promise((resolve) => setTimeout(resolve, Math.max(0, activeFrom.getTime() - Date.now() + 100)));
+    const crlsBefore = server.agent.crls().size;
+    const renewed = await client.agent.renew("photo-frontend");
+    const records: { decision: string; peerSerial?: string; reason: string }[] = [];
+    const unsubscribe = server.proxy!.subscribe((record) => records.push(record));
+    try {
+      const answer = await httpGet(outboundPort, "/photos");
+      assert.equal(answer.status, 200, JSON.stringify(records));
+      assert.deepEqual(records.map((r) => [r.decision, r.peerSerial]), [["allow", renewed.serialNumber]]);
+      // The server's node now follows the new authority's CRL, and a revocation there reaches it.
+      assert.equal(server.agent.crls().size, crlsBefore + 1);
+      await ca.server.store.revoke(
+        { serialNumber: renewed.serialNumber, reason: "keyCompromise" },
+        new Date(),
+      );
+      await server.agent.refreshTrust();
+      await waitFor(
+        "the new authority's CRL with the revocation",
+        () =>
+          [...server.agent.crls().values()].some((crl) =>
+            crl.revoked.some((r) => r.serialNumber === renewed.serialNumber)
+          ),
+      );
+      records.length = 0;
+      const refused = await httpGet(outboundPort, "/photos").catch((err: Error) => err);
+      assert.ok(refused instanceof Error, "the revoked client's next connection is refused");
+      const denial = records.find((r) => r.decision === "deny") as {
+        error?: { code: string; message: string };
+      };
+      assert.equal(denial?.error?.code, "ERR_CERT_REVOKED");
+      assert.match(denial.error!.message, new RegExp(renewed.serialNumber));
+    } finally {
+      unsubscribe();
     }
   });
 });

@@ -13,7 +13,7 @@
  */
 
 import { createWriteStream } from "node:fs";
-import { chmod, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { chmod, mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { loadAgentConfig, type RunningAgent, startAgentDaemon } from "../../agent/mod.ts";
@@ -101,6 +101,28 @@ function pokeCommands(term: Terminal, layout: MeshLayout): void {
   term.line("Stop with Ctrl-C.");
 }
 
+/** The file that marks a directory as npm start's own, which it may empty on the next run. */
+const MARK = ".made-by-npm-start";
+
+/**
+ * Empties the state directory of the last run. Only a directory npm start made (or an empty one)
+ * is removed: a MESHAUTH_MESH_DIR that points at anything else is refused, never deleted.
+ */
+async function clearState(root: string): Promise<void> {
+  const entries: string[] = await readdir(root).catch((err: NodeJS.ErrnoException) => {
+    if (err.code === "ENOENT") return [];
+    throw err;
+  });
+  if (entries.length > 0 && !entries.includes(MARK)) {
+    throw new Error(
+      `${root} holds files npm start did not make; it empties its state directory on each run, so choose another (MESHAUTH_MESH_DIR)`,
+    );
+  }
+  await rm(root, { recursive: true, force: true });
+  await mkdir(root, { recursive: true, mode: 0o700 });
+  await writeFile(join(root, MARK), "npm start's state: emptied and made again on each run\n");
+}
+
 async function main(): Promise<number> {
   if (process.argv.slice(2).some((a) => a === "--help" || a === "-h")) {
     console.log(HELP);
@@ -139,7 +161,7 @@ async function main(): Promise<number> {
   });
 
   try {
-    await rm(root, { recursive: true, force: true });
+    await clearState(root);
     socketsDir = await mkdtemp(join(tmpdir(), "meshauth-mesh-"));
     const layout = meshLayout(root, socketsDir, await meshPorts(base));
     await writeMeshFiles(layout);

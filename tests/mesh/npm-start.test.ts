@@ -7,7 +7,7 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { type ChildProcess, execFile, spawn } from "node:child_process";
-import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { copyFile, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -258,6 +258,44 @@ describe("npm start", { timeout: 180_000 }, () => {
     }
     assert.deepEqual(tree.filter(isRunning), [], "every process npm start ran has exited");
     assert.deepEqual(descendants(npm.pid!), []);
+  });
+});
+
+describe("npm start, briefly", () => {
+  const main = (args: string[], env: Record<string, string>) =>
+    new Promise<{ code: number; stdout: string }>((resolve) => {
+      execFile("node", ["--import", "tsx", "examples/mesh/main.ts", ...args], {
+        cwd: ROOT,
+        env: { ...process.env, ...env },
+        timeout: 30_000,
+      }, (err, stdout) => resolve({ code: err ? (typeof err.code === "number" ? err.code : 1) : 0, stdout }));
+    });
+
+  test("--help names the state directory, the ports and how to move them", async () => {
+    const help = await main(["--help"], {});
+    assert.equal(help.code, 0);
+    assert.match(
+      help.stdout,
+      /MESHAUTH_MESH_DIR +where its state goes, made afresh each run \(default \.meshauth\/mesh\)/,
+    );
+    assert.match(help.stdout, /MESHAUTH_MESH_PORT +the first of its ports on 127\.0\.0\.1 \(default 15000/);
+    assert.match(help.stdout, /"npm run ca" runs the development CA alone/);
+  });
+
+  test("a state directory it did not make is refused, never emptied", async () => {
+    const foreign = await mkdtemp(join(tmpdir(), "meshauth-not-npm-start-"));
+    try {
+      writeFileSync(join(foreign, "precious.txt"), "keep me");
+      const refused = await main([], { MESHAUTH_MESH_DIR: foreign, MESHAUTH_MESH_PORT: "0" });
+      assert.equal(refused.code, 1);
+      assert.match(
+        refused.stdout,
+        /holds files npm start did not make; .* choose another \(MESHAUTH_MESH_DIR\)/,
+      );
+      assert.equal(readFileSync(join(foreign, "precious.txt"), "utf8"), "keep me");
+    } finally {
+      await rm(foreign, { recursive: true, force: true });
+    }
   });
 });
 

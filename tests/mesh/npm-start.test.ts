@@ -101,7 +101,7 @@ describe("npm start", { timeout: 180_000 }, () => {
     const lines = [
       /^1\. Identities issued and files written$/m,
       /✔ node-1 joined with its one-time join token and holds spiffe:\/\/cluster\.local\/node\/node-1$/m,
-      /✔ photo-frontend: spiffe:\/\/cluster\.local\/ns\/photo-ns\/sa\/photo-frontend, serial [0-9a-f]+…?, valid 4m \d\ds$/m,
+      /✔ photo-frontend: spiffe:\/\/cluster\.local\/ns\/photo-ns\/sa\/photo-frontend, serial [0-9a-f]+…?, valid (4m \d\d|5m 00)s$/m,
       /✔ photo-backend: spiffe:\/\/cluster\.local\/ns\/photo-ns\/sa\/photo-backend, serial /m,
       /✔ datastore: spiffe:\/\/cluster\.local\/ns\/datastore-ns\/sa\/datastore, serial /m,
       /workloads\/datastore\/: cert-chain\.pem, key\.pem \(0600, made on this node\), root-cert\.pem$/m,

@@ -40,7 +40,7 @@ import {
 } from "./ca-options.ts";
 import { keyIdentifier, randomSerial, signCertificate, signCrl } from "./certificate-template.ts";
 import { createCsr, parseCsr } from "./csr.ts";
-import { verifySvid } from "./verify/svid.ts";
+import { verifySvid } from "./svid/verify.ts";
 import { bytesEqual, toHex } from "./encoding.ts";
 import {
   IdentityMismatch,

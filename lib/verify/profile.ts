@@ -12,7 +12,7 @@ import { rsaModulusBits } from "../x509/public-key.ts";
 import type { Certificate } from "../x509/certificate.ts";
 import { bytesEqual } from "../encoding.ts";
 import { VerificationError } from "../errors.ts";
-import { describe } from "./describe.ts";
+import { certificateLabel } from "./certificate-label.ts";
 
 /** Where a certificate sits on a path: the leaf, a CA below the anchor, or the trust anchor. */
 export type CertificateRole = "leaf" | "intermediate" | "anchor";
@@ -39,7 +39,7 @@ const UNDERSTOOD_EXTENSIONS = new Set<string>([
  */
 export function checkProfile(cert: Certificate, role: CertificateRole, index: number): void {
   const fail = (code: Parameters<typeof failure>[0], why: string): never => {
-    throw failure(code, `${describe(cert)}: ${why}`, index);
+    throw failure(code, `${certificateLabel(cert)}: ${why}`, index);
   };
   // CABF 7.1.1 and every modern verifier: only v3 certificates are valid on a path.
   if (cert.version !== 3) fail("ERR_CERT_MALFORMED", `X.509 version ${cert.version}, only v3 is accepted`);
@@ -155,7 +155,7 @@ export function checkProfile(cert: Certificate, role: CertificateRole, index: nu
 function checkPublicKey(cert: Certificate, index: number): void {
   const algorithm = cert.publicKeyAlgorithm;
   const reject = (why: string): never => {
-    throw failure("ERR_ALGORITHM_UNSUPPORTED", `${describe(cert)}: ${why}`, index);
+    throw failure("ERR_ALGORITHM_UNSUPPORTED", `${certificateLabel(cert)}: ${why}`, index);
   };
   switch (algorithm.oid) {
     case OID.ecPublicKey: {

@@ -9,7 +9,7 @@
 
 import { type Certificate, isSelfIssued } from "../x509/certificate.ts";
 import { VerificationError } from "../errors.ts";
-import { describe } from "./describe.ts";
+import { certificateLabel } from "./certificate-label.ts";
 
 const ANY_POLICY = "2.5.29.32.0";
 
@@ -44,7 +44,7 @@ export function checkPolicies(path: readonly Certificate[]): void {
     if (explicitPolicy <= 0 && !valid) {
       throw new VerificationError(
         "ERR_POLICY",
-        `${describe(cert)}: no valid certificate policy remains`,
+        `${certificateLabel(cert)}: no valid certificate policy remains`,
         index,
       );
     }
@@ -54,7 +54,7 @@ export function checkPolicies(path: readonly Certificate[]): void {
       if (m.issuerDomainPolicy === ANY_POLICY || m.subjectDomainPolicy === ANY_POLICY) {
         throw new VerificationError(
           "ERR_POLICY",
-          `${describe(cert)}: policy mapping to or from anyPolicy`,
+          `${certificateLabel(cert)}: policy mapping to or from anyPolicy`,
           index,
         );
       }
@@ -91,7 +91,7 @@ export function checkPolicies(path: readonly Certificate[]): void {
   if (explicitPolicy <= 0 && !valid) {
     throw new VerificationError(
       "ERR_POLICY",
-      `${describe(leaf)}: the path requires an explicit certificate policy`,
+      `${certificateLabel(leaf)}: the path requires an explicit certificate policy`,
       0,
     );
   }

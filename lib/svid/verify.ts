@@ -11,9 +11,9 @@ import { SpiffeId } from "../spiffeid.ts";
 import { type Certificate, parseCertificates, uriSans } from "../x509/certificate.ts";
 import type { Crl } from "../x509/crl.ts";
 import { MeshAuthError, optionsOf, VerificationError } from "../errors.ts";
-import { refuseUnexpected, verifyChain } from "./chain.ts";
-import { describe } from "./describe.ts";
-import type { SignatureCache } from "./signatures.ts";
+import { refuseUnexpected, verifyChain } from "../verify/chain.ts";
+import { certificateLabel } from "../verify/certificate-label.ts";
+import type { SignatureCache } from "../verify/signatures.ts";
 
 /** An SVID chain as users have it: PEM (leaf first), DER of the leaf, or a list of those. */
 export type SvidChainInput = string | Uint8Array | ReadonlyArray<string | Uint8Array | Certificate>;
@@ -88,7 +88,7 @@ async function verifySvidUnguarded(
     if (!ca.keyUsage?.has("keyCertSign")) {
       throw new VerificationError(
         "ERR_SVID_INVALID",
-        `${describe(ca)}: an X509-SVID signing certificate must assert the keyCertSign key usage`,
+        `${certificateLabel(ca)}: an X509-SVID signing certificate must assert the keyCertSign key usage`,
         i + 1,
       );
     }
@@ -99,7 +99,7 @@ async function verifySvidUnguarded(
 /** The SPIFFE ID of an X509-SVID leaf, after checking the leaf rules of X509-SVID 4 and 5. */
 function svidId(leaf: Certificate): SpiffeId {
   const invalid = (why: string, cause?: unknown): never => {
-    throw new VerificationError("ERR_SVID_INVALID", `${describe(leaf)}: ${why}`, 0, { cause });
+    throw new VerificationError("ERR_SVID_INVALID", `${certificateLabel(leaf)}: ${why}`, 0, { cause });
   };
   const uris = uriSans(leaf);
   if (uris.length !== 1) invalid(`an X509-SVID has exactly one URI SAN, this one has ${uris.length}`);

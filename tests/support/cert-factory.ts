@@ -63,6 +63,8 @@ export interface CertSpec {
   omit?: Array<"basicConstraints" | "keyUsage" | "ski" | "aki">;
   /** Encodings to use as they are, for malformed certificates: subject Name, Validity, serial INTEGER. */
   raw?: { subject?: Uint8Array; validity?: Uint8Array; serial?: Uint8Array };
+  /** An X.509 v1 certificate: no version field, no extensions. */
+  v1?: boolean;
 }
 
 /** A certificate the factory made, with what it takes to issue under it. */
@@ -151,14 +153,14 @@ async function build(spec: CertSpec): Promise<Omit<Issued, "cert">> {
   const notBefore = spec.notBefore ?? new Date(Date.now() - HOUR);
   const notAfter = spec.notAfter ?? new Date(Date.now() + 24 * HOUR);
   const tbs = seq(
-    explicit(0, integer(2)),
+    ...(spec.v1 ? [] : [explicit(0, integer(2))]),
     spec.raw?.serial ?? integer(spec.serial ?? nextSerial++),
     issuerSigner.algorithmIdentifier,
     spec.issuer?.subject ?? subject,
     spec.raw?.validity ?? seq(time(notBefore), time(notAfter)),
     subject,
     signer.spki,
-    ...(exts.length ? [explicit(3, seq(...exts))] : []),
+    ...(exts.length && !spec.v1 ? [explicit(3, seq(...exts))] : []),
   );
   const der = seq(tbs, issuerSigner.algorithmIdentifier, bitString(await issuerSigner.sign(tbs)));
   return { der, pem: encodePem("CERTIFICATE", der), keys, signer, subject, ski };

@@ -26,7 +26,7 @@ import { OID } from "../../lib/asn1/oids.ts";
 import { TrustBundle } from "../../lib/bundle.ts";
 import { MalformedInput, MeshAuthError } from "../../lib/errors.ts";
 import { encodePem } from "../../lib/pem.ts";
-import { parseCertificate, parseCertificates } from "../../lib/x509/certificate.ts";
+import { parseAlgorithmIdentifier, parseCertificate, parseCertificates } from "../../lib/x509/certificate.ts";
 import { parseCrl } from "../../lib/x509/crl.ts";
 import { uriName } from "../../lib/x509/general-name.ts";
 import { issue, issueUnparsed } from "../support/cert-factory.ts";
@@ -167,4 +167,30 @@ test("a certificate dated before 2050 in GeneralizedTime is refused, as a CRL is
 
 test("DER readers on a context-tagged node stay bounded too", () => {
   malformed(() => readSmallInt(parseDer(tlv(contextTag(0, false), integerContent(70_000)))), /octets/);
+});
+
+test("a universal type in the wrong form (constructed NULL, primitive SEQUENCE) is not DER", () => {
+  malformed(() => parseDer(tlv(0x25, new Uint8Array())), /universal tag 5 must be primitive/);
+  malformed(() => parseDer(tlv(0x10, new Uint8Array())), /universal tag 16 must be constructed/);
+  malformed(() => parseDer(tlv(0x00, new Uint8Array())), /end-of-contents/);
+});
+
+test("AlgorithmIdentifier parameters must be DER throughout, though the certificate treats them as ANY", () => {
+  const nonMinimalCurve = tlv(Tag.OID, new Uint8Array([0x80, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07]));
+  malformed(
+    () => parseAlgorithmIdentifier(parseDer(seq(oid(OID.ecPublicKey), nonMinimalCurve)), "key"),
+    /non-minimal OID arc/,
+  );
+  malformed(
+    () =>
+      parseAlgorithmIdentifier(
+        parseDer(seq(oid(OID.sha256WithRSA), tlv(Tag.NULL, new Uint8Array([0])))),
+        "sig",
+      ),
+    /NULL with content/,
+  );
+  assert.equal(
+    parseAlgorithmIdentifier(parseDer(seq(oid(OID.ecPublicKey), oid(OID.p256))), "key").oid,
+    OID.ecPublicKey,
+  );
 });

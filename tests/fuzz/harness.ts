@@ -50,34 +50,40 @@ export function describeError(err: unknown): string {
 }
 
 /**
- * Wraps a target for the fuzzer: a slow input (over {@link SLOW_INPUT_MS}, twice in a row) is
- * a finding too.
+ * Wraps a target for the fuzzer: a slow input is a finding too. Time is the process's CPU time
+ * (user and system), not the wall clock, so two fuzzers sharing a core do not make each other's
+ * inputs slow; an input over {@link SLOW_INPUT_MS} is run twice more and is a finding only if
+ * every run is over (a garbage collection lands in one run, not in three).
  */
 export function timed(target: FuzzTarget): (data: Uint8Array) => void | Promise<void> {
+  const cpuMs = (since: NodeJS.CpuUsage) => {
+    const used = process.cpuUsage(since);
+    return (used.user + used.system) / 1000;
+  };
   if (target.sync) {
     return (data: Uint8Array) => {
-      const t0 = performance.now();
-      target.check(data);
-      if (performance.now() - t0 <= SLOW_INPUT_MS) return;
-      const t1 = performance.now();
-      target.check(data);
-      const again = performance.now() - t1;
-      if (again > SLOW_INPUT_MS) throw slowFinding(data, again);
+      let fastest = Infinity;
+      for (let run = 0; run < 3 && fastest > SLOW_INPUT_MS; run++) {
+        const t0 = process.cpuUsage();
+        target.check(data);
+        fastest = Math.min(fastest, cpuMs(t0));
+      }
+      if (fastest > SLOW_INPUT_MS) throw slowFinding(data, fastest);
     };
   }
   return async (data: Uint8Array) => {
-    const t0 = performance.now();
-    await target.check(data);
-    if (performance.now() - t0 <= SLOW_INPUT_MS) return;
-    const t1 = performance.now();
-    await target.check(data);
-    const again = performance.now() - t1;
-    if (again > SLOW_INPUT_MS) throw slowFinding(data, again);
+    let fastest = Infinity;
+    for (let run = 0; run < 3 && fastest > SLOW_INPUT_MS; run++) {
+      const t0 = process.cpuUsage();
+      await target.check(data);
+      fastest = Math.min(fastest, cpuMs(t0));
+    }
+    if (fastest > SLOW_INPUT_MS) throw slowFinding(data, fastest);
   };
 }
 
 function slowFinding(data: Uint8Array, ms: number): Finding {
-  return new Finding(`input of ${data.length} bytes took ${ms.toFixed(0)} ms (limit ${SLOW_INPUT_MS} ms)`);
+  return new Finding(`input of ${data.length} bytes took ${ms.toFixed(0)} ms of CPU (limit ${SLOW_INPUT_MS} ms)`);
 }
 
 /** Text of the input as a peer would send it: UTF-8 with replacement characters. */

@@ -17,7 +17,7 @@
  */
 
 import { childrenOf, expectTag, parseDer, readBitString, Tag } from "./asn1/der.ts";
-import { EKU_BY_NAME, OID } from "./asn1/oids.ts";
+import { OID } from "./asn1/oids.ts";
 import { TrustBundle } from "./bundle.ts";
 import {
   type CreateCrlOptions,
@@ -41,6 +41,7 @@ import {
 import { keyIdentifier, randomSerial, signCertificate, signCrl } from "./certificate-template.ts";
 import { createCsr, parseCsr } from "./csr.ts";
 import { verifySvid } from "./svid/verify.ts";
+import { LEAF_EXTENDED_KEY_USAGE, leafIdProblem, leafKeyUsage } from "./svid/profile.ts";
 import { bytesEqual, toHex } from "./encoding.ts";
 import {
   IdentityMismatch,
@@ -328,11 +329,8 @@ export class CertificateAuthority {
     if (!request.id.memberOf(this.trustDomain)) {
       throw new IssuanceRefused(`${request.id} is not in this CA's trust domain ${this.trustDomain.name}`);
     }
-    // X509-SVID 3.1: a leaf's SPIFFE ID has a non-root path; the bare trust domain ID names
-    // the trust domain (and its signing certificates), never a workload.
-    if (request.id.path === "") {
-      throw new IssuanceRefused(`${request.id} is a trust domain ID; a leaf SVID's ID must have a path`);
-    }
+    const idProblem = leafIdProblem(request.id);
+    if (idProblem) throw new IssuanceRefused(idProblem);
     // Deny by default: a DNS SAN is issued only when the caller was authorized for it.
     const allowedDns = (options.dnsNames ?? []).map((n) => n.toLowerCase());
     const extra = request.dnsNames.filter((n) => !allowedDns.includes(n));
@@ -343,7 +341,6 @@ export class CertificateAuthority {
     if (ttl > this.#policy.maxTtlSeconds) throw new TtlExceedsMaximum(ttl, this.#policy.maxTtlSeconds);
     const { notBefore, notAfter } = this.#validity(ttl);
     const serial = randomSerial();
-    const rsa = request.keyAlgorithm.startsWith("RSA");
     const der = await signCertificate({
       serial,
       issuer: this.certificate.subject.der,
@@ -351,8 +348,8 @@ export class CertificateAuthority {
       notBefore,
       notAfter,
       spki: request.spki,
-      keyUsage: rsa ? ["digitalSignature", "keyEncipherment"] : ["digitalSignature"],
-      extendedKeyUsage: [EKU_BY_NAME.serverAuth, EKU_BY_NAME.clientAuth],
+      keyUsage: leafKeyUsage(request.keyAlgorithm),
+      extendedKeyUsage: [...LEAF_EXTENDED_KEY_USAGE],
       uris: [request.id.toString()],
       dnsNames: request.dnsNames,
       subjectKeyIdentifier: await keyIdentifier(subjectPublicKeyBits(request.spki), this.#crypto),

@@ -72,6 +72,20 @@ export function readNode(
   if (offset >= limit) throw new MalformedInput(what, "unexpected end of data");
   const tag = buffer[offset];
   if ((tag & 0x1f) === 0x1f) throw new MalformedInput(what, "high tag numbers are not supported");
+  if ((tag & 0xc0) === 0) {
+    // X.690 8.1.2.5 and 10.2: in DER a universal type has one form. SEQUENCE, SET, EXTERNAL,
+    // EMBEDDED PDV and CHARACTER STRING are constructed; every other (strings included) is
+    // primitive, and tag 0 is end-of-contents, which DER never has.
+    const number = tag & 0x1f;
+    const constructed = number === 16 || number === 17 || number === 8 || number === 11 || number === 29;
+    if (number === 0) throw new MalformedInput(what, "end-of-contents octets are not DER");
+    if (((tag & 0x20) !== 0) !== constructed) {
+      throw new MalformedInput(
+        what,
+        `universal tag ${number} must be ${constructed ? "constructed" : "primitive"} in DER`,
+      );
+    }
+  }
   let p = offset + 1;
   if (p >= limit) throw new MalformedInput(what, "truncated length");
   let length = buffer[p++];
@@ -423,6 +437,51 @@ function fromCodeUnits(units: number[]): string {
   let s = "";
   for (let i = 0; i < units.length; i += 0x2000) s += String.fromCharCode(...units.slice(i, i + 0x2000));
   return s;
+}
+
+/**
+ * Checks that a value of type ANY (AlgorithmIdentifier parameters, an otherName's value) is
+ * DER throughout: every nested TLV well formed, and every universal primitive the reader
+ * knows in its one DER encoding (BOOLEAN, INTEGER, NULL, OID, BIT STRING, times, strings).
+ * Other parsers read these fields as opaque bytes; meshauth refuses what the DER rules refuse
+ * wherever it is, so what it accepts is one encoding of one value.
+ */
+export function checkDer(node: DerNode, field = "DER", depth = 0): void {
+  if (isConstructed(node)) {
+    if (depth >= 32) throw new MalformedInput(field, "nested too deeply");
+    for (const child of childrenOf(node, field)) checkDer(child, field, depth + 1);
+    return;
+  }
+  switch (node.tag) {
+    case Tag.BOOLEAN:
+      readBoolean(node, field);
+      return;
+    case Tag.INTEGER:
+    case Tag.ENUMERATED:
+      integerBytes(node, field);
+      return;
+    case Tag.NULL:
+      if (node.end !== node.contentStart) throw new MalformedInput(field, "NULL with content");
+      return;
+    case Tag.OID:
+      readOid(node, field);
+      return;
+    case Tag.BIT_STRING:
+      readBitString(node, field);
+      return;
+    case Tag.UTC_TIME:
+    case Tag.GENERALIZED_TIME:
+      readTime(node, field);
+      return;
+    case Tag.UTF8_STRING:
+    case Tag.NUMERIC_STRING:
+    case Tag.PRINTABLE_STRING:
+    case Tag.IA5_STRING:
+    case Tag.BMP_STRING:
+    case Tag.UNIVERSAL_STRING:
+      readString(node, field);
+      return;
+  }
 }
 
 /** Each byte as the code unit of the same value (ISO 8859-1, byte for byte). */

@@ -1,8 +1,9 @@
 /**
  * `verifySvid`: X509-SVID validation (SPIFFE X509-SVID spec 4 and 5, as go-spiffe's
- * `x509svid.Verify` applies it) on top of {@link verifyChain}: the leaf carries exactly one
- * URI SAN holding a SPIFFE ID, is not a CA, may sign but not certify; the path is built to the
- * X.509 authorities of that ID's own trust domain and nowhere else.
+ * `x509svid.Verify` applies it) on top of {@link verifyChain}: the leaf follows the profile of
+ * `profile.ts` (exactly one URI SAN holding a SPIFFE ID with a path, not a CA, may sign but
+ * not certify); the path is built to the X.509 authorities of that ID's own trust domain and
+ * nowhere else. These SPIFFE rules live here, not in verifyChain, which is plain RFC 5280.
  * @module
  */
 
@@ -14,6 +15,7 @@ import { MeshAuthError, optionsOf, VerificationError } from "../errors.ts";
 import { refuseUnexpected, verifyChain } from "../verify/chain.ts";
 import { certificateLabel } from "../verify/certificate-label.ts";
 import type { SignatureCache } from "../verify/signatures.ts";
+import { leafIdProblem, leafProfileProblem, signingCertificateProblem, svidIdOf } from "./profile.ts";
 
 /** An SVID chain as users have it: PEM (leaf first), DER of the leaf, or a list of those. */
 export type SvidChainInput = string | Uint8Array | ReadonlyArray<string | Uint8Array | Certificate>;
@@ -83,42 +85,26 @@ async function verifySvidUnguarded(
     crls: options.crls,
     cache: options.cache,
   });
-  // X509-SVID 3.2 and 4.3: a signing certificate the peer sent asserts keyCertSign.
+  // A signing certificate the peer sent follows the profile too.
   verified.path.slice(1, -1).forEach((ca, i) => {
-    if (!ca.keyUsage?.has("keyCertSign")) {
-      throw new VerificationError(
-        "ERR_SVID_INVALID",
-        `${certificateLabel(ca)}: an X509-SVID signing certificate must assert the keyCertSign key usage`,
-        i + 1,
-      );
+    const problem = signingCertificateProblem(ca);
+    if (problem) {
+      throw new VerificationError("ERR_SVID_INVALID", `${certificateLabel(ca)}: ${problem}`, i + 1);
     }
   });
   return { id, chain: verified.path, notAfter: verified.notAfter };
 }
 
-/** The SPIFFE ID of an X509-SVID leaf, after checking the leaf rules of X509-SVID 4 and 5. */
+/** The SPIFFE ID of an X509-SVID leaf, after checking the leaf rules of the profile. */
 function svidId(leaf: Certificate): SpiffeId {
   const invalid = (why: string, cause?: unknown): never => {
     throw new VerificationError("ERR_SVID_INVALID", `${certificateLabel(leaf)}: ${why}`, 0, { cause });
   };
-  const uris = uriSans(leaf);
-  if (uris.length !== 1) invalid(`an X509-SVID has exactly one URI SAN, this one has ${uris.length}`);
-  let id: SpiffeId | undefined;
-  try {
-    id = SpiffeId.parse(uris[0]);
-  } catch (cause) {
-    invalid(`URI SAN ${JSON.stringify(uris[0])} is not a SPIFFE ID`, cause);
-  }
-  // X509-SVID 5.2: a leaf names a workload, never the trust domain itself.
-  if (id!.path === "") invalid(`SPIFFE ID ${id} of a leaf SVID must have a path`);
-  // X509-SVID 4.1 and 4.3: a leaf SVID is not a CA and can neither certify nor sign CRLs.
-  if (leaf.basicConstraints?.ca) invalid("a leaf SVID must not be a CA (basicConstraints cA is set)");
-  if (!leaf.keyUsage?.has("digitalSignature")) {
-    invalid("a leaf SVID must assert the digitalSignature key usage");
-  }
-  if (leaf.keyUsage?.has("keyCertSign")) invalid("a leaf SVID must not assert keyCertSign");
-  if (leaf.keyUsage?.has("cRLSign")) invalid("a leaf SVID must not assert cRLSign");
-  return id!;
+  const id = svidIdOf(uriSans(leaf));
+  if (!(id instanceof SpiffeId)) return invalid(id.message, id.cause);
+  const problem = leafIdProblem(id) ?? leafProfileProblem(leaf);
+  if (problem) invalid(problem);
+  return id;
 }
 
 function bundleFor(bundles: TrustBundle | BundleSet, id: SpiffeId): TrustBundle {

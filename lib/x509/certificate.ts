@@ -5,6 +5,7 @@
  */
 
 import {
+  checkDer,
   childrenOf,
   contentOf,
   contextTag,
@@ -237,6 +238,7 @@ export function parseExtensions(node: DerNode, what: string): Extension[] {
 export function parseAlgorithmIdentifier(node: DerNode | undefined, field: string): AlgorithmIdentifier {
   const [id, params, extra] = sequenceOf(node, field);
   if (!id || extra) throw new MalformedInput(field, "malformed AlgorithmIdentifier");
+  if (params) checkDer(params, `${field} parameters`);
   return {
     oid: readOid(id, field),
     parameters: params ? encodingOf(params) : undefined,

@@ -5,6 +5,7 @@
  */
 
 import {
+  checkDer,
   childrenOf,
   contentOf,
   contextTag,
@@ -72,6 +73,7 @@ export function parseGeneralName(node: DerNode | undefined, field = "GeneralName
       if (!value || extra || value.tag !== contextTag(0, true) || childrenOf(value, field).length !== 1) {
         throw new MalformedInput(field, "otherName must hold a type-id and one [0] value");
       }
+      checkDer(value, field);
       return { type: "other", tag: 0, oid: readOid(typeId, field), der: encodingOf(node) };
     }
     case 8:

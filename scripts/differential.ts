@@ -210,6 +210,41 @@ function reason(err: Error): string {
   ).slice(0, 90);
 }
 
+/** The DER or RFC 5280 rule behind a meshauth refusal, for the summary by class. */
+const CLASSES: Array<[string, RegExp]> = [
+  [
+    "DER length encoding (indefinite, non-minimal, overlong, past its container, trailing bytes)",
+    /indefinite|non-minimal length|length too large|truncated length|runs past|trailing bytes|unexpected end/,
+  ],
+  [
+    "DER canonical values (BOOLEAN, INTEGER, OID arcs, BIT STRING unused bits, DEFAULT encoded, one form per universal type, high tags)",
+    /BOOLEAN|NULL|non-minimal INTEGER|empty INTEGER|OID|unused|explicit .* is not DER|explicit critical|universal tag|end-of-contents|high tag|SET OF/,
+  ],
+  [
+    "times (UTCTime/GeneralizedTime syntax, calendar, UTCTime through 2049)",
+    /UTCTime|GeneralizedTime|valid date|through N are UTCTime/,
+  ],
+  [
+    "character strings (not a string type, PrintableString/NumericString/IA5String sets, UTF-8, UniversalString/BMPString code points)",
+    /string type|PrintableString|NumericString|IA5String|IANString|UTF-N|UniversalString|BMPString/,
+  ],
+  [
+    "structure (wrong tag, missing or extra fields, GeneralName form)",
+    /expected tag|unexpected|extra fields|missing|malformed|must hold|GeneralName|expected a|field/,
+  ],
+  [
+    "RFC 5280 content rules (version, empty issuer, duplicate or empty extensions, key usage without bits, serial length)",
+    /version|empty|duplicate|keyUsage|serial|integer out of range/,
+  ],
+];
+const classCounts = new Map<string, Record<Oracle, number>>();
+function classify(oracle: Oracle, meshReason: string) {
+  const name = CLASSES.find(([, re]) => re.test(meshReason))?.[0] ?? `other: ${meshReason}`;
+  const row = classCounts.get(name) ?? { meshauth: 0, openssl: 0, peculiar: 0, pkijs: 0 };
+  row[oracle]++;
+  classCounts.set(name, row);
+}
+
 let inputs = 0;
 function compare(der: Uint8Array, origin: string) {
   inputs++;
@@ -252,6 +287,7 @@ function compare(der: Uint8Array, origin: string) {
     } else {
       t.onlyOracleAccepts++;
       note(`${oracle} accepts, meshauth refuses: ${reason(mesh as Error)}`, origin);
+      classify(oracle, reason(mesh as Error));
     }
   }
 }
@@ -303,6 +339,16 @@ for (const o of ORACLES) {
 }
 console.log(`openssl CLI (corpus only): ${cliAgree} agree, ${cliDisagree} disagree`);
 console.log(`meshauth errors that are not MeshAuthError: ${meshauthCrashes}\n`);
+console.log("what meshauth refuses that another parser accepts, by rule (inputs):");
+console.log(`${"".padEnd(100)}${"openssl".padStart(9)}${"peculiar".padStart(9)}${"pkijs".padStart(9)}`);
+for (const [name, row] of [...classCounts].sort((a, b) => b[1].pkijs - a[1].pkijs)) {
+  console.log(
+    `${name.slice(0, 99).padEnd(100)}${String(row.openssl).padStart(9)}${String(row.peculiar).padStart(9)}${
+      String(row.pkijs).padStart(9)
+    }`,
+  );
+}
+console.log("");
 const sorted = [...kinds].sort((a, b) => b[1].count - a[1].count);
 for (const [kind, { count, example }] of sorted) {
   console.log(`${String(count).padStart(6)}  ${kind}\n        e.g. ${example}`);

@@ -83,7 +83,9 @@ export function timed(target: FuzzTarget): (data: Uint8Array) => void | Promise<
 }
 
 function slowFinding(data: Uint8Array, ms: number): Finding {
-  return new Finding(`input of ${data.length} bytes took ${ms.toFixed(0)} ms of CPU (limit ${SLOW_INPUT_MS} ms)`);
+  return new Finding(
+    `input of ${data.length} bytes took ${ms.toFixed(0)} ms of CPU (limit ${SLOW_INPUT_MS} ms)`,
+  );
 }
 
 /** Text of the input as a peer would send it: UTF-8 with replacement characters. */

@@ -6,15 +6,7 @@
 // .fuzz/runs.jsonl. The repository keeps a small corpus per target in tests/fuzz/corpus/
 // (`--merge` minimises the two into it); `npm test` replays it (tests/fuzz/regression.test.ts).
 import { spawn, spawnSync } from "node:child_process";
-import {
-  appendFileSync,
-  existsSync,
-  mkdirSync,
-  readdirSync,
-  readFileSync,
-  renameSync,
-  rmSync,
-} from "node:fs";
+import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -70,7 +62,20 @@ for (const n of names) {
 }
 
 let status = 0;
-for (const target of names) status = (await run(target, merge ? 0 : seconds)) || status;
+for (const target of names) {
+  if (merge) {
+    // libFuzzer's -merge=1 re-executes the fuzzer per attempt, which Jazzer.js cannot do.
+    const r = spawnSync(
+      process.execPath,
+      ["--import", "tsx", join(root, "scripts/fuzz/minimize.ts"), target],
+      {
+        cwd: root,
+        stdio: "inherit",
+      },
+    );
+    status = r.status || status;
+  } else status = (await run(target, seconds)) || status;
+}
 process.exit(status);
 
 function fail(message) {
@@ -141,24 +146,14 @@ function run(target, seconds) {
       const findings = join(work, "findings", target);
       for (const dir of [corpus, seeds, findings]) mkdirSync(dir, { recursive: true });
       const compat = nativeCompat();
-      let corpora = [corpus, seeds];
+      const corpora = [corpus, seeds];
       const libFuzzerArgs = [
         `-max_len=${options.maxLength}`,
         "-rss_limit_mb=3072",
         `-artifact_prefix=${findings}/`,
         "-print_final_stats=1",
       ];
-      let mergeInto;
-      if (seconds === 0) {
-        // -merge=1 copies into the first directory the inputs of the others that add coverage.
-        mergeInto = join(work, "merge", target);
-        rmSync(mergeInto, { recursive: true, force: true });
-        mkdirSync(mergeInto, { recursive: true });
-        corpora = [mergeInto, seeds, corpus];
-        libFuzzerArgs.push("-merge=1");
-      } else {
-        libFuzzerArgs.push(`-max_total_time=${seconds}`);
-      }
+      libFuzzerArgs.push(`-max_total_time=${seconds}`);
       const argv = [
         ...compat.args,
         "--max-old-space-size=2048",
@@ -171,11 +166,7 @@ function run(target, seconds) {
         "--",
         ...libFuzzerArgs,
       ];
-      console.log(
-        `fuzzing ${target} for ${seconds || "merge"}${
-          seconds ? " s" : ""
-        } (inputs up to ${options.maxLength} bytes)`,
-      );
+      console.log(`fuzzing ${target} for ${seconds} s (inputs up to ${options.maxLength} bytes)`);
       const child = spawn("nice", ["-n", "10", process.execPath, ...argv], {
         cwd: root,
         env: { ...process.env, ...compat.env },
@@ -192,12 +183,6 @@ function run(target, seconds) {
       const started = Date.now();
       child.on("close", (code) => {
         const output = log.join("");
-        if (mergeInto) {
-          rmSync(seeds, { recursive: true, force: true });
-          renameSync(mergeInto, seeds);
-          console.log(`${target}: ${readdirSync(seeds).length} inputs kept in tests/fuzz/corpus/${target}`);
-          return resolve(code ?? 1);
-        }
         const stats = statsOf(output);
         const record = {
           target,

@@ -314,6 +314,8 @@ const TIME_GENERALIZED = /^(\d{4})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})Z$/;
  */
 export function readTime(node: DerNode | undefined, field = "Time", utcTimeThrough2049 = false): Date {
   node = present(node, field);
+  // YYMMDDHHMMSSZ or YYYYMMDDHHMMSSZ: anything longer is refused before it is read as text.
+  if (node.end - node.contentStart > 15) throw new MalformedInput(field, "time longer than 15 octets");
   const text = latin1(contentOf(node));
   let m: RegExpExecArray | null;
   let year: number;

@@ -15,6 +15,7 @@ import {
   latin1,
   present,
   readOid,
+  readString,
   Tag,
 } from "../asn1/der.ts";
 import { tlv } from "../asn1/der-writer.ts";
@@ -76,6 +77,27 @@ export function parseGeneralName(node: DerNode | undefined, field = "GeneralName
       checkDer(value, field);
       return { type: "other", tag: 0, oid: readOid(typeId, field), der: encodingOf(node) };
     }
+    case 5: {
+      // EDIPartyName ::= SEQUENCE { nameAssigner [0] DirectoryString OPTIONAL,
+      //                             partyName [1] DirectoryString } (a CHOICE, so explicit)
+      const fields = childrenOf(node, field);
+      const strings = (f: DerNode | undefined, n: number) => {
+        if (f?.tag !== contextTag(n, true)) return false;
+        const [value, extra] = childrenOf(f, field);
+        if (!value || extra) return false;
+        readString(value, field);
+        return true;
+      };
+      const assigner = strings(fields[0], 0) ? 1 : 0;
+      if (!strings(fields[assigner], 1) || fields.length !== assigner + 1) {
+        throw new MalformedInput(field, "ediPartyName must hold an optional [0] and a [1] DirectoryString");
+      }
+      return { type: "other", tag: 5, der: encodingOf(node) };
+    }
+    case 3:
+      // ORAddress is a large structure meshauth never reads; it must be DER all the same.
+      checkDer(node, field);
+      return { type: "other", tag: 3, der: encodingOf(node) };
     case 8:
       return {
         type: "other",

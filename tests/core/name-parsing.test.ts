@@ -116,6 +116,12 @@ for (
     ["a primitive [5] ediPartyName", tlv(contextTag(5, false), text("x"))],
     ["a registeredID that is no OID", tlv(contextTag(8, false), new Uint8Array([0x80]))],
     ["an otherName without its [0] value", tlv(contextTag(0, true), oid("1.2.3.4"))],
+    // Found by the certificate fuzz target: OpenSSL 3.5 refuses this SAN, 3.0 does not read it.
+    [
+      "an ediPartyName that is not an EDIPartyName",
+      tlv(contextTag(5, true), oid("1.3.6.1.4.1.6"), nullValue()),
+    ],
+    ["an ediPartyName without its partyName", tlv(contextTag(5, true), explicit(0, utf8String("assigner")))],
   ] as const
 ) {
   test(`parseCertificate refuses a SAN holding ${label}`, async () => {
@@ -153,4 +159,11 @@ test("parseDistributionPoint refuses unknown, repeated or misordered fields", ()
     () => parseDistributionPoint(parseDer(seq(explicit(0, tlv(contextTag(2, true), uri)))), "dp"),
     /name/,
   );
+});
+
+test("parseCertificate reads a well-formed ediPartyName, with and without its nameAssigner", async () => {
+  const edi = tlv(contextTag(5, true), explicit(0, utf8String("assigner")), explicit(1, utf8String("party")));
+  const partyOnly = tlv(contextTag(5, true), explicit(1, utf8String("party")));
+  const cert = parseCertificate(await leafWithSan(dnsName("a.example.org"), edi, partyOnly));
+  assert.deepEqual(cert.subjectAltName?.map((n) => n.type), ["dns", "other", "other"]);
 });

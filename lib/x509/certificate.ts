@@ -162,11 +162,11 @@ export function parseCertificate(der: Uint8Array, what = "certificate"): Certifi
   };
   if (tbs[i]?.tag === contextTag(1, false)) {
     if (version < 2) throw new MalformedInput(what, "issuerUniqueID requires v2 or v3");
-    cert.issuerUniqueId = contentOf(tbs[i++]);
+    cert.issuerUniqueId = uniqueIdentifier(tbs[i++], `${what} issuerUniqueID`);
   }
   if (tbs[i]?.tag === contextTag(2, false)) {
     if (version < 2) throw new MalformedInput(what, "subjectUniqueID requires v2 or v3");
-    cert.subjectUniqueId = contentOf(tbs[i++]);
+    cert.subjectUniqueId = uniqueIdentifier(tbs[i++], `${what} subjectUniqueID`);
   }
   if (tbs[i]?.tag === contextTag(3, true)) {
     if (version !== 3) throw new MalformedInput(what, "extensions require v3");
@@ -197,6 +197,12 @@ export function serialNumberBytes(node: DerNode, field: string): Uint8Array {
     );
   }
   return bytes;
+}
+
+/** UniqueIdentifier ::= BIT STRING, tagged IMPLICIT: its content must be a BIT STRING's. */
+function uniqueIdentifier(node: DerNode, field: string): Uint8Array {
+  readBitString({ ...node, tag: Tag.BIT_STRING }, field);
+  return contentOf(node);
 }
 
 /**

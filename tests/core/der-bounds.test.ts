@@ -24,6 +24,7 @@ import {
 } from "../../lib/asn1/der-writer.ts";
 import { OID } from "../../lib/asn1/oids.ts";
 import { TrustBundle } from "../../lib/bundle.ts";
+import { encodeName } from "../../lib/x509/name.ts";
 import { MalformedInput, MeshAuthError } from "../../lib/errors.ts";
 import { encodePem } from "../../lib/pem.ts";
 import { parseAlgorithmIdentifier, parseCertificate, parseCertificates } from "../../lib/x509/certificate.ts";
@@ -192,5 +193,34 @@ test("AlgorithmIdentifier parameters must be DER throughout, though the certific
   assert.equal(
     parseAlgorithmIdentifier(parseDer(seq(oid(OID.ecPublicKey), oid(OID.p256))), "key").oid,
     OID.ecPublicKey,
+  );
+});
+
+test("a unique identifier must be a BIT STRING (found by the certificate fuzz target)", async () => {
+  const root = await issue({ name: "Root", ca: true });
+  const name = encodeName([[OID.commonName, "x"]]);
+  const validity = seq(time(new Date("2026-01-01T00:00:00Z")), time(new Date("2027-01-01T00:00:00Z")));
+  const v2 = (uniqueId: Uint8Array) =>
+    seq(
+      seq(
+        tlv(contextTag(0, true), integer(1)),
+        integer(5),
+        root.signer.algorithmIdentifier,
+        name,
+        validity,
+        name,
+        root.signer.spki,
+        uniqueId,
+      ),
+      root.signer.algorithmIdentifier,
+      bitString(new Uint8Array(64)),
+    );
+  malformed(
+    () => parseCertificate(v2(tlv(contextTag(1, false), new Uint8Array([0xa0, 0x01])))),
+    /unused-bit count/,
+  );
+  assert.deepEqual(
+    parseCertificate(v2(tlv(contextTag(1, false), new Uint8Array([0, 0x01])))).issuerUniqueId,
+    new Uint8Array([0, 0x01]),
   );
 });

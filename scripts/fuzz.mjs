@@ -35,7 +35,7 @@ if (args.length === 0 || args.includes("--help") || args.includes("-h")) {
   console.log(`usage: npm run fuzz -- <target> [seconds]     fuzz one target (default 60 s)
        npm run fuzz -- all [seconds]          each target in turn for that long
        npm run fuzz -- --merge <target>       minimise .fuzz/corpus + the repository corpus into tests/fuzz/corpus/<target>
-       npm run fuzz -- --report               total time, exec/s, coverage and findings per target
+       npm run fuzz -- --report [--markdown]  total time, exec/s, coverage and findings per target
        npm run fuzz -- --list                 the targets
 
 targets: ${Object.keys(TARGET_FILES).join(", ")}
@@ -230,20 +230,45 @@ function report() {
   const byTarget = new Map();
   for (const line of readFileSync(file, "utf8").split("\n").filter(Boolean)) {
     const r = JSON.parse(line);
-    const t = byTarget.get(r.target) ?? { seconds: 0, runs: 0, coverageEdges: 0, findings: 0, sessions: 0 };
+    const t = byTarget.get(r.target) ??
+      { seconds: 0, runs: 0, coverageEdges: 0, features: 0, findings: 0, sessions: 0 };
     t.seconds += r.seconds;
     t.runs += r.runs ?? 0;
     t.coverageEdges = Math.max(t.coverageEdges, r.coverageEdges ?? 0);
-    t.findings = r.findings;
+    t.features = Math.max(t.features, r.features ?? 0);
+    if (r.exitCode === 77) t.findings++;
     t.sessions++;
     byTarget.set(r.target, t);
   }
-  console.log("target          minutes   runs        exec/s   max cov   findings on disk");
-  for (const [target, t] of byTarget) {
-    console.log(
-      `${target.padEnd(16)}${(t.seconds / 60).toFixed(1).padStart(7)}${String(t.runs).padStart(11)}${
-        String(Math.round(t.runs / Math.max(1, t.seconds))).padStart(10)
-      }${String(t.coverageEdges).padStart(10)}${String(t.findings).padStart(10)}`,
-    );
+  const rows = Object.keys(TARGET_FILES).filter((n) => byTarget.has(n)).map((n) => {
+    const t = byTarget.get(n);
+    return [
+      n,
+      (t.seconds / 60).toFixed(1),
+      t.runs.toLocaleString("en-US"),
+      Math.round(t.runs / Math.max(1, t.seconds)).toLocaleString("en-US"),
+      t.coverageEdges,
+      t.features,
+      t.findings,
+    ];
+  });
+  const head = [
+    "target",
+    "minutes",
+    "executions",
+    "exec/s",
+    "coverage edges",
+    "features",
+    "runs ended by a finding",
+  ];
+  if (args.includes("--markdown")) {
+    console.log(`| ${head.join(" | ")} |`);
+    console.log(`| ${head.map((_, i) => (i ? "---:" : "---")).join(" | ")} |`);
+    for (const r of rows) console.log(`| ${r.join(" | ")} |`);
+    return;
+  }
+  console.log(head.map((h, i) => (i ? h.padStart(i === 6 ? 26 : 15) : h.padEnd(14))).join(""));
+  for (const r of rows) {
+    console.log(r.map((c, i) => (i ? String(c).padStart(i === 6 ? 26 : 15) : String(c).padEnd(14))).join(""));
   }
 }

@@ -191,26 +191,43 @@ function parseNameConstraints(
   field: string,
 ): { permitted?: GeneralSubtree[]; excluded?: GeneralSubtree[] } {
   const out: { permitted?: GeneralSubtree[]; excluded?: GeneralSubtree[] } = {};
+  // [0] permittedSubtrees, then [1] excludedSubtrees, each at most once: a second list must
+  // not replace the first, which would drop the names it excludes.
+  let last = -1;
   for (const part of sequenceOf(node, field)) {
+    const number = part.tag & 0x1f;
+    if ((part.tag !== contextTag(0, true) && part.tag !== contextTag(1, true)) || number <= last) {
+      throw new MalformedInput(field, `unexpected NameConstraints field 0x${part.tag.toString(16)}`);
+    }
+    last = number;
     const subtrees = childrenOf(part, field).map((st) => {
       const [base, ...rest] = sequenceOf(st, field);
       const subtree: GeneralSubtree = {
         base: parseGeneralName(present(base, field), field),
         minimum: 0,
       };
+      let previous = -1;
       for (const r of rest) {
+        const n = r.tag & 0x1f;
+        if ((r.tag !== contextTag(0, false) && r.tag !== contextTag(1, false)) || n <= previous) {
+          throw new MalformedInput(field, "unexpected GeneralSubtree field");
+        }
+        previous = n;
         const value = readSmallInt({ ...r, tag: Tag.INTEGER }, field);
-        if (r.tag === contextTag(0, false)) subtree.minimum = value;
-        else if (r.tag === contextTag(1, false)) subtree.maximum = value;
-        else throw new MalformedInput(field, "unexpected GeneralSubtree field");
+        if (n === 0) {
+          // DER: minimum is DEFAULT 0, so an encoded 0 is not DER.
+          if (value === 0) {
+            throw new MalformedInput(field, "GeneralSubtree minimum 0 is DEFAULT, not encoded in DER");
+          }
+          subtree.minimum = value;
+        } else subtree.maximum = value;
       }
       return subtree;
     });
     // RFC 5280 4.2.1.10: a present subtree list must not be empty.
     if (subtrees.length === 0) throw new MalformedInput(field, "empty GeneralSubtrees");
-    if (part.tag === contextTag(0, true)) out.permitted = subtrees;
-    else if (part.tag === contextTag(1, true)) out.excluded = subtrees;
-    else throw new MalformedInput(field, "unexpected NameConstraints field");
+    if (number === 0) out.permitted = subtrees;
+    else out.excluded = subtrees;
   }
   if (!out.permitted && !out.excluded) throw new MalformedInput(field, "empty NameConstraints");
   return out;

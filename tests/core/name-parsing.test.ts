@@ -167,3 +167,30 @@ test("parseCertificate reads a well-formed ediPartyName, with and without its na
   const cert = parseCertificate(await leafWithSan(dnsName("a.example.org"), edi, partyOnly));
   assert.deepEqual(cert.subjectAltName?.map((n) => n.type), ["dns", "other", "other"]);
 });
+
+test("NameConstraints fields come once each and in order (found by the certificate fuzz target)", async () => {
+  const subtrees = (n: number, ...names: Uint8Array[]) =>
+    tlv(contextTag(n, true), ...names.map((g) => seq(g)));
+  const nc = (...parts: Uint8Array[]) =>
+    issueUnparsed({
+      name: "CA",
+      ca: true,
+      extensions: [{ oid: OID.nameConstraints, critical: true, value: seq(...parts) }],
+    });
+  const evil = dnsName("evil.example.org");
+  const spiffe = uriName(".example.org");
+  // A second excludedSubtrees used to replace the first: evil.example.org was no longer excluded.
+  for (const parts of [[subtrees(1, evil), subtrees(1, spiffe)], [subtrees(1, evil), subtrees(0, spiffe)]]) {
+    const { der } = await nc(...parts);
+    malformed(() => parseCertificate(der), /NameConstraints/);
+  }
+  const ok = parseCertificate((await nc(subtrees(0, spiffe), subtrees(1, evil))).der);
+  assert.equal(ok.nameConstraints?.excluded?.length, 1);
+  // GeneralSubtree: minimum (DEFAULT 0, so never encoded as 0) before maximum, each once.
+  const subtree = (...fields: Uint8Array[]) => tlv(contextTag(1, true), seq(evil, ...fields));
+  const int = (n: number, v: number) => tlv(contextTag(n, false), new Uint8Array([v]));
+  for (const fields of [[int(0, 0)], [int(1, 2), int(0, 1)], [int(1, 2), int(1, 3)]]) {
+    const { der } = await nc(subtree(...fields));
+    malformed(() => parseCertificate(der), /GeneralSubtree/);
+  }
+});

@@ -224,3 +224,18 @@ test("a unique identifier must be a BIT STRING (found by the certificate fuzz ta
     new Uint8Array([0, 0x01]),
   );
 });
+
+test("a CRL's authority key identifier is read as strictly as a certificate's", () => {
+  const alg = seq(oid(OID.ecdsaWithSha256));
+  const name = encodeName([[OID.commonName, "CA"]]);
+  const keyId = (b: number) => tlv(contextTag(0, false), new Uint8Array([b]));
+  const crlWithAki = (...fields: Uint8Array[]) => {
+    const aki = seq(oid(OID.authorityKeyIdentifier), octetString(seq(...fields)));
+    const tbs = seq(integer(1), alg, name, time(new Date()), tlv(contextTag(0, true), seq(aki)));
+    return seq(tbs, alg, bitString(new Uint8Array(8)));
+  };
+  assert.deepEqual(parseCrl(crlWithAki(keyId(1))).authorityKeyIdentifier, new Uint8Array([1]));
+  // Two key identifiers: the last used to win silently.
+  malformed(() => parseCrl(crlWithAki(keyId(1), keyId(2))), /out of order/);
+  malformed(() => parseCrl(crlWithAki(tlv(contextTag(5, false), new Uint8Array([1])))), /unexpected/);
+});

@@ -14,7 +14,7 @@ import { formatIp, parseIp } from "../../lib/x509/general-name.ts";
 
 /** The fields every implementation is compared on. Absent fields are not compared. */
 export interface CertificateView {
-  /** Attributes in order, `oid=value`, one RDN per entry joined by "+". */
+  /** Attributes in order, `oid=value`, one RDN per entry, a multi-valued one joined by RDN_SEPARATOR. */
   subject?: string[];
   issuer?: string[];
   /** Serial number content octets as hex, leading zero octets removed. */
@@ -29,6 +29,9 @@ export interface CertificateView {
   /** SubjectPublicKeyInfo DER as hex; absent where the implementation cannot decode the key. */
   spki?: string;
 }
+
+/** Joins the attributes of a multi-valued RDN in a view (a character no name value here holds). */
+export const RDN_SEPARATOR = "\u001f";
 
 export type Oracle = "meshauth" | "openssl" | "peculiar" | "pkijs";
 
@@ -70,7 +73,7 @@ const hexOf = (bytes: ArrayBuffer | Uint8Array) => toHex(new Uint8Array(bytes));
 export function meshauthView(der: Uint8Array): CertificateView {
   const cert = parseCertificate(der);
   const name = (n: typeof cert.subject) =>
-    n.rdns.map((rdn) => rdn.map((a) => `${a.type}=${a.value}`).join("+"));
+    n.rdns.map((rdn) => rdn.map((a) => `${a.type}=${a.value}`).join(RDN_SEPARATOR));
   return {
     subject: name(cert.subject),
     issuer: name(cert.issuer),
@@ -152,7 +155,7 @@ export function peculiarView(der: Uint8Array): CertificateView {
   const name = (n: peculiar.Name) =>
     n.toJSON().map((rdn) =>
       Object.entries(rdn).flatMap(([type, values]) => values.map((v) => `${SHORT_NAMES[type] ?? type}=${v}`))
-        .join("+")
+        .join(RDN_SEPARATOR)
     );
   const san = cert.getExtension(peculiar.SubjectAlternativeNameExtension);
   const bc = cert.getExtension(peculiar.BasicConstraintsExtension);

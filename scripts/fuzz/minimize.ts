@@ -5,7 +5,7 @@
  * block coverage, smallest first; an input is kept when it reaches a block of lib/ or
  * ca-server/ that no kept input reached, or reaches one a new number of times (in powers of
  * two, as libFuzzer counts features). Findings never make it in: an input that throws
- * anything is reported and left out, and so is one longer than the target's maximum length. The kept inputs replace tests/fuzz/corpus/<target>/.
+ * anything is reported and left out, and so is one longer than the target's maximum length or 16 KB. The kept inputs replace tests/fuzz/corpus/<target>/.
  *
  * Run: node --import tsx scripts/fuzz/minimize.ts <target>   (npm run fuzz -- --merge <target>)
  * @module
@@ -26,16 +26,25 @@ if (!target) {
 const repoDir = join(root, "tests/fuzz/corpus", name);
 const localDir = join(root, ".fuzz/corpus", name);
 const inputs = new Map<string, Uint8Array>();
+// Findings, once fixed, stay in the repository corpus whatever coverage they add.
+const findings = new Map<string, Uint8Array>();
+if (existsSync(repoDir)) {
+  for (const f of readdirSync(repoDir).filter((f) => f.startsWith("crash-"))) {
+    findings.set(f, new Uint8Array(readFileSync(join(repoDir, f))));
+  }
+}
 for (const dir of [repoDir, localDir]) {
   if (!existsSync(dir)) continue;
   for (const f of readdirSync(dir)) {
+    if (f.startsWith("crash-")) continue;
     const data = new Uint8Array(readFileSync(join(dir, f)));
     inputs.set(createHash("sha1").update(data).digest("hex"), data);
   }
 }
-// Inputs longer than the fuzzer's -max_len (seeds from x509-limbo can be) stay out: the
-// repository corpus holds what the fuzzer itself would try.
-const ordered = [...inputs].filter(([, data]) => data.length <= target.maxLength)
+// Inputs longer than the fuzzer's -max_len (seeds from x509-limbo can be) stay out, and so do
+// inputs over 16 KB: the repository corpus stays small, and the local one keeps them.
+const MAX_KEPT_BYTES = Math.min(target.maxLength, 16 * 1024);
+const ordered = [...inputs].filter(([, data]) => data.length <= MAX_KEPT_BYTES)
   .sort((a, b) => a[1].length - b[1].length);
 
 const session = new Session();
@@ -82,12 +91,17 @@ session.disconnect();
 rmSync(repoDir, { recursive: true, force: true });
 mkdirSync(repoDir, { recursive: true });
 let bytes = 0;
+for (const [file, data] of findings) {
+  await target.check(data); // a finding that fails again is a regression: stop here
+  writeFileSync(join(repoDir, file), data);
+  bytes += data.length;
+}
 for (const [hash, data] of kept) {
   writeFileSync(join(repoDir, hash), data);
   bytes += data.length;
 }
 console.log(
-  `${name}: ${kept.length} of ${inputs.size} inputs kept (${
+  `${name}: ${kept.length} of ${inputs.size} inputs kept, and ${findings.size} fixed findings (${
     (bytes / 1024).toFixed(0)
   } KB, ${seen.size} block features)` +
     (refused ? `, ${refused} left out as findings` : ""),

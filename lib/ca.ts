@@ -17,7 +17,7 @@
  */
 
 import { childrenOf, expectTag, parseDer, readBitString, Tag } from "./asn1/der.ts";
-import { EKU_BY_NAME, OID } from "./asn1/oids.ts";
+import { OID } from "./asn1/oids.ts";
 import { TrustBundle } from "./bundle.ts";
 import {
   type CreateCrlOptions,
@@ -40,7 +40,8 @@ import {
 } from "./ca-options.ts";
 import { keyIdentifier, randomSerial, signCertificate, signCrl } from "./certificate-template.ts";
 import { type CertificateRequest, createCsr, parseCsr, publicKeyAlgorithm } from "./csr.ts";
-import { verifySvid } from "./verify/svid.ts";
+import { verifySvid } from "./svid/verify.ts";
+import { LEAF_EXTENDED_KEY_USAGE, leafIdProblem, leafKeyUsage } from "./svid/profile.ts";
 import { bytesEqual, toHex } from "./encoding.ts";
 import {
   IdentityMismatch,
@@ -329,11 +330,8 @@ export class CertificateAuthority {
     if (!request.id.memberOf(this.trustDomain)) {
       throw new IssuanceRefused(`${request.id} is not in this CA's trust domain ${this.trustDomain.name}`);
     }
-    // X509-SVID 3.1: a leaf's SPIFFE ID has a non-root path; the bare trust domain ID names
-    // the trust domain (and its signing certificates), never a workload.
-    if (request.id.path === "") {
-      throw new IssuanceRefused(`${request.id} is a trust domain ID; a leaf SVID's ID must have a path`);
-    }
+    const idProblem = leafIdProblem(request.id);
+    if (idProblem) throw new IssuanceRefused(idProblem);
     // Deny by default: a DNS SAN is issued only when the caller was authorized for it.
     const allowedDns = (options.dnsNames ?? []).map((n) => n.toLowerCase());
     const extra = request.dnsNames.filter((n) => !allowedDns.includes(n));
@@ -366,9 +364,8 @@ export class CertificateAuthority {
     if (!id.memberOf(this.trustDomain)) {
       throw new IssuanceRefused(`${id} is not in this CA's trust domain ${this.trustDomain.name}`);
     }
-    if (id.path === "") {
-      throw new IssuanceRefused(`${id} is a trust domain ID; a leaf SVID's ID must have a path`);
-    }
+    const idProblem = leafIdProblem(id);
+    if (idProblem) throw new IssuanceRefused(idProblem);
     return await this.#sign({ id, keyAlgorithm, spki, dnsNames: [], ipAddresses: [] }, options.ttlSeconds);
   }
 
@@ -380,7 +377,6 @@ export class CertificateAuthority {
     if (ttl > this.#policy.maxTtlSeconds) throw new TtlExceedsMaximum(ttl, this.#policy.maxTtlSeconds);
     const { notBefore, notAfter } = this.#validity(ttl);
     const serial = randomSerial();
-    const rsa = request.keyAlgorithm.startsWith("RSA");
     const der = await signCertificate({
       serial,
       issuer: this.certificate.subject.der,
@@ -388,8 +384,8 @@ export class CertificateAuthority {
       notBefore,
       notAfter,
       spki: request.spki,
-      keyUsage: rsa ? ["digitalSignature", "keyEncipherment"] : ["digitalSignature"],
-      extendedKeyUsage: [EKU_BY_NAME.serverAuth, EKU_BY_NAME.clientAuth],
+      keyUsage: leafKeyUsage(request.keyAlgorithm),
+      extendedKeyUsage: [...LEAF_EXTENDED_KEY_USAGE],
       uris: [request.id.toString()],
       dnsNames: request.dnsNames,
       ipAddresses: request.ipAddresses.map((ip) => parseIp(ip)!),

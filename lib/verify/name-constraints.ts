@@ -11,7 +11,7 @@ import type { Certificate, GeneralSubtree } from "../x509/certificate.ts";
 import { formatIp, type GeneralName } from "../x509/general-name.ts";
 import { attributeValues, type Name, rdnKey } from "../x509/name.ts";
 import { VerificationError } from "../errors.ts";
-import { describe } from "./describe.ts";
+import { certificateLabel } from "./certificate-label.ts";
 import { isDnsName } from "./peer-name.ts";
 
 /**
@@ -93,20 +93,20 @@ export function checkNameConstraints(
         throw refuse(
           cert,
           index,
-          `${describe(set.issuer)} constrains a name form the validator does not process`,
+          `${certificateLabel(set.issuer)} constrains a name form the validator does not process`,
         );
       }
       if (name.problem) throw refuse(cert, index, name.problem);
       for (const subtree of subtrees.excluded) {
         if (within(name, subtree, "excluded")) {
-          throw refuse(cert, index, `${show(name.name)} is excluded by ${describe(set.issuer)}`);
+          throw refuse(cert, index, `${show(name.name)} is excluded by ${certificateLabel(set.issuer)}`);
         }
       }
       if (subtrees.permitted.length && !permittedBy(name, subtrees.permitted)) {
         throw refuse(
           cert,
           index,
-          `${show(name.name)} is outside the names permitted by ${describe(set.issuer)}`,
+          `${show(name.name)} is outside the names permitted by ${certificateLabel(set.issuer)}`,
         );
       }
     }
@@ -349,5 +349,5 @@ function show(name: GeneralName): string {
 }
 
 function refuse(cert: Certificate, index: number, why: string): VerificationError {
-  return new VerificationError("ERR_NAME_CONSTRAINTS", `${describe(cert)}: ${why}`, index);
+  return new VerificationError("ERR_NAME_CONSTRAINTS", `${certificateLabel(cert)}: ${why}`, index);
 }

@@ -12,7 +12,7 @@ import { rsaModulusBits } from "../x509/public-key.ts";
 import type { Certificate } from "../x509/certificate.ts";
 import { bytesEqual } from "../encoding.ts";
 import { VerificationError } from "../errors.ts";
-import { describe } from "./describe.ts";
+import { certificateLabel } from "./certificate-label.ts";
 
 /** Where a certificate sits on a path: the leaf, a CA below the anchor, or the trust anchor. */
 export type CertificateRole = "leaf" | "intermediate" | "anchor";
@@ -39,9 +39,13 @@ const UNDERSTOOD_EXTENSIONS = new Set<string>([
  */
 export function checkProfile(cert: Certificate, role: CertificateRole, index: number): void {
   const fail = (code: Parameters<typeof failure>[0], why: string): never => {
-    throw failure(code, `${describe(cert)}: ${why}`, index);
+    throw failure(code, `${certificateLabel(cert)}: ${why}`, index);
   };
-  // CABF 7.1.1 and every modern verifier: only v3 certificates are valid on a path.
+  // RFC 5280 6.1.1(d): a trust anchor contributes its name and key. A v1 root (no extensions
+  // to hold it to) is a CA by the caller's out-of-band choice to trust it (6.1.4(k) note).
+  if (role === "anchor" && cert.version === 1) return checkPublicKey(cert, index);
+  // CABF 7.1.1 and RFC 5280 6.1.4(k), which lets implementations refuse v1 and v2 CAs: only v3
+  // certificates are valid below the anchor.
   if (cert.version !== 3) fail("ERR_CERT_MALFORMED", `X.509 version ${cert.version}, only v3 is accepted`);
   // RFC 5280 4.1.1.2: signatureAlgorithm MUST equal tbsCertificate.signature.
   if (!bytesEqual(cert.signatureAlgorithm.der, cert.tbsSignatureAlgorithm.der)) {
@@ -113,18 +117,13 @@ export function checkProfile(cert: Certificate, role: CertificateRole, index: nu
     }
   }
   if (role === "leaf") {
-    // RFC 5280 4.2.1.6 and CABF 7.1.2.7.12: SAN is critical exactly when the subject is empty.
+    // RFC 5280 4.2.1.6: with an empty subject the SAN MUST be critical (the names are all in
+    // it). With a subject, non-critical is only a SHOULD, so a critical SAN there is valid.
+    // Whether the leaf is a CA is not path validation's business (6.1 makes no stipulation about
+    // the target's basicConstraints); verifySvid refuses CA leaves (X509-SVID 4.1).
     const san = extension(OID.subjectAltName);
     if (cert.subject.rdns.length === 0 && !san?.critical) {
       fail("ERR_CERT_MALFORMED", "empty subject without a critical subjectAltName");
-    }
-    if (cert.subject.rdns.length > 0 && san?.critical) {
-      fail("ERR_CERT_MALFORMED", "critical subjectAltName with a non-empty subject");
-    }
-    // rustls-webpki and CABF 7.1.2.7.8: a CA certificate is not an end entity. Presenting one
-    // as a peer would let its holder's key stand for a whole CA.
-    if (isCa) {
-      fail("ERR_LEAF_IS_CA", "a CA certificate (basicConstraints cA) cannot be the end-entity certificate");
     }
   } else {
     // RFC 5280 6.1.4(k) and 4.2.1.9: a certificate that signs certificates asserts cA, in a
@@ -155,7 +154,7 @@ export function checkProfile(cert: Certificate, role: CertificateRole, index: nu
 function checkPublicKey(cert: Certificate, index: number): void {
   const algorithm = cert.publicKeyAlgorithm;
   const reject = (why: string): never => {
-    throw failure("ERR_ALGORITHM_UNSUPPORTED", `${describe(cert)}: ${why}`, index);
+    throw failure("ERR_ALGORITHM_UNSUPPORTED", `${certificateLabel(cert)}: ${why}`, index);
   };
   switch (algorithm.oid) {
     case OID.ecPublicKey: {

@@ -5,6 +5,7 @@
  */
 
 import {
+  checkDer,
   childrenOf,
   contentOf,
   contextTag,
@@ -124,15 +125,16 @@ export function parseCertificate(der: Uint8Array, what = "certificate"): Certifi
     i++;
   }
   const serialNode = expectTag(tbs[i++], Tag.INTEGER, `${what} serialNumber`);
-  const serialBytes = integerBytes(serialNode, `${what} serialNumber`);
+  const serialBytes = serialNumberBytes(serialNode, `${what} serialNumber`);
   const tbsSignatureAlgorithm = parseAlgorithmIdentifier(tbs[i++], `${what} signature`);
   const issuer = parseName(present(tbs[i++], `${what} issuer`), `${what} issuer`);
   // RFC 5280 4.1.2.4: the issuer field MUST contain a non-empty distinguished name.
   if (issuer.rdns.length === 0) throw new MalformedInput(`${what} issuer`, "empty issuer name");
   const validity = sequenceOf(tbs[i++], `${what} validity`);
   if (validity.length !== 2) throw new MalformedInput(`${what} validity`, "must hold two times");
-  const notBefore = readTime(validity[0], `${what} notBefore`);
-  const notAfter = readTime(validity[1], `${what} notAfter`);
+  // RFC 5280 4.1.2.5: through 2049 a validity date is UTCTime, as in CRLs (5.1.2.4).
+  const notBefore = readTime(validity[0], `${what} notBefore`, true);
+  const notAfter = readTime(validity[1], `${what} notAfter`, true);
   const subject = parseName(present(tbs[i++], `${what} subject`), `${what} subject`);
   const spkiNode = tbs[i++];
   const [pkAlgNode, pkNode, pkExtra] = sequenceOf(spkiNode, `${what} subjectPublicKeyInfo`);
@@ -160,11 +162,11 @@ export function parseCertificate(der: Uint8Array, what = "certificate"): Certifi
   };
   if (tbs[i]?.tag === contextTag(1, false)) {
     if (version < 2) throw new MalformedInput(what, "issuerUniqueID requires v2 or v3");
-    cert.issuerUniqueId = contentOf(tbs[i++]);
+    cert.issuerUniqueId = uniqueIdentifier(tbs[i++], `${what} issuerUniqueID`);
   }
   if (tbs[i]?.tag === contextTag(2, false)) {
     if (version < 2) throw new MalformedInput(what, "subjectUniqueID requires v2 or v3");
-    cert.subjectUniqueId = contentOf(tbs[i++]);
+    cert.subjectUniqueId = uniqueIdentifier(tbs[i++], `${what} subjectUniqueID`);
   }
   if (tbs[i]?.tag === contextTag(3, true)) {
     if (version !== 3) throw new MalformedInput(what, "extensions require v3");
@@ -175,6 +177,32 @@ export function parseCertificate(der: Uint8Array, what = "certificate"): Certifi
   }
   if (i !== tbs.length) throw new MalformedInput(what, "unexpected fields at the end of tbsCertificate");
   return cert;
+}
+
+/**
+ * Most serial number octets parsed. RFC 5280 4.1.2.2 allows 20 (21 with a sign octet) and the
+ * validator holds issued certificates to that; parsing tolerates a little more (non-conforming
+ * issuers exist, and a trust anchor's serial is never used), and no more, so the length a peer
+ * chooses never drives work.
+ */
+export const MAX_SERIAL_OCTETS = 32;
+
+/** A serial number's content octets (certificates, CRL entries, AKI), bounded. */
+export function serialNumberBytes(node: DerNode, field: string): Uint8Array {
+  const bytes = integerBytes(node, field);
+  if (bytes.length > MAX_SERIAL_OCTETS) {
+    throw new MalformedInput(
+      field,
+      `serial number of ${bytes.length} octets (at most ${MAX_SERIAL_OCTETS} are read)`,
+    );
+  }
+  return bytes;
+}
+
+/** UniqueIdentifier ::= BIT STRING, tagged IMPLICIT: its content must be a BIT STRING's. */
+function uniqueIdentifier(node: DerNode, field: string): Uint8Array {
+  readBitString({ ...node, tag: Tag.BIT_STRING }, field);
+  return contentOf(node);
 }
 
 /**
@@ -216,6 +244,7 @@ export function parseExtensions(node: DerNode, what: string): Extension[] {
 export function parseAlgorithmIdentifier(node: DerNode | undefined, field: string): AlgorithmIdentifier {
   const [id, params, extra] = sequenceOf(node, field);
   if (!id || extra) throw new MalformedInput(field, "malformed AlgorithmIdentifier");
+  if (params) checkDer(params, `${field} parameters`);
   return {
     oid: readOid(id, field),
     parameters: params ? encodingOf(params) : undefined,

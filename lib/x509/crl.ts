@@ -19,7 +19,6 @@ import {
   type DerNode,
   encodingOf,
   expectTag,
-  integerBytes,
   parseDer,
   present,
   readBigInt,
@@ -41,7 +40,9 @@ import {
   parseAlgorithmIdentifier,
   parseDistributionPoint,
   parseExtensions,
+  serialNumberBytes,
 } from "./certificate.ts";
+import { parseGeneralNames } from "./general-name.ts";
 import { type Name, parseName } from "./name.ts";
 
 /** CRL reason codes (RFC 5280 5.3.1); 7 is unused. */
@@ -162,7 +163,7 @@ function parseEntry(node: DerNode, version: number, field: string): RevokedCerti
     throw new MalformedInput(field, "expected serial, date and optional extensions");
   }
   const entry: RevokedCertificate = {
-    serialNumber: toHex(integerBytes(expectTag(serial, Tag.INTEGER, field), field)),
+    serialNumber: toHex(serialNumberBytes(expectTag(serial, Tag.INTEGER, field), field)),
     revocationDate: readTime(date, `${field} revocationDate`, true),
     extensions: [],
   };
@@ -173,7 +174,7 @@ function parseEntry(node: DerNode, version: number, field: string): RevokedCerti
       const at = `${field} extension ${ext.oid}`;
       if (ext.oid === OID.reasonCode) {
         const node = expectTag(parseDer(ext.value, at), Tag.ENUMERATED, at);
-        const code = Number(readBigInt(node, at));
+        const code = readSmallInt(node, at);
         const reason = REASON_NAMES[code];
         if (!reason) throw new MalformedInput(at, `unknown reason code ${code}`);
         // RFC 5280 5.3.1: unspecified SHOULD NOT be encoded; accepted, it means the same.
@@ -196,11 +197,20 @@ function decodeCrlExtensions(crl: Crl, what: string): void {
       case OID.deltaCrlIndicator:
         crl.deltaCrlIndicator = readCrlNumber(ext.value, field);
         break;
-      case OID.authorityKeyIdentifier:
+      case OID.authorityKeyIdentifier: {
+        // RFC 5280 4.2.1.1: [0] keyIdentifier, [1] authorityCertIssuer, [2] serial, in order.
+        let last = -1;
         for (const f of sequenceOf(parseDer(ext.value, field), field)) {
+          const number = f.tag & 0x1f;
+          if (number <= last) throw new MalformedInput(field, "AuthorityKeyIdentifier fields out of order");
+          last = number;
           if (f.tag === contextTag(0, false)) crl.authorityKeyIdentifier = contentOf(f);
+          else if (f.tag === contextTag(1, true)) parseGeneralNames(f, field);
+          else if (f.tag === contextTag(2, false)) serialNumberBytes({ ...f, tag: Tag.INTEGER }, field);
+          else throw new MalformedInput(field, "unexpected AuthorityKeyIdentifier field");
         }
         break;
+      }
       case OID.issuingDistributionPoint:
         crl.issuingDistributionPoint = parseIdp(parseDer(ext.value, field), field);
         break;
@@ -211,10 +221,7 @@ function decodeCrlExtensions(crl: Crl, what: string): void {
 /** RFC 5280 5.2.3: a non-negative INTEGER of at most 20 octets. */
 function readCrlNumber(value: Uint8Array, field: string): bigint {
   const node = expectTag(parseDer(value, field), Tag.INTEGER, field);
-  if (integerBytes(node, field).length > 21) {
-    throw new MalformedInput(field, "CRL number longer than 20 octets");
-  }
-  const n = readBigInt(node, field);
+  const n = readBigInt(node, field, 21);
   if (n < 0n) throw new MalformedInput(field, "negative CRL number");
   return n;
 }

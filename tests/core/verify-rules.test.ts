@@ -9,6 +9,8 @@ import { dnsName, uriName } from "../../lib/x509/general-name.ts";
 import { encodeName } from "../../lib/x509/name.ts";
 import { generateKeyPair } from "../../lib/keys.ts";
 import { issue, type Issued } from "../support/cert-factory.ts";
+import { TrustBundle } from "../../lib/bundle.ts";
+import { verifySvid } from "../../lib/svid/verify.ts";
 
 async function rejects(promise: Promise<unknown>, code: string): Promise<VerificationError> {
   try {
@@ -28,10 +30,18 @@ const policies = (...ids: string[]) => ({
   value: seq(...ids.map((id) => seq(oid(id)))),
 });
 
-test("verifyChain refuses a CA certificate presented as the leaf", async () => {
+test("verifyChain accepts a CA certificate as the target, as RFC 5280 6.1 does; verifySvid refuses it", async () => {
   const root = await issue({ name: "Root", ca: true });
-  const ca = await issue({ name: "CA", ca: true, issuer: root, sans: [dnsName("ca.example.com")] });
-  await rejects(verifyChain({ leaf: ca.pem, roots: root.pem, dnsName: "ca.example.com" }), "ERR_LEAF_IS_CA");
+  const ca = await issue({
+    name: "CA",
+    ca: true,
+    issuer: root,
+    sans: [dnsName("ca.example.com"), uriName("spiffe://example.org/ca")],
+  });
+  const result = await verifyChain({ leaf: ca.pem, roots: root.pem, dnsName: "ca.example.com" });
+  assert.equal(result.path.length, 2);
+  const bundle = new TrustBundle("example.org", [root.der]);
+  await rejects(verifySvid([ca.pem], bundle), "ERR_SVID_INVALID");
 });
 
 test("verifyChain refuses a leaf without an authority key identifier", async () => {

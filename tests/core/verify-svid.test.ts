@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { verifySvid } from "../../lib/verify/svid.ts";
+import { verifySvid } from "../../lib/svid/verify.ts";
 import { BundleSet, TrustBundle } from "../../lib/bundle.ts";
 import { VerificationError } from "../../lib/errors.ts";
 import { dnsName, uriName } from "../../lib/x509/general-name.ts";

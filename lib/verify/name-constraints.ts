@@ -9,7 +9,7 @@
 import { OID } from "../asn1/oids.ts";
 import type { Certificate, GeneralSubtree } from "../x509/certificate.ts";
 import { formatIp, type GeneralName } from "../x509/general-name.ts";
-import { attributeValues, type Name, rdnKey } from "../x509/name.ts";
+import { attributeValues, type Name, rdnKey, unpreparableValue } from "../x509/name.ts";
 import { VerificationError } from "../errors.ts";
 import { certificateLabel } from "./certificate-label.ts";
 import { isDnsName } from "./peer-name.ts";
@@ -180,6 +180,10 @@ function malformedConstraint(base: GeneralName): string | undefined {
       const host = at !== -1 ? base.value.slice(at + 1) : base.value.replace(/^\./, "");
       return at !== 0 && isDnsName(host) ? undefined : JSON.stringify(base.value);
     }
+    case "directory": {
+      const unpreparable = unpreparableValue(base.value);
+      return unpreparable && `a value holds ${unpreparable.codePoint}, which RFC 4518 prohibits`;
+    }
     default:
       return undefined;
   }
@@ -233,6 +237,14 @@ function checkName(name: GeneralName): CheckedName {
         return { name, form, host: "", problem };
       }
       return { name, form, host, local: name.value.slice(0, at) };
+    }
+    case "directory": {
+      // A value RFC 4518 cannot prepare cannot be compared with a constraint's values.
+      const unpreparable = unpreparableValue(name.value);
+      if (!unpreparable) return { name, form, host: "" };
+      const problem = `subject distinguished name holds ${unpreparable.codePoint}, which RFC 4518 ` +
+        "prohibits in a value compared with directoryName constraints";
+      return { name, form, host: "", problem };
     }
     default:
       return { name, form, host: "" };

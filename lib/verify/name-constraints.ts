@@ -9,7 +9,7 @@
 import { OID } from "../asn1/oids.ts";
 import type { Certificate, GeneralSubtree } from "../x509/certificate.ts";
 import { formatIp, type GeneralName } from "../x509/general-name.ts";
-import { attributeValues, type Name, rdnKey, unpreparableValue } from "../x509/name.ts";
+import { attributeValues, type Name, unpreparableValue } from "../x509/name.ts";
 import { VerificationError } from "../errors.ts";
 import { certificateLabel } from "./certificate-label.ts";
 import { isDnsName } from "./peer-name.ts";
@@ -17,7 +17,8 @@ import { isDnsName } from "./peer-name.ts";
 /**
  * Bound on name-by-subtree comparisons for one verification, over every path it tries (Go's
  * crypto/x509 uses the same order of magnitude per certificate): past it the certificate is
- * refused rather than risk quadratic work.
+ * refused rather than risk quadratic work. A directoryName subtree costs one comparison per
+ * RDN it holds, the work comparing a name to it takes.
  */
 const MAX_COMPARISONS = 1 << 18;
 
@@ -37,10 +38,17 @@ interface Subtree {
   local?: string;
 }
 
+/** The subtrees of one name form, and the comparisons a name of that form costs against them. */
+interface SubtreeGroup {
+  permitted: Subtree[];
+  excluded: Subtree[];
+  cost: number;
+}
+
 /** The constraints of one CA, as they apply to the certificates below it, grouped by name form. */
 export interface ConstraintSet {
   issuer: Certificate;
-  byForm: Map<NameForm, { permitted: Subtree[]; excluded: Subtree[] }>;
+  byForm: Map<NameForm, SubtreeGroup>;
 }
 
 /** A name of a certificate, validated and lowercased once for all the subtrees it meets. */
@@ -72,8 +80,7 @@ export function checkNameConstraints(
   let comparisons = 0;
   for (const set of constraints) {
     for (const name of names) {
-      const subtrees = set.byForm.get(name.form);
-      if (subtrees) comparisons += subtrees.permitted.length + subtrees.excluded.length;
+      comparisons += set.byForm.get(name.form)?.cost ?? 0;
     }
   }
   if (comparisons > budget.remaining) {
@@ -130,8 +137,9 @@ export function constraintSetOf(cert: Certificate, index: number): ConstraintSet
     for (const { base } of list ?? []) {
       const form = formOf(base);
       let group = byForm.get(form);
-      if (!group) byForm.set(form, group = { permitted: [], excluded: [] });
+      if (!group) byForm.set(form, group = { permitted: [], excluded: [], cost: 0 });
       group[kind].push(subtreeOf(base));
+      group.cost += base.type === "directory" ? Math.max(1, base.value.rdns.length) : 1;
     }
   };
   add(nc.permitted, "permitted");
@@ -343,8 +351,8 @@ function uriHost(uri: string): string | undefined {
 
 /** RFC 5280 7.1: the constraint's RDNs are a prefix of the name's, compared RDN by RDN. */
 function directoryWithin(name: Name, constraint: Name): boolean {
-  if (constraint.rdns.length > name.rdns.length) return false;
-  return constraint.rdns.every((rdn, i) => rdnKey(rdn) === rdnKey(name.rdns[i]));
+  if (constraint.rdnKeys.length > name.rdnKeys.length) return false;
+  return constraint.rdnKeys.every((key, i) => key === name.rdnKeys[i]);
 }
 
 function show(name: GeneralName): string {

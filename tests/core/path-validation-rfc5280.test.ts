@@ -274,6 +274,28 @@ test("4.2.1.10 directoryName: the subject and directoryName SANs, by RDN prefix"
   );
 });
 
+test("4.2.1.10 directoryName: the comparison budget counts every RDN compared, not every subtree", async () => {
+  // 300 excluded subtrees and 300 names: 90,000 name-by-subtree pairs, under the 2^18 budget;
+  // with 10 RDNs each, 900,000 RDN comparisons, over it.
+  const rdns = (count: number, last: string) =>
+    dirName(
+      ...Array.from({ length: count - 1 }, () => [OID.organizationName, "A"] as [string, string]),
+      [OID.organizationName, last],
+    );
+  const verify = async (rdnCount: number) => {
+    const excluded = Array.from({ length: 300 }, (_, i) => rdns(rdnCount, `x${i}`));
+    const sans = Array.from({ length: 300 }, (_, i) => rdns(rdnCount, `y${i}`));
+    return await underConstraints({ excluded }, { sans });
+  };
+  await accepted(verify(1));
+  await assert.rejects(verify(10), (err) => {
+    assert.ok(err instanceof VerificationError, String(err));
+    assert.equal(err.code, "ERR_NAME_CONSTRAINTS");
+    assert.match(err.message, /900000 name constraint comparisons exceed/);
+    return true;
+  });
+});
+
 test("4.2.1.10: a constraint on a form not processed (otherName, registeredID) fails only names of that form", async () => {
   await refused(
     underConstraints({ excluded: [otherName()] }, { sans: [otherName(), dnsName("a.example.com")] }),

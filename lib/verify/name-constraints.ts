@@ -34,7 +34,7 @@ interface Subtree {
   base: GeneralName;
   /** DNS name, URI host or email host or domain, lowercased. */
   host: string;
-  /** The local part of an email mailbox constraint, compared exactly. */
+  /** The local part of an email mailbox constraint (unquoted), compared exactly. */
   local?: string;
 }
 
@@ -148,11 +148,9 @@ export function constraintSetOf(cert: Certificate, index: number): ConstraintSet
 }
 
 function subtreeOf(base: GeneralName): Subtree {
-  if (base.type === "email") {
-    const at = base.value.lastIndexOf("@");
-    if (at !== -1) {
-      return { base, local: base.value.slice(0, at), host: base.value.slice(at + 1).toLowerCase() };
-    }
+  if (base.type === "email" && base.value.includes("@")) {
+    const mailbox = parseMailbox(base.value)!;
+    return { base, local: mailbox.local, host: mailbox.domain.toLowerCase() };
   }
   const text = base.type === "dns" || base.type === "uri" || base.type === "email" ? base.value : "";
   return { base, host: text.toLowerCase() };
@@ -184,9 +182,8 @@ function malformedConstraint(base: GeneralName): string | undefined {
     case "email": {
       // A mailbox ("user@host"), a host, or a domain below which any host matches (".host").
       if (base.value === "") return undefined;
-      const at = base.value.lastIndexOf("@");
-      const host = at !== -1 ? base.value.slice(at + 1) : base.value.replace(/^\./, "");
-      return at !== 0 && isDnsName(host) ? undefined : JSON.stringify(base.value);
+      if (base.value.includes("@")) return parseMailbox(base.value) ? undefined : JSON.stringify(base.value);
+      return isDnsName(base.value.replace(/^\./, "")) ? undefined : JSON.stringify(base.value);
     }
     case "directory": {
       const unpreparable = unpreparableValue(base.value);
@@ -233,18 +230,12 @@ function checkName(name: GeneralName): CheckedName {
       return { name, form, host: "", problem };
     }
     case "email": {
-      const at = name.value.lastIndexOf("@");
-      const host = name.value.slice(at + 1).toLowerCase();
-      if (at <= 0 || at === name.value.length - 1) {
-        return { name, form, host: "", problem: `malformed email ${JSON.stringify(name.value)}` };
-      }
-      // An absolute ("good.com.") or empty-label ("good..com") domain would slip past a suffix
-      // comparison while mail systems deliver to the excluded host; Go refuses these too.
-      if (!isDnsName(host)) {
-        const problem = `email ${JSON.stringify(name.value)} has a domain that is not a DNS name`;
+      const mailbox = parseMailbox(name.value);
+      if (!mailbox) {
+        const problem = `email ${JSON.stringify(name.value)} is not a mailbox (RFC 5321 4.1.2)`;
         return { name, form, host: "", problem };
       }
-      return { name, form, host, local: name.value.slice(0, at) };
+      return { name, form, host: mailbox.domain.toLowerCase(), local: mailbox.local };
     }
     case "directory": {
       // A value RFC 4518 cannot prepare cannot be compared with a constraint's values.
@@ -353,6 +344,31 @@ function uriHost(uri: string): string | undefined {
 function directoryWithin(name: Name, constraint: Name): boolean {
   if (constraint.rdnKeys.length > name.rdnKeys.length) return false;
   return constraint.rdnKeys.every((key, i) => key === name.rdnKeys[i]);
+}
+
+/** RFC 5322 3.2.3 atext, the characters of an unquoted local part's atoms. */
+const ATOM = "[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+";
+const DOT_STRING = new RegExp(`^${ATOM}(?:\\.${ATOM})*$`);
+/** RFC 5321 4.1.2 Quoted-string: qtextSMTP and quoted pairs, between double quotes. */
+const QUOTED_STRING = /^"(?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\[\x20-\x7e])*"$/;
+
+/**
+ * An rfc822Name as RFC 5280 4.2.1.6 defines it, a Mailbox of RFC 5321 4.1.2: a Dot-string or
+ * Quoted-string local part (returned unquoted, so `"x"@host` and `x@host` are one mailbox),
+ * "@", and a DNS domain. Anything else is undefined: `x@evil.com@good.com`, spaces, control
+ * characters and empty parts read one way by a suffix comparison and another by mail systems.
+ * An absolute ("good.com.") or empty-label ("good..com") domain is refused too; Go refuses
+ * these as well. Address literals are not DNS names and are refused.
+ */
+function parseMailbox(value: string): { local: string; domain: string } | undefined {
+  const at = value.lastIndexOf("@");
+  if (at <= 0) return undefined;
+  const local = value.slice(0, at);
+  const domain = value.slice(at + 1);
+  if (!isDnsName(domain)) return undefined;
+  if (DOT_STRING.test(local)) return { local, domain };
+  if (QUOTED_STRING.test(local)) return { local: local.slice(1, -1).replace(/\\(.)/g, "$1"), domain };
+  return undefined;
 }
 
 function show(name: GeneralName): string {

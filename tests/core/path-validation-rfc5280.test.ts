@@ -246,6 +246,19 @@ test("4.2.1.10 rfc822Name: a mailbox, a host, or a domain below which any host m
   );
 });
 
+test("4.2.1.10 rfc822Name: a quoted local part is the mailbox it quotes (RFC 5321 4.1.2)", async () => {
+  await refused(
+    underConstraints({ excluded: [email("x@good.com")] }, { sans: [email('"x"@good.com')] }),
+    "ERR_NAME_CONSTRAINTS",
+  );
+  await refused(
+    underConstraints({ excluded: [email("x@good.com")] }, { sans: [email('"\\x"@good.com')] }),
+    "ERR_NAME_CONSTRAINTS",
+  );
+  await accepted(underConstraints({ permitted: [email("good.com")] }, { sans: [email('"a b"@good.com')] }));
+  await accepted(underConstraints({ permitted: [email("good.com")] }, { sans: [email("a.b+c@good.com")] }));
+});
+
 test("4.2.1.10 rfc822Name: emailAddress attributes of the subject are checked as rfc822Names", async () => {
   const subject = seq(set(seq(oid(OID.emailAddress), tlv(Tag.IA5_STRING, text("x@evil.com")))));
   await refused(
@@ -352,6 +365,13 @@ const MALFORMED_SANS: Array<[string, CertSpec["nameConstraints"], Uint8Array]> =
   ],
   ["an rfc822Name without a mailbox", { excluded: [email("evil.com")] }, email("evil.com")],
   ["an rfc822Name with an empty local part", { permitted: [email("example.com")] }, email("@example.com")],
+  // RFC 5280 4.2.1.6: an rfc822Name is an RFC 5321 Mailbox; each of these reads as a good.com
+  // address to a suffix comparison, and as something else to a mail system.
+  ["an rfc822Name with two @", { permitted: [email("good.com")] }, email("x@evil.com@good.com")],
+  ["an rfc822Name with a space in its local part", { permitted: [email("good.com")] }, email("a b@good.com")],
+  ["an rfc822Name with a NUL in its local part", { permitted: [email("good.com")] }, email("\0@good.com")],
+  ["an rfc822Name with an empty atom", { permitted: [email("good.com")] }, email("a..b@good.com")],
+  ["an rfc822Name with an unterminated quote", { permitted: [email("good.com")] }, email('"x@good.com')],
   ["a URI without an authority", { excluded: [uriName("evil.com")] }, uriName("spiffe:evil.com/w")],
   [
     "a URI whose host is an IP address",

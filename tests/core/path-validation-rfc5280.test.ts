@@ -152,10 +152,31 @@ test("6.1: the trust anchor's own signature is never checked", async () => {
 
 test("6.1.5: the target certificate may be a CA, lack basicConstraints, or lack key usage", async () => {
   const root = await issue({ name: "Root", ca: true });
-  for (const spec of [{ ca: true }, { omit: ["basicConstraints" as const] }, { keyUsage: null }]) {
+  for (
+    const spec of [
+      { ca: true },
+      // No rule of RFC 5280 makes a cA certificate assert keyCertSign; 6.1.4(n) asks it of CAs
+      // that certify on the path, which the target does not (CABF 7.1.2.7.8 is Web PKI only).
+      { ca: true, keyUsage: ["digitalSignature" as const] },
+      { omit: ["basicConstraints" as const] },
+      { keyUsage: null },
+    ]
+  ) {
     const leaf = await issue({ name: "Target", sans: [dnsName("a.example.com")], issuer: root, ...spec });
     await verifyChain({ leaf: leaf.der, roots: [root.der] });
   }
+});
+
+test("4.2.1.3 and 4.2.1.10 MUSTs on a certificate's own content hold for the target too", async () => {
+  const root = await issue({ name: "Root", ca: true });
+  const target = (spec: Partial<CertSpec>) =>
+    issue({ name: "Target", sans: [dnsName("a.example.com")], issuer: root, ...spec });
+  // keyCertSign MUST NOT be asserted without cA (x509-limbo rfc5280::leaf-ku-keycertsign).
+  const signer = await target({ keyUsage: ["digitalSignature", "keyCertSign"] });
+  await refused(verifyChain({ leaf: signer.der, roots: [root.der] }), "ERR_KEY_USAGE");
+  // Name constraints MUST be used only in a CA certificate.
+  const constrained = await target({ nameConstraints: { permitted: [dnsName("example.com")] } });
+  await refused(verifyChain({ leaf: constrained.der, roots: [root.der] }), "ERR_NAME_CONSTRAINTS");
 });
 
 test("4.2.1.6: a critical SAN beside a non-empty subject is valid (non-critical is only a SHOULD)", async () => {

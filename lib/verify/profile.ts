@@ -154,6 +154,8 @@ export function checkProfile(cert: Certificate, role: CertificateRole, index: nu
   checkPublicKey(cert, index);
 }
 
+const RSA_NULL_PARAMETERS = new Uint8Array([Tag.NULL, 0]);
+
 /**
  * The public keys meshauth accepts anywhere on a path: EC on P-256, P-384 or P-521, RSA of
  * at least 2048 bits in whole bytes (CABF 6.1.5), Ed25519.
@@ -177,6 +179,13 @@ function checkPublicKey(cert: Certificate, index: number): void {
       return;
     }
     case OID.rsaEncryption:
+      // RFC 3279 2.3.1: the parameters MUST be NULL. Anything else (an empty string, say) is a
+      // second encoding of the same key, which OpenSSL re-encodes with NULL and meshauth would
+      // otherwise carry as signed.
+      if (!algorithm.parameters || !bytesEqual(algorithm.parameters, RSA_NULL_PARAMETERS)) {
+        reject("RSA key whose algorithm parameters are not NULL");
+      }
+    // falls through
     case OID.rsassaPss: {
       const bits = rsaModulusBits(cert.publicKey);
       if (bits < 2048) reject(`RSA key of ${bits} bits (at least 2048)`);

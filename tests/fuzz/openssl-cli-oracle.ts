@@ -11,10 +11,11 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
-/** What the CLI is asked to read: a CRL or a PKCS#10 request, as DER. */
-export type OpenSslCliKind = "crl" | "req";
+/** What the CLI is asked to read, as DER: a CRL, a PKCS#10 request, or a certificate. */
+export type OpenSslCliKind = "crl" | "req" | "x509";
 
 const ARGS: Record<OpenSslCliKind, string[]> = {
+  x509: ["x509", "-inform", "DER", "-noout"],
   crl: ["crl", "-inform", "DER", "-noout"],
   req: ["req", "-inform", "DER", "-noout", "-verify"],
 };
@@ -26,8 +27,10 @@ export function opensslCliAccepts(kind: OpenSslCliKind, inputs: readonly Uint8Ar
     const file = join(dir, "input.der");
     return inputs.map((der) => {
       writeFileSync(file, der);
-      const run = spawnSync("openssl", [...ARGS[kind], "-in", file], { stdio: ["ignore", "ignore", "pipe"] });
+      const run = spawnSync("openssl", [...ARGS[kind], "-in", file], { stdio: ["ignore", "pipe", "pipe"] });
       if (run.error) throw new Error(`the openssl CLI could not run: ${run.error.message}`);
+      // OpenSSL 3.0's `req -verify` exits 0 when the signature does not verify, and says so.
+      if (kind === "req") return run.status === 0 && /verify OK/.test(`${run.stdout}${run.stderr}`);
       return run.status === 0;
     });
   } finally {

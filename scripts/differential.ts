@@ -19,24 +19,9 @@
  * Run: npm run differential [-- --pin] [-- --mutants=N] [-- --seed=N] [-- --json=path]
  * @module
  */
-import "reflect-metadata";
-import { spawnSync } from "node:child_process";
-import { createHash } from "node:crypto";
-import {
-  existsSync,
-  mkdirSync,
-  mkdtempSync,
-  readdirSync,
-  readFileSync,
-  rmSync,
-  writeFileSync,
-} from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import * as peculiar from "@peculiar/x509";
-import { CertificateAuthority, createCsr, generateKeyPair, parseCrl, parseCsr, SpiffeId } from "../mod.ts";
+import { writeFileSync } from "node:fs";
+import { parseCrl, parseCsr } from "../mod.ts";
 import { MeshAuthError } from "../lib/errors.ts";
-import { decodePem } from "../lib/pem.ts";
 import {
   type CertificateView,
   differingFields,
@@ -45,8 +30,8 @@ import {
   VIEWS,
 } from "../tests/support/oracles.ts";
 import { opensslCliAccepts, type OpenSslCliKind } from "../tests/fuzz/openssl-cli-oracle.ts";
+import { currentInputs, type DifferentialInput, pin, pinnedInputs } from "./differential-inputs.ts";
 
-const root = new URL("..", import.meta.url).pathname;
 const args = process.argv.slice(2);
 const option = (name: string, fallback: string) =>
   args.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3) ?? fallback;
@@ -71,169 +56,24 @@ function random(): number {
 const pick = (n: number) => Math.floor(random() * n);
 
 // ---------------------------------------------------------------- inputs
-type Kind = "certificate" | "crl" | "csr";
-interface Input {
-  kind: Kind;
-  origin: string;
-  der: Uint8Array;
-}
-/** An input's identity in the pin list: the first 128 bits of its SHA-256, in hex. */
-const sha256 = (der: Uint8Array) => createHash("sha256").update(der).digest("hex").slice(0, 32);
-const pinnedPath = join(root, "tests/differential/pinned-inputs.txt");
-const madeHere = join(root, "tests/differential/made-here");
-
-/** Every input the sources hold now: x509-limbo, the fuzz corpora, what was made here. */
-async function currentInputs(): Promise<Input[]> {
-  const inputs: Input[] = [];
-  const seen = new Set<string>();
-  const add = (kind: Kind, origin: string, der: Uint8Array) => {
-    const key = `${kind} ${sha256(der)}`;
-    if (!seen.has(key)) inputs.push({ kind, origin, der });
-    seen.add(key);
-  };
-  const limbo = JSON.parse(
-    readFileSync(join(root, "../shared/conformance/x509-limbo/limbo-dev.json"), "utf8"),
-  ) as {
-    testcases: Array<
-      {
-        peer_certificate: string;
-        trusted_certs: string[];
-        untrusted_intermediates: string[];
-        crls: string[] | null;
-      }
-    >;
-  };
-  for (const c of limbo.testcases) {
-    for (const pem of [c.peer_certificate, ...c.trusted_certs, ...c.untrusted_intermediates]) {
-      for (const block of decodePem(pem)) add("certificate", "x509-limbo", block.der);
-    }
-    for (const pem of c.crls ?? []) for (const block of decodePem(pem)) add("crl", "x509-limbo", block.der);
-  }
-  for (const kind of ["certificate", "crl", "csr"] as const) {
-    const dir = join(root, "tests/fuzz/corpus", kind);
-    for (const f of existsSync(dir) ? readdirSync(dir).sort() : []) {
-      add(kind, "fuzz corpus", new Uint8Array(readFileSync(join(dir, f))));
-    }
-  }
-  if (isPinning && (!existsSync(madeHere) || readdirSync(madeHere).length === 0)) await makeHere();
-  for (const f of existsSync(madeHere) ? readdirSync(madeHere).sort() : []) {
-    const [kind, origin] = f.split("-");
-    add(kind as Kind, origin, new Uint8Array(readFileSync(join(madeHere, f))));
-  }
-  return inputs;
-}
-
-/**
- * Certificates, CRLs and requests OpenSSL, meshauth and @peculiar/x509 make, written once to
- * tests/differential/made-here/ as `<kind>-<maker>-<what>.der` (made afresh each run, their
- * keys, serials and dates would change the mutants and the figures with them).
- */
-async function makeHere(): Promise<void> {
-  mkdirSync(madeHere, { recursive: true });
-  const save = (name: string, der: Uint8Array) => writeFileSync(join(madeHere, `${name}.der`), der);
-  const ca = await CertificateAuthority.createRoot({ trustDomain: "example.org" });
-  const sub = await ca.createIntermediate({ ttlSeconds: 86400 });
-  for (const algorithm of ["ECDSA-P256", "ECDSA-P384", "Ed25519", "RSA-2048"] as const) {
-    const keys = await generateKeyPair(algorithm);
-    const id = SpiffeId.parse(`spiffe://example.org/w/${algorithm.toLowerCase()}`);
-    const csr = await createCsr({ keys, id, dnsNames: ["w.example.org"] });
-    const svid = await sub.issue(csr, { id, dnsNames: ["w.example.org"] });
-    save(`certificate-meshauth-svid-${algorithm.toLowerCase()}`, svid.certificateDer);
-    save(`csr-meshauth-${algorithm.toLowerCase()}`, decodePem(csr)[0].der);
-  }
-  sub.certificateChain.forEach((cert, i) => save(`certificate-meshauth-ca-${i}`, cert.der));
-  const crl = await sub.createCrl({
-    revoked: [{ serialNumber: "01", revokedAt: new Date(), reason: "keyCompromise" }],
-    nextUpdateSeconds: 3600,
-  });
-  save("crl-meshauth-intermediate", decodePem(crl)[0].der);
-  const dir = mkdtempSync(join(tmpdir(), "meshauth-differential-"));
-  try {
-    for (
-      const [label, key] of [["p256", "ec -pkeyopt ec_paramgen_curve:P-256"], ["rsa2048", "rsa:2048"], [
-        "ed25519",
-        "ed25519",
-      ]]
-    ) {
-      const r = spawnSync("sh", [
-        "-c",
-        `openssl req -x509 -newkey ${key} -nodes -keyout k.pem -out c.pem -subj "/C=US/O=Example/OU=a+OU=b/CN=x" ` +
-        `-addext "subjectAltName=URI:spiffe://example.org/x,DNS:x.example.org,IP:10.1.2.3,IP:2001:db8::1,email:a@example.org" ` +
-        `-addext "nameConstraints=critical,permitted;DNS:example.org" -days 10 2>/dev/null && ` +
-        `openssl x509 -in c.pem -outform DER -out c.der && ` +
-        `openssl req -new -key k.pem -subj "/CN=x" -addext "subjectAltName=URI:spiffe://example.org/x" -outform DER -out r.der`,
-      ], { cwd: dir });
-      if (r.status !== 0) throw new Error(`openssl could not make the ${label} certificate`);
-      save(`certificate-openssl-${label}`, new Uint8Array(readFileSync(join(dir, "c.der"))));
-      save(`csr-openssl-${label}`, new Uint8Array(readFileSync(join(dir, "r.der"))));
-    }
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
-  const algorithm = { name: "ECDSA", namedCurve: "P-256", hash: "SHA-256" };
-  const keys = await crypto.subtle.generateKey(algorithm, true, ["sign", "verify"]);
-  const cert = await peculiar.X509CertificateGenerator.createSelfSigned({
-    serialNumber: "01",
-    name: "CN=peculiar",
-    notBefore: new Date(),
-    notAfter: new Date(Date.now() + 86400_000),
-    keys,
-    signingAlgorithm: algorithm,
-    extensions: [
-      new peculiar.BasicConstraintsExtension(true, 0, true),
-      new peculiar.SubjectAlternativeNameExtension([{ type: "url", value: "spiffe://example.org" }]),
-    ],
-  });
-  save("certificate-peculiar-root", new Uint8Array(cert.rawData));
-  const request = await peculiar.Pkcs10CertificateRequestGenerator.create({
-    name: "CN=peculiar",
-    keys,
-    signingAlgorithm: algorithm,
-    extensions: [
-      new peculiar.SubjectAlternativeNameExtension([{ type: "url", value: "spiffe://example.org/p" }]),
-    ],
-  });
-  save("csr-peculiar-p256", new Uint8Array(request.rawData));
-}
-
-/** The pinned inputs, from the sources, in the pinned order; a missing one fails the run. */
-function pinnedInputs(current: Input[]): Input[] {
-  const byHash = new Map(current.map((i) => [`${i.kind} ${sha256(i.der)}`, i]));
-  const missing: string[] = [];
-  const pinned: Input[] = [];
-  for (const line of readFileSync(pinnedPath, "utf8").split("\n")) {
-    if (line === "" || line.startsWith("#")) continue;
-    const [kind, origin, hash] = line.split(" ");
-    const input = byHash.get(`${kind} ${hash}`);
-    if (input) pinned.push(input);
-    else missing.push(`${kind} ${hash} (${origin})`);
-  }
-  if (missing.length) {
+const current = await currentInputs(isPinning);
+let pinned: DifferentialInput[];
+if (isPinning) {
+  pinned = current;
+  pin(pinned);
+} else {
+  const found = pinnedInputs(current);
+  if (found.missing.length) {
     console.error(
-      `${missing.length} pinned input(s) are no longer in their sources, e.g. ${
-        missing[0]
-      }: the documented ` +
-        "figures were made with them. Run `npm run differential -- --pin` to pin the current inputs, and " +
-        "regenerate the figures in docs/conformance.md and docs/x509-layer.md from its output.",
+      `${found.missing.length} pinned input(s) are no longer in their sources, e.g. ${
+        found.missing[0]
+      }: the ` +
+        "documented figures were made with them. Run `npm run differential -- --pin` to pin the current inputs, " +
+        "and regenerate the figures in docs/conformance.md and docs/x509-layer.md from its output.",
     );
     process.exit(1);
   }
-  return pinned;
-}
-
-const current = await currentInputs();
-let pinned: Input[];
-if (isPinning) {
-  pinned = current;
-  mkdirSync(join(root, "tests/differential"), { recursive: true });
-  writeFileSync(
-    pinnedPath,
-    "# The inputs `npm run differential` runs, in order: kind, origin, SHA-256 of the DER (128 bits).\n" +
-      "# Written by `npm run differential -- --pin`; the figures in docs/conformance.md are for these.\n" +
-      pinned.map((i) => `${i.kind} ${i.origin.replaceAll(" ", "-")} ${sha256(i.der)}`).join("\n") + "\n",
-  );
-} else {
-  pinned = pinnedInputs(current);
+  pinned = found.inputs;
 }
 const corpus = pinned.filter((i) => i.kind === "certificate");
 // ---------------------------------------------------------------- mutation

@@ -92,7 +92,7 @@ type ListenerBindings = Partial<HttpBindings> & { bunServer?: BunServer };
 /**
  * The TLS client's chain as PEM, leaf first, from the socket under the request: at most 8
  * certificates, read as the DER OpenSSL holds without decoding any field of them, and no more
- * once their DER passes {@link MAX_CLIENT_CHAIN_PEM} bytes (PEM is longer than its DER, so
+ * once their DER passes `MAX_CLIENT_CHAIN_PEM` bytes (PEM is longer than its DER, so
  * such a chain is over the limit the mTLS authenticator refuses it by, before it parses it).
  */
 export function clientCertificate(c: Context): string | undefined {

@@ -25,7 +25,7 @@ export interface NameAttribute {
 export interface Name {
   der: Uint8Array;
   rdns: NameAttribute[][];
-  /** The comparison key of each RDN, in order ({@link rdnKey}), computed once at parse. */
+  /** The comparison key of each RDN, in order (`rdnKey`), computed once at parse. */
   rdnKeys: string[];
   /** The comparison key of the whole name: the RDN keys joined. */
   key: string;

@@ -70,7 +70,7 @@ describe("the CA's reading of a TLS client's certificate chain", () => {
     peerCertificateCalls = 0;
     const pem = await chainSeenByServer([leaf, intermediate]);
     // Bun's issuerCertificate goes on to the root of the server's own client CAs.
-    const read = decodePem(pem).map((b) => b.der).filter((der, i) => i < 2 || !runtime.Bun);
+    const read = decodePem(pem).map((b) => b.der).filter((_, i) => i < 2 || !runtime.Bun);
     assert.deepEqual(read, [leaf.der, intermediate.der]);
     // Node never needs the decoding API (Deno's and Bun's node:tls may use it inside theirs).
     if (!runtime.Deno && !runtime.Bun) {

@@ -41,7 +41,12 @@ import {
 import { keyIdentifier, randomSerial, signCertificate, signCrl } from "./certificate-template.ts";
 import { type CertificateRequest, createCsr, parseCsr, publicKeyAlgorithm } from "./csr.ts";
 import { verifySvid } from "./svid/verify.ts";
-import { LEAF_EXTENDED_KEY_USAGE, leafIdProblem, leafKeyUsage, signingCertificateProblem } from "./svid/profile.ts";
+import {
+  LEAF_EXTENDED_KEY_USAGE,
+  leafIdProblem,
+  leafKeyUsage,
+  signingCertificateProblem,
+} from "./svid/profile.ts";
 import { bytesEqual, toHex } from "./encoding.ts";
 import {
   IdentityMismatch,

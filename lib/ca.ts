@@ -41,7 +41,12 @@ import {
 import { keyIdentifier, randomSerial, signCertificate, signCrl } from "./certificate-template.ts";
 import { type CertificateRequest, createCsr, parseCsr, publicKeyAlgorithm } from "./csr.ts";
 import { verifySvid } from "./svid/verify.ts";
-import { LEAF_EXTENDED_KEY_USAGE, leafIdProblem, leafKeyUsage } from "./svid/profile.ts";
+import {
+  LEAF_EXTENDED_KEY_USAGE,
+  leafIdProblem,
+  leafKeyUsage,
+  signingCertificateProblem,
+} from "./svid/profile.ts";
 import { bytesEqual, toHex } from "./encoding.ts";
 import {
   IdentityMismatch,
@@ -215,9 +220,8 @@ export class CertificateAuthority {
     if (!bytesEqual(ca.spki, options.signer.spki)) {
       throw new InvalidKey("the private key does not belong to the CA certificate (first in the chain)");
     }
-    if (!ca.basicConstraints?.ca || (ca.keyUsage && !ca.keyUsage.has("keyCertSign"))) {
-      throw new IssuanceRefused("the certificate is not a CA certificate allowed to sign certificates");
-    }
+    const problem = signingCertificateProblem(ca);
+    if (problem) throw new IssuanceRefused(`the CA certificate cannot sign SVIDs: ${problem}`);
     const fromSan = uriSans(ca).map((u) => {
       try {
         return SpiffeId.parse(u);

@@ -70,12 +70,15 @@ export { WORKLOAD_DEFAULTS, type WorkloadDefaults } from "./sources/workload-ent
 export {
   DeliveryFailed,
   DeliveryRefused,
+  type DirectoryOptions,
   type FileOwner,
+  isDelivered,
   type PayloadFile,
   prepareDirectory,
   readGeneration,
   removeDelivery,
   writeGeneration,
+  type WriteOptions,
 } from "./delivery/atomic-writer.ts";
 export {
   credentialFiles,

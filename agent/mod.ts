@@ -90,7 +90,8 @@ export {
   LAYOUTS,
 } from "./delivery/layouts.ts";
 export { Backoff, type BackoffOptions } from "./lifecycle/backoff.ts";
-export { NodeBootstrapFailed, renewalMoment } from "./lifecycle/node-identity.ts";
+export { NodeBootstrapFailed } from "./lifecycle/node-identity.ts";
+export { type RenewableCertificate, renewalMoment, usableFrom } from "./lifecycle/renewal.ts";
 export {
   StateDirectoryUnsafe,
   StateStore,

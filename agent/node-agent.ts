@@ -60,7 +60,7 @@ import type { WorkloadProblem, WorkloadSink, WorkloadSource, WorkloadSpec } from
 export type AgentEvent =
   /** A workload has a new SVID (in memory and stored; its files follow in a `delivered` event). */
   | { type: "svid"; workload: string; spiffeId: SpiffeId; svid: HeldSvid }
-  /** A workload's files now hold this certificate (or it expired there, `isValid` false). */
+  /** A workload's files now hold this certificate (or it expired or was revoked there: `isValid` false). */
   | { type: "delivered"; workload: string; directory: string; serialNumber: string; isValid: boolean }
   /** A workload is gone; its files are deleted. */
   | { type: "removed"; workload: string }
@@ -326,7 +326,7 @@ export class NodeAgent {
     }));
   }
 
-  /** Ready once the node has its identity and every workload a valid certificate in its files. */
+  /** Ready once the node has its identity and every workload a valid, unrevoked certificate in its files. */
   readiness(): { isReady: boolean; waitingFor: string[] } {
     const waitingFor = [...this.#workloads.values()].filter((w) => !w.isReady).map((w) => w.name);
     const node = this.#node.current;

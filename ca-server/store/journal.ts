@@ -7,9 +7,10 @@
  * thread pool costs over 100 µs of CPU), and the batches written meanwhile are made durable
  * together by one `fdatasync`, off the event loop. Each caller's promise settles only once its
  * line is on disk. A sync costs a VM about 90 µs of CPU (the thread pool's wake-ups, the
- * disk's flush), so its group should be large: under load (records waited for the last sync)
- * the next one starts {@link COMMIT_DELAY_MS} later and takes what arrived meanwhile, as
- * PostgreSQL's `commit_delay` does; a lone request is synced at once. A crash (or a
+ * disk's flush), and a request's records wait for one: a sync starts as soon as the one before
+ * it ends, with every record written meanwhile. Waiting longer for a larger group (as
+ * PostgreSQL's `commit_delay` does) lost here: a timer's millisecond is longer than the
+ * processing of the requests it would gather, and their clients wait for it. A crash (or a
  * full disk) can at worst leave a torn line; every batch starts with a newline, so the next
  * record, whichever process writes it, is never glued to a torn one, and readers skip the torn
  * line and the empty ones.
@@ -58,9 +59,6 @@ export interface Segment {
 /** What a read found: `lost` when the reader fell so far behind that segments it needed are gone. */
 export type CatchUpResult = "ok" | "lost";
 
-/** How long a sync waits for more records while the journal is under load. */
-export const COMMIT_DELAY_MS = 1;
-
 const SEGMENT_NAME = /^segment-(\d{10})\.jsonl$/;
 
 function isMissing(err: unknown): boolean {
@@ -91,9 +89,6 @@ export class Journal {
   /** Segments this writer wrote to before they were archived: synced, then closed. */
   #retired: number[] = [];
   #isSyncing = false;
-  /** Records waited for the last sync: the next one waits for more. */
-  #isLoaded = false;
-  #commitTimer?: ReturnType<typeof setTimeout>;
   #onIdle: (() => void)[] = [];
   #syncTimer?: ReturnType<typeof setInterval>;
   #reader?: { fd: number; ino: number; offset: number };
@@ -150,11 +145,6 @@ export class Journal {
 
   async close(): Promise<void> {
     if (this.#unwritten.length > 0) this.#write();
-    if (this.#commitTimer) {
-      clearTimeout(this.#commitTimer);
-      this.#commitTimer = undefined;
-      if (!this.#isSyncing) this.#sync();
-    }
     if (this.#isSyncing) await new Promise<void>((resolve) => this.#onIdle.push(resolve));
     if (this.#syncTimer) clearInterval(this.#syncTimer);
     await this.#running?.catch(() => {});
@@ -236,17 +226,7 @@ export class Journal {
       return;
     }
     this.#unsynced.push(...batch);
-    if (this.#isSyncing || this.#commitTimer) return;
-    if (this.#isLoaded) this.#syncSoon();
-    else this.#sync();
-  }
-
-  /** Syncs after {@link COMMIT_DELAY_MS}, with what arrives meanwhile. */
-  #syncSoon(): void {
-    this.#commitTimer = setTimeout(() => {
-      this.#commitTimer = undefined;
-      if (this.#unsynced.length > 0) this.#sync();
-    }, COMMIT_DELAY_MS);
+    if (!this.#isSyncing) this.#sync();
   }
 
   /** One `fdatasync` per file for every record written before it started; repeats while more arrive. */
@@ -263,8 +243,7 @@ export class Journal {
       for (const old of retired) closeSync(old);
       for (const waiter of group) failure ? waiter.reject(failure) : waiter.resolve();
       this.#isSyncing = false;
-      this.#isLoaded = this.#unsynced.length > 0;
-      if (this.#unsynced.length > 0) this.#syncSoon();
+      if (this.#unsynced.length > 0) this.#sync();
       else for (const idle of this.#onIdle.splice(0)) idle();
     };
     for (const fd of fds) {

@@ -457,7 +457,7 @@ function printTable(rows: Row[]): void {
   ];
   console.log(
     `\n${"c".padStart(3)}  ${"server".padEnd(width)}  ${
-      header.map((h) => h.padStart(10)).join("")
+      header.map((h) => h.padStart(11)).join("")
     }  URI SAN  errors`,
   );
   for (const row of rows) {
@@ -475,7 +475,7 @@ function printTable(rows: Row[]): void {
     const san = row.kind === "floor" ? "-" : `${r.withUri}/${r.checked}`;
     console.log(
       `${String(row.level).padStart(3)}  ${row.name.padEnd(width)}  ${
-        cells.map((c) => c.padStart(10)).join("")
+        cells.map((c) => c.padStart(11)).join("")
       }  ${san.padStart(7)}  ${r.errors}`,
     );
   }

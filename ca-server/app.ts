@@ -20,9 +20,9 @@ import type { Authenticator, Credentials, Principal } from "./auth/principal.ts"
 import { type Logger, silentLogger } from "../internal/mod.ts";
 import { CaMetrics, type GroupMetrics, renderMetrics } from "./metrics.ts";
 import { Problem, type ProblemCode } from "./problems.ts";
+import { LeasedRateLimit } from "./leased-rate-limit.ts";
 import {
   type LeasableRateLimit,
-  LeasedRateLimit,
   LocallyFilteredRateLimit,
   type RateLimit,
   RateLimiter,

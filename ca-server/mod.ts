@@ -76,13 +76,12 @@ export { Problem, type ProblemBody, type ProblemCode, PROBLEMS } from "./problem
 export {
   type LeasableRateLimit,
   type Lease,
-  LeasedRateLimit,
-  type LeasedRateLimitOptions,
   type RateLimit,
   RateLimiter,
   type RateLimitOptions,
   type RateVerdict,
 } from "./rate-limit.ts";
+export { LeasedRateLimit, type LeasedRateLimitOptions } from "./leased-rate-limit.ts";
 export { MAX_BODY_BYTES } from "./request-body.ts";
 export { runCaServer } from "./workers.ts";
 export { boundedDetails, CaService, type CaServiceOptions, type IssuanceResult } from "./service.ts";

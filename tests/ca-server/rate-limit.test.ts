@@ -107,4 +107,19 @@ describe("LeasedRateLimit", () => {
     assert.equal(left, 900);
     limit.close();
   });
+
+  it("leases nothing extra for a request that is not a number, and takes nothing back that is not", () => {
+    const buckets = new RateLimiter({ requestsPerSecond: 1, burst: 10, now: () => 0 }, 2);
+    assert.deepEqual(buckets.lease("k", Number.NaN), {
+      allowed: true,
+      retryAfterSeconds: 0,
+      extra: 0,
+      waitMs: 0,
+    });
+    buckets.giveBack([["k", Number.NaN], ["k", Number.POSITIVE_INFINITY]]);
+    // One token spent; nine left, no more and no fewer.
+    let left = 0;
+    while (buckets.take("k").allowed) left++;
+    assert.equal(left, 9);
+  });
 });

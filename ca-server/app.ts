@@ -56,7 +56,7 @@ export interface CaAppOptions {
    * Where the buckets of {@link rateLimit} are kept when the CA is several processes (the
    * primary's for node:cluster workers, the database's for replicas), with this process's own
    * in front: a `LeasedRateLimit` for buckets that lease tokens (the primary's), else a
-   * `LocallyFilteredRateLimit` (see `rate-limit.ts`); this process by default.
+   * `LocallyFilteredRateLimit` (see `leased-rate-limit.ts` and `rate-limit.ts`); this process by default.
    */
   rateLimiter?: RateLimit;
   /** The counts of every process of the CA, this one's included; this process's alone by default. */

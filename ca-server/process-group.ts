@@ -4,7 +4,7 @@
  * worker) and `/metrics` answers for every worker, whichever one is asked.
  *
  * A worker asks the primary over the cluster's IPC channel: one message per lease of tokens
- * (`LeasedRateLimit` in `rate-limit.ts`: a key seen for the first time costs a round trip, a
+ * (`LeasedRateLimit` in `leased-rate-limit.ts`: a key seen for the first time costs a round trip, a
  * busy one a round trip per lease of up to 64 tokens, and tokens left unspent go back in one
  * message a second), and for `/metrics` one round in
  * which the primary collects a snapshot from every worker. The primary keeps the last snapshot

@@ -11,6 +11,7 @@
 
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
+import { MeshAuthError } from "../mod.ts";
 import { STATUS_PAGE_HTML, STATUS_PAGE_SCRIPT } from "./status/page.ts";
 import type { StatusFeed } from "./status/status-feed.ts";
 
@@ -51,9 +52,10 @@ const PAGE_HEADERS = {
 };
 
 /** The status port is taken; the message names the setting that moves it. */
-export class StatusPortInUse extends Error {
+export class StatusPortInUse extends MeshAuthError {
+  static override code = "ERR_STATUS_PORT_IN_USE";
   override name = "StatusPortInUse";
-  readonly code = "ERR_STATUS_PORT_IN_USE";
+  override code = StatusPortInUse.code;
 }
 
 function answer(response: ServerResponse, status: number, body: string, type = "application/json"): void {

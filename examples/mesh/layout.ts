@@ -168,6 +168,9 @@ node:
   name: ${NODE}
   joinTokenFile: join.token
 stateDir: state
+# Workload directories must lie inside a delivery root (the default is /var/run/meshauth).
+delivery:
+  roots: [${rel(layout.workloadsDir)}]
 # The bundle and the CRLs are fetched every second (the default follows the CA's caching hint,
 # 5 s to 5 min), so a revocation or a new root is seen within a second.
 refresh: { minSeconds: 1, maxSeconds: 1 }
@@ -255,12 +258,14 @@ policies:
   };
 }
 
-/** Writes the configuration files (the directories first, the CA's and the node's 0700). */
+/** Writes the configuration files (the directories first: the CA's and the node's 0700, the rest 0755). */
 export async function writeMeshFiles(layout: MeshLayout): Promise<void> {
   await mkdir(layout.caDir, { recursive: true, mode: 0o700 });
   await mkdir(layout.nodeDir, { recursive: true, mode: 0o700 });
-  await mkdir(layout.policiesDir, { recursive: true });
-  await mkdir(layout.workloadsDir, { recursive: true });
+  // Explicit modes: under a umask of 002 the defaults would be group-writable, and the agent
+  // refuses a delivery root that its group or others can write to.
+  await mkdir(layout.policiesDir, { recursive: true, mode: 0o755 });
+  await mkdir(layout.workloadsDir, { recursive: true, mode: 0o755 });
   await writeFile(layout.caConfig, caYaml(layout));
   await writeFile(layout.agentConfig, agentYaml(layout));
   for (const [name, text] of Object.entries(policyFiles())) {

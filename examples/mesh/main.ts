@@ -151,7 +151,10 @@ async function main(): Promise<number> {
     })();
   let signalled: ((signal: string) => void) | undefined;
   const signal = new Promise<string>((resolve) => (signalled = resolve));
-  for (const name of ["SIGINT", "SIGTERM"] as const) process.once(name, () => signalled!(name));
+  // Handlers stay installed while everything stops: with \`once\`, a second Ctrl-C (an impatient
+  // reader, or a supervisor that signals the whole process group as well as npm) would find no
+  // handler and kill this process before it stopped the others and removed its sockets.
+  for (const name of ["SIGINT", "SIGTERM"] as const) process.on(name, () => signalled!(name));
   const stopOnSignal = signal.then(async (name) => {
     term.line();
     term.line(`${name}: stopping the agent and its proxy, the services and the CA...`);
@@ -189,7 +192,15 @@ async function main(): Promise<number> {
     apps = await startApps(layout);
     agentLog = createWriteStream(layout.agentLog, { flags: "a", mode: 0o600 });
     const log = agentLog;
-    running = await startAgentDaemon(await loadAgentConfig({ path: layout.agentConfig }), {
+    const agentConfig = await loadAgentConfig({ path: layout.agentConfig });
+    // The agent would serve the rest and log the skipped entry; the story needs all three.
+    const problem = agentConfig.workloadProblems[0];
+    if (problem) {
+      throw new Error(
+        `${layout.shown(layout.agentConfig)}: ${problem.field ? `${problem.field}: ` : ""}${problem.message}`,
+      );
+    }
+    running = await startAgentDaemon(agentConfig, {
       logger: jsonLogger({ write: (line) => log.write(`${line}\n`) }),
     });
     mesh = { term, layout, running, ca, prepared, apps };

@@ -89,6 +89,7 @@ describe("meshauth agent with a proxy: section", () => {
 ca: { url: "${ca.url}", trustBundleFile: ${ca.bundlePath} }
 node: { name: ${node} }
 stateDir: ${node}/state
+delivery: { roots: [${node}/workloads] }
 listen: { port: 0, statusPage: true }
 workloads:
   - { name: ${workload}, spiffeId: "${id}", directory: ${node}/workloads/${workload} }

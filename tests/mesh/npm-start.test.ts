@@ -297,6 +297,31 @@ describe("npm start, briefly", () => {
     assert.match(help.stdout, /"npm run ca" runs the development CA alone/);
   });
 
+  test("on a terminal (a pseudo-terminal from script(1)) its lines are coloured, on a pipe not", async () => {
+    const foreign = await mkdtemp(join(tmpdir(), "meshauth-not-npm-start-"));
+    try {
+      writeFileSync(join(foreign, "precious.txt"), "keep me");
+      const env = { ...process.env, MESHAUTH_MESH_DIR: foreign, MESHAUTH_MESH_PORT: "0", TERM: "xterm" };
+      delete env.NO_COLOR;
+      delete env.FORCE_COLOR;
+      const onTerminal = await new Promise<string>((resolve, reject) => {
+        execFile(
+          "script",
+          ["-qec", "node --import tsx examples/mesh/main.ts", "/dev/null"],
+          { cwd: ROOT, env, timeout: 30_000 },
+          (err, stdout) => (err && typeof err.code !== "number" ? reject(err) : resolve(stdout)),
+        );
+      });
+      assert.ok(onTerminal.includes("\u001b[31m✘\u001b[39m \u001b[31mnpm start: "), onTerminal);
+      assert.match(onTerminal, /holds files npm start did not make/);
+      const onPipe = await main([], { MESHAUTH_MESH_DIR: foreign, MESHAUTH_MESH_PORT: "0", TERM: "xterm" });
+      assert.match(onPipe.stdout, /^ {3}✘ npm start: .* holds files npm start did not make/m);
+      assert.ok(!onPipe.stdout.includes("\u001b["), "no colour on a pipe");
+    } finally {
+      await rm(foreign, { recursive: true, force: true });
+    }
+  });
+
   test("a state directory it did not make is refused, never emptied", async () => {
     const foreign = await mkdtemp(join(tmpdir(), "meshauth-not-npm-start-"));
     try {

@@ -168,7 +168,7 @@ describe("npm start", { timeout: 180_000 }, () => {
     );
   });
 
-  test("the status page, in headless Chromium, shows the workloads and a denied decision", async () => {
+  test("the status page, in headless Chromium, shows the workloads with their serials and moving bars, an allowed and a denied decision with their rules", async () => {
     assert.ok(existsSync(CHROMIUM), `${CHROMIUM} is missing: apt-get install chromium (npm test does)`);
     const { chromium } = await import("playwright-core");
     const url = /status page +(http:\/\/127\.0\.0\.1:\d+\/)/.exec(output)![1];
@@ -200,6 +200,14 @@ describe("npm start", { timeout: 180_000 }, () => {
         "spiffe://cluster.local/ns/photo-ns/sa/photo-backend",
         "spiffe://cluster.local/ns/photo-ns/sa/photo-frontend",
       ]);
+      // Each row's serial is the one the workload holds (the full serial in its title).
+      const status = JSON.parse(
+        (await sh(`curl -s ${url}status.json`)).output,
+      ) as { workloads: { serialNumber: string }[] };
+      assert.deepEqual(
+        await page.locator("#workloads tbody td.serial").evaluateAll((cells) => cells.map((c) => c.title)),
+        status.workloads.map((w) => w.serialNumber),
+      );
       // The bars show time left, and move.
       const width = () =>
         page.locator("#workloads .bar > span").first().evaluate((e) =>
@@ -220,6 +228,13 @@ describe("npm start", { timeout: 180_000 }, () => {
       assert.match(
         await denied.textContent() ?? "",
         /DENY.*datastore \(inbound\) GET \/objects\/photos.*photo-frontend.*policy never-the-frontend, rule 0/,
+      );
+      await sh(/curl http:\/\/127\.0\.0\.1:\d+\/photos/.exec(output)![0]);
+      const allowed = page.locator("#events tr.decision.allow", { hasText: "frontend-reads-photos" }).first();
+      await allowed.waitFor({ timeout: 10_000 });
+      assert.match(
+        await allowed.textContent() ?? "",
+        /ALLOW.*photo-backend \(inbound\) GET \/photos.*photo-frontend.*policy frontend-reads-photos, rule 0/,
       );
       await page.locator("#events tr", { hasText: "ROTATED" }).first().waitFor({ timeout: 5000 });
       assert.ok(

@@ -39,13 +39,17 @@ export async function runCaServer(
   }
   if (cluster.isWorker) process.send?.({ listening: server.url });
   else await onListening?.(server.url);
-  const stop = async (signal: string) => {
-    logger.info("stopping", { signal });
-    await server.close().catch((err) => logger.error("error while stopping", { error: err }));
-    process.exit(0);
-  };
-  process.once("SIGINT", () => void stop("SIGINT"));
-  process.once("SIGTERM", () => void stop("SIGTERM"));
+  let stopping: Promise<void> | undefined;
+  const stop = (signal: string) =>
+    stopping ??= (async () => {
+      logger.info("stopping", { signal });
+      await server.close().catch((err) => logger.error("error while stopping", { error: err }));
+      process.exit(0);
+    })();
+  // Handlers stay installed while the server stops: with `once`, a second Ctrl-C would find none
+  // and kill the process in the middle of its close.
+  process.on("SIGINT", () => void stop("SIGINT"));
+  process.on("SIGTERM", () => void stop("SIGTERM"));
   process.on("SIGHUP", () => {
     logger.info("reloading authorities", { signal: "SIGHUP" });
     void server.reloadAuthorities();
@@ -119,7 +123,10 @@ async function runPrimary(
     for (const w of workers) w.kill("SIGTERM");
     throw err;
   }
+  let isStopRequested = false;
   const stop = (signal: string) => {
+    if (isStopRequested) return;
+    isStopRequested = true;
     stopping = true;
     logger.info("stopping workers", { signal });
     for (const w of workers) w.kill("SIGTERM");
@@ -129,8 +136,8 @@ async function runPrimary(
       if (Object.keys(cluster.workers ?? {}).length === 0) process.exit(0);
     });
   };
-  process.once("SIGINT", () => stop("SIGINT"));
-  process.once("SIGTERM", () => stop("SIGTERM"));
+  process.on("SIGINT", () => stop("SIGINT"));
+  process.on("SIGTERM", () => stop("SIGTERM"));
   process.on("SIGHUP", () => {
     for (const w of workers) if (!w.isDead()) w.process.kill("SIGHUP");
   });

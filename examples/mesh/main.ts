@@ -24,10 +24,12 @@ import {
   DEFAULT_BASE_PORT,
   type MeshLayout,
   meshLayout,
+  type MeshPorts,
   meshPorts,
   NODE,
   TRUST_DOMAIN,
   type WorkloadName,
+  WORKLOADS,
   writeMeshFiles,
 } from "./layout.ts";
 import { type Mesh, playStory } from "./story.ts";
@@ -101,6 +103,35 @@ function pokeCommands(term: Terminal, layout: MeshLayout): void {
   term.line("Stop with Ctrl-C.");
 }
 
+/** What listens on `port`, in the reader's words. */
+function roleOf(ports: MeshPorts, port: number): string | undefined {
+  const roles: [number, string][] = [
+    [ports.status, "the agent's status page"],
+    [ports.ca, "the CA"],
+    ...WORKLOADS.map(({ name }): [number, string] => [ports.inbound[name], `${name}'s inbound listener`]),
+    [ports.frontendToBackend, "photo-frontend's port to photo-backend"],
+    [ports.frontendToDatastore, "photo-frontend's port to the datastore"],
+    [ports.backendToDatastore, "photo-backend's port to the datastore"],
+    [ports.spoofedBackend, "the impostor's route"],
+    [ports.impostor, "the impostor"],
+  ];
+  return roles.find(([p]) => p === port)?.[1];
+}
+
+/**
+ * A start that failed on a port in use, in npm start's terms: the part's own message names
+ * settings (listen.port, MESHAUTH_LISTEN_PORT) that npm start does not read.
+ */
+function portInUseMessage(message: string, base: number, ports?: MeshPorts): string | undefined {
+  if (!/EADDRINUSE|in use/.test(message)) return undefined;
+  const port = Number(/127\.0\.0\.1:(\d+)/.exec(message)?.[1] ?? 0);
+  const role = ports && port ? roleOf(ports, port) : undefined;
+  const what = port ? `127.0.0.1:${port}${role ? ` (${role})` : ""}` : "a port it needs";
+  if (base === 0) return `${what} was taken by another process as npm start started; run it again`;
+  return `${what} is in use by another process. Its ports are 127.0.0.1:${base} to ${base + 30}: ` +
+    `MESHAUTH_MESH_PORT=<first port> npm start moves them, MESHAUTH_MESH_PORT=0 npm start takes free ones`;
+}
+
 /** The file that marks a directory as npm start's own, which it may empty on the next run. */
 const MARK = ".made-by-npm-start";
 
@@ -138,6 +169,7 @@ async function main(): Promise<number> {
   let apps: Record<WorkloadName, App> | undefined;
   let mesh: Mesh | undefined;
   let socketsDir: string | undefined;
+  let ports: MeshPorts | undefined;
   let agentLog: ReturnType<typeof createWriteStream> | undefined;
   let stopping: Promise<void> | undefined;
   const stop = () =>
@@ -166,7 +198,8 @@ async function main(): Promise<number> {
   try {
     await clearState(root);
     socketsDir = await mkdtemp(join(tmpdir(), "meshauth-mesh-"));
-    const layout = meshLayout(root, socketsDir, await meshPorts(base));
+    ports = await meshPorts(base);
+    const layout = meshLayout(root, socketsDir, ports);
     await writeMeshFiles(layout);
     const p = layout.ports;
     term.line(term.paint("bold", `meshauth: the seed's mesh on this machine, trust domain ${TRUST_DOMAIN}`));
@@ -211,12 +244,8 @@ async function main(): Promise<number> {
     pokeCommands(term, layout);
   } catch (err) {
     term.line();
-    const hint = /EADDRINUSE|in use/.test(String((err as Error).message))
-      ? ` (the mesh listens on 127.0.0.1:${base} to ${
-        base + 30
-      }: MESHAUTH_MESH_PORT moves that, 0 takes free ports)`
-      : "";
-    term.fail(`npm start: ${(err as Error).message}${hint}`);
+    const message = String((err as Error).message);
+    term.fail(`npm start: ${portInUseMessage(message, base, ports) ?? message}`);
     await stop();
     return 1;
   }

@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { copyFile, mkdtemp, rm } from "node:fs/promises";
+import { type AddressInfo, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Terminal, wantsColor } from "../../examples/mesh/terminal.ts";
@@ -334,6 +335,39 @@ describe("npm start, briefly", () => {
       assert.ok(!onPipe.stdout.includes("\u001b["), "no colour on a pipe");
     } finally {
       await rm(foreign, { recursive: true, force: true });
+    }
+  });
+
+  test("a port in use is one line naming it, what needs it, and how to move the ports; nothing is left", async () => {
+    // The status port (the base) held by someone else; the 30 above it are free in all likelihood.
+    const holder = createServer();
+    await new Promise<void>((resolve) => holder.listen(0, "127.0.0.1", resolve));
+    const base = (holder.address() as AddressInfo).port;
+    const state = await mkdtemp(join(tmpdir(), "meshauth-npm-start-"));
+    try {
+      assert.ok(base <= 65535 - 30, `an ephemeral port (${base}) leaves room for the block above it`);
+      const refused = await main([], {
+        MESHAUTH_MESH_DIR: join(state, "mesh"),
+        MESHAUTH_MESH_PORT: String(base),
+        TMPDIR: state,
+      });
+      assert.equal(refused.code, 1);
+      assert.match(
+        refused.stdout,
+        new RegExp(
+          `^ {3}✘ npm start: 127\\.0\\.0\\.1:${base} \\(the agent's status page\\) is in use by another process\\. ` +
+            `Its ports are 127\\.0\\.0\\.1:${base} to ${
+              base + 30
+            }: MESHAUTH_MESH_PORT=<first port> npm start moves them, ` +
+            `MESHAUTH_MESH_PORT=0 npm start takes free ones$`,
+          "m",
+        ),
+      );
+      assert.doesNotMatch(refused.stdout, /MESHAUTH_AGENT_LISTEN_PORT|MESHAUTH_LISTEN_PORT|listen\.port/);
+      assert.deepEqual(readdirSync(state).filter((name) => name.startsWith("meshauth-mesh-")), []);
+    } finally {
+      holder.close();
+      await rm(state, { recursive: true, force: true });
     }
   });
 

@@ -21,7 +21,8 @@ export interface AuditRecord {
   decision: "allow" | "deny";
   /**
    * Why: `policy` (a policy decided), `default` (no ALLOW policy exists), `no-allow-policy-matched`,
-   * `secure-naming`, `unverified-peer` (its SVID did not verify), `revoked-while-open`, `plaintext-refused`.
+   * `secure-naming`, `unverified-peer` (its SVID did not verify), `revoked-while-open`, `plaintext-refused`,
+   * `malformed-request` (HTTP mode: answered 400 before any policy read it).
    */
   reason: string;
   policy?: string;

@@ -16,7 +16,6 @@ import { createHash } from "node:crypto";
 import {
   Agent,
   createServer,
-  type IncomingHttpHeaders,
   type IncomingMessage,
   request as httpRequest,
   type Server,
@@ -27,23 +26,11 @@ import type { PolicyRequest } from "../../mod.ts";
 import { formatAddress } from "./address.ts";
 import type { InboundConfig } from "./config.ts";
 import type { ProxyConnection } from "./connection.ts";
+import { hostOf, readRequestFields, type RequestFields } from "./http-head.ts";
 import { normalizeTarget } from "./http-path.ts";
+import { problemText, sendProblem } from "./http-problem.ts";
 import { type ListenerContext, recordDecision, verdictFields } from "./listener-context.ts";
 import type { ListenerPolicy } from "./policy-files.ts";
-
-/** Headers that describe one hop, never forwarded (RFC 9110 7.6.1), and the client's XFCC. */
-const HOP_BY_HOP = new Set([
-  "connection",
-  "keep-alive",
-  "proxy-connection",
-  "proxy-authenticate",
-  "proxy-authorization",
-  "te",
-  "trailer",
-  "transfer-encoding",
-  "upgrade",
-  "x-forwarded-client-cert",
-]);
 
 /** What the HTTP layer needs to know of its listener. */
 export interface HttpListenerView {
@@ -65,6 +52,25 @@ export interface HttpListenerView {
   ownId(): string | undefined;
 }
 
+/** How {@link HttpInbound} decided one request. */
+type Decision =
+  /** The socket belongs to no open connection (it closed meanwhile). */
+  | { kind: "gone" }
+  /** Not forwarded: the request is malformed or ambiguous (400). */
+  | { kind: "refused"; connection: ProxyConnection; detail: string }
+  /** Denied by the policies (403). */
+  | { kind: "denied"; connection: ProxyConnection }
+  | {
+    kind: "allowed";
+    connection: ProxyConnection;
+    /** The normalized target: the path policies matched, and the query. */
+    target: string;
+    fields: RequestFields;
+  };
+
+/** The most of a refused request's raw target kept in its audit record. */
+const MAX_AUDITED_TARGET = 512;
+
 /** The HTTP layer of one inbound listener. */
 export class HttpInbound {
   readonly #server: Server;
@@ -82,12 +88,13 @@ export class HttpInbound {
       headersTimeout: limits.headersTimeoutSeconds * 1000,
       requestTimeout: 0,
       keepAliveTimeout: limits.idleTimeoutSeconds * 1000,
-    }, (req, res) => this.#request(req, res));
+    }, (req, res) => this.#guarded(req.socket, res, () => this.#request(req, res))());
     // No byte either way for this long, in a request or between requests, closes the connection.
     this.#server.timeout = limits.idleTimeoutSeconds * 1000;
     this.#server.on(
       "upgrade",
-      (req: IncomingMessage, socket: Socket, head: Buffer) => this.#upgrade(req, socket, head),
+      (req: IncomingMessage, socket: Socket, head: Buffer) =>
+        this.#guarded(socket, undefined, () => this.#upgrade(req, socket, head))(),
     );
     this.#server.on("connect", (_req: IncomingMessage, socket: Socket) => {
       socket.end(problemText(405, "ERR_METHOD_NOT_ALLOWED", "CONNECT is not proxied"));
@@ -113,24 +120,54 @@ export class HttpInbound {
     this.#agent.destroy();
   }
 
-  #decide(
-    req: IncomingMessage,
+  /**
+   * `handle`, made so that nothing it throws leaves it: node:http calls request and upgrade
+   * handlers from a socket's data event, where an exception ends the process. An error is
+   * logged and counted, and answered 500 when no answer was begun; otherwise the connection closes.
+   */
+  #guarded<A extends unknown[]>(
     socket: Socket,
-  ): { allowed: boolean; target?: string; connection?: ProxyConnection } {
+    res: ServerResponse | undefined,
+    handle: (...args: A) => void,
+  ): (...args: A) => void {
+    return (...args: A) => {
+      try {
+        handle(...args);
+      } catch (err) {
+        this.context.metrics.internalErrors.inc({ listener: this.config.name });
+        this.context.logger.error("handling an HTTP request failed", {
+          listener: this.config.name,
+          error: (err as Error)?.message ?? String(err),
+        });
+        try {
+          const detail = "the proxy failed while handling the request";
+          if (res && !res.headersSent) sendProblem(res, 500, "ERR_INTERNAL", detail, true);
+          else if (!res && socket.writable) socket.end(problemText(500, "ERR_INTERNAL", detail));
+          else socket.destroy();
+        } catch {
+          socket.destroy();
+        }
+      }
+    };
+  }
+
+  #decide(req: IncomingMessage, socket: Socket): Decision {
     const connection = this.listener.connectionOf(socket);
-    if (!connection) return { allowed: false };
+    if (!connection) return { kind: "gone" };
     const normalized = normalizeTarget(req.url ?? "");
-    if ("problem" in normalized) return { allowed: false, connection, target: normalized.problem };
+    const fields = readRequestFields(req.rawHeaders);
+    if ("problem" in normalized) return this.#refuse(req, connection, normalized.problem);
+    if ("problem" in fields) return this.#refuse(req, connection, fields.problem);
     const base = this.listener.policyRequest(connection, socket);
     const attributes: Record<string, string | undefined> = {
       ...base.attributes as Record<string, string | undefined>,
     };
-    for (const [key, header] of this.policy.headerKeys) attributes[key] = headerText(req.headers, header);
+    for (const [key, header] of this.policy.headerKeys) attributes[key] = fields.headers.get(header);
     const verdict = this.policy.evaluate({
       ...base,
       method: req.method,
       path: normalized.path,
-      host: hostOf(req.headers.host),
+      host: hostOf(fields.headers.get("host")),
       attributes,
     });
     recordDecision(this.context, {
@@ -141,16 +178,31 @@ export class HttpInbound {
       method: req.method,
       path: normalized.path,
     });
-    return { allowed: verdict.decision.allowed, connection, target: normalized.path + normalized.query };
+    if (!verdict.decision.allowed) return { kind: "denied", connection };
+    return { kind: "allowed", connection, target: normalized.path + normalized.query, fields };
+  }
+
+  /** A request refused before any policy could read it: audited all the same, with what was sent. */
+  #refuse(req: IncomingMessage, connection: ProxyConnection, problem: string): Decision {
+    recordDecision(this.context, {
+      listener: this.config.name,
+      direction: "inbound",
+      decision: "deny",
+      reason: "malformed-request",
+      error: { code: "ERR_BAD_REQUEST", message: problem },
+      ...this.listener.auditFields(connection),
+      method: req.method,
+      path: (req.url ?? "").slice(0, MAX_AUDITED_TARGET),
+    });
+    return { kind: "refused", connection, detail: problem };
   }
 
   #request(req: IncomingMessage, res: ServerResponse): void {
-    const decision = this.#decide(req, req.socket);
-    if (!decision.connection) return void req.socket.destroy();
-    if (!decision.allowed) {
-      if (decision.target && !decision.target.startsWith("/")) {
-        return sendProblem(res, 400, "ERR_BAD_REQUEST", decision.target);
-      }
+    const socket = req.socket;
+    const decision = this.#decide(req, socket);
+    if (decision.kind === "gone") return void socket.destroy();
+    if (decision.kind === "refused") return sendProblem(res, 400, "ERR_BAD_REQUEST", decision.detail, true);
+    if (decision.kind === "denied") {
       return sendProblem(res, 403, "ERR_POLICY_DENIED", "denied by the authorization policy");
     }
     const forward = this.config.forward;
@@ -158,54 +210,48 @@ export class HttpInbound {
       ...("path" in forward ? { socketPath: forward.path } : { host: forward.host, port: forward.port }),
       method: req.method,
       path: decision.target,
-      headers: this.#forwardHeaders(req, decision.connection),
+      headers: this.#forwardHeaders(decision.fields, decision.connection),
       agent: this.#agent,
       setHost: false,
       timeout: this.context.limits.connectTimeoutSeconds * 1000,
     });
-    upstream.on("response", (answer) => {
-      const headers: string[] = [];
-      for (let i = 0; i < answer.rawHeaders.length; i += 2) {
-        const name = answer.rawHeaders[i].toLowerCase();
-        if (name !== "connection" && name !== "keep-alive" && name !== "transfer-encoding") {
-          headers.push(answer.rawHeaders[i], answer.rawHeaders[i + 1]);
+    upstream.on(
+      "response",
+      this.#guarded(socket, res, (answer: IncomingMessage) => {
+        const headers: string[] = [];
+        for (let i = 0; i < answer.rawHeaders.length; i += 2) {
+          const name = answer.rawHeaders[i].toLowerCase();
+          if (name !== "connection" && name !== "keep-alive" && name !== "transfer-encoding") {
+            headers.push(answer.rawHeaders[i], answer.rawHeaders[i + 1]);
+          }
         }
-      }
-      res.writeHead(answer.statusCode ?? 502, answer.statusMessage, headers);
-      answer.pipe(res);
-      answer.on("error", () => res.destroy());
-    });
+        res.writeHead(answer.statusCode ?? 502, answer.statusMessage, headers);
+        answer.pipe(res);
+        answer.on("error", () => res.destroy());
+      }),
+    );
     upstream.on("timeout", () => upstream.destroy(new Error("the local service did not answer in time")));
-    upstream.on("error", (err) => {
-      this.context.logger.warn("local service request failed", {
-        listener: this.config.name,
-        forward: formatAddress(forward),
-        error: err.message,
-      });
-      if (!res.headersSent) sendProblem(res, 502, "ERR_UPSTREAM", "the local service could not be reached");
-      else res.destroy();
-    });
+    upstream.on(
+      "error",
+      this.#guarded(socket, res, (err: Error) => {
+        this.context.logger.warn("local service request failed", {
+          listener: this.config.name,
+          forward: formatAddress(forward),
+          error: err.message,
+        });
+        if (!res.headersSent) sendProblem(res, 502, "ERR_UPSTREAM", "the local service could not be reached");
+        else res.destroy();
+      }),
+    );
     res.on("close", () => {
       if (!res.writableFinished) upstream.destroy();
     });
     req.pipe(upstream);
   }
 
-  #forwardHeaders(req: IncomingMessage, connection: ProxyConnection): Record<string, string | string[]> {
-    const dropped = new Set(HOP_BY_HOP);
-    for (const token of headerText(req.headers, "connection")?.split(",") ?? []) {
-      dropped.add(token.trim().toLowerCase());
-    }
-    const headers: Record<string, string | string[]> = {};
-    for (let i = 0; i < req.rawHeaders.length; i += 2) {
-      const name = req.rawHeaders[i];
-      const lower = name.toLowerCase();
-      if (dropped.has(lower)) continue;
-      const existing = headers[lower];
-      headers[lower] = existing === undefined
-        ? req.rawHeaders[i + 1]
-        : [...(Array.isArray(existing) ? existing : [existing]), req.rawHeaders[i + 1]];
-    }
+  /** The request's fields as decided, one line each, with the proxy's XFCC. */
+  #forwardHeaders(fields: RequestFields, connection: ProxyConnection): Record<string, string> {
+    const headers = Object.fromEntries(fields.headers);
     const xfcc = this.#xfcc(connection);
     if (xfcc) headers["x-forwarded-client-cert"] = xfcc;
     return headers;
@@ -222,11 +268,11 @@ export class HttpInbound {
 
   #upgrade(req: IncomingMessage, socket: Socket, head: Buffer): void {
     const decision = this.#decide(req, socket);
-    if (!decision.connection || !decision.allowed) {
-      const bad = decision.target && !decision.target.startsWith("/");
+    if (decision.kind === "gone") return void socket.destroy();
+    if (decision.kind !== "allowed") {
       socket.end(
-        bad
-          ? problemText(400, "ERR_BAD_REQUEST", decision.target!)
+        decision.kind === "refused"
+          ? problemText(400, "ERR_BAD_REQUEST", decision.detail)
           : problemText(403, "ERR_POLICY_DENIED", "denied by the authorization policy"),
       );
       return;
@@ -236,67 +282,19 @@ export class HttpInbound {
       ? connect({ path: forward.path })
       : connect({ host: forward.host, port: forward.port });
     decision.connection.add(local);
-    const headers = this.#forwardHeaders(req, decision.connection);
+    const headers = this.#forwardHeaders(decision.fields, decision.connection);
     let text = `${req.method} ${decision.target} HTTP/${req.httpVersion}\r\n`;
-    for (const [name, value] of Object.entries(headers)) {
-      for (const v of Array.isArray(value) ? value : [value]) text += `${name}: ${v}\r\n`;
-    }
+    for (const [name, value] of Object.entries(headers)) text += `${name}: ${value}\r\n`;
     // Upgrade and Connection are hop-by-hop for requests, but the upgrade needs them.
-    text += `connection: upgrade\r\nupgrade: ${headerText(req.headers, "upgrade") ?? ""}\r\n\r\n`;
+    text += `connection: upgrade\r\nupgrade: ${decision.fields.upgrade ?? ""}\r\n\r\n`;
     local.once("connect", () => {
       local.write(text);
       if (head.length) local.write(head);
-      const connection = decision.connection!;
+      const connection = decision.connection;
       connection.relay(socket, local, this.context.limits.idleTimeoutSeconds * 1000, () => {
         this.context.metrics.closed.inc({ listener: this.config.name, reason: "idle" });
         connection.close("idle");
       });
     });
   }
-}
-
-function headerText(headers: IncomingHttpHeaders, name: string): string | undefined {
-  const value = headers[name];
-  return Array.isArray(value) ? value.join(", ") : value;
-}
-
-function hostOf(host: string | undefined): string | undefined {
-  if (!host) return undefined;
-  return host.startsWith("[") ? host.slice(0, host.indexOf("]") + 1) : host.replace(/:\d+$/, "");
-}
-
-const STATUS_TEXT: Record<number, string> = {
-  400: "Bad Request",
-  403: "Forbidden",
-  405: "Method Not Allowed",
-  431: "Request Header Fields Too Large",
-  502: "Bad Gateway",
-};
-
-function problemBody(status: number, code: string, detail: string): string {
-  return JSON.stringify({
-    type: `urn:meshauth:problem:${code.slice(4).toLowerCase().replaceAll("_", "-")}`,
-    title: STATUS_TEXT[status] ?? "Error",
-    status,
-    detail,
-    code,
-  });
-}
-
-function sendProblem(res: ServerResponse, status: number, code: string, detail: string): void {
-  const body = problemBody(status, code, detail);
-  res.writeHead(status, {
-    "content-type": "application/problem+json",
-    "content-length": Buffer.byteLength(body),
-  });
-  res.end(body);
-}
-
-/** A whole problem response, for sockets outside node:http's response object. */
-function problemText(status: number, code: string, detail: string): string {
-  const body = problemBody(status, code, detail);
-  return `HTTP/1.1 ${status} ${
-    STATUS_TEXT[status] ?? "Error"
-  }\r\ncontent-type: application/problem+json\r\n` +
-    `content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`;
 }

@@ -165,6 +165,12 @@ export class ProxyMetrics {
     "Trust bundle or CRL changes applied (open connections verified again), by workload.",
     ["workload"],
   );
+  /** Failures of the proxy's own code while it handled a request (answered 500 or closed, and logged). */
+  readonly internalErrors = new CounterFamily(
+    "meshauth_proxy_internal_errors_total",
+    "Errors in the proxy's own handling of a connection or request (answered 500 or closed, and logged), by listener.",
+    ["listener"],
+  );
   readonly establishSeconds = new HistogramFamily(
     "meshauth_proxy_establish_seconds",
     "From accept to the first relayed byte: handshake, verification, policy and connect, by direction.",
@@ -192,6 +198,7 @@ export class ProxyMetrics {
         this.policyReloads,
         this.rotations,
         this.trustChanges,
+        this.internalErrors,
       ]
     ) family.render(lines);
     this.establishSeconds.render(lines);

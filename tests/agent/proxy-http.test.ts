@@ -1,0 +1,322 @@
+// HTTP mode of the inbound proxy under hostile input: requests whose fields the policy and the
+// service could read differently, upgrades a service declines, heads that trickle in, slow
+// answers of the service, path parameters, and failures inside the proxy's own handling.
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import { writeFile } from "node:fs/promises";
+import { createServer as createHttpServer, type IncomingMessage, type Server as HttpServer } from "node:http";
+import { connect, createServer as createNetServer } from "node:net";
+import { join } from "node:path";
+import { type MeshProxy, ProxyMetrics } from "../../agent/mod.ts";
+import { AuditLog } from "../../agent/proxy/audit.ts";
+import { HttpInbound } from "../../agent/proxy/http-inbound.ts";
+import { ListenerPolicy } from "../../agent/proxy/policy-files.ts";
+import { silentLogger } from "../../internal/mod.ts";
+import {
+  auditRecords,
+  IDS,
+  proxyConfig,
+  startProxy,
+  tempDir,
+  TestCa,
+  TestSource,
+  until,
+} from "./proxy-support.ts";
+
+let dir: { path: string; remove: () => Promise<void> };
+let sources: Record<string, TestSource>;
+const closers: (() => Promise<void>)[] = [];
+
+before(async () => {
+  dir = await tempDir();
+  const ca = await TestCa.create();
+  sources = {
+    "photo-frontend": new TestSource(await ca.issue(IDS.frontend), ca.bundle()),
+    "photo-backend": new TestSource(await ca.issue(IDS.backend), ca.bundle()),
+  };
+});
+
+after(async () => {
+  for (const close of closers.reverse()) await close();
+  await dir?.remove();
+});
+
+/** What the service saw of one request: its target and every raw field line. */
+interface Seen {
+  url: string;
+  rawHeaders: string[];
+}
+
+/** An HTTP service on 127.0.0.1 that records each request and answers it (by default 200 with the URL). */
+async function service(
+  answer: (req: IncomingMessage, res: import("node:http").ServerResponse) => void = (req, res) =>
+    res.end(`served ${req.url}`),
+): Promise<{ server: HttpServer; port: number; seen: Seen[] }> {
+  const seen: Seen[] = [];
+  const server = createHttpServer((req, res) => {
+    seen.push({ url: req.url ?? "", rawHeaders: req.rawHeaders });
+    answer(req, res);
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  closers.push(() => {
+    server.closeAllConnections();
+    return new Promise<void>((resolve) => server.close(() => resolve()));
+  });
+  return { server, port: (server.address() as { port: number }).port, seen };
+}
+
+/**
+ * An inbound HTTP listener (photo-backend, PERMISSIVE so that plain text reaches it too) in
+ * front of `forwardPort`, and an outbound one (photo-frontend) to it.
+ */
+async function pair(
+  name: string,
+  forwardPort: number,
+  inbound: Record<string, unknown> = {},
+  raw: Record<string, unknown> = {},
+): Promise<{ port: number; inboundPort: number; server: MeshProxy }> {
+  const servers = await startProxy(
+    {
+      ...raw,
+      inbound: [{
+        name: `${name}-in`,
+        workload: "photo-backend",
+        listen: "127.0.0.1:0",
+        forward: `127.0.0.1:${forwardPort}`,
+        protocol: "http",
+        mode: "PERMISSIVE",
+        defaultAction: "ALLOW",
+        ...inbound,
+      }],
+    },
+    dir.path,
+    sources,
+  );
+  closers.push(() => servers.proxy.stop());
+  const clients = await startProxy(
+    {
+      outbound: [{
+        name: `${name}-out`,
+        service: "photo-backend",
+        workload: "photo-frontend",
+        listen: "127.0.0.1:0",
+        upstream: `127.0.0.1:${servers.port(`${name}-in`)}`,
+        allowedIds: [IDS.backend],
+      }],
+    },
+    dir.path,
+    sources,
+  );
+  closers.push(() => clients.proxy.stop());
+  return {
+    port: clients.port(`${name}-out`),
+    inboundPort: servers.port(`${name}-in`),
+    server: servers.proxy,
+  };
+}
+
+/** Writes `text` (or each part, `gapMs` apart) and answers what came back before the server closed or `waitMs` passed. */
+function rawHttp(
+  port: number,
+  text: string | string[],
+  waitMs = 2000,
+  gapMs = 0,
+): Promise<{ reply: string; closed: boolean }> {
+  return new Promise((resolve) => {
+    const socket = connect(port, "127.0.0.1");
+    let reply = "";
+    let closed = false;
+    const done = () => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve({ reply, closed });
+    };
+    const timer = setTimeout(done, waitMs);
+    socket.on("data", (d) => reply += d);
+    socket.on("error", () => {});
+    socket.on("close", () => {
+      closed = true;
+      done();
+    });
+    socket.on("connect", async () => {
+      for (const part of Array.isArray(text) ? text : [text]) {
+        if (socket.destroyed) return;
+        socket.write(part);
+        if (gapMs) await new Promise((r) => setTimeout(r, gapMs));
+      }
+    });
+  });
+}
+
+/** The status codes of the responses in `reply`, in order. */
+function statuses(reply: string): number[] {
+  return [...reply.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => Number(m[1]));
+}
+
+async function policyFile(name: string, yaml: string): Promise<string> {
+  const path = join(dir.path, name);
+  await writeFile(path, yaml);
+  return path;
+}
+
+test(
+  "HTTP mode: a request with two Host fields is refused with 400 and audited, over mutual TLS and plain text, and the proxy lives on",
+  { timeout: 30_000 },
+  async () => {
+    const backend = await service();
+    const { port, inboundPort } = await pair("dup-host", backend.port);
+    const twoHosts = "GET /x HTTP/1.1\r\nhost: a.example\r\nhost: admin.example\r\n\r\n";
+    for (const target of [port, inboundPort]) {
+      const answer = await rawHttp(target, twoHosts);
+      assert.deepEqual(statuses(answer.reply), [400], answer.reply);
+      assert.match(answer.reply, /"code":"ERR_BAD_REQUEST"/);
+      assert.match(answer.reply, /2 host header fields/);
+    }
+    assert.equal(backend.seen.length, 0);
+    await until(async () =>
+      (await auditRecords(dir.path)).filter((r) => r.listener === "dup-host-in").length === 2
+    );
+    const records = (await auditRecords(dir.path)).filter((r) => r.listener === "dup-host-in");
+    assert.deepEqual(
+      records.map((r) => [r.decision, r.reason, r.error?.code, r.transport, r.path]),
+      [
+        ["deny", "malformed-request", "ERR_BAD_REQUEST", "mtls", "/x"],
+        ["deny", "malformed-request", "ERR_BAD_REQUEST", "plaintext", "/x"],
+      ],
+    );
+    // Still serving, both ways.
+    for (const target of [port, inboundPort]) {
+      const answer = await rawHttp(target, "GET /after HTTP/1.1\r\nhost: b\r\nconnection: close\r\n\r\n");
+      assert.deepEqual(statuses(answer.reply), [200], answer.reply);
+    }
+  },
+);
+
+test(
+  "HTTP mode: the policy and the service read the same fields: a repeated singleton is refused, a repeated list field arrives as the one line the policy read",
+  { timeout: 30_000 },
+  async () => {
+    const backend = await service();
+    const file = await policyFile(
+      "same-fields.yaml",
+      `policies:
+  - name: tagged-both
+    action: ALLOW
+    rules:
+      - when: [{ key: "request.headers[x-tag]", values: ["a, b"] }]
+`,
+    );
+    const { port } = await pair("same-fields", backend.port, { policies: [file], defaultAction: "DENY" });
+    for (const field of ["authorization: Bearer x", "user-agent: u", "content-type: text/plain"]) {
+      const request = `GET /x HTTP/1.1\r\nhost: b\r\nx-tag: a\r\nx-tag: b\r\n${field}\r\n${field}2\r\n\r\n`;
+      const answer = await rawHttp(port, request);
+      assert.deepEqual(statuses(answer.reply), [400], `${field}: ${answer.reply}`);
+    }
+    assert.equal(backend.seen.length, 0);
+    const answer = await rawHttp(
+      port,
+      "GET /x HTTP/1.1\r\nhost: b\r\nx-tag: a\r\nX-Tag: b\r\ncookie: c=1\r\ncookie: d=2\r\nconnection: close\r\n\r\n",
+    );
+    assert.deepEqual(statuses(answer.reply), [200], answer.reply);
+    const lines = backend.seen[0].rawHeaders;
+    const fields = (name: string) =>
+      lines.filter((_, i) => i % 2 === 1 && lines[i - 1].toLowerCase() === name);
+    assert.deepEqual(fields("x-tag"), ["a, b"]);
+    assert.deepEqual(fields("cookie"), ["c=1; d=2"]);
+    assert.deepEqual(fields("host"), ["b"]);
+  },
+);
+
+test(
+  "HTTP mode: a Connection field that names Host or Content-Length is refused",
+  { timeout: 30_000 },
+  async () => {
+    const backend = await service();
+    const { port } = await pair("conn-names", backend.port);
+    for (const named of ["host", "content-length"]) {
+      const answer = await rawHttp(
+        port,
+        `POST /x HTTP/1.1\r\nhost: b\r\ncontent-length: 4\r\nconnection: ${named}\r\n\r\nabcd`,
+      );
+      assert.deepEqual(statuses(answer.reply), [400], answer.reply);
+    }
+    assert.equal(backend.seen.length, 0);
+  },
+);
+
+test(
+  "HTTP mode: an exception inside the proxy's request handling is answered 500, logged and counted, and the process lives",
+  { timeout: 30_000 },
+  async () => {
+    // A fault injected where no wire input reaches: the listener's view of its connection throws.
+    const metrics = new ProxyMetrics();
+    const audit = new AuditLog(join(dir.path, "fault-audit.jsonl"));
+    await audit.open();
+    const errors: string[] = [];
+    const config = proxyConfig({
+      auditLog: join(dir.path, "fault-audit.jsonl"),
+      inbound: [{
+        name: "fault-in",
+        workload: "photo-backend",
+        listen: "127.0.0.1:0",
+        forward: "127.0.0.1:9",
+        protocol: "http",
+        defaultAction: "ALLOW",
+      }],
+    }, dir.path);
+    const inbound = config.inbound[0];
+    const policy = await ListenerPolicy.load({
+      listener: inbound.name,
+      files: [],
+      protocol: "http",
+      defaultAction: "ALLOW",
+    });
+    const { ProxyConnection } = await import("../../agent/proxy/connection.ts");
+    const connections = new WeakMap<object, InstanceType<typeof ProxyConnection>>();
+    let ids = 0;
+    const http = new HttpInbound(inbound, policy, {
+      limits: config.limits,
+      sessionResumption: false,
+      sessionTimeoutSeconds: 300,
+      ticketKeys: new Uint8Array(48),
+      logger: { ...silentLogger, error: (message: string) => void errors.push(message) },
+      metrics,
+      audit,
+      nextConnectionId: () => ++ids,
+    }, {
+      connectionOf: (socket) => connections.get(socket),
+      policyRequest: () => {
+        throw new TypeError("injected fault");
+      },
+      auditFields: (connection) => ({
+        destination: "127.0.0.1:9",
+        transport: "plaintext",
+        connection: connection.id,
+      }),
+      ownId: () => undefined,
+    });
+    const server = createNetServer({ pauseOnConnect: true, allowHalfOpen: true }, (socket) => {
+      const connection = new ProxyConnection(++ids, "plaintext", socket);
+      connection.add(socket);
+      connections.set(socket, connection);
+      http.serve(socket);
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    closers.push(async () => {
+      http.close();
+      await audit.close();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    });
+    const port = (server.address() as { port: number }).port;
+    const plain = await rawHttp(port, "GET /x HTTP/1.1\r\nhost: b\r\n\r\n");
+    assert.deepEqual(statuses(plain.reply), [500], plain.reply);
+    assert.match(plain.reply, /"code":"ERR_INTERNAL"/);
+    const upgrade = await rawHttp(
+      port,
+      "GET /ws HTTP/1.1\r\nhost: b\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n",
+    );
+    assert.deepEqual(statuses(upgrade.reply), [500], upgrade.reply);
+    assert.equal(metrics.internalErrors.value({ listener: "fault-in" }), 2);
+    assert.deepEqual(errors, ["handling an HTTP request failed", "handling an HTTP request failed"]);
+  },
+);

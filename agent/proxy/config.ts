@@ -63,6 +63,12 @@ export interface ProxyLimits {
   handshakeTimeoutSeconds: number;
   /** Connecting to the upstream or the local service. */
   connectTimeoutSeconds: number;
+  /**
+   * HTTP mode: a request whose local service sends no byte of its answer for this long (before
+   * the answer begins or between its bytes) is answered 504 or cut off. Long polls and server-sent
+   * events keep going as long as the service sends something within it.
+   */
+  responseIdleTimeoutSeconds: number;
   /** A connection with no byte in either direction for this long is closed. */
   idleTimeoutSeconds: number;
   /** Every open connection's peer is verified again this often (expiry, CRL staleness). */
@@ -104,6 +110,7 @@ const LIMITS = [
   "maxConnections",
   "handshakeTimeoutSeconds",
   "connectTimeoutSeconds",
+  "responseIdleTimeoutSeconds",
   "idleTimeoutSeconds",
   "revalidateIntervalSeconds",
   "maxHeaderBytes",
@@ -150,6 +157,13 @@ export function readProxyConfig(
       5,
       1,
       300,
+    ),
+    responseIdleTimeoutSeconds: fields.int(
+      `${at}.limits.responseIdleTimeoutSeconds`,
+      limitsRaw.responseIdleTimeoutSeconds,
+      300,
+      1,
+      7 * DAY,
     ),
     idleTimeoutSeconds: fields.int(
       `${at}.limits.idleTimeoutSeconds`,

@@ -13,19 +13,13 @@
  */
 
 import { createHash } from "node:crypto";
-import {
-  Agent,
-  createServer,
-  type IncomingMessage,
-  request as httpRequest,
-  type Server,
-  type ServerResponse,
-} from "node:http";
+import { Agent, createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { connect, type Socket } from "node:net";
 import type { PolicyRequest } from "../../mod.ts";
 import { formatAddress } from "./address.ts";
 import type { InboundConfig } from "./config.ts";
 import type { ProxyConnection } from "./connection.ts";
+import { requestService, ServiceTimeout } from "./http-forward.ts";
 import { hostOf, readRequestFields, type RequestFields } from "./http-head.ts";
 import { normalizeTarget } from "./http-path.ts";
 import { problemText, sendProblem } from "./http-problem.ts";
@@ -206,14 +200,15 @@ export class HttpInbound {
       return sendProblem(res, 403, "ERR_POLICY_DENIED", "denied by the authorization policy");
     }
     const forward = this.config.forward;
-    const upstream = httpRequest({
-      ...("path" in forward ? { socketPath: forward.path } : { host: forward.host, port: forward.port }),
-      method: req.method,
-      path: decision.target,
+    const limits = this.context.limits;
+    const upstream = requestService({
+      forward,
+      method: req.method ?? "GET",
+      target: decision.target,
       headers: this.#forwardHeaders(decision.fields, decision.connection),
       agent: this.#agent,
-      setHost: false,
-      timeout: this.context.limits.connectTimeoutSeconds * 1000,
+      connectTimeoutMs: limits.connectTimeoutSeconds * 1000,
+      responseIdleTimeoutMs: limits.responseIdleTimeoutSeconds * 1000,
     });
     upstream.on(
       "response",
@@ -230,7 +225,6 @@ export class HttpInbound {
         answer.on("error", () => res.destroy());
       }),
     );
-    upstream.on("timeout", () => upstream.destroy(new Error("the local service did not answer in time")));
     upstream.on(
       "error",
       this.#guarded(socket, res, (err: Error) => {
@@ -239,8 +233,9 @@ export class HttpInbound {
           forward: formatAddress(forward),
           error: err.message,
         });
-        if (!res.headersSent) sendProblem(res, 502, "ERR_UPSTREAM", "the local service could not be reached");
-        else res.destroy();
+        if (res.headersSent) res.destroy();
+        else if (err instanceof ServiceTimeout) sendProblem(res, 504, "ERR_UPSTREAM_TIMEOUT", err.message);
+        else sendProblem(res, 502, "ERR_UPSTREAM", "the local service could not be reached");
       }),
     );
     res.on("close", () => {

@@ -76,6 +76,7 @@ proxy:
     maxConnections: 10_000,
     handshakeTimeoutSeconds: 10,
     connectTimeoutSeconds: 5,
+    responseIdleTimeoutSeconds: 300,
     idleTimeoutSeconds: 3600,
     revalidateIntervalSeconds: 60,
     maxHeaderBytes: 16_384,

@@ -320,3 +320,50 @@ test(
     assert.deepEqual(errors, ["handling an HTTP request failed", "handling an HTTP request failed"]);
   },
 );
+
+test(
+  "HTTP mode: connectTimeoutSeconds bounds connecting only: a service that answers after longer is served",
+  { timeout: 30_000 },
+  async () => {
+    const backend = await service((req, res) => setTimeout(() => res.end(`late ${req.url}`), 2000));
+    const { port } = await pair("slow-answer", backend.port, {}, { limits: { connectTimeoutSeconds: 1 } });
+    const answer = await rawHttp(port, "GET /slow HTTP/1.1\r\nhost: b\r\nconnection: close\r\n\r\n", 6000);
+    assert.deepEqual(statuses(answer.reply), [200], answer.reply);
+    assert.match(answer.reply, /late \/slow$/);
+  },
+);
+
+test(
+  "HTTP mode: an event stream outlives responseIdleTimeoutSeconds while the service keeps sending; a silent service is answered 504",
+  { timeout: 30_000 },
+  async () => {
+    const backend = await service((req, res) => {
+      if (req.url === "/silent") return; // never answers
+      res.writeHead(200, { "content-type": "text/event-stream" });
+      let sent = 0;
+      const timer = setInterval(() => {
+        res.write(`data: ${++sent}\n\n`);
+        if (sent === 6) {
+          clearInterval(timer);
+          res.end();
+        }
+      }, 400);
+    });
+    const { port } = await pair("event-stream", backend.port, {}, {
+      limits: { responseIdleTimeoutSeconds: 1 },
+    });
+    const events = await rawHttp(port, "GET /events HTTP/1.1\r\nhost: b\r\nconnection: close\r\n\r\n", 8000);
+    assert.deepEqual(statuses(events.reply), [200], events.reply);
+    assert.deepEqual([...events.reply.matchAll(/data: (\d)/g)].map((m) => m[1]), [
+      "1",
+      "2",
+      "3",
+      "4",
+      "5",
+      "6",
+    ]);
+    const silent = await rawHttp(port, "GET /silent HTTP/1.1\r\nhost: b\r\n\r\n", 6000);
+    assert.deepEqual(statuses(silent.reply), [504], silent.reply);
+    assert.match(silent.reply, /"code":"ERR_UPSTREAM_TIMEOUT"/);
+  },
+);

@@ -36,8 +36,12 @@ export interface ServiceRequestOptions {
   responseIdleTimeoutMs: number;
 }
 
-/** Starts the request; errors (a {@link ServiceTimeout} among them) come as the request's `error`. */
-export function requestService(options: ServiceRequestOptions): ClientRequest {
+/**
+ * Starts the request. `failed` is called at most once, with a {@link ServiceTimeout} or the
+ * request's error, whatever the runtime then does with the destroyed request (Deno's node:http
+ * client retries a request whose pooled connection was destroyed, and reports nothing).
+ */
+export function requestService(options: ServiceRequestOptions, failed: (err: Error) => void): ClientRequest {
   const { forward, connectTimeoutMs, responseIdleTimeoutMs } = options;
   const request = httpRequest({
     ...("path" in forward ? { socketPath: forward.path } : { host: forward.host, port: forward.port }),
@@ -49,16 +53,21 @@ export function requestService(options: ServiceRequestOptions): ClientRequest {
     // The socket's idle timer: restarted by every byte either way, so it measures silence.
     timeout: responseIdleTimeoutMs,
   });
+  let hasFailed = false;
+  const fail = (err: Error) => {
+    if (hasFailed) return;
+    hasFailed = true;
+    failed(err);
+    request.destroy(err);
+  };
   request.on("socket", (socket) => {
     if (!socket.connecting) return;
-    const timer = setTimeout(
-      () => request.destroy(new ServiceTimeout("connect", connectTimeoutMs)),
-      connectTimeoutMs,
-    );
+    const timer = setTimeout(() => fail(new ServiceTimeout("connect", connectTimeoutMs)), connectTimeoutMs);
     const clear = () => clearTimeout(timer);
     socket.once("connect", clear);
     socket.once("close", clear);
   });
-  request.on("timeout", () => request.destroy(new ServiceTimeout("response", responseIdleTimeoutMs)));
+  request.on("timeout", () => fail(new ServiceTimeout("response", responseIdleTimeoutMs)));
+  request.on("error", fail);
   return request;
 }

@@ -7,22 +7,24 @@
  * XFCC header is always removed first: only the proxy may assert who called.
  *
  * Parsing is node:http's (strict, bounded head size and time); bodies stream both ways with
- * backpressure. Upgrades (WebSocket) are decided like any request, then piped.
+ * backpressure. Upgrades (WebSocket) are decided like any request, and piped once the service
+ * answered 101 (http-upgrade.ts).
  *
  * @module
  */
 
 import { createHash } from "node:crypto";
 import { Agent, createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
-import { connect, type Socket } from "node:net";
+import type { Socket } from "node:net";
 import type { PolicyRequest } from "../../mod.ts";
 import { formatAddress } from "./address.ts";
 import type { InboundConfig } from "./config.ts";
 import type { ProxyConnection } from "./connection.ts";
 import { requestService, ServiceTimeout } from "./http-forward.ts";
 import { hostOf, readRequestFields, type RequestFields } from "./http-head.ts";
+import { responseHead, writeAnswer } from "./http-upgrade.ts";
 import { normalizeTarget } from "./http-path.ts";
-import { problemText, sendProblem } from "./http-problem.ts";
+import { closeWithProblem, sendProblem } from "./http-problem.ts";
 import { type ListenerContext, recordDecision, verdictFields } from "./listener-context.ts";
 import type { ListenerPolicy } from "./policy-files.ts";
 
@@ -59,7 +61,11 @@ type Decision =
     connection: ProxyConnection;
     /** The normalized target: the path policies matched, and the query. */
     target: string;
+    /** The normalized path alone. */
+    path: string;
     fields: RequestFields;
+    /** What the policies decided on (kept for an upgraded connection, which is decided again on reload). */
+    request: PolicyRequest;
   };
 
 /** The most of a refused request's raw target kept in its audit record. */
@@ -91,13 +97,16 @@ export class HttpInbound {
         this.#guarded(socket, undefined, () => this.#upgrade(req, socket, head))(),
     );
     this.#server.on("connect", (_req: IncomingMessage, socket: Socket) => {
-      socket.end(problemText(405, "ERR_METHOD_NOT_ALLOWED", "CONNECT is not proxied"));
+      closeWithProblem(socket, 405, "ERR_METHOD_NOT_ALLOWED", "CONNECT is not proxied");
     });
     this.#server.on("clientError", (err: NodeJS.ErrnoException, socket: Socket) => {
       if (!socket.writable) return socket.destroy();
       const status = err.code === "HPE_HEADER_OVERFLOW" ? 431 : 400;
-      socket.end(
-        problemText(status, "ERR_BAD_REQUEST", `the request could not be parsed (${err.code ?? "error"})`),
+      closeWithProblem(
+        socket,
+        status,
+        "ERR_BAD_REQUEST",
+        `the request could not be parsed (${err.code ?? "error"})`,
       );
     });
     this.#agent = new Agent({ keepAlive: true, maxSockets: 256, maxFreeSockets: 64 });
@@ -136,7 +145,7 @@ export class HttpInbound {
         try {
           const detail = "the proxy failed while handling the request";
           if (res && !res.headersSent) sendProblem(res, 500, "ERR_INTERNAL", detail, true);
-          else if (!res && socket.writable) socket.end(problemText(500, "ERR_INTERNAL", detail));
+          else if (!res) closeWithProblem(socket, 500, "ERR_INTERNAL", detail);
           else socket.destroy();
         } catch {
           socket.destroy();
@@ -145,25 +154,30 @@ export class HttpInbound {
     };
   }
 
-  #decide(req: IncomingMessage, socket: Socket): Decision {
+  #decide(req: IncomingMessage, socket: Socket, isUpgrade = false): Decision {
     const connection = this.listener.connectionOf(socket);
     if (!connection) return { kind: "gone" };
     const normalized = normalizeTarget(req.url ?? "");
     const fields = readRequestFields(req.rawHeaders);
     if ("problem" in normalized) return this.#refuse(req, connection, normalized.problem);
     if ("problem" in fields) return this.#refuse(req, connection, fields.problem);
+    // After a 101 the bytes that follow are the new protocol's; a body in between has no framing both sides agree on.
+    if (isUpgrade && fields.hasBody) {
+      return this.#refuse(req, connection, "an upgrade request must not have a body");
+    }
     const base = this.listener.policyRequest(connection, socket);
     const attributes: Record<string, string | undefined> = {
       ...base.attributes as Record<string, string | undefined>,
     };
     for (const [key, header] of this.policy.headerKeys) attributes[key] = fields.headers.get(header);
-    const verdict = this.policy.evaluate({
+    const request: PolicyRequest = {
       ...base,
       method: req.method,
       path: normalized.path,
       host: hostOf(fields.headers.get("host")),
       attributes,
-    });
+    };
+    const verdict = this.policy.evaluate(request);
     recordDecision(this.context, {
       listener: this.config.name,
       direction: "inbound",
@@ -173,7 +187,14 @@ export class HttpInbound {
       path: normalized.path,
     });
     if (!verdict.decision.allowed) return { kind: "denied", connection };
-    return { kind: "allowed", connection, target: normalized.path + normalized.query, fields };
+    return {
+      kind: "allowed",
+      connection,
+      target: normalized.path + normalized.query,
+      path: normalized.path,
+      fields,
+      request,
+    };
   }
 
   /** A request refused before any policy could read it: audited all the same, with what was sent. */
@@ -201,15 +222,27 @@ export class HttpInbound {
     }
     const forward = this.config.forward;
     const limits = this.context.limits;
-    const upstream = requestService({
-      forward,
-      method: req.method ?? "GET",
-      target: decision.target,
-      headers: this.#forwardHeaders(decision.fields, decision.connection),
-      agent: this.#agent,
-      connectTimeoutMs: limits.connectTimeoutSeconds * 1000,
-      responseIdleTimeoutMs: limits.responseIdleTimeoutSeconds * 1000,
-    });
+    const upstream = requestService(
+      {
+        forward,
+        method: req.method ?? "GET",
+        target: decision.target,
+        headers: this.#forwardHeaders(decision.fields, decision.connection),
+        agent: this.#agent,
+        connectTimeoutMs: limits.connectTimeoutSeconds * 1000,
+        responseIdleTimeoutMs: limits.responseIdleTimeoutSeconds * 1000,
+      },
+      this.#guarded(socket, res, (err: Error) => {
+        this.context.logger.warn("local service request failed", {
+          listener: this.config.name,
+          forward: formatAddress(forward),
+          error: err.message,
+        });
+        if (res.headersSent) res.destroy();
+        else if (err instanceof ServiceTimeout) sendProblem(res, 504, "ERR_UPSTREAM_TIMEOUT", err.message);
+        else sendProblem(res, 502, "ERR_UPSTREAM", "the local service could not be reached");
+      }),
+    );
     upstream.on(
       "response",
       this.#guarded(socket, res, (answer: IncomingMessage) => {
@@ -223,19 +256,6 @@ export class HttpInbound {
         res.writeHead(answer.statusCode ?? 502, answer.statusMessage, headers);
         answer.pipe(res);
         answer.on("error", () => res.destroy());
-      }),
-    );
-    upstream.on(
-      "error",
-      this.#guarded(socket, res, (err: Error) => {
-        this.context.logger.warn("local service request failed", {
-          listener: this.config.name,
-          forward: formatAddress(forward),
-          error: err.message,
-        });
-        if (res.headersSent) res.destroy();
-        else if (err instanceof ServiceTimeout) sendProblem(res, 504, "ERR_UPSTREAM_TIMEOUT", err.message);
-        else sendProblem(res, 502, "ERR_UPSTREAM", "the local service could not be reached");
       }),
     );
     res.on("close", () => {
@@ -262,34 +282,98 @@ export class HttpInbound {
   }
 
   #upgrade(req: IncomingMessage, socket: Socket, head: Buffer): void {
-    const decision = this.#decide(req, socket);
+    // Nothing more is read from the caller until the service has answered: unless it switches
+    // protocols, what follows is HTTP again, and each request in it is decided.
+    socket.pause();
+    const decision = this.#decide(req, socket, true);
     if (decision.kind === "gone") return void socket.destroy();
     if (decision.kind !== "allowed") {
-      socket.end(
-        decision.kind === "refused"
-          ? problemText(400, "ERR_BAD_REQUEST", decision.detail)
-          : problemText(403, "ERR_POLICY_DENIED", "denied by the authorization policy"),
-      );
+      if (decision.kind === "refused") closeWithProblem(socket, 400, "ERR_BAD_REQUEST", decision.detail);
+      else closeWithProblem(socket, 403, "ERR_POLICY_DENIED", "denied by the authorization policy");
       return;
     }
-    const forward = this.config.forward;
-    const local = "path" in forward
-      ? connect({ path: forward.path })
-      : connect({ host: forward.host, port: forward.port });
-    decision.connection.add(local);
-    const headers = this.#forwardHeaders(decision.fields, decision.connection);
-    let text = `${req.method} ${decision.target} HTTP/${req.httpVersion}\r\n`;
-    for (const [name, value] of Object.entries(headers)) text += `${name}: ${value}\r\n`;
-    // Upgrade and Connection are hop-by-hop for requests, but the upgrade needs them.
-    text += `connection: upgrade\r\nupgrade: ${decision.fields.upgrade ?? ""}\r\n\r\n`;
-    local.once("connect", () => {
-      local.write(text);
-      if (head.length) local.write(head);
-      const connection = decision.connection;
-      connection.relay(socket, local, this.context.limits.idleTimeoutSeconds * 1000, () => {
-        this.context.metrics.closed.inc({ listener: this.config.name, reason: "idle" });
-        connection.close("idle");
-      });
+    const limits = this.context.limits;
+    let isAnswered = false;
+    const upstream = requestService(
+      {
+        forward: this.config.forward,
+        method: req.method ?? "GET",
+        target: decision.target,
+        // Upgrade and Connection are hop-by-hop, but this hop's upgrade needs them.
+        headers: {
+          ...this.#forwardHeaders(decision.fields, decision.connection),
+          connection: "upgrade",
+          upgrade: decision.fields.upgrade ?? "",
+        },
+        agent: false,
+        connectTimeoutMs: limits.connectTimeoutSeconds * 1000,
+        responseIdleTimeoutMs: limits.responseIdleTimeoutSeconds * 1000,
+      },
+      this.#guarded(socket, undefined, (err: Error) => {
+        if (isAnswered) return;
+        this.context.logger.warn("local service upgrade request failed", {
+          listener: this.config.name,
+          forward: formatAddress(this.config.forward),
+          error: err.message,
+        });
+        if (err instanceof ServiceTimeout) closeWithProblem(socket, 504, "ERR_UPSTREAM_TIMEOUT", err.message);
+        else closeWithProblem(socket, 502, "ERR_UPSTREAM", "the local service could not be reached");
+      }),
+    );
+    upstream.on(
+      "upgrade",
+      this.#guarded(socket, undefined, (answer: IncomingMessage, service: Socket, serviceHead: Buffer) => {
+        isAnswered = true;
+        this.#switched(decision, socket, head, answer, service, serviceHead);
+      }),
+    );
+    upstream.on(
+      "response",
+      this.#guarded(socket, undefined, (answer: IncomingMessage) => {
+        isAnswered = true;
+        this.#declined(req, socket, head, answer);
+      }),
+    );
+    decision.connection.onClosed(() => upstream.destroy());
+    upstream.end();
+  }
+
+  /** The service answered 101: from now on the connection is a tunnel, piped both ways. */
+  #switched(
+    decision: Extract<Decision, { kind: "allowed" }>,
+    socket: Socket,
+    head: Buffer,
+    answer: IncomingMessage,
+    service: Socket,
+    serviceHead: Buffer,
+  ): void {
+    const connection = decision.connection;
+    if (connection.isClosed) return void service.destroy();
+    // The request's answer deadline is over; the tunnel has the connection's idle timeout.
+    service.setTimeout(0);
+    service.removeAllListeners("timeout");
+    connection.add(service);
+    connection.tunnel = { request: decision.request, method: decision.request.method, path: decision.path };
+    socket.write(responseHead(answer, true));
+    if (serviceHead.length) socket.write(serviceHead);
+    if (head.length) service.write(head);
+    connection.relay(socket, service, this.context.limits.idleTimeoutSeconds * 1000, () => {
+      this.context.metrics.closed.inc({ listener: this.config.name, reason: "idle" });
+      connection.close("idle");
+    });
+  }
+
+  /** The service answered without switching: the answer goes back, and the connection is HTTP again. */
+  #declined(req: IncomingMessage, socket: Socket, head: Buffer, answer: IncomingMessage): void {
+    const keepOpen = req.httpVersion === "1.1" &&
+      !/(^|,)\s*close\s*(,|$)/i.test(req.headers.connection ?? "");
+    writeAnswer(answer, socket, req.method === "HEAD", (isComplete) => {
+      if (!isComplete || !keepOpen || socket.destroyed) {
+        socket.destroy();
+        return;
+      }
+      if (head.length) socket.unshift(head);
+      this.serve(socket);
     });
   }
 }

@@ -8,6 +8,7 @@
  */
 
 import type { ServerResponse } from "node:http";
+import type { Socket } from "node:net";
 import { Buffer } from "node:buffer";
 
 const STATUS_TEXT: Record<number, string> = {
@@ -55,4 +56,14 @@ export function problemText(status: number, code: string, detail: string): strin
     STATUS_TEXT[status] ?? "Error"
   }\r\ncontent-type: application/problem+json\r\n` +
     `content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`;
+}
+
+/**
+ * Answers a raw socket with a problem and closes it once the answer is written. Sockets are
+ * half-open capable (a FIN from the peer ends only its direction), so ending ours alone would
+ * leave the connection open for as long as the peer keeps its side.
+ */
+export function closeWithProblem(socket: Socket, status: number, code: string, detail: string): void {
+  if (!socket.writable) return void socket.destroy();
+  socket.end(problemText(status, code, detail), () => socket.destroy());
 }

@@ -386,15 +386,19 @@ export class InboundListener implements WorkloadObserver {
         return;
       }
     }
-    // HTTP mode decides each request as it comes; TCP mode decided the connection, and decides it again.
-    if (this.#http || connection.isClosed || !connection.peer && connection.transport === "mtls") return;
-    const verdict = this.policy.evaluate(this.#policyRequest(connection));
+    if (connection.isClosed || !connection.peer && connection.transport === "mtls") return;
+    // HTTP mode decides each request as it comes, and an upgraded connection (a tunnel) again by
+    // the request that opened it; TCP mode decided the connection, and decides it again.
+    const tunnel = connection.tunnel;
+    if (this.#http && !tunnel) return;
+    const verdict = this.policy.evaluate(tunnel?.request ?? this.#policyRequest(connection));
     if (!verdict.decision.allowed) {
       recordDecision(this.context, {
         listener: this.name,
         direction: "inbound",
         ...verdictFields(verdict),
         ...this.#auditFields(connection),
+        ...(tunnel ? { method: tunnel.method, path: tunnel.path } : {}),
       });
       this.#closeConnection(connection, "denied");
     }

@@ -21,6 +21,7 @@ import {
   TestCa,
   TestSource,
   until,
+  within,
 } from "./proxy-support.ts";
 
 let dir: { path: string; remove: () => Promise<void> };
@@ -365,5 +366,135 @@ test(
     const silent = await rawHttp(port, "GET /silent HTTP/1.1\r\nhost: b\r\n\r\n", 6000);
     assert.deepEqual(statuses(silent.reply), [504], silent.reply);
     assert.match(silent.reply, /"code":"ERR_UPSTREAM_TIMEOUT"/);
+  },
+);
+
+/** An HTTP service that switches `/chat` to an echo protocol (101, then every byte back) and answers the rest as HTTP. */
+async function upgradingService(): Promise<{ port: number; seen: Seen[]; upgrades: Seen[] }> {
+  const backend = await service();
+  const upgrades: Seen[] = [];
+  // Upgraded sockets are no longer the HTTP server's: closing it would wait for them.
+  const tunnels = new Set<import("node:net").Socket>();
+  closers.push(() => {
+    for (const socket of tunnels) socket.destroy();
+    return Promise.resolve();
+  });
+  backend.server.on("upgrade", (req: IncomingMessage, socket: import("node:net").Socket, head: Buffer) => {
+    upgrades.push({ url: req.url ?? "", rawHeaders: req.rawHeaders });
+    tunnels.add(socket);
+    if (req.url !== "/chat") {
+      socket.end("HTTP/1.1 404 Not Found\r\ncontent-length: 9\r\n\r\nno such\r\n");
+      return;
+    }
+    socket.write("HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n");
+    socket.write(head);
+    socket.pipe(socket);
+  });
+  return { port: backend.port, seen: backend.seen, upgrades };
+}
+
+const PUBLIC_ONLY = `policies:
+  - name: public-and-chat
+    action: ALLOW
+    rules:
+      - to: [{ operation: { paths: ["/public*", "/chat"] } }]
+`;
+
+test(
+  "HTTP mode: an upgrade the service does not switch is answered as HTTP, and the requests after it are decided: a smuggled one with a forged XFCC never reaches the service",
+  { timeout: 30_000 },
+  async () => {
+    // node:http without an upgrade listener answers an Upgrade request as an ordinary one and keeps reading.
+    const backend = await service();
+    const file = await policyFile("smuggle.yaml", PUBLIC_ONLY);
+    const { port } = await pair("smuggle", backend.port, { policies: [file], defaultAction: "DENY" });
+    const upgrade = "GET /public HTTP/1.1\r\nhost: b\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n";
+    const smuggled =
+      `GET /admin/secret HTTP/1.1\r\nhost: b\r\nx-forwarded-client-cert: URI=${IDS.datastore}\r\n\r\n`;
+    // In the same write as the upgrade request, and in a later one.
+    const together = await rawHttp(port, upgrade + smuggled, 3000);
+    const apart = await rawHttp(port, [upgrade, smuggled], 3000, 300);
+    for (const { reply } of [together, apart]) {
+      assert.deepEqual(statuses(reply), [200, 403], reply);
+      assert.match(reply, /served \/public/);
+    }
+    assert.deepEqual(backend.seen.map((s) => s.url), ["/public", "/public"]);
+    const audited = (await auditRecords(dir.path)).filter((r) => r.listener === "smuggle-in");
+    assert.deepEqual(audited.map((r) => [r.path, r.decision]), [
+      ["/public", "allow"],
+      ["/admin/secret", "deny"],
+      ["/public", "allow"],
+      ["/admin/secret", "deny"],
+    ]);
+  },
+);
+
+test(
+  "HTTP mode: an allowed upgrade is piped only after the service's 101, and the service sees the proxy's XFCC, never a forged one",
+  { timeout: 30_000 },
+  async () => {
+    const backend = await upgradingService();
+    const file = await policyFile("upgrade-xfcc.yaml", PUBLIC_ONLY);
+    const { port } = await pair("upgrade-xfcc", backend.port, { policies: [file], defaultAction: "DENY" });
+    const answer = await rawHttp(
+      port,
+      `GET /chat HTTP/1.1\r\nhost: b\r\nconnection: upgrade\r\nupgrade: echo\r\nx-forwarded-client-cert: URI=${IDS.datastore}\r\n\r\nping`,
+      1500,
+    );
+    assert.match(answer.reply, /^HTTP\/1\.1 101 Switching Protocols\r\n[\s\S]*\r\n\r\nping$/);
+    const lines = backend.upgrades[0].rawHeaders;
+    const xfcc = lines.filter((_, i) =>
+      i % 2 === 1 && lines[i - 1].toLowerCase() === "x-forwarded-client-cert"
+    );
+    assert.equal(xfcc.length, 1);
+    assert.match(xfcc[0], new RegExp(`^By=${IDS.backend};Hash=[0-9a-f]{64};URI=${IDS.frontend}$`));
+    // An upgrade the service refuses comes back as its answer; an upgrade request with a body is refused.
+    const refused = await rawHttp(
+      port,
+      "GET /public/x HTTP/1.1\r\nhost: b\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n",
+    );
+    assert.deepEqual(statuses(refused.reply), [404], refused.reply);
+    const withBody = await rawHttp(
+      port,
+      "POST /chat HTTP/1.1\r\nhost: b\r\nconnection: upgrade\r\nupgrade: echo\r\ncontent-length: 4\r\n\r\nbody",
+    );
+    assert.deepEqual(statuses(withBody.reply), [400], withBody.reply);
+    assert.equal(backend.upgrades.length, 2);
+  },
+);
+
+test(
+  "HTTP mode: an upgraded connection whose request a reloaded policy denies is closed and audited",
+  { timeout: 30_000 },
+  async () => {
+    const backend = await upgradingService();
+    const file = await policyFile("tunnel-reload.yaml", PUBLIC_ONLY);
+    const { port, server } = await pair("tunnel-reload", backend.port, {
+      policies: [file],
+      defaultAction: "DENY",
+    });
+    const socket = connect(port, "127.0.0.1");
+    let reply = "";
+    socket.on("data", (d) => reply += d);
+    socket.on("error", () => {});
+    const closed = new Promise<void>((resolve) => socket.on("close", () => resolve()));
+    await new Promise((resolve) => socket.on("connect", resolve));
+    socket.write("GET /chat HTTP/1.1\r\nhost: b\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n");
+    await until(() => reply.includes("\r\n\r\n"));
+    assert.match(reply, /^HTTP\/1\.1 101 /);
+    socket.write("still open");
+    await until(() => reply.endsWith("still open"));
+    // A reload that keeps /chat allowed leaves the tunnel open; one that denies it closes it.
+    await writeFile(file, PUBLIC_ONLY.replace("name: public-and-chat", "name: renamed"));
+    await server.reloadPolicies();
+    socket.write("!");
+    await until(() => reply.endsWith("still open!"));
+    await writeFile(file, PUBLIC_ONLY.replace(`, "/chat"`, ""));
+    await server.reloadPolicies();
+    await within(closed, 5000, "the tunnel denied by the new policy closed");
+    assert.equal(server.metrics.closed.value({ listener: "tunnel-reload-in", reason: "denied" }), 1);
+    const audited = (await auditRecords(dir.path)).filter((r) => r.listener === "tunnel-reload-in");
+    assert.deepEqual(audited.at(-1)?.path, "/chat");
+    assert.equal(audited.at(-1)?.decision, "deny");
   },
 );

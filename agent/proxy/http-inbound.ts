@@ -20,6 +20,7 @@ import type { PolicyRequest } from "../../mod.ts";
 import { formatAddress } from "./address.ts";
 import type { InboundConfig } from "./config.ts";
 import type { ProxyConnection } from "./connection.ts";
+import { HeadDeadlines } from "./http-head-deadline.ts";
 import { requestService, ServiceTimeout } from "./http-forward.ts";
 import { hostOf, readRequestFields, type RequestFields } from "./http-head.ts";
 import { responseHead, writeAnswer } from "./http-upgrade.ts";
@@ -75,6 +76,7 @@ const MAX_AUDITED_TARGET = 512;
 export class HttpInbound {
   readonly #server: Server;
   readonly #agent: Agent;
+  readonly #heads: HeadDeadlines;
 
   constructor(
     readonly config: InboundConfig,
@@ -83,9 +85,10 @@ export class HttpInbound {
     readonly listener: HttpListenerView,
   ) {
     const limits = context.limits;
+    // node:http's own head and request timers run only in a server that listens; this one is
+    // handed sockets, so headersTimeoutSeconds is kept by HeadDeadlines.
     this.#server = createServer({
       maxHeaderSize: limits.maxHeaderBytes,
-      headersTimeout: limits.headersTimeoutSeconds * 1000,
       requestTimeout: 0,
       keepAliveTimeout: limits.idleTimeoutSeconds * 1000,
     }, (req, res) => this.#guarded(req.socket, res, () => this.#request(req, res))());
@@ -100,6 +103,7 @@ export class HttpInbound {
       closeWithProblem(socket, 405, "ERR_METHOD_NOT_ALLOWED", "CONNECT is not proxied");
     });
     this.#server.on("clientError", (err: NodeJS.ErrnoException, socket: Socket) => {
+      this.#heads.forget(socket);
       if (!socket.writable) return socket.destroy();
       const status = err.code === "HPE_HEADER_OVERFLOW" ? 431 : 400;
       closeWithProblem(
@@ -110,17 +114,35 @@ export class HttpInbound {
       );
     });
     this.#agent = new Agent({ keepAlive: true, maxSockets: 256, maxFreeSockets: 64 });
+    this.#heads = new HeadDeadlines(
+      limits.headersTimeoutSeconds * 1000,
+      (socket) => this.#headTooSlow(socket),
+    );
   }
 
-  /** Serves HTTP on a verified (or PERMISSIVE plain-text) connection's socket. */
-  serve(socket: Socket): void {
+  /**
+   * Serves HTTP on a verified (or PERMISSIVE plain-text) connection's socket. Its first request
+   * head is due within headersTimeoutSeconds, unless `isResting` (a connection that has served
+   * requests before, which may rest until its next one begins).
+   */
+  serve(socket: Socket, isResting = false): void {
+    this.#heads.opened(socket, isResting);
     this.#server.emit("connection", socket);
     socket.resume();
   }
 
   /** Closes the pooled connections to the local service. */
   close(): void {
+    this.#heads.close();
     this.#agent.destroy();
+  }
+
+  /** A request head did not come in time: answered 408, and the connection closed and counted. */
+  #headTooSlow(socket: Socket): void {
+    this.context.metrics.closed.inc({ listener: this.config.name, reason: "headers_timeout" });
+    const detail = `the request head did not arrive within ${this.context.limits.headersTimeoutSeconds}s`;
+    // The connection closes with its socket, once the answer is written.
+    closeWithProblem(socket, 408, "ERR_REQUEST_TIMEOUT", detail);
   }
 
   /**
@@ -214,6 +236,8 @@ export class HttpInbound {
 
   #request(req: IncomingMessage, res: ServerResponse): void {
     const socket = req.socket;
+    this.#heads.headComplete(socket);
+    res.once("close", () => this.#heads.answered(socket));
     const decision = this.#decide(req, socket);
     if (decision.kind === "gone") return void socket.destroy();
     if (decision.kind === "refused") return sendProblem(res, 400, "ERR_BAD_REQUEST", decision.detail, true);
@@ -285,6 +309,7 @@ export class HttpInbound {
     // Nothing more is read from the caller until the service has answered: unless it switches
     // protocols, what follows is HTTP again, and each request in it is decided.
     socket.pause();
+    this.#heads.headComplete(socket);
     const decision = this.#decide(req, socket, true);
     if (decision.kind === "gone") return void socket.destroy();
     if (decision.kind !== "allowed") {
@@ -349,6 +374,7 @@ export class HttpInbound {
   ): void {
     const connection = decision.connection;
     if (connection.isClosed) return void service.destroy();
+    this.#heads.forget(socket);
     // The request's answer deadline is over; the tunnel has the connection's idle timeout.
     service.setTimeout(0);
     service.removeAllListeners("timeout");
@@ -373,7 +399,7 @@ export class HttpInbound {
         return;
       }
       if (head.length) socket.unshift(head);
-      this.serve(socket);
+      this.serve(socket, true);
     });
   }
 }

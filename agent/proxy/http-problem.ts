@@ -65,5 +65,9 @@ export function problemText(status: number, code: string, detail: string): strin
  */
 export function closeWithProblem(socket: Socket, status: number, code: string, detail: string): void {
   if (!socket.writable) return void socket.destroy();
+  // A peer that reads nothing gets a second to take the answer.
+  const timer = setTimeout(() => socket.destroy(), 1000);
+  timer.unref?.();
+  socket.once("close", () => clearTimeout(timer));
   socket.end(problemText(status, code, detail), () => socket.destroy());
 }

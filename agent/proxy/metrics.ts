@@ -131,7 +131,7 @@ export class ProxyMetrics {
   /** Open connections closed by the proxy, by listener and reason. */
   readonly closed = new CounterFamily(
     "meshauth_proxy_closed_total",
-    "Open connections closed by the proxy, by listener and reason (revoked, unverified, secure_naming, denied, idle, shutdown).",
+    "Open connections closed by the proxy, by listener and reason (revoked, unverified, secure_naming, denied, idle, handshake_timeout, headers_timeout, shutdown).",
     ["listener", "reason"],
   );
   /** Negotiated key exchange groups (known on outbound connections). */

@@ -498,3 +498,52 @@ test(
     assert.equal(audited.at(-1)?.decision, "deny");
   },
 );
+
+/**
+ * Deno's node:http closes a connection after each answer when the server did not listen() itself
+ * (its resOnFinish destroys the socket of a server that is not listening), and the proxy hands
+ * its HTTP server the sockets it accepted: on Deno there is no keep-alive in HTTP mode.
+ */
+const keepsAlive = !("Deno" in globalThis);
+
+test(
+  "HTTP mode: a request head trickled in a byte at a time is cut off after headersTimeoutSeconds with 408, over mutual TLS and plain text",
+  { timeout: 30_000 },
+  async () => {
+    const backend = await service();
+    const { port, inboundPort, server } = await pair("slow-head", backend.port, {}, {
+      limits: { headersTimeoutSeconds: 1, idleTimeoutSeconds: 60 },
+    });
+    const trickle = ["GET /x HTTP/1.1\r\nhost: b\r\n", ..."x-slow: 1234567890".split("")];
+    for (const target of [port, inboundPort]) {
+      const started = performance.now();
+      const answer = await rawHttp(target, trickle, 8000, 300);
+      const elapsedMs = performance.now() - started;
+      assert.equal(answer.closed, true);
+      assert.ok(elapsedMs < 4000, `closed after ${Math.round(elapsedMs)} ms`);
+      assert.deepEqual(statuses(answer.reply), [408], answer.reply);
+      assert.match(answer.reply, /"code":"ERR_REQUEST_TIMEOUT"/);
+    }
+    assert.equal(backend.seen.length, 0);
+    assert.equal(server.metrics.closed.value({ listener: "slow-head-in", reason: "headers_timeout" }), 2);
+  },
+);
+
+test(
+  "HTTP mode: between requests a connection rests longer than headersTimeoutSeconds; a new connection that sends nothing does not",
+  { timeout: 30_000 },
+  async () => {
+    const backend = await service();
+    const { port, inboundPort } = await pair("rest", backend.port, {}, {
+      limits: { headersTimeoutSeconds: 1, idleTimeoutSeconds: 60 },
+    });
+    const request = "GET /x HTTP/1.1\r\nhost: b\r\n\r\n";
+    const rested = await rawHttp(inboundPort, [request, request], 4000, 1800);
+    if (keepsAlive) assert.deepEqual(statuses(rested.reply), [200, 200], rested.reply);
+    else assert.deepEqual(statuses(rested.reply), [200], rested.reply);
+    // Through the outbound listener: a verified connection that never sends a request head.
+    const silent = await rawHttp(port, [], 4000);
+    assert.equal(silent.closed, true);
+    assert.deepEqual(statuses(silent.reply), [408], silent.reply);
+  },
+);

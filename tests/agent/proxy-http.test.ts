@@ -547,3 +547,33 @@ test(
     assert.deepEqual(statuses(silent.reply), [408], silent.reply);
   },
 );
+
+test(
+  "HTTP mode: path parameters (;) and NUL are refused with 400 and audited, so /public/..;/admin never reaches a service that reads it as /admin",
+  { timeout: 30_000 },
+  async () => {
+    const backend = await service();
+    const file = await policyFile("path-parameters.yaml", PUBLIC_ONLY);
+    const { port } = await pair("path-parameters", backend.port, { policies: [file], defaultAction: "DENY" });
+    const targets = ["/public/..;/admin", "/public;jsessionid=1", "/public/..%3B/admin", "/public/a%00b"];
+    for (const target of targets) {
+      const answer = await rawHttp(port, `GET ${target} HTTP/1.1\r\nhost: b\r\n\r\n`);
+      assert.deepEqual(statuses(answer.reply), [400], `${target}: ${answer.reply}`);
+    }
+    assert.equal(backend.seen.length, 0);
+    // A semicolon in the query is the query's business.
+    const query = await rawHttp(
+      port,
+      "GET /public/x?a=1;b=2 HTTP/1.1\r\nhost: b\r\nconnection: close\r\n\r\n",
+    );
+    assert.deepEqual(statuses(query.reply), [200], query.reply);
+    await until(async () =>
+      (await auditRecords(dir.path)).filter((r) => r.listener === "path-parameters-in").length === 5
+    );
+    const audited = (await auditRecords(dir.path)).filter((r) => r.listener === "path-parameters-in");
+    assert.deepEqual(
+      audited.slice(0, 4).map((r) => [r.path, r.reason]),
+      targets.map((t) => [t, "malformed-request"]),
+    );
+  },
+);

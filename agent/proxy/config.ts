@@ -95,6 +95,15 @@ export interface ProxyConfig {
   mode: ProxyMode;
   /** The append-only JSON-lines audit log. */
   auditLog: string;
+  /** The audit log is rotated before it grows past this. */
+  auditLogMaxBytes: number;
+  /** Rotated audit logs kept (`<auditLog>.1` the newest). */
+  auditLogMaxFiles: number;
+  /**
+   * Records about peers without a verified identity are written at most once per source address
+   * (IPv6: /64) per this many seconds; the rest are counted in a summary record.
+   */
+  auditUnverifiedIntervalSeconds: number;
   /** How often policy files are read again to pick up changes. */
   policyReloadIntervalSeconds: number;
   tls: ProxyTlsConfig;
@@ -103,7 +112,18 @@ export interface ProxyConfig {
   inbound: InboundConfig[];
 }
 
-const TOP = ["mode", "auditLog", "policyReloadIntervalSeconds", "tls", "limits", "outbound", "inbound"];
+const TOP = [
+  "mode",
+  "auditLog",
+  "auditLogMaxBytes",
+  "auditLogMaxFiles",
+  "auditUnverifiedIntervalSeconds",
+  "policyReloadIntervalSeconds",
+  "tls",
+  "limits",
+  "outbound",
+  "inbound",
+];
 const OUTBOUND = ["name", "service", "workload", "listen", "upstream", "allowedIds", "serverName"];
 const INBOUND = ["name", "workload", "listen", "forward", "mode", "protocol", "policies", "defaultAction"];
 const LIMITS = [
@@ -120,6 +140,7 @@ const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$/;
 const DNS_NAME =
   /^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
 const DAY = 86400;
+const MIB = 1024 * 1024;
 
 /** Where the section sits and what it defaults to. */
 export interface ReadProxyConfigOptions {
@@ -338,6 +359,21 @@ export function readProxyConfig(
   return {
     mode,
     auditLog,
+    auditLogMaxBytes: fields.int(
+      `${at}.auditLogMaxBytes`,
+      section.auditLogMaxBytes,
+      64 * MIB,
+      64 * 1024,
+      1024 * 1024 * MIB,
+    ),
+    auditLogMaxFiles: fields.int(`${at}.auditLogMaxFiles`, section.auditLogMaxFiles, 4, 1, 1000),
+    auditUnverifiedIntervalSeconds: fields.int(
+      `${at}.auditUnverifiedIntervalSeconds`,
+      section.auditUnverifiedIntervalSeconds,
+      10,
+      1,
+      3600,
+    ),
     policyReloadIntervalSeconds: fields.int(
       `${at}.policyReloadIntervalSeconds`,
       section.policyReloadIntervalSeconds,

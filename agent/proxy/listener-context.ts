@@ -11,6 +11,7 @@ import type { Logger } from "../../internal/mod.ts";
 import type { PolicyDecision } from "../../mod.ts";
 import { type SocketAddress } from "./address.ts";
 import type { AuditLog, AuditRecord } from "./audit.ts";
+import type { UnverifiedAudit } from "./audit-aggregation.ts";
 import type { ProxyLimits } from "./config.ts";
 import type { ProxyMetrics } from "./metrics.ts";
 import type { Verdict } from "./policy-files.ts";
@@ -25,6 +26,8 @@ export interface ListenerContext {
   logger: Logger;
   metrics: ProxyMetrics;
   audit: AuditLog;
+  /** Where records about peers without a verified identity go: rate-limited per source. */
+  unverifiedAudit: UnverifiedAudit;
   nextConnectionId(): number;
 }
 
@@ -53,9 +56,14 @@ function reasonOf(decision: PolicyDecision): string {
   return decision.reason === "denied" || decision.reason === "allowed" ? "policy" : decision.reason;
 }
 
-/** Records a decision in the audit log and the metrics. */
+/**
+ * Records a decision in the audit log and the metrics. A decision about a peer without a
+ * verified identity (anyone who can connect can cause one) goes through the per-source limit.
+ */
 export function recordDecision(context: ListenerContext, record: Omit<AuditRecord, "time">): void {
-  context.audit.append({ time: new Date().toISOString(), ...record });
+  const stamped = { time: new Date().toISOString(), ...record };
+  if (record.peerId === undefined) context.unverifiedAudit.add(stamped);
+  else context.audit.append(stamped);
   const labels = { listener: record.listener, decision: record.decision, policy: record.policy ?? "" };
   context.metrics.decisions.inc(labels);
   if (record.dryRun) {

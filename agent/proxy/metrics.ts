@@ -165,6 +165,12 @@ export class ProxyMetrics {
     "Trust bundle or CRL changes applied (open connections verified again), by workload.",
     ["workload"],
   );
+  /** Audit records about unverified peers folded into a summary record instead of written. */
+  readonly auditAggregated = new CounterFamily(
+    "meshauth_proxy_audit_aggregated_records_total",
+    "Audit records about peers without a verified identity counted in a summary record instead of written one by one, by listener and reason.",
+    ["listener", "reason"],
+  );
   /** Failures of the proxy's own code while it handled a request (answered 500 or closed, and logged). */
   readonly internalErrors = new CounterFamily(
     "meshauth_proxy_internal_errors_total",
@@ -199,6 +205,7 @@ export class ProxyMetrics {
         this.rotations,
         this.trustChanges,
         this.internalErrors,
+        this.auditAggregated,
       ]
     ) family.render(lines);
     this.establishSeconds.render(lines);

@@ -22,6 +22,7 @@ import { SecureNaming } from "../../mod.ts";
 import { type Logger, silentLogger } from "../../internal/mod.ts";
 import type { SocketAddress } from "./address.ts";
 import { AuditLog } from "./audit.ts";
+import { UnverifiedAudit } from "./audit-aggregation.ts";
 import type { ProxyConfig } from "./config.ts";
 import type { CredentialSource } from "./credentials.ts";
 import { InboundListener } from "./inbound.ts";
@@ -50,6 +51,7 @@ export class MeshProxy {
   readonly groups: readonly string[];
   readonly #logger: Logger;
   readonly #audit: AuditLog;
+  readonly #unverifiedAudit: UnverifiedAudit;
   readonly #workloads = new Map<string, ProxyWorkload>();
   readonly #inbound: InboundListener[] = [];
   readonly #outbound: OutboundListener[] = [];
@@ -63,7 +65,16 @@ export class MeshProxy {
     this.config = options.config;
     this.#logger = options.logger ?? silentLogger;
     this.metrics = options.metrics ?? new ProxyMetrics();
-    this.#audit = new AuditLog(this.config.auditLog);
+    this.#audit = new AuditLog(this.config.auditLog, {
+      maxBytes: this.config.auditLogMaxBytes,
+      maxFiles: this.config.auditLogMaxFiles,
+    });
+    this.#unverifiedAudit = new UnverifiedAudit({
+      intervalMs: this.config.auditUnverifiedIntervalSeconds * 1000,
+      write: (record) => this.#audit.append(record),
+      folded: (record) =>
+        this.metrics.auditAggregated.inc({ listener: record.listener, reason: record.reason }),
+    });
     this.groups = resolveGroups(this.config.tls.groups);
     this.naming = new SecureNaming(
       Object.fromEntries(this.config.outbound.map((o) => [o.service, o.allowedIds])),
@@ -124,6 +135,7 @@ export class MeshProxy {
       logger: this.#logger,
       metrics: this.metrics,
       audit: this.#audit,
+      unverifiedAudit: this.#unverifiedAudit,
       nextConnectionId: () => ++this.#connectionIds,
     };
     for (const [name, source] of this.#pendingSources) this.#workload(name).attach(source);
@@ -235,6 +247,7 @@ export class MeshProxy {
     this.#inbound.length = 0;
     this.#outbound.length = 0;
     for (const workload of this.#workloads.values()) workload.detach();
+    this.#unverifiedAudit.flush();
     await this.#audit.close();
     this.#isStarted = false;
   }

@@ -71,6 +71,9 @@ proxy:
   }]);
   assert.equal(config.mode, "STRICT");
   assert.equal(config.auditLog, join(dir.path, "state/proxy-audit.jsonl"));
+  assert.equal(config.auditLogMaxBytes, 64 * 1024 * 1024);
+  assert.equal(config.auditLogMaxFiles, 4);
+  assert.equal(config.auditUnverifiedIntervalSeconds, 10);
   assert.deepEqual(config.tls, { groups: undefined, sessionResumption: true, sessionTimeoutSeconds: 300 });
   assert.deepEqual(config.limits, {
     maxConnections: 10_000,

@@ -9,6 +9,7 @@ import { connect, createServer as createNetServer } from "node:net";
 import { join } from "node:path";
 import { type MeshProxy, ProxyMetrics } from "../../agent/mod.ts";
 import { AuditLog } from "../../agent/proxy/audit.ts";
+import { UnverifiedAudit } from "../../agent/proxy/audit-aggregation.ts";
 import { HttpInbound } from "../../agent/proxy/http-inbound.ts";
 import { ListenerPolicy } from "../../agent/proxy/policy-files.ts";
 import { silentLogger } from "../../internal/mod.ts";
@@ -283,6 +284,11 @@ test(
       logger: { ...silentLogger, error: (message: string) => void errors.push(message) },
       metrics,
       audit,
+      unverifiedAudit: new UnverifiedAudit({
+        intervalMs: 10_000,
+        write: (r) => audit.append(r),
+        folded: () => {},
+      }),
       nextConnectionId: () => ++ids,
     }, {
       connectionOf: (socket) => connections.get(socket),

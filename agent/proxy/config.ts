@@ -249,12 +249,17 @@ export function readProxyConfig(
     names.add(name);
     return name;
   };
-  const address = (path: string, value: unknown, defaultHost: string): SocketAddress | undefined => {
+  const address = (
+    path: string,
+    value: unknown,
+    defaultHost: string,
+    isListen = false,
+  ): SocketAddress | undefined => {
     if (value === undefined) {
       fields.problem(`${path}: required`);
       return undefined;
     }
-    const parsed = parseAddress(value, defaultHost, (p) => fields.path(path, p));
+    const parsed = parseAddress(value, defaultHost, (p) => fields.path(path, p), isListen);
     if (typeof parsed === "string") {
       fields.problem(`${path}: ${parsed}`);
       return undefined;
@@ -278,7 +283,7 @@ export function readProxyConfig(
     const name = uniqueName(`${path}.name`, o.name);
     const service = fields.str(`${path}.service`, o.service, name || "service");
     const workload = fields.str(`${path}.workload`, o.workload);
-    const listen = address(`${path}.listen`, o.listen, "127.0.0.1");
+    const listen = address(`${path}.listen`, o.listen, "127.0.0.1", true);
     // A plain-text entry on another interface would let anyone who reaches it use this workload's identity.
     if (listen && !("path" in listen) && !isLoopbackHost(listen.host)) {
       fields.problem(
@@ -317,7 +322,7 @@ export function readProxyConfig(
     if (typeof entry !== "object" || entry === null) return [];
     const name = uniqueName(`${path}.name`, o.name);
     const workload = fields.str(`${path}.workload`, o.workload);
-    const listen = address(`${path}.listen`, o.listen, "0.0.0.0");
+    const listen = address(`${path}.listen`, o.listen, "0.0.0.0", true);
     const forward = address(`${path}.forward`, o.forward, "127.0.0.1");
     if (forward && !("path" in forward) && forward.port === 0) {
       fields.problem(`${path}.forward: port 0 is not a destination`);

@@ -15,6 +15,7 @@ import type { UnverifiedAudit } from "./audit-aggregation.ts";
 import type { ProxyLimits } from "./config.ts";
 import type { ProxyMetrics } from "./metrics.ts";
 import type { Verdict } from "./policy-files.ts";
+import { clearSocketPath, setSocketPermissions } from "./unix-socket.ts";
 
 /** Shared by the listeners of one proxy. */
 export interface ListenerContext {
@@ -75,8 +76,13 @@ export function recordDecision(context: ListenerContext, record: Omit<AuditRecor
   }
 }
 
-/** Starts `server` on `address`; resolves with the address it listens on (the port chosen for 0). */
-export function listenOn(server: Server, address: SocketAddress): Promise<SocketAddress> {
+/**
+ * Starts `server` on `address`; resolves with the address it listens on (the port chosen for 0).
+ * A Unix socket's path is cleared of a stale socket first, and the socket file gets its mode and
+ * owner as soon as it is bound (the bind is synchronous), before the first connection is accepted.
+ */
+export async function listenOn(server: Server, address: SocketAddress): Promise<SocketAddress> {
+  if ("path" in address) await clearSocketPath(address);
   return new Promise((resolve, reject) => {
     server.once("error", reject);
     const onListening = () => {
@@ -86,7 +92,17 @@ export function listenOn(server: Server, address: SocketAddress): Promise<Socket
         typeof bound === "object" && bound !== null ? { host: bound.address, port: bound.port } : address,
       );
     };
-    if ("path" in address) server.listen({ path: address.path }, onListening);
-    else server.listen({ host: address.host, port: address.port }, onListening);
+    if (!("path" in address)) {
+      server.listen({ host: address.host, port: address.port }, onListening);
+      return;
+    }
+    server.listen({ path: address.path }, onListening);
+    try {
+      setSocketPermissions(address);
+    } catch (err) {
+      server.off("error", reject);
+      server.close();
+      reject(err);
+    }
   });
 }

@@ -22,6 +22,7 @@
 import { createHash } from "node:crypto";
 import { Pool } from "undici";
 import { InvalidArgument, MeshAuthError, SpiffeId } from "../mod.ts";
+import { isLoopbackHost } from "../internal/mod.ts";
 import { ConcurrencyLimit } from "./concurrency.ts";
 
 /** How the client authenticates to the CA. */
@@ -181,7 +182,7 @@ export class CaClient {
     }
     if (url.protocol === "http:") {
       // A bearer token in clear text, and a trust bundle an attacker on the path could replace.
-      if (!isLoopback(url.hostname)) {
+      if (!isLoopbackHost(url.hostname)) {
         throw new InvalidArgument("url", `plain HTTP is allowed only to a loopback CA, not ${url.host}`);
       }
     } else if (url.protocol === "https:") {
@@ -499,9 +500,4 @@ function unavailable(origin: string, err: unknown, isTimedOut: boolean, timeoutM
     return new CaUnavailable(origin, "tls", `TLS: ${message} (${code})`, code);
   }
   return new CaUnavailable(origin, "connect", code ? `${message} (${code})` : message, code);
-}
-
-function isLoopback(hostname: string): boolean {
-  return hostname === "localhost" || hostname === "[::1]" ||
-    /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(hostname);
 }

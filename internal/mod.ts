@@ -17,6 +17,7 @@ export { webCryptoProvider } from "../lib/x509/crypto-provider.ts";
 export { authorityIdOf } from "./authority-id.ts";
 export { removeStaleTemporaries, syncDirectory, writeFileAtomic } from "./atomic-file.ts";
 export { jsonLogger, type Logger, type LogLevel, silentLogger } from "./logger.ts";
+export { isLoopbackHost } from "./loopback.ts";
 export {
   ConfigError,
   type ConfigSources,

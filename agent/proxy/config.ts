@@ -13,9 +13,15 @@
  * @module
  */
 
-import { type ConfigSources, type FieldReader, loadConfigFile, type RawConfig } from "../../internal/mod.ts";
+import {
+  type ConfigSources,
+  type FieldReader,
+  isLoopbackHost,
+  loadConfigFile,
+  type RawConfig,
+} from "../../internal/mod.ts";
 import { join } from "node:path";
-import { isLoopbackHost, parseAddress, type SocketAddress } from "./address.ts";
+import { parseAddress, type SocketAddress } from "./address.ts";
 
 /** STRICT accepts mutual TLS only; PERMISSIVE also plain text on the same port (for migration). */
 export type ProxyMode = "STRICT" | "PERMISSIVE";

@@ -19,8 +19,8 @@
 
 import { randomBytes } from "node:crypto";
 import { SecureNaming } from "../../mod.ts";
-import { type Logger, silentLogger } from "../../internal/mod.ts";
-import type { SocketAddress } from "./address.ts";
+import { ConfigError, isLoopbackHost, type Logger, silentLogger } from "../../internal/mod.ts";
+import { formatAddress, type SocketAddress } from "./address.ts";
 import { AuditLog } from "./audit.ts";
 import { UnverifiedAudit } from "./audit-aggregation.ts";
 import type { ProxyConfig } from "./config.ts";
@@ -61,7 +61,25 @@ export class MeshProxy {
   #isStarted = false;
   #connectionIds = 0;
 
+  /**
+   * Throws a `ConfigError` for an outbound listener on a TCP address that is not loopback: it
+   * accepts plain text and sends it with the workload's identity, so anyone who reaches it could
+   * use that identity. (`readProxyConfig` refuses it too; a configuration made in code is checked here.)
+   */
   constructor(options: MeshProxyOptions) {
+    const offLoopback = options.config.outbound.filter((o) =>
+      !("path" in o.listen) && !isLoopbackHost(o.listen.host)
+    );
+    if (offLoopback.length) {
+      throw new ConfigError(
+        "MeshProxy",
+        offLoopback.map((o) =>
+          `outbound ${o.name}: listen must be a loopback address or a Unix socket, not ${
+            formatAddress(o.listen)
+          } (it accepts plain text and sends it as ${o.workload})`
+        ),
+      );
+    }
     this.config = options.config;
     this.#logger = options.logger ?? silentLogger;
     this.metrics = options.metrics ?? new ProxyMetrics();

@@ -168,7 +168,7 @@ export class InboundListener implements WorkloadObserver {
     // which Nagle's algorithm would hold for the peer's delayed ACK (40 ms).
     socket.setNoDelay(true);
     const limits = this.context.limits;
-    const connection = new ProxyConnection(this.context.nextConnectionId(), "mtls", socket);
+    // Refused at accept before anything is made for the connection: flooding costs as little as can be.
     if (this.#connections.size >= limits.maxConnections) {
       this.#count("mtls", "over_limit");
       socket.destroy();
@@ -179,6 +179,7 @@ export class InboundListener implements WorkloadObserver {
       socket.destroy();
       return;
     }
+    const connection = new ProxyConnection(this.context.nextConnectionId(), "mtls", socket);
     this.#track(connection);
     connection.add(socket);
     this.#byRawSocket.set(socket, connection);

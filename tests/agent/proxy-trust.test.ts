@@ -294,7 +294,7 @@ test(
 );
 
 test(
-  "a change to the secure-naming table closes open connections to a server no longer allowed, and refuses its resumed session",
+  "a change to the secure-naming table closes open connections to a server no longer allowed, and refuses new ones",
   {
     timeout: 30_000,
   },
@@ -315,7 +315,32 @@ test(
       assert.equal(closed, true);
       const refusal = (await records("naming-change-out")).findLast((r) => r.decision === "deny");
       assert.equal(refusal.reason, "secure-naming");
-      if (!resumption) assert.equal(refusal.resumed, true, "the refused connection was a resumed session");
+    } finally {
+      await p.stop();
+    }
+  },
+);
+
+test(
+  "a change to the secure-naming table refuses a resumed session of a server no longer allowed",
+  { skip: resumption, timeout: 30_000 },
+  async () => {
+    const p = await pair("naming-resumed");
+    try {
+      // No connection is open when the table changes: the ticket is kept, and offered next.
+      assert.equal((await exchange({ port: p.port }, "full")).reply, "full");
+      await until(() =>
+        p.clientProxy.metrics.render().includes(
+          'meshauth_proxy_open_connections{listener="naming-resumed-out",direction="outbound"} 0',
+        )
+      );
+      await p.clientProxy.setAllowedIds("backend", [IDS.datastore]);
+      const { reply, closed } = await exchange({ port: p.port }, "after");
+      assert.equal(reply, "");
+      assert.equal(closed, true);
+      const refusal = (await records("naming-resumed-out")).findLast((r) => r.decision === "deny");
+      assert.equal(refusal.reason, "secure-naming");
+      assert.equal(refusal.resumed, true, "the refused connection was a resumed session");
     } finally {
       await p.stop();
     }
@@ -417,6 +442,30 @@ test(
     } finally {
       await clients.proxy.stop();
       await servers.proxy.stop();
+    }
+  },
+);
+
+test(
+  "a server revoked while a connection to it is open has its session ticket dropped: once it has a new SVID, the next connection succeeds at once",
+  { timeout: 30_000 },
+  async () => {
+    const p = await pair("ticket-drop");
+    try {
+      const stream = await openStream({ port: p.port });
+      assert.equal(await stream.send("hello"), "hello");
+      // A second connection, resumed where the runtime resumes: the client holds a ticket for this server.
+      assert.equal((await exchange({ port: p.port }, "again")).reply, "again");
+      ca.revoke(p.serverSvid);
+      const crls = [await ca.crl()];
+      p.client.update({ crls });
+      p.server.update({ crls });
+      await within(stream.closed, 5000, "the connection to the revoked server closed");
+      p.server.update({ credential: await ca.issue(IDS.backend) });
+      // Offering the old ticket would resume a session whose server chain is the revoked one.
+      assert.equal((await exchange({ port: p.port }, "after the new SVID")).reply, "after the new SVID");
+    } finally {
+      await p.stop();
     }
   },
 );

@@ -49,11 +49,16 @@ const MAX_LEAVES = 10_000;
 /** The most certificates a peer chain may hold (leaf included). */
 const MAX_CHAIN = 10;
 
-/** The chain a TLS peer sent, leaf first, as DER (each certificate once); empty when it sent none. */
+/**
+ * The chain a TLS peer sent, leaf first, as DER (each certificate once); empty when it sent none.
+ * It is read to one certificate beyond MAX_CHAIN, so that a chain too long is refused by
+ * {@link PeerVerifier.verify}, never cut down to a prefix that might verify.
+ */
 export function peerChain(socket: TLSSocket): Uint8Array[] {
   const chain: Buffer[] = [];
+  const readAtMost = MAX_CHAIN + 1;
   const add = (raw: Buffer | undefined) => {
-    if (raw && chain.length < MAX_CHAIN && !chain.some((c) => c.equals(raw))) chain.push(raw);
+    if (raw && chain.length < readAtMost && !chain.some((c) => c.equals(raw))) chain.push(raw);
   };
   // getPeerX509Certificate is lazy (a few microseconds); getPeerCertificate(true) decodes every
   // field of every certificate into objects (tens of microseconds), and is the fallback.
@@ -63,7 +68,7 @@ export function peerChain(socket: TLSSocket): Uint8Array[] {
     // at such a repeat, so then the other API is asked too.
     let cert: X509Certificate | undefined = socket.getPeerX509Certificate();
     let sawRepeat = false;
-    for (let i = 0; cert && i < MAX_CHAIN; i++) {
+    for (let i = 0; cert && i < readAtMost; i++) {
       const before = chain.length;
       add(cert.raw);
       sawRepeat ||= chain.length === before;
@@ -72,7 +77,7 @@ export function peerChain(socket: TLSSocket): Uint8Array[] {
     if (!sawRepeat) return chain;
   }
   let legacy: DetailedPeerCertificate | undefined = socket.getPeerCertificate(true);
-  for (let i = 0; legacy?.raw && i < MAX_CHAIN; i++) {
+  for (let i = 0; legacy?.raw && i < readAtMost; i++) {
     add(legacy.raw);
     legacy = legacy.issuerCertificate === legacy ? undefined : legacy.issuerCertificate;
   }

@@ -469,3 +469,61 @@ test(
     }
   },
 );
+
+test(
+  "a peer that sends more certificates than a chain may hold is refused, not cut down to a chain that verifies",
+  { timeout: 30_000 },
+  async () => {
+    const server = new TestSource(await ca.issue(IDS.backend), ca.bundle());
+    // The SVID, its intermediate, and nine more certificates of the same CA: eleven, one over the limit.
+    const svid = await ca.issue(IDS.frontend);
+    const extra: string[] = [];
+    for (let i = 0; i < 9; i++) {
+      const other = await ca.issue(`spiffe://mesh.test/ns/extra/sa/extra-${i}`);
+      extra.push(other.certificateChainPem.split(/(?<=-----END CERTIFICATE-----\n?)/)[0].trim());
+    }
+    const client = new TestSource({
+      certificateChainPem: `${svid.certificateChainPem.trim()}\n${extra.join("\n")}\n`,
+      privateKeyPem: svid.privateKeyPem,
+    }, ca.bundle());
+    const servers = await startProxy(
+      {
+        inbound: [{
+          name: "long-chain-in",
+          workload: "server",
+          listen: "127.0.0.1:0",
+          forward: `127.0.0.1:${echo.port}`,
+          defaultAction: "ALLOW",
+        }],
+      },
+      dir.path,
+      { server },
+    );
+    const clients = await startProxy(
+      {
+        outbound: [{
+          name: "long-chain-out",
+          service: "backend",
+          workload: "client",
+          listen: "127.0.0.1:0",
+          upstream: `127.0.0.1:${servers.port("long-chain-in")}`,
+          allowedIds: [IDS.backend],
+        }],
+      },
+      dir.path,
+      { client },
+    );
+    try {
+      const { reply, closed } = await exchange({ port: clients.port("long-chain-out") }, "hello");
+      assert.equal(reply, "");
+      assert.equal(closed, true);
+      await until(async () => (await records("long-chain-in")).length > 0);
+      const refusal = (await records("long-chain-in"))[0];
+      assert.equal(refusal.reason, "unverified-peer");
+      assert.equal(refusal.error.code, "ERR_PATH_BUILDING_LIMIT");
+    } finally {
+      await clients.proxy.stop();
+      await servers.proxy.stop();
+    }
+  },
+);

@@ -29,10 +29,26 @@ export class ConcurrencyLimit {
     return this.#waiting.length;
   }
 
-  /** Runs `operation` once a slot is free, and frees the slot when it settles. */
-  async run<T>(operation: () => Promise<T>): Promise<T> {
+  /**
+   * Runs `operation` once a slot is free, and frees the slot when it settles. Once `signal`
+   * aborts, a caller still waiting leaves the line and gets the signal's reason.
+   */
+  async run<T>(operation: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+    signal?.throwIfAborted();
     if (this.#running >= this.limit) {
-      await new Promise<void>((resolve) => this.#waiting.push(resolve));
+      await new Promise<void>((resolve, reject) => {
+        const onAbort = () => {
+          const at = this.#waiting.indexOf(waiter);
+          if (at >= 0) this.#waiting.splice(at, 1);
+          reject(signal!.reason);
+        };
+        const waiter = () => {
+          signal?.removeEventListener("abort", onAbort);
+          resolve();
+        };
+        this.#waiting.push(waiter);
+        signal?.addEventListener("abort", onAbort, { once: true });
+      });
     } else {
       this.#running++;
     }

@@ -3,9 +3,10 @@
  * primary and report their metrics through it, so a limit holds for the whole CA (not once per
  * worker) and `/metrics` answers for every worker, whichever one is asked.
  *
- * A worker asks the primary over the cluster's IPC channel: one message per bucket operation
- * (a few tens of microseconds; an authenticated request makes two: its address's token, then
- * the exchange of that token for one of its identity's), and for `/metrics` one round in
+ * A worker asks the primary over the cluster's IPC channel: one message per lease of tokens
+ * (`LeasedRateLimit` in `leased-rate-limit.ts`: a key seen for the first time costs a round trip, a
+ * busy one a round trip per lease of up to 64 tokens, and tokens left unspent go back in one
+ * message a second), and for `/metrics` one round in
  * which the primary collects a snapshot from every worker. The primary keeps the last snapshot
  * of each worker: one that does not answer within 2 s is reported with its last counts, and
  * an exited one's last counts stay in the sum, so a counter never goes down.
@@ -15,7 +16,13 @@
 
 import cluster, { type Worker } from "node:cluster";
 import { type CaMetrics, type GroupMetrics, mergeSnapshots, type MetricsSnapshot } from "./metrics.ts";
-import { type RateLimit, RateLimiter, type RateLimitOptions, type RateVerdict } from "./rate-limit.ts";
+import {
+  type LeasableRateLimit,
+  type Lease,
+  RateLimiter,
+  type RateLimitOptions,
+  type RateVerdict,
+} from "./rate-limit.ts";
 
 const CHANNEL = "meshauth:process-group";
 const ASK_TIMEOUT_MS = 5000;
@@ -24,6 +31,8 @@ const COLLECT_TIMEOUT_MS = 2000;
 type Message =
   | { channel: typeof CHANNEL; kind: "take"; id: number; key: string }
   | { channel: typeof CHANNEL; kind: "exchange"; id: number; from: string; to: string }
+  | { channel: typeof CHANNEL; kind: "lease"; id: number; key: string; want: number }
+  | { channel: typeof CHANNEL; kind: "give-back"; id: number; tokens: [string, number][] }
   | { channel: typeof CHANNEL; kind: "metrics"; id: number }
   | { channel: typeof CHANNEL; kind: "snapshot-request"; id: number }
   | { channel: typeof CHANNEL; kind: "snapshot"; id: number; snapshot: MetricsSnapshot }
@@ -56,9 +65,11 @@ export class WorkerGroup {
   }
 
   #ask<T>(
-    message: { kind: "take"; key: string } | { kind: "exchange"; from: string; to: string } | {
-      kind: "metrics";
-    },
+    message:
+      | { kind: "take"; key: string }
+      | { kind: "exchange"; from: string; to: string }
+      | { kind: "lease"; key: string; want: number }
+      | { kind: "metrics" },
   ): Promise<T> {
     const id = this.#nextId++;
     return new Promise<T>((resolve, reject) => {
@@ -86,10 +97,18 @@ export class WorkerGroup {
   }
 
   /** The primary's buckets. */
-  rateLimit(): RateLimit {
+  rateLimit(): LeasableRateLimit {
     return {
       take: (key) => this.#ask<RateVerdict>({ kind: "take", key }),
       exchange: (from, to) => this.#ask<RateVerdict>({ kind: "exchange", from, to }),
+      lease: (key, want) => this.#ask<Lease>({ kind: "lease", key, want }),
+      giveBack: (tokens) => {
+        try {
+          this.#send({ channel: CHANNEL, kind: "give-back", id: 0, tokens });
+        } catch {
+          // The primary has gone: the tokens go with it.
+        }
+      },
     };
   }
 
@@ -99,9 +118,12 @@ export class WorkerGroup {
   }
 }
 
-/** The primary's side: keeps the buckets and gathers the workers' metrics. */
-export function servePrimaryGroup(rateLimit: RateLimitOptions | false): void {
-  const limiter = rateLimit === false ? undefined : new RateLimiter(rateLimit);
+/**
+ * The primary's side: keeps the buckets (leased among `workers` processes) and gathers the
+ * workers' metrics.
+ */
+export function servePrimaryGroup(rateLimit: RateLimitOptions | false, workers = 1): void {
+  const limiter = rateLimit === false ? undefined : new RateLimiter(rateLimit, workers);
   /** Each running worker's last snapshot, by worker id. */
   const lastSnapshots = new Map<number, MetricsSnapshot>();
   /** Exited workers' last snapshots, added up. */
@@ -136,6 +158,16 @@ export function servePrimaryGroup(rateLimit: RateLimitOptions | false): void {
           message.id,
           limiter?.exchange(message.from, message.to) ?? { allowed: true, retryAfterSeconds: 0 },
         );
+      case "lease":
+        return reply(
+          worker,
+          message.id,
+          limiter?.lease(message.key, message.want) ??
+            ({ allowed: true, retryAfterSeconds: 0, extra: message.want, waitMs: 0 } satisfies Lease),
+        );
+      case "give-back":
+        if (Array.isArray(message.tokens)) limiter?.giveBack(message.tokens);
+        return;
       case "snapshot": {
         // Kept even when it comes too late for its collection: the next report has it.
         if (worker.isConnected()) lastSnapshots.set(worker.id, message.snapshot);

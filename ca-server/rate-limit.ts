@@ -5,7 +5,10 @@
  * primary's buckets for node:cluster workers, a table for PostgreSQL replicas), so the limit
  * holds for the whole CA and not once per process. {@link LocallyFilteredRateLimit} puts a
  * copy of this process's own requests in front of shared buckets, so a flood from one address
- * is refused without a round trip per request.
+ * is refused without a round trip per request. Shared buckets that can lease tokens
+ * ({@link LeasableRateLimit}: the primary's) get a `LeasedRateLimit` (`leased-rate-limit.ts`)
+ * in front instead, which spends tokens leased in advance, so a busy key costs no round trip
+ * per request.
  *
  * @example
  * ```ts
@@ -48,6 +51,27 @@ export interface RateLimit {
   exchange(from: string, to: string): RateVerdict | Promise<RateVerdict>;
 }
 
+/** A lease's answer: the verdict for one token, and how many more were handed over to spend later. */
+export interface Lease extends RateVerdict {
+  /** Tokens taken beyond the one the verdict is for. */
+  extra: number;
+  /** When refused: milliseconds until the bucket has a token again. */
+  waitMs: number;
+}
+
+/**
+ * Shared buckets that can hand a process tokens in advance. A lease takes one token, as
+ * {@link RateLimit.take} does, and up to `want` more from the upper half of the bucket only,
+ * shared among `holders` processes: a bucket in its lower half is spent one token per round
+ * trip, exactly, so leases never make a key that nears its limit wait for another process's
+ * unspent tokens, and never let the processes together spend more than the bucket holds.
+ */
+export interface LeasableRateLimit extends RateLimit {
+  lease(key: string, want: number): Lease | Promise<Lease>;
+  /** Gives back leased tokens that were not spent: `[key, tokens]` pairs. */
+  giveBack(tokens: [string, number][]): void;
+}
+
 interface Bucket {
   tokens: number;
   updatedMs: number;
@@ -76,12 +100,15 @@ export function takeToken(
 }
 
 /** Token buckets keyed by identity, in this process. */
-export class RateLimiter implements RateLimit {
+export class RateLimiter implements LeasableRateLimit {
   readonly #buckets = new Map<string, Bucket>();
   readonly #options: Required<RateLimitOptions>;
+  readonly #holders: number;
 
-  constructor(options: RateLimitOptions) {
+  /** `holders`: how many processes lease from these buckets (see {@link LeasableRateLimit}). */
+  constructor(options: RateLimitOptions, holders = 1) {
     this.#options = { maxKeys: 100_000, now: () => Date.now(), ...options };
+    this.#holders = Math.max(1, holders);
   }
 
   take(key: string): RateVerdict {
@@ -93,6 +120,28 @@ export class RateLimiter implements RateLimit {
     // Re-inserted, so the map's order is least recently used first.
     this.#buckets.set(key, bucket);
     return verdict;
+  }
+
+  lease(key: string, want: number): Lease {
+    const verdict = this.take(key);
+    const bucket = this.#buckets.get(key)!;
+    if (!verdict.allowed) {
+      return { ...verdict, extra: 0, waitMs: ((1 - bucket.tokens) / this.#options.requestsPerSecond) * 1000 };
+    }
+    const upperHalf = bucket.tokens - this.#options.burst / 2;
+    const wanted = Number.isFinite(want) ? Math.floor(want) : 0;
+    const extra = Math.max(0, Math.min(wanted, Math.floor(upperHalf / this.#holders)));
+    bucket.tokens -= extra;
+    return { ...verdict, extra, waitMs: 0 };
+  }
+
+  giveBack(tokens: [string, number][]): void {
+    for (const [key, count] of tokens) {
+      const bucket = this.#buckets.get(key);
+      if (bucket && Number.isFinite(count) && count > 0) {
+        bucket.tokens = Math.min(this.#options.burst, bucket.tokens + count);
+      }
+    }
   }
 
   exchange(from: string, to: string): RateVerdict {

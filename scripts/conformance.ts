@@ -10,13 +10,7 @@
 import { readFileSync, writeFileSync } from "node:fs";
 import { verifyChain } from "../lib/verify/chain.ts";
 import { VerificationError } from "../lib/errors.ts";
-import { parseCertificates } from "../lib/x509/certificate.ts";
-import {
-  SKIPPED_FEATURES,
-  SKIPPED_GROUPS,
-  SKIPPED_PEER_NAME_KINDS,
-  SKIPPED_WEBPKI_RULES,
-} from "./conformance-skips.ts";
+import { skipReasonOf } from "./conformance-skips.ts";
 
 /** Regressions below this share of applicable cases passing fail the run. */
 const PASS_RATE_FLOOR = 0.97;
@@ -54,29 +48,9 @@ const verbose = args.includes("--verbose");
 const only = args.find((a) => a.startsWith("--only="))?.slice(7);
 const suite = JSON.parse(readFileSync(suiteUrl, "utf8")) as { testcases: LimboCase[] };
 
-function skipReason(c: LimboCase): string | undefined {
-  for (const f of c.features ?? []) if (SKIPPED_FEATURES[f]) return `${f}: ${SKIPPED_FEATURES[f]}`;
-  for (const [prefix, why] of Object.entries(SKIPPED_GROUPS)) {
-    if (c.id.startsWith(prefix)) return `${prefix}: ${why}`;
-  }
-  const kind = c.expected_peer_name?.kind;
-  if (kind && SKIPPED_PEER_NAME_KINDS[kind]) return `${kind}: ${SKIPPED_PEER_NAME_KINDS[kind]}`;
-  if (c.id.startsWith("webpki::") && c.expected_result === "FAILURE") {
-    let leaf;
-    try {
-      [leaf] = parseCertificates(c.peer_certificate);
-    } catch {
-      return undefined; // refused at parse: nothing to skip
-    }
-    const rule = SKIPPED_WEBPKI_RULES.find((r) => r.applies(leaf));
-    if (rule) return `${rule.name}: ${rule.why}`;
-  }
-  return undefined;
-}
-
 async function run(c: LimboCase, ignoreSkips = false): Promise<CaseResult> {
   const result: CaseResult = { id: c.id, expected: c.expected_result, outcome: "skip" };
-  const reason = ignoreSkips ? undefined : skipReason(c);
+  const reason = ignoreSkips ? undefined : skipReasonOf(c);
   if (reason) {
     // Still run: what verifyChain does on a skipped case is reported (docs/conformance.md lists
     // it), though it counts neither as a pass nor as a failure.

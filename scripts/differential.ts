@@ -1,22 +1,27 @@
 /**
- * Differential testing of meshauth's certificate parser against OpenSSL (node:crypto and the
- * openssl CLI), @peculiar/x509 and pkijs (issue 18). For every corpus certificate (the
- * x509-limbo cases, the repository's fuzz corpus, and certificates OpenSSL, meshauth and
- * @peculiar/x509 make here) and for mutated variants of each, it compares "parses / refuses"
- * and the decoded fields, then prints the agreement counts and each kind of disagreement with
- * an example. A certificate meshauth accepts and OpenSSL refuses fails the run (exit 1) unless
- * its kind is listed in ACCEPTED_DISAGREEMENTS with the reason (docs/conformance.md).
+ * Differential testing of meshauth's parsers against OpenSSL (node:crypto and the openssl CLI),
+ * @peculiar/x509 and pkijs (issue 18). For every pinned input certificate (the x509-limbo cases,
+ * the repository's fuzz corpus, and certificates OpenSSL, meshauth and @peculiar/x509 made once,
+ * kept in tests/differential/made-here/) and mutated variants of each, it compares "parses /
+ * refuses" and the decoded fields; for every pinned CRL and certification request and their
+ * mutants it compares "parses / refuses" with the openssl CLI (`openssl crl`, `openssl req
+ * -verify`). It prints the agreement counts and each kind of disagreement with an example. An
+ * input meshauth accepts and OpenSSL refuses fails the run (exit 1) unless its kind is listed
+ * in ACCEPTED_DISAGREEMENTS with the reason (docs/conformance.md).
  *
- * Run: npm run differential [-- --mutants=N] [-- --seed=N] [-- --json=path]
+ * The inputs are pinned: tests/differential/pinned-inputs.txt lists each by kind, origin and
+ * SHA-256 (128 bits), in the order they run, and the mutants come from a fixed seed, so the same commit
+ * prints the same figures. A pinned input that is no longer in its source (the fuzz corpus was
+ * merged, ../shared changed) fails the run; `--pin` takes the current inputs instead (and makes
+ * tests/differential/made-here/ when it is empty), after which the figures in
+ * docs/conformance.md and docs/x509-layer.md are to be regenerated from its output.
+ *
+ * Run: npm run differential [-- --pin] [-- --mutants=N] [-- --seed=N] [-- --json=path]
  * @module
  */
-import { spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { CertificateAuthority, createCsr, generateKeyPair, SpiffeId } from "../mod.ts";
+import { writeFileSync } from "node:fs";
+import { parseCrl, parseCsr } from "../mod.ts";
 import { MeshAuthError } from "../lib/errors.ts";
-import { decodePem } from "../lib/pem.ts";
 import {
   type CertificateView,
   differingFields,
@@ -24,14 +29,16 @@ import {
   RDN_SEPARATOR,
   VIEWS,
 } from "../tests/support/oracles.ts";
+import { opensslCliAccepts, type OpenSslCliKind } from "../tests/fuzz/openssl-cli-oracle.ts";
+import { currentInputs, type DifferentialInput, pin, pinnedInputs } from "./differential-inputs.ts";
 
-const root = new URL("..", import.meta.url).pathname;
 const args = process.argv.slice(2);
 const option = (name: string, fallback: string) =>
   args.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3) ?? fallback;
 const MUTANTS = Number(option("mutants", "8"));
 let seed = Number(option("seed", "18"));
 const jsonPath = option("json", "");
+const isPinning = args.includes("--pin");
 
 /**
  * Kinds where meshauth accepts what OpenSSL (node:crypto) refuses, on purpose, with the reason
@@ -48,51 +55,27 @@ function random(): number {
 }
 const pick = (n: number) => Math.floor(random() * n);
 
-// ---------------------------------------------------------------- corpus
-const corpus = new Map<string, { der: Uint8Array; origin: string }>();
-function add(der: Uint8Array, origin: string) {
-  const key = Buffer.from(der).toString("base64");
-  if (!corpus.has(key)) corpus.set(key, { der, origin });
-}
-const limbo = JSON.parse(
-  readFileSync(join(root, "../shared/conformance/x509-limbo/limbo-dev.json"), "utf8"),
-) as {
-  testcases: Array<{ peer_certificate: string; trusted_certs: string[]; untrusted_intermediates: string[] }>;
-};
-for (const c of limbo.testcases) {
-  for (const pem of [c.peer_certificate, ...c.trusted_certs, ...c.untrusted_intermediates]) {
-    for (const block of decodePem(pem)) add(block.der, "x509-limbo");
+// ---------------------------------------------------------------- inputs
+const current = await currentInputs(isPinning);
+let pinned: DifferentialInput[];
+if (isPinning) {
+  pinned = current;
+  pin(pinned);
+} else {
+  const found = pinnedInputs(current);
+  if (found.missing.length) {
+    console.error(
+      `${found.missing.length} pinned input(s) are no longer in their sources, e.g. ${
+        found.missing[0]
+      }: the ` +
+        "documented figures were made with them. Run `npm run differential -- --pin` to pin the current inputs, " +
+        "and regenerate the figures in docs/conformance.md and docs/x509-layer.md from its output.",
+    );
+    process.exit(1);
   }
+  pinned = found.inputs;
 }
-const fuzzCorpus = join(root, "tests/fuzz/corpus/certificate");
-if (existsSync(fuzzCorpus)) {
-  for (const f of readdirSync(fuzzCorpus)) {
-    add(new Uint8Array(readFileSync(join(fuzzCorpus, f))), "fuzz corpus");
-  }
-}
-const ca = await CertificateAuthority.createRoot({ trustDomain: "example.org" });
-const sub = await ca.createIntermediate({ ttlSeconds: 86400 });
-for (const algorithm of ["ECDSA-P256", "ECDSA-P384", "Ed25519", "RSA-2048"] as const) {
-  const keys = await generateKeyPair(algorithm);
-  const id = SpiffeId.parse(`spiffe://example.org/w/${algorithm.toLowerCase()}`);
-  const svid = await sub.issue(await createCsr({ keys, id, dnsNames: ["w.example.org"] }), {
-    id,
-    dnsNames: ["w.example.org"],
-  });
-  add(svid.certificateDer, "meshauth");
-}
-for (const cert of sub.certificateChain) add(cert.der, "meshauth");
-const dir = mkdtempSync(join(tmpdir(), "meshauth-differential-"));
-for (const key of ["ec -pkeyopt ec_paramgen_curve:P-256", "rsa:2048", "ed25519"]) {
-  const r = spawnSync("sh", [
-    "-c",
-    `openssl req -x509 -newkey ${key} -nodes -keyout k.pem -out c.pem -subj "/C=US/O=Example/OU=a+OU=b/CN=x" ` +
-    `-addext "subjectAltName=URI:spiffe://example.org/x,DNS:x.example.org,IP:10.1.2.3,IP:2001:db8::1,email:a@example.org" ` +
-    `-addext "nameConstraints=critical,permitted;DNS:example.org" -days 10 2>/dev/null && openssl x509 -in c.pem -outform DER`,
-  ], { cwd: dir });
-  if (r.status === 0) add(new Uint8Array(r.stdout), "openssl");
-}
-
+const corpus = pinned.filter((i) => i.kind === "certificate");
 // ---------------------------------------------------------------- mutation
 interface Tlv {
   start: number;
@@ -228,16 +211,16 @@ const CLASSES: Array<[string, RegExp]> = [
     /BOOLEAN|NULL|non-minimal INTEGER|empty INTEGER|OID|unused|explicit .* is not DER|explicit critical|universal tag|end-of-contents|high tag|SET OF/,
   ],
   [
-    "times (UTCTime/GeneralizedTime syntax, calendar, UTCTime through 2049)",
-    /UTCTime|GeneralizedTime|valid date|through N are UTCTime/,
+    "times (UTCTime/GeneralizedTime syntax and length, calendar, UTCTime through 2049)",
+    /UTCTime|GeneralizedTime|valid date|through N are UTCTime|time longer than/,
   ],
   [
     "character strings (not a string type, PrintableString/NumericString/IA5String sets, UTF-8, UniversalString/BMPString code points)",
     /string type|PrintableString|NumericString|IA5String|IANString|UTF-N|UniversalString|BMPString/,
   ],
   [
-    "structure (wrong tag, missing or extra fields, GeneralName form)",
-    /expected tag|unexpected|extra fields|missing|malformed|must hold|GeneralName|expected a|field/,
+    "structure (wrong tag, missing or extra fields, GeneralName form, DistributionPoint name)",
+    /expected tag|unexpected|extra fields|missing|malformed|must hold|GeneralName|expected a|field|DistributionPoint|distributionPoint/,
   ],
   [
     "RFC 5280 content rules (version, empty issuer, duplicate or empty extensions, key usage without bits, serial length)",
@@ -300,7 +283,7 @@ function compare(der: Uint8Array, origin: string) {
 }
 
 const started = performance.now();
-for (const { der, origin } of corpus.values()) {
+for (const { der, origin } of corpus) {
   compare(der, origin);
   for (let i = 0; i < MUTANTS; i++) {
     const m = mutate(der);
@@ -311,27 +294,76 @@ for (const { der, origin } of corpus.values()) {
 // The openssl CLI on the unmutated corpus: `openssl x509 -noout` parses and decodes the body.
 let cliAgree = 0;
 let cliDisagree = 0;
-for (const { der, origin } of corpus.values()) {
-  writeFileSync(join(dir, "c.der"), der);
-  const cli = spawnSync("openssl", ["x509", "-inform", "DER", "-noout", "-in", "c.der"], { cwd: dir });
+const cliVerdicts = opensslCliAccepts("x509", corpus.map((c) => c.der));
+corpus.forEach(({ der, origin }, i) => {
   const meshOk = !(view("meshauth", der) instanceof Error);
-  if ((cli.status === 0) === meshOk) cliAgree++;
+  if (cliVerdicts[i] === meshOk) cliAgree++;
   else {
     cliDisagree++;
     note(
-      `openssl CLI ${cli.status === 0 ? "accepts" : "refuses"}, meshauth ${
+      `openssl CLI ${cliVerdicts[i] ? "accepts" : "refuses"}, meshauth ${
         meshOk ? "accepts" : "refuses"
       } (${origin})`,
       origin,
     );
   }
+});
+
+// ---------------------------------------------------------------- CRLs and requests
+// node:crypto reads neither: the openssl CLI judges them (`openssl crl`, `openssl req -verify`,
+// which checks the self-signature as parseCsr does), on the pinned inputs and their mutants.
+interface RequestTally {
+  inputs: number;
+  bothAccept: number;
+  bothRefuse: number;
+  onlyMeshauthAccepts: number;
+  onlyOpensslAccepts: number;
 }
-rmSync(dir, { recursive: true, force: true });
+const requestTallies = {} as Record<"crl" | "csr", RequestTally>;
+for (const kind of ["crl", "csr"] as const) {
+  const items: Array<{ der: Uint8Array; origin: string }> = [];
+  for (const { der, origin } of pinned.filter((i) => i.kind === kind)) {
+    items.push({ der, origin });
+    for (let i = 0; i < MUTANTS; i++) {
+      const m = mutate(der);
+      items.push({ der: m.der, origin: `${origin} (${m.how})` });
+    }
+  }
+  const cliKind: OpenSslCliKind = kind === "crl" ? "crl" : "req";
+  const opensslOk = opensslCliAccepts(cliKind, items.map((i) => i.der));
+  const t: RequestTally = {
+    inputs: items.length,
+    bothAccept: 0,
+    bothRefuse: 0,
+    onlyMeshauthAccepts: 0,
+    onlyOpensslAccepts: 0,
+  };
+  for (const [i, { der, origin }] of items.entries()) {
+    let refusal: Error | undefined;
+    try {
+      if (kind === "crl") parseCrl(der);
+      else await parseCsr(der);
+    } catch (err) {
+      if (!(err instanceof MeshAuthError)) meshauthCrashes++;
+      refusal = err instanceof Error ? err : new Error(String(err));
+    }
+    if (!refusal && opensslOk[i]) t.bothAccept++;
+    else if (refusal && !opensslOk[i]) t.bothRefuse++;
+    else if (!refusal) {
+      t.onlyMeshauthAccepts++;
+      note(`openssl refuses, meshauth accepts (${kind}, openssl ${cliKind})`, origin);
+    } else {
+      t.onlyOpensslAccepts++;
+      note(`openssl ${cliKind} accepts, meshauth refuses: ${reason(refusal)}`, origin);
+    }
+  }
+  requestTallies[kind] = t;
+}
 
 console.log(
-  `${corpus.size} corpus certificates and ${inputs - corpus.size} mutants (${MUTANTS} each), ${
-    ((performance.now() - started) / 1000).toFixed(1)
-  } s\n`,
+  `${corpus.length} corpus certificates and ${inputs - corpus.length} mutants (${MUTANTS} each), seed ${
+    option("seed", "18")
+  }, ${((performance.now() - started) / 1000).toFixed(1)} s\n`,
 );
 console.log(
   "oracle     both accept  both refuse  only meshauth accepts  only oracle accepts  fields agree  fields differ",
@@ -347,6 +379,15 @@ for (const o of ORACLES) {
   );
 }
 console.log(`openssl CLI (corpus only): ${cliAgree} agree, ${cliDisagree} disagree`);
+console.log("\nCRLs and requests, against the openssl CLI (the pinned ones and their mutants):");
+console.log("kind   inputs  both accept  both refuse  only meshauth accepts  only openssl accepts");
+for (const [kind, t] of Object.entries(requestTallies)) {
+  console.log(
+    `${kind.padEnd(5)}${String(t.inputs).padStart(8)}${String(t.bothAccept).padStart(13)}${
+      String(t.bothRefuse).padStart(13)
+    }${String(t.onlyMeshauthAccepts).padStart(23)}${String(t.onlyOpensslAccepts).padStart(22)}`,
+  );
+}
 console.log(`meshauth errors that are not MeshAuthError: ${meshauthCrashes}\n`);
 console.log("what meshauth refuses that another parser accepts, by rule (inputs):");
 console.log(`${"".padEnd(100)}${"openssl".padStart(9)}${"peculiar".padStart(9)}${"pkijs".padStart(9)}`);
@@ -365,7 +406,11 @@ for (const [kind, { count, example }] of sorted) {
 if (jsonPath) {
   writeFileSync(
     jsonPath,
-    JSON.stringify({ corpus: corpus.size, inputs, tallies, kinds: Object.fromEntries(kinds) }, null, 2),
+    JSON.stringify(
+      { corpus: corpus.length, inputs, tallies, requests: requestTallies, kinds: Object.fromEntries(kinds) },
+      null,
+      2,
+    ),
   );
 }
 const unexplained = sorted.filter(([kind]) =>

@@ -11,6 +11,7 @@ import { createRequire } from "node:module";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { build } from "esbuild";
+import { buildCompatShim } from "./fuzz/compat-shim.mjs";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
 const work = join(root, ".fuzz");
@@ -120,19 +121,8 @@ function nativeCompat() {
   if (major > 2 || (major === 2 && minor >= 38)) return { env: {}, args: [] };
   const cache = join(root, "node_modules/.cache/meshauth-fuzz");
   const shim = join(cache, "compat-shim.so");
-  if (!existsSync(shim)) {
-    mkdirSync(cache, { recursive: true });
-    const cc = spawnSync("cc", [
-      "-shared",
-      "-fPIC",
-      "-O2",
-      "-o",
-      shim,
-      join(root, "scripts/fuzz/compat-shim.c"),
-    ], {
-      stdio: "inherit",
-    });
-    if (cc.status !== 0) fail("building scripts/fuzz/compat-shim.c needs a C compiler (apt-get install gcc)");
+  if (!buildCompatShim(shim)) {
+    fail("building scripts/fuzz/compat-shim.c needs a C compiler (apt-get install gcc)");
   }
   return {
     env: { LD_PRELOAD: shim },

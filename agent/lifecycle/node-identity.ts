@@ -12,19 +12,14 @@
  * @module
  */
 
-import {
-  type KeyAlgorithm,
-  MeshAuthError,
-  type RenewalOptions,
-  renewalTime,
-  type SpiffeId,
-} from "../../mod.ts";
+import { type KeyAlgorithm, MeshAuthError, type RenewalOptions, type SpiffeId } from "../../mod.ts";
 import type { Logger } from "../../internal/mod.ts";
 import type { CaClient, CaCredential } from "../ca-client.ts";
 import { type HeldSvid, obtainSvid } from "../issuance.ts";
 import type { AgentMetrics } from "../metrics.ts";
 import { Backoff, type BackoffOptions } from "./backoff.ts";
 import { causeOf, isRefusal, messageOf, retryAfterMs } from "./failure.ts";
+import { renewalMoment, usableFrom } from "./renewal.ts";
 import type { StateStore } from "./state-store.ts";
 import { callAfter, callAt, type Timer } from "./timer.ts";
 
@@ -64,6 +59,8 @@ export class NodeIdentity {
   #renewing?: Promise<void>;
   /** Until start() has the first SVID, callers of credential() wait for it rather than race it. */
   #isStarting = true;
+  /** Ends the wait between bootstrap attempts. */
+  #wake?: () => void;
 
   constructor(options: NodeIdentityOptions) {
     this.#o = options;
@@ -79,7 +76,8 @@ export class NodeIdentity {
    * Reuses a stored, still-valid node SVID, or bootstraps with the token. A refusal of the
    * token (spent, expired, unknown, or none configured) throws {@link NodeBootstrapFailed}:
    * nothing works without the node identity and only an operator can fix that. A CA that
-   * cannot be reached is retried until it answers or the agent stops.
+   * cannot be reached is retried until it answers or the agent stops (which ends the wait
+   * between attempts at once; start() then resolves without an identity).
    */
   async start(): Promise<void> {
     try {
@@ -105,11 +103,12 @@ export class NodeIdentity {
 
   async #bootstrap(): Promise<void> {
     for (;;) {
+      if (this.#isStopped) return;
       try {
         await this.#obtain("initial");
         return;
       } catch (err) {
-        if (this.#isStopped) throw err;
+        if (this.#isStopped) return;
         if (isRefusal(err) || causeOf(err) === "ERR_TOKEN_MISSING") {
           throw new NodeBootstrapFailed(`cannot obtain the node identity ${this.#o.id}: ${messageOf(err)}`);
         }
@@ -120,7 +119,12 @@ export class NodeIdentity {
           error: messageOf(err),
           retryInSeconds: Math.round(wait / 1000),
         });
-        await new Promise<void>((resolve) => callAfter(wait, resolve));
+        // stop() ends the wait at once.
+        await new Promise<void>((resolve) => {
+          this.#timer = callAfter(wait, resolve);
+          this.#wake = resolve;
+        });
+        this.#wake = undefined;
       }
     }
   }
@@ -151,11 +155,15 @@ export class NodeIdentity {
   stop(): void {
     this.#isStopped = true;
     this.#timer?.cancel();
+    this.#wake?.();
     for (const w of this.#waiters.splice(0)) w.reject(new Error("the agent is stopping"));
   }
 
+  // Usable to authenticate while more than 5 s of it remain, or a tenth of its life for a short
+  // one: an 8-second SVID renewed at half-life still has 4 s, time enough for one request.
   #isValid(svid: HeldSvid): boolean {
-    return svid.expiresAt.getTime() > Date.now() + 5000;
+    const life = svid.expiresAt.getTime() - usableFrom(svid).getTime();
+    return svid.expiresAt.getTime() > Date.now() + Math.min(5000, life / 10);
   }
 
   #set(svid: HeldSvid): void {
@@ -244,19 +252,4 @@ export class NodeIdentity {
     this.#timer?.cancel();
     this.#timer = callAt(renewalMoment(svid, this.#o.renewal), () => this.renewNow("renewal"));
   }
-}
-
-/**
- * When to renew `svid`: {@link renewalTime} (half-life, jitter taken off), but never sooner than
- * a tenth of its remaining life (at least 1 s) from now, so a certificate shorter than the CA's
- * backdating does not renew in a tight loop.
- */
-export function renewalMoment(
-  svid: { notBefore: Date; expiresAt: Date },
-  renewal?: RenewalOptions,
-  now = Date.now(),
-): Date {
-  const at = renewalTime({ notBefore: svid.notBefore, notAfter: svid.expiresAt }, renewal).getTime();
-  const floor = now + Math.max(1000, (svid.expiresAt.getTime() - now) / 10);
-  return new Date(Math.max(at, floor));
 }

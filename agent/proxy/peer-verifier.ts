@@ -13,8 +13,7 @@
  */
 
 import { Buffer } from "node:buffer";
-import type { X509Certificate } from "node:crypto";
-import type { DetailedPeerCertificate, TLSSocket } from "node:tls";
+import type { TLSSocket } from "node:tls";
 import {
   type BundleSet,
   type Crl,
@@ -25,6 +24,8 @@ import {
   VerificationError,
   verifySvid,
 } from "../../mod.ts";
+
+import { peerChain as readPeerChain } from "../../internal/mod.ts";
 
 /** A peer whose SVID verified. */
 export interface VerifiedPeer {
@@ -50,38 +51,12 @@ const MAX_LEAVES = 10_000;
 const MAX_CHAIN = 10;
 
 /**
- * The chain a TLS peer sent, leaf first, as DER (each certificate once); empty when it sent none.
- * It is read to one certificate beyond MAX_CHAIN, so that a chain too long is refused by
- * {@link PeerVerifier.verify}, never cut down to a prefix that might verify.
+ * The chain a TLS peer sent, leaf first, as DER (the reader shared with the CA's mTLS
+ * authenticator). It is read to one certificate beyond MAX_CHAIN, so that a chain too long is
+ * refused by {@link PeerVerifier.verify}, never cut down to a prefix that might verify.
  */
 export function peerChain(socket: TLSSocket): Uint8Array[] {
-  const chain: Buffer[] = [];
-  const readAtMost = MAX_CHAIN + 1;
-  const add = (raw: Buffer | undefined) => {
-    if (raw && chain.length < readAtMost && !chain.some((c) => c.equals(raw))) chain.push(raw);
-  };
-  // getPeerX509Certificate is lazy (a few microseconds); getPeerCertificate(true) decodes every
-  // field of every certificate into objects (tens of microseconds), and is the fallback.
-  if (typeof socket.getPeerX509Certificate === "function") {
-    // issuerCertificate walks what the peer sent, in order. A certificate sent twice (OpenSSL's
-    // s_client sends the leaf again when -cert_chain holds it) is kept once; Deno's walk stops
-    // at such a repeat, so then the other API is asked too.
-    let cert: X509Certificate | undefined = socket.getPeerX509Certificate();
-    let sawRepeat = false;
-    for (let i = 0; cert && i < readAtMost; i++) {
-      const before = chain.length;
-      add(cert.raw);
-      sawRepeat ||= chain.length === before;
-      cert = cert.issuerCertificate;
-    }
-    if (!sawRepeat) return chain;
-  }
-  let legacy: DetailedPeerCertificate | undefined = socket.getPeerCertificate(true);
-  for (let i = 0; legacy?.raw && i < readAtMost; i++) {
-    add(legacy.raw);
-    legacy = legacy.issuerCertificate === legacy ? undefined : legacy.issuerCertificate;
-  }
-  return chain;
+  return readPeerChain(socket, { maxCertificates: MAX_CHAIN + 1 });
 }
 
 /** Verifies peers of one workload against that workload's bundle and CRLs. */

@@ -12,7 +12,8 @@
  * @module
  */
 
-import { SignatureCache, verifySvid } from "../../mod.ts";
+import { type Certificate, SignatureCache, verifySvid } from "../../mod.ts";
+import { bytesEqual } from "../../internal/mod.ts";
 import type { Authorities } from "../authorities.ts";
 import { Problem } from "../problems.ts";
 import type { CaStore } from "../store/store.ts";
@@ -44,6 +45,14 @@ export class MtlsAuthenticator implements Authenticator {
   readonly #signatures = new SignatureCache();
   constructor(readonly options: MtlsAuthenticatorOptions) {}
 
+  /** The certificates of the authorities published at `at` that are not trust anchors. */
+  #intermediates(at: Date): Certificate[] {
+    const published = this.options.authorities.published(at);
+    const anchors = published.flatMap((authority) => authority.roots.x509Authorities());
+    return published.flatMap((authority) => authority.ca.certificateChain)
+      .filter((cert) => !anchors.some((anchor) => bytesEqual(anchor.der, cert.der)));
+  }
+
   async authenticate(credentials: Credentials): Promise<Principal | undefined> {
     const chainPem = credentials.clientCertificateChainPem;
     if (!chainPem) return undefined;
@@ -56,10 +65,17 @@ export class MtlsAuthenticator implements Authenticator {
     const at = this.options.now?.() ?? new Date();
     let verified: Awaited<ReturnType<typeof verifySvid>>;
     try {
-      verified = await verifySvid(chainPem, this.options.authorities.bundle(at), {
-        at,
-        purpose: "clientAuth",
-      });
+      // The chain as sent, then this CA's own intermediates: a client that sends only its leaf,
+      // or a runtime that drops what it sent (Node 24.21 and 26.8 hand the server the leaf
+      // alone, nodejs/node#65579), is still verified, as Envoy completes chains from its store.
+      verified = await verifySvid(
+        [chainPem, ...this.#intermediates(at)],
+        this.options.authorities.bundle(at),
+        {
+          at,
+          purpose: "clientAuth",
+        },
+      );
     } catch (err) {
       throw new Problem(
         "ERR_CLIENT_CERT_INVALID",

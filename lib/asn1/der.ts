@@ -154,18 +154,11 @@ export function sequenceOf(node: DerNode | undefined, field: string): DerNode[] 
 }
 
 /**
- * Most content octets {@link readBigInt} decodes unless told otherwise: a 2,048-bit number and
- * its sign octet. Every length-driven decode is bounded before the work it drives, so a peer's
- * 100 KB INTEGER costs one comparison, not seconds of CPU.
+ * DER INTEGER content as a bigint; refuses non-minimal encodings and more than `maxOctets`.
+ * The caller names the bound its field allows (a CRL number: 20 octets and a sign octet), so a
+ * peer's 100 KB INTEGER costs one comparison, not seconds of CPU.
  */
-export const MAX_BIGINT_OCTETS = 257;
-
-/** DER INTEGER content as a bigint; refuses non-minimal encodings and more than `maxOctets`. */
-export function readBigInt(
-  node: DerNode | undefined,
-  field = "INTEGER",
-  maxOctets = MAX_BIGINT_OCTETS,
-): bigint {
+export function readBigInt(node: DerNode | undefined, field: string, maxOctets: number): bigint {
   const bytes = integerBytes(node, field, maxOctets);
   // One hex parse: linear, where shifting a byte at a time is quadratic in the length.
   let hex = "";

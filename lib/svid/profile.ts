@@ -56,8 +56,14 @@ export function leafProfileProblem(leaf: Certificate): string | undefined {
   return undefined;
 }
 
-/** X509-SVID 3.2 and 4.3: a signing certificate on an SVID's path asserts keyCertSign. */
+/**
+ * X509-SVID 4.1 and 4.3: a signing certificate (one that signs SVIDs: the CA's own certificate
+ * and every intermediate on an SVID's path) asserts cA and a key usage with keyCertSign; an
+ * absent key usage extension is not enough. Returns what is wrong, or undefined. The CA checks
+ * its certificate with it and verifySvid the intermediates a peer sends.
+ */
 export function signingCertificateProblem(ca: Certificate): string | undefined {
+  if (!ca.basicConstraints?.ca) return "an X509-SVID signing certificate must be a CA (basicConstraints cA)";
   return ca.keyUsage?.has("keyCertSign")
     ? undefined
     : "an X509-SVID signing certificate must assert the keyCertSign key usage";

@@ -9,7 +9,7 @@
 
 import type { BundleSet, TrustBundle } from "../bundle.ts";
 import { SpiffeId } from "../spiffeid.ts";
-import { type Certificate, parseCertificates, uriSans } from "../x509/certificate.ts";
+import { type Certificate, isParsedCertificate, parseCertificates, uriSans } from "../x509/certificate.ts";
 import type { Crl } from "../x509/crl.ts";
 import { MeshAuthError, optionsOf, VerificationError } from "../errors.ts";
 import { refuseUnexpected, verifyChain } from "../verify/chain.ts";
@@ -132,7 +132,7 @@ function parseChain(chain: SvidChainInput): Certificate[] {
       if (typeof item === "string" || item instanceof Uint8Array) {
         return parseCertificates(item, "SVID certificate");
       }
-      if (item && typeof item === "object" && item.der instanceof Uint8Array) return [item];
+      if (isParsedCertificate(item)) return [item];
       throw new VerificationError(
         "ERR_CERT_MALFORMED",
         "an SVID chain entry is not PEM, DER or a parsed certificate",

@@ -94,11 +94,16 @@ export function checkProfile(cert: Certificate, role: CertificateRole, index: nu
       fail("ERR_CERT_MALFORMED", "CA authorityKeyIdentifier carries authorityCertIssuer or serial");
     }
   }
-  // RFC 5280 4.2.1.3 and 4.2.1.9: keyCertSign and cA go together.
+  // RFC 5280 4.2.1.3 and 4.2.1.9: keyCertSign MUST NOT be asserted without cA, on any
+  // certificate (a MUST on the certificate itself, which x509-limbo holds the target to too).
   if (cert.keyUsage?.has("keyCertSign") && !isCa) {
     fail("ERR_KEY_USAGE", "keyUsage asserts keyCertSign but basicConstraints does not assert cA");
   }
-  if (isCa && cert.keyUsage && !cert.keyUsage.has("keyCertSign")) {
+  // RFC 5280 6.1.4(n): a CA that certifies on the path has a key usage allowing keyCertSign.
+  // The target certifies nothing, and no rule of RFC 5280 makes a cA certificate assert
+  // keyCertSign (CABF 7.1.2.7.8 does, for the Web PKI), so a CA target without it is valid
+  // here; verifySvid refuses every CA leaf (X509-SVID 4.1).
+  if (role !== "leaf" && isCa && cert.keyUsage && !cert.keyUsage.has("keyCertSign")) {
     fail("ERR_KEY_USAGE", "basicConstraints asserts cA but keyUsage lacks keyCertSign");
   }
   if (isCa) {
@@ -107,7 +112,9 @@ export function checkProfile(cert: Certificate, role: CertificateRole, index: nu
     // RFC 5280 4.2.1.2: every CA certificate carries a subject key identifier.
     if (!cert.subjectKeyIdentifier) fail("ERR_CERT_MALFORMED", "CA certificate without subjectKeyIdentifier");
   }
-  // RFC 5280 4.2.1.10: name constraints MUST be used only in a CA certificate.
+  // RFC 5280 4.2.1.10: name constraints MUST be used only in a CA certificate. Only the target
+  // can break this (every other certificate on a path is a CA); held to it, like keyCertSign
+  // above, as a MUST on the certificate's own content.
   if (cert.nameConstraints && !isCa) {
     fail("ERR_NAME_CONSTRAINTS", "nameConstraints in a certificate that is not a CA");
   }
@@ -147,6 +154,8 @@ export function checkProfile(cert: Certificate, role: CertificateRole, index: nu
   checkPublicKey(cert, index);
 }
 
+const RSA_NULL_PARAMETERS = new Uint8Array([Tag.NULL, 0]);
+
 /**
  * The public keys meshauth accepts anywhere on a path: EC on P-256, P-384 or P-521, RSA of
  * at least 2048 bits in whole bytes (CABF 6.1.5), Ed25519.
@@ -170,6 +179,13 @@ function checkPublicKey(cert: Certificate, index: number): void {
       return;
     }
     case OID.rsaEncryption:
+      // RFC 3279 2.3.1: the parameters MUST be NULL. Anything else (an empty string, say) is a
+      // second encoding of the same key, which OpenSSL re-encodes with NULL and meshauth would
+      // otherwise carry as signed.
+      if (!algorithm.parameters || !bytesEqual(algorithm.parameters, RSA_NULL_PARAMETERS)) {
+        reject("RSA key whose algorithm parameters are not NULL");
+      }
+    // falls through
     case OID.rsassaPss: {
       const bits = rsaModulusBits(cert.publicKey);
       if (bits < 2048) reject(`RSA key of ${bits} bits (at least 2048)`);

@@ -24,7 +24,7 @@ import {
   Tag,
 } from "../asn1/der.ts";
 import { toHex } from "../encoding.ts";
-import { MalformedInput } from "../errors.ts";
+import { describeValue, InvalidArgument, MalformedInput } from "../errors.ts";
 import { derBlocks } from "../pem.ts";
 import {
   decodeExtensions,
@@ -102,13 +102,29 @@ export interface Certificate {
   authorityInfoAccess?: Array<{ method: string; location: GeneralName }>;
 }
 
-/** Parses one or more certificates from PEM text or one from DER bytes. */
+/**
+ * Parses one or more certificates from PEM text or one from DER bytes (a Uint8Array). Throws
+ * {@link MalformedInput} for bytes that are not a certificate, {@link InvalidArgument} for an
+ * input of another type.
+ */
 export function parseCertificates(input: string | Uint8Array, what = "certificate"): Certificate[] {
   return derBlocks(input, ["CERTIFICATE"], what).map((der) => parseCertificate(der, what));
 }
 
-/** Parses one DER certificate. Throws {@link MalformedInput} with the offending field. */
+/**
+ * Parses one DER certificate (a Uint8Array, a Node Buffer included). Throws
+ * {@link MalformedInput} with the offending field, or {@link InvalidArgument} for an input
+ * that is not a Uint8Array (PEM text is {@link parseCertificates}'s).
+ */
 export function parseCertificate(der: Uint8Array, what = "certificate"): Certificate {
+  if (!(der instanceof Uint8Array)) {
+    const hint = typeof der === "string"
+      ? "; parseCertificates reads PEM text"
+      : (der as unknown) instanceof ArrayBuffer
+      ? "; wrap an ArrayBuffer in new Uint8Array()"
+      : "";
+    throw new InvalidArgument(what, `expected DER bytes (a Uint8Array), got ${describeValue(der)}${hint}`);
+  }
   const root = parseDer(der, what);
   const [tbsNode, sigAlgNode, sigNode, extra] = sequenceOf(root, what);
   if (!sigNode || extra) throw new MalformedInput(what, "Certificate must have exactly three fields");
@@ -260,6 +276,27 @@ export function extensionOf(cert: Certificate, oid: string): Extension | undefin
 /** The URI SANs of a certificate. */
 export function uriSans(cert: Certificate): string[] {
   return (cert.subjectAltName ?? []).flatMap((n) => (n.type === "uri" ? [n.value] : []));
+}
+
+/**
+ * True when `value` has the shape {@link parseCertificate} answers: a caller may hand in a
+ * certificate it parsed before, and anything else in its place is refused before any field
+ * of it is read.
+ */
+export function isParsedCertificate(value: unknown): value is Certificate {
+  const c = value as Partial<Certificate> | null;
+  const isName = (n: unknown) => {
+    const name = n as Partial<Name> | null;
+    return typeof name === "object" && name !== null && typeof name.key === "string" &&
+      Array.isArray(name.rdns) && Array.isArray(name.rdnKeys) && name.der instanceof Uint8Array;
+  };
+  return typeof c === "object" && c !== null && c.der instanceof Uint8Array && c.tbs instanceof Uint8Array &&
+    c.spki instanceof Uint8Array && c.publicKey instanceof Uint8Array && c.signature instanceof Uint8Array &&
+    c.serialBytes instanceof Uint8Array && typeof c.serialNumber === "string" &&
+    typeof c.version === "number" &&
+    c.notBefore instanceof Date && c.notAfter instanceof Date && isName(c.subject) && isName(c.issuer) &&
+    Array.isArray(c.extensions) && typeof c.publicKeyAlgorithm?.oid === "string" &&
+    typeof c.signatureAlgorithm?.oid === "string" && typeof c.tbsSignatureAlgorithm?.oid === "string";
 }
 
 /** True when the certificate is self-issued (RFC 5280 6.1: subject and issuer match). */

@@ -42,7 +42,7 @@ import {
   parseExtensions,
   serialNumberBytes,
 } from "./certificate.ts";
-import { parseGeneralNames } from "./general-name.ts";
+import { parseAuthorityKeyIdentifier } from "./extensions.ts";
 import { type Name, parseName } from "./name.ts";
 
 /** CRL reason codes (RFC 5280 5.3.1); 7 is unused. */
@@ -197,20 +197,10 @@ function decodeCrlExtensions(crl: Crl, what: string): void {
       case OID.deltaCrlIndicator:
         crl.deltaCrlIndicator = readCrlNumber(ext.value, field);
         break;
-      case OID.authorityKeyIdentifier: {
-        // RFC 5280 4.2.1.1: [0] keyIdentifier, [1] authorityCertIssuer, [2] serial, in order.
-        let last = -1;
-        for (const f of sequenceOf(parseDer(ext.value, field), field)) {
-          const number = f.tag & 0x1f;
-          if (number <= last) throw new MalformedInput(field, "AuthorityKeyIdentifier fields out of order");
-          last = number;
-          if (f.tag === contextTag(0, false)) crl.authorityKeyIdentifier = contentOf(f);
-          else if (f.tag === contextTag(1, true)) parseGeneralNames(f, field);
-          else if (f.tag === contextTag(2, false)) serialNumberBytes({ ...f, tag: Tag.INTEGER }, field);
-          else throw new MalformedInput(field, "unexpected AuthorityKeyIdentifier field");
-        }
+      case OID.authorityKeyIdentifier:
+        // RFC 5280 5.2.1: the same extension as in certificates, read by the same reader.
+        crl.authorityKeyIdentifier = parseAuthorityKeyIdentifier(ext.value, field).keyIdentifier;
         break;
-      }
       case OID.issuingDistributionPoint:
         crl.issuingDistributionPoint = parseIdp(parseDer(ext.value, field), field);
         break;

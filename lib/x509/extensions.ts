@@ -102,18 +102,10 @@ export function decodeExtensions(cert: Certificate, what: string): void {
         cert.subjectKeyIdentifier = contentOf(expectTag(parseDer(ext.value, field), Tag.OCTET_STRING, field));
         break;
       case OID.authorityKeyIdentifier: {
-        // RFC 5280 4.2.1.1: [0] keyIdentifier, [1] authorityCertIssuer, [2] serial, in order.
-        let last = -1;
-        for (const f of sequenceOf(parseDer(ext.value, field), field)) {
-          const number = f.tag & 0x1f;
-          if (number <= last) throw new MalformedInput(field, "AuthorityKeyIdentifier fields out of order");
-          last = number;
-          if (f.tag === contextTag(0, false)) cert.authorityKeyIdentifier = contentOf(f);
-          else if (f.tag === contextTag(1, true)) cert.authorityCertIssuer = parseGeneralNames(f, field);
-          else if (f.tag === contextTag(2, false)) {
-            cert.authorityCertSerialNumber = serialNumberBytes({ ...f, tag: Tag.INTEGER }, field);
-          } else throw new MalformedInput(field, "unexpected AuthorityKeyIdentifier field");
-        }
+        const aki = parseAuthorityKeyIdentifier(ext.value, field);
+        cert.authorityKeyIdentifier = aki.keyIdentifier;
+        cert.authorityCertIssuer = aki.authorityCertIssuer;
+        cert.authorityCertSerialNumber = aki.authorityCertSerialNumber;
         break;
       }
       case OID.certificatePolicies: {
@@ -184,6 +176,36 @@ export function decodeExtensions(cert: Certificate, what: string): void {
       }
     }
   }
+}
+
+/** The fields of an AuthorityKeyIdentifier extension (RFC 5280 4.2.1.1), each optional. */
+export interface AuthorityKeyIdentifier {
+  keyIdentifier?: Uint8Array;
+  authorityCertIssuer?: GeneralName[];
+  /** Content octets of the serial number. */
+  authorityCertSerialNumber?: Uint8Array;
+}
+
+/**
+ * Parses an AuthorityKeyIdentifier extension's value, in certificates and CRLs alike:
+ * `[0] keyIdentifier`, `[1] authorityCertIssuer`, `[2] authorityCertSerialNumber`, each at
+ * most once and in that order, nothing else (a repeated keyIdentifier must not replace the
+ * first, which would let two readers see two keys).
+ */
+export function parseAuthorityKeyIdentifier(value: Uint8Array, field: string): AuthorityKeyIdentifier {
+  const aki: AuthorityKeyIdentifier = {};
+  let last = -1;
+  for (const f of sequenceOf(parseDer(value, field), field)) {
+    const number = f.tag & 0x1f;
+    if (number <= last) throw new MalformedInput(field, "AuthorityKeyIdentifier fields out of order");
+    last = number;
+    if (f.tag === contextTag(0, false)) aki.keyIdentifier = contentOf(f);
+    else if (f.tag === contextTag(1, true)) aki.authorityCertIssuer = parseGeneralNames(f, field);
+    else if (f.tag === contextTag(2, false)) {
+      aki.authorityCertSerialNumber = serialNumberBytes({ ...f, tag: Tag.INTEGER }, field);
+    } else throw new MalformedInput(field, "unexpected AuthorityKeyIdentifier field");
+  }
+  return aki;
 }
 
 function parseNameConstraints(

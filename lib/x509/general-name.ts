@@ -12,7 +12,6 @@ import {
   type DerNode,
   encodingOf,
   isConstructed,
-  latin1,
   present,
   readOid,
   readString,
@@ -110,12 +109,9 @@ export function parseGeneralName(node: DerNode | undefined, field = "GeneralName
   }
 }
 
+/** An IMPLICIT-tagged IA5String (rfc822Name, dNSName, URI), read as the string type it is. */
 function ia5(node: DerNode, field: string): string {
-  const bytes = contentOf(node);
-  for (const b of bytes) {
-    if (b > 0x7f) throw new MalformedInput(field, "IA5String holds a non-ASCII byte");
-  }
-  return latin1(bytes);
+  return readString({ ...node, tag: Tag.IA5_STRING }, field);
 }
 
 /** Parses a GeneralNames SEQUENCE. */

@@ -7,6 +7,7 @@ import { childrenOf, type DerNode, encodingOf, expectTag, readOid, readString, T
 import { oid, printableString, seq, set, utf8String } from "../asn1/der-writer.ts";
 import { OID } from "../asn1/oids.ts";
 import { InvalidArgument, MalformedInput } from "../errors.ts";
+import { prepareString, prohibitedCodePoint } from "./string-prep.ts";
 
 /** One attribute of a relative distinguished name. */
 export interface NameAttribute {
@@ -16,10 +17,17 @@ export interface NameAttribute {
   value: string;
 }
 
-/** A parsed Name. `key` compares names the way RFC 5280 7.1 asks (case and space folded). */
+/**
+ * A parsed Name. `key` compares names the way RFC 5280 7.1 asks: RDN by RDN, each value
+ * prepared by RFC 4518 (case folded, NFKC, invisible characters and insignificant spaces
+ * removed; see `string-prep.ts`).
+ */
 export interface Name {
   der: Uint8Array;
   rdns: NameAttribute[][];
+  /** The comparison key of each RDN, in order (`rdnKey`), computed once at parse. */
+  rdnKeys: string[];
+  /** The comparison key of the whole name: the RDN keys joined. */
   key: string;
 }
 
@@ -46,7 +54,8 @@ export function parseName(node: DerNode, field = "Name"): Name {
   expectTag(node, Tag.SEQUENCE, field);
   const rdns: NameAttribute[][] = [];
   for (const rdn of childrenOf(node, field)) rdns.push(parseRdn(expectTag(rdn, Tag.SET, field), field));
-  return { der: encodingOf(node), rdns, key: nameKey(rdns) };
+  const rdnKeys = rdns.map(rdnKey);
+  return { der: encodingOf(node), rdns, rdnKeys, key: rdnKeys.join(",") };
 }
 
 /**
@@ -79,18 +88,34 @@ function compareEncodings(a: Uint8Array, b: Uint8Array): number {
   return 0;
 }
 
-/** RFC 5280 7.1 / RFC 4518 in practice: fold case and inner whitespace of string values. */
-function nameKey(rdns: NameAttribute[][]): string {
-  return rdns.map(rdnKey).join(",");
+/**
+ * The comparison key of one relative distinguished name (RFC 5280 7.1): attribute order does
+ * not matter, and values of any string type compare by their RFC 4518 prepared form. A value
+ * RFC 4518 cannot prepare (it holds a prohibited code point) keeps its exact characters under
+ * a separate marker, so it equals only the same characters and never a prepared value; name
+ * constraints refuse such a name outright ({@link unpreparableValue}).
+ */
+export function rdnKey(rdn: readonly NameAttribute[]): string {
+  return rdn.map((a) => {
+    const prepared = prepareString(a.value);
+    return prepared === undefined
+      ? `${a.type}!${JSON.stringify(a.value)}`
+      : `${a.type}=${JSON.stringify(prepared)}`;
+  }).sort().join("+");
 }
 
 /**
- * The comparison key of one relative distinguished name (attribute order does not matter).
- * Values are strings of any of the string types, compared by their characters (RFC 5280 7.1).
+ * The first attribute value of `name` that RFC 4518 string preparation refuses, with the
+ * code point that makes it fail, or undefined when every value can be compared.
  */
-export function rdnKey(rdn: readonly NameAttribute[]): string {
-  return rdn.map((a) => `${a.type}=${JSON.stringify(a.value.trim().replace(/\s+/g, " ").toLowerCase())}`)
-    .sort().join("+");
+export function unpreparableValue(name: Name): { attribute: NameAttribute; codePoint: string } | undefined {
+  for (const rdn of name.rdns) {
+    for (const attribute of rdn) {
+      const codePoint = prohibitedCodePoint(attribute.value);
+      if (codePoint) return { attribute, codePoint };
+    }
+  }
+  return undefined;
 }
 
 /** The values of every attribute of `type` in a name, in order (e.g. all common names). */

@@ -81,8 +81,11 @@ Module._extensions[".node"] = function (module, filename) {
     if (!fs.existsSync(copy) || fs.statSync(copy).mtimeMs < fs.statSync(filename).mtimeMs) {
       const buf = fs.readFileSync(filename);
       patchVersionNeeds(buf);
-      fs.writeFileSync(`${copy}.tmp`, buf);
-      fs.renameSync(`${copy}.tmp`, copy);
+      // A temporary name of this process's own: two fuzzers patching at once never rename
+      // each other's half-written copy into place.
+      const partial = `${copy}.${process.pid}.tmp`;
+      fs.writeFileSync(partial, buf);
+      fs.renameSync(partial, copy);
     }
     return original.call(this, module, copy);
   }

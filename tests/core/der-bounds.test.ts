@@ -58,9 +58,10 @@ test("readSmallInt refuses an INTEGER longer than a few octets without decoding 
 });
 
 test("readBigInt refuses an INTEGER past its octet bound", () => {
-  malformed(() => readBigInt(parseDer(bigInteger(150_000))), /150000 octets/);
-  assert.equal(readBigInt(parseDer(bigInteger(20))), BigInt(`0x01${"ab".repeat(19)}`));
-  assert.equal(readBigInt(parseDer(tlv(Tag.INTEGER, new Uint8Array([0xff, 0x00])))), -256n);
+  malformed(() => readBigInt(parseDer(bigInteger(150_000)), "INTEGER", 21), /150000 octets \(at most 21/);
+  malformed(() => readBigInt(parseDer(bigInteger(22)), "INTEGER", 21), /22 octets \(at most 21/);
+  assert.equal(readBigInt(parseDer(bigInteger(20)), "INTEGER", 21), BigInt(`0x01${"ab".repeat(19)}`));
+  assert.equal(readBigInt(parseDer(tlv(Tag.INTEGER, new Uint8Array([0xff, 0x00]))), "INTEGER", 21), -256n);
 });
 
 test("readOid refuses an arc longer than any real OID's", () => {

@@ -39,7 +39,7 @@ async function pssLeaf(...fields: Uint8Array[]): Promise<{ root: Issued; leaf: I
 test("DER integer readers report a missing node as MalformedInput, not a TypeError", () => {
   const [absent] = [] as ReturnType<typeof parseDer>[];
   assert.throws(
-    () => readBigInt(absent, "serial"),
+    () => readBigInt(absent, "serial", 21),
     (err) => err instanceof MalformedInput && /missing/.test(err.message),
   );
   assert.throws(() => readSmallInt(absent, "pathLen"), MalformedInput);

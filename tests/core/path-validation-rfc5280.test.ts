@@ -152,10 +152,31 @@ test("6.1: the trust anchor's own signature is never checked", async () => {
 
 test("6.1.5: the target certificate may be a CA, lack basicConstraints, or lack key usage", async () => {
   const root = await issue({ name: "Root", ca: true });
-  for (const spec of [{ ca: true }, { omit: ["basicConstraints" as const] }, { keyUsage: null }]) {
+  for (
+    const spec of [
+      { ca: true },
+      // No rule of RFC 5280 makes a cA certificate assert keyCertSign; 6.1.4(n) asks it of CAs
+      // that certify on the path, which the target does not (CABF 7.1.2.7.8 is Web PKI only).
+      { ca: true, keyUsage: ["digitalSignature" as const] },
+      { omit: ["basicConstraints" as const] },
+      { keyUsage: null },
+    ]
+  ) {
     const leaf = await issue({ name: "Target", sans: [dnsName("a.example.com")], issuer: root, ...spec });
     await verifyChain({ leaf: leaf.der, roots: [root.der] });
   }
+});
+
+test("4.2.1.3 and 4.2.1.10 MUSTs on a certificate's own content hold for the target too", async () => {
+  const root = await issue({ name: "Root", ca: true });
+  const target = (spec: Partial<CertSpec>) =>
+    issue({ name: "Target", sans: [dnsName("a.example.com")], issuer: root, ...spec });
+  // keyCertSign MUST NOT be asserted without cA (x509-limbo rfc5280::leaf-ku-keycertsign).
+  const signer = await target({ keyUsage: ["digitalSignature", "keyCertSign"] });
+  await refused(verifyChain({ leaf: signer.der, roots: [root.der] }), "ERR_KEY_USAGE");
+  // Name constraints MUST be used only in a CA certificate.
+  const constrained = await target({ nameConstraints: { permitted: [dnsName("example.com")] } });
+  await refused(verifyChain({ leaf: constrained.der, roots: [root.der] }), "ERR_NAME_CONSTRAINTS");
 });
 
 test("4.2.1.6: a critical SAN beside a non-empty subject is valid (non-critical is only a SHOULD)", async () => {
@@ -246,6 +267,19 @@ test("4.2.1.10 rfc822Name: a mailbox, a host, or a domain below which any host m
   );
 });
 
+test("4.2.1.10 rfc822Name: a quoted local part is the mailbox it quotes (RFC 5321 4.1.2)", async () => {
+  await refused(
+    underConstraints({ excluded: [email("x@good.com")] }, { sans: [email('"x"@good.com')] }),
+    "ERR_NAME_CONSTRAINTS",
+  );
+  await refused(
+    underConstraints({ excluded: [email("x@good.com")] }, { sans: [email('"\\x"@good.com')] }),
+    "ERR_NAME_CONSTRAINTS",
+  );
+  await accepted(underConstraints({ permitted: [email("good.com")] }, { sans: [email('"a b"@good.com')] }));
+  await accepted(underConstraints({ permitted: [email("good.com")] }, { sans: [email("a.b+c@good.com")] }));
+});
+
 test("4.2.1.10 rfc822Name: emailAddress attributes of the subject are checked as rfc822Names", async () => {
   const subject = seq(set(seq(oid(OID.emailAddress), tlv(Tag.IA5_STRING, text("x@evil.com")))));
   await refused(
@@ -272,6 +306,28 @@ test("4.2.1.10 directoryName: the subject and directoryName SANs, by RDN prefix"
     underConstraints(constraint, { sans: [dirName([OID.organizationName, "Other"])] }),
     "ERR_NAME_CONSTRAINTS",
   );
+});
+
+test("4.2.1.10 directoryName: the comparison budget counts every RDN compared, not every subtree", async () => {
+  // 300 excluded subtrees and 300 names: 90,000 name-by-subtree pairs, under the 2^18 budget;
+  // with 10 RDNs each, 900,000 RDN comparisons, over it.
+  const rdns = (count: number, last: string) =>
+    dirName(
+      ...Array.from({ length: count - 1 }, () => [OID.organizationName, "A"] as [string, string]),
+      [OID.organizationName, last],
+    );
+  const verify = async (rdnCount: number) => {
+    const excluded = Array.from({ length: 300 }, (_, i) => rdns(rdnCount, `x${i}`));
+    const sans = Array.from({ length: 300 }, (_, i) => rdns(rdnCount, `y${i}`));
+    return await underConstraints({ excluded }, { sans });
+  };
+  await accepted(verify(1));
+  await assert.rejects(verify(10), (err) => {
+    assert.ok(err instanceof VerificationError, String(err));
+    assert.equal(err.code, "ERR_NAME_CONSTRAINTS");
+    assert.match(err.message, /900000 name constraint comparisons exceed/);
+    return true;
+  });
 });
 
 test("4.2.1.10: a constraint on a form not processed (otherName, registeredID) fails only names of that form", async () => {
@@ -330,6 +386,13 @@ const MALFORMED_SANS: Array<[string, CertSpec["nameConstraints"], Uint8Array]> =
   ],
   ["an rfc822Name without a mailbox", { excluded: [email("evil.com")] }, email("evil.com")],
   ["an rfc822Name with an empty local part", { permitted: [email("example.com")] }, email("@example.com")],
+  // RFC 5280 4.2.1.6: an rfc822Name is an RFC 5321 Mailbox; each of these reads as a good.com
+  // address to a suffix comparison, and as something else to a mail system.
+  ["an rfc822Name with two @", { permitted: [email("good.com")] }, email("x@evil.com@good.com")],
+  ["an rfc822Name with a space in its local part", { permitted: [email("good.com")] }, email("a b@good.com")],
+  ["an rfc822Name with a NUL in its local part", { permitted: [email("good.com")] }, email("\0@good.com")],
+  ["an rfc822Name with an empty atom", { permitted: [email("good.com")] }, email("a..b@good.com")],
+  ["an rfc822Name with an unterminated quote", { permitted: [email("good.com")] }, email('"x@good.com')],
   ["a URI without an authority", { excluded: [uriName("evil.com")] }, uriName("spiffe:evil.com/w")],
   [
     "a URI whose host is an IP address",

@@ -30,7 +30,7 @@ const printable = fc.stringMatching(/^[A-Za-z0-9 '()+,\-./:=?]{1,20}$/);
 test("DER integers, OIDs and times read back as written", () => {
   fc.assert(
     fc.property(fc.bigInt({ min: 0n, max: (1n << 2040n) - 1n }), (n) => {
-      assert.equal(readBigInt(parseDer(integer(n))), n);
+      assert.equal(readBigInt(parseDer(integer(n)), "INTEGER", 256), n);
     }),
   );
   const arc = fc.oneof(fc.nat(1000), fc.bigInt({ min: 0n, max: (1n << 128n) - 1n }));

@@ -11,6 +11,7 @@ import * as pkijs from "pkijs";
 import { toHex } from "../../lib/encoding.ts";
 import { parseCertificate } from "../../lib/x509/certificate.ts";
 import { formatIp, parseIp } from "../../lib/x509/general-name.ts";
+import { ipText, sanNames, splitOpenSslSans } from "../fuzz/openssl-oracle.ts";
 
 /** The fields every implementation is compared on. Absent fields are not compared. */
 export interface CertificateView {
@@ -63,9 +64,6 @@ const KEY_USAGE_NAMES = [
   "decipherOnly",
 ];
 
-/** An iPAddress SAN as text; lengths other than 4 and 16 are all the same "invalid". */
-const ipText = (bytes: Uint8Array) => bytes.length === 4 || bytes.length === 16 ? formatIp(bytes) : "invalid";
-
 const stripZeros = (hex: string) => hex.toLowerCase().replace(/^(00)+(?=..)/, "");
 const hexOf = (bytes: ArrayBuffer | Uint8Array) => toHex(new Uint8Array(bytes));
 
@@ -80,13 +78,7 @@ export function meshauthView(der: Uint8Array): CertificateView {
     serial: stripZeros(cert.serialNumber),
     notBefore: cert.notBefore.getTime(),
     notAfter: cert.notAfter.getTime(),
-    sans: cert.subjectAltName?.flatMap((n) =>
-      n.type === "ip"
-        ? [`ip:${ipText(n.value)}`]
-        : n.type === "dns" || n.type === "uri" || n.type === "email"
-        ? [`${n.type}:${n.value}`]
-        : []
-    ),
+    sans: cert.subjectAltName && sanNames(cert.subjectAltName),
     ca: cert.basicConstraints?.ca ?? false,
     pathLength: cert.basicConstraints?.pathLength,
     keyUsage: cert.keyUsage ? KEY_USAGE_NAMES.filter((u) => cert.keyUsage!.has(u as never)) : undefined,
@@ -97,7 +89,8 @@ export function meshauthView(der: Uint8Array): CertificateView {
 /** OpenSSL's view, through node:crypto (the library Node links). */
 export function opensslView(der: Uint8Array): CertificateView {
   const cert = new OpenSslCertificate(der);
-  const sans = cert.subjectAltName === undefined ? undefined : splitOpenSslSans(cert.subjectAltName);
+  // Node 20 answers null for a SAN OpenSSL cannot decode, later versions undefined.
+  const sans = cert.subjectAltName == null ? undefined : splitOpenSslSans(cert.subjectAltName);
   return {
     serial: opensslSerial(cert.serialNumber),
     notBefore: Date.parse(cert.validFrom),
@@ -128,25 +121,6 @@ function opensslSerial(text: string): string {
   let bytes = 1;
   while (value < -(1n << BigInt(bytes * 8 - 1))) bytes++;
   return ((1n << BigInt(bytes * 8)) + value).toString(16).padStart(bytes * 2, "0");
-}
-
-/** OpenSSL writes SANs as `DNS:a, URI:b, IP Address:1.2.3.4, email:c` (values may hold ", "). */
-function splitOpenSslSans(text: string): string[] {
-  const out: string[] = [];
-  for (
-    const part of text.split(
-      /, (?=(?:DNS|URI|IP Address|email|DirName|othername|Registered ID|X400Name|EdiPartyName):)/,
-    )
-  ) {
-    const m = /^(DNS|URI|IP Address|email):(.*)$/s.exec(part);
-    if (!m) continue;
-    const type = { DNS: "dns", URI: "uri", "IP Address": "ip", email: "email" }[m[1]]!;
-    // OpenSSL quotes values with special characters in JSON style (Node 17+).
-    const value = m[2].startsWith('"') ? JSON.parse(m[2]) : m[2];
-    const ip = type === "ip" ? parseIp(value) : undefined;
-    out.push(`${type}:${ip ? formatIp(ip) : type === "ip" ? "invalid" : value}`);
-  }
-  return out;
 }
 
 /** @peculiar/x509's view. */

@@ -67,7 +67,7 @@ function walk(node: DerNode, depth: number, budget: { reads: number }): void {
   switch (node.tag) {
     case Tag.INTEGER:
     case Tag.ENUMERATED:
-      attempt(() => readBigInt(node));
+      attempt(() => readBigInt(node, "INTEGER", 257));
       break;
     case Tag.OID:
       attempt(() => readOid(node));

@@ -9,10 +9,16 @@
  */
 
 import { type Agent, type ClientRequest, request as httpRequest } from "node:http";
+import { MeshAuthError } from "../../mod.ts";
 import type { SocketAddress } from "./address.ts";
 
-/** Why a request to the local service failed before its answer ended. */
-export class ServiceTimeout extends Error {
+/**
+ * Why a request to the local service failed before its answer ended: `ERR_UPSTREAM_TIMEOUT`,
+ * the code of the 504 problem the caller gets.
+ */
+export class ServiceTimeout extends MeshAuthError {
+  static override code = "ERR_UPSTREAM_TIMEOUT";
+  override code = ServiceTimeout.code;
   constructor(readonly phase: "connect" | "response", readonly timeoutMs: number) {
     super(
       phase === "connect"

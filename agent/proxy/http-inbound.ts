@@ -263,7 +263,7 @@ export class HttpInbound {
           error: err.message,
         });
         if (res.headersSent) res.destroy();
-        else if (err instanceof ServiceTimeout) sendProblem(res, 504, "ERR_UPSTREAM_TIMEOUT", err.message);
+        else if (err instanceof ServiceTimeout) sendProblem(res, 504, err.code, err.message);
         else sendProblem(res, 502, "ERR_UPSTREAM", "the local service could not be reached");
       }),
     );
@@ -341,7 +341,7 @@ export class HttpInbound {
           forward: formatAddress(this.config.forward),
           error: err.message,
         });
-        if (err instanceof ServiceTimeout) closeWithProblem(socket, 504, "ERR_UPSTREAM_TIMEOUT", err.message);
+        if (err instanceof ServiceTimeout) closeWithProblem(socket, 504, err.code, err.message);
         else closeWithProblem(socket, 502, "ERR_UPSTREAM", "the local service could not be reached");
       }),
     );

@@ -95,7 +95,7 @@ export const ENV_OVERRIDES: Record<string, string> = {
   MESHAUTH_WORKERS: "workers",
 };
 
-/** True for loopback hosts, the only ones plain HTTP may listen on (the one test, from internal/). */
+/** True for `localhost`, `127.0.0.0/8` and `::1` (any spelling): the hosts plain HTTP may listen on. */
 export function isLoopback(host: string): boolean {
   return isLoopbackHost(host);
 }

@@ -470,9 +470,15 @@ test(
   },
 );
 
+// Deno's node:tls hands a server only the first two certificates a client sent (leaf and issuer),
+// so there the proxy never sees a chain over the limit.
+const clientChainCut = "Deno" in globalThis
+  ? "Deno's node:tls hands the server only the first two certificates of the client's chain"
+  : false;
+
 test(
   "a peer that sends more certificates than a chain may hold is refused, not cut down to a chain that verifies",
-  { timeout: 30_000 },
+  { timeout: 30_000, skip: clientChainCut },
   async () => {
     const server = new TestSource(await ca.issue(IDS.backend), ca.bundle());
     // The SVID, its intermediate, and nine more certificates of the same CA: eleven, one over the limit.

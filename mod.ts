@@ -15,6 +15,7 @@
  */
 
 export {
+  type CertificateSummary,
   type CsrRejection,
   IdentityMismatch,
   InvalidArgument,
@@ -33,7 +34,10 @@ export {
   UnauthorizedPeer,
   UnsupportedAlgorithm,
   type VerificationCode,
+  type VerificationDetails,
   VerificationError,
+  type VerificationErrorOptions,
+  type VerificationRule,
 } from "./lib/errors.ts";
 export { SpiffeId, TrustDomain } from "./lib/spiffeid.ts";
 export {

@@ -98,6 +98,8 @@ export class SignatureChecker {
       throw new VerificationError(
         "ERR_PATH_BUILDING_LIMIT",
         `path building gave up after ${this.budget} signature checks`,
+        undefined,
+        { rule: "path-building", limit: this.budget, count: this.checks },
       );
     }
     let ok: boolean;

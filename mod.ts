@@ -54,14 +54,16 @@ export { decodePem, encodePem, type PemBlock } from "./lib/pem.ts";
 export {
   type AlgorithmIdentifier,
   type Certificate,
+  type DistributionPoint,
   type Extension,
+  type GeneralSubtree,
   KeyUsage,
   type KeyUsageName,
   parseCertificate,
   parseCertificates,
   uriSans,
 } from "./lib/x509/certificate.ts";
-export { formatName, type Name } from "./lib/x509/name.ts";
+export { formatName, type Name, type NameAttribute } from "./lib/x509/name.ts";
 export { type GeneralName } from "./lib/x509/general-name.ts";
 export { type Signer, verifySignature } from "./lib/x509/signature.ts";
 export {
@@ -104,6 +106,7 @@ export {
   authorizeMemberOf,
   authorizeOneOf,
   type Authorizer,
+  type IdLike,
   SecureNaming,
 } from "./lib/authorize.ts";
 export { type RenewalOptions, renewalTime } from "./lib/rotation.ts";
@@ -133,7 +136,7 @@ export {
   verifySvid,
   type VerifySvidOptions,
 } from "./lib/svid/verify.ts";
-export { SignatureCache } from "./lib/verify/signatures.ts";
+export { SignatureCache, type Signed } from "./lib/verify/signatures.ts";
 export {
   type Crl,
   CrlReason,

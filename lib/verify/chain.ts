@@ -49,6 +49,7 @@ export interface VerifyChainOptions {
 export interface VerifiedChain {
   /** Leaf first, trust anchor last. */
   path: Certificate[];
+  /** The certificate that was verified, `path[0]`. */
   leaf: Certificate;
   /** The trust anchor the path ends at. */
   root: Certificate;

@@ -24,6 +24,7 @@
 import { createHash } from "node:crypto";
 import { Pool } from "undici";
 import { InvalidArgument, MeshAuthError, SpiffeId } from "../mod.ts";
+import { isLoopbackHost } from "../internal/mod.ts";
 import { ConcurrencyLimit } from "./concurrency.ts";
 
 /** How the client authenticates to the CA. */
@@ -183,7 +184,7 @@ export function caUrlProblem(url: string): string | undefined {
     return `not a URL: ${JSON.stringify(url)}`;
   }
   if (parsed.protocol === "http:") {
-    if (!isLoopback(parsed.hostname)) {
+    if (!isLoopbackHost(parsed.hostname)) {
       return `plain HTTP is allowed only to a loopback CA (127.0.0.1, [::1], localhost), not ${parsed.host}; use https`;
     }
   } else if (parsed.protocol !== "https:") {
@@ -605,9 +606,4 @@ function poolKey(credential: CaCredential | undefined): string {
   return credential?.kind === "mtls"
     ? `mtls:${createHash("sha256").update(credential.certificateChainPem).digest("hex")}`
     : "anonymous";
-}
-
-function isLoopback(hostname: string): boolean {
-  return hostname === "localhost" || hostname === "[::1]" ||
-    /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(hostname);
 }

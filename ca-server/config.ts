@@ -16,6 +16,7 @@ import {
   ConfigError,
   type ConfigSources,
   FieldReader,
+  isLoopbackHost,
   loadConfigFile,
   type LogLevel,
   type RawConfig,
@@ -101,11 +102,9 @@ export const ENV_OVERRIDES: Record<string, string> = {
   MESHAUTH_WORKERS: "workers",
 };
 
-const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|localhost)$/;
-
-/** True for loopback hosts, the only ones plain HTTP may listen on. */
+/** True for `localhost`, `127.0.0.0/8` and `::1` (any spelling): the hosts plain HTTP may listen on. */
 export function isLoopback(host: string): boolean {
-  return LOOPBACK.test(host);
+  return isLoopbackHost(host);
 }
 
 /** Reads, overrides and validates. `path` may be omitted (defaults plus environment). */

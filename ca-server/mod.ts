@@ -73,7 +73,16 @@ export {
 } from "./metrics.ts";
 export { type RunningCaServer, startCaServer } from "./server.ts";
 export { Problem, type ProblemBody, type ProblemCode, PROBLEMS } from "./problems.ts";
-export { type RateLimit, RateLimiter, type RateLimitOptions, type RateVerdict } from "./rate-limit.ts";
+export {
+  type BucketLimit,
+  type Charge,
+  LocallyFilteredRateLimit,
+  type RateLimit,
+  RateLimiter,
+  type RateLimitOptions,
+  type RateVerdict,
+  requestCharges,
+} from "./rate-limit.ts";
 export { MAX_BODY_BYTES } from "./request-body.ts";
 export { runCaServer } from "./workers.ts";
 export { boundedDetails, CaService, type CaServiceOptions, type IssuanceResult } from "./service.ts";

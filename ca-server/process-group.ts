@@ -5,7 +5,8 @@
  *
  * A worker asks the primary over the cluster's IPC channel: one message per bucket operation
  * (a few tens of microseconds; an authenticated request makes two: its address's token, then
- * the exchange of that token for one of its identity's), and for `/metrics` one round in
+ * that token given back for its requester's, and the whole CA's for an issuance), and for
+ * `/metrics` one round in
  * which the primary collects a snapshot from every worker. The primary keeps the last snapshot
  * of each worker: one that does not answer within 2 s is reported with its last counts, and
  * an exited one's last counts stay in the sum, so a counter never goes down.
@@ -15,15 +16,20 @@
 
 import cluster, { type Worker } from "node:cluster";
 import { type CaMetrics, type GroupMetrics, mergeSnapshots, type MetricsSnapshot } from "./metrics.ts";
-import { type RateLimit, RateLimiter, type RateLimitOptions, type RateVerdict } from "./rate-limit.ts";
+import {
+  type Charge,
+  type RateLimit,
+  RateLimiter,
+  type RateLimitOptions,
+  type RateVerdict,
+} from "./rate-limit.ts";
 
 const CHANNEL = "meshauth:process-group";
 const ASK_TIMEOUT_MS = 5000;
 const COLLECT_TIMEOUT_MS = 2000;
 
 type Message =
-  | { channel: typeof CHANNEL; kind: "take"; id: number; key: string }
-  | { channel: typeof CHANNEL; kind: "exchange"; id: number; from: string; to: string }
+  | { channel: typeof CHANNEL; kind: "take"; id: number; charges: Charge[]; refund?: string }
   | { channel: typeof CHANNEL; kind: "metrics"; id: number }
   | { channel: typeof CHANNEL; kind: "snapshot-request"; id: number }
   | { channel: typeof CHANNEL; kind: "snapshot"; id: number; snapshot: MetricsSnapshot }
@@ -56,9 +62,7 @@ export class WorkerGroup {
   }
 
   #ask<T>(
-    message: { kind: "take"; key: string } | { kind: "exchange"; from: string; to: string } | {
-      kind: "metrics";
-    },
+    message: { kind: "take"; charges: Charge[]; refund?: string } | { kind: "metrics" },
   ): Promise<T> {
     const id = this.#nextId++;
     return new Promise<T>((resolve, reject) => {
@@ -88,8 +92,7 @@ export class WorkerGroup {
   /** The primary's buckets. */
   rateLimit(): RateLimit {
     return {
-      take: (key) => this.#ask<RateVerdict>({ kind: "take", key }),
-      exchange: (from, to) => this.#ask<RateVerdict>({ kind: "exchange", from, to }),
+      take: (charges, refund) => this.#ask<RateVerdict>({ kind: "take", charges: [...charges], refund }),
     };
   }
 
@@ -128,13 +131,7 @@ export function servePrimaryGroup(rateLimit: RateLimitOptions | false): void {
         return reply(
           worker,
           message.id,
-          limiter?.take(message.key) ?? { allowed: true, retryAfterSeconds: 0 },
-        );
-      case "exchange":
-        return reply(
-          worker,
-          message.id,
-          limiter?.exchange(message.from, message.to) ?? { allowed: true, retryAfterSeconds: 0 },
+          limiter?.take(message.charges, message.refund) ?? { allowed: true, retryAfterSeconds: 0 },
         );
       case "snapshot": {
         // Kept even when it comes too late for its collection: the next report has it.

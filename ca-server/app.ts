@@ -225,9 +225,14 @@ export function createCaApp(options: CaAppOptions): Hono {
   app.onError((err, c) => {
     const code = (err as { code?: string }).code;
     // A missing authority or an unreachable store is the server's state, not the client's fault.
+    // The store away (a database unreachable, a full disk) is worth retrying soon: say when.
     const problem = err instanceof Problem
       ? err
-      : code === "ERR_NO_ACTIVE_AUTHORITY" || code === "ERR_STORE"
+      : code === "ERR_STORE"
+      ? new Problem("ERR_NOT_READY", (err as Error).message, {
+        retryAfterSeconds: (err as { retryAfterSeconds?: number }).retryAfterSeconds ?? 1,
+      })
+      : code === "ERR_NO_ACTIVE_AUTHORITY"
       ? new Problem("ERR_NOT_READY", (err as Error).message)
       : new Problem("ERR_INTERNAL", "the server failed to handle the request");
     if (!(err instanceof Problem)) logger.error("request failed", { path: c.req.path, error: err });

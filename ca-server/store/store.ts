@@ -181,12 +181,19 @@ export interface CaStore {
   sharedRateLimit?(options: RateLimitOptions): RateLimit;
 }
 
-/** Thrown when the store cannot be opened or is used by another process in a way it forbids. */
+/**
+ * Thrown when the store cannot be opened, cannot be reached, or is used by another process in
+ * a way it forbids. The API answers it `503 ERR_NOT_READY`, with `Retry-After` from
+ * `retryAfterSeconds` (1 s when the store cannot say).
+ */
 export class StoreError extends MeshAuthError {
   static override code = "ERR_STORE";
   override code = StoreError.code;
   override name = "StoreError";
-  constructor(message: string, options?: ErrorOptions) {
+  /** How long until the store is worth asking again, when it knows. */
+  readonly retryAfterSeconds?: number;
+  constructor(message: string, options?: ErrorOptions & { retryAfterSeconds?: number }) {
     super(message, options);
+    this.retryAfterSeconds = options?.retryAfterSeconds;
   }
 }

@@ -4,6 +4,7 @@
 // `npm run test:faults` sets MESHAUTH_FAULTS=long (at least 200 kill points per component).
 import { type ChildProcess, spawn } from "node:child_process";
 import { request } from "node:https";
+import { connect, createServer, type Server, type Socket } from "node:net";
 import { ROOT } from "../ca-server/helpers.ts";
 
 /** True for the long variant (`npm run test:faults`). */
@@ -240,4 +241,88 @@ export async function processFootprint(pid: number): Promise<{ rssKiB: number; f
   const rssKiB = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0);
   const fds = (await readdir(`/proc/${pid}/fd`)).length;
   return { rssKiB, fds };
+}
+
+/**
+ * A TCP relay in front of a server that can be cut as a network partition cuts: while cut,
+ * nothing passes either way (the bytes wait, as unacknowledged segments would), and new
+ * connections are accepted but reach nothing; once healed, everything held goes through.
+ * A peer sees a partition, not a refusal: no reset, no close.
+ */
+export class Partition {
+  #isCut = false;
+  readonly #pairs = new Set<{ client: Socket; upstream?: Socket }>();
+  readonly #waiting: (() => void)[] = [];
+  readonly server: Server;
+
+  private constructor(readonly targetPort: number) {
+    this.server = createServer((client) => this.#accept(client));
+  }
+
+  /** The relay's port on 127.0.0.1. */
+  get port(): number {
+    return (this.server.address() as { port: number }).port;
+  }
+
+  /** A relay on 127.0.0.1 (port 0) to `targetPort`. */
+  static async open(targetPort: number): Promise<Partition> {
+    const partition = new Partition(targetPort);
+    await new Promise<void>((resolve) => partition.server.listen(0, "127.0.0.1", resolve));
+    return partition;
+  }
+
+  #accept(client: Socket): void {
+    const pair: { client: Socket; upstream?: Socket } = { client };
+    this.#pairs.add(pair);
+    client.on("error", () => {});
+    client.on("close", () => {
+      this.#pairs.delete(pair);
+      pair.upstream?.destroy();
+    });
+    const link = () => {
+      if (client.destroyed) return;
+      const upstream = connect(this.targetPort, "127.0.0.1");
+      pair.upstream = upstream;
+      upstream.on("error", () => client.destroy());
+      upstream.on("close", () => client.destroy());
+      client.pipe(upstream);
+      upstream.pipe(client);
+    };
+    if (this.#isCut) {
+      client.pause();
+      this.#waiting.push(link);
+    } else link();
+  }
+
+  /** Nothing passes from now on. */
+  cut(): void {
+    this.#isCut = true;
+    for (const { client, upstream } of this.#pairs) {
+      if (upstream) {
+        client.unpipe(upstream);
+        upstream.unpipe(client);
+        upstream.pause();
+      }
+      client.pause();
+    }
+  }
+
+  /** Everything passes again, what was held included. */
+  heal(): void {
+    this.#isCut = false;
+    for (const { client, upstream } of this.#pairs) {
+      if (!upstream) continue;
+      client.pipe(upstream);
+      upstream.pipe(client);
+    }
+    for (const link of this.#waiting.splice(0)) link();
+  }
+
+  async close(): Promise<void> {
+    for (const { client, upstream } of this.#pairs) {
+      client.destroy();
+      upstream?.destroy();
+    }
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
 }

@@ -197,3 +197,25 @@ export class StoreError extends MeshAuthError {
     this.retryAfterSeconds = options?.retryAfterSeconds;
   }
 }
+
+// What a file system says when it cannot take a write, and how to say it to an operator.
+const WRITE_FAILURES: Record<string, string> = {
+  ENOSPC: "the disk is full",
+  EDQUOT: "the disk quota is used up",
+  EROFS: "the file system is read-only",
+  EACCES: "permission is denied",
+  EPERM: "permission is denied",
+  EIO: "the disk failed (an I/O error)",
+};
+
+/**
+ * `err` as a {@link StoreError} that says what the file system refused and where
+ * (`the disk is full (ENOSPC) writing /var/lib/meshauth/store/journal.jsonl`), when it is a
+ * write the file system refused; any other error as it is.
+ */
+export function writeFailure(err: unknown, path: string): unknown {
+  const code = (err as { code?: unknown })?.code;
+  if (err instanceof StoreError || typeof code !== "string" || !(code in WRITE_FAILURES)) return err;
+  const where = (err as { path?: unknown }).path ?? path;
+  return new StoreError(`${WRITE_FAILURES[code]} (${code}) writing ${where}`, { cause: err });
+}

@@ -38,6 +38,11 @@ export interface CaRequestObservation {
   seconds: number;
   /** The HTTP status, or the kind of failure (`timeout`, `connect`, `tls`, `answer`). */
   outcome: string;
+  /**
+   * The CA's clock minus this one's, from the answer's `Date` (whole seconds, so within about
+   * a second plus half the request's time); absent without an answer or a `Date`.
+   */
+  clockOffsetMs?: number;
 }
 
 /** Options of {@link CaClient}. */
@@ -375,6 +380,7 @@ export class CaClient {
     return this.#limit.run(async () => {
       const started = performance.now();
       let outcome = "error";
+      let clockOffsetMs: number | undefined;
       try {
         if (this.#isClosed) throw new CaUnavailable(this.#url.origin, "closed", "the client was closed");
         const headers: Record<string, string> = {
@@ -386,14 +392,23 @@ export class CaClient {
           const token = typeof credential.token === "function" ? await credential.token() : credential.token;
           headers.authorization = `Bearer ${checkToken(token)}`;
         }
+        const sentAtMs = Date.now();
         const answer = await this.#send(this.#pool(credential), method, path, headers, body);
         outcome = String(answer.status);
+        // The Date header is truncated to the second: its middle stands for it.
+        const serverMs = Date.parse(header(answer.headers, "date") ?? "");
+        if (Number.isFinite(serverMs)) clockOffsetMs = serverMs + 500 - (sentAtMs + Date.now()) / 2;
         return answer;
       } catch (err) {
         if (err instanceof CaUnavailable) outcome = err.kind;
         throw err;
       } finally {
-        const observation = { endpoint, seconds: (performance.now() - started) / 1000, outcome };
+        const observation = {
+          endpoint,
+          seconds: (performance.now() - started) / 1000,
+          outcome,
+          clockOffsetMs,
+        };
         for (const observer of this.#observers) observer(observation);
       }
     });

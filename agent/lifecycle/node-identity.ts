@@ -24,6 +24,7 @@ import type { CaClient, CaCredential } from "../ca-client.ts";
 import { type HeldSvid, obtainSvid } from "../issuance.ts";
 import type { AgentMetrics } from "../metrics.ts";
 import { Backoff, type BackoffOptions } from "./backoff.ts";
+import type { CaClock } from "./ca-clock.ts";
 import { causeOf, isRefusal, messageOf, retryAfterMs } from "./failure.ts";
 import type { StateStore } from "./state-store.ts";
 import { callAfter, callAt, type Timer } from "./timer.ts";
@@ -44,6 +45,8 @@ export interface NodeIdentityOptions {
   /** Checks a stored SVID against the current trust bundle before reusing it. */
   isTrusted: (svid: HeldSvid) => Promise<boolean>;
   onChange: (svid: HeldSvid) => void;
+  /** The CA's clock, on which certificates' times are judged; this node's by default. */
+  clock?: CaClock;
 }
 
 /** The agent could not obtain its node identity and cannot without an operator. */
@@ -155,7 +158,7 @@ export class NodeIdentity {
   }
 
   #isValid(svid: HeldSvid): boolean {
-    return svid.expiresAt.getTime() > Date.now() + 5000;
+    return svid.expiresAt.getTime() > (this.#o.clock?.now() ?? Date.now()) + 5000;
   }
 
   #set(svid: HeldSvid): void {
@@ -242,21 +245,26 @@ export class NodeIdentity {
   #scheduleRenewal(): void {
     const svid = this.#current!;
     this.#timer?.cancel();
-    this.#timer = callAt(renewalMoment(svid, this.#o.renewal), () => this.renewNow("renewal"));
+    const at = renewalMoment(svid, this.#o.renewal, Date.now(), this.#o.clock?.offsetMs);
+    this.#timer = callAt(at, () => this.renewNow("renewal"));
   }
 }
 
 /**
- * When to renew `svid`: {@link renewalTime} (half-life, jitter taken off), but never sooner than
- * a tenth of its remaining life (at least 1 s) from now, so a certificate shorter than the CA's
- * backdating does not renew in a tight loop.
+ * When to renew `svid`, on this node's clock: {@link renewalTime} (half-life, jitter taken off),
+ * but never sooner than a tenth of its remaining life (at least 1 s) from now, so a certificate
+ * shorter than the CA's backdating does not renew in a tight loop. The certificate's times are
+ * the CA's: with `clockOffsetMs` (the CA's clock minus this node's) the moment is found on the
+ * CA's clock and answered on this one, so a node whose clock is off still renews at half-life.
  */
 export function renewalMoment(
   svid: { notBefore: Date; expiresAt: Date },
   renewal?: RenewalOptions,
   now = Date.now(),
+  clockOffsetMs = 0,
 ): Date {
+  const caNow = now + clockOffsetMs;
   const at = renewalTime({ notBefore: svid.notBefore, notAfter: svid.expiresAt }, renewal).getTime();
-  const floor = now + Math.max(1000, (svid.expiresAt.getTime() - now) / 10);
-  return new Date(Math.max(at, floor));
+  const floor = caNow + Math.max(1000, (svid.expiresAt.getTime() - caNow) / 10);
+  return new Date(Math.max(at, floor) - clockOffsetMs);
 }

@@ -18,6 +18,7 @@ import { type HeldSvid, obtainSvid } from "../issuance.ts";
 import { type AgentMetrics, EXPIRY_WARNING_FRACTION } from "../metrics.ts";
 import type { WorkloadSpec } from "../sources/source.ts";
 import { Backoff, type BackoffOptions } from "./backoff.ts";
+import type { CaClock } from "./ca-clock.ts";
 import { causeOf, isRefusal, messageOf, retryAfterMs } from "./failure.ts";
 import { renewalMoment } from "./node-identity.ts";
 import type { StateStore, WorkloadRecord } from "./state-store.ts";
@@ -53,6 +54,8 @@ export interface LifecycleContext {
   onSvid: (credential: WorkloadCredential, svid: HeldSvid) => void;
   /** The workload's files changed (delivered, or removed). */
   onDelivered: (credential: WorkloadCredential) => void;
+  /** The CA's clock, on which certificates' times are judged; this node's by default. */
+  clock?: CaClock;
 }
 
 /** What the workload's files hold now. */
@@ -114,7 +117,17 @@ export class WorkloadCredential {
 
   /** True when the files hold a certificate that is valid now. */
   get isReady(): boolean {
-    return !!this.#delivered && this.#delivered.notAfter.getTime() > Date.now();
+    return !!this.#delivered && this.#delivered.notAfter.getTime() > this.#caNow();
+  }
+
+  /** Now on the CA's clock, on which certificates' times are set. */
+  #caNow(): number {
+    return this.#ctx.clock?.now() ?? Date.now();
+  }
+
+  /** A moment on the CA's clock, on this node's. */
+  #local(caTimeMs: number): number {
+    return this.#ctx.clock?.toLocal(caTimeMs) ?? caTimeMs;
   }
 
   /**
@@ -250,12 +263,12 @@ export class WorkloadCredential {
   /** A stored SVID serves if it is this identity's, unexpired, and the current bundle verifies it. */
   async #reusable(record: WorkloadRecord): Promise<boolean> {
     const svid = record.svid;
-    if (!svid.spiffeId.equals(this.#spec.spiffeId) || svid.expiresAt.getTime() <= Date.now() + 1000) {
+    if (!svid.spiffeId.equals(this.#spec.spiffeId) || svid.expiresAt.getTime() <= this.#caNow() + 1000) {
       return false;
     }
     if ((record.keyAlgorithm ?? this.#spec.keyAlgorithm) !== this.#spec.keyAlgorithm) return false;
     try {
-      await verifySvid(svid.certificateChainPem, this.#ctx.trustBundle());
+      await verifySvid(svid.certificateChainPem, this.#ctx.trustBundle(), { at: new Date(this.#caNow()) });
       return true;
     } catch {
       return false;
@@ -326,7 +339,9 @@ export class WorkloadCredential {
       reason,
       cause,
       error: messageOf(err),
-      certificateSecondsLeft: current ? Math.round((current.notAfter.getTime() - Date.now()) / 1000) : null,
+      certificateSecondsLeft: current
+        ? Math.round((current.notAfter.getTime() - this.#caNow()) / 1000)
+        : null,
       retryInSeconds: Math.round(wait / 1000),
     };
     if (refused) this.#ctx.logger.error("the CA refused the workload's certificate", fields);
@@ -357,7 +372,7 @@ export class WorkloadCredential {
         cause,
         error: messageOf(err),
         certificateSecondsLeft: this.#delivered
-          ? Math.round((this.#delivered.notAfter.getTime() - Date.now()) / 1000)
+          ? Math.round((this.#delivered.notAfter.getTime() - this.#caNow()) / 1000)
           : null,
         retryInSeconds: Math.round(wait / 1000),
       });
@@ -391,7 +406,8 @@ export class WorkloadCredential {
     const svid = this.#held;
     if (!svid || this.#isStopped) return;
     this.#renewTimer?.cancel();
-    this.#renewTimer = callAt(renewalMoment(svid, this.#ctx.renewal), () => this.issueNow("renewal"));
+    const at = renewalMoment(svid, this.#ctx.renewal, Date.now(), this.#ctx.clock?.offsetMs);
+    this.#renewTimer = callAt(at, () => this.issueNow("renewal"));
   }
 
   /** A warning (and a metric) when the delivered certificate has 20% of its life left, and at expiry. */
@@ -401,7 +417,7 @@ export class WorkloadCredential {
     if (!delivered || this.#isStopped) return;
     const lifetime = delivered.notAfter.getTime() - delivered.notBefore.getTime();
     const warnAt = delivered.notAfter.getTime() - lifetime * EXPIRY_WARNING_FRACTION;
-    this.#warnTimer = callAt(warnAt, () => {
+    this.#warnTimer = callAt(this.#local(warnAt), () => {
       if (this.#delivered !== delivered) return;
       this.#ctx.metrics.expiryWarnings.inc();
       this.#ctx.logger.warn("certificate expires soon and is not yet renewed", {
@@ -409,9 +425,9 @@ export class WorkloadCredential {
         spiffeId: this.#spec.spiffeId.toString(),
         serialNumber: delivered.serialNumber,
         notAfter: delivered.notAfter.toISOString(),
-        certificateSecondsLeft: Math.round((delivered.notAfter.getTime() - Date.now()) / 1000),
+        certificateSecondsLeft: Math.round((delivered.notAfter.getTime() - this.#caNow()) / 1000),
       });
-      this.#warnTimer = callAt(delivered.notAfter, () => {
+      this.#warnTimer = callAt(this.#local(delivered.notAfter.getTime()), () => {
         if (this.#delivered !== delivered) return;
         this.#ctx.logger.error("certificate expired; the workload has no valid certificate", {
           workload: this.name,

@@ -79,7 +79,7 @@ class Ledger {
 const isDown = (answer: HttpsAnswer) => answer.status === 0 || answer.status === 503;
 
 async function runKillRun(kind: "file" | "postgres", t: { diagnostic(message: string): void }) {
-  const points = killPoints(5);
+  const points = killPoints(4);
   const dir = await tempDir("meshauth-kill-ca-");
   const db = kind === "postgres" ? await startPostgres() : undefined;
   let ca: RunningProcess | undefined;
@@ -243,7 +243,7 @@ async function runKillRun(kind: "file" | "postgres", t: { diagnostic(message: st
     };
 
     const clients = Promise.all([issue(0), issue(1), renew(), renew(), revoke(), fetchCrls()]);
-    const { report, last } = await killLoop({ points, maxLifeMs: 1800, start, first });
+    const { report, last } = await killLoop({ points, maxLifeMs: 1500, start, first });
     ca = last;
     // A last stretch of load on the survivor, then the clients stop.
     await sleep(1000);

@@ -61,6 +61,8 @@ export interface CaClientOptions {
   connectionsPerCredential?: number;
   /** Called after every request (metrics). */
   onResponse?: (observation: CaRequestObservation) => void;
+  /** The local address to connect from (a node with several addresses); the system's choice by default. */
+  localAddress?: string;
 }
 
 /** A certificate the CA issued, as the API answers it. */
@@ -347,6 +349,7 @@ export class CaClient {
       bodyTimeout: timeoutMs,
       connect: {
         timeout: timeoutMs,
+        ...(this.#options.localAddress ? { localAddress: this.#options.localAddress } : {}),
         ...(this.#url.protocol === "https:"
           ? {
             ca: this.#caCertificatesPem,

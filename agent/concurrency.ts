@@ -1,7 +1,7 @@
 /**
  * A limit on how many operations run at once: the agent's guard against a thousand workloads
  * starting together becoming a thousand simultaneous CA requests or a thousand open files.
- * Callers beyond the limit wait in arrival order.
+ * Callers beyond the limit wait in order of priority, then of arrival.
  *
  * @module
  */
@@ -11,7 +11,8 @@ import { InvalidArgument } from "../mod.ts";
 /** Runs at most `limit` operations at a time; the rest wait their turn (FIFO). */
 export class ConcurrencyLimit {
   #running = 0;
-  readonly #waiting: (() => void)[] = [];
+  /** Waiting callers, by priority (lowest first), then in arrival order. */
+  readonly #waiting: { priority: number; resume: () => void }[] = [];
 
   constructor(readonly limit: number) {
     if (!Number.isSafeInteger(limit) || limit < 1) {
@@ -29,10 +30,20 @@ export class ConcurrencyLimit {
     return this.#waiting.length;
   }
 
-  /** Runs `operation` once a slot is free, and frees the slot when it settles. */
-  async run<T>(operation: () => Promise<T>): Promise<T> {
+  /**
+   * Runs `operation` once a slot is free, and frees the slot when it settles. Waiting callers
+   * go in order of `priority` (lowest first; the agent passes a certificate's expiry, so after
+   * an outage the one closest to running out is renewed first), then of arrival.
+   */
+  async run<T>(operation: () => Promise<T>, priority = 0): Promise<T> {
     if (this.#running >= this.limit) {
-      await new Promise<void>((resolve) => this.#waiting.push(resolve));
+      await new Promise<void>((resume) => {
+        const waiting = this.#waiting;
+        // After the last one of at most the same priority: FIFO among equals.
+        let at = waiting.length;
+        while (at > 0 && waiting[at - 1].priority > priority) at--;
+        waiting.splice(at, 0, { priority, resume });
+      });
     } else {
       this.#running++;
     }
@@ -41,7 +52,7 @@ export class ConcurrencyLimit {
     } finally {
       const next = this.#waiting.shift();
       // The slot passes straight to the next caller, so `running` never dips and overshoots.
-      if (next) next();
+      if (next) next.resume();
       else this.#running--;
     }
   }

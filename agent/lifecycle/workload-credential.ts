@@ -280,15 +280,20 @@ export class WorkloadCredential {
     let svid: HeldSvid;
     try {
       const credential = await this.#ctx.nodeCredential();
-      svid = await this.#ctx.issuances.run(() =>
-        obtainSvid({
-          client: this.#ctx.client,
-          id: spec.spiffeId,
-          credential,
-          keyAlgorithm: spec.keyAlgorithm,
-          ttlSeconds: spec.ttlSeconds,
-          parseBundle: this.#ctx.parseBundle,
-        })
+      // The certificate closest to running out goes first (none held: first of all), so a
+      // node's queue after a CA outage renews in order of need, not of the backoff's draw.
+      const priority = this.#delivered?.notAfter.getTime() ?? this.#held?.expiresAt.getTime() ?? 0;
+      svid = await this.#ctx.issuances.run(
+        () =>
+          obtainSvid({
+            client: this.#ctx.client,
+            id: spec.spiffeId,
+            credential,
+            keyAlgorithm: spec.keyAlgorithm,
+            ttlSeconds: spec.ttlSeconds,
+            parseBundle: this.#ctx.parseBundle,
+          }),
+        priority,
       );
     } catch (err) {
       if (this.#isStopped) return;

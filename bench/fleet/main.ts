@@ -31,6 +31,7 @@ import { generateKeyPair, SpiffeId } from "../../mod.ts";
 import { createJoinToken, initRoot, loadConfig, openKeyManager, PostgresStore } from "../../ca-server/mod.ts";
 import { Backoff, CaClient, type CaCredential, obtainSvid } from "../../agent/mod.ts";
 import { startPostgres } from "../../tests/ca-server/postgres.ts";
+import { httpsCall } from "../../tests/faults/support.ts";
 import { type AttemptRecord, SimClock, SimulatedAgent, type SimWorkload } from "./simulated-agent.ts";
 
 const { values } = parseArgs({
@@ -357,6 +358,31 @@ try {
     return Number(row.n);
   };
   const results: Record<string, unknown> = {};
+  /** Both replicas' counts: rate-limit refusals by bucket, and the issuance time histogram. */
+  const caMetrics = async () => {
+    const limited: Record<string, number> = {};
+    const buckets = new Map<number, number>();
+    for (const r of replicas) {
+      const answer = await httpsCall(`${r.url}/metrics`, { ca: bundlePem });
+      for (const line of answer.body.toString().split("\n")) {
+        let m = /^meshauth_ca_rate_limited_total\{bucket="(\w+)"\} (\d+)/.exec(line);
+        if (m) limited[m[1]] = (limited[m[1]] ?? 0) + Number(m[2]);
+        m = /^meshauth_ca_issuance_duration_seconds_bucket\{le="([^"]+)"\} (\d+)/.exec(line);
+        if (m) {
+          const le = m[1] === "+Inf" ? Infinity : Number(m[1]);
+          buckets.set(le, (buckets.get(le) ?? 0) + Number(m[2]));
+        }
+      }
+    }
+    return { limited, buckets };
+  };
+  /** The CA's own issuance time (authenticate, sign, record) at `q`, from two histogram readings. */
+  const caQuantileMs = (before: Map<number, number>, after: Map<number, number>, q: number) => {
+    const bounds = [...after.keys()].sort((a, b) => a - b);
+    const total = (after.get(Infinity) ?? 0) - (before.get(Infinity) ?? 0);
+    const le = bounds.find((b) => (after.get(b) ?? 0) - (before.get(b) ?? 0) >= q * total);
+    return le === undefined || le === Infinity ? `> ${bounds.at(-2)! * 1000} ms` : `<= ${le * 1000} ms`;
+  };
 
   if (values.scenario === "all" || values.scenario === "steady") {
     log("steady state: warming up for 20 s");
@@ -367,6 +393,7 @@ try {
     const size0 = await pgSizes();
     const issued0 = await issuedAtCa();
     const first = attempts.length;
+    const metrics0 = await caMetrics();
     for (let s = 0; s < STEADY_SECONDS; s += 10) {
       await new Promise((resolve) => setTimeout(resolve, 10_000));
       log(`steady: ${attempts.length - first} renewals in ${s + 10} s`);
@@ -445,6 +472,7 @@ try {
     const renewedCount = () => mustRenew.filter((w) => renewedSinceMark.has(w)).length;
     log(`CA back: ${mustRenew.length} workloads to renew, each waiting out its backoff`);
     const cpu0 = caCpu();
+    const metrics0 = await caMetrics();
     while (Date.now() - backAt < MAX_STORM_SECONDS * 1000) {
       await new Promise((resolve) => setTimeout(resolve, 10_000));
       const done = renewedCount();
@@ -500,6 +528,13 @@ try {
         p99: +percentile(answerLatencies, 0.99).toFixed(1),
       },
       caCpuCoresUsed: +((caCpu() - cpu0) / ((Date.now() - backAt) / 1000)).toFixed(2),
+      rateLimitedByBucket: Object.fromEntries(
+        Object.entries((await caMetrics()).limited).map(([k, v]) => [k, v - (metrics0.limited[k] ?? 0)]),
+      ),
+      caIssuanceTime: {
+        p50: caQuantileMs(metrics0.buckets, (await caMetrics()).buckets, 0.5),
+        p99: caQuantileMs(metrics0.buckets, (await caMetrics()).buckets, 0.99),
+      },
       certificatesExpiredBeforeRenewal: expiredBeforeRenewal,
       longestWithoutValidCertificateSeconds: uncovered.length ? Math.round(uncovered.at(-1)! / 1000) : 0,
       requestsPerSecondBySecond: [...perSecond.entries()].sort((a, b) => a[0] - b[0]).map(([, n]) => n),

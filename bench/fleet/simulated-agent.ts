@@ -80,6 +80,7 @@ export class SimulatedAgent {
   /** One renewal attempt of `workload`, as the agent makes it; schedules the next. */
   async renew(workload: SimWorkload): Promise<void> {
     const o = this.options;
+    // As the agent: the certificate closest to running out goes first.
     await this.#issuances.run(async () => {
       const keys = o.keys[Math.floor(Math.random() * o.keys.length)];
       const csr = await createCsr({ keys, id: workload.id });
@@ -109,6 +110,6 @@ export class SimulatedAgent {
         });
         workload.dueAt = o.clock.now() + workload.backoff.next(retryAfterMs(err));
       }
-    });
+    }, workload.notAfter - o.clock.offsetMs);
   }
 }

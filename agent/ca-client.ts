@@ -347,9 +347,10 @@ export class CaClient {
       pipelining: 1,
       headersTimeout: timeoutMs,
       bodyTimeout: timeoutMs,
+      // undici takes the local address from the pool's options, not the connector's.
+      ...(this.#options.localAddress ? { localAddress: this.#options.localAddress } : {}),
       connect: {
         timeout: timeoutMs,
-        ...(this.#options.localAddress ? { localAddress: this.#options.localAddress } : {}),
         ...(this.#url.protocol === "https:"
           ? {
             ca: this.#caCertificatesPem,

@@ -129,7 +129,7 @@ export {
   type VerifiedSvid,
   verifySvid,
   type VerifySvidOptions,
-} from "./lib/verify/svid.ts";
+} from "./lib/svid/verify.ts";
 export { SignatureCache } from "./lib/verify/signatures.ts";
 export {
   type Crl,

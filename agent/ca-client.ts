@@ -6,9 +6,11 @@
  * Each credential gets its own small pool of keep-alive connections (one by default): a TLS
  * connection carries the client certificate it was opened with, so connections are never
  * shared between credentials, and a node agent renewing a thousand workloads with its one node
- * SVID reuses one connection. Requests in flight are bounded across every pool
- * (`maxConcurrentRequests`); the rest wait in order, so a thousand workloads starting at once
- * never become a thousand simultaneous requests. Every request has a deadline.
+ * SVID reuses one connection. Requests in flight are bounded per credential (by its
+ * connections, so that nothing queues inside undici) and across every pool
+ * (`maxConcurrentRequests`); the rest wait in order in the client, so a thousand workloads
+ * starting at once never become a thousand simultaneous requests. Every request has a
+ * deadline, which starts when it leaves the queue: waiting for a turn never eats it.
  *
  * @example
  * ```ts
@@ -35,8 +37,11 @@ export type CaEndpoint = "certificates" | "bundle" | "crl";
 /** One finished CA request, reported to {@link CaClientOptions.onResponse}. */
 export interface CaRequestObservation {
   endpoint: CaEndpoint;
+  /** From leaving the queue to the answer (or the failure). */
   seconds: number;
-  /** The HTTP status, or the kind of failure (`timeout`, `connect`, `tls`, `answer`). */
+  /** Time spent waiting for a turn before that. */
+  queuedSeconds: number;
+  /** The HTTP status, or the kind of failure (`timeout`, `connect`, `tls`, `answer`, `aborted`). */
   outcome: string;
   /**
    * The CA's clock minus this one's, from the answer's `Date` (whole seconds, so within about
@@ -51,7 +56,10 @@ export interface CaClientOptions {
   url: string;
   /** PEM roots to trust for the CA's serving certificate (its own trust bundle); required for https. */
   caCertificatesPem?: string;
-  /** Deadline of one request, from waiting for a connection to the last byte. Default 10 s. */
+  /**
+   * Deadline of one request, from the moment it leaves the client's queue (connecting
+   * included) to the last byte of the answer. Default 10 s.
+   */
   timeoutMs?: number;
   /** Largest response body accepted. Default 1 MiB. */
   maxResponseBytes?: number;
@@ -96,7 +104,7 @@ export class CaRequestFailed extends MeshAuthError {
 }
 
 /** How a request to the CA failed before an API answer came back. */
-export type CaUnavailableKind = "connect" | "timeout" | "tls" | "answer" | "closed";
+export type CaUnavailableKind = "connect" | "timeout" | "tls" | "answer" | "closed" | "aborted";
 
 /**
  * The CA could not be reached, did not answer in time, failed the TLS handshake (its serving
@@ -168,6 +176,32 @@ function checkToken(token: unknown): string {
 
 const MAX_POOLS = 16;
 
+/**
+ * What is wrong with `url` as the CA's URL, or undefined: it must be an origin (scheme, host,
+ * port, no path), https, or plain http to a loopback address only (a bearer token in clear
+ * text, and a trust bundle an attacker on the path could replace, are acceptable nowhere
+ * else). The configuration (`ca.url`) and {@link CaClient} apply this one rule.
+ */
+export function caUrlProblem(url: string): string | undefined {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    return `not a URL: ${JSON.stringify(url)}`;
+  }
+  if (parsed.protocol === "http:") {
+    if (!isLoopback(parsed.hostname)) {
+      return `plain HTTP is allowed only to a loopback CA (127.0.0.1, [::1], localhost), not ${parsed.host}; use https`;
+    }
+  } else if (parsed.protocol !== "https:") {
+    return `expected an https:// URL (or http:// to a loopback address), got ${JSON.stringify(url)}`;
+  }
+  if (parsed.pathname !== "/" || parsed.search || parsed.hash) {
+    return `the CA's origin (scheme, host and port) without a path, got ${JSON.stringify(url)}`;
+  }
+  return undefined;
+}
+
 /** A client of one CA server. */
 export class CaClient {
   readonly #url: URL;
@@ -176,34 +210,21 @@ export class CaClient {
   #caCertificatesPem: string | undefined;
   // Least recently used first; each pool is bound to one credential.
   readonly #pools = new Map<string, Pool>();
+  /** Each credential's turns, one per connection; dropped when idle. */
+  readonly #turns = new Map<string, ConcurrencyLimit>();
   readonly #observers = new Set<(observation: CaRequestObservation) => void>();
   #isClosed = false;
 
   constructor(options: CaClientOptions) {
-    let url: URL;
-    try {
-      url = new URL(options.url);
-    } catch {
-      throw new InvalidArgument("url", `the CA URL ${JSON.stringify(options.url)} is not a URL`);
-    }
-    if (url.protocol === "http:") {
-      // A bearer token in clear text, and a trust bundle an attacker on the path could replace.
-      if (!isLoopback(url.hostname)) {
-        throw new InvalidArgument("url", `plain HTTP is allowed only to a loopback CA, not ${url.host}`);
-      }
-    } else if (url.protocol === "https:") {
-      // The CA is trusted through its own bundle, never through the public web PKI.
-      if (!options.caCertificatesPem) {
-        throw new InvalidArgument(
-          "caCertificatesPem",
-          "an https CA URL needs the CA's trust bundle to verify it",
-        );
-      }
-    } else {
-      throw new InvalidArgument("url", `the CA URL must be https (or http on loopback), got ${url.protocol}`);
-    }
-    if (url.pathname !== "/" || url.search || url.hash) {
-      throw new InvalidArgument("url", `the CA URL is an origin (scheme, host, port), not ${options.url}`);
+    const problem = caUrlProblem(options.url);
+    if (problem) throw new InvalidArgument("url", problem);
+    const url = new URL(options.url);
+    // The CA is trusted through its own bundle, never through the public web PKI.
+    if (url.protocol === "https:" && !options.caCertificatesPem) {
+      throw new InvalidArgument(
+        "caCertificatesPem",
+        "an https CA URL needs the CA's trust bundle to verify it",
+      );
     }
     this.#url = url;
     this.#options = options;
@@ -223,9 +244,11 @@ export class CaClient {
     return this.#url.origin;
   }
 
-  /** Requests in flight now, and waiting for a slot. */
+  /** Requests in flight now, and waiting for their turn. */
   get load(): { running: number; waiting: number } {
-    return { running: this.#limit.running, waiting: this.#limit.waiting };
+    let waiting = this.#limit.waiting;
+    for (const turns of this.#turns.values()) waiting += turns.waiting;
+    return { running: this.#limit.running, waiting };
   }
 
   /**
@@ -239,18 +262,29 @@ export class CaClient {
     this.#pools.clear();
   }
 
-  /** Sends a CSR and returns the issued SVID. */
+  /**
+   * Sends a CSR and returns the issued SVID. Once `signal` aborts, a request still waiting for
+   * its turn, or on the wire, fails with {@link CaUnavailable} of kind `aborted`.
+   */
   async requestCertificate(
     csrPem: string,
     credential: CaCredential,
-    options: { ttlSeconds?: number } = {},
+    options: { ttlSeconds?: number; signal?: AbortSignal } = {},
   ): Promise<IssuedSvid> {
     checkCredential(credential);
     const body = JSON.stringify({
       csr: csrPem,
       ...(options.ttlSeconds ? { ttlSeconds: options.ttlSeconds } : {}),
     });
-    const answer = await this.#request("certificates", "POST", "/v1/certificates", credential, body);
+    const answer = await this.#request(
+      "certificates",
+      "POST",
+      "/v1/certificates",
+      credential,
+      body,
+      {},
+      options.signal,
+    );
     if (answer.status !== 201) throw problem(answer);
     const json = answer.json as Record<string, unknown> | undefined;
     const chain = json?.certificateChain;
@@ -330,10 +364,7 @@ export class CaClient {
     await Promise.all(pools.map((pool) => pool.close().catch(() => {})));
   }
 
-  #pool(credential: CaCredential | undefined): Pool {
-    const key = credential?.kind === "mtls"
-      ? `mtls:${createHash("sha256").update(credential.certificateChainPem).digest("hex")}`
-      : "anonymous";
+  #pool(credential: CaCredential | undefined, key = poolKey(credential)): Pool {
     let pool = this.#pools.get(key);
     if (pool) {
       this.#pools.delete(key);
@@ -380,42 +411,95 @@ export class CaClient {
     credential?: CaCredential,
     body?: string,
     extraHeaders: Record<string, string> = {},
+    signal?: AbortSignal,
   ): Promise<Answer> {
-    return this.#limit.run(async () => {
-      const started = performance.now();
-      let outcome = "error";
-      let clockOffsetMs: number | undefined;
-      try {
-        if (this.#isClosed) throw new CaUnavailable(this.#url.origin, "closed", "the client was closed");
-        const headers: Record<string, string> = {
-          accept: "application/json, application/problem+json, application/x-pem-file, application/pkix-crl",
-          ...extraHeaders,
-        };
-        if (body !== undefined) headers["content-type"] = "application/json";
-        if (credential?.kind === "token") {
-          const token = typeof credential.token === "function" ? await credential.token() : credential.token;
-          headers.authorization = `Bearer ${checkToken(token)}`;
-        }
-        const sentAtMs = Date.now();
-        const answer = await this.#send(this.#pool(credential), method, path, headers, body);
-        outcome = String(answer.status);
-        // The Date header is truncated to the second: its middle stands for it.
-        const serverMs = Date.parse(header(answer.headers, "date") ?? "");
-        if (Number.isFinite(serverMs)) clockOffsetMs = serverMs + 500 - (sentAtMs + Date.now()) / 2;
-        return answer;
-      } catch (err) {
-        if (err instanceof CaUnavailable) outcome = err.kind;
-        throw err;
-      } finally {
-        const observation = {
-          endpoint,
-          seconds: (performance.now() - started) / 1000,
-          outcome,
-          clockOffsetMs,
-        };
-        for (const observer of this.#observers) observer(observation);
+    const key = poolKey(credential);
+    let turns = this.#turns.get(key);
+    if (!turns) {
+      turns = new ConcurrencyLimit(this.#options.connectionsPerCredential ?? 1);
+      this.#turns.set(key, turns);
+    }
+    const queued = performance.now();
+    // A turn on the credential's connections first, then one of the client's: a request leaves
+    // the queue only when a connection is free for it, so undici never queues it behind others
+    // while its deadline runs.
+    const request = turns.run(
+      () =>
+        this.#limit.run(
+          () => this.#requestNow(endpoint, method, path, key, credential, body, extraHeaders, signal, queued),
+          { signal },
+        ),
+      { signal },
+    );
+    const settled = () => {
+      if (turns.running === 0 && turns.waiting === 0 && this.#turns.get(key) === turns) {
+        this.#turns.delete(key);
       }
-    });
+    };
+    return request.then(
+      (answer) => {
+        settled();
+        return answer;
+      },
+      (err) => {
+        settled();
+        if (signal?.aborted && !(err instanceof MeshAuthError)) {
+          throw new CaUnavailable(
+            this.#url.origin,
+            "aborted",
+            "the request was abandoned (the workload went away)",
+          );
+        }
+        throw err;
+      },
+    );
+  }
+
+  async #requestNow(
+    endpoint: CaEndpoint,
+    method: "GET" | "POST",
+    path: string,
+    key: string,
+    credential: CaCredential | undefined,
+    body: string | undefined,
+    extraHeaders: Record<string, string>,
+    signal: AbortSignal | undefined,
+    queued: number,
+  ): Promise<Answer> {
+    const started = performance.now();
+    let outcome = "error";
+    let clockOffsetMs: number | undefined;
+    try {
+      if (this.#isClosed) throw new CaUnavailable(this.#url.origin, "closed", "the client was closed");
+      const headers: Record<string, string> = {
+        accept: "application/json, application/problem+json, application/x-pem-file, application/pkix-crl",
+        ...extraHeaders,
+      };
+      if (body !== undefined) headers["content-type"] = "application/json";
+      if (credential?.kind === "token") {
+        const token = typeof credential.token === "function" ? await credential.token() : credential.token;
+        headers.authorization = `Bearer ${checkToken(token)}`;
+      }
+      const sentAtMs = Date.now();
+      const answer = await this.#send(this.#pool(credential, key), method, path, headers, body, signal);
+      outcome = String(answer.status);
+      // The Date header is truncated to the second: its middle stands for it.
+      const serverMs = Date.parse(header(answer.headers, "date") ?? "");
+      if (Number.isFinite(serverMs)) clockOffsetMs = serverMs + 500 - (sentAtMs + Date.now()) / 2;
+      return answer;
+    } catch (err) {
+      if (err instanceof CaUnavailable) outcome = err.kind;
+      throw err;
+    } finally {
+      const observation = {
+        endpoint,
+        seconds: (performance.now() - started) / 1000,
+        queuedSeconds: (started - queued) / 1000,
+        outcome,
+        clockOffsetMs,
+      };
+      for (const observer of this.#observers) observer(observation);
+    }
   }
 
   async #send(
@@ -424,16 +508,19 @@ export class CaClient {
     path: string,
     headers: Record<string, string>,
     body: string | undefined,
+    abandon: AbortSignal | undefined,
   ): Promise<Answer> {
     const timeoutMs = this.#options.timeoutMs ?? 10_000;
-    const signal = AbortSignal.timeout(timeoutMs);
+    // The deadline starts here, when a connection is free for this request.
+    const deadline = AbortSignal.timeout(timeoutMs);
+    const signal = abandon ? AbortSignal.any([deadline, abandon]) : deadline;
     const limit = this.#options.maxResponseBytes ?? 1 << 20;
     const origin = this.#url.origin;
     let response: Awaited<ReturnType<Pool["request"]>>;
     try {
       response = await pool.request({ path, method, headers, body, signal });
     } catch (err) {
-      throw unavailable(origin, err, signal.aborted, timeoutMs);
+      throw unavailable(origin, err, deadline.aborted, timeoutMs, abandon?.aborted);
     }
     const chunks: Uint8Array[] = [];
     let size = 0;
@@ -448,7 +535,7 @@ export class CaClient {
       }
     } catch (err) {
       if (err instanceof CaUnavailable) throw err;
-      throw unavailable(origin, err, signal.aborted, timeoutMs);
+      throw unavailable(origin, err, deadline.aborted, timeoutMs, abandon?.aborted);
     }
     const bytes = new Uint8Array(size);
     let offset = 0;
@@ -507,10 +594,19 @@ function problem(answer: Answer): CaRequestFailed {
 const TLS_CODES = /^(ERR_TLS_|ERR_SSL_|CERT_|UNABLE_TO_|DEPTH_ZERO|SELF_SIGNED|HOSTNAME_MISMATCH)/;
 
 /** One line from any failure below the API: what kind, and the cause's code and first line. */
-function unavailable(origin: string, err: unknown, isTimedOut: boolean, timeoutMs: number): CaUnavailable {
+function unavailable(
+  origin: string,
+  err: unknown,
+  isTimedOut: boolean,
+  timeoutMs: number,
+  isAbandoned = false,
+): CaUnavailable {
   const e = err as { code?: unknown; message?: unknown; name?: unknown };
   const code = typeof e?.code === "string" ? e.code : undefined;
   const message = String(e?.message ?? err).split("\n")[0].trim();
+  if (isAbandoned && !isTimedOut) {
+    return new CaUnavailable(origin, "aborted", "the request was abandoned (the workload went away)", code);
+  }
   if (isTimedOut || /TIMEOUT/.test(code ?? "") || e?.name === "TimeoutError") {
     return new CaUnavailable(origin, "timeout", `no answer within ${timeoutMs / 1000}s`, code);
   }
@@ -518,6 +614,12 @@ function unavailable(origin: string, err: unknown, isTimedOut: boolean, timeoutM
     return new CaUnavailable(origin, "tls", `TLS: ${message} (${code})`, code);
   }
   return new CaUnavailable(origin, "connect", code ? `${message} (${code})` : message, code);
+}
+
+function poolKey(credential: CaCredential | undefined): string {
+  return credential?.kind === "mtls"
+    ? `mtls:${createHash("sha256").update(credential.certificateChainPem).digest("hex")}`
+    : "anonymous";
 }
 
 function isLoopback(hostname: string): boolean {

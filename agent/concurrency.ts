@@ -8,7 +8,15 @@
 
 import { InvalidArgument } from "../mod.ts";
 
-/** Runs at most `limit` operations at a time; the rest wait their turn (FIFO). */
+/** Options of {@link ConcurrencyLimit.run}. */
+export interface ConcurrencyRunOptions {
+  /** Lower goes first among waiting callers; equals go in order of arrival. Default 0. */
+  priority?: number;
+  /** Once aborted, a caller still waiting leaves the line. */
+  signal?: AbortSignal;
+}
+
+/** Runs at most `limit` operations at a time; the rest wait their turn (by priority, then FIFO). */
 export class ConcurrencyLimit {
   #running = 0;
   /** Waiting callers, by priority (lowest first), then in arrival order. */
@@ -33,16 +41,32 @@ export class ConcurrencyLimit {
   /**
    * Runs `operation` once a slot is free, and frees the slot when it settles. Waiting callers
    * go in order of `priority` (lowest first; the agent passes a certificate's expiry, so after
-   * an outage the one closest to running out is renewed first), then of arrival.
+   * an outage the one closest to running out is renewed first), then of arrival. Once `signal`
+   * aborts, a caller still waiting leaves the line and gets the signal's reason.
    */
-  async run<T>(operation: () => Promise<T>, priority = 0): Promise<T> {
+  async run<T>(operation: () => Promise<T>, options: ConcurrencyRunOptions = {}): Promise<T> {
+    const { priority = 0, signal } = options;
+    signal?.throwIfAborted();
     if (this.#running >= this.limit) {
-      await new Promise<void>((resume) => {
+      await new Promise<void>((resolve, reject) => {
+        const onAbort = () => {
+          const at = this.#waiting.indexOf(waiter);
+          if (at >= 0) this.#waiting.splice(at, 1);
+          reject(signal!.reason);
+        };
+        const waiter = {
+          priority,
+          resume: () => {
+            signal?.removeEventListener("abort", onAbort);
+            resolve();
+          },
+        };
         const waiting = this.#waiting;
         // After the last one of at most the same priority: FIFO among equals.
         let at = waiting.length;
         while (at > 0 && waiting[at - 1].priority > priority) at--;
-        waiting.splice(at, 0, { priority, resume });
+        waiting.splice(at, 0, waiter);
+        signal?.addEventListener("abort", onAbort, { once: true });
       });
     } else {
       this.#running++;

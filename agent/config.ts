@@ -16,6 +16,7 @@
  * @module
  */
 
+import { isAbsolute, resolve } from "node:path";
 import { KEY_ALGORITHMS, type KeyAlgorithm, TrustDomain } from "../mod.ts";
 import {
   type ConfigSources,
@@ -25,6 +26,8 @@ import {
   type RawConfig,
 } from "../internal/mod.ts";
 import { type AgentKubernetesConfig, readAgentKubernetes } from "./sources/kubernetes-config.ts";
+import { caUrlProblem } from "./ca-client.ts";
+import { DEFAULT_DELIVERY_ROOT } from "./delivery/atomic-writer.ts";
 import type { WorkloadProblem, WorkloadSpec } from "./sources/source.ts";
 import {
   problemOf,
@@ -67,7 +70,11 @@ export interface AgentConfig {
   workloadProblems: WorkloadProblem[];
   renewal: { ratio: number; jitter: number; retryInitialSeconds: number; retryMaxSeconds: number };
   refresh: { minSeconds: number; maxSeconds: number };
-  delivery: { maxConcurrentWrites: number };
+  delivery: {
+    maxConcurrentWrites: number;
+    /** Workload directories must be inside one of these (absolute paths). */
+    roots: string[];
+  };
   listen: { host: string; port: number };
   log: { level: LogLevel };
 }
@@ -83,6 +90,7 @@ export const AGENT_ENV_OVERRIDES: Record<string, string> = {
   MESHAUTH_SERVICE_ACCOUNT_TOKEN_FILE: "node.serviceAccountTokenFile",
   MESHAUTH_AGENT_STATE_DIR: "stateDir",
   MESHAUTH_AGENT_WORKLOADS_DIR: "workloadsDir",
+  MESHAUTH_AGENT_DELIVERY_ROOTS: "delivery.roots",
   MESHAUTH_AGENT_LISTEN_HOST: "listen.host",
   MESHAUTH_AGENT_LISTEN_PORT: "listen.port",
   MESHAUTH_LOG_LEVEL: "log.level",
@@ -103,6 +111,29 @@ const TOP_LEVEL = [
   "listen",
   "log",
 ] as const;
+
+/**
+ * Where the agent keeps its state, and where it finds the CA's bundle, when the configuration
+ * does not say: absolute, because a service manager starts the agent in `/`.
+ */
+export const DEFAULT_STATE_DIR = "/var/lib/meshauth/agent";
+export const DEFAULT_TRUST_BUNDLE_FILE = "/etc/meshauth/bundle.pem";
+
+function readRoots(fields: FieldReader, value: unknown): string[] {
+  if (value === undefined) return [DEFAULT_DELIVERY_ROOT];
+  const list = typeof value === "string" ? value.split(",").map((p) => p.trim()).filter(Boolean) : value;
+  if (!Array.isArray(list) || list.length === 0) {
+    fields.problem("delivery.roots: expected a list of directories (at least one)");
+    return [DEFAULT_DELIVERY_ROOT];
+  }
+  // From the environment a relative path means what it means in the shell; in the file, it is
+  // relative to the file.
+  const base = fields.fromShell.has("delivery.roots") ? fields.cwd : fields.fileDir;
+  return list.map((entry, i) => {
+    const path = fields.str(`delivery.roots[${i}]`, entry);
+    return isAbsolute(path) ? path : resolve(base, path);
+  });
+}
 
 /** Reads, overrides and validates. `path` may be omitted (defaults plus environment). */
 export function loadAgentConfig(sources: ConfigSources = {}): Promise<AgentConfig> {
@@ -142,23 +173,13 @@ function validate(raw: RawConfig, fields: FieldReader, file: string | undefined)
   ]);
   const ca = {
     url: str("ca.url", caRaw.url, "https://localhost:8443"),
-    trustBundleFile: fields.path("ca.trustBundleFile", caRaw.trustBundleFile, ".meshauth/bundle.pem"),
+    trustBundleFile: fields.path("ca.trustBundleFile", caRaw.trustBundleFile, DEFAULT_TRUST_BUNDLE_FILE),
     timeoutSeconds: int("ca.timeoutSeconds", caRaw.timeoutSeconds, 10, 1, 300),
     maxConcurrentRequests: int("ca.maxConcurrentRequests", caRaw.maxConcurrentRequests, 4, 1, 256),
     connectionsPerCredential: int("ca.connectionsPerCredential", caRaw.connectionsPerCredential, 1, 1, 64),
   };
-  try {
-    const url = new URL(ca.url);
-    if (url.protocol !== "https:" && url.protocol !== "http:") {
-      fields.problem(`ca.url: expected an https:// URL, got ${JSON.stringify(ca.url)}`);
-    } else if (url.pathname !== "/" || url.search || url.hash) {
-      fields.problem(
-        `ca.url: the CA's origin (scheme, host and port) without a path, got ${JSON.stringify(ca.url)}`,
-      );
-    }
-  } catch {
-    fields.problem(`ca.url: not a URL: ${JSON.stringify(ca.url)}`);
-  }
+  const urlProblem = caUrlProblem(ca.url);
+  if (urlProblem) fields.problem(`ca.url: ${urlProblem}`);
 
   const nodeRaw = obj("node", raw.node, [
     "name",
@@ -201,7 +222,7 @@ function validate(raw: RawConfig, fields: FieldReader, file: string | undefined)
     );
   }
 
-  const stateDir = fields.path("stateDir", raw.stateDir, ".meshauth/agent");
+  const stateDir = fields.path("stateDir", raw.stateDir, DEFAULT_STATE_DIR);
   const workloadsDir = raw.workloadsDir === undefined
     ? undefined
     : fields.path("workloadsDir", raw.workloadsDir);
@@ -257,9 +278,10 @@ function validate(raw: RawConfig, fields: FieldReader, file: string | undefined)
     fields.problem("refresh.minSeconds: must not exceed refresh.maxSeconds");
   }
 
-  const deliveryRaw = obj("delivery", raw.delivery, ["maxConcurrentWrites"]);
+  const deliveryRaw = obj("delivery", raw.delivery, ["maxConcurrentWrites", "roots"]);
   const delivery = {
     maxConcurrentWrites: int("delivery.maxConcurrentWrites", deliveryRaw.maxConcurrentWrites, 16, 1, 256),
+    roots: readRoots(fields, deliveryRaw.roots),
   };
 
   const listenRaw = obj("listen", raw.listen, ["host", "port"]);

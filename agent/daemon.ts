@@ -173,6 +173,7 @@ export async function startAgentDaemon(
     trustBundlePem: bundlePem,
     stateDir: config.stateDir,
     sources,
+    deliveryRoots: config.delivery.roots,
     nodeKeyAlgorithm: config.node.keyAlgorithm,
     nodeTtlSeconds: config.node.ttlSeconds,
     renewal: { ratio: config.renewal.ratio, jitter: config.renewal.jitter },

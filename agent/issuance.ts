@@ -27,6 +27,11 @@ export interface HeldSvid extends IssuedSvid {
   privateKeyPem: string;
   /** The leaf's notBefore (the CA backdates it a little). */
   notBefore: Date;
+  /**
+   * When the agent received it: its usable life starts here, not at the backdated notBefore.
+   * Unknown for records stored before the agent kept it.
+   */
+  obtainedAt?: Date;
 }
 
 /** What {@link obtainSvid} needs. */
@@ -41,6 +46,8 @@ export interface SvidRequest {
    * issuing many SVIDs reuses one parse and one string for all that carry the same bundle.
    */
   parseBundle?: (pem: string) => { bundle: TrustBundle; pem: string };
+  /** Gives up (while waiting for a request slot, or on the wire) once aborted. */
+  signal?: AbortSignal;
 }
 
 /** Makes a key, sends its CSR, and checks what comes back before anyone can use it. */
@@ -48,7 +55,11 @@ export async function obtainSvid(request: SvidRequest): Promise<HeldSvid> {
   const { client, id } = request;
   const keys = await generateKeyPair(request.keyAlgorithm ?? "ECDSA-P256");
   const csr = await createCsr({ keys, id });
-  const issued = await client.requestCertificate(csr, request.credential, { ttlSeconds: request.ttlSeconds });
+  const issued = await client.requestCertificate(csr, request.credential, {
+    ttlSeconds: request.ttlSeconds,
+    signal: request.signal,
+  });
+  const obtainedAt = new Date();
   const { bundle, pem: trustBundlePem } = request.parseBundle?.(issued.trustBundlePem) ??
     { bundle: TrustBundle.fromPem(id.trustDomain, issued.trustBundlePem), pem: issued.trustBundlePem };
   if (!bundle.trustDomain.equals(id.trustDomain)) {
@@ -83,5 +94,6 @@ export async function obtainSvid(request: SvidRequest): Promise<HeldSvid> {
     privateKeyPem: await exportPrivateKeyPem(keys.privateKey),
     notBefore: leaf.notBefore,
     expiresAt: leaf.notAfter,
+    obtainedAt,
   };
 }

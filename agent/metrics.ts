@@ -17,6 +17,7 @@ import { MetricsRegistry } from "../internal/mod.ts";
 import type { CaRequestObservation } from "./ca-client.ts";
 
 const LATENCY_BUCKETS_SECONDS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+const QUEUE_BUCKETS_SECONDS = [0.001, 0.01, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300];
 
 /** A certificate the agent holds, as the gauges report it. */
 export interface HeldCertificateStatus {
@@ -52,7 +53,7 @@ export class AgentMetrics {
   readonly renewalFailures = this.registry.counter(
     "meshauth_agent_renewal_failures_total",
     "Failed attempts to obtain a certificate, by kind and cause (ERR_* problem code, http_<status>, " +
-      "timeout, connect, tls, answer, invalid).",
+      "timeout, connect, tls, answer, aborted).",
   );
   readonly deliveryFailures = this.registry.counter(
     "meshauth_agent_delivery_failures_total",
@@ -80,8 +81,13 @@ export class AgentMetrics {
   );
   readonly caRequests = this.registry.histogram(
     "meshauth_agent_ca_request_duration_seconds",
-    "CA requests by endpoint and outcome (HTTP status or failure kind), including time queued.",
+    "CA requests by endpoint and outcome (HTTP status or failure kind), from leaving the queue to the answer.",
     LATENCY_BUCKETS_SECONDS,
+  );
+  readonly caQueue = this.registry.histogram(
+    "meshauth_agent_ca_request_queue_seconds",
+    "Time CA requests waited for their turn (a free connection and a request slot), by endpoint.",
+    QUEUE_BUCKETS_SECONDS,
   );
 
   constructor() {
@@ -154,6 +160,7 @@ export class AgentMetrics {
       { endpoint: observation.endpoint, outcome: observation.outcome },
       observation.seconds,
     );
+    this.caQueue.observe({ endpoint: observation.endpoint }, observation.queuedSeconds);
   };
 
   /** The metrics in the Prometheus text format. */

@@ -44,7 +44,7 @@ export {
   TokenMissing,
   type TrustBundleAnswer,
 } from "./ca-client.ts";
-export { ConcurrencyLimit } from "./concurrency.ts";
+export { ConcurrencyLimit, type ConcurrencyRunOptions } from "./concurrency.ts";
 export { type HeldSvid, obtainSvid, type SvidRequest } from "./issuance.ts";
 export { SvidRotator, type SvidRotatorOptions } from "./rotator.ts";
 export {
@@ -94,12 +94,15 @@ export { WORKLOAD_DEFAULTS, type WorkloadDefaults } from "./sources/workload-ent
 export {
   DeliveryFailed,
   DeliveryRefused,
+  type DirectoryOptions,
   type FileOwner,
+  isDelivered,
   type PayloadFile,
   prepareDirectory,
   readGeneration,
   removeDelivery,
   writeGeneration,
+  type WriteOptions,
 } from "./delivery/atomic-writer.ts";
 export {
   credentialFiles,
@@ -111,7 +114,8 @@ export {
   LAYOUTS,
 } from "./delivery/layouts.ts";
 export { Backoff, type BackoffOptions } from "./lifecycle/backoff.ts";
-export { NodeBootstrapFailed, renewalMoment } from "./lifecycle/node-identity.ts";
+export { NodeBootstrapFailed } from "./lifecycle/node-identity.ts";
+export { type RenewableCertificate, renewalMoment, usableFrom } from "./lifecycle/renewal.ts";
 export {
   StateDirectoryUnsafe,
   StateStore,

@@ -30,7 +30,8 @@
  * @module
  */
 
-import { resolve, sep } from "node:path";
+import { promises as fs } from "node:fs";
+import { basename, dirname, join, relative, resolve, sep } from "node:path";
 import {
   type Crl,
   type KeyAlgorithm,
@@ -44,7 +45,7 @@ import {
 import { type Logger, silentLogger } from "../internal/mod.ts";
 import type { CaClient } from "./ca-client.ts";
 import { ConcurrencyLimit } from "./concurrency.ts";
-import { removeDelivery } from "./delivery/atomic-writer.ts";
+import { DEFAULT_DELIVERY_ROOT, removeDelivery } from "./delivery/atomic-writer.ts";
 import type { HeldSvid } from "./issuance.ts";
 import { type BackoffOptions } from "./lifecycle/backoff.ts";
 import { CaClock } from "./lifecycle/ca-clock.ts";
@@ -61,7 +62,7 @@ import type { WorkloadProblem, WorkloadSink, WorkloadSource, WorkloadSpec } from
 export type AgentEvent =
   /** A workload has a new SVID (in memory and stored; its files follow in a `delivered` event). */
   | { type: "svid"; workload: string; spiffeId: SpiffeId; svid: HeldSvid }
-  /** A workload's files now hold this certificate (or it expired there, `isValid` false). */
+  /** A workload's files now hold this certificate (or it expired or was revoked there: `isValid` false). */
   | { type: "delivered"; workload: string; directory: string; serialNumber: string; isValid: boolean }
   /** A workload is gone; its files are deleted. */
   | { type: "removed"; workload: string }
@@ -98,6 +99,13 @@ export interface NodeAgentOptions {
   trustBundlePem: string;
   stateDir: string;
   sources: WorkloadSource[];
+  /**
+   * Workload directories must be inside one of these; an entry whose directory is elsewhere
+   * is reported and skipped. Every directory from the root down to a workload's must belong to
+   * root or the agent and be writable by neither group nor others. Default
+   * `/var/run/meshauth`.
+   */
+  deliveryRoots?: string[];
   nodeKeyAlgorithm?: KeyAlgorithm;
   nodeTtlSeconds?: number;
   renewal?: RenewalOptions;
@@ -156,9 +164,11 @@ export class NodeAgent {
   #wasReady = false;
   #release?: () => void;
   #reconciling: Promise<void> = Promise.resolve();
+  readonly #roots: string[];
 
   constructor(options: NodeAgentOptions) {
     this.#o = options;
+    this.#roots = (options.deliveryRoots ?? [DEFAULT_DELIVERY_ROOT]).map((root) => resolve(root));
     const trustDomain = TrustDomain.from(options.trustDomain);
     this.nodeId = SpiffeId.fromSegments(trustDomain, "node", options.nodeName);
     this.#logger = options.logger ?? silentLogger;
@@ -243,7 +253,7 @@ export class NodeAgent {
     try {
       await this.#state.open();
       await this.#trust.load();
-      this.#records = await this.#state.loadWorkloads();
+      this.#records = await this.#state.loadWorkloads(this.#trust.pem);
       const sink: WorkloadSink = {
         replace: (source, workloads) => {
           this.#bySource.set(source, workloads);
@@ -253,13 +263,18 @@ export class NodeAgent {
         problem: (problem) => this.#problem(problem),
         delivered: (name, signal) => this.#delivered(name, signal),
       };
+      // The node identity is restored or obtained while the workloads start: issuances wait for
+      // it, restores do not, and no restore (a slow disk, a directory that is not the agent's)
+      // holds it up.
+      const nodeStarted = this.#node.start();
+      nodeStarted.catch(() => {});
       for (const source of this.#o.sources) await source.start(sink);
       this.#sourcesStarted = true;
       await this.#scheduleReconcile();
       // Stored records no source names any more: their workloads went while the agent was down.
       await this.#removeOrphans();
-      // Issuances wait for this; restored certificates did not.
-      await this.#node.start();
+      await nodeStarted;
+      if (this.#isStopped) return;
       this.#trust.start();
       this.#checkReady();
     } catch (err) {
@@ -333,11 +348,13 @@ export class NodeAgent {
     }));
   }
 
-  /** Ready once the node has its identity and every workload a valid certificate in its files. */
+  /** Ready once the node has its identity and every workload a valid, unrevoked certificate in its files. */
   readiness(): { isReady: boolean; waitingFor: string[] } {
     const waitingFor = [...this.#workloads.values()].filter((w) => !w.isReady).map((w) => w.name);
     const node = this.#node.current;
-    if (!node || node.expiresAt.getTime() <= this.#clock.now()) waitingFor.unshift(`node ${this.nodeId}`);
+    if (!node || node.expiresAt.getTime() <= this.#clock.now() || this.#trust.isRevoked(node.serialNumber)) {
+      waitingFor.unshift(`node ${this.nodeId}`);
+    }
     if (!this.#sourcesStarted) waitingFor.unshift("workload sources");
     return { isReady: waitingFor.length === 0, waitingFor };
   }
@@ -411,34 +428,46 @@ export class NodeAgent {
     return next;
   }
 
-  /** The sources' sets merged: first come, first served, conflicts reported and skipped. */
-  #merged(): Map<string, WorkloadSpec> {
+  /**
+   * The sources' sets merged: first come, first served, conflicts reported and skipped. Two
+   * entries conflict when they name the same workload or the same directory once symlinks are
+   * resolved; an entry whose directory is outside the delivery roots, or overlaps the state
+   * directory, is skipped too.
+   */
+  async #merged(): Promise<Map<string, WorkloadSpec>> {
     const byName = new Map<string, WorkloadSpec>();
     const byDirectory = new Map<string, WorkloadSpec>();
-    const stateDir = resolve(this.#o.stateDir);
+    const stateDir = await canonicalPath(this.#o.stateDir);
     const conflicts = new Set<string>();
     for (const source of this.#o.sources) {
       for (const spec of this.#bySource.get(source.name) ?? []) {
-        const directory = resolve(spec.directory);
+        const directory = await canonicalPath(spec.directory);
         let message: string | undefined;
+        let field = "directory";
         const sameName = byName.get(spec.name);
         const sameDirectory = byDirectory.get(directory);
-        if (sameName) message = `the workload name ${spec.name} is already defined by ${where(sameName)}`;
-        else if (sameDirectory) {
-          message = `the directory ${directory} is already used by workload ${sameDirectory.name} (${
+        if (sameName) {
+          message = `the workload name ${spec.name} is already defined by ${where(sameName)}`;
+          field = "name";
+        } else if (this.#rootOf(spec.directory) === undefined) {
+          message = `the directory ${spec.directory} is outside the delivery roots (${
+            this.#roots.join(", ")
+          }); add its root to delivery.roots`;
+        } else if (sameDirectory) {
+          message = `the directory ${spec.directory} is already used by workload ${sameDirectory.name} (${
             where(sameDirectory)
           })`;
         } else if (
           directory === stateDir || directory.startsWith(stateDir + sep) ||
           stateDir.startsWith(directory + sep)
         ) {
-          message = `the directory ${directory} overlaps the agent's state directory`;
+          message = `the directory ${spec.directory} overlaps the agent's state directory`;
         }
         if (message) {
           const key = `${where(spec)}|${message}`;
           conflicts.add(key);
           if (!this.#reportedConflicts.has(key)) {
-            this.#problem({ ...spec.origin, field: fieldOf(spec, sameName ? "name" : "directory"), message });
+            this.#problem({ ...spec.origin, field: fieldOf(spec, field), message });
           }
           continue;
         }
@@ -451,9 +480,18 @@ export class NodeAgent {
     return byName;
   }
 
+  /** The delivery root that `directory` is in (it or below it), if any. */
+  #rootOf(directory: string): string | undefined {
+    const target = resolve(directory);
+    return this.#roots.find((root) => {
+      const rel = relative(root, target);
+      return rel === "" || (rel !== ".." && !rel.startsWith(`..${sep}`) && !rel.startsWith(sep));
+    });
+  }
+
   async #reconcile(): Promise<void> {
     if (this.#isStopped) return;
-    const wanted = this.#merged();
+    const wanted = await this.#merged();
     const removals: Promise<void>[] = [];
     for (const [name, credential] of this.#workloads) {
       if (wanted.has(name)) continue;
@@ -487,6 +525,8 @@ export class NodeAgent {
       const credential = new WorkloadCredential(spec, {
         client: this.#o.client,
         nodeCredential: () => this.#node.credential(),
+        deliveryRoot: (directory) => this.#rootOf(directory),
+        isRevoked: (serialNumber) => this.#trust.isRevoked(serialNumber),
         trustBundlePem: () => this.#trust.pem,
         trustBundle: () => this.#trust.bundle,
         state: this.#state,
@@ -536,13 +576,17 @@ export class NodeAgent {
 
   async #removeOrphans(): Promise<void> {
     const inUse = new Set([...this.#workloads.values()].map((w) => resolve(w.spec.directory)));
-    for (const directory of this.#movedDirectories.splice(0)) {
-      if (!inUse.has(resolve(directory))) await removeDelivery(directory).catch(() => {});
-    }
+    const removeFiles = async (directory: string) => {
+      const root = this.#rootOf(directory);
+      // Outside the delivery roots (they changed): the agent no longer writes there, or removes.
+      if (root === undefined || inUse.has(resolve(directory))) return;
+      await removeDelivery(directory, { root });
+    };
+    for (const directory of this.#movedDirectories.splice(0)) await removeFiles(directory).catch(() => {});
     for (const [name, record] of this.#records) {
       if (this.#workloads.has(name)) continue;
       try {
-        if (!inUse.has(resolve(record.directory))) await removeDelivery(record.directory);
+        await removeFiles(record.directory);
         await this.#state.removeWorkload(name);
         this.#logger.info("workload removed while the agent was stopped; its files are deleted", {
           workload: name,
@@ -641,4 +685,18 @@ function sameSpec(a: WorkloadSpec, b: WorkloadSpec): boolean {
   return a.spiffeId.equals(b.spiffeId) && a.directory === b.directory && a.keyAlgorithm === b.keyAlgorithm &&
     a.layout === b.layout && a.keyFileMode === b.keyFileMode && a.ttlSeconds === b.ttlSeconds &&
     a.combinedFile === b.combinedFile && a.owner.uid === b.owner.uid && a.owner.gid === b.owner.gid;
+}
+
+/**
+ * `path` with every symlink in it resolved, as far as it exists (the rest, not made yet, is
+ * appended as written), so that two spellings of one directory compare equal.
+ */
+async function canonicalPath(path: string): Promise<string> {
+  const absolute = resolve(path);
+  try {
+    return await fs.realpath(absolute);
+  } catch {
+    const parent = dirname(absolute);
+    return parent === absolute ? absolute : join(await canonicalPath(parent), basename(absolute));
+  }
 }

@@ -9,6 +9,7 @@
 
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
+import { MeshAuthError } from "../mod.ts";
 
 /** What the status port reports on. */
 export interface OpsTarget {
@@ -28,9 +29,10 @@ export interface OpsServer {
 const ROUTES = new Set(["/healthz", "/readyz", "/metrics"]);
 
 /** The status port is taken; the message names the setting that moves it. */
-export class StatusPortInUse extends Error {
+export class StatusPortInUse extends MeshAuthError {
+  static override code = "ERR_STATUS_PORT_IN_USE";
   override name = "StatusPortInUse";
-  readonly code = "ERR_STATUS_PORT_IN_USE";
+  override code = StatusPortInUse.code;
 }
 
 function answer(response: ServerResponse, status: number, body: string, type = "application/json"): void {

@@ -20,10 +20,13 @@ import { credentialFiles, type LayoutName } from "./delivery/layouts.ts";
 import { type HeldSvid, obtainSvid } from "./issuance.ts";
 import { Backoff } from "./lifecycle/backoff.ts";
 import { retryAfterMs } from "./lifecycle/failure.ts";
-import { renewalMoment } from "./lifecycle/node-identity.ts";
+import { renewalMoment } from "./lifecycle/renewal.ts";
 import { callAt, holdProcessOpen, type Timer } from "./lifecycle/timer.ts";
 
 export type { HeldSvid };
+
+/** What the rotator wrote before the `..data` layout: plain files, replaced or removed now. */
+const LEGACY_FILES = ["svid.pem", "svid_key.pem", "bundle.pem"];
 
 /** Options of {@link SvidRotator}. */
 export interface SvidRotatorOptions {
@@ -39,7 +42,13 @@ export interface SvidRotatorOptions {
   /**
    * Deliver the files here on every rotation, a whole generation at a time (a `..data`
    * symlink swapped to it, as Kubernetes does): `svid.pem`, `svid_key.pem` (0600) and
-   * `svid_bundle.pem` by default.
+   * `svid_bundle.pem` by default. The directory must belong to this process's user (or root)
+   * and be writable by neither its group nor others.
+   *
+   * Earlier versions wrote plain files `svid.pem`, `svid_key.pem` and `bundle.pem` here. The
+   * first write replaces the first two with the links through `..data` and removes
+   * `bundle.pem`, so that no stale bundle stays behind after a root rotation: read the bundle
+   * from `svid_bundle.pem`.
    */
   directory?: string;
   /** File names in `directory`: the SPIFFE helper's by default, or Istio's. */
@@ -120,6 +129,8 @@ export class SvidRotator {
       await writeGeneration(
         this.#options.directory,
         credentialFiles(held, { layout: this.#options.layout ?? "spiffe-helper", keyFileMode: 0o600 }),
+        {},
+        { legacyFiles: LEGACY_FILES },
       );
     }
     this.#current = held;

@@ -1,29 +1,38 @@
 // bench/ca.ts: loads the CA server with a bounded undici client at concurrency 1, 8 and 32
-// and reports certificates per second and p50/p99 latency, side by side in the same run with
-// CloudFlare's cfssl (`cfssl serve`, Debian's golang-cfssl) when it is installed, as a ratio.
+// and reports certificates per second, p50/p99 latency and the CPU that server and client
+// used per certificate, side by side in the same run with a floor server per runtime,
+// CloudFlare's cfssl and Smallstep's step-ca, as ratios.
 //
-//   npm run bench:ca [-- --seconds 5 --workers 2 --concurrency 1,8,32]
+//   npm run bench:ca [-- --seconds 5 --workers 2 --concurrency 1,8,32 --step-ca PATH]
 //
 // All servers run at once and are loaded in turn, one second each, round after round, so a
-// change in the machine's speed (this one is a VM whose speed drifts by a third within a
-// minute) falls on all of them alike instead of on whichever ran last.
+// change in the machine's speed (this one is a VM shared with other work, whose speed drifts by
+// a third within a minute) falls on all of them alike instead of on whichever ran last.
 //
-// The servers: meshauth on Node and on Bun, each with and without fsync per batch; cfssl;
-// and per runtime a floor server (bench/ca-floor-server.ts) that only parses the JSON body
-// and does a CA's crypto (import the CSR's key, verify, sign). No CA on that runtime can be
-// faster than its floor, so the floor's ratio to cfssl bounds what a target can ask.
+// The servers: meshauth on Node and on Bun, each with fsync (its default: fdatasync before
+// answering, grouped) and without (synced once a second); per runtime a floor server
+// (bench/ca-floor-server.ts) that only parses the JSON body and does a CA's crypto (import the
+// CSR's key, verify, sign): no CA on that runtime can be faster than its floor. cfssl (from
+// PATH, Debian's golang-cfssl) signs with its default profile from an unauthenticated request
+// and records nothing; step-ca (bench/ca-peers.ts says how it is found or built) authenticates
+// a one-time JWT per request, keeps no database and serves only TLS.
 //
-// Every server signs P-256 CSRs with a P-256 CA over plain HTTP on 127.0.0.1 (TLS would cost
-// them all the same). meshauth issues the full X509-SVID profile (URI SAN, critical CA:FALSE
-// and key usage, both EKUs, SKI/AKI) after authenticating a join token, and records every
-// issuance and its audit entry (with fsync: durably, fdatasync before answering); cfssl signs
-// with its default profile from an unauthenticated request and records nothing. The client
-// runs on Node 24 when it is installed (it is cheaper per request than Node 20's), and shares
-// the machine's cores with the servers.
-import { type ChildProcess, execFileSync, spawn, spawnSync } from "node:child_process";
+// Every server signs P-256 CSRs with a P-256 CA on 127.0.0.1. meshauth runs with its
+// production defaults apart from two settings: plain HTTP on loopback (as cfssl; TLS would cost
+// every server the same), and its rate limit raised to 100,000 requests per second with a burst
+// of 10,000 per key (the bench is one client address and one identity; the default, 5/s, would
+// throttle it), but on: every request takes a token from its address's bucket and moves it to
+// its identity's, in the buckets the CA's primary process keeps for its workers. It issues the
+// full X509-SVID profile (URI SAN, critical CA:FALSE and key usage, both EKUs, SKI/AKI) after
+// authenticating a join token, and records every issuance and its audit entry. Every 50th
+// certificate of every server is parsed with node:crypto and its URI SAN compared with the
+// CSR's: meshauth's must match (a mismatch counts as an error), the peers' are reported.
+// The client runs on Node 24 when it is installed (it is cheaper per request than Node 20's)
+// and shares the machine's cores with the servers.
+import { execFileSync, spawnSync } from "node:child_process";
+import { X509Certificate } from "node:crypto";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
-import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
-import { createServer } from "node:net";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -32,31 +41,46 @@ import { Pool } from "undici";
 import { createCsr, generateKeyPair } from "../mod.ts";
 import { createJoinToken, FileStore } from "../ca-server/mod.ts";
 import { ensureRuntimes, RUNTIME_BINARIES } from "../tests/runtimes/runtimes.mjs";
+import {
+  findStepCa,
+  freePort,
+  ROOT,
+  startCfssl,
+  type Started,
+  startProcess,
+  startStepCa,
+  stop,
+  type Target,
+} from "./ca-peers.ts";
 
 const { values } = parseArgs({
   options: {
     seconds: { type: "string", default: "5" },
     workers: { type: "string", default: "2" },
     concurrency: { type: "string", default: "1,8,32" },
+    "step-ca": { type: "string", default: process.env.STEP_CA },
     help: { type: "boolean", default: false },
   },
 });
 if (values.help) {
-  console.log(`usage: npm run bench:ca [-- --seconds 5 --workers 2 --concurrency 1,8,32]
+  console.log(`usage: npm run bench:ca [-- --seconds 5 --workers 2 --concurrency 1,8,32 --step-ca PATH]
 
-Loads meshauth CA servers (on Node and on Bun, with and without fsync per batch), a floor
-server per runtime (JSON and crypto only) and cfssl (when installed) on 127.0.0.1 and prints
-certificates per second, p50/p99 latency, server CPU per certificate and the ratio to cfssl at
-each concurrency. All servers run at once and take turns, one second each, for --seconds
-rounds per level, after a warm-up of 10 s each.`);
+Loads meshauth CA servers (on Node and on Bun, with and without fsync), a floor server per
+runtime (JSON and crypto only), cfssl and step-ca (when found: --step-ca, STEP_CA, PATH, or
+built by ../shared/peers/build-step-ca.sh) on 127.0.0.1 and prints certificates per second,
+p50/p99 latency, server and client CPU per certificate and the ratios to the floor, cfssl and
+step-ca at each concurrency, then checks issue 23's targets at c=8. All servers run at once and
+take turns, one second each, for --seconds rounds per level, after a warm-up of 10 s each.`);
   process.exit(0);
 }
 const SECONDS = Number(values.seconds);
-/** The CA server issue's speed target. */
-const TARGET = { concurrency: 8, ratio: 1.5, p99Ms: 5 };
 const WORKERS = Number(values.workers);
 const LEVELS = values.concurrency!.split(",").map(Number);
-const ROOT = new URL("..", import.meta.url).pathname;
+/** Issue 23's targets, at concurrency 8. */
+const TARGET = { concurrency: 8, ofFloor: 0.8, ofCfssl: 1.5, ofStepCa: 4, p99OfCfssl: 0.5 };
+/** Raised so that one client address and one identity are never throttled; still on. */
+const RATE_LIMIT = { requestsPerSecond: 100_000, burst: 10_000 };
+const CHECK_EVERY = 50;
 // Node 20 is past its end of life; Node 24 (from npm) runs the Node servers, and the client.
 ensureRuntimes();
 const NODE_24 = RUNTIME_BINARIES.node24;
@@ -77,6 +101,9 @@ const WARM_UP_MS = 10_000;
 const TRUST_DOMAIN = "bench.example";
 const ID = `spiffe://${TRUST_DOMAIN}/ns/bench/sa/client`;
 
+type Kind = "meshauth" | "floor" | "cfssl" | "step-ca";
+type Runtime = "node" | "bun";
+
 interface Result {
   concurrency: number;
   perSecond: number;
@@ -84,7 +111,12 @@ interface Result {
   p99Ms: number;
   errors: number;
   /** Server CPU time (all its processes) per certificate: the figure load on the machine disturbs least. */
-  cpuMsPerCert: number;
+  serverCpuMs: number;
+  /** The client's CPU per certificate, while it loaded this server. */
+  clientCpuMs: number;
+  /** Certificates parsed, and how many of them carried the CSR's URI SAN. */
+  checked: number;
+  withUri: number;
 }
 
 /** CPU milliseconds used so far by `rootPid` and its descendants (Linux /proc; NaN elsewhere). */
@@ -124,38 +156,35 @@ function percentile(sorted: number[], p: number): number {
   return sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] : NaN;
 }
 
-/** A server under test: where to send which requests, and whose CPU to count. */
-interface Target {
-  name: string;
-  origin: string;
-  path: string;
-  bodies: string[];
-  headers: Record<string, string>;
-  expectStatus: number;
-  pid: number;
-}
-
 /** One concurrency level: each target gets `concurrency` request loops, one second at a time, in turn. */
-async function measure(
-  targets: Target[],
-  concurrency: number,
-  warmUpMs: number,
-): Promise<Result[]> {
+async function measure(targets: Target[], concurrency: number, warmUpMs: number): Promise<Result[]> {
   const state = targets.map((target) => ({
     target,
-    pool: new Pool(target.origin, { connections: concurrency, pipelining: 1, keepAliveTimeout: 10_000 }),
+    pool: new Pool(target.origin, {
+      connections: concurrency,
+      pipelining: 1,
+      keepAliveTimeout: 10_000,
+      connect: target.caPem ? { ca: target.caPem } : undefined,
+    }),
     latencies: [] as number[],
     errors: 0,
+    firstError: "",
     seconds: 0,
-    cpuMs: 0,
-    n: 0,
+    serverCpuMs: 0,
+    clientCpuMs: 0,
+    lastCount: 0,
+    checked: 0,
+    withUri: 0,
   }));
   const runFor = async (s: (typeof state)[number], ms: number, record: boolean) => {
     const { target, pool } = s;
+    s.target.prepare?.(Math.ceil(s.lastCount * 1.5 * (ms / 1000)) + 200);
+    let count = 0;
     const deadline = performance.now() + ms;
     await Promise.all(Array.from({ length: concurrency }, async () => {
       while (performance.now() < deadline) {
-        const body = target.bodies[s.n++ % target.bodies.length];
+        const body = target.nextBody();
+        const isChecked = ++count % CHECK_EVERY === 0 && record;
         const t0 = performance.now();
         try {
           const response = await pool.request({
@@ -164,14 +193,27 @@ async function measure(
             headers: target.headers,
             body,
           });
-          await response.body.dump();
-          if (response.statusCode !== target.expectStatus) throw new Error(`status ${response.statusCode}`);
+          const text = isChecked || response.statusCode !== target.expectStatus
+            ? await response.body.text()
+            : await response.body.dump();
+          if (response.statusCode !== target.expectStatus) {
+            throw new Error(`status ${response.statusCode}: ${String(text).slice(0, 200)}`);
+          }
           if (record) s.latencies.push(performance.now() - t0);
-        } catch {
+          if (isChecked && target.certificateOf) {
+            const pem = target.certificateOf(text as string);
+            const san = pem ? new X509Certificate(pem).subjectAltName ?? "" : "";
+            s.checked++;
+            if (san.split(", ").includes(`URI:${ID}`)) s.withUri++;
+            else if (target.name.startsWith("meshauth")) throw new Error(`certificate without ${ID}: ${san}`);
+          }
+        } catch (err) {
           if (record) s.errors++;
+          s.firstError ||= (err as Error).message;
         }
       }
     }));
+    s.lastCount = count / (ms / 1000);
   };
   for (const s of state) await runFor(s, warmUpMs, false);
   for (let round = 0; round < SECONDS; round++) {
@@ -180,114 +222,68 @@ async function measure(
       const s = state[(round + i) % state.length];
       const started = performance.now();
       const cpuBefore = processTreeCpuMs(s.target.pid);
+      const clientBefore = process.cpuUsage();
       await runFor(s, 1000, true);
-      s.cpuMs += processTreeCpuMs(s.target.pid) - cpuBefore;
+      const client = process.cpuUsage(clientBefore);
+      s.clientCpuMs += (client.user + client.system) / 1000;
+      s.serverCpuMs += processTreeCpuMs(s.target.pid) - cpuBefore;
       s.seconds += (performance.now() - started) / 1000;
     }
   }
   return await Promise.all(state.map(async (s) => {
     await s.pool.close();
+    if (s.firstError) console.log(`  ${s.target.name} at c=${concurrency}: first error: ${s.firstError}`);
     s.latencies.sort((a, b) => a - b);
+    const n = Math.max(1, s.latencies.length);
     return {
       concurrency,
       perSecond: s.latencies.length / s.seconds,
       p50Ms: percentile(s.latencies, 50),
       p99Ms: percentile(s.latencies, 99),
       errors: s.errors,
-      cpuMsPerCert: s.cpuMs / Math.max(1, s.latencies.length),
+      serverCpuMs: s.serverCpuMs / n,
+      clientCpuMs: s.clientCpuMs / n,
+      checked: s.checked,
+      withUri: s.withUri,
     };
   }));
 }
-
-async function isListening(port: number): Promise<boolean> {
-  try {
-    await fetch(`http://127.0.0.1:${port}/`, { signal: AbortSignal.timeout(1000) }).then((r) =>
-      r.body?.cancel()
-    );
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/** Starts a server and waits (at most 30 s) until its output matches `ready` or `port` answers. */
-function startProcess(
-  cmd: string,
-  args: string[],
-  ready: RegExp,
-  env: Record<string, string> = {},
-  port?: number,
-): Promise<ChildProcess> {
-  const child = spawn(cmd, args, {
-    cwd: ROOT,
-    env: { ...process.env, ...env },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  return new Promise((resolve, reject) => {
-    let output = "";
-    const timer = setTimeout(() => {
-      child.kill("SIGKILL");
-      reject(new Error(`${cmd} did not start within 30s:\n${output}`));
-    }, 30_000);
-    const onData = (d: Buffer) => {
-      if (output.length < 65_536) output += d;
-      if (ready.test(output)) {
-        clearTimeout(timer);
-        resolve(child);
-      }
-    };
-    child.stdout!.on("data", onData);
-    child.stderr!.on("data", onData);
-    child.once("exit", (code) => {
-      clearTimeout(timer);
-      reject(new Error(`${cmd} exited with ${code}:\n${output}`));
-    });
-    if (port !== undefined) {
-      void (async () => {
-        for (let i = 0; i < 100 && child.exitCode === null; i++) {
-          if (await isListening(port)) {
-            clearTimeout(timer);
-            return resolve(child);
-          }
-          await new Promise((r) => setTimeout(r, 200));
-        }
-      })();
-    }
-  });
-}
-
-async function stop(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null) return;
-  const exited = new Promise((resolve) => child.once("exit", resolve));
-  child.kill("SIGTERM");
-  const timer = setTimeout(() => child.kill("SIGKILL"), 5000);
-  await exited;
-  clearTimeout(timer);
-}
-
-/** A running server under test, and how to stop it. */
-interface Started {
-  target: Target;
-  server: ChildProcess;
-}
-
-/** A port free on 127.0.0.1 right now. */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const probe = createServer().once("error", reject).listen(0, "127.0.0.1", () => {
-      const address = probe.address();
-      probe.close(() => resolve(typeof address === "object" && address ? address.port : 0));
-    });
-  });
-}
-
-type Runtime = "node" | "bun";
 
 /** How to run a TypeScript entry on a runtime. */
 function command(runtime: Runtime, script: string, args: string[]): [string, string[]] {
   return runtime === "bun"
     ? [BUN, [script, ...args]]
     : [NODE_24_OR_THIS, ["--import", "tsx", script, ...args]];
+}
+
+/** Starts a server that answers `POST /v1/certificates` with 201, and waits until its workers listen. */
+async function startIssuer(
+  name: string,
+  [cmd, args]: [string, string[]],
+  port: number,
+  csrs: string[],
+  options: { headers?: Record<string, string>; isCertificateAnswer: boolean },
+): Promise<Started> {
+  const server = await startProcess(cmd, args, port);
+  // With several workers, give the others a moment to listen too.
+  await new Promise((resolve) => setTimeout(resolve, 1500));
+  const bodies = csrs.map((csr) => JSON.stringify({ csr }));
+  let n = 0;
+  return {
+    server,
+    target: {
+      name,
+      origin: `http://127.0.0.1:${port}`,
+      path: "/v1/certificates",
+      nextBody: () => bodies[n++ % bodies.length],
+      headers: { "content-type": "application/json", ...options.headers },
+      expectStatus: 201,
+      certificateOf: options.isCertificateAnswer
+        ? (body) => JSON.parse(body).certificateChain?.[0]
+        : undefined,
+      pid: server.pid!,
+    },
+  };
 }
 
 async function startMeshauth(
@@ -307,7 +303,7 @@ async function startMeshauth(
       dataDir: join(dir, "meshauth"),
       store: { kind: "file", fsync },
       listen: { host: "127.0.0.1", port, plainHttp: true },
-      rateLimit: false,
+      rateLimit: RATE_LIMIT,
       workers: WORKERS,
       log: { level: "warn" },
     }),
@@ -323,212 +319,223 @@ async function startMeshauth(
   });
   await store.close();
   return await startIssuer(
-    `meshauth on ${runtime}, fsync ${fsync ? "per batch" : "off"}`,
+    `meshauth on ${runtime}, fsync ${fsync ? "on" : "off"}`,
     command(runtime, "cli/main.ts", ["ca", "serve", "--config", configPath]),
     port,
     csrs,
-    { authorization: `Bearer ${token}` },
+    { headers: { authorization: `Bearer ${token}` }, isCertificateAnswer: true },
   );
-}
-
-/** Starts a server that answers `POST /v1/certificates` with 201, and waits until its workers listen. */
-async function startIssuer(
-  name: string,
-  [cmd, args]: [string, string[]],
-  port: number,
-  csrs: string[],
-  headers: Record<string, string> = {},
-): Promise<Started> {
-  const server = await startProcess(cmd, args, /$^/, {}, port);
-  // With several workers, give the others a moment to listen too.
-  await new Promise((resolve) => setTimeout(resolve, 1500));
-  return {
-    server,
-    target: {
-      name,
-      origin: `http://127.0.0.1:${port}`,
-      path: "/v1/certificates",
-      bodies: csrs.map((csr) => JSON.stringify({ csr })),
-      headers: { "content-type": "application/json", ...headers },
-      expectStatus: 201,
-      pid: server.pid!,
-    },
-  };
 }
 
 async function startFloor(csrs: string[], runtime: Runtime): Promise<Started> {
   const port = await freePort();
   return await startIssuer(
-    `floor on ${runtime} (JSON + crypto only)`,
+    `floor on ${runtime}`,
     command(runtime, "bench/ca-floor-server.ts", ["--port", String(port), "--workers", String(WORKERS)]),
     port,
     csrs,
+    { isCertificateAnswer: false },
   );
 }
 
-async function startCfssl(dir: string, csrs: string[]): Promise<Started | undefined> {
+/** The machine's `openssl speed ecdsap256` line: what its cores do per second, for the reader. */
+function opensslSpeed(): string {
   try {
-    execFileSync("cfssl", ["version"], { stdio: "ignore" });
+    const out = execFileSync("openssl", ["speed", "-seconds", "2", "ecdsap256"], {
+      stdio: ["ignore", "pipe", "ignore"],
+    })
+      .toString();
+    const line = out.split("\n").find((l) => l.includes("nistp256"))?.trim().split(/\s+/);
+    return line ? `openssl speed ecdsap256 (one core): ${line.at(-2)} sign/s, ${line.at(-1)} verify/s` : "?";
   } catch {
-    return undefined;
+    return "openssl speed: not available";
   }
-  const port = await freePort();
-  const caCsr = join(dir, "ca-csr.json");
-  await writeFile(caCsr, JSON.stringify({ CN: "cfssl bench CA", key: { algo: "ecdsa", size: 256 } }));
-  const initca = JSON.parse(
-    execFileSync("cfssl", ["gencert", "-initca", caCsr], { cwd: dir, stdio: ["ignore", "pipe", "ignore"] })
-      .toString(),
-  );
-  await writeFile(join(dir, "ca.pem"), initca.cert);
-  await writeFile(join(dir, "ca-key.pem"), initca.key, { mode: 0o600 });
-  await writeFile(
-    join(dir, "cfssl.json"),
-    JSON.stringify({
-      signing: { default: { expiry: "24h", usages: ["digital signature", "server auth", "client auth"] } },
-    }),
-  );
-  const server = await startProcess(
-    "cfssl",
-    [
-      "serve",
-      "-address",
-      "127.0.0.1",
-      "-port",
-      String(port),
-      "-ca",
-      join(dir, "ca.pem"),
-      "-ca-key",
-      join(dir, "ca-key.pem"),
-      "-config",
-      join(dir, "cfssl.json"),
-      "-loglevel",
-      "2",
-    ],
-    /$^/,
-    {},
-    port,
-  );
-  return {
-    server,
-    target: {
-      name: "cfssl",
-      origin: `http://127.0.0.1:${port}`,
-      path: "/api/v1/cfssl/sign",
-      bodies: csrs.map((csr) => JSON.stringify({ certificate_request: csr })),
-      headers: { "content-type": "application/json" },
-      expectStatus: 200,
-      pid: server.pid!,
-    },
-  };
+}
+
+interface Row {
+  level: number;
+  kind: Kind;
+  runtime?: Runtime;
+  name: string;
+  result: Result;
 }
 
 const dir = await mkdtemp(join(tmpdir(), "meshauth-bench-ca-"));
-const started: Started[] = [];
+const started: { started: Started; kind: Kind; runtime?: Runtime }[] = [];
 try {
+  const speed = opensslSpeed();
   // Distinct keys, so no server can profit from caching one public key.
   const csrs = await Promise.all(
     Array.from({ length: 256 }, async () => createCsr({ keys: await generateKeyPair(), id: ID })),
   );
   const runtimes: Runtime[] = existsSync(BUN) ? ["node", "bun"] : ["node"];
+  const stepCaBinary = findStepCa(values["step-ca"]);
+  const load = readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ");
   console.log(
     `bench/ca: ${SECONDS} one-second slices per server and level, taken in turn, after a warm-up (${
       WARM_UP_MS / 1000
-    }s per server, then 1s per level); ` +
-      `${WORKERS} worker(s) per server; client on Node ${process.versions.node}; ` +
+    }s per server, then 1s per level); ${WORKERS} worker(s) per server; client on Node ${process.versions.node}; ` +
       runtimes.map((r) =>
         `${r} ${execFileSync(r === "bun" ? BUN : NODE_24_OR_THIS, ["--version"]).toString().trim()}`
       )
-        .join(", "),
+        .join(", ") +
+      `\n${speed}\nload average at start: ${load}`,
   );
   for (const runtime of runtimes) {
     started.push(
-      await startMeshauth(dir, csrs, runtime, true),
-      await startMeshauth(dir, csrs, runtime, false),
-      await startFloor(csrs, runtime),
+      { started: await startMeshauth(dir, csrs, runtime, true), kind: "meshauth", runtime },
+      { started: await startMeshauth(dir, csrs, runtime, false), kind: "meshauth", runtime },
+      { started: await startFloor(csrs, runtime), kind: "floor", runtime },
     );
   }
-  const cfssl = await startCfssl(dir, csrs);
-  if (cfssl) started.push(cfssl);
-  const rows: { level: number; name: string; result: Result; ratio?: number }[] = [];
+  const cfssl = await startCfssl(join(dir, "cfssl"), csrs);
+  if (cfssl) started.push({ started: cfssl, kind: "cfssl" });
+  else console.log("cfssl is not installed (apt-get install golang-cfssl): no cfssl ratio.");
+  if (stepCaBinary) {
+    started.push({
+      started: await startStepCa(stepCaBinary, join(dir, "step-ca"), csrs, ID),
+      kind: "step-ca",
+    });
+  } else console.log("step-ca was not found (--step-ca PATH): no step-ca ratio.");
+  const rows: Row[] = [];
   for (const [i, level] of LEVELS.entries()) {
     // The first level warms each server up for longer: Bun's JIT keeps compiling for about
     // ten seconds of load, and a CA runs for far longer than a bench.
-    const results = await measure(started.map((s) => s.target), level, i === 0 ? WARM_UP_MS : 1000);
-    const theirs = cfssl ? results.at(-1) : undefined;
-    for (const [i, result] of results.entries()) {
-      rows.push({
-        level,
-        name: started[i].target.name,
-        result,
-        ratio: theirs ? result.perSecond / theirs.perSecond : undefined,
-      });
+    const results = await measure(started.map((s) => s.started.target), level, i === 0 ? WARM_UP_MS : 1000);
+    for (const [j, result] of results.entries()) {
+      const { kind, runtime } = started[j];
+      rows.push({ level, kind, runtime, name: started[j].started.target.name, result });
     }
   }
-  const fmt = (n: number | undefined, d = 0) => (n !== undefined && Number.isFinite(n) ? n.toFixed(d) : "-");
-  const width = Math.max(...rows.map((r) => r.name.length));
+  printTable(rows);
+  printTargets(rows);
   console.log(
-    `\n${"c".padStart(3)}  ${"server".padEnd(width)}  ${"certs/s".padStart(7)}  ${"p50 ms".padStart(6)}  ${
-      "p99 ms".padStart(6)
-    }  ${"CPU ms/cert".padStart(11)}  ${"x cfssl".padStart(7)}  errors`,
+    `load average at end: ${readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ")}`,
   );
-  for (const { level, name, result: r, ratio } of rows) {
-    console.log(
-      `${String(level).padStart(3)}  ${name.padEnd(width)}  ${fmt(r.perSecond).padStart(7)}  ${
-        fmt(r.p50Ms, 2).padStart(6)
-      }  ${fmt(r.p99Ms, 2).padStart(6)}  ${fmt(r.cpuMsPerCert, 2).padStart(11)}  ${
-        (ratio === undefined ? "-" : `${ratio.toFixed(2)}x`).padStart(7)
-      }  ${r.errors}`,
-    );
-  }
-  console.log(
-    "\nCPU ms/cert is the server's CPU (all its processes) per certificate: the figure other load on the" +
-      "\nmachine disturbs least. The client shares the machine's cores with the servers. A floor server" +
-      "\nparses the JSON and does a CA's crypto and nothing else: no CA on its runtime can pass it.",
-  );
-  if (!cfssl) console.log("\ncfssl is not installed (apt-get install golang-cfssl) so there is no ratio.");
-  else printTargetVerdict(rows);
   for (const runtime of runtimes) {
-    const journal = await readFile(
-      join(dir, `${runtime}-durable`, "meshauth", "store", "journal.jsonl"),
-      "utf8",
-    )
-      .catch(() => "");
-    const recorded = journal.split("\n").filter((line) => line.startsWith('{"kind":"certificate"')).length;
-    console.log(
-      `meshauth on ${runtime} (fsync per batch) recorded ${recorded} issuances durably during its run.`,
-    );
+    const recorded = certificateLines(join(dir, `${runtime}-durable`, "meshauth", "store"));
+    console.log(`meshauth on ${runtime} (fsync on) recorded ${recorded} issuances durably during its run.`);
   }
 } finally {
-  for (const s of started) await stop(s.server);
+  for (const s of started) await stop(s.started.server);
   await rm(dir, { recursive: true, force: true });
 }
 
-/**
- * The issue's target, at concurrency 8: at least 1.5x cfssl's certificates per second with p99
- * under 5 ms. Each meshauth server is checked against it, and each floor says whether any CA on
- * its runtime could meet it on this machine: a server that does less than a CA must, and misses
- * the target, shows that no CA there can meet it.
- */
-function printTargetVerdict(
-  rows: { level: number; name: string; result: Result; ratio?: number }[],
-): void {
-  const at8 = rows.filter((r) => r.level === TARGET.concurrency && r.ratio !== undefined);
-  if (at8.length === 0) {
-    console.log(`\nthe target is at concurrency ${TARGET.concurrency}, which this run did not measure`);
-    return;
+/** Issuance records in a file store's journal, its archived segments included. */
+function certificateLines(storeDir: string): number {
+  const archive = join(storeDir, "archive");
+  const files = [
+    join(storeDir, "journal.jsonl"),
+    ...(existsSync(archive) ? readdirSync(archive).map((f) => join(archive, f)) : []),
+  ];
+  return files.reduce((sum, file) => {
+    const text = existsSync(file) ? readFileSync(file, "utf8") : "";
+    return sum + text.split("\n").filter((line) => line.startsWith('{"kind":"certificate"')).length;
+  }, 0);
+}
+
+function ratioTo(rows: Row[], row: Row, kind: Kind): number | undefined {
+  const peer = rows.find((r) =>
+    r.level === row.level && r.kind === kind && (kind !== "floor" || r.runtime === row.runtime)
+  );
+  return peer && row.kind !== kind ? row.result.perSecond / peer.result.perSecond : undefined;
+}
+
+function printTable(rows: Row[]): void {
+  const fmt = (n: number | undefined, d = 0) => (n !== undefined && Number.isFinite(n) ? n.toFixed(d) : "-");
+  const x = (n: number | undefined) => (n === undefined ? "-" : `${n.toFixed(2)}x`);
+  const width = Math.max(...rows.map((r) => r.name.length));
+  const header = [
+    "certs/s",
+    "p50 ms",
+    "p99 ms",
+    "server CPU",
+    "client CPU",
+    "x floor",
+    "x cfssl",
+    "x step-ca",
+  ];
+  console.log(
+    `\n${"c".padStart(3)}  ${"server".padEnd(width)}  ${
+      header.map((h) => h.padStart(11)).join("")
+    }  URI SAN  errors`,
+  );
+  for (const row of rows) {
+    const r = row.result;
+    const cells = [
+      fmt(r.perSecond),
+      fmt(r.p50Ms, 2),
+      fmt(r.p99Ms, 2),
+      fmt(r.serverCpuMs, 3),
+      fmt(r.clientCpuMs, 3),
+      x(ratioTo(rows, row, "floor")),
+      x(ratioTo(rows, row, "cfssl")),
+      x(ratioTo(rows, row, "step-ca")),
+    ];
+    const san = row.kind === "floor" ? "-" : `${r.withUri}/${r.checked}`;
+    console.log(
+      `${String(row.level).padStart(3)}  ${row.name.padEnd(width)}  ${
+        cells.map((c) => c.padStart(11)).join("")
+      }  ${san.padStart(7)}  ${r.errors}`,
+    );
   }
   console.log(
-    `\ntarget at c=${TARGET.concurrency}: >= ${TARGET.ratio}x cfssl and p99 < ${TARGET.p99Ms} ms, no errors ` +
-      "(where a floor misses it, no CA on that runtime can meet it on this machine)",
+    "\nCPU columns are milliseconds per certificate: the server's (all its processes) and the client's while it" +
+      "\nloaded that server; they are what other load on the machine disturbs least. The client shares the" +
+      "\nmachine's cores with the servers. A floor server parses the JSON and does a CA's crypto and nothing" +
+      "\nelse: no CA on its runtime can pass it. URI SAN: certificates parsed that carry the CSR's SPIFFE ID.",
   );
-  for (const r of at8.filter((r) => !r.name.startsWith("cfssl"))) {
-    const misses = [
-      Number.isFinite(r.ratio!)
-        ? (r.ratio! < TARGET.ratio ? `${r.ratio!.toFixed(2)}x` : "")
-        : "no ratio: cfssl failed",
-      !(r.result.p99Ms < TARGET.p99Ms) ? `p99 ${r.result.p99Ms.toFixed(2)} ms` : "",
-      r.result.errors ? `${r.result.errors} errors` : "",
-    ].filter(Boolean);
-    console.log(`  ${r.name}: ${misses.length ? `not met (${misses.join(", ")})` : "met"}`);
+}
+
+function printTargets(rows: Row[]): void {
+  const at = rows.filter((r) => r.level === TARGET.concurrency);
+  if (at.length === 0) {
+    console.log(`\nthe targets are at concurrency ${TARGET.concurrency}, which this run did not measure`);
+    return;
+  }
+  const find = (kind: Kind, runtime?: Runtime, fsync = true) =>
+    at.find((r) =>
+      r.kind === kind && (runtime === undefined || r.runtime === runtime) &&
+      (kind !== "meshauth" || r.name.endsWith(fsync ? "fsync on" : "fsync off"))
+    );
+  const verdict = (what: string, value: number | undefined, goal: number, atMost = false) => {
+    if (value === undefined || !Number.isFinite(value)) return console.log(`  ${what}: not measured`);
+    const met = atMost ? value <= goal : value >= goal;
+    console.log(
+      `  ${what}: ${value.toFixed(2)} (goal ${atMost ? "<=" : ">="} ${goal}) ${met ? "met" : "MISSED"}`,
+    );
+  };
+  console.log(`\nissue 23's targets at c=${TARGET.concurrency} (meshauth with fsync on, rate limit on):`);
+  const cfssl = find("cfssl");
+  const stepCa = find("step-ca");
+  for (const runtime of ["node", "bun"] as const) {
+    const ours = find("meshauth", runtime);
+    const floor = find("floor", runtime);
+    if (!ours) continue;
+    verdict(
+      `meshauth on ${runtime} / floor on ${runtime}`,
+      floor && ours.result.perSecond / floor.result.perSecond,
+      TARGET.ofFloor,
+    );
+    if (ours.result.errors) console.log(`  meshauth on ${runtime}: ${ours.result.errors} errors`);
+  }
+  const node = find("meshauth", "node");
+  if (node) {
+    verdict(
+      "meshauth on node / cfssl",
+      cfssl && node.result.perSecond / cfssl.result.perSecond,
+      TARGET.ofCfssl,
+    );
+    verdict(
+      "meshauth on node / step-ca",
+      stepCa && node.result.perSecond / stepCa.result.perSecond,
+      TARGET.ofStepCa,
+    );
+    verdict(
+      "meshauth on node p99 / cfssl p99",
+      cfssl && node.result.p99Ms / cfssl.result.p99Ms,
+      TARGET.p99OfCfssl,
+      true,
+    );
   }
 }

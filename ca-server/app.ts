@@ -20,8 +20,10 @@ import type { Authenticator, Credentials, Principal } from "./auth/principal.ts"
 import { type Logger, silentLogger } from "../internal/mod.ts";
 import { CaMetrics, type GroupMetrics, renderMetrics } from "./metrics.ts";
 import { Problem, type ProblemCode } from "./problems.ts";
+import { LeasedRateLimit } from "./leased-rate-limit.ts";
 import {
   GLOBAL_KEY,
+  type LeasableRateLimit,
   LocallyFilteredRateLimit,
   MAX_CONCURRENT_ISSUANCES_DEFAULT,
   type RateLimit,
@@ -58,7 +60,8 @@ export interface CaAppOptions {
   /**
    * Where the buckets of {@link rateLimit} are kept when the CA is several processes (the
    * primary's for node:cluster workers, the database's for replicas), with this process's own
-   * in front (`LocallyFilteredRateLimit` in `rate-limit.ts`); this process by default.
+   * in front: a `LeasedRateLimit` for buckets that lease tokens (the primary's), else a
+   * `LocallyFilteredRateLimit` (see `leased-rate-limit.ts` and `rate-limit.ts`); this process by default.
    */
   rateLimiter?: RateLimit;
   /** The counts of every process of the CA, this one's included; this process's alone by default. */
@@ -93,9 +96,10 @@ export function createCaApp(options: CaAppOptions): Hono {
     ? undefined
     : options.rateLimit ?? { requestsPerSecond: 5, burst: 50 };
   // Shared buckets (the primary's, the database's) get this process's own in front of them.
+  const shared = options.rateLimiter;
   const limiter = rateLimit &&
-    (options.rateLimiter
-      ? new LocallyFilteredRateLimit(options.rateLimiter, rateLimit)
+    (shared
+      ? isLeasable(shared) ? new LeasedRateLimit(shared) : new LocallyFilteredRateLimit(shared, rateLimit)
       : new RateLimiter(rateLimit));
   const maxBodyBytes = options.maxBodyBytes ?? MAX_BODY_BYTES;
   const maxConcurrentIssuances = rateLimit
@@ -450,6 +454,11 @@ export function createCaApp(options: CaAppOptions): Hono {
     });
   }
   return app;
+}
+
+function isLeasable(limit: RateLimit): limit is LeasableRateLimit {
+  return typeof (limit as Partial<LeasableRateLimit>).lease === "function" &&
+    typeof (limit as Partial<LeasableRateLimit>).giveBack === "function";
 }
 
 /** Every problem code the app may answer, for documentation and tests. */

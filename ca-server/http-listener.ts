@@ -26,6 +26,8 @@ import { getRequestListener, type HttpBindings, serve } from "@hono/node-server"
 import type { Context, Hono } from "hono";
 import { encodePem, MeshAuthError } from "../mod.ts";
 import type { TLSSocket } from "node:tls";
+import { peerChain } from "../internal/mod.ts";
+import { MAX_CLIENT_CHAIN_PEM } from "./auth/mtls.ts";
 
 /** Where and how to listen. */
 export interface ListenOptions {
@@ -87,19 +89,18 @@ function bunRuntime(): BunRuntime | undefined {
 /** The environment the listeners give the app's handlers. */
 type ListenerBindings = Partial<HttpBindings> & { bunServer?: BunServer };
 
-/** The TLS client's chain as PEM, leaf first, from the socket under the request. */
+/**
+ * The TLS client's chain as PEM, leaf first, from the socket under the request: at most 8
+ * certificates, read as the DER OpenSSL holds without decoding any field of them, and no more
+ * once their DER passes `MAX_CLIENT_CHAIN_PEM` bytes (PEM is longer than its DER, so
+ * such a chain is over the limit the mTLS authenticator refuses it by, before it parses it).
+ */
 export function clientCertificate(c: Context): string | undefined {
   const socket = (c.env as ListenerBindings | undefined)?.incoming?.socket as TLSSocket | undefined;
   if (!socket || typeof socket.getPeerCertificate !== "function") return undefined;
-  let cert = socket.getPeerCertificate(true);
-  if (!cert || !cert.raw) return undefined;
-  const pems: string[] = [];
-  for (let i = 0; i < 8 && cert?.raw; i++) {
-    pems.push(encodePem("CERTIFICATE", new Uint8Array(cert.raw)));
-    if (!cert.issuerCertificate || cert.issuerCertificate === cert) break;
-    cert = cert.issuerCertificate;
-  }
-  return pems.join("");
+  const chain = peerChain(socket, { maxCertificates: 8, maxBytes: MAX_CLIENT_CHAIN_PEM });
+  if (chain.length === 0) return undefined;
+  return chain.map((der) => encodePem("CERTIFICATE", der)).join("");
 }
 
 /** The client's address, from the socket or from Bun's server. */

@@ -1,5 +1,6 @@
 /**
- * The CA's Prometheus metrics, written in the text exposition format (version 0.0.4):
+ * The CA's Prometheus metrics, written in the text exposition format (version 0.0.4) by the
+ * same writer as the agent's (`internal/prometheus.ts`):
  * issuances, denials by reason, HTTP responses, an issuance latency histogram, revocations and
  * the expiry of each CA certificate.
  *
@@ -19,11 +20,9 @@
  * @module
  */
 
-const LATENCY_BUCKETS_SECONDS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
+import { MetricsRegistry } from "../internal/mod.ts";
 
-function escapeLabel(v: string): string {
-  return v.replaceAll("\\", "\\\\").replaceAll("\n", "\\n").replaceAll('"', '\\"');
-}
+const LATENCY_BUCKETS_SECONDS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
 
 /** One process's counts, as plain JSON (they travel between processes). */
 export interface MetricsSnapshot {
@@ -126,10 +125,10 @@ export function mergeSnapshots(snapshots: readonly MetricsSnapshot[]): MetricsSn
 /** The metrics of `snapshots` (one per process of the group) in Prometheus text format. */
 export function renderMetrics(snapshots: readonly MetricsSnapshot[], facts: GroupFacts): string {
   const s = mergeSnapshots(snapshots);
-  const lines: string[] = [];
+  const registry = new MetricsRegistry();
   const counter = (name: string, help: string, label: string, values: Record<string, number>) => {
-    lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} counter`);
-    for (const [k, v] of Object.entries(values)) lines.push(`${name}{${label}="${escapeLabel(k)}"} ${v}`);
+    const metric = registry.counter(name, help);
+    for (const [k, v] of Object.entries(values)) metric.inc({ [label]: k }, v);
   };
   counter("meshauth_ca_certificates_issued_total", "Certificates issued.", "method", s.issued);
   counter("meshauth_ca_denials_total", "Requests denied, by reason.", "reason", s.denied);
@@ -141,35 +140,29 @@ export function renderMetrics(snapshots: readonly MetricsSnapshot[], facts: Grou
   );
   counter("meshauth_ca_http_responses_total", "HTTP responses, by status.", "status", s.responses);
   if (facts.revocationsTotal !== undefined) {
-    lines.push(
-      "# HELP meshauth_ca_revocations_total Certificates revoked, by any process sharing the store (the CLI included).",
-      "# TYPE meshauth_ca_revocations_total counter",
-      `meshauth_ca_revocations_total ${facts.revocationsTotal}`,
-    );
+    registry.counter(
+      "meshauth_ca_revocations_total",
+      "Certificates revoked, by any process sharing the store (the CLI included).",
+    ).inc({}, facts.revocationsTotal);
   }
-  lines.push(
-    "# HELP meshauth_ca_issuance_duration_seconds Time to authenticate, sign and record one certificate.",
-    "# TYPE meshauth_ca_issuance_duration_seconds histogram",
+  registry.histogram(
+    "meshauth_ca_issuance_duration_seconds",
+    "Time to authenticate, sign and record one certificate.",
+    LATENCY_BUCKETS_SECONDS,
+  ).add({}, { buckets: s.latencyBuckets, sum: s.latencySum, count: s.latencyCount });
+  registry.gauge(
+    "meshauth_ca_processes",
+    "CA processes running; the counters add up every one's, exited ones' included.",
+    () => [{ value: facts.processes ?? snapshots.length }],
   );
-  LATENCY_BUCKETS_SECONDS.forEach((le, i) => {
-    lines.push(`meshauth_ca_issuance_duration_seconds_bucket{le="${le}"} ${s.latencyBuckets[i]}`);
-  });
-  lines.push(
-    `meshauth_ca_issuance_duration_seconds_bucket{le="+Inf"} ${s.latencyCount}`,
-    `meshauth_ca_issuance_duration_seconds_sum ${s.latencySum}`,
-    `meshauth_ca_issuance_duration_seconds_count ${s.latencyCount}`,
-    "# HELP meshauth_ca_processes CA processes running; the counters add up every one's, exited ones' included.",
-    "# TYPE meshauth_ca_processes gauge",
-    `meshauth_ca_processes ${facts.processes ?? snapshots.length}`,
-    "# HELP meshauth_ca_certificate_expiry_timestamp_seconds When each CA certificate in the bundle expires.",
-    "# TYPE meshauth_ca_certificate_expiry_timestamp_seconds gauge",
+  registry.gauge(
+    "meshauth_ca_certificate_expiry_timestamp_seconds",
+    "When each CA certificate in the bundle expires.",
+    () =>
+      facts.caCertificates.map(({ id, notAfter }) => ({
+        labels: { authority: id },
+        value: Math.floor(notAfter.getTime() / 1000),
+      })),
   );
-  for (const { id, notAfter } of facts.caCertificates) {
-    lines.push(
-      `meshauth_ca_certificate_expiry_timestamp_seconds{authority="${escapeLabel(id)}"} ${
-        Math.floor(notAfter.getTime() / 1000)
-      }`,
-    );
-  }
-  return `${lines.join("\n")}\n`;
+  return registry.render();
 }

@@ -76,6 +76,9 @@ export { Problem, type ProblemBody, type ProblemCode, PROBLEMS } from "./problem
 export {
   type BucketLimit,
   type Charge,
+  type LeasableRateLimit,
+  type Lease,
+  type LeaseCharge,
   LocallyFilteredRateLimit,
   type RateLimit,
   RateLimiter,
@@ -83,6 +86,7 @@ export {
   type RateVerdict,
   requestCharges,
 } from "./rate-limit.ts";
+export { LeasedRateLimit, type LeasedRateLimitOptions } from "./leased-rate-limit.ts";
 export { MAX_BODY_BYTES } from "./request-body.ts";
 export { runCaServer } from "./workers.ts";
 export { boundedDetails, CaService, type CaServiceOptions, type IssuanceResult } from "./service.ts";

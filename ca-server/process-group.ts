@@ -3,10 +3,11 @@
  * primary and report their metrics through it, so a limit holds for the whole CA (not once per
  * worker) and `/metrics` answers for every worker, whichever one is asked.
  *
- * A worker asks the primary over the cluster's IPC channel: one message per bucket operation
- * (a few tens of microseconds; an authenticated request makes two: its address's token, then
- * that token given back for its requester's, and the whole CA's for an issuance), and for
- * `/metrics` one round in
+ * A worker asks the primary over the cluster's IPC channel: one message per lease of tokens
+ * (`LeasedRateLimit` in `leased-rate-limit.ts`: a request's charges (its requester's bucket, and
+ * the whole CA's for an issuance) are leased together; a key seen for the first time costs a
+ * round trip, a busy one a round trip per lease of up to 64 tokens, and tokens left unspent go
+ * back in one message a second), and for `/metrics` one round in
  * which the primary collects a snapshot from every worker. The primary keeps the last snapshot
  * of each worker: one that does not answer within 2 s is reported with its last counts, and
  * an exited one's last counts stay in the sum, so a counter never goes down.
@@ -18,7 +19,9 @@ import cluster, { type Worker } from "node:cluster";
 import { type CaMetrics, type GroupMetrics, mergeSnapshots, type MetricsSnapshot } from "./metrics.ts";
 import {
   type Charge,
-  type RateLimit,
+  type LeasableRateLimit,
+  type Lease,
+  type LeaseCharge,
   RateLimiter,
   type RateLimitOptions,
   type RateVerdict,
@@ -30,6 +33,8 @@ const COLLECT_TIMEOUT_MS = 2000;
 
 type Message =
   | { channel: typeof CHANNEL; kind: "take"; id: number; charges: Charge[]; refund?: string }
+  | { channel: typeof CHANNEL; kind: "lease"; id: number; charges: LeaseCharge[]; refund?: string }
+  | { channel: typeof CHANNEL; kind: "give-back"; id: number; tokens: [string, number][] }
   | { channel: typeof CHANNEL; kind: "metrics"; id: number }
   | { channel: typeof CHANNEL; kind: "snapshot-request"; id: number }
   | { channel: typeof CHANNEL; kind: "snapshot"; id: number; snapshot: MetricsSnapshot }
@@ -62,7 +67,10 @@ export class WorkerGroup {
   }
 
   #ask<T>(
-    message: { kind: "take"; charges: Charge[]; refund?: string } | { kind: "metrics" },
+    message:
+      | { kind: "take"; charges: Charge[]; refund?: string }
+      | { kind: "lease"; charges: LeaseCharge[]; refund?: string }
+      | { kind: "metrics" },
   ): Promise<T> {
     const id = this.#nextId++;
     return new Promise<T>((resolve, reject) => {
@@ -90,9 +98,22 @@ export class WorkerGroup {
   }
 
   /** The primary's buckets. */
-  rateLimit(): RateLimit {
+  rateLimit(): LeasableRateLimit {
     return {
       take: (charges, refund) => this.#ask<RateVerdict>({ kind: "take", charges: [...charges], refund }),
+      lease: (charges, refund) => this.#ask<Lease>({ kind: "lease", charges: [...charges], refund }),
+      giveBack: (tokens) => {
+        try {
+          this.#send({
+            channel: CHANNEL,
+            kind: "give-back",
+            id: 0,
+            tokens: tokens.map(([key, count]) => [key, count]),
+          });
+        } catch {
+          // The primary has gone: the tokens go with it.
+        }
+      },
     };
   }
 
@@ -102,9 +123,12 @@ export class WorkerGroup {
   }
 }
 
-/** The primary's side: keeps the buckets and gathers the workers' metrics. */
-export function servePrimaryGroup(rateLimit: RateLimitOptions | false): void {
-  const limiter = rateLimit === false ? undefined : new RateLimiter(rateLimit);
+/**
+ * The primary's side: keeps the buckets (leased among `workers` processes) and gathers the
+ * workers' metrics.
+ */
+export function servePrimaryGroup(rateLimit: RateLimitOptions | false, workers = 1): void {
+  const limiter = rateLimit === false ? undefined : new RateLimiter(rateLimit, workers);
   /** Each running worker's last snapshot, by worker id. */
   const lastSnapshots = new Map<number, MetricsSnapshot>();
   /** Exited workers' last snapshots, added up. */
@@ -133,6 +157,21 @@ export function servePrimaryGroup(rateLimit: RateLimitOptions | false): void {
           message.id,
           limiter?.take(message.charges, message.refund) ?? { allowed: true, retryAfterSeconds: 0 },
         );
+      case "lease":
+        return reply(
+          worker,
+          message.id,
+          limiter?.lease(message.charges, message.refund) ??
+            ({
+              allowed: true,
+              retryAfterSeconds: 0,
+              extra: message.charges.map((charge) => charge.want),
+              waitMs: 0,
+            } satisfies Lease),
+        );
+      case "give-back":
+        if (Array.isArray(message.tokens)) limiter?.giveBack(message.tokens);
+        return;
       case "snapshot": {
         // Kept even when it comes too late for its collection: the next report has it.
         if (worker.isConnected()) lastSnapshots.set(worker.id, message.snapshot);

@@ -5,7 +5,9 @@
  * node:cluster workers, a table for PostgreSQL replicas), so a limit holds for the whole CA and
  * not once per process. {@link LocallyFilteredRateLimit} puts a copy of this process's own
  * requests in front of shared buckets, so a flood from one address is refused without a round
- * trip per request.
+ * trip per request. Shared buckets that can lease tokens ({@link LeasableRateLimit}: the
+ * primary's) get a `LeasedRateLimit` (`leased-rate-limit.ts`) in front instead, which spends
+ * tokens leased in advance, so a busy key costs no round trip per request.
  *
  * What a request is charged to is {@link requestCharges}' business: its client address before
  * its credentials are looked at; then its requester (a node agent's bucket grows with the
@@ -93,13 +95,46 @@ export interface RateLimit {
   take(charges: readonly Charge[], refund?: string): RateVerdict | Promise<RateVerdict>;
 }
 
+/** A lease's charge: a {@link Charge}, and how many tokens beyond its one to hand over to spend later. */
+export interface LeaseCharge extends Charge {
+  want: number;
+}
+
+/** A lease's answer: the verdict for one token of each charge, and what more was handed over. */
+export interface Lease extends RateVerdict {
+  /** Tokens taken beyond the verdict's one, per charge, in the charges' order. */
+  extra: number[];
+  /** When refused: milliseconds until the refusing bucket has a token again. */
+  waitMs: number;
+}
+
+/**
+ * Shared buckets that can hand a process tokens in advance. A lease takes one token of each
+ * charge, all or none, as {@link RateLimit.take} does, and up to each charge's `want` more from
+ * the upper half of its bucket only, shared among `holders` processes: a bucket in its lower
+ * half is spent one token per round trip, exactly, so leases never make a key that nears its
+ * limit wait for another process's unspent tokens, and never let the processes together spend
+ * more than the bucket holds.
+ */
+export interface LeasableRateLimit extends RateLimit {
+  lease(charges: readonly LeaseCharge[], refund?: string): Lease | Promise<Lease>;
+  /** Gives back leased tokens that were not spent: `[key, tokens]` pairs. */
+  giveBack(tokens: readonly (readonly [string, number])[]): void;
+}
+
 interface Bucket {
   tokens: number;
   updatedMs: number;
+  /** Its size and rate, as last charged (a refund or a give-back fills it to this burst at most). */
+  limit: BucketLimit;
 }
 
 /** A bucket's tokens at `nowMs`: what it had, plus what the rate refilled since, up to its burst. */
-export function refilled(bucket: Bucket | undefined, nowMs: number, limit: BucketLimit): number {
+export function refilled(
+  bucket: { tokens: number; updatedMs: number } | undefined,
+  nowMs: number,
+  limit: BucketLimit,
+): number {
   if (!bucket) return limit.burst;
   return Math.min(
     limit.burst,
@@ -137,12 +172,15 @@ export function requestCharges(
 }
 
 /** Token buckets in this process. */
-export class RateLimiter implements RateLimit {
+export class RateLimiter implements LeasableRateLimit {
   readonly #buckets = new Map<string, Bucket>();
   readonly #options: RateLimitOptions & Required<Pick<RateLimitOptions, "maxKeys" | "now">>;
+  readonly #holders: number;
 
-  constructor(options: RateLimitOptions) {
+  /** `holders`: how many processes lease from these buckets (see {@link LeasableRateLimit}). */
+  constructor(options: RateLimitOptions, holders = 1) {
     this.#options = { maxKeys: 100_000, now: () => Date.now(), ...options };
+    this.#holders = Math.max(1, holders);
   }
 
   take(charges: readonly Charge[], refund?: string): RateVerdict {
@@ -160,10 +198,37 @@ export class RateLimiter implements RateLimit {
         verdict = { allowed: false, retryAfterSeconds: wait, refusedKey: key };
       }
     }
-    for (const { key, tokens } of counted) {
-      this.#buckets.set(key, { tokens: verdict.allowed ? tokens - 1 : tokens, updatedMs: nowMs });
+    for (const { key, limit, tokens } of counted) {
+      this.#buckets.set(key, { tokens: verdict.allowed ? tokens - 1 : tokens, updatedMs: nowMs, limit });
     }
     return verdict;
+  }
+
+  lease(charges: readonly LeaseCharge[], refund?: string): Lease {
+    const verdict = this.take(charges, refund);
+    if (!verdict.allowed) {
+      const bucket = this.#buckets.get(verdict.refusedKey!)!;
+      const waitMs = ((1 - bucket.tokens) / bucket.limit.requestsPerSecond) * 1000;
+      return { ...verdict, extra: charges.map(() => 0), waitMs };
+    }
+    const extra = charges.map((charge) => {
+      const bucket = this.#buckets.get(charge.key)!;
+      const upperHalf = bucket.tokens - bucket.limit.burst / 2;
+      const wanted = Number.isFinite(charge.want) ? Math.floor(charge.want) : 0;
+      const count = Math.max(0, Math.min(wanted, Math.floor(upperHalf / this.#holders)));
+      bucket.tokens -= count;
+      return count;
+    });
+    return { ...verdict, extra, waitMs: 0 };
+  }
+
+  giveBack(tokens: readonly (readonly [string, number])[]): void {
+    for (const [key, count] of tokens) {
+      const bucket = this.#buckets.get(key);
+      if (bucket && Number.isFinite(count) && count > 0) {
+        bucket.tokens = Math.min(bucket.limit.burst, bucket.tokens + count);
+      }
+    }
   }
 
   /**
@@ -179,10 +244,9 @@ export class RateLimiter implements RateLimit {
     return bucket;
   }
 
-  /** Gives back a token taken for `key` (whose bucket has the options' own size). */
+  /** Gives back a token taken for `key`. */
   #refund(key: string): void {
-    const bucket = this.#buckets.get(key);
-    if (bucket) bucket.tokens = Math.min(this.#options.burst, bucket.tokens + 1);
+    this.giveBack([[key, 1]]);
   }
 }
 

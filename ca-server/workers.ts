@@ -68,7 +68,7 @@ async function runPrimary(
 ): Promise<void> {
   let stopping = false;
   // The workers' shared rate-limit buckets and metrics live here.
-  servePrimaryGroup(config.rateLimit);
+  servePrimaryGroup(config.rateLimit, config.workers);
   const workers: Worker[] = [];
   let listening = 0;
   /** Forks `count` workers and resolves with the URL once they all listen. */

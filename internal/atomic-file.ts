@@ -14,6 +14,7 @@
  */
 
 import { constants, promises as fs } from "node:fs";
+import type { FileHandle } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 
 /** `<name>.<uuid>.tmp`: the temporary files this module makes, and only those. */
@@ -58,9 +59,12 @@ export async function writeFileAtomic(
   await syncDirectory(dirname(path));
 }
 
-/** Makes a rename in `directory` durable, where the file system can. */
-export async function syncDirectory(directory: string): Promise<void> {
-  const handle = await fs.open(directory, constants.O_RDONLY);
+/**
+ * Makes a rename in `directory` (a path, or a handle open on it) durable, where the file
+ * system can.
+ */
+export async function syncDirectory(directory: string | FileHandle): Promise<void> {
+  const handle = typeof directory === "string" ? await fs.open(directory, constants.O_RDONLY) : directory;
   try {
     await handle.sync();
   } catch (error) {
@@ -69,7 +73,7 @@ export async function syncDirectory(directory: string): Promise<void> {
     const code = (error as { code?: string }).code;
     if (code !== "EINVAL" && code !== "ENOTSUP" && code !== "EISDIR") throw error;
   } finally {
-    await handle.close();
+    if (typeof directory === "string") await handle.close();
   }
 }
 

@@ -31,6 +31,8 @@ export type RawConfig = Record<string, unknown>;
 export interface ConfigSources {
   /** The file (YAML, or JSON by its `.json` name); defaults plus environment without it. */
   path?: string;
+  /** The file's content, already read (the file is then only named by `path`). */
+  text?: string;
   env?: Record<string, string | undefined>;
   /** Values from the command line, by field path (`trustDomain`, `listen.port`). */
   overrides?: RawConfig;
@@ -65,7 +67,7 @@ export async function loadConfigFile<T>(
   if (sources.path) {
     let text: string;
     try {
-      text = await readFile(sources.path, "utf8");
+      text = sources.text ?? await readFile(sources.path, "utf8");
     } catch (err) {
       throw new ConfigError(source, [`cannot read the file: ${(err as Error).message}`]);
     }

@@ -15,6 +15,7 @@ export { bytesEqual, fromBase64Url, fromHex, toBase64Url, toHex } from "../lib/e
 export { keySigner, signatureScheme } from "../lib/x509/signature.ts";
 export { webCryptoProvider } from "../lib/x509/crypto-provider.ts";
 export { authorityIdOf } from "./authority-id.ts";
+export { peerChain, type PeerChainLimits } from "./peer-chain.ts";
 export { removeStaleTemporaries, syncDirectory, writeFileAtomic } from "./atomic-file.ts";
 export { jsonLogger, type Logger, type LogLevel, silentLogger } from "./logger.ts";
 export {

@@ -3,10 +3,13 @@
  * histograms with labels, and gauges read at scrape time from a callback, so a value such as
  * "seconds until expiry" is computed when asked rather than kept fresh by a timer.
  *
+ * The agent's metrics and the CA's are both written with it; the CA adds up the counts of its
+ * worker processes first and hands the totals over ({@link Histogram.add}).
+ *
  * @example
  * ```ts
  * const registry = new MetricsRegistry();
- * const renewals = registry.counter("meshauth_agent_renewals_total", "Certificates renewed.", ["kind"]);
+ * const renewals = registry.counter("meshauth_agent_renewals_total", "Certificates renewed.");
  * renewals.inc({ kind: "workload" });
  * console.log(registry.render());
  * ```
@@ -83,19 +86,36 @@ export class Histogram implements Metric {
   readonly #series = new Map<string, { labels: Labels; buckets: number[]; sum: number; count: number }>();
   constructor(readonly name: string, readonly help: string, readonly bucketBounds: readonly number[]) {}
 
-  /** Records one observation of `value`. */
-  observe(labels: Labels, value: number): void {
+  #seriesOf(labels: Labels) {
     const key = labelText(labels);
     let series = this.#series.get(key);
     if (!series) {
       series = { labels, buckets: new Array<number>(this.bucketBounds.length).fill(0), sum: 0, count: 0 };
       this.#series.set(key, series);
     }
+    return series;
+  }
+
+  /** Records one observation of `value`. */
+  observe(labels: Labels, value: number): void {
+    const series = this.#seriesOf(labels);
     for (let i = 0; i < this.bucketBounds.length; i++) {
       if (value <= this.bucketBounds[i]) series.buckets[i]++;
     }
     series.sum += value;
     series.count++;
+  }
+
+  /**
+   * Adds observations counted elsewhere (another process): `buckets` holds, for each bound, how
+   * many were at or under it (cumulative, as Prometheus has them). The series is shown even
+   * when everything is 0.
+   */
+  add(labels: Labels, counted: { buckets: readonly number[]; sum: number; count: number }): void {
+    const series = this.#seriesOf(labels);
+    this.bucketBounds.forEach((_, i) => series.buckets[i] += counted.buckets[i] ?? 0);
+    series.sum += counted.sum;
+    series.count += counted.count;
   }
 
   render(lines: string[]): void {

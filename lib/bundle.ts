@@ -17,10 +17,15 @@
 import { childrenOf, contentOf, type DerNode, expectTag, parseDer, readOid, Tag } from "./asn1/der.ts";
 import { EC_CURVES, OID } from "./asn1/oids.ts";
 import { bytesEqual, fromBase64, toBase64, toBase64Url } from "./encoding.ts";
-import { InvalidArgument, InvalidBundle, MeshAuthError } from "./errors.ts";
+import { describeValue, InvalidArgument, InvalidBundle, MeshAuthError, optionsOf } from "./errors.ts";
 import { encodePem } from "./pem.ts";
 import { TrustDomain } from "./spiffeid.ts";
-import { type Certificate, parseCertificate, parseCertificates } from "./x509/certificate.ts";
+import {
+  type Certificate,
+  isParsedCertificate,
+  parseCertificate,
+  parseCertificates,
+} from "./x509/certificate.ts";
 
 /** One key of a SPIFFE bundle (RFC 7517 JWK with the SPIFFE `use`). */
 export interface SpiffeJwk {
@@ -62,12 +67,25 @@ export class TrustBundle {
   /** JWT-SVID keys from a SPIFFE bundle, kept as they came for the JWT-SVID support to come. */
   readonly jwtAuthorities: SpiffeJwk[] = [];
 
+  /**
+   * A bundle of `authorities`: a list of certificates, each PEM text (one or more blocks), DER
+   * bytes (a Uint8Array) or a parsed certificate. One that does not parse is
+   * {@link InvalidBundle}; a list or an entry of any other type is {@link InvalidArgument}.
+   */
   constructor(
     trustDomain: TrustDomain | string,
     authorities: readonly CertificateInput[] = [],
     options: TrustBundleOptions = {},
   ) {
     this.trustDomain = TrustDomain.from(trustDomain);
+    if (!Array.isArray(authorities)) {
+      throw new InvalidArgument(
+        "authorities",
+        `expected a list of certificates, got ${describeValue(authorities)}` +
+          (typeof authorities === "string" ? "; TrustBundle.fromPem reads one PEM text" : ""),
+      );
+    }
+    optionsOf(options);
     for (const a of authorities) for (const cert of toCertificates(a)) this.#add(cert);
     this.sequence = wholeNumber(options.sequence ?? 0, "sequence");
     this.refreshHintSeconds = options.refreshHintSeconds === undefined
@@ -78,6 +96,9 @@ export class TrustBundle {
   /** A bundle from PEM text holding one or more CA certificates. */
   static fromPem(trustDomain: TrustDomain | string, pem: string, options?: TrustBundleOptions): TrustBundle {
     const td = TrustDomain.from(trustDomain);
+    if (typeof pem !== "string") {
+      throw new InvalidArgument("pem", `expected PEM text, got ${describeValue(pem)}`);
+    }
     let certs: Certificate[];
     try {
       certs = parseCertificates(pem, "trust bundle certificate");
@@ -266,7 +287,11 @@ function toCertificates(input: CertificateInput): Certificate[] {
       throw cause;
     }
   }
-  return [input];
+  if (isParsedCertificate(input)) return [input];
+  throw new InvalidArgument(
+    "certificate",
+    `expected PEM text, DER bytes (a Uint8Array) or a parsed certificate, got ${describeValue(input)}`,
+  );
 }
 
 /** The public JWK parameters (kty, crv/x/y, n/e, or OKP x) of a certificate's key. */

@@ -12,6 +12,7 @@ import { InvalidArgument, IssuanceRefused } from "./errors.ts";
 import type { KeyAlgorithm } from "./keys.ts";
 import type { SpiffeId, TrustDomain } from "./spiffeid.ts";
 import type { CryptoProvider } from "./x509/crypto-provider.ts";
+import { MAX_SERIAL_OCTETS } from "./x509/certificate.ts";
 import type { Signer } from "./x509/signature.ts";
 
 /** Istio's and Linkerd's default workload certificate lifetime. */
@@ -169,6 +170,14 @@ export function crlEntries(
       throw new IssuanceRefused(`serial number ${JSON.stringify(r?.serialNumber)} is not hex`);
     }
     const serial = fromHex(r.serialNumber);
+    // A CRL the CA signs must be one parseCrl (and so every verifier here) reads back.
+    if (serial.length > MAX_SERIAL_OCTETS) {
+      throw new IssuanceRefused(
+        `serial number ${
+          r.serialNumber.slice(0, 16)
+        }... is ${serial.length} octets; serial numbers are at most ${MAX_SERIAL_OCTETS}`,
+      );
+    }
     // The hex is a serial's DER content octets, as issue() returns them; a redundant
     // leading byte would make the CRL's INTEGER non-DER and match no certificate.
     if (

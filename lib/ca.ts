@@ -17,7 +17,7 @@
  */
 
 import { childrenOf, expectTag, parseDer, readBitString, Tag } from "./asn1/der.ts";
-import { EKU_BY_NAME, OID } from "./asn1/oids.ts";
+import { OID } from "./asn1/oids.ts";
 import { TrustBundle } from "./bundle.ts";
 import {
   type CreateCrlOptions,
@@ -40,7 +40,13 @@ import {
 } from "./ca-options.ts";
 import { keyIdentifier, randomSerial, signCertificate, signCrl } from "./certificate-template.ts";
 import { type CertificateRequest, createCsr, parseCsr, publicKeyAlgorithm } from "./csr.ts";
-import { verifySvid } from "./verify/svid.ts";
+import { verifySvid } from "./svid/verify.ts";
+import {
+  LEAF_EXTENDED_KEY_USAGE,
+  leafIdProblem,
+  leafKeyUsage,
+  signingCertificateProblem,
+} from "./svid/profile.ts";
 import { bytesEqual, toHex } from "./encoding.ts";
 import {
   IdentityMismatch,
@@ -54,7 +60,8 @@ import {
 import { exportPrivateKeyPem, generateKeyPair, importPrivateKeyPem, type KeyAlgorithm } from "./keys.ts";
 import { encodePem } from "./pem.ts";
 import { SpiffeId, TrustDomain } from "./spiffeid.ts";
-import { type Certificate, parseCertificates, uriSans } from "./x509/certificate.ts";
+import { type Certificate, type KeyUsageName, parseCertificates, uriSans } from "./x509/certificate.ts";
+import { LeafTemplate } from "./leaf-template.ts";
 import { encodeName, encodeSubject, formatName } from "./x509/name.ts";
 import { formatIp, parseIp } from "./x509/general-name.ts";
 import { type CryptoProvider, webCryptoProvider } from "./x509/crypto-provider.ts";
@@ -77,6 +84,7 @@ export class CertificateAuthority {
   /** Every leaf's subject: O=<trust domain>. */
   #leafSubject?: Uint8Array;
   readonly #crypto: CryptoProvider;
+  readonly #leafTemplates = new Map<string, LeafTemplate>();
 
   private constructor(args: {
     trustDomain: TrustDomain;
@@ -214,9 +222,8 @@ export class CertificateAuthority {
     if (!bytesEqual(ca.spki, options.signer.spki)) {
       throw new InvalidKey("the private key does not belong to the CA certificate (first in the chain)");
     }
-    if (!ca.basicConstraints?.ca || (ca.keyUsage && !ca.keyUsage.has("keyCertSign"))) {
-      throw new IssuanceRefused("the certificate is not a CA certificate allowed to sign certificates");
-    }
+    const problem = signingCertificateProblem(ca);
+    if (problem) throw new IssuanceRefused(`the CA certificate cannot sign SVIDs: ${problem}`);
     const fromSan = uriSans(ca).map((u) => {
       try {
         return SpiffeId.parse(u);
@@ -329,11 +336,8 @@ export class CertificateAuthority {
     if (!request.id.memberOf(this.trustDomain)) {
       throw new IssuanceRefused(`${request.id} is not in this CA's trust domain ${this.trustDomain.name}`);
     }
-    // X509-SVID 3.1: a leaf's SPIFFE ID has a non-root path; the bare trust domain ID names
-    // the trust domain (and its signing certificates), never a workload.
-    if (request.id.path === "") {
-      throw new IssuanceRefused(`${request.id} is a trust domain ID; a leaf SVID's ID must have a path`);
-    }
+    const idProblem = leafIdProblem(request.id);
+    if (idProblem) throw new IssuanceRefused(idProblem);
     // Deny by default: a DNS SAN is issued only when the caller was authorized for it.
     const allowedDns = (options.dnsNames ?? []).map((n) => n.toLowerCase());
     const extra = request.dnsNames.filter((n) => !allowedDns.includes(n));
@@ -366,9 +370,8 @@ export class CertificateAuthority {
     if (!id.memberOf(this.trustDomain)) {
       throw new IssuanceRefused(`${id} is not in this CA's trust domain ${this.trustDomain.name}`);
     }
-    if (id.path === "") {
-      throw new IssuanceRefused(`${id} is a trust domain ID; a leaf SVID's ID must have a path`);
-    }
+    const idProblem = leafIdProblem(id);
+    if (idProblem) throw new IssuanceRefused(idProblem);
     return await this.#sign({ id, keyAlgorithm, spki, dnsNames: [], ipAddresses: [] }, options.ttlSeconds);
   }
 
@@ -380,22 +383,18 @@ export class CertificateAuthority {
     if (ttl > this.#policy.maxTtlSeconds) throw new TtlExceedsMaximum(ttl, this.#policy.maxTtlSeconds);
     const { notBefore, notAfter } = this.#validity(ttl);
     const serial = randomSerial();
-    const rsa = request.keyAlgorithm.startsWith("RSA");
-    const der = await signCertificate({
+    const keyUsage = leafKeyUsage(request.keyAlgorithm);
+    const template = await this.#leafTemplate(keyUsage);
+    const der = await template.sign({
       serial,
-      issuer: this.certificate.subject.der,
-      subject: this.#leafSubject ??= encodeName([[OID.organizationName, this.trustDomain.name]]),
       notBefore,
       notAfter,
       spki: request.spki,
-      keyUsage: rsa ? ["digitalSignature", "keyEncipherment"] : ["digitalSignature"],
-      extendedKeyUsage: [EKU_BY_NAME.serverAuth, EKU_BY_NAME.clientAuth],
       uris: [request.id.toString()],
       dnsNames: request.dnsNames,
       ipAddresses: request.ipAddresses.map((ip) => parseIp(ip)!),
       subjectKeyIdentifier: await keyIdentifier(subjectPublicKeyBits(request.spki), this.#crypto),
-      authorityKeyIdentifier: await this.#subjectKeyIdentifier,
-    }, this.#signer);
+    });
     const certificatePem = encodePem("CERTIFICATE", der);
     return {
       id: request.id,
@@ -407,6 +406,23 @@ export class CertificateAuthority {
       notBefore,
       notAfter,
     };
+  }
+
+  /** The template of this CA's leaves with `keyUsage` (one per key usage: EC keys and RSA keys differ). */
+  async #leafTemplate(keyUsage: KeyUsageName[]): Promise<LeafTemplate> {
+    const key = keyUsage.join(",");
+    let template = this.#leafTemplates.get(key);
+    if (!template) {
+      template = new LeafTemplate({
+        issuer: this.certificate.subject.der,
+        subject: this.#leafSubject ??= encodeName([[OID.organizationName, this.trustDomain.name]]),
+        keyUsage,
+        extendedKeyUsage: [...LEAF_EXTENDED_KEY_USAGE],
+        authorityKeyIdentifier: await this.#subjectKeyIdentifier,
+      }, this.#signer);
+      this.#leafTemplates.set(key, template);
+    }
+    return template;
   }
 
   /** Signs a CRL (PEM, `X509 CRL`) listing revoked serial numbers of certificates this CA issued. */

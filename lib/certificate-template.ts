@@ -8,6 +8,7 @@ import { contextTag } from "./asn1/der.ts";
 import {
   bitString,
   bool,
+  concat,
   explicit,
   integer,
   namedBits,
@@ -70,7 +71,52 @@ function authorityKeyIdExtension(keyId: Uint8Array): Uint8Array {
   );
 }
 
-/** Signs a certificate from a template and returns its DER. */
+/**
+ * The extensions a certificate shares with every other of its kind from one CA, encoded (each
+ * once per process): BasicConstraints, KeyUsage and EKU come before the subject key
+ * identifier, the AuthorityKeyIdentifier after it.
+ */
+export function sharedExtensions(
+  t: Pick<CertificateTemplate, "ca" | "keyUsage" | "extendedKeyUsage" | "authorityKeyIdentifier">,
+): { before: Uint8Array[]; after: Uint8Array[] } {
+  return {
+    before: [
+      // RFC 5280 4.2.1.9: CA:FALSE is the DEFAULT, so a leaf's BasicConstraints is an empty SEQUENCE.
+      once(`bc:${t.ca ? `ca:${t.ca.pathLength ?? ""}` : "leaf"}`, () =>
+        extension(
+          OID.basicConstraints,
+          true,
+          t.ca
+            ? seq(bool(true), ...(t.ca.pathLength === undefined ? [] : [integer(t.ca.pathLength)]))
+            : seq(),
+        )),
+      once(
+        `ku:${t.keyUsage.join(",")}`,
+        () => extension(OID.keyUsage, true, namedBits(t.keyUsage.map((k) => KeyUsage[k]))),
+      ),
+      ...(t.extendedKeyUsage
+        ? [once(
+          `eku:${t.extendedKeyUsage.join(",")}`,
+          () => extension(OID.extKeyUsage, false, seq(...t.extendedKeyUsage!.map(oid))),
+        )]
+        : []),
+    ],
+    after: t.authorityKeyIdentifier ? [authorityKeyIdExtension(t.authorityKeyIdentifier)] : [],
+  };
+}
+
+/** A leaf's {@link sharedExtensions}, each list as one run of bytes. */
+export function leafExtensions(
+  t: Pick<CertificateTemplate, "keyUsage" | "extendedKeyUsage" | "authorityKeyIdentifier">,
+): { before: Uint8Array; after: Uint8Array } {
+  const { before, after } = sharedExtensions(t);
+  return { before: concat(before), after: concat(after) };
+}
+
+/**
+ * Signs a certificate from a template and returns its DER. The CA signs its leaves from a
+ * `LeafTemplate` (`leaf-template.ts`), which writes the same bytes; this is the reference.
+ */
 export async function signCertificate(template: CertificateTemplate, signer: Signer): Promise<Uint8Array> {
   const t = template;
   const sans = [
@@ -79,26 +125,11 @@ export async function signCertificate(template: CertificateTemplate, signer: Sig
     ...(t.ipAddresses ?? []).map(ipName),
   ];
   const subjectIsEmpty = t.subject.length === 2;
+  const { before, after } = sharedExtensions(t);
   const extensions = [
-    // RFC 5280 4.2.1.9: CA:FALSE is the DEFAULT, so a leaf's BasicConstraints is an empty SEQUENCE.
-    once(`bc:${t.ca ? `ca:${t.ca.pathLength ?? ""}` : "leaf"}`, () =>
-      extension(
-        OID.basicConstraints,
-        true,
-        t.ca ? seq(bool(true), ...(t.ca.pathLength === undefined ? [] : [integer(t.ca.pathLength)])) : seq(),
-      )),
-    once(
-      `ku:${t.keyUsage.join(",")}`,
-      () => extension(OID.keyUsage, true, namedBits(t.keyUsage.map((k) => KeyUsage[k]))),
-    ),
-    ...(t.extendedKeyUsage
-      ? [once(
-        `eku:${t.extendedKeyUsage.join(",")}`,
-        () => extension(OID.extKeyUsage, false, seq(...t.extendedKeyUsage!.map(oid))),
-      )]
-      : []),
+    ...before,
     extension(OID.subjectKeyIdentifier, false, octetString(t.subjectKeyIdentifier)),
-    ...(t.authorityKeyIdentifier ? [authorityKeyIdExtension(t.authorityKeyIdentifier)] : []),
+    ...after,
     ...(sans.length ? [extension(OID.subjectAltName, subjectIsEmpty, seq(...sans))] : []),
   ];
   const tbs = seq(

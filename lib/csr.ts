@@ -45,6 +45,7 @@ import { rsaModulusBits } from "./x509/public-key.ts";
 import { type CryptoProvider, webCryptoProvider } from "./x509/crypto-provider.ts";
 import { keySigner, signatureScheme } from "./x509/signature.ts";
 import { isDnsName } from "./verify/peer-name.ts";
+import { svidIdOf } from "./svid/profile.ts";
 
 /** What a valid X509-SVID CSR asks for. */
 export interface CertificateRequest {
@@ -338,21 +339,9 @@ function requestedNames(attributes: DerNode): { id: SpiffeId; dnsNames: string[]
   } catch (cause) {
     throw asCsrError(cause);
   }
-  const uris = (sans ?? []).flatMap((n) => (n.type === "uri" ? [n.value] : []));
-  if (uris.length === 0) {
-    throw new InvalidCsr("no-uri-san", "the CSR has no URI SAN; an X509-SVID needs its SPIFFE ID there");
-  }
-  if (uris.length > 1) {
-    throw new InvalidCsr(
-      "multiple-uri-sans",
-      `the CSR has ${uris.length} URI SANs; an X509-SVID has exactly one`,
-    );
-  }
-  let id: SpiffeId;
-  try {
-    id = SpiffeId.parse(uris[0]);
-  } catch (cause) {
-    throw new InvalidCsr("not-spiffe", cause instanceof Error ? cause.message : "not a SPIFFE ID", { cause });
+  const id = svidIdOf((sans ?? []).flatMap((n) => (n.type === "uri" ? [n.value] : [])));
+  if (!(id instanceof SpiffeId)) {
+    throw new InvalidCsr(id.reason, `the CSR has ${id.message}`, { cause: id.cause });
   }
   // DNS names compare case-insensitively; the CA issues and matches them lowercase.
   const dnsNames = (sans ?? []).flatMap((n) => (n.type === "dns" ? [n.value.toLowerCase()] : []));

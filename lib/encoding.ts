@@ -26,6 +26,9 @@ interface NativeDecoders {
 const native = Uint8Array.prototype as NativeCodecs;
 const nativeDecode = Uint8Array as NativeDecoders;
 
+/** True where {@link toBase64} is the runtime's own (a call costs little, whatever its length). */
+export const isBase64Native: boolean = typeof native.toBase64 === "function";
+
 /** Standard base64 of bytes. */
 export function toBase64(bytes: Uint8Array): string {
   if (native.toBase64) return native.toBase64.call(bytes);

@@ -49,6 +49,17 @@ export function optionsOf<T extends object>(value: T, name = "options"): T {
   return value;
 }
 
+/** How a wrong argument reads in a message: `null`, `an array`, `an ArrayBuffer`, `a number`. */
+export function describeValue(value: unknown): string {
+  if (value === null || value === undefined) return String(value);
+  if (Array.isArray(value)) return "an array";
+  const kind = typeof value === "object"
+    ? Object.getPrototypeOf(value)?.constructor?.name ?? "object"
+    : typeof value;
+  const noun = kind === "Object" ? "object" : kind;
+  return `${/^[aeiou]/i.test(noun) ? "an" : "a"} ${noun}`;
+}
+
 /** A string is not a valid SPIFFE ID or trust domain name; `reason` says which rule it broke. */
 export class InvalidSpiffeId extends MeshAuthError {
   static override code = "ERR_SPIFFE_ID_INVALID";
@@ -198,7 +209,6 @@ export type VerificationCode =
   | "ERR_CERT_REVOKED"
   | "ERR_CERT_UNTRUSTED"
   | "ERR_CERT_NOT_CA"
-  | "ERR_LEAF_IS_CA"
   | "ERR_PATH_LENGTH_EXCEEDED"
   | "ERR_CHAIN_TOO_LONG"
   | "ERR_PATH_BUILDING_LIMIT"

@@ -3,8 +3,8 @@
  * @module
  */
 
-import { fromBase64, toBase64 } from "./encoding.ts";
-import { InvalidArgument, MalformedInput } from "./errors.ts";
+import { fromBase64, isBase64Native, toBase64 } from "./encoding.ts";
+import { describeValue, InvalidArgument, MalformedInput } from "./errors.ts";
 
 /** One PEM block: its label (`CERTIFICATE`, `PRIVATE KEY`, ...) and DER bytes. */
 export interface PemBlock {
@@ -76,7 +76,9 @@ function isLabelChar(c: number): boolean {
  * `openssl x509 -text` output works); a block whose body is not base64 is an error.
  */
 export function decodePem(text: string, what = "PEM"): PemBlock[] {
-  if (typeof text !== "string") throw new MalformedInput(what, "expected PEM text");
+  if (typeof text !== "string") {
+    throw new InvalidArgument(what, `expected PEM text, got ${describeValue(text)}`);
+  }
   return scanPem(text).map(({ label, endLabel, body }) => {
     if (label !== endLabel) {
       throw new MalformedInput(what, `BEGIN ${label} closed by END ${endLabel}`);
@@ -95,19 +97,31 @@ export function encodePem(label: string, der: Uint8Array): string {
       `expected a PEM label such as CERTIFICATE, got ${JSON.stringify(label)}`,
     );
   }
-  // 48 bytes make one 64-character line: encoding line by line spares slicing one long string.
   let body = "";
-  for (let i = 0; i < der.length; i += 48) body += `${toBase64(der.subarray(i, i + 48))}\n`;
+  if (isBase64Native) {
+    // One native call, then 64-character lines: a call per line cost more than the slices.
+    const text = toBase64(der);
+    for (let i = 0; i < text.length; i += 64) body += `${text.slice(i, i + 64)}\n`;
+  } else {
+    // 48 bytes make one 64-character line: encoding line by line spares slicing one long string.
+    for (let i = 0; i < der.length; i += 48) body += `${toBase64(der.subarray(i, i + 48))}\n`;
+  }
   return `-----BEGIN ${label}-----\n${body}-----END ${label}-----\n`;
 }
 
 /**
- * Normalises the forms users have (PEM text with one or more blocks, or DER bytes) to DER
- * blocks with the wanted labels.
+ * Normalises the forms users have (PEM text with one or more blocks, or DER bytes in a
+ * Uint8Array, a Node Buffer included) to DER blocks with the wanted labels. Anything else is
+ * the caller's mistake: {@link InvalidArgument}.
  */
 export function derBlocks(input: string | Uint8Array, labels: readonly string[], what: string): Uint8Array[] {
   if (input instanceof Uint8Array) return [input];
-  if (typeof input !== "string") throw new MalformedInput(what, "expected PEM text or DER bytes");
+  if (typeof input !== "string") {
+    throw new InvalidArgument(
+      what,
+      `expected PEM text or DER bytes (a Uint8Array), got ${describeValue(input)}`,
+    );
+  }
   const blocks = decodePem(input, what);
   if (blocks.length === 0) throw new MalformedInput(what, "no PEM block found");
   const wrong = blocks.find((b) => !labels.includes(b.label));

@@ -12,13 +12,7 @@
  * @module
  */
 
-import {
-  type KeyAlgorithm,
-  MeshAuthError,
-  type RenewalOptions,
-  renewalTime,
-  type SpiffeId,
-} from "../../mod.ts";
+import { type KeyAlgorithm, MeshAuthError, type RenewalOptions, type SpiffeId } from "../../mod.ts";
 import type { Logger } from "../../internal/mod.ts";
 import type { CaClient, CaCredential } from "../ca-client.ts";
 import { type HeldSvid, obtainSvid } from "../issuance.ts";
@@ -26,6 +20,7 @@ import type { AgentMetrics } from "../metrics.ts";
 import { Backoff, type BackoffOptions } from "./backoff.ts";
 import type { CaClock } from "./ca-clock.ts";
 import { causeOf, isRefusal, messageOf, retryAfterMs } from "./failure.ts";
+import { renewalMoment } from "./renewal.ts";
 import type { StateStore } from "./state-store.ts";
 import { callAfter, callAt, type Timer } from "./timer.ts";
 
@@ -67,6 +62,8 @@ export class NodeIdentity {
   #renewing?: Promise<void>;
   /** Until start() has the first SVID, callers of credential() wait for it rather than race it. */
   #isStarting = true;
+  /** Ends the wait between bootstrap attempts. */
+  #wake?: () => void;
 
   constructor(options: NodeIdentityOptions) {
     this.#o = options;
@@ -82,7 +79,8 @@ export class NodeIdentity {
    * Reuses a stored, still-valid node SVID, or bootstraps with the token. A refusal of the
    * token (spent, expired, unknown, or none configured) throws {@link NodeBootstrapFailed}:
    * nothing works without the node identity and only an operator can fix that. A CA that
-   * cannot be reached is retried until it answers or the agent stops.
+   * cannot be reached is retried until it answers or the agent stops (which ends the wait
+   * between attempts at once; start() then resolves without an identity).
    */
   async start(): Promise<void> {
     try {
@@ -108,11 +106,12 @@ export class NodeIdentity {
 
   async #bootstrap(): Promise<void> {
     for (;;) {
+      if (this.#isStopped) return;
       try {
         await this.#obtain("initial");
         return;
       } catch (err) {
-        if (this.#isStopped) throw err;
+        if (this.#isStopped) return;
         if (isRefusal(err) || causeOf(err) === "ERR_TOKEN_MISSING") {
           throw new NodeBootstrapFailed(`cannot obtain the node identity ${this.#o.id}: ${messageOf(err)}`);
         }
@@ -123,7 +122,12 @@ export class NodeIdentity {
           error: messageOf(err),
           retryInSeconds: Math.round(wait / 1000),
         });
-        await new Promise<void>((resolve) => callAfter(wait, resolve));
+        // stop() ends the wait at once.
+        await new Promise<void>((resolve) => {
+          this.#timer = callAfter(wait, resolve);
+          this.#wake = resolve;
+        });
+        this.#wake = undefined;
       }
     }
   }
@@ -154,6 +158,7 @@ export class NodeIdentity {
   stop(): void {
     this.#isStopped = true;
     this.#timer?.cancel();
+    this.#wake?.();
     for (const w of this.#waiters.splice(0)) w.reject(new Error("the agent is stopping"));
   }
 
@@ -248,23 +253,4 @@ export class NodeIdentity {
     const at = renewalMoment(svid, this.#o.renewal, Date.now(), this.#o.clock?.offsetMs);
     this.#timer = callAt(at, () => this.renewNow("renewal"));
   }
-}
-
-/**
- * When to renew `svid`, on this node's clock: {@link renewalTime} (half-life, jitter taken off),
- * but never sooner than a tenth of its remaining life (at least 1 s) from now, so a certificate
- * shorter than the CA's backdating does not renew in a tight loop. The certificate's times are
- * the CA's: with `clockOffsetMs` (the CA's clock minus this node's) the moment is found on the
- * CA's clock and answered on this one, so a node whose clock is off still renews at half-life.
- */
-export function renewalMoment(
-  svid: { notBefore: Date; expiresAt: Date },
-  renewal?: RenewalOptions,
-  now = Date.now(),
-  clockOffsetMs = 0,
-): Date {
-  const caNow = now + clockOffsetMs;
-  const at = renewalTime({ notBefore: svid.notBefore, notAfter: svid.expiresAt }, renewal).getTime();
-  const floor = caNow + Math.max(1000, (svid.expiresAt.getTime() - caNow) / 10);
-  return new Date(Math.max(at, floor) - clockOffsetMs);
 }

@@ -10,8 +10,9 @@
  * ```
  *
  * Each record is one file replaced atomically, so a key and its certificate are always stored
- * together. The directory is made 0700, and one that others can reach is refused: it holds
- * every private key of the node.
+ * together. The trust bundle is stored once, in `trust.json`, not in every workload's record.
+ * The directory is made 0700, and one that others can reach, or that belongs to another user,
+ * is refused: it holds every private key of the node.
  *
  * @module
  */
@@ -53,33 +54,39 @@ interface StoredSvid {
   serialNumber: string;
   notBefore: string;
   notAfter: string;
+  obtainedAt?: string;
   certificateChainPem: string;
   privateKeyPem: string;
-  trustBundlePem: string;
+  /** In the node's record only (records of older versions have it in every record). */
+  trustBundlePem?: string;
 }
 
-function store(svid: HeldSvid): StoredSvid {
+function store(svid: HeldSvid, withBundle: boolean): StoredSvid {
   return {
     spiffeId: svid.spiffeId.toString(),
     serialNumber: svid.serialNumber,
     notBefore: svid.notBefore.toISOString(),
     notAfter: svid.expiresAt.toISOString(),
+    obtainedAt: svid.obtainedAt?.toISOString(),
     certificateChainPem: svid.certificateChainPem,
     privateKeyPem: svid.privateKeyPem,
-    trustBundlePem: svid.trustBundlePem,
+    ...(withBundle ? { trustBundlePem: svid.trustBundlePem } : {}),
   };
 }
 
-function revive(value: unknown): HeldSvid | undefined {
+/** A stored SVID; `trustBundlePem` fills in the bundle when the record does not carry it. */
+function revive(value: unknown, trustBundlePem?: string): HeldSvid | undefined {
   const s = value as Partial<StoredSvid> | undefined;
+  const bundle = typeof s?.trustBundlePem === "string" ? s.trustBundlePem : trustBundlePem;
   if (
     !s || typeof s.spiffeId !== "string" || typeof s.serialNumber !== "string" ||
     typeof s.notBefore !== "string" || typeof s.notAfter !== "string" ||
     typeof s.certificateChainPem !== "string" || typeof s.privateKeyPem !== "string" ||
-    typeof s.trustBundlePem !== "string"
+    bundle === undefined
   ) return undefined;
   const notBefore = new Date(s.notBefore);
   const expiresAt = new Date(s.notAfter);
+  const obtainedAt = typeof s.obtainedAt === "string" ? new Date(s.obtainedAt) : undefined;
   if (Number.isNaN(notBefore.getTime()) || Number.isNaN(expiresAt.getTime())) return undefined;
   try {
     return {
@@ -87,9 +94,10 @@ function revive(value: unknown): HeldSvid | undefined {
       serialNumber: s.serialNumber,
       notBefore,
       expiresAt,
+      ...(obtainedAt && !Number.isNaN(obtainedAt.getTime()) ? { obtainedAt } : {}),
       certificateChainPem: s.certificateChainPem,
       privateKeyPem: s.privateKeyPem,
-      trustBundlePem: s.trustBundlePem,
+      trustBundlePem: bundle,
     };
   } catch {
     return undefined;
@@ -100,11 +108,21 @@ function revive(value: unknown): HeldSvid | undefined {
 export class StateStore {
   constructor(readonly directory: string) {}
 
-  /** Creates the directory (0700) if missing and refuses one that others can reach. */
+  /**
+   * Creates the directory (0700) if missing and refuses one that others can reach or that
+   * belongs to a user other than root and the agent.
+   */
   async open(): Promise<void> {
     await fs.mkdir(join(this.directory, "workloads"), { recursive: true, mode: 0o700 });
     const stat = await fs.lstat(this.directory);
     if (!stat.isDirectory()) throw new StateDirectoryUnsafe(this.directory, "is not a directory");
+    const me = process.getuid?.();
+    if (me !== undefined && stat.uid !== me && stat.uid !== 0) {
+      throw new StateDirectoryUnsafe(
+        this.directory,
+        `belongs to uid ${stat.uid}, not to root or the agent (uid ${me}), but holds private keys`,
+      );
+    }
     if (stat.mode & 0o077) {
       throw new StateDirectoryUnsafe(
         this.directory,
@@ -135,7 +153,7 @@ export class StateStore {
   async saveNode(svid: HeldSvid): Promise<void> {
     await writeFileAtomic(
       join(this.directory, "node.json"),
-      JSON.stringify({ version: 1, svid: store(svid) }),
+      JSON.stringify({ version: 1, svid: store(svid, true) }),
       0o600,
     );
   }
@@ -160,8 +178,11 @@ export class StateStore {
     );
   }
 
-  /** Every stored workload record; unreadable ones are skipped (their workloads get new SVIDs). */
-  async loadWorkloads(): Promise<Map<string, WorkloadRecord>> {
+  /**
+   * Every stored workload record, with `trustBundlePem` (the bundle the agent holds now) as
+   * each SVID's bundle; unreadable ones are skipped (their workloads get new SVIDs).
+   */
+  async loadWorkloads(trustBundlePem: string): Promise<Map<string, WorkloadRecord>> {
     const out = new Map<string, WorkloadRecord>();
     const dir = join(this.directory, "workloads");
     for (const file of await fs.readdir(dir)) {
@@ -172,7 +193,7 @@ export class StateStore {
         keyAlgorithm?: unknown;
         svid?: unknown;
       };
-      const svid = revive(raw?.svid);
+      const svid = revive(raw?.svid, trustBundlePem);
       if (
         !svid || typeof raw?.name !== "string" || typeof raw.directory !== "string" ||
         `${raw.name}.json` !== file
@@ -194,7 +215,7 @@ export class StateStore {
         name: record.name,
         directory: record.directory,
         keyAlgorithm: record.keyAlgorithm,
-        svid: store(record.svid),
+        svid: store(record.svid, false),
       }),
       0o600,
     );

@@ -123,6 +123,12 @@ export class TrustRefresher {
     this.#use(pem);
   }
 
+  /** True when a verified CRL held lists `serialNumber`. */
+  isRevoked(serialNumber: string): boolean {
+    for (const held of this.#crls.values()) if (held.revoked.has(serialNumber)) return true;
+    return false;
+  }
+
   /** Fetches the bundle now and then on the CA's hint; CRLs likewise. */
   start(): void {
     this.#isStopped = false;

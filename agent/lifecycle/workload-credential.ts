@@ -9,18 +9,19 @@
  */
 
 import { verifySvid } from "../../mod.ts";
+import { DeliveryRefused } from "../delivery/errors.ts";
 import type { Logger } from "../../internal/mod.ts";
 import type { CaClient, CaCredential } from "../ca-client.ts";
 import type { ConcurrencyLimit } from "../concurrency.ts";
-import { readGeneration, removeDelivery, writeGeneration } from "../delivery/atomic-writer.ts";
-import { credentialFiles, LAYOUTS } from "../delivery/layouts.ts";
+import { isDelivered, removeDelivery, writeGeneration } from "../delivery/atomic-writer.ts";
+import { credentialFiles } from "../delivery/layouts.ts";
 import { type HeldSvid, obtainSvid } from "../issuance.ts";
 import { type AgentMetrics, EXPIRY_WARNING_FRACTION } from "../metrics.ts";
 import type { WorkloadSpec } from "../sources/source.ts";
 import { Backoff, type BackoffOptions } from "./backoff.ts";
 import type { CaClock } from "./ca-clock.ts";
 import { causeOf, isRefusal, messageOf, retryAfterMs } from "./failure.ts";
-import { renewalMoment } from "./node-identity.ts";
+import { renewalMoment, usableFrom } from "./renewal.ts";
 import type { StateStore, WorkloadRecord } from "./state-store.ts";
 import { callAfter, callAt, type Timer } from "./timer.ts";
 import type { RenewalOptions, TrustBundle } from "../../mod.ts";
@@ -33,6 +34,10 @@ export interface LifecycleContext {
   client: CaClient;
   /** The node's credential; waits while the node has none. */
   nodeCredential: () => Promise<CaCredential>;
+  /** The delivery root `directory` is in (undefined: none, and nothing is written there). */
+  deliveryRoot: (directory: string) => string | undefined;
+  /** True when a CRL the agent holds lists `serialNumber`. */
+  isRevoked: (serialNumber: string) => boolean;
   /** The trust bundle now, as PEM and parsed. */
   trustBundlePem: () => string;
   trustBundle: () => TrustBundle;
@@ -61,9 +66,9 @@ export interface LifecycleContext {
 /** What the workload's files hold now. */
 export interface DeliveredCertificate {
   serialNumber: string;
+  /** The start of its usable life (when obtained; not the CA's backdated notBefore). */
   notBefore: Date;
   notAfter: Date;
-  trustBundlePem: string;
 }
 
 /** One workload's certificate lifecycle. */
@@ -80,6 +85,8 @@ export class WorkloadCredential {
   readonly #issueBackoff: Backoff;
   readonly #deliveryBackoff: Backoff;
   #isStopped = false;
+  /** Aborted when the workload stops: a wait for the node identity or the CA gives up. */
+  readonly #stopping = new AbortController();
   /** An issuance is queued and not yet started: more triggers join it rather than pile up. */
   #isIssueQueued = false;
   #lastFailure?: string;
@@ -115,9 +122,11 @@ export class WorkloadCredential {
     return this.#lastFailure;
   }
 
-  /** True when the files hold a certificate that is valid now. */
+  /** True when the files hold a certificate that is valid now and not revoked. */
   get isReady(): boolean {
-    return !!this.#delivered && this.#delivered.notAfter.getTime() > this.#caNow();
+    const delivered = this.#delivered;
+    return !!delivered && delivered.notAfter.getTime() > this.#caNow() &&
+      !this.#ctx.isRevoked(delivered.serialNumber);
   }
 
   /** Now on the CA's clock, on which certificates' times are set. */
@@ -153,7 +162,7 @@ export class WorkloadCredential {
     const reissue = !before.spiffeId.equals(spec.spiffeId) || before.keyAlgorithm !== spec.keyAlgorithm;
     if (before.directory !== spec.directory) {
       this.#enqueue(async () => {
-        await removeDelivery(before.directory).catch((err) =>
+        await this.#removeFiles(before.directory).catch((err) =>
           this.#ctx.logger.warn("removing files from the old directory failed", {
             workload: this.name,
             directory: before.directory,
@@ -194,32 +203,59 @@ export class WorkloadCredential {
     });
   }
 
-  /** The serial of `held` is revoked: replace it at once. */
+  /**
+   * A CRL lists `serialNumber`. If it is the SVID held, a new one is issued at once. If it is
+   * only the one in the files (a newer SVID is held and its delivery failed), that delivery is
+   * retried now: a new certificate for every CRL would change nothing while writes fail.
+   */
   revoked(serialNumber: string): void {
-    if (this.#held?.serialNumber !== serialNumber && this.#delivered?.serialNumber !== serialNumber) return;
+    const isHeld = this.#held?.serialNumber === serialNumber;
+    if (!isHeld && this.#delivered?.serialNumber !== serialNumber) return;
     this.#ctx.metrics.revocations.inc();
-    this.#ctx.logger.warn("certificate revoked; re-issuing", {
-      workload: this.name,
-      spiffeId: this.#spec.spiffeId.toString(),
-      serialNumber,
-    });
-    this.issueNow("revoked");
+    this.#ctx.logger.warn(
+      isHeld ? "certificate revoked; re-issuing" : "delivered certificate revoked; delivering the newer one",
+      {
+        workload: this.name,
+        spiffeId: this.#spec.spiffeId.toString(),
+        serialNumber,
+      },
+    );
+    // Readiness counts revocation: the files no longer hold a certificate that serves.
+    if (this.#delivered?.serialNumber === serialNumber) this.#ctx.onDelivered(this);
+    if (isHeld) this.issueNow("revoked");
+    else {
+      this.#deliveryTimer?.cancel();
+      this.#enqueue(() => this.#deliver());
+    }
   }
 
-  /** Stops the schedules; files and state stay (the agent is stopping, not the workload). */
+  /**
+   * Stops the schedules, and any wait for the node identity or the CA; waits for a write under
+   * way. Files and state stay (the agent is stopping, not the workload).
+   */
   async stop(): Promise<void> {
     this.#isStopped = true;
+    this.#stopping.abort();
     for (const t of [this.#renewTimer, this.#retryTimer, this.#deliveryTimer, this.#warnTimer]) t?.cancel();
     await this.#queue;
   }
 
-  /** The workload is gone: its files and its stored record are deleted. */
+  /**
+   * The workload is gone: its files and its stored record are deleted. Nothing is written for
+   * it afterwards, whatever was waiting (the node identity, the CA) when it went.
+   */
   async remove(): Promise<void> {
     await this.stop();
-    await removeDelivery(this.#spec.directory);
+    await this.#removeFiles(this.#spec.directory);
     await this.#ctx.state.removeWorkload(this.name);
     this.#delivered = undefined;
     this.#held = undefined;
+  }
+
+  #removeFiles(directory: string): Promise<void> {
+    const root = this.#ctx.deliveryRoot(directory);
+    // Outside every delivery root nothing was written, and nothing is touched.
+    return root === undefined ? Promise.resolve() : removeDelivery(directory, { root });
   }
 
   #enqueue(operation: () => Promise<void>): void {
@@ -228,22 +264,21 @@ export class WorkloadCredential {
     });
   }
 
-  /** Serves a stored SVID if it still can; answers whether it did. */
+  /**
+   * Serves a stored SVID if it still can; answers whether it did. The files are written again
+   * unless they are exactly what a delivery would write now: the same certificate, key and
+   * bundle, and the spec's layout, combined file, modes and owner (any of which may have
+   * changed while the agent was down).
+   */
   async #restore(record: WorkloadRecord): Promise<boolean> {
     if (await this.#reusable(record)) {
       this.#held = record.svid;
       this.#ctx.onSvid(this, record.svid);
-      const names = LAYOUTS[this.#spec.layout];
-      const files = await readGeneration(this.#spec.directory, [
-        names.certificateChain,
-        names.privateKey,
-        names.trustBundle,
-      ]);
-      if (
-        files?.get(names.certificateChain) === record.svid.certificateChainPem &&
-        files.get(names.privateKey) === record.svid.privateKeyPem &&
-        files.get(names.trustBundle) === this.#ctx.trustBundlePem()
-      ) {
+      const spec = this.#spec;
+      const root = this.#ctx.deliveryRoot(spec.directory);
+      const trustBundlePem = this.#ctx.trustBundlePem();
+      const files = credentialFiles({ ...record.svid, trustBundlePem }, spec);
+      if (root !== undefined && await isDelivered(spec.directory, files, spec.owner, { root })) {
         this.#markDelivered(record.svid);
       } else {
         await this.#deliver();
@@ -277,9 +312,12 @@ export class WorkloadCredential {
 
   async #issue(reason: string): Promise<void> {
     const spec = this.#spec;
+    const signal = this.#stopping.signal;
     let svid: HeldSvid;
     try {
-      const credential = await this.#ctx.nodeCredential();
+      // The wait for the node identity ends when the workload goes: a removal never waits for
+      // a CA that does not answer.
+      const credential = await untilAborted(this.#ctx.nodeCredential(), signal);
       // The certificate closest to running out goes first (none held: first of all), so a
       // node's queue after a CA outage renews in order of need, not of the backoff's draw.
       const priority = this.#delivered?.notAfter.getTime() ?? this.#held?.expiresAt.getTime() ?? 0;
@@ -292,14 +330,17 @@ export class WorkloadCredential {
             keyAlgorithm: spec.keyAlgorithm,
             ttlSeconds: spec.ttlSeconds,
             parseBundle: this.#ctx.parseBundle,
+            signal,
           }),
-        priority,
+        { priority, signal },
       );
     } catch (err) {
       if (this.#isStopped) return;
       this.#issueFailed(reason, err);
       return;
     }
+    // Removed (or the agent stopping) while the CA answered: nothing is stored or written.
+    if (this.#isStopped) return;
     this.#issueBackoff.reset();
     this.#lastFailure = undefined;
     this.#held = svid;
@@ -365,7 +406,11 @@ export class WorkloadCredential {
       spec,
     );
     try {
-      await this.#ctx.writes.run(() => writeGeneration(spec.directory, files, spec.owner));
+      const root = this.#ctx.deliveryRoot(spec.directory);
+      if (root === undefined) {
+        throw new DeliveryRefused(spec.directory, "it is not inside any delivery root");
+      }
+      await this.#ctx.writes.run(() => writeGeneration(spec.directory, files, spec.owner, { root }));
     } catch (err) {
       const cause = causeOf(err);
       this.#ctx.metrics.deliveryFailures.inc({ cause });
@@ -393,15 +438,14 @@ export class WorkloadCredential {
       serialNumber: svid.serialNumber,
       notAfter: svid.expiresAt.toISOString(),
     });
-    this.#markDelivered(svid, trustBundlePem);
+    this.#markDelivered(svid);
   }
 
-  #markDelivered(svid: HeldSvid, trustBundlePem = this.#ctx.trustBundlePem()): void {
+  #markDelivered(svid: HeldSvid): void {
     this.#delivered = {
       serialNumber: svid.serialNumber,
-      notBefore: svid.notBefore,
+      notBefore: usableFrom(svid),
       notAfter: svid.expiresAt,
-      trustBundlePem,
     };
     this.#scheduleWarning();
     this.#ctx.onDelivered(this);
@@ -444,4 +488,23 @@ export class WorkloadCredential {
       });
     });
   }
+}
+
+/** `promise`, or the abort reason once `signal` aborts first. */
+function untilAborted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    signal.addEventListener("abort", onAbort, { once: true });
+    promise.then(
+      (value) => {
+        signal.removeEventListener("abort", onAbort);
+        resolve(value);
+      },
+      (err) => {
+        signal.removeEventListener("abort", onAbort);
+        reject(err);
+      },
+    );
+  });
 }

@@ -13,8 +13,6 @@
  */
 
 import { Buffer } from "node:buffer";
-import type { X509Certificate } from "node:crypto";
-import type { DetailedPeerCertificate, TLSSocket } from "node:tls";
 import {
   type BundleSet,
   type Crl,
@@ -25,6 +23,9 @@ import {
   VerificationError,
   verifySvid,
 } from "../../mod.ts";
+
+/** The chain a TLS peer sent, leaf first, as DER: shared with the CA's mTLS authenticator. */
+export { peerChain } from "../../internal/mod.ts";
 
 /** A peer whose SVID verified. */
 export interface VerifiedPeer {
@@ -46,38 +47,8 @@ interface Remembered {
 const MAX_REMEMBERED = 10_000;
 /** Most leaves whose intermediates are kept for resumed sessions. */
 const MAX_LEAVES = 10_000;
-/** The most certificates a peer chain may hold (leaf included). */
+/** The most certificates a peer chain may hold (leaf included): what peerChain reads by default. */
 const MAX_CHAIN = 10;
-
-/** The chain a TLS peer sent, leaf first, as DER (each certificate once); empty when it sent none. */
-export function peerChain(socket: TLSSocket): Uint8Array[] {
-  const chain: Buffer[] = [];
-  const add = (raw: Buffer | undefined) => {
-    if (raw && chain.length < MAX_CHAIN && !chain.some((c) => c.equals(raw))) chain.push(raw);
-  };
-  // getPeerX509Certificate is lazy (a few microseconds); getPeerCertificate(true) decodes every
-  // field of every certificate into objects (tens of microseconds), and is the fallback.
-  if (typeof socket.getPeerX509Certificate === "function") {
-    // issuerCertificate walks what the peer sent, in order. A certificate sent twice (OpenSSL's
-    // s_client sends the leaf again when -cert_chain holds it) is kept once; Deno's walk stops
-    // at such a repeat, so then the other API is asked too.
-    let cert: X509Certificate | undefined = socket.getPeerX509Certificate();
-    let sawRepeat = false;
-    for (let i = 0; cert && i < MAX_CHAIN; i++) {
-      const before = chain.length;
-      add(cert.raw);
-      sawRepeat ||= chain.length === before;
-      cert = cert.issuerCertificate;
-    }
-    if (!sawRepeat) return chain;
-  }
-  let legacy: DetailedPeerCertificate | undefined = socket.getPeerCertificate(true);
-  for (let i = 0; legacy?.raw && i < MAX_CHAIN; i++) {
-    add(legacy.raw);
-    legacy = legacy.issuerCertificate === legacy ? undefined : legacy.issuerCertificate;
-  }
-  return chain;
-}
 
 /** Verifies peers of one workload against that workload's bundle and CRLs. */
 export class PeerVerifier {

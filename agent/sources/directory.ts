@@ -7,6 +7,14 @@
  * workload's certificate. Hidden files and other extensions are ignored, which also skips the
  * `..data` machinery of a Kubernetes ConfigMap mounted there.
  *
+ * An entry names a directory and an owner that the agent (root) writes files for, so the
+ * directory of entries is checked as the state directory is: it must belong to root or the
+ * agent and be writable by neither its group nor others (a read-only mount, as a ConfigMap's
+ * is, may have any mode). Each file is read through one open descriptor, at most 64 KiB, and
+ * must itself be a regular file of root or the agent that neither group nor others can write
+ * (a symlink is followed, as a ConfigMap's are, and what it leads to is checked). Entries are
+ * applied in file name order, the same at every scan and every restart.
+ *
  * Changes are picked up by a file system watch, debounced, which re-reads only the files it
  * names (a thousand files dropped in at once cost a thousand reads, not a thousand rescans),
  * and by a periodic full rescan in case a watch misses one (network file systems, a directory
@@ -20,7 +28,8 @@
  * @module
  */
 
-import { type FSWatcher, promises as fs, watch } from "node:fs";
+import { constants, type FSWatcher, promises as fs, type Stats, watch } from "node:fs";
+import type { FileHandle } from "node:fs/promises";
 import { basename, extname, join } from "node:path";
 import { TrustDomain } from "../../mod.ts";
 import { ConfigError, loadConfigFile } from "../../internal/mod.ts";
@@ -70,6 +79,7 @@ export class DirectorySource implements WorkloadSource {
   #dirty: Set<string> | "all" = "all";
   #isStopped = false;
   #missingReported = false;
+  #unsafeReported = false;
 
   constructor(options: DirectorySourceOptions) {
     this.#options = options;
@@ -80,6 +90,9 @@ export class DirectorySource implements WorkloadSource {
   async start(sink: WorkloadSink): Promise<void> {
     this.#sink = sink;
     this.#isStopped = false;
+    // Watching before the first listing: a file dropped in while it runs is not missed until
+    // the next rescan.
+    this.#watch();
     await this.scan();
     this.#rescan = setInterval(() => void this.scan(), this.#options.rescanIntervalMs ?? 60_000);
     this.#rescan.unref?.();
@@ -163,6 +176,20 @@ export class DirectorySource implements WorkloadSource {
       return;
     }
     this.#watch();
+    const unsafe = await unsafeSourceReason(directory);
+    if (unsafe) {
+      if (!this.#unsafeReported) {
+        this.#unsafeReported = true;
+        this.#sink.problem({
+          source: this.name,
+          file: directory,
+          message: `the workload directory is not safe to take entries from: ${unsafe}; ` +
+            "no entry is read from it until that is fixed (the workloads already read are kept)",
+        });
+      }
+      return;
+    }
+    this.#unsafeReported = false;
     let isChanged = false;
     const present = new Set<string>();
     for (const name of names.sort()) {
@@ -181,6 +208,9 @@ export class DirectorySource implements WorkloadSource {
 
   /** Re-reads only the files watch events named. */
   async #scanNames(names: Set<string>): Promise<void> {
+    if (this.#unsafeReported || await unsafeSourceReason(this.#options.directory)) {
+      return await this.#scanOnce();
+    }
     let isChanged = false;
     for (const name of [...names].sort()) {
       if (isEntryName(name) && await this.#update(name)) isChanged = true;
@@ -191,30 +221,45 @@ export class DirectorySource implements WorkloadSource {
   /** Reads one file if it changed (or forgets it if it is gone); answers whether anything changed. */
   async #update(name: string): Promise<boolean> {
     const path = join(this.#options.directory, name);
-    const stat = await fs.stat(path).catch(() => undefined);
     const previous = this.#files.get(name);
-    if (!stat?.isFile()) {
-      if (!previous) return false;
-      this.#files.delete(name);
-      return true;
+    // One descriptor for the checks and the read; O_NONBLOCK so that a FIFO never blocks.
+    let handle: FileHandle | undefined;
+    let stat: Stats | undefined;
+    try {
+      handle = await fs.open(path, constants.O_RDONLY | (constants.O_NONBLOCK ?? 0));
+      stat = await handle.stat();
+    } catch {
+      stat = undefined;
     }
-    const signature = `${stat.size}:${stat.mtimeMs}:${stat.ino}`;
-    if (previous?.signature === signature) return false;
-    const state = await this.#read(path, name, signature, stat.size, previous);
-    this.#files.set(name, state);
-    for (const problem of state.problems) this.#sink!.problem(problem);
-    return true;
+    try {
+      if (!handle || !stat?.isFile()) {
+        if (!previous) return false;
+        this.#files.delete(name);
+        return true;
+      }
+      const signature = `${stat.size}:${stat.mtimeMs}:${stat.ino}:${stat.uid}:${stat.mode}`;
+      if (previous?.signature === signature) return false;
+      const state = await this.#read(handle, stat, path, name, signature, previous);
+      this.#files.set(name, state);
+      for (const problem of state.problems) this.#sink!.problem(problem);
+      return true;
+    } finally {
+      await handle?.close();
+    }
   }
 
+  /** The specs in force, in file name order: the first of two conflicting entries wins. */
   #report(): void {
-    this.#sink!.replace(this.name, [...this.#files.values()].flatMap((f) => (f.spec ? [f.spec] : [])));
+    const byName = [...this.#files.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    this.#sink!.replace(this.name, byName.flatMap(([, f]) => (f.spec ? [f.spec] : [])));
   }
 
   async #read(
+    handle: FileHandle,
+    stat: Stats,
     path: string,
     fileName: string,
     signature: string,
-    size: number,
     previous: FileState | undefined,
   ): Promise<FileState> {
     const origin = { source: this.name, file: path };
@@ -226,12 +271,28 @@ export class DirectorySource implements WorkloadSource {
         message: previous?.spec ? `${p.message} (the previous version stays in force)` : p.message,
       })),
     });
-    if (size > MAX_FILE_BYTES) {
-      return keep([{ ...origin, message: `larger than ${MAX_FILE_BYTES} bytes: not a workload entry` }]);
+    const unsafe = unsafeEntryReason(stat);
+    if (unsafe) return keep([{ ...origin, message: `refused: ${unsafe}` }]);
+    // The bound applies to what is read, not to what a stat said a moment before.
+    const buffer = new Uint8Array(MAX_FILE_BYTES + 1);
+    let length = 0;
+    for (;;) {
+      const { bytesRead } = await handle.read(buffer, length, buffer.length - length, null);
+      if (bytesRead === 0) break;
+      length += bytesRead;
+      if (length > MAX_FILE_BYTES) {
+        return keep([{ ...origin, message: `larger than ${MAX_FILE_BYTES} bytes: not a workload entry` }]);
+      }
+    }
+    let text: string;
+    try {
+      text = new TextDecoder("utf-8", { fatal: true }).decode(buffer.subarray(0, length));
+    } catch {
+      return keep([{ ...origin, message: "not UTF-8 text: not a workload entry" }]);
     }
     const name = basename(fileName, extname(fileName));
     try {
-      const spec = await loadConfigFile({ path }, {}, (raw, fields) =>
+      const spec = await loadConfigFile({ path, text }, {}, (raw, fields) =>
         readWorkloadEntry(fields, raw, {
           trustDomain: this.#trustDomain,
           defaults: this.#options.defaults ?? WORKLOAD_DEFAULTS,
@@ -244,5 +305,49 @@ export class DirectorySource implements WorkloadSource {
       if (err instanceof ConfigError) return keep(err.problems.map((text) => problemOf(origin, text)));
       return keep([{ ...origin, message: (err as Error).message }]);
     }
+  }
+}
+
+/** Root, or the agent itself: the only owners whose files and directories are trusted. */
+function isTrustedOwner(uid: number): boolean {
+  const me = process.getuid?.();
+  return me === undefined || uid === 0 || uid === me;
+}
+
+/** Why the directory of entries is not safe to read entries from, or undefined. */
+async function unsafeSourceReason(directory: string): Promise<string | undefined> {
+  let stat: Stats;
+  try {
+    stat = await fs.stat(directory);
+  } catch {
+    return undefined; // reported as missing or unreadable by the scan
+  }
+  if (!isTrustedOwner(stat.uid)) {
+    return `it belongs to uid ${stat.uid}, not to root or the agent`;
+  }
+  if (stat.mode & 0o022 && !(await isReadOnly(directory))) {
+    return `its group or others can write to it (mode ${(stat.mode & 0o7777).toString(8).padStart(4, "0")})`;
+  }
+  return undefined;
+}
+
+/** Why one entry file (as opened) is not to be trusted, or undefined. */
+function unsafeEntryReason(stat: Stats): string | undefined {
+  if (!isTrustedOwner(stat.uid)) return `the file belongs to uid ${stat.uid}, not to root or the agent`;
+  if (stat.mode & 0o022) {
+    return `its group or others can write to the file (mode ${
+      (stat.mode & 0o7777).toString(8).padStart(4, "0")
+    })`;
+  }
+  return undefined;
+}
+
+/** True on a read-only mount (a ConfigMap volume), where nobody can write whatever the mode. */
+async function isReadOnly(directory: string): Promise<boolean> {
+  try {
+    await fs.access(directory, constants.W_OK);
+    return false;
+  } catch (err) {
+    return (err as { code?: string }).code === "EROFS";
   }
 }

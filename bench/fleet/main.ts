@@ -425,6 +425,10 @@ try {
         p50: +percentile(latencies, 0.5).toFixed(1),
         p99: +percentile(latencies, 0.99).toFixed(1),
       },
+      caIssuanceTime: {
+        p50: caQuantileMs(metrics0.buckets, (await caMetrics()).buckets, 0.5),
+        p99: caQuantileMs(metrics0.buckets, (await caMetrics()).buckets, 0.99),
+      },
       caRssMiB: replicas.map((r) => Math.round(rssMiB(r.pid))),
     };
     results.steady = steady;

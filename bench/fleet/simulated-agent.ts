@@ -110,6 +110,6 @@ export class SimulatedAgent {
         });
         workload.dueAt = o.clock.now() + workload.backoff.next(retryAfterMs(err));
       }
-    }, workload.notAfter - o.clock.offsetMs);
+    }, { priority: workload.notAfter - o.clock.offsetMs });
   }
 }

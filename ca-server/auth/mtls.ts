@@ -30,6 +30,13 @@ export interface MtlsAuthenticatorOptions {
 
 const NODE_PATH = /^\/node\/([^/]+)$/;
 
+/**
+ * Largest client certificate chain read, in PEM characters: an SVID and its intermediates are
+ * a few KB (RSA-4096 ones under 2 KB each). A peer's bigger chain is refused by its size,
+ * before any of it is parsed: it can only be there to cost the CA time.
+ */
+export const MAX_CLIENT_CHAIN_PEM = 32 * 1024;
+
 /** Authenticates TLS client certificates issued by this CA. */
 export class MtlsAuthenticator implements Authenticator {
   readonly method = "mtls" as const;
@@ -40,6 +47,12 @@ export class MtlsAuthenticator implements Authenticator {
   async authenticate(credentials: Credentials): Promise<Principal | undefined> {
     const chainPem = credentials.clientCertificateChainPem;
     if (!chainPem) return undefined;
+    if (chainPem.length > MAX_CLIENT_CHAIN_PEM) {
+      throw new Problem(
+        "ERR_CLIENT_CERT_INVALID",
+        `the client certificate chain is ${chainPem.length} bytes of PEM, over the limit of ${MAX_CLIENT_CHAIN_PEM}`,
+      );
+    }
     const at = this.options.now?.() ?? new Date();
     let verified: Awaited<ReturnType<typeof verifySvid>>;
     try {

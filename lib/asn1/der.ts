@@ -19,6 +19,7 @@ export const Tag = {
   OID: 0x06,
   ENUMERATED: 0x0a,
   UTF8_STRING: 0x0c,
+  NUMERIC_STRING: 0x12,
   PRINTABLE_STRING: 0x13,
   T61_STRING: 0x14,
   IA5_STRING: 0x16,
@@ -71,6 +72,20 @@ export function readNode(
   if (offset >= limit) throw new MalformedInput(what, "unexpected end of data");
   const tag = buffer[offset];
   if ((tag & 0x1f) === 0x1f) throw new MalformedInput(what, "high tag numbers are not supported");
+  if ((tag & 0xc0) === 0) {
+    // X.690 8.1.2.5 and 10.2: in DER a universal type has one form. SEQUENCE, SET, EXTERNAL,
+    // EMBEDDED PDV and CHARACTER STRING are constructed; every other (strings included) is
+    // primitive, and tag 0 is end-of-contents, which DER never has.
+    const number = tag & 0x1f;
+    const constructed = number === 16 || number === 17 || number === 8 || number === 11 || number === 29;
+    if (number === 0) throw new MalformedInput(what, "end-of-contents octets are not DER");
+    if (((tag & 0x20) !== 0) !== constructed) {
+      throw new MalformedInput(
+        what,
+        `universal tag ${number} must be ${constructed ? "constructed" : "primitive"} in DER`,
+      );
+    }
+  }
   let p = offset + 1;
   if (p >= limit) throw new MalformedInput(what, "truncated length");
   let length = buffer[p++];
@@ -138,17 +153,27 @@ export function sequenceOf(node: DerNode | undefined, field: string): DerNode[] 
   return childrenOf(expectTag(node, Tag.SEQUENCE, field), field);
 }
 
-/** DER INTEGER content as a bigint; refuses non-minimal encodings. */
-export function readBigInt(node: DerNode | undefined, field = "INTEGER"): bigint {
-  const bytes = integerBytes(node, field);
-  let value = 0n;
-  for (const b of bytes) value = (value << 8n) | BigInt(b);
+/**
+ * DER INTEGER content as a bigint; refuses non-minimal encodings and more than `maxOctets`.
+ * The caller names the bound its field allows (a CRL number: 20 octets and a sign octet), so a
+ * peer's 100 KB INTEGER costs one comparison, not seconds of CPU.
+ */
+export function readBigInt(node: DerNode | undefined, field: string, maxOctets: number): bigint {
+  const bytes = integerBytes(node, field, maxOctets);
+  // One hex parse: linear, where shifting a byte at a time is quadratic in the length.
+  let hex = "";
+  for (const b of bytes) hex += HEX[b];
+  let value = BigInt(`0x${hex}`);
   if (bytes[0] & 0x80) value -= 1n << BigInt(bytes.length * 8);
   return value;
 }
+const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
 
-/** DER INTEGER content octets (two's complement, minimal), after checking the encoding. */
-export function integerBytes(node: DerNode | undefined, field = "INTEGER"): Uint8Array {
+/**
+ * DER INTEGER content octets (two's complement, minimal), after checking the encoding and,
+ * with `maxOctets`, the length.
+ */
+export function integerBytes(node: DerNode | undefined, field = "INTEGER", maxOctets = Infinity): Uint8Array {
   node = present(node, field);
   if (node.tag !== Tag.INTEGER && node.tag !== Tag.ENUMERATED && (node.tag & 0xc0) === 0) {
     throw new MalformedInput(field, "expected an INTEGER");
@@ -161,14 +186,22 @@ export function integerBytes(node: DerNode | undefined, field = "INTEGER"): Uint
   ) {
     throw new MalformedInput(field, "non-minimal INTEGER encoding");
   }
+  if (bytes.length > maxOctets) {
+    throw new MalformedInput(field, `INTEGER of ${bytes.length} octets (at most ${maxOctets} here)`);
+  }
   return bytes;
 }
 
-/** A small non-negative INTEGER as a number. */
+/** A small non-negative INTEGER (at most 2^31 - 1, so at most 4 octets and a sign octet) as a number. */
 export function readSmallInt(node: DerNode | undefined, field = "INTEGER"): number {
-  const value = readBigInt(node, field);
-  if (value < 0n || value > 0x7fffffffn) throw new MalformedInput(field, "integer out of range");
-  return Number(value);
+  const bytes = integerBytes(node, field);
+  if (bytes.length > 5) {
+    throw new MalformedInput(field, `integer out of range (INTEGER of ${bytes.length} octets)`);
+  }
+  let value = 0;
+  for (const b of bytes) value = value * 256 + b;
+  if (bytes[0] & 0x80 || value > 0x7fffffff) throw new MalformedInput(field, "integer out of range");
+  return value;
 }
 
 /** OBJECT IDENTIFIER in dotted form. */
@@ -176,6 +209,9 @@ export function readOid(node: DerNode | undefined, field = "OBJECT IDENTIFIER"):
   node = expectTag(node, Tag.OID, field);
   const bytes = contentOf(node);
   if (bytes.length === 0) throw new MalformedInput(field, "empty OID");
+  if (bytes.length > MAX_OID_OCTETS) {
+    throw new MalformedInput(field, `OID of ${bytes.length} octets (at most ${MAX_OID_OCTETS})`);
+  }
   // The same few dozen OIDs recur in every certificate: remember their text.
   const key = latin1(bytes);
   const known = oidText.get(key);
@@ -184,10 +220,16 @@ export function readOid(node: DerNode | undefined, field = "OBJECT IDENTIFIER"):
   let value = 0;
   let big: bigint | undefined;
   let fresh = true;
+  let arcStart = 0;
   for (let i = 0; i < bytes.length; i++) {
     const b = bytes[i];
     if (fresh && b === 0x80) throw new MalformedInput(field, "non-minimal OID arc");
+    if (fresh) arcStart = i;
     fresh = false;
+    // A 128-bit UUID arc (2.25) takes 19 octets; longer arcs exist only to cost CPU.
+    if (i - arcStart >= MAX_OID_ARC_OCTETS) {
+      throw new MalformedInput(field, `OID arc longer than ${MAX_OID_ARC_OCTETS} octets`);
+    }
     // Arcs past 2^46 (UUID OIDs under 2.25) continue as bigint.
     if (big === undefined && value >= 2 ** 46) big = BigInt(value);
     if (big === undefined) value = value * 128 + (b & 0x7f);
@@ -213,6 +255,9 @@ export function readOid(node: DerNode | undefined, field = "OBJECT IDENTIFIER"):
   return text;
 }
 const oidText = new Map<string, string>();
+/** Longest OID and longest arc read: far past any registered OID, short of costing CPU. */
+const MAX_OID_OCTETS = 256;
+const MAX_OID_ARC_OCTETS = 20;
 
 /** BOOLEAN: DER allows only 0x00 and 0xFF. */
 export function readBoolean(node: DerNode | undefined, field = "BOOLEAN"): boolean {
@@ -262,6 +307,8 @@ const TIME_GENERALIZED = /^(\d{4})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})Z$/;
  */
 export function readTime(node: DerNode | undefined, field = "Time", utcTimeThrough2049 = false): Date {
   node = present(node, field);
+  // YYMMDDHHMMSSZ or YYYYMMDDHHMMSSZ: anything longer is refused before it is read as text.
+  if (node.end - node.contentStart > 15) throw new MalformedInput(field, "time longer than 15 octets");
   const text = latin1(contentOf(node));
   let m: RegExpExecArray | null;
   let year: number;
@@ -298,7 +345,12 @@ export function readTime(node: DerNode | undefined, field = "Time", utcTimeThrou
   return date;
 }
 
-/** Decodes a string type's content (UTF8, Printable, IA5, T61 as Latin-1, BMP, Universal). */
+/**
+ * Decodes a character string type's content: UTF8String, NumericString, PrintableString and
+ * IA5String with their character sets checked, TeletexString as Latin-1 (what issuers mean by it in
+ * practice), BMPString and UniversalString without surrogates or code points past U+10FFFF.
+ * Anything else is not a string here, whatever its bytes look like.
+ */
 export function readString(node: DerNode | undefined, field = "string"): string {
   node = present(node, field);
   const bytes = contentOf(node);
@@ -309,28 +361,121 @@ export function readString(node: DerNode | undefined, field = "string"): string 
       } catch (cause) {
         throw new MalformedInput(field, "invalid UTF-8", { cause });
       }
+    case Tag.NUMERIC_STRING:
+      for (const b of bytes) {
+        if (b !== 0x20 && (b < 0x30 || b > 0x39)) {
+          throw new MalformedInput(field, `NumericString holds 0x${b.toString(16)}, not a digit or space`);
+        }
+      }
+      return latin1(bytes);
     case Tag.PRINTABLE_STRING:
+      // X.680 41.4: A-Z a-z 0-9 space ' ( ) + , - . / : = ?
+      for (const b of bytes) {
+        if (!PRINTABLE[b]) {
+          throw new MalformedInput(
+            field,
+            `PrintableString holds 0x${b.toString(16)}, outside its character set`,
+          );
+        }
+      }
+      return latin1(bytes);
     case Tag.IA5_STRING:
+      for (const b of bytes) {
+        if (b > 0x7f) throw new MalformedInput(field, "IA5String holds a non-ASCII byte");
+      }
+      return latin1(bytes);
     case Tag.T61_STRING:
       return latin1(bytes);
     case Tag.BMP_STRING: {
       if (bytes.length % 2) throw new MalformedInput(field, "odd-length BMPString");
-      let s = "";
-      for (let i = 0; i < bytes.length; i += 2) s += String.fromCharCode((bytes[i] << 8) | bytes[i + 1]);
-      return s;
+      const units: number[] = [];
+      for (let i = 0; i < bytes.length; i += 2) {
+        const unit = (bytes[i] << 8) | bytes[i + 1];
+        // UCS-2 has no surrogates: one here would be half of a character or none.
+        if (unit >= 0xd800 && unit <= 0xdfff) throw new MalformedInput(field, "BMPString holds a surrogate");
+        units.push(unit);
+      }
+      return fromCodeUnits(units);
     }
     case Tag.UNIVERSAL_STRING: {
       if (bytes.length % 4) throw new MalformedInput(field, "UniversalString length not a multiple of 4");
-      let s = "";
+      const points: number[] = [];
       for (let i = 0; i < bytes.length; i += 4) {
-        s += String.fromCodePoint(
-          ((bytes[i] << 24) | (bytes[i + 1] << 16) | (bytes[i + 2] << 8) | bytes[i + 3]) >>> 0,
-        );
+        const point = ((bytes[i] << 24) | (bytes[i + 1] << 16) | (bytes[i + 2] << 8) | bytes[i + 3]) >>> 0;
+        if (point > 0x10ffff) {
+          throw new MalformedInput(field, `UniversalString holds U+${point.toString(16)}, past U+10FFFF`);
+        }
+        if (point >= 0xd800 && point <= 0xdfff) {
+          throw new MalformedInput(field, "UniversalString holds a surrogate");
+        }
+        points.push(point);
+      }
+      let s = "";
+      for (let i = 0; i < points.length; i += 0x2000) {
+        s += String.fromCodePoint(...points.slice(i, i + 0x2000));
       }
       return s;
     }
     default:
-      return latin1(bytes);
+      throw new MalformedInput(field, `tag 0x${node.tag.toString(16)} is not a string type`);
+  }
+}
+
+const PRINTABLE: boolean[] = Array.from(
+  { length: 256 },
+  (_, b) =>
+    (b >= 0x41 && b <= 0x5a) || (b >= 0x61 && b <= 0x7a) || (b >= 0x30 && b <= 0x39) ||
+    " '()+,-./:=?".includes(String.fromCharCode(b)),
+);
+
+function fromCodeUnits(units: number[]): string {
+  let s = "";
+  for (let i = 0; i < units.length; i += 0x2000) s += String.fromCharCode(...units.slice(i, i + 0x2000));
+  return s;
+}
+
+/**
+ * Checks that a value of type ANY (AlgorithmIdentifier parameters, an otherName's value) is
+ * DER throughout: every nested TLV well formed, and every universal primitive the reader
+ * knows in its one DER encoding (BOOLEAN, INTEGER, NULL, OID, BIT STRING, times, strings).
+ * Other parsers read these fields as opaque bytes; meshauth refuses what the DER rules refuse
+ * wherever it is, so what it accepts is one encoding of one value.
+ */
+export function checkDer(node: DerNode, field = "DER", depth = 0): void {
+  if (isConstructed(node)) {
+    if (depth >= 32) throw new MalformedInput(field, "nested too deeply");
+    for (const child of childrenOf(node, field)) checkDer(child, field, depth + 1);
+    return;
+  }
+  switch (node.tag) {
+    case Tag.BOOLEAN:
+      readBoolean(node, field);
+      return;
+    case Tag.INTEGER:
+    case Tag.ENUMERATED:
+      integerBytes(node, field);
+      return;
+    case Tag.NULL:
+      if (node.end !== node.contentStart) throw new MalformedInput(field, "NULL with content");
+      return;
+    case Tag.OID:
+      readOid(node, field);
+      return;
+    case Tag.BIT_STRING:
+      readBitString(node, field);
+      return;
+    case Tag.UTC_TIME:
+    case Tag.GENERALIZED_TIME:
+      readTime(node, field);
+      return;
+    case Tag.UTF8_STRING:
+    case Tag.NUMERIC_STRING:
+    case Tag.PRINTABLE_STRING:
+    case Tag.IA5_STRING:
+    case Tag.BMP_STRING:
+    case Tag.UNIVERSAL_STRING:
+      readString(node, field);
+      return;
   }
 }
 

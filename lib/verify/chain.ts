@@ -8,7 +8,7 @@
 import { latin1 } from "../asn1/der.ts";
 import { scanPem } from "../pem.ts";
 import { EKU_BY_NAME, OID } from "../asn1/oids.ts";
-import { type Certificate, parseCertificates } from "../x509/certificate.ts";
+import { type Certificate, isParsedCertificate, parseCertificates } from "../x509/certificate.ts";
 import { type Crl, parseCrl } from "../x509/crl.ts";
 import { InvalidArgument, MeshAuthError, VerificationError } from "../errors.ts";
 import { ComparisonBudget } from "./name-constraints.ts";
@@ -205,7 +205,7 @@ function requirements(options: VerifyChainOptions): PathRequirements {
 /** Parses one input; a failure is ERR_CERT_MALFORMED. */
 function parseInput(input: CertificateInput, what: string, isLeaf: boolean): Certificate[] {
   if (typeof input !== "string" && !(input instanceof Uint8Array)) {
-    if (input && typeof input === "object" && input.der instanceof Uint8Array) return [input];
+    if (isParsedCertificate(input)) return [input];
     throw new VerificationError(
       "ERR_CERT_MALFORMED",
       `${what}: expected PEM text, DER bytes or a parsed certificate`,

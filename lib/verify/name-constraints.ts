@@ -9,15 +9,16 @@
 import { OID } from "../asn1/oids.ts";
 import type { Certificate, GeneralSubtree } from "../x509/certificate.ts";
 import { formatIp, type GeneralName } from "../x509/general-name.ts";
-import { attributeValues, type Name, rdnKey } from "../x509/name.ts";
+import { attributeValues, type Name, unpreparableValue } from "../x509/name.ts";
 import { VerificationError } from "../errors.ts";
-import { describe } from "./describe.ts";
+import { certificateLabel } from "./certificate-label.ts";
 import { isDnsName } from "./peer-name.ts";
 
 /**
  * Bound on name-by-subtree comparisons for one verification, over every path it tries (Go's
  * crypto/x509 uses the same order of magnitude per certificate): past it the certificate is
- * refused rather than risk quadratic work.
+ * refused rather than risk quadratic work. A directoryName subtree costs one comparison per
+ * RDN it holds, the work comparing a name to it takes.
  */
 const MAX_COMPARISONS = 1 << 18;
 
@@ -33,14 +34,21 @@ interface Subtree {
   base: GeneralName;
   /** DNS name, URI host or email host or domain, lowercased. */
   host: string;
-  /** The local part of an email mailbox constraint, compared exactly. */
+  /** The local part of an email mailbox constraint (unquoted), compared exactly. */
   local?: string;
+}
+
+/** The subtrees of one name form, and the comparisons a name of that form costs against them. */
+interface SubtreeGroup {
+  permitted: Subtree[];
+  excluded: Subtree[];
+  cost: number;
 }
 
 /** The constraints of one CA, as they apply to the certificates below it, grouped by name form. */
 export interface ConstraintSet {
   issuer: Certificate;
-  byForm: Map<NameForm, { permitted: Subtree[]; excluded: Subtree[] }>;
+  byForm: Map<NameForm, SubtreeGroup>;
 }
 
 /** A name of a certificate, validated and lowercased once for all the subtrees it meets. */
@@ -72,8 +80,7 @@ export function checkNameConstraints(
   let comparisons = 0;
   for (const set of constraints) {
     for (const name of names) {
-      const subtrees = set.byForm.get(name.form);
-      if (subtrees) comparisons += subtrees.permitted.length + subtrees.excluded.length;
+      comparisons += set.byForm.get(name.form)?.cost ?? 0;
     }
   }
   if (comparisons > budget.remaining) {
@@ -93,20 +100,20 @@ export function checkNameConstraints(
         throw refuse(
           cert,
           index,
-          `${describe(set.issuer)} constrains a name form the validator does not process`,
+          `${certificateLabel(set.issuer)} constrains a name form the validator does not process`,
         );
       }
       if (name.problem) throw refuse(cert, index, name.problem);
       for (const subtree of subtrees.excluded) {
         if (within(name, subtree, "excluded")) {
-          throw refuse(cert, index, `${show(name.name)} is excluded by ${describe(set.issuer)}`);
+          throw refuse(cert, index, `${show(name.name)} is excluded by ${certificateLabel(set.issuer)}`);
         }
       }
       if (subtrees.permitted.length && !permittedBy(name, subtrees.permitted)) {
         throw refuse(
           cert,
           index,
-          `${show(name.name)} is outside the names permitted by ${describe(set.issuer)}`,
+          `${show(name.name)} is outside the names permitted by ${certificateLabel(set.issuer)}`,
         );
       }
     }
@@ -130,8 +137,9 @@ export function constraintSetOf(cert: Certificate, index: number): ConstraintSet
     for (const { base } of list ?? []) {
       const form = formOf(base);
       let group = byForm.get(form);
-      if (!group) byForm.set(form, group = { permitted: [], excluded: [] });
+      if (!group) byForm.set(form, group = { permitted: [], excluded: [], cost: 0 });
       group[kind].push(subtreeOf(base));
+      group.cost += base.type === "directory" ? Math.max(1, base.value.rdns.length) : 1;
     }
   };
   add(nc.permitted, "permitted");
@@ -140,11 +148,9 @@ export function constraintSetOf(cert: Certificate, index: number): ConstraintSet
 }
 
 function subtreeOf(base: GeneralName): Subtree {
-  if (base.type === "email") {
-    const at = base.value.lastIndexOf("@");
-    if (at !== -1) {
-      return { base, local: base.value.slice(0, at), host: base.value.slice(at + 1).toLowerCase() };
-    }
+  if (base.type === "email" && base.value.includes("@")) {
+    const mailbox = parseMailbox(base.value)!;
+    return { base, local: mailbox.local, host: mailbox.domain.toLowerCase() };
   }
   const text = base.type === "dns" || base.type === "uri" || base.type === "email" ? base.value : "";
   return { base, host: text.toLowerCase() };
@@ -176,9 +182,12 @@ function malformedConstraint(base: GeneralName): string | undefined {
     case "email": {
       // A mailbox ("user@host"), a host, or a domain below which any host matches (".host").
       if (base.value === "") return undefined;
-      const at = base.value.lastIndexOf("@");
-      const host = at !== -1 ? base.value.slice(at + 1) : base.value.replace(/^\./, "");
-      return at !== 0 && isDnsName(host) ? undefined : JSON.stringify(base.value);
+      if (base.value.includes("@")) return parseMailbox(base.value) ? undefined : JSON.stringify(base.value);
+      return isDnsName(base.value.replace(/^\./, "")) ? undefined : JSON.stringify(base.value);
+    }
+    case "directory": {
+      const unpreparable = unpreparableValue(base.value);
+      return unpreparable && `a value holds ${unpreparable.codePoint}, which RFC 4518 prohibits`;
     }
     default:
       return undefined;
@@ -221,18 +230,20 @@ function checkName(name: GeneralName): CheckedName {
       return { name, form, host: "", problem };
     }
     case "email": {
-      const at = name.value.lastIndexOf("@");
-      const host = name.value.slice(at + 1).toLowerCase();
-      if (at <= 0 || at === name.value.length - 1) {
-        return { name, form, host: "", problem: `malformed email ${JSON.stringify(name.value)}` };
-      }
-      // An absolute ("good.com.") or empty-label ("good..com") domain would slip past a suffix
-      // comparison while mail systems deliver to the excluded host; Go refuses these too.
-      if (!isDnsName(host)) {
-        const problem = `email ${JSON.stringify(name.value)} has a domain that is not a DNS name`;
+      const mailbox = parseMailbox(name.value);
+      if (!mailbox) {
+        const problem = `email ${JSON.stringify(name.value)} is not a mailbox (RFC 5321 4.1.2)`;
         return { name, form, host: "", problem };
       }
-      return { name, form, host, local: name.value.slice(0, at) };
+      return { name, form, host: mailbox.domain.toLowerCase(), local: mailbox.local };
+    }
+    case "directory": {
+      // A value RFC 4518 cannot prepare cannot be compared with a constraint's values.
+      const unpreparable = unpreparableValue(name.value);
+      if (!unpreparable) return { name, form, host: "" };
+      const problem = `subject distinguished name holds ${unpreparable.codePoint}, which RFC 4518 ` +
+        "prohibits in a value compared with directoryName constraints";
+      return { name, form, host: "", problem };
     }
     default:
       return { name, form, host: "" };
@@ -331,8 +342,33 @@ function uriHost(uri: string): string | undefined {
 
 /** RFC 5280 7.1: the constraint's RDNs are a prefix of the name's, compared RDN by RDN. */
 function directoryWithin(name: Name, constraint: Name): boolean {
-  if (constraint.rdns.length > name.rdns.length) return false;
-  return constraint.rdns.every((rdn, i) => rdnKey(rdn) === rdnKey(name.rdns[i]));
+  if (constraint.rdnKeys.length > name.rdnKeys.length) return false;
+  return constraint.rdnKeys.every((key, i) => key === name.rdnKeys[i]);
+}
+
+/** RFC 5322 3.2.3 atext, the characters of an unquoted local part's atoms. */
+const ATOM = "[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+";
+const DOT_STRING = new RegExp(`^${ATOM}(?:\\.${ATOM})*$`);
+/** RFC 5321 4.1.2 Quoted-string: qtextSMTP and quoted pairs, between double quotes. */
+const QUOTED_STRING = /^"(?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\[\x20-\x7e])*"$/;
+
+/**
+ * An rfc822Name as RFC 5280 4.2.1.6 defines it, a Mailbox of RFC 5321 4.1.2: a Dot-string or
+ * Quoted-string local part (returned unquoted, so `"x"@host` and `x@host` are one mailbox),
+ * "@", and a DNS domain. Anything else is undefined: `x@evil.com@good.com`, spaces, control
+ * characters and empty parts read one way by a suffix comparison and another by mail systems.
+ * An absolute ("good.com.") or empty-label ("good..com") domain is refused too; Go refuses
+ * these as well. Address literals are not DNS names and are refused.
+ */
+function parseMailbox(value: string): { local: string; domain: string } | undefined {
+  const at = value.lastIndexOf("@");
+  if (at <= 0) return undefined;
+  const local = value.slice(0, at);
+  const domain = value.slice(at + 1);
+  if (!isDnsName(domain)) return undefined;
+  if (DOT_STRING.test(local)) return { local, domain };
+  if (QUOTED_STRING.test(local)) return { local: local.slice(1, -1).replace(/\\(.)/g, "$1"), domain };
+  return undefined;
 }
 
 function show(name: GeneralName): string {
@@ -349,5 +385,5 @@ function show(name: GeneralName): string {
 }
 
 function refuse(cert: Certificate, index: number, why: string): VerificationError {
-  return new VerificationError("ERR_NAME_CONSTRAINTS", `${describe(cert)}: ${why}`, index);
+  return new VerificationError("ERR_NAME_CONSTRAINTS", `${certificateLabel(cert)}: ${why}`, index);
 }

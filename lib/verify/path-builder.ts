@@ -12,7 +12,7 @@
 import { type Certificate, isSelfIssued } from "../x509/certificate.ts";
 import { bytesEqual } from "../encoding.ts";
 import { VerificationError } from "../errors.ts";
-import { describe } from "./describe.ts";
+import { certificateLabel } from "./certificate-label.ts";
 import type { SignatureChecker } from "./signatures.ts";
 
 /** Longest path (leaf and anchor included) the builder will consider, whatever maxDepth says. */
@@ -129,15 +129,15 @@ class Builder {
     this.#badSignature ??= unsupported
       ? new VerificationError(
         "ERR_ALGORITHM_UNSUPPORTED",
-        `${describe(cert)}: its signature cannot be checked with the key of ${
-          describe(issuer)
+        `${certificateLabel(cert)}: its signature cannot be checked with the key of ${
+          certificateLabel(issuer)
         }: ${unsupported.message}`,
         index,
         { cause: unsupported },
       )
       : new VerificationError(
         "ERR_CERT_SIGNATURE_INVALID",
-        `${describe(cert)}: signature does not verify with the key of ${describe(issuer)}`,
+        `${certificateLabel(cert)}: signature does not verify with the key of ${certificateLabel(issuer)}`,
         index,
       );
     return false;
@@ -150,7 +150,7 @@ class Builder {
     const cert = this.#deadEnd ?? this.input.leaf;
     return new VerificationError(
       "ERR_CERT_UNTRUSTED",
-      `no path to a trust anchor: no trusted or intermediate certificate issued ${describe(cert)}`,
+      `no path to a trust anchor: no trusted or intermediate certificate issued ${certificateLabel(cert)}`,
     );
   }
 }

@@ -10,7 +10,7 @@ import type { Certificate } from "../x509/certificate.ts";
 import { formatIp, parseIp } from "../x509/general-name.ts";
 import { bytesEqual } from "../encoding.ts";
 import { VerificationError } from "../errors.ts";
-import { describe } from "./describe.ts";
+import { certificateLabel } from "./certificate-label.ts";
 
 const LABEL = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
 
@@ -65,7 +65,9 @@ export function checkPeerName(cert: Certificate, peer: { dnsName?: string; ipAdd
     if (!matched) {
       throw new VerificationError(
         "ERR_PEER_NAME_MISMATCH",
-        `${describe(cert)} does not name ${JSON.stringify(reference)} (its DNS names: ${dnsList(cert)})`,
+        `${certificateLabel(cert)} does not name ${JSON.stringify(reference)} (its DNS names: ${
+          dnsList(cert)
+        })`,
         0,
       );
     }
@@ -82,7 +84,7 @@ export function checkPeerName(cert: Certificate, peer: { dnsName?: string; ipAdd
     if (!matched) {
       throw new VerificationError(
         "ERR_PEER_NAME_MISMATCH",
-        `${describe(cert)} does not name IP address ${formatIp(address)}`,
+        `${certificateLabel(cert)} does not name IP address ${formatIp(address)}`,
         0,
       );
     }

@@ -12,7 +12,7 @@ import { rsaModulusBits } from "../x509/public-key.ts";
 import type { Certificate } from "../x509/certificate.ts";
 import { bytesEqual } from "../encoding.ts";
 import { VerificationError } from "../errors.ts";
-import { describe } from "./describe.ts";
+import { certificateLabel } from "./certificate-label.ts";
 
 /** Where a certificate sits on a path: the leaf, a CA below the anchor, or the trust anchor. */
 export type CertificateRole = "leaf" | "intermediate" | "anchor";
@@ -39,9 +39,13 @@ const UNDERSTOOD_EXTENSIONS = new Set<string>([
  */
 export function checkProfile(cert: Certificate, role: CertificateRole, index: number): void {
   const fail = (code: Parameters<typeof failure>[0], why: string): never => {
-    throw failure(code, `${describe(cert)}: ${why}`, index);
+    throw failure(code, `${certificateLabel(cert)}: ${why}`, index);
   };
-  // CABF 7.1.1 and every modern verifier: only v3 certificates are valid on a path.
+  // RFC 5280 6.1.1(d): a trust anchor contributes its name and key. A v1 root (no extensions
+  // to hold it to) is a CA by the caller's out-of-band choice to trust it (6.1.4(k) note).
+  if (role === "anchor" && cert.version === 1) return checkPublicKey(cert, index);
+  // CABF 7.1.1 and RFC 5280 6.1.4(k), which lets implementations refuse v1 and v2 CAs: only v3
+  // certificates are valid below the anchor.
   if (cert.version !== 3) fail("ERR_CERT_MALFORMED", `X.509 version ${cert.version}, only v3 is accepted`);
   // RFC 5280 4.1.1.2: signatureAlgorithm MUST equal tbsCertificate.signature.
   if (!bytesEqual(cert.signatureAlgorithm.der, cert.tbsSignatureAlgorithm.der)) {
@@ -90,11 +94,16 @@ export function checkProfile(cert: Certificate, role: CertificateRole, index: nu
       fail("ERR_CERT_MALFORMED", "CA authorityKeyIdentifier carries authorityCertIssuer or serial");
     }
   }
-  // RFC 5280 4.2.1.3 and 4.2.1.9: keyCertSign and cA go together.
+  // RFC 5280 4.2.1.3 and 4.2.1.9: keyCertSign MUST NOT be asserted without cA, on any
+  // certificate (a MUST on the certificate itself, which x509-limbo holds the target to too).
   if (cert.keyUsage?.has("keyCertSign") && !isCa) {
     fail("ERR_KEY_USAGE", "keyUsage asserts keyCertSign but basicConstraints does not assert cA");
   }
-  if (isCa && cert.keyUsage && !cert.keyUsage.has("keyCertSign")) {
+  // RFC 5280 6.1.4(n): a CA that certifies on the path has a key usage allowing keyCertSign.
+  // The target certifies nothing, and no rule of RFC 5280 makes a cA certificate assert
+  // keyCertSign (CABF 7.1.2.7.8 does, for the Web PKI), so a CA target without it is valid
+  // here; verifySvid refuses every CA leaf (X509-SVID 4.1).
+  if (role !== "leaf" && isCa && cert.keyUsage && !cert.keyUsage.has("keyCertSign")) {
     fail("ERR_KEY_USAGE", "basicConstraints asserts cA but keyUsage lacks keyCertSign");
   }
   if (isCa) {
@@ -103,7 +112,9 @@ export function checkProfile(cert: Certificate, role: CertificateRole, index: nu
     // RFC 5280 4.2.1.2: every CA certificate carries a subject key identifier.
     if (!cert.subjectKeyIdentifier) fail("ERR_CERT_MALFORMED", "CA certificate without subjectKeyIdentifier");
   }
-  // RFC 5280 4.2.1.10: name constraints MUST be used only in a CA certificate.
+  // RFC 5280 4.2.1.10: name constraints MUST be used only in a CA certificate. Only the target
+  // can break this (every other certificate on a path is a CA); held to it, like keyCertSign
+  // above, as a MUST on the certificate's own content.
   if (cert.nameConstraints && !isCa) {
     fail("ERR_NAME_CONSTRAINTS", "nameConstraints in a certificate that is not a CA");
   }
@@ -113,18 +124,13 @@ export function checkProfile(cert: Certificate, role: CertificateRole, index: nu
     }
   }
   if (role === "leaf") {
-    // RFC 5280 4.2.1.6 and CABF 7.1.2.7.12: SAN is critical exactly when the subject is empty.
+    // RFC 5280 4.2.1.6: with an empty subject the SAN MUST be critical (the names are all in
+    // it). With a subject, non-critical is only a SHOULD, so a critical SAN there is valid.
+    // Whether the leaf is a CA is not path validation's business (6.1 makes no stipulation about
+    // the target's basicConstraints); verifySvid refuses CA leaves (X509-SVID 4.1).
     const san = extension(OID.subjectAltName);
     if (cert.subject.rdns.length === 0 && !san?.critical) {
       fail("ERR_CERT_MALFORMED", "empty subject without a critical subjectAltName");
-    }
-    if (cert.subject.rdns.length > 0 && san?.critical) {
-      fail("ERR_CERT_MALFORMED", "critical subjectAltName with a non-empty subject");
-    }
-    // rustls-webpki and CABF 7.1.2.7.8: a CA certificate is not an end entity. Presenting one
-    // as a peer would let its holder's key stand for a whole CA.
-    if (isCa) {
-      fail("ERR_LEAF_IS_CA", "a CA certificate (basicConstraints cA) cannot be the end-entity certificate");
     }
   } else {
     // RFC 5280 6.1.4(k) and 4.2.1.9: a certificate that signs certificates asserts cA, in a
@@ -148,6 +154,8 @@ export function checkProfile(cert: Certificate, role: CertificateRole, index: nu
   checkPublicKey(cert, index);
 }
 
+const RSA_NULL_PARAMETERS = new Uint8Array([Tag.NULL, 0]);
+
 /**
  * The public keys meshauth accepts anywhere on a path: EC on P-256, P-384 or P-521, RSA of
  * at least 2048 bits in whole bytes (CABF 6.1.5), Ed25519.
@@ -155,7 +163,7 @@ export function checkProfile(cert: Certificate, role: CertificateRole, index: nu
 function checkPublicKey(cert: Certificate, index: number): void {
   const algorithm = cert.publicKeyAlgorithm;
   const reject = (why: string): never => {
-    throw failure("ERR_ALGORITHM_UNSUPPORTED", `${describe(cert)}: ${why}`, index);
+    throw failure("ERR_ALGORITHM_UNSUPPORTED", `${certificateLabel(cert)}: ${why}`, index);
   };
   switch (algorithm.oid) {
     case OID.ecPublicKey: {
@@ -171,6 +179,13 @@ function checkPublicKey(cert: Certificate, index: number): void {
       return;
     }
     case OID.rsaEncryption:
+      // RFC 3279 2.3.1: the parameters MUST be NULL. Anything else (an empty string, say) is a
+      // second encoding of the same key, which OpenSSL re-encodes with NULL and meshauth would
+      // otherwise carry as signed.
+      if (!algorithm.parameters || !bytesEqual(algorithm.parameters, RSA_NULL_PARAMETERS)) {
+        reject("RSA key whose algorithm parameters are not NULL");
+      }
+    // falls through
     case OID.rsassaPss: {
       const bits = rsaModulusBits(cert.publicKey);
       if (bits < 2048) reject(`RSA key of ${bits} bits (at least 2048)`);

@@ -16,7 +16,7 @@ import { formatName } from "../x509/name.ts";
 import { type GeneralName } from "../x509/general-name.ts";
 import { bytesEqual } from "../encoding.ts";
 import { VerificationError } from "../errors.ts";
-import { describe } from "./describe.ts";
+import { certificateLabel } from "./certificate-label.ts";
 import type { SignatureChecker } from "./signatures.ts";
 
 const UNDERSTOOD_CRL_EXTENSIONS = new Set<string>([
@@ -63,7 +63,7 @@ export async function checkRevocation(
       if (entry) {
         throw new VerificationError(
           "ERR_CERT_REVOKED",
-          `${describe(cert)} was revoked at ${entry.revocationDate.toISOString()}${
+          `${certificateLabel(cert)} was revoked at ${entry.revocationDate.toISOString()}${
             entry.reason ? ` (${entry.reason})` : ""
           } by the CRL of ${JSON.stringify(formatName(crl.issuer))}`,
           i,
@@ -73,7 +73,7 @@ export async function checkRevocation(
     if (!covered) {
       throw new VerificationError(
         "ERR_REVOCATION_UNKNOWN",
-        `${describe(cert)}: no CRL given for its issuer covers it (issuing distribution point scope)`,
+        `${certificateLabel(cert)}: no CRL given for its issuer covers it (issuing distribution point scope)`,
         i,
       );
     }
@@ -97,10 +97,10 @@ async function checkCrl(
   }
   // RFC 5280 6.3.3(f): a CRL issuer with key usage must assert cRLSign.
   if (issuer.keyUsage && !issuer.keyUsage.has("cRLSign")) {
-    bad(`${describe(issuer)} may not sign CRLs (no cRLSign)`);
+    bad(`${certificateLabel(issuer)} may not sign CRLs (no cRLSign)`);
   }
   if (!(await signatures.verifies(crl, issuer))) {
-    bad(`signature does not verify with the key of ${describe(issuer)}`);
+    bad(`signature does not verify with the key of ${certificateLabel(issuer)}`);
   }
   for (const ext of crl.extensions) {
     if (ext.oid === OID.deltaCrlIndicator) bad("delta CRLs are not supported");

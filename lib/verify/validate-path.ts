@@ -11,7 +11,7 @@ import { OID } from "../asn1/oids.ts";
 import { type Certificate, isSelfIssued } from "../x509/certificate.ts";
 import type { Crl } from "../x509/crl.ts";
 import { VerificationError } from "../errors.ts";
-import { describe } from "./describe.ts";
+import { certificateLabel } from "./certificate-label.ts";
 import {
   checkNameConstraints,
   ComparisonBudget,
@@ -19,7 +19,7 @@ import {
   constraintSetOf,
 } from "./name-constraints.ts";
 import { checkPeerName } from "./peer-name.ts";
-import { checkPolicies } from "./policies.ts";
+import { checkPolicies } from "./certificate-policies.ts";
 import { checkProfile } from "./profile.ts";
 import { checkRevocation } from "./revocation.ts";
 import type { SignatureChecker } from "./signatures.ts";
@@ -68,7 +68,7 @@ export async function validatePath(
     if (below > limit) {
       throw new VerificationError(
         "ERR_PATH_LENGTH_EXCEEDED",
-        `${describe(path[k])} allows ${limit} intermediates below it, the path has ${below}`,
+        `${certificateLabel(path[k])} allows ${limit} intermediates below it, the path has ${below}`,
         k,
       );
     }
@@ -99,14 +99,14 @@ export function checkValidity(cert: Certificate, index: number, atSeconds: numbe
   if (atSeconds < Math.floor(cert.notBefore.getTime() / 1000)) {
     throw new VerificationError(
       "ERR_CERT_NOT_YET_VALID",
-      `${describe(cert)} is not valid before ${cert.notBefore.toISOString()}`,
+      `${certificateLabel(cert)} is not valid before ${cert.notBefore.toISOString()}`,
       index,
     );
   }
   if (atSeconds > Math.floor(cert.notAfter.getTime() / 1000)) {
     throw new VerificationError(
       "ERR_CERT_EXPIRED",
-      `${describe(cert)} expired at ${cert.notAfter.toISOString()}`,
+      `${certificateLabel(cert)} expired at ${cert.notAfter.toISOString()}`,
       index,
     );
   }
@@ -122,7 +122,7 @@ function checkLeafKeyUsage(leaf: Certificate, purpose: PathRequirements["purpose
   if (!allowed) {
     throw new VerificationError(
       "ERR_KEY_USAGE",
-      `${describe(leaf)}: key usage ${[...ku].join(", ") || "(none)"} does not allow ${purpose}`,
+      `${certificateLabel(leaf)}: key usage ${[...ku].join(", ") || "(none)"} does not allow ${purpose}`,
       0,
     );
   }
@@ -141,7 +141,7 @@ function checkExtendedKeyUsage(path: readonly Certificate[], required: readonly 
     if (missing.length) {
       throw new VerificationError(
         "ERR_EXTENDED_KEY_USAGE",
-        `${describe(cert)}: extended key usage ${ekus.join(", ")} lacks ${missing.join(", ")}`,
+        `${certificateLabel(cert)}: extended key usage ${ekus.join(", ")} lacks ${missing.join(", ")}`,
         i,
       );
     }

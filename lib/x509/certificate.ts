@@ -5,6 +5,7 @@
  */
 
 import {
+  checkDer,
   childrenOf,
   contentOf,
   contextTag,
@@ -23,7 +24,7 @@ import {
   Tag,
 } from "../asn1/der.ts";
 import { toHex } from "../encoding.ts";
-import { MalformedInput } from "../errors.ts";
+import { describeValue, InvalidArgument, MalformedInput } from "../errors.ts";
 import { derBlocks } from "../pem.ts";
 import {
   decodeExtensions,
@@ -101,13 +102,29 @@ export interface Certificate {
   authorityInfoAccess?: Array<{ method: string; location: GeneralName }>;
 }
 
-/** Parses one or more certificates from PEM text or one from DER bytes. */
+/**
+ * Parses one or more certificates from PEM text or one from DER bytes (a Uint8Array). Throws
+ * {@link MalformedInput} for bytes that are not a certificate, {@link InvalidArgument} for an
+ * input of another type.
+ */
 export function parseCertificates(input: string | Uint8Array, what = "certificate"): Certificate[] {
   return derBlocks(input, ["CERTIFICATE"], what).map((der) => parseCertificate(der, what));
 }
 
-/** Parses one DER certificate. Throws {@link MalformedInput} with the offending field. */
+/**
+ * Parses one DER certificate (a Uint8Array, a Node Buffer included). Throws
+ * {@link MalformedInput} with the offending field, or {@link InvalidArgument} for an input
+ * that is not a Uint8Array (PEM text is {@link parseCertificates}'s).
+ */
 export function parseCertificate(der: Uint8Array, what = "certificate"): Certificate {
+  if (!(der instanceof Uint8Array)) {
+    const hint = typeof der === "string"
+      ? "; parseCertificates reads PEM text"
+      : (der as unknown) instanceof ArrayBuffer
+      ? "; wrap an ArrayBuffer in new Uint8Array()"
+      : "";
+    throw new InvalidArgument(what, `expected DER bytes (a Uint8Array), got ${describeValue(der)}${hint}`);
+  }
   const root = parseDer(der, what);
   const [tbsNode, sigAlgNode, sigNode, extra] = sequenceOf(root, what);
   if (!sigNode || extra) throw new MalformedInput(what, "Certificate must have exactly three fields");
@@ -124,15 +141,16 @@ export function parseCertificate(der: Uint8Array, what = "certificate"): Certifi
     i++;
   }
   const serialNode = expectTag(tbs[i++], Tag.INTEGER, `${what} serialNumber`);
-  const serialBytes = integerBytes(serialNode, `${what} serialNumber`);
+  const serialBytes = serialNumberBytes(serialNode, `${what} serialNumber`);
   const tbsSignatureAlgorithm = parseAlgorithmIdentifier(tbs[i++], `${what} signature`);
   const issuer = parseName(present(tbs[i++], `${what} issuer`), `${what} issuer`);
   // RFC 5280 4.1.2.4: the issuer field MUST contain a non-empty distinguished name.
   if (issuer.rdns.length === 0) throw new MalformedInput(`${what} issuer`, "empty issuer name");
   const validity = sequenceOf(tbs[i++], `${what} validity`);
   if (validity.length !== 2) throw new MalformedInput(`${what} validity`, "must hold two times");
-  const notBefore = readTime(validity[0], `${what} notBefore`);
-  const notAfter = readTime(validity[1], `${what} notAfter`);
+  // RFC 5280 4.1.2.5: through 2049 a validity date is UTCTime, as in CRLs (5.1.2.4).
+  const notBefore = readTime(validity[0], `${what} notBefore`, true);
+  const notAfter = readTime(validity[1], `${what} notAfter`, true);
   const subject = parseName(present(tbs[i++], `${what} subject`), `${what} subject`);
   const spkiNode = tbs[i++];
   const [pkAlgNode, pkNode, pkExtra] = sequenceOf(spkiNode, `${what} subjectPublicKeyInfo`);
@@ -160,11 +178,11 @@ export function parseCertificate(der: Uint8Array, what = "certificate"): Certifi
   };
   if (tbs[i]?.tag === contextTag(1, false)) {
     if (version < 2) throw new MalformedInput(what, "issuerUniqueID requires v2 or v3");
-    cert.issuerUniqueId = contentOf(tbs[i++]);
+    cert.issuerUniqueId = uniqueIdentifier(tbs[i++], `${what} issuerUniqueID`);
   }
   if (tbs[i]?.tag === contextTag(2, false)) {
     if (version < 2) throw new MalformedInput(what, "subjectUniqueID requires v2 or v3");
-    cert.subjectUniqueId = contentOf(tbs[i++]);
+    cert.subjectUniqueId = uniqueIdentifier(tbs[i++], `${what} subjectUniqueID`);
   }
   if (tbs[i]?.tag === contextTag(3, true)) {
     if (version !== 3) throw new MalformedInput(what, "extensions require v3");
@@ -175,6 +193,32 @@ export function parseCertificate(der: Uint8Array, what = "certificate"): Certifi
   }
   if (i !== tbs.length) throw new MalformedInput(what, "unexpected fields at the end of tbsCertificate");
   return cert;
+}
+
+/**
+ * Most serial number octets parsed. RFC 5280 4.1.2.2 allows 20 (21 with a sign octet) and the
+ * validator holds issued certificates to that; parsing tolerates a little more (non-conforming
+ * issuers exist, and a trust anchor's serial is never used), and no more, so the length a peer
+ * chooses never drives work.
+ */
+export const MAX_SERIAL_OCTETS = 32;
+
+/** A serial number's content octets (certificates, CRL entries, AKI), bounded. */
+export function serialNumberBytes(node: DerNode, field: string): Uint8Array {
+  const bytes = integerBytes(node, field);
+  if (bytes.length > MAX_SERIAL_OCTETS) {
+    throw new MalformedInput(
+      field,
+      `serial number of ${bytes.length} octets (at most ${MAX_SERIAL_OCTETS} are read)`,
+    );
+  }
+  return bytes;
+}
+
+/** UniqueIdentifier ::= BIT STRING, tagged IMPLICIT: its content must be a BIT STRING's. */
+function uniqueIdentifier(node: DerNode, field: string): Uint8Array {
+  readBitString({ ...node, tag: Tag.BIT_STRING }, field);
+  return contentOf(node);
 }
 
 /**
@@ -216,6 +260,7 @@ export function parseExtensions(node: DerNode, what: string): Extension[] {
 export function parseAlgorithmIdentifier(node: DerNode | undefined, field: string): AlgorithmIdentifier {
   const [id, params, extra] = sequenceOf(node, field);
   if (!id || extra) throw new MalformedInput(field, "malformed AlgorithmIdentifier");
+  if (params) checkDer(params, `${field} parameters`);
   return {
     oid: readOid(id, field),
     parameters: params ? encodingOf(params) : undefined,
@@ -231,6 +276,27 @@ export function extensionOf(cert: Certificate, oid: string): Extension | undefin
 /** The URI SANs of a certificate. */
 export function uriSans(cert: Certificate): string[] {
   return (cert.subjectAltName ?? []).flatMap((n) => (n.type === "uri" ? [n.value] : []));
+}
+
+/**
+ * True when `value` has the shape {@link parseCertificate} answers: a caller may hand in a
+ * certificate it parsed before, and anything else in its place is refused before any field
+ * of it is read.
+ */
+export function isParsedCertificate(value: unknown): value is Certificate {
+  const c = value as Partial<Certificate> | null;
+  const isName = (n: unknown) => {
+    const name = n as Partial<Name> | null;
+    return typeof name === "object" && name !== null && typeof name.key === "string" &&
+      Array.isArray(name.rdns) && Array.isArray(name.rdnKeys) && name.der instanceof Uint8Array;
+  };
+  return typeof c === "object" && c !== null && c.der instanceof Uint8Array && c.tbs instanceof Uint8Array &&
+    c.spki instanceof Uint8Array && c.publicKey instanceof Uint8Array && c.signature instanceof Uint8Array &&
+    c.serialBytes instanceof Uint8Array && typeof c.serialNumber === "string" &&
+    typeof c.version === "number" &&
+    c.notBefore instanceof Date && c.notAfter instanceof Date && isName(c.subject) && isName(c.issuer) &&
+    Array.isArray(c.extensions) && typeof c.publicKeyAlgorithm?.oid === "string" &&
+    typeof c.signatureAlgorithm?.oid === "string" && typeof c.tbsSignatureAlgorithm?.oid === "string";
 }
 
 /** True when the certificate is self-issued (RFC 5280 6.1: subject and issuer match). */

@@ -19,7 +19,6 @@ import {
   type DerNode,
   encodingOf,
   expectTag,
-  integerBytes,
   parseDer,
   present,
   readBigInt,
@@ -41,7 +40,9 @@ import {
   parseAlgorithmIdentifier,
   parseDistributionPoint,
   parseExtensions,
+  serialNumberBytes,
 } from "./certificate.ts";
+import { parseAuthorityKeyIdentifier } from "./extensions.ts";
 import { type Name, parseName } from "./name.ts";
 
 /** CRL reason codes (RFC 5280 5.3.1); 7 is unused. */
@@ -162,7 +163,7 @@ function parseEntry(node: DerNode, version: number, field: string): RevokedCerti
     throw new MalformedInput(field, "expected serial, date and optional extensions");
   }
   const entry: RevokedCertificate = {
-    serialNumber: toHex(integerBytes(expectTag(serial, Tag.INTEGER, field), field)),
+    serialNumber: toHex(serialNumberBytes(expectTag(serial, Tag.INTEGER, field), field)),
     revocationDate: readTime(date, `${field} revocationDate`, true),
     extensions: [],
   };
@@ -173,7 +174,7 @@ function parseEntry(node: DerNode, version: number, field: string): RevokedCerti
       const at = `${field} extension ${ext.oid}`;
       if (ext.oid === OID.reasonCode) {
         const node = expectTag(parseDer(ext.value, at), Tag.ENUMERATED, at);
-        const code = Number(readBigInt(node, at));
+        const code = readSmallInt(node, at);
         const reason = REASON_NAMES[code];
         if (!reason) throw new MalformedInput(at, `unknown reason code ${code}`);
         // RFC 5280 5.3.1: unspecified SHOULD NOT be encoded; accepted, it means the same.
@@ -197,9 +198,8 @@ function decodeCrlExtensions(crl: Crl, what: string): void {
         crl.deltaCrlIndicator = readCrlNumber(ext.value, field);
         break;
       case OID.authorityKeyIdentifier:
-        for (const f of sequenceOf(parseDer(ext.value, field), field)) {
-          if (f.tag === contextTag(0, false)) crl.authorityKeyIdentifier = contentOf(f);
-        }
+        // RFC 5280 5.2.1: the same extension as in certificates, read by the same reader.
+        crl.authorityKeyIdentifier = parseAuthorityKeyIdentifier(ext.value, field).keyIdentifier;
         break;
       case OID.issuingDistributionPoint:
         crl.issuingDistributionPoint = parseIdp(parseDer(ext.value, field), field);
@@ -211,10 +211,7 @@ function decodeCrlExtensions(crl: Crl, what: string): void {
 /** RFC 5280 5.2.3: a non-negative INTEGER of at most 20 octets. */
 function readCrlNumber(value: Uint8Array, field: string): bigint {
   const node = expectTag(parseDer(value, field), Tag.INTEGER, field);
-  if (integerBytes(node, field).length > 21) {
-    throw new MalformedInput(field, "CRL number longer than 20 octets");
-  }
-  const n = readBigInt(node, field);
+  const n = readBigInt(node, field, 21);
   if (n < 0n) throw new MalformedInput(field, "negative CRL number");
   return n;
 }

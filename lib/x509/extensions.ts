@@ -12,7 +12,6 @@ import {
   type DerNode,
   encodingOf,
   expectTag,
-  integerBytes,
   parseDer,
   present,
   readBitString,
@@ -24,8 +23,9 @@ import {
 } from "../asn1/der.ts";
 import { OID } from "../asn1/oids.ts";
 import { MalformedInput } from "../errors.ts";
-import type { Certificate } from "./certificate.ts";
+import { type Certificate, serialNumberBytes } from "./certificate.ts";
 import { type GeneralName, parseGeneralName, parseGeneralNames } from "./general-name.ts";
+import { parseRdn } from "./name.ts";
 
 /** Key usage bits by name (RFC 5280 4.2.1.3). */
 export const KeyUsage = {
@@ -102,18 +102,10 @@ export function decodeExtensions(cert: Certificate, what: string): void {
         cert.subjectKeyIdentifier = contentOf(expectTag(parseDer(ext.value, field), Tag.OCTET_STRING, field));
         break;
       case OID.authorityKeyIdentifier: {
-        // RFC 5280 4.2.1.1: [0] keyIdentifier, [1] authorityCertIssuer, [2] serial, in order.
-        let last = -1;
-        for (const f of sequenceOf(parseDer(ext.value, field), field)) {
-          const number = f.tag & 0x1f;
-          if (number <= last) throw new MalformedInput(field, "AuthorityKeyIdentifier fields out of order");
-          last = number;
-          if (f.tag === contextTag(0, false)) cert.authorityKeyIdentifier = contentOf(f);
-          else if (f.tag === contextTag(1, true)) cert.authorityCertIssuer = parseGeneralNames(f, field);
-          else if (f.tag === contextTag(2, false)) {
-            cert.authorityCertSerialNumber = integerBytes({ ...f, tag: Tag.INTEGER }, field);
-          } else throw new MalformedInput(field, "unexpected AuthorityKeyIdentifier field");
-        }
+        const aki = parseAuthorityKeyIdentifier(ext.value, field);
+        cert.authorityKeyIdentifier = aki.keyIdentifier;
+        cert.authorityCertIssuer = aki.authorityCertIssuer;
+        cert.authorityCertSerialNumber = aki.authorityCertSerialNumber;
         break;
       }
       case OID.certificatePolicies: {
@@ -186,46 +178,127 @@ export function decodeExtensions(cert: Certificate, what: string): void {
   }
 }
 
+/** The fields of an AuthorityKeyIdentifier extension (RFC 5280 4.2.1.1), each optional. */
+export interface AuthorityKeyIdentifier {
+  keyIdentifier?: Uint8Array;
+  authorityCertIssuer?: GeneralName[];
+  /** Content octets of the serial number. */
+  authorityCertSerialNumber?: Uint8Array;
+}
+
+/**
+ * Parses an AuthorityKeyIdentifier extension's value, in certificates and CRLs alike:
+ * `[0] keyIdentifier`, `[1] authorityCertIssuer`, `[2] authorityCertSerialNumber`, each at
+ * most once and in that order, nothing else (a repeated keyIdentifier must not replace the
+ * first, which would let two readers see two keys).
+ */
+export function parseAuthorityKeyIdentifier(value: Uint8Array, field: string): AuthorityKeyIdentifier {
+  const aki: AuthorityKeyIdentifier = {};
+  let last = -1;
+  for (const f of sequenceOf(parseDer(value, field), field)) {
+    const number = f.tag & 0x1f;
+    if (number <= last) throw new MalformedInput(field, "AuthorityKeyIdentifier fields out of order");
+    last = number;
+    if (f.tag === contextTag(0, false)) aki.keyIdentifier = contentOf(f);
+    else if (f.tag === contextTag(1, true)) aki.authorityCertIssuer = parseGeneralNames(f, field);
+    else if (f.tag === contextTag(2, false)) {
+      aki.authorityCertSerialNumber = serialNumberBytes({ ...f, tag: Tag.INTEGER }, field);
+    } else throw new MalformedInput(field, "unexpected AuthorityKeyIdentifier field");
+  }
+  return aki;
+}
+
 function parseNameConstraints(
   node: DerNode,
   field: string,
 ): { permitted?: GeneralSubtree[]; excluded?: GeneralSubtree[] } {
   const out: { permitted?: GeneralSubtree[]; excluded?: GeneralSubtree[] } = {};
+  // [0] permittedSubtrees, then [1] excludedSubtrees, each at most once: a second list must
+  // not replace the first, which would drop the names it excludes.
+  let last = -1;
   for (const part of sequenceOf(node, field)) {
+    const number = part.tag & 0x1f;
+    if ((part.tag !== contextTag(0, true) && part.tag !== contextTag(1, true)) || number <= last) {
+      throw new MalformedInput(field, `unexpected NameConstraints field 0x${part.tag.toString(16)}`);
+    }
+    last = number;
     const subtrees = childrenOf(part, field).map((st) => {
       const [base, ...rest] = sequenceOf(st, field);
       const subtree: GeneralSubtree = {
         base: parseGeneralName(present(base, field), field),
         minimum: 0,
       };
+      let previous = -1;
       for (const r of rest) {
+        const n = r.tag & 0x1f;
+        if ((r.tag !== contextTag(0, false) && r.tag !== contextTag(1, false)) || n <= previous) {
+          throw new MalformedInput(field, "unexpected GeneralSubtree field");
+        }
+        previous = n;
         const value = readSmallInt({ ...r, tag: Tag.INTEGER }, field);
-        if (r.tag === contextTag(0, false)) subtree.minimum = value;
-        else if (r.tag === contextTag(1, false)) subtree.maximum = value;
-        else throw new MalformedInput(field, "unexpected GeneralSubtree field");
+        if (n === 0) {
+          // DER: minimum is DEFAULT 0, so an encoded 0 is not DER.
+          if (value === 0) {
+            throw new MalformedInput(field, "GeneralSubtree minimum 0 is DEFAULT, not encoded in DER");
+          }
+          subtree.minimum = value;
+        } else subtree.maximum = value;
       }
       return subtree;
     });
     // RFC 5280 4.2.1.10: a present subtree list must not be empty.
     if (subtrees.length === 0) throw new MalformedInput(field, "empty GeneralSubtrees");
-    if (part.tag === contextTag(0, true)) out.permitted = subtrees;
-    else if (part.tag === contextTag(1, true)) out.excluded = subtrees;
-    else throw new MalformedInput(field, "unexpected NameConstraints field");
+    if (number === 0) out.permitted = subtrees;
+    else out.excluded = subtrees;
   }
   if (!out.permitted && !out.excluded) throw new MalformedInput(field, "empty NameConstraints");
   return out;
 }
 
-/** Parses a DistributionPoint (also used by the CRL issuing distribution point). */
-export function parseDistributionPoint(node: DerNode, field: string): DistributionPoint {
+/**
+ * Parses a DistributionPoint (RFC 5280 4.2.1.13; also the name part of a CRL's issuing
+ * distribution point): `[0] distributionPoint`, `[1] reasons`, `[2] cRLIssuer`, each at most
+ * once and in that order, nothing else; the name is `[0] fullName` or `[1]
+ * nameRelativeToCRLIssuer`. A field it does not know is refused, not skipped: a verifier
+ * that skips one may read a different scope than the CRL issuer meant.
+ */
+export function parseDistributionPoint(
+  node: DerNode,
+  field: string,
+  requireNameOrIssuer = true,
+): DistributionPoint {
   const dp: DistributionPoint = {};
+  let last = -1;
   for (const f of sequenceOf(node, field)) {
+    const number = f.tag & 0x1f;
+    if ((f.tag & 0xc0) !== 0x80 || number > 2 || number <= last) {
+      throw new MalformedInput(field, `unexpected DistributionPoint field 0x${f.tag.toString(16)}`);
+    }
+    last = number;
     if (f.tag === contextTag(0, true)) {
-      const [name] = childrenOf(f, field);
-      if (name?.tag === contextTag(0, true)) dp.fullName = parseGeneralNames(name, field);
-      else if (name?.tag === contextTag(1, true)) dp.relativeName = encodingOf(name);
-    } else if (f.tag === contextTag(1, false)) dp.reasons = contentOf(f);
-    else if (f.tag === contextTag(2, true)) dp.crlIssuer = parseGeneralNames(f, field);
+      const [name, extra] = childrenOf(f, field);
+      if (!name || extra) throw new MalformedInput(field, "distributionPoint must hold one name");
+      if (name.tag === contextTag(0, true)) {
+        dp.fullName = parseGeneralNames(name, field);
+        if (dp.fullName.length === 0) throw new MalformedInput(field, "empty fullName");
+      } else if (name.tag === contextTag(1, true)) {
+        parseRdn(name, field);
+        dp.relativeName = encodingOf(name);
+      } else {throw new MalformedInput(
+          field,
+          "distributionPoint name is neither fullName nor a relative name",
+        );}
+    } else if (f.tag === contextTag(1, false)) {
+      dp.reasons = readBitString(f, field).bytes;
+    } else if (f.tag === contextTag(2, true)) {
+      dp.crlIssuer = parseGeneralNames(f, field);
+      if (dp.crlIssuer.length === 0) throw new MalformedInput(field, "empty cRLIssuer");
+    } else {
+      throw new MalformedInput(field, `unexpected DistributionPoint field 0x${f.tag.toString(16)}`);
+    }
+  }
+  if (requireNameOrIssuer && !dp.fullName && !dp.relativeName && !dp.crlIssuer) {
+    throw new MalformedInput(field, "a DistributionPoint needs a distributionPoint or cRLIssuer");
   }
   return dp;
 }

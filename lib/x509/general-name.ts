@@ -4,7 +4,19 @@
  * @module
  */
 
-import { childrenOf, contentOf, contextTag, type DerNode, latin1, present, readOid } from "../asn1/der.ts";
+import {
+  checkDer,
+  childrenOf,
+  contentOf,
+  contextTag,
+  type DerNode,
+  encodingOf,
+  isConstructed,
+  present,
+  readOid,
+  readString,
+  Tag,
+} from "../asn1/der.ts";
 import { tlv } from "../asn1/der-writer.ts";
 import { MalformedInput } from "../errors.ts";
 import { type Name, parseName } from "./name.ts";
@@ -20,47 +32,86 @@ export type GeneralName =
   | { type: "directory"; value: Name }
   | { type: "other"; tag: number; oid?: string; der: Uint8Array };
 
-/** Parses one GeneralName. IA5String forms are checked to be ASCII. */
+/**
+ * Parses one GeneralName. Each choice must carry the constructed bit its type calls for
+ * (IMPLICIT tagging keeps the underlying type's form): a primitive `[4]` or a constructed
+ * `[2]` is refused, as OpenSSL refuses it, rather than passed on as "other", which would let
+ * verifiers disagree about what names a certificate holds. IA5String forms must be ASCII;
+ * otherName and registeredID must hold what their types say.
+ */
 export function parseGeneralName(node: DerNode | undefined, field = "GeneralName"): GeneralName {
   node = present(node, field);
   const number = node.tag & 0x1f;
-  switch (node.tag) {
-    case contextTag(1, false):
+  if ((node.tag & 0xc0) !== 0x80 || number > 8) {
+    throw new MalformedInput(field, `unknown GeneralName tag 0x${node.tag.toString(16)}`);
+  }
+  // otherName, x400Address, directoryName, ediPartyName are SEQUENCE or CHOICE types.
+  const constructed = number === 0 || number === 3 || number === 4 || number === 5;
+  if (isConstructed(node) !== constructed) {
+    throw new MalformedInput(
+      field,
+      `GeneralName [${number}] must be ${constructed ? "constructed" : "primitive"}`,
+    );
+  }
+  switch (number) {
+    case 1:
       return { type: "email", value: ia5(node, field) };
-    case contextTag(2, false):
+    case 2:
       return { type: "dns", value: ia5(node, field) };
-    case contextTag(6, false):
+    case 6:
       return { type: "uri", value: ia5(node, field) };
-    case contextTag(7, false):
+    case 7:
       return { type: "ip", value: contentOf(node) };
-    case contextTag(4, true): {
+    case 4: {
       const [inner, extra] = childrenOf(node, field);
       if (!inner || extra) throw new MalformedInput(field, "directoryName must hold one Name");
       return { type: "directory", value: parseName(inner, field) };
     }
-    case contextTag(0, true): {
-      const [typeId] = childrenOf(node, field);
+    case 0: {
+      // AnotherName ::= SEQUENCE { type-id OBJECT IDENTIFIER, value [0] EXPLICIT ANY }
+      const [typeId, value, extra] = childrenOf(node, field);
+      if (!value || extra || value.tag !== contextTag(0, true) || childrenOf(value, field).length !== 1) {
+        throw new MalformedInput(field, "otherName must hold a type-id and one [0] value");
+      }
+      checkDer(value, field);
+      return { type: "other", tag: 0, oid: readOid(typeId, field), der: encodingOf(node) };
+    }
+    case 5: {
+      // EDIPartyName ::= SEQUENCE { nameAssigner [0] DirectoryString OPTIONAL,
+      //                             partyName [1] DirectoryString } (a CHOICE, so explicit)
+      const fields = childrenOf(node, field);
+      const strings = (f: DerNode | undefined, n: number) => {
+        if (f?.tag !== contextTag(n, true)) return false;
+        const [value, extra] = childrenOf(f, field);
+        if (!value || extra) return false;
+        readString(value, field);
+        return true;
+      };
+      const assigner = strings(fields[0], 0) ? 1 : 0;
+      if (!strings(fields[assigner], 1) || fields.length !== assigner + 1) {
+        throw new MalformedInput(field, "ediPartyName must hold an optional [0] and a [1] DirectoryString");
+      }
+      return { type: "other", tag: 5, der: encodingOf(node) };
+    }
+    case 3:
+      // ORAddress is a large structure meshauth never reads; it must be DER all the same.
+      checkDer(node, field);
+      return { type: "other", tag: 3, der: encodingOf(node) };
+    case 8:
       return {
         type: "other",
-        tag: 0,
-        oid: typeId ? readOid(typeId, field) : undefined,
-        der: node.buffer.subarray(node.start, node.end),
+        tag: 8,
+        oid: readOid({ ...node, tag: Tag.OID }, field),
+        der: encodingOf(node),
       };
-    }
     default:
-      if ((node.tag & 0xc0) !== 0x80 || number > 8) {
-        throw new MalformedInput(field, `unknown GeneralName tag 0x${node.tag.toString(16)}`);
-      }
-      return { type: "other", tag: number, der: node.buffer.subarray(node.start, node.end) };
+      return { type: "other", tag: number, der: encodingOf(node) };
   }
 }
 
+/** An IMPLICIT-tagged IA5String (rfc822Name, dNSName, URI), read as the string type it is. */
 function ia5(node: DerNode, field: string): string {
-  const bytes = contentOf(node);
-  for (const b of bytes) {
-    if (b > 0x7f) throw new MalformedInput(field, "IA5String holds a non-ASCII byte");
-  }
-  return latin1(bytes);
+  return readString({ ...node, tag: Tag.IA5_STRING }, field);
 }
 
 /** Parses a GeneralNames SEQUENCE. */

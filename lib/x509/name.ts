@@ -7,6 +7,7 @@ import { childrenOf, type DerNode, encodingOf, expectTag, readOid, readString, T
 import { oid, printableString, seq, set, utf8String } from "../asn1/der-writer.ts";
 import { OID } from "../asn1/oids.ts";
 import { InvalidArgument, MalformedInput } from "../errors.ts";
+import { prepareString, prohibitedCodePoint } from "./string-prep.ts";
 
 /** One attribute of a relative distinguished name. */
 export interface NameAttribute {
@@ -16,10 +17,17 @@ export interface NameAttribute {
   value: string;
 }
 
-/** A parsed Name. `key` compares names the way RFC 5280 7.1 asks (case and space folded). */
+/**
+ * A parsed Name. `key` compares names the way RFC 5280 7.1 asks: RDN by RDN, each value
+ * prepared by RFC 4518 (case folded, NFKC, invisible characters and insignificant spaces
+ * removed; see `string-prep.ts`).
+ */
 export interface Name {
   der: Uint8Array;
   rdns: NameAttribute[][];
+  /** The comparison key of each RDN, in order (`rdnKey`), computed once at parse. */
+  rdnKeys: string[];
+  /** The comparison key of the whole name: the RDN keys joined. */
   key: string;
 }
 
@@ -35,43 +43,79 @@ const SHORT: Record<string, string> = {
   "0.9.2342.19200300.100.1.25": "DC",
 };
 
-const STRING_TAGS = new Set<number>([
-  Tag.UTF8_STRING,
-  Tag.PRINTABLE_STRING,
-  Tag.IA5_STRING,
-  Tag.T61_STRING,
-  Tag.BMP_STRING,
-  Tag.UNIVERSAL_STRING,
-]);
-
-/** Parses a Name (SEQUENCE OF RDN, each a SET OF AttributeTypeAndValue). */
+/**
+ * Parses a Name (SEQUENCE OF RDN, each a SET OF AttributeTypeAndValue). Every value must be
+ * a character string ({@link readString}: the DirectoryString types, IA5String, NumericString),
+ * as OpenSSL requires too: a NULL or VisibleString read as text would compare unlike the
+ * string it imitates and slip past a directoryName constraint. A multi-valued RDN must be in
+ * DER SET OF order.
+ */
 export function parseName(node: DerNode, field = "Name"): Name {
   expectTag(node, Tag.SEQUENCE, field);
   const rdns: NameAttribute[][] = [];
-  for (const rdn of childrenOf(node, field)) {
-    expectTag(rdn, Tag.SET, field);
-    const attrs = childrenOf(rdn, field);
-    if (attrs.length === 0) throw new MalformedInput(field, "empty RelativeDistinguishedName");
-    rdns.push(attrs.map((atv) => {
-      const [type, value, extra] = childrenOf(expectTag(atv, Tag.SEQUENCE, field), field);
-      if (!type || !value || extra) throw new MalformedInput(field, "bad AttributeTypeAndValue");
-      return { type: readOid(type, field), tag: value.tag, value: readString(value, field) };
-    }));
+  for (const rdn of childrenOf(node, field)) rdns.push(parseRdn(expectTag(rdn, Tag.SET, field), field));
+  const rdnKeys = rdns.map(rdnKey);
+  return { der: encodingOf(node), rdns, rdnKeys, key: rdnKeys.join(",") };
+}
+
+/**
+ * Parses the attributes of one RelativeDistinguishedName (a SET OF AttributeTypeAndValue,
+ * whatever tag it carries: a CRL distribution point names one with an implicit `[1]`).
+ */
+export function parseRdn(rdn: DerNode, field = "Name"): NameAttribute[] {
+  const attrs = childrenOf(rdn, field);
+  if (attrs.length === 0) throw new MalformedInput(field, "empty RelativeDistinguishedName");
+  // X.690 11.6: SET OF elements in ascending order of their encodings.
+  for (let k = 1; k < attrs.length; k++) {
+    if (compareEncodings(encodingOf(attrs[k - 1]), encodingOf(attrs[k])) > 0) {
+      throw new MalformedInput(field, "RelativeDistinguishedName SET OF is not in DER order");
+    }
   }
-  return { der: encodingOf(node), rdns, key: nameKey(rdns) };
+  return attrs.map((atv) => {
+    const [type, value, extra] = childrenOf(expectTag(atv, Tag.SEQUENCE, field), field);
+    if (!type || !value || extra) throw new MalformedInput(field, "bad AttributeTypeAndValue");
+    return { type: readOid(type, field), tag: value.tag, value: readString(value, field) };
+  });
 }
 
-/** RFC 5280 7.1 / RFC 4518 in practice: fold case and inner whitespace of string values. */
-function nameKey(rdns: NameAttribute[][]): string {
-  return rdns.map(rdnKey).join(",");
+/** X.690 11.6: octet strings compared with the shorter padded with zero octets at its end. */
+function compareEncodings(a: Uint8Array, b: Uint8Array): number {
+  const n = Math.max(a.length, b.length);
+  for (let i = 0; i < n; i++) {
+    const d = (a[i] ?? 0) - (b[i] ?? 0);
+    if (d !== 0) return d;
+  }
+  return 0;
 }
 
-/** The comparison key of one relative distinguished name (attribute order does not matter). */
+/**
+ * The comparison key of one relative distinguished name (RFC 5280 7.1): attribute order does
+ * not matter, and values of any string type compare by their RFC 4518 prepared form. A value
+ * RFC 4518 cannot prepare (it holds a prohibited code point) keeps its exact characters under
+ * a separate marker, so it equals only the same characters and never a prepared value; name
+ * constraints refuse such a name outright ({@link unpreparableValue}).
+ */
 export function rdnKey(rdn: readonly NameAttribute[]): string {
   return rdn.map((a) => {
-    const v = STRING_TAGS.has(a.tag) ? a.value.trim().replace(/\s+/g, " ").toLowerCase() : a.value;
-    return `${a.type}=${JSON.stringify(v)}`;
+    const prepared = prepareString(a.value);
+    return prepared === undefined
+      ? `${a.type}!${JSON.stringify(a.value)}`
+      : `${a.type}=${JSON.stringify(prepared)}`;
   }).sort().join("+");
+}
+
+/**
+ * The first attribute value of `name` that RFC 4518 string preparation refuses, with the
+ * code point that makes it fail, or undefined when every value can be compared.
+ */
+export function unpreparableValue(name: Name): { attribute: NameAttribute; codePoint: string } | undefined {
+  for (const rdn of name.rdns) {
+    for (const attribute of rdn) {
+      const codePoint = prohibitedCodePoint(attribute.value);
+      if (codePoint) return { attribute, codePoint };
+    }
+  }
+  return undefined;
 }
 
 /** The values of every attribute of `type` in a name, in order (e.g. all common names). */

@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { X509Certificate } from "node:crypto";
 import { mkdir, readdir, readFile, readlink, rm, stat, writeFile } from "node:fs/promises";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { SpiffeId, TrustBundle, verifySvid } from "../../mod.ts";
 import {
   type AgentEvent,
@@ -70,6 +70,8 @@ async function startAgent(
     trustBundlePem: ca.bundlePem,
     stateDir: options.stateDir,
     sources: options.sources,
+    // Each test's temporary directory holds its state directory and its workloads' directories.
+    deliveryRoots: [dirname(options.stateDir)],
     backoff: { initialMs: 200, maxMs: 1000 },
     minRefreshSeconds: 1,
     maxRefreshSeconds: 1,
@@ -192,7 +194,8 @@ describe("rotation with short lifetimes", () => {
         new StaticSource(
           names.map((n) =>
             workload(n, join(dir.path, n), {
-              ttlSeconds: 35,
+              // Renewed 4 to 5 s after issuance.
+              ttlSeconds: 10,
               combinedFile: "tls.pem",
               layout: n === "fast-c" ? "spiffe-helper" : "istio",
             })
@@ -212,7 +215,7 @@ describe("rotation with short lifetimes", () => {
     const mismatches: string[] = [];
     const serials = new Map<string, Set<string>>(names.map((n) => [n, new Set()]));
     let reads = 0;
-    const deadline = Date.now() + 7000;
+    const deadline = Date.now() + 8000;
     const reader = async (name: string) => {
       const directory = join(dir.path, name);
       const layout = name === "fast-c"
@@ -314,10 +317,10 @@ describe("the CA stopped and started again", () => {
   before(async () => {
     ca = await startTestCa({ "node-a": [idOf("short").toString()] });
     dir = await tempDir();
-    // 15 s: renewal after 1.5 s (the CA backdates by 30 s), the 20% warning 6 s after issuance.
+    // 20 s: renewal 8 to 10 s after issuance, the 20% warning at 16 s.
     running = await startAgent(ca, {
       stateDir: join(dir.path, "state"),
-      sources: [new StaticSource([workload("short", join(dir.path, "short"), { ttlSeconds: 15 })])],
+      sources: [new StaticSource([workload("short", join(dir.path, "short"), { ttlSeconds: 20 })])],
     });
     await waitFor("first delivery", () => running.agent.readiness().isReady);
   });
@@ -329,9 +332,12 @@ describe("the CA stopped and started again", () => {
 
   test("failed renewals keep the current files, warn near expiry, and the new certificate lands once the CA is back", async () => {
     const directory = join(dir.path, "short");
+    const failures = () =>
+      running.logs.entries.filter((e) => e.msg === "obtaining the workload's certificate failed").length;
     await ca.stop();
-    // Whatever renewal was in flight when the CA stopped has landed or failed by now.
-    await new Promise((resolve) => setTimeout(resolve, 300));
+    // The workload's operations run one at a time: once a renewal has failed, whatever was in
+    // flight when the CA stopped has landed (files included) or failed.
+    await waitFor("a failed renewal", () => failures() >= 1);
     const kept = await readOneGeneration(directory);
     const generations = new Set<string>();
     await waitFor(

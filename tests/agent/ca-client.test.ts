@@ -154,6 +154,78 @@ describe("bounded concurrency", () => {
   });
 });
 
+describe("the deadline and the queue", () => {
+  test("waiting for the credential's one connection does not count against a request's deadline", async () => {
+    // Each answer takes 150 ms; eight requests share one connection: the last waits ~1 s for its
+    // turn, far past the 500 ms deadline, which starts only when the connection is free for it.
+    const server = await testServer((request, response) => {
+      request.resume();
+      setTimeout(() => problem(response, 503, "ERR_NOT_READY"), 150);
+    });
+    const observations: { seconds: number; queuedSeconds: number }[] = [];
+    const client = new CaClient({
+      url: server.url,
+      caCertificatesPem: root.bundle().toPem(),
+      timeoutMs: 500,
+      maxConcurrentRequests: 8,
+      connectionsPerCredential: 1,
+      onResponse: (o) => observations.push(o),
+    });
+    const results = await Promise.all(Array.from({ length: 8 }, () => client.trustBundle().catch((e) => e)));
+    assert.ok(
+      results.every((r) => r instanceof CaRequestFailed && r.status === 503),
+      results.map((r) => r.message).join("; "),
+    );
+    assert.equal(server.maxInFlight(), 1);
+    assert.ok(
+      Math.max(...observations.map((o) => o.queuedSeconds)) > 0.5,
+      "the last one queued past the deadline",
+    );
+    assert.ok(observations.every((o) => o.seconds < 0.5));
+    await client.close();
+    await server.close();
+  });
+
+  test("a request abandoned while it waits for its turn leaves the queue at once", async () => {
+    const server = await testServer((request, response) => {
+      request.resume();
+      setTimeout(() => problem(response, 503, "ERR_NOT_READY"), 300);
+    });
+    const client = new CaClient({ url: server.url, caCertificatesPem: root.bundle().toPem() });
+    const first = client.requestCertificate("csr", { kind: "token", token: "t" }).catch((e) => e);
+    const abandon = new AbortController();
+    const second = client.requestCertificate("csr", { kind: "token", token: "t" }, { signal: abandon.signal })
+      .catch((e) => e);
+    abandon.abort();
+    const err = await second;
+    assert.ok(err instanceof CaUnavailable && err.kind === "aborted", String(err));
+    assert.equal(client.load.waiting, 0);
+    await first;
+    await client.close();
+    await server.close();
+  });
+
+  test("an answer over the size limit is refused as not the API's, and the connection dropped", async () => {
+    const server = await testServer((request, response) => {
+      request.resume();
+      response.writeHead(200, { "content-type": "application/x-pem-file" });
+      response.end("-----BEGIN CERTIFICATE-----\n" + "A".repeat(64 * 1024));
+    });
+    const client = new CaClient({
+      url: server.url,
+      caCertificatesPem: root.bundle().toPem(),
+      maxResponseBytes: 32 * 1024,
+    });
+    await assert.rejects(
+      client.trustBundle(),
+      (err: unknown) =>
+        err instanceof CaUnavailable && err.kind === "answer" && /larger than 32768 bytes/.test(err.message),
+    );
+    await client.close();
+    await server.close();
+  });
+});
+
 describe("failures below the API", () => {
   test("a CA that does not answer within the deadline is a timeout", async () => {
     const server = await testServer(() => {});

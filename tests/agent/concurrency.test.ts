@@ -30,7 +30,7 @@ test("ConcurrencyLimit lets waiting callers in by priority, lowest first, then i
     ["also in an hour", 3600],
     ["expires in ten minutes", 600],
   ].map(([name, priority]) =>
-    limit.run(() => Promise.resolve(order.push(name as string)), priority as number)
+    limit.run(() => Promise.resolve(order.push(name as string)), { priority: priority as number })
   );
   assert.equal(limit.waiting, 5);
   release();

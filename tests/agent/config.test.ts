@@ -210,6 +210,51 @@ workloads:
   });
 });
 
+describe("loadAgentConfig: paths and URLs that mean one thing", () => {
+  test("without a file's say, the state directory, the CA's bundle and the delivery root are absolute", async () => {
+    const config = await loadAgentConfig({ env: { MESHAUTH_NODE_NAME: "n" }, cwd: "/" });
+    assert.equal(config.stateDir, "/var/lib/meshauth/agent");
+    assert.equal(config.ca.trustBundleFile, "/etc/meshauth/bundle.pem");
+    assert.deepEqual(config.delivery.roots, ["/var/run/meshauth"]);
+    // The same from any working directory: a service manager starts the agent in /.
+    const elsewhere = await loadAgentConfig({ env: { MESHAUTH_NODE_NAME: "n" }, cwd: "/tmp" });
+    assert.equal(elsewhere.stateDir, config.stateDir);
+  });
+
+  test("delivery.roots: relative to the file, or to the shell from the environment", async () => {
+    const path = await write("roots.yaml", "node: { name: n }\ndelivery: { roots: [pods, /run/meshauth] }\n");
+    const config = await loadAgentConfig({ path, env: {} });
+    assert.deepEqual(config.delivery.roots, [join(dir.path, "pods"), "/run/meshauth"]);
+    const fromEnv = await loadAgentConfig({
+      path,
+      env: { MESHAUTH_AGENT_DELIVERY_ROOTS: "a,/b" },
+      cwd: "/somewhere",
+    });
+    assert.deepEqual(fromEnv.delivery.roots, ["/somewhere/a", "/b"]);
+    const empty = await write("no-roots.yaml", "node: { name: n }\ndelivery: { roots: [] }\n");
+    assert.ok(
+      (await problemsOf(loadAgentConfig({ path: empty, env: {} }))).some((p) =>
+        p.startsWith("delivery.roots:")
+      ),
+    );
+  });
+
+  test("ca.url: the client's one rule, named by the key (plain HTTP only to loopback)", async () => {
+    const problems = async (url: string) =>
+      await problemsOf(loadAgentConfig({ env: { MESHAUTH_NODE_NAME: "n", MESHAUTH_CA_URL: url } }));
+    assert.match(
+      (await problems("http://ca.example:8080"))[0],
+      /^ca\.url \(from MESHAUTH_CA_URL\): plain HTTP is allowed only to a loopback CA/,
+    );
+    assert.match(
+      (await problems("ftp://127.0.0.1"))[0],
+      /^ca\.url \(from MESHAUTH_CA_URL\): expected an https:\/\/ URL/,
+    );
+    assert.deepEqual(await problems("http://127.0.0.1:8080"), []);
+    assert.deepEqual(await problems("https://ca.example:8443"), []);
+  });
+});
+
 describe("meshauth agent (command line)", () => {
   test("--help describes the command, the options and the environment, with exit code 0", async () => {
     const r = await cli(["agent", "--help"]);

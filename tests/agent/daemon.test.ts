@@ -1,11 +1,12 @@
 // `meshauth agent` as a process, against a real CA on 127.0.0.1: JSON logs, the status port,
-// SIGTERM, SIGKILL at random moments (every workload directory keeps a matching key and
-// certificate), a restart that serves the stored certificates with the CA down, and a spent
+// SIGTERM, SIGKILL in the middle of a wave of writes (every workload directory keeps a
+// complete generation behind ..data, visible links through it, and only leftovers the next
+// start sweeps), a restart that serves the stored certificates with the CA down, and a spent
 // join token reported in one line.
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { lstat, mkdir, readdir, readFile, readlink, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { NODE, ROOT } from "../ca-server/helpers.ts";
 import {
@@ -89,7 +90,10 @@ async function stopProcess(agent: AgentProcess | undefined): Promise<void> {
   await agent.exited;
 }
 
-const names = ["web", "db", "cache"];
+/** Two static workloads, and drop-ins: enough that a start's writes take a while to finish. */
+const dropIns = ["cache", ...Array.from({ length: 21 }, (_, i) => `w${String(i).padStart(2, "0")}`)];
+const names = ["web", "db", ...dropIns];
+const visibleNames = ["cert-chain.pem", "key.pem", "root-cert.pem", "tls.pem"];
 
 describe("meshauth agent", () => {
   let ca: TestCa;
@@ -103,11 +107,18 @@ describe("meshauth agent", () => {
     dir = await tempDir();
     await writeFile(join(dir.path, "node.token"), `${await ca.nodeToken("node-a")}\n`);
     await mkdir(join(dir.path, "workloads.d"));
-    await writeFile(
-      join(dir.path, "workloads.d", "cache.yaml"),
-      `spiffeId: spiffe://${TRUST_DOMAIN}/cache\ndirectory: ../pods/cache\nttlSeconds: 35\ncombinedFile: tls.pem\n`,
-    );
+    for (const name of dropIns) {
+      await writeFile(
+        join(dir.path, "workloads.d", `${name}.yaml`),
+        `spiffeId: spiffe://${TRUST_DOMAIN}/${name}\ndirectory: ../pods/${name}\nttlSeconds: 35\ncombinedFile: tls.pem\n`,
+      );
+    }
     configPath = join(dir.path, "agent.yaml");
+    await writeConfig("0600");
+  });
+
+  /** The configuration, with the key mode of every workload: a change re-writes them all at the next start. */
+  async function writeConfig(keyFileMode: string): Promise<void> {
     await writeFile(
       configPath,
       `trustDomain: ${TRUST_DOMAIN}
@@ -115,33 +126,57 @@ ca: { url: "${ca.url}", trustBundleFile: ${ca.bundlePath} }
 node: { name: node-a, joinTokenFile: node.token }
 stateDir: state
 workloadsDir: workloads.d
-workloadDefaults: { ttlSeconds: 35, combinedFile: tls.pem }
+workloadDefaults: { ttlSeconds: 35, combinedFile: tls.pem, keyFileMode: "${keyFileMode}" }
 workloads:
   - { name: web, spiffeId: "spiffe://${TRUST_DOMAIN}/web", directory: pods/web }
   - { name: db, spiffeId: "spiffe://${TRUST_DOMAIN}/db", directory: pods/db, layout: istio }
+delivery: { roots: [pods] }
 renewal: { retryInitialSeconds: 1, retryMaxSeconds: 2 }
 refresh: { minSeconds: 1, maxSeconds: 2 }
 listen: { port: 0 }
 `,
     );
-  });
+  }
   after(async () => {
     await stopProcess(running);
     await ca?.remove();
     await dir?.remove();
   });
 
-  async function assertEveryDirectoryMatches(): Promise<void> {
+  /**
+   * Every directory: ..data on a whole generation whose key matches its certificate (and the
+   * combined file likewise), every visible name a link through ..data. Answers the key modes
+   * found and how many leftovers of an interrupted write (another generation, ..data_tmp, a
+   * temporary link) there are.
+   */
+  async function assertEveryDirectoryMatches(): Promise<{ modes: Set<number>; leftovers: number }> {
+    const modes = new Set<number>();
+    let leftovers = 0;
     for (const name of names) {
-      const files = await readOneGeneration(directoryOf(name));
+      const directory = directoryOf(name);
+      const files = await readOneGeneration(directory);
       assert.ok(
         keyMatches(files.keyPem, files.chainPem),
         `${name}: ${files.generation} holds a matching pair`,
       );
-      const combined = await readFile(join(directoryOf(name), "tls.pem"), "utf8");
+      const combined = await readFile(join(directory, files.generation, "tls.pem"), "utf8");
       const cut = combined.indexOf("-----BEGIN PRIVATE KEY-----");
       assert.ok(keyMatches(combined.slice(cut), combined.slice(0, cut)), `${name}: tls.pem`);
+      for (const visible of visibleNames) {
+        assert.ok((await lstat(join(directory, visible))).isSymbolicLink(), `${name}/${visible} is a link`);
+        assert.equal(await readlink(join(directory, visible)), `..data/${visible}`);
+      }
+      assert.deepEqual(
+        (await readdir(directory)).filter((n) => !n.startsWith("..")).sort(),
+        visibleNames.sort(),
+      );
+      leftovers += (await readdir(directory)).filter((n) =>
+        n.startsWith("..") && n !== "..data" && n !== files.generation
+      )
+        .length;
+      modes.add((await stat(join(directory, "key.pem"))).mode & 0o777);
     }
+    return { modes, leftovers };
   }
 
   test("bootstraps with the join token file, delivers every workload, and answers on its status port", async () => {
@@ -155,7 +190,7 @@ listen: { port: 0 }
     const ready = await fetch(`${url}/readyz`);
     assert.deepEqual([ready.status, await ready.json()], [200, { status: "ready" }]);
     const metrics = await (await fetch(`${url}/metrics`)).text();
-    assert.match(metrics, /^meshauth_agent_certificates 3$/m);
+    assert.match(metrics, new RegExp(`^meshauth_agent_certificates ${names.length}$`, "m"));
     assert.match(metrics, /^meshauth_agent_node_certificate_expiry_seconds \d+$/m);
     assert.equal((await fetch(`${url}/readyz`, { method: "POST" })).status, 405);
     await assertEveryDirectoryMatches();
@@ -167,16 +202,32 @@ listen: { port: 0 }
     await assertEveryDirectoryMatches();
   });
 
-  test("SIGKILL at any moment leaves every directory with a matching key and certificate", async () => {
-    for (let i = 0; i < 4; i++) {
+  test("SIGKILL in the middle of a wave of writes leaves every directory whole, and the next start sweeps the rest", async (t) => {
+    // Each start finds every key file in the other mode and re-writes all the directories; the
+    // kill comes as the first of those writes is logged, while the others are under way.
+    const kills = 8;
+    let interrupted = 0;
+    for (let i = 0; i < kills; i++) {
+      const mode = i % 2 === 0 ? 0o640 : 0o600;
+      await writeConfig(`0${mode.toString(8)}`);
       running = startAgentProcess(configPath);
-      await waitFor("start", () => running!.logs.some((l) => l.msg === "listening"), 30_000);
-      // Anywhere in the start-up, a renewal or a bundle refresh (certificates renew every ~3.5 s).
-      await new Promise((resolve) => setTimeout(resolve, Math.floor(Math.random() * 2000)));
+      await waitFor("the first write", () => running!.logs.some((l) => l.msg === "delivered"), 30_000);
       running.child.kill("SIGKILL");
       await running.exited;
-      await assertEveryDirectoryMatches();
+      const { modes, leftovers } = await assertEveryDirectoryMatches();
+      assert.ok(modes.has(mode), "the wave had begun");
+      // Some directories still in the old mode, or a write's leftovers: the kill landed mid-wave.
+      if (modes.size > 1 || leftovers > 0) interrupted++;
     }
+    t.diagnostic(`${interrupted} of ${kills} kills landed while writes were under way`);
+    assert.ok(interrupted > 0, `no kill of ${kills} landed while writes were under way`);
+    // A clean start finishes the wave and sweeps every leftover.
+    running = startAgentProcess(configPath);
+    await waitFor("ready", () => running!.logs.some((l) => l.msg === "ready"), 30_000);
+    await terminate(running);
+    const { modes, leftovers } = await assertEveryDirectoryMatches();
+    assert.deepEqual([...modes], [0o600]);
+    assert.equal(leftovers, 0);
   });
 
   test("a restart with the CA down serves the stored certificates at once and issues none", async () => {
@@ -185,7 +236,7 @@ listen: { port: 0 }
       running = startAgentProcess(configPath);
       await waitFor("ready", () => running!.logs.some((l) => l.msg === "ready"), 30_000);
       const restored = running.logs.filter((l) => l.msg === "certificate restored from the state directory");
-      assert.equal(restored.length, 3);
+      assert.equal(restored.length, names.length);
       assert.ok(running.logs.some((l) => l.msg === "node identity restored"));
       const ready = await fetch(`${running.statusUrl()}/readyz`);
       assert.equal(ready.status, 200);

@@ -5,12 +5,25 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { chmod, lstat, mkdir, readdir, readFile, readlink, stat, symlink, writeFile } from "node:fs/promises";
+import {
+  chmod,
+  chown,
+  lstat,
+  mkdir,
+  readdir,
+  readFile,
+  readlink,
+  rm,
+  stat,
+  symlink,
+  writeFile,
+} from "node:fs/promises";
 import { join } from "node:path";
 import {
   credentialFiles,
   DeliveryFailed,
   DeliveryRefused,
+  isDelivered,
   LAYOUTS,
   readGeneration,
   removeDelivery,
@@ -110,13 +123,43 @@ describe("writeGeneration", () => {
     assert.deepEqual(hidden.sort(), ["..data", await readlink(join(target, "..data"))].sort());
   });
 
-  test("a plain file from an older writer is replaced by the visible symlink", async () => {
+  test("a file the agent did not make under a visible name is refused and left as it is", async () => {
     const target = join(dir.path, "plain");
     await mkdir(target);
-    await writeFile(join(target, "key.pem"), "old plain key");
-    await writeGeneration(target, credentialFiles(credentials(3), { layout: "istio", keyFileMode: 0o600 }));
-    assert.ok((await lstat(join(target, "key.pem"))).isSymbolicLink());
-    assert.equal(await readFile(join(target, "key.pem"), "utf8"), "key 3\n");
+    await writeFile(join(target, "key.pem"), "the workload's own key");
+    await assert.rejects(
+      writeGeneration(target, credentialFiles(credentials(3), { layout: "istio", keyFileMode: 0o600 })),
+      (err: unknown) =>
+        err instanceof DeliveryRefused && /key\.pem is a file the agent did not make/.test(err.message),
+    );
+    assert.equal(await readFile(join(target, "key.pem"), "utf8"), "the workload's own key");
+    assert.deepEqual(await readdir(target), ["key.pem"]);
+    // A symlink of someone else's under a visible name is refused the same way.
+    await rm(join(target, "key.pem"));
+    await symlink("/etc/hostname", join(target, "key.pem"));
+    await assert.rejects(
+      writeGeneration(target, credentialFiles(credentials(3), { layout: "istio", keyFileMode: 0o600 })),
+      /key\.pem is a symbolic link the agent did not make/,
+    );
+    assert.equal(await readlink(join(target, "key.pem")), "/etc/hostname");
+  });
+
+  test("legacy files of the same program are replaced by the links, or removed when no longer written", async () => {
+    const target = join(dir.path, "legacy");
+    await mkdir(target);
+    for (const name of ["svid.pem", "svid_key.pem", "bundle.pem"]) await writeFile(join(target, name), "old");
+    await writeGeneration(
+      target,
+      credentialFiles(credentials(4), { layout: "spiffe-helper", keyFileMode: 0o600 }),
+      {},
+      { legacyFiles: ["svid.pem", "svid_key.pem", "bundle.pem"] },
+    );
+    assert.deepEqual((await readdir(target)).filter((n) => !n.startsWith("..")).sort(), [
+      "svid.pem",
+      "svid_bundle.pem",
+      "svid_key.pem",
+    ]);
+    assert.equal(await readFile(join(target, "svid_key.pem"), "utf8"), "key 4\n");
   });
 
   test("a directory others can write is refused, and nothing is written into it", async () => {
@@ -126,7 +169,7 @@ describe("writeGeneration", () => {
     await assert.rejects(
       writeGeneration(target, credentialFiles(credentials(1), { layout: "istio", keyFileMode: 0o600 })),
       (err: unknown) =>
-        err instanceof DeliveryRefused && /others can write to it \(mode 0777\)/.test(err.message),
+        err instanceof DeliveryRefused && /group or others can write to it \(mode 0777\)/.test(err.message),
     );
     assert.deepEqual(await readdir(target), []);
   });
@@ -240,5 +283,137 @@ describe("removeDelivery", () => {
     await writeFile(join(target, "app.conf"), "the workload's own");
     await removeDelivery(target);
     assert.deepEqual(await readdir(target), ["app.conf"]);
+  });
+});
+
+describe("the delivery root: every directory from it down is the agent's", () => {
+  const asRoot = process.getuid?.() === 0;
+  const files = () => credentialFiles(credentials(1), { layout: "istio", keyFileMode: 0o600 });
+
+  test("missing directories below the root are made 0755 and the write lands", async () => {
+    const root = join(dir.path, "root-made");
+    await writeGeneration(join(root, "a", "b", "web"), files(), {}, { root });
+    for (const path of [root, join(root, "a"), join(root, "a", "b"), join(root, "a", "b", "web")]) {
+      assert.equal((await stat(path)).mode & 0o777, 0o755, path);
+    }
+  });
+
+  test("a directory outside the root is refused", async () => {
+    const root = join(dir.path, "root-outside");
+    await assert.rejects(
+      writeGeneration(join(dir.path, "elsewhere"), files(), {}, { root }),
+      (err: unknown) => err instanceof DeliveryRefused && /not inside the delivery root/.test(err.message),
+    );
+    await assert.rejects(stat(join(dir.path, "elsewhere")), { code: "ENOENT" });
+  });
+
+  test("a group-writable directory, or one between it and the root, is refused", async () => {
+    const root = join(dir.path, "root-group");
+    await mkdir(join(root, "middle", "web"), { recursive: true });
+    await chmod(join(root, "middle", "web"), 0o775);
+    await assert.rejects(
+      writeGeneration(join(root, "middle", "web"), files(), {}, { root }),
+      (err: unknown) =>
+        err instanceof DeliveryRefused &&
+        /middle\/web: its group or others can write to it \(mode 0775\)/.test(err.message),
+    );
+    await chmod(join(root, "middle", "web"), 0o755);
+    await chmod(join(root, "middle"), 0o770);
+    await assert.rejects(
+      writeGeneration(join(root, "middle", "web"), files(), {}, { root }),
+      /middle: its group or others can write to it \(mode 0770\)/,
+    );
+    assert.deepEqual(await readdir(join(root, "middle", "web")), []);
+  });
+
+  test("a directory owned by another user (the workload), or one above it, is refused", async (t) => {
+    if (!asRoot) {
+      t.diagnostic("not root: a directory of another user cannot be made here; the uid check runs as root");
+      return;
+    }
+    const root = join(dir.path, "root-owner");
+    await mkdir(join(root, "middle", "web"), { recursive: true });
+    await chown(join(root, "middle", "web"), 1001, 1001);
+    await assert.rejects(
+      writeGeneration(join(root, "middle", "web"), files(), { uid: 1001 }, { root }),
+      (err: unknown) =>
+        err instanceof DeliveryRefused && /belongs to uid 1001, not to root or the agent/.test(err.message),
+    );
+    await chown(join(root, "middle", "web"), 0, 0);
+    await chown(join(root, "middle"), 1001, 1001);
+    await assert.rejects(
+      writeGeneration(join(root, "middle", "web"), files(), { uid: 1001 }, { root }),
+      /middle: it belongs to uid 1001/,
+    );
+    assert.deepEqual(await readdir(join(root, "middle", "web")), []);
+  });
+
+  test("a symlink between the root and the directory is refused, not followed", async () => {
+    const root = join(dir.path, "root-link");
+    const elsewhere = join(dir.path, "root-link-target");
+    await mkdir(root);
+    await mkdir(elsewhere);
+    await symlink(elsewhere, join(root, "middle"));
+    await assert.rejects(
+      writeGeneration(join(root, "middle", "web"), files(), {}, { root }),
+      (err: unknown) =>
+        err instanceof DeliveryRefused && /symbolic link or not a directory/.test(err.message),
+    );
+    assert.deepEqual(await readdir(elsewhere), []);
+  });
+});
+
+describe("reading what was delivered", () => {
+  test("a FIFO in place of a delivered file is not opened for reading (no hang) and reads as not delivered", async () => {
+    const target = join(dir.path, "fifo");
+    await writeGeneration(target, credentialFiles(credentials(1), { layout: "istio", keyFileMode: 0o600 }));
+    const generation = await readlink(join(target, "..data"));
+    await rm(join(target, generation, "cert-chain.pem"));
+    const made = spawnSync("mkfifo", [join(target, generation, "cert-chain.pem")]);
+    assert.equal(made.status, 0, String(made.stderr));
+    const read = await Promise.race([
+      readGeneration(target, ["cert-chain.pem", "key.pem"]),
+      new Promise((resolve) => setTimeout(() => resolve("hung"), 2000)),
+    ]);
+    assert.equal(read, undefined);
+    const files = credentialFiles(credentials(1), { layout: "istio", keyFileMode: 0o600 });
+    assert.equal(await isDelivered(target, files), false);
+  });
+
+  test("isDelivered: true for what was written; false once the mode, the names or the content differ", async () => {
+    const target = join(dir.path, "delivered");
+    const options = { layout: "istio" as const, keyFileMode: 0o600 };
+    const files = credentialFiles(credentials(1), options);
+    await writeGeneration(target, files);
+    assert.equal(await isDelivered(target, files), true);
+    assert.equal(
+      await isDelivered(target, credentialFiles(credentials(1), { ...options, keyFileMode: 0o640 })),
+      false,
+    );
+    assert.equal(
+      await isDelivered(target, credentialFiles(credentials(1), { ...options, combinedFile: "tls.pem" })),
+      false,
+    );
+    assert.equal(
+      await isDelivered(target, credentialFiles(credentials(1), { ...options, layout: "spiffe-helper" })),
+      false,
+    );
+    assert.equal(await isDelivered(target, credentialFiles(credentials(2), options)), false);
+    if (process.getuid?.() === 0) assert.equal(await isDelivered(target, files, { uid: 4321 }), false);
+  });
+});
+
+describe("removeDelivery never follows a symlink", () => {
+  test("a link planted in a generation is removed, what it points to stays", async () => {
+    const target = join(dir.path, "remove-links");
+    const outside = join(dir.path, "remove-links-outside");
+    await mkdir(outside);
+    await writeFile(join(outside, "keep.txt"), "keep");
+    await writeGeneration(target, credentialFiles(credentials(1), { layout: "istio", keyFileMode: 0o600 }));
+    const generation = await readlink(join(target, "..data"));
+    await symlink(outside, join(target, generation, "escape"));
+    await removeDelivery(target);
+    await assert.rejects(stat(target), { code: "ENOENT" });
+    assert.deepEqual(await readdir(outside), ["keep.txt"]);
   });
 });

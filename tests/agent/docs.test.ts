@@ -148,10 +148,10 @@ test("docs/agent.md: from npm start's CA to an agent delivering two workloads' f
     if (block.waitFor) {
       const lines = await startBackground(script, work.path, env, block.waitFor);
       const url = new URL(listeningUrl(lines));
-      if (script.includes("npm start")) {
-        ports["8443"] = url.port;
-        env.MESHAUTH_CA_URL = url.origin;
-      } else ports["8444"] = url.port;
+      // The port the process took replaces the text's in the blocks that follow; ca.url is used
+      // as agent.yaml writes it (https://localhost:<port>), not overridden.
+      if (script.includes("npm start")) ports["8443"] = url.port;
+      else ports["8444"] = url.port;
       continue;
     }
     const r = await runShell(script, work.path, env);
@@ -173,9 +173,4 @@ test("docs/agent.md: from npm start's CA to an agent delivering two workloads' f
     bundle: "svid_bundle.pem",
   });
   assert.ok(keyMatches(db.keyPem, db.chainPem));
-  // What the text says after the block.
-  assert.match(
-    markdown,
-    /`openssl verify` answers `OK`, the SAN is `URI:spiffe:\/\/meshauth\.local\/demo\/db`/,
-  );
 });

@@ -4,7 +4,7 @@ import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { setTimeout as sleep } from "node:timers/promises";
-import { mkdtemp, readFile, readlink, rm, stat, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, readFile, readlink, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
@@ -85,6 +85,33 @@ test("the rotator bootstraps with a join token and delivers a verifiable SVID th
     const spki = new Uint8Array(await crypto.subtle.exportKey("spki", key.publicKey));
     assert.deepEqual(spki, parseCertificates(chain)[0].spki);
     assert.ok(held.expiresAt > held.notBefore);
+  } finally {
+    rotator.stop();
+  }
+});
+
+test("a directory of the plain files an earlier rotator wrote: links replace them and the stale bundle.pem goes", async () => {
+  const out = join(dir, "upgraded");
+  await mkdir(out, { mode: 0o755 });
+  for (const name of ["svid.pem", "svid_key.pem", "bundle.pem"]) {
+    await writeFile(join(out, name), "from before");
+  }
+  const rotator = new SvidRotator({
+    id,
+    client: new CaClient({ url: server.url, caCertificatesPem: bundlePem }),
+    credential: { kind: "token", token: await joinToken() },
+    directory: out,
+    keepAlive: false,
+  });
+  try {
+    await rotator.start();
+    assert.deepEqual((await readdir(out)).filter((n) => !n.startsWith("..")).sort(), [
+      "svid.pem",
+      "svid_bundle.pem",
+      "svid_key.pem",
+    ]);
+    assert.equal(await readlink(join(out, "svid_key.pem")), "..data/svid_key.pem");
+    assert.equal(await readFile(join(out, "svid_bundle.pem"), "utf8"), bundlePem);
   } finally {
     rotator.stop();
   }
@@ -211,7 +238,7 @@ const rotator = new SvidRotator({
   id: process.env.TEST_ID!,
   client: new CaClient({ url: process.env.TEST_URL!, caCertificatesPem: process.env.TEST_BUNDLE }),
   credential: { kind: "token", token: process.env.TEST_TOKEN },
-  ttlSeconds: 35,
+  ttlSeconds: 8,
   ${keepAlive ? "" : "keepAlive: false,"}
   onRotate: (svid) => console.log("rotated", svid.serialNumber),
 });
@@ -254,8 +281,8 @@ await rotator.start();
 }
 
 test("a script that only starts the rotator stays alive and renews", async () => {
-  // 35 s certificates, backdated 30 s: renewed about 3.5 s after issuance (the old code's
-  // unref'd timer let such a script exit after about a second, before any renewal).
+  // 8 s certificates: renewed 3.2 to 4 s after issuance (the old code's unref'd timer let such
+  // a script exit after about a second, before any renewal).
   const { lines, exitedAfterMs } = await onlyStart(true, 9000, 2);
   assert.equal(exitedAfterMs, undefined, `the script exited after ${exitedAfterMs} ms: ${lines.join("; ")}`);
   assert.ok(lines.filter((l) => l.startsWith("rotated")).length >= 2, lines.join("; "));

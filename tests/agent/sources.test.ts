@@ -3,7 +3,7 @@
 // its previous version) and the static list.
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdir, rename, rm, symlink, writeFile } from "node:fs/promises";
+import { chmod, chown, mkdir, rename, rm, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import {
   DirectorySource,
@@ -153,6 +153,101 @@ describe("DirectorySource", () => {
       await writeFile(join(staging, "web.yaml"), entry("web", "/run/web"));
       await rename(staging, drop);
       await waitFor("the workload to appear", () => sink.last().length === 1);
+    } finally {
+      await source.stop();
+    }
+  });
+});
+
+describe("DirectorySource refuses what it cannot trust", () => {
+  test("a group- or other-writable directory of entries: reported, nothing read from it until fixed", async () => {
+    const drop = join(dir.path, "open-drop");
+    await mkdir(drop);
+    await writeFile(join(drop, "web.yaml"), entry("web", "/run/web"));
+    await chmod(drop, 0o777);
+    const sink = recordingSink();
+    const source = new DirectorySource({ directory: drop, trustDomain: "meshauth.local", debounceMs: 10 });
+    await source.start(sink);
+    try {
+      assert.deepEqual(sink.last(), []);
+      assert.equal(sink.problems.length, 1);
+      assert.match(
+        sink.problems[0].message,
+        /not safe to take entries from: its group or others can write to it \(mode 0777\)/,
+      );
+      await chmod(drop, 0o755);
+      await source.scan();
+      assert.deepEqual(sink.last().map((w) => w.name), ["web"]);
+    } finally {
+      await source.stop();
+    }
+  });
+
+  test("a directory of entries owned by another user is refused", async (t) => {
+    if (process.getuid?.() !== 0) {
+      t.diagnostic("not root: a directory of another user cannot be made here; the uid check runs as root");
+      return;
+    }
+    const drop = join(dir.path, "foreign-drop");
+    await mkdir(drop);
+    await writeFile(join(drop, "web.yaml"), entry("web", "/run/web"));
+    await chown(drop, 1001, 1001);
+    const sink = recordingSink();
+    const source = new DirectorySource({ directory: drop, trustDomain: "meshauth.local" });
+    await source.start(sink);
+    await source.stop();
+    assert.deepEqual(sink.last(), []);
+    assert.match(sink.problems[0].message, /belongs to uid 1001, not to root or the agent/);
+  });
+
+  test("an entry file that is group-writable, or another user's, is skipped and reported", async () => {
+    const drop = join(dir.path, "file-modes");
+    await mkdir(drop);
+    await writeFile(join(drop, "good.yaml"), entry("good", "/run/good"));
+    await writeFile(join(drop, "open.yaml"), entry("open", "/run/open"));
+    await chmod(join(drop, "open.yaml"), 0o664);
+    if (process.getuid?.() === 0) {
+      await writeFile(join(drop, "theirs.yaml"), entry("theirs", "/run/theirs"));
+      await chown(join(drop, "theirs.yaml"), 1001, 1001);
+    }
+    const sink = recordingSink();
+    const source = new DirectorySource({ directory: drop, trustDomain: "meshauth.local" });
+    await source.start(sink);
+    await source.stop();
+    assert.deepEqual(sink.last().map((w) => w.name), ["good"]);
+    const byFile = (name: string) => sink.problems.find((p) => p.file === join(drop, name));
+    assert.match(byFile("open.yaml")!.message, /group or others can write to the file \(mode 0664\)/);
+    if (process.getuid?.() === 0) assert.match(byFile("theirs.yaml")!.message, /belongs to uid 1001/);
+  });
+
+  test("a file over 64 KiB is refused; one just under is read", async () => {
+    const drop = join(dir.path, "sizes");
+    await mkdir(drop);
+    const base = entry("big", "/run/big");
+    await writeFile(join(drop, "big.yaml"), base + "#".repeat(64 * 1024 - base.length) + "\n");
+    await writeFile(join(drop, "fits.yaml"), entry("fits", "/run/fits") + "#".repeat(60 * 1024) + "\n");
+    const sink = recordingSink();
+    const source = new DirectorySource({ directory: drop, trustDomain: "meshauth.local" });
+    await source.start(sink);
+    await source.stop();
+    assert.deepEqual(sink.last().map((w) => w.name), ["fits"]);
+    assert.match(
+      sink.problems.find((p) => p.file === join(drop, "big.yaml"))!.message,
+      /larger than 65536 bytes/,
+    );
+  });
+
+  test("entries are sent in file name order, whatever order the files appeared in", async () => {
+    const drop = join(dir.path, "order");
+    await mkdir(drop);
+    await writeFile(join(drop, "b.yaml"), entry("b", "/run/b"));
+    const sink = recordingSink();
+    const source = new DirectorySource({ directory: drop, trustDomain: "meshauth.local", debounceMs: 10 });
+    await source.start(sink);
+    try {
+      await writeFile(join(drop, "a.yaml"), entry("a", "/run/a"));
+      await waitFor("a to be added", () => sink.last().length === 2);
+      assert.deepEqual(sink.last().map((w) => w.name), ["a", "b"]);
     } finally {
       await source.stop();
     }

@@ -6,7 +6,9 @@ import { readdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { exportJWK, generateKeyPair as generateJwtKeys, SignJWT } from "jose";
-import { TrustBundle, verifySvid } from "../../mod.ts";
+import { exportPrivateKeyPem, generateKeyPair, TrustBundle, verifySvid } from "../../mod.ts";
+import { uriName } from "../../lib/x509/general-name.ts";
+import { issue } from "../support/cert-factory.ts";
 import type { CaStore } from "../../ca-server/mod.ts";
 import {
   type CaProcess,
@@ -292,6 +294,23 @@ export function defineApiSuite(
         cert,
       });
       assertProblem(other, 403, "ERR_IDENTITY_MISMATCH");
+    });
+
+    it("refuses an oversized client certificate by its size, before reading it", async () => {
+      // 28 KB of an unknown extension (38 KB of PEM): parseable, but no SVID is near that size.
+      const keys = await generateKeyPair();
+      const big = await issue({
+        name: "Oversized",
+        keys,
+        sans: [uriName(`spiffe://${TRUST_DOMAIN}/ns/shop/sa/big`)],
+        extensions: [{ oid: "1.3.6.1.4.1.55738.1", value: new Uint8Array(28_000) }],
+      });
+      const reply = await call("POST", "/v1/certificates", {
+        body: { csr: (await csrFor(`spiffe://${TRUST_DOMAIN}/ns/shop/sa/big`)).csr },
+        cert: { chainPem: big.pem, keyPem: await exportPrivateKeyPem(keys.privateKey) },
+      });
+      assertProblem(reply, 401, "ERR_CLIENT_CERT_INVALID");
+      assert.match(reply.json.detail, /limit/);
     });
 
     it("lets a node agent obtain its own and its workloads' identities, and no other", async () => {

@@ -167,8 +167,10 @@ describe("a CA of two worker processes on one file store", () => {
       process.kill(pid, "SIGSTOP");
       try {
         // A connection handed to the stopped worker waits: the first answer is the other's,
-        // once the primary has given up waiting for the stopped one's counts.
-        const reads = Array.from({ length: 3 }, () => metricsText(ca.url));
+        // once the primary has given up waiting for the stopped one's counts. On Bun each
+        // worker has its own SO_REUSEPORT socket and the kernel spreads connections by their
+        // addresses, so enough of them are sent that one surely reaches the running worker.
+        const reads = Array.from({ length: 12 }, () => metricsText(ca.url));
         const text = await Promise.any(reads.map((r) => r.then((t) => t ?? Promise.reject())));
         const issued = valueOf(text, "meshauth_ca_certificates_issued_total");
         assert.ok(

@@ -11,6 +11,8 @@ import {
   encodePem,
   generateKeyPair,
   MeshAuthError,
+  parseCertificate,
+  parseCertificates,
   parseCrl,
   PolicyEngine,
   renewalTime,
@@ -132,7 +134,7 @@ test("bad verification options are the caller's mistake, not a bad certificate",
   assert.equal(verified.id.toString(), "spiffe://args.example/a");
 });
 
-test("identities and PEM of the wrong type are refused with their own codes", async () => {
+test("identities of the wrong type are refused with their own code, PEM of the wrong type as an argument", async () => {
   const naming = new SecureNaming({ web: ["spiffe://args.example/web"] });
   await refusedWith(
     "SecureNaming.check(s, undefined)",
@@ -148,7 +150,7 @@ test("identities and PEM of the wrong type are refused with their own codes", as
     await refusedWith(
       `decodePem(${JSON.stringify(value)})`,
       () => decodePem(junk(value)),
-      "ERR_MALFORMED_INPUT",
+      "ERR_INVALID_ARGUMENT",
     );
   }
 });
@@ -171,4 +173,38 @@ test("an ID or trust domain from another copy of meshauth is taken after validat
   // Still validated: a forged one is refused as a bad ID would be.
   const forged = { trustDomain: { name: "x" }, path: "/a", toString: () => "spiffe://EVIL..COM/a" };
   await refusedWith("forged SpiffeId", () => SpiffeId.from(junk(forged)), "ERR_SPIFFE_ID_INVALID");
+});
+
+test("certificate inputs take the forms the docs promise, and anything else is ERR_INVALID_ARGUMENT", async () => {
+  const root = await CertificateAuthority.createRoot({ trustDomain: "args.example" });
+  const der = root.certificate.der;
+  // The forms promised: DER in a Uint8Array (a Node Buffer is one), PEM text, parsed certificates.
+  assert.equal(parseCertificate(der.slice()).serialNumber, root.certificate.serialNumber);
+  assert.equal(parseCertificates(root.certificatePem)[0].serialNumber, root.certificate.serialNumber);
+  const bundle = new TrustBundle("args.example", [der, root.certificatePem, root.certificate]);
+  assert.equal(bundle.x509Authorities().length, 1);
+  assert.equal(bundle.toJwks().keys.length, 1);
+  const wrong: Array<[string, () => unknown]> = [
+    ["parseCertificate(Array.from(der))", () => parseCertificate(junk(Array.from(der)))],
+    ["parseCertificate(ArrayBuffer)", () => parseCertificate(junk(new ArrayBuffer(10)))],
+    ["parseCertificate(der.buffer)", () => parseCertificate(junk(der.slice().buffer))],
+    ["parseCertificate(DataView)", () => parseCertificate(junk(new DataView(der.slice().buffer)))],
+    ["parseCertificate(PEM text)", () => parseCertificate(junk(root.certificatePem))],
+    ["parseCertificate(undefined)", () => parseCertificate(junk(undefined))],
+    ["parseCertificates(5)", () => parseCertificates(junk(5))],
+    ["parseCertificates([der])", () => parseCertificates(junk([der]))],
+    ["parseCrl(5)", () => parseCrl(junk(5))],
+    ['new TrustBundle("td", 5)', () => new TrustBundle("args.example", junk(5))],
+    ['new TrustBundle("td", pem)', () => new TrustBundle("args.example", junk(root.certificatePem))],
+    ['new TrustBundle("td", [null])', () => new TrustBundle("args.example", junk([null]))],
+    ['new TrustBundle("td", [{}])', () => new TrustBundle("args.example", junk([{}]))],
+    ['new TrustBundle("td", [{ der }])', () => new TrustBundle("args.example", junk([{ der }]))],
+    ['new TrustBundle("td", [der], 5)', () => new TrustBundle("args.example", [der], junk(5))],
+    ["bundle.addAuthority(null)", () => bundle.addAuthority(junk(null))],
+    ["bundle.hasAuthority(5)", () => bundle.hasAuthority(junk(5))],
+    ["bundle.removeAuthority([der])", () => bundle.removeAuthority(junk([der]))],
+    ['TrustBundle.fromPem("td", der)', () => TrustBundle.fromPem("args.example", junk(der))],
+  ];
+  for (const [what, call] of wrong) await refusedWith(what, call, "ERR_INVALID_ARGUMENT");
+  assert.equal(bundle.x509Authorities().length, 1, "nothing was added by a refused call");
 });

@@ -866,6 +866,19 @@ describe("CertificateAuthority.fromSigner", () => {
     assert.ok(await signedBy(leaf, original.certificate));
     await assert.rejects(ca.exportPem(), { code: "ERR_KEY_INVALID" });
   });
+
+  test("refuses a CA certificate without keyCertSign, by the rule verifySvid applies", SLOW, async () => {
+    // X509-SVID 4.3: a signing certificate asserts keyCertSign; no key usage at all is not enough.
+    const refused = async (spec: { omit?: Array<"keyUsage">; keyUsage?: Array<"cRLSign"> }) => {
+      const root = await issue({ name: "Root", ca: true, sans: [uriName("spiffe://args.example")], ...spec });
+      await assert.rejects(
+        CertificateAuthority.fromSigner({ certificateChainPem: root.pem, signer: root.signer }),
+        { code: "ERR_ISSUANCE_REFUSED", message: /must assert the keyCertSign key usage/ },
+      );
+    };
+    await refused({ omit: ["keyUsage"] });
+    await refused({ keyUsage: ["cRLSign"] });
+  });
 });
 
 describe("createCrl", () => {

@@ -5,7 +5,7 @@ import { explicit, integer, oid, seq, tlv } from "../../lib/asn1/der-writer.ts";
 import { OID } from "../../lib/asn1/oids.ts";
 import { MalformedInput, MeshAuthError, VerificationError } from "../../lib/errors.ts";
 import { verifyChain } from "../../lib/verify/chain.ts";
-import { verifySvid } from "../../lib/verify/svid.ts";
+import { verifySvid } from "../../lib/svid/verify.ts";
 import { TrustBundle } from "../../lib/bundle.ts";
 import { uriName } from "../../lib/x509/general-name.ts";
 import type { Certificate } from "../../lib/x509/certificate.ts";
@@ -39,7 +39,7 @@ async function pssLeaf(...fields: Uint8Array[]): Promise<{ root: Issued; leaf: I
 test("DER integer readers report a missing node as MalformedInput, not a TypeError", () => {
   const [absent] = [] as ReturnType<typeof parseDer>[];
   assert.throws(
-    () => readBigInt(absent, "serial"),
+    () => readBigInt(absent, "serial", 21),
     (err) => err instanceof MalformedInput && /missing/.test(err.message),
   );
   assert.throws(() => readSmallInt(absent, "pathLen"), MalformedInput);

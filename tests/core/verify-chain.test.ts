@@ -134,15 +134,29 @@ test("verifyChain rejects an unknown critical extension on the leaf", async () =
   );
 });
 
-test("verifyChain ignores an unknown critical extension on an unused intermediate", async () => {
+test("verifyChain ignores an unknown critical extension on an intermediate it does not use", async () => {
   const { root, intermediate, leaf } = await threeLevelChain();
-  const unused = await issue({
-    name: "Unused",
+  // Same subject and key as the real intermediate, so it is a candidate issuer of the leaf
+  // (its signature on the leaf verifies), but it carries an unknown critical extension.
+  const twin = await issue({
+    name: "Test Intermediate",
     ca: true,
     issuer: root,
+    keys: intermediate.keys,
     extensions: [{ oid: "1.3.6.1.4.1.55738.666.1", critical: true, value: new Uint8Array([5, 0]) }],
   });
-  await verifyChain({ leaf: leaf.pem, intermediates: [unused.pem, intermediate.pem], roots: root.pem });
+  // On its own the twin is tried and refused for the extension: it is a real candidate.
+  await rejects(
+    verifyChain({ leaf: leaf.pem, intermediates: [twin.pem], roots: root.pem }),
+    "ERR_UNHANDLED_CRITICAL_EXTENSION",
+  );
+  // Offered first, it is tried, refused, and the path through the good intermediate wins.
+  const result = await verifyChain({
+    leaf: leaf.pem,
+    intermediates: [twin.pem, intermediate.pem],
+    roots: root.pem,
+  });
+  assert.equal(result.path[1].serialNumber, intermediate.cert.serialNumber);
 });
 
 test("verifyChain requires the leaf's EKU to allow the purpose", async () => {

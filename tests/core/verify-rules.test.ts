@@ -3,12 +3,15 @@ import assert from "node:assert/strict";
 import { verifyChain } from "../../lib/verify/chain.ts";
 import { VerificationError } from "../../lib/errors.ts";
 import { contextTag } from "../../lib/asn1/der.ts";
-import { integer, oid, seq, tlv } from "../../lib/asn1/der-writer.ts";
+import { bitString, integer, oid, seq, tlv } from "../../lib/asn1/der-writer.ts";
 import { OID } from "../../lib/asn1/oids.ts";
 import { dnsName, uriName } from "../../lib/x509/general-name.ts";
 import { encodeName } from "../../lib/x509/name.ts";
 import { generateKeyPair } from "../../lib/keys.ts";
 import { issue, type Issued } from "../support/cert-factory.ts";
+import { parseCertificate } from "../../lib/x509/certificate.ts";
+import { TrustBundle } from "../../lib/bundle.ts";
+import { verifySvid } from "../../lib/svid/verify.ts";
 
 async function rejects(promise: Promise<unknown>, code: string): Promise<VerificationError> {
   try {
@@ -28,10 +31,37 @@ const policies = (...ids: string[]) => ({
   value: seq(...ids.map((id) => seq(oid(id)))),
 });
 
-test("verifyChain refuses a CA certificate presented as the leaf", async () => {
+test("verifyChain accepts a CA certificate as the target, as RFC 5280 6.1 does; verifySvid refuses it", async () => {
   const root = await issue({ name: "Root", ca: true });
-  const ca = await issue({ name: "CA", ca: true, issuer: root, sans: [dnsName("ca.example.com")] });
-  await rejects(verifyChain({ leaf: ca.pem, roots: root.pem, dnsName: "ca.example.com" }), "ERR_LEAF_IS_CA");
+  const ca = await issue({
+    name: "CA",
+    ca: true,
+    issuer: root,
+    sans: [dnsName("ca.example.com"), uriName("spiffe://example.org/ca")],
+  });
+  const result = await verifyChain({ leaf: ca.pem, roots: root.pem, dnsName: "ca.example.com" });
+  assert.equal(result.path.length, 2);
+  const bundle = new TrustBundle("example.org", [root.der]);
+  await rejects(verifySvid([ca.pem], bundle), "ERR_SVID_INVALID");
+});
+
+test("verifyChain refuses an RSA key whose rsaEncryption parameters are not NULL (RFC 3279 2.3.1)", async () => {
+  const root = await issue({ name: "Root", ca: true });
+  const leaf = await issue({
+    name: "",
+    sans: [dnsName("svc.example.com")],
+    issuer: root,
+    keyAlgorithm: "RSA-2048",
+  });
+  await verifyChain({ leaf: leaf.der, roots: [root.der] });
+  // The same certificate with the key's NULL parameters retyped as an empty UTF8String, signed again.
+  const tbs = parseCertificate(leaf.der).tbs.slice();
+  const rsaWithNull = [0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01, 0x05, 0x00];
+  const at = tbs.findIndex((_, i) => rsaWithNull.every((b, k) => tbs[i + k] === b));
+  assert.ok(at > 0, "the leaf's key is rsaEncryption with NULL parameters");
+  tbs[at + rsaWithNull.length - 2] = 0x0c;
+  const retyped = seq(tbs, root.signer.algorithmIdentifier, bitString(await root.signer.sign(tbs)));
+  await rejects(verifyChain({ leaf: retyped, roots: [root.der] }), "ERR_ALGORITHM_UNSUPPORTED");
 });
 
 test("verifyChain refuses a leaf without an authority key identifier", async () => {

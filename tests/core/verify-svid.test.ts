@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { verifySvid } from "../../lib/verify/svid.ts";
+import { verifySvid } from "../../lib/svid/verify.ts";
 import { BundleSet, TrustBundle } from "../../lib/bundle.ts";
 import { VerificationError } from "../../lib/errors.ts";
 import { dnsName, uriName } from "../../lib/x509/general-name.ts";
@@ -90,9 +90,12 @@ test("verifySvid rejects an intermediate without the keyCertSign key usage", asy
   await rejects(verifySvid([leaf.der, intermediate.der], bundle), "ERR_SVID_INVALID");
 });
 
-test("verifySvid rejects a CA certificate as the leaf", async () => {
-  const { bundle, chainPem } = await svid({ ca: true });
-  await rejects(verifySvid(chainPem, bundle), "ERR_SVID_INVALID");
+test("verifySvid rejects a CA certificate as the leaf, with or without keyCertSign", async () => {
+  // verifyChain accepts both as a target (RFC 5280 6.1 has no rule on it); X509-SVID 4.1 does.
+  for (const spec of [{ ca: true }, { ca: true, keyUsage: ["digitalSignature" as const] }]) {
+    const { bundle, chainPem } = await svid(spec);
+    await rejects(verifySvid(chainPem, bundle), "ERR_SVID_INVALID");
+  }
 });
 
 test("verifySvid rejects a leaf without the digitalSignature key usage", async () => {

@@ -61,6 +61,10 @@ export interface CertSpec {
   extensions?: RawExtension[];
   /** Standard extensions to leave out. */
   omit?: Array<"basicConstraints" | "keyUsage" | "ski" | "aki">;
+  /** Encodings to use as they are, for malformed certificates: subject Name, Validity, serial INTEGER. */
+  raw?: { subject?: Uint8Array; validity?: Uint8Array; serial?: Uint8Array };
+  /** An X.509 v1 certificate: no version field, no extensions. */
+  v1?: boolean;
 }
 
 /** A certificate the factory made, with what it takes to issue under it. */
@@ -87,10 +91,20 @@ async function keyId(spki: Uint8Array): Promise<Uint8Array> {
 
 /** Issues a certificate per `spec`, signed by `spec.issuer` (or self-signed). */
 export async function issue(spec: CertSpec): Promise<Issued> {
+  const built = await build(spec);
+  return { ...built, cert: parseCertificate(built.der) };
+}
+
+/** Signs a certificate per `spec` without parsing it: for encodings the parser must refuse. */
+export async function issueUnparsed(spec: CertSpec): Promise<Omit<Issued, "cert">> {
+  return await build(spec);
+}
+
+async function build(spec: CertSpec): Promise<Omit<Issued, "cert">> {
   const keys = spec.keys ?? await generateKeyPair(spec.keyAlgorithm ?? "ECDSA-P256");
   const signer = await keySigner(keys.privateKey, keys.publicKey);
   const issuerSigner = spec.issuer?.signer ?? signer;
-  const subject = spec.name === "" ? seq() : encodeName([[OID.commonName, spec.name]]);
+  const subject = spec.raw?.subject ?? (spec.name === "" ? seq() : encodeName([[OID.commonName, spec.name]]));
   const ski = await keyId(signer.spki);
   const omit = new Set(spec.omit ?? []);
   const ca = spec.ca ?? false;
@@ -139,17 +153,17 @@ export async function issue(spec: CertSpec): Promise<Issued> {
   const notBefore = spec.notBefore ?? new Date(Date.now() - HOUR);
   const notAfter = spec.notAfter ?? new Date(Date.now() + 24 * HOUR);
   const tbs = seq(
-    explicit(0, integer(2)),
-    integer(spec.serial ?? nextSerial++),
+    ...(spec.v1 ? [] : [explicit(0, integer(2))]),
+    spec.raw?.serial ?? integer(spec.serial ?? nextSerial++),
     issuerSigner.algorithmIdentifier,
     spec.issuer?.subject ?? subject,
-    seq(time(notBefore), time(notAfter)),
+    spec.raw?.validity ?? seq(time(notBefore), time(notAfter)),
     subject,
     signer.spki,
-    ...(exts.length ? [explicit(3, seq(...exts))] : []),
+    ...(exts.length && !spec.v1 ? [explicit(3, seq(...exts))] : []),
   );
   const der = seq(tbs, issuerSigner.algorithmIdentifier, bitString(await issuerSigner.sign(tbs)));
-  return { cert: parseCertificate(der), der, pem: encodePem("CERTIFICATE", der), keys, signer, subject, ski };
+  return { der, pem: encodePem("CERTIFICATE", der), keys, signer, subject, ski };
 }
 
 /** Flips one bit of the signature: the certificate still parses but no longer verifies. */

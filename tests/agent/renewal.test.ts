@@ -1,0 +1,29 @@
+// When a held certificate renews: over its usable life, from when it was obtained to its
+// notAfter; the CA's backdating of notBefore (30 s by default) is not life.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { renewalMoment, usableFrom } from "../../agent/mod.ts";
+
+const at = (ms: number) => new Date(ms);
+
+test("a 35 s certificate backdated 30 s renews at half its 35 s, not a few seconds after it came", () => {
+  const now = Date.UTC(2030, 0, 1);
+  const svid = { notBefore: at(now - 30_000), expiresAt: at(now + 35_000), obtainedAt: at(now) };
+  for (const random of [() => 0, () => 0.999]) {
+    const moment = renewalMoment(svid, { ratio: 0.5, jitter: 0.1, random }, now).getTime() - now;
+    assert.ok(moment >= 0.4 * 35_000 - 1 && moment <= 0.5 * 35_000, `renews ${moment} ms after issuance`);
+  }
+});
+
+test("a record without obtainedAt counts from notBefore; one restored late in its life renews soon, not at once", () => {
+  const now = Date.UTC(2030, 0, 1);
+  const old = { notBefore: at(now - 3_000_000), expiresAt: at(now + 600_000) };
+  assert.deepEqual(usableFrom(old), old.notBefore);
+  // Past its half-life: a tenth of what is left from now.
+  assert.equal(renewalMoment(old, { random: () => 0 }, now).getTime(), now + 60_000);
+});
+
+test("obtainedAt before notBefore (a clock behind the CA's) counts from notBefore", () => {
+  const svid = { notBefore: at(1_000_000), expiresAt: at(2_000_000), obtainedAt: at(900_000) };
+  assert.deepEqual(usableFrom(svid), svid.notBefore);
+});

@@ -18,6 +18,7 @@ import {
   CertificateAuthority,
   type CryptoProvider,
   DEFAULT_MAX_LEAF_TTL_SECONDS,
+  encodePem,
   type IssuancePolicy,
   MeshAuthError,
   parseCertificates,
@@ -106,6 +107,7 @@ export function checkTrustDomain(
 export class Authorities {
   #loaded: LoadedAuthority[] = [];
   #bundleCache?: { key: string; bundle: TrustBundle; pem: string };
+  #intermediatesCache?: { key: string; pem: string };
   readonly #options: AuthoritiesOptions;
   readonly trustDomain: TrustDomain;
 
@@ -217,6 +219,27 @@ export class Authorities {
   /** {@link bundle} as PEM. */
   bundlePem(at = this.#now()): string {
     return this.#cachedBundle(at).pem;
+  }
+
+  /**
+   * The intermediate certificates of every published authority (each one's chain without its
+   * roots), as PEM: what a client's chain holds above its leaf. The mTLS authenticator builds
+   * paths with them for a client whose chain arrived without them (a resumed TLS session keeps
+   * only the peer's leaf).
+   */
+  intermediatesPem(at = this.#now()): string {
+    const published = this.published(at);
+    const key = published.map((l) => l.record.id).join(",");
+    if (this.#intermediatesCache?.key === key) return this.#intermediatesCache.pem;
+    let pem = "";
+    for (const l of published) {
+      const roots = l.roots.x509Authorities().map((root) => root.der.join(","));
+      for (const certificate of parseCertificates(l.record.certificateChainPem)) {
+        if (!roots.includes(certificate.der.join(","))) pem += encodePem("CERTIFICATE", certificate.der);
+      }
+    }
+    this.#intermediatesCache = { key, pem };
+    return pem;
   }
 
   // Every issuance answers the bundle: build it only when the published set changes.

@@ -56,7 +56,12 @@ export class MtlsAuthenticator implements Authenticator {
     const at = this.options.now?.() ?? new Date();
     let verified: Awaited<ReturnType<typeof verifySvid>>;
     try {
-      verified = await verifySvid(chainPem, this.options.authorities.bundle(at), {
+      // A leaf alone is what a resumed TLS session shows (OpenSSL keeps only the peer's leaf
+      // in a session): its path is built through this CA's own intermediates, as any path may
+      // be; the anchors are still the bundle's roots alone.
+      const isLeafAlone = chainPem.indexOf("-----BEGIN CERTIFICATE-----", 1) < 0;
+      const candidates = isLeafAlone ? chainPem + this.options.authorities.intermediatesPem(at) : chainPem;
+      verified = await verifySvid(candidates, this.options.authorities.bundle(at), {
         at,
         purpose: "clientAuth",
       });

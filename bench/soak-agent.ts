@@ -66,6 +66,7 @@ const agent = new NodeAgent({
   client: new CaClient({ url: values["ca-url"]!, caCertificatesPem: bundlePem }),
   trustBundlePem: bundlePem,
   stateDir: join(dir, "state"),
+  deliveryRoots: [join(dir, "pods")],
   sources: [new StaticSource(specs)],
   logger,
 });

@@ -38,6 +38,7 @@ describe("kill -9 anywhere: the agent", { timeout: timeoutMs(90_000, 3 * 3600_00
 ca: { url: "${ca.url}", trustBundleFile: ${ca.bundlePath}, timeoutSeconds: 3 }
 node: { name: node-k, joinTokenFile: node.token }
 stateDir: state
+delivery: { roots: [pods] }
 workloadDefaults: { ttlSeconds: 35 }
 workloads:
 ${
@@ -109,9 +110,8 @@ listen: { port: 0 }
         start,
         first,
         onKilled: (i) => checkDirectories(`after kill ${i + 1}`),
-      });
+      }).finally(() => stopping = true);
       try {
-        stopping = true;
         await revoker;
         // Settled: the last agent has fetched the CRL and replaced whatever was revoked.
         await waitFor("no directory holding a revoked certificate", async () => {

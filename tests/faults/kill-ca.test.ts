@@ -243,10 +243,18 @@ async function runKillRun(kind: "file" | "postgres", t: { diagnostic(message: st
     };
 
     const clients = Promise.all([issue(0), issue(1), renew(), renew(), revoke(), fetchCrls()]);
-    const { report, last } = await killLoop({ points, maxLifeMs: 1500, start, first });
+    const { report, last } = await killLoop({ points, maxLifeMs: 1500, start, first }).catch((err) => {
+      // The clients stop too, so a failed run ends instead of looping on.
+      stopping = true;
+      throw err;
+    });
     ca = last;
-    // A last stretch of load on the survivor, then the clients stop.
+    // A last stretch of load on the survivor (longer when the kills, many of them in start-up,
+    // left little of it), then the clients stop.
+    const hasEnoughLoad = () =>
+      ledger.issued.size >= 10 && ledger.revoked.size >= 3 && ledger.crls.length >= 10;
     await sleep(1000);
+    for (const deadline = Date.now() + 15_000; !hasEnoughLoad() && Date.now() < deadline;) await sleep(200);
     stopping = true;
     await clients;
 
@@ -316,7 +324,7 @@ async function runKillRun(kind: "file" | "postgres", t: { diagnostic(message: st
     t.diagnostic(figures);
     if (IS_LONG) console.log(`kill -9 the CA, ${figures}`);
     assert.equal(report.kills, points);
-    assert.ok(ledger.issued.size >= 10 && ledger.revoked.size >= 3 && ledger.crls.length >= 10, figures);
+    assert.ok(hasEnoughLoad(), figures);
   } finally {
     await ca?.kill();
     await store?.close();

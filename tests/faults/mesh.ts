@@ -109,12 +109,15 @@ export async function startTwoNodeMesh(ca: MeshCa, dir: string, options: {
       client: new CaClient({ url: ca.url, caCertificatesPem: ca.bundlePem, timeoutMs: 5000 }),
       trustBundlePem: ca.bundlePem,
       stateDir: join(dir, node, "state"),
+      deliveryRoots: [join(dir, node, "pods")],
       sources: [new StaticSource(names[node].map((name) => spec(node, name)))],
       nodeTtlSeconds: options.nodeTtlSeconds,
       backoff: { initialMs: 200, maxMs: 1000 },
       minRefreshSeconds: 1,
       maxRefreshSeconds: 1,
-      logger: options.logger ?? silentLogger,
+      // MESHAUTH_TEST_MESH_LOG=1 shows the agents' log lines while debugging.
+      logger: options.logger ??
+        (process.env.MESHAUTH_TEST_MESH_LOG ? jsonLogger({ level: "debug" }) : silentLogger),
       keepAlive: false,
     });
   };

@@ -7,7 +7,7 @@
 // root in every agent's bundle), activate (it signs; every workload moves to it) and retire
 // (the old one leaves the bundle once all it issued has expired). Zero failed requests,
 // renewals or deliveries; the test prints the overlap each step used. Lifetimes are scaled
-// down (a 14 s longest certificate instead of days) so a rotation takes seconds.
+// down (a 10 s longest certificate instead of days) so a rotation takes seconds.
 import assert from "node:assert/strict";
 import { createPublicKey, X509Certificate } from "node:crypto";
 import { writeFile } from "node:fs/promises";
@@ -29,7 +29,7 @@ import { requestLoop, startTwoNodeMesh } from "./mesh.ts";
 
 const TD = "rotate.test";
 /** The longest certificate the CA issues: an old authority retires this long after its successor signs. */
-const MAX_TTL_SECONDS = IS_LONG ? 60 : 14;
+const MAX_TTL_SECONDS = IS_LONG ? 60 : 10;
 const OVERLAP_SECONDS = IS_LONG ? 15 : 4;
 const WORKLOAD_TTL_SECONDS = IS_LONG ? 30 : 10;
 

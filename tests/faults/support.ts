@@ -149,8 +149,24 @@ export async function killLoop(options: {
   onKilled?: (index: number) => void | Promise<void>;
 }): Promise<{ report: KillReport; last: RunningProcess }> {
   const report: KillReport = { kills: 0, killedStarting: 0, crashes: [] };
+  let running: RunningProcess | undefined;
+  try {
+    return await killAgain(options, report, (process) => running = process);
+  } catch (err) {
+    // A check that failed leaves no process behind to keep the test's process alive.
+    await running?.kill();
+    throw err;
+  }
+}
+
+async function killAgain(
+  options: Parameters<typeof killLoop>[0],
+  report: KillReport,
+  started: (process: RunningProcess) => void,
+): Promise<{ report: KillReport; last: RunningProcess }> {
   for (let i = 0; i < options.points; i++) {
     const running = i === 0 && options.first ? options.first : options.start();
+    started(running);
     if (running !== options.first) options.onStart?.(running);
     // Half the kills anywhere from the spawn on (start-up included), half once it serves.
     if (Math.random() < 0.5) await running.ready.catch(() => {});
@@ -165,6 +181,7 @@ export async function killLoop(options: {
     await options.onKilled?.(i);
   }
   const last = options.start();
+  started(last);
   options.onStart?.(last);
   await last.ready;
   return { report, last };

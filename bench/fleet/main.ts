@@ -262,6 +262,9 @@ try {
       url: replicas[a % 2].url,
       caCertificatesPem: bundlePem,
       timeoutMs: 10_000,
+      // Each node from an address of its own, as in a cluster: the CA's address buckets are per
+      // node, not one for the whole fleet.
+      localAddress: `127.0.${1 + Math.floor(a / 250)}.${1 + (a % 250)}`,
     });
     clients.push(client);
     const { token } = await createJoinToken(store, { role: "node", node: `node-${a}`, ttlSeconds: 3600 });

@@ -70,12 +70,15 @@ export const GLOBAL_KEY = "global:issuance";
 
 /** One token to take: from `key`'s bucket, of size `limit` (the options' own when omitted). */
 export interface Charge {
+  /** The bucket's key: a client address, a SPIFFE ID, or the whole CA's issuance bucket. */
   key: string;
+  /** The bucket's size and rate; the options' own when omitted. */
   limit?: BucketLimit;
 }
 
 /** The buckets' answer. */
 export interface RateVerdict {
+  /** Whether the request may proceed. */
   allowed: boolean;
   /** When refused, how long until every bucket asked has a token again. */
   retryAfterSeconds: number;
@@ -97,6 +100,7 @@ export interface RateLimit {
 
 /** A lease's charge: a {@link Charge}, and how many tokens beyond its one to hand over to spend later. */
 export interface LeaseCharge extends Charge {
+  /** Tokens wanted beyond the one this request spends. */
   want: number;
 }
 
@@ -117,6 +121,7 @@ export interface Lease extends RateVerdict {
  * more than the bucket holds.
  */
 export interface LeasableRateLimit extends RateLimit {
+  /** Takes one token of each charge, all or none, as `take` does, and leases up to each charge's `want` more. */
   lease(charges: readonly LeaseCharge[], refund?: string): Lease | Promise<Lease>;
   /** Gives back leased tokens that were not spent: `[key, tokens]` pairs. */
   giveBack(tokens: readonly (readonly [string, number])[]): void;
@@ -204,6 +209,7 @@ export class RateLimiter implements LeasableRateLimit {
     return verdict;
   }
 
+  /** Takes one token of each charge, all or none, and leases up to each charge's `want` more from the upper half of its bucket. */
   lease(charges: readonly LeaseCharge[], refund?: string): Lease {
     const verdict = this.take(charges, refund);
     if (!verdict.allowed) {
@@ -261,6 +267,7 @@ export class RateLimiter implements LeasableRateLimit {
 export class LocallyFilteredRateLimit implements RateLimit {
   readonly #local: RateLimiter;
 
+  /** `shared`: the buckets that decide; `options`: the size of this process's own in front of them. */
   constructor(readonly shared: RateLimit, options: RateLimitOptions) {
     this.#local = new RateLimiter(options);
   }

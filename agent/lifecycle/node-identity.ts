@@ -20,7 +20,7 @@ import type { AgentMetrics } from "../metrics.ts";
 import { Backoff, type BackoffOptions } from "./backoff.ts";
 import type { CaClock } from "./ca-clock.ts";
 import { causeOf, isRefusal, messageOf, retryAfterMs } from "./failure.ts";
-import { renewalMoment } from "./renewal.ts";
+import { renewalMoment, usableFrom } from "./renewal.ts";
 import type { StateStore } from "./state-store.ts";
 import { callAfter, callAt, type Timer } from "./timer.ts";
 
@@ -162,8 +162,11 @@ export class NodeIdentity {
     for (const w of this.#waiters.splice(0)) w.reject(new Error("the agent is stopping"));
   }
 
+  // Usable to authenticate while more than 5 s of it remain, or a tenth of its life for a short
+  // one: an 8-second SVID renewed at half-life still has 4 s, time enough for one request.
   #isValid(svid: HeldSvid): boolean {
-    return svid.expiresAt.getTime() > (this.#o.clock?.now() ?? Date.now()) + 5000;
+    const life = svid.expiresAt.getTime() - usableFrom(svid).getTime();
+    return svid.expiresAt.getTime() > (this.#o.clock?.now() ?? Date.now()) + Math.min(5000, life / 10);
   }
 
   #set(svid: HeldSvid): void {

@@ -84,6 +84,7 @@ export {
   type CaCryptoOptions,
   type CreateCrlOptions,
   type CreateRootOptions,
+  DEFAULT_BACKDATE_SECONDS,
   DEFAULT_LEAF_TTL_SECONDS,
   DEFAULT_MAX_LEAF_TTL_SECONDS,
   type FromSignerOptions,

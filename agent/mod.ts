@@ -44,7 +44,7 @@ export {
   TokenMissing,
   type TrustBundleAnswer,
 } from "./ca-client.ts";
-export { ConcurrencyLimit } from "./concurrency.ts";
+export { ConcurrencyLimit, type ConcurrencyRunOptions } from "./concurrency.ts";
 export { type HeldSvid, obtainSvid, type SvidRequest } from "./issuance.ts";
 export { SvidRotator, type SvidRotatorOptions } from "./rotator.ts";
 export {

@@ -66,8 +66,21 @@ export interface CaConfig {
   ca: { keyAlgorithm: KeyAlgorithm; ttlSeconds: number };
   /** How long each CRL is valid, in seconds. */
   crl: { nextUpdateSeconds: number };
-  /** `false` turns rate limiting off (for benchmarks). */
-  rateLimit: { requestsPerSecond: number; burst: number } | false;
+  /**
+   * Per address, requester and identity (`requestsPerSecond`, `burst`), grown per workload for a
+   * node agent (`perWorkload`), for the whole CA's issuances (`global`, off when absent), and
+   * this process's issuances at once (`maxConcurrentIssuances`); `false` turns them all off (for
+   * benchmarks).
+   */
+  rateLimit:
+    | {
+      requestsPerSecond: number;
+      burst: number;
+      perWorkload: { requestsPerSecond: number; burst: number };
+      global?: { requestsPerSecond: number; burst: number };
+      maxConcurrentIssuances: number;
+    }
+    | false;
   /** SPIFFE IDs allowed to use the administrative API with their SVID. */
   admins: string[];
   /** Node name to the SPIFFE IDs of the workloads placed on it. */
@@ -230,14 +243,48 @@ function validate(raw: RawConfig, fields: FieldReader): CaConfig {
     nextUpdateSeconds: int("crl.nextUpdateSeconds", crlRaw.nextUpdateSeconds, 3600, 60, 7 * 86400),
   };
 
-  let rateLimit: CaConfig["rateLimit"] = { requestsPerSecond: 5, burst: 50 };
-  if (raw.rateLimit === false || raw.rateLimit === "false") rateLimit = false;
-  else {
-    const r = obj("rateLimit", raw.rateLimit, ["requestsPerSecond", "burst"], " or false");
+  let rateLimit: CaConfig["rateLimit"] = false;
+  if (raw.rateLimit !== false && raw.rateLimit !== "false") {
+    const r = obj(
+      "rateLimit",
+      raw.rateLimit,
+      ["requestsPerSecond", "burst", "perWorkload", "global", "maxConcurrentIssuances"],
+      " or false",
+    );
+    // Fractions for slow rates: 0.1 is one request every 10 s.
+    const bucket = (path: string, value: unknown, rate: number, burst: number, alternative = "") => {
+      const b = obj(path, value, ["requestsPerSecond", "burst"], alternative);
+      return {
+        requestsPerSecond: fields.num(
+          `${path}.requestsPerSecond`,
+          b.requestsPerSecond,
+          rate,
+          0.001,
+          1_000_000,
+        ),
+        burst: fields.num(
+          `${path}.burst`,
+          b.burst,
+          burst,
+          path === "rateLimit.perWorkload" ? 0 : 1,
+          1_000_000,
+        ),
+      };
+    };
     rateLimit = {
-      // Fractions for slow rates: 0.1 is one request every 10 s.
       requestsPerSecond: fields.num("rateLimit.requestsPerSecond", r.requestsPerSecond, 5, 0.001, 1_000_000),
       burst: int("rateLimit.burst", r.burst, 50, 1, 1_000_000),
+      perWorkload: bucket("rateLimit.perWorkload", r.perWorkload, 0.1, 2),
+      global: r.global === undefined || r.global === false || r.global === "false"
+        ? undefined
+        : bucket("rateLimit.global", r.global, 1000, 1000, " or false"),
+      maxConcurrentIssuances: int(
+        "rateLimit.maxConcurrentIssuances",
+        r.maxConcurrentIssuances,
+        64,
+        1,
+        100_000,
+      ),
     };
   }
 

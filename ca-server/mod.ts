@@ -77,12 +77,17 @@ export {
 export { type RunningCaServer, startCaServer } from "./server.ts";
 export { Problem, type ProblemBody, type ProblemCode, PROBLEMS } from "./problems.ts";
 export {
+  type BucketLimit,
+  type Charge,
   type LeasableRateLimit,
   type Lease,
+  type LeaseCharge,
+  LocallyFilteredRateLimit,
   type RateLimit,
   RateLimiter,
   type RateLimitOptions,
   type RateVerdict,
+  requestCharges,
 } from "./rate-limit.ts";
 export { LeasedRateLimit, type LeasedRateLimitOptions } from "./leased-rate-limit.ts";
 export { MAX_BODY_BYTES } from "./request-body.ts";

@@ -171,8 +171,17 @@ export class CaService {
     });
   }
 
-  /** Signs `csrPem` for `principal` if the CSR names an identity the principal may obtain. */
-  async issue(principal: Principal, csrPem: string, ttlSeconds?: number): Promise<IssuanceResult> {
+  /**
+   * Signs `csrPem` for `principal` if the CSR names an identity the principal may obtain.
+   * `admit`, when given, is called with that identity once the request is authorized and before
+   * anything is spent or signed (a single-use token included); it throws to refuse.
+   */
+  async issue(
+    principal: Principal,
+    csrPem: string,
+    ttlSeconds?: number,
+    admit?: (spiffeId: string) => Promise<void>,
+  ): Promise<IssuanceResult> {
     const started = performance.now();
     const authority = this.#o.authorities.active();
     let authorizedId: string;
@@ -180,6 +189,7 @@ export class CaService {
       if (principal.allowedIds.length === 1 && !principal.consume) {
         // The common case: one identity; the core checks the CSR names it while signing.
         authorizedId = principal.allowedIds[0];
+        await admit?.(authorizedId);
       } else {
         const request = await parseCsr(csrPem);
         authorizedId = request.id.toString();
@@ -196,6 +206,7 @@ export class CaService {
         if (extraDns.length) {
           throw new IssuanceRefused(`the CSR asks for DNS names it may not have: ${extraDns.join(", ")}`);
         }
+        await admit?.(authorizedId);
         await principal.consume?.();
       }
     } catch (err) {

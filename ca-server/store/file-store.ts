@@ -51,6 +51,7 @@ import type {
   RevocationSelector,
   SignedCrl,
 } from "./store.ts";
+import { writeFailure } from "./store.ts";
 
 /** Options of {@link FileStore}. */
 export interface FileStoreOptions {
@@ -144,14 +145,19 @@ export class FileStore implements CaStore {
 
   async open(): Promise<void> {
     const started = performance.now();
-    mkdirSync(this.dir, { recursive: true, mode: 0o700 });
-    // What a crash in the middle of a state, snapshot or CRL write left behind.
-    await removeStaleTemporaries(this.dir);
-    await removeStaleTemporaries(join(this.dir, "crls"));
-    this.#state.current();
-    this.#journal.open();
-    mkdirSync(this.#denials.dir, { recursive: true, mode: 0o700 });
-    this.#denials.open();
+    try {
+      mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+      // What a crash in the middle of a state, snapshot or CRL write left behind.
+      await removeStaleTemporaries(this.dir);
+      await removeStaleTemporaries(join(this.dir, "crls"));
+      this.#state.current();
+      this.#journal.open();
+      mkdirSync(this.#denials.dir, { recursive: true, mode: 0o700 });
+      this.#denials.open();
+    } catch (err) {
+      // A read-only or full data directory is said as such, with the path, not as a stack.
+      throw writeFailure(err, this.dir);
+    }
     if (this.#options.isCompacting) {
       await this.#ensureLoaded();
       this.#options.logger?.info("store opened", {
@@ -448,14 +454,19 @@ export class FileStore implements CaStore {
     return [...history, ...denials].sort((a, b) => a.at.getTime() - b.at.getTime()).slice(-limit);
   }
 
-  // Serialised within the process by a promise chain and across processes by the lock.
+  // Serialised within the process by a promise chain and across processes by the lock. A write
+  // the file system refuses (full, read-only) is a StoreError that says so; state.json stays.
   #locked<T>(work: () => Promise<T>): Promise<T> {
     const run = this.#localLock.then(async () => {
-      const held = await this.#stateLock.acquire(LOCK_WAIT_MS);
       try {
-        return await work();
-      } finally {
-        held.release();
+        const held = await this.#stateLock.acquire(LOCK_WAIT_MS);
+        try {
+          return await work();
+        } finally {
+          held.release();
+        }
+      } catch (err) {
+        throw writeFailure(err, this.dir);
       }
     });
     this.#localLock = run.catch(() => {});

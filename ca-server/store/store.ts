@@ -209,13 +209,45 @@ export interface CaStore {
   sharedRateLimit?(options: RateLimitOptions): RateLimit;
 }
 
-/** Thrown when the store cannot be opened or is used by another process in a way it forbids. */
+/**
+ * Thrown when the store cannot be opened, cannot be reached, or is used by another process in
+ * a way it forbids. The API answers it `503 ERR_NOT_READY`, with `Retry-After` from
+ * `retryAfterSeconds` (1 s when the store cannot say).
+ */
 export class StoreError extends MeshAuthError {
   /** Stable code of this class: `ERR_STORE`. */
   static override code: string = "ERR_STORE";
-  /** `message` names the store and the operation that failed; `options.cause` is the underlying error. */
-  constructor(message: string, options?: ErrorOptions) {
+  /** How long until the store is worth asking again, when it knows. */
+  readonly retryAfterSeconds?: number;
+  /**
+   * `message` names the store and the operation that failed; `options.cause` is the underlying
+   * error; `options.retryAfterSeconds`, when the store knows when to ask again.
+   */
+  constructor(message: string, options?: ErrorOptions & { retryAfterSeconds?: number }) {
     super(message, options);
     this.name = "StoreError";
+    this.retryAfterSeconds = options?.retryAfterSeconds;
   }
+}
+
+// What a file system says when it cannot take a write, and how to say it to an operator.
+const WRITE_FAILURES: Record<string, string> = {
+  ENOSPC: "the disk is full",
+  EDQUOT: "the disk quota is used up",
+  EROFS: "the file system is read-only",
+  EACCES: "permission is denied",
+  EPERM: "permission is denied",
+  EIO: "the disk failed (an I/O error)",
+};
+
+/**
+ * `err` as a {@link StoreError} that says what the file system refused and where
+ * (`the disk is full (ENOSPC) writing /var/lib/meshauth/store/journal.jsonl`), when it is a
+ * write the file system refused; any other error as it is.
+ */
+export function writeFailure(err: unknown, path: string): unknown {
+  const code = (err as { code?: unknown })?.code;
+  if (err instanceof StoreError || typeof code !== "string" || !(code in WRITE_FAILURES)) return err;
+  const where = (err as { path?: unknown }).path ?? path;
+  return new StoreError(`${WRITE_FAILURES[code]} (${code}) writing ${where}`, { cause: err });
 }

@@ -29,8 +29,8 @@ const UNDERSTOOD_ENTRY_EXTENSIONS = new Set<string>([OID.reasonCode, OID.invalid
 
 /**
  * Checks every certificate of `path` but the trust anchor against the CRLs in scope for it.
- * When CRLs of a certificate's issuer were given, one of them must cover the certificate
- * (a partitioned CRL for another partition proves nothing). Throws ERR_CERT_REVOKED,
+ * When CRLs of a certificate's issuer (its name and key) were given, one of them must cover
+ * the certificate (a partitioned CRL for another partition proves nothing). Throws ERR_CERT_REVOKED,
  * ERR_CRL_INVALID or ERR_REVOCATION_UNKNOWN.
  */
 export async function checkRevocation(
@@ -43,15 +43,19 @@ export async function checkRevocation(
   for (let i = 0; i < path.length - 1; i++) {
     const cert = path[i];
     const issuer = path[i + 1];
-    const fromIssuer = crls.filter((crl) => crl.issuer.key === cert.issuer.key);
+    // A CRL naming another key of the same CA name (a key rollover, or a new root or
+    // intermediate that kept the old one's subject) speaks for that key's certificates, not for
+    // this one: it is no CRL of this certificate's issuer, as if it had not been given. A
+    // rotation then never turns peers' certificates from the new key into "revocation unknown"
+    // while the old key's CRL is still held (the node holding nothing from the new key yet).
+    const fromIssuer = crls.filter((crl) =>
+      crl.issuer.key === cert.issuer.key &&
+      !(crl.authorityKeyIdentifier && issuer.subjectKeyIdentifier &&
+        !bytesEqual(crl.authorityKeyIdentifier, issuer.subjectKeyIdentifier))
+    );
     if (fromIssuer.length === 0) continue;
     let covered = false;
     for (const crl of fromIssuer) {
-      // A CRL naming another key of the same CA (key rollover) speaks for that key's
-      // certificates, not for this one: it is out of scope here, not invalid.
-      if (crl.authorityKeyIdentifier && issuer.subjectKeyIdentifier) {
-        if (!bytesEqual(crl.authorityKeyIdentifier, issuer.subjectKeyIdentifier)) continue;
-      }
       await checkCrl(crl, issuer, atSeconds, signatures);
       if (!covers(crl, cert)) continue;
       covered = true;

@@ -21,6 +21,7 @@ import { KEY_ALGORITHMS, type KeyAlgorithm, TrustDomain } from "../mod.ts";
 import {
   type ConfigSources,
   FieldReader,
+  isLoopbackHost,
   loadConfigFile,
   type LogLevel,
   type RawConfig,
@@ -28,7 +29,6 @@ import {
 import { type AgentKubernetesConfig, readAgentKubernetes } from "./sources/kubernetes-config.ts";
 import { caUrlProblem } from "./ca-client.ts";
 import { DEFAULT_DELIVERY_ROOT } from "./delivery/atomic-writer.ts";
-import { isLoopbackHost } from "./proxy/address.ts";
 import { type ProxyConfig, readProxyConfig } from "./proxy/config.ts";
 import type { WorkloadProblem, WorkloadSpec } from "./sources/source.ts";
 import {

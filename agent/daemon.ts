@@ -68,16 +68,20 @@ async function readTokenFile(key: string, path: string): Promise<string | undefi
 async function kubernetesSources(
   config: AgentConfig,
   logger: Logger,
-): Promise<{ sources: WorkloadSource[]; api?: KubernetesApi }> {
+): Promise<{ sources: WorkloadSource[]; roots: string[]; api?: KubernetesApi }> {
   const k8s = config.kubernetes;
-  if (!k8s || (!k8s.pods.enabled && !k8s.csi.enabled)) return { sources: [] };
+  if (!k8s || (!k8s.pods.enabled && !k8s.csi.enabled)) return { sources: [], roots: [] };
   const api = await KubernetesApi.fromOptions({
     kubeconfig: k8s.api.kubeconfig,
     context: k8s.api.context,
     requestTimeoutMs: k8s.api.requestTimeoutSeconds * 1000,
   });
   const sources: WorkloadSource[] = [];
+  // The pods' and the CSI volumes' directories are the agent's own: delivery roots besides
+  // delivery.roots, so that neither has to be listed twice.
+  const roots: string[] = [];
   if (k8s.pods.enabled) {
+    roots.push(k8s.pods.directory);
     sources.push(
       new KubernetesPodSource({
         api,
@@ -90,26 +94,26 @@ async function kubernetesSources(
     );
   }
   if (k8s.csi.enabled) {
-    sources.push(
-      new CsiNodePlugin({
-        api,
-        nodeName: config.node.name,
-        trustDomain: config.trustDomain,
-        socket: k8s.csi.socket,
-        driverName: k8s.csi.driverName,
-        vendorVersion: packageVersion(),
-        kubeletDir: k8s.csi.kubeletDir,
-        dataDir: k8s.csi.dataDir,
-        stateDir: join(config.stateDir, "csi-volumes"),
-        medium: k8s.csi.medium,
-        defaults: config.workloadDefaults,
-        publishTimeoutMs: k8s.csi.publishTimeoutSeconds * 1000,
-        maxVolumes: k8s.csi.maxVolumes,
-        logger,
-      }),
-    );
+    const plugin = new CsiNodePlugin({
+      api,
+      nodeName: config.node.name,
+      trustDomain: config.trustDomain,
+      socket: k8s.csi.socket,
+      driverName: k8s.csi.driverName,
+      vendorVersion: packageVersion(),
+      kubeletDir: k8s.csi.kubeletDir,
+      dataDir: k8s.csi.dataDir,
+      stateDir: join(config.stateDir, "csi-volumes"),
+      medium: k8s.csi.medium,
+      defaults: config.workloadDefaults,
+      publishTimeoutMs: k8s.csi.publishTimeoutSeconds * 1000,
+      maxVolumes: k8s.csi.maxVolumes,
+      logger,
+    });
+    roots.push(...plugin.deliveryRoots);
+    sources.push(plugin);
   }
-  return { sources, api };
+  return { sources, roots, api };
 }
 
 /** meshauth's version, from its package.json (beside the sources, or above dist/agent/). */
@@ -182,7 +186,7 @@ export async function startAgentDaemon(
     trustBundlePem: bundlePem,
     stateDir: config.stateDir,
     sources,
-    deliveryRoots: config.delivery.roots,
+    deliveryRoots: [...config.delivery.roots, ...kubernetes.roots],
     nodeKeyAlgorithm: config.node.keyAlgorithm,
     nodeTtlSeconds: config.node.ttlSeconds,
     renewal: { ratio: config.renewal.ratio, jitter: config.renewal.jitter },

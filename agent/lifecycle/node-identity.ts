@@ -18,8 +18,9 @@ import type { CaClient, CaCredential } from "../ca-client.ts";
 import { type HeldSvid, obtainSvid } from "../issuance.ts";
 import type { AgentMetrics } from "../metrics.ts";
 import { Backoff, type BackoffOptions } from "./backoff.ts";
+import type { CaClock } from "./ca-clock.ts";
 import { causeOf, isRefusal, messageOf, retryAfterMs } from "./failure.ts";
-import { renewalMoment } from "./renewal.ts";
+import { renewalMoment, usableFrom } from "./renewal.ts";
 import type { StateStore } from "./state-store.ts";
 import { callAfter, callAt, type Timer } from "./timer.ts";
 
@@ -39,6 +40,8 @@ export interface NodeIdentityOptions {
   /** Checks a stored SVID against the current trust bundle before reusing it. */
   isTrusted: (svid: HeldSvid) => Promise<boolean>;
   onChange: (svid: HeldSvid) => void;
+  /** The CA's clock, on which certificates' times are judged; this node's by default. */
+  clock?: CaClock;
 }
 
 /** The agent could not obtain its node identity and cannot without an operator. */
@@ -159,8 +162,11 @@ export class NodeIdentity {
     for (const w of this.#waiters.splice(0)) w.reject(new Error("the agent is stopping"));
   }
 
+  // Usable to authenticate while more than 5 s of it remain, or a tenth of its life for a short
+  // one: an 8-second SVID renewed at half-life still has 4 s, time enough for one request.
   #isValid(svid: HeldSvid): boolean {
-    return svid.expiresAt.getTime() > Date.now() + 5000;
+    const life = svid.expiresAt.getTime() - usableFrom(svid).getTime();
+    return svid.expiresAt.getTime() > (this.#o.clock?.now() ?? Date.now()) + Math.min(5000, life / 10);
   }
 
   #set(svid: HeldSvid): void {
@@ -247,6 +253,7 @@ export class NodeIdentity {
   #scheduleRenewal(): void {
     const svid = this.#current!;
     this.#timer?.cancel();
-    this.#timer = callAt(renewalMoment(svid, this.#o.renewal), () => this.renewNow("renewal"));
+    const at = renewalMoment(svid, this.#o.renewal, Date.now(), this.#o.clock?.offsetMs);
+    this.#timer = callAt(at, () => this.renewNow("renewal"));
   }
 }

@@ -44,7 +44,7 @@ export class ProxyMetrics {
   /** Open connections closed by the proxy, by listener and reason. */
   readonly closed: Counter = this.registry.counter(
     "meshauth_proxy_closed_total",
-    "Open connections closed by the proxy, by listener and reason (revoked, unverified, secure_naming, denied, idle, shutdown).",
+    "Open connections closed by the proxy, by listener and reason (revoked, unverified, secure_naming, denied, idle, handshake_timeout, headers_timeout, shutdown).",
     ["listener", "reason"],
   );
   /** Negotiated key exchange groups (known on outbound connections). */
@@ -77,6 +77,18 @@ export class ProxyMetrics {
     "meshauth_proxy_trust_changes_total",
     "Trust bundle or CRL changes applied (open connections verified again), by workload.",
     ["workload"],
+  );
+  /** Failures of the proxy's own code while it handled a request (answered 500 or closed, and logged). */
+  readonly internalErrors: Counter = this.registry.counter(
+    "meshauth_proxy_internal_errors_total",
+    "Errors in the proxy's own handling of a connection or request (answered 500 or closed, and logged), by listener.",
+    ["listener"],
+  );
+  /** Audit records about unverified peers folded into a summary record instead of written. */
+  readonly auditAggregated: Counter = this.registry.counter(
+    "meshauth_proxy_audit_aggregated_records_total",
+    "Audit records about peers without a verified identity counted in a summary record instead of written one by one, by listener and reason.",
+    ["listener", "reason"],
   );
   readonly establishSeconds: Histogram = this.registry.histogram(
     "meshauth_proxy_establish_seconds",

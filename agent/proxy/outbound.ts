@@ -12,7 +12,9 @@
  * resumed session is verified again from that chain against the bundle, CRLs and naming map of
  * now. A new SVID of the workload drops the ticket, so new connections present the new SVID, and
  * a ticket of a connection opened with an earlier SVID is never kept (it arrives after the
- * handshake, possibly after the change); a resumed session that fails verification drops it too.
+ * handshake, possibly after the change); a resumed session that fails verification drops it too,
+ * and so does an open connection to the ticket's server that fails when it is verified again
+ * (revoked, no longer allowed).
  *
  * @module
  */
@@ -20,6 +22,7 @@
 import { createServer, type Server, type Socket } from "node:net";
 import { connect as tlsConnect, type ConnectionOptions, type TLSSocket } from "node:tls";
 import type { SecureNaming } from "../../mod.ts";
+import { bytesEqual } from "../../internal/mod.ts";
 import { formatAddress, type SocketAddress } from "./address.ts";
 import type { OutboundConfig } from "./config.ts";
 import { type CloseReason, ProxyConnection } from "./connection.ts";
@@ -296,7 +299,10 @@ export class OutboundListener implements WorkloadObserver {
       error = err as Error;
       reason = (err as { code?: string }).code === "ERR_CERT_REVOKED" ? "revoked" : "unverified";
     }
-    if (!reason || connection.isClosed) return;
+    if (!reason) return;
+    // Its ticket would resume a session whose server chain is this one, failing once more.
+    if (this.#session && bytesEqual(this.#session.chain[0], peer.chain[0])) this.#session = undefined;
+    if (connection.isClosed) return;
     recordDecision(this.context, {
       listener: this.name,
       direction: "outbound",

@@ -12,7 +12,8 @@
  * @module
  */
 
-import { SignatureCache, verifySvid } from "../../mod.ts";
+import { type Certificate, SignatureCache, verifySvid } from "../../mod.ts";
+import { bytesEqual } from "../../internal/mod.ts";
 import type { Authorities } from "../authorities.ts";
 import { Problem } from "../problems.ts";
 import type { CaStore } from "../store/store.ts";
@@ -20,11 +21,15 @@ import type { Authenticator, Credentials, NodeWorkloads, Principal } from "./pri
 
 /** Options of {@link MtlsAuthenticator}. */
 export interface MtlsAuthenticatorOptions {
+  /** The trust bundle client SVIDs must chain to. */
   authorities: Authorities;
+  /** Where revocations are checked. */
   store: CaStore;
+  /** Which workloads a node agent's SVID may obtain certificates for. */
   nodeWorkloads: NodeWorkloads;
   /** SPIFFE IDs allowed to use the administrative API. */
   admins: readonly string[];
+  /** The validation time of client SVIDs; the system's clock by default. */
   now?: () => Date;
 }
 
@@ -39,11 +44,22 @@ export const MAX_CLIENT_CHAIN_PEM = 32 * 1024;
 
 /** Authenticates TLS client certificates issued by this CA. */
 export class MtlsAuthenticator implements Authenticator {
+  /** Credentials it takes: the TLS client certificate chain. */
   readonly method = "mtls" as const;
   // Renewals present the same CA certificates again and again: verify each signature once.
   readonly #signatures = new SignatureCache();
+  /** An authenticator of client SVIDs of this CA's trust domain. */
   constructor(readonly options: MtlsAuthenticatorOptions) {}
 
+  /** The certificates of the authorities published at `at` that are not trust anchors. */
+  #intermediates(at: Date): Certificate[] {
+    const published = this.options.authorities.published(at);
+    const anchors = published.flatMap((authority) => authority.roots.x509Authorities());
+    return published.flatMap((authority) => authority.ca.certificateChain)
+      .filter((cert) => !anchors.some((anchor) => bytesEqual(anchor.der, cert.der)));
+  }
+
+  /** The principal of a valid, unrevoked client SVID; undefined without a client certificate. */
   async authenticate(credentials: Credentials): Promise<Principal | undefined> {
     const chainPem = credentials.clientCertificateChainPem;
     if (!chainPem) return undefined;
@@ -56,10 +72,17 @@ export class MtlsAuthenticator implements Authenticator {
     const at = this.options.now?.() ?? new Date();
     let verified: Awaited<ReturnType<typeof verifySvid>>;
     try {
-      verified = await verifySvid(chainPem, this.options.authorities.bundle(at), {
-        at,
-        purpose: "clientAuth",
-      });
+      // The chain as sent, then this CA's own intermediates: a client that sends only its leaf,
+      // or a runtime that drops what it sent (Node 24.21 and 26.8 hand the server the leaf
+      // alone, nodejs/node#65579), is still verified, as Envoy completes chains from its store.
+      verified = await verifySvid(
+        [chainPem, ...this.#intermediates(at)],
+        this.options.authorities.bundle(at),
+        {
+          at,
+          purpose: "clientAuth",
+        },
+      );
     } catch (err) {
       throw new Problem(
         "ERR_CLIENT_CERT_INVALID",

@@ -282,6 +282,7 @@ describe("a workload the CA places on the node a moment after the agent sees it"
       trustBundlePem: ca.bundlePem,
       stateDir: join(dir.path, "state"),
       sources: [source],
+      deliveryRoots: [dir.path],
       // The slowest pace for a refusal would be 30 s.
       backoff: { initialMs: 200, maxMs: 60_000 },
       keepAlive: false,

@@ -8,8 +8,10 @@ import { TLSSocket } from "node:tls";
 import { after, before, describe, it } from "node:test";
 import { Hono } from "hono";
 import { clientCertificate, listen, type Listener } from "../../ca-server/http-listener.ts";
-import { MAX_CLIENT_CHAIN_PEM } from "../../ca-server/auth/mtls.ts";
-import { decodePem, exportPrivateKeyPem } from "../../mod.ts";
+import { MAX_CLIENT_CHAIN_PEM, MtlsAuthenticator } from "../../ca-server/auth/mtls.ts";
+import type { Authorities } from "../../ca-server/authorities.ts";
+import type { CaStore } from "../../ca-server/store/store.ts";
+import { decodePem, exportPrivateKeyPem, TrustBundle } from "../../mod.ts";
 import { dnsName, uriName } from "../../lib/x509/general-name.ts";
 import { issue, type Issued } from "../support/cert-factory.ts";
 
@@ -106,5 +108,45 @@ describe("the CA's reading of a TLS client's certificate chain", () => {
       "reading stopped at the certificate that passed the limit",
     );
     if (!runtime.Deno) assert.equal(peerCertificateCalls, 0, "getPeerCertificate decoded the chain");
+  });
+});
+
+describe("the CA's mTLS authenticator completes a chain from its own authorities", () => {
+  // A client that sends only its leaf, or a runtime that hands the server only the leaf (Node
+  // 24.21 and 26.8, nodejs/node#65579), still authenticates when an intermediate of this CA
+  // issued it; an intermediate the CA does not hold is still needed from the client.
+  async function setup() {
+    const root = await issue({ name: "Root", ca: true });
+    const intermediate = await issue({ name: "Intermediate", ca: true, issuer: root });
+    const leaf = await issue({ name: "", issuer: intermediate, sans: [uriName("spiffe://example.org/w")] });
+    const bundle = TrustBundle.fromPem("example.org", root.pem);
+    const authority = (chain: Issued[]) => ({
+      roots: bundle,
+      ca: { certificateChain: chain.map((c) => c.cert) },
+    });
+    const authenticator = (chain: Issued[]) =>
+      new MtlsAuthenticator({
+        authorities: { bundle: () => bundle, published: () => [authority(chain)] } as unknown as Authorities,
+        store: { isRevoked: () => Promise.resolve(false) } as unknown as CaStore,
+        nodeWorkloads: () => Promise.resolve([]),
+        admins: [],
+      });
+    return { root, intermediate, leaf, authenticator };
+  }
+
+  it("verifies a leaf sent alone against the intermediate the CA signs with", async () => {
+    const { intermediate, leaf, authenticator } = await setup();
+    const principal = await authenticator([intermediate]).authenticate({
+      clientCertificateChainPem: leaf.pem,
+    });
+    assert.equal(principal?.requester, "spiffe://example.org/w");
+  });
+
+  it("refuses a leaf sent alone when the CA holds no certificate between it and the root", async () => {
+    const { root, leaf, authenticator } = await setup();
+    await assert.rejects(
+      authenticator([root]).authenticate({ clientCertificateChainPem: leaf.pem }),
+      (err: Error & { code?: string }) => err.code === "ERR_CLIENT_CERT_INVALID",
+    );
   });
 });

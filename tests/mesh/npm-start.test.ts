@@ -206,7 +206,9 @@ describe("npm start", { timeout: 180_000 }, () => {
         (await sh(`curl -s ${url}status.json`)).output,
       ) as { workloads: { serialNumber: string }[] };
       assert.deepEqual(
-        await page.locator("#workloads tbody td.serial").evaluateAll((cells) => cells.map((c) => c.title)),
+        await page.locator("#workloads tbody td.serial").evaluateAll((cells) =>
+          cells.map((c) => (c as HTMLElement).title)
+        ),
         status.workloads.map((w) => w.serialNumber),
       );
       // The bars show time left, and move.
@@ -317,7 +319,12 @@ describe("npm start, briefly", () => {
     const foreign = await mkdtemp(join(tmpdir(), "meshauth-not-npm-start-"));
     try {
       writeFileSync(join(foreign, "precious.txt"), "keep me");
-      const env = { ...process.env, MESHAUTH_MESH_DIR: foreign, MESHAUTH_MESH_PORT: "0", TERM: "xterm" };
+      const env: NodeJS.ProcessEnv = {
+        ...process.env,
+        MESHAUTH_MESH_DIR: foreign,
+        MESHAUTH_MESH_PORT: "0",
+        TERM: "xterm",
+      };
       delete env.NO_COLOR;
       delete env.FORCE_COLOR;
       const onTerminal = await new Promise<string>((resolve, reject) => {

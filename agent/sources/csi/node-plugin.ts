@@ -187,6 +187,14 @@ export class CsiNodePlugin implements WorkloadSource {
     return this.#o.driverName ?? "meshauth.io";
   }
 
+  /**
+   * The directories this plugin writes into, which the agent takes as delivery roots: the
+   * volumes' tmpfs mounts under `dataDir` (memory), or the kubelet's target paths (disk).
+   */
+  get deliveryRoots(): string[] {
+    return [this.#medium === "memory" ? this.#o.dataDir : this.#o.kubeletDir];
+  }
+
   get #medium(): "memory" | "disk" {
     const medium = this.#o.medium ?? "auto";
     if (medium !== "auto") return medium;

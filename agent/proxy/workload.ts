@@ -16,6 +16,11 @@ import type { ProxyMetrics } from "./metrics.ts";
 import { PeerVerifier, type VerifiedPeer } from "./peer-verifier.ts";
 import { contextOptions } from "./tls-settings.ts";
 
+/** How long an authority whose CRL was asked for is not asked for again. */
+const FOLLOW_RETRY_MS = 10_000;
+/** Most authorities remembered as asked for. */
+const MAX_FOLLOWED = 64;
+
 /** What a workload tells the listeners that use it. */
 export interface WorkloadObserver {
   /** A new SVID is in service (or none: `options` undefined). */
@@ -74,16 +79,19 @@ export class ProxyWorkload {
   /**
    * Verifies a peer's chain. When its certificate comes from an authority whose CRL the source
    * does not follow yet (after a root or intermediate rotation, a peer renewed onto the new
-   * authority before this node did), the source is asked to fetch it, once, and the chain is
-   * verified again with it: revocation is still checked, and the rotation does not cut the
-   * peer off until this node happens to hold a certificate of the new authority.
+   * authority before this node did), the source is asked to fetch it and the chain is verified
+   * again with it: the rotation neither cuts the peer off nor leaves its revocation unchecked
+   * until this node happens to hold a certificate of the new authority. An authority is asked
+   * for at most once per {@link FOLLOW_RETRY_MS}, so a CA that does not answer costs each
+   * connection nothing more.
    */
   async verifyPeer(
     chain: readonly Uint8Array[],
     purpose: "clientAuth" | "serverAuth",
   ): Promise<VerifiedPeer> {
+    let peer: VerifiedPeer;
     try {
-      return await this.verifier.verify(chain, purpose);
+      peer = await this.verifier.verify(chain, purpose);
     } catch (err) {
       const source = this.#source;
       if (
@@ -95,6 +103,25 @@ export class ProxyWorkload {
       this.refresh();
       return await this.verifier.verify(chain, purpose);
     }
+    const source = this.#source;
+    const authority = peer.unfollowedAuthority;
+    if (!authority || !source?.fetchCrlsFor || !this.#mayFollow(authority)) return peer;
+    await source.fetchCrlsFor(chain.map((der) => encodePem("CERTIFICATE", der)).join(""));
+    this.refresh();
+    return await this.verifier.verify(chain, purpose);
+  }
+
+  /** When each unfollowed authority was last asked for (bounded: the oldest go first). */
+  readonly #followedAt = new Map<string, number>();
+
+  #mayFollow(authority: string): boolean {
+    const now = Date.now();
+    const last = this.#followedAt.get(authority);
+    if (last !== undefined && now - last < FOLLOW_RETRY_MS) return false;
+    this.#followedAt.delete(authority);
+    if (this.#followedAt.size >= MAX_FOLLOWED) this.#followedAt.delete(this.#followedAt.keys().next().value!);
+    this.#followedAt.set(authority, now);
+    return true;
   }
 
   /** Reads the source again and applies what changed. */

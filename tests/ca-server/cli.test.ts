@@ -154,6 +154,54 @@ describe("meshauth ca (CLI)", () => {
     }
   });
 
+  it("prints every next command with the --config it was given, quoted for the shell", async () => {
+    const fresh = await tempDir();
+    try {
+      // A configuration that is not the default, at a path a shell must have quoted.
+      const freshConfig = join(fresh.path, "my ca.json");
+      await writeFile(
+        freshConfig,
+        JSON.stringify({ trustDomain: TRUST_DOMAIN, dataDir: join(fresh.path, "data") }),
+      );
+      const quoted = `'${freshConfig}'`;
+      const csr = await cli(["ca", "init", "--config", freshConfig, "--csr", join(fresh.path, "i.csr")]);
+      assert.equal(csr.code, 0, csr.stderr);
+      assert.match(csr.stdout, /meshauth ca init --config .* --chain <signed chain> --key /);
+      assert.ok(csr.stdout.includes(`meshauth ca init --config ${quoted} --chain`), csr.stdout);
+
+      const serve = await cliProcess(["ca", "serve", "--config", freshConfig]);
+      assert.equal(serve.code, 1);
+      assert.equal(serve.stdout, "");
+      assert.equal(serve.stderr.trim().split("\n").length, 1, serve.stderr);
+      const hint = /run `(meshauth ca init[^`]*)`/.exec(serve.stderr)?.[1];
+      assert.equal(hint, `meshauth ca init --config ${quoted}`);
+      await assert.rejects(readdir(join(fresh.path, "data", "store")), { code: "ENOENT" });
+
+      const init = await cli(["ca", "init", "--config", freshConfig]);
+      assert.equal(init.code, 0, init.stderr);
+      assert.match(init.stdout, new RegExp(`^next: meshauth ca serve --config '.*my ca\\.json'$`, "m"));
+      const other = await cli(["ca", "init", "--config", freshConfig, "--trust-domain", "other.example"]);
+      assert.equal(other.code, 1, "the other trust domain is refused: the keys are of the first");
+      const otherDir = await tempDir();
+      try {
+        const otherConfig = await writeConfig(otherDir.path, {});
+        const td = await cli(["ca", "init", "--config", otherConfig, "--trust-domain", "other.example"]);
+        assert.equal(td.code, 0, td.stderr);
+        assert.match(
+          td.stdout,
+          new RegExp(
+            `^next: MESHAUTH_TRUST_DOMAIN=other\\.example meshauth ca serve --config ${otherConfig}$`,
+            "m",
+          ),
+        );
+      } finally {
+        await otherDir.remove();
+      }
+    } finally {
+      await fresh.remove();
+    }
+  });
+
   it("imports an intermediate signed by an offline root with OpenSSL", async () => {
     const csrPath = join(dir.path, "intermediate.csr");
     const made = await cli(["ca", "init", "--config", config, "--csr", csrPath]);

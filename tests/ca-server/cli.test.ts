@@ -2,6 +2,7 @@
 // an intermediate signed by an offline root (OpenSSL), key export and rotation.
 import assert from "node:assert/strict";
 import { readdir, readFile, writeFile } from "node:fs/promises";
+import { type AddressInfo, createServer } from "node:net";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import {
@@ -197,6 +198,57 @@ describe("meshauth ca (CLI)", () => {
       } finally {
         await otherDir.remove();
       }
+    } finally {
+      await fresh.remove();
+    }
+  });
+
+  it("serve on a port in use, with one server or two workers, is one line and opens no store", async () => {
+    const fresh = await tempDir();
+    const taken = createServer();
+    try {
+      await new Promise<void>((resolve) => taken.listen(0, "127.0.0.1", resolve));
+      const port = (taken.address() as AddressInfo).port;
+      const freshConfig = await writeConfig(fresh.path, { listen: { host: "127.0.0.1", port } });
+      assert.equal((await cli(["ca", "init", "--config", freshConfig])).code, 0);
+      for (const workers of ["1", "2"]) {
+        const serve = await cliProcess(["ca", "serve", "--config", freshConfig], {
+          MESHAUTH_WORKERS: workers,
+        });
+        assert.equal(serve.code, 1, `workers: ${workers}`);
+        assert.equal(serve.stdout, "", `workers: ${workers}: nothing before the error`);
+        assert.match(
+          serve.stderr,
+          new RegExp(
+            `^meshauth: cannot listen on 127\\.0\\.0\\.1:${port}: the port is already in use[^\n]*\n$`,
+          ),
+        );
+      }
+      await assert.rejects(readdir(join(fresh.path, "data", "store")), { code: "ENOENT" });
+    } finally {
+      taken.close();
+      await fresh.remove();
+    }
+  });
+
+  it("a start failure of every worker (PostgreSQL unreachable) is said once, and the exit code is 1", async () => {
+    const fresh = await tempDir();
+    try {
+      // A port nothing listens on: taken, then released.
+      const closed = createServer();
+      await new Promise<void>((resolve) => closed.listen(0, "127.0.0.1", resolve));
+      const port = (closed.address() as AddressInfo).port;
+      await new Promise((resolve) => closed.close(resolve));
+      const freshConfig = await writeConfig(fresh.path, {
+        listen: { host: "127.0.0.1", port: 0 },
+        workers: 2,
+        store: { kind: "postgres", url: `postgres://meshauth:x@127.0.0.1:${port}/meshauth` },
+      });
+      assert.equal((await cli(["ca", "init", "--config", freshConfig])).code, 0);
+      const serve = await cliProcess(["ca", "serve", "--config", freshConfig]);
+      assert.equal(serve.code, 1);
+      assert.equal(serve.stdout, "");
+      assert.match(serve.stderr, /^meshauth: cannot connect to PostgreSQL: [^\n]*ECONNREFUSED[^\n]*\n$/);
     } finally {
       await fresh.remove();
     }

@@ -3,7 +3,7 @@
 // and whose /v1/crl `openssl crl` reads.
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { readFile } from "node:fs/promises";
+import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { type CaProcess, ROOT, run, SERVER_COMMAND, startServer, tempDir } from "./helpers.ts";
@@ -81,6 +81,7 @@ describe("npm start", () => {
       },
     });
     assert.equal(second.code, 1);
+    assert.equal(second.stdout, "", "nothing comes before the error");
     const lines = second.stderr.trim().split("\n");
     assert.equal(lines.length, 1, second.stderr);
     assert.match(
@@ -88,6 +89,18 @@ describe("npm start", () => {
       new RegExp(`127\\.0\\.0\\.1:${ca.port}.*in use.*listen\\.port.*MESHAUTH_LISTEN_PORT`),
     );
     assert.equal(await readFile(statePath, "utf8"), before, "no join token was created");
+  });
+
+  it("a first start on a port in use makes no root: the data directory stays absent", async () => {
+    const dataDir = join(dir.path, "never");
+    const first = await run(SERVER_COMMAND[0], [...SERVER_COMMAND.slice(1), "cli/dev-ca.ts"], {
+      env: { ...process.env, MESHAUTH_DATA_DIR: dataDir, MESHAUTH_LISTEN_PORT: String(ca.port) },
+    });
+    assert.equal(first.code, 1);
+    assert.equal(first.stdout, "");
+    assert.match(first.stderr, /^meshauth: cannot listen on [^\n]*in use[^\n]*\n$/);
+    await assert.rejects(readFile(join(dataDir, "bundle.pem")), { code: "ENOENT" });
+    await assert.rejects(readdir(dataDir), { code: "ENOENT" });
   });
 
   it("serves a CRL that openssl crl reads and verifies", async () => {

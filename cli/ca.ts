@@ -409,6 +409,9 @@ async function rotate(args: string[]): Promise<void> {
   console.log(
     `added root ${record.id}; published now, signs from ${activeFrom.toISOString()}; running servers load it within 30 s.`,
   );
+  // Clients that read the file get the new root now, not when a server next reloads (or never,
+  // with no server running).
+  await reportTrustBundle(config, keyManager);
 }
 
 async function exportKey(args: string[]): Promise<void> {

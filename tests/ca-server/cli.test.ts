@@ -459,11 +459,21 @@ describe("meshauth ca (CLI)", () => {
     const exported = await cli(["ca", "export-key", "--config", config, "--authority", ids[0]]);
     assert.equal(exported.code, 0, exported.stderr);
     assert.equal(exported.stdout, await readFile(join(keysDir, `${ids[0]}.key.pem`), "utf8"));
+    const bundlePath = join(dir.path, "data", "bundle.pem");
+    const rootsBefore = (await readFile(bundlePath, "utf8")).match(/BEGIN CERTIFICATE/g)!.length;
     const rotated = await cli(["ca", "rotate", "--config", config, "--overlap-seconds", "3600"]);
     assert.equal(rotated.code, 0, rotated.stderr);
     assert.equal(rotated.stderr, "");
     assert.match(rotated.stdout, /added root [0-9a-f]{32}; published now/);
     assert.equal((await readdir(keysDir)).filter((n) => n.endsWith(".json")).length, ids.length + 1);
+    // The bundle file holds the new root at once, whether a server runs or not.
+    const newRoot = JSON.parse(
+      await readFile(join(keysDir, `${/added root ([0-9a-f]{32})/.exec(rotated.stdout)![1]}.json`), "utf8"),
+    );
+    const bundle = await readFile(bundlePath, "utf8");
+    assert.equal(bundle.match(/BEGIN CERTIFICATE/g)!.length, rootsBefore + 1);
+    assert.ok(bundle.includes(newRoot.certificateChainPem.trim()), "the new root is in bundle.pem");
+    assert.match(rotated.stdout, new RegExp(`trust bundle: ${bundlePath.replaceAll(".", "\\.")}`));
     const hurried = await cli(["ca", "rotate", "--config", config, "--overlap-seconds", "5"]);
     assert.equal(hurried.code, 0, hurried.stderr);
     assert.match(hurried.stderr, /warning: servers pick up a new authority within 30 s/);

@@ -267,4 +267,33 @@ listen: { port: 0 }
       /^meshauth: cannot obtain the node identity spiffe:\/\/agent\.test\/node\/node-a: .*ERR_TOKEN_USED/,
     );
   });
+
+  test("a token file that is absent, unreadable or empty is one line naming the file, and exit code 1", async () => {
+    await mkdir(join(dir.path, "token-dir"));
+    await writeFile(join(dir.path, "empty.token"), "\n");
+    const base = await readFile(configPath, "utf8");
+    for (
+      const [credential, reason] of [
+        ["joinTokenFile: nope.token", /node\.joinTokenFile \S*\/nope\.token does not exist$/],
+        ["serviceAccountTokenFile: sa.token", /node\.serviceAccountTokenFile \S*\/sa\.token does not exist$/],
+        ["joinTokenFile: token-dir", /node\.joinTokenFile \S*\/token-dir cannot be read \(EISDIR\)$/],
+        ["joinTokenFile: empty.token", /node\.joinTokenFile \S*\/empty\.token is empty$/],
+      ] as const
+    ) {
+      const path = join(dir.path, "token-file.yaml");
+      await writeFile(
+        path,
+        base.replace("stateDir: state", "stateDir: token-state").replace(
+          "joinTokenFile: node.token",
+          credential,
+        ),
+      );
+      running = startAgentProcess(path);
+      assert.equal(await running.exited, 1, credential);
+      const message = running.stderr.join("").trim();
+      assert.equal(message.split("\n").length, 1, message);
+      assert.match(message, /^meshauth: cannot obtain the node identity .*: the bearer token is missing: /);
+      assert.match(message, reason);
+    }
+  });
 });

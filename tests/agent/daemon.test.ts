@@ -7,6 +7,7 @@ import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
 import { lstat, mkdir, readdir, readFile, readlink, stat, writeFile } from "node:fs/promises";
+import { type AddressInfo, createServer } from "node:net";
 import { join } from "node:path";
 import { NODE, ROOT } from "../ca-server/helpers.ts";
 import {
@@ -266,6 +267,29 @@ listen: { port: 0 }
       message,
       /^meshauth: cannot obtain the node identity spiffe:\/\/agent\.test\/node\/node-a: .*ERR_TOKEN_USED/,
     );
+  });
+
+  test("SIGTERM while it still retries an unreachable CA logs its stop and exits 0", async () => {
+    // A port nothing listens on: taken, then released.
+    const closed = createServer();
+    await new Promise<void>((resolve) => closed.listen(0, "127.0.0.1", resolve));
+    const port = (closed.address() as AddressInfo).port;
+    await new Promise((resolve) => closed.close(resolve));
+    const path = join(dir.path, "unreachable.yaml");
+    await writeFile(
+      path,
+      (await readFile(configPath, "utf8"))
+        .replace("stateDir: state", "stateDir: unreachable-state")
+        .replace(`url: "${ca.url}"`, `url: "https://127.0.0.1:${port}"`),
+    );
+    running = startAgentProcess(path);
+    await waitFor(
+      "a retry",
+      () => running!.logs.some((l) => l.msg === "node bootstrap failed; retrying"),
+      30_000,
+    );
+    await terminate(running);
+    assert.deepEqual(running.stderr, []);
   });
 
   test("a token file that is absent, unreadable or empty is one line naming the file, and exit code 1", async () => {

@@ -70,6 +70,17 @@ describe("npm start", () => {
     assert.match(text.stdout, /URI:spiffe:\/\/meshauth\.local\/demo/);
   });
 
+  it("the files its commands save in a checkout are ignored by git", async () => {
+    const printed = ca.logs.join("\n");
+    const commands = printed.slice(printed.indexOf("# 1."), printed.indexOf("Stop with Ctrl-C"));
+    const saved = [...new Set(commands.match(/\bdemo\.[a-z]+\b/g))];
+    assert.ok(saved.length >= 4, saved.join(" "));
+    for (const file of saved) {
+      const ignored = await run("git", ["check-ignore", "--no-index", "-q", file], { cwd: ROOT });
+      assert.equal(ignored.code, 0, `${file} is not in .gitignore`);
+    }
+  });
+
   it("a second start on a port in use is one line naming the port and the setting, and writes nothing", async () => {
     const statePath = join(dir.path, ".meshauth", "store", "state.json");
     const before = await readFile(statePath, "utf8");

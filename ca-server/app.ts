@@ -41,11 +41,15 @@ import type { CaStore, RevocationRecord } from "./store/store.ts";
 
 /** Options of {@link createCaApp}. */
 export interface CaAppOptions {
+  /** The CA's signing authorities and trust bundle. */
   authorities: Authorities;
+  /** Where issued certificates, revocations, CRLs, join tokens and audit events are kept. */
   store: CaStore;
   /** Tried in order; the first that recognises the request's credentials decides. */
   authenticators: Authenticator[];
+  /** Where request failures and audit lines are logged; silent by default. */
   logger?: Logger;
+  /** Counts served at `/metrics`; a fresh set by default. */
   metrics?: CaMetrics;
   /**
    * Limit on issuance and administrative requests, per client address before the credentials
@@ -61,20 +65,48 @@ export interface CaAppOptions {
   rateLimiter?: RateLimit;
   /** The counts of every process of the CA, this one's included; this process's alone by default. */
   metricsOfGroup?: () => Promise<GroupMetrics>;
+  /** How long each CRL is valid; a new one is signed after half of it. Default 1 h. */
   crlNextUpdateSeconds?: number;
   /** Largest request body accepted. Default 64 KiB. */
   maxBodyBytes?: number;
   /** DNS names an identity may carry; none by default. */
   allowedDnsNames?: (spiffeId: string) => readonly string[];
   /** The TLS client certificate chain (PEM, leaf first) of the request, if any. */
-  clientCertificate?: (c: Context) => string | undefined;
+  clientCertificate?: (c: RequestContext) => string | undefined;
   /** The client's network address, for rate-limiting unauthenticated failures. */
-  clientAddress?: (c: Context) => string | undefined;
+  clientAddress?: (c: RequestContext) => string | undefined;
+  /** The clock, for tests; the system's by default. */
   now?: () => Date;
 }
 
-/** Builds the CA's Hono app. */
-export function createCaApp(options: CaAppOptions): Hono {
+/**
+ * What the request-reading options (`clientCertificate`, `clientAddress`) read of a request's context (a Hono `Context` is one): the
+ * bindings the server passed with the request, and the request itself.
+ */
+export interface RequestContext {
+  /** The server's bindings: `incoming` (the socket) on Node, `bunServer` on Bun. */
+  env: unknown;
+  /** The request as the runtime received it. */
+  req: { raw: Request };
+}
+
+/** An app as a server calls it: a Hono app, or any object with a fetch handler of that shape. */
+export interface FetchHandler {
+  /** Answers one request; `env` carries the server's bindings. */
+  fetch(request: Request, env?: unknown): Response | Promise<Response>;
+}
+
+/**
+ * The CA's HTTP API as `createCaApp` answers it: a Hono app, typed by what serving and testing
+ * it take, so that meshauth's API does not carry Hono's types.
+ */
+export interface CaApp extends FetchHandler {
+  /** Answers a request for a path or URL without a server (Hono's `app.request`), as tests and benchmarks do. */
+  request(input: string | URL | Request, init?: RequestInit): Response | Promise<Response>;
+}
+
+/** Builds the CA's app: a Hono app any runtime can serve through its `fetch`. */
+export function createCaApp(options: CaAppOptions): CaApp {
   const logger = options.logger ?? silentLogger;
   const metrics = options.metrics ?? new CaMetrics();
   const { authorities, store } = options;

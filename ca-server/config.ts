@@ -30,9 +30,11 @@ export { ConfigError };
 
 /** The validated configuration. */
 export interface CaConfig {
+  /** The trust domain the CA issues for (`example.org`). */
   trustDomain: string;
   /** Where the embedded store and the file key manager live. */
   dataDir: string;
+  /** Where the API listens and how it serves TLS. */
   listen: {
     host: string;
     port: number;
@@ -55,9 +57,13 @@ export interface CaConfig {
       retainExpiredSeconds: number;
     }
     | { kind: "postgres"; url: string; maxConnections: number };
+  /** Where the CA's keys are kept: a directory of key files. */
   keys: { kind: "file"; dir: string };
+  /** Lifetimes of issued certificates, in seconds: the default and the most a caller may ask. */
   issuance: { defaultTtlSeconds: number; maxTtlSeconds: number };
+  /** The root CA `ca init` creates: its key algorithm and lifetime in seconds. */
   ca: { keyAlgorithm: KeyAlgorithm; ttlSeconds: number };
+  /** How long each CRL is valid, in seconds. */
   crl: { nextUpdateSeconds: number };
   /** `false` turns rate limiting off (for benchmarks). */
   rateLimit: { requestsPerSecond: number; burst: number } | false;
@@ -77,6 +83,7 @@ export interface CaConfig {
     jwksCaFile?: string;
     tokenReview?: { url: string; tokenFile: string; caFile?: string };
   };
+  /** The lowest level logged. */
   log: { level: LogLevel };
   /** Worker processes serving the API (node:cluster); 1 serves from the main process. */
   workers: number;

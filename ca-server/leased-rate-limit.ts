@@ -37,6 +37,7 @@ export interface LeasedRateLimitOptions {
   holdMs?: number;
   /** Most keys held; the least recently used gives its tokens back first. Default 10 000. */
   maxKeys?: number;
+  /** The clock in milliseconds, for tests; `Date.now` by default. */
   now?: () => number;
 }
 
@@ -57,6 +58,7 @@ export class LeasedRateLimit implements RateLimit {
   readonly #now: () => number;
   #timer?: ReturnType<typeof setInterval>;
 
+  /** Leases tokens of `shared` (the primary's buckets) in batches, so most requests need no round trip. */
   constructor(readonly shared: LeasableRateLimit, options: LeasedRateLimitOptions = {}) {
     this.#maxLease = options.maxLease ?? 64;
     this.#holdMs = options.holdMs ?? 1000;

@@ -26,12 +26,17 @@ const LATENCY_BUCKETS_SECONDS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05
 
 /** One process's counts, as plain JSON (they travel between processes). */
 export interface MetricsSnapshot {
+  /** Certificates issued, by authentication method. */
   issued: Record<string, number>;
+  /** Requests refused, by problem code. */
   denied: Record<string, number>;
+  /** Responses, by HTTP status. */
   responses: Record<string, number>;
   /** Issuances at or under each of the histogram's bounds (cumulative, as Prometheus has them). */
   latencyBuckets: number[];
+  /** Sum of the issuance latencies, in seconds. */
   latencySum: number;
+  /** Number of issuances timed. */
   latencyCount: number;
 }
 

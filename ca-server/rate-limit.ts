@@ -33,6 +33,7 @@ export interface RateLimitOptions {
 
 /** A bucket's answer. */
 export interface RateVerdict {
+  /** Whether the request may proceed. */
   allowed: boolean;
   /** When refused, how long until a token is back. */
   retryAfterSeconds: number;
@@ -67,6 +68,7 @@ export interface Lease extends RateVerdict {
  * unspent tokens, and never let the processes together spend more than the bucket holds.
  */
 export interface LeasableRateLimit extends RateLimit {
+  /** Takes one token as `take` does, and leases up to `want` more from the upper half of the bucket. */
   lease(key: string, want: number): Lease | Promise<Lease>;
   /** Gives back leased tokens that were not spent: `[key, tokens]` pairs. */
   giveBack(tokens: [string, number][]): void;
@@ -122,6 +124,7 @@ export class RateLimiter implements LeasableRateLimit {
     return verdict;
   }
 
+  /** Takes one token for `key`, and leases up to `want` more from the upper half of its bucket. */
   lease(key: string, want: number): Lease {
     const verdict = this.take(key);
     const bucket = this.#buckets.get(key)!;

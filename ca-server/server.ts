@@ -49,8 +49,11 @@ const AUTHORITY_RELOAD_MS = 30_000;
 export interface RunningCaServer {
   /** `https://<host>:<port>` (or `http://` for plain HTTP), with `127.0.0.1` for a wildcard host. */
   url: string;
+  /** The port the API listens on (the one bound, when 0 was asked). */
   port: number;
+  /** The CA's authorities, reloaded from the key manager every 30 s. */
   authorities: Authorities;
+  /** The open store. */
   store: CaStore;
   /** Stops accepting connections, ends open ones and closes the store. */
   close(): Promise<void>;

@@ -91,25 +91,35 @@ export function revocationSelector(request: RevocationRequest, trustDomain: Trus
 
 /** Options of {@link CaService}. */
 export interface CaServiceOptions {
+  /** The CA's signing authorities and trust bundle. */
   authorities: Authorities;
+  /** Where issuances, revocations, CRLs and audit events are kept. */
   store: CaStore;
+  /** Where issuance and audit lines are logged. */
   logger: Logger;
+  /** Counts of issuances and refusals. */
   metrics: CaMetrics;
   /** CRL validity; a new CRL is signed after half of it, or when a revocation happens. Default 1 h. */
   crlNextUpdateSeconds?: number;
   /** DNS names an identity may have in its certificate; none by default (deny by default). */
   allowedDnsNames?: (spiffeId: string) => readonly string[];
+  /** The clock, for tests; the system's by default. */
   now?: () => Date;
 }
 
 /** A signed certificate, as the API answers it. */
 export interface IssuanceResult {
+  /** The SPIFFE ID the certificate proves. */
   spiffeId: string;
+  /** Lowercase hex of the serial number. */
   serialNumber: string;
+  /** When the certificate expires. */
   notAfter: Date;
+  /** The leaf followed by the CA's intermediates, PEM. */
   chainPem: string;
   /** The same chain, one PEM per certificate. */
   chainPems: string[];
+  /** The CA's trust bundle (its roots), PEM. */
   trustBundlePem: string;
 }
 
@@ -139,6 +149,7 @@ export class CaService {
   readonly #crls = new Map<string, SignedCrl>();
   readonly #signing = new Map<string, Promise<SignedCrl>>();
 
+  /** The CA's issuance, revocation and CRL logic over `options`' authorities and store. */
   constructor(options: CaServiceOptions) {
     this.#o = options;
   }

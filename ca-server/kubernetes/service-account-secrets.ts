@@ -66,14 +66,21 @@ interface SecretRecord {
 
 /** Options of {@link ServiceAccountSecretsController}. */
 export interface ServiceAccountSecretsOptions {
+  /** The client Secrets and service accounts are watched and written with. */
   api: KubernetesApi;
+  /** Issues and records the SVIDs. */
   issuer: ControllerIssuer;
+  /** The CA's authorities, whose bundle each Secret carries. */
   authorities: Authorities;
+  /** The CA's trust domain, for the service accounts' SPIFFE IDs. */
   trustDomain: string;
+  /** Which namespaces, key algorithm and lifetimes, from the configuration. */
   settings: KubernetesControllersConfig["serviceAccountSecrets"];
+  /** Where writes and failures are logged. */
   logger: Logger;
   /** How often the trust bundle is compared with the Secrets'. Default 10 s. */
   bundleCheckMs?: number;
+  /** The clock that decides renewal; the system's by default. */
   now?: () => Date;
 }
 
@@ -96,6 +103,7 @@ export class ServiceAccountSecretsController {
   #bundleSha256 = "";
   #bundleTimer?: ReturnType<typeof setInterval>;
 
+  /** A controller over `options.settings`; `start` begins watching. */
   constructor(options: ServiceAccountSecretsOptions) {
     this.#o = options;
     this.#queue = new WorkQueue({
@@ -172,6 +180,7 @@ export class ServiceAccountSecretsController {
     await this.#queue.idle();
   }
 
+  /** Stops watching and renewing; the Secrets written stay. */
   stop(): void {
     if (this.#bundleTimer) clearInterval(this.#bundleTimer);
     this.#queue.stop();

@@ -68,7 +68,9 @@ export interface FileStoreOptions {
    * only if a command needs it, so `meshauth ca token create` does not read the journal.
    */
   isCompacting?: boolean;
+  /** Where compaction and recovery are logged; silent by default. */
   logger?: Logger;
+  /** The clock that expires certificates and tokens; the system's by default. */
   now?: () => Date;
 }
 
@@ -110,6 +112,7 @@ export class FileStore implements CaStore {
   #timer?: ReturnType<typeof setInterval>;
   #lastEvictionMs = 0;
 
+  /** A store in `dir` (a journal and its segments); call `open()` before use. */
   constructor(readonly dir: string, options: FileStoreOptions = {}) {
     this.description = `file:${dir}`;
     this.#options = {
@@ -162,6 +165,7 @@ export class FileStore implements CaStore {
     if (this.#options.isCompacting) void this.#maintain();
   }
 
+  /** Stops the background sync, waits for compaction and pending writes, and closes the journal. */
   async close(): Promise<void> {
     if (this.#timer) clearInterval(this.#timer);
     this.#timer = undefined;
@@ -301,10 +305,12 @@ export class FileStore implements CaStore {
     for (const segment of archived) unlinkSync(segment.path);
   }
 
+  /** Records one issued certificate. */
   async recordIssuance(certificate: CertificateRecord): Promise<void> {
     await this.#journal.append({ kind: "certificate", ...certificate });
   }
 
+  /** The issued certificate with this serial number, if the store has it. */
   async findCertificate(serialNumber: string): Promise<CertificateRecord | undefined> {
     await this.#catchUp();
     const found = this.#index.get(serialNumber);
@@ -350,6 +356,7 @@ export class FileStore implements CaStore {
     return Promise.resolve(this.#state.current().revocations.filter((r) => r.notAfter > at));
   }
 
+  /** Whether the certificate with this serial number is revoked. */
   isRevoked(serialNumber: string): Promise<boolean> {
     const state = this.#state.current();
     if (this.#revokedSerials.state !== state) {
@@ -400,6 +407,7 @@ export class FileStore implements CaStore {
     return this.#locked(() => this.#crls.save(crl));
   }
 
+  /** Stores a new join token. */
   async saveJoinToken(token: JoinTokenRecord): Promise<void> {
     await this.#mutate((state) => {
       state.joinTokens = state.joinTokens.filter((t) => t.id !== token.id);
@@ -408,6 +416,7 @@ export class FileStore implements CaStore {
     });
   }
 
+  /** The join token with this id, if any. */
   findJoinToken(id: string): Promise<JoinTokenRecord | undefined> {
     return Promise.resolve(this.#state.current().joinTokens.find((t) => t.id === id));
   }

@@ -43,6 +43,7 @@ const MIGRATION_LOCK = 0x6d657368;
 
 /** Connection settings (those of `pg.Pool`). */
 export interface PostgresStoreOptions {
+  /** The PostgreSQL URL (`postgres://user:pass@host:5432/db`). */
   connectionString: string;
   /** Connections per replica. Default 10. */
   maxConnections?: number;
@@ -97,6 +98,7 @@ export class PostgresStore implements CaStore {
   readonly description = "postgres";
   readonly #pool: pg.Pool;
 
+  /** A store over a pool of `options.maxConnections`; call `open()` before use. */
   constructor(options: PostgresStoreOptions) {
     this.#pool = new pg.Pool({
       connectionString: options.connectionString,
@@ -177,10 +179,12 @@ export class PostgresStore implements CaStore {
     }
   }
 
+  /** Ends the pool's connections. */
   async close(): Promise<void> {
     await this.#pool.end();
   }
 
+  /** Records one issued certificate. */
   async recordIssuance(c: CertificateRecord): Promise<void> {
     await this.#query(
       `INSERT INTO meshauth_certificates
@@ -190,6 +194,7 @@ export class PostgresStore implements CaStore {
     );
   }
 
+  /** The issued certificate with this serial number, if the store has it. */
   async findCertificate(serialNumber: string): Promise<CertificateRecord | undefined> {
     const { rows } = await this.#query<CertificateRow>(
       "SELECT * FROM meshauth_certificates WHERE serial_number = $1",
@@ -251,6 +256,7 @@ export class PostgresStore implements CaStore {
     return rows.map(revocationOf);
   }
 
+  /** Whether the certificate with this serial number is revoked. */
   async isRevoked(serialNumber: string): Promise<boolean> {
     const { rowCount } = await this.#query(
       "SELECT 1 FROM meshauth_revocations WHERE serial_number = $1",
@@ -339,6 +345,7 @@ export class PostgresStore implements CaStore {
     return (await this.latestCrl(crl.authorityId))!;
   }
 
+  /** Stores a new join token. */
   async saveJoinToken(t: JoinTokenRecord): Promise<void> {
     await this.#query(
       `INSERT INTO meshauth_join_tokens
@@ -361,6 +368,7 @@ export class PostgresStore implements CaStore {
     );
   }
 
+  /** The join token with this id, if any. */
   async findJoinToken(id: string): Promise<JoinTokenRecord | undefined> {
     const { rows } = await this.#query("SELECT * FROM meshauth_join_tokens WHERE id = $1", [id]);
     const r = rows[0];

@@ -28,12 +28,17 @@ export type AcceptedRevocationReason = Exclude<
 export interface CertificateRecord {
   /** Lowercase hex of the serial number. */
   serialNumber: string;
+  /** The SPIFFE ID the certificate proves. */
   spiffeId: string;
+  /** Start of its validity. */
   notBefore: Date;
+  /** End of its validity. */
   notAfter: Date;
+  /** When the CA signed it. */
   issuedAt: Date;
   /** Who asked: the authenticated identity and how it authenticated. */
   requester: string;
+  /** How the requester authenticated (`join-token`, `kubernetes`, `mtls`). */
   method: string;
   /** Which CA authority signed it. */
   authorityId: string;
@@ -41,15 +46,19 @@ export interface CertificateRecord {
 
 /** One revoked certificate: the CRL entry, and what the store needs to keep and expire it. */
 export interface RevocationRecord extends Revocation {
+  /** Why it was revoked. */
   reason: AcceptedRevocationReason;
+  /** The SPIFFE ID of the revoked certificate. */
   spiffeId: string;
   /** The certificate's expiry: once past, the entry may leave the CRL (RFC 5280 3.3). */
   notAfter: Date;
+  /** The authority that signed the certificate, whose CRL lists it. */
   authorityId: string;
 }
 
 /** What a revocation did: the entries it added, and those that were revoked before. */
 export interface RevocationOutcome {
+  /** The certificates this revocation revoked. */
   revoked: RevocationRecord[];
   /** Certificates the selector named that were already revoked, as they were revoked then. */
   alreadyRevoked: RevocationRecord[];
@@ -57,6 +66,7 @@ export interface RevocationOutcome {
 
 /** A CRL number taken together with the revocations that CRL must list. */
 export interface CrlClaim {
+  /** The CRL number taken: unique and increasing across every process. */
   crlNumber: bigint;
   /** The {@link CaStore.revocationRevision} these revocations are from. */
   revision: number;
@@ -66,17 +76,23 @@ export interface CrlClaim {
 
 /** A CRL as signed and stored, so every process serves the same one: the newest. */
 export interface SignedCrl {
+  /** The authority that signed the CRL. */
   authorityId: string;
+  /** Its CRL number. */
   crlNumber: bigint;
   /** The revocation revision its entries are from. */
   revision: number;
+  /** When it was signed. */
   thisUpdate: Date;
+  /** The CRL, DER. */
   der: Uint8Array;
 }
 
 /** What decides whether the stored CRL still serves: the current revision, and the stored CRL's. */
 export interface CrlStatus {
+  /** The current revocation revision. */
   revision: number;
+  /** The newest stored CRL, without its DER, if any. */
   latest?: Omit<SignedCrl, "der">;
 }
 
@@ -89,19 +105,25 @@ export interface JoinTokenRecord {
   id: string;
   /** SHA-256 of the secret half, lowercase hex. */
   secretSha256: string;
+  /** Who the token lets in. */
   role: JoinTokenRole;
   /** For workload tokens, the SPIFFE ID it may obtain; for node tokens, the node's SPIFFE ID. */
   spiffeId?: string;
   /** For node tokens, the node name. */
   node?: string;
+  /** When the token stops being accepted. */
   expiresAt: Date;
+  /** Whether the first use spends it. */
   isSingleUse: boolean;
+  /** When a single-use token was spent. */
   usedAt?: Date;
+  /** When the token was created. */
   createdAt: Date;
 }
 
 /** One audit event: every issuance, denial and revocation, with who asked. */
 export interface AuditEvent {
+  /** When it happened. */
   at: Date;
   /** `issued`, `denied`, `revoked`, `token-created`, `authority-added`. */
   action: string;
@@ -125,9 +147,12 @@ export interface CaStore {
   readonly description: string;
   /** Opens the store, creating or migrating its schema. */
   open(): Promise<void>;
+  /** Closes the store (its files or connections); call it once, after the last use. */
   close(): Promise<void>;
 
+  /** Records one issued certificate. */
   recordIssuance(certificate: CertificateRecord): Promise<void>;
+  /** The issued certificate with this serial number, if the store has it (expired ones for a while). */
   findCertificate(serialNumber: string): Promise<CertificateRecord | undefined>;
   /** Issued certificates, newest first, optionally for one SPIFFE ID. */
   listCertificates(query: { spiffeId?: string; limit?: number }): Promise<CertificateRecord[]>;
@@ -139,6 +164,7 @@ export interface CaStore {
   revoke(selector: RevocationSelector, at: Date): Promise<RevocationOutcome>;
   /** Revocations whose certificates have not expired at `at`. */
   listRevocations(at: Date): Promise<RevocationRecord[]>;
+  /** Whether the certificate with this serial number is revoked. */
   isRevoked(serialNumber: string): Promise<boolean>;
   /**
    * A number that grows whenever the revocation set changes, for cache invalidation. It grows
@@ -164,7 +190,9 @@ export interface CaStore {
    */
   saveCrl(crl: SignedCrl): Promise<SignedCrl>;
 
+  /** Stores a new join token. */
   saveJoinToken(token: JoinTokenRecord): Promise<void>;
+  /** The join token with this id, if any. */
   findJoinToken(id: string): Promise<JoinTokenRecord | undefined>;
   /** Marks a single-use token used; false when it already was (by any replica). */
   markJoinTokenUsed(id: string, at: Date): Promise<boolean>;
@@ -183,10 +211,11 @@ export interface CaStore {
 
 /** Thrown when the store cannot be opened or is used by another process in a way it forbids. */
 export class StoreError extends MeshAuthError {
-  static override code = "ERR_STORE";
-  override code = StoreError.code;
-  override name = "StoreError";
+  /** Stable code of this class: `ERR_STORE`. */
+  static override code: string = "ERR_STORE";
+  /** `message` names the store and the operation that failed; `options.cause` is the underlying error. */
   constructor(message: string, options?: ErrorOptions) {
     super(message, options);
+    this.name = "StoreError";
   }
 }

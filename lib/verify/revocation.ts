@@ -15,8 +15,8 @@ import type { Crl } from "../x509/crl.ts";
 import { formatName } from "../x509/name.ts";
 import { type GeneralName } from "../x509/general-name.ts";
 import { bytesEqual } from "../encoding.ts";
-import { VerificationError } from "../errors.ts";
-import { certificateLabel } from "./certificate-label.ts";
+import { type VerificationDetails, VerificationError } from "../errors.ts";
+import { certificateLabel, certificateSummary } from "./certificate-label.ts";
 import type { SignatureChecker } from "./signatures.ts";
 
 const UNDERSTOOD_CRL_EXTENSIONS = new Set<string>([
@@ -63,6 +63,13 @@ export async function checkRevocation(
             entry.reason ? ` (${entry.reason})` : ""
           } by the CRL of ${JSON.stringify(formatName(crl.issuer))}`,
           i,
+          {
+            rule: "revocation",
+            certificate: certificateSummary(cert),
+            issuer: certificateSummary(issuer),
+            revocationDate: entry.revocationDate,
+            revocationReason: entry.reason,
+          },
         );
       }
     }
@@ -71,6 +78,7 @@ export async function checkRevocation(
         "ERR_REVOCATION_UNKNOWN",
         `${certificateLabel(cert)}: no CRL given for its issuer covers it (issuing distribution point scope)`,
         i,
+        { rule: "revocation", certificate: certificateSummary(cert), issuer: certificateSummary(issuer) },
       );
     }
   }
@@ -82,26 +90,36 @@ async function checkCrl(
   atSeconds: number,
   signatures: SignatureChecker,
 ): Promise<void> {
-  const bad = (why: string): never => {
+  const bad = (why: string, details: VerificationDetails = {}): never => {
     throw new VerificationError(
       "ERR_CRL_INVALID",
       `CRL of ${JSON.stringify(formatName(crl.issuer))}: ${why}`,
+      undefined,
+      { rule: "crl", issuer: certificateSummary(issuer), ...details },
     );
   };
+  const freshness = () => ({
+    validationTime: new Date(atSeconds * 1000),
+    notBefore: crl.thisUpdate,
+    notAfter: crl.nextUpdate,
+  });
   if (!bytesEqual(crl.signatureAlgorithm.der, crl.tbsSignatureAlgorithm.der)) {
     bad("signatureAlgorithm differs from the algorithm inside tbsCertList");
   }
   // RFC 5280 6.3.3(f): a CRL issuer with key usage must assert cRLSign.
   if (issuer.keyUsage && !issuer.keyUsage.has("cRLSign")) {
-    bad(`${certificateLabel(issuer)} may not sign CRLs (no cRLSign)`);
+    bad(`${certificateLabel(issuer)} may not sign CRLs (no cRLSign)`, {
+      required: ["cRLSign"],
+      present: [...issuer.keyUsage],
+    });
   }
   if (!(await signatures.verifies(crl, issuer))) {
     bad(`signature does not verify with the key of ${certificateLabel(issuer)}`);
   }
   for (const ext of crl.extensions) {
-    if (ext.oid === OID.deltaCrlIndicator) bad("delta CRLs are not supported");
+    if (ext.oid === OID.deltaCrlIndicator) bad("delta CRLs are not supported", { extension: ext.oid });
     if (ext.critical && !UNDERSTOOD_CRL_EXTENSIONS.has(ext.oid)) {
-      bad(`unhandled critical extension ${ext.oid}`);
+      bad(`unhandled critical extension ${ext.oid}`, { extension: ext.oid });
     }
   }
   const serials = new Set<string>();
@@ -112,7 +130,9 @@ async function checkCrl(
     for (const ext of entry.extensions) {
       // A certificateIssuer entry extension makes this an indirect CRL.
       if (ext.critical && !UNDERSTOOD_ENTRY_EXTENSIONS.has(ext.oid)) {
-        bad(`entry ${entry.serialNumber} has unhandled critical extension ${ext.oid}`);
+        bad(`entry ${entry.serialNumber} has unhandled critical extension ${ext.oid}`, {
+          extension: ext.oid,
+        });
       }
     }
   }
@@ -127,12 +147,12 @@ async function checkCrl(
     bad("issuing distribution point names something other than a URI");
   }
   if (Math.floor(crl.thisUpdate.getTime() / 1000) > atSeconds) {
-    bad(`not valid before ${crl.thisUpdate.toISOString()}`);
+    bad(`not valid before ${crl.thisUpdate.toISOString()}`, freshness());
   }
   // RFC 5280 5.1.2.5: conforming CRLs carry nextUpdate; without it staleness is unknowable.
   if (!crl.nextUpdate) bad("missing nextUpdate");
   if (Math.floor(crl.nextUpdate!.getTime() / 1000) < atSeconds) {
-    bad(`stale since ${crl.nextUpdate!.toISOString()}`);
+    bad(`stale since ${crl.nextUpdate!.toISOString()}`, freshness());
   }
 }
 

@@ -127,13 +127,16 @@ export class CaUnavailable extends MeshAuthError {
   }
 }
 
-/** A bearer token was asked for and there is none: the variable or file that holds it is unset or empty. */
+/**
+ * A bearer token was asked for and there is none: the variable or file that holds it is unset
+ * or empty, or the file does not exist or cannot be read. `reason` says which, naming the file.
+ */
 export class TokenMissing extends MeshAuthError {
   static override code = "ERR_TOKEN_MISSING";
   override name = "TokenMissing";
   override code = TokenMissing.code;
-  constructor(hint = "") {
-    super(`the bearer token is missing: it is unset or empty${hint}`);
+  constructor(reason = "it is unset or empty") {
+    super(`the bearer token is missing: ${reason}`);
   }
 }
 

@@ -22,7 +22,13 @@ import { createCsr, exportPrivateKeyPem, generateKeyPair, renewalTime, SpiffeId 
 import { createCaApp } from "./app.ts";
 import type { Authorities } from "./authorities.ts";
 import { type CaConfig, isLoopback } from "./config.ts";
-import { clientAddress, clientCertificate, listen, type Listener } from "./http-listener.ts";
+import {
+  checkListenAddress,
+  clientAddress,
+  clientCertificate,
+  listen,
+  type Listener,
+} from "./http-listener.ts";
 import { jsonLogger, type Logger } from "../internal/mod.ts";
 import { CaMetrics } from "./metrics.ts";
 import { WorkerGroup } from "./process-group.ts";
@@ -138,6 +144,15 @@ async function servingCredentials(
   };
 }
 
+/**
+ * Checks, opening nothing, what would stop {@link startCaServer} at once: no authority that
+ * signs now, and a listen address that cannot be taken.
+ */
+export async function checkCaCanStart(config: CaConfig): Promise<void> {
+  (await loadAuthorities(config, openKeyManager(config))).active();
+  await checkListenAddress(config.listen.host, config.listen.port);
+}
+
 /** Starts the CA from a configuration; the store and key manager must be initialised (`ca init`). */
 export async function startCaServer(
   config: CaConfig,
@@ -147,15 +162,13 @@ export async function startCaServer(
   if (config.listen.plainHttp && !isLoopback(config.listen.host)) {
     throw new Error(`plain HTTP is allowed only on loopback, not ${config.listen.host}`);
   }
+  // What an operator must fix (no authority, a port in use) is found before the store is
+  // opened (or created), so that it is the only thing the start prints.
+  const authorities = await loadAuthorities(config, openKeyManager(config));
+  authorities.active();
+  // A worker's socket is the primary's, which checked the address before forking.
+  if (!cluster.isWorker) await checkListenAddress(config.listen.host, config.listen.port);
   const store = await openStore(config, { logger });
-  let authorities: Authorities;
-  try {
-    authorities = await loadAuthorities(config, openKeyManager(config));
-    authorities.active();
-  } catch (err) {
-    await store.close();
-    throw err;
-  }
   let kubernetes: KubernetesIntegration | undefined;
   try {
     // Loaded only when asked for: @kubernetes/client-node is heavy to import.

@@ -194,9 +194,10 @@ export class NodeIdentity {
     try {
       svid = await this.#request(credential);
     } catch (err) {
-      // A refused node SVID (revoked): a reusable or new token still gets the node back.
+      // A refused node SVID (revoked): a reusable or new token still gets the node back. With
+      // no token to be had, the refusal is what the operator needs to hear.
       const token = !useToken && causeOf(err).startsWith("ERR_CLIENT_CERT")
-        ? await this.#o.bootstrapToken()
+        ? await this.#o.bootstrapToken().catch(() => undefined)
         : undefined;
       if (!token) throw err;
       this.#o.logger.warn("the CA refused the node SVID; bootstrapping again with the join token", {

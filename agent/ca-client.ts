@@ -123,7 +123,7 @@ export type CaUnavailableKind = "connect" | "timeout" | "tls" | "answer" | "clos
 export class CaUnavailable extends MeshAuthError {
   /** Stable code of this class: `ERR_CA_UNAVAILABLE`. */
   static override code: string = "ERR_CA_UNAVAILABLE";
-  /** `url` is the CA's; `kind` classifies the failure; `causeCode` is the underlying error's (`ECONNREFUSED`...). */
+  /** `url` is the CA's origin; `kind` classifies the failure; `causeCode` is e.g. `ECONNREFUSED`. */
   constructor(
     readonly url: string,
     readonly kind: CaUnavailableKind,

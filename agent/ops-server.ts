@@ -17,8 +17,11 @@ import type { StatusFeed } from "./status/status-feed.ts";
 
 /** What the status port reports on. */
 export interface OpsTarget {
+  /** What `/readyz` reports: ready, or the workloads (and node identity) waited for. */
   readiness(): { isReady: boolean; waitingFor: string[] };
+  /** False while stopping: `/healthz` answers 503. */
   isRunning(): boolean;
+  /** The Prometheus text `/metrics` answers. */
   renderMetrics(): string;
   /** The live status page's data; without it, `/` and the page's paths answer 404. */
   statusFeed?: StatusFeed;
@@ -26,9 +29,13 @@ export interface OpsTarget {
 
 /** A listening status port. */
 export interface OpsServer {
+  /** The address it listens on. */
   host: string;
+  /** The port it took (the one asked for, or a free one for 0). */
   port: number;
+  /** `http://host:port`. */
   url: string;
+  /** Stops listening and ends open connections (the page's streams too). */
   close(): Promise<void>;
 }
 
@@ -53,8 +60,11 @@ const PAGE_HEADERS = {
 
 /** The status port is taken; the message names the setting that moves it. */
 export class StatusPortInUse extends MeshAuthError {
+  /** The stable code of this failure. */
   static override code = "ERR_STATUS_PORT_IN_USE";
+  /** The class's name, for logs. */
   override name = "StatusPortInUse";
+  /** The stable code, on the instance. */
   override code = StatusPortInUse.code;
 }
 

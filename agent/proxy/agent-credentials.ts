@@ -24,6 +24,7 @@ import type { CredentialSource, SvidCredential } from "./credentials.ts";
 export class AgentCredentialSource extends EventEmitter implements CredentialSource {
   readonly #unsubscribe: () => void;
 
+  /** Follows `workload`'s SVID, and the bundle and CRLs, as `agent` holds them. */
   constructor(readonly agent: NodeAgent, readonly workload: string) {
     super();
     this.#unsubscribe = agent.subscribe((event) => {

@@ -28,17 +28,23 @@ import { formatAddress } from "../proxy/address.ts";
 
 /** One workload as the page shows it. */
 export interface WorkloadView {
+  /** The workload's name in the agent's configuration. */
   name: string;
+  /** Its SPIFFE ID. */
   spiffeId: string;
+  /** Where its files are written. */
   directory: string;
-  /** The serial (hex) of the SVID the workload holds now, and its validity. */
+  /** The serial (hex) of the SVID the workload holds now; absent before the first one. */
   serialNumber?: string;
+  /** The start of that SVID's validity (ISO 8601). */
   notBefore?: string;
+  /** The end of that SVID's validity (ISO 8601): the page's bar counts down to it. */
   notAfter?: string;
   /** Its files hold a valid certificate. */
   isReady: boolean;
   /** SVIDs obtained after the first one this process saw (renewals, re-issues after a revocation). */
   rotations: number;
+  /** When the last of those came (ISO 8601). */
   lastRotation?: string;
 }
 
@@ -59,13 +65,19 @@ export type FeedEvent =
 
 /** What `GET /status.json` answers and the page starts from. */
 export interface StatusSnapshot {
+  /** When the snapshot was taken (ISO 8601), so the page can correct for its own clock. */
   now: string;
+  /** The node's SPIFFE ID (empty before it has one). */
   node: string;
+  /** The trust domain. */
   trustDomain: string;
   /** Roots in the trust bundle. */
   roots: number;
+  /** Every workload, by name. */
   workloads: WorkloadView[];
+  /** The proxy's listeners (none without a `proxy:` section). */
   listeners: { name: string; direction: "inbound" | "outbound"; address: string; workload: string }[];
+  /** The latest events, oldest first (at most `maxEvents`). */
   events: FeedEvent[];
   /** Events not sent to followers because a burst went past a batch's limit. */
   eventsNotSent: number;
@@ -73,7 +85,9 @@ export interface StatusSnapshot {
 
 /** Options of {@link StatusFeed}. */
 export interface StatusFeedOptions {
+  /** The agent whose workloads and events the page shows. */
   agent: NodeAgent;
+  /** Its proxy, whose authorization decisions the page shows. */
   proxy?: MeshProxy;
   /** Events kept, and sent per batch at most. Default 200. */
   maxEvents?: number;
@@ -104,6 +118,7 @@ export class StatusFeed {
   #heartbeat?: ReturnType<typeof setInterval>;
   #isClosed = false;
 
+  /** Subscribes to the agent's events and the proxy's audit stream; `close()` ends both. */
   constructor(options: StatusFeedOptions) {
     this.#agent = options.agent;
     this.#proxy = options.proxy;

@@ -237,6 +237,7 @@ export class NodeAgent {
       },
       trustBundleSequence: () => this.#trust.sequence,
       clockOffsetSeconds: () => this.#clock.offsetMs / 1000,
+      crls: () => this.#trust.crls(),
     });
   }
 

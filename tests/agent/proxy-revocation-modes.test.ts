@@ -8,7 +8,12 @@ import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { mkdir } from "node:fs/promises";
-import { type Crl, parseCrl } from "../../mod.ts";
+import { type Crl, importPrivateKeyPem, parseCrl } from "../../mod.ts";
+import { seq, tlv } from "../../lib/asn1/der-writer.ts";
+import { contextTag } from "../../lib/asn1/der.ts";
+import { OID } from "../../lib/asn1/oids.ts";
+import { keySigner } from "../../lib/x509/signature.ts";
+import { issueCrl, type Issued } from "../support/cert-factory.ts";
 import { MeshProxy } from "../../agent/mod.ts";
 import {
   auditRecords,
@@ -231,6 +236,39 @@ test("strict: a CRL fetched on demand lets the peer in, checked", async () => {
     s.server.onFetch = () => s.server.update({ crls: [crl] });
     assert.equal((await exchange({ port: s.port }, "fetched")).reply, "fetched");
     assert.deepEqual((await s.records()).map((r) => [r.decision, r.revocation]), [["allow", "checked"]]);
+  } finally {
+    await s.stop();
+  }
+});
+
+/**
+ * A CRL of the test CA's intermediate that covers CA certificates only (issuing distribution
+ * point, onlyContainsCACerts): a CRL of the leaf's issuer that does not cover the leaf.
+ */
+async function caOnlyCrl(): Promise<Crl> {
+  const keys = await importPrivateKeyPem((await ca.ca.exportPem()).privateKeyPem);
+  const issuer = {
+    signer: await keySigner(keys.privateKey, keys.publicKey),
+    subject: ca.ca.certificate.subject.der,
+    ski: ca.ca.certificate.subjectKeyIdentifier!,
+  } as Issued;
+  const onlyCaCerts = seq(tlv(contextTag(2, false), new Uint8Array([0xff])));
+  return parseCrl(
+    await issueCrl(issuer, {
+      extensions: [{ oid: OID.issuingDistributionPoint, critical: true, value: onlyCaCerts }],
+    }),
+  );
+}
+
+test("a CRL of the peer's authority that does not cover it (ERR_REVOCATION_UNKNOWN) has the current ones asked for once per 10 s", async () => {
+  const s = await setup("best-effort", [await caOnlyCrl()]);
+  try {
+    for (const message of ["one", "two", "three"]) {
+      assert.equal((await exchange({ port: s.port }, message)).reply, "");
+    }
+    assert.equal(s.server.fetches, 1, "asked for once, not once per connection");
+    // Records of unverified peers are folded per source address: the first one says why.
+    assert.equal((await s.records())[0].error?.code, "ERR_REVOCATION_UNKNOWN");
   } finally {
     await s.stop();
   }

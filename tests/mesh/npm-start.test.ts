@@ -7,7 +7,7 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { type ChildProcess, execFile, spawn } from "node:child_process";
-import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { copyFile, mkdtemp, rm } from "node:fs/promises";
 import { type AddressInfo, createServer } from "node:net";
 import { tmpdir } from "node:os";
@@ -386,6 +386,101 @@ describe("npm start, briefly", () => {
       await rm(state, { recursive: true, force: true });
     }
   });
+
+  test("a sockets directory left by a run whose process is gone is removed at the next start; a live run's, or one without its owner file, is kept", async () => {
+    const holder = createServer();
+    await new Promise<void>((resolve) => holder.listen(0, "127.0.0.1", resolve));
+    const base = (holder.address() as AddressInfo).port;
+    const state = await mkdtemp(join(tmpdir(), "meshauth-npm-start-"));
+    try {
+      // A process that has exited: its pid names no process now.
+      const gone = spawn(process.execPath, ["-e", ""]);
+      await new Promise((resolve) => gone.once("exit", resolve));
+      const dirs = {
+        dead: "meshauth-mesh-dead",
+        live: "meshauth-mesh-live",
+        unmarked: "meshauth-mesh-unmarked",
+      };
+      for (const name of Object.values(dirs)) mkdirSync(join(state, name));
+      writeFileSync(join(state, dirs.dead, "owner.pid"), `${gone.pid}\n`);
+      writeFileSync(join(state, dirs.dead, "photo-backend.sock"), "");
+      writeFileSync(join(state, dirs.live, "owner.pid"), `${process.pid}\n`);
+      // A start that fails at once (its first port is taken) still cleans up first.
+      const refused = await main([], {
+        MESHAUTH_MESH_DIR: join(state, "mesh"),
+        MESHAUTH_MESH_PORT: String(base),
+        TMPDIR: state,
+      });
+      assert.equal(refused.code, 1, refused.stdout);
+      assert.deepEqual(
+        readdirSync(state).filter((name) => name.startsWith("meshauth-mesh-")).sort(),
+        [dirs.live, dirs.unmarked],
+      );
+    } finally {
+      holder.close();
+      await rm(state, { recursive: true, force: true });
+    }
+  });
+
+  test(
+    "SIGHUP (the terminal closed) stops everything as Ctrl-C does: no process and no sockets directory is left",
+    {
+      timeout: 120_000,
+    },
+    async () => {
+      const state = await mkdtemp(join(tmpdir(), "meshauth-npm-start-"));
+      const child = spawn(process.execPath, ["--import", "tsx", "examples/mesh/main.ts"], {
+        cwd: ROOT,
+        env: {
+          ...process.env,
+          MESHAUTH_MESH_DIR: join(state, "mesh"),
+          MESHAUTH_MESH_PORT: "0",
+          TMPDIR: state,
+        },
+        stdio: ["ignore", "pipe", "pipe"],
+        detached: true,
+      });
+      let output = "";
+      child.stdout!.on("data", (d) => (output += d));
+      child.stderr!.on("data", (d) => (output += d));
+      const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+      try {
+        // Once the story began, the CA, the services and the agent all run.
+        const deadline = Date.now() + 90_000;
+        while (!output.includes("1. Identities issued")) {
+          assert.equal(child.exitCode, null, output);
+          assert.ok(Date.now() < deadline, `the story did not begin in 90 s:\n${output}`);
+          await new Promise((resolve) => setTimeout(resolve, 100));
+        }
+        const tree = descendants(child.pid!);
+        assert.ok(tree.length > 0, "the CA runs as a child process");
+        // A closing terminal sends SIGHUP to its foreground process group.
+        process.kill(-child.pid!, "SIGHUP");
+        const code = await Promise.race([
+          exited,
+          new Promise<"timeout">((resolve) => setTimeout(() => resolve("timeout"), 20_000)),
+        ]);
+        assert.equal(code, 0, output.slice(-2000));
+        assert.match(
+          output,
+          /SIGHUP: stopping the agent and its proxy, the services and the CA\.\.\.\nstopped;/,
+        );
+        const stopped = Date.now() + 5000;
+        while (tree.some(isRunning) && Date.now() < stopped) {
+          await new Promise((resolve) => setTimeout(resolve, 50));
+        }
+        assert.deepEqual(tree.filter(isRunning), []);
+        assert.deepEqual(readdirSync(state).filter((name) => name.startsWith("meshauth-mesh-")), []);
+      } finally {
+        try {
+          process.kill(-child.pid!, "SIGKILL");
+        } catch {
+          // the group is gone, as it should be
+        }
+        await rm(state, { recursive: true, force: true });
+      }
+    },
+  );
 
   test("a state directory it did not make is refused, never emptied", async () => {
     const foreign = await mkdtemp(join(tmpdir(), "meshauth-not-npm-start-"));

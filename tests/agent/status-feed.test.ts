@@ -216,6 +216,16 @@ test("the newest 200 events are kept", async () => {
   assert.deepEqual(connections, Array.from({ length: 200 }, (_, i) => 50 + i));
 });
 
+test("lifecycle events are kept apart from decisions: 250 decisions after a bundle change leave it on the page", async () => {
+  const { feed, sources } = await serve();
+  sources.bundleChanged();
+  sources.decisions(250);
+  const events = feed.snapshot().events;
+  assert.equal(events.filter((e) => e.kind === "decision").length, 200);
+  assert.deepEqual(events.filter((e) => e.kind !== "decision").map((e) => e.kind), ["bundle"]);
+  assert.equal(events[0].kind, "bundle", "oldest first");
+});
+
 test("a burst of more than 200 events between two batches sends the newest 200 and counts the rest in eventsNotSent", async () => {
   const { feed, sources, port } = await serve({ flushIntervalMs: 50 });
   const follower = await follow(port);

@@ -18,6 +18,7 @@ import { KubernetesApi, type Logger } from "../../internal/mod.ts";
 import type { Authorities } from "../authorities.ts";
 import type { NodeWorkloads } from "../auth/principal.ts";
 import type { CaConfig } from "../config.ts";
+import type { CaMetrics } from "../metrics.ts";
 import type { CaStore } from "../store/store.ts";
 import { ClusterTrustBundlePublisher } from "./cluster-trust-bundle.ts";
 import { ControllerIssuer } from "./issuer.ts";
@@ -47,7 +48,7 @@ export interface KubernetesIntegration {
 /** Starts what `config.kubernetes` asks for; undefined when it names no API server. */
 export async function startKubernetesIntegration(
   config: CaConfig,
-  parts: { authorities: Authorities; store: CaStore; logger: Logger; identity?: string },
+  parts: { authorities: Authorities; store: CaStore; logger: Logger; identity?: string; metrics?: CaMetrics },
 ): Promise<KubernetesIntegration | undefined> {
   const k8s = config.kubernetes;
   if (!k8s?.api) return undefined;
@@ -93,6 +94,7 @@ export async function startKubernetesIntegration(
           trustDomain: config.trustDomain,
           settings: k8s.serviceAccountSecrets,
           logger,
+          onForeignSecret: () => parts.metrics?.kubernetesConflict("Secret"),
         });
         await controllers.serviceAccountSecrets.start(signal);
       }

@@ -70,8 +70,13 @@ export interface KubernetesStatus {
   details?: Record<string, unknown>;
 }
 
-/** A request the API server refused (or that never reached it: `status` 0). */
-export class KubernetesApiError extends Error {
+/**
+ * A request the API server refused (or that never reached it, or whose answer was not JSON:
+ * `status` 0 or the reason `InvalidResponse`).
+ */
+export class KubernetesApiError extends MeshAuthError {
+  static override code = "ERR_KUBERNETES_API";
+  override code = KubernetesApiError.code;
   override name = "KubernetesApiError";
   constructor(
     readonly status: number,
@@ -155,19 +160,23 @@ export class KubernetesApi {
     return new KubernetesApi(kubeConfig, options);
   }
 
-  /** GET a resource or a collection. */
-  get<T>(path: string, query: Record<string, string | number | boolean | undefined> = {}): Promise<T> {
-    return this.request<T>("GET", path, { query });
+  /** GET a resource or a collection; `signal` abandons the request. */
+  get<T>(
+    path: string,
+    query: Record<string, string | number | boolean | undefined> = {},
+    options: { signal?: AbortSignal } = {},
+  ): Promise<T> {
+    return this.request<T>("GET", path, { query, signal: options.signal });
   }
 
   /** POST a new object to a collection (or a review to its endpoint). */
-  create<T>(path: string, body: unknown): Promise<T> {
-    return this.request<T>("POST", path, { body });
+  create<T>(path: string, body: unknown, options: { signal?: AbortSignal } = {}): Promise<T> {
+    return this.request<T>("POST", path, { body, signal: options.signal });
   }
 
   /** PUT an object (its `metadata.resourceVersion` makes the write conditional). */
-  replace<T>(path: string, body: unknown): Promise<T> {
-    return this.request<T>("PUT", path, { body });
+  replace<T>(path: string, body: unknown, options: { signal?: AbortSignal } = {}): Promise<T> {
+    return this.request<T>("PUT", path, { body, signal: options.signal });
   }
 
   /** DELETE an object; `preconditions` make it conditional on a uid or resource version. */
@@ -197,11 +206,19 @@ export class KubernetesApi {
     );
   }
 
-  /** One request; a non-2xx answer throws {@link KubernetesApiError} with the Status it carried. */
+  /**
+   * One request; a non-2xx answer throws {@link KubernetesApiError} with the Status it carried,
+   * and so does a 2xx answer that is not JSON (reason `InvalidResponse`). `signal` abandons it
+   * (status 0, reason `Aborted`).
+   */
   async request<T>(
     method: string,
     path: string,
-    options: { query?: Record<string, string | number | boolean | undefined>; body?: unknown } = {},
+    options: {
+      query?: Record<string, string | number | boolean | undefined>;
+      body?: unknown;
+      signal?: AbortSignal;
+    } = {},
   ): Promise<T> {
     const url = new URL(this.server + path);
     for (const [key, value] of Object.entries(options.query ?? {})) {
@@ -220,10 +237,31 @@ export class KubernetesApi {
       // Node sends a DELETE's body unframed unless its length is given.
       requestOptions.headers["content-length"] = String(Buffer.byteLength(body));
     }
-    const { status, text } = await this.#send(url, requestOptions, body).catch((cause: Error) => {
+    const { signal } = options;
+    const { status, text } = await this.#send(url, requestOptions, body, signal).catch((cause: Error) => {
+      if (signal?.aborted) {
+        throw new KubernetesApiError(0, "Aborted", "abandoned before an answer came", method, path, {
+          cause,
+        });
+      }
       throw new KubernetesApiError(0, "Unreachable", cause.message, method, path, { cause });
     });
-    if (status >= 200 && status < 300) return (text ? JSON.parse(text) : {}) as T;
+    if (status >= 200 && status < 300) {
+      if (!text) return {} as T;
+      try {
+        return JSON.parse(text) as T;
+      } catch (cause) {
+        // A proxy's HTML page, or a truncated body: a typed failure, never a bare SyntaxError.
+        throw new KubernetesApiError(
+          status,
+          "InvalidResponse",
+          `the answer is not JSON: ${JSON.stringify(text.slice(0, 80))}`,
+          method,
+          path,
+          { cause },
+        );
+      }
+    }
     let parsed: KubernetesStatus = {};
     try {
       parsed = JSON.parse(text);
@@ -243,10 +281,11 @@ export class KubernetesApi {
     url: URL,
     options: RequestOptions,
     body: string | undefined,
+    signal: AbortSignal | undefined,
   ): Promise<{ status: number; text: string }> {
     const send = url.protocol === "http:" ? httpRequest : httpsRequest;
     return new Promise((resolve, reject) => {
-      const req = send(url, { ...options, agent: this.#agent, timeout: this.#timeoutMs }, (res) => {
+      const req = send(url, { ...options, agent: this.#agent, timeout: this.#timeoutMs, signal }, (res) => {
         const chunks: Buffer[] = [];
         let size = 0;
         res.on("data", (chunk: Buffer) => {

@@ -179,6 +179,15 @@ export class KubernetesApi {
     return this.request<T>("PUT", path, { body, signal: options.signal });
   }
 
+  /** PATCH an object with a JSON merge patch (RFC 7386); a `metadata.resourceVersion` in it makes it conditional. */
+  patch<T>(path: string, mergePatch: unknown, options: { signal?: AbortSignal } = {}): Promise<T> {
+    return this.request<T>("PATCH", path, {
+      body: mergePatch,
+      contentType: "application/merge-patch+json",
+      signal: options.signal,
+    });
+  }
+
   /** DELETE an object; `preconditions` make it conditional on a uid or resource version. */
   delete(path: string, preconditions?: { uid?: string; resourceVersion?: string }): Promise<unknown> {
     return this.request("DELETE", path, {
@@ -217,6 +226,8 @@ export class KubernetesApi {
     options: {
       query?: Record<string, string | number | boolean | undefined>;
       body?: unknown;
+      /** The body's media type; `application/json` by default. */
+      contentType?: string;
       signal?: AbortSignal;
     } = {},
   ): Promise<T> {
@@ -233,7 +244,7 @@ export class KubernetesApi {
     await this.kubeConfig.applyToHTTPSOptions(requestOptions);
     const body = options.body === undefined ? undefined : JSON.stringify(options.body);
     if (body !== undefined) {
-      requestOptions.headers["content-type"] = "application/json";
+      requestOptions.headers["content-type"] = options.contentType ?? "application/json";
       // Node sends a DELETE's body unframed unless its length is given.
       requestOptions.headers["content-length"] = String(Buffer.byteLength(body));
     }

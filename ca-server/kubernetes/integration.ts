@@ -84,6 +84,7 @@ export async function startKubernetesIntegration(
     agentServiceAccounts: k8s.nodeAuthorization.enabled ? k8s.nodeAuthorization.agentServiceAccounts : [],
     pods: lookups,
     nodeWorkloads: pods?.nodeWorkloads ?? (() => []),
+    confirmNodeWorkload: pods?.confirmNodeWorkload,
   });
 
   const controllers: KubernetesIntegration["controllers"] = {};

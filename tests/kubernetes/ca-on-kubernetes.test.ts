@@ -240,6 +240,31 @@ describe("the CA on Kubernetes", () => {
     assert.equal(otherNode.status, 403);
   });
 
+  test("a pod scheduled a moment ago, before the CA's watch brings it, is granted at the first request", async () => {
+    const token = bearer(await podToken(pods.agentA));
+    // The CA's watches stop delivering: its cache will not see the new pod.
+    cluster.server.stallWatches();
+    try {
+      await cluster.pod("photo-ns", "photo-backend-1", "photo-backend", "node-a");
+      const granted = await requestCertificate(id("photo-ns", "photo-backend"), token);
+      assert.equal(granted.status, 201, JSON.stringify(granted.json));
+      // Identities on no pod of the node: refused, and the API server is asked a burst of three
+      // times at most, then once a second, however often the agent asks.
+      const listsBefore = cluster.server.requestsBy(CA_USER).filter((r) => r.verb === "list").length;
+      const started = Date.now();
+      for (let i = 0; i < 8; i++) {
+        const refused = await requestCertificate(id("datastore-ns", "datastore"), token);
+        assert.equal(refused.status, 403);
+        assert.equal(refused.json.code, "ERR_IDENTITY_MISMATCH");
+      }
+      const lists = cluster.server.requestsBy(CA_USER).filter((r) => r.verb === "list").length - listsBefore;
+      assert.ok(lists <= 3 + Math.ceil((Date.now() - started) / 1000), `${lists} lists of pods`);
+    } finally {
+      await cluster.admin.delete("/api/v1/namespaces/photo-ns/pods/photo-backend-1");
+      cluster.server.dropWatches();
+    }
+  });
+
   test("with its node SVID (mTLS) the agent gets what is on its node, and loses it when the pod goes", async () => {
     const { csr, keyPem } = await csrFor(`spiffe://${TRUST_DOMAIN}/node/node-a`);
     const issued = await curl([

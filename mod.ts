@@ -15,6 +15,7 @@
  */
 
 export {
+  type CertificateSummary,
   type CsrRejection,
   IdentityMismatch,
   InvalidArgument,
@@ -33,7 +34,10 @@ export {
   UnauthorizedPeer,
   UnsupportedAlgorithm,
   type VerificationCode,
+  type VerificationDetails,
   VerificationError,
+  type VerificationErrorOptions,
+  type VerificationRule,
 } from "./lib/errors.ts";
 export { SpiffeId, TrustDomain } from "./lib/spiffeid.ts";
 export {
@@ -50,14 +54,16 @@ export { decodePem, encodePem, type PemBlock } from "./lib/pem.ts";
 export {
   type AlgorithmIdentifier,
   type Certificate,
+  type DistributionPoint,
   type Extension,
+  type GeneralSubtree,
   KeyUsage,
   type KeyUsageName,
   parseCertificate,
   parseCertificates,
   uriSans,
 } from "./lib/x509/certificate.ts";
-export { formatName, type Name } from "./lib/x509/name.ts";
+export { formatName, type Name, type NameAttribute } from "./lib/x509/name.ts";
 export { type GeneralName } from "./lib/x509/general-name.ts";
 export { type Signer, verifySignature } from "./lib/x509/signature.ts";
 export {
@@ -78,6 +84,7 @@ export {
   type CaCryptoOptions,
   type CreateCrlOptions,
   type CreateRootOptions,
+  DEFAULT_BACKDATE_SECONDS,
   DEFAULT_LEAF_TTL_SECONDS,
   DEFAULT_MAX_LEAF_TTL_SECONDS,
   type FromSignerOptions,
@@ -100,6 +107,7 @@ export {
   authorizeMemberOf,
   authorizeOneOf,
   type Authorizer,
+  type IdLike,
   SecureNaming,
 } from "./lib/authorize.ts";
 export { type RenewalOptions, renewalTime } from "./lib/rotation.ts";
@@ -129,7 +137,7 @@ export {
   verifySvid,
   type VerifySvidOptions,
 } from "./lib/svid/verify.ts";
-export { SignatureCache } from "./lib/verify/signatures.ts";
+export { SignatureCache, type Signed } from "./lib/verify/signatures.ts";
 export {
   type Crl,
   CrlReason,

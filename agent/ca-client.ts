@@ -24,6 +24,7 @@
 import { createHash } from "node:crypto";
 import { Pool } from "undici";
 import { InvalidArgument, MeshAuthError, SpiffeId } from "../mod.ts";
+import { isLoopbackHost } from "../internal/mod.ts";
 import { ConcurrencyLimit } from "./concurrency.ts";
 
 /** How the client authenticates to the CA. */
@@ -43,6 +44,11 @@ export interface CaRequestObservation {
   queuedSeconds: number;
   /** The HTTP status, or the kind of failure (`timeout`, `connect`, `tls`, `answer`, `aborted`). */
   outcome: string;
+  /**
+   * The CA's clock minus this one's, from the answer's `Date` (whole seconds, so within about
+   * a second plus half the request's time); absent without an answer or a `Date`.
+   */
+  clockOffsetMs?: number;
 }
 
 /** Options of {@link CaClient}. */
@@ -64,6 +70,8 @@ export interface CaClientOptions {
   connectionsPerCredential?: number;
   /** Called after every request (metrics). */
   onResponse?: (observation: CaRequestObservation) => void;
+  /** The local address to connect from (a node with several addresses); the system's choice by default. */
+  localAddress?: string;
 }
 
 /** A certificate the CA issued, as the API answers it. */
@@ -119,13 +127,16 @@ export class CaUnavailable extends MeshAuthError {
   }
 }
 
-/** A bearer token was asked for and there is none: the variable or file that holds it is unset or empty. */
+/**
+ * A bearer token was asked for and there is none: the variable or file that holds it is unset
+ * or empty, or the file does not exist or cannot be read. `reason` says which, naming the file.
+ */
 export class TokenMissing extends MeshAuthError {
   static override code = "ERR_TOKEN_MISSING";
   override name = "TokenMissing";
   override code = TokenMissing.code;
-  constructor(hint = "") {
-    super(`the bearer token is missing: it is unset or empty${hint}`);
+  constructor(reason = "it is unset or empty") {
+    super(`the bearer token is missing: ${reason}`);
   }
 }
 
@@ -183,7 +194,7 @@ export function caUrlProblem(url: string): string | undefined {
     return `not a URL: ${JSON.stringify(url)}`;
   }
   if (parsed.protocol === "http:") {
-    if (!isLoopback(parsed.hostname)) {
+    if (!isLoopbackHost(parsed.hostname)) {
       return `plain HTTP is allowed only to a loopback CA (127.0.0.1, [::1], localhost), not ${parsed.host}; use https`;
     }
   } else if (parsed.protocol !== "https:") {
@@ -371,6 +382,8 @@ export class CaClient {
       pipelining: 1,
       headersTimeout: timeoutMs,
       bodyTimeout: timeoutMs,
+      // undici takes the local address from the pool's options, not the connector's.
+      ...(this.#options.localAddress ? { localAddress: this.#options.localAddress } : {}),
       connect: {
         timeout: timeoutMs,
         ...(this.#url.protocol === "https:"
@@ -418,9 +431,9 @@ export class CaClient {
       () =>
         this.#limit.run(
           () => this.#requestNow(endpoint, method, path, key, credential, body, extraHeaders, signal, queued),
-          signal,
+          { signal },
         ),
-      signal,
+      { signal },
     );
     const settled = () => {
       if (turns.running === 0 && turns.waiting === 0 && this.#turns.get(key) === turns) {
@@ -459,6 +472,7 @@ export class CaClient {
   ): Promise<Answer> {
     const started = performance.now();
     let outcome = "error";
+    let clockOffsetMs: number | undefined;
     try {
       if (this.#isClosed) throw new CaUnavailable(this.#url.origin, "closed", "the client was closed");
       const headers: Record<string, string> = {
@@ -470,8 +484,12 @@ export class CaClient {
         const token = typeof credential.token === "function" ? await credential.token() : credential.token;
         headers.authorization = `Bearer ${checkToken(token)}`;
       }
+      const sentAtMs = Date.now();
       const answer = await this.#send(this.#pool(credential, key), method, path, headers, body, signal);
       outcome = String(answer.status);
+      // The Date header is truncated to the second: its middle stands for it.
+      const serverMs = Date.parse(header(answer.headers, "date") ?? "");
+      if (Number.isFinite(serverMs)) clockOffsetMs = serverMs + 500 - (sentAtMs + Date.now()) / 2;
       return answer;
     } catch (err) {
       if (err instanceof CaUnavailable) outcome = err.kind;
@@ -482,6 +500,7 @@ export class CaClient {
         seconds: (performance.now() - started) / 1000,
         queuedSeconds: (started - queued) / 1000,
         outcome,
+        clockOffsetMs,
       };
       for (const observer of this.#observers) observer(observation);
     }
@@ -605,9 +624,4 @@ function poolKey(credential: CaCredential | undefined): string {
   return credential?.kind === "mtls"
     ? `mtls:${createHash("sha256").update(credential.certificateChainPem).digest("hex")}`
     : "anonymous";
-}
-
-function isLoopback(hostname: string): boolean {
-  return hostname === "localhost" || hostname === "[::1]" ||
-    /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(hostname);
 }

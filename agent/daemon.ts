@@ -16,7 +16,7 @@ import { readFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { jsonLogger, KubernetesApi, type Logger } from "../internal/mod.ts";
-import { CaClient } from "./ca-client.ts";
+import { CaClient, TokenMissing } from "./ca-client.ts";
 import type { AgentConfig } from "./config.ts";
 import { AgentMetrics } from "./metrics.ts";
 import { NodeAgent } from "./node-agent.ts";
@@ -45,14 +45,24 @@ export class AgentSetupError extends MeshAuthError {
   override code = AgentSetupError.code;
 }
 
-/** Reads a token file each time it is needed: a kubelet or an operator may have replaced it. */
-async function readTokenFile(key: string, path: string): Promise<string | undefined> {
+/**
+ * Reads a token file each time it is needed: a kubelet or an operator may have replaced it.
+ * A file that is absent, unreadable or empty is a missing token that names the file.
+ */
+async function readTokenFile(key: string, path: string): Promise<string> {
+  let token: string;
   try {
-    return (await readFile(path, "utf8")).trim() || undefined;
+    token = (await readFile(path, "utf8")).trim();
   } catch (err) {
-    if ((err as { code?: string }).code === "ENOENT") return undefined;
-    throw new AgentSetupError(`cannot read ${key} ${path}: ${(err as Error).message}`);
+    const code = (err as { code?: string }).code;
+    throw new TokenMissing(
+      code === "ENOENT"
+        ? `${key} ${path} does not exist`
+        : `${key} ${path} cannot be read (${code ?? (err as Error).message})`,
+    );
   }
+  if (!token) throw new TokenMissing(`${key} ${path} is empty`);
+  return token;
 }
 
 /** The Kubernetes sources the configuration asks for, on one API client. */

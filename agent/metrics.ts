@@ -34,6 +34,8 @@ export interface AgentStatusReader {
   certificates(): Iterable<HeldCertificateStatus>;
   node(): HeldCertificateStatus | undefined;
   trustBundleSequence(): number | undefined;
+  /** The CA's clock minus this node's, in seconds, once the CA has answered. */
+  clockOffsetSeconds?(): number | undefined;
 }
 
 /** The fraction of its lifetime left under which a certificate is reported as expiring. */
@@ -127,6 +129,14 @@ export class AgentMetrics {
       () => {
         const node = status()?.node();
         return node ? [{ value: Math.round((node.notAfter.getTime() - Date.now()) / 1000) }] : [];
+      },
+    );
+    this.registry.gauge(
+      "meshauth_agent_clock_offset_seconds",
+      "The CA's clock minus this node's, from the Date of the CA's answers (0 within 2 s).",
+      () => {
+        const offset = status()?.clockOffsetSeconds?.();
+        return offset === undefined ? [] : [{ value: offset }];
       },
     );
     this.registry.gauge(

@@ -44,7 +44,7 @@ export {
   TokenMissing,
   type TrustBundleAnswer,
 } from "./ca-client.ts";
-export { ConcurrencyLimit } from "./concurrency.ts";
+export { ConcurrencyLimit, type ConcurrencyRunOptions } from "./concurrency.ts";
 export { type HeldSvid, obtainSvid, type SvidRequest } from "./issuance.ts";
 export { SvidRotator, type SvidRotatorOptions } from "./rotator.ts";
 export {
@@ -123,7 +123,7 @@ export {
   type WorkloadRecord,
 } from "./lifecycle/state-store.ts";
 export { writeFileAtomic } from "../internal/mod.ts";
-export { type SocketAddress } from "./proxy/address.ts";
+export { type SocketAddress, type UnixAddress } from "./proxy/address.ts";
 export { type AuditRecord } from "./proxy/audit.ts";
 export {
   type InboundConfig,
@@ -139,3 +139,4 @@ export { type CredentialSource, type SvidCredential } from "./proxy/credentials.
 export { ProxyMetrics } from "./proxy/metrics.ts";
 export { PolicyFileError } from "./proxy/policy-files.ts";
 export { MeshProxy, type MeshProxyOptions } from "./proxy/proxy.ts";
+export { ProxyListenError } from "./proxy/unix-socket.ts";

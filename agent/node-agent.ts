@@ -48,6 +48,7 @@ import { ConcurrencyLimit } from "./concurrency.ts";
 import { DEFAULT_DELIVERY_ROOT, removeDelivery } from "./delivery/atomic-writer.ts";
 import type { HeldSvid } from "./issuance.ts";
 import { type BackoffOptions } from "./lifecycle/backoff.ts";
+import { CaClock } from "./lifecycle/ca-clock.ts";
 import { messageOf } from "./lifecycle/failure.ts";
 import { NodeIdentity } from "./lifecycle/node-identity.ts";
 import { StateStore, type WorkloadRecord } from "./lifecycle/state-store.ts";
@@ -144,6 +145,7 @@ export class NodeAgent {
   readonly #state: StateStore;
   readonly #trust: TrustRefresher;
   readonly #node: NodeIdentity;
+  readonly #clock: CaClock;
   readonly #workloads = new Map<string, WorkloadCredential>();
   readonly #bySource = new Map<string, readonly WorkloadSpec[]>();
   readonly #listeners = new Set<(event: AgentEvent) => void>();
@@ -172,6 +174,10 @@ export class NodeAgent {
     this.#logger = options.logger ?? silentLogger;
     this.metrics = options.metrics ?? new AgentMetrics();
     this.#state = new StateStore(options.stateDir);
+    this.#clock = new CaClock(this.#logger);
+    options.client.observe((observation) => {
+      if (observation.clockOffsetMs !== undefined) this.#clock.observe(observation.clockOffsetMs);
+    });
     this.#writes = new ConcurrencyLimit(options.maxConcurrentWrites ?? 16);
     this.#issuances = new ConcurrencyLimit(options.maxConcurrentIssuances ?? 8);
     this.#trust = new TrustRefresher({
@@ -185,6 +191,7 @@ export class NodeAgent {
       logger: this.#logger,
       metrics: this.metrics,
       heldCertificates: () => this.#heldCertificates(),
+      caNow: () => this.#clock.now(),
       onBundle: (trustBundle, pem, sequence) => {
         this.#emit({ type: "bundle", trustBundle, pem, sequence });
         for (const workload of this.#workloads.values()) workload.trustBundleChanged();
@@ -207,6 +214,7 @@ export class NodeAgent {
       logger: this.#logger,
       metrics: this.metrics,
       isTrusted: (svid) => this.#isTrusted(svid),
+      clock: this.#clock,
       onChange: (svid) => {
         this.#emit({ type: "node-svid", svid });
         void this.#watchIssuer(svid);
@@ -226,6 +234,7 @@ export class NodeAgent {
         };
       },
       trustBundleSequence: () => this.#trust.sequence,
+      clockOffsetSeconds: () => this.#clock.offsetMs / 1000,
     });
   }
 
@@ -343,7 +352,7 @@ export class NodeAgent {
   readiness(): { isReady: boolean; waitingFor: string[] } {
     const waitingFor = [...this.#workloads.values()].filter((w) => !w.isReady).map((w) => w.name);
     const node = this.#node.current;
-    if (!node || node.expiresAt.getTime() <= Date.now() || this.#trust.isRevoked(node.serialNumber)) {
+    if (!node || node.expiresAt.getTime() <= this.#clock.now() || this.#trust.isRevoked(node.serialNumber)) {
       waitingFor.unshift(`node ${this.nodeId}`);
     }
     if (!this.#sourcesStarted) waitingFor.unshift("workload sources");
@@ -533,6 +542,7 @@ export class NodeAgent {
         backoff: this.#o.backoff,
         logger: this.#logger,
         metrics: this.metrics,
+        clock: this.#clock,
         onSvid: (w, svid) => {
           this.#emit({ type: "svid", workload: w.name, spiffeId: w.spec.spiffeId, svid });
           void this.#watchIssuer(svid);
@@ -603,7 +613,7 @@ export class NodeAgent {
 
   async #isTrusted(svid: HeldSvid): Promise<boolean> {
     try {
-      await verifySvid(svid.certificateChainPem, this.#trust.bundle);
+      await verifySvid(svid.certificateChainPem, this.#trust.bundle, { at: new Date(this.#clock.now()) });
       return true;
     } catch {
       return false;
@@ -652,7 +662,7 @@ export class NodeAgent {
     if (!this.#sourcesStarted || this.#isStopped) return;
     // Every delivery calls this: decide from the set of workloads not ready, in O(1).
     const node = this.#node.current;
-    const isReady = this.#notReady.size === 0 && !!node && node.expiresAt.getTime() > Date.now();
+    const isReady = this.#notReady.size === 0 && !!node && node.expiresAt.getTime() > this.#clock.now();
     if (isReady && !this.#wasReady) {
       this.#logger.info("ready", { workloads: this.#workloads.size });
       this.#emit({ type: "ready" });

@@ -23,7 +23,21 @@
 //
 // Every pair uses the same groups (X25519, as Debian's HAProxy and stunnel have no ML-KEM), TLS
 // 1.3 and the same certificates: P-256 SVIDs from a meshauth CA, with an intermediate.
-import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+//
+// Fairness, printed with the figures:
+//   OpenSSL     each peer's OpenSSL version is printed. By default meshauth runs on the Node
+//               (20 or 24) whose OpenSSL is the one HAProxy runs on (Debian's libssl), so the
+//               TLS library is the same on both sides; --node 20|24 overrides it, and a
+//               mismatch is printed beside the figures.
+//   cores       every sidecar process of every peer runs under `taskset -c --cpus` (all cores
+//               by default): no peer gets cores another lacks; meshauth's --workers and
+//               HAProxy's nbthread are the same number (stunnel runs a thread per connection).
+//   verifying   meshauth remembers verifySvid's answer per exact chain (until the bundle or a
+//               CRL changes, or the chain expires), so a full handshake with a chain it has
+//               verified does not verify its signatures again; OpenSSL in HAProxy and stunnel
+//               verifies the chain on every full handshake. A resumed session is verified again
+//               by meshauth (from that memory) and not at all by HAProxy and stunnel.
+import { type ChildProcess, execFileSync, spawn, spawnSync } from "node:child_process";
 import { readdirSync, readFileSync } from "node:fs";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { connect, createServer } from "node:net";
@@ -40,20 +54,25 @@ const { values } = parseArgs({
     connections: { type: "string", default: "32" },
     "bulk-seconds": { type: "string", default: "3" },
     workers: { type: "string", default: "1" },
-    node: { type: "string", default: "24" },
+    node: { type: "string", default: "same-openssl" },
+    cpus: { type: "string", default: "" },
     only: { type: "string", default: "" },
     help: { type: "boolean", default: false },
   },
 });
 if (values.help) {
   console.log(`usage: npm run bench:proxy [-- --seconds 4 --rounds 3 --connections 32 --bulk-seconds 3
-                              --workers 1 --node 24|20 --only keepalive,connreq,handshake,bulk]
+                              --workers 1 --node same-openssl|24|20 --cpus 0-1
+                              --only keepalive,connreq,handshake,bulk]
 
 Runs the meshauth proxy pair, a HAProxy pair, a stunnel pair and a minimal Node relay (the
 floor) on 127.0.0.1 and prints keep-alive requests/s with p50/p99 added latency, requests/s with
 a connection per request (sessions resumed), full handshakes/s (resumption off) and bulk MB/s,
 each as a ratio to HAProxy, to stunnel and to the floor, with the sidecars' CPU. Needs wrk,
-haproxy and stunnel4 (npm test installs them).`);
+haproxy and stunnel4 (npm test installs them).
+
+--node same-openssl (the default) runs meshauth on the Node whose OpenSSL is the one HAProxy
+runs on; --cpus is the taskset list every sidecar of every peer is pinned to (all cores).`);
   process.exit(0);
 }
 const SECONDS = Number(values.seconds);
@@ -68,7 +87,35 @@ type Measure = typeof MEASURES[number];
 const ONLY = values.only ? values.only.split(",") as Measure[] : [...MEASURES];
 
 ensureRuntimes({ log: (line: string) => console.error(line) });
-const NODE = values.node === "20" ? process.execPath : RUNTIME_BINARIES.node24;
+
+/** The OpenSSL each peer runs on, as the peer itself reports it. */
+function openSslVersions(): { node20: string; node24: string; haproxy: string; stunnel: string } {
+  const nodeOpenSsl = (node: string) =>
+    execFileSync(node, ["-p", "process.versions.openssl"], { encoding: "utf8" }).trim();
+  const haproxy = execFileSync("haproxy", ["-vv"], { encoding: "utf8" });
+  // stunnel prints its version to stderr (and exits 0 or 1 by version).
+  const stunnelRun = spawnSync("stunnel4", ["-version"], { encoding: "utf8" });
+  const stunnel = `${stunnelRun.stdout}${stunnelRun.stderr}`;
+  const version = (text: string, pattern: RegExp) => pattern.exec(text)?.[1] ?? "unknown";
+  return {
+    node20: nodeOpenSsl(process.execPath),
+    node24: nodeOpenSsl(RUNTIME_BINARIES.node24),
+    haproxy: version(haproxy, /Running on OpenSSL version : OpenSSL (\S+)/),
+    stunnel: version(stunnel, /Running\s+with OpenSSL (\S+)/),
+  };
+}
+const OPENSSL = openSslVersions();
+const NODE_VERSION = values.node === "same-openssl"
+  ? (OPENSSL.node24 === OPENSSL.haproxy || OPENSSL.node20 !== OPENSSL.haproxy ? "24" : "20")
+  : values.node;
+const NODE = NODE_VERSION === "20" ? process.execPath : RUNTIME_BINARIES.node24;
+const MESHAUTH_OPENSSL = NODE_VERSION === "20" ? OPENSSL.node20 : OPENSSL.node24;
+const CPUS = values.cpus || `0-${cpus().length - 1}`;
+
+/** A sidecar's command line, pinned to CPUS. */
+function pinned(cmd: string, args: string[]): [string, string[]] {
+  return ["taskset", ["-c", CPUS, cmd, ...args]];
+}
 
 /** CPU milliseconds used so far by the processes `pids` (all threads; Linux /proc). */
 function cpuMs(pids: readonly number[]): number {
@@ -382,7 +429,7 @@ async function meshauthPair(): Promise<Pair> {
     for (const [role, config] of [["server", serverConfig], ["client", clientConfig]] as const) {
       const file = join(dir, `meshauth-${role}-${resumption}.json`);
       await writeFile(file, JSON.stringify(config));
-      sidecars.push(await start(NODE, ["--import", "tsx", "bench/proxy-sidecar.ts", file], true));
+      sidecars.push(await start(...pinned(NODE, ["--import", "tsx", "bench/proxy-sidecar.ts", file]), true));
     }
     if (resumption) Object.assign(made, { http: p.clientHttp, bulk: p.clientBulk });
     else made.httpNoResume = p.clientHttp;
@@ -418,7 +465,7 @@ async function floorPair(): Promise<Pair> {
     for (const [role, config] of Object.entries(configs)) {
       const file = join(dir, `floor-${role}-${resumption}.json`);
       await writeFile(file, JSON.stringify(config));
-      sidecars.push(await start(NODE, ["--import", "tsx", "bench/proxy-floor.ts", file], true));
+      sidecars.push(await start(...pinned(NODE, ["--import", "tsx", "bench/proxy-floor.ts", file]), true));
     }
     if (resumption) Object.assign(made, { http: p.clientHttp, bulk: p.clientBulk });
     else made.httpNoResume = p.clientHttp;
@@ -479,7 +526,7 @@ backend bulk
     for (const [role, config] of Object.entries(configs)) {
       const file = join(dir, `haproxy-${role}-${resumption}.cfg`);
       await writeFile(file, config);
-      sidecars.push(await start("haproxy", ["-db", "-f", file], false));
+      sidecars.push(await start(...pinned("haproxy", ["-db", "-f", file]), false));
     }
     if (resumption) Object.assign(made, { http: p.clientHttp, bulk: p.clientBulk });
     else made.httpNoResume = p.clientHttp;
@@ -537,7 +584,7 @@ ${tls}`,
     for (const [role, config] of Object.entries(configs)) {
       const file = join(dir, `stunnel-${role}-${resumption}.conf`);
       await writeFile(file, config);
-      sidecars.push(await start("stunnel4", [file], false));
+      sidecars.push(await start(...pinned("stunnel4", [file]), false));
     }
     if (resumption) Object.assign(made, { http: p.clientHttp, bulk: p.clientBulk });
     else made.httpNoResume = p.clientHttp;
@@ -548,7 +595,23 @@ ${tls}`,
 // ---- run ----
 
 console.log(
-  `bench/proxy: ${ROUNDS} rounds of ${SECONDS}s per measure and peer; meshauth on Node ${values.node}`,
+  `bench/proxy: ${ROUNDS} rounds of ${SECONDS}s per measure and peer; meshauth on Node ${NODE_VERSION}`,
+);
+console.log(
+  `OpenSSL: meshauth ${MESHAUTH_OPENSSL} (Node ${NODE_VERSION}), haproxy ${OPENSSL.haproxy}, stunnel ${OPENSSL.stunnel}${
+    MESHAUTH_OPENSSL === OPENSSL.haproxy
+      ? " (meshauth and HAProxy on the same OpenSSL)"
+      : ": NOT the same OpenSSL for meshauth and HAProxy, the ratios compare TLS libraries too"
+  }`,
+);
+console.log(
+  `cores: every sidecar pinned to CPUs ${CPUS} (taskset); meshauth ${WORKERS} worker(s) per sidecar, ` +
+    `HAProxy nbthread ${WORKERS}, stunnel a thread per connection, the floor one process`,
+);
+console.log(
+  "verifying: meshauth remembers each chain's verifySvid answer (a repeated chain's signatures are " +
+    "not verified again, a resumed session is re-verified from that memory); HAProxy and stunnel " +
+    "have OpenSSL verify every full handshake's chain and skip verification on resumption",
 );
 console.log(`machine: ${machineLoad()}`);
 let exitCode = 0;

@@ -22,12 +22,15 @@ import { CaMetrics, type GroupMetrics, renderMetrics } from "./metrics.ts";
 import { Problem, type ProblemCode } from "./problems.ts";
 import { LeasedRateLimit } from "./leased-rate-limit.ts";
 import {
+  GLOBAL_KEY,
   type LeasableRateLimit,
   LocallyFilteredRateLimit,
+  MAX_CONCURRENT_ISSUANCES_DEFAULT,
   type RateLimit,
   RateLimiter,
   type RateLimitOptions,
   type RateVerdict,
+  requestCharges,
 } from "./rate-limit.ts";
 import {
   MAX_BODY_BYTES,
@@ -41,15 +44,21 @@ import type { CaStore, RevocationRecord } from "./store/store.ts";
 
 /** Options of {@link createCaApp}. */
 export interface CaAppOptions {
+  /** The CA's signing authorities and trust bundle. */
   authorities: Authorities;
+  /** Where issued certificates, revocations, CRLs, join tokens and audit events are kept. */
   store: CaStore;
   /** Tried in order; the first that recognises the request's credentials decides. */
   authenticators: Authenticator[];
+  /** Where request failures and audit lines are logged; silent by default. */
   logger?: Logger;
+  /** Counts served at `/metrics`; a fresh set by default. */
   metrics?: CaMetrics;
   /**
-   * Limit on issuance and administrative requests, per client address before the credentials
-   * are looked at and per identity after; `false` turns it off.
+   * Limits on issuance and administrative requests: per client address before the credentials
+   * are looked at, per requester after (a node agent's bucket sized for its workloads), per
+   * identity issued, for the whole CA's issuances, and on this process's issuances at once
+   * (see {@link RateLimitOptions}); `false` turns them off.
    */
   rateLimit?: RateLimitOptions | false;
   /**
@@ -61,20 +70,48 @@ export interface CaAppOptions {
   rateLimiter?: RateLimit;
   /** The counts of every process of the CA, this one's included; this process's alone by default. */
   metricsOfGroup?: () => Promise<GroupMetrics>;
+  /** How long each CRL is valid; a new one is signed after half of it. Default 1 h. */
   crlNextUpdateSeconds?: number;
   /** Largest request body accepted. Default 64 KiB. */
   maxBodyBytes?: number;
   /** DNS names an identity may carry; none by default. */
   allowedDnsNames?: (spiffeId: string) => readonly string[];
   /** The TLS client certificate chain (PEM, leaf first) of the request, if any. */
-  clientCertificate?: (c: Context) => string | undefined;
+  clientCertificate?: (c: RequestContext) => string | undefined;
   /** The client's network address, for rate-limiting unauthenticated failures. */
-  clientAddress?: (c: Context) => string | undefined;
+  clientAddress?: (c: RequestContext) => string | undefined;
+  /** The clock, for tests; the system's by default. */
   now?: () => Date;
 }
 
-/** Builds the CA's Hono app. */
-export function createCaApp(options: CaAppOptions): Hono {
+/**
+ * What the request-reading options (`clientCertificate`, `clientAddress`) read of a request's context (a Hono `Context` is one): the
+ * bindings the server passed with the request, and the request itself.
+ */
+export interface RequestContext {
+  /** The server's bindings: `incoming` (the socket) on Node, `bunServer` on Bun. */
+  env: unknown;
+  /** The request as the runtime received it. */
+  req: { raw: Request };
+}
+
+/** An app as a server calls it: a Hono app, or any object with a fetch handler of that shape. */
+export interface FetchHandler {
+  /** Answers one request; `env` carries the server's bindings. */
+  fetch(request: Request, env?: unknown): Response | Promise<Response>;
+}
+
+/**
+ * The CA's HTTP API as `createCaApp` answers it: a Hono app, typed by what serving and testing
+ * it take, so that meshauth's API does not carry Hono's types.
+ */
+export interface CaApp extends FetchHandler {
+  /** Answers a request for a path or URL without a server (Hono's `app.request`), as tests and benchmarks do. */
+  request(input: string | URL | Request, init?: RequestInit): Response | Promise<Response>;
+}
+
+/** Builds the CA's app: a Hono app any runtime can serve through its `fetch`. */
+export function createCaApp(options: CaAppOptions): CaApp {
   const logger = options.logger ?? silentLogger;
   const metrics = options.metrics ?? new CaMetrics();
   const { authorities, store } = options;
@@ -97,16 +134,29 @@ export function createCaApp(options: CaAppOptions): Hono {
       ? isLeasable(shared) ? new LeasedRateLimit(shared) : new LocallyFilteredRateLimit(shared, rateLimit)
       : new RateLimiter(rateLimit));
   const maxBodyBytes = options.maxBodyBytes ?? MAX_BODY_BYTES;
+  const maxConcurrentIssuances = rateLimit
+    ? rateLimit.maxConcurrentIssuances ?? MAX_CONCURRENT_ISSUANCES_DEFAULT
+    : Infinity;
+  let issuancesInFlight = 0;
   const app = new Hono();
   /** The bucket that refused a request, for its denial's audit entry. */
   const limitedKeys = new WeakMap<Request, string>();
 
-  function refuseIfLimited(c: Context, key: string, verdict: RateVerdict | undefined): void {
+  function refuseIfLimited(
+    c: Context,
+    bucket: "address" | "requester" | "identity",
+    verdict: RateVerdict | undefined,
+  ): void {
     if (!verdict || verdict.allowed) return;
+    const key = verdict.refusedKey ?? "unknown";
+    const isGlobal = key === GLOBAL_KEY;
     limitedKeys.set(c.req.raw, key);
+    metrics.rateLimited(isGlobal ? "global" : bucket);
     throw new Problem(
       "ERR_RATE_LIMITED",
-      `too many requests from ${key}; retry in ${verdict.retryAfterSeconds}s`,
+      isGlobal
+        ? `the CA is issuing at its global limit; retry in ${verdict.retryAfterSeconds}s`
+        : `too many requests from ${key}; retry in ${verdict.retryAfterSeconds}s`,
       { retryAfterSeconds: verdict.retryAfterSeconds },
     );
   }
@@ -115,22 +165,55 @@ export function createCaApp(options: CaAppOptions): Hono {
    * Throttles, then authenticates. Each request first takes a token from its address's bucket,
    * before its credentials are looked at: a throttled address is refused before any token is
    * verified or certificate parsed, whether its guess was right or wrong. A request that
-   * authenticates moves its charge to its identity's bucket (one exchange); one that fails
+   * authenticates moves its charge to its requester's bucket (a node agent's sized for its
+   * workloads), and an issuance takes one of the whole CA's too (one operation); one that fails
    * for any reason, the server's own included (the TokenReview API down), keeps its address's
    * token spent, so failures slow guessing and probing, and a flood meets the limit.
    */
-  async function authenticate(c: Context): Promise<Principal> {
+  async function authenticate(c: Context, isIssuance = false): Promise<Principal> {
     const address = `address:${options.clientAddress?.(c) ?? "unknown"}`;
     let principal: Principal;
     try {
-      refuseIfLimited(c, address, await limiter?.take(address));
+      refuseIfLimited(c, "address", await limiter?.take([{ key: address }]));
       principal = await findPrincipal(c);
     } catch (err) {
       await c.req.raw.body?.cancel().catch(() => {});
       throw err;
     }
-    refuseIfLimited(c, principal.requester, await limiter?.exchange(address, principal.requester));
+    if (rateLimit) {
+      refuseIfLimited(
+        c,
+        "requester",
+        await limiter?.take(requestCharges(principal, rateLimit, isIssuance), address),
+      );
+    }
     return principal;
+  }
+
+  /**
+   * The identity a request asks for has a bucket of its own when it is not the requester's (a
+   * node agent asking for one of its workloads): one workload renewed in a loop is held to its
+   * rate, and its node's other workloads are not held back by it.
+   */
+  async function admitIdentity(c: Context, principal: Principal, spiffeId: string): Promise<void> {
+    if (spiffeId === principal.requester) return;
+    refuseIfLimited(c, "identity", await limiter?.take([{ key: spiffeId }]));
+  }
+
+  /**
+   * Refuses an issuance at once while this process already handles `maxConcurrentIssuances`:
+   * past that, more work only queues, and every answer waits for the queue.
+   */
+  async function refuseIfSaturated(c: Context): Promise<void> {
+    if (issuancesInFlight < maxConcurrentIssuances) return;
+    await c.req.raw.body?.cancel().catch(() => {});
+    limitedKeys.set(c.req.raw, "concurrency");
+    metrics.rateLimited("concurrency");
+    throw new Problem(
+      "ERR_RATE_LIMITED",
+      `the CA is handling ${issuancesInFlight} issuances at once, its most; retry in 1s`,
+      { retryAfterSeconds: 1 },
+    );
   }
 
   async function findPrincipal(c: Context): Promise<Principal> {
@@ -178,9 +261,14 @@ export function createCaApp(options: CaAppOptions): Hono {
   app.onError((err, c) => {
     const code = (err as { code?: string }).code;
     // A missing authority or an unreachable store is the server's state, not the client's fault.
+    // The store away (a database unreachable, a full disk) is worth retrying soon: say when.
     const problem = err instanceof Problem
       ? err
-      : code === "ERR_NO_ACTIVE_AUTHORITY" || code === "ERR_STORE"
+      : code === "ERR_STORE"
+      ? new Problem("ERR_NOT_READY", (err as Error).message, {
+        retryAfterSeconds: (err as { retryAfterSeconds?: number }).retryAfterSeconds ?? 1,
+      })
+      : code === "ERR_NO_ACTIVE_AUTHORITY"
       ? new Problem("ERR_NOT_READY", (err as Error).message)
       : new Problem("ERR_INTERNAL", "the server failed to handle the request");
     if (!(err instanceof Problem)) logger.error("request failed", { path: c.req.path, error: err });
@@ -217,12 +305,19 @@ export function createCaApp(options: CaAppOptions): Hono {
 
   // Authentication comes before the body: an unauthenticated client's body is never read.
   app.post("/v1/certificates", async (c) => {
-    const principal = await authenticate(c);
-    remember(c, principal);
-    const body = await readJsonObject(c.req.raw, maxBodyBytes);
-    const csr = requireString(body, "csr");
-    const ttlSeconds = optionalPositiveInteger(body, "ttlSeconds");
-    const issued = await service.issue(principal, csr, ttlSeconds);
+    await refuseIfSaturated(c);
+    issuancesInFlight++;
+    let issued;
+    try {
+      const principal = await authenticate(c, true);
+      remember(c, principal);
+      const body = await readJsonObject(c.req.raw, maxBodyBytes);
+      const csr = requireString(body, "csr");
+      const ttlSeconds = optionalPositiveInteger(body, "ttlSeconds");
+      issued = await service.issue(principal, csr, ttlSeconds, (id) => admitIdentity(c, principal, id));
+    } finally {
+      issuancesInFlight--;
+    }
     metrics.request(201);
     return c.json(
       {

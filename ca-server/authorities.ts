@@ -30,7 +30,9 @@ import type { AuthorityRecord, KeyManager } from "./keys/key-manager.ts";
 
 /** One loaded authority. */
 export interface LoadedAuthority {
+  /** The authority as the key manager stores it. */
   record: AuthorityRecord;
+  /** The CA that signs with the authority's key. */
   ca: CertificateAuthority;
   /** The trust anchors of this authority's chain. */
   roots: TrustBundle;
@@ -38,30 +40,34 @@ export interface LoadedAuthority {
 
 /** Settings of {@link Authorities.load}. */
 export interface AuthoritiesOptions {
+  /** The trust domain every authority must certify. */
   trustDomain: TrustDomain | string;
+  /** TTL limits and rules applied to every issuance. */
   policy?: IssuancePolicy;
   /** How long a bundle holder should wait before refetching. Default 300 s. */
   refreshHintSeconds?: number;
   /** Checks CSR signatures and hashes keys; WebCrypto by default, node:crypto from the Node entry. */
   crypto?: CryptoProvider;
+  /** The clock that picks the active authority; the system's by default. */
   now?: () => Date;
 }
 
 /** Thrown when no authority can sign (none configured, none active yet, all expired). */
 export class NoActiveAuthority extends MeshAuthError {
-  static override code = "ERR_NO_ACTIVE_AUTHORITY";
-  override code = NoActiveAuthority.code;
-  override name = "NoActiveAuthority";
+  /** Stable code of this class: `ERR_NO_ACTIVE_AUTHORITY`. */
+  static override code: string = "ERR_NO_ACTIVE_AUTHORITY";
+  /** `message` says why no authority can sign now and what would fix it. */
   constructor(message: string) {
     super(message);
+    this.name = "NoActiveAuthority";
   }
 }
 
 /** The key manager holds a CA of another trust domain than the one configured. */
 export class TrustDomainMismatch extends NoActiveAuthority {
-  static override code = "ERR_TRUST_DOMAIN_MISMATCH";
-  override code = TrustDomainMismatch.code;
-  override name = "TrustDomainMismatch";
+  /** Stable code of this class: `ERR_TRUST_DOMAIN_MISMATCH`. */
+  static override code: string = "ERR_TRUST_DOMAIN_MISMATCH";
+  /** The trust domain configured and the one the key manager's CA certifies. */
   constructor(
     readonly configured: string,
     readonly found: string,
@@ -72,6 +78,7 @@ export class TrustDomainMismatch extends NoActiveAuthority {
       `trust domain mismatch: the configuration names ${configured}, but ${where} holds a CA for ${found} ` +
         `(authority ${authorityId}); set trustDomain to ${found}, or use another data directory for ${configured}`,
     );
+    this.name = "TrustDomainMismatch";
   }
 }
 
@@ -107,6 +114,7 @@ export class Authorities {
   #loaded: LoadedAuthority[] = [];
   #bundleCache?: { key: string; bundle: TrustBundle; pem: string };
   readonly #options: AuthoritiesOptions;
+  /** The trust domain the authorities certify. */
   readonly trustDomain: TrustDomain;
 
   private constructor(readonly keyManager: KeyManager, options: AuthoritiesOptions) {

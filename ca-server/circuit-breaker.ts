@@ -5,7 +5,8 @@
  * Then one call goes through; if it succeeds the breaker closes, if not it opens again for
  * twice as long (up to `maxCooldownMs`). So an API server that is down, slow or throttling
  * (429) is not asked once more for every request the CA gets, and clients learn when to retry.
- * Used around each TokenReview call: `admit()`, the call, then `succeeded()` or `failed()`.
+ * Used around each TokenReview call and each PostgreSQL statement: `admit()`, the call, then
+ * `succeeded()` or `failed()`.
  *
  * @module
  */
@@ -20,6 +21,8 @@ export interface CircuitBreakerOptions {
   cooldownMs?: number;
   /** The longest it stays open, however often the trial call fails. Default 30 s. */
   maxCooldownMs?: number;
+  /** The error a refusal throws; a `503 ERR_NOT_READY` Problem by default. */
+  refuse?: (message: string, retryAfterSeconds: number) => Error;
   /** Clock in milliseconds, for tests. */
   now?: () => number;
 }
@@ -30,6 +33,7 @@ export class CircuitBreaker {
   readonly #firstCooldownMs: number;
   readonly #maxCooldownMs: number;
   readonly #now: () => number;
+  readonly #refuse: (message: string, retryAfterSeconds: number) => Error;
   #failures = 0;
   #cooldownMs: number;
   #openUntilMs = 0;
@@ -41,21 +45,22 @@ export class CircuitBreaker {
     this.#firstCooldownMs = this.#cooldownMs = options.cooldownMs ?? 1000;
     this.#maxCooldownMs = options.maxCooldownMs ?? 30_000;
     this.#now = options.now ?? (() => Date.now());
+    this.#refuse = options.refuse ??
+      ((message, retryAfterSeconds) => new Problem("ERR_NOT_READY", message, { retryAfterSeconds }));
   }
 
   /**
-   * Throws a `503 ERR_NOT_READY` Problem while the breaker is open, or while its trial call
-   * runs; otherwise the caller makes its call and reports how it went.
+   * Throws (a `503 ERR_NOT_READY` Problem by default) while the breaker is open, or while its
+   * trial call runs; otherwise the caller makes its call and reports how it went.
    */
   admit(): void {
     if (this.#failures < this.#threshold) return;
     const waitMs = this.#openUntilMs - this.#now();
     if (waitMs > 0 || this.#isTrying) {
       const retryAfterSeconds = Math.max(1, Math.ceil(waitMs / 1000));
-      throw new Problem(
-        "ERR_NOT_READY",
+      throw this.#refuse(
         `${this.service} failed ${this.#failures} times in a row; it is not asked again for ${retryAfterSeconds}s`,
-        { retryAfterSeconds },
+        retryAfterSeconds,
       );
     }
     this.#isTrying = true;

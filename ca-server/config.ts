@@ -16,6 +16,7 @@ import {
   ConfigError,
   type ConfigSources,
   FieldReader,
+  isLoopbackHost,
   loadConfigFile,
   type LogLevel,
   type RawConfig,
@@ -30,9 +31,11 @@ export { ConfigError };
 
 /** The validated configuration. */
 export interface CaConfig {
+  /** The trust domain the CA issues for (`example.org`). */
   trustDomain: string;
   /** Where the embedded store and the file key manager live. */
   dataDir: string;
+  /** Where the API listens and how it serves TLS. */
   listen: {
     host: string;
     port: number;
@@ -55,12 +58,29 @@ export interface CaConfig {
       retainExpiredSeconds: number;
     }
     | { kind: "postgres"; url: string; maxConnections: number };
+  /** Where the CA's keys are kept: a directory of key files. */
   keys: { kind: "file"; dir: string };
+  /** Lifetimes of issued certificates, in seconds: the default and the most a caller may ask. */
   issuance: { defaultTtlSeconds: number; maxTtlSeconds: number };
+  /** The root CA `ca init` creates: its key algorithm and lifetime in seconds. */
   ca: { keyAlgorithm: KeyAlgorithm; ttlSeconds: number };
+  /** How long each CRL is valid, in seconds. */
   crl: { nextUpdateSeconds: number };
-  /** `false` turns rate limiting off (for benchmarks). */
-  rateLimit: { requestsPerSecond: number; burst: number } | false;
+  /**
+   * Per address, requester and identity (`requestsPerSecond`, `burst`), grown per workload for a
+   * node agent (`perWorkload`), for the whole CA's issuances (`global`, off when absent), and
+   * this process's issuances at once (`maxConcurrentIssuances`); `false` turns them all off (for
+   * benchmarks).
+   */
+  rateLimit:
+    | {
+      requestsPerSecond: number;
+      burst: number;
+      perWorkload: { requestsPerSecond: number; burst: number };
+      global?: { requestsPerSecond: number; burst: number };
+      maxConcurrentIssuances: number;
+    }
+    | false;
   /** SPIFFE IDs allowed to use the administrative API with their SVID. */
   admins: string[];
   /** Node name to the SPIFFE IDs of the workloads placed on it. */
@@ -77,6 +97,7 @@ export interface CaConfig {
     jwksCaFile?: string;
     tokenReview?: { url: string; tokenFile: string; caFile?: string };
   };
+  /** The lowest level logged. */
   log: { level: LogLevel };
   /** Worker processes serving the API (node:cluster); 1 serves from the main process. */
   workers: number;
@@ -94,11 +115,9 @@ export const ENV_OVERRIDES: Record<string, string> = {
   MESHAUTH_WORKERS: "workers",
 };
 
-const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|localhost)$/;
-
-/** True for loopback hosts, the only ones plain HTTP may listen on. */
+/** True for `localhost`, `127.0.0.0/8` and `::1` (any spelling): the hosts plain HTTP may listen on. */
 export function isLoopback(host: string): boolean {
-  return LOOPBACK.test(host);
+  return isLoopbackHost(host);
 }
 
 /** Reads, overrides and validates. `path` may be omitted (defaults plus environment). */
@@ -224,14 +243,48 @@ function validate(raw: RawConfig, fields: FieldReader): CaConfig {
     nextUpdateSeconds: int("crl.nextUpdateSeconds", crlRaw.nextUpdateSeconds, 3600, 60, 7 * 86400),
   };
 
-  let rateLimit: CaConfig["rateLimit"] = { requestsPerSecond: 5, burst: 50 };
-  if (raw.rateLimit === false || raw.rateLimit === "false") rateLimit = false;
-  else {
-    const r = obj("rateLimit", raw.rateLimit, ["requestsPerSecond", "burst"], " or false");
+  let rateLimit: CaConfig["rateLimit"] = false;
+  if (raw.rateLimit !== false && raw.rateLimit !== "false") {
+    const r = obj(
+      "rateLimit",
+      raw.rateLimit,
+      ["requestsPerSecond", "burst", "perWorkload", "global", "maxConcurrentIssuances"],
+      " or false",
+    );
+    // Fractions for slow rates: 0.1 is one request every 10 s.
+    const bucket = (path: string, value: unknown, rate: number, burst: number, alternative = "") => {
+      const b = obj(path, value, ["requestsPerSecond", "burst"], alternative);
+      return {
+        requestsPerSecond: fields.num(
+          `${path}.requestsPerSecond`,
+          b.requestsPerSecond,
+          rate,
+          0.001,
+          1_000_000,
+        ),
+        burst: fields.num(
+          `${path}.burst`,
+          b.burst,
+          burst,
+          path === "rateLimit.perWorkload" ? 0 : 1,
+          1_000_000,
+        ),
+      };
+    };
     rateLimit = {
-      // Fractions for slow rates: 0.1 is one request every 10 s.
       requestsPerSecond: fields.num("rateLimit.requestsPerSecond", r.requestsPerSecond, 5, 0.001, 1_000_000),
       burst: int("rateLimit.burst", r.burst, 50, 1, 1_000_000),
+      perWorkload: bucket("rateLimit.perWorkload", r.perWorkload, 0.1, 2),
+      global: r.global === undefined || r.global === false || r.global === "false"
+        ? undefined
+        : bucket("rateLimit.global", r.global, 1000, 1000, " or false"),
+      maxConcurrentIssuances: int(
+        "rateLimit.maxConcurrentIssuances",
+        r.maxConcurrentIssuances,
+        64,
+        1,
+        100_000,
+      ),
     };
   }
 

@@ -22,7 +22,7 @@ import { nodeCryptoProvider } from "./keys/node-crypto.ts";
 import type { AuthorityRecord, KeyManager } from "./keys/key-manager.ts";
 import { FileStore } from "./store/file-store.ts";
 import { PostgresStore } from "./store/postgres-store.ts";
-import type { CaStore } from "./store/store.ts";
+import { type CaStore, writeFailure } from "./store/store.ts";
 
 /**
  * Opens the configured store. A short-lived process (the CLI) passes `isCompacting: false`:
@@ -71,8 +71,12 @@ export function trustBundlePath(config: CaConfig): string {
 /** Writes the trust bundle (every published root) to {@link trustBundlePath}; answers the path. */
 export async function writeTrustBundle(config: CaConfig, authorities: Authorities): Promise<string> {
   const path = trustBundlePath(config);
-  await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
-  await writeFileAtomic(path, authorities.bundlePem(), 0o644);
+  try {
+    await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
+    await writeFileAtomic(path, authorities.bundlePem(), 0o644);
+  } catch (err) {
+    throw writeFailure(err, path);
+  }
   return path;
 }
 

@@ -22,16 +22,19 @@ import {
   type SecureContextOptions,
   type Server as TlsServer,
 } from "node:tls";
+import { createServer as createNetServer } from "node:net";
 import { getRequestListener, type HttpBindings, serve } from "@hono/node-server";
-import type { Context, Hono } from "hono";
 import { encodePem, MeshAuthError } from "../mod.ts";
 import type { TLSSocket } from "node:tls";
 import { peerChain } from "../internal/mod.ts";
+import type { FetchHandler, RequestContext } from "./app.ts";
 import { MAX_CLIENT_CHAIN_PEM } from "./auth/mtls.ts";
 
 /** Where and how to listen. */
 export interface ListenOptions {
+  /** The address to bind (`127.0.0.1`, `0.0.0.0`, `::`). */
   host: string;
+  /** The port; 0 for any free one (the listener answers which). */
   port: number;
   /** Serving key, certificate chain and the client CAs to ask for; plain HTTP without. */
   tls?: SecureContextOptions & { key: string; cert: string; ca: string };
@@ -53,6 +56,7 @@ export interface TimeLimits {
 
 /** A listening server under the app. */
 export interface Listener {
+  /** The port bound. */
   port: number;
   /** Which server this is, for the start-up log. */
   kind: "node:http" | "node:https" | "Bun.serve" | "node:tls+node:http";
@@ -95,7 +99,7 @@ type ListenerBindings = Partial<HttpBindings> & { bunServer?: BunServer };
  * once their DER passes `MAX_CLIENT_CHAIN_PEM` bytes (PEM is longer than its DER, so
  * such a chain is over the limit the mTLS authenticator refuses it by, before it parses it).
  */
-export function clientCertificate(c: Context): string | undefined {
+export function clientCertificate(c: RequestContext): string | undefined {
   const socket = (c.env as ListenerBindings | undefined)?.incoming?.socket as TLSSocket | undefined;
   if (!socket || typeof socket.getPeerCertificate !== "function") return undefined;
   const chain = peerChain(socket, { maxCertificates: 8, maxBytes: MAX_CLIENT_CHAIN_PEM });
@@ -104,7 +108,7 @@ export function clientCertificate(c: Context): string | undefined {
 }
 
 /** The client's address, from the socket or from Bun's server. */
-export function clientAddress(c: Context): string | undefined {
+export function clientAddress(c: RequestContext): string | undefined {
   const env = c.env as ListenerBindings | undefined;
   return env?.incoming?.socket?.remoteAddress ?? env?.bunServer?.requestIP(c.req.raw)?.address;
 }
@@ -143,19 +147,20 @@ function closeHttp(server: HttpServer): Promise<void> {
 
 /** The listener could not take its address; the message names the port and the setting. */
 export class ListenError extends MeshAuthError {
-  static override code = "ERR_LISTEN";
-  override code = ListenError.code;
-  override name = "ListenError";
+  /** Stable code of this class: `ERR_LISTEN`. */
+  static override code: string = "ERR_LISTEN";
+  /** `host` and `port` are the address that could not be bound; `reason` says why (in use, not allowed). */
   constructor(readonly host: string, readonly port: number, readonly reason: string, options?: ErrorOptions) {
     super(
       `cannot listen on ${host}:${port}: ${reason}; set listen.port in the configuration ` +
         `(or MESHAUTH_LISTEN_PORT) to another port, or 0 for any free one`,
       options,
     );
+    this.name = "ListenError";
   }
 }
 
-function listenError(err: unknown, options: ListenOptions): unknown {
+function listenError(err: unknown, options: Pick<ListenOptions, "host" | "port">): unknown {
   const code = (err as { code?: string })?.code;
   const message = String((err as Error)?.message ?? err);
   if (code === "EADDRINUSE" || /EADDRINUSE|address already in use|in use/i.test(message)) {
@@ -181,8 +186,27 @@ function listenError(err: unknown, options: ListenOptions): unknown {
   return err;
 }
 
+/**
+ * Fails as {@link listen} would when `host:port` cannot be taken (in use, privileged, not an
+ * address of this machine), so that a server can say so before it opens or writes anything;
+ * the port is released at once. Port 0 always can be.
+ */
+export async function checkListenAddress(host: string, port: number): Promise<void> {
+  if (port === 0) return;
+  const probe = createNetServer();
+  try {
+    await new Promise<void>((resolve, reject) => {
+      probe.once("error", reject);
+      probe.listen({ host, port, exclusive: true }, resolve);
+    });
+  } catch (err) {
+    throw listenError(err, { host, port });
+  }
+  await new Promise((resolve) => probe.close(resolve));
+}
+
 /** Serves `app` as `options` ask, on whichever runtime this is. */
-export async function listen(app: Hono, options: ListenOptions): Promise<Listener> {
+export async function listen(app: FetchHandler, options: ListenOptions): Promise<Listener> {
   const bun = bunRuntime();
   const limits = { ...DEFAULT_LIMITS, ...options.limits };
   try {
@@ -194,7 +218,7 @@ export async function listen(app: Hono, options: ListenOptions): Promise<Listene
   }
 }
 
-async function listenNode(app: Hono, options: ListenOptions, limits: TimeLimits): Promise<Listener> {
+async function listenNode(app: FetchHandler, options: ListenOptions, limits: TimeLimits): Promise<Listener> {
   const server = (options.tls
     ? serve({
       fetch: app.fetch,
@@ -228,7 +252,12 @@ async function listenNode(app: Hono, options: ListenOptions, limits: TimeLimits)
   };
 }
 
-function listenBunServe(bun: BunRuntime, app: Hono, options: ListenOptions, limits: TimeLimits): Listener {
+function listenBunServe(
+  bun: BunRuntime,
+  app: FetchHandler,
+  options: ListenOptions,
+  limits: TimeLimits,
+): Listener {
   const server = bun.serve({
     hostname: options.host,
     port: options.port,
@@ -249,7 +278,11 @@ function listenBunServe(bun: BunRuntime, app: Hono, options: ListenOptions, limi
   };
 }
 
-async function listenTlsThenHttp(app: Hono, options: ListenOptions, limits: TimeLimits): Promise<Listener> {
+async function listenTlsThenHttp(
+  app: FetchHandler,
+  options: ListenOptions,
+  limits: TimeLimits,
+): Promise<Listener> {
   const http = createHttpServer({ maxHeaderSize: MAX_HEADER_BYTES }, getRequestListener(app.fetch));
   limitTime(http, limits);
   // node:http's timers do not run for connections it did not accept itself (on Bun), so each

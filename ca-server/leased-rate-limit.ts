@@ -9,13 +9,13 @@
  * // The primary's buckets, here in this process; a worker reaches them over IPC.
  * const shared = new RateLimiter({ requestsPerSecond: 100, burst: 200 }, 2);
  * const limit = new LeasedRateLimit(shared);
- * const { allowed } = await limit.take("spiffe://example.org/ns/a/sa/b");
+ * const { allowed } = await limit.take([{ key: "spiffe://example.org/ns/a/sa/b" }]);
  * limit.close();
  * ```
  * @module
  */
 
-import type { LeasableRateLimit, RateLimit, RateVerdict } from "./rate-limit.ts";
+import type { Charge, LeasableRateLimit, LeaseCharge, RateLimit, RateVerdict } from "./rate-limit.ts";
 
 /** What a process holds of one key's leased tokens. */
 interface Held {
@@ -37,6 +37,7 @@ export interface LeasedRateLimitOptions {
   holdMs?: number;
   /** Most keys held; the least recently used gives its tokens back first. Default 10 000. */
   maxKeys?: number;
+  /** The clock in milliseconds, for tests; `Date.now` by default. */
   now?: () => number;
 }
 
@@ -44,10 +45,12 @@ export interface LeasedRateLimitOptions {
  * Spends tokens leased from shared buckets ({@link LeasableRateLimit}): a key seen for the
  * first time, or after a pause, costs one round trip and leases nothing extra; a key that keeps
  * spending its leases gets leases twice as large each time, up to `maxLease`, so a busy key
- * costs a round trip per 64 requests instead of one per request. A refusal is remembered for
- * as long as the shared bucket said it stays empty, so a flood is refused here. A token moved
- * on by {@link exchange} stays here for the key's next request, and whatever is left unspent
- * for `holdMs` goes back to the shared buckets in one message.
+ * costs a round trip per 64 requests instead of one per request. A request charged to several
+ * keys (its requester and the whole CA's issuance bucket) is allowed when every one of them has
+ * a token, here or from one lease of those that lack one; it takes none when any is refused. A
+ * refusal is remembered for as long as the shared bucket said it stays empty, so a flood is
+ * refused here. A refunded token stays here for the key's next request, and whatever is left
+ * unspent for `holdMs` goes back to the shared buckets in one message.
  */
 export class LeasedRateLimit implements RateLimit {
   readonly #held = new Map<string, Held>();
@@ -57,6 +60,7 @@ export class LeasedRateLimit implements RateLimit {
   readonly #now: () => number;
   #timer?: ReturnType<typeof setInterval>;
 
+  /** Leases tokens of `shared` (the primary's buckets) in batches, so most requests need no round trip. */
   constructor(readonly shared: LeasableRateLimit, options: LeasedRateLimitOptions = {}) {
     this.#maxLease = options.maxLease ?? 64;
     this.#holdMs = options.holdMs ?? 1000;
@@ -64,27 +68,41 @@ export class LeasedRateLimit implements RateLimit {
     this.#now = options.now ?? (() => Date.now());
   }
 
-  take(key: string): RateVerdict | Promise<RateVerdict> {
-    const held = this.#entry(key);
+  take(charges: readonly Charge[], refund?: string): RateVerdict | Promise<RateVerdict> {
+    if (refund !== undefined) {
+      const held = this.#held.get(refund);
+      if (held) held.tokens++;
+      else this.shared.giveBack([[refund, 1]]);
+    }
+    const entries = charges.map((charge) => this.#entry(charge.key));
     const nowMs = this.#now();
-    held.lastUsedMs = nowMs;
-    if (held.tokens >= 1) {
-      held.tokens--;
-      return ALLOWED;
-    }
-    if (nowMs < held.refusedUntilMs) {
-      return {
-        allowed: false,
-        retryAfterSeconds: Math.max(1, Math.ceil((held.refusedUntilMs - nowMs) / 1000)),
-      };
-    }
-    return this.#lease(key, held);
+    for (const held of entries) held.lastUsedMs = nowMs;
+    return this.#fromHeld(charges, entries, nowMs) ?? this.#lease(charges, entries);
   }
 
-  exchange(from: string, to: string): RateVerdict | Promise<RateVerdict> {
-    const held = this.#held.get(from);
-    if (held) held.tokens++;
-    return this.take(to);
+  /**
+   * The verdict from what is held here, when it needs no round trip: allowed (its tokens taken)
+   * when every key holds one, refused when one is known to be refused; else undefined.
+   */
+  #fromHeld(charges: readonly Charge[], entries: Held[], nowMs: number): RateVerdict | undefined {
+    if (entries.every((held) => held.tokens >= 1)) {
+      for (const held of entries) held.tokens--;
+      return ALLOWED;
+    }
+    let refused = -1;
+    entries.forEach((held, i) => {
+      if (
+        nowMs < held.refusedUntilMs && (refused < 0 || held.refusedUntilMs > entries[refused].refusedUntilMs)
+      ) {
+        refused = i;
+      }
+    });
+    if (refused < 0) return undefined;
+    return {
+      allowed: false,
+      retryAfterSeconds: Math.max(1, Math.ceil((entries[refused].refusedUntilMs - nowMs) / 1000)),
+      refusedKey: charges[refused].key,
+    };
   }
 
   /** Gives every unspent token back now (a process that stops serving). */
@@ -98,37 +116,54 @@ export class LeasedRateLimit implements RateLimit {
     if (back.length) this.shared.giveBack(back);
   }
 
-  async #lease(key: string, held: Held): Promise<RateVerdict> {
+  async #lease(charges: readonly Charge[], entries: Held[]): Promise<RateVerdict> {
     // One lease in flight per key: the requests that arrive meanwhile share what it brings.
-    while (held.leasing) {
-      await held.leasing;
-      if (held.tokens >= 1) {
-        held.tokens--;
-        return ALLOWED;
-      }
-      const nowMs = this.#now();
-      if (nowMs < held.refusedUntilMs) {
-        return {
-          allowed: false,
-          retryAfterSeconds: Math.max(1, Math.ceil((held.refusedUntilMs - nowMs) / 1000)),
-        };
-      }
+    for (let pending = leasing(entries); pending; pending = leasing(entries)) {
+      await pending;
+      const verdict = this.#fromHeld(charges, entries, this.#now());
+      if (verdict) return verdict;
     }
     const nowMs = this.#now();
-    // A key that spent its last lease within holdMs asks for twice as many; one after a pause, for none.
-    held.want = nowMs - held.lastLeaseMs < this.#holdMs
-      ? Math.min(this.#maxLease, Math.max(1, held.want * 2))
-      : 0;
-    held.lastLeaseMs = nowMs;
+    // The keys that hold a token spend it; the others lease, in one round trip.
+    const reserved: Held[] = [];
+    const asked: LeaseCharge[] = [];
+    const asking: Held[] = [];
+    charges.forEach((charge, i) => {
+      const held = entries[i];
+      if (held.tokens >= 1) {
+        held.tokens--;
+        reserved.push(held);
+        return;
+      }
+      // A key that spent its last lease within holdMs asks for twice as many; one after a pause, for none.
+      held.want = nowMs - held.lastLeaseMs < this.#holdMs
+        ? Math.min(this.#maxLease, Math.max(1, held.want * 2))
+        : 0;
+      held.lastLeaseMs = nowMs;
+      asked.push({ key: charge.key, limit: charge.limit, want: held.want });
+      asking.push(held);
+    });
     let settle!: () => void;
-    held.leasing = new Promise((resolve) => settle = resolve);
+    const inFlight = new Promise<void>((resolve) => settle = resolve);
+    for (const held of asking) held.leasing = inFlight;
     try {
-      const lease = await this.shared.lease(key, held.want);
-      held.tokens += lease.extra;
-      if (!lease.allowed) held.refusedUntilMs = this.#now() + lease.waitMs;
-      return { allowed: lease.allowed, retryAfterSeconds: lease.retryAfterSeconds };
+      const lease = await this.shared.lease(asked);
+      asking.forEach((held, i) => held.tokens += lease.extra[i] ?? 0);
+      if (!lease.allowed) {
+        for (const held of reserved) held.tokens++;
+        const refusedAt = asked.findIndex((charge) => charge.key === lease.refusedKey);
+        asking[Math.max(0, refusedAt)].refusedUntilMs = this.#now() + lease.waitMs;
+      }
+      return {
+        allowed: lease.allowed,
+        retryAfterSeconds: lease.retryAfterSeconds,
+        refusedKey: lease.refusedKey,
+      };
+    } catch (err) {
+      for (const held of reserved) held.tokens++;
+      throw err;
     } finally {
-      held.leasing = undefined;
+      for (const held of asking) held.leasing = undefined;
       settle();
     }
   }
@@ -171,6 +206,11 @@ export class LeasedRateLimit implements RateLimit {
       this.#timer = undefined;
     }
   }
+}
+
+/** A lease in flight for one of `entries`, if any. */
+function leasing(entries: Held[]): Promise<void> | undefined {
+  return entries.find((held) => held.leasing)?.leasing;
 }
 
 const ALLOWED: RateVerdict = Object.freeze({ allowed: true, retryAfterSeconds: 0 });

@@ -26,12 +26,19 @@ const LATENCY_BUCKETS_SECONDS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05
 
 /** One process's counts, as plain JSON (they travel between processes). */
 export interface MetricsSnapshot {
+  /** Certificates issued, by authentication method. */
   issued: Record<string, number>;
+  /** Requests refused, by problem code. */
   denied: Record<string, number>;
+  /** Requests refused by a rate limit, by the kind of bucket that refused. */
+  rateLimited: Record<string, number>;
+  /** Responses, by HTTP status. */
   responses: Record<string, number>;
   /** Issuances at or under each of the histogram's bounds (cumulative, as Prometheus has them). */
   latencyBuckets: number[];
+  /** Sum of the issuance latencies, in seconds. */
   latencySum: number;
+  /** Number of issuances timed. */
   latencyCount: number;
   /** Kubernetes objects the CA found in its way and left alone, by kind (absent in older snapshots). */
   kubernetesConflicts?: Record<string, number>;
@@ -64,6 +71,7 @@ export class CaMetrics {
   readonly #snapshot: MetricsSnapshot = {
     issued: Object.create(null),
     denied: Object.create(null),
+    rateLimited: Object.create(null),
     responses: Object.create(null),
     latencyBuckets: new Array<number>(LATENCY_BUCKETS_SECONDS.length).fill(0),
     latencySum: 0,
@@ -92,6 +100,14 @@ export class CaMetrics {
     count(this.#snapshot.kubernetesConflicts!, kind);
   }
 
+  /**
+   * One request refused by a rate limit: `bucket` is `address`, `requester`, `identity`,
+   * `global` (the whole CA's issuances) or `concurrency` (this process's issuances at once).
+   */
+  rateLimited(bucket: string): void {
+    count(this.#snapshot.rateLimited, bucket);
+  }
+
   /** One HTTP response with `status`. */
   request(status: number): void {
     count(this.#snapshot.responses, String(status));
@@ -109,6 +125,8 @@ export function mergeSnapshots(snapshots: readonly MetricsSnapshot[]): MetricsSn
   for (const s of snapshots) {
     for (const [k, v] of Object.entries(s.issued)) count(total.issued, k, v);
     for (const [k, v] of Object.entries(s.denied)) count(total.denied, k, v);
+    // A worker of an earlier version reports no rateLimited.
+    for (const [k, v] of Object.entries(s.rateLimited ?? {})) count(total.rateLimited, k, v);
     for (const [k, v] of Object.entries(s.responses)) count(total.responses, k, v);
     s.latencyBuckets.forEach((v, i) => total.latencyBuckets[i] += v);
     total.latencySum += s.latencySum;
@@ -128,6 +146,12 @@ export function renderMetrics(snapshots: readonly MetricsSnapshot[], facts: Grou
   };
   counter("meshauth_ca_certificates_issued_total", "Certificates issued.", "method", s.issued);
   counter("meshauth_ca_denials_total", "Requests denied, by reason.", "reason", s.denied);
+  counter(
+    "meshauth_ca_rate_limited_total",
+    "Requests refused by a rate limit, by the bucket that refused.",
+    "bucket",
+    s.rateLimited,
+  );
   counter("meshauth_ca_http_responses_total", "HTTP responses, by status.", "status", s.responses);
   counter(
     "meshauth_ca_kubernetes_conflicts_total",

@@ -13,7 +13,7 @@
  * @module
  */
 
-export { type CaAppOptions, createCaApp } from "./app.ts";
+export { type CaApp, type CaAppOptions, createCaApp, type FetchHandler, type RequestContext } from "./app.ts";
 export {
   Authorities,
   type AuthoritiesOptions,
@@ -46,6 +46,7 @@ export {
 export { fetchTrustingCa, projectedToken } from "./auth/kubernetes-client.ts";
 export { MtlsAuthenticator, type MtlsAuthenticatorOptions } from "./auth/mtls.ts";
 export { type CaConfig, ConfigError, ENV_OVERRIDES, isLoopback, loadConfig } from "./config.ts";
+export { type ConfigSources, type RawConfig } from "../internal/mod.ts";
 export {
   authorityIdOf,
   type AuthorityRecord,
@@ -61,7 +62,9 @@ export {
   clientCertificate,
   listen,
   type Listener,
+  ListenError,
   type ListenOptions,
+  type TimeLimits,
 } from "./http-listener.ts";
 export { jsonLogger, type Logger, type LogLevel, silentLogger } from "../internal/mod.ts";
 export {
@@ -75,12 +78,17 @@ export {
 export { type RunningCaServer, startCaServer } from "./server.ts";
 export { Problem, type ProblemBody, type ProblemCode, PROBLEMS } from "./problems.ts";
 export {
+  type BucketLimit,
+  type Charge,
   type LeasableRateLimit,
   type Lease,
+  type LeaseCharge,
+  LocallyFilteredRateLimit,
   type RateLimit,
   RateLimiter,
   type RateLimitOptions,
   type RateVerdict,
+  requestCharges,
 } from "./rate-limit.ts";
 export { LeasedRateLimit, type LeasedRateLimitOptions } from "./leased-rate-limit.ts";
 export { MAX_BODY_BYTES } from "./request-body.ts";
@@ -112,12 +120,13 @@ export {
   KubernetesClientMissing,
   type KubernetesStatus,
   loadKubernetesClient,
+  type ObjectMeta,
   type WatchEvent,
 } from "../internal/mod.ts";
 export { type KubernetesControllersConfig } from "./kubernetes/config.ts";
 export { type KubernetesIntegration, startKubernetesIntegration } from "./kubernetes/integration.ts";
 export { type LeaderElectionOptions, LeaderElector } from "./kubernetes/leader-election.ts";
-export { PodIndex, type PodIndexOptions, type PodRecord } from "./kubernetes/pod-index.ts";
+export { PodIndex, type PodIndexOptions, type PodObject, type PodRecord } from "./kubernetes/pod-index.ts";
 export { Reflector, type ReflectorHandler, type ReflectorOptions } from "../internal/mod.ts";
 export {
   ServiceAccountTokenAuthenticator,
@@ -134,10 +143,15 @@ export {
   type PodCertificateSignerOptions,
 } from "./kubernetes/pod-certificate-signer.ts";
 export {
+  type PodCertificateApiVersion,
   type PodCertificateRequest,
   RequestDenied,
   requestedKey,
   verifyProofOfPossession,
 } from "./kubernetes/pod-certificate-request.ts";
 export { clusterTrustBundleName, ClusterTrustBundlePublisher } from "./kubernetes/cluster-trust-bundle.ts";
-export { ControllerIssuer } from "./kubernetes/issuer.ts";
+export {
+  type ControllerIssuance,
+  ControllerIssuer,
+  type ControllerIssuerOptions,
+} from "./kubernetes/issuer.ts";

@@ -10,6 +10,8 @@
  * @module
  */
 
+import { MeshAuthError } from "../mod.ts";
+
 /** Every code the server answers, with its HTTP status and title. */
 export const PROBLEMS = {
   ERR_MALFORMED_JSON: { status: 400, title: "The request body is not valid JSON" },
@@ -43,19 +45,32 @@ export type ProblemCode = keyof typeof PROBLEMS;
 
 /** The JSON body of a problem response (RFC 9457 3.1, plus `code`). */
 export interface ProblemBody {
+  /** `urn:meshauth:problem:<code>`, one URN per code. */
   type: string;
+  /** The code's fixed one-line summary (see {@link PROBLEMS}). */
   title: string;
+  /** The HTTP status of the response. */
   status: number;
+  /** What was wrong with this request, in one sentence. */
   detail: string;
+  /** The stable code clients branch on. */
   code: ProblemCode;
+  /** Extension members of the code (`field`, `reason`, `maximumSeconds`...). */
   [extension: string]: unknown;
 }
 
-/** An error that becomes a problem response; `extensions` are added to the body. */
-export class Problem extends Error {
+/**
+ * An error that becomes a problem response; `extensions` are added to the body. A
+ * {@link MeshAuthError} whose `code` is the problem's.
+ */
+export class Problem extends MeshAuthError {
+  /** Stable code of the class itself; an instance carries one of {@link ProblemCode}. */
+  static override code: string = "ERR_PROBLEM";
+  /** The HTTP status the code answers with. */
   readonly status: number;
+  /** `code` says what went wrong, `detail` how, and `extensions` become members of the body. */
   constructor(
-    readonly code: ProblemCode,
+    override readonly code: ProblemCode,
     readonly detail: string,
     readonly extensions: Record<string, unknown> = {},
   ) {

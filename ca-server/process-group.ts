@@ -4,9 +4,10 @@
  * worker) and `/metrics` answers for every worker, whichever one is asked.
  *
  * A worker asks the primary over the cluster's IPC channel: one message per lease of tokens
- * (`LeasedRateLimit` in `leased-rate-limit.ts`: a key seen for the first time costs a round trip, a
- * busy one a round trip per lease of up to 64 tokens, and tokens left unspent go back in one
- * message a second), and for `/metrics` one round in
+ * (`LeasedRateLimit` in `leased-rate-limit.ts`: a request's charges (its requester's bucket, and
+ * the whole CA's for an issuance) are leased together; a key seen for the first time costs a
+ * round trip, a busy one a round trip per lease of up to 64 tokens, and tokens left unspent go
+ * back in one message a second), and for `/metrics` one round in
  * which the primary collects a snapshot from every worker. The primary keeps the last snapshot
  * of each worker: one that does not answer within 2 s is reported with its last counts, and
  * an exited one's last counts stay in the sum, so a counter never goes down.
@@ -17,8 +18,10 @@
 import cluster, { type Worker } from "node:cluster";
 import { type CaMetrics, type GroupMetrics, mergeSnapshots, type MetricsSnapshot } from "./metrics.ts";
 import {
+  type Charge,
   type LeasableRateLimit,
   type Lease,
+  type LeaseCharge,
   RateLimiter,
   type RateLimitOptions,
   type RateVerdict,
@@ -29,9 +32,8 @@ const ASK_TIMEOUT_MS = 5000;
 const COLLECT_TIMEOUT_MS = 2000;
 
 type Message =
-  | { channel: typeof CHANNEL; kind: "take"; id: number; key: string }
-  | { channel: typeof CHANNEL; kind: "exchange"; id: number; from: string; to: string }
-  | { channel: typeof CHANNEL; kind: "lease"; id: number; key: string; want: number }
+  | { channel: typeof CHANNEL; kind: "take"; id: number; charges: Charge[]; refund?: string }
+  | { channel: typeof CHANNEL; kind: "lease"; id: number; charges: LeaseCharge[]; refund?: string }
   | { channel: typeof CHANNEL; kind: "give-back"; id: number; tokens: [string, number][] }
   | { channel: typeof CHANNEL; kind: "metrics"; id: number }
   | { channel: typeof CHANNEL; kind: "snapshot-request"; id: number }
@@ -66,9 +68,8 @@ export class WorkerGroup {
 
   #ask<T>(
     message:
-      | { kind: "take"; key: string }
-      | { kind: "exchange"; from: string; to: string }
-      | { kind: "lease"; key: string; want: number }
+      | { kind: "take"; charges: Charge[]; refund?: string }
+      | { kind: "lease"; charges: LeaseCharge[]; refund?: string }
       | { kind: "metrics" },
   ): Promise<T> {
     const id = this.#nextId++;
@@ -99,12 +100,16 @@ export class WorkerGroup {
   /** The primary's buckets. */
   rateLimit(): LeasableRateLimit {
     return {
-      take: (key) => this.#ask<RateVerdict>({ kind: "take", key }),
-      exchange: (from, to) => this.#ask<RateVerdict>({ kind: "exchange", from, to }),
-      lease: (key, want) => this.#ask<Lease>({ kind: "lease", key, want }),
+      take: (charges, refund) => this.#ask<RateVerdict>({ kind: "take", charges: [...charges], refund }),
+      lease: (charges, refund) => this.#ask<Lease>({ kind: "lease", charges: [...charges], refund }),
       giveBack: (tokens) => {
         try {
-          this.#send({ channel: CHANNEL, kind: "give-back", id: 0, tokens });
+          this.#send({
+            channel: CHANNEL,
+            kind: "give-back",
+            id: 0,
+            tokens: tokens.map(([key, count]) => [key, count]),
+          });
         } catch {
           // The primary has gone: the tokens go with it.
         }
@@ -150,20 +155,19 @@ export function servePrimaryGroup(rateLimit: RateLimitOptions | false, workers =
         return reply(
           worker,
           message.id,
-          limiter?.take(message.key) ?? { allowed: true, retryAfterSeconds: 0 },
-        );
-      case "exchange":
-        return reply(
-          worker,
-          message.id,
-          limiter?.exchange(message.from, message.to) ?? { allowed: true, retryAfterSeconds: 0 },
+          limiter?.take(message.charges, message.refund) ?? { allowed: true, retryAfterSeconds: 0 },
         );
       case "lease":
         return reply(
           worker,
           message.id,
-          limiter?.lease(message.key, message.want) ??
-            ({ allowed: true, retryAfterSeconds: 0, extra: message.want, waitMs: 0 } satisfies Lease),
+          limiter?.lease(message.charges, message.refund) ??
+            ({
+              allowed: true,
+              retryAfterSeconds: 0,
+              extra: message.charges.map((charge) => charge.want),
+              waitMs: 0,
+            } satisfies Lease),
         );
       case "give-back":
         if (Array.isArray(message.tokens)) limiter?.giveBack(message.tokens);

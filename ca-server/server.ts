@@ -22,7 +22,13 @@ import { createCsr, exportPrivateKeyPem, generateKeyPair, renewalTime, SpiffeId 
 import { createCaApp } from "./app.ts";
 import type { Authorities } from "./authorities.ts";
 import { type CaConfig, isLoopback } from "./config.ts";
-import { clientAddress, clientCertificate, listen, type Listener } from "./http-listener.ts";
+import {
+  checkListenAddress,
+  clientAddress,
+  clientCertificate,
+  listen,
+  type Listener,
+} from "./http-listener.ts";
 import { jsonLogger, type Logger } from "../internal/mod.ts";
 import { CaMetrics } from "./metrics.ts";
 import { WorkerGroup } from "./process-group.ts";
@@ -43,8 +49,11 @@ const AUTHORITY_RELOAD_MS = 30_000;
 export interface RunningCaServer {
   /** `https://<host>:<port>` (or `http://` for plain HTTP), with `127.0.0.1` for a wildcard host. */
   url: string;
+  /** The port the API listens on (the one bound, when 0 was asked). */
   port: number;
+  /** The CA's authorities, reloaded from the key manager every 30 s. */
   authorities: Authorities;
+  /** The open store. */
   store: CaStore;
   /** Stops accepting connections, ends open ones and closes the store. */
   close(): Promise<void>;
@@ -130,6 +139,15 @@ async function servingCredentials(
   };
 }
 
+/**
+ * Checks, opening nothing, what would stop {@link startCaServer} at once: no authority that
+ * signs now, and a listen address that cannot be taken.
+ */
+export async function checkCaCanStart(config: CaConfig): Promise<void> {
+  (await loadAuthorities(config, openKeyManager(config))).active();
+  await checkListenAddress(config.listen.host, config.listen.port);
+}
+
 /** Starts the CA from a configuration; the store and key manager must be initialised (`ca init`). */
 export async function startCaServer(
   config: CaConfig,
@@ -139,15 +157,13 @@ export async function startCaServer(
   if (config.listen.plainHttp && !isLoopback(config.listen.host)) {
     throw new Error(`plain HTTP is allowed only on loopback, not ${config.listen.host}`);
   }
+  // What an operator must fix (no authority, a port in use) is found before the store is
+  // opened (or created), so that it is the only thing the start prints.
+  const authorities = await loadAuthorities(config, openKeyManager(config));
+  authorities.active();
+  // A worker's socket is the primary's, which checked the address before forking.
+  if (!cluster.isWorker) await checkListenAddress(config.listen.host, config.listen.port);
   const store = await openStore(config, { logger });
-  let authorities: Authorities;
-  try {
-    authorities = await loadAuthorities(config, openKeyManager(config));
-    authorities.active();
-  } catch (err) {
-    await store.close();
-    throw err;
-  }
   const metrics = options.metrics ?? new CaMetrics();
   let kubernetes: KubernetesIntegration | undefined;
   try {

@@ -91,25 +91,35 @@ export function revocationSelector(request: RevocationRequest, trustDomain: Trus
 
 /** Options of {@link CaService}. */
 export interface CaServiceOptions {
+  /** The CA's signing authorities and trust bundle. */
   authorities: Authorities;
+  /** Where issuances, revocations, CRLs and audit events are kept. */
   store: CaStore;
+  /** Where issuance and audit lines are logged. */
   logger: Logger;
+  /** Counts of issuances and refusals. */
   metrics: CaMetrics;
   /** CRL validity; a new CRL is signed after half of it, or when a revocation happens. Default 1 h. */
   crlNextUpdateSeconds?: number;
   /** DNS names an identity may have in its certificate; none by default (deny by default). */
   allowedDnsNames?: (spiffeId: string) => readonly string[];
+  /** The clock, for tests; the system's by default. */
   now?: () => Date;
 }
 
 /** A signed certificate, as the API answers it. */
 export interface IssuanceResult {
+  /** The SPIFFE ID the certificate proves. */
   spiffeId: string;
+  /** Lowercase hex of the serial number. */
   serialNumber: string;
+  /** When the certificate expires. */
   notAfter: Date;
+  /** The leaf followed by the CA's intermediates, PEM. */
   chainPem: string;
   /** The same chain, one PEM per certificate. */
   chainPems: string[];
+  /** The CA's trust bundle (its roots), PEM. */
   trustBundlePem: string;
 }
 
@@ -139,6 +149,7 @@ export class CaService {
   readonly #crls = new Map<string, SignedCrl>();
   readonly #signing = new Map<string, Promise<SignedCrl>>();
 
+  /** The CA's issuance, revocation and CRL logic over `options`' authorities and store. */
   constructor(options: CaServiceOptions) {
     this.#o = options;
   }
@@ -160,8 +171,17 @@ export class CaService {
     });
   }
 
-  /** Signs `csrPem` for `principal` if the CSR names an identity the principal may obtain. */
-  async issue(principal: Principal, csrPem: string, ttlSeconds?: number): Promise<IssuanceResult> {
+  /**
+   * Signs `csrPem` for `principal` if the CSR names an identity the principal may obtain.
+   * `admit`, when given, is called with that identity once the request is authorized and before
+   * anything is spent or signed (a single-use token included); it throws to refuse.
+   */
+  async issue(
+    principal: Principal,
+    csrPem: string,
+    ttlSeconds?: number,
+    admit?: (spiffeId: string) => Promise<void>,
+  ): Promise<IssuanceResult> {
     const started = performance.now();
     const authority = this.#o.authorities.active();
     let authorizedId: string;
@@ -169,6 +189,7 @@ export class CaService {
       if (principal.allowedIds.length === 1 && !principal.consume && !principal.confirmId) {
         // The common case: one identity; the core checks the CSR names it while signing.
         authorizedId = principal.allowedIds[0];
+        await admit?.(authorizedId);
       } else {
         const request = await parseCsr(csrPem);
         authorizedId = request.id.toString();
@@ -185,6 +206,7 @@ export class CaService {
         if (extraDns.length) {
           throw new IssuanceRefused(`the CSR asks for DNS names it may not have: ${extraDns.join(", ")}`);
         }
+        await admit?.(authorizedId);
         await principal.consume?.();
       }
     } catch (err) {

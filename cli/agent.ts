@@ -8,6 +8,8 @@
 
 import { setFlagsFromString } from "node:v8";
 import { AGENT_ENV_OVERRIDES, type AgentConfig, loadAgentConfig } from "../agent/config.ts";
+import type { WorkloadProblem, WorkloadSpec } from "../agent/sources/source.ts";
+import { jsonLogger } from "../internal/mod.ts";
 import { isHelp, parseFlags, reportCliError, UsageError } from "./args.ts";
 
 const HELP = `usage: meshauth agent --config <file> [options]
@@ -21,18 +23,56 @@ SIGINT.
 
 Options:
   --config <file>   YAML or JSON configuration (every key: docs/agent.md)
-  --check           validate the configuration and the workload entries, print them, exit
-                    (1 when an entry is skipped)
+  --check           validate the configuration and the workload entries (the drop-in files
+                    included), print them, exit (1 when an entry is skipped)
   --help            this text
 Environment overrides: ${Object.keys(AGENT_ENV_OVERRIDES).join(", ")}`;
 
-function describe(config: AgentConfig): string {
+/** The drop-in files of `workloadsDir` as the agent reads them at start: entries and problems. */
+async function readDropIns(
+  config: AgentConfig,
+): Promise<{ workloads: readonly WorkloadSpec[]; problems: WorkloadProblem[] }> {
+  const found: { workloads: readonly WorkloadSpec[]; problems: WorkloadProblem[] } = {
+    workloads: [],
+    problems: [],
+  };
+  if (!config.workloadsDir) return found;
+  const { DirectorySource } = await import("../agent/sources/directory.ts");
+  const source = new DirectorySource({
+    directory: config.workloadsDir,
+    trustDomain: config.trustDomain,
+    defaults: config.workloadDefaults,
+  });
+  await source.start({
+    replace: (_source, workloads) => void (found.workloads = workloads),
+    problem: (problem) => void found.problems.push(problem),
+    delivered: () => Promise.resolve(),
+  });
+  await source.stop();
+  return found;
+}
+
+/** What `--check` prints; its first line says whether the configuration is valid, as the exit code does. */
+async function describe(config: AgentConfig): Promise<{ text: string; isValid: boolean }> {
+  const dropIns = await readDropIns(config);
+  const problems = [...config.workloadProblems, ...dropIns.problems];
+  const where = `node ${config.node.name} of ${config.trustDomain}, CA ${config.ca.url}`;
   const lines = [
-    `configuration is valid: node ${config.node.name} of ${config.trustDomain}, CA ${config.ca.url}`,
+    problems.length === 0
+      ? `configuration is valid: ${where}`
+      : `configuration is not valid: ${problems.length} workload entr${
+        problems.length === 1 ? "y is" : "ies are"
+      } skipped (below); ${where}`,
     `state directory ${config.stateDir}; status port ${config.listen.host}:${config.listen.port}`,
-    ...config.workloads.map((w) => `  workload ${w.name}: ${w.spiffeId} -> ${w.directory} (${w.layout})`),
+    ...[...config.workloads, ...dropIns.workloads].map((w) =>
+      `  workload ${w.name}: ${w.spiffeId} -> ${w.directory} (${w.layout})${
+        w.origin.file ? ` from ${w.origin.file}` : ""
+      }`
+    ),
   ];
-  if (config.workloadsDir) lines.push(`  and the drop-in files in ${config.workloadsDir}`);
+  if (config.workloadsDir) {
+    lines.push(`  and the drop-in files in ${config.workloadsDir}, read again as they change`);
+  }
   const k8s = config.kubernetes;
   if (k8s?.pods.enabled) {
     lines.push(`  and the annotated pods of node ${config.node.name}, in ${k8s.pods.directory}`);
@@ -40,10 +80,10 @@ function describe(config: AgentConfig): string {
   if (k8s?.csi.enabled) {
     lines.push(`  and the CSI volumes of driver ${k8s.csi.driverName}, served on ${k8s.csi.socket}`);
   }
-  for (const p of config.workloadProblems) {
+  for (const p of problems) {
     lines.push(`  skipped ${[p.file, p.field].filter(Boolean).join(" ")}: ${p.message}`);
   }
-  return lines.join("\n");
+  return { text: lines.join("\n"), isValid: problems.length === 0 };
 }
 
 /**
@@ -85,27 +125,34 @@ export async function runAgentCommand(args: string[]): Promise<number> {
     }
     const config = await loadAgentConfig({ path: values.config, env: process.env });
     if (values.check) {
-      console.log(describe(config));
-      return config.workloadProblems.length ? 1 : 0;
+      const { text, isValid } = await describe(config);
+      console.log(text);
+      return isValid ? 0 : 1;
     }
     keepYoungGenerationSmall();
     const { startAgentDaemon } = await import("../agent/daemon.ts");
     // Signals are handled from the start. A stop before the agent runs (a node bootstrapping
     // against a CA that does not answer yet) exits at once: every file it writes is replaced
     // atomically, so an exit at any moment is as safe as it is after a SIGKILL.
+    const logger = jsonLogger({ level: config.log.level });
     let running: Awaited<ReturnType<typeof startAgentDaemon>> | undefined;
     let stopped!: () => void;
     const isStopped = new Promise<void>((resolve) => stopped = resolve);
-    const stop = () => {
+    const stop = (signal: NodeJS.Signals) => {
       process.off("SIGTERM", stop);
       process.off("SIGINT", stop);
-      if (running) void running.close().then(stopped);
-      else process.exit(0);
+      if (running) {
+        void running.close().then(stopped);
+      } else {
+        // The same last line as a stop once running: an operator sees that it stopped cleanly.
+        logger.info("stopped", { signal, whileStarting: true });
+        process.exit(0);
+      }
     };
     process.on("SIGTERM", stop);
     process.on("SIGINT", stop);
     try {
-      running = await startAgentDaemon(config);
+      running = await startAgentDaemon(config, { logger });
     } catch (err) {
       process.off("SIGTERM", stop);
       process.off("SIGINT", stop);

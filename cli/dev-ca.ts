@@ -15,6 +15,7 @@ import { loadConfig } from "../ca-server/config.ts";
 import { jsonLogger } from "../internal/mod.ts";
 import { parseFlags, reportCliError } from "./args.ts";
 import { runCaServer } from "../ca-server/workers.ts";
+import { checkListenAddress } from "../ca-server/http-listener.ts";
 import { initRoot, openKeyManager, openStore, trustBundlePath } from "../ca-server/from-config.ts";
 
 /** The shell commands that get a certificate for `spiffeId` with `token` from `url`, into files. */
@@ -49,6 +50,8 @@ A development CA: a root for meshauth.local in ./.meshauth on first run, TLS on 
   const logger = jsonLogger({ level: config.log.level });
   if (cluster.isWorker) return await runCaServer(config, logger);
 
+  // A port in use is said before a first run makes its root: a start that fails writes nothing.
+  await checkListenAddress(config.listen.host, config.listen.port);
   const keyManager = openKeyManager(config);
   if ((await keyManager.list()).length === 0) {
     const record = await initRoot(config, keyManager);

@@ -16,11 +16,12 @@ import { MeshAuthError, SpiffeId } from "../mod.ts";
 
 /** A configuration that cannot be used; `problems` lists each field and what was wrong. */
 export class ConfigError extends MeshAuthError {
-  static override code = "ERR_CONFIG";
-  override code = ConfigError.code;
-  override name = "ConfigError";
+  /** Stable code of this class: `ERR_CONFIG`. */
+  static override code: string = "ERR_CONFIG";
+  /** `source` names the file or the environment; `problems` lists each invalid setting on its own line. */
   constructor(readonly source: string, readonly problems: string[]) {
     super(`invalid configuration (${source}):\n${problems.map((p) => `  - ${p}`).join("\n")}`);
+    this.name = "ConfigError";
   }
 }
 
@@ -33,6 +34,7 @@ export interface ConfigSources {
   path?: string;
   /** The file's content, already read (the file is then only named by `path`). */
   text?: string;
+  /** The environment variables to read `MESHAUTH_*` overrides from. */
   env?: Record<string, string | undefined>;
   /** Values from the command line, by field path (`trustDomain`, `listen.port`). */
   overrides?: RawConfig;

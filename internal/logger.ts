@@ -18,9 +18,13 @@ const RANK: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 4
 
 /** What the server logs through. */
 export interface Logger {
+  /** Logs detail useful while debugging. */
   debug(msg: string, fields?: Record<string, unknown>): void;
+  /** Logs a normal event. */
   info(msg: string, fields?: Record<string, unknown>): void;
+  /** Logs something wrong that the process survives. */
   warn(msg: string, fields?: Record<string, unknown>): void;
+  /** Logs a failure. */
   error(msg: string, fields?: Record<string, unknown>): void;
 }
 

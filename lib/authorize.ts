@@ -25,7 +25,8 @@ import type { Certificate } from "./x509/certificate.ts";
  */
 export type Authorizer = (peerId: SpiffeId, chain?: readonly Certificate[]) => void;
 
-type IdLike = SpiffeId | string;
+/** A SPIFFE ID, parsed or as text (parsed, and refused when invalid, when the authorizer is made). */
+export type IdLike = SpiffeId | string;
 
 /** Allows any verified peer. Use only where verification of the chain is all you need. */
 export function authorizeAny(): Authorizer {
@@ -68,6 +69,7 @@ export function authorizeMemberOf(trustDomain: TrustDomain | string): Authorizer
 export class SecureNaming {
   #table = new Map<string, Set<string>>();
 
+  /** A table of service name to the identities allowed to run it, as an object or a Map. */
   constructor(table: Record<string, readonly IdLike[]> | Map<string, readonly IdLike[]> = {}) {
     const entries = table instanceof Map ? [...table.entries()] : Object.entries(table);
     for (const [service, ids] of entries) this.set(service, ids);

@@ -20,6 +20,7 @@ import { bytesEqual, fromBase64, toBase64, toBase64Url } from "./encoding.ts";
 import { describeValue, InvalidArgument, InvalidBundle, MeshAuthError, optionsOf } from "./errors.ts";
 import { encodePem } from "./pem.ts";
 import { TrustDomain } from "./spiffeid.ts";
+import type { CertificateInput } from "./verify/chain.ts";
 import {
   type Certificate,
   isParsedCertificate,
@@ -29,22 +30,35 @@ import {
 
 /** One key of a SPIFFE bundle (RFC 7517 JWK with the SPIFFE `use`). */
 export interface SpiffeJwk {
+  /** Key type (`EC`, `RSA`, `OKP`). */
   kty: string;
+  /** `x509-svid` for an X.509 authority, `jwt-svid` for a JWT signing key. */
   use: string;
+  /** The authority's certificate (base64 DER, exactly one for `x509-svid`). */
   x5c?: string[];
+  /** Key ID; required for `jwt-svid` keys. */
   kid?: string;
+  /** Curve of an EC or OKP key (`P-256`, `Ed25519`). */
   crv?: string;
+  /** EC or OKP public key x coordinate (base64url). */
   x?: string;
+  /** EC public key y coordinate (base64url). */
   y?: string;
+  /** RSA modulus (base64url). */
   n?: string;
+  /** RSA public exponent (base64url). */
   e?: string;
+  /** Other JWK members, kept as they came. */
   [other: string]: unknown;
 }
 
 /** The SPIFFE bundle document. */
 export interface SpiffeBundleDocument {
+  /** The authorities, as JWKs. */
   keys: SpiffeJwk[];
+  /** Monotonic version of the bundle; a holder ignores one older than what it has. */
   spiffe_sequence?: number;
+  /** How often holders should refetch, in seconds. */
   spiffe_refresh_hint?: number;
 }
 
@@ -56,12 +70,13 @@ export interface TrustBundleOptions {
   refreshHintSeconds?: number;
 }
 
-type CertificateInput = string | Uint8Array | Certificate;
-
 /** The X.509 authorities of one trust domain. */
 export class TrustBundle {
+  /** The trust domain whose authorities these are. */
   readonly trustDomain: TrustDomain;
+  /** Monotonic bundle version (`spiffe_sequence`), raised by each change to the authorities; 0 by default. */
   sequence: number;
+  /** How often holders should refetch, in seconds (`spiffe_refresh_hint`). */
   refreshHintSeconds?: number;
   #authorities: Certificate[] = [];
   /** JWT-SVID keys from a SPIFFE bundle, kept as they came for the JWT-SVID support to come. */
@@ -238,6 +253,7 @@ export class TrustBundle {
 export class BundleSet {
   #bundles = new Map<string, TrustBundle>();
 
+  /** A set holding `bundles`, at most one per trust domain (a later one replaces an earlier). */
   constructor(...bundles: TrustBundle[]) {
     for (const b of bundles) this.add(b);
   }

@@ -47,8 +47,11 @@ export interface CaCryptoOptions {
 
 /** Options of `CertificateAuthority.createRoot`. */
 export interface CreateRootOptions extends IssuancePolicy, CaCryptoOptions {
+  /** The trust domain the root certifies (`spiffe://<trust domain>` is its URI SAN). */
   trustDomain: TrustDomain | string;
+  /** The root's key algorithm; ECDSA-P256 by default. */
   keyAlgorithm?: KeyAlgorithm;
+  /** The root's lifetime; ten years by default. */
   ttlSeconds?: number;
   /** Subject attributes by short name (`O`, `OU`, `CN`, `C`); default `O=<trust domain>, CN=meshauth root CA`. */
   subject?: Record<string, string>;
@@ -60,6 +63,7 @@ export interface CreateRootOptions extends IssuancePolicy, CaCryptoOptions {
 export interface LoadOptions extends IssuancePolicy, CaCryptoOptions {
   /** The CA's certificate first, then its issuers (Istio's `cert-chain.pem`/`ca-cert.pem`). */
   certificateChainPem: string;
+  /** The CA's private key, PKCS#8 or SEC1 PEM. */
   privateKeyPem: string;
   /** The roots (Istio's `root-cert.pem`); by default the chain's last, self-signed certificate. */
   trustBundlePem?: string;
@@ -69,6 +73,7 @@ export interface LoadOptions extends IssuancePolicy, CaCryptoOptions {
 
 /** Options of `CertificateAuthority.fromSigner`: a CA whose key lives elsewhere (KMS, HSM). */
 export interface FromSignerOptions extends Omit<LoadOptions, "privateKeyPem"> {
+  /** Signs with the CA's key wherever it is held; its public key must match the CA certificate. */
   signer: Signer;
 }
 
@@ -89,8 +94,11 @@ export interface IssueOptions {
 
 /** An issued X509-SVID. */
 export interface IssuedCertificate {
+  /** The SPIFFE ID the certificate proves. */
   id: SpiffeId;
+  /** The leaf certificate, PEM. */
   certificatePem: string;
+  /** The leaf certificate, DER. */
   certificateDer: Uint8Array;
   /** The leaf followed by the CA's intermediates (not the roots, which come from the bundle). */
   chainPem: string;
@@ -98,16 +106,21 @@ export interface IssuedCertificate {
   chainPems: string[];
   /** Hex of the serial number's content octets. */
   serialNumber: string;
+  /** Start of the certificate's validity (backdated a little for clock skew). */
   notBefore: Date;
+  /** End of the certificate's validity: the requested TTL, capped at the CA's own notAfter. */
   notAfter: Date;
 }
 
 /** Options of `CertificateAuthority.createCrl`. */
 export interface CreateCrlOptions {
+  /** The certificates to list, with when and why each was revoked. */
   revoked: Revocation[];
+  /** Seconds from thisUpdate to nextUpdate: when relying parties must fetch a newer CRL. */
   nextUpdateSeconds: number;
   /** Monotonic CRL number; by default the current time in milliseconds. */
   crlNumber?: bigint | number;
+  /** Issue time of the CRL; now by default. */
   thisUpdate?: Date;
 }
 

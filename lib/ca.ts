@@ -69,6 +69,7 @@ import { keySigner, type Signer } from "./x509/signature.ts";
 
 /** A certificate authority able to issue X509-SVIDs. */
 export class CertificateAuthority {
+  /** The trust domain this CA issues for. */
   readonly trustDomain: TrustDomain;
   /** This CA's certificate. */
   readonly certificate: Certificate;

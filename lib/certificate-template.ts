@@ -149,7 +149,9 @@ export async function signCertificate(template: CertificateTemplate, signer: Sig
 export interface Revocation {
   /** Serial number as hex (as `issue` returns it). */
   serialNumber: string;
+  /** When the certificate was revoked. */
   revokedAt: Date;
+  /** Why, as a CRLReason name; the CRL entry carries no reason code when absent. */
   reason?: RevocationReason;
 }
 

@@ -55,6 +55,7 @@ export interface CertificateRequest {
   dnsNames: string[];
   /** IP address SANs, if any, in text form (`127.0.0.1`, `::1`). */
   ipAddresses: string[];
+  /** The meshauth name of the requested key's algorithm. */
   keyAlgorithm: KeyAlgorithm;
   /** SubjectPublicKeyInfo DER, as the issued certificate will carry it. */
   spki: Uint8Array;
@@ -70,8 +71,11 @@ export interface ParseCsrOptions {
 
 /** Options of {@link createCsr}. */
 export interface CreateCsrOptions {
+  /** The key pair the CSR is for; it is signed with the private key. */
   keys: Pick<KeyPair, "privateKey" | "publicKey">;
+  /** The SPIFFE ID to request, the CSR's one URI SAN. */
   id: SpiffeId | string;
+  /** DNS name SANs to request, for a server reached by name. */
   dnsNames?: string[];
   /** IP address SANs (`127.0.0.1`, `::1`), for a server reached by address. */
   ipAddresses?: string[];

@@ -34,8 +34,11 @@ export const KEY_ALGORITHMS: readonly KeyAlgorithm[] = [
 
 /** A key pair with the meshauth name of its algorithm. */
 export interface KeyPair {
+  /** The private key; extractable unless generated with `extractable: false`. */
   privateKey: CryptoKey;
+  /** The public key. */
   publicKey: CryptoKey;
+  /** Which of {@link KEY_ALGORITHMS} the pair is. */
   algorithm: KeyAlgorithm;
 }
 

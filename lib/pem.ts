@@ -8,7 +8,9 @@ import { describeValue, InvalidArgument, MalformedInput } from "./errors.ts";
 
 /** One PEM block: its label (`CERTIFICATE`, `PRIVATE KEY`, ...) and DER bytes. */
 export interface PemBlock {
+  /** The label between `BEGIN` and `END` (`CERTIFICATE`, `PRIVATE KEY`). */
   label: string;
+  /** The decoded DER bytes. */
   der: Uint8Array;
 }
 

@@ -15,8 +15,10 @@ if (args.includes("--help")) {
   console.log(`usage: npm test [-- --only=step,step] [--skip=step,step]
 
 Runs, in order: ${steps().map((s) => s.name).join(", ")}.
+--long runs the fault tests' long variant (at least 200 kill points per component; what
+\`npm run test:faults\` does: node scripts/test.mjs --only=system,faults --long).
 System packages the tests need (openssl, curl, postgresql, redis-server, redis-tools,
-stunnel4, haproxy, wrk) are installed with apt-get when
+stunnel4, haproxy, wrk, faketime) are installed with apt-get when
 missing and running as root; otherwise the missing ones are named and the run stops.
 The extra runtimes (Node 24, Deno, Bun, workerd) are installed on first use into
 tests/runtimes/node_modules from tests/runtimes/package-lock.json. With CI=true a runtime
@@ -43,7 +45,8 @@ function files(dir, pattern) {
 function steps() {
   // tests/package packs and installs the package from the registry, and tests/docs runs every
   // code block on each runtime itself: once per run each, on Node, as steps of their own.
-  const ownSteps = ["tests/package/", "tests/docs/"];
+  // tests/faults kills and restarts processes: once per run, on Node, as a step of its own.
+  const ownSteps = ["tests/package/", "tests/docs/", "tests/faults/"];
   const tests = files("tests", /\.test\.ts$/).filter((f) => !ownSteps.some((dir) => f.startsWith(dir)));
   const coreTests = files("tests/core", /\.test\.ts$/);
   const typed = [
@@ -66,6 +69,18 @@ function steps() {
     { name: "lint", cmd: [deno, "lint", "--quiet"], runtime: deno },
     { name: "fmt", cmd: [deno, "fmt", "--check", "--quiet"], runtime: deno },
     { name: "node", cmd: [process.execPath, "--import", "tsx", "--test", "--test-concurrency=1", ...tests] },
+    {
+      name: "faults",
+      cmd: [
+        process.execPath,
+        "--import",
+        "tsx",
+        "--test",
+        "--test-concurrency=1",
+        ...files("tests/faults", /\.test\.ts$/),
+      ],
+      env: { MESHAUTH_FAULTS: args.includes("--long") ? "long" : "short" },
+    },
     { name: "deno", cmd: [deno, "test", "-A", "--quiet", ...tests], runtime: deno },
     {
       name: "node24",
@@ -134,6 +149,8 @@ function ensureSystemPackages() {
   if (!have("openssl")) missing.push("openssl");
   if (!have("curl")) missing.push("curl");
   if (!postgresBinDir()) missing.push("postgresql");
+  // The clock-skew fault test runs the agent under libfaketime.
+  if (!have("faketime")) missing.push("faketime");
   // The proxy's interop tests and bench/proxy.ts: independent peers and load generators.
   if (!have("redis-server")) missing.push("redis-server");
   if (!have("redis-cli") || !have("redis-benchmark")) missing.push("redis-tools");

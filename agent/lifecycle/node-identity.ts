@@ -18,6 +18,7 @@ import type { CaClient, CaCredential } from "../ca-client.ts";
 import { type HeldSvid, obtainSvid } from "../issuance.ts";
 import type { AgentMetrics } from "../metrics.ts";
 import { Backoff, type BackoffOptions } from "./backoff.ts";
+import type { CaClock } from "./ca-clock.ts";
 import { causeOf, isRefusal, messageOf, retryAfterMs } from "./failure.ts";
 import { renewalMoment, usableFrom } from "./renewal.ts";
 import type { StateStore } from "./state-store.ts";
@@ -39,6 +40,8 @@ export interface NodeIdentityOptions {
   /** Checks a stored SVID against the current trust bundle before reusing it. */
   isTrusted: (svid: HeldSvid) => Promise<boolean>;
   onChange: (svid: HeldSvid) => void;
+  /** The CA's clock, on which certificates' times are judged; this node's by default. */
+  clock?: CaClock;
 }
 
 /** The agent could not obtain its node identity and cannot without an operator. */
@@ -163,7 +166,7 @@ export class NodeIdentity {
   // one: an 8-second SVID renewed at half-life still has 4 s, time enough for one request.
   #isValid(svid: HeldSvid): boolean {
     const life = svid.expiresAt.getTime() - usableFrom(svid).getTime();
-    return svid.expiresAt.getTime() > Date.now() + Math.min(5000, life / 10);
+    return svid.expiresAt.getTime() > (this.#o.clock?.now() ?? Date.now()) + Math.min(5000, life / 10);
   }
 
   #set(svid: HeldSvid): void {
@@ -191,9 +194,10 @@ export class NodeIdentity {
     try {
       svid = await this.#request(credential);
     } catch (err) {
-      // A refused node SVID (revoked): a reusable or new token still gets the node back.
+      // A refused node SVID (revoked): a reusable or new token still gets the node back. With
+      // no token to be had, the refusal is what the operator needs to hear.
       const token = !useToken && causeOf(err).startsWith("ERR_CLIENT_CERT")
-        ? await this.#o.bootstrapToken()
+        ? await this.#o.bootstrapToken().catch(() => undefined)
         : undefined;
       if (!token) throw err;
       this.#o.logger.warn("the CA refused the node SVID; bootstrapping again with the join token", {
@@ -250,6 +254,7 @@ export class NodeIdentity {
   #scheduleRenewal(): void {
     const svid = this.#current!;
     this.#timer?.cancel();
-    this.#timer = callAt(renewalMoment(svid, this.#o.renewal), () => this.renewNow("renewal"));
+    const at = renewalMoment(svid, this.#o.renewal, Date.now(), this.#o.clock?.offsetMs);
+    this.#timer = callAt(at, () => this.renewNow("renewal"));
   }
 }

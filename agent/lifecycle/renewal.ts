@@ -29,13 +29,25 @@ export function usableFrom(svid: RenewableCertificate): Date {
 }
 
 /**
- * When to renew `svid`: {@link renewalTime} (half-life, jitter taken off) over its usable life
- * ({@link usableFrom} to `notAfter`), but never sooner than a tenth of its remaining life (at
- * least 1 s) from now, so that a certificate restored late in its life, or one shorter than
- * the clocks' disagreement, does not renew in a tight loop.
+ * When to renew `svid`, on this node's clock: {@link renewalTime} (half-life, jitter taken off)
+ * over its usable life ({@link usableFrom} to `notAfter`), but never sooner than a tenth of its
+ * remaining life (at least 1 s) from now, so that a certificate restored late in its life, or
+ * one shorter than the clocks' disagreement, does not renew in a tight loop. The certificate's
+ * times are the CA's: with `clockOffsetMs` (the CA's clock minus this node's) the moment is
+ * found on the CA's clock and answered on this one, so a node whose clock is off still renews
+ * at half-life.
  */
-export function renewalMoment(svid: RenewableCertificate, renewal?: RenewalOptions, now = Date.now()): Date {
-  const at = renewalTime({ notBefore: usableFrom(svid), notAfter: svid.expiresAt }, renewal).getTime();
-  const floor = now + Math.max(1000, (svid.expiresAt.getTime() - now) / 10);
-  return new Date(Math.max(at, floor));
+export function renewalMoment(
+  svid: RenewableCertificate,
+  renewal?: RenewalOptions,
+  now = Date.now(),
+  clockOffsetMs = 0,
+): Date {
+  const caNow = now + clockOffsetMs;
+  // obtainedAt was read on this node's clock.
+  const obtainedAt = svid.obtainedAt && new Date(svid.obtainedAt.getTime() + clockOffsetMs);
+  const usable = usableFrom({ ...svid, obtainedAt });
+  const at = renewalTime({ notBefore: usable, notAfter: svid.expiresAt }, renewal).getTime();
+  const floor = caNow + Math.max(1000, (svid.expiresAt.getTime() - caNow) / 10);
+  return new Date(Math.max(at, floor) - clockOffsetMs);
 }

@@ -54,6 +54,8 @@ export interface TrustRefresherOptions {
   heldCertificates: () => Iterable<HeldCertificate>;
   onBundle: (bundle: TrustBundle, pem: string, sequence: number | undefined) => void;
   onCrl: (authorityId: string, crl: Crl, revokedSerials: ReadonlySet<string>) => void;
+  /** Now on the CA's clock (see CaClock); this node's by default. */
+  caNow?: () => number;
 }
 
 interface HeldCrl {
@@ -287,7 +289,9 @@ export class TrustRefresher {
       return;
     }
     try {
-      await verifySvid(sample.certificateChainPem, this.bundle, { crls: [crl] });
+      // On the CA's clock: a node whose clock is off must still follow revocations.
+      const at = new Date(this.#o.caNow?.() ?? Date.now());
+      await verifySvid(sample.certificateChainPem, this.bundle, { crls: [crl], at });
     } catch (err) {
       if (!(err instanceof VerificationError && err.code === "ERR_CERT_REVOKED")) {
         throw new Error(`the CRL does not verify: ${messageOf(err)}`);

@@ -19,6 +19,7 @@ import { type HeldSvid, obtainSvid } from "../issuance.ts";
 import { type AgentMetrics, EXPIRY_WARNING_FRACTION } from "../metrics.ts";
 import type { WorkloadSpec } from "../sources/source.ts";
 import { Backoff, type BackoffOptions } from "./backoff.ts";
+import type { CaClock } from "./ca-clock.ts";
 import { causeOf, isRefusal, messageOf, retryAfterMs } from "./failure.ts";
 import { renewalMoment, usableFrom } from "./renewal.ts";
 import type { StateStore, WorkloadRecord } from "./state-store.ts";
@@ -58,6 +59,8 @@ export interface LifecycleContext {
   onSvid: (credential: WorkloadCredential, svid: HeldSvid) => void;
   /** The workload's files changed (delivered, or removed). */
   onDelivered: (credential: WorkloadCredential) => void;
+  /** The CA's clock, on which certificates' times are judged; this node's by default. */
+  clock?: CaClock;
 }
 
 /** What the workload's files hold now. */
@@ -122,8 +125,18 @@ export class WorkloadCredential {
   /** True when the files hold a certificate that is valid now and not revoked. */
   get isReady(): boolean {
     const delivered = this.#delivered;
-    return !!delivered && delivered.notAfter.getTime() > Date.now() &&
+    return !!delivered && delivered.notAfter.getTime() > this.#caNow() &&
       !this.#ctx.isRevoked(delivered.serialNumber);
+  }
+
+  /** Now on the CA's clock, on which certificates' times are set. */
+  #caNow(): number {
+    return this.#ctx.clock?.now() ?? Date.now();
+  }
+
+  /** A moment on the CA's clock, on this node's. */
+  #local(caTimeMs: number): number {
+    return this.#ctx.clock?.toLocal(caTimeMs) ?? caTimeMs;
   }
 
   /**
@@ -285,12 +298,12 @@ export class WorkloadCredential {
   /** A stored SVID serves if it is this identity's, unexpired, and the current bundle verifies it. */
   async #reusable(record: WorkloadRecord): Promise<boolean> {
     const svid = record.svid;
-    if (!svid.spiffeId.equals(this.#spec.spiffeId) || svid.expiresAt.getTime() <= Date.now() + 1000) {
+    if (!svid.spiffeId.equals(this.#spec.spiffeId) || svid.expiresAt.getTime() <= this.#caNow() + 1000) {
       return false;
     }
     if ((record.keyAlgorithm ?? this.#spec.keyAlgorithm) !== this.#spec.keyAlgorithm) return false;
     try {
-      await verifySvid(svid.certificateChainPem, this.#ctx.trustBundle());
+      await verifySvid(svid.certificateChainPem, this.#ctx.trustBundle(), { at: new Date(this.#caNow()) });
       return true;
     } catch {
       return false;
@@ -305,16 +318,22 @@ export class WorkloadCredential {
       // The wait for the node identity ends when the workload goes: a removal never waits for
       // a CA that does not answer.
       const credential = await untilAborted(this.#ctx.nodeCredential(), signal);
-      svid = await this.#ctx.issuances.run(() =>
-        obtainSvid({
-          client: this.#ctx.client,
-          id: spec.spiffeId,
-          credential,
-          keyAlgorithm: spec.keyAlgorithm,
-          ttlSeconds: spec.ttlSeconds,
-          parseBundle: this.#ctx.parseBundle,
-          signal,
-        }), signal);
+      // The certificate closest to running out goes first (none held: first of all), so a
+      // node's queue after a CA outage renews in order of need, not of the backoff's draw.
+      const priority = this.#delivered?.notAfter.getTime() ?? this.#held?.expiresAt.getTime() ?? 0;
+      svid = await this.#ctx.issuances.run(
+        () =>
+          obtainSvid({
+            client: this.#ctx.client,
+            id: spec.spiffeId,
+            credential,
+            keyAlgorithm: spec.keyAlgorithm,
+            ttlSeconds: spec.ttlSeconds,
+            parseBundle: this.#ctx.parseBundle,
+            signal,
+          }),
+        { priority, signal },
+      );
     } catch (err) {
       if (this.#isStopped) return;
       this.#issueFailed(reason, err);
@@ -366,7 +385,9 @@ export class WorkloadCredential {
       reason,
       cause,
       error: messageOf(err),
-      certificateSecondsLeft: current ? Math.round((current.notAfter.getTime() - Date.now()) / 1000) : null,
+      certificateSecondsLeft: current
+        ? Math.round((current.notAfter.getTime() - this.#caNow()) / 1000)
+        : null,
       retryInSeconds: Math.round(wait / 1000),
     };
     if (refused) this.#ctx.logger.error("the CA refused the workload's certificate", fields);
@@ -401,7 +422,7 @@ export class WorkloadCredential {
         cause,
         error: messageOf(err),
         certificateSecondsLeft: this.#delivered
-          ? Math.round((this.#delivered.notAfter.getTime() - Date.now()) / 1000)
+          ? Math.round((this.#delivered.notAfter.getTime() - this.#caNow()) / 1000)
           : null,
         retryInSeconds: Math.round(wait / 1000),
       });
@@ -434,7 +455,8 @@ export class WorkloadCredential {
     const svid = this.#held;
     if (!svid || this.#isStopped) return;
     this.#renewTimer?.cancel();
-    this.#renewTimer = callAt(renewalMoment(svid, this.#ctx.renewal), () => this.issueNow("renewal"));
+    const at = renewalMoment(svid, this.#ctx.renewal, Date.now(), this.#ctx.clock?.offsetMs);
+    this.#renewTimer = callAt(at, () => this.issueNow("renewal"));
   }
 
   /** A warning (and a metric) when the delivered certificate has 20% of its life left, and at expiry. */
@@ -444,7 +466,7 @@ export class WorkloadCredential {
     if (!delivered || this.#isStopped) return;
     const lifetime = delivered.notAfter.getTime() - delivered.notBefore.getTime();
     const warnAt = delivered.notAfter.getTime() - lifetime * EXPIRY_WARNING_FRACTION;
-    this.#warnTimer = callAt(warnAt, () => {
+    this.#warnTimer = callAt(this.#local(warnAt), () => {
       if (this.#delivered !== delivered) return;
       this.#ctx.metrics.expiryWarnings.inc();
       this.#ctx.logger.warn("certificate expires soon and is not yet renewed", {
@@ -452,9 +474,9 @@ export class WorkloadCredential {
         spiffeId: this.#spec.spiffeId.toString(),
         serialNumber: delivered.serialNumber,
         notAfter: delivered.notAfter.toISOString(),
-        certificateSecondsLeft: Math.round((delivered.notAfter.getTime() - Date.now()) / 1000),
+        certificateSecondsLeft: Math.round((delivered.notAfter.getTime() - this.#caNow()) / 1000),
       });
-      this.#warnTimer = callAt(delivered.notAfter, () => {
+      this.#warnTimer = callAt(this.#local(delivered.notAfter.getTime()), () => {
         if (this.#delivered !== delivered) return;
         this.#ctx.logger.error("certificate expired; the workload has no valid certificate", {
           workload: this.name,

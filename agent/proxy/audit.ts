@@ -5,10 +5,15 @@
  * `write` each batch; at most `maxPendingBytes` wait for the disk, beyond which records are
  * dropped and counted rather than held without bound.
  *
+ * Disk use is bounded: a file that would grow past `maxBytes` is rotated (`audit.jsonl` becomes
+ * `audit.jsonl.1`, `.1` becomes `.2`, ..., and the oldest beyond `maxFiles` is removed), so the
+ * log never holds more than `maxBytes` times `maxFiles + 1`. A file renamed or removed by
+ * someone else (logrotate) is noticed within a second and a new one opened at the path.
+ *
  * @module
  */
 
-import { closeSync, openSync, write } from "node:fs";
+import { closeSync, fstatSync, openSync, renameSync, rmSync, statSync, write } from "node:fs";
 import { mkdir } from "node:fs/promises";
 import { dirname } from "node:path";
 
@@ -21,7 +26,8 @@ export interface AuditRecord {
   decision: "allow" | "deny";
   /**
    * Why: `policy` (a policy decided), `default` (no ALLOW policy exists), `no-allow-policy-matched`,
-   * `secure-naming`, `unverified-peer` (its SVID did not verify), `revoked-while-open`, `plaintext-refused`.
+   * `secure-naming`, `unverified-peer` (its SVID did not verify), `revoked-while-open`, `plaintext-refused`,
+   * `malformed-request` (HTTP mode: answered 400 before any policy read it).
    */
   reason: string;
   policy?: string;
@@ -44,34 +50,74 @@ export interface AuditRecord {
   connection: number;
   method?: string;
   path?: string;
+  /**
+   * A summary of records about peers without a verified identity: this many more like it (same
+   * listener, direction, decision, reason, policy and source address) came between `since` and
+   * `time`, and were counted, not written one by one. Its other fields are the first one's.
+   */
+  repeated?: number;
+  /** With `repeated`: when the first of them came. */
+  since?: string;
 }
+
+/** Bounds of an {@link AuditLog}. */
+export interface AuditLogOptions {
+  /** A file that would grow past this is rotated. Default 64 MiB. */
+  maxBytes?: number;
+  /** Rotated files kept (`.1` newest). Default 4. */
+  maxFiles?: number;
+  /** Records waiting for the disk at most; beyond, they are dropped and counted. Default 8 MiB. */
+  maxPendingBytes?: number;
+}
+
+/** How often the file at the path is compared with the one open (rename, removal). */
+const REOPEN_CHECK_MS = 1000;
 
 /** Appends audit records to a file. */
 export class AuditLog {
   #fd = -1;
+  #isOpen = false;
+  /** The open file's identity, to tell when the path names another one. */
+  #inode?: { dev: number; ino: number };
+  #size = 0;
+  #checkedAt = 0;
   #pending: string[] = [];
   #pendingBytes = 0;
   #isWriting = false;
   #isScheduled = false;
   #dropped = 0;
+  #rotations = 0;
   #flushed: (() => void)[] = [];
+  readonly maxBytes: number;
+  readonly maxFiles: number;
+  readonly maxPendingBytes: number;
 
-  constructor(readonly path: string, readonly maxPendingBytes = 8 * 1024 * 1024) {}
+  constructor(readonly path: string, options: AuditLogOptions = {}) {
+    this.maxBytes = options.maxBytes ?? 64 * 1024 * 1024;
+    this.maxFiles = options.maxFiles ?? 4;
+    this.maxPendingBytes = options.maxPendingBytes ?? 8 * 1024 * 1024;
+  }
 
   /** Records dropped because the disk did not keep up. */
   get dropped(): number {
     return this.#dropped;
   }
 
+  /** Files rotated so far (by size). */
+  get rotations(): number {
+    return this.#rotations;
+  }
+
   /** Opens (creating, mode 0640) for appending. */
   async open(): Promise<void> {
     await mkdir(dirname(this.path), { recursive: true });
-    this.#fd = openSync(this.path, "a", 0o640);
+    this.#openFile();
+    this.#isOpen = true;
   }
 
   /** Queues one record. */
   append(record: AuditRecord): void {
-    if (this.#fd < 0) return;
+    if (!this.#isOpen) return;
     const line = `${JSON.stringify(record)}\n`;
     if (this.#pendingBytes + line.length > this.maxPendingBytes) {
       this.#dropped++;
@@ -94,23 +140,81 @@ export class AuditLog {
   /** Writes what is queued and closes the file. */
   async close(): Promise<void> {
     await this.flush();
+    this.#isOpen = false;
     if (this.#fd >= 0) closeSync(this.#fd);
     this.#fd = -1;
   }
 
+  #openFile(): void {
+    const fd = openSync(this.path, "a", 0o640);
+    const stat = fstatSync(fd);
+    this.#fd = fd;
+    this.#inode = { dev: stat.dev, ino: stat.ino };
+    this.#size = stat.size;
+    this.#checkedAt = Date.now();
+  }
+
+  #reopen(): void {
+    if (this.#fd >= 0) closeSync(this.#fd);
+    this.#fd = -1;
+    this.#openFile();
+  }
+
+  /** The path no longer names the open file (renamed or removed by logrotate): open the one there now. */
+  #followRename(): void {
+    const now = Date.now();
+    if (now - this.#checkedAt < REOPEN_CHECK_MS) return;
+    this.#checkedAt = now;
+    let current: { dev: number; ino: number } | undefined;
+    try {
+      current = statSync(this.path);
+    } catch {
+      current = undefined;
+    }
+    if (!current || current.dev !== this.#inode?.dev || current.ino !== this.#inode?.ino) this.#reopen();
+  }
+
+  /** `audit.jsonl` becomes `.1`, `.1` becomes `.2`, ...; the oldest beyond maxFiles goes. */
+  #rotate(): void {
+    closeSync(this.#fd);
+    this.#fd = -1;
+    rmSync(`${this.path}.${this.maxFiles}`, { force: true });
+    for (let i = this.maxFiles - 1; i >= 1; i--) {
+      try {
+        renameSync(`${this.path}.${i}`, `${this.path}.${i + 1}`);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+      }
+    }
+    renameSync(this.path, `${this.path}.1`);
+    this.#rotations++;
+    this.#openFile();
+  }
+
   #write(): void {
     this.#isScheduled = false;
-    if (this.#pending.length === 0 || this.#fd < 0) {
+    if (this.#pending.length === 0) {
       this.#settle();
       return;
     }
     const text = this.#pending.join("");
     this.#pending = [];
     this.#pendingBytes = 0;
-    this.#isWriting = true;
     const data = new TextEncoder().encode(text);
+    try {
+      if (this.#fd < 0) this.#openFile();
+      else this.#followRename();
+      if (this.#size > 0 && this.#size + data.length > this.maxBytes) this.#rotate();
+    } catch {
+      // The file cannot be reopened or rotated (disk full, permissions): the batch is lost, and counted.
+      this.#dropped += text.split("\n").length - 1;
+      this.#settle();
+      return;
+    }
+    this.#isWriting = true;
     const writeFrom = (offset: number) => {
       write(this.#fd, data, offset, data.length - offset, null, (err, written) => {
+        if (!err) this.#size += written;
         if (!err && offset + written < data.length) return writeFrom(offset + written);
         if (err) this.#dropped += text.split("\n").length - 1;
         this.#isWriting = false;

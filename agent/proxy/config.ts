@@ -13,9 +13,15 @@
  * @module
  */
 
-import { type ConfigSources, type FieldReader, loadConfigFile, type RawConfig } from "../../internal/mod.ts";
+import {
+  type ConfigSources,
+  type FieldReader,
+  isLoopbackHost,
+  loadConfigFile,
+  type RawConfig,
+} from "../../internal/mod.ts";
 import { join } from "node:path";
-import { isLoopbackHost, parseAddress, type SocketAddress } from "./address.ts";
+import { parseAddress, type SocketAddress } from "./address.ts";
 
 /** STRICT accepts mutual TLS only; PERMISSIVE also plain text on the same port (for migration). */
 export type ProxyMode = "STRICT" | "PERMISSIVE";
@@ -63,6 +69,12 @@ export interface ProxyLimits {
   handshakeTimeoutSeconds: number;
   /** Connecting to the upstream or the local service. */
   connectTimeoutSeconds: number;
+  /**
+   * HTTP mode: a request whose local service sends no byte of its answer for this long (before
+   * the answer begins or between its bytes) is answered 504 or cut off. Long polls and server-sent
+   * events keep going as long as the service sends something within it.
+   */
+  responseIdleTimeoutSeconds: number;
   /** A connection with no byte in either direction for this long is closed. */
   idleTimeoutSeconds: number;
   /** Every open connection's peer is verified again this often (expiry, CRL staleness). */
@@ -89,6 +101,15 @@ export interface ProxyConfig {
   mode: ProxyMode;
   /** The append-only JSON-lines audit log. */
   auditLog: string;
+  /** The audit log is rotated before it grows past this. */
+  auditLogMaxBytes: number;
+  /** Rotated audit logs kept (`<auditLog>.1` the newest). */
+  auditLogMaxFiles: number;
+  /**
+   * Records about peers without a verified identity are written at most once per source address
+   * (IPv6: /64) per this many seconds; the rest are counted in a summary record.
+   */
+  auditUnverifiedIntervalSeconds: number;
   /** How often policy files are read again to pick up changes. */
   policyReloadIntervalSeconds: number;
   tls: ProxyTlsConfig;
@@ -97,13 +118,25 @@ export interface ProxyConfig {
   inbound: InboundConfig[];
 }
 
-const TOP = ["mode", "auditLog", "policyReloadIntervalSeconds", "tls", "limits", "outbound", "inbound"];
+const TOP = [
+  "mode",
+  "auditLog",
+  "auditLogMaxBytes",
+  "auditLogMaxFiles",
+  "auditUnverifiedIntervalSeconds",
+  "policyReloadIntervalSeconds",
+  "tls",
+  "limits",
+  "outbound",
+  "inbound",
+];
 const OUTBOUND = ["name", "service", "workload", "listen", "upstream", "allowedIds", "serverName"];
 const INBOUND = ["name", "workload", "listen", "forward", "mode", "protocol", "policies", "defaultAction"];
 const LIMITS = [
   "maxConnections",
   "handshakeTimeoutSeconds",
   "connectTimeoutSeconds",
+  "responseIdleTimeoutSeconds",
   "idleTimeoutSeconds",
   "revalidateIntervalSeconds",
   "maxHeaderBytes",
@@ -113,6 +146,7 @@ const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$/;
 const DNS_NAME =
   /^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
 const DAY = 86400;
+const MIB = 1024 * 1024;
 
 /** Where the section sits and what it defaults to. */
 export interface ReadProxyConfigOptions {
@@ -150,6 +184,13 @@ export function readProxyConfig(
       5,
       1,
       300,
+    ),
+    responseIdleTimeoutSeconds: fields.int(
+      `${at}.limits.responseIdleTimeoutSeconds`,
+      limitsRaw.responseIdleTimeoutSeconds,
+      300,
+      1,
+      7 * DAY,
     ),
     idleTimeoutSeconds: fields.int(
       `${at}.limits.idleTimeoutSeconds`,
@@ -214,12 +255,17 @@ export function readProxyConfig(
     names.add(name);
     return name;
   };
-  const address = (path: string, value: unknown, defaultHost: string): SocketAddress | undefined => {
+  const address = (
+    path: string,
+    value: unknown,
+    defaultHost: string,
+    isListen = false,
+  ): SocketAddress | undefined => {
     if (value === undefined) {
       fields.problem(`${path}: required`);
       return undefined;
     }
-    const parsed = parseAddress(value, defaultHost, (p) => fields.path(path, p));
+    const parsed = parseAddress(value, defaultHost, (p) => fields.path(path, p), isListen);
     if (typeof parsed === "string") {
       fields.problem(`${path}: ${parsed}`);
       return undefined;
@@ -243,7 +289,7 @@ export function readProxyConfig(
     const name = uniqueName(`${path}.name`, o.name);
     const service = fields.str(`${path}.service`, o.service, name || "service");
     const workload = fields.str(`${path}.workload`, o.workload);
-    const listen = address(`${path}.listen`, o.listen, "127.0.0.1");
+    const listen = address(`${path}.listen`, o.listen, "127.0.0.1", true);
     // A plain-text entry on another interface would let anyone who reaches it use this workload's identity.
     if (listen && !("path" in listen) && !isLoopbackHost(listen.host)) {
       fields.problem(
@@ -282,7 +328,7 @@ export function readProxyConfig(
     if (typeof entry !== "object" || entry === null) return [];
     const name = uniqueName(`${path}.name`, o.name);
     const workload = fields.str(`${path}.workload`, o.workload);
-    const listen = address(`${path}.listen`, o.listen, "0.0.0.0");
+    const listen = address(`${path}.listen`, o.listen, "0.0.0.0", true);
     const forward = address(`${path}.forward`, o.forward, "127.0.0.1");
     if (forward && !("path" in forward) && forward.port === 0) {
       fields.problem(`${path}.forward: port 0 is not a destination`);
@@ -324,6 +370,21 @@ export function readProxyConfig(
   return {
     mode,
     auditLog,
+    auditLogMaxBytes: fields.int(
+      `${at}.auditLogMaxBytes`,
+      section.auditLogMaxBytes,
+      64 * MIB,
+      64 * 1024,
+      1024 * 1024 * MIB,
+    ),
+    auditLogMaxFiles: fields.int(`${at}.auditLogMaxFiles`, section.auditLogMaxFiles, 4, 1, 1000),
+    auditUnverifiedIntervalSeconds: fields.int(
+      `${at}.auditUnverifiedIntervalSeconds`,
+      section.auditUnverifiedIntervalSeconds,
+      10,
+      1,
+      3600,
+    ),
     policyReloadIntervalSeconds: fields.int(
       `${at}.policyReloadIntervalSeconds`,
       section.policyReloadIntervalSeconds,

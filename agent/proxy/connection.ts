@@ -9,6 +9,7 @@
  */
 
 import type { Socket } from "node:net";
+import type { PolicyRequest } from "../../mod.ts";
 import type { PooledReads } from "./pooled-reads.ts";
 import type { VerifiedPeer } from "./peer-verifier.ts";
 
@@ -28,6 +29,11 @@ export class ProxyConnection {
   peer?: VerifiedPeer;
   /** The peer's TLS session was resumed. */
   isResumed = false;
+  /**
+   * HTTP mode: the request that upgraded this connection to a tunnel (WebSocket and the like),
+   * decided again when the policies change.
+   */
+  tunnel?: { request: PolicyRequest; method?: string; path: string };
   #sockets: Socket[] = [];
   #deadline?: ReturnType<typeof setTimeout>;
   #isClosed = false;

@@ -7,43 +7,27 @@
  * XFCC header is always removed first: only the proxy may assert who called.
  *
  * Parsing is node:http's (strict, bounded head size and time); bodies stream both ways with
- * backpressure. Upgrades (WebSocket) are decided like any request, then piped.
+ * backpressure. Upgrades (WebSocket) are decided like any request, and piped once the service
+ * answered 101 (http-upgrade.ts).
  *
  * @module
  */
 
 import { createHash } from "node:crypto";
-import {
-  Agent,
-  createServer,
-  type IncomingHttpHeaders,
-  type IncomingMessage,
-  request as httpRequest,
-  type Server,
-  type ServerResponse,
-} from "node:http";
-import { connect, type Socket } from "node:net";
+import { Agent, createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { Socket } from "node:net";
 import type { PolicyRequest } from "../../mod.ts";
 import { formatAddress } from "./address.ts";
 import type { InboundConfig } from "./config.ts";
 import type { ProxyConnection } from "./connection.ts";
+import { HeadDeadlines } from "./http-head-deadline.ts";
+import { requestService, ServiceTimeout } from "./http-forward.ts";
+import { hostOf, readRequestFields, type RequestFields } from "./http-head.ts";
+import { responseHead, writeAnswer } from "./http-upgrade.ts";
 import { normalizeTarget } from "./http-path.ts";
+import { closeWithProblem, sendProblem } from "./http-problem.ts";
 import { type ListenerContext, recordDecision, verdictFields } from "./listener-context.ts";
 import type { ListenerPolicy } from "./policy-files.ts";
-
-/** Headers that describe one hop, never forwarded (RFC 9110 7.6.1), and the client's XFCC. */
-const HOP_BY_HOP = new Set([
-  "connection",
-  "keep-alive",
-  "proxy-connection",
-  "proxy-authenticate",
-  "proxy-authorization",
-  "te",
-  "trailer",
-  "transfer-encoding",
-  "upgrade",
-  "x-forwarded-client-cert",
-]);
 
 /** What the HTTP layer needs to know of its listener. */
 export interface HttpListenerView {
@@ -65,10 +49,34 @@ export interface HttpListenerView {
   ownId(): string | undefined;
 }
 
+/** How {@link HttpInbound} decided one request. */
+type Decision =
+  /** The socket belongs to no open connection (it closed meanwhile). */
+  | { kind: "gone" }
+  /** Not forwarded: the request is malformed or ambiguous (400). */
+  | { kind: "refused"; connection: ProxyConnection; detail: string }
+  /** Denied by the policies (403). */
+  | { kind: "denied"; connection: ProxyConnection }
+  | {
+    kind: "allowed";
+    connection: ProxyConnection;
+    /** The normalized target: the path policies matched, and the query. */
+    target: string;
+    /** The normalized path alone. */
+    path: string;
+    fields: RequestFields;
+    /** What the policies decided on (kept for an upgraded connection, which is decided again on reload). */
+    request: PolicyRequest;
+  };
+
+/** The most of a refused request's raw target kept in its audit record. */
+const MAX_AUDITED_TARGET = 512;
+
 /** The HTTP layer of one inbound listener. */
 export class HttpInbound {
   readonly #server: Server;
   readonly #agent: Agent;
+  readonly #heads: HeadDeadlines;
 
   constructor(
     readonly config: InboundConfig,
@@ -77,62 +85,121 @@ export class HttpInbound {
     readonly listener: HttpListenerView,
   ) {
     const limits = context.limits;
+    // node:http's own head and request timers run only in a server that listens; this one is
+    // handed sockets, so headersTimeoutSeconds is kept by HeadDeadlines.
     this.#server = createServer({
       maxHeaderSize: limits.maxHeaderBytes,
-      headersTimeout: limits.headersTimeoutSeconds * 1000,
       requestTimeout: 0,
       keepAliveTimeout: limits.idleTimeoutSeconds * 1000,
-    }, (req, res) => this.#request(req, res));
+    }, (req, res) => this.#guarded(req.socket, res, () => this.#request(req, res))());
     // No byte either way for this long, in a request or between requests, closes the connection.
     this.#server.timeout = limits.idleTimeoutSeconds * 1000;
     this.#server.on(
       "upgrade",
-      (req: IncomingMessage, socket: Socket, head: Buffer) => this.#upgrade(req, socket, head),
+      (req: IncomingMessage, socket: Socket, head: Buffer) =>
+        this.#guarded(socket, undefined, () => this.#upgrade(req, socket, head))(),
     );
     this.#server.on("connect", (_req: IncomingMessage, socket: Socket) => {
-      socket.end(problemText(405, "ERR_METHOD_NOT_ALLOWED", "CONNECT is not proxied"));
+      closeWithProblem(socket, 405, "ERR_METHOD_NOT_ALLOWED", "CONNECT is not proxied");
     });
     this.#server.on("clientError", (err: NodeJS.ErrnoException, socket: Socket) => {
+      this.#heads.forget(socket);
       if (!socket.writable) return socket.destroy();
       const status = err.code === "HPE_HEADER_OVERFLOW" ? 431 : 400;
-      socket.end(
-        problemText(status, "ERR_BAD_REQUEST", `the request could not be parsed (${err.code ?? "error"})`),
+      closeWithProblem(
+        socket,
+        status,
+        "ERR_BAD_REQUEST",
+        `the request could not be parsed (${err.code ?? "error"})`,
       );
     });
     this.#agent = new Agent({ keepAlive: true, maxSockets: 256, maxFreeSockets: 64 });
+    this.#heads = new HeadDeadlines(
+      limits.headersTimeoutSeconds * 1000,
+      (socket) => this.#headTooSlow(socket),
+    );
   }
 
-  /** Serves HTTP on a verified (or PERMISSIVE plain-text) connection's socket. */
-  serve(socket: Socket): void {
+  /**
+   * Serves HTTP on a verified (or PERMISSIVE plain-text) connection's socket. Its first request
+   * head is due within headersTimeoutSeconds, unless `isResting` (a connection that has served
+   * requests before, which may rest until its next one begins).
+   */
+  serve(socket: Socket, isResting = false): void {
+    this.#heads.opened(socket, isResting);
     this.#server.emit("connection", socket);
     socket.resume();
   }
 
   /** Closes the pooled connections to the local service. */
   close(): void {
+    this.#heads.close();
     this.#agent.destroy();
   }
 
-  #decide(
-    req: IncomingMessage,
+  /** A request head did not come in time: answered 408, and the connection closed and counted. */
+  #headTooSlow(socket: Socket): void {
+    this.context.metrics.closed.inc({ listener: this.config.name, reason: "headers_timeout" });
+    const detail = `the request head did not arrive within ${this.context.limits.headersTimeoutSeconds}s`;
+    // The connection closes with its socket, once the answer is written.
+    closeWithProblem(socket, 408, "ERR_REQUEST_TIMEOUT", detail);
+  }
+
+  /**
+   * `handle`, made so that nothing it throws leaves it: node:http calls request and upgrade
+   * handlers from a socket's data event, where an exception ends the process. An error is
+   * logged and counted, and answered 500 when no answer was begun; otherwise the connection closes.
+   */
+  #guarded<A extends unknown[]>(
     socket: Socket,
-  ): { allowed: boolean; target?: string; connection?: ProxyConnection } {
+    res: ServerResponse | undefined,
+    handle: (...args: A) => void,
+  ): (...args: A) => void {
+    return (...args: A) => {
+      try {
+        handle(...args);
+      } catch (err) {
+        this.context.metrics.internalErrors.inc({ listener: this.config.name });
+        this.context.logger.error("handling an HTTP request failed", {
+          listener: this.config.name,
+          error: (err as Error)?.message ?? String(err),
+        });
+        try {
+          const detail = "the proxy failed while handling the request";
+          if (res && !res.headersSent) sendProblem(res, 500, "ERR_INTERNAL", detail, true);
+          else if (!res) closeWithProblem(socket, 500, "ERR_INTERNAL", detail);
+          else socket.destroy();
+        } catch {
+          socket.destroy();
+        }
+      }
+    };
+  }
+
+  #decide(req: IncomingMessage, socket: Socket, isUpgrade = false): Decision {
     const connection = this.listener.connectionOf(socket);
-    if (!connection) return { allowed: false };
+    if (!connection) return { kind: "gone" };
     const normalized = normalizeTarget(req.url ?? "");
-    if ("problem" in normalized) return { allowed: false, connection, target: normalized.problem };
+    const fields = readRequestFields(req.rawHeaders);
+    if ("problem" in normalized) return this.#refuse(req, connection, normalized.problem);
+    if ("problem" in fields) return this.#refuse(req, connection, fields.problem);
+    // After a 101 the bytes that follow are the new protocol's; a body in between has no framing both sides agree on.
+    if (isUpgrade && fields.hasBody) {
+      return this.#refuse(req, connection, "an upgrade request must not have a body");
+    }
     const base = this.listener.policyRequest(connection, socket);
     const attributes: Record<string, string | undefined> = {
       ...base.attributes as Record<string, string | undefined>,
     };
-    for (const [key, header] of this.policy.headerKeys) attributes[key] = headerText(req.headers, header);
-    const verdict = this.policy.evaluate({
+    for (const [key, header] of this.policy.headerKeys) attributes[key] = fields.headers.get(header);
+    const request: PolicyRequest = {
       ...base,
       method: req.method,
       path: normalized.path,
-      host: hostOf(req.headers.host),
+      host: hostOf(fields.headers.get("host")),
       attributes,
-    });
+    };
+    const verdict = this.policy.evaluate(request);
     recordDecision(this.context, {
       listener: this.config.name,
       direction: "inbound",
@@ -141,71 +208,89 @@ export class HttpInbound {
       method: req.method,
       path: normalized.path,
     });
-    return { allowed: verdict.decision.allowed, connection, target: normalized.path + normalized.query };
+    if (!verdict.decision.allowed) return { kind: "denied", connection };
+    return {
+      kind: "allowed",
+      connection,
+      target: normalized.path + normalized.query,
+      path: normalized.path,
+      fields,
+      request,
+    };
+  }
+
+  /** A request refused before any policy could read it: audited all the same, with what was sent. */
+  #refuse(req: IncomingMessage, connection: ProxyConnection, problem: string): Decision {
+    recordDecision(this.context, {
+      listener: this.config.name,
+      direction: "inbound",
+      decision: "deny",
+      reason: "malformed-request",
+      error: { code: "ERR_BAD_REQUEST", message: problem },
+      ...this.listener.auditFields(connection),
+      method: req.method,
+      path: (req.url ?? "").slice(0, MAX_AUDITED_TARGET),
+    });
+    return { kind: "refused", connection, detail: problem };
   }
 
   #request(req: IncomingMessage, res: ServerResponse): void {
-    const decision = this.#decide(req, req.socket);
-    if (!decision.connection) return void req.socket.destroy();
-    if (!decision.allowed) {
-      if (decision.target && !decision.target.startsWith("/")) {
-        return sendProblem(res, 400, "ERR_BAD_REQUEST", decision.target);
-      }
+    const socket = req.socket;
+    this.#heads.headComplete(socket);
+    res.once("close", () => this.#heads.answered(socket));
+    const decision = this.#decide(req, socket);
+    if (decision.kind === "gone") return void socket.destroy();
+    if (decision.kind === "refused") return sendProblem(res, 400, "ERR_BAD_REQUEST", decision.detail, true);
+    if (decision.kind === "denied") {
       return sendProblem(res, 403, "ERR_POLICY_DENIED", "denied by the authorization policy");
     }
     const forward = this.config.forward;
-    const upstream = httpRequest({
-      ...("path" in forward ? { socketPath: forward.path } : { host: forward.host, port: forward.port }),
-      method: req.method,
-      path: decision.target,
-      headers: this.#forwardHeaders(req, decision.connection),
-      agent: this.#agent,
-      setHost: false,
-      timeout: this.context.limits.connectTimeoutSeconds * 1000,
-    });
-    upstream.on("response", (answer) => {
-      const headers: string[] = [];
-      for (let i = 0; i < answer.rawHeaders.length; i += 2) {
-        const name = answer.rawHeaders[i].toLowerCase();
-        if (name !== "connection" && name !== "keep-alive" && name !== "transfer-encoding") {
-          headers.push(answer.rawHeaders[i], answer.rawHeaders[i + 1]);
+    const limits = this.context.limits;
+    const upstream = requestService(
+      {
+        forward,
+        method: req.method ?? "GET",
+        target: decision.target,
+        headers: this.#forwardHeaders(decision.fields, decision.connection),
+        agent: this.#agent,
+        connectTimeoutMs: limits.connectTimeoutSeconds * 1000,
+        responseIdleTimeoutMs: limits.responseIdleTimeoutSeconds * 1000,
+      },
+      this.#guarded(socket, res, (err: Error) => {
+        this.context.logger.warn("local service request failed", {
+          listener: this.config.name,
+          forward: formatAddress(forward),
+          error: err.message,
+        });
+        if (res.headersSent) res.destroy();
+        else if (err instanceof ServiceTimeout) sendProblem(res, 504, err.code, err.message);
+        else sendProblem(res, 502, "ERR_UPSTREAM", "the local service could not be reached");
+      }),
+    );
+    upstream.on(
+      "response",
+      this.#guarded(socket, res, (answer: IncomingMessage) => {
+        const headers: string[] = [];
+        for (let i = 0; i < answer.rawHeaders.length; i += 2) {
+          const name = answer.rawHeaders[i].toLowerCase();
+          if (name !== "connection" && name !== "keep-alive" && name !== "transfer-encoding") {
+            headers.push(answer.rawHeaders[i], answer.rawHeaders[i + 1]);
+          }
         }
-      }
-      res.writeHead(answer.statusCode ?? 502, answer.statusMessage, headers);
-      answer.pipe(res);
-      answer.on("error", () => res.destroy());
-    });
-    upstream.on("timeout", () => upstream.destroy(new Error("the local service did not answer in time")));
-    upstream.on("error", (err) => {
-      this.context.logger.warn("local service request failed", {
-        listener: this.config.name,
-        forward: formatAddress(forward),
-        error: err.message,
-      });
-      if (!res.headersSent) sendProblem(res, 502, "ERR_UPSTREAM", "the local service could not be reached");
-      else res.destroy();
-    });
+        res.writeHead(answer.statusCode ?? 502, answer.statusMessage, headers);
+        answer.pipe(res);
+        answer.on("error", () => res.destroy());
+      }),
+    );
     res.on("close", () => {
       if (!res.writableFinished) upstream.destroy();
     });
     req.pipe(upstream);
   }
 
-  #forwardHeaders(req: IncomingMessage, connection: ProxyConnection): Record<string, string | string[]> {
-    const dropped = new Set(HOP_BY_HOP);
-    for (const token of headerText(req.headers, "connection")?.split(",") ?? []) {
-      dropped.add(token.trim().toLowerCase());
-    }
-    const headers: Record<string, string | string[]> = {};
-    for (let i = 0; i < req.rawHeaders.length; i += 2) {
-      const name = req.rawHeaders[i];
-      const lower = name.toLowerCase();
-      if (dropped.has(lower)) continue;
-      const existing = headers[lower];
-      headers[lower] = existing === undefined
-        ? req.rawHeaders[i + 1]
-        : [...(Array.isArray(existing) ? existing : [existing]), req.rawHeaders[i + 1]];
-    }
+  /** The request's fields as decided, one line each, with the proxy's XFCC. */
+  #forwardHeaders(fields: RequestFields, connection: ProxyConnection): Record<string, string> {
+    const headers = Object.fromEntries(fields.headers);
     const xfcc = this.#xfcc(connection);
     if (xfcc) headers["x-forwarded-client-cert"] = xfcc;
     return headers;
@@ -221,82 +306,100 @@ export class HttpInbound {
   }
 
   #upgrade(req: IncomingMessage, socket: Socket, head: Buffer): void {
-    const decision = this.#decide(req, socket);
-    if (!decision.connection || !decision.allowed) {
-      const bad = decision.target && !decision.target.startsWith("/");
-      socket.end(
-        bad
-          ? problemText(400, "ERR_BAD_REQUEST", decision.target!)
-          : problemText(403, "ERR_POLICY_DENIED", "denied by the authorization policy"),
-      );
+    // Nothing more is read from the caller until the service has answered: unless it switches
+    // protocols, what follows is HTTP again, and each request in it is decided.
+    socket.pause();
+    this.#heads.headComplete(socket);
+    const decision = this.#decide(req, socket, true);
+    if (decision.kind === "gone") return void socket.destroy();
+    if (decision.kind !== "allowed") {
+      if (decision.kind === "refused") closeWithProblem(socket, 400, "ERR_BAD_REQUEST", decision.detail);
+      else closeWithProblem(socket, 403, "ERR_POLICY_DENIED", "denied by the authorization policy");
       return;
     }
-    const forward = this.config.forward;
-    const local = "path" in forward
-      ? connect({ path: forward.path })
-      : connect({ host: forward.host, port: forward.port });
-    decision.connection.add(local);
-    const headers = this.#forwardHeaders(req, decision.connection);
-    let text = `${req.method} ${decision.target} HTTP/${req.httpVersion}\r\n`;
-    for (const [name, value] of Object.entries(headers)) {
-      for (const v of Array.isArray(value) ? value : [value]) text += `${name}: ${v}\r\n`;
-    }
-    // Upgrade and Connection are hop-by-hop for requests, but the upgrade needs them.
-    text += `connection: upgrade\r\nupgrade: ${headerText(req.headers, "upgrade") ?? ""}\r\n\r\n`;
-    local.once("connect", () => {
-      local.write(text);
-      if (head.length) local.write(head);
-      const connection = decision.connection!;
-      connection.relay(socket, local, this.context.limits.idleTimeoutSeconds * 1000, () => {
-        this.context.metrics.closed.inc({ listener: this.config.name, reason: "idle" });
-        connection.close("idle");
-      });
+    const limits = this.context.limits;
+    let isAnswered = false;
+    const upstream = requestService(
+      {
+        forward: this.config.forward,
+        method: req.method ?? "GET",
+        target: decision.target,
+        // Upgrade and Connection are hop-by-hop, but this hop's upgrade needs them.
+        headers: {
+          ...this.#forwardHeaders(decision.fields, decision.connection),
+          connection: "upgrade",
+          upgrade: decision.fields.upgrade ?? "",
+        },
+        agent: false,
+        connectTimeoutMs: limits.connectTimeoutSeconds * 1000,
+        responseIdleTimeoutMs: limits.responseIdleTimeoutSeconds * 1000,
+      },
+      this.#guarded(socket, undefined, (err: Error) => {
+        if (isAnswered) return;
+        this.context.logger.warn("local service upgrade request failed", {
+          listener: this.config.name,
+          forward: formatAddress(this.config.forward),
+          error: err.message,
+        });
+        if (err instanceof ServiceTimeout) closeWithProblem(socket, 504, err.code, err.message);
+        else closeWithProblem(socket, 502, "ERR_UPSTREAM", "the local service could not be reached");
+      }),
+    );
+    upstream.on(
+      "upgrade",
+      this.#guarded(socket, undefined, (answer: IncomingMessage, service: Socket, serviceHead: Buffer) => {
+        isAnswered = true;
+        this.#switched(decision, socket, head, answer, service, serviceHead);
+      }),
+    );
+    upstream.on(
+      "response",
+      this.#guarded(socket, undefined, (answer: IncomingMessage) => {
+        isAnswered = true;
+        this.#declined(req, socket, head, answer);
+      }),
+    );
+    decision.connection.onClosed(() => upstream.destroy());
+    upstream.end();
+  }
+
+  /** The service answered 101: from now on the connection is a tunnel, piped both ways. */
+  #switched(
+    decision: Extract<Decision, { kind: "allowed" }>,
+    socket: Socket,
+    head: Buffer,
+    answer: IncomingMessage,
+    service: Socket,
+    serviceHead: Buffer,
+  ): void {
+    const connection = decision.connection;
+    if (connection.isClosed) return void service.destroy();
+    this.#heads.forget(socket);
+    // The request's answer deadline is over; the tunnel has the connection's idle timeout.
+    service.setTimeout(0);
+    service.removeAllListeners("timeout");
+    connection.add(service);
+    connection.tunnel = { request: decision.request, method: decision.request.method, path: decision.path };
+    socket.write(responseHead(answer, true));
+    if (serviceHead.length) socket.write(serviceHead);
+    if (head.length) service.write(head);
+    connection.relay(socket, service, this.context.limits.idleTimeoutSeconds * 1000, () => {
+      this.context.metrics.closed.inc({ listener: this.config.name, reason: "idle" });
+      connection.close("idle");
     });
   }
-}
 
-function headerText(headers: IncomingHttpHeaders, name: string): string | undefined {
-  const value = headers[name];
-  return Array.isArray(value) ? value.join(", ") : value;
-}
-
-function hostOf(host: string | undefined): string | undefined {
-  if (!host) return undefined;
-  return host.startsWith("[") ? host.slice(0, host.indexOf("]") + 1) : host.replace(/:\d+$/, "");
-}
-
-const STATUS_TEXT: Record<number, string> = {
-  400: "Bad Request",
-  403: "Forbidden",
-  405: "Method Not Allowed",
-  431: "Request Header Fields Too Large",
-  502: "Bad Gateway",
-};
-
-function problemBody(status: number, code: string, detail: string): string {
-  return JSON.stringify({
-    type: `urn:meshauth:problem:${code.slice(4).toLowerCase().replaceAll("_", "-")}`,
-    title: STATUS_TEXT[status] ?? "Error",
-    status,
-    detail,
-    code,
-  });
-}
-
-function sendProblem(res: ServerResponse, status: number, code: string, detail: string): void {
-  const body = problemBody(status, code, detail);
-  res.writeHead(status, {
-    "content-type": "application/problem+json",
-    "content-length": Buffer.byteLength(body),
-  });
-  res.end(body);
-}
-
-/** A whole problem response, for sockets outside node:http's response object. */
-function problemText(status: number, code: string, detail: string): string {
-  const body = problemBody(status, code, detail);
-  return `HTTP/1.1 ${status} ${
-    STATUS_TEXT[status] ?? "Error"
-  }\r\ncontent-type: application/problem+json\r\n` +
-    `content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`;
+  /** The service answered without switching: the answer goes back, and the connection is HTTP again. */
+  #declined(req: IncomingMessage, socket: Socket, head: Buffer, answer: IncomingMessage): void {
+    const keepOpen = req.httpVersion === "1.1" &&
+      !/(^|,)\s*close\s*(,|$)/i.test(req.headers.connection ?? "");
+    writeAnswer(answer, socket, req.method === "HEAD", (isComplete) => {
+      if (!isComplete || !keepOpen || socket.destroyed) {
+        socket.destroy();
+        return;
+      }
+      if (head.length) socket.unshift(head);
+      this.serve(socket, true);
+    });
+  }
 }

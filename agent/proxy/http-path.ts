@@ -5,7 +5,9 @@
  * The normalized path is both what policies match and what the local service receives, so a
  * policy and the service can never read one request differently (`/public/../admin` is
  * `/admin` to both). Encoded slashes and backslashes, which services decode differently, are
- * refused outright.
+ * refused outright, and so are NUL (`%00`, as Istio does) and `;` in any form: Tomcat, Jetty and
+ * Spring cut path parameters (`;jsessionid=...`) out of each segment before resolving dot
+ * segments, so `/public/..;/admin` is `/admin` to them while it would match `/public*` here.
  *
  * @module
  */
@@ -29,6 +31,9 @@ export function normalizeTarget(target: string): NormalizedTarget {
     return { problem: "the request target must not hold a fragment" };
   }
   if (rawPath.includes("\\")) return { problem: "the path must not hold a backslash" };
+  if (rawPath.includes(";")) {
+    return { problem: "the path must not hold path parameters (;), which services resolve differently" };
+  }
   let decoded = "";
   for (let i = 0; i < rawPath.length; i++) {
     const c = rawPath[i];
@@ -42,6 +47,7 @@ export function normalizeTarget(target: string): NormalizedTarget {
     if (char === "/" || char === "\\") {
       return { problem: "the path must not hold an encoded slash or backslash (%2F, %5C)" };
     }
+    if (char === ";" || char === "\0") return { problem: "the path must not hold %3B or %00" };
     decoded += UNRESERVED.test(char) ? char : `%${hex.toUpperCase()}`;
     i += 2;
   }

@@ -168,7 +168,7 @@ export class InboundListener implements WorkloadObserver {
     // which Nagle's algorithm would hold for the peer's delayed ACK (40 ms).
     socket.setNoDelay(true);
     const limits = this.context.limits;
-    const connection = new ProxyConnection(this.context.nextConnectionId(), "mtls", socket);
+    // Refused at accept before anything is made for the connection: flooding costs as little as can be.
     if (this.#connections.size >= limits.maxConnections) {
       this.#count("mtls", "over_limit");
       socket.destroy();
@@ -179,6 +179,7 @@ export class InboundListener implements WorkloadObserver {
       socket.destroy();
       return;
     }
+    const connection = new ProxyConnection(this.context.nextConnectionId(), "mtls", socket);
     this.#track(connection);
     connection.add(socket);
     this.#byRawSocket.set(socket, connection);
@@ -386,15 +387,19 @@ export class InboundListener implements WorkloadObserver {
         return;
       }
     }
-    // HTTP mode decides each request as it comes; TCP mode decided the connection, and decides it again.
-    if (this.#http || connection.isClosed || !connection.peer && connection.transport === "mtls") return;
-    const verdict = this.policy.evaluate(this.#policyRequest(connection));
+    if (connection.isClosed || !connection.peer && connection.transport === "mtls") return;
+    // HTTP mode decides each request as it comes, and an upgraded connection (a tunnel) again by
+    // the request that opened it; TCP mode decided the connection, and decides it again.
+    const tunnel = connection.tunnel;
+    if (this.#http && !tunnel) return;
+    const verdict = this.policy.evaluate(tunnel?.request ?? this.#policyRequest(connection));
     if (!verdict.decision.allowed) {
       recordDecision(this.context, {
         listener: this.name,
         direction: "inbound",
         ...verdictFields(verdict),
         ...this.#auditFields(connection),
+        ...(tunnel ? { method: tunnel.method, path: tunnel.path } : {}),
       });
       this.#closeConnection(connection, "denied");
     }

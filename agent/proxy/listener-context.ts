@@ -11,9 +11,11 @@ import type { Logger } from "../../internal/mod.ts";
 import type { PolicyDecision } from "../../mod.ts";
 import { type SocketAddress } from "./address.ts";
 import type { AuditLog, AuditRecord } from "./audit.ts";
+import type { UnverifiedAudit } from "./audit-aggregation.ts";
 import type { ProxyLimits } from "./config.ts";
 import type { ProxyMetrics } from "./metrics.ts";
 import type { Verdict } from "./policy-files.ts";
+import { clearSocketPath, setSocketPermissions } from "./unix-socket.ts";
 
 /** Shared by the listeners of one proxy. */
 export interface ListenerContext {
@@ -25,6 +27,8 @@ export interface ListenerContext {
   logger: Logger;
   metrics: ProxyMetrics;
   audit: AuditLog;
+  /** Where records about peers without a verified identity go: rate-limited per source. */
+  unverifiedAudit: UnverifiedAudit;
   nextConnectionId(): number;
 }
 
@@ -53,9 +57,14 @@ function reasonOf(decision: PolicyDecision): string {
   return decision.reason === "denied" || decision.reason === "allowed" ? "policy" : decision.reason;
 }
 
-/** Records a decision in the audit log and the metrics. */
+/**
+ * Records a decision in the audit log and the metrics. A decision about a peer without a
+ * verified identity (anyone who can connect can cause one) goes through the per-source limit.
+ */
 export function recordDecision(context: ListenerContext, record: Omit<AuditRecord, "time">): void {
-  context.audit.append({ time: new Date().toISOString(), ...record });
+  const stamped = { time: new Date().toISOString(), ...record };
+  if (record.peerId === undefined) context.unverifiedAudit.add(stamped);
+  else context.audit.append(stamped);
   const labels = { listener: record.listener, decision: record.decision, policy: record.policy ?? "" };
   context.metrics.decisions.inc(labels);
   if (record.dryRun) {
@@ -67,8 +76,13 @@ export function recordDecision(context: ListenerContext, record: Omit<AuditRecor
   }
 }
 
-/** Starts `server` on `address`; resolves with the address it listens on (the port chosen for 0). */
-export function listenOn(server: Server, address: SocketAddress): Promise<SocketAddress> {
+/**
+ * Starts `server` on `address`; resolves with the address it listens on (the port chosen for 0).
+ * A Unix socket's path is cleared of a stale socket first, and the socket file gets its mode and
+ * owner as soon as it is bound (the bind is synchronous), before the first connection is accepted.
+ */
+export async function listenOn(server: Server, address: SocketAddress): Promise<SocketAddress> {
+  if ("path" in address) await clearSocketPath(address);
   return new Promise((resolve, reject) => {
     server.once("error", reject);
     const onListening = () => {
@@ -78,7 +92,17 @@ export function listenOn(server: Server, address: SocketAddress): Promise<Socket
         typeof bound === "object" && bound !== null ? { host: bound.address, port: bound.port } : address,
       );
     };
-    if ("path" in address) server.listen({ path: address.path }, onListening);
-    else server.listen({ host: address.host, port: address.port }, onListening);
+    if (!("path" in address)) {
+      server.listen({ host: address.host, port: address.port }, onListening);
+      return;
+    }
+    server.listen({ path: address.path }, onListening);
+    try {
+      setSocketPermissions(address);
+    } catch (err) {
+      server.off("error", reject);
+      server.close();
+      reject(err);
+    }
   });
 }

@@ -131,7 +131,7 @@ export class ProxyMetrics {
   /** Open connections closed by the proxy, by listener and reason. */
   readonly closed = new CounterFamily(
     "meshauth_proxy_closed_total",
-    "Open connections closed by the proxy, by listener and reason (revoked, unverified, secure_naming, denied, idle, shutdown).",
+    "Open connections closed by the proxy, by listener and reason (revoked, unverified, secure_naming, denied, idle, handshake_timeout, headers_timeout, shutdown).",
     ["listener", "reason"],
   );
   /** Negotiated key exchange groups (known on outbound connections). */
@@ -165,6 +165,18 @@ export class ProxyMetrics {
     "Trust bundle or CRL changes applied (open connections verified again), by workload.",
     ["workload"],
   );
+  /** Audit records about unverified peers folded into a summary record instead of written. */
+  readonly auditAggregated = new CounterFamily(
+    "meshauth_proxy_audit_aggregated_records_total",
+    "Audit records about peers without a verified identity counted in a summary record instead of written one by one, by listener and reason.",
+    ["listener", "reason"],
+  );
+  /** Failures of the proxy's own code while it handled a request (answered 500 or closed, and logged). */
+  readonly internalErrors = new CounterFamily(
+    "meshauth_proxy_internal_errors_total",
+    "Errors in the proxy's own handling of a connection or request (answered 500 or closed, and logged), by listener.",
+    ["listener"],
+  );
   readonly establishSeconds = new HistogramFamily(
     "meshauth_proxy_establish_seconds",
     "From accept to the first relayed byte: handshake, verification, policy and connect, by direction.",
@@ -192,6 +204,8 @@ export class ProxyMetrics {
         this.policyReloads,
         this.rotations,
         this.trustChanges,
+        this.internalErrors,
+        this.auditAggregated,
       ]
     ) family.render(lines);
     this.establishSeconds.render(lines);

@@ -11,7 +11,8 @@
  * protects 0-RTT data and privacy between unlinked sessions, neither of which a mesh has); a
  * resumed session is verified again from that chain against the bundle, CRLs and naming map of
  * now. A new SVID of the workload drops the ticket, so new connections present the new SVID; a
- * resumed session that fails verification drops it too.
+ * resumed session that fails verification drops it too, and so does an open connection to the
+ * ticket's server that fails when it is verified again (revoked, no longer allowed).
  *
  * @module
  */
@@ -19,6 +20,7 @@
 import { createServer, type Server, type Socket } from "node:net";
 import { connect as tlsConnect, type ConnectionOptions, type TLSSocket } from "node:tls";
 import type { SecureNaming } from "../../mod.ts";
+import { bytesEqual } from "../../internal/mod.ts";
 import { formatAddress, type SocketAddress } from "./address.ts";
 import type { OutboundConfig } from "./config.ts";
 import { type CloseReason, ProxyConnection } from "./connection.ts";
@@ -285,7 +287,10 @@ export class OutboundListener implements WorkloadObserver {
       error = err as Error;
       reason = (err as { code?: string }).code === "ERR_CERT_REVOKED" ? "revoked" : "unverified";
     }
-    if (!reason || connection.isClosed) return;
+    if (!reason) return;
+    // Its ticket would resume a session whose server chain is this one, failing once more.
+    if (this.#session && bytesEqual(this.#session.chain[0], peer.chain[0])) this.#session = undefined;
+    if (connection.isClosed) return;
     recordDecision(this.context, {
       listener: this.name,
       direction: "outbound",

@@ -13,6 +13,7 @@
  */
 
 import { Buffer } from "node:buffer";
+import type { TLSSocket } from "node:tls";
 import {
   type BundleSet,
   type Crl,
@@ -24,8 +25,7 @@ import {
   verifySvid,
 } from "../../mod.ts";
 
-/** The chain a TLS peer sent, leaf first, as DER: shared with the CA's mTLS authenticator. */
-export { peerChain } from "../../internal/mod.ts";
+import { peerChain as readPeerChain } from "../../internal/mod.ts";
 
 /** A peer whose SVID verified. */
 export interface VerifiedPeer {
@@ -47,8 +47,17 @@ interface Remembered {
 const MAX_REMEMBERED = 10_000;
 /** Most leaves whose intermediates are kept for resumed sessions. */
 const MAX_LEAVES = 10_000;
-/** The most certificates a peer chain may hold (leaf included): what peerChain reads by default. */
+/** The most certificates a peer chain may hold (leaf included). */
 const MAX_CHAIN = 10;
+
+/**
+ * The chain a TLS peer sent, leaf first, as DER (the reader shared with the CA's mTLS
+ * authenticator). It is read to one certificate beyond MAX_CHAIN, so that a chain too long is
+ * refused by {@link PeerVerifier.verify}, never cut down to a prefix that might verify.
+ */
+export function peerChain(socket: TLSSocket): Uint8Array[] {
+  return readPeerChain(socket, { maxCertificates: MAX_CHAIN + 1 });
+}
 
 /** Verifies peers of one workload against that workload's bundle and CRLs. */
 export class PeerVerifier {

@@ -80,12 +80,18 @@ export class PooledReads {
   pipeTo(target: Socket): void {
     const source = this.#source!;
     this.#target = target;
-    source.once("end", () => target.end());
     target.on("drain", this.#resume);
     let isFull = false;
     for (const [chunk, buffer] of this.#early.splice(0)) {
       isFull = !this.#write(target, chunk, buffer) || isFull;
     }
+    // A peer that closed while its connection was being verified ended before there was a
+    // target: its 'end' has been emitted, and waiting for it would hold the target open.
+    if (source.readableEnded) {
+      target.end();
+      return;
+    }
+    source.once("end", () => target.end());
     if (!isFull) source.resume();
   }
 

@@ -19,9 +19,10 @@
 
 import { randomBytes } from "node:crypto";
 import { SecureNaming } from "../../mod.ts";
-import { type Logger, silentLogger } from "../../internal/mod.ts";
-import type { SocketAddress } from "./address.ts";
+import { ConfigError, isLoopbackHost, type Logger, silentLogger } from "../../internal/mod.ts";
+import { formatAddress, type SocketAddress } from "./address.ts";
 import { AuditLog } from "./audit.ts";
+import { UnverifiedAudit } from "./audit-aggregation.ts";
 import type { ProxyConfig } from "./config.ts";
 import type { CredentialSource } from "./credentials.ts";
 import { InboundListener } from "./inbound.ts";
@@ -50,6 +51,7 @@ export class MeshProxy {
   readonly groups: readonly string[];
   readonly #logger: Logger;
   readonly #audit: AuditLog;
+  readonly #unverifiedAudit: UnverifiedAudit;
   readonly #workloads = new Map<string, ProxyWorkload>();
   readonly #inbound: InboundListener[] = [];
   readonly #outbound: OutboundListener[] = [];
@@ -59,11 +61,38 @@ export class MeshProxy {
   #isStarted = false;
   #connectionIds = 0;
 
+  /**
+   * Throws a `ConfigError` for an outbound listener on a TCP address that is not loopback: it
+   * accepts plain text and sends it with the workload's identity, so anyone who reaches it could
+   * use that identity. (`readProxyConfig` refuses it too; a configuration made in code is checked here.)
+   */
   constructor(options: MeshProxyOptions) {
+    const offLoopback = options.config.outbound.filter((o) =>
+      !("path" in o.listen) && !isLoopbackHost(o.listen.host)
+    );
+    if (offLoopback.length) {
+      throw new ConfigError(
+        "MeshProxy",
+        offLoopback.map((o) =>
+          `outbound ${o.name}: listen must be a loopback address or a Unix socket, not ${
+            formatAddress(o.listen)
+          } (it accepts plain text and sends it as ${o.workload})`
+        ),
+      );
+    }
     this.config = options.config;
     this.#logger = options.logger ?? silentLogger;
     this.metrics = options.metrics ?? new ProxyMetrics();
-    this.#audit = new AuditLog(this.config.auditLog);
+    this.#audit = new AuditLog(this.config.auditLog, {
+      maxBytes: this.config.auditLogMaxBytes,
+      maxFiles: this.config.auditLogMaxFiles,
+    });
+    this.#unverifiedAudit = new UnverifiedAudit({
+      intervalMs: this.config.auditUnverifiedIntervalSeconds * 1000,
+      write: (record) => this.#audit.append(record),
+      folded: (record) =>
+        this.metrics.auditAggregated.inc({ listener: record.listener, reason: record.reason }),
+    });
     this.groups = resolveGroups(this.config.tls.groups);
     this.naming = new SecureNaming(
       Object.fromEntries(this.config.outbound.map((o) => [o.service, o.allowedIds])),
@@ -124,6 +153,7 @@ export class MeshProxy {
       logger: this.#logger,
       metrics: this.metrics,
       audit: this.#audit,
+      unverifiedAudit: this.#unverifiedAudit,
       nextConnectionId: () => ++this.#connectionIds,
     };
     for (const [name, source] of this.#pendingSources) this.#workload(name).attach(source);
@@ -235,6 +265,7 @@ export class MeshProxy {
     this.#inbound.length = 0;
     this.#outbound.length = 0;
     for (const workload of this.#workloads.values()) workload.detach();
+    this.#unverifiedAudit.flush();
     await this.#audit.close();
     this.#isStarted = false;
   }

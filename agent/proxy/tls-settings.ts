@@ -8,6 +8,7 @@
  */
 
 import { createSecureContext, type SecureContextOptions } from "node:tls";
+import { ConfigError } from "../../internal/mod.ts";
 
 /** The hybrid group Linkerd 2.19 and Chrome use: X25519 combined with ML-KEM-768 (FIPS 203). */
 export const POST_QUANTUM_GROUP = "X25519MLKEM768";
@@ -38,16 +39,19 @@ export function defaultGroups(): { groups: string[]; isPostQuantum: boolean } {
   return cachedDefault;
 }
 
-/** The groups to use: the configured ones (each checked against the runtime) or the defaults. */
+/**
+ * The groups to use: the configured ones (each checked against the runtime) or the defaults.
+ * Throws a `ConfigError` (`ERR_CONFIG`) naming the groups this runtime does not have.
+ */
 export function resolveGroups(configured: readonly string[] | undefined): string[] {
   if (!configured) return defaultGroups().groups;
   const unsupported = configured.filter((g) => !supportsGroup(g));
   if (unsupported.length) {
-    throw new Error(
+    throw new ConfigError("proxy.tls.groups", [
       `proxy.tls.groups: this runtime's TLS library does not offer ${unsupported.join(", ")} (it has ${
         [POST_QUANTUM_GROUP, ...CLASSICAL_GROUPS].filter(supportsGroup).join(", ")
       })`,
-    );
+    ]);
   }
   return [...configured];
 }

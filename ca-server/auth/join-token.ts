@@ -40,13 +40,17 @@ export function isJoinToken(token: string): boolean {
 
 /** What a new join token is for. */
 export interface JoinTokenRequest {
+  /** Who the token lets in: a workload, a node agent, or an administrator. */
   role: JoinTokenRole;
   /** For `workload`: the SPIFFE ID it may obtain. */
   spiffeId?: string;
   /** For `node`: the node name; the node's SPIFFE ID is `nodeIdOf(trustDomain, node)`. */
   node?: string;
+  /** How long the token stays valid, in seconds. */
   ttlSeconds: number;
+  /** Whether the token is spent by its first use (true by default). */
   isSingleUse?: boolean;
+  /** The creation time; now by default. */
   now?: Date;
 }
 
@@ -89,22 +93,29 @@ export function nodeIdOf(trustDomain: string, node: string): string {
 
 /** Options of {@link JoinTokenAuthenticator}. */
 export interface JoinTokenAuthenticatorOptions {
+  /** Where the tokens are looked up (by id, secret as SHA-256). */
   store: CaStore;
+  /** The CA's trust domain, for the SPIFFE IDs of node tokens. */
   trustDomain: string;
+  /** Which workloads a node token's agent may obtain certificates for. */
   nodeWorkloads: NodeWorkloads;
   /**
    * Hashes the presented secret. WebCrypto by default; the Node entry passes node:crypto,
    * which spares every request a trip to the thread pool.
    */
   crypto?: CryptoProvider;
+  /** The clock that decides expiry; the system's by default. */
   now?: () => Date;
 }
 
 /** Authenticates join tokens against the store. */
 export class JoinTokenAuthenticator implements Authenticator {
+  /** Credentials it takes: `Bearer <id>.<secret>` join tokens. */
   readonly method = "join-token" as const;
+  /** An authenticator checking join tokens against `options.store`. */
   constructor(readonly options: JoinTokenAuthenticatorOptions) {}
 
+  /** The principal of a valid join token; undefined for a bearer that is not one; a Problem for a bad one. */
   async authenticate(credentials: Credentials): Promise<Principal | undefined> {
     const token = credentials.bearerToken;
     const m = token === undefined ? null : TOKEN.exec(token);

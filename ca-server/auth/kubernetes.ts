@@ -44,25 +44,29 @@ export interface TokenReviewOptions {
   reviewerToken: string | ((options?: { reread?: boolean }) => string | Promise<string>);
   /** The fetch to call it with (to add a CA for the API server's certificate). */
   fetch?: typeof fetch;
+  /** How long one TokenReview may take, in milliseconds. */
   timeoutMs?: number;
 }
 
 /** Options of {@link KubernetesAuthenticator}: `jwks`, `jwksUrl` or `tokenReview`. */
 export interface KubernetesAuthenticatorOptions {
+  /** The CA's trust domain: a token of `<ns>/<sa>` obtains `spiffe://<td>/ns/<ns>/sa/<sa>`. */
   trustDomain: string;
   /** The `iss` of the cluster's service-account tokens (offline validation). */
   issuer?: string;
   /** Audiences the token must carry (one of). */
   audiences: string[];
   /** The issuer's JWKS, as JSON (offline validation). */
-  jwks?: JSONWebKeySet;
+  jwks?: { keys: JsonWebKey[] };
   /** Where to fetch the issuer's JWKS (offline validation, cached by `jose`). */
   jwksUrl?: string;
   /** The fetch for `jwksUrl`, to trust the cluster's CA certificate (`fetchTrustingCa`). */
   jwksFetch?: typeof fetch;
+  /** Validate tokens online with the API server's TokenReview. */
   tokenReview?: TokenReviewOptions;
   /** Seconds of clock skew tolerated on `exp`/`nbf`. Default 30. */
   clockToleranceSeconds?: number;
+  /** The clock that checks `exp` and `nbf`; the system's by default. */
   now?: () => Date;
 }
 
@@ -71,16 +75,18 @@ const SERVICE_ACCOUNT_USER = /^system:serviceaccount:([^:]+):([^:]+)$/;
 
 /** Authenticates Kubernetes service-account JWTs. */
 export class KubernetesAuthenticator implements Authenticator {
+  /** Credentials it takes: service-account JWTs as bearer tokens. */
   readonly method = "kubernetes" as const;
   readonly #keys?: JWTVerifyGetKey;
   readonly #breaker: CircuitBreaker;
 
+  /** An authenticator validating service-account tokens as `options` says (JWKS or TokenReview). */
   constructor(readonly options: KubernetesAuthenticatorOptions) {
     // After 5 failures in a row, the API is left alone for 1 s, then 2, 4 ... up to 30.
     this.#breaker = new CircuitBreaker("the Kubernetes TokenReview API", {
       now: options.now && (() => options.now!().getTime()),
     });
-    if (options.jwks) this.#keys = createLocalJWKSet(options.jwks);
+    if (options.jwks) this.#keys = createLocalJWKSet(options.jwks as JSONWebKeySet);
     else if (options.jwksUrl) {
       const jwksFetch = options.jwksFetch;
       this.#keys = createRemoteJWKSet(
@@ -95,6 +101,7 @@ export class KubernetesAuthenticator implements Authenticator {
     }
   }
 
+  /** The principal of a valid service-account token; undefined for a bearer that is not a JWT. */
   async authenticate(credentials: Credentials): Promise<Principal | undefined> {
     const token = credentials.bearerToken;
     if (!token || !JWT.test(token)) return undefined;

@@ -21,13 +21,17 @@ import type { Authenticator, Credentials, NodeWorkloadCheck, NodeWorkloads, Prin
 
 /** Options of {@link MtlsAuthenticator}. */
 export interface MtlsAuthenticatorOptions {
+  /** The trust bundle client SVIDs must chain to. */
   authorities: Authorities;
+  /** Where revocations are checked. */
   store: CaStore;
+  /** Which workloads a node agent's SVID may obtain certificates for. */
   nodeWorkloads: NodeWorkloads;
   /** For an identity not among a node's workloads: one authoritative look (the API server's pods). */
   confirmNodeWorkload?: NodeWorkloadCheck;
   /** SPIFFE IDs allowed to use the administrative API. */
   admins: readonly string[];
+  /** The validation time of client SVIDs; the system's clock by default. */
   now?: () => Date;
 }
 
@@ -42,9 +46,11 @@ export const MAX_CLIENT_CHAIN_PEM = 32 * 1024;
 
 /** Authenticates TLS client certificates issued by this CA. */
 export class MtlsAuthenticator implements Authenticator {
+  /** Credentials it takes: the TLS client certificate chain. */
   readonly method = "mtls" as const;
   // Renewals present the same CA certificates again and again: verify each signature once.
   readonly #signatures = new SignatureCache();
+  /** An authenticator of client SVIDs of this CA's trust domain. */
   constructor(readonly options: MtlsAuthenticatorOptions) {}
 
   /** The certificates of the authorities published at `at` that are not trust anchors. */
@@ -55,6 +61,7 @@ export class MtlsAuthenticator implements Authenticator {
       .filter((cert) => !anchors.some((anchor) => bytesEqual(anchor.der, cert.der)));
   }
 
+  /** The principal of a valid, unrevoked client SVID; undefined without a client certificate. */
   async authenticate(credentials: Credentials): Promise<Principal | undefined> {
     const chainPem = credentials.clientCertificateChainPem;
     if (!chainPem) return undefined;

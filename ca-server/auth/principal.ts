@@ -10,11 +10,13 @@ export type AuthenticationMethod = "join-token" | "kubernetes" | "mtls";
 
 /** An authenticated caller. */
 export interface Principal {
+  /** How the caller authenticated. */
   method: AuthenticationMethod;
   /** The caller's own identity for audit and rate limits: a SPIFFE ID, or `token:<id>`. */
   requester: string;
   /** SPIFFE IDs the caller may obtain certificates for. */
   allowedIds: readonly string[];
+  /** Whether the caller may use the administrative API (revocation, tokens). */
   isAdmin: boolean;
   /** For a node agent, its node name. */
   node?: string;
@@ -44,7 +46,9 @@ export interface Credentials {
  * that is invalid, expired, forged or revoked.
  */
 export interface Authenticator {
+  /** The kind of credentials it checks, recorded on the principals it answers. */
   readonly method: AuthenticationMethod;
+  /** The caller's principal; undefined when `credentials` are not of this kind; a Problem when they are but are bad. */
   authenticate(credentials: Credentials): Promise<Principal | undefined>;
 }
 

@@ -22,11 +22,12 @@ import { MeshAuthError } from "../../mod.ts";
 
 /** Thrown when a key file is missing, unreadable or too widely readable. */
 export class KeyFileError extends MeshAuthError {
-  static override code = "ERR_KEY_FILE";
-  override code = KeyFileError.code;
-  override name = "KeyFileError";
+  /** Stable code of this class: `ERR_KEY_FILE`. */
+  static override code: string = "ERR_KEY_FILE";
+  /** `message` names the key file and what is wrong with it. */
   constructor(message: string) {
     super(message);
+    this.name = "KeyFileError";
   }
 }
 
@@ -36,6 +37,7 @@ export class FileKeyManager implements KeyManager {
   readonly #signers = new Map<string, Promise<Signer>>();
   #swept = false;
 
+  /** A key manager over the key files in `dir` (created 0700 when the first key is added). */
   constructor(readonly dir: string) {
     this.description = `file:${dir}`;
   }

@@ -30,14 +30,19 @@ export interface AuthorityRecord {
   trustBundlePem?: string;
   /** From when this authority signs; before that its roots are only published in the bundle. */
   activeFrom: Date;
+  /** When the authority was added. */
   createdAt: Date;
 }
 
 /** What {@link KeyManager.add} takes. */
 export interface NewAuthority {
+  /** The CA certificate first, then its issuers. */
   certificateChainPem: string;
+  /** The CA's private key, PKCS#8 PEM. */
   privateKeyPem: string;
+  /** The roots of the chain, when the chain's last certificate is not one. */
   trustBundlePem?: string;
+  /** From when the authority signs; before that its roots are only published in the bundle. */
   activeFrom: Date;
 }
 

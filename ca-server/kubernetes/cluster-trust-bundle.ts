@@ -41,6 +41,7 @@ interface ClusterTrustBundle {
 /** Keeps the signer's ClusterTrustBundle equal to the CA's trust bundle. */
 export class ClusterTrustBundlePublisher {
   readonly #o: ClusterTrustBundlePublisherOptions;
+  /** The ClusterTrustBundle's object name, derived from the signer name. */
   readonly name: string;
   #published = "";
   #lastVerified = 0;
@@ -48,6 +49,7 @@ export class ClusterTrustBundlePublisher {
   #stopped = true;
   #running?: Promise<void>;
 
+  /** A publisher for `options.signerName`; `start` begins publishing. */
   constructor(options: ClusterTrustBundlePublisherOptions) {
     this.#o = options;
     this.name = clusterTrustBundleName(options.signerName);
@@ -65,6 +67,7 @@ export class ClusterTrustBundlePublisher {
     this.#schedule();
   }
 
+  /** Stops keeping the ClusterTrustBundle current; what was published stays. */
   stop(): void {
     this.#stopped = true;
     if (this.#timer) clearTimeout(this.#timer);

@@ -44,6 +44,7 @@ export interface KubernetesControllersConfig {
     /** The ClusterTrustBundle's version; `false` publishes none. */
     clusterTrustBundle: "v1beta1" | "v1" | false;
   };
+  /** The Lease that elects the one CA process running the controllers. */
   leaderElection: {
     namespace: string;
     name: string;

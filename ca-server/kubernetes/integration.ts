@@ -30,11 +30,15 @@ import { ServiceAccountTokenAuthenticator } from "./token-authenticator.ts";
 
 /** What a running integration offers the rest of the CA. */
 export interface KubernetesIntegration {
+  /** The client every part of the integration talks to the API server with. */
   api: KubernetesApi;
   /** Node authorization from the API server (when `nodeAuthorization.enabled`). */
   nodeWorkloads?: NodeWorkloads;
+  /** The pods of the cluster, when node authorization or the Pod Certificates signer needs them. */
   pods?: PodIndex;
+  /** Authenticates service-account tokens with TokenReview. */
   authenticator: ServiceAccountTokenAuthenticator;
+  /** The leader election that starts and stops the controllers. */
   elector: LeaderElector;
   /** The leader's controllers while this process leads. */
   readonly controllers: {
@@ -42,6 +46,7 @@ export interface KubernetesIntegration {
     podCertificates?: PodCertificateSigner;
     clusterTrustBundle?: ClusterTrustBundlePublisher;
   };
+  /** Stops the controllers, the watches and the election (giving up the Lease if held). */
   close(): Promise<void>;
 }
 

@@ -20,6 +20,7 @@ import type { CaStore } from "../store/store.ts";
 
 /** A certificate the controllers issued, with its key when the CA made it. */
 export interface ControllerIssuance {
+  /** The certificate issued. */
   issued: IssuedCertificate;
   /** PKCS#8 PEM, only when the CA made the key (service-account Secrets). */
   privateKeyPem?: string;
@@ -29,14 +30,19 @@ export interface ControllerIssuance {
 
 /** Options of {@link ControllerIssuer}. */
 export interface ControllerIssuerOptions {
+  /** The CA's signing authorities. */
   authorities: Authorities;
+  /** Where each issuance is recorded, as the API's are. */
   store: CaStore;
+  /** Where issuances are logged. */
   logger: Logger;
+  /** The clock, for tests; the system's by default. */
   now?: () => Date;
 }
 
 /** Issues for the controllers and records what it issued. */
 export class ControllerIssuer {
+  /** An issuer over `options`' authorities and store. */
   constructor(readonly options: ControllerIssuerOptions) {}
 
   /** Makes a key here and issues for it (the service-account Secret case). */

@@ -20,17 +20,25 @@ import { type KubernetesApi, KubernetesApiError, type Logger, type ObjectMeta } 
 
 /** Settings of {@link LeaderElector}. */
 export interface LeaderElectionOptions {
+  /** The client the Lease is read and written with. */
   api: KubernetesApi;
+  /** The namespace of the Lease. */
   namespace: string;
+  /** The Lease's name. */
   name: string;
   /** This candidate's identity (pod name and process id). */
   identity: string;
+  /** How long a Lease not renewed keeps others from taking over. Default 15 s. */
   leaseDurationSeconds?: number;
+  /** How long the leader keeps leading without a successful renewal. Default 10 s. */
   renewDeadlineSeconds?: number;
+  /** How often the Lease is renewed or tried. Default 2 s. */
   retryPeriodSeconds?: number;
+  /** Where elections and takeovers are logged. */
   logger: Logger;
   /** Called when this candidate starts leading; the signal aborts when it stops. */
   onStartedLeading: (signal: AbortSignal) => void | Promise<void>;
+  /** Called when this candidate stops leading. */
   onStoppedLeading?: () => void;
 }
 
@@ -76,6 +84,7 @@ export class LeaderElector {
   #observed?: { holder?: string; renewTime?: string; at: number };
   #stopped = true;
 
+  /** A candidate for `options.name`; `start` joins the election. Throws when the durations are not in decreasing order. */
   constructor(options: LeaderElectionOptions) {
     this.#o = {
       leaseDurationSeconds: 15,
@@ -91,6 +100,7 @@ export class LeaderElector {
     }
   }
 
+  /** Whether this candidate leads now. */
   get isLeader(): boolean {
     return this.#leading !== undefined;
   }
@@ -99,6 +109,7 @@ export class LeaderElector {
     return `/apis/coordination.k8s.io/v1/namespaces/${this.#o.namespace}/leases/${this.#o.name}`;
   }
 
+  /** Joins the election; a second call does nothing. */
   start(): void {
     if (!this.#stopped) return;
     this.#stopped = false;

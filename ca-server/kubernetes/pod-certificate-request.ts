@@ -20,16 +20,21 @@ import {
   parseKeyRequest,
   publicKeyAlgorithm,
 } from "../../internal/mod.ts";
-import { InvalidCsr, type KeyAlgorithm } from "../../mod.ts";
+import { InvalidCsr, type KeyAlgorithm, MeshAuthError } from "../../mod.ts";
 
 /** The `certificates.k8s.io` versions that serve PodCertificateRequests. */
+/** The `certificates.k8s.io` versions of PodCertificateRequest the signer watches. */
 export type PodCertificateApiVersion = "v1beta1" | "v1";
 
 /** A PodCertificateRequest as the API server sends it (both versions' fields). */
 export interface PodCertificateRequest {
+  /** `certificates.k8s.io/v1beta1` or `certificates.k8s.io/v1`. */
   apiVersion?: string;
+  /** `PodCertificateRequest`. */
   kind?: string;
+  /** The request's name, namespace and UID. */
   metadata: ObjectMeta;
+  /** What the kubelet asks for: the signer, the pod and its service account, the key. */
   spec: {
     signerName: string;
     podName: string;
@@ -47,6 +52,7 @@ export interface PodCertificateRequest {
     proofOfPossession?: string;
     unverifiedUserAnnotations?: Record<string, string>;
   };
+  /** The signer's answer: an Issued, Denied or Failed condition and the chain. */
   status?: {
     conditions?: Array<{ type: string; status: string; reason?: string; message?: string }>;
     certificateChain?: string;
@@ -54,10 +60,13 @@ export interface PodCertificateRequest {
 }
 
 /** A reason to deny, as the condition's `reason` says it. */
-export class RequestDenied extends Error {
-  override name = "RequestDenied";
+export class RequestDenied extends MeshAuthError {
+  /** Stable code of this class: `ERR_POD_CERTIFICATE_DENIED`. */
+  static override code: string = "ERR_POD_CERTIFICATE_DENIED";
+  /** `reason` is the Denied condition's reason (`UnsupportedKeyType`...); `message` its message. */
   constructor(readonly reason: string, message: string) {
     super(message);
+    this.name = "RequestDenied";
   }
 }
 

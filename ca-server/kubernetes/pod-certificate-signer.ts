@@ -41,14 +41,21 @@ const DEFAULT_MAX_EXPIRATION_SECONDS = 86400;
 
 /** Options of {@link PodCertificateSigner}. */
 export interface PodCertificateSignerOptions {
+  /** The client requests are watched and answered with. */
   api: KubernetesApi;
+  /** Issues and records the certificates. */
   issuer: ControllerIssuer;
+  /** Looks up the pod a request names, to check it exists, has the UID the request says, and runs. */
   pods: Pick<PodIndex, "getPod">;
+  /** The CA's trust domain, for the pods' SPIFFE IDs. */
   trustDomain: string;
+  /** The signer's name, API versions and lifetimes, from the configuration. */
   settings: KubernetesControllersConfig["podCertificates"];
   /** The CA's backdating of notBefore, counted in a certificate's lifetime. */
   backdateSeconds?: number;
+  /** Where answers and failures are logged. */
   logger: Logger;
+  /** The clock, for tests; the system's by default. */
   now?: () => Date;
 }
 
@@ -63,8 +70,10 @@ export class PodCertificateSigner {
   readonly #queue: WorkQueue;
   /** Answers written, by request UID, so the other version's view is not worked twice. */
   readonly #done = new Map<string, number>();
-  readonly stats = { issued: 0, denied: 0, failed: 0 };
+  /** Requests answered since start: issued, denied, and failed. */
+  readonly stats: { issued: number; denied: number; failed: number } = { issued: 0, denied: 0, failed: 0 };
 
+  /** A signer for `options.settings.signerName`; `start` begins watching. */
   constructor(options: PodCertificateSignerOptions) {
     this.#o = options;
     this.#queue = new WorkQueue({
@@ -117,6 +126,7 @@ export class PodCertificateSigner {
     });
   }
 
+  /** Stops watching and answering requests. */
   stop(): void {
     this.#queue.stop();
     for (const r of this.#reflectors.values()) r.stop();

@@ -37,10 +37,15 @@ import { Problem } from "../problems.ts";
 
 /** What the CA keeps of a pod. */
 export interface PodRecord {
+  /** The pod's namespace. */
   namespace: string;
+  /** The pod's name. */
   name: string;
+  /** The pod's UID, which a new pod of the same name does not share. */
   uid: string;
+  /** The node the pod is scheduled on. */
   nodeName: string;
+  /** The service account the pod runs as. */
   serviceAccountName: string;
   /** `Pending`, `Running`, ... (`Succeeded` and `Failed` pods are not kept). */
   phase: string;
@@ -48,15 +53,21 @@ export interface PodRecord {
 
 /** The parts of a Pod the index reads. */
 export interface PodObject {
+  /** Name, namespace and UID. */
   metadata?: ObjectMeta;
+  /** The node and service account. */
   spec?: { nodeName?: string; serviceAccountName?: string };
+  /** The pod's phase. */
   status?: { phase?: string };
 }
 
 /** Options of {@link PodIndex}. */
 export interface PodIndexOptions {
+  /** The client the pods are listed and watched with. */
   api: KubernetesApi;
+  /** The CA's trust domain, for the workloads' SPIFFE IDs. */
   trustDomain: string;
+  /** Where the watch's trouble is logged. */
   logger: Logger;
   /** The most pods cached; beyond it nodes are answered by per-node lists. Default 200,000. */
   maxPods?: number;
@@ -106,6 +117,7 @@ export class PodIndex {
   /** Counts, for tests and diagnostics. */
   readonly stats = { liveLookups: 0 };
 
+  /** An index of the cluster's pods; `start` begins watching. */
   constructor(options: PodIndexOptions) {
     this.#o = options;
     this.#reflector = new Reflector<PodRecord>({
@@ -138,10 +150,12 @@ export class PodIndex {
     return this.#reflector;
   }
 
+  /** Begins listing and watching the pods. */
   start(): void {
     this.#reflector.start();
   }
 
+  /** Stops watching. */
   stop(): void {
     this.#reflector.stop();
   }

@@ -76,11 +76,17 @@ interface SecretRecord {
 
 /** Options of {@link ServiceAccountSecretsController}. */
 export interface ServiceAccountSecretsOptions {
+  /** The client Secrets and service accounts are watched and written with. */
   api: KubernetesApi;
+  /** Issues and records the SVIDs. */
   issuer: ControllerIssuer;
+  /** The CA's authorities, whose bundle each Secret carries. */
   authorities: Authorities;
+  /** The CA's trust domain, for the service accounts' SPIFFE IDs. */
   trustDomain: string;
+  /** Which namespaces, key algorithm and lifetimes, from the configuration. */
   settings: KubernetesControllersConfig["serviceAccountSecrets"];
+  /** Where writes and failures are logged. */
   logger: Logger;
   /** How often the trust bundle is compared with the Secrets'. Default 10 s. */
   bundleCheckMs?: number;
@@ -92,6 +98,7 @@ export interface ServiceAccountSecretsOptions {
   foreignSecretMaxRecheckMs?: number;
   /** Called once per version of a Secret that holds an account's Secret name and is not the CA's. */
   onForeignSecret?: (namespace: string, secretName: string) => void;
+  /** The clock that decides renewal; the system's by default. */
   now?: () => Date;
 }
 
@@ -118,6 +125,7 @@ export class ServiceAccountSecretsController {
   /** Counts, for tests and diagnostics. */
   readonly stats = { foreignSecrets: 0 };
 
+  /** A controller over `options.settings`; `start` begins watching. */
   constructor(options: ServiceAccountSecretsOptions) {
     this.#o = options;
     this.#queue = new WorkQueue({
@@ -194,6 +202,7 @@ export class ServiceAccountSecretsController {
     await this.#queue.idle();
   }
 
+  /** Stops watching and renewing; the Secrets written stay. */
   stop(): void {
     if (this.#bundleTimer) clearInterval(this.#bundleTimer);
     this.#queue.stop();

@@ -37,13 +37,17 @@ import type { PodIndex } from "./pod-index.ts";
 
 /** Options of {@link ServiceAccountTokenAuthenticator}. */
 export interface ServiceAccountTokenAuthenticatorOptions {
+  /** The client TokenReviews are made with. */
   api: KubernetesApi;
+  /** The CA's trust domain: a token of `<ns>/<sa>` obtains `spiffe://<td>/ns/<ns>/sa/<sa>`. */
   trustDomain: string;
   /** The token must be bound to one of these. */
   audiences: readonly string[];
   /** `namespace/name` of node agents' service accounts; empty: no token makes a node. */
   agentServiceAccounts: readonly string[];
+  /** Looks up the pod a token is bound to, for a node agent's node. */
   pods: Pick<PodIndex, "getPod">;
+  /** Which workloads a node agent may obtain certificates for. */
   nodeWorkloads: NodeWorkloads;
   /** For an identity not among a node's workloads: one authoritative look (the API server's pods). */
   confirmNodeWorkload?: NodeWorkloadCheck;
@@ -51,7 +55,9 @@ export interface ServiceAccountTokenAuthenticatorOptions {
   cacheSeconds?: number;
   /** Reviews remembered at most. Default 10,000. */
   cacheSize?: number;
+  /** Seconds of clock skew tolerated on the token's `exp`. Default 30. */
   clockToleranceSeconds?: number;
+  /** The clock, for tests; the system's by default. */
   now?: () => Date;
 }
 
@@ -82,6 +88,7 @@ export class ServiceAccountTokenAuthenticator implements Authenticator {
   readonly #reviews = new Map<string, { user: NonNullable<TokenReviewStatus["user"]>; until: number }>();
   readonly #breaker: CircuitBreaker;
 
+  /** An authenticator reviewing tokens with the API server as `options` says. */
   constructor(options: ServiceAccountTokenAuthenticatorOptions) {
     if (options.audiences.length === 0) throw new Error("a token authenticator needs at least one audience");
     this.#o = options;

@@ -51,6 +51,7 @@ import type {
   RevocationSelector,
   SignedCrl,
 } from "./store.ts";
+import { writeFailure } from "./store.ts";
 
 /** Options of {@link FileStore}. */
 export interface FileStoreOptions {
@@ -68,7 +69,9 @@ export interface FileStoreOptions {
    * only if a command needs it, so `meshauth ca token create` does not read the journal.
    */
   isCompacting?: boolean;
+  /** Where compaction and recovery are logged; silent by default. */
   logger?: Logger;
+  /** The clock that expires certificates and tokens; the system's by default. */
   now?: () => Date;
 }
 
@@ -110,6 +113,7 @@ export class FileStore implements CaStore {
   #timer?: ReturnType<typeof setInterval>;
   #lastEvictionMs = 0;
 
+  /** A store in `dir` (a journal and its segments); call `open()` before use. */
   constructor(readonly dir: string, options: FileStoreOptions = {}) {
     this.description = `file:${dir}`;
     this.#options = {
@@ -141,14 +145,19 @@ export class FileStore implements CaStore {
 
   async open(): Promise<void> {
     const started = performance.now();
-    mkdirSync(this.dir, { recursive: true, mode: 0o700 });
-    // What a crash in the middle of a state, snapshot or CRL write left behind.
-    await removeStaleTemporaries(this.dir);
-    await removeStaleTemporaries(join(this.dir, "crls"));
-    this.#state.current();
-    this.#journal.open();
-    mkdirSync(this.#denials.dir, { recursive: true, mode: 0o700 });
-    this.#denials.open();
+    try {
+      mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+      // What a crash in the middle of a state, snapshot or CRL write left behind.
+      await removeStaleTemporaries(this.dir);
+      await removeStaleTemporaries(join(this.dir, "crls"));
+      this.#state.current();
+      this.#journal.open();
+      mkdirSync(this.#denials.dir, { recursive: true, mode: 0o700 });
+      this.#denials.open();
+    } catch (err) {
+      // A read-only or full data directory is said as such, with the path, not as a stack.
+      throw writeFailure(err, this.dir);
+    }
     if (this.#options.isCompacting) {
       await this.#ensureLoaded();
       this.#options.logger?.info("store opened", {
@@ -162,6 +171,7 @@ export class FileStore implements CaStore {
     if (this.#options.isCompacting) void this.#maintain();
   }
 
+  /** Stops the background sync, waits for compaction and pending writes, and closes the journal. */
   async close(): Promise<void> {
     if (this.#timer) clearInterval(this.#timer);
     this.#timer = undefined;
@@ -301,10 +311,12 @@ export class FileStore implements CaStore {
     for (const segment of archived) unlinkSync(segment.path);
   }
 
+  /** Records one issued certificate. */
   async recordIssuance(certificate: CertificateRecord): Promise<void> {
     await this.#journal.append({ kind: "certificate", ...certificate });
   }
 
+  /** The issued certificate with this serial number, if the store has it. */
   async findCertificate(serialNumber: string): Promise<CertificateRecord | undefined> {
     await this.#catchUp();
     const found = this.#index.get(serialNumber);
@@ -350,6 +362,7 @@ export class FileStore implements CaStore {
     return Promise.resolve(this.#state.current().revocations.filter((r) => r.notAfter > at));
   }
 
+  /** Whether the certificate with this serial number is revoked. */
   isRevoked(serialNumber: string): Promise<boolean> {
     const state = this.#state.current();
     if (this.#revokedSerials.state !== state) {
@@ -400,6 +413,7 @@ export class FileStore implements CaStore {
     return this.#locked(() => this.#crls.save(crl));
   }
 
+  /** Stores a new join token. */
   async saveJoinToken(token: JoinTokenRecord): Promise<void> {
     await this.#mutate((state) => {
       state.joinTokens = state.joinTokens.filter((t) => t.id !== token.id);
@@ -408,6 +422,7 @@ export class FileStore implements CaStore {
     });
   }
 
+  /** The join token with this id, if any. */
   findJoinToken(id: string): Promise<JoinTokenRecord | undefined> {
     return Promise.resolve(this.#state.current().joinTokens.find((t) => t.id === id));
   }
@@ -439,14 +454,19 @@ export class FileStore implements CaStore {
     return [...history, ...denials].sort((a, b) => a.at.getTime() - b.at.getTime()).slice(-limit);
   }
 
-  // Serialised within the process by a promise chain and across processes by the lock.
+  // Serialised within the process by a promise chain and across processes by the lock. A write
+  // the file system refuses (full, read-only) is a StoreError that says so; state.json stays.
   #locked<T>(work: () => Promise<T>): Promise<T> {
     const run = this.#localLock.then(async () => {
-      const held = await this.#stateLock.acquire(LOCK_WAIT_MS);
       try {
-        return await work();
-      } finally {
-        held.release();
+        const held = await this.#stateLock.acquire(LOCK_WAIT_MS);
+        try {
+          return await work();
+        } finally {
+          held.release();
+        }
+      } catch (err) {
+        throw writeFailure(err, this.dir);
       }
     });
     this.#localLock = run.catch(() => {});

@@ -44,6 +44,7 @@ import {
 import { dirname, join } from "node:path";
 import { syncDirectory } from "../../internal/mod.ts";
 import { readLines } from "./lines.ts";
+import { writeFailure } from "./store.ts";
 
 interface Waiter {
   resolve: () => void;
@@ -218,7 +219,8 @@ export class Journal {
         this.#writeAll(bytes);
       }
     } catch (err) {
-      for (const waiter of batch) waiter.reject(err);
+      const failure = writeFailure(err, this.path);
+      for (const waiter of batch) waiter.reject(failure);
       return;
     }
     if (!this.#isDurable) {

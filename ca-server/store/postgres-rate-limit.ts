@@ -1,30 +1,56 @@
 /**
  * Token buckets in PostgreSQL (`meshauth_rate_limits`), shared by every replica on one
- * database: the rule of `takeToken` in `rate-limit.ts` as one statement on a row per key, so
- * the row's lock orders concurrent takes of one key on any replica. An exchange (a token back
- * to one key, one taken from another) is one statement too.
+ * database: the rule of `RateLimiter` in `rate-limit.ts` as one statement on a row per key. The
+ * statement locks the rows it charges (and the one it refunds) in key order, so concurrent
+ * statements on any replica are ordered by the rows' locks and never deadlock, decides from
+ * the locked rows whether every bucket has a token, and writes them all: a request is charged
+ * to its requester, its identity and the whole CA's bucket at once or not at all.
  *
  * @module
  */
 
 import type pg from "pg";
-import type { RateLimit, RateLimitOptions, RateVerdict } from "../rate-limit.ts";
+import {
+  type BucketLimit,
+  type Charge,
+  type RateLimit,
+  type RateLimitOptions,
+  type RateVerdict,
+  secondsUntilToken,
+} from "../rate-limit.ts";
 
 /** Runs one statement (the store's query, which turns failures into StoreErrors). */
 export type Query = (text: string, values: unknown[]) => Promise<pg.QueryResult<Record<string, any>>>;
 
-// The bucket's tokens now ($2 the burst, $3 the rate), from the row as it was (SET reads old values).
-const REFILLED =
-  "least($2::float8, b.tokens + extract(epoch FROM now() - b.updated_at)::float8 * $3::float8)";
-
-// Takes a token for $1 ($2 the burst, $3 the rate).
-const TAKE = `INSERT INTO meshauth_rate_limits AS b (key, tokens, last_allowed, updated_at)
-    VALUES ($1, $2::float8 - 1, true, now())
-  ON CONFLICT (key) DO UPDATE SET
-    tokens = CASE WHEN ${REFILLED} >= 1 THEN ${REFILLED} - 1 ELSE ${REFILLED} END,
-    last_allowed = ${REFILLED} >= 1,
-    updated_at = now()
-  RETURNING b.tokens, b.last_allowed`;
+// $1 keys, $2 bursts, $3 rates, $4 costs (1: take a token, -1: give one back). A key with no
+// row is a full bucket. A row created meanwhile by another statement (a key's first use on
+// two replicas at once) is overwritten by the second writer: at most one token is lost, once.
+const TAKE = `
+WITH wanted AS (
+  SELECT w.key, w.burst, w.rate, w.cost
+  FROM unnest($1::text[], $2::float8[], $3::float8[], $4::int[]) AS w(key, burst, rate, cost)
+), locked AS (
+  SELECT b.key, b.tokens, b.updated_at FROM meshauth_rate_limits b
+  WHERE b.key = ANY($1::text[]) ORDER BY b.key FOR UPDATE
+), counted AS (
+  SELECT w.key, w.burst, w.cost,
+    coalesce(least(w.burst, l.tokens + extract(epoch FROM now() - l.updated_at)::float8 * w.rate), w.burst)
+      AS tokens
+  FROM wanted w LEFT JOIN locked l USING (key)
+), verdict AS (
+  SELECT coalesce(bool_and(tokens >= 1), true) AS allowed FROM counted WHERE cost > 0
+)
+INSERT INTO meshauth_rate_limits AS b (key, tokens, last_allowed, updated_at)
+  SELECT c.key,
+    CASE WHEN c.cost < 0 THEN least(c.burst, c.tokens + 1)
+         WHEN v.allowed THEN c.tokens - 1
+         ELSE c.tokens END,
+    v.allowed, now()
+  FROM counted c CROSS JOIN verdict v
+  ORDER BY c.key
+ON CONFLICT (key) DO UPDATE SET
+  tokens = excluded.tokens, last_allowed = excluded.last_allowed, updated_at = excluded.updated_at
+RETURNING b.key, b.tokens, b.last_allowed`;
 
 // Buckets full again for a minute are forgotten; they would start full anyway.
 const FORGET_AFTER_SECONDS = 60;
@@ -34,39 +60,44 @@ export class PostgresRateLimit implements RateLimit {
   #lastPruneMs = 0;
   constructor(readonly query: Query, readonly options: RateLimitOptions) {}
 
-  take(key: string): Promise<RateVerdict> {
-    return this.#take(TAKE, key);
-  }
-
-  exchange(from: string, to: string): Promise<RateVerdict> {
-    // The refund runs as part of the same statement (a data-modifying WITH always runs).
-    return this.#take(
-      `WITH refund AS (
-         UPDATE meshauth_rate_limits SET tokens = least($2::float8, tokens + 1) WHERE key = $4
-       ) ${TAKE}`,
-      to,
-      from,
-    );
-  }
-
-  /** Runs `statement`, which takes a token for `key` and may give one back to `from` ($4). */
-  async #take(statement: string, key: string, from?: string): Promise<RateVerdict> {
-    const { requestsPerSecond, burst } = this.options;
+  async take(charges: readonly Charge[], refund?: string): Promise<RateVerdict> {
     this.#prune();
-    const values = [key, burst, requestsPerSecond, ...(from === undefined ? [] : [from])];
-    const { rows: [bucket] } = await this.query(statement, values);
-    if (bucket.last_allowed) return { allowed: true, retryAfterSeconds: 0 };
-    return {
-      allowed: false,
-      retryAfterSeconds: Math.max(1, Math.ceil((1 - Number(bucket.tokens)) / requestsPerSecond)),
-    };
+    const limits = new Map<string, BucketLimit>();
+    for (const charge of charges) limits.set(charge.key, charge.limit ?? this.options);
+    const keys = [...limits.keys()];
+    const rows = keys.map((key) => ({ key, limit: limits.get(key)!, cost: 1 }));
+    if (refund !== undefined && !limits.has(refund)) {
+      rows.push({ key: refund, limit: this.options, cost: -1 });
+    }
+    if (rows.length === 0) return { allowed: true, retryAfterSeconds: 0 };
+    const { rows: buckets } = await this.query(TAKE, [
+      rows.map((r) => r.key),
+      rows.map((r) => r.limit.burst),
+      rows.map((r) => r.limit.requestsPerSecond),
+      rows.map((r) => r.cost),
+    ]);
+    if (buckets.length === 0 || buckets[0].last_allowed) return { allowed: true, retryAfterSeconds: 0 };
+    let verdict: RateVerdict = { allowed: false, retryAfterSeconds: 0 };
+    for (const bucket of buckets) {
+      const limit = limits.get(bucket.key);
+      if (!limit || Number(bucket.tokens) >= 1) continue;
+      const wait = secondsUntilToken(Number(bucket.tokens), limit);
+      if (wait > verdict.retryAfterSeconds) {
+        verdict = { allowed: false, retryAfterSeconds: wait, refusedKey: bucket.key };
+      }
+    }
+    return verdict.refusedKey ? verdict : { allowed: false, retryAfterSeconds: 1, refusedKey: keys[0] };
   }
 
   #prune(): void {
     const nowMs = Date.now();
     if (nowMs - this.#lastPruneMs < 60_000) return;
     this.#lastPruneMs = nowMs;
-    const fullAfter = this.options.burst / this.options.requestsPerSecond + FORGET_AFTER_SECONDS;
+    // A bucket is full again after burst / rate; the slowest of the kinds of bucket decides.
+    const kinds = [this.options, this.options.perWorkload, this.options.global].filter((l) =>
+      l !== undefined
+    );
+    const fullAfter = Math.max(...kinds.map((l) => l.burst / l.requestsPerSecond)) + FORGET_AFTER_SECONDS;
     this.query(
       "DELETE FROM meshauth_rate_limits WHERE updated_at < now() - make_interval(secs => $1)",
       [fullAfter],

@@ -20,6 +20,7 @@
  */
 
 import pg from "pg";
+import { CircuitBreaker } from "../circuit-breaker.ts";
 import type { RateLimit, RateLimitOptions } from "../rate-limit.ts";
 import { PostgresRateLimit } from "./postgres-rate-limit.ts";
 import {
@@ -43,9 +44,29 @@ const MIGRATION_LOCK = 0x6d657368;
 
 /** Connection settings (those of `pg.Pool`). */
 export interface PostgresStoreOptions {
+  /** The PostgreSQL URL (`postgres://user:pass@host:5432/db`). */
   connectionString: string;
   /** Connections per replica. Default 10. */
   maxConnections?: number;
+  /**
+   * The longest one statement may take, on the server (`statement_timeout`) and, a second
+   * later, on this side, where a database that stopped answering (a partition drops packets, it
+   * does not refuse them) would otherwise hold the request until TCP gives up. Default 5 s.
+   */
+  statementTimeoutMs?: number;
+}
+
+// SQLSTATE classes and codes of a database that is away rather than a statement that failed:
+// connection exceptions, shutdown or start-up, too many connections.
+const UNAVAILABLE_SQLSTATE = /^(08...|57P0[1-3]|53300)$/;
+
+/** True when `err` says PostgreSQL could not be reached or did not answer, not that a statement failed. */
+function isUnavailable(err: unknown): boolean {
+  const e = err as { code?: unknown; message?: unknown };
+  if (typeof e?.code === "string" && (UNAVAILABLE_SQLSTATE.test(e.code) || /^E[A-Z]+$/.test(e.code))) {
+    return true;
+  }
+  return /timeout|terminated|Connection|connect|ECONN/i.test(String(e?.message ?? ""));
 }
 
 interface CertificateRow {
@@ -97,49 +118,77 @@ export class PostgresStore implements CaStore {
   readonly description = "postgres";
   readonly #pool: pg.Pool;
 
+  /** A store over a pool of `options.maxConnections`; call `open()` before use. */
   constructor(options: PostgresStoreOptions) {
+    const statementTimeoutMs = options.statementTimeoutMs ?? 5000;
     this.#pool = new pg.Pool({
       connectionString: options.connectionString,
       max: options.maxConnections ?? 10,
-      connectionTimeoutMillis: 10_000,
-      statement_timeout: 10_000,
+      connectionTimeoutMillis: statementTimeoutMs,
+      statement_timeout: statementTimeoutMs,
+      query_timeout: statementTimeoutMs + 1000,
+      keepAlive: true,
     });
     // An idle client losing its connection must not crash the process; the pool replaces it.
     this.#pool.on("error", () => {});
   }
 
-  // Any database failure reaches the app as a StoreError, which it answers with 503.
+  // A database that is away is not asked once more for every request: after three failures in
+  // a row, requests are answered 503 at once (Retry-After) while one trial statement at a time
+  // finds out whether it is back.
+  readonly #breaker = new CircuitBreaker("PostgreSQL", {
+    failures: 3,
+    cooldownMs: 1000,
+    maxCooldownMs: 5000,
+    refuse: (message, retryAfterSeconds) => new StoreError(message, { retryAfterSeconds }),
+  });
+
+  /** Runs `call` through the breaker; any failure becomes a StoreError, which the app answers 503. */
+  async #guarded<T>(call: () => Promise<T>, what: string): Promise<T> {
+    this.#breaker.admit();
+    try {
+      const result = await call();
+      this.#breaker.succeeded();
+      return result;
+    } catch (cause) {
+      if (isUnavailable(cause)) this.#breaker.failed();
+      else this.#breaker.succeeded();
+      if (cause instanceof StoreError) throw cause;
+      throw new StoreError(`${what}: ${(cause as Error).message}`, { cause });
+    }
+  }
+
   async #query<R extends pg.QueryResultRow = Record<string, any>>(
     text: string,
     values?: unknown[],
   ): Promise<pg.QueryResult<R>> {
-    try {
-      return await this.#pool.query<R>(text, values);
-    } catch (cause) {
-      throw new StoreError(`PostgreSQL: ${(cause as Error).message}`, { cause });
-    }
+    return await this.#guarded(() => this.#pool.query<R>(text, values), "PostgreSQL");
   }
 
-  // Runs `work` in one transaction on one connection; any failure rolls it back.
-  async #transaction<T>(work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
-    let client: pg.PoolClient;
-    try {
-      client = await this.#pool.connect();
-    } catch (cause) {
-      throw new StoreError(`cannot connect to PostgreSQL: ${(cause as Error).message}`, { cause });
-    }
-    try {
-      await client.query("BEGIN");
-      const result = await work(client);
-      await client.query("COMMIT");
-      return result;
-    } catch (cause) {
-      await client.query("ROLLBACK").catch(() => {});
-      if (cause instanceof StoreError) throw cause;
-      throw new StoreError(`PostgreSQL: ${(cause as Error).message}`, { cause });
-    } finally {
-      client.release();
-    }
+  // Runs `work` in one transaction on one connection; any failure rolls it back. A connection
+  // that failed (it timed out, or the server went) is closed rather than given back to the pool.
+  #transaction<T>(work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+    return this.#guarded(async () => {
+      let client: pg.PoolClient;
+      try {
+        client = await this.#pool.connect();
+      } catch (cause) {
+        throw new StoreError(`cannot connect to PostgreSQL: ${(cause as Error).message}`, { cause });
+      }
+      let failure: unknown;
+      try {
+        await client.query("BEGIN");
+        const result = await work(client);
+        await client.query("COMMIT");
+        return result;
+      } catch (cause) {
+        failure = cause;
+        if (!isUnavailable(cause)) await client.query("ROLLBACK").catch(() => {});
+        throw cause;
+      } finally {
+        client.release(isUnavailable(failure) ? (failure as Error) : undefined);
+      }
+    }, "PostgreSQL");
   }
 
   async open(): Promise<void> {
@@ -177,10 +226,12 @@ export class PostgresStore implements CaStore {
     }
   }
 
+  /** Ends the pool's connections. */
   async close(): Promise<void> {
     await this.#pool.end();
   }
 
+  /** Records one issued certificate. */
   async recordIssuance(c: CertificateRecord): Promise<void> {
     await this.#query(
       `INSERT INTO meshauth_certificates
@@ -190,6 +241,7 @@ export class PostgresStore implements CaStore {
     );
   }
 
+  /** The issued certificate with this serial number, if the store has it. */
   async findCertificate(serialNumber: string): Promise<CertificateRecord | undefined> {
     const { rows } = await this.#query<CertificateRow>(
       "SELECT * FROM meshauth_certificates WHERE serial_number = $1",
@@ -251,6 +303,7 @@ export class PostgresStore implements CaStore {
     return rows.map(revocationOf);
   }
 
+  /** Whether the certificate with this serial number is revoked. */
   async isRevoked(serialNumber: string): Promise<boolean> {
     const { rowCount } = await this.#query(
       "SELECT 1 FROM meshauth_revocations WHERE serial_number = $1",
@@ -339,6 +392,7 @@ export class PostgresStore implements CaStore {
     return (await this.latestCrl(crl.authorityId))!;
   }
 
+  /** Stores a new join token. */
   async saveJoinToken(t: JoinTokenRecord): Promise<void> {
     await this.#query(
       `INSERT INTO meshauth_join_tokens
@@ -361,6 +415,7 @@ export class PostgresStore implements CaStore {
     );
   }
 
+  /** The join token with this id, if any. */
   async findJoinToken(id: string): Promise<JoinTokenRecord | undefined> {
     const { rows } = await this.#query("SELECT * FROM meshauth_join_tokens WHERE id = $1", [id]);
     const r = rows[0];

@@ -28,12 +28,17 @@ export type AcceptedRevocationReason = Exclude<
 export interface CertificateRecord {
   /** Lowercase hex of the serial number. */
   serialNumber: string;
+  /** The SPIFFE ID the certificate proves. */
   spiffeId: string;
+  /** Start of its validity. */
   notBefore: Date;
+  /** End of its validity. */
   notAfter: Date;
+  /** When the CA signed it. */
   issuedAt: Date;
   /** Who asked: the authenticated identity and how it authenticated. */
   requester: string;
+  /** How the requester authenticated (`join-token`, `kubernetes`, `mtls`). */
   method: string;
   /** Which CA authority signed it. */
   authorityId: string;
@@ -41,15 +46,19 @@ export interface CertificateRecord {
 
 /** One revoked certificate: the CRL entry, and what the store needs to keep and expire it. */
 export interface RevocationRecord extends Revocation {
+  /** Why it was revoked. */
   reason: AcceptedRevocationReason;
+  /** The SPIFFE ID of the revoked certificate. */
   spiffeId: string;
   /** The certificate's expiry: once past, the entry may leave the CRL (RFC 5280 3.3). */
   notAfter: Date;
+  /** The authority that signed the certificate, whose CRL lists it. */
   authorityId: string;
 }
 
 /** What a revocation did: the entries it added, and those that were revoked before. */
 export interface RevocationOutcome {
+  /** The certificates this revocation revoked. */
   revoked: RevocationRecord[];
   /** Certificates the selector named that were already revoked, as they were revoked then. */
   alreadyRevoked: RevocationRecord[];
@@ -57,6 +66,7 @@ export interface RevocationOutcome {
 
 /** A CRL number taken together with the revocations that CRL must list. */
 export interface CrlClaim {
+  /** The CRL number taken: unique and increasing across every process. */
   crlNumber: bigint;
   /** The {@link CaStore.revocationRevision} these revocations are from. */
   revision: number;
@@ -66,17 +76,23 @@ export interface CrlClaim {
 
 /** A CRL as signed and stored, so every process serves the same one: the newest. */
 export interface SignedCrl {
+  /** The authority that signed the CRL. */
   authorityId: string;
+  /** Its CRL number. */
   crlNumber: bigint;
   /** The revocation revision its entries are from. */
   revision: number;
+  /** When it was signed. */
   thisUpdate: Date;
+  /** The CRL, DER. */
   der: Uint8Array;
 }
 
 /** What decides whether the stored CRL still serves: the current revision, and the stored CRL's. */
 export interface CrlStatus {
+  /** The current revocation revision. */
   revision: number;
+  /** The newest stored CRL, without its DER, if any. */
   latest?: Omit<SignedCrl, "der">;
 }
 
@@ -89,19 +105,25 @@ export interface JoinTokenRecord {
   id: string;
   /** SHA-256 of the secret half, lowercase hex. */
   secretSha256: string;
+  /** Who the token lets in. */
   role: JoinTokenRole;
   /** For workload tokens, the SPIFFE ID it may obtain; for node tokens, the node's SPIFFE ID. */
   spiffeId?: string;
   /** For node tokens, the node name. */
   node?: string;
+  /** When the token stops being accepted. */
   expiresAt: Date;
+  /** Whether the first use spends it. */
   isSingleUse: boolean;
+  /** When a single-use token was spent. */
   usedAt?: Date;
+  /** When the token was created. */
   createdAt: Date;
 }
 
 /** One audit event: every issuance, denial and revocation, with who asked. */
 export interface AuditEvent {
+  /** When it happened. */
   at: Date;
   /** `issued`, `denied`, `revoked`, `token-created`, `authority-added`. */
   action: string;
@@ -125,9 +147,12 @@ export interface CaStore {
   readonly description: string;
   /** Opens the store, creating or migrating its schema. */
   open(): Promise<void>;
+  /** Closes the store (its files or connections); call it once, after the last use. */
   close(): Promise<void>;
 
+  /** Records one issued certificate. */
   recordIssuance(certificate: CertificateRecord): Promise<void>;
+  /** The issued certificate with this serial number, if the store has it (expired ones for a while). */
   findCertificate(serialNumber: string): Promise<CertificateRecord | undefined>;
   /** Issued certificates, newest first, optionally for one SPIFFE ID. */
   listCertificates(query: { spiffeId?: string; limit?: number }): Promise<CertificateRecord[]>;
@@ -139,6 +164,7 @@ export interface CaStore {
   revoke(selector: RevocationSelector, at: Date): Promise<RevocationOutcome>;
   /** Revocations whose certificates have not expired at `at`. */
   listRevocations(at: Date): Promise<RevocationRecord[]>;
+  /** Whether the certificate with this serial number is revoked. */
   isRevoked(serialNumber: string): Promise<boolean>;
   /**
    * A number that grows whenever the revocation set changes, for cache invalidation. It grows
@@ -164,7 +190,9 @@ export interface CaStore {
    */
   saveCrl(crl: SignedCrl): Promise<SignedCrl>;
 
+  /** Stores a new join token. */
   saveJoinToken(token: JoinTokenRecord): Promise<void>;
+  /** The join token with this id, if any. */
   findJoinToken(id: string): Promise<JoinTokenRecord | undefined>;
   /** Marks a single-use token used; false when it already was (by any replica). */
   markJoinTokenUsed(id: string, at: Date): Promise<boolean>;
@@ -181,12 +209,45 @@ export interface CaStore {
   sharedRateLimit?(options: RateLimitOptions): RateLimit;
 }
 
-/** Thrown when the store cannot be opened or is used by another process in a way it forbids. */
+/**
+ * Thrown when the store cannot be opened, cannot be reached, or is used by another process in
+ * a way it forbids. The API answers it `503 ERR_NOT_READY`, with `Retry-After` from
+ * `retryAfterSeconds` (1 s when the store cannot say).
+ */
 export class StoreError extends MeshAuthError {
-  static override code = "ERR_STORE";
-  override code = StoreError.code;
-  override name = "StoreError";
-  constructor(message: string, options?: ErrorOptions) {
+  /** Stable code of this class: `ERR_STORE`. */
+  static override code: string = "ERR_STORE";
+  /** How long until the store is worth asking again, when it knows. */
+  readonly retryAfterSeconds?: number;
+  /**
+   * `message` names the store and the operation that failed; `options.cause` is the underlying
+   * error; `options.retryAfterSeconds`, when the store knows when to ask again.
+   */
+  constructor(message: string, options?: ErrorOptions & { retryAfterSeconds?: number }) {
     super(message, options);
+    this.name = "StoreError";
+    this.retryAfterSeconds = options?.retryAfterSeconds;
   }
+}
+
+// What a file system says when it cannot take a write, and how to say it to an operator.
+const WRITE_FAILURES: Record<string, string> = {
+  ENOSPC: "the disk is full",
+  EDQUOT: "the disk quota is used up",
+  EROFS: "the file system is read-only",
+  EACCES: "permission is denied",
+  EPERM: "permission is denied",
+  EIO: "the disk failed (an I/O error)",
+};
+
+/**
+ * `err` as a {@link StoreError} that says what the file system refused and where
+ * (`the disk is full (ENOSPC) writing /var/lib/meshauth/store/journal.jsonl`), when it is a
+ * write the file system refused; any other error as it is.
+ */
+export function writeFailure(err: unknown, path: string): unknown {
+  const code = (err as { code?: unknown })?.code;
+  if (err instanceof StoreError || typeof code !== "string" || !(code in WRITE_FAILURES)) return err;
+  const where = (err as { path?: unknown }).path ?? path;
+  return new StoreError(`${WRITE_FAILURES[code]} (${code}) writing ${where}`, { cause: err });
 }

@@ -22,15 +22,16 @@ import { MeshAuthError } from "../../mod.ts";
 
 /** `@kubernetes/client-node` is missing: it is an optional peer dependency, for the CA on Kubernetes only. */
 export class KubernetesClientMissing extends MeshAuthError {
-  static override code = "ERR_KUBERNETES_CLIENT_MISSING";
-  override code = KubernetesClientMissing.code;
-  override name = "KubernetesClientMissing";
+  /** Stable code of this class: `ERR_KUBERNETES_CLIENT_MISSING`. */
+  static override code: string = "ERR_KUBERNETES_CLIENT_MISSING";
+  /** `options.cause` is the import's failure. */
   constructor(options?: ErrorOptions) {
     super(
       "kubernetes.api needs the package @kubernetes/client-node 1.4, an optional peer dependency of meshauth: " +
         "npm install @kubernetes/client-node@~1.4.0",
       options,
     );
+    this.name = "KubernetesClientMissing";
   }
 }
 
@@ -61,23 +62,30 @@ export interface KubernetesApiOptions {
 
 /** A Kubernetes `Status` object, as the API server answers failures. */
 export interface KubernetesStatus {
+  /** `Status`. */
   kind?: "Status";
+  /** `v1`. */
   apiVersion?: string;
+  /** Whether the operation succeeded. */
   status?: "Failure" | "Success";
+  /** What went wrong, in the API server's words. */
   message?: string;
+  /** Machine-readable cause (`NotFound`, `AlreadyExists`, `Conflict`, `Expired`). */
   reason?: string;
+  /** The HTTP status code. */
   code?: number;
+  /** The object the status is about, and the causes of a validation failure. */
   details?: Record<string, unknown>;
 }
 
 /**
- * A request the API server refused (or that never reached it, or whose answer was not JSON:
- * `status` 0 or the reason `InvalidResponse`).
+ * A request the API server refused (or that never reached it, or was abandoned: `status` 0,
+ * reason `Unreachable` or `Aborted`; or whose 2xx answer was not JSON: reason `InvalidResponse`).
  */
 export class KubernetesApiError extends MeshAuthError {
-  static override code = "ERR_KUBERNETES_API";
-  override code = KubernetesApiError.code;
-  override name = "KubernetesApiError";
+  /** Stable code of this class: `ERR_KUBERNETES_API`. */
+  static override code: string = "ERR_KUBERNETES_API";
+  /** The response's status and Status reason, its message, and the request that got it. */
   constructor(
     readonly status: number,
     /** The Status object's `reason` (`NotFound`, `AlreadyExists`, `Conflict`, `Expired`, `Forbidden`...). */
@@ -88,8 +96,10 @@ export class KubernetesApiError extends MeshAuthError {
     options?: ErrorOptions,
   ) {
     super(`${method} ${path}: ${status ? `${status} ${reason}: ` : ""}${message}`, options);
+    this.name = "KubernetesApiError";
   }
 
+  /** The object does not exist (404). */
   get isNotFound(): boolean {
     return this.status === 404;
   }
@@ -105,21 +115,33 @@ export class KubernetesApiError extends MeshAuthError {
 
 /** One watch event, as the API server streams it. */
 export interface WatchEvent<T = unknown> {
+  /** What happened to the object; `BOOKMARK` only moves the resource version, `ERROR` carries a Status. */
   type: "ADDED" | "MODIFIED" | "DELETED" | "BOOKMARK" | "ERROR";
+  /** The object as it is now (for `DELETED`, as it was last). */
   object: T;
 }
 
 /** Object metadata, the part of every resource the controllers read. */
 export interface ObjectMeta {
+  /** The object's name. */
   name?: string;
+  /** The object's namespace; absent for cluster-scoped objects. */
   namespace?: string;
+  /** The object's UID, unique over time. */
   uid?: string;
+  /** The version an update must name (optimistic concurrency). */
   resourceVersion?: string;
+  /** The spec's generation. */
   generation?: number;
+  /** The object's labels. */
   labels?: Record<string, string>;
+  /** The object's annotations. */
   annotations?: Record<string, string>;
+  /** Owners, whose deletion deletes the object. */
   ownerReferences?: Array<Record<string, unknown>>;
+  /** When deletion was requested (RFC 3339). */
   deletionTimestamp?: string;
+  /** When the object was created (RFC 3339). */
   creationTimestamp?: string;
 }
 
@@ -135,9 +157,12 @@ const MAX_RESPONSE_BYTES = 64 * 1024 * 1024;
 export class KubernetesApi {
   readonly #agent: HttpsAgent | HttpAgent;
   readonly #timeoutMs: number;
+  readonly #kubeConfig: KubeConfig;
   #watch?: Promise<Watch>;
 
-  constructor(readonly kubeConfig: KubeConfig, options: { requestTimeoutMs?: number } = {}) {
+  /** A client for the cluster `kubeConfig` names as current; each request times out after `requestTimeoutMs` (10 s). */
+  constructor(kubeConfig: KubeConfig, options: { requestTimeoutMs?: number } = {}) {
+    this.#kubeConfig = kubeConfig;
     const cluster = kubeConfig.getCurrentCluster();
     if (!cluster) throw new Error("the kubeconfig names no current cluster");
     this.server = cluster.server.replace(/\/+$/, "");
@@ -206,7 +231,7 @@ export class KubernetesApi {
     onEvent: (event: WatchEvent) => void,
     onDone: (err: (Error & { statusCode?: number }) | null) => void,
   ): Promise<AbortController> {
-    this.#watch ??= loadKubernetesClient().then(({ Watch }) => new Watch(this.kubeConfig));
+    this.#watch ??= loadKubernetesClient().then(({ Watch }) => new Watch(this.#kubeConfig));
     return (await this.#watch).watch(
       path,
       query,
@@ -241,7 +266,7 @@ export class KubernetesApi {
     };
     // The authenticator runs on every call: a projected token file is read again once a
     // minute, as client-go does, so a rotated token is picked up.
-    await this.kubeConfig.applyToHTTPSOptions(requestOptions);
+    await this.#kubeConfig.applyToHTTPSOptions(requestOptions);
     const body = options.body === undefined ? undefined : JSON.stringify(options.body);
     if (body !== undefined) {
       requestOptions.headers["content-type"] = options.contentType ?? "application/json";

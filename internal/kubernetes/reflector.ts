@@ -32,14 +32,19 @@ export interface ReflectorHandler<T> {
 
 /** Options of {@link Reflector}. */
 export interface ReflectorOptions<T> {
+  /** The client the collection is listed and watched with. */
   api: KubernetesApi;
   /** The collection, e.g. `/api/v1/namespaces/photo-ns/serviceaccounts` or `/api/v1/pods`. */
   path: string;
+  /** Only objects whose fields match (`spec.nodeName=node-1`). */
   fieldSelector?: string;
+  /** Only objects whose labels match. */
   labelSelector?: string;
   /** What to keep of each object; `undefined` drops it as if it did not match. */
   project: (object: { metadata?: ObjectMeta } & Record<string, unknown>) => T | undefined;
+  /** Told of each object added, changed or removed, and when a complete list is held. */
   handler?: ReflectorHandler<T>;
+  /** Where list and watch failures are logged. */
   logger: Logger;
   /** For logs: what is being watched. */
   name: string;
@@ -56,6 +61,7 @@ export interface ReflectorOptions<T> {
   maxWatchIdleSeconds?: number;
   /** Backoff bounds for failed lists and watches. Defaults 500 ms and 30 s. */
   minBackoffMs?: number;
+  /** Backoff bounds for failed lists and watches: the largest. */
   maxBackoffMs?: number;
 }
 
@@ -92,6 +98,7 @@ export class Reflector<T> {
     idleWatchesAbandoned: 0,
   };
 
+  /** A reflector of `options.path`; `start` begins listing and watching. */
   constructor(options: ReflectorOptions<T>) {
     this.#o = options;
   }
@@ -111,18 +118,22 @@ export class Reflector<T> {
     return this.#resourceVersion;
   }
 
+  /** The object kept under `key` (`namespace/name`). */
   get(key: string): T | undefined {
     return this.#items.get(key)?.value;
   }
 
+  /** The keys of the objects kept. */
   keys(): IterableIterator<string> {
     return this.#items.keys();
   }
 
+  /** The objects kept, with their keys. */
   entries(): Array<[string, T]> {
     return [...this.#items].map(([key, entry]) => [key, entry.value]);
   }
 
+  /** How many objects are kept. */
   get size(): number {
     return this.#items.size;
   }
@@ -149,6 +160,7 @@ export class Reflector<T> {
     });
   }
 
+  /** Stops watching; the objects kept stay readable. */
   stop(): void {
     this.#stopped = true;
     if (this.#timer) clearTimeout(this.#timer);

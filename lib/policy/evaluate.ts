@@ -60,10 +60,13 @@ export interface PolicyRequest {
 
 /** What was decided and why; the audit record of a request. */
 export interface PolicyDecision {
+  /** Whether the request may proceed. */
   allowed: boolean;
+  /** `denied` or `allowed` by a policy, no ALLOW policy matched, or the engine's default applied. */
   reason: "denied" | "allowed" | "no-allow-policy-matched" | "default";
   /** The policy that decided, when one did. */
   policy?: string;
+  /** Which rule of `policy` matched (0-based), when one did. */
   ruleIndex?: number;
 }
 

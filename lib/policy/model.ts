@@ -16,15 +16,19 @@ import { InvalidArgument } from "../errors.ts";
 export interface PolicySource {
   /** SPIFFE IDs (patterns allowed) of the peer. */
   principals?: readonly string[];
+  /** SPIFFE IDs (patterns allowed) the peer must not have. */
   notPrincipals?: readonly string[];
   /** Kubernetes namespaces, from `/ns/<namespace>/sa/<sa>` identities. */
   namespaces?: readonly string[];
+  /** Namespaces the peer must not be in. */
   notNamespaces?: readonly string[];
   /** Trust domains of the peer. */
   trustDomains?: readonly string[];
+  /** Trust domains the peer must not be from. */
   notTrustDomains?: readonly string[];
   /** End-user JWT principals (`<iss>/<sub>`), for the end-user authentication to come. */
   requestPrincipals?: readonly string[];
+  /** End-user principals that must not be calling. */
   notRequestPrincipals?: readonly string[];
 }
 
@@ -32,36 +36,49 @@ export interface PolicySource {
 export interface PolicyOperation {
   /** Host names, compared case-insensitively. */
   hosts?: readonly string[];
+  /** Host names the request must not be for. */
   notHosts?: readonly string[];
   /** Upper-case method names (`GET`), compared case-sensitively as HTTP does. */
   methods?: readonly string[];
+  /** Methods the request must not use. */
   notMethods?: readonly string[];
   /** Normalized paths without query string, as in {@link PolicyRequest.path}. */
   paths?: readonly string[];
+  /** Paths the request must not be for. */
   notPaths?: readonly string[];
   /** Port numbers 1-65535, as numbers or decimal strings (`8080` or `"8080"`); no patterns. */
   ports?: readonly (number | string)[];
+  /** Ports the request must not be on. */
   notPorts?: readonly (number | string)[];
 }
 
 /** A condition on a request attribute (`request.headers[x-env]`, `source.ip`, ...); needs `values` or `notValues`. */
 export interface PolicyCondition {
+  /** The attribute: `source.ip`, `request.headers[<name>]`, `destination.port`... */
   key: string;
+  /** The condition holds when the attribute is one of these. */
   values?: readonly string[];
+  /** The condition holds when the attribute is none of these. */
   notValues?: readonly string[];
 }
 
 /** A rule matches when one of its sources, one of its operations, and all of its conditions match. */
 export interface PolicyRule {
+  /** Who may match; absent matches every source. */
   from?: readonly { source: PolicySource }[];
+  /** What may match; absent matches every operation. */
   to?: readonly { operation: PolicyOperation }[];
+  /** Conditions that must all hold; absent means none. */
   when?: readonly PolicyCondition[];
 }
 
 /** One policy. An ALLOW policy without rules allows nothing; a DENY policy without rules denies nothing. */
 export interface AuthorizationPolicy {
+  /** Names the policy in decisions and audit records. */
   name: string;
+  /** Whether a match allows the request or denies it. */
   action: "ALLOW" | "DENY";
+  /** The policy matches when any rule does. */
   rules?: readonly PolicyRule[];
 }
 

@@ -13,7 +13,7 @@ import { type Certificate, isParsedCertificate, parseCertificates, uriSans } fro
 import type { Crl } from "../x509/crl.ts";
 import { MeshAuthError, optionsOf, VerificationError } from "../errors.ts";
 import { refuseUnexpected, verifyChain } from "../verify/chain.ts";
-import { certificateLabel } from "../verify/certificate-label.ts";
+import { certificateLabel, certificateSummary } from "../verify/certificate-label.ts";
 import type { SignatureCache } from "../verify/signatures.ts";
 import { leafIdProblem, leafProfileProblem, signingCertificateProblem, svidIdOf } from "./profile.ts";
 
@@ -71,7 +71,9 @@ async function verifySvidUnguarded(
   optionsOf(options);
   const certs = parseChain(chain);
   if (certs.length === 0) {
-    throw new VerificationError("ERR_CERT_MALFORMED", "the SVID chain holds no certificate");
+    throw new VerificationError("ERR_CERT_MALFORMED", "the SVID chain holds no certificate", undefined, {
+      rule: "parse",
+    });
   }
   const leaf = certs[0];
   const id = svidId(leaf);
@@ -89,7 +91,11 @@ async function verifySvidUnguarded(
   verified.path.slice(1, -1).forEach((ca, i) => {
     const problem = signingCertificateProblem(ca);
     if (problem) {
-      throw new VerificationError("ERR_SVID_INVALID", `${certificateLabel(ca)}: ${problem}`, i + 1);
+      throw new VerificationError("ERR_SVID_INVALID", `${certificateLabel(ca)}: ${problem}`, i + 1, {
+        rule: "svid-profile",
+        certificate: certificateSummary(ca),
+        ...(ca.basicConstraints?.ca ? { required: ["keyCertSign"], present: [...(ca.keyUsage ?? [])] } : {}),
+      });
     }
   });
   return { id, chain: verified.path, notAfter: verified.notAfter };
@@ -97,20 +103,31 @@ async function verifySvidUnguarded(
 
 /** The SPIFFE ID of an X509-SVID leaf, after checking the leaf rules of the profile. */
 function svidId(leaf: Certificate): SpiffeId {
-  const invalid = (why: string, cause?: unknown): never => {
-    throw new VerificationError("ERR_SVID_INVALID", `${certificateLabel(leaf)}: ${why}`, 0, { cause });
+  const uris = uriSans(leaf);
+  const invalid = (why: string, present: readonly string[], cause?: unknown): never => {
+    throw new VerificationError("ERR_SVID_INVALID", `${certificateLabel(leaf)}: ${why}`, 0, {
+      rule: "svid-profile",
+      certificate: certificateSummary(leaf),
+      present,
+      cause,
+    });
   };
-  const id = svidIdOf(uriSans(leaf));
-  if (!(id instanceof SpiffeId)) return invalid(id.message, id.cause);
-  const problem = leafIdProblem(id) ?? leafProfileProblem(leaf);
-  if (problem) invalid(problem);
+  const id = svidIdOf(uris);
+  if (!(id instanceof SpiffeId)) return invalid(id.message, uris, id.cause);
+  const idProblem = leafIdProblem(id);
+  if (idProblem) invalid(idProblem, uris);
+  const profileProblem = leafProfileProblem(leaf);
+  if (profileProblem) invalid(profileProblem, [...(leaf.keyUsage ?? [])]);
   return id;
 }
 
 function bundleFor(bundles: TrustBundle | BundleSet, id: SpiffeId): TrustBundle {
   const trustDomain = id.trustDomain;
   if (!bundles || typeof bundles !== "object") {
-    throw new VerificationError("ERR_TRUST_DOMAIN_UNKNOWN", `no trust bundles given to verify ${id}`, 0);
+    throw new VerificationError("ERR_TRUST_DOMAIN_UNKNOWN", `no trust bundles given to verify ${id}`, 0, {
+      rule: "trust-domain",
+      trustDomain: trustDomain.name,
+    });
   }
   const bundle = "x509Authorities" in bundles
     ? (bundles.trustDomain.equals(trustDomain) ? bundles : undefined)
@@ -120,6 +137,7 @@ function bundleFor(bundles: TrustBundle | BundleSet, id: SpiffeId): TrustBundle 
       "ERR_TRUST_DOMAIN_UNKNOWN",
       `no trust bundle for trust domain ${JSON.stringify(trustDomain.name)} of ${id}`,
       0,
+      { rule: "trust-domain", trustDomain: trustDomain.name },
     );
   }
   return bundle;
@@ -136,10 +154,12 @@ function parseChain(chain: SvidChainInput): Certificate[] {
       throw new VerificationError(
         "ERR_CERT_MALFORMED",
         "an SVID chain entry is not PEM, DER or a parsed certificate",
+        undefined,
+        { rule: "parse" },
       );
     });
   } catch (cause) {
     if (cause instanceof VerificationError || !(cause instanceof MeshAuthError)) throw cause;
-    throw new VerificationError("ERR_CERT_MALFORMED", cause.message, undefined, { cause });
+    throw new VerificationError("ERR_CERT_MALFORMED", cause.message, undefined, { rule: "parse", cause });
   }
 }

@@ -9,7 +9,7 @@
 
 import { type Certificate, isSelfIssued } from "../x509/certificate.ts";
 import { VerificationError } from "../errors.ts";
-import { certificateLabel } from "./certificate-label.ts";
+import { certificateLabel, certificateSummary } from "./certificate-label.ts";
 
 const ANY_POLICY = "2.5.29.32.0";
 
@@ -46,6 +46,7 @@ export function checkPolicies(path: readonly Certificate[]): void {
         "ERR_POLICY",
         `${certificateLabel(cert)}: no valid certificate policy remains`,
         index,
+        { rule: "certificate-policies", certificate: certificateSummary(cert), present: asserted ?? [] },
       );
     }
     if (isLast) break;
@@ -56,6 +57,11 @@ export function checkPolicies(path: readonly Certificate[]): void {
           "ERR_POLICY",
           `${certificateLabel(cert)}: policy mapping to or from anyPolicy`,
           index,
+          {
+            rule: "certificate-policies",
+            certificate: certificateSummary(cert),
+            present: [`${m.issuerDomainPolicy} -> ${m.subjectDomainPolicy}`],
+          },
         );
       }
     }
@@ -93,6 +99,11 @@ export function checkPolicies(path: readonly Certificate[]): void {
       "ERR_POLICY",
       `${certificateLabel(leaf)}: the path requires an explicit certificate policy`,
       0,
+      {
+        rule: "certificate-policies",
+        certificate: certificateSummary(leaf),
+        present: leaf.certificatePolicies ?? [],
+      },
     );
   }
 }

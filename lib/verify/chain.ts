@@ -49,6 +49,7 @@ export interface VerifyChainOptions {
 export interface VerifiedChain {
   /** Leaf first, trust anchor last. */
   path: Certificate[];
+  /** The certificate that was verified, `path[0]`. */
   leaf: Certificate;
   /** The trust anchor the path ends at. */
   root: Certificate;
@@ -88,7 +89,7 @@ export function refuseUnexpected(err: unknown): never {
     "ERR_CERT_MALFORMED",
     `a certificate could not be processed: ${messageOf(err)}`,
     undefined,
-    { cause: err },
+    { rule: "parse", cause: err },
   );
 }
 
@@ -105,7 +106,12 @@ async function verifyChainUnguarded(options: VerifyChainOptions): Promise<Verifi
   ]);
   const anchors = dedupe(parseList(options.roots, "trusted root", unparsed));
   if (anchors.length === 0) {
-    throw new VerificationError("ERR_CERT_UNTRUSTED", `no usable trust anchors were given${note(unparsed)}`);
+    throw new VerificationError(
+      "ERR_CERT_UNTRUSTED",
+      `no usable trust anchors were given${note(unparsed)}`,
+      undefined,
+      { rule: "trust-anchor" },
+    );
   }
   const req = requirements(options);
   const signatures = new SignatureChecker(SIGNATURE_BUDGET, options.cache);
@@ -122,6 +128,8 @@ async function verifyChainUnguarded(options: VerifyChainOptions): Promise<Verifi
     // Say which inputs were left out: a certificate that did not parse may be the missing link.
     if (err instanceof VerificationError && err.code === "ERR_CERT_UNTRUSTED" && unparsed.length) {
       throw new VerificationError(err.code, `${err.message}${note(unparsed)}`, err.certificateIndex, {
+        rule: err.rule,
+        certificate: err.certificate,
         cause: err,
       });
     }
@@ -142,7 +150,7 @@ async function validate(
     await validatePath(candidate, req, signatures, comparisons);
   } catch (err) {
     if (err instanceof VerificationError || !(err instanceof MeshAuthError)) throw err;
-    throw new VerificationError("ERR_CERT_MALFORMED", err.message, undefined, { cause: err });
+    throw new VerificationError("ERR_CERT_MALFORMED", err.message, undefined, { rule: "parse", cause: err });
   }
 }
 
@@ -188,7 +196,7 @@ function requirements(options: VerifyChainOptions): PathRequirements {
     try {
       return parseCrl(input, `CRL #${i}`);
     } catch (cause) {
-      throw new VerificationError("ERR_CRL_INVALID", messageOf(cause), undefined, { cause });
+      throw new VerificationError("ERR_CRL_INVALID", messageOf(cause), undefined, { rule: "crl", cause });
     }
   });
   return {
@@ -209,12 +217,17 @@ function parseInput(input: CertificateInput, what: string, isLeaf: boolean): Cer
     throw new VerificationError(
       "ERR_CERT_MALFORMED",
       `${what}: expected PEM text, DER bytes or a parsed certificate`,
+      isLeaf ? 0 : undefined,
+      { rule: "parse" },
     );
   }
   try {
     return parseCertificates(input, what);
   } catch (cause) {
-    throw new VerificationError("ERR_CERT_MALFORMED", messageOf(cause), isLeaf ? 0 : undefined, { cause });
+    throw new VerificationError("ERR_CERT_MALFORMED", messageOf(cause), isLeaf ? 0 : undefined, {
+      rule: "parse",
+      cause,
+    });
   }
 }
 

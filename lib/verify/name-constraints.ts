@@ -9,9 +9,9 @@
 import { OID } from "../asn1/oids.ts";
 import type { Certificate, GeneralSubtree } from "../x509/certificate.ts";
 import { formatIp, type GeneralName } from "../x509/general-name.ts";
-import { attributeValues, type Name, unpreparableValue } from "../x509/name.ts";
-import { VerificationError } from "../errors.ts";
-import { certificateLabel } from "./certificate-label.ts";
+import { attributeValues, formatName, type Name, unpreparableValue } from "../x509/name.ts";
+import { type VerificationDetails, VerificationError } from "../errors.ts";
+import { certificateLabel, certificateSummary } from "./certificate-label.ts";
 import { isDnsName } from "./peer-name.ts";
 
 /**
@@ -89,6 +89,7 @@ export function checkNameConstraints(
       index,
       `${comparisons} name constraint comparisons exceed the ${budget.remaining} left of the ` +
         `limit of ${MAX_COMPARISONS} per verification`,
+      { limit: budget.remaining, count: comparisons },
     );
   }
   budget.remaining -= comparisons;
@@ -101,12 +102,33 @@ export function checkNameConstraints(
           cert,
           index,
           `${certificateLabel(set.issuer)} constrains a name form the validator does not process`,
+          { issuer: certificateSummary(set.issuer), constrainedName: nameText(name.name) },
         );
       }
-      if (name.problem) throw refuse(cert, index, name.problem);
+      const compared = (constraint: string) => ({
+        issuer: certificateSummary(set.issuer),
+        constrainedName: nameText(name.name),
+        constraint,
+      });
+      const listed = (kind: "permitted" | "excluded") =>
+        subtrees[kind].length ? [`${kind} ${subtrees[kind].map((t) => nameText(t.base)).join(", ")}`] : [];
+      // A name that cannot be compared fails against every subtree of its form.
+      if (name.problem) {
+        throw refuse(
+          cert,
+          index,
+          name.problem,
+          compared([...listed("permitted"), ...listed("excluded")].join("; ")),
+        );
+      }
       for (const subtree of subtrees.excluded) {
         if (within(name, subtree, "excluded")) {
-          throw refuse(cert, index, `${show(name.name)} is excluded by ${certificateLabel(set.issuer)}`);
+          throw refuse(
+            cert,
+            index,
+            `${show(name.name)} is excluded by ${certificateLabel(set.issuer)}`,
+            compared(`excluded ${nameText(subtree.base)}`),
+          );
         }
       }
       if (subtrees.permitted.length && !permittedBy(name, subtrees.permitted)) {
@@ -114,6 +136,7 @@ export function checkNameConstraints(
           cert,
           index,
           `${show(name.name)} is outside the names permitted by ${certificateLabel(set.issuer)}`,
+          compared(listed("permitted")[0]),
         );
       }
     }
@@ -127,10 +150,16 @@ export function constraintSetOf(cert: Certificate, index: number): ConstraintSet
   for (const subtree of [...(nc.permitted ?? []), ...(nc.excluded ?? [])]) {
     // RFC 5280 4.2.1.10: minimum MUST be zero and maximum MUST be absent.
     if (subtree.minimum !== 0 || subtree.maximum !== undefined) {
-      throw refuse(cert, index, "a GeneralSubtree with minimum or maximum set");
+      throw refuse(cert, index, "a GeneralSubtree with minimum or maximum set", {
+        constraint: nameText(subtree.base),
+      });
     }
     const why = malformedConstraint(subtree.base);
-    if (why) throw refuse(cert, index, `malformed ${subtree.base.type} constraint: ${why}`);
+    if (why) {
+      throw refuse(cert, index, `malformed ${subtree.base.type} constraint: ${why}`, {
+        constraint: nameText(subtree.base),
+      });
+    }
   }
   const byForm: ConstraintSet["byForm"] = new Map();
   const add = (list: GeneralSubtree[] | undefined, kind: "permitted" | "excluded") => {
@@ -384,6 +413,47 @@ function show(name: GeneralName): string {
   }
 }
 
-function refuse(cert: Certificate, index: number, why: string): VerificationError {
-  return new VerificationError("ERR_NAME_CONSTRAINTS", `${certificateLabel(cert)}: ${why}`, index);
+/**
+ * A name or subtree base as the error's `constrainedName` and `constraint` give it, in
+ * OpenSSL's notation: `DNS:a.example`, `IP:10.0.0.0/8`, `URI:...`, `email:...`, `DirName:...`.
+ */
+function nameText(name: GeneralName): string {
+  switch (name.type) {
+    case "dns":
+      return `DNS:${name.value}`;
+    case "uri":
+      return `URI:${name.value}`;
+    case "email":
+      return `email:${name.value}`;
+    case "directory":
+      return `DirName:${formatName(name.value)}`;
+    case "ip": {
+      // A constraint holds an address and a mask of the same length; a name only an address.
+      if (name.value.length !== 8 && name.value.length !== 32) return `IP:${formatIp(name.value)}`;
+      const half = name.value.length / 2;
+      const prefix = name.value.subarray(half).reduce((bits, byte) => bits + popCount(byte), 0);
+      return `IP:${formatIp(name.value.subarray(0, half))}/${prefix}`;
+    }
+    default:
+      return `othername:${name.oid ?? `[${name.tag}]`}`;
+  }
+}
+
+function popCount(byte: number): number {
+  let count = 0;
+  for (let b = byte; b; b >>= 1) count += b & 1;
+  return count;
+}
+
+function refuse(
+  cert: Certificate,
+  index: number,
+  why: string,
+  details: VerificationDetails = {},
+): VerificationError {
+  return new VerificationError("ERR_NAME_CONSTRAINTS", `${certificateLabel(cert)}: ${why}`, index, {
+    rule: "name-constraints",
+    certificate: certificateSummary(cert),
+    ...details,
+  });
 }

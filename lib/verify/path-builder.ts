@@ -11,8 +11,8 @@
 
 import { type Certificate, isSelfIssued } from "../x509/certificate.ts";
 import { bytesEqual } from "../encoding.ts";
-import { VerificationError } from "../errors.ts";
-import { certificateLabel } from "./certificate-label.ts";
+import { UnsupportedAlgorithm, VerificationError } from "../errors.ts";
+import { certificateLabel, certificateSummary } from "./certificate-label.ts";
 import type { SignatureChecker } from "./signatures.ts";
 
 /** Longest path (leaf and anchor included) the builder will consider, whatever maxDepth says. */
@@ -90,6 +90,8 @@ class Builder {
         this.#rejected ??= new VerificationError(
           "ERR_CHAIN_TOO_LONG",
           `reaching a trust anchor needs more than the maximum depth of ${this.input.maxDepth} intermediates`,
+          undefined,
+          { rule: "max-depth", limit: this.input.maxDepth, count: nextDepth },
         );
         continue;
       }
@@ -115,6 +117,8 @@ class Builder {
       throw new VerificationError(
         "ERR_PATH_BUILDING_LIMIT",
         `path building gave up after considering ${MAX_CANDIDATE_VISITS} candidate issuers`,
+        undefined,
+        { rule: "path-building", limit: MAX_CANDIDATE_VISITS, count: this.#visits },
       );
     }
     // Prefer issuers that are currently valid (the expired cross-sign goes last).
@@ -126,6 +130,11 @@ class Builder {
   async signedBy(cert: Certificate, issuer: Certificate, index: number): Promise<boolean> {
     if (await this.input.signatures.verifies(cert, issuer)) return true;
     const unsupported = this.input.signatures.unsupported(cert, issuer);
+    const details = {
+      rule: "signature",
+      certificate: certificateSummary(cert),
+      issuer: certificateSummary(issuer),
+    } as const;
     this.#badSignature ??= unsupported
       ? new VerificationError(
         "ERR_ALGORITHM_UNSUPPORTED",
@@ -133,12 +142,19 @@ class Builder {
           certificateLabel(issuer)
         }: ${unsupported.message}`,
         index,
-        { cause: unsupported },
+        {
+          ...details,
+          algorithm: unsupported instanceof UnsupportedAlgorithm
+            ? unsupported.algorithm
+            : cert.signatureAlgorithm.oid,
+          cause: unsupported,
+        },
       )
       : new VerificationError(
         "ERR_CERT_SIGNATURE_INVALID",
         `${certificateLabel(cert)}: signature does not verify with the key of ${certificateLabel(issuer)}`,
         index,
+        details,
       );
     return false;
   }
@@ -151,6 +167,8 @@ class Builder {
     return new VerificationError(
       "ERR_CERT_UNTRUSTED",
       `no path to a trust anchor: no trusted or intermediate certificate issued ${certificateLabel(cert)}`,
+      cert === this.input.leaf ? 0 : undefined,
+      { rule: "trust-anchor", certificate: certificateSummary(cert) },
     );
   }
 }

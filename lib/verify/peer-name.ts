@@ -10,7 +10,7 @@ import type { Certificate } from "../x509/certificate.ts";
 import { formatIp, parseIp } from "../x509/general-name.ts";
 import { bytesEqual } from "../encoding.ts";
 import { VerificationError } from "../errors.ts";
-import { certificateLabel } from "./certificate-label.ts";
+import { certificateLabel, certificateSummary } from "./certificate-label.ts";
 
 const LABEL = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
 
@@ -59,6 +59,8 @@ export function checkPeerName(cert: Certificate, peer: { dnsName?: string; ipAdd
       throw new VerificationError(
         "ERR_PEER_NAME_MISMATCH",
         `${JSON.stringify(peer.dnsName)} is not a valid DNS name`,
+        undefined,
+        { rule: "peer-name", required: [peer.dnsName] },
       );
     }
     const matched = sans.some((n) => n.type === "dns" && dnsNameMatches(n.value, reference));
@@ -69,6 +71,12 @@ export function checkPeerName(cert: Certificate, peer: { dnsName?: string; ipAdd
           dnsList(cert)
         })`,
         0,
+        {
+          rule: "peer-name",
+          certificate: certificateSummary(cert),
+          required: [reference],
+          present: sans.flatMap((n) => n.type === "dns" ? [n.value] : []),
+        },
       );
     }
   }
@@ -78,6 +86,8 @@ export function checkPeerName(cert: Certificate, peer: { dnsName?: string; ipAdd
       throw new VerificationError(
         "ERR_PEER_NAME_MISMATCH",
         `${JSON.stringify(peer.ipAddress)} is not an IP address`,
+        undefined,
+        { rule: "peer-name", required: [peer.ipAddress] },
       );
     }
     const matched = sans.some((n) => n.type === "ip" && bytesEqual(n.value, address));
@@ -86,6 +96,12 @@ export function checkPeerName(cert: Certificate, peer: { dnsName?: string; ipAdd
         "ERR_PEER_NAME_MISMATCH",
         `${certificateLabel(cert)} does not name IP address ${formatIp(address)}`,
         0,
+        {
+          rule: "peer-name",
+          certificate: certificateSummary(cert),
+          required: [formatIp(address)],
+          present: sans.flatMap((n) => n.type === "ip" ? [formatIp(n.value)] : []),
+        },
       );
     }
   }

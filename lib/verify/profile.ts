@@ -11,8 +11,8 @@ import { EC_CURVES, OID } from "../asn1/oids.ts";
 import { rsaModulusBits } from "../x509/public-key.ts";
 import type { Certificate } from "../x509/certificate.ts";
 import { bytesEqual } from "../encoding.ts";
-import { VerificationError } from "../errors.ts";
-import { certificateLabel } from "./certificate-label.ts";
+import { type VerificationCode, type VerificationDetails, VerificationError } from "../errors.ts";
+import { certificateLabel, certificateSummary } from "./certificate-label.ts";
 
 /** Where a certificate sits on a path: the leaf, a CA below the anchor, or the trust anchor. */
 export type CertificateRole = "leaf" | "intermediate" | "anchor";
@@ -38,9 +38,10 @@ const UNDERSTOOD_EXTENSIONS = new Set<string>([
  * {@link VerificationError} naming the certificate and the rule.
  */
 export function checkProfile(cert: Certificate, role: CertificateRole, index: number): void {
-  const fail = (code: Parameters<typeof failure>[0], why: string): never => {
-    throw failure(code, `${certificateLabel(cert)}: ${why}`, index);
+  const fail = (code: VerificationCode, why: string, details: VerificationDetails = {}): never => {
+    throw failure(cert, index, code, why, { rule: "profile", ...details });
   };
+  const usages = () => [...(cert.keyUsage ?? [])];
   // RFC 5280 6.1.1(d): a trust anchor contributes its name and key. A v1 root (no extensions
   // to hold it to) is a CA by the caller's out-of-band choice to trust it (6.1.4(k) note).
   if (role === "anchor" && cert.version === 1) return checkPublicKey(cert, index);
@@ -63,7 +64,10 @@ export function checkProfile(cert: Certificate, role: CertificateRole, index: nu
   }
   for (const ext of cert.extensions) {
     if (ext.critical && !UNDERSTOOD_EXTENSIONS.has(ext.oid)) {
-      fail("ERR_UNHANDLED_CRITICAL_EXTENSION", `unhandled critical extension ${ext.oid}`);
+      fail("ERR_UNHANDLED_CRITICAL_EXTENSION", `unhandled critical extension ${ext.oid}`, {
+        rule: "critical-extension",
+        extension: ext.oid,
+      });
     }
   }
   const extension = (oid: string) => cert.extensions.find((e) => e.oid === oid);
@@ -97,14 +101,21 @@ export function checkProfile(cert: Certificate, role: CertificateRole, index: nu
   // RFC 5280 4.2.1.3 and 4.2.1.9: keyCertSign MUST NOT be asserted without cA, on any
   // certificate (a MUST on the certificate itself, which x509-limbo holds the target to too).
   if (cert.keyUsage?.has("keyCertSign") && !isCa) {
-    fail("ERR_KEY_USAGE", "keyUsage asserts keyCertSign but basicConstraints does not assert cA");
+    fail("ERR_KEY_USAGE", "keyUsage asserts keyCertSign but basicConstraints does not assert cA", {
+      rule: "key-usage",
+      present: usages(),
+    });
   }
   // RFC 5280 6.1.4(n): a CA that certifies on the path has a key usage allowing keyCertSign.
   // The target certifies nothing, and no rule of RFC 5280 makes a cA certificate assert
   // keyCertSign (CABF 7.1.2.7.8 does, for the Web PKI), so a CA target without it is valid
   // here; verifySvid refuses every CA leaf (X509-SVID 4.1).
   if (role !== "leaf" && isCa && cert.keyUsage && !cert.keyUsage.has("keyCertSign")) {
-    fail("ERR_KEY_USAGE", "basicConstraints asserts cA but keyUsage lacks keyCertSign");
+    fail("ERR_KEY_USAGE", "basicConstraints asserts cA but keyUsage lacks keyCertSign", {
+      rule: "key-usage",
+      required: ["keyCertSign"],
+      present: usages(),
+    });
   }
   if (isCa) {
     // RFC 5280 4.1.2.6: a CA's subject MUST be a non-empty distinguished name.
@@ -116,7 +127,9 @@ export function checkProfile(cert: Certificate, role: CertificateRole, index: nu
   // can break this (every other certificate on a path is a CA); held to it, like keyCertSign
   // above, as a MUST on the certificate's own content.
   if (cert.nameConstraints && !isCa) {
-    fail("ERR_NAME_CONSTRAINTS", "nameConstraints in a certificate that is not a CA");
+    fail("ERR_NAME_CONSTRAINTS", "nameConstraints in a certificate that is not a CA", {
+      rule: "name-constraints",
+    });
   }
   for (const name of cert.subjectAltName ?? []) {
     if (name.type === "ip" && name.value.length !== 4 && name.value.length !== 16) {
@@ -135,10 +148,19 @@ export function checkProfile(cert: Certificate, role: CertificateRole, index: nu
   } else {
     // RFC 5280 6.1.4(k) and 4.2.1.9: a certificate that signs certificates asserts cA, in a
     // basicConstraints extension marked critical.
-    if (!cert.basicConstraints) fail("ERR_CERT_NOT_CA", "issuing certificate without basicConstraints");
-    if (!isCa) fail("ERR_CERT_NOT_CA", "issuing certificate whose basicConstraints does not assert cA");
+    const basicConstraints = { rule: "basic-constraints" } as const;
+    if (!cert.basicConstraints) {
+      fail("ERR_CERT_NOT_CA", "issuing certificate without basicConstraints", basicConstraints);
+    }
+    if (!isCa) {
+      fail(
+        "ERR_CERT_NOT_CA",
+        "issuing certificate whose basicConstraints does not assert cA",
+        basicConstraints,
+      );
+    }
     if (!extension(OID.basicConstraints)!.critical) {
-      fail("ERR_CERT_MALFORMED", "CA basicConstraints is not critical");
+      fail("ERR_CERT_MALFORMED", "CA basicConstraints is not critical", basicConstraints);
     }
   }
   // CABF 7.1.2.1.3: a self-signed anchor's authority key identifier is its own key identifier.
@@ -162,8 +184,8 @@ const RSA_NULL_PARAMETERS = new Uint8Array([Tag.NULL, 0]);
  */
 function checkPublicKey(cert: Certificate, index: number): void {
   const algorithm = cert.publicKeyAlgorithm;
-  const reject = (why: string): never => {
-    throw failure("ERR_ALGORITHM_UNSUPPORTED", `${certificateLabel(cert)}: ${why}`, index);
+  const reject = (why: string, refused = algorithm.oid): never => {
+    throw failure(cert, index, "ERR_ALGORITHM_UNSUPPORTED", why, { rule: "public-key", algorithm: refused });
   };
   switch (algorithm.oid) {
     case OID.ecPublicKey: {
@@ -175,7 +197,7 @@ function checkPublicKey(cert: Certificate, index: number): void {
       } catch {
         // An unreadable curve is as unsupported as an unknown one.
       }
-      if (!EC_CURVES[curve]) reject(`EC key on curve ${curve}`);
+      if (!EC_CURVES[curve]) reject(`EC key on curve ${curve}`, curve);
       return;
     }
     case OID.rsaEncryption:
@@ -188,8 +210,8 @@ function checkPublicKey(cert: Certificate, index: number): void {
     // falls through
     case OID.rsassaPss: {
       const bits = rsaModulusBits(cert.publicKey);
-      if (bits < 2048) reject(`RSA key of ${bits} bits (at least 2048)`);
-      if (bits % 8 !== 0) reject(`RSA key of ${bits} bits (not a whole number of bytes)`);
+      if (bits < 2048) reject(`RSA key of ${bits} bits (at least 2048)`, `RSA-${bits}`);
+      if (bits % 8 !== 0) reject(`RSA key of ${bits} bits (not a whole number of bytes)`, `RSA-${bits}`);
       return;
     }
     case OID.ed25519:
@@ -201,9 +223,14 @@ function checkPublicKey(cert: Certificate, index: number): void {
 }
 
 function failure(
-  code: ConstructorParameters<typeof VerificationError>[0],
-  message: string,
+  cert: Certificate,
   index: number,
+  code: VerificationCode,
+  why: string,
+  details: VerificationDetails,
 ): VerificationError {
-  return new VerificationError(code, message, index);
+  return new VerificationError(code, `${certificateLabel(cert)}: ${why}`, index, {
+    certificate: certificateSummary(cert),
+    ...details,
+  });
 }

@@ -15,8 +15,8 @@ import type { Crl } from "../x509/crl.ts";
 import { formatName } from "../x509/name.ts";
 import { type GeneralName } from "../x509/general-name.ts";
 import { bytesEqual } from "../encoding.ts";
-import { VerificationError } from "../errors.ts";
-import { certificateLabel } from "./certificate-label.ts";
+import { type VerificationDetails, VerificationError } from "../errors.ts";
+import { certificateLabel, certificateSummary } from "./certificate-label.ts";
 import type { SignatureChecker } from "./signatures.ts";
 
 const UNDERSTOOD_CRL_EXTENSIONS = new Set<string>([
@@ -29,8 +29,8 @@ const UNDERSTOOD_ENTRY_EXTENSIONS = new Set<string>([OID.reasonCode, OID.invalid
 
 /**
  * Checks every certificate of `path` but the trust anchor against the CRLs in scope for it.
- * When CRLs of a certificate's issuer were given, one of them must cover the certificate
- * (a partitioned CRL for another partition proves nothing). Throws ERR_CERT_REVOKED,
+ * When CRLs of a certificate's issuer (its name and key) were given, one of them must cover
+ * the certificate (a partitioned CRL for another partition proves nothing). Throws ERR_CERT_REVOKED,
  * ERR_CRL_INVALID or ERR_REVOCATION_UNKNOWN.
  */
 export async function checkRevocation(
@@ -43,15 +43,19 @@ export async function checkRevocation(
   for (let i = 0; i < path.length - 1; i++) {
     const cert = path[i];
     const issuer = path[i + 1];
-    const fromIssuer = crls.filter((crl) => crl.issuer.key === cert.issuer.key);
+    // A CRL naming another key of the same CA name (a key rollover, or a new root or
+    // intermediate that kept the old one's subject) speaks for that key's certificates, not for
+    // this one: it is no CRL of this certificate's issuer, as if it had not been given. A
+    // rotation then never turns peers' certificates from the new key into "revocation unknown"
+    // while the old key's CRL is still held (the node holding nothing from the new key yet).
+    const fromIssuer = crls.filter((crl) =>
+      crl.issuer.key === cert.issuer.key &&
+      !(crl.authorityKeyIdentifier && issuer.subjectKeyIdentifier &&
+        !bytesEqual(crl.authorityKeyIdentifier, issuer.subjectKeyIdentifier))
+    );
     if (fromIssuer.length === 0) continue;
     let covered = false;
     for (const crl of fromIssuer) {
-      // A CRL naming another key of the same CA (key rollover) speaks for that key's
-      // certificates, not for this one: it is out of scope here, not invalid.
-      if (crl.authorityKeyIdentifier && issuer.subjectKeyIdentifier) {
-        if (!bytesEqual(crl.authorityKeyIdentifier, issuer.subjectKeyIdentifier)) continue;
-      }
       await checkCrl(crl, issuer, atSeconds, signatures);
       if (!covers(crl, cert)) continue;
       covered = true;
@@ -63,6 +67,13 @@ export async function checkRevocation(
             entry.reason ? ` (${entry.reason})` : ""
           } by the CRL of ${JSON.stringify(formatName(crl.issuer))}`,
           i,
+          {
+            rule: "revocation",
+            certificate: certificateSummary(cert),
+            issuer: certificateSummary(issuer),
+            revocationDate: entry.revocationDate,
+            revocationReason: entry.reason,
+          },
         );
       }
     }
@@ -71,6 +82,7 @@ export async function checkRevocation(
         "ERR_REVOCATION_UNKNOWN",
         `${certificateLabel(cert)}: no CRL given for its issuer covers it (issuing distribution point scope)`,
         i,
+        { rule: "revocation", certificate: certificateSummary(cert), issuer: certificateSummary(issuer) },
       );
     }
   }
@@ -82,26 +94,36 @@ async function checkCrl(
   atSeconds: number,
   signatures: SignatureChecker,
 ): Promise<void> {
-  const bad = (why: string): never => {
+  const bad = (why: string, details: VerificationDetails = {}): never => {
     throw new VerificationError(
       "ERR_CRL_INVALID",
       `CRL of ${JSON.stringify(formatName(crl.issuer))}: ${why}`,
+      undefined,
+      { rule: "crl", issuer: certificateSummary(issuer), ...details },
     );
   };
+  const freshness = () => ({
+    validationTime: new Date(atSeconds * 1000),
+    notBefore: crl.thisUpdate,
+    notAfter: crl.nextUpdate,
+  });
   if (!bytesEqual(crl.signatureAlgorithm.der, crl.tbsSignatureAlgorithm.der)) {
     bad("signatureAlgorithm differs from the algorithm inside tbsCertList");
   }
   // RFC 5280 6.3.3(f): a CRL issuer with key usage must assert cRLSign.
   if (issuer.keyUsage && !issuer.keyUsage.has("cRLSign")) {
-    bad(`${certificateLabel(issuer)} may not sign CRLs (no cRLSign)`);
+    bad(`${certificateLabel(issuer)} may not sign CRLs (no cRLSign)`, {
+      required: ["cRLSign"],
+      present: [...issuer.keyUsage],
+    });
   }
   if (!(await signatures.verifies(crl, issuer))) {
     bad(`signature does not verify with the key of ${certificateLabel(issuer)}`);
   }
   for (const ext of crl.extensions) {
-    if (ext.oid === OID.deltaCrlIndicator) bad("delta CRLs are not supported");
+    if (ext.oid === OID.deltaCrlIndicator) bad("delta CRLs are not supported", { extension: ext.oid });
     if (ext.critical && !UNDERSTOOD_CRL_EXTENSIONS.has(ext.oid)) {
-      bad(`unhandled critical extension ${ext.oid}`);
+      bad(`unhandled critical extension ${ext.oid}`, { extension: ext.oid });
     }
   }
   const serials = new Set<string>();
@@ -112,7 +134,9 @@ async function checkCrl(
     for (const ext of entry.extensions) {
       // A certificateIssuer entry extension makes this an indirect CRL.
       if (ext.critical && !UNDERSTOOD_ENTRY_EXTENSIONS.has(ext.oid)) {
-        bad(`entry ${entry.serialNumber} has unhandled critical extension ${ext.oid}`);
+        bad(`entry ${entry.serialNumber} has unhandled critical extension ${ext.oid}`, {
+          extension: ext.oid,
+        });
       }
     }
   }
@@ -127,12 +151,12 @@ async function checkCrl(
     bad("issuing distribution point names something other than a URI");
   }
   if (Math.floor(crl.thisUpdate.getTime() / 1000) > atSeconds) {
-    bad(`not valid before ${crl.thisUpdate.toISOString()}`);
+    bad(`not valid before ${crl.thisUpdate.toISOString()}`, freshness());
   }
   // RFC 5280 5.1.2.5: conforming CRLs carry nextUpdate; without it staleness is unknowable.
   if (!crl.nextUpdate) bad("missing nextUpdate");
   if (Math.floor(crl.nextUpdate!.getTime() / 1000) < atSeconds) {
-    bad(`stale since ${crl.nextUpdate!.toISOString()}`);
+    bad(`stale since ${crl.nextUpdate!.toISOString()}`, freshness());
   }
 }
 

@@ -12,9 +12,13 @@ import { MeshAuthError, VerificationError } from "../errors.ts";
 
 /** Something signed: a certificate or a CRL. */
 export interface Signed {
+  /** The whole signed object, DER: with the issuer's key, the cache key. */
   der: Uint8Array;
+  /** The signed part (TBSCertificate or TBSCertList), DER. */
   tbs: Uint8Array;
+  /** The algorithm the signature was made with. */
   signatureAlgorithm: AlgorithmIdentifier;
+  /** The signature bits. */
   signature: Uint8Array;
 }
 
@@ -35,7 +39,8 @@ export interface Signed {
  */
 export class SignatureCache {
   #verified = new Set<string>();
-  constructor(readonly maxEntries = 1024) {}
+  /** A cache that remembers at most `maxEntries` signatures. */
+  constructor(readonly maxEntries: number = 1024) {}
 
   /** Number of remembered signatures. */
   get size(): number {
@@ -98,6 +103,8 @@ export class SignatureChecker {
       throw new VerificationError(
         "ERR_PATH_BUILDING_LIMIT",
         `path building gave up after ${this.budget} signature checks`,
+        undefined,
+        { rule: "path-building", limit: this.budget, count: this.checks },
       );
     }
     let ok: boolean;

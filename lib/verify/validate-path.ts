@@ -7,11 +7,11 @@
  * @module
  */
 
-import { OID } from "../asn1/oids.ts";
-import { type Certificate, isSelfIssued } from "../x509/certificate.ts";
+import { EKU_BY_NAME, OID } from "../asn1/oids.ts";
+import { type Certificate, isSelfIssued, type KeyUsageName } from "../x509/certificate.ts";
 import type { Crl } from "../x509/crl.ts";
 import { VerificationError } from "../errors.ts";
-import { certificateLabel } from "./certificate-label.ts";
+import { certificateLabel, certificateSummary } from "./certificate-label.ts";
 import {
   checkNameConstraints,
   ComparisonBudget,
@@ -58,6 +58,8 @@ export async function validatePath(
     throw new VerificationError(
       "ERR_CHAIN_TOO_LONG",
       `path has ${intermediates} intermediates, more than the maximum depth of ${req.maxDepth}`,
+      undefined,
+      { rule: "max-depth", limit: req.maxDepth, count: intermediates },
     );
   }
   // RFC 5280 4.2.1.9: pathLenConstraint counts the non-self-issued intermediates below a CA.
@@ -70,6 +72,7 @@ export async function validatePath(
         "ERR_PATH_LENGTH_EXCEEDED",
         `${certificateLabel(path[k])} allows ${limit} intermediates below it, the path has ${below}`,
         k,
+        { rule: "path-length", certificate: certificateSummary(path[k]), limit, count: below },
       );
     }
   }
@@ -96,11 +99,19 @@ export async function validatePath(
 
 /** RFC 5280 4.1.2.5: notBefore through notAfter, inclusive, at second granularity. */
 export function checkValidity(cert: Certificate, index: number, atSeconds: number): void {
+  const details = () => ({
+    rule: "validity" as const,
+    certificate: certificateSummary(cert),
+    validationTime: new Date(atSeconds * 1000),
+    notBefore: cert.notBefore,
+    notAfter: cert.notAfter,
+  });
   if (atSeconds < Math.floor(cert.notBefore.getTime() / 1000)) {
     throw new VerificationError(
       "ERR_CERT_NOT_YET_VALID",
       `${certificateLabel(cert)} is not valid before ${cert.notBefore.toISOString()}`,
       index,
+      details(),
     );
   }
   if (atSeconds > Math.floor(cert.notAfter.getTime() / 1000)) {
@@ -108,6 +119,7 @@ export function checkValidity(cert: Certificate, index: number, atSeconds: numbe
       "ERR_CERT_EXPIRED",
       `${certificateLabel(cert)} expired at ${cert.notAfter.toISOString()}`,
       index,
+      details(),
     );
   }
 }
@@ -116,14 +128,16 @@ export function checkValidity(cert: Certificate, index: number, atSeconds: numbe
 function checkLeafKeyUsage(leaf: Certificate, purpose: PathRequirements["purpose"]): void {
   const ku = leaf.keyUsage;
   if (!ku || !purpose) return;
-  const allowed = purpose === "serverAuth"
-    ? ku.has("digitalSignature") || ku.has("keyEncipherment") || ku.has("keyAgreement")
-    : ku.has("digitalSignature") || ku.has("keyAgreement");
-  if (!allowed) {
+  // What TLS does with the key: sign the handshake, or (server, RSA) decrypt or agree a key.
+  const usable: KeyUsageName[] = purpose === "serverAuth"
+    ? ["digitalSignature", "keyEncipherment", "keyAgreement"]
+    : ["digitalSignature", "keyAgreement"];
+  if (!usable.some((usage) => ku.has(usage))) {
     throw new VerificationError(
       "ERR_KEY_USAGE",
       `${certificateLabel(leaf)}: key usage ${[...ku].join(", ") || "(none)"} does not allow ${purpose}`,
       0,
+      { rule: "key-usage", certificate: certificateSummary(leaf), required: usable, present: [...ku] },
     );
   }
 }
@@ -143,7 +157,20 @@ function checkExtendedKeyUsage(path: readonly Certificate[], required: readonly 
         "ERR_EXTENDED_KEY_USAGE",
         `${certificateLabel(cert)}: extended key usage ${ekus.join(", ")} lacks ${missing.join(", ")}`,
         i,
+        {
+          rule: "extended-key-usage",
+          certificate: certificateSummary(cert),
+          required: required.map(ekuName),
+          present: ekus.map(ekuName),
+        },
       );
     }
   });
+}
+
+const EKU_NAMES = new Map(Object.entries(EKU_BY_NAME).map(([name, oid]) => [oid, name]));
+
+/** An EKU as a VerificationError lists it: its short name (`serverAuth`) when it has one, else its OID. */
+function ekuName(oid: string): string {
+  return EKU_NAMES.get(oid) ?? oid;
 }

@@ -41,48 +41,73 @@ export { parseDistributionPoint } from "./extensions.ts";
 
 /** AlgorithmIdentifier: the OID and the DER of its parameters, if any. */
 export interface AlgorithmIdentifier {
+  /** The algorithm's OID. */
   oid: string;
+  /** DER of the parameters, when present. */
   parameters?: Uint8Array;
+  /** DER of the whole AlgorithmIdentifier, for byte-for-byte comparison. */
   der: Uint8Array;
 }
 
 /** One extension as it appears in the certificate. */
 export interface Extension {
+  /** The extension's OID. */
   oid: string;
+  /** Whether a validator that does not process it must refuse the certificate. */
   critical: boolean;
+  /** The extnValue's contents, DER. */
   value: Uint8Array;
 }
 
 /** A parsed certificate. Raw encodings are kept for signatures and matching. */
 export interface Certificate {
+  /** The whole certificate, DER. */
   der: Uint8Array;
+  /** The signed TBSCertificate, DER. */
   tbs: Uint8Array;
+  /** The X.509 version: 1, 2 or 3. */
   version: number;
   /** Serial number content octets (two's complement, as encoded). */
   serialBytes: Uint8Array;
   /** Serial number as lowercase hex of its content octets. */
   serialNumber: string;
+  /** The outer signature algorithm. */
   signatureAlgorithm: AlgorithmIdentifier;
+  /** The signature algorithm inside TBSCertificate; RFC 5280 requires it to equal the outer one. */
   tbsSignatureAlgorithm: AlgorithmIdentifier;
+  /** The signature bits. */
   signature: Uint8Array;
+  /** The issuer's distinguished name. */
   issuer: Name;
+  /** The subject's distinguished name; empty (no RDNs) for most SVIDs. */
   subject: Name;
+  /** Start of the validity period. */
   notBefore: Date;
+  /** End of the validity period (inclusive). */
   notAfter: Date;
   /** DER of SubjectPublicKeyInfo. */
   spki: Uint8Array;
+  /** The public key's algorithm and parameters (the curve of an EC key). */
   publicKeyAlgorithm: AlgorithmIdentifier;
+  /** The subjectPublicKey bits. */
   publicKey: Uint8Array;
+  /** Deprecated issuerUniqueID (v2), when present. */
   issuerUniqueId?: Uint8Array;
+  /** Deprecated subjectUniqueID (v2), when present. */
   subjectUniqueId?: Uint8Array;
+  /** Every extension, in certificate order, decoded or not. */
   extensions: Extension[];
+  /** Basic constraints (RFC 5280 4.2.1.9): whether a CA, and its path length limit. */
   basicConstraints?: { ca: boolean; pathLength?: number };
   /** Key usage bits asserted, undefined when the extension is absent. */
   keyUsage?: Set<KeyUsageName>;
   /** EKU OIDs, undefined when the extension is absent. */
   extendedKeyUsage?: string[];
+  /** Subject alternative names (RFC 5280 4.2.1.6). */
   subjectAltName?: GeneralName[];
+  /** Subject key identifier (RFC 5280 4.2.1.2). */
   subjectKeyIdentifier?: Uint8Array;
+  /** keyIdentifier of the authority key identifier extension (RFC 5280 4.2.1.1). */
   authorityKeyIdentifier?: Uint8Array;
   /** authorityCertIssuer of the AKI extension, when present. */
   authorityCertIssuer?: GeneralName[];
@@ -96,7 +121,9 @@ export interface Certificate {
   policyConstraints?: { requireExplicitPolicy?: number; inhibitPolicyMapping?: number };
   /** inhibitAnyPolicy skip count (RFC 5280 4.2.1.14). */
   inhibitAnyPolicy?: number;
+  /** Name constraints (RFC 5280 4.2.1.10): the permitted and excluded subtrees. */
   nameConstraints?: { permitted?: GeneralSubtree[]; excluded?: GeneralSubtree[] };
+  /** CRL distribution points (RFC 5280 4.2.1.13). */
   crlDistributionPoints?: DistributionPoint[];
   /** Authority information access (RFC 5280 4.2.2.1): access method OID and location. */
   authorityInfoAccess?: Array<{ method: string; location: GeneralName }>;

@@ -58,41 +58,62 @@ export const CrlReason = {
   privilegeWithdrawn: 9,
   aACompromise: 10,
 } as const;
+/** A CRLReason by name (`keyCompromise`, `superseded`...). */
 export type CrlReasonName = keyof typeof CrlReason;
 
 /** One revoked certificate entry. */
 export interface RevokedCertificate {
   /** Serial number as lowercase hex of its content octets, as in `Certificate.serialNumber`. */
   serialNumber: string;
+  /** When the certificate was revoked. */
   revocationDate: Date;
+  /** Why, when the entry carries a reason code. */
   reason?: CrlReasonName;
+  /** When the key is known or suspected to have been compromised, if given. */
   invalidityDate?: Date;
+  /** The entry's extensions. */
   extensions: Extension[];
 }
 
 /** The issuing distribution point extension (RFC 5280 5.2.5). */
 export interface IssuingDistributionPoint {
+  /** The partition this CRL covers; absent for a CRL of every certificate. */
   distributionPoint?: DistributionPoint;
+  /** Only end-entity certificates are listed. */
   onlyContainsUserCerts: boolean;
+  /** Only CA certificates are listed. */
   onlyContainsCACerts: boolean;
+  /** The reasons covered, as the ReasonFlags bit string, when only some are. */
   onlySomeReasons?: Uint8Array;
+  /** The CRL lists certificates of issuers other than its own (meshauth refuses these). */
   indirectCrl: boolean;
+  /** Only attribute certificates are listed. */
   onlyContainsAttributeCerts: boolean;
 }
 
 /** A parsed CRL. */
 export interface Crl {
+  /** The whole CRL, DER. */
   der: Uint8Array;
+  /** The signed TBSCertList, DER. */
   tbs: Uint8Array;
   /** 1 or 2. */
   version: number;
+  /** The outer signature algorithm. */
   signatureAlgorithm: AlgorithmIdentifier;
+  /** The signature algorithm inside TBSCertList. */
   tbsSignatureAlgorithm: AlgorithmIdentifier;
+  /** The signature bits. */
   signature: Uint8Array;
+  /** The CRL issuer's distinguished name. */
   issuer: Name;
+  /** When this CRL was issued. */
   thisUpdate: Date;
+  /** When the next CRL will be issued; a CRL past it is stale. */
   nextUpdate?: Date;
+  /** The revoked certificates. */
   revoked: RevokedCertificate[];
+  /** The CRL's extensions. */
   extensions: Extension[];
   /** CRL number (RFC 5280 5.2.3), when present. */
   crlNumber?: bigint;
@@ -100,6 +121,7 @@ export interface Crl {
   authorityKeyIdentifier?: Uint8Array;
   /** Base CRL number of a delta CRL (RFC 5280 5.2.4), when this is one. */
   deltaCrlIndicator?: bigint;
+  /** The partition this CRL covers, when it is not complete. */
   issuingDistributionPoint?: IssuingDistributionPoint;
 }
 

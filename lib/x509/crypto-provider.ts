@@ -29,6 +29,7 @@ export type SignatureScheme =
 
 /** One signature to check. */
 export interface SignatureCheck {
+  /** The signature algorithm and its parameters. */
   scheme: SignatureScheme;
   /** The signer's SubjectPublicKeyInfo (DER). */
   spki: Uint8Array;
@@ -50,6 +51,7 @@ export interface CryptoProvider {
    * an algorithm the runtime lacks throws {@link RuntimeUnsupported}.
    */
   verify(check: SignatureCheck): Promise<boolean>;
+  /** The digest of `data`. */
   digest(algorithm: HashAlgorithm, data: Uint8Array): Promise<Uint8Array>;
 }
 

@@ -39,20 +39,28 @@ export const KeyUsage = {
   encipherOnly: 7,
   decipherOnly: 8,
 } as const;
+/** A key usage by name (`digitalSignature`, `keyCertSign`...). */
 export type KeyUsageName = keyof typeof KeyUsage;
 
 /** A GeneralSubtree of a name constraint. */
 export interface GeneralSubtree {
+  /** The subtree's root: a DNS domain, an IP network (address and mask), a URI host, a mailbox or domain, a DN. */
   base: GeneralName;
+  /** Always 0 in a conforming certificate (RFC 5280 4.2.1.10). */
   minimum: number;
+  /** Always absent in a conforming certificate. */
   maximum?: number;
 }
 
 /** A DistributionPoint of the CRL distribution points extension (RFC 5280 4.2.1.13). */
 export interface DistributionPoint {
+  /** Where the CRL is, as names (URIs in practice). */
   fullName?: GeneralName[];
+  /** A name relative to the CRL issuer's, DER (meshauth does not match these). */
   relativeName?: Uint8Array;
+  /** The reasons this point's CRL covers (ReasonFlags bit string), when only some. */
   reasons?: Uint8Array;
+  /** Who issues the CRL, when not the certificate's issuer (an indirect CRL). */
   crlIssuer?: GeneralName[];
 }
 

@@ -11,9 +11,11 @@ import { prepareString, prohibitedCodePoint } from "./string-prep.ts";
 
 /** One attribute of a relative distinguished name. */
 export interface NameAttribute {
+  /** The attribute type's OID (`2.5.4.3` for commonName). */
   type: string;
   /** The string tag the value was encoded with. */
   tag: number;
+  /** The value as text. */
   value: string;
 }
 
@@ -23,7 +25,9 @@ export interface NameAttribute {
  * removed; see `string-prep.ts`).
  */
 export interface Name {
+  /** The Name's DER. */
   der: Uint8Array;
+  /** The RDNs in order, each a set of attribute type and value pairs. */
   rdns: NameAttribute[][];
   /** The comparison key of each RDN, in order (`rdnKey`), computed once at parse. */
   rdnKeys: string[];

@@ -29,6 +29,7 @@ export interface Signer {
   readonly algorithmIdentifier: Uint8Array;
   /** SubjectPublicKeyInfo DER of the signing key. */
   readonly spki: Uint8Array;
+  /** Signs `data`, answering the signature as X.509 carries it (DER Ecdsa-Sig-Value for ECDSA). */
   sign(data: Uint8Array): Promise<Uint8Array>;
 }
 

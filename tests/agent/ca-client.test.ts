@@ -330,3 +330,23 @@ describe("tokens", () => {
     await client.close();
   });
 });
+
+test("CaClient connects from its localAddress (one of a node's addresses)", async () => {
+  const { createServer: createHttpServer } = await import("node:http");
+  const seen: string[] = [];
+  const server = createHttpServer((req, res) => {
+    seen.push(req.socket.remoteAddress ?? "");
+    res.writeHead(200, { "content-type": "application/x-pem-file" });
+    res.end("-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n");
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as { port: number };
+  const client = new CaClient({ url: `http://127.0.0.1:${port}`, localAddress: "127.0.0.9" });
+  try {
+    await client.trustBundle();
+    assert.deepEqual(seen, ["127.0.0.9"]);
+  } finally {
+    await client.close();
+    server.close();
+  }
+});

@@ -3,7 +3,7 @@
 // (the others kept), usage errors with exit code 2 and the nearest flag, --help and --check.
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { writeFile } from "node:fs/promises";
+import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { loadAgentConfig } from "../../agent/mod.ts";
 import { ConfigError } from "../../internal/mod.ts";
@@ -294,11 +294,38 @@ workloads:
     );
     const r = await cli(["agent", "--config", path, "--check"]);
     assert.equal(r.code, 1);
+    assert.match(r.stdout, /^configuration is not valid: 1 workload entry is skipped/);
     assert.match(r.stdout, /workload web: spiffe:\/\/meshauth.local\/web -> \/run\/web \(istio\)/);
     assert.match(
       r.stdout,
       new RegExp(`skipped ${path.replaceAll("/", "\\/")} workloads\\[1\\]\\.spiffeId: `),
     );
+  });
+
+  test("--check reads the drop-in files too: their workloads, their skipped entries, and exit 1 for one", async () => {
+    const dropIns = join(dir.path, "check.d");
+    await mkdir(dropIns, { mode: 0o755 });
+    await writeFile(
+      join(dropIns, "api.yaml"),
+      "spiffeId: spiffe://meshauth.local/api\ndirectory: ../run/api\n",
+    );
+    const path = await write("check-dropins.yaml", "node: { name: node-a }\nworkloadsDir: check.d\n");
+    const valid = await cli(["agent", "--config", path, "--check"]);
+    assert.equal(valid.code, 0, valid.stdout);
+    assert.match(valid.stdout, /^configuration is valid: node node-a/);
+    // A drop-in's relative directory is relative to the drop-in directory.
+    assert.match(
+      valid.stdout,
+      new RegExp(
+        `workload api: spiffe://meshauth\\.local/api -> ${join(dir.path, "run", "api")} \\(istio\\)`,
+      ),
+    );
+    await writeFile(join(dropIns, "bad.yaml"), "spiffeId: not-an-id\ndirectory: /run/bad\n");
+    const invalid = await cli(["agent", "--config", path, "--check"]);
+    assert.equal(invalid.code, 1, invalid.stdout);
+    assert.match(invalid.stdout, /^configuration is not valid: 1 workload entry is skipped/);
+    assert.match(invalid.stdout, /workload api: /);
+    assert.match(invalid.stdout, new RegExp(`skipped ${join(dropIns, "bad.yaml")} spiffeId: `));
   });
 
   test("an invalid configuration exits 1 with every problem by path", async () => {

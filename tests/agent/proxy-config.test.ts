@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { ConfigError } from "../../internal/mod.ts";
-import { loadProxyConfig } from "../../agent/mod.ts";
+import { loadProxyConfig, MeshProxy } from "../../agent/mod.ts";
 import { IDS, tempDir } from "./proxy-support.ts";
 
 let dir: { path: string; remove: () => Promise<void> };
@@ -71,11 +71,15 @@ proxy:
   }]);
   assert.equal(config.mode, "STRICT");
   assert.equal(config.auditLog, join(dir.path, "state/proxy-audit.jsonl"));
+  assert.equal(config.auditLogMaxBytes, 64 * 1024 * 1024);
+  assert.equal(config.auditLogMaxFiles, 4);
+  assert.equal(config.auditUnverifiedIntervalSeconds, 10);
   assert.deepEqual(config.tls, { groups: undefined, sessionResumption: true, sessionTimeoutSeconds: 300 });
   assert.deepEqual(config.limits, {
     maxConnections: 10_000,
     handshakeTimeoutSeconds: 10,
     connectTimeoutSeconds: 5,
+    responseIdleTimeoutSeconds: 300,
     idleTimeoutSeconds: 3600,
     revalidateIntervalSeconds: 60,
     maxHeaderBytes: 16_384,
@@ -180,4 +184,32 @@ test("listeners without an audit log or a state directory are refused", async ()
 test("without a proxy section there are no listeners", async () => {
   const config = await load("trustDomain: mesh.test\n");
   assert.deepEqual([config.outbound, config.inbound], [[], []]);
+});
+
+test("MeshProxy itself refuses an outbound listener off loopback, from a configuration made in code", async () => {
+  const config = await load(`proxy:
+  auditLog: audit.jsonl
+  outbound:
+    - name: photo-backend
+      workload: photo-frontend
+      listen: 127.0.0.1:0
+      upstream: 10.0.0.12:15443
+      allowedIds: ["${IDS.backend}"]
+`);
+  for (const host of ["0.0.0.0", "10.0.0.7", "::"]) {
+    const offLoopback = { ...config, outbound: [{ ...config.outbound[0], listen: { host, port: 0 } }] };
+    assert.throws(() => new MeshProxy({ config: offLoopback }), (err: Error) => {
+      assert.ok(err instanceof ConfigError, String(err));
+      assert.match(
+        err.problems[0],
+        /outbound photo-backend: listen must be a loopback address or a Unix socket/,
+      );
+      return true;
+    });
+  }
+  for (const listen of [{ host: "::1", port: 0 }, { path: join(dir.path, "out.sock") }]) {
+    assert.doesNotThrow(() =>
+      new MeshProxy({ config: { ...config, outbound: [{ ...config.outbound[0], listen }] } })
+    );
+  }
 });

@@ -79,3 +79,19 @@ test("the refusal docs/proxy.md quotes is the one the proxy writes", async () =>
     },
   );
 });
+
+test("the Unix socket listen block of docs/proxy.md is a valid listen address with its mode and group", async () => {
+  const block = blocks("yaml").find((b) => b.startsWith("listen: { path:"));
+  assert.ok(block);
+  const listen = block.slice("listen: ".length).trim();
+  await writeFile(
+    join(dir, "unix-listen.yaml"),
+    `proxy:\n  auditLog: audit.jsonl\n  outbound:\n    - name: photo-backend\n      workload: photo-frontend\n      listen: ${listen}\n      upstream: 10.0.0.12:15443\n      allowedIds: [spiffe://prod.example/ns/photo-ns/sa/photo-backend]\n`,
+  );
+  const config = await loadProxyConfig({ path: join(dir, "unix-listen.yaml") });
+  assert.deepEqual(config.outbound[0].listen, {
+    path: "/run/meshauth/photo-backend.sock",
+    mode: 0o660,
+    group: "photo",
+  });
+});

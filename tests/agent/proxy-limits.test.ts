@@ -9,6 +9,7 @@ import { connect, createServer, type Socket } from "node:net";
 import { join } from "node:path";
 import type { MeshProxy } from "../../agent/mod.ts";
 import {
+  auditRecords,
   echoServer,
   exchange,
   IDS,
@@ -128,6 +129,64 @@ test("connections beyond maxConnections are closed at accept and counted", { tim
   await until(async () => (await exchange(target, "4")).reply === "4");
   second.destroy();
 });
+
+test(
+  "connections closed at accept (over the limit) cost nothing: no connection is made for them, no number used",
+  {
+    timeout: 30_000,
+  },
+  async () => {
+    const echo = await echoServer();
+    closers.push(echo.close);
+    const servers = await startProxy(
+      {
+        limits: { maxConnections: 1 },
+        inbound: [{
+          name: "accept-in",
+          workload: "server",
+          listen: "127.0.0.1:0",
+          forward: `127.0.0.1:${echo.port}`,
+          defaultAction: "ALLOW",
+        }],
+      },
+      dir.path,
+      sources,
+    );
+    closers.push(() => servers.proxy.stop());
+    const clients = await startProxy(
+      {
+        outbound: [{
+          name: "accept-out",
+          workload: "client",
+          listen: "127.0.0.1:0",
+          upstream: `127.0.0.1:${servers.port("accept-in")}`,
+          allowedIds: [IDS.backend],
+        }],
+      },
+      dir.path,
+      sources,
+    );
+    closers.push(() => clients.proxy.stop());
+    const target = { port: clients.port("accept-out") };
+    const held = await openStream(target);
+    assert.equal(await held.send("held"), "held");
+    for (let i = 0; i < 3; i++) assert.equal((await exchange(target, "refused")).reply, "");
+    const metrics = servers.proxy.metrics;
+    assert.equal(
+      metrics.connections.value({
+        listener: "accept-in",
+        direction: "inbound",
+        transport: "mtls",
+        outcome: "over_limit",
+      }),
+      3,
+    );
+    held.destroy();
+    await until(async () => (await exchange(target, "next")).reply === "next");
+    const inbound = (await auditRecords(dir.path)).filter((r) => r.listener === "accept-in");
+    assert.deepEqual(inbound.map((r) => r.connection), [1, 2]);
+  },
+);
 
 test(
   "a peer that never completes its handshake is closed after handshakeTimeoutSeconds",

@@ -5,6 +5,7 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import type { MeshProxy } from "../../agent/mod.ts";
+import { ConfigError } from "../../internal/mod.ts";
 import { echoServer, exchange, IDS, startProxy, tempDir, TestCa, TestSource } from "./proxy-support.ts";
 import { POST_QUANTUM_GROUP, supportsGroup } from "../../agent/proxy/tls-settings.ts";
 
@@ -96,7 +97,15 @@ test(
   async () => {
     await assert.rejects(
       startProxy({ tls: { groups: ["X25519", "NoSuchGroup"] } }, dir.path, {}),
-      /proxy\.tls\.groups: this runtime's TLS library does not offer NoSuchGroup \(it has .*X25519/,
+      (err: Error) => {
+        assert.ok(err instanceof ConfigError, `${err.name}: ${err.message}`);
+        assert.equal(err.code, "ERR_CONFIG");
+        assert.match(
+          err.problems[0],
+          /proxy\.tls\.groups: this runtime's TLS library does not offer NoSuchGroup \(it has .*X25519/,
+        );
+        return true;
+      },
     );
   },
 );

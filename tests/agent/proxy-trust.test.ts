@@ -294,7 +294,7 @@ test(
 );
 
 test(
-  "a change to the secure-naming table closes open connections to a server no longer allowed, and refuses its resumed session",
+  "a change to the secure-naming table closes open connections to a server no longer allowed, and refuses new ones",
   {
     timeout: 30_000,
   },
@@ -315,7 +315,32 @@ test(
       assert.equal(closed, true);
       const refusal = (await records("naming-change-out")).findLast((r) => r.decision === "deny");
       assert.equal(refusal.reason, "secure-naming");
-      if (!resumption) assert.equal(refusal.resumed, true, "the refused connection was a resumed session");
+    } finally {
+      await p.stop();
+    }
+  },
+);
+
+test(
+  "a change to the secure-naming table refuses a resumed session of a server no longer allowed",
+  { skip: resumption, timeout: 30_000 },
+  async () => {
+    const p = await pair("naming-resumed");
+    try {
+      // No connection is open when the table changes: the ticket is kept, and offered next.
+      assert.equal((await exchange({ port: p.port }, "full")).reply, "full");
+      await until(() =>
+        p.clientProxy.metrics.render().includes(
+          'meshauth_proxy_open_connections{listener="naming-resumed-out",direction="outbound"} 0',
+        )
+      );
+      await p.clientProxy.setAllowedIds("backend", [IDS.datastore]);
+      const { reply, closed } = await exchange({ port: p.port }, "after");
+      assert.equal(reply, "");
+      assert.equal(closed, true);
+      const refusal = (await records("naming-resumed-out")).findLast((r) => r.decision === "deny");
+      assert.equal(refusal.reason, "secure-naming");
+      assert.equal(refusal.resumed, true, "the refused connection was a resumed session");
     } finally {
       await p.stop();
     }
@@ -414,6 +439,94 @@ test(
       );
       server.update({ credential: await ca.issue(IDS.backend) });
       assert.equal((await exchange({ port }, "in time")).reply, "in time");
+    } finally {
+      await clients.proxy.stop();
+      await servers.proxy.stop();
+    }
+  },
+);
+
+test(
+  "a server revoked while a connection to it is open has its session ticket dropped: once it has a new SVID, the next connection succeeds at once",
+  { timeout: 30_000 },
+  async () => {
+    const p = await pair("ticket-drop");
+    try {
+      const stream = await openStream({ port: p.port });
+      assert.equal(await stream.send("hello"), "hello");
+      // A second connection, resumed where the runtime resumes: the client holds a ticket for this server.
+      assert.equal((await exchange({ port: p.port }, "again")).reply, "again");
+      ca.revoke(p.serverSvid);
+      const crls = [await ca.crl()];
+      p.client.update({ crls });
+      p.server.update({ crls });
+      await within(stream.closed, 5000, "the connection to the revoked server closed");
+      p.server.update({ credential: await ca.issue(IDS.backend) });
+      // Offering the old ticket would resume a session whose server chain is the revoked one.
+      assert.equal((await exchange({ port: p.port }, "after the new SVID")).reply, "after the new SVID");
+    } finally {
+      await p.stop();
+    }
+  },
+);
+
+// Deno's node:tls hands a server only the first two certificates a client sent (leaf and issuer),
+// so there the proxy never sees a chain over the limit.
+const clientChainCut = "Deno" in globalThis
+  ? "Deno's node:tls hands the server only the first two certificates of the client's chain"
+  : false;
+
+test(
+  "a peer that sends more certificates than a chain may hold is refused, not cut down to a chain that verifies",
+  { timeout: 30_000, skip: clientChainCut },
+  async () => {
+    const server = new TestSource(await ca.issue(IDS.backend), ca.bundle());
+    // The SVID, its intermediate, and nine more certificates of the same CA: eleven, one over the limit.
+    const svid = await ca.issue(IDS.frontend);
+    const extra: string[] = [];
+    for (let i = 0; i < 9; i++) {
+      const other = await ca.issue(`spiffe://mesh.test/ns/extra/sa/extra-${i}`);
+      extra.push(other.certificateChainPem.split(/(?<=-----END CERTIFICATE-----\n?)/)[0].trim());
+    }
+    const client = new TestSource({
+      certificateChainPem: `${svid.certificateChainPem.trim()}\n${extra.join("\n")}\n`,
+      privateKeyPem: svid.privateKeyPem,
+    }, ca.bundle());
+    const servers = await startProxy(
+      {
+        inbound: [{
+          name: "long-chain-in",
+          workload: "server",
+          listen: "127.0.0.1:0",
+          forward: `127.0.0.1:${echo.port}`,
+          defaultAction: "ALLOW",
+        }],
+      },
+      dir.path,
+      { server },
+    );
+    const clients = await startProxy(
+      {
+        outbound: [{
+          name: "long-chain-out",
+          service: "backend",
+          workload: "client",
+          listen: "127.0.0.1:0",
+          upstream: `127.0.0.1:${servers.port("long-chain-in")}`,
+          allowedIds: [IDS.backend],
+        }],
+      },
+      dir.path,
+      { client },
+    );
+    try {
+      const { reply, closed } = await exchange({ port: clients.port("long-chain-out") }, "hello");
+      assert.equal(reply, "");
+      assert.equal(closed, true);
+      await until(async () => (await records("long-chain-in")).length > 0);
+      const refusal = (await records("long-chain-in"))[0];
+      assert.equal(refusal.reason, "unverified-peer");
+      assert.equal(refusal.error.code, "ERR_PATH_BUILDING_LIMIT");
     } finally {
       await clients.proxy.stop();
       await servers.proxy.stop();

@@ -178,13 +178,15 @@ describe("the address limit comes before the credentials", () => {
     }
   });
 
-  it("costs an authenticated request one take and one exchange of shared buckets", async () => {
+  it("costs an authenticated request two operations on shared buckets: its address's, then its requester's", async () => {
     const calls: string[] = [];
     const primary = new RateLimiter({ requestsPerSecond: 1, burst: 3, now: () => 0 });
     // Stands for the primary's or the database's buckets: every call is a round trip.
     const shared: RateLimit = {
-      take: (key) => (calls.push(`take ${key}`), primary.take(key)),
-      exchange: (from, to) => (calls.push(`exchange ${from} ${to}`), primary.exchange(from, to)),
+      take: (charges, refund) => {
+        calls.push(`take ${charges.map((c) => c.key).join(" ")}${refund ? ` refund ${refund}` : ""}`);
+        return primary.take(charges, refund);
+      },
     };
     const right: Authenticator = {
       method: "join-token",
@@ -207,7 +209,7 @@ describe("the address limit comes before the credentials", () => {
       assert.equal((await send(app, "right")).status, 400, "authenticated (the body is empty)");
       assert.deepEqual(calls, [
         "take address:198.51.100.7",
-        "exchange address:198.51.100.7 spiffe://abuse.example/w",
+        "take spiffe://abuse.example/w refund address:198.51.100.7",
       ]);
       calls.length = 0;
       const statuses: number[] = [];

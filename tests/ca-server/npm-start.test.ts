@@ -3,7 +3,7 @@
 // and whose /v1/crl `openssl crl` reads.
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { readFile } from "node:fs/promises";
+import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { type CaProcess, ROOT, run, SERVER_COMMAND, startServer, tempDir } from "./helpers.ts";
@@ -70,6 +70,17 @@ describe("npm start", () => {
     assert.match(text.stdout, /URI:spiffe:\/\/meshauth\.local\/demo/);
   });
 
+  it("the files its commands save in a checkout are ignored by git", async () => {
+    const printed = ca.logs.join("\n");
+    const commands = printed.slice(printed.indexOf("# 1."), printed.indexOf("Stop with Ctrl-C"));
+    const saved = [...new Set(commands.match(/\bdemo\.[a-z]+\b/g))];
+    assert.ok(saved.length >= 4, saved.join(" "));
+    for (const file of saved) {
+      const ignored = await run("git", ["check-ignore", "--no-index", "-q", file], { cwd: ROOT });
+      assert.equal(ignored.code, 0, `${file} is not in .gitignore`);
+    }
+  });
+
   it("a second start on a port in use is one line naming the port and the setting, and writes nothing", async () => {
     const statePath = join(dir.path, ".meshauth", "store", "state.json");
     const before = await readFile(statePath, "utf8");
@@ -81,6 +92,7 @@ describe("npm start", () => {
       },
     });
     assert.equal(second.code, 1);
+    assert.equal(second.stdout, "", "nothing comes before the error");
     const lines = second.stderr.trim().split("\n");
     assert.equal(lines.length, 1, second.stderr);
     assert.match(
@@ -88,6 +100,18 @@ describe("npm start", () => {
       new RegExp(`127\\.0\\.0\\.1:${ca.port}.*in use.*listen\\.port.*MESHAUTH_LISTEN_PORT`),
     );
     assert.equal(await readFile(statePath, "utf8"), before, "no join token was created");
+  });
+
+  it("a first start on a port in use makes no root: the data directory stays absent", async () => {
+    const dataDir = join(dir.path, "never");
+    const first = await run(SERVER_COMMAND[0], [...SERVER_COMMAND.slice(1), "cli/dev-ca.ts"], {
+      env: { ...process.env, MESHAUTH_DATA_DIR: dataDir, MESHAUTH_LISTEN_PORT: String(ca.port) },
+    });
+    assert.equal(first.code, 1);
+    assert.equal(first.stdout, "");
+    assert.match(first.stderr, /^meshauth: cannot listen on [^\n]*in use[^\n]*\n$/);
+    await assert.rejects(readFile(join(dataDir, "bundle.pem")), { code: "ENOENT" });
+    await assert.rejects(readdir(dataDir), { code: "ENOENT" });
   });
 
   it("serves a CRL that openssl crl reads and verifies", async () => {

@@ -368,10 +368,11 @@ describe("RateLimiter", () => {
   it("allows a burst, then refuses until tokens refill", () => {
     let now = 0;
     const limiter = new RateLimiter({ requestsPerSecond: 2, burst: 3, now: () => now });
-    assert.deepEqual([1, 2, 3, 4].map(() => limiter.take("a").allowed), [true, true, true, false]);
-    assert.equal(limiter.take("b").allowed, true, "keys are independent");
+    const take = (key: string) => limiter.take([{ key }]);
+    assert.deepEqual([1, 2, 3, 4].map(() => take("a").allowed), [true, true, true, false]);
+    assert.equal(take("b").allowed, true, "keys are independent");
     now = 500;
-    assert.equal(limiter.take("a").allowed, true);
+    assert.equal(take("a").allowed, true);
   });
 });
 

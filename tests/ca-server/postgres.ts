@@ -7,6 +7,11 @@ import { run, tempDir } from "./helpers.ts";
 
 export interface TestPostgres {
   url: string;
+  port: number;
+  /** Stops the server at once, as a crash would (`pg_ctl stop -m immediate`): crash recovery at the next start. */
+  crash(): Promise<void>;
+  /** Starts it again on the same port after {@link crash}. */
+  restart(): Promise<void>;
   /** Stops the server and removes its files; later calls do nothing. */
   stop(): Promise<void>;
 }
@@ -57,19 +62,22 @@ export async function startPostgres(): Promise<TestPostgres> {
   if (init.code !== 0) throw new Error(`initdb failed: ${init.stderr}`);
   const port = await freePort();
   const options = `-p ${port} -k ${dir.path} -h 127.0.0.1 -c fsync=off -c max_connections=60`;
-  const start = await as(join(bin, "pg_ctl"), [
-    "-D",
-    data,
-    "-o",
-    options,
-    "-l",
-    join(dir.path, "log"),
-    "-w",
-    "-t",
-    "30",
-    "start",
-  ]);
-  if (start.code !== 0) throw new Error(`pg_ctl start failed: ${start.stderr}${start.stdout}`);
+  const startServer = async () => {
+    const start = await as(join(bin, "pg_ctl"), [
+      "-D",
+      data,
+      "-o",
+      options,
+      "-l",
+      join(dir.path, "log"),
+      "-w",
+      "-t",
+      "30",
+      "start",
+    ]);
+    if (start.code !== 0) throw new Error(`pg_ctl start failed: ${start.stderr}${start.stdout}`);
+  };
+  await startServer();
   const created = await as(join(bin, "createdb"), [
     "-h",
     "127.0.0.1",
@@ -83,6 +91,12 @@ export async function startPostgres(): Promise<TestPostgres> {
   let stopped = false;
   return {
     url: `postgres://meshauth@127.0.0.1:${port}/meshauth`,
+    port,
+    async crash() {
+      const r = await as(join(bin, "pg_ctl"), ["-D", data, "-m", "immediate", "-w", "-t", "30", "stop"]);
+      if (r.code !== 0) throw new Error(`pg_ctl stop failed: ${r.stderr}${r.stdout}`);
+    },
+    restart: startServer,
     async stop() {
       if (stopped) return;
       stopped = true;

@@ -20,7 +20,8 @@ import {
 import { startPostgres, type TestPostgres } from "./postgres.ts";
 
 // One token back in 1000 s: none while a test runs, so each bucket allows its burst exactly.
-const RATE = { requestsPerSecond: 0.001, burst: 4 };
+// The whole CA's issuances have a bucket of 16.
+const RATE = { requestsPerSecond: 0.001, burst: 4, global: { requestsPerSecond: 0.001, burst: 16 } };
 
 /** A request on a connection of its own, so that it may land on any worker. */
 async function post(url: string, body: unknown, bearer?: string): Promise<{ status: number; json: any }> {
@@ -58,6 +59,30 @@ async function metricsText(url: string): Promise<string | undefined> {
   } catch {
     return undefined;
   }
+}
+
+/**
+ * Issuances for twenty identities of their own (so no identity's bucket refuses), one after
+ * another, alternating over `urls`: the whole CA's bucket has what its burst holds less what
+ * was issued before (`issuedBefore`), and not one more, whichever process is asked.
+ */
+async function assertGlobalBucket(urls: string[], store: CaStore, issuedBefore: number): Promise<void> {
+  const statuses: number[] = [];
+  const details = new Set<string>();
+  for (let i = 0; i < 20; i++) {
+    const id = `spiffe://${TRUST_DOMAIN}/group/global-${i}`;
+    const reply = await post(
+      `${urls[i % urls.length]}/v1/certificates`,
+      { csr: (await csrFor(id)).csr },
+      await token(store, { role: "workload", spiffeId: id }),
+    );
+    statuses.push(reply.status);
+    if (reply.status === 429) details.add(reply.json.detail.replace(/\d+s$/, "Ns"));
+  }
+  const left = RATE.global.burst - issuedBefore;
+  assert.ok(left > 0 && left < 20, `${left} left of the global bucket`);
+  assert.deepEqual(statuses, [...Array(left).fill(201), ...Array(20 - left).fill(429)]);
+  assert.deepEqual([...details], ["the CA is issuing at its global limit; retry in Ns"]);
 }
 
 /**
@@ -191,6 +216,10 @@ describe("a CA of two worker processes on one file store", () => {
     assert.equal(await metric(ca.url, "meshauth_ca_revocations_total"), before + 1);
   });
 
+  it("holds the whole CA's issuances to its global bucket across both workers", async () => {
+    await assertGlobalBucket([ca.url], store, await metric(ca.url, "meshauth_ca_certificates_issued_total"));
+  });
+
   // Last: it spends the loopback address's budget.
   it("holds an address to its rate across both workers", async () => {
     const replies = await Promise.all(
@@ -231,6 +260,13 @@ describe("two CA replicas on one PostgreSQL", () => {
   it("holds an identity to its rate across both replicas", async () => {
     const statuses = await burstOfOneIdentity(replicas.map((r) => r.url), store, "replicated");
     assert.deepEqual(statuses, [...Array(RATE.burst).fill(201), ...Array(12 - RATE.burst).fill(429)]);
+  });
+
+  it("holds the whole CA's issuances to its global bucket across both replicas", async () => {
+    const issued = await Promise.all(
+      replicas.map((r) => metric(r.url, "meshauth_ca_certificates_issued_total")),
+    );
+    await assertGlobalBucket(replicas.map((r) => r.url), store, issued[0] + issued[1]);
   });
 
   it("holds an address to its rate across both replicas", async () => {

@@ -123,7 +123,24 @@ test("verifyChain leaves aside a CRL of another key of the same CA and uses the 
     await issueCrl(root),
   ];
   await verifyChain({ ...options, crls });
-  await rejects(verifyChain({ ...options, crls: [crls[0]] }), "ERR_REVOCATION_UNKNOWN");
+  await rejects(
+    verifyChain({
+      ...options,
+      crls: [await issueCrl(root, { revoked: [{ serial: serialOf(leaf) }] }), crls[0]],
+    }),
+    "ERR_CERT_REVOKED",
+  );
+});
+
+test("verifyChain takes a CRL of another key of the same CA name alone as no CRL of the leaf's issuer", async () => {
+  // A rotation to a key whose certificate kept the old one's subject: a verifier that holds
+  // only the old key's CRL must not refuse every certificate of the new key as unknown.
+  const { leaf, options } = await rootAndLeaf();
+  const oldKey = await issue({ name: "CRL Root", ca: true });
+  await verifyChain({
+    ...options,
+    crls: [await issueCrl(oldKey, { revoked: [{ serial: serialOf(leaf) }] })],
+  });
 });
 
 test("verifyChain refuses a stale CRL and one not yet valid", async () => {

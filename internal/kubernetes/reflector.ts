@@ -269,7 +269,7 @@ export class Reflector<T> {
     let isAbandoned = false;
     let lastHeardAt = Date.now();
     // The watch may end before it is handed back (a refusal such as 410 comes at once).
-    let controller: AbortController | undefined;
+    let controller: AbortController | undefined = undefined;
     controller = await this.#o.api.watch(
       this.#o.path,
       {

@@ -73,11 +73,9 @@ export interface PodIndexOptions {
   maxPods?: number;
   /** A node's pods listed from the API server at most this many (bounds one answer). Default 2,000. */
   maxPodsPerNode?: number;
-  /**
-   * Live lists of one node's pods for cache misses: at most `liveLookupBurst` at once (default
-   * 3), then one per `liveLookupIntervalMs` (default 1 s).
-   */
+  /** After the burst, one live list of a node's pods for cache misses per this long. Default 1 s. */
   liveLookupIntervalMs?: number;
+  /** Live lists of one node's pods for cache misses allowed at once. Default 3. */
   liveLookupBurst?: number;
 }
 

@@ -92,9 +92,11 @@ export interface ServiceAccountSecretsOptions {
   bundleCheckMs?: number;
   /**
    * When a Secret of another type holds an account's Secret name, how soon it is looked at
-   * again (one GET, nothing issued); the delay doubles up to the maximum. Defaults 60 s and 1 h.
+   * again (one GET, nothing issued); the delay doubles up to `foreignSecretMaxRecheckMs`.
+   * Default 60 s.
    */
   foreignSecretRecheckMs?: number;
+  /** The longest delay between two looks at a Secret that holds an account's name. Default 1 h. */
   foreignSecretMaxRecheckMs?: number;
   /** Called once per version of a Secret that holds an account's Secret name and is not the CA's. */
   onForeignSecret?: (namespace: string, secretName: string) => void;

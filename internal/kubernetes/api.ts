@@ -321,7 +321,8 @@ export class KubernetesApi {
   ): Promise<{ status: number; text: string }> {
     const send = url.protocol === "http:" ? httpRequest : httpsRequest;
     return new Promise((resolve, reject) => {
-      const req = send(url, { ...options, agent: this.#agent, timeout: this.#timeoutMs, signal }, (res) => {
+      if (signal?.aborted) return reject(new Error("aborted"));
+      const req = send(url, { ...options, agent: this.#agent, timeout: this.#timeoutMs }, (res) => {
         const chunks: Buffer[] = [];
         let size = 0;
         res.on("data", (chunk: Buffer) => {
@@ -337,6 +338,14 @@ export class KubernetesApi {
       });
       req.on("timeout", () => req.destroy(new Error(`no answer within ${this.#timeoutMs} ms`)));
       req.on("error", reject);
+      // Rejected and destroyed by hand rather than through the request's `signal` option, which
+      // Deno's node:http does not act on (nor does its destroy() always emit an error).
+      const onAbort = () => {
+        reject(new Error("aborted"));
+        req.destroy();
+      };
+      signal?.addEventListener("abort", onAbort, { once: true });
+      req.on("close", () => signal?.removeEventListener("abort", onAbort));
       req.end(body);
     });
   }

@@ -55,6 +55,11 @@ export interface RunningCaServer {
   authorities: Authorities;
   /** The open store. */
   store: CaStore;
+  /**
+   * Reads the key manager's authorities again now (they are also read every 30 s): a root
+   * added by `meshauth ca rotate` is published at once. `meshauth ca serve` does this on SIGHUP.
+   */
+  reloadAuthorities(): Promise<void>;
   /** Stops accepting connections, ends open ones and closes the store. */
   close(): Promise<void>;
 }
@@ -252,8 +257,9 @@ export async function startCaServer(
     await store.close();
     throw err;
   }
-  // Authorities added by `meshauth ca rotate` (or another replica) are picked up without a restart.
-  const reload = setInterval(async () => {
+  // Authorities added by `meshauth ca rotate` (or another replica) are picked up without a
+  // restart: every 30 s, and at once on reloadAuthorities() (SIGHUP to `meshauth ca serve`).
+  const reloadAuthorities = async () => {
     const before = authorities.bundlePem();
     try {
       await authorities.reload();
@@ -268,7 +274,8 @@ export async function startCaServer(
         logger.error("writing the trust bundle file failed", { path: trustBundlePath(config), error: err })
       );
     }
-  }, AUTHORITY_RELOAD_MS);
+  };
+  const reload = setInterval(reloadAuthorities, AUTHORITY_RELOAD_MS);
   reload.unref?.();
   const port = server.port;
   const url = `${config.listen.plainHttp ? "http" : "https"}://${urlHost(config.listen.host)}:${port}`;
@@ -290,6 +297,7 @@ export async function startCaServer(
     port,
     authorities,
     store,
+    reloadAuthorities,
     async close() {
       if (closed) return;
       closed = true;

@@ -2,7 +2,8 @@
  * Running the CA as a process: one server, or `workers` of them sharing the port through
  * `node:cluster` (the embedded store and PostgreSQL are both safe for several processes, and
  * the primary keeps the workers' rate limits and gathers their metrics: `process-group.ts`),
- * stopped cleanly on SIGINT and SIGTERM.
+ * stopped cleanly on SIGINT and SIGTERM. SIGHUP reads the authorities again at once (after
+ * `meshauth ca rotate`), in every worker.
  *
  * @module
  */
@@ -44,14 +45,24 @@ export async function runCaServer(
   }
   if (cluster.isWorker) process.send?.({ listening: server.url });
   else await onListening?.(server.url);
-  const stop = async (signal: string) => {
-    logger.info("stopping", { signal });
-    await server.close().catch((err) => logger.error("error while stopping", { error: err }));
-    process.exit(0);
-  };
-  process.once("SIGINT", () => void stop("SIGINT"));
-  process.once("SIGTERM", () => void stop("SIGTERM"));
-  if (cluster.isWorker) process.once("disconnect", () => void stop("disconnect"));
+  let stopping: Promise<void> | undefined;
+  const stop = (signal: string) =>
+    stopping ??= (async () => {
+      logger.info("stopping", { signal });
+      await server.close().catch((err) => logger.error("error while stopping", { error: err }));
+      process.exit(0);
+    })();
+  // Handlers stay installed while the server stops: with `once`, a second Ctrl-C would find none
+  // and kill the process in the middle of its close.
+  process.on("SIGINT", () => void stop("SIGINT"));
+  process.on("SIGTERM", () => void stop("SIGTERM"));
+  process.on("SIGHUP", () => {
+    logger.info("reloading authorities", { signal: "SIGHUP" });
+    void server.reloadAuthorities();
+  });
+  // A worker, or a server its parent spawned with an IPC channel (npm start's mesh), stops
+  // when the channel closes: the parent is gone, however it ended.
+  if (cluster.isWorker || process.connected) process.once("disconnect", () => void stop("disconnect"));
 }
 
 /**
@@ -127,7 +138,10 @@ async function runPrimary(
     for (const w of workers) w.kill("SIGTERM");
     throw err;
   }
+  let isStopRequested = false;
   const stop = (signal: string) => {
+    if (isStopRequested) return;
+    isStopRequested = true;
     stopping = true;
     logger.info("stopping workers", { signal });
     for (const w of workers) w.kill("SIGTERM");
@@ -137,6 +151,9 @@ async function runPrimary(
       if (Object.keys(cluster.workers ?? {}).length === 0) process.exit(0);
     });
   };
-  process.once("SIGINT", () => stop("SIGINT"));
-  process.once("SIGTERM", () => stop("SIGTERM"));
+  process.on("SIGINT", () => stop("SIGINT"));
+  process.on("SIGTERM", () => stop("SIGTERM"));
+  process.on("SIGHUP", () => {
+    for (const w of workers) if (!w.isDead()) w.process.kill("SIGHUP");
+  });
 }

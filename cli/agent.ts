@@ -8,6 +8,7 @@
 
 import { setFlagsFromString } from "node:v8";
 import { AGENT_ENV_OVERRIDES, type AgentConfig, loadAgentConfig } from "../agent/config.ts";
+import { formatAddress } from "../agent/proxy/address.ts";
 import type { WorkloadProblem, WorkloadSpec } from "../agent/sources/source.ts";
 import { jsonLogger } from "../internal/mod.ts";
 import { isHelp, parseFlags, reportCliError, UsageError } from "./args.ts";
@@ -18,8 +19,9 @@ Runs the node agent: gets the node's identity with a join token (meshauth ca tok
 --node <name>) or, on Kubernetes, its projected service-account token, then a certificate for
 every workload on the node (static in the file, drop-in files in workloadsDir, annotated pods
 of the node, and CSI volumes of driver meshauth.io), written into each workload's directory
-and renewed. Serves /healthz, /readyz and /metrics on 127.0.0.1:8444. Stops on SIGTERM or
-SIGINT.
+and renewed; with a proxy: section, fronts them with the mutual-TLS proxy. Serves /healthz,
+/readyz and /metrics (the agent's and the proxy's) on 127.0.0.1:8444, and with
+listen.statusPage: true the live status page at /. Stops on SIGTERM or SIGINT.
 
 Options:
   --config <file>   YAML or JSON configuration (every key: docs/agent.md)
@@ -79,6 +81,25 @@ async function describe(config: AgentConfig): Promise<{ text: string; isValid: b
   }
   if (k8s?.csi.enabled) {
     lines.push(`  and the CSI volumes of driver ${k8s.csi.driverName}, served on ${k8s.csi.socket}`);
+  }
+  if (config.proxy) {
+    for (const l of config.proxy.inbound) {
+      lines.push(
+        `  inbound ${l.name}: ${formatAddress(l.listen)} (mutual TLS as ${l.workload}) -> ${
+          formatAddress(l.forward)
+        }`,
+      );
+    }
+    for (const l of config.proxy.outbound) {
+      lines.push(
+        `  outbound ${l.name}: ${
+          formatAddress(l.listen)
+        } -> ${l.upstream.host}:${l.upstream.port} as ${l.workload}, served by ${l.allowedIds.join(", ")}`,
+      );
+    }
+  }
+  if (config.listen.statusPage) {
+    lines.push(`  status page: http://${config.listen.host}:${config.listen.port}/`);
   }
   for (const p of problems) {
     lines.push(`  skipped ${[p.file, p.field].filter(Boolean).join(" ")}: ${p.message}`);

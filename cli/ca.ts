@@ -56,7 +56,8 @@ Creates the CA's first authority in the key directory, unless one exists.
 ${COMMON}`,
   serve: `usage: meshauth ca serve [options]
 
-Serves the API (TLS on 127.0.0.1:8443 by default). Stops on SIGINT or SIGTERM.
+Serves the API (TLS on 127.0.0.1:8443 by default). Stops on SIGINT or SIGTERM; SIGHUP
+reads the key directory again at once (a root added by "meshauth ca rotate" is published).
 ${COMMON}`,
   revoke: `usage: meshauth ca revoke (--serial <hex> | --spiffe-id <id>) --reason <reason> [options]
 
@@ -88,12 +89,12 @@ Prints the private key of one authority as PKCS#8 PEM.
 ${COMMON}`,
 };
 
-/** Running servers reload authorities every 30 s: a shorter overlap publishes and signs at once. */
+/** Running servers reload authorities every 30 s (or on SIGHUP): a short overlap leaves clients no time. */
 function warnShortOverlap(seconds: number): void {
   if (seconds < 60) {
     console.error(
-      `meshauth: warning: servers pick up a new authority within 30 s, so an overlap of ${seconds}s leaves ` +
-        "clients little or no time to fetch its root before it signs",
+      `meshauth: warning: servers pick up a new authority within 30 s (at once on SIGHUP), so an overlap of ` +
+        `${seconds}s leaves clients little or no time to fetch its root before it signs`,
     );
   }
 }
@@ -407,7 +408,7 @@ async function rotate(args: string[]): Promise<void> {
     activeFrom,
   });
   console.log(
-    `added root ${record.id}; published now, signs from ${activeFrom.toISOString()}; running servers load it within 30 s.`,
+    `added root ${record.id}; published now, signs from ${activeFrom.toISOString()}; running servers load it within 30 s (at once on SIGHUP).`,
   );
   // Clients that read the file get the new root now, not when a server next reloads (or never,
   // with no server running).

@@ -46,9 +46,13 @@ export interface NodeIdentityOptions {
 
 /** The agent could not obtain its node identity and cannot without an operator. */
 export class NodeBootstrapFailed extends MeshAuthError {
-  static override code = "ERR_NODE_BOOTSTRAP_FAILED";
-  override name = "NodeBootstrapFailed";
-  override code = NodeBootstrapFailed.code;
+  /** Stable code of this class: `ERR_NODE_BOOTSTRAP_FAILED`. */
+  static override code: string = "ERR_NODE_BOOTSTRAP_FAILED";
+  /** `message` names the node's SPIFFE ID and why it cannot be had (the CA refused, or no join token). */
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "NodeBootstrapFailed";
+  }
 }
 
 /** Holds and renews the node's SVID. */

@@ -184,6 +184,50 @@ kubernetes:
     assert.ok(problems.some((p) => /^kubernetes\.csi\.driverName: /.test(p)), problems.join("\n"));
   });
 
+  test("the proxy: section is read with the rest: its audit log in the state directory, its problems by path", async () => {
+    const path = await write(
+      "proxy.yaml",
+      `node: { name: node-a }
+stateDir: state
+listen: { statusPage: true }
+proxy:
+  outbound:
+    - { name: photo-backend, workload: web, listen: 127.0.0.1:15001, upstream: 10.0.0.2:15443, allowedIds: [spiffe://meshauth.local/b] }
+`,
+    );
+    const config = await loadAgentConfig({ path });
+    assert.equal(config.proxy?.auditLog, join(dir.path, "state", "proxy-audit.jsonl"));
+    assert.deepEqual(config.proxy?.outbound.map((o) => [o.name, o.workload, o.upstream.port]), [[
+      "photo-backend",
+      "web",
+      15443,
+    ]]);
+    assert.equal(config.listen.statusPage, true);
+    assert.equal(
+      (await loadAgentConfig({ path: await write("none.yaml", "node: { name: a }\n") })).proxy,
+      undefined,
+    );
+
+    const bad = await write(
+      "bad-proxy.yaml",
+      `node: { name: node-a }
+listen: { host: 0.0.0.0, statusPage: true }
+proxy:
+  inbound:
+    - { name: db, workload: db, listen: 15443, forward: 127.0.0.1:0, polices: [p.yaml] }
+`,
+    );
+    const problems = await problemsOf(loadAgentConfig({ path: bad }));
+    assert.ok(
+      problems.some((p) => p.startsWith("proxy.inbound[0].polices: unknown field")),
+      problems.join("\n"),
+    );
+    assert.ok(problems.some((p) => p.startsWith("proxy.inbound[0].forward: port 0 is not a destination")));
+    assert.ok(
+      problems.some((p) => /^listen\.statusPage: .* loopback listen\.host only, not 0\.0\.0\.0$/.test(p)),
+    );
+  });
+
   test("bad workload entries are reported with file and field and skipped; the others stay", async () => {
     const path = await write(
       "entries.yaml",
@@ -295,6 +339,23 @@ workloads:
     const r = await cli(["agent", "--config", path, "--check"]);
     assert.equal(r.code, 1);
     assert.match(r.stdout, /^configuration is not valid: 1 workload entry is skipped/);
+    const withProxy = await write(
+      "check-proxy.yaml",
+      `node: { name: node-a }
+stateDir: state
+listen: { port: 9444, statusPage: true }
+proxy:
+  inbound:
+    - { name: web, workload: web, listen: 15443, forward: unix:/run/web.sock }
+`,
+    );
+    const described = await cli(["agent", "--config", withProxy, "--check"]);
+    assert.equal(described.code, 0, described.stderr);
+    assert.match(
+      described.stdout,
+      /inbound web: 0\.0\.0\.0:15443 \(mutual TLS as web\) -> unix:\/run\/web\.sock/,
+    );
+    assert.match(described.stdout, /status page: http:\/\/127\.0\.0\.1:9444\//);
     assert.match(r.stdout, /workload web: spiffe:\/\/meshauth.local\/web -> \/run\/web \(istio\)/);
     assert.match(
       r.stdout,

@@ -478,4 +478,21 @@ describe("meshauth ca (CLI)", () => {
     assert.equal(hurried.code, 0, hurried.stderr);
     assert.match(hurried.stderr, /warning: servers pick up a new authority within 30 s/);
   });
+
+  it("a running server publishes a root that ca rotate added at once on SIGHUP, not 30 s later", async () => {
+    assert.ok(ca, "the server started above runs");
+    const roots = async () =>
+      (await (await fetch(`${ca!.url}/v1/bundle.pem`)).text()).split("BEGIN CERTIFICATE").length - 1;
+    const before = await roots();
+    const rotated = await cli(["ca", "rotate", "--config", config, "--overlap-seconds", "3600"]);
+    assert.equal(rotated.code, 0, rotated.stderr);
+    assert.match(rotated.stdout, /at once on SIGHUP/);
+    process.kill(ca!.pid, "SIGHUP");
+    const deadline = Date.now() + 5000;
+    while (await roots() === before) {
+      assert.ok(Date.now() < deadline, `the bundle still has ${before} roots 5 s after SIGHUP`);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    assert.ok(ca!.logs.some((l) => l.includes('"msg":"reloading authorities"')));
+  });
 });

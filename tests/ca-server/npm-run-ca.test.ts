@@ -1,4 +1,4 @@
-// `npm start` (cli/dev-ca.ts): a development CA with no configuration whose printed
+// `npm run ca` (cli/dev-ca.ts): a development CA with no configuration whose printed
 // openssl + curl lines obtain a certificate that `openssl verify` accepts against /v1/bundle.pem,
 // and whose /v1/crl `openssl crl` reads.
 import assert from "node:assert/strict";
@@ -16,7 +16,7 @@ async function waitFor(logs: string[], pattern: RegExp, timeoutMs = 10_000): Pro
   }
 }
 
-describe("npm start", () => {
+describe("npm run ca", () => {
   let dir: { path: string; remove(): Promise<void> };
   let ca: CaProcess;
   const env = () => ({ MESHAUTH_DATA_DIR: join(dir.path, ".meshauth"), MESHAUTH_LISTEN_PORT: "0" });
@@ -151,12 +151,54 @@ describe("npm start", () => {
   });
 });
 
-describe("npm start under a supervisor", () => {
+describe("npm run ca under a supervisor", () => {
+  it("Ctrl-C pressed twice (SIGINT to the process group, again while it stops) stops the CA cleanly", async () => {
+    const dir = await tempDir();
+    let group: number | undefined;
+    try {
+      const npm = spawn("npm", ["run", "ca", "--silent"], {
+        cwd: ROOT,
+        env: { ...process.env, MESHAUTH_DATA_DIR: join(dir.path, ".meshauth"), MESHAUTH_LISTEN_PORT: "0" },
+        stdio: ["ignore", "pipe", "pipe"],
+        // Its own process group, as a terminal's foreground job is: Ctrl-C signals all of it.
+        detached: true,
+      });
+      group = npm.pid!;
+      const exited = new Promise<number | null>((resolve) => npm.once("exit", (code) => resolve(code)));
+      let output = "";
+      npm.stdout!.on("data", (d) => output += d);
+      npm.stderr!.on("data", (d) => output += d);
+      const deadline = Date.now() + 60_000;
+      while (!output.includes("Stop with Ctrl-C") && Date.now() < deadline && npm.exitCode === null) {
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      assert.match(output, /Stop with Ctrl-C/);
+      process.kill(-group, "SIGINT");
+      while (!output.includes('"msg":"stopping"') && npm.exitCode === null && Date.now() < deadline) {
+        await new Promise((resolve) => setTimeout(resolve, 2));
+      }
+      try {
+        process.kill(-group, "SIGINT");
+      } catch {
+        // already gone: the second press came too late to matter
+      }
+      assert.equal(await exited, 0, output);
+      assert.match(output, /"msg":"stopping","signal":"SIGINT"/);
+    } finally {
+      try {
+        if (group) process.kill(-group, "SIGKILL");
+      } catch {
+        // The group is gone, as it should be.
+      }
+      await dir.remove();
+    }
+  });
+
   it("stops the CA when npm itself gets SIGTERM", async () => {
     const dir = await tempDir();
     let group: number | undefined;
     try {
-      const npm = spawn("npm", ["start", "--silent"], {
+      const npm = spawn("npm", ["run", "ca", "--silent"], {
         cwd: ROOT,
         env: { ...process.env, MESHAUTH_DATA_DIR: join(dir.path, ".meshauth"), MESHAUTH_LISTEN_PORT: "0" },
         stdio: ["ignore", "pipe", "pipe"],

@@ -1,13 +1,14 @@
-// The node agent on Kubernetes, against the Kubernetes API test server (with only the RBAC of
-// examples/kubernetes/) and a real CA process: it bootstraps with its projected token (whose
-// audience the CA checks) and renews over mutual TLS; its pod source delivers and removes the
+// The node agent on Kubernetes, against the Kubernetes API test server as a stock cluster
+// (no beta APIs, only the RBAC of examples/kubernetes/ and its demo) and a real CA process:
+// it trusts the CA through the ConfigMap the CA publishes (as the DaemonSet mounts it),
+// bootstraps with its projected token (whose audience the CA checks) and renews over mutual TLS; its pod source delivers and removes the
 // certificates of the annotated pods of its node and ignores other nodes' pods; and its CSI
 // node plugin, driven over its Unix socket by a gRPC client built from csi.proto as the
 // kubelet calls it, publishes a pod's volume with rotating files, unpublishes it leaving
 // nothing, and refuses pods of other nodes or claiming another service account.
 import assert from "node:assert/strict";
 import { X509Certificate } from "node:crypto";
-import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { readdir, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -160,7 +161,10 @@ describe("the agent on Kubernetes", { timeout: 180_000 }, () => {
   const logger = recordingLogger();
 
   before(async () => {
-    cluster = await startCluster();
+    cluster = await startCluster({
+      stock: true,
+      unservedResources: ["podcertificaterequests", "clustertrustbundles"],
+    });
     dir = await tempDir("meshauth-k8s-agent-");
     agentPod = await cluster.pod("meshauth-system", "meshauth-agent-a", "meshauth-agent", "node-a");
     const caConfig = join(dir.path, "ca.json");
@@ -174,11 +178,22 @@ describe("the agent on Kubernetes", { timeout: 180_000 }, () => {
         kubernetes: {
           audiences: ["meshauth"],
           api: { kubeconfig: await cluster.kubeconfigFor("meshauth-system", "meshauth-ca") },
+          trustBundleConfigMap: { enabled: true },
         },
       }),
     );
     assert.equal((await cli(["ca", "init", "--config", caConfig])).code, 0);
     ca = await startCa(caConfig);
+    // The agent's roots, as the kubelet projects them from the CA's ConfigMap.
+    const trust = await eventually(
+      "the CA's trust bundle ConfigMap",
+      () =>
+        cluster.admin.get<{ data: Record<string, string> }>(
+          "/api/v1/namespaces/meshauth-system/configmaps/meshauth-trust-bundle",
+        ).catch(() => undefined),
+    );
+    mkdirSync(join(dir.path, "trust"));
+    writeFileSync(join(dir.path, "trust/bundle.pem"), trust.data["bundle.pem"]);
     // The agent's configuration as a DaemonSet would have it, with this test's paths.
     writeFileSync(
       join(dir.path, "agent.yaml"),
@@ -186,7 +201,7 @@ describe("the agent on Kubernetes", { timeout: 180_000 }, () => {
         `trustDomain: ${TRUST_DOMAIN}`,
         "ca:",
         `  url: ${ca.url}`,
-        "  trustBundleFile: ca/bundle.pem",
+        "  trustBundleFile: trust/bundle.pem",
         "node:",
         "  name: node-a",
         "  serviceAccountTokenFile: token",

@@ -90,7 +90,7 @@ async function pod(
   name: string,
   serviceAccount: string,
   node: string,
-  extra: { annotations?: Record<string, string>; fsGroup?: number } = {},
+  extra: { annotations?: Record<string, string>; fsGroup?: number; runAsGroup?: number } = {},
 ): Promise<KubeObject> {
   return await cluster.admin.create<KubeObject>(`/api/v1/namespaces/${namespace}/pods`, {
     apiVersion: "v1",
@@ -99,7 +99,9 @@ async function pod(
     spec: {
       nodeName: node,
       serviceAccountName: serviceAccount,
-      securityContext: extra.fsGroup === undefined ? undefined : { fsGroup: extra.fsGroup },
+      securityContext: extra.fsGroup === undefined && extra.runAsGroup === undefined
+        ? undefined
+        : { fsGroup: extra.fsGroup, runAsGroup: extra.runAsGroup },
       containers: [{ name: "app", image: "app" }],
     },
     status: { phase: "Running" },
@@ -433,6 +435,56 @@ describe("the agent on Kubernetes", { timeout: 180_000 }, () => {
       assert.ok(!existsSync(targetPathOf(p)), "nothing made for a refused publish");
     }
     assert.deepEqual(await readdir(join(dir.path, "state/csi-volumes")), []);
+  });
+
+  test("volume_mount_group must be a group ID; group 0 (from it or from fsGroup) is a group like any other", async () => {
+    const p = await pod("photo-ns", "photo-backend-3", "photo-backend", "node-a", { runAsGroup: 4242 });
+    const withGroup = (volumeMountGroup: string) =>
+      publishRequest(p, {
+        volumeCapability: { mount: { volumeMountGroup }, accessMode: { mode: "SINGLE_NODE_WRITER" } },
+      });
+    for (const bad of ["-1", "1.5", "2147483648", "99999999999", "1e3", "0x10", " 7", "abc"]) {
+      await assert.rejects(
+        csi.call(csi.node, "NodePublishVolume", withGroup(bad)),
+        (err: grpc.ServiceError) =>
+          err.code === grpc.status.INVALID_ARGUMENT &&
+          /volume_mount_group: .* is not a group ID/.test(err.details),
+        bad,
+      );
+    }
+    assert.ok(!existsSync(targetPathOf(p)), "nothing made for a refused publish");
+    // Group 0 is not "absent": the files belong to it, not to the pod's runAsGroup.
+    const request = withGroup("0");
+    await csi.call(csi.node, "NodePublishVolume", request);
+    if (isRoot) assert.equal((await stat(join(request.targetPath, "key.pem"))).gid, 0);
+    await csi.call(csi.node, "NodeUnpublishVolume", {
+      volumeId: request.volumeId,
+      targetPath: request.targetPath,
+    });
+    await cluster.admin.delete("/api/v1/namespaces/photo-ns/pods/photo-backend-3");
+    const q = await pod("photo-ns", "photo-backend-4", "photo-backend", "node-a", {
+      fsGroup: 0,
+      runAsGroup: 4242,
+    });
+    const fromFsGroup = publishRequest(q);
+    await csi.call(csi.node, "NodePublishVolume", fromFsGroup);
+    if (isRoot) assert.equal((await stat(join(fromFsGroup.targetPath, "key.pem"))).gid, 0);
+    // The kubelet's retry of an unpublish at another path of a volume published elsewhere: OK
+    // (CSI: idempotent), and the volume stays where it is.
+    await csi.call(csi.node, "NodeUnpublishVolume", {
+      volumeId: fromFsGroup.volumeId,
+      targetPath: targetPathOf({
+        ...q,
+        metadata: { ...q.metadata, uid: "0f0f0f0f-0000-4000-8000-00000000000a" },
+      }),
+    });
+    assert.ok(existsSync(join(fromFsGroup.targetPath, "key.pem")), "still published");
+    await csi.call(csi.node, "NodeUnpublishVolume", {
+      volumeId: fromFsGroup.volumeId,
+      targetPath: fromFsGroup.targetPath,
+    });
+    assert.ok(!existsSync(fromFsGroup.targetPath));
+    await cluster.admin.delete("/api/v1/namespaces/photo-ns/pods/photo-backend-4");
   });
 
   test("an agent that restarts keeps serving the volumes it published, and unpublishes them after", async () => {

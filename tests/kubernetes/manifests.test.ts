@@ -239,6 +239,12 @@ describe("examples/kubernetes manifests", () => {
       const config = await loadAgentConfig({ path, env: { MESHAUTH_NODE_NAME: "node-a" } });
       const k8s = config.kubernetes!;
       assert.ok(k8s.pods.enabled && k8s.csi.enabled);
+      // No proxy on Kubernetes yet: docs/kubernetes.md says the demo's policies are not enforced.
+      assert.equal(config.proxy, undefined);
+      assert.match(
+        readFileSync(join(ROOT, "docs/kubernetes.md"), "utf8"),
+        /### What the photo app's policies enforce\n\nNothing, on Kubernetes, yet\./,
+      );
       // The projected token: its audience is one the CA accepts.
       const token = mountOf(config.node.serviceAccountTokenFile!);
       const projected = token.volume.projected.sources[0].serviceAccountToken;

@@ -46,7 +46,7 @@ import {
   writeFileAtomic,
 } from "../../../internal/mod.ts";
 import { LAYOUT_NAMES, type LayoutName } from "../../delivery/layouts.ts";
-import { COMBINED_FILE_ANNOTATION, LAYOUT_ANNOTATION } from "../kubernetes.ts";
+import { COMBINED_FILE_ANNOTATION, LAYOUT_ANNOTATION, securityContextId as id } from "../kubernetes.ts";
 import type { CsiVolumeMedium } from "../kubernetes-config.ts";
 import type { WorkloadSink, WorkloadSource, WorkloadSpec } from "../source.ts";
 import { WORKLOAD_DEFAULTS, type WorkloadDefaults } from "../workload-entry.ts";
@@ -125,28 +125,19 @@ function invalid(message: string): CsiRpcError {
   return new CsiRpcError(GrpcStatus.INVALID_ARGUMENT, message);
 }
 
-// Kubernetes validates user and group IDs as 0 to 2^31 - 1 (and Linux takes 2^32 - 1 as "none").
-const MAX_ID = 2 ** 31 - 1;
-
-/** A user or group ID of the pod's securityContext, or undefined when absent or out of range. */
-function id(value: unknown): number | undefined {
-  return typeof value === "number" && Number.isInteger(value) && value >= 0 && value <= MAX_ID
-    ? value
-    : undefined;
-}
-
 /**
  * The CSI `volume_mount_group` (a decimal group ID: the kubelet sends the pod's fsGroup there to
  * plugins with VOLUME_MOUNT_GROUP), or undefined when empty. 0 is a group like any other.
  */
 function mountGroup(value: string | undefined): number | undefined {
   if (value === undefined || value === "") return undefined;
-  const gid = /^(0|[1-9][0-9]{0,9})$/.test(value) ? Number(value) : NaN;
-  if (!(gid <= MAX_ID)) {
+  // The securityContext's rule (0 to 2^31 - 1), on a decimal integer and nothing else.
+  const gid = /^(0|[1-9][0-9]{0,9})$/.test(value) ? id(Number(value)) : undefined;
+  if (gid === undefined) {
     throw invalid(
       `volume_capability.mount.volume_mount_group: ${
         JSON.stringify(value)
-      } is not a group ID (0 to ${MAX_ID})`,
+      } is not a group ID (0 to 2147483647)`,
     );
   }
   return gid;

@@ -105,6 +105,7 @@ listen: { port: 0 }
       })();
 
       const { report, last } = await killLoop({
+        label: "kill -9 the agent",
         points,
         maxLifeMs: 2500,
         start,

@@ -10,10 +10,12 @@ import { ROOT } from "../ca-server/helpers.ts";
 /** True for the long variant (`npm run test:faults`). */
 export const IS_LONG = process.env.MESHAUTH_FAULTS === "long";
 
+const FORCED_KILLS = Number(process.env.MESHAUTH_FAULT_KILLS);
+const IS_KILL_COUNT_FORCED = Number.isSafeInteger(FORCED_KILLS) && FORCED_KILLS > 0;
+
 /** How many kill points a run makes: `short` in npm test, `long` in the long variant (or MESHAUTH_FAULT_KILLS). */
 export function killPoints(short: number, long = 200): number {
-  const forced = Number(process.env.MESHAUTH_FAULT_KILLS);
-  if (Number.isSafeInteger(forced) && forced > 0) return forced;
+  if (IS_KILL_COUNT_FORCED) return FORCED_KILLS;
   return IS_LONG ? long : short;
 }
 
@@ -145,6 +147,8 @@ export async function killLoop(options: {
   /** A process already started, for the first kill point. */
   first?: RunningProcess;
   maxLifeMs: number;
+  /** Names the run in the progress lines the long variant prints on stderr. */
+  label?: string;
   onStart?: (process: RunningProcess) => void;
   onKilled?: (index: number) => void | Promise<void>;
 }): Promise<{ report: KillReport; last: RunningProcess }> {
@@ -164,7 +168,15 @@ async function killAgain(
   report: KillReport,
   started: (process: RunningProcess) => void,
 ): Promise<{ report: KillReport; last: RunningProcess }> {
+  const startedAt = Date.now();
+  const isShowingProgress = IS_LONG || IS_KILL_COUNT_FORCED;
   for (let i = 0; i < options.points; i++) {
+    if (isShowingProgress && i > 0 && i % 10 === 0) {
+      process.stderr.write(
+        `${options.label ?? "kill loop"}: ${report.kills}/${options.points} kills ` +
+          `(${report.killedStarting} in start-up) in ${((Date.now() - startedAt) / 1000).toFixed(0)} s\n`,
+      );
+    }
     const running = i === 0 && options.first ? options.first : options.start();
     started(running);
     if (running !== options.first) options.onStart?.(running);

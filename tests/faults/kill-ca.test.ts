@@ -243,7 +243,13 @@ async function runKillRun(kind: "file" | "postgres", t: { diagnostic(message: st
     };
 
     const clients = Promise.all([issue(0), issue(1), renew(), renew(), revoke(), fetchCrls()]);
-    const { report, last } = await killLoop({ points, maxLifeMs: 1500, start, first, label: `kill -9 the CA (${kind})` }).catch((err) => {
+    const { report, last } = await killLoop({
+      points,
+      maxLifeMs: 1500,
+      start,
+      first,
+      label: `kill -9 the CA (${kind})`,
+    }).catch((err) => {
       // The clients stop too, so a failed run ends instead of looping on.
       stopping = true;
       throw err;

@@ -29,9 +29,9 @@ import { requestLoop, startTwoNodeMesh } from "./mesh.ts";
 
 const TD = "rotate.test";
 /** The longest certificate the CA issues: an old authority retires this long after its successor signs. */
-const MAX_TTL_SECONDS = IS_LONG ? 60 : 10;
+const MAX_TTL_SECONDS = IS_LONG ? 60 : 8;
 const OVERLAP_SECONDS = IS_LONG ? 15 : 4;
-const WORKLOAD_TTL_SECONDS = IS_LONG ? 30 : 10;
+const WORKLOAD_TTL_SECONDS = IS_LONG ? 30 : 8;
 
 /** True when `chainPem`'s first certificate was signed by the key of `authorityPem`'s first certificate. */
 function issuedBy(chainPem: string, authorityPem: string): boolean {

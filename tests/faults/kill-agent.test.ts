@@ -26,7 +26,7 @@ const filesOf = (i: number) =>
 
 describe("kill -9 anywhere: the agent", { timeout: timeoutMs(90_000, 3 * 3600_000) }, () => {
   it("leaves every workload directory with a matching key and certificate, and loses no revocation", async (t) => {
-    const points = killPoints(6);
+    const points = killPoints(4);
     const ca = await startTestCa({ "node-k": WORKLOADS.map(idOf) });
     const dir = await tempDir("meshauth-kill-agent-");
     try {

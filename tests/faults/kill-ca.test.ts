@@ -30,6 +30,7 @@ import {
   killLoop,
   killPoints,
   randomInt,
+  readyTimes,
   type RunningProcess,
   sleep,
   startProcess,
@@ -330,7 +331,10 @@ async function runKillRun(kind: "file" | "postgres", t: { diagnostic(message: st
       const { readdir } = await import("node:fs/promises");
       assert.ok((await readdir(join(dir.path, "data", "store", "archive"))).length > 0, "no compaction ran");
     }
-    const figures = `${kind} store: ${report.kills} kills (${report.killedStarting} during start-up); ` +
+    const figures =
+      `${kind} store: ${report.kills} kills (${report.killedStarting} during start-up; ${
+        readyTimes(report)
+      }); ` +
       `${ledger.issued.size} certificates acknowledged (${ledger.renewals} by renewal), ` +
       `${ledger.tokenUses.length} single-use tokens (${ledger.lostAnswers} attempts whose answer a kill lost), ` +
       `${ledger.revoked.size} revocations, ${ledger.refusedRevoked} renewals refused as revoked, ` +

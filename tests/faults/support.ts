@@ -132,6 +132,8 @@ export interface KillReport {
   kills: number;
   /** Kills that came before the process was ready (during its start). */
   killedStarting: number;
+  /** For each start that came up (the last one included): milliseconds from spawn to its ready line. */
+  readyMs: number[];
   /** Exits the loop did not cause (a crash): each with its code and stderr. */
   crashes: string[];
 }
@@ -152,7 +154,7 @@ export async function killLoop(options: {
   onStart?: (process: RunningProcess) => void;
   onKilled?: (index: number) => void | Promise<void>;
 }): Promise<{ report: KillReport; last: RunningProcess }> {
-  const report: KillReport = { kills: 0, killedStarting: 0, crashes: [] };
+  const report: KillReport = { kills: 0, killedStarting: 0, readyMs: [], crashes: [] };
   let running: RunningProcess | undefined;
   try {
     return await killAgain(options, report, (process) => running = process);
@@ -177,8 +179,12 @@ async function killAgain(
           `(${report.killedStarting} in start-up) in ${((Date.now() - startedAt) / 1000).toFixed(0)} s\n`,
       );
     }
+    const spawnedAt = Date.now();
     const running = i === 0 && options.first ? options.first : options.start();
     started(running);
+    if (running !== options.first) {
+      void running.ready.then(() => report.readyMs.push(Date.now() - spawnedAt), () => {});
+    }
     if (running !== options.first) options.onStart?.(running);
     // Half the kills anywhere from the spawn on (start-up included), half once it serves.
     if (Math.random() < 0.5) await running.ready.catch(() => {});
@@ -192,10 +198,12 @@ async function killAgain(
     report.kills++;
     await options.onKilled?.(i);
   }
+  const lastSpawnedAt = Date.now();
   const last = options.start();
   started(last);
   options.onStart?.(last);
   await last.ready;
+  report.readyMs.push(Date.now() - lastSpawnedAt);
   return { report, last };
 }
 
@@ -354,4 +362,13 @@ export class Partition {
     }
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
   }
+}
+
+/** "p50 X s, max Y s" of the times from spawn to ready in `report`. */
+export function readyTimes(report: KillReport): string {
+  const sorted = [...report.readyMs].sort((a, b) => a - b);
+  const seconds = (ms: number | undefined) => `${((ms ?? 0) / 1000).toFixed(1)} s`;
+  return `spawn to ready p50 ${seconds(sorted[Math.floor(sorted.length / 2)])}, max ${
+    seconds(sorted.at(-1))
+  }`;
 }

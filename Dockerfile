@@ -1,8 +1,9 @@
 # The meshauth CLI (`meshauth ca ...`, `meshauth agent ...`) as a container image, for the
 # manifests in examples/kubernetes/:
 #   docker build -t ghcr.io/meshauth/meshauth:0.1.0 .
+# Node 24 (LTS): Node 20, the floor the package supports, is past its end of life.
 # Build: the JavaScript of dist/ from the sources (no type declarations needed at run time).
-FROM node:20-bookworm-slim AS build
+FROM node:24-bookworm-slim AS build
 WORKDIR /src
 COPY package.json package-lock.json ./
 RUN npm ci --ignore-scripts --no-audit --no-fund
@@ -23,7 +24,7 @@ RUN node scripts/build.mjs --skip-types \
     "@grpc/grpc-js@$(node -p 'require("./package.json").peerDependencies["@grpc/grpc-js"]')"
 
 # Run: Node, the built CLI and its production dependencies; no compiler, no npm cache.
-FROM node:20-bookworm-slim
+FROM node:24-bookworm-slim
 ENV NODE_ENV=production
 WORKDIR /opt/meshauth
 COPY --from=build /src/package.json ./

@@ -37,6 +37,7 @@ export type CaEndpoint = "certificates" | "bundle" | "crl";
 
 /** One finished CA request, reported to {@link CaClientOptions.onResponse}. */
 export interface CaRequestObservation {
+  /** Which API call it was: CSR signing, trust bundle or CRL. */
   endpoint: CaEndpoint;
   /** From leaving the queue to the answer (or the failure). */
   seconds: number;
@@ -76,10 +77,15 @@ export interface CaClientOptions {
 
 /** A certificate the CA issued, as the API answers it. */
 export interface IssuedSvid {
+  /** The SPIFFE ID the certificate names (its URI SAN). */
   spiffeId: SpiffeId;
+  /** The certificate's serial number: hex of its content octets, as the CA reports it. */
   serialNumber: string;
+  /** The leaf's notAfter. */
   expiresAt: Date;
+  /** The leaf first, then any intermediates up to (not including) the root, as PEM. */
   certificateChainPem: string;
+  /** The roots of the trust domain to verify peers with, as PEM. */
   trustBundlePem: string;
 }
 
@@ -90,9 +96,9 @@ export type TrustBundleAnswer =
 
 /** The CA answered with an error; `status` and `problemCode` come from its problem+json body. */
 export class CaRequestFailed extends MeshAuthError {
-  static override code = "ERR_CA_REQUEST_FAILED";
-  override name = "CaRequestFailed";
-  override code = CaRequestFailed.code;
+  /** Stable code of this class: `ERR_CA_REQUEST_FAILED`. */
+  static override code: string = "ERR_CA_REQUEST_FAILED";
+  /** `status` is the HTTP status; `problemCode` and `detail` come from the problem+json body. */
   constructor(
     readonly status: number,
     readonly problemCode: string | undefined,
@@ -101,6 +107,7 @@ export class CaRequestFailed extends MeshAuthError {
     readonly retryAfterSeconds?: number,
   ) {
     super(`the CA refused the request (HTTP ${status}${problemCode ? `, ${problemCode}` : ""}): ${detail}`);
+    this.name = "CaRequestFailed";
   }
 }
 
@@ -114,9 +121,9 @@ export type CaUnavailableKind = "connect" | "timeout" | "tls" | "answer" | "clos
  * attached: a TLS error carries the peer's whole certificate, which `console.error` would print.
  */
 export class CaUnavailable extends MeshAuthError {
-  static override code = "ERR_CA_UNAVAILABLE";
-  override name = "CaUnavailable";
-  override code = CaUnavailable.code;
+  /** Stable code of this class: `ERR_CA_UNAVAILABLE`. */
+  static override code: string = "ERR_CA_UNAVAILABLE";
+  /** `url` is the CA's origin; `kind` classifies the failure; `causeCode` is e.g. `ECONNREFUSED`. */
   constructor(
     readonly url: string,
     readonly kind: CaUnavailableKind,
@@ -124,16 +131,21 @@ export class CaUnavailable extends MeshAuthError {
     readonly causeCode?: string,
   ) {
     super(`the CA at ${url} is unavailable: ${reason}`);
+    this.name = "CaUnavailable";
   }
 }
 
-/** A bearer token was asked for and there is none: the variable or file that holds it is unset or empty. */
+/**
+ * A bearer token was asked for and there is none: the variable or file that holds it is unset
+ * or empty, or the file does not exist or cannot be read. `reason` says which, naming the file.
+ */
 export class TokenMissing extends MeshAuthError {
-  static override code = "ERR_TOKEN_MISSING";
-  override name = "TokenMissing";
-  override code = TokenMissing.code;
-  constructor(hint = "") {
-    super(`the bearer token is missing: it is unset or empty${hint}`);
+  /** Stable code of this class: `ERR_TOKEN_MISSING`. */
+  static override code: string = "ERR_TOKEN_MISSING";
+  /** `reason` says where the token was looked for; by default that it is unset or empty. */
+  constructor(reason = "it is unset or empty") {
+    super(`the bearer token is missing: ${reason}`);
+    this.name = "TokenMissing";
   }
 }
 
@@ -216,6 +228,7 @@ export class CaClient {
   readonly #observers = new Set<(observation: CaRequestObservation) => void>();
   #isClosed = false;
 
+  /** Checks the URL (https, or http to loopback only) and the trust bundle; connects on first use. */
   constructor(options: CaClientOptions) {
     const problem = caUrlProblem(options.url);
     if (problem) throw new InvalidArgument("url", problem);

@@ -22,6 +22,7 @@ export class ConcurrencyLimit {
   /** Waiting callers, by priority (lowest first), then in arrival order. */
   readonly #waiting: { priority: number; resume: () => void }[] = [];
 
+  /** `limit` is the number of operations that may run at once, a whole number of at least 1. */
   constructor(readonly limit: number) {
     if (!Number.isSafeInteger(limit) || limit < 1) {
       throw new InvalidArgument("limit", `expected a whole number of at least 1, got ${limit}`);

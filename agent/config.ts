@@ -21,6 +21,7 @@ import { KEY_ALGORITHMS, type KeyAlgorithm, TrustDomain } from "../mod.ts";
 import {
   type ConfigSources,
   FieldReader,
+  isLoopbackHost,
   loadConfigFile,
   type LogLevel,
   type RawConfig,
@@ -28,6 +29,7 @@ import {
 import { type AgentKubernetesConfig, readAgentKubernetes } from "./sources/kubernetes-config.ts";
 import { caUrlProblem } from "./ca-client.ts";
 import { DEFAULT_DELIVERY_ROOT } from "./delivery/atomic-writer.ts";
+import { type ProxyConfig, readProxyConfig } from "./proxy/config.ts";
 import type { WorkloadProblem, WorkloadSpec } from "./sources/source.ts";
 import {
   problemOf,
@@ -75,7 +77,10 @@ export interface AgentConfig {
     /** Workload directories must be inside one of these (absolute paths). */
     roots: string[];
   };
-  listen: { host: string; port: number };
+  /** The mutual-TLS proxy in front of the node's workloads (absent: no proxy). */
+  proxy?: ProxyConfig;
+  /** The status port; `statusPage` adds the live page at `/` (loopback only). */
+  listen: { host: string; port: number; statusPage: boolean };
   log: { level: LogLevel };
 }
 
@@ -93,6 +98,7 @@ export const AGENT_ENV_OVERRIDES: Record<string, string> = {
   MESHAUTH_AGENT_DELIVERY_ROOTS: "delivery.roots",
   MESHAUTH_AGENT_LISTEN_HOST: "listen.host",
   MESHAUTH_AGENT_LISTEN_PORT: "listen.port",
+  MESHAUTH_AGENT_STATUS_PAGE: "listen.statusPage",
   MESHAUTH_LOG_LEVEL: "log.level",
 };
 
@@ -108,6 +114,7 @@ const TOP_LEVEL = [
   "renewal",
   "refresh",
   "delivery",
+  "proxy",
   "listen",
   "log",
 ] as const;
@@ -284,11 +291,19 @@ function validate(raw: RawConfig, fields: FieldReader, file: string | undefined)
     roots: readRoots(fields, deliveryRaw.roots),
   };
 
-  const listenRaw = obj("listen", raw.listen, ["host", "port"]);
+  const listenRaw = obj("listen", raw.listen, ["host", "port", "statusPage"]);
   const listen = {
     host: str("listen.host", listenRaw.host, "127.0.0.1"),
     port: int("listen.port", listenRaw.port, 8444, 0, 65535),
+    statusPage: fields.bool("listen.statusPage", listenRaw.statusPage, false),
   };
+  // The page shows every workload and every authorization decision of the node, unauthenticated.
+  if (listen.statusPage && !isLoopbackHost(listen.host)) {
+    fields.problem(
+      `listen.statusPage: the status page shows the node's workloads and authorization decisions to anyone who reaches it; it is served on a loopback listen.host only, not ${listen.host}`,
+    );
+  }
+  const proxy = raw.proxy === undefined ? undefined : readProxyConfig(fields, raw.proxy, { stateDir });
 
   const logRaw = obj("log", raw.log, ["level"]);
   const level = fields.oneOf("log.level", logRaw.level, ["debug", "info", "warn", "error"] as const, "info");
@@ -306,6 +321,7 @@ function validate(raw: RawConfig, fields: FieldReader, file: string | undefined)
     renewal,
     refresh,
     delivery,
+    proxy,
     listen,
     log: { level },
   };

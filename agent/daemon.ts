@@ -1,7 +1,9 @@
 /**
  * The agent as a process: from an {@link AgentConfig} to a running {@link NodeAgent} with its
- * sources, its CA client and its status port. `meshauth agent` calls this and stops it on
- * SIGTERM or SIGINT; the status port's listener keeps the process alive meanwhile.
+ * sources, its CA client, its mutual-TLS proxy (the `proxy:` section, fed by the agent's SVIDs)
+ * and its status port (the agent's and the proxy's metrics on one `/metrics`, and the live
+ * status page when asked). `meshauth agent` calls this and stops it on SIGTERM or SIGINT; the
+ * status port's listener keeps the process alive meanwhile.
  *
  * @example
  * ```ts
@@ -16,11 +18,14 @@ import { readFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { jsonLogger, KubernetesApi, type Logger } from "../internal/mod.ts";
-import { CaClient } from "./ca-client.ts";
+import { CaClient, TokenMissing } from "./ca-client.ts";
 import type { AgentConfig } from "./config.ts";
 import { AgentMetrics } from "./metrics.ts";
 import { NodeAgent } from "./node-agent.ts";
 import { startOpsServer } from "./ops-server.ts";
+import { AgentCredentialSource } from "./proxy/agent-credentials.ts";
+import { MeshProxy } from "./proxy/proxy.ts";
+import { StatusFeed } from "./status/status-feed.ts";
 import { CsiNodePlugin } from "./sources/csi/node-plugin.ts";
 import { DirectorySource } from "./sources/directory.ts";
 import { KubernetesPodSource } from "./sources/kubernetes.ts";
@@ -31,10 +36,14 @@ import { MeshAuthError } from "../mod.ts";
 /** A running agent process. */
 export interface RunningAgent {
   agent: NodeAgent;
+  /** The proxy of the `proxy:` section, listening (absent without one). */
+  proxy?: MeshProxy;
+  /** What the status page shows (absent unless `listen.statusPage`). */
+  statusFeed?: StatusFeed;
   /** The status port (`/healthz`, `/readyz`, `/metrics`). */
   statusUrl: string;
   statusPort: number;
-  /** Stops renewing, closes the status port and the CA connections. Files stay. */
+  /** Stops the proxy and renewing, closes the status port and the CA connections. Files stay. */
   close(): Promise<void>;
 }
 
@@ -45,14 +54,24 @@ export class AgentSetupError extends MeshAuthError {
   override code = AgentSetupError.code;
 }
 
-/** Reads a token file each time it is needed: a kubelet or an operator may have replaced it. */
-async function readTokenFile(key: string, path: string): Promise<string | undefined> {
+/**
+ * Reads a token file each time it is needed: a kubelet or an operator may have replaced it.
+ * A file that is absent, unreadable or empty is a missing token that names the file.
+ */
+async function readTokenFile(key: string, path: string): Promise<string> {
+  let token: string;
   try {
-    return (await readFile(path, "utf8")).trim() || undefined;
+    token = (await readFile(path, "utf8")).trim();
   } catch (err) {
-    if ((err as { code?: string }).code === "ENOENT") return undefined;
-    throw new AgentSetupError(`cannot read ${key} ${path}: ${(err as Error).message}`);
+    const code = (err as { code?: string }).code;
+    throw new TokenMissing(
+      code === "ENOENT"
+        ? `${key} ${path} does not exist`
+        : `${key} ${path} cannot be read (${code ?? (err as Error).message})`,
+    );
   }
+  if (!token) throw new TokenMissing(`${key} ${path} is empty`);
+  return token;
 }
 
 /** The Kubernetes sources the configuration asks for, on one API client. */
@@ -193,21 +212,39 @@ export async function startAgentDaemon(
     // The status port's listener keeps the process alive.
     keepAlive: false,
   });
+  const proxy = config.proxy && new MeshProxy({ config: config.proxy, logger });
+  // One source per workload the listeners name; a workload not there yet (a pod to come) has
+  // its listeners refuse connections until the agent holds its SVID.
+  const credentialSources = [
+    ...new Set([...(proxy?.config.inbound ?? []), ...(proxy?.config.outbound ?? [])].map((l) => l.workload)),
+  ].map((workload) => new AgentCredentialSource(agent, workload));
+  for (const source of credentialSources) proxy!.setSource(source.workload, source);
+  const statusFeed = config.listen.statusPage ? new StatusFeed({ agent, proxy }) : undefined;
   let isRunning = true;
   // The status port answers from the start: /healthz while the node bootstraps, /readyz 503.
   const ops = await startOpsServer(
     {
       readiness: () => agent.readiness(),
       isRunning: () => isRunning,
-      renderMetrics: () => metrics.render(),
+      renderMetrics: () => proxy ? metrics.render() + proxy.metrics.render() : metrics.render(),
+      statusFeed,
     },
     config.listen.host,
     config.listen.port,
   );
-  logger.info("listening", { url: ops.url, port: ops.port, host: ops.host });
+  logger.info("listening", { url: ops.url, port: ops.port, host: ops.host, statusPage: !!statusFeed });
+  const stopProxy = async () => {
+    await proxy?.stop();
+    for (const source of credentialSources) source.close();
+    statusFeed?.close();
+  };
   try {
+    // Listeners open before the first SVID: until then they refuse connections, and each
+    // workload's listeners take its SVID the moment the agent holds it.
+    await proxy?.start();
     await agent.start();
   } catch (err) {
+    await stopProxy();
     await ops.close();
     kubernetes.api?.close();
     throw err;
@@ -219,15 +256,19 @@ export async function startAgentDaemon(
     workloads: agent.workloads().length,
     workloadsDir: config.workloadsDir,
     kubernetes: kubernetes.sources.map((source) => source.name),
+    proxyListeners: proxy && Object.keys(proxy.addresses()).length,
   });
   let closing: Promise<void> | undefined;
   return {
     agent,
+    proxy,
+    statusFeed,
     statusUrl: ops.url,
     statusPort: ops.port,
     close() {
       closing ??= (async () => {
         isRunning = false;
+        await stopProxy();
         await agent.stop();
         await ops.close();
         kubernetes.api?.close();

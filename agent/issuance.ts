@@ -24,6 +24,7 @@ import type { CaClient, CaCredential, IssuedSvid } from "./ca-client.ts";
 
 /** An SVID with the private key that belongs to it. */
 export interface HeldSvid extends IssuedSvid {
+  /** The key made for this SVID, PKCS#8 PEM; it never left the process that made it. */
   privateKeyPem: string;
   /** The leaf's notBefore (the CA backdates it a little). */
   notBefore: Date;
@@ -36,10 +37,15 @@ export interface HeldSvid extends IssuedSvid {
 
 /** What {@link obtainSvid} needs. */
 export interface SvidRequest {
+  /** The CA to ask. */
   client: CaClient;
+  /** The identity to get; an answer for any other is refused. */
   id: SpiffeId;
+  /** How to authenticate this request: a bearer token, or an SVID over mutual TLS. */
   credential: CaCredential;
+  /** Algorithm of the new key. Default `ECDSA-P256`. */
   keyAlgorithm?: KeyAlgorithm;
+  /** Lifetime to ask for, in seconds; the CA's default (24 h unless configured) when unset. */
   ttlSeconds?: number;
   /**
    * Parses the bundle the CA answers with, answering the parse and the PEM to keep: a caller

@@ -48,7 +48,7 @@ export class AgentMetrics {
 
   readonly renewals = this.registry.counter(
     "meshauth_agent_renewals_total",
-    "Certificates obtained, by kind (workload, node) and reason (initial, renewal, revoked, changed).",
+    "Certificates obtained, by kind (workload, node) and reason (initial, renewal, revoked, changed, expired, requested).",
   );
   readonly renewalFailures = this.registry.counter(
     "meshauth_agent_renewal_failures_total",

@@ -14,6 +14,9 @@
  * - Delivery: {@link writeGeneration} (Kubernetes' `..data` swap) and the file layouts.
  * - {@link CaClient} (on undici) and {@link SvidRotator}, to keep one identity fresh in a
  *   program of your own.
+ * - The mutual-TLS proxy: {@link MeshProxy}, configured by the `proxy:` section
+ *   ({@link readProxyConfig}), fed by the agent through {@link AgentCredentialSource}; and the
+ *   live status page's data, {@link StatusFeed}.
  *
  * @example
  * ```ts
@@ -57,6 +60,13 @@ export {
 export { AGENT_ENV_OVERRIDES, type AgentConfig, loadAgentConfig } from "./config.ts";
 export { AgentSetupError, type RunningAgent, startAgentDaemon } from "./daemon.ts";
 export { type OpsServer, type OpsTarget, startOpsServer, StatusPortInUse } from "./ops-server.ts";
+export {
+  type FeedEvent,
+  StatusFeed,
+  type StatusFeedOptions,
+  type StatusSnapshot,
+  type WorkloadView,
+} from "./status/status-feed.ts";
 export {
   AgentMetrics,
   type AgentStatusReader,
@@ -136,6 +146,7 @@ export {
   readProxyConfig,
 } from "./proxy/config.ts";
 export { type CredentialSource, type SvidCredential } from "./proxy/credentials.ts";
+export { AgentCredentialSource } from "./proxy/agent-credentials.ts";
 export { ProxyMetrics } from "./proxy/metrics.ts";
 export { PolicyFileError } from "./proxy/policy-files.ts";
 export { MeshProxy, type MeshProxyOptions } from "./proxy/proxy.ts";

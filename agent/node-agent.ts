@@ -60,8 +60,10 @@ import type { WorkloadProblem, WorkloadSink, WorkloadSource, WorkloadSpec } from
 
 /** Something that happened in the agent, for in-process consumers (an mTLS proxy, a status page). */
 export type AgentEvent =
-  /** A workload has a new SVID (in memory and stored; its files follow in a `delivered` event). */
+  /** A workload has a new SVID: `svid()` answers it from now on (it is stored next; its files follow in a `delivered` event). */
   | { type: "svid"; workload: string; spiffeId: SpiffeId; svid: HeldSvid }
+  /** Obtaining a workload's SVID failed (`cause` as in the metrics); it is retried on the backoff. */
+  | { type: "issue-failed"; workload: string; cause: string; message: string }
   /** A workload's files now hold this certificate (or it expired or was revoked there: `isValid` false). */
   | { type: "delivered"; workload: string; directory: string; serialNumber: string; isValid: boolean }
   /** A workload is gone; its files are deleted. */
@@ -359,6 +361,49 @@ export class NodeAgent {
     return { isReady: waitingFor.length === 0, waitingFor };
   }
 
+  /**
+   * Replaces a workload's key and certificate now, as its renewal would: a new key made here,
+   * a CSR, the CA's signature, then its files. Resolves with the new SVID once held (its files
+   * follow in a `delivered` event); rejects with {@link WorkloadNotDelivered} when the agent
+   * does not hold the workload or the CA refuses.
+   */
+  renew(workload: string): Promise<HeldSvid> {
+    const credential = this.#workloads.get(workload);
+    if (!credential || !this.#isStarted || this.#isStopped) {
+      const why = credential ? "the agent is not running" : "the agent does not hold it";
+      return Promise.reject(new WorkloadNotDelivered(workload, why));
+    }
+    const before = credential.held?.serialNumber;
+    return new Promise((resolve, reject) => {
+      const unsubscribe = this.subscribe((event) => {
+        if (event.type === "svid" && event.workload === workload && event.svid.serialNumber !== before) {
+          unsubscribe();
+          resolve(event.svid);
+        } else if (event.type === "issue-failed" && event.workload === workload) {
+          // Retried on the workload's backoff; the caller hears of the first failure.
+          unsubscribe();
+          reject(new WorkloadNotDelivered(workload, `${event.cause}: ${event.message}`));
+        } else if (event.type === "removed" && event.workload === workload) {
+          unsubscribe();
+          reject(new WorkloadNotDelivered(workload, "it was removed"));
+        }
+      });
+      credential.issueNow("requested");
+    });
+  }
+
+  /**
+   * Follows, from now on, the CRLs of the authority that issued a peer's chain (PEM, leaf
+   * first; it must chain to the trust bundle), and fetches them now; resolves once they are in
+   * {@link NodeAgent.crls} (a `crl` event), or once the fetch failed. The agent otherwise follows
+   * the authorities of the certificates it holds, so a peer renewed onto a new authority before
+   * this node would be refused for want of its CRL; the proxy asks for it then. Peers' authorities
+   * are followed while the peer's certificate is valid, at most 16 of them.
+   */
+  fetchCrlsFor(peerChainPem: string): Promise<void> {
+    return this.#trust.followPeer(peerChainPem);
+  }
+
   /** Fetches the trust bundle and CRLs now instead of at the next scheduled refresh. */
   async refreshTrust(): Promise<void> {
     await this.#trust.refreshBundle();
@@ -546,6 +591,9 @@ export class NodeAgent {
         onSvid: (w, svid) => {
           this.#emit({ type: "svid", workload: w.name, spiffeId: w.spec.spiffeId, svid });
           void this.#watchIssuer(svid);
+        },
+        onIssueFailed: (w, cause, message) => {
+          this.#emit({ type: "issue-failed", workload: w.name, cause, message });
         },
         onDelivered: (w) => {
           if (w.isReady) this.#notReady.delete(w.name);

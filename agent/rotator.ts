@@ -30,14 +30,19 @@ const LEGACY_FILES = ["svid.pem", "svid_key.pem", "bundle.pem"];
 
 /** Options of {@link SvidRotator}. */
 export interface SvidRotatorOptions {
+  /** The identity to keep, as a SpiffeId or its `spiffe://` string. */
   id: SpiffeId | string;
+  /** The CA that issues and renews it. */
   client: CaClient;
   /** How to authenticate the first request (and later ones if `renewWithSvid` is false). */
   credential: CaCredential;
   /** Renew by presenting the current SVID over mTLS. Default true. */
   renewWithSvid?: boolean;
+  /** Algorithm of each new key (a fresh key every rotation). Default `ECDSA-P256`. */
   keyAlgorithm?: KeyAlgorithm;
+  /** Lifetime to ask for, in seconds; the CA's default (24 h unless configured) when unset. */
   ttlSeconds?: number;
+  /** When in its life to renew: half-life less up to a tenth at random by default. */
   renewal?: RenewalOptions;
   /**
    * Deliver the files here on every rotation, a whole generation at a time (a `..data`
@@ -57,8 +62,9 @@ export interface SvidRotatorOptions {
   onRotate?: (svid: HeldSvid) => void | Promise<void>;
   /** Called when a rotation attempt fails; it will be retried. */
   onError?: (error: unknown, retryInMs: number) => void;
-  /** Backoff bounds for failed attempts. Default 1 s to 60 s. */
+  /** Longest wait before the first retry of a failed attempt, in ms; doubles per failure. Default 1000. */
   retryInitialMs?: number;
+  /** Longest wait between retries, in ms. Default 60000. */
   retryMaxMs?: number;
   /** Keep the process alive while started (default true). */
   keepAlive?: boolean;
@@ -66,6 +72,7 @@ export interface SvidRotatorOptions {
 
 /** Keeps one SVID current until stopped. */
 export class SvidRotator {
+  /** The identity this rotator keeps. */
   readonly id: SpiffeId;
   #options: SvidRotatorOptions;
   #current?: HeldSvid;
@@ -75,6 +82,7 @@ export class SvidRotator {
   readonly #backoff: Backoff;
   #release?: () => void;
 
+  /** Checks the ID and the credential (an unset token throws here); sends nothing before `start()`. */
   constructor(options: SvidRotatorOptions) {
     this.id = SpiffeId.from(options.id);
     // An unset token fails here, naming what is missing, not at the first request.

@@ -1,6 +1,6 @@
 /**
  * From a {@link CaConfig} to the server's parts: the store, the key manager, the first
- * authority (`ca init`), a rotation, and the authenticators. Shared by the CLI and `npm start`.
+ * authority (`ca init`), a rotation, and the authenticators. Shared by the CLI, `npm run ca` and `npm start`.
  *
  * @module
  */
@@ -146,7 +146,15 @@ export async function buildAuthenticators(
       }),
     );
   }
-  list.push(new MtlsAuthenticator({ authorities, store, nodeWorkloads, admins: config.admins }));
+  list.push(
+    new MtlsAuthenticator({
+      authorities,
+      store,
+      nodeWorkloads,
+      confirmNodeWorkload: kubernetes?.pods?.confirmNodeWorkload,
+      admins: config.admins,
+    }),
+  );
   return list;
 }
 

@@ -22,6 +22,7 @@ import {
   type SecureContextOptions,
   type Server as TlsServer,
 } from "node:tls";
+import { createServer as createNetServer } from "node:net";
 import { getRequestListener, type HttpBindings, serve } from "@hono/node-server";
 import { encodePem, MeshAuthError } from "../mod.ts";
 import type { TLSSocket } from "node:tls";
@@ -159,7 +160,7 @@ export class ListenError extends MeshAuthError {
   }
 }
 
-function listenError(err: unknown, options: ListenOptions): unknown {
+function listenError(err: unknown, options: Pick<ListenOptions, "host" | "port">): unknown {
   const code = (err as { code?: string })?.code;
   const message = String((err as Error)?.message ?? err);
   if (code === "EADDRINUSE" || /EADDRINUSE|address already in use|in use/i.test(message)) {
@@ -183,6 +184,25 @@ function listenError(err: unknown, options: ListenOptions): unknown {
     });
   }
   return err;
+}
+
+/**
+ * Fails as {@link listen} would when `host:port` cannot be taken (in use, privileged, not an
+ * address of this machine), so that a server can say so before it opens or writes anything;
+ * the port is released at once. Port 0 always can be.
+ */
+export async function checkListenAddress(host: string, port: number): Promise<void> {
+  if (port === 0) return;
+  const probe = createNetServer();
+  try {
+    await new Promise<void>((resolve, reject) => {
+      probe.once("error", reject);
+      probe.listen({ host, port, exclusive: true }, resolve);
+    });
+  } catch (err) {
+    throw listenError(err, { host, port });
+  }
+  await new Promise((resolve) => probe.close(resolve));
 }
 
 /** Serves `app` as `options` ask, on whichever runtime this is. */

@@ -22,7 +22,13 @@ import { createCsr, exportPrivateKeyPem, generateKeyPair, renewalTime, SpiffeId 
 import { createCaApp } from "./app.ts";
 import type { Authorities } from "./authorities.ts";
 import { type CaConfig, isLoopback } from "./config.ts";
-import { clientAddress, clientCertificate, listen, type Listener } from "./http-listener.ts";
+import {
+  checkListenAddress,
+  clientAddress,
+  clientCertificate,
+  listen,
+  type Listener,
+} from "./http-listener.ts";
 import { jsonLogger, type Logger } from "../internal/mod.ts";
 import { CaMetrics } from "./metrics.ts";
 import { WorkerGroup } from "./process-group.ts";
@@ -49,6 +55,11 @@ export interface RunningCaServer {
   authorities: Authorities;
   /** The open store. */
   store: CaStore;
+  /**
+   * Reads the key manager's authorities again now (they are also read every 30 s): a root
+   * added by `meshauth ca rotate` is published at once. `meshauth ca serve` does this on SIGHUP.
+   */
+  reloadAuthorities(): Promise<void>;
   /** Stops accepting connections, ends open ones and closes the store. */
   close(): Promise<void>;
 }
@@ -133,6 +144,15 @@ async function servingCredentials(
   };
 }
 
+/**
+ * Checks, opening nothing, what would stop {@link startCaServer} at once: no authority that
+ * signs now, and a listen address that cannot be taken.
+ */
+export async function checkCaCanStart(config: CaConfig): Promise<void> {
+  (await loadAuthorities(config, openKeyManager(config))).active();
+  await checkListenAddress(config.listen.host, config.listen.port);
+}
+
 /** Starts the CA from a configuration; the store and key manager must be initialised (`ca init`). */
 export async function startCaServer(
   config: CaConfig,
@@ -142,27 +162,25 @@ export async function startCaServer(
   if (config.listen.plainHttp && !isLoopback(config.listen.host)) {
     throw new Error(`plain HTTP is allowed only on loopback, not ${config.listen.host}`);
   }
+  // What an operator must fix (no authority, a port in use) is found before the store is
+  // opened (or created), so that it is the only thing the start prints.
+  const authorities = await loadAuthorities(config, openKeyManager(config));
+  authorities.active();
+  // A worker's socket is the primary's, which checked the address before forking.
+  if (!cluster.isWorker) await checkListenAddress(config.listen.host, config.listen.port);
   const store = await openStore(config, { logger });
-  let authorities: Authorities;
-  try {
-    authorities = await loadAuthorities(config, openKeyManager(config));
-    authorities.active();
-  } catch (err) {
-    await store.close();
-    throw err;
-  }
+  const metrics = options.metrics ?? new CaMetrics();
   let kubernetes: KubernetesIntegration | undefined;
   try {
     // Loaded only when asked for: @kubernetes/client-node is heavy to import.
     if (config.kubernetes?.api) {
       const { startKubernetesIntegration } = await import("./kubernetes/integration.ts");
-      kubernetes = await startKubernetesIntegration(config, { authorities, store, logger });
+      kubernetes = await startKubernetesIntegration(config, { authorities, store, logger, metrics });
     }
   } catch (err) {
     await store.close();
     throw err;
   }
-  const metrics = options.metrics ?? new CaMetrics();
   // A worker's limits and metrics are the whole CA's: the store's buckets when it shares them
   // across replicas (PostgreSQL), else the primary's; its metrics are reported with the others'.
   const group = cluster.isWorker ? new WorkerGroup(metrics) : undefined;
@@ -243,8 +261,9 @@ export async function startCaServer(
     await store.close();
     throw err;
   }
-  // Authorities added by `meshauth ca rotate` (or another replica) are picked up without a restart.
-  const reload = setInterval(async () => {
+  // Authorities added by `meshauth ca rotate` (or another replica) are picked up without a
+  // restart: every 30 s, and at once on reloadAuthorities() (SIGHUP to `meshauth ca serve`).
+  const reloadAuthorities = async () => {
     const before = authorities.bundlePem();
     try {
       await authorities.reload();
@@ -259,7 +278,8 @@ export async function startCaServer(
         logger.error("writing the trust bundle file failed", { path: trustBundlePath(config), error: err })
       );
     }
-  }, AUTHORITY_RELOAD_MS);
+  };
+  const reload = setInterval(reloadAuthorities, AUTHORITY_RELOAD_MS);
   reload.unref?.();
   const port = server.port;
   const url = `${config.listen.plainHttp ? "http" : "https"}://${urlHost(config.listen.host)}:${port}`;
@@ -281,6 +301,7 @@ export async function startCaServer(
     port,
     authorities,
     store,
+    reloadAuthorities,
     async close() {
       if (closed) return;
       closed = true;

@@ -2,7 +2,8 @@
  * Running the CA as a process: one server, or `workers` of them sharing the port through
  * `node:cluster` (the embedded store and PostgreSQL are both safe for several processes, and
  * the primary keeps the workers' rate limits and gathers their metrics: `process-group.ts`),
- * stopped cleanly on SIGINT and SIGTERM.
+ * stopped cleanly on SIGINT and SIGTERM. SIGHUP reads the authorities again at once (after
+ * `meshauth ca rotate`), in every worker.
  *
  * @module
  */
@@ -12,7 +13,7 @@ import { MeshAuthError } from "../mod.ts";
 import type { CaConfig } from "./config.ts";
 import type { Logger } from "../internal/mod.ts";
 import { servePrimaryGroup } from "./process-group.ts";
-import { type RunningCaServer, startCaServer } from "./server.ts";
+import { checkCaCanStart, type RunningCaServer, startCaServer } from "./server.ts";
 
 /**
  * Serves until a signal arrives. In the primary of a multi-worker setup, forks the workers
@@ -31,34 +32,48 @@ export async function runCaServer(
   try {
     server = await startCaServer(config, { logger });
   } catch (err) {
-    reportStartFailure(err, logger);
     process.exitCode = 1;
-    if (cluster.isWorker) process.exit(1);
+    if (cluster.isWorker) {
+      // The primary says it, once for all the workers that fail alike.
+      const send = process.send?.bind(process);
+      if (send) send({ startFailed: startFailureLine(err, logger) }, undefined, {}, () => process.exit(1));
+      else process.exit(1);
+      return;
+    }
+    console.error(`meshauth: ${startFailureLine(err, logger)}`);
     return;
   }
   if (cluster.isWorker) process.send?.({ listening: server.url });
   else await onListening?.(server.url);
-  const stop = async (signal: string) => {
-    logger.info("stopping", { signal });
-    await server.close().catch((err) => logger.error("error while stopping", { error: err }));
-    process.exit(0);
-  };
-  process.once("SIGINT", () => void stop("SIGINT"));
-  process.once("SIGTERM", () => void stop("SIGTERM"));
-  if (cluster.isWorker) process.once("disconnect", () => void stop("disconnect"));
+  let stopping: Promise<void> | undefined;
+  const stop = (signal: string) =>
+    stopping ??= (async () => {
+      logger.info("stopping", { signal });
+      await server.close().catch((err) => logger.error("error while stopping", { error: err }));
+      process.exit(0);
+    })();
+  // Handlers stay installed while the server stops: with `once`, a second Ctrl-C would find none
+  // and kill the process in the middle of its close.
+  process.on("SIGINT", () => void stop("SIGINT"));
+  process.on("SIGTERM", () => void stop("SIGTERM"));
+  process.on("SIGHUP", () => {
+    logger.info("reloading authorities", { signal: "SIGHUP" });
+    void server.reloadAuthorities();
+  });
+  // A worker, or a server its parent spawned with an IPC channel (npm start's mesh), stops
+  // when the channel closes: the parent is gone, however it ended.
+  if (cluster.isWorker || process.connected) process.once("disconnect", () => void stop("disconnect"));
 }
 
 /**
  * A start that fails for a reason the operator can fix (a port in use, a trust domain that
- * does not match the keys) is one line on stderr that says what to change; anything else is
+ * does not match the keys) is one line that says what to change; anything else is also
  * logged with its details.
  */
-function reportStartFailure(err: unknown, logger: Logger): void {
-  if (err instanceof MeshAuthError && err.code !== "ERR_MESHAUTH") {
-    console.error(`meshauth: ${err.message}`);
-    return;
-  }
+function startFailureLine(err: unknown, logger: Logger): string {
+  if (err instanceof MeshAuthError && err.code !== "ERR_MESHAUTH") return err.message;
   logger.error("CA server failed to start", { error: err });
+  return `the CA server failed to start: ${String((err as Error)?.message ?? err).split("\n")[0]}`;
 }
 
 async function runPrimary(
@@ -67,6 +82,8 @@ async function runPrimary(
   onListening?: (url: string) => void | Promise<void>,
 ): Promise<void> {
   let stopping = false;
+  // Each worker would find these alike; found here, they are said once, before any fork.
+  await checkCaCanStart(config);
   // The workers' shared rate-limit buckets and metrics live here.
   servePrimaryGroup(config.rateLimit, config.workers);
   const workers: Worker[] = [];
@@ -78,17 +95,26 @@ async function runPrimary(
       for (let i = 0; i < count; i++) {
         const worker = cluster.fork(env);
         workers.push(worker);
-        worker.on("message", (message: { listening?: string }) => {
+        let startFailure: string | undefined;
+        worker.on("message", (message: { listening?: string; startFailed?: string }) => {
+          if (message?.startFailed) startFailure = message.startFailed;
           if (!message?.listening) return;
           listening++;
           if (++started === count) resolve(message.listening);
         });
         worker.on("exit", (code) => {
           if (stopping) return;
-          logger.error("CA worker exited", { pid: worker.process.pid, code });
           if (listening < config.workers) {
-            reject(new Error(`a CA worker exited with code ${code} while starting`));
+            // Every worker fails alike (they share the configuration): the first says why,
+            // and the others, stopped with it, say nothing. Its reason may still be on the
+            // way when its exit is seen: the channel closes after the last message.
+            stopping = true;
+            const fail = () =>
+              reject(new Error(startFailure ?? `a CA worker exited with code ${code} while starting`));
+            if (worker.isConnected()) worker.once("disconnect", fail);
+            else fail();
           } else {
+            logger.error("CA worker exited", { pid: worker.process.pid, code });
             stopping = true;
             for (const w of workers) w.kill("SIGTERM");
             process.exitCode = 1;
@@ -112,7 +138,10 @@ async function runPrimary(
     for (const w of workers) w.kill("SIGTERM");
     throw err;
   }
+  let isStopRequested = false;
   const stop = (signal: string) => {
+    if (isStopRequested) return;
+    isStopRequested = true;
     stopping = true;
     logger.info("stopping workers", { signal });
     for (const w of workers) w.kill("SIGTERM");
@@ -122,6 +151,9 @@ async function runPrimary(
       if (Object.keys(cluster.workers ?? {}).length === 0) process.exit(0);
     });
   };
-  process.once("SIGINT", () => stop("SIGINT"));
-  process.once("SIGTERM", () => stop("SIGTERM"));
+  process.on("SIGINT", () => stop("SIGINT"));
+  process.on("SIGTERM", () => stop("SIGTERM"));
+  process.on("SIGHUP", () => {
+    for (const w of workers) if (!w.isDead()) w.process.kill("SIGHUP");
+  });
 }

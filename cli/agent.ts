@@ -8,6 +8,10 @@
 
 import { setFlagsFromString } from "node:v8";
 import { AGENT_ENV_OVERRIDES, type AgentConfig, loadAgentConfig } from "../agent/config.ts";
+import { formatAddress } from "../agent/proxy/address.ts";
+import { ListenerPolicy } from "../agent/proxy/policy-files.ts";
+import type { WorkloadProblem, WorkloadSpec } from "../agent/sources/source.ts";
+import { jsonLogger } from "../internal/mod.ts";
 import { isHelp, parseFlags, reportCliError, UsageError } from "./args.ts";
 
 const HELP = `usage: meshauth agent --config <file> [options]
@@ -16,23 +20,83 @@ Runs the node agent: gets the node's identity with a join token (meshauth ca tok
 --node <name>) or, on Kubernetes, its projected service-account token, then a certificate for
 every workload on the node (static in the file, drop-in files in workloadsDir, annotated pods
 of the node, and CSI volumes of driver meshauth.io), written into each workload's directory
-and renewed. Serves /healthz, /readyz and /metrics on 127.0.0.1:8444. Stops on SIGTERM or
-SIGINT.
+and renewed; with a proxy: section, fronts them with the mutual-TLS proxy. Serves /healthz,
+/readyz and /metrics (the agent's and the proxy's) on 127.0.0.1:8444, and with
+listen.statusPage: true the live status page at /. Stops on SIGTERM or SIGINT.
 
 Options:
   --config <file>   YAML or JSON configuration (every key: docs/agent.md)
-  --check           validate the configuration and the workload entries, print them, exit
-                    (1 when an entry is skipped)
+  --check           validate the configuration and the workload entries (the drop-in files
+                    included), print them, exit (1 when an entry is skipped)
   --help            this text
 Environment overrides: ${Object.keys(AGENT_ENV_OVERRIDES).join(", ")}`;
 
-function describe(config: AgentConfig): string {
-  const lines = [
-    `configuration is valid: node ${config.node.name} of ${config.trustDomain}, CA ${config.ca.url}`,
-    `state directory ${config.stateDir}; status port ${config.listen.host}:${config.listen.port}`,
-    ...config.workloads.map((w) => `  workload ${w.name}: ${w.spiffeId} -> ${w.directory} (${w.layout})`),
+/** The drop-in files of `workloadsDir` as the agent reads them at start: entries and problems. */
+async function readDropIns(
+  config: AgentConfig,
+): Promise<{ workloads: readonly WorkloadSpec[]; problems: WorkloadProblem[] }> {
+  const found: { workloads: readonly WorkloadSpec[]; problems: WorkloadProblem[] } = {
+    workloads: [],
+    problems: [],
+  };
+  if (!config.workloadsDir) return found;
+  const { DirectorySource } = await import("../agent/sources/directory.ts");
+  const source = new DirectorySource({
+    directory: config.workloadsDir,
+    trustDomain: config.trustDomain,
+    defaults: config.workloadDefaults,
+  });
+  await source.start({
+    replace: (_source, workloads) => void (found.workloads = workloads),
+    problem: (problem) => void found.problems.push(problem),
+    delivered: () => Promise.resolve(),
+  });
+  await source.stop();
+  return found;
+}
+
+/** What `--check` prints; its first line says whether the configuration is valid, as the exit code does. */
+async function describe(config: AgentConfig): Promise<{ text: string; isValid: boolean }> {
+  const dropIns = await readDropIns(config);
+  const problems = [...config.workloadProblems, ...dropIns.problems];
+  // The proxy's policy files, read as the agent reads them at start (which a bad one refuses).
+  const policyProblems: string[] = [];
+  for (const inbound of config.proxy?.inbound ?? []) {
+    await ListenerPolicy.load({
+      listener: inbound.name,
+      files: inbound.policies,
+      protocol: inbound.protocol,
+      defaultAction: inbound.defaultAction,
+    }).catch((err: Error) => policyProblems.push(`  inbound ${inbound.name}: ${err.message}`));
+  }
+  const where = `node ${config.node.name} of ${config.trustDomain}, CA ${config.ca.url}`;
+  const why = [
+    ...(problems.length > 0
+      ? [`${problems.length} workload entr${problems.length === 1 ? "y is" : "ies are"} skipped`]
+      : []),
+    ...(policyProblems.length > 0
+      ? [
+        `${policyProblems.length} listener${
+          policyProblems.length === 1 ? "'s" : "s'"
+        } policies cannot be used`,
+      ]
+      : []),
   ];
-  if (config.workloadsDir) lines.push(`  and the drop-in files in ${config.workloadsDir}`);
+  const lines = [
+    why.length === 0
+      ? `configuration is valid: ${where}`
+      : `configuration is not valid: ${why.join(", ")} (below); ${where}`,
+    ...policyProblems,
+    `state directory ${config.stateDir}; status port ${config.listen.host}:${config.listen.port}`,
+    ...[...config.workloads, ...dropIns.workloads].map((w) =>
+      `  workload ${w.name}: ${w.spiffeId} -> ${w.directory} (${w.layout})${
+        w.origin.file ? ` from ${w.origin.file}` : ""
+      }`
+    ),
+  ];
+  if (config.workloadsDir) {
+    lines.push(`  and the drop-in files in ${config.workloadsDir}, read again as they change`);
+  }
   const k8s = config.kubernetes;
   if (k8s?.pods.enabled) {
     lines.push(`  and the annotated pods of node ${config.node.name}, in ${k8s.pods.directory}`);
@@ -40,10 +104,29 @@ function describe(config: AgentConfig): string {
   if (k8s?.csi.enabled) {
     lines.push(`  and the CSI volumes of driver ${k8s.csi.driverName}, served on ${k8s.csi.socket}`);
   }
-  for (const p of config.workloadProblems) {
+  if (config.proxy) {
+    for (const l of config.proxy.inbound) {
+      lines.push(
+        `  inbound ${l.name}: ${formatAddress(l.listen)} (mutual TLS as ${l.workload}) -> ${
+          formatAddress(l.forward)
+        }`,
+      );
+    }
+    for (const l of config.proxy.outbound) {
+      lines.push(
+        `  outbound ${l.name}: ${
+          formatAddress(l.listen)
+        } -> ${l.upstream.host}:${l.upstream.port} as ${l.workload}, served by ${l.allowedIds.join(", ")}`,
+      );
+    }
+  }
+  if (config.listen.statusPage) {
+    lines.push(`  status page: http://${config.listen.host}:${config.listen.port}/`);
+  }
+  for (const p of problems) {
     lines.push(`  skipped ${[p.file, p.field].filter(Boolean).join(" ")}: ${p.message}`);
   }
-  return lines.join("\n");
+  return { text: lines.join("\n"), isValid: why.length === 0 };
 }
 
 /**
@@ -85,27 +168,34 @@ export async function runAgentCommand(args: string[]): Promise<number> {
     }
     const config = await loadAgentConfig({ path: values.config, env: process.env });
     if (values.check) {
-      console.log(describe(config));
-      return config.workloadProblems.length ? 1 : 0;
+      const { text, isValid } = await describe(config);
+      console.log(text);
+      return isValid ? 0 : 1;
     }
     keepYoungGenerationSmall();
     const { startAgentDaemon } = await import("../agent/daemon.ts");
     // Signals are handled from the start. A stop before the agent runs (a node bootstrapping
     // against a CA that does not answer yet) exits at once: every file it writes is replaced
     // atomically, so an exit at any moment is as safe as it is after a SIGKILL.
+    const logger = jsonLogger({ level: config.log.level });
     let running: Awaited<ReturnType<typeof startAgentDaemon>> | undefined;
     let stopped!: () => void;
     const isStopped = new Promise<void>((resolve) => stopped = resolve);
-    const stop = () => {
+    const stop = (signal: NodeJS.Signals) => {
       process.off("SIGTERM", stop);
       process.off("SIGINT", stop);
-      if (running) void running.close().then(stopped);
-      else process.exit(0);
+      if (running) {
+        void running.close().then(stopped);
+      } else {
+        // The same last line as a stop once running: an operator sees that it stopped cleanly.
+        logger.info("stopped", { signal, whileStarting: true });
+        process.exit(0);
+      }
     };
     process.on("SIGTERM", stop);
     process.on("SIGINT", stop);
     try {
-      running = await startAgentDaemon(config);
+      running = await startAgentDaemon(config, { logger });
     } catch (err) {
       process.off("SIGTERM", stop);
       process.off("SIGINT", stop);

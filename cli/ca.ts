@@ -56,7 +56,8 @@ Creates the CA's first authority in the key directory, unless one exists.
 ${COMMON}`,
   serve: `usage: meshauth ca serve [options]
 
-Serves the API (TLS on 127.0.0.1:8443 by default). Stops on SIGINT or SIGTERM.
+Serves the API (TLS on 127.0.0.1:8443 by default). Stops on SIGINT or SIGTERM; SIGHUP
+reads the key directory again at once (a root added by "meshauth ca rotate" is published).
 ${COMMON}`,
   revoke: `usage: meshauth ca revoke (--serial <hex> | --spiffe-id <id>) --reason <reason> [options]
 
@@ -88,12 +89,12 @@ Prints the private key of one authority as PKCS#8 PEM.
 ${COMMON}`,
 };
 
-/** Running servers reload authorities every 30 s: a shorter overlap publishes and signs at once. */
+/** Running servers reload authorities every 30 s (or on SIGHUP): a short overlap leaves clients no time. */
 function warnShortOverlap(seconds: number): void {
   if (seconds < 60) {
     console.error(
-      `meshauth: warning: servers pick up a new authority within 30 s, so an overlap of ${seconds}s leaves ` +
-        "clients little or no time to fetch its root before it signs",
+      `meshauth: warning: servers pick up a new authority within 30 s (at once on SIGHUP), so an overlap of ` +
+        `${seconds}s leaves clients little or no time to fetch its root before it signs`,
     );
   }
 }
@@ -104,6 +105,21 @@ function positiveInt(value: string | undefined, name: string): number | undefine
     throw new UsageError(`${name} must be a positive whole number`);
   }
   return Number(value);
+}
+
+/** A word as a POSIX shell reads it back: as it is when plain, else single-quoted. */
+function shellWord(word: string): string {
+  return /^[\w./:=@%+,-]+$/.test(word) ? word : `'${word.replaceAll("'", `'\\''`)}'`;
+}
+
+/**
+ * The flags that chose this CA (` --config ca.yaml`, and `--trust-domain` where given), for
+ * the commands the CLI tells users to run next: without them a copied command would act on
+ * the default configuration.
+ */
+function sameCaFlags(values: { config?: string; "trust-domain"?: string }): string {
+  return (values.config === undefined ? "" : ` --config ${shellWord(values.config)}`) +
+    (values["trust-domain"] === undefined ? "" : ` --trust-domain ${shellWord(values["trust-domain"])}`);
 }
 
 async function configFrom(values: { config?: string; "trust-domain"?: string }): Promise<CaConfig> {
@@ -151,7 +167,9 @@ async function init(args: string[]): Promise<void> {
     await writeFile(values.csr, csr);
     console.log(
       `wrote ${values.csr} (key in ${values.csr}.key); have the offline root sign it as a CA, then run
-  meshauth ca init --chain <signed chain> --key ${values.csr}.key --bundle <root.pem>`,
+  meshauth ca init${sameCaFlags(values)} --chain <signed chain> --key ${
+        shellWord(`${values.csr}.key`)
+      } --bundle <root.pem>`,
     );
     return;
   }
@@ -208,7 +226,13 @@ async function init(args: string[]): Promise<void> {
   console.log(`created root ${record.id} for ${config.trustDomain}`);
   console.log(`  root certificate and key: ${config.keys.dir} (the key file is mode 0600; back it up)`);
   await reportTrustBundle(config, keyManager);
-  console.log(`next: meshauth ca serve${values.config ? ` --config ${values.config}` : ""}`);
+  // serve has no --trust-domain: the variable carries it.
+  const trustDomain = values["trust-domain"];
+  console.log(
+    `next: ${
+      trustDomain === undefined ? "" : `MESHAUTH_TRUST_DOMAIN=${shellWord(trustDomain)} `
+    }meshauth ca serve${sameCaFlags({ config: values.config })}`,
+  );
 }
 
 /** Writes `<dataDir>/bundle.pem` and says where it is. */
@@ -222,6 +246,16 @@ async function serve(args: string[]): Promise<void> {
   const { values } = parseFlags(args, commonOptions);
   if (values.help) return console.log(HELP.serve);
   const config = await configFrom(values);
+  // Checked before the server opens (and creates) the store, so a CA that was never set up
+  // is one line naming the command that sets it up.
+  const { openKeyManager } = await setup();
+  if ((await openKeyManager(config).list()).length === 0) {
+    throw new Error(
+      `no CA authority is configured (${config.keys.dir} holds none); run \`meshauth ca init${
+        sameCaFlags({ config: values.config })
+      }\``,
+    );
+  }
   const { runCaServer } = await import("../ca-server/workers.ts");
   await runCaServer(config, jsonLogger({ level: config.log.level }));
 }
@@ -374,8 +408,11 @@ async function rotate(args: string[]): Promise<void> {
     activeFrom,
   });
   console.log(
-    `added root ${record.id}; published now, signs from ${activeFrom.toISOString()}; running servers load it within 30 s.`,
+    `added root ${record.id}; published now, signs from ${activeFrom.toISOString()}; running servers load it within 30 s (at once on SIGHUP).`,
   );
+  // Clients that read the file get the new root now, not when a server next reloads (or never,
+  // with no server running).
+  await reportTrustBundle(config, keyManager);
 }
 
 async function exportKey(args: string[]): Promise<void> {

@@ -1,9 +1,9 @@
 /**
- * `npm start`: a development CA with no configuration. On first run it makes a root for the
+ * `npm run ca`: a development CA with no configuration. On first run it makes a root for the
  * trust domain `meshauth.local` in `./.meshauth/`; every run it serves TLS on
  * https://localhost:8443 (127.0.0.1 only), creates a single-use join token for the demo
  * identity and prints how to obtain a certificate with curl. `MESHAUTH_*` variables override
- * the defaults (see `meshauth ca serve --help`); `npm start -- --config ca.yaml` starts from a
+ * the defaults (see `meshauth ca serve --help`); `npm run ca -- --config ca.yaml` starts from a
  * configuration file (to place workloads on nodes for `meshauth agent`, say).
  *
  * @module
@@ -15,6 +15,7 @@ import { loadConfig } from "../ca-server/config.ts";
 import { jsonLogger } from "../internal/mod.ts";
 import { parseFlags, reportCliError } from "./args.ts";
 import { runCaServer } from "../ca-server/workers.ts";
+import { checkListenAddress } from "../ca-server/http-listener.ts";
 import { initRoot, openKeyManager, openStore, trustBundlePath } from "../ca-server/from-config.ts";
 
 /** The shell commands that get a certificate for `spiffeId` with `token` from `url`, into files. */
@@ -39,7 +40,7 @@ async function main(): Promise<void> {
     help: { type: "boolean" },
   });
   if (values.help) {
-    console.log(`usage: npm start [-- --config <file>]
+    console.log(`usage: npm run ca [-- --config <file>]
 
 A development CA: a root for meshauth.local in ./.meshauth on first run, TLS on https://127.0.0.1:8443.
   --config <file>   a CA configuration (docs/ca-server.md), e.g. with nodes: for meshauth agent`);
@@ -49,6 +50,8 @@ A development CA: a root for meshauth.local in ./.meshauth on first run, TLS on 
   const logger = jsonLogger({ level: config.log.level });
   if (cluster.isWorker) return await runCaServer(config, logger);
 
+  // A port in use is said before a first run makes its root: a start that fails writes nothing.
+  await checkListenAddress(config.listen.host, config.listen.port);
   const keyManager = openKeyManager(config);
   if ((await keyManager.list()).length === 0) {
     const record = await initRoot(config, keyManager);

@@ -127,6 +127,7 @@ export async function loadConfigFile<T>(
  * each bad one and answering the fallback, so that validation goes on and reports them all.
  */
 export class FieldReader {
+  /** Every problem found so far, one line each, as `path: what was wrong`. */
   readonly problems: string[] = [];
   /**
    * Relative paths written in the file resolve against `fileDir`; defaults and the fields in

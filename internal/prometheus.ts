@@ -39,22 +39,49 @@ interface Metric {
   render(lines: string[]): void;
 }
 
-/** A value that only goes up, per label set. */
+/**
+ * A value that only goes up, per label set. With `labelNames`, a series is found from its
+ * values in that order (cheap enough for a counter bumped on every connection) and written
+ * with its labels in that order, whatever order the caller gave them in.
+ */
 export class Counter implements Metric {
   readonly #values = new Map<string, { labels: Labels; value: number }>();
-  constructor(readonly name: string, readonly help: string) {}
+  constructor(readonly name: string, readonly help: string, readonly labelNames?: readonly string[]) {}
+
+  #key(labels: Labels): string {
+    if (!this.labelNames) return labelText(labels);
+    let key = "";
+    for (const name of this.labelNames) key += `${labels[name] ?? ""}\u0000`;
+    return key;
+  }
 
   /** Adds `amount` (default 1) to the series of `labels`. */
   inc(labels: Labels = {}, amount = 1): void {
-    const key = labelText(labels);
+    const key = this.#key(labels);
     const series = this.#values.get(key);
     if (series) series.value += amount;
-    else this.#values.set(key, { labels, value: amount });
+    else this.#values.set(key, { labels: this.#ordered(labels), value: amount });
+  }
+
+  #ordered(labels: Labels): Labels {
+    if (!this.labelNames) return labels;
+    const ordered: Labels = {};
+    for (const name of this.labelNames) ordered[name] = labels[name] ?? "";
+    return ordered;
   }
 
   /** The current value of one series (0 if never incremented). */
   value(labels: Labels = {}): number {
-    return this.#values.get(labelText(labels))?.value ?? 0;
+    return this.#values.get(this.#key(labels))?.value ?? 0;
+  }
+
+  /** The sum over every series whose labels include `match`. */
+  sum(match: Labels = {}): number {
+    let total = 0;
+    for (const { labels, value } of this.#values.values()) {
+      if (Object.entries(match).every(([k, v]) => labels[k] === v)) total += value;
+    }
+    return total;
   }
 
   render(lines: string[]): void {
@@ -137,9 +164,9 @@ export class Histogram implements Metric {
 export class MetricsRegistry {
   readonly #metrics: Metric[] = [];
 
-  /** A new counter. */
-  counter(name: string, help: string): Counter {
-    return this.#add(new Counter(name, help));
+  /** A new counter; `labelNames` fixes its labels and their order (see {@link Counter}). */
+  counter(name: string, help: string, labelNames?: readonly string[]): Counter {
+    return this.#add(new Counter(name, help, labelNames));
   }
 
   /** A new gauge read from `collect` at every scrape. */

@@ -7,9 +7,10 @@
  * Run: node --import tsx scripts/conformance-openssl.ts
  */
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { readLimboSuiteOrExit } from "./limbo-suite.ts";
 
 interface LimboCase {
   id: string;
@@ -24,8 +25,7 @@ interface LimboCase {
   crls: string[] | null;
 }
 
-const suiteUrl = new URL("../../shared/conformance/x509-limbo/limbo-dev.json", import.meta.url);
-const suite = JSON.parse(readFileSync(suiteUrl, "utf8")) as { testcases: LimboCase[] };
+const suite = readLimboSuiteOrExit<{ testcases: LimboCase[] }>();
 const dir = mkdtempSync(join(tmpdir(), "meshauth-limbo-openssl-"));
 const version = spawnSync("openssl", ["version"], { encoding: "utf8" }).stdout.trim();
 const table = new Map<string, { cases: number; passed: number; falseAccepts: number }>();

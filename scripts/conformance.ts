@@ -7,10 +7,11 @@
  *
  * Run: npm run conformance [-- --verbose] [-- --only=substring]
  */
-import { readFileSync, writeFileSync } from "node:fs";
+import { writeFileSync } from "node:fs";
 import { verifyChain } from "../lib/verify/chain.ts";
 import { VerificationError } from "../lib/errors.ts";
 import { skipReasonOf } from "./conformance-skips.ts";
+import { readLimboSuiteOrExit } from "./limbo-suite.ts";
 
 /** Regressions below this share of applicable cases passing fail the run. */
 const PASS_RATE_FLOOR = 0.97;
@@ -42,11 +43,10 @@ interface CaseResult {
   falseAccept?: boolean;
 }
 
-const suiteUrl = new URL("../../shared/conformance/x509-limbo/limbo-dev.json", import.meta.url);
 const args = process.argv.slice(2);
 const verbose = args.includes("--verbose");
 const only = args.find((a) => a.startsWith("--only="))?.slice(7);
-const suite = JSON.parse(readFileSync(suiteUrl, "utf8")) as { testcases: LimboCase[] };
+const suite = readLimboSuiteOrExit<{ testcases: LimboCase[] }>();
 
 async function run(c: LimboCase, ignoreSkips = false): Promise<CaseResult> {
   const result: CaseResult = { id: c.id, expected: c.expected_result, outcome: "skip" };

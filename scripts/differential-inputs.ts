@@ -21,6 +21,7 @@ import { join } from "node:path";
 import * as peculiar from "@peculiar/x509";
 import { CertificateAuthority, createCsr, generateKeyPair, SpiffeId } from "../mod.ts";
 import { decodePem } from "../lib/pem.ts";
+import { readLimboSuite } from "./limbo-suite.ts";
 
 const root = new URL("..", import.meta.url).pathname;
 
@@ -54,9 +55,7 @@ export async function currentInputs(makeMissing = false): Promise<DifferentialIn
     if (!seen.has(key)) inputs.push({ kind, origin, der });
     seen.add(key);
   };
-  const limbo = JSON.parse(
-    readFileSync(join(root, "../shared/conformance/x509-limbo/limbo-dev.json"), "utf8"),
-  ) as {
+  const limbo = readLimboSuite<{
     testcases: Array<
       {
         peer_certificate: string;
@@ -65,7 +64,7 @@ export async function currentInputs(makeMissing = false): Promise<DifferentialIn
         crls: string[] | null;
       }
     >;
-  };
+  }>();
   for (const c of limbo.testcases) {
     for (const pem of [c.peer_certificate, ...c.trusted_certs, ...c.untrusted_intermediates]) {
       for (const block of decodePem(pem)) add("certificate", "x509-limbo", block.der);

@@ -18,7 +18,7 @@ Runs, in order: ${steps().map((s) => s.name).join(", ")}.
 --long runs the fault tests' long variant (at least 200 kill points per component; what
 \`npm run test:faults\` does: node scripts/test.mjs --only=system,faults --long).
 System packages the tests need (openssl, curl, postgresql, redis-server, redis-tools,
-stunnel4, haproxy, wrk, faketime) are installed with apt-get when
+stunnel4, haproxy, wrk, faketime, chromium) are installed with apt-get when
 missing and running as root; otherwise the missing ones are named and the run stops.
 The extra runtimes (Node 24, Deno, Bun, workerd) are installed on first use into
 tests/runtimes/node_modules from tests/runtimes/package-lock.json. With CI=true a runtime
@@ -162,6 +162,9 @@ function ensureSystemPackages() {
   if (!have("stunnel4")) missing.push("stunnel4");
   if (!have("haproxy")) missing.push("haproxy");
   if (!have("wrk")) missing.push("wrk");
+  // npm start's status page is checked in a real headless browser: Debian's, driven by
+  // playwright-core, which downloads nothing.
+  if (!existsSync("/usr/bin/chromium")) missing.push("chromium");
   if (missing.length === 0) return 0;
   if (process.getuid?.() !== 0) {
     console.error(

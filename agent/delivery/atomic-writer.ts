@@ -40,13 +40,17 @@ export { DeliveryFailed, DeliveryRefused };
 export interface PayloadFile {
   /** A plain name: no `/`, not starting with `..`. */
   name: string;
+  /** What the file holds; a string is written as UTF-8. */
   content: string | Uint8Array;
+  /** Permission bits, e.g. `0o600`; set exactly (the umask does not narrow them). */
   mode: number;
 }
 
 /** Who owns the files (the directories stay the agent's); unset fields keep the agent's own. */
 export interface FileOwner {
+  /** Numeric user ID the files are given to (the workload's); the agent's when unset. */
   uid?: number;
+  /** Numeric group ID the files are given to; the agent's when unset. */
   gid?: number;
 }
 

@@ -13,20 +13,22 @@ import { MeshAuthError } from "../../mod.ts";
  * group or others; or a visible name in it is a file the agent did not make.
  */
 export class DeliveryRefused extends MeshAuthError {
-  static override code = "ERR_DELIVERY_REFUSED";
-  override name = "DeliveryRefused";
-  override code = DeliveryRefused.code;
+  /** Stable code of this class: `ERR_DELIVERY_REFUSED`. */
+  static override code: string = "ERR_DELIVERY_REFUSED";
+  /** `directory` is where delivery was asked for; `reason` names the path and what is unsafe about it. */
   constructor(readonly directory: string, reason: string) {
     super(`refusing to deliver into ${directory}: ${reason}`);
+    this.name = "DeliveryRefused";
   }
 }
 
 /** Writing a generation failed (full disk, no permission...); the previous files are in place. */
 export class DeliveryFailed extends MeshAuthError {
-  static override code = "ERR_DELIVERY_FAILED";
-  override name = "DeliveryFailed";
-  override code = DeliveryFailed.code;
+  /** Stable code of this class: `ERR_DELIVERY_FAILED`. */
+  static override code: string = "ERR_DELIVERY_FAILED";
+  /** `causeCode` is the system error's code (`ENOSPC`, `EACCES`...), if there was one. */
   constructor(readonly directory: string, readonly causeCode: string | undefined, reason: string) {
     super(`writing into ${directory} failed, previous files kept: ${reason}`);
+    this.name = "DeliveryFailed";
   }
 }

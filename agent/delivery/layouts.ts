@@ -19,8 +19,11 @@ export type LayoutName = typeof LAYOUT_NAMES[number];
 
 /** File names of one layout. */
 export interface FileLayout {
+  /** File name of the certificate chain, leaf first (mode 0644). */
   certificateChain: string;
+  /** File name of the private key, PKCS#8 PEM (mode {@link DeliveryOptions.keyFileMode}). */
   privateKey: string;
+  /** File name of the trust domain's roots (mode 0644). */
   trustBundle: string;
 }
 
@@ -36,6 +39,7 @@ export const LAYOUTS: Readonly<Record<LayoutName, Readonly<FileLayout>>> = {
 
 /** How a workload wants its files. */
 export interface DeliveryOptions {
+  /** Which file names to use: `istio` (the default in configuration) or `spiffe-helper`. */
   layout: LayoutName;
   /** Mode of the key file and of the combined file. */
   keyFileMode: number;
@@ -45,8 +49,11 @@ export interface DeliveryOptions {
 
 /** What is delivered: a certificate chain, its key, and the trust bundle to verify peers with. */
 export interface Credentials {
+  /** The leaf first, then any intermediates, as PEM. */
   certificateChainPem: string;
+  /** The workload's private key, PKCS#8 PEM. */
   privateKeyPem: string;
+  /** The roots to verify peers with, as PEM. */
   trustBundlePem: string;
 }
 

@@ -20,6 +20,7 @@ export interface BackoffOptions {
 /** Counts consecutive failures and answers how long to wait before the next attempt. */
 export class Backoff {
   #failures = 0;
+  /** Starts with no failures counted; `options` are read at each {@link next}. */
   constructor(readonly options: BackoffOptions = {}) {}
 
   /** Consecutive failures so far. */

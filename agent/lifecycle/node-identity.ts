@@ -46,9 +46,13 @@ export interface NodeIdentityOptions {
 
 /** The agent could not obtain its node identity and cannot without an operator. */
 export class NodeBootstrapFailed extends MeshAuthError {
-  static override code = "ERR_NODE_BOOTSTRAP_FAILED";
-  override name = "NodeBootstrapFailed";
-  override code = NodeBootstrapFailed.code;
+  /** Stable code of this class: `ERR_NODE_BOOTSTRAP_FAILED`. */
+  static override code: string = "ERR_NODE_BOOTSTRAP_FAILED";
+  /** `message` names the node's SPIFFE ID and why it cannot be had (the CA refused, or no join token). */
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "NodeBootstrapFailed";
+  }
 }
 
 /** Holds and renews the node's SVID. */
@@ -194,9 +198,10 @@ export class NodeIdentity {
     try {
       svid = await this.#request(credential);
     } catch (err) {
-      // A refused node SVID (revoked): a reusable or new token still gets the node back.
+      // A refused node SVID (revoked): a reusable or new token still gets the node back. With
+      // no token to be had, the refusal is what the operator needs to hear.
       const token = !useToken && causeOf(err).startsWith("ERR_CLIENT_CERT")
-        ? await this.#o.bootstrapToken()
+        ? await this.#o.bootstrapToken().catch(() => undefined)
         : undefined;
       if (!token) throw err;
       this.#o.logger.warn("the CA refused the node SVID; bootstrapping again with the join token", {

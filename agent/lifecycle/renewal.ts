@@ -12,7 +12,9 @@ import { type RenewalOptions, renewalTime } from "../../mod.ts";
 
 /** What renewal needs of a held certificate. */
 export interface RenewableCertificate {
+  /** The certificate's notBefore, on the CA's clock (backdated by the CA). */
   notBefore: Date;
+  /** The certificate's notAfter, on the CA's clock. */
   expiresAt: Date;
   /** When it was received; unknown for records stored before the agent kept it. */
   obtainedAt?: Date;

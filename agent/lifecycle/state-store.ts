@@ -25,27 +25,34 @@ import type { HeldSvid } from "../issuance.ts";
 
 /** The state directory cannot be used. */
 export class StateDirectoryUnsafe extends MeshAuthError {
-  static override code = "ERR_STATE_DIRECTORY_UNSAFE";
-  override name = "StateDirectoryUnsafe";
-  override code = StateDirectoryUnsafe.code;
+  /** Stable code of this class: `ERR_STATE_DIRECTORY_UNSAFE`. */
+  static override code: string = "ERR_STATE_DIRECTORY_UNSAFE";
+  /** `reason` completes "the state directory <directory> ...": what is wrong with it. */
   constructor(readonly directory: string, reason: string) {
     super(`the state directory ${directory} ${reason}`);
+    this.name = "StateDirectoryUnsafe";
   }
 }
 
 /** A workload's stored SVID, and where its files were delivered. */
 export interface WorkloadRecord {
+  /** The workload's name, unique on this node (its `WorkloadSpec.name`); names the record's file. */
   name: string;
+  /** Where its files were delivered: a restarted agent clears it if the workload moved or went. */
   directory: string;
   /** The algorithm of the stored key (a changed setting means a new key). */
   keyAlgorithm?: KeyAlgorithm;
+  /** The SVID and its private key, as last issued. */
   svid: HeldSvid;
 }
 
 /** The trust bundle as last fetched. */
 export interface TrustRecord {
+  /** The roots, as PEM. */
   bundlePem: string;
+  /** The CA's `ETag` for it, sent back as `If-None-Match` so an unchanged bundle costs no body. */
   etag?: string;
+  /** The CA's `SPIFFE-Bundle-Sequence`, which grows each time the set of roots changes. */
   sequence?: number;
 }
 
@@ -106,6 +113,7 @@ function revive(value: unknown, trustBundlePem?: string): HeldSvid | undefined {
 
 /** The agent's records on disk. */
 export class StateStore {
+  /** `directory` is the state directory; nothing is touched until {@link StateStore.open}. */
   constructor(readonly directory: string) {}
 
   /**

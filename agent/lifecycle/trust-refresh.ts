@@ -37,6 +37,9 @@ export interface HeldCertificate {
   expiresAt: Date;
 }
 
+/** Authorities followed for peers' sake at most (a trust domain has a few at a time). */
+export const MAX_PEER_AUTHORITIES = 16;
+
 /** Options of {@link TrustRefresher}. */
 export interface TrustRefresherOptions {
   client: CaClient;
@@ -71,6 +74,9 @@ export class TrustRefresher {
   #etag?: string;
   #sequence?: number;
   readonly #crls = new Map<string, HeldCrl>();
+  /** A peer's certificate per authority the agent holds nothing of, to follow its CRLs with. */
+  readonly #peerSamples = new Map<string, HeldCertificate>();
+  readonly #peerFetches = new Map<string, Promise<void>>();
   readonly #issuerIds = new WeakMap<HeldCertificate, Promise<string | undefined>>();
   #bundleTimer?: Timer;
   #crlTimer?: Timer;
@@ -121,6 +127,40 @@ export class TrustRefresher {
       }
     }
     this.#use(pem);
+  }
+
+  /**
+   * Follows the CRLs of the authority that issued a peer's chain, with the chain as the sample
+   * its CRL is checked against, and fetches them now (see `NodeAgent.fetchCrlsFor`). Unknown
+   * authorities, chains the bundle does not verify, and more than {@link MAX_PEER_AUTHORITIES}
+   * authorities are not followed: a peer cannot make the agent fetch without bound.
+   */
+  followPeer(chainPem: string): Promise<void> {
+    return (async () => {
+      const leaf = parseCertificates(chainPem)[0];
+      const id = await this.#findIssuerId(chainPem);
+      if (!leaf || !id) return;
+      // Only a chain of this trust domain, revocation aside, may have its authority followed.
+      await verifySvid(chainPem, this.bundle);
+      const pending = this.#peerFetches.get(id);
+      if (pending) return await pending;
+      const known = this.#peerSamples.get(id);
+      if (!known && this.#peerSamples.size >= MAX_PEER_AUTHORITIES) return;
+      if (!known || known.expiresAt < leaf.notAfter) {
+        this.#peerSamples.set(id, {
+          certificateChainPem: chainPem,
+          serialNumber: leaf.serialNumber,
+          expiresAt: leaf.notAfter,
+        });
+      }
+      const fetch = (async () => {
+        // A fetch under way may have started before this authority was followed.
+        await this.#crlFetch;
+        await this.refreshCrls();
+      })().finally(() => this.#peerFetches.delete(id));
+      this.#peerFetches.set(id, fetch);
+      await fetch;
+    })().catch(() => {});
   }
 
   /** True when a verified CRL held lists `serialNumber`. */
@@ -253,6 +293,11 @@ export class TrustRefresher {
       if (!id) continue;
       const sample = samples.get(id);
       if (!sample || sample.expiresAt < held.expiresAt) samples.set(id, held);
+    }
+    const now = Date.now();
+    for (const [id, peer] of this.#peerSamples) {
+      if (peer.expiresAt.getTime() <= now) this.#peerSamples.delete(id);
+      else if (!samples.has(id)) samples.set(id, peer);
     }
     let wait = this.#o.maxRefreshMs;
     let failed: unknown;

@@ -59,6 +59,8 @@ export interface LifecycleContext {
   onSvid: (credential: WorkloadCredential, svid: HeldSvid) => void;
   /** The workload's files changed (delivered, or removed). */
   onDelivered: (credential: WorkloadCredential) => void;
+  /** An issuance failed (it is retried on the backoff). */
+  onIssueFailed?: (credential: WorkloadCredential, cause: string, message: string) => void;
   /** The CA's clock, on which certificates' times are judged; this node's by default. */
   clock?: CaClock;
 }
@@ -345,6 +347,9 @@ export class WorkloadCredential {
     this.#lastFailure = undefined;
     this.#held = svid;
     this.#ctx.metrics.renewals.inc({ kind: "workload", reason });
+    // In-memory consumers (the proxy) hear of it as soon as svid() answers it, not an fsync later:
+    // until then a proxy would go on presenting the certificate it replaces, perhaps a revoked one.
+    this.#ctx.onSvid(this, svid);
     try {
       // Stored before delivery: after a crash in between, the restart delivers this one.
       await this.#ctx.state.saveWorkload({
@@ -360,7 +365,6 @@ export class WorkloadCredential {
         error: messageOf(err),
       });
     }
-    this.#ctx.onSvid(this, svid);
     await this.#deliver();
     this.#scheduleRenewal();
   }
@@ -392,6 +396,7 @@ export class WorkloadCredential {
     };
     if (refused) this.#ctx.logger.error("the CA refused the workload's certificate", fields);
     else this.#ctx.logger.warn("obtaining the workload's certificate failed", fields);
+    this.#ctx.onIssueFailed?.(this, cause, messageOf(err));
     this.#retryTimer = callAfter(wait, () => this.issueNow(reason));
   }
 

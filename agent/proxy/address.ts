@@ -15,6 +15,7 @@ export type SocketAddress = { host: string; port: number } | UnixAddress;
 
 /** A Unix domain socket; the permission fields apply to one a listener creates. */
 export interface UnixAddress {
+  /** The socket file's path; configuration resolves a relative one against the file's directory. */
   path: string;
   /** The socket file's mode (connecting needs write permission); default 0660. */
   mode?: number;

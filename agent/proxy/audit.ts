@@ -73,7 +73,7 @@ export interface AuditLogOptions {
 /** How often the file at the path is compared with the one open (rename, removal). */
 const REOPEN_CHECK_MS = 1000;
 
-/** Appends audit records to a file. */
+/** Appends audit records to a file, and hands each to the subscribers in this process. */
 export class AuditLog {
   #fd = -1;
   #isOpen = false;
@@ -81,6 +81,7 @@ export class AuditLog {
   #inode?: { dev: number; ino: number };
   #size = 0;
   #checkedAt = 0;
+  readonly #listeners = new Set<(record: AuditRecord) => void>();
   #pending: string[] = [];
   #pendingBytes = 0;
   #isWriting = false;
@@ -110,14 +111,29 @@ export class AuditLog {
 
   /** Opens (creating, mode 0640) for appending. */
   async open(): Promise<void> {
-    await mkdir(dirname(this.path), { recursive: true });
+    // A directory made here is the owner's alone: by default it is the agent's state
+    // directory, which must not be open to others (it holds keys).
+    await mkdir(dirname(this.path), { recursive: true, mode: 0o700 });
     this.#openFile();
     this.#isOpen = true;
+  }
+
+  /** Calls `listener` with every record appended from now on; answers a function that unsubscribes. */
+  subscribe(listener: (record: AuditRecord) => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
   }
 
   /** Queues one record. */
   append(record: AuditRecord): void {
     if (!this.#isOpen) return;
+    for (const listener of this.#listeners) {
+      try {
+        listener(record);
+      } catch {
+        // A subscriber's failure is its own: the record is written all the same.
+      }
+    }
     const line = `${JSON.stringify(record)}\n`;
     if (this.#pendingBytes + line.length > this.maxPendingBytes) {
       this.#dropped++;

@@ -46,42 +46,45 @@ export interface OutboundConfig {
 
 /** A TLS listener in front of one local service. */
 export interface InboundConfig {
+  /** The listener's name in logs, metrics and the audit log; unique among listeners. */
   name: string;
   /** The workload whose SVID the listener presents, and whose trust bundle verifies callers. */
   workload: string;
+  /** Where peers connect with mutual TLS: a TCP address (a bare port means `0.0.0.0`) or a Unix socket. */
   listen: SocketAddress;
   /** The local service: a TCP address or a Unix socket. */
   forward: SocketAddress;
+  /** Whether plain text is accepted beside mutual TLS; the section's `mode` when unset. */
   mode: ProxyMode;
-  /** `tcp` passes bytes; `http` parses HTTP/1.1 requests (method and path rules, XFCC, 403). */
+  /** `tcp` (the default) passes bytes; `http` parses HTTP/1.1 requests (method and path rules, XFCC, 403). */
   protocol: "tcp" | "http";
   /** Authorization policy files, in order. */
   policies: string[];
-  /** The decision when no ALLOW policy exists. */
+  /** The decision when no ALLOW policy exists. Default `DENY`. */
   defaultAction: "ALLOW" | "DENY";
 }
 
 /** Limits and timeouts that apply to every listener. */
 export interface ProxyLimits {
-  /** Open connections per listener; more are closed at accept. */
+  /** Open connections per listener; more are closed at accept. Default 10000. */
   maxConnections: number;
-  /** From accept to the first byte relayed: TLS handshake, verification, policy, connect. */
+  /** From accept to the first byte relayed: TLS handshake, verification, policy, connect. Default 10. */
   handshakeTimeoutSeconds: number;
-  /** Connecting to the upstream or the local service. */
+  /** Connecting to the upstream or the local service. Default 5. */
   connectTimeoutSeconds: number;
   /**
    * HTTP mode: a request whose local service sends no byte of its answer for this long (before
    * the answer begins or between its bytes) is answered 504 or cut off. Long polls and server-sent
-   * events keep going as long as the service sends something within it.
+   * events keep going as long as the service sends something within it. Default 300.
    */
   responseIdleTimeoutSeconds: number;
-  /** A connection with no byte in either direction for this long is closed. */
+  /** A connection with no byte in either direction for this long is closed. Default 3600. */
   idleTimeoutSeconds: number;
-  /** Every open connection's peer is verified again this often (expiry, CRL staleness). */
+  /** Every open connection's peer is verified again this often (expiry, CRL staleness). Default 60. */
   revalidateIntervalSeconds: number;
-  /** HTTP mode: the largest request head. */
+  /** HTTP mode: the largest request head. Default 16384. */
   maxHeaderBytes: number;
-  /** HTTP mode: the longest wait for a request's head. */
+  /** HTTP mode: the longest wait for a request's head. Default 30. */
   headersTimeoutSeconds: number;
 }
 
@@ -89,32 +92,36 @@ export interface ProxyLimits {
 export interface ProxyTlsConfig {
   /** Key exchange groups in order of preference; by default X25519MLKEM768 first where the runtime has it. */
   groups?: string[];
-  /** Session resumption (tickets); resumed sessions are verified again all the same. */
+  /** Session resumption (tickets); resumed sessions are verified again all the same. Default true. */
   sessionResumption: boolean;
-  /** Lifetime of a session ticket. */
+  /** Lifetime of a session ticket. Default 300. */
   sessionTimeoutSeconds: number;
 }
 
 /** The validated `proxy:` section. */
 export interface ProxyConfig {
-  /** The mode of inbound listeners that do not set their own. */
+  /** The mode of inbound listeners that do not set their own. Default `STRICT`. */
   mode: ProxyMode;
-  /** The append-only JSON-lines audit log. */
+  /** The append-only JSON-lines audit log; `<stateDir>/proxy-audit.jsonl` by default. */
   auditLog: string;
-  /** The audit log is rotated before it grows past this. */
+  /** The audit log is rotated before it grows past this many bytes. Default 64 MiB. */
   auditLogMaxBytes: number;
-  /** Rotated audit logs kept (`<auditLog>.1` the newest). */
+  /** Rotated audit logs kept (`<auditLog>.1` the newest). Default 4. */
   auditLogMaxFiles: number;
   /**
    * Records about peers without a verified identity are written at most once per source address
-   * (IPv6: /64) per this many seconds; the rest are counted in a summary record.
+   * (IPv6: /64) per this many seconds; the rest are counted in a summary record. Default 10.
    */
   auditUnverifiedIntervalSeconds: number;
-  /** How often policy files are read again to pick up changes. */
+  /** How often policy files are read again to pick up changes. Default 2. */
   policyReloadIntervalSeconds: number;
+  /** TLS settings of every listener. */
   tls: ProxyTlsConfig;
+  /** Limits and timeouts of every listener. */
   limits: ProxyLimits;
+  /** Plain-text local listeners, each relaying to one upstream service over mutual TLS. */
   outbound: OutboundConfig[];
+  /** Mutual-TLS listeners, each in front of one local service. */
   inbound: InboundConfig[];
 }
 

@@ -4,29 +4,19 @@
  * any of them changes. The proxy reads the three again on every `change`, swaps its TLS context
  * when the SVID changed, and verifies every open connection again when the bundle or CRLs did.
  *
+ * The agent's own is `AgentCredentialSource` (`agent-credentials.ts`); a test or another holder implements the
+ * interface directly:
+ *
  * @example
  * ```ts
  * import { EventEmitter } from "node:events";
  * import type { CredentialSource } from "meshauth/agent";
- * class AgentWorkloadSource extends EventEmitter implements CredentialSource {
- *   constructor(readonly agent: NodeAgent, readonly workload: string) {
- *     super();
- *     agent.subscribe((event) => {
- *       if (event.type === "bundle" || event.type === "crl" || (event.type === "svid" && event.workload === workload)) {
- *         this.emit("change");
- *       }
- *     });
- *   }
- *   current() {
- *     return this.agent.svid(this.workload);
- *   }
- *   trustBundle() {
- *     return this.agent.trustBundle();
- *   }
- *   crls() {
- *     return [...this.agent.crls().values()];
- *   }
- * }
+ * const source: CredentialSource = Object.assign(new EventEmitter(), {
+ *   current: () => ({ certificateChainPem, privateKeyPem }),
+ *   trustBundle: () => bundle,
+ *   crls: () => [],
+ * });
+ * // later, with a new SVID: source.emit("change")
  * ```
  * @module
  */
@@ -49,6 +39,13 @@ export interface CredentialSource {
   trustBundle(): TrustBundle | BundleSet;
   /** The CRLs in force (parsed with `parseCrl`); `verifySvid` checks each one's signature and freshness. */
   crls(): readonly Crl[];
+  /**
+   * Optional: fetches the CRLs of the authority that issued a peer's chain (PEM, leaf first),
+   * which the holder does not follow yet; resolves once they are in `crls()` (a `change` is
+   * signalled), or once that failed. The proxy asks when a peer's certificate comes from an
+   * authority it has no CRL for, a new root or intermediate after a rotation, say.
+   */
+  fetchCrlsFor?(peerChainPem: string): Promise<void>;
   /** Subscribes to changes of any of the three. */
   on(event: "change", listener: () => void): unknown;
   /** Unsubscribes. */

@@ -17,8 +17,9 @@ import type { SocketAddress } from "./address.ts";
  * the code of the 504 problem the caller gets.
  */
 export class ServiceTimeout extends MeshAuthError {
-  static override code = "ERR_UPSTREAM_TIMEOUT";
-  override code = ServiceTimeout.code;
+  /** Stable code of this class: `ERR_UPSTREAM_TIMEOUT`. */
+  static override code: string = "ERR_UPSTREAM_TIMEOUT";
+  /** `phase` is the deadline that passed: connecting, or waiting for the next byte of the answer. */
   constructor(readonly phase: "connect" | "response", readonly timeoutMs: number) {
     super(
       phase === "connect"

@@ -237,7 +237,7 @@ export class InboundListener implements WorkloadObserver {
     try {
       // A resumed session carries the leaf alone; it is verified again in full all the same.
       const chain = peerChain(socket);
-      peer = await this.workload.verifier.verify(
+      peer = await this.workload.verifyPeer(
         connection.isResumed && chain.length === 1
           ? this.workload.verifier.withIntermediates(chain[0])
           : chain,
@@ -380,7 +380,7 @@ export class InboundListener implements WorkloadObserver {
     if (connection.isClosed) return;
     if (connection.peer) {
       try {
-        await this.workload.verifier.verify(connection.peer.chain, "clientAuth");
+        await this.workload.verifyPeer(connection.peer.chain, "clientAuth");
       } catch (err) {
         const code = (err as { code?: string }).code;
         this.#closeOpen(connection, code === "ERR_CERT_REVOKED" ? "revoked" : "unverified", err as Error);

@@ -10,9 +10,11 @@
  * offered by every new connection (as HAProxy's and Envoy's clients reuse theirs: single use
  * protects 0-RTT data and privacy between unlinked sessions, neither of which a mesh has); a
  * resumed session is verified again from that chain against the bundle, CRLs and naming map of
- * now. A new SVID of the workload drops the ticket, so new connections present the new SVID; a
- * resumed session that fails verification drops it too, and so does an open connection to the
- * ticket's server that fails when it is verified again (revoked, no longer allowed).
+ * now. A new SVID of the workload drops the ticket, so new connections present the new SVID, and
+ * a ticket of a connection opened with an earlier SVID is never kept (it arrives after the
+ * handshake, possibly after the change); a resumed session that fails verification drops it too,
+ * and so does an open connection to the ticket's server that fails when it is verified again
+ * (revoked, no longer allowed).
  *
  * @module
  */
@@ -43,6 +45,8 @@ export class OutboundListener implements WorkloadObserver {
   readonly #server: Server;
   readonly #connections = new Set<ProxyConnection>();
   #session?: HeldSession;
+  /** Counts the workload's SVIDs put in service: a ticket is kept only from the current one's connections. */
+  #credentialGeneration = 0;
   #address?: SocketAddress;
   #stopObserving?: () => void;
   #revalidation?: Promise<void>;
@@ -88,6 +92,7 @@ export class OutboundListener implements WorkloadObserver {
   /** Tickets were issued to the old SVID: new connections must present the new one. */
   credentialChanged(): void {
     this.#session = undefined;
+    this.#credentialGeneration++;
   }
 
   trustChanged(): void {
@@ -134,6 +139,7 @@ export class OutboundListener implements WorkloadObserver {
       this.#closeConnection(connection, "handshake_timeout");
     });
     const offered = this.context.sessionResumption ? this.#session : undefined;
+    const generation = this.#credentialGeneration;
     const upstream = this.config.upstream;
     const reads = canPoolReads ? PooledReads.forTls() : undefined;
     const tls = tlsConnect({
@@ -170,7 +176,7 @@ export class OutboundListener implements WorkloadObserver {
     let verifiedChain: readonly Uint8Array[] | undefined;
     tls.on("session", (ticket: Buffer) => {
       if (!this.context.sessionResumption) return;
-      if (verifiedChain) this.#keep(ticket, verifiedChain);
+      if (verifiedChain) this.#keep(ticket, verifiedChain, generation);
       else if (tickets.length < MAX_PENDING_TICKETS) tickets.push(ticket);
     });
     tls.once("secureConnect", () => {
@@ -178,7 +184,7 @@ export class OutboundListener implements WorkloadObserver {
       void this.#secured(connection, app, tls, offered, reads).then((chain) => {
         if (!chain) return;
         verifiedChain = chain;
-        for (const ticket of tickets.splice(0)) this.#keep(ticket, chain);
+        for (const ticket of tickets.splice(0)) this.#keep(ticket, chain, generation);
       });
     });
   }
@@ -198,7 +204,7 @@ export class OutboundListener implements WorkloadObserver {
     const chain = connection.isResumed && offered ? offered.chain : peerChain(tls);
     let peer: VerifiedPeer;
     try {
-      peer = await this.workload.verifier.verify(chain, "serverAuth");
+      peer = await this.workload.verifyPeer(chain, "serverAuth");
     } catch (err) {
       this.#forget(offered);
       this.#refuse(connection, "unverified", err as Error);
@@ -239,7 +245,13 @@ export class OutboundListener implements WorkloadObserver {
     return chain;
   }
 
-  #keep(ticket: Buffer, chain: readonly Uint8Array[]): void {
+  /**
+   * Keeps the newest ticket, unless its connection presented an SVID that is no longer in
+   * service: resuming it would present that SVID again (revoked, perhaps), and the server would
+   * refuse the connection for it.
+   */
+  #keep(ticket: Buffer, chain: readonly Uint8Array[], generation: number): void {
+    if (generation !== this.#credentialGeneration) return;
     this.#session = { ticket, chain };
   }
 
@@ -281,7 +293,7 @@ export class OutboundListener implements WorkloadObserver {
     let reason: CloseReason | undefined;
     let error: Error | undefined;
     try {
-      await this.workload.verifier.verify(peer.chain, "serverAuth");
+      await this.workload.verifyPeer(peer.chain, "serverAuth");
       if (!this.naming.allows(this.config.service, peer.id)) reason = "secure_naming";
     } catch (err) {
       error = err as Error;

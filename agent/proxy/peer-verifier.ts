@@ -25,7 +25,7 @@ import {
   verifySvid,
 } from "../../mod.ts";
 
-import { peerChain as readPeerChain } from "../../internal/mod.ts";
+import { bytesEqual, peerChain as readPeerChain, toHex } from "../../internal/mod.ts";
 
 /** A peer whose SVID verified. */
 export interface VerifiedPeer {
@@ -36,6 +36,11 @@ export interface VerifiedPeer {
   chain: readonly Uint8Array[];
   /** SHA-256 of the leaf's DER is what XFCC carries; the leaf itself is here. */
   leaf: Uint8Array;
+  /**
+   * The authority that issued the leaf (its name and key identifier) when no CRL of it was held:
+   * its revocation could not be checked (an authority new since a rotation). Absent otherwise.
+   */
+  unfollowedAuthority?: string;
 }
 
 interface Remembered {
@@ -184,10 +189,20 @@ export class PeerVerifier {
     for (const crl of this.#crls) {
       if (crl.nextUpdate) validUntilMs = Math.min(validUntilMs, crl.nextUpdate.getTime());
     }
-    return {
-      peer: { id: verified.id, serialNumber: verified.chain[0].serialNumber, chain, leaf: chain[0] },
-      validUntilMs,
-    };
+    const leaf = verified.chain[0];
+    // As checkRevocation scopes a CRL: the leaf's issuer name, and its key where both say.
+    const isFollowed = this.#crls.some((crl) =>
+      crl.issuer.key === leaf.issuer.key &&
+      !(crl.authorityKeyIdentifier && leaf.authorityKeyIdentifier &&
+        !bytesEqual(crl.authorityKeyIdentifier, leaf.authorityKeyIdentifier))
+    );
+    const peer: VerifiedPeer = { id: verified.id, serialNumber: leaf.serialNumber, chain, leaf: chain[0] };
+    if (!isFollowed && this.#crls.length > 0) {
+      peer.unfollowedAuthority = `${leaf.issuer.key}\u0000${
+        leaf.authorityKeyIdentifier ? toHex(leaf.authorityKeyIdentifier) : ""
+      }`;
+    }
+    return { peer, validUntilMs };
   }
 
   #rememberIntermediates(chain: readonly Uint8Array[]): void {

@@ -25,10 +25,12 @@ import {
 
 /** A policy file that cannot be used; `file` names it and the message says why. */
 export class PolicyFileError extends MeshAuthError {
-  static override code = "ERR_PROXY_POLICY";
-  override code = PolicyFileError.code;
+  /** Stable code of this class: `ERR_PROXY_POLICY`. */
+  static override code: string = "ERR_PROXY_POLICY";
+  /** `file` is the policy file's path; `reason` what is wrong in it (unreadable, not YAML, a bad rule). */
   constructor(readonly file: string, reason: string, options?: ErrorOptions) {
     super(`${file}: ${reason}`, options);
+    this.name = "PolicyFileError";
   }
 }
 

@@ -21,7 +21,7 @@ import { randomBytes } from "node:crypto";
 import { SecureNaming } from "../../mod.ts";
 import { ConfigError, isLoopbackHost, type Logger, silentLogger } from "../../internal/mod.ts";
 import { formatAddress, type SocketAddress } from "./address.ts";
-import { AuditLog } from "./audit.ts";
+import { AuditLog, type AuditRecord } from "./audit.ts";
 import { UnverifiedAudit } from "./audit-aggregation.ts";
 import type { ProxyConfig } from "./config.ts";
 import type { CredentialSource } from "./credentials.ts";
@@ -102,30 +102,35 @@ export class MeshProxy {
     this.metrics.gauge(
       "meshauth_proxy_open_connections",
       "Connections open now, by listener and direction.",
-      () =>
-        [
-          ...this.#inbound.map((l) =>
-            [{ listener: l.name, direction: "inbound" }, l.connectionCount] as const
-          ),
-          ...this.#outbound.map((l) =>
-            [{ listener: l.name, direction: "outbound" }, l.connectionCount] as const
-          ),
-        ].map(([labels, value]) => [labels, value]),
+      () => [
+        ...this.#inbound.map((l) => ({
+          labels: { listener: l.name, direction: "inbound" },
+          value: l.connectionCount,
+        })),
+        ...this.#outbound.map((l) => ({
+          labels: { listener: l.name, direction: "outbound" },
+          value: l.connectionCount,
+        })),
+      ],
     );
     this.metrics.gauge(
       "meshauth_proxy_buffered_bytes",
       "Bytes the proxy holds for open connections (read, not yet written on), by listener.",
-      () => [...this.#inbound, ...this.#outbound].map((l) => [{ listener: l.name }, l.bufferedBytes]),
+      () =>
+        [...this.#inbound, ...this.#outbound].map((l) => ({
+          labels: { listener: l.name },
+          value: l.bufferedBytes,
+        })),
     );
     this.metrics.gauge(
       "meshauth_proxy_post_quantum_offered",
       `1 when ${POST_QUANTUM_GROUP} is offered first, 0 when only classical groups are.`,
-      () => [[{}, this.groups[0] === POST_QUANTUM_GROUP ? 1 : 0]],
+      () => [{ value: this.groups[0] === POST_QUANTUM_GROUP ? 1 : 0 }],
     );
     this.metrics.gauge(
       "meshauth_proxy_audit_dropped_records",
       "Audit records dropped because the disk did not keep up.",
-      () => [[{}, this.#audit.dropped]],
+      () => [{ value: this.#audit.dropped }],
     );
   }
 
@@ -206,6 +211,15 @@ export class MeshProxy {
   /** Bytes held for open connections now, over every listener: bounded by backpressure. */
   bufferedBytes(): number {
     return [...this.#inbound, ...this.#outbound].reduce((sum, l) => sum + l.bufferedBytes, 0);
+  }
+
+  /**
+   * Calls `listener` with every audit record (each authorization decision) as it is made, in
+   * this process, besides the audit log file; answers a function that unsubscribes. A status
+   * page follows the decisions this way.
+   */
+  subscribe(listener: (record: AuditRecord) => void): () => void {
+    return this.#audit.subscribe(listener);
   }
 
   /** Attaches (or, with undefined, detaches) a workload's credentials. */

@@ -23,10 +23,12 @@ export const DEFAULT_SOCKET_MODE = 0o660;
 
 /** A listener cannot listen where it is configured to; `address` says where, the message why. */
 export class ProxyListenError extends MeshAuthError {
-  static override code = "ERR_PROXY_LISTEN";
-  override code = ProxyListenError.code;
+  /** Stable code of this class: `ERR_PROXY_LISTEN`. */
+  static override code: string = "ERR_PROXY_LISTEN";
+  /** `address` as configuration writes it (`host:port`, `unix:/path`); `reason` why it cannot be used. */
   constructor(readonly address: string, reason: string, options?: ErrorOptions) {
     super(`cannot listen on ${address}: ${reason}`, options);
+    this.name = "ProxyListenError";
   }
 }
 

@@ -9,12 +9,17 @@
  */
 
 import { createSecureContext, type SecureContext, type SecureContextOptions } from "node:tls";
-import { BundleSet, parseCertificates, uriSans } from "../../mod.ts";
+import { BundleSet, encodePem, parseCertificates, uriSans, VerificationError } from "../../mod.ts";
 import type { Logger } from "../../internal/mod.ts";
 import type { CredentialSource, SvidCredential } from "./credentials.ts";
 import type { ProxyMetrics } from "./metrics.ts";
-import { PeerVerifier } from "./peer-verifier.ts";
+import { PeerVerifier, type VerifiedPeer } from "./peer-verifier.ts";
 import { contextOptions } from "./tls-settings.ts";
+
+/** How long an authority whose CRL was asked for is not asked for again. */
+const FOLLOW_RETRY_MS = 10_000;
+/** Most authorities remembered as asked for. */
+const MAX_FOLLOWED = 64;
 
 /** What a workload tells the listeners that use it. */
 export interface WorkloadObserver {
@@ -69,6 +74,54 @@ export class ProxyWorkload {
   observe(observer: WorkloadObserver): () => void {
     this.#observers.add(observer);
     return () => this.#observers.delete(observer);
+  }
+
+  /**
+   * Verifies a peer's chain. When its certificate comes from an authority whose CRL the source
+   * does not follow yet (after a root or intermediate rotation, a peer renewed onto the new
+   * authority before this node did), the source is asked to fetch it and the chain is verified
+   * again with it: the rotation neither cuts the peer off nor leaves its revocation unchecked
+   * until this node happens to hold a certificate of the new authority. An authority is asked
+   * for at most once per {@link FOLLOW_RETRY_MS}, so a CA that does not answer costs each
+   * connection nothing more.
+   */
+  async verifyPeer(
+    chain: readonly Uint8Array[],
+    purpose: "clientAuth" | "serverAuth",
+  ): Promise<VerifiedPeer> {
+    let peer: VerifiedPeer;
+    try {
+      peer = await this.verifier.verify(chain, purpose);
+    } catch (err) {
+      const source = this.#source;
+      if (
+        !(err instanceof VerificationError && err.code === "ERR_REVOCATION_UNKNOWN") || !source?.fetchCrlsFor
+      ) {
+        throw err;
+      }
+      await source.fetchCrlsFor(chain.map((der) => encodePem("CERTIFICATE", der)).join(""));
+      this.refresh();
+      return await this.verifier.verify(chain, purpose);
+    }
+    const source = this.#source;
+    const authority = peer.unfollowedAuthority;
+    if (!authority || !source?.fetchCrlsFor || !this.#mayFollow(authority)) return peer;
+    await source.fetchCrlsFor(chain.map((der) => encodePem("CERTIFICATE", der)).join(""));
+    this.refresh();
+    return await this.verifier.verify(chain, purpose);
+  }
+
+  /** When each unfollowed authority was last asked for (bounded: the oldest go first). */
+  readonly #followedAt = new Map<string, number>();
+
+  #mayFollow(authority: string): boolean {
+    const now = Date.now();
+    const last = this.#followedAt.get(authority);
+    if (last !== undefined && now - last < FOLLOW_RETRY_MS) return false;
+    this.#followedAt.delete(authority);
+    if (this.#followedAt.size >= MAX_FOLLOWED) this.#followedAt.delete(this.#followedAt.keys().next().value!);
+    this.#followedAt.set(authority, now);
+    return true;
   }
 
   /** Reads the source again and applies what changed. */

@@ -38,8 +38,11 @@ import { problemOf, readWorkloadEntry, WORKLOAD_DEFAULTS, type WorkloadDefaults 
 
 /** Options of {@link DirectorySource}. */
 export interface DirectorySourceOptions {
+  /** The directory watched: each `*.yaml`, `*.yml` or `*.json` file is one workload, named by the file. */
   directory: string;
+  /** The agent's trust domain; an entry whose SPIFFE ID is outside it is skipped as a problem. */
   trustDomain: TrustDomain | string;
+  /** Values for the fields an entry leaves out. Default {@link WORKLOAD_DEFAULTS}. */
   defaults?: WorkloadDefaults;
   /** Rescan everything this often even without a watch event. Default 60 s. */
   rescanIntervalMs?: number;
@@ -81,6 +84,7 @@ export class DirectorySource implements WorkloadSource {
   #missingReported = false;
   #unsafeReported = false;
 
+  /** Reads nothing yet: {@link DirectorySource.start} lists the directory and watches it. */
   constructor(options: DirectorySourceOptions) {
     this.#options = options;
     this.#trustDomain = TrustDomain.from(options.trustDomain);

@@ -23,15 +23,19 @@ export interface WorkloadSpec {
    * digits, `.`, `_`, `-`.
    */
   name: string;
+  /** The identity its certificate names; in the agent's trust domain. */
   spiffeId: SpiffeId;
   /** Absolute path of the directory its files go into. */
   directory: string;
+  /** Who its files belong to (the workload's uid and gid); the agent's where unset. */
   owner: FileOwner;
   /** Mode of the key file (and of the combined file). */
   keyFileMode: number;
   /** Lifetime asked of the CA; the CA's default when unset. */
   ttlSeconds?: number;
+  /** Algorithm of its key; changing it gets the workload a new key and certificate. */
   keyAlgorithm: KeyAlgorithm;
+  /** The file names its directory gets: Istio's or the SPIFFE helper's. */
   layout: LayoutName;
   /** Name of a file with the chain and the key together, if wanted. */
   combinedFile?: string;
@@ -53,6 +57,7 @@ export interface WorkloadOrigin {
 export interface WorkloadProblem extends WorkloadOrigin {
   /** The field that is wrong, when one is (`spiffeId`, `workloads[2].mode`). */
   field?: string;
+  /** What is wrong, in one line, without the field path (that is in `field`). */
   message: string;
 }
 

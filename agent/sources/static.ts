@@ -15,6 +15,7 @@ import type { WorkloadProblem, WorkloadSink, WorkloadSource, WorkloadSpec } from
 /** A fixed list of workloads (and the entries of it that were skipped, to report). */
 export class StaticSource implements WorkloadSource {
   readonly name = "static";
+  /** `workloads` is the list to send; `problems` are the entries that were skipped when it was read. */
   constructor(
     readonly workloads: readonly WorkloadSpec[],
     readonly problems: readonly WorkloadProblem[] = [],

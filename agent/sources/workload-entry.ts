@@ -13,12 +13,19 @@ import type { WorkloadOrigin, WorkloadProblem, WorkloadSpec } from "./source.ts"
 
 /** Defaults for every workload entry (`workloadDefaults:` in the configuration). */
 export interface WorkloadDefaults {
+  /** Algorithm of each workload's key; `ECDSA-P256` without a default. */
   keyAlgorithm: KeyAlgorithm;
+  /** File names in each workload's directory; `istio` without a default. */
   layout: LayoutName;
+  /** Mode of the key file (and of the combined file); `0o600` without a default. */
   keyFileMode: number;
+  /** Lifetime to ask of the CA, 10 s to 366 days; the CA's default when unset. */
   ttlSeconds?: number;
+  /** Owner of the delivered files; the agent's uid when unset. */
   uid?: number;
+  /** Group of the delivered files; the agent's gid when unset. */
   gid?: number;
+  /** Name of a file holding the chain and the key together; none when unset. */
   combinedFile?: string;
 }
 

@@ -3,7 +3,7 @@
 // bundles it with esbuild, writes a workerd config beside the bundle, and serves it on
 // 127.0.0.1:$PORT (default 8787) with Node compatibility off. The CA is reached through a
 // service binding named `CA`, pointed at the host of MESHAUTH_BUNDLE_URL; for an https CA,
-// MESHAUTH_CA_CERTS names the PEM file that verifies it (for `npm start`'s CA,
+// MESHAUTH_CA_CERTS names the PEM file that verifies it (for `npm run ca`'s CA,
 // .meshauth/bundle.pem).
 //
 //   MESHAUTH_TRUST_DOMAIN=meshauth.local MESHAUTH_BUNDLE_URL=https://127.0.0.1:8443/v1/bundle \

@@ -22,6 +22,7 @@ import { exportSpki } from "../../lib/keys.ts";
 import { dnsName, ipName, uriName } from "../../lib/x509/general-name.ts";
 import { encodeName } from "../../lib/x509/name.ts";
 import { leafTbs } from "../../tests/fuzz/chain-fixture.ts";
+import { readLimboSuiteOrExit } from "../limbo-suite.ts";
 
 const root = new URL("../../", import.meta.url).pathname;
 const counts = new Map<string, number>();
@@ -39,9 +40,7 @@ function pemBlocks(text: string): Uint8Array[] {
 }
 
 // x509-limbo: every certificate and CRL of the development cases.
-const limbo = JSON.parse(
-  readFileSync(join(root, "../shared/conformance/x509-limbo/limbo-dev.json"), "utf8"),
-) as {
+const limbo = readLimboSuiteOrExit<{
   testcases: Array<
     {
       trusted_certs: string[];
@@ -50,7 +49,7 @@ const limbo = JSON.parse(
       crls: string[] | null;
     }
   >;
-};
+}>();
 for (const c of limbo.testcases) {
   for (const pem of [c.peer_certificate, ...c.trusted_certs, ...c.untrusted_intermediates]) {
     for (const der of pemBlocks(pem)) {

@@ -3,7 +3,7 @@
 // (the others kept), usage errors with exit code 2 and the nearest flag, --help and --check.
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { writeFile } from "node:fs/promises";
+import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { loadAgentConfig } from "../../agent/mod.ts";
 import { ConfigError } from "../../internal/mod.ts";
@@ -184,6 +184,50 @@ kubernetes:
     assert.ok(problems.some((p) => /^kubernetes\.csi\.driverName: /.test(p)), problems.join("\n"));
   });
 
+  test("the proxy: section is read with the rest: its audit log in the state directory, its problems by path", async () => {
+    const path = await write(
+      "proxy.yaml",
+      `node: { name: node-a }
+stateDir: state
+listen: { statusPage: true }
+proxy:
+  outbound:
+    - { name: photo-backend, workload: web, listen: 127.0.0.1:15001, upstream: 10.0.0.2:15443, allowedIds: [spiffe://meshauth.local/b] }
+`,
+    );
+    const config = await loadAgentConfig({ path });
+    assert.equal(config.proxy?.auditLog, join(dir.path, "state", "proxy-audit.jsonl"));
+    assert.deepEqual(config.proxy?.outbound.map((o) => [o.name, o.workload, o.upstream.port]), [[
+      "photo-backend",
+      "web",
+      15443,
+    ]]);
+    assert.equal(config.listen.statusPage, true);
+    assert.equal(
+      (await loadAgentConfig({ path: await write("none.yaml", "node: { name: a }\n") })).proxy,
+      undefined,
+    );
+
+    const bad = await write(
+      "bad-proxy.yaml",
+      `node: { name: node-a }
+listen: { host: 0.0.0.0, statusPage: true }
+proxy:
+  inbound:
+    - { name: db, workload: db, listen: 15443, forward: 127.0.0.1:0, polices: [p.yaml] }
+`,
+    );
+    const problems = await problemsOf(loadAgentConfig({ path: bad }));
+    assert.ok(
+      problems.some((p) => p.startsWith("proxy.inbound[0].polices: unknown field")),
+      problems.join("\n"),
+    );
+    assert.ok(problems.some((p) => p.startsWith("proxy.inbound[0].forward: port 0 is not a destination")));
+    assert.ok(
+      problems.some((p) => /^listen\.statusPage: .* loopback listen\.host only, not 0\.0\.0\.0$/.test(p)),
+    );
+  });
+
   test("bad workload entries are reported with file and field and skipped; the others stay", async () => {
     const path = await write(
       "entries.yaml",
@@ -294,11 +338,80 @@ workloads:
     );
     const r = await cli(["agent", "--config", path, "--check"]);
     assert.equal(r.code, 1);
+    assert.match(r.stdout, /^configuration is not valid: 1 workload entry is skipped/);
+    const withProxy = await write(
+      "check-proxy.yaml",
+      `node: { name: node-a }
+stateDir: state
+listen: { port: 9444, statusPage: true }
+proxy:
+  inbound:
+    - { name: web, workload: web, listen: 15443, forward: unix:/run/web.sock }
+`,
+    );
+    const described = await cli(["agent", "--config", withProxy, "--check"]);
+    assert.equal(described.code, 0, described.stderr);
+    assert.match(
+      described.stdout,
+      /inbound web: 0\.0\.0\.0:15443 \(mutual TLS as web\) -> unix:\/run\/web\.sock/,
+    );
+    assert.match(described.stdout, /status page: http:\/\/127\.0\.0\.1:9444\//);
     assert.match(r.stdout, /workload web: spiffe:\/\/meshauth.local\/web -> \/run\/web \(istio\)/);
     assert.match(
       r.stdout,
       new RegExp(`skipped ${path.replaceAll("/", "\\/")} workloads\\[1\\]\\.spiffeId: `),
     );
+  });
+
+  test("--check reads the proxy's policy files as the agent would at start: a bad one is exit 1, named", async () => {
+    await write(
+      "typo-policy.yaml",
+      `policies:
+  - name: web-reads
+    action: ALLOW
+    rules:
+      - from: [{ source: { principal: ["spiffe://meshauth.local/web"] } }]
+`,
+    );
+    const path = await write(
+      "check-policy.yaml",
+      `node: { name: node-a }
+stateDir: state
+proxy:
+  inbound:
+    - { name: db, workload: db, listen: 15444, forward: 127.0.0.1:5432, policies: [typo-policy.yaml] }
+`,
+    );
+    const r = await cli(["agent", "--config", path, "--check"]);
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    assert.match(r.stdout, /^configuration is not valid: 1 listener's policies cannot be used/);
+    assert.match(r.stdout, /inbound db: .*typo-policy\.yaml.*unknown field "principal"/);
+  });
+
+  test("--check reads the drop-in files too: their workloads, their skipped entries, and exit 1 for one", async () => {
+    const dropIns = join(dir.path, "check.d");
+    await mkdir(dropIns, { mode: 0o755 });
+    await writeFile(
+      join(dropIns, "api.yaml"),
+      "spiffeId: spiffe://meshauth.local/api\ndirectory: ../run/api\n",
+    );
+    const path = await write("check-dropins.yaml", "node: { name: node-a }\nworkloadsDir: check.d\n");
+    const valid = await cli(["agent", "--config", path, "--check"]);
+    assert.equal(valid.code, 0, valid.stdout);
+    assert.match(valid.stdout, /^configuration is valid: node node-a/);
+    // A drop-in's relative directory is relative to the drop-in directory.
+    assert.match(
+      valid.stdout,
+      new RegExp(
+        `workload api: spiffe://meshauth\\.local/api -> ${join(dir.path, "run", "api")} \\(istio\\)`,
+      ),
+    );
+    await writeFile(join(dropIns, "bad.yaml"), "spiffeId: not-an-id\ndirectory: /run/bad\n");
+    const invalid = await cli(["agent", "--config", path, "--check"]);
+    assert.equal(invalid.code, 1, invalid.stdout);
+    assert.match(invalid.stdout, /^configuration is not valid: 1 workload entry is skipped/);
+    assert.match(invalid.stdout, /workload api: /);
+    assert.match(invalid.stdout, new RegExp(`skipped ${join(dropIns, "bad.yaml")} spiffeId: `));
   });
 
   test("an invalid configuration exits 1 with every problem by path", async () => {

@@ -7,6 +7,7 @@ import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
 import { lstat, mkdir, readdir, readFile, readlink, stat, writeFile } from "node:fs/promises";
+import { type AddressInfo, createServer } from "node:net";
 import { join } from "node:path";
 import { NODE, ROOT } from "../ca-server/helpers.ts";
 import {
@@ -266,5 +267,57 @@ listen: { port: 0 }
       message,
       /^meshauth: cannot obtain the node identity spiffe:\/\/agent\.test\/node\/node-a: .*ERR_TOKEN_USED/,
     );
+  });
+
+  test("SIGTERM while it still retries an unreachable CA logs its stop and exits 0", async () => {
+    // A port nothing listens on: taken, then released.
+    const closed = createServer();
+    await new Promise<void>((resolve) => closed.listen(0, "127.0.0.1", resolve));
+    const port = (closed.address() as AddressInfo).port;
+    await new Promise((resolve) => closed.close(resolve));
+    const path = join(dir.path, "unreachable.yaml");
+    await writeFile(
+      path,
+      (await readFile(configPath, "utf8"))
+        .replace("stateDir: state", "stateDir: unreachable-state")
+        .replace(`url: "${ca.url}"`, `url: "https://127.0.0.1:${port}"`),
+    );
+    running = startAgentProcess(path);
+    await waitFor(
+      "a retry",
+      () => running!.logs.some((l) => l.msg === "node bootstrap failed; retrying"),
+      30_000,
+    );
+    await terminate(running);
+    assert.deepEqual(running.stderr, []);
+  });
+
+  test("a token file that is absent, unreadable or empty is one line naming the file, and exit code 1", async () => {
+    await mkdir(join(dir.path, "token-dir"));
+    await writeFile(join(dir.path, "empty.token"), "\n");
+    const base = await readFile(configPath, "utf8");
+    for (
+      const [credential, reason] of [
+        ["joinTokenFile: nope.token", /node\.joinTokenFile \S*\/nope\.token does not exist$/],
+        ["serviceAccountTokenFile: sa.token", /node\.serviceAccountTokenFile \S*\/sa\.token does not exist$/],
+        ["joinTokenFile: token-dir", /node\.joinTokenFile \S*\/token-dir cannot be read \(EISDIR\)$/],
+        ["joinTokenFile: empty.token", /node\.joinTokenFile \S*\/empty\.token is empty$/],
+      ] as const
+    ) {
+      const path = join(dir.path, "token-file.yaml");
+      await writeFile(
+        path,
+        base.replace("stateDir: state", "stateDir: token-state").replace(
+          "joinTokenFile: node.token",
+          credential,
+        ),
+      );
+      running = startAgentProcess(path);
+      assert.equal(await running.exited, 1, credential);
+      const message = running.stderr.join("").trim();
+      assert.equal(message.split("\n").length, 1, message);
+      assert.match(message, /^meshauth: cannot obtain the node identity .*: the bearer token is missing: /);
+      assert.match(message, reason);
+    }
   });
 });

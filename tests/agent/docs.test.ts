@@ -1,121 +1,37 @@
 // docs/agent.md's walkthrough, run as written: every shell block between the doc-test markers,
 // in order, in a fresh directory, the background ones (the CA, the agent) left running until
-// their line appears. `npm start` and `npx meshauth` run what package.json says they run (its
+// their line appears. `npm run ca` and `npx meshauth` run what package.json says they run (its
 // start script and its bin's source), so that the state stays in the temporary directory; the
 // two fixed ports of the text (8443, 8444) become the free ones the processes took.
 import { after, test } from "node:test";
 import assert from "node:assert/strict";
-import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { chmod, mkdir, readFile, writeFile } from "node:fs/promises";
 import { createRequire } from "node:module";
 import { join } from "node:path";
 import { ROOT } from "../ca-server/helpers.ts";
+import {
+  listeningUrl,
+  runShell,
+  startBackground,
+  stopBackground,
+  walkthrough,
+} from "../support/walkthrough.ts";
 import { keyMatches, readOneGeneration, tempDir } from "./helpers.ts";
 
-interface Block {
-  script: string;
-  /** For a block that keeps running: the output that says it is ready. */
-  waitFor?: string;
-}
-
-/** The shell blocks between `<!-- doc-test: begin -->` and `<!-- doc-test: end -->`. */
-function walkthrough(markdown: string): Block[] {
-  const section = markdown.slice(
-    markdown.indexOf("<!-- doc-test: begin -->"),
-    markdown.indexOf("<!-- doc-test: end -->"),
-  );
-  const blocks: Block[] = [];
-  const pattern = /(?:<!-- doc-test: background "((?:[^"\\]|\\.)*)" -->\s*)?```sh\n([\s\S]*?)```/g;
-  for (const m of section.matchAll(pattern)) {
-    blocks.push({ script: m[2], waitFor: m[1]?.replaceAll('\\"', '"') });
-  }
-  return blocks;
-}
-
-const background: ChildProcess[] = [];
 let work: { path: string; remove(): Promise<void> } | undefined;
 after(async () => {
-  for (const child of background) {
-    if (child.exitCode === null && child.signalCode === null) {
-      child.kill("SIGTERM");
-      const timer = setTimeout(() => child.kill("SIGKILL"), 5000);
-      await new Promise((resolve) => child.once("exit", resolve));
-      clearTimeout(timer);
-    }
-  }
+  await stopBackground();
   await work?.remove();
 });
 
-function startBackground(
-  script: string,
-  cwd: string,
-  env: NodeJS.ProcessEnv,
-  waitFor: string,
-): Promise<string[]> {
-  const child = spawn("sh", ["-c", `exec ${script.trim()}`], { cwd, env, stdio: ["ignore", "pipe", "pipe"] });
-  background.push(child);
-  const lines: string[] = [];
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(
-      () => reject(new Error(`no ${waitFor} from ${script}:\n${lines.join("\n")}`)),
-      60_000,
-    );
-    const onData = (d: unknown) => {
-      lines.push(...String(d).split("\n"));
-      if (lines.some((l) => l.includes(waitFor))) {
-        clearTimeout(timer);
-        resolve(lines);
-      }
-    };
-    child.stdout!.on("data", onData);
-    child.stderr!.on("data", onData);
-    child.once("exit", (code) => {
-      clearTimeout(timer);
-      reject(new Error(`${script} exited with ${code}:\n${lines.join("\n")}`));
-    });
-  });
-}
-
-function runShell(
-  script: string,
-  cwd: string,
-  env: NodeJS.ProcessEnv,
-): Promise<{ code: number; output: string }> {
-  return new Promise((resolve) => {
-    execFile(
-      "sh",
-      ["-ec", script],
-      { cwd, env, timeout: 60_000, encoding: "utf8" },
-      (err, stdout, stderr) => {
-        const code = err
-          ? (typeof (err as { code?: unknown }).code === "number" ? (err as { code: number }).code : 1)
-          : 0;
-        resolve({ code, output: `${stdout}${stderr}` });
-      },
-    );
-  });
-}
-
-function listeningUrl(lines: string[]): string {
-  for (const line of lines) {
-    try {
-      const entry = JSON.parse(line);
-      if (entry.msg === "listening") return entry.url;
-    } catch {
-      // not a log line
-    }
-  }
-  throw new Error(`no listening line in:\n${lines.join("\n")}`);
-}
-
-test("docs/agent.md: from npm start's CA to an agent delivering two workloads' files, as written", async () => {
+test("docs/agent.md: from npm run ca's CA to an agent delivering two workloads' files, as written", async () => {
   const markdown = await readFile(join(ROOT, "docs/agent.md"), "utf8");
   const blocks = walkthrough(markdown);
   assert.equal(blocks.length, 6, "the walkthrough's six steps");
 
-  // What `npm start` and `npx meshauth` run in a checkout, by package.json and the build.
+  // What `npm run ca` and `npx meshauth` run in a checkout, by package.json and the build.
   const pkg = JSON.parse(await readFile(join(ROOT, "package.json"), "utf8"));
-  assert.equal(pkg.scripts.start, "exec node --import tsx cli/dev-ca.ts");
+  assert.equal(pkg.scripts.ca, "exec node --import tsx cli/dev-ca.ts");
   assert.equal(pkg.bin.meshauth, "./dist/cli.js");
   assert.match(
     await readFile(join(ROOT, "scripts/build.mjs"), "utf8"),
@@ -127,7 +43,7 @@ test("docs/agent.md: from npm start's CA to an agent delivering two workloads' f
   const tsx = createRequire(join(ROOT, "package.json")).resolve("tsx");
   const shims = {
     npm:
-      `[ "$1" = start ] || exit 127\nshift\n[ "$1" = "--" ] && shift\nexec node --import "${tsx}" "${ROOT}cli/dev-ca.ts" "$@"`,
+      `[ "$1 $2" = "run ca" ] || exit 127\nshift 2\n[ "$1" = "--" ] && shift\nexec node --import "${tsx}" "${ROOT}cli/dev-ca.ts" "$@"`,
     npx: `[ "$1" = meshauth ] || exit 127\nshift\nexec node --import "${tsx}" "${ROOT}cli/main.ts" "$@"`,
   };
   for (const [name, body] of Object.entries(shims)) {
@@ -150,7 +66,7 @@ test("docs/agent.md: from npm start's CA to an agent delivering two workloads' f
       const url = new URL(listeningUrl(lines));
       // The port the process took replaces the text's in the blocks that follow; ca.url is used
       // as agent.yaml writes it (https://localhost:<port>), not overridden.
-      if (script.includes("npm start")) ports["8443"] = url.port;
+      if (script.includes("npm run ca")) ports["8443"] = url.port;
       else ports["8444"] = url.port;
       continue;
     }

@@ -1,9 +1,11 @@
 // Trust changes reach the proxy while it runs: a revoked client is refused and its open
 // connection closed; rotations of both sides' SVIDs during a stream of requests fail none of
 // them; and a resumed TLS session is verified again against the bundle and CRLs of now, on both
-// sides, so a revocation or a root rotation refuses it.
+// sides, so a revocation or a root rotation refuses it; a ticket of a connection opened with an
+// SVID replaced since is never offered again.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
+import { connect, createServer, type Socket } from "node:net";
 import { TrustBundle } from "../../mod.ts";
 import type { MeshProxy } from "../../agent/mod.ts";
 import {
@@ -530,6 +532,83 @@ test(
     } finally {
       await clients.proxy.stop();
       await servers.proxy.stop();
+    }
+  },
+);
+
+test(
+  "a ticket that arrives for a connection opened with the SVID just replaced is not resumed: the next connection presents the new SVID",
+  { timeout: 30_000, skip: resumption },
+  async () => {
+    const name = "ticket-after-change";
+    const oldSvid = await ca.issue(IDS.frontend);
+    const client = new TestSource(oldSvid, ca.bundle());
+    const server = new TestSource(await ca.issue(IDS.backend), ca.bundle());
+    const servers = await startProxy(
+      {
+        inbound: [{
+          name: `${name}-in`,
+          workload: "server",
+          listen: "127.0.0.1:0",
+          forward: `127.0.0.1:${echo.port}`,
+          defaultAction: "ALLOW",
+        }],
+      },
+      dir.path,
+      { server },
+    );
+    // A slow network between the two proxies: each of the server's flights arrives 60 ms late,
+    // so the client's SVID can change while a handshake is under way, before its ticket comes.
+    const sockets = new Set<Socket>();
+    const slow = createServer((from) => {
+      const to = connect(servers.port(`${name}-in`), "127.0.0.1");
+      for (const s of [from, to]) {
+        sockets.add(s);
+        s.on("error", () => {});
+        s.on("close", () => sockets.delete(s));
+      }
+      from.pipe(to);
+      to.on("data", (data) => setTimeout(() => from.write(data), 60));
+      to.on("end", () => setTimeout(() => from.end(), 60));
+    });
+    await new Promise<void>((resolve) => slow.listen(0, "127.0.0.1", resolve));
+    const clients = await startProxy(
+      {
+        outbound: [{
+          name: `${name}-out`,
+          service: "backend",
+          workload: "client",
+          listen: "127.0.0.1:0",
+          upstream: `127.0.0.1:${(slow.address() as { port: number }).port}`,
+          allowedIds: [IDS.backend],
+        }],
+      },
+      dir.path,
+      { client },
+    );
+    try {
+      const port = clients.port(`${name}-out`);
+      // The connection opens with the old SVID; the new one comes in during its handshake.
+      const inFlight = exchange({ port }, "opened with the old SVID", 5000);
+      await new Promise((resolve) => setTimeout(resolve, 30));
+      const newSvid = await ca.issue(IDS.frontend);
+      client.update({ credential: newSvid });
+      assert.equal((await inFlight).reply, "opened with the old SVID");
+      // Its ticket has come by now; the next connection must not resume it.
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      assert.equal((await exchange({ port }, "next", 5000)).reply, "next");
+      const allowed = (await records(`${name}-in`)).filter((r) => r.decision === "allow");
+      assert.deepEqual(allowed.map((r) => r.peerSerial), [oldSvid.serialNumber, newSvid.serialNumber]);
+      assert.equal(
+        allowed[1].resumed,
+        undefined,
+        "the next connection made a full handshake with the new SVID",
+      );
+    } finally {
+      await clients.proxy.stop();
+      await servers.proxy.stop();
+      for (const s of sockets) s.destroy();
+      slow.close();
     }
   },
 );

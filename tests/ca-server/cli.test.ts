@@ -2,6 +2,7 @@
 // an intermediate signed by an offline root (OpenSSL), key export and rotation.
 import assert from "node:assert/strict";
 import { readdir, readFile, writeFile } from "node:fs/promises";
+import { type AddressInfo, createServer } from "node:net";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import {
@@ -149,6 +150,105 @@ describe("meshauth ca (CLI)", () => {
         serve.stderr.trim(),
         /^meshauth: trust domain mismatch: the configuration names other\.example[^\n]*$/,
       );
+    } finally {
+      await fresh.remove();
+    }
+  });
+
+  it("prints every next command with the --config it was given, quoted for the shell", async () => {
+    const fresh = await tempDir();
+    try {
+      // A configuration that is not the default, at a path a shell must have quoted.
+      const freshConfig = join(fresh.path, "my ca.json");
+      await writeFile(
+        freshConfig,
+        JSON.stringify({ trustDomain: TRUST_DOMAIN, dataDir: join(fresh.path, "data") }),
+      );
+      const quoted = `'${freshConfig}'`;
+      const csr = await cli(["ca", "init", "--config", freshConfig, "--csr", join(fresh.path, "i.csr")]);
+      assert.equal(csr.code, 0, csr.stderr);
+      assert.match(csr.stdout, /meshauth ca init --config .* --chain <signed chain> --key /);
+      assert.ok(csr.stdout.includes(`meshauth ca init --config ${quoted} --chain`), csr.stdout);
+
+      const serve = await cliProcess(["ca", "serve", "--config", freshConfig]);
+      assert.equal(serve.code, 1);
+      assert.equal(serve.stdout, "");
+      assert.equal(serve.stderr.trim().split("\n").length, 1, serve.stderr);
+      const hint = /run `(meshauth ca init[^`]*)`/.exec(serve.stderr)?.[1];
+      assert.equal(hint, `meshauth ca init --config ${quoted}`);
+      await assert.rejects(readdir(join(fresh.path, "data", "store")), { code: "ENOENT" });
+
+      const init = await cli(["ca", "init", "--config", freshConfig]);
+      assert.equal(init.code, 0, init.stderr);
+      assert.match(init.stdout, new RegExp(`^next: meshauth ca serve --config '.*my ca\\.json'$`, "m"));
+      const other = await cli(["ca", "init", "--config", freshConfig, "--trust-domain", "other.example"]);
+      assert.equal(other.code, 1, "the other trust domain is refused: the keys are of the first");
+      const otherDir = await tempDir();
+      try {
+        const otherConfig = await writeConfig(otherDir.path, {});
+        const td = await cli(["ca", "init", "--config", otherConfig, "--trust-domain", "other.example"]);
+        assert.equal(td.code, 0, td.stderr);
+        assert.match(
+          td.stdout,
+          new RegExp(
+            `^next: MESHAUTH_TRUST_DOMAIN=other\\.example meshauth ca serve --config ${otherConfig}$`,
+            "m",
+          ),
+        );
+      } finally {
+        await otherDir.remove();
+      }
+    } finally {
+      await fresh.remove();
+    }
+  });
+
+  it("serve on a port in use, with one server or two workers, is one line and opens no store", async () => {
+    const fresh = await tempDir();
+    const taken = createServer();
+    try {
+      await new Promise<void>((resolve) => taken.listen(0, "127.0.0.1", resolve));
+      const port = (taken.address() as AddressInfo).port;
+      const freshConfig = await writeConfig(fresh.path, { listen: { host: "127.0.0.1", port } });
+      assert.equal((await cli(["ca", "init", "--config", freshConfig])).code, 0);
+      for (const workers of ["1", "2"]) {
+        const serve = await cliProcess(["ca", "serve", "--config", freshConfig], {
+          MESHAUTH_WORKERS: workers,
+        });
+        assert.equal(serve.code, 1, `workers: ${workers}`);
+        assert.equal(serve.stdout, "", `workers: ${workers}: nothing before the error`);
+        assert.match(
+          serve.stderr,
+          new RegExp(
+            `^meshauth: cannot listen on 127\\.0\\.0\\.1:${port}: the port is already in use[^\n]*\n$`,
+          ),
+        );
+      }
+      await assert.rejects(readdir(join(fresh.path, "data", "store")), { code: "ENOENT" });
+    } finally {
+      taken.close();
+      await fresh.remove();
+    }
+  });
+
+  it("a start failure of every worker (PostgreSQL unreachable) is said once, and the exit code is 1", async () => {
+    const fresh = await tempDir();
+    try {
+      // A port nothing listens on: taken, then released.
+      const closed = createServer();
+      await new Promise<void>((resolve) => closed.listen(0, "127.0.0.1", resolve));
+      const port = (closed.address() as AddressInfo).port;
+      await new Promise((resolve) => closed.close(resolve));
+      const freshConfig = await writeConfig(fresh.path, {
+        listen: { host: "127.0.0.1", port: 0 },
+        workers: 2,
+        store: { kind: "postgres", url: `postgres://meshauth:x@127.0.0.1:${port}/meshauth` },
+      });
+      assert.equal((await cli(["ca", "init", "--config", freshConfig])).code, 0);
+      const serve = await cliProcess(["ca", "serve", "--config", freshConfig]);
+      assert.equal(serve.code, 1);
+      assert.equal(serve.stdout, "");
+      assert.match(serve.stderr, /^meshauth: cannot connect to PostgreSQL: [^\n]*ECONNREFUSED[^\n]*\n$/);
     } finally {
       await fresh.remove();
     }
@@ -359,13 +459,40 @@ describe("meshauth ca (CLI)", () => {
     const exported = await cli(["ca", "export-key", "--config", config, "--authority", ids[0]]);
     assert.equal(exported.code, 0, exported.stderr);
     assert.equal(exported.stdout, await readFile(join(keysDir, `${ids[0]}.key.pem`), "utf8"));
+    const bundlePath = join(dir.path, "data", "bundle.pem");
+    const rootsBefore = (await readFile(bundlePath, "utf8")).match(/BEGIN CERTIFICATE/g)!.length;
     const rotated = await cli(["ca", "rotate", "--config", config, "--overlap-seconds", "3600"]);
     assert.equal(rotated.code, 0, rotated.stderr);
     assert.equal(rotated.stderr, "");
     assert.match(rotated.stdout, /added root [0-9a-f]{32}; published now/);
     assert.equal((await readdir(keysDir)).filter((n) => n.endsWith(".json")).length, ids.length + 1);
+    // The bundle file holds the new root at once, whether a server runs or not.
+    const newRoot = JSON.parse(
+      await readFile(join(keysDir, `${/added root ([0-9a-f]{32})/.exec(rotated.stdout)![1]}.json`), "utf8"),
+    );
+    const bundle = await readFile(bundlePath, "utf8");
+    assert.equal(bundle.match(/BEGIN CERTIFICATE/g)!.length, rootsBefore + 1);
+    assert.ok(bundle.includes(newRoot.certificateChainPem.trim()), "the new root is in bundle.pem");
+    assert.match(rotated.stdout, new RegExp(`trust bundle: ${bundlePath.replaceAll(".", "\\.")}`));
     const hurried = await cli(["ca", "rotate", "--config", config, "--overlap-seconds", "5"]);
     assert.equal(hurried.code, 0, hurried.stderr);
     assert.match(hurried.stderr, /warning: servers pick up a new authority within 30 s/);
+  });
+
+  it("a running server publishes a root that ca rotate added at once on SIGHUP, not 30 s later", async () => {
+    assert.ok(ca, "the server started above runs");
+    const roots = async () =>
+      (await (await fetch(`${ca!.url}/v1/bundle.pem`)).text()).split("BEGIN CERTIFICATE").length - 1;
+    const before = await roots();
+    const rotated = await cli(["ca", "rotate", "--config", config, "--overlap-seconds", "3600"]);
+    assert.equal(rotated.code, 0, rotated.stderr);
+    assert.match(rotated.stdout, /at once on SIGHUP/);
+    process.kill(ca!.pid, "SIGHUP");
+    const deadline = Date.now() + 5000;
+    while (await roots() === before) {
+      assert.ok(Date.now() < deadline, `the bundle still has ${before} roots 5 s after SIGHUP`);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    assert.ok(ca!.logs.some((l) => l.includes('"msg":"reloading authorities"')));
   });
 });

@@ -5,7 +5,7 @@
 //
 // The info string after `ts` says what a block needs:
 //   ts                  nothing: it runs as it is
-//   ts after-npm-start  the state `npm start` and its printed commands leave: a CA on
+//   ts after-npm-run-ca the state `npm run ca` and its printed commands leave: a CA on
 //                       https://127.0.0.1:8443 (this test's port is swapped in), its bundle in
 //                       .meshauth/bundle.pem, and demo.key/demo.crt (SPIFFE ID
 //                       spiffe://meshauth.local/demo) in the working directory
@@ -38,7 +38,7 @@ type Runtime = "node" | "deno" | "bun";
 interface Block {
   file: string;
   line: number;
-  mode: "standalone" | "after-npm-start" | "worker";
+  mode: "standalone" | "after-npm-run-ca" | "worker";
   code: string;
   runtimes: Runtime[];
 }
@@ -64,7 +64,7 @@ function blocks(): Block[] {
     for (const match of text.matchAll(/^```ts( [a-z-]+)?\n([\s\S]*?)^```$/gm)) {
       const mode = (match[1]?.trim() ?? "standalone") as Block["mode"];
       assert.ok(
-        ["standalone", "after-npm-start", "worker"].includes(mode),
+        ["standalone", "after-npm-run-ca", "worker"].includes(mode),
         `${file}: unknown block mode ${mode}`,
       );
       const code = match[2];
@@ -119,7 +119,7 @@ before(async () => {
       lock: false,
     }),
   );
-  // npm start's CA, with its data directory in the project, as a reader's would be.
+  // npm run ca's CA, with its data directory in the project, as a reader's would be.
   const node = "Deno" in globalThis || "Bun" in globalThis ? "node" : process.execPath;
   caProcess = spawn(node, ["--import", TSX, join(ROOT, "cli/dev-ca.ts")], {
     cwd: project,
@@ -132,7 +132,7 @@ before(async () => {
   const deadline = Date.now() + 30_000;
   while (!output.includes("Stop with Ctrl-C")) {
     if (Date.now() > deadline || caProcess.exitCode !== null) {
-      throw new Error(`npm start did not start:\n${output}`);
+      throw new Error(`npm run ca did not start:\n${output}`);
     }
     await new Promise((resolve) => setTimeout(resolve, 100));
   }

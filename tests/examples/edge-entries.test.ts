@@ -1,9 +1,9 @@
-// The edge example's "Run it", as a reader would follow it: the development CA of `npm start`
+// The edge example's "Run it", as a reader would follow it: the development CA of `npm run ca`
 // (TLS, its bundle in .meshauth/bundle.pem), the README's `export` line, and each of its
 // runtime lines (Deno with --cert, Bun with NODE_EXTRA_CA_CERTS, workerd through
 // examples/edge/workerd.mjs and a service binding), each started for real. Every entry must
 // say /healthz ok once it has the bundle, answer 200 with the caller's SPIFFE ID for an SVID
-// the CA issued (by the commands `npm start` prints), and 401 without one.
+// the CA issued (by the commands `npm run ca` prints), and 401 without one.
 // This file spawns processes, so it runs where node:child_process exists (Node, Deno, Bun),
 // not inside workerd.
 import { after, before, describe, test } from "node:test";
@@ -19,7 +19,7 @@ import { RUNTIME_BINARIES, skipUnlessRuntime } from "../runtimes/runtimes.mjs";
 const root = new URL("../..", import.meta.url).pathname;
 const STARTUP_TIMEOUT_MS = 30_000;
 const DEMO_ID = "spiffe://meshauth.local/demo";
-/** The CA runs on Node, as `npm start` does, whichever runtime runs this file. */
+/** The CA runs on Node, as `npm run ca` does, whichever runtime runs this file. */
 const NODE = "Deno" in globalThis || "Bun" in globalThis ? "node" : process.execPath;
 
 /** The README's "Run it" block: its `export` settings and its runtime lines. */
@@ -112,10 +112,10 @@ before(async () => {
     MESHAUTH_DATA_DIR: join(workDir, ".meshauth"),
     MESHAUTH_LISTEN_PORT: "0",
   });
-  await waitFor(() => ca!.output().includes("Stop with Ctrl-C"), "npm start's CA did not start", ca);
+  await waitFor(() => ca!.output().includes("Stop with Ctrl-C"), "npm run ca's CA did not start", ca);
   const printed = ca.output();
   caPort = Number(/https:\/\/127\.0\.0\.1:(\d+)/.exec(printed)![1]);
-  // The commands npm start prints get the demo identity's key and certificate.
+  // The commands npm run ca prints get the demo identity's key and certificate.
   const commands = printed.slice(printed.indexOf("# 1."), printed.indexOf("Stop with Ctrl-C"));
   mkdirSync(join(workDir, "demo"));
   await new Promise<void>((resolve, reject) =>
@@ -173,7 +173,7 @@ async function checkEntry(line: string) {
   }
 }
 
-describe("edge example: the README's Run it, against npm start's CA", { timeout: 180_000 }, () => {
+describe("edge example: the README's Run it, against npm run ca's CA", { timeout: 180_000 }, () => {
   const { lines } = runIt();
   const lineFor = (needle: string) => lines.find((l) => l.includes(needle))!;
 

@@ -1,9 +1,9 @@
-// `npm start` (cli/dev-ca.ts): a development CA with no configuration whose printed
+// `npm run ca` (cli/dev-ca.ts): a development CA with no configuration whose printed
 // openssl + curl lines obtain a certificate that `openssl verify` accepts against /v1/bundle.pem,
 // and whose /v1/crl `openssl crl` reads.
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { readFile } from "node:fs/promises";
+import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { type CaProcess, ROOT, run, SERVER_COMMAND, startServer, tempDir } from "./helpers.ts";
@@ -16,7 +16,7 @@ async function waitFor(logs: string[], pattern: RegExp, timeoutMs = 10_000): Pro
   }
 }
 
-describe("npm start", () => {
+describe("npm run ca", () => {
   let dir: { path: string; remove(): Promise<void> };
   let ca: CaProcess;
   const env = () => ({ MESHAUTH_DATA_DIR: join(dir.path, ".meshauth"), MESHAUTH_LISTEN_PORT: "0" });
@@ -70,6 +70,17 @@ describe("npm start", () => {
     assert.match(text.stdout, /URI:spiffe:\/\/meshauth\.local\/demo/);
   });
 
+  it("the files its commands save in a checkout are ignored by git", async () => {
+    const printed = ca.logs.join("\n");
+    const commands = printed.slice(printed.indexOf("# 1."), printed.indexOf("Stop with Ctrl-C"));
+    const saved = [...new Set(commands.match(/\bdemo\.[a-z]+\b/g))];
+    assert.ok(saved.length >= 4, saved.join(" "));
+    for (const file of saved) {
+      const ignored = await run("git", ["check-ignore", "--no-index", "-q", file], { cwd: ROOT });
+      assert.equal(ignored.code, 0, `${file} is not in .gitignore`);
+    }
+  });
+
   it("a second start on a port in use is one line naming the port and the setting, and writes nothing", async () => {
     const statePath = join(dir.path, ".meshauth", "store", "state.json");
     const before = await readFile(statePath, "utf8");
@@ -81,6 +92,7 @@ describe("npm start", () => {
       },
     });
     assert.equal(second.code, 1);
+    assert.equal(second.stdout, "", "nothing comes before the error");
     const lines = second.stderr.trim().split("\n");
     assert.equal(lines.length, 1, second.stderr);
     assert.match(
@@ -88,6 +100,18 @@ describe("npm start", () => {
       new RegExp(`127\\.0\\.0\\.1:${ca.port}.*in use.*listen\\.port.*MESHAUTH_LISTEN_PORT`),
     );
     assert.equal(await readFile(statePath, "utf8"), before, "no join token was created");
+  });
+
+  it("a first start on a port in use makes no root: the data directory stays absent", async () => {
+    const dataDir = join(dir.path, "never");
+    const first = await run(SERVER_COMMAND[0], [...SERVER_COMMAND.slice(1), "cli/dev-ca.ts"], {
+      env: { ...process.env, MESHAUTH_DATA_DIR: dataDir, MESHAUTH_LISTEN_PORT: String(ca.port) },
+    });
+    assert.equal(first.code, 1);
+    assert.equal(first.stdout, "");
+    assert.match(first.stderr, /^meshauth: cannot listen on [^\n]*in use[^\n]*\n$/);
+    await assert.rejects(readFile(join(dataDir, "bundle.pem")), { code: "ENOENT" });
+    await assert.rejects(readdir(dataDir), { code: "ENOENT" });
   });
 
   it("serves a CRL that openssl crl reads and verifies", async () => {
@@ -127,12 +151,54 @@ describe("npm start", () => {
   });
 });
 
-describe("npm start under a supervisor", () => {
+describe("npm run ca under a supervisor", () => {
+  it("Ctrl-C pressed twice (SIGINT to the process group, again while it stops) stops the CA cleanly", async () => {
+    const dir = await tempDir();
+    let group: number | undefined;
+    try {
+      const npm = spawn("npm", ["run", "ca", "--silent"], {
+        cwd: ROOT,
+        env: { ...process.env, MESHAUTH_DATA_DIR: join(dir.path, ".meshauth"), MESHAUTH_LISTEN_PORT: "0" },
+        stdio: ["ignore", "pipe", "pipe"],
+        // Its own process group, as a terminal's foreground job is: Ctrl-C signals all of it.
+        detached: true,
+      });
+      group = npm.pid!;
+      const exited = new Promise<number | null>((resolve) => npm.once("exit", (code) => resolve(code)));
+      let output = "";
+      npm.stdout!.on("data", (d) => output += d);
+      npm.stderr!.on("data", (d) => output += d);
+      const deadline = Date.now() + 60_000;
+      while (!output.includes("Stop with Ctrl-C") && Date.now() < deadline && npm.exitCode === null) {
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      assert.match(output, /Stop with Ctrl-C/);
+      process.kill(-group, "SIGINT");
+      while (!output.includes('"msg":"stopping"') && npm.exitCode === null && Date.now() < deadline) {
+        await new Promise((resolve) => setTimeout(resolve, 2));
+      }
+      try {
+        process.kill(-group, "SIGINT");
+      } catch {
+        // already gone: the second press came too late to matter
+      }
+      assert.equal(await exited, 0, output);
+      assert.match(output, /"msg":"stopping","signal":"SIGINT"/);
+    } finally {
+      try {
+        if (group) process.kill(-group, "SIGKILL");
+      } catch {
+        // The group is gone, as it should be.
+      }
+      await dir.remove();
+    }
+  });
+
   it("stops the CA when npm itself gets SIGTERM", async () => {
     const dir = await tempDir();
     let group: number | undefined;
     try {
-      const npm = spawn("npm", ["start", "--silent"], {
+      const npm = spawn("npm", ["run", "ca", "--silent"], {
         cwd: ROOT,
         env: { ...process.env, MESHAUTH_DATA_DIR: join(dir.path, ".meshauth"), MESHAUTH_LISTEN_PORT: "0" },
         stdio: ["ignore", "pipe", "pipe"],

@@ -55,6 +55,8 @@ export class MeshProxy {
   readonly #workloads = new Map<string, ProxyWorkload>();
   readonly #inbound: InboundListener[] = [];
   readonly #outbound: OutboundListener[] = [];
+  /** Each listener's last refused reload, by its message: reported once until it changes. */
+  readonly #refusedReloads = new Map<string, string>();
   readonly #pendingSources: Map<string, CredentialSource>;
   #revalidateTimer?: ReturnType<typeof setInterval>;
   #reloadTimer?: ReturnType<typeof setInterval>;
@@ -254,13 +256,18 @@ export class MeshProxy {
       try {
         changed = await listener.policy.reload();
       } catch (err) {
+        // Said once for each bad version of the files, not at every look (every 2 s by default).
+        const message = (err as Error).message;
+        if (this.#refusedReloads.get(listener.name) === message) return;
+        this.#refusedReloads.set(listener.name, message);
         this.metrics.policyReloads.inc({ listener: listener.name, result: "refused" });
         this.#logger.error("policy reload refused; the policies in force stay", {
           listener: listener.name,
-          error: (err as Error).message,
+          error: message,
         });
         return;
       }
+      this.#refusedReloads.delete(listener.name);
       if (!changed) return;
       this.metrics.policyReloads.inc({ listener: listener.name, result: "reloaded" });
       this.#logger.info("policies reloaded", {

@@ -74,6 +74,7 @@ export {
   type HeldCertificateStatus,
   isExpiring,
 } from "./metrics.ts";
+export { Counter, Gauge, Histogram, type Labels, type Metric, MetricsRegistry } from "../internal/mod.ts";
 export type {
   WorkloadOrigin,
   WorkloadProblem,

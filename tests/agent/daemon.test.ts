@@ -129,6 +129,10 @@ async function killAgent(agent: AgentProcess | undefined): Promise<void> {
   await exitCodeOf(agent, "SIGKILL", STOP_MS);
 }
 
+// An hour: the restart with the CA down must find every stored certificate still valid, however
+// long the starts before it took on a loaded machine (35 s certificates expired under load 16).
+const TTL_SECONDS = 3600;
+
 /** Two static workloads, and drop-ins: enough that a start's writes take a while to finish. */
 const dropIns = ["cache", ...Array.from({ length: 21 }, (_, i) => `w${String(i).padStart(2, "0")}`)];
 const names = ["web", "db", ...dropIns];
@@ -149,7 +153,7 @@ describe("meshauth agent", () => {
     for (const name of dropIns) {
       await writeFile(
         join(dir.path, "workloads.d", `${name}.yaml`),
-        `spiffeId: spiffe://${TRUST_DOMAIN}/${name}\ndirectory: ../pods/${name}\nttlSeconds: 35\ncombinedFile: tls.pem\n`,
+        `spiffeId: spiffe://${TRUST_DOMAIN}/${name}\ndirectory: ../pods/${name}\nttlSeconds: ${TTL_SECONDS}\ncombinedFile: tls.pem\n`,
       );
     }
     configPath = join(dir.path, "agent.yaml");
@@ -165,7 +169,7 @@ ca: { url: "${ca.url}", trustBundleFile: ${ca.bundlePath} }
 node: { name: node-a, joinTokenFile: node.token }
 stateDir: state
 workloadsDir: workloads.d
-workloadDefaults: { ttlSeconds: 35, combinedFile: tls.pem, keyFileMode: "${keyFileMode}" }
+workloadDefaults: { ttlSeconds: ${TTL_SECONDS}, combinedFile: tls.pem, keyFileMode: "${keyFileMode}" }
 workloads:
   - { name: web, spiffeId: "spiffe://${TRUST_DOMAIN}/web", directory: pods/web }
   - { name: db, spiffeId: "spiffe://${TRUST_DOMAIN}/db", directory: pods/db, layout: istio }

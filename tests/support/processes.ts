@@ -11,6 +11,14 @@ const started = new Set<ChildProcess>();
 process.once("exit", () => {
   for (const child of started) killGroup(child);
 });
+// Its own group keeps a child out of the terminal's Ctrl-C and the runner's SIGTERM: pass them on,
+// then die of the signal as before.
+for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
+  process.once(signal, () => {
+    for (const child of started) killGroup(child);
+    process.kill(process.pid, signal);
+  });
+}
 
 /** True once `child` has exited (by itself or by a signal). */
 export function hasExited(child: ChildProcess): boolean {

@@ -24,6 +24,7 @@ export {
   type AuthenticationMethod,
   type Authenticator,
   type Credentials,
+  type NodeWorkloadCheck,
   type NodeWorkloads,
   type Principal,
   staticNodeWorkloads,

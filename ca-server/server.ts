@@ -169,18 +169,18 @@ export async function startCaServer(
   // A worker's socket is the primary's, which checked the address before forking.
   if (!cluster.isWorker) await checkListenAddress(config.listen.host, config.listen.port);
   const store = await openStore(config, { logger });
+  const metrics = options.metrics ?? new CaMetrics();
   let kubernetes: KubernetesIntegration | undefined;
   try {
     // Loaded only when asked for: @kubernetes/client-node is heavy to import.
     if (config.kubernetes?.api) {
       const { startKubernetesIntegration } = await import("./kubernetes/integration.ts");
-      kubernetes = await startKubernetesIntegration(config, { authorities, store, logger });
+      kubernetes = await startKubernetesIntegration(config, { authorities, store, logger, metrics });
     }
   } catch (err) {
     await store.close();
     throw err;
   }
-  const metrics = options.metrics ?? new CaMetrics();
   // A worker's limits and metrics are the whole CA's: the store's buckets when it shares them
   // across replicas (PostgreSQL), else the primary's; its metrics are reported with the others'.
   const group = cluster.isWorker ? new WorkerGroup(metrics) : undefined;

@@ -373,7 +373,11 @@ describe("the CA stopped and started again", () => {
     );
     const renewed = await readOneGeneration(directory);
     assert.ok(keyMatches(renewed.keyPem, renewed.chainPem));
-    assert.match(running.agent.metrics.render(), /^meshauth_agent_certificates_expiring 0$/m);
+    // The agent counts the new certificate as held once it is written (a moment after the files land).
+    await waitFor(
+      "no certificate counted as expiring",
+      () => /^meshauth_agent_certificates_expiring 0$/m.test(running.agent.metrics.render()),
+    );
     assert.ok(
       counter(running.agent, 'meshauth_agent_renewal_failures_total{kind="workload",cause="connect"}') >= 2,
     );
@@ -515,7 +519,11 @@ describe("workloads that come and go", () => {
       assert.ok((await readdir(join(dir.path, "state-dropin", "workloads"))).includes("one.json"));
       await rm(join(drop, "one.yaml"));
       await waitFor("the removal", async () => !(await stat(target).catch(() => undefined)));
-      assert.ok(running.events.some((e) => e.type === "removed" && e.workload === "one"));
+      // The files go first, then the stored record, then the event is told.
+      await waitFor(
+        "the removed event",
+        () => running.events.some((e) => e.type === "removed" && e.workload === "one"),
+      );
       assert.ok(!(await readdir(join(dir.path, "state-dropin", "workloads"))).includes("one.json"));
     } finally {
       await running.stop();

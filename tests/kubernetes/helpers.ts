@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { CertificateAuthority } from "../../mod.ts";
 import { Authorities, FileStore, KubernetesApi, MemoryKeyManager } from "../../ca-server/mod.ts";
 import { KubeConfig } from "@kubernetes/client-node";
-import { KubeApiServer } from "../support/kube-api/server.ts";
+import { KubeApiServer, type KubeApiServerOptions } from "../support/kube-api/server.ts";
 import type { KubeObject } from "../support/kube-api/resources.ts";
 import { tempDir } from "../ca-server/helpers.ts";
 
@@ -28,8 +28,12 @@ export interface TestCluster {
 }
 
 /** Starts the API test server and applies examples/kubernetes/ to it. */
-export async function startCluster(options: { bookmarkIntervalMs?: number } = {}): Promise<TestCluster> {
-  const server = await new KubeApiServer({ bookmarkIntervalMs: options.bookmarkIntervalMs ?? 500 }).start();
+export async function startCluster(options: KubeApiServerOptions = {}): Promise<TestCluster> {
+  const server = await new KubeApiServer({
+    ...options,
+    bookmarkIntervalMs: options.bookmarkIntervalMs ?? 500,
+  })
+    .start();
   const dir = join(ROOT, "examples/kubernetes");
   for (const file of readdirSync(dir).filter((f) => f.endsWith(".yaml")).sort()) {
     await server.apply(readFileSync(join(dir, file), "utf8"));

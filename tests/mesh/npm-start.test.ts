@@ -142,6 +142,33 @@ describe("npm start", { timeout: 180_000 }, () => {
     assert.ok(ms < 5000, closedAfter);
   });
 
+  test("a second npm start on its state directory is refused before it touches anything", async () => {
+    const keyPath = join(state, "mesh", "workloads", "photo-frontend", "key.pem");
+    const before = readFileSync(keyPath, "utf8");
+    const second = await new Promise<{ code: number | null; output: string }>((resolve) => {
+      // Free ports of its own: only the state directory is shared.
+      execFile("node", ["--import", "tsx", "examples/mesh/main.ts"], {
+        cwd: ROOT,
+        env: {
+          ...process.env,
+          MESHAUTH_MESH_DIR: join(state, "mesh"),
+          MESHAUTH_MESH_PORT: "0",
+          TMPDIR: state,
+        },
+        timeout: 30_000,
+      }, (err, stdout, stderr) => resolve({ code: err ? Number(err.code) : 0, output: stdout + stderr }));
+    });
+    assert.equal(second.code, 1, second.output);
+    assert.match(
+      second.output,
+      new RegExp(
+        `npm start already runs on ${join(state, "mesh").replaceAll("/", "\\/")} \\(process \\d+\\)`,
+      ),
+    );
+    assert.equal(readFileSync(keyPath, "utf8"), before, "the running mesh's files are untouched");
+    assert.ok(existsSync(join(state, "mesh", "ca")), "the running mesh's CA directory is there");
+  });
+
   test("the commands it prints work as printed", async () => {
     const command = (pattern: RegExp) => {
       const match = pattern.exec(output);

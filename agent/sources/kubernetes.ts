@@ -47,13 +47,17 @@ export const COMBINED_FILE_ANNOTATION = "meshauth.io/combined-file";
 
 /** Options of {@link KubernetesPodSource}. */
 export interface KubernetesPodSourceOptions {
+  /** Lists and watches the pods. */
   api: KubernetesApi;
   /** This node's name: only pods with this `spec.nodeName` are served. */
   nodeName: string;
+  /** The trust domain of the pods' SPIFFE IDs. */
   trustDomain: TrustDomain | string;
   /** The base directory on the host; each pod's files go to `<directory>/<pod UID>`. */
   directory: string;
+  /** Defaults for what a pod's annotations leave out. Default {@link WORKLOAD_DEFAULTS}. */
   defaults?: WorkloadDefaults;
+  /** Where the source's log lines go. Default: none. */
   logger?: Logger;
   /** How long {@link KubernetesPodSource.start} waits for the first list. Default 60 s. */
   syncTimeoutMs?: number;
@@ -104,6 +108,7 @@ export class KubernetesPodSource implements WorkloadSource {
   #sink?: WorkloadSink;
   #isReportQueued = false;
 
+  /** Throws on a bad trust domain; watches nothing until {@link KubernetesPodSource.start}. */
   constructor(options: KubernetesPodSourceOptions) {
     this.#o = options;
     this.#trustDomain = TrustDomain.from(options.trustDomain);

@@ -59,12 +59,15 @@ import { bindMount, isMountPoint, mountTmpfs, unmountAndRemove } from "./volume-
 export interface CsiNodePluginOptions {
   /** Reads pods (`get`), to check a publish against the API server. */
   api: KubernetesApi;
+  /** This node's name: a publish for a pod on another node is refused; `NodeGetInfo`'s node id. */
   nodeName: string;
+  /** The trust domain of the volumes' SPIFFE IDs. */
   trustDomain: TrustDomain | string;
   /** The Unix socket to serve. */
   socket: string;
   /** The CSI driver name (`GetPluginInfo`); the CSIDriver object's name. Default `meshauth.io`. */
   driverName?: string;
+  /** The version answered to `GetPluginInfo`. Default `unknown`. */
   vendorVersion?: string;
   /** The kubelet's root directory (`/var/lib/kubelet`): target paths must be in its pods' volumes. */
   kubeletDir: string;
@@ -74,11 +77,13 @@ export interface CsiNodePluginOptions {
   stateDir: string;
   /** `memory` (a tmpfs per volume), `disk` (a plain directory), `auto` (memory when root). */
   medium?: CsiVolumeMedium;
+  /** Defaults for what a volume's attributes leave out. Default {@link WORKLOAD_DEFAULTS}. */
   defaults?: WorkloadDefaults;
   /** How long NodePublishVolume waits for the first certificate. Default 60 s. */
   publishTimeoutMs?: number;
   /** Volumes published at once, at most. Default 1,000. */
   maxVolumes?: number;
+  /** Where the plugin's log lines go. Default: none. */
   logger?: Logger;
 }
 
@@ -156,6 +161,7 @@ export class CsiNodePlugin implements WorkloadSource {
   #server?: CsiServer;
   #isReady = false;
 
+  /** Throws on a bad trust domain; serves nothing until {@link CsiNodePlugin.start}. */
   constructor(options: CsiNodePluginOptions) {
     this.#o = options;
     this.#trustDomain = TrustDomain.from(options.trustDomain);

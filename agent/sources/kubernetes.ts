@@ -88,9 +88,11 @@ interface PodEntry {
 }
 
 const UID = /^[A-Za-z0-9-]{1,64}$/;
-const ID_MAX = 2 ** 32 - 2;
+// Kubernetes validates a securityContext's user and group IDs as 0 to 2^31 - 1.
+const ID_MAX = 2 ** 31 - 1;
 
-function idOrUndefined(value: unknown): number | undefined {
+/** A user or group ID of a pod's securityContext; undefined when absent or out of range (0 is an ID). */
+export function securityContextId(value: unknown): number | undefined {
   return typeof value === "number" && Number.isInteger(value) && value >= 0 && value <= ID_MAX
     ? value
     : undefined;
@@ -168,8 +170,8 @@ export class KubernetesPodSource implements WorkloadSource {
       annotations: Object.fromEntries(
         Object.entries(annotations).filter(([key]) => key.startsWith("meshauth.io/")),
       ),
-      runAsUser: idOrUndefined(security.runAsUser),
-      gid: idOrUndefined(security.fsGroup) ?? idOrUndefined(security.runAsGroup),
+      runAsUser: securityContextId(security.runAsUser),
+      gid: securityContextId(security.fsGroup) ?? securityContextId(security.runAsGroup),
     };
   }
 

@@ -2,7 +2,7 @@
  * The CA's Kubernetes side, from its configuration: the API client, the pod index behind node
  * authorization, the projected-token authenticator, and, under leader election, the
  * controllers that write to the cluster (service-account Secrets, the Pod Certificates signer,
- * its ClusterTrustBundle). Every CA process reads; one at a time writes.
+ * its ClusterTrustBundle, the trust bundle's ConfigMap). Every CA process reads; one at a time writes.
  *
  * @example
  * ```ts
@@ -27,6 +27,7 @@ import { PodCertificateSigner } from "./pod-certificate-signer.ts";
 import { PodIndex } from "./pod-index.ts";
 import { ServiceAccountSecretsController } from "./service-account-secrets.ts";
 import { ServiceAccountTokenAuthenticator } from "./token-authenticator.ts";
+import { TrustBundleConfigMapPublisher } from "./trust-bundle-config-map.ts";
 
 /** What a running integration offers the rest of the CA. */
 export interface KubernetesIntegration {
@@ -45,6 +46,7 @@ export interface KubernetesIntegration {
     serviceAccountSecrets?: ServiceAccountSecretsController;
     podCertificates?: PodCertificateSigner;
     clusterTrustBundle?: ClusterTrustBundlePublisher;
+    trustBundleConfigMap?: TrustBundleConfigMapPublisher;
   };
   /** Stops the controllers, the watches and the election (giving up the Lease if held). */
   close(): Promise<void>;
@@ -121,6 +123,16 @@ export async function startKubernetesIntegration(
           (controller) => controllers.serviceAccountSecrets = controller,
         );
       }
+      if (k8s.trustBundleConfigMap.enabled) {
+        startWithBackoff(
+          "trust bundle ConfigMap publisher",
+          signal,
+          logger,
+          parts.controllerRetryMs,
+          () => new TrustBundleConfigMapPublisher({ api, authorities, logger, ...k8s.trustBundleConfigMap }),
+          (controller) => controllers.trustBundleConfigMap = controller,
+        );
+      }
       if (k8s.podCertificates.enabled && k8s.podCertificates.clusterTrustBundle) {
         const apiVersion = k8s.podCertificates.clusterTrustBundle;
         startWithBackoff(
@@ -162,9 +174,12 @@ export async function startKubernetesIntegration(
       controllers.serviceAccountSecrets = undefined;
       controllers.podCertificates = undefined;
       controllers.clusterTrustBundle = undefined;
+      controllers.trustBundleConfigMap = undefined;
     },
   });
-  if (k8s.serviceAccountSecrets.enabled || k8s.podCertificates.enabled) elector.start();
+  if (k8s.serviceAccountSecrets.enabled || k8s.podCertificates.enabled || k8s.trustBundleConfigMap.enabled) {
+    elector.start();
+  }
 
   return {
     api,

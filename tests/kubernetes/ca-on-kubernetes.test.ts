@@ -9,7 +9,12 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { parseCertificates, uriSans } from "../../mod.ts";
-import { clusterTrustBundleName, ClusterTrustBundlePublisher, silentLogger } from "../../ca-server/mod.ts";
+import {
+  clusterTrustBundleName,
+  ClusterTrustBundlePublisher,
+  silentLogger,
+  TrustBundleConfigMapPublisher,
+} from "../../ca-server/mod.ts";
 import { type CaProcess, cli, csrFor, curl, startCa, tempDir } from "../ca-server/helpers.ts";
 import {
   eventually,
@@ -426,6 +431,61 @@ describe("the ClusterTrustBundle through a root rotation", () => {
       const back = await eventually("the bundle to come back", () => roots().catch(() => undefined), 5000);
       assert.equal(back.length, 2);
       publisher.stop();
+    } finally {
+      await authorities.close();
+      await cluster.stop();
+    }
+  });
+});
+
+describe("the trust bundle's ConfigMap, which the agents mount", () => {
+  test("is published with the CA's RBAC, holds both roots during a rotation, keeps others' keys, and comes back if deleted", async () => {
+    const cluster = await startCluster({
+      stock: true,
+      unservedResources: ["podcertificaterequests", "clustertrustbundles"],
+    });
+    const authorities = await testAuthorities();
+    try {
+      const publisher = new TrustBundleConfigMapPublisher({
+        api: await cluster.clientFor("meshauth-system", "meshauth-ca"),
+        authorities: authorities.authorities,
+        namespace: "meshauth-system",
+        name: "meshauth-trust-bundle",
+        key: "bundle.pem",
+        logger: silentLogger,
+        checkMs: 100,
+        verifyMs: 500,
+      });
+      await publisher.start();
+      const path = "/api/v1/namespaces/meshauth-system/configmaps/meshauth-trust-bundle";
+      const read = () => cluster.admin.get<KubeObject & { data: Record<string, string> }>(path);
+      const roots = async () =>
+        parseCertificates((await read()).data["bundle.pem"]).map((c) => c.serialNumber);
+      assert.equal((await read()).data["bundle.pem"], authorities.authorities.bundlePem());
+      const [oldRoot] = await roots();
+      // Someone adds a key of their own: the publisher's updates keep it.
+      await cluster.admin.replace(path, {
+        ...(await read()),
+        data: { ...(await read()).data, "note.txt": "ours" },
+      });
+      const { CertificateAuthority } = await import("../../mod.ts");
+      const next =
+        await (await CertificateAuthority.createRoot({ trustDomain: TRUST_DOMAIN, ttlSeconds: 86400 }))
+          .exportPem();
+      await authorities.keyManager.add({ ...next, activeFrom: new Date(Date.now() + 60_000) });
+      await authorities.authorities.reload();
+      const during = await eventually("both roots", async () => {
+        const now = await roots();
+        return now.length === 2 ? now : undefined;
+      });
+      assert.ok(during.includes(oldRoot));
+      assert.equal((await read()).data["note.txt"], "ours");
+      await cluster.admin.delete(path);
+      const back = await eventually("the ConfigMap to come back", () => roots().catch(() => undefined), 5000);
+      assert.equal(back.length, 2);
+      publisher.stop();
+      const byCa = cluster.server.requestsBy(CA_USER);
+      assert.deepEqual(byCa.filter((r) => r.status !== 200 && r.status !== 404), []);
     } finally {
       await authorities.close();
       await cluster.stop();

@@ -57,11 +57,15 @@ export const GrpcStatus = {
   UNAVAILABLE: 14,
 } as const;
 
-/** A refusal of one RPC, answered as a gRPC status with this message. */
-export class CsiRpcError extends Error {
-  override name = "CsiRpcError";
+/** A refusal of one RPC, answered to the kubelet as the gRPC status `status` with this message. */
+export class CsiRpcError extends MeshAuthError {
+  /** Stable code of this class: `ERR_CSI_RPC`. */
+  static override code: string = "ERR_CSI_RPC";
+  override code: string = CsiRpcError.code;
+  /** `status` is the gRPC status code (`GrpcStatus`); the message says what did not match. */
   constructor(readonly status: number, message: string) {
     super(message);
+    this.name = "CsiRpcError";
   }
 }
 

@@ -40,39 +40,62 @@ import {
 
 /** The validated configuration. */
 export interface AgentConfig {
+  /** The trust domain every workload's SPIFFE ID must be in (default `meshauth.local`). */
   trustDomain: string;
+  /** How the agent reaches the CA. */
   ca: {
+    /** The CA's origin (default `https://localhost:8443`); `http://` only to a loopback address. */
     url: string;
     /** The CA's roots, to verify it before the first bundle is fetched. */
     trustBundleFile: string;
+    /** Deadline of one CA request in seconds, from when a connection is free for it (default 10). */
     timeoutSeconds: number;
+    /** CA requests in flight at once, whatever the number of workloads (default 4). */
     maxConcurrentRequests: number;
+    /** Keep-alive connections per credential: the node SVID, the join token (default 1). */
     connectionsPerCredential: number;
   };
+  /** The node's identity, `spiffe://<trustDomain>/node/<name>`, and how it first authenticates. */
   node: {
+    /** The node's name: letters, digits, `.`, `_`, `-`. */
     name: string;
+    /** The node join token (prefer `joinTokenFile`: a config file is not a secret store). */
     joinToken?: string;
+    /** A file holding the join token, read each time one is needed. */
     joinTokenFile?: string;
     /**
      * The agent's projected service-account token (audience-bound, rotated by the kubelet),
      * read each time the node must authenticate without its SVID.
      */
     serviceAccountTokenFile?: string;
+    /** The node key's algorithm (default `ECDSA-P256`). */
     keyAlgorithm: KeyAlgorithm;
+    /** Lifetime in seconds asked for the node SVID (absent: the CA's default). */
     ttlSeconds?: number;
   };
+  /** Where the node SVID, the trust bundle and every workload's key and certificate are kept (0700). */
   stateDir: string;
+  /** A directory of drop-in workload files, watched (absent: none). */
   workloadsDir?: string;
   /** Pods and CSI volumes from the Kubernetes API (absent: no Kubernetes). */
   kubernetes?: AgentKubernetesConfig;
+  /** Defaults for the fields a workload entry leaves out. */
   workloadDefaults: WorkloadDefaults;
   /** The valid entries of `workloads:`. */
   workloads: WorkloadSpec[];
   /** The entries of `workloads:` that were skipped, and why. */
   workloadProblems: WorkloadProblem[];
+  /**
+   * When to renew: at `ratio` of a certificate's usable life (default 0.5) less up to `jitter`
+   * of it at random (0.1); failures retried after `retryInitialSeconds` (1), doubling up to
+   * `retryMaxSeconds` (60).
+   */
   renewal: { ratio: number; jitter: number; retryInitialSeconds: number; retryMaxSeconds: number };
+  /** Trust bundle and CRLs are fetched on the CA's `max-age`, held between these (5 and 300 s). */
   refresh: { minSeconds: number; maxSeconds: number };
+  /** How workloads' files are written. */
   delivery: {
+    /** Workload directories written at once (default 16). */
     maxConcurrentWrites: number;
     /** Workload directories must be inside one of these (absolute paths). */
     roots: string[];
@@ -81,6 +104,7 @@ export interface AgentConfig {
   proxy?: ProxyConfig;
   /** The status port; `statusPage` adds the live page at `/` (loopback only). */
   listen: { host: string; port: number; statusPage: boolean };
+  /** The least severe log line written (default `info`). */
   log: { level: LogLevel };
 }
 

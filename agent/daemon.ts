@@ -35,6 +35,7 @@ import { MeshAuthError } from "../mod.ts";
 
 /** A running agent process. */
 export interface RunningAgent {
+  /** The agent, renewing its workloads' SVIDs. */
   agent: NodeAgent;
   /** The proxy of the `proxy:` section, listening (absent without one). */
   proxy?: MeshProxy;
@@ -42,6 +43,7 @@ export interface RunningAgent {
   statusFeed?: StatusFeed;
   /** The status port (`/healthz`, `/readyz`, `/metrics`). */
   statusUrl: string;
+  /** The status port's number (the one picked when `listen.port` is 0). */
   statusPort: number;
   /** Stops the proxy and renewing, closes the status port and the CA connections. Files stay. */
   close(): Promise<void>;
@@ -49,9 +51,13 @@ export interface RunningAgent {
 
 /** A file the configuration names cannot be read. */
 export class AgentSetupError extends MeshAuthError {
-  static override code = "ERR_AGENT_SETUP";
-  override name = "AgentSetupError";
-  override code = AgentSetupError.code;
+  /** Stable code of this class: `ERR_AGENT_SETUP`. */
+  static override code: string = "ERR_AGENT_SETUP";
+  /** `message` names the setting, the file and why it cannot be read. */
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "AgentSetupError";
+  }
 }
 
 /**

@@ -14,7 +14,7 @@
  * @module
  */
 
-import { MetricsRegistry } from "../internal/mod.ts";
+import { type Counter, type Histogram, MetricsRegistry } from "../internal/mod.ts";
 import type { Crl } from "../mod.ts";
 import type { CaRequestObservation } from "./ca-client.ts";
 
@@ -23,18 +23,25 @@ const QUEUE_BUCKETS_SECONDS = [0.001, 0.01, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300
 
 /** A certificate the agent holds, as the gauges report it. */
 export interface HeldCertificateStatus {
+  /** The workload's name (the node's own name for the node SVID). */
   workload: string;
+  /** The SPIFFE ID the certificate carries. */
   spiffeId: string;
+  /** The start of the certificate's validity. */
   notBefore: Date;
+  /** The end of the certificate's validity. */
   notAfter: Date;
 }
 
 /** What the gauges read at scrape time. */
 export interface AgentStatusReader {
+  /** The number of workloads configured on the node. */
   workloadCount(): number;
   /** The certificate delivered to each workload that has one. */
   certificates(): Iterable<HeldCertificateStatus>;
+  /** The node's own SVID, once it has one. */
   node(): HeldCertificateStatus | undefined;
+  /** The sequence number of the trust bundle delivered, once the CA has given one. */
   trustBundleSequence(): number | undefined;
   /** The CA's clock minus this node's, in seconds, once the CA has answered. */
   clockOffsetSeconds?(): number | undefined;
@@ -47,53 +54,65 @@ export const EXPIRY_WARNING_FRACTION = 0.2;
 
 /** Counters and histograms the agent updates; gauges read through {@link AgentMetrics.attach}. */
 export class AgentMetrics {
+  /** Where the metrics are kept and rendered from. */
   readonly registry = new MetricsRegistry();
   #status?: AgentStatusReader;
 
-  readonly renewals = this.registry.counter(
+  /** Certificates obtained, by kind (`workload`, `node`) and reason. */
+  readonly renewals: Counter = this.registry.counter(
     "meshauth_agent_renewals_total",
     "Certificates obtained, by kind (workload, node) and reason (initial, renewal, revoked, changed, expired, requested).",
   );
-  readonly renewalFailures = this.registry.counter(
+  /** Failed attempts to obtain a certificate, by kind and cause. */
+  readonly renewalFailures: Counter = this.registry.counter(
     "meshauth_agent_renewal_failures_total",
     "Failed attempts to obtain a certificate, by kind and cause (ERR_* problem code, http_<status>, " +
       "timeout, connect, tls, answer, aborted).",
   );
-  readonly deliveryFailures = this.registry.counter(
+  /** Failed writes of a workload's files, by cause (errno or `ERR_*` code). */
+  readonly deliveryFailures: Counter = this.registry.counter(
     "meshauth_agent_delivery_failures_total",
     "Failed writes of a workload's files (previous files kept), by cause (errno or ERR_* code).",
   );
-  readonly expiryWarnings = this.registry.counter(
+  /** Certificates that came within 20% of their lifetime of expiring without being renewed. */
+  readonly expiryWarnings: Counter = this.registry.counter(
     "meshauth_agent_expiry_warnings_total",
     "Certificates that came within 20% of their lifetime of expiring without being renewed.",
   );
-  readonly trustBundleUpdates = this.registry.counter(
+  /** Trust bundle changes fetched from the CA. */
+  readonly trustBundleUpdates: Counter = this.registry.counter(
     "meshauth_agent_trust_bundle_updates_total",
     "Trust bundle changes fetched from the CA.",
   );
-  readonly crlUpdates = this.registry.counter(
+  /** New CRLs fetched from the CA, by authority. */
+  readonly crlUpdates: Counter = this.registry.counter(
     "meshauth_agent_crl_updates_total",
     "New CRLs fetched from the CA, by authority.",
   );
-  readonly revocations = this.registry.counter(
+  /** Held certificates found in a CRL (each is re-issued at once). */
+  readonly revocations: Counter = this.registry.counter(
     "meshauth_agent_revoked_certificates_total",
     "Held certificates found in a CRL (each is re-issued at once).",
   );
-  readonly workloadProblems = this.registry.counter(
+  /** Workload entries skipped as malformed or conflicting, by source. */
+  readonly workloadProblems: Counter = this.registry.counter(
     "meshauth_agent_workload_problems_total",
     "Workload entries skipped as malformed or conflicting, by source.",
   );
-  readonly caRequests = this.registry.histogram(
+  /** Seconds of each CA request, by endpoint and outcome, from leaving the queue to the answer. */
+  readonly caRequests: Histogram = this.registry.histogram(
     "meshauth_agent_ca_request_duration_seconds",
     "CA requests by endpoint and outcome (HTTP status or failure kind), from leaving the queue to the answer.",
     LATENCY_BUCKETS_SECONDS,
   );
-  readonly caQueue = this.registry.histogram(
+  /** Seconds each CA request waited for a free connection and a request slot, by endpoint. */
+  readonly caQueue: Histogram = this.registry.histogram(
     "meshauth_agent_ca_request_queue_seconds",
     "Time CA requests waited for their turn (a free connection and a request slot), by endpoint.",
     QUEUE_BUCKETS_SECONDS,
   );
 
+  /** Registers the gauges: no workloads and no certificates until {@link AgentMetrics.attach}. */
   constructor() {
     const status = () => this.#status;
     this.registry.gauge("meshauth_agent_workloads", "Workloads configured on this node.", () => [

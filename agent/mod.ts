@@ -15,7 +15,7 @@
  * - {@link CaClient} (on undici) and {@link SvidRotator}, to keep one identity fresh in a
  *   program of your own.
  * - The mutual-TLS proxy: {@link MeshProxy}, configured by the `proxy:` section
- *   ({@link readProxyConfig}), fed by the agent through {@link AgentCredentialSource}; and the
+ *   ({@link loadProxyConfig}), fed by the agent through {@link AgentCredentialSource}; and the
  *   live status page's data, {@link StatusFeed}.
  *
  * @example
@@ -74,6 +74,7 @@ export {
   type HeldCertificateStatus,
   isExpiring,
 } from "./metrics.ts";
+export { Counter, Gauge, Histogram, type Labels, type Metric, MetricsRegistry } from "../internal/mod.ts";
 export type {
   WorkloadOrigin,
   WorkloadProblem,
@@ -143,7 +144,6 @@ export {
   type ProxyLimits,
   type ProxyMode,
   type ProxyTlsConfig,
-  readProxyConfig,
 } from "./proxy/config.ts";
 export { type CredentialSource, type SvidCredential } from "./proxy/credentials.ts";
 export { AgentCredentialSource } from "./proxy/agent-credentials.ts";

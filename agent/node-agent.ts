@@ -81,25 +81,30 @@ export type AgentEvent =
 
 /** A workload's files do not hold a valid certificate (yet), and why. */
 export class WorkloadNotDelivered extends MeshAuthError {
-  static override code = "ERR_WORKLOAD_NOT_DELIVERED";
-  override name = "WorkloadNotDelivered";
-  override code = WorkloadNotDelivered.code;
+  /** Stable code of this class: `ERR_WORKLOAD_NOT_DELIVERED`. */
+  static override code: string = "ERR_WORKLOAD_NOT_DELIVERED";
+  /** `workload` is the workload's name; `reason` says what its files lack. */
   constructor(readonly workload: string, readonly reason: string) {
     super(`workload ${workload} has no certificate in its files: ${reason}`);
+    this.name = "WorkloadNotDelivered";
   }
 }
 
 /** Options of {@link NodeAgent}. */
 export interface NodeAgentOptions {
+  /** The trust domain of the node and of every workload. */
   trustDomain: TrustDomain | string;
   /** The node's name: its identity is `spiffe://<trust domain>/node/<name>`. */
   nodeName: string;
   /** The node join token, read when needed (bootstrap, or a refused node SVID). */
   bootstrapToken?: () => string | undefined | Promise<string | undefined>;
+  /** The CA client every request goes through, as the node. */
   client: CaClient;
   /** The CA's roots as configured: verify the CA before a bundle has been fetched. */
   trustBundlePem: string;
+  /** Where the node SVID, the trust bundle and every workload's key and certificate are kept. */
   stateDir: string;
+  /** Where workloads come from: static entries, a directory, this node's pods, CSI volumes. */
   sources: WorkloadSource[];
   /**
    * Workload directories must be inside one of these; an entry whose directory is elsewhere
@@ -108,18 +113,25 @@ export interface NodeAgentOptions {
    * `/var/run/meshauth`.
    */
   deliveryRoots?: string[];
+  /** The node key's algorithm. Default `ECDSA-P256`. */
   nodeKeyAlgorithm?: KeyAlgorithm;
+  /** Lifetime in seconds asked for the node SVID. Default: the CA's. */
   nodeTtlSeconds?: number;
+  /** When the node's and the workloads' SVIDs are renewed. Default ratio 0.5, jitter 0.1. */
   renewal?: RenewalOptions;
+  /** The waits between retries of a failed request. Default 1 s doubling to 60 s. */
   backoff?: BackoffOptions;
-  /** Bounds on the wait between trust bundle and CRL fetches. Default 5 s to 300 s. */
+  /** Lower bound on the wait between trust bundle and CRL fetches, in seconds. Default 5. */
   minRefreshSeconds?: number;
+  /** Upper bound on the wait between trust bundle and CRL fetches, in seconds. Default 300. */
   maxRefreshSeconds?: number;
   /** Workloads writing files at once. Default 16. */
   maxConcurrentWrites?: number;
   /** Issuances under way at once (the CA client bounds requests in flight itself). Default 8. */
   maxConcurrentIssuances?: number;
+  /** Where the agent's log lines go. Default: none. */
   logger?: Logger;
+  /** The metrics the agent updates. Default: its own. */
   metrics?: AgentMetrics;
   /**
    * Keep the process alive while the agent runs (default true): a script that only starts
@@ -130,17 +142,25 @@ export interface NodeAgentOptions {
 
 /** A workload's state, for status pages and tests. */
 export interface WorkloadStatus {
+  /** The workload's name, unique on the node. */
   name: string;
+  /** The SPIFFE ID its SVID carries. */
   spiffeId: string;
+  /** Where its files are written. */
   directory: string;
+  /** True when its files hold a valid certificate. */
   isReady: boolean;
+  /** Serial number (hex) of the certificate it holds, once it has one. */
   serialNumber?: string;
+  /** When that certificate expires. */
   notAfter?: Date;
 }
 
 /** The node agent. */
 export class NodeAgent {
+  /** The node's identity: `spiffe://<trust domain>/node/<name>`. */
   readonly nodeId: SpiffeId;
+  /** The metrics it updates (`options.metrics`, or its own). */
   readonly metrics: AgentMetrics;
   readonly #o: NodeAgentOptions;
   readonly #logger: Logger;
@@ -168,6 +188,7 @@ export class NodeAgent {
   #reconciling: Promise<void> = Promise.resolve();
   readonly #roots: string[];
 
+  /** Throws on a bad trust domain or node name; starts nothing ({@link NodeAgent.start} does). */
   constructor(options: NodeAgentOptions) {
     this.#o = options;
     this.#roots = (options.deliveryRoots ?? [DEFAULT_DELIVERY_ROOT]).map((root) => resolve(root));

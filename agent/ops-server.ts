@@ -60,12 +60,13 @@ const PAGE_HEADERS = {
 
 /** The status port is taken; the message names the setting that moves it. */
 export class StatusPortInUse extends MeshAuthError {
-  /** The stable code of this failure. */
-  static override code = "ERR_STATUS_PORT_IN_USE";
-  /** The class's name, for logs. */
-  override name = "StatusPortInUse";
-  /** The stable code, on the instance. */
-  override code = StatusPortInUse.code;
+  /** Stable code of this class: `ERR_STATUS_PORT_IN_USE`. */
+  static override code: string = "ERR_STATUS_PORT_IN_USE";
+  /** `message` names the address and the setting that moves it. */
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "StatusPortInUse";
+  }
 }
 
 function answer(response: ServerResponse, status: number, body: string, type = "application/json"): void {

@@ -7,7 +7,8 @@ import { EventEmitter } from "node:events";
 import { readFileSync } from "node:fs";
 import { TrustBundle } from "../mod.ts";
 import { FieldReader } from "../internal/mod.ts";
-import { type CredentialSource, MeshProxy, readProxyConfig, type SvidCredential } from "../agent/mod.ts";
+import { type CredentialSource, MeshProxy, type SvidCredential } from "../agent/mod.ts";
+import { readProxyConfig } from "../agent/proxy/config.ts";
 
 interface SidecarConfig {
   trustDomain: string;

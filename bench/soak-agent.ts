@@ -19,10 +19,10 @@ import {
   type CredentialSource,
   MeshProxy,
   NodeAgent,
-  readProxyConfig,
   StaticSource,
   type WorkloadSpec,
 } from "../agent/mod.ts";
+import { readProxyConfig } from "../agent/proxy/config.ts";
 import { FieldReader, jsonLogger } from "../internal/mod.ts";
 import { AgentCredentialSource } from "../tests/faults/mesh.ts";
 

@@ -146,7 +146,15 @@ export async function buildAuthenticators(
       }),
     );
   }
-  list.push(new MtlsAuthenticator({ authorities, store, nodeWorkloads, admins: config.admins }));
+  list.push(
+    new MtlsAuthenticator({
+      authorities,
+      store,
+      nodeWorkloads,
+      confirmNodeWorkload: kubernetes?.pods?.confirmNodeWorkload,
+      admins: config.admins,
+    }),
+  );
   return list;
 }
 

@@ -40,6 +40,8 @@ export interface MetricsSnapshot {
   latencySum: number;
   /** Number of issuances timed. */
   latencyCount: number;
+  /** Kubernetes objects the CA found in its way and left alone, by kind (absent in older snapshots). */
+  kubernetesConflicts?: Record<string, number>;
 }
 
 /** The counts of a process group: the last each process reported, and how many are running. */
@@ -74,6 +76,7 @@ export class CaMetrics {
     latencyBuckets: new Array<number>(LATENCY_BUCKETS_SECONDS.length).fill(0),
     latencySum: 0,
     latencyCount: 0,
+    kubernetesConflicts: Object.create(null),
   };
 
   /** One certificate issued to a caller authenticated by `method`, taking `seconds`. */
@@ -90,6 +93,11 @@ export class CaMetrics {
   /** One request denied, by problem code. */
   denied(code: string): void {
     count(this.#snapshot.denied, code);
+  }
+
+  /** An object of `kind` that is not the CA's holds a name the CA would write (warned about once). */
+  kubernetesConflict(kind: string): void {
+    count(this.#snapshot.kubernetesConflicts!, kind);
   }
 
   /**
@@ -123,6 +131,7 @@ export function mergeSnapshots(snapshots: readonly MetricsSnapshot[]): MetricsSn
     s.latencyBuckets.forEach((v, i) => total.latencyBuckets[i] += v);
     total.latencySum += s.latencySum;
     total.latencyCount += s.latencyCount;
+    for (const [k, v] of Object.entries(s.kubernetesConflicts ?? {})) count(total.kubernetesConflicts!, k, v);
   }
   return total;
 }
@@ -144,6 +153,12 @@ export function renderMetrics(snapshots: readonly MetricsSnapshot[], facts: Grou
     s.rateLimited,
   );
   counter("meshauth_ca_http_responses_total", "HTTP responses, by status.", "status", s.responses);
+  counter(
+    "meshauth_ca_kubernetes_conflicts_total",
+    "Kubernetes objects that hold a name the CA would write and are not the CA's (left alone), by kind.",
+    "kind",
+    s.kubernetesConflicts ?? {},
+  );
   if (facts.revocationsTotal !== undefined) {
     registry.counter(
       "meshauth_ca_revocations_total",

@@ -24,6 +24,7 @@ export {
   type AuthenticationMethod,
   type Authenticator,
   type Credentials,
+  type NodeWorkloadCheck,
   type NodeWorkloads,
   type Principal,
   staticNodeWorkloads,
@@ -148,7 +149,16 @@ export {
   requestedKey,
   verifyProofOfPossession,
 } from "./kubernetes/pod-certificate-request.ts";
-export { clusterTrustBundleName, ClusterTrustBundlePublisher } from "./kubernetes/cluster-trust-bundle.ts";
+export {
+  clusterTrustBundleName,
+  ClusterTrustBundlePublisher,
+  type ClusterTrustBundlePublisherOptions,
+} from "./kubernetes/cluster-trust-bundle.ts";
+export {
+  TrustBundleConfigMapPublisher,
+  type TrustBundleConfigMapPublisherOptions,
+} from "./kubernetes/trust-bundle-config-map.ts";
+export type { TrustBundlePublisherOptions } from "./kubernetes/trust-bundle-publisher.ts";
 export {
   type ControllerIssuance,
   ControllerIssuer,

@@ -169,18 +169,18 @@ export async function startCaServer(
   // A worker's socket is the primary's, which checked the address before forking.
   if (!cluster.isWorker) await checkListenAddress(config.listen.host, config.listen.port);
   const store = await openStore(config, { logger });
+  const metrics = options.metrics ?? new CaMetrics();
   let kubernetes: KubernetesIntegration | undefined;
   try {
     // Loaded only when asked for: @kubernetes/client-node is heavy to import.
     if (config.kubernetes?.api) {
       const { startKubernetesIntegration } = await import("./kubernetes/integration.ts");
-      kubernetes = await startKubernetesIntegration(config, { authorities, store, logger });
+      kubernetes = await startKubernetesIntegration(config, { authorities, store, logger, metrics });
     }
   } catch (err) {
     await store.close();
     throw err;
   }
-  const metrics = options.metrics ?? new CaMetrics();
   // A worker's limits and metrics are the whole CA's: the store's buckets when it shares them
   // across replicas (PostgreSQL), else the primary's; its metrics are reported with the others'.
   const group = cluster.isWorker ? new WorkerGroup(metrics) : undefined;
@@ -213,8 +213,12 @@ export async function startCaServer(
   const scheduleRenewal = (notBefore: Date, notAfter: Date) => {
     // Half-life, as workloads renew (the backdated notBefore counts: it is part of the
     // lifetime), and never sooner than 10 s from now, so renewals near the CA's own expiry
-    // (which caps the lifetime) cannot follow one another every second.
-    const delay = Math.max(10_000, renewalTime({ notBefore, notAfter }).getTime() - Date.now());
+    // (which caps the lifetime) cannot follow one another every second; but a certificate with
+    // less than 20 s left (a lifetime set below the configuration's minimum in code, or the
+    // CA's own expiry near) renews at half what is left, at least 1 s on, not after it expired.
+    const leftMs = notAfter.getTime() - Date.now();
+    const floorMs = Math.max(1000, Math.min(10_000, leftMs / 2));
+    const delay = Math.max(floorMs, renewalTime({ notBefore, notAfter }).getTime() - Date.now());
     renewal = setTimeout(async () => {
       try {
         const next = await servingCredentials(authorities, store, config);

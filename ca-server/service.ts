@@ -186,14 +186,14 @@ export class CaService {
     const authority = this.#o.authorities.active();
     let authorizedId: string;
     try {
-      if (principal.allowedIds.length === 1 && !principal.consume) {
+      if (principal.allowedIds.length === 1 && !principal.consume && !principal.confirmId) {
         // The common case: one identity; the core checks the CSR names it while signing.
         authorizedId = principal.allowedIds[0];
         await admit?.(authorizedId);
       } else {
         const request = await parseCsr(csrPem);
         authorizedId = request.id.toString();
-        if (!principal.allowedIds.includes(authorizedId)) {
+        if (!principal.allowedIds.includes(authorizedId) && !(await principal.confirmId?.(authorizedId))) {
           throw new IdentityMismatch(authorizedId, principal.allowedIds.join(", ") || "no identity");
         }
         // Everything the signing could refuse is checked before a single-use token is spent.

@@ -9,6 +9,7 @@
 import { setFlagsFromString } from "node:v8";
 import { AGENT_ENV_OVERRIDES, type AgentConfig, loadAgentConfig } from "../agent/config.ts";
 import { formatAddress } from "../agent/proxy/address.ts";
+import { ListenerPolicy } from "../agent/proxy/policy-files.ts";
 import type { WorkloadProblem, WorkloadSpec } from "../agent/sources/source.ts";
 import { jsonLogger } from "../internal/mod.ts";
 import { isHelp, parseFlags, reportCliError, UsageError } from "./args.ts";
@@ -58,13 +59,34 @@ async function readDropIns(
 async function describe(config: AgentConfig): Promise<{ text: string; isValid: boolean }> {
   const dropIns = await readDropIns(config);
   const problems = [...config.workloadProblems, ...dropIns.problems];
+  // The proxy's policy files, read as the agent reads them at start (which a bad one refuses).
+  const policyProblems: string[] = [];
+  for (const inbound of config.proxy?.inbound ?? []) {
+    await ListenerPolicy.load({
+      listener: inbound.name,
+      files: inbound.policies,
+      protocol: inbound.protocol,
+      defaultAction: inbound.defaultAction,
+    }).catch((err: Error) => policyProblems.push(`  inbound ${inbound.name}: ${err.message}`));
+  }
   const where = `node ${config.node.name} of ${config.trustDomain}, CA ${config.ca.url}`;
+  const why = [
+    ...(problems.length > 0
+      ? [`${problems.length} workload entr${problems.length === 1 ? "y is" : "ies are"} skipped`]
+      : []),
+    ...(policyProblems.length > 0
+      ? [
+        `${policyProblems.length} listener${
+          policyProblems.length === 1 ? "'s" : "s'"
+        } policies cannot be used`,
+      ]
+      : []),
+  ];
   const lines = [
-    problems.length === 0
+    why.length === 0
       ? `configuration is valid: ${where}`
-      : `configuration is not valid: ${problems.length} workload entr${
-        problems.length === 1 ? "y is" : "ies are"
-      } skipped (below); ${where}`,
+      : `configuration is not valid: ${why.join(", ")} (below); ${where}`,
+    ...policyProblems,
     `state directory ${config.stateDir}; status port ${config.listen.host}:${config.listen.port}`,
     ...[...config.workloads, ...dropIns.workloads].map((w) =>
       `  workload ${w.name}: ${w.spiffeId} -> ${w.directory} (${w.layout})${
@@ -104,7 +126,7 @@ async function describe(config: AgentConfig): Promise<{ text: string; isValid: b
   for (const p of problems) {
     lines.push(`  skipped ${[p.file, p.field].filter(Boolean).join(" ")}: ${p.message}`);
   }
-  return { text: lines.join("\n"), isValid: problems.length === 0 };
+  return { text: lines.join("\n"), isValid: why.length === 0 };
 }
 
 /**

@@ -26,7 +26,7 @@ export {
   loadConfigFile,
   type RawConfig,
 } from "./config-file.ts";
-export { Counter, Gauge, Histogram, type Labels, MetricsRegistry } from "./prometheus.ts";
+export { Counter, Gauge, Histogram, type Labels, type Metric, MetricsRegistry } from "./prometheus.ts";
 export {
   KubernetesApi,
   KubernetesApiError,

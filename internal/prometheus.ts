@@ -35,7 +35,9 @@ function formatNumber(value: number): string {
   return String(value);
 }
 
-interface Metric {
+/** What a {@link MetricsRegistry} holds: a metric that writes itself in the text format. */
+export interface Metric {
+  /** Appends the metric's `# HELP`, `# TYPE` and sample lines to `lines`. */
   render(lines: string[]): void;
 }
 
@@ -46,6 +48,7 @@ interface Metric {
  */
 export class Counter implements Metric {
   readonly #values = new Map<string, { labels: Labels; value: number }>();
+  /** `name` and `help` as Prometheus shows them; `labelNames` fixes the labels and their order. */
   constructor(readonly name: string, readonly help: string, readonly labelNames?: readonly string[]) {}
 
   #key(labels: Labels): string {
@@ -84,6 +87,7 @@ export class Counter implements Metric {
     return total;
   }
 
+  /** Appends the counter's lines in the text format to `lines`. */
   render(lines: string[]): void {
     lines.push(`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} counter`);
     for (const { labels, value } of this.#values.values()) {
@@ -94,12 +98,14 @@ export class Counter implements Metric {
 
 /** A value read at scrape time: `collect` answers every series. */
 export class Gauge implements Metric {
+  /** `name` and `help` as Prometheus shows them; `collect` is called at every render. */
   constructor(
     readonly name: string,
     readonly help: string,
     readonly collect: () => Iterable<{ labels?: Labels; value: number }>,
   ) {}
 
+  /** Appends the gauge's lines in the text format to `lines`, from a fresh `collect()`. */
   render(lines: string[]): void {
     lines.push(`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} gauge`);
     for (const { labels, value } of this.collect()) {
@@ -111,6 +117,7 @@ export class Gauge implements Metric {
 /** Observations counted into fixed buckets, per label set. */
 export class Histogram implements Metric {
   readonly #series = new Map<string, { labels: Labels; buckets: number[]; sum: number; count: number }>();
+  /** `name` and `help` as Prometheus shows them; `bucketBounds` are the buckets' upper bounds, ascending. */
   constructor(readonly name: string, readonly help: string, readonly bucketBounds: readonly number[]) {}
 
   #seriesOf(labels: Labels) {
@@ -145,6 +152,7 @@ export class Histogram implements Metric {
     series.count += counted.count;
   }
 
+  /** Appends the histogram's lines in the text format to `lines`: buckets, `+Inf`, sum and count. */
   render(lines: string[]): void {
     lines.push(`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} histogram`);
     for (const { labels, buckets, sum, count } of this.#series.values()) {

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // The project's whole check, as `npm test` runs it: system packages, type-check, lint,
 // format, then the test suites on every runtime. `node scripts/test.mjs --help` for options.
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { existsSync, readdirSync, statSync } from "node:fs";
 import { join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -9,6 +9,20 @@ import { ensureRuntimes, isCi, RUNTIME_BINARIES } from "../tests/runtimes/runtim
 
 const root = fileURLToPath(new URL("..", import.meta.url));
 const { deno, bun, node24, workerd } = RUNTIME_BINARIES;
+
+// A hung test fails its step with its file's name instead of eating the run's budget.
+// node --test: --test-timeout bounds every test (and, on Node 20, every file), and
+// --test-force-exit ends a file's process once its tests are done, even if a child process or a
+// socket a failed test left behind would hold it open. Deno has no such flag: its step watches
+// which file runs and ends the run when one runs longer than FILE_TIMEOUT_MS.
+const FILE_TIMEOUT_MS = 10 * 60_000;
+const nodeTest = (timeoutMs = FILE_TIMEOUT_MS) => [
+  "--import",
+  "tsx",
+  "--test",
+  `--test-timeout=${timeoutMs}`,
+  "--test-force-exit",
+];
 
 const args = process.argv.slice(2);
 if (args.includes("--help")) {
@@ -22,7 +36,10 @@ stunnel4, haproxy, wrk, faketime, chromium) are installed with apt-get when
 missing and running as root; otherwise the missing ones are named and the run stops.
 The extra runtimes (Node 24, Deno, Bun, workerd) are installed on first use into
 tests/runtimes/node_modules from tests/runtimes/package-lock.json. With CI=true a runtime
-that is missing fails the run; otherwise the steps that need it are skipped and say so.`);
+that is missing fails the run; otherwise the steps that need it are skipped and say so.
+A test file that runs for more than ${
+    FILE_TIMEOUT_MS / 60_000
+  } minutes (a test that hangs) fails its step, named.`);
   process.exit(0);
 }
 const only = args.find((a) => a.startsWith("--only="))?.slice(7).split(",");
@@ -40,6 +57,16 @@ function files(dir, pattern) {
   };
   walk(join(root, dir));
   return out;
+}
+
+/** The fault tests, the longest (in the short variant) first. */
+function faultTests() {
+  const longestFirst = ["rotation-under-load", "disk", "postgres-outage", "clock-skew", "kill-ca"];
+  const rank = (f) => {
+    const i = longestFirst.findIndex((name) => f.endsWith(`/${name}.test.ts`));
+    return i < 0 ? longestFirst.length : i;
+  };
+  return files("tests/faults", /\.test\.ts$/).sort((a, b) => rank(a) - rank(b));
 }
 
 function steps() {
@@ -68,23 +95,29 @@ function steps() {
     { name: "typecheck", cmd: [deno, "check", "--quiet", ...typed], runtime: deno },
     { name: "lint", cmd: [deno, "lint", "--quiet"], runtime: deno },
     { name: "fmt", cmd: [deno, "fmt", "--check", "--quiet"], runtime: deno },
-    { name: "node", cmd: [process.execPath, "--import", "tsx", "--test", "--test-concurrency=1", ...tests] },
+    { name: "node", cmd: [process.execPath, ...nodeTest(), "--test-concurrency=1", ...tests] },
     {
       name: "faults",
+      // Two files at a time: they mostly wait (on certificate lifetimes, outages, a watched
+      // agent), using about a quarter of one core; the longest start first so both end together.
+      // The long variant runs for as long as its kill points take.
       cmd: [
         process.execPath,
-        "--import",
-        "tsx",
-        "--test",
-        "--test-concurrency=1",
-        ...files("tests/faults", /\.test\.ts$/),
+        ...nodeTest(args.includes("--long") ? 4 * 60 * 60_000 : FILE_TIMEOUT_MS),
+        "--test-concurrency=2",
+        ...faultTests(),
       ],
       env: { MESHAUTH_FAULTS: args.includes("--long") ? "long" : "short" },
     },
-    { name: "deno", cmd: [deno, "test", "-A", "--quiet", ...tests], runtime: deno },
+    {
+      name: "deno",
+      cmd: [deno, "test", "-A", "--quiet", ...tests],
+      runtime: deno,
+      fileTimeoutMs: FILE_TIMEOUT_MS,
+    },
     {
       name: "node24",
-      cmd: [node24, "--import", "tsx", "--test", "--test-concurrency=1", ...tests],
+      cmd: [node24, ...nodeTest(), "--test-concurrency=1", ...tests],
       runtime: node24,
     },
   ];
@@ -110,7 +143,7 @@ function steps() {
   if (caServerTests.length) {
     list.push({
       name: "bun-ca",
-      cmd: [process.execPath, "--import", "tsx", "--test", "--test-concurrency=1", ...caServerTests],
+      cmd: [process.execPath, ...nodeTest(), "--test-concurrency=1", ...caServerTests],
       env: { MESHAUTH_TEST_CA_RUNTIME: "bun" },
       runtime: bun,
     });
@@ -123,12 +156,13 @@ function steps() {
   }
   list.push({
     name: "docs",
-    cmd: [process.execPath, "--import", "tsx", "--test", ...files("tests/docs", /\.test\.ts$/)],
+    // code-blocks.test.ts runs every block of the docs on each runtime: up to 10 minutes.
+    cmd: [process.execPath, ...nodeTest(2 * FILE_TIMEOUT_MS), ...files("tests/docs", /\.test\.ts$/)],
     runtime: deno,
   });
   list.push({
     name: "package",
-    cmd: [process.execPath, "--import", "tsx", "--test", ...files("tests/package", /\.test\.ts$/)],
+    cmd: [process.execPath, ...nodeTest(), ...files("tests/package", /\.test\.ts$/)],
   });
   return list;
 }
@@ -196,6 +230,58 @@ function installRuntimes() {
   return 0;
 }
 
+/** Runs a step's command; its exit status. */
+function runCommand(step) {
+  const options = { cwd: root, env: { ...process.env, NO_COLOR: "1", ...step.env } };
+  if (!step.fileTimeoutMs) {
+    return spawnSync(step.cmd[0], step.cmd.slice(1), { stdio: "inherit", ...options }).status;
+  }
+  return new Promise((resolve) => {
+    // Its own process group: a kill reaches whatever the tests started, too.
+    const child = spawn(step.cmd[0], step.cmd.slice(1), {
+      stdio: ["ignore", "pipe", "pipe"],
+      detached: true,
+      ...options,
+    });
+    let file = "(before the first file)";
+    let fileStartedAt = Date.now();
+    let hungFile;
+    const echo = (out) => {
+      let buffered = "";
+      return (chunk) => {
+        out.write(chunk);
+        buffered += chunk;
+        const lines = buffered.split("\n");
+        buffered = lines.pop();
+        for (const line of lines) {
+          const running = /^running \d+ tests? from (\S+)/.exec(line);
+          if (running) [file, fileStartedAt] = [running[1], Date.now()];
+        }
+      };
+    };
+    child.stdout.on("data", echo(process.stdout));
+    child.stderr.on("data", echo(process.stderr));
+    const watchdog = setInterval(() => {
+      if (hungFile || Date.now() - fileStartedAt <= step.fileTimeoutMs) return;
+      hungFile = file;
+      try {
+        process.kill(-child.pid, "SIGKILL");
+      } catch {
+        child.kill("SIGKILL");
+      }
+    }, 1000);
+    child.on("close", (code) => {
+      clearInterval(watchdog);
+      if (hungFile) {
+        console.error(
+          `\n${step.name}: ${hungFile} ran for more than ${step.fileTimeoutMs / 1000} s: killed`,
+        );
+      }
+      resolve(hungFile ? 1 : code ?? 1);
+    });
+  });
+}
+
 const known = steps().map((s) => s.name);
 const unknown = [...(only ?? []), ...skip].filter((name) => !known.includes(name));
 if (unknown.length) {
@@ -223,12 +309,7 @@ for (const step of steps()) {
     results.push({ name: step.name, ok: true, skipped: true, seconds: "0.0" });
     continue;
   }
-  const status = step.run ? step.run() : spawnSync(step.cmd[0], step.cmd.slice(1), {
-    stdio: "inherit",
-    cwd: root,
-    env: { ...process.env, NO_COLOR: "1", ...step.env },
-  })
-    .status;
+  const status = step.run ? step.run() : await runCommand(step);
   const seconds = ((Date.now() - t0) / 1000).toFixed(1);
   results.push({ name: step.name, ok: status === 0, seconds });
   console.log(`<== ${step.name}: ${status === 0 ? "ok" : `FAILED (exit ${status})`} in ${seconds}s`);

@@ -19,10 +19,13 @@ import { dirname } from "node:path";
 
 /** One decision. */
 export interface AuditRecord {
+  /** When the decision was made, as an ISO 8601 UTC time. */
   time: string;
   /** The listener's name (for outbound, the upstream service). */
   listener: string;
+  /** `inbound` (a peer to the local service) or `outbound` (the local app to an upstream). */
   direction: "inbound" | "outbound";
+  /** What was enforced. */
   decision: "allow" | "deny";
   /**
    * Why: `policy` (a policy decided), `default` (no ALLOW policy exists), `no-allow-policy-matched`,
@@ -30,7 +33,9 @@ export interface AuditRecord {
    * `malformed-request` (HTTP mode: answered 400 before any policy read it).
    */
   reason: string;
+  /** The policy that decided, when one did. */
   policy?: string;
+  /** Which rule of `policy` matched (0-based), when one did. */
   ruleIndex?: number;
   /** The verdict with dry-run policies enforced, when the listener has them. */
   dryRun?: { decision: "allow" | "deny"; policy?: string; ruleIndex?: number; reason: string };
@@ -50,11 +55,15 @@ export interface AuditRecord {
   source?: string;
   /** Where the connection goes: the local service (inbound) or the upstream (outbound). */
   destination: string;
+  /** `mtls`, or `plaintext` for a connection the listener let in without TLS. */
   transport: "mtls" | "plaintext";
   /** The TLS session was resumed; it was verified again all the same. */
   resumed?: boolean;
+  /** The connection's number, counted from 1 in this proxy: a connection's records share it. */
   connection: number;
+  /** HTTP mode: the request's method. */
   method?: string;
+  /** HTTP mode: the request's normalized path, as policies matched it. */
   path?: string;
   /**
    * A summary of records about peers without a verified identity: this many more like it (same

@@ -102,7 +102,11 @@ export class InboundListener implements WorkloadObserver {
   async listen(): Promise<SocketAddress> {
     this.#stopObserving = this.workload.observe(this);
     this.credentialChanged(this.workload.contextOptions);
-    this.#address = await listenOn(this.#server, this.config.listen);
+    this.#address = await listenOn(
+      this.#server,
+      this.config.listen,
+      `proxy's inbound listener ${this.config.name}`,
+    );
     return this.#address;
   }
 

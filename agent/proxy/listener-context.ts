@@ -9,13 +9,13 @@
 import type { Server } from "node:net";
 import type { Logger } from "../../internal/mod.ts";
 import type { PolicyDecision } from "../../mod.ts";
-import { type SocketAddress } from "./address.ts";
+import { formatAddress, type SocketAddress } from "./address.ts";
 import type { AuditLog, AuditRecord } from "./audit.ts";
 import type { UnverifiedAudit } from "./audit-aggregation.ts";
 import type { ProxyLimits } from "./config.ts";
 import type { ProxyMetrics } from "./metrics.ts";
 import type { Verdict } from "./policy-files.ts";
-import { clearSocketPath, setSocketPermissions } from "./unix-socket.ts";
+import { clearSocketPath, ProxyListenError, setSocketPermissions } from "./unix-socket.ts";
 
 /** Shared by the listeners of one proxy. */
 export interface ListenerContext {
@@ -81,9 +81,30 @@ export function recordDecision(context: ListenerContext, record: Omit<AuditRecor
  * A Unix socket's path is cleared of a stale socket first, and the socket file gets its mode and
  * owner as soon as it is bound (the bind is synchronous), before the first connection is accepted.
  */
-export async function listenOn(server: Server, address: SocketAddress): Promise<SocketAddress> {
+export async function listenOn(
+  server: Server,
+  address: SocketAddress,
+  listener?: string,
+): Promise<SocketAddress> {
   if ("path" in address) await clearSocketPath(address);
-  return new Promise((resolve, reject) => {
+  return new Promise((resolve, reject_) => {
+    // A bind that fails says which listener, and what to change, in one line.
+    const reject = (error: unknown) => {
+      const err = error as NodeJS.ErrnoException;
+      if (err instanceof ProxyListenError || !listener) return reject_(err);
+      const why = err.code === "EADDRINUSE"
+        ? "another process listens there"
+        : err.code === "EACCES"
+        ? "not permitted (a port under 1024 needs privileges)"
+        : err.code === "EADDRNOTAVAIL"
+        ? "no interface of this machine has that address"
+        : err.message;
+      reject_(
+        new ProxyListenError(formatAddress(address), `${why}; it is the ${listener}'s listen address`, {
+          cause: err,
+        }),
+      );
+    };
     server.once("error", reject);
     const onListening = () => {
       server.off("error", reject);

@@ -53,26 +53,31 @@ export class ProxyMetrics {
     "TLS key exchange groups negotiated on outbound connections.",
     ["group"],
   );
+  /** TLS sessions resumed (and verified again), by listener and direction. */
   readonly resumed: Counter = this.registry.counter(
     "meshauth_proxy_resumed_sessions_total",
     "TLS sessions resumed (and verified again), by listener and direction.",
     ["listener", "direction"],
   );
+  /** Bytes relayed, by listener and direction (`from_peer`, `to_peer`). */
   readonly bytes: Counter = this.registry.counter(
     "meshauth_proxy_bytes_total",
     "Bytes relayed, by listener and direction (from_peer, to_peer).",
     ["listener", "direction"],
   );
+  /** Policy reloads, by listener and result (`reloaded`, `refused`). */
   readonly policyReloads: Counter = this.registry.counter(
     "meshauth_proxy_policy_reloads_total",
     "Policy reloads by listener and result (reloaded, refused).",
     ["listener", "result"],
   );
+  /** New SVIDs put into service, by workload. */
   readonly rotations: Counter = this.registry.counter(
     "meshauth_proxy_credential_rotations_total",
     "New SVIDs put into service, by workload.",
     ["workload"],
   );
+  /** Trust bundle or CRL changes applied (open connections verified again), by workload. */
   readonly trustChanges: Counter = this.registry.counter(
     "meshauth_proxy_trust_changes_total",
     "Trust bundle or CRL changes applied (open connections verified again), by workload.",
@@ -99,6 +104,7 @@ export class ProxyMetrics {
     "Audit records about peers without a verified identity counted in a summary record instead of written one by one, by listener and reason.",
     ["listener", "reason"],
   );
+  /** Seconds from accept to the first relayed byte (handshake, verification, policy, connect), by direction. */
   readonly establishSeconds: Histogram = this.registry.histogram(
     "meshauth_proxy_establish_seconds",
     "From accept to the first relayed byte: handshake, verification, policy and connect, by direction.",

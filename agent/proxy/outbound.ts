@@ -85,7 +85,11 @@ export class OutboundListener implements WorkloadObserver {
 
   async listen(): Promise<SocketAddress> {
     this.#stopObserving = this.workload.observe(this);
-    this.#address = await listenOn(this.#server, this.config.listen);
+    this.#address = await listenOn(
+      this.#server,
+      this.config.listen,
+      `proxy's outbound listener ${this.config.name}`,
+    );
     return this.#address;
   }
 

@@ -35,19 +35,25 @@ import { ProxyWorkload } from "./workload.ts";
 
 /** Options of {@link MeshProxy}. */
 export interface MeshProxyOptions {
+  /** The listeners, TLS settings, limits and audit log (the `proxy:` section, or one made in code). */
   config: ProxyConfig;
   /** Each workload's credentials, by workload name; more can be attached later with {@link MeshProxy.setSource}. */
   sources?: ReadonlyMap<string, CredentialSource> | Record<string, CredentialSource>;
+  /** Where the proxy's log lines go. Default: none. */
   logger?: Logger;
+  /** The metrics the proxy updates. Default: its own. */
   metrics?: ProxyMetrics;
 }
 
 /** The proxy. */
 export class MeshProxy {
+  /** The configuration it was made with. */
   readonly config: ProxyConfig;
+  /** The metrics it updates (`options.metrics`, or its own). */
   readonly metrics: ProxyMetrics;
   /** The secure-naming table: which identities may serve which outbound service. */
   readonly naming: SecureNaming;
+  /** The TLS key exchange groups offered, in order: `tls.groups`, or this runtime's defaults. */
   readonly groups: readonly string[];
   readonly #logger: Logger;
   readonly #audit: AuditLog;
@@ -55,6 +61,8 @@ export class MeshProxy {
   readonly #workloads = new Map<string, ProxyWorkload>();
   readonly #inbound: InboundListener[] = [];
   readonly #outbound: OutboundListener[] = [];
+  /** Each listener's last refused reload, by its message: reported once until it changes. */
+  readonly #refusedReloads = new Map<string, string>();
   readonly #pendingSources: Map<string, CredentialSource>;
   #revalidateTimer?: ReturnType<typeof setInterval>;
   #reloadTimer?: ReturnType<typeof setInterval>;
@@ -64,7 +72,8 @@ export class MeshProxy {
   /**
    * Throws a `ConfigError` for an outbound listener on a TCP address that is not loopback: it
    * accepts plain text and sends it with the workload's identity, so anyone who reaches it could
-   * use that identity. (`readProxyConfig` refuses it too; a configuration made in code is checked here.)
+   * use that identity. (`loadProxyConfig` and the agent's configuration refuse it too; a
+   * configuration made in code is checked here.)
    */
   constructor(options: MeshProxyOptions) {
     const offLoopback = options.config.outbound.filter((o) =>
@@ -254,13 +263,18 @@ export class MeshProxy {
       try {
         changed = await listener.policy.reload();
       } catch (err) {
+        // Said once for each bad version of the files, not at every look (every 2 s by default).
+        const message = (err as Error).message;
+        if (this.#refusedReloads.get(listener.name) === message) return;
+        this.#refusedReloads.set(listener.name, message);
         this.metrics.policyReloads.inc({ listener: listener.name, result: "refused" });
         this.#logger.error("policy reload refused; the policies in force stay", {
           listener: listener.name,
-          error: (err as Error).message,
+          error: message,
         });
         return;
       }
+      this.#refusedReloads.delete(listener.name);
       if (!changed) return;
       this.metrics.policyReloads.inc({ listener: listener.name, result: "reloaded" });
       this.#logger.info("policies reloaded", {

@@ -47,13 +47,17 @@ export const COMBINED_FILE_ANNOTATION = "meshauth.io/combined-file";
 
 /** Options of {@link KubernetesPodSource}. */
 export interface KubernetesPodSourceOptions {
+  /** Lists and watches the pods. */
   api: KubernetesApi;
   /** This node's name: only pods with this `spec.nodeName` are served. */
   nodeName: string;
+  /** The trust domain of the pods' SPIFFE IDs. */
   trustDomain: TrustDomain | string;
   /** The base directory on the host; each pod's files go to `<directory>/<pod UID>`. */
   directory: string;
+  /** Defaults for what a pod's annotations leave out. Default {@link WORKLOAD_DEFAULTS}. */
   defaults?: WorkloadDefaults;
+  /** Where the source's log lines go. Default: none. */
   logger?: Logger;
   /** How long {@link KubernetesPodSource.start} waits for the first list. Default 60 s. */
   syncTimeoutMs?: number;
@@ -84,9 +88,11 @@ interface PodEntry {
 }
 
 const UID = /^[A-Za-z0-9-]{1,64}$/;
-const ID_MAX = 2 ** 32 - 2;
+// Kubernetes validates a securityContext's user and group IDs as 0 to 2^31 - 1.
+const ID_MAX = 2 ** 31 - 1;
 
-function idOrUndefined(value: unknown): number | undefined {
+/** A user or group ID of a pod's securityContext; undefined when absent or out of range (0 is an ID). */
+export function securityContextId(value: unknown): number | undefined {
   return typeof value === "number" && Number.isInteger(value) && value >= 0 && value <= ID_MAX
     ? value
     : undefined;
@@ -102,6 +108,7 @@ export class KubernetesPodSource implements WorkloadSource {
   #sink?: WorkloadSink;
   #isReportQueued = false;
 
+  /** Throws on a bad trust domain; watches nothing until {@link KubernetesPodSource.start}. */
   constructor(options: KubernetesPodSourceOptions) {
     this.#o = options;
     this.#trustDomain = TrustDomain.from(options.trustDomain);
@@ -163,8 +170,8 @@ export class KubernetesPodSource implements WorkloadSource {
       annotations: Object.fromEntries(
         Object.entries(annotations).filter(([key]) => key.startsWith("meshauth.io/")),
       ),
-      runAsUser: idOrUndefined(security.runAsUser),
-      gid: idOrUndefined(security.fsGroup) ?? idOrUndefined(security.runAsGroup),
+      runAsUser: securityContextId(security.runAsUser),
+      gid: securityContextId(security.fsGroup) ?? securityContextId(security.runAsGroup),
     };
   }
 

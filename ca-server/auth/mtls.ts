@@ -17,7 +17,7 @@ import { bytesEqual } from "../../internal/mod.ts";
 import type { Authorities } from "../authorities.ts";
 import { Problem } from "../problems.ts";
 import type { CaStore } from "../store/store.ts";
-import type { Authenticator, Credentials, NodeWorkloads, Principal } from "./principal.ts";
+import type { Authenticator, Credentials, NodeWorkloadCheck, NodeWorkloads, Principal } from "./principal.ts";
 
 /** Options of {@link MtlsAuthenticator}. */
 export interface MtlsAuthenticatorOptions {
@@ -27,6 +27,8 @@ export interface MtlsAuthenticatorOptions {
   store: CaStore;
   /** Which workloads a node agent's SVID may obtain certificates for. */
   nodeWorkloads: NodeWorkloads;
+  /** For an identity not among a node's workloads: one authoritative look (the API server's pods). */
+  confirmNodeWorkload?: NodeWorkloadCheck;
   /** SPIFFE IDs allowed to use the administrative API. */
   admins: readonly string[];
   /** The validation time of client SVIDs; the system's clock by default. */
@@ -103,6 +105,8 @@ export class MtlsAuthenticator implements Authenticator {
     const isAdmin = this.options.admins.includes(id);
     const node = NODE_PATH.exec(verified.id.path)?.[1];
     const allowedIds = node ? [id, ...(await this.options.nodeWorkloads(node))] : [id];
-    return { method: "mtls", requester: id, allowedIds, isAdmin, node };
+    const confirm = this.options.confirmNodeWorkload;
+    const confirmId = node && confirm ? (wanted: string) => confirm(node, wanted) : undefined;
+    return { method: "mtls", requester: id, allowedIds, isAdmin, node, ...(confirmId ? { confirmId } : {}) };
   }
 }

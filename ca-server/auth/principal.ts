@@ -21,6 +21,11 @@ export interface Principal {
   /** For a node agent, its node name. */
   node?: string;
   /**
+   * A second, authoritative look for an identity not in `allowedIds` (a node's pod that the
+   * CA's cache has not seen yet): true allows it. Bounded and rate-limited by its provider.
+   */
+  confirmId?: (id: string) => Promise<boolean>;
+  /**
    * Called once the request is authorized, just before signing: a single-use token is spent
    * here (atomically, across replicas), so a request refused for a bad CSR does not burn it.
    */
@@ -49,6 +54,9 @@ export interface Authenticator {
 
 /** Where node agents' workloads are: the SPIFFE IDs a node may request besides its own. */
 export type NodeWorkloads = (node: string) => Promise<readonly string[]> | readonly string[];
+
+/** Whether `id` runs on `node` right now, asked of the source of truth past any cache. */
+export type NodeWorkloadCheck = (node: string, id: string) => Promise<boolean>;
 
 /** Node workloads from a static table (the `nodes` section of the configuration). */
 export function staticNodeWorkloads(table: Record<string, readonly string[]>): NodeWorkloads {

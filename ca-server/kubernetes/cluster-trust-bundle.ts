@@ -4,14 +4,12 @@
  * Its name carries the signer name's prefix, as the API server requires of a bundle linked to
  * a signer (`meshauth.io/pod-identity` gives `meshauth.io:pod-identity:trust-bundle`), and it
  * holds every root the CA publishes: during a root rotation both, so certificates of either
- * verify; afterwards the new one alone. It is compared with the CA's bundle every few seconds
- * and with the cluster's copy every minute (someone may have edited or deleted it).
+ * verify; afterwards the new one alone.
  *
  * @module
  */
 
-import { type KubernetesApi, KubernetesApiError, type Logger, type ObjectMeta } from "../../internal/mod.ts";
-import type { Authorities } from "../authorities.ts";
+import { type TrustBundlePublisherOptions, TrustBundleSync } from "./trust-bundle-publisher.ts";
 
 /** The ClusterTrustBundle name for a signer: its name with `/` as `:`, then `:trust-bundle`. */
 export function clusterTrustBundleName(signerName: string): string {
@@ -19,111 +17,58 @@ export function clusterTrustBundleName(signerName: string): string {
 }
 
 /** Options of {@link ClusterTrustBundlePublisher}. */
-export interface ClusterTrustBundlePublisherOptions {
-  api: KubernetesApi;
-  authorities: Authorities;
+export interface ClusterTrustBundlePublisherOptions extends TrustBundlePublisherOptions {
+  /** The signer whose bundle this is, `<domain>/<path>`. */
   signerName: string;
+  /** The `certificates.k8s.io` version the ClusterTrustBundle is written in. */
   apiVersion: "v1beta1" | "v1";
-  logger: Logger;
-  /** How often the CA's bundle is compared. Default 5 s. */
-  checkMs?: number;
-  /** How often the cluster's copy is re-read. Default 60 s. */
-  verifyMs?: number;
-}
-
-interface ClusterTrustBundle {
-  apiVersion: string;
-  kind: "ClusterTrustBundle";
-  metadata: ObjectMeta;
-  spec: { signerName?: string; trustBundle: string };
 }
 
 /** Keeps the signer's ClusterTrustBundle equal to the CA's trust bundle. */
 export class ClusterTrustBundlePublisher {
-  readonly #o: ClusterTrustBundlePublisherOptions;
-  /** The ClusterTrustBundle's object name, derived from the signer name. */
-  readonly name: string;
-  #published = "";
-  #lastVerified = 0;
-  #timer?: ReturnType<typeof setTimeout>;
-  #stopped = true;
-  #running?: Promise<void>;
+  readonly #publisher: TrustBundleSync;
 
   /** A publisher for `options.signerName`; `start` begins publishing. */
   constructor(options: ClusterTrustBundlePublisherOptions) {
-    this.#o = options;
-    this.name = clusterTrustBundleName(options.signerName);
+    const { signerName, apiVersion } = options;
+    this.#publisher = new TrustBundleSync(options, {
+      kind: "ClusterTrustBundle",
+      path: `/apis/certificates.k8s.io/${apiVersion}/clustertrustbundles`,
+      name: clusterTrustBundleName(signerName),
+      create: (trustBundle) => ({
+        apiVersion: `certificates.k8s.io/${apiVersion}`,
+        kind: "ClusterTrustBundle",
+        metadata: {
+          name: clusterTrustBundleName(signerName),
+          labels: { "app.kubernetes.io/managed-by": "meshauth-ca" },
+        },
+        spec: { signerName, trustBundle },
+      }),
+      update: (current, trustBundle) => {
+        const spec = current.spec as { signerName?: string; trustBundle?: string } | undefined;
+        if (spec?.trustBundle === trustBundle && spec?.signerName === signerName) return undefined;
+        return { ...current, spec: { signerName, trustBundle } };
+      },
+    });
   }
 
-  get #path(): string {
-    return `/apis/certificates.k8s.io/${this.#o.apiVersion}/clustertrustbundles`;
+  /** The object's name. */
+  get name(): string {
+    return this.#publisher.name;
   }
 
   /** Publishes now, then keeps it current until `signal` aborts. */
-  async start(signal?: AbortSignal): Promise<void> {
-    this.#stopped = false;
-    signal?.addEventListener("abort", () => this.stop(), { once: true });
-    await this.sync();
-    this.#schedule();
+  start(signal?: AbortSignal): Promise<void> {
+    return this.#publisher.start(signal);
   }
 
-  /** Stops keeping the ClusterTrustBundle current; what was published stays. */
+  /** Stops keeping it current; what was published stays. */
   stop(): void {
-    this.#stopped = true;
-    if (this.#timer) clearTimeout(this.#timer);
+    this.#publisher.stop();
   }
 
-  #schedule(): void {
-    if (this.#stopped) return;
-    this.#timer = setTimeout(async () => {
-      await this.sync().catch((err) =>
-        this.#o.logger.warn("publishing the ClusterTrustBundle failed", { name: this.name, error: err })
-      );
-      this.#schedule();
-    }, this.#o.checkMs ?? 5000);
-    this.#timer.unref?.();
-  }
-
-  /** Writes the bundle if the CA's or the cluster's copy changed; one sync at a time. */
+  /** Writes the bundle if the CA's or the cluster's copy changed. */
   sync(): Promise<void> {
-    this.#running ??= this.#sync().finally(() => this.#running = undefined);
-    return this.#running;
+    return this.#publisher.sync();
   }
-
-  async #sync(): Promise<void> {
-    const bundle = this.#o.authorities.bundlePem();
-    const isDue = Date.now() - this.#lastVerified >= (this.#o.verifyMs ?? 60_000);
-    if (bundle === this.#published && !isDue) return;
-    let current: ClusterTrustBundle | undefined;
-    try {
-      current = await this.#o.api.get<ClusterTrustBundle>(`${this.#path}/${this.name}`);
-    } catch (err) {
-      if (!(err instanceof KubernetesApiError && err.isNotFound)) throw err;
-    }
-    this.#lastVerified = Date.now();
-    const spec = { signerName: this.#o.signerName, trustBundle: bundle };
-    if (!current) {
-      await this.#o.api.create(this.#path, {
-        apiVersion: `certificates.k8s.io/${this.#o.apiVersion}`,
-        kind: "ClusterTrustBundle",
-        metadata: { name: this.name, labels: { "app.kubernetes.io/managed-by": "meshauth-ca" } },
-        spec,
-      });
-      this.#o.logger.info("ClusterTrustBundle created", {
-        name: this.name,
-        roots: countCertificates(bundle),
-      });
-    } else if (current.spec?.trustBundle !== bundle || current.spec?.signerName !== this.#o.signerName) {
-      await this.#o.api.replace(`${this.#path}/${this.name}`, { ...current, spec });
-      this.#o.logger.info("ClusterTrustBundle updated", {
-        name: this.name,
-        roots: countCertificates(bundle),
-      });
-    }
-    this.#published = bundle;
-  }
-}
-
-function countCertificates(pem: string): number {
-  return pem.match(/-----BEGIN CERTIFICATE-----/g)?.length ?? 0;
 }

@@ -44,6 +44,14 @@ export interface KubernetesControllersConfig {
     /** The ClusterTrustBundle's version; `false` publishes none. */
     clusterTrustBundle: "v1beta1" | "v1" | false;
   };
+  /** The ConfigMap holding the CA's trust bundle, which node agents mount to trust the CA. */
+  trustBundleConfigMap: {
+    enabled: boolean;
+    namespace: string;
+    name: string;
+    /** The data key holding the PEM bundle. */
+    key: string;
+  };
   /** The Lease that elects the one CA process running the controllers. */
   leaderElection: {
     namespace: string;
@@ -60,6 +68,7 @@ export const KUBERNETES_CONTROLLER_KEYS = [
   "nodeAuthorization",
   "serviceAccountSecrets",
   "podCertificates",
+  "trustBundleConfigMap",
   "leaderElection",
 ] as const;
 
@@ -208,6 +217,37 @@ export function readKubernetesControllers(
     clusterTrustBundle,
   };
 
+  const t = fields.obj(`${p}.trustBundleConfigMap`, k.trustBundleConfigMap, [
+    "enabled",
+    "namespace",
+    "name",
+    "key",
+  ]);
+  const trustBundleConfigMap = {
+    enabled: fields.bool(`${p}.trustBundleConfigMap.enabled`, t.enabled, false),
+    namespace: fields.str(`${p}.trustBundleConfigMap.namespace`, t.namespace, "meshauth-system"),
+    name: fields.str(`${p}.trustBundleConfigMap.name`, t.name, "meshauth-trust-bundle"),
+    key: fields.str(`${p}.trustBundleConfigMap.key`, t.key, "bundle.pem"),
+  };
+  if (!DNS_LABEL.test(trustBundleConfigMap.namespace)) {
+    fields.problem(
+      `${p}.trustBundleConfigMap.namespace: ${
+        JSON.stringify(trustBundleConfigMap.namespace)
+      } is not a namespace name`,
+    );
+  }
+  if (!DNS_SUBDOMAIN.test(trustBundleConfigMap.name)) {
+    fields.problem(
+      `${p}.trustBundleConfigMap.name: ${JSON.stringify(trustBundleConfigMap.name)} is not a ConfigMap name`,
+    );
+  }
+  // A ConfigMap key: letters, digits, '-', '_' and '.' (what kubectl accepts, and a file name).
+  if (!/^[-._a-zA-Z0-9]{1,253}$/.test(trustBundleConfigMap.key) || /^\.\.?$/.test(trustBundleConfigMap.key)) {
+    fields.problem(
+      `${p}.trustBundleConfigMap.key: ${JSON.stringify(trustBundleConfigMap.key)} is not a ConfigMap key`,
+    );
+  }
+
   const l = fields.obj(`${p}.leaderElection`, k.leaderElection, [
     "namespace",
     "name",
@@ -249,10 +289,17 @@ export function readKubernetesControllers(
     );
   }
 
-  if (!api && (serviceAccountSecrets.enabled || podCertificates.enabled)) {
+  if (!api && (serviceAccountSecrets.enabled || podCertificates.enabled || trustBundleConfigMap.enabled)) {
     fields.problem(
-      `${p}.api: serviceAccountSecrets and podCertificates need the API server (set kubernetes.api)`,
+      `${p}.api: serviceAccountSecrets, podCertificates and trustBundleConfigMap need the API server (set kubernetes.api)`,
     );
   }
-  return { api, nodeAuthorization, serviceAccountSecrets, podCertificates, leaderElection };
+  return {
+    api,
+    nodeAuthorization,
+    serviceAccountSecrets,
+    podCertificates,
+    trustBundleConfigMap,
+    leaderElection,
+  };
 }

@@ -7,6 +7,12 @@
  * leading before another can take over, which happens only after `leaseDurationSeconds`
  * without a renewal. Every write is conditional on the Lease's resource version.
  *
+ * The deadline holds whatever the network does: each attempt is abandoned (its requests
+ * aborted) at the deadline, as client-go's context does, and a timer of its own steps the
+ * leader down at `renewDeadlineSeconds` after the start of its last successful renewal, even
+ * while an attempt hangs. A leader whose work fails to start releases the Lease, so another
+ * replica may try, and waits before campaigning again (a lease duration, doubling to 5 min).
+ *
  * @module
  */
 
@@ -49,6 +55,18 @@ interface Lease {
   };
 }
 
+const MAX_WORK_BACKOFF_MS = 300_000;
+
+/** `promise`, or a rejection as soon as `signal` aborts (the promise is then left to settle alone). */
+function abandonOnAbort<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(new Error("abandoned at the renew deadline"));
+  return new Promise((resolve, reject) => {
+    const onAbort = () => reject(new Error("abandoned at the renew deadline"));
+    signal.addEventListener("abort", onAbort, { once: true });
+    promise.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
+  });
+}
+
 /** MicroTime as the API server reads it: RFC 3339 with exactly six fractional digits. */
 export function microTime(at: Date): string {
   return at.toISOString().replace(/\.(\d{3})Z$/, ".$1000Z");
@@ -58,8 +76,11 @@ export function microTime(at: Date): string {
 export class LeaderElector {
   readonly #o: Required<Omit<LeaderElectionOptions, "onStoppedLeading">> & LeaderElectionOptions;
   #timer?: ReturnType<typeof setTimeout>;
+  #deadlineTimer?: ReturnType<typeof setTimeout>;
+  #attempt?: AbortController;
   #leading?: AbortController;
-  #lastRenewed = 0;
+  #workFailures = 0;
+  #campaignAfter = 0;
   #observed?: { holder?: string; renewTime?: string; at: number };
   #stopped = true;
 
@@ -99,6 +120,7 @@ export class LeaderElector {
   async stop(): Promise<void> {
     this.#stopped = true;
     if (this.#timer) clearTimeout(this.#timer);
+    this.#attempt?.abort();
     if (this.#leading) {
       this.#stepDown("stopping");
       await this.#release().catch((err) =>
@@ -108,36 +130,62 @@ export class LeaderElector {
   }
 
   #schedule(): void {
+    if (this.#timer) clearTimeout(this.#timer);
     if (this.#stopped) return;
     const jitter = this.#leading ? 1 : 1 + Math.random() * 0.2;
-    this.#timer = setTimeout(() => void this.#tick(), this.#o.retryPeriodSeconds * 1000 * jitter);
+    const delayMs = Math.max(this.#o.retryPeriodSeconds * 1000 * jitter, this.#campaignAfter - Date.now());
+    this.#timer = setTimeout(() => void this.#tick(), delayMs);
     this.#timer.unref?.();
   }
 
   async #tick(): Promise<void> {
+    const startedAt = Date.now();
+    // An attempt ends by the renew deadline, its requests aborted, whatever the network does.
+    const attempt = new AbortController();
+    this.#attempt = attempt;
+    const deadline = setTimeout(() => attempt.abort(), this.#o.renewDeadlineSeconds * 1000);
     try {
-      const held = await this.#tryAcquireOrRenew();
-      if (held) {
-        this.#lastRenewed = Date.now();
+      const held = await abandonOnAbort(this.#tryAcquireOrRenew(attempt.signal), attempt.signal);
+      if (this.#stopped) return;
+      if (held && !this.#leading && Date.now() < this.#campaignAfter) {
+        // An attempt begun before the work failed: not campaigning yet.
+        await this.#release(attempt.signal);
+      } else if (held) {
+        this.#armStepDown(startedAt);
         if (!this.#leading) this.#startLeading();
       } else if (this.#leading) {
         this.#stepDown("another candidate holds the Lease");
       }
     } catch (err) {
       this.#o.logger.warn("leader election attempt failed", { lease: this.#o.name, error: err });
-    }
-    // A leader that cannot renew in time stops before the Lease can pass to another.
-    if (this.#leading && Date.now() - this.#lastRenewed > this.#o.renewDeadlineSeconds * 1000) {
-      this.#stepDown("could not renew the Lease within renewDeadlineSeconds");
+    } finally {
+      clearTimeout(deadline);
+      if (this.#attempt === attempt) this.#attempt = undefined;
     }
     this.#schedule();
   }
 
-  async #tryAcquireOrRenew(): Promise<boolean> {
+  /**
+   * A leader that cannot renew in time stops before the Lease can pass to another: another
+   * candidate saw this renewal no sooner than the attempt began, and waits a whole lease
+   * duration (longer than the renew deadline) from then.
+   */
+  #armStepDown(renewalStartedAt: number): void {
+    if (this.#deadlineTimer) clearTimeout(this.#deadlineTimer);
+    const delayMs = renewalStartedAt + this.#o.renewDeadlineSeconds * 1000 - Date.now();
+    this.#deadlineTimer = setTimeout(() => {
+      this.#deadlineTimer = undefined;
+      this.#attempt?.abort();
+      this.#stepDown("could not renew the Lease within renewDeadlineSeconds");
+    }, Math.max(0, delayMs));
+    this.#deadlineTimer.unref?.();
+  }
+
+  async #tryAcquireOrRenew(signal: AbortSignal): Promise<boolean> {
     const now = new Date();
     let lease: Lease | undefined;
     try {
-      lease = await this.#o.api.get<Lease>(this.#path);
+      lease = await this.#o.api.get<Lease>(this.#path, {}, { signal });
     } catch (err) {
       if (!(err instanceof KubernetesApiError && err.isNotFound)) throw err;
     }
@@ -155,7 +203,7 @@ export class LeaderElector {
             renewTime: microTime(now),
             leaseTransitions: 0,
           },
-        });
+        }, { signal });
         return true;
       } catch (err) {
         if (err instanceof KubernetesApiError && err.isConflict) return false;
@@ -187,7 +235,7 @@ export class LeaderElector {
       },
     };
     try {
-      await this.#o.api.replace(this.#path, next);
+      await this.#o.api.replace(this.#path, next, { signal });
       if (isTakeover) {
         this.#o.logger.info("took over the leader Lease", { lease: this.#o.name, previous: holder ?? null });
       }
@@ -202,9 +250,31 @@ export class LeaderElector {
     this.#leading = new AbortController();
     this.#o.logger.info("leading", { lease: this.#o.name, identity: this.#o.identity });
     const signal = this.#leading.signal;
-    Promise.resolve(this.#o.onStartedLeading(signal)).catch((err) => {
-      this.#o.logger.error("the leader's work failed to start", { lease: this.#o.name, error: err });
-      if (!signal.aborted) this.#stepDown("its work failed to start");
+    // A synchronous throw is a failure to start as much as a rejection.
+    new Promise<void>((resolve) => resolve(this.#o.onStartedLeading(signal))).then(() => {
+      if (!signal.aborted) this.#workFailures = 0;
+    }, (err) => {
+      if (signal.aborted) return;
+      // Starting again at once would fail again (an API the cluster does not serve, RBAC
+      // missing) and re-list everything each time: release the Lease, so another replica may
+      // try, and wait before campaigning again.
+      const waitMs = Math.min(
+        MAX_WORK_BACKOFF_MS,
+        this.#o.leaseDurationSeconds * 1000 * 2 ** Math.min(this.#workFailures, 16),
+      );
+      this.#workFailures++;
+      this.#campaignAfter = Date.now() + waitMs;
+      this.#o.logger.error("the leader's work failed to start", {
+        lease: this.#o.name,
+        error: err,
+        campaignAgainInMs: waitMs,
+      });
+      this.#stepDown("its work failed to start");
+      void this.#release().catch((releaseErr) =>
+        this.#o.logger.warn("releasing the leader Lease failed", { lease: this.#o.name, error: releaseErr })
+      );
+      if (this.#timer) clearTimeout(this.#timer);
+      this.#schedule();
     });
   }
 
@@ -212,17 +282,19 @@ export class LeaderElector {
     const leading = this.#leading;
     if (!leading) return;
     this.#leading = undefined;
+    if (this.#deadlineTimer) clearTimeout(this.#deadlineTimer);
+    this.#deadlineTimer = undefined;
     this.#o.logger.warn("stopped leading", { lease: this.#o.name, reason: why });
     leading.abort();
     this.#o.onStoppedLeading?.();
   }
 
-  async #release(): Promise<void> {
-    const lease = await this.#o.api.get<Lease>(this.#path);
+  async #release(signal?: AbortSignal): Promise<void> {
+    const lease = await this.#o.api.get<Lease>(this.#path, {}, { signal });
     if (lease.spec?.holderIdentity !== this.#o.identity) return;
     await this.#o.api.replace(this.#path, {
       ...lease,
       spec: { ...lease.spec, holderIdentity: "", leaseDurationSeconds: 1, renewTime: microTime(new Date()) },
-    });
+    }, { signal });
   }
 }

@@ -14,7 +14,13 @@
  * @module
  */
 
-import { IssuanceRefused, renewalTime, SpiffeId, TtlExceedsMaximum } from "../../mod.ts";
+import {
+  DEFAULT_BACKDATE_SECONDS,
+  IssuanceRefused,
+  renewalTime,
+  SpiffeId,
+  TtlExceedsMaximum,
+} from "../../mod.ts";
 import {
   type KubernetesApi,
   KubernetesApiError,
@@ -51,7 +57,7 @@ export interface PodCertificateSignerOptions {
   trustDomain: string;
   /** The signer's name, API versions and lifetimes, from the configuration. */
   settings: KubernetesControllersConfig["podCertificates"];
-  /** The CA's backdating of notBefore, counted in a certificate's lifetime. */
+  /** The CA's backdating of notBefore, counted in a certificate's lifetime. Default: the core's, `DEFAULT_BACKDATE_SECONDS`. */
   backdateSeconds?: number;
   /** Where answers and failures are logged. */
   logger: Logger;
@@ -343,7 +349,7 @@ export class PodCertificateSigner {
     const maxExpirationSeconds = spec.maxExpirationSeconds ?? DEFAULT_MAX_EXPIRATION_SECONDS;
     // The lifetime counts the backdated notBefore: the TTL leaves room for it.
     const lifetime = Math.min(maxExpirationSeconds, this.#o.settings.maxTtlSeconds);
-    const ttlSeconds = lifetime - (this.#o.backdateSeconds ?? 30);
+    const ttlSeconds = lifetime - (this.#o.backdateSeconds ?? DEFAULT_BACKDATE_SECONDS);
     return { kind: "issue", id, spki: key.spki, ttlSeconds, maxExpirationSeconds };
   }
 

@@ -8,6 +8,11 @@
  * `maxPods`, a node's pods are listed from the API server with the field selector
  * `spec.nodeName=<node>` instead: the answer is never made from an incomplete cache.
  *
+ * A pod scheduled a moment ago may not have reached the cache yet; for an identity the cache
+ * does not give a node, {@link PodIndex.confirmNodeWorkload} asks the API server (that node's
+ * pods, one list), rate-limited per node (a small burst, then one a second), so an agent asking
+ * for identities it does not have cannot make the CA hammer the API server.
+ *
  * @example
  * ```ts
  * import { KubernetesApi, PodIndex, silentLogger } from "meshauth/ca-server";
@@ -27,7 +32,7 @@ import {
   type ObjectMeta,
   Reflector,
 } from "../../internal/mod.ts";
-import type { NodeWorkloads } from "../auth/principal.ts";
+import type { NodeWorkloadCheck, NodeWorkloads } from "../auth/principal.ts";
 import { Problem } from "../problems.ts";
 
 /** What the CA keeps of a pod. */
@@ -68,7 +73,13 @@ export interface PodIndexOptions {
   maxPods?: number;
   /** A node's pods listed from the API server at most this many (bounds one answer). Default 2,000. */
   maxPodsPerNode?: number;
+  /** After the burst, one live list of a node's pods for cache misses per this long. Default 1 s. */
+  liveLookupIntervalMs?: number;
+  /** Live lists of one node's pods for cache misses allowed at once. Default 3. */
+  liveLookupBurst?: number;
 }
+
+const MAX_LIVE_LOOKUPS_REMEMBERED = 10_000;
 
 /** A pod that has finished no longer holds its identity. */
 function isDone(phase: string | undefined): boolean {
@@ -97,6 +108,12 @@ export class PodIndex {
   readonly #o: PodIndexOptions;
   readonly #reflector: Reflector<PodRecord>;
   readonly #byNode = new Map<string, Set<string>>();
+  readonly #liveLookups = new Map<
+    string,
+    { tokens: number; refilledAt: number; inFlight?: Promise<Set<string>> }
+  >();
+  /** Counts, for tests and diagnostics. */
+  readonly stats = { liveLookups: 0 };
 
   /** An index of the cluster's pods; `start` begins watching. */
   constructor(options: PodIndexOptions) {
@@ -151,6 +168,10 @@ export class PodIndex {
     if (this.isCacheComplete) {
       return [...this.#byNode.get(node) ?? []].map((key) => this.#reflector.get(key)!).filter(Boolean);
     }
+    return await this.#listPodsOn(node);
+  }
+
+  async #listPodsOn(node: string): Promise<PodRecord[]> {
     const pods: PodRecord[] = [];
     let continueToken: string | undefined;
     const max = this.#o.maxPodsPerNode ?? 2000;
@@ -169,21 +190,8 @@ export class PodIndex {
     return pods;
   }
 
-  /**
-   * The SPIFFE IDs of the pods on `node`: `spiffe://<td>/ns/<namespace>/sa/<service account>`.
-   * Pass it as the node authenticators' {@link NodeWorkloads}.
-   */
-  readonly nodeWorkloads: NodeWorkloads = async (node) => {
+  #idsOf(pods: readonly PodRecord[]): Set<string> {
     const ids = new Set<string>();
-    let pods: PodRecord[];
-    try {
-      pods = await this.podsOn(node);
-    } catch (err) {
-      throw new Problem(
-        "ERR_NOT_READY",
-        `listing the pods of node ${node} failed: ${(err as Error).message}`,
-      );
-    }
     for (const pod of pods) {
       try {
         ids.add(
@@ -193,7 +201,63 @@ export class PodIndex {
         // A name that cannot be part of a SPIFFE ID grants nothing.
       }
     }
-    return [...ids];
+    return ids;
+  }
+
+  /**
+   * The SPIFFE IDs of the pods on `node`: `spiffe://<td>/ns/<namespace>/sa/<service account>`.
+   * Pass it as the node authenticators' {@link NodeWorkloads}.
+   */
+  readonly nodeWorkloads: NodeWorkloads = async (node) => {
+    let pods: PodRecord[];
+    try {
+      pods = await this.podsOn(node);
+    } catch (err) {
+      throw new Problem(
+        "ERR_NOT_READY",
+        `listing the pods of node ${node} failed: ${(err as Error).message}`,
+      );
+    }
+    return [...this.#idsOf(pods)];
+  };
+
+  /**
+   * Whether a pod running as `id` is on `node` by the API server itself, for an identity the
+   * cache does not give the node (a pod scheduled a moment ago). Questions about one node
+   * share a list in flight, and lists per node are rate-limited (beyond the limit: false).
+   * Pass it as the node authenticators' `confirmNodeWorkload`.
+   */
+  readonly confirmNodeWorkload: NodeWorkloadCheck = async (node, id) => {
+    // Without a complete cache, nodeWorkloads has just listed the node's pods live.
+    if (!this.isCacheComplete) return false;
+    let lookup = this.#liveLookups.get(node);
+    if (!lookup?.inFlight) {
+      // A token bucket per node: a burst (several pods scheduled at once), then one a period.
+      const now = Date.now();
+      const intervalMs = this.#o.liveLookupIntervalMs ?? 1000;
+      const burst = this.#o.liveLookupBurst ?? 3;
+      const tokens = lookup ? Math.min(burst, lookup.tokens + (now - lookup.refilledAt) / intervalMs) : burst;
+      if (tokens < 1) return false;
+      if (!lookup && this.#liveLookups.size >= MAX_LIVE_LOOKUPS_REMEMBERED) {
+        for (const [name, old] of this.#liveLookups) {
+          if (!old.inFlight && now - old.refilledAt >= burst * intervalMs) this.#liveLookups.delete(name);
+        }
+        if (this.#liveLookups.size >= MAX_LIVE_LOOKUPS_REMEMBERED) return false;
+      }
+      this.stats.liveLookups++;
+      const inFlight = this.#listPodsOn(node).then((pods) => this.#idsOf(pods));
+      lookup = { tokens: tokens - 1, refilledAt: now, inFlight };
+      this.#liveLookups.set(node, lookup);
+      const settled = lookup;
+      // Questions asked while the list runs share it.
+      void inFlight.catch(() => {}).finally(() => settled.inFlight = undefined);
+    }
+    try {
+      return (await lookup.inFlight!).has(id);
+    } catch (err) {
+      this.#o.logger.warn("listing a node's pods for a cache miss failed", { node, error: err });
+      return false;
+    }
   };
 
   /** One pod, read from the API server (authoritative: for decisions about that pod alone). */

@@ -48,6 +48,16 @@ export function secretNameOf(serviceAccount: string): string {
   return `meshauth.${serviceAccount}`;
 }
 
+interface SecretObject {
+  type?: string;
+  metadata?: ObjectMeta;
+  data?: Record<string, string>;
+}
+
+function isManaged(secret: SecretObject): boolean {
+  return secret.type === SVID_SECRET_TYPE && secret.metadata?.labels?.[MANAGED_BY_LABEL] === MANAGED_BY;
+}
+
 interface AccountRecord {
   name: string;
   uid: string;
@@ -80,6 +90,16 @@ export interface ServiceAccountSecretsOptions {
   logger: Logger;
   /** How often the trust bundle is compared with the Secrets'. Default 10 s. */
   bundleCheckMs?: number;
+  /**
+   * When a Secret of another type holds an account's Secret name, how soon it is looked at
+   * again (one GET, nothing issued); the delay doubles up to `foreignSecretMaxRecheckMs`.
+   * Default 60 s.
+   */
+  foreignSecretRecheckMs?: number;
+  /** The longest delay between two looks at a Secret that holds an account's name. Default 1 h. */
+  foreignSecretMaxRecheckMs?: number;
+  /** Called once per version of a Secret that holds an account's Secret name and is not the CA's. */
+  onForeignSecret?: (namespace: string, secretName: string) => void;
   /** The clock that decides renewal; the system's by default. */
   now?: () => Date;
 }
@@ -102,6 +122,10 @@ export class ServiceAccountSecretsController {
   readonly #queue: WorkQueue;
   #bundleSha256 = "";
   #bundleTimer?: ReturnType<typeof setInterval>;
+  /** Accounts whose Secret name a Secret that is not the CA's holds. */
+  readonly #foreign = new Map<string, { uid: string; resourceVersion: string; delayMs: number }>();
+  /** Counts, for tests and diagnostics. */
+  readonly stats = { foreignSecrets: 0 };
 
   /** A controller over `options.settings`; `start` begins watching. */
   constructor(options: ServiceAccountSecretsOptions) {
@@ -209,11 +233,12 @@ export class ServiceAccountSecretsController {
     if (!accounts?.isSynced || !secrets?.isSynced) return; // the synced lists queue everything again
     const sa = accounts.get(key);
     const secretName = secretNameOf(account);
-    const secret = secrets.get(`${namespace}/${secretName}`);
-    const path = `/api/v1/namespaces/${namespace}/secrets`;
+    const cached = secrets.get(`${namespace}/${secretName}`);
+    const path = `/api/v1/namespaces/${namespace}/secrets/${secretName}`;
     if (!sa) {
-      if (secret?.isManaged) {
-        await this.#o.api.delete(`${path}/${secretName}`, { uid: secret.uid }).catch((err) => {
+      this.#foreign.delete(key);
+      if (cached?.isManaged) {
+        await this.#o.api.delete(path, { uid: cached.uid }).catch((err) => {
           if (!(err instanceof KubernetesApiError && (err.isNotFound || err.isConflict))) throw err;
         });
         this.#o.logger.info("service-account Secret deleted", { namespace, serviceAccount: account });
@@ -227,21 +252,32 @@ export class ServiceAccountSecretsController {
       });
       return;
     }
-    if (secret && !secret.isManaged) {
-      this.#o.logger.warn("a Secret of the SVID Secret's name exists and is not the CA's: left alone", {
-        namespace,
-        secret: secretName,
-      });
+    if (cached && !cached.isManaged) {
+      this.#taken(key, namespace, secretName, cached.uid, cached.resourceVersion, false);
       return;
     }
     const id = SpiffeId.fromServiceAccount(this.#o.trustDomain, namespace, account);
     const now = (this.#o.now?.() ?? new Date()).getTime();
     if (
-      secret && secret.spiffeId === id.toString() && secret.renewAt !== undefined && secret.renewAt > now &&
-      secret.bundleSha256 === this.#bundleSha256 && secret.ownerUid === sa.uid
+      cached && cached.spiffeId === id.toString() && cached.renewAt !== undefined && cached.renewAt > now &&
+      cached.bundleSha256 === this.#bundleSha256 && cached.ownerUid === sa.uid
     ) {
-      this.#queue.addAfter(key, secret.renewAt - now);
+      this.#queue.addAfter(key, cached.renewAt - now);
       return;
+    }
+    // Nothing is issued before the name is known to be free or the CA's: the watch sees only
+    // Secrets of the CA's type, and a Secret of another type (a user's Opaque one) may hold it.
+    const current = await this.#o.api.get<SecretObject>(path).catch((err) => {
+      if (err instanceof KubernetesApiError && err.isNotFound) return undefined;
+      throw err;
+    });
+    if (current && !isManaged(current)) {
+      const { uid = "", resourceVersion = "" } = current.metadata ?? {};
+      this.#taken(key, namespace, secretName, uid, resourceVersion, true);
+      return;
+    }
+    if (this.#foreign.delete(key)) {
+      this.#o.logger.info("the SVID Secret's name is free again", { namespace, name: secretName });
     }
     const { issued, privateKeyPem, trustBundlePem } = await this.#o.issuer.issueWithNewKey(
       id,
@@ -250,16 +286,22 @@ export class ServiceAccountSecretsController {
       `kubernetes:serviceaccount-secrets/${namespace}/${account}`,
     );
     const renewAt = renewalTime({ notBefore: issued.notBefore, notAfter: issued.notAfter });
+    const metadata = current?.metadata ?? {};
+    // A renewal merges into the Secret as it is now, so labels, annotations and data keys that
+    // others added (a reloader's annotation, GitOps labels) stay; its resource version makes
+    // the write conditional.
     const body = {
+      ...current,
       apiVersion: "v1",
       kind: "Secret",
       type: SVID_SECRET_TYPE,
       metadata: {
+        ...metadata,
         name: secretName,
         namespace,
-        ...(secret ? { resourceVersion: secret.resourceVersion } : {}),
-        labels: { [MANAGED_BY_LABEL]: MANAGED_BY },
+        labels: { ...metadata.labels, [MANAGED_BY_LABEL]: MANAGED_BY },
         annotations: {
+          ...metadata.annotations,
           [ANNOTATION.spiffeId]: id.toString(),
           [ANNOTATION.serial]: issued.serialNumber,
           [ANNOTATION.notAfter]: issued.notAfter.toISOString(),
@@ -267,31 +309,35 @@ export class ServiceAccountSecretsController {
           [ANNOTATION.bundle]: await sha256Hex(trustBundlePem),
         },
         // Kubernetes' garbage collector deletes the Secret with its account, should the CA not.
-        ownerReferences: [{ apiVersion: "v1", kind: "ServiceAccount", name: account, uid: sa.uid }],
+        ownerReferences: [
+          ...(metadata.ownerReferences ?? []).filter((o) => o.kind !== "ServiceAccount"),
+          { apiVersion: "v1", kind: "ServiceAccount", name: account, uid: sa.uid },
+        ],
       },
       data: {
+        ...current?.data,
         "key.pem": base64(privateKeyPem!),
         "cert-chain.pem": base64(issued.chainPem),
         "root-cert.pem": base64(trustBundlePem),
       },
     };
     try {
-      if (secret) await this.#o.api.replace(`${path}/${secretName}`, body);
-      else await this.#o.api.create(path, body);
+      if (current) await this.#o.api.replace(path, body);
+      else await this.#o.api.create(`/api/v1/namespaces/${namespace}/secrets`, body);
     } catch (err) {
-      // Someone wrote first (another replica, or the watch was behind): the watch brings the
-      // newer object, which queues this account again.
+      // Someone wrote first (another replica, or a user's Secret of that name since the GET):
+      // looking again finds out which, and issues nothing for a name that is not the CA's.
       if (err instanceof KubernetesApiError && (err.isConflict || err.isNotFound)) {
         this.#o.logger.info("service-account Secret changed meanwhile; will look again", {
           namespace,
-          account,
+          serviceAccount: account,
         });
         this.#queue.addAfter(key, 1000);
         return;
       }
       throw err;
     }
-    this.#o.logger.info(secret ? "service-account Secret renewed" : "service-account Secret created", {
+    this.#o.logger.info(current ? "service-account Secret renewed" : "service-account Secret created", {
       namespace,
       serviceAccount: account,
       spiffeId: id.toString(),
@@ -299,6 +345,38 @@ export class ServiceAccountSecretsController {
       notAfter: issued.notAfter.toISOString(),
     });
     this.#queue.addAfter(key, renewAt.getTime() - now);
+  }
+
+  /**
+   * A Secret that is not the CA's holds the account's Secret name: warned about once (and
+   * counted) per version of that Secret, then left alone. A Secret of the CA's type is watched,
+   * so its change queues the account; one of another type is not, so it is looked at again
+   * (one GET, nothing issued) after a delay that doubles up to `foreignSecretMaxRecheckMs`.
+   */
+  #taken(
+    key: string,
+    namespace: string,
+    secretName: string,
+    uid: string,
+    resourceVersion: string,
+    needsRecheck: boolean,
+  ): void {
+    const known = this.#foreign.get(key);
+    const isSame = known?.uid === uid && known.resourceVersion === resourceVersion;
+    const minMs = this.#o.foreignSecretRecheckMs ?? 60_000;
+    const delayMs = isSame
+      ? Math.min(known!.delayMs * 2, Math.max(minMs, this.#o.foreignSecretMaxRecheckMs ?? 3_600_000))
+      : minMs;
+    this.#foreign.set(key, { uid, resourceVersion, delayMs });
+    if (!isSame) {
+      this.stats.foreignSecrets++;
+      this.#o.onForeignSecret?.(namespace, secretName);
+      this.#o.logger.warn("a Secret of the SVID Secret's name exists and is not the CA's: left alone", {
+        namespace,
+        name: secretName,
+      });
+    }
+    if (needsRecheck) this.#queue.addAfter(key, delayMs);
   }
 
   /** Queues every account again once all lists are in (also reconciling orphaned Secrets). */

@@ -24,7 +24,13 @@
 import { SpiffeId } from "../../mod.ts";
 import { fromBase64Url, type KubernetesApi, toHex } from "../../internal/mod.ts";
 import { nodeIdOf } from "../auth/join-token.ts";
-import type { Authenticator, Credentials, NodeWorkloads, Principal } from "../auth/principal.ts";
+import type {
+  Authenticator,
+  Credentials,
+  NodeWorkloadCheck,
+  NodeWorkloads,
+  Principal,
+} from "../auth/principal.ts";
 import { CircuitBreaker } from "../circuit-breaker.ts";
 import { Problem } from "../problems.ts";
 import type { PodIndex } from "./pod-index.ts";
@@ -43,6 +49,8 @@ export interface ServiceAccountTokenAuthenticatorOptions {
   pods: Pick<PodIndex, "getPod">;
   /** Which workloads a node agent may obtain certificates for. */
   nodeWorkloads: NodeWorkloads;
+  /** For an identity not among a node's workloads: one authoritative look (the API server's pods). */
+  confirmNodeWorkload?: NodeWorkloadCheck;
   /** Seconds a review is reused (never past the token's `exp`). Default 10; 0 turns caching off. */
   cacheSeconds?: number;
   /** Reviews remembered at most. Default 10,000. */
@@ -247,6 +255,9 @@ export class ServiceAccountTokenAuthenticator implements Authenticator {
       allowedIds: [nodeId, ...workloads],
       isAdmin: false,
       node,
+      ...(this.#o.confirmNodeWorkload
+        ? { confirmId: (wanted: string) => this.#o.confirmNodeWorkload!(node, wanted) }
+        : {}),
     };
   }
 }

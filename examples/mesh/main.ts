@@ -15,8 +15,8 @@
  */
 
 import { createWriteStream } from "node:fs";
-import { chmod, mkdir, readdir, rm, writeFile } from "node:fs/promises";
-import { join, resolve } from "node:path";
+import { chmod, mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { dirname, join, resolve } from "node:path";
 import { loadAgentConfig, type RunningAgent, startAgentDaemon } from "../../agent/mod.ts";
 import { jsonLogger } from "../../internal/mod.ts";
 import { type App, startApps } from "./apps.ts";
@@ -156,6 +156,43 @@ async function clearState(root: string): Promise<void> {
   await writeFile(join(root, MARK), "npm start's state: emptied and made again on each run\n");
 }
 
+/**
+ * Takes `<root>.lock` (beside the state directory, not in it) for this process: a second npm
+ * start on the same directory is refused before it touches anything, whatever ports it would
+ * use, rather than emptying the state of the mesh that runs. A lock whose process is gone is
+ * taken over. Returns the release.
+ */
+async function lockState(root: string): Promise<() => Promise<void>> {
+  const path = `${root}.lock`;
+  await mkdir(dirname(path), { recursive: true });
+  for (let attempt = 0; attempt < 3; attempt++) {
+    try {
+      await writeFile(path, `${process.pid}\n`, { flag: "wx", mode: 0o600 });
+      return () => rm(path, { force: true });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+    }
+    const holder = Number((await readFile(path, "utf8").catch(() => "")).trim());
+    if (Number.isSafeInteger(holder) && holder > 0 && isAlive(holder)) {
+      throw new Error(
+        `npm start already runs on ${root} (process ${holder}); stop it with Ctrl-C first, or give this one ` +
+          `another state directory and ports: MESHAUTH_MESH_DIR=<dir> MESHAUTH_MESH_PORT=0 npm start`,
+      );
+    }
+    await rm(path, { force: true });
+  }
+  throw new Error(`cannot take ${path}: another npm start keeps taking it`);
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
 async function main(): Promise<number> {
   if (process.argv.slice(2).some((a) => a === "--help" || a === "-h")) {
     console.log(HELP);
@@ -174,6 +211,7 @@ async function main(): Promise<number> {
   let ports: MeshPorts | undefined;
   let agentLog: ReturnType<typeof createWriteStream> | undefined;
   let stopping: Promise<void> | undefined;
+  let releaseState: (() => Promise<void>) | undefined;
   const stop = () =>
     stopping ??= (async () => {
       await running?.close().catch(() => {});
@@ -182,6 +220,7 @@ async function main(): Promise<number> {
       await ca?.stop();
       if (socketsDir) await rm(socketsDir, { recursive: true, force: true });
       await new Promise((resolve) => agentLog ? agentLog.end(resolve) : resolve(undefined));
+      await releaseState?.();
     })();
   let signalled: ((signal: string) => void) | undefined;
   const signal = new Promise<string>((resolve) => (signalled = resolve));
@@ -202,10 +241,14 @@ async function main(): Promise<number> {
   });
 
   try {
-    await clearState(root);
-    await removeDeadSocketsDirs();
-    socketsDir = await createSocketsDir();
+    // Nothing is touched before both checks: the state directory is this run's alone, and its
+    // ports are free.
+    releaseState = await lockState(root);
     ports = await meshPorts(base);
+    // Sockets directories of earlier runs that were killed (SIGKILL) and could not remove theirs.
+    await removeDeadSocketsDirs();
+    await clearState(root);
+    socketsDir = await createSocketsDir();
     const layout = meshLayout(root, socketsDir, ports);
     await writeMeshFiles(layout);
     const p = layout.ports;

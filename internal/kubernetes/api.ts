@@ -78,7 +78,10 @@ export interface KubernetesStatus {
   details?: Record<string, unknown>;
 }
 
-/** A request the API server refused (or that never reached it: `status` 0). */
+/**
+ * A request the API server refused (or that never reached it, or was abandoned: `status` 0,
+ * reason `Unreachable` or `Aborted`; or whose 2xx answer was not JSON: reason `InvalidResponse`).
+ */
 export class KubernetesApiError extends MeshAuthError {
   /** Stable code of this class: `ERR_KUBERNETES_API`. */
   static override code: string = "ERR_KUBERNETES_API";
@@ -182,19 +185,32 @@ export class KubernetesApi {
     return new KubernetesApi(kubeConfig, options);
   }
 
-  /** GET a resource or a collection. */
-  get<T>(path: string, query: Record<string, string | number | boolean | undefined> = {}): Promise<T> {
-    return this.request<T>("GET", path, { query });
+  /** GET a resource or a collection; `signal` abandons the request. */
+  get<T>(
+    path: string,
+    query: Record<string, string | number | boolean | undefined> = {},
+    options: { signal?: AbortSignal } = {},
+  ): Promise<T> {
+    return this.request<T>("GET", path, { query, signal: options.signal });
   }
 
   /** POST a new object to a collection (or a review to its endpoint). */
-  create<T>(path: string, body: unknown): Promise<T> {
-    return this.request<T>("POST", path, { body });
+  create<T>(path: string, body: unknown, options: { signal?: AbortSignal } = {}): Promise<T> {
+    return this.request<T>("POST", path, { body, signal: options.signal });
   }
 
   /** PUT an object (its `metadata.resourceVersion` makes the write conditional). */
-  replace<T>(path: string, body: unknown): Promise<T> {
-    return this.request<T>("PUT", path, { body });
+  replace<T>(path: string, body: unknown, options: { signal?: AbortSignal } = {}): Promise<T> {
+    return this.request<T>("PUT", path, { body, signal: options.signal });
+  }
+
+  /** PATCH an object with a JSON merge patch (RFC 7386); a `metadata.resourceVersion` in it makes it conditional. */
+  patch<T>(path: string, mergePatch: unknown, options: { signal?: AbortSignal } = {}): Promise<T> {
+    return this.request<T>("PATCH", path, {
+      body: mergePatch,
+      contentType: "application/merge-patch+json",
+      signal: options.signal,
+    });
   }
 
   /** DELETE an object; `preconditions` make it conditional on a uid or resource version. */
@@ -224,11 +240,21 @@ export class KubernetesApi {
     );
   }
 
-  /** One request; a non-2xx answer throws {@link KubernetesApiError} with the Status it carried. */
+  /**
+   * One request; a non-2xx answer throws {@link KubernetesApiError} with the Status it carried,
+   * and so does a 2xx answer that is not JSON (reason `InvalidResponse`). `signal` abandons it
+   * (status 0, reason `Aborted`).
+   */
   async request<T>(
     method: string,
     path: string,
-    options: { query?: Record<string, string | number | boolean | undefined>; body?: unknown } = {},
+    options: {
+      query?: Record<string, string | number | boolean | undefined>;
+      body?: unknown;
+      /** The body's media type; `application/json` by default. */
+      contentType?: string;
+      signal?: AbortSignal;
+    } = {},
   ): Promise<T> {
     const url = new URL(this.server + path);
     for (const [key, value] of Object.entries(options.query ?? {})) {
@@ -243,14 +269,35 @@ export class KubernetesApi {
     await this.#kubeConfig.applyToHTTPSOptions(requestOptions);
     const body = options.body === undefined ? undefined : JSON.stringify(options.body);
     if (body !== undefined) {
-      requestOptions.headers["content-type"] = "application/json";
+      requestOptions.headers["content-type"] = options.contentType ?? "application/json";
       // Node sends a DELETE's body unframed unless its length is given.
       requestOptions.headers["content-length"] = String(Buffer.byteLength(body));
     }
-    const { status, text } = await this.#send(url, requestOptions, body).catch((cause: Error) => {
+    const { signal } = options;
+    const { status, text } = await this.#send(url, requestOptions, body, signal).catch((cause: Error) => {
+      if (signal?.aborted) {
+        throw new KubernetesApiError(0, "Aborted", "abandoned before an answer came", method, path, {
+          cause,
+        });
+      }
       throw new KubernetesApiError(0, "Unreachable", cause.message, method, path, { cause });
     });
-    if (status >= 200 && status < 300) return (text ? JSON.parse(text) : {}) as T;
+    if (status >= 200 && status < 300) {
+      if (!text) return {} as T;
+      try {
+        return JSON.parse(text) as T;
+      } catch (cause) {
+        // A proxy's HTML page, or a truncated body: a typed failure, never a bare SyntaxError.
+        throw new KubernetesApiError(
+          status,
+          "InvalidResponse",
+          `the answer is not JSON: ${JSON.stringify(text.slice(0, 80))}`,
+          method,
+          path,
+          { cause },
+        );
+      }
+    }
     let parsed: KubernetesStatus = {};
     try {
       parsed = JSON.parse(text);
@@ -270,9 +317,11 @@ export class KubernetesApi {
     url: URL,
     options: RequestOptions,
     body: string | undefined,
+    signal: AbortSignal | undefined,
   ): Promise<{ status: number; text: string }> {
     const send = url.protocol === "http:" ? httpRequest : httpsRequest;
     return new Promise((resolve, reject) => {
+      if (signal?.aborted) return reject(new Error("aborted"));
       const req = send(url, { ...options, agent: this.#agent, timeout: this.#timeoutMs }, (res) => {
         const chunks: Buffer[] = [];
         let size = 0;
@@ -289,6 +338,14 @@ export class KubernetesApi {
       });
       req.on("timeout", () => req.destroy(new Error(`no answer within ${this.#timeoutMs} ms`)));
       req.on("error", reject);
+      // Rejected and destroyed by hand rather than through the request's `signal` option, which
+      // Deno's node:http does not act on (nor does its destroy() always emit an error).
+      const onAbort = () => {
+        reject(new Error("aborted"));
+        req.destroy();
+      };
+      signal?.addEventListener("abort", onAbort, { once: true });
+      req.on("close", () => signal?.removeEventListener("abort", onAbort));
       req.end(body);
     });
   }

@@ -6,6 +6,11 @@
  * again and reports every object that disappeared meanwhile as deleted, so that nothing is
  * missed either way. Failures back off exponentially with jitter, capped.
  *
+ * A watch can also go quiet without ending (a half-open TCP connection, a wedged proxy): the
+ * API server sends a bookmark about once a minute, so a watch that brings no event and no
+ * bookmark for `maxWatchIdleSeconds` is abandoned by a watchdog and resumed from the last
+ * resource version seen.
+ *
  * What it keeps of each object is what `project` returns, so a cache of pods holds a few
  * strings per pod rather than whole pod specs; `maxObjects` bounds it.
  *
@@ -49,6 +54,11 @@ export interface ReflectorOptions<T> {
   maxObjects?: number;
   /** Server-side watch timeout, randomized within [t, 2t). Default 300 s. */
   watchTimeoutSeconds?: number;
+  /**
+   * A watch with no event and no bookmark for this long is abandoned and resumed. Default
+   * 150 s: two and a half of the API server's bookmark intervals (one minute).
+   */
+  maxWatchIdleSeconds?: number;
   /** Backoff bounds for failed lists and watches. Defaults 500 ms and 30 s. */
   minBackoffMs?: number;
   /** Backoff bounds for failed lists and watches: the largest. */
@@ -72,13 +82,21 @@ export class Reflector<T> {
   #resourceVersion = "";
   #watch?: AbortController;
   #timer?: ReturnType<typeof setTimeout>;
+  #watchdog?: ReturnType<typeof setInterval>;
   #failures = 0;
   #stopped = true;
   #synced = false;
   #overflowed = false;
   #waiters: Array<() => void> = [];
   /** Counts, for tests and logs. */
-  readonly stats = { lists: 0, watches: 0, relistsAfterGone: 0, resumes: 0, bookmarks: 0 };
+  readonly stats = {
+    lists: 0,
+    watches: 0,
+    relistsAfterGone: 0,
+    resumes: 0,
+    bookmarks: 0,
+    idleWatchesAbandoned: 0,
+  };
 
   /** A reflector of `options.path`; `start` begins listing and watching. */
   constructor(options: ReflectorOptions<T>) {
@@ -146,6 +164,7 @@ export class Reflector<T> {
   stop(): void {
     this.#stopped = true;
     if (this.#timer) clearTimeout(this.#timer);
+    if (this.#watchdog) clearInterval(this.#watchdog);
     this.#watch?.abort();
     this.#watch = undefined;
   }
@@ -247,7 +266,11 @@ export class Reflector<T> {
     const base = this.#o.watchTimeoutSeconds ?? 300;
     let isGone = false;
     let sawEvent = false;
-    const controller = await this.#o.api.watch(
+    let isAbandoned = false;
+    let lastHeardAt = Date.now();
+    // The watch may end before it is handed back (a refusal such as 410 comes at once).
+    let controller: AbortController | undefined = undefined;
+    controller = await this.#o.api.watch(
       this.#o.path,
       {
         resourceVersion: this.#resourceVersion,
@@ -257,7 +280,8 @@ export class Reflector<T> {
         labelSelector: this.#o.labelSelector,
       },
       (event) => {
-        if (this.#stopped) return;
+        if (this.#stopped || isAbandoned) return;
+        lastHeardAt = Date.now();
         const object = event.object as { metadata?: ObjectMeta; code?: number } & Record<string, unknown>;
         if (event.type === "ERROR") {
           // The API server's watch cache answers a too-old version with a 410 Status event.
@@ -272,8 +296,9 @@ export class Reflector<T> {
         if (resourceVersion) this.#resourceVersion = resourceVersion;
       },
       (err) => {
-        if (this.#watch === controller) this.#watch = undefined;
-        if (this.#stopped) return;
+        if (controller && this.#watch === controller) this.#watch = undefined;
+        if (this.#stopped || isAbandoned) return;
+        isAbandoned = true;
         if (isGone || err?.statusCode === 410) {
           this.stats.relistsAfterGone++;
           this.#o.logger.info("Kubernetes watch expired, listing again", {
@@ -305,8 +330,31 @@ export class Reflector<T> {
       return undefined;
     });
     if (!controller) return;
-    if (this.#stopped) controller.abort();
-    else this.#watch = controller;
+    if (this.#stopped || isAbandoned) {
+      controller.abort();
+      return;
+    }
+    const watch = controller;
+    this.#watch = watch;
+    if (this.#watchdog) clearInterval(this.#watchdog);
+    const maxIdleMs = (this.#o.maxWatchIdleSeconds ?? 150) * 1000;
+    const watchdog = setInterval(() => {
+      if (this.#stopped || isAbandoned) return clearInterval(watchdog);
+      if (Date.now() - lastHeardAt < maxIdleMs) return;
+      clearInterval(watchdog);
+      isAbandoned = true;
+      this.stats.idleWatchesAbandoned++;
+      this.#o.logger.warn("Kubernetes watch silent too long: resuming it", {
+        watch: this.#o.name,
+        silentMs: Date.now() - lastHeardAt,
+        resourceVersion: this.#resourceVersion,
+      });
+      watch.abort();
+      if (this.#watch === watch) this.#watch = undefined;
+      this.#schedule(0, () => this.#resume());
+    }, Math.max(50, Math.min(maxIdleMs / 4, 10_000)));
+    watchdog.unref?.();
+    this.#watchdog = watchdog;
   }
 
   async #resume(): Promise<void> {

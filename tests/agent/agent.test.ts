@@ -520,7 +520,11 @@ describe("workloads that come and go", () => {
       assert.ok((await readdir(join(dir.path, "state-dropin", "workloads"))).includes("one.json"));
       await rm(join(drop, "one.yaml"));
       await waitFor("the removal", async () => !(await stat(target).catch(() => undefined)));
-      assert.ok(running.events.some((e) => e.type === "removed" && e.workload === "one"));
+      // The files go first, then the stored record, then the event is told.
+      await waitFor(
+        "the removed event",
+        () => running.events.some((e) => e.type === "removed" && e.workload === "one"),
+      );
       assert.ok(!(await readdir(join(dir.path, "state-dropin", "workloads"))).includes("one.json"));
     } finally {
       await running.stop();

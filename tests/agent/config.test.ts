@@ -363,6 +363,31 @@ proxy:
     );
   });
 
+  test("--check reads the proxy's policy files as the agent would at start: a bad one is exit 1, named", async () => {
+    await write(
+      "typo-policy.yaml",
+      `policies:
+  - name: web-reads
+    action: ALLOW
+    rules:
+      - from: [{ source: { principal: ["spiffe://meshauth.local/web"] } }]
+`,
+    );
+    const path = await write(
+      "check-policy.yaml",
+      `node: { name: node-a }
+stateDir: state
+proxy:
+  inbound:
+    - { name: db, workload: db, listen: 15444, forward: 127.0.0.1:5432, policies: [typo-policy.yaml] }
+`,
+    );
+    const r = await cli(["agent", "--config", path, "--check"]);
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    assert.match(r.stdout, /^configuration is not valid: 1 listener's policies cannot be used/);
+    assert.match(r.stdout, /inbound db: .*typo-policy\.yaml.*unknown field "principal"/);
+  });
+
   test("--check reads the drop-in files too: their workloads, their skipped entries, and exit 1 for one", async () => {
     const dropIns = join(dir.path, "check.d");
     await mkdir(dropIns, { mode: 0o755 });

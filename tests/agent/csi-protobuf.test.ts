@@ -6,6 +6,8 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import fc from "fast-check";
 import * as protoLoader from "@grpc/proto-loader";
+import { MeshAuthError } from "../../mod.ts";
+import { CsiRpcError, GrpcStatus } from "../../agent/sources/csi/grpc-server.ts";
 import { CSI_METHODS } from "../../agent/sources/csi/messages.ts";
 import {
   decodeMessage,
@@ -238,5 +240,16 @@ describe("the CSI protobuf codec", () => {
       }),
       { numRuns: 2000 },
     );
+  });
+});
+
+describe("the CSI plugin's refusals", () => {
+  test("a CsiRpcError is a MeshAuthError with the stable code ERR_CSI_RPC and its gRPC status", () => {
+    const err = new CsiRpcError(GrpcStatus.INVALID_ARGUMENT, "volume_context lacks the pod's name");
+    assert.ok(err instanceof MeshAuthError);
+    assert.equal(err.code, "ERR_CSI_RPC");
+    assert.equal(CsiRpcError.code, "ERR_CSI_RPC");
+    assert.equal(err.name, "CsiRpcError");
+    assert.equal(err.status, 3);
   });
 });

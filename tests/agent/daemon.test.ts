@@ -5,11 +5,12 @@
 // join token reported in one line.
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { type ChildProcess, spawn } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import { lstat, mkdir, readdir, readFile, readlink, stat, writeFile } from "node:fs/promises";
 import { type AddressInfo, createServer } from "node:net";
 import { join } from "node:path";
 import { NODE, ROOT } from "../ca-server/helpers.ts";
+import { hasExited, killGroup, killStartedProcesses, spawnInGroup, within } from "../support/processes.ts";
 import {
   keyMatches,
   readOneGeneration,
@@ -31,11 +32,19 @@ interface AgentProcess {
   statusUrl(): string;
 }
 
+/** How long an agent may take to start, stop or exit: generous, for a machine under load. */
+const START_MS = 60_000;
+const STOP_MS = 30_000;
+/**
+ * A test's own bound, beyond the bounds of its waits: a test that ends by it (on Deno too, which
+ * has no global one) fails with its name rather than holding the run.
+ */
+const TEST_MS = 2 * START_MS + STOP_MS;
+
 function startAgentProcess(configPath: string): AgentProcess {
-  const child = spawn(NODE, ["--import", "tsx", "cli/main.ts", "agent", "--config", configPath], {
+  const child = spawnInGroup(NODE, ["--import", "tsx", "cli/main.ts", "agent", "--config", configPath], {
     cwd: ROOT,
     env: { ...process.env, MESHAUTH_JOIN_TOKEN: "" },
-    stdio: ["ignore", "pipe", "pipe"],
   });
   const logs: Record<string, unknown>[] = [];
   const stdout: string[] = [];
@@ -72,12 +81,40 @@ function startAgentProcess(configPath: string): AgentProcess {
   });
 }
 
+/** What the agent said last: for a failure's message. */
+function lastWords(agent: AgentProcess): string {
+  return `\nlast log lines:\n${agent.stdout.slice(-8).join("\n")}\nstderr:\n${agent.stderr.join("")}`;
+}
+
+/** Waits (at most `timeoutMs`) until the agent has logged `msg`. */
+async function waitForLog(agent: AgentProcess, msg: string, timeoutMs = START_MS): Promise<void> {
+  try {
+    await waitFor(`the agent's "${msg}" line`, () => agent.logs.some((l) => l.msg === msg), timeoutMs);
+  } catch (err) {
+    throw new Error(`${(err as Error).message}${lastWords(agent)}`);
+  }
+}
+
+/** The agent's exit code, once it has exited by itself (at most `timeoutMs`); `what` names why it should. */
+async function exitCodeOf(agent: AgentProcess, what: string, timeoutMs = START_MS): Promise<number | null> {
+  try {
+    return await within(agent.exited, timeoutMs, `the agent to exit (${what})`);
+  } catch (err) {
+    throw new Error(`${(err as Error).message}${lastWords(agent)}`);
+  }
+}
+
+/** A GET on the agent's status port, bounded. */
+function statusGet(agent: AgentProcess, path: string, init: RequestInit = {}): Promise<Response> {
+  return fetch(`${agent.statusUrl()}${path}`, { ...init, signal: AbortSignal.timeout(10_000) });
+}
+
 const isDeno = typeof (globalThis as { Deno?: unknown }).Deno !== "undefined";
 
 /** SIGTERM, then a clean stop: the "stopped" line and exit code 0. */
 async function terminate(agent: AgentProcess): Promise<void> {
   agent.child.kill("SIGTERM");
-  const code = await agent.exited;
+  const code = await exitCodeOf(agent, "SIGTERM", STOP_MS);
   assert.ok(agent.logs.some((l) => l.msg === "stopped"), "it logged its clean stop");
   // Deno 2.9's child_process reports a child that handles SIGTERM and exits 0 as killed by the
   // signal (code null); Node reports the exit code. The "stopped" line above is the same proof.
@@ -85,11 +122,16 @@ async function terminate(agent: AgentProcess): Promise<void> {
   else assert.equal(code, 0);
 }
 
-async function stopProcess(agent: AgentProcess | undefined): Promise<void> {
-  if (!agent || agent.child.exitCode !== null || agent.child.signalCode !== null) return;
-  agent.child.kill("SIGKILL");
-  await agent.exited;
+/** SIGKILL to the agent's process group, and its exit (bounded). */
+async function killAgent(agent: AgentProcess | undefined): Promise<void> {
+  if (!agent || hasExited(agent.child)) return;
+  killGroup(agent.child);
+  await exitCodeOf(agent, "SIGKILL", STOP_MS);
 }
+
+// An hour: the restart with the CA down must find every stored certificate still valid, however
+// long the starts before it took on a loaded machine (35 s certificates expired under load 16).
+const TTL_SECONDS = 3600;
 
 /** Two static workloads, and drop-ins: enough that a start's writes take a while to finish. */
 const dropIns = ["cache", ...Array.from({ length: 21 }, (_, i) => `w${String(i).padStart(2, "0")}`)];
@@ -111,7 +153,7 @@ describe("meshauth agent", () => {
     for (const name of dropIns) {
       await writeFile(
         join(dir.path, "workloads.d", `${name}.yaml`),
-        `spiffeId: spiffe://${TRUST_DOMAIN}/${name}\ndirectory: ../pods/${name}\nttlSeconds: 35\ncombinedFile: tls.pem\n`,
+        `spiffeId: spiffe://${TRUST_DOMAIN}/${name}\ndirectory: ../pods/${name}\nttlSeconds: ${TTL_SECONDS}\ncombinedFile: tls.pem\n`,
       );
     }
     configPath = join(dir.path, "agent.yaml");
@@ -127,7 +169,7 @@ ca: { url: "${ca.url}", trustBundleFile: ${ca.bundlePath} }
 node: { name: node-a, joinTokenFile: node.token }
 stateDir: state
 workloadsDir: workloads.d
-workloadDefaults: { ttlSeconds: 35, combinedFile: tls.pem, keyFileMode: "${keyFileMode}" }
+workloadDefaults: { ttlSeconds: ${TTL_SECONDS}, combinedFile: tls.pem, keyFileMode: "${keyFileMode}" }
 workloads:
   - { name: web, spiffeId: "spiffe://${TRUST_DOMAIN}/web", directory: pods/web }
   - { name: db, spiffeId: "spiffe://${TRUST_DOMAIN}/db", directory: pods/db, layout: istio }
@@ -138,8 +180,18 @@ listen: { port: 0 }
 `,
     );
   }
+  /**
+   * Starts an agent on `path`, after killing one a failed test left running: two agents never
+   * share the state directory, and none is left behind to hold this file open.
+   */
+  async function startAgent(path: string): Promise<AgentProcess> {
+    await killAgent(running);
+    running = startAgentProcess(path);
+    return running;
+  }
+
   after(async () => {
-    await stopProcess(running);
+    await killStartedProcesses();
     await ca?.remove();
     await dir?.remove();
   });
@@ -180,68 +232,75 @@ listen: { port: 0 }
     return { modes, leftovers };
   }
 
-  test("bootstraps with the join token file, delivers every workload, and answers on its status port", async () => {
-    running = startAgentProcess(configPath);
-    await waitFor("ready", () => running!.logs.some((l) => l.msg === "ready"), 30_000);
+  test("bootstraps with the join token file, delivers every workload, and answers on its status port", {
+    timeout: TEST_MS,
+  }, async () => {
+    running = await startAgent(configPath);
+    await waitForLog(running, "ready");
     assert.ok(running.stdout.every((line) => line.startsWith("{")), "every log line is JSON");
     const url = running.statusUrl();
     assert.match(url, /^http:\/\/127\.0\.0\.1:\d+$/);
-    const health = await fetch(`${url}/healthz`);
+    const health = await statusGet(running, "/healthz");
     assert.equal(health.status, 200);
-    const ready = await fetch(`${url}/readyz`);
+    const ready = await statusGet(running, "/readyz");
     assert.deepEqual([ready.status, await ready.json()], [200, { status: "ready" }]);
-    const metrics = await (await fetch(`${url}/metrics`)).text();
+    const metrics = await (await statusGet(running, "/metrics")).text();
     assert.match(metrics, new RegExp(`^meshauth_agent_certificates ${names.length}$`, "m"));
     assert.match(metrics, /^meshauth_agent_node_certificate_expiry_seconds \d+$/m);
-    assert.equal((await fetch(`${url}/readyz`, { method: "POST" })).status, 405);
+    assert.equal((await statusGet(running, "/readyz", { method: "POST" })).status, 405);
     await assertEveryDirectoryMatches();
   });
 
-  test("SIGTERM stops it cleanly: exit code 0, files in place", async () => {
+  test("SIGTERM stops it cleanly: exit code 0, files in place", { timeout: TEST_MS }, async () => {
     await terminate(running!);
     assert.deepEqual(running!.stderr, []);
     await assertEveryDirectoryMatches();
   });
 
-  test("SIGKILL in the middle of a wave of writes leaves every directory whole, and the next start sweeps the rest", async (t) => {
-    // Each start finds every key file in the other mode and re-writes all the directories; the
-    // kill comes as the first of those writes is logged, while the others are under way.
-    const kills = 8;
-    let interrupted = 0;
-    for (let i = 0; i < kills; i++) {
-      const mode = i % 2 === 0 ? 0o640 : 0o600;
-      await writeConfig(`0${mode.toString(8)}`);
-      running = startAgentProcess(configPath);
-      await waitFor("the first write", () => running!.logs.some((l) => l.msg === "delivered"), 30_000);
-      running.child.kill("SIGKILL");
-      await running.exited;
+  test(
+    "SIGKILL in the middle of a wave of writes leaves every directory whole, and the next start sweeps the rest",
+    { timeout: 10 * TEST_MS },
+    async (t) => {
+      // Each start finds every key file in the other mode and re-writes all the directories; the
+      // kill comes as the first of those writes is logged, while the others are under way.
+      const kills = 8;
+      let interrupted = 0;
+      for (let i = 0; i < kills; i++) {
+        const mode = i % 2 === 0 ? 0o640 : 0o600;
+        await writeConfig(`0${mode.toString(8)}`);
+        running = await startAgent(configPath);
+        await waitForLog(running, "delivered");
+        await killAgent(running);
+        const { modes, leftovers } = await assertEveryDirectoryMatches();
+        assert.ok(modes.has(mode), "the wave had begun");
+        // Some directories still in the old mode, or a write's leftovers: the kill landed mid-wave.
+        if (modes.size > 1 || leftovers > 0) interrupted++;
+      }
+      t.diagnostic(`${interrupted} of ${kills} kills landed while writes were under way`);
+      assert.ok(interrupted > 0, `no kill of ${kills} landed while writes were under way`);
+      // A clean start finishes the wave and sweeps every leftover.
+      running = await startAgent(configPath);
+      await waitForLog(running, "ready");
+      await terminate(running);
       const { modes, leftovers } = await assertEveryDirectoryMatches();
-      assert.ok(modes.has(mode), "the wave had begun");
-      // Some directories still in the old mode, or a write's leftovers: the kill landed mid-wave.
-      if (modes.size > 1 || leftovers > 0) interrupted++;
-    }
-    t.diagnostic(`${interrupted} of ${kills} kills landed while writes were under way`);
-    assert.ok(interrupted > 0, `no kill of ${kills} landed while writes were under way`);
-    // A clean start finishes the wave and sweeps every leftover.
-    running = startAgentProcess(configPath);
-    await waitFor("ready", () => running!.logs.some((l) => l.msg === "ready"), 30_000);
-    await terminate(running);
-    const { modes, leftovers } = await assertEveryDirectoryMatches();
-    assert.deepEqual([...modes], [0o600]);
-    assert.equal(leftovers, 0);
-  });
+      assert.deepEqual([...modes], [0o600]);
+      assert.equal(leftovers, 0);
+    },
+  );
 
-  test("a restart with the CA down serves the stored certificates at once and issues none", async () => {
+  test("a restart with the CA down serves the stored certificates at once and issues none", {
+    timeout: TEST_MS,
+  }, async () => {
     await ca.stop();
     try {
-      running = startAgentProcess(configPath);
-      await waitFor("ready", () => running!.logs.some((l) => l.msg === "ready"), 30_000);
+      running = await startAgent(configPath);
+      await waitForLog(running, "ready");
       const restored = running.logs.filter((l) => l.msg === "certificate restored from the state directory");
       assert.equal(restored.length, names.length);
       assert.ok(running.logs.some((l) => l.msg === "node identity restored"));
-      const ready = await fetch(`${running.statusUrl()}/readyz`);
+      const ready = await statusGet(running, "/readyz");
       assert.equal(ready.status, 200);
-      const metrics = await (await fetch(`${running.statusUrl()}/metrics`)).text();
+      const metrics = await (await statusGet(running, "/metrics")).text();
       assert.doesNotMatch(
         metrics,
         /meshauth_agent_renewals_total\{kind="(workload|node)",reason="initial"\}/,
@@ -253,46 +312,52 @@ listen: { port: 0 }
     }
   });
 
-  test("without a node identity, a spent join token is one clear line and exit code 1", async () => {
-    const fresh = join(dir.path, "fresh.yaml");
-    await writeFile(
-      fresh,
-      (await readFile(configPath, "utf8")).replace("stateDir: state", "stateDir: fresh-state"),
-    );
-    running = startAgentProcess(fresh);
-    assert.equal(await running.exited, 1);
-    const message = running.stderr.join("");
-    assert.equal(message.trim().split("\n").length, 1, message);
-    assert.match(
-      message,
-      /^meshauth: cannot obtain the node identity spiffe:\/\/agent\.test\/node\/node-a: .*ERR_TOKEN_USED/,
-    );
-  });
+  test(
+    "without a node identity, a spent join token is one clear line and exit code 1",
+    { timeout: TEST_MS },
+    async () => {
+      const fresh = join(dir.path, "fresh.yaml");
+      await writeFile(
+        fresh,
+        (await readFile(configPath, "utf8")).replace("stateDir: state", "stateDir: fresh-state"),
+      );
+      running = await startAgent(fresh);
+      assert.equal(await exitCodeOf(running, "a spent join token"), 1);
+      const message = running.stderr.join("");
+      assert.equal(message.trim().split("\n").length, 1, message);
+      assert.match(
+        message,
+        /^meshauth: cannot obtain the node identity spiffe:\/\/agent\.test\/node\/node-a: .*ERR_TOKEN_USED/,
+      );
+    },
+  );
 
-  test("SIGTERM while it still retries an unreachable CA logs its stop and exits 0", async () => {
-    // A port nothing listens on: taken, then released.
-    const closed = createServer();
-    await new Promise<void>((resolve) => closed.listen(0, "127.0.0.1", resolve));
-    const port = (closed.address() as AddressInfo).port;
-    await new Promise((resolve) => closed.close(resolve));
-    const path = join(dir.path, "unreachable.yaml");
-    await writeFile(
-      path,
-      (await readFile(configPath, "utf8"))
-        .replace("stateDir: state", "stateDir: unreachable-state")
-        .replace(`url: "${ca.url}"`, `url: "https://127.0.0.1:${port}"`),
-    );
-    running = startAgentProcess(path);
-    await waitFor(
-      "a retry",
-      () => running!.logs.some((l) => l.msg === "node bootstrap failed; retrying"),
-      30_000,
-    );
-    await terminate(running);
-    assert.deepEqual(running.stderr, []);
-  });
+  test(
+    "SIGTERM while it still retries an unreachable CA logs its stop and exits 0",
+    { timeout: TEST_MS },
+    async () => {
+      // A port nothing listens on: taken, then released.
+      const closed = createServer();
+      await new Promise<void>((resolve) => closed.listen(0, "127.0.0.1", resolve));
+      const port = (closed.address() as AddressInfo).port;
+      await new Promise((resolve) => closed.close(resolve));
+      const path = join(dir.path, "unreachable.yaml");
+      await writeFile(
+        path,
+        (await readFile(configPath, "utf8"))
+          .replace("stateDir: state", "stateDir: unreachable-state")
+          .replace(`url: "${ca.url}"`, `url: "https://127.0.0.1:${port}"`),
+      );
+      running = await startAgent(path);
+      await waitForLog(running, "node bootstrap failed; retrying");
+      await terminate(running);
+      assert.deepEqual(running.stderr, []);
+    },
+  );
 
-  test("a token file that is absent, unreadable or empty is one line naming the file, and exit code 1", async () => {
+  test("a token file that is absent, unreadable or empty is one line naming the file, and exit code 1", {
+    timeout: 5 * TEST_MS,
+  }, async () => {
     await mkdir(join(dir.path, "token-dir"));
     await writeFile(join(dir.path, "empty.token"), "\n");
     const base = await readFile(configPath, "utf8");
@@ -312,8 +377,8 @@ listen: { port: 0 }
           credential,
         ),
       );
-      running = startAgentProcess(path);
-      assert.equal(await running.exited, 1, credential);
+      running = await startAgent(path);
+      assert.equal(await exitCodeOf(running, credential), 1, credential);
       const message = running.stderr.join("").trim();
       assert.equal(message.split("\n").length, 1, message);
       assert.match(message, /^meshauth: cannot obtain the node identity .*: the bearer token is missing: /);

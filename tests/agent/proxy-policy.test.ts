@@ -7,6 +7,7 @@ import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { writeFile } from "node:fs/promises";
+import { type AddressInfo, createServer } from "node:net";
 import { join } from "node:path";
 import { parseCertificates } from "../../mod.ts";
 import { MeshProxy, PolicyFileError } from "../../agent/mod.ts";
@@ -319,6 +320,32 @@ test("a condition on an attribute the proxy does not provide is refused at load"
   await assert.rejects(proxy.start(), /unknown attribute "source\.ipp"/);
 });
 
+test("a listen address in use is refused in one line naming the listener", async () => {
+  const holder = createServer();
+  await new Promise<void>((resolve) => holder.listen(0, "127.0.0.1", resolve));
+  closers.push(() => new Promise<void>((resolve) => holder.close(() => resolve())));
+  const taken = (holder.address() as AddressInfo).port;
+  const proxy = new MeshProxy({
+    config: proxyConfig({
+      auditLog: join(dir.path, "audit.jsonl"),
+      inbound: [{
+        name: "busy-in",
+        workload: "photo-backend",
+        listen: `127.0.0.1:${taken}`,
+        forward: "127.0.0.1:9",
+      }],
+    }, dir.path),
+    sources,
+  });
+  await assert.rejects(
+    proxy.start(),
+    (err: Error & { code?: string }) =>
+      err.code === "ERR_PROXY_LISTEN" &&
+      err.message ===
+        `cannot listen on 127.0.0.1:${taken}: another process listens there; it is the proxy's inbound listener busy-in's listen address`,
+  );
+});
+
 test(
   "policies reload on change without dropping connections; a change that denies an open connection's peer closes it",
   {
@@ -344,6 +371,9 @@ test(
     assert.equal(await stream.send("two"), "two");
     // A file that does not parse is refused; the policies in force stay, the connection too.
     await writeFile(file, "policies: [ {");
+    await server.reloadPolicies();
+    assert.equal(server.metrics.policyReloads.value({ listener: "reload-in", result: "refused" }), 1);
+    // Looked at again, the same bad file is not reported again (the periodic reload looks every 2 s).
     await server.reloadPolicies();
     assert.equal(server.metrics.policyReloads.value({ listener: "reload-in", result: "refused" }), 1);
     assert.equal(await stream.send("three"), "three");

@@ -28,10 +28,10 @@ import {
   type CredentialSource,
   MeshProxy,
   type ProxyConfig,
-  readProxyConfig,
   type SocketAddress,
   type SvidCredential,
 } from "../../agent/mod.ts";
+import { readProxyConfig } from "../../agent/proxy/config.ts";
 
 export const TRUST_DOMAIN = "mesh.test";
 

@@ -1,10 +1,11 @@
 // Test helpers for the CA server: start real CA processes on 127.0.0.1 (ephemeral ports),
 // talk to them over HTTP (fetch) or TLS (curl), and make keys, CSRs and tokens.
-import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { type ChildProcess, execFile } from "node:child_process";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { requireRuntime } from "../runtimes/runtimes.mjs";
+import { spawnInGroup } from "../support/processes.ts";
 import { createCsr, exportPrivateKeyPem, generateKeyPair, type KeyPair } from "../../mod.ts";
 import { createJoinToken, FileStore, PostgresStore } from "../../ca-server/mod.ts";
 import type { CaStore, JoinTokenRequest } from "../../ca-server/mod.ts";
@@ -87,15 +88,14 @@ export function cliProcess(
   env: Record<string, string> = {},
 ): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    const child = spawn(NODE, ["--import", "tsx", "cli/main.ts", ...args], {
+    const child = spawnInGroup(NODE, ["--import", "tsx", "cli/main.ts", ...args], {
       cwd: ROOT,
       env: { ...process.env, ...env },
-      stdio: ["ignore", "pipe", "pipe"],
     });
     let stdout = "";
     let stderr = "";
-    child.stdout.on("data", (d) => stdout += d);
-    child.stderr.on("data", (d) => stderr += d);
+    child.stdout!.on("data", (d) => stdout += d);
+    child.stderr!.on("data", (d) => stderr += d);
     const timer = setTimeout(() => child.kill("SIGKILL"), 60_000);
     child.on("exit", (code) => {
       clearTimeout(timer);
@@ -111,10 +111,11 @@ export function startCa(configPath: string, env: Record<string, string> = {}): P
 
 /** Starts a script of the CA server and waits (at most 30 s) for its "listening" log line. */
 export function startServer(args: string[], env: Record<string, string> = {}): Promise<CaProcess> {
-  const child: ChildProcess = spawn(SERVER_COMMAND[0], [...SERVER_COMMAND.slice(1), ...args], {
+  // In a group of its own, killed when this test file's process exits if a test that failed
+  // never stopped it (npm test's --test-force-exit ends the file once its tests are done).
+  const child: ChildProcess = spawnInGroup(SERVER_COMMAND[0], [...SERVER_COMMAND.slice(1), ...args], {
     cwd: ROOT,
     env: { ...process.env, ...env },
-    stdio: ["ignore", "pipe", "pipe"],
   });
   const logs: string[] = [];
   const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));

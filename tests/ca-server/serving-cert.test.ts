@@ -7,6 +7,7 @@ import { promisify } from "node:util";
 import { join } from "node:path";
 import { connect } from "node:tls";
 import { after, before, describe, it } from "node:test";
+import { loadConfig, silentLogger, startCaServer } from "../../ca-server/mod.ts";
 import { type CaProcess, cli, startCa, tempDir, writeConfig } from "./helpers.ts";
 
 const run = promisify(execFile);
@@ -98,5 +99,33 @@ describe("the serving certificate", () => {
     assert.ok(new Date(renewed.time).getTime() < first.getTime() - 30_000, JSON.stringify(renewed));
     assert.ok(new Date(renewed.notAfter) > first);
     assert.ok((await servedNotAfter(ca.port)) > first);
+  });
+
+  it("shorter than 20 s (a lifetime set in code, or the CA's own expiry near), is renewed before it expires", async () => {
+    const shortDir = await tempDir();
+    try {
+      const configPath = await writeConfig(shortDir.path, { listen: { host: "127.0.0.1", port: 0 } });
+      assert.equal((await cli(["ca", "init", "--config", configPath])).code, 0);
+      const config = await loadConfig({ path: configPath });
+      // Below what a configuration file may say (60 s at least), as the fault tests scale it.
+      config.issuance = { defaultTtlSeconds: 4, maxTtlSeconds: 4 };
+      const server = await startCaServer(config, { logger: silentLogger });
+      try {
+        const first = await servedNotAfter(server.port);
+        assert.ok(
+          first.getTime() - Date.now() <= 4000,
+          `a 4 s serving certificate, got ${first.toISOString()}`,
+        );
+        await new Promise((resolve) => setTimeout(resolve, Math.max(0, first.getTime() - Date.now() - 300)));
+        assert.ok(
+          (await servedNotAfter(server.port)) > first,
+          "a new certificate served before the first expired",
+        );
+      } finally {
+        await server.close();
+      }
+    } finally {
+      await shortDir.remove();
+    }
   });
 });

@@ -278,7 +278,7 @@ describe("a full or read-only disk: the agent's state and workload directories",
       keyFileMode: 0o600,
       keyAlgorithm: "ECDSA-P256",
       layout: "istio",
-      ttlSeconds: 33,
+      ttlSeconds: 14,
       origin: { source: "static" },
     }));
   const startAgent = async () => {

@@ -12,7 +12,16 @@ import { describe, it } from "node:test";
 import { parseCertificates, TrustBundle, verifySvid } from "../../mod.ts";
 import { keyMatches, readOneGeneration, startTestCa, TRUST_DOMAIN, waitFor } from "../agent/helpers.ts";
 import { tempDir } from "../ca-server/helpers.ts";
-import { IS_LONG, killLoop, killPoints, randomInt, sleep, startProcess, timeoutMs } from "./support.ts";
+import {
+  IS_LONG,
+  killLoop,
+  killPoints,
+  randomInt,
+  readyTimes,
+  sleep,
+  startProcess,
+  timeoutMs,
+} from "./support.ts";
 
 const WORKLOADS = ["web", "db", "cache", "queue", "search", "auth"];
 const idOf = (name: string) => `spiffe://${TRUST_DOMAIN}/kill/${name}`;
@@ -26,7 +35,7 @@ const filesOf = (i: number) =>
 
 describe("kill -9 anywhere: the agent", { timeout: timeoutMs(90_000, 3 * 3600_000) }, () => {
   it("leaves every workload directory with a matching key and certificate, and loses no revocation", async (t) => {
-    const points = killPoints(6);
+    const points = killPoints(4);
     const ca = await startTestCa({ "node-k": WORKLOADS.map(idOf) });
     const dir = await tempDir("meshauth-kill-agent-");
     try {
@@ -105,6 +114,7 @@ listen: { port: 0 }
       })();
 
       const { report, last } = await killLoop({
+        label: "kill -9 the agent",
         points,
         maxLifeMs: 2500,
         start,
@@ -130,7 +140,9 @@ listen: { port: 0 }
       assert.deepEqual(report.crashes, [], "the agent exited on its own (a start it could not make?)");
       assert.deepEqual(problems, []);
       const figures =
-        `${report.kills} kills (${report.killedStarting} during start-up), ${checks} checks of ` +
+        `${report.kills} kills (${report.killedStarting} during start-up; ${
+          readyTimes(report)
+        }), ${checks} checks of ` +
         `${WORKLOADS.length} directories, ${revoked.size} certificates revoked meanwhile`;
       t.diagnostic(figures);
       if (IS_LONG) console.log(`kill -9 the agent: ${figures}`);

@@ -30,6 +30,7 @@ import {
   killLoop,
   killPoints,
   randomInt,
+  readyTimes,
   type RunningProcess,
   sleep,
   startProcess,
@@ -74,12 +75,18 @@ class Ledger {
     const candidates = [...this.issued.values()].filter((h) => !this.revoked.has(h.serial));
     return candidates[randomInt(0, candidates.length)];
   }
+
+  /** A certificate whose revocation was acknowledged: a renewal with it must be refused. */
+  revokedHeld(): Held | undefined {
+    const serials = [...this.revoked.keys()];
+    return this.issued.get(serials[randomInt(0, serials.length)]);
+  }
 }
 
 const isDown = (answer: HttpsAnswer) => answer.status === 0 || answer.status === 503;
 
 async function runKillRun(kind: "file" | "postgres", t: { diagnostic(message: string): void }) {
-  const points = killPoints(4);
+  const points = killPoints(3);
   const dir = await tempDir("meshauth-kill-ca-");
   const db = kind === "postgres" ? await startPostgres() : undefined;
   let ca: RunningProcess | undefined;
@@ -162,7 +169,9 @@ async function runKillRun(kind: "file" | "postgres", t: { diagnostic(message: st
     /** Renewals over mutual TLS with a certificate the CA issued. */
     const renew = async () => {
       while (!stopping) {
-        const held = ledger.holdable();
+        // One renewal in five tries a revoked certificate: a revocation the CA acknowledged
+        // must hold in every process started after it, not only be stored.
+        const held = (Math.random() < 0.2 && ledger.revokedHeld()) || ledger.holdable();
         if (!held) {
           await sleep(20);
           continue;
@@ -243,7 +252,13 @@ async function runKillRun(kind: "file" | "postgres", t: { diagnostic(message: st
     };
 
     const clients = Promise.all([issue(0), issue(1), renew(), renew(), revoke(), fetchCrls()]);
-    const { report, last } = await killLoop({ points, maxLifeMs: 1500, start, first }).catch((err) => {
+    const { report, last } = await killLoop({
+      points,
+      maxLifeMs: 1500,
+      start,
+      first,
+      label: `kill -9 the CA (${kind})`,
+    }).catch((err) => {
       // The clients stop too, so a failed run ends instead of looping on.
       stopping = true;
       throw err;
@@ -316,7 +331,10 @@ async function runKillRun(kind: "file" | "postgres", t: { diagnostic(message: st
       const { readdir } = await import("node:fs/promises");
       assert.ok((await readdir(join(dir.path, "data", "store", "archive"))).length > 0, "no compaction ran");
     }
-    const figures = `${kind} store: ${report.kills} kills (${report.killedStarting} during start-up); ` +
+    const figures =
+      `${kind} store: ${report.kills} kills (${report.killedStarting} during start-up; ${
+        readyTimes(report)
+      }); ` +
       `${ledger.issued.size} certificates acknowledged (${ledger.renewals} by renewal), ` +
       `${ledger.tokenUses.length} single-use tokens (${ledger.lostAnswers} attempts whose answer a kill lost), ` +
       `${ledger.revoked.size} revocations, ${ledger.refusedRevoked} renewals refused as revoked, ` +

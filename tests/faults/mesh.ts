@@ -19,7 +19,7 @@ import {
   type WorkloadSpec,
 } from "../../agent/mod.ts";
 import { FieldReader, jsonLogger, type Logger, silentLogger } from "../../internal/mod.ts";
-import { readProxyConfig } from "../../agent/mod.ts";
+import { readProxyConfig } from "../../agent/proxy/config.ts";
 import { echoServer } from "../agent/proxy-support.ts";
 
 /** A workload's credentials for the proxy, from the node agent that holds them. */

@@ -10,10 +10,12 @@ import { ROOT } from "../ca-server/helpers.ts";
 /** True for the long variant (`npm run test:faults`). */
 export const IS_LONG = process.env.MESHAUTH_FAULTS === "long";
 
+const FORCED_KILLS = Number(process.env.MESHAUTH_FAULT_KILLS);
+const IS_KILL_COUNT_FORCED = Number.isSafeInteger(FORCED_KILLS) && FORCED_KILLS > 0;
+
 /** How many kill points a run makes: `short` in npm test, `long` in the long variant (or MESHAUTH_FAULT_KILLS). */
 export function killPoints(short: number, long = 200): number {
-  const forced = Number(process.env.MESHAUTH_FAULT_KILLS);
-  if (Number.isSafeInteger(forced) && forced > 0) return forced;
+  if (IS_KILL_COUNT_FORCED) return FORCED_KILLS;
   return IS_LONG ? long : short;
 }
 
@@ -130,6 +132,8 @@ export interface KillReport {
   kills: number;
   /** Kills that came before the process was ready (during its start). */
   killedStarting: number;
+  /** For each start that came up (the last one included): milliseconds from spawn to its ready line. */
+  readyMs: number[];
   /** Exits the loop did not cause (a crash): each with its code and stderr. */
   crashes: string[];
 }
@@ -145,10 +149,12 @@ export async function killLoop(options: {
   /** A process already started, for the first kill point. */
   first?: RunningProcess;
   maxLifeMs: number;
+  /** Names the run in the progress lines the long variant prints on stderr. */
+  label?: string;
   onStart?: (process: RunningProcess) => void;
   onKilled?: (index: number) => void | Promise<void>;
 }): Promise<{ report: KillReport; last: RunningProcess }> {
-  const report: KillReport = { kills: 0, killedStarting: 0, crashes: [] };
+  const report: KillReport = { kills: 0, killedStarting: 0, readyMs: [], crashes: [] };
   let running: RunningProcess | undefined;
   try {
     return await killAgain(options, report, (process) => running = process);
@@ -164,9 +170,21 @@ async function killAgain(
   report: KillReport,
   started: (process: RunningProcess) => void,
 ): Promise<{ report: KillReport; last: RunningProcess }> {
+  const startedAt = Date.now();
+  const isShowingProgress = IS_LONG || IS_KILL_COUNT_FORCED;
   for (let i = 0; i < options.points; i++) {
+    if (isShowingProgress && i > 0 && i % 10 === 0) {
+      process.stderr.write(
+        `${options.label ?? "kill loop"}: ${report.kills}/${options.points} kills ` +
+          `(${report.killedStarting} in start-up) in ${((Date.now() - startedAt) / 1000).toFixed(0)} s\n`,
+      );
+    }
+    const spawnedAt = Date.now();
     const running = i === 0 && options.first ? options.first : options.start();
     started(running);
+    if (running !== options.first) {
+      void running.ready.then(() => report.readyMs.push(Date.now() - spawnedAt), () => {});
+    }
     if (running !== options.first) options.onStart?.(running);
     // Half the kills anywhere from the spawn on (start-up included), half once it serves.
     if (Math.random() < 0.5) await running.ready.catch(() => {});
@@ -180,10 +198,12 @@ async function killAgain(
     report.kills++;
     await options.onKilled?.(i);
   }
+  const lastSpawnedAt = Date.now();
   const last = options.start();
   started(last);
   options.onStart?.(last);
   await last.ready;
+  report.readyMs.push(Date.now() - lastSpawnedAt);
   return { report, last };
 }
 
@@ -342,4 +362,13 @@ export class Partition {
     }
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
   }
+}
+
+/** "p50 X s, max Y s" of the times from spawn to ready in `report`. */
+export function readyTimes(report: KillReport): string {
+  const sorted = [...report.readyMs].sort((a, b) => a - b);
+  const seconds = (ms: number | undefined) => `${((ms ?? 0) / 1000).toFixed(1)} s`;
+  return `spawn to ready p50 ${seconds(sorted[Math.floor(sorted.length / 2)])}, max ${
+    seconds(sorted.at(-1))
+  }`;
 }

@@ -1,13 +1,14 @@
-// The node agent on Kubernetes, against the Kubernetes API test server (with only the RBAC of
-// examples/kubernetes/) and a real CA process: it bootstraps with its projected token (whose
-// audience the CA checks) and renews over mutual TLS; its pod source delivers and removes the
+// The node agent on Kubernetes, against the Kubernetes API test server as a stock cluster
+// (no beta APIs, only the RBAC of examples/kubernetes/ and its demo) and a real CA process:
+// it trusts the CA through the ConfigMap the CA publishes (as the DaemonSet mounts it),
+// bootstraps with its projected token (whose audience the CA checks) and renews over mutual TLS; its pod source delivers and removes the
 // certificates of the annotated pods of its node and ignores other nodes' pods; and its CSI
 // node plugin, driven over its Unix socket by a gRPC client built from csi.proto as the
 // kubelet calls it, publishes a pod's volume with rotating files, unpublishes it leaving
 // nothing, and refuses pods of other nodes or claiming another service account.
 import assert from "node:assert/strict";
 import { X509Certificate } from "node:crypto";
-import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { readdir, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -89,7 +90,7 @@ async function pod(
   name: string,
   serviceAccount: string,
   node: string,
-  extra: { annotations?: Record<string, string>; fsGroup?: number } = {},
+  extra: { annotations?: Record<string, string>; fsGroup?: number; runAsGroup?: number } = {},
 ): Promise<KubeObject> {
   return await cluster.admin.create<KubeObject>(`/api/v1/namespaces/${namespace}/pods`, {
     apiVersion: "v1",
@@ -98,7 +99,9 @@ async function pod(
     spec: {
       nodeName: node,
       serviceAccountName: serviceAccount,
-      securityContext: extra.fsGroup === undefined ? undefined : { fsGroup: extra.fsGroup },
+      securityContext: extra.fsGroup === undefined && extra.runAsGroup === undefined
+        ? undefined
+        : { fsGroup: extra.fsGroup, runAsGroup: extra.runAsGroup },
       containers: [{ name: "app", image: "app" }],
     },
     status: { phase: "Running" },
@@ -160,7 +163,10 @@ describe("the agent on Kubernetes", { timeout: 180_000 }, () => {
   const logger = recordingLogger();
 
   before(async () => {
-    cluster = await startCluster();
+    cluster = await startCluster({
+      stock: true,
+      unservedResources: ["podcertificaterequests", "clustertrustbundles"],
+    });
     dir = await tempDir("meshauth-k8s-agent-");
     agentPod = await cluster.pod("meshauth-system", "meshauth-agent-a", "meshauth-agent", "node-a");
     const caConfig = join(dir.path, "ca.json");
@@ -174,11 +180,22 @@ describe("the agent on Kubernetes", { timeout: 180_000 }, () => {
         kubernetes: {
           audiences: ["meshauth"],
           api: { kubeconfig: await cluster.kubeconfigFor("meshauth-system", "meshauth-ca") },
+          trustBundleConfigMap: { enabled: true },
         },
       }),
     );
     assert.equal((await cli(["ca", "init", "--config", caConfig])).code, 0);
     ca = await startCa(caConfig);
+    // The agent's roots, as the kubelet projects them from the CA's ConfigMap.
+    const trust = await eventually(
+      "the CA's trust bundle ConfigMap",
+      () =>
+        cluster.admin.get<{ data: Record<string, string> }>(
+          "/api/v1/namespaces/meshauth-system/configmaps/meshauth-trust-bundle",
+        ).catch(() => undefined),
+    );
+    mkdirSync(join(dir.path, "trust"));
+    writeFileSync(join(dir.path, "trust/bundle.pem"), trust.data["bundle.pem"]);
     // The agent's configuration as a DaemonSet would have it, with this test's paths.
     writeFileSync(
       join(dir.path, "agent.yaml"),
@@ -186,7 +203,7 @@ describe("the agent on Kubernetes", { timeout: 180_000 }, () => {
         `trustDomain: ${TRUST_DOMAIN}`,
         "ca:",
         `  url: ${ca.url}`,
-        "  trustBundleFile: ca/bundle.pem",
+        "  trustBundleFile: trust/bundle.pem",
         "node:",
         "  name: node-a",
         "  serviceAccountTokenFile: token",
@@ -418,6 +435,56 @@ describe("the agent on Kubernetes", { timeout: 180_000 }, () => {
       assert.ok(!existsSync(targetPathOf(p)), "nothing made for a refused publish");
     }
     assert.deepEqual(await readdir(join(dir.path, "state/csi-volumes")), []);
+  });
+
+  test("volume_mount_group must be a group ID; group 0 (from it or from fsGroup) is a group like any other", async () => {
+    const p = await pod("photo-ns", "photo-backend-3", "photo-backend", "node-a", { runAsGroup: 4242 });
+    const withGroup = (volumeMountGroup: string) =>
+      publishRequest(p, {
+        volumeCapability: { mount: { volumeMountGroup }, accessMode: { mode: "SINGLE_NODE_WRITER" } },
+      });
+    for (const bad of ["-1", "1.5", "2147483648", "99999999999", "1e3", "0x10", " 7", "abc"]) {
+      await assert.rejects(
+        csi.call(csi.node, "NodePublishVolume", withGroup(bad)),
+        (err: grpc.ServiceError) =>
+          err.code === grpc.status.INVALID_ARGUMENT &&
+          /volume_mount_group: .* is not a group ID/.test(err.details),
+        bad,
+      );
+    }
+    assert.ok(!existsSync(targetPathOf(p)), "nothing made for a refused publish");
+    // Group 0 is not "absent": the files belong to it, not to the pod's runAsGroup.
+    const request = withGroup("0");
+    await csi.call(csi.node, "NodePublishVolume", request);
+    if (isRoot) assert.equal((await stat(join(request.targetPath, "key.pem"))).gid, 0);
+    await csi.call(csi.node, "NodeUnpublishVolume", {
+      volumeId: request.volumeId,
+      targetPath: request.targetPath,
+    });
+    await cluster.admin.delete("/api/v1/namespaces/photo-ns/pods/photo-backend-3");
+    const q = await pod("photo-ns", "photo-backend-4", "photo-backend", "node-a", {
+      fsGroup: 0,
+      runAsGroup: 4242,
+    });
+    const fromFsGroup = publishRequest(q);
+    await csi.call(csi.node, "NodePublishVolume", fromFsGroup);
+    if (isRoot) assert.equal((await stat(join(fromFsGroup.targetPath, "key.pem"))).gid, 0);
+    // The kubelet's retry of an unpublish at another path of a volume published elsewhere: OK
+    // (CSI: idempotent), and the volume stays where it is.
+    await csi.call(csi.node, "NodeUnpublishVolume", {
+      volumeId: fromFsGroup.volumeId,
+      targetPath: targetPathOf({
+        ...q,
+        metadata: { ...q.metadata, uid: "0f0f0f0f-0000-4000-8000-00000000000a" },
+      }),
+    });
+    assert.ok(existsSync(join(fromFsGroup.targetPath, "key.pem")), "still published");
+    await csi.call(csi.node, "NodeUnpublishVolume", {
+      volumeId: fromFsGroup.volumeId,
+      targetPath: fromFsGroup.targetPath,
+    });
+    assert.ok(!existsSync(fromFsGroup.targetPath));
+    await cluster.admin.delete("/api/v1/namespaces/photo-ns/pods/photo-backend-4");
   });
 
   test("an agent that restarts keeps serving the volumes it published, and unpublishes them after", async () => {

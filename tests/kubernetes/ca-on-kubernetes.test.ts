@@ -9,7 +9,12 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { parseCertificates, uriSans } from "../../mod.ts";
-import { clusterTrustBundleName, ClusterTrustBundlePublisher, silentLogger } from "../../ca-server/mod.ts";
+import {
+  clusterTrustBundleName,
+  ClusterTrustBundlePublisher,
+  silentLogger,
+  TrustBundleConfigMapPublisher,
+} from "../../ca-server/mod.ts";
 import { type CaProcess, cli, csrFor, curl, startCa, tempDir } from "../ca-server/helpers.ts";
 import {
   eventually,
@@ -240,6 +245,31 @@ describe("the CA on Kubernetes", () => {
     assert.equal(otherNode.status, 403);
   });
 
+  test("a pod scheduled a moment ago, before the CA's watch brings it, is granted at the first request", async () => {
+    const token = bearer(await podToken(pods.agentA));
+    // The CA's watches stop delivering: its cache will not see the new pod.
+    cluster.server.stallWatches();
+    try {
+      await cluster.pod("photo-ns", "photo-backend-1", "photo-backend", "node-a");
+      const granted = await requestCertificate(id("photo-ns", "photo-backend"), token);
+      assert.equal(granted.status, 201, JSON.stringify(granted.json));
+      // Identities on no pod of the node: refused, and the API server is asked a burst of three
+      // times at most, then once a second, however often the agent asks.
+      const listsBefore = cluster.server.requestsBy(CA_USER).filter((r) => r.verb === "list").length;
+      const started = Date.now();
+      for (let i = 0; i < 8; i++) {
+        const refused = await requestCertificate(id("datastore-ns", "datastore"), token);
+        assert.equal(refused.status, 403);
+        assert.equal(refused.json.code, "ERR_IDENTITY_MISMATCH");
+      }
+      const lists = cluster.server.requestsBy(CA_USER).filter((r) => r.verb === "list").length - listsBefore;
+      assert.ok(lists <= 3 + Math.ceil((Date.now() - started) / 1000), `${lists} lists of pods`);
+    } finally {
+      await cluster.admin.delete("/api/v1/namespaces/photo-ns/pods/photo-backend-1");
+      cluster.server.dropWatches();
+    }
+  });
+
   test("with its node SVID (mTLS) the agent gets what is on its node, and loses it when the pod goes", async () => {
     const { csr, keyPem } = await csrFor(`spiffe://${TRUST_DOMAIN}/node/node-a`);
     const issued = await curl([
@@ -375,6 +405,7 @@ describe("the ClusterTrustBundle through a root rotation", () => {
         apiVersion: "v1beta1",
         logger: silentLogger,
         checkMs: 100,
+        verifyMs: 500,
       });
       await publisher.start();
       const path = `/apis/certificates.k8s.io/v1beta1/clustertrustbundles/${clusterTrustBundleName(SIGNER)}`;
@@ -394,20 +425,67 @@ describe("the ClusterTrustBundle through a root rotation", () => {
         return now.length === 2 ? now : undefined;
       });
       assert.ok(during.includes(oldRoot));
-      // Someone deletes it: it comes back.
+      // Someone deletes it: the running publisher notices at its next look at the cluster's
+      // copy and makes it again, with nobody calling it.
       await cluster.admin.delete(path);
-      await publisher.sync();
-      await publisher.stop();
-      const fresh = new ClusterTrustBundlePublisher({
+      const back = await eventually("the bundle to come back", () => roots().catch(() => undefined), 5000);
+      assert.equal(back.length, 2);
+      publisher.stop();
+    } finally {
+      await authorities.close();
+      await cluster.stop();
+    }
+  });
+});
+
+describe("the trust bundle's ConfigMap, which the agents mount", () => {
+  test("is published with the CA's RBAC, holds both roots during a rotation, keeps others' keys, and comes back if deleted", async () => {
+    const cluster = await startCluster({
+      stock: true,
+      unservedResources: ["podcertificaterequests", "clustertrustbundles"],
+    });
+    const authorities = await testAuthorities();
+    try {
+      const publisher = new TrustBundleConfigMapPublisher({
         api: await cluster.clientFor("meshauth-system", "meshauth-ca"),
         authorities: authorities.authorities,
-        signerName: SIGNER,
-        apiVersion: "v1beta1",
+        namespace: "meshauth-system",
+        name: "meshauth-trust-bundle",
+        key: "bundle.pem",
         logger: silentLogger,
+        checkMs: 100,
+        verifyMs: 500,
       });
-      await fresh.sync();
-      assert.equal((await roots()).length, 2);
-      fresh.stop();
+      await publisher.start();
+      const path = "/api/v1/namespaces/meshauth-system/configmaps/meshauth-trust-bundle";
+      const read = () => cluster.admin.get<KubeObject & { data: Record<string, string> }>(path);
+      const roots = async () =>
+        parseCertificates((await read()).data["bundle.pem"]).map((c) => c.serialNumber);
+      assert.equal((await read()).data["bundle.pem"], authorities.authorities.bundlePem());
+      const [oldRoot] = await roots();
+      // Someone adds a key of their own: the publisher's updates keep it.
+      await cluster.admin.replace(path, {
+        ...(await read()),
+        data: { ...(await read()).data, "note.txt": "ours" },
+      });
+      const { CertificateAuthority } = await import("../../mod.ts");
+      const next =
+        await (await CertificateAuthority.createRoot({ trustDomain: TRUST_DOMAIN, ttlSeconds: 86400 }))
+          .exportPem();
+      await authorities.keyManager.add({ ...next, activeFrom: new Date(Date.now() + 60_000) });
+      await authorities.authorities.reload();
+      const during = await eventually("both roots", async () => {
+        const now = await roots();
+        return now.length === 2 ? now : undefined;
+      });
+      assert.ok(during.includes(oldRoot));
+      assert.equal((await read()).data["note.txt"], "ours");
+      await cluster.admin.delete(path);
+      const back = await eventually("the ConfigMap to come back", () => roots().catch(() => undefined), 5000);
+      assert.equal(back.length, 2);
+      publisher.stop();
+      const byCa = cluster.server.requestsBy(CA_USER);
+      assert.deepEqual(byCa.filter((r) => r.status !== 200 && r.status !== 404), []);
     } finally {
       await authorities.close();
       await cluster.stop();

@@ -66,6 +66,7 @@ describe("kubernetes configuration", () => {
       assert.deepEqual(k.nodeAuthorization, defaults.nodeAuthorization);
       assert.deepEqual(k.podCertificates, defaults.podCertificates);
       assert.deepEqual(k.leaderElection, defaults.leaderElection);
+      assert.deepEqual(k.trustBundleConfigMap, defaults.trustBundleConfigMap);
       assert.deepEqual({ ...k.serviceAccountSecrets, namespaces: [] }, defaults.serviceAccountSecrets);
       assert.equal(k.api?.kubeconfig, "/etc/meshauth/kubeconfig");
     } finally {
@@ -82,6 +83,7 @@ describe("kubernetes configuration", () => {
         nodeAuthorization: { agentServiceAccounts: ["no-slash"] },
         serviceAccountSecrets: { enabled: true, namespaces: ["Bad_NS"], ttlSeconds: 10 },
         podCertificates: { enabled: true, signerName: "kubernetes.io/mine", apiVersions: ["v2"] },
+        trustBundleConfigMap: { enabled: true, namespace: "Meshauth", name: "a/b", key: "../x" },
         leaderElection: { leaseDurationSeconds: 5, renewDeadlineSeconds: 10 },
       }),
       (err: ConfigError) => {
@@ -96,6 +98,9 @@ describe("kubernetes configuration", () => {
             "kubernetes.podCertificates.signerName: names under kubernetes.io are reserved",
             "kubernetes.podCertificates.apiVersions: expected v1beta1 and/or v1",
             "kubernetes.leaderElection: leaseDurationSeconds > renewDeadlineSeconds > retryPeriodSeconds",
+            'kubernetes.trustBundleConfigMap.namespace: "Meshauth" is not a namespace name',
+            'kubernetes.trustBundleConfigMap.name: "a/b" is not a ConfigMap name',
+            'kubernetes.trustBundleConfigMap.key: "../x" is not a ConfigMap key',
           ]
         ) assert.ok(text.includes(expected), `missing: ${expected}\n${text}`);
         return true;
@@ -103,7 +108,16 @@ describe("kubernetes configuration", () => {
     );
     await assert.rejects(
       load({ audiences: ["meshauth"], jwksFile: "j.json", issuer: "x", podCertificates: { enabled: true } }),
-      /kubernetes.api: serviceAccountSecrets and podCertificates need the API server/,
+      /kubernetes.api: serviceAccountSecrets, podCertificates and trustBundleConfigMap need the API server/,
+    );
+    await assert.rejects(
+      load({
+        audiences: ["meshauth"],
+        jwksFile: "j.json",
+        issuer: "x",
+        trustBundleConfigMap: { enabled: true },
+      }),
+      /trustBundleConfigMap need the API server/,
     );
   });
 });

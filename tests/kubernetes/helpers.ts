@@ -1,13 +1,14 @@
-// A cluster for the Kubernetes tests: the API test server with every manifest of
-// examples/kubernetes/ applied (so RBAC is what they grant), two nodes, and helpers to make
-// pods and to act as a component with only its own service account's permissions.
+// A cluster for the Kubernetes tests: the API test server with the manifests of
+// examples/kubernetes/ applied (so RBAC is what they grant: the system, the demo, and unless
+// `stock` the optional features), two nodes, and helpers to make pods and to act as a
+// component with only its own service account's permissions.
 import { execFile } from "node:child_process";
-import { readdirSync, readFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { CertificateAuthority } from "../../mod.ts";
 import { Authorities, FileStore, KubernetesApi, MemoryKeyManager } from "../../ca-server/mod.ts";
 import { KubeConfig } from "@kubernetes/client-node";
-import { KubeApiServer } from "../support/kube-api/server.ts";
+import { KubeApiServer, type KubeApiServerOptions } from "../support/kube-api/server.ts";
 import type { KubeObject } from "../support/kube-api/resources.ts";
 import { tempDir } from "../ca-server/helpers.ts";
 
@@ -27,13 +28,30 @@ export interface TestCluster {
   stop(): Promise<void>;
 }
 
-/** Starts the API test server and applies examples/kubernetes/ to it. */
-export async function startCluster(options: { bookmarkIntervalMs?: number } = {}): Promise<TestCluster> {
-  const server = await new KubeApiServer({ bookmarkIntervalMs: options.bookmarkIntervalMs ?? 500 }).start();
-  const dir = join(ROOT, "examples/kubernetes");
-  for (const file of readdirSync(dir).filter((f) => f.endsWith(".yaml")).sort()) {
-    await server.apply(readFileSync(join(dir, file), "utf8"));
-  }
+/** The manifest files of examples/kubernetes/ in the order of docs/kubernetes.md: the system, the demo, the options. */
+export function exampleManifests(options: { stock?: boolean } = {}): string[] {
+  const base = join(ROOT, "examples/kubernetes");
+  const dirs = options.stock
+    ? [base, join(base, "demo")]
+    : [base, join(base, "demo"), join(base, "optional")];
+  return dirs.filter((dir) => existsSync(dir)).flatMap((dir) =>
+    readdirSync(dir).filter((f) => f.endsWith(".yaml")).sort().map((f) => join(dir, f))
+  );
+}
+
+/**
+ * Starts the API test server and applies examples/kubernetes/ to it: with `stock`, only what a
+ * cluster with no feature gates takes (the system and the demo, not optional/).
+ */
+export async function startCluster(
+  options: KubeApiServerOptions & { stock?: boolean } = {},
+): Promise<TestCluster> {
+  const server = await new KubeApiServer({
+    ...options,
+    bookmarkIntervalMs: options.bookmarkIntervalMs ?? 500,
+  })
+    .start();
+  for (const file of exampleManifests(options)) await server.apply(readFileSync(file, "utf8"));
   const nodes: Record<string, string> = {};
   for (const name of ["node-a", "node-b"]) {
     nodes[name] = server.seed({ apiVersion: "v1", kind: "Node", metadata: { name } }).metadata.uid!;

@@ -1,19 +1,23 @@
-// The manifests of examples/kubernetes/ are valid Kubernetes objects (the kubernetes-models
-// schemas, plus strict field names as `kubectl apply --validate=strict` checks them, from
-// client-node's models), secure by default where they can be, and what they configure works:
-// the CA's configuration loads, the photo app's policies allow frontend -> backend ->
-// datastore and deny frontend -> datastore, and the Dockerfile builds the CLI they run.
+// The manifests of examples/kubernetes/ (the system), demo/ (the photo app) and optional/ are
+// valid Kubernetes objects (the kubernetes-models schemas, plus strict field names as
+// `kubectl apply --validate=strict` checks them, from client-node's models), secure by default
+// where they can be, and what they configure works: the system and the demo need no feature
+// gate, the CA's and the agent's configurations load and agree with the volumes they name, the
+// photo app's policy files load in the proxy and allow frontend -> backend -> datastore and deny
+// frontend -> datastore, and the Dockerfile builds the CLI they run.
 import assert from "node:assert/strict";
-import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { join, relative } from "node:path";
 import { describe, test } from "node:test";
 import * as clientModels from "@kubernetes/client-node";
 import * as models from "kubernetes-models";
 import { parseAllDocuments } from "yaml";
-import { parsePolicy, PolicyEngine, SpiffeId } from "../../mod.ts";
+import { SpiffeId } from "../../mod.ts";
 import { loadConfig } from "../../ca-server/mod.ts";
 import { loadAgentConfig } from "../../agent/mod.ts";
+import { ListenerPolicy } from "../../agent/proxy/policy-files.ts";
 import { tempDir } from "../ca-server/helpers.ts";
+import { exampleManifests } from "./helpers.ts";
 
 const ROOT = new URL("../..", import.meta.url).pathname;
 const DIR = join(ROOT, "examples/kubernetes");
@@ -28,10 +32,12 @@ interface Manifest {
   };
 }
 
-function manifests(): Manifest[] {
+/** `file` is relative to examples/kubernetes/: `ca.yaml`, `demo/photo-app.yaml`, `optional/...`. */
+function manifests(options: { stock?: boolean } = {}): Manifest[] {
   const out: Manifest[] = [];
-  for (const file of readdirSync(DIR).filter((f) => f.endsWith(".yaml")).sort()) {
-    for (const doc of parseAllDocuments(readFileSync(join(DIR, file), "utf8"))) {
+  for (const path of exampleManifests(options)) {
+    const file = relative(DIR, path);
+    for (const doc of parseAllDocuments(readFileSync(path, "utf8"))) {
       assert.deepEqual(doc.errors, [], `${file}: YAML errors`);
       const object = doc.toJS();
       if (object) out.push({ file, object });
@@ -186,8 +192,16 @@ describe("examples/kubernetes manifests", () => {
         context: undefined,
         requestTimeoutSeconds: 10,
       });
-      assert.deepEqual(loaded.kubernetes?.serviceAccountSecrets.namespaces, ["photo-ns", "datastore-ns"]);
-      assert.equal(loaded.kubernetes?.podCertificates.signerName, "meshauth.io/pod-identity");
+      // Off by default, each for its reason (docs/kubernetes.md): Secrets put keys in etcd, and
+      // Pod Certificates need a beta API that stock clusters do not serve.
+      assert.equal(loaded.kubernetes?.serviceAccountSecrets.enabled, false);
+      assert.equal(loaded.kubernetes?.podCertificates.enabled, false);
+      assert.deepEqual(loaded.kubernetes?.trustBundleConfigMap, {
+        enabled: true,
+        namespace: "meshauth-system",
+        name: "meshauth-trust-bundle",
+        key: "bundle.pem",
+      });
       assert.deepEqual(loaded.kubernetes?.nodeAuthorization.agentServiceAccounts, [
         "meshauth-system/meshauth-agent",
       ]);
@@ -225,16 +239,26 @@ describe("examples/kubernetes manifests", () => {
       const config = await loadAgentConfig({ path, env: { MESHAUTH_NODE_NAME: "node-a" } });
       const k8s = config.kubernetes!;
       assert.ok(k8s.pods.enabled && k8s.csi.enabled);
+      // No proxy on Kubernetes yet: docs/kubernetes.md says the demo's policies are not enforced.
+      assert.equal(config.proxy, undefined);
+      assert.match(
+        readFileSync(join(ROOT, "docs/kubernetes.md"), "utf8"),
+        /### What the photo app's policies enforce\n\nNothing, on Kubernetes, yet\./,
+      );
       // The projected token: its audience is one the CA accepts.
       const token = mountOf(config.node.serviceAccountTokenFile!);
       const projected = token.volume.projected.sources[0].serviceAccountToken;
       assert.equal(`${token.mount.mountPath}/${projected.path}`, config.node.serviceAccountTokenFile);
       const caConfig = all.find((m) => m.object.metadata.name === "meshauth-ca-config")!.object as any;
       assert.match(caConfig.data["ca.yaml"], new RegExp(`audiences: \\[${projected.audience}\\]`));
-      assert.equal(
-        config.ca.trustBundleFile,
-        `${mountOf(config.ca.trustBundleFile).mount.mountPath}/bundle.pem`,
-      );
+      // The roots: the ConfigMap the CA publishes, under the key it writes, at the file named.
+      const trust = mountOf(config.ca.trustBundleFile);
+      assert.equal(trust.volume.configMap.name, "meshauth-trust-bundle");
+      assert.deepEqual(trust.volume.configMap.items, [{
+        key: "bundle.pem",
+        path: config.ca.trustBundleFile.slice(trust.mount.mountPath.length + 1),
+      }]);
+      assert.match(caConfig.data["ca.yaml"], /trustBundleConfigMap: \{enabled: true\}/);
       // The CSI socket: where the registrar calls it and where the kubelet is told to.
       const socket = mountOf(k8s.csi.socket);
       assert.equal(socket.mount.mountPropagation, "Bidirectional");
@@ -264,38 +288,93 @@ describe("examples/kubernetes manifests", () => {
     }
   });
 
-  test("the photo app's policies allow frontend -> backend -> datastore and deny frontend -> datastore", () => {
-    const policies = (name: string) =>
-      JSON.parse((all.find((m) => m.object.metadata.name === name)!.object as any).data["policies.json"]).map(
-        parsePolicy,
+  test("the photo app's policy files load in the proxy and allow frontend -> backend -> datastore, never frontend -> datastore", async () => {
+    const dir = await tempDir("meshauth-manifest-policy-");
+    try {
+      // Each ConfigMap's file, as a volume would hold it, read by the proxy's own loader.
+      const policy = async (name: string, protocol: "tcp" | "http") => {
+        const data = (all.find((m) => m.object.metadata.name === name)!.object as any).data;
+        assert.deepEqual(Object.keys(data), ["policy.yaml"]);
+        const file = join(dir.path, `${name}.yaml`);
+        writeFileSync(file, data["policy.yaml"]);
+        return await ListenerPolicy.load({ listener: name, files: [file], protocol, defaultAction: "DENY" });
+      };
+      const backend = await policy("photo-backend-policy", "http");
+      const datastore = await policy("datastore-policy", "tcp");
+      const id = (ns: string, sa: string) => SpiffeId.fromServiceAccount("cluster.local", ns, sa);
+      const frontend = id("photo-ns", "photo-frontend");
+      const allowed = (p: ListenerPolicy, request: Parameters<ListenerPolicy["evaluate"]>[0]) =>
+        p.evaluate(request).decision.allowed;
+      assert.equal(allowed(backend, { peerId: frontend, method: "GET", path: "/photos/1" }), true);
+      assert.equal(allowed(backend, { peerId: frontend, method: "DELETE", path: "/photos/1" }), false);
+      assert.equal(
+        allowed(backend, { peerId: id("datastore-ns", "datastore"), method: "GET", path: "/photos" }),
+        false,
       );
-    const backend = new PolicyEngine(policies("photo-backend-policy"));
-    const datastore = new PolicyEngine(policies("datastore-policy"));
-    const id = (ns: string, sa: string) => SpiffeId.fromServiceAccount("cluster.local", ns, sa);
-    assert.equal(
-      backend.evaluate({ peerId: id("photo-ns", "photo-frontend"), method: "GET", path: "/photos/1" })
-        .allowed,
-      true,
-    );
-    assert.equal(
-      datastore.evaluate({ peerId: id("photo-ns", "photo-backend"), method: "GET", path: "/rows" }).allowed,
-      true,
-    );
-    const denied = datastore.evaluate({
-      peerId: id("photo-ns", "photo-frontend"),
-      method: "GET",
-      path: "/rows",
-    });
-    assert.equal(denied.allowed, false);
-    assert.equal(denied.policy, "never-the-frontend");
-    // The service accounts the policies name are those the Deployments run as.
-    const accounts = workloads(all).filter((w) => w.object.metadata.namespace !== "meshauth-system")
+      assert.equal(allowed(datastore, { peerId: id("photo-ns", "photo-backend") }), true);
+      const denied = datastore.evaluate({ peerId: frontend }).decision;
+      assert.equal(denied.allowed, false);
+      assert.equal(denied.policy, "never-the-frontend");
+    } finally {
+      await dir.remove();
+    }
+    // The service accounts the policies name are those the demo's Deployments run as.
+    const accounts = workloads(all).filter((w) => w.file === "demo/photo-app.yaml")
       .map((w) => `${w.object.metadata.namespace}/${w.pod.serviceAccountName}`);
     assert.deepEqual(accounts.sort(), [
       "datastore-ns/datastore",
       "photo-ns/photo-backend",
       "photo-ns/photo-frontend",
     ]);
+  });
+
+  test("the system and the demo need no feature gate; Pod Certificates and Secrets are in optional/", () => {
+    for (const { file, object } of manifests({ stock: true })) {
+      // PodCertificateRequest and ClusterTrustBundle (and their projections) are beta APIs,
+      // off by default before Kubernetes 1.37.
+      assert.doesNotMatch(
+        JSON.stringify(object),
+        /certificates\.k8s\.io|"podCertificate"|"clusterTrustBundle"/,
+        `${file}: ${object.kind} ${object.metadata.name}`,
+      );
+    }
+    const optional = all.filter((m) => m.file.startsWith("optional/")).map((m) => JSON.stringify(m.object));
+    assert.ok(optional.some((text) => text.includes("podcertificaterequests")));
+    assert.ok(optional.some((text) => text.includes("podCertificate")));
+    assert.ok(optional.some((text) => text.includes('"secrets"')));
+    // It says what it needs: the feature gates and API version, and the Kubernetes versions.
+    const podCertificates = readFileSync(join(DIR, "optional/pod-certificates.yaml"), "utf8");
+    for (
+      const needed of [
+        "PodCertificateRequest=true",
+        "ClusterTrustBundle=true",
+        "ClusterTrustBundleProjection=true",
+        "--runtime-config=certificates.k8s.io/v1beta1=true",
+        "1.35",
+        "1.37",
+      ]
+    ) assert.ok(podCertificates.includes(needed), `optional/pod-certificates.yaml names ${needed}`);
+  });
+
+  test("kubectl apply -f examples/kubernetes/ deploys the system alone: the demo is in demo/", () => {
+    for (const { file, object } of all.filter((m) => !m.file.includes("/"))) {
+      const { namespace, name } = object.metadata;
+      const isSystem = object.kind === "Namespace" ? name === "meshauth-system" : namespace === undefined ||
+        namespace === "meshauth-system";
+      assert.ok(isSystem, `${file}: ${object.kind} ${namespace}/${name} is not the system's`);
+    }
+    const demo = all.filter((m) => m.file.startsWith("demo/"));
+    assert.deepEqual(
+      [...new Set(demo.map((m) => m.object.metadata.namespace ?? m.object.metadata.name))].sort(),
+      ["datastore-ns", "photo-ns"],
+    );
+  });
+
+  test("the CA is ready on /readyz (its store and keys), alive on /healthz", () => {
+    const ca = workloads(all).find((w) => w.object.metadata.name === "meshauth-ca")!;
+    const [container] = ca.pod.containers as any[];
+    assert.equal(container.readinessProbe.httpGet.path, "/readyz");
+    assert.equal(container.livenessProbe.httpGet.path, "/healthz");
   });
 
   test("the Dockerfile builds the CLI the manifests run, as the user they expect", () => {

@@ -118,10 +118,20 @@ describe("service-account Secrets", () => {
     });
     const first = await eventually("the uploader's Secret", () => secretOf("photo-ns", "uploader"));
     // An update of the account that changes nothing of its identity re-issues nothing.
-    await cluster.admin.request("PATCH", `${sas}/uploader`, {
-      body: [{ op: "add", path: "/metadata/labels", value: { team: "photo" } }],
-    })
-      .catch(() => undefined);
+    const patched = await cluster.admin.patch<{ metadata: { resourceVersion: string } }>(`${sas}/uploader`, {
+      metadata: { labels: { team: "photo" } },
+    });
+    const accounts = controller.reflectors[0];
+    await eventually(
+      "the controller to see the update",
+      () => Number(accounts.resourceVersion) >= Number(patched.metadata.resourceVersion) || undefined,
+    );
+    await controller.settled();
+    const unchanged = await secretOf("photo-ns", "uploader");
+    assert.equal(
+      unchanged?.metadata.annotations["meshauth.io/serial-number"],
+      first.metadata.annotations["meshauth.io/serial-number"],
+    );
     await cluster.admin.delete(`${sas}/uploader`);
     await eventually(
       "the uploader's Secret to go",
@@ -154,16 +164,28 @@ describe("service-account Secrets", () => {
     }));
   });
 
-  test("a dropped watch is resumed, and nothing is missed", async () => {
-    const resumesBefore = controller.reflectors.reduce((n, r) => n + r.stats.resumes, 0);
-    assert.ok(cluster.server.dropWatches() > 0);
+  test("a dropped watch is resumed from its resource version, and nothing is missed", async () => {
+    await eventually("the uploader's Secret", () => secretOf("photo-ns", "uploader"));
+    const count = (stat: "resumes" | "lists") => controller.reflectors.reduce((n, r) => n + r.stats[stat], 0);
+    const resumesBefore = count("resumes");
+    const listsBefore = count("lists");
+    // These changes never reach the open watches; a watch resumed from "now" rather than from
+    // the last resource version would never learn of the deletion.
+    cluster.server.stallWatches();
+    await cluster.admin.delete("/api/v1/namespaces/photo-ns/serviceaccounts/uploader");
     await cluster.admin.create("/api/v1/namespaces/datastore-ns/serviceaccounts", {
       apiVersion: "v1",
       kind: "ServiceAccount",
       metadata: { name: "backup" },
     });
+    assert.ok(cluster.server.dropWatches() > 0);
     await eventually("the backup account's Secret", () => secretOf("datastore-ns", "backup"));
-    assert.ok(controller.reflectors.reduce((n, r) => n + r.stats.resumes, 0) > resumesBefore);
+    await eventually(
+      "the uploader's Secret to go",
+      async () => (await secretOf("photo-ns", "uploader")) ? undefined : true,
+    );
+    assert.ok(count("resumes") > resumesBefore);
+    assert.equal(count("lists"), listsBefore, "resumed, not listed again");
   });
 
   test("after 410 Gone the controller lists again and catches up on what its watch never saw", async () => {

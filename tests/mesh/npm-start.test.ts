@@ -151,6 +151,33 @@ describe("npm start", { timeout: 180_000 }, () => {
     );
   });
 
+  test("a second npm start on its state directory is refused before it touches anything", async () => {
+    const keyPath = join(state, "mesh", "workloads", "photo-frontend", "key.pem");
+    const before = readFileSync(keyPath, "utf8");
+    const second = await new Promise<{ code: number | null; output: string }>((resolve) => {
+      // Free ports of its own: only the state directory is shared.
+      execFile("node", ["--import", "tsx", "examples/mesh/main.ts"], {
+        cwd: ROOT,
+        env: {
+          ...process.env,
+          MESHAUTH_MESH_DIR: join(state, "mesh"),
+          MESHAUTH_MESH_PORT: "0",
+          TMPDIR: state,
+        },
+        timeout: 30_000,
+      }, (err, stdout, stderr) => resolve({ code: err ? Number(err.code) : 0, output: stdout + stderr }));
+    });
+    assert.equal(second.code, 1, second.output);
+    assert.match(
+      second.output,
+      new RegExp(
+        `npm start already runs on ${join(state, "mesh").replaceAll("/", "\\/")} \\(process \\d+\\)`,
+      ),
+    );
+    assert.equal(readFileSync(keyPath, "utf8"), before, "the running mesh's files are untouched");
+    assert.ok(existsSync(join(state, "mesh", "ca")), "the running mesh's CA directory is there");
+  });
+
   test("the commands it prints work as printed", async () => {
     const command = (pattern: RegExp) => {
       const match = pattern.exec(output);
@@ -388,9 +415,6 @@ describe("npm start, briefly", () => {
   });
 
   test("a sockets directory left by a run whose process is gone is removed at the next start; a live run's, or one without its owner file, is kept", async () => {
-    const holder = createServer();
-    await new Promise<void>((resolve) => holder.listen(0, "127.0.0.1", resolve));
-    const base = (holder.address() as AddressInfo).port;
     const state = await mkdtemp(join(tmpdir(), "meshauth-npm-start-"));
     try {
       // A process that has exited: its pid names no process now.
@@ -405,19 +429,21 @@ describe("npm start, briefly", () => {
       writeFileSync(join(state, dirs.dead, "owner.pid"), `${gone.pid}\n`);
       writeFileSync(join(state, dirs.dead, "photo-backend.sock"), "");
       writeFileSync(join(state, dirs.live, "owner.pid"), `${process.pid}\n`);
-      // A start that fails at once (its first port is taken) still cleans up first.
+      // A start refused at once (a state directory it did not make) has cleaned up first.
+      mkdirSync(join(state, "foreign"));
+      writeFileSync(join(state, "foreign", "precious.txt"), "keep me");
       const refused = await main([], {
-        MESHAUTH_MESH_DIR: join(state, "mesh"),
-        MESHAUTH_MESH_PORT: String(base),
+        MESHAUTH_MESH_DIR: join(state, "foreign"),
+        MESHAUTH_MESH_PORT: "0",
         TMPDIR: state,
       });
+      assert.match(refused.stdout, /holds files npm start did not make/);
       assert.equal(refused.code, 1, refused.stdout);
       assert.deepEqual(
         readdirSync(state).filter((name) => name.startsWith("meshauth-mesh-")).sort(),
         [dirs.live, dirs.unmarked],
       );
     } finally {
-      holder.close();
       await rm(state, { recursive: true, force: true });
     }
   });

@@ -19,15 +19,16 @@ import { decodeMessage, encodeMessage, type Message } from "./protobuf.ts";
 
 /** `@grpc/grpc-js` is missing: it is an optional peer dependency, for the CSI node plugin only. */
 export class GrpcMissing extends MeshAuthError {
-  static override code = "ERR_GRPC_MISSING";
-  override code = GrpcMissing.code;
-  override name = "GrpcMissing";
+  /** Stable code of this class: `ERR_GRPC_MISSING`. */
+  static override code: string = "ERR_GRPC_MISSING";
+  /** `options.cause` keeps the import's error. */
   constructor(options?: ErrorOptions) {
     super(
       "kubernetes.csi needs the package @grpc/grpc-js 1.14, an optional peer dependency of meshauth: " +
         "npm install @grpc/grpc-js@~1.14.7",
       options,
     );
+    this.name = "GrpcMissing";
   }
 }
 
@@ -56,11 +57,15 @@ export const GrpcStatus = {
   UNAVAILABLE: 14,
 } as const;
 
-/** A refusal of one RPC, answered as a gRPC status with this message. */
-export class CsiRpcError extends Error {
-  override name = "CsiRpcError";
+/** A refusal of one RPC, answered to the kubelet as the gRPC status `status` with this message. */
+export class CsiRpcError extends MeshAuthError {
+  /** Stable code of this class: `ERR_CSI_RPC`. */
+  static override code: string = "ERR_CSI_RPC";
+  override code: string = CsiRpcError.code;
+  /** `status` is the gRPC status code (`GrpcStatus`); the message says what did not match. */
   constructor(readonly status: number, message: string) {
     super(message);
+    this.name = "CsiRpcError";
   }
 }
 

@@ -46,7 +46,7 @@ import {
   writeFileAtomic,
 } from "../../../internal/mod.ts";
 import { LAYOUT_NAMES, type LayoutName } from "../../delivery/layouts.ts";
-import { COMBINED_FILE_ANNOTATION, LAYOUT_ANNOTATION } from "../kubernetes.ts";
+import { COMBINED_FILE_ANNOTATION, LAYOUT_ANNOTATION, securityContextId as id } from "../kubernetes.ts";
 import type { CsiVolumeMedium } from "../kubernetes-config.ts";
 import type { WorkloadSink, WorkloadSource, WorkloadSpec } from "../source.ts";
 import { WORKLOAD_DEFAULTS, type WorkloadDefaults } from "../workload-entry.ts";
@@ -59,12 +59,15 @@ import { bindMount, isMountPoint, mountTmpfs, unmountAndRemove } from "./volume-
 export interface CsiNodePluginOptions {
   /** Reads pods (`get`), to check a publish against the API server. */
   api: KubernetesApi;
+  /** This node's name: a publish for a pod on another node is refused; `NodeGetInfo`'s node id. */
   nodeName: string;
+  /** The trust domain of the volumes' SPIFFE IDs. */
   trustDomain: TrustDomain | string;
   /** The Unix socket to serve. */
   socket: string;
   /** The CSI driver name (`GetPluginInfo`); the CSIDriver object's name. Default `meshauth.io`. */
   driverName?: string;
+  /** The version answered to `GetPluginInfo`. Default `unknown`. */
   vendorVersion?: string;
   /** The kubelet's root directory (`/var/lib/kubelet`): target paths must be in its pods' volumes. */
   kubeletDir: string;
@@ -74,11 +77,13 @@ export interface CsiNodePluginOptions {
   stateDir: string;
   /** `memory` (a tmpfs per volume), `disk` (a plain directory), `auto` (memory when root). */
   medium?: CsiVolumeMedium;
+  /** Defaults for what a volume's attributes leave out. Default {@link WORKLOAD_DEFAULTS}. */
   defaults?: WorkloadDefaults;
   /** How long NodePublishVolume waits for the first certificate. Default 60 s. */
   publishTimeoutMs?: number;
   /** Volumes published at once, at most. Default 1,000. */
   maxVolumes?: number;
+  /** Where the plugin's log lines go. Default: none. */
   logger?: Logger;
 }
 
@@ -125,10 +130,22 @@ function invalid(message: string): CsiRpcError {
   return new CsiRpcError(GrpcStatus.INVALID_ARGUMENT, message);
 }
 
-function id(value: unknown): number | undefined {
-  return typeof value === "number" && Number.isInteger(value) && value >= 0 && value < 2 ** 32 - 1
-    ? value
-    : undefined;
+/**
+ * The CSI `volume_mount_group` (a decimal group ID: the kubelet sends the pod's fsGroup there to
+ * plugins with VOLUME_MOUNT_GROUP), or undefined when empty. 0 is a group like any other.
+ */
+function mountGroup(value: string | undefined): number | undefined {
+  if (value === undefined || value === "") return undefined;
+  // The securityContext's rule (0 to 2^31 - 1), on a decimal integer and nothing else.
+  const gid = /^(0|[1-9][0-9]{0,9})$/.test(value) ? id(Number(value)) : undefined;
+  if (gid === undefined) {
+    throw invalid(
+      `volume_capability.mount.volume_mount_group: ${
+        JSON.stringify(value)
+      } is not a group ID (0 to 2147483647)`,
+    );
+  }
+  return gid;
 }
 
 /** The CSI node plugin: a workload source whose workloads are the volumes published. */
@@ -144,6 +161,7 @@ export class CsiNodePlugin implements WorkloadSource {
   #server?: CsiServer;
   #isReady = false;
 
+  /** Throws on a bad trust domain; serves nothing until {@link CsiNodePlugin.start}. */
   constructor(options: CsiNodePluginOptions) {
     this.#o = options;
     this.#trustDomain = TrustDomain.from(options.trustDomain);
@@ -295,6 +313,7 @@ export class CsiNodePlugin implements WorkloadSource {
       throw invalid(`volume_capability.access_mode: ${mode} is not a single-node access mode`);
     }
     const attributes = this.#attributes(context);
+    const requestedGroup = mountGroup(capability.mount.volumeMountGroup);
 
     const existing = this.#volumes.get(request.volumeId);
     if (existing) {
@@ -325,7 +344,8 @@ export class CsiNodePlugin implements WorkloadSource {
       isReadOnly: request.readonly,
       pod,
       uid: id(security.runAsUser),
-      gid: Number(capability.mount.volumeMountGroup) || id(security.fsGroup) || id(security.runAsGroup),
+      // Only the pod-level securityContext is read (containers' own runAsUser are not).
+      gid: requestedGroup ?? id(security.fsGroup) ?? id(security.runAsGroup),
       ...attributes,
     };
     try {
@@ -451,10 +471,14 @@ export class CsiNodePlugin implements WorkloadSource {
     this.#checkTargetPath(request.targetPath);
     const record = this.#volumes.get(request.volumeId);
     if (record && record.targetPath !== request.targetPath) {
-      throw new CsiRpcError(
-        GrpcStatus.NOT_FOUND,
-        `volume ${request.volumeId} is published at ${record.targetPath}, not ${request.targetPath}`,
-      );
+      // CSI: a volume not published at this target path is answered OK (the call is
+      // idempotent), and its publication at its own path is left as it is.
+      this.#logger.warn("CSI unpublish at a path the volume is not published at; nothing done", {
+        volumeId: request.volumeId,
+        targetPath: request.targetPath,
+        publishedAt: record.targetPath,
+      });
+      return;
     }
     try {
       if (record) await this.#teardown(record);

@@ -34,9 +34,13 @@ export type Message = Record<string, unknown>;
 
 /** Bytes that are not a valid encoding of the expected message. */
 export class ProtobufInvalid extends MeshAuthError {
-  static override code = "ERR_PROTOBUF_INVALID";
-  override name = "ProtobufInvalid";
-  override code = ProtobufInvalid.code;
+  /** Stable code of this class: `ERR_PROTOBUF_INVALID`. */
+  static override code: string = "ERR_PROTOBUF_INVALID";
+  /** `message` names the message type, what was wrong and at which byte. */
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "ProtobufInvalid";
+  }
 }
 
 const VARINT = 0;

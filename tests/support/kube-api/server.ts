@@ -56,6 +56,11 @@ export interface KubeApiServerOptions {
   bookmarkIntervalMs?: number;
   /** Answer a too-old watch resource version with HTTP 410 instead of a 410 ERROR event. */
   goneAsHttpStatus?: boolean;
+  /**
+   * Resources (plurals) this server does not serve, as a cluster without a beta API's feature
+   * gate: absent from discovery, and 404 for every request.
+   */
+  unservedResources?: string[];
 }
 
 export interface RecordedRequest {
@@ -380,8 +385,10 @@ export class KubeApiServer {
     } else {
       throw notFound("", url.pathname);
     }
+    const unserved = new Set(this.#options.unservedResources ?? []);
     if (rest.length === 0 && method === "GET") {
       const list = apiResourceList(group, version);
+      list.resources = list.resources.filter((r) => !unserved.has(r.name.split("/")[0]));
       if (list.resources.length === 0) {
         throw new ApiFailure(404, "NotFound", "the server could not find the requested resource");
       }
@@ -393,7 +400,7 @@ export class KubeApiServer {
       rest = rest.slice(2);
     }
     const [plural, name, subresource, ...extra] = rest;
-    const resource = findResource(group, version, plural);
+    const resource = unserved.has(plural) ? undefined : findResource(group, version, plural);
     if (!resource || extra.length || (subresource && !resource.subresources?.includes(subresource))) {
       throw new ApiFailure(404, "NotFound", "the server could not find the requested resource");
     }

@@ -489,7 +489,7 @@ describe("npm start, briefly", () => {
         assert.equal(code, 0, output.slice(-2000));
         assert.match(
           output,
-          /SIGHUP: stopping the agent and its proxy, the services and the CA\.\.\.\nstopped;/,
+          /SIGHUP: stopping the agent and its proxy, the services and the CA\.\.\.\n[\s\S]*stopped; nothing is left running\.\n$/,
         );
         const stopped = Date.now() + 5000;
         while (tree.some(isRunning) && Date.now() < stopped) {

@@ -1,6 +1,7 @@
 /**
  * The agent's Prometheus metrics: certificates held and seconds to expiry per workload,
- * renewals and failures by cause, expiry warnings, trust bundle and CRL updates, delivery
+ * renewals and failures by cause, expiry warnings, trust bundle and CRL updates, each held
+ * CRL's age and time to its nextUpdate, delivery
  * failures, skipped workload entries, and the latency of each kind of CA request. Gauges are
  * read from the agent when scraped.
  *
@@ -14,6 +15,7 @@
  */
 
 import { type Counter, type Histogram, MetricsRegistry } from "../internal/mod.ts";
+import type { Crl } from "../mod.ts";
 import type { CaRequestObservation } from "./ca-client.ts";
 
 const LATENCY_BUCKETS_SECONDS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
@@ -43,6 +45,8 @@ export interface AgentStatusReader {
   trustBundleSequence(): number | undefined;
   /** The CA's clock minus this node's, in seconds, once the CA has answered. */
   clockOffsetSeconds?(): number | undefined;
+  /** The CRLs held, by authority id. */
+  crls?(): ReadonlyMap<string, Crl>;
 }
 
 /** The fraction of its lifetime left under which a certificate is reported as expiring. */
@@ -157,6 +161,27 @@ export class AgentMetrics {
         const offset = status()?.clockOffsetSeconds?.();
         return offset === undefined ? [] : [{ value: offset }];
       },
+    );
+    const crls = () => [...(status()?.crls?.() ?? [])];
+    this.registry.gauge(
+      "meshauth_agent_crl_next_update_seconds",
+      "Seconds until each held CRL's nextUpdate, by authority (negative: stale, the CA not reached since; " +
+        "peers of that authority are then accepted unchecked for new revocations, or refused under proxy.revocation: strict).",
+      () =>
+        crls().flatMap(([authority, crl]) =>
+          crl.nextUpdate
+            ? [{ labels: { authority }, value: Math.round((crl.nextUpdate.getTime() - Date.now()) / 1000) }]
+            : []
+        ),
+    );
+    this.registry.gauge(
+      "meshauth_agent_crl_age_seconds",
+      "Seconds since each held CRL's thisUpdate, by authority.",
+      () =>
+        crls().map(([authority, crl]) => ({
+          labels: { authority },
+          value: Math.round((Date.now() - crl.thisUpdate.getTime()) / 1000),
+        })),
     );
     this.registry.gauge(
       "meshauth_agent_trust_bundle_sequence",

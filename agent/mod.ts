@@ -128,6 +128,7 @@ export { Backoff, type BackoffOptions } from "./lifecycle/backoff.ts";
 export { NodeBootstrapFailed } from "./lifecycle/node-identity.ts";
 export { type RenewableCertificate, renewalMoment, usableFrom } from "./lifecycle/renewal.ts";
 export {
+  type CrlRecord,
   StateDirectoryUnsafe,
   StateStore,
   type TrustRecord,

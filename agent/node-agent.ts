@@ -258,6 +258,7 @@ export class NodeAgent {
       },
       trustBundleSequence: () => this.#trust.sequence,
       clockOffsetSeconds: () => this.#clock.offsetMs / 1000,
+      crls: () => this.#trust.crls(),
     });
   }
 

@@ -6,17 +6,21 @@
  * ```
  * <stateDir>/node.json             the node SVID and its key       (0600)
  * <stateDir>/trust.json            the trust bundle, its ETag      (0600)
+ * <stateDir>/crls.json             the CRLs held, each with the certificate it was checked against (0600)
  * <stateDir>/workloads/<name>.json one workload's SVID and key     (0600)
  * ```
  *
  * Each record is one file replaced atomically, so a key and its certificate are always stored
  * together. The trust bundle is stored once, in `trust.json`, not in every workload's record.
+ * The CRLs are public, but kept with the rest so that an agent restarted while the CA cannot be
+ * reached still checks revocation against the CRLs it had.
  * The directory is made 0700, and one that others can reach, or that belongs to another user,
  * is refused: it holds every private key of the node.
  *
  * @module
  */
 
+import { Buffer } from "node:buffer";
 import { promises as fs } from "node:fs";
 import { join } from "node:path";
 import { KEY_ALGORITHMS, type KeyAlgorithm, MeshAuthError, SpiffeId } from "../../mod.ts";
@@ -54,6 +58,16 @@ export interface TrustRecord {
   etag?: string;
   /** The CA's `SPIFFE-Bundle-Sequence`, which grows each time the set of roots changes. */
   sequence?: number;
+}
+
+/** A CRL the agent held, with the certificate of its authority it was checked against. */
+export interface CrlRecord {
+  /** The authority's id (as `GET /v1/crl/<id>` names it). */
+  authorityId: string;
+  /** The CRL, DER. */
+  der: Uint8Array;
+  /** A certificate chain of that authority (leaf first): the CRL is checked against it again at load. */
+  sampleChainPem: string;
 }
 
 interface StoredSvid {
@@ -182,6 +196,39 @@ export class StateStore {
     await writeFileAtomic(
       join(this.directory, "trust.json"),
       JSON.stringify({ version: 1, ...record }),
+      0o600,
+    );
+  }
+
+  /** The CRLs last held; unreadable entries are skipped. */
+  async loadCrls(): Promise<CrlRecord[]> {
+    const raw = (await this.#read(join(this.directory, "crls.json"))) as { crls?: unknown } | undefined;
+    if (!Array.isArray(raw?.crls)) return [];
+    return raw.crls.flatMap((entry: Partial<Record<keyof CrlRecord, unknown>>) => {
+      if (
+        typeof entry?.authorityId !== "string" || typeof entry.der !== "string" ||
+        typeof entry.sampleChainPem !== "string"
+      ) return [];
+      return [{
+        authorityId: entry.authorityId,
+        der: new Uint8Array(Buffer.from(entry.der, "base64")),
+        sampleChainPem: entry.sampleChainPem,
+      }];
+    });
+  }
+
+  /** Stores the CRLs held now (all of them: the file is replaced). */
+  async saveCrls(records: readonly CrlRecord[]): Promise<void> {
+    await writeFileAtomic(
+      join(this.directory, "crls.json"),
+      JSON.stringify({
+        version: 1,
+        crls: records.map((r) => ({
+          authorityId: r.authorityId,
+          der: Buffer.from(r.der).toString("base64"),
+          sampleChainPem: r.sampleChainPem,
+        })),
+      }),
       0o600,
     );
   }

@@ -9,6 +9,11 @@
  * checked by the core's chain validator (its signature, issuer and validity), and handed on
  * with its revoked serial numbers; a held certificate found there is re-issued at once.
  *
+ * The CRLs held are stored in the state directory whenever they change and loaded at start
+ * (checked again against the bundle; one past its nextUpdate is kept, its entries still
+ * count), so an agent restarted while the CA cannot be reached keeps the revocations it knew
+ * instead of starting with none.
+ *
  * @module
  */
 
@@ -64,6 +69,8 @@ export interface TrustRefresherOptions {
 interface HeldCrl {
   crl: Crl;
   revoked: Set<string>;
+  /** The certificate of the authority it was checked against (stored with it). */
+  sample: HeldCertificate;
 }
 
 /** The trust bundle and CRLs, kept current. */
@@ -127,6 +134,49 @@ export class TrustRefresher {
       }
     }
     this.#use(pem);
+    await this.#loadCrls();
+  }
+
+  /** The CRLs stored by the last run, each checked again against the bundle and its sample. */
+  async #loadCrls(): Promise<void> {
+    for (const record of await this.#o.state.loadCrls()) {
+      try {
+        const crl = parseCrl(record.der);
+        const leaf = parseCertificates(record.sampleChainPem)[0];
+        await this.#check(crl, record.sampleChainPem, true);
+        const sample = {
+          certificateChainPem: record.sampleChainPem,
+          serialNumber: leaf.serialNumber,
+          expiresAt: leaf.notAfter,
+        };
+        this.#crls.set(record.authorityId, {
+          crl,
+          revoked: new Set(crl.revoked.map((r) => r.serialNumber)),
+          sample,
+        });
+        // Its authority stays followed, as if a peer of it had asked (bounded as those are).
+        if (this.#peerSamples.size < MAX_PEER_AUTHORITIES) this.#peerSamples.set(record.authorityId, sample);
+      } catch (err) {
+        this.#o.logger.warn("a stored CRL was left out", {
+          authority: record.authorityId,
+          error: messageOf(err),
+        });
+      }
+    }
+  }
+
+  /** Stores the CRLs held now; a failure is logged (they are fetched again after a restart). */
+  async #saveCrls(): Promise<void> {
+    const records = [...this.#crls].map(([authorityId, held]) => ({
+      authorityId,
+      der: held.crl.der,
+      sampleChainPem: held.sample.certificateChainPem,
+    }));
+    try {
+      await this.#o.state.saveCrls(records);
+    } catch (err) {
+      this.#o.logger.warn("storing the CRLs failed", { error: messageOf(err) });
+    }
   }
 
   /**
@@ -301,11 +351,12 @@ export class TrustRefresher {
     }
     let wait = this.#o.maxRefreshMs;
     let failed: unknown;
+    const changed: string[] = [];
     for (const [authorityId, sample] of samples) {
       try {
         const answer = await this.#o.client.crl(authorityId);
         wait = Math.min(wait, this.#delay(answer.maxAgeSeconds));
-        await this.#accept(authorityId, answer.der, sample);
+        if (await this.#accept(authorityId, answer.der, sample)) changed.push(authorityId);
       } catch (err) {
         failed = err;
         this.#o.logger.warn("CRL refresh failed", {
@@ -315,35 +366,37 @@ export class TrustRefresher {
         });
       }
     }
-    for (const id of this.#crls.keys()) if (!samples.has(id)) this.#crls.delete(id);
+    let isChanged = changed.length > 0;
+    for (const id of this.#crls.keys()) {
+      if (!samples.has(id)) {
+        this.#crls.delete(id);
+        isChanged = true;
+      }
+    }
+    if (isChanged) await this.#saveCrls();
     if (failed) wait = Math.min(wait, this.#crlBackoff.next(retryAfterMs(failed)));
     else this.#crlBackoff.reset();
     if (samples.size === 0) wait = Math.min(wait, this.#o.minRefreshMs * 2);
     if (!this.#isStopped) this.#crlTimer = callAfter(wait, () => void this.refreshCrls());
   }
 
-  async #accept(authorityId: string, der: Uint8Array, sample: HeldCertificate): Promise<void> {
+  /** Takes a fetched CRL; true when it replaced the one held. */
+  async #accept(authorityId: string, der: Uint8Array, sample: HeldCertificate): Promise<boolean> {
     const crl = parseCrl(der);
     const previous = this.#crls.get(authorityId);
-    if (previous && previous.crl.crlNumber === crl.crlNumber && bytesEqual(previous.crl.der, crl.der)) return;
+    if (previous && previous.crl.crlNumber === crl.crlNumber && bytesEqual(previous.crl.der, crl.der)) {
+      return false;
+    }
     if (
       previous?.crl.crlNumber !== undefined && crl.crlNumber !== undefined &&
       crl.crlNumber < previous.crl.crlNumber
     ) {
       // RFC 5280 5.2.3: CRL numbers only grow; an older CRL (a stale replica) changes nothing.
-      return;
+      return false;
     }
-    try {
-      // On the CA's clock: a node whose clock is off must still follow revocations.
-      const at = new Date(this.#o.caNow?.() ?? Date.now());
-      await verifySvid(sample.certificateChainPem, this.bundle, { crls: [crl], at });
-    } catch (err) {
-      if (!(err instanceof VerificationError && err.code === "ERR_CERT_REVOKED")) {
-        throw new Error(`the CRL does not verify: ${messageOf(err)}`);
-      }
-    }
+    await this.#check(crl, sample.certificateChainPem, false);
     const revoked = new Set(crl.revoked.map((r) => r.serialNumber));
-    this.#crls.set(authorityId, { crl, revoked });
+    this.#crls.set(authorityId, { crl, revoked, sample });
     this.#o.metrics.crlUpdates.inc({ authority: authorityId });
     this.#o.logger.debug("CRL updated", {
       authority: authorityId,
@@ -351,6 +404,23 @@ export class TrustRefresher {
       entries: revoked.size,
     });
     this.#o.onCrl(authorityId, crl, revoked);
+    return true;
+  }
+
+  /**
+   * Checks `crl` with the core's chain validator against a certificate of its authority (its
+   * signature, issuer and freshness; a stored one may be stale), on the CA's clock: a node whose
+   * clock is off must still follow revocations. The sample being listed is no fault of the CRL.
+   */
+  async #check(crl: Crl, sampleChainPem: string, acceptStaleCrls: boolean): Promise<void> {
+    try {
+      const at = new Date(this.#o.caNow?.() ?? Date.now());
+      await verifySvid(sampleChainPem, this.bundle, { crls: [crl], at, acceptStaleCrls });
+    } catch (err) {
+      if (!(err instanceof VerificationError && err.code === "ERR_CERT_REVOKED")) {
+        throw new Error(`the CRL does not verify: ${messageOf(err)}`);
+      }
+    }
   }
 }
 

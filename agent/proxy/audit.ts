@@ -43,6 +43,12 @@ export interface AuditRecord {
   peerId?: string;
   /** The serial number (hex) of the peer's verified SVID. */
   peerSerial?: string;
+  /**
+   * With a verified peer: how far its revocation was checked. `checked` (against a current CRL),
+   * `unchecked-no-crl` (no CRL of its authority held) or `stale-crl` (one past its nextUpdate);
+   * the last two only under `proxy.revocation: best-effort`.
+   */
+  revocation?: "checked" | "unchecked-no-crl" | "stale-crl";
   /** What the peer presented, when it did not verify (the validator's code and message). */
   error?: { code: string; message: string };
   /** Where the peer connected from. */

@@ -102,6 +102,12 @@ export interface ProxyTlsConfig {
 export interface ProxyConfig {
   /** The mode of inbound listeners that do not set their own. Default `STRICT`. */
   mode: ProxyMode;
+  /**
+   * A peer whose revocation cannot be checked against a current CRL (none held for its
+   * authority, or one past its nextUpdate): `best-effort` (the default) accepts it and reports
+   * it (audit field, metric, warning); `strict` refuses it with ERR_REVOCATION_UNKNOWN.
+   */
+  revocation: "best-effort" | "strict";
   /** The append-only JSON-lines audit log; `<stateDir>/proxy-audit.jsonl` by default. */
   auditLog: string;
   /** The audit log is rotated before it grows past this many bytes. Default 64 MiB. */
@@ -127,6 +133,7 @@ export interface ProxyConfig {
 
 const TOP = [
   "mode",
+  "revocation",
   "auditLog",
   "auditLogMaxBytes",
   "auditLogMaxFiles",
@@ -175,6 +182,12 @@ export function readProxyConfig(
   const at = options.at ?? "proxy";
   const section = fields.obj(at, raw, TOP);
   const mode = fields.oneOf(`${at}.mode`, section.mode, ["STRICT", "PERMISSIVE"] as const, "STRICT");
+  const revocation = fields.oneOf(
+    `${at}.revocation`,
+    section.revocation,
+    ["best-effort", "strict"] as const,
+    "best-effort",
+  );
   const limitsRaw = fields.obj(`${at}.limits`, section.limits, LIMITS);
   const limits: ProxyLimits = {
     maxConnections: fields.int(`${at}.limits.maxConnections`, limitsRaw.maxConnections, 10_000, 1, 1_000_000),
@@ -376,6 +389,7 @@ export function readProxyConfig(
   }
   return {
     mode,
+    revocation,
     auditLog,
     auditLogMaxBytes: fields.int(
       `${at}.auditLogMaxBytes`,

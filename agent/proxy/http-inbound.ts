@@ -39,6 +39,7 @@ export interface HttpListenerView {
   auditFields(connection: ProxyConnection): {
     peerId?: string;
     peerSerial?: string;
+    revocation?: "checked" | "unchecked-no-crl" | "stale-crl";
     source?: string;
     destination: string;
     transport: "mtls" | "plaintext";

@@ -298,6 +298,7 @@ export class InboundListener implements WorkloadObserver {
     return {
       peerId: connection.peer?.id.toString(),
       peerSerial: connection.peer?.serialNumber,
+      revocation: connection.peer?.revocation,
       source: connection.remoteAddress,
       destination: formatAddress(this.config.forward),
       transport: connection.transport,

@@ -83,6 +83,15 @@ export class ProxyMetrics {
     "Trust bundle or CRL changes applied (open connections verified again), by workload.",
     ["workload"],
   );
+  /**
+   * Peer verifications (of new connections and of open ones, again) that accepted a peer whose
+   * revocation was not checked against a current CRL (`proxy.revocation: best-effort`).
+   */
+  readonly revocationUnchecked: Counter = this.registry.counter(
+    "meshauth_proxy_revocation_unchecked_total",
+    "Peers accepted with their revocation not checked against a current CRL (proxy.revocation: best-effort), by workload and reason (unchecked-no-crl, stale-crl); verifications of open connections count again.",
+    ["workload", "reason"],
+  );
   /** Failures of the proxy's own code while it handled a request (answered 500 or closed, and logged). */
   readonly internalErrors: Counter = this.registry.counter(
     "meshauth_proxy_internal_errors_total",

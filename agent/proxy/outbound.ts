@@ -268,6 +268,7 @@ export class OutboundListener implements WorkloadObserver {
     return {
       peerId: connection.peer?.id.toString(),
       peerSerial: connection.peer?.serialNumber,
+      revocation: connection.peer?.revocation,
       source: connection.remoteAddress,
       destination: formatAddress(this.config.upstream),
       transport: "mtls" as const,

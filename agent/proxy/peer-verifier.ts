@@ -9,6 +9,11 @@
  * notAfter on the path, or the earliest nextUpdate of a CRL. A remembered answer is therefore
  * the answer `verifySvid` would give again now; it spares the work, never the check.
  *
+ * A CRL past its nextUpdate is used, not refused (`acceptStaleCrls`): its entries still refuse
+ * the certificates they list. Each answer says how far revocation was checked
+ * ({@link PeerRevocation}); what to do with a peer whose revocation was not fully checked is
+ * the caller's choice (`proxy.revocation`, see `workload.ts`).
+ *
  * @module
  */
 
@@ -16,7 +21,9 @@ import { Buffer } from "node:buffer";
 import type { TLSSocket } from "node:tls";
 import {
   type BundleSet,
+  type Certificate,
   type Crl,
+  formatName,
   parseCertificates,
   SignatureCache,
   type SpiffeId,
@@ -27,6 +34,15 @@ import {
 
 import { bytesEqual, peerChain as readPeerChain, toHex } from "../../internal/mod.ts";
 
+/**
+ * How far a peer's revocation was checked: `checked` against a current CRL of the authority that
+ * issued its certificate; `unchecked-no-crl` when no CRL of that authority is held (an authority
+ * new since a rotation, or a node that has not reached the CA since it started); `stale-crl`
+ * against a CRL held past its nextUpdate (the CA has not been reached since), which still
+ * refuses the certificates it lists but not one revoked since.
+ */
+export type PeerRevocation = "checked" | "unchecked-no-crl" | "stale-crl";
+
 /** A peer whose SVID verified. */
 export interface VerifiedPeer {
   id: SpiffeId;
@@ -36,11 +52,14 @@ export interface VerifiedPeer {
   chain: readonly Uint8Array[];
   /** SHA-256 of the leaf's DER is what XFCC carries; the leaf itself is here. */
   leaf: Uint8Array;
-  /**
-   * The authority that issued the leaf (its name and key identifier) when no CRL of it was held:
-   * its revocation could not be checked (an authority new since a rotation). Absent otherwise.
-   */
-  unfollowedAuthority?: string;
+  /** How far its revocation was checked. */
+  revocation: PeerRevocation;
+  /** The authority that issued the leaf: its name and key identifier, as {@link authorityOf} keys it. */
+  authority: string;
+  /** The issuer's name (RFC 4514), for log lines. */
+  issuerName: string;
+  /** With `stale-crl`: the earliest nextUpdate of the stale CRLs used. */
+  staleSince?: Date;
 }
 
 interface Remembered {
@@ -62,6 +81,20 @@ const MAX_CHAIN = 10;
  */
 export function peerChain(socket: TLSSocket): Uint8Array[] {
   return readPeerChain(socket, { maxCertificates: MAX_CHAIN + 1 });
+}
+
+/**
+ * The authority that issued `leaf` (DER or parsed): its issuer name and authority key identifier,
+ * as one string key; undefined when the leaf does not parse.
+ */
+export function authorityOf(leaf: Uint8Array | Certificate): string | undefined {
+  let cert: Certificate;
+  try {
+    cert = leaf instanceof Uint8Array ? parseCertificates(leaf)[0] : leaf;
+  } catch {
+    return undefined;
+  }
+  return `${cert.issuer.key}\u0000${cert.authorityKeyIdentifier ? toHex(cert.authorityKeyIdentifier) : ""}`;
 }
 
 /** Verifies peers of one workload against that workload's bundle and CRLs. */
@@ -182,12 +215,18 @@ export class PeerVerifier {
     const verified = await verifySvid(chain, this.#bundle, {
       at: new Date(nowMs),
       crls: this.#crls,
+      acceptStaleCrls: true,
       purpose,
       cache: this.#signatures,
     });
     let validUntilMs = verified.notAfter.getTime();
     for (const crl of this.#crls) {
-      if (crl.nextUpdate) validUntilMs = Math.min(validUntilMs, crl.nextUpdate.getTime());
+      // A CRL turning stale changes the answer (checked becomes stale-crl); one already stale
+      // does not change with time, only with a new CRL (a new generation).
+      const nextUpdateMs = crl.nextUpdate?.getTime();
+      if (nextUpdateMs !== undefined && nextUpdateMs > nowMs) {
+        validUntilMs = Math.min(validUntilMs, nextUpdateMs);
+      }
     }
     const leaf = verified.chain[0];
     // As checkRevocation scopes a CRL: the leaf's issuer name, and its key where both say.
@@ -196,12 +235,17 @@ export class PeerVerifier {
       !(crl.authorityKeyIdentifier && leaf.authorityKeyIdentifier &&
         !bytesEqual(crl.authorityKeyIdentifier, leaf.authorityKeyIdentifier))
     );
-    const peer: VerifiedPeer = { id: verified.id, serialNumber: leaf.serialNumber, chain, leaf: chain[0] };
-    if (!isFollowed && this.#crls.length > 0) {
-      peer.unfollowedAuthority = `${leaf.issuer.key}\u0000${
-        leaf.authorityKeyIdentifier ? toHex(leaf.authorityKeyIdentifier) : ""
-      }`;
-    }
+    const staleSinceMs = Math.min(...verified.staleCrls.map((crl) => crl.nextUpdate?.getTime() ?? 0));
+    const peer: VerifiedPeer = {
+      id: verified.id,
+      serialNumber: leaf.serialNumber,
+      chain,
+      leaf: chain[0],
+      revocation: !isFollowed ? "unchecked-no-crl" : verified.staleCrls.length ? "stale-crl" : "checked",
+      authority: authorityOf(leaf)!,
+      issuerName: formatName(leaf.issuer),
+      ...(verified.staleCrls.length ? { staleSince: new Date(staleSinceMs) } : {}),
+    };
     return { peer, validUntilMs };
   }
 

@@ -301,7 +301,7 @@ export class MeshProxy {
   #workload(name: string): ProxyWorkload {
     let workload = this.#workloads.get(name);
     if (!workload) {
-      workload = new ProxyWorkload(name, this.groups, this.#logger, this.metrics);
+      workload = new ProxyWorkload(name, this.groups, this.#logger, this.metrics, this.config.revocation);
       this.#workloads.set(name, workload);
     }
     return workload;

@@ -5,6 +5,13 @@
  * connections; open ones keep theirs), and a new bundle or CRL set starts a new verification
  * generation and asks the proxy to verify every open connection again.
  *
+ * Revocation, as `proxy.revocation` says: a peer whose authority's CRL is not held has it fetched
+ * (at most once per {@link FOLLOW_RETRY_MS} per authority) and is verified again; a peer whose
+ * revocation still could not be checked against a current CRL (none held, or one past its
+ * nextUpdate) is refused under `strict`, and accepted under `best-effort` (the default) with the
+ * fact reported: the `revocation` field of its audit records, the
+ * `meshauth_proxy_revocation_unchecked_total` counter and a warning (rate-limited).
+ *
  * @module
  */
 
@@ -13,13 +20,21 @@ import { BundleSet, encodePem, parseCertificates, uriSans, VerificationError } f
 import type { Logger } from "../../internal/mod.ts";
 import type { CredentialSource, SvidCredential } from "./credentials.ts";
 import type { ProxyMetrics } from "./metrics.ts";
-import { PeerVerifier, type VerifiedPeer } from "./peer-verifier.ts";
+import { authorityOf, type PeerRevocation, PeerVerifier, type VerifiedPeer } from "./peer-verifier.ts";
 import { contextOptions } from "./tls-settings.ts";
 
 /** How long an authority whose CRL was asked for is not asked for again. */
 const FOLLOW_RETRY_MS = 10_000;
 /** Most authorities remembered as asked for. */
 const MAX_FOLLOWED = 64;
+/** How often a warning about one authority's unchecked revocation is logged at most. */
+const WARN_INTERVAL_MS = 60_000;
+
+/**
+ * What the proxy does when a peer's revocation cannot be checked against a current CRL:
+ * `best-effort` accepts it and reports it, `strict` refuses it (ERR_REVOCATION_UNKNOWN).
+ */
+export type RevocationMode = "best-effort" | "strict";
 
 /** What a workload tells the listeners that use it. */
 export interface WorkloadObserver {
@@ -45,6 +60,7 @@ export class ProxyWorkload {
     readonly groups: readonly string[],
     readonly logger: Logger,
     readonly metrics: ProxyMetrics,
+    readonly revocation: RevocationMode = "best-effort",
   ) {}
 
   /** The TLS context options of the SVID in service (for servers' `setSecureContext`). */
@@ -78,12 +94,13 @@ export class ProxyWorkload {
 
   /**
    * Verifies a peer's chain. When its certificate comes from an authority whose CRL the source
-   * does not follow yet (after a root or intermediate rotation, a peer renewed onto the new
-   * authority before this node did), the source is asked to fetch it and the chain is verified
-   * again with it: the rotation neither cuts the peer off nor leaves its revocation unchecked
-   * until this node happens to hold a certificate of the new authority. An authority is asked
-   * for at most once per {@link FOLLOW_RETRY_MS}, so a CA that does not answer costs each
-   * connection nothing more.
+   * does not hold (after a root or intermediate rotation, a peer renewed onto the new authority
+   * before this node did; or a node that has not reached the CA since it started), the source is
+   * asked to fetch it and the chain is verified again with it: a rotation neither cuts the peer
+   * off nor leaves its revocation unchecked until this node happens to hold a certificate of the
+   * new authority. An authority is asked for at most once per {@link FOLLOW_RETRY_MS}, so a CA
+   * that does not answer costs each connection nothing more. A peer whose revocation still is
+   * not checked against a current CRL is then refused (`strict`) or accepted and reported.
    */
   async verifyPeer(
     chain: readonly Uint8Array[],
@@ -93,35 +110,70 @@ export class ProxyWorkload {
     try {
       peer = await this.verifier.verify(chain, purpose);
     } catch (err) {
-      const source = this.#source;
-      if (
-        !(err instanceof VerificationError && err.code === "ERR_REVOCATION_UNKNOWN") || !source?.fetchCrlsFor
-      ) {
-        throw err;
-      }
-      await source.fetchCrlsFor(chain.map((der) => encodePem("CERTIFICATE", der)).join(""));
-      this.refresh();
-      return await this.verifier.verify(chain, purpose);
+      // A CRL of the authority is held but none covers the certificate: the current ones may.
+      if (!(err instanceof VerificationError && err.code === "ERR_REVOCATION_UNKNOWN")) throw err;
+      if (!(await this.#follow(chain, authorityOf(chain[0])))) throw err;
+      peer = await this.verifier.verify(chain, purpose);
     }
+    if (peer.revocation === "unchecked-no-crl" && await this.#follow(chain, peer.authority)) {
+      peer = await this.verifier.verify(chain, purpose);
+    }
+    if (peer.revocation === "checked") return peer;
+    if (this.revocation === "strict") {
+      throw new VerificationError(
+        "ERR_REVOCATION_UNKNOWN",
+        peer.revocation === "stale-crl"
+          ? `the revocation of ${peer.id} (serial ${peer.serialNumber}) cannot be checked: the CRL of ${
+            JSON.stringify(peer.issuerName)
+          } is stale since ${peer.staleSince?.toISOString()} (proxy.revocation: strict)`
+          : `the revocation of ${peer.id} (serial ${peer.serialNumber}) cannot be checked: no CRL of ${
+            JSON.stringify(peer.issuerName)
+          } is held (proxy.revocation: strict)`,
+        0,
+        { rule: "revocation" },
+      );
+    }
+    this.#reportUnchecked(peer);
+    return peer;
+  }
+
+  /** Asks the source for the CRLs of `authority` (rate-limited); true when it was asked. */
+  async #follow(chain: readonly Uint8Array[], authority: string | undefined): Promise<boolean> {
     const source = this.#source;
-    const authority = peer.unfollowedAuthority;
-    if (!authority || !source?.fetchCrlsFor || !this.#mayFollow(authority)) return peer;
+    if (!authority || !source?.fetchCrlsFor || !this.#mayFollow(authority)) return false;
     await source.fetchCrlsFor(chain.map((der) => encodePem("CERTIFICATE", der)).join(""));
     this.refresh();
-    return await this.verifier.verify(chain, purpose);
+    return true;
   }
 
   /** When each unfollowed authority was last asked for (bounded: the oldest go first). */
   readonly #followedAt = new Map<string, number>();
 
   #mayFollow(authority: string): boolean {
-    const now = Date.now();
-    const last = this.#followedAt.get(authority);
-    if (last !== undefined && now - last < FOLLOW_RETRY_MS) return false;
-    this.#followedAt.delete(authority);
-    if (this.#followedAt.size >= MAX_FOLLOWED) this.#followedAt.delete(this.#followedAt.keys().next().value!);
-    this.#followedAt.set(authority, now);
-    return true;
+    return mayAct(this.#followedAt, authority, FOLLOW_RETRY_MS);
+  }
+
+  /** When a warning was last logged, per authority and reason (bounded). */
+  readonly #warnedAt = new Map<string, number>();
+
+  #reportUnchecked(peer: VerifiedPeer): void {
+    const reason: Exclude<PeerRevocation, "checked"> = peer.revocation as never;
+    this.metrics.revocationUnchecked.inc({ workload: this.name, reason });
+    if (!mayAct(this.#warnedAt, `${reason}\u0000${peer.authority}`, WARN_INTERVAL_MS)) return;
+    this.logger.warn(
+      reason === "stale-crl"
+        ? "peer accepted with a stale CRL: a certificate revoked since it was issued would not be refused"
+        : "peer accepted with its revocation unchecked: no CRL of its authority is held",
+      {
+        workload: this.name,
+        reason,
+        issuer: peer.issuerName,
+        peerId: peer.id.toString(),
+        peerSerial: peer.serialNumber,
+        ...(peer.staleSince ? { staleSince: peer.staleSince.toISOString() } : {}),
+        revocationMode: this.revocation,
+      },
+    );
   }
 
   /** Reads the source again and applies what changed. */
@@ -190,4 +242,18 @@ export class ProxyWorkload {
   detach(): void {
     this.attach(undefined);
   }
+}
+
+/**
+ * True, and `key` stamped now, when `key` was last stamped `intervalMs` ago or more (or never).
+ * At most {@link MAX_FOLLOWED} keys are kept: the oldest go first.
+ */
+function mayAct(stamps: Map<string, number>, key: string, intervalMs: number): boolean {
+  const now = Date.now();
+  const last = stamps.get(key);
+  if (last !== undefined && now - last < intervalMs) return false;
+  stamps.delete(key);
+  if (stamps.size >= MAX_FOLLOWED) stamps.delete(stamps.keys().next().value!);
+  stamps.set(key, now);
+  return true;
 }

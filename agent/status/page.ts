@@ -72,7 +72,7 @@ export const STATUS_PAGE_HTML = `<!doctype html>
 /** The page's script (`GET /status.js`). */
 export const STATUS_PAGE_SCRIPT = `"use strict";
 (() => {
-  const MAX_ROWS = 200;
+  const MAX_ROWS = 250; // the snapshot's 200 decisions and 50 other events
   let workloads = [];
   let clockSkewMs = 0;
   const $ = (id) => document.getElementById(id);

@@ -5,7 +5,9 @@
  * which policy and rule), rotations, revocations and trust bundle changes. Browsers follow it
  * with Server-Sent Events (`GET /events`), or read it whole (`GET /status.json`).
  *
- * Everything is bounded: the last {@link StatusFeedOptions.maxEvents} events are kept; events
+ * Everything is bounded: the last {@link StatusFeedOptions.maxEvents} decisions are kept, and
+ * apart from them the last {@link StatusFeedOptions.maxLifecycleEvents} other events (issued,
+ * rotated, revoked, failed, bundle, removed), so a stream of decisions never pushes those out; events
  * reach the followers in batches at most every {@link StatusFeedOptions.flushIntervalMs}, at
  * most `maxEvents` a batch (a burst of decisions costs one write per follower, and the ones
  * beyond are counted, not sent); at most {@link StatusFeedOptions.maxFollowers} follow at once,
@@ -77,7 +79,7 @@ export interface StatusSnapshot {
   workloads: WorkloadView[];
   /** The proxy's listeners (none without a `proxy:` section). */
   listeners: { name: string; direction: "inbound" | "outbound"; address: string; workload: string }[];
-  /** The latest events, oldest first (at most `maxEvents`). */
+  /** The latest events, oldest first: at most `maxEvents` decisions and `maxLifecycleEvents` others. */
   events: FeedEvent[];
   /** Events not sent to followers because a burst went past a batch's limit. */
   eventsNotSent: number;
@@ -89,8 +91,10 @@ export interface StatusFeedOptions {
   agent: NodeAgent;
   /** Its proxy, whose authorization decisions the page shows. */
   proxy?: MeshProxy;
-  /** Events kept, and sent per batch at most. Default 200. */
+  /** Decisions kept, and events sent per batch at most. Default 200. */
   maxEvents?: number;
+  /** Other events (issued, rotated, revoked, failed, bundle, removed) kept apart from decisions. Default 50. */
+  maxLifecycleEvents?: number;
   /** Followers (open `/events` streams) at once. Default 16. */
   maxFollowers?: number;
   /** Events reach followers at most this often. Default 200 ms. */
@@ -104,10 +108,12 @@ export class StatusFeed {
   readonly #agent: NodeAgent;
   readonly #proxy?: MeshProxy;
   readonly #maxEvents: number;
+  readonly #maxLifecycleEvents: number;
   readonly #maxFollowers: number;
   readonly #flushIntervalMs: number;
   readonly #maxBufferBytes: number;
-  readonly #events: FeedEvent[] = [];
+  readonly #decisions: FeedEvent[] = [];
+  readonly #lifecycle: FeedEvent[] = [];
   #pending: FeedEvent[] = [];
   #isWorkloadChanged = false;
   #eventsNotSent = 0;
@@ -123,6 +129,7 @@ export class StatusFeed {
     this.#agent = options.agent;
     this.#proxy = options.proxy;
     this.#maxEvents = options.maxEvents ?? 200;
+    this.#maxLifecycleEvents = options.maxLifecycleEvents ?? 50;
     this.#maxFollowers = options.maxFollowers ?? 16;
     this.#flushIntervalMs = options.flushIntervalMs ?? 200;
     this.#maxBufferBytes = options.maxFollowerBufferBytes ?? 1024 * 1024;
@@ -245,7 +252,10 @@ export class StatusFeed {
       roots,
       workloads: this.workloads(),
       listeners,
-      events: [...this.#events],
+      // Both kept lists, merged oldest first (ISO 8601 times of one clock sort as text).
+      events: [...this.#lifecycle, ...this.#decisions].sort((a, b) =>
+        a.time < b.time ? -1 : a.time > b.time ? 1 : 0
+      ),
       eventsNotSent: this.#eventsNotSent,
     };
   }
@@ -287,8 +297,11 @@ export class StatusFeed {
   }
 
   #add(event: FeedEvent): void {
-    this.#events.push(event);
-    if (this.#events.length > this.#maxEvents) this.#events.splice(0, this.#events.length - this.#maxEvents);
+    const [kept, max] = event.kind === "decision"
+      ? [this.#decisions, this.#maxEvents]
+      : [this.#lifecycle, this.#maxLifecycleEvents];
+    kept.push(event);
+    if (kept.length > max) kept.splice(0, kept.length - max);
     if (this.#followers.size === 0) return;
     this.#pending.push(event);
     if (this.#pending.length > this.#maxEvents) {

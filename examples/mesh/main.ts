@@ -3,7 +3,9 @@
  * (a process and a data directory of its own, standing for its own namespace), one node agent
  * with its mutual-TLS proxy and its live status page, and the seed's three services; plays the
  * seed's story, printing each step in plain words; then keeps the mesh running and prints the
- * commands to poke at it, until Ctrl-C (SIGINT) or SIGTERM ends everything.
+ * commands to poke at it, until Ctrl-C (SIGINT), SIGTERM or SIGHUP (the terminal closed) ends
+ * everything. Sockets directories left by a run that could not clean up (SIGKILL) are removed at
+ * the next start.
  *
  * State goes to `./.meshauth/mesh/` (`MESHAUTH_MESH_DIR`), made afresh on each run. Ports are
  * fixed so the printed commands stay the same from run to run: 15000 to 15030 on 127.0.0.1
@@ -13,8 +15,7 @@
  */
 
 import { createWriteStream } from "node:fs";
-import { chmod, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { chmod, mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
 import { loadAgentConfig, type RunningAgent, startAgentDaemon } from "../../agent/mod.ts";
 import { jsonLogger } from "../../internal/mod.ts";
@@ -32,6 +33,7 @@ import {
   WORKLOADS,
   writeMeshFiles,
 } from "./layout.ts";
+import { createSocketsDir, removeDeadSocketsDirs } from "./sockets-dir.ts";
 import { type Mesh, playStory } from "./story.ts";
 import { Terminal } from "./terminal.ts";
 
@@ -225,8 +227,12 @@ async function main(): Promise<number> {
   // Handlers stay installed while everything stops: with \`once\`, a second Ctrl-C (an impatient
   // reader, or a supervisor that signals the whole process group as well as npm) would find no
   // handler and kill this process before it stopped the others and removed its sockets.
-  for (const name of ["SIGINT", "SIGTERM"] as const) process.on(name, () => signalled!(name));
+  // SIGHUP is the terminal closing: everything stops as for Ctrl-C, or the CA, the services and
+  // the sockets directory would outlive it.
+  for (const name of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.on(name, () => signalled!(name));
   const stopOnSignal = signal.then(async (name) => {
+    // A closed terminal fails writes (EIO): that must not stop the cleanup.
+    if (name === "SIGHUP") process.stdout.on("error", () => {});
     term.line();
     term.line(`${name}: stopping the agent and its proxy, the services and the CA...`);
     await stop();
@@ -239,8 +245,10 @@ async function main(): Promise<number> {
     // ports are free.
     releaseState = await lockState(root);
     ports = await meshPorts(base);
+    // Sockets directories of earlier runs that were killed (SIGKILL) and could not remove theirs.
+    await removeDeadSocketsDirs();
     await clearState(root);
-    socketsDir = await mkdtemp(join(tmpdir(), "meshauth-mesh-"));
+    socketsDir = await createSocketsDir();
     const layout = meshLayout(root, socketsDir, ports);
     await writeMeshFiles(layout);
     const p = layout.ports;

@@ -26,6 +26,8 @@ export interface VerifySvidOptions {
   at?: Date;
   /** CRLs (PEM or DER) to check revocation against. */
   crls?: ReadonlyArray<string | Uint8Array | Crl>;
+  /** Use a CRL past its nextUpdate rather than refuse the SVID (see `VerifyChainOptions.acceptStaleCrls`). */
+  acceptStaleCrls?: boolean;
   /** TLS role the SVID must be fit for; none beyond the SVID rules when absent. */
   purpose?: "serverAuth" | "clientAuth";
   /** Remembers verified signatures across calls. */
@@ -40,6 +42,8 @@ export interface VerifiedSvid {
   chain: Certificate[];
   /** Earliest notAfter on the path. */
   notAfter: Date;
+  /** The CRLs in scope that were past their nextUpdate (only with `acceptStaleCrls`). */
+  staleCrls: Crl[];
 }
 
 /**
@@ -85,6 +89,7 @@ async function verifySvidUnguarded(
     at: options.at,
     purpose: options.purpose,
     crls: options.crls,
+    acceptStaleCrls: options.acceptStaleCrls,
     cache: options.cache,
   });
   // A signing certificate the peer sent follows the profile too.
@@ -98,7 +103,7 @@ async function verifySvidUnguarded(
       });
     }
   });
-  return { id, chain: verified.path, notAfter: verified.notAfter };
+  return { id, chain: verified.path, notAfter: verified.notAfter, staleCrls: verified.staleCrls };
 }
 
 /** The SPIFFE ID of an X509-SVID leaf, after checking the leaf rules of the profile. */

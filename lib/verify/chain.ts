@@ -15,6 +15,7 @@ import { ComparisonBudget } from "./name-constraints.ts";
 import { buildPath } from "./path-builder.ts";
 import { type SignatureCache, SignatureChecker } from "./signatures.ts";
 import { type PathRequirements, validatePath } from "./validate-path.ts";
+import { staleCrlsOf } from "./revocation.ts";
 
 /** A certificate as users have it: PEM text (one or more blocks), DER bytes, or parsed. */
 export type CertificateInput = string | Uint8Array | Certificate;
@@ -41,6 +42,14 @@ export interface VerifyChainOptions {
   extendedKeyUsage?: readonly string[];
   /** CRLs (PEM or DER) to check revocation against. */
   crls?: ReadonlyArray<string | Uint8Array | Crl>;
+  /**
+   * Use a CRL past its nextUpdate instead of failing the path with ERR_CRL_INVALID: its
+   * signature, issuer and scope are still checked and a certificate it lists is still refused;
+   * only its age is forgiven, and {@link VerifiedChain.staleCrls} names it. For a caller that
+   * must keep working while the CRL's issuer cannot be reached, and reports that it does.
+   * Default false.
+   */
+  acceptStaleCrls?: boolean;
   /** Remembers verified signatures across calls (see {@link SignatureCache}). */
   cache?: SignatureCache;
 }
@@ -55,6 +64,8 @@ export interface VerifiedChain {
   root: Certificate;
   /** Earliest notAfter on the path: when this validation stops holding. */
   notAfter: Date;
+  /** The CRLs in scope for the path that were past their nextUpdate (only with `acceptStaleCrls`). */
+  staleCrls: Crl[];
 }
 
 const DEFAULT_MAX_DEPTH = 8;
@@ -136,7 +147,8 @@ async function verifyChainUnguarded(options: VerifyChainOptions): Promise<Verifi
     throw err;
   });
   const notAfter = new Date(Math.min(...path.map((c) => c.notAfter.getTime())));
-  return { path, leaf, root: path[path.length - 1], notAfter };
+  const staleCrls = req.acceptStaleCrls ? staleCrlsOf(path, req.crls, req.atSeconds) : [];
+  return { path, leaf, root: path[path.length - 1], notAfter, staleCrls };
 }
 
 /** validatePath, with a lazily read field that turns out malformed reported as a malformed certificate. */
@@ -207,6 +219,7 @@ function requirements(options: VerifyChainOptions): PathRequirements {
     dnsName: options.dnsName,
     ipAddress: options.ipAddress,
     crls,
+    acceptStaleCrls: options.acceptStaleCrls === true,
   };
 }
 

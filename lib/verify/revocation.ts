@@ -6,6 +6,11 @@
  * allowed to sign CRLs, current at the validation time, CRL number present, no critical
  * extension we do not process) or the path fails: a bad CRL is never silently ignored.
  * Certificates no CRL covers are not checked; delta and indirect CRLs are refused.
+ *
+ * A caller that would rather keep working through an outage of the CRL's issuer than stop
+ * (`acceptStaleCrls`) may have a CRL past its nextUpdate used all the same: every other check
+ * still applies, and a certificate it lists is still refused; only its age is forgiven, and
+ * {@link staleCrlsOf} names the CRLs that were stale so the caller can report it.
  * @module
  */
 
@@ -38,25 +43,17 @@ export async function checkRevocation(
   crls: readonly Crl[],
   atSeconds: number,
   signatures: SignatureChecker,
+  acceptStaleCrls = false,
 ): Promise<void> {
   if (crls.length === 0) return;
   for (let i = 0; i < path.length - 1; i++) {
     const cert = path[i];
     const issuer = path[i + 1];
-    // A CRL naming another key of the same CA name (a key rollover, or a new root or
-    // intermediate that kept the old one's subject) speaks for that key's certificates, not for
-    // this one: it is no CRL of this certificate's issuer, as if it had not been given. A
-    // rotation then never turns peers' certificates from the new key into "revocation unknown"
-    // while the old key's CRL is still held (the node holding nothing from the new key yet).
-    const fromIssuer = crls.filter((crl) =>
-      crl.issuer.key === cert.issuer.key &&
-      !(crl.authorityKeyIdentifier && issuer.subjectKeyIdentifier &&
-        !bytesEqual(crl.authorityKeyIdentifier, issuer.subjectKeyIdentifier))
-    );
+    const fromIssuer = crlsOfIssuer(cert, issuer, crls);
     if (fromIssuer.length === 0) continue;
     let covered = false;
     for (const crl of fromIssuer) {
-      await checkCrl(crl, issuer, atSeconds, signatures);
+      await checkCrl(crl, issuer, atSeconds, signatures, acceptStaleCrls);
       if (!covers(crl, cert)) continue;
       covered = true;
       const entry = crl.revoked.find((r) => r.serialNumber === cert.serialNumber);
@@ -88,11 +85,47 @@ export async function checkRevocation(
   }
 }
 
+/**
+ * The CRLs of `path` (a validated one, leaf first) that speak for one of its certificates and
+ * were past their nextUpdate at `atSeconds`: what a path validated with `acceptStaleCrls`
+ * relied on although it was out of date.
+ */
+export function staleCrlsOf(path: readonly Certificate[], crls: readonly Crl[], atSeconds: number): Crl[] {
+  const stale = new Set<Crl>();
+  for (let i = 0; i < path.length - 1; i++) {
+    for (const crl of crlsOfIssuer(path[i], path[i + 1], crls)) {
+      if (covers(crl, path[i]) && isStale(crl, atSeconds)) stale.add(crl);
+    }
+  }
+  return [...stale];
+}
+
+/**
+ * The CRLs of `cert`'s issuer. A CRL naming another key of the same CA name (a key rollover, or
+ * a new root or intermediate that kept the old one's subject) speaks for that key's
+ * certificates, not for this one: it is no CRL of this certificate's issuer, as if it had not
+ * been given. A rotation then never turns peers' certificates from the new key into
+ * "revocation unknown" while the old key's CRL is still held (the node holding nothing from the
+ * new key yet).
+ */
+function crlsOfIssuer(cert: Certificate, issuer: Certificate, crls: readonly Crl[]): Crl[] {
+  return crls.filter((crl) =>
+    crl.issuer.key === cert.issuer.key &&
+    !(crl.authorityKeyIdentifier && issuer.subjectKeyIdentifier &&
+      !bytesEqual(crl.authorityKeyIdentifier, issuer.subjectKeyIdentifier))
+  );
+}
+
+function isStale(crl: Crl, atSeconds: number): boolean {
+  return !crl.nextUpdate || Math.floor(crl.nextUpdate.getTime() / 1000) < atSeconds;
+}
+
 async function checkCrl(
   crl: Crl,
   issuer: Certificate,
   atSeconds: number,
   signatures: SignatureChecker,
+  acceptStaleCrls: boolean,
 ): Promise<void> {
   const bad = (why: string, details: VerificationDetails = {}): never => {
     throw new VerificationError(
@@ -155,7 +188,7 @@ async function checkCrl(
   }
   // RFC 5280 5.1.2.5: conforming CRLs carry nextUpdate; without it staleness is unknowable.
   if (!crl.nextUpdate) bad("missing nextUpdate");
-  if (Math.floor(crl.nextUpdate!.getTime() / 1000) < atSeconds) {
+  if (!acceptStaleCrls && isStale(crl, atSeconds)) {
     bad(`stale since ${crl.nextUpdate!.toISOString()}`, freshness());
   }
 }

@@ -36,6 +36,8 @@ export interface PathRequirements {
   dnsName?: string;
   ipAddress?: string;
   crls: readonly Crl[];
+  /** A CRL past its nextUpdate is used, not refused (see `checkRevocation`). */
+  acceptStaleCrls: boolean;
 }
 
 /**
@@ -94,7 +96,7 @@ export async function validatePath(
   if (req.dnsName !== undefined || req.ipAddress !== undefined) {
     checkPeerName(path[0], { dnsName: req.dnsName, ipAddress: req.ipAddress });
   }
-  await checkRevocation(path, req.crls, req.atSeconds, signatures);
+  await checkRevocation(path, req.crls, req.atSeconds, signatures, req.acceptStaleCrls);
 }
 
 /** RFC 5280 4.1.2.5: notBefore through notAfter, inclusive, at second granularity. */

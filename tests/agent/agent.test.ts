@@ -5,6 +5,7 @@
 // full file system.
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
+import { Buffer } from "node:buffer";
 import { spawnSync } from "node:child_process";
 import { X509Certificate } from "node:crypto";
 import { mkdir, readdir, readFile, readlink, rm, stat, writeFile } from "node:fs/promises";
@@ -597,6 +598,45 @@ describe("workloads that come and go", () => {
         assert.equal(
           second.logs.entries.filter((e) => e.msg === "certificate restored from the state directory").length,
           2,
+        );
+      } finally {
+        await second.stop();
+      }
+    } finally {
+      await ca.start();
+    }
+  });
+
+  test("a restart with the CA down keeps the CRLs held before (stored 0600), and reports their age", async () => {
+    const stateDir = join(dir.path, "state-crls");
+    const specs = [workload("one", join(dir.path, "crls", "one"))];
+    const first = await startAgent(ca, { stateDir, sources: [new StaticSource(specs)] });
+    await waitFor("the CRL", () => first.agent.crls().size > 0);
+    const held = [...first.agent.crls()].map(([id, crl]) => [id, Buffer.from(crl.der).toString("hex")]);
+    await first.stop();
+    assert.equal((await stat(join(stateDir, "crls.json"))).mode & 0o777, 0o600);
+    await ca.stop();
+    try {
+      const second = await startAgent(ca, {
+        stateDir,
+        sources: [new StaticSource(specs)],
+        token: "unused.token",
+      });
+      try {
+        // Held from the start, before (and without) any answer of the CA.
+        assert.deepEqual(
+          [...second.agent.crls()].map(([id, crl]) => [id, Buffer.from(crl.der).toString("hex")]),
+          held,
+        );
+        const [authority] = held[0];
+        const metrics = second.agent.metrics.render();
+        assert.match(
+          metrics,
+          new RegExp(`^meshauth_agent_crl_next_update_seconds\\{authority="${authority}"\\} \\d+$`, "m"),
+        );
+        assert.match(
+          metrics,
+          new RegExp(`^meshauth_agent_crl_age_seconds\\{authority="${authority}"\\} \\d+$`, "m"),
         );
       } finally {
         await second.stop();

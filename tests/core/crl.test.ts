@@ -157,6 +157,28 @@ test("verifyChain refuses a stale CRL and one not yet valid", async () => {
   await rejects(verifyChain({ ...options, crls: [future] }), "ERR_CRL_INVALID");
 });
 
+test("verifyChain with acceptStaleCrls uses a stale CRL: the path verifies and names it, a listed certificate stays refused", async () => {
+  const { root, leaf, options } = await rootAndLeaf();
+  const times = { thisUpdate: new Date(Date.now() - 3 * HOUR), nextUpdate: new Date(Date.now() - HOUR) };
+  const stale = parseCrl(await issueCrl(root, times));
+  const verified = await verifyChain({ ...options, crls: [stale], acceptStaleCrls: true });
+  assert.deepEqual(verified.staleCrls, [stale]);
+  const listing = await issueCrl(root, { ...times, revoked: [{ serial: serialOf(leaf) }] });
+  await rejects(verifyChain({ ...options, crls: [listing], acceptStaleCrls: true }), "ERR_CERT_REVOKED");
+  // Only its age is forgiven: a stale CRL with a bad signature is refused as before.
+  const forger = await issue({ name: "Forger", ca: true });
+  await rejects(
+    verifyChain({
+      ...options,
+      crls: [await issueCrl(root, { ...times, signer: forger.signer })],
+      acceptStaleCrls: true,
+    }),
+    "ERR_CRL_INVALID",
+  );
+  const current = await verifyChain({ ...options, crls: [await issueCrl(root)], acceptStaleCrls: true });
+  assert.deepEqual(current.staleCrls, []);
+});
+
 test("verifyChain refuses a CRL without nextUpdate", async () => {
   const { root, options } = await rootAndLeaf();
   await rejects(

@@ -114,12 +114,12 @@ export {
   StoreError,
 } from "./store/store.ts";
 export {
+  type KubeConfigLike,
   KubernetesApi,
   KubernetesApiError,
   type KubernetesApiOptions,
   KubernetesClientMissing,
   type KubernetesStatus,
-  loadKubernetesClient,
   type ObjectMeta,
   type WatchEvent,
 } from "../internal/mod.ts";

@@ -28,13 +28,13 @@ export {
 } from "./config-file.ts";
 export { Counter, Gauge, Histogram, type Labels, type Metric, MetricsRegistry } from "./prometheus.ts";
 export {
+  type KubeConfigLike,
   KubernetesApi,
   KubernetesApiError,
   type KubernetesApiOptions,
   KubernetesClientMissing,
   type KubernetesStatus,
   type ListResult,
-  loadKubernetesClient,
   type ObjectMeta,
   type WatchEvent,
 } from "./kubernetes/api.ts";

@@ -274,12 +274,12 @@ function verifyConsumer() {
         `TrustBundle.fromJwks({ keys: [] });`,
         // The subpath packages, when built, resolve with their types too.
         ...subpaths.map((sub, i) => `export * as subpath${i} from "meshauth/${sub}";`),
-        // A re-export from internal/ (writeFileAtomic) resolves with its types as well.
+        // A re-export from internal/ (KubernetesApi) resolves with its types as well.
         ...(subpaths.includes("agent")
           ? [
-            `import { writeFileAtomic } from "meshauth/agent";`,
-            `// @ts-expect-error writeFileAtomic takes a path first`,
-            `writeFileAtomic(1, "x", 0o600);`,
+            `import { KubernetesApi } from "meshauth/agent";`,
+            `// @ts-expect-error KubernetesApi takes a kubeconfig, not a number`,
+            `export const api = new KubernetesApi(1);`,
           ]
           : []),
         ``,

@@ -96,6 +96,7 @@ export { CsiNodePlugin, type CsiNodePluginOptions } from "./sources/csi/node-plu
 export { GrpcMissing } from "./sources/csi/grpc-server.ts";
 export { ProtobufInvalid } from "./sources/csi/protobuf.ts";
 export {
+  type KubeConfigLike,
   KubernetesApi,
   KubernetesApiError,
   type KubernetesApiOptions,
@@ -109,7 +110,6 @@ export {
   type FileOwner,
   isDelivered,
   type PayloadFile,
-  prepareDirectory,
   readGeneration,
   removeDelivery,
   writeGeneration,
@@ -134,7 +134,6 @@ export {
   type TrustRecord,
   type WorkloadRecord,
 } from "./lifecycle/state-store.ts";
-export { writeFileAtomic } from "../internal/mod.ts";
 export { type SocketAddress, type UnixAddress } from "./proxy/address.ts";
 export { type AuditRecord } from "./proxy/audit.ts";
 export {

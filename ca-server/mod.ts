@@ -30,13 +30,11 @@ export {
   staticNodeWorkloads,
 } from "./auth/principal.ts";
 export {
-  constantTimeEqual,
   createJoinToken,
   isJoinToken,
   JoinTokenAuthenticator,
   type JoinTokenAuthenticatorOptions,
   type JoinTokenRequest,
-  nodeIdOf,
 } from "./auth/join-token.ts";
 export {
   KubernetesAuthenticator,
@@ -45,10 +43,9 @@ export {
 } from "./auth/kubernetes.ts";
 export { fetchTrustingCa, projectedToken } from "./auth/kubernetes-client.ts";
 export { MtlsAuthenticator, type MtlsAuthenticatorOptions } from "./auth/mtls.ts";
-export { type CaConfig, ConfigError, ENV_OVERRIDES, isLoopback, loadConfig } from "./config.ts";
+export { type CaConfig, ConfigError, ENV_OVERRIDES, loadConfig } from "./config.ts";
 export { type ConfigSources, type RawConfig } from "../internal/mod.ts";
 export {
-  authorityIdOf,
   type AuthorityRecord,
   type KeyManager,
   MemoryKeyManager,
@@ -58,7 +55,6 @@ export {
 export { FileKeyManager, KeyFileError } from "./keys/file-key-manager.ts";
 export { nodeCryptoProvider, nodeSigner } from "./keys/node-crypto.ts";
 export {
-  clientAddress,
   clientCertificate,
   listen,
   type Listener,
@@ -71,7 +67,6 @@ export {
   CaMetrics,
   type GroupFacts,
   type GroupMetrics,
-  mergeSnapshots,
   type MetricsSnapshot,
   renderMetrics,
 } from "./metrics.ts";
@@ -83,17 +78,14 @@ export {
   type LeasableRateLimit,
   type Lease,
   type LeaseCharge,
-  LocallyFilteredRateLimit,
   type RateLimit,
   RateLimiter,
   type RateLimitOptions,
   type RateVerdict,
-  requestCharges,
 } from "./rate-limit.ts";
 export { LeasedRateLimit, type LeasedRateLimitOptions } from "./leased-rate-limit.ts";
-export { MAX_BODY_BYTES } from "./request-body.ts";
 export { runCaServer } from "./workers.ts";
-export { boundedDetails, CaService, type CaServiceOptions, type IssuanceResult } from "./service.ts";
+export { CaService, type CaServiceOptions, type IssuanceResult } from "./service.ts";
 export { buildAuthenticators, initRoot, loadAuthorities, openKeyManager, openStore } from "./from-config.ts";
 export { FileStore, type FileStoreOptions } from "./store/file-store.ts";
 export { PostgresStore, type PostgresStoreOptions } from "./store/postgres-store.ts";
@@ -114,12 +106,12 @@ export {
   StoreError,
 } from "./store/store.ts";
 export {
+  type KubeConfigLike,
   KubernetesApi,
   KubernetesApiError,
   type KubernetesApiOptions,
   KubernetesClientMissing,
   type KubernetesStatus,
-  loadKubernetesClient,
   type ObjectMeta,
   type WatchEvent,
 } from "../internal/mod.ts";
@@ -133,7 +125,6 @@ export {
   type ServiceAccountTokenAuthenticatorOptions,
 } from "./kubernetes/token-authenticator.ts";
 export {
-  secretNameOf,
   ServiceAccountSecretsController,
   type ServiceAccountSecretsOptions,
   SVID_SECRET_TYPE,

@@ -159,8 +159,8 @@ export class CaService {
   }
 
   /**
-   * Appends an audit event, its strings bounded ({@link boundedDetails}). A request whose audit
-   * entry cannot be written fails with it.
+   * Appends an audit event, its strings bounded (each cut to 256 characters, at any depth). A
+   * request whose audit entry cannot be written fails with it.
    */
   async audit(action: string, requester: string, details: Record<string, unknown>): Promise<void> {
     await this.#o.store.appendAudit({

@@ -7,7 +7,7 @@
  *
  * @example
  * ```ts
- * import { writeFileAtomic } from "meshauth/agent";
+ * import { writeFileAtomic } from "../internal/mod.ts";
  * await writeFileAtomic("/run/svid/svid_key.pem", keyPem, 0o600);
  * ```
  * @module

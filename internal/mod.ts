@@ -1,6 +1,6 @@
 /**
  * The internal entry: what `ca-server/` and `agent/` share that is not meshauth's public API.
- * Core helpers they need beyond `mod.ts` (argument checks, codecs, the WebCrypto signer and
+ * Core helpers they need beyond `mod.ts` (codecs, the WebCrypto signer and
  * provider), authority ids, durable file replacement, the JSON logger, the configuration
  * reader and Prometheus metrics. The package's `exports` do not
  * name it, so users cannot depend on it; the build links it to the same core as `mod.ts`, so
@@ -9,10 +9,9 @@
  * @module
  */
 
-export { optionsOf } from "../lib/errors.ts";
 export { type KeyRequest, parseKeyRequest, publicKeyAlgorithm } from "../lib/csr.ts";
 export { bytesEqual, fromBase64Url, fromHex, toBase64Url, toHex } from "../lib/encoding.ts";
-export { keySigner, signatureScheme } from "../lib/x509/signature.ts";
+export { keySigner } from "../lib/x509/signature.ts";
 export { webCryptoProvider } from "../lib/x509/crypto-provider.ts";
 export { authorityIdOf } from "./authority-id.ts";
 export { peerChain, type PeerChainLimits } from "./peer-chain.ts";
@@ -28,14 +27,14 @@ export {
 } from "./config-file.ts";
 export { Counter, Gauge, Histogram, type Labels, type Metric, MetricsRegistry } from "./prometheus.ts";
 export {
+  type KubeConfigLike,
   KubernetesApi,
   KubernetesApiError,
   type KubernetesApiOptions,
   KubernetesClientMissing,
   type KubernetesStatus,
   type ListResult,
-  loadKubernetesClient,
   type ObjectMeta,
   type WatchEvent,
 } from "./kubernetes/api.ts";
-export { keyOf, Reflector, type ReflectorHandler, type ReflectorOptions } from "./kubernetes/reflector.ts";
+export { Reflector, type ReflectorHandler, type ReflectorOptions } from "./kubernetes/reflector.ts";

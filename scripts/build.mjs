@@ -79,12 +79,10 @@ async function buildNode(entry, keepNames) {
     plugins: entry.core ? [] : [importCoreFromDist(outfile)],
   });
   // The bin must stay executable when a checkout rebuilds it (`npm run build`): npm sets the bit
-  // only when it installs, and `npx meshauth` would fail with "Permission denied".
+  // only when it installs, and `npx meshauth` or the path itself would fail with "Permission denied".
   if (entry.banner) chmodSync(outfile, 0o755);
   // One copy of the core per install: `instanceof MeshAuthError` and SpiffeId values must mean
   // the same in "meshauth" and in "meshauth/ca-server".
-  // The CLI runs as a program (npx meshauth, or the path itself) in a checkout too.
-  if (entry.banner) chmodSync(outfile, 0o755);
   const copied = Object.keys(result.metafile.inputs).filter((f) =>
     f === "mod.ts" || f.startsWith("lib/") || f.startsWith("internal/")
   );
@@ -276,12 +274,12 @@ function verifyConsumer() {
         `TrustBundle.fromJwks({ keys: [] });`,
         // The subpath packages, when built, resolve with their types too.
         ...subpaths.map((sub, i) => `export * as subpath${i} from "meshauth/${sub}";`),
-        // A re-export from the shared node/ folder resolves with its types as well.
+        // A re-export from internal/ (KubernetesApi) resolves with its types as well.
         ...(subpaths.includes("agent")
           ? [
-            `import { writeFileAtomic } from "meshauth/agent";`,
-            `// @ts-expect-error writeFileAtomic takes a path first`,
-            `writeFileAtomic(1, "x", 0o600);`,
+            `import { KubernetesApi } from "meshauth/agent";`,
+            `// @ts-expect-error KubernetesApi takes a kubeconfig, not a number`,
+            `export const api = new KubernetesApi(1);`,
           ]
           : []),
         ``,

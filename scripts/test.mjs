@@ -86,7 +86,6 @@ function steps() {
     ...files("examples", /\.ts$/),
     ...files("ca-server", /\.ts$/),
     ...files("agent", /\.ts$/),
-    ...files("node", /\.ts$/),
   ]
     .filter((f, i, all) => existsSync(join(root, f)) && all.indexOf(f) === i);
   const list = [

@@ -345,7 +345,8 @@ async function openCurrent(
 /**
  * Reads the named files of the current generation, resolving `..data` once, so that the files
  * answered belong together. Undefined when nothing was delivered, a file is missing or is not
- * a regular file, or the directory fails the checks of {@link prepareDirectory}.
+ * a regular file, or the directory is not safe to deliver into (a symlink or a directory group
+ * or others can write, from the delivery root down).
  */
 export async function readGeneration(
   directory: string,
@@ -422,8 +423,8 @@ export async function isDelivered(
 /**
  * Removes everything {@link writeGeneration} made in `directory` (visible links, `..data`,
  * generations), never following a symlink, then the directory itself if nothing else is left
- * in it. A directory that fails the checks of {@link prepareDirectory} is refused and left as
- * it is.
+ * in it. A directory that is not safe to deliver into (a symlink or a directory group or others
+ * can write, from the delivery root down) is refused and left as it is.
  */
 export async function removeDelivery(directory: string, options: DirectoryOptions = {}): Promise<void> {
   let dir: DirectoryHandle;

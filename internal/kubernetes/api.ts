@@ -40,14 +40,27 @@ let clientNode: Promise<typeof import("@kubernetes/client-node")> | undefined;
 /**
  * Loads `@kubernetes/client-node` on first use. It is heavy (tens of megabytes of generated
  * models) and only the Kubernetes integration needs it, so it is an optional peer dependency
- * that `meshauth/ca-server` never imports up front.
+ * that `meshauth/ca-server` never imports up front. Not exported: its type names the package,
+ * which a user without it could not resolve in meshauth's declarations.
  */
-export function loadKubernetesClient(): Promise<typeof import("@kubernetes/client-node")> {
+function loadKubernetesClient(): Promise<typeof import("@kubernetes/client-node")> {
   clientNode ??= import("@kubernetes/client-node").catch((cause) => {
     clientNode = undefined;
     throw new KubernetesClientMissing({ cause });
   });
   return clientNode;
+}
+
+/**
+ * What {@link KubernetesApi} uses of a `@kubernetes/client-node` `KubeConfig` (which has this
+ * shape). Declared here so that meshauth's published types never name the optional peer: a
+ * TypeScript user without it must still type-check them with `skipLibCheck` off.
+ */
+export interface KubeConfigLike {
+  /** The cluster of the current context, or null when the kubeconfig names none. */
+  getCurrentCluster(): { server: string } | null;
+  /** Adds the current user's credentials (token, client certificate) and the cluster's CA to `options`. */
+  applyToHTTPSOptions(options: RequestOptions): Promise<void>;
 }
 
 /** Where the API server is and who the CA is to it. */
@@ -157,11 +170,14 @@ const MAX_RESPONSE_BYTES = 64 * 1024 * 1024;
 export class KubernetesApi {
   readonly #agent: HttpsAgent | HttpAgent;
   readonly #timeoutMs: number;
-  readonly #kubeConfig: KubeConfig;
+  readonly #kubeConfig: KubeConfigLike;
   #watch?: Promise<Watch>;
 
-  /** A client for the cluster `kubeConfig` names as current; each request times out after `requestTimeoutMs` (10 s). */
-  constructor(kubeConfig: KubeConfig, options: { requestTimeoutMs?: number } = {}) {
+  /**
+   * A client for the cluster `kubeConfig` (a `@kubernetes/client-node` `KubeConfig`) names as
+   * current; each request times out after `requestTimeoutMs` (10 s).
+   */
+  constructor(kubeConfig: KubeConfigLike, options: { requestTimeoutMs?: number } = {}) {
     this.#kubeConfig = kubeConfig;
     const cluster = kubeConfig.getCurrentCluster();
     if (!cluster) throw new Error("the kubeconfig names no current cluster");
@@ -231,7 +247,7 @@ export class KubernetesApi {
     onEvent: (event: WatchEvent) => void,
     onDone: (err: (Error & { statusCode?: number }) | null) => void,
   ): Promise<AbortController> {
-    this.#watch ??= loadKubernetesClient().then(({ Watch }) => new Watch(this.#kubeConfig));
+    this.#watch ??= loadKubernetesClient().then(({ Watch }) => new Watch(this.#kubeConfig as KubeConfig));
     return (await this.#watch).watch(
       path,
       query,

@@ -10,12 +10,12 @@ import { createServer, type Server } from "node:https";
 import { readFile, rename, utimes, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { KubeConfig } from "@kubernetes/client-node";
 import { exportJWK, generateKeyPair, SignJWT } from "jose";
 import {
   fetchTrustingCa,
   KubernetesApi,
   KubernetesAuthenticator,
-  loadKubernetesClient,
   type Problem,
   ServiceAccountTokenAuthenticator,
 } from "../../ca-server/mod.ts";
@@ -317,7 +317,6 @@ describe("the Kubernetes integration's token authenticator, with its API server 
     const port = await new Promise<number>((resolve) =>
       apiServer.listen(0, "127.0.0.1", () => resolve((apiServer.address() as { port: number }).port))
     );
-    const { KubeConfig } = await loadKubernetesClient();
     const kubeConfig = new KubeConfig();
     kubeConfig.loadFromOptions({
       clusters: [{ name: "test", server: `http://127.0.0.1:${port}`, skipTLSVerify: true }],

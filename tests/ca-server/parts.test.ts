@@ -15,7 +15,6 @@ import {
 import {
   Authorities,
   ConfigError,
-  constantTimeEqual,
   createJoinToken,
   FileKeyManager,
   FileStore,
@@ -26,6 +25,7 @@ import {
   RateLimiter,
   staticNodeWorkloads,
 } from "../../ca-server/mod.ts";
+import { constantTimeEqual } from "../../ca-server/auth/join-token.ts";
 import { tempDir } from "./helpers.ts";
 
 describe("loadConfig", () => {

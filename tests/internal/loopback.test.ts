@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { isLoopbackHost } from "../../internal/mod.ts";
-import { isLoopback } from "../../ca-server/mod.ts";
+import { isLoopback } from "../../ca-server/config.ts";
 
 const LOOPBACK = [
   "localhost",

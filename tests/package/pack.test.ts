@@ -84,6 +84,48 @@ describe("the published package", { timeout: 300_000 }, () => {
     assert.equal(stdout.trim(), "ERR_MESHAUTH");
   });
 
+  it("type-checks for a TypeScript user without the optional peers, library checks on", async () => {
+    // skipLibCheck false checks every .d.ts the entries reach: a declaration that names
+    // @kubernetes/client-node or @grpc/grpc-js (optional peers, absent here) fails with TS2307.
+    const consumer = join(project, "consumer.ts");
+    await writeFile(
+      consumer,
+      [
+        `import { SpiffeId } from "meshauth";`,
+        `export * as core from "meshauth";`,
+        `export * as caServer from "meshauth/ca-server";`,
+        `export * as agent from "meshauth/agent";`,
+        `// @ts-expect-error SpiffeId.parse returns a SpiffeId, not a number (the types are not \`any\`)`,
+        `export const notANumber: number = SpiffeId.parse("spiffe://example.org/x");`,
+        ``,
+      ].join("\n"),
+    );
+    const config = join(project, "tsconfig.json");
+    await writeFile(
+      config,
+      JSON.stringify({
+        compilerOptions: {
+          target: "ES2022",
+          module: "NodeNext",
+          moduleResolution: "NodeNext",
+          lib: ["ES2023", "DOM"],
+          strict: true,
+          noEmit: true,
+          skipLibCheck: false,
+          types: ["node"],
+          typeRoots: [join(ROOT, "node_modules/@types")],
+        },
+        files: ["consumer.ts"],
+      }),
+    );
+    const tsc = join(ROOT, "node_modules/.bin/tsc");
+    const checked = await run(tsc, ["-p", config], { cwd: project, maxBuffer: 64 * 1024 * 1024 }).then(
+      () => "",
+      (err) => String(err.stdout) + String(err.stderr),
+    );
+    assert.equal(checked, "");
+  });
+
   it("runs its CLI with the user's Node, and brings no runtime binaries", async (t) => {
     const modules = join(project, "node_modules");
     const installed = await packagesIn(modules);

@@ -34,8 +34,11 @@ export class GrpcMissing extends MeshAuthError {
 
 let grpcModule: Promise<typeof import("@grpc/grpc-js")> | undefined;
 
-/** Loads `@grpc/grpc-js` on first use. */
-export function loadGrpc(): Promise<typeof import("@grpc/grpc-js")> {
+/**
+ * Loads `@grpc/grpc-js` on first use. Not exported: its type names the package, which a user
+ * without it could not resolve in meshauth's declarations.
+ */
+function loadGrpc(): Promise<typeof import("@grpc/grpc-js")> {
   grpcModule ??= import("@grpc/grpc-js").catch((cause) => {
     grpcModule = undefined;
     throw new GrpcMissing({ cause });

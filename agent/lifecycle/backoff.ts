@@ -57,3 +57,38 @@ export class Backoff {
     this.#failures = 0;
   }
 }
+
+/** A still-valid certificate's renewal is retried at least this often, as a fraction of its life left. */
+export const RETRY_FRACTION_OF_LIFE_LEFT = 0.1;
+/** ... but not more often than this, so an outage near a certificate's end is not a tight loop. */
+export const MIN_RENEWAL_RETRY_MS = 1000;
+
+/** What a failed renewal attempt tells {@link renewalRetryWait}. */
+export interface RenewalFailure {
+  /** The CA's `Retry-After`, in milliseconds (0: none). */
+  retryAfterMs: number;
+  /** The CA refused (a 4xx other than 408 and 429): the `Retry-After`, if any, is not pacing. */
+  isRefusal?: boolean;
+  /** Wait at least this long (a refusal's slower pace), unless the certificate needs it sooner. */
+  atLeastMs?: number;
+  /** What is left of the certificate in use (≤ 0 or undefined: none valid). */
+  certificateMsLeft?: number;
+}
+
+/**
+ * How long to wait before the next attempt to renew, the one rule the agent (and the fleet
+ * bench's simulated agent) follow: a `Retry-After` on an answer that is not a refusal (429,
+ * 503) is paced ({@link Backoff.pace}); anything else counts a failure ({@link Backoff.next}).
+ * A certificate still valid is retried within a tenth of what is left of it, at least
+ * {@link MIN_RENEWAL_RETRY_MS} apart: a backoff grown during an outage, or a long Retry-After,
+ * would otherwise let it expire between two attempts. The CA checks its rate limits before it
+ * reads a request's body, so these retries cost it little when it is busy.
+ */
+export function renewalRetryWait(backoff: Backoff, failure: RenewalFailure): number {
+  const wait = !failure.isRefusal && failure.retryAfterMs > 0
+    ? backoff.pace(failure.retryAfterMs)
+    : backoff.next(Math.max(failure.retryAfterMs, failure.atLeastMs ?? 0));
+  const msLeft = failure.certificateMsLeft ?? 0;
+  if (msLeft <= 0) return wait;
+  return Math.min(wait, Math.max(MIN_RENEWAL_RETRY_MS, Math.floor(msLeft * RETRY_FRACTION_OF_LIFE_LEFT)));
+}

@@ -18,7 +18,7 @@ import { credentialFiles } from "../delivery/layouts.ts";
 import { type HeldSvid, obtainSvid } from "../issuance.ts";
 import { type AgentMetrics, EXPIRY_WARNING_FRACTION } from "../metrics.ts";
 import type { WorkloadSpec } from "../sources/source.ts";
-import { Backoff, type BackoffOptions } from "./backoff.ts";
+import { Backoff, type BackoffOptions, renewalRetryWait } from "./backoff.ts";
 import type { CaClock } from "./ca-clock.ts";
 import { causeOf, isRefusal, messageOf, retryAfterMs } from "./failure.ts";
 import { renewalMoment, usableFrom } from "./renewal.ts";
@@ -28,10 +28,6 @@ import type { RenewalOptions, TrustBundle } from "../../mod.ts";
 
 /** How long a new workload's refusals are retried at the normal backoff rather than the slowest. */
 const JUST_ADDED_MS = 30_000;
-/** A still-valid certificate's renewal is retried at least this often, as a fraction of its life left. */
-const RETRY_FRACTION_OF_LIFE_LEFT = 0.1;
-/** ... but never more often than this, so an outage near expiry is not a tight loop. */
-const MIN_RETRY_MS = 1000;
 
 /** What every workload's lifecycle shares. */
 export interface LifecycleContext {
@@ -383,20 +379,14 @@ export class WorkloadCredential {
     // workload just added: a pod the agent saw scheduled may reach the CA's view of the node
     // a moment later, and its first certificate should not wait half a minute for that.
     const isJustAdded = !this.#held && Date.now() - this.#addedAt < JUST_ADDED_MS;
-    const askedMs = retryAfterMs(err);
-    let wait = !refused && askedMs > 0 ? this.#issueBackoff.pace(askedMs) : this.#issueBackoff.next(
-      Math.max(askedMs, refused && !isJustAdded ? (this.#ctx.backoff?.maxMs ?? 60_000) / 2 : 0),
-    );
     const current = this.#delivered;
-    // A certificate still in use is retried at least every tenth of what is left of it (at
-    // least every second), or a backoff grown during an outage, or a long Retry-After, would
-    // let it expire between two attempts. A CA's rate limits answer such retries with a 429
-    // before reading the body, so this costs it little.
     const validUntil = current?.notAfter.getTime() ?? this.#held?.expiresAt.getTime();
-    const msLeft = validUntil === undefined ? 0 : validUntil - this.#caNow();
-    if (msLeft > 0) {
-      wait = Math.min(wait, Math.max(MIN_RETRY_MS, Math.floor(msLeft * RETRY_FRACTION_OF_LIFE_LEFT)));
-    }
+    const wait = renewalRetryWait(this.#issueBackoff, {
+      retryAfterMs: retryAfterMs(err),
+      isRefusal: refused,
+      atLeastMs: refused && !isJustAdded ? (this.#ctx.backoff?.maxMs ?? 60_000) / 2 : 0,
+      certificateMsLeft: validUntil === undefined ? undefined : validUntil - this.#caNow(),
+    });
     const fields = {
       workload: this.name,
       spiffeId: this.#spec.spiffeId.toString(),

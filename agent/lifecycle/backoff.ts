@@ -1,8 +1,10 @@
 /**
  * Retrying a failed renewal: capped exponential backoff with jitter. The n-th consecutive
  * failure waits between half and all of `min(max, initial * 2^n)`, so a fleet that failed
- * together (a CA outage) does not come back together, and a CA that asks for a pause
- * (`Retry-After`) gets at least that.
+ * together (a CA outage) does not come back together. A CA that answers `Retry-After` (429,
+ * 503) is pacing its clients, not failing: {@link Backoff.pace} waits what it asked plus a
+ * little jitter and does not count a failure, so a workload that failed a few times during an
+ * outage is not sent to the back of the line (30 to 60 s) by a CA that asked for 1 s.
  *
  * @module
  */
@@ -38,8 +40,55 @@ export class Backoff {
     return Math.max(wait, Math.min(atLeastMs, max * 10));
   }
 
+  /**
+   * The CA asked to come back in `retryAfterMs` (`Retry-After`): that plus up to a quarter of
+   * it (at most 1 s) of jitter, so the clients it paced together do not return together. Not a
+   * failure: the backoff does not grow.
+   */
+  pace(retryAfterMs: number): number {
+    const max = this.options.maxMs ?? 60_000;
+    const asked = Math.min(Math.max(0, retryAfterMs), max * 10);
+    const jitter = Math.min(asked / 4, 1000) * (this.options.random ?? Math.random)();
+    return Math.floor(asked + jitter);
+  }
+
   /** Records a success: the next failure starts from the first step again. */
   reset(): void {
     this.#failures = 0;
   }
+}
+
+/** A still-valid certificate's renewal is retried at least this often, as a fraction of its life left. */
+export const RETRY_FRACTION_OF_LIFE_LEFT = 0.1;
+/** ... but not more often than this, so an outage near a certificate's end is not a tight loop. */
+export const MIN_RENEWAL_RETRY_MS = 1000;
+
+/** What a failed renewal attempt tells {@link renewalRetryWait}. */
+export interface RenewalFailure {
+  /** The CA's `Retry-After`, in milliseconds (0: none). */
+  retryAfterMs: number;
+  /** The CA refused (a 4xx other than 408 and 429): the `Retry-After`, if any, is not pacing. */
+  isRefusal?: boolean;
+  /** Wait at least this long (a refusal's slower pace), unless the certificate needs it sooner. */
+  atLeastMs?: number;
+  /** What is left of the certificate in use (≤ 0 or undefined: none valid). */
+  certificateMsLeft?: number;
+}
+
+/**
+ * How long to wait before the next attempt to renew, the one rule the agent (and the fleet
+ * bench's simulated agent) follow: a `Retry-After` on an answer that is not a refusal (429,
+ * 503) is paced ({@link Backoff.pace}); anything else counts a failure ({@link Backoff.next}).
+ * A certificate still valid is retried within a tenth of what is left of it, at least
+ * {@link MIN_RENEWAL_RETRY_MS} apart: a backoff grown during an outage, or a long Retry-After,
+ * would otherwise let it expire between two attempts. The CA checks its rate limits before it
+ * reads a request's body, so these retries cost it little when it is busy.
+ */
+export function renewalRetryWait(backoff: Backoff, failure: RenewalFailure): number {
+  const wait = !failure.isRefusal && failure.retryAfterMs > 0
+    ? backoff.pace(failure.retryAfterMs)
+    : backoff.next(Math.max(failure.retryAfterMs, failure.atLeastMs ?? 0));
+  const msLeft = failure.certificateMsLeft ?? 0;
+  if (msLeft <= 0) return wait;
+  return Math.min(wait, Math.max(MIN_RENEWAL_RETRY_MS, Math.floor(msLeft * RETRY_FRACTION_OF_LIFE_LEFT)));
 }

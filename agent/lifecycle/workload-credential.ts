@@ -18,7 +18,7 @@ import { credentialFiles } from "../delivery/layouts.ts";
 import { type HeldSvid, obtainSvid } from "../issuance.ts";
 import { type AgentMetrics, EXPIRY_WARNING_FRACTION } from "../metrics.ts";
 import type { WorkloadSpec } from "../sources/source.ts";
-import { Backoff, type BackoffOptions } from "./backoff.ts";
+import { Backoff, type BackoffOptions, renewalRetryWait } from "./backoff.ts";
 import type { CaClock } from "./ca-clock.ts";
 import { causeOf, isRefusal, messageOf, retryAfterMs } from "./failure.ts";
 import { renewalMoment, usableFrom } from "./renewal.ts";
@@ -379,10 +379,14 @@ export class WorkloadCredential {
     // workload just added: a pod the agent saw scheduled may reach the CA's view of the node
     // a moment later, and its first certificate should not wait half a minute for that.
     const isJustAdded = !this.#held && Date.now() - this.#addedAt < JUST_ADDED_MS;
-    const wait = this.#issueBackoff.next(
-      Math.max(retryAfterMs(err), refused && !isJustAdded ? (this.#ctx.backoff?.maxMs ?? 60_000) / 2 : 0),
-    );
     const current = this.#delivered;
+    const validUntil = current?.notAfter.getTime() ?? this.#held?.expiresAt.getTime();
+    const wait = renewalRetryWait(this.#issueBackoff, {
+      retryAfterMs: retryAfterMs(err),
+      isRefusal: refused,
+      atLeastMs: refused && !isJustAdded ? (this.#ctx.backoff?.maxMs ?? 60_000) / 2 : 0,
+      certificateMsLeft: validUntil === undefined ? undefined : validUntil - this.#caNow(),
+    });
     const fields = {
       workload: this.name,
       spiffeId: this.#spec.spiffeId.toString(),

@@ -11,7 +11,7 @@
 //
 // Renewal storm: the replicas stop, and the fleet lives through --outage-minutes without them
 // in simulated time: every workload whose renewal came due meanwhile tried, failed (a refused
-// connection: no Retry-After) and backed off with the agent's own Backoff, again and again
+// connection: no Retry-After) and backed off with the agent's own renewalRetryWait, again and again
 // until the outage's end; then the simulated clock jumps ahead by the outage and the replicas
 // start again, into the attempts the replay scheduled. Compressing the outage is faithful
 // because during it nothing reaches the CA: the only effect of those 30 minutes is each
@@ -30,6 +30,7 @@ import pg from "pg";
 import { generateKeyPair, SpiffeId } from "../../mod.ts";
 import { createJoinToken, initRoot, loadConfig, openKeyManager, PostgresStore } from "../../ca-server/mod.ts";
 import { Backoff, CaClient, type CaCredential, obtainSvid } from "../../agent/mod.ts";
+import { renewalRetryWait } from "../../agent/lifecycle/backoff.ts";
 import { startPostgres } from "../../tests/ca-server/postgres.ts";
 import { httpsCall } from "../../tests/faults/support.ts";
 import { type AttemptRecord, SimClock, SimulatedAgent, type SimWorkload } from "./simulated-agent.ts";
@@ -450,9 +451,10 @@ try {
     let dueDuringOutage = 0;
     for (const w of workloads) {
       if (w.dueAt < outageEnd) dueDuringOutage++;
-      // Each attempt meets a refused connection: no Retry-After, the agent's backoff alone.
+      // Each attempt meets a refused connection: no Retry-After, the agent's backoff, bounded
+      // by what is left of the certificate, as the agent's renewalRetryWait.
       while (w.dueAt < outageEnd) {
-        w.dueAt += w.backoff.next(0);
+        w.dueAt += renewalRetryWait(w.backoff, { retryAfterMs: 0, certificateMsLeft: w.notAfter - w.dueAt });
         failedDuringOutage++;
       }
     }

@@ -1,5 +1,6 @@
 // A simulated node agent: the real agent's renewal logic (renewalMoment with its jitter,
-// Backoff with its jitter, the CA's Retry-After, eight issuances under way at once, one
+// renewalRetryWait (Backoff with its jitter, the CA's Retry-After paced, a certificate near
+// its end retried within a tenth of its life left), eight issuances under way at once, one
 // CaClient with one keep-alive mTLS connection as the node), for workloads that are rows in
 // memory rather than directories. Each renewal sends a fresh CSR (signed with one of a pool of
 // keys: what the CA does with it, parse, verify and sign, is the same as for a new key).
@@ -17,7 +18,8 @@ import {
   ConcurrencyLimit,
   renewalMoment,
 } from "../../agent/mod.ts";
-import { retryAfterMs } from "../../agent/lifecycle/failure.ts";
+import { renewalRetryWait } from "../../agent/lifecycle/backoff.ts";
+import { isRefusal, retryAfterMs } from "../../agent/lifecycle/failure.ts";
 import type { RenewalOptions } from "../../mod.ts";
 
 /** Real time plus an offset: how the storm compresses the CA's outage. */
@@ -108,7 +110,11 @@ export class SimulatedAgent {
           outcome,
           problem: err instanceof CaRequestFailed ? err.problemCode : (err as Error).message,
         });
-        workload.dueAt = o.clock.now() + workload.backoff.next(retryAfterMs(err));
+        workload.dueAt = o.clock.now() + renewalRetryWait(workload.backoff, {
+          retryAfterMs: retryAfterMs(err),
+          isRefusal: isRefusal(err),
+          certificateMsLeft: workload.notAfter - o.clock.now(),
+        });
       }
     }, { priority: workload.notAfter - o.clock.offsetMs });
   }

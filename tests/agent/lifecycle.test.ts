@@ -3,7 +3,8 @@
 // (owner, mode, combined file), workloads added and removed while the node identity cannot be
 // obtained, a stop in the middle of the node's bootstrap, a revoked certificate while writes
 // fail, entries outside the delivery roots, and directories that are one directory by another
-// name.
+// name; and how soon a failed renewal is tried again (the CA's Retry-After is pacing, not a
+// failure; a certificate near its end is retried often enough to renew before it).
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
@@ -26,7 +27,10 @@ import { join } from "node:path";
 import { SpiffeId } from "../../mod.ts";
 import {
   type AgentEvent,
+  type BackoffOptions,
   CaClient,
+  type CaCredential,
+  CaRequestFailed,
   NodeAgent,
   StaticSource,
   type WorkloadSink,
@@ -87,7 +91,8 @@ function newAgent(
     sources: WorkloadSource[];
     token?: string;
     roots?: string[];
-    backoff?: { initialMs: number; maxMs: number };
+    backoff?: BackoffOptions;
+    client?: CaClient;
   },
 ) {
   const logs = recordingLogger();
@@ -96,7 +101,7 @@ function newAgent(
     trustDomain: TRUST_DOMAIN,
     nodeName: "node-a",
     bootstrapToken: () => options.token ?? "unused.token",
-    client: new CaClient({ url: ca.url, caCertificatesPem: ca.bundlePem, timeoutMs: 2000 }),
+    client: options.client ?? new CaClient({ url: ca.url, caCertificatesPem: ca.bundlePem, timeoutMs: 2000 }),
     trustBundlePem: ca.bundlePem,
     stateDir: options.stateDir,
     sources: options.sources,
@@ -124,6 +129,97 @@ const counter = (agent: NodeAgent, line: string) => {
   const found = agent.metrics.render().split("\n").find((l) => l.startsWith(`${line} `));
   return found ? Number(found.slice(line.length + 1)) : 0;
 };
+
+/**
+ * A real client to a real CA that answers the node's next workload issuances with the errors in
+ * `answers` first (the node's own bootstrap, by token, goes through).
+ */
+class ScriptedClient extends CaClient {
+  answers: CaRequestFailed[] = [];
+  override requestCertificate(
+    csrPem: string,
+    credential: CaCredential,
+    options?: { ttlSeconds?: number; signal?: AbortSignal },
+  ): ReturnType<CaClient["requestCertificate"]> {
+    const answer = credential.kind === "mtls" ? this.answers.shift() : undefined;
+    return answer ? Promise.reject(answer) : super.requestCertificate(csrPem, credential, options);
+  }
+}
+
+const rateLimited = (retryAfterSeconds?: number) =>
+  new CaRequestFailed(429, "ERR_RATE_LIMITED", "too many issuances", retryAfterSeconds);
+const unavailable = () => new CaRequestFailed(503, "ERR_NOT_READY", "the store is not answering");
+
+describe("retrying a failed issuance", () => {
+  let ca: TestCa;
+  let dir: { path: string; remove(): Promise<void> };
+
+  before(async () => {
+    ca = await startTestCa({ "node-a": ["paced", "near"].map((n) => idOf(n).toString()) });
+    dir = await tempDir();
+  });
+  after(async () => {
+    await ca?.remove();
+    await dir?.remove();
+  });
+
+  const failures = (logs: ReturnType<typeof recordingLogger>) =>
+    logs.entries.filter((e) => e.msg === "obtaining the workload's certificate failed");
+
+  test("429 with Retry-After: 1 is asked again after about 1 s each time: the backoff does not grow", async () => {
+    const client = new ScriptedClient({ url: ca.url, caCertificatesPem: ca.bundlePem, timeoutMs: 2000 });
+    client.answers = [1, 2, 3, 4].map(() => rateLimited(1));
+    // The longest draw of the backoff: had each 429 counted as a failure, the waits would have
+    // been 1, 2, 4 and 8 s.
+    const { agent, logs } = newAgent(ca, {
+      root: dir.path,
+      stateDir: join(dir.path, "state-paced"),
+      sources: [new StaticSource([workload("paced", join(dir.path, "paced"))])],
+      token: await ca.nodeToken("node-a"),
+      backoff: { initialMs: 1000, maxMs: 60_000, random: () => 0.999 },
+      client,
+    });
+    await agent.start();
+    try {
+      await waitFor("four 429s", () => failures(logs).length >= 4, 15_000);
+      assert.deepEqual(failures(logs).map((e) => e.retryInSeconds), [1, 1, 1, 1]);
+      await waitFor("the certificate once the CA takes it", () => agent.readiness().isReady, 5_000);
+    } finally {
+      await agent.stop();
+      await client.close();
+    }
+  });
+
+  test("a certificate near its end is retried within a tenth of its life left, not on a backoff or Retry-After past it", async () => {
+    const client = new ScriptedClient({ url: ca.url, caCertificatesPem: ca.bundlePem, timeoutMs: 2000 });
+    // Without the bound: 30 s for the 503 (the backoff's longest draw), then 30 s as asked.
+    const { agent, logs } = newAgent(ca, {
+      root: dir.path,
+      stateDir: join(dir.path, "state-near"),
+      sources: [new StaticSource([workload("near", join(dir.path, "near"), { ttlSeconds: 10 })])],
+      token: await ca.nodeToken("node-a"),
+      backoff: { initialMs: 60_000, maxMs: 60_000, random: () => 0.999 },
+      client,
+    });
+    await agent.start();
+    try {
+      await waitFor("first delivery", () => agent.readiness().isReady);
+      const first = agent.workloads()[0];
+      client.answers = [unavailable(), rateLimited(30)];
+      const notAfter = new Date(agent.svid("near")!.expiresAt).getTime();
+      await waitFor(
+        "a renewal before the first certificate expires",
+        () => agent.workloads()[0].serialNumber !== first.serialNumber,
+        Math.max(0, notAfter - Date.now()),
+      );
+      assert.deepEqual(failures(logs).map((e) => e.retryInSeconds), [1, 1]);
+      assert.ok(agent.readiness().isReady);
+    } finally {
+      await agent.stop();
+      await client.close();
+    }
+  });
+});
 
 describe("restarts", () => {
   let ca: TestCa;

@@ -3,8 +3,9 @@
 // refused). While it is away every request is answered, within a bound, with `503` and a
 // problem body (`ERR_NOT_READY`, `Retry-After`); the replicas recover by themselves once it is
 // back; and every issuance they acknowledged is in the database. The short variant keeps it
-// away 3 s (restarted) and 9 s (unreachable: a statement waits 6 s for an answer before the CA
-// gives up on it, so a shorter partition is only a delay); MESHAUTH_FAULTS=long, 30 s each.
+// away 2 s (restarted) and 8 s (unreachable: past the store's 5 s timeout, `statementTimeoutMs`,
+// for a connection or a statement, so the waiting requests' 503 is seen; a shorter partition is
+// only a delay); MESHAUTH_FAULTS=long, 30 s each.
 import assert from "node:assert/strict";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";

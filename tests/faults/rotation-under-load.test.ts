@@ -7,7 +7,8 @@
 // root in every agent's bundle), activate (it signs; every workload moves to it) and retire
 // (the old one leaves the bundle once all it issued has expired). Zero failed requests,
 // renewals or deliveries; the test prints the overlap each step used. Lifetimes are scaled
-// down (a 10 s longest certificate instead of days) so a rotation takes seconds.
+// down (a longest certificate of 8 s, 60 s with MESHAUTH_FAULTS=long, instead of days) so a
+// rotation takes seconds.
 import assert from "node:assert/strict";
 import { createPublicKey, X509Certificate } from "node:crypto";
 import { writeFile } from "node:fs/promises";

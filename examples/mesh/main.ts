@@ -33,7 +33,7 @@ import {
   WORKLOADS,
   writeMeshFiles,
 } from "./layout.ts";
-import { createSocketsDir, removeDeadSocketsDirs } from "./sockets-dir.ts";
+import { createSocketsDir, isAlive, removeDeadSocketsDirs } from "./sockets-dir.ts";
 import { type Mesh, playStory } from "./story.ts";
 import { Terminal } from "./terminal.ts";
 
@@ -182,15 +182,6 @@ async function lockState(root: string): Promise<() => Promise<void>> {
     await rm(path, { force: true });
   }
   throw new Error(`cannot take ${path}: another npm start keeps taking it`);
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "EPERM";
-  }
 }
 
 async function main(): Promise<number> {

@@ -48,7 +48,7 @@ export async function removeDeadSocketsDirs(parent: string = tmpdir()): Promise<
 }
 
 /** True while `pid` names a process (one of another user's counts: EPERM). */
-function isAlive(pid: number): boolean {
+export function isAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;

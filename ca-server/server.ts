@@ -148,6 +148,15 @@ async function servingCredentials(
  * Checks, opening nothing, what would stop {@link startCaServer} at once: no authority that
  * signs now, and a listen address that cannot be taken.
  */
+/**
+ * When a failed renewal of the CA's serving certificate is tried again: within a tenth of what
+ * the served certificate has left (so a short one is retried several times before it expires),
+ * at most a minute on and at least a second.
+ */
+export function servingRetryDelayMs(notAfter: Date, now: number): number {
+  return Math.max(1000, Math.min(60_000, (notAfter.getTime() - now) / 10));
+}
+
 export async function checkCaCanStart(config: CaConfig): Promise<void> {
   (await loadAuthorities(config, openKeyManager(config))).active();
   await checkListenAddress(config.listen.host, config.listen.port);
@@ -218,7 +227,11 @@ export async function startCaServer(
     // CA's own expiry near) renews at half what is left, at least 1 s on, not after it expired.
     const leftMs = notAfter.getTime() - Date.now();
     const floorMs = Math.max(1000, Math.min(10_000, leftMs / 2));
-    const delay = Math.max(floorMs, renewalTime({ notBefore, notAfter }).getTime() - Date.now());
+    schedule(Math.max(floorMs, renewalTime({ notBefore, notAfter }).getTime() - Date.now()), notAfter);
+  };
+  // notAfter is that of the certificate being served, which a failed renewal keeps serving: its
+  // retry is paced by what that certificate has left.
+  const schedule = (delay: number, notAfter: Date) => {
     renewal = setTimeout(async () => {
       try {
         const next = await servingCredentials(authorities, store, config);
@@ -228,8 +241,9 @@ export async function startCaServer(
         logger.info("serving certificate renewed", { notAfter: next.notAfter.toISOString() });
         scheduleRenewal(next.notBefore, next.notAfter);
       } catch (err) {
-        logger.error("serving certificate renewal failed", { error: err });
-        scheduleRenewal(new Date(), new Date(Date.now() + 120_000));
+        const retryMs = servingRetryDelayMs(notAfter, Date.now());
+        logger.error("serving certificate renewal failed", { error: err, retryInSeconds: retryMs / 1000 });
+        schedule(retryMs, notAfter);
       }
     }, Math.min(delay, 2 ** 31 - 1));
     renewal.unref?.();

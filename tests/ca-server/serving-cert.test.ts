@@ -8,6 +8,7 @@ import { join } from "node:path";
 import { connect } from "node:tls";
 import { after, before, describe, it } from "node:test";
 import { loadConfig, silentLogger, startCaServer } from "../../ca-server/mod.ts";
+import { servingRetryDelayMs } from "../../ca-server/server.ts";
 import { type CaProcess, cli, startCa, tempDir, writeConfig } from "./helpers.ts";
 
 const run = promisify(execFile);
@@ -127,5 +128,18 @@ describe("the serving certificate", () => {
     } finally {
       await shortDir.remove();
     }
+  });
+
+  it("a failed renewal is tried again within a tenth of what the served certificate has left", () => {
+    const now = Date.parse("2026-12-06T00:00:00Z");
+    const at = (ms: number) => new Date(now + ms);
+    // A day left: a minute on, not a tenth of a day.
+    assert.equal(servingRetryDelayMs(at(86_400_000), now), 60_000);
+    // 50 s left: 5 s on, so it is tried about ten times before it expires (a fixed minute
+    // would have let it expire).
+    assert.equal(servingRetryDelayMs(at(50_000), now), 5000);
+    // Close to or past expiry: every second, never at once in a loop.
+    assert.equal(servingRetryDelayMs(at(4000), now), 1000);
+    assert.equal(servingRetryDelayMs(at(-1000), now), 1000);
   });
 });

@@ -1,6 +1,6 @@
 /**
  * The internal entry: what `ca-server/` and `agent/` share that is not meshauth's public API.
- * Core helpers they need beyond `mod.ts` (codecs, the WebCrypto signer and
+ * Core helpers they need beyond `mod.ts` (codecs, public-key parsing, the WebCrypto signer and
  * provider), authority ids, durable file replacement, the JSON logger, the configuration
  * reader and Prometheus metrics. The package's `exports` do not
  * name it, so users cannot depend on it; the build links it to the same core as `mod.ts`, so
@@ -11,6 +11,8 @@
 
 export { type KeyRequest, parseKeyRequest, publicKeyAlgorithm } from "../lib/csr.ts";
 export { bytesEqual, fromBase64Url, fromHex, toBase64Url, toHex } from "../lib/encoding.ts";
+export { parseSubjectPublicKeyInfo, type SubjectPublicKeyInfo } from "../lib/x509/certificate.ts";
+export { type EcPublicJwk, ecPublicJwk } from "../lib/x509/public-key.ts";
 export { keySigner } from "../lib/x509/signature.ts";
 export { webCryptoProvider } from "../lib/x509/crypto-provider.ts";
 export { authorityIdOf } from "./authority-id.ts";

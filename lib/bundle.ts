@@ -14,8 +14,8 @@
  * @module
  */
 
-import { childrenOf, contentOf, type DerNode, expectTag, parseDer, readOid, Tag } from "./asn1/der.ts";
-import { EC_CURVES, OID } from "./asn1/oids.ts";
+import { childrenOf, contentOf, type DerNode, expectTag, parseDer, Tag } from "./asn1/der.ts";
+import { OID } from "./asn1/oids.ts";
 import { bytesEqual, fromBase64, toBase64, toBase64Url } from "./encoding.ts";
 import { describeValue, InvalidArgument, InvalidBundle, MeshAuthError, optionsOf } from "./errors.ts";
 import { encodePem } from "./pem.ts";
@@ -27,6 +27,7 @@ import {
   parseCertificate,
   parseCertificates,
 } from "./x509/certificate.ts";
+import { ecPublicJwk } from "./x509/public-key.ts";
 
 /** One key of a SPIFFE bundle (RFC 7517 JWK with the SPIFFE `use`). */
 export interface SpiffeJwk {
@@ -317,19 +318,9 @@ export function jwkOfCertificate(
   const alg = cert.publicKeyAlgorithm;
   const key = cert.publicKey;
   if (alg.oid === OID.ecPublicKey) {
-    const curve = alg.parameters ? readOid(parseDer(alg.parameters)) : "";
-    const known = EC_CURVES[curve];
-    const crv = known?.name;
-    const size = known?.size ?? 0;
-    if (!crv || key[0] !== 4 || key.length !== 1 + 2 * size) {
-      throw new InvalidBundle(`unsupported EC key on curve ${curve} (only uncompressed points)`);
-    }
-    return {
-      kty: "EC",
-      crv,
-      x: toBase64Url(key.subarray(1, 1 + size)),
-      y: toBase64Url(key.subarray(1 + size)),
-    };
+    const jwk = ecPublicJwk({ algorithm: alg, publicKey: key });
+    if (!jwk) throw new InvalidBundle("unsupported EC key (only uncompressed points on P-256, P-384, P-521)");
+    return jwk;
   }
   if (alg.oid === OID.rsaEncryption) {
     let n: DerNode, e: DerNode;

@@ -180,10 +180,7 @@ export function parseCertificate(der: Uint8Array, what = "certificate"): Certifi
   const notAfter = readTime(validity[1], `${what} notAfter`, true);
   const subject = parseName(present(tbs[i++], `${what} subject`), `${what} subject`);
   const spkiNode = tbs[i++];
-  const [pkAlgNode, pkNode, pkExtra] = sequenceOf(spkiNode, `${what} subjectPublicKeyInfo`);
-  if (!pkNode || pkExtra) throw new MalformedInput(`${what} subjectPublicKeyInfo`, "malformed");
-  const publicKeyAlgorithm = parseAlgorithmIdentifier(pkAlgNode, `${what} public key algorithm`);
-  const publicKey = octetAligned(pkNode, `${what} public key`);
+  const { algorithm: publicKeyAlgorithm, publicKey } = readSubjectPublicKeyInfo(spkiNode, what);
 
   const cert: Certificate = {
     der,
@@ -281,6 +278,28 @@ export function parseExtensions(node: DerNode, what: string): Extension[] {
     if (k !== f.length) throw new MalformedInput(`${what} extension ${id}`, "extra fields");
     return { oid: id, critical, value: contentOf(value) };
   });
+}
+
+/** A SubjectPublicKeyInfo (RFC 5280 4.1.2.7): the key's algorithm and the key itself. */
+export interface SubjectPublicKeyInfo {
+  /** The key's algorithm and parameters (the curve of an EC key). */
+  algorithm: AlgorithmIdentifier;
+  /** The subjectPublicKey bits, whole octets: an EC point, an RSAPublicKey, an Ed25519 key. */
+  publicKey: Uint8Array;
+}
+
+/** Parses a SubjectPublicKeyInfo (DER) as a certificate's is parsed; `what` names it in errors. */
+export function parseSubjectPublicKeyInfo(spki: Uint8Array, what = "public key"): SubjectPublicKeyInfo {
+  return readSubjectPublicKeyInfo(parseDer(spki, what), what);
+}
+
+function readSubjectPublicKeyInfo(node: DerNode | undefined, what: string): SubjectPublicKeyInfo {
+  const [algorithmNode, keyNode, extra] = sequenceOf(node, `${what} subjectPublicKeyInfo`);
+  if (!keyNode || extra) throw new MalformedInput(`${what} subjectPublicKeyInfo`, "malformed");
+  return {
+    algorithm: parseAlgorithmIdentifier(algorithmNode, `${what} public key algorithm`),
+    publicKey: octetAligned(keyNode, `${what} public key`),
+  };
 }
 
 /** Parses an AlgorithmIdentifier. */

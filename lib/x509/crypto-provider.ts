@@ -13,9 +13,9 @@
  */
 
 import { childrenOf, expectTag, integerBytes, latin1, parseDer, readBitString, Tag } from "../asn1/der.ts";
-import { EC_CURVES } from "../asn1/oids.ts";
 import { toArrayBuffer } from "../encoding.ts";
 import { MalformedInput, RuntimeUnsupported } from "../errors.ts";
+import { CURVE_SIZE, isOnCurve } from "./public-key.ts";
 
 /** Hash functions by their WebCrypto names. */
 export type HashAlgorithm = "SHA-1" | "SHA-256" | "SHA-384" | "SHA-512";
@@ -55,10 +55,10 @@ export interface CryptoProvider {
   digest(algorithm: HashAlgorithm, data: Uint8Array): Promise<Uint8Array>;
 }
 
-/** Coordinate size of each curve by name: ECDSA's `r` and `s` are this long in WebCrypto's form. */
-const CURVE_SIZE = Object.fromEntries(Object.values(EC_CURVES).map((c) => [c.name, c.size]));
-
-/** ECDSA's DER `Ecdsa-Sig-Value` to WebCrypto's fixed-size `r || s`; throws if it is not minimal DER. */
+/**
+ * ECDSA's DER `Ecdsa-Sig-Value` to WebCrypto's fixed-size `r || s` (each the curve's
+ * coordinate size); throws if it is not minimal DER.
+ */
 function ecdsaDerToRaw(der: Uint8Array, size: number): Uint8Array {
   const [r, s, extra] = childrenOf(
     expectTag(parseDer(der, "ECDSA signature"), Tag.SEQUENCE, "ECDSA signature"),
@@ -86,6 +86,11 @@ async function importKey(scheme: SignatureScheme, spki: Uint8Array): Promise<Cry
     if (scheme.name === "ECDSA" || scheme.name === "Ed25519") {
       const [, keyBits] = childrenOf(expectTag(parseDer(spki, "public key"), Tag.SEQUENCE, "public key"));
       const point = readBitString(expectTag(keyBits, Tag.BIT_STRING, "public key")).bytes;
+      // Deno's WebCrypto imports an uncompressed point that is not on the curve; every other
+      // runtime refuses it, and so must this provider, with the same error on every runtime.
+      if (scheme.name === "ECDSA" && point[0] === 0x04 && !isOnCurve(scheme.namedCurve, point)) {
+        throw new MalformedInput("public key", "the EC point is not on the curve");
+      }
       return await crypto.subtle.importKey("raw", toArrayBuffer(point), params, true, ["verify"]);
     }
     return await crypto.subtle.importKey("spki", toArrayBuffer(spki), params, true, ["verify"]);

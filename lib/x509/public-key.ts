@@ -4,7 +4,10 @@
  * @module
  */
 
-import { childrenOf, contentOf, expectTag, parseDer, Tag } from "../asn1/der.ts";
+import { childrenOf, contentOf, expectTag, parseDer, readOid, Tag } from "../asn1/der.ts";
+import { EC_CURVES, OID } from "../asn1/oids.ts";
+import { toBase64Url, toHex } from "../encoding.ts";
+import type { SubjectPublicKeyInfo } from "./certificate.ts";
 
 /** Bit length of an RSAPublicKey's modulus (RFC 8017 A.1.1: SEQUENCE { n, e }). */
 export function rsaModulusBits(publicKey: Uint8Array): number {
@@ -16,4 +19,71 @@ export function rsaModulusBits(publicKey: Uint8Array): number {
   while (i < bytes.length && bytes[i] === 0) i++;
   if (i === bytes.length) return 0;
   return (bytes.length - i - 1) * 8 + (32 - Math.clz32(bytes[i]));
+}
+
+/** The public JWK of an EC key (RFC 7518 6.2.1); a type, not an interface, so it is a JsonWebKey. */
+export type EcPublicJwk = {
+  kty: "EC";
+  crv: "P-256" | "P-384" | "P-521";
+  x: string;
+  y: string;
+};
+
+/**
+ * The public JWK of an EC key on a named curve meshauth knows, from its SubjectPublicKeyInfo;
+ * undefined for any other key: another algorithm, explicit curve parameters, an unknown curve,
+ * a compressed point or one of the wrong length (a JWK holds only uncompressed coordinates).
+ * Whether the point is on the curve is left to whoever imports the JWK.
+ */
+export function ecPublicJwk({ algorithm, publicKey }: SubjectPublicKeyInfo): EcPublicJwk | undefined {
+  const { parameters } = algorithm;
+  if (algorithm.oid !== OID.ecPublicKey || parameters?.[0] !== Tag.OID) return undefined;
+  const curve = EC_CURVES[readOid(parseDer(parameters, "EC parameters"), "EC parameters")];
+  // SEC 1 2.3.3: 0x04, then X and Y, each exactly the curve's size.
+  if (!curve || publicKey[0] !== 0x04 || publicKey.length !== 1 + 2 * curve.size) return undefined;
+  return {
+    kty: "EC",
+    crv: curve.name,
+    x: toBase64Url(publicKey.subarray(1, 1 + curve.size)),
+    y: toBase64Url(publicKey.subarray(1 + curve.size)),
+  };
+}
+
+/** Coordinate size in bytes of each named curve, by WebCrypto name. */
+export const CURVE_SIZE: Readonly<Record<"P-256" | "P-384" | "P-521", number>> = {
+  "P-256": EC_CURVES[OID.p256].size,
+  "P-384": EC_CURVES[OID.p384].size,
+  "P-521": EC_CURVES[OID.p521].size,
+};
+
+// The NIST curves' field primes and b (FIPS 186-4 D.1.2; SEC 2 2.4.2, 2.5.1, 2.6.1); a = -3.
+const CURVE_EQUATIONS: Record<"P-256" | "P-384" | "P-521", { p: bigint; b: bigint }> = {
+  "P-256": {
+    p: 2n ** 256n - 2n ** 224n + 2n ** 192n + 2n ** 96n - 1n,
+    b: 0x5ac635d8aa3a93e7b3ebbd55769886bc651d06b0cc53b0f63bce3c3e27d2604bn,
+  },
+  "P-384": {
+    p: 2n ** 384n - 2n ** 128n - 2n ** 96n + 2n ** 32n - 1n,
+    b: 0xb3312fa7e23ee7e4988e056be3f82d19181d9c6efe8141120314088f5013875ac656398d8a2ed19d2a85c8edd3ec2aefn,
+  },
+  "P-521": {
+    p: 2n ** 521n - 1n,
+    b: 0x051953eb9618e1c9a1f929a21a0b68540eea2da725b99b315f3b8b489918ef109e156193951ec7e937b1652c0bd3bb1bf073573df883d2c34f1ef451fd46b503f00n,
+  },
+};
+
+/**
+ * Whether `point` is an uncompressed point (SEC 1 2.3.3) of `curve`'s size whose coordinates
+ * are field elements satisfying the curve's equation (SEC 1 3.2.2.1's checks; the NIST curves
+ * have cofactor 1, so such a point is in the group). A key off the curve must be refused, not
+ * used: some runtimes' WebCrypto (Deno's) imports one.
+ */
+export function isOnCurve(curve: "P-256" | "P-384" | "P-521", point: Uint8Array): boolean {
+  const size = CURVE_SIZE[curve];
+  if (point[0] !== 0x04 || point.length !== 1 + 2 * size) return false;
+  const { p, b } = CURVE_EQUATIONS[curve];
+  const x = BigInt(`0x${toHex(point.subarray(1, 1 + size))}`);
+  const y = BigInt(`0x${toHex(point.subarray(1 + size))}`);
+  if (x >= p || y >= p) return false;
+  return (y * y - (x * x * x - 3n * x + b)) % p === 0n;
 }

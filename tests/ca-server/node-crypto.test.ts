@@ -1,13 +1,19 @@
 // The node:crypto provider must give exactly the WebCrypto provider's answers: the CA server
 // checks CSRs with it, and a difference would let a CSR through on one and not the other.
+// Every form it can hand a key over in (PEM, DER, P-256 as JWK) is held to them, on every
+// runtime, whichever of them the runtime's own nodeCryptoProvider uses.
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import {
   CertificateAuthority,
   createCsr,
+  type CryptoProvider,
+  type CsrRejection,
   generateKeyPair,
   type HashAlgorithm,
+  InvalidCsr,
   type KeyAlgorithm,
+  parseCsr,
   type SignatureCheck,
   type SignatureScheme,
   SpiffeId,
@@ -15,6 +21,8 @@ import {
 } from "../../mod.ts";
 import { webCryptoProvider } from "../../internal/mod.ts";
 import { nodeCryptoProvider, nodeSigner } from "../../ca-server/mod.ts";
+import { createNodeCryptoProvider, type KeyImportForm } from "../../ca-server/keys/node-crypto.ts";
+import { buildCsr, fakeSpki, keySigner } from "../support/csr-builder.ts";
 
 const DATA = new TextEncoder().encode("a TBSCertificate, more or less");
 
@@ -89,9 +97,17 @@ const CASES: Case[] = [
   },
 ];
 
+const FORMS: KeyImportForm[] = ["pem", "der", "p256-jwk"];
+const byForm = FORMS.map((form) => [form, createNodeCryptoProvider(form)] as const);
+
+/** WebCrypto's answer and node:crypto's, which must be the same in every key form. */
 async function both(check: SignatureCheck): Promise<[boolean | string, boolean | string]> {
   const outcome = (p: Promise<boolean>) => p.catch((err: { code?: string }) => err.code ?? "threw");
-  return [await outcome(webCryptoProvider.verify(check)), await outcome(nodeCryptoProvider.verify(check))];
+  const node = await outcome(nodeCryptoProvider.verify(check));
+  for (const [form, provider] of byForm) {
+    assert.equal(await outcome(provider.verify(check)), node, `key form ${form}`);
+  }
+  return [await outcome(webCryptoProvider.verify(check)), node];
 }
 
 describe("nodeCryptoProvider", () => {
@@ -176,5 +192,94 @@ describe("nodeCryptoProvider", () => {
     const forged = Uint8Array.from(atob(csr.replace(/-----[^-]+-----|\s/g, "")), (ch) => ch.charCodeAt(0));
     forged[forged.length - 1] ^= 1;
     await assert.rejects(ca.issue(forged, { id }), { code: "ERR_CSR_INVALID", reason: "signature" });
+  });
+});
+
+describe("nodeCryptoProvider, EC keys it must refuse", () => {
+  const EC = "1.2.840.10045.2.1";
+  const CURVE_OID = { "P-256": "1.2.840.10045.3.1.7", "P-384": "1.3.132.0.34" } as const;
+  const ID = "spiffe://example.org/web";
+
+  async function ecSigner(curve: "P-256" | "P-384") {
+    const keys = await crypto.subtle.generateKey({ name: "ECDSA", namedCurve: curve }, true, [
+      "sign",
+      "verify",
+    ]);
+    return await keySigner(keys.privateKey, keys.publicKey);
+  }
+
+  /** The signer's own point with the last bit of y flipped: the right size, no longer on the curve. */
+  function offCurveSpki(curve: "P-256" | "P-384", spki: Uint8Array): Uint8Array {
+    const size = curve === "P-256" ? 32 : 48;
+    const point = spki.slice(spki.length - 1 - 2 * size);
+    point[point.length - 1] ^= 1;
+    return fakeSpki(EC, CURVE_OID[curve], point);
+  }
+
+  function rejection(reason: CsrRejection) {
+    return (err: unknown) => {
+      assert.ok(err instanceof InvalidCsr, `expected InvalidCsr, got ${err}`);
+      assert.equal(err.reason, reason, err.message);
+      return true;
+    };
+  }
+
+  const providers: [string, CryptoProvider][] = [
+    ["webcrypto", webCryptoProvider],
+    ["node:crypto", nodeCryptoProvider],
+    ...byForm.map(([form, provider]) => [`node:crypto (${form})`, provider] as [string, CryptoProvider]),
+  ];
+
+  it("imports a P-256 key through its JWK, and refuses the JWK of a point off the curve", async () => {
+    const signer = await ecSigner("P-256");
+    const data = new TextEncoder().encode("a CertificationRequestInfo");
+    const check = {
+      scheme: { name: "ECDSA", hash: "SHA-256", namedCurve: "P-256" } as const,
+      spki: signer.spki,
+      data,
+      signature: await signer.sign(data),
+    };
+    const jwk = createNodeCryptoProvider("p256-jwk");
+    assert.equal(await jwk.verify(check), true);
+    await assert.rejects(jwk.verify({ ...check, spki: offCurveSpki("P-256", signer.spki) }), {
+      code: "ERR_MALFORMED_INPUT",
+      // Names the JWK: the refusal came from the JWK path, not a fallback to PEM.
+      reason: "node:crypto could not import it from its JWK",
+    });
+  });
+
+  for (const curve of ["P-256", "P-384"] as const) {
+    it(`refuses a ${curve} point off the curve with every provider and key form`, async () => {
+      const signer = await ecSigner(curve);
+      const csr = await buildCsr({ signer, spki: offCurveSpki(curve, signer.spki), uris: [ID] });
+      for (const [name, crypto] of providers) {
+        await assert.rejects(parseCsr(csr, { crypto }), rejection("malformed"), name);
+      }
+    });
+  }
+
+  it("refuses a compressed point, a point of the wrong length and an unknown curve, with every provider", async () => {
+    const signer = await ecSigner("P-256");
+    const point = signer.spki.subarray(signer.spki.length - 65);
+    const keys = {
+      compressed: fakeSpki(
+        EC,
+        CURVE_OID["P-256"],
+        new Uint8Array([0x02 | (point[64] & 1), ...point.subarray(1, 33)]),
+      ),
+      "one byte short": fakeSpki(EC, CURVE_OID["P-256"], point.subarray(0, 64)),
+      "a P-256 point labelled P-384": fakeSpki(EC, CURVE_OID["P-384"], point),
+      "on secp256k1": fakeSpki(EC, "1.3.132.0.10", point),
+    };
+    for (const [what, spki] of Object.entries(keys)) {
+      const csr = await buildCsr({ signer, spki, uris: [ID] });
+      for (const [name, crypto] of providers) {
+        await assert.rejects(
+          parseCsr(csr, { crypto }),
+          rejection("unsupported-algorithm"),
+          `${what}, ${name}`,
+        );
+      }
+    }
   });
 });

@@ -304,6 +304,22 @@ describe("parseCsr rejects", () => {
     );
   });
 
+  for (
+    const [algorithm, curveOid, size] of [
+      ["ECDSA-P256", "1.2.840.10045.3.1.7", 32],
+      ["ECDSA-P384", "1.3.132.0.34", 48],
+    ] as const
+  ) {
+    test(`a CSR whose ${algorithm} point is not on the curve`, SLOW, async () => {
+      // The signer's own point with the last bit of y flipped: the right form and length.
+      const signer = await signerFor(algorithm);
+      const point = signer.spki.slice(signer.spki.length - 1 - 2 * size);
+      point[point.length - 1] ^= 1;
+      const spki = fakeSpki("1.2.840.10045.2.1", curveOid, point);
+      await assert.rejects(parseCsr(await buildCsr({ signer, spki, uris: [ID] })), rejection("malformed"));
+    });
+  }
+
   test("a CSR with an RSA key whose algorithm parameters are not NULL", SLOW, async () => {
     const signer = await signerFor("RSA-2048");
     // rsaEncryption SPKI: 30 82 01 22 30 0d 06 09 <oid> 05 00 03 82 01 0f 00 <RSAPublicKey>

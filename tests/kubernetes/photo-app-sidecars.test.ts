@@ -251,7 +251,10 @@ describe("the photo app's sidecars (demo/photo-app.yaml) enforce its policies", 
     assert.equal(res.status, 403, res.body);
     const text = await metrics(sidecars.datastore);
     assert.equal(
-      counter(text, "meshauth_proxy_decisions_total", { listener: "datastore", policy: "never-the-frontend" }),
+      counter(text, "meshauth_proxy_decisions_total", {
+        listener: "datastore",
+        policy: "never-the-frontend",
+      }),
       1,
     );
   });
@@ -259,7 +262,11 @@ describe("the photo app's sidecars (demo/photo-app.yaml) enforce its policies", 
   test("plain text to a sidecar's mTLS port is refused", async () => {
     const port = sidecars["photo-backend"].ports["photo-backend"];
     const answer = await new Promise<string>((resolve, reject) => {
-      const socket = connect(port, "127.0.0.1", () => socket.write("GET /photos HTTP/1.1\r\nhost: x\r\n\r\n"));
+      const socket = connect(
+        port,
+        "127.0.0.1",
+        () => socket.write("GET /photos HTTP/1.1\r\nhost: x\r\n\r\n"),
+      );
       let text = "";
       socket.setEncoding("latin1");
       socket.on("data", (d) => text += d);
@@ -270,7 +277,10 @@ describe("the photo app's sidecars (demo/photo-app.yaml) enforce its policies", 
     assert.doesNotMatch(answer, /^HTTP\/1\.1 200/);
     const text = await metrics(sidecars["photo-backend"]);
     assert.ok(
-      counter(text, "meshauth_proxy_connections_total", { transport: "plaintext", outcome: "plaintext_refused" }) >=
+      counter(text, "meshauth_proxy_connections_total", {
+        transport: "plaintext",
+        outcome: "plaintext_refused",
+      }) >=
         1,
     );
   });
@@ -288,10 +298,12 @@ describe("the photo app's sidecars (demo/photo-app.yaml) enforce its policies", 
       let afterRotation = 0;
       while (!stop && sent < 2000 && afterRotation < 50) {
         sent++;
-        const res = await call(sidecars["photo-frontend"].ports["photo-backend"], "GET", "/photos").catch(() => ({
-          status: 0,
-          body: "",
-        }));
+        const res = await call(sidecars["photo-frontend"].ports["photo-backend"], "GET", "/photos").catch(
+          () => ({
+            status: 0,
+            body: "",
+          }),
+        );
         if (res.status !== 200) failures++;
         if (rotated()) afterRotation++;
       }
@@ -316,11 +328,17 @@ describe("the photo app's sidecars (demo/photo-app.yaml) enforce its policies", 
       () => backend.logs.some((l) => l.msg === "CRL updated" && Number(l.entries) >= 1),
       START_MS,
     );
-    const res = await call(frontendPort, "GET", "/photos").catch((err: Error) => ({ status: 0, body: err.message }));
+    const res = await call(frontendPort, "GET", "/photos").catch((err: Error) => ({
+      status: 0,
+      body: err.message,
+    }));
     assert.notEqual(res.status, 200, "the revoked frontend got through");
     const text = await metrics(backend);
     assert.ok(
-      counter(text, "meshauth_proxy_connections_total", { listener: "photo-backend", outcome: "unverified" }) >= 1,
+      counter(text, "meshauth_proxy_connections_total", {
+        listener: "photo-backend",
+        outcome: "unverified",
+      }) >= 1,
       text.split("\n").filter((l) => l.startsWith("meshauth_proxy_connections_total")).join("\n"),
     );
   });

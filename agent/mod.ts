@@ -149,11 +149,11 @@ export {
 export { type CredentialSource, type SvidCredential } from "./proxy/credentials.ts";
 export { AgentCredentialSource } from "./proxy/agent-credentials.ts";
 export {
-  CredentialDirectoryUnusable,
   type CredentialDirectoryReason,
+  CredentialDirectoryUnusable,
+  type FileCredentials,
   FileCredentialSource,
   type FileCredentialSourceOptions,
-  type FileCredentials,
   readCredentialDirectory,
 } from "./proxy/file-credentials.ts";
 export { loadSidecarConfig, type SidecarConfig } from "./proxy/sidecar-config.ts";

@@ -39,7 +39,7 @@ import {
 } from "../../mod.ts";
 import { bytesEqual, type Logger, silentLogger } from "../../internal/mod.ts";
 import { readGeneration } from "../delivery/atomic-writer.ts";
-import { LAYOUTS, type LayoutName } from "../delivery/layouts.ts";
+import { type LayoutName, LAYOUTS } from "../delivery/layouts.ts";
 import type { CredentialSource, SvidCredential } from "./credentials.ts";
 import type { ProxyMetrics } from "./metrics.ts";
 

@@ -42,14 +42,18 @@ export async function startProxySidecar(
   const workloads = new Set([...config.proxy.inbound, ...config.proxy.outbound].map((l) => l.workload));
   for (const workload of workloads) proxy.setSource(workload, source);
   let isRunning = true;
-  const ops = await startOpsServer({
-    isRunning: () => isRunning,
-    readiness: () =>
-      source.current()
-        ? { isReady: true, waitingFor: [] }
-        : { isReady: false, waitingFor: [`credentials in ${config.credentials.dir}`] },
-    renderMetrics: () => proxy.metrics.render(),
-  }, config.listen.host, config.listen.port);
+  const ops = await startOpsServer(
+    {
+      isRunning: () => isRunning,
+      readiness: () =>
+        source.current()
+          ? { isReady: true, waitingFor: [] }
+          : { isReady: false, waitingFor: [`credentials in ${config.credentials.dir}`] },
+      renderMetrics: () => proxy.metrics.render(),
+    },
+    config.listen.host,
+    config.listen.port,
+  );
   let crls: Promise<CrlFollower | undefined> | undefined;
   // The CA is followed once the credentials are there: their bundle verifies it and its CRLs.
   const followCa = () => {

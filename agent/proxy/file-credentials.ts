@@ -77,6 +77,7 @@ export interface FileCredentials extends SvidCredential {
   expiresAt: Date;
   /** The roots of the leaf's trust domain, as delivered. */
   trustBundlePem: string;
+  /** The same roots, parsed: what peers are verified against. */
   trustBundle: TrustBundle;
 }
 
@@ -184,7 +185,9 @@ const NO_ROOTS = new TrustBundle("meshauth.invalid");
 
 /** A workload's credentials read from a delivered directory and followed as it changes. */
 export class FileCredentialSource extends EventEmitter implements CredentialSource {
+  /** The delivered directory it reads. */
   readonly directory: string;
+  /** Its file names. */
   readonly layout: LayoutName;
   readonly #pollIntervalMs: number;
   readonly #logger: Logger;
@@ -203,6 +206,7 @@ export class FileCredentialSource extends EventEmitter implements CredentialSour
   /** The last refused read, until a read succeeds. */
   lastError?: CredentialDirectoryUnusable;
 
+  /** Reads nothing yet: {@link FileCredentialSource.start} does. */
   constructor(options: FileCredentialSourceOptions) {
     super();
     this.directory = options.directory;

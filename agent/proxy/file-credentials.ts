@@ -223,12 +223,7 @@ export class FileCredentialSource extends EventEmitter implements CredentialSour
    */
   async start(): Promise<void> {
     this.#isClosed = false;
-    try {
-      this.#watcher = watch(this.directory, () => this.#readSoon());
-      this.#watcher.on("error", () => this.#closeWatcher());
-    } catch {
-      // No directory yet, or no watch on this file system: the poll finds the files.
-    }
+    this.#watch();
     this.#timer = setInterval(() => this.#readSoon(), this.#pollIntervalMs);
     this.#timer.unref?.();
     await this.reload();
@@ -297,6 +292,17 @@ export class FileCredentialSource extends EventEmitter implements CredentialSour
     if (!this.#isClosed) void this.reload();
   }
 
+  #watch(): void {
+    if (this.#watcher || this.#isClosed) return;
+    try {
+      this.#watcher = watch(this.directory, () => this.#readSoon());
+      this.#watcher.on("error", () => this.#closeWatcher());
+    } catch {
+      // No directory yet (it is watched once it has been read), or no watch on this file
+      // system: the poll finds the files.
+    }
+  }
+
   #closeWatcher(): void {
     this.#watcher?.close();
     this.#watcher = undefined;
@@ -327,6 +333,7 @@ export class FileCredentialSource extends EventEmitter implements CredentialSour
     }
     this.lastError = undefined;
     this.#lastRefusal = "";
+    this.#watch();
     const previous = this.#current;
     if (
       previous && previous.certificateChainPem === read.certificateChainPem &&

@@ -361,6 +361,8 @@ describe("examples/kubernetes manifests", () => {
         assert.deepEqual([otherInit, otherContainers], [[], []], `${name}: one sidecar, one app`);
         // A native sidecar: an init container that keeps running (Kubernetes 1.29 and later).
         assert.equal(sidecar.restartPolicy, "Always", `${name}: a native sidecar`);
+        // It runs as the pod's runAsUser, which the agent gives the files to (the key is 0600).
+        assert.equal(sidecar.securityContext.runAsUser, undefined, `${name}: the pod's user`);
         assert.deepEqual(sidecar.args.slice(0, 2), ["proxy", "--config"]);
         const volumes = w.pod.volumes as any[];
         const mountOf = (c: any, path: string) => {

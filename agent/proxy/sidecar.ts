@@ -42,13 +42,17 @@ export async function startProxySidecar(
   const workloads = new Set([...config.proxy.inbound, ...config.proxy.outbound].map((l) => l.workload));
   for (const workload of workloads) proxy.setSource(workload, source);
   let isRunning = true;
+  let isListening = false;
   const ops = await startOpsServer(
     {
       isRunning: () => isRunning,
-      readiness: () =>
-        source.current()
-          ? { isReady: true, waitingFor: [] }
-          : { isReady: false, waitingFor: [`credentials in ${config.credentials.dir}`] },
+      readiness: () => {
+        const waitingFor = [
+          ...(source.current() ? [] : [`credentials in ${config.credentials.dir}`]),
+          ...(isListening ? [] : ["the listeners"]),
+        ];
+        return { isReady: waitingFor.length === 0, waitingFor };
+      },
       renderMetrics: () => proxy.metrics.render(),
     },
     config.listen.host,
@@ -69,6 +73,7 @@ export async function startProxySidecar(
     source.on("change", followCa);
     await source.start();
     await proxy.start();
+    isListening = true;
     followCa();
   } catch (err) {
     source.close();
@@ -87,6 +92,7 @@ export async function startProxySidecar(
     ops,
     close: async () => {
       isRunning = false;
+      isListening = false;
       source.off("change", followCa);
       await (await crls)?.stop();
       source.close();

@@ -15,8 +15,9 @@
  * - {@link CaClient} (on undici) and {@link SvidRotator}, to keep one identity fresh in a
  *   program of your own.
  * - The mutual-TLS proxy: {@link MeshProxy}, configured by the `proxy:` section
- *   ({@link loadProxyConfig}), fed by the agent through {@link AgentCredentialSource}; and the
- *   live status page's data, {@link StatusFeed}.
+ *   ({@link loadProxyConfig}), fed by the agent through {@link AgentCredentialSource}, or, as a
+ *   sidecar (`meshauth proxy`, {@link loadSidecarConfig}), by a {@link FileCredentialSource} over
+ *   the files the agent delivers; and the live status page's data, {@link StatusFeed}.
  *
  * @example
  * ```ts
@@ -147,6 +148,15 @@ export {
 } from "./proxy/config.ts";
 export { type CredentialSource, type SvidCredential } from "./proxy/credentials.ts";
 export { AgentCredentialSource } from "./proxy/agent-credentials.ts";
+export {
+  type CredentialDirectoryReason,
+  CredentialDirectoryUnusable,
+  type FileCredentials,
+  FileCredentialSource,
+  type FileCredentialSourceOptions,
+  readCredentialDirectory,
+} from "./proxy/file-credentials.ts";
+export { loadSidecarConfig, type SidecarConfig } from "./proxy/sidecar-config.ts";
 export { ProxyMetrics } from "./proxy/metrics.ts";
 export { PolicyFileError } from "./proxy/policy-files.ts";
 export { MeshProxy, type MeshProxyOptions } from "./proxy/proxy.ts";

@@ -78,8 +78,16 @@ function answer(response: ServerResponse, status: number, body: string, type = "
   response.end(body);
 }
 
-/** Serves the status endpoints of `target` on `host:port` (0 picks a free port). */
-export async function startOpsServer(target: OpsTarget, host: string, port: number): Promise<OpsServer> {
+/**
+ * Serves the status endpoints of `target` on `host:port` (0 picks a free port). `setting` names,
+ * in the message of a port in use, the configuration that moves it (the agent's by default).
+ */
+export async function startOpsServer(
+  target: OpsTarget,
+  host: string,
+  port: number,
+  setting: string = "listen.port (or MESHAUTH_AGENT_LISTEN_PORT)",
+): Promise<OpsServer> {
   const server: Server = createServer({ maxHeaderSize: 8 * 1024 }, (request: IncomingMessage, response) => {
     const path = (request.url ?? "/").split("?")[0];
     const feed = target.statusFeed;
@@ -137,7 +145,7 @@ export async function startOpsServer(target: OpsTarget, host: string, port: numb
       reject(
         err.code === "EADDRINUSE"
           ? new StatusPortInUse(
-            `the agent's status port ${host}:${port} is in use; set listen.port (or MESHAUTH_AGENT_LISTEN_PORT)`,
+            `the status port ${host}:${port} is in use; set ${setting}`,
           )
           : err,
       );

@@ -1,6 +1,7 @@
 /**
  * The `meshauth` command line: `meshauth ca ...` runs and manages the CA (see `cli/ca.ts`),
- * `meshauth agent ...` runs the node agent (see `cli/agent.ts`).
+ * `meshauth agent ...` runs the node agent (see `cli/agent.ts`), `meshauth proxy` the mutual-TLS
+ * proxy beside one workload, a sidecar (see `cli/proxy.ts`).
  * `meshauth --help` lists the command groups, `meshauth <group> --help` their commands.
  *
  * @module
@@ -15,6 +16,7 @@ const HELP = `usage: meshauth <group> <command> [options]
 Groups:
   ca       the certificate authority: init, serve, revoke, token create, rotate, export-key
   agent    the node agent: certificates for the workloads of a node, written and renewed
+  proxy    the mutual-TLS proxy beside one workload (a sidecar), with the files the agent delivers
 
 Run "meshauth <group> --help" for its commands; "meshauth --version" for the version.`;
 
@@ -22,6 +24,7 @@ Run "meshauth <group> --help" for its commands; "meshauth --version" for the ver
 const GROUPS: Record<string, () => Promise<(args: string[]) => Promise<number>>> = {
   ca: async () => (await import("./ca.ts")).runCaCommand,
   agent: async () => (await import("./agent.ts")).runAgentCommand,
+  proxy: async () => (await import("./proxy.ts")).runProxyCommand,
 };
 
 /** Runs the CLI with `argv` (without the node and script paths); answers the exit code. */

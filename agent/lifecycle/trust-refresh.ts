@@ -49,7 +49,11 @@ export const MAX_PEER_AUTHORITIES = 16;
 export interface TrustRefresherOptions {
   client: CaClient;
   trustDomain: TrustDomain;
-  state: StateStore;
+  /**
+   * Where the bundle and CRLs are kept across restarts; without it (a proxy sidecar, which reads
+   * its bundle from its files) they are held in memory only and fetched again after a restart.
+   */
+  state?: Pick<StateStore, "loadTrust" | "saveTrust" | "loadCrls" | "saveCrls">;
   /** The roots configured to trust the CA with; always trusted for its serving certificate. */
   bootstrapBundlePem: string;
   /** Bounds on the wait between fetches, whatever the CA's hint says. */
@@ -57,7 +61,8 @@ export interface TrustRefresherOptions {
   maxRefreshMs: number;
   backoff?: BackoffOptions;
   logger: Logger;
-  metrics: AgentMetrics;
+  /** The counters it updates (a sidecar, which fetches no bundle, has no bundle counter). */
+  metrics: Pick<AgentMetrics, "crlUpdates"> & Partial<Pick<AgentMetrics, "trustBundleUpdates">>;
   /** Every certificate held now (the node's and the workloads'). */
   heldCertificates: () => Iterable<HeldCertificate>;
   onBundle: (bundle: TrustBundle, pem: string, sequence: number | undefined) => void;
@@ -121,7 +126,7 @@ export class TrustRefresher {
 
   /** Starts from the stored bundle (or the configured one), before the CA is asked. */
   async load(): Promise<void> {
-    const stored = await this.#o.state.loadTrust();
+    const stored = await this.#o.state?.loadTrust();
     let pem = this.#o.bootstrapBundlePem;
     if (stored) {
       try {
@@ -139,7 +144,7 @@ export class TrustRefresher {
 
   /** The CRLs stored by the last run, each checked again against the bundle and its sample. */
   async #loadCrls(): Promise<void> {
-    for (const record of await this.#o.state.loadCrls()) {
+    for (const record of await this.#o.state?.loadCrls() ?? []) {
       try {
         const crl = parseCrl(record.der);
         const leaf = parseCertificates(record.sampleChainPem)[0];
@@ -173,7 +178,7 @@ export class TrustRefresher {
       sampleChainPem: held.sample.certificateChainPem,
     }));
     try {
-      await this.#o.state.saveCrls(records);
+      await this.#o.state?.saveCrls(records);
     } catch (err) {
       this.#o.logger.warn("storing the CRLs failed", { error: messageOf(err) });
     }
@@ -217,6 +222,16 @@ export class TrustRefresher {
   isRevoked(serialNumber: string): boolean {
     for (const held of this.#crls.values()) if (held.revoked.has(serialNumber)) return true;
     return false;
+  }
+
+  /**
+   * Takes a bundle that came another way (a proxy sidecar reads its own from the files the agent
+   * delivers): CRLs are checked against it from now on, and fetched again when it changed.
+   */
+  adoptBundle(pem: string): void {
+    if (normalize(pem) === normalize(this.#pem)) return;
+    this.#use(pem);
+    void this.refreshCrls();
   }
 
   /** Fetches the bundle now and then on the CA's hint; CRLs likewise. */
@@ -282,13 +297,13 @@ export class TrustRefresher {
         }
         this.#etag = answer.etag;
         this.#sequence = answer.sequence;
-        await this.#o.state.saveTrust({
+        await this.#o.state?.saveTrust({
           bundlePem: answer.pem,
           etag: answer.etag,
           sequence: answer.sequence,
         });
         this.#use(answer.pem);
-        this.#o.metrics.trustBundleUpdates.inc();
+        this.#o.metrics.trustBundleUpdates?.inc();
         this.#o.logger.info("trust bundle changed", {
           sequence: answer.sequence,
           roots: bundle.x509Authorities().length,

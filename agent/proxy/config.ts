@@ -164,8 +164,10 @@ const MIB = 1024 * 1024;
 
 /** Where the section sits and what it defaults to. */
 export interface ReadProxyConfigOptions {
-  /** The section's path in the file, for messages. Default `proxy`. */
+  /** The section's path in the file, for messages. Default `proxy`; `""` for a file's top level. */
   at?: string;
+  /** Keys beside the section's own that the caller reads (a top-level section shares its file). */
+  otherKeys?: readonly string[];
   /** The agent's state directory: the audit log defaults to `<stateDir>/proxy-audit.jsonl`. */
   stateDir?: string;
 }
@@ -180,83 +182,86 @@ export function readProxyConfig(
   options: ReadProxyConfigOptions = {},
 ): ProxyConfig {
   const at = options.at ?? "proxy";
-  const section = fields.obj(at, raw, TOP);
-  const mode = fields.oneOf(`${at}.mode`, section.mode, ["STRICT", "PERMISSIVE"] as const, "STRICT");
+  // At the top level of a file of its own (`meshauth proxy`), beside that file's other keys.
+  const p = at ? `${at}.` : "";
+  const known = [...TOP, ...(options.otherKeys ?? [])];
+  const section = at ? fields.obj(at, raw, known) : topLevel(fields, raw, known);
+  const mode = fields.oneOf(`${p}mode`, section.mode, ["STRICT", "PERMISSIVE"] as const, "STRICT");
   const revocation = fields.oneOf(
-    `${at}.revocation`,
+    `${p}revocation`,
     section.revocation,
     ["best-effort", "strict"] as const,
     "best-effort",
   );
-  const limitsRaw = fields.obj(`${at}.limits`, section.limits, LIMITS);
+  const limitsRaw = fields.obj(`${p}limits`, section.limits, LIMITS);
   const limits: ProxyLimits = {
-    maxConnections: fields.int(`${at}.limits.maxConnections`, limitsRaw.maxConnections, 10_000, 1, 1_000_000),
+    maxConnections: fields.int(`${p}limits.maxConnections`, limitsRaw.maxConnections, 10_000, 1, 1_000_000),
     handshakeTimeoutSeconds: fields.int(
-      `${at}.limits.handshakeTimeoutSeconds`,
+      `${p}limits.handshakeTimeoutSeconds`,
       limitsRaw.handshakeTimeoutSeconds,
       10,
       1,
       300,
     ),
     connectTimeoutSeconds: fields.int(
-      `${at}.limits.connectTimeoutSeconds`,
+      `${p}limits.connectTimeoutSeconds`,
       limitsRaw.connectTimeoutSeconds,
       5,
       1,
       300,
     ),
     responseIdleTimeoutSeconds: fields.int(
-      `${at}.limits.responseIdleTimeoutSeconds`,
+      `${p}limits.responseIdleTimeoutSeconds`,
       limitsRaw.responseIdleTimeoutSeconds,
       300,
       1,
       7 * DAY,
     ),
     idleTimeoutSeconds: fields.int(
-      `${at}.limits.idleTimeoutSeconds`,
+      `${p}limits.idleTimeoutSeconds`,
       limitsRaw.idleTimeoutSeconds,
       3600,
       1,
       7 * DAY,
     ),
     revalidateIntervalSeconds: fields.int(
-      `${at}.limits.revalidateIntervalSeconds`,
+      `${p}limits.revalidateIntervalSeconds`,
       limitsRaw.revalidateIntervalSeconds,
       60,
       1,
       DAY,
     ),
     maxHeaderBytes: fields.int(
-      `${at}.limits.maxHeaderBytes`,
+      `${p}limits.maxHeaderBytes`,
       limitsRaw.maxHeaderBytes,
       16_384,
       1024,
       1_048_576,
     ),
     headersTimeoutSeconds: fields.int(
-      `${at}.limits.headersTimeoutSeconds`,
+      `${p}limits.headersTimeoutSeconds`,
       limitsRaw.headersTimeoutSeconds,
       30,
       1,
       3600,
     ),
   };
-  const tlsRaw = fields.obj(`${at}.tls`, section.tls, [
+  const tlsRaw = fields.obj(`${p}tls`, section.tls, [
     "groups",
     "sessionResumption",
     "sessionTimeoutSeconds",
   ]);
-  const groups = tlsRaw.groups === undefined ? undefined : fields.strings(`${at}.tls.groups`, tlsRaw.groups);
+  const groups = tlsRaw.groups === undefined ? undefined : fields.strings(`${p}tls.groups`, tlsRaw.groups);
   if (groups !== undefined && (groups.length === 0 || groups.some((g) => !/^[A-Za-z0-9_-]+$/.test(g)))) {
     fields.problem(
-      `${at}.tls.groups: expected a non-empty list of group names such as X25519MLKEM768, X25519`,
+      `${p}tls.groups: expected a non-empty list of group names such as X25519MLKEM768, X25519`,
     );
   }
   const tls: ProxyTlsConfig = {
     groups,
-    sessionResumption: fields.bool(`${at}.tls.sessionResumption`, tlsRaw.sessionResumption, true),
+    sessionResumption: fields.bool(`${p}tls.sessionResumption`, tlsRaw.sessionResumption, true),
     sessionTimeoutSeconds: fields.int(
-      `${at}.tls.sessionTimeoutSeconds`,
+      `${p}tls.sessionTimeoutSeconds`,
       tlsRaw.sessionTimeoutSeconds,
       300,
       1,
@@ -302,8 +307,8 @@ export function readProxyConfig(
   };
 
   const allowedByService = new Map<string, string[]>();
-  const outbound = list(`${at}.outbound`, section.outbound).flatMap((entry, i): OutboundConfig[] => {
-    const path = `${at}.outbound[${i}]`;
+  const outbound = list(`${p}outbound`, section.outbound).flatMap((entry, i): OutboundConfig[] => {
+    const path = `${p}outbound[${i}]`;
     const o = fields.obj(path, entry, OUTBOUND);
     if (typeof entry !== "object" || entry === null) return [];
     const name = uniqueName(`${path}.name`, o.name);
@@ -342,8 +347,8 @@ export function readProxyConfig(
     return [{ name, service, workload, listen, upstream, allowedIds, ...(serverName ? { serverName } : {}) }];
   });
 
-  const inbound = list(`${at}.inbound`, section.inbound).flatMap((entry, i): InboundConfig[] => {
-    const path = `${at}.inbound[${i}]`;
+  const inbound = list(`${p}inbound`, section.inbound).flatMap((entry, i): InboundConfig[] => {
+    const path = `${p}inbound[${i}]`;
     const o = fields.obj(path, entry, INBOUND);
     if (typeof entry !== "object" || entry === null) return [];
     const name = uniqueName(`${path}.name`, o.name);
@@ -378,13 +383,15 @@ export function readProxyConfig(
   let auditLog = "";
   if (section.auditLog !== undefined || options.stateDir !== undefined) {
     auditLog = fields.path(
-      `${at}.auditLog`,
+      `${p}auditLog`,
       section.auditLog,
       join(options.stateDir ?? "", "proxy-audit.jsonl"),
     );
   } else if (outbound.length + inbound.length > 0) {
     fields.problem(
-      `${at}.auditLog: required (or the agent's stateDir, where it defaults to proxy-audit.jsonl)`,
+      at
+        ? `${p}auditLog: required (or the agent's stateDir, where it defaults to proxy-audit.jsonl)`
+        : `${p}auditLog: required (a writable file: the proxy's audit log)`,
     );
   }
   return {
@@ -392,22 +399,22 @@ export function readProxyConfig(
     revocation,
     auditLog,
     auditLogMaxBytes: fields.int(
-      `${at}.auditLogMaxBytes`,
+      `${p}auditLogMaxBytes`,
       section.auditLogMaxBytes,
       64 * MIB,
       64 * 1024,
       1024 * 1024 * MIB,
     ),
-    auditLogMaxFiles: fields.int(`${at}.auditLogMaxFiles`, section.auditLogMaxFiles, 4, 1, 1000),
+    auditLogMaxFiles: fields.int(`${p}auditLogMaxFiles`, section.auditLogMaxFiles, 4, 1, 1000),
     auditUnverifiedIntervalSeconds: fields.int(
-      `${at}.auditUnverifiedIntervalSeconds`,
+      `${p}auditUnverifiedIntervalSeconds`,
       section.auditUnverifiedIntervalSeconds,
       10,
       1,
       3600,
     ),
     policyReloadIntervalSeconds: fields.int(
-      `${at}.policyReloadIntervalSeconds`,
+      `${p}policyReloadIntervalSeconds`,
       section.policyReloadIntervalSeconds,
       2,
       1,
@@ -418,6 +425,12 @@ export function readProxyConfig(
     outbound,
     inbound,
   };
+}
+
+/** A file's top level (a mapping, as `loadConfigFile` guarantees), its unknown keys refused by name. */
+function topLevel(fields: FieldReader, raw: unknown, known: readonly string[]): RawConfig {
+  fields.knownKeys(raw as RawConfig, known);
+  return raw as RawConfig;
 }
 
 /**

@@ -77,6 +77,21 @@ export class ProxyMetrics {
     "New SVIDs put into service, by workload.",
     ["workload"],
   );
+  /**
+   * Credential files read and not put into service (a sidecar's directory: missing, incomplete,
+   * invalid, or a key that does not match its certificate); the credentials in service stay.
+   */
+  readonly credentialFilesRefused: Counter = this.registry.counter(
+    "meshauth_proxy_credential_files_refused_total",
+    "Credential files read and refused (the credentials in service stay), by reason (missing, incomplete, invalid, key-mismatch).",
+    ["reason"],
+  );
+  /** New CRLs fetched from the CA by a sidecar (`meshauth proxy` with `ca.url`), by authority. */
+  readonly crlUpdates: Counter = this.registry.counter(
+    "meshauth_proxy_crl_updates_total",
+    "New CRLs fetched from the CA (meshauth proxy with ca.url), by authority.",
+    ["authority"],
+  );
   /** Trust bundle or CRL changes applied (open connections verified again), by workload. */
   readonly trustChanges: Counter = this.registry.counter(
     "meshauth_proxy_trust_changes_total",

@@ -23,6 +23,10 @@ export function supportsGroup(group: string): boolean {
     createSecureContext({ ecdhCurve: group, minVersion: "TLSv1.3" });
     return true;
   } catch {
+    // Node 20 leaves the refusal on OpenSSL's error queue, where the next key import of this
+    // thread finds it and fails (ERR_SSL_PASSED_INVALID_ARGUMENT); a context that succeeds
+    // clears the queue.
+    createSecureContext({ minVersion: "TLSv1.3" });
     return false;
   }
 }

@@ -1,5 +1,6 @@
 // docs/proxy.md says what the proxy does; this keeps its non-TypeScript blocks honest (the
 // TypeScript ones run in tests/docs): the agent.yaml example is a valid proxy: section with the
+// values the text gives, the proxy.yaml of Sidecar mode loads as `meshauth proxy` reads it with the
 // values the text gives, the policy example loads for a TCP listener, and the refusal quoted for an
 // HTTP field on a TCP listener is the message the proxy writes.
 import { before, test } from "node:test";
@@ -7,7 +8,7 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { loadProxyConfig } from "../../agent/mod.ts";
+import { loadProxyConfig, loadSidecarConfig } from "../../agent/mod.ts";
 import { ListenerPolicy } from "../../agent/proxy/policy-files.ts";
 import { tempDir } from "./proxy-support.ts";
 
@@ -94,4 +95,32 @@ test("the Unix socket listen block of docs/proxy.md is a valid listen address wi
     mode: 0o660,
     group: "photo",
   });
+});
+
+test("the proxy.yaml block of docs/proxy.md (Sidecar mode) loads as meshauth proxy reads it, with the values it gives", async () => {
+  const block = blocks("yaml").find((b) => b.startsWith("# proxy.yaml"));
+  assert.ok(block, "docs/proxy.md has a proxy.yaml block");
+  const policy = join(dir, "policy.yaml");
+  await writeFile(policy, "policies: []\n");
+  await writeFile(join(dir, "proxy.yaml"), block.replace("/etc/meshauth-proxy/policy.yaml", policy));
+  const config = await loadSidecarConfig({ path: join(dir, "proxy.yaml") });
+  assert.deepEqual(config.credentials, { dir: "/var/run/secrets/meshauth", layout: "istio" });
+  assert.equal(config.ca?.url, "https://meshauth-ca.meshauth-system.svc:8443");
+  assert.deepEqual(config.refresh, { minSeconds: 5, maxSeconds: 300 });
+  assert.deepEqual(config.listen, { host: "127.0.0.1", port: 15020 });
+  assert.equal(config.proxy.auditLog, "/var/log/meshauth-proxy/audit.jsonl");
+  assert.deepEqual(config.proxy.inbound[0].listen, { host: "0.0.0.0", port: 8443 });
+  assert.deepEqual(config.proxy.outbound[0].allowedIds, [
+    "spiffe://cluster.local/ns/datastore-ns/sa/datastore",
+  ]);
+  // The defaults the text gives: the layout, the ops port, the refresh bounds.
+  await writeFile(
+    join(dir, "minimal.yaml"),
+    `credentials: { dir: creds }\nauditLog: audit.jsonl\ninbound: [{ name: a, workload: a, listen: 8443, forward: 8080 }]\n`,
+  );
+  const minimal = await loadSidecarConfig({ path: join(dir, "minimal.yaml") });
+  assert.deepEqual(minimal.credentials, { dir: join(dir, "creds"), layout: "istio" });
+  assert.deepEqual(minimal.listen, { host: "127.0.0.1", port: 15020 });
+  assert.deepEqual(minimal.refresh, { minSeconds: 5, maxSeconds: 300 });
+  assert.equal(minimal.ca, undefined);
 });

@@ -85,7 +85,7 @@ test("docs/kubernetes.md: Deploying runs as written, and its keys are the ones t
   ]);
   // The image the build tags is the one every meshauth container of the manifests runs.
   const images = new Set<string>();
-  for (const file of ["ca.yaml", "agent.yaml"]) {
+  for (const file of ["ca.yaml", "agent.yaml", "demo/photo-app.yaml"]) {
     const text = await readFile(join(ROOT, "examples/kubernetes", file), "utf8");
     for (const [, image] of text.matchAll(/image: (ghcr\.io\/meshauth\/\S+)/g)) images.add(image);
   }

@@ -3,10 +3,12 @@
 // `kubectl apply --validate=strict` checks them, from client-node's models), secure by default
 // where they can be, and what they configure works: the system and the demo need no feature
 // gate, the CA's and the agent's configurations load and agree with the volumes they name, the
-// photo app's policy files load in the proxy and allow frontend -> backend -> datastore and deny
-// frontend -> datastore, and the Dockerfile builds the CLI they run.
+// photo app's sidecars are wired as their proxy.yaml says (the CSI volume, the ConfigMap, the ports
+// the Services and probes name, the app on loopback behind a NetworkPolicy) and their policy files
+// load in the proxy and allow frontend -> backend -> datastore and deny frontend -> datastore, and
+// the Dockerfile builds the CLI they run.
 import assert from "node:assert/strict";
-import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join, relative } from "node:path";
 import { describe, test } from "node:test";
 import * as clientModels from "@kubernetes/client-node";
@@ -14,7 +16,7 @@ import * as models from "kubernetes-models";
 import { parseAllDocuments } from "yaml";
 import { SpiffeId } from "../../mod.ts";
 import { loadConfig } from "../../ca-server/mod.ts";
-import { loadAgentConfig } from "../../agent/mod.ts";
+import { loadAgentConfig, loadSidecarConfig } from "../../agent/mod.ts";
 import { ListenerPolicy } from "../../agent/proxy/policy-files.ts";
 import { tempDir } from "../ca-server/helpers.ts";
 import { exampleManifests } from "./helpers.ts";
@@ -239,11 +241,11 @@ describe("examples/kubernetes manifests", () => {
       const config = await loadAgentConfig({ path, env: { MESHAUTH_NODE_NAME: "node-a" } });
       const k8s = config.kubernetes!;
       assert.ok(k8s.pods.enabled && k8s.csi.enabled);
-      // No proxy on Kubernetes yet: docs/kubernetes.md says the demo's policies are not enforced.
+      // The agent runs no proxy on Kubernetes: each demo pod's sidecar does (docs/kubernetes.md).
       assert.equal(config.proxy, undefined);
       assert.match(
         readFileSync(join(ROOT, "docs/kubernetes.md"), "utf8"),
-        /### What the photo app's policies enforce\n\nNothing, on Kubernetes, yet\./,
+        /### What the photo app's policies enforce\n\nEach request between the demo's pods/,
       );
       // The projected token: its audience is one the CA accepts.
       const token = mountOf(config.node.serviceAccountTokenFile!);
@@ -291,16 +293,23 @@ describe("examples/kubernetes manifests", () => {
   test("the photo app's policy files load in the proxy and allow frontend -> backend -> datastore, never frontend -> datastore", async () => {
     const dir = await tempDir("meshauth-manifest-policy-");
     try {
-      // Each ConfigMap's file, as a volume would hold it, read by the proxy's own loader.
-      const policy = async (name: string, protocol: "tcp" | "http") => {
+      // Each sidecar ConfigMap's policy file, as a volume would hold it, read by the proxy's own
+      // loader as its inbound listener reads it.
+      const policy = async (name: string) => {
         const data = (all.find((m) => m.object.metadata.name === name)!.object as any).data;
-        assert.deepEqual(Object.keys(data), ["policy.yaml"]);
+        assert.deepEqual(Object.keys(data).sort(), ["policy.yaml", "proxy.yaml"]);
         const file = join(dir.path, `${name}.yaml`);
         writeFileSync(file, data["policy.yaml"]);
-        return await ListenerPolicy.load({ listener: name, files: [file], protocol, defaultAction: "DENY" });
+        const [inbound] = parseAllDocuments(data["proxy.yaml"])[0].toJS().inbound;
+        return await ListenerPolicy.load({
+          listener: name,
+          files: [file],
+          protocol: inbound.protocol,
+          defaultAction: "DENY",
+        });
       };
-      const backend = await policy("photo-backend-policy", "http");
-      const datastore = await policy("datastore-policy", "tcp");
+      const backend = await policy("photo-backend-proxy");
+      const datastore = await policy("datastore-proxy");
       const id = (ns: string, sa: string) => SpiffeId.fromServiceAccount("cluster.local", ns, sa);
       const frontend = id("photo-ns", "photo-frontend");
       const allowed = (p: ListenerPolicy, request: Parameters<ListenerPolicy["evaluate"]>[0]) =>
@@ -326,6 +335,124 @@ describe("examples/kubernetes manifests", () => {
       "photo-ns/photo-backend",
       "photo-ns/photo-frontend",
     ]);
+  });
+
+  test("each photo-app pod runs meshauth proxy as a native sidecar, wired as its proxy.yaml says", async () => {
+    const demo = all.filter((m) => m.file === "demo/photo-app.yaml");
+    const pods = workloads(demo);
+    assert.deepEqual(pods.map((w) => w.object.metadata.name).sort(), [
+      "datastore",
+      "photo-backend",
+      "photo-frontend",
+    ]);
+    const idOf = (w: (typeof pods)[number]) =>
+      SpiffeId.fromServiceAccount(
+        "cluster.local",
+        w.object.metadata.namespace!,
+        w.pod.serviceAccountName as string,
+      )
+        .toString();
+    const dir = await tempDir("meshauth-manifest-sidecar-");
+    try {
+      for (const w of pods) {
+        const name = w.object.metadata.name;
+        const [sidecar, ...otherInit] = w.pod.initContainers as any[];
+        const [app, ...otherContainers] = w.pod.containers as any[];
+        assert.deepEqual([otherInit, otherContainers], [[], []], `${name}: one sidecar, one app`);
+        // A native sidecar: an init container that keeps running (Kubernetes 1.29 and later).
+        assert.equal(sidecar.restartPolicy, "Always", `${name}: a native sidecar`);
+        // It runs as the pod's runAsUser, which the agent gives the files to (the key is 0600).
+        assert.equal(sidecar.securityContext.runAsUser, undefined, `${name}: the pod's user`);
+        assert.deepEqual(sidecar.args.slice(0, 2), ["proxy", "--config"]);
+        const volumes = w.pod.volumes as any[];
+        const mountOf = (c: any, path: string) => {
+          const mount = (c.volumeMounts as any[] ?? []).find((m) => path.startsWith(`${m.mountPath}/`));
+          return mount && { mount, volume: volumes.find((v) => v.name === mount.name) };
+        };
+        const configFile = sidecar.args[2];
+        const configVolume = mountOf(sidecar, configFile);
+        assert.equal(configVolume.volume.configMap.name, `${name}-proxy`);
+        const configMap = demo.find((m) =>
+          m.object.kind === "ConfigMap" && m.object.metadata.name === `${name}-proxy`
+        )!.object as any;
+        assert.equal(configMap.metadata.namespace, w.object.metadata.namespace);
+        // The ConfigMap's files where the volume puts them: the configuration loads as the sidecar loads it.
+        const local = (path: string) =>
+          join(dir.path, name, path.slice(configVolume.mount.mountPath.length + 1));
+        mkdirSync(join(dir.path, name), { recursive: true });
+        for (const [key, text] of Object.entries(configMap.data as Record<string, string>)) {
+          writeFileSync(
+            join(dir.path, name, key),
+            text.replaceAll(configVolume.mount.mountPath, join(dir.path, name)),
+          );
+        }
+        const config = await loadSidecarConfig({ path: local(configFile) });
+        for (const inbound of config.proxy.inbound) {
+          await ListenerPolicy.load({
+            listener: inbound.name,
+            files: inbound.policies,
+            protocol: inbound.protocol,
+            defaultAction: inbound.defaultAction,
+          });
+        }
+        // The SVID: the CSI volume, read-only, mounted in the sidecar only.
+        const credentials = mountOf(sidecar, `${config.credentials.dir}/x`);
+        assert.equal(credentials.mount.mountPath, config.credentials.dir);
+        assert.equal(credentials.mount.readOnly, true);
+        assert.equal(credentials.volume.csi.driver, "meshauth.io");
+        assert.equal(mountOf(app, `${config.credentials.dir}/x`), undefined, `${name}: the app holds no key`);
+        // The audit log is on a writable volume (the root file system is read-only).
+        assert.ok(mountOf(sidecar, config.proxy.auditLog).volume.emptyDir, `${name}: the audit log's volume`);
+        // Inbound: mutual TLS on 8443, forwarded to the app's port on loopback, in HTTP mode.
+        const [inbound] = config.proxy.inbound;
+        assert.equal(config.proxy.inbound.length, 1);
+        assert.deepEqual(inbound.listen, { host: "0.0.0.0", port: 8443 });
+        assert.equal(inbound.protocol, "http");
+        assert.equal(inbound.workload, name);
+        const appPort = (app.ports as any[]).find((p) => p.name === "http").containerPort;
+        assert.deepEqual(inbound.forward, { host: "127.0.0.1", port: appPort });
+        const mtls = (sidecar.ports as any[]).find((p) => p.name === "mtls");
+        assert.equal(mtls.containerPort, 8443);
+        // The probes: the ops port the configuration names.
+        const ops = (sidecar.ports as any[]).find((p) => p.name === sidecar.readinessProbe.httpGet.port);
+        assert.equal(ops.containerPort, config.listen.port);
+        assert.equal(sidecar.readinessProbe.httpGet.path, "/readyz");
+        assert.equal(sidecar.livenessProbe.httpGet.path, "/healthz");
+        assert.ok(
+          config.ca?.url.startsWith("https://meshauth-ca.meshauth-system.svc:"),
+          `${name}: the CA's CRLs`,
+        );
+        // The Service points at the sidecar, never at the app.
+        const service = demo.find((m) => m.object.kind === "Service" && m.object.metadata.name === name)!
+          .object as any;
+        assert.deepEqual(service.spec.ports.map((p: any) => p.targetPort), ["mtls"]);
+        // The app listens on every interface: a NetworkPolicy lets other pods reach 8443 only.
+        const policies = demo.filter((m) =>
+          m.object.kind === "NetworkPolicy" &&
+          m.object.metadata.namespace === w.object.metadata.namespace &&
+          (m.object as any).spec.podSelector.matchLabels["app.kubernetes.io/name"] === name
+        ).map((m) => (m.object as any).spec);
+        assert.equal(policies.length, 1, `${name}: a NetworkPolicy`);
+        assert.deepEqual(policies[0].policyTypes, ["Ingress"]);
+        assert.deepEqual(policies[0].ingress, [{ ports: [{ port: 8443, protocol: "TCP" }] }]);
+        // Outbound: on loopback, to a Service of the demo on 8443, served by the Deployment behind it.
+        for (const outbound of config.proxy.outbound) {
+          assert.equal(outbound.workload, name);
+          assert.ok("host" in outbound.listen && outbound.listen.host === "127.0.0.1");
+          const [serviceName, namespace] = outbound.upstream.host.split(".");
+          assert.equal(outbound.upstream.host, `${serviceName}.${namespace}.svc`);
+          const target = pods.find((p) =>
+            p.object.metadata.name === serviceName && p.object.metadata.namespace === namespace
+          )!;
+          assert.ok(target, `${name} calls ${outbound.upstream.host}, a Service of the demo`);
+          assert.equal(outbound.upstream.port, 8443);
+          assert.deepEqual(outbound.allowedIds, [idOf(target)]);
+          assert.equal(outbound.listen.port, { "photo-backend": 15001, datastore: 15002 }[serviceName]);
+        }
+      }
+    } finally {
+      await dir.remove();
+    }
   });
 
   test("the system and the demo need no feature gate; Pod Certificates and Secrets are in optional/", () => {

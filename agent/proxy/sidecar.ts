@@ -1,0 +1,182 @@
+/**
+ * `meshauth proxy` at run time: the {@link MeshProxy} of a `proxy.yaml`, fed by a
+ * {@link FileCredentialSource} over the delivered directory (one workload: every listener
+ * presents its SVID), the CA's CRLs followed by the agent's own refresher when `ca.url` is set,
+ * and the ops port (`/healthz`, `/readyz` once the credentials are loaded, `/metrics`).
+ *
+ * @module
+ */
+
+import { readFile } from "node:fs/promises";
+import { type Logger, silentLogger } from "../../internal/mod.ts";
+import { CaClient } from "../ca-client.ts";
+import type { HeldCertificate } from "../lifecycle/trust-refresh.ts";
+import { TrustRefresher } from "../lifecycle/trust-refresh.ts";
+import { type OpsServer, startOpsServer } from "../ops-server.ts";
+import { FileCredentialSource } from "./file-credentials.ts";
+import { MeshProxy } from "./proxy.ts";
+import type { SidecarConfig } from "./sidecar-config.ts";
+
+/** A running `meshauth proxy`. */
+export interface RunningSidecar {
+  proxy: MeshProxy;
+  source: FileCredentialSource;
+  ops: OpsServer;
+  /** Closes the listeners and open connections, stops following the files and the CA. */
+  close(): Promise<void>;
+}
+
+/** Starts the proxy, its credentials and its ops port. Throws when a listener or the ops port cannot listen. */
+export async function startProxySidecar(
+  config: SidecarConfig,
+  options: { logger?: Logger } = {},
+): Promise<RunningSidecar> {
+  const logger = options.logger ?? silentLogger;
+  const proxy = new MeshProxy({ config: config.proxy, logger });
+  const source = new FileCredentialSource({
+    directory: config.credentials.dir,
+    layout: config.credentials.layout,
+    logger,
+    metrics: proxy.metrics,
+  });
+  const workloads = new Set([...config.proxy.inbound, ...config.proxy.outbound].map((l) => l.workload));
+  for (const workload of workloads) proxy.setSource(workload, source);
+  let isRunning = true;
+  let isListening = false;
+  const ops = await startOpsServer(
+    {
+      isRunning: () => isRunning,
+      readiness: () => {
+        const waitingFor = [
+          ...(source.current() ? [] : [`credentials in ${config.credentials.dir}`]),
+          ...(isListening ? [] : ["the listeners"]),
+        ];
+        return { isReady: waitingFor.length === 0, waitingFor };
+      },
+      renderMetrics: () => proxy.metrics.render(),
+    },
+    config.listen.host,
+    config.listen.port,
+    "listen.port in proxy.yaml",
+  );
+  let crls: Promise<CrlFollower | undefined> | undefined;
+  // The CA is followed once the credentials are there: their bundle verifies it and its CRLs.
+  const followCa = () => {
+    if (!config.ca || crls || !source.credentials) return;
+    source.off("change", followCa);
+    crls = CrlFollower.start(config, source, proxy, logger).catch((err) => {
+      logger.error("following the CA's CRLs failed", { error: (err as Error).message });
+      return undefined;
+    });
+  };
+  try {
+    source.on("change", followCa);
+    await source.start();
+    await proxy.start();
+    isListening = true;
+    followCa();
+  } catch (err) {
+    source.close();
+    await proxy.stop();
+    await ops.close();
+    throw err;
+  }
+  logger.info("proxy sidecar started", {
+    credentials: config.credentials.dir,
+    ops: ops.url,
+    ca: config.ca?.url,
+  });
+  return {
+    proxy,
+    source,
+    ops,
+    close: async () => {
+      isRunning = false;
+      isListening = false;
+      source.off("change", followCa);
+      await (await crls)?.stop();
+      source.close();
+      await proxy.stop();
+      await ops.close();
+    },
+  };
+}
+
+/** The CA's CRLs for the authority of the sidecar's own SVID (and its peers'), by the agent's refresher. */
+class CrlFollower {
+  private constructor(readonly refresher: TrustRefresher, readonly client: CaClient) {}
+
+  static async start(
+    config: SidecarConfig,
+    source: FileCredentialSource,
+    proxy: MeshProxy,
+    logger: Logger,
+  ): Promise<CrlFollower> {
+    const ca = config.ca!;
+    // The CA is verified with the roots named, or those delivered (the CA's own roots).
+    const caRootsPem = ca.trustBundleFile
+      ? await readFile(ca.trustBundleFile, "utf8")
+      : source.credentials!.trustBundlePem;
+    const client = new CaClient({
+      url: ca.url,
+      caCertificatesPem: caRootsPem,
+      timeoutMs: ca.timeoutSeconds * 1000,
+    });
+    // One object per SVID: the refresher remembers each one's authority by identity.
+    let held: HeldCertificate | undefined;
+    const heldNow = (): HeldCertificate[] => {
+      const current = source.credentials;
+      if (!current) return [];
+      if (held?.serialNumber !== current.serialNumber) {
+        held = {
+          certificateChainPem: current.certificateChainPem,
+          serialNumber: current.serialNumber,
+          expiresAt: current.expiresAt,
+        };
+      }
+      return [held];
+    };
+    const credentials = source.credentials!;
+    const refresher = new TrustRefresher({
+      client,
+      trustDomain: credentials.id.trustDomain,
+      bootstrapBundlePem: caRootsPem,
+      minRefreshMs: config.refresh.minSeconds * 1000,
+      maxRefreshMs: config.refresh.maxSeconds * 1000,
+      logger,
+      metrics: { crlUpdates: proxy.metrics.crlUpdates },
+      heldCertificates: heldNow,
+      onBundle: () => {},
+      onCrl: (authority, crl, revoked) => {
+        logger.info("CRL updated", {
+          authority,
+          crlNumber: crl.crlNumber?.toString(),
+          entries: revoked.size,
+        });
+        source.setCrls([...refresher.crls().values()]);
+      },
+    });
+    await refresher.load();
+    // CRLs are checked against the delivered roots (the CA's, unless ca.trustBundleFile says otherwise).
+    refresher.adoptBundle(credentials.trustBundlePem);
+    source.setCrlFetcher((chainPem) => refresher.followPeer(chainPem));
+    let serial = source.credentials?.serialNumber;
+    source.on("change", () => {
+      const current = source.credentials;
+      if (!current) return;
+      refresher.adoptBundle(current.trustBundlePem);
+      // A new SVID may come from a new authority, whose CRL is then followed at once.
+      if (current.serialNumber !== serial) {
+        serial = current.serialNumber;
+        void refresher.refreshCrls();
+      }
+    });
+    void refresher.refreshCrls();
+    return new CrlFollower(refresher, client);
+  }
+
+  async stop(): Promise<void> {
+    await this.refresher.stop();
+    await this.client.close();
+  }
+}

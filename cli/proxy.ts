@@ -1,0 +1,119 @@
+/**
+ * `meshauth proxy --config proxy.yaml`: the mutual-TLS proxy on its own, beside one workload
+ * (a Kubernetes sidecar), with the SVID files the agent delivers, until SIGTERM or SIGINT.
+ * `--check` validates the configuration and the policy files and exits. Every key is in
+ * `docs/proxy.md` ("Sidecar mode").
+ *
+ * @module
+ */
+
+import { formatAddress } from "../agent/proxy/address.ts";
+import { ListenerPolicy } from "../agent/proxy/policy-files.ts";
+import { loadSidecarConfig, type SidecarConfig } from "../agent/proxy/sidecar-config.ts";
+import { jsonLogger } from "../internal/mod.ts";
+import { isHelp, parseFlags, reportCliError, UsageError } from "./args.ts";
+
+const HELP = `usage: meshauth proxy --config <file> [options]
+
+Runs the mutual-TLS proxy beside one workload (a Kubernetes sidecar): presents the SVID the
+agent delivers into credentials.dir (read through ..data, followed as it rotates), verifies
+peers against the delivered trust bundle and, with ca.url, the CA's CRLs; inbound listeners
+enforce their policy files, outbound ones check the upstream's SPIFFE ID (secure naming).
+Serves /healthz, /readyz (ready once the credentials are loaded) and /metrics on
+127.0.0.1:15020. Logs JSON lines. Stops on SIGTERM or SIGINT.
+
+Options:
+  --config <file>   YAML or JSON configuration (every key: docs/proxy.md, "Sidecar mode")
+  --check           validate the configuration and the policy files, print them, exit
+  --help            this text`;
+
+/** What `--check` prints; its first line says whether the configuration is valid, as the exit code does. */
+async function describe(config: SidecarConfig): Promise<{ text: string; isValid: boolean }> {
+  const policyProblems: string[] = [];
+  for (const inbound of config.proxy.inbound) {
+    await ListenerPolicy.load({
+      listener: inbound.name,
+      files: inbound.policies,
+      protocol: inbound.protocol,
+      defaultAction: inbound.defaultAction,
+    }).catch((err: Error) => policyProblems.push(`  inbound ${inbound.name}: ${err.message}`));
+  }
+  const where = `credentials ${config.credentials.dir} (${config.credentials.layout})${
+    config.ca ? `, CRLs from ${config.ca.url}` : ", no CA (no CRLs)"
+  }`;
+  const lines = [
+    policyProblems.length === 0
+      ? `configuration is valid: ${where}`
+      : `configuration is not valid: ${policyProblems.length} listener${
+        policyProblems.length === 1 ? "'s" : "s'"
+      } policies cannot be used (below); ${where}`,
+    ...policyProblems,
+    `ops port ${config.listen.host}:${config.listen.port}; audit log ${config.proxy.auditLog}`,
+    ...config.proxy.inbound.map((l) =>
+      `  inbound ${l.name}: ${formatAddress(l.listen)} (${l.mode} ${l.protocol}, as ${l.workload}) -> ${
+        formatAddress(l.forward)
+      }, policies ${l.policies.join(", ") || "(none)"}`
+    ),
+    ...config.proxy.outbound.map((l) =>
+      `  outbound ${l.name}: ${
+        formatAddress(l.listen)
+      } -> ${l.upstream.host}:${l.upstream.port} as ${l.workload}, served by ${l.allowedIds.join(", ")}`
+    ),
+  ];
+  return { text: lines.join("\n"), isValid: policyProblems.length === 0 };
+}
+
+/** Runs `meshauth proxy <args>`; answers the exit code once the proxy stops (2 for a usage error). */
+export async function runProxyCommand(args: string[]): Promise<number> {
+  try {
+    if (isHelp(args[0])) {
+      console.log(HELP);
+      return 0;
+    }
+    const { values } = parseFlags(args, {
+      config: { type: "string" },
+      check: { type: "boolean" },
+      help: { type: "boolean" },
+    });
+    if (values.help) {
+      console.log(HELP);
+      return 0;
+    }
+    if (values.config === undefined) throw new UsageError(`--config <file> is required\n\n${HELP}`);
+    const config = await loadSidecarConfig({ path: values.config });
+    if (values.check) {
+      const { text, isValid } = await describe(config);
+      console.log(text);
+      return isValid ? 0 : 1;
+    }
+    const { startProxySidecar } = await import("../agent/proxy/sidecar.ts");
+    const logger = jsonLogger({ level: config.log.level });
+    let running: Awaited<ReturnType<typeof startProxySidecar>> | undefined;
+    let stopped!: (signal: NodeJS.Signals) => void;
+    const isStopped = new Promise<NodeJS.Signals>((resolve) => stopped = resolve);
+    const stop = (signal: NodeJS.Signals) => {
+      process.off("SIGTERM", stop);
+      process.off("SIGINT", stop);
+      if (running) {
+        void running.close().then(() => stopped(signal));
+      } else {
+        logger.info("stopped", { signal, whileStarting: true });
+        process.exit(0);
+      }
+    };
+    process.on("SIGTERM", stop);
+    process.on("SIGINT", stop);
+    try {
+      running = await startProxySidecar(config, { logger });
+    } catch (err) {
+      process.off("SIGTERM", stop);
+      process.off("SIGINT", stop);
+      throw err;
+    }
+    const signal = await isStopped;
+    logger.info("stopped", { signal });
+    return 0;
+  } catch (err) {
+    return reportCliError(err);
+  }
+}

@@ -1,0 +1,149 @@
+// `meshauth proxy` on the command line: --help, usage errors (exit 2), --check of a valid and of
+// a bad configuration (exit 0 and 1, with what it read), and a sidecar whose credential
+// directory is not there yet: running, not ready (503, the directory named), JSON lines saying
+// why, and ready once the agent's files arrive.
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { credentialFiles, writeGeneration } from "../../agent/mod.ts";
+import { NODE, ROOT, tempDir } from "../ca-server/helpers.ts";
+import { killStartedProcesses, spawnInGroup, within } from "../support/processes.ts";
+import { TestCaServer } from "./proxy-ca-support.ts";
+import { waitFor } from "./helpers.ts";
+
+const TIMEOUT_MS = 60_000;
+
+function meshauth(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(
+      NODE,
+      ["--import", "tsx", "cli/main.ts", ...args],
+      { cwd: ROOT, timeout: TIMEOUT_MS },
+      (err, stdout, stderr) => {
+        resolve({ code: err ? (typeof err.code === "number" ? err.code : 1) : 0, stdout, stderr });
+      },
+    );
+  });
+}
+
+describe("meshauth proxy", { timeout: 4 * TIMEOUT_MS }, () => {
+  let dir: { path: string; remove: () => Promise<void> };
+
+  before(async () => {
+    dir = await tempDir("meshauth-proxy-cli-");
+    await writeFile(
+      join(dir.path, "policy.yaml"),
+      "policies:\n  - name: anyone-reads\n    action: ALLOW\n    rules:\n      - to: [{ operation: { methods: [GET] } }]\n",
+    );
+    await writeFile(
+      join(dir.path, "bad-policy.yaml"),
+      "policies:\n  - name: get-only\n    action: ALLOW\n    rules:\n      - to: [{ operation: { methods: [GET] } }]\n",
+    );
+    const config = (policy: string, credentials = "pod") =>
+      `credentials: { dir: ${credentials} }\nlisten: { port: 0 }\nauditLog: audit.jsonl\n` +
+      `inbound:\n  - { name: app, workload: app, listen: 127.0.0.1:0, forward: 127.0.0.1:8080, ` +
+      `protocol: ${policy === "bad-policy.yaml" ? "tcp" : "http"}, policies: [${policy}] }\n`;
+    await writeFile(join(dir.path, "proxy.yaml"), config("policy.yaml"));
+    await writeFile(join(dir.path, "bad.yaml"), config("bad-policy.yaml"));
+  });
+
+  after(async () => {
+    await killStartedProcesses();
+    await dir?.remove();
+  });
+
+  test("--help says what it runs and which flags it takes; meshauth --help lists it", async () => {
+    const help = await meshauth(["proxy", "--help"]);
+    assert.equal(help.code, 0);
+    assert.match(help.stdout, /^usage: meshauth proxy --config <file>/);
+    assert.match(help.stdout, /--check/);
+    assert.match((await meshauth(["--help"])).stdout, /\n {2}proxy {4}/);
+  });
+
+  test("a usage error exits 2: no --config, or a misspelt flag with the nearest one", async () => {
+    const none = await meshauth(["proxy"]);
+    assert.equal(none.code, 2);
+    assert.match(none.stderr, /--config <file> is required/);
+    const typo = await meshauth(["proxy", "--chek"]);
+    assert.equal(typo.code, 2);
+    assert.match(typo.stderr, /unknown option --chek; did you mean "--check"\?/);
+  });
+
+  test("--check prints a valid configuration's listeners and exits 0", async () => {
+    const r = await meshauth(["proxy", "--check", "--config", join(dir.path, "proxy.yaml")]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^configuration is valid: credentials .*\/pod \(istio\), no CA/);
+    assert.match(r.stdout, /inbound app: 127\.0\.0\.1:0 \(STRICT http, as app\) -> 127\.0\.0\.1:8080/);
+  });
+
+  test("--check of a policy that cannot be used exits 1 and says why", async () => {
+    const r = await meshauth(["proxy", "--check", "--config", join(dir.path, "bad.yaml")]);
+    assert.equal(r.code, 1);
+    assert.match(r.stdout, /^configuration is not valid: 1 listener's policies cannot be used/);
+    assert.match(r.stdout, /methods is an HTTP field/);
+  });
+
+  test("without its credential files it runs, not ready, and is ready once the agent delivers them", async () => {
+    const child = spawnInGroup(NODE, [
+      "--import",
+      "tsx",
+      "cli/main.ts",
+      "proxy",
+      "--config",
+      join(dir.path, "proxy.yaml"),
+    ], { cwd: ROOT });
+    const logs: Record<string, unknown>[] = [];
+    let buffered = "";
+    child.stdout!.on("data", (d) => {
+      buffered += d;
+      const lines = buffered.split("\n");
+      buffered = lines.pop()!;
+      for (const line of lines) logs.push(JSON.parse(line));
+    });
+    const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+    await waitFor(
+      "the sidecar's start",
+      () => logs.some((l) => l.msg === "proxy sidecar started"),
+      TIMEOUT_MS,
+    );
+    const ops = String(logs.find((l) => l.msg === "proxy sidecar started")!.ops);
+    const refused = logs.find((l) => l.msg === "credential files cannot be used yet");
+    assert.equal(refused?.reason, "missing");
+    const notReady = await fetch(`${ops}/readyz`, { signal: AbortSignal.timeout(10_000) });
+    assert.equal(notReady.status, 503);
+    assert.match(await notReady.text(), /credentials in .*\/pod/);
+    assert.equal((await fetch(`${ops}/healthz`, { signal: AbortSignal.timeout(10_000) })).status, 200);
+
+    const ca = await TestCaServer.start("test.example");
+    try {
+      const svid = await ca.issue("spiffe://test.example/app");
+      await writeGeneration(
+        join(dir.path, "pod"),
+        credentialFiles({
+          certificateChainPem: svid.svid.certificateChainPem,
+          privateKeyPem: svid.svid.privateKeyPem,
+          trustBundlePem: svid.bundle.toPem(),
+        }, { layout: "istio", keyFileMode: 0o600 }),
+        {},
+        { root: dir.path },
+      );
+      await waitFor(
+        "the credentials",
+        () => logs.some((l) => l.msg === "credential files loaded"),
+        TIMEOUT_MS,
+      );
+      const ready = await fetch(`${ops}/readyz`, { signal: AbortSignal.timeout(10_000) });
+      assert.equal(ready.status, 200);
+      const metrics = await (await fetch(`${ops}/metrics`, { signal: AbortSignal.timeout(10_000) })).text();
+      assert.match(metrics, /meshauth_proxy_credential_files_refused_total\{reason="missing"\} [1-9]/);
+    } finally {
+      await ca.stop();
+    }
+    child.kill("SIGINT");
+    const code = await within(exited, TIMEOUT_MS, "the sidecar to exit");
+    assert.ok(logs.some((l) => l.msg === "stopped"));
+    if (code !== null) assert.equal(code, 0);
+  });
+});

@@ -1,0 +1,138 @@
+// The sidecar's credentials from a delivered directory (FileCredentialSource): each way a
+// directory cannot be used is CredentialDirectoryUnusable with its reason and the directory in
+// its message; a bad rotation keeps the credentials in service and is counted; a good one is
+// put into service; both layouts of the delivery are read.
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdir } from "node:fs/promises";
+import { join } from "node:path";
+import {
+  CredentialDirectoryUnusable,
+  credentialFiles,
+  FileCredentialSource,
+  type LayoutName,
+  ProxyMetrics,
+  readCredentialDirectory,
+  writeGeneration,
+} from "../../agent/mod.ts";
+import { tempDir } from "../ca-server/helpers.ts";
+import { type CaFollowingSource, TestCaServer } from "./proxy-ca-support.ts";
+import { waitFor } from "./helpers.ts";
+
+const ID = "spiffe://test.example/ns/demo/sa/backend";
+
+describe("FileCredentialSource", () => {
+  let dir: { path: string; remove: () => Promise<void> };
+  let ca: TestCaServer;
+  let first: CaFollowingSource;
+  let second: CaFollowingSource;
+  let n = 0;
+
+  before(async () => {
+    dir = await tempDir("meshauth-file-credentials-");
+    ca = await TestCaServer.start("test.example");
+    first = await ca.issue(ID);
+    second = await ca.issue(ID);
+  });
+
+  after(async () => {
+    await ca?.stop();
+    await dir?.remove();
+  });
+
+  const files = (
+    svid: CaFollowingSource,
+    overrides: { chain?: string; key?: string } = {},
+    layout: LayoutName = "istio",
+  ) =>
+    credentialFiles({
+      certificateChainPem: overrides.chain ?? svid.svid.certificateChainPem,
+      privateKeyPem: overrides.key ?? svid.svid.privateKeyPem,
+      trustBundlePem: svid.bundle.toPem(),
+    }, { layout, keyFileMode: 0o600 });
+
+  /** A new directory with one generation of `payload` (none for undefined). */
+  const deliver = async (payload?: ReturnType<typeof files>): Promise<string> => {
+    const directory = join(dir.path, `pod-${++n}`);
+    if (payload) await writeGeneration(directory, payload, {}, { root: dir.path });
+    return directory;
+  };
+
+  const refusal = async (directory: string, reason: string) => {
+    const err = await readCredentialDirectory(directory).then(() => undefined, (e) => e);
+    assert.ok(err instanceof CredentialDirectoryUnusable, `${err}`);
+    assert.equal(err.code, "ERR_CREDENTIAL_DIRECTORY_UNUSABLE");
+    assert.equal(err.reason, reason);
+    assert.equal(err.directory, directory);
+    assert.ok(err.message.includes(directory) && !err.message.includes("\n"), err.message);
+    return err;
+  };
+
+  test("reads the SVID, key and bundle of the current generation, and what they are", async () => {
+    const read = await readCredentialDirectory(await deliver(files(first)));
+    assert.equal(read.id.toString(), ID);
+    assert.equal(read.serialNumber, first.svid.serialNumber);
+    assert.equal(read.privateKeyPem, first.svid.privateKeyPem);
+  });
+
+  test("reads the spiffe-helper layout when told to", async () => {
+    const directory = await deliver(files(first, {}, "spiffe-helper"));
+    assert.equal(
+      (await readCredentialDirectory(directory, "spiffe-helper")).serialNumber,
+      first.svid.serialNumber,
+    );
+    await refusal(directory, "incomplete");
+  });
+
+  test("a directory that does not exist is missing", async () => {
+    await refusal(join(dir.path, "nowhere"), "missing");
+  });
+
+  test("a directory with nothing delivered (no ..data) is missing", async () => {
+    const directory = await deliver();
+    await mkdir(directory);
+    await refusal(directory, "missing");
+  });
+
+  test("a generation without the key is incomplete, and says which file", async () => {
+    const err = await refusal(await deliver(files(first).filter((f) => f.name !== "key.pem")), "incomplete");
+    assert.match(err.message, /key\.pem/);
+  });
+
+  test("a certificate chain that does not parse is invalid", async () => {
+    await refusal(await deliver(files(first, { chain: "not a certificate\n" })), "invalid");
+  });
+
+  test("the key of another certificate is a key mismatch", async () => {
+    await refusal(await deliver(files(first, { key: second.svid.privateKeyPem })), "key-mismatch");
+  });
+
+  test("a bad rotation keeps the credentials in service and is counted; a good one is put into service", async () => {
+    const directory = await deliver(files(first));
+    const metrics = new ProxyMetrics();
+    const source = new FileCredentialSource({ directory, metrics, pollIntervalMs: 100 });
+    let changes = 0;
+    source.on("change", () => changes++);
+    await source.start();
+    try {
+      assert.equal(source.credentials?.serialNumber, first.svid.serialNumber);
+      // The new certificate with the old key: what a reader mixing two generations would see.
+      await writeGeneration(directory, files(second, { key: first.svid.privateKeyPem }), {}, {
+        root: dir.path,
+      });
+      await waitFor("the refused rotation", () => source.refusedReads > 0);
+      assert.equal(source.lastError?.reason, "key-mismatch");
+      assert.equal(source.current()?.certificateChainPem, first.svid.certificateChainPem);
+      assert.match(
+        metrics.render(),
+        /meshauth_proxy_credential_files_refused_total\{reason="key-mismatch"\} [1-9]/,
+      );
+      await writeGeneration(directory, files(second), {}, { root: dir.path });
+      await waitFor("the rotation", () => source.credentials?.serialNumber === second.svid.serialNumber);
+      assert.equal(source.lastError, undefined);
+      assert.equal(changes, 2);
+    } finally {
+      source.close();
+    }
+  });
+});

@@ -126,9 +126,11 @@ function steps() {
   if (existsSync(join(root, "scripts/conformance.ts"))) {
     list.push({ name: "conformance", cmd: [process.execPath, "--import", "tsx", "scripts/conformance.ts"] });
   }
-  // Bun runs what is runtime-agnostic: the core, the harness's own checks, and the edge example.
+  // Bun runs what is runtime-agnostic: the core, the harness's own checks, and the edge example;
+  // and the node:crypto provider in process, whose key form on Bun (DER) no other step runs.
   const bunTests = [
     ...coreTests,
+    ...files("tests/ca-server", /^node-crypto\.test\.ts$/),
     ...files("tests/workerd", /\.test\.ts$/),
     ...files("tests/examples", /\.test\.ts$/),
   ];

@@ -12,9 +12,10 @@
  * @module
  */
 
-import { childrenOf, expectTag, integerBytes, latin1, parseDer, readBitString, Tag } from "../asn1/der.ts";
+import { childrenOf, expectTag, integerBytes, latin1, parseDer, Tag } from "../asn1/der.ts";
 import { toArrayBuffer } from "../encoding.ts";
 import { MalformedInput, RuntimeUnsupported } from "../errors.ts";
+import { parseSubjectPublicKeyInfo } from "./certificate.ts";
 import { CURVE_SIZE, isOnCurve } from "./public-key.ts";
 
 /** Hash functions by their WebCrypto names. */
@@ -82,17 +83,18 @@ const KEY_CACHE_LIMIT = 512;
 // from their raw point: OpenSSL 3.0's SPKI decoder (Node 20) costs several times more.
 async function importKey(scheme: SignatureScheme, spki: Uint8Array): Promise<CryptoKey> {
   const params = scheme.name === "RSA-PSS" ? { name: scheme.name, hash: scheme.hash } : scheme;
+  // Read and checked before the import, so that what is refused here says why.
+  const point = scheme.name === "ECDSA" || scheme.name === "Ed25519"
+    ? parseSubjectPublicKeyInfo(spki).publicKey
+    : undefined;
+  // Deno's WebCrypto imports an uncompressed point that is not on the curve, or whose
+  // coordinates are not below the field prime; every other runtime refuses it, and so must
+  // this provider, with the same error on every runtime.
+  if (scheme.name === "ECDSA" && point?.[0] === 0x04 && !isOnCurve(scheme.namedCurve, point)) {
+    throw new MalformedInput("public key", "the EC point is not on the curve");
+  }
   try {
-    if (scheme.name === "ECDSA" || scheme.name === "Ed25519") {
-      const [, keyBits] = childrenOf(expectTag(parseDer(spki, "public key"), Tag.SEQUENCE, "public key"));
-      const point = readBitString(expectTag(keyBits, Tag.BIT_STRING, "public key")).bytes;
-      // Deno's WebCrypto imports an uncompressed point that is not on the curve; every other
-      // runtime refuses it, and so must this provider, with the same error on every runtime.
-      if (scheme.name === "ECDSA" && point[0] === 0x04 && !isOnCurve(scheme.namedCurve, point)) {
-        throw new MalformedInput("public key", "the EC point is not on the curve");
-      }
-      return await crypto.subtle.importKey("raw", toArrayBuffer(point), params, true, ["verify"]);
-    }
+    if (point) return await crypto.subtle.importKey("raw", toArrayBuffer(point), params, true, ["verify"]);
     return await crypto.subtle.importKey("spki", toArrayBuffer(spki), params, true, ["verify"]);
   } catch (cause) {
     if (cause instanceof DOMException && cause.name === "NotSupportedError") {

@@ -7,7 +7,7 @@
 import { childrenOf, contentOf, expectTag, parseDer, readOid, Tag } from "../asn1/der.ts";
 import { EC_CURVES, OID } from "../asn1/oids.ts";
 import { toBase64Url, toHex } from "../encoding.ts";
-import type { SubjectPublicKeyInfo } from "./certificate.ts";
+import type { AlgorithmIdentifier, SubjectPublicKeyInfo } from "./certificate.ts";
 
 /** Bit length of an RSAPublicKey's modulus (RFC 8017 A.1.1: SEQUENCE { n, e }). */
 export function rsaModulusBits(publicKey: Uint8Array): number {
@@ -30,15 +30,24 @@ export type EcPublicJwk = {
 };
 
 /**
+ * The OID of the named curve in an EC key's algorithm parameters (RFC 5480 2.1.1), or
+ * undefined for parameters of any other form (explicit curve parameters, NULL, absent).
+ */
+export function namedCurveOid({ parameters }: AlgorithmIdentifier): string | undefined {
+  return parameters?.[0] === Tag.OID
+    ? readOid(parseDer(parameters, "EC parameters"), "EC parameters")
+    : undefined;
+}
+
+/**
  * The public JWK of an EC key on a named curve meshauth knows, from its SubjectPublicKeyInfo;
  * undefined for any other key: another algorithm, explicit curve parameters, an unknown curve,
  * a compressed point or one of the wrong length (a JWK holds only uncompressed coordinates).
  * Whether the point is on the curve is left to whoever imports the JWK.
  */
 export function ecPublicJwk({ algorithm, publicKey }: SubjectPublicKeyInfo): EcPublicJwk | undefined {
-  const { parameters } = algorithm;
-  if (algorithm.oid !== OID.ecPublicKey || parameters?.[0] !== Tag.OID) return undefined;
-  const curve = EC_CURVES[readOid(parseDer(parameters, "EC parameters"), "EC parameters")];
+  const curveOid = algorithm.oid === OID.ecPublicKey ? namedCurveOid(algorithm) : undefined;
+  const curve = curveOid === undefined ? undefined : EC_CURVES[curveOid];
   // SEC 1 2.3.3: 0x04, then X and Y, each exactly the curve's size.
   if (!curve || publicKey[0] !== 0x04 || publicKey.length !== 1 + 2 * curve.size) return undefined;
   return {

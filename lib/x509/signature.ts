@@ -22,6 +22,7 @@ import { MalformedInput, UnsupportedAlgorithm } from "../errors.ts";
 import { keyAlgorithmOf } from "../keys.ts";
 import type { AlgorithmIdentifier } from "./certificate.ts";
 import { type CryptoProvider, type SignatureScheme, webCryptoProvider } from "./crypto-provider.ts";
+import { namedCurveOid } from "./public-key.ts";
 
 /** Something that signs TBS bytes: a WebCrypto key, or a KMS/HSM behind the same shape. */
 export interface Signer {
@@ -84,8 +85,7 @@ const HASH_BY_OID: Record<string, "SHA-256" | "SHA-384" | "SHA-512"> = {
 };
 
 function curveOf(publicKeyAlgorithm: AlgorithmIdentifier): "P-256" | "P-384" | "P-521" {
-  const params = publicKeyAlgorithm.parameters;
-  const curve = params && params[0] === Tag.OID ? readOid(parseDer(params, "EC parameters")) : undefined;
+  const curve = namedCurveOid(publicKeyAlgorithm);
   const known = curve === undefined ? undefined : EC_CURVES[curve];
   if (known) return known.name;
   throw new UnsupportedAlgorithm(`EC curve ${curve ?? "(explicit parameters)"}`);

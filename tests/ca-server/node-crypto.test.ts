@@ -23,6 +23,7 @@ import { webCryptoProvider } from "../../internal/mod.ts";
 import { nodeCryptoProvider, nodeSigner } from "../../ca-server/mod.ts";
 import { createNodeCryptoProvider, type KeyImportForm } from "../../ca-server/keys/node-crypto.ts";
 import { buildCsr, fakeSpki, keySigner } from "../support/csr-builder.ts";
+import { NIST_CURVES, smallPoint, uncompressedPoint } from "../support/ec-points.ts";
 
 const DATA = new TextEncoder().encode("a TBSCertificate, more or less");
 
@@ -256,7 +257,41 @@ describe("nodeCryptoProvider, EC keys it must refuse", () => {
         await assert.rejects(parseCsr(csr, { crypto }), rejection("malformed"), name);
       }
     });
+
+    it(`refuses a ${curve} point whose x is not below p with every provider and key form`, async () => {
+      // x + p encodes the same point mod p, which Deno's WebCrypto imports; the signature then
+      // fails, so a provider that let it through would answer 'signature', not 'malformed'.
+      const signer = await ecSigner(curve);
+      const { x, y } = smallPoint(curve);
+      const spki = fakeSpki(EC, CURVE_OID[curve], uncompressedPoint(curve, x + NIST_CURVES[curve].p, y));
+      const csr = await buildCsr({ signer, spki, uris: [ID] });
+      for (const [name, crypto] of providers) {
+        await assert.rejects(parseCsr(csr, { crypto }), rejection("malformed"), name);
+      }
+    });
   }
+
+  it("the WebCrypto provider says why it refuses a point off the curve, on every runtime", async () => {
+    const signer = await ecSigner("P-256");
+    const data = new TextEncoder().encode("a CertificationRequestInfo");
+    const { x, y } = smallPoint("P-256");
+    const check = {
+      scheme: { name: "ECDSA", hash: "SHA-256", namedCurve: "P-256" } as const,
+      data,
+      signature: await signer.sign(data),
+    };
+    for (
+      const spki of [
+        offCurveSpki("P-256", signer.spki),
+        fakeSpki(EC, CURVE_OID["P-256"], uncompressedPoint("P-256", x + NIST_CURVES["P-256"].p, y)),
+      ]
+    ) {
+      await assert.rejects(webCryptoProvider.verify({ ...check, spki }), {
+        code: "ERR_MALFORMED_INPUT",
+        reason: "the EC point is not on the curve",
+      });
+    }
+  });
 
   it("refuses a compressed point, a point of the wrong length and an unknown curve, with every provider", async () => {
     const signer = await ecSigner("P-256");

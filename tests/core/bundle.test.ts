@@ -364,4 +364,38 @@ describe("TrustBundle hostile and future keys", () => {
     );
     assert.throws(() => new TrustBundle(TD, [der]).toJwks(), invalidBundle);
   });
+
+  test("a certificate whose EC key has no JWK form gives ERR_BUNDLE_INVALID, whatever its parameters", async () => {
+    const keys = await generateKeyPair();
+    const ca = await keySigner(keys.privateKey, keys.publicKey);
+    const name = encodeName([[OID.commonName, "bad ec"]]);
+    const point = ca.spki.subarray(ca.spki.length - 65);
+    const keysWithoutJwk = {
+      // RFC 5480 2.1.1: specifiedCurve MUST NOT be used; these were ERR_MALFORMED_INPUT.
+      "explicit curve parameters": seq(oid(OID.ecPublicKey), seq(integer(1))),
+      "NULL parameters": seq(oid(OID.ecPublicKey), nullValue()),
+      "no parameters": seq(oid(OID.ecPublicKey)),
+      "secp256k1": seq(oid(OID.ecPublicKey), oid("1.3.132.0.10")),
+      "a P-256 point labelled P-384": seq(oid(OID.ecPublicKey), oid(OID.p384)),
+    };
+    for (const [what, algorithm] of Object.entries(keysWithoutJwk)) {
+      const tbs = seq(
+        explicit(0, integer(2)),
+        integer(6),
+        ca.algorithmIdentifier,
+        name,
+        seq(time(new Date(Date.now() - 3600e3)), time(new Date(Date.now() + 3600e3))),
+        name,
+        seq(algorithm, bitString(point)),
+      );
+      const der = seq(tbs, ca.algorithmIdentifier, bitString(await ca.sign(tbs)));
+      const x5c = btoa(String.fromCharCode(...der));
+      assert.throws(
+        () => TrustBundle.fromJwks(TD, { keys: [{ kty: "EC", use: "x509-svid", x5c: [x5c] }] }),
+        invalidBundle,
+        what,
+      );
+      assert.throws(() => new TrustBundle(TD, [der]).toJwks(), invalidBundle, what);
+    }
+  });
 });

@@ -28,6 +28,7 @@ import {
   rsaSigner,
   sanExtension,
 } from "../support/csr-builder.ts";
+import { NIST_CURVES, smallPoint, uncompressedPoint } from "../support/ec-points.ts";
 
 // Big RSA keys take seconds to make (more on a busy machine): above Bun's 5 s default.
 const SLOW = { timeout: 120_000 };
@@ -318,6 +319,24 @@ describe("parseCsr rejects", () => {
       const spki = fakeSpki("1.2.840.10045.2.1", curveOid, point);
       await assert.rejects(parseCsr(await buildCsr({ signer, spki, uris: [ID] })), rejection("malformed"));
     });
+
+    test(
+      `a CSR whose ${algorithm} point has x + p for x: the same point mod p, not a field element`,
+      SLOW,
+      async () => {
+        // Deno's WebCrypto reduces such a coordinate and imports the point; the signature then
+        // fails, so a provider that let it through would answer 'signature', not 'malformed'.
+        const signer = await signerFor(algorithm);
+        const curve = algorithm === "ECDSA-P256" ? "P-256" : "P-384";
+        const { x, y } = smallPoint(curve);
+        const spki = fakeSpki(
+          "1.2.840.10045.2.1",
+          curveOid,
+          uncompressedPoint(curve, x + NIST_CURVES[curve].p, y),
+        );
+        await assert.rejects(parseCsr(await buildCsr({ signer, spki, uris: [ID] })), rejection("malformed"));
+      },
+    );
   }
 
   test("a CSR with an RSA key whose algorithm parameters are not NULL", SLOW, async () => {

@@ -425,7 +425,9 @@ describe("examples/kubernetes manifests", () => {
         // The Service points at the sidecar, never at the app.
         const service = demo.find((m) => m.object.kind === "Service" && m.object.metadata.name === name)!
           .object as any;
-        assert.deepEqual(service.spec.ports.map((p: any) => p.targetPort), ["mtls"]);
+        // By number: a named targetPort is not looked up in a native sidecar's ports before
+        // Kubernetes 1.32 (kubernetes/kubernetes#127958), so the Service would have no endpoints.
+        assert.deepEqual(service.spec.ports.map((p: any) => p.targetPort), [mtls.containerPort]);
         // The app listens on every interface: a NetworkPolicy lets other pods reach 8443 only.
         const policies = demo.filter((m) =>
           m.object.kind === "NetworkPolicy" &&

@@ -224,6 +224,8 @@ export class FileCredentialSource extends EventEmitter implements CredentialSour
   async start(): Promise<void> {
     this.#isClosed = false;
     this.#watch();
+    // A second start keeps one poll, not two.
+    clearInterval(this.#timer);
     this.#timer = setInterval(() => this.#readSoon(), this.#pollIntervalMs);
     this.#timer.unref?.();
     await this.reload();
@@ -297,6 +299,8 @@ export class FileCredentialSource extends EventEmitter implements CredentialSour
     try {
       this.#watcher = watch(this.directory, () => this.#readSoon());
       this.#watcher.on("error", () => this.#closeWatcher());
+      // Like the poll's timer, the watch alone does not keep a process alive.
+      this.#watcher.unref?.();
     } catch {
       // No directory yet (it is watched once it has been read), or no watch on this file
       // system: the poll finds the files.
@@ -331,6 +335,8 @@ export class FileCredentialSource extends EventEmitter implements CredentialSour
       }
       return;
     }
+    // A read that was under way when the source was closed puts nothing into service.
+    if (this.#isClosed) return;
     this.lastError = undefined;
     this.#lastRefusal = "";
     this.#watch();

@@ -417,6 +417,9 @@ describe("examples/kubernetes manifests", () => {
         const ops = (sidecar.ports as any[]).find((p) => p.name === sidecar.readinessProbe.httpGet.port);
         assert.equal(ops.containerPort, config.listen.port);
         assert.equal(sidecar.readinessProbe.httpGet.path, "/readyz");
+        // The app starts once the sidecar is ready (a sidecar's startupProbe holds the containers
+        // after it), so its first call through 127.0.0.1:15001 finds the listener there.
+        assert.deepEqual(sidecar.startupProbe.httpGet, sidecar.readinessProbe.httpGet);
         assert.equal(sidecar.livenessProbe.httpGet.path, "/healthz");
         assert.ok(
           config.ca?.url.startsWith("https://meshauth-ca.meshauth-system.svc:"),

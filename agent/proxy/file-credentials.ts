@@ -49,8 +49,9 @@ export type CredentialDirectoryReason = "missing" | "incomplete" | "invalid" | "
 /**
  * A credential directory that cannot be used: `missing` (no directory, or nothing delivered in
  * it: no `..data`), `incomplete` (a file of the layout is absent), `invalid` (a file does not
- * parse, the chain does not verify against the bundle, the leaf has no SPIFFE ID) or
- * `key-mismatch` (the key is not the leaf's).
+ * parse or is not a regular file, the directory is a symlink or writable by group or others,
+ * the chain does not verify against the bundle, the leaf has no SPIFFE ID) or `key-mismatch`
+ * (the key is not the leaf's).
  */
 export class CredentialDirectoryUnusable extends MeshAuthError {
   /** Stable code of this class: `ERR_CREDENTIAL_DIRECTORY_UNUSABLE`. */

@@ -173,6 +173,7 @@ class CrlFollower {
         });
         source.setCrls([...refresher.crls().values()]);
       },
+      onCrlsDropped: () => source.setCrls([...refresher.crls().values()]),
     });
     await refresher.load();
     // CRLs are checked against the delivered roots (the CA's, unless ca.trustBundleFile says otherwise).

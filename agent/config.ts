@@ -181,6 +181,28 @@ function ratio(fields: FieldReader, path: string, value: unknown, fallback: numb
   return n;
 }
 
+/**
+ * `refresh:`, the bounds on the wait between fetches of the trust bundle and CRLs, whatever the
+ * CA's `max-age` says: the agent's, and `meshauth proxy`'s for its CRLs.
+ */
+export function readRefresh(fields: FieldReader, value: unknown): { minSeconds: number; maxSeconds: number } {
+  const raw = fields.obj("refresh", value, ["minSeconds", "maxSeconds"]);
+  const refresh = {
+    minSeconds: fields.int("refresh.minSeconds", raw.minSeconds, 5, 1, 3600),
+    maxSeconds: fields.int("refresh.maxSeconds", raw.maxSeconds, 300, 1, 86400),
+  };
+  if (refresh.minSeconds > refresh.maxSeconds) {
+    fields.problem("refresh.minSeconds: must not exceed refresh.maxSeconds");
+  }
+  return refresh;
+}
+
+/** `log: { level }`, the least severe line written: the agent's, and `meshauth proxy`'s. */
+export function readLogLevel(fields: FieldReader, value: unknown): LogLevel {
+  const raw = fields.obj("log", value, ["level"]);
+  return fields.oneOf("log.level", raw.level, ["debug", "info", "warn", "error"] as const, "info");
+}
+
 function validate(raw: RawConfig, fields: FieldReader, file: string | undefined): AgentConfig {
   fields.knownKeys(raw, TOP_LEVEL);
   const str = fields.str.bind(fields);
@@ -300,14 +322,7 @@ function validate(raw: RawConfig, fields: FieldReader, file: string | undefined)
     fields.problem("renewal.retryInitialSeconds: must not exceed renewal.retryMaxSeconds");
   }
 
-  const refreshRaw = obj("refresh", raw.refresh, ["minSeconds", "maxSeconds"]);
-  const refresh = {
-    minSeconds: int("refresh.minSeconds", refreshRaw.minSeconds, 5, 1, 3600),
-    maxSeconds: int("refresh.maxSeconds", refreshRaw.maxSeconds, 300, 1, 86400),
-  };
-  if (refresh.minSeconds > refresh.maxSeconds) {
-    fields.problem("refresh.minSeconds: must not exceed refresh.maxSeconds");
-  }
+  const refresh = readRefresh(fields, raw.refresh);
 
   const deliveryRaw = obj("delivery", raw.delivery, ["maxConcurrentWrites", "roots"]);
   const delivery = {
@@ -329,8 +344,7 @@ function validate(raw: RawConfig, fields: FieldReader, file: string | undefined)
   }
   const proxy = raw.proxy === undefined ? undefined : readProxyConfig(fields, raw.proxy, { stateDir });
 
-  const logRaw = obj("log", raw.log, ["level"]);
-  const level = fields.oneOf("log.level", logRaw.level, ["debug", "info", "warn", "error"] as const, "info");
+  const level = readLogLevel(fields, raw.log);
 
   return {
     trustDomain: trustDomainName,

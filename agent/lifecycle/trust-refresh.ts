@@ -67,6 +67,12 @@ export interface TrustRefresherOptions {
   heldCertificates: () => Iterable<HeldCertificate>;
   onBundle: (bundle: TrustBundle, pem: string, sequence: number | undefined) => void;
   onCrl: (authorityId: string, crl: Crl, revokedSerials: ReadonlySet<string>) => void;
+  /**
+   * CRLs no longer followed (no certificate of their authority is held, and no peer's is
+   * followed): a holder of copies (a proxy sidecar) drops them too, so that a later peer of
+   * the authority finds no CRL and has it fetched, instead of a stale copy.
+   */
+  onCrlsDropped?: (authorityIds: readonly string[]) => void;
   /** Now on the CA's clock (see CaClock); this node's by default. */
   caNow?: () => number;
 }
@@ -381,14 +387,10 @@ export class TrustRefresher {
         });
       }
     }
-    let isChanged = changed.length > 0;
-    for (const id of this.#crls.keys()) {
-      if (!samples.has(id)) {
-        this.#crls.delete(id);
-        isChanged = true;
-      }
-    }
-    if (isChanged) await this.#saveCrls();
+    const dropped = [...this.#crls.keys()].filter((id) => !samples.has(id));
+    for (const id of dropped) this.#crls.delete(id);
+    if (changed.length > 0 || dropped.length > 0) await this.#saveCrls();
+    if (dropped.length > 0) this.#o.onCrlsDropped?.(dropped);
     if (failed) wait = Math.min(wait, this.#crlBackoff.next(retryAfterMs(failed)));
     else this.#crlBackoff.reset();
     if (samples.size === 0) wait = Math.min(wait, this.#o.minRefreshMs * 2);

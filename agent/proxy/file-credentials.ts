@@ -49,8 +49,9 @@ export type CredentialDirectoryReason = "missing" | "incomplete" | "invalid" | "
 /**
  * A credential directory that cannot be used: `missing` (no directory, or nothing delivered in
  * it: no `..data`), `incomplete` (a file of the layout is absent), `invalid` (a file does not
- * parse, the chain does not verify against the bundle, the leaf has no SPIFFE ID) or
- * `key-mismatch` (the key is not the leaf's).
+ * parse or is not a regular file, the directory is a symlink or writable by group or others,
+ * the chain does not verify against the bundle, the leaf has no SPIFFE ID) or `key-mismatch`
+ * (the key is not the leaf's).
  */
 export class CredentialDirectoryUnusable extends MeshAuthError {
   /** Stable code of this class: `ERR_CREDENTIAL_DIRECTORY_UNUSABLE`. */
@@ -224,6 +225,8 @@ export class FileCredentialSource extends EventEmitter implements CredentialSour
   async start(): Promise<void> {
     this.#isClosed = false;
     this.#watch();
+    // A second start keeps one poll, not two.
+    clearInterval(this.#timer);
     this.#timer = setInterval(() => this.#readSoon(), this.#pollIntervalMs);
     this.#timer.unref?.();
     await this.reload();
@@ -297,6 +300,8 @@ export class FileCredentialSource extends EventEmitter implements CredentialSour
     try {
       this.#watcher = watch(this.directory, () => this.#readSoon());
       this.#watcher.on("error", () => this.#closeWatcher());
+      // Like the poll's timer, the watch alone does not keep a process alive.
+      this.#watcher.unref?.();
     } catch {
       // No directory yet (it is watched once it has been read), or no watch on this file
       // system: the poll finds the files.
@@ -331,6 +336,8 @@ export class FileCredentialSource extends EventEmitter implements CredentialSour
       }
       return;
     }
+    // A read that was under way when the source was closed puts nothing into service.
+    if (this.#isClosed) return;
     this.lastError = undefined;
     this.#lastRefusal = "";
     this.#watch();

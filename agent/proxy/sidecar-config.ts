@@ -21,6 +21,7 @@ import {
   type RawConfig,
 } from "../../internal/mod.ts";
 import { caUrlProblem } from "../ca-client.ts";
+import { readLogLevel, readRefresh } from "../config.ts";
 import { LAYOUT_NAMES, type LayoutName } from "../delivery/layouts.ts";
 import { type ProxyConfig, readProxyConfig } from "./config.ts";
 
@@ -70,21 +71,13 @@ function validate(raw: RawConfig, fields: FieldReader): SidecarConfig {
       timeoutSeconds: fields.int("ca.timeoutSeconds", caRaw.timeoutSeconds, 10, 1, 300),
     };
   }
-  const refreshRaw = fields.obj("refresh", raw.refresh, ["minSeconds", "maxSeconds"]);
-  const refresh = {
-    minSeconds: fields.int("refresh.minSeconds", refreshRaw.minSeconds, 5, 1, 3600),
-    maxSeconds: fields.int("refresh.maxSeconds", refreshRaw.maxSeconds, 300, 1, 86400),
-  };
-  if (refresh.minSeconds > refresh.maxSeconds) {
-    fields.problem("refresh.minSeconds: must not exceed refresh.maxSeconds");
-  }
+  const refresh = readRefresh(fields, raw.refresh);
   const listenRaw = fields.obj("listen", raw.listen, ["host", "port"]);
   const listen = {
     host: fields.str("listen.host", listenRaw.host, "127.0.0.1"),
     port: fields.int("listen.port", listenRaw.port, 15020, 0, 65535),
   };
-  const logRaw = fields.obj("log", raw.log, ["level"]);
-  const level = fields.oneOf("log.level", logRaw.level, ["debug", "info", "warn", "error"] as const, "info");
+  const level = readLogLevel(fields, raw.log);
   const proxy = readProxyConfig(fields, raw, { at: "", otherKeys: SIDECAR_KEYS });
   if (proxy.inbound.length + proxy.outbound.length === 0) {
     fields.problem("inbound: a proxy with no inbound and no outbound listener has nothing to do");

@@ -10,6 +10,7 @@
 import { readFile } from "node:fs/promises";
 import { type Logger, silentLogger } from "../../internal/mod.ts";
 import { CaClient } from "../ca-client.ts";
+import { AgentSetupError } from "../daemon.ts";
 import type { HeldCertificate } from "../lifecycle/trust-refresh.ts";
 import { TrustRefresher } from "../lifecycle/trust-refresh.ts";
 import { type OpsServer, startOpsServer } from "../ops-server.ts";
@@ -32,6 +33,20 @@ export async function startProxySidecar(
   options: { logger?: Logger } = {},
 ): Promise<RunningSidecar> {
   const logger = options.logger ?? silentLogger;
+  // A file the configuration names stops the start, as the agent's does: read once it ran, a
+  // failure would leave the sidecar ready and following no CRL at all.
+  let caRootsPem: string | undefined;
+  if (config.ca?.trustBundleFile) {
+    try {
+      caRootsPem = await readFile(config.ca.trustBundleFile, "utf8");
+    } catch (err) {
+      throw new AgentSetupError(
+        `cannot read the CA's trust bundle (ca.trustBundleFile in proxy.yaml) ${config.ca.trustBundleFile}: ${
+          (err as { code?: string }).code ?? (err as Error).message
+        }`,
+      );
+    }
+  }
   const proxy = new MeshProxy({ config: config.proxy, logger });
   const source = new FileCredentialSource({
     directory: config.credentials.dir,
@@ -64,8 +79,12 @@ export async function startProxySidecar(
   const followCa = () => {
     if (!config.ca || crls || !source.credentials) return;
     source.off("change", followCa);
-    crls = CrlFollower.start(config, source, proxy, logger).catch((err) => {
-      logger.error("following the CA's CRLs failed", { error: (err as Error).message });
+    crls = CrlFollower.start(config, caRootsPem, source, proxy, logger).catch((err) => {
+      logger.error("following the CA's CRLs failed; tried again at the next change of the credentials", {
+        error: (err as Error).message,
+      });
+      crls = undefined;
+      if (isRunning) source.on("change", followCa);
       return undefined;
     });
   };
@@ -108,15 +127,14 @@ class CrlFollower {
 
   static async start(
     config: SidecarConfig,
+    trustBundleFilePem: string | undefined,
     source: FileCredentialSource,
     proxy: MeshProxy,
     logger: Logger,
   ): Promise<CrlFollower> {
     const ca = config.ca!;
     // The CA is verified with the roots named, or those delivered (the CA's own roots).
-    const caRootsPem = ca.trustBundleFile
-      ? await readFile(ca.trustBundleFile, "utf8")
-      : source.credentials!.trustBundlePem;
+    const caRootsPem = trustBundleFilePem ?? source.credentials!.trustBundlePem;
     const client = new CaClient({
       url: ca.url,
       caCertificatesPem: caRootsPem,
@@ -155,6 +173,7 @@ class CrlFollower {
         });
         source.setCrls([...refresher.crls().values()]);
       },
+      onCrlsDropped: () => source.setCrls([...refresher.crls().values()]),
     });
     await refresher.load();
     // CRLs are checked against the delivered roots (the CA's, unless ca.trustBundleFile says otherwise).

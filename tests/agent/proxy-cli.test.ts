@@ -5,7 +5,7 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { writeFile } from "node:fs/promises";
+import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { credentialFiles, writeGeneration } from "../../agent/mod.ts";
 import { NODE, ROOT, tempDir } from "../ca-server/helpers.ts";
@@ -83,6 +83,21 @@ describe("meshauth proxy", { timeout: 4 * TIMEOUT_MS }, () => {
     assert.equal(r.code, 1);
     assert.match(r.stdout, /^configuration is not valid: 1 listener's policies cannot be used/);
     assert.match(r.stdout, /methods is an HTTP field/);
+  });
+
+  test("a ca.trustBundleFile that cannot be read stops the start (exit 1, ERR_AGENT_SETUP's message), not the CRLs alone", async () => {
+    const config = join(dir.path, "no-ca-roots.yaml");
+    await writeFile(
+      config,
+      `ca: { url: https://127.0.0.1:1, trustBundleFile: missing-roots.pem }\n` +
+        (await readFile(join(dir.path, "proxy.yaml"), "utf8")),
+    );
+    const r = await meshauth(["proxy", "--config", config]);
+    assert.equal(r.code, 1, r.stdout);
+    assert.match(
+      r.stderr,
+      /cannot read the CA's trust bundle \(ca\.trustBundleFile in proxy\.yaml\) .*missing-roots\.pem: ENOENT/,
+    );
   });
 
   test("without its credential files it runs, not ready, and is ready once the agent delivers them", async () => {

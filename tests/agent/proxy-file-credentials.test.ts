@@ -4,7 +4,7 @@
 // put into service; both layouts of the delivery are read.
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdir } from "node:fs/promises";
+import { chmod, mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import {
   CredentialDirectoryUnusable,
@@ -101,6 +101,40 @@ describe("FileCredentialSource", () => {
 
   test("a certificate chain that does not parse is invalid", async () => {
     await refusal(await deliver(files(first, { chain: "not a certificate\n" })), "invalid");
+  });
+
+  test("a chain the delivered bundle does not verify (another CA's roots) is invalid, and says so", async () => {
+    const other = await TestCaServer.start("test.example");
+    try {
+      const payload = credentialFiles({
+        certificateChainPem: first.svid.certificateChainPem,
+        privateKeyPem: first.svid.privateKeyPem,
+        trustBundlePem: other.bundlePem,
+      }, { layout: "istio", keyFileMode: 0o600 });
+      const err = await refusal(await deliver(payload), "invalid");
+      assert.match(err.message, /does not verify against root-cert\.pem/);
+    } finally {
+      await other.stop();
+    }
+  });
+
+  test("a directory others can write (who could swap ..data) is refused as invalid", async () => {
+    const directory = await deliver(files(first));
+    await chmod(directory, 0o777);
+    await refusal(directory, "invalid");
+  });
+
+  test("a read under way when the source is closed puts nothing into service", async () => {
+    const directory = await deliver(files(first));
+    const source = new FileCredentialSource({ directory });
+    await source.start();
+    source.close();
+    await writeGeneration(directory, files(second), {}, { root: dir.path });
+    let changes = 0;
+    source.on("change", () => changes++);
+    await source.reload();
+    assert.equal(source.credentials?.serialNumber, first.svid.serialNumber);
+    assert.equal(changes, 0);
   });
 
   test("the key of another certificate is a key mismatch", async () => {

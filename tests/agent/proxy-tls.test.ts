@@ -1,9 +1,11 @@
 // Key exchange: the hybrid post-quantum group X25519MLKEM768 is offered first and negotiated
 // wherever the runtime's TLS library has it (Node 24, OpenSSL 3.5), classical groups are the
 // fallback for a peer without it, and the negotiated group is counted; where the runtime lacks
-// it (Node 20, OpenSSL 3.0), the proxy says so and uses X25519.
+// it (Node 20, OpenSSL 3.0), the proxy says so and uses X25519, and probing for it leaves no
+// OpenSSL error behind for the next key import.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
+import { createPrivateKey, generateKeyPairSync } from "node:crypto";
 import type { MeshProxy } from "../../agent/mod.ts";
 import { ConfigError } from "../../internal/mod.ts";
 import { echoServer, exchange, IDS, startProxy, tempDir, TestCa, TestSource } from "./proxy-support.ts";
@@ -109,3 +111,12 @@ test(
     );
   },
 );
+
+test("probing a group the runtime refuses leaves no error behind: a key imports right after it", () => {
+  // Node 20 (OpenSSL 3.0) left the refusal on the thread's OpenSSL error queue, where the next
+  // createPrivateKey found it and failed with ERR_SSL_PASSED_INVALID_ARGUMENT.
+  const { privateKey } = generateKeyPairSync("ec", { namedCurve: "P-256" });
+  const pem = privateKey.export({ type: "pkcs8", format: "pem" }) as string;
+  supportsGroup("NoSuchGroup");
+  assert.equal(createPrivateKey(pem).asymmetricKeyType, "ec");
+});

@@ -417,6 +417,9 @@ describe("examples/kubernetes manifests", () => {
         const ops = (sidecar.ports as any[]).find((p) => p.name === sidecar.readinessProbe.httpGet.port);
         assert.equal(ops.containerPort, config.listen.port);
         assert.equal(sidecar.readinessProbe.httpGet.path, "/readyz");
+        // The app starts once the sidecar is ready (a sidecar's startupProbe holds the containers
+        // after it), so its first call through 127.0.0.1:15001 finds the listener there.
+        assert.deepEqual(sidecar.startupProbe.httpGet, sidecar.readinessProbe.httpGet);
         assert.equal(sidecar.livenessProbe.httpGet.path, "/healthz");
         assert.ok(
           config.ca?.url.startsWith("https://meshauth-ca.meshauth-system.svc:"),
@@ -425,7 +428,9 @@ describe("examples/kubernetes manifests", () => {
         // The Service points at the sidecar, never at the app.
         const service = demo.find((m) => m.object.kind === "Service" && m.object.metadata.name === name)!
           .object as any;
-        assert.deepEqual(service.spec.ports.map((p: any) => p.targetPort), ["mtls"]);
+        // By number: a named targetPort is not looked up in a native sidecar's ports before
+        // Kubernetes 1.32 (kubernetes/kubernetes#127958), so the Service would have no endpoints.
+        assert.deepEqual(service.spec.ports.map((p: any) => p.targetPort), [mtls.containerPort]);
         // The app listens on every interface: a NetworkPolicy lets other pods reach 8443 only.
         const policies = demo.filter((m) =>
           m.object.kind === "NetworkPolicy" &&

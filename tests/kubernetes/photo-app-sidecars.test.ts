@@ -259,6 +259,28 @@ describe("the photo app's sidecars (demo/photo-app.yaml) enforce its policies", 
     );
   });
 
+  test("the frontend, the edge, serves its pages in plain text to anyone, and never agnhost's tools", async () => {
+    const edge = sidecars["photo-frontend"].ports["photo-frontend"];
+    for (const path of ["/", "/hostname", "/dial?host=127.0.0.1&port=15001&request=/photos"]) {
+      const res = await call(edge, "GET", path);
+      assert.equal(res.status, 200, `${path}: ${res.body}`);
+      assert.equal(JSON.parse(res.body).xfcc, null, "no identity: a plain-text caller has none");
+    }
+    for (const path of ["/shell?cmd=id", "/upload", "/exit?code=0", "/shutdown", "/redirect?location=/"]) {
+      const res = await call(edge, "GET", path);
+      assert.equal(res.status, 403, `${path}: ${res.body}`);
+    }
+    assert.equal((await call(edge, "POST", "/")).status, 403, "only GET and HEAD");
+    const text = await metrics(sidecars["photo-frontend"]);
+    assert.equal(
+      counter(text, "meshauth_proxy_decisions_total", {
+        listener: "photo-frontend",
+        policy: "nobody-runs-the-apps-tools",
+      }),
+      5,
+    );
+  });
+
   test("plain text to a sidecar's mTLS port is refused", async () => {
     const port = sidecars["photo-backend"].ports["photo-backend"];
     const answer = await new Promise<string>((resolve, reject) => {

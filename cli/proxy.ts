@@ -12,6 +12,7 @@ import { ListenerPolicy } from "../agent/proxy/policy-files.ts";
 import { loadSidecarConfig, type SidecarConfig } from "../agent/proxy/sidecar-config.ts";
 import { jsonLogger } from "../internal/mod.ts";
 import { isHelp, parseFlags, reportCliError, UsageError } from "./args.ts";
+import { runUntilSignal } from "./until-signal.ts";
 
 const HELP = `usage: meshauth proxy --config <file> [options]
 
@@ -88,29 +89,7 @@ export async function runProxyCommand(args: string[]): Promise<number> {
     }
     const { startProxySidecar } = await import("../agent/proxy/sidecar.ts");
     const logger = jsonLogger({ level: config.log.level });
-    let running: Awaited<ReturnType<typeof startProxySidecar>> | undefined;
-    let stopped!: (signal: NodeJS.Signals) => void;
-    const isStopped = new Promise<NodeJS.Signals>((resolve) => stopped = resolve);
-    const stop = (signal: NodeJS.Signals) => {
-      process.off("SIGTERM", stop);
-      process.off("SIGINT", stop);
-      if (running) {
-        void running.close().then(() => stopped(signal));
-      } else {
-        logger.info("stopped", { signal, whileStarting: true });
-        process.exit(0);
-      }
-    };
-    process.on("SIGTERM", stop);
-    process.on("SIGINT", stop);
-    try {
-      running = await startProxySidecar(config, { logger });
-    } catch (err) {
-      process.off("SIGTERM", stop);
-      process.off("SIGINT", stop);
-      throw err;
-    }
-    const signal = await isStopped;
+    const signal = await runUntilSignal(() => startProxySidecar(config, { logger }), { logger });
     logger.info("stopped", { signal });
     return 0;
   } catch (err) {

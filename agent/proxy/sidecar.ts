@@ -10,10 +10,10 @@
 import { readFile } from "node:fs/promises";
 import { type Logger, silentLogger } from "../../internal/mod.ts";
 import { CaClient } from "../ca-client.ts";
-import { AgentSetupError } from "../daemon.ts";
 import type { HeldCertificate } from "../lifecycle/trust-refresh.ts";
 import { TrustRefresher } from "../lifecycle/trust-refresh.ts";
 import { type OpsServer, startOpsServer } from "../ops-server.ts";
+import { AgentSetupError } from "../setup-error.ts";
 import { FileCredentialSource } from "./file-credentials.ts";
 import { MeshProxy } from "./proxy.ts";
 import type { SidecarConfig } from "./sidecar-config.ts";

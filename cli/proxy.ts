@@ -20,7 +20,7 @@ Runs the mutual-TLS proxy beside one workload (a Kubernetes sidecar): presents t
 agent delivers into credentials.dir (read through ..data, followed as it rotates), verifies
 peers against the delivered trust bundle and, with ca.url, the CA's CRLs; inbound listeners
 enforce their policy files, outbound ones check the upstream's SPIFFE ID (secure naming).
-Serves /healthz, /readyz (ready once the credentials are loaded) and /metrics on
+Serves /healthz, /readyz (ready while the SVID in service is valid) and /metrics on
 127.0.0.1:15020. Logs JSON lines. Stops on SIGTERM or SIGINT.
 
 Options:

@@ -276,6 +276,15 @@ async function tidy(
 }
 
 /** A generation, or the temporary link of an interrupted swap. */
+/**
+ * True for the name of a generation directory as {@link writeGeneration} makes them
+ * (`..2025_01_31_12_00_00.a1b2c3`): the only kind `..data` is followed to. The kubelet's own
+ * (a Secret or ConfigMap volume's) end in a longer, numeric suffix.
+ */
+export function isGenerationName(name: string): boolean {
+  return GENERATION.test(name);
+}
+
 function isLeftover(name: string): boolean {
   return name === DATA_TMP || VISIBLE_TMP.test(name) || GENERATION.test(name);
 }

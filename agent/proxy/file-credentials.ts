@@ -38,7 +38,7 @@ import {
   verifySvid,
 } from "../../mod.ts";
 import { bytesEqual, type Logger, silentLogger } from "../../internal/mod.ts";
-import { readGeneration } from "../delivery/atomic-writer.ts";
+import { isGenerationName, readGeneration } from "../delivery/atomic-writer.ts";
 import { type LayoutName, LAYOUTS } from "../delivery/layouts.ts";
 import type { CredentialSource, SvidCredential } from "./credentials.ts";
 import type { ProxyMetrics } from "./metrics.ts";
@@ -48,10 +48,10 @@ export type CredentialDirectoryReason = "missing" | "incomplete" | "invalid" | "
 
 /**
  * A credential directory that cannot be used: `missing` (no directory, or nothing delivered in
- * it: no `..data`), `incomplete` (a file of the layout is absent), `invalid` (a file does not
- * parse or is not a regular file, the directory is a symlink or writable by group or others,
- * the chain does not verify against the bundle, the leaf has no SPIFFE ID) or `key-mismatch`
- * (the key is not the leaf's).
+ * it: no `..data`), `incomplete` (a file of the layout is absent), `invalid` (`..data` names
+ * no generation the agent writes, a file does not parse or is not a regular file, the
+ * directory is a symlink or writable by group or others, the chain does not verify against the
+ * bundle, the leaf has no SPIFFE ID) or `key-mismatch` (the key is not the leaf's).
  */
 export class CredentialDirectoryUnusable extends MeshAuthError {
   /** Stable code of this class: `ERR_CREDENTIAL_DIRECTORY_UNUSABLE`. */
@@ -169,6 +169,14 @@ async function whyUnread(directory: string, wanted: readonly string[]): Promise<
   const generation = await readlink(join(directory, "..data")).catch(() => undefined);
   if (generation === undefined) {
     return new CredentialDirectoryUnusable(directory, "missing", "nothing delivered in it (no ..data)");
+  }
+  if (!isGenerationName(generation)) {
+    return new CredentialDirectoryUnusable(
+      directory,
+      "invalid",
+      `..data points to ${JSON.stringify(generation)}, which is not a generation the agent writes ` +
+        `(..YYYY_MM_DD_hh_mm_ss.xxxxxx): another writer's files, such as a kubelet Secret or ConfigMap volume`,
+    );
   }
   const absent = [];
   for (const name of wanted) if (!(await isThere(join(directory, generation, name)))) absent.push(name);

@@ -290,8 +290,9 @@ function isLeftover(name: string): boolean {
 }
 
 /** What one file of the current generation holds, read without following a symlink. */
-interface StoredFile {
+export interface StoredFile {
   content: Uint8Array;
+  /** Permission bits (`mode & 0o7777`) of the file read. */
   mode: number;
   uid: number;
   gid: number;
@@ -362,15 +363,26 @@ export async function readGeneration(
   names: readonly string[],
   options: DirectoryOptions = {},
 ): Promise<Map<string, string> | undefined> {
+  const files = await readGenerationFiles(directory, names, options);
+  if (!files) return undefined;
+  return new Map([...files].map(([name, file]) => [name, new TextDecoder().decode(file.content)]));
+}
+
+/** {@link readGeneration}, with each file's mode and owner as read. */
+export async function readGenerationFiles(
+  directory: string,
+  names: readonly string[],
+  options: DirectoryOptions = {},
+): Promise<Map<string, StoredFile> | undefined> {
   for (const name of names) checkName(name);
   const current = await openCurrent(directory, options);
   if (!current) return undefined;
   try {
-    const out = new Map<string, string>();
+    const out = new Map<string, StoredFile>();
     for (const name of names) {
       const file = await readRegular(current.generation, name);
       if (!file) return undefined;
-      out.set(name, new TextDecoder().decode(file.content));
+      out.set(name, file);
     }
     return out;
   } finally {

@@ -143,6 +143,12 @@ describe("FileCredentialSource", () => {
     assert.doesNotMatch(err.message, /regular file|writable/);
   });
 
+  test("a trust bundle group or others can write (who would choose the roots) is refused as invalid", async () => {
+    const payload = files(first).map((f) => f.name === "root-cert.pem" ? { ...f, mode: 0o664 } : f);
+    const err = await refusal(await deliver(payload), "invalid");
+    assert.match(err.message, /root-cert\.pem is writable by group or others \(mode 0664\)/);
+  });
+
   test("a read under way when the source is closed puts nothing into service", async () => {
     const directory = await deliver(files(first));
     const source = new FileCredentialSource({ directory });

@@ -279,7 +279,8 @@ async function tidy(
 /**
  * True for the name of a generation directory as {@link writeGeneration} makes them
  * (`..2025_01_31_12_00_00.a1b2c3`): the only kind `..data` is followed to. The kubelet's own
- * (a Secret or ConfigMap volume's) end in a longer, numeric suffix.
+ * (a Secret or ConfigMap volume's) end in Go's `os.MkdirTemp` suffix, a decimal number that
+ * almost always has more than six digits.
  */
 export function isGenerationName(name: string): boolean {
   return GENERATION.test(name);

@@ -100,14 +100,22 @@ function decodeBase64(field: string, value: string): Uint8Array {
   return bytes;
 }
 
-/** The algorithm of a key the signer issues for; a Denied UnsupportedKeyType otherwise. */
-function supportedAlgorithm(read: () => KeyAlgorithm): KeyAlgorithm {
+/**
+ * The algorithm of a key the signer issues for; a Denied UnsupportedKeyType for a key of another
+ * algorithm or size, and a Denied `malformedReason` for bytes that are no key at all (kube-apiserver
+ * should have refused them, but a request the signer cannot read is the requester's to fix, not
+ * the signer's to retry).
+ */
+function supportedAlgorithm(read: () => KeyAlgorithm, malformedReason: string, field: string): KeyAlgorithm {
   let algorithm: KeyAlgorithm;
   try {
     algorithm = read();
   } catch (err) {
     if (err instanceof InvalidCsr && (err.reason === "unsupported-algorithm" || err.reason === "weak-key")) {
       throw new RequestDenied("UnsupportedKeyType", `${err.message}; ${SUPPORTED_MESSAGE}`);
+    }
+    if (err instanceof MeshAuthError) {
+      throw new RequestDenied(malformedReason, `spec.${field}: ${err.message}`);
     }
     throw err;
   }
@@ -166,15 +174,15 @@ export async function requestedKey(
           "spec.stubPKCS10Request is not signed by the key it carries",
         );
       }
-      supportedAlgorithm(() => {
-        throw err;
-      });
-      throw new RequestDenied(
+      supportedAlgorithm(
+        () => {
+          throw err;
+        },
         "InvalidStubPKCS10Request",
-        `spec.stubPKCS10Request: ${(err as Error).message}`,
+        "stubPKCS10Request",
       );
     }
-    supportedAlgorithm(() => stub!.keyAlgorithm);
+    supportedAlgorithm(() => stub!.keyAlgorithm, "InvalidStubPKCS10Request", "stubPKCS10Request");
   }
   if (version === "v1") {
     if (!stub) throw new RequestDenied("InvalidRequest", "spec.stubPKCS10Request is required");
@@ -187,7 +195,7 @@ export async function requestedKey(
     return { spki: stub.spki, keyAlgorithm: stub.keyAlgorithm };
   }
   const spki = decodeBase64("pkixPublicKey", spec.pkixPublicKey);
-  const keyAlgorithm = supportedAlgorithm(() => publicKeyAlgorithm(spki));
+  const keyAlgorithm = supportedAlgorithm(() => publicKeyAlgorithm(spki), "InvalidRequest", "pkixPublicKey");
   const proof = decodeBase64("proofOfPossession", spec.proofOfPossession ?? "");
   if (!verifyProofOfPossession(spki, keyAlgorithm, spec.podUID, proof)) {
     throw new RequestDenied(

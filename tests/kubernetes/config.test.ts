@@ -194,4 +194,40 @@ describe("issuing to a proven key", () => {
     const noKey = { ...request, spec: { ...request.spec, stubPKCS10Request: undefined } };
     await assert.rejects(requestedKey(noKey, "v1"), (err: RequestDenied) => err.reason === "InvalidRequest");
   });
+
+  test("a request whose key bytes are no key is denied, not retried: garbage, a hybrid EC point", async () => {
+    const keys = await generateKeyPair("ECDSA-P256");
+    const spki = new Uint8Array(await exportSpki(keys.publicKey));
+    const hybrid = spki.slice();
+    hybrid[spki.length - 65] = 0x06; // RFC 5480 2.2 refuses the hybrid form
+    assert.equal(spki[spki.length - 65], 0x04);
+    const base = {
+      metadata: { name: "r", namespace: "n" },
+      spec: {
+        signerName: "meshauth.io/pod-identity",
+        podName: "p",
+        podUID: "u",
+        serviceAccountName: "s",
+        serviceAccountUID: "su",
+        nodeName: "n",
+        nodeUID: "nu",
+        proofOfPossession: "",
+      },
+    };
+    const denied = (reason: string, field: string) => (err: unknown) => {
+      assert.ok(err instanceof RequestDenied, `a RequestDenied, not ${String(err)}`);
+      assert.equal(err.reason, reason);
+      assert.match(err.message, new RegExp(`^spec\\.${field}: `));
+      return true;
+    };
+    for (const bytes of [new Uint8Array([0x30, 0x03, 0x02, 0x01, 0x01]), hybrid]) {
+      const pkix = { ...base, spec: { ...base.spec, pkixPublicKey: Buffer.from(bytes).toString("base64") } };
+      await assert.rejects(requestedKey(pkix, "v1beta1"), denied("InvalidRequest", "pkixPublicKey"));
+      const stub = {
+        ...base,
+        spec: { ...base.spec, stubPKCS10Request: Buffer.from(bytes).toString("base64") },
+      };
+      await assert.rejects(requestedKey(stub, "v1"), denied("InvalidStubPKCS10Request", "stubPKCS10Request"));
+    }
+  });
 });

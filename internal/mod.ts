@@ -25,6 +25,7 @@ export {
   type ConfigSources,
   FieldReader,
   loadConfigFile,
+  parseDocument,
   type RawConfig,
 } from "./config-file.ts";
 export { Counter, Gauge, Histogram, type Labels, type Metric, MetricsRegistry } from "./prometheus.ts";

@@ -88,7 +88,7 @@ export class OutboundListener implements WorkloadObserver {
     this.#address = await listenOn(
       this.#server,
       this.config.listen,
-      `proxy's outbound listener ${this.config.name}`,
+      `the proxy's outbound listener "${this.config.name}"`,
     );
     return this.#address;
   }

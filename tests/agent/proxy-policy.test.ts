@@ -367,7 +367,7 @@ test("a listen address in use is refused in one line naming the listener", async
     (err: Error & { code?: string }) =>
       err.code === "ERR_PROXY_LISTEN" &&
       err.message ===
-        `cannot listen on 127.0.0.1:${taken}: another process listens there; it is the proxy's inbound listener busy-in's listen address`,
+        `cannot listen on 127.0.0.1:${taken}: another process listens there; it is the listen address of the proxy's inbound listener "busy-in"`,
   );
 });
 

@@ -322,7 +322,7 @@ export class InboundListener implements WorkloadObserver {
       this.context.logger.warn("cannot reach the local service", {
         listener: this.name,
         forward: formatAddress(forward),
-        error: err.message,
+        error: err,
       });
     });
     connection.add(local);

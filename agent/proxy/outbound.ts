@@ -169,7 +169,7 @@ export class OutboundListener implements WorkloadObserver {
       this.context.logger.warn("cannot open mutual TLS to the upstream", {
         listener: this.name,
         upstream: formatAddress(upstream),
-        error: err.message,
+        error: err,
       });
     });
     connection.add(tls);

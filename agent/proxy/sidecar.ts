@@ -81,7 +81,7 @@ export async function startProxySidecar(
     source.off("change", followCa);
     crls = CrlFollower.start(config, caRootsPem, source, proxy, logger).catch((err) => {
       logger.error("following the CA's CRLs failed; tried again at the next change of the credentials", {
-        error: (err as Error).message,
+        error: err,
       });
       crls = undefined;
       if (isRunning) source.on("change", followCa);

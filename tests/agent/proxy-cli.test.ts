@@ -82,7 +82,10 @@ describe("meshauth proxy", { timeout: 4 * TIMEOUT_MS }, () => {
     const r = await meshauth(["proxy", "--check", "--config", join(dir.path, "bad.yaml")]);
     assert.equal(r.code, 1);
     assert.match(r.stdout, /^configuration is not valid: 1 listener's policies cannot be used/);
-    assert.match(r.stdout, /methods is an HTTP field/);
+    assert.match(
+      r.stdout,
+      /\n {2}inbound app: ERR_PROXY_POLICY: \/.*bad-policy\.yaml: .*methods is an HTTP field/,
+    );
   });
 
   test("a ca.trustBundleFile that cannot be read stops the start (exit 1, ERR_AGENT_SETUP's message), not the CRLs alone", async () => {
@@ -96,7 +99,16 @@ describe("meshauth proxy", { timeout: 4 * TIMEOUT_MS }, () => {
     assert.equal(r.code, 1, r.stdout);
     assert.match(
       r.stderr,
-      /cannot read the CA's trust bundle \(ca\.trustBundleFile in proxy\.yaml\) .*missing-roots\.pem: ENOENT/,
+      /^meshauth: ERR_AGENT_SETUP: cannot read the CA's trust bundle \(ca\.trustBundleFile in proxy\.yaml\) .*missing-roots\.pem: ENOENT[^\n]*\n$/,
+    );
+  });
+
+  test("a policy that cannot be used stops the start in one line with its code first (exit 1)", async () => {
+    const r = await meshauth(["proxy", "--config", join(dir.path, "bad.yaml")]);
+    assert.equal(r.code, 1, r.stdout);
+    assert.match(
+      r.stderr,
+      /^meshauth: ERR_PROXY_POLICY: \/.*\/bad-policy\.yaml: [^\n]*methods is an HTTP field[^\n]*\n$/,
     );
   });
 

@@ -31,7 +31,9 @@ import { DirectorySource } from "./sources/directory.ts";
 import { KubernetesPodSource } from "./sources/kubernetes.ts";
 import type { WorkloadSource } from "./sources/source.ts";
 import { StaticSource } from "./sources/static.ts";
-import { MeshAuthError } from "../mod.ts";
+import { AgentSetupError } from "./setup-error.ts";
+
+export { AgentSetupError };
 
 /** A running agent process. */
 export interface RunningAgent {
@@ -47,17 +49,6 @@ export interface RunningAgent {
   statusPort: number;
   /** Stops the proxy and renewing, closes the status port and the CA connections. Files stay. */
   close(): Promise<void>;
-}
-
-/** A file the configuration names cannot be read. */
-export class AgentSetupError extends MeshAuthError {
-  /** Stable code of this class: `ERR_AGENT_SETUP`. */
-  static override code: string = "ERR_AGENT_SETUP";
-  /** `message` names the setting, the file and why it cannot be read. */
-  constructor(message: string, options?: ErrorOptions) {
-    super(message, options);
-    this.name = "AgentSetupError";
-  }
 }
 
 /**

@@ -59,7 +59,8 @@ export {
   type WorkloadStatus,
 } from "./node-agent.ts";
 export { AGENT_ENV_OVERRIDES, type AgentConfig, loadAgentConfig } from "./config.ts";
-export { AgentSetupError, type RunningAgent, startAgentDaemon } from "./daemon.ts";
+export { type RunningAgent, startAgentDaemon } from "./daemon.ts";
+export { AgentSetupError } from "./setup-error.ts";
 export { type OpsServer, type OpsTarget, startOpsServer, StatusPortInUse } from "./ops-server.ts";
 export {
   type FeedEvent,

@@ -20,6 +20,7 @@ export { peerChain, type PeerChainLimits } from "./peer-chain.ts";
 export { removeStaleTemporaries, syncDirectory, writeFileAtomic } from "./atomic-file.ts";
 export { codeOf, errorLine, jsonLogger, type Logger, type LogLevel, silentLogger } from "./logger.ts";
 export { isLoopbackHost } from "./loopback.ts";
+export { writeFailureOf } from "./write-failures.ts";
 export {
   ConfigError,
   type ConfigSources,

@@ -112,6 +112,24 @@ describe("meshauth proxy", { timeout: 4 * TIMEOUT_MS }, () => {
     );
   });
 
+  test("an audit log that cannot be opened stops the start: ERR_AGENT_SETUP naming auditLog, the path and why", async () => {
+    const config = join(dir.path, "audit-under-a-file.yaml");
+    await writeFile(
+      config,
+      (await readFile(join(dir.path, "proxy.yaml"), "utf8")).replace(
+        "auditLog: audit.jsonl",
+        "auditLog: policy.yaml/audit.jsonl",
+      ),
+    );
+    const r = await meshauth(["proxy", "--config", config]);
+    assert.equal(r.code, 1, r.stdout);
+    const policy = join(dir.path, "policy.yaml");
+    assert.equal(
+      r.stderr,
+      `meshauth: ERR_AGENT_SETUP: cannot open the audit log (auditLog) ${policy}/audit.jsonl: ${policy} is not a directory (EEXIST)\n`,
+    );
+  });
+
   test("without its credential files it runs, not ready, and is ready once the agent delivers them", async () => {
     const child = spawnInGroup(NODE, [
       "--import",

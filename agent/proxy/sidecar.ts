@@ -175,6 +175,7 @@ class CrlFollower {
       },
       onCrlsDropped: () => source.setCrls([...refresher.crls().values()]),
     });
+    proxy.metrics.followCrls(() => refresher.crls());
     await refresher.load();
     // CRLs are checked against the delivered roots (the CA's, unless ca.trustBundleFile says otherwise).
     refresher.adoptBundle(credentials.trustBundlePem);

@@ -7,8 +7,7 @@
 
 import { readFileSync } from "node:fs";
 import { parseArgs, type ParseArgsConfig } from "node:util";
-// The logger's file alone: --help and --version load nothing more.
-import { errorLine } from "../internal/logger.ts";
+import { errorLine } from "../internal/mod.ts";
 
 /** A command line that does not make sense: printed with exit code 2. */
 export class UsageError extends Error {}

@@ -33,8 +33,6 @@ import type { WorkloadSource } from "./sources/source.ts";
 import { StaticSource } from "./sources/static.ts";
 import { AgentSetupError } from "./setup-error.ts";
 
-export { AgentSetupError };
-
 /** A running agent process. */
 export interface RunningAgent {
   /** The agent, renewing its workloads' SVIDs. */

@@ -1,6 +1,8 @@
 /**
- * The agent's and `meshauth proxy`'s setup error: a file their configuration names cannot be
- * read, or written (the audit log).
+ * {@link AgentSetupError}: what `meshauth agent` and `meshauth proxy` throw when a file their
+ * configuration names cannot be read at start, or the audit log cannot be opened for writing. A
+ * module of its own so that the sidecar and the audit log, which throw it too, do not load the
+ * node agent to do so.
  *
  * @module
  */

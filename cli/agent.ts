@@ -13,6 +13,7 @@ import { ListenerPolicy } from "../agent/proxy/policy-files.ts";
 import type { WorkloadProblem, WorkloadSpec } from "../agent/sources/source.ts";
 import { errorLine, jsonLogger } from "../internal/mod.ts";
 import { isHelp, parseFlags, reportCliError, UsageError } from "./args.ts";
+import { runUntilSignal } from "./until-signal.ts";
 
 const HELP = `usage: meshauth agent --config <file> [options]
 
@@ -174,34 +175,10 @@ export async function runAgentCommand(args: string[]): Promise<number> {
     }
     keepYoungGenerationSmall();
     const { startAgentDaemon } = await import("../agent/daemon.ts");
-    // Signals are handled from the start. A stop before the agent runs (a node bootstrapping
-    // against a CA that does not answer yet) exits at once: every file it writes is replaced
-    // atomically, so an exit at any moment is as safe as it is after a SIGKILL.
+    // Signals are handled from the start (see until-signal.ts): a stop while the node is
+    // still bootstrapping exits at once.
     const logger = jsonLogger({ level: config.log.level });
-    let running: Awaited<ReturnType<typeof startAgentDaemon>> | undefined;
-    let stopped!: () => void;
-    const isStopped = new Promise<void>((resolve) => stopped = resolve);
-    const stop = (signal: NodeJS.Signals) => {
-      process.off("SIGTERM", stop);
-      process.off("SIGINT", stop);
-      if (running) {
-        void running.close().then(stopped);
-      } else {
-        // The same last line as a stop once running: an operator sees that it stopped cleanly.
-        logger.info("stopped", { signal, whileStarting: true });
-        process.exit(0);
-      }
-    };
-    process.on("SIGTERM", stop);
-    process.on("SIGINT", stop);
-    try {
-      running = await startAgentDaemon(config, { logger });
-    } catch (err) {
-      process.off("SIGTERM", stop);
-      process.off("SIGINT", stop);
-      throw err;
-    }
-    await isStopped;
+    await runUntilSignal(() => startAgentDaemon(config, { logger }), { logger });
     return 0;
   } catch (err) {
     return reportCliError(err);

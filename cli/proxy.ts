@@ -12,6 +12,7 @@ import { ListenerPolicy } from "../agent/proxy/policy-files.ts";
 import { loadSidecarConfig, type SidecarConfig } from "../agent/proxy/sidecar-config.ts";
 import { errorLine, jsonLogger } from "../internal/mod.ts";
 import { isHelp, parseFlags, reportCliError, UsageError } from "./args.ts";
+import { runUntilSignal } from "./until-signal.ts";
 
 const HELP = `usage: meshauth proxy --config <file> [options]
 
@@ -19,7 +20,7 @@ Runs the mutual-TLS proxy beside one workload (a Kubernetes sidecar): presents t
 agent delivers into credentials.dir (read through ..data, followed as it rotates), verifies
 peers against the delivered trust bundle and, with ca.url, the CA's CRLs; inbound listeners
 enforce their policy files, outbound ones check the upstream's SPIFFE ID (secure naming).
-Serves /healthz, /readyz (ready once the credentials are loaded) and /metrics on
+Serves /healthz, /readyz (ready while the SVID in service is valid) and /metrics on
 127.0.0.1:15020. Logs JSON lines. Stops on SIGTERM or SIGINT.
 
 Options:
@@ -88,29 +89,7 @@ export async function runProxyCommand(args: string[]): Promise<number> {
     }
     const { startProxySidecar } = await import("../agent/proxy/sidecar.ts");
     const logger = jsonLogger({ level: config.log.level });
-    let running: Awaited<ReturnType<typeof startProxySidecar>> | undefined;
-    let stopped!: (signal: NodeJS.Signals) => void;
-    const isStopped = new Promise<NodeJS.Signals>((resolve) => stopped = resolve);
-    const stop = (signal: NodeJS.Signals) => {
-      process.off("SIGTERM", stop);
-      process.off("SIGINT", stop);
-      if (running) {
-        void running.close().then(() => stopped(signal));
-      } else {
-        logger.info("stopped", { signal, whileStarting: true });
-        process.exit(0);
-      }
-    };
-    process.on("SIGTERM", stop);
-    process.on("SIGINT", stop);
-    try {
-      running = await startProxySidecar(config, { logger });
-    } catch (err) {
-      process.off("SIGTERM", stop);
-      process.off("SIGINT", stop);
-      throw err;
-    }
-    const signal = await isStopped;
+    const signal = await runUntilSignal(() => startProxySidecar(config, { logger }), { logger });
     logger.info("stopped", { signal });
     return 0;
   } catch (err) {

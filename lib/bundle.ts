@@ -319,7 +319,7 @@ export function jwkOfCertificate(
   const key = cert.publicKey;
   if (alg.oid === OID.ecPublicKey) {
     const jwk = ecPublicJwk({ algorithm: alg, publicKey: key });
-    if (!jwk) throw new InvalidBundle("unsupported EC key (only uncompressed points on P-256, P-384, P-521)");
+    if (!jwk) throw new InvalidBundle("unsupported EC key (only the named curves P-256, P-384, P-521)");
     return jwk;
   }
   if (alg.oid === OID.rsaEncryption) {

@@ -25,7 +25,7 @@ import {
   Tag,
 } from "./asn1/der.ts";
 import { integer, oid, seq, set, tlv } from "./asn1/der-writer.ts";
-import { EC_CURVES, OID } from "./asn1/oids.ts";
+import { OID } from "./asn1/oids.ts";
 import { fromBase64 } from "./encoding.ts";
 import {
   InvalidArgument,
@@ -38,10 +38,15 @@ import {
 import type { KeyAlgorithm, KeyPair } from "./keys.ts";
 import { encodePem, scanPem } from "./pem.ts";
 import { SpiffeId } from "./spiffeid.ts";
-import { parseAlgorithmIdentifier, parseExtensions } from "./x509/certificate.ts";
+import {
+  type AlgorithmIdentifier,
+  parseAlgorithmIdentifier,
+  parseExtensions,
+  parseSubjectPublicKeyInfo,
+} from "./x509/certificate.ts";
 import { dnsName, formatIp, ipName, parseGeneralNames, parseIp, uriName } from "./x509/general-name.ts";
 import { encodeSubject } from "./x509/name.ts";
-import { rsaModulusBits } from "./x509/public-key.ts";
+import { namedCurveOid, rsaModulusBits } from "./x509/public-key.ts";
 import { type CryptoProvider, webCryptoProvider } from "./x509/crypto-provider.ts";
 import { keySigner, signatureScheme } from "./x509/signature.ts";
 import { isDnsName } from "./verify/peer-name.ts";
@@ -166,13 +171,7 @@ export async function parseKeyRequest(
  */
 export function publicKeyAlgorithm(spki: Uint8Array): KeyAlgorithm {
   if (!(spki instanceof Uint8Array)) throw new InvalidArgument("spki", "expected DER bytes");
-  let node: DerNode;
-  try {
-    node = parseDer(spki, "public key");
-  } catch (cause) {
-    throw asCsrError(cause);
-  }
-  return inspectKey(node);
+  return inspectKey(spki).keyAlgorithm;
 }
 
 async function readRequest(
@@ -206,15 +205,13 @@ async function readRequest(
   } catch (cause) {
     throw asCsrError(cause);
   }
-  const spkiNode = info[2];
-  const spki = encodingOf(spkiNode);
-  const keyAlgorithm = inspectKey(spkiNode);
+  const spki = encodingOf(info[2]);
+  const { keyAlgorithm, algorithm } = inspectKey(spki);
 
   let valid: boolean;
   try {
     const sigAlg = parseAlgorithmIdentifier(sigAlgNode, "CSR signature algorithm");
-    const [algNode] = childrenOf(spkiNode, "CSR key");
-    const scheme = signatureScheme(sigAlg, parseAlgorithmIdentifier(algNode, "CSR key algorithm"));
+    const scheme = signatureScheme(sigAlg, algorithm);
     // Every CSR brings a new key, so it is not marked as reused: it would only churn a cache.
     valid = await (options.crypto ?? webCryptoProvider).verify({
       scheme,
@@ -223,9 +220,6 @@ async function readRequest(
       signature,
     });
   } catch (cause) {
-    if (cause instanceof UnsupportedAlgorithm) {
-      throw new InvalidCsr("unsupported-algorithm", cause.message, { cause });
-    }
     throw asCsrError(cause);
   }
   if (!valid) throw new InvalidCsr("signature", "the CSR's signature does not verify with its own key");
@@ -257,42 +251,26 @@ function csrDer(input: string | Uint8Array): Uint8Array {
 }
 
 /** The key's algorithm, refusing what an X509-SVID may not carry. */
-function inspectKey(spkiNode: DerNode): KeyAlgorithm {
+function inspectKey(spki: Uint8Array): { keyAlgorithm: KeyAlgorithm; algorithm: AlgorithmIdentifier } {
   try {
-    const [algNode, keyNode, extra] = childrenOf(expectTag(spkiNode, Tag.SEQUENCE, "CSR key"), "CSR key");
-    if (!keyNode || extra) throw new MalformedInput("CSR key", "SubjectPublicKeyInfo must have two fields");
-    const [idNode, params, extraParams] = childrenOf(
-      expectTag(algNode, Tag.SEQUENCE, "CSR key algorithm"),
-      "CSR key algorithm",
-    );
-    if (extraParams) throw new MalformedInput("CSR key algorithm", "unexpected fields");
     // The CA copies this SubjectPublicKeyInfo into the certificate as it is, so it must be in
-    // the one encoding every verifier reads: whole octets, and uncompressed EC points.
-    const keyBits = readBitString(expectTag(keyNode, Tag.BIT_STRING, "CSR key"), "CSR key");
-    if (keyBits.unusedBits !== 0) {
-      throw new MalformedInput("CSR key", "the public key BIT STRING has unused bits");
-    }
-    const key = keyBits.bytes;
-    const algOid = readOid(idNode);
-    if (algOid === OID.ecPublicKey) {
-      const curve = params?.tag === Tag.OID ? readOid(params) : undefined;
+    // the one encoding every verifier reads: whole octets, and EC points uncompressed and of
+    // the curve's size, which the parser checks for every key it reads.
+    const { algorithm, publicKey } = parseSubjectPublicKeyInfo(spki, "CSR");
+    if (algorithm.oid === OID.ecPublicKey) {
+      const curve = namedCurveOid(algorithm);
       // P-521 verifies, but meshauth issues for the key algorithms it can also make.
-      const size = curve === OID.p256 || curve === OID.p384 ? EC_CURVES[curve].size : 0;
-      if (!size) {
-        throw new InvalidCsr("unsupported-algorithm", `EC curve ${curve ?? "(explicit)"} is not supported`);
-      }
-      // RFC 5480 2.2: the uncompressed form is the one all implementations support.
-      if (key[0] !== 0x04 || key.length !== 1 + 2 * size) {
-        throw new InvalidCsr("unsupported-algorithm", "EC public keys must be uncompressed points");
-      }
-      return size === 32 ? "ECDSA-P256" : "ECDSA-P384";
+      if (curve === OID.p256) return { keyAlgorithm: "ECDSA-P256", algorithm };
+      if (curve === OID.p384) return { keyAlgorithm: "ECDSA-P384", algorithm };
+      throw new InvalidCsr("unsupported-algorithm", `EC curve ${curve ?? "(explicit)"} is not supported`);
     }
-    if (algOid === OID.rsaEncryption) {
+    if (algorithm.oid === OID.rsaEncryption) {
       // RFC 3279 2.3.1: the parameters MUST be NULL (Go's crypto/x509 refuses keys without).
-      if (params?.tag !== Tag.NULL || params.end !== params.contentStart) {
+      const p = algorithm.parameters;
+      if (!(p?.length === 2 && p[0] === Tag.NULL && p[1] === 0)) {
         throw new MalformedInput("CSR key algorithm", "rsaEncryption parameters must be NULL");
       }
-      const bits = rsaModulusBits(key);
+      const bits = rsaModulusBits(publicKey);
       if (bits < 2048) {
         throw new InvalidCsr("weak-key", `RSA key of ${bits} bits; at least 2048 are required`);
       }
@@ -303,14 +281,16 @@ function inspectKey(spkiNode: DerNode): KeyAlgorithm {
           `RSA key of ${bits} bits; 2048, 3072 or 4096 are supported`,
         );
       }
-      return `RSA-${bits}` as KeyAlgorithm;
+      return { keyAlgorithm: `RSA-${bits}` as KeyAlgorithm, algorithm };
     }
-    if (algOid === OID.ed25519) {
+    if (algorithm.oid === OID.ed25519) {
       // RFC 8410 3: the parameters MUST be absent.
-      if (params) throw new MalformedInput("CSR key algorithm", "Ed25519 parameters must be absent");
-      return "Ed25519";
+      if (algorithm.parameters) {
+        throw new MalformedInput("CSR key algorithm", "Ed25519 parameters must be absent");
+      }
+      return { keyAlgorithm: "Ed25519", algorithm };
     }
-    throw new InvalidCsr("unsupported-algorithm", `public key algorithm ${algOid} is not supported`);
+    throw new InvalidCsr("unsupported-algorithm", `public key algorithm ${algorithm.oid} is not supported`);
   } catch (cause) {
     throw asCsrError(cause);
   }
@@ -362,6 +342,9 @@ function requestedNames(attributes: DerNode): { id: SpiffeId; dnsNames: string[]
 
 function asCsrError(cause: unknown): MeshAuthError {
   if (cause instanceof InvalidCsr) return cause;
+  if (cause instanceof UnsupportedAlgorithm) {
+    return new InvalidCsr("unsupported-algorithm", cause.message, { cause });
+  }
   const message = cause instanceof Error ? cause.message : String(cause);
   return new InvalidCsr("malformed", message, { cause });
 }

@@ -223,6 +223,10 @@ const CLASSES: Array<[string, RegExp]> = [
     /expected tag|unexpected|extra fields|missing|malformed|must hold|GeneralName|expected a|field|DistributionPoint|distributionPoint/,
   ],
   [
+    "RFC 5480 EC public keys (a point's first octet other than 0x02, 0x03, 0x04, or a length that does not fit its form)",
+    /EC point/,
+  ],
+  [
     "RFC 5280 content rules (version, empty issuer, duplicate or empty extensions, key usage without bits, serial length)",
     /version|empty|duplicate|keyUsage|serial|integer out of range/,
   ],

@@ -276,13 +276,24 @@ async function tidy(
 }
 
 /** A generation, or the temporary link of an interrupted swap. */
+/**
+ * True for the name of a generation directory as {@link writeGeneration} makes them
+ * (`..2025_01_31_12_00_00.a1b2c3`): the only kind `..data` is followed to. The kubelet's own
+ * (a Secret or ConfigMap volume's) end in Go's `os.MkdirTemp` suffix, a decimal number that
+ * almost always has more than six digits.
+ */
+export function isGenerationName(name: string): boolean {
+  return GENERATION.test(name);
+}
+
 function isLeftover(name: string): boolean {
   return name === DATA_TMP || VISIBLE_TMP.test(name) || GENERATION.test(name);
 }
 
 /** What one file of the current generation holds, read without following a symlink. */
-interface StoredFile {
+export interface StoredFile {
   content: Uint8Array;
+  /** Permission bits (`mode & 0o7777`) of the file read. */
   mode: number;
   uid: number;
   gid: number;
@@ -353,15 +364,26 @@ export async function readGeneration(
   names: readonly string[],
   options: DirectoryOptions = {},
 ): Promise<Map<string, string> | undefined> {
+  const files = await readGenerationFiles(directory, names, options);
+  if (!files) return undefined;
+  return new Map([...files].map(([name, file]) => [name, new TextDecoder().decode(file.content)]));
+}
+
+/** {@link readGeneration}, with each file's mode and owner as read. */
+export async function readGenerationFiles(
+  directory: string,
+  names: readonly string[],
+  options: DirectoryOptions = {},
+): Promise<Map<string, StoredFile> | undefined> {
   for (const name of names) checkName(name);
   const current = await openCurrent(directory, options);
   if (!current) return undefined;
   try {
-    const out = new Map<string, string>();
+    const out = new Map<string, StoredFile>();
     for (const name of names) {
       const file = await readRegular(current.generation, name);
       if (!file) return undefined;
-      out.set(name, new TextDecoder().decode(file.content));
+      out.set(name, file);
     }
     return out;
   } finally {

@@ -38,7 +38,7 @@ import {
   verifySvid,
 } from "../../mod.ts";
 import { bytesEqual, type Logger, silentLogger } from "../../internal/mod.ts";
-import { readGeneration } from "../delivery/atomic-writer.ts";
+import { isGenerationName, readGenerationFiles } from "../delivery/atomic-writer.ts";
 import { type LayoutName, LAYOUTS } from "../delivery/layouts.ts";
 import type { CredentialSource, SvidCredential } from "./credentials.ts";
 import type { ProxyMetrics } from "./metrics.ts";
@@ -48,10 +48,11 @@ export type CredentialDirectoryReason = "missing" | "incomplete" | "invalid" | "
 
 /**
  * A credential directory that cannot be used: `missing` (no directory, or nothing delivered in
- * it: no `..data`), `incomplete` (a file of the layout is absent), `invalid` (a file does not
- * parse or is not a regular file, the directory is a symlink or writable by group or others,
- * the chain does not verify against the bundle, the leaf has no SPIFFE ID) or `key-mismatch`
- * (the key is not the leaf's).
+ * it: no `..data`), `incomplete` (a file of the layout is absent), `invalid` (`..data` names
+ * no generation the agent writes, a file does not parse, is not a regular file or is writable
+ * by group or others, the directory is a symlink or writable by group or others, the chain
+ * does not verify against the bundle, the leaf has no SPIFFE ID) or `key-mismatch` (the key is
+ * not the leaf's).
  */
 export class CredentialDirectoryUnusable extends MeshAuthError {
   /** Stable code of this class: `ERR_CREDENTIAL_DIRECTORY_UNUSABLE`. */
@@ -106,13 +107,26 @@ export async function readCredentialDirectory(
 ): Promise<FileCredentials> {
   const names = LAYOUTS[layout];
   const wanted = [names.certificateChain, names.privateKey, names.trustBundle];
-  const files = await readGeneration(directory, wanted);
+  const files = await readGenerationFiles(directory, wanted);
   if (!files) throw await whyUnread(directory, wanted);
   const unusable = (reason: CredentialDirectoryReason, detail: string, cause?: unknown) =>
     new CredentialDirectoryUnusable(directory, reason, detail, cause ? { cause } : undefined);
-  const chainPem = files.get(names.certificateChain)!;
-  const keyPem = files.get(names.privateKey)!;
-  const bundlePem = files.get(names.trustBundle)!;
+  // Whoever can write the bundle chooses whom the proxy trusts, and the chain and key what it
+  // presents: the agent delivers each file with an exact mode that neither group nor others can write.
+  for (const [name, file] of files) {
+    if (file.mode & 0o022) {
+      throw unusable(
+        "invalid",
+        `${name} is writable by group or others (mode 0${
+          file.mode.toString(8)
+        }): whoever can write it chooses the roots or the SVID`,
+      );
+    }
+  }
+  const text = (name: string) => new TextDecoder().decode(files.get(name)!.content);
+  const chainPem = text(names.certificateChain);
+  const keyPem = text(names.privateKey);
+  const bundlePem = text(names.trustBundle);
   let leaf;
   let id: SpiffeId;
   try {
@@ -169,6 +183,14 @@ async function whyUnread(directory: string, wanted: readonly string[]): Promise<
   const generation = await readlink(join(directory, "..data")).catch(() => undefined);
   if (generation === undefined) {
     return new CredentialDirectoryUnusable(directory, "missing", "nothing delivered in it (no ..data)");
+  }
+  if (!isGenerationName(generation)) {
+    return new CredentialDirectoryUnusable(
+      directory,
+      "invalid",
+      `..data points to ${JSON.stringify(generation)}, which is not a generation the agent writes ` +
+        `(..YYYY_MM_DD_hh_mm_ss.xxxxxx): another writer's files, such as a kubelet Secret or ConfigMap volume`,
+    );
   }
   const absent = [];
   for (const name of wanted) if (!(await isThere(join(directory, generation, name)))) absent.push(name);

@@ -82,6 +82,12 @@ function validate(raw: RawConfig, fields: FieldReader): SidecarConfig {
   if (proxy.inbound.length + proxy.outbound.length === 0) {
     fields.problem("inbound: a proxy with no inbound and no outbound listener has nothing to do");
   }
+  // Without a CA the sidecar holds no CRL, and strict refuses every peer whose revocation is unchecked.
+  if (proxy.revocation === "strict" && ca === undefined) {
+    fields.problem(
+      "revocation: strict needs ca.url to fetch CRLs (without a ca: section no CRL is held and every peer would be refused)",
+    );
+  }
   return { credentials, ca, refresh, listen, log: { level }, proxy };
 }
 

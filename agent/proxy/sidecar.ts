@@ -2,7 +2,7 @@
  * `meshauth proxy` at run time: the {@link MeshProxy} of a `proxy.yaml`, fed by a
  * {@link FileCredentialSource} over the delivered directory (one workload: every listener
  * presents its SVID), the CA's CRLs followed by the agent's own refresher when `ca.url` is set,
- * and the ops port (`/healthz`, `/readyz` once the credentials are loaded, `/metrics`).
+ * and the ops port (`/healthz`, `/readyz` while the SVID in service is valid, `/metrics`).
  *
  * @module
  */
@@ -10,10 +10,10 @@
 import { readFile } from "node:fs/promises";
 import { type Logger, silentLogger } from "../../internal/mod.ts";
 import { CaClient } from "../ca-client.ts";
-import { AgentSetupError } from "../daemon.ts";
 import type { HeldCertificate } from "../lifecycle/trust-refresh.ts";
 import { TrustRefresher } from "../lifecycle/trust-refresh.ts";
 import { type OpsServer, startOpsServer } from "../ops-server.ts";
+import { AgentSetupError } from "../setup-error.ts";
 import { FileCredentialSource } from "./file-credentials.ts";
 import { MeshProxy } from "./proxy.ts";
 import type { SidecarConfig } from "./sidecar-config.ts";
@@ -27,12 +27,21 @@ export interface RunningSidecar {
   close(): Promise<void>;
 }
 
+/** Options of {@link startProxySidecar}. */
+export interface ProxySidecarOptions {
+  /** Where it logs. Default: nowhere. */
+  logger?: Logger;
+  /** What `/readyz` compares the SVID's notAfter with (milliseconds). Default: `Date.now`. */
+  clock?: { now(): number };
+}
+
 /** Starts the proxy, its credentials and its ops port. Throws when a listener or the ops port cannot listen. */
 export async function startProxySidecar(
   config: SidecarConfig,
-  options: { logger?: Logger } = {},
+  options: ProxySidecarOptions = {},
 ): Promise<RunningSidecar> {
   const logger = options.logger ?? silentLogger;
+  const clock = options.clock ?? Date;
   // A file the configuration names stops the start, as the agent's does: read once it ran, a
   // failure would leave the sidecar ready and following no CRL at all.
   let caRootsPem: string | undefined;
@@ -58,14 +67,22 @@ export async function startProxySidecar(
   for (const workload of workloads) proxy.setSource(workload, source);
   let isRunning = true;
   let isListening = false;
+  // Ready while the SVID in service is valid now, as the agent holds a workload ready (its
+  // notAfter later than now): past it every peer refuses the handshake, until the agent's next
+  // delivery is read (a read verifies the chain, its validity included, before using it).
+  const credentialsWaitedFor = (): string[] => {
+    const current = source.credentials;
+    if (!current) return [`credentials in ${config.credentials.dir}`];
+    if (current.expiresAt.getTime() > clock.now()) return [];
+    return [
+      `a valid SVID in ${config.credentials.dir}: the one in service (serial ${current.serialNumber}) expired at ${current.expiresAt.toISOString()}`,
+    ];
+  };
   const ops = await startOpsServer(
     {
       isRunning: () => isRunning,
       readiness: () => {
-        const waitingFor = [
-          ...(source.current() ? [] : [`credentials in ${config.credentials.dir}`]),
-          ...(isListening ? [] : ["the listeners"]),
-        ];
+        const waitingFor = [...credentialsWaitedFor(), ...(isListening ? [] : ["the listeners"])];
         return { isReady: waitingFor.length === 0, waitingFor };
       },
       renderMetrics: () => proxy.metrics.render(),

@@ -62,9 +62,10 @@ function keyInput(check: SignatureCheck, form: KeyImportForm): string | PublicKe
   const bytes = Buffer.from(spki.buffer, spki.byteOffset, spki.byteLength);
   if (form === "der") return { key: bytes, format: "der", type: "spki" };
   if (form === "p256-jwk" && scheme.name === "ECDSA" && scheme.namedCurve === "P-256") {
-    // Read with the core's strict DER parser. A key with no JWK form (compressed, of the wrong
-    // length, on another curve) goes as PEM, as it would without this path: no outcome changes.
-    // node:crypto refuses a JWK whose point is not on the curve, as OpenSSL's SPKI decoder does.
+    // Read with the core's strict DER parser, which refuses a point that is compressed or of
+    // the wrong length, as parseCsr did before handing the key here. A key on another curve
+    // goes as PEM, as it would without this path: no outcome changes. node:crypto refuses a
+    // JWK whose point is not on the curve, as OpenSSL's SPKI decoder does.
     const jwk = ecPublicJwk(parseSubjectPublicKeyInfo(spki));
     if (jwk?.crv === "P-256") return { key: jwk, format: "jwk" };
   }

@@ -23,6 +23,7 @@ import {
   sequenceOf,
   Tag,
 } from "../asn1/der.ts";
+import { OID } from "../asn1/oids.ts";
 import { toHex } from "../encoding.ts";
 import { describeValue, InvalidArgument, MalformedInput } from "../errors.ts";
 import { derBlocks } from "../pem.ts";
@@ -35,6 +36,7 @@ import {
 } from "./extensions.ts";
 import type { GeneralName } from "./general-name.ts";
 import { type Name, parseName } from "./name.ts";
+import { checkEcPoint } from "./public-key.ts";
 
 export { decodeExtensions, type DistributionPoint, type GeneralSubtree, KeyUsage, type KeyUsageName };
 export { parseDistributionPoint } from "./extensions.ts";
@@ -131,8 +133,8 @@ export interface Certificate {
 
 /**
  * Parses one or more certificates from PEM text or one from DER bytes (a Uint8Array). Throws
- * {@link MalformedInput} for bytes that are not a certificate, {@link InvalidArgument} for an
- * input of another type.
+ * {@link MalformedInput} for bytes that are not a certificate, {@link UnsupportedAlgorithm} for
+ * a compressed EC key, {@link InvalidArgument} for an input of another type.
  */
 export function parseCertificates(input: string | Uint8Array, what = "certificate"): Certificate[] {
   return derBlocks(input, ["CERTIFICATE"], what).map((der) => parseCertificate(der, what));
@@ -140,8 +142,9 @@ export function parseCertificates(input: string | Uint8Array, what = "certificat
 
 /**
  * Parses one DER certificate (a Uint8Array, a Node Buffer included). Throws
- * {@link MalformedInput} with the offending field, or {@link InvalidArgument} for an input
- * that is not a Uint8Array (PEM text is {@link parseCertificates}'s).
+ * {@link MalformedInput} with the offending field, {@link UnsupportedAlgorithm} for a
+ * compressed EC key, or {@link InvalidArgument} for an input that is not a Uint8Array (PEM
+ * text is {@link parseCertificates}'s).
  */
 export function parseCertificate(der: Uint8Array, what = "certificate"): Certificate {
   if (!(der instanceof Uint8Array)) {
@@ -288,7 +291,10 @@ export interface SubjectPublicKeyInfo {
   publicKey: Uint8Array;
 }
 
-/** Parses a SubjectPublicKeyInfo (DER) as a certificate's is parsed; `what` names it in errors. */
+/**
+ * Parses a SubjectPublicKeyInfo (DER) as a certificate's is parsed; `what` names it in errors.
+ * An EC key's point must have one of RFC 5480's forms, and be uncompressed (`checkEcPoint`).
+ */
 export function parseSubjectPublicKeyInfo(spki: Uint8Array, what = "public key"): SubjectPublicKeyInfo {
   return readSubjectPublicKeyInfo(parseDer(spki, what), what);
 }
@@ -296,10 +302,12 @@ export function parseSubjectPublicKeyInfo(spki: Uint8Array, what = "public key")
 function readSubjectPublicKeyInfo(node: DerNode | undefined, what: string): SubjectPublicKeyInfo {
   const [algorithmNode, keyNode, extra] = sequenceOf(node, `${what} subjectPublicKeyInfo`);
   if (!keyNode || extra) throw new MalformedInput(`${what} subjectPublicKeyInfo`, "malformed");
-  return {
+  const spki = {
     algorithm: parseAlgorithmIdentifier(algorithmNode, `${what} public key algorithm`),
     publicKey: octetAligned(keyNode, `${what} public key`),
   };
+  if (spki.algorithm.oid === OID.ecPublicKey) checkEcPoint(spki, `${what} public key`);
+  return spki;
 }
 
 /** Parses an AlgorithmIdentifier. */

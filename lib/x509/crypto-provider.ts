@@ -83,14 +83,15 @@ const KEY_CACHE_LIMIT = 512;
 // from their raw point: OpenSSL 3.0's SPKI decoder (Node 20) costs several times more.
 async function importKey(scheme: SignatureScheme, spki: Uint8Array): Promise<CryptoKey> {
   const params = scheme.name === "RSA-PSS" ? { name: scheme.name, hash: scheme.hash } : scheme;
-  // Read and checked before the import, so that what is refused here says why.
+  // Read and checked before the import, so that what is refused here says why: an EC point
+  // the parser lets through is uncompressed and of its curve's size.
   const point = scheme.name === "ECDSA" || scheme.name === "Ed25519"
     ? parseSubjectPublicKeyInfo(spki).publicKey
     : undefined;
   // Deno's WebCrypto imports an uncompressed point that is not on the curve, or whose
   // coordinates are not below the field prime; every other runtime refuses it, and so must
   // this provider, with the same error on every runtime.
-  if (scheme.name === "ECDSA" && point?.[0] === 0x04 && !isOnCurve(scheme.namedCurve, point)) {
+  if (scheme.name === "ECDSA" && !isOnCurve(scheme.namedCurve, point!)) {
     throw new MalformedInput("public key", "the EC point is not on the curve");
   }
   try {

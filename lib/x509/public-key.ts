@@ -7,6 +7,7 @@
 import { childrenOf, contentOf, expectTag, parseDer, readOid, Tag } from "../asn1/der.ts";
 import { EC_CURVES, OID } from "../asn1/oids.ts";
 import { toBase64Url, toHex } from "../encoding.ts";
+import { MalformedInput, UnsupportedAlgorithm } from "../errors.ts";
 import type { AlgorithmIdentifier, SubjectPublicKeyInfo } from "./certificate.ts";
 
 /** Bit length of an RSAPublicKey's modulus (RFC 8017 A.1.1: SEQUENCE { n, e }). */
@@ -40,16 +41,56 @@ export function namedCurveOid({ parameters }: AlgorithmIdentifier): string | und
 }
 
 /**
- * The public JWK of an EC key on a named curve meshauth knows, from its SubjectPublicKeyInfo;
- * undefined for any other key: another algorithm, explicit curve parameters, an unknown curve,
- * a compressed point or one of the wrong length (a JWK holds only uncompressed coordinates).
- * Whether the point is on the curve is left to whoever imports the JWK.
+ * The form of an EC key's point, decided here once for every EC key the core reads (a
+ * certificate's, a CSR's, a trust bundle's, the key a signature is checked with):
+ * `parseSubjectPublicKeyInfo` calls this. RFC 5480 2.2 allows a first octet of 0x04
+ * (uncompressed) or 0x02/0x03 (compressed) and requires rejecting any other; SEC 1 2.3.3 puts
+ * two coordinates of the curve's size after 0x04, one after 0x02/0x03. Any other form or
+ * length is {@link MalformedInput}: left to WebCrypto, Node's imported the hybrid 0x06/0x07
+ * and Deno's a 0x05 followed by x, which Bun's refused. A compressed point of the right length
+ * is {@link UnsupportedAlgorithm}: Deno's WebCrypto imports one whose x is not below p or has
+ * no point on the curve, which the others refuse, and meshauth issues (and Go's crypto/x509
+ * reads) uncompressed points only. Lengths are checked on the curves meshauth knows; a key on
+ * another is refused where it is used. After this, a point on a known curve is 0x04 and
+ * exactly two coordinates of the curve's size.
+ */
+export function checkEcPoint({ algorithm, publicKey }: SubjectPublicKeyInfo, what: string): void {
+  if (publicKey.length === 0) throw new MalformedInput(what, "empty EC point");
+  const form = publicKey[0];
+  const octet = `0x${form.toString(16).padStart(2, "0")}`;
+  if (form !== 0x02 && form !== 0x03 && form !== 0x04) {
+    throw new MalformedInput(
+      what,
+      `EC point whose first octet is ${octet} (RFC 5480 2.2: 0x04, 0x02 or 0x03)`,
+    );
+  }
+  const kind = form === 0x04 ? "uncompressed" : "compressed";
+  const curveOid = namedCurveOid(algorithm);
+  const curve = curveOid === undefined ? undefined : EC_CURVES[curveOid];
+  const length = curve && (form === 0x04 ? 1 + 2 * curve.size : 1 + curve.size);
+  if (curve && publicKey.length !== length) {
+    throw new MalformedInput(
+      what,
+      `${kind} EC point (${octet}) of ${publicKey.length} octets, where ${curve.name} takes ${length}`,
+    );
+  }
+  if (form !== 0x04) {
+    throw new UnsupportedAlgorithm(
+      `compressed EC points (${octet})`,
+      "meshauth reads uncompressed (0x04) points only, as runtimes' WebCrypto disagree on compressed ones",
+    );
+  }
+}
+
+/**
+ * The public JWK of an EC key on a named curve meshauth knows, from a SubjectPublicKeyInfo
+ * `parseSubjectPublicKeyInfo` read (so its point is uncompressed and of the curve's size); undefined for any other key: another algorithm, explicit curve parameters, an
+ * unknown curve. Whether the point is on the curve is left to whoever imports the JWK.
  */
 export function ecPublicJwk({ algorithm, publicKey }: SubjectPublicKeyInfo): EcPublicJwk | undefined {
   const curveOid = algorithm.oid === OID.ecPublicKey ? namedCurveOid(algorithm) : undefined;
   const curve = curveOid === undefined ? undefined : EC_CURVES[curveOid];
-  // SEC 1 2.3.3: 0x04, then X and Y, each exactly the curve's size.
-  if (!curve || publicKey[0] !== 0x04 || publicKey.length !== 1 + 2 * curve.size) return undefined;
+  if (!curve) return undefined;
   return {
     kty: "EC",
     crv: curve.name,
@@ -82,14 +123,13 @@ const CURVE_EQUATIONS: Record<"P-256" | "P-384" | "P-521", { p: bigint; b: bigin
 };
 
 /**
- * Whether `point` is an uncompressed point (SEC 1 2.3.3) of `curve`'s size whose coordinates
- * are field elements satisfying the curve's equation (SEC 1 3.2.2.1's checks; the NIST curves
- * have cofactor 1, so such a point is in the group). A key off the curve must be refused, not
- * used: some runtimes' WebCrypto (Deno's) imports one.
+ * Whether an EC point {@link checkEcPoint} accepted (0x04 and two coordinates of `curve`'s
+ * size) has coordinates that are field elements satisfying the curve's equation (SEC 1
+ * 3.2.2.1's checks; the NIST curves have cofactor 1, so such a point is in the group). A key
+ * off the curve must be refused, not used: some runtimes' WebCrypto (Deno's) imports one.
  */
 export function isOnCurve(curve: "P-256" | "P-384" | "P-521", point: Uint8Array): boolean {
   const size = CURVE_SIZE[curve];
-  if (point[0] !== 0x04 || point.length !== 1 + 2 * size) return false;
   const { p, b } = CURVE_EQUATIONS[curve];
   const x = BigInt(`0x${toHex(point.subarray(1, 1 + size))}`);
   const y = BigInt(`0x${toHex(point.subarray(1 + size))}`);

@@ -1,13 +1,15 @@
 // `meshauth proxy` on the command line: --help, usage errors (exit 2), --check of a valid and of
-// a bad configuration (exit 0 and 1, with what it read), and a sidecar whose credential
-// directory is not there yet: running, not ready (503, the directory named), JSON lines saying
-// why, and ready once the agent's files arrive.
+// a bad configuration (exit 0 and 1, with what it read), `revocation: strict` without a CA
+// refused at load, and a sidecar whose credential directory is not there yet: running, not
+// ready (503, the directory named), JSON lines saying why, and ready once the agent's files
+// arrive.
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { credentialFiles, writeGeneration } from "../../agent/mod.ts";
+import { ConfigError } from "../../internal/mod.ts";
+import { credentialFiles, loadSidecarConfig, writeGeneration } from "../../agent/mod.ts";
 import { NODE, ROOT, tempDir } from "../ca-server/helpers.ts";
 import { killStartedProcesses, spawnInGroup, within } from "../support/processes.ts";
 import { TestCaServer } from "./proxy-ca-support.ts";
@@ -86,6 +88,27 @@ describe("meshauth proxy", { timeout: 4 * TIMEOUT_MS }, () => {
       r.stdout,
       /\n {2}inbound app: ERR_PROXY_POLICY: \/.*bad-policy\.yaml: .*methods is an HTTP field/,
     );
+  });
+
+  test("revocation: strict without a ca: section is refused at load and by --check (exit 1, ERR_CONFIG's message)", async () => {
+    const config = join(dir.path, "strict-no-ca.yaml");
+    await writeFile(config, `revocation: strict\n` + (await readFile(join(dir.path, "proxy.yaml"), "utf8")));
+    const err = await loadSidecarConfig({ path: config }).then(() => undefined, (e) => e);
+    assert.ok(err instanceof ConfigError, String(err));
+    assert.deepEqual(err.problems, [
+      "revocation: strict needs ca.url to fetch CRLs (without a ca: section no CRL is held and every peer would be refused)",
+    ]);
+    for (const args of [["--check", "--config", config], ["--config", config]]) {
+      const r = await meshauth(["proxy", ...args]);
+      assert.equal(r.code, 1, r.stdout);
+      assert.match(
+        r.stderr,
+        /invalid configuration .*\n {2}- revocation: strict needs ca\.url to fetch CRLs/,
+      );
+    }
+    // With a CA to fetch them from, strict is taken.
+    await writeFile(config, `ca: { url: https://ca.example:8443 }\n` + (await readFile(config, "utf8")));
+    assert.equal((await loadSidecarConfig({ path: config })).proxy.revocation, "strict");
   });
 
   test("a ca.trustBundleFile that cannot be read stops the start (exit 1, ERR_AGENT_SETUP's message), not the CRLs alone", async () => {

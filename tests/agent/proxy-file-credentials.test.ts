@@ -4,7 +4,7 @@
 // put into service; both layouts of the delivery are read.
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { chmod, mkdir } from "node:fs/promises";
+import { chmod, mkdir, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import {
   CredentialDirectoryUnusable,
@@ -123,6 +123,31 @@ describe("FileCredentialSource", () => {
     const directory = await deliver(files(first));
     await chmod(directory, 0o777);
     await refusal(directory, "invalid");
+  });
+
+  test("a ..data that names no generation of the agent's (a kubelet Secret volume's) is invalid, and says so", async () => {
+    // The kubelet's AtomicWriter: ..<time>.<numeric suffix>, every file there, the visible links.
+    const directory = await deliver();
+    const generation = "..2026_12_06_09_00_00.1234567890";
+    await mkdir(join(directory, generation), { recursive: true });
+    for (const file of files(first)) {
+      await writeFile(join(directory, generation, file.name), file.content, { mode: file.mode });
+      await symlink(join("..data", file.name), join(directory, file.name));
+    }
+    await symlink(generation, join(directory, "..data"));
+    const err = await refusal(directory, "invalid");
+    assert.match(
+      err.message,
+      /\.\.data points to "\.\.2026_12_06_09_00_00\.1234567890", which is not a generation/,
+    );
+    assert.match(err.message, /Secret or ConfigMap/);
+    assert.doesNotMatch(err.message, /regular file|writable/);
+  });
+
+  test("a trust bundle group or others can write (who would choose the roots) is refused as invalid", async () => {
+    const payload = files(first).map((f) => f.name === "root-cert.pem" ? { ...f, mode: 0o664 } : f);
+    const err = await refusal(await deliver(payload), "invalid");
+    assert.match(err.message, /root-cert\.pem is writable by group or others \(mode 0664\)/);
   });
 
   test("a read under way when the source is closed puts nothing into service", async () => {

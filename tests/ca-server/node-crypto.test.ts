@@ -293,27 +293,28 @@ describe("nodeCryptoProvider, EC keys it must refuse", () => {
     }
   });
 
-  it("refuses a compressed point, a point of the wrong length and an unknown curve, with every provider", async () => {
+  it("refuses a compressed point, a malformed point and an unknown curve, with every provider", async () => {
     const signer = await ecSigner("P-256");
     const point = signer.spki.subarray(signer.spki.length - 65);
+    // The form and length of a point are the parser's (checkEcPoint): malformed, whichever
+    // provider would have imported it; a compressed point and an unknown curve are unsupported.
     const keys = {
-      compressed: fakeSpki(
-        EC,
-        CURVE_OID["P-256"],
-        new Uint8Array([0x02 | (point[64] & 1), ...point.subarray(1, 33)]),
-      ),
-      "one byte short": fakeSpki(EC, CURVE_OID["P-256"], point.subarray(0, 64)),
-      "a P-256 point labelled P-384": fakeSpki(EC, CURVE_OID["P-384"], point),
-      "on secp256k1": fakeSpki(EC, "1.3.132.0.10", point),
-    };
-    for (const [what, spki] of Object.entries(keys)) {
+      compressed: [
+        fakeSpki(EC, CURVE_OID["P-256"], new Uint8Array([0x02 | (point[64] & 1), ...point.subarray(1, 33)])),
+        "unsupported-algorithm",
+      ],
+      "one byte short": [fakeSpki(EC, CURVE_OID["P-256"], point.subarray(0, 64)), "malformed"],
+      "hybrid": [
+        fakeSpki(EC, CURVE_OID["P-256"], new Uint8Array([0x06 | (point[64] & 1), ...point.subarray(1)])),
+        "malformed",
+      ],
+      "a P-256 point labelled P-384": [fakeSpki(EC, CURVE_OID["P-384"], point), "malformed"],
+      "on secp256k1": [fakeSpki(EC, "1.3.132.0.10", point), "unsupported-algorithm"],
+    } as const;
+    for (const [what, [spki, reason]] of Object.entries(keys)) {
       const csr = await buildCsr({ signer, spki, uris: [ID] });
       for (const [name, crypto] of providers) {
-        await assert.rejects(
-          parseCsr(csr, { crypto }),
-          rejection("unsupported-algorithm"),
-          `${what}, ${name}`,
-        );
+        await assert.rejects(parseCsr(csr, { crypto }), rejection(reason), `${what}, ${name}`);
       }
     }
   });

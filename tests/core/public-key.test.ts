@@ -1,9 +1,12 @@
 // The curve-equation check the WebCrypto provider runs before importing an EC point (Deno's
 // WebCrypto imports points off the curve, and coordinates not below the field prime), held to
-// each curve's base point and to the encodings it must refuse.
+// each curve's base point; the encodings it is never given are refused by the parser first.
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
+import { OID } from "../../lib/asn1/oids.ts";
+import { parseSubjectPublicKeyInfo } from "../../lib/x509/certificate.ts";
 import { isOnCurve } from "../../lib/x509/public-key.ts";
+import { fakeSpki } from "../support/csr-builder.ts";
 import { NIST_CURVES, type NistCurve, smallPoint, uncompressedPoint } from "../support/ec-points.ts";
 
 const CURVES = Object.keys(NIST_CURVES) as NistCurve[];
@@ -39,22 +42,25 @@ describe("isOnCurve", () => {
       }
     });
 
-    test(`${curve}: refuses the point at infinity, compressed points and points of the wrong length`, () => {
+    test(`${curve}: is never asked about the point at infinity, a compressed point or one of the wrong length`, () => {
+      // isOnCurve reads a point checkEcPoint accepted; the parser refuses the others first.
       const point = uncompressedPoint(curve, gx, gy);
-      assert.equal(isOnCurve(curve, new Uint8Array([0])), false, "infinity (SEC 1 2.3.3: a single 0x00)");
-      assert.equal(isOnCurve(curve, new Uint8Array(1 + 2 * size)), false, "0x00 and zeros");
-      assert.equal(
-        isOnCurve(curve, new Uint8Array([0x02 | Number(gy & 1n), ...point.subarray(1, 1 + size)])),
-        false,
-      );
-      assert.equal(
-        isOnCurve(curve, new Uint8Array([0x06 | Number(gy & 1n), ...point.subarray(1)])),
-        false,
-        "hybrid",
-      );
-      assert.equal(isOnCurve(curve, point.subarray(0, point.length - 1)), false, "one byte short");
-      assert.equal(isOnCurve(curve, new Uint8Array([...point, 0])), false, "one byte long");
-      assert.equal(isOnCurve(curve, new Uint8Array()), false, "empty");
+      const forms = {
+        "infinity (SEC 1 2.3.3: a single 0x00)": new Uint8Array([0]),
+        "0x00 and zeros": new Uint8Array(1 + 2 * size),
+        "compressed": new Uint8Array([0x02 | Number(gy & 1n), ...point.subarray(1, 1 + size)]),
+        "hybrid": new Uint8Array([0x06 | Number(gy & 1n), ...point.subarray(1)]),
+        "one byte short": point.subarray(0, point.length - 1),
+        "one byte long": new Uint8Array([...point, 0]),
+        "empty": new Uint8Array(),
+      };
+      for (const [what, form] of Object.entries(forms)) {
+        assert.throws(
+          () => parseSubjectPublicKeyInfo(fakeSpki(OID.ecPublicKey, NIST_CURVES[curve].oid, form)),
+          { code: what === "compressed" ? "ERR_ALGORITHM_UNSUPPORTED" : "ERR_MALFORMED_INPUT" },
+          what,
+        );
+      }
     });
   }
 

@@ -346,6 +346,39 @@ describe("CSRs between meshauth and OpenSSL", () => {
       reason: "weak-key",
     });
   });
+
+  // `openssl ec -conv_form` writes a key's point compressed (0x02/0x03) or hybrid (0x06/0x07),
+  // and req then puts it in the CSR and certificate as it is: RFC 5480 2.2 allows the first,
+  // not the second, and meshauth reads neither (docs/runtimes.md).
+  for (
+    const [form, certificateCode, csrReason] of [
+      ["compressed", "ERR_ALGORITHM_UNSUPPORTED", "unsupported-algorithm"],
+      ["hybrid", "ERR_MALFORMED_INPUT", "malformed"],
+    ] as const
+  ) {
+    test(`a certificate and a CSR openssl makes with a ${form} P-256 point are refused`, async () => {
+      const key = file(`${form}.key`, "");
+      opensslOk(
+        "ec",
+        "-in",
+        opensslKey("-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"),
+        "-conv_form",
+        form,
+        "-out",
+        key,
+      );
+      const cert = file(`${form}.pem`, "");
+      opensslOk("req", "-x509", "-new", "-key", key, "-subj", "/CN=openssl", "-days", "1", "-out", cert);
+      const der = decodePem(readFileSync(cert, "utf8"))[0].der;
+      assert.throws(() => parseCertificate(der), { code: certificateCode });
+      const csr = file(`${form}.csr`, "");
+      opensslOk("req", "-new", "-key", key, "-subj", "/", "-addext", `subjectAltName=URI:${ID}`, "-out", csr);
+      await assert.rejects(parseCsr(readFileSync(csr, "utf8")), {
+        code: "ERR_CSR_INVALID",
+        reason: csrReason,
+      });
+    });
+  }
 });
 
 describe("CRLs", () => {

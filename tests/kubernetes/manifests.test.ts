@@ -440,6 +440,17 @@ describe("examples/kubernetes manifests", () => {
         assert.equal(policies.length, 1, `${name}: a NetworkPolicy`);
         assert.deepEqual(policies[0].policyTypes, ["Ingress"]);
         assert.deepEqual(policies[0].ingress, [{ ports: [{ port: 8443, protocol: "TCP" }] }]);
+        // The ops port (with /metrics) listens on the pod's address for the kubelet's probes: that
+        // policy alone keeps other pods off it, which docs/kubernetes.md says among what is not enforced.
+        assert.equal(config.listen.host, "0.0.0.0");
+        const notEnforced =
+          readFileSync(join(ROOT, "docs/kubernetes.md"), "utf8").split("What is **not** enforced:")[1]
+            .split("\n## ")[0];
+        assert.match(
+          notEnforced,
+          new RegExp(`ops\\s+port,\\s+${config.listen.port}\\s+\\([\\s\\S]*/metrics`),
+        );
+        assert.match(notEnforced, /ops\s+port[\s\S]*NetworkPolicies\s+keep\s+other\s+pods\s+off\s+it/);
         // Outbound: on loopback, to a Service of the demo on 8443, served by the Deployment behind it.
         for (const outbound of config.proxy.outbound) {
           assert.equal(outbound.workload, name);

@@ -43,7 +43,7 @@ export interface CertSpec {
   /** Common name of the subject; `""` for an empty subject. */
   name: string;
   /** The issuing certificate; absent for a self-signed root. */
-  issuer?: Issued;
+  issuer?: Pick<Issued, "signer" | "subject" | "ski">;
   keyAlgorithm?: KeyAlgorithm;
   keys?: KeyPair;
   serial?: bigint;
@@ -61,8 +61,11 @@ export interface CertSpec {
   extensions?: RawExtension[];
   /** Standard extensions to leave out. */
   omit?: Array<"basicConstraints" | "keyUsage" | "ski" | "aki">;
-  /** Encodings to use as they are, for malformed certificates: subject Name, Validity, serial INTEGER. */
-  raw?: { subject?: Uint8Array; validity?: Uint8Array; serial?: Uint8Array };
+  /**
+   * Encodings to use as they are, for malformed certificates: subject Name, Validity, serial
+   * INTEGER, SubjectPublicKeyInfo (the certificate is still signed, and issues, with `keys`).
+   */
+  raw?: { subject?: Uint8Array; validity?: Uint8Array; serial?: Uint8Array; spki?: Uint8Array };
   /** An X.509 v1 certificate: no version field, no extensions. */
   v1?: boolean;
 }
@@ -159,7 +162,7 @@ async function build(spec: CertSpec): Promise<Omit<Issued, "cert">> {
     spec.issuer?.subject ?? subject,
     spec.raw?.validity ?? seq(time(notBefore), time(notAfter)),
     subject,
-    signer.spki,
+    spec.raw?.spki ?? signer.spki,
     ...(exts.length && !spec.v1 ? [explicit(3, seq(...exts))] : []),
   );
   const der = seq(tbs, issuerSigner.algorithmIdentifier, bitString(await issuerSigner.sign(tbs)));

@@ -21,6 +21,23 @@ import type { CaRequestObservation } from "./ca-client.ts";
 const LATENCY_BUCKETS_SECONDS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 const QUEUE_BUCKETS_SECONDS = [0.001, 0.01, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300];
 
+/**
+ * Seconds until each held CRL's nextUpdate, by authority: what the agent's
+ * `meshauth_agent_crl_next_update_seconds` and `meshauth proxy`'s
+ * `meshauth_proxy_crl_next_update_seconds` report, alike.
+ */
+export const CRL_NEXT_UPDATE = {
+  help:
+    "Seconds until each held CRL's nextUpdate, by authority (negative: stale, the CA not reached since; " +
+    "peers of that authority are then accepted unchecked for new revocations, or refused under revocation: strict).",
+  samples: (crls: Iterable<readonly [string, Crl]>): { labels: { authority: string }; value: number }[] =>
+    [...crls].flatMap(([authority, crl]) =>
+      crl.nextUpdate
+        ? [{ labels: { authority }, value: Math.round((crl.nextUpdate.getTime() - Date.now()) / 1000) }]
+        : []
+    ),
+};
+
 /** A certificate the agent holds, as the gauges report it. */
 export interface HeldCertificateStatus {
   /** The workload's name (the node's own name for the node SVID). */
@@ -165,14 +182,8 @@ export class AgentMetrics {
     const crls = () => [...(status()?.crls?.() ?? [])];
     this.registry.gauge(
       "meshauth_agent_crl_next_update_seconds",
-      "Seconds until each held CRL's nextUpdate, by authority (negative: stale, the CA not reached since; " +
-        "peers of that authority are then accepted unchecked for new revocations, or refused under proxy.revocation: strict).",
-      () =>
-        crls().flatMap(([authority, crl]) =>
-          crl.nextUpdate
-            ? [{ labels: { authority }, value: Math.round((crl.nextUpdate.getTime() - Date.now()) / 1000) }]
-            : []
-        ),
+      CRL_NEXT_UPDATE.help,
+      () => CRL_NEXT_UPDATE.samples(crls()),
     );
     this.registry.gauge(
       "meshauth_agent_crl_age_seconds",

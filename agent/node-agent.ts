@@ -49,7 +49,6 @@ import { DEFAULT_DELIVERY_ROOT, removeDelivery } from "./delivery/atomic-writer.
 import type { HeldSvid } from "./issuance.ts";
 import { type BackoffOptions } from "./lifecycle/backoff.ts";
 import { CaClock } from "./lifecycle/ca-clock.ts";
-import { messageOf } from "./lifecycle/failure.ts";
 import { NodeIdentity } from "./lifecycle/node-identity.ts";
 import { StateStore, type WorkloadRecord } from "./lifecycle/state-store.ts";
 import { holdProcessOpen } from "./lifecycle/timer.ts";
@@ -471,7 +470,7 @@ export class NodeAgent {
       try {
         listener(event);
       } catch (err) {
-        this.#logger.error("an agent event listener failed", { event: event.type, error: messageOf(err) });
+        this.#logger.error("an agent event listener failed", { event: event.type, error: err });
       }
     }
   }
@@ -489,7 +488,7 @@ export class NodeAgent {
 
   #scheduleReconcile(): Promise<void> {
     const next = this.#reconciling.then(() => this.#reconcile()).catch((err) => {
-      this.#logger.error("applying workload changes failed", { error: messageOf(err) });
+      this.#logger.error("applying workload changes failed", { error: err });
     });
     this.#reconciling = next;
     return next;
@@ -577,7 +576,7 @@ export class NodeAgent {
             this.#logger.error("removing a workload's files failed", {
               workload: name,
               directory: credential.spec.directory,
-              error: messageOf(err),
+              error: err,
             }),
         ),
       );
@@ -666,7 +665,7 @@ export class NodeAgent {
         this.#logger.error("removing a former workload's files failed", {
           workload: name,
           directory: record.directory,
-          error: messageOf(err),
+          error: err,
         });
       }
     }

@@ -11,7 +11,7 @@
 import cluster, { type Worker } from "node:cluster";
 import { MeshAuthError } from "../mod.ts";
 import type { CaConfig } from "./config.ts";
-import type { Logger } from "../internal/mod.ts";
+import { errorLine, type Logger } from "../internal/mod.ts";
 import { servePrimaryGroup } from "./process-group.ts";
 import { checkCaCanStart, type RunningCaServer, startCaServer } from "./server.ts";
 
@@ -71,7 +71,7 @@ export async function runCaServer(
  * logged with its details.
  */
 function startFailureLine(err: unknown, logger: Logger): string {
-  if (err instanceof MeshAuthError && err.code !== "ERR_MESHAUTH") return err.message;
+  if (err instanceof MeshAuthError && err.code !== "ERR_MESHAUTH") return errorLine(err);
   logger.error("CA server failed to start", { error: err });
   return `the CA server failed to start: ${String((err as Error)?.message ?? err).split("\n")[0]}`;
 }

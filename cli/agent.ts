@@ -11,7 +11,7 @@ import { AGENT_ENV_OVERRIDES, type AgentConfig, loadAgentConfig } from "../agent
 import { formatAddress } from "../agent/proxy/address.ts";
 import { ListenerPolicy } from "../agent/proxy/policy-files.ts";
 import type { WorkloadProblem, WorkloadSpec } from "../agent/sources/source.ts";
-import { jsonLogger } from "../internal/mod.ts";
+import { errorLine, jsonLogger } from "../internal/mod.ts";
 import { isHelp, parseFlags, reportCliError, UsageError } from "./args.ts";
 import { runUntilSignal } from "./until-signal.ts";
 
@@ -68,7 +68,7 @@ async function describe(config: AgentConfig): Promise<{ text: string; isValid: b
       files: inbound.policies,
       protocol: inbound.protocol,
       defaultAction: inbound.defaultAction,
-    }).catch((err: Error) => policyProblems.push(`  inbound ${inbound.name}: ${err.message}`));
+    }).catch((err: Error) => policyProblems.push(`  inbound ${inbound.name}: ${errorLine(err)}`));
   }
   const where = `node ${config.node.name} of ${config.trustDomain}, CA ${config.ca.url}`;
   const why = [

@@ -7,6 +7,7 @@
 
 import { readFileSync } from "node:fs";
 import { parseArgs, type ParseArgsConfig } from "node:util";
+import { errorLine } from "../internal/mod.ts";
 
 /** A command line that does not make sense: printed with exit code 2. */
 export class UsageError extends Error {}
@@ -63,9 +64,12 @@ export function parseFlags<O extends NonNullable<ParseArgsConfig["options"]>>(
   }
 }
 
-/** Prints a command's failure as one line and answers its exit code. */
+/**
+ * Prints a command's failure and answers its exit code: `meshauth: ERR_PROXY_POLICY: <message>`,
+ * the code first when the error has one, so that docs/errors.md can be searched for it.
+ */
 export function reportCliError(err: unknown): number {
-  console.error(`meshauth: ${(err as Error)?.message ?? String(err)}`);
+  console.error(`meshauth: ${errorLine(err)}`);
   return err instanceof UsageError ? 2 : 1;
 }
 

@@ -10,7 +10,7 @@
 import { formatAddress } from "../agent/proxy/address.ts";
 import { ListenerPolicy } from "../agent/proxy/policy-files.ts";
 import { loadSidecarConfig, type SidecarConfig } from "../agent/proxy/sidecar-config.ts";
-import { jsonLogger } from "../internal/mod.ts";
+import { errorLine, jsonLogger } from "../internal/mod.ts";
 import { isHelp, parseFlags, reportCliError, UsageError } from "./args.ts";
 import { runUntilSignal } from "./until-signal.ts";
 
@@ -37,7 +37,7 @@ async function describe(config: SidecarConfig): Promise<{ text: string; isValid:
       files: inbound.policies,
       protocol: inbound.protocol,
       defaultAction: inbound.defaultAction,
-    }).catch((err: Error) => policyProblems.push(`  inbound ${inbound.name}: ${err.message}`));
+    }).catch((err: Error) => policyProblems.push(`  inbound ${inbound.name}: ${errorLine(err)}`));
   }
   const where = `credentials ${config.credentials.dir} (${config.credentials.layout})${
     config.ca ? `, CRLs from ${config.ca.url}` : ", no CA (no CRLs)"

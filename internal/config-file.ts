@@ -25,6 +25,21 @@ export class ConfigError extends MeshAuthError {
   }
 }
 
+/**
+ * Parses `text` as JSON (a `.json` path) or else YAML. A syntax error throws an `Error` whose
+ * message is one line that says where: `not valid YAML: <what> at line 3, column 1`.
+ */
+export function parseDocument(path: string, text: string): unknown {
+  const format = path.endsWith(".json") ? "JSON" : "YAML";
+  try {
+    return format === "JSON" ? JSON.parse(text) : parseYaml(text);
+  } catch (err) {
+    // The yaml library's message goes on with a code frame after "line L, column C:".
+    const what = String((err as Error)?.message ?? err).split("\n")[0].replace(/:\s*$/, "");
+    throw new Error(`not valid ${format}: ${what}`, { cause: err });
+  }
+}
+
 /** A parsed but not yet validated configuration mapping. */
 export type RawConfig = Record<string, unknown>;
 
@@ -73,11 +88,10 @@ export async function loadConfigFile<T>(
     } catch (err) {
       throw new ConfigError(source, [`cannot read the file: ${(err as Error).message}`]);
     }
-    const format = sources.path.endsWith(".json") ? "JSON" : "YAML";
     try {
-      raw = (format === "JSON" ? JSON.parse(text) : parseYaml(text)) ?? {};
+      raw = (parseDocument(sources.path, text) ?? {}) as RawConfig;
     } catch (err) {
-      throw new ConfigError(source, [`not valid ${format}: ${(err as Error).message.split("\n")[0]}`]);
+      throw new ConfigError(source, [(err as Error).message]);
     }
     if (typeof raw !== "object" || Array.isArray(raw)) {
       throw new ConfigError(source, ["the top level must be a mapping"]);

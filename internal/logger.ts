@@ -31,12 +31,36 @@ export interface Logger {
 // Defence in depth: a field named like a credential is never written, whatever its value.
 const SECRET_FIELD = /(token|secret|password|private|key_?pem|authorization)/i;
 
+/**
+ * The stable code `err` carries, if any: a meshauth error's (`ERR_PROXY_POLICY`, listed in
+ * docs/errors.md), Node's (`ERR_INVALID_ARG_TYPE`) or a system error's (`EROFS`).
+ */
+export function codeOf(err: unknown): string | undefined {
+  const code = (err as { code?: unknown } | undefined)?.code;
+  return typeof code === "string" && /^E[A-Z0-9_]{1,63}$/.test(code) ? code : undefined;
+}
+
+/**
+ * An error's message with its code in front (`ERR_PROXY_POLICY: /etc/p.yaml: ...`), so that what a
+ * user sees can be looked up in docs/errors.md; a system error's message starts with its code already.
+ */
+export function errorLine(err: unknown): string {
+  const message = String((err as Error | undefined)?.message ?? err);
+  const code = codeOf(err);
+  return code && !message.startsWith(`${code}:`) ? `${code}: ${message}` : message;
+}
+
 function redact(fields: Record<string, unknown>): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(fields)) {
     if (SECRET_FIELD.test(k) && !/^(tokenId|tokenKind)$/.test(k)) out[k] = "[redacted]";
     else if (v instanceof Error) {
-      out[k] = { name: v.name, message: v.message, code: (v as { code?: string }).code };
+      // An error is its message, and its code beside it (`code` for the field `error`, else
+      // `<field>Code`) where a log query can select it; a field of that name given is kept.
+      out[k] = v.message;
+      const code = codeOf(v);
+      const codeField = k === "error" ? "code" : `${k}Code`;
+      if (code && !(codeField in fields)) out[codeField] = code;
     } else out[k] = v;
   }
   return out;

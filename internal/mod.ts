@@ -18,13 +18,15 @@ export { webCryptoProvider } from "../lib/x509/crypto-provider.ts";
 export { authorityIdOf } from "./authority-id.ts";
 export { peerChain, type PeerChainLimits } from "./peer-chain.ts";
 export { removeStaleTemporaries, syncDirectory, writeFileAtomic } from "./atomic-file.ts";
-export { jsonLogger, type Logger, type LogLevel, silentLogger } from "./logger.ts";
+export { codeOf, errorLine, jsonLogger, type Logger, type LogLevel, silentLogger } from "./logger.ts";
 export { isLoopbackHost } from "./loopback.ts";
+export { writeFailureOf } from "./write-failures.ts";
 export {
   ConfigError,
   type ConfigSources,
   FieldReader,
   loadConfigFile,
+  parseDocument,
   type RawConfig,
 } from "./config-file.ts";
 export { Counter, Gauge, Histogram, type Labels, type Metric, MetricsRegistry } from "./prometheus.ts";

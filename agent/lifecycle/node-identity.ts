@@ -123,7 +123,7 @@ export class NodeIdentity {
         this.#o.logger.warn("node bootstrap failed; retrying", {
           spiffeId: this.#o.id.toString(),
           cause: causeOf(err),
-          error: messageOf(err),
+          error: err,
           retryInSeconds: Math.round(wait / 1000),
         });
         // stop() ends the wait at once.
@@ -246,7 +246,7 @@ export class NodeIdentity {
       (isRefusal(err) ? this.#o.logger.error : this.#o.logger.warn)("node identity renewal failed", {
         spiffeId: this.#o.id.toString(),
         cause,
-        error: messageOf(err),
+        error: err,
         certificateSecondsLeft: left,
         retryInSeconds: Math.round(wait / 1000),
         ...(isRefusal(err) ? { hint: "put a new node join token where node.joinToken(File) points" } : {}),

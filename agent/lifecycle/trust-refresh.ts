@@ -170,7 +170,7 @@ export class TrustRefresher {
       } catch (err) {
         this.#o.logger.warn("a stored CRL was left out", {
           authority: record.authorityId,
-          error: messageOf(err),
+          error: err,
         });
       }
     }
@@ -186,7 +186,7 @@ export class TrustRefresher {
     try {
       await this.#o.state?.saveCrls(records);
     } catch (err) {
-      this.#o.logger.warn("storing the CRLs failed", { error: messageOf(err) });
+      this.#o.logger.warn("storing the CRLs failed", { error: err });
     }
   }
 
@@ -324,7 +324,7 @@ export class TrustRefresher {
       wait = this.#bundleBackoff.next(retryAfterMs(err));
       this.#o.logger.warn("trust bundle refresh failed", {
         cause: causeOf(err),
-        error: messageOf(err),
+        error: err,
         retryInSeconds: Math.round(wait / 1000),
       });
     }
@@ -383,7 +383,7 @@ export class TrustRefresher {
         this.#o.logger.warn("CRL refresh failed", {
           authority: authorityId,
           cause: causeOf(err),
-          error: messageOf(err),
+          error: err,
         });
       }
     }

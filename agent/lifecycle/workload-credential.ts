@@ -168,7 +168,7 @@ export class WorkloadCredential {
           this.#ctx.logger.warn("removing files from the old directory failed", {
             workload: this.name,
             directory: before.directory,
-            error: messageOf(err),
+            error: err,
           })
         );
         this.#delivered = undefined;
@@ -262,7 +262,7 @@ export class WorkloadCredential {
 
   #enqueue(operation: () => Promise<void>): void {
     this.#queue = this.#queue.then(() => (this.#isStopped ? undefined : operation())).catch((err) => {
-      this.#ctx.logger.error("workload operation failed", { workload: this.name, error: messageOf(err) });
+      this.#ctx.logger.error("workload operation failed", { workload: this.name, error: err });
     });
   }
 
@@ -362,7 +362,7 @@ export class WorkloadCredential {
       this.#ctx.logger.error("storing the certificate in the state directory failed", {
         workload: spec.name,
         cause: causeOf(err),
-        error: messageOf(err),
+        error: err,
       });
     }
     await this.#deliver();
@@ -392,7 +392,7 @@ export class WorkloadCredential {
       spiffeId: this.#spec.spiffeId.toString(),
       reason,
       cause,
-      error: messageOf(err),
+      error: err,
       certificateSecondsLeft: current
         ? Math.round((current.notAfter.getTime() - this.#caNow()) / 1000)
         : null,
@@ -429,7 +429,7 @@ export class WorkloadCredential {
         workload: this.name,
         directory: spec.directory,
         cause,
-        error: messageOf(err),
+        error: err,
         certificateSecondsLeft: this.#delivered
           ? Math.round((this.#delivered.notAfter.getTime() - this.#caNow()) / 1000)
           : null,

@@ -16,6 +16,8 @@
 import { closeSync, fstatSync, openSync, renameSync, rmSync, statSync, write } from "node:fs";
 import { mkdir } from "node:fs/promises";
 import { dirname } from "node:path";
+import { writeFailureOf } from "../../internal/mod.ts";
+import { AgentSetupError } from "../setup-error.ts";
 
 /** One decision. */
 export interface AuditRecord {
@@ -85,6 +87,38 @@ export interface AuditLogOptions {
   maxPendingBytes?: number;
 }
 
+/**
+ * Makes `directory` and the directories on its way. Node's recursive mkdir says ENOENT where the
+ * file system is read-only; made one at a time, the error is the file system's own (EROFS).
+ */
+async function makeDirectory(directory: string, mode: number): Promise<void> {
+  try {
+    await mkdir(directory, { recursive: true, mode });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+    const parent = dirname(directory);
+    if (parent !== directory) await makeDirectory(parent, mode);
+    await mkdir(directory, { mode });
+  }
+}
+
+/**
+ * Why the audit log cannot be opened, and what to do: on Kubernetes with a read-only root file
+ * system, a path without a writable volume mounted there is the usual cause.
+ */
+function whyUnopened(err: unknown): string {
+  const { code, path, message } = err as NodeJS.ErrnoException;
+  const failure = writeFailureOf(code);
+  if (code === "EROFS") return `${failure} (EROFS): mount a writable volume there`;
+  if (failure) return `${failure} (${code}) at ${path}`;
+  if (code === "ENOENT") return `cannot make ${path} (ENOENT): a directory on its way is missing`;
+  // A file, or a symbolic link to nothing, where a directory is needed.
+  if (code === "EEXIST") return `${path} is not a directory (EEXIST)`;
+  if (code === "ENOTDIR") return `a part of ${path} is not a directory (ENOTDIR)`;
+  if (code === "EISDIR") return "it is a directory (EISDIR): name a file in it";
+  return String(message ?? err).split("\n")[0];
+}
+
 /** How often the file at the path is compared with the one open (rename, removal). */
 const REOPEN_CHECK_MS = 1000;
 
@@ -124,12 +158,21 @@ export class AuditLog {
     return this.#rotations;
   }
 
-  /** Opens (creating, mode 0640) for appending. */
+  /**
+   * Opens (creating, mode 0640) for appending. A file that cannot be opened is an
+   * {@link AgentSetupError} that names the setting, the path and why, in one line.
+   */
   async open(): Promise<void> {
-    // A directory made here is the owner's alone: by default it is the agent's state
-    // directory, which must not be open to others (it holds keys).
-    await mkdir(dirname(this.path), { recursive: true, mode: 0o700 });
-    this.#openFile();
+    try {
+      // A directory made here is the owner's alone: by default it is the agent's state
+      // directory, which must not be open to others (it holds keys).
+      await makeDirectory(dirname(this.path), 0o700);
+      this.#openFile();
+    } catch (err) {
+      throw new AgentSetupError(`cannot open the audit log (auditLog) ${this.path}: ${whyUnopened(err)}`, {
+        cause: err,
+      });
+    }
     this.#isOpen = true;
   }
 

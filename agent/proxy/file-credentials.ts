@@ -353,7 +353,7 @@ export class FileCredentialSource extends EventEmitter implements CredentialSour
           this.#current
             ? "credential files refused; the credentials in service stay"
             : "credential files cannot be used yet",
-          { directory: this.directory, reason: error.reason, error: error.message },
+          { directory: this.directory, reason: error.reason, error },
         );
       }
       return;

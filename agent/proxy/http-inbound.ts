@@ -261,7 +261,7 @@ export class HttpInbound {
         this.context.logger.warn("local service request failed", {
           listener: this.config.name,
           forward: formatAddress(forward),
-          error: err.message,
+          error: err,
         });
         if (res.headersSent) res.destroy();
         else if (err instanceof ServiceTimeout) sendProblem(res, 504, err.code, err.message);
@@ -340,7 +340,7 @@ export class HttpInbound {
         this.context.logger.warn("local service upgrade request failed", {
           listener: this.config.name,
           forward: formatAddress(this.config.forward),
-          error: err.message,
+          error: err,
         });
         if (err instanceof ServiceTimeout) closeWithProblem(socket, 504, err.code, err.message);
         else closeWithProblem(socket, 502, "ERR_UPSTREAM", "the local service could not be reached");

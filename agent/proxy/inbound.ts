@@ -105,7 +105,7 @@ export class InboundListener implements WorkloadObserver {
     this.#address = await listenOn(
       this.#server,
       this.config.listen,
-      `proxy's inbound listener ${this.config.name}`,
+      `the proxy's inbound listener "${this.config.name}"`,
     );
     return this.#address;
   }
@@ -322,7 +322,7 @@ export class InboundListener implements WorkloadObserver {
       this.context.logger.warn("cannot reach the local service", {
         listener: this.name,
         forward: formatAddress(forward),
-        error: err.message,
+        error: err,
       });
     });
     connection.add(local);

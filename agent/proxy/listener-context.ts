@@ -80,6 +80,8 @@ export function recordDecision(context: ListenerContext, record: Omit<AuditRecor
  * Starts `server` on `address`; resolves with the address it listens on (the port chosen for 0).
  * A Unix socket's path is cleared of a stale socket first, and the socket file gets its mode and
  * owner as soon as it is bound (the bind is synchronous), before the first connection is accepted.
+ * With `listener` (`the proxy's inbound listener "web"`), a failed bind is a
+ * {@link ProxyListenError} that names it.
  */
 export async function listenOn(
   server: Server,
@@ -100,7 +102,7 @@ export async function listenOn(
         ? "no interface of this machine has that address"
         : err.message;
       reject_(
-        new ProxyListenError(formatAddress(address), `${why}; it is the ${listener}'s listen address`, {
+        new ProxyListenError(formatAddress(address), `${why}; it is the listen address of ${listener}`, {
           cause: err,
         }),
       );

@@ -16,6 +16,8 @@
  */
 
 import { type Counter, type Gauge, type Histogram, MetricsRegistry } from "../../internal/mod.ts";
+import type { Crl } from "../../mod.ts";
+import { CRL_NEXT_UPDATE } from "../metrics.ts";
 
 const SECONDS_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
 
@@ -126,9 +128,27 @@ export class ProxyMetrics {
     SECONDS_BUCKETS,
   );
 
+  #crls?: () => ReadonlyMap<string, Crl>;
+
   /** A gauge read at every scrape. */
   gauge(name: string, help: string, collect: Gauge["collect"]): Gauge {
     return this.registry.gauge(name, help, collect);
+  }
+
+  /**
+   * Reports `meshauth_proxy_crl_next_update_seconds{authority}` from `crls`, the CRLs a sidecar
+   * (`meshauth proxy` with `ca.url`) follows, as the agent reports its own; a later call replaces
+   * `crls`. (In the agent, the agent's gauge says it.)
+   */
+  followCrls(crls: () => ReadonlyMap<string, Crl>): void {
+    if (!this.#crls) {
+      this.registry.gauge(
+        "meshauth_proxy_crl_next_update_seconds",
+        CRL_NEXT_UPDATE.help,
+        () => CRL_NEXT_UPDATE.samples(this.#crls?.() ?? []),
+      );
+    }
+    this.#crls = crls;
   }
 
   /** Every metric in the text exposition format. */

@@ -88,7 +88,7 @@ export class OutboundListener implements WorkloadObserver {
     this.#address = await listenOn(
       this.#server,
       this.config.listen,
-      `proxy's outbound listener ${this.config.name}`,
+      `the proxy's outbound listener "${this.config.name}"`,
     );
     return this.#address;
   }
@@ -169,7 +169,7 @@ export class OutboundListener implements WorkloadObserver {
       this.context.logger.warn("cannot open mutual TLS to the upstream", {
         listener: this.name,
         upstream: formatAddress(upstream),
-        error: err.message,
+        error: err,
       });
     });
     connection.add(tls);

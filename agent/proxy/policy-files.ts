@@ -13,7 +13,6 @@
  */
 
 import { readFile } from "node:fs/promises";
-import { parse as parseYaml } from "yaml";
 import {
   type AuthorizationPolicy,
   MeshAuthError,
@@ -22,6 +21,7 @@ import {
   PolicyEngine,
   type PolicyRequest,
 } from "../../mod.ts";
+import { parseDocument } from "../../internal/mod.ts";
 
 /** A policy file that cannot be used; `file` names it and the message says why. */
 export class PolicyFileError extends MeshAuthError {
@@ -158,12 +158,9 @@ async function read(options: ListenerPolicyOptions, given?: string[]): Promise<L
 function parseFile(file: string, text: string): { policy: AuthorizationPolicy; isDryRun: boolean }[] {
   let document: unknown;
   try {
-    document = file.endsWith(".json") ? JSON.parse(text) : parseYaml(text);
+    document = parseDocument(file, text);
   } catch (err) {
-    throw new PolicyFileError(
-      file,
-      `not valid ${file.endsWith(".json") ? "JSON" : "YAML"}: ${(err as Error).message.split("\n")[0]}`,
-    );
+    throw new PolicyFileError(file, (err as Error).message, { cause: err });
   }
   if (!document || typeof document !== "object" || Array.isArray(document)) {
     throw new PolicyFileError(file, "expected a mapping with a policies list");

@@ -270,7 +270,7 @@ export class MeshProxy {
         this.metrics.policyReloads.inc({ listener: listener.name, result: "refused" });
         this.#logger.error("policy reload refused; the policies in force stay", {
           listener: listener.name,
-          error: message,
+          error: err,
         });
         return;
       }

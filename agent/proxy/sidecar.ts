@@ -98,7 +98,7 @@ export async function startProxySidecar(
     source.off("change", followCa);
     crls = CrlFollower.start(config, caRootsPem, source, proxy, logger).catch((err) => {
       logger.error("following the CA's CRLs failed; tried again at the next change of the credentials", {
-        error: (err as Error).message,
+        error: err,
       });
       crls = undefined;
       if (isRunning) source.on("change", followCa);
@@ -192,6 +192,7 @@ class CrlFollower {
       },
       onCrlsDropped: () => source.setCrls([...refresher.crls().values()]),
     });
+    proxy.metrics.followCrls(() => refresher.crls());
     await refresher.load();
     // CRLs are checked against the delivered roots (the CA's, unless ca.trustBundleFile says otherwise).
     refresher.adoptBundle(credentials.trustBundlePem);

@@ -186,7 +186,7 @@ export class ProxyWorkload {
     } catch (err) {
       this.logger.error("reading the workload's credentials failed", {
         workload: this.name,
-        error: (err as Error).message,
+        error: err,
       });
       return;
     }
@@ -218,7 +218,7 @@ export class ProxyWorkload {
         // The SVID in service stays: a bad one must not replace a good one.
         this.logger.error("the workload's new SVID cannot be used for TLS; keeping the one in service", {
           workload: this.name,
-          error: (err as Error).message,
+          error: err,
         });
         return;
       }

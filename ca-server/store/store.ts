@@ -8,6 +8,7 @@
 
 import { MeshAuthError, type Revocation, REVOCATION_REASONS, type RevocationReason } from "../../mod.ts";
 import type { RateLimit, RateLimitOptions } from "../rate-limit.ts";
+import { writeFailureOf } from "../../internal/mod.ts";
 
 // A hold can be lifted (this CA never un-revokes), removeFromCRL belongs to delta CRLs and
 // aACompromise to attribute authorities: none of them revokes an X509-SVID for good.
@@ -230,16 +231,6 @@ export class StoreError extends MeshAuthError {
   }
 }
 
-// What a file system says when it cannot take a write, and how to say it to an operator.
-const WRITE_FAILURES: Record<string, string> = {
-  ENOSPC: "the disk is full",
-  EDQUOT: "the disk quota is used up",
-  EROFS: "the file system is read-only",
-  EACCES: "permission is denied",
-  EPERM: "permission is denied",
-  EIO: "the disk failed (an I/O error)",
-};
-
 /**
  * `err` as a {@link StoreError} that says what the file system refused and where
  * (`the disk is full (ENOSPC) writing /var/lib/meshauth/store/journal.jsonl`), when it is a
@@ -247,7 +238,8 @@ const WRITE_FAILURES: Record<string, string> = {
  */
 export function writeFailure(err: unknown, path: string): unknown {
   const code = (err as { code?: unknown })?.code;
-  if (err instanceof StoreError || typeof code !== "string" || !(code in WRITE_FAILURES)) return err;
+  const failure = writeFailureOf(code);
+  if (err instanceof StoreError || !failure) return err;
   const where = (err as { path?: unknown }).path ?? path;
-  return new StoreError(`${WRITE_FAILURES[code]} (${code}) writing ${where}`, { cause: err });
+  return new StoreError(`${failure} (${code}) writing ${where}`, { cause: err });
 }

@@ -385,7 +385,7 @@ proxy:
     const r = await cli(["agent", "--config", path, "--check"]);
     assert.equal(r.code, 1, r.stdout + r.stderr);
     assert.match(r.stdout, /^configuration is not valid: 1 listener's policies cannot be used/);
-    assert.match(r.stdout, /inbound db: .*typo-policy\.yaml.*unknown field "principal"/);
+    assert.match(r.stdout, /inbound db: ERR_PROXY_POLICY: .*typo-policy\.yaml.*unknown field "principal"/);
   });
 
   test("--check reads the drop-in files too: their workloads, their skipped entries, and exit 1 for one", async () => {

@@ -327,7 +327,7 @@ listen: { port: 0 }
       assert.equal(message.trim().split("\n").length, 1, message);
       assert.match(
         message,
-        /^meshauth: cannot obtain the node identity spiffe:\/\/agent\.test\/node\/node-a: .*ERR_TOKEN_USED/,
+        /^meshauth: ERR_NODE_BOOTSTRAP_FAILED: cannot obtain the node identity spiffe:\/\/agent\.test\/node\/node-a: .*ERR_TOKEN_USED/,
       );
     },
   );
@@ -381,7 +381,10 @@ listen: { port: 0 }
       assert.equal(await exitCodeOf(running, credential), 1, credential);
       const message = running.stderr.join("").trim();
       assert.equal(message.split("\n").length, 1, message);
-      assert.match(message, /^meshauth: cannot obtain the node identity .*: the bearer token is missing: /);
+      assert.match(
+        message,
+        /^meshauth: ERR_NODE_BOOTSTRAP_FAILED: cannot obtain the node identity .*: the bearer token is missing: /,
+      );
       assert.match(message, reason);
     }
   });

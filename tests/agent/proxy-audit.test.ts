@@ -2,7 +2,8 @@
 // logrotate, and writes what unauthenticated peers cause at most once per source per interval.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { readdir, readFile, rename, stat } from "node:fs/promises";
+import { spawnSync } from "node:child_process";
+import { chmod, mkdir, readdir, readFile, rename, stat, writeFile } from "node:fs/promises";
 import { connect } from "node:net";
 import { join } from "node:path";
 import { AuditLog, type AuditRecord } from "../../agent/proxy/audit.ts";
@@ -80,6 +81,59 @@ test("the audit log rotates before a file grows past maxBytes, and keeps maxFile
   assert.equal(numbers.at(-1), 200);
   assert.deepEqual(numbers, numbers.map((_, i) => 200 - numbers.length + 1 + i));
   assert.ok(log.rotations >= 3, `${log.rotations} rotations`);
+});
+
+/** What opening an audit log at `path` is refused with (it must be refused). */
+async function refusal(path: string): Promise<Error & { code?: string }> {
+  const err = await new AuditLog(path).open().then(() => undefined, (e) => e);
+  assert.ok(err instanceof Error, "the open is refused");
+  assert.equal((err as { code?: string }).code, "ERR_AGENT_SETUP");
+  assert.ok(!err.message.includes("\n"), err.message);
+  return err;
+}
+
+test("an audit log whose place is a file or a directory is ERR_AGENT_SETUP naming auditLog, the path and why", async () => {
+  const file = join(dir.path, "db-policy.yaml");
+  await writeFile(file, "policies: []\n");
+  assert.equal(
+    (await refusal(join(file, "audit.jsonl"))).message,
+    `cannot open the audit log (auditLog) ${file}/audit.jsonl: ${file} is not a directory (EEXIST)`,
+  );
+  assert.equal(
+    (await refusal(join(file, "log", "audit.jsonl"))).message,
+    `cannot open the audit log (auditLog) ${file}/log/audit.jsonl: a part of ${file}/log is not a directory (ENOTDIR)`,
+  );
+  const directory = join(dir.path, "audit-dir");
+  await mkdir(directory);
+  assert.equal(
+    (await refusal(directory)).message,
+    `cannot open the audit log (auditLog) ${directory}: it is a directory (EISDIR): name a file in it`,
+  );
+});
+
+test("an audit log on a file system it cannot write says so: read-only (mount a writable volume), or no permission", async () => {
+  // Root ignores permissions, so as root the file system is a real read-only one (a tmpfs mounted
+  // ro, as a container's root with readOnlyRootFilesystem); without root, a directory it may not write.
+  const asRoot = process.getuid?.() === 0;
+  const place = join(dir.path, "read-only");
+  await mkdir(place);
+  if (asRoot) {
+    const r = spawnSync("mount", ["-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", place]);
+    assert.equal(r.status, 0, `mounting a read-only tmpfs failed: ${r.stderr}`);
+  } else await chmod(place, 0o555);
+  try {
+    const path = join(place, "log", "audit.jsonl");
+    assert.equal(
+      (await refusal(path)).message,
+      asRoot
+        ? `cannot open the audit log (auditLog) ${path}: the file system is read-only (EROFS): mount a writable volume there`
+        : `cannot open the audit log (auditLog) ${path}: permission is denied (EACCES) at ${
+          join(place, "log")
+        }`,
+    );
+  } finally {
+    if (asRoot) spawnSync("umount", [place]);
+  }
 });
 
 test("an audit log renamed away (logrotate) is followed: new records go to a new file at the path", async () => {

@@ -84,7 +84,10 @@ describe("meshauth proxy", { timeout: 4 * TIMEOUT_MS }, () => {
     const r = await meshauth(["proxy", "--check", "--config", join(dir.path, "bad.yaml")]);
     assert.equal(r.code, 1);
     assert.match(r.stdout, /^configuration is not valid: 1 listener's policies cannot be used/);
-    assert.match(r.stdout, /methods is an HTTP field/);
+    assert.match(
+      r.stdout,
+      /\n {2}inbound app: ERR_PROXY_POLICY: \/.*bad-policy\.yaml: .*methods is an HTTP field/,
+    );
   });
 
   test("revocation: strict without a ca: section is refused at load and by --check (exit 1, ERR_CONFIG's message)", async () => {
@@ -119,7 +122,34 @@ describe("meshauth proxy", { timeout: 4 * TIMEOUT_MS }, () => {
     assert.equal(r.code, 1, r.stdout);
     assert.match(
       r.stderr,
-      /cannot read the CA's trust bundle \(ca\.trustBundleFile in proxy\.yaml\) .*missing-roots\.pem: ENOENT/,
+      /^meshauth: ERR_AGENT_SETUP: cannot read the CA's trust bundle \(ca\.trustBundleFile in proxy\.yaml\) .*missing-roots\.pem: ENOENT[^\n]*\n$/,
+    );
+  });
+
+  test("a policy that cannot be used stops the start in one line with its code first (exit 1)", async () => {
+    const r = await meshauth(["proxy", "--config", join(dir.path, "bad.yaml")]);
+    assert.equal(r.code, 1, r.stdout);
+    assert.match(
+      r.stderr,
+      /^meshauth: ERR_PROXY_POLICY: \/.*\/bad-policy\.yaml: [^\n]*methods is an HTTP field[^\n]*\n$/,
+    );
+  });
+
+  test("an audit log that cannot be opened stops the start: ERR_AGENT_SETUP naming auditLog, the path and why", async () => {
+    const config = join(dir.path, "audit-under-a-file.yaml");
+    await writeFile(
+      config,
+      (await readFile(join(dir.path, "proxy.yaml"), "utf8")).replace(
+        "auditLog: audit.jsonl",
+        "auditLog: policy.yaml/audit.jsonl",
+      ),
+    );
+    const r = await meshauth(["proxy", "--config", config]);
+    assert.equal(r.code, 1, r.stdout);
+    const policy = join(dir.path, "policy.yaml");
+    assert.equal(
+      r.stderr,
+      `meshauth: ERR_AGENT_SETUP: cannot open the audit log (auditLog) ${policy}/audit.jsonl: ${policy} is not a directory (EEXIST)\n`,
     );
   });
 

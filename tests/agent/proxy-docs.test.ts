@@ -2,13 +2,13 @@
 // TypeScript ones run in tests/docs): the agent.yaml example is a valid proxy: section with the
 // values the text gives, the proxy.yaml of Sidecar mode loads as `meshauth proxy` reads it with the
 // values the text gives, the policy example loads for a TCP listener, and the refusal quoted for an
-// HTTP field on a TCP listener is the message the proxy writes.
+// HTTP field on a TCP listener is the message the proxy writes; the Metrics table lists every metric.
 import { before, test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { loadProxyConfig, loadSidecarConfig } from "../../agent/mod.ts";
+import { loadProxyConfig, loadSidecarConfig, ProxyMetrics } from "../../agent/mod.ts";
 import { ListenerPolicy } from "../../agent/proxy/policy-files.ts";
 import { tempDir } from "./proxy-support.ts";
 
@@ -123,4 +123,13 @@ test("the proxy.yaml block of docs/proxy.md (Sidecar mode) loads as meshauth pro
   assert.deepEqual(minimal.listen, { host: "127.0.0.1", port: 15020 });
   assert.deepEqual(minimal.refresh, { minSeconds: 5, maxSeconds: 300 });
   assert.equal(minimal.ca, undefined);
+});
+
+test("the Metrics table of docs/proxy.md has a row for every metric of ProxyMetrics, a sidecar's CRL gauge too", () => {
+  const metrics = new ProxyMetrics();
+  metrics.followCrls(() => new Map());
+  const names = [...metrics.render().matchAll(/^# HELP (\S+)/gm)].map((m) => m[1]);
+  assert.ok(names.includes("meshauth_proxy_crl_next_update_seconds"), names.join(", "));
+  const rows = doc.split("\n").filter((line) => line.startsWith("| `meshauth_proxy_"));
+  assert.deepEqual(names.filter((name) => !rows.some((row) => row.startsWith(`| \`${name}\``))), []);
 });

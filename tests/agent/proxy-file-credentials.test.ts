@@ -15,6 +15,7 @@ import {
   readCredentialDirectory,
   writeGeneration,
 } from "../../agent/mod.ts";
+import { jsonLogger } from "../../internal/mod.ts";
 import { tempDir } from "../ca-server/helpers.ts";
 import { type CaFollowingSource, TestCaServer } from "./proxy-ca-support.ts";
 import { waitFor } from "./helpers.ts";
@@ -164,6 +165,21 @@ describe("FileCredentialSource", () => {
 
   test("the key of another certificate is a key mismatch", async () => {
     await refusal(await deliver(files(first, { key: second.svid.privateKeyPem })), "key-mismatch");
+  });
+
+  test("a refused read is logged on one JSON line with its reason and its code", async () => {
+    const directory = await deliver(files(first, { key: second.svid.privateKeyPem }));
+    const lines: string[] = [];
+    const source = new FileCredentialSource({
+      directory,
+      logger: jsonLogger({ write: (l) => lines.push(l) }),
+    });
+    await source.start();
+    source.close();
+    const entry = lines.map((line) => JSON.parse(line)).find((e) => e.reason === "key-mismatch");
+    assert.ok(entry, lines.join("\n"));
+    assert.equal(entry.code, "ERR_CREDENTIAL_DIRECTORY_UNUSABLE");
+    assert.equal(entry.error, source.lastError?.message);
   });
 
   test("a bad rotation keeps the credentials in service and is counted; a good one is put into service", async () => {

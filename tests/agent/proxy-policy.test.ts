@@ -320,6 +320,31 @@ test("a condition on an attribute the proxy does not provide is refused at load"
   await assert.rejects(proxy.start(), /unknown attribute "source\.ipp"/);
 });
 
+test("a policy file that is not YAML is refused in one complete line that says where", async () => {
+  const file = await policyFile("not-yaml.yaml", "policies:\n- name: a\n action: ALLOW\n");
+  const proxy = new MeshProxy({
+    config: proxyConfig({
+      auditLog: join(dir.path, "audit.jsonl"),
+      inbound: [{
+        name: "tcp-in",
+        workload: "photo-backend",
+        listen: "127.0.0.1:0",
+        forward: "127.0.0.1:9",
+        policies: [file],
+      }],
+    }, dir.path),
+    sources,
+  });
+  await assert.rejects(proxy.start(), (err: Error) => {
+    assert.ok(err instanceof PolicyFileError, String(err));
+    assert.equal(
+      err.message,
+      `${file}: not valid YAML: Sequence item without - indicator at line 3, column 1`,
+    );
+    return true;
+  });
+});
+
 test("a listen address in use is refused in one line naming the listener", async () => {
   const holder = createServer();
   await new Promise<void>((resolve) => holder.listen(0, "127.0.0.1", resolve));
@@ -342,7 +367,7 @@ test("a listen address in use is refused in one line naming the listener", async
     (err: Error & { code?: string }) =>
       err.code === "ERR_PROXY_LISTEN" &&
       err.message ===
-        `cannot listen on 127.0.0.1:${taken}: another process listens there; it is the proxy's inbound listener busy-in's listen address`,
+        `cannot listen on 127.0.0.1:${taken}: another process listens there; it is the listen address of the proxy's inbound listener "busy-in"`,
   );
 });
 

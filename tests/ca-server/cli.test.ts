@@ -148,7 +148,7 @@ describe("meshauth ca (CLI)", () => {
       assert.equal(serve.code, 1);
       assert.match(
         serve.stderr.trim(),
-        /^meshauth: trust domain mismatch: the configuration names other\.example[^\n]*$/,
+        /^meshauth: ERR_TRUST_DOMAIN_MISMATCH: trust domain mismatch: the configuration names other\.example[^\n]*$/,
       );
     } finally {
       await fresh.remove();
@@ -220,7 +220,7 @@ describe("meshauth ca (CLI)", () => {
         assert.match(
           serve.stderr,
           new RegExp(
-            `^meshauth: cannot listen on 127\\.0\\.0\\.1:${port}: the port is already in use[^\n]*\n$`,
+            `^meshauth: ERR_LISTEN: cannot listen on 127\\.0\\.0\\.1:${port}: the port is already in use[^\n]*\n$`,
           ),
         );
       }
@@ -248,7 +248,10 @@ describe("meshauth ca (CLI)", () => {
       const serve = await cliProcess(["ca", "serve", "--config", freshConfig]);
       assert.equal(serve.code, 1);
       assert.equal(serve.stdout, "");
-      assert.match(serve.stderr, /^meshauth: cannot connect to PostgreSQL: [^\n]*ECONNREFUSED[^\n]*\n$/);
+      assert.match(
+        serve.stderr,
+        /^meshauth: ERR_STORE: cannot connect to PostgreSQL: [^\n]*ECONNREFUSED[^\n]*\n$/,
+      );
     } finally {
       await fresh.remove();
     }

@@ -109,7 +109,7 @@ describe("npm run ca", () => {
     });
     assert.equal(first.code, 1);
     assert.equal(first.stdout, "");
-    assert.match(first.stderr, /^meshauth: cannot listen on [^\n]*in use[^\n]*\n$/);
+    assert.match(first.stderr, /^meshauth: ERR_LISTEN: cannot listen on [^\n]*in use[^\n]*\n$/);
     await assert.rejects(readFile(join(dataDir, "bundle.pem")), { code: "ENOENT" });
     await assert.rejects(readdir(dataDir), { code: "ENOENT" });
   });

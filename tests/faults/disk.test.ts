@@ -228,7 +228,7 @@ describe(
       await ca!.kill();
       const filler = await disk.fill();
       try {
-        assert.match(await failedStart(), /^meshauth: the disk is full \(ENOSPC\) writing \//);
+        assert.match(await failedStart(), /^meshauth: ERR_STORE: the disk is full \(ENOSPC\) writing \//);
       } finally {
         await rm(filler);
       }
@@ -246,7 +246,7 @@ describe(
       assert.equal(disk.unmount().status, 0);
       disk.fsck();
       disk.mount("ro");
-      assert.match(await failedStart(), /^meshauth: the file system is read-only \(EROFS\)/);
+      assert.match(await failedStart(), /^meshauth: ERR_STORE: the file system is read-only \(EROFS\)/);
       assert.equal(disk.unmount().status, 0);
       disk.mount();
       ca = start();

@@ -364,7 +364,7 @@ export class CsiNodePlugin implements WorkloadSource {
       await this.#teardown(record).catch((cleanup) =>
         this.#logger.error("cleaning up after a failed publish failed", {
           volumeId: record.volumeId,
-          error: (cleanup as Error).message,
+          error: cleanup,
         })
       );
       if (err instanceof CsiRpcError) throw err;
@@ -531,7 +531,7 @@ export class CsiNodePlugin implements WorkloadSource {
       } catch (err) {
         this.#logger.warn("ignoring an unreadable CSI volume record", {
           file: path,
-          error: (err as Error).message,
+          error: err,
         });
         continue;
       }

@@ -87,7 +87,9 @@ function validate(raw: RawConfig, fields: FieldReader): SidecarConfig {
   const firstListenerOf = new Map<string, string>();
   for (const [kind, listeners] of [["inbound", proxy.inbound], ["outbound", proxy.outbound]] as const) {
     for (const l of listeners) {
-      if (l.workload && !firstListenerOf.has(l.workload)) firstListenerOf.set(l.workload, `${kind} ${l.name}`);
+      if (l.workload && !firstListenerOf.has(l.workload)) {
+        firstListenerOf.set(l.workload, `${kind} ${l.name}`);
+      }
     }
   }
   if (firstListenerOf.size > 1) {

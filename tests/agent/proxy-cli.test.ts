@@ -122,7 +122,10 @@ describe("meshauth proxy", { timeout: 4 * TIMEOUT_MS }, () => {
     ]);
     const r = await meshauth(["proxy", "--check", "--config", config]);
     assert.equal(r.code, 1, r.stdout);
-    assert.match(r.stderr, /the listeners name 2 workloads \(app by inbound app, something-else by outbound db\)/);
+    assert.match(
+      r.stderr,
+      /the listeners name 2 workloads \(app by inbound app, something-else by outbound db\)/,
+    );
     assert.doesNotMatch(r.stdout, /as something-else/);
     await writeFile(config, base + outbound("app"));
     const loaded = await loadSidecarConfig({ path: config });

@@ -79,7 +79,7 @@ test("docs/proxy.md: two sidecars without Kubernetes, from npm run ca to a curl 
   const ports: Record<string, string> = Object.fromEntries(
     (await freePorts(fixed.length)).map((port, i) => [fixed[i], port]),
   );
-  const sidecarLogs: Record<string, unknown>[][] = [];
+  const sidecarLogs: string[][] = [];
   const outputs: string[] = [];
   for (const block of blocks) {
     const script = block.script.replace(

@@ -19,7 +19,7 @@ import {
   stopBackground,
   walkthrough,
 } from "../support/walkthrough.ts";
-import { tempDir } from "./helpers.ts";
+import { tempDir, waitFor } from "./helpers.ts";
 
 let work: { path: string; remove(): Promise<void> } | undefined;
 after(async () => {
@@ -111,9 +111,11 @@ test("docs/proxy.md: two sidecars without Kubernetes, from npm run ca to a curl 
     calls,
     /^db was called by By=spiffe:\/\/meshauth\.local\/demo\/db;Hash=[0-9a-f]{64};URI=spiffe:\/\/meshauth\.local\/demo\/web\n403\n\{"status":"ready"\}/,
   );
-  const audit = (await readFile(join(work.path, ".meshauth/sidecars/db-audit.jsonl"), "utf8"))
-    .trim().split("\n").map((line) => JSON.parse(line));
-  assert.equal(audit.length, 2, JSON.stringify(audit));
+  // Both decisions in db's audit log, once its writer has caught up.
+  const auditFile = join(work.path, ".meshauth/sidecars/db-audit.jsonl");
+  const auditLines = async () => (await readFile(auditFile, "utf8").catch(() => "")).trim().split("\n");
+  await waitFor("db's two audit records", async () => (await auditLines()).length >= 2);
+  const audit = (await auditLines()).map((line) => JSON.parse(line));
   assert.deepEqual(
     audit.map((e) => [e.listener, e.method, e.decision, e.peerId]),
     [

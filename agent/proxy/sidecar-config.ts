@@ -82,6 +82,23 @@ function validate(raw: RawConfig, fields: FieldReader): SidecarConfig {
   if (proxy.inbound.length + proxy.outbound.length === 0) {
     fields.problem("inbound: a proxy with no inbound and no outbound listener has nothing to do");
   }
+  // One delivered directory, one SVID: every listener presents it, so they all name one workload
+  // (a second name would be presented, and printed by --check, as an identity it is not).
+  const firstListenerOf = new Map<string, string>();
+  for (const [kind, listeners] of [["inbound", proxy.inbound], ["outbound", proxy.outbound]] as const) {
+    for (const l of listeners) {
+      if (l.workload && !firstListenerOf.has(l.workload)) {
+        firstListenerOf.set(l.workload, `${kind} ${l.name}`);
+      }
+    }
+  }
+  if (firstListenerOf.size > 1) {
+    fields.problem(
+      `workload: the listeners name ${firstListenerOf.size} workloads (${
+        [...firstListenerOf].map(([workload, listener]) => `${workload} by ${listener}`).join(", ")
+      }); a sidecar presents the one SVID in credentials.dir, so every listener must name the same workload`,
+    );
+  }
   // Without a CA the sidecar holds no CRL, and strict refuses every peer whose revocation is unchecked.
   if (proxy.revocation === "strict" && ca === undefined) {
     fields.problem(

@@ -1,7 +1,7 @@
 /**
  * `meshauth proxy` at run time: the {@link MeshProxy} of a `proxy.yaml`, fed by a
- * {@link FileCredentialSource} over the delivered directory (one workload: every listener
- * presents its SVID), the CA's CRLs followed by the agent's own refresher when `ca.url` is set,
+ * {@link FileCredentialSource} over the delivered directory (one workload, which every listener
+ * names: each presents its SVID), the CA's CRLs followed by the agent's own refresher when `ca.url` is set,
  * and the ops port (`/healthz`, `/readyz` while the SVID in service is valid, `/metrics`).
  *
  * @module
@@ -119,6 +119,9 @@ export async function startProxySidecar(
   }
   logger.info("proxy sidecar started", {
     credentials: config.credentials.dir,
+    workload: [...workloads][0],
+    // The identity presented is the delivered SVID's, whatever the workload is called.
+    spiffeId: source.credentials?.id.toString(),
     ops: ops.url,
     ca: config.ca?.url,
   });

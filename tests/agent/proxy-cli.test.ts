@@ -1,6 +1,6 @@
 // `meshauth proxy` on the command line: --help, usage errors (exit 2), --check of a valid and of
 // a bad configuration (exit 0 and 1, with what it read), `revocation: strict` without a CA
-// refused at load, and a sidecar whose credential directory is not there yet: running, not
+// and listeners naming two workloads refused at load, and a sidecar whose credential directory is not there yet: running, not
 // ready (503, the directory named), JSON lines saying why, and ready once the agent's files
 // arrive.
 import { after, before, describe, test } from "node:test";
@@ -111,6 +111,30 @@ describe("meshauth proxy", { timeout: 4 * TIMEOUT_MS }, () => {
     assert.equal((await loadSidecarConfig({ path: config })).proxy.revocation, "strict");
   });
 
+  test("listeners that name two workloads are refused at load and by --check (exit 1), naming both; one name passes", async () => {
+    const config = join(dir.path, "two-workloads.yaml");
+    const outbound = (workload: string) =>
+      `outbound:\n  - { name: db, workload: ${workload}, listen: 127.0.0.1:0, upstream: 127.0.0.1:9, ` +
+      `allowedIds: [spiffe://example.org/db] }\n`;
+    const base = await readFile(join(dir.path, "proxy.yaml"), "utf8");
+    await writeFile(config, base + outbound("something-else"));
+    const err = await loadSidecarConfig({ path: config }).then(() => undefined, (e) => e);
+    assert.ok(err instanceof ConfigError, String(err));
+    assert.deepEqual(err.problems, [
+      "workload: the listeners name 2 workloads (app by inbound app, something-else by outbound db); a sidecar presents the one SVID in credentials.dir, so every listener must name the same workload",
+    ]);
+    const r = await meshauth(["proxy", "--check", "--config", config]);
+    assert.equal(r.code, 1, r.stdout);
+    assert.match(
+      r.stderr,
+      /the listeners name 2 workloads \(app by inbound app, something-else by outbound db\)/,
+    );
+    assert.doesNotMatch(r.stdout, /as something-else/);
+    await writeFile(config, base + outbound("app"));
+    const loaded = await loadSidecarConfig({ path: config });
+    assert.deepEqual([loaded.proxy.inbound[0].workload, loaded.proxy.outbound[0].workload], ["app", "app"]);
+  });
+
   test("a ca.trustBundleFile that cannot be read stops the start (exit 1, ERR_AGENT_SETUP's message), not the CRLs alone", async () => {
     const config = join(dir.path, "no-ca-roots.yaml");
     await writeFile(
@@ -176,7 +200,11 @@ describe("meshauth proxy", { timeout: 4 * TIMEOUT_MS }, () => {
       () => logs.some((l) => l.msg === "proxy sidecar started"),
       TIMEOUT_MS,
     );
-    const ops = String(logs.find((l) => l.msg === "proxy sidecar started")!.ops);
+    const started = logs.find((l) => l.msg === "proxy sidecar started")!;
+    const ops = String(started.ops);
+    // No SPIFFE ID is claimed before a delivered SVID says which.
+    assert.equal(started.workload, "app");
+    assert.equal(started.spiffeId, undefined);
     const refused = logs.find((l) => l.msg === "credential files cannot be used yet");
     assert.equal(refused?.reason, "missing");
     const notReady = await fetch(`${ops}/readyz`, { signal: AbortSignal.timeout(10_000) });

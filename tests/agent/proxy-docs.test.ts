@@ -1,8 +1,9 @@
 // docs/proxy.md says what the proxy does; this keeps its non-TypeScript blocks honest (the
 // TypeScript ones run in tests/docs): the agent.yaml example is a valid proxy: section with the
 // values the text gives, the proxy.yaml of Sidecar mode loads as `meshauth proxy` reads it with the
-// values the text gives, the policy example loads for a TCP listener, and the refusal quoted for an
-// HTTP field on a TCP listener is the message the proxy writes; the Metrics table lists every metric.
+// values the text gives, the policy example loads for a TCP listener, the refusals quoted for an
+// HTTP field on a TCP listener and for a sidecar's listeners naming two workloads are the messages
+// written, and the Metrics table lists every metric.
 import { before, test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
@@ -132,4 +133,22 @@ test("the Metrics table of docs/proxy.md has a row for every metric of ProxyMetr
   assert.ok(names.includes("meshauth_proxy_crl_next_update_seconds"), names.join(", "));
   const rows = doc.split("\n").filter((line) => line.startsWith("| `meshauth_proxy_"));
   assert.deepEqual(names.filter((name) => !rows.some((row) => row.startsWith(`| \`${name}\``))), []);
+});
+
+test("the refusal of listeners naming two workloads that Sidecar mode quotes is the loader's", async () => {
+  const quoted = doc.match(/\(`ERR_CONFIG`:\s+`(workload: [^`]*?); \.\.\.`\)/);
+  assert.ok(quoted, "docs/proxy.md quotes the refusal");
+  await writeFile(
+    join(dir, "two-workloads.yaml"),
+    `credentials: { dir: creds }\nauditLog: audit.jsonl\n` +
+      `inbound: [{ name: db, workload: db, listen: 8443, forward: 8080 }]\n` +
+      `outbound: [{ name: orders, workload: web, listen: 127.0.0.1:15001, upstream: 127.0.0.1:15006, ` +
+      `allowedIds: [spiffe://meshauth.local/demo/db] }]\n`,
+  );
+  await assert.rejects(loadSidecarConfig({ path: join(dir, "two-workloads.yaml") }), (err: Error) => {
+    const problems = (err as Error & { problems?: string[] }).problems ?? [];
+    assert.equal(problems.length, 1, String(problems));
+    assert.ok(problems[0].startsWith(`${quoted[1].replace(/\s+/g, " ")}; `), problems[0]);
+    return true;
+  });
 });

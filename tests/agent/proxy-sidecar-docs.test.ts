@@ -1,0 +1,147 @@
+// docs/proxy.md's "Try it without Kubernetes", run as written: every shell block between the
+// doc-test markers, in order, in a fresh directory, the background ones (the CA, the agent, the
+// service, the two sidecars) left running until their line appears. `npm run ca` and `npx
+// meshauth` run what package.json says they run, as in docs.test.ts (docs/agent.md's
+// walkthrough). The CA's and the agent's ports (8443, 8444) become the free ones they took; the
+// service's, the sidecars' listeners' and their ops ports, fixed in the text's files, become
+// ports free a moment before.
+import { after, test } from "node:test";
+import assert from "node:assert/strict";
+import { chmod, mkdir, readFile, writeFile } from "node:fs/promises";
+import { createRequire } from "node:module";
+import { createServer, type Server } from "node:net";
+import { join } from "node:path";
+import { ROOT } from "../ca-server/helpers.ts";
+import {
+  listeningUrl,
+  runShell,
+  startBackground,
+  stopBackground,
+  walkthrough,
+} from "../support/walkthrough.ts";
+import { tempDir, waitFor } from "./helpers.ts";
+
+let work: { path: string; remove(): Promise<void> } | undefined;
+after(async () => {
+  await stopBackground();
+  await work?.remove();
+});
+
+/** `count` ports free now (held together, so they differ, then released). */
+async function freePorts(count: number): Promise<string[]> {
+  const servers: Server[] = [];
+  for (let i = 0; i < count; i++) {
+    const server = createServer();
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    servers.push(server);
+  }
+  const ports = servers.map((s) => String((s.address() as { port: number }).port));
+  await Promise.all(servers.map((s) => new Promise((resolve) => s.close(resolve))));
+  return ports;
+}
+
+function logLines(lines: string[]): Record<string, unknown>[] {
+  return lines.flatMap((line) => {
+    try {
+      return [JSON.parse(line)];
+    } catch {
+      return [];
+    }
+  });
+}
+
+test("docs/proxy.md: two sidecars without Kubernetes, from npm run ca to a curl through both, as written", async () => {
+  const markdown = await readFile(join(ROOT, "docs/proxy.md"), "utf8");
+  const blocks = walkthrough(markdown);
+  assert.equal(blocks.length, 10, "the walkthrough's ten steps");
+
+  work = await tempDir("meshauth-sidecar-docs-");
+  const bin = join(work.path, ".bin");
+  await mkdir(bin);
+  const tsx = createRequire(join(ROOT, "package.json")).resolve("tsx");
+  const shims = {
+    npm:
+      `[ "$1 $2" = "run ca" ] || exit 127\nshift 2\n[ "$1" = "--" ] && shift\nexec node --import "${tsx}" "${ROOT}cli/dev-ca.ts" "$@"`,
+    npx: `[ "$1" = meshauth ] || exit 127\nshift\nexec node --import "${tsx}" "${ROOT}cli/main.ts" "$@"`,
+  };
+  for (const [name, body] of Object.entries(shims)) {
+    await writeFile(join(bin, name), `#!/bin/sh\n${body}\n`);
+    await chmod(join(bin, name), 0o755);
+  }
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    PATH: `${bin}:${process.env.PATH}`,
+    MESHAUTH_LISTEN_PORT: "0",
+    MESHAUTH_AGENT_LISTEN_PORT: "0",
+    MESHAUTH_JOIN_TOKEN: "",
+  };
+  const fixed = ["8080", "15006", "15001", "15020", "15021"];
+  const ports: Record<string, string> = Object.fromEntries(
+    (await freePorts(fixed.length)).map((port, i) => [fixed[i], port]),
+  );
+  const sidecarLogs: string[][] = [];
+  const outputs: string[] = [];
+  for (const block of blocks) {
+    const script = block.script.replace(
+      /\b(8443|8444|8080|15006|15001|15020|15021)\b/g,
+      (p) => ports[p] ?? p,
+    );
+    if (block.waitFor) {
+      const lines = await startBackground(script, work.path, env, block.waitFor);
+      if (script.includes("npm run ca")) ports["8443"] = new URL(listeningUrl(lines)).port;
+      else if (script.includes("meshauth agent")) ports["8444"] = new URL(listeningUrl(lines)).port;
+      else if (script.includes("meshauth proxy")) sidecarLogs.push(lines);
+      continue;
+    }
+    const r = await runShell(script, work.path, env);
+    assert.equal(r.code, 0, `${script}\n${r.output}`);
+    outputs.push(r.output);
+  }
+  const check = outputs[3];
+  const calls = outputs[4];
+
+  // --check: valid, the listener as db, CRLs from the CA that took the text's port.
+  assert.match(
+    check,
+    /^configuration is valid: credentials .*workloads\/db \(istio\), CRLs from https:\/\/localhost:\d+/,
+  );
+  assert.match(check, /inbound db: 127\.0\.0\.1:\d+ \(STRICT http, as db\)/);
+  // Through both sidecars: db's service saw web's verified identity, by db's sidecar.
+  assert.match(
+    calls,
+    /^db was called by By=spiffe:\/\/meshauth\.local\/demo\/db;Hash=[0-9a-f]{64};URI=spiffe:\/\/meshauth\.local\/demo\/web\n403\n\{"status":"ready"\}/,
+  );
+  // Both decisions in db's audit log, once its writer has caught up.
+  const auditFile = join(work.path, ".meshauth/sidecars/db-audit.jsonl");
+  const auditLines = async () => (await readFile(auditFile, "utf8").catch(() => "")).trim().split("\n");
+  await waitFor("db's two audit records", async () => (await auditLines()).length >= 2);
+  const audit = (await auditLines()).map((line) => JSON.parse(line));
+  assert.deepEqual(
+    audit.map((e) => [e.listener, e.method, e.decision, e.peerId]),
+    [
+      ["db", "GET", "allow", "spiffe://meshauth.local/demo/web"],
+      ["db", "POST", "deny", "spiffe://meshauth.local/demo/web"],
+    ],
+  );
+  // Each sidecar's start names the SPIFFE ID of the SVID it read, the one the agent delivered.
+  const [db, web] = sidecarLogs.map(logLines);
+  assert.equal(
+    db.find((l) => l.msg === "proxy sidecar started")?.spiffeId,
+    "spiffe://meshauth.local/demo/db",
+  );
+  assert.equal(
+    web.find((l) => l.msg === "proxy sidecar started")?.spiffeId,
+    "spiffe://meshauth.local/demo/web",
+  );
+  // What the text says after the walkthrough.
+  assert.match(
+    markdown,
+    /`db was called by By=spiffe:\/\/meshauth\.local\/demo\/db;Hash=\.\.\.;URI=spiffe:\/\/meshauth\.local\/demo\/web`/,
+  );
+
+  // Stopped as Ctrl-C stops them: each sidecar says so.
+  await stopBackground();
+  for (const lines of sidecarLogs) {
+    assert.ok(logLines(lines).some((l) => l.msg === "stopped"), lines.join("\n"));
+  }
+});

@@ -12,7 +12,7 @@ import { formatAddress } from "../agent/proxy/address.ts";
 import { ListenerPolicy } from "../agent/proxy/policy-files.ts";
 import type { WorkloadProblem, WorkloadSpec } from "../agent/sources/source.ts";
 import { errorLine, jsonLogger } from "../internal/mod.ts";
-import { isHelp, parseFlags, reportCliError, UsageError } from "./args.ts";
+import { parseConfigCommand, reportCliError, UsageError } from "./args.ts";
 import { runUntilSignal } from "./until-signal.ts";
 
 const HELP = `usage: meshauth agent --config <file> [options]
@@ -151,19 +151,8 @@ function keepYoungGenerationSmall(): void {
 /** Runs `meshauth agent <args>`; answers the exit code once the agent stops (2 for a usage error). */
 export async function runAgentCommand(args: string[]): Promise<number> {
   try {
-    if (isHelp(args[0])) {
-      console.log(HELP);
-      return 0;
-    }
-    const { values } = parseFlags(args, {
-      config: { type: "string" },
-      check: { type: "boolean" },
-      help: { type: "boolean" },
-    });
-    if (values.help) {
-      console.log(HELP);
-      return 0;
-    }
+    const values = parseConfigCommand(args, HELP);
+    if (!values) return 0;
     if (values.config === undefined && process.env.MESHAUTH_NODE_NAME === undefined) {
       throw new UsageError(`--config <file> is required (or the MESHAUTH_* variables)\n\n${HELP}`);
     }

@@ -65,6 +65,30 @@ export function parseFlags<O extends NonNullable<ParseArgsConfig["options"]>>(
 }
 
 /**
+ * The flags of a command that runs from a configuration file (`meshauth agent`, `meshauth proxy`):
+ * `--config <file>`, `--check` and `--help`. Prints the help and answers undefined when asked for it.
+ */
+export function parseConfigCommand(
+  args: string[],
+  help: string,
+): { config?: string; check: boolean } | undefined {
+  if (isHelp(args[0])) {
+    console.log(help);
+    return undefined;
+  }
+  const { values } = parseFlags(args, {
+    config: { type: "string" },
+    check: { type: "boolean" },
+    help: { type: "boolean" },
+  });
+  if (values.help) {
+    console.log(help);
+    return undefined;
+  }
+  return { config: values.config, check: values.check === true };
+}
+
+/**
  * Prints a command's failure and answers its exit code: `meshauth: ERR_PROXY_POLICY: <message>`,
  * the code first when the error has one, so that docs/errors.md can be searched for it.
  */

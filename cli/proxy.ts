@@ -11,7 +11,7 @@ import { formatAddress } from "../agent/proxy/address.ts";
 import { ListenerPolicy } from "../agent/proxy/policy-files.ts";
 import { loadSidecarConfig, type SidecarConfig } from "../agent/proxy/sidecar-config.ts";
 import { errorLine, jsonLogger } from "../internal/mod.ts";
-import { isHelp, parseFlags, reportCliError, UsageError } from "./args.ts";
+import { parseConfigCommand, reportCliError, UsageError } from "./args.ts";
 import { runUntilSignal } from "./until-signal.ts";
 
 const HELP = `usage: meshauth proxy --config <file> [options]
@@ -67,19 +67,8 @@ async function describe(config: SidecarConfig): Promise<{ text: string; isValid:
 /** Runs `meshauth proxy <args>`; answers the exit code once the proxy stops (2 for a usage error). */
 export async function runProxyCommand(args: string[]): Promise<number> {
   try {
-    if (isHelp(args[0])) {
-      console.log(HELP);
-      return 0;
-    }
-    const { values } = parseFlags(args, {
-      config: { type: "string" },
-      check: { type: "boolean" },
-      help: { type: "boolean" },
-    });
-    if (values.help) {
-      console.log(HELP);
-      return 0;
-    }
+    const values = parseConfigCommand(args, HELP);
+    if (!values) return 0;
     if (values.config === undefined) throw new UsageError(`--config <file> is required\n\n${HELP}`);
     const config = await loadSidecarConfig({ path: values.config });
     if (values.check) {

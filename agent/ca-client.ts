@@ -24,7 +24,7 @@
 import { createHash } from "node:crypto";
 import { Pool } from "undici";
 import { InvalidArgument, MeshAuthError, SpiffeId } from "../mod.ts";
-import { isLoopbackHost } from "../internal/mod.ts";
+import { isBearerToken, isLoopbackHost } from "../internal/mod.ts";
 import { ConcurrencyLimit } from "./concurrency.ts";
 
 /** How the client authenticates to the CA. */
@@ -149,8 +149,6 @@ export class TokenMissing extends MeshAuthError {
   }
 }
 
-const VISIBLE_ASCII = /^[\x21-\x7e]+$/;
-
 /**
  * Checks a credential before anything is sent: a token given as a string must be present and
  * be one run of visible ASCII (a line break would let it inject a header). A token given as a
@@ -181,7 +179,7 @@ function checkToken(token: unknown): string {
   if (token === undefined || token === null || (typeof token === "string" && token.trim() === "")) {
     throw new TokenMissing();
   }
-  if (typeof token !== "string" || !VISIBLE_ASCII.test(token)) {
+  if (!isBearerToken(token)) {
     throw new InvalidArgument("token", "a bearer token is one run of visible ASCII characters");
   }
   return token;

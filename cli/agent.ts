@@ -9,10 +9,10 @@
 import { setFlagsFromString } from "node:v8";
 import { AGENT_ENV_OVERRIDES, type AgentConfig, loadAgentConfig } from "../agent/config.ts";
 import { formatAddress } from "../agent/proxy/address.ts";
-import { ListenerPolicy } from "../agent/proxy/policy-files.ts";
 import type { WorkloadProblem, WorkloadSpec } from "../agent/sources/source.ts";
-import { errorLine, jsonLogger } from "../internal/mod.ts";
+import { jsonLogger } from "../internal/mod.ts";
 import { parseConfigCommand, reportCliError, UsageError } from "./args.ts";
+import { listenerPolicyProblems } from "./policy-problems.ts";
 import { runUntilSignal } from "./until-signal.ts";
 
 const HELP = `usage: meshauth agent --config <file> [options]
@@ -60,16 +60,7 @@ async function readDropIns(
 async function describe(config: AgentConfig): Promise<{ text: string; isValid: boolean }> {
   const dropIns = await readDropIns(config);
   const problems = [...config.workloadProblems, ...dropIns.problems];
-  // The proxy's policy files, read as the agent reads them at start (which a bad one refuses).
-  const policyProblems: string[] = [];
-  for (const inbound of config.proxy?.inbound ?? []) {
-    await ListenerPolicy.load({
-      listener: inbound.name,
-      files: inbound.policies,
-      protocol: inbound.protocol,
-      defaultAction: inbound.defaultAction,
-    }).catch((err: Error) => policyProblems.push(`  inbound ${inbound.name}: ${errorLine(err)}`));
-  }
+  const policyProblems = await listenerPolicyProblems(config.proxy?.inbound ?? []);
   const where = `node ${config.node.name} of ${config.trustDomain}, CA ${config.ca.url}`;
   const why = [
     ...(problems.length > 0

@@ -8,10 +8,10 @@
  */
 
 import { formatAddress } from "../agent/proxy/address.ts";
-import { ListenerPolicy } from "../agent/proxy/policy-files.ts";
 import { loadSidecarConfig, type SidecarConfig } from "../agent/proxy/sidecar-config.ts";
-import { errorLine, jsonLogger } from "../internal/mod.ts";
+import { jsonLogger } from "../internal/mod.ts";
 import { parseConfigCommand, reportCliError, UsageError } from "./args.ts";
+import { listenerPolicyProblems } from "./policy-problems.ts";
 import { runUntilSignal } from "./until-signal.ts";
 
 const HELP = `usage: meshauth proxy --config <file> [options]
@@ -30,15 +30,7 @@ Options:
 
 /** What `--check` prints; its first line says whether the configuration is valid, as the exit code does. */
 async function describe(config: SidecarConfig): Promise<{ text: string; isValid: boolean }> {
-  const policyProblems: string[] = [];
-  for (const inbound of config.proxy.inbound) {
-    await ListenerPolicy.load({
-      listener: inbound.name,
-      files: inbound.policies,
-      protocol: inbound.protocol,
-      defaultAction: inbound.defaultAction,
-    }).catch((err: Error) => policyProblems.push(`  inbound ${inbound.name}: ${errorLine(err)}`));
-  }
+  const policyProblems = await listenerPolicyProblems(config.proxy.inbound);
   const where = `credentials ${config.credentials.dir} (${config.credentials.layout})${
     config.ca ? `, CRLs from ${config.ca.url}` : ", no CA (no CRLs)"
   }`;

@@ -50,14 +50,21 @@ export function errorLine(err: unknown): string {
   return code && !message.startsWith(`${code}:`) ? `${code}: ${message}` : message;
 }
 
+function messageOfThrown(v: object): string {
+  const message = (v as { message?: unknown }).message;
+  return typeof message === "string" ? message : "[object without a message]";
+}
+
 function redact(fields: Record<string, unknown>): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(fields)) {
     if (SECRET_FIELD.test(k) && !/^(tokenId|tokenKind)$/.test(k)) out[k] = "[redacted]";
-    else if (v instanceof Error) {
+    else if (v instanceof Error || (k === "error" && typeof v === "object" && v !== null)) {
       // An error is its message, and its code beside it (`code` for the field `error`, else
       // `<field>Code`) where a log query can select it; a field of that name given is kept.
-      out[k] = v.message;
+      // Something else thrown is too (`error: err` in a catch), never the whole object: it may
+      // hold what must not be written, or refer to itself.
+      out[k] = messageOfThrown(v);
       const code = codeOf(v);
       const codeField = k === "error" ? "code" : `${k}Code`;
       if (code && !(codeField in fields)) out[codeField] = code;

@@ -19,6 +19,7 @@ export { authorityIdOf } from "./authority-id.ts";
 export { peerChain, type PeerChainLimits } from "./peer-chain.ts";
 export { removeStaleTemporaries, syncDirectory, writeFileAtomic } from "./atomic-file.ts";
 export { codeOf, errorLine, jsonLogger, type Logger, type LogLevel, silentLogger } from "./logger.ts";
+export { isBearerToken } from "./bearer-token.ts";
 export { isLoopbackHost } from "./loopback.ts";
 export { writeFailureOf } from "./write-failures.ts";
 export {

@@ -26,6 +26,7 @@ import {
   type JWTVerifyGetKey,
 } from "jose";
 import { SpiffeId } from "../../mod.ts";
+import { isBearerToken } from "../../internal/mod.ts";
 import { CircuitBreaker } from "../circuit-breaker.ts";
 import { Problem } from "../problems.ts";
 import type { Authenticator, Credentials, Principal } from "./principal.ts";
@@ -193,6 +194,14 @@ export class KubernetesAuthenticator implements Authenticator {
   async #askReview(token: string, reviewerToken: string): Promise<Response> {
     const review = this.options.tokenReview!;
     const doFetch = review.fetch ?? fetch;
+    // Checked here, and never quoted: fetch refuses such a header with its value in the message.
+    if (!isBearerToken(reviewerToken)) {
+      this.#breaker.failed();
+      throw new Problem(
+        "ERR_NOT_READY",
+        "the reviewer's token (kubernetes.tokenReview.tokenFile) is not one run of visible ASCII characters",
+      );
+    }
     try {
       return await doFetch(new URL("/apis/authentication.k8s.io/v1/tokenreviews", review.url), {
         method: "POST",

@@ -12,7 +12,7 @@
  * @module
  */
 
-import { constants, createPublicKey, verify } from "node:crypto";
+import { constants, createPublicKey, type KeyObject, verify } from "node:crypto";
 import {
   bytesEqual,
   type KeyRequest,
@@ -126,14 +126,30 @@ function supportedAlgorithm(read: () => KeyAlgorithm, malformedReason: string, f
   return algorithm;
 }
 
-/** Verifies `proofOfPossession`: the pod UID's ASCII bytes signed with the key of `spki`. */
+/**
+ * `spki` as node:crypto's key, or why it cannot read it: the core's reading checks an EC point's
+ * form and size, not that it is on its curve, which OpenSSL's decoder does.
+ */
+function nodePublicKey(spki: Uint8Array): KeyObject | Error {
+  try {
+    return createPublicKey({ key: Buffer.from(spki), format: "der", type: "spki" });
+  } catch (err) {
+    return err instanceof Error ? err : new Error(String(err));
+  }
+}
+
+/**
+ * Verifies `proofOfPossession`: the pod UID's ASCII bytes signed with the key of `spki`; false
+ * for a key node:crypto cannot read (a point off its curve), which proves nothing.
+ */
 export function verifyProofOfPossession(
   spki: Uint8Array,
   algorithm: KeyAlgorithm,
   podUid: string,
   signature: Uint8Array,
 ): boolean {
-  const key = createPublicKey({ key: Buffer.from(spki), format: "der", type: "spki" });
+  const key = nodePublicKey(spki);
+  if (key instanceof Error) return false;
   const data = new TextEncoder().encode(podUid);
   try {
     if (algorithm === "Ed25519") return verify(null, data, key, signature);
@@ -196,6 +212,16 @@ export async function requestedKey(
   }
   const spki = decodeBase64("pkixPublicKey", spec.pkixPublicKey);
   const keyAlgorithm = supportedAlgorithm(() => publicKeyAlgorithm(spki), "InvalidRequest", "pkixPublicKey");
+  // Denied with the reason, not thrown out of the handler and retried for ever.
+  const unreadable = nodePublicKey(spki);
+  if (unreadable instanceof Error) {
+    throw new RequestDenied(
+      "InvalidRequest",
+      `spec.pkixPublicKey: node:crypto cannot read the key (an EC point off its curve?): ${
+        unreadable.message.split("\n")[0]
+      }`,
+    );
+  }
   const proof = decodeBase64("proofOfPossession", spec.proofOfPossession ?? "");
   if (!verifyProofOfPossession(spki, keyAlgorithm, spec.podUID, proof)) {
     throw new RequestDenied(

@@ -5,11 +5,11 @@
 // two fixed ports of the text (8443, 8444) become the free ones the processes took.
 import { after, test } from "node:test";
 import assert from "node:assert/strict";
-import { chmod, mkdir, readFile, writeFile } from "node:fs/promises";
-import { createRequire } from "node:module";
+import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { ROOT } from "../ca-server/helpers.ts";
 import {
+  checkoutEnv,
   listeningUrl,
   runShell,
   startBackground,
@@ -38,25 +38,7 @@ test("docs/agent.md: from npm run ca's CA to an agent delivering two workloads' 
     /in: "cli\/main\.ts", out: "cli\.js"/,
   );
   work = await tempDir("meshauth-docs-");
-  const bin = join(work.path, ".bin");
-  await mkdir(bin);
-  const tsx = createRequire(join(ROOT, "package.json")).resolve("tsx");
-  const shims = {
-    npm:
-      `[ "$1 $2" = "run ca" ] || exit 127\nshift 2\n[ "$1" = "--" ] && shift\nexec node --import "${tsx}" "${ROOT}cli/dev-ca.ts" "$@"`,
-    npx: `[ "$1" = meshauth ] || exit 127\nshift\nexec node --import "${tsx}" "${ROOT}cli/main.ts" "$@"`,
-  };
-  for (const [name, body] of Object.entries(shims)) {
-    await writeFile(join(bin, name), `#!/bin/sh\n${body}\n`);
-    await chmod(join(bin, name), 0o755);
-  }
-  const env: NodeJS.ProcessEnv = {
-    ...process.env,
-    PATH: `${bin}:${process.env.PATH}`,
-    MESHAUTH_LISTEN_PORT: "0",
-    MESHAUTH_AGENT_LISTEN_PORT: "0",
-    MESHAUTH_JOIN_TOKEN: "",
-  };
+  const env = await checkoutEnv(work.path, ROOT);
   const ports: Record<string, string> = {};
   let output = "";
   for (const block of blocks) {

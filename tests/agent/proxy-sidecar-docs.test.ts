@@ -7,12 +7,12 @@
 // ports free a moment before.
 import { after, test } from "node:test";
 import assert from "node:assert/strict";
-import { chmod, mkdir, readFile, writeFile } from "node:fs/promises";
-import { createRequire } from "node:module";
+import { readFile } from "node:fs/promises";
 import { createServer, type Server } from "node:net";
 import { join } from "node:path";
 import { ROOT } from "../ca-server/helpers.ts";
 import {
+  checkoutEnv,
   listeningUrl,
   runShell,
   startBackground,
@@ -56,25 +56,7 @@ test("docs/proxy.md: two sidecars without Kubernetes, from npm run ca to a curl 
   assert.equal(blocks.length, 10, "the walkthrough's ten steps");
 
   work = await tempDir("meshauth-sidecar-docs-");
-  const bin = join(work.path, ".bin");
-  await mkdir(bin);
-  const tsx = createRequire(join(ROOT, "package.json")).resolve("tsx");
-  const shims = {
-    npm:
-      `[ "$1 $2" = "run ca" ] || exit 127\nshift 2\n[ "$1" = "--" ] && shift\nexec node --import "${tsx}" "${ROOT}cli/dev-ca.ts" "$@"`,
-    npx: `[ "$1" = meshauth ] || exit 127\nshift\nexec node --import "${tsx}" "${ROOT}cli/main.ts" "$@"`,
-  };
-  for (const [name, body] of Object.entries(shims)) {
-    await writeFile(join(bin, name), `#!/bin/sh\n${body}\n`);
-    await chmod(join(bin, name), 0o755);
-  }
-  const env: NodeJS.ProcessEnv = {
-    ...process.env,
-    PATH: `${bin}:${process.env.PATH}`,
-    MESHAUTH_LISTEN_PORT: "0",
-    MESHAUTH_AGENT_LISTEN_PORT: "0",
-    MESHAUTH_JOIN_TOKEN: "",
-  };
+  const env = await checkoutEnv(work.path, ROOT);
   const fixed = ["8080", "15006", "15001", "15020", "15021"];
   const ports: Record<string, string> = Object.fromEntries(
     (await freePorts(fixed.length)).map((port, i) => [fixed[i], port]),

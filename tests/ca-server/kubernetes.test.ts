@@ -358,3 +358,23 @@ describe("the Kubernetes integration's token authenticator, with its API server 
     }
   });
 });
+
+describe("the TokenReview reviewer's token", () => {
+  it("is never put into an answer or a log: a token with a line break in it is refused without it", async () => {
+    // The file holds two lines (a token, and what an operator wrote after it); fetch refused
+    // such a header with its value in the message, which the 503's detail carried to the caller.
+    const secret = "reviewer-secret-9f2c";
+    const k8s = new KubernetesAuthenticator({
+      trustDomain: TRUST_DOMAIN,
+      audiences: ["meshauth"],
+      // Nothing listens on port 9 (discard): the token is checked before any connection.
+      tokenReview: { url: "https://127.0.0.1:9", reviewerToken: () => `${secret}\nrotated on monday` },
+    });
+    await assert.rejects(k8s.authenticate({ bearerToken: FOR_THE_CA }), (err: Problem) => {
+      assert.equal(err.code, "ERR_NOT_READY");
+      assert.ok(!err.message.includes(secret), err.message);
+      assert.match(err.message, /reviewer's token .* is not one run of visible ASCII characters/);
+      return true;
+    });
+  });
+});

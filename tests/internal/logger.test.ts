@@ -41,3 +41,19 @@ test("errorLine puts the code first once; codeOf answers only codes", () => {
   assert.equal(codeOf({ code: 503 }), undefined);
   assert.equal(codeOf({ code: "not a code" }), undefined);
 });
+
+test("a thrown value that is not an Error is written as its message, never as the whole object", () => {
+  // What a library or a listener may throw: an object with a message, holding what must not be
+  // written (a request with its headers), even one that refers to itself.
+  const thrown: Record<string, unknown> = {
+    message: "upstream refused",
+    code: "ERR_UPSTREAM",
+    request: { headers: { authorization: "Bearer s3cret" } },
+  };
+  thrown.self = thrown;
+  const entry = logged({ error: thrown });
+  assert.equal(entry.error, "upstream refused");
+  assert.equal(entry.code, "ERR_UPSTREAM");
+  assert.equal(logged({ error: Object.create(null) }).error, "[object without a message]");
+  assert.equal(logged({ error: "a string thrown" }).error, "a string thrown");
+});

@@ -15,7 +15,13 @@ import {
   uriSans,
 } from "../../mod.ts";
 import { parseKeyRequest } from "../../internal/mod.ts";
-import { ConfigError, loadConfig, RequestDenied, requestedKey } from "../../ca-server/mod.ts";
+import {
+  ConfigError,
+  loadConfig,
+  RequestDenied,
+  requestedKey,
+  verifyProofOfPossession,
+} from "../../ca-server/mod.ts";
 import { tempDir } from "../ca-server/helpers.ts";
 import { openssl } from "./helpers.ts";
 
@@ -229,5 +235,34 @@ describe("issuing to a proven key", () => {
       };
       await assert.rejects(requestedKey(stub, "v1"), denied("InvalidStubPKCS10Request", "stubPKCS10Request"));
     }
+  });
+
+  test("a pkixPublicKey whose EC point is not on its curve is denied, not thrown out of the signer", async () => {
+    // The core's reading passes it (0x04 and two coordinates of P-256's size); node:crypto, which
+    // checks the proof, cannot import it.
+    const spki = new Uint8Array(await exportSpki((await generateKeyPair("ECDSA-P256")).publicKey));
+    const offCurve = spki.slice();
+    offCurve[offCurve.length - 1] ^= 1;
+    const request = {
+      metadata: { name: "r", namespace: "n" },
+      spec: {
+        signerName: "meshauth.io/pod-identity",
+        podName: "p",
+        podUID: "u",
+        serviceAccountName: "s",
+        serviceAccountUID: "su",
+        nodeName: "n",
+        nodeUID: "nu",
+        pkixPublicKey: Buffer.from(offCurve).toString("base64"),
+        proofOfPossession: "",
+      },
+    };
+    await assert.rejects(requestedKey(request, "v1beta1"), (err: unknown) => {
+      assert.ok(err instanceof RequestDenied, `a RequestDenied, not ${String(err)}`);
+      assert.equal(err.reason, "InvalidRequest");
+      assert.match(err.message, /^spec\.pkixPublicKey: /);
+      return true;
+    });
+    assert.equal(verifyProofOfPossession(offCurve, "ECDSA-P256", "u", new Uint8Array(8)), false);
   });
 });

@@ -1,8 +1,11 @@
 // A documentation walkthrough, run as written: the shell blocks between `<!-- doc-test: begin -->`
 // and `<!-- doc-test: end -->`, in order, in one directory; a block marked
 // `<!-- doc-test: background "<text>" -->` keeps running (a server) until `<text>` appears in its
-// output. Used by the tests of docs/agent.md's and docs/operations.md's walkthroughs.
+// output. Used by the tests of the walkthroughs of docs/agent.md, docs/operations.md and docs/proxy.md.
 import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { chmod, mkdir, writeFile } from "node:fs/promises";
+import { createRequire } from "node:module";
+import { join } from "node:path";
 
 export interface Block {
   script: string;
@@ -101,4 +104,33 @@ export function listeningUrl(lines: string[]): string {
     }
   }
   throw new Error(`no listening line in:\n${lines.join("\n")}`);
+}
+
+/**
+ * The environment a walkthrough runs in from the checkout at `root` (its path, ending in `/`):
+ * `npm run ca` and `npx meshauth` run what package.json says they run (its ca script and its
+ * bin's source, through tsx), from shims in `<dir>/.bin`, so that the state stays in `dir`; the
+ * CA's and the agent's ports are 0 (free ones, read from their `listening` lines), and no join
+ * token comes from the caller's environment.
+ */
+export async function checkoutEnv(dir: string, root: string): Promise<NodeJS.ProcessEnv> {
+  const bin = join(dir, ".bin");
+  await mkdir(bin);
+  const tsx = createRequire(join(root, "package.json")).resolve("tsx");
+  const shims = {
+    npm:
+      `[ "$1 $2" = "run ca" ] || exit 127\nshift 2\n[ "$1" = "--" ] && shift\nexec node --import "${tsx}" "${root}cli/dev-ca.ts" "$@"`,
+    npx: `[ "$1" = meshauth ] || exit 127\nshift\nexec node --import "${tsx}" "${root}cli/main.ts" "$@"`,
+  };
+  for (const [name, body] of Object.entries(shims)) {
+    await writeFile(join(bin, name), `#!/bin/sh\n${body}\n`);
+    await chmod(join(bin, name), 0o755);
+  }
+  return {
+    ...process.env,
+    PATH: `${bin}:${process.env.PATH}`,
+    MESHAUTH_LISTEN_PORT: "0",
+    MESHAUTH_AGENT_LISTEN_PORT: "0",
+    MESHAUTH_JOIN_TOKEN: "",
+  };
 }

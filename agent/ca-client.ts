@@ -207,6 +207,11 @@ export function caUrlProblem(url: string): string | undefined {
   } else if (parsed.protocol !== "https:") {
     return `expected an https:// URL (or http:// to a loopback address), got ${JSON.stringify(url)}`;
   }
+  // The URL is logged and printed (--check); credentials in it would be too, and the CA
+  // authenticates the agent by its token or certificate, never by a password in the URL.
+  if (parsed.username || parsed.password) {
+    return `no user name or password in the CA's URL (the agent authenticates with its token or certificate), got ${parsed.protocol}//…@${parsed.host}`;
+  }
   if (parsed.pathname !== "/" || parsed.search || parsed.hash) {
     return `the CA's origin (scheme, host and port) without a path, got ${JSON.stringify(url)}`;
   }

@@ -131,6 +131,8 @@ const CURVE_EQUATIONS: Record<"P-256" | "P-384" | "P-521", { p: bigint; b: bigin
 export function isOnCurve(curve: "P-256" | "P-384" | "P-521", point: Uint8Array): boolean {
   const size = CURVE_SIZE[curve];
   const { p, b } = CURVE_EQUATIONS[curve];
+  // Callers pass what checkEcPoint accepted; anything else is no point of this curve.
+  if (point.length !== 1 + 2 * size || point[0] !== 0x04) return false;
   const x = BigInt(`0x${toHex(point.subarray(1, 1 + size))}`);
   const y = BigInt(`0x${toHex(point.subarray(1 + size))}`);
   if (x >= p || y >= p) return false;

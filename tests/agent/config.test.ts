@@ -294,6 +294,10 @@ describe("loadAgentConfig: paths and URLs that mean one thing", () => {
       (await problems("ftp://127.0.0.1"))[0],
       /^ca\.url \(from MESHAUTH_CA_URL\): expected an https:\/\/ URL/,
     );
+    // A password in the URL would be logged and printed with it; the message never repeats it.
+    const withPassword = (await problems("https://agent:s3cret@ca.example:8443"))[0];
+    assert.match(withPassword, /no user name or password in the CA's URL/);
+    assert.ok(!withPassword.includes("s3cret") && !withPassword.includes("agent:"), withPassword);
     assert.deepEqual(await problems("http://127.0.0.1:8080"), []);
     assert.deepEqual(await problems("https://ca.example:8443"), []);
   });

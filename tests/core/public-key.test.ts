@@ -64,6 +64,14 @@ describe("isOnCurve", () => {
     });
   }
 
+  test("answers false, never throws, for what checkEcPoint would refuse", () => {
+    const { gx, gy } = NIST_CURVES["P-256"];
+    const point = uncompressedPoint("P-256", gx, gy);
+    assert.equal(isOnCurve("P-256", point.subarray(0, 33)), false, "half a point");
+    assert.equal(isOnCurve("P-256", new Uint8Array([0x06, ...point.subarray(1)])), false, "hybrid");
+    assert.equal(isOnCurve("P-256", new Uint8Array()), false, "empty");
+  });
+
   test("a point of one curve is not a point of another", () => {
     const p256 = NIST_CURVES["P-256"];
     const p384 = NIST_CURVES["P-384"];

@@ -8,8 +8,9 @@
  */
 
 import { formatAddress } from "../agent/proxy/address.ts";
+import { readCredentialDirectory } from "../agent/proxy/file-credentials.ts";
 import { loadSidecarConfig, type SidecarConfig } from "../agent/proxy/sidecar-config.ts";
-import { jsonLogger } from "../internal/mod.ts";
+import { errorLine, jsonLogger } from "../internal/mod.ts";
 import { parseConfigCommand, reportCliError, UsageError } from "./args.ts";
 import { listenerPolicyProblems } from "./policy-problems.ts";
 import { runUntilSignal } from "./until-signal.ts";
@@ -28,6 +29,18 @@ Options:
   --check           validate the configuration and the policy files, print them, exit
   --help            this text`;
 
+/** What the credentials directory holds now, as a start would read it. */
+async function credentialsNow(config: SidecarConfig): Promise<string> {
+  try {
+    const now = await readCredentialDirectory(config.credentials.dir, config.credentials.layout);
+    return `credentials now: ${now.id} (serial ${now.serialNumber}), valid until ${now.expiresAt.toISOString()}`;
+  } catch (err) {
+    return `credentials now: none usable (${
+      errorLine(err)
+    }); a start waits for them and is not ready until then`;
+  }
+}
+
 /** What `--check` prints; its first line says whether the configuration is valid, as the exit code does. */
 async function describe(config: SidecarConfig): Promise<{ text: string; isValid: boolean }> {
   const policyProblems = await listenerPolicyProblems(config.proxy.inbound);
@@ -41,6 +54,9 @@ async function describe(config: SidecarConfig): Promise<{ text: string; isValid:
         policyProblems.length === 1 ? "'s" : "s'"
       } policies cannot be used (below); ${where}`,
     ...policyProblems,
+    // Not part of validity: on Kubernetes the files exist only in the pod, and the sidecar waits
+    // for them; but an operator checking on the host is told what a start would find.
+    await credentialsNow(config),
     `ops port ${config.listen.host}:${config.listen.port}; audit log ${config.proxy.auditLog}`,
     ...config.proxy.inbound.map((l) =>
       `  inbound ${l.name}: ${formatAddress(l.listen)} (${l.mode} ${l.protocol}, as ${l.workload}) -> ${

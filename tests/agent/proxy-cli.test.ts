@@ -78,6 +78,11 @@ describe("meshauth proxy", { timeout: 4 * TIMEOUT_MS }, () => {
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /^configuration is valid: credentials .*\/pod \(istio\), no CA/);
     assert.match(r.stdout, /inbound app: 127\.0\.0\.1:0 \(STRICT http, as app\) -> 127\.0\.0\.1:8080/);
+    // The directory is not there: still valid (on Kubernetes it exists only in the pod), and said.
+    assert.match(
+      r.stdout,
+      /^credentials now: none usable \(ERR_CREDENTIAL_DIRECTORY_UNUSABLE: .*\(missing\).*\); a start waits for them/m,
+    );
   });
 
   test("--check of a policy that cannot be used exits 1 and says why", async () => {

@@ -88,6 +88,10 @@ test("docs/proxy.md: two sidecars without Kubernetes, from npm run ca to a curl 
     /^configuration is valid: credentials .*workloads\/db \(istio\), CRLs from https:\/\/localhost:\d+/,
   );
   assert.match(check, /inbound db: 127\.0\.0\.1:\d+ \(STRICT http, as db\)/);
+  assert.match(
+    check,
+    /^credentials now: spiffe:\/\/meshauth\.local\/demo\/db \(serial [0-9a-f]+\), valid until /m,
+  );
   // Through both sidecars: db's service saw web's verified identity, by db's sidecar.
   assert.match(
     calls,

@@ -137,7 +137,14 @@ async function read(options: ListenerPolicyOptions, given?: string[]): Promise<L
     for (const { policy, isDryRun } of parseFile(file, texts[i])) {
       const other = names.get(policy.name);
       if (other !== undefined) {
-        throw new PolicyFileError(file, `policy ${JSON.stringify(policy.name)} is also defined in ${other}`);
+        throw new PolicyFileError(
+          file,
+          other === file
+            ? `policy ${
+              JSON.stringify(policy.name)
+            } is defined twice in this file; each policy needs a name of its own`
+            : `policy ${JSON.stringify(policy.name)} is also defined in ${other}`,
+        );
       }
       names.set(policy.name, file);
       checkFields(policy, file, options, headerKeys);

@@ -11,6 +11,7 @@ import { type AddressInfo, createServer } from "node:net";
 import { join } from "node:path";
 import { parseCertificates } from "../../mod.ts";
 import { MeshProxy, PolicyFileError } from "../../agent/mod.ts";
+import { ListenerPolicy } from "../../agent/proxy/policy-files.ts";
 import {
   auditRecords,
   echoServer,
@@ -500,4 +501,25 @@ test("HTTP mode: a WebSocket-style upgrade is decided like any request, then pip
   const denied = await upgrade("/admin");
   assert.match(denied.reply, /^HTTP\/1\.1 403 Forbidden/);
   assert.equal(denied.closed, true);
+});
+
+test("a policy name used twice is refused, naming the file once or both files", async () => {
+  const one = join(dir.path, "dup-one.yaml");
+  const two = join(dir.path, "dup-two.yaml");
+  const policy =
+    "  - name: a\n    action: ALLOW\n    rules:\n      - from: [{ source: { namespaces: [x] } }]\n";
+  await writeFile(one, `policies:\n${policy}${policy}`);
+  await writeFile(two, `policies:\n${policy}`);
+  const load = (files: string[]) =>
+    ListenerPolicy.load({ listener: "l", files, protocol: "tcp", defaultAction: "DENY" });
+  await assert.rejects(load([one]), (err: Error) => {
+    assert.ok(err instanceof PolicyFileError, String(err));
+    assert.match(err.message, /policy "a" is defined twice in this file/);
+    return true;
+  });
+  await writeFile(one, `policies:\n${policy}`);
+  await assert.rejects(load([one, two]), (err: Error) => {
+    assert.match(err.message, new RegExp(`policy "a" is also defined in ${one}`));
+    return true;
+  });
 });

@@ -65,7 +65,9 @@ export function startBackground(
     };
     child.stdout!.on("data", onData);
     child.stderr!.on("data", onData);
-    child.once("exit", (code) => {
+    // Once its output is all read (an exit can be seen before the last of it): why it failed
+    // is in the message.
+    child.once("close", (code) => {
       clearTimeout(timer);
       reject(new Error(`${script} exited with ${code}:\n${lines.join("\n")}`));
     });

@@ -194,7 +194,8 @@ describe("meshauth proxy", { timeout: 4 * TIMEOUT_MS }, () => {
       buffered = lines.pop()!;
       for (const line of lines) logs.push(JSON.parse(line));
     });
-    const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+    // Once its output is all read: the last lines are in `logs`.
+    const exited = new Promise<number | null>((resolve) => child.once("close", (code) => resolve(code)));
     await waitFor(
       "the sidecar's start",
       () => logs.some((l) => l.msg === "proxy sidecar started"),
@@ -240,6 +241,8 @@ describe("meshauth proxy", { timeout: 4 * TIMEOUT_MS }, () => {
     child.kill("SIGINT");
     const code = await within(exited, TIMEOUT_MS, "the sidecar to exit");
     assert.ok(logs.some((l) => l.msg === "stopped"));
+    // A clean stop is no workload left without an SVID: no line for log alerting to fire on.
+    assert.deepEqual(logs.filter((l) => String(l.msg).startsWith("no SVID")), []);
     if (code !== null) assert.equal(code, 0);
   });
 });

@@ -80,13 +80,15 @@ function answer(response: ServerResponse, status: number, body: string, type = "
 
 /**
  * Serves the status endpoints of `target` on `host:port` (0 picks a free port). `setting` names,
- * in the message of a port in use, the configuration that moves it (the agent's by default).
+ * in the message of a port in use, the configuration that moves it, and `portName` what the port
+ * is called there (the agent's by default; `meshauth proxy`'s is its ops port).
  */
 export async function startOpsServer(
   target: OpsTarget,
   host: string,
   port: number,
   setting: string = "listen.port (or MESHAUTH_AGENT_LISTEN_PORT)",
+  portName: string = "status port",
 ): Promise<OpsServer> {
   const server: Server = createServer({ maxHeaderSize: 8 * 1024 }, (request: IncomingMessage, response) => {
     const path = (request.url ?? "/").split("?")[0];
@@ -145,7 +147,7 @@ export async function startOpsServer(
       reject(
         err.code === "EADDRINUSE"
           ? new StatusPortInUse(
-            `the status port ${host}:${port} is in use; set ${setting}`,
+            `the ${portName} ${host}:${port} is in use; set ${setting}`,
           )
           : err,
       );

@@ -50,6 +50,8 @@ export async function runCaServer(
     stopping ??= (async () => {
       logger.info("stopping", { signal });
       await server.close().catch((err) => logger.error("error while stopping", { error: err }));
+      // The last line, as the agent's and the proxy's: the server closed.
+      logger.info("stopped", { signal });
       process.exit(0);
     })();
   // Handlers stay installed while the server stops: with `once`, a second Ctrl-C would find none
@@ -145,10 +147,16 @@ async function runPrimary(
     stopping = true;
     logger.info("stopping workers", { signal });
     for (const w of workers) w.kill("SIGTERM");
-    const deadline = setTimeout(() => process.exit(0), 5000);
+    const deadline = setTimeout(() => {
+      // Those left stop when the channel closes, as the primary exits.
+      logger.info("stopped", { signal, workersStillStopping: Object.keys(cluster.workers ?? {}).length });
+      process.exit(0);
+    }, 5000);
     deadline.unref();
     cluster.on("exit", () => {
-      if (Object.keys(cluster.workers ?? {}).length === 0) process.exit(0);
+      if (Object.keys(cluster.workers ?? {}).length > 0) return;
+      logger.info("stopped", { signal });
+      process.exit(0);
     });
   };
   process.on("SIGINT", () => stop("SIGINT"));

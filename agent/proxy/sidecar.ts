@@ -90,6 +90,7 @@ export async function startProxySidecar(
     config.listen.host,
     config.listen.port,
     "listen.port in proxy.yaml",
+    "ops port",
   );
   let crls: Promise<CrlFollower | undefined> | undefined;
   // The CA is followed once the credentials are there: their bundle verifies it and its CRLs.

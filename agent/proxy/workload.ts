@@ -81,10 +81,14 @@ export class ProxyWorkload {
   /** Follows `source` (or none: every listener of the workload refuses connections). */
   attach(source: CredentialSource | undefined): void {
     if (source === this.#source) return;
+    this.#setSource(source);
+    this.refresh();
+  }
+
+  #setSource(source: CredentialSource | undefined): void {
     this.#source?.off("change", this.#onChange);
     this.#source = source;
     source?.on("change", this.#onChange);
-    this.refresh();
   }
 
   observe(observer: WorkloadObserver): () => void {
@@ -200,7 +204,11 @@ export class ProxyWorkload {
     }
   }
 
-  #applyCredential(credential: SvidCredential | undefined): void {
+  /**
+   * Puts `credential` into service. `isClosing`: the proxy is stopping and its listeners are
+   * closed; the SVID is dropped without a log line or a rotation counted, since nothing is refused.
+   */
+  #applyCredential(credential: SvidCredential | undefined, isClosing = false): void {
     const before = this.#credential;
     if (
       before?.certificateChainPem === credential?.certificateChainPem &&
@@ -228,19 +236,25 @@ export class ProxyWorkload {
     this.#options = options;
     this.#clientContext = clientContext;
     this.#ownId = ownId;
-    if (before || credential) this.metrics.rotations.inc({ workload: this.name });
-    this.logger.info(
-      credential ? "SVID in service" : "no SVID: the workload's listeners refuse connections",
-      {
-        workload: this.name,
-      },
-    );
+    if (!isClosing) {
+      if (before || credential) this.metrics.rotations.inc({ workload: this.name });
+      this.logger.info(
+        credential ? "SVID in service" : "no SVID: the workload's listeners refuse connections",
+        {
+          workload: this.name,
+        },
+      );
+    }
     for (const observer of this.#observers) observer.credentialChanged(options);
   }
 
-  /** Stops following the source. */
+  /**
+   * Stops following the source and drops the SVID, as the proxy stops: unlike a source taken
+   * away while it runs, nothing is logged (a clean stop is not a workload left without an SVID).
+   */
   detach(): void {
-    this.attach(undefined);
+    this.#setSource(undefined);
+    this.#applyCredential(undefined, true);
   }
 }
 

@@ -1,12 +1,14 @@
 // `meshauth proxy` on the command line: --help, usage errors (exit 2), --check of a valid and of
 // a bad configuration (exit 0 and 1, with what it read), `revocation: strict` without a CA
-// and listeners naming two workloads refused at load, and a sidecar whose credential directory is not there yet: running, not
-// ready (503, the directory named), JSON lines saying why, and ready once the agent's files
-// arrive.
+// and listeners naming two workloads refused at load, an ops port in use (named the ops port),
+// and a sidecar whose credential directory is not there yet: running, not ready (503, the
+// directory named), JSON lines saying why, ready once the agent's files arrive, and stopped
+// without a "no SVID" line.
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { readFile, writeFile } from "node:fs/promises";
+import { type AddressInfo, createServer } from "node:net";
 import { join } from "node:path";
 import { ConfigError } from "../../internal/mod.ts";
 import { credentialFiles, loadSidecarConfig, writeGeneration } from "../../agent/mod.ts";
@@ -182,6 +184,30 @@ describe("meshauth proxy", { timeout: 4 * TIMEOUT_MS }, () => {
     );
   });
 
+  test("an ops port in use stops the start: ERR_STATUS_PORT_IN_USE naming the ops port and listen.port in proxy.yaml", async () => {
+    const taken = createServer();
+    await new Promise<void>((resolve) => taken.listen(0, "127.0.0.1", resolve));
+    try {
+      const port = (taken.address() as AddressInfo).port;
+      const config = join(dir.path, "ops-port-in-use.yaml");
+      await writeFile(
+        config,
+        (await readFile(join(dir.path, "proxy.yaml"), "utf8")).replace(
+          "listen: { port: 0 }",
+          `listen: { port: ${port} }`,
+        ),
+      );
+      const r = await meshauth(["proxy", "--config", config]);
+      assert.equal(r.code, 1, r.stdout);
+      assert.equal(
+        r.stderr,
+        `meshauth: ERR_STATUS_PORT_IN_USE: the ops port 127.0.0.1:${port} is in use; set listen.port in proxy.yaml\n`,
+      );
+    } finally {
+      await new Promise((resolve) => taken.close(resolve));
+    }
+  });
+
   test("without its credential files it runs, not ready, and is ready once the agent delivers them", async () => {
     const child = spawnInGroup(NODE, [
       "--import",
@@ -199,7 +225,8 @@ describe("meshauth proxy", { timeout: 4 * TIMEOUT_MS }, () => {
       buffered = lines.pop()!;
       for (const line of lines) logs.push(JSON.parse(line));
     });
-    const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+    // Once its output is all read: the last lines are in `logs`.
+    const exited = new Promise<number | null>((resolve) => child.once("close", (code) => resolve(code)));
     await waitFor(
       "the sidecar's start",
       () => logs.some((l) => l.msg === "proxy sidecar started"),
@@ -245,6 +272,8 @@ describe("meshauth proxy", { timeout: 4 * TIMEOUT_MS }, () => {
     child.kill("SIGINT");
     const code = await within(exited, TIMEOUT_MS, "the sidecar to exit");
     assert.ok(logs.some((l) => l.msg === "stopped"));
+    // A clean stop is no workload left without an SVID: no line for log alerting to fire on.
+    assert.deepEqual(logs.filter((l) => String(l.msg).startsWith("no SVID")), []);
     if (code !== null) assert.equal(code, 0);
   });
 });

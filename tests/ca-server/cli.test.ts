@@ -231,6 +231,61 @@ describe("meshauth ca (CLI)", () => {
     }
   });
 
+  it("serve, with one server or two workers, logs stopped as its last line once it has closed at SIGTERM", async () => {
+    const fresh = await tempDir();
+    try {
+      const freshConfig = await writeConfig(fresh.path, {
+        listen: { host: "127.0.0.1", port: 0, plainHttp: true },
+        log: { level: "info" },
+      });
+      assert.equal((await cli(["ca", "init", "--config", freshConfig])).code, 0);
+      const entries = (logs: string[]) =>
+        logs.flatMap((line) => {
+          try {
+            return [JSON.parse(line) as Record<string, unknown>];
+          } catch {
+            return [];
+          }
+        });
+      const sleep = () => new Promise((resolve) => setTimeout(resolve, 50));
+      for (const workers of [1, 2]) {
+        const server = await startCa(freshConfig, { MESHAUTH_WORKERS: String(workers) });
+        // The primary handles signals once every worker listens (at most 5 s).
+        for (
+          let i = 0;
+          i < 100 && entries(server.logs).filter((e) => e.msg === "listening").length < workers;
+          i++
+        ) {
+          await sleep();
+        }
+        await server.kill("SIGTERM");
+        // Each worker, then the primary, once they all exited; the last lines may be read
+        // just after the exit is seen (at most 5 s).
+        const expected = workers === 1 ? 1 : workers + 1;
+        const stopped = () => entries(server.logs).filter((e) => e.msg === "stopped");
+        for (let i = 0; i < 100 && stopped().length < expected; i++) await sleep();
+        const lines = entries(server.logs);
+        assert.equal(stopped().length, expected, `workers: ${workers}\n${server.logs.join("\n")}`);
+        assert.deepEqual(
+          {
+            msg: lines.at(-1)?.msg,
+            signal: lines.at(-1)?.signal,
+            workersStillStopping: lines.at(-1)?.workersStillStopping,
+          },
+          { msg: "stopped", signal: "SIGTERM", workersStillStopping: undefined },
+          `workers: ${workers}\n${server.logs.join("\n")}`,
+        );
+        assert.ok(
+          lines.findIndex((e) => e.msg === (workers === 1 ? "stopping" : "stopping workers")) <
+            lines.findIndex((e) => e.msg === "stopped"),
+          `workers: ${workers}: stopping, then stopped`,
+        );
+      }
+    } finally {
+      await fresh.remove();
+    }
+  });
+
   it("a start failure of every worker (PostgreSQL unreachable) is said once, and the exit code is 1", async () => {
     const fresh = await tempDir();
     try {

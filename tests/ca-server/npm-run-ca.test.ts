@@ -165,6 +165,8 @@ describe("npm run ca under a supervisor", () => {
       });
       group = npm.pid!;
       const exited = new Promise<number | null>((resolve) => npm.once("exit", (code) => resolve(code)));
+      // The CA writes to the same pipe: it closes once npm and the CA have both exited.
+      const closed = new Promise<void>((resolve) => npm.stdout!.once("close", () => resolve()));
       let output = "";
       npm.stdout!.on("data", (d) => output += d);
       npm.stderr!.on("data", (d) => output += d);
@@ -183,7 +185,10 @@ describe("npm run ca under a supervisor", () => {
         // already gone: the second press came too late to matter
       }
       assert.equal(await exited, 0, output);
+      await closed;
       assert.match(output, /"msg":"stopping","signal":"SIGINT"/);
+      // Its last line, once it has closed.
+      assert.match(output, /"msg":"stopped","signal":"SIGINT"\}\n$/);
     } finally {
       try {
         if (group) process.kill(-group, "SIGKILL");
@@ -223,6 +228,7 @@ describe("npm run ca under a supervisor", () => {
       ]);
       assert.equal(timedOut, false, `the CA outlived npm:\n${output}`);
       assert.match(output, /"msg":"stopping","signal":"SIGTERM"/);
+      assert.match(output, /"msg":"stopped","signal":"SIGTERM"\}\n$/);
     } finally {
       try {
         if (group) process.kill(-group, "SIGKILL");

@@ -29,13 +29,17 @@ export function walkthrough(markdown: string): Block[] {
 
 const background: ChildProcess[] = [];
 
-/** Stops every background process started (SIGTERM, then SIGKILL after 5 s). */
+/**
+ * Stops every background process started (SIGTERM, then SIGKILL after 5 s); resolves once each
+ * has exited and its output is all read (its last lines are in what `startBackground` gave).
+ */
 export async function stopBackground(): Promise<void> {
   for (const child of background.splice(0)) {
     if (child.exitCode === null && child.signalCode === null) {
+      const closed = new Promise((resolve) => child.once("close", resolve));
       child.kill("SIGTERM");
       const timer = setTimeout(() => child.kill("SIGKILL"), 5000);
-      await new Promise((resolve) => child.once("exit", resolve));
+      await closed;
       clearTimeout(timer);
     }
   }
@@ -65,7 +69,9 @@ export function startBackground(
     };
     child.stdout!.on("data", onData);
     child.stderr!.on("data", onData);
-    child.once("exit", (code) => {
+    // Once its output is all read (an exit can be seen before the last of it): why it failed
+    // is in the message.
+    child.once("close", (code) => {
       clearTimeout(timer);
       reject(new Error(`${script} exited with ${code}:\n${lines.join("\n")}`));
     });

@@ -113,6 +113,10 @@ export async function startProxySidecar(
     isListening = true;
     followCa();
   } catch (err) {
+    // The credentials may have come, and the CA's CRLs been followed, before a listener failed.
+    isRunning = false;
+    source.off("change", followCa);
+    await (await crls)?.stop();
     source.close();
     await proxy.stop();
     await ops.close();

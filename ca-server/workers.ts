@@ -28,10 +28,13 @@ export async function runCaServer(
     await runPrimary(config, logger, onListening);
     return;
   }
+  const held = holdStopSignals();
+  const release = held.release;
   let server: RunningCaServer;
   try {
     server = await startCaServer(config, { logger });
   } catch (err) {
+    release();
     process.exitCode = 1;
     if (cluster.isWorker) {
       // The primary says it, once for all the workers that fail alike.
@@ -43,8 +46,13 @@ export async function runCaServer(
     console.error(`meshauth: ${startFailureLine(err, logger)}`);
     return;
   }
-  if (cluster.isWorker) process.send?.({ listening: server.url });
-  else await onListening?.(server.url);
+  try {
+    if (cluster.isWorker) process.send?.({ listening: server.url });
+    else await onListening?.(server.url);
+  } catch (err) {
+    release();
+    throw err;
+  }
   let stopping: Promise<void> | undefined;
   const stop = (signal: string) =>
     stopping ??= (async () => {
@@ -58,6 +66,8 @@ export async function runCaServer(
   // and kill the process in the middle of its close.
   process.on("SIGINT", () => void stop("SIGINT"));
   process.on("SIGTERM", () => void stop("SIGTERM"));
+  release();
+  if (held.signal()) void stop(held.signal()!);
   process.on("SIGHUP", () => {
     logger.info("reloading authorities", { signal: "SIGHUP" });
     void server.reloadAuthorities();
@@ -78,14 +88,40 @@ function startFailureLine(err: unknown, logger: Logger): string {
   return `the CA server failed to start: ${String((err as Error)?.message ?? err).split("\n")[0]}`;
 }
 
+/**
+ * Holds SIGINT and SIGTERM while a server starts (it logs "listening" before its caller has
+ * installed the handlers that stop it): without a handler a signal would kill the process
+ * mid-start, with no "stopping" or "stopped". The caller acts on the held signal once its own
+ * handlers are in, and releases these either way.
+ */
+function holdStopSignals(): { signal: () => string | undefined; release: () => void } {
+  let held: string | undefined;
+  const hold = (signal: string) => {
+    held ??= signal;
+  };
+  process.on("SIGINT", hold);
+  process.on("SIGTERM", hold);
+  return {
+    signal: () => held,
+    release: () => {
+      process.off("SIGINT", hold);
+      process.off("SIGTERM", hold);
+    },
+  };
+}
+
 async function runPrimary(
   config: CaConfig,
   logger: Logger,
   onListening?: (url: string) => void | Promise<void>,
 ): Promise<void> {
   let stopping = false;
+  const held = holdStopSignals();
   // Each worker would find these alike; found here, they are said once, before any fork.
-  await checkCaCanStart(config);
+  await checkCaCanStart(config).catch((err) => {
+    held.release();
+    throw err;
+  });
   // The workers' shared rate-limit buckets and metrics live here.
   servePrimaryGroup(config.rateLimit, config.workers);
   const workers: Worker[] = [];
@@ -136,6 +172,7 @@ async function runPrimary(
     }
     await onListening?.(url);
   } catch (err) {
+    held.release();
     stopping = true;
     for (const w of workers) w.kill("SIGTERM");
     throw err;
@@ -161,6 +198,8 @@ async function runPrimary(
   };
   process.on("SIGINT", () => stop("SIGINT"));
   process.on("SIGTERM", () => stop("SIGTERM"));
+  held.release();
+  if (held.signal()) stop(held.signal()!);
   process.on("SIGHUP", () => {
     for (const w of workers) if (!w.isDead()) w.process.kill("SIGHUP");
   });

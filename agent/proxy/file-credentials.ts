@@ -99,11 +99,14 @@ export interface FileCredentialSourceOptions {
 
 /**
  * Reads and checks one generation of `directory` in `layout`; throws
- * {@link CredentialDirectoryUnusable}.
+ * {@link CredentialDirectoryUnusable}. Given the credentials `previous` read, answers them as
+ * they are when the files hold the same bytes (their modes checked again), without parsing,
+ * importing and verifying them again: what a poll of an unchanged directory finds.
  */
 export async function readCredentialDirectory(
   directory: string,
   layout: LayoutName = "istio",
+  previous?: FileCredentials,
 ): Promise<FileCredentials> {
   const names = LAYOUTS[layout];
   const wanted = [names.certificateChain, names.privateKey, names.trustBundle];
@@ -127,6 +130,10 @@ export async function readCredentialDirectory(
   const chainPem = text(names.certificateChain);
   const keyPem = text(names.privateKey);
   const bundlePem = text(names.trustBundle);
+  if (
+    previous && previous.certificateChainPem === chainPem && previous.privateKeyPem === keyPem &&
+    previous.trustBundlePem === bundlePem
+  ) return previous;
   let leaf;
   let id: SpiffeId;
   try {
@@ -338,7 +345,7 @@ export class FileCredentialSource extends EventEmitter implements CredentialSour
   async #read(): Promise<void> {
     let read: FileCredentials;
     try {
-      read = await readCredentialDirectory(this.directory, this.layout);
+      read = await readCredentialDirectory(this.directory, this.layout, this.#current);
     } catch (err) {
       const error = err instanceof CredentialDirectoryUnusable
         ? err
@@ -364,10 +371,7 @@ export class FileCredentialSource extends EventEmitter implements CredentialSour
     this.#lastRefusal = "";
     this.#watch();
     const previous = this.#current;
-    if (
-      previous && previous.certificateChainPem === read.certificateChainPem &&
-      previous.privateKeyPem === read.privateKeyPem && previous.trustBundlePem === read.trustBundlePem
-    ) return;
+    if (read === previous) return;
     this.#current = read;
     this.#logger.info(previous ? "credential files rotated" : "credential files loaded", {
       directory: this.directory,
